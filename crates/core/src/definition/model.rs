@@ -1,0 +1,173 @@
+//! The validated pipeline model. Fields are private where an invariant holds
+//! between them; construct through [`crate::definition::parse`].
+
+use crate::exception::ExceptionType;
+use crate::name::Name;
+use crate::policy::RetryPolicy;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+pub const MAX_STAGES: usize = 50;
+pub const MAX_ACTIONS_PER_STAGE: usize = 50;
+pub const MAX_RUN_ORDER: u32 = 999;
+pub const MAX_RETRY_POLICIES_PER_ACTION: usize = 20;
+pub const MAX_TIMEOUT_SECONDS: u64 = 7 * 24 * 3600;
+pub const MAX_ARGV_ITEMS: usize = 1000;
+pub const MAX_STAGE_AUTO_RETRIES: u32 = 10;
+pub const DEFAULT_MAX_CONCURRENT_EXECUTIONS: u32 = 10_000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ExecutionMode {
+    Superseded,
+    Queued,
+    Parallel,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Pipeline {
+    pub name: Name,
+    pub execution_mode: ExecutionMode,
+    /// Only meaningful for PARALLEL (and QUEUED: the queue's width is 1).
+    pub max_concurrent_executions: u32,
+    /// Non-empty; stage names unique.
+    pub stages: Vec<Stage>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RetryMode {
+    FailedActions,
+    AllActions,
+}
+
+impl RetryMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RetryMode::FailedActions => "FAILED_ACTIONS",
+            RetryMode::AllActions => "ALL_ACTIONS",
+        }
+    }
+}
+
+/// `onFailure: {result: RETRY, retryConfiguration: {retryMode}}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StageAutoRetry {
+    pub retry_mode: RetryMode,
+    /// How many automatic stage retries (default 1).
+    pub max_retries: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Stage {
+    pub name: Name,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_failure: Option<StageAutoRetry>,
+    /// Non-empty; action names unique within the stage.
+    pub actions: Vec<Action>,
+}
+
+impl Stage {
+    /// Distinct runOrders in ascending order: the stage's groups.
+    pub fn run_orders(&self) -> Vec<u32> {
+        let mut v: Vec<u32> = self.actions.iter().map(|a| a.run_order).collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    /// Indices of the actions in group `group` (index into `run_orders()`).
+    pub fn group_members(&self, group: usize) -> Vec<usize> {
+        let orders = self.run_orders();
+        let Some(ro) = orders.get(group) else { return Vec::new() };
+        self.actions.iter().enumerate().filter(|(_, a)| a.run_order == *ro).map(|(i, _)| i).collect()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Action {
+    pub name: Name,
+    /// 1..=999, default 1.
+    pub run_order: u32,
+    pub kind: ActionKind,
+    /// Ordered; the first matching policy applies.
+    pub retry_policies: Vec<RetryPolicy>,
+    /// Per-attempt time limit; exceeding it fails the attempt with `Step.TIMEOUT`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase", tag = "kind")]
+pub enum ActionKind {
+    Command(CommandSpec),
+    Http(HttpSpec),
+    Noop(NoopSpec),
+    Function(FunctionSpec),
+}
+
+impl ActionKind {
+    /// The CodePipeline `actionTypeId.provider` of this kind.
+    pub fn provider(&self) -> &'static str {
+        match self {
+            ActionKind::Command(_) => "Command",
+            ActionKind::Http(_) => "Http",
+            ActionKind::Noop(_) => "Noop",
+            ActionKind::Function(_) => "Function",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CommandSpec {
+    /// Non-empty argv; argv[0] is the program. Never run through a shell.
+    pub argv: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    /// Relative paths resolve against the pipeline file's directory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub working_directory: Option<String>,
+    /// Exit code → exception type.
+    pub exit_codes: BTreeMap<i32, ExceptionType>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpSpec {
+    /// Upper-case method token, e.g. `POST`.
+    pub method: String,
+    /// `http://` or `https://` URL.
+    pub url: String,
+    pub headers: BTreeMap<String, String>,
+    /// JSON value sent as the body (`application/json`); strings are sent as-is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body: Option<serde_json::Value>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NoopSpec {
+    /// Fail the first `fail_first` attempts of each series.
+    pub fail_first: u32,
+    pub fail_with: ExceptionType,
+    pub sleep_ms: u64,
+    /// Reported as the failure's retry hint.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after_seconds: Option<f64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FunctionSpec {
+    pub function_name: Name,
+}
+
+impl Pipeline {
+    pub fn stage_index(&self, name: &str) -> Option<usize> {
+        self.stages.iter().position(|s| s.name.as_str() == name)
+    }
+}

@@ -1,0 +1,20 @@
+//! redrive-core: the pure heart of redrive.
+//!
+//! Nothing in this crate performs IO, spawns tasks, reads a clock or draws random
+//! numbers. Time arrives as a [`time::Timestamp`] argument and jitter as a
+//! [`jitter::JitterDraw`] derived from a hash of stable identifiers, so every
+//! function here is deterministic and testable with plain values.
+//!
+//! - [`exception`]: exception types, aliases and matching.
+//! - [`policy`]: validated retry policies, the retry decision and schedule preview.
+//! - [`definition`]: pipeline definitions: source text to a located tree, the tree
+//!   to a validated [`definition::Pipeline`], with every error reported at once.
+//! - [`machine`]: the execution state machine: `(state, event, now) -> effects`.
+
+pub mod definition;
+pub mod exception;
+pub mod jitter;
+pub mod machine;
+pub mod name;
+pub mod policy;
+pub mod time;

@@ -1,0 +1,529 @@
+//! The execution state machine: `(pipeline, state, event, now) -> effects`.
+//!
+//! Pure and deterministic. The shell (redrive-engine) persists the new state and
+//! the effects' ledger records in one transaction, and only after that commit
+//! performs the effects (start attempts, arm timers). A crash between commit and
+//! effect is repaired by [`Event::Recover`]: attempts the state says are running
+//! are recorded as failed with `Step.SERVICE_FAULT` and retried under policy.
+
+use crate::definition::{Pipeline, RetryMode};
+use crate::exception::{ExceptionType, Failure};
+use crate::jitter::JitterDraw;
+use crate::policy::{decide, Decision, RetryHistory};
+use crate::time::Timestamp;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExecutionStatus {
+    InProgress,
+    Succeeded,
+    Failed,
+    Stopped,
+}
+
+impl ExecutionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecutionStatus::InProgress => "InProgress",
+            ExecutionStatus::Succeeded => "Succeeded",
+            ExecutionStatus::Failed => "Failed",
+            ExecutionStatus::Stopped => "Stopped",
+        }
+    }
+
+    pub fn is_finished(self) -> bool {
+        self != ExecutionStatus::InProgress
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StageStatus {
+    NotStarted,
+    InProgress,
+    Succeeded,
+    Failed,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ActionStatus {
+    NotStarted,
+    /// An attempt is running (or was, when the engine stopped).
+    Running,
+    /// Failed; a retry is due at `next_attempt_at` (a durable timer).
+    WaitingRetry,
+    Succeeded,
+    /// Failed for good in this series.
+    Failed,
+}
+
+/// What started a series of attempts, or one attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Trigger {
+    /// The first series of an action in an execution.
+    Initial,
+    /// A retry granted by a retry policy.
+    Policy,
+    /// `onFailure: RETRY` on the stage.
+    StageAutoRetry,
+    /// RetryStageExecution by a person or client.
+    Manual,
+    /// A dead-letter-queue redrive.
+    Redrive,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Initial => "initial",
+            Trigger::Policy => "policy",
+            Trigger::StageAutoRetry => "stage-auto-retry",
+            Trigger::Manual => "manual",
+            Trigger::Redrive => "redrive",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ActionState {
+    pub status: ActionStatus,
+    /// 0 until the action first starts; +1 for each new series (stage retry).
+    pub series: u32,
+    /// Attempts started in the current series.
+    pub attempt: u32,
+    pub series_trigger: Trigger,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub series_started_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt_started_at: Option<Timestamp>,
+    /// Retries granted per policy slot in this series (declared policies + built-in).
+    #[serde(default)]
+    pub retries_by_policy: Vec<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<Failure>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_decision: Option<Decision>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<serde_json::Value>,
+    /// Attempts over all series (for summaries).
+    #[serde(default)]
+    pub total_attempts: u32,
+}
+
+impl ActionState {
+    fn new() -> ActionState {
+        ActionState {
+            status: ActionStatus::NotStarted,
+            series: 0,
+            attempt: 0,
+            series_trigger: Trigger::Initial,
+            series_started_at: None,
+            attempt_started_at: None,
+            retries_by_policy: Vec::new(),
+            next_attempt_at: None,
+            last_failure: None,
+            last_decision: None,
+            output: None,
+            total_attempts: 0,
+        }
+    }
+
+    pub fn is_active(&self) -> bool {
+        matches!(self.status, ActionStatus::Running | ActionStatus::WaitingRetry)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StageState {
+    pub status: StageStatus,
+    /// Index into the stage's distinct runOrders.
+    pub group: usize,
+    pub auto_retries_used: u32,
+    pub actions: Vec<ActionState>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecutionState {
+    pub execution_id: String,
+    pub status: ExecutionStatus,
+    pub started_at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Timestamp>,
+    pub current_stage: usize,
+    pub stages: Vec<StageState>,
+}
+
+impl ExecutionState {
+    /// A fresh, not yet started execution of `pipeline`.
+    pub fn new(pipeline: &Pipeline, execution_id: impl Into<String>, now: Timestamp) -> ExecutionState {
+        ExecutionState {
+            execution_id: execution_id.into(),
+            status: ExecutionStatus::InProgress,
+            started_at: now,
+            finished_at: None,
+            current_stage: 0,
+            stages: pipeline
+                .stages
+                .iter()
+                .map(|s| StageState {
+                    status: StageStatus::NotStarted,
+                    group: 0,
+                    auto_retries_used: 0,
+                    actions: s.actions.iter().map(|_| ActionState::new()).collect(),
+                })
+                .collect(),
+        }
+    }
+
+    pub fn action(&self, at: ActionAt) -> &ActionState {
+        &self.stages[at.stage].actions[at.action]
+    }
+
+    fn action_mut(&mut self, at: ActionAt) -> &mut ActionState {
+        &mut self.stages[at.stage].actions[at.action]
+    }
+}
+
+/// An action's position: stage index and action index within the stage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ActionAt {
+    pub stage: usize,
+    pub action: usize,
+}
+
+/// Identifies one attempt; events naming another attempt than the current one are stale.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct AttemptId {
+    pub at: ActionAt,
+    pub series: u32,
+    pub attempt: u32,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    /// Begin the execution (only valid on a fresh state).
+    Start,
+    AttemptSucceeded { id: AttemptId, output: Option<serde_json::Value> },
+    AttemptFailed { id: AttemptId, failure: Failure },
+    /// The retry timer of this action fired.
+    TimerFired { at: ActionAt },
+    /// The engine restarted: attempts marked running were lost in flight.
+    Recover,
+    /// Re-run a failed stage (manual retry or redrive).
+    RetryStage { stage: usize, mode: RetryMode, trigger: Trigger },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttemptRecord {
+    pub id: AttemptId,
+    pub trigger: Trigger,
+    pub started_at: Timestamp,
+    pub finished_at: Timestamp,
+    /// `None` = succeeded.
+    pub failure: Option<Failure>,
+    pub decision: Option<Decision>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Effect {
+    /// Run this attempt now (its start is part of the committed state).
+    StartAttempt(AttemptId),
+    /// Persist a timer that fires `TimerFired { at }` no earlier than `due_at`.
+    SetTimer { at: ActionAt, due_at: Timestamp },
+    ClearTimer { at: ActionAt },
+    /// Append to the attempt ledger.
+    Record(AttemptRecord),
+    Finished(ExecutionStatus),
+}
+
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum Rejection {
+    #[error("event for attempt {0:?} does not match the current attempt")]
+    Stale(AttemptId),
+    #[error("timer for stage {} action {} fired before it was due ({due})", .at.stage, .at.action)]
+    TimerEarly { at: ActionAt, due: Timestamp },
+    #[error("execution is already {0:?}")]
+    Finished(ExecutionStatus),
+    #[error("execution was already started")]
+    AlreadyStarted,
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The message recorded for an attempt lost when the engine stopped.
+pub const IN_FLIGHT_LOST_MESSAGE: &str = "the engine stopped while this attempt was in flight; recorded as failed on restart";
+
+/// Applies one event. On `Err`, `state` is unchanged.
+pub fn apply(pipeline: &Pipeline, state: &mut ExecutionState, event: Event, now: Timestamp) -> Result<Vec<Effect>, Rejection> {
+    debug_assert_eq!(state.stages.len(), pipeline.stages.len());
+    if state.status.is_finished() && !matches!(event, Event::RetryStage { .. }) {
+        return Err(Rejection::Finished(state.status));
+    }
+    let mut m = Step { pipeline, state, now, effects: Vec::new() };
+    match event {
+        Event::Start => {
+            if m.state.stages.first().is_some_and(|s| s.status != StageStatus::NotStarted) {
+                return Err(Rejection::AlreadyStarted);
+            }
+            m.start_stage(0, Trigger::Initial);
+        }
+        Event::AttemptSucceeded { id, output } => {
+            m.check_current(id)?;
+            m.succeed(id, output);
+        }
+        Event::AttemptFailed { id, failure } => {
+            m.check_current(id)?;
+            m.fail(id, failure);
+        }
+        Event::TimerFired { at } => {
+            let a = m.state.action(at);
+            let due = a.next_attempt_at.unwrap_or(Timestamp::EPOCH);
+            if a.status != ActionStatus::WaitingRetry {
+                return Err(Rejection::Stale(AttemptId { at, series: a.series, attempt: a.attempt }));
+            }
+            if now < due {
+                return Err(Rejection::TimerEarly { at, due });
+            }
+            m.effects.push(Effect::ClearTimer { at });
+            m.start_attempt(at);
+        }
+        Event::Recover => {
+            let running: Vec<AttemptId> = m
+                .state
+                .stages
+                .iter()
+                .enumerate()
+                .flat_map(|(si, s)| {
+                    s.actions.iter().enumerate().filter(|(_, a)| a.status == ActionStatus::Running).map(move |(ai, a)| AttemptId {
+                        at: ActionAt { stage: si, action: ai },
+                        series: a.series,
+                        attempt: a.attempt,
+                    })
+                })
+                .collect();
+            for id in running {
+                m.fail(id, Failure::new(ExceptionType::ServiceFault, IN_FLIGHT_LOST_MESSAGE));
+            }
+        }
+        Event::RetryStage { stage, mode, trigger } => {
+            m.retry_stage(stage, mode, trigger)?;
+        }
+    }
+    Ok(m.effects)
+}
+
+struct Step<'a> {
+    pipeline: &'a Pipeline,
+    state: &'a mut ExecutionState,
+    now: Timestamp,
+    effects: Vec<Effect>,
+}
+
+impl<'a> Step<'a> {
+    fn check_current(&self, id: AttemptId) -> Result<(), Rejection> {
+        let a = self.state.action(id.at);
+        if a.status != ActionStatus::Running || a.series != id.series || a.attempt != id.attempt {
+            return Err(Rejection::Stale(id));
+        }
+        Ok(())
+    }
+
+    fn start_stage(&mut self, si: usize, trigger: Trigger) {
+        self.state.current_stage = si;
+        let stage = &mut self.state.stages[si];
+        stage.status = StageStatus::InProgress;
+        stage.group = 0;
+        self.start_group(si, 0, trigger);
+    }
+
+    fn start_group(&mut self, si: usize, group: usize, trigger: Trigger) {
+        self.state.stages[si].group = group;
+        let pipeline: &'a Pipeline = self.pipeline;
+        for ai in pipeline.stages[si].group_members(group) {
+            self.start_series(ActionAt { stage: si, action: ai }, trigger);
+        }
+    }
+
+    fn start_series(&mut self, at: ActionAt, trigger: Trigger) {
+        let slots = self.pipeline.stages[at.stage].actions[at.action].retry_policies.len() + 1;
+        let now = self.now;
+        let a = self.state.action_mut(at);
+        a.series += 1;
+        a.attempt = 0;
+        a.series_trigger = trigger;
+        a.series_started_at = Some(now);
+        a.retries_by_policy = vec![0; slots];
+        a.last_failure = None;
+        a.last_decision = None;
+        a.output = None;
+        self.start_attempt(at);
+    }
+
+    fn start_attempt(&mut self, at: ActionAt) {
+        let now = self.now;
+        let a = self.state.action_mut(at);
+        a.attempt += 1;
+        a.total_attempts += 1;
+        a.status = ActionStatus::Running;
+        a.attempt_started_at = Some(now);
+        a.next_attempt_at = None;
+        let id = AttemptId { at, series: a.series, attempt: a.attempt };
+        self.effects.push(Effect::StartAttempt(id));
+    }
+
+    fn attempt_trigger(a: &ActionState) -> Trigger {
+        if a.attempt <= 1 { a.series_trigger } else { Trigger::Policy }
+    }
+
+    fn succeed(&mut self, id: AttemptId, output: Option<serde_json::Value>) {
+        let now = self.now;
+        let a = self.state.action_mut(id.at);
+        a.status = ActionStatus::Succeeded;
+        a.output = output;
+        let record = AttemptRecord {
+            id,
+            trigger: Self::attempt_trigger(a),
+            started_at: a.attempt_started_at.unwrap_or(now),
+            finished_at: now,
+            failure: None,
+            decision: None,
+        };
+        self.effects.push(Effect::Record(record));
+        self.advance(id.at.stage);
+    }
+
+    fn fail(&mut self, id: AttemptId, failure: Failure) {
+        let now = self.now;
+        let pipeline: &'a Pipeline = self.pipeline;
+        let stage_def = &pipeline.stages[id.at.stage];
+        let action_def = &stage_def.actions[id.at.action];
+        let draw = JitterDraw::for_attempt(&self.state.execution_id, stage_def.name.as_str(), action_def.name.as_str(), id.attempt);
+        let a = self.state.action_mut(id.at);
+        let history = RetryHistory {
+            first_attempt_started_at: a.series_started_at.unwrap_or(now),
+            retries_by_policy: &a.retries_by_policy,
+            attempts: a.attempt,
+        };
+        let decision = decide(&action_def.retry_policies, history, &failure, now, draw);
+        let record = AttemptRecord {
+            id,
+            trigger: Self::attempt_trigger(a),
+            started_at: a.attempt_started_at.unwrap_or(now),
+            finished_at: now,
+            failure: Some(failure.clone()),
+            decision: Some(decision.clone()),
+        };
+        a.last_failure = Some(failure);
+        a.last_decision = Some(decision.clone());
+        self.effects.push(Effect::Record(record));
+        match decision {
+            Decision::Retry(r) => {
+                let slots = action_def.retry_policies.len();
+                a.retries_by_policy[r.policy.slot(slots)] += 1;
+                if r.due_at <= now {
+                    self.start_attempt(id.at);
+                } else {
+                    a.status = ActionStatus::WaitingRetry;
+                    a.next_attempt_at = Some(r.due_at);
+                    self.effects.push(Effect::SetTimer { at: id.at, due_at: r.due_at });
+                }
+            }
+            Decision::GiveUp { .. } => {
+                a.status = ActionStatus::Failed;
+                self.advance(id.at.stage);
+            }
+        }
+    }
+
+    /// After an action settled: move the group, stage and execution forward.
+    fn advance(&mut self, si: usize) {
+        let pipeline: &'a Pipeline = self.pipeline;
+        let stage_def = &pipeline.stages[si];
+        let group = self.state.stages[si].group;
+        let members = stage_def.group_members(group);
+        let actions = &self.state.stages[si].actions;
+        if members.iter().any(|&ai| actions[ai].is_active()) {
+            return; // others in the group are still running: they finish first
+        }
+        if members.iter().all(|&ai| actions[ai].status == ActionStatus::Succeeded) {
+            if group + 1 < stage_def.run_orders().len() {
+                self.start_group(si, group + 1, Trigger::Initial);
+            } else {
+                self.state.stages[si].status = StageStatus::Succeeded;
+                if si + 1 < self.pipeline.stages.len() {
+                    self.start_stage(si + 1, Trigger::Initial);
+                } else {
+                    self.finish(ExecutionStatus::Succeeded);
+                }
+            }
+            return;
+        }
+        // Some member failed for good.
+        let stage = &mut self.state.stages[si];
+        if let Some(auto) = stage_def.on_failure {
+            if stage.auto_retries_used < auto.max_retries {
+                stage.auto_retries_used += 1;
+                self.restart_stage(si, auto.retry_mode, Trigger::StageAutoRetry);
+                return;
+            }
+        }
+        stage.status = StageStatus::Failed;
+        self.finish(ExecutionStatus::Failed);
+    }
+
+    fn finish(&mut self, status: ExecutionStatus) {
+        self.state.status = status;
+        self.state.finished_at = Some(self.now);
+        self.effects.push(Effect::Finished(status));
+    }
+
+    fn restart_stage(&mut self, si: usize, mode: RetryMode, trigger: Trigger) {
+        self.state.current_stage = si;
+        self.state.stages[si].status = StageStatus::InProgress;
+        match mode {
+            RetryMode::FailedActions => {
+                let failed: Vec<usize> = (0..self.state.stages[si].actions.len())
+                    .filter(|&ai| self.state.stages[si].actions[ai].status == ActionStatus::Failed)
+                    .collect();
+                for ai in failed {
+                    self.start_series(ActionAt { stage: si, action: ai }, trigger);
+                }
+            }
+            RetryMode::AllActions => {
+                for a in &mut self.state.stages[si].actions {
+                    a.status = ActionStatus::NotStarted;
+                }
+                self.start_group(si, 0, trigger);
+            }
+        }
+    }
+
+    /// Manual stage retry. The service layer checks the API's preconditions
+    /// (latest execution, pipeline version, concurrency); this checks the state's.
+    fn retry_stage(&mut self, si: usize, mode: RetryMode, trigger: Trigger) -> Result<(), Rejection> {
+        let Some(stage) = self.state.stages.get(si) else {
+            return Err(Rejection::Invalid(format!("no stage with index {si}")));
+        };
+        if !stage.actions.iter().any(|a| a.status == ActionStatus::Failed) {
+            return Err(Rejection::Invalid("the stage has no failed actions".into()));
+        }
+        if mode == RetryMode::AllActions && stage.actions.iter().any(ActionState::is_active) {
+            return Err(Rejection::Invalid("ALL_ACTIONS is refused while actions are in progress".into()));
+        }
+        if self.state.status.is_finished() {
+            self.state.status = ExecutionStatus::InProgress;
+            self.state.finished_at = None;
+        }
+        self.restart_stage(si, mode, trigger);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

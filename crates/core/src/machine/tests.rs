@@ -1,0 +1,196 @@
+use super::*;
+use crate::definition::{Action, ActionKind, ExecutionMode, NoopSpec, Stage, StageAutoRetry};
+use crate::name::Name;
+use crate::policy::{GiveUpReason, RetryPolicy, RetryPolicySpec};
+
+fn noop() -> ActionKind {
+    ActionKind::Noop(NoopSpec { fail_first: 0, fail_with: ExceptionType::ActionFailed, sleep_ms: 0, retry_after_seconds: None })
+}
+
+fn action(name: &str, run_order: u32, policies: Vec<RetryPolicy>) -> Action {
+    Action { name: Name::parse(name).unwrap(), run_order, kind: noop(), retry_policies: policies, timeout_seconds: None }
+}
+
+fn stage(name: &str, actions: Vec<Action>) -> Stage {
+    Stage { name: Name::parse(name).unwrap(), on_failure: None, actions }
+}
+
+fn pipeline(stages: Vec<Stage>) -> Pipeline {
+    Pipeline { name: Name::parse("p").unwrap(), execution_mode: ExecutionMode::Parallel, max_concurrent_executions: 10, stages }
+}
+
+fn retry(types: &[&str], interval: f64, max: u32) -> RetryPolicy {
+    RetryPolicy::new(&RetryPolicySpec {
+        exception_types: types.iter().map(|s| s.to_string()).collect(),
+        interval_seconds: Some(interval),
+        backoff_rate: Some(2.0),
+        max_attempts: Some(f64::from(max)),
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+fn t(ms: i64) -> Timestamp {
+    Timestamp::from_unix_ms(ms)
+}
+
+fn started(effects: &[Effect]) -> Vec<AttemptId> {
+    effects.iter().filter_map(|e| if let Effect::StartAttempt(id) = e { Some(*id) } else { None }).collect()
+}
+
+fn at(stage: usize, action: usize) -> ActionAt {
+    ActionAt { stage, action }
+}
+
+fn failed(t: ExceptionType) -> Failure {
+    Failure::new(t, "boom")
+}
+
+#[test]
+fn run_orders_and_stages_advance_in_order() {
+    let p = pipeline(vec![
+        stage("Build", vec![action("A", 1, vec![]), action("B", 1, vec![]), action("C", 2, vec![])]),
+        stage("Deploy", vec![action("D", 1, vec![])]),
+    ]);
+    let mut s = ExecutionState::new(&p, "e1", t(0));
+    let fx = apply(&p, &mut s, Event::Start, t(0)).unwrap();
+    let ids = started(&fx);
+    assert_eq!(ids.iter().map(|i| i.at).collect::<Vec<_>>(), vec![at(0, 0), at(0, 1)]);
+    // A succeeds: C must wait for B.
+    let fx = apply(&p, &mut s, Event::AttemptSucceeded { id: ids[0], output: None }, t(1)).unwrap();
+    assert!(started(&fx).is_empty());
+    let fx = apply(&p, &mut s, Event::AttemptSucceeded { id: ids[1], output: None }, t(2)).unwrap();
+    let c = started(&fx);
+    assert_eq!(c[0].at, at(0, 2));
+    let fx = apply(&p, &mut s, Event::AttemptSucceeded { id: c[0], output: None }, t(3)).unwrap();
+    let d = started(&fx);
+    assert_eq!(d[0].at, at(1, 0));
+    assert_eq!(s.stages[0].status, StageStatus::Succeeded);
+    let fx = apply(&p, &mut s, Event::AttemptSucceeded { id: d[0], output: Some(serde_json::json!({"ok": 1})) }, t(4)).unwrap();
+    assert!(fx.contains(&Effect::Finished(ExecutionStatus::Succeeded)));
+    assert_eq!(s.status, ExecutionStatus::Succeeded);
+}
+
+#[test]
+fn failed_attempt_with_delay_sets_timer_and_fires_no_earlier() {
+    let p = pipeline(vec![stage("S", vec![action("A", 1, vec![retry(&["Action.FAILED"], 2.0, 3)])])]);
+    let mut s = ExecutionState::new(&p, "e1", t(0));
+    let id = started(&apply(&p, &mut s, Event::Start, t(0)).unwrap())[0];
+    let fx = apply(&p, &mut s, Event::AttemptFailed { id, failure: failed(ExceptionType::ActionFailed) }, t(100)).unwrap();
+    assert!(fx.contains(&Effect::SetTimer { at: at(0, 0), due_at: t(2100) }));
+    assert_eq!(s.action(at(0, 0)).status, ActionStatus::WaitingRetry);
+    let early = apply(&p, &mut s, Event::TimerFired { at: at(0, 0) }, t(2099));
+    assert_eq!(early, Err(Rejection::TimerEarly { at: at(0, 0), due: t(2100) }));
+    let fx = apply(&p, &mut s, Event::TimerFired { at: at(0, 0) }, t(2100)).unwrap();
+    assert_eq!(started(&fx), vec![AttemptId { at: at(0, 0), series: 1, attempt: 2 }]);
+    assert!(fx.contains(&Effect::ClearTimer { at: at(0, 0) }));
+}
+
+#[test]
+fn zero_delay_retry_starts_in_the_same_transition() {
+    let p = pipeline(vec![stage("S", vec![action("A", 1, vec![retry(&["Step.SERVICE_FAULT"], 0.0, 1)])])]);
+    let mut s = ExecutionState::new(&p, "e1", t(0));
+    let id = started(&apply(&p, &mut s, Event::Start, t(0)).unwrap())[0];
+    let fx = apply(&p, &mut s, Event::AttemptFailed { id, failure: failed(ExceptionType::ServiceFault) }, t(5)).unwrap();
+    assert_eq!(started(&fx), vec![AttemptId { at: at(0, 0), series: 1, attempt: 2 }]);
+    assert!(!fx.iter().any(|e| matches!(e, Effect::SetTimer { .. })));
+}
+
+#[test]
+fn give_up_fails_the_execution_after_the_group_settles() {
+    let p = pipeline(vec![stage("S", vec![action("A", 1, vec![]), action("B", 1, vec![])]), stage("T", vec![action("C", 1, vec![])])]);
+    let mut s = ExecutionState::new(&p, "e1", t(0));
+    let ids = started(&apply(&p, &mut s, Event::Start, t(0)).unwrap());
+    let fx = apply(&p, &mut s, Event::AttemptFailed { id: ids[0], failure: failed(ExceptionType::ActionFailed) }, t(1)).unwrap();
+    assert!(!fx.iter().any(|e| matches!(e, Effect::Finished(_))), "B still running");
+    let rec = fx.iter().find_map(|e| if let Effect::Record(r) = e { Some(r) } else { None }).unwrap();
+    assert_eq!(rec.decision, Some(Decision::GiveUp { policy: None, reason: GiveUpReason::NoMatchingPolicy }));
+    let fx = apply(&p, &mut s, Event::AttemptSucceeded { id: ids[1], output: None }, t(2)).unwrap();
+    assert!(fx.contains(&Effect::Finished(ExecutionStatus::Failed)));
+    assert_eq!(s.stages[0].status, StageStatus::Failed);
+    assert_eq!(s.stages[1].status, StageStatus::NotStarted);
+}
+
+#[test]
+fn stale_and_duplicate_events_are_rejected_without_change() {
+    let p = pipeline(vec![stage("S", vec![action("A", 1, vec![])])]);
+    let mut s = ExecutionState::new(&p, "e1", t(0));
+    let id = started(&apply(&p, &mut s, Event::Start, t(0)).unwrap())[0];
+    let before = s.clone();
+    let wrong = AttemptId { attempt: 2, ..id };
+    assert_eq!(apply(&p, &mut s, Event::AttemptSucceeded { id: wrong, output: None }, t(1)), Err(Rejection::Stale(wrong)));
+    assert_eq!(s, before);
+    apply(&p, &mut s, Event::AttemptSucceeded { id, output: None }, t(1)).unwrap();
+    assert!(apply(&p, &mut s, Event::AttemptSucceeded { id, output: None }, t(2)).is_err());
+    assert_eq!(apply(&p, &mut s, Event::Start, t(3)), Err(Rejection::Finished(ExecutionStatus::Succeeded)));
+}
+
+#[test]
+fn recover_fails_in_flight_attempts_as_service_fault_and_retries_them() {
+    let p = pipeline(vec![stage("S", vec![action("A", 1, vec![]), action("B", 1, vec![])])]);
+    let mut s = ExecutionState::new(&p, "e1", t(0));
+    let ids = started(&apply(&p, &mut s, Event::Start, t(0)).unwrap());
+    apply(&p, &mut s, Event::AttemptSucceeded { id: ids[0], output: None }, t(1)).unwrap();
+    // The engine dies; B was in flight. After restart:
+    let fx = apply(&p, &mut s, Event::Recover, t(10_000)).unwrap();
+    let rec = fx.iter().find_map(|e| if let Effect::Record(r) = e { Some(r.clone()) } else { None }).unwrap();
+    assert_eq!(rec.id.at, at(0, 1));
+    assert_eq!(rec.failure.as_ref().unwrap().exception_type, ExceptionType::ServiceFault);
+    assert!(matches!(rec.decision, Some(Decision::Retry(_))), "built-in default retries SERVICE_FAULT");
+    // A (succeeded) is never started again.
+    assert!(started(&fx).iter().all(|i| i.at != at(0, 0)));
+    assert_eq!(s.action(at(0, 0)).status, ActionStatus::Succeeded);
+}
+
+#[test]
+fn auto_stage_retry_restarts_failed_actions_with_fresh_counters() {
+    let mut st = stage("S", vec![action("A", 1, vec![retry(&["Action.FAILED"], 0.0, 1)]), action("B", 1, vec![])]);
+    st.on_failure = Some(StageAutoRetry { retry_mode: RetryMode::FailedActions, max_retries: 1 });
+    let p = pipeline(vec![st]);
+    let mut s = ExecutionState::new(&p, "e1", t(0));
+    let ids = started(&apply(&p, &mut s, Event::Start, t(0)).unwrap());
+    apply(&p, &mut s, Event::AttemptSucceeded { id: ids[1], output: None }, t(1)).unwrap();
+    let fx = apply(&p, &mut s, Event::AttemptFailed { id: ids[0], failure: failed(ExceptionType::ActionFailed) }, t(2)).unwrap();
+    let retry_id = started(&fx)[0];
+    assert_eq!(retry_id.attempt, 2);
+    let fx = apply(&p, &mut s, Event::AttemptFailed { id: retry_id, failure: failed(ExceptionType::ActionFailed) }, t(3)).unwrap();
+    // Policy exhausted → stage auto-retry: new series 2 of A only; B untouched.
+    assert_eq!(started(&fx), vec![AttemptId { at: at(0, 0), series: 2, attempt: 1 }]);
+    assert_eq!(s.action(at(0, 0)).series_trigger, Trigger::StageAutoRetry);
+    assert_eq!(s.action(at(0, 0)).retries_by_policy, vec![0, 0]);
+    assert_eq!(s.action(at(0, 1)).status, ActionStatus::Succeeded);
+    // Series 2 fails twice too → no auto-retries left → execution fails.
+    let id2 = started(&fx)[0];
+    let fx = apply(&p, &mut s, Event::AttemptFailed { id: id2, failure: failed(ExceptionType::ActionFailed) }, t(4)).unwrap();
+    let id3 = started(&fx)[0];
+    let fx = apply(&p, &mut s, Event::AttemptFailed { id: id3, failure: failed(ExceptionType::ActionFailed) }, t(5)).unwrap();
+    assert!(fx.contains(&Effect::Finished(ExecutionStatus::Failed)));
+}
+
+#[test]
+fn manual_retry_of_failed_stage_reopens_the_execution() {
+    let p = pipeline(vec![stage("S", vec![action("A", 1, vec![]), action("B", 2, vec![])])]);
+    let mut s = ExecutionState::new(&p, "e1", t(0));
+    let id = started(&apply(&p, &mut s, Event::Start, t(0)).unwrap())[0];
+    apply(&p, &mut s, Event::AttemptFailed { id, failure: failed(ExceptionType::ActionFailed) }, t(1)).unwrap();
+    assert_eq!(s.status, ExecutionStatus::Failed);
+    let fx = apply(&p, &mut s, Event::RetryStage { stage: 0, mode: RetryMode::FailedActions, trigger: Trigger::Manual }, t(2)).unwrap();
+    let id = started(&fx)[0];
+    assert_eq!((id.series, id.attempt), (2, 1));
+    assert_eq!(s.status, ExecutionStatus::InProgress);
+    let fx = apply(&p, &mut s, Event::AttemptSucceeded { id, output: None }, t(3)).unwrap();
+    assert_eq!(started(&fx)[0].at, at(0, 1), "continues with the next group");
+    // Retrying a stage without failed actions is refused.
+    assert!(apply(&p, &mut s, Event::RetryStage { stage: 0, mode: RetryMode::AllActions, trigger: Trigger::Manual }, t(4)).is_err());
+}
+
+#[test]
+fn state_round_trips_through_json() {
+    let p = pipeline(vec![stage("S", vec![action("A", 1, vec![retry(&["*"], 1.0, 2)])])]);
+    let mut s = ExecutionState::new(&p, "e1", t(0));
+    let id = started(&apply(&p, &mut s, Event::Start, t(0)).unwrap())[0];
+    apply(&p, &mut s, Event::AttemptFailed { id, failure: failed(ExceptionType::Custom("X".into())) }, t(1)).unwrap();
+    let json = serde_json::to_string(&s).unwrap();
+    let back: ExecutionState = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, s);
+}
