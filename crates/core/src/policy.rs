@@ -397,7 +397,11 @@ impl std::fmt::Display for GiveUpReason {
 pub enum Decision {
     Retry(RetryDecision),
     #[serde(rename_all = "camelCase")]
-    GiveUp { policy: Option<PolicyRef>, reason: GiveUpReason },
+    GiveUp {
+        policy: Option<PolicyRef>,
+        #[serde(flatten)]
+        reason: GiveUpReason,
+    },
 }
 
 /// Finds the policy that applies to `t`: the first declared match, else the

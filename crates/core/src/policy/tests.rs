@@ -179,6 +179,16 @@ fn validation_reports_every_problem() {
 }
 
 #[test]
+fn decisions_round_trip_through_json_with_flat_reasons() {
+    let d = Decision::GiveUp { policy: Some(PolicyRef::Declared(1)), reason: GiveUpReason::Expired { expire_after_min: 3, elapsed_ms: 200_000 } };
+    let v = serde_json::to_value(&d).unwrap();
+    assert_eq!(v, serde_json::json!({"decision": "giveUp", "policy": {"kind": "declared", "index": 1}, "reason": "expired", "expireAfterMin": 3, "elapsedMs": 200_000}));
+    assert_eq!(serde_json::from_value::<Decision>(v).unwrap(), d);
+    let none = Decision::GiveUp { policy: None, reason: GiveUpReason::NoMatchingPolicy };
+    assert_eq!(serde_json::from_str::<Decision>(&serde_json::to_string(&none).unwrap()).unwrap(), none);
+}
+
+#[test]
 fn explain_previews_schedule() {
     let p = policy(&["Step.THROTTLING"], 2.0, 3.0, Some(3.0), None);
     let s = explain(&[p], &ExceptionType::Throttling, |_| None);

@@ -1,0 +1,100 @@
+//! `redrive policy explain`: a retry schedule, previewed.
+
+use crate::load::{load_file, report_load_error};
+use crate::{exit, OutputFormat};
+use redrive_core::exception::ExceptionType;
+use redrive_core::jitter::JitterDraw;
+use redrive_core::policy::{explain as explain_schedule, Jitter, RetryLimit};
+use redrive_core::time::human_duration_ms;
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct ExplainArgs {
+    /// Pipeline definition (YAML or JSON).
+    file: PathBuf,
+    /// The action, as STAGE/ACTION.
+    #[arg(long, value_name = "STAGE/ACTION")]
+    action: String,
+    /// The exception type of the failure, e.g. Step.THROTTLING or a custom name.
+    #[arg(long = "type", value_name = "EXCEPTION_TYPE")]
+    exception_type: String,
+    /// Show the exact jittered delays this execution would get.
+    #[arg(long, value_name = "ID")]
+    execution_id: Option<String>,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    output: OutputFormat,
+}
+
+pub fn explain(args: ExplainArgs) -> u8 {
+    let loaded = match load_file(&args.file) {
+        Ok(l) => l,
+        Err(e) => return report_load_error(&args.file, &e, args.output),
+    };
+    let p = &loaded.pipeline;
+    let all_actions = || p.stages.iter().flat_map(|s| s.actions.iter().map(move |a| format!("{}/{}", s.name, a.name))).collect::<Vec<_>>().join(", ");
+    let Some((stage_name, action_name)) = args.action.split_once('/') else {
+        eprintln!("error: --action {:?} must be STAGE/ACTION; actions in {}: {}", args.action, args.file.display(), all_actions());
+        return exit::INVALID_INPUT;
+    };
+    let Some(action) = p.stage_index(stage_name).and_then(|si| p.stages[si].actions.iter().find(|a| a.name.as_str() == action_name)) else {
+        eprintln!("error: no action {} in {}; actions: {}", args.action, args.file.display(), all_actions());
+        return exit::INVALID_INPUT;
+    };
+    let t = match ExceptionType::parse(&args.exception_type) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: --type: {e}");
+            return exit::INVALID_INPUT;
+        }
+    };
+    let draw = |attempt: u32| args.execution_id.as_deref().map(|id| JitterDraw::for_attempt(id, stage_name, action_name, attempt));
+    let schedule = explain_schedule(&action.retry_policies, &t, draw);
+
+    if args.output == OutputFormat::Json {
+        let mut v = serde_json::to_value(&schedule).expect("json");
+        v["action"] = serde_json::json!(args.action);
+        v["executionId"] = serde_json::json!(args.execution_id);
+        println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+        return exit::SUCCEEDED;
+    }
+
+    println!("Action {} — failure type {t}", args.action);
+    let policy = schedule.policy.map(|r| (r, redrive_core::policy::matching_policy(&action.retry_policies, &t).expect("matched").1.into_owned()));
+    match (&schedule.policy, &schedule.policy_summary) {
+        (Some(r), Some(s)) => println!("Matching policy: {r} {s}"),
+        _ => {
+            println!("No policy matches {t}: the first failure fails the action (no retries).");
+            return exit::SUCCEEDED;
+        }
+    }
+    let jitter = policy.as_ref().map(|(_, p)| p.jitter()).unwrap_or_default();
+    match (jitter, &args.execution_id) {
+        (Jitter::None, _) => {}
+        (_, Some(id)) => println!("Jitter {}: delays below are exactly what execution {id} gets.", jitter.as_str()),
+        (_, None) => println!("Jitter {}: delays below are the maximum; each is drawn within the range shown (pass --execution-id for exact values).", jitter.as_str()),
+    }
+    println!("Offsets assume each attempt fails at once; real attempts add their own run time.");
+    println!();
+    println!("{:>5}  {:>7}  {:>10}  {:>17}  {:>12}", "RETRY", "ATTEMPT", "DELAY", "JITTER RANGE", "STARTS AT");
+    const MAX_ROWS: usize = 100;
+    for r in schedule.retries.iter().take(MAX_ROWS) {
+        let range = if jitter == Jitter::None { "-".to_string() } else { format!("{}–{}", human_duration_ms(r.jitter_range_ms.0), human_duration_ms(r.jitter_range_ms.1)) };
+        println!("{:>5}  {:>7}  {:>10}  {:>17}  {:>12}", r.retry_number, r.attempt, human_duration_ms(r.delay_ms), range, format!("+{}", human_duration_ms(r.offset_ms)));
+    }
+    if schedule.retries.len() > MAX_ROWS {
+        println!("  … {} more retries (see --output json)", schedule.retries.len() - MAX_ROWS);
+    }
+    let last_attempt = schedule.retries.last().map_or(1, |r| r.attempt);
+    println!();
+    println!("Stops: {} — no retry after attempt {last_attempt}.", schedule.stop);
+    if let Some((_, p)) = &policy {
+        if let RetryLimit::ExpireAfterMin(m) = p.limit() {
+            println!("Expiry: failures later than {m} min after the first attempt started are not retried; with slower attempts fewer retries fit.");
+        }
+    }
+    if args.execution_id.is_some() && jitter != Jitter::None {
+        println!("Total wait for this execution: {}", human_duration_ms(schedule.total_wait_ms));
+    }
+    println!("Worst-case total wait: {}", human_duration_ms(schedule.worst_case_total_wait_ms));
+    exit::SUCCEEDED
+}

@@ -1,0 +1,89 @@
+//! `redrive`: run pipelines whose actions fail and are retried well.
+
+mod bench;
+mod explain;
+mod load;
+mod render;
+mod run;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Exit statuses, documented in `--help`.
+pub mod exit {
+    pub const SUCCEEDED: u8 = 0;
+    pub const EXECUTION_FAILED: u8 = 1;
+    pub const INVALID_INPUT: u8 = 2;
+    pub const ENGINE_ERROR: u8 = 3;
+    pub const INTERRUPTED: u8 = 130;
+}
+
+#[derive(Parser)]
+#[command(
+    name = "redrive",
+    version,
+    about = "A durable pipeline engine that retries failures well",
+    long_about = "redrive runs pipelines of actions (commands, HTTP calls, no-ops) with per-action retry \
+policies, durable timers and crash-safe resume, on an embedded SQLite file.",
+    after_help = "Exit status: 0 success, 1 execution failed, 2 invalid input (definition, arguments), \
+3 engine or store error, 130 interrupted."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a pipeline to completion on the embedded store, with live progress.
+    ///
+    /// Validates FILE (YAML or JSON) first and writes nothing if it is invalid.
+    /// After a crash or kill, `redrive run --resume` continues every unfinished
+    /// execution from its last commit: committed successes never run again, and
+    /// attempts that were in flight are recorded as failed with Step.SERVICE_FAULT
+    /// and retried under their policies.
+    Run(run::RunArgs),
+    /// Check a pipeline definition and report every problem at once.
+    Validate {
+        /// Pipeline definition files (YAML or JSON).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
+    },
+    /// Retry-policy tools.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+    /// Benchmark workload W1: N executions of a 5-action pipeline, each action failing once.
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Print the retry schedule an action's policies give an exception type, without running anything.
+    Explain(explain::ExplainArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("REDRIVE_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let code = match cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Validate { files, output } => load::validate(&files, output),
+        Command::Policy { command: PolicyCommand::Explain(args) } => explain::explain(args),
+        Command::Bench(args) => bench::bench(args),
+    };
+    ExitCode::from(code)
+}

@@ -1,0 +1,158 @@
+//! `redrive run`: one pipeline to completion (or `--resume` unfinished ones).
+
+use crate::load::{load_file, report_load_error};
+use crate::render::{self, Progress};
+use crate::{exit, OutputFormat};
+use anyhow::Context;
+use redrive_core::machine::ExecutionStatus;
+use redrive_engine::{Driver, DriverConfig, EngineHandle, LoadedPipeline, SystemClock};
+use redrive_store::{Durability, ExecutionFilter, SqliteOptions, SqliteStore, Store};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Default store file, in the current directory.
+pub const DEFAULT_DB: &str = "redrive.db";
+/// Largest `--input` accepted.
+pub const MAX_INPUT_BYTES: usize = 1024 * 1024;
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// Pipeline definition (YAML or JSON). Not used with --resume: the definition
+    /// is stored with each execution.
+    #[arg(required_unless_present = "resume", conflicts_with = "resume")]
+    file: Option<PathBuf>,
+    /// Execution input, a JSON document (handed to commands as $REDRIVE_INPUT).
+    #[arg(long, value_name = "JSON", default_value = "{}")]
+    input: String,
+    /// The SQLite store file; created if missing.
+    #[arg(long, value_name = "PATH", env = "REDRIVE_DB", default_value = DEFAULT_DB)]
+    db: PathBuf,
+    /// Continue unfinished executions after a crash: the one given, or all of them.
+    #[arg(long, value_name = "EXECUTION_ID", num_args = 0..=1, default_missing_value = "")]
+    resume: Option<String>,
+    /// Summary format on stdout.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    output: OutputFormat,
+}
+
+pub fn run(args: RunArgs) -> u8 {
+    // Validate everything before touching the store: bad input writes nothing.
+    let input: serde_json::Value = match serde_json::from_str(&args.input) {
+        Ok(v) if args.input.len() <= MAX_INPUT_BYTES => v,
+        Ok(_) => {
+            eprintln!("error: --input is {} bytes; at most {MAX_INPUT_BYTES} allowed", args.input.len());
+            return exit::INVALID_INPUT;
+        }
+        Err(e) => {
+            eprintln!("error: --input is not valid JSON: {e}");
+            return exit::INVALID_INPUT;
+        }
+    };
+    let loaded = match &args.file {
+        Some(file) => match load_file(file) {
+            Ok(l) => {
+                if let Some(f) = l.pipeline.stages.iter().flat_map(|s| s.actions.iter().map(move |a| (s, a))).find(|(_, a)| a.kind.provider() == "Function") {
+                    eprintln!(
+                        "error: {}: action {}/{} runs a durable function; `redrive run` has no functions registered (they run through the Rust SDK)",
+                        file.display(),
+                        f.0.name,
+                        f.1.name
+                    );
+                    return exit::INVALID_INPUT;
+                }
+                Some((file.clone(), l))
+            }
+            Err(e) => return report_load_error(file, &e, args.output),
+        },
+        None => None,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    runtime.block_on(async move {
+        match run_async(args, loaded, input).await {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                exit::ENGINE_ERROR
+            }
+        }
+    })
+}
+
+async fn run_async(args: RunArgs, loaded: Option<(PathBuf, crate::load::LoadedFile)>, input: serde_json::Value) -> anyhow::Result<u8> {
+    let store = Arc::new(SqliteStore::open(&args.db, SqliteOptions { durability: Durability::Full, ..Default::default() }).with_context(|| format!("opening {}", args.db.display()))?);
+    let (handle, join) = Driver::spawn(store.clone(), Arc::new(SystemClock), DriverConfig::default());
+    let progress = Progress::start(&handle, args.output);
+    let ids: Vec<String> = match (&loaded, &args.resume) {
+        (Some((_, l)), _) => {
+            let now = redrive_engine::Clock::now(&SystemClock);
+            let record = store.put_pipeline(l.pipeline.name.as_str(), &l.definition_json, Some(&l.source_dir.to_string_lossy()), now).await?;
+            let pipeline = Arc::new(LoadedPipeline::from_record(record)?);
+            let id = handle.start(pipeline, input.to_string()).await?;
+            progress.note(&format!("execution {id} started (store {}; resume after a crash with: redrive run --resume {id} --db {})", args.db.display(), args.db.display()));
+            vec![id]
+        }
+        (None, Some(id)) => {
+            let ids = if id.is_empty() {
+                let unfinished = store.list_executions(ExecutionFilter { unfinished_only: true, limit: redrive_store::limits::MAX_PAGE_SIZE, ..Default::default() }).await?;
+                unfinished.into_iter().map(|e| e.id).collect()
+            } else {
+                vec![id.clone()]
+            };
+            if ids.is_empty() {
+                eprintln!("nothing to resume: {} has no unfinished executions", args.db.display());
+                handle.shutdown().await;
+                let _ = join.await;
+                return Ok(exit::SUCCEEDED);
+            }
+            for id in &ids {
+                match handle.resume(id).await {
+                    Ok(()) => progress.note(&format!("resuming execution {id}")),
+                    Err(e @ redrive_engine::EngineError::ExecutionNotFound(_)) => {
+                        eprintln!("error: {e} in {}", args.db.display());
+                        return Ok(exit::INVALID_INPUT);
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            ids
+        }
+        (None, None) => unreachable!("clap requires FILE or --resume"),
+    };
+
+    let outcome = tokio::select! {
+        r = wait_all(&handle, &ids) => r,
+        _ = tokio::signal::ctrl_c() => {
+            progress.finish();
+            eprintln!("\ninterrupted: progress is saved; continue with `redrive run --resume --db {}`", args.db.display());
+            return Ok(exit::INTERRUPTED);
+        }
+    };
+    progress.finish();
+    let statuses = match outcome {
+        Ok(s) => s,
+        Err(e) => {
+            // The engine stopped: report its own error, which is the cause.
+            return match join.await {
+                Ok(Err(cause)) => Err(anyhow::Error::new(cause).context("the engine stopped")),
+                _ => Err(e.into()),
+            };
+        }
+    };
+    handle.shutdown().await;
+    join.await.context("engine task")??;
+
+    let mut summaries = Vec::new();
+    for id in &ids {
+        summaries.push(render::Summary::load(store.as_ref(), id).await?);
+    }
+    render::print_summaries(&summaries, args.output);
+    Ok(if statuses.iter().all(|s| *s == ExecutionStatus::Succeeded) { exit::SUCCEEDED } else { exit::EXECUTION_FAILED })
+}
+
+async fn wait_all(handle: &EngineHandle, ids: &[String]) -> Result<Vec<ExecutionStatus>, redrive_engine::EngineError> {
+    let mut out = Vec::new();
+    for id in ids {
+        out.push(handle.wait(id).await?.status);
+    }
+    Ok(out)
+}

@@ -1,0 +1,647 @@
+//! The engine's event loop.
+//!
+//! One task owns every live execution's state. It takes a batch of inbound
+//! messages (attempt results, timer firings, starts, resumes), applies each to the
+//! pure state machine, and commits the whole batch — every execution it touched —
+//! as one store commit (group commit). Only after the commit acknowledges does it
+//! perform the effects: start attempts, arm timers, wake waiters. A crash at any
+//! point therefore loses nothing that was acknowledged, and an attempt is never
+//! started before the state that says "running" is durable.
+//!
+//! Timers are rows in the store; the loop keeps only the earliest due time in
+//! memory and sleeps until then. Executions that are only waiting on a distant
+//! timer are evicted from memory and reloaded when it fires.
+
+use crate::clock::Clock;
+use crate::runner::{self, AttemptContext, AttemptOutcome};
+use redrive_core::definition::{parse_pipeline_text, ActionKind, Pipeline};
+use redrive_core::exception::{ExceptionType, Failure};
+use redrive_core::machine::{self, ActionAt, ActionStatus, AttemptId, AttemptRecord, Effect, Event, ExecutionState, ExecutionStatus, Rejection};
+use redrive_core::time::Timestamp;
+use redrive_store::{LedgerEntry, PipelineRecord, Store, StoreError, TimerRecord, Transition};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::{broadcast, mpsc, oneshot, Semaphore};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("pipeline {name} version {version} in the store does not parse: {problems}")]
+    StoredDefinition { name: String, version: u32, problems: String },
+    #[error("execution {0} not found")]
+    ExecutionNotFound(String),
+    #[error("execution {id} is already {status}")]
+    AlreadyFinished { id: String, status: String },
+    #[error("the state of execution {id} is unreadable: {reason}")]
+    CorruptState { id: String, reason: String },
+    #[error("another writer changed execution state underneath this engine: {0}")]
+    Conflict(String),
+    #[error("the engine has stopped")]
+    Stopped,
+}
+
+/// A stored pipeline version, parsed.
+#[derive(Debug)]
+pub struct LoadedPipeline {
+    pub record: PipelineRecord,
+    pub pipeline: Pipeline,
+    /// Where relative paths (commands, working directories) resolve.
+    pub base_dir: Option<PathBuf>,
+}
+
+impl LoadedPipeline {
+    pub fn from_record(record: PipelineRecord) -> Result<LoadedPipeline, EngineError> {
+        let pipeline = parse_pipeline_text(&record.definition_json).map_err(|problems| EngineError::StoredDefinition {
+            name: record.name.clone(),
+            version: record.version,
+            problems: problems.iter().map(|p| format!("{}: {}", p.path, p.message)).collect::<Vec<_>>().join("; "),
+        })?;
+        let base_dir = record.source_dir.as_ref().map(PathBuf::from);
+        Ok(LoadedPipeline { record, pipeline, base_dir })
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct DriverConfig {
+    /// Attempts running at once on runners (commands, HTTP calls, sleeping noops).
+    pub max_inflight_attempts: usize,
+    /// Inbound messages folded into one commit at most.
+    pub max_batch_messages: usize,
+    /// Transitions per store commit call.
+    pub max_transitions_per_commit: usize,
+    /// An execution waiting only on timers due further out than this is evicted from memory.
+    pub evict_waiting_after_ms: u64,
+    /// Due timers fetched per poll.
+    pub timer_poll_limit: usize,
+    /// Capacity of the inbound channel.
+    pub inbound_capacity: usize,
+}
+
+impl Default for DriverConfig {
+    fn default() -> Self {
+        DriverConfig {
+            max_inflight_attempts: 256,
+            max_batch_messages: 8192,
+            max_transitions_per_commit: 4096,
+            evict_waiting_after_ms: 5_000,
+            timer_poll_limit: 1000,
+            inbound_capacity: 65_536,
+        }
+    }
+}
+
+/// What the engine reports as it goes (for progress displays). Lossy under load:
+/// a slow subscriber misses messages; the ledger is the record.
+#[derive(Clone, Debug)]
+pub enum Notification {
+    AttemptStarted { execution_id: String, stage: String, action: String, series: u32, attempt: u32, at: Timestamp },
+    AttemptFinished { execution_id: String, stage: String, action: String, record: AttemptRecord },
+    ExecutionFinished { execution_id: String, status: ExecutionStatus, at: Timestamp },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExecutionOutcome {
+    pub execution_id: String,
+    pub status: ExecutionStatus,
+    pub started_at: Timestamp,
+    pub finished_at: Timestamp,
+}
+
+enum Inbound {
+    Start { pipeline: Arc<LoadedPipeline>, execution_id: String, input_json: String, reply: oneshot::Sender<Result<(), EngineError>> },
+    Resume { execution_id: String, reply: oneshot::Sender<Result<(), EngineError>> },
+    Wait { execution_id: String, reply: oneshot::Sender<Result<ExecutionOutcome, EngineError>> },
+    Result { execution_id: String, id: AttemptId, outcome: AttemptOutcome },
+    Shutdown,
+}
+
+/// A cheap, cloneable handle to a running driver.
+#[derive(Clone)]
+pub struct EngineHandle {
+    tx: mpsc::Sender<Inbound>,
+    notify: broadcast::Sender<Notification>,
+}
+
+impl EngineHandle {
+    /// Creates and starts an execution; resolves once its start is durable.
+    pub async fn start(&self, pipeline: Arc<LoadedPipeline>, input_json: String) -> Result<String, EngineError> {
+        let execution_id = uuid::Uuid::new_v4().to_string();
+        let (reply, rx) = oneshot::channel();
+        self.send(Inbound::Start { pipeline, execution_id: execution_id.clone(), input_json, reply }).await?;
+        rx.await.map_err(|_| EngineError::Stopped)??;
+        Ok(execution_id)
+    }
+
+    /// Takes over an unfinished execution from the store: attempts it recorded as
+    /// running are failed with `Step.SERVICE_FAULT` and retried under policy.
+    pub async fn resume(&self, execution_id: &str) -> Result<(), EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Inbound::Resume { execution_id: execution_id.to_string(), reply }).await?;
+        rx.await.map_err(|_| EngineError::Stopped)?
+    }
+
+    /// Resolves when the execution finishes (at once if it already has).
+    pub async fn wait(&self, execution_id: &str) -> Result<ExecutionOutcome, EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Inbound::Wait { execution_id: execution_id.to_string(), reply }).await?;
+        rx.await.map_err(|_| EngineError::Stopped)?
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Notification> {
+        self.notify.subscribe()
+    }
+
+    /// Stops the loop after the current batch. Running attempts are abandoned; they
+    /// are recorded as failed with `Step.SERVICE_FAULT` on the next resume.
+    pub async fn shutdown(&self) {
+        let _ = self.tx.send(Inbound::Shutdown).await;
+    }
+
+    async fn send(&self, msg: Inbound) -> Result<(), EngineError> {
+        self.tx.send(msg).await.map_err(|_| EngineError::Stopped)
+    }
+}
+
+struct Live {
+    pipeline: Arc<LoadedPipeline>,
+    state: ExecutionState,
+    /// Stored version; `None` until the create commits.
+    version: Option<u64>,
+    input_json: Arc<str>,
+}
+
+#[derive(Default)]
+struct Pending {
+    ledger: Vec<LedgerEntry>,
+    /// Timer key → Some(due) to set, None to clear.
+    timers: BTreeMap<String, Option<Timestamp>>,
+    starts: Vec<AttemptId>,
+    records: Vec<AttemptRecord>,
+    finished: Option<ExecutionStatus>,
+    replies: Vec<oneshot::Sender<Result<(), EngineError>>>,
+}
+
+#[derive(Default)]
+struct Batch {
+    order: Vec<String>,
+    pending: HashMap<String, Pending>,
+    timers_fired: bool,
+}
+
+impl Batch {
+    fn entry(&mut self, id: &str) -> &mut Pending {
+        if !self.pending.contains_key(id) {
+            self.order.push(id.to_string());
+        }
+        self.pending.entry(id.to_string()).or_default()
+    }
+}
+
+pub struct Driver<S: Store> {
+    store: Arc<S>,
+    clock: Arc<dyn Clock>,
+    config: DriverConfig,
+    rx: mpsc::Receiver<Inbound>,
+    tx: mpsc::Sender<Inbound>,
+    notify: broadcast::Sender<Notification>,
+    live: HashMap<String, Live>,
+    pipelines: HashMap<(String, u32), Arc<LoadedPipeline>>,
+    waiters: HashMap<String, Vec<oneshot::Sender<Result<ExecutionOutcome, EngineError>>>>,
+    /// Results of attempts that complete without a task (instant noops).
+    local: VecDeque<Inbound>,
+    next_timer_due: Option<Timestamp>,
+    inflight: Arc<Semaphore>,
+    http: reqwest::Client,
+}
+
+/// Timer key of an action: `Stage/Action` (names are unique, so keys are).
+fn timer_key(p: &Pipeline, at: ActionAt) -> String {
+    format!("{}/{}", p.stages[at.stage].name, p.stages[at.stage].actions[at.action].name)
+}
+
+fn action_at(p: &Pipeline, key: &str) -> Option<ActionAt> {
+    let (stage, action) = key.split_once('/')?;
+    let si = p.stage_index(stage)?;
+    let ai = p.stages[si].actions.iter().position(|a| a.name.as_str() == action)?;
+    Some(ActionAt { stage: si, action: ai })
+}
+
+/// The ledger row of an attempt record.
+pub fn ledger_entry(execution_id: &str, p: &Pipeline, r: &AttemptRecord) -> LedgerEntry {
+    let stage = &p.stages[r.id.at.stage];
+    LedgerEntry {
+        seq: 0,
+        execution_id: execution_id.to_string(),
+        stage: stage.name.to_string(),
+        action: stage.actions[r.id.at.action].name.to_string(),
+        series: r.id.series,
+        attempt: r.id.attempt,
+        trigger: r.trigger.as_str().to_string(),
+        started_at: r.started_at,
+        finished_at: r.finished_at,
+        outcome: if r.failure.is_none() { "SUCCEEDED" } else { "FAILED" }.to_string(),
+        exception_type: r.failure.as_ref().map(|f| f.exception_type.to_string()),
+        message: r.failure.as_ref().map(|f| f.message.clone()),
+        decision_json: r.decision.as_ref().map(|d| serde_json::to_string(d).expect("decision serialises")),
+    }
+}
+
+/// The idempotency key handed to every attempt of one action in one execution.
+pub fn idempotency_key(execution_id: &str, stage: &str, action: &str) -> String {
+    format!("{execution_id}/{stage}/{action}")
+}
+
+impl<S: Store> Driver<S> {
+    /// Spawns the loop on the current tokio runtime.
+    pub fn spawn(store: Arc<S>, clock: Arc<dyn Clock>, config: DriverConfig) -> (EngineHandle, tokio::task::JoinHandle<Result<(), EngineError>>) {
+        let (tx, rx) = mpsc::channel(config.inbound_capacity);
+        let (notify, _) = broadcast::channel(4096);
+        let driver = Driver {
+            store,
+            clock,
+            inflight: Arc::new(Semaphore::new(config.max_inflight_attempts)),
+            config,
+            rx,
+            tx: tx.clone(),
+            notify: notify.clone(),
+            live: HashMap::new(),
+            pipelines: HashMap::new(),
+            waiters: HashMap::new(),
+            local: VecDeque::new(),
+            next_timer_due: None,
+            http: runner::http_client(),
+        };
+        let join = tokio::spawn(driver.run());
+        (EngineHandle { tx, notify }, join)
+    }
+
+    async fn run(mut self) -> Result<(), EngineError> {
+        let result = self.run_loop().await;
+        // Wake every waiter so nobody hangs on a dead engine.
+        for (_, ws) in self.waiters.drain() {
+            for w in ws {
+                let _ = w.send(Err(EngineError::Stopped));
+            }
+        }
+        result
+    }
+
+    async fn run_loop(&mut self) -> Result<(), EngineError> {
+        self.next_timer_due = self.store.next_timer_due().await?;
+        loop {
+            let mut inbox: Vec<Inbound> = self.local.drain(..).collect();
+            if inbox.is_empty() {
+                let sleep = self.until_next_timer();
+                tokio::select! {
+                    msg = self.rx.recv() => match msg {
+                        Some(m) => inbox.push(m),
+                        None => return Ok(()),
+                    },
+                    _ = sleep_or_forever(sleep) => {}
+                }
+            }
+            while inbox.len() < self.config.max_batch_messages {
+                match self.rx.try_recv() {
+                    Ok(m) => inbox.push(m),
+                    Err(_) => break,
+                }
+            }
+            let now = self.clock.now();
+            let mut batch = Batch::default();
+            let mut shutdown = false;
+            for msg in inbox {
+                match msg {
+                    Inbound::Shutdown => shutdown = true,
+                    msg => self.handle(msg, now, &mut batch).await?,
+                }
+            }
+            if self.next_timer_due.is_some_and(|due| due <= now) && !shutdown {
+                self.fire_timers(now, &mut batch).await?;
+            }
+            self.commit(batch, now).await?;
+            if shutdown {
+                return Ok(());
+            }
+        }
+    }
+
+    fn until_next_timer(&self) -> Option<std::time::Duration> {
+        let due = self.next_timer_due?;
+        let ms = due.ms_since(self.clock.now()).clamp(0, 60_000) as u64;
+        Some(std::time::Duration::from_millis(ms))
+    }
+
+    async fn handle(&mut self, msg: Inbound, now: Timestamp, batch: &mut Batch) -> Result<(), EngineError> {
+        match msg {
+            Inbound::Start { pipeline, execution_id, input_json, reply } => {
+                let state = ExecutionState::new(&pipeline.pipeline, execution_id.clone(), now);
+                self.pipelines.entry((pipeline.record.name.clone(), pipeline.record.version)).or_insert_with(|| pipeline.clone());
+                self.live.insert(execution_id.clone(), Live { pipeline, state, version: None, input_json: input_json.into() });
+                self.apply(&execution_id, Event::Start, now, batch).expect("a fresh execution accepts Start");
+                batch.entry(&execution_id).replies.push(reply);
+            }
+            Inbound::Resume { execution_id, reply } => match self.ensure_live(&execution_id).await {
+                Ok(()) => {
+                    let status = self.live[&execution_id].state.status;
+                    if status.is_finished() {
+                        let _ = reply.send(Err(EngineError::AlreadyFinished { id: execution_id, status: status.as_str().into() }));
+                    } else {
+                        // Rejection only if already finished, checked above.
+                        let _ = self.apply(&execution_id, Event::Recover, now, batch);
+                        batch.entry(&execution_id).replies.push(reply);
+                    }
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
+            Inbound::Wait { execution_id, reply } => {
+                let finished = match self.live.get(&execution_id) {
+                    Some(l) => (l.state.status.is_finished()).then(|| outcome_of(&l.state)),
+                    None => match self.store.get_execution(&execution_id).await? {
+                        None => {
+                            let _ = reply.send(Err(EngineError::ExecutionNotFound(execution_id)));
+                            return Ok(());
+                        }
+                        Some(rec) if rec.status != ExecutionStatus::InProgress.as_str() => {
+                            let state = parse_state(&rec.id, &rec.state_json)?;
+                            Some(outcome_of(&state))
+                        }
+                        Some(_) => None,
+                    },
+                };
+                match finished {
+                    Some(o) => {
+                        let _ = reply.send(Ok(o));
+                    }
+                    None => self.waiters.entry(execution_id).or_default().push(reply),
+                }
+            }
+            Inbound::Result { execution_id, id, outcome } => {
+                if !self.live.contains_key(&execution_id) {
+                    tracing::warn!(execution_id, ?id, "result for an execution not in memory; ignored");
+                    return Ok(());
+                }
+                let event = match outcome {
+                    AttemptOutcome::Succeeded { output } => Event::AttemptSucceeded { id, output },
+                    AttemptOutcome::Failed(failure) => Event::AttemptFailed { id, failure },
+                };
+                if let Err(r) = self.apply(&execution_id, event, now, batch) {
+                    tracing::warn!(execution_id, %r, "attempt result rejected");
+                }
+            }
+            Inbound::Shutdown => unreachable!("handled by the loop"),
+        }
+        Ok(())
+    }
+
+    /// Loads an execution into memory if it is not there.
+    async fn ensure_live(&mut self, execution_id: &str) -> Result<(), EngineError> {
+        if self.live.contains_key(execution_id) {
+            return Ok(());
+        }
+        let rec = self.store.get_execution(execution_id).await?.ok_or_else(|| EngineError::ExecutionNotFound(execution_id.to_string()))?;
+        let key = (rec.pipeline_name.clone(), rec.pipeline_version);
+        let pipeline = match self.pipelines.get(&key) {
+            Some(p) => p.clone(),
+            None => {
+                let prec = self
+                    .store
+                    .get_pipeline(&rec.pipeline_name, Some(rec.pipeline_version))
+                    .await?
+                    .ok_or_else(|| EngineError::CorruptState { id: rec.id.clone(), reason: format!("pipeline {} version {} is missing", key.0, key.1) })?;
+                let p = Arc::new(LoadedPipeline::from_record(prec)?);
+                self.pipelines.insert(key, p.clone());
+                p
+            }
+        };
+        let state = parse_state(&rec.id, &rec.state_json)?;
+        if state.stages.len() != pipeline.pipeline.stages.len() {
+            return Err(EngineError::CorruptState { id: rec.id, reason: "state does not match its pipeline's stages".into() });
+        }
+        self.live.insert(rec.id.clone(), Live { pipeline, state, version: Some(rec.version), input_json: rec.input_json.into() });
+        Ok(())
+    }
+
+    fn apply(&mut self, execution_id: &str, event: Event, now: Timestamp, batch: &mut Batch) -> Result<(), Rejection> {
+        let live = self.live.get_mut(execution_id).expect("caller ensured the execution is live");
+        let p = &live.pipeline.pipeline;
+        let effects = machine::apply(p, &mut live.state, event, now)?;
+        let pending = batch.entry(execution_id);
+        for effect in effects {
+            match effect {
+                Effect::StartAttempt(id) => pending.starts.push(id),
+                Effect::SetTimer { at, due_at } => {
+                    pending.timers.insert(timer_key(p, at), Some(due_at));
+                }
+                Effect::ClearTimer { at } => {
+                    pending.timers.insert(timer_key(p, at), None);
+                }
+                Effect::Record(r) => {
+                    pending.ledger.push(ledger_entry(execution_id, p, &r));
+                    pending.records.push(r);
+                }
+                Effect::Finished(s) => pending.finished = Some(s),
+            }
+        }
+        Ok(())
+    }
+
+    async fn fire_timers(&mut self, now: Timestamp, batch: &mut Batch) -> Result<(), EngineError> {
+        batch.timers_fired = true;
+        let due: Vec<TimerRecord> = self.store.due_timers(now, self.config.timer_poll_limit).await?;
+        for t in due {
+            if batch.pending.get(&t.execution_id).is_some_and(|p| p.timers.contains_key(&t.key)) {
+                continue; // already handled in this batch
+            }
+            match self.ensure_live(&t.execution_id).await {
+                Ok(()) => {}
+                Err(EngineError::ExecutionNotFound(_)) => continue,
+                Err(e) => return Err(e),
+            }
+            let at = action_at(&self.live[&t.execution_id].pipeline.pipeline, &t.key);
+            let result = match at {
+                Some(at) => self.apply(&t.execution_id, Event::TimerFired { at }, now, batch),
+                None => Err(Rejection::Invalid(format!("timer key {} names no action", t.key))),
+            };
+            match result {
+                Ok(()) => {}
+                Err(Rejection::TimerEarly { .. }) => {}
+                Err(r) => {
+                    tracing::warn!(execution_id = t.execution_id, key = t.key, %r, "clearing a stale timer");
+                    batch.entry(&t.execution_id).timers.insert(t.key, None);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn commit(&mut self, mut batch: Batch, now: Timestamp) -> Result<(), EngineError> {
+        let order = std::mem::take(&mut batch.order);
+        for chunk in order.chunks(self.config.max_transitions_per_commit.max(1)) {
+            let transitions: Vec<Transition> = chunk
+                .iter()
+                .map(|id| {
+                    let live = &self.live[id];
+                    let pending = batch.pending.get_mut(id).expect("ordered ids are pending");
+                    let mut set_timers = Vec::new();
+                    let mut clear_timers = Vec::new();
+                    for (key, due) in &pending.timers {
+                        match due {
+                            Some(due_at) => set_timers.push(TimerRecord { execution_id: id.clone(), key: key.clone(), due_at: *due_at }),
+                            None => clear_timers.push(key.clone()),
+                        }
+                    }
+                    Transition {
+                        execution_id: id.clone(),
+                        expected_version: live.version,
+                        pipeline_name: live.pipeline.record.name.clone(),
+                        pipeline_version: live.pipeline.record.version,
+                        status: live.state.status.as_str().to_string(),
+                        input_json: live.input_json.to_string(),
+                        state_json: serde_json::to_string(&live.state).expect("state serialises"),
+                        at: now,
+                        ledger: std::mem::take(&mut pending.ledger),
+                        set_timers,
+                        clear_timers,
+                    }
+                })
+                .collect();
+            let results = self.store.commit(transitions).await?;
+            for (id, result) in chunk.iter().zip(results) {
+                let version = result.map_err(|e| EngineError::Conflict(e.to_string()))?;
+                let pending = batch.pending.remove(id).expect("pending");
+                self.after_commit(id, version, pending, now);
+            }
+        }
+        if batch.timers_fired {
+            self.next_timer_due = self.store.next_timer_due().await?;
+        }
+        Ok(())
+    }
+
+    /// Performs a committed transition's effects.
+    fn after_commit(&mut self, id: &str, version: u64, pending: Pending, now: Timestamp) {
+        let notify = self.notify.receiver_count() > 0;
+        let Some(live) = self.live.get_mut(id) else { return };
+        live.version = Some(version);
+        for due in pending.timers.values().flatten() {
+            self.next_timer_due = Some(self.next_timer_due.map_or(*due, |d| d.min(*due)));
+        }
+        for reply in pending.replies {
+            let _ = reply.send(Ok(()));
+        }
+        if notify {
+            let p = &live.pipeline.pipeline;
+            for r in &pending.records {
+                let stage = &p.stages[r.id.at.stage];
+                let _ = self.notify.send(Notification::AttemptFinished {
+                    execution_id: id.to_string(),
+                    stage: stage.name.to_string(),
+                    action: stage.actions[r.id.at.action].name.to_string(),
+                    record: r.clone(),
+                });
+            }
+            for a in &pending.starts {
+                let stage = &p.stages[a.at.stage];
+                let _ = self.notify.send(Notification::AttemptStarted {
+                    execution_id: id.to_string(),
+                    stage: stage.name.to_string(),
+                    action: stage.actions[a.at.action].name.to_string(),
+                    series: a.series,
+                    attempt: a.attempt,
+                    at: now,
+                });
+            }
+        }
+        for a in pending.starts {
+            self.dispatch(id, a);
+        }
+        if let Some(status) = pending.finished {
+            let live = self.live.remove(id).expect("live");
+            let outcome = outcome_of(&live.state);
+            if notify {
+                let _ = self.notify.send(Notification::ExecutionFinished { execution_id: id.to_string(), status, at: now });
+            }
+            for w in self.waiters.remove(id).unwrap_or_default() {
+                let _ = w.send(Ok(outcome.clone()));
+            }
+            return;
+        }
+        // Evict executions that only wait on distant timers: they cost disk, not RAM.
+        let live = &self.live[id];
+        let all_waiting_far = live.state.stages.iter().flat_map(|s| &s.actions).filter(|a| a.is_active()).all(|a| {
+            a.status == ActionStatus::WaitingRetry && a.next_attempt_at.is_some_and(|d| d.ms_since(now) > self.config.evict_waiting_after_ms as i64)
+        });
+        if all_waiting_far {
+            self.live.remove(id);
+        }
+    }
+
+    /// Runs one attempt: instant noops inline, everything else on a task.
+    fn dispatch(&mut self, execution_id: &str, id: AttemptId) {
+        let live = &self.live[execution_id];
+        let pipeline = live.pipeline.clone();
+        let action = &pipeline.pipeline.stages[id.at.stage].actions[id.at.action];
+        if let ActionKind::Noop(spec) = &action.kind {
+            if spec.sleep_ms == 0 {
+                let outcome = runner::noop_outcome(spec, id.attempt);
+                self.local.push_back(Inbound::Result { execution_id: execution_id.to_string(), id, outcome });
+                return;
+            }
+        }
+        let stage_name = pipeline.pipeline.stages[id.at.stage].name.to_string();
+        let action_name = action.name.to_string();
+        let ctx = AttemptContext {
+            idempotency_key: idempotency_key(execution_id, &stage_name, &action_name),
+            execution_id: execution_id.to_string(),
+            stage: stage_name,
+            action: action_name,
+            series: id.series,
+            attempt: id.attempt,
+            timeout: action.timeout_seconds.map(std::time::Duration::from_secs),
+            base_dir: pipeline.base_dir.clone(),
+            input_json: live.input_json.to_string(),
+        };
+        let tx = self.tx.clone();
+        let inflight = self.inflight.clone();
+        let http = self.http.clone();
+        let execution_id = execution_id.to_string();
+        tokio::spawn(async move {
+            let _permit = inflight.acquire_owned().await.expect("semaphore never closes");
+            let action = &pipeline.pipeline.stages[id.at.stage].actions[id.at.action];
+            let outcome = match &action.kind {
+                ActionKind::Command(spec) => runner::run_command(spec, &ctx).await,
+                ActionKind::Http(spec) => runner::run_http(&http, spec, &ctx).await,
+                ActionKind::Noop(spec) => runner::run_noop(spec, &ctx).await,
+                ActionKind::Function(f) => AttemptOutcome::Failed(Failure::new(
+                    ExceptionType::ActionFailed,
+                    format!("no durable function named {} is registered in this process", f.function_name),
+                )),
+            };
+            let _ = tx.send(Inbound::Result { execution_id, id, outcome }).await;
+        });
+    }
+}
+
+fn parse_state(id: &str, json: &str) -> Result<ExecutionState, EngineError> {
+    serde_json::from_str(json).map_err(|e| EngineError::CorruptState { id: id.to_string(), reason: e.to_string() })
+}
+
+fn outcome_of(state: &ExecutionState) -> ExecutionOutcome {
+    ExecutionOutcome {
+        execution_id: state.execution_id.clone(),
+        status: state.status,
+        started_at: state.started_at,
+        finished_at: state.finished_at.unwrap_or(state.started_at),
+    }
+}
+
+async fn sleep_or_forever(d: Option<std::time::Duration>) {
+    match d {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}

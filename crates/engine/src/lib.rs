@@ -1,0 +1,14 @@
+//! redrive-engine: the IO shell around the pure core.
+//!
+//! - [`driver`]: the event loop. It applies [`redrive_core::machine`] transitions,
+//!   group-commits them through a [`redrive_store::Store`], and only after the
+//!   commit performs their effects: start attempts on runners, arm durable timers.
+//! - [`runner`]: how attempts run: `command` (argv, no shell), `http`, `noop`.
+//! - [`clock`]: the only place wall-clock time is read.
+
+pub mod clock;
+pub mod driver;
+pub mod runner;
+
+pub use clock::{Clock, SystemClock};
+pub use driver::{Driver, DriverConfig, EngineError, EngineHandle, ExecutionOutcome, LoadedPipeline, Notification};

@@ -1,0 +1,205 @@
+//! [`FaultyStore`]: a [`Store`] wrapper that injects failures on demand, for
+//! testing how the engine behaves when storage is unavailable.
+//!
+//! Faults are controlled through atomics, so a test can flip them while other
+//! tasks use the store. An injected fault is always
+//! [`StoreError::Unavailable`] with the message [`INJECTED_FAULT`].
+
+use crate::{
+    CommitResult, CommitStats, ExecutionFilter, ExecutionRecord, LedgerEntry, PipelineRecord,
+    Store, StoreError, TimerRecord, Transition,
+};
+use redrive_core::time::Timestamp;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// The message of every injected [`StoreError::Unavailable`].
+pub const INJECTED_FAULT: &str = "injected fault";
+
+/// One kind of fault: "fail the next n calls" plus "fail every call while set".
+#[derive(Default)]
+struct FaultSwitch {
+    next: AtomicU64,
+    always: AtomicBool,
+}
+
+impl FaultSwitch {
+    /// Whether this call should fail, consuming one of the `next` failures.
+    fn trip(&self) -> bool {
+        if self.always.load(Ordering::SeqCst) {
+            return true;
+        }
+        self.next
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    }
+}
+
+/// Delegates to `inner` unless told to fail.
+///
+/// - commit faults: [`Store::commit`] fails *without* calling the inner store,
+///   so nothing is written;
+/// - lost-ack faults: `commit` reaches the inner store (the data is committed)
+///   but the caller still gets an error, like a connection dropped after COMMIT;
+/// - pipeline faults: [`Store::put_pipeline`] fails without writing;
+/// - read faults: every query method fails.
+///
+/// [`Store::stats`] is never faulted.
+pub struct FaultyStore<S: Store> {
+    inner: S,
+    commits: FaultSwitch,
+    lost_acks: FaultSwitch,
+    pipelines: FaultSwitch,
+    reads: FaultSwitch,
+    injected: AtomicU64,
+}
+
+impl<S: Store> FaultyStore<S> {
+    pub fn new(inner: S) -> Self {
+        FaultyStore {
+            inner,
+            commits: FaultSwitch::default(),
+            lost_acks: FaultSwitch::default(),
+            pipelines: FaultSwitch::default(),
+            reads: FaultSwitch::default(),
+            injected: AtomicU64::new(0),
+        }
+    }
+
+    /// The wrapped store (unfaulted access, e.g. to check what was written).
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
+    /// The next `n` commits fail without writing anything.
+    pub fn fail_next_commits(&self, n: u64) {
+        self.commits.next.store(n, Ordering::SeqCst);
+    }
+
+    /// While `true`, every commit fails without writing anything.
+    pub fn set_fail_commits(&self, fail: bool) {
+        self.commits.always.store(fail, Ordering::SeqCst);
+    }
+
+    /// The next `n` commits are applied by the inner store, but report failure.
+    pub fn lose_next_commit_acks(&self, n: u64) {
+        self.lost_acks.next.store(n, Ordering::SeqCst);
+    }
+
+    /// The next `n` `put_pipeline` calls fail without writing anything.
+    pub fn fail_next_put_pipelines(&self, n: u64) {
+        self.pipelines.next.store(n, Ordering::SeqCst);
+    }
+
+    /// While `true`, every `put_pipeline` call fails without writing anything.
+    pub fn set_fail_put_pipelines(&self, fail: bool) {
+        self.pipelines.always.store(fail, Ordering::SeqCst);
+    }
+
+    /// The next `n` reads (any query method) fail.
+    pub fn fail_next_reads(&self, n: u64) {
+        self.reads.next.store(n, Ordering::SeqCst);
+    }
+
+    /// While `true`, every read fails.
+    pub fn set_fail_reads(&self, fail: bool) {
+        self.reads.always.store(fail, Ordering::SeqCst);
+    }
+
+    /// Clears every pending and permanent fault.
+    pub fn heal(&self) {
+        for switch in [&self.commits, &self.lost_acks, &self.pipelines, &self.reads] {
+            switch.next.store(0, Ordering::SeqCst);
+            switch.always.store(false, Ordering::SeqCst);
+        }
+    }
+
+    /// How many faults have been injected so far.
+    pub fn injected_faults(&self) -> u64 {
+        self.injected.load(Ordering::SeqCst)
+    }
+
+    fn check(&self, switch: &FaultSwitch) -> Result<(), StoreError> {
+        if switch.trip() {
+            self.injected.fetch_add(1, Ordering::SeqCst);
+            Err(StoreError::Unavailable(INJECTED_FAULT.into()))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl<S: Store> Store for FaultyStore<S> {
+    async fn put_pipeline(
+        &self,
+        name: &str,
+        definition_json: &str,
+        source_dir: Option<&str>,
+        now: Timestamp,
+    ) -> Result<PipelineRecord, StoreError> {
+        self.check(&self.pipelines)?;
+        self.inner
+            .put_pipeline(name, definition_json, source_dir, now)
+            .await
+    }
+
+    async fn get_pipeline(
+        &self,
+        name: &str,
+        version: Option<u32>,
+    ) -> Result<Option<PipelineRecord>, StoreError> {
+        self.check(&self.reads)?;
+        self.inner.get_pipeline(name, version).await
+    }
+
+    async fn commit(&self, transitions: Vec<Transition>) -> Result<CommitResult, StoreError> {
+        self.check(&self.commits)?;
+        let result = self.inner.commit(transitions).await?;
+        self.check(&self.lost_acks)?;
+        Ok(result)
+    }
+
+    async fn get_execution(&self, id: &str) -> Result<Option<ExecutionRecord>, StoreError> {
+        self.check(&self.reads)?;
+        self.inner.get_execution(id).await
+    }
+
+    async fn list_executions(
+        &self,
+        filter: ExecutionFilter,
+    ) -> Result<Vec<ExecutionRecord>, StoreError> {
+        self.check(&self.reads)?;
+        self.inner.list_executions(filter).await
+    }
+
+    async fn ledger(&self, execution_id: &str) -> Result<Vec<LedgerEntry>, StoreError> {
+        self.check(&self.reads)?;
+        self.inner.ledger(execution_id).await
+    }
+
+    async fn due_timers(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<TimerRecord>, StoreError> {
+        self.check(&self.reads)?;
+        self.inner.due_timers(now, limit).await
+    }
+
+    async fn next_timer_due(&self) -> Result<Option<Timestamp>, StoreError> {
+        self.check(&self.reads)?;
+        self.inner.next_timer_due().await
+    }
+
+    async fn execution_timers(&self, execution_id: &str) -> Result<Vec<TimerRecord>, StoreError> {
+        self.check(&self.reads)?;
+        self.inner.execution_timers(execution_id).await
+    }
+
+    fn stats(&self) -> CommitStats {
+        self.inner.stats()
+    }
+}

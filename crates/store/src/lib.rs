@@ -1,0 +1,233 @@
+//! redrive-store: durable state behind one [`Store`] trait.
+//!
+//! The engine talks to storage only through [`Store`]. Every backend (SQLite now,
+//! PostgreSQL later) must pass the same [`conformance`] suite. A transition is
+//! acknowledged only after it is durably committed; many transitions of many
+//! executions share one commit (group commit).
+//!
+//! The store knows nothing of the state machine: an execution's state is an opaque
+//! JSON document with a few indexed columns beside it (status, pipeline, times).
+//! Optimistic concurrency: every execution row has a `version`; a transition names
+//! the version it was computed from, and a stale one is refused
+//! ([`TransitionError::VersionConflict`]). A PostgreSQL backend adds leases and
+//! fencing tokens on top of the same check.
+
+use redrive_core::time::Timestamp;
+use std::future::Future;
+
+pub mod conformance;
+pub mod faulty;
+pub mod sqlite;
+pub mod validate;
+
+pub use sqlite::{Durability, SqliteOptions, SqliteStore};
+
+/// Upper bounds enforced by every backend.
+pub mod limits {
+    /// Transitions in one `commit` call.
+    pub const MAX_TRANSITIONS_PER_COMMIT: usize = 10_000;
+    /// Size of an execution's state document.
+    pub const MAX_STATE_BYTES: usize = 4 * 1024 * 1024;
+    /// Size of an execution's input document.
+    pub const MAX_INPUT_BYTES: usize = 1024 * 1024;
+    /// Size of a pipeline definition document.
+    pub const MAX_DEFINITION_BYTES: usize = 1024 * 1024;
+    /// Rows returned by one page of any listing.
+    pub const MAX_PAGE_SIZE: usize = 1000;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store cannot be reached or written right now (disk full, I/O error,
+    /// database locked or down). Nothing in the failed call was committed.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// Another process holds the store's engine lock.
+    #[error("{0}")]
+    Locked(String),
+    /// The database was written by a newer redrive, or is damaged.
+    #[error("store schema problem: {0}")]
+    Schema(String),
+    /// A value exceeded one of [`limits`].
+    #[error("limit exceeded: {0}")]
+    Limit(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+}
+
+/// Why a single transition of a commit was refused (the others still commit).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransitionError {
+    #[error("execution {execution_id}: expected version {expected}, store has {actual:?}")]
+    VersionConflict {
+        execution_id: String,
+        expected: u64,
+        actual: Option<u64>,
+    },
+    #[error("execution {0} already exists")]
+    AlreadyExists(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PipelineRecord {
+    pub name: String,
+    /// 1 for the first version; bumped when the definition changes.
+    pub version: u32,
+    /// Canonical JSON of the definition as written.
+    pub definition_json: String,
+    /// Directory relative paths in the definition resolve against.
+    pub source_dir: Option<String>,
+    pub created_at: Timestamp,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExecutionRecord {
+    pub id: String,
+    pub pipeline_name: String,
+    pub pipeline_version: u32,
+    /// `InProgress`, `Succeeded`, `Failed`, `Stopped`, ...; finished ones are not `InProgress`.
+    pub status: String,
+    pub input_json: String,
+    pub state_json: String,
+    pub version: u64,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// One finished attempt in the append-only ledger.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LedgerEntry {
+    /// Assigned by the store on insert (ascending); ignored on write.
+    pub seq: i64,
+    pub execution_id: String,
+    pub stage: String,
+    pub action: String,
+    /// Series of attempts (1, then +1 per stage retry of this action).
+    pub series: u32,
+    /// Attempt number within the series (1 = first try).
+    pub attempt: u32,
+    /// What started the series/attempt: `initial`, `policy`, `stage-retry`, `manual`, `redrive`.
+    pub trigger: String,
+    pub started_at: Timestamp,
+    pub finished_at: Timestamp,
+    /// `SUCCEEDED` or `FAILED`.
+    pub outcome: String,
+    pub exception_type: Option<String>,
+    pub message: Option<String>,
+    /// JSON of the retry decision (retry at / give up and why), absent on success.
+    pub decision_json: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TimerRecord {
+    pub execution_id: String,
+    /// Unique within the execution, e.g. `Build/Compile#2`.
+    pub key: String,
+    pub due_at: Timestamp,
+}
+
+/// The new state of one execution plus what happened, committed atomically.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transition {
+    pub execution_id: String,
+    /// `None` creates the execution (refused if it exists); `Some(v)` requires the
+    /// stored version to be `v`. On success the stored version becomes `v + 1`
+    /// (or 1 on create).
+    pub expected_version: Option<u64>,
+    pub pipeline_name: String,
+    pub pipeline_version: u32,
+    pub status: String,
+    pub input_json: String,
+    pub state_json: String,
+    pub at: Timestamp,
+    pub ledger: Vec<LedgerEntry>,
+    /// Inserted or replaced (same key).
+    pub set_timers: Vec<TimerRecord>,
+    /// Keys of this execution's timers to delete.
+    pub clear_timers: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExecutionFilter {
+    pub pipeline_name: Option<String>,
+    /// Only unfinished (`InProgress`) executions.
+    pub unfinished_only: bool,
+    /// Page size, capped at [`limits::MAX_PAGE_SIZE`].
+    pub limit: usize,
+}
+
+/// Counters since the store was opened (for benchmarks and metrics).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CommitStats {
+    pub commits: u64,
+    pub transitions: u64,
+    pub commit_micros_total: u64,
+}
+
+pub type CommitResult = Vec<Result<u64, TransitionError>>;
+
+/// Durable state. Every method is cancel-safe in the sense that dropping the future
+/// never leaves a half-written transaction; a commit whose future was dropped may
+/// or may not have been applied.
+pub trait Store: Send + Sync + 'static {
+    /// Stores a pipeline definition. If the latest version of `name` has the same
+    /// `definition_json` and `source_dir`, returns it unchanged; otherwise inserts
+    /// version latest+1 (or 1).
+    fn put_pipeline(
+        &self,
+        name: &str,
+        definition_json: &str,
+        source_dir: Option<&str>,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<PipelineRecord, StoreError>> + Send;
+
+    /// A given version, or the latest when `version` is `None`.
+    fn get_pipeline(
+        &self,
+        name: &str,
+        version: Option<u32>,
+    ) -> impl Future<Output = Result<Option<PipelineRecord>, StoreError>> + Send;
+
+    /// Commits transitions atomically as one durable group: each transition is all
+    /// or nothing, and each gets its own result (a version conflict refuses only
+    /// that transition). Resolves only after the data is durable.
+    fn commit(
+        &self,
+        transitions: Vec<Transition>,
+    ) -> impl Future<Output = Result<CommitResult, StoreError>> + Send;
+
+    fn get_execution(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<ExecutionRecord>, StoreError>> + Send;
+
+    /// Newest first.
+    fn list_executions(
+        &self,
+        filter: ExecutionFilter,
+    ) -> impl Future<Output = Result<Vec<ExecutionRecord>, StoreError>> + Send;
+
+    /// The ledger of one execution, in commit order.
+    fn ledger(
+        &self,
+        execution_id: &str,
+    ) -> impl Future<Output = Result<Vec<LedgerEntry>, StoreError>> + Send;
+
+    /// Timers due at or before `now`, earliest first, at most `limit`.
+    fn due_timers(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<TimerRecord>, StoreError>> + Send;
+
+    /// The earliest timer's due time.
+    fn next_timer_due(&self) -> impl Future<Output = Result<Option<Timestamp>, StoreError>> + Send;
+
+    /// Timers of one execution.
+    fn execution_timers(
+        &self,
+        execution_id: &str,
+    ) -> impl Future<Output = Result<Vec<TimerRecord>, StoreError>> + Send;
+
+    fn stats(&self) -> CommitStats;
+}

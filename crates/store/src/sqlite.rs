@@ -1,0 +1,1299 @@
+//! The SQLite backend: one database file in WAL mode, one writer thread doing group
+//! commit, a small pool of read-only connections for queries.
+//!
+//! # Writes
+//! Every write ([`Store::commit`], [`Store::put_pipeline`]) is sent over a bounded
+//! channel to a single writer thread that owns the only read-write connection. The
+//! writer blocks for one request, then drains every request already queued (up to
+//! [`SqliteOptions::max_batch_transitions`] transitions) and applies them all in one
+//! `BEGIN IMMEDIATE` … `COMMIT` transaction, so many callers share one fsync. Each
+//! transition runs inside its own `SAVEPOINT`: a version conflict or a duplicate
+//! create rolls back that transition alone. Callers are answered only after
+//! `COMMIT` returns; if the transaction fails (disk full, I/O error, busy) it is
+//! rolled back and every caller in the group gets [`StoreError::Unavailable`].
+//!
+//! # Reads
+//! Queries run on read-only connections via [`tokio::task::spawn_blocking`]; WAL
+//! mode gives them a consistent snapshot without blocking the writer.
+//!
+//! # Engine lock
+//! [`SqliteStore::open`] takes an exclusive advisory lock (`flock`) on
+//! `<db path>-redrive.lock` for the store's lifetime, so two redrive processes never
+//! drive the same database. [`SqliteStore::open_read_only`] takes no lock.
+
+use crate::validate::{check_commit, check_definition};
+use crate::{
+    CommitResult, CommitStats, ExecutionFilter, ExecutionRecord, LedgerEntry, PipelineRecord,
+    Store, StoreError, TimerRecord, Transition, TransitionError, limits::MAX_PAGE_SIZE,
+};
+use redrive_core::time::Timestamp;
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Row, params};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+/// Default cap on the transitions applied in one SQLite transaction.
+pub const DEFAULT_MAX_BATCH_TRANSITIONS: usize = 4096;
+/// Default number of read-only connections.
+pub const DEFAULT_READERS: usize = 2;
+/// How long a connection waits for a lock held by another connection.
+pub const BUSY_TIMEOUT: Duration = Duration::from_millis(5000);
+/// Appended to the database path to name the engine lock file.
+pub const LOCK_FILE_SUFFIX: &str = "-redrive.lock";
+/// Write requests that may wait for the writer before `commit` callers block.
+const WRITE_QUEUE_CAPACITY: usize = 1024;
+/// Prepared statements cached per connection.
+const STATEMENT_CACHE_CAPACITY: usize = 64;
+/// The status of an unfinished execution (see [`ExecutionRecord::status`]).
+const UNFINISHED_STATUS: &str = "InProgress";
+/// The per-transition savepoint inside a group transaction.
+const SQL_SAVEPOINT: &str = "SAVEPOINT transition";
+const SQL_ROLLBACK_TO_SAVEPOINT: &str = "ROLLBACK TO transition";
+const SQL_RELEASE_SAVEPOINT: &str = "RELEASE transition";
+
+/// How hard a commit waits for the disk.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// `synchronous=FULL`: the WAL is fsynced at every commit; an acknowledged
+    /// transition survives power loss and OS crashes.
+    #[default]
+    Full,
+    /// `synchronous=NORMAL`: fsync only at checkpoints; an acknowledged transition
+    /// survives a process crash but the latest ones may be lost on power loss.
+    Normal,
+}
+
+impl Durability {
+    fn pragma_value(self) -> &'static str {
+        match self {
+            Durability::Full => "FULL",
+            Durability::Normal => "NORMAL",
+        }
+    }
+}
+
+/// Tuning of a [`SqliteStore`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SqliteOptions {
+    pub durability: Durability,
+    /// Most transitions applied in one SQLite transaction (one group commit). A
+    /// single `commit` call larger than this still runs as one transaction.
+    pub max_batch_transitions: usize,
+    /// Read-only connections serving queries (at least 1 is used).
+    pub readers: usize,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions {
+            durability: Durability::Full,
+            max_batch_transitions: DEFAULT_MAX_BATCH_TRANSITIONS,
+            readers: DEFAULT_READERS,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Schema
+// ---------------------------------------------------------------------------
+
+/// Migration 1: the initial schema.
+const MIGRATION_1: &str = r#"
+CREATE TABLE pipelines (
+    name            TEXT    NOT NULL,
+    version         INTEGER NOT NULL,
+    definition_json TEXT    NOT NULL,
+    source_dir      TEXT,
+    created_at      INTEGER NOT NULL,
+    PRIMARY KEY (name, version)
+);
+
+CREATE TABLE executions (
+    id               TEXT    NOT NULL PRIMARY KEY,
+    pipeline_name    TEXT    NOT NULL,
+    pipeline_version INTEGER NOT NULL,
+    status           TEXT    NOT NULL,
+    input_json       TEXT    NOT NULL,
+    state_json       TEXT    NOT NULL,
+    version          INTEGER NOT NULL,
+    created_at       INTEGER NOT NULL,
+    updated_at       INTEGER NOT NULL
+);
+CREATE INDEX executions_created          ON executions (created_at);
+CREATE INDEX executions_status_created   ON executions (status, created_at);
+CREATE INDEX executions_pipeline_created ON executions (pipeline_name, created_at);
+
+CREATE TABLE ledger (
+    seq            INTEGER PRIMARY KEY AUTOINCREMENT,
+    execution_id   TEXT    NOT NULL REFERENCES executions (id),
+    stage          TEXT    NOT NULL,
+    action         TEXT    NOT NULL,
+    series         INTEGER NOT NULL,
+    attempt        INTEGER NOT NULL,
+    "trigger"      TEXT    NOT NULL,
+    started_at     INTEGER NOT NULL,
+    finished_at    INTEGER NOT NULL,
+    outcome        TEXT    NOT NULL,
+    exception_type TEXT,
+    message        TEXT,
+    decision_json  TEXT
+);
+CREATE INDEX ledger_execution_seq ON ledger (execution_id, seq);
+
+-- The ledger is append-only: history is never rewritten.
+CREATE TRIGGER ledger_no_update BEFORE UPDATE ON ledger
+BEGIN
+    SELECT RAISE(ABORT, 'the ledger is append-only: UPDATE is not allowed');
+END;
+CREATE TRIGGER ledger_no_delete BEFORE DELETE ON ledger
+BEGIN
+    SELECT RAISE(ABORT, 'the ledger is append-only: DELETE is not allowed');
+END;
+
+CREATE TABLE timers (
+    execution_id TEXT    NOT NULL REFERENCES executions (id),
+    key          TEXT    NOT NULL,
+    due_at       INTEGER NOT NULL,
+    PRIMARY KEY (execution_id, key)
+);
+-- Covering index: due_timers and next_timer_due never touch the table.
+CREATE INDEX timers_due ON timers (due_at, execution_id, key);
+"#;
+
+/// Ordered schema migrations; migration `i` brings the schema to version `i + 1`.
+/// Never edit a released migration: append a new one.
+const MIGRATIONS: &[&str] = &[MIGRATION_1];
+
+/// The schema version this code writes and understands.
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+// ---------------------------------------------------------------------------
+// SQL
+// ---------------------------------------------------------------------------
+
+const SQL_LATEST_PIPELINE: &str = "SELECT name, version, definition_json, source_dir, created_at \
+     FROM pipelines WHERE name = ?1 ORDER BY version DESC LIMIT 1";
+const SQL_PIPELINE_VERSION: &str = "SELECT name, version, definition_json, source_dir, created_at \
+     FROM pipelines WHERE name = ?1 AND version = ?2";
+const SQL_INSERT_PIPELINE: &str = "INSERT INTO pipelines (name, version, definition_json, source_dir, created_at) VALUES (?1, ?2, ?3, ?4, ?5)";
+
+const SQL_INSERT_EXECUTION: &str = "INSERT INTO executions \
+     (id, pipeline_name, pipeline_version, status, input_json, state_json, version, created_at, updated_at) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?7) ON CONFLICT (id) DO NOTHING";
+const SQL_UPDATE_EXECUTION: &str = "UPDATE executions SET pipeline_name = ?2, pipeline_version = ?3, status = ?4, \
+     input_json = ?5, state_json = ?6, version = version + 1, updated_at = ?7 WHERE id = ?1 AND version = ?8";
+const SQL_EXECUTION_VERSION: &str = "SELECT version FROM executions WHERE id = ?1";
+const SQL_INSERT_LEDGER: &str = "INSERT INTO ledger (execution_id, stage, action, series, attempt, \"trigger\", \
+     started_at, finished_at, outcome, exception_type, message, decision_json) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
+const SQL_UPSERT_TIMER: &str = "INSERT INTO timers (execution_id, key, due_at) VALUES (?1, ?2, ?3) \
+     ON CONFLICT (execution_id, key) DO UPDATE SET due_at = excluded.due_at";
+const SQL_DELETE_TIMER: &str = "DELETE FROM timers WHERE execution_id = ?1 AND key = ?2";
+
+const SQL_GET_EXECUTION: &str = "SELECT id, pipeline_name, pipeline_version, status, input_json, state_json, \
+     version, created_at, updated_at FROM executions WHERE id = ?1";
+/// Newest first; `rowid` (insertion order) breaks ties between equal `created_at`
+/// and is part of every index, so no sort step is needed.
+const SQL_LIST_ALL: &str = "SELECT id, pipeline_name, pipeline_version, status, input_json, state_json, \
+     version, created_at, updated_at FROM executions ORDER BY created_at DESC, rowid DESC LIMIT ?1";
+const SQL_LIST_BY_STATUS: &str = "SELECT id, pipeline_name, pipeline_version, status, input_json, state_json, \
+     version, created_at, updated_at FROM executions WHERE status = ?2 \
+     ORDER BY created_at DESC, rowid DESC LIMIT ?1";
+const SQL_LIST_BY_PIPELINE: &str = "SELECT id, pipeline_name, pipeline_version, status, input_json, state_json, \
+     version, created_at, updated_at FROM executions WHERE pipeline_name = ?2 \
+     ORDER BY created_at DESC, rowid DESC LIMIT ?1";
+const SQL_LIST_BY_PIPELINE_STATUS: &str = "SELECT id, pipeline_name, pipeline_version, status, input_json, \
+     state_json, version, created_at, updated_at FROM executions WHERE pipeline_name = ?2 AND status = ?3 \
+     ORDER BY created_at DESC, rowid DESC LIMIT ?1";
+
+const SQL_LEDGER: &str = "SELECT seq, execution_id, stage, action, series, attempt, \"trigger\", started_at, \
+     finished_at, outcome, exception_type, message, decision_json FROM ledger WHERE execution_id = ?1 ORDER BY seq";
+/// Served entirely by the covering index `timers_due`.
+pub(crate) const SQL_DUE_TIMERS: &str = "SELECT execution_id, key, due_at FROM timers WHERE due_at <= ?1 \
+     ORDER BY due_at, execution_id, key LIMIT ?2";
+const SQL_NEXT_TIMER_DUE: &str = "SELECT MIN(due_at) FROM timers";
+const SQL_EXECUTION_TIMERS: &str =
+    "SELECT execution_id, key, due_at FROM timers WHERE execution_id = ?1 ORDER BY key";
+
+// ---------------------------------------------------------------------------
+// The store
+// ---------------------------------------------------------------------------
+
+/// A [`Store`] in one SQLite file. See the module docs for the design.
+pub struct SqliteStore {
+    path: PathBuf,
+    /// `None` for a store opened with [`SqliteStore::open_read_only`].
+    writer: Option<WriterHandle>,
+    readers: Arc<ReaderPool>,
+    stats: Arc<Stats>,
+    /// Held for the store's lifetime; released after the writer has stopped.
+    _lock: Option<EngineLock>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` for reading and writing:
+    /// takes the engine lock, applies pending migrations and starts the writer
+    /// thread.
+    ///
+    /// Errors: [`StoreError::Locked`] if another redrive process holds the lock,
+    /// [`StoreError::Schema`] if the file is not a redrive database or was written
+    /// by a newer redrive, [`StoreError::Unavailable`] on I/O problems.
+    pub fn open(path: &Path, opts: SqliteOptions) -> Result<SqliteStore, StoreError> {
+        let lock = EngineLock::acquire(path)?;
+        let mut conn = Connection::open(path).map_err(|e| open_error(path, e))?;
+        configure_connection(&conn, Some(opts.durability)).map_err(|e| open_error(path, e))?;
+        migrate(&mut conn, path)?;
+
+        let readers = Arc::new(ReaderPool::open(path, opts.readers)?);
+        let stats = Arc::new(Stats::default());
+        let (tx, rx) = mpsc::channel(WRITE_QUEUE_CAPACITY);
+        let writer_stats = Arc::clone(&stats);
+        let max_batch = opts.max_batch_transitions.max(1);
+        let thread = std::thread::Builder::new()
+            .name("redrive-sqlite-writer".into())
+            .spawn(move || {
+                Writer {
+                    conn,
+                    max_batch,
+                    stats: writer_stats,
+                }
+                .run(rx)
+            })
+            .map_err(|e| {
+                StoreError::Unavailable(format!("cannot start the SQLite writer thread: {e}"))
+            })?;
+
+        Ok(SqliteStore {
+            path: path.to_path_buf(),
+            writer: Some(WriterHandle { tx, thread }),
+            readers,
+            stats,
+            _lock: Some(lock),
+        })
+    }
+
+    /// Opens an existing database for inspection only: no writer, no engine lock,
+    /// no migrations. Writes fail with [`StoreError::Unavailable`].
+    ///
+    /// Errors: [`StoreError::NotFound`] if the file does not exist,
+    /// [`StoreError::Schema`] if it is not a redrive database or its schema
+    /// version differs from [`SCHEMA_VERSION`].
+    pub fn open_read_only(path: &Path) -> Result<SqliteStore, StoreError> {
+        if !path.exists() {
+            return Err(StoreError::NotFound(format!(
+                "database {} does not exist",
+                path.display()
+            )));
+        }
+        let readers = ReaderPool::open(path, DEFAULT_READERS)?;
+        {
+            let conn = readers.take().map_err(|e| open_error(path, e))?;
+            let version = schema_version(&conn).map_err(|e| open_error(path, e))?;
+            match version {
+                None => {
+                    return Err(StoreError::Schema(format!(
+                        "{} is not a redrive database (it has no schema_migrations table)",
+                        path.display()
+                    )));
+                }
+                Some(v) if v > SCHEMA_VERSION => return Err(newer_schema_error(path, v)),
+                Some(v) if v < SCHEMA_VERSION => {
+                    return Err(StoreError::Schema(format!(
+                        "{} has schema version {v} but this redrive reads version {SCHEMA_VERSION}; \
+                         open it once with a command that writes (e.g. the server) to upgrade it",
+                        path.display()
+                    )));
+                }
+                Some(_) => {}
+            }
+            readers.give_back(conn);
+        }
+        Ok(SqliteStore {
+            path: path.to_path_buf(),
+            writer: None,
+            readers: Arc::new(readers),
+            stats: Arc::new(Stats::default()),
+            _lock: None,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether this store was opened with [`SqliteStore::open_read_only`].
+    pub fn is_read_only(&self) -> bool {
+        self.writer.is_none()
+    }
+
+    /// The path of the engine lock file of the database at `db_path`.
+    pub fn lock_path(db_path: &Path) -> PathBuf {
+        let mut s = db_path.as_os_str().to_owned();
+        s.push(LOCK_FILE_SUFFIX);
+        PathBuf::from(s)
+    }
+
+    /// Sends a request to the writer thread (waiting while its queue is full).
+    async fn send(&self, request: WriteRequest) -> Result<(), StoreError> {
+        let Some(writer) = &self.writer else {
+            return Err(StoreError::Unavailable(format!(
+                "{} was opened read-only; writes are not possible",
+                self.path.display()
+            )));
+        };
+        writer.tx.send(request).await.map_err(|_| writer_gone())
+    }
+
+    /// Runs `query` on a pooled read-only connection on the blocking thread pool.
+    async fn read<T, F>(&self, query: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let permit = Arc::clone(&self.readers.permits)
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Unavailable("the store is closing".into()))?;
+        let pool = Arc::clone(&self.readers);
+        let joined = tokio::task::spawn_blocking(move || {
+            let conn = pool.take()?;
+            let result = query(&conn);
+            pool.give_back(conn);
+            drop(permit);
+            result
+        })
+        .await;
+        match joined {
+            Ok(result) => result.map_err(map_error),
+            Err(e) => Err(StoreError::Unavailable(format!("a store read failed: {e}"))),
+        }
+    }
+}
+
+impl Drop for SqliteStore {
+    /// Closes the readers, then closes the write queue and waits for the writer to
+    /// finish the requests already queued; the engine lock is released last.
+    fn drop(&mut self) {
+        self.readers.close_idle();
+        if let Some(WriterHandle { tx, thread }) = self.writer.take() {
+            drop(tx);
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Store for SqliteStore {
+    async fn put_pipeline(
+        &self,
+        name: &str,
+        definition_json: &str,
+        source_dir: Option<&str>,
+        now: Timestamp,
+    ) -> Result<PipelineRecord, StoreError> {
+        check_definition(name, definition_json)?;
+        let (reply, rx) = oneshot::channel();
+        self.send(WriteRequest::PutPipeline {
+            name: name.to_owned(),
+            definition_json: definition_json.to_owned(),
+            source_dir: source_dir.map(str::to_owned),
+            now,
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| writer_gone())?
+    }
+
+    async fn get_pipeline(
+        &self,
+        name: &str,
+        version: Option<u32>,
+    ) -> Result<Option<PipelineRecord>, StoreError> {
+        let name = name.to_owned();
+        self.read(move |conn| match version {
+            None => conn
+                .prepare_cached(SQL_LATEST_PIPELINE)?
+                .query_row(params![name], pipeline_from_row)
+                .optional(),
+            Some(v) => conn
+                .prepare_cached(SQL_PIPELINE_VERSION)?
+                .query_row(params![name, v], pipeline_from_row)
+                .optional(),
+        })
+        .await
+    }
+
+    async fn commit(&self, transitions: Vec<Transition>) -> Result<CommitResult, StoreError> {
+        check_commit(&transitions)?;
+        if transitions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (reply, rx) = oneshot::channel();
+        self.send(WriteRequest::Commit { transitions, reply })
+            .await?;
+        rx.await.map_err(|_| writer_gone())?
+    }
+
+    async fn get_execution(&self, id: &str) -> Result<Option<ExecutionRecord>, StoreError> {
+        let id = id.to_owned();
+        self.read(move |conn| {
+            conn.prepare_cached(SQL_GET_EXECUTION)?
+                .query_row(params![id], execution_from_row)
+                .optional()
+        })
+        .await
+    }
+
+    async fn list_executions(
+        &self,
+        filter: ExecutionFilter,
+    ) -> Result<Vec<ExecutionRecord>, StoreError> {
+        let limit = page_size(filter.limit);
+        self.read(move |conn| {
+            let limit = limit as i64;
+            match (&filter.pipeline_name, filter.unfinished_only) {
+                (None, false) => conn
+                    .prepare_cached(SQL_LIST_ALL)?
+                    .query_map(params![limit], execution_from_row)?
+                    .collect(),
+                (None, true) => conn
+                    .prepare_cached(SQL_LIST_BY_STATUS)?
+                    .query_map(params![limit, UNFINISHED_STATUS], execution_from_row)?
+                    .collect(),
+                (Some(p), false) => conn
+                    .prepare_cached(SQL_LIST_BY_PIPELINE)?
+                    .query_map(params![limit, p], execution_from_row)?
+                    .collect(),
+                (Some(p), true) => conn
+                    .prepare_cached(SQL_LIST_BY_PIPELINE_STATUS)?
+                    .query_map(params![limit, p, UNFINISHED_STATUS], execution_from_row)?
+                    .collect(),
+            }
+        })
+        .await
+    }
+
+    async fn ledger(&self, execution_id: &str) -> Result<Vec<LedgerEntry>, StoreError> {
+        let id = execution_id.to_owned();
+        self.read(move |conn| {
+            conn.prepare_cached(SQL_LEDGER)?
+                .query_map(params![id], ledger_from_row)?
+                .collect()
+        })
+        .await
+    }
+
+    async fn due_timers(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<TimerRecord>, StoreError> {
+        let limit = limit.min(MAX_PAGE_SIZE) as i64;
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.read(move |conn| {
+            conn.prepare_cached(SQL_DUE_TIMERS)?
+                .query_map(params![now.unix_ms(), limit], timer_from_row)?
+                .collect()
+        })
+        .await
+    }
+
+    async fn next_timer_due(&self) -> Result<Option<Timestamp>, StoreError> {
+        self.read(|conn| {
+            let due: Option<i64> = conn
+                .prepare_cached(SQL_NEXT_TIMER_DUE)?
+                .query_row([], |r| r.get(0))?;
+            Ok(due.map(Timestamp::from_unix_ms))
+        })
+        .await
+    }
+
+    async fn execution_timers(&self, execution_id: &str) -> Result<Vec<TimerRecord>, StoreError> {
+        let id = execution_id.to_owned();
+        self.read(move |conn| {
+            conn.prepare_cached(SQL_EXECUTION_TIMERS)?
+                .query_map(params![id], timer_from_row)?
+                .collect()
+        })
+        .await
+    }
+
+    fn stats(&self) -> CommitStats {
+        self.stats.snapshot()
+    }
+}
+
+/// `ExecutionFilter::limit` as a page size: 0 means the largest page.
+fn page_size(limit: usize) -> usize {
+    if limit == 0 {
+        MAX_PAGE_SIZE
+    } else {
+        limit.min(MAX_PAGE_SIZE)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Statistics
+// ---------------------------------------------------------------------------
+
+#[derive(Default)]
+struct Stats {
+    commits: AtomicU64,
+    transitions: AtomicU64,
+    commit_micros_total: AtomicU64,
+}
+
+impl Stats {
+    fn record(&self, transitions: u64, elapsed: Duration) {
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        self.transitions.fetch_add(transitions, Ordering::Relaxed);
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        self.commit_micros_total
+            .fetch_add(micros, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> CommitStats {
+        CommitStats {
+            commits: self.commits.load(Ordering::Relaxed),
+            transitions: self.transitions.load(Ordering::Relaxed),
+            commit_micros_total: self.commit_micros_total.load(Ordering::Relaxed),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The writer thread
+// ---------------------------------------------------------------------------
+
+struct WriterHandle {
+    tx: mpsc::Sender<WriteRequest>,
+    thread: JoinHandle<()>,
+}
+
+/// One caller's write, answered after the group containing it commits.
+enum WriteRequest {
+    Commit {
+        transitions: Vec<Transition>,
+        reply: oneshot::Sender<Result<CommitResult, StoreError>>,
+    },
+    PutPipeline {
+        name: String,
+        definition_json: String,
+        source_dir: Option<String>,
+        now: Timestamp,
+        reply: oneshot::Sender<Result<PipelineRecord, StoreError>>,
+    },
+}
+
+impl WriteRequest {
+    /// Counted against [`SqliteOptions::max_batch_transitions`].
+    fn weight(&self) -> usize {
+        match self {
+            WriteRequest::Commit { transitions, .. } => transitions.len(),
+            WriteRequest::PutPipeline { .. } => 1,
+        }
+    }
+
+    /// The caller stopped waiting (its future was dropped); the contract allows
+    /// skipping the write.
+    fn abandoned(&self) -> bool {
+        match self {
+            WriteRequest::Commit { reply, .. } => reply.is_closed(),
+            WriteRequest::PutPipeline { reply, .. } => reply.is_closed(),
+        }
+    }
+}
+
+/// What one request produced inside a group transaction.
+enum Applied {
+    Commit(CommitResult),
+    Pipeline(PipelineRecord),
+}
+
+struct Writer {
+    conn: Connection,
+    max_batch: usize,
+    stats: Arc<Stats>,
+}
+
+impl Writer {
+    /// Serves requests until every sender is gone, then closes the connection.
+    fn run(self, mut rx: mpsc::Receiver<WriteRequest>) {
+        let mut carried: Option<WriteRequest> = None;
+        loop {
+            let first = match carried.take() {
+                Some(request) => request,
+                None => match rx.blocking_recv() {
+                    Some(request) => request,
+                    None => break,
+                },
+            };
+            let mut weight = first.weight();
+            let mut group = vec![first];
+            while weight < self.max_batch {
+                match rx.try_recv() {
+                    Ok(request) if weight + request.weight() > self.max_batch => {
+                        carried = Some(request);
+                        break;
+                    }
+                    Ok(request) => {
+                        weight += request.weight();
+                        group.push(request);
+                    }
+                    Err(_) => break,
+                }
+            }
+            group.retain(|r| !r.abandoned());
+            if !group.is_empty() {
+                self.apply_group(group);
+            }
+        }
+    }
+
+    /// Applies `group` in one transaction and answers every request in it. If the
+    /// transaction fails, nothing of it is committed: every request gets the error,
+    /// except that a request-specific failure (e.g. a constraint) in a group of
+    /// several requests makes each request run again alone.
+    fn apply_group(&self, group: Vec<WriteRequest>) {
+        let started = Instant::now();
+        match self.transact(&group) {
+            Ok(outcomes) => {
+                let applied = outcomes
+                    .iter()
+                    .map(|o| match o {
+                        Applied::Commit(results) => {
+                            results.iter().filter(|r| r.is_ok()).count() as u64
+                        }
+                        Applied::Pipeline(_) => 0,
+                    })
+                    .sum();
+                self.stats.record(applied, started.elapsed());
+                for (request, outcome) in group.into_iter().zip(outcomes) {
+                    match (request, outcome) {
+                        (WriteRequest::Commit { reply, .. }, Applied::Commit(results)) => {
+                            let _ = reply.send(Ok(results));
+                        }
+                        (WriteRequest::PutPipeline { reply, .. }, Applied::Pipeline(record)) => {
+                            let _ = reply.send(Ok(record));
+                        }
+                        _ => unreachable!("outcomes are produced in request order"),
+                    }
+                }
+            }
+            Err(e) => {
+                if !self.conn.is_autocommit() {
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                }
+                if group.len() > 1 && is_request_specific(&e) {
+                    // One request is poisoned (it fails whatever it is grouped
+                    // with): retry each alone so only the culprit fails.
+                    for request in group {
+                        self.apply_group(vec![request]);
+                    }
+                    return;
+                }
+                let error = map_error(e);
+                for request in group {
+                    match request {
+                        WriteRequest::Commit { reply, .. } => {
+                            let _ = reply.send(Err(copy_error(&error)));
+                        }
+                        WriteRequest::PutPipeline { reply, .. } => {
+                            let _ = reply.send(Err(copy_error(&error)));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// `BEGIN IMMEDIATE`, every request, `COMMIT`. Any SQLite error aborts the
+    /// whole group (the caller rolls back).
+    fn transact(&self, group: &[WriteRequest]) -> rusqlite::Result<Vec<Applied>> {
+        self.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+        let mut outcomes = Vec::with_capacity(group.len());
+        for request in group {
+            outcomes.push(match request {
+                WriteRequest::Commit { transitions, .. } => {
+                    let mut results = Vec::with_capacity(transitions.len());
+                    for t in transitions {
+                        results.push(self.apply_transition_isolated(t)?);
+                    }
+                    Applied::Commit(results)
+                }
+                WriteRequest::PutPipeline {
+                    name,
+                    definition_json,
+                    source_dir,
+                    now,
+                    ..
+                } => Applied::Pipeline(self.put_pipeline(
+                    name,
+                    definition_json,
+                    source_dir.as_deref(),
+                    *now,
+                )?),
+            });
+        }
+        self.conn.prepare_cached("COMMIT")?.execute([])?;
+        Ok(outcomes)
+    }
+
+    /// Applies one transition inside its own savepoint, undoing it if refused.
+    fn apply_transition_isolated(
+        &self,
+        t: &Transition,
+    ) -> rusqlite::Result<Result<u64, TransitionError>> {
+        let conn = &self.conn;
+        conn.prepare_cached(SQL_SAVEPOINT)?.execute([])?;
+        let result = self.apply_transition(t)?;
+        if result.is_err() {
+            conn.prepare_cached(SQL_ROLLBACK_TO_SAVEPOINT)?
+                .execute([])?;
+        }
+        conn.prepare_cached(SQL_RELEASE_SAVEPOINT)?.execute([])?;
+        Ok(result)
+    }
+
+    /// The semantics of [`Transition`]: create or compare-and-set the execution
+    /// row, append the ledger, then clear and set timers (a key both cleared and
+    /// set ends up set).
+    fn apply_transition(&self, t: &Transition) -> rusqlite::Result<Result<u64, TransitionError>> {
+        let conn = &self.conn;
+        let at = t.at.unix_ms();
+        let new_version = match t.expected_version {
+            None => {
+                let inserted = conn.prepare_cached(SQL_INSERT_EXECUTION)?.execute(params![
+                    t.execution_id,
+                    t.pipeline_name,
+                    t.pipeline_version,
+                    t.status,
+                    t.input_json,
+                    t.state_json,
+                    at
+                ])?;
+                if inserted == 0 {
+                    return Ok(Err(TransitionError::AlreadyExists(t.execution_id.clone())));
+                }
+                1
+            }
+            Some(expected) => {
+                let updated = match i64::try_from(expected) {
+                    Ok(expected_sql) => {
+                        conn.prepare_cached(SQL_UPDATE_EXECUTION)?.execute(params![
+                            t.execution_id,
+                            t.pipeline_name,
+                            t.pipeline_version,
+                            t.status,
+                            t.input_json,
+                            t.state_json,
+                            at,
+                            expected_sql
+                        ])?
+                    }
+                    Err(_) => 0,
+                };
+                if updated == 0 {
+                    let actual: Option<i64> = conn
+                        .prepare_cached(SQL_EXECUTION_VERSION)?
+                        .query_row(params![t.execution_id], |r| r.get(0))
+                        .optional()?;
+                    return Ok(Err(TransitionError::VersionConflict {
+                        execution_id: t.execution_id.clone(),
+                        expected,
+                        actual: actual.map(|v| v as u64),
+                    }));
+                }
+                expected + 1
+            }
+        };
+
+        if !t.ledger.is_empty() {
+            let mut insert = conn.prepare_cached(SQL_INSERT_LEDGER)?;
+            for e in &t.ledger {
+                insert.execute(params![
+                    t.execution_id,
+                    e.stage,
+                    e.action,
+                    e.series,
+                    e.attempt,
+                    e.trigger,
+                    e.started_at.unix_ms(),
+                    e.finished_at.unix_ms(),
+                    e.outcome,
+                    e.exception_type,
+                    e.message,
+                    e.decision_json
+                ])?;
+            }
+        }
+        if !t.clear_timers.is_empty() {
+            let mut delete = conn.prepare_cached(SQL_DELETE_TIMER)?;
+            for key in &t.clear_timers {
+                delete.execute(params![t.execution_id, key])?;
+            }
+        }
+        if !t.set_timers.is_empty() {
+            let mut upsert = conn.prepare_cached(SQL_UPSERT_TIMER)?;
+            for timer in &t.set_timers {
+                upsert.execute(params![t.execution_id, timer.key, timer.due_at.unix_ms()])?;
+            }
+        }
+        Ok(Ok(new_version))
+    }
+
+    /// Returns the latest version of `name` if unchanged, else inserts latest+1.
+    fn put_pipeline(
+        &self,
+        name: &str,
+        definition_json: &str,
+        source_dir: Option<&str>,
+        now: Timestamp,
+    ) -> rusqlite::Result<PipelineRecord> {
+        let latest = self
+            .conn
+            .prepare_cached(SQL_LATEST_PIPELINE)?
+            .query_row(params![name], pipeline_from_row)
+            .optional()?;
+        if let Some(latest) = &latest
+            && latest.definition_json == definition_json
+            && latest.source_dir.as_deref() == source_dir
+        {
+            return Ok(latest.clone());
+        }
+        let record = PipelineRecord {
+            name: name.to_owned(),
+            version: latest.map_or(1, |p| p.version + 1),
+            definition_json: definition_json.to_owned(),
+            source_dir: source_dir.map(str::to_owned),
+            created_at: now,
+        };
+        self.conn
+            .prepare_cached(SQL_INSERT_PIPELINE)?
+            .execute(params![
+                record.name,
+                record.version,
+                record.definition_json,
+                record.source_dir,
+                record.created_at.unix_ms()
+            ])?;
+        Ok(record)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Readers
+// ---------------------------------------------------------------------------
+
+/// Read-only connections; `permits` bounds how many are in use at once.
+struct ReaderPool {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+    permits: Arc<Semaphore>,
+}
+
+impl ReaderPool {
+    fn open(path: &Path, readers: usize) -> Result<ReaderPool, StoreError> {
+        let readers = readers.max(1);
+        let mut idle = Vec::with_capacity(readers);
+        for _ in 0..readers {
+            idle.push(open_reader(path).map_err(|e| open_error(path, e))?);
+        }
+        Ok(ReaderPool {
+            path: path.to_path_buf(),
+            idle: Mutex::new(idle),
+            permits: Arc::new(Semaphore::new(readers)),
+        })
+    }
+
+    /// An idle connection, or a fresh one if a panicking query lost one.
+    fn take(&self) -> rusqlite::Result<Connection> {
+        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        match idle {
+            Some(conn) => Ok(conn),
+            None => open_reader(&self.path),
+        }
+    }
+
+    fn give_back(&self, conn: Connection) {
+        self.idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(conn);
+    }
+
+    /// Closes the idle connections (the store is being dropped).
+    fn close_idle(&self) {
+        self.permits.close();
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+}
+
+/// A read-only connection. `journal_mode` is persistent in the file (set by the
+/// writer) and `synchronous` does not matter for readers.
+fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_URI;
+    let conn = Connection::open_with_flags(path, flags)?;
+    configure_connection(&conn, None)?;
+    Ok(conn)
+}
+
+/// Applies the PRAGMAs; `durability` is `None` for read-only connections.
+fn configure_connection(conn: &Connection, durability: Option<Durability>) -> rusqlite::Result<()> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
+    conn.execute_batch("PRAGMA foreign_keys = ON;")?;
+    if let Some(durability) = durability {
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+                Some(format!(
+                    "cannot switch the database to WAL mode (journal_mode is {mode})"
+                )),
+            ));
+        }
+        conn.execute_batch(&format!(
+            "PRAGMA synchronous = {};",
+            durability.pragma_value()
+        ))?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Migrations
+// ---------------------------------------------------------------------------
+
+/// The highest applied migration, `None` if the database has no
+/// `schema_migrations` table.
+fn schema_version(conn: &Connection) -> rusqlite::Result<Option<u32>> {
+    let has_table: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_table {
+        return Ok(None);
+    }
+    conn.query_row(
+        "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+        [],
+        |r| r.get(0),
+    )
+    .map(Some)
+}
+
+fn newer_schema_error(path: &Path, version: u32) -> StoreError {
+    StoreError::Schema(format!(
+        "{} has schema version {version}, newer than the versions this redrive knows (up to {SCHEMA_VERSION}); \
+         use a newer redrive to open it",
+        path.display()
+    ))
+}
+
+/// Brings the schema to [`SCHEMA_VERSION`], one transaction per migration.
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let migration_error = |version: usize, e: rusqlite::Error| match map_error(e) {
+        StoreError::Unavailable(m) => StoreError::Unavailable(format!(
+            "applying schema migration {version} to {}: {m}",
+            path.display()
+        )),
+        other => StoreError::Schema(format!(
+            "applying schema migration {version} to {}: {other}",
+            path.display()
+        )),
+    };
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL);",
+    )
+    .map_err(|e| open_error(path, e))?;
+    let current = schema_version(conn)
+        .map_err(|e| open_error(path, e))?
+        .unwrap_or(0);
+    if current > SCHEMA_VERSION {
+        return Err(newer_schema_error(path, current));
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let version = index + 1;
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| migration_error(version, e))?;
+        tx.execute_batch(sql).map_err(|e| match e {
+            // A plain SQL error here means the file holds something we did not write.
+            rusqlite::Error::SqliteFailure(f, m) if f.code == ErrorCode::Unknown => {
+                StoreError::Schema(format!(
+                    "applying schema migration {version} to {}: {} (is this a redrive database?)",
+                    path.display(),
+                    m.unwrap_or_else(|| f.to_string())
+                ))
+            }
+            e => migration_error(version, e),
+        })?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
+            params![version as i64, wall_clock_ms()],
+        )
+        .map_err(|e| migration_error(version, e))?;
+        tx.commit().map_err(|e| migration_error(version, e))?;
+    }
+    Ok(())
+}
+
+fn wall_clock_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+// ---------------------------------------------------------------------------
+// Engine lock
+// ---------------------------------------------------------------------------
+
+/// An exclusive `flock` on `<db>-redrive.lock`, released when dropped (or when
+/// the process dies). The file holds the holder's pid for error messages.
+struct EngineLock {
+    _file: File,
+}
+
+impl EngineLock {
+    #[cfg(unix)]
+    fn acquire(db_path: &Path) -> Result<EngineLock, StoreError> {
+        use std::io::{Read, Seek, SeekFrom, Write};
+        use std::os::fd::AsRawFd;
+
+        let lock_path = SqliteStore::lock_path(db_path);
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(|e| {
+                StoreError::Unavailable(format!(
+                    "cannot open lock file {}: {e}",
+                    lock_path.display()
+                ))
+            })?;
+        // SAFETY: `file` owns a valid open descriptor for the duration of the call.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let pid = holder
+                    .trim()
+                    .parse::<u32>()
+                    .map_or_else(|_| "unknown".to_owned(), |p| p.to_string());
+                return Err(StoreError::Locked(format!(
+                    "{} is in use by another redrive process (pid {pid}); wait for it to finish or use a different --db",
+                    db_path.display()
+                )));
+            }
+            return Err(StoreError::Unavailable(format!(
+                "cannot lock {}: {err}",
+                lock_path.display()
+            )));
+        }
+        let write_pid = |file: &mut File| -> std::io::Result<()> {
+            file.set_len(0)?;
+            file.seek(SeekFrom::Start(0))?;
+            writeln!(file, "{}", std::process::id())?;
+            file.flush()
+        };
+        write_pid(&mut file).map_err(|e| {
+            StoreError::Unavailable(format!(
+                "cannot write lock file {}: {e}",
+                lock_path.display()
+            ))
+        })?;
+        Ok(EngineLock { _file: file })
+    }
+
+    /// Advisory locking is only implemented on Unix; elsewhere the lock file is
+    /// created but not locked.
+    #[cfg(not(unix))]
+    fn acquire(db_path: &Path) -> Result<EngineLock, StoreError> {
+        let lock_path = SqliteStore::lock_path(db_path);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(|e| {
+                StoreError::Unavailable(format!(
+                    "cannot open lock file {}: {e}",
+                    lock_path.display()
+                ))
+            })?;
+        Ok(EngineLock { _file: file })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Rows and errors
+// ---------------------------------------------------------------------------
+
+fn pipeline_from_row(row: &Row<'_>) -> rusqlite::Result<PipelineRecord> {
+    Ok(PipelineRecord {
+        name: row.get(0)?,
+        version: row.get(1)?,
+        definition_json: row.get(2)?,
+        source_dir: row.get(3)?,
+        created_at: Timestamp::from_unix_ms(row.get(4)?),
+    })
+}
+
+fn execution_from_row(row: &Row<'_>) -> rusqlite::Result<ExecutionRecord> {
+    Ok(ExecutionRecord {
+        id: row.get(0)?,
+        pipeline_name: row.get(1)?,
+        pipeline_version: row.get(2)?,
+        status: row.get(3)?,
+        input_json: row.get(4)?,
+        state_json: row.get(5)?,
+        version: row.get::<_, i64>(6)? as u64,
+        created_at: Timestamp::from_unix_ms(row.get(7)?),
+        updated_at: Timestamp::from_unix_ms(row.get(8)?),
+    })
+}
+
+fn ledger_from_row(row: &Row<'_>) -> rusqlite::Result<LedgerEntry> {
+    Ok(LedgerEntry {
+        seq: row.get(0)?,
+        execution_id: row.get(1)?,
+        stage: row.get(2)?,
+        action: row.get(3)?,
+        series: row.get(4)?,
+        attempt: row.get(5)?,
+        trigger: row.get(6)?,
+        started_at: Timestamp::from_unix_ms(row.get(7)?),
+        finished_at: Timestamp::from_unix_ms(row.get(8)?),
+        outcome: row.get(9)?,
+        exception_type: row.get(10)?,
+        message: row.get(11)?,
+        decision_json: row.get(12)?,
+    })
+}
+
+fn timer_from_row(row: &Row<'_>) -> rusqlite::Result<TimerRecord> {
+    Ok(TimerRecord {
+        execution_id: row.get(0)?,
+        key: row.get(1)?,
+        due_at: Timestamp::from_unix_ms(row.get(2)?),
+    })
+}
+
+/// Classifies a SQLite error: damage → [`StoreError::Schema`], everything else
+/// (disk full, I/O, busy, locked, cannot open, …) → [`StoreError::Unavailable`].
+fn map_error(e: rusqlite::Error) -> StoreError {
+    match &e {
+        rusqlite::Error::SqliteFailure(f, _) => match f.code {
+            ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase => StoreError::Schema(format!(
+                "the database is damaged or not a redrive database: {e}"
+            )),
+            ErrorCode::DiskFull => StoreError::Unavailable(format!("disk full: {e}")),
+            ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => {
+                StoreError::Unavailable(format!("database is locked by another connection: {e}"))
+            }
+            _ => StoreError::Unavailable(e.to_string()),
+        },
+        rusqlite::Error::FromSqlConversionFailure(..)
+        | rusqlite::Error::IntegralValueOutOfRange(..)
+        | rusqlite::Error::InvalidColumnType(..) => {
+            StoreError::Schema(format!("unexpected data in the database: {e}"))
+        }
+        _ => StoreError::Unavailable(e.to_string()),
+    }
+}
+
+/// Whether `e` is caused by the data of a request (so the same request would
+/// fail again in any group) rather than by the database or the disk.
+fn is_request_specific(e: &rusqlite::Error) -> bool {
+    match e {
+        rusqlite::Error::SqliteFailure(f, _) => matches!(
+            f.code,
+            ErrorCode::ConstraintViolation | ErrorCode::TooBig | ErrorCode::TypeMismatch
+        ),
+        rusqlite::Error::ToSqlConversionFailure(_) => true,
+        _ => false,
+    }
+}
+
+/// Like [`map_error`], naming the file (for errors while opening).
+fn open_error(path: &Path, e: rusqlite::Error) -> StoreError {
+    match map_error(e) {
+        StoreError::Schema(m) => StoreError::Schema(format!("{}: {m}", path.display())),
+        StoreError::Unavailable(m) => {
+            StoreError::Unavailable(format!("cannot open {}: {m}", path.display()))
+        }
+        other => other,
+    }
+}
+
+fn writer_gone() -> StoreError {
+    StoreError::Unavailable("the SQLite writer thread has stopped".into())
+}
+
+/// [`StoreError`] is not `Clone`; a group failure is reported to every caller.
+fn copy_error(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
+        StoreError::Locked(m) => StoreError::Locked(m.clone()),
+        StoreError::Schema(m) => StoreError::Schema(m.clone()),
+        StoreError::Limit(m) => StoreError::Limit(m.clone()),
+        StoreError::NotFound(m) => StoreError::NotFound(m.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `due_timers` and `list_executions` must be served by indexes, without a sort.
+    #[test]
+    fn queries_use_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plan.db");
+        let mut conn = Connection::open(&path).unwrap();
+        migrate(&mut conn, &path).unwrap();
+        let conn = conn;
+        let plan = |sql: &str| -> String {
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let values: [&dyn rusqlite::ToSql; 3] = [&1_i64, &"x", &"y"];
+            let bound = &values[..stmt.parameter_count()];
+            let rows: Vec<String> = stmt
+                .query_map(bound, |r| r.get::<_, String>(3))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            rows.join("; ")
+        };
+        let due = plan(SQL_DUE_TIMERS);
+        assert!(
+            due.contains("COVERING INDEX timers_due"),
+            "due_timers plan: {due}"
+        );
+        assert!(
+            !due.contains("TEMP B-TREE"),
+            "due_timers must not sort: {due}"
+        );
+        for sql in [SQL_LIST_ALL, SQL_LIST_BY_STATUS, SQL_LIST_BY_PIPELINE] {
+            let p = plan(sql);
+            assert!(p.contains("USING INDEX"), "{sql}: {p}");
+            assert!(!p.contains("TEMP B-TREE"), "{sql} must not sort: {p}");
+        }
+        let next = plan(SQL_NEXT_TIMER_DUE);
+        assert!(next.contains("timers_due"), "next_timer_due plan: {next}");
+    }
+}

@@ -1,0 +1,126 @@
+//! [`FaultyStore`] injects failures without writing and passes conformance when
+//! healthy.
+
+use redrive_core::time::Timestamp;
+use redrive_store::conformance;
+use redrive_store::faulty::{FaultyStore, INJECTED_FAULT};
+use redrive_store::{SqliteOptions, SqliteStore, Store, StoreError, Transition};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+fn create(id: &str) -> Transition {
+    Transition {
+        execution_id: id.into(),
+        expected_version: None,
+        pipeline_name: "p".into(),
+        pipeline_version: 1,
+        status: "InProgress".into(),
+        input_json: "{}".into(),
+        state_json: "{}".into(),
+        at: Timestamp::from_unix_ms(1),
+        ledger: vec![],
+        set_timers: vec![],
+        clear_timers: vec![],
+    }
+}
+
+fn assert_injected<T: std::fmt::Debug>(result: Result<T, StoreError>) {
+    match result {
+        Err(StoreError::Unavailable(m)) => assert_eq!(m, INJECTED_FAULT),
+        other => panic!("expected an injected fault, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn healthy_faulty_store_passes_conformance() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = AtomicUsize::new(0);
+    let base = dir.path();
+    conformance::run_all(|| {
+        let path = base.join(format!("f{}.db", n.fetch_add(1, Ordering::SeqCst)));
+        async move { FaultyStore::new(SqliteStore::open(&path, SqliteOptions::default()).unwrap()) }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn injected_commit_failure_writes_nothing_and_later_commit_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FaultyStore::new(
+        SqliteStore::open(&dir.path().join("db"), SqliteOptions::default()).unwrap(),
+    );
+
+    store.fail_next_commits(2);
+    assert_injected(store.commit(vec![create("e1")]).await);
+    assert_injected(store.commit(vec![create("e1")]).await);
+    assert_eq!(
+        store.get_execution("e1").await.unwrap(),
+        None,
+        "an injected failure writes nothing"
+    );
+    assert_eq!(store.stats().commits, 0, "the inner store was not called");
+    assert_eq!(
+        store.commit(vec![create("e1")]).await.unwrap(),
+        vec![Ok(1)],
+        "later commits succeed"
+    );
+
+    store.set_fail_commits(true);
+    assert_injected(store.commit(vec![create("e2")]).await);
+    assert_injected(store.commit(vec![create("e2")]).await);
+    store.set_fail_commits(false);
+    assert_eq!(store.commit(vec![create("e2")]).await.unwrap(), vec![Ok(1)]);
+    assert_eq!(store.injected_faults(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lost_ack_commits_but_reports_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FaultyStore::new(
+        SqliteStore::open(&dir.path().join("db"), SqliteOptions::default()).unwrap(),
+    );
+    store.lose_next_commit_acks(1);
+    assert_injected(store.commit(vec![create("e1")]).await);
+    assert_eq!(
+        store.get_execution("e1").await.unwrap().unwrap().version,
+        1,
+        "the commit was applied"
+    );
+    assert!(
+        store.commit(vec![create("e1")]).await.unwrap()[0].is_err(),
+        "a retry sees AlreadyExists"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn read_and_pipeline_faults() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FaultyStore::new(
+        SqliteStore::open(&dir.path().join("db"), SqliteOptions::default()).unwrap(),
+    );
+    store.fail_next_put_pipelines(1);
+    assert_injected(
+        store
+            .put_pipeline("p", "{}", None, Timestamp::from_unix_ms(0))
+            .await,
+    );
+    assert_eq!(store.get_pipeline("p", None).await.unwrap(), None);
+    store
+        .put_pipeline("p", "{}", None, Timestamp::from_unix_ms(0))
+        .await
+        .unwrap();
+
+    store.set_fail_reads(true);
+    assert_injected(store.get_pipeline("p", None).await);
+    assert_injected(store.get_execution("x").await);
+    assert_injected(store.list_executions(Default::default()).await);
+    assert_injected(store.ledger("x").await);
+    assert_injected(store.due_timers(Timestamp::from_unix_ms(0), 1).await);
+    assert_injected(store.next_timer_due().await);
+    assert_injected(store.execution_timers("x").await);
+    store.heal();
+    assert!(store.get_pipeline("p", None).await.unwrap().is_some());
+
+    store.fail_next_reads(1);
+    assert_injected(store.get_execution("x").await);
+    assert_eq!(store.get_execution("x").await.unwrap(), None);
+}
