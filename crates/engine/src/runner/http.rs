@@ -1,0 +1,436 @@
+//! HTTP actions: send one request, classify the response (PRODUCT.md §3).
+//!
+//! # The request
+//!
+//! `method`, `url` and `headers` as given. A body that is a JSON string is sent
+//! as that raw string (`text/plain; charset=utf-8` unless a `Content-Type`
+//! header is given); any other JSON value is sent serialized, as
+//! `application/json` unless a `Content-Type` header is given. Added headers:
+//! `Idempotency-Key: <key>` (unless the action sets one itself; the key is the
+//! same for every attempt of the action in the execution) and
+//! `X-Redrive-Attempt: <attempt>`. Redirects are followed up to 5 times.
+//!
+//! The whole exchange (connect, send, read the body) must finish within the
+//! attempt's `timeoutSeconds`, else [`limits::DEFAULT_HTTP_TIMEOUT_SECONDS`].
+//! At most [`limits::MAX_HTTP_RESPONSE_BYTES`] of the body are read.
+//!
+//! # Classification
+//!
+//! | response | outcome |
+//! |---|---|
+//! | 2xx | success; output = the body as JSON if it parses, else `{"status": code, "body": text}` (text cut to [`limits::MAX_HTTP_OUTPUT_TEXT_BYTES`]; `"truncated": true` when the body was over the read limit) |
+//! | 429 | `Step.THROTTLING` |
+//! | 503 with a valid `Retry-After` | `Step.THROTTLING` |
+//! | 500, 502, 503 without `Retry-After`, 504, other 5xx, 408 | `Step.SERVICE_FAULT` |
+//! | other 4xx, 3xx (redirect not followed) | `Action.FAILED` |
+//! | connection refused / reset, DNS failure, connect timeout, broken body | `Step.SERVICE_FAULT` |
+//! | no complete response within the time limit | `Step.TIMEOUT` "timed out after Ns" |
+//! | invalid method, URL or header; too many redirects | `Action.FAILED` |
+//!
+//! **Reported error bodies.** When a failing (non-2xx) response's body is a JSON
+//! object with `errorType` (and optionally `message`, `retryAfterSeconds`) — the
+//! same shape a command writes to `$REDRIVE_ERROR_FILE` — the service's own
+//! classification wins: `errorType` replaces the status-code class (if it is a
+//! valid type; otherwise the status-code class stands and the message says
+//! why), `message` replaces the body excerpt and `retryAfterSeconds` replaces
+//! the `Retry-After` hint. This lets a service say e.g.
+//! `{"errorType": "PaymentDeclined"}` with a 402 so a policy can match it.
+//!
+//! Every failing response's `Retry-After` (delta-seconds, decimals accepted, or
+//! an HTTP-date) becomes the failure's `retry_after_ms`. Failure message:
+//! `HTTP <code> <reason>: <first 300 bytes of the body>`.
+
+use super::{AttemptContext, AttemptOutcome, ReportedError, fmt_secs, limits, seconds_to_ms};
+use redrive_core::definition::HttpSpec;
+use redrive_core::exception::{ExceptionType, FAILURE_MESSAGE_MAX_BYTES, Failure, truncate_utf8};
+use reqwest::StatusCode;
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+const ATTEMPT_HEADER: &str = "x-redrive-attempt";
+const MAX_REDIRECTS: usize = 5;
+
+/// The shared client every HTTP attempt uses: follows at most 5 redirects,
+/// identifies itself as `redrive/<version>`, gives up connecting after 30 s
+/// (a connect timeout is a `Step.SERVICE_FAULT`, not the attempt's timeout).
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS))
+        .user_agent(concat!("redrive/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(30))
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build()
+        .expect("building the HTTP client (TLS backend initialisation) failed")
+}
+
+fn failed(t: ExceptionType, message: impl Into<String>) -> AttemptOutcome {
+    AttemptOutcome::Failed(Failure::new(
+        t,
+        truncate_utf8(message.into(), FAILURE_MESSAGE_MAX_BYTES),
+    ))
+}
+
+/// Runs one attempt of an HTTP action. Never panics; see the module docs.
+pub async fn run_http(
+    client: &reqwest::Client,
+    spec: &HttpSpec,
+    ctx: &AttemptContext,
+) -> AttemptOutcome {
+    let request = match build_request(client, spec, ctx) {
+        Ok(r) => r,
+        Err(msg) => return failed(ExceptionType::ActionFailed, msg),
+    };
+    let limit = ctx
+        .timeout
+        .unwrap_or(Duration::from_secs(limits::DEFAULT_HTTP_TIMEOUT_SECONDS));
+    tracing::debug!(
+        execution = %ctx.execution_id, stage = %ctx.stage, action = %ctx.action,
+        attempt = ctx.attempt, method = %spec.method, url = %spec.url, "http request"
+    );
+    match tokio::time::timeout(limit, exchange(client, request)).await {
+        Err(_) => failed(
+            ExceptionType::Timeout,
+            format!("timed out after {}", fmt_secs(limit)),
+        ),
+        Ok(Err(e)) => transport_failure(&spec.method, &spec.url, &e),
+        Ok(Ok(resp)) => classify(resp, SystemTime::now()),
+    }
+}
+
+fn build_request(
+    client: &reqwest::Client,
+    spec: &HttpSpec,
+    ctx: &AttemptContext,
+) -> Result<reqwest::Request, String> {
+    let method = reqwest::Method::from_bytes(spec.method.as_bytes())
+        .map_err(|_| format!("invalid HTTP method {:?}", spec.method))?;
+    let mut headers = HeaderMap::new();
+    for (k, v) in &spec.headers {
+        let name = HeaderName::from_bytes(k.as_bytes())
+            .map_err(|_| format!("invalid header name {k:?}"))?;
+        let value =
+            HeaderValue::from_str(v).map_err(|_| format!("invalid value for header {k:?}"))?;
+        headers.append(name, value);
+    }
+    if !headers.contains_key(IDEMPOTENCY_KEY) {
+        let v = HeaderValue::from_str(&ctx.idempotency_key).map_err(|_| {
+            format!(
+                "idempotency key {:?} is not a valid header value",
+                ctx.idempotency_key
+            )
+        })?;
+        headers.insert(HeaderName::from_static(IDEMPOTENCY_KEY), v);
+    }
+    headers.insert(
+        HeaderName::from_static(ATTEMPT_HEADER),
+        HeaderValue::from(ctx.attempt),
+    );
+
+    let body = match &spec.body {
+        None => None,
+        Some(serde_json::Value::String(s)) => {
+            if !headers.contains_key(CONTENT_TYPE) {
+                headers.insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; charset=utf-8"),
+                );
+            }
+            Some(s.clone().into_bytes())
+        }
+        Some(v) => {
+            if !headers.contains_key(CONTENT_TYPE) {
+                headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            }
+            Some(serde_json::to_vec(v).map_err(|e| format!("could not serialize the body: {e}"))?)
+        }
+    };
+
+    let mut rb = client.request(method, &spec.url).headers(headers);
+    if let Some(b) = body {
+        rb = rb.body(b);
+    }
+    rb.build().map_err(|e| {
+        format!(
+            "invalid request {} {}: {}",
+            spec.method,
+            spec.url,
+            error_chain(&e)
+        )
+    })
+}
+
+struct Received {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Vec<u8>,
+    truncated: bool,
+}
+
+async fn exchange(
+    client: &reqwest::Client,
+    request: reqwest::Request,
+) -> Result<Received, reqwest::Error> {
+    let mut resp = client.execute(request).await?;
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let mut body = Vec::new();
+    let mut truncated = false;
+    while let Some(chunk) = resp.chunk().await? {
+        let room = limits::MAX_HTTP_RESPONSE_BYTES - body.len();
+        if chunk.len() > room {
+            body.extend_from_slice(&chunk[..room]);
+            truncated = true;
+            break;
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Received {
+        status,
+        headers,
+        body,
+        truncated,
+    })
+}
+
+/// The error and its causes, e.g. `error sending request: client error
+/// (Connect): tcp connect error: Connection refused (os error 111)`.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let m = c.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+fn transport_failure(method: &str, url: &str, e: &reqwest::Error) -> AttemptOutcome {
+    let detail = error_chain(e);
+    let t = if e.is_builder() || e.is_redirect() {
+        ExceptionType::ActionFailed
+    } else {
+        // Connect errors (refused, DNS, TLS handshake, connect timeout), resets,
+        // a body cut short: faults outside the action's logic.
+        ExceptionType::ServiceFault
+    };
+    failed(t, format!("{method} {url} failed: {detail}"))
+}
+
+fn classify(r: Received, now: SystemTime) -> AttemptOutcome {
+    let code = r.status.as_u16();
+    if r.status.is_success() {
+        let output = if r.truncated {
+            None
+        } else {
+            serde_json::from_slice::<serde_json::Value>(&r.body).ok()
+        };
+        let output = output.unwrap_or_else(|| {
+            let text = truncate_utf8(
+                String::from_utf8_lossy(&r.body).into_owned(),
+                limits::MAX_HTTP_OUTPUT_TEXT_BYTES,
+            );
+            let mut o = serde_json::json!({"status": code, "body": text});
+            if r.truncated {
+                o["truncated"] = serde_json::Value::Bool(true);
+            }
+            o
+        });
+        return AttemptOutcome::Succeeded {
+            output: Some(output),
+        };
+    }
+
+    let retry_after_ms = r
+        .headers
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_retry_after(v, now));
+    let by_status = match code {
+        429 => ExceptionType::Throttling,
+        503 if retry_after_ms.is_some() => ExceptionType::Throttling,
+        408 => ExceptionType::ServiceFault,
+        500..=599 => ExceptionType::ServiceFault,
+        _ => ExceptionType::ActionFailed,
+    };
+
+    let reported = serde_json::from_slice::<serde_json::Value>(&r.body)
+        .ok()
+        .and_then(|v| ReportedError::from_json(&v))
+        .filter(|rep| rep.error_type.is_some());
+
+    let head = format!("HTTP {code} {}", r.status.canonical_reason().unwrap_or(""))
+        .trim_end()
+        .to_string();
+    let body_excerpt = {
+        let text = String::from_utf8_lossy(&r.body);
+        truncate_utf8(text.trim().to_string(), limits::MAX_HTTP_BODY_EXCERPT_BYTES)
+    };
+    let default_message = if body_excerpt.is_empty() {
+        head.clone()
+    } else {
+        format!("{head}: {body_excerpt}")
+    };
+
+    let Some(rep) = reported else {
+        return AttemptOutcome::Failed(
+            Failure::new(
+                by_status,
+                truncate_utf8(default_message, FAILURE_MESSAGE_MAX_BYTES),
+            )
+            .with_retry_after_ms(retry_after_ms),
+        );
+    };
+    let message = match &rep.message {
+        Some(m) => format!("{head}: {m}"),
+        None => default_message,
+    };
+    let (t, message) = match rep.error_type {
+        Some(Ok(t)) => (t, message),
+        Some(Err(bad)) => (by_status, format!("{message} (response body: {bad})")),
+        None => (by_status, message),
+    };
+    AttemptOutcome::Failed(
+        Failure::new(t, truncate_utf8(message, FAILURE_MESSAGE_MAX_BYTES))
+            .with_retry_after_ms(rep.retry_after_ms.or(retry_after_ms)),
+    )
+}
+
+/// Parses a `Retry-After` value into milliseconds from `now`: delta-seconds
+/// (`120`, also `1.5`) or an HTTP-date (IMF-fixdate, RFC 850 or asctime form).
+/// A date in the past, or a negative delay, is 0. `None` if unparseable.
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<u64> {
+    let v = value.trim();
+    if v.is_empty() {
+        return None;
+    }
+    if v.bytes()
+        .all(|b| b.is_ascii_digit() || b == b'.' || b == b'-' || b == b'+')
+    {
+        let secs: f64 = v.parse().ok()?;
+        if !secs.is_finite() {
+            return None;
+        }
+        return seconds_to_ms(secs.max(0.0));
+    }
+    let at = parse_http_date(v)?; // unix seconds
+    let now_ms = match now.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_millis() as i128,
+        Err(e) => -(e.duration().as_millis() as i128),
+    };
+    let delta = at as i128 * 1000 - now_ms;
+    Some(delta.clamp(0, u64::MAX as i128) as u64)
+}
+
+/// Parses the three HTTP-date forms of RFC 9110 §5.6.7 into unix seconds.
+fn parse_http_date(s: &str) -> Option<i64> {
+    let parts: Vec<&str> = s.split_whitespace().collect();
+    let (day, month, year, time) = match parts.as_slice() {
+        // IMF-fixdate: Sun, 06 Nov 1994 08:49:37 GMT
+        [wd, d, m, y, t, "GMT"] if wd.ends_with(',') => {
+            (d.parse::<u32>().ok()?, *m, y.parse::<i64>().ok()?, *t)
+        }
+        // RFC 850: Sunday, 06-Nov-94 08:49:37 GMT
+        [wd, dmy, t, "GMT"] if wd.ends_with(',') => {
+            let mut it = dmy.split('-');
+            let (d, m, y) = (it.next()?, it.next()?, it.next()?);
+            if it.next().is_some() {
+                return None;
+            }
+            let y: i64 = y.parse().ok()?;
+            // Two-digit years: RFC 9110 says to pick the most recent past year
+            // with those digits when more than 50 years in the future; 1970–2069
+            // is an adequate reading for a retry hint.
+            let y = if y < 100 {
+                if y < 70 { 2000 + y } else { 1900 + y }
+            } else {
+                y
+            };
+            (d.parse::<u32>().ok()?, m, y, *t)
+        }
+        // asctime: Sun Nov  6 08:49:37 1994
+        [_wd, m, d, t, y] => (d.parse::<u32>().ok()?, *m, y.parse::<i64>().ok()?, *t),
+        _ => return None,
+    };
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let month = MONTHS.iter().position(|m| m.eq_ignore_ascii_case(month))? as u32 + 1;
+    let mut hms = time.split(':');
+    let (h, mi, se) = (hms.next()?, hms.next()?, hms.next()?);
+    if hms.next().is_some() {
+        return None;
+    }
+    let (h, mi, se): (i64, i64, i64) = (h.parse().ok()?, mi.parse().ok()?, se.parse().ok()?);
+    if !(1..=31).contains(&day) || h > 23 || mi > 59 || se > 60 || !(1..=9999).contains(&year) {
+        return None;
+    }
+    Some(days_from_civil(year, month, day) * 86_400 + h * 3600 + mi * 60 + se)
+}
+
+/// Howard Hinnant's civil-to-days algorithm (days since 1970-01-01).
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (m as i64 + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(unix: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(unix)
+    }
+
+    #[test]
+    fn http_dates() {
+        // 784111777 = Sun, 06 Nov 1994 08:49:37 GMT
+        assert_eq!(
+            parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(784_111_777)
+        );
+        assert_eq!(
+            parse_http_date("Sunday, 06-Nov-94 08:49:37 GMT"),
+            Some(784_111_777)
+        );
+        assert_eq!(
+            parse_http_date("Sun Nov  6 08:49:37 1994"),
+            Some(784_111_777)
+        );
+        assert_eq!(parse_http_date("Thu, 01 Jan 1970 00:00:00 GMT"), Some(0));
+        assert_eq!(
+            parse_http_date("Tue, 29 Feb 2000 12:00:00 GMT"),
+            Some(951_825_600)
+        );
+        assert_eq!(parse_http_date("yesterday"), None);
+        assert_eq!(parse_http_date("Sun, 06 Foo 1994 08:49:37 GMT"), None);
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        let now = at(784_111_777);
+        assert_eq!(parse_retry_after("2", now), Some(2000));
+        assert_eq!(parse_retry_after(" 1.5 ", now), Some(1500));
+        assert_eq!(parse_retry_after("-3", now), Some(0));
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:50:07 GMT", now),
+            Some(30_000)
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now),
+            Some(0)
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("", now), None);
+        assert_eq!(parse_retry_after("NaN", now), None);
+    }
+}
