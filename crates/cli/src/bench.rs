@@ -5,7 +5,7 @@
 //! `Step.SERVICE_FAULT` and is retried at `intervalSeconds: 0`, so each execution
 //! makes 10 attempts.
 
-use crate::{exit, OutputFormat};
+use crate::{OutputFormat, exit};
 use redrive_core::definition::source::parse_document;
 use redrive_engine::{Driver, DriverConfig, LoadedPipeline, SystemClock};
 use redrive_store::{Durability, SqliteOptions, SqliteStore, Store};
@@ -38,7 +38,8 @@ pub struct BenchArgs {
 const ACTIONS: usize = 5;
 
 fn w1_definition() -> String {
-    let mut s = String::from("name: bench-w1\nexecutionMode: PARALLEL\nmaxConcurrentExecutions: 10000\nstages:\n  - name: Work\n    actions:\n");
+    let mut s =
+        String::from("name: bench-w1\nexecutionMode: PARALLEL\nmaxConcurrentExecutions: 10000\nstages:\n  - name: Work\n    actions:\n");
     for i in 1..=ACTIONS {
         s.push_str(&format!(
             "      - name: A{i}\n        runOrder: {i}\n        noop: {{failFirst: 1, failWith: Step.SERVICE_FAULT}}\n        retryPolicies:\n          - {{exceptionType: [Step.SERVICE_FAULT], intervalSeconds: 0, maxAttempts: 3}}\n"
@@ -123,10 +124,14 @@ async fn run_bench(args: &BenchArgs) -> anyhow::Result<()> {
         ("peak RSS", rss_kib.map_or("n/a".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0))),
     ];
     if args.output == OutputFormat::Json {
-        let v: serde_json::Map<String, serde_json::Value> = rows.iter().map(|(k, v)| (k.to_string(), serde_json::Value::String(v.clone()))).collect();
+        let v: serde_json::Map<String, serde_json::Value> =
+            rows.iter().map(|(k, v)| (k.to_string(), serde_json::Value::String(v.clone()))).collect();
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        println!("W1: {} executions × {ACTIONS} noop actions, each failing once with Step.SERVICE_FAULT (retry interval 0)", args.executions);
+        println!(
+            "W1: {} executions × {ACTIONS} noop actions, each failing once with Step.SERVICE_FAULT (retry interval 0)",
+            args.executions
+        );
         println!("| metric | value |\n|---|---|");
         for (k, v) in rows {
             println!("| {k} | {v} |");

@@ -1,10 +1,10 @@
 //! `redrive policy explain`: a retry schedule, previewed.
 
 use crate::load::{load_file, report_load_error};
-use crate::{exit, OutputFormat};
+use crate::{OutputFormat, exit};
 use redrive_core::exception::ExceptionType;
 use redrive_core::jitter::JitterDraw;
-use redrive_core::policy::{explain as explain_schedule, Jitter, RetryLimit};
+use redrive_core::policy::{Jitter, RetryLimit, explain as explain_schedule};
 use redrive_core::time::human_duration_ms;
 use std::path::PathBuf;
 
@@ -31,7 +31,8 @@ pub fn explain(args: ExplainArgs) -> u8 {
         Err(e) => return report_load_error(&args.file, &e, args.output),
     };
     let p = &loaded.pipeline;
-    let all_actions = || p.stages.iter().flat_map(|s| s.actions.iter().map(move |a| format!("{}/{}", s.name, a.name))).collect::<Vec<_>>().join(", ");
+    let all_actions =
+        || p.stages.iter().flat_map(|s| s.actions.iter().map(move |a| format!("{}/{}", s.name, a.name))).collect::<Vec<_>>().join(", ");
     let Some((stage_name, action_name)) = args.action.split_once('/') else {
         eprintln!("error: --action {:?} must be STAGE/ACTION; actions in {}: {}", args.action, args.file.display(), all_actions());
         return exit::INVALID_INPUT;
@@ -59,7 +60,8 @@ pub fn explain(args: ExplainArgs) -> u8 {
     }
 
     println!("Action {} — failure type {t}", args.action);
-    let policy = schedule.policy.map(|r| (r, redrive_core::policy::matching_policy(&action.retry_policies, &t).expect("matched").1.into_owned()));
+    let policy =
+        schedule.policy.map(|r| (r, redrive_core::policy::matching_policy(&action.retry_policies, &t).expect("matched").1.into_owned()));
     match (&schedule.policy, &schedule.policy_summary) {
         (Some(r), Some(s)) => println!("Matching policy: {r} {s}"),
         _ => {
@@ -71,15 +73,29 @@ pub fn explain(args: ExplainArgs) -> u8 {
     match (jitter, &args.execution_id) {
         (Jitter::None, _) => {}
         (_, Some(id)) => println!("Jitter {}: delays below are exactly what execution {id} gets.", jitter.as_str()),
-        (_, None) => println!("Jitter {}: delays below are the maximum; each is drawn within the range shown (pass --execution-id for exact values).", jitter.as_str()),
+        (_, None) => println!(
+            "Jitter {}: delays below are the maximum; each is drawn within the range shown (pass --execution-id for exact values).",
+            jitter.as_str()
+        ),
     }
     println!("Offsets assume each attempt fails at once; real attempts add their own run time.");
     println!();
     println!("{:>5}  {:>7}  {:>10}  {:>17}  {:>12}", "RETRY", "ATTEMPT", "DELAY", "JITTER RANGE", "STARTS AT");
     const MAX_ROWS: usize = 100;
     for r in schedule.retries.iter().take(MAX_ROWS) {
-        let range = if jitter == Jitter::None { "-".to_string() } else { format!("{}–{}", human_duration_ms(r.jitter_range_ms.0), human_duration_ms(r.jitter_range_ms.1)) };
-        println!("{:>5}  {:>7}  {:>10}  {:>17}  {:>12}", r.retry_number, r.attempt, human_duration_ms(r.delay_ms), range, format!("+{}", human_duration_ms(r.offset_ms)));
+        let range = if jitter == Jitter::None {
+            "-".to_string()
+        } else {
+            format!("{}–{}", human_duration_ms(r.jitter_range_ms.0), human_duration_ms(r.jitter_range_ms.1))
+        };
+        println!(
+            "{:>5}  {:>7}  {:>10}  {:>17}  {:>12}",
+            r.retry_number,
+            r.attempt,
+            human_duration_ms(r.delay_ms),
+            range,
+            format!("+{}", human_duration_ms(r.offset_ms))
+        );
     }
     if schedule.retries.len() > MAX_ROWS {
         println!("  … {} more retries (see --output json)", schedule.retries.len() - MAX_ROWS);
@@ -89,7 +105,9 @@ pub fn explain(args: ExplainArgs) -> u8 {
     println!("Stops: {} — no retry after attempt {last_attempt}.", schedule.stop);
     if let Some((_, p)) = &policy {
         if let RetryLimit::ExpireAfterMin(m) = p.limit() {
-            println!("Expiry: failures later than {m} min after the first attempt started are not retried; with slower attempts fewer retries fit.");
+            println!(
+                "Expiry: failures later than {m} min after the first attempt started are not retried; with slower attempts fewer retries fit."
+            );
         }
     }
     if args.execution_id.is_some() && jitter != Jitter::None {

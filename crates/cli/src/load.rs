@@ -1,7 +1,7 @@
 //! Reading definition files and reporting their problems.
 
-use crate::{exit, OutputFormat};
-use redrive_core::definition::{parse_pipeline, source, Pipeline, Problem};
+use crate::{OutputFormat, exit};
+use redrive_core::definition::{Pipeline, Problem, parse_pipeline, source};
 use std::path::{Path, PathBuf};
 
 /// Largest definition file accepted.
@@ -26,11 +26,23 @@ pub enum LoadError {
 pub fn load_file(path: &Path) -> Result<LoadedFile, LoadError> {
     let meta = std::fs::metadata(path).map_err(|e| LoadError::Io(format!("{}: {e}", path.display())))?;
     if meta.len() > MAX_DEFINITION_FILE_BYTES {
-        return Err(LoadError::Io(format!("{}: {} bytes is over the {} byte limit for a definition", path.display(), meta.len(), MAX_DEFINITION_FILE_BYTES)));
+        return Err(LoadError::Io(format!(
+            "{}: {} bytes is over the {} byte limit for a definition",
+            path.display(),
+            meta.len(),
+            MAX_DEFINITION_FILE_BYTES
+        )));
     }
     let text = std::fs::read_to_string(path).map_err(|e| LoadError::Io(format!("{}: {e}", path.display())))?;
     let node = source::parse_document(&text).map_err(|e| {
-        LoadError::Invalid(vec![Problem { path: "$".into(), line: Some(e.line), field: String::new(), value: None, message: e.message.clone(), allowed: None }])
+        LoadError::Invalid(vec![Problem {
+            path: "$".into(),
+            line: Some(e.line),
+            field: String::new(),
+            value: None,
+            message: e.message.clone(),
+            allowed: None,
+        }])
     })?;
     let pipeline = parse_pipeline(&node).map_err(LoadError::Invalid)?;
     let abs = std::fs::canonicalize(path).map_err(|e| LoadError::Io(format!("{}: {e}", path.display())))?;
@@ -66,7 +78,12 @@ pub fn report_load_error(file: &Path, err: &LoadError, output: OutputFormat) -> 
                 let v = serde_json::json!({"file": file.display().to_string(), "valid": false, "problems": problems});
                 println!("{}", serde_json::to_string_pretty(&v).expect("json"));
             } else {
-                eprintln!("error: {} is invalid ({} problem{}):", file.display(), problems.len(), if problems.len() == 1 { "" } else { "s" });
+                eprintln!(
+                    "error: {} is invalid ({} problem{}):",
+                    file.display(),
+                    problems.len(),
+                    if problems.len() == 1 { "" } else { "s" }
+                );
                 for p in problems {
                     eprintln!("  {}", format_problem(file, p));
                 }
@@ -86,7 +103,15 @@ pub fn validate(files: &[PathBuf], output: OutputFormat) -> u8 {
                     let v = serde_json::json!({"file": file.display().to_string(), "valid": true, "pipeline": l.pipeline.name.as_str(), "stages": l.pipeline.stages.len(), "actions": actions});
                     println!("{}", serde_json::to_string_pretty(&v).expect("json"));
                 } else {
-                    println!("{}: valid (pipeline {}, {} stage{}, {} action{})", file.display(), l.pipeline.name, l.pipeline.stages.len(), plural(l.pipeline.stages.len()), actions, plural(actions));
+                    println!(
+                        "{}: valid (pipeline {}, {} stage{}, {} action{})",
+                        file.display(),
+                        l.pipeline.name,
+                        l.pipeline.stages.len(),
+                        plural(l.pipeline.stages.len()),
+                        actions,
+                        plural(actions)
+                    );
                 }
             }
             Err(e) => code = report_load_error(file, &e, output),

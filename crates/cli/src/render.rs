@@ -4,7 +4,7 @@ use crate::OutputFormat;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use redrive_core::machine::{AttemptRecord, ExecutionState};
 use redrive_core::policy::Decision;
-use redrive_core::time::{human_duration_ms, Timestamp};
+use redrive_core::time::{Timestamp, human_duration_ms};
 use redrive_engine::{Clock, EngineHandle, Notification, SystemClock};
 use redrive_store::{ExecutionRecord, LedgerEntry, Store};
 use std::collections::HashMap;
@@ -60,7 +60,9 @@ impl Tty {
     fn refresh(&mut self, now: Timestamp) {
         for (bar, line) in self.bars.values() {
             match line {
-                Line::Running { attempt, since } => bar.set_message(format!("attempt {attempt} running ({})", human_duration_ms(now.ms_since(*since).max(0) as u64))),
+                Line::Running { attempt, since } => {
+                    bar.set_message(format!("attempt {attempt} running ({})", human_duration_ms(now.ms_since(*since).max(0) as u64)))
+                }
                 Line::Waiting { record } => {
                     let f = record.failure.as_ref().expect("waiting after a failure");
                     let d = record.decision.as_ref().map(|d| decision_text(d, Some(now))).unwrap_or_default();
@@ -89,7 +91,13 @@ impl Progress {
             return Progress { tty: None, lines: false, task: None };
         }
         let mut rx = handle.subscribe();
-        let tty = is_tty.then(|| Arc::new(Mutex::new(Tty { multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()), bars: HashMap::new(), order: Vec::new() })));
+        let tty = is_tty.then(|| {
+            Arc::new(Mutex::new(Tty {
+                multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
+                bars: HashMap::new(),
+                order: Vec::new(),
+            }))
+        });
         let tty2 = tty.clone();
         let task = tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
@@ -153,7 +161,12 @@ fn on_tty(t: &mut Tty, n: Notification) {
                 (Some(_), Some(Decision::Retry(_))) => *line = Line::Waiting { record },
                 (Some(f), d) => {
                     let why = d.as_ref().map(|d| decision_text(d, None)).unwrap_or_default();
-                    bar.finish_with_message(format!("FAILED on attempt {}: {}: {} — {why}", record.id.attempt, f.exception_type, first_line(&f.message)));
+                    bar.finish_with_message(format!(
+                        "FAILED on attempt {}: {}: {} — {why}",
+                        record.id.attempt,
+                        f.exception_type,
+                        first_line(&f.message)
+                    ));
                     *line = Line::Done;
                 }
             }
@@ -166,7 +179,9 @@ fn on_tty(t: &mut Tty, n: Notification) {
 
 fn on_line(n: Notification) {
     match n {
-        Notification::AttemptStarted { stage, action, attempt, at, .. } => eprintln!("{} {stage}/{action} attempt {attempt} started", clock_time(at)),
+        Notification::AttemptStarted { stage, action, attempt, at, .. } => {
+            eprintln!("{} {stage}/{action} attempt {attempt} started", clock_time(at))
+        }
         Notification::AttemptFinished { stage, action, record, .. } => match &record.failure {
             None => eprintln!("{} {stage}/{action} attempt {} succeeded", clock_time(record.finished_at), record.id.attempt),
             Some(f) => eprintln!(
@@ -178,7 +193,9 @@ fn on_line(n: Notification) {
                 record.decision.as_ref().map(|d| decision_text(d, None)).unwrap_or_default()
             ),
         },
-        Notification::ExecutionFinished { execution_id, status, at } => eprintln!("{} execution {execution_id} {}", clock_time(at), status.as_str()),
+        Notification::ExecutionFinished { execution_id, status, at } => {
+            eprintln!("{} execution {execution_id} {}", clock_time(at), status.as_str())
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 
 use crate::load::{load_file, report_load_error};
 use crate::render::{self, Progress};
-use crate::{exit, OutputFormat};
+use crate::{OutputFormat, exit};
 use anyhow::Context;
 use redrive_core::machine::ExecutionStatus;
 use redrive_engine::{Driver, DriverConfig, EngineHandle, LoadedPipeline, SystemClock};
@@ -51,7 +51,13 @@ pub fn run(args: RunArgs) -> u8 {
     let loaded = match &args.file {
         Some(file) => match load_file(file) {
             Ok(l) => {
-                if let Some(f) = l.pipeline.stages.iter().flat_map(|s| s.actions.iter().map(move |a| (s, a))).find(|(_, a)| a.kind.provider() == "Function") {
+                if let Some(f) = l
+                    .pipeline
+                    .stages
+                    .iter()
+                    .flat_map(|s| s.actions.iter().map(move |a| (s, a)))
+                    .find(|(_, a)| a.kind.provider() == "Function")
+                {
                     eprintln!(
                         "error: {}: action {}/{} runs a durable function; `redrive run` has no functions registered (they run through the Rust SDK)",
                         file.display(),
@@ -79,21 +85,35 @@ pub fn run(args: RunArgs) -> u8 {
 }
 
 async fn run_async(args: RunArgs, loaded: Option<(PathBuf, crate::load::LoadedFile)>, input: serde_json::Value) -> anyhow::Result<u8> {
-    let store = Arc::new(SqliteStore::open(&args.db, SqliteOptions { durability: Durability::Full, ..Default::default() }).with_context(|| format!("opening {}", args.db.display()))?);
+    let store = Arc::new(
+        SqliteStore::open(&args.db, SqliteOptions { durability: Durability::Full, ..Default::default() })
+            .with_context(|| format!("opening {}", args.db.display()))?,
+    );
     let (handle, join) = Driver::spawn(store.clone(), Arc::new(SystemClock), DriverConfig::default());
     let progress = Progress::start(&handle, args.output);
     let ids: Vec<String> = match (&loaded, &args.resume) {
         (Some((_, l)), _) => {
             let now = redrive_engine::Clock::now(&SystemClock);
-            let record = store.put_pipeline(l.pipeline.name.as_str(), &l.definition_json, Some(&l.source_dir.to_string_lossy()), now).await?;
+            let record =
+                store.put_pipeline(l.pipeline.name.as_str(), &l.definition_json, Some(&l.source_dir.to_string_lossy()), now).await?;
             let pipeline = Arc::new(LoadedPipeline::from_record(record)?);
             let id = handle.start(pipeline, input.to_string()).await?;
-            progress.note(&format!("execution {id} started (store {}; resume after a crash with: redrive run --resume {id} --db {})", args.db.display(), args.db.display()));
+            progress.note(&format!(
+                "execution {id} started (store {}; resume after a crash with: redrive run --resume {id} --db {})",
+                args.db.display(),
+                args.db.display()
+            ));
             vec![id]
         }
         (None, Some(id)) => {
             let ids = if id.is_empty() {
-                let unfinished = store.list_executions(ExecutionFilter { unfinished_only: true, limit: redrive_store::limits::MAX_PAGE_SIZE, ..Default::default() }).await?;
+                let unfinished = store
+                    .list_executions(ExecutionFilter {
+                        unfinished_only: true,
+                        limit: redrive_store::limits::MAX_PAGE_SIZE,
+                        ..Default::default()
+                    })
+                    .await?;
                 unfinished.into_iter().map(|e| e.id).collect()
             } else {
                 vec![id.clone()]

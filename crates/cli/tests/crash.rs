@@ -67,7 +67,11 @@ fn kill_9_then_resume_never_reruns_committed_actions() {
         let after = effect_counts(&sb);
 
         for action in &committed {
-            assert_eq!(after.get(action), before.get(action), "kill at {kill_after_ms} ms: {action} succeeded before the kill and ran again");
+            assert_eq!(
+                after.get(action),
+                before.get(action),
+                "kill at {kill_after_ms} ms: {action} succeeded before the kill and ran again"
+            );
         }
         assert_eq!(after.len(), 8, "every action ran: {after:?}");
         let repeated: Vec<_> = after.iter().filter(|(_, n)| **n > 1).collect();

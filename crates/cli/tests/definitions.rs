@@ -19,11 +19,20 @@ fn with_policy(policy: &str) -> String {
 fn each_invalid_case_is_reported_with_location() {
     let sb = Sandbox::new();
     let cases: Vec<(String, Vec<&str>)> = vec![
-        (with_policy("{ExceptionType: [Step.THROTTLING], MaxAttempts: 3, ExpireAfterMin: 5}"), vec!["bad.yaml:8", "MaxAttempts", "ExpireAfterMin"]),
-        (with_policy("{ExceptionType: [Step.THROTTLING], IntervalSeconds: 50000}"), vec!["bad.yaml:8", "IntervalSeconds", "50000", "43200"]),
+        (
+            with_policy("{ExceptionType: [Step.THROTTLING], MaxAttempts: 3, ExpireAfterMin: 5}"),
+            vec!["bad.yaml:8", "MaxAttempts", "ExpireAfterMin"],
+        ),
+        (
+            with_policy("{ExceptionType: [Step.THROTTLING], IntervalSeconds: 50000}"),
+            vec!["bad.yaml:8", "IntervalSeconds", "50000", "43200"],
+        ),
         (with_policy("{exceptionType: [Step.THROTTLING], maxAttempts: 21}"), vec!["bad.yaml:8", "maxAttempts", "21", "20"]),
         (with_policy("{exceptionType: [Step.FOO]}"), vec!["bad.yaml:8", "Step.FOO", "Step.THROTTLING"]),
-        ("name: \"bad name!\"\nstages:\n  - name: S\n    actions:\n      - name: A\n        noop: {}\n".into(), vec!["bad.yaml:1", "bad name!", "A-Z"]),
+        (
+            "name: \"bad name!\"\nstages:\n  - name: S\n    actions:\n      - name: A\n        noop: {}\n".into(),
+            vec!["bad.yaml:1", "bad name!", "A-Z"],
+        ),
         (format!("{HEAD}      - name: A\n        noop: {{}}\n"), vec!["bad.yaml:7", "duplicate", "A"]),
         ("name: p\nstages:\n  - name: Empty\n    actions: []\n".into(), vec!["bad.yaml:4", "Empty", "no actions"]),
     ];
@@ -76,7 +85,8 @@ fn valid_file_validates_in_json_too() {
 
 fn explain(sb: &Sandbox, policy: &str, t: &str, extra: &[&str]) -> serde_json::Value {
     let f = sb.write("p.yaml", &with_policy(policy));
-    let out = bin().args(["policy", "explain"]).arg(&f).args(["--action", "S/A", "--type", t, "--output", "json"]).args(extra).output().unwrap();
+    let out =
+        bin().args(["policy", "explain"]).arg(&f).args(["--action", "S/A", "--type", t, "--output", "json"]).args(extra).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()
 }
@@ -84,7 +94,12 @@ fn explain(sb: &Sandbox, policy: &str, t: &str, extra: &[&str]) -> serde_json::V
 #[test]
 fn explain_matches_the_sagemaker_schedule() {
     let sb = Sandbox::new();
-    let v = explain(&sb, "{ExceptionType: [Job.INTERNAL_ERROR], IntervalSeconds: 1, BackoffRate: 2, MaxAttempts: 5}", "SageMaker.JOB_INTERNAL_ERROR", &[]);
+    let v = explain(
+        &sb,
+        "{ExceptionType: [Job.INTERNAL_ERROR], IntervalSeconds: 1, BackoffRate: 2, MaxAttempts: 5}",
+        "SageMaker.JOB_INTERNAL_ERROR",
+        &[],
+    );
     let delays: Vec<i64> = v["retries"].as_array().unwrap().iter().map(|r| ms(&r["delayMs"])).collect();
     let offsets: Vec<i64> = v["retries"].as_array().unwrap().iter().map(|r| ms(&r["offsetMs"])).collect();
     assert_eq!(delays, vec![1000, 2000, 4000, 8000, 16000]);
@@ -96,7 +111,8 @@ fn explain_matches_the_sagemaker_schedule() {
 #[test]
 fn explain_expiry_and_jitter_per_execution() {
     let sb = Sandbox::new();
-    let v = explain(&sb, "{exceptionType: [Step.THROTTLING], intervalSeconds: 10, backoffRate: 2, expireAfterMin: 1}", "Step.THROTTLING", &[]);
+    let v =
+        explain(&sb, "{exceptionType: [Step.THROTTLING], intervalSeconds: 10, backoffRate: 2, expireAfterMin: 1}", "Step.THROTTLING", &[]);
     // Failures at 0, 10, 30, 70 s: the one at 70 s is past the 1-minute expiry.
     let offsets: Vec<i64> = v["retries"].as_array().unwrap().iter().map(|r| ms(&r["offsetMs"])).collect();
     assert_eq!(offsets, vec![10_000, 30_000, 70_000]);

@@ -131,7 +131,12 @@ stages:
     let a = attempts(&v, "S", "A");
     let seen: Vec<(String, String)> = a
         .iter()
-        .map(|a| (a["exceptionType"].as_str().unwrap().to_string(), format!("{}:{}", a["decision"]["decision"].as_str().unwrap(), a["decision"]["policy"]["index"])))
+        .map(|a| {
+            (
+                a["exceptionType"].as_str().unwrap().to_string(),
+                format!("{}:{}", a["decision"]["decision"].as_str().unwrap(), a["decision"]["policy"]["index"]),
+            )
+        })
         .collect();
     assert_eq!(
         seen,
@@ -262,7 +267,8 @@ stages:
     assert_eq!(a[0]["exceptionType"], "Step.THROTTLING");
     assert_eq!(a[0]["decision"]["delayMs"], 2000);
     assert_eq!(a[0]["decision"]["hintMs"], 2000);
-    let key = arrivals[0].1.lines().find(|l| l.to_ascii_lowercase().starts_with("idempotency-key:")).expect("Idempotency-Key header").to_string();
+    let key =
+        arrivals[0].1.lines().find(|l| l.to_ascii_lowercase().starts_with("idempotency-key:")).expect("Idempotency-Key header").to_string();
     let key2 = arrivals[1].1.lines().find(|l| l.to_ascii_lowercase().starts_with("idempotency-key:")).unwrap().to_string();
     assert_eq!(key, key2, "the key is stable across attempts");
 }

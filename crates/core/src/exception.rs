@@ -35,7 +35,9 @@ pub const KNOWN_TYPES: [&str; 7] = [
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ExceptionTypeError {
-    #[error("unknown exception type {value:?} in the reserved {prefix} namespace; known types: {known}, aliases SageMaker.JOB_INTERNAL_ERROR, SageMaker.CAPACITY_ERROR, SageMaker.RESOURCE_LIMIT, States.Timeout, or a custom name outside the reserved namespaces")]
+    #[error(
+        "unknown exception type {value:?} in the reserved {prefix} namespace; known types: {known}, aliases SageMaker.JOB_INTERNAL_ERROR, SageMaker.CAPACITY_ERROR, SageMaker.RESOURCE_LIMIT, States.Timeout, or a custom name outside the reserved namespaces"
+    )]
     Unknown { value: String, prefix: String, known: String },
     #[error("invalid exception type {value:?}: {reason}; custom types match [A-Za-z0-9._-]{{1,100}}")]
     Invalid { value: String, reason: String },
@@ -68,11 +70,7 @@ impl ExceptionType {
             return Err(ExceptionTypeError::Invalid { value: s.to_string(), reason: format!("contains {c:?}") });
         }
         if let Some(prefix) = RESERVED_PREFIXES.iter().find(|p| s.starts_with(**p)) {
-            return Err(ExceptionTypeError::Unknown {
-                value: s.to_string(),
-                prefix: prefix.to_string(),
-                known: KNOWN_TYPES.join(", "),
-            });
+            return Err(ExceptionTypeError::Unknown { value: s.to_string(), prefix: prefix.to_string(), known: KNOWN_TYPES.join(", ") });
         }
         Ok(Custom(s.to_string()))
     }

@@ -74,10 +74,7 @@ mod tests {
         let a = JitterDraw::for_attempt("e1", "Build", "Compile", 1);
         assert_eq!(a, JitterDraw::for_attempt("e1", "Build", "Compile", 1));
         assert_ne!(a, JitterDraw::for_attempt("e1", "Build", "Compile", 2));
-        assert_ne!(
-            JitterDraw::for_attempt("e1", "ab", "c", 1),
-            JitterDraw::for_attempt("e1", "a", "bc", 1)
-        );
+        assert_ne!(JitterDraw::for_attempt("e1", "ab", "c", 1), JitterDraw::for_attempt("e1", "a", "bc", 1));
         for i in 0..1000 {
             let d = JitterDraw::for_attempt("x", "s", "a", i).value();
             assert!((0.0..1.0).contains(&d));

@@ -9,7 +9,7 @@
 use crate::definition::{Pipeline, RetryMode};
 use crate::exception::{ExceptionType, Failure};
 use crate::jitter::JitterDraw;
-use crate::policy::{decide, Decision, RetryHistory};
+use crate::policy::{Decision, RetryHistory, decide};
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
 
@@ -208,14 +208,26 @@ pub struct AttemptId {
 pub enum Event {
     /// Begin the execution (only valid on a fresh state).
     Start,
-    AttemptSucceeded { id: AttemptId, output: Option<serde_json::Value> },
-    AttemptFailed { id: AttemptId, failure: Failure },
+    AttemptSucceeded {
+        id: AttemptId,
+        output: Option<serde_json::Value>,
+    },
+    AttemptFailed {
+        id: AttemptId,
+        failure: Failure,
+    },
     /// The retry timer of this action fired.
-    TimerFired { at: ActionAt },
+    TimerFired {
+        at: ActionAt,
+    },
     /// The engine restarted: attempts marked running were lost in flight.
     Recover,
     /// Re-run a failed stage (manual retry or redrive).
-    RetryStage { stage: usize, mode: RetryMode, trigger: Trigger },
+    RetryStage {
+        stage: usize,
+        mode: RetryMode,
+        trigger: Trigger,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -235,8 +247,13 @@ pub enum Effect {
     /// Run this attempt now (its start is part of the committed state).
     StartAttempt(AttemptId),
     /// Persist a timer that fires `TimerFired { at }` no earlier than `due_at`.
-    SetTimer { at: ActionAt, due_at: Timestamp },
-    ClearTimer { at: ActionAt },
+    SetTimer {
+        at: ActionAt,
+        due_at: Timestamp,
+    },
+    ClearTimer {
+        at: ActionAt,
+    },
     /// Append to the attempt ledger.
     Record(AttemptRecord),
     Finished(ExecutionStatus),

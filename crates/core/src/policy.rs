@@ -163,18 +163,36 @@ impl RetryPolicy {
 
         let mut exception_types = Vec::new();
         if spec.exception_types.is_empty() {
-            err(PolicyField::ExceptionType, None, "[]".into(), "is required and must list at least one exception type", "a non-empty list of exception types, custom names, or *");
+            err(
+                PolicyField::ExceptionType,
+                None,
+                "[]".into(),
+                "is required and must list at least one exception type",
+                "a non-empty list of exception types, custom names, or *",
+            );
         }
         for (i, t) in spec.exception_types.iter().enumerate() {
             match ExceptionMatcher::parse(t) {
                 Ok(m) => exception_types.push(m),
-                Err(e) => err(PolicyField::ExceptionType, Some(i), t.clone(), &e.to_string(), "Step.SERVICE_FAULT, Step.THROTTLING, Step.TIMEOUT, Job.INTERNAL_ERROR, Job.CAPACITY_ERROR, Job.RESOURCE_LIMIT, Action.FAILED (aliases SageMaker.*), a custom name [A-Za-z0-9._-]{1,100}, or *"),
+                Err(e) => err(
+                    PolicyField::ExceptionType,
+                    Some(i),
+                    t.clone(),
+                    &e.to_string(),
+                    "Step.SERVICE_FAULT, Step.THROTTLING, Step.TIMEOUT, Job.INTERNAL_ERROR, Job.CAPACITY_ERROR, Job.RESOURCE_LIMIT, Action.FAILED (aliases SageMaker.*), a custom name [A-Za-z0-9._-]{1,100}, or *",
+                ),
             }
         }
 
         let interval_seconds = spec.interval_seconds.unwrap_or(DEFAULT_INTERVAL_SECONDS);
         if !(interval_seconds.is_finite() && (0.0..=MAX_INTERVAL_SECONDS).contains(&interval_seconds)) {
-            err(PolicyField::IntervalSeconds, None, fmt_num(interval_seconds), "is out of range", "a number from 0 to 43200 (fractions allowed)");
+            err(
+                PolicyField::IntervalSeconds,
+                None,
+                fmt_num(interval_seconds),
+                "is out of range",
+                "a number from 0 to 43200 (fractions allowed)",
+            );
         }
         let backoff_rate = spec.backoff_rate.unwrap_or(DEFAULT_BACKOFF_RATE);
         if !(backoff_rate.is_finite() && (MIN_BACKOFF_RATE..=MAX_BACKOFF_RATE).contains(&backoff_rate)) {
@@ -184,7 +202,13 @@ impl RetryPolicy {
         let whole = |x: f64| x.is_finite() && x.fract() == 0.0;
         let limit = match (spec.max_attempts, spec.expire_after_min) {
             (Some(m), Some(e)) => {
-                err(PolicyField::ExpireAfterMin, None, format!("MaxAttempts={} and ExpireAfterMin={}", fmt_num(m), fmt_num(e)), "cannot be combined with maxAttempts: a policy takes one or the other", "either maxAttempts or expireAfterMin, not both");
+                err(
+                    PolicyField::ExpireAfterMin,
+                    None,
+                    format!("MaxAttempts={} and ExpireAfterMin={}", fmt_num(m), fmt_num(e)),
+                    "cannot be combined with maxAttempts: a policy takes one or the other",
+                    "either maxAttempts or expireAfterMin, not both",
+                );
                 RetryLimit::MaxAttempts(0)
             }
             (Some(m), None) => {
@@ -195,7 +219,13 @@ impl RetryPolicy {
             }
             (None, Some(e)) => {
                 if !(whole(e) && (0.0..=MAX_EXPIRE_AFTER_MIN as f64).contains(&e)) {
-                    err(PolicyField::ExpireAfterMin, None, fmt_num(e), "is out of range", "an integer from 0 to 14400 minutes (0 = never retry)");
+                    err(
+                        PolicyField::ExpireAfterMin,
+                        None,
+                        fmt_num(e),
+                        "is out of range",
+                        "an integer from 0 to 14400 minutes (0 = never retry)",
+                    );
                 }
                 RetryLimit::ExpireAfterMin(e.clamp(0.0, 14_400.0) as u32)
             }
@@ -207,7 +237,17 @@ impl RetryPolicy {
             Some(m) => {
                 let max_s = (MAX_DELAY_MS / 1000) as f64;
                 if !(m.is_finite() && m >= interval_seconds && m <= max_s && m > 0.0) {
-                    err(PolicyField::MaxIntervalSeconds, None, fmt_num(m), "is out of range", &format!("a number greater than 0, at least intervalSeconds ({}) and at most {}", fmt_num(interval_seconds), fmt_num(max_s)));
+                    err(
+                        PolicyField::MaxIntervalSeconds,
+                        None,
+                        fmt_num(m),
+                        "is out of range",
+                        &format!(
+                            "a number greater than 0, at least intervalSeconds ({}) and at most {}",
+                            fmt_num(interval_seconds),
+                            fmt_num(max_s)
+                        ),
+                    );
                 }
                 Some(seconds_to_ms(m.clamp(0.0, max_s)))
             }
@@ -224,14 +264,7 @@ impl RetryPolicy {
         if !errors.is_empty() {
             return Err(errors);
         }
-        Ok(RetryPolicy {
-            exception_types,
-            interval_ms: seconds_to_ms(interval_seconds),
-            backoff_rate,
-            limit,
-            max_interval_ms,
-            jitter,
-        })
+        Ok(RetryPolicy { exception_types, interval_ms: seconds_to_ms(interval_seconds), backoff_rate, limit, max_interval_ms, jitter })
     }
 
     /// The built-in default for `Step.SERVICE_FAULT` and `Step.THROTTLING`.

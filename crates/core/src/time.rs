@@ -38,13 +38,7 @@ impl std::fmt::Display for Timestamp {
         let days = secs.div_euclid(86_400);
         let sod = secs.rem_euclid(86_400);
         let (y, m, d) = civil_from_days(days);
-        write!(
-            f,
-            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
-            sod / 3600,
-            (sod % 3600) / 60,
-            sod % 60
-        )
+        write!(f, "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z", sod / 3600, (sod % 3600) / 60, sod % 60)
     }
 }
 
@@ -85,10 +79,7 @@ mod tests {
     #[test]
     fn formats_rfc3339() {
         assert_eq!(Timestamp::from_unix_ms(0).to_string(), "1970-01-01T00:00:00.000Z");
-        assert_eq!(
-            Timestamp::from_unix_ms(1_795_000_000_123).to_string(),
-            "2026-11-18T11:06:40.123Z"
-        );
+        assert_eq!(Timestamp::from_unix_ms(1_795_000_000_123).to_string(), "2026-11-18T11:06:40.123Z");
     }
 
     #[test]

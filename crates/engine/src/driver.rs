@@ -14,15 +14,17 @@
 
 use crate::clock::Clock;
 use crate::runner::{self, AttemptContext, AttemptOutcome};
-use redrive_core::definition::{parse_pipeline_text, ActionKind, Pipeline};
+use redrive_core::definition::{ActionKind, Pipeline, parse_pipeline_text};
 use redrive_core::exception::{ExceptionType, Failure};
-use redrive_core::machine::{self, ActionAt, ActionStatus, AttemptId, AttemptRecord, Effect, Event, ExecutionState, ExecutionStatus, Rejection};
+use redrive_core::machine::{
+    self, ActionAt, ActionStatus, AttemptId, AttemptRecord, Effect, Event, ExecutionState, ExecutionStatus, Rejection,
+};
 use redrive_core::time::Timestamp;
 use redrive_store::{LedgerEntry, PipelineRecord, Store, StoreError, TimerRecord, Transition};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
-use tokio::sync::{broadcast, mpsc, oneshot, Semaphore};
+use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -255,7 +257,11 @@ pub fn idempotency_key(execution_id: &str, stage: &str, action: &str) -> String 
 
 impl<S: Store> Driver<S> {
     /// Spawns the loop on the current tokio runtime.
-    pub fn spawn(store: Arc<S>, clock: Arc<dyn Clock>, config: DriverConfig) -> (EngineHandle, tokio::task::JoinHandle<Result<(), EngineError>>) {
+    pub fn spawn(
+        store: Arc<S>,
+        clock: Arc<dyn Clock>,
+        config: DriverConfig,
+    ) -> (EngineHandle, tokio::task::JoinHandle<Result<(), EngineError>>) {
         let (tx, rx) = mpsc::channel(config.inbound_capacity);
         let (notify, _) = broadcast::channel(4096);
         let driver = Driver {
@@ -407,11 +413,9 @@ impl<S: Store> Driver<S> {
         let pipeline = match self.pipelines.get(&key) {
             Some(p) => p.clone(),
             None => {
-                let prec = self
-                    .store
-                    .get_pipeline(&rec.pipeline_name, Some(rec.pipeline_version))
-                    .await?
-                    .ok_or_else(|| EngineError::CorruptState { id: rec.id.clone(), reason: format!("pipeline {} version {} is missing", key.0, key.1) })?;
+                let prec = self.store.get_pipeline(&rec.pipeline_name, Some(rec.pipeline_version)).await?.ok_or_else(|| {
+                    EngineError::CorruptState { id: rec.id.clone(), reason: format!("pipeline {} version {} is missing", key.0, key.1) }
+                })?;
                 let p = Arc::new(LoadedPipeline::from_record(prec)?);
                 self.pipelines.insert(key, p.clone());
                 p
@@ -573,7 +577,8 @@ impl<S: Store> Driver<S> {
         // Evict executions that only wait on distant timers: they cost disk, not RAM.
         let live = &self.live[id];
         let all_waiting_far = live.state.stages.iter().flat_map(|s| &s.actions).filter(|a| a.is_active()).all(|a| {
-            a.status == ActionStatus::WaitingRetry && a.next_attempt_at.is_some_and(|d| d.ms_since(now) > self.config.evict_waiting_after_ms as i64)
+            a.status == ActionStatus::WaitingRetry
+                && a.next_attempt_at.is_some_and(|d| d.ms_since(now) > self.config.evict_waiting_after_ms as i64)
         });
         if all_waiting_far {
             self.live.remove(id);

@@ -6,8 +6,7 @@
 //! [`StoreError::Unavailable`] with the message [`INJECTED_FAULT`].
 
 use crate::{
-    CommitResult, CommitStats, ExecutionFilter, ExecutionRecord, LedgerEntry, PipelineRecord,
-    Store, StoreError, TimerRecord, Transition,
+    CommitResult, CommitStats, ExecutionFilter, ExecutionRecord, LedgerEntry, PipelineRecord, Store, StoreError, TimerRecord, Transition,
 };
 use redrive_core::time::Timestamp;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -28,9 +27,7 @@ impl FaultSwitch {
         if self.always.load(Ordering::SeqCst) {
             return true;
         }
-        self.next
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok()
+        self.next.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
     }
 }
 
@@ -141,16 +138,10 @@ impl<S: Store> Store for FaultyStore<S> {
         now: Timestamp,
     ) -> Result<PipelineRecord, StoreError> {
         self.check(&self.pipelines)?;
-        self.inner
-            .put_pipeline(name, definition_json, source_dir, now)
-            .await
+        self.inner.put_pipeline(name, definition_json, source_dir, now).await
     }
 
-    async fn get_pipeline(
-        &self,
-        name: &str,
-        version: Option<u32>,
-    ) -> Result<Option<PipelineRecord>, StoreError> {
+    async fn get_pipeline(&self, name: &str, version: Option<u32>) -> Result<Option<PipelineRecord>, StoreError> {
         self.check(&self.reads)?;
         self.inner.get_pipeline(name, version).await
     }
@@ -167,10 +158,7 @@ impl<S: Store> Store for FaultyStore<S> {
         self.inner.get_execution(id).await
     }
 
-    async fn list_executions(
-        &self,
-        filter: ExecutionFilter,
-    ) -> Result<Vec<ExecutionRecord>, StoreError> {
+    async fn list_executions(&self, filter: ExecutionFilter) -> Result<Vec<ExecutionRecord>, StoreError> {
         self.check(&self.reads)?;
         self.inner.list_executions(filter).await
     }
@@ -180,11 +168,7 @@ impl<S: Store> Store for FaultyStore<S> {
         self.inner.ledger(execution_id).await
     }
 
-    async fn due_timers(
-        &self,
-        now: Timestamp,
-        limit: usize,
-    ) -> Result<Vec<TimerRecord>, StoreError> {
+    async fn due_timers(&self, now: Timestamp, limit: usize) -> Result<Vec<TimerRecord>, StoreError> {
         self.check(&self.reads)?;
         self.inner.due_timers(now, limit).await
     }

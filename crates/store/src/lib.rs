@@ -59,11 +59,7 @@ pub enum StoreError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TransitionError {
     #[error("execution {execution_id}: expected version {expected}, store has {actual:?}")]
-    VersionConflict {
-        execution_id: String,
-        expected: u64,
-        actual: Option<u64>,
-    },
+    VersionConflict { execution_id: String, expected: u64, actual: Option<u64> },
     #[error("execution {0} already exists")]
     AlreadyExists(String),
 }
@@ -182,52 +178,29 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = Result<PipelineRecord, StoreError>> + Send;
 
     /// A given version, or the latest when `version` is `None`.
-    fn get_pipeline(
-        &self,
-        name: &str,
-        version: Option<u32>,
-    ) -> impl Future<Output = Result<Option<PipelineRecord>, StoreError>> + Send;
+    fn get_pipeline(&self, name: &str, version: Option<u32>) -> impl Future<Output = Result<Option<PipelineRecord>, StoreError>> + Send;
 
     /// Commits transitions atomically as one durable group: each transition is all
     /// or nothing, and each gets its own result (a version conflict refuses only
     /// that transition). Resolves only after the data is durable.
-    fn commit(
-        &self,
-        transitions: Vec<Transition>,
-    ) -> impl Future<Output = Result<CommitResult, StoreError>> + Send;
+    fn commit(&self, transitions: Vec<Transition>) -> impl Future<Output = Result<CommitResult, StoreError>> + Send;
 
-    fn get_execution(
-        &self,
-        id: &str,
-    ) -> impl Future<Output = Result<Option<ExecutionRecord>, StoreError>> + Send;
+    fn get_execution(&self, id: &str) -> impl Future<Output = Result<Option<ExecutionRecord>, StoreError>> + Send;
 
     /// Newest first.
-    fn list_executions(
-        &self,
-        filter: ExecutionFilter,
-    ) -> impl Future<Output = Result<Vec<ExecutionRecord>, StoreError>> + Send;
+    fn list_executions(&self, filter: ExecutionFilter) -> impl Future<Output = Result<Vec<ExecutionRecord>, StoreError>> + Send;
 
     /// The ledger of one execution, in commit order.
-    fn ledger(
-        &self,
-        execution_id: &str,
-    ) -> impl Future<Output = Result<Vec<LedgerEntry>, StoreError>> + Send;
+    fn ledger(&self, execution_id: &str) -> impl Future<Output = Result<Vec<LedgerEntry>, StoreError>> + Send;
 
     /// Timers due at or before `now`, earliest first, at most `limit`.
-    fn due_timers(
-        &self,
-        now: Timestamp,
-        limit: usize,
-    ) -> impl Future<Output = Result<Vec<TimerRecord>, StoreError>> + Send;
+    fn due_timers(&self, now: Timestamp, limit: usize) -> impl Future<Output = Result<Vec<TimerRecord>, StoreError>> + Send;
 
     /// The earliest timer's due time.
     fn next_timer_due(&self) -> impl Future<Output = Result<Option<Timestamp>, StoreError>> + Send;
 
     /// Timers of one execution.
-    fn execution_timers(
-        &self,
-        execution_id: &str,
-    ) -> impl Future<Output = Result<Vec<TimerRecord>, StoreError>> + Send;
+    fn execution_timers(&self, execution_id: &str) -> impl Future<Output = Result<Vec<TimerRecord>, StoreError>> + Send;
 
     fn stats(&self) -> CommitStats;
 }

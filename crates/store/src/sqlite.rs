@@ -23,8 +23,8 @@
 
 use crate::validate::{check_commit, check_definition};
 use crate::{
-    CommitResult, CommitStats, ExecutionFilter, ExecutionRecord, LedgerEntry, PipelineRecord,
-    Store, StoreError, TimerRecord, Transition, TransitionError, limits::MAX_PAGE_SIZE,
+    CommitResult, CommitStats, ExecutionFilter, ExecutionRecord, LedgerEntry, PipelineRecord, Store, StoreError, TimerRecord, Transition,
+    TransitionError, limits::MAX_PAGE_SIZE,
 };
 use redrive_core::time::Timestamp;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Row, params};
@@ -89,11 +89,7 @@ pub struct SqliteOptions {
 
 impl Default for SqliteOptions {
     fn default() -> Self {
-        SqliteOptions {
-            durability: Durability::Full,
-            max_batch_transitions: DEFAULT_MAX_BATCH_TRANSITIONS,
-            readers: DEFAULT_READERS,
-        }
+        SqliteOptions { durability: Durability::Full, max_batch_transitions: DEFAULT_MAX_BATCH_TRANSITIONS, readers: DEFAULT_READERS }
     }
 }
 
@@ -179,7 +175,8 @@ const SQL_LATEST_PIPELINE: &str = "SELECT name, version, definition_json, source
      FROM pipelines WHERE name = ?1 ORDER BY version DESC LIMIT 1";
 const SQL_PIPELINE_VERSION: &str = "SELECT name, version, definition_json, source_dir, created_at \
      FROM pipelines WHERE name = ?1 AND version = ?2";
-const SQL_INSERT_PIPELINE: &str = "INSERT INTO pipelines (name, version, definition_json, source_dir, created_at) VALUES (?1, ?2, ?3, ?4, ?5)";
+const SQL_INSERT_PIPELINE: &str =
+    "INSERT INTO pipelines (name, version, definition_json, source_dir, created_at) VALUES (?1, ?2, ?3, ?4, ?5)";
 
 const SQL_INSERT_EXECUTION: &str = "INSERT INTO executions \
      (id, pipeline_name, pipeline_version, status, input_json, state_json, version, created_at, updated_at) \
@@ -216,8 +213,7 @@ const SQL_LEDGER: &str = "SELECT seq, execution_id, stage, action, series, attem
 pub(crate) const SQL_DUE_TIMERS: &str = "SELECT execution_id, key, due_at FROM timers WHERE due_at <= ?1 \
      ORDER BY due_at, execution_id, key LIMIT ?2";
 const SQL_NEXT_TIMER_DUE: &str = "SELECT MIN(due_at) FROM timers";
-const SQL_EXECUTION_TIMERS: &str =
-    "SELECT execution_id, key, due_at FROM timers WHERE execution_id = ?1 ORDER BY key";
+const SQL_EXECUTION_TIMERS: &str = "SELECT execution_id, key, due_at FROM timers WHERE execution_id = ?1 ORDER BY key";
 
 // ---------------------------------------------------------------------------
 // The store
@@ -255,25 +251,10 @@ impl SqliteStore {
         let max_batch = opts.max_batch_transitions.max(1);
         let thread = std::thread::Builder::new()
             .name("redrive-sqlite-writer".into())
-            .spawn(move || {
-                Writer {
-                    conn,
-                    max_batch,
-                    stats: writer_stats,
-                }
-                .run(rx)
-            })
-            .map_err(|e| {
-                StoreError::Unavailable(format!("cannot start the SQLite writer thread: {e}"))
-            })?;
+            .spawn(move || Writer { conn, max_batch, stats: writer_stats }.run(rx))
+            .map_err(|e| StoreError::Unavailable(format!("cannot start the SQLite writer thread: {e}")))?;
 
-        Ok(SqliteStore {
-            path: path.to_path_buf(),
-            writer: Some(WriterHandle { tx, thread }),
-            readers,
-            stats,
-            _lock: Some(lock),
-        })
+        Ok(SqliteStore { path: path.to_path_buf(), writer: Some(WriterHandle { tx, thread }), readers, stats, _lock: Some(lock) })
     }
 
     /// Opens an existing database for inspection only: no writer, no engine lock,
@@ -284,10 +265,7 @@ impl SqliteStore {
     /// version differs from [`SCHEMA_VERSION`].
     pub fn open_read_only(path: &Path) -> Result<SqliteStore, StoreError> {
         if !path.exists() {
-            return Err(StoreError::NotFound(format!(
-                "database {} does not exist",
-                path.display()
-            )));
+            return Err(StoreError::NotFound(format!("database {} does not exist", path.display())));
         }
         let readers = ReaderPool::open(path, DEFAULT_READERS)?;
         {
@@ -341,10 +319,7 @@ impl SqliteStore {
     /// Sends a request to the writer thread (waiting while its queue is full).
     async fn send(&self, request: WriteRequest) -> Result<(), StoreError> {
         let Some(writer) = &self.writer else {
-            return Err(StoreError::Unavailable(format!(
-                "{} was opened read-only; writes are not possible",
-                self.path.display()
-            )));
+            return Err(StoreError::Unavailable(format!("{} was opened read-only; writes are not possible", self.path.display())));
         };
         writer.tx.send(request).await.map_err(|_| writer_gone())
     }
@@ -355,10 +330,8 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     {
-        let permit = Arc::clone(&self.readers.permits)
-            .acquire_owned()
-            .await
-            .map_err(|_| StoreError::Unavailable("the store is closing".into()))?;
+        let permit =
+            Arc::clone(&self.readers.permits).acquire_owned().await.map_err(|_| StoreError::Unavailable("the store is closing".into()))?;
         let pool = Arc::clone(&self.readers);
         let joined = tokio::task::spawn_blocking(move || {
             let conn = pool.take()?;
@@ -408,21 +381,11 @@ impl Store for SqliteStore {
         rx.await.map_err(|_| writer_gone())?
     }
 
-    async fn get_pipeline(
-        &self,
-        name: &str,
-        version: Option<u32>,
-    ) -> Result<Option<PipelineRecord>, StoreError> {
+    async fn get_pipeline(&self, name: &str, version: Option<u32>) -> Result<Option<PipelineRecord>, StoreError> {
         let name = name.to_owned();
         self.read(move |conn| match version {
-            None => conn
-                .prepare_cached(SQL_LATEST_PIPELINE)?
-                .query_row(params![name], pipeline_from_row)
-                .optional(),
-            Some(v) => conn
-                .prepare_cached(SQL_PIPELINE_VERSION)?
-                .query_row(params![name, v], pipeline_from_row)
-                .optional(),
+            None => conn.prepare_cached(SQL_LATEST_PIPELINE)?.query_row(params![name], pipeline_from_row).optional(),
+            Some(v) => conn.prepare_cached(SQL_PIPELINE_VERSION)?.query_row(params![name, v], pipeline_from_row).optional(),
         })
         .await
     }
@@ -433,41 +396,25 @@ impl Store for SqliteStore {
             return Ok(Vec::new());
         }
         let (reply, rx) = oneshot::channel();
-        self.send(WriteRequest::Commit { transitions, reply })
-            .await?;
+        self.send(WriteRequest::Commit { transitions, reply }).await?;
         rx.await.map_err(|_| writer_gone())?
     }
 
     async fn get_execution(&self, id: &str) -> Result<Option<ExecutionRecord>, StoreError> {
         let id = id.to_owned();
-        self.read(move |conn| {
-            conn.prepare_cached(SQL_GET_EXECUTION)?
-                .query_row(params![id], execution_from_row)
-                .optional()
-        })
-        .await
+        self.read(move |conn| conn.prepare_cached(SQL_GET_EXECUTION)?.query_row(params![id], execution_from_row).optional()).await
     }
 
-    async fn list_executions(
-        &self,
-        filter: ExecutionFilter,
-    ) -> Result<Vec<ExecutionRecord>, StoreError> {
+    async fn list_executions(&self, filter: ExecutionFilter) -> Result<Vec<ExecutionRecord>, StoreError> {
         let limit = page_size(filter.limit);
         self.read(move |conn| {
             let limit = limit as i64;
             match (&filter.pipeline_name, filter.unfinished_only) {
-                (None, false) => conn
-                    .prepare_cached(SQL_LIST_ALL)?
-                    .query_map(params![limit], execution_from_row)?
-                    .collect(),
-                (None, true) => conn
-                    .prepare_cached(SQL_LIST_BY_STATUS)?
-                    .query_map(params![limit, UNFINISHED_STATUS], execution_from_row)?
-                    .collect(),
-                (Some(p), false) => conn
-                    .prepare_cached(SQL_LIST_BY_PIPELINE)?
-                    .query_map(params![limit, p], execution_from_row)?
-                    .collect(),
+                (None, false) => conn.prepare_cached(SQL_LIST_ALL)?.query_map(params![limit], execution_from_row)?.collect(),
+                (None, true) => {
+                    conn.prepare_cached(SQL_LIST_BY_STATUS)?.query_map(params![limit, UNFINISHED_STATUS], execution_from_row)?.collect()
+                }
+                (Some(p), false) => conn.prepare_cached(SQL_LIST_BY_PIPELINE)?.query_map(params![limit, p], execution_from_row)?.collect(),
                 (Some(p), true) => conn
                     .prepare_cached(SQL_LIST_BY_PIPELINE_STATUS)?
                     .query_map(params![limit, p, UNFINISHED_STATUS], execution_from_row)?
@@ -479,36 +426,21 @@ impl Store for SqliteStore {
 
     async fn ledger(&self, execution_id: &str) -> Result<Vec<LedgerEntry>, StoreError> {
         let id = execution_id.to_owned();
-        self.read(move |conn| {
-            conn.prepare_cached(SQL_LEDGER)?
-                .query_map(params![id], ledger_from_row)?
-                .collect()
-        })
-        .await
+        self.read(move |conn| conn.prepare_cached(SQL_LEDGER)?.query_map(params![id], ledger_from_row)?.collect()).await
     }
 
-    async fn due_timers(
-        &self,
-        now: Timestamp,
-        limit: usize,
-    ) -> Result<Vec<TimerRecord>, StoreError> {
+    async fn due_timers(&self, now: Timestamp, limit: usize) -> Result<Vec<TimerRecord>, StoreError> {
         let limit = limit.min(MAX_PAGE_SIZE) as i64;
         if limit == 0 {
             return Ok(Vec::new());
         }
-        self.read(move |conn| {
-            conn.prepare_cached(SQL_DUE_TIMERS)?
-                .query_map(params![now.unix_ms(), limit], timer_from_row)?
-                .collect()
-        })
-        .await
+        self.read(move |conn| conn.prepare_cached(SQL_DUE_TIMERS)?.query_map(params![now.unix_ms(), limit], timer_from_row)?.collect())
+            .await
     }
 
     async fn next_timer_due(&self) -> Result<Option<Timestamp>, StoreError> {
         self.read(|conn| {
-            let due: Option<i64> = conn
-                .prepare_cached(SQL_NEXT_TIMER_DUE)?
-                .query_row([], |r| r.get(0))?;
+            let due: Option<i64> = conn.prepare_cached(SQL_NEXT_TIMER_DUE)?.query_row([], |r| r.get(0))?;
             Ok(due.map(Timestamp::from_unix_ms))
         })
         .await
@@ -516,12 +448,7 @@ impl Store for SqliteStore {
 
     async fn execution_timers(&self, execution_id: &str) -> Result<Vec<TimerRecord>, StoreError> {
         let id = execution_id.to_owned();
-        self.read(move |conn| {
-            conn.prepare_cached(SQL_EXECUTION_TIMERS)?
-                .query_map(params![id], timer_from_row)?
-                .collect()
-        })
-        .await
+        self.read(move |conn| conn.prepare_cached(SQL_EXECUTION_TIMERS)?.query_map(params![id], timer_from_row)?.collect()).await
     }
 
     fn stats(&self) -> CommitStats {
@@ -531,11 +458,7 @@ impl Store for SqliteStore {
 
 /// `ExecutionFilter::limit` as a page size: 0 means the largest page.
 fn page_size(limit: usize) -> usize {
-    if limit == 0 {
-        MAX_PAGE_SIZE
-    } else {
-        limit.min(MAX_PAGE_SIZE)
-    }
+    if limit == 0 { MAX_PAGE_SIZE } else { limit.min(MAX_PAGE_SIZE) }
 }
 
 // ---------------------------------------------------------------------------
@@ -554,8 +477,7 @@ impl Stats {
         self.commits.fetch_add(1, Ordering::Relaxed);
         self.transitions.fetch_add(transitions, Ordering::Relaxed);
         let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
-        self.commit_micros_total
-            .fetch_add(micros, Ordering::Relaxed);
+        self.commit_micros_total.fetch_add(micros, Ordering::Relaxed);
     }
 
     fn snapshot(&self) -> CommitStats {
@@ -667,9 +589,7 @@ impl Writer {
                 let applied = outcomes
                     .iter()
                     .map(|o| match o {
-                        Applied::Commit(results) => {
-                            results.iter().filter(|r| r.is_ok()).count() as u64
-                        }
+                        Applied::Commit(results) => results.iter().filter(|r| r.is_ok()).count() as u64,
                         Applied::Pipeline(_) => 0,
                     })
                     .sum();
@@ -727,18 +647,9 @@ impl Writer {
                     }
                     Applied::Commit(results)
                 }
-                WriteRequest::PutPipeline {
-                    name,
-                    definition_json,
-                    source_dir,
-                    now,
-                    ..
-                } => Applied::Pipeline(self.put_pipeline(
-                    name,
-                    definition_json,
-                    source_dir.as_deref(),
-                    *now,
-                )?),
+                WriteRequest::PutPipeline { name, definition_json, source_dir, now, .. } => {
+                    Applied::Pipeline(self.put_pipeline(name, definition_json, source_dir.as_deref(), *now)?)
+                }
             });
         }
         self.conn.prepare_cached("COMMIT")?.execute([])?;
@@ -746,16 +657,12 @@ impl Writer {
     }
 
     /// Applies one transition inside its own savepoint, undoing it if refused.
-    fn apply_transition_isolated(
-        &self,
-        t: &Transition,
-    ) -> rusqlite::Result<Result<u64, TransitionError>> {
+    fn apply_transition_isolated(&self, t: &Transition) -> rusqlite::Result<Result<u64, TransitionError>> {
         let conn = &self.conn;
         conn.prepare_cached(SQL_SAVEPOINT)?.execute([])?;
         let result = self.apply_transition(t)?;
         if result.is_err() {
-            conn.prepare_cached(SQL_ROLLBACK_TO_SAVEPOINT)?
-                .execute([])?;
+            conn.prepare_cached(SQL_ROLLBACK_TO_SAVEPOINT)?.execute([])?;
         }
         conn.prepare_cached(SQL_RELEASE_SAVEPOINT)?.execute([])?;
         Ok(result)
@@ -785,25 +692,21 @@ impl Writer {
             }
             Some(expected) => {
                 let updated = match i64::try_from(expected) {
-                    Ok(expected_sql) => {
-                        conn.prepare_cached(SQL_UPDATE_EXECUTION)?.execute(params![
-                            t.execution_id,
-                            t.pipeline_name,
-                            t.pipeline_version,
-                            t.status,
-                            t.input_json,
-                            t.state_json,
-                            at,
-                            expected_sql
-                        ])?
-                    }
+                    Ok(expected_sql) => conn.prepare_cached(SQL_UPDATE_EXECUTION)?.execute(params![
+                        t.execution_id,
+                        t.pipeline_name,
+                        t.pipeline_version,
+                        t.status,
+                        t.input_json,
+                        t.state_json,
+                        at,
+                        expected_sql
+                    ])?,
                     Err(_) => 0,
                 };
                 if updated == 0 {
-                    let actual: Option<i64> = conn
-                        .prepare_cached(SQL_EXECUTION_VERSION)?
-                        .query_row(params![t.execution_id], |r| r.get(0))
-                        .optional()?;
+                    let actual: Option<i64> =
+                        conn.prepare_cached(SQL_EXECUTION_VERSION)?.query_row(params![t.execution_id], |r| r.get(0)).optional()?;
                     return Ok(Err(TransitionError::VersionConflict {
                         execution_id: t.execution_id.clone(),
                         expected,
@@ -856,11 +759,7 @@ impl Writer {
         source_dir: Option<&str>,
         now: Timestamp,
     ) -> rusqlite::Result<PipelineRecord> {
-        let latest = self
-            .conn
-            .prepare_cached(SQL_LATEST_PIPELINE)?
-            .query_row(params![name], pipeline_from_row)
-            .optional()?;
+        let latest = self.conn.prepare_cached(SQL_LATEST_PIPELINE)?.query_row(params![name], pipeline_from_row).optional()?;
         if let Some(latest) = &latest
             && latest.definition_json == definition_json
             && latest.source_dir.as_deref() == source_dir
@@ -874,15 +773,13 @@ impl Writer {
             source_dir: source_dir.map(str::to_owned),
             created_at: now,
         };
-        self.conn
-            .prepare_cached(SQL_INSERT_PIPELINE)?
-            .execute(params![
-                record.name,
-                record.version,
-                record.definition_json,
-                record.source_dir,
-                record.created_at.unix_ms()
-            ])?;
+        self.conn.prepare_cached(SQL_INSERT_PIPELINE)?.execute(params![
+            record.name,
+            record.version,
+            record.definition_json,
+            record.source_dir,
+            record.created_at.unix_ms()
+        ])?;
         Ok(record)
     }
 }
@@ -905,11 +802,7 @@ impl ReaderPool {
         for _ in 0..readers {
             idle.push(open_reader(path).map_err(|e| open_error(path, e))?);
         }
-        Ok(ReaderPool {
-            path: path.to_path_buf(),
-            idle: Mutex::new(idle),
-            permits: Arc::new(Semaphore::new(readers)),
-        })
+        Ok(ReaderPool { path: path.to_path_buf(), idle: Mutex::new(idle), permits: Arc::new(Semaphore::new(readers)) })
     }
 
     /// An idle connection, or a fresh one if a panicking query lost one.
@@ -922,10 +815,7 @@ impl ReaderPool {
     }
 
     fn give_back(&self, conn: Connection) {
-        self.idle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(conn);
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
     }
 
     /// Closes the idle connections (the store is being dropped).
@@ -938,9 +828,7 @@ impl ReaderPool {
 /// A read-only connection. `journal_mode` is persistent in the file (set by the
 /// writer) and `synchronous` does not matter for readers.
 fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
-    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
-        | OpenFlags::SQLITE_OPEN_NO_MUTEX
-        | OpenFlags::SQLITE_OPEN_URI;
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
     let conn = Connection::open_with_flags(path, flags)?;
     configure_connection(&conn, None)?;
     Ok(conn)
@@ -956,15 +844,10 @@ fn configure_connection(conn: &Connection, durability: Option<Durability>) -> ru
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(rusqlite::Error::SqliteFailure(
                 rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
-                Some(format!(
-                    "cannot switch the database to WAL mode (journal_mode is {mode})"
-                )),
+                Some(format!("cannot switch the database to WAL mode (journal_mode is {mode})")),
             ));
         }
-        conn.execute_batch(&format!(
-            "PRAGMA synchronous = {};",
-            durability.pragma_value()
-        ))?;
+        conn.execute_batch(&format!("PRAGMA synchronous = {};", durability.pragma_value()))?;
     }
     Ok(())
 }
@@ -976,20 +859,14 @@ fn configure_connection(conn: &Connection, durability: Option<Durability>) -> ru
 /// The highest applied migration, `None` if the database has no
 /// `schema_migrations` table.
 fn schema_version(conn: &Connection) -> rusqlite::Result<Option<u32>> {
-    let has_table: bool = conn.query_row(
-        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations')",
-        [],
-        |r| r.get(0),
-    )?;
+    let has_table: bool =
+        conn.query_row("SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations')", [], |r| {
+            r.get(0)
+        })?;
     if !has_table {
         return Ok(None);
     }
-    conn.query_row(
-        "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
-        [],
-        |r| r.get(0),
-    )
-    .map(Some)
+    conn.query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| r.get(0)).map(Some)
 }
 
 fn newer_schema_error(path: &Path, version: u32) -> StoreError {
@@ -1003,55 +880,36 @@ fn newer_schema_error(path: &Path, version: u32) -> StoreError {
 /// Brings the schema to [`SCHEMA_VERSION`], one transaction per migration.
 fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     let migration_error = |version: usize, e: rusqlite::Error| match map_error(e) {
-        StoreError::Unavailable(m) => StoreError::Unavailable(format!(
-            "applying schema migration {version} to {}: {m}",
-            path.display()
-        )),
-        other => StoreError::Schema(format!(
-            "applying schema migration {version} to {}: {other}",
-            path.display()
-        )),
+        StoreError::Unavailable(m) => StoreError::Unavailable(format!("applying schema migration {version} to {}: {m}", path.display())),
+        other => StoreError::Schema(format!("applying schema migration {version} to {}: {other}", path.display())),
     };
-    conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL);",
-    )
-    .map_err(|e| open_error(path, e))?;
-    let current = schema_version(conn)
-        .map_err(|e| open_error(path, e))?
-        .unwrap_or(0);
+    conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL);")
+        .map_err(|e| open_error(path, e))?;
+    let current = schema_version(conn).map_err(|e| open_error(path, e))?.unwrap_or(0);
     if current > SCHEMA_VERSION {
         return Err(newer_schema_error(path, current));
     }
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
         let version = index + 1;
-        let tx = conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(|e| migration_error(version, e))?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(|e| migration_error(version, e))?;
         tx.execute_batch(sql).map_err(|e| match e {
             // A plain SQL error here means the file holds something we did not write.
-            rusqlite::Error::SqliteFailure(f, m) if f.code == ErrorCode::Unknown => {
-                StoreError::Schema(format!(
-                    "applying schema migration {version} to {}: {} (is this a redrive database?)",
-                    path.display(),
-                    m.unwrap_or_else(|| f.to_string())
-                ))
-            }
+            rusqlite::Error::SqliteFailure(f, m) if f.code == ErrorCode::Unknown => StoreError::Schema(format!(
+                "applying schema migration {version} to {}: {} (is this a redrive database?)",
+                path.display(),
+                m.unwrap_or_else(|| f.to_string())
+            )),
             e => migration_error(version, e),
         })?;
-        tx.execute(
-            "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
-            params![version as i64, wall_clock_ms()],
-        )
-        .map_err(|e| migration_error(version, e))?;
+        tx.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)", params![version as i64, wall_clock_ms()])
+            .map_err(|e| migration_error(version, e))?;
         tx.commit().map_err(|e| migration_error(version, e))?;
     }
     Ok(())
 }
 
 fn wall_clock_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 // ---------------------------------------------------------------------------
@@ -1077,12 +935,7 @@ impl EngineLock {
             .create(true)
             .truncate(false)
             .open(&lock_path)
-            .map_err(|e| {
-                StoreError::Unavailable(format!(
-                    "cannot open lock file {}: {e}",
-                    lock_path.display()
-                ))
-            })?;
+            .map_err(|e| StoreError::Unavailable(format!("cannot open lock file {}: {e}", lock_path.display())))?;
         // SAFETY: `file` owns a valid open descriptor for the duration of the call.
         let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         if rc != 0 {
@@ -1090,19 +943,13 @@ impl EngineLock {
             if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
                 let mut holder = String::new();
                 let _ = file.read_to_string(&mut holder);
-                let pid = holder
-                    .trim()
-                    .parse::<u32>()
-                    .map_or_else(|_| "unknown".to_owned(), |p| p.to_string());
+                let pid = holder.trim().parse::<u32>().map_or_else(|_| "unknown".to_owned(), |p| p.to_string());
                 return Err(StoreError::Locked(format!(
                     "{} is in use by another redrive process (pid {pid}); wait for it to finish or use a different --db",
                     db_path.display()
                 )));
             }
-            return Err(StoreError::Unavailable(format!(
-                "cannot lock {}: {err}",
-                lock_path.display()
-            )));
+            return Err(StoreError::Unavailable(format!("cannot lock {}: {err}", lock_path.display())));
         }
         let write_pid = |file: &mut File| -> std::io::Result<()> {
             file.set_len(0)?;
@@ -1110,12 +957,7 @@ impl EngineLock {
             writeln!(file, "{}", std::process::id())?;
             file.flush()
         };
-        write_pid(&mut file).map_err(|e| {
-            StoreError::Unavailable(format!(
-                "cannot write lock file {}: {e}",
-                lock_path.display()
-            ))
-        })?;
+        write_pid(&mut file).map_err(|e| StoreError::Unavailable(format!("cannot write lock file {}: {e}", lock_path.display())))?;
         Ok(EngineLock { _file: file })
     }
 
@@ -1130,12 +972,7 @@ impl EngineLock {
             .create(true)
             .truncate(false)
             .open(&lock_path)
-            .map_err(|e| {
-                StoreError::Unavailable(format!(
-                    "cannot open lock file {}: {e}",
-                    lock_path.display()
-                ))
-            })?;
+            .map_err(|e| StoreError::Unavailable(format!("cannot open lock file {}: {e}", lock_path.display())))?;
         Ok(EngineLock { _file: file })
     }
 }
@@ -1187,11 +1024,7 @@ fn ledger_from_row(row: &Row<'_>) -> rusqlite::Result<LedgerEntry> {
 }
 
 fn timer_from_row(row: &Row<'_>) -> rusqlite::Result<TimerRecord> {
-    Ok(TimerRecord {
-        execution_id: row.get(0)?,
-        key: row.get(1)?,
-        due_at: Timestamp::from_unix_ms(row.get(2)?),
-    })
+    Ok(TimerRecord { execution_id: row.get(0)?, key: row.get(1)?, due_at: Timestamp::from_unix_ms(row.get(2)?) })
 }
 
 /// Classifies a SQLite error: damage → [`StoreError::Schema`], everything else
@@ -1199,9 +1032,9 @@ fn timer_from_row(row: &Row<'_>) -> rusqlite::Result<TimerRecord> {
 fn map_error(e: rusqlite::Error) -> StoreError {
     match &e {
         rusqlite::Error::SqliteFailure(f, _) => match f.code {
-            ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase => StoreError::Schema(format!(
-                "the database is damaged or not a redrive database: {e}"
-            )),
+            ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase => {
+                StoreError::Schema(format!("the database is damaged or not a redrive database: {e}"))
+            }
             ErrorCode::DiskFull => StoreError::Unavailable(format!("disk full: {e}")),
             ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => {
                 StoreError::Unavailable(format!("database is locked by another connection: {e}"))
@@ -1210,9 +1043,7 @@ fn map_error(e: rusqlite::Error) -> StoreError {
         },
         rusqlite::Error::FromSqlConversionFailure(..)
         | rusqlite::Error::IntegralValueOutOfRange(..)
-        | rusqlite::Error::InvalidColumnType(..) => {
-            StoreError::Schema(format!("unexpected data in the database: {e}"))
-        }
+        | rusqlite::Error::InvalidColumnType(..) => StoreError::Schema(format!("unexpected data in the database: {e}")),
         _ => StoreError::Unavailable(e.to_string()),
     }
 }
@@ -1221,10 +1052,9 @@ fn map_error(e: rusqlite::Error) -> StoreError {
 /// fail again in any group) rather than by the database or the disk.
 fn is_request_specific(e: &rusqlite::Error) -> bool {
     match e {
-        rusqlite::Error::SqliteFailure(f, _) => matches!(
-            f.code,
-            ErrorCode::ConstraintViolation | ErrorCode::TooBig | ErrorCode::TypeMismatch
-        ),
+        rusqlite::Error::SqliteFailure(f, _) => {
+            matches!(f.code, ErrorCode::ConstraintViolation | ErrorCode::TooBig | ErrorCode::TypeMismatch)
+        }
         rusqlite::Error::ToSqlConversionFailure(_) => true,
         _ => false,
     }
@@ -1234,9 +1064,7 @@ fn is_request_specific(e: &rusqlite::Error) -> bool {
 fn open_error(path: &Path, e: rusqlite::Error) -> StoreError {
     match map_error(e) {
         StoreError::Schema(m) => StoreError::Schema(format!("{}: {m}", path.display())),
-        StoreError::Unavailable(m) => {
-            StoreError::Unavailable(format!("cannot open {}: {m}", path.display()))
-        }
+        StoreError::Unavailable(m) => StoreError::Unavailable(format!("cannot open {}: {m}", path.display())),
         other => other,
     }
 }
@@ -1272,22 +1100,12 @@ mod tests {
             let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
             let values: [&dyn rusqlite::ToSql; 3] = [&1_i64, &"x", &"y"];
             let bound = &values[..stmt.parameter_count()];
-            let rows: Vec<String> = stmt
-                .query_map(bound, |r| r.get::<_, String>(3))
-                .unwrap()
-                .collect::<Result<_, _>>()
-                .unwrap();
+            let rows: Vec<String> = stmt.query_map(bound, |r| r.get::<_, String>(3)).unwrap().collect::<Result<_, _>>().unwrap();
             rows.join("; ")
         };
         let due = plan(SQL_DUE_TIMERS);
-        assert!(
-            due.contains("COVERING INDEX timers_due"),
-            "due_timers plan: {due}"
-        );
-        assert!(
-            !due.contains("TEMP B-TREE"),
-            "due_timers must not sort: {due}"
-        );
+        assert!(due.contains("COVERING INDEX timers_due"), "due_timers plan: {due}");
+        assert!(!due.contains("TEMP B-TREE"), "due_timers must not sort: {due}");
         for sql in [SQL_LIST_ALL, SQL_LIST_BY_STATUS, SQL_LIST_BY_PIPELINE] {
             let p = plan(sql);
             assert!(p.contains("USING INDEX"), "{sql}: {p}");

@@ -3,9 +3,7 @@
 //! A refused call changes nothing. Everything here reports [`StoreError::Limit`]:
 //! the call can never succeed as written, so retrying it is pointless.
 
-use crate::limits::{
-    MAX_DEFINITION_BYTES, MAX_INPUT_BYTES, MAX_STATE_BYTES, MAX_TRANSITIONS_PER_COMMIT,
-};
+use crate::limits::{MAX_DEFINITION_BYTES, MAX_INPUT_BYTES, MAX_STATE_BYTES, MAX_TRANSITIONS_PER_COMMIT};
 use crate::{StoreError, Transition};
 
 /// Checks a `commit` call against [`crate::limits`] and its internal consistency:
@@ -32,23 +30,13 @@ pub fn check_commit(transitions: &[Transition]) -> Result<(), StoreError> {
                 t.input_json.len()
             )));
         }
-        if let Some((j, e)) = t
-            .ledger
-            .iter()
-            .enumerate()
-            .find(|(_, e)| &e.execution_id != id)
-        {
+        if let Some((j, e)) = t.ledger.iter().enumerate().find(|(_, e)| &e.execution_id != id) {
             return Err(StoreError::Limit(format!(
                 "transitions[{i}].ledger[{j}]: entry belongs to execution {}, but the transition is for execution {id}",
                 e.execution_id
             )));
         }
-        if let Some((j, timer)) = t
-            .set_timers
-            .iter()
-            .enumerate()
-            .find(|(_, tm)| &tm.execution_id != id)
-        {
+        if let Some((j, timer)) = t.set_timers.iter().enumerate().find(|(_, tm)| &tm.execution_id != id) {
             return Err(StoreError::Limit(format!(
                 "transitions[{i}].set_timers[{j}]: timer belongs to execution {}, but the transition is for execution {id}",
                 timer.execution_id

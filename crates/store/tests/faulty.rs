@@ -45,24 +45,14 @@ async fn healthy_faulty_store_passes_conformance() {
 #[tokio::test(flavor = "multi_thread")]
 async fn injected_commit_failure_writes_nothing_and_later_commit_succeeds() {
     let dir = tempfile::tempdir().unwrap();
-    let store = FaultyStore::new(
-        SqliteStore::open(&dir.path().join("db"), SqliteOptions::default()).unwrap(),
-    );
+    let store = FaultyStore::new(SqliteStore::open(&dir.path().join("db"), SqliteOptions::default()).unwrap());
 
     store.fail_next_commits(2);
     assert_injected(store.commit(vec![create("e1")]).await);
     assert_injected(store.commit(vec![create("e1")]).await);
-    assert_eq!(
-        store.get_execution("e1").await.unwrap(),
-        None,
-        "an injected failure writes nothing"
-    );
+    assert_eq!(store.get_execution("e1").await.unwrap(), None, "an injected failure writes nothing");
     assert_eq!(store.stats().commits, 0, "the inner store was not called");
-    assert_eq!(
-        store.commit(vec![create("e1")]).await.unwrap(),
-        vec![Ok(1)],
-        "later commits succeed"
-    );
+    assert_eq!(store.commit(vec![create("e1")]).await.unwrap(), vec![Ok(1)], "later commits succeed");
 
     store.set_fail_commits(true);
     assert_injected(store.commit(vec![create("e2")]).await);
@@ -75,39 +65,21 @@ async fn injected_commit_failure_writes_nothing_and_later_commit_succeeds() {
 #[tokio::test(flavor = "multi_thread")]
 async fn lost_ack_commits_but_reports_failure() {
     let dir = tempfile::tempdir().unwrap();
-    let store = FaultyStore::new(
-        SqliteStore::open(&dir.path().join("db"), SqliteOptions::default()).unwrap(),
-    );
+    let store = FaultyStore::new(SqliteStore::open(&dir.path().join("db"), SqliteOptions::default()).unwrap());
     store.lose_next_commit_acks(1);
     assert_injected(store.commit(vec![create("e1")]).await);
-    assert_eq!(
-        store.get_execution("e1").await.unwrap().unwrap().version,
-        1,
-        "the commit was applied"
-    );
-    assert!(
-        store.commit(vec![create("e1")]).await.unwrap()[0].is_err(),
-        "a retry sees AlreadyExists"
-    );
+    assert_eq!(store.get_execution("e1").await.unwrap().unwrap().version, 1, "the commit was applied");
+    assert!(store.commit(vec![create("e1")]).await.unwrap()[0].is_err(), "a retry sees AlreadyExists");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn read_and_pipeline_faults() {
     let dir = tempfile::tempdir().unwrap();
-    let store = FaultyStore::new(
-        SqliteStore::open(&dir.path().join("db"), SqliteOptions::default()).unwrap(),
-    );
+    let store = FaultyStore::new(SqliteStore::open(&dir.path().join("db"), SqliteOptions::default()).unwrap());
     store.fail_next_put_pipelines(1);
-    assert_injected(
-        store
-            .put_pipeline("p", "{}", None, Timestamp::from_unix_ms(0))
-            .await,
-    );
+    assert_injected(store.put_pipeline("p", "{}", None, Timestamp::from_unix_ms(0)).await);
     assert_eq!(store.get_pipeline("p", None).await.unwrap(), None);
-    store
-        .put_pipeline("p", "{}", None, Timestamp::from_unix_ms(0))
-        .await
-        .unwrap();
+    store.put_pipeline("p", "{}", None, Timestamp::from_unix_ms(0)).await.unwrap();
 
     store.set_fail_reads(true);
     assert_injected(store.get_pipeline("p", None).await);

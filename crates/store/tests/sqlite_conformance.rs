@@ -8,10 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 fn opts(durability: Durability) -> SqliteOptions {
-    SqliteOptions {
-        durability,
-        ..SqliteOptions::default()
-    }
+    SqliteOptions { durability, ..SqliteOptions::default() }
 }
 
 /// A creating transition with one ledger entry and one timer.
@@ -54,10 +51,7 @@ async fn run_suite(durability: Durability) {
     let counter = AtomicUsize::new(0);
     let dir_path: &Path = dir.path();
     conformance::run_all(|| {
-        let path = dir_path.join(format!(
-            "store-{}.db",
-            counter.fetch_add(1, Ordering::SeqCst)
-        ));
+        let path = dir_path.join(format!("store-{}.db", counter.fetch_add(1, Ordering::SeqCst)));
         async move { SqliteStore::open(&path, opts(durability)).expect("open sqlite store") }
     })
     .await;
@@ -88,43 +82,20 @@ async fn data_survives_close_and_reopen() {
     let path = db_in(&dir);
     {
         let store = SqliteStore::open(&path, SqliteOptions::default()).unwrap();
-        store
-            .put_pipeline("p", "{}", Some("/x"), Timestamp::from_unix_ms(1))
-            .await
-            .unwrap();
-        assert_eq!(
-            store
-                .commit(vec![create("e1", 10), create("e2", 20)])
-                .await
-                .unwrap(),
-            vec![Ok(1), Ok(1)]
-        );
+        store.put_pipeline("p", "{}", Some("/x"), Timestamp::from_unix_ms(1)).await.unwrap();
+        assert_eq!(store.commit(vec![create("e1", 10), create("e2", 20)]).await.unwrap(), vec![Ok(1), Ok(1)]);
     }
     let store = SqliteStore::open(&path, SqliteOptions::default()).unwrap();
-    assert_eq!(
-        store
-            .get_pipeline("p", None)
-            .await
-            .unwrap()
-            .unwrap()
-            .version,
-        1
-    );
+    assert_eq!(store.get_pipeline("p", None).await.unwrap().unwrap().version, 1);
     assert_eq!(store.get_execution("e1").await.unwrap().unwrap().version, 1);
     assert_eq!(store.ledger("e2").await.unwrap().len(), 1);
-    assert_eq!(
-        store.next_timer_due().await.unwrap(),
-        Some(Timestamp::from_unix_ms(110))
-    );
+    assert_eq!(store.next_timer_due().await.unwrap(), Some(Timestamp::from_unix_ms(110)));
     drop(store);
 
     // Inspection without the lock sees the same data.
     let ro = SqliteStore::open_read_only(&path).unwrap();
     assert!(ro.is_read_only());
-    assert_eq!(
-        ro.list_executions(Default::default()).await.unwrap().len(),
-        2
-    );
+    assert_eq!(ro.list_executions(Default::default()).await.unwrap().len(), 2);
     match ro.commit(vec![create("e3", 30)]).await {
         Err(StoreError::Unavailable(m)) => assert!(m.contains("read-only"), "{m}"),
         other => panic!("a read-only store must refuse writes, got {other:?}"),
@@ -140,10 +111,7 @@ async fn read_only_can_inspect_while_engine_runs() {
     let ro = SqliteStore::open_read_only(&path).unwrap();
     assert!(ro.get_execution("e1").await.unwrap().is_some());
     store.commit(vec![create("e2", 20)]).await.unwrap();
-    assert!(
-        ro.get_execution("e2").await.unwrap().is_some(),
-        "read-only store sees later commits"
-    );
+    assert!(ro.get_execution("e2").await.unwrap().is_some(), "read-only store sees later commits");
 }
 
 #[test]
@@ -154,10 +122,7 @@ fn open_read_only_missing_file_is_not_found() {
         Err(e) => panic!("expected NotFound, got {e:?}"),
         Ok(_) => panic!("expected NotFound, got a store"),
     }
-    assert!(
-        !dir.path().join("missing.db").exists(),
-        "open_read_only must not create the file"
-    );
+    assert!(!dir.path().join("missing.db").exists(), "open_read_only must not create the file");
 }
 
 #[test]
@@ -167,22 +132,12 @@ fn engine_lock_refuses_second_open() {
     let first = SqliteStore::open(&path, SqliteOptions::default()).unwrap();
     let lock_file = SqliteStore::lock_path(&path);
     let pid = std::fs::read_to_string(&lock_file).unwrap();
-    assert_eq!(
-        pid.trim(),
-        std::process::id().to_string(),
-        "the lock file holds the holder's pid"
-    );
+    assert_eq!(pid.trim(), std::process::id().to_string(), "the lock file holds the holder's pid");
 
     match SqliteStore::open(&path, SqliteOptions::default()) {
         Err(StoreError::Locked(m)) => {
-            assert!(
-                m.contains(&path.display().to_string()),
-                "names the database: {m}"
-            );
-            assert!(
-                m.contains(&format!("pid {}", std::process::id())),
-                "names the holder: {m}"
-            );
+            assert!(m.contains(&path.display().to_string()), "names the database: {m}");
+            assert!(m.contains(&format!("pid {}", std::process::id())), "names the holder: {m}");
             assert!(m.contains("--db"), "suggests a fix: {m}");
         }
         Err(e) => panic!("expected Locked, got {e:?}"),
@@ -192,8 +147,7 @@ fn engine_lock_refuses_second_open() {
     SqliteStore::open_read_only(&path).unwrap();
 
     drop(first);
-    SqliteStore::open(&path, SqliteOptions::default())
-        .expect("the lock is released when the store is dropped");
+    SqliteStore::open(&path, SqliteOptions::default()).expect("the lock is released when the store is dropped");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -206,15 +160,9 @@ async fn ledger_is_append_only() {
     let raw = rusqlite::Connection::open(&path).unwrap();
     raw.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
     let update = raw.execute("UPDATE ledger SET outcome = 'FAILED'", []);
-    assert!(
-        matches!(&update, Err(e) if e.to_string().contains("append-only")),
-        "UPDATE of the ledger must be refused: {update:?}"
-    );
+    assert!(matches!(&update, Err(e) if e.to_string().contains("append-only")), "UPDATE of the ledger must be refused: {update:?}");
     let delete = raw.execute("DELETE FROM ledger", []);
-    assert!(
-        matches!(&delete, Err(e) if e.to_string().contains("append-only")),
-        "DELETE from the ledger must be refused: {delete:?}"
-    );
+    assert!(matches!(&delete, Err(e) if e.to_string().contains("append-only")), "DELETE from the ledger must be refused: {delete:?}");
     assert_eq!(store.ledger("e1").await.unwrap()[0].outcome, "SUCCEEDED");
 }
 
@@ -224,23 +172,13 @@ fn newer_schema_is_refused() {
     let path = db_in(&dir);
     drop(SqliteStore::open(&path, SqliteOptions::default()).unwrap());
     let raw = rusqlite::Connection::open(&path).unwrap();
-    raw.execute(
-        "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, 0)",
-        [SCHEMA_VERSION + 1],
-    )
-    .unwrap();
+    raw.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (?1, 0)", [SCHEMA_VERSION + 1]).unwrap();
     drop(raw);
 
-    for result in [
-        SqliteStore::open(&path, SqliteOptions::default()),
-        SqliteStore::open_read_only(&path),
-    ] {
+    for result in [SqliteStore::open(&path, SqliteOptions::default()), SqliteStore::open_read_only(&path)] {
         match result {
             Err(StoreError::Schema(m)) => {
-                assert!(
-                    m.contains(&format!("schema version {}", SCHEMA_VERSION + 1)),
-                    "{m}"
-                );
+                assert!(m.contains(&format!("schema version {}", SCHEMA_VERSION + 1)), "{m}");
                 assert!(m.contains("newer"), "{m}");
             }
             Err(e) => panic!("expected Schema, got {e:?}"),
@@ -264,14 +202,8 @@ fn migrations_are_idempotent() {
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    assert_eq!(
-        versions,
-        (1..=SCHEMA_VERSION).collect::<Vec<_>>(),
-        "each migration recorded exactly once"
-    );
-    let mode: String = raw
-        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-        .unwrap();
+    assert_eq!(versions, (1..=SCHEMA_VERSION).collect::<Vec<_>>(), "each migration recorded exactly once");
+    let mode: String = raw.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
     assert_eq!(mode, "wal");
 }
 
@@ -279,11 +211,7 @@ fn migrations_are_idempotent() {
 fn not_a_database_is_a_schema_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = db_in(&dir);
-    std::fs::write(
-        &path,
-        b"this is not a sqlite database, just some text that is long enough to matter....",
-    )
-    .unwrap();
+    std::fs::write(&path, b"this is not a sqlite database, just some text that is long enough to matter....").unwrap();
     match SqliteStore::open(&path, SqliteOptions::default()) {
         Err(StoreError::Schema(m)) => assert!(m.contains("redrive.db"), "{m}"),
         Err(e) => panic!("expected Schema, got {e:?}"),
@@ -291,10 +219,7 @@ fn not_a_database_is_a_schema_error() {
     }
     // A foreign SQLite database without our schema cannot be inspected.
     let other = dir.path().join("other.db");
-    rusqlite::Connection::open(&other)
-        .unwrap()
-        .execute_batch("CREATE TABLE t (x);")
-        .unwrap();
+    rusqlite::Connection::open(&other).unwrap().execute_batch("CREATE TABLE t (x);").unwrap();
     match SqliteStore::open_read_only(&other) {
         Err(StoreError::Schema(m)) => assert!(m.contains("not a redrive database"), "{m}"),
         Err(e) => panic!("expected Schema, got {e:?}"),
@@ -306,22 +231,12 @@ fn not_a_database_is_a_schema_error() {
 async fn batches_respect_max_batch_transitions() {
     let dir = tempfile::tempdir().unwrap();
     let path = db_in(&dir);
-    let store = std::sync::Arc::new(
-        SqliteStore::open(
-            &path,
-            SqliteOptions {
-                max_batch_transitions: 3,
-                ..SqliteOptions::default()
-            },
-        )
-        .unwrap(),
-    );
+    let store =
+        std::sync::Arc::new(SqliteStore::open(&path, SqliteOptions { max_batch_transitions: 3, ..SqliteOptions::default() }).unwrap());
     let mut tasks = Vec::new();
     for i in 0..30 {
         let store = store.clone();
-        tasks.push(tokio::spawn(async move {
-            store.commit(vec![create(&format!("e{i}"), i)]).await
-        }));
+        tasks.push(tokio::spawn(async move { store.commit(vec![create(&format!("e{i}"), i)]).await }));
     }
     for t in tasks {
         assert_eq!(t.await.unwrap().unwrap(), vec![Ok(1)]);
@@ -331,10 +246,7 @@ async fn batches_respect_max_batch_transitions() {
     assert!(store.commit(big).await.unwrap().iter().all(Result::is_ok));
     let stats = store.stats();
     assert_eq!(stats.transitions, 40);
-    assert!(
-        stats.commits >= 11,
-        "30 single commits in groups of at most 3, plus one: {stats:?}"
-    );
+    assert!(stats.commits >= 11, "30 single commits in groups of at most 3, plus one: {stats:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -349,29 +261,15 @@ async fn write_failure_reports_unavailable_and_store_recovers() {
     let raw = rusqlite::Connection::open(&path).unwrap();
     raw.execute_batch("BEGIN IMMEDIATE").unwrap();
     let started = std::time::Instant::now();
-    match store
-        .commit(vec![create("blocked", 2), create("blocked2", 2)])
-        .await
-    {
+    match store.commit(vec![create("blocked", 2), create("blocked2", 2)]).await {
         Err(StoreError::Unavailable(m)) => assert!(m.contains("locked"), "{m}"),
         other => panic!("expected Unavailable while the database is locked, got {other:?}"),
     }
-    assert!(
-        started.elapsed() >= std::time::Duration::from_secs(4),
-        "waits for busy_timeout first"
-    );
+    assert!(started.elapsed() >= std::time::Duration::from_secs(4), "waits for busy_timeout first");
     raw.execute_batch("ROLLBACK").unwrap();
-    assert_eq!(
-        store.get_execution("blocked").await.unwrap(),
-        None,
-        "nothing of the failed group is written"
-    );
+    assert_eq!(store.get_execution("blocked").await.unwrap(), None, "nothing of the failed group is written");
 
-    assert_eq!(
-        store.commit(vec![create("blocked", 3)]).await.unwrap(),
-        vec![Ok(1)],
-        "the store recovers"
-    );
+    assert_eq!(store.commit(vec![create("blocked", 3)]).await.unwrap(), vec![Ok(1)], "the store recovers");
 }
 
 /// Installs a trigger (through a raw connection) that makes inserting a timer
@@ -399,30 +297,16 @@ async fn failure_mid_transaction_commits_nothing() {
     let store = SqliteStore::open(&path, SqliteOptions::default()).unwrap();
     poison_timer_key(&path);
 
-    match store
-        .commit(vec![create("a", 1), poisoned("b"), create("c", 1)])
-        .await
-    {
+    match store.commit(vec![create("a", 1), poisoned("b"), create("c", 1)]).await {
         Err(StoreError::Unavailable(m)) => assert!(m.contains("boom timer refused"), "{m}"),
         other => panic!("expected Unavailable, got {other:?}"),
     }
     for id in ["a", "b", "c"] {
-        assert_eq!(
-            store.get_execution(id).await.unwrap(),
-            None,
-            "{id}: a failed commit writes nothing"
-        );
-        assert!(
-            store.ledger(id).await.unwrap().is_empty(),
-            "{id}: no ledger rows"
-        );
+        assert_eq!(store.get_execution(id).await.unwrap(), None, "{id}: a failed commit writes nothing");
+        assert!(store.ledger(id).await.unwrap().is_empty(), "{id}: no ledger rows");
     }
     assert_eq!(store.next_timer_due().await.unwrap(), None, "no timers");
-    assert_eq!(
-        store.commit(vec![create("a", 1)]).await.unwrap(),
-        vec![Ok(1)],
-        "the store keeps working"
-    );
+    assert_eq!(store.commit(vec![create("a", 1)]).await.unwrap(), vec![Ok(1)], "the store keeps working");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -438,11 +322,7 @@ async fn poisoned_request_fails_alone_in_a_group() {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
             let id = format!("e{i}");
-            let t = if i % 10 == 3 {
-                poisoned(&id)
-            } else {
-                create(&id, 1)
-            };
+            let t = if i % 10 == 3 { poisoned(&id) } else { create(&id, 1) };
             store.commit(vec![t]).await
         }));
     }
@@ -450,23 +330,12 @@ async fn poisoned_request_fails_alone_in_a_group() {
         let result = task.await.unwrap();
         let stored = store.get_execution(&format!("e{i}")).await.unwrap();
         if i % 10 == 3 {
-            assert!(
-                matches!(result, Err(StoreError::Unavailable(_))),
-                "e{i}: poisoned commit must fail: {result:?}"
-            );
+            assert!(matches!(result, Err(StoreError::Unavailable(_))), "e{i}: poisoned commit must fail: {result:?}");
             assert_eq!(stored, None, "e{i}: poisoned commit must write nothing");
         } else {
-            assert_eq!(
-                result.unwrap(),
-                vec![Ok(1)],
-                "e{i}: healthy commit must succeed despite a poisoned neighbour"
-            );
+            assert_eq!(result.unwrap(), vec![Ok(1)], "e{i}: healthy commit must succeed despite a poisoned neighbour");
             assert!(stored.is_some(), "e{i}: healthy commit must be stored");
         }
     }
-    assert!(
-        store.stats().commits < CALLS as u64,
-        "still group-committed: {:?}",
-        store.stats()
-    );
+    assert!(store.stats().commits < CALLS as u64, "still group-committed: {:?}", store.stats());
 }

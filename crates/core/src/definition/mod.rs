@@ -14,4 +14,4 @@ pub mod parse;
 pub mod source;
 
 pub use model::*;
-pub use parse::{parse_pipeline, parse_pipeline_text, Problem};
+pub use parse::{Problem, parse_pipeline, parse_pipeline_text};

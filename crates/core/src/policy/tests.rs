@@ -60,7 +60,10 @@ fn exponential_schedule_and_max_attempts() {
     let p = policy(&["Job.INTERNAL_ERROR"], 1.0, 2.0, Some(5.0), None);
     let ds = run(&[p], &ExceptionType::JobInternalError, 0);
     assert_eq!(delays(&ds), vec![1000, 2000, 4000, 8000, 16000]);
-    assert_eq!(ds.last().unwrap(), &Decision::GiveUp { policy: Some(PolicyRef::Declared(0)), reason: GiveUpReason::MaxAttemptsReached { max_attempts: 5 } });
+    assert_eq!(
+        ds.last().unwrap(),
+        &Decision::GiveUp { policy: Some(PolicyRef::Declared(0)), reason: GiveUpReason::MaxAttemptsReached { max_attempts: 5 } }
+    );
 }
 
 #[test]
@@ -93,7 +96,13 @@ fn first_matching_policy_wins_and_counts_separately() {
     let mut counters = vec![0u32; 3];
     let mut attempts = 1;
     let mut seq = Vec::new();
-    for t in [ExceptionType::Throttling, ExceptionType::ActionFailed, ExceptionType::Throttling, ExceptionType::Throttling, ExceptionType::ActionFailed] {
+    for t in [
+        ExceptionType::Throttling,
+        ExceptionType::ActionFailed,
+        ExceptionType::Throttling,
+        ExceptionType::Throttling,
+        ExceptionType::ActionFailed,
+    ] {
         let h = RetryHistory { first_attempt_started_at: start, retries_by_policy: &counters, attempts };
         let d = decide(&policies, h, &fail(t), start, JitterDraw::MAX);
         if let Decision::Retry(r) = &d {
@@ -145,10 +154,20 @@ fn builtin_default_uses_full_jitter() {
 
 #[test]
 fn hint_raises_delay_but_cap_still_applies() {
-    let p = RetryPolicy::new(&RetryPolicySpec { interval_seconds: Some(1.0), max_interval_seconds: Some(10.0), ..spec(&["Step.THROTTLING"]) }).unwrap();
+    let p =
+        RetryPolicy::new(&RetryPolicySpec { interval_seconds: Some(1.0), max_interval_seconds: Some(10.0), ..spec(&["Step.THROTTLING"]) })
+            .unwrap();
     let counters = [0u32, 0];
     let h = RetryHistory { first_attempt_started_at: Timestamp::EPOCH, retries_by_policy: &counters, attempts: 1 };
-    let with_hint = |ms| decide(std::slice::from_ref(&p), h, &fail(ExceptionType::Throttling).with_retry_after_ms(Some(ms)), Timestamp::EPOCH, JitterDraw::MAX);
+    let with_hint = |ms| {
+        decide(
+            std::slice::from_ref(&p),
+            h,
+            &fail(ExceptionType::Throttling).with_retry_after_ms(Some(ms)),
+            Timestamp::EPOCH,
+            JitterDraw::MAX,
+        )
+    };
     let Decision::Retry(r) = with_hint(3000) else { panic!() };
     assert_eq!(r.delay_ms, 3000);
     let Decision::Retry(r) = with_hint(60_000) else { panic!() };
@@ -168,7 +187,16 @@ fn validation_reports_every_problem() {
     })
     .unwrap_err();
     let fields: Vec<PolicyField> = errs.iter().map(|e| e.field).collect();
-    assert_eq!(fields, vec![PolicyField::ExceptionType, PolicyField::IntervalSeconds, PolicyField::BackoffRate, PolicyField::ExpireAfterMin, PolicyField::Jitter]);
+    assert_eq!(
+        fields,
+        vec![
+            PolicyField::ExceptionType,
+            PolicyField::IntervalSeconds,
+            PolicyField::BackoffRate,
+            PolicyField::ExpireAfterMin,
+            PolicyField::Jitter
+        ]
+    );
     assert_eq!(errs[0].index, Some(0));
     assert!(RetryPolicy::new(&RetryPolicySpec { max_attempts: Some(21.0), ..spec(&["*"]) }).is_err());
     assert!(RetryPolicy::new(&RetryPolicySpec { max_attempts: Some(2.5), ..spec(&["*"]) }).is_err());
@@ -180,9 +208,15 @@ fn validation_reports_every_problem() {
 
 #[test]
 fn decisions_round_trip_through_json_with_flat_reasons() {
-    let d = Decision::GiveUp { policy: Some(PolicyRef::Declared(1)), reason: GiveUpReason::Expired { expire_after_min: 3, elapsed_ms: 200_000 } };
+    let d = Decision::GiveUp {
+        policy: Some(PolicyRef::Declared(1)),
+        reason: GiveUpReason::Expired { expire_after_min: 3, elapsed_ms: 200_000 },
+    };
     let v = serde_json::to_value(&d).unwrap();
-    assert_eq!(v, serde_json::json!({"decision": "giveUp", "policy": {"kind": "declared", "index": 1}, "reason": "expired", "expireAfterMin": 3, "elapsedMs": 200_000}));
+    assert_eq!(
+        v,
+        serde_json::json!({"decision": "giveUp", "policy": {"kind": "declared", "index": 1}, "reason": "expired", "expireAfterMin": 3, "elapsedMs": 200_000})
+    );
     assert_eq!(serde_json::from_value::<Decision>(v).unwrap(), d);
     let none = Decision::GiveUp { policy: None, reason: GiveUpReason::NoMatchingPolicy };
     assert_eq!(serde_json::from_str::<Decision>(&serde_json::to_string(&none).unwrap()).unwrap(), none);
@@ -230,7 +264,8 @@ fn arb_policy() -> impl Strategy<Value = RetryPolicy> {
                 backoff_rate: Some(rate),
                 max_attempts,
                 expire_after_min,
-                max_interval_seconds: max_interval_extra.map(|x| (interval_seconds + x as f64 / 1000.0).clamp(0.001, 864_000.0).max(interval_seconds)),
+                max_interval_seconds: max_interval_extra
+                    .map(|x| (interval_seconds + x as f64 / 1000.0).clamp(0.001, 864_000.0).max(interval_seconds)),
                 jitter: Some(jitter.into()),
             })
             .expect("generated policy is valid")

@@ -72,10 +72,7 @@ const DRAIN_GRACE: Duration = Duration::from_secs(2);
 const MAX_EXCERPT_LINES: usize = 5;
 
 fn failed(t: ExceptionType, message: impl Into<String>) -> AttemptOutcome {
-    AttemptOutcome::Failed(Failure::new(
-        t,
-        truncate_utf8(message.into(), FAILURE_MESSAGE_MAX_BYTES),
-    ))
+    AttemptOutcome::Failed(Failure::new(t, truncate_utf8(message.into(), FAILURE_MESSAGE_MAX_BYTES)))
 }
 
 /// Runs one attempt of a command action. Never panics; see the module docs.
@@ -90,29 +87,17 @@ pub async fn run_command(spec: &CommandSpec, ctx: &AttemptContext) -> AttemptOut
     };
     let program = resolve_program(argv0, ctx);
 
-    let tmp = match tempfile::Builder::new()
-        .prefix("redrive-attempt-")
-        .tempdir()
-    {
+    let tmp = match tempfile::Builder::new().prefix("redrive-attempt-").tempdir() {
         Ok(t) => t,
         Err(e) => {
-            return failed(
-                ExceptionType::ServiceFault,
-                format!("could not create the attempt's temporary directory: {e}"),
-            );
+            return failed(ExceptionType::ServiceFault, format!("could not create the attempt's temporary directory: {e}"));
         }
     };
     let error_file = tmp.path().join("error.json");
     let output_file = tmp.path().join("output.json");
     let input_file = tmp.path().join("input.json");
     if let Err(e) = tokio::fs::write(&input_file, ctx.input_json.as_bytes()).await {
-        return failed(
-            ExceptionType::ServiceFault,
-            format!(
-                "could not write the attempt's input file {}: {e}",
-                input_file.display()
-            ),
-        );
+        return failed(ExceptionType::ServiceFault, format!("could not write the attempt's input file {}: {e}", input_file.display()));
     }
 
     let mut cmd = tokio::process::Command::new(&program);
@@ -145,14 +130,7 @@ pub async fn run_command(spec: &CommandSpec, ctx: &AttemptContext) -> AttemptOut
     let parent = unsafe { libc::getpid() };
     unsafe {
         cmd.pre_exec(move || {
-            if libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0,
-            ) != 0
-            {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             // The parent may have died between fork and prctl: then nobody is
@@ -167,10 +145,7 @@ pub async fn run_command(spec: &CommandSpec, ctx: &AttemptContext) -> AttemptOut
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
-            return failed(
-                ExceptionType::ActionFailed,
-                format!("failed to start {argv0}: {e}"),
-            );
+            return failed(ExceptionType::ActionFailed, format!("failed to start {argv0}: {e}"));
         }
     };
     let pid = child.id().map(|p| p as i32);
@@ -182,14 +157,8 @@ pub async fn run_command(spec: &CommandSpec, ctx: &AttemptContext) -> AttemptOut
     );
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let stdout = child
-        .stdout
-        .take()
-        .map(|s| tokio::spawn(read_tail(s, stop_rx.clone())));
-    let stderr = child
-        .stderr
-        .take()
-        .map(|s| tokio::spawn(read_tail(s, stop_rx)));
+    let stdout = child.stdout.take().map(|s| tokio::spawn(read_tail(s, stop_rx.clone())));
+    let stderr = child.stderr.take().map(|s| tokio::spawn(read_tail(s, stop_rx)));
 
     let ended = match ctx.timeout {
         Some(t) => match tokio::time::timeout(t, child.wait()).await {
@@ -219,27 +188,14 @@ pub async fn run_command(spec: &CommandSpec, ctx: &AttemptContext) -> AttemptOut
         Ended::Exited(s) => s,
         Ended::TimedOut(t) => {
             tracing::debug!(action = %ctx.action, attempt = ctx.attempt, "command timed out");
-            return failed(
-                ExceptionType::Timeout,
-                format!("timed out after {}", fmt_secs(t)),
-            );
+            return failed(ExceptionType::Timeout, format!("timed out after {}", fmt_secs(t)));
         }
         Ended::WaitFailed(e) => {
-            return failed(
-                ExceptionType::ServiceFault,
-                format!("lost track of {argv0}: {e}"),
-            );
+            return failed(ExceptionType::ServiceFault, format!("lost track of {argv0}: {e}"));
         }
     };
 
-    let outcome = classify(
-        spec,
-        status,
-        &output_file,
-        &error_file,
-        &out_tail,
-        &err_tail,
-    );
+    let outcome = classify(spec, status, &output_file, &error_file, &out_tail, &err_tail);
     drop(tmp);
     outcome
 }
@@ -302,14 +258,10 @@ fn spawn_watchdog(pgid: i32) -> Option<Watchdog> {
     // O_CLOEXEC keeps the write end out of every other exec'd child.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
         let e = std::io::Error::last_os_error();
-        tracing::warn!(
-            pgid,
-            "command watchdog not started (pipe: {e}); a crash of redrive could leave the command's children running"
-        );
+        tracing::warn!(pgid, "command watchdog not started (pipe: {e}); a crash of redrive could leave the command's children running");
         return None;
     }
-    let (read_end, write_end) =
-        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let (read_end, write_end) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     let spawned = tokio::process::Command::new("/bin/sh")
         .args(["-c", WATCHDOG_SCRIPT, "redrive-watchdog", &pgid.to_string()])
         .stdin(Stdio::from(read_end))
@@ -321,10 +273,7 @@ fn spawn_watchdog(pgid: i32) -> Option<Watchdog> {
         .kill_on_drop(true)
         .spawn();
     match spawned {
-        Ok(child) => Some(Watchdog {
-            child,
-            pipe: write_end,
-        }),
+        Ok(child) => Some(Watchdog { child, pipe: write_end }),
         Err(e) => {
             tracing::warn!(
                 pgid,
@@ -344,18 +293,9 @@ async fn working_dir(spec: &CommandSpec, ctx: &AttemptContext) -> Result<Option<
     };
     match tokio::fs::metadata(&dir).await {
         Ok(m) if m.is_dir() => Ok(Some(dir)),
-        Ok(_) => Err(format!(
-            "working directory {} is not a directory",
-            dir.display()
-        )),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(format!(
-            "working directory {} does not exist",
-            dir.display()
-        )),
-        Err(e) => Err(format!(
-            "working directory {} is not usable: {e}",
-            dir.display()
-        )),
+        Ok(_) => Err(format!("working directory {} is not a directory", dir.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(format!("working directory {} does not exist", dir.display())),
+        Err(e) => Err(format!("working directory {} is not usable: {e}", dir.display())),
     }
 }
 
@@ -369,9 +309,7 @@ fn resolve_program(argv0: &str, ctx: &AttemptContext) -> PathBuf {
     }
     match &ctx.base_dir {
         Some(base) => base.join(p),
-        None => std::env::current_dir()
-            .map(|d| d.join(p))
-            .unwrap_or_else(|_| p.to_path_buf()),
+        None => std::env::current_dir().map(|d| d.join(p)).unwrap_or_else(|_| p.to_path_buf()),
     }
 }
 
@@ -420,10 +358,7 @@ async fn read_tail<R: AsyncRead + Unpin>(mut r: R, mut stop: watch::Receiver<boo
     tail
 }
 
-async fn finish_reader(
-    h: Option<tokio::task::JoinHandle<Tail>>,
-    stop: &watch::Sender<bool>,
-) -> Tail {
+async fn finish_reader(h: Option<tokio::task::JoinHandle<Tail>>, stop: &watch::Sender<bool>) -> Tail {
     let Some(mut h) = h else {
         return Tail::default();
     };
@@ -446,18 +381,10 @@ fn classify(
 ) -> AttemptOutcome {
     let excerpt = {
         let e = excerpt(err_tail.bytes());
-        if e.is_empty() {
-            excerpt(out_tail.bytes())
-        } else {
-            e
-        }
+        if e.is_empty() { excerpt(out_tail.bytes()) } else { e }
     };
     let with_excerpt = |head: String| {
-        if excerpt.is_empty() {
-            head
-        } else {
-            format!("{head}: {excerpt}")
-        }
+        if excerpt.is_empty() { head } else { format!("{head}: {excerpt}") }
     };
 
     let code = match status.code() {
@@ -475,37 +402,23 @@ fn classify(
     if code == 0 {
         return match read_bounded(output_file, limits::MAX_OUTPUT_FILE_BYTES) {
             Ok(None) => AttemptOutcome::Succeeded { output: None },
-            Ok(Some(bytes)) if bytes.iter().all(u8::is_ascii_whitespace) => {
-                AttemptOutcome::Succeeded { output: None }
-            }
+            Ok(Some(bytes)) if bytes.iter().all(u8::is_ascii_whitespace) => AttemptOutcome::Succeeded { output: None },
             Ok(Some(bytes)) => match serde_json::from_slice(&bytes) {
                 Ok(v) => AttemptOutcome::Succeeded { output: Some(v) },
-                Err(e) => failed(
-                    ExceptionType::ActionFailed,
-                    format!("exit code 0 but $REDRIVE_OUTPUT_FILE is not valid JSON: {e}"),
-                ),
+                Err(e) => failed(ExceptionType::ActionFailed, format!("exit code 0 but $REDRIVE_OUTPUT_FILE is not valid JSON: {e}")),
             },
             Err(BoundedReadError::TooBig(n)) => failed(
                 ExceptionType::ActionFailed,
-                format!(
-                    "exit code 0 but $REDRIVE_OUTPUT_FILE is {n} bytes, over the limit of {} bytes",
-                    limits::MAX_OUTPUT_FILE_BYTES
-                ),
+                format!("exit code 0 but $REDRIVE_OUTPUT_FILE is {n} bytes, over the limit of {} bytes", limits::MAX_OUTPUT_FILE_BYTES),
             ),
-            Err(BoundedReadError::Io(e)) => failed(
-                ExceptionType::ActionFailed,
-                format!("exit code 0 but $REDRIVE_OUTPUT_FILE could not be read: {e}"),
-            ),
+            Err(BoundedReadError::Io(e)) => {
+                failed(ExceptionType::ActionFailed, format!("exit code 0 but $REDRIVE_OUTPUT_FILE could not be read: {e}"))
+            }
         };
     }
 
     let default_message = with_excerpt(format!("exit code {code}"));
-    let by_exit_code = || {
-        spec.exit_codes
-            .get(&code)
-            .cloned()
-            .unwrap_or(ExceptionType::ActionFailed)
-    };
+    let by_exit_code = || spec.exit_codes.get(&code).cloned().unwrap_or(ExceptionType::ActionFailed);
 
     let reported = match read_bounded(error_file, limits::MAX_ERROR_FILE_BYTES) {
         Ok(None) => None,
@@ -516,13 +429,10 @@ fn classify(
             },
             Err(e) => Some(Err(format!("$REDRIVE_ERROR_FILE is not valid JSON: {e}"))),
         },
-        Err(BoundedReadError::TooBig(n)) => Some(Err(format!(
-            "$REDRIVE_ERROR_FILE ignored: {n} bytes, over the limit of {} bytes",
-            limits::MAX_ERROR_FILE_BYTES
-        ))),
-        Err(BoundedReadError::Io(e)) => {
-            Some(Err(format!("$REDRIVE_ERROR_FILE could not be read: {e}")))
+        Err(BoundedReadError::TooBig(n)) => {
+            Some(Err(format!("$REDRIVE_ERROR_FILE ignored: {n} bytes, over the limit of {} bytes", limits::MAX_ERROR_FILE_BYTES)))
         }
+        Err(BoundedReadError::Io(e)) => Some(Err(format!("$REDRIVE_ERROR_FILE could not be read: {e}"))),
     };
 
     match reported {
@@ -533,15 +443,9 @@ fn classify(
             let (t, message) = match r.error_type {
                 None => (by_exit_code(), message),
                 Some(Ok(t)) => (t, message),
-                Some(Err(bad)) => (
-                    ExceptionType::ActionFailed,
-                    format!("{message} ($REDRIVE_ERROR_FILE: {bad})"),
-                ),
+                Some(Err(bad)) => (ExceptionType::ActionFailed, format!("{message} ($REDRIVE_ERROR_FILE: {bad})")),
             };
-            AttemptOutcome::Failed(
-                Failure::new(t, truncate_utf8(message, FAILURE_MESSAGE_MAX_BYTES))
-                    .with_retry_after_ms(r.retry_after_ms),
-            )
+            AttemptOutcome::Failed(Failure::new(t, truncate_utf8(message, FAILURE_MESSAGE_MAX_BYTES)).with_retry_after_ms(r.retry_after_ms))
         }
     }
 }
@@ -564,9 +468,7 @@ fn read_bounded(path: &Path, max: u64) -> Result<Option<Vec<u8>>, BoundedReadErr
     }
     let mut buf = Vec::with_capacity(len as usize);
     // `take` guards against a file that grew after the size check.
-    f.take(max + 1)
-        .read_to_end(&mut buf)
-        .map_err(BoundedReadError::Io)?;
+    f.take(max + 1).read_to_end(&mut buf).map_err(BoundedReadError::Io)?;
     if buf.len() as u64 > max {
         return Err(BoundedReadError::TooBig(buf.len() as u64));
     }
@@ -646,10 +548,7 @@ mod tests {
         assert_eq!(excerpt(b"1\n2\n3\n4\n5\n6\n7\n"), "3 | 4 | 5 | 6 | 7");
         let long = format!("first\n{}\n", "x".repeat(2000));
         let e = excerpt(long.as_bytes());
-        assert!(
-            e.len() <= limits::MAX_STDERR_EXCERPT_BYTES && e.starts_with("xxx"),
-            "{e}"
-        );
+        assert!(e.len() <= limits::MAX_STDERR_EXCERPT_BYTES && e.starts_with("xxx"), "{e}");
         assert_eq!(excerpt(b""), "");
     }
 }

@@ -65,76 +65,47 @@ pub fn http_client() -> reqwest::Client {
 }
 
 fn failed(t: ExceptionType, message: impl Into<String>) -> AttemptOutcome {
-    AttemptOutcome::Failed(Failure::new(
-        t,
-        truncate_utf8(message.into(), FAILURE_MESSAGE_MAX_BYTES),
-    ))
+    AttemptOutcome::Failed(Failure::new(t, truncate_utf8(message.into(), FAILURE_MESSAGE_MAX_BYTES)))
 }
 
 /// Runs one attempt of an HTTP action. Never panics; see the module docs.
-pub async fn run_http(
-    client: &reqwest::Client,
-    spec: &HttpSpec,
-    ctx: &AttemptContext,
-) -> AttemptOutcome {
+pub async fn run_http(client: &reqwest::Client, spec: &HttpSpec, ctx: &AttemptContext) -> AttemptOutcome {
     let request = match build_request(client, spec, ctx) {
         Ok(r) => r,
         Err(msg) => return failed(ExceptionType::ActionFailed, msg),
     };
-    let limit = ctx
-        .timeout
-        .unwrap_or(Duration::from_secs(limits::DEFAULT_HTTP_TIMEOUT_SECONDS));
+    let limit = ctx.timeout.unwrap_or(Duration::from_secs(limits::DEFAULT_HTTP_TIMEOUT_SECONDS));
     tracing::debug!(
         execution = %ctx.execution_id, stage = %ctx.stage, action = %ctx.action,
         attempt = ctx.attempt, method = %spec.method, url = %spec.url, "http request"
     );
     match tokio::time::timeout(limit, exchange(client, request)).await {
-        Err(_) => failed(
-            ExceptionType::Timeout,
-            format!("timed out after {}", fmt_secs(limit)),
-        ),
+        Err(_) => failed(ExceptionType::Timeout, format!("timed out after {}", fmt_secs(limit))),
         Ok(Err(e)) => transport_failure(&spec.method, &spec.url, &e),
         Ok(Ok(resp)) => classify(resp, SystemTime::now()),
     }
 }
 
-fn build_request(
-    client: &reqwest::Client,
-    spec: &HttpSpec,
-    ctx: &AttemptContext,
-) -> Result<reqwest::Request, String> {
-    let method = reqwest::Method::from_bytes(spec.method.as_bytes())
-        .map_err(|_| format!("invalid HTTP method {:?}", spec.method))?;
+fn build_request(client: &reqwest::Client, spec: &HttpSpec, ctx: &AttemptContext) -> Result<reqwest::Request, String> {
+    let method = reqwest::Method::from_bytes(spec.method.as_bytes()).map_err(|_| format!("invalid HTTP method {:?}", spec.method))?;
     let mut headers = HeaderMap::new();
     for (k, v) in &spec.headers {
-        let name = HeaderName::from_bytes(k.as_bytes())
-            .map_err(|_| format!("invalid header name {k:?}"))?;
-        let value =
-            HeaderValue::from_str(v).map_err(|_| format!("invalid value for header {k:?}"))?;
+        let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| format!("invalid header name {k:?}"))?;
+        let value = HeaderValue::from_str(v).map_err(|_| format!("invalid value for header {k:?}"))?;
         headers.append(name, value);
     }
     if !headers.contains_key(IDEMPOTENCY_KEY) {
-        let v = HeaderValue::from_str(&ctx.idempotency_key).map_err(|_| {
-            format!(
-                "idempotency key {:?} is not a valid header value",
-                ctx.idempotency_key
-            )
-        })?;
+        let v = HeaderValue::from_str(&ctx.idempotency_key)
+            .map_err(|_| format!("idempotency key {:?} is not a valid header value", ctx.idempotency_key))?;
         headers.insert(HeaderName::from_static(IDEMPOTENCY_KEY), v);
     }
-    headers.insert(
-        HeaderName::from_static(ATTEMPT_HEADER),
-        HeaderValue::from(ctx.attempt),
-    );
+    headers.insert(HeaderName::from_static(ATTEMPT_HEADER), HeaderValue::from(ctx.attempt));
 
     let body = match &spec.body {
         None => None,
         Some(serde_json::Value::String(s)) => {
             if !headers.contains_key(CONTENT_TYPE) {
-                headers.insert(
-                    CONTENT_TYPE,
-                    HeaderValue::from_static("text/plain; charset=utf-8"),
-                );
+                headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
             }
             Some(s.clone().into_bytes())
         }
@@ -150,14 +121,7 @@ fn build_request(
     if let Some(b) = body {
         rb = rb.body(b);
     }
-    rb.build().map_err(|e| {
-        format!(
-            "invalid request {} {}: {}",
-            spec.method,
-            spec.url,
-            error_chain(&e)
-        )
-    })
+    rb.build().map_err(|e| format!("invalid request {} {}: {}", spec.method, spec.url, error_chain(&e)))
 }
 
 struct Received {
@@ -167,10 +131,7 @@ struct Received {
     truncated: bool,
 }
 
-async fn exchange(
-    client: &reqwest::Client,
-    request: reqwest::Request,
-) -> Result<Received, reqwest::Error> {
+async fn exchange(client: &reqwest::Client, request: reqwest::Request) -> Result<Received, reqwest::Error> {
     let mut resp = client.execute(request).await?;
     let status = resp.status();
     let headers = resp.headers().clone();
@@ -185,12 +146,7 @@ async fn exchange(
         }
         body.extend_from_slice(&chunk);
     }
-    Ok(Received {
-        status,
-        headers,
-        body,
-        truncated,
-    })
+    Ok(Received { status, headers, body, truncated })
 }
 
 /// The error and its causes, e.g. `error sending request: client error
@@ -224,32 +180,19 @@ fn transport_failure(method: &str, url: &str, e: &reqwest::Error) -> AttemptOutc
 fn classify(r: Received, now: SystemTime) -> AttemptOutcome {
     let code = r.status.as_u16();
     if r.status.is_success() {
-        let output = if r.truncated {
-            None
-        } else {
-            serde_json::from_slice::<serde_json::Value>(&r.body).ok()
-        };
+        let output = if r.truncated { None } else { serde_json::from_slice::<serde_json::Value>(&r.body).ok() };
         let output = output.unwrap_or_else(|| {
-            let text = truncate_utf8(
-                String::from_utf8_lossy(&r.body).into_owned(),
-                limits::MAX_HTTP_OUTPUT_TEXT_BYTES,
-            );
+            let text = truncate_utf8(String::from_utf8_lossy(&r.body).into_owned(), limits::MAX_HTTP_OUTPUT_TEXT_BYTES);
             let mut o = serde_json::json!({"status": code, "body": text});
             if r.truncated {
                 o["truncated"] = serde_json::Value::Bool(true);
             }
             o
         });
-        return AttemptOutcome::Succeeded {
-            output: Some(output),
-        };
+        return AttemptOutcome::Succeeded { output: Some(output) };
     }
 
-    let retry_after_ms = r
-        .headers
-        .get(RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| parse_retry_after(v, now));
+    let retry_after_ms = r.headers.get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| parse_retry_after(v, now));
     let by_status = match code {
         429 => ExceptionType::Throttling,
         503 if retry_after_ms.is_some() => ExceptionType::Throttling,
@@ -263,26 +206,16 @@ fn classify(r: Received, now: SystemTime) -> AttemptOutcome {
         .and_then(|v| ReportedError::from_json(&v))
         .filter(|rep| rep.error_type.is_some());
 
-    let head = format!("HTTP {code} {}", r.status.canonical_reason().unwrap_or(""))
-        .trim_end()
-        .to_string();
+    let head = format!("HTTP {code} {}", r.status.canonical_reason().unwrap_or("")).trim_end().to_string();
     let body_excerpt = {
         let text = String::from_utf8_lossy(&r.body);
         truncate_utf8(text.trim().to_string(), limits::MAX_HTTP_BODY_EXCERPT_BYTES)
     };
-    let default_message = if body_excerpt.is_empty() {
-        head.clone()
-    } else {
-        format!("{head}: {body_excerpt}")
-    };
+    let default_message = if body_excerpt.is_empty() { head.clone() } else { format!("{head}: {body_excerpt}") };
 
     let Some(rep) = reported else {
         return AttemptOutcome::Failed(
-            Failure::new(
-                by_status,
-                truncate_utf8(default_message, FAILURE_MESSAGE_MAX_BYTES),
-            )
-            .with_retry_after_ms(retry_after_ms),
+            Failure::new(by_status, truncate_utf8(default_message, FAILURE_MESSAGE_MAX_BYTES)).with_retry_after_ms(retry_after_ms),
         );
     };
     let message = match &rep.message {
@@ -295,8 +228,7 @@ fn classify(r: Received, now: SystemTime) -> AttemptOutcome {
         None => (by_status, message),
     };
     AttemptOutcome::Failed(
-        Failure::new(t, truncate_utf8(message, FAILURE_MESSAGE_MAX_BYTES))
-            .with_retry_after_ms(rep.retry_after_ms.or(retry_after_ms)),
+        Failure::new(t, truncate_utf8(message, FAILURE_MESSAGE_MAX_BYTES)).with_retry_after_ms(rep.retry_after_ms.or(retry_after_ms)),
     )
 }
 
@@ -308,9 +240,7 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<u64> {
     if v.is_empty() {
         return None;
     }
-    if v.bytes()
-        .all(|b| b.is_ascii_digit() || b == b'.' || b == b'-' || b == b'+')
-    {
+    if v.bytes().all(|b| b.is_ascii_digit() || b == b'.' || b == b'-' || b == b'+') {
         let secs: f64 = v.parse().ok()?;
         if !secs.is_finite() {
             return None;
@@ -331,9 +261,7 @@ fn parse_http_date(s: &str) -> Option<i64> {
     let parts: Vec<&str> = s.split_whitespace().collect();
     let (day, month, year, time) = match parts.as_slice() {
         // IMF-fixdate: Sun, 06 Nov 1994 08:49:37 GMT
-        [wd, d, m, y, t, "GMT"] if wd.ends_with(',') => {
-            (d.parse::<u32>().ok()?, *m, y.parse::<i64>().ok()?, *t)
-        }
+        [wd, d, m, y, t, "GMT"] if wd.ends_with(',') => (d.parse::<u32>().ok()?, *m, y.parse::<i64>().ok()?, *t),
         // RFC 850: Sunday, 06-Nov-94 08:49:37 GMT
         [wd, dmy, t, "GMT"] if wd.ends_with(',') => {
             let mut it = dmy.split('-');
@@ -345,20 +273,14 @@ fn parse_http_date(s: &str) -> Option<i64> {
             // Two-digit years: RFC 9110 says to pick the most recent past year
             // with those digits when more than 50 years in the future; 1970–2069
             // is an adequate reading for a retry hint.
-            let y = if y < 100 {
-                if y < 70 { 2000 + y } else { 1900 + y }
-            } else {
-                y
-            };
+            let y = if y < 100 { if y < 70 { 2000 + y } else { 1900 + y } } else { y };
             (d.parse::<u32>().ok()?, m, y, *t)
         }
         // asctime: Sun Nov  6 08:49:37 1994
         [_wd, m, d, t, y] => (d.parse::<u32>().ok()?, *m, y.parse::<i64>().ok()?, *t),
         _ => return None,
     };
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
     let month = MONTHS.iter().position(|m| m.eq_ignore_ascii_case(month))? as u32 + 1;
     let mut hms = time.split(':');
     let (h, mi, se) = (hms.next()?, hms.next()?, hms.next()?);
@@ -394,23 +316,11 @@ mod tests {
     #[test]
     fn http_dates() {
         // 784111777 = Sun, 06 Nov 1994 08:49:37 GMT
-        assert_eq!(
-            parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"),
-            Some(784_111_777)
-        );
-        assert_eq!(
-            parse_http_date("Sunday, 06-Nov-94 08:49:37 GMT"),
-            Some(784_111_777)
-        );
-        assert_eq!(
-            parse_http_date("Sun Nov  6 08:49:37 1994"),
-            Some(784_111_777)
-        );
+        assert_eq!(parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"), Some(784_111_777));
+        assert_eq!(parse_http_date("Sunday, 06-Nov-94 08:49:37 GMT"), Some(784_111_777));
+        assert_eq!(parse_http_date("Sun Nov  6 08:49:37 1994"), Some(784_111_777));
         assert_eq!(parse_http_date("Thu, 01 Jan 1970 00:00:00 GMT"), Some(0));
-        assert_eq!(
-            parse_http_date("Tue, 29 Feb 2000 12:00:00 GMT"),
-            Some(951_825_600)
-        );
+        assert_eq!(parse_http_date("Tue, 29 Feb 2000 12:00:00 GMT"), Some(951_825_600));
         assert_eq!(parse_http_date("yesterday"), None);
         assert_eq!(parse_http_date("Sun, 06 Foo 1994 08:49:37 GMT"), None);
     }
@@ -421,14 +331,8 @@ mod tests {
         assert_eq!(parse_retry_after("2", now), Some(2000));
         assert_eq!(parse_retry_after(" 1.5 ", now), Some(1500));
         assert_eq!(parse_retry_after("-3", now), Some(0));
-        assert_eq!(
-            parse_retry_after("Sun, 06 Nov 1994 08:50:07 GMT", now),
-            Some(30_000)
-        );
-        assert_eq!(
-            parse_retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now),
-            Some(0)
-        );
+        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:50:07 GMT", now), Some(30_000));
+        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now), Some(0));
         assert_eq!(parse_retry_after("soon", now), None);
         assert_eq!(parse_retry_after("", now), None);
         assert_eq!(parse_retry_after("NaN", now), None);

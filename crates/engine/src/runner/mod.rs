@@ -108,11 +108,7 @@ pub(crate) fn seconds_to_ms(seconds: f64) -> Option<u64> {
 /// Formats a duration as seconds for messages: `30s`, `0.5s`.
 pub(crate) fn fmt_secs(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms.is_multiple_of(1000) {
-        format!("{}s", ms / 1000)
-    } else {
-        format!("{}s", d.as_secs_f64())
-    }
+    if ms.is_multiple_of(1000) { format!("{}s", ms / 1000) } else { format!("{}s", d.as_secs_f64()) }
 }
 
 /// The optional fields of a reported error (`$REDRIVE_ERROR_FILE`, or an HTTP
@@ -130,24 +126,11 @@ impl ReportedError {
     pub(crate) fn from_json(v: &serde_json::Value) -> Option<ReportedError> {
         let obj = v.as_object()?;
         let error_type = obj.get("errorType").map(|t| match t.as_str() {
-            Some(s) => redrive_core::exception::ExceptionType::parse(s)
-                .map_err(|e| format!("invalid errorType {s:?}: {e}")),
+            Some(s) => redrive_core::exception::ExceptionType::parse(s).map_err(|e| format!("invalid errorType {s:?}: {e}")),
             None => Err(format!("invalid errorType {t}: not a string")),
         });
-        let message = obj
-            .get("message")
-            .and_then(|m| m.as_str())
-            .map(str::trim)
-            .filter(|m| !m.is_empty())
-            .map(str::to_string);
-        let retry_after_ms = obj
-            .get("retryAfterSeconds")
-            .and_then(|r| r.as_f64())
-            .and_then(seconds_to_ms);
-        Some(ReportedError {
-            error_type,
-            message,
-            retry_after_ms,
-        })
+        let message = obj.get("message").and_then(|m| m.as_str()).map(str::trim).filter(|m| !m.is_empty()).map(str::to_string);
+        let retry_after_ms = obj.get("retryAfterSeconds").and_then(|r| r.as_f64()).and_then(seconds_to_ms);
+        Some(ReportedError { error_type, message, retry_after_ms })
     }
 }

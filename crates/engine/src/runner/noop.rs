@@ -18,10 +18,7 @@ pub async fn run_noop(spec: &NoopSpec, ctx: &AttemptContext) -> AttemptOutcome {
         match ctx.timeout {
             Some(t) if t < sleep => {
                 tokio::time::sleep(t).await;
-                return AttemptOutcome::Failed(Failure::new(
-                    ExceptionType::Timeout,
-                    format!("timed out after {}", fmt_secs(t)),
-                ));
+                return AttemptOutcome::Failed(Failure::new(ExceptionType::Timeout, format!("timed out after {}", fmt_secs(t))));
             }
             _ => tokio::time::sleep(sleep).await,
         }
@@ -34,15 +31,10 @@ pub async fn run_noop(spec: &NoopSpec, ctx: &AttemptContext) -> AttemptOutcome {
 pub fn noop_outcome(spec: &NoopSpec, attempt: u32) -> AttemptOutcome {
     if attempt <= spec.fail_first {
         AttemptOutcome::Failed(
-            Failure::new(
-                spec.fail_with.clone(),
-                format!("noop: scripted failure {attempt} of {}", spec.fail_first),
-            )
-            .with_retry_after_ms(spec.retry_after_seconds.and_then(seconds_to_ms)),
+            Failure::new(spec.fail_with.clone(), format!("noop: scripted failure {attempt} of {}", spec.fail_first))
+                .with_retry_after_ms(spec.retry_after_seconds.and_then(seconds_to_ms)),
         )
     } else {
-        AttemptOutcome::Succeeded {
-            output: Some(serde_json::json!({ "attempt": attempt })),
-        }
+        AttemptOutcome::Succeeded { output: Some(serde_json::json!({ "attempt": attempt })) }
     }
 }
