@@ -161,6 +161,7 @@ impl<'de> Deserialize<'de> for ExceptionMatcher {
 
 /// A failed attempt as the decision sees it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Failure {
     pub exception_type: ExceptionType,
     pub message: String,

@@ -105,8 +105,6 @@ pub struct ActionState {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_failure: Option<Failure>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_decision: Option<Decision>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<serde_json::Value>,
     /// Attempts over all series (for summaries).
     #[serde(default)]
@@ -125,7 +123,6 @@ impl ActionState {
             retries_by_policy: Vec::new(),
             next_attempt_at: None,
             last_failure: None,
-            last_decision: None,
             output: None,
             total_attempts: 0,
         }
@@ -377,7 +374,6 @@ impl<'a> Step<'a> {
         a.series_started_at = Some(now);
         a.retries_by_policy = vec![0; slots];
         a.last_failure = None;
-        a.last_decision = None;
         a.output = None;
         self.start_attempt(at);
     }
@@ -402,6 +398,7 @@ impl<'a> Step<'a> {
         let now = self.now;
         let a = self.state.action_mut(id.at);
         a.status = ActionStatus::Succeeded;
+        a.last_failure = None;
         a.output = output;
         let record = AttemptRecord {
             id,
@@ -437,7 +434,6 @@ impl<'a> Step<'a> {
             decision: Some(decision.clone()),
         };
         a.last_failure = Some(failure);
-        a.last_decision = Some(decision.clone());
         self.effects.push(Effect::Record(record));
         match decision {
             Decision::Retry(r) => {

@@ -130,6 +130,8 @@ pub struct Transition {
     /// stored version to be `v`. On success the stored version becomes `v + 1`
     /// (or 1 on create).
     pub expected_version: Option<u64>,
+    /// Pipeline and input are recorded on create and immutable afterwards: an
+    /// update ignores these three fields.
     pub pipeline_name: String,
     pub pipeline_version: u32,
     pub status: String,

@@ -181,8 +181,10 @@ const SQL_INSERT_PIPELINE: &str =
 const SQL_INSERT_EXECUTION: &str = "INSERT INTO executions \
      (id, pipeline_name, pipeline_version, status, input_json, state_json, version, created_at, updated_at) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?7) ON CONFLICT (id) DO NOTHING";
-const SQL_UPDATE_EXECUTION: &str = "UPDATE executions SET pipeline_name = ?2, pipeline_version = ?3, status = ?4, \
-     input_json = ?5, state_json = ?6, version = version + 1, updated_at = ?7 WHERE id = ?1 AND version = ?8";
+/// Pipeline and input are fixed when an execution is created; an update writes
+/// only what changes, so the pipeline index is never touched.
+const SQL_UPDATE_EXECUTION: &str = "UPDATE executions SET status = ?2, state_json = ?3, version = version + 1, \
+     updated_at = ?4 WHERE id = ?1 AND version = ?5";
 const SQL_EXECUTION_VERSION: &str = "SELECT version FROM executions WHERE id = ?1";
 const SQL_INSERT_LEDGER: &str = "INSERT INTO ledger (execution_id, stage, action, series, attempt, \"trigger\", \
      started_at, finished_at, outcome, exception_type, message, decision_json) \
@@ -692,16 +694,9 @@ impl Writer {
             }
             Some(expected) => {
                 let updated = match i64::try_from(expected) {
-                    Ok(expected_sql) => conn.prepare_cached(SQL_UPDATE_EXECUTION)?.execute(params![
-                        t.execution_id,
-                        t.pipeline_name,
-                        t.pipeline_version,
-                        t.status,
-                        t.input_json,
-                        t.state_json,
-                        at,
-                        expected_sql
-                    ])?,
+                    Ok(expected_sql) => {
+                        conn.prepare_cached(SQL_UPDATE_EXECUTION)?.execute(params![t.execution_id, t.status, t.state_json, at, expected_sql])?
+                    }
                     Err(_) => 0,
                 };
                 if updated == 0 {
