@@ -119,7 +119,10 @@ async fn run_bench(args: &BenchArgs) -> anyhow::Result<()> {
         ("attempts/s", format!("{:.0}", attempts / wall)),
         ("commits/s", format!("{:.0}", commits as f64 / wall)),
         ("transitions/commit", format!("{:.1}", transitions as f64 / commits.max(1) as f64)),
-        ("store writer busy", format!("{:.0}% of wall time", (stats.commit_micros_total - before.commit_micros_total) as f64 / 1e6 / wall * 100.0)),
+        (
+            "store writer busy",
+            format!("{:.0}% of wall time", (stats.commit_micros_total - before.commit_micros_total) as f64 / 1e6 / wall * 100.0),
+        ),
         ("p50 execution latency", format!("{} ms", pct(0.50))),
         ("p99 execution latency", format!("{} ms", pct(0.99))),
         ("peak RSS", rss_kib.map_or("n/a".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0))),

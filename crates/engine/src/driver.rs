@@ -169,8 +169,13 @@ impl EngineHandle {
 struct Live {
     pipeline: Arc<LoadedPipeline>,
     state: ExecutionState,
-    /// Stored version; `None` until the create commits.
+    /// The version the store will hold once every submitted commit lands
+    /// (`None` until the create is submitted). Commits land in submission order and
+    /// any failure stops the engine, so the prediction is exact.
     version: Option<u64>,
+    /// Submitted commits touching this execution that are not yet acknowledged; it
+    /// stays in memory until they are.
+    unacked: u32,
     input_json: Arc<str>,
 }
 
@@ -216,6 +221,40 @@ pub struct Driver<S: Store> {
     next_timer_due: Option<Timestamp>,
     inflight: Arc<Semaphore>,
     http: reqwest::Client,
+    /// Batches handed to the committer task, oldest first.
+    submitted: VecDeque<Submitted>,
+    committer: mpsc::Sender<CommitJob>,
+}
+
+/// Commits submitted to the store at once, at most (one being written while the
+/// next is built: the driver's CPU work overlaps the writer's).
+const MAX_SUBMITTED_BATCHES: usize = 2;
+
+type CommitReply = oneshot::Receiver<Result<redrive_store::CommitResult, StoreError>>;
+
+struct CommitJob {
+    transitions: Vec<Transition>,
+    reply: oneshot::Sender<Result<redrive_store::CommitResult, StoreError>>,
+}
+
+/// A batch whose commit is in flight; its effects wait for the acknowledgement.
+struct Submitted {
+    /// Replies not yet received, in submission order.
+    replies: VecDeque<CommitReply>,
+    /// Replies already received (by `wait_oldest`), in submission order.
+    received: Vec<Result<redrive_store::CommitResult, StoreError>>,
+    /// (execution id, version expected after the commit, deferred effects).
+    entries: Vec<(String, u64, Pending)>,
+    timers_fired: bool,
+    now: Timestamp,
+}
+
+/// Sends commit jobs to the store one after another, preserving their order.
+async fn committer<S: Store>(store: Arc<S>, mut jobs: mpsc::Receiver<CommitJob>) {
+    while let Some(job) = jobs.recv().await {
+        let result = store.commit(job.transitions).await;
+        let _ = job.reply.send(result);
+    }
 }
 
 /// Timer key of an action: `Stage/Action` (names are unique, so keys are).
@@ -264,7 +303,11 @@ impl<S: Store> Driver<S> {
     ) -> (EngineHandle, tokio::task::JoinHandle<Result<(), EngineError>>) {
         let (tx, rx) = mpsc::channel(config.inbound_capacity);
         let (notify, _) = broadcast::channel(4096);
+        let (committer_tx, committer_rx) = mpsc::channel(MAX_SUBMITTED_BATCHES * 8);
+        tokio::spawn(committer(store.clone(), committer_rx));
         let driver = Driver {
+            submitted: VecDeque::new(),
+            committer: committer_tx,
             store,
             clock,
             inflight: Arc::new(Semaphore::new(config.max_inflight_attempts)),
@@ -299,13 +342,17 @@ impl<S: Store> Driver<S> {
         loop {
             let mut inbox: Vec<Inbound> = self.local.drain(..).collect();
             if inbox.is_empty() {
-                let sleep = self.until_next_timer();
+                let sleep = if self.submitted.is_empty() { self.until_next_timer() } else { None };
                 tokio::select! {
                     msg = self.rx.recv() => match msg {
                         Some(m) => inbox.push(m),
-                        None => return Ok(()),
+                        None => return self.drain_submitted().await,
                     },
                     _ = sleep_or_forever(sleep) => {}
+                    _ = wait_oldest(&mut self.submitted) => {
+                        self.acknowledge_oldest().await?;
+                        continue;
+                    }
                 }
             }
             while inbox.len() < self.config.max_batch_messages {
@@ -323,14 +370,26 @@ impl<S: Store> Driver<S> {
                     msg => self.handle(msg, now, &mut batch).await?,
                 }
             }
-            if self.next_timer_due.is_some_and(|due| due <= now) && !shutdown {
+            // Timers are read from the store, so only when no commit is in flight:
+            // a timer cleared by an unacknowledged commit must not fire again.
+            if self.next_timer_due.is_some_and(|due| due <= now) && !shutdown && self.submitted.is_empty() {
                 self.fire_timers(now, &mut batch).await?;
             }
-            self.commit(batch, now).await?;
+            self.submit(batch, now).await?;
+            while self.submitted.len() >= MAX_SUBMITTED_BATCHES || (shutdown && !self.submitted.is_empty()) {
+                self.acknowledge_oldest().await?;
+            }
             if shutdown {
                 return Ok(());
             }
         }
+    }
+
+    async fn drain_submitted(&mut self) -> Result<(), EngineError> {
+        while !self.submitted.is_empty() {
+            self.acknowledge_oldest().await?;
+        }
+        Ok(())
     }
 
     fn until_next_timer(&self) -> Option<std::time::Duration> {
@@ -344,7 +403,7 @@ impl<S: Store> Driver<S> {
             Inbound::Start { pipeline, execution_id, input_json, reply } => {
                 let state = ExecutionState::new(&pipeline.pipeline, execution_id.clone(), now);
                 self.pipelines.entry((pipeline.record.name.clone(), pipeline.record.version)).or_insert_with(|| pipeline.clone());
-                self.live.insert(execution_id.clone(), Live { pipeline, state, version: None, input_json: input_json.into() });
+                self.live.insert(execution_id.clone(), Live { pipeline, state, version: None, unacked: 0, input_json: input_json.into() });
                 self.apply(&execution_id, Event::Start, now, batch).expect("a fresh execution accepts Start");
                 batch.entry(&execution_id).replies.push(reply);
             }
@@ -425,7 +484,8 @@ impl<S: Store> Driver<S> {
         if state.stages.len() != pipeline.pipeline.stages.len() {
             return Err(EngineError::CorruptState { id: rec.id, reason: "state does not match its pipeline's stages".into() });
         }
-        self.live.insert(rec.id.clone(), Live { pipeline, state, version: Some(rec.version), input_json: rec.input_json.into() });
+        self.live
+            .insert(rec.id.clone(), Live { pipeline, state, version: Some(rec.version), unacked: 0, input_json: rec.input_json.into() });
         Ok(())
     }
 
@@ -482,55 +542,90 @@ impl<S: Store> Driver<S> {
         Ok(())
     }
 
-    async fn commit(&mut self, mut batch: Batch, now: Timestamp) -> Result<(), EngineError> {
-        let order = std::mem::take(&mut batch.order);
-        for chunk in order.chunks(self.config.max_transitions_per_commit.max(1)) {
-            let transitions: Vec<Transition> = chunk
-                .iter()
-                .map(|id| {
-                    let live = &self.live[id];
-                    let pending = batch.pending.get_mut(id).expect("ordered ids are pending");
-                    let mut set_timers = Vec::new();
-                    let mut clear_timers = Vec::new();
-                    for (key, due) in &pending.timers {
-                        match due {
-                            Some(due_at) => set_timers.push(TimerRecord { execution_id: id.clone(), key: key.clone(), due_at: *due_at }),
-                            None => clear_timers.push(key.clone()),
-                        }
-                    }
-                    Transition {
-                        execution_id: id.clone(),
-                        expected_version: live.version,
-                        pipeline_name: live.pipeline.record.name.clone(),
-                        pipeline_version: live.pipeline.record.version,
-                        status: live.state.status.as_str().to_string(),
-                        input_json: live.input_json.to_string(),
-                        state_json: serde_json::to_string(&live.state).expect("state serialises"),
-                        at: now,
-                        ledger: std::mem::take(&mut pending.ledger),
-                        set_timers,
-                        clear_timers,
-                    }
-                })
-                .collect();
-            let results = self.store.commit(transitions).await?;
-            for (id, result) in chunk.iter().zip(results) {
-                let version = result.map_err(|e| EngineError::Conflict(e.to_string()))?;
-                let pending = batch.pending.remove(id).expect("pending");
-                self.after_commit(id, version, pending, now);
+    /// Hands a batch to the committer. Its effects wait in `submitted` for the ack.
+    async fn submit(&mut self, mut batch: Batch, now: Timestamp) -> Result<(), EngineError> {
+        if batch.order.is_empty() {
+            if batch.timers_fired {
+                self.next_timer_due = self.store.next_timer_due().await?;
             }
+            return Ok(());
         }
-        if batch.timers_fired {
+        let order = std::mem::take(&mut batch.order);
+        let mut submitted = Submitted {
+            replies: VecDeque::new(),
+            received: Vec::new(),
+            entries: Vec::with_capacity(order.len()),
+            timers_fired: batch.timers_fired,
+            now,
+        };
+        for chunk in order.chunks(self.config.max_transitions_per_commit.max(1)) {
+            let mut transitions = Vec::with_capacity(chunk.len());
+            for id in chunk {
+                let mut pending = batch.pending.remove(id).expect("ordered ids are pending");
+                let live = self.live.get_mut(id).expect("batched executions are live");
+                let mut set_timers = Vec::new();
+                let mut clear_timers = Vec::new();
+                for (key, due) in &pending.timers {
+                    match due {
+                        Some(due_at) => set_timers.push(TimerRecord { execution_id: id.clone(), key: key.clone(), due_at: *due_at }),
+                        None => clear_timers.push(key.clone()),
+                    }
+                }
+                transitions.push(Transition {
+                    execution_id: id.clone(),
+                    expected_version: live.version,
+                    pipeline_name: live.pipeline.record.name.clone(),
+                    pipeline_version: live.pipeline.record.version,
+                    status: live.state.status.as_str().to_string(),
+                    input_json: live.input_json.to_string(),
+                    state_json: serde_json::to_string(&live.state).expect("state serialises"),
+                    at: now,
+                    ledger: std::mem::take(&mut pending.ledger),
+                    set_timers,
+                    clear_timers,
+                });
+                let next = live.version.map_or(1, |v| v + 1);
+                live.version = Some(next);
+                live.unacked += 1;
+                submitted.entries.push((id.clone(), next, pending));
+            }
+            let (reply, rx) = oneshot::channel();
+            self.committer.send(CommitJob { transitions, reply }).await.map_err(|_| EngineError::Stopped)?;
+            submitted.replies.push_back(rx);
+        }
+        self.submitted.push_back(submitted);
+        Ok(())
+    }
+
+    /// Waits for the oldest submitted batch to be durable, then performs its effects.
+    async fn acknowledge_oldest(&mut self) -> Result<(), EngineError> {
+        let Some(submitted) = self.submitted.pop_front() else { return Ok(()) };
+        let mut results = Vec::with_capacity(submitted.entries.len());
+        for r in submitted.received {
+            results.extend(r?);
+        }
+        for rx in submitted.replies {
+            results.extend(rx.await.map_err(|_| EngineError::Stopped)??);
+        }
+        debug_assert_eq!(results.len(), submitted.entries.len());
+        for ((id, expected, pending), result) in submitted.entries.into_iter().zip(results) {
+            let version = result.map_err(|e| EngineError::Conflict(e.to_string()))?;
+            if version != expected {
+                return Err(EngineError::Conflict(format!("execution {id}: store is at version {version}, engine expected {expected}")));
+            }
+            self.after_commit(&id, pending, submitted.now);
+        }
+        if submitted.timers_fired {
             self.next_timer_due = self.store.next_timer_due().await?;
         }
         Ok(())
     }
 
     /// Performs a committed transition's effects.
-    fn after_commit(&mut self, id: &str, version: u64, pending: Pending, now: Timestamp) {
+    fn after_commit(&mut self, id: &str, pending: Pending, now: Timestamp) {
         let notify = self.notify.receiver_count() > 0;
         let Some(live) = self.live.get_mut(id) else { return };
-        live.version = Some(version);
+        live.unacked -= 1;
         for due in pending.timers.values().flatten() {
             self.next_timer_due = Some(self.next_timer_due.map_or(*due, |d| d.min(*due)));
         }
@@ -564,18 +659,24 @@ impl<S: Store> Driver<S> {
             self.dispatch(id, a);
         }
         if let Some(status) = pending.finished {
-            let live = self.live.remove(id).expect("live");
-            let outcome = outcome_of(&live.state);
+            let outcome = outcome_of(&self.live[id].state);
             if notify {
                 let _ = self.notify.send(Notification::ExecutionFinished { execution_id: id.to_string(), status, at: now });
             }
             for w in self.waiters.remove(id).unwrap_or_default() {
                 let _ = w.send(Ok(outcome.clone()));
             }
+        }
+        // Drop finished executions, and evict those that only wait on distant
+        // timers (they cost disk, not RAM) — once nothing about them is in flight.
+        let live = &self.live[id];
+        if live.unacked > 0 {
             return;
         }
-        // Evict executions that only wait on distant timers: they cost disk, not RAM.
-        let live = &self.live[id];
+        if live.state.status.is_finished() {
+            self.live.remove(id);
+            return;
+        }
         let all_waiting_far = live.state.stages.iter().flat_map(|s| &s.actions).filter(|a| a.is_active()).all(|a| {
             a.status == ActionStatus::WaitingRetry
                 && a.next_attempt_at.is_some_and(|d| d.ms_since(now) > self.config.evict_waiting_after_ms as i64)
@@ -641,6 +742,17 @@ fn outcome_of(state: &ExecutionState) -> ExecutionOutcome {
         status: state.status,
         started_at: state.started_at,
         finished_at: state.finished_at.unwrap_or(state.started_at),
+    }
+}
+
+/// Resolves once every reply of the oldest submitted batch has arrived (never if
+/// nothing is submitted). Cancel-safe: received replies are kept in the batch.
+async fn wait_oldest(submitted: &mut VecDeque<Submitted>) {
+    let Some(oldest) = submitted.front_mut() else { return std::future::pending().await };
+    while let Some(rx) = oldest.replies.front_mut() {
+        let result = rx.await.unwrap_or(Err(StoreError::Unavailable("the committer stopped".into())));
+        oldest.replies.pop_front();
+        oldest.received.push(result);
     }
 }
 

@@ -694,9 +694,13 @@ impl Writer {
             }
             Some(expected) => {
                 let updated = match i64::try_from(expected) {
-                    Ok(expected_sql) => {
-                        conn.prepare_cached(SQL_UPDATE_EXECUTION)?.execute(params![t.execution_id, t.status, t.state_json, at, expected_sql])?
-                    }
+                    Ok(expected_sql) => conn.prepare_cached(SQL_UPDATE_EXECUTION)?.execute(params![
+                        t.execution_id,
+                        t.status,
+                        t.state_json,
+                        at,
+                        expected_sql
+                    ])?,
                     Err(_) => 0,
                 };
                 if updated == 0 {
