@@ -127,6 +127,10 @@ async fn run_async(args: RunArgs, loaded: Option<(PathBuf, crate::load::LoadedFi
             for id in &ids {
                 match handle.resume(id).await {
                     Ok(()) => progress.note(&format!("resuming execution {id}")),
+                    // Finished meanwhile (its timer fired in this engine) or before: report it.
+                    Err(redrive_engine::EngineError::AlreadyFinished { status, .. }) => {
+                        progress.note(&format!("execution {id} has already finished ({status})"))
+                    }
                     Err(e @ redrive_engine::EngineError::ExecutionNotFound(_)) => {
                         eprintln!("error: {e} in {}", args.db.display());
                         return Ok(exit::INVALID_INPUT);

@@ -116,7 +116,19 @@ enum Inbound {
     Resume { execution_id: String, reply: oneshot::Sender<Result<(), EngineError>> },
     Wait { execution_id: String, reply: oneshot::Sender<Result<ExecutionOutcome, EngineError>> },
     Result { execution_id: String, id: AttemptId, outcome: AttemptOutcome },
+    Stats { reply: oneshot::Sender<DriverStats> },
     Shutdown,
+}
+
+/// A snapshot of the driver's bookkeeping (for tests, metrics and `bench`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DriverStats {
+    /// Executions whose state is held in memory.
+    pub live_executions: usize,
+    /// The earliest known timer.
+    pub next_timer_due: Option<Timestamp>,
+    /// Batches submitted to the store and not yet acknowledged.
+    pub submitted_batches: usize,
 }
 
 /// A cheap, cloneable handle to a running driver.
@@ -149,6 +161,12 @@ impl EngineHandle {
         let (reply, rx) = oneshot::channel();
         self.send(Inbound::Wait { execution_id: execution_id.to_string(), reply }).await?;
         rx.await.map_err(|_| EngineError::Stopped)?
+    }
+
+    pub async fn stats(&self) -> Result<DriverStats, EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Inbound::Stats { reply }).await?;
+        rx.await.map_err(|_| EngineError::Stopped)
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Notification> {
@@ -407,15 +425,15 @@ impl<S: Store> Driver<S> {
                 self.apply(&execution_id, Event::Start, now, batch).expect("a fresh execution accepts Start");
                 batch.entry(&execution_id).replies.push(reply);
             }
-            Inbound::Resume { execution_id, reply } => match self.ensure_live(&execution_id).await {
+            Inbound::Resume { execution_id, reply } => match self.ensure_live(&execution_id, now, batch).await {
                 Ok(()) => {
                     let status = self.live[&execution_id].state.status;
                     if status.is_finished() {
                         let _ = reply.send(Err(EngineError::AlreadyFinished { id: execution_id, status: status.as_str().into() }));
+                    } else if let Some(pending) = batch.pending.get_mut(&execution_id) {
+                        pending.replies.push(reply); // answered once the recovery is durable
                     } else {
-                        // Rejection only if already finished, checked above.
-                        let _ = self.apply(&execution_id, Event::Recover, now, batch);
-                        batch.entry(&execution_id).replies.push(reply);
+                        let _ = reply.send(Ok(()));
                     }
                 }
                 Err(e) => {
@@ -457,13 +475,23 @@ impl<S: Store> Driver<S> {
                     tracing::warn!(execution_id, %r, "attempt result rejected");
                 }
             }
+            Inbound::Stats { reply } => {
+                let _ = reply.send(DriverStats {
+                    live_executions: self.live.len(),
+                    next_timer_due: self.next_timer_due,
+                    submitted_batches: self.submitted.len(),
+                });
+            }
             Inbound::Shutdown => unreachable!("handled by the loop"),
         }
         Ok(())
     }
 
-    /// Loads an execution into memory if it is not there.
-    async fn ensure_live(&mut self, execution_id: &str) -> Result<(), EngineError> {
+    /// Loads an execution into memory if it is not there. This engine holds the
+    /// store exclusively, so an attempt the stored state calls running belongs to
+    /// a process that died: it is recovered (failed as `Step.SERVICE_FAULT` and
+    /// left to its policy) right away, whatever caused the load.
+    async fn ensure_live(&mut self, execution_id: &str, now: Timestamp, batch: &mut Batch) -> Result<(), EngineError> {
         if self.live.contains_key(execution_id) {
             return Ok(());
         }
@@ -484,8 +512,13 @@ impl<S: Store> Driver<S> {
         if state.stages.len() != pipeline.pipeline.stages.len() {
             return Err(EngineError::CorruptState { id: rec.id, reason: "state does not match its pipeline's stages".into() });
         }
+        let orphans = state.stages.iter().flat_map(|s| &s.actions).any(|a| a.status == ActionStatus::Running);
+        let finished = state.status.is_finished();
         self.live
             .insert(rec.id.clone(), Live { pipeline, state, version: Some(rec.version), unacked: 0, input_json: rec.input_json.into() });
+        if orphans && !finished {
+            self.apply(execution_id, Event::Recover, now, batch).expect("an unfinished execution accepts Recover");
+        }
         Ok(())
     }
 
@@ -520,7 +553,7 @@ impl<S: Store> Driver<S> {
             if batch.pending.get(&t.execution_id).is_some_and(|p| p.timers.contains_key(&t.key)) {
                 continue; // already handled in this batch
             }
-            match self.ensure_live(&t.execution_id).await {
+            match self.ensure_live(&t.execution_id, now, batch).await {
                 Ok(()) => {}
                 Err(EngineError::ExecutionNotFound(_)) => continue,
                 Err(e) => return Err(e),

@@ -11,4 +11,4 @@ pub mod driver;
 pub mod runner;
 
 pub use clock::{Clock, SystemClock};
-pub use driver::{Driver, DriverConfig, EngineError, EngineHandle, ExecutionOutcome, LoadedPipeline, Notification};
+pub use driver::{Driver, DriverConfig, DriverStats, EngineError, EngineHandle, ExecutionOutcome, LoadedPipeline, Notification};

@@ -1,0 +1,164 @@
+//! The driver against a real SQLite store: durable timers, restarts, store faults,
+//! memory held by waiting executions.
+
+use redrive_core::definition::source::parse_document;
+use redrive_core::machine::ExecutionStatus;
+use redrive_core::time::Timestamp;
+use redrive_engine::{Clock, Driver, DriverConfig, EngineError, LoadedPipeline, SystemClock};
+use redrive_store::faulty::FaultyStore;
+use redrive_store::{ExecutionFilter, SqliteOptions, SqliteStore, Store};
+use std::sync::Arc;
+use std::time::Duration;
+
+async fn pipeline<S: Store>(store: &S, yaml: &str) -> Arc<LoadedPipeline> {
+    let json = parse_document(yaml).unwrap().to_json().to_string();
+    let name = parse_document(yaml).unwrap().get("name").map(|n| n.to_json().as_str().unwrap().to_string()).unwrap();
+    let rec = store.put_pipeline(&name, &json, None, SystemClock.now()).await.unwrap();
+    Arc::new(LoadedPipeline::from_record(rec).unwrap())
+}
+
+fn open(dir: &tempfile::TempDir) -> SqliteStore {
+    SqliteStore::open(&dir.path().join("t.db"), SqliteOptions::default()).unwrap()
+}
+
+const ONE_RETRY_AFTER_1500MS: &str = "name: timed\nstages:\n  - name: S\n    actions:\n      - name: A\n        noop: {failFirst: 1, failWith: Job.CAPACITY_ERROR}\n        retryPolicies: [{exceptionType: Job.CAPACITY_ERROR, intervalSeconds: 1.5}]\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timer_survives_restart_and_never_fires_early() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open(&dir));
+    let p = pipeline(store.as_ref(), ONE_RETRY_AFTER_1500MS).await;
+    let (handle, join) = Driver::spawn(store.clone(), Arc::new(SystemClock), DriverConfig::default());
+    let id = handle.start(p, "{}".into()).await.unwrap();
+    // Wait until the failure and its timer are durable, then stop the engine.
+    let timer = loop {
+        let timers = store.execution_timers(&id).await.unwrap();
+        if let Some(t) = timers.first() {
+            break t.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    handle.shutdown().await;
+    join.await.unwrap().unwrap();
+    drop(handle);
+    drop(store);
+
+    // A new engine process: the timer is read back from the store and fires when due.
+    let store = Arc::new(open(&dir));
+    let (handle, join) = Driver::spawn(store.clone(), Arc::new(SystemClock), DriverConfig::default());
+    handle.resume(&id).await.unwrap();
+    let outcome = handle.wait(&id).await.unwrap();
+    assert_eq!(outcome.status, ExecutionStatus::Succeeded);
+    let ledger = store.ledger(&id).await.unwrap();
+    assert_eq!(ledger.len(), 2);
+    assert!(ledger[1].started_at >= timer.due_at, "retry started at {} before its due time {}", ledger[1].started_at, timer.due_at);
+    assert!(ledger[1].started_at >= ledger[0].finished_at.plus_ms(1500));
+    assert!(store.execution_timers(&id).await.unwrap().is_empty(), "a fired timer is removed");
+    handle.shutdown().await;
+    join.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overdue_timers_fire_at_once_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open(&dir));
+    let p = pipeline(store.as_ref(), ONE_RETRY_AFTER_1500MS).await;
+    let (handle, join) = Driver::spawn(store.clone(), Arc::new(SystemClock), DriverConfig::default());
+    let mut ids = Vec::new();
+    for _ in 0..20 {
+        ids.push(handle.start(p.clone(), "{}".into()).await.unwrap());
+    }
+    while store.next_timer_due().await.unwrap().is_none() || futures_all_timed(&*store, &ids).await < ids.len() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    handle.shutdown().await;
+    join.await.unwrap().unwrap();
+    drop(handle);
+    drop(store);
+    tokio::time::sleep(Duration::from_millis(1700)).await; // every timer is now overdue
+
+    let store = Arc::new(open(&dir));
+    let (handle, join) = Driver::spawn(store.clone(), Arc::new(SystemClock), DriverConfig::default());
+    let unfinished = store.list_executions(ExecutionFilter { unfinished_only: true, ..Default::default() }).await.unwrap();
+    assert_eq!(unfinished.len(), 20);
+    let resumed_at = SystemClock.now();
+    for e in &unfinished {
+        handle.resume(&e.id).await.unwrap();
+    }
+    for id in &ids {
+        assert_eq!(handle.wait(id).await.unwrap().status, ExecutionStatus::Succeeded);
+        let ledger = store.ledger(id).await.unwrap();
+        let late_by = ledger[1].started_at.ms_since(resumed_at);
+        assert!(late_by < 1000, "an overdue timer fired {late_by} ms after restart");
+    }
+    handle.shutdown().await;
+    join.await.unwrap().unwrap();
+}
+
+async fn futures_all_timed<S: Store>(store: &S, ids: &[String]) -> usize {
+    let mut n = 0;
+    for id in ids {
+        n += usize::from(!store.execution_timers(id).await.unwrap().is_empty());
+    }
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_commit_stops_the_engine_and_resume_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(FaultyStore::new(open(&dir)));
+    let p = pipeline(store.as_ref(), "name: f\nstages:\n  - name: S\n    actions:\n      - name: A\n        noop: {sleepMs: 300}\n").await;
+    let (handle, join) = Driver::spawn(store.clone(), Arc::new(SystemClock), DriverConfig::default());
+    let id = handle.start(p, "{}".into()).await.unwrap();
+    // The attempt is running; its result will not commit.
+    store.set_fail_commits(true);
+    let err = handle.wait(&id).await.unwrap_err();
+    assert!(matches!(err, EngineError::Stopped), "{err}");
+    let cause = join.await.unwrap().unwrap_err();
+    assert!(cause.to_string().contains("injected fault"), "{cause}");
+    // Nothing of the failed transition reached the store: the attempt is still "running".
+    let rec = store.inner().get_execution(&id).await.unwrap().unwrap();
+    assert_eq!(rec.status, "InProgress");
+    assert!(store.inner().ledger(&id).await.unwrap().is_empty());
+
+    // The fault clears; a new engine resumes and finishes the execution.
+    store.heal();
+    let (handle, join) = Driver::spawn(store.clone(), Arc::new(SystemClock), DriverConfig::default());
+    handle.resume(&id).await.unwrap();
+    assert_eq!(handle.wait(&id).await.unwrap().status, ExecutionStatus::Succeeded);
+    let ledger = store.ledger(&id).await.unwrap();
+    assert_eq!(ledger[0].exception_type.as_deref(), Some("Step.SERVICE_FAULT"), "the lost attempt is recorded as a service fault");
+    assert_eq!(ledger.last().unwrap().outcome, "SUCCEEDED");
+    handle.shutdown().await;
+    join.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn executions_waiting_on_distant_timers_are_not_held_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open(&dir));
+    let p = pipeline(
+        store.as_ref(),
+        "name: w\nstages:\n  - name: S\n    actions:\n      - name: A\n        noop: {failFirst: 1, failWith: Job.CAPACITY_ERROR}\n        retryPolicies: [{exceptionType: Job.CAPACITY_ERROR, intervalSeconds: 3600}]\n",
+    )
+    .await;
+    let (handle, join) = Driver::spawn(store.clone(), Arc::new(SystemClock), DriverConfig::default());
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..1000 {
+        let (h, p) = (handle.clone(), p.clone());
+        tasks.spawn(async move { h.start(p, "{}".into()).await.unwrap() });
+    }
+    while tasks.join_next().await.is_some() {}
+    let stats = loop {
+        let s = handle.stats().await.unwrap();
+        if s.live_executions == 0 && s.submitted_batches == 0 {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let due = stats.next_timer_due.expect("timers are known");
+    assert!(due > SystemClock.now().plus_ms(3_500_000), "next timer about an hour out: {due}");
+    assert_eq!(store.due_timers(Timestamp::from_unix_ms(i64::MAX), 2000).await.unwrap().len(), 1000, "every pending retry is a row");
+    handle.shutdown().await;
+    join.await.unwrap().unwrap();
+}
