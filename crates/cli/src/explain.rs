@@ -44,7 +44,10 @@ pub fn explain(args: ExplainArgs) -> u8 {
     let t = match ExceptionType::parse(&args.exception_type) {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("error: --type: {e}");
+            eprintln!(
+                "error: --type: {e}; known types: {}, aliases SageMaker.JOB_INTERNAL_ERROR, SageMaker.CAPACITY_ERROR, SageMaker.RESOURCE_LIMIT, States.Timeout, or a custom name",
+                redrive_core::exception::KNOWN_TYPES.join(", ")
+            );
             return exit::INVALID_INPUT;
         }
     };
