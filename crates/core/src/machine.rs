@@ -16,6 +16,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ExecutionStatus {
     InProgress,
+    /// Stop requested: no new attempts start; running ones finish.
+    Stopping,
     Succeeded,
     Failed,
     Stopped,
@@ -25,6 +27,7 @@ impl ExecutionStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             ExecutionStatus::InProgress => "InProgress",
+            ExecutionStatus::Stopping => "Stopping",
             ExecutionStatus::Succeeded => "Succeeded",
             ExecutionStatus::Failed => "Failed",
             ExecutionStatus::Stopped => "Stopped",
@@ -32,7 +35,7 @@ impl ExecutionStatus {
     }
 
     pub fn is_finished(self) -> bool {
-        self != ExecutionStatus::InProgress
+        matches!(self, ExecutionStatus::Succeeded | ExecutionStatus::Failed | ExecutionStatus::Stopped)
     }
 }
 
@@ -140,6 +143,15 @@ pub struct StageState {
     /// Index into the stage's distinct runOrders.
     pub group: usize,
     pub auto_retries_used: u32,
+    /// Manual (or redrive) retries started on this stage.
+    #[serde(default)]
+    pub manual_retries_used: u32,
+    /// A stage retry is under way and the stage has not settled since.
+    #[serde(default)]
+    pub retry_in_progress: bool,
+    /// What started the latest retry of this stage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest_retry_trigger: Option<Trigger>,
     pub actions: Vec<ActionState>,
 }
 
@@ -171,6 +183,9 @@ impl ExecutionState {
                     status: StageStatus::NotStarted,
                     group: 0,
                     auto_retries_used: 0,
+                    manual_retries_used: 0,
+                    retry_in_progress: false,
+                    latest_retry_trigger: None,
                     actions: s.actions.iter().map(|_| ActionState::new()).collect(),
                 })
                 .collect(),
@@ -225,6 +240,13 @@ pub enum Event {
         mode: RetryMode,
         trigger: Trigger,
     },
+    /// Stop the execution. `abandon`: stop at once, abandoning running attempts;
+    /// otherwise running attempts finish first (status `Stopping`). Either way no
+    /// new attempt starts and pending retries are cancelled.
+    Stop {
+        abandon: bool,
+        reason: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -266,9 +288,22 @@ pub enum Rejection {
     Finished(ExecutionStatus),
     #[error("execution was already started")]
     AlreadyStarted,
+    /// Another retry of this stage has not settled yet.
+    #[error("a retry of this stage is already in progress")]
+    RetryInProgress,
+    /// The stage cannot be retried in its current state (the reason says why).
+    #[error("{0}")]
+    NotRetryable(String),
+    #[error("the execution is already stopping")]
+    AlreadyStopping,
     #[error("{0}")]
     Invalid(String),
 }
+
+/// The message recorded for a pending retry cancelled by a stop.
+pub const STOPPED_MESSAGE: &str = "the execution was stopped";
+/// The exception type recorded for an attempt abandoned by a stop.
+pub const STOPPED_EXCEPTION_TYPE: &str = "Execution.STOPPED";
 
 /// The message recorded for an attempt lost when the engine stopped.
 pub const IN_FLIGHT_LOST_MESSAGE: &str = "the engine stopped while this attempt was in flight; recorded as failed on restart";
@@ -278,6 +313,9 @@ pub fn apply(pipeline: &Pipeline, state: &mut ExecutionState, event: Event, now:
     debug_assert_eq!(state.stages.len(), pipeline.stages.len());
     if state.status.is_finished() && !matches!(event, Event::RetryStage { .. }) {
         return Err(Rejection::Finished(state.status));
+    }
+    if state.status == ExecutionStatus::Stopping && matches!(event, Event::Start | Event::RetryStage { .. }) {
+        return Err(Rejection::AlreadyStopping);
     }
     let mut m = Step { pipeline, state, now, effects: Vec::new() };
     match event {
@@ -327,6 +365,12 @@ pub fn apply(pipeline: &Pipeline, state: &mut ExecutionState, event: Event, now:
         }
         Event::RetryStage { stage, mode, trigger } => {
             m.retry_stage(stage, mode, trigger)?;
+        }
+        Event::Stop { abandon, reason } => {
+            if m.state.status == ExecutionStatus::Stopping && !abandon {
+                return Err(Rejection::AlreadyStopping);
+            }
+            m.stop(abandon, &reason);
         }
     }
     Ok(m.effects)
@@ -418,13 +462,18 @@ impl<'a> Step<'a> {
         let stage_def = &pipeline.stages[id.at.stage];
         let action_def = &stage_def.actions[id.at.action];
         let draw = JitterDraw::for_attempt(&self.state.execution_id, stage_def.name.as_str(), action_def.name.as_str(), id.attempt);
+        let stopping = self.state.status == ExecutionStatus::Stopping;
         let a = self.state.action_mut(id.at);
         let history = RetryHistory {
             first_attempt_started_at: a.series_started_at.unwrap_or(now),
             retries_by_policy: &a.retries_by_policy,
             attempts: a.attempt,
         };
-        let decision = decide(&action_def.retry_policies, history, &failure, now, draw);
+        let decision = if stopping {
+            Decision::GiveUp { policy: None, reason: crate::policy::GiveUpReason::Stopped }
+        } else {
+            decide(&action_def.retry_policies, history, &failure, now, draw)
+        };
         let record = AttemptRecord {
             id,
             trigger: Self::attempt_trigger(a),
@@ -464,7 +513,19 @@ impl<'a> Step<'a> {
         if members.iter().any(|&ai| actions[ai].is_active()) {
             return; // others in the group are still running: they finish first
         }
-        if members.iter().all(|&ai| actions[ai].status == ActionStatus::Succeeded) {
+        if self.state.status == ExecutionStatus::Stopping {
+            // Nothing runs any more: the stop completes.
+            let stage = &mut self.state.stages[si];
+            stage.retry_in_progress = false;
+            if stage.actions.iter().any(|a| a.status == ActionStatus::Failed) {
+                stage.status = StageStatus::Failed;
+            }
+            self.finish(ExecutionStatus::Stopped);
+            return;
+        }
+        let all_succeeded = members.iter().all(|&ai| actions[ai].status == ActionStatus::Succeeded);
+        self.state.stages[si].retry_in_progress = false;
+        if all_succeeded {
             if group + 1 < stage_def.run_orders().len() {
                 self.start_group(si, group + 1, Trigger::Initial);
             } else {
@@ -498,7 +559,10 @@ impl<'a> Step<'a> {
 
     fn restart_stage(&mut self, si: usize, mode: RetryMode, trigger: Trigger) {
         self.state.current_stage = si;
-        self.state.stages[si].status = StageStatus::InProgress;
+        let stage = &mut self.state.stages[si];
+        stage.status = StageStatus::InProgress;
+        stage.retry_in_progress = true;
+        stage.latest_retry_trigger = Some(trigger);
         match mode {
             RetryMode::FailedActions => {
                 let failed: Vec<usize> = (0..self.state.stages[si].actions.len())
@@ -523,18 +587,73 @@ impl<'a> Step<'a> {
         let Some(stage) = self.state.stages.get(si) else {
             return Err(Rejection::Invalid(format!("no stage with index {si}")));
         };
+        if self.state.status == ExecutionStatus::Stopped {
+            return Err(Rejection::NotRetryable("the execution was stopped".into()));
+        }
+        if stage.retry_in_progress {
+            return Err(Rejection::RetryInProgress);
+        }
         if !stage.actions.iter().any(|a| a.status == ActionStatus::Failed) {
-            return Err(Rejection::Invalid("the stage has no failed actions".into()));
+            return Err(Rejection::NotRetryable("the stage has no failed actions".into()));
         }
         if mode == RetryMode::AllActions && stage.actions.iter().any(ActionState::is_active) {
-            return Err(Rejection::Invalid("ALL_ACTIONS is refused while actions are in progress".into()));
+            return Err(Rejection::NotRetryable("ALL_ACTIONS is refused while actions of the stage are in progress".into()));
         }
         if self.state.status.is_finished() {
             self.state.status = ExecutionStatus::InProgress;
             self.state.finished_at = None;
         }
+        if matches!(trigger, Trigger::Manual | Trigger::Redrive) {
+            self.state.stages[si].manual_retries_used += 1;
+        }
         self.restart_stage(si, mode, trigger);
         Ok(())
+    }
+
+    fn stop(&mut self, abandon: bool, reason: &str) {
+        let now = self.now;
+        let message = if reason.is_empty() { STOPPED_MESSAGE.to_string() } else { format!("{STOPPED_MESSAGE}: {reason}") };
+        let mut running = false;
+        for si in 0..self.state.stages.len() {
+            let stage = &mut self.state.stages[si];
+            stage.retry_in_progress = false;
+            for ai in 0..stage.actions.len() {
+                let at = ActionAt { stage: si, action: ai };
+                let a = &mut stage.actions[ai];
+                match a.status {
+                    ActionStatus::WaitingRetry => {
+                        a.status = ActionStatus::Failed;
+                        a.next_attempt_at = None;
+                        self.effects.push(Effect::ClearTimer { at });
+                    }
+                    ActionStatus::Running if abandon => {
+                        // The attempt is abandoned: its late result will be stale.
+                        let failure = Failure::new(ExceptionType::Custom(STOPPED_EXCEPTION_TYPE.into()), message.clone());
+                        self.effects.push(Effect::Record(AttemptRecord {
+                            id: AttemptId { at, series: a.series, attempt: a.attempt },
+                            trigger: Self::attempt_trigger(a),
+                            started_at: a.attempt_started_at.unwrap_or(now),
+                            finished_at: now,
+                            failure: Some(failure.clone()),
+                            decision: Some(Decision::GiveUp { policy: None, reason: crate::policy::GiveUpReason::Stopped }),
+                        }));
+                        a.status = ActionStatus::Failed;
+                        a.last_failure = Some(failure);
+                    }
+                    ActionStatus::Running => running = true,
+                    _ => {}
+                }
+            }
+            if stage.status == StageStatus::InProgress && !stage.actions.iter().any(ActionState::is_active) {
+                stage.status =
+                    if stage.actions.iter().any(|a| a.status == ActionStatus::Failed) { StageStatus::Failed } else { stage.status };
+            }
+        }
+        if running {
+            self.state.status = ExecutionStatus::Stopping;
+        } else {
+            self.finish(ExecutionStatus::Stopped);
+        }
     }
 }
 

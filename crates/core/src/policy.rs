@@ -407,6 +407,8 @@ pub enum GiveUpReason {
     Expired { expire_after_min: u32, elapsed_ms: u64 },
     #[serde(rename_all = "camelCase")]
     AttemptCeiling { limit: u32 },
+    /// The execution is being stopped: nothing is retried.
+    Stopped,
 }
 
 impl std::fmt::Display for GiveUpReason {
@@ -421,6 +423,7 @@ impl std::fmt::Display for GiveUpReason {
                 crate::time::human_duration_ms(*elapsed_ms)
             ),
             GiveUpReason::AttemptCeiling { limit } => write!(f, "hard limit of {limit} attempts per action execution reached"),
+            GiveUpReason::Stopped => f.write_str("the execution is being stopped"),
         }
     }
 }

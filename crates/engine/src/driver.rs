@@ -14,10 +14,10 @@
 
 use crate::clock::Clock;
 use crate::runner::{self, AttemptContext, AttemptOutcome};
-use redrive_core::definition::{ActionKind, Pipeline, parse_pipeline_text};
+use redrive_core::definition::{ActionKind, Pipeline, RetryMode, parse_pipeline_text};
 use redrive_core::exception::{ExceptionType, Failure};
 use redrive_core::machine::{
-    self, ActionAt, ActionStatus, AttemptId, AttemptRecord, Effect, Event, ExecutionState, ExecutionStatus, Rejection,
+    self, ActionAt, ActionStatus, AttemptId, AttemptRecord, Effect, Event, ExecutionState, ExecutionStatus, Rejection, Trigger,
 };
 use redrive_core::time::Timestamp;
 use redrive_store::{LedgerEntry, PipelineRecord, Store, StoreError, TimerRecord, Transition};
@@ -42,6 +42,11 @@ pub enum EngineError {
     Conflict(String),
     #[error("the engine has stopped")]
     Stopped,
+    #[error("stage {stage} not found in pipeline {pipeline} version {version}")]
+    StageNotFound { pipeline: String, version: u32, stage: String },
+    /// The state machine refused the request (e.g. a stage retry that is not allowed).
+    #[error("{0}")]
+    Rejected(Rejection),
 }
 
 /// A stored pipeline version, parsed.
@@ -117,6 +122,8 @@ enum Inbound {
     Wait { execution_id: String, reply: oneshot::Sender<Result<ExecutionOutcome, EngineError>> },
     Result { execution_id: String, id: AttemptId, outcome: AttemptOutcome },
     Stats { reply: oneshot::Sender<DriverStats> },
+    RetryStage { execution_id: String, stage: String, mode: RetryMode, trigger: Trigger, reply: oneshot::Sender<Result<(), EngineError>> },
+    Stop { execution_id: String, abandon: bool, reason: String, reply: oneshot::Sender<Result<(), EngineError>> },
     Shutdown,
 }
 
@@ -160,6 +167,22 @@ impl EngineHandle {
     pub async fn wait(&self, execution_id: &str) -> Result<ExecutionOutcome, EngineError> {
         let (reply, rx) = oneshot::channel();
         self.send(Inbound::Wait { execution_id: execution_id.to_string(), reply }).await?;
+        rx.await.map_err(|_| EngineError::Stopped)?
+    }
+
+    /// Re-runs a stage of an execution (RetryStageExecution); resolves once the
+    /// retry is durable. The state machine's refusals come back as
+    /// [`EngineError::Rejected`].
+    pub async fn retry_stage(&self, execution_id: &str, stage: &str, mode: RetryMode, trigger: Trigger) -> Result<(), EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Inbound::RetryStage { execution_id: execution_id.into(), stage: stage.into(), mode, trigger, reply }).await?;
+        rx.await.map_err(|_| EngineError::Stopped)?
+    }
+
+    /// Stops an execution: at once with `abandon`, else after running attempts finish.
+    pub async fn stop(&self, execution_id: &str, abandon: bool, reason: &str) -> Result<(), EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Inbound::Stop { execution_id: execution_id.into(), abandon, reason: reason.into(), reply }).await?;
         rx.await.map_err(|_| EngineError::Stopped)?
     }
 
@@ -448,11 +471,10 @@ impl<S: Store> Driver<S> {
                             let _ = reply.send(Err(EngineError::ExecutionNotFound(execution_id)));
                             return Ok(());
                         }
-                        Some(rec) if rec.status != ExecutionStatus::InProgress.as_str() => {
+                        Some(rec) => {
                             let state = parse_state(&rec.id, &rec.state_json)?;
-                            Some(outcome_of(&state))
+                            state.status.is_finished().then(|| outcome_of(&state))
                         }
-                        Some(_) => None,
                     },
                 };
                 match finished {
@@ -482,9 +504,56 @@ impl<S: Store> Driver<S> {
                     submitted_batches: self.submitted.len(),
                 });
             }
+            Inbound::RetryStage { execution_id, stage, mode, trigger, reply } => {
+                let result = match self.ensure_live(&execution_id, now, batch).await {
+                    Ok(()) => {
+                        let live = &self.live[&execution_id];
+                        match live.pipeline.pipeline.stage_index(&stage) {
+                            Some(si) => self
+                                .apply(&execution_id, Event::RetryStage { stage: si, mode, trigger }, now, batch)
+                                .map_err(EngineError::Rejected),
+                            None => Err(EngineError::StageNotFound {
+                                pipeline: live.pipeline.record.name.clone(),
+                                version: live.pipeline.record.version,
+                                stage,
+                            }),
+                        }
+                    }
+                    Err(e) => Err(e),
+                };
+                self.reply_after_commit(&execution_id, result, reply, batch);
+            }
+            Inbound::Stop { execution_id, abandon, reason, reply } => {
+                let result = match self.ensure_live(&execution_id, now, batch).await {
+                    Ok(()) => self.apply(&execution_id, Event::Stop { abandon, reason }, now, batch).map_err(EngineError::Rejected),
+                    Err(e) => Err(e),
+                };
+                self.reply_after_commit(&execution_id, result, reply, batch);
+            }
             Inbound::Shutdown => unreachable!("handled by the loop"),
         }
         Ok(())
+    }
+
+    /// Replies at once on error, else once the batch holding the change is durable.
+    fn reply_after_commit(
+        &mut self,
+        execution_id: &str,
+        result: Result<(), EngineError>,
+        reply: oneshot::Sender<Result<(), EngineError>>,
+        batch: &mut Batch,
+    ) {
+        match result {
+            Ok(()) => batch.entry(execution_id).replies.push(reply),
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                // A finished execution loaded only to refuse the request leaves memory again.
+                let idle = self.live.get(execution_id).is_some_and(|l| l.state.status.is_finished() && l.unacked == 0);
+                if idle && !batch.pending.contains_key(execution_id) {
+                    self.live.remove(execution_id);
+                }
+            }
+        }
     }
 
     /// Loads an execution into memory if it is not there. This engine holds the

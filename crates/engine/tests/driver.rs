@@ -162,3 +162,80 @@ async fn executions_waiting_on_distant_timers_are_not_held_in_memory() {
     handle.shutdown().await;
     join.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_stage_retries_start_exactly_one_series() {
+    use redrive_core::definition::RetryMode;
+    use redrive_core::machine::{Rejection, Trigger};
+    let dir = tempfile::tempdir().unwrap();
+    let flag = dir.path().join("fixed");
+    let store = Arc::new(open(&dir));
+    let yaml = format!(
+        "name: r\nstages:\n  - name: S\n    actions:\n      - name: A\n        command: [\"sh\", \"-c\", \"echo x >> {runs}; test -e {flag}\"]\n",
+        runs = dir.path().join("runs").display(),
+        flag = flag.display()
+    );
+    let p = pipeline(store.as_ref(), &yaml).await;
+    let (handle, join) = Driver::spawn(store.clone(), Arc::new(SystemClock), DriverConfig::default());
+    let id = handle.start(p, "{}".into()).await.unwrap();
+    assert_eq!(handle.wait(&id).await.unwrap().status, ExecutionStatus::Failed);
+    std::fs::write(&flag, "").unwrap();
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..100 {
+        let (h, id) = (handle.clone(), id.clone());
+        tasks.spawn(async move { h.retry_stage(&id, "S", RetryMode::FailedActions, Trigger::Manual).await });
+    }
+    let (mut ok, mut conflicts) = (0, 0);
+    while let Some(r) = tasks.join_next().await {
+        match r.unwrap() {
+            Ok(()) => ok += 1,
+            Err(EngineError::Rejected(Rejection::RetryInProgress)) => conflicts += 1,
+            // The retry may already have succeeded: nothing left to retry.
+            Err(EngineError::Rejected(Rejection::NotRetryable(_))) => conflicts += 1,
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert_eq!((ok, conflicts), (1, 99));
+    assert_eq!(handle.wait(&id).await.unwrap().status, ExecutionStatus::Succeeded);
+    let ledger = store.ledger(&id).await.unwrap();
+    assert_eq!(
+        ledger.iter().map(|e| (e.series, e.trigger.as_str(), e.outcome.as_str())).collect::<Vec<_>>(),
+        vec![(1, "initial", "FAILED"), (2, "manual", "SUCCEEDED")]
+    );
+    assert_eq!(std::fs::read_to_string(dir.path().join("runs")).unwrap().lines().count(), 2);
+
+    // Unknown stage, and a stage with nothing failed.
+    assert!(matches!(
+        handle.retry_stage(&id, "Nope", RetryMode::FailedActions, Trigger::Manual).await,
+        Err(EngineError::StageNotFound { .. })
+    ));
+    assert!(matches!(
+        handle.retry_stage(&id, "S", RetryMode::AllActions, Trigger::Manual).await,
+        Err(EngineError::Rejected(Rejection::NotRetryable(_)))
+    ));
+    assert_eq!(handle.stats().await.unwrap().live_executions, 0, "refused requests leave nothing in memory");
+    handle.shutdown().await;
+    join.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_cancels_a_pending_retry() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open(&dir));
+    let p = pipeline(
+        store.as_ref(),
+        "name: s\nstages:\n  - name: S\n    actions:\n      - name: A\n        noop: {failFirst: 5, failWith: Job.CAPACITY_ERROR}\n        retryPolicies: [{exceptionType: Job.CAPACITY_ERROR, intervalSeconds: 600}]\n",
+    )
+    .await;
+    let (handle, join) = Driver::spawn(store.clone(), Arc::new(SystemClock), DriverConfig::default());
+    let id = handle.start(p, "{}".into()).await.unwrap();
+    while store.execution_timers(&id).await.unwrap().is_empty() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    handle.stop(&id, false, "test").await.unwrap();
+    assert_eq!(handle.wait(&id).await.unwrap().status, ExecutionStatus::Stopped);
+    assert!(store.execution_timers(&id).await.unwrap().is_empty(), "the pending retry's timer is gone");
+    handle.shutdown().await;
+    join.await.unwrap().unwrap();
+}

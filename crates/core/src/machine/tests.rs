@@ -194,3 +194,68 @@ fn state_round_trips_through_json() {
     let back: ExecutionState = serde_json::from_str(&json).unwrap();
     assert_eq!(back, s);
 }
+
+/// A stage with A (fails for good at once) and B (still running) in one group.
+fn half_failed() -> (Pipeline, ExecutionState, AttemptId) {
+    let p = pipeline(vec![stage("S", vec![action("A", 1, vec![]), action("B", 1, vec![])])]);
+    let mut s = ExecutionState::new(&p, "e1", t(0));
+    let ids = started(&apply(&p, &mut s, Event::Start, t(0)).unwrap());
+    apply(&p, &mut s, Event::AttemptFailed { id: ids[0], failure: failed(ExceptionType::ActionFailed) }, t(1)).unwrap();
+    (p, s, ids[1])
+}
+
+#[test]
+fn failed_actions_retry_leaves_running_actions_alone_and_a_second_retry_conflicts() {
+    let (p, mut s, b) = half_failed();
+    assert_eq!(s.status, ExecutionStatus::InProgress, "B still runs");
+    assert!(matches!(
+        apply(&p, &mut s, Event::RetryStage { stage: 0, mode: RetryMode::AllActions, trigger: Trigger::Manual }, t(2)),
+        Err(Rejection::NotRetryable(_))
+    ));
+    let fx = apply(&p, &mut s, Event::RetryStage { stage: 0, mode: RetryMode::FailedActions, trigger: Trigger::Manual }, t(2)).unwrap();
+    let a2 = started(&fx);
+    assert_eq!(a2, vec![AttemptId { at: at(0, 0), series: 2, attempt: 1 }]);
+    assert_eq!(s.action(at(0, 1)).status, ActionStatus::Running, "B was not touched");
+    assert!(s.stages[0].retry_in_progress);
+    assert_eq!(s.stages[0].manual_retries_used, 1);
+    assert_eq!(
+        apply(&p, &mut s, Event::RetryStage { stage: 0, mode: RetryMode::FailedActions, trigger: Trigger::Manual }, t(3)),
+        Err(Rejection::RetryInProgress)
+    );
+    apply(&p, &mut s, Event::AttemptSucceeded { id: b, output: None }, t(4)).unwrap();
+    let fx = apply(&p, &mut s, Event::AttemptSucceeded { id: a2[0], output: None }, t(5)).unwrap();
+    assert!(fx.contains(&Effect::Finished(ExecutionStatus::Succeeded)));
+    assert!(!s.stages[0].retry_in_progress, "settled");
+}
+
+#[test]
+fn stop_lets_running_attempts_finish_and_cancels_pending_retries() {
+    let p = pipeline(vec![stage("S", vec![action("A", 1, vec![retry(&["Action.FAILED"], 60.0, 3)]), action("B", 1, vec![])])]);
+    let mut s = ExecutionState::new(&p, "e1", t(0));
+    let ids = started(&apply(&p, &mut s, Event::Start, t(0)).unwrap());
+    apply(&p, &mut s, Event::AttemptFailed { id: ids[0], failure: failed(ExceptionType::ActionFailed) }, t(1)).unwrap();
+    assert_eq!(s.action(at(0, 0)).status, ActionStatus::WaitingRetry);
+    let fx = apply(&p, &mut s, Event::Stop { abandon: false, reason: "operator".into() }, t(2)).unwrap();
+    assert!(fx.contains(&Effect::ClearTimer { at: at(0, 0) }));
+    assert_eq!(s.status, ExecutionStatus::Stopping);
+    assert_eq!(apply(&p, &mut s, Event::Stop { abandon: false, reason: String::new() }, t(3)), Err(Rejection::AlreadyStopping));
+    let fx = apply(&p, &mut s, Event::AttemptFailed { id: ids[1], failure: failed(ExceptionType::ServiceFault) }, t(4)).unwrap();
+    assert!(started(&fx).is_empty(), "no retry while stopping");
+    assert!(fx.contains(&Effect::Finished(ExecutionStatus::Stopped)));
+    assert!(matches!(
+        apply(&p, &mut s, Event::RetryStage { stage: 0, mode: RetryMode::FailedActions, trigger: Trigger::Manual }, t(5)),
+        Err(Rejection::NotRetryable(_))
+    ));
+}
+
+#[test]
+fn abandon_stops_at_once_and_late_results_are_stale() {
+    let p = pipeline(vec![stage("S", vec![action("A", 1, vec![])])]);
+    let mut s = ExecutionState::new(&p, "e1", t(0));
+    let id = started(&apply(&p, &mut s, Event::Start, t(0)).unwrap())[0];
+    let fx = apply(&p, &mut s, Event::Stop { abandon: true, reason: String::new() }, t(1)).unwrap();
+    assert!(fx.contains(&Effect::Finished(ExecutionStatus::Stopped)));
+    let rec = fx.iter().find_map(|e| if let Effect::Record(r) = e { Some(r) } else { None }).unwrap();
+    assert_eq!(rec.failure.as_ref().unwrap().exception_type.as_str(), STOPPED_EXCEPTION_TYPE);
+    assert_eq!(apply(&p, &mut s, Event::AttemptSucceeded { id, output: None }, t(2)), Err(Rejection::Finished(ExecutionStatus::Stopped)));
+}
