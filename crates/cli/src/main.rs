@@ -5,6 +5,7 @@ mod explain;
 mod load;
 mod render;
 mod run;
+mod server;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -50,6 +51,12 @@ enum Command {
     /// attempts that were in flight are recorded as failed with Step.SERVICE_FAULT
     /// and retried under their policies.
     Run(run::RunArgs),
+    /// Run the engine continuously behind HTTP APIs: native REST (/v1, OpenAPI at
+    /// /openapi.json) and the CodePipeline protocol (POST /, for the AWS CLI and SDKs).
+    ///
+    /// Request signatures are accepted without verification (no authentication yet):
+    /// keep it on loopback. Unfinished executions in the store are resumed at start.
+    Server(server::ServerArgs),
     /// Check a pipeline definition and report every problem at once.
     Validate {
         /// Pipeline definition files (YAML or JSON).
@@ -81,6 +88,7 @@ fn main() -> ExitCode {
         .init();
     let code = match cli.command {
         Command::Run(args) => run::run(args),
+        Command::Server(args) => server::server(args),
         Command::Validate { files, output } => load::validate(&files, output),
         Command::Policy { command: PolicyCommand::Explain(args) } => explain::explain(args),
         Command::Bench(args) => bench::bench(args),

@@ -20,7 +20,7 @@ use redrive_core::machine::{
     self, ActionAt, ActionStatus, AttemptId, AttemptRecord, Effect, Event, ExecutionState, ExecutionStatus, Rejection, Trigger,
 };
 use redrive_core::time::Timestamp;
-use redrive_store::{LedgerEntry, PipelineRecord, Store, StoreError, TimerRecord, Transition};
+use redrive_store::{ClientToken, LedgerEntry, PipelineRecord, Store, StoreError, TimerRecord, Transition, TransitionError};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -47,6 +47,9 @@ pub enum EngineError {
     /// The state machine refused the request (e.g. a stage retry that is not allowed).
     #[error("{0}")]
     Rejected(Rejection),
+    /// The start's client token was used before (for `execution_id`).
+    #[error("clientRequestToken already used for execution {execution_id}")]
+    TokenReused { execution_id: String, same_request: bool },
 }
 
 /// A stored pipeline version, parsed.
@@ -117,13 +120,48 @@ pub struct ExecutionOutcome {
 }
 
 enum Inbound {
-    Start { pipeline: Arc<LoadedPipeline>, execution_id: String, input_json: String, reply: oneshot::Sender<Result<(), EngineError>> },
-    Resume { execution_id: String, reply: oneshot::Sender<Result<(), EngineError>> },
-    Wait { execution_id: String, reply: oneshot::Sender<Result<ExecutionOutcome, EngineError>> },
-    Result { execution_id: String, id: AttemptId, outcome: AttemptOutcome },
-    Stats { reply: oneshot::Sender<DriverStats> },
-    RetryStage { execution_id: String, stage: String, mode: RetryMode, trigger: Trigger, reply: oneshot::Sender<Result<(), EngineError>> },
-    Stop { execution_id: String, abandon: bool, reason: String, reply: oneshot::Sender<Result<(), EngineError>> },
+    Start {
+        pipeline: Arc<LoadedPipeline>,
+        execution_id: String,
+        input_json: String,
+        client_token: Option<ClientToken>,
+        reply: oneshot::Sender<Result<(), EngineError>>,
+    },
+    Resume {
+        execution_id: String,
+        reply: oneshot::Sender<Result<(), EngineError>>,
+    },
+    Wait {
+        execution_id: String,
+        reply: oneshot::Sender<Result<ExecutionOutcome, EngineError>>,
+    },
+    /// `from_task`: the attempt ran on a task counted in `tasks_in_flight`.
+    Result {
+        execution_id: String,
+        id: AttemptId,
+        outcome: AttemptOutcome,
+        from_task: bool,
+    },
+    Stats {
+        reply: oneshot::Sender<DriverStats>,
+    },
+    Drain {
+        grace: std::time::Duration,
+        reply: oneshot::Sender<usize>,
+    },
+    RetryStage {
+        execution_id: String,
+        stage: String,
+        mode: RetryMode,
+        trigger: Trigger,
+        reply: oneshot::Sender<Result<(), EngineError>>,
+    },
+    Stop {
+        execution_id: String,
+        abandon: bool,
+        reason: String,
+        reply: oneshot::Sender<Result<(), EngineError>>,
+    },
     Shutdown,
 }
 
@@ -148,9 +186,20 @@ pub struct EngineHandle {
 impl EngineHandle {
     /// Creates and starts an execution; resolves once its start is durable.
     pub async fn start(&self, pipeline: Arc<LoadedPipeline>, input_json: String) -> Result<String, EngineError> {
+        self.start_with_token(pipeline, input_json, None).await
+    }
+
+    /// Like [`EngineHandle::start`], idempotent on `client_token`: a token used
+    /// before gives [`EngineError::TokenReused`] naming the first execution.
+    pub async fn start_with_token(
+        &self,
+        pipeline: Arc<LoadedPipeline>,
+        input_json: String,
+        client_token: Option<ClientToken>,
+    ) -> Result<String, EngineError> {
         let execution_id = uuid::Uuid::new_v4().to_string();
         let (reply, rx) = oneshot::channel();
-        self.send(Inbound::Start { pipeline, execution_id: execution_id.clone(), input_json, reply }).await?;
+        self.send(Inbound::Start { pipeline, execution_id: execution_id.clone(), input_json, client_token, reply }).await?;
         rx.await.map_err(|_| EngineError::Stopped)??;
         Ok(execution_id)
     }
@@ -196,6 +245,17 @@ impl EngineHandle {
         self.notify.subscribe()
     }
 
+    /// Graceful stop: no new attempt starts and no timer fires; attempts already
+    /// running may finish (and their results commit) for up to `grace`; then the
+    /// loop stops. Resolves with the number of attempts still running at the end —
+    /// they, and attempts committed as started but not dispatched, are recovered as
+    /// `Step.SERVICE_FAULT` on the next start.
+    pub async fn drain(&self, grace: std::time::Duration) -> Result<usize, EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Inbound::Drain { grace, reply }).await?;
+        rx.await.map_err(|_| EngineError::Stopped)
+    }
+
     /// Stops the loop after the current batch. Running attempts are abandoned; they
     /// are recorded as failed with `Step.SERVICE_FAULT` on the next resume.
     pub async fn shutdown(&self) {
@@ -217,6 +277,8 @@ struct Live {
     /// Submitted commits touching this execution that are not yet acknowledged; it
     /// stays in memory until they are.
     unacked: u32,
+    /// Sent with the create transition, then dropped.
+    client_token: Option<ClientToken>,
     input_json: Arc<str>,
 }
 
@@ -265,6 +327,12 @@ pub struct Driver<S: Store> {
     /// Batches handed to the committer task, oldest first.
     submitted: VecDeque<Submitted>,
     committer: mpsc::Sender<CommitJob>,
+    /// The committer task; awaited on exit so the store is released when `run` ends.
+    committer_task: Option<tokio::task::JoinHandle<()>>,
+    /// Attempts running on tasks (dispatched, result not yet received).
+    tasks_in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    /// Set by a drain: its deadline and who to tell when it is over.
+    draining: Option<(tokio::time::Instant, Vec<oneshot::Sender<usize>>)>,
 }
 
 /// Commits submitted to the store at once, at most (one being written while the
@@ -345,10 +413,13 @@ impl<S: Store> Driver<S> {
         let (tx, rx) = mpsc::channel(config.inbound_capacity);
         let (notify, _) = broadcast::channel(4096);
         let (committer_tx, committer_rx) = mpsc::channel(MAX_SUBMITTED_BATCHES * 8);
-        tokio::spawn(committer(store.clone(), committer_rx));
+        let committer_task = tokio::spawn(committer(store.clone(), committer_rx));
         let driver = Driver {
             submitted: VecDeque::new(),
             committer: committer_tx,
+            committer_task: Some(committer_task),
+            tasks_in_flight: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            draining: None,
             store,
             clock,
             inflight: Arc::new(Semaphore::new(config.max_inflight_attempts)),
@@ -375,15 +446,36 @@ impl<S: Store> Driver<S> {
                 let _ = w.send(Err(EngineError::Stopped));
             }
         }
+        // Close the committer's queue and wait for it, so that when `run` ends
+        // nothing of this engine holds the store any more.
+        let task = self.committer_task.take();
+        drop(self);
+        if let Some(task) = task {
+            let _ = task.await;
+        }
         result
     }
 
     async fn run_loop(&mut self) -> Result<(), EngineError> {
         self.next_timer_due = self.store.next_timer_due().await?;
         loop {
+            if let Some((deadline, _)) = &self.draining {
+                let running = self.tasks_in_flight.load(std::sync::atomic::Ordering::SeqCst);
+                if self.submitted.is_empty() && (running == 0 || tokio::time::Instant::now() >= *deadline) {
+                    let (_, replies) = self.draining.take().expect("draining");
+                    for r in replies {
+                        let _ = r.send(running);
+                    }
+                    return Ok(());
+                }
+            }
             let mut inbox: Vec<Inbound> = self.local.drain(..).collect();
             if inbox.is_empty() {
-                let sleep = if self.submitted.is_empty() { self.until_next_timer() } else { None };
+                let sleep = match &self.draining {
+                    Some((deadline, _)) => Some(deadline.saturating_duration_since(tokio::time::Instant::now())),
+                    None if self.submitted.is_empty() => self.until_next_timer(),
+                    None => None,
+                };
                 tokio::select! {
                     msg = self.rx.recv() => match msg {
                         Some(m) => inbox.push(m),
@@ -413,7 +505,7 @@ impl<S: Store> Driver<S> {
             }
             // Timers are read from the store, so only when no commit is in flight:
             // a timer cleared by an unacknowledged commit must not fire again.
-            if self.next_timer_due.is_some_and(|due| due <= now) && !shutdown && self.submitted.is_empty() {
+            if self.next_timer_due.is_some_and(|due| due <= now) && !shutdown && self.submitted.is_empty() && self.draining.is_none() {
                 self.fire_timers(now, &mut batch).await?;
             }
             self.submit(batch, now).await?;
@@ -441,10 +533,13 @@ impl<S: Store> Driver<S> {
 
     async fn handle(&mut self, msg: Inbound, now: Timestamp, batch: &mut Batch) -> Result<(), EngineError> {
         match msg {
-            Inbound::Start { pipeline, execution_id, input_json, reply } => {
+            Inbound::Start { pipeline, execution_id, input_json, client_token, reply } => {
                 let state = ExecutionState::new(&pipeline.pipeline, execution_id.clone(), now);
                 self.pipelines.entry((pipeline.record.name.clone(), pipeline.record.version)).or_insert_with(|| pipeline.clone());
-                self.live.insert(execution_id.clone(), Live { pipeline, state, version: None, unacked: 0, input_json: input_json.into() });
+                self.live.insert(
+                    execution_id.clone(),
+                    Live { pipeline, state, version: None, unacked: 0, client_token, input_json: input_json.into() },
+                );
                 self.apply(&execution_id, Event::Start, now, batch).expect("a fresh execution accepts Start");
                 batch.entry(&execution_id).replies.push(reply);
             }
@@ -484,7 +579,10 @@ impl<S: Store> Driver<S> {
                     None => self.waiters.entry(execution_id).or_default().push(reply),
                 }
             }
-            Inbound::Result { execution_id, id, outcome } => {
+            Inbound::Result { execution_id, id, outcome, from_task } => {
+                if from_task {
+                    self.tasks_in_flight.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                }
                 if !self.live.contains_key(&execution_id) {
                     tracing::warn!(execution_id, ?id, "result for an execution not in memory; ignored");
                     return Ok(());
@@ -530,6 +628,10 @@ impl<S: Store> Driver<S> {
                 };
                 self.reply_after_commit(&execution_id, result, reply, batch);
             }
+            Inbound::Drain { grace, reply } => match &mut self.draining {
+                Some((_, replies)) => replies.push(reply),
+                None => self.draining = Some((tokio::time::Instant::now() + grace, vec![reply])),
+            },
             Inbound::Shutdown => unreachable!("handled by the loop"),
         }
         Ok(())
@@ -583,8 +685,10 @@ impl<S: Store> Driver<S> {
         }
         let orphans = state.stages.iter().flat_map(|s| &s.actions).any(|a| a.status == ActionStatus::Running);
         let finished = state.status.is_finished();
-        self.live
-            .insert(rec.id.clone(), Live { pipeline, state, version: Some(rec.version), unacked: 0, input_json: rec.input_json.into() });
+        self.live.insert(
+            rec.id.clone(),
+            Live { pipeline, state, version: Some(rec.version), unacked: 0, client_token: None, input_json: rec.input_json.into() },
+        );
         if orphans && !finished {
             self.apply(execution_id, Event::Recover, now, batch).expect("an unfinished execution accepts Recover");
         }
@@ -685,6 +789,7 @@ impl<S: Store> Driver<S> {
                     ledger: std::mem::take(&mut pending.ledger),
                     set_timers,
                     clear_timers,
+                    client_token: if live.version.is_none() { live.client_token.take() } else { None },
                 });
                 let next = live.version.map_or(1, |v| v + 1);
                 live.version = Some(next);
@@ -711,7 +816,18 @@ impl<S: Store> Driver<S> {
         }
         debug_assert_eq!(results.len(), submitted.entries.len());
         for ((id, expected, pending), result) in submitted.entries.into_iter().zip(results) {
-            let version = result.map_err(|e| EngineError::Conflict(e.to_string()))?;
+            let version = match result {
+                Ok(v) => v,
+                Err(TransitionError::TokenReused { execution_id, same_request }) if expected == 1 => {
+                    // The start was a repeat: nothing of it was written; answer with the first execution.
+                    self.live.remove(&id);
+                    for reply in pending.replies {
+                        let _ = reply.send(Err(EngineError::TokenReused { execution_id: execution_id.clone(), same_request }));
+                    }
+                    continue;
+                }
+                Err(e) => return Err(EngineError::Conflict(e.to_string())),
+            };
             if version != expected {
                 return Err(EngineError::Conflict(format!("execution {id}: store is at version {version}, engine expected {expected}")));
             }
@@ -790,13 +906,17 @@ impl<S: Store> Driver<S> {
 
     /// Runs one attempt: instant noops inline, everything else on a task.
     fn dispatch(&mut self, execution_id: &str, id: AttemptId) {
+        if self.draining.is_some() {
+            // Committed as started; recovered as a service fault on the next start.
+            return;
+        }
         let live = &self.live[execution_id];
         let pipeline = live.pipeline.clone();
         let action = &pipeline.pipeline.stages[id.at.stage].actions[id.at.action];
         if let ActionKind::Noop(spec) = &action.kind {
             if spec.sleep_ms == 0 {
                 let outcome = runner::noop_outcome(spec, id.attempt);
-                self.local.push_back(Inbound::Result { execution_id: execution_id.to_string(), id, outcome });
+                self.local.push_back(Inbound::Result { execution_id: execution_id.to_string(), id, outcome, from_task: false });
                 return;
             }
         }
@@ -815,6 +935,9 @@ impl<S: Store> Driver<S> {
         };
         let tx = self.tx.clone();
         let inflight = self.inflight.clone();
+        let in_flight_count = self.tasks_in_flight.clone();
+        in_flight_count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        // Decremented when the driver receives the result (or the send fails).
         let http = self.http.clone();
         let execution_id = execution_id.to_string();
         tokio::spawn(async move {
@@ -829,7 +952,9 @@ impl<S: Store> Driver<S> {
                     format!("no durable function named {} is registered in this process", f.function_name),
                 )),
             };
-            let _ = tx.send(Inbound::Result { execution_id, id, outcome }).await;
+            if tx.send(Inbound::Result { execution_id, id, outcome, from_task: true }).await.is_err() {
+                in_flight_count.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            }
         });
     }
 }

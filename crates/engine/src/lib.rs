@@ -9,6 +9,7 @@
 pub mod clock;
 pub mod driver;
 pub mod runner;
+pub mod service;
 
 pub use clock::{Clock, SystemClock};
 pub use driver::{Driver, DriverConfig, DriverStats, EngineError, EngineHandle, ExecutionOutcome, LoadedPipeline, Notification};

@@ -10,7 +10,21 @@
 //! ```
 //!
 //! Contract details pinned down here (beyond the docs in the crate root):
-//! - `ExecutionFilter::limit == 0` means the largest page ([`MAX_PAGE_SIZE`]).
+//! - `limit == 0` means the largest page ([`MAX_PAGE_SIZE`]) for every listing
+//!   (`list_executions`, `list_pipelines`, `list_ledger`).
+//! - `list_executions` orders by `(created_at DESC, id DESC)`: executions created
+//!   at the same instant are ordered by id, descending, so that keyset pages
+//!   (`ExecutionFilter::before`) have no gaps or duplicates.
+//! - `list_pipelines` orders names by their bytes (UTF-8), e.g. `Zeta` before
+//!   `alpha` (PostgreSQL: `COLLATE "C"`).
+//! - `put_pipeline` on a deleted name inserts a new version even if the content
+//!   equals the last stored version (a revived pipeline never shares a version
+//!   with its previous life).
+//! - `delete_pipeline` forgets the client tokens of the pipeline's executions.
+//! - A create carrying a used client token is refused with `TokenReused` even if
+//!   its execution id also exists (the token is checked first).
+//! - Ledger entries are filed under the execution's pipeline as recorded on
+//!   create, whatever `pipeline_name` a later update carries.
 //! - `due_timers` caps `limit` at [`MAX_PAGE_SIZE`]; ties in `due_at` are ordered
 //!   by execution id, then key.
 //! - Within one transition, `clear_timers` is applied before `set_timers`: a key
@@ -19,8 +33,14 @@
 //!   the whole commit is refused with [`StoreError::Limit`].
 //! - `stats().transitions` counts applied (not refused) transitions.
 
-use crate::limits::{MAX_DEFINITION_BYTES, MAX_INPUT_BYTES, MAX_PAGE_SIZE, MAX_STATE_BYTES, MAX_TRANSITIONS_PER_COMMIT};
-use crate::{ExecutionFilter, LedgerEntry, Store, StoreError, TimerRecord, Transition, TransitionError};
+use crate::limits::{
+    MAX_CLIENT_TOKEN_CHARS, MAX_DEFINITION_BYTES, MAX_FINGERPRINT_BYTES, MAX_INPUT_BYTES, MAX_PAGE_SIZE, MAX_STATE_BYTES,
+    MAX_TRANSITIONS_PER_COMMIT,
+};
+use crate::{
+    ClientToken, CommitResult, ExecutionCursor, ExecutionFilter, ExecutionRecord, LedgerEntry, LedgerFilter, PipelineRecord, Store,
+    StoreError, TimerRecord, Transition, TransitionError,
+};
 use redrive_core::time::Timestamp;
 use std::future::Future;
 use std::sync::Arc;
@@ -29,6 +49,8 @@ use std::sync::Arc;
 const BASE_MS: i64 = 1_700_000_000_000;
 /// Concurrent `commit` calls in [`group_commit_under_concurrency`].
 pub const CONCURRENT_COMMITS: usize = 500;
+/// Concurrent creates sharing one client token in [`concurrent_starts_with_one_token`].
+pub const CONCURRENT_TOKEN_STARTS: usize = 20;
 const PIPELINE: &str = "conformance";
 const OTHER_PIPELINE: &str = "conformance-other";
 const IN_PROGRESS: &str = "InProgress";
@@ -50,6 +72,12 @@ where
     list_executions(&make_store().await).await;
     limits_enforced(&make_store().await).await;
     group_commit_under_concurrency(Arc::new(make_store().await)).await;
+    pipeline_lifecycle(&make_store().await).await;
+    list_pipelines_pagination(Arc::new(make_store().await)).await;
+    client_token_idempotency(&make_store().await).await;
+    concurrent_starts_with_one_token(Arc::new(make_store().await)).await;
+    execution_pagination(&make_store().await).await;
+    ledger_listing(&make_store().await).await;
 }
 
 // ---------------------------------------------------------------------------
@@ -74,6 +102,7 @@ fn create(id: &str, at: i64) -> Transition {
         ledger: Vec::new(),
         set_timers: Vec::new(),
         clear_timers: Vec::new(),
+        client_token: None,
     }
 }
 
@@ -122,12 +151,12 @@ async fn sorted_timers<S: Store>(store: &S, id: &str) -> Vec<TimerRecord> {
     timers
 }
 
-fn ids(records: &[crate::ExecutionRecord]) -> Vec<&str> {
+fn ids(records: &[ExecutionRecord]) -> Vec<&str> {
     records.iter().map(|r| r.id.as_str()).collect()
 }
 
 fn filter(pipeline: Option<&str>, unfinished_only: bool, limit: usize) -> ExecutionFilter {
-    ExecutionFilter { pipeline_name: pipeline.map(str::to_owned), unfinished_only, limit }
+    ExecutionFilter { pipeline_name: pipeline.map(str::to_owned), unfinished_only, before: None, limit }
 }
 
 // ---------------------------------------------------------------------------
@@ -522,6 +551,17 @@ pub async fn limits_enforced<S: Store>(store: &S) {
         "definition over MAX_DEFINITION_BYTES",
     );
     assert_eq!(store.get_pipeline("big", None).await.unwrap(), None, "a refused put_pipeline writes nothing");
+    expect_limit(
+        store.create_pipeline("big", &"x".repeat(MAX_DEFINITION_BYTES + 1), None, ts(0)).await,
+        "create_pipeline with a definition over MAX_DEFINITION_BYTES",
+    );
+    assert_eq!(store.get_pipeline("big", None).await.unwrap(), None, "a refused create_pipeline writes nothing");
+    store.create_pipeline("big", "{}", None, ts(0)).await.unwrap();
+    expect_limit(
+        store.update_pipeline("big", &"x".repeat(MAX_DEFINITION_BYTES + 1), None, ts(1)).await,
+        "update_pipeline with a definition over MAX_DEFINITION_BYTES",
+    );
+    assert_eq!(store.get_pipeline("big", None).await.unwrap().map(|p| p.version), Some(1), "a refused update_pipeline writes nothing");
 
     let mut foreign_ledger = create("owner", 0);
     foreign_ledger.ledger = vec![entry("someone-else", "Compile", 1, false)];
@@ -589,4 +629,463 @@ pub async fn group_commit_under_concurrency<S: Store>(store: Arc<S>) {
         assert_eq!(store.execution_timers(&id).await.unwrap().len(), 1, "{id}: timer stored");
     }
     assert_eq!(store.next_timer_due().await.unwrap(), Some(ts(1_000)));
+}
+
+// ---------------------------------------------------------------------------
+// Pipelines as a service, start idempotency, paginated listings
+// ---------------------------------------------------------------------------
+
+fn expect_already_exists<T: std::fmt::Debug>(result: Result<T, StoreError>, name: &str, what: &str) {
+    match result {
+        Err(StoreError::AlreadyExists(message)) => assert!(message.contains(name), "{what}: the message must name {name}: {message}"),
+        other => panic!("{what}: expected StoreError::AlreadyExists, got {other:?}"),
+    }
+}
+
+fn expect_not_found<T: std::fmt::Debug>(result: Result<T, StoreError>, name: &str, what: &str) {
+    match result {
+        Err(StoreError::NotFound(message)) => assert!(message.contains(name), "{what}: the message must name {name}: {message}"),
+        other => panic!("{what}: expected StoreError::NotFound, got {other:?}"),
+    }
+}
+
+/// `create_pipeline`, `update_pipeline`, `delete_pipeline` and their interplay
+/// with `put_pipeline` and `get_pipeline`: versions are never reused, a deleted
+/// pipeline is hidden but its versions stay readable.
+pub async fn pipeline_lifecycle<S: Store>(store: &S) {
+    const D1: &str = r#"{"stages":[{"name":"Build"}]}"#;
+    const D2: &str = r#"{"stages":[{"name":"Build"},{"name":"Test"}]}"#;
+
+    let v1 = store.create_pipeline("svc", D1, Some("/src"), ts(0)).await.unwrap();
+    assert_eq!(
+        v1,
+        PipelineRecord { name: "svc".into(), version: 1, definition_json: D1.into(), source_dir: Some("/src".into()), created_at: ts(0) },
+        "create_pipeline stores version 1 with every field"
+    );
+    expect_already_exists(store.create_pipeline("svc", D2, None, ts(10)).await, "svc", "creating a live pipeline");
+    assert_eq!(store.get_pipeline("svc", None).await.unwrap(), Some(v1.clone()), "a refused create writes nothing");
+
+    let v2 = store.update_pipeline("svc", D1, Some("/src"), ts(20)).await.unwrap();
+    assert_eq!(v2.version, 2, "an update bumps the version even if nothing changed");
+    assert_eq!(v2.created_at, ts(20), "an update's version is created at the update's time");
+    let v3 = store.update_pipeline("svc", D2, None, ts(30)).await.unwrap();
+    assert_eq!((v3.version, v3.definition_json.as_str(), v3.source_dir.as_deref()), (3, D2, None), "update stores the new definition");
+    assert_eq!(store.put_pipeline("svc", D2, None, ts(35)).await.unwrap(), v3, "put_pipeline of the live latest content keeps it");
+    assert_eq!(store.get_pipeline("svc", None).await.unwrap(), Some(v3.clone()), "latest after updates");
+
+    expect_not_found(store.update_pipeline("ghost", D1, None, ts(36)).await, "ghost", "updating an unknown pipeline");
+    assert_eq!(store.get_pipeline("ghost", Some(1)).await.unwrap(), None, "a refused update writes nothing");
+
+    // Delete: hidden from get (latest) and listings; versions stay readable.
+    assert!(store.delete_pipeline("svc", ts(40)).await.unwrap(), "deleting a live pipeline returns true");
+    assert_eq!(store.get_pipeline("svc", None).await.unwrap(), None, "a deleted pipeline has no latest version");
+    assert_eq!(store.get_pipeline("svc", Some(1)).await.unwrap(), Some(v1.clone()), "versions of a deleted pipeline stay readable");
+    assert_eq!(store.get_pipeline("svc", Some(3)).await.unwrap(), Some(v3.clone()), "versions of a deleted pipeline stay readable");
+    assert!(store.list_pipelines(None, 0).await.unwrap().is_empty(), "a deleted pipeline is not listed");
+    assert!(!store.delete_pipeline("svc", ts(41)).await.unwrap(), "deleting a deleted pipeline returns false");
+    assert!(!store.delete_pipeline("ghost", ts(41)).await.unwrap(), "deleting an unknown pipeline returns false");
+    assert_eq!(store.get_pipeline("ghost", None).await.unwrap(), None, "deleting an unknown name creates nothing");
+    expect_not_found(store.update_pipeline("svc", D1, None, ts(42)).await, "svc", "updating a deleted pipeline");
+    assert_eq!(store.get_pipeline("svc", Some(4)).await.unwrap(), None, "a refused update of a deleted pipeline writes nothing");
+
+    // Re-create: numbering continues, old versions are untouched.
+    let v4 = store.create_pipeline("svc", D1, Some("/src"), ts(50)).await.unwrap();
+    assert_eq!(v4.version, 4, "re-creating a deleted name continues its version numbers (old executions reference them)");
+    assert_eq!(v4.created_at, ts(50));
+    assert_eq!(store.get_pipeline("svc", None).await.unwrap(), Some(v4.clone()), "a re-created pipeline is live again");
+    assert_eq!(store.get_pipeline("svc", Some(1)).await.unwrap(), Some(v1), "re-creating keeps old versions");
+    assert_eq!(store.list_pipelines(None, 0).await.unwrap(), vec![v4.clone()], "a re-created pipeline is listed with its latest version");
+    expect_already_exists(store.create_pipeline("svc", D1, None, ts(51)).await, "svc", "creating a re-created pipeline");
+
+    // put_pipeline revives a deleted name with a new version, even for identical content.
+    assert!(store.delete_pipeline("svc", ts(60)).await.unwrap());
+    let v5 = store.put_pipeline("svc", D1, Some("/src"), ts(61)).await.unwrap();
+    assert_eq!(v5.version, 5, "put_pipeline of a deleted name inserts latest+1, even if identical to the last version");
+    assert_eq!(v5.created_at, ts(61));
+    assert_eq!(store.put_pipeline("svc", D1, Some("/src"), ts(62)).await.unwrap(), v5, "then put_pipeline is idempotent again");
+    assert_eq!(store.get_pipeline("svc", None).await.unwrap(), Some(v5), "put_pipeline revives a deleted name");
+    assert_eq!(store.update_pipeline("svc", D2, None, ts(63)).await.unwrap().version, 6, "a revived name can be updated");
+
+    // Names are independent.
+    let other = store.put_pipeline("other", D1, None, ts(70)).await.unwrap();
+    assert_eq!(other.version, 1, "put_pipeline of a new name creates version 1");
+    expect_already_exists(store.create_pipeline("other", D1, None, ts(71)).await, "other", "create after put_pipeline");
+    assert_eq!(store.update_pipeline("other", D1, None, ts(72)).await.unwrap().version, 2, "update after put_pipeline");
+    assert_eq!(store.get_pipeline("svc", None).await.unwrap().map(|p| p.version), Some(6), "other names do not affect svc");
+}
+
+/// Collects every page of `list_pipelines` with page size `page`.
+async fn all_pipeline_pages<S: Store>(store: &S, page: usize) -> Vec<PipelineRecord> {
+    let mut all: Vec<PipelineRecord> = Vec::new();
+    loop {
+        let after = all.last().map(|p| p.name.clone());
+        let got = store.list_pipelines(after.as_deref(), page).await.unwrap();
+        let max = if page == 0 { MAX_PAGE_SIZE } else { page };
+        assert!(got.len() <= max, "a page of list_pipelines must hold at most {max} rows, got {}", got.len());
+        if got.is_empty() {
+            return all;
+        }
+        all.extend(got);
+        assert!(all.len() <= 10 * MAX_PAGE_SIZE, "list_pipelines pagination does not end");
+    }
+}
+
+/// `list_pipelines`: the latest version of each live pipeline, in byte order of
+/// names, cursor pagination without gaps or duplicates, the page cap.
+pub async fn list_pipelines_pagination<S: Store>(store: Arc<S>) {
+    assert!(store.list_pipelines(None, 10).await.unwrap().is_empty(), "empty store lists no pipelines");
+
+    let mut names: Vec<String> = (0..25).map(|i| format!("p{i:02}")).collect();
+    names.extend(["Zeta", "alpha", "p05x", "A.b@c-d_e"].map(String::from));
+    // Created in a scrambled order: listing sorts by name.
+    for (k, name) in names.iter().enumerate().rev() {
+        store.create_pipeline(name, &format!(r#"{{"n":"{name}"}}"#), None, ts(k as i64)).await.unwrap();
+    }
+    for i in (0..25).step_by(3) {
+        let name = format!("p{i:02}");
+        store.update_pipeline(&name, r#"{"updated":1}"#, None, ts(100)).await.unwrap();
+        store.update_pipeline(&name, r#"{"updated":2}"#, None, ts(101)).await.unwrap();
+    }
+    for i in (0..25).step_by(5) {
+        assert!(store.delete_pipeline(&format!("p{i:02}"), ts(200)).await.unwrap());
+    }
+    // p10 comes back.
+    store.create_pipeline("p10", r#"{"again":true}"#, None, ts(300)).await.unwrap();
+
+    let mut expected: Vec<PipelineRecord> = Vec::new();
+    let mut live: Vec<&String> =
+        names.iter().filter(|n| !(n.starts_with('p') && n.len() == 3 && n[1..].parse::<u32>().unwrap() % 5 == 0)).collect();
+    let p10 = "p10".to_owned();
+    live.push(&p10);
+    live.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    for name in live {
+        expected.push(store.get_pipeline(name, None).await.unwrap().unwrap_or_else(|| panic!("{name} must be live")));
+    }
+    assert_eq!(expected.iter().find(|p| p.name == "p03").unwrap().version, 3, "updated pipelines are at version 3");
+    assert_eq!(expected.iter().find(|p| p.name == "p10").unwrap().version, 2, "p10 was re-created at version 2");
+    assert_eq!(expected[0].name, "A.b@c-d_e", "byte order: uppercase before lowercase");
+    assert_eq!(expected[1].name, "Zeta");
+    assert_eq!(expected[2].name, "alpha");
+
+    let all = store.list_pipelines(None, 0).await.unwrap();
+    let listed: Vec<(&str, u32)> = all.iter().map(|p| (p.name.as_str(), p.version)).collect();
+    let wanted: Vec<(&str, u32)> = expected.iter().map(|p| (p.name.as_str(), p.version)).collect();
+    assert_eq!(listed, wanted, "list_pipelines: latest version of each live pipeline, ordered by name");
+    assert_eq!(all, expected, "listed records carry every field of the latest version");
+
+    for page in [1, 4, 7, expected.len(), expected.len() + 1] {
+        assert_eq!(all_pipeline_pages(&*store, page).await, expected, "paging with limit {page} must list each pipeline exactly once");
+    }
+    let after = store.list_pipelines(Some("p04"), 3).await.unwrap();
+    let after: Vec<&str> = after.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(after, ["p05x", "p06", "p07"], "after_name is exclusive and may name a deleted or unknown pipeline");
+    let after = store.list_pipelines(Some("p05"), 2).await.unwrap();
+    let after: Vec<&str> = after.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(after, ["p05x", "p06"], "after_name may name a deleted pipeline");
+    assert!(store.list_pipelines(Some("zzz"), 10).await.unwrap().is_empty(), "after the last name: nothing");
+
+    // The page cap.
+    let mut tasks = Vec::new();
+    for i in 0..=MAX_PAGE_SIZE {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move { store.create_pipeline(&format!("cap{i:05}"), "{}", None, ts(0)).await.map(|p| p.version) }));
+    }
+    for task in tasks {
+        assert_eq!(task.await.expect("create task panicked").unwrap(), 1);
+    }
+    let total = expected.len() + MAX_PAGE_SIZE + 1;
+    assert_eq!(store.list_pipelines(None, 0).await.unwrap().len(), MAX_PAGE_SIZE, "limit 0 means the largest page");
+    let capped = store.list_pipelines(None, MAX_PAGE_SIZE * 5).await.unwrap();
+    assert_eq!(capped.len(), MAX_PAGE_SIZE, "limit is capped at MAX_PAGE_SIZE");
+    assert_eq!(all_pipeline_pages(&*store, 0).await.len(), total, "every pipeline is reachable through pages");
+}
+
+fn token(token: &str, fingerprint: &str) -> Option<ClientToken> {
+    Some(ClientToken { token: token.to_owned(), fingerprint: fingerprint.to_owned() })
+}
+
+/// A create with a client token, in pipeline `pipeline`.
+fn create_with_token(id: &str, pipeline: &str, t: &str, fingerprint: &str) -> Transition {
+    Transition { pipeline_name: pipeline.to_owned(), client_token: token(t, fingerprint), ..create(id, 0) }
+}
+
+/// Client tokens: one execution per `(pipeline, token)`; a reuse is refused with
+/// the first execution's id and whether the fingerprints match; refused creates
+/// do not consume tokens; updates ignore tokens; deleting the pipeline forgets them.
+pub async fn client_token_idempotency<S: Store>(store: &S) {
+    let reused = |id: &str, same_request: bool| Err(TransitionError::TokenReused { execution_id: id.to_owned(), same_request });
+
+    assert_eq!(commit_one(store, create_with_token("e1", PIPELINE, "T", "A")).await, Ok(1), "first use of a token creates");
+    let mut retry = create_with_token("e2", PIPELINE, "T", "A");
+    retry.ledger = vec![entry("e2", "Compile", 1, false)];
+    retry.set_timers = vec![timer("e2", "k", 5)];
+    assert_eq!(commit_one(store, retry).await, reused("e1", true), "the same request again names the first execution");
+    assert_eq!(store.get_execution("e2").await.unwrap(), None, "a refused create writes no execution");
+    assert!(store.ledger("e2").await.unwrap().is_empty(), "a refused create writes no ledger rows");
+    assert!(store.execution_timers("e2").await.unwrap().is_empty(), "a refused create writes no timers");
+    assert_eq!(commit_one(store, create_with_token("e3", PIPELINE, "T", "B")).await, reused("e1", false), "a different request");
+    assert_eq!(store.get_execution("e3").await.unwrap(), None);
+
+    assert_eq!(commit_one(store, create_with_token("e4", OTHER_PIPELINE, "T", "A")).await, Ok(1), "tokens are scoped to the pipeline");
+    assert_eq!(commit_one(store, create_with_token("t", PIPELINE, "t", "A")).await, Ok(1), "tokens are case-sensitive");
+
+    let results =
+        store.commit(vec![create_with_token("e5", PIPELINE, "U", "A"), create_with_token("e6", PIPELINE, "U", "A")]).await.unwrap();
+    assert_eq!(results, vec![Ok(1), reused("e5", true)], "a token used earlier in the same commit is reused");
+
+    // The token is checked before the execution id, and a refused create does not consume its token.
+    assert_eq!(commit_one(store, create_with_token("e1", PIPELINE, "T", "A")).await, reused("e1", true), "token check comes first");
+    assert_eq!(
+        commit_one(store, create_with_token("e1", PIPELINE, "V", "A")).await,
+        Err(TransitionError::AlreadyExists("e1".into())),
+        "a new token on an existing execution id"
+    );
+    assert_eq!(commit_one(store, create_with_token("e7", PIPELINE, "V", "A")).await, Ok(1), "a refused create does not consume its token");
+
+    // Updates ignore tokens (neither checked nor recorded).
+    let mut u = update("e1", 1, 10);
+    u.client_token = token("U", "other");
+    assert_eq!(commit_one(store, u).await, Ok(2), "an update ignores a used token");
+    let mut u = update("e1", 2, 11);
+    u.client_token = token("W", "A");
+    assert_eq!(commit_one(store, u).await, Ok(3));
+    assert_eq!(commit_one(store, create_with_token("e8", PIPELINE, "W", "A")).await, Ok(1), "an update does not record its token");
+
+    // Limits: 1..=MAX_CLIENT_TOKEN_CHARS characters (not bytes), bounded fingerprint.
+    let expect_limit = |result: Result<CommitResult, StoreError>, what: &str| match result {
+        Err(StoreError::Limit(m)) => assert!(!m.is_empty(), "{what}: the limit error needs a message"),
+        other => panic!("{what}: expected StoreError::Limit, got {other:?}"),
+    };
+    let long = "x".repeat(MAX_CLIENT_TOKEN_CHARS + 1);
+    expect_limit(store.commit(vec![create_with_token("big", PIPELINE, &long, "A")]).await, "a token over MAX_CLIENT_TOKEN_CHARS");
+    expect_limit(store.commit(vec![create_with_token("big", PIPELINE, "", "A")]).await, "an empty token");
+    let big_fingerprint = "f".repeat(MAX_FINGERPRINT_BYTES + 1);
+    expect_limit(store.commit(vec![create_with_token("big", PIPELINE, "F", &big_fingerprint)]).await, "a fingerprint over the limit");
+    assert_eq!(store.get_execution("big").await.unwrap(), None, "a refused commit writes nothing");
+    let wide = "é".repeat(MAX_CLIENT_TOKEN_CHARS);
+    assert_eq!(commit_one(store, create_with_token("wide", PIPELINE, &wide, "A")).await, Ok(1), "the limit counts characters");
+    assert_eq!(commit_one(store, create_with_token("wide2", PIPELINE, &wide, "A")).await, reused("wide", true), "long tokens round-trip");
+    let at_limit = "y".repeat(MAX_CLIENT_TOKEN_CHARS);
+    let fingerprint = "f".repeat(MAX_FINGERPRINT_BYTES);
+    assert_eq!(commit_one(store, create_with_token("at-limit", PIPELINE, &at_limit, &fingerprint)).await, Ok(1));
+    assert_eq!(commit_one(store, create_with_token("at-limit2", PIPELINE, &at_limit, &fingerprint)).await, reused("at-limit", true));
+
+    // Deleting the pipeline forgets its tokens (only its own).
+    store.put_pipeline(PIPELINE, "{}", None, ts(0)).await.unwrap();
+    assert!(store.delete_pipeline(PIPELINE, ts(20)).await.unwrap());
+    assert_eq!(commit_one(store, create_with_token("e9", PIPELINE, "T", "B")).await, Ok(1), "a deleted pipeline's tokens are forgotten");
+    assert_eq!(commit_one(store, create_with_token("e10", PIPELINE, "T", "B")).await, reused("e9", true), "and recorded anew");
+    assert_eq!(
+        commit_one(store, create_with_token("e11", OTHER_PIPELINE, "T", "A")).await,
+        reused("e4", true),
+        "other pipelines keep their tokens"
+    );
+}
+
+/// [`CONCURRENT_TOKEN_STARTS`] concurrent commits creating different executions
+/// with one client token: exactly one creates, every other one is refused naming
+/// it.
+pub async fn concurrent_starts_with_one_token<S: Store>(store: Arc<S>) {
+    let barrier = Arc::new(tokio::sync::Barrier::new(CONCURRENT_TOKEN_STARTS));
+    let mut tasks = Vec::with_capacity(CONCURRENT_TOKEN_STARTS);
+    for i in 0..CONCURRENT_TOKEN_STARTS {
+        let store = Arc::clone(&store);
+        let barrier = Arc::clone(&barrier);
+        tasks.push(tokio::spawn(async move {
+            let id = format!("race{i:02}");
+            barrier.wait().await;
+            (id.clone(), store.commit(vec![create_with_token(&id, PIPELINE, "one-token", "same-payload")]).await)
+        }));
+    }
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        let (id, result) = task.await.expect("commit task panicked");
+        let mut results = result.unwrap_or_else(|e| panic!("commit of {id} failed: {e}"));
+        assert_eq!(results.len(), 1);
+        outcomes.push((id, results.pop().unwrap()));
+    }
+    let winners: Vec<&str> = outcomes.iter().filter(|(_, r)| r.is_ok()).map(|(id, _)| id.as_str()).collect();
+    assert_eq!(winners.len(), 1, "exactly one of {CONCURRENT_TOKEN_STARTS} concurrent starts with one token must create: {outcomes:?}");
+    let winner = winners[0].to_owned();
+    for (id, result) in &outcomes {
+        if *id != winner {
+            assert_eq!(
+                *result,
+                Err(TransitionError::TokenReused { execution_id: winner.clone(), same_request: true }),
+                "{id}: a concurrent start with the same token must name the winner"
+            );
+            assert_eq!(store.get_execution(id).await.unwrap(), None, "{id}: a refused start must not be stored");
+        }
+    }
+    let listed = store.list_executions(filter(Some(PIPELINE), false, 0)).await.unwrap();
+    assert_eq!(ids(&listed), [winner.as_str()], "exactly one execution is stored");
+}
+
+/// Collects every page of `list_executions` for `base` with page size `page`.
+async fn all_execution_pages<S: Store>(store: &S, base: &ExecutionFilter, page: usize) -> Vec<String> {
+    assert!(page > 0, "page size 0 means the largest page");
+    let mut all: Vec<ExecutionRecord> = Vec::new();
+    loop {
+        let f = ExecutionFilter { before: all.last().map(ExecutionRecord::cursor), limit: page, ..base.clone() };
+        let got = store.list_executions(f).await.unwrap();
+        assert!(got.len() <= page, "a page of list_executions must hold at most limit = {page} rows, got {}", got.len());
+        if got.is_empty() {
+            return all.into_iter().map(|r| r.id).collect();
+        }
+        all.extend(got);
+        assert!(all.len() <= 10 * MAX_PAGE_SIZE, "list_executions pagination does not end");
+    }
+}
+
+/// `list_executions` keyset pagination: `(created_at DESC, id DESC)` order, ties
+/// broken by id, pages without gaps or duplicates for every filter, stable when
+/// newer executions arrive between pages.
+pub async fn execution_pagination<S: Store>(store: &S) {
+    // (id, pipeline, created_at offset, finished); many ties in created_at, ids
+    // not in insertion order.
+    let mut rows: Vec<(String, &str, i64, bool)> = Vec::new();
+    for i in 0..40_i64 {
+        let id = format!("x{:02}", (i * 17) % 40);
+        let pipeline = if i % 3 == 0 { OTHER_PIPELINE } else { PIPELINE };
+        rows.push((id, pipeline, (i / 4) * 10, i % 5 == 0));
+    }
+    let (first, second) = rows.split_at(rows.len() / 2);
+    for half in [second, first] {
+        let batch: Vec<Transition> =
+            half.iter().map(|(id, pipeline, at, _)| Transition { pipeline_name: (*pipeline).to_owned(), ..create(id, *at) }).collect();
+        assert!(store.commit(batch).await.unwrap().iter().all(Result::is_ok));
+    }
+    let finish: Vec<Transition> =
+        rows.iter().filter(|r| r.3).map(|(id, _, _, _)| Transition { status: "Succeeded".into(), ..update(id, 1, 1_000) }).collect();
+    assert!(store.commit(finish).await.unwrap().iter().all(Result::is_ok));
+
+    let mut sorted = rows.clone();
+    sorted.sort_by(|a, b| (b.2, &b.0).cmp(&(a.2, &a.0)));
+    for pipeline in [None, Some(PIPELINE), Some(OTHER_PIPELINE)] {
+        for unfinished_only in [false, true] {
+            let base = filter(pipeline, unfinished_only, 0);
+            let expected: Vec<String> =
+                sorted.iter().filter(|r| pipeline.is_none_or(|p| p == r.1) && !(unfinished_only && r.3)).map(|r| r.0.clone()).collect();
+            let whole = store.list_executions(base.clone()).await.unwrap();
+            assert_eq!(ids(&whole), expected, "{base:?}: newest first by (created_at, id), ties by id descending");
+            for page in [1, 3, 7, expected.len()] {
+                assert_eq!(
+                    all_execution_pages(store, &base, page).await,
+                    expected,
+                    "{base:?}: pages of {page} must have no gaps or duplicates"
+                );
+            }
+        }
+    }
+
+    // A cursor need not be a stored row: strictly older by (created_at, id).
+    let cursor = ExecutionCursor { created_at: ts(50), id: "x2".to_owned() };
+    let got = store.list_executions(ExecutionFilter { before: Some(cursor), limit: 4, ..filter(None, false, 0) }).await.unwrap();
+    let expected: Vec<&str> =
+        sorted.iter().filter(|r| r.2 < 50 || (r.2 == 50 && r.0.as_str() < "x2")).take(4).map(|r| r.0.as_str()).collect();
+    assert_eq!(ids(&got), expected, "rows strictly older than an arbitrary cursor");
+    let oldest = store
+        .list_executions(ExecutionFilter {
+            before: Some(ExecutionCursor { created_at: ts(0), id: String::new() }),
+            ..filter(None, false, 0)
+        })
+        .await
+        .unwrap();
+    assert!(oldest.is_empty(), "nothing is older than the oldest possible cursor at the first instant");
+
+    // Newer executions arriving between pages do not shift later pages.
+    let first_page = store.list_executions(filter(None, false, 5)).await.unwrap();
+    let mut newer = create("zz-newest", 10_000);
+    newer.pipeline_name = PIPELINE.to_owned();
+    let same_instant = create("x99", first_page.last().unwrap().created_at.unix_ms() - BASE_MS);
+    assert_eq!(store.commit(vec![newer, same_instant]).await.unwrap(), vec![Ok(1), Ok(1)]);
+    let second_page = store
+        .list_executions(ExecutionFilter { before: Some(first_page.last().unwrap().cursor()), ..filter(None, false, 5) })
+        .await
+        .unwrap();
+    let expected: Vec<&str> = sorted.iter().skip(5).take(5).map(|r| r.0.as_str()).collect();
+    assert_eq!(ids(&second_page), expected, "the next page continues after the cursor, ignoring newer executions");
+}
+
+/// `list_ledger`: a pipeline's entries newest first (`seq DESC`), optionally of
+/// one execution, with `before_seq` pagination and the page cap.
+pub async fn ledger_listing<S: Store>(store: &S) {
+    let all_of = |pipeline: &str| LedgerFilter { pipeline_name: pipeline.to_owned(), ..LedgerFilter::default() };
+    assert!(store.list_ledger(all_of(PIPELINE)).await.unwrap().is_empty(), "empty store has no ledger");
+
+    let in_pipeline = |id: &str, pipeline: &str, n: u32| {
+        let mut t = Transition { pipeline_name: pipeline.to_owned(), ..create(id, 0) };
+        t.ledger = (1..=n).map(|a| entry(id, "Compile", a, a < n)).collect();
+        t
+    };
+    let results =
+        store.commit(vec![in_pipeline("a1", PIPELINE, 2), in_pipeline("b1", OTHER_PIPELINE, 1), in_pipeline("a2", PIPELINE, 1)]).await;
+    assert_eq!(results.unwrap(), vec![Ok(1), Ok(1), Ok(1)]);
+    for round in 1..=3_u64 {
+        let mut a1 = update("a1", round, 10 * round as i64);
+        a1.ledger = vec![entry("a1", "Test", round as u32, false)];
+        // An update's pipeline_name is ignored: the entry belongs to a1's pipeline.
+        a1.pipeline_name = OTHER_PIPELINE.to_owned();
+        let mut b1 = update("b1", round, 10 * round as i64);
+        b1.pipeline_name = OTHER_PIPELINE.to_owned();
+        b1.ledger = vec![entry("b1", "Lint", round as u32, true)];
+        let mut a2 = update("a2", round, 10 * round as i64);
+        a2.ledger = vec![entry("a2", "Deploy", 1, false), entry("a2", "Deploy", 2, false)];
+        assert_eq!(store.commit(vec![a1, b1, a2]).await.unwrap(), vec![Ok(round + 1); 3]);
+    }
+
+    let mut expected: Vec<LedgerEntry> = Vec::new();
+    for id in ["a1", "a2"] {
+        expected.extend(store.ledger(id).await.unwrap());
+    }
+    expected.sort_by_key(|e| std::cmp::Reverse(e.seq));
+    assert_eq!(expected.len(), 2 + 3 + 1 + 6, "every entry of a1 and a2");
+    let got = store.list_ledger(all_of(PIPELINE)).await.unwrap();
+    assert_eq!(got, expected, "list_ledger: the pipeline's entries, newest (seq) first, every field");
+
+    let mut b1 = store.ledger("b1").await.unwrap();
+    b1.reverse();
+    assert_eq!(store.list_ledger(all_of(OTHER_PIPELINE)).await.unwrap(), b1, "another pipeline's entries");
+
+    let only = |pipeline: &str, id: &str| LedgerFilter { execution_id: Some(id.to_owned()), ..all_of(pipeline) };
+    let mut a1 = store.ledger("a1").await.unwrap();
+    a1.reverse();
+    assert_eq!(store.list_ledger(only(PIPELINE, "a1")).await.unwrap(), a1, "execution_id filter, newest first");
+    assert!(store.list_ledger(only(PIPELINE, "b1")).await.unwrap().is_empty(), "an execution of another pipeline has no entries here");
+    assert!(store.list_ledger(only(PIPELINE, "ghost")).await.unwrap().is_empty(), "unknown execution");
+    assert!(store.list_ledger(all_of("ghost")).await.unwrap().is_empty(), "unknown pipeline");
+
+    // Pagination by before_seq.
+    for (base, whole) in [(all_of(PIPELINE), &expected), (only(PIPELINE, "a1"), &a1)] {
+        for page in [1, 2, 5, whole.len()] {
+            let mut collected: Vec<LedgerEntry> = Vec::new();
+            loop {
+                let f = LedgerFilter { before_seq: collected.last().map(|e| e.seq), limit: page, ..base.clone() };
+                let got = store.list_ledger(f).await.unwrap();
+                assert!(got.len() <= page, "a page of list_ledger must hold at most limit = {page} entries");
+                if got.is_empty() {
+                    break;
+                }
+                collected.extend(got);
+                assert!(collected.len() <= whole.len(), "{base:?}: pages of {page} repeat entries");
+            }
+            assert_eq!(&collected, whole, "{base:?}: pages of {page} must have no gaps or duplicates");
+        }
+    }
+    let middle = expected[3].seq;
+    let got = store.list_ledger(LedgerFilter { before_seq: Some(middle), limit: 2, ..all_of(PIPELINE) }).await.unwrap();
+    assert_eq!(got, expected[4..6].to_vec(), "before_seq is exclusive");
+    let oldest = expected.last().unwrap().seq;
+    assert!(store.list_ledger(LedgerFilter { before_seq: Some(oldest), ..all_of(PIPELINE) }).await.unwrap().is_empty());
+    let got = store.list_ledger(LedgerFilter { before_seq: Some(i64::MAX), ..all_of(PIPELINE) }).await.unwrap();
+    assert_eq!(got, expected, "a before_seq past the end lists everything");
+
+    // The page cap.
+    let mut big = Transition { pipeline_name: "big".to_owned(), ..create("big", 100) };
+    big.ledger = (0..=MAX_PAGE_SIZE as u32).map(|a| entry("big", "Many", a + 1, false)).collect();
+    assert_eq!(commit_one(store, big).await, Ok(1));
+    assert_eq!(store.list_ledger(all_of("big")).await.unwrap().len(), MAX_PAGE_SIZE, "limit 0 means the largest page");
+    let capped = store.list_ledger(LedgerFilter { limit: MAX_PAGE_SIZE * 5, ..all_of("big") }).await.unwrap();
+    assert_eq!(capped.len(), MAX_PAGE_SIZE, "limit is capped at MAX_PAGE_SIZE");
+    assert_eq!(capped[0].attempt, MAX_PAGE_SIZE as u32 + 1, "the capped page starts with the newest entry");
 }

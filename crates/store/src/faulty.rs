@@ -6,7 +6,8 @@
 //! [`StoreError::Unavailable`] with the message [`INJECTED_FAULT`].
 
 use crate::{
-    CommitResult, CommitStats, ExecutionFilter, ExecutionRecord, LedgerEntry, PipelineRecord, Store, StoreError, TimerRecord, Transition,
+    CommitResult, CommitStats, ExecutionFilter, ExecutionRecord, LedgerEntry, LedgerFilter, PipelineRecord, Store, StoreError, TimerRecord,
+    Transition,
 };
 use redrive_core::time::Timestamp;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -37,8 +38,11 @@ impl FaultSwitch {
 ///   so nothing is written;
 /// - lost-ack faults: `commit` reaches the inner store (the data is committed)
 ///   but the caller still gets an error, like a connection dropped after COMMIT;
-/// - pipeline faults: [`Store::put_pipeline`] fails without writing;
-/// - read faults: every query method fails.
+/// - pipeline faults: every pipeline write ([`Store::put_pipeline`],
+///   [`Store::create_pipeline`], [`Store::update_pipeline`],
+///   [`Store::delete_pipeline`]) fails without writing;
+/// - read faults: every query method fails (including [`Store::list_pipelines`]
+///   and [`Store::list_ledger`]).
 ///
 /// [`Store::stats`] is never faulted.
 pub struct FaultyStore<S: Store> {
@@ -86,14 +90,28 @@ impl<S: Store> FaultyStore<S> {
         self.lost_acks.next.store(n, Ordering::SeqCst);
     }
 
-    /// The next `n` `put_pipeline` calls fail without writing anything.
-    pub fn fail_next_put_pipelines(&self, n: u64) {
+    /// The next `n` pipeline writes (put, create, update or delete) fail without
+    /// writing anything.
+    pub fn fail_next_pipeline_writes(&self, n: u64) {
         self.pipelines.next.store(n, Ordering::SeqCst);
     }
 
-    /// While `true`, every `put_pipeline` call fails without writing anything.
-    pub fn set_fail_put_pipelines(&self, fail: bool) {
+    /// While `true`, every pipeline write (put, create, update or delete) fails
+    /// without writing anything.
+    pub fn set_fail_pipeline_writes(&self, fail: bool) {
         self.pipelines.always.store(fail, Ordering::SeqCst);
+    }
+
+    /// The next `n` pipeline writes fail; same as
+    /// [`FaultyStore::fail_next_pipeline_writes`] (named when `put_pipeline` was
+    /// the only one).
+    pub fn fail_next_put_pipelines(&self, n: u64) {
+        self.fail_next_pipeline_writes(n);
+    }
+
+    /// Same as [`FaultyStore::set_fail_pipeline_writes`].
+    pub fn set_fail_put_pipelines(&self, fail: bool) {
+        self.set_fail_pipeline_writes(fail);
     }
 
     /// The next `n` reads (any query method) fail.
@@ -141,9 +159,41 @@ impl<S: Store> Store for FaultyStore<S> {
         self.inner.put_pipeline(name, definition_json, source_dir, now).await
     }
 
+    async fn create_pipeline(
+        &self,
+        name: &str,
+        definition_json: &str,
+        source_dir: Option<&str>,
+        now: Timestamp,
+    ) -> Result<PipelineRecord, StoreError> {
+        self.check(&self.pipelines)?;
+        self.inner.create_pipeline(name, definition_json, source_dir, now).await
+    }
+
+    async fn update_pipeline(
+        &self,
+        name: &str,
+        definition_json: &str,
+        source_dir: Option<&str>,
+        now: Timestamp,
+    ) -> Result<PipelineRecord, StoreError> {
+        self.check(&self.pipelines)?;
+        self.inner.update_pipeline(name, definition_json, source_dir, now).await
+    }
+
+    async fn delete_pipeline(&self, name: &str, now: Timestamp) -> Result<bool, StoreError> {
+        self.check(&self.pipelines)?;
+        self.inner.delete_pipeline(name, now).await
+    }
+
     async fn get_pipeline(&self, name: &str, version: Option<u32>) -> Result<Option<PipelineRecord>, StoreError> {
         self.check(&self.reads)?;
         self.inner.get_pipeline(name, version).await
+    }
+
+    async fn list_pipelines(&self, after_name: Option<&str>, limit: usize) -> Result<Vec<PipelineRecord>, StoreError> {
+        self.check(&self.reads)?;
+        self.inner.list_pipelines(after_name, limit).await
     }
 
     async fn commit(&self, transitions: Vec<Transition>) -> Result<CommitResult, StoreError> {
@@ -166,6 +216,11 @@ impl<S: Store> Store for FaultyStore<S> {
     async fn ledger(&self, execution_id: &str) -> Result<Vec<LedgerEntry>, StoreError> {
         self.check(&self.reads)?;
         self.inner.ledger(execution_id).await
+    }
+
+    async fn list_ledger(&self, filter: LedgerFilter) -> Result<Vec<LedgerEntry>, StoreError> {
+        self.check(&self.reads)?;
+        self.inner.list_ledger(filter).await
     }
 
     async fn due_timers(&self, now: Timestamp, limit: usize) -> Result<Vec<TimerRecord>, StoreError> {

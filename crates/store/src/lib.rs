@@ -34,6 +34,10 @@ pub mod limits {
     pub const MAX_DEFINITION_BYTES: usize = 1024 * 1024;
     /// Rows returned by one page of any listing.
     pub const MAX_PAGE_SIZE: usize = 1000;
+    /// Characters of a [`crate::ClientToken::token`] (at least 1).
+    pub const MAX_CLIENT_TOKEN_CHARS: usize = 128;
+    /// Size of a [`crate::ClientToken::fingerprint`].
+    pub const MAX_FINGERPRINT_BYTES: usize = 1024;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,21 +57,32 @@ pub enum StoreError {
     Limit(String),
     #[error("not found: {0}")]
     NotFound(String),
+    /// A live pipeline of that name already exists ([`Store::create_pipeline`]).
+    #[error("already exists: {0}")]
+    AlreadyExists(String),
 }
 
-/// Why a single transition of a commit was refused (the others still commit).
+/// Why a single transition of a commit was refused (the others still commit;
+/// nothing of the refused one is written).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TransitionError {
     #[error("execution {execution_id}: expected version {expected}, store has {actual:?}")]
     VersionConflict { execution_id: String, expected: u64, actual: Option<u64> },
     #[error("execution {0} already exists")]
     AlreadyExists(String),
+    /// The create carried a [`ClientToken`] already used for that pipeline, by
+    /// `execution_id`. `same_request` says whether the fingerprints are equal (a
+    /// retry of the same request: answer with `execution_id`) or not (a different
+    /// request reusing the token: an error for the client).
+    #[error("client request token already used by execution {execution_id} (same request: {same_request})")]
+    TokenReused { execution_id: String, same_request: bool },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PipelineRecord {
     pub name: String,
-    /// 1 for the first version; bumped when the definition changes.
+    /// 1 for the first version; bumped by every update and by a changed
+    /// `put_pipeline`. Versions of a name are never reused, even across a delete.
     pub version: u32,
     /// Canonical JSON of the definition as written.
     pub definition_json: String,
@@ -88,6 +103,25 @@ pub struct ExecutionRecord {
     pub version: u64,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+}
+
+impl ExecutionRecord {
+    /// The cursor for the page after the one ending with this record.
+    pub fn cursor(&self) -> ExecutionCursor {
+        ExecutionCursor { created_at: self.created_at, id: self.id.clone() }
+    }
+}
+
+/// Start idempotency (`clientRequestToken`): at most one execution is created per
+/// `(pipeline_name, token)`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ClientToken {
+    /// 1 to [`limits::MAX_CLIENT_TOKEN_CHARS`] characters, chosen by the client.
+    pub token: String,
+    /// A hash of the request payload, computed by the caller; tells a retry of the
+    /// same request from a different request reusing the token. At most
+    /// [`limits::MAX_FINGERPRINT_BYTES`].
+    pub fingerprint: String,
 }
 
 /// One finished attempt in the append-only ledger.
@@ -143,6 +177,20 @@ pub struct Transition {
     pub set_timers: Vec<TimerRecord>,
     /// Keys of this execution's timers to delete.
     pub clear_timers: Vec<String>,
+    /// Idempotency of a create: checked and recorded atomically with the new
+    /// execution, keyed by `(pipeline_name, token)`. If the token was already used
+    /// for that pipeline, the create is refused with
+    /// [`TransitionError::TokenReused`] (checked before
+    /// [`TransitionError::AlreadyExists`]); a refused create does not consume the
+    /// token. Ignored on update.
+    pub client_token: Option<ClientToken>,
+}
+
+/// Position in the newest-first execution order `(created_at DESC, id DESC)`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ExecutionCursor {
+    pub created_at: Timestamp,
+    pub id: String,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -150,7 +198,26 @@ pub struct ExecutionFilter {
     pub pipeline_name: Option<String>,
     /// Only unfinished (`InProgress`) executions.
     pub unfinished_only: bool,
-    /// Page size, capped at [`limits::MAX_PAGE_SIZE`].
+    /// Keyset pagination: only executions strictly after this cursor in the
+    /// listing order, i.e. `(created_at, id) < (cursor.created_at, cursor.id)`.
+    /// Pass the [`ExecutionRecord::cursor`] of the last row of a page to get the
+    /// next page.
+    pub before: Option<ExecutionCursor>,
+    /// Page size, capped at [`limits::MAX_PAGE_SIZE`]; 0 means the largest page.
+    pub limit: usize,
+}
+
+/// Which ledger entries [`Store::list_ledger`] returns.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LedgerFilter {
+    /// Entries of executions of this pipeline (any version).
+    pub pipeline_name: String,
+    /// Only this execution's entries (none if it belongs to another pipeline).
+    pub execution_id: Option<String>,
+    /// Keyset pagination: only entries with `seq < before_seq`. Pass the `seq` of
+    /// the last entry of a page to get the next page.
+    pub before_seq: Option<i64>,
+    /// Page size, capped at [`limits::MAX_PAGE_SIZE`]; 0 means the largest page.
     pub limit: usize,
 }
 
@@ -167,10 +234,19 @@ pub type CommitResult = Vec<Result<u64, TransitionError>>;
 /// Durable state. Every method is cancel-safe in the sense that dropping the future
 /// never leaves a half-written transaction; a commit whose future was dropped may
 /// or may not have been applied.
+///
+/// # Pipelines
+/// Every version of a pipeline is kept (executions name the version they run).
+/// A name is *live* from its first create/put until [`Store::delete_pipeline`],
+/// which leaves a tombstone: the name is hidden from [`Store::get_pipeline`]
+/// (latest) and [`Store::list_pipelines`], its versions stay readable by number,
+/// and a later create/put revives it with version latest+1 (versions are never
+/// reused).
 pub trait Store: Send + Sync + 'static {
-    /// Stores a pipeline definition. If the latest version of `name` has the same
-    /// `definition_json` and `source_dir`, returns it unchanged; otherwise inserts
-    /// version latest+1 (or 1).
+    /// Stores a pipeline definition (what `redrive run` does). If the name is live
+    /// and its latest version has the same `definition_json` and `source_dir`,
+    /// returns that version unchanged; otherwise inserts version latest+1 (or 1),
+    /// reviving a deleted name.
     fn put_pipeline(
         &self,
         name: &str,
@@ -179,8 +255,43 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
     ) -> impl Future<Output = Result<PipelineRecord, StoreError>> + Send;
 
-    /// A given version, or the latest when `version` is `None`.
+    /// Creates a pipeline: version 1, or latest+1 if the name was deleted before.
+    /// [`StoreError::AlreadyExists`] if a live pipeline of that name exists.
+    fn create_pipeline(
+        &self,
+        name: &str,
+        definition_json: &str,
+        source_dir: Option<&str>,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<PipelineRecord, StoreError>> + Send;
+
+    /// Updates a live pipeline: always inserts version latest+1, even if the
+    /// definition is unchanged. [`StoreError::NotFound`] if no live pipeline has
+    /// that name.
+    fn update_pipeline(
+        &self,
+        name: &str,
+        definition_json: &str,
+        source_dir: Option<&str>,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<PipelineRecord, StoreError>> + Send;
+
+    /// Deletes a pipeline (a tombstone, see the trait docs) and forgets the client
+    /// tokens of its executions. Returns `false` if no live pipeline had that name.
+    fn delete_pipeline(&self, name: &str, now: Timestamp) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// A given version (even of a deleted pipeline), or the latest when `version`
+    /// is `None` (`None` if the pipeline is deleted).
     fn get_pipeline(&self, name: &str, version: Option<u32>) -> impl Future<Output = Result<Option<PipelineRecord>, StoreError>> + Send;
+
+    /// The latest version of each live pipeline, ordered by name (byte order),
+    /// names strictly after `after_name` (cursor pagination), at most `limit`
+    /// (capped at [`limits::MAX_PAGE_SIZE`]; 0 means the largest page).
+    fn list_pipelines(
+        &self,
+        after_name: Option<&str>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<PipelineRecord>, StoreError>> + Send;
 
     /// Commits transitions atomically as one durable group: each transition is all
     /// or nothing, and each gets its own result (a version conflict refuses only
@@ -189,11 +300,16 @@ pub trait Store: Send + Sync + 'static {
 
     fn get_execution(&self, id: &str) -> impl Future<Output = Result<Option<ExecutionRecord>, StoreError>> + Send;
 
-    /// Newest first.
+    /// Newest first: `(created_at DESC, id DESC)`, so executions created at the
+    /// same instant come in descending id order; see [`ExecutionFilter`].
     fn list_executions(&self, filter: ExecutionFilter) -> impl Future<Output = Result<Vec<ExecutionRecord>, StoreError>> + Send;
 
     /// The ledger of one execution, in commit order.
     fn ledger(&self, execution_id: &str) -> impl Future<Output = Result<Vec<LedgerEntry>, StoreError>> + Send;
+
+    /// Ledger entries of a pipeline's executions, newest first (`seq DESC`); see
+    /// [`LedgerFilter`].
+    fn list_ledger(&self, filter: LedgerFilter) -> impl Future<Output = Result<Vec<LedgerEntry>, StoreError>> + Send;
 
     /// Timers due at or before `now`, earliest first, at most `limit`.
     fn due_timers(&self, now: Timestamp, limit: usize) -> impl Future<Output = Result<Vec<TimerRecord>, StoreError>> + Send;

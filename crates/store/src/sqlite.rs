@@ -2,7 +2,7 @@
 //! commit, a small pool of read-only connections for queries.
 //!
 //! # Writes
-//! Every write ([`Store::commit`], [`Store::put_pipeline`]) is sent over a bounded
+//! Every write ([`Store::commit`] and the pipeline writes) is sent over a bounded
 //! channel to a single writer thread that owns the only read-write connection. The
 //! writer blocks for one request, then drains every request already queued (up to
 //! [`SqliteOptions::max_batch_transitions`] transitions) and applies them all in one
@@ -23,15 +23,15 @@
 
 use crate::validate::{check_commit, check_definition};
 use crate::{
-    CommitResult, CommitStats, ExecutionFilter, ExecutionRecord, LedgerEntry, PipelineRecord, Store, StoreError, TimerRecord, Transition,
-    TransitionError, limits::MAX_PAGE_SIZE,
+    CommitResult, CommitStats, ExecutionFilter, ExecutionRecord, LedgerEntry, LedgerFilter, PipelineRecord, Store, StoreError, TimerRecord,
+    Transition, TransitionError, limits::MAX_PAGE_SIZE,
 };
 use redrive_core::time::Timestamp;
-use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Row, params};
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Row, ToSql, params};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{Semaphore, mpsc, oneshot};
@@ -160,9 +160,57 @@ CREATE TABLE timers (
 CREATE INDEX timers_due ON timers (due_at, execution_id, key);
 "#;
 
+/// Migration 2: what `redrive server` needs.
+///
+/// - `pipeline_names`: one row per pipeline name ever written; `deleted_at` is the
+///   tombstone of a deleted pipeline (its versions stay in `pipelines`, since
+///   executions reference them, and a revived name continues their numbering).
+/// - `client_tokens`: start idempotency, one row per `(pipeline, token)`.
+/// - Executions are listed in `(created_at DESC, id DESC)` order for keyset
+///   pagination, so the indexes end in `(created_at, id)` (migration 1's ended in
+///   the rowid). The unfinished ones are partial indexes: they hold only
+///   `InProgress` rows, the few that matter.
+/// - The ledger gets the execution's pipeline (backfilled) so a pipeline's
+///   attempts can be listed newest first from one index. The append-only trigger
+///   is lifted for the backfill and restored unchanged, in the same transaction.
+const MIGRATION_2: &str = r#"
+CREATE TABLE pipeline_names (
+    name       TEXT    NOT NULL PRIMARY KEY,
+    deleted_at INTEGER
+) WITHOUT ROWID;
+INSERT INTO pipeline_names (name) SELECT DISTINCT name FROM pipelines;
+CREATE INDEX pipeline_names_live ON pipeline_names (name) WHERE deleted_at IS NULL;
+
+CREATE TABLE client_tokens (
+    pipeline_name TEXT    NOT NULL,
+    token         TEXT    NOT NULL,
+    fingerprint   TEXT    NOT NULL,
+    execution_id  TEXT    NOT NULL REFERENCES executions (id),
+    created_at    INTEGER NOT NULL,
+    PRIMARY KEY (pipeline_name, token)
+) WITHOUT ROWID;
+
+DROP INDEX executions_created;
+DROP INDEX executions_status_created;
+DROP INDEX executions_pipeline_created;
+CREATE INDEX executions_created_id          ON executions (created_at, id);
+CREATE INDEX executions_pipeline_created_id ON executions (pipeline_name, created_at, id);
+CREATE INDEX executions_unfinished          ON executions (created_at, id) WHERE status = 'InProgress';
+CREATE INDEX executions_pipeline_unfinished ON executions (pipeline_name, created_at, id) WHERE status = 'InProgress';
+
+ALTER TABLE ledger ADD COLUMN pipeline_name TEXT NOT NULL DEFAULT '';
+DROP TRIGGER ledger_no_update;
+UPDATE ledger SET pipeline_name = COALESCE((SELECT e.pipeline_name FROM executions e WHERE e.id = ledger.execution_id), '');
+CREATE TRIGGER ledger_no_update BEFORE UPDATE ON ledger
+BEGIN
+    SELECT RAISE(ABORT, 'the ledger is append-only: UPDATE is not allowed');
+END;
+CREATE INDEX ledger_pipeline_seq ON ledger (pipeline_name, seq);
+"#;
+
 /// Ordered schema migrations; migration `i` brings the schema to version `i + 1`.
 /// Never edit a released migration: append a new one.
-const MIGRATIONS: &[&str] = &[MIGRATION_1];
+const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2];
 
 /// The schema version this code writes and understands.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -171,46 +219,111 @@ pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 // SQL
 // ---------------------------------------------------------------------------
 
-const SQL_LATEST_PIPELINE: &str = "SELECT name, version, definition_json, source_dir, created_at \
+/// The latest stored version, whether or not the name is deleted.
+const SQL_LATEST_STORED_PIPELINE: &str = "SELECT name, version, definition_json, source_dir, created_at \
      FROM pipelines WHERE name = ?1 ORDER BY version DESC LIMIT 1";
+/// The latest version of a live pipeline.
+const SQL_LATEST_LIVE_PIPELINE: &str = "SELECT p.name, p.version, p.definition_json, p.source_dir, p.created_at \
+     FROM pipeline_names n JOIN pipelines p ON p.name = n.name \
+     WHERE n.name = ?1 AND n.deleted_at IS NULL ORDER BY p.version DESC LIMIT 1";
 const SQL_PIPELINE_VERSION: &str = "SELECT name, version, definition_json, source_dir, created_at \
      FROM pipelines WHERE name = ?1 AND version = ?2";
 const SQL_INSERT_PIPELINE: &str =
     "INSERT INTO pipelines (name, version, definition_json, source_dir, created_at) VALUES (?1, ?2, ?3, ?4, ?5)";
+/// `Some(true)` live, `Some(false)` deleted, no row: never written.
+const SQL_PIPELINE_IS_LIVE: &str = "SELECT deleted_at IS NULL FROM pipeline_names WHERE name = ?1";
+const SQL_REVIVE_PIPELINE_NAME: &str =
+    "INSERT INTO pipeline_names (name, deleted_at) VALUES (?1, NULL) ON CONFLICT (name) DO UPDATE SET deleted_at = NULL";
+const SQL_DELETE_PIPELINE_NAME: &str = "UPDATE pipeline_names SET deleted_at = ?2 WHERE name = ?1 AND deleted_at IS NULL";
+const SQL_DELETE_PIPELINE_TOKENS: &str = "DELETE FROM client_tokens WHERE pipeline_name = ?1";
+/// The latest version of each live pipeline, by name.
+const SQL_LIST_PIPELINES: &str = "SELECT p.name, p.version, p.definition_json, p.source_dir, p.created_at \
+     FROM pipeline_names n JOIN pipelines p ON p.name = n.name \
+     AND p.version = (SELECT MAX(m.version) FROM pipelines m WHERE m.name = n.name) \
+     WHERE n.deleted_at IS NULL ORDER BY n.name LIMIT ?1";
+const SQL_LIST_PIPELINES_AFTER: &str = "SELECT p.name, p.version, p.definition_json, p.source_dir, p.created_at \
+     FROM pipeline_names n JOIN pipelines p ON p.name = n.name \
+     AND p.version = (SELECT MAX(m.version) FROM pipelines m WHERE m.name = n.name) \
+     WHERE n.deleted_at IS NULL AND n.name > ?2 ORDER BY n.name LIMIT ?1";
+
+const SQL_GET_CLIENT_TOKEN: &str = "SELECT execution_id, fingerprint FROM client_tokens WHERE pipeline_name = ?1 AND token = ?2";
+const SQL_INSERT_CLIENT_TOKEN: &str =
+    "INSERT INTO client_tokens (pipeline_name, token, fingerprint, execution_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5)";
 
 const SQL_INSERT_EXECUTION: &str = "INSERT INTO executions \
      (id, pipeline_name, pipeline_version, status, input_json, state_json, version, created_at, updated_at) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?7) ON CONFLICT (id) DO NOTHING";
 /// Pipeline and input are fixed when an execution is created; an update writes
-/// only what changes, so the pipeline index is never touched.
+/// only what changes, so the pipeline index is never touched. Returns the
+/// execution's pipeline (for its ledger rows).
 const SQL_UPDATE_EXECUTION: &str = "UPDATE executions SET status = ?2, state_json = ?3, version = version + 1, \
-     updated_at = ?4 WHERE id = ?1 AND version = ?5";
+     updated_at = ?4 WHERE id = ?1 AND version = ?5 RETURNING pipeline_name";
 const SQL_EXECUTION_VERSION: &str = "SELECT version FROM executions WHERE id = ?1";
 const SQL_INSERT_LEDGER: &str = "INSERT INTO ledger (execution_id, stage, action, series, attempt, \"trigger\", \
-     started_at, finished_at, outcome, exception_type, message, decision_json) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
+     started_at, finished_at, outcome, exception_type, message, decision_json, pipeline_name) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
 const SQL_UPSERT_TIMER: &str = "INSERT INTO timers (execution_id, key, due_at) VALUES (?1, ?2, ?3) \
      ON CONFLICT (execution_id, key) DO UPDATE SET due_at = excluded.due_at";
 const SQL_DELETE_TIMER: &str = "DELETE FROM timers WHERE execution_id = ?1 AND key = ?2";
 
 const SQL_GET_EXECUTION: &str = "SELECT id, pipeline_name, pipeline_version, status, input_json, state_json, \
      version, created_at, updated_at FROM executions WHERE id = ?1";
-/// Newest first; `rowid` (insertion order) breaks ties between equal `created_at`
-/// and is part of every index, so no sort step is needed.
-const SQL_LIST_ALL: &str = "SELECT id, pipeline_name, pipeline_version, status, input_json, state_json, \
-     version, created_at, updated_at FROM executions ORDER BY created_at DESC, rowid DESC LIMIT ?1";
-const SQL_LIST_BY_STATUS: &str = "SELECT id, pipeline_name, pipeline_version, status, input_json, state_json, \
-     version, created_at, updated_at FROM executions WHERE status = ?2 \
-     ORDER BY created_at DESC, rowid DESC LIMIT ?1";
-const SQL_LIST_BY_PIPELINE: &str = "SELECT id, pipeline_name, pipeline_version, status, input_json, state_json, \
-     version, created_at, updated_at FROM executions WHERE pipeline_name = ?2 \
-     ORDER BY created_at DESC, rowid DESC LIMIT ?1";
-const SQL_LIST_BY_PIPELINE_STATUS: &str = "SELECT id, pipeline_name, pipeline_version, status, input_json, \
-     state_json, version, created_at, updated_at FROM executions WHERE pipeline_name = ?2 AND status = ?3 \
-     ORDER BY created_at DESC, rowid DESC LIMIT ?1";
+/// The `list_executions` query for each filter shape, indexed by
+/// [`list_executions_variant`]. Newest first, `(created_at DESC, id DESC)`; every
+/// shape has an index ending in `(created_at, id)` after its equality columns, so
+/// no sort step is needed and the cursor is a range bound on that index. The
+/// unfinished shapes name the status literally so the partial indexes apply.
+/// Named parameters: `:limit`, `:pipeline`, `:at`, `:id`.
+static SQL_LIST_EXECUTIONS: LazyLock<[String; 8]> = LazyLock::new(|| {
+    std::array::from_fn(|variant| {
+        let (by_pipeline, unfinished, after_cursor) = (variant & 1 != 0, variant & 2 != 0, variant & 4 != 0);
+        let mut conditions = Vec::new();
+        if by_pipeline {
+            conditions.push("pipeline_name = :pipeline".to_owned());
+        }
+        if unfinished {
+            conditions.push(format!("status = '{UNFINISHED_STATUS}'"));
+        }
+        if after_cursor {
+            conditions.push("(created_at, id) < (:at, :id)".to_owned());
+        }
+        let filter = if conditions.is_empty() { String::new() } else { format!("WHERE {} ", conditions.join(" AND ")) };
+        format!(
+            "SELECT id, pipeline_name, pipeline_version, status, input_json, state_json, version, created_at, updated_at \
+             FROM executions {filter}ORDER BY created_at DESC, id DESC LIMIT :limit"
+        )
+    })
+});
+
+fn list_executions_variant(by_pipeline: bool, unfinished: bool, after_cursor: bool) -> usize {
+    usize::from(by_pipeline) | usize::from(unfinished) << 1 | usize::from(after_cursor) << 2
+}
 
 const SQL_LEDGER: &str = "SELECT seq, execution_id, stage, action, series, attempt, \"trigger\", started_at, \
      finished_at, outcome, exception_type, message, decision_json FROM ledger WHERE execution_id = ?1 ORDER BY seq";
+/// The `list_ledger` query for each filter shape, indexed by
+/// [`list_ledger_variant`]: newest first from `ledger_pipeline_seq`, or from
+/// `ledger_execution_seq` for one execution (the unary `+` keeps the planner off
+/// the pipeline index there). Named parameters: `:limit`, `:pipeline`,
+/// `:execution`, `:before`.
+static SQL_LIST_LEDGER: LazyLock<[String; 4]> = LazyLock::new(|| {
+    std::array::from_fn(|variant| {
+        let (by_execution, before) = (variant & 1 != 0, variant & 2 != 0);
+        let mut filter =
+            if by_execution { "+pipeline_name = :pipeline AND execution_id = :execution" } else { "pipeline_name = :pipeline" }.to_owned();
+        if before {
+            filter.push_str(" AND seq < :before");
+        }
+        format!(
+            "SELECT seq, execution_id, stage, action, series, attempt, \"trigger\", started_at, finished_at, outcome, \
+             exception_type, message, decision_json FROM ledger WHERE {filter} ORDER BY seq DESC LIMIT :limit"
+        )
+    })
+});
+
+fn list_ledger_variant(by_execution: bool, before: bool) -> usize {
+    usize::from(by_execution) | usize::from(before) << 1
+}
 /// Served entirely by the covering index `timers_due`.
 pub(crate) const SQL_DUE_TIMERS: &str = "SELECT execution_id, key, due_at FROM timers WHERE due_at <= ?1 \
      ORDER BY due_at, execution_id, key LIMIT ?2";
@@ -350,6 +463,30 @@ impl SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// Sends a put/create/update of a pipeline to the writer.
+    async fn write_pipeline(
+        &self,
+        mode: PipelineMode,
+        name: &str,
+        definition_json: &str,
+        source_dir: Option<&str>,
+        now: Timestamp,
+    ) -> Result<PipelineRecord, StoreError> {
+        check_definition(name, definition_json)?;
+        let (reply, rx) = oneshot::channel();
+        let write = PipelineWrite {
+            mode,
+            name: name.to_owned(),
+            definition_json: definition_json.to_owned(),
+            source_dir: source_dir.map(str::to_owned),
+            now,
+        };
+        self.send(WriteRequest::Pipeline { write, reply }).await?;
+        rx.await.map_err(|_| writer_gone())?
+    }
+}
+
 impl Drop for SqliteStore {
     /// Closes the readers, then closes the write queue and waits for the writer to
     /// finish the requests already queued; the engine lock is released last.
@@ -370,24 +507,50 @@ impl Store for SqliteStore {
         source_dir: Option<&str>,
         now: Timestamp,
     ) -> Result<PipelineRecord, StoreError> {
-        check_definition(name, definition_json)?;
+        self.write_pipeline(PipelineMode::Put, name, definition_json, source_dir, now).await
+    }
+
+    async fn create_pipeline(
+        &self,
+        name: &str,
+        definition_json: &str,
+        source_dir: Option<&str>,
+        now: Timestamp,
+    ) -> Result<PipelineRecord, StoreError> {
+        self.write_pipeline(PipelineMode::Create, name, definition_json, source_dir, now).await
+    }
+
+    async fn update_pipeline(
+        &self,
+        name: &str,
+        definition_json: &str,
+        source_dir: Option<&str>,
+        now: Timestamp,
+    ) -> Result<PipelineRecord, StoreError> {
+        self.write_pipeline(PipelineMode::Update, name, definition_json, source_dir, now).await
+    }
+
+    async fn delete_pipeline(&self, name: &str, now: Timestamp) -> Result<bool, StoreError> {
         let (reply, rx) = oneshot::channel();
-        self.send(WriteRequest::PutPipeline {
-            name: name.to_owned(),
-            definition_json: definition_json.to_owned(),
-            source_dir: source_dir.map(str::to_owned),
-            now,
-            reply,
-        })
-        .await?;
+        self.send(WriteRequest::DeletePipeline { name: name.to_owned(), now, reply }).await?;
         rx.await.map_err(|_| writer_gone())?
     }
 
     async fn get_pipeline(&self, name: &str, version: Option<u32>) -> Result<Option<PipelineRecord>, StoreError> {
         let name = name.to_owned();
         self.read(move |conn| match version {
-            None => conn.prepare_cached(SQL_LATEST_PIPELINE)?.query_row(params![name], pipeline_from_row).optional(),
+            None => conn.prepare_cached(SQL_LATEST_LIVE_PIPELINE)?.query_row(params![name], pipeline_from_row).optional(),
             Some(v) => conn.prepare_cached(SQL_PIPELINE_VERSION)?.query_row(params![name, v], pipeline_from_row).optional(),
+        })
+        .await
+    }
+
+    async fn list_pipelines(&self, after_name: Option<&str>, limit: usize) -> Result<Vec<PipelineRecord>, StoreError> {
+        let limit = page_size(limit) as i64;
+        let after = after_name.map(str::to_owned);
+        self.read(move |conn| match &after {
+            None => conn.prepare_cached(SQL_LIST_PIPELINES)?.query_map(params![limit], pipeline_from_row)?.collect(),
+            Some(after) => conn.prepare_cached(SQL_LIST_PIPELINES_AFTER)?.query_map(params![limit, after], pipeline_from_row)?.collect(),
         })
         .await
     }
@@ -408,20 +571,20 @@ impl Store for SqliteStore {
     }
 
     async fn list_executions(&self, filter: ExecutionFilter) -> Result<Vec<ExecutionRecord>, StoreError> {
-        let limit = page_size(filter.limit);
+        let limit = page_size(filter.limit) as i64;
         self.read(move |conn| {
-            let limit = limit as i64;
-            match (&filter.pipeline_name, filter.unfinished_only) {
-                (None, false) => conn.prepare_cached(SQL_LIST_ALL)?.query_map(params![limit], execution_from_row)?.collect(),
-                (None, true) => {
-                    conn.prepare_cached(SQL_LIST_BY_STATUS)?.query_map(params![limit, UNFINISHED_STATUS], execution_from_row)?.collect()
-                }
-                (Some(p), false) => conn.prepare_cached(SQL_LIST_BY_PIPELINE)?.query_map(params![limit, p], execution_from_row)?.collect(),
-                (Some(p), true) => conn
-                    .prepare_cached(SQL_LIST_BY_PIPELINE_STATUS)?
-                    .query_map(params![limit, p, UNFINISHED_STATUS], execution_from_row)?
-                    .collect(),
+            let sql = &SQL_LIST_EXECUTIONS
+                [list_executions_variant(filter.pipeline_name.is_some(), filter.unfinished_only, filter.before.is_some())];
+            let cursor_at = filter.before.as_ref().map(|c| c.created_at.unix_ms());
+            let mut bound: Vec<(&str, &dyn ToSql)> = vec![(":limit", &limit)];
+            if let Some(pipeline) = &filter.pipeline_name {
+                bound.push((":pipeline", pipeline));
             }
+            if let (Some(cursor), Some(at)) = (&filter.before, &cursor_at) {
+                bound.push((":at", at));
+                bound.push((":id", &cursor.id));
+            }
+            conn.prepare_cached(sql)?.query_map(bound.as_slice(), execution_from_row)?.collect()
         })
         .await
     }
@@ -429,6 +592,22 @@ impl Store for SqliteStore {
     async fn ledger(&self, execution_id: &str) -> Result<Vec<LedgerEntry>, StoreError> {
         let id = execution_id.to_owned();
         self.read(move |conn| conn.prepare_cached(SQL_LEDGER)?.query_map(params![id], ledger_from_row)?.collect()).await
+    }
+
+    async fn list_ledger(&self, filter: LedgerFilter) -> Result<Vec<LedgerEntry>, StoreError> {
+        let limit = page_size(filter.limit) as i64;
+        self.read(move |conn| {
+            let sql = &SQL_LIST_LEDGER[list_ledger_variant(filter.execution_id.is_some(), filter.before_seq.is_some())];
+            let mut bound: Vec<(&str, &dyn ToSql)> = vec![(":limit", &limit), (":pipeline", &filter.pipeline_name)];
+            if let Some(execution_id) = &filter.execution_id {
+                bound.push((":execution", execution_id));
+            }
+            if let Some(before) = &filter.before_seq {
+                bound.push((":before", before));
+            }
+            conn.prepare_cached(sql)?.query_map(bound.as_slice(), ledger_from_row)?.collect()
+        })
+        .await
     }
 
     async fn due_timers(&self, now: Timestamp, limit: usize) -> Result<Vec<TimerRecord>, StoreError> {
@@ -458,7 +637,7 @@ impl Store for SqliteStore {
     }
 }
 
-/// `ExecutionFilter::limit` as a page size: 0 means the largest page.
+/// A listing's `limit` as a page size: 0 means the largest page.
 fn page_size(limit: usize) -> usize {
     if limit == 0 { MAX_PAGE_SIZE } else { limit.min(MAX_PAGE_SIZE) }
 }
@@ -502,17 +681,28 @@ struct WriterHandle {
 
 /// One caller's write, answered after the group containing it commits.
 enum WriteRequest {
-    Commit {
-        transitions: Vec<Transition>,
-        reply: oneshot::Sender<Result<CommitResult, StoreError>>,
-    },
-    PutPipeline {
-        name: String,
-        definition_json: String,
-        source_dir: Option<String>,
-        now: Timestamp,
-        reply: oneshot::Sender<Result<PipelineRecord, StoreError>>,
-    },
+    Commit { transitions: Vec<Transition>, reply: oneshot::Sender<Result<CommitResult, StoreError>> },
+    Pipeline { write: PipelineWrite, reply: oneshot::Sender<Result<PipelineRecord, StoreError>> },
+    DeletePipeline { name: String, now: Timestamp, reply: oneshot::Sender<Result<bool, StoreError>> },
+}
+
+/// Which pipeline write: the three differ only in when a new version is inserted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PipelineMode {
+    /// [`Store::put_pipeline`]: a new version unless the live latest is identical.
+    Put,
+    /// [`Store::create_pipeline`]: refused if the name is live.
+    Create,
+    /// [`Store::update_pipeline`]: refused unless the name is live.
+    Update,
+}
+
+struct PipelineWrite {
+    mode: PipelineMode,
+    name: String,
+    definition_json: String,
+    source_dir: Option<String>,
+    now: Timestamp,
 }
 
 impl WriteRequest {
@@ -520,7 +710,7 @@ impl WriteRequest {
     fn weight(&self) -> usize {
         match self {
             WriteRequest::Commit { transitions, .. } => transitions.len(),
-            WriteRequest::PutPipeline { .. } => 1,
+            WriteRequest::Pipeline { .. } | WriteRequest::DeletePipeline { .. } => 1,
         }
     }
 
@@ -529,7 +719,39 @@ impl WriteRequest {
     fn abandoned(&self) -> bool {
         match self {
             WriteRequest::Commit { reply, .. } => reply.is_closed(),
-            WriteRequest::PutPipeline { reply, .. } => reply.is_closed(),
+            WriteRequest::Pipeline { reply, .. } => reply.is_closed(),
+            WriteRequest::DeletePipeline { reply, .. } => reply.is_closed(),
+        }
+    }
+
+    /// Answers the caller with what its request produced in a committed group.
+    fn answer(self, outcome: Applied) {
+        match (self, outcome) {
+            (WriteRequest::Commit { reply, .. }, Applied::Commit(results)) => {
+                let _ = reply.send(Ok(results));
+            }
+            (WriteRequest::Pipeline { reply, .. }, Applied::Pipeline(result)) => {
+                let _ = reply.send(result);
+            }
+            (WriteRequest::DeletePipeline { reply, .. }, Applied::Deleted(deleted)) => {
+                let _ = reply.send(Ok(deleted));
+            }
+            _ => unreachable!("outcomes are produced in request order"),
+        }
+    }
+
+    /// Answers the caller with the failure of its group.
+    fn fail(self, error: &StoreError) {
+        match self {
+            WriteRequest::Commit { reply, .. } => {
+                let _ = reply.send(Err(copy_error(error)));
+            }
+            WriteRequest::Pipeline { reply, .. } => {
+                let _ = reply.send(Err(copy_error(error)));
+            }
+            WriteRequest::DeletePipeline { reply, .. } => {
+                let _ = reply.send(Err(copy_error(error)));
+            }
         }
     }
 }
@@ -537,7 +759,10 @@ impl WriteRequest {
 /// What one request produced inside a group transaction.
 enum Applied {
     Commit(CommitResult),
-    Pipeline(PipelineRecord),
+    /// A refused create/update (exists / not found) wrote nothing and does not
+    /// abort the group.
+    Pipeline(Result<PipelineRecord, StoreError>),
+    Deleted(bool),
 }
 
 struct Writer {
@@ -592,20 +817,12 @@ impl Writer {
                     .iter()
                     .map(|o| match o {
                         Applied::Commit(results) => results.iter().filter(|r| r.is_ok()).count() as u64,
-                        Applied::Pipeline(_) => 0,
+                        Applied::Pipeline(_) | Applied::Deleted(_) => 0,
                     })
                     .sum();
                 self.stats.record(applied, started.elapsed());
                 for (request, outcome) in group.into_iter().zip(outcomes) {
-                    match (request, outcome) {
-                        (WriteRequest::Commit { reply, .. }, Applied::Commit(results)) => {
-                            let _ = reply.send(Ok(results));
-                        }
-                        (WriteRequest::PutPipeline { reply, .. }, Applied::Pipeline(record)) => {
-                            let _ = reply.send(Ok(record));
-                        }
-                        _ => unreachable!("outcomes are produced in request order"),
-                    }
+                    request.answer(outcome);
                 }
             }
             Err(e) => {
@@ -622,14 +839,7 @@ impl Writer {
                 }
                 let error = map_error(e);
                 for request in group {
-                    match request {
-                        WriteRequest::Commit { reply, .. } => {
-                            let _ = reply.send(Err(copy_error(&error)));
-                        }
-                        WriteRequest::PutPipeline { reply, .. } => {
-                            let _ = reply.send(Err(copy_error(&error)));
-                        }
-                    }
+                    request.fail(&error);
                 }
             }
         }
@@ -649,9 +859,8 @@ impl Writer {
                     }
                     Applied::Commit(results)
                 }
-                WriteRequest::PutPipeline { name, definition_json, source_dir, now, .. } => {
-                    Applied::Pipeline(self.put_pipeline(name, definition_json, source_dir.as_deref(), *now)?)
-                }
+                WriteRequest::Pipeline { write, .. } => Applied::Pipeline(self.write_pipeline(write)?),
+                WriteRequest::DeletePipeline { name, now, .. } => Applied::Deleted(self.delete_pipeline(name, *now)?),
             });
         }
         self.conn.prepare_cached("COMMIT")?.execute([])?;
@@ -670,14 +879,23 @@ impl Writer {
         Ok(result)
     }
 
-    /// The semantics of [`Transition`]: create or compare-and-set the execution
-    /// row, append the ledger, then clear and set timers (a key both cleared and
-    /// set ends up set).
+    /// The semantics of [`Transition`]: create (after the client token check) or
+    /// compare-and-set the execution row, append the ledger, then clear and set
+    /// timers (a key both cleared and set ends up set).
     fn apply_transition(&self, t: &Transition) -> rusqlite::Result<Result<u64, TransitionError>> {
         let conn = &self.conn;
         let at = t.at.unix_ms();
-        let new_version = match t.expected_version {
+        let (new_version, pipeline_name) = match t.expected_version {
             None => {
+                if let Some(token) = &t.client_token {
+                    let used: Option<(String, String)> = conn
+                        .prepare_cached(SQL_GET_CLIENT_TOKEN)?
+                        .query_row(params![t.pipeline_name, token.token], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .optional()?;
+                    if let Some((execution_id, fingerprint)) = used {
+                        return Ok(Err(TransitionError::TokenReused { execution_id, same_request: fingerprint == token.fingerprint }));
+                    }
+                }
                 let inserted = conn.prepare_cached(SQL_INSERT_EXECUTION)?.execute(params![
                     t.execution_id,
                     t.pipeline_name,
@@ -690,20 +908,26 @@ impl Writer {
                 if inserted == 0 {
                     return Ok(Err(TransitionError::AlreadyExists(t.execution_id.clone())));
                 }
-                1
+                if let Some(token) = &t.client_token {
+                    conn.prepare_cached(SQL_INSERT_CLIENT_TOKEN)?.execute(params![
+                        t.pipeline_name,
+                        token.token,
+                        token.fingerprint,
+                        t.execution_id,
+                        at
+                    ])?;
+                }
+                (1, None)
             }
             Some(expected) => {
-                let updated = match i64::try_from(expected) {
-                    Ok(expected_sql) => conn.prepare_cached(SQL_UPDATE_EXECUTION)?.execute(params![
-                        t.execution_id,
-                        t.status,
-                        t.state_json,
-                        at,
-                        expected_sql
-                    ])?,
-                    Err(_) => 0,
+                let updated: Option<String> = match i64::try_from(expected) {
+                    Ok(expected_sql) => conn
+                        .prepare_cached(SQL_UPDATE_EXECUTION)?
+                        .query_row(params![t.execution_id, t.status, t.state_json, at, expected_sql], |r| r.get(0))
+                        .optional()?,
+                    Err(_) => None,
                 };
-                if updated == 0 {
+                let Some(pipeline_name) = updated else {
                     let actual: Option<i64> =
                         conn.prepare_cached(SQL_EXECUTION_VERSION)?.query_row(params![t.execution_id], |r| r.get(0)).optional()?;
                     return Ok(Err(TransitionError::VersionConflict {
@@ -711,12 +935,14 @@ impl Writer {
                         expected,
                         actual: actual.map(|v| v as u64),
                     }));
-                }
-                expected + 1
+                };
+                (expected + 1, Some(pipeline_name))
             }
         };
 
         if !t.ledger.is_empty() {
+            // The execution's own pipeline: an update's `pipeline_name` is ignored.
+            let pipeline_name = pipeline_name.as_deref().unwrap_or(&t.pipeline_name);
             let mut insert = conn.prepare_cached(SQL_INSERT_LEDGER)?;
             for e in &t.ledger {
                 insert.execute(params![
@@ -731,7 +957,8 @@ impl Writer {
                     e.outcome,
                     e.exception_type,
                     e.message,
-                    e.decision_json
+                    e.decision_json,
+                    pipeline_name
                 ])?;
             }
         }
@@ -750,36 +977,53 @@ impl Writer {
         Ok(Ok(new_version))
     }
 
-    /// Returns the latest version of `name` if unchanged, else inserts latest+1.
-    fn put_pipeline(
-        &self,
-        name: &str,
-        definition_json: &str,
-        source_dir: Option<&str>,
-        now: Timestamp,
-    ) -> rusqlite::Result<PipelineRecord> {
-        let latest = self.conn.prepare_cached(SQL_LATEST_PIPELINE)?.query_row(params![name], pipeline_from_row).optional()?;
-        if let Some(latest) = &latest
-            && latest.definition_json == definition_json
-            && latest.source_dir.as_deref() == source_dir
-        {
-            return Ok(latest.clone());
+    /// Put, create or update a pipeline (see [`PipelineMode`]). A new version is
+    /// always latest stored + 1, so numbers are never reused across a delete.
+    fn write_pipeline(&self, w: &PipelineWrite) -> rusqlite::Result<Result<PipelineRecord, StoreError>> {
+        let conn = &self.conn;
+        let name = w.name.as_str();
+        let live = conn.prepare_cached(SQL_PIPELINE_IS_LIVE)?.query_row(params![name], |r| r.get::<_, bool>(0)).optional()? == Some(true);
+        let latest = conn.prepare_cached(SQL_LATEST_STORED_PIPELINE)?.query_row(params![name], pipeline_from_row).optional()?;
+        match w.mode {
+            PipelineMode::Create if live => return Ok(Err(StoreError::AlreadyExists(format!("pipeline {name} already exists")))),
+            PipelineMode::Update if !live => return Ok(Err(StoreError::NotFound(format!("pipeline {name} does not exist")))),
+            PipelineMode::Put if live => {
+                if let Some(latest) = &latest
+                    && latest.definition_json == w.definition_json
+                    && latest.source_dir == w.source_dir
+                {
+                    return Ok(Ok(latest.clone()));
+                }
+            }
+            _ => {}
         }
         let record = PipelineRecord {
-            name: name.to_owned(),
+            name: w.name.clone(),
             version: latest.map_or(1, |p| p.version + 1),
-            definition_json: definition_json.to_owned(),
-            source_dir: source_dir.map(str::to_owned),
-            created_at: now,
+            definition_json: w.definition_json.clone(),
+            source_dir: w.source_dir.clone(),
+            created_at: w.now,
         };
-        self.conn.prepare_cached(SQL_INSERT_PIPELINE)?.execute(params![
+        conn.prepare_cached(SQL_INSERT_PIPELINE)?.execute(params![
             record.name,
             record.version,
             record.definition_json,
             record.source_dir,
             record.created_at.unix_ms()
         ])?;
-        Ok(record)
+        if !live {
+            conn.prepare_cached(SQL_REVIVE_PIPELINE_NAME)?.execute(params![name])?;
+        }
+        Ok(Ok(record))
+    }
+
+    /// Tombstones a live pipeline name and forgets its client tokens.
+    fn delete_pipeline(&self, name: &str, now: Timestamp) -> rusqlite::Result<bool> {
+        let deleted = self.conn.prepare_cached(SQL_DELETE_PIPELINE_NAME)?.execute(params![name, now.unix_ms()])? > 0;
+        if deleted {
+            self.conn.prepare_cached(SQL_DELETE_PIPELINE_TOKENS)?.execute(params![name])?;
+        }
+        Ok(deleted)
     }
 }
 
@@ -878,6 +1122,12 @@ fn newer_schema_error(path: &Path, version: u32) -> StoreError {
 
 /// Brings the schema to [`SCHEMA_VERSION`], one transaction per migration.
 fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    migrate_to(conn, path, SCHEMA_VERSION)
+}
+
+/// Applies the pending migrations up to schema version `target` (tests create
+/// older databases with a lower target).
+fn migrate_to(conn: &mut Connection, path: &Path, target: u32) -> Result<(), StoreError> {
     let migration_error = |version: usize, e: rusqlite::Error| match map_error(e) {
         StoreError::Unavailable(m) => StoreError::Unavailable(format!("applying schema migration {version} to {}: {m}", path.display())),
         other => StoreError::Schema(format!("applying schema migration {version} to {}: {other}", path.display())),
@@ -888,7 +1138,7 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     if current > SCHEMA_VERSION {
         return Err(newer_schema_error(path, current));
     }
-    for (index, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+    for (index, sql) in MIGRATIONS.iter().enumerate().take(target as usize).skip(current as usize) {
         let version = index + 1;
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(|e| migration_error(version, e))?;
         tx.execute_batch(sql).map_err(|e| match e {
@@ -1080,6 +1330,7 @@ fn copy_error(e: &StoreError) -> StoreError {
         StoreError::Schema(m) => StoreError::Schema(m.clone()),
         StoreError::Limit(m) => StoreError::Limit(m.clone()),
         StoreError::NotFound(m) => StoreError::NotFound(m.clone()),
+        StoreError::AlreadyExists(m) => StoreError::AlreadyExists(m.clone()),
     }
 }
 
@@ -1087,30 +1338,218 @@ fn copy_error(e: &StoreError) -> StoreError {
 mod tests {
     use super::*;
 
+    fn plan(conn: &Connection, sql: &str) -> String {
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let values: Vec<Box<dyn rusqlite::ToSql>> = (1..=stmt.parameter_count())
+            .map(|i| match stmt.parameter_name(i) {
+                Some(":limit" | ":at" | ":before") => Box::new(1_i64) as Box<dyn rusqlite::ToSql>,
+                Some(_) => Box::new("x"),
+                None if i == 1 => Box::new(1_i64),
+                None => Box::new("x"),
+            })
+            .collect();
+        let bound: Vec<&dyn rusqlite::ToSql> = values.iter().map(|v| v.as_ref()).collect();
+        let rows: Vec<String> = stmt.query_map(bound.as_slice(), |r| r.get::<_, String>(3)).unwrap().collect::<Result<_, _>>().unwrap();
+        rows.join("; ")
+    }
+
+    fn migrated(dir: &tempfile::TempDir) -> Connection {
+        let path = dir.path().join("plan.db");
+        let mut conn = Connection::open(&path).unwrap();
+        migrate(&mut conn, &path).unwrap();
+        conn
+    }
+
     /// `due_timers` and `list_executions` must be served by indexes, without a sort.
     #[test]
     fn queries_use_indexes() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("plan.db");
-        let mut conn = Connection::open(&path).unwrap();
-        migrate(&mut conn, &path).unwrap();
-        let conn = conn;
-        let plan = |sql: &str| -> String {
-            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
-            let values: [&dyn rusqlite::ToSql; 3] = [&1_i64, &"x", &"y"];
-            let bound = &values[..stmt.parameter_count()];
-            let rows: Vec<String> = stmt.query_map(bound, |r| r.get::<_, String>(3)).unwrap().collect::<Result<_, _>>().unwrap();
-            rows.join("; ")
-        };
-        let due = plan(SQL_DUE_TIMERS);
+        let conn = migrated(&dir);
+        let due = plan(&conn, SQL_DUE_TIMERS);
         assert!(due.contains("COVERING INDEX timers_due"), "due_timers plan: {due}");
         assert!(!due.contains("TEMP B-TREE"), "due_timers must not sort: {due}");
-        for sql in [SQL_LIST_ALL, SQL_LIST_BY_STATUS, SQL_LIST_BY_PIPELINE] {
-            let p = plan(sql);
-            assert!(p.contains("USING INDEX"), "{sql}: {p}");
-            assert!(!p.contains("TEMP B-TREE"), "{sql} must not sort: {p}");
-        }
-        let next = plan(SQL_NEXT_TIMER_DUE);
+        let next = plan(&conn, SQL_NEXT_TIMER_DUE);
         assert!(next.contains("timers_due"), "next_timer_due plan: {next}");
+    }
+
+    /// Every `list_executions` shape uses its index, with the cursor as a range
+    /// bound on it, and never sorts.
+    #[test]
+    fn execution_listings_use_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = migrated(&dir);
+        for by_pipeline in [false, true] {
+            for unfinished in [false, true] {
+                for after_cursor in [false, true] {
+                    let sql = &SQL_LIST_EXECUTIONS[list_executions_variant(by_pipeline, unfinished, after_cursor)];
+                    let p = plan(&conn, sql);
+                    let index = match (by_pipeline, unfinished) {
+                        (false, false) => "executions_created_id",
+                        (true, false) => "executions_pipeline_created_id",
+                        (false, true) => "executions_unfinished",
+                        (true, true) => "executions_pipeline_unfinished",
+                    };
+                    assert!(p.contains(&format!("USING INDEX {index}")), "{sql}: expected {index}: {p}");
+                    assert!(!p.contains("TEMP B-TREE"), "{sql} must not sort: {p}");
+                    if after_cursor {
+                        assert!(p.contains("(created_at,id)<(?,?)"), "{sql}: the cursor must bound the index range: {p}");
+                    }
+                    if by_pipeline {
+                        assert!(p.contains("pipeline_name=?"), "{sql}: the pipeline must be an index prefix: {p}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Pipeline and ledger listings use indexes, without a sort.
+    #[test]
+    fn pipeline_and_ledger_listings_use_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = migrated(&dir);
+        for sql in [SQL_LIST_PIPELINES, SQL_LIST_PIPELINES_AFTER] {
+            let p = plan(&conn, sql);
+            assert!(p.contains("pipeline_names_live"), "{sql}: live names from the partial index: {p}");
+            assert!(p.contains("USING PRIMARY KEY") || p.contains("USING INDEX sqlite_autoindex_pipelines"), "{sql}: {p}");
+            assert!(!p.contains("TEMP B-TREE"), "{sql} must not sort: {p}");
+            if sql == SQL_LIST_PIPELINES_AFTER {
+                assert!(p.contains("name>?"), "{sql}: the cursor must bound the index range: {p}");
+            }
+        }
+        let latest = plan(&conn, SQL_LATEST_LIVE_PIPELINE);
+        assert!(!latest.contains("SCAN"), "get_pipeline(latest) must not scan: {latest}");
+        for by_execution in [false, true] {
+            for before in [false, true] {
+                let sql = &SQL_LIST_LEDGER[list_ledger_variant(by_execution, before)];
+                let p = plan(&conn, sql);
+                let index = if by_execution { "ledger_execution_seq" } else { "ledger_pipeline_seq" };
+                assert!(p.contains(&format!("USING INDEX {index}")), "{sql}: expected {index}: {p}");
+                assert!(!p.contains("TEMP B-TREE"), "{sql} must not sort: {p}");
+                if before {
+                    assert!(p.contains("seq<?"), "{sql}: before_seq must bound the index range: {p}");
+                }
+            }
+        }
+        let token = plan(&conn, SQL_GET_CLIENT_TOKEN);
+        assert!(token.contains("PRIMARY KEY"), "client token lookup by primary key: {token}");
+    }
+
+    /// A database written by a redrive that knew only migration 1 upgrades to the
+    /// current schema with its data intact and usable.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn version_1_database_upgrades() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.db");
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            migrate_to(&mut conn, &path, 1).unwrap();
+            assert_eq!(schema_version(&conn).unwrap(), Some(1));
+            conn.execute_batch(
+                r#"
+                INSERT INTO pipelines VALUES ('build', 1, '{"v":1}', '/src', 1000), ('build', 2, '{"v":2}', NULL, 2000),
+                                             ('deploy', 1, '{"d":1}', NULL, 3000);
+                INSERT INTO executions VALUES
+                    ('e1', 'build', 1, 'Succeeded', '{}', '{"s":1}', 3, 1500, 1600),
+                    ('e2', 'build', 2, 'InProgress', '{}', '{"s":2}', 1, 2500, 2500),
+                    ('e3', 'deploy', 1, 'InProgress', '{}', '{"s":3}', 2, 3500, 3600);
+                INSERT INTO ledger (execution_id, stage, action, series, attempt, "trigger", started_at, finished_at, outcome)
+                VALUES ('e1', 'Build', 'Compile', 1, 1, 'initial', 1500, 1510, 'FAILED'),
+                       ('e3', 'Ship', 'Push', 1, 1, 'initial', 3500, 3510, 'SUCCEEDED'),
+                       ('e1', 'Build', 'Compile', 1, 2, 'policy', 1520, 1530, 'SUCCEEDED');
+                INSERT INTO timers VALUES ('e2', 'Build/Compile#2', 9000);
+                "#,
+            )
+            .unwrap();
+        }
+        {
+            let store = SqliteStore::open(&path, SqliteOptions::default()).unwrap();
+            let raw = Connection::open(&path).unwrap();
+            let versions: Vec<u32> = raw
+                .prepare("SELECT version FROM schema_migrations ORDER BY version")
+                .unwrap()
+                .query_map([], |r| r.get(0))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert_eq!(versions, [1, 2], "migration 2 is applied on top of migration 1");
+            assert_eq!(SCHEMA_VERSION, 2);
+
+            let build = store.get_pipeline("build", None).await.unwrap().unwrap();
+            assert_eq!((build.version, build.definition_json.as_str(), build.created_at.unix_ms()), (2, r#"{"v":2}"#, 2000));
+            assert_eq!(store.get_pipeline("build", Some(1)).await.unwrap().unwrap().source_dir.as_deref(), Some("/src"));
+            let listed: Vec<(String, u32)> =
+                store.list_pipelines(None, 0).await.unwrap().into_iter().map(|p| (p.name, p.version)).collect();
+            assert_eq!(listed, [("build".to_owned(), 2), ("deploy".to_owned(), 1)], "existing pipelines are live");
+
+            let all: Vec<String> = store.list_executions(ExecutionFilter::default()).await.unwrap().into_iter().map(|e| e.id).collect();
+            assert_eq!(all, ["e3", "e2", "e1"]);
+            let unfinished = store
+                .list_executions(ExecutionFilter { pipeline_name: Some("build".into()), unfinished_only: true, ..Default::default() })
+                .await
+                .unwrap();
+            assert_eq!(unfinished.len(), 1);
+            assert_eq!(unfinished[0].id, "e2");
+            assert_eq!(store.get_execution("e1").await.unwrap().unwrap().version, 3);
+            assert_eq!(store.next_timer_due().await.unwrap(), Some(Timestamp::from_unix_ms(9000)));
+
+            let build_ledger = store.list_ledger(LedgerFilter { pipeline_name: "build".into(), ..Default::default() }).await.unwrap();
+            let attempts: Vec<(i64, &str, u32)> = build_ledger.iter().map(|e| (e.seq, e.execution_id.as_str(), e.attempt)).collect();
+            assert_eq!(attempts, [(3, "e1", 2), (1, "e1", 1)], "old ledger rows are filed under their execution's pipeline");
+            let deploy_ledger = store.list_ledger(LedgerFilter { pipeline_name: "deploy".into(), ..Default::default() }).await.unwrap();
+            assert_eq!(deploy_ledger.len(), 1);
+            assert_eq!(store.ledger("e1").await.unwrap().len(), 2);
+
+            // Still append-only.
+            raw.busy_timeout(Duration::from_secs(5)).unwrap();
+            let update = raw.execute("UPDATE ledger SET outcome = 'FAILED'", []);
+            assert!(matches!(&update, Err(e) if e.to_string().contains("append-only")), "UPDATE must still be refused: {update:?}");
+            let delete = raw.execute("DELETE FROM ledger", []);
+            assert!(matches!(&delete, Err(e) if e.to_string().contains("append-only")), "DELETE must still be refused: {delete:?}");
+
+            // And writable with the new features.
+            assert_eq!(store.update_pipeline("build", "{}", None, Timestamp::from_unix_ms(4000)).await.unwrap().version, 3);
+            assert!(store.delete_pipeline("deploy", Timestamp::from_unix_ms(4100)).await.unwrap());
+            assert_eq!(store.create_pipeline("deploy", "{}", None, Timestamp::from_unix_ms(4200)).await.unwrap().version, 2);
+            let mut u = Transition {
+                execution_id: "e2".into(),
+                expected_version: Some(1),
+                pipeline_name: "build".into(),
+                pipeline_version: 2,
+                status: "Succeeded".into(),
+                input_json: "{}".into(),
+                state_json: "{}".into(),
+                at: Timestamp::from_unix_ms(5000),
+                ledger: Vec::new(),
+                set_timers: Vec::new(),
+                clear_timers: vec!["Build/Compile#2".into()],
+                client_token: None,
+            };
+            u.ledger.push(LedgerEntry { execution_id: "e2".into(), ..build_ledger[0].clone() });
+            assert_eq!(store.commit(vec![u]).await.unwrap(), vec![Ok(2)]);
+            assert_eq!(store.list_ledger(LedgerFilter { pipeline_name: "build".into(), ..Default::default() }).await.unwrap().len(), 3);
+        }
+        // Reopening does not migrate again.
+        drop(SqliteStore::open(&path, SqliteOptions::default()).unwrap());
+        let raw = Connection::open(&path).unwrap();
+        let count: i64 = raw.query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0)).unwrap();
+        assert_eq!(count, 2);
+    }
+
+    /// A database that stopped at schema version 1 cannot be inspected read-only
+    /// until a writer upgrades it.
+    #[test]
+    fn read_only_refuses_version_1_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.db");
+        let mut conn = Connection::open(&path).unwrap();
+        migrate_to(&mut conn, &path, 1).unwrap();
+        drop(conn);
+        match SqliteStore::open_read_only(&path) {
+            Err(StoreError::Schema(m)) => assert!(m.contains("schema version 1"), "{m}"),
+            Err(e) => panic!("expected Schema, got {e:?}"),
+            Ok(_) => panic!("a version 1 database must not open read-only"),
+        }
+        drop(SqliteStore::open(&path, SqliteOptions::default()).unwrap());
+        SqliteStore::open_read_only(&path).expect("after an upgrade the database opens read-only");
     }
 }

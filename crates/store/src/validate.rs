@@ -3,12 +3,16 @@
 //! A refused call changes nothing. Everything here reports [`StoreError::Limit`]:
 //! the call can never succeed as written, so retrying it is pointless.
 
-use crate::limits::{MAX_DEFINITION_BYTES, MAX_INPUT_BYTES, MAX_STATE_BYTES, MAX_TRANSITIONS_PER_COMMIT};
+use crate::limits::{
+    MAX_CLIENT_TOKEN_CHARS, MAX_DEFINITION_BYTES, MAX_FINGERPRINT_BYTES, MAX_INPUT_BYTES, MAX_STATE_BYTES, MAX_TRANSITIONS_PER_COMMIT,
+};
 use crate::{StoreError, Transition};
 
 /// Checks a `commit` call against [`crate::limits`] and its internal consistency:
 /// every ledger entry and timer of a transition must belong to that transition's
-/// execution.
+/// execution. The client token of a create must have 1 to
+/// [`MAX_CLIENT_TOKEN_CHARS`] characters (tokens on updates are ignored, so not
+/// checked).
 pub fn check_commit(transitions: &[Transition]) -> Result<(), StoreError> {
     if transitions.len() > MAX_TRANSITIONS_PER_COMMIT {
         return Err(StoreError::Limit(format!(
@@ -41,6 +45,20 @@ pub fn check_commit(transitions: &[Transition]) -> Result<(), StoreError> {
                 "transitions[{i}].set_timers[{j}]: timer belongs to execution {}, but the transition is for execution {id}",
                 timer.execution_id
             )));
+        }
+        if let Some(token) = t.client_token.as_ref().filter(|_| t.expected_version.is_none()) {
+            let chars = token.token.chars().count();
+            if chars == 0 || chars > MAX_CLIENT_TOKEN_CHARS {
+                return Err(StoreError::Limit(format!(
+                    "transitions[{i}] (execution {id}): client token has {chars} characters; it must have 1 to {MAX_CLIENT_TOKEN_CHARS}"
+                )));
+            }
+            if token.fingerprint.len() > MAX_FINGERPRINT_BYTES {
+                return Err(StoreError::Limit(format!(
+                    "transitions[{i}] (execution {id}): client token fingerprint is {} bytes; the maximum is {MAX_FINGERPRINT_BYTES} bytes",
+                    token.fingerprint.len()
+                )));
+            }
         }
     }
     Ok(())

@@ -4,7 +4,7 @@
 use redrive_core::time::Timestamp;
 use redrive_store::conformance;
 use redrive_store::faulty::{FaultyStore, INJECTED_FAULT};
-use redrive_store::{SqliteOptions, SqliteStore, Store, StoreError, Transition};
+use redrive_store::{LedgerFilter, SqliteOptions, SqliteStore, Store, StoreError, Transition};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 fn create(id: &str) -> Transition {
@@ -20,6 +20,7 @@ fn create(id: &str) -> Transition {
         ledger: vec![],
         set_timers: vec![],
         clear_timers: vec![],
+        client_token: None,
     }
 }
 
@@ -89,10 +90,35 @@ async fn read_and_pipeline_faults() {
     assert_injected(store.due_timers(Timestamp::from_unix_ms(0), 1).await);
     assert_injected(store.next_timer_due().await);
     assert_injected(store.execution_timers("x").await);
+    assert_injected(store.list_pipelines(None, 0).await);
+    assert_injected(store.list_ledger(LedgerFilter { pipeline_name: "p".into(), ..Default::default() }).await);
     store.heal();
     assert!(store.get_pipeline("p", None).await.unwrap().is_some());
 
     store.fail_next_reads(1);
     assert_injected(store.get_execution("x").await);
     assert_eq!(store.get_execution("x").await.unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pipeline_write_faults_cover_create_update_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FaultyStore::new(SqliteStore::open(&dir.path().join("db"), SqliteOptions::default()).unwrap());
+    let at = Timestamp::from_unix_ms(0);
+
+    store.fail_next_pipeline_writes(1);
+    assert_injected(store.create_pipeline("p", "{}", None, at).await);
+    assert_eq!(store.get_pipeline("p", None).await.unwrap(), None, "an injected create writes nothing");
+    assert_eq!(store.create_pipeline("p", "{}", None, at).await.unwrap().version, 1);
+
+    store.set_fail_pipeline_writes(true);
+    assert_injected(store.update_pipeline("p", "{}", None, at).await);
+    assert_injected(store.delete_pipeline("p", at).await);
+    assert_injected(store.put_pipeline("p", "{\"x\":1}", None, at).await);
+    store.set_fail_pipeline_writes(false);
+    assert_eq!(store.get_pipeline("p", None).await.unwrap().unwrap().version, 1, "injected writes change nothing");
+    assert_eq!(store.update_pipeline("p", "{}", None, at).await.unwrap().version, 2);
+    assert!(store.delete_pipeline("p", at).await.unwrap());
+    assert_eq!(store.list_pipelines(None, 0).await.unwrap(), vec![]);
+    assert_eq!(store.injected_faults(), 4);
 }

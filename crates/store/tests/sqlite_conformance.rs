@@ -43,6 +43,7 @@ fn create(id: &str, at: i64) -> Transition {
             due_at: Timestamp::from_unix_ms(at + 100),
         }],
         clear_timers: vec![],
+        client_token: None,
     }
 }
 

@@ -1,0 +1,16 @@
+//! redrive-api: everything that knows a wire format.
+//!
+//! - [`codepipeline`]: the CodePipeline service model (AWS JSON 1.1) — shapes,
+//!   error codes, native↔wire pipeline conversion — taken from botocore's model.
+//! - [`native`]: the native JSON REST API under `/v1`.
+//! - [`aws`]: `POST /` dispatching CodePipeline operations to the service.
+//! - [`server`]: the axum application: routes, body limits, JSON errors, shutdown.
+//! - [`openapi`]: the native API's OpenAPI document.
+//!
+//! Invariant: only this crate knows wire formats; the engine speaks domain types.
+
+pub mod aws;
+pub mod codepipeline;
+pub mod native;
+pub mod openapi;
+pub mod server;

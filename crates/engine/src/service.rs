@@ -1,0 +1,423 @@
+//! Pipelines as a service: the operations behind `redrive server`'s APIs, with
+//! domain errors. Wire formats (native REST, CodePipeline JSON 1.1) live in the
+//! api crate, which maps [`ServiceError`] to its error codes.
+
+use crate::clock::Clock;
+use crate::driver::{EngineError, EngineHandle, LoadedPipeline};
+use redrive_core::definition::source::Node;
+use redrive_core::definition::{ExecutionMode, Problem, RetryMode, parse_pipeline};
+use redrive_core::machine::{ExecutionState, ExecutionStatus, Rejection, StageStatus, Trigger};
+use redrive_core::name::Name;
+use redrive_store::{
+    ClientToken, ExecutionCursor, ExecutionFilter, ExecutionRecord, LedgerEntry, LedgerFilter, PipelineRecord, Store, StoreError,
+};
+use std::sync::Arc;
+
+/// Executions scanned to find the latest run of each stage (GetPipelineState).
+pub const STATE_SCAN_EXECUTIONS: usize = 200;
+pub const MAX_CLIENT_TOKEN_LEN: usize = 128;
+pub const MAX_INPUT_BYTES: usize = 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("{0}")]
+    Validation(String),
+    #[error("the pipeline definition is invalid: {}", .0.iter().map(|p| format!("{}: {}", p.path, p.message)).collect::<Vec<_>>().join("; "))]
+    InvalidStructure(Vec<Problem>),
+    #[error("pipeline {0} not found")]
+    PipelineNotFound(String),
+    #[error("a pipeline named {0} already exists")]
+    PipelineNameInUse(String),
+    #[error("pipeline {name} has no version {version}")]
+    PipelineVersionNotFound { name: String, version: u32 },
+    #[error("{0}")]
+    ExecutionNotFound(String),
+    #[error("{0}")]
+    ExecutionNotStoppable(String),
+    #[error("{0}")]
+    DuplicatedStopRequest(String),
+    #[error("{0}")]
+    StageNotFound(String),
+    #[error("{0}")]
+    StageNotRetryable(String),
+    #[error("{0}")]
+    NotLatestPipelineExecution(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    ConcurrentExecutionsLimitExceeded(String),
+    /// The store or engine cannot serve right now (HTTP 503).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        ServiceError::Unavailable(e.to_string())
+    }
+}
+
+impl From<EngineError> for ServiceError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Store(s) => s.into(),
+            EngineError::ExecutionNotFound(id) => ServiceError::ExecutionNotFound(format!("pipeline execution {id} not found")),
+            EngineError::StageNotFound { pipeline, version, stage } => {
+                ServiceError::StageNotFound(format!("stage {stage} not found in pipeline {pipeline} version {version}"))
+            }
+            EngineError::Rejected(Rejection::RetryInProgress) => {
+                ServiceError::Conflict("a retry of this stage is already in progress; try again when it settles".into())
+            }
+            EngineError::Rejected(Rejection::NotRetryable(why)) => ServiceError::StageNotRetryable(why),
+            EngineError::Rejected(Rejection::AlreadyStopping) => {
+                ServiceError::DuplicatedStopRequest("the execution is already stopping".into())
+            }
+            EngineError::Rejected(Rejection::Finished(s)) => {
+                ServiceError::ExecutionNotStoppable(format!("the execution is already {}", s.as_str()))
+            }
+            EngineError::TokenReused { execution_id, same_request: false } => ServiceError::Conflict(format!(
+                "clientRequestToken was already used for execution {execution_id} with a different request; use a new token"
+            )),
+            other => ServiceError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+/// A stored pipeline, parsed.
+pub struct PipelineView {
+    pub record: PipelineRecord,
+    pub loaded: Arc<LoadedPipeline>,
+}
+
+/// An execution with its parsed state.
+pub struct ExecutionView {
+    pub record: ExecutionRecord,
+    pub state: ExecutionState,
+}
+
+pub struct Service<S: Store> {
+    store: Arc<S>,
+    engine: EngineHandle,
+    clock: Arc<dyn Clock>,
+}
+
+pub fn validate_name(field: &str, value: &str) -> Result<Name, ServiceError> {
+    Name::parse(value).map_err(|e| ServiceError::Validation(format!("{field} {value:?} {e}")))
+}
+
+/// Lower-case hyphenated UUID, as CodePipeline execution ids are.
+pub fn validate_execution_id(field: &str, value: &str) -> Result<(), ServiceError> {
+    let b = value.as_bytes();
+    let ok = b.len() == 36
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| if matches!(i, 8 | 13 | 18 | 23) { *c == b'-' } else { c.is_ascii_digit() || (b'a'..=b'f').contains(c) });
+    if ok {
+        Ok(())
+    } else {
+        Err(ServiceError::Validation(format!(
+            "{field} {value:?} is not a pipeline execution id (pattern [0-9a-f]{{8}}-[0-9a-f]{{4}}-[0-9a-f]{{4}}-[0-9a-f]{{4}}-[0-9a-f]{{12}})"
+        )))
+    }
+}
+
+fn parse_state(rec: &ExecutionRecord) -> Result<ExecutionState, ServiceError> {
+    serde_json::from_str(&rec.state_json)
+        .map_err(|e| ServiceError::Unavailable(format!("state of execution {} is unreadable: {e}", rec.id)))
+}
+
+/// A stable fingerprint of a start request, for clientRequestToken checks.
+fn fingerprint(pipeline: &str, input_json: &str) -> String {
+    // FNV-1a over the canonical request; collisions only weaken a safety check.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in pipeline.bytes().chain([0u8]).chain(input_json.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+impl<S: Store> Service<S> {
+    pub fn new(store: Arc<S>, engine: EngineHandle, clock: Arc<dyn Clock>) -> Self {
+        Service { store, engine, clock }
+    }
+
+    pub fn engine(&self) -> &EngineHandle {
+        &self.engine
+    }
+
+    pub fn store(&self) -> &Arc<S> {
+        &self.store
+    }
+
+    fn check_definition(definition: &serde_json::Value) -> Result<String, ServiceError> {
+        let pipeline = parse_pipeline(&Node::from_json(definition)).map_err(ServiceError::InvalidStructure)?;
+        if let Some((s, a)) =
+            pipeline.stages.iter().flat_map(|s| s.actions.iter().map(move |a| (s, a))).find(|(_, a)| a.kind.provider() == "Function")
+        {
+            return Err(ServiceError::InvalidStructure(vec![Problem {
+                path: "$".into(),
+                line: None,
+                field: "function".into(),
+                value: None,
+                message: format!("action {}/{} runs a durable function; no functions are registered with this server", s.name, a.name),
+                allowed: Some("command, http or noop actions".into()),
+            }]));
+        }
+        Ok(pipeline.name.to_string())
+    }
+
+    pub async fn create_pipeline(&self, definition: &serde_json::Value) -> Result<PipelineRecord, ServiceError> {
+        let name = Self::check_definition(definition)?;
+        match self.store.create_pipeline(&name, &definition.to_string(), None, self.clock.now()).await {
+            Err(StoreError::AlreadyExists(_)) => Err(ServiceError::PipelineNameInUse(name)),
+            other => Ok(other?),
+        }
+    }
+
+    pub async fn update_pipeline(&self, definition: &serde_json::Value) -> Result<PipelineRecord, ServiceError> {
+        let name = Self::check_definition(definition)?;
+        match self.store.update_pipeline(&name, &definition.to_string(), None, self.clock.now()).await {
+            Err(StoreError::NotFound(_)) => Err(ServiceError::PipelineNotFound(name)),
+            other => Ok(other?),
+        }
+    }
+
+    pub async fn get_pipeline(&self, name: &str, version: Option<u32>) -> Result<PipelineView, ServiceError> {
+        validate_name("pipeline name", name)?;
+        let latest = self.store.get_pipeline(name, None).await?.ok_or_else(|| ServiceError::PipelineNotFound(name.into()))?;
+        let record = match version {
+            None => latest,
+            Some(v) => self
+                .store
+                .get_pipeline(name, Some(v))
+                .await?
+                .ok_or(ServiceError::PipelineVersionNotFound { name: name.into(), version: v })?,
+        };
+        let loaded = Arc::new(LoadedPipeline::from_record(record.clone()).map_err(ServiceError::from)?);
+        Ok(PipelineView { record, loaded })
+    }
+
+    pub async fn list_pipelines(&self, after: Option<&str>, limit: usize) -> Result<Vec<PipelineRecord>, ServiceError> {
+        Ok(self.store.list_pipelines(after, limit).await?)
+    }
+
+    pub async fn delete_pipeline(&self, name: &str) -> Result<(), ServiceError> {
+        validate_name("pipeline name", name)?;
+        // Deleting a missing pipeline succeeds, as in CodePipeline.
+        self.store.delete_pipeline(name, self.clock.now()).await?;
+        Ok(())
+    }
+
+    /// Starts an execution of the latest version. A repeated `client_token` with the
+    /// same input returns the first execution's id; with a different input, a Conflict.
+    pub async fn start_execution(&self, name: &str, input: &serde_json::Value, client_token: Option<&str>) -> Result<String, ServiceError> {
+        validate_name("pipeline name", name)?;
+        let input_json = input.to_string();
+        if input_json.len() > MAX_INPUT_BYTES {
+            return Err(ServiceError::Validation(format!("input is {} bytes; at most {MAX_INPUT_BYTES}", input_json.len())));
+        }
+        if let Some(t) = client_token {
+            if t.is_empty() || t.len() > MAX_CLIENT_TOKEN_LEN {
+                return Err(ServiceError::Validation(format!("clientRequestToken must be 1 to {MAX_CLIENT_TOKEN_LEN} characters")));
+            }
+        }
+        let view = self.get_pipeline(name, None).await?;
+        let p = &view.loaded.pipeline;
+        if p.execution_mode == ExecutionMode::Parallel {
+            let running = self.count_unfinished(name).await?;
+            if running >= p.max_concurrent_executions as usize {
+                return Err(ServiceError::ConcurrentExecutionsLimitExceeded(format!(
+                    "pipeline {name} already has {running} executions in progress (maxConcurrentExecutions {})",
+                    p.max_concurrent_executions
+                )));
+            }
+        }
+        let token = client_token.map(|t| ClientToken { token: t.to_string(), fingerprint: fingerprint(name, &input_json) });
+        match self.engine.start_with_token(view.loaded, input_json, token).await {
+            Ok(id) => Ok(id),
+            Err(EngineError::TokenReused { execution_id, same_request: true }) => Ok(execution_id),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn count_unfinished(&self, pipeline: &str) -> Result<usize, ServiceError> {
+        let rows = self
+            .store
+            .list_executions(ExecutionFilter {
+                pipeline_name: Some(pipeline.into()),
+                unfinished_only: true,
+                limit: redrive_store::limits::MAX_PAGE_SIZE,
+                ..Default::default()
+            })
+            .await?;
+        Ok(rows.len())
+    }
+
+    pub async fn get_execution(&self, pipeline: &str, execution_id: &str) -> Result<ExecutionView, ServiceError> {
+        validate_name("pipeline name", pipeline)?;
+        validate_execution_id("pipelineExecutionId", execution_id)?;
+        let record = self.store.get_execution(execution_id).await?;
+        match record {
+            Some(r) if r.pipeline_name == pipeline => {
+                let state = parse_state(&r)?;
+                Ok(ExecutionView { record: r, state })
+            }
+            _ => {
+                if self.store.get_pipeline(pipeline, None).await?.is_none() {
+                    return Err(ServiceError::PipelineNotFound(pipeline.into()));
+                }
+                Err(ServiceError::ExecutionNotFound(format!("pipeline execution {execution_id} not found in pipeline {pipeline}")))
+            }
+        }
+    }
+
+    pub async fn list_executions(
+        &self,
+        pipeline: &str,
+        before: Option<ExecutionCursor>,
+        limit: usize,
+    ) -> Result<Vec<ExecutionView>, ServiceError> {
+        validate_name("pipeline name", pipeline)?;
+        if self.store.get_pipeline(pipeline, None).await?.is_none() {
+            return Err(ServiceError::PipelineNotFound(pipeline.into()));
+        }
+        let rows = self
+            .store
+            .list_executions(ExecutionFilter { pipeline_name: Some(pipeline.into()), before, limit, ..Default::default() })
+            .await?;
+        rows.into_iter().map(|r| Ok(ExecutionView { state: parse_state(&r)?, record: r })).collect()
+    }
+
+    pub async fn stop_execution(&self, pipeline: &str, execution_id: &str, abandon: bool, reason: &str) -> Result<(), ServiceError> {
+        let view = self.get_execution(pipeline, execution_id).await?;
+        if view.state.status.is_finished() {
+            return Err(ServiceError::ExecutionNotStoppable(format!(
+                "pipeline execution {execution_id} is already {}",
+                view.state.status.as_str()
+            )));
+        }
+        if view.state.status == ExecutionStatus::Stopping && !abandon {
+            return Err(ServiceError::DuplicatedStopRequest(format!("pipeline execution {execution_id} is already stopping")));
+        }
+        self.engine.stop(execution_id, abandon, reason).await?;
+        Ok(())
+    }
+
+    /// The pipeline and, per stage, the newest execution that reached it.
+    pub async fn pipeline_state(&self, name: &str) -> Result<(PipelineView, Vec<Option<ExecutionView>>), ServiceError> {
+        let view = self.get_pipeline(name, None).await?;
+        let rows = self
+            .store
+            .list_executions(ExecutionFilter { pipeline_name: Some(name.into()), limit: STATE_SCAN_EXECUTIONS, ..Default::default() })
+            .await?;
+        let mut per_stage: Vec<Option<ExecutionView>> = view.loaded.pipeline.stages.iter().map(|_| None).collect();
+        for r in rows {
+            let state = parse_state(&r)?;
+            let Some(exec_pipeline) = self.store.get_pipeline(name, Some(r.pipeline_version)).await? else { continue };
+            let Ok(exec_loaded) = LoadedPipeline::from_record(exec_pipeline) else { continue };
+            let mut matched = false;
+            for (si, stage) in view.loaded.pipeline.stages.iter().enumerate() {
+                if per_stage[si].is_some() {
+                    continue;
+                }
+                if let Some(esi) = exec_loaded.pipeline.stage_index(stage.name.as_str()) {
+                    if state.stages[esi].status != StageStatus::NotStarted {
+                        per_stage[si] = Some(ExecutionView { record: r.clone(), state: state.clone() });
+                        matched = true;
+                    }
+                }
+            }
+            let _ = matched;
+            if per_stage.iter().all(Option::is_some) {
+                break;
+            }
+        }
+        Ok((view, per_stage))
+    }
+
+    pub async fn list_action_executions(
+        &self,
+        pipeline: &str,
+        execution_id: Option<&str>,
+        before_seq: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<LedgerEntry>, ServiceError> {
+        validate_name("pipeline name", pipeline)?;
+        if let Some(id) = execution_id {
+            validate_execution_id("pipelineExecutionId", id)?;
+        }
+        if self.store.get_pipeline(pipeline, None).await?.is_none() {
+            return Err(ServiceError::PipelineNotFound(pipeline.into()));
+        }
+        Ok(self
+            .store
+            .list_ledger(LedgerFilter { pipeline_name: pipeline.into(), execution_id: execution_id.map(Into::into), before_seq, limit })
+            .await?)
+    }
+
+    /// RetryStageExecution, with CodePipeline's errors.
+    pub async fn retry_stage(
+        &self,
+        pipeline: &str,
+        stage: &str,
+        execution_id: &str,
+        mode: RetryMode,
+        trigger: Trigger,
+    ) -> Result<String, ServiceError> {
+        validate_name("pipelineName", pipeline)?;
+        validate_name("stageName", stage)?;
+        validate_execution_id("pipelineExecutionId", execution_id)?;
+        let latest = self.store.get_pipeline(pipeline, None).await?.ok_or_else(|| ServiceError::PipelineNotFound(pipeline.into()))?;
+        let exec = self.get_execution(pipeline, execution_id).await?;
+        let exec_pipeline = self.get_pipeline(pipeline, Some(exec.record.pipeline_version)).await?;
+        let Some(si) = exec_pipeline.loaded.pipeline.stage_index(stage) else {
+            return Err(ServiceError::StageNotFound(format!(
+                "stage {stage} not found in pipeline {pipeline} version {}",
+                exec.record.pipeline_version
+            )));
+        };
+        // A later execution in which this stage failed makes this one out of date.
+        let newer = self
+            .store
+            .list_executions(ExecutionFilter { pipeline_name: Some(pipeline.into()), limit: STATE_SCAN_EXECUTIONS, ..Default::default() })
+            .await?;
+        for r in newer.iter().take_while(|r| r.id != execution_id) {
+            if (r.created_at, r.id.as_str()) <= (exec.record.created_at, execution_id) {
+                continue;
+            }
+            let st = parse_state(r)?;
+            let Some(p) = self.store.get_pipeline(pipeline, Some(r.pipeline_version)).await? else { continue };
+            let Ok(l) = LoadedPipeline::from_record(p) else { continue };
+            if let Some(rsi) = l.pipeline.stage_index(stage) {
+                if st.stages[rsi].status == StageStatus::Failed {
+                    return Err(ServiceError::NotLatestPipelineExecution(format!(
+                        "stage {stage} failed again in a later execution ({}); retry that one",
+                        r.id
+                    )));
+                }
+            }
+        }
+        if exec.record.pipeline_version != latest.version {
+            return Err(ServiceError::StageNotRetryable(format!(
+                "the pipeline was updated to version {} after this execution (version {}) ran; its structure may have changed",
+                latest.version, exec.record.pipeline_version
+            )));
+        }
+        let stage_state = &exec.state.stages[si];
+        if stage_state.retry_in_progress {
+            return Err(ServiceError::Conflict(format!("a retry of stage {stage} is already in progress")));
+        }
+        if exec.state.status.is_finished() && exec_pipeline.loaded.pipeline.execution_mode == ExecutionMode::Parallel {
+            let running = self.count_unfinished(pipeline).await?;
+            let max = exec_pipeline.loaded.pipeline.max_concurrent_executions as usize;
+            if running >= max {
+                return Err(ServiceError::ConcurrentExecutionsLimitExceeded(format!(
+                    "pipeline {pipeline} already has {running} executions in progress (maxConcurrentExecutions {max})"
+                )));
+            }
+        }
+        self.engine.retry_stage(execution_id, stage, mode, trigger).await?;
+        Ok(execution_id.to_string())
+    }
+}
