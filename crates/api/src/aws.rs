@@ -106,6 +106,7 @@ fn execution_status(s: ExecutionStatus) -> w::PipelineExecutionStatus {
         ExecutionStatus::Succeeded => w::PipelineExecutionStatus::Succeeded,
         ExecutionStatus::Failed => w::PipelineExecutionStatus::Failed,
         ExecutionStatus::Stopped => w::PipelineExecutionStatus::Stopped,
+        ExecutionStatus::Superseded => w::PipelineExecutionStatus::Superseded,
     }
 }
 

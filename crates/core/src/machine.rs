@@ -21,6 +21,8 @@ pub enum ExecutionStatus {
     Succeeded,
     Failed,
     Stopped,
+    /// A newer execution of the pipeline overtook this one (SUPERSEDED mode).
+    Superseded,
 }
 
 impl ExecutionStatus {
@@ -31,11 +33,12 @@ impl ExecutionStatus {
             ExecutionStatus::Succeeded => "Succeeded",
             ExecutionStatus::Failed => "Failed",
             ExecutionStatus::Stopped => "Stopped",
+            ExecutionStatus::Superseded => "Superseded",
         }
     }
 
     pub fn is_finished(self) -> bool {
-        matches!(self, ExecutionStatus::Succeeded | ExecutionStatus::Failed | ExecutionStatus::Stopped)
+        matches!(self, ExecutionStatus::Succeeded | ExecutionStatus::Failed | ExecutionStatus::Stopped | ExecutionStatus::Superseded)
     }
 }
 
@@ -165,6 +168,12 @@ pub struct ExecutionState {
     pub finished_at: Option<Timestamp>,
     pub current_stage: usize,
     pub stages: Vec<StageState>,
+    /// Waiting for earlier executions of the pipeline to finish (QUEUED mode).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub queued: bool,
+    /// A newer execution that overtook this one; it stops at its next stage boundary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub superseded_by: Option<String>,
 }
 
 impl ExecutionState {
@@ -176,6 +185,8 @@ impl ExecutionState {
             started_at: now,
             finished_at: None,
             current_stage: 0,
+            queued: false,
+            superseded_by: None,
             stages: pipeline
                 .stages
                 .iter()
@@ -239,6 +250,13 @@ pub enum Event {
         stage: usize,
         mode: RetryMode,
         trigger: Trigger,
+    },
+    /// Put a fresh execution in the pipeline's queue (QUEUED mode); `Start` later.
+    Enqueue,
+    /// A newer execution started (SUPERSEDED mode): finish as `Superseded` at the
+    /// next stage boundary instead of entering the next stage.
+    Supersede {
+        by: String,
     },
     /// Stop the execution. `abandon`: stop at once, abandoning running attempts;
     /// otherwise running attempts finish first (status `Stopping`). Either way no
@@ -323,7 +341,17 @@ pub fn apply(pipeline: &Pipeline, state: &mut ExecutionState, event: Event, now:
             if m.state.stages.first().is_some_and(|s| s.status != StageStatus::NotStarted) {
                 return Err(Rejection::AlreadyStarted);
             }
+            m.state.queued = false;
             m.start_stage(0, Trigger::Initial);
+        }
+        Event::Enqueue => {
+            if m.state.stages.first().is_some_and(|s| s.status != StageStatus::NotStarted) {
+                return Err(Rejection::AlreadyStarted);
+            }
+            m.state.queued = true;
+        }
+        Event::Supersede { by } => {
+            m.state.superseded_by = Some(by);
         }
         Event::AttemptSucceeded { id, output } => {
             m.check_current(id)?;
@@ -530,7 +558,9 @@ impl<'a> Step<'a> {
                 self.start_group(si, group + 1, Trigger::Initial);
             } else {
                 self.state.stages[si].status = StageStatus::Succeeded;
-                if si + 1 < self.pipeline.stages.len() {
+                if si + 1 < self.pipeline.stages.len() && self.state.superseded_by.is_some() {
+                    self.finish(ExecutionStatus::Superseded);
+                } else if si + 1 < self.pipeline.stages.len() {
                     self.start_stage(si + 1, Trigger::Initial);
                 } else {
                     self.finish(ExecutionStatus::Succeeded);
@@ -589,6 +619,9 @@ impl<'a> Step<'a> {
         };
         if self.state.status == ExecutionStatus::Stopped {
             return Err(Rejection::NotRetryable("the execution was stopped".into()));
+        }
+        if let Some(by) = &self.state.superseded_by {
+            return Err(Rejection::NotRetryable(format!("the execution was superseded by {by}")));
         }
         if stage.retry_in_progress {
             return Err(Rejection::RetryInProgress);

@@ -14,7 +14,7 @@
 
 use crate::clock::Clock;
 use crate::runner::{self, AttemptContext, AttemptOutcome};
-use redrive_core::definition::{ActionKind, Pipeline, RetryMode, parse_pipeline_text};
+use redrive_core::definition::{ActionKind, ExecutionMode, Pipeline, RetryMode, parse_pipeline_text};
 use redrive_core::exception::{ExceptionType, Failure};
 use redrive_core::machine::{
     self, ActionAt, ActionStatus, AttemptId, AttemptRecord, Effect, Event, ExecutionState, ExecutionStatus, Rejection, Trigger,
@@ -298,6 +298,8 @@ struct Batch {
     order: Vec<String>,
     pending: HashMap<String, Pending>,
     timers_fired: bool,
+    /// (pipeline, execution) pairs that finished in this batch.
+    finished: Vec<(String, String)>,
 }
 
 impl Batch {
@@ -333,6 +335,9 @@ pub struct Driver<S: Store> {
     tasks_in_flight: Arc<std::sync::atomic::AtomicUsize>,
     /// Set by a drain: its deadline and who to tell when it is over.
     draining: Option<(tokio::time::Instant, Vec<oneshot::Sender<usize>>)>,
+    /// Unfinished executions per pipeline, oldest first (for QUEUED and
+    /// SUPERSEDED); loaded from the store the first time a pipeline needs it.
+    active: HashMap<String, std::collections::BTreeSet<(Timestamp, String)>>,
 }
 
 /// Commits submitted to the store at once, at most (one being written while the
@@ -420,6 +425,7 @@ impl<S: Store> Driver<S> {
             committer_task: Some(committer_task),
             tasks_in_flight: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             draining: None,
+            active: HashMap::new(),
             store,
             clock,
             inflight: Arc::new(Semaphore::new(config.max_inflight_attempts)),
@@ -508,6 +514,7 @@ impl<S: Store> Driver<S> {
             if self.next_timer_due.is_some_and(|due| due <= now) && !shutdown && self.submitted.is_empty() && self.draining.is_none() {
                 self.fire_timers(now, &mut batch).await?;
             }
+            self.start_queued(now, &mut batch).await?;
             self.submit(batch, now).await?;
             while self.submitted.len() >= MAX_SUBMITTED_BATCHES || (shutdown && !self.submitted.is_empty()) {
                 self.acknowledge_oldest().await?;
@@ -534,14 +541,27 @@ impl<S: Store> Driver<S> {
     async fn handle(&mut self, msg: Inbound, now: Timestamp, batch: &mut Batch) -> Result<(), EngineError> {
         match msg {
             Inbound::Start { pipeline, execution_id, input_json, client_token, reply } => {
+                let name = pipeline.record.name.clone();
+                let mode = pipeline.pipeline.execution_mode;
+                self.load_active(&name).await?;
+                let others: Vec<String> = self.active[&name].iter().map(|(_, id)| id.clone()).collect();
                 let state = ExecutionState::new(&pipeline.pipeline, execution_id.clone(), now);
-                self.pipelines.entry((pipeline.record.name.clone(), pipeline.record.version)).or_insert_with(|| pipeline.clone());
+                self.pipelines.entry((name.clone(), pipeline.record.version)).or_insert_with(|| pipeline.clone());
                 self.live.insert(
                     execution_id.clone(),
                     Live { pipeline, state, version: None, unacked: 0, client_token, input_json: input_json.into() },
                 );
-                self.apply(&execution_id, Event::Start, now, batch).expect("a fresh execution accepts Start");
+                let first = if mode == ExecutionMode::Queued && !others.is_empty() { Event::Enqueue } else { Event::Start };
+                self.apply(&execution_id, first, now, batch).expect("a fresh execution accepts Start and Enqueue");
                 batch.entry(&execution_id).replies.push(reply);
+                if mode == ExecutionMode::Superseded {
+                    for other in others {
+                        if self.ensure_live(&other, now, batch).await.is_ok() {
+                            let _ = self.apply(&other, Event::Supersede { by: execution_id.clone() }, now, batch);
+                        }
+                    }
+                }
+                self.active.get_mut(&name).expect("loaded").insert((now, execution_id));
             }
             Inbound::Resume { execution_id, reply } => match self.ensure_live(&execution_id, now, batch).await {
                 Ok(()) => {
@@ -606,10 +626,17 @@ impl<S: Store> Driver<S> {
                 let result = match self.ensure_live(&execution_id, now, batch).await {
                     Ok(()) => {
                         let live = &self.live[&execution_id];
+                        let (name, started) = (live.pipeline.record.name.clone(), live.state.started_at);
                         match live.pipeline.pipeline.stage_index(&stage) {
-                            Some(si) => self
-                                .apply(&execution_id, Event::RetryStage { stage: si, mode, trigger }, now, batch)
-                                .map_err(EngineError::Rejected),
+                            Some(si) => {
+                                let r = self
+                                    .apply(&execution_id, Event::RetryStage { stage: si, mode, trigger }, now, batch)
+                                    .map_err(EngineError::Rejected);
+                                if let (Ok(()), Some(set)) = (&r, self.active.get_mut(&name)) {
+                                    set.insert((started, execution_id.clone())); // unfinished again
+                                }
+                                r
+                            }
                             None => Err(EngineError::StageNotFound {
                                 pipeline: live.pipeline.record.name.clone(),
                                 version: live.pipeline.record.version,
@@ -633,6 +660,62 @@ impl<S: Store> Driver<S> {
                 None => self.draining = Some((tokio::time::Instant::now() + grace, vec![reply])),
             },
             Inbound::Shutdown => unreachable!("handled by the loop"),
+        }
+        Ok(())
+    }
+
+    /// The unfinished executions of `pipeline`, from the store, once.
+    async fn load_active(&mut self, pipeline: &str) -> Result<(), EngineError> {
+        if self.active.contains_key(pipeline) {
+            return Ok(());
+        }
+        let mut set = std::collections::BTreeSet::new();
+        let mut before = None;
+        loop {
+            let page = self
+                .store
+                .list_executions(redrive_store::ExecutionFilter {
+                    pipeline_name: Some(pipeline.into()),
+                    unfinished_only: true,
+                    before: before.clone(),
+                    limit: 0,
+                })
+                .await?;
+            let Some(last) = page.last() else { break };
+            before = Some(redrive_store::ExecutionCursor { created_at: last.created_at, id: last.id.clone() });
+            set.extend(page.into_iter().map(|e| (e.created_at, e.id)));
+        }
+        self.active.insert(pipeline.to_string(), set);
+        Ok(())
+    }
+
+    /// After executions finished: forget them, and in QUEUED pipelines start the
+    /// oldest queued execution — in the same batch, so the hand-over is atomic.
+    async fn start_queued(&mut self, now: Timestamp, batch: &mut Batch) -> Result<(), EngineError> {
+        let mut i = 0;
+        while i < batch.finished.len() {
+            let (pipeline, id) = batch.finished[i].clone();
+            i += 1;
+            let queued_mode = self.live.get(&id).is_some_and(|l| l.pipeline.pipeline.execution_mode == ExecutionMode::Queued);
+            let Some(set) = self.active.get_mut(&pipeline) else { continue };
+            set.retain(|(_, x)| *x != id);
+            if !queued_mode {
+                continue;
+            }
+            let candidates: Vec<String> = set.iter().map(|(_, x)| x.clone()).collect();
+            for next in candidates {
+                self.ensure_live(&next, now, batch).await?;
+                let live = &self.live[&next];
+                if live.pipeline.pipeline.execution_mode != ExecutionMode::Queued {
+                    break;
+                }
+                if !live.state.queued {
+                    break; // the head of the queue is running
+                }
+                // Starting may finish it at once (never, for real pipelines); the loop sees that.
+                let _ = self.apply(&next, Event::Start, now, batch);
+                break;
+            }
         }
         Ok(())
     }
@@ -699,6 +782,7 @@ impl<S: Store> Driver<S> {
         let live = self.live.get_mut(execution_id).expect("caller ensured the execution is live");
         let p = &live.pipeline.pipeline;
         let effects = machine::apply(p, &mut live.state, event, now)?;
+        let mut finished = false;
         let pending = batch.entry(execution_id);
         for effect in effects {
             match effect {
@@ -713,8 +797,14 @@ impl<S: Store> Driver<S> {
                     pending.ledger.push(ledger_entry(execution_id, p, &r));
                     pending.records.push(r);
                 }
-                Effect::Finished(s) => pending.finished = Some(s),
+                Effect::Finished(s) => {
+                    pending.finished = Some(s);
+                    finished = true;
+                }
             }
+        }
+        if finished {
+            batch.finished.push((live.pipeline.record.name.clone(), execution_id.to_string()));
         }
         Ok(())
     }
@@ -782,7 +872,10 @@ impl<S: Store> Driver<S> {
                     expected_version: live.version,
                     pipeline_name: live.pipeline.record.name.clone(),
                     pipeline_version: live.pipeline.record.version,
-                    status: live.state.status.as_str().to_string(),
+                    // The store's status is the lifecycle: every unfinished execution
+                    // (running, stopping, queued) is `InProgress`; the state has the rest.
+                    status: if live.state.status.is_finished() { live.state.status.as_str() } else { ExecutionStatus::InProgress.as_str() }
+                        .to_string(),
                     input_json: live.input_json.to_string(),
                     state_json: serde_json::to_string(&live.state).expect("state serialises"),
                     at: now,

@@ -239,3 +239,51 @@ async fn stop_cancels_a_pending_retry() {
     handle.shutdown().await;
     join.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_executions_run_one_at_a_time_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open(&dir));
+    let p = pipeline(
+        store.as_ref(),
+        "name: q\nexecutionMode: QUEUED\nstages:\n  - name: S\n    actions:\n      - name: A\n        noop: {sleepMs: 300}\n",
+    )
+    .await;
+    let (handle, join) = Driver::spawn(store.clone(), Arc::new(SystemClock), DriverConfig::default());
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(handle.start(p.clone(), "{}".into()).await.unwrap());
+    }
+    let mut spans = Vec::new();
+    for id in &ids {
+        assert_eq!(handle.wait(id).await.unwrap().status, ExecutionStatus::Succeeded);
+        let l = store.ledger(id).await.unwrap();
+        spans.push((l[0].started_at, l[0].finished_at));
+    }
+    for w in spans.windows(2) {
+        assert!(w[1].0 >= w[0].1, "a queued execution started before the previous one finished: {spans:?}");
+    }
+    handle.shutdown().await;
+    join.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_execution_supersedes_an_older_one_at_its_next_stage() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open(&dir));
+    let p = pipeline(
+        store.as_ref(),
+        "name: sup\nstages:\n  - name: One\n    actions:\n      - name: A\n        noop: {sleepMs: 400}\n  - name: Two\n    actions:\n      - name: B\n        noop: {}\n",
+    )
+    .await;
+    let (handle, join) = Driver::spawn(store.clone(), Arc::new(SystemClock), DriverConfig::default());
+    let older = handle.start(p.clone(), "{}".into()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let newer = handle.start(p.clone(), "{}".into()).await.unwrap();
+    assert_eq!(handle.wait(&older).await.unwrap().status, ExecutionStatus::Superseded);
+    assert_eq!(handle.wait(&newer).await.unwrap().status, ExecutionStatus::Succeeded);
+    let older_ledger = store.ledger(&older).await.unwrap();
+    assert_eq!(older_ledger.len(), 1, "the older execution finished stage One and went no further");
+    handle.shutdown().await;
+    join.await.unwrap().unwrap();
+}
