@@ -298,8 +298,8 @@ struct Batch {
     order: Vec<String>,
     pending: HashMap<String, Pending>,
     timers_fired: bool,
-    /// (pipeline, execution) pairs that finished in this batch.
-    finished: Vec<(String, String)>,
+    /// (pipeline, (start time, execution)) of executions that finished in this batch.
+    finished: Vec<(String, (Timestamp, String))>,
 }
 
 impl Batch {
@@ -694,11 +694,12 @@ impl<S: Store> Driver<S> {
     async fn start_queued(&mut self, now: Timestamp, batch: &mut Batch) -> Result<(), EngineError> {
         let mut i = 0;
         while i < batch.finished.len() {
-            let (pipeline, id) = batch.finished[i].clone();
+            let (pipeline, key) = batch.finished[i].clone();
+            let id = key.1.clone();
             i += 1;
             let queued_mode = self.live.get(&id).is_some_and(|l| l.pipeline.pipeline.execution_mode == ExecutionMode::Queued);
             let Some(set) = self.active.get_mut(&pipeline) else { continue };
-            set.retain(|(_, x)| *x != id);
+            set.remove(&key); // keyed by (start time, id): O(log n)
             if !queued_mode {
                 continue;
             }
@@ -804,7 +805,7 @@ impl<S: Store> Driver<S> {
             }
         }
         if finished {
-            batch.finished.push((live.pipeline.record.name.clone(), execution_id.to_string()));
+            batch.finished.push((live.pipeline.record.name.clone(), (live.state.started_at, execution_id.to_string())));
         }
         Ok(())
     }
