@@ -4,8 +4,8 @@
 //! with a meaningful HTTP status; a definition with problems also carries them
 //! under `error.problems` (JSON path, field, value, what is allowed).
 
-use crate::server::JsonBody;
-use axum::extract::{Path, Query, State};
+use crate::server::{JsonBody, QueryParams};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -237,12 +237,16 @@ pub struct VersionQuery {
     pub version: Option<u32>,
 }
 
-async fn get_pipeline<S: Store>(State(svc): St<S>, Path(name): Path<String>, Query(q): Query<VersionQuery>) -> Result<Json<Value>> {
+async fn get_pipeline<S: Store>(
+    State(svc): St<S>,
+    Path(name): Path<String>,
+    QueryParams(q): QueryParams<VersionQuery>,
+) -> Result<Json<Value>> {
     let view = svc.get_pipeline(&name, q.version).await?;
     Ok(Json(json!({"pipeline": PipelineSummary::from(&view.record), "definition": definition_of(&view.record)})))
 }
 
-async fn list_pipelines<S: Store>(State(svc): St<S>, Query(page): Query<Page>) -> Result<Json<Value>> {
+async fn list_pipelines<S: Store>(State(svc): St<S>, QueryParams(page): QueryParams<Page>) -> Result<Json<Value>> {
     let limit = page.limit()?;
     let rows = svc.list_pipelines(page.next_token.as_deref(), limit).await?;
     let next = (rows.len() == limit).then(|| rows.last().map(|r| r.name.clone())).flatten();
@@ -278,7 +282,11 @@ async fn get_execution<S: Store>(State(svc): St<S>, Path((name, id)): Path<(Stri
     Ok(Json(execution_out(&view, &stage_names(&p.loaded.pipeline))))
 }
 
-async fn list_executions<S: Store>(State(svc): St<S>, Path(name): Path<String>, Query(page): Query<Page>) -> Result<Json<Value>> {
+async fn list_executions<S: Store>(
+    State(svc): St<S>,
+    Path(name): Path<String>,
+    QueryParams(page): QueryParams<Page>,
+) -> Result<Json<Value>> {
     let limit = page.limit()?;
     let before = page.next_token.as_deref().map(parse_execution_token).transpose()?;
     let rows = svc.list_executions(&name, before, limit).await?;
@@ -364,7 +372,7 @@ pub struct ActionQuery {
 async fn list_action_executions<S: Store>(
     State(svc): St<S>,
     Path(name): Path<String>,
-    Query(q): Query<ActionQuery>,
+    QueryParams(q): QueryParams<ActionQuery>,
 ) -> Result<Json<Value>> {
     let limit = Page { next_token: None, limit: q.limit }.limit()?;
     let before = match q.next_token.as_deref() {

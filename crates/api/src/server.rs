@@ -59,6 +59,20 @@ impl<T: DeserializeOwned, St: Send + Sync> FromRequest<St> for JsonBody<T> {
     }
 }
 
+/// Query parameters whose rejections come back as `ValidationException` JSON errors.
+pub struct QueryParams<T>(pub T);
+
+impl<T: DeserializeOwned, St: Send + Sync> axum::extract::FromRequestParts<St> for QueryParams<T> {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &St) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(t)| QueryParams(t))
+            .map_err(|e| native::bad_body(format!("query string: {}", e.body_text())))
+    }
+}
+
 /// Serves until `shutdown` resolves, then stops accepting and finishes open requests.
 pub async fn serve<S: Store>(
     service: Arc<Service<S>>,

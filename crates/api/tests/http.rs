@@ -209,6 +209,10 @@ async fn invalid_definitions_and_malformed_requests() {
     assert_eq!(s.aws_err("GetPipeline", json!({"name": "bad name!"})).await, "ValidationException");
     let (st, _) = s.native(reqwest::Method::GET, "/nope", None).await;
     assert_eq!(st, 404);
+    let (st, v) = s.native(reqwest::Method::GET, "/v1/pipelines?limit=abc", None).await;
+    assert_eq!((st, v["error"]["code"].as_str()), (400, Some("ValidationException")));
+    let (st, v) = s.native(reqwest::Method::GET, "/v1/pipelines?limit=0", None).await;
+    assert_eq!((st, v["error"]["code"].as_str()), (400, Some("ValidationException")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
