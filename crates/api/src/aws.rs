@@ -66,7 +66,20 @@ pub fn to_api_error(e: ServiceError) -> ApiError {
     ApiError::new(code, e.to_string())
 }
 
-async fn handle<S: Store>(State(svc): State<Arc<Service<S>>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn handle<S: Store>(
+    State(svc): State<Arc<Service<S>>>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => {
+            // Over the size limit (413) or unreadable: still an AWS JSON error.
+            let status = e.status();
+            let err = ApiError::new(ErrorCode::ValidationException, format!("request body: {}", e.body_text()));
+            return respond(status, err.body_json().into_bytes(), Some(err.code));
+        }
+    };
     let result = async {
         let target = headers
             .get(protocol::TARGET_HEADER)

@@ -1,8 +1,11 @@
 //! `redrive`: run pipelines whose actions fail and are retried well.
 
 mod bench;
+mod client;
 mod explain;
 mod load;
+mod present;
+mod remote;
 mod render;
 mod run;
 mod server;
@@ -72,6 +75,21 @@ enum Command {
     },
     /// Benchmark workload W1: N executions of a 5-action pipeline, each action failing once.
     Bench(bench::BenchArgs),
+    /// Create, update, show, list and delete pipelines on a running server.
+    Pipeline {
+        #[command(subcommand)]
+        command: remote::PipelineCommand,
+    },
+    /// Start, list, show and stop executions on a running server.
+    Execution {
+        #[command(subcommand)]
+        command: remote::ExecutionCommand,
+    },
+    /// Show a pipeline's stages and actions in their latest executions, and which
+    /// failed stages can be retried (and which actions a retry would re-run).
+    State(remote::StateArgs),
+    /// Retry a failed stage of an execution (RetryStageExecution).
+    RetryStage(remote::RetryStageArgs),
 }
 
 #[derive(Subcommand)]
@@ -92,6 +110,10 @@ fn main() -> ExitCode {
         Command::Validate { files, output } => load::validate(&files, output),
         Command::Policy { command: PolicyCommand::Explain(args) } => explain::explain(args),
         Command::Bench(args) => bench::bench(args),
+        Command::Pipeline { command } => remote::pipeline(command),
+        Command::Execution { command } => remote::execution(command),
+        Command::State(args) => remote::state(args),
+        Command::RetryStage(args) => remote::retry_stage(args),
     };
     ExitCode::from(code)
 }

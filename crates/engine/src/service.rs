@@ -369,7 +369,12 @@ impl<S: Store> Service<S> {
         validate_name("stageName", stage)?;
         validate_execution_id("pipelineExecutionId", execution_id)?;
         let latest = self.store.get_pipeline(pipeline, None).await?.ok_or_else(|| ServiceError::PipelineNotFound(pipeline.into()))?;
-        let exec = self.get_execution(pipeline, execution_id).await?;
+        // RetryStageExecution answers with its own seven errors only: an unknown
+        // execution id is a ValidationException.
+        let exec = match self.get_execution(pipeline, execution_id).await {
+            Err(ServiceError::ExecutionNotFound(m)) => return Err(ServiceError::Validation(m)),
+            other => other?,
+        };
         let exec_pipeline = self.get_pipeline(pipeline, Some(exec.record.pipeline_version)).await?;
         let Some(si) = exec_pipeline.loaded.pipeline.stage_index(stage) else {
             return Err(ServiceError::StageNotFound(format!(

@@ -254,9 +254,14 @@ const SQL_INSERT_EXECUTION: &str = "INSERT INTO executions \
      (id, pipeline_name, pipeline_version, status, input_json, state_json, version, created_at, updated_at) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?7) ON CONFLICT (id) DO NOTHING";
 /// Pipeline and input are fixed when an execution is created; an update writes
-/// only what changes, so the pipeline index is never touched. Returns the
+/// only what changes, so the pipeline index is never touched. Most updates keep
+/// the status: this statement leaves `status` out of its SET list, so SQLite
+/// does not touch the status (partial) indexes; it matches nothing if the status
+/// changes, and [`SQL_UPDATE_EXECUTION_STATUS`] runs instead. Both return the
 /// execution's pipeline (for its ledger rows).
-const SQL_UPDATE_EXECUTION: &str = "UPDATE executions SET status = ?2, state_json = ?3, version = version + 1, \
+const SQL_UPDATE_EXECUTION_SAME_STATUS: &str = "UPDATE executions SET state_json = ?3, version = version + 1, \
+     updated_at = ?4 WHERE id = ?1 AND version = ?5 AND status = ?2 RETURNING pipeline_name";
+const SQL_UPDATE_EXECUTION_STATUS: &str = "UPDATE executions SET status = ?2, state_json = ?3, version = version + 1, \
      updated_at = ?4 WHERE id = ?1 AND version = ?5 RETURNING pipeline_name";
 const SQL_EXECUTION_VERSION: &str = "SELECT version FROM executions WHERE id = ?1";
 const SQL_INSERT_LEDGER: &str = "INSERT INTO ledger (execution_id, stage, action, series, attempt, \"trigger\", \
@@ -921,10 +926,13 @@ impl Writer {
             }
             Some(expected) => {
                 let updated: Option<String> = match i64::try_from(expected) {
-                    Ok(expected_sql) => conn
-                        .prepare_cached(SQL_UPDATE_EXECUTION)?
-                        .query_row(params![t.execution_id, t.status, t.state_json, at, expected_sql], |r| r.get(0))
-                        .optional()?,
+                    Ok(expected_sql) => {
+                        let values = params![t.execution_id, t.status, t.state_json, at, expected_sql];
+                        match conn.prepare_cached(SQL_UPDATE_EXECUTION_SAME_STATUS)?.query_row(values, |r| r.get(0)).optional()? {
+                            Some(pipeline_name) => Some(pipeline_name),
+                            None => conn.prepare_cached(SQL_UPDATE_EXECUTION_STATUS)?.query_row(values, |r| r.get(0)).optional()?,
+                        }
+                    }
                     Err(_) => None,
                 };
                 let Some(pipeline_name) = updated else {

@@ -1,0 +1,286 @@
+//! A small typed client of the native REST API of `redrive server` (`/v1/...`).
+//!
+//! One function per route; each returns the response body as JSON, or a
+//! [`ClientError`]: the server's own error (`{"error": {"code", "message",
+//! "problems"?}}`) as an [`ApiError`], or a transport problem.
+
+use serde_json::{Value, json};
+use std::time::Duration;
+
+/// Default server, as `redrive server` listens by default.
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7878";
+/// Every request, connection included, must complete within this.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// An error the server answered with.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: u16,
+    /// CodePipeline-style exception name, e.g. `PipelineNotFoundException`.
+    pub code: String,
+    pub message: String,
+    /// Definition problems (`InvalidStructureException`), as the server sent them.
+    pub problems: Option<Value>,
+    /// The whole error body, for `--output json`.
+    pub body: Value,
+}
+
+#[derive(Debug)]
+pub enum ClientError {
+    /// No HTTP answer: connection refused, DNS, TLS, timeout.
+    Unreachable { server: String, detail: String },
+    /// The server answered with an error.
+    Api(ApiError),
+    /// The server answered with something that is not the API's JSON.
+    BadResponse { server: String, detail: String },
+}
+
+pub type Result<T> = std::result::Result<T, ClientError>;
+
+pub struct Client {
+    base: reqwest::Url,
+    http: reqwest::Client,
+}
+
+/// `url` with any user name and password removed, for messages.
+pub fn redact(url: &reqwest::Url) -> String {
+    let mut u = url.clone();
+    if !u.username().is_empty() || u.password().is_some() {
+        let _ = u.set_username("");
+        let _ = u.set_password(None);
+    }
+    let s = u.to_string();
+    // `Url` always shows a path; `http://host:port/` reads better without it.
+    if u.path() == "/" && u.query().is_none() { s.trim_end_matches('/').to_string() } else { s }
+}
+
+impl Client {
+    /// A client of the server at `server` (`http://` or `https://`; `host:port` alone is `http://host:port`).
+    pub fn new(server: &str) -> std::result::Result<Client, String> {
+        // The raw value is echoed only when it cannot hold a password.
+        let shown = if server.contains('@') { "(redacted)".to_string() } else { format!("{server:?}") };
+        // `host:port` alone means plain HTTP.
+        let server = server.trim();
+        let with_scheme = if server.contains("://") { server.to_string() } else { format!("http://{server}") };
+        let mut base = reqwest::Url::parse(&with_scheme).map_err(|e| format!("--server {shown} is not a URL: {e}"))?;
+        if !matches!(base.scheme(), "http" | "https") {
+            return Err(format!("--server {}: only http:// and https:// URLs are supported", redact(&base)));
+        }
+        if base.cannot_be_a_base() || base.host().is_none() {
+            return Err(format!("--server {shown} has no host"));
+        }
+        if base.query().is_some() || base.fragment().is_some() {
+            return Err(format!("--server {}: a query or fragment is not allowed", redact(&base)));
+        }
+        // A path prefix (a reverse proxy) is kept: routes are appended to it.
+        if !base.path().ends_with('/') {
+            let p = format!("{}/", base.path());
+            base.set_path(&p);
+        }
+        let http = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(REQUEST_TIMEOUT)
+            .user_agent(concat!("redrive-cli/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("building the HTTP client: {e}"))?;
+        Ok(Client { base, http })
+    }
+
+    /// The server, for messages (no credentials).
+    pub fn server(&self) -> String {
+        redact(&self.base)
+    }
+
+    /// `base` + path segments (each percent-encoded) + query.
+    fn url(&self, segments: &[&str], query: &[(&str, String)]) -> reqwest::Url {
+        let mut u = self.base.clone();
+        {
+            let mut p = u.path_segments_mut().expect("checked in new: base URL");
+            p.pop_if_empty();
+            p.extend(segments);
+        }
+        if !query.is_empty() {
+            let mut q = u.query_pairs_mut();
+            for (k, v) in query {
+                q.append_pair(k, v);
+            }
+        }
+        u
+    }
+
+    async fn send(&self, method: reqwest::Method, url: reqwest::Url, body: Option<&Value>) -> Result<Value> {
+        let mut req = self.http.request(method, url).header(reqwest::header::ACCEPT, "application/json");
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await.map_err(|e| self.unreachable(&e))?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| self.unreachable(&e))?;
+        let parsed: Option<Value> = if bytes.is_empty() { None } else { serde_json::from_slice(&bytes).ok() };
+        if status.is_success() {
+            return match (parsed, bytes.is_empty()) {
+                (Some(v), _) => Ok(v),
+                (None, true) => Ok(Value::Null),
+                (None, false) => Err(self.bad_response(format!("HTTP {} with a body that is not JSON", status.as_u16()))),
+            };
+        }
+        let error = parsed.as_ref().and_then(|v| v.get("error")).filter(|e| e.is_object());
+        match error {
+            Some(e) => Err(ClientError::Api(ApiError {
+                status: status.as_u16(),
+                code: e.get("code").and_then(Value::as_str).unwrap_or("UnknownError").to_string(),
+                message: e.get("message").and_then(Value::as_str).unwrap_or("").to_string(),
+                problems: e.get("problems").filter(|p| !p.is_null()).cloned(),
+                body: parsed.clone().unwrap_or(Value::Null),
+            })),
+            None => {
+                let text = String::from_utf8_lossy(&bytes);
+                let text: String = text.chars().take(200).collect();
+                Err(self.bad_response(format!(
+                    "HTTP {}{}; is {} a redrive server?",
+                    status.as_u16(),
+                    if text.trim().is_empty() { String::new() } else { format!(": {}", text.trim()) },
+                    self.server()
+                )))
+            }
+        }
+    }
+
+    fn unreachable(&self, e: &reqwest::Error) -> ClientError {
+        let detail = if e.is_timeout() {
+            format!("no response within {} s", REQUEST_TIMEOUT.as_secs())
+        } else {
+            // The innermost cause says what happened ("Connection refused"); the
+            // outer ones repeat the URL, which may hold credentials.
+            let mut cause: &dyn std::error::Error = e;
+            while let Some(next) = cause.source() {
+                cause = next;
+            }
+            let s = cause.to_string();
+            if s.contains("://") { "request failed".to_string() } else { s }
+        };
+        ClientError::Unreachable { server: self.server(), detail }
+    }
+
+    fn bad_response(&self, detail: String) -> ClientError {
+        ClientError::BadResponse { server: self.server(), detail }
+    }
+
+    // --- routes ---------------------------------------------------------------
+
+    /// `POST /v1/pipelines`.
+    pub async fn create_pipeline(&self, definition: &Value) -> Result<Value> {
+        self.send(reqwest::Method::POST, self.url(&["v1", "pipelines"], &[]), Some(definition)).await
+    }
+
+    /// `PUT /v1/pipelines/{name}`.
+    pub async fn update_pipeline(&self, name: &str, definition: &Value) -> Result<Value> {
+        self.send(reqwest::Method::PUT, self.url(&["v1", "pipelines", name], &[]), Some(definition)).await
+    }
+
+    /// `GET /v1/pipelines/{name}[?version=N]`.
+    pub async fn get_pipeline(&self, name: &str, version: Option<u32>) -> Result<Value> {
+        let q: Vec<(&str, String)> = version.map(|v| ("version", v.to_string())).into_iter().collect();
+        self.send(reqwest::Method::GET, self.url(&["v1", "pipelines", name], &q), None).await
+    }
+
+    /// `GET /v1/pipelines` (one page).
+    pub async fn list_pipelines(&self, next_token: Option<&str>, limit: Option<usize>) -> Result<Value> {
+        self.send(reqwest::Method::GET, self.url(&["v1", "pipelines"], &page_query(next_token, limit)), None).await
+    }
+
+    /// `DELETE /v1/pipelines/{name}` (no body: `null`).
+    pub async fn delete_pipeline(&self, name: &str) -> Result<Value> {
+        self.send(reqwest::Method::DELETE, self.url(&["v1", "pipelines", name], &[]), None).await
+    }
+
+    /// `GET /v1/pipelines/{name}/state`.
+    pub async fn pipeline_state(&self, name: &str) -> Result<Value> {
+        self.send(reqwest::Method::GET, self.url(&["v1", "pipelines", name, "state"], &[]), None).await
+    }
+
+    /// `POST /v1/pipelines/{name}/executions`.
+    pub async fn start_execution(&self, name: &str, input: &Value, client_request_token: Option<&str>) -> Result<Value> {
+        let mut body = json!({"input": input});
+        if let Some(t) = client_request_token {
+            body["clientRequestToken"] = json!(t);
+        }
+        self.send(reqwest::Method::POST, self.url(&["v1", "pipelines", name, "executions"], &[]), Some(&body)).await
+    }
+
+    /// `GET /v1/pipelines/{name}/executions` (one page).
+    pub async fn list_executions(&self, name: &str, next_token: Option<&str>, limit: Option<usize>) -> Result<Value> {
+        self.send(reqwest::Method::GET, self.url(&["v1", "pipelines", name, "executions"], &page_query(next_token, limit)), None).await
+    }
+
+    /// `GET /v1/pipelines/{name}/executions/{id}`.
+    pub async fn get_execution(&self, name: &str, id: &str) -> Result<Value> {
+        self.send(reqwest::Method::GET, self.url(&["v1", "pipelines", name, "executions", id], &[]), None).await
+    }
+
+    /// `POST /v1/pipelines/{name}/executions/{id}/stop`.
+    pub async fn stop_execution(&self, name: &str, id: &str, abandon: bool, reason: &str) -> Result<Value> {
+        let body = json!({"abandon": abandon, "reason": reason});
+        self.send(reqwest::Method::POST, self.url(&["v1", "pipelines", name, "executions", id, "stop"], &[]), Some(&body)).await
+    }
+
+    /// `POST /v1/pipelines/{name}/executions/{id}/stages/{stage}/retry`.
+    pub async fn retry_stage(&self, name: &str, id: &str, stage: &str, retry_mode: &str) -> Result<Value> {
+        let body = json!({"retryMode": retry_mode});
+        let url = self.url(&["v1", "pipelines", name, "executions", id, "stages", stage, "retry"], &[]);
+        self.send(reqwest::Method::POST, url, Some(&body)).await
+    }
+
+    /// `GET /v1/pipelines/{name}/action-executions` (one page).
+    pub async fn list_action_executions(
+        &self,
+        name: &str,
+        execution_id: Option<&str>,
+        next_token: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<Value> {
+        let mut q = page_query(next_token, limit);
+        if let Some(id) = execution_id {
+            q.push(("executionId", id.to_string()));
+        }
+        self.send(reqwest::Method::GET, self.url(&["v1", "pipelines", name, "action-executions"], &q), None).await
+    }
+}
+
+fn page_query(next_token: Option<&str>, limit: Option<usize>) -> Vec<(&'static str, String)> {
+    let mut q = Vec::new();
+    if let Some(t) = next_token {
+        q.push(("nextToken", t.to_string()));
+    }
+    if let Some(n) = limit {
+        q.push(("limit", n.to_string()));
+    }
+    q
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_built_under_the_base_and_encoded() {
+        let c = Client::new("http://127.0.0.1:7878").unwrap();
+        assert_eq!(c.url(&["v1", "pipelines", "a b/c"], &[]).as_str(), "http://127.0.0.1:7878/v1/pipelines/a%20b%2Fc");
+        let c = Client::new("https://example.com/prefix").unwrap();
+        assert_eq!(
+            c.url(&["v1", "pipelines"], &[("nextToken", "x&y".into())]).as_str(),
+            "https://example.com/prefix/v1/pipelines?nextToken=x%26y"
+        );
+    }
+
+    #[test]
+    fn server_urls_are_checked_and_credentials_never_shown() {
+        assert!(Client::new("ftp://x").is_err());
+        assert!(Client::new("not a url").is_err());
+        assert_eq!(Client::new("127.0.0.1:9").unwrap().server(), "http://127.0.0.1:9");
+        let c = Client::new("http://user:secret@host:1/").unwrap();
+        assert_eq!(c.server(), "http://host:1");
+        assert!(!Client::new("ftp://user:secret@x").err().unwrap().contains("secret"));
+    }
+}

@@ -1,0 +1,203 @@
+//! Plain-text presentation for the client commands: aligned tables and a YAML
+//! rendering of JSON documents.
+
+use serde_json::Value;
+
+/// A table with a header row, columns padded to their widest cell.
+pub struct Table {
+    header: Vec<String>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    pub fn new(header: &[&str]) -> Table {
+        Table { header: header.iter().map(|h| h.to_string()).collect(), rows: Vec::new() }
+    }
+
+    pub fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    pub fn render(&self) -> String {
+        let n = self.header.len();
+        let mut widths: Vec<usize> = self.header.iter().map(|h| h.chars().count()).collect();
+        for r in &self.rows {
+            for (i, c) in r.iter().enumerate().take(n) {
+                widths[i] = widths[i].max(c.chars().count());
+            }
+        }
+        let mut out = String::new();
+        for r in std::iter::once(&self.header).chain(&self.rows) {
+            let mut line = String::new();
+            for (i, w) in widths.iter().enumerate() {
+                let c = r.get(i).map(String::as_str).unwrap_or("");
+                line.push_str(c);
+                if i + 1 < n {
+                    line.extend(std::iter::repeat_n(' ', w - c.chars().count() + 2));
+                }
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// One line, at most `max` characters (an ellipsis marks a cut).
+pub fn one_line(s: &str, max: usize) -> String {
+    let flat: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() <= max {
+        flat
+    } else {
+        let mut t: String = flat.chars().take(max.saturating_sub(1)).collect();
+        t.push('…');
+        t
+    }
+}
+
+/// A string field of a JSON object, or "-".
+pub fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
+    v.get(key).and_then(Value::as_str).unwrap_or("-")
+}
+
+/// A scalar field of a JSON object as text, or "-".
+pub fn text_of(v: &Value, key: &str) -> String {
+    match v.get(key) {
+        None | Some(Value::Null) => "-".into(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// The document as YAML (block style; short scalar lists in flow style). Keys are
+/// ordered for reading: `name` first, `stages` and `actions` last. The result parses
+/// back to the same JSON.
+pub fn to_yaml(v: &Value) -> String {
+    let mut out = String::new();
+    match v {
+        Value::Object(m) if !m.is_empty() => write_map(&mut out, v, 0),
+        Value::Array(a) if !a.is_empty() && flow(v).is_none() => write_seq(&mut out, a, 0),
+        other => {
+            out.push_str(&flow(other).unwrap_or_else(|| other.to_string()));
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn ordered_keys(m: &serde_json::Map<String, Value>) -> Vec<&String> {
+    let rank = |k: &str| match k {
+        "name" => 0,
+        "stages" | "actions" => 2,
+        _ => 1,
+    };
+    let mut keys: Vec<&String> = m.keys().collect();
+    keys.sort_by_key(|k| rank(k)); // stable: the server's order otherwise
+    keys
+}
+
+fn write_map(out: &mut String, v: &Value, indent: usize) {
+    let Value::Object(m) = v else { return };
+    let mut first = true;
+    for k in ordered_keys(m) {
+        // The first key of a map that is a sequence item shares the "- " line.
+        if !first || indent == 0 || !out.ends_with("- ") {
+            out.push_str(&" ".repeat(indent));
+        }
+        first = false;
+        out.push_str(&scalar_str(k));
+        out.push(':');
+        write_value(out, &m[k], indent);
+    }
+}
+
+fn write_seq(out: &mut String, a: &[Value], indent: usize) {
+    for item in a {
+        out.push_str(&" ".repeat(indent));
+        out.push_str("- ");
+        match item {
+            Value::Object(m) if !m.is_empty() => write_map(out, item, indent + 2),
+            Value::Array(inner) if !inner.is_empty() && flow(item).is_none() => {
+                out.push('\n');
+                write_seq(out, inner, indent + 2);
+            }
+            other => {
+                out.push_str(&flow(other).unwrap_or_else(|| other.to_string()));
+                out.push('\n');
+            }
+        }
+    }
+}
+
+/// After `key:` at `indent`.
+fn write_value(out: &mut String, v: &Value, indent: usize) {
+    if let Some(f) = flow(v) {
+        out.push(' ');
+        out.push_str(&f);
+        out.push('\n');
+        return;
+    }
+    out.push('\n');
+    match v {
+        Value::Object(_) => write_map(out, v, indent + 2),
+        Value::Array(a) => write_seq(out, a, indent + 2),
+        _ => unreachable!("scalars are flow"),
+    }
+}
+
+/// Inline form of scalars, empty collections and short lists of scalars.
+fn flow(v: &Value) -> Option<String> {
+    match v {
+        Value::Null => Some("null".into()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::String(s) => Some(scalar_str(s)),
+        Value::Object(m) if m.is_empty() => Some("{}".into()),
+        Value::Array(a) if a.is_empty() => Some("[]".into()),
+        Value::Array(a) if a.iter().all(|x| !x.is_object() && !x.is_array()) => {
+            let s = format!("[{}]", a.iter().map(|x| flow(x).expect("scalar")).collect::<Vec<_>>().join(", "));
+            (s.chars().count() <= 100).then_some(s)
+        }
+        _ => None,
+    }
+}
+
+/// A string as a plain YAML scalar when that is unambiguous, else double-quoted
+/// (JSON string syntax is valid YAML).
+fn scalar_str(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/' | '@'))
+        && s.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == '/')
+        && !matches!(s.to_ascii_lowercase().as_str(), "true" | "false" | "null" | "yes" | "no" | "on" | "off" | "y" | "n" | "~")
+        && !s.starts_with(".inf")
+        && !s.starts_with(".nan");
+    if plain { s.to_string() } else { Value::String(s.to_string()).to_string() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn tables_align() {
+        let mut t = Table::new(&["A", "LONGER"]);
+        t.row(vec!["xyz".into(), "1".into()]);
+        assert_eq!(t.render(), "A    LONGER\nxyz  1\n");
+    }
+
+    #[test]
+    fn yaml_reads_well_and_parses_back() {
+        let v = json!({"stages": [{"actions": [{"name": "A", "command": ["sh", "-c", "exit 1"], "retryPolicies": [{"exceptionType": ["Action.FAILED"], "maxAttempts": 0}]}], "name": "S"}], "name": "p", "executionMode": "QUEUED", "e": {}, "t": "true", "n": "1"});
+        let y = to_yaml(&v);
+        assert!(y.starts_with("name: p\n"), "{y}");
+        assert!(y.contains(r#"command: [sh, "-c", "exit 1"]"#), "{y}");
+        assert!(y.contains("t: \"true\""), "{y}");
+        let node = redrive_core::definition::source::parse_document(&y).unwrap_or_else(|e| panic!("{y}\n{}", e.message));
+        assert_eq!(node.to_json(), v, "{y}");
+    }
+}

@@ -1,0 +1,806 @@
+//! The client commands: `pipeline …`, `execution …`, `state`, `retry-stage`, each
+//! a request to a running `redrive server` (native API under `/v1`).
+//!
+//! `--output json` prints the server's JSON response body, pretty-printed (listings
+//! that follow `nextToken` print every page's items in one body). Errors the server
+//! answers with print as `error: <code>: <message>` and exit 2 (4xx) or 3 (5xx); a
+//! server that cannot be reached exits 3.
+
+use crate::client::{self, Client, ClientError};
+use crate::load::{load_file, plural, report_load_error};
+use crate::present::{Table, one_line, str_of, text_of, to_yaml};
+use crate::run::MAX_INPUT_BYTES;
+use crate::{OutputFormat, exit};
+use redrive_core::definition::{ActionKind, Pipeline};
+use serde_json::{Value, json};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+
+/// Listings stop after this many pages (and say so) unless `--max-items` is given.
+pub const MAX_PAGES: usize = 100;
+/// Page size asked for when following `nextToken` (the server's largest).
+const PAGE_SIZE: usize = 1000;
+/// Widest error message in a table cell; `--output json` has all of it.
+const ERROR_CELL: usize = 80;
+
+/// Where the server is and how to print.
+#[derive(clap::Args, Clone)]
+pub struct Remote {
+    /// The redrive server (`redrive server`) to send the request to.
+    #[arg(long, value_name = "URL", env = "REDRIVE_SERVER", hide_env_values = true, default_value = client::DEFAULT_SERVER)]
+    pub server: String,
+    /// `text`: human tables; `json`: the server's JSON response.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+/// How much of a listing to fetch.
+#[derive(clap::Args, Clone)]
+pub struct Paging {
+    /// Fetch at most N items (default: every page, up to 100 pages).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_items: Option<u64>,
+    /// Continue a listing from the `nextToken` a previous one printed.
+    #[arg(long, value_name = "TOKEN")]
+    pub starting_token: Option<String>,
+    /// Items per request (1 to 1000); every page is still fetched.
+    #[arg(long, value_name = "N", default_value_t = PAGE_SIZE, value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u16).range(1..=1000), usize::from))]
+    pub page_size: usize,
+}
+
+#[derive(clap::Subcommand)]
+pub enum PipelineCommand {
+    /// Create a pipeline from a definition file (YAML or JSON), checked locally first.
+    Create(FileArgs),
+    /// Store a new version of a pipeline from a definition file (its `name` says which).
+    Update(FileArgs),
+    /// Show a pipeline's definition: the latest version, or --version N.
+    ///
+    /// The text output is YAML (the summary as comments): save it and pass it to
+    /// `pipeline update -f`.
+    Get {
+        name: String,
+        #[arg(long, value_name = "N")]
+        version: Option<u32>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List pipelines (latest versions).
+    List {
+        #[command(flatten)]
+        paging: Paging,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Delete a pipeline with every version (deleting a missing one succeeds).
+    Delete {
+        name: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+#[derive(clap::Args)]
+pub struct FileArgs {
+    /// Pipeline definition file (YAML or JSON).
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    file: PathBuf,
+    #[command(flatten)]
+    remote: Remote,
+}
+
+#[derive(clap::Subcommand)]
+pub enum ExecutionCommand {
+    /// Start an execution of a pipeline's latest version; prints its id.
+    Start {
+        pipeline: String,
+        /// Execution input, a JSON document (handed to commands as $REDRIVE_INPUT).
+        #[arg(long, value_name = "JSON", default_value = "{}")]
+        input: String,
+        /// Idempotency token: repeating a start with the same token and input
+        /// returns the first execution instead of starting another.
+        #[arg(long, value_name = "TOKEN")]
+        client_request_token: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List a pipeline's executions, newest first.
+    List {
+        pipeline: String,
+        #[command(flatten)]
+        paging: Paging,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Show an execution: its status, then every stage and action.
+    Get {
+        pipeline: String,
+        execution_id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Stop an execution: no new attempts start; running ones finish (or, with
+    /// --abandon, are left behind).
+    Stop {
+        pipeline: String,
+        execution_id: String,
+        /// Do not wait for running attempts.
+        #[arg(long)]
+        abandon: bool,
+        /// Why (at most 200 characters); recorded with the stop.
+        #[arg(long, value_name = "TEXT", default_value = "")]
+        reason: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List every attempt of a pipeline's actions (the ledger), newest first.
+    Attempts {
+        pipeline: String,
+        /// Only this execution's attempts.
+        #[arg(long, value_name = "ID")]
+        execution_id: Option<String>,
+        #[command(flatten)]
+        paging: Paging,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+#[derive(clap::Args)]
+pub struct StateArgs {
+    /// The pipeline.
+    pipeline: String,
+    #[command(flatten)]
+    remote: Remote,
+}
+
+#[derive(clap::Args)]
+#[command(after_help = "The --cli-input-json file is the one `aws codepipeline retry-stage-execution` takes:\n  \
+{\"pipelineName\": \"P\", \"stageName\": \"S\", \"pipelineExecutionId\": \"ID\", \"retryMode\": \"FAILED_ACTIONS\"}\n\
+Flags given beside it override its fields.")]
+pub struct RetryStageArgs {
+    /// The pipeline.
+    #[arg(long, visible_alias = "pipeline-name", value_name = "NAME")]
+    pipeline: Option<String>,
+    /// The failed stage.
+    #[arg(long, visible_alias = "stage-name", value_name = "NAME")]
+    stage: Option<String>,
+    /// The execution the stage failed in (the stage's latest).
+    #[arg(long, visible_alias = "pipeline-execution-id", value_name = "ID")]
+    execution_id: Option<String>,
+    /// FAILED_ACTIONS re-runs the failed actions; ALL_ACTIONS re-runs the stage from its first action.
+    #[arg(long, visible_alias = "retry-mode", value_name = "MODE", value_parser = ["FAILED_ACTIONS", "ALL_ACTIONS"])]
+    mode: Option<String>,
+    /// The request as JSON: `file://PATH`, a path, or the JSON itself.
+    #[arg(long, value_name = "file://FILE")]
+    cli_input_json: Option<String>,
+    #[command(flatten)]
+    remote: Remote,
+}
+
+// --- plumbing ------------------------------------------------------------------
+
+fn connect(remote: &Remote) -> Result<Client, u8> {
+    Client::new(&remote.server).map_err(|e| {
+        eprintln!("error: {e}");
+        exit::INVALID_INPUT
+    })
+}
+
+fn block<F: Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime").block_on(f)
+}
+
+fn print_json(v: &Value) {
+    println!("{}", serde_json::to_string_pretty(v).expect("json"));
+}
+
+/// Prints a client error and returns the exit code.
+fn report(err: &ClientError, output: OutputFormat) -> u8 {
+    match err {
+        ClientError::Unreachable { server, detail } => {
+            eprintln!(
+                "error: cannot reach the redrive server at {server}: {detail} (start one with `redrive server`, or point --server / REDRIVE_SERVER at it)"
+            );
+            exit::ENGINE_ERROR
+        }
+        ClientError::BadResponse { server, detail } => {
+            eprintln!("error: unexpected response from {server}: {detail}");
+            exit::ENGINE_ERROR
+        }
+        ClientError::Api(e) => {
+            if output == OutputFormat::Json {
+                print_json(&e.body);
+            }
+            eprintln!("error: {}: {}", e.code, e.message);
+            if let Some(Value::Array(problems)) = &e.problems {
+                for p in problems {
+                    eprintln!("  {}", problem_line(p));
+                }
+            }
+            if (400..500).contains(&e.status) { exit::INVALID_INPUT } else { exit::ENGINE_ERROR }
+        }
+    }
+}
+
+/// A problem the server reported: `path[:line]: message (got value; allowed: ...)`.
+fn problem_line(p: &Value) -> String {
+    let mut s = str_of(p, "path").to_string();
+    if let Some(line) = p.get("line").and_then(Value::as_u64) {
+        s.push_str(&format!(" (line {line})"));
+    }
+    s.push_str(&format!(": {}", str_of(p, "message")));
+    match (p.get("value").and_then(Value::as_str), p.get("allowed").and_then(Value::as_str)) {
+        (Some(v), Some(a)) => s.push_str(&format!(" (got {v}; allowed: {a})")),
+        (Some(v), None) => s.push_str(&format!(" (got {v})")),
+        (None, Some(a)) => s.push_str(&format!(" (allowed: {a})")),
+        (None, None) => {}
+    }
+    s
+}
+
+/// Runs one request-and-print: `f` returns the exit code or a client error.
+fn run<F, Fut>(remote: &Remote, f: F) -> u8
+where
+    F: FnOnce(Client, OutputFormat) -> Fut,
+    Fut: Future<Output = Result<u8, ClientError>>,
+{
+    let client = match connect(remote) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match block(f(client, remote.output)) {
+        Ok(code) => code,
+        Err(e) => report(&e, remote.output),
+    }
+}
+
+/// Every page of a listing (`key` holds the items), merged into one body:
+/// `{key: [...], "nextToken": <where it stopped, or null>}`.
+async fn collect_pages<F, Fut>(server: String, key: &str, paging: &Paging, output: OutputFormat, mut fetch: F) -> Result<Value, ClientError>
+where
+    F: FnMut(Option<String>, usize) -> Fut,
+    Fut: Future<Output = client::Result<Value>>,
+{
+    let mut items: Vec<Value> = Vec::new();
+    let mut token = paging.starting_token.clone();
+    let max = paging.max_items.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+    let mut pages = 0usize;
+    loop {
+        let want = match max {
+            Some(m) => (m - items.len()).min(paging.page_size),
+            None => paging.page_size,
+        };
+        let page = fetch(token.clone(), want).await?;
+        pages += 1;
+        if let Some(Value::Array(a)) = page.get(key) {
+            items.extend(a.iter().cloned());
+        }
+        let next = page.get("nextToken").and_then(Value::as_str).map(str::to_string);
+        let done_by_max = max.is_some_and(|m| items.len() >= m);
+        match next {
+            None => {
+                token = None;
+                break;
+            }
+            Some(t) if Some(&t) == token.as_ref() => {
+                return Err(ClientError::BadResponse { server, detail: format!("the server repeated nextToken {t:?}") });
+            }
+            Some(t) => {
+                token = Some(t);
+                if done_by_max {
+                    break;
+                }
+                if max.is_none() && pages >= MAX_PAGES {
+                    if output == OutputFormat::Text {
+                        eprintln!("note: stopped after {MAX_PAGES} pages ({} items); pass --max-items N for more", items.len());
+                    }
+                    break;
+                }
+            }
+        }
+    }
+    if let (Some(t), OutputFormat::Text) = (&token, output) {
+        eprintln!("note: more may follow; continue with --starting-token {t}");
+    }
+    Ok(json!({key: items, "nextToken": token}))
+}
+
+// --- pipeline ------------------------------------------------------------------
+
+pub fn pipeline(cmd: PipelineCommand) -> u8 {
+    match cmd {
+        PipelineCommand::Create(args) => put_definition(args, false),
+        PipelineCommand::Update(args) => put_definition(args, true),
+        PipelineCommand::Get { name, version, remote } => run(&remote, |c, out| async move {
+            let v = c.get_pipeline(&name, version).await?;
+            if out == OutputFormat::Json {
+                print_json(&v);
+            } else {
+                let p = &v["pipeline"];
+                println!("# pipeline {}, version {}, created {}", str_of(p, "name"), text_of(p, "version"), str_of(p, "created"));
+                print!("{}", to_yaml(&v["definition"]));
+            }
+            Ok(exit::SUCCEEDED)
+        }),
+        PipelineCommand::List { paging, remote } => run(&remote, |c, out| async move {
+            let v = collect_pages(c.server(), "pipelines", &paging, out, |t, n| {
+                let c = &c;
+                async move { c.list_pipelines(t.as_deref(), Some(n)).await }
+            })
+            .await?;
+            if out == OutputFormat::Json {
+                print_json(&v);
+                return Ok(exit::SUCCEEDED);
+            }
+            let mut t = Table::new(&["NAME", "VERSION", "CREATED"]);
+            for p in v["pipelines"].as_array().into_iter().flatten() {
+                t.row(vec![str_of(p, "name").into(), text_of(p, "version"), str_of(p, "created").into()]);
+            }
+            if t.is_empty() {
+                println!("no pipelines");
+            } else {
+                print!("{}", t.render());
+            }
+            Ok(exit::SUCCEEDED)
+        }),
+        PipelineCommand::Delete { name, remote } => run(&remote, |c, out| async move {
+            let v = c.delete_pipeline(&name).await?;
+            if out == OutputFormat::Json {
+                print_json(&if v.is_null() { json!({}) } else { v });
+            } else {
+                println!("deleted pipeline {name}");
+            }
+            Ok(exit::SUCCEEDED)
+        }),
+    }
+}
+
+/// `pipeline create|update -f FILE`: validated locally (every problem, with
+/// file:line) before anything is sent.
+fn put_definition(args: FileArgs, update: bool) -> u8 {
+    let loaded = match load_file(&args.file) {
+        Ok(l) => l,
+        Err(e) => return report_load_error(&args.file, &e, args.remote.output),
+    };
+    let definition: Value = serde_json::from_str(&loaded.definition_json).expect("canonical JSON");
+    let name = loaded.pipeline.name.to_string();
+    warn_relative_paths(&loaded.pipeline, &args.file);
+    run(&args.remote, |c, output| async move {
+        let v = if update { c.update_pipeline(&name, &definition).await? } else { c.create_pipeline(&definition).await? };
+        if output == OutputFormat::Json {
+            print_json(&v);
+        } else {
+            let p = &v["pipeline"];
+            let stages = loaded.pipeline.stages.len();
+            let actions: usize = loaded.pipeline.stages.iter().map(|s| s.actions.len()).sum();
+            println!(
+                "{} pipeline {} version {} ({stages} stage{}, {actions} action{})",
+                if update { "updated" } else { "created" },
+                str_of(p, "name"),
+                text_of(p, "version"),
+                plural(stages),
+                plural(actions)
+            );
+        }
+        Ok(exit::SUCCEEDED)
+    })
+}
+
+/// `redrive run` resolves relative paths against the file's directory; a server
+/// has no file, so they resolve against the server's working directory.
+fn warn_relative_paths(p: &Pipeline, file: &Path) {
+    for s in &p.stages {
+        for a in &s.actions {
+            let ActionKind::Command(spec) = &a.kind else { continue };
+            let mut rel: Vec<&str> = Vec::new();
+            if let Some(prog) = spec.argv.first().filter(|p| p.contains('/') && !Path::new(p.as_str()).is_absolute()) {
+                rel.push(prog);
+            }
+            if let Some(wd) = spec.working_directory.as_deref().filter(|w| !Path::new(w).is_absolute()) {
+                rel.push(wd);
+            }
+            for r in rel {
+                eprintln!(
+                    "warning: {}/{}: {r:?} is relative: on a server it resolves against the server's working directory, not {}'s directory",
+                    s.name,
+                    a.name,
+                    file.display()
+                );
+            }
+        }
+    }
+}
+
+// --- execution -----------------------------------------------------------------
+
+pub fn execution(cmd: ExecutionCommand) -> u8 {
+    match cmd {
+        ExecutionCommand::Start { pipeline, input, client_request_token, remote } => {
+            let input: Value = match serde_json::from_str(&input) {
+                Ok(_) if input.len() > MAX_INPUT_BYTES => {
+                    eprintln!("error: --input is {} bytes; at most {MAX_INPUT_BYTES} allowed", input.len());
+                    return exit::INVALID_INPUT;
+                }
+                Ok(v) => v,
+                Err(e) => {
+                    eprintln!("error: --input is not valid JSON: {e}");
+                    return exit::INVALID_INPUT;
+                }
+            };
+            run(&remote, |c, out| async move {
+                let v = c.start_execution(&pipeline, &input, client_request_token.as_deref()).await?;
+                if out == OutputFormat::Json {
+                    print_json(&v);
+                } else {
+                    println!("{}", str_of(&v, "pipelineExecutionId"));
+                }
+                Ok(exit::SUCCEEDED)
+            })
+        }
+        ExecutionCommand::List { pipeline, paging, remote } => run(&remote, |c, out| async move {
+            let v = collect_pages(c.server(), "executions", &paging, out, |t, n| {
+                let (c, pipeline) = (&c, &pipeline);
+                async move { c.list_executions(pipeline, t.as_deref(), Some(n)).await }
+            })
+            .await?;
+            if out == OutputFormat::Json {
+                print_json(&v);
+                return Ok(exit::SUCCEEDED);
+            }
+            let mut t = Table::new(&["EXECUTION", "STATUS", "VERSION", "STARTED", "UPDATED"]);
+            for e in v["executions"].as_array().into_iter().flatten() {
+                t.row(vec![
+                    str_of(e, "pipelineExecutionId").into(),
+                    str_of(e, "status").into(),
+                    text_of(e, "pipelineVersion"),
+                    str_of(e, "startTime").into(),
+                    str_of(e, "lastUpdateTime").into(),
+                ]);
+            }
+            if t.is_empty() {
+                println!("no executions of {pipeline}");
+            } else {
+                print!("{}", t.render());
+            }
+            Ok(exit::SUCCEEDED)
+        }),
+        ExecutionCommand::Get { pipeline, execution_id, remote } => run(&remote, |c, out| async move {
+            let v = c.get_execution(&pipeline, &execution_id).await?;
+            if out == OutputFormat::Json {
+                print_json(&v);
+            } else {
+                print!("{}", execution_text(&v));
+            }
+            Ok(exit::SUCCEEDED)
+        }),
+        ExecutionCommand::Stop { pipeline, execution_id, abandon, reason, remote } => run(&remote, |c, out| async move {
+            let v = c.stop_execution(&pipeline, &execution_id, abandon, &reason).await?;
+            if out == OutputFormat::Json {
+                print_json(&v);
+            } else if abandon {
+                println!("stopping execution {execution_id}: running attempts are abandoned");
+            } else {
+                println!("stopping execution {execution_id}: no new attempts start; running ones finish");
+            }
+            Ok(exit::SUCCEEDED)
+        }),
+        ExecutionCommand::Attempts { pipeline, execution_id, paging, remote } => run(&remote, |c, out| async move {
+            let v = collect_pages(c.server(), "actionExecutions", &paging, out, |t, n| {
+                let (c, pipeline, id) = (&c, &pipeline, &execution_id);
+                async move { c.list_action_executions(pipeline, id.as_deref(), t.as_deref(), Some(n)).await }
+            })
+            .await?;
+            if out == OutputFormat::Json {
+                print_json(&v);
+                return Ok(exit::SUCCEEDED);
+            }
+            let mut t = Table::new(&["EXECUTION", "STAGE", "ACTION", "SERIES", "ATTEMPT", "TRIGGER", "STATUS", "ENDED", "ERROR"]);
+            for a in v["actionExecutions"].as_array().into_iter().flatten() {
+                let error = match (a.get("exceptionType").and_then(Value::as_str), a.get("message").and_then(Value::as_str)) {
+                    (Some(t), Some(m)) if !m.is_empty() => one_line(&format!("{t}: {m}"), ERROR_CELL),
+                    (Some(t), _) => t.to_string(),
+                    _ => String::new(),
+                };
+                t.row(vec![
+                    str_of(a, "pipelineExecutionId").into(),
+                    str_of(a, "stageName").into(),
+                    str_of(a, "actionName").into(),
+                    text_of(a, "series"),
+                    text_of(a, "attempt"),
+                    text_of(a, "trigger"),
+                    text_of(a, "status"),
+                    str_of(a, "endTime").into(),
+                    error,
+                ]);
+            }
+            if t.is_empty() {
+                println!("no attempts");
+            } else {
+                print!("{}", t.render());
+            }
+            Ok(exit::SUCCEEDED)
+        }),
+    }
+}
+
+/// `Action.FAILED: message`, on one line.
+fn error_cell(action: &Value) -> String {
+    match action.get("error") {
+        Some(e) if e.is_object() => {
+            let t = str_of(e, "exceptionType");
+            match e.get("message").and_then(Value::as_str) {
+                Some(m) if !m.is_empty() => one_line(&format!("{t}: {m}"), ERROR_CELL),
+                _ => t.to_string(),
+            }
+        }
+        _ => String::new(),
+    }
+}
+
+/// `Running`, or `WaitingRetry (next at T)`.
+fn action_status_cell(action: &Value) -> String {
+    let s = str_of(action, "status");
+    match action.get("nextAttemptAt").and_then(Value::as_str) {
+        Some(at) => format!("{s} (next at {at})"),
+        None => s.to_string(),
+    }
+}
+
+/// `3`, or `2 (series 2, 5 total)` after a stage retry.
+fn attempts_cell(action: &Value) -> String {
+    let attempt = action.get("attempt").and_then(Value::as_u64).unwrap_or(0);
+    let series = action.get("series").and_then(Value::as_u64).unwrap_or(0);
+    let total = action.get("totalAttempts").and_then(Value::as_u64).unwrap_or(attempt);
+    if series > 1 { format!("{attempt} (series {series}, {total} total)") } else { attempt.to_string() }
+}
+
+fn execution_text(v: &Value) -> String {
+    let mut out = format!(
+        "execution {} of {} (version {})\nstatus:  {}\nstarted: {}\n",
+        str_of(v, "pipelineExecutionId"),
+        str_of(v, "pipelineName"),
+        text_of(v, "pipelineVersion"),
+        str_of(v, "status"),
+        str_of(v, "startTime")
+    );
+    if let Some(end) = v.get("endTime").and_then(Value::as_str) {
+        out.push_str(&format!("ended:   {end}\n"));
+    }
+    out.push('\n');
+    let mut t = Table::new(&["STAGE", "STAGE STATUS", "ACTION", "STATUS", "ATTEMPT", "ERROR"]);
+    for s in v["stages"].as_array().into_iter().flatten() {
+        let mut status = str_of(s, "status").to_string();
+        if s.get("retryInProgress").and_then(Value::as_bool) == Some(true) {
+            status.push_str(" (retrying)");
+        }
+        let actions: Vec<&Value> = s["actions"].as_array().into_iter().flatten().collect();
+        if actions.is_empty() {
+            t.row(vec![str_of(s, "name").into(), status.clone(), "-".into()]);
+        }
+        for (i, a) in actions.iter().enumerate() {
+            let (stage, st) = if i == 0 { (str_of(s, "name").to_string(), status.clone()) } else { (String::new(), String::new()) };
+            t.row(vec![stage, st, str_of(a, "name").into(), action_status_cell(a), attempts_cell(a), error_cell(a)]);
+        }
+    }
+    out.push_str(&t.render());
+    out
+}
+
+// --- state ---------------------------------------------------------------------
+
+/// The actions a FAILED_ACTIONS retry of a stage would re-run: its failed ones.
+fn failed_actions(actions: &[Value]) -> Vec<String> {
+    actions.iter().filter(|a| str_of(a, "status") == "Failed").map(|a| str_of(a, "name").to_string()).collect()
+}
+
+pub fn state(args: StateArgs) -> u8 {
+    let pipeline = args.pipeline;
+    run(&args.remote, |c, out| async move {
+        let v = c.pipeline_state(&pipeline).await?;
+        if out == OutputFormat::Json {
+            print_json(&v);
+            return Ok(exit::SUCCEEDED);
+        }
+        println!("pipeline {} (version {})\n", str_of(&v, "pipelineName"), text_of(&v, "pipelineVersion"));
+        let mut t = Table::new(&["STAGE", "EXECUTION", "STAGE STATUS", "ACTION", "ACTION STATUS", "ATTEMPTS", "LAST ERROR"]);
+        let mut notes: Vec<String> = Vec::new();
+        for s in v["stages"].as_array().into_iter().flatten() {
+            let stage = str_of(s, "stageName");
+            let latest = &s["latestExecution"];
+            let actions: Vec<Value> = s["actions"].as_array().cloned().unwrap_or_default();
+            if !latest.is_object() {
+                t.row(vec![stage.into(), "-".into(), "NotStarted".into()]);
+                continue;
+            }
+            let id = str_of(latest, "pipelineExecutionId");
+            let mut status = str_of(latest, "status").to_string();
+            let failed = failed_actions(&actions);
+            if latest.get("retryInProgress").and_then(Value::as_bool) == Some(true) {
+                status.push_str(" (retrying)");
+            } else if !failed.is_empty() {
+                // The engine also refuses a retry of a stopped or superseded execution.
+                let refused = match c.get_execution(&pipeline, id).await {
+                    Ok(e) => matches!(str_of(&e, "status"), "Stopped" | "Superseded").then(|| str_of(&e, "status").to_string()),
+                    Err(_) => None,
+                };
+                match refused {
+                    Some(why) => notes.push(format!("stage {stage} has failed actions but is not retryable: execution {id} is {why}")),
+                    None => {
+                        status.push_str(" (retryable)");
+                        let active: Vec<&str> = actions
+                            .iter()
+                            .filter(|a| matches!(str_of(a, "status"), "Running" | "WaitingRetry"))
+                            .map(|a| str_of(a, "name"))
+                            .collect();
+                        let mut note =
+                            format!("stage {stage} is retryable (execution {id}):\n  FAILED_ACTIONS would retry: {}\n", failed.join(", "));
+                        if active.is_empty() {
+                            note.push_str(&format!(
+                                "  ALL_ACTIONS would re-run: {}\n",
+                                actions.iter().map(|a| str_of(a, "name")).collect::<Vec<_>>().join(", ")
+                            ));
+                        } else {
+                            note.push_str(&format!("  ALL_ACTIONS is refused while {} in progress\n", active.join(", ")));
+                        }
+                        note.push_str(&format!(
+                            "  redrive retry-stage --pipeline {} --stage {stage} --execution-id {id} --mode FAILED_ACTIONS",
+                            str_of(&v, "pipelineName")
+                        ));
+                        notes.push(note);
+                    }
+                }
+            }
+            if actions.is_empty() {
+                t.row(vec![stage.into(), id.into(), status.clone(), "-".into()]);
+            }
+            for (i, a) in actions.iter().enumerate() {
+                let first = i == 0;
+                t.row(vec![
+                    if first { stage.into() } else { String::new() },
+                    if first { id.into() } else { String::new() },
+                    if first { status.clone() } else { String::new() },
+                    str_of(a, "name").into(),
+                    action_status_cell(a),
+                    attempts_cell(a),
+                    error_cell(a),
+                ]);
+            }
+        }
+        print!("{}", t.render());
+        for n in notes {
+            println!("\n{n}");
+        }
+        Ok(exit::SUCCEEDED)
+    })
+}
+
+// --- retry-stage ---------------------------------------------------------------
+
+/// The four fields of a RetryStageExecution request.
+#[derive(Debug, Default, PartialEq)]
+struct RetryRequest {
+    pipeline_name: Option<String>,
+    stage_name: Option<String>,
+    pipeline_execution_id: Option<String>,
+    retry_mode: Option<String>,
+}
+
+const RETRY_FIELDS: [&str; 4] = ["pipelineName", "stageName", "pipelineExecutionId", "retryMode"];
+
+/// `file://PATH`, a plain path, or inline JSON (starting with `{`).
+fn read_cli_input_json(arg: &str) -> Result<RetryRequest, String> {
+    let (text, origin) = if arg.trim_start().starts_with('{') {
+        (arg.to_string(), "--cli-input-json".to_string())
+    } else {
+        let path = arg.strip_prefix("file://").unwrap_or(arg);
+        let meta = std::fs::metadata(path).map_err(|e| format!("--cli-input-json {path}: {e}"))?;
+        if meta.len() > 1024 * 1024 {
+            return Err(format!("--cli-input-json {path}: {} bytes is too large for a request", meta.len()));
+        }
+        (std::fs::read_to_string(path).map_err(|e| format!("--cli-input-json {path}: {e}"))?, path.to_string())
+    };
+    let v: Value = serde_json::from_str(&text).map_err(|e| format!("{origin} is not valid JSON: {e}"))?;
+    let Value::Object(m) = v else {
+        return Err(format!("{origin} must be a JSON object with {}", RETRY_FIELDS.join(", ")));
+    };
+    let unknown: Vec<&str> = m.keys().map(String::as_str).filter(|k| !RETRY_FIELDS.contains(k)).collect();
+    if !unknown.is_empty() {
+        return Err(format!(
+            "{origin}: unknown parameter{} {}; must be one of: {}",
+            plural(unknown.len()),
+            unknown.join(", "),
+            RETRY_FIELDS.join(", ")
+        ));
+    }
+    let field = |k: &str| -> Result<Option<String>, String> {
+        match m.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(other) => Err(format!("{origin}: {k} must be a string, not {other}")),
+        }
+    };
+    Ok(RetryRequest {
+        pipeline_name: field("pipelineName")?,
+        stage_name: field("stageName")?,
+        pipeline_execution_id: field("pipelineExecutionId")?,
+        retry_mode: field("retryMode")?,
+    })
+}
+
+pub fn retry_stage(args: RetryStageArgs) -> u8 {
+    let mut req = match args.cli_input_json.as_deref().map(read_cli_input_json).transpose() {
+        Ok(r) => r.unwrap_or_default(),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::INVALID_INPUT;
+        }
+    };
+    // Flags override the file.
+    req.pipeline_name = args.pipeline.or(req.pipeline_name);
+    req.stage_name = args.stage.or(req.stage_name);
+    req.pipeline_execution_id = args.execution_id.or(req.pipeline_execution_id);
+    req.retry_mode = args.mode.or(req.retry_mode);
+    let missing: Vec<&str> = [
+        ("--pipeline (pipelineName)", req.pipeline_name.is_none()),
+        ("--stage (stageName)", req.stage_name.is_none()),
+        ("--execution-id (pipelineExecutionId)", req.pipeline_execution_id.is_none()),
+        ("--mode (retryMode)", req.retry_mode.is_none()),
+    ]
+    .into_iter()
+    .filter(|(_, m)| *m)
+    .map(|(n, _)| n)
+    .collect();
+    if !missing.is_empty() {
+        eprintln!(
+            "error: retry-stage is missing {}: pass the flag{} or set the field{} in the --cli-input-json file",
+            missing.join(", "),
+            plural(missing.len()),
+            plural(missing.len())
+        );
+        return exit::INVALID_INPUT;
+    }
+    let (p, s, id, mode) = (
+        req.pipeline_name.unwrap_or_default(),
+        req.stage_name.unwrap_or_default(),
+        req.pipeline_execution_id.unwrap_or_default(),
+        req.retry_mode.unwrap_or_default(),
+    );
+    if !matches!(mode.as_str(), "FAILED_ACTIONS" | "ALL_ACTIONS") {
+        eprintln!("error: retryMode {mode:?} is not one of FAILED_ACTIONS, ALL_ACTIONS");
+        return exit::INVALID_INPUT;
+    }
+    run(&args.remote, |c, out| async move {
+        let v = c.retry_stage(&p, &id, &s, &mode).await?;
+        if out == OutputFormat::Json {
+            print_json(&v);
+        } else {
+            println!("retrying stage {s} of execution {} ({mode})", str_of(&v, "pipelineExecutionId"));
+        }
+        Ok(exit::SUCCEEDED)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_input_json_is_read_from_a_file_or_inline() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("r.json");
+        std::fs::write(&f, r#"{"pipelineName": "p", "stageName": "S", "retryMode": "FAILED_ACTIONS"}"#).unwrap();
+        let want = RetryRequest {
+            pipeline_name: Some("p".into()),
+            stage_name: Some("S".into()),
+            pipeline_execution_id: None,
+            retry_mode: Some("FAILED_ACTIONS".into()),
+        };
+        assert_eq!(read_cli_input_json(&format!("file://{}", f.display())).unwrap(), want);
+        assert_eq!(read_cli_input_json(&f.display().to_string()).unwrap(), want);
+        assert_eq!(read_cli_input_json(r#"{"pipelineName": "p"}"#).unwrap().pipeline_name.as_deref(), Some("p"));
+        assert!(read_cli_input_json(r#"{"pipeline": "p"}"#).unwrap_err().contains("unknown parameter pipeline"));
+        assert!(read_cli_input_json(r#"{"stageName": 3}"#).unwrap_err().contains("must be a string"));
+        assert!(read_cli_input_json("file:///nonexistent/x.json").is_err());
+    }
+}
