@@ -544,21 +544,34 @@ impl<S: Store> Driver<S> {
                 let name = pipeline.record.name.clone();
                 let mode = pipeline.pipeline.execution_mode;
                 self.load_active(&name).await?;
-                let others: Vec<String> = self.active[&name].iter().map(|(_, id)| id.clone()).collect();
+                let others_unfinished = !self.active[&name].is_empty();
                 let state = ExecutionState::new(&pipeline.pipeline, execution_id.clone(), now);
                 self.pipelines.entry((name.clone(), pipeline.record.version)).or_insert_with(|| pipeline.clone());
                 self.live.insert(
                     execution_id.clone(),
                     Live { pipeline, state, version: None, unacked: 0, client_token, input_json: input_json.into() },
                 );
-                let first = if mode == ExecutionMode::Queued && !others.is_empty() { Event::Enqueue } else { Event::Start };
+                let first = if mode == ExecutionMode::Queued && others_unfinished { Event::Enqueue } else { Event::Start };
                 self.apply(&execution_id, first, now, batch).expect("a fresh execution accepts Start and Enqueue");
                 batch.entry(&execution_id).replies.push(reply);
                 if mode == ExecutionMode::Superseded {
-                    for other in others {
-                        if self.ensure_live(&other, now, batch).await.is_ok() {
-                            let _ = self.apply(&other, Event::Supersede { by: execution_id.clone() }, now, batch);
+                    // Newest first; older ones were superseded when a newer one
+                    // started, so stop at the first that already is (O(1) per start).
+                    let mut below: Option<(Timestamp, String)> = None;
+                    loop {
+                        let set = &self.active[&name];
+                        let next = match &below {
+                            None => set.iter().next_back().cloned(),
+                            Some(k) => set.range(..k.clone()).next_back().cloned(),
+                        };
+                        let Some(key) = next else { break };
+                        if self.ensure_live(&key.1, now, batch).await.is_ok() {
+                            if self.live[&key.1].state.superseded_by.is_some() {
+                                break;
+                            }
+                            let _ = self.apply(&key.1, Event::Supersede { by: execution_id.clone() }, now, batch);
                         }
+                        below = Some(key);
                     }
                 }
                 self.active.get_mut(&name).expect("loaded").insert((now, execution_id));
