@@ -333,6 +333,9 @@ pub struct Driver<S: Store> {
     committer_task: Option<tokio::task::JoinHandle<()>>,
     /// Attempts running on tasks (dispatched, result not yet received).
     tasks_in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    /// The tasks behind `tasks_in_flight`, per execution, to abort abandoned ones
+    /// (dropping an attempt kills its process group).
+    running_tasks: HashMap<String, HashMap<AttemptId, tokio::task::AbortHandle>>,
     /// Set by a drain: its deadline and who to tell when it is over.
     draining: Option<(tokio::time::Instant, Vec<oneshot::Sender<usize>>)>,
     /// Unfinished executions per pipeline, oldest first (for QUEUED and
@@ -424,6 +427,7 @@ impl<S: Store> Driver<S> {
             committer: committer_tx,
             committer_task: Some(committer_task),
             tasks_in_flight: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            running_tasks: HashMap::new(),
             draining: None,
             active: HashMap::new(),
             store,
@@ -593,7 +597,9 @@ impl<S: Store> Driver<S> {
             },
             Inbound::Wait { execution_id, reply } => {
                 let finished = match self.live.get(&execution_id) {
-                    Some(l) => (l.state.status.is_finished()).then(|| outcome_of(&l.state)),
+                    // The in-memory state can be ahead of the store while a batch is in
+                    // flight: answer only from durable state; otherwise wait for the ack.
+                    Some(l) => (l.state.status.is_finished() && l.unacked == 0).then(|| outcome_of(&l.state)),
                     None => match self.store.get_execution(&execution_id).await? {
                         None => {
                             let _ = reply.send(Err(EngineError::ExecutionNotFound(execution_id)));
@@ -613,7 +619,7 @@ impl<S: Store> Driver<S> {
                 }
             }
             Inbound::Result { execution_id, id, outcome, from_task } => {
-                if from_task {
+                if from_task && self.forget_task(&execution_id, id) {
                     self.tasks_in_flight.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
                 }
                 if !self.live.contains_key(&execution_id) {
@@ -732,6 +738,24 @@ impl<S: Store> Driver<S> {
             }
         }
         Ok(())
+    }
+
+    /// Removes a task from the bookkeeping; false if it was already forgotten (aborted).
+    fn forget_task(&mut self, execution_id: &str, id: AttemptId) -> bool {
+        let Some(tasks) = self.running_tasks.get_mut(execution_id) else { return false };
+        let known = tasks.remove(&id).is_some();
+        if tasks.is_empty() {
+            self.running_tasks.remove(execution_id);
+        }
+        known
+    }
+
+    /// Aborts every task still running for an execution that stopped.
+    fn abort_tasks(&mut self, execution_id: &str) {
+        for (_, task) in self.running_tasks.remove(execution_id).unwrap_or_default() {
+            task.abort();
+            self.tasks_in_flight.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        }
     }
 
     /// Replies at once on error, else once the batch holding the change is durable.
@@ -984,6 +1008,9 @@ impl<S: Store> Driver<S> {
             self.dispatch(id, a);
         }
         if let Some(status) = pending.finished {
+            if status == ExecutionStatus::Stopped {
+                self.abort_tasks(id); // abandoned attempts: kill them
+            }
             let outcome = outcome_of(&self.live[id].state);
             if notify {
                 let _ = self.notify.send(Notification::ExecutionFinished { execution_id: id.to_string(), status, at: now });
@@ -999,6 +1026,11 @@ impl<S: Store> Driver<S> {
             return;
         }
         if live.state.status.is_finished() {
+            // Durable now: wake anyone who started waiting while it was in flight.
+            let outcome = outcome_of(&live.state);
+            for w in self.waiters.remove(id).unwrap_or_default() {
+                let _ = w.send(Ok(outcome.clone()));
+            }
             self.live.remove(id);
             return;
         }
@@ -1047,7 +1079,8 @@ impl<S: Store> Driver<S> {
         // Decremented when the driver receives the result (or the send fails).
         let http = self.http.clone();
         let execution_id = execution_id.to_string();
-        tokio::spawn(async move {
+        let task_execution_id = execution_id.to_string();
+        let task = tokio::spawn(async move {
             let _permit = inflight.acquire_owned().await.expect("semaphore never closes");
             let action = &pipeline.pipeline.stages[id.at.stage].actions[id.at.action];
             let outcome = match &action.kind {
@@ -1063,6 +1096,7 @@ impl<S: Store> Driver<S> {
                 in_flight_count.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
             }
         });
+        self.running_tasks.entry(task_execution_id).or_default().insert(id, task.abort_handle());
     }
 }
 

@@ -287,3 +287,25 @@ async fn a_newer_execution_supersedes_an_older_one_at_its_next_stage() {
     handle.shutdown().await;
     join.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandon_kills_the_running_attempt() {
+    let dir = tempfile::tempdir().unwrap();
+    let done = dir.path().join("done");
+    let store = Arc::new(open(&dir));
+    let yaml = format!(
+        "name: ab\nstages:\n  - name: S\n    actions:\n      - name: A\n        command: [\"sh\", \"-c\", \"sleep 2; touch {}\"]\n",
+        done.display()
+    );
+    let p = pipeline(store.as_ref(), &yaml).await;
+    let (handle, join) = Driver::spawn(store.clone(), Arc::new(SystemClock), DriverConfig::default());
+    let id = handle.start(p, "{}".into()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    handle.stop(&id, true, "abandon").await.unwrap();
+    assert_eq!(handle.wait(&id).await.unwrap().status, ExecutionStatus::Stopped);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(!done.exists(), "the abandoned command kept running");
+    // The drain has nothing left to wait for.
+    assert_eq!(handle.drain(Duration::from_secs(5)).await.unwrap(), 0);
+    join.await.unwrap().unwrap();
+}
