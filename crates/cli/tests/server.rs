@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 struct ServerProcess {
     child: Child,
-    addr: String,
 }
 
 impl Drop for ServerProcess {
@@ -38,7 +37,7 @@ fn start_server(sb: &Sandbox, addr: &str, grace_seconds: u64) -> ServerProcess {
         assert!(Instant::now() < deadline, "server did not start");
         std::thread::sleep(Duration::from_millis(20));
     }
-    ServerProcess { child, addr: addr.to_string() }
+    ServerProcess { child }
 }
 
 /// A minimal HTTP/1.1 client (one request per connection).
