@@ -722,19 +722,12 @@ impl<S: Store> Driver<S> {
             if !queued_mode {
                 continue;
             }
-            let candidates: Vec<String> = set.iter().map(|(_, x)| x.clone()).collect();
-            for next in candidates {
-                self.ensure_live(&next, now, batch).await?;
-                let live = &self.live[&next];
-                if live.pipeline.pipeline.execution_mode != ExecutionMode::Queued {
-                    break;
-                }
-                if !live.state.queued {
-                    break; // the head of the queue is running
-                }
-                // Starting may finish it at once (never, for real pipelines); the loop sees that.
-                let _ = self.apply(&next, Event::Start, now, batch);
-                break;
+            // Only the oldest unfinished execution matters: if it is queued, its turn has come.
+            let Some((_, head)) = set.iter().next().cloned() else { continue };
+            self.ensure_live(&head, now, batch).await?;
+            let live = &self.live[&head];
+            if live.pipeline.pipeline.execution_mode == ExecutionMode::Queued && live.state.queued {
+                let _ = self.apply(&head, Event::Start, now, batch);
             }
         }
         Ok(())
