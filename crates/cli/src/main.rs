@@ -99,6 +99,12 @@ enum PolicyCommand {
 }
 
 fn main() -> ExitCode {
+    // Die quietly on a closed pipe (`redrive ... | head`), like other Unix tools,
+    // instead of panicking in println!.
+    // SAFETY: called before any thread starts; SIG_DFL is a valid disposition.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("REDRIVE_LOG").unwrap_or_else(|_| "warn".into()))
