@@ -46,7 +46,10 @@ async fn timer_survives_restart_and_never_fires_early() {
     // A new engine process: the timer is read back from the store and fires when due.
     let store = Arc::new(open(&dir));
     let (handle, join) = Driver::spawn(store.clone(), Arc::new(SystemClock), DriverConfig::default());
-    handle.resume(&id).await.unwrap();
+    match handle.resume(&id).await {
+        Ok(()) | Err(EngineError::AlreadyFinished { .. }) => {} // on a slow machine the timer may be due already
+        Err(other) => panic!("resume failed: {other}"),
+    }
     let outcome = handle.wait(&id).await.unwrap();
     assert_eq!(outcome.status, ExecutionStatus::Succeeded);
     let ledger = store.ledger(&id).await.unwrap();
