@@ -299,37 +299,34 @@ async fn dispatch<S: Store>(svc: &Service<S>, request: Request) -> Result<Vec<u8
             let mut stage_states = Vec::new();
             for (stage, latest) in view.loaded.pipeline.stages.iter().zip(&per_stage) {
                 let mut out = w::StageState { stage_name: Some(stage.name.to_string()), ..Default::default() };
-                if let Some(ev) = latest {
-                    let ep = svc.get_pipeline(&i.name, Some(ev.record.pipeline_version)).await.map_err(to_api_error)?;
-                    if let Some(si) = ep.loaded.pipeline.stage_index(stage.name.as_str()) {
-                        let st = &ev.state.stages[si];
-                        out.latest_execution = stage_status(st.status, ev.state.status).map(|status| w::StageExecution {
-                            pipeline_execution_id: ev.record.id.clone(),
-                            status,
-                            execution_type: None,
+                if let Some(sv) = latest {
+                    let (ev, st) = (&sv.execution, sv.stage_state());
+                    out.latest_execution = stage_status(st.status, ev.state.status).map(|status| w::StageExecution {
+                        pipeline_execution_id: ev.record.id.clone(),
+                        status,
+                        execution_type: None,
+                    });
+                    out.action_states = Some(
+                        sv.stage_definition()
+                            .actions
+                            .iter()
+                            .zip(&st.actions)
+                            .map(|(a, s)| w::ActionState {
+                                action_name: Some(a.name.to_string()),
+                                latest_execution: action_execution(s, ev.record.updated_at),
+                                ..Default::default()
+                            })
+                            .collect(),
+                    );
+                    if st.auto_retries_used + st.manual_retries_used > 0 {
+                        out.retry_stage_metadata = Some(w::RetryStageMetadata {
+                            auto_stage_retry_attempt: Some(st.auto_retries_used as i32),
+                            manual_stage_retry_attempt: Some(st.manual_retries_used as i32),
+                            latest_retry_trigger: st.latest_retry_trigger.map(|t| match t {
+                                Trigger::StageAutoRetry => w::RetryTrigger::AutomatedStageRetry,
+                                _ => w::RetryTrigger::ManualStageRetry,
+                            }),
                         });
-                        out.action_states = Some(
-                            ep.loaded.pipeline.stages[si]
-                                .actions
-                                .iter()
-                                .zip(&st.actions)
-                                .map(|(a, s)| w::ActionState {
-                                    action_name: Some(a.name.to_string()),
-                                    latest_execution: action_execution(s, ev.record.updated_at),
-                                    ..Default::default()
-                                })
-                                .collect(),
-                        );
-                        if st.auto_retries_used + st.manual_retries_used > 0 {
-                            out.retry_stage_metadata = Some(w::RetryStageMetadata {
-                                auto_stage_retry_attempt: Some(st.auto_retries_used as i32),
-                                manual_stage_retry_attempt: Some(st.manual_retries_used as i32),
-                                latest_retry_trigger: st.latest_retry_trigger.map(|t| match t {
-                                    Trigger::StageAutoRetry => w::RetryTrigger::AutomatedStageRetry,
-                                    _ => w::RetryTrigger::ManualStageRetry,
-                                }),
-                            });
-                        }
                     }
                 } else {
                     out.action_states = Some(

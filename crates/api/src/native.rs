@@ -334,27 +334,19 @@ async fn pipeline_state<S: Store>(State(svc): St<S>, Path(name): Path<String>) -
     let mut stages = Vec::new();
     for (stage, latest) in view.loaded.pipeline.stages.iter().zip(&per_stage) {
         let mut out = json!({"stageName": stage.name.as_str(), "latestExecution": null, "actions": []});
-        if let Some(ev) = latest {
-            let ep = svc.get_pipeline(&name, Some(ev.record.pipeline_version)).await?;
-            if let Some(si) = ep.loaded.pipeline.stage_index(stage.name.as_str()) {
-                let st = &ev.state.stages[si];
-                out["latestExecution"] = json!({
-                    "pipelineExecutionId": ev.record.id,
-                    "status": format!("{:?}", st.status),
-                    "retryInProgress": st.retry_in_progress,
-                    "autoRetries": st.auto_retries_used,
-                    "manualRetries": st.manual_retries_used,
-                    "latestRetryTrigger": st.latest_retry_trigger.map(Trigger::as_str),
-                });
-                out["actions"] = json!(
-                    ep.loaded.pipeline.stages[si]
-                        .actions
-                        .iter()
-                        .zip(&st.actions)
-                        .map(|(a, s)| action_out(a.name.as_str(), s))
-                        .collect::<Vec<_>>()
-                );
-            }
+        if let Some(sv) = latest {
+            let st = sv.stage_state();
+            out["latestExecution"] = json!({
+                "pipelineExecutionId": sv.execution.record.id,
+                "status": format!("{:?}", st.status),
+                "retryInProgress": st.retry_in_progress,
+                "autoRetries": st.auto_retries_used,
+                "manualRetries": st.manual_retries_used,
+                "latestRetryTrigger": st.latest_retry_trigger.map(Trigger::as_str),
+            });
+            out["actions"] = json!(
+                sv.stage_definition().actions.iter().zip(&st.actions).map(|(a, s)| action_out(a.name.as_str(), s)).collect::<Vec<_>>()
+            );
         }
         stages.push(out);
     }

@@ -89,6 +89,24 @@ pub struct PipelineView {
     pub loaded: Arc<LoadedPipeline>,
 }
 
+/// The latest run of one stage: the execution, the pipeline version it ran, and
+/// the stage's index in that version.
+pub struct StageView {
+    pub execution: Arc<ExecutionView>,
+    pub pipeline: Arc<LoadedPipeline>,
+    pub stage_index: usize,
+}
+
+impl StageView {
+    pub fn stage_state(&self) -> &redrive_core::machine::StageState {
+        &self.execution.state.stages[self.stage_index]
+    }
+
+    pub fn stage_definition(&self) -> &redrive_core::definition::Stage {
+        &self.pipeline.pipeline.stages[self.stage_index]
+    }
+}
+
 /// An execution with its parsed state.
 pub struct ExecutionView {
     pub record: ExecutionRecord,
@@ -305,32 +323,39 @@ impl<S: Store> Service<S> {
     }
 
     /// The pipeline and, per stage, the newest execution that reached it.
-    pub async fn pipeline_state(&self, name: &str) -> Result<(PipelineView, Vec<Option<ExecutionView>>), ServiceError> {
+    pub async fn pipeline_state(&self, name: &str) -> Result<(PipelineView, Vec<Option<StageView>>), ServiceError> {
         let view = self.get_pipeline(name, None).await?;
         let rows = self
             .store
             .list_executions(ExecutionFilter { pipeline_name: Some(name.into()), limit: STATE_SCAN_EXECUTIONS, ..Default::default() })
             .await?;
-        let mut per_stage: Vec<Option<ExecutionView>> = view.loaded.pipeline.stages.iter().map(|_| None).collect();
+        let mut versions: std::collections::HashMap<u32, Arc<LoadedPipeline>> = std::collections::HashMap::new();
+        versions.insert(view.record.version, view.loaded.clone());
+        let mut per_stage: Vec<Option<StageView>> = view.loaded.pipeline.stages.iter().map(|_| None).collect();
         for r in rows {
-            let state = parse_state(&r)?;
-            let Some(exec_pipeline) = self.store.get_pipeline(name, Some(r.pipeline_version)).await? else { continue };
-            let Ok(exec_loaded) = LoadedPipeline::from_record(exec_pipeline) else { continue };
-            let mut matched = false;
+            if per_stage.iter().all(Option::is_some) {
+                break;
+            }
+            let version = match versions.get(&r.pipeline_version) {
+                Some(p) => p.clone(),
+                None => {
+                    let Some(rec) = self.store.get_pipeline(name, Some(r.pipeline_version)).await? else { continue };
+                    let Ok(loaded) = LoadedPipeline::from_record(rec) else { continue };
+                    let loaded = Arc::new(loaded);
+                    versions.insert(r.pipeline_version, loaded.clone());
+                    loaded
+                }
+            };
+            let state = Arc::new(ExecutionView { state: parse_state(&r)?, record: r });
             for (si, stage) in view.loaded.pipeline.stages.iter().enumerate() {
                 if per_stage[si].is_some() {
                     continue;
                 }
-                if let Some(esi) = exec_loaded.pipeline.stage_index(stage.name.as_str()) {
-                    if state.stages[esi].status != StageStatus::NotStarted {
-                        per_stage[si] = Some(ExecutionView { record: r.clone(), state: state.clone() });
-                        matched = true;
+                if let Some(esi) = version.pipeline.stage_index(stage.name.as_str()) {
+                    if state.state.stages[esi].status != StageStatus::NotStarted {
+                        per_stage[si] = Some(StageView { execution: state.clone(), pipeline: version.clone(), stage_index: esi });
                     }
                 }
-            }
-            let _ = matched;
-            if per_stage.iter().all(Option::is_some) {
-                break;
             }
         }
         Ok((view, per_stage))
