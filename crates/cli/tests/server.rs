@@ -94,6 +94,11 @@ fn sigterm_lets_running_attempts_finish_and_restart_continues() {
     let _server2 = start_server(&sb, &addr2, 10);
     wait_status(&addr2, &id, "Succeeded");
     assert_eq!(std::fs::read_to_string(&log).unwrap(), "one\ntwo\n");
+    // A graceful restart leaves no trace of failure: the attempt that became due
+    // during the drain was released, not recorded as a service fault.
+    let (_, history) = http(&addr2, "GET", "/v1/pipelines/p/action-executions", None);
+    let statuses: Vec<&str> = history["actionExecutions"].as_array().unwrap().iter().map(|a| a["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, vec!["SUCCEEDED", "SUCCEEDED"], "{history}");
 }
 
 unsafe fn libc_kill(pid: i32) {

@@ -251,6 +251,12 @@ pub enum Event {
         mode: RetryMode,
         trigger: Trigger,
     },
+    /// An attempt that was committed as started was never dispatched (the engine is
+    /// shutting down): un-start it and make it due again at once, so that after a
+    /// restart it runs as the same attempt with nothing recorded against it.
+    Release {
+        id: AttemptId,
+    },
     /// Put a fresh execution in the pipeline's queue (QUEUED mode); `Start` later.
     Enqueue,
     /// A newer execution started (SUPERSEDED mode): finish as `Superseded` at the
@@ -343,6 +349,15 @@ pub fn apply(pipeline: &Pipeline, state: &mut ExecutionState, event: Event, now:
             }
             m.state.queued = false;
             m.start_stage(0, Trigger::Initial);
+        }
+        Event::Release { id } => {
+            m.check_current(id)?;
+            let a = m.state.action_mut(id.at);
+            a.attempt -= 1;
+            a.total_attempts -= 1;
+            a.status = ActionStatus::WaitingRetry;
+            a.next_attempt_at = Some(now);
+            m.effects.push(Effect::SetTimer { at: id.at, due_at: now });
         }
         Event::Enqueue => {
             if m.state.stages.first().is_some_and(|s| s.status != StageStatus::NotStarted) {

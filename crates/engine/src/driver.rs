@@ -145,6 +145,11 @@ enum Inbound {
     Stats {
         reply: oneshot::Sender<DriverStats>,
     },
+    /// An attempt committed as started but not dispatched (draining).
+    Release {
+        execution_id: String,
+        id: AttemptId,
+    },
     Drain {
         grace: std::time::Duration,
         reply: oneshot::Sender<usize>,
@@ -471,7 +476,7 @@ impl<S: Store> Driver<S> {
         loop {
             if let Some((deadline, _)) = &self.draining {
                 let running = self.tasks_in_flight.load(std::sync::atomic::Ordering::SeqCst);
-                if self.submitted.is_empty() && (running == 0 || tokio::time::Instant::now() >= *deadline) {
+                if self.submitted.is_empty() && self.local.is_empty() && (running == 0 || tokio::time::Instant::now() >= *deadline) {
                     let (_, replies) = self.draining.take().expect("draining");
                     for r in replies {
                         let _ = r.send(running);
@@ -673,6 +678,13 @@ impl<S: Store> Driver<S> {
                     Err(e) => Err(e),
                 };
                 self.reply_after_commit(&execution_id, result, reply, batch);
+            }
+            Inbound::Release { execution_id, id } => {
+                if self.live.contains_key(&execution_id) {
+                    if let Err(r) = self.apply(&execution_id, Event::Release { id }, now, batch) {
+                        tracing::warn!(execution_id, %r, "could not release an undispatched attempt");
+                    }
+                }
             }
             Inbound::Drain { grace, reply } => match &mut self.draining {
                 Some((_, replies)) => replies.push(reply),
@@ -1039,7 +1051,8 @@ impl<S: Store> Driver<S> {
     /// Runs one attempt: instant noops inline, everything else on a task.
     fn dispatch(&mut self, execution_id: &str, id: AttemptId) {
         if self.draining.is_some() {
-            // Committed as started; recovered as a service fault on the next start.
+            // Never dispatched: release it durably so a restart runs it as the same attempt.
+            self.local.push_back(Inbound::Release { execution_id: execution_id.to_string(), id });
             return;
         }
         let live = &self.live[execution_id];

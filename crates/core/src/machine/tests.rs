@@ -259,3 +259,16 @@ fn abandon_stops_at_once_and_late_results_are_stale() {
     assert_eq!(rec.failure.as_ref().unwrap().exception_type.as_str(), STOPPED_EXCEPTION_TYPE);
     assert_eq!(apply(&p, &mut s, Event::AttemptSucceeded { id, output: None }, t(2)), Err(Rejection::Finished(ExecutionStatus::Stopped)));
 }
+
+#[test]
+fn release_unstarts_an_undispatched_attempt_without_counting_it() {
+    let p = pipeline(vec![stage("S", vec![action("A", 1, vec![])])]);
+    let mut s = ExecutionState::new(&p, "e1", t(0));
+    let id = started(&apply(&p, &mut s, Event::Start, t(0)).unwrap())[0];
+    let fx = apply(&p, &mut s, Event::Release { id }, t(5)).unwrap();
+    assert_eq!(fx, vec![Effect::SetTimer { at: at(0, 0), due_at: t(5) }]);
+    assert!(!fx.iter().any(|e| matches!(e, Effect::Record(_))), "nothing in the ledger");
+    let fx = apply(&p, &mut s, Event::TimerFired { at: at(0, 0) }, t(6)).unwrap();
+    assert_eq!(started(&fx), vec![id], "the same attempt runs after the restart");
+    assert_eq!(s.action(at(0, 0)).total_attempts, 1);
+}
