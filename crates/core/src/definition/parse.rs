@@ -166,6 +166,16 @@ impl Cx {
         });
     }
 
+    /// Reports a list at `at` longer than `max` (`noun` names its items); returns
+    /// whether the list is within the limit.
+    fn within_limit(&mut self, at: &At, len: usize, max: usize, noun: &str, message: impl Into<String>) -> bool {
+        if len <= max {
+            return true;
+        }
+        self.report(&at.path, at.node.line, &at.field, Some(format!("{len} {noun}")), message, Some(format!("at most {max} {noun}")));
+        false
+    }
+
     /// A problem with a value that is present.
     fn bad(&mut self, at: &At, message: impl Into<String>, allowed: Option<&str>) {
         self.report(&at.path, at.node.line, &at.field, Some(render(&at.node)), message, allowed.map(String::from));
@@ -528,15 +538,7 @@ fn stages(cx: &mut Cx, obj: &Obj) -> Option<Vec<Stage>> {
         cx.bad(&at, no_stages, Some(&format!("a list of 1 to {MAX_STAGES} stages")));
         ok = false;
     }
-    if items.len() > MAX_STAGES {
-        cx.report(
-            &at.path,
-            at.node.line,
-            &at.field,
-            Some(format!("{} stages", items.len())),
-            "too many stages",
-            Some(format!("at most {MAX_STAGES} stages")),
-        );
+    if !cx.within_limit(&at, items.len(), MAX_STAGES, "stages", "too many stages") {
         ok = false;
     }
     let mut out = Vec::new();
@@ -641,15 +643,7 @@ fn actions(cx: &mut Cx, obj: &Obj, stage_label: &str) -> Option<Vec<Action>> {
         cx.bad(&at, no_actions, Some(&allowed));
         ok = false;
     }
-    if items.len() > MAX_ACTIONS_PER_STAGE {
-        cx.report(
-            &at.path,
-            at.node.line,
-            &at.field,
-            Some(format!("{} actions", items.len())),
-            format!("stage {stage_label} has too many actions"),
-            Some(format!("at most {MAX_ACTIONS_PER_STAGE} actions")),
-        );
+    if !cx.within_limit(&at, items.len(), MAX_ACTIONS_PER_STAGE, "actions", format!("stage {stage_label} has too many actions")) {
         ok = false;
     }
     let mut out = Vec::new();
@@ -842,15 +836,7 @@ fn argv(cx: &mut Cx, at: &At) -> Option<Vec<String>> {
         cx.bad(at, "must name at least the program to run", Some("a non-empty list of strings (argv)"));
         return None;
     }
-    if items.len() > MAX_ARGV_ITEMS {
-        cx.report(
-            &at.path,
-            at.node.line,
-            &at.field,
-            Some(format!("{} items", items.len())),
-            "has too many items",
-            Some(format!("at most {MAX_ARGV_ITEMS} items")),
-        );
+    if !cx.within_limit(at, items.len(), MAX_ARGV_ITEMS, "items", "has too many items") {
         return None;
     }
     let mut out = Vec::with_capacity(items.len());
@@ -1319,15 +1305,7 @@ fn policies(cx: &mut Cx, at: &At, label: &str) -> Option<Vec<RetryPolicy>> {
     };
     let items = as_seq(cx, at)?;
     let mut ok = true;
-    if items.len() > MAX_RETRY_POLICIES_PER_ACTION {
-        cx.report(
-            &at.path,
-            at.node.line,
-            &at.field,
-            Some(format!("{} policies", items.len())),
-            format!("action {label} has too many retry policies"),
-            Some(format!("at most {MAX_RETRY_POLICIES_PER_ACTION} policies")),
-        );
+    if !cx.within_limit(at, items.len(), MAX_RETRY_POLICIES_PER_ACTION, "policies", format!("action {label} has too many retry policies")) {
         ok = false;
     }
     let mut out = Vec::new();
