@@ -9,6 +9,7 @@
 use crate::definition::{Pipeline, RetryMode};
 use crate::exception::{ExceptionType, Failure};
 use crate::jitter::JitterDraw;
+use crate::name::Name;
 use crate::policy::{Decision, RetryHistory, decide};
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -115,6 +116,9 @@ pub struct ActionState {
     /// Attempts over all series (for summaries).
     #[serde(default)]
     pub total_attempts: u32,
+    /// When an attempt of this action first failed, over all series.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_failed_at: Option<Timestamp>,
 }
 
 impl ActionState {
@@ -131,6 +135,7 @@ impl ActionState {
             last_failure: None,
             output: None,
             total_attempts: 0,
+            first_failed_at: None,
         }
     }
 
@@ -174,6 +179,55 @@ pub struct ExecutionState {
     /// A newer execution that overtook this one; it stops at its next stage boundary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub superseded_by: Option<String>,
+    /// The dead-letter entry of this execution's lineage: set when it first fails
+    /// for good in a pipeline with a `deadLetterQueue`, or at creation when a
+    /// redrive starts it as a new execution. A later failure for good puts that
+    /// entry back in its queue; a success resolves it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter: Option<DeadLetterLink>,
+}
+
+/// Which dead-letter entry an execution answers to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetterLink {
+    pub entry_id: String,
+    pub queue: Name,
+}
+
+/// What an execution that failed for good leaves in its dead-letter queue.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetter {
+    pub entry_id: String,
+    pub queue: Name,
+    /// The failed stage and its first failed action (in definition order).
+    pub stage: usize,
+    pub action: usize,
+    /// That action's final error.
+    pub failure: Failure,
+    /// That action's first failure (over every series and redrive of this
+    /// execution) and its last one (now).
+    pub first_failure_at: Timestamp,
+    pub last_failure_at: Timestamp,
+    /// Every action of the failed stage.
+    pub actions: Vec<DeadLetterAction>,
+}
+
+/// Attempt counts of one action of a dead-lettered stage.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetterAction {
+    pub action: usize,
+    pub status: ActionStatus,
+    /// Attempts over every series.
+    pub total_attempts: u32,
+    /// Series of attempts (1 + stage retries of this action).
+    pub series: u32,
+    /// Attempts in the last series.
+    pub attempts_in_last_series: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<Failure>,
 }
 
 impl ExecutionState {
@@ -187,6 +241,7 @@ impl ExecutionState {
             current_stage: 0,
             queued: false,
             superseded_by: None,
+            dead_letter: None,
             stages: pipeline
                 .stages
                 .iter()
@@ -201,6 +256,12 @@ impl ExecutionState {
                 })
                 .collect(),
         }
+    }
+
+    /// A fresh execution started by a redrive of dead-letter entry `link` (a new
+    /// execution of the lineage): its own failure returns that entry.
+    pub fn redriven(pipeline: &Pipeline, execution_id: impl Into<String>, now: Timestamp, link: DeadLetterLink) -> ExecutionState {
+        ExecutionState { dead_letter: Some(link), ..ExecutionState::new(pipeline, execution_id, now) }
     }
 
     pub fn action(&self, at: ActionAt) -> &ActionState {
@@ -300,6 +361,13 @@ pub enum Effect {
     /// Append to the attempt ledger.
     Record(AttemptRecord),
     Finished(ExecutionStatus),
+    /// The execution failed for good: write (or return) its dead-letter entry, in
+    /// the same commit as the failure.
+    DeadLetter(DeadLetter),
+    /// The execution succeeded: its dead-letter entry (if still there) is resolved.
+    DeadLetterResolved {
+        entry_id: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
@@ -526,6 +594,7 @@ impl<'a> Step<'a> {
             decision: Some(decision.clone()),
         };
         a.last_failure = Some(failure);
+        a.first_failed_at.get_or_insert(now);
         self.effects.push(Effect::Record(record));
         match decision {
             Decision::Retry(r) => {
@@ -600,6 +669,56 @@ impl<'a> Step<'a> {
         self.state.status = status;
         self.state.finished_at = Some(self.now);
         self.effects.push(Effect::Finished(status));
+        match status {
+            ExecutionStatus::Failed => self.dead_letter(),
+            ExecutionStatus::Succeeded => {
+                if let Some(link) = &self.state.dead_letter {
+                    self.effects.push(Effect::DeadLetterResolved { entry_id: link.entry_id.clone() });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// After a failure for good: the entry of this lineage (returning) or a new
+    /// one keyed by this execution's id, if the pipeline names a queue.
+    fn dead_letter(&mut self) {
+        if self.state.dead_letter.is_none() {
+            let Some(queue) = self.pipeline.dead_letter_queue.clone() else { return };
+            self.state.dead_letter = Some(DeadLetterLink { entry_id: self.state.execution_id.clone(), queue });
+        }
+        let link = self.state.dead_letter.clone().expect("set above");
+        let si = self.state.current_stage;
+        let stage = &self.state.stages[si];
+        let Some(ai) = stage.actions.iter().position(|a| a.status == ActionStatus::Failed) else {
+            debug_assert!(false, "a failed execution has a failed action in its current stage");
+            return;
+        };
+        let failed = &stage.actions[ai];
+        let failure = failed.last_failure.clone().unwrap_or_else(|| Failure::new(ExceptionType::ActionFailed, "the action failed"));
+        let actions = stage
+            .actions
+            .iter()
+            .enumerate()
+            .map(|(i, a)| DeadLetterAction {
+                action: i,
+                status: a.status,
+                total_attempts: a.total_attempts,
+                series: a.series,
+                attempts_in_last_series: a.attempt,
+                last_failure: a.last_failure.clone(),
+            })
+            .collect();
+        self.effects.push(Effect::DeadLetter(DeadLetter {
+            entry_id: link.entry_id,
+            queue: link.queue,
+            stage: si,
+            action: ai,
+            failure,
+            first_failure_at: failed.first_failed_at.unwrap_or(self.now),
+            last_failure_at: self.now,
+            actions,
+        }));
     }
 
     fn restart_stage(&mut self, si: usize, mode: RetryMode, trigger: Trigger) {

@@ -56,6 +56,37 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
+/// Parses a duration written for people: one or more `<integer><unit>` parts,
+/// units `ms`, `s`, `m`, `h`, `d` (`500ms`, `30s`, `10m`, `1h30m`, `2d`).
+pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
+    let what = || format!("{text:?} is not a duration; write e.g. 500ms, 30s, 10m, 1h30m or 2d");
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err(what());
+    }
+    let mut total: u64 = 0;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(what());
+        }
+        let n: u64 = rest[..digits].parse().map_err(|_| what())?;
+        rest = &rest[digits..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let factor = match &rest[..unit_len] {
+            "ms" => 1,
+            "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            _ => return Err(what()),
+        };
+        rest = &rest[unit_len..];
+        total = n.checked_mul(factor).and_then(|v| total.checked_add(v)).ok_or_else(|| format!("{text:?} is too long a duration"))?;
+    }
+    Ok(total)
+}
+
 /// Formats a duration in milliseconds for people: `750ms`, `1.5s`, `2m05s`, `3h00m`.
 pub fn human_duration_ms(ms: u64) -> String {
     if ms < 1000 {
@@ -80,6 +111,18 @@ mod tests {
     fn formats_rfc3339() {
         assert_eq!(Timestamp::from_unix_ms(0).to_string(), "1970-01-01T00:00:00.000Z");
         assert_eq!(Timestamp::from_unix_ms(1_795_000_000_123).to_string(), "2026-11-18T11:06:40.123Z");
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration_ms("500ms"), Ok(500));
+        assert_eq!(parse_duration_ms("30s"), Ok(30_000));
+        assert_eq!(parse_duration_ms("10m"), Ok(600_000));
+        assert_eq!(parse_duration_ms("1h30m"), Ok(5_400_000));
+        assert_eq!(parse_duration_ms("2d"), Ok(172_800_000));
+        for bad in ["", "10", "m", "1x", "1.5s", "-1s", "s10"] {
+            assert!(parse_duration_ms(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

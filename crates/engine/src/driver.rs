@@ -13,14 +13,20 @@
 //! timer are evicted from memory and reloaded when it fires.
 
 use crate::clock::Clock;
+use crate::redrive::{RedriveMode, SkipReason};
 use crate::runner::{self, AttemptContext, AttemptOutcome};
 use redrive_core::definition::{ActionKind, ExecutionMode, Pipeline, RetryMode, parse_pipeline_text};
 use redrive_core::exception::{ExceptionType, Failure};
 use redrive_core::machine::{
-    self, ActionAt, ActionStatus, AttemptId, AttemptRecord, Effect, Event, ExecutionState, ExecutionStatus, Rejection, Trigger,
+    self, ActionAt, ActionStatus, AttemptId, AttemptRecord, DeadLetter, DeadLetterLink, Effect, Event, ExecutionState, ExecutionStatus,
+    Rejection, Trigger,
 };
+use redrive_core::name::Name;
 use redrive_core::time::Timestamp;
-use redrive_store::{ClientToken, LedgerEntry, PipelineRecord, Store, StoreError, TimerRecord, Transition, TransitionError};
+use redrive_store::{
+    ClientToken, DlqEntryFilter, DlqEntryRecord, DlqEntryState, DlqEntryWrite, DlqOp, LedgerEntry, PipelineRecord, Store, StoreError,
+    TimerRecord, Transition, TransitionError,
+};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -50,6 +56,9 @@ pub enum EngineError {
     /// The start's client token was used before (for `execution_id`).
     #[error("clientRequestToken already used for execution {execution_id}")]
     TokenReused { execution_id: String, same_request: bool },
+    /// A redrive left the dead-letter entry where it was.
+    #[error("{0}")]
+    NotRedriven(SkipReason),
 }
 
 /// A stored pipeline version, parsed.
@@ -167,6 +176,21 @@ enum Inbound {
         reason: String,
         reply: oneshot::Sender<Result<(), EngineError>>,
     },
+    Redrive {
+        entry_id: String,
+        mode: RedriveMode,
+        force: bool,
+        /// Only entries of queues whose name starts with this.
+        scope: Option<String>,
+        /// The pipeline version a new execution runs (mode `new-execution`).
+        pipeline: Option<Arc<LoadedPipeline>>,
+        new_execution_id: String,
+        reply: oneshot::Sender<Result<String, EngineError>>,
+    },
+    Purge {
+        filter: DlqEntryFilter,
+        reply: oneshot::Sender<Result<u64, EngineError>>,
+    },
     Shutdown,
 }
 
@@ -240,6 +264,37 @@ impl EngineHandle {
         rx.await.map_err(|_| EngineError::Stopped)?
     }
 
+    /// Takes one dead-letter entry out of its queue and resubmits it — the take and
+    /// the resubmission commit together or not at all. `RetryStage` retries the
+    /// failed stage of the entry's execution (FAILED_ACTIONS); `NewExecution`
+    /// starts `pipeline` (the caller's choice of version, normally the latest)
+    /// with the entry's input. `scope`: refuse entries of queues not starting
+    /// with it. Resolves with the execution resubmitted to, once durable; an entry
+    /// left in place gives [`EngineError::NotRedriven`] with the reason.
+    pub async fn redrive(
+        &self,
+        entry_id: &str,
+        mode: RedriveMode,
+        force: bool,
+        scope: Option<&str>,
+        pipeline: Option<Arc<LoadedPipeline>>,
+    ) -> Result<String, EngineError> {
+        let (reply, rx) = oneshot::channel();
+        let new_execution_id = uuid::Uuid::new_v4().to_string();
+        let scope = scope.map(str::to_string);
+        self.send(Inbound::Redrive { entry_id: entry_id.into(), mode, force, scope, pipeline, new_execution_id, reply }).await?;
+        rx.await.map_err(|_| EngineError::Stopped)?
+    }
+
+    /// Deletes the `QUEUED` dead-letter entries matching `filter`, after every
+    /// change the engine accepted before it is durable (so a redrive in flight is
+    /// never purged from under its resubmission). Returns how many.
+    pub async fn purge(&self, filter: DlqEntryFilter) -> Result<u64, EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Inbound::Purge { filter, reply }).await?;
+        rx.await.map_err(|_| EngineError::Stopped)?
+    }
+
     pub async fn stats(&self) -> Result<DriverStats, EngineError> {
         let (reply, rx) = oneshot::channel();
         self.send(Inbound::Stats { reply }).await?;
@@ -295,7 +350,21 @@ struct Pending {
     starts: Vec<AttemptId>,
     records: Vec<AttemptRecord>,
     finished: Option<ExecutionStatus>,
-    replies: Vec<oneshot::Sender<Result<(), EngineError>>>,
+    replies: Vec<Reply>,
+    /// Dead-letter changes committed with this execution's transition.
+    dlq: Vec<DlqOp>,
+    /// Entries taken by redrives in `dlq` (forgotten from `dlq_taken` on ack).
+    taken: Vec<String>,
+}
+
+/// Told the outcome of a request once the transition it caused is durable (or at
+/// once if it was refused).
+type Reply = Box<dyn FnOnce(Result<(), EngineError>) + Send>;
+
+fn unit_reply(tx: oneshot::Sender<Result<(), EngineError>>) -> Reply {
+    Box::new(move |r| {
+        let _ = tx.send(r);
+    })
 }
 
 #[derive(Default)]
@@ -305,6 +374,8 @@ struct Batch {
     timers_fired: bool,
     /// (pipeline, (start time, execution)) of executions that finished in this batch.
     finished: Vec<(String, (Timestamp, String))>,
+    /// Purges run once this batch (and every earlier one) is durable.
+    purges: Vec<(DlqEntryFilter, oneshot::Sender<Result<u64, EngineError>>)>,
 }
 
 impl Batch {
@@ -346,6 +417,9 @@ pub struct Driver<S: Store> {
     /// Unfinished executions per pipeline, oldest first (for QUEUED and
     /// SUPERSEDED); loaded from the store the first time a pipeline needs it.
     active: HashMap<String, std::collections::BTreeSet<(Timestamp, String)>>,
+    /// Dead-letter entries taken by a redrive whose commit is not acknowledged
+    /// yet: the store still says `QUEUED`, so a second redrive must not trust it.
+    dlq_taken: std::collections::HashSet<String>,
 }
 
 /// Commits submitted to the store at once, at most (one being written while the
@@ -411,6 +485,57 @@ pub fn ledger_entry(execution_id: &str, p: &Pipeline, r: &AttemptRecord) -> Ledg
     }
 }
 
+/// The dead-letter entry an execution that failed for good writes.
+fn dead_letter_write(record: &PipelineRecord, p: &Pipeline, state: &ExecutionState, input_json: &str, d: &DeadLetter) -> DlqEntryWrite {
+    let stage = &p.stages[d.stage];
+    let actions: Vec<serde_json::Value> = d
+        .actions
+        .iter()
+        .map(|a| {
+            serde_json::json!({
+                "action": stage.actions[a.action].name.as_str(),
+                "status": a.status,
+                "totalAttempts": a.total_attempts,
+                "series": a.series,
+                "attemptsInLastSeries": a.attempts_in_last_series,
+                "lastFailure": a.last_failure,
+            })
+        })
+        .collect();
+    let failed = &d.actions[d.action];
+    let detail = serde_json::json!({
+        "attempts": failed.total_attempts,
+        "series": failed.series,
+        "attemptsInLastSeries": failed.attempts_in_last_series,
+        "stageAttempts": d.actions.iter().map(|a| a.total_attempts).sum::<u32>(),
+        "executionStartedAt": state.started_at,
+        "actions": actions,
+    });
+    let mut message = d.failure.message.clone();
+    if message.len() > redrive_store::limits::MAX_DLQ_MESSAGE_BYTES {
+        let mut cut = redrive_store::limits::MAX_DLQ_MESSAGE_BYTES;
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        message.truncate(cut);
+    }
+    DlqEntryWrite {
+        id: d.entry_id.clone(),
+        queue: d.queue.to_string(),
+        pipeline_name: record.name.clone(),
+        pipeline_version: record.version,
+        execution_id: state.execution_id.clone(),
+        stage: stage.name.to_string(),
+        action: stage.actions[d.action].name.to_string(),
+        exception_type: d.failure.exception_type.to_string(),
+        message,
+        input_json: input_json.to_string(),
+        detail_json: detail.to_string(),
+        first_failure_at: d.first_failure_at,
+        last_failure_at: d.last_failure_at,
+    }
+}
+
 /// The idempotency key handed to every attempt of one action in one execution.
 pub fn idempotency_key(execution_id: &str, stage: &str, action: &str) -> String {
     format!("{execution_id}/{stage}/{action}")
@@ -435,6 +560,7 @@ impl<S: Store> Driver<S> {
             running_tasks: HashMap::new(),
             draining: None,
             active: HashMap::new(),
+            dlq_taken: std::collections::HashSet::new(),
             store,
             clock,
             inflight: Arc::new(Semaphore::new(config.max_inflight_attempts)),
@@ -524,7 +650,16 @@ impl<S: Store> Driver<S> {
                 self.fire_timers(now, &mut batch).await?;
             }
             self.start_queued(now, &mut batch).await?;
+            let purges = std::mem::take(&mut batch.purges);
             self.submit(batch, now).await?;
+            if !purges.is_empty() {
+                // Every take the loop accepted so far must be durable first: the
+                // store still calls those entries QUEUED until then.
+                self.drain_submitted().await?;
+                for (filter, reply) in purges {
+                    let _ = reply.send(self.store.purge_dlq_entries(filter).await.map_err(EngineError::from));
+                }
+            }
             while self.submitted.len() >= MAX_SUBMITTED_BATCHES || (shutdown && !self.submitted.is_empty()) {
                 self.acknowledge_oldest().await?;
             }
@@ -550,48 +685,30 @@ impl<S: Store> Driver<S> {
     async fn handle(&mut self, msg: Inbound, now: Timestamp, batch: &mut Batch) -> Result<(), EngineError> {
         match msg {
             Inbound::Start { pipeline, execution_id, input_json, client_token, reply } => {
-                let name = pipeline.record.name.clone();
-                let mode = pipeline.pipeline.execution_mode;
-                self.load_active(&name).await?;
-                let others_unfinished = !self.active[&name].is_empty();
-                let state = ExecutionState::new(&pipeline.pipeline, execution_id.clone(), now);
-                self.pipelines.entry((name.clone(), pipeline.record.version)).or_insert_with(|| pipeline.clone());
-                self.live.insert(
-                    execution_id.clone(),
-                    Live { pipeline, state, version: None, unacked: 0, client_token, input_json: input_json.into() },
-                );
-                let first = if mode == ExecutionMode::Queued && others_unfinished { Event::Enqueue } else { Event::Start };
-                self.apply(&execution_id, first, now, batch).expect("a fresh execution accepts Start and Enqueue");
-                batch.entry(&execution_id).replies.push(reply);
-                if mode == ExecutionMode::Superseded {
-                    // Newest first; older ones were superseded when a newer one
-                    // started, so stop at the first that already is (O(1) per start).
-                    let mut below: Option<(Timestamp, String)> = None;
-                    loop {
-                        let set = &self.active[&name];
-                        let next = match &below {
-                            None => set.iter().next_back().cloned(),
-                            Some(k) => set.range(..k.clone()).next_back().cloned(),
-                        };
-                        let Some(key) = next else { break };
-                        if self.ensure_live(&key.1, now, batch).await.is_ok() {
-                            if self.live[&key.1].state.superseded_by.is_some() {
-                                break;
-                            }
-                            let _ = self.apply(&key.1, Event::Supersede { by: execution_id.clone() }, now, batch);
-                        }
-                        below = Some(key);
+                self.begin(pipeline, execution_id.clone(), input_json, client_token, None, now, batch).await?;
+                batch.entry(&execution_id).replies.push(unit_reply(reply));
+            }
+            Inbound::Redrive { entry_id, mode, force, scope, pipeline, new_execution_id, reply } => {
+                match self.redrive(&entry_id, mode, force, scope.as_deref(), pipeline, new_execution_id, now, batch).await {
+                    Ok(execution_id) => {
+                        let answer = execution_id.clone();
+                        batch.entry(&execution_id).replies.push(Box::new(move |r: Result<(), EngineError>| {
+                            let _ = reply.send(r.map(|()| answer));
+                        }));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
                     }
                 }
-                self.active.get_mut(&name).expect("loaded").insert((now, execution_id));
             }
+            Inbound::Purge { filter, reply } => batch.purges.push((filter, reply)),
             Inbound::Resume { execution_id, reply } => match self.ensure_live(&execution_id, now, batch).await {
                 Ok(()) => {
                     let status = self.live[&execution_id].state.status;
                     if status.is_finished() {
                         let _ = reply.send(Err(EngineError::AlreadyFinished { id: execution_id, status: status.as_str().into() }));
                     } else if let Some(pending) = batch.pending.get_mut(&execution_id) {
-                        pending.replies.push(reply); // answered once the recovery is durable
+                        pending.replies.push(unit_reply(reply)); // answered once the recovery is durable
                     } else {
                         let _ = reply.send(Ok(()));
                     }
@@ -695,6 +812,144 @@ impl<S: Store> Driver<S> {
         Ok(())
     }
 
+    /// Creates an execution in memory and applies its first event (Start, or
+    /// Enqueue behind others in QUEUED mode; SUPERSEDED marks older ones).
+    #[allow(clippy::too_many_arguments)]
+    async fn begin(
+        &mut self,
+        pipeline: Arc<LoadedPipeline>,
+        execution_id: String,
+        input_json: String,
+        client_token: Option<ClientToken>,
+        dead_letter: Option<DeadLetterLink>,
+        now: Timestamp,
+        batch: &mut Batch,
+    ) -> Result<(), EngineError> {
+        let name = pipeline.record.name.clone();
+        let mode = pipeline.pipeline.execution_mode;
+        self.load_active(&name).await?;
+        let others_unfinished = !self.active[&name].is_empty();
+        let state = match dead_letter {
+            Some(link) => ExecutionState::redriven(&pipeline.pipeline, execution_id.clone(), now, link),
+            None => ExecutionState::new(&pipeline.pipeline, execution_id.clone(), now),
+        };
+        self.pipelines.entry((name.clone(), pipeline.record.version)).or_insert_with(|| pipeline.clone());
+        self.live
+            .insert(execution_id.clone(), Live { pipeline, state, version: None, unacked: 0, client_token, input_json: input_json.into() });
+        let first = if mode == ExecutionMode::Queued && others_unfinished { Event::Enqueue } else { Event::Start };
+        self.apply(&execution_id, first, now, batch).expect("a fresh execution accepts Start and Enqueue");
+        if mode == ExecutionMode::Superseded {
+            // Newest first; older ones were superseded when a newer one
+            // started, so stop at the first that already is (O(1) per start).
+            let mut below: Option<(Timestamp, String)> = None;
+            loop {
+                let set = &self.active[&name];
+                let next = match &below {
+                    None => set.iter().next_back().cloned(),
+                    Some(k) => set.range(..k.clone()).next_back().cloned(),
+                };
+                let Some(key) = next else { break };
+                if self.ensure_live(&key.1, now, batch).await.is_ok() {
+                    if self.live[&key.1].state.superseded_by.is_some() {
+                        break;
+                    }
+                    let _ = self.apply(&key.1, Event::Supersede { by: execution_id.clone() }, now, batch);
+                }
+                below = Some(key);
+            }
+        }
+        self.active.get_mut(&name).expect("loaded").insert((now, execution_id));
+        Ok(())
+    }
+
+    /// Takes dead-letter entry `entry_id` out of its queue and resubmits it, in
+    /// one transition: the entry's `Take` commits with the stage retry (or the new
+    /// execution's creation) or not at all. Returns the execution resubmitted to.
+    /// This loop is the only writer of entries, so the checks below cannot race
+    /// with another redrive or a purge (`dlq_taken` covers takes not yet durable).
+    #[allow(clippy::too_many_arguments)]
+    async fn redrive(
+        &mut self,
+        entry_id: &str,
+        mode: RedriveMode,
+        force: bool,
+        scope: Option<&str>,
+        pipeline: Option<Arc<LoadedPipeline>>,
+        new_execution_id: String,
+        now: Timestamp,
+        batch: &mut Batch,
+    ) -> Result<String, EngineError> {
+        let skip = |r: SkipReason| Err(EngineError::NotRedriven(r));
+        if self.dlq_taken.contains(entry_id) {
+            return skip(SkipReason::BeingRedriven);
+        }
+        let Some(entry) = self.store.get_dlq_entry(entry_id).await? else { return skip(SkipReason::NotFound) };
+        if let Some(prefix) = scope {
+            if !entry.queue.starts_with(prefix) {
+                return skip(SkipReason::OutOfScope { queue: entry.queue, prefix: prefix.to_string() });
+            }
+        }
+        if entry.state != DlqEntryState::Queued {
+            return skip(SkipReason::NotQueued(entry.state.as_str()));
+        }
+        if entry.is_poison() && !force {
+            return skip(SkipReason::Poison { redrive_count: entry.redrive_count, max_redrives: entry.max_redrives });
+        }
+        let execution_id = match mode {
+            RedriveMode::RetryStage => self.redrive_stage(&entry, now, batch).await?,
+            RedriveMode::NewExecution => {
+                let Some(pipeline) = pipeline else { return skip(SkipReason::PipelineGone(entry.pipeline_name.clone())) };
+                let queue = Name::parse(&entry.queue)
+                    .map_err(|e| EngineError::CorruptState { id: entry.id.clone(), reason: format!("queue name: {e}") })?;
+                let link = DeadLetterLink { entry_id: entry.id.clone(), queue };
+                self.begin(pipeline, new_execution_id.clone(), entry.input_json.clone(), None, Some(link), now, batch).await?;
+                new_execution_id
+            }
+        };
+        let pending = batch.entry(&execution_id);
+        pending.dlq.push(DlqOp::Take { entry_id: entry.id.clone(), execution_id: execution_id.clone() });
+        pending.taken.push(entry.id.clone());
+        self.dlq_taken.insert(entry.id);
+        Ok(execution_id)
+    }
+
+    /// Retries the failed stage (FAILED_ACTIONS) of the entry's execution.
+    async fn redrive_stage(&mut self, entry: &DlqEntryRecord, now: Timestamp, batch: &mut Batch) -> Result<String, EngineError> {
+        let id = entry.execution_id.clone();
+        match self.ensure_live(&id, now, batch).await {
+            Ok(()) => {}
+            Err(EngineError::ExecutionNotFound(_)) => return Err(EngineError::NotRedriven(SkipReason::ExecutionGone(id))),
+            Err(e) => return Err(e),
+        }
+        let live = &self.live[&id];
+        let result = if live.state.dead_letter.as_ref().map(|l| l.entry_id.as_str()) != Some(entry.id.as_str()) {
+            Err(SkipReason::Refused(format!("execution {id} does not answer to entry {}", entry.id)))
+        } else if let Some(si) = live.pipeline.pipeline.stage_index(&entry.stage) {
+            let (name, started) = (live.pipeline.record.name.clone(), live.state.started_at);
+            let event = Event::RetryStage { stage: si, mode: RetryMode::FailedActions, trigger: Trigger::Redrive };
+            match self.apply(&id, event, now, batch) {
+                Ok(()) => {
+                    if let Some(set) = self.active.get_mut(&name) {
+                        set.insert((started, id.clone())); // unfinished again
+                    }
+                    Ok(())
+                }
+                Err(r) => Err(SkipReason::Refused(r.to_string())),
+            }
+        } else {
+            Err(SkipReason::Refused(format!("stage {} is not in the execution's pipeline", entry.stage)))
+        };
+        if let Err(reason) = result {
+            // A finished execution loaded only to refuse the redrive leaves memory again.
+            let idle = self.live.get(&id).is_some_and(|l| l.state.status.is_finished() && l.unacked == 0);
+            if idle && !batch.pending.contains_key(&id) {
+                self.live.remove(&id);
+            }
+            return Err(EngineError::NotRedriven(reason));
+        }
+        Ok(id)
+    }
+
     /// The unfinished executions of `pipeline`, from the store, once.
     async fn load_active(&mut self, pipeline: &str) -> Result<(), EngineError> {
         if self.active.contains_key(pipeline) {
@@ -772,7 +1027,7 @@ impl<S: Store> Driver<S> {
         batch: &mut Batch,
     ) {
         match result {
-            Ok(()) => batch.entry(execution_id).replies.push(reply),
+            Ok(()) => batch.entry(execution_id).replies.push(unit_reply(reply)),
             Err(e) => {
                 let _ = reply.send(Err(e));
                 // A finished execution loaded only to refuse the request leaves memory again.
@@ -844,6 +1099,11 @@ impl<S: Store> Driver<S> {
                     pending.finished = Some(s);
                     finished = true;
                 }
+                Effect::DeadLetter(d) => {
+                    let write = dead_letter_write(&live.pipeline.record, p, &live.state, &live.input_json, &d);
+                    pending.dlq.push(DlqOp::Enter(write));
+                }
+                Effect::DeadLetterResolved { entry_id } => pending.dlq.push(DlqOp::Resolve { entry_id }),
             }
         }
         if finished {
@@ -926,6 +1186,7 @@ impl<S: Store> Driver<S> {
                     set_timers,
                     clear_timers,
                     client_token: if live.version.is_none() { live.client_token.take() } else { None },
+                    dlq: std::mem::take(&mut pending.dlq),
                 });
                 let next = live.version.map_or(1, |v| v + 1);
                 live.version = Some(next);
@@ -958,7 +1219,7 @@ impl<S: Store> Driver<S> {
                     // The start was a repeat: nothing of it was written; answer with the first execution.
                     self.live.remove(&id);
                     for reply in pending.replies {
-                        let _ = reply.send(Err(EngineError::TokenReused { execution_id: execution_id.clone(), same_request }));
+                        reply(Err(EngineError::TokenReused { execution_id: execution_id.clone(), same_request }));
                     }
                     continue;
                 }
@@ -984,7 +1245,10 @@ impl<S: Store> Driver<S> {
             self.next_timer_due = Some(self.next_timer_due.map_or(*due, |d| d.min(*due)));
         }
         for reply in pending.replies {
-            let _ = reply.send(Ok(()));
+            reply(Ok(()));
+        }
+        for entry_id in &pending.taken {
+            self.dlq_taken.remove(entry_id);
         }
         if notify {
             let p = &live.pipeline.pipeline;

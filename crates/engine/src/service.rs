@@ -46,6 +46,15 @@ pub enum ServiceError {
     Conflict(String),
     #[error("{0}")]
     ConcurrentExecutionsLimitExceeded(String),
+    #[error("dead-letter queue {0} not found")]
+    DlqQueueNotFound(String),
+    #[error("dead-letter entry {0} not found")]
+    DlqEntryNotFound(String),
+    #[error("redrive run {0} not found")]
+    RedriveRunNotFound(String),
+    /// A single-entry redrive left the entry in place (the reason says why).
+    #[error("{0}")]
+    NotRedriven(String),
     /// The store or engine cannot serve right now (HTTP 503).
     #[error("{0}")]
     Unavailable(String),
@@ -75,6 +84,7 @@ impl From<EngineError> for ServiceError {
             EngineError::Rejected(Rejection::Finished(s)) => {
                 ServiceError::ExecutionNotStoppable(format!("the execution is already {}", s.as_str()))
             }
+            EngineError::NotRedriven(reason) => ServiceError::NotRedriven(reason.to_string()),
             EngineError::TokenReused { execution_id, same_request: false } => ServiceError::Conflict(format!(
                 "clientRequestToken was already used for execution {execution_id} with a different request; use a new token"
             )),
@@ -117,7 +127,14 @@ pub struct Service<S: Store> {
     store: Arc<S>,
     engine: EngineHandle,
     clock: Arc<dyn Clock>,
+    /// Scheduled (high-level) redrives this server runs.
+    schedules: Vec<crate::redrive::RedriveSchedule>,
+    /// When this service started (a never-run schedule is due `every` after it).
+    started_at: redrive_core::time::Timestamp,
 }
+
+mod dlq;
+pub use dlq::EntryQuery;
 
 pub fn validate_name(field: &str, value: &str) -> Result<Name, ServiceError> {
     Name::parse(value).map_err(|e| ServiceError::Validation(format!("{field} {value:?} {e}")))
@@ -157,7 +174,8 @@ fn fingerprint(pipeline: &str, input_json: &str) -> String {
 
 impl<S: Store> Service<S> {
     pub fn new(store: Arc<S>, engine: EngineHandle, clock: Arc<dyn Clock>) -> Self {
-        Service { store, engine, clock }
+        let started_at = clock.now();
+        Service { store, engine, clock, schedules: Vec::new(), started_at }
     }
 
     pub fn engine(&self) -> &EngineHandle {
@@ -168,7 +186,7 @@ impl<S: Store> Service<S> {
         &self.store
     }
 
-    fn check_definition(definition: &serde_json::Value) -> Result<String, ServiceError> {
+    fn check_definition(definition: &serde_json::Value) -> Result<(String, Option<Name>), ServiceError> {
         let pipeline = parse_pipeline(&Node::from_json(definition)).map_err(ServiceError::InvalidStructure)?;
         if let Some((s, a)) =
             pipeline.stages.iter().flat_map(|s| s.actions.iter().map(move |a| (s, a))).find(|(_, a)| a.kind.provider() == "Function")
@@ -182,23 +200,35 @@ impl<S: Store> Service<S> {
                 allowed: Some("command, http or noop actions".into()),
             }]));
         }
-        Ok(pipeline.name.to_string())
+        Ok((pipeline.name.to_string(), pipeline.dead_letter_queue))
     }
 
     pub async fn create_pipeline(&self, definition: &serde_json::Value) -> Result<PipelineRecord, ServiceError> {
-        let name = Self::check_definition(definition)?;
-        match self.store.create_pipeline(&name, &definition.to_string(), None, self.clock.now()).await {
-            Err(StoreError::AlreadyExists(_)) => Err(ServiceError::PipelineNameInUse(name)),
-            other => Ok(other?),
-        }
+        let (name, queue) = Self::check_definition(definition)?;
+        let record = match self.store.create_pipeline(&name, &definition.to_string(), None, self.clock.now()).await {
+            Err(StoreError::AlreadyExists(_)) => return Err(ServiceError::PipelineNameInUse(name)),
+            other => other?,
+        };
+        self.ensure_queue(queue).await?;
+        Ok(record)
     }
 
     pub async fn update_pipeline(&self, definition: &serde_json::Value) -> Result<PipelineRecord, ServiceError> {
-        let name = Self::check_definition(definition)?;
-        match self.store.update_pipeline(&name, &definition.to_string(), None, self.clock.now()).await {
-            Err(StoreError::NotFound(_)) => Err(ServiceError::PipelineNotFound(name)),
-            other => Ok(other?),
+        let (name, queue) = Self::check_definition(definition)?;
+        let record = match self.store.update_pipeline(&name, &definition.to_string(), None, self.clock.now()).await {
+            Err(StoreError::NotFound(_)) => return Err(ServiceError::PipelineNotFound(name)),
+            other => other?,
+        };
+        self.ensure_queue(queue).await?;
+        Ok(record)
+    }
+
+    /// A pipeline's dead-letter queue exists (empty) from the moment it is named.
+    async fn ensure_queue(&self, queue: Option<Name>) -> Result<(), ServiceError> {
+        if let Some(q) = queue {
+            self.store.ensure_dlq_queue(q.as_str(), self.clock.now()).await?;
         }
+        Ok(())
     }
 
     pub async fn get_pipeline(&self, name: &str, version: Option<u32>) -> Result<PipelineView, ServiceError> {

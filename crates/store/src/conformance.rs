@@ -11,7 +11,8 @@
 //!
 //! Contract details pinned down here (beyond the docs in the crate root):
 //! - `limit == 0` means the largest page ([`MAX_PAGE_SIZE`]) for every listing
-//!   (`list_executions`, `list_pipelines`, `list_ledger`).
+//!   (`list_executions`, `list_pipelines`, `list_ledger`, `list_dlq_entries`,
+//!   `list_dlq_queues`, `list_redrive_runs`).
 //! - `list_executions` orders by `(created_at DESC, id DESC)`: executions created
 //!   at the same instant are ordered by id, descending, so that keyset pages
 //!   (`ExecutionFilter::before`) have no gaps or duplicates.
@@ -32,14 +33,30 @@
 //! - Ledger entries and timers must belong to the transition's execution, else
 //!   the whole commit is refused with [`StoreError::Limit`].
 //! - `stats().transitions` counts applied (not refused) transitions.
+//! - Dead-letter ops apply in order after the execution row; a refused one
+//!   ([`TransitionError::DlqEntryNotQueued`]) undoes the transition's earlier ops
+//!   too, including the queue an `Enter` created. A `Take` of a missing
+//!   (purged) entry is refused like one of a non-`QUEUED` entry.
+//! - `Enter` of an existing entry (any state, including `RESOLVED`) keeps
+//!   `redriven_to` and `redriven_at` and clears `resolved_at`; the queue named by
+//!   the write is then ignored and not created.
+//! - `list_dlq_entries` orders by `(entered_at, id)` ascending; `queue_prefix`
+//!   is a byte prefix of the queue name, and an empty prefix is no constraint;
+//!   `queue` and `queue_prefix` together must both hold.
+//! - `ensure_dlq_queue`, `configure_dlq_queue` and dead-letter ops refuse queue
+//!   names that are empty or longer than 100 characters with [`StoreError::Limit`];
+//!   `list_dlq_queues` orders names by their bytes, like `list_pipelines`.
+//! - `update_redrive_run` changes only `status`, `finished_at` and
+//!   `summary_json`; `list_redrive_runs` orders by `(started_at DESC, id DESC)`.
 
 use crate::limits::{
-    MAX_CLIENT_TOKEN_CHARS, MAX_DEFINITION_BYTES, MAX_FINGERPRINT_BYTES, MAX_INPUT_BYTES, MAX_PAGE_SIZE, MAX_STATE_BYTES,
-    MAX_TRANSITIONS_PER_COMMIT,
+    MAX_CLIENT_TOKEN_CHARS, MAX_DEFINITION_BYTES, MAX_DLQ_DETAIL_BYTES, MAX_DLQ_MESSAGE_BYTES, MAX_FINGERPRINT_BYTES, MAX_INPUT_BYTES,
+    MAX_PAGE_SIZE, MAX_REDRIVE_RUN_JSON_BYTES, MAX_STATE_BYTES, MAX_TRANSITIONS_PER_COMMIT,
 };
 use crate::{
-    ClientToken, CommitResult, ExecutionCursor, ExecutionFilter, ExecutionRecord, LedgerEntry, LedgerFilter, PipelineRecord, Store,
-    StoreError, TimerRecord, Transition, TransitionError,
+    ClientToken, CommitResult, DEFAULT_MAX_REDRIVES, DlqEntryCursor, DlqEntryFilter, DlqEntryRecord, DlqEntryState, DlqEntryWrite, DlqOp,
+    DlqQueueRecord, DlqQueueStats, ExecutionCursor, ExecutionFilter, ExecutionRecord, LedgerEntry, LedgerFilter, MAX_MAX_REDRIVES,
+    PipelineRecord, RedriveRunFilter, RedriveRunRecord, Store, StoreError, TimerRecord, Transition, TransitionError,
 };
 use redrive_core::time::Timestamp;
 use std::future::Future;
@@ -78,6 +95,13 @@ where
     concurrent_starts_with_one_token(Arc::new(make_store().await)).await;
     execution_pagination(&make_store().await).await;
     ledger_listing(&make_store().await).await;
+    dlq_enter_take_resolve(&make_store().await).await;
+    dlq_atomicity(&make_store().await).await;
+    dlq_filters_and_paging(&make_store().await).await;
+    dlq_queues(&make_store().await).await;
+    dlq_purge(&make_store().await).await;
+    redrive_runs(&make_store().await).await;
+    dlq_limits_enforced(&make_store().await).await;
 }
 
 // ---------------------------------------------------------------------------
@@ -103,6 +127,7 @@ fn create(id: &str, at: i64) -> Transition {
         set_timers: Vec::new(),
         clear_timers: Vec::new(),
         client_token: None,
+        dlq: Vec::new(),
     }
 }
 
@@ -1088,4 +1113,838 @@ pub async fn ledger_listing<S: Store>(store: &S) {
     let capped = store.list_ledger(LedgerFilter { limit: MAX_PAGE_SIZE * 5, ..all_of("big") }).await.unwrap();
     assert_eq!(capped.len(), MAX_PAGE_SIZE, "limit is capped at MAX_PAGE_SIZE");
     assert_eq!(capped[0].attempt, MAX_PAGE_SIZE as u32 + 1, "the capped page starts with the newest entry");
+}
+
+// ---------------------------------------------------------------------------
+// Dead-letter queues and redrive runs
+// ---------------------------------------------------------------------------
+
+/// What execution `execution_id` writes when it fails for good, for the entry
+/// `id` in `queue`, having failed at `ts(failed_at)`.
+fn dlq_write(id: &str, queue: &str, execution_id: &str, failed_at: i64) -> DlqEntryWrite {
+    DlqEntryWrite {
+        id: id.to_owned(),
+        queue: queue.to_owned(),
+        pipeline_name: PIPELINE.to_owned(),
+        pipeline_version: 1,
+        execution_id: execution_id.to_owned(),
+        stage: "Build".to_owned(),
+        action: "Compile".to_owned(),
+        exception_type: "Step.TIMEOUT".to_owned(),
+        message: format!("{execution_id} timed out — «unicode» ok"),
+        input_json: format!(r#"{{"id":"{id}"}}"#),
+        detail_json: format!(r#"{{"attempts":{{"Compile":3}},"execution":"{execution_id}"}}"#),
+        first_failure_at: ts(failed_at),
+        last_failure_at: ts(failed_at),
+    }
+}
+
+/// Creates execution `id` at `ts(at)`, failed for good: its entry `id` enters
+/// `queue` (the failure happened 5 ms earlier).
+fn failed_create(id: &str, queue: &str, at: i64) -> Transition {
+    let mut t = Transition { status: "Failed".to_owned(), ..create(id, at) };
+    t.dlq = vec![DlqOp::Enter(dlq_write(id, queue, id, at - 5))];
+    t
+}
+
+/// A redrive of entry `entry_id`: creates execution `execution_id` at `ts(at)`.
+fn redrive(entry_id: &str, execution_id: &str, at: i64) -> Transition {
+    let mut t = create(execution_id, at);
+    t.dlq = vec![take(entry_id, execution_id)];
+    t
+}
+
+fn take(entry_id: &str, execution_id: &str) -> DlqOp {
+    DlqOp::Take { entry_id: entry_id.to_owned(), execution_id: execution_id.to_owned() }
+}
+
+fn resolve(entry_id: &str) -> DlqOp {
+    DlqOp::Resolve { entry_id: entry_id.to_owned() }
+}
+
+async fn dlq_entry<S: Store>(store: &S, id: &str) -> DlqEntryRecord {
+    store.get_dlq_entry(id).await.unwrap().unwrap_or_else(|| panic!("dead-letter entry {id} must exist"))
+}
+
+fn entry_ids(entries: &[DlqEntryRecord]) -> Vec<&str> {
+    entries.iter().map(|e| e.id.as_str()).collect()
+}
+
+fn not_queued(entry_id: &str) -> Result<u64, TransitionError> {
+    Err(TransitionError::DlqEntryNotQueued { entry_id: entry_id.to_owned() })
+}
+
+/// The lifecycle of an entry: `Enter` creates it (and its queue), `Take` moves it
+/// out (only if `QUEUED`, else the whole transition is refused), `Enter` again
+/// puts it back keeping its identity and count, `Resolve` ends it.
+pub async fn dlq_enter_take_resolve<S: Store>(store: &S) {
+    const Q: &str = "retry-a";
+    assert_eq!(store.get_dlq_entry("d1").await.unwrap(), None, "unknown entry");
+    assert_eq!(store.get_dlq_queue(Q).await.unwrap(), None, "unknown queue");
+
+    // Enter: a new entry in a new queue.
+    let first = failed_create("d1", Q, 10);
+    let write = match &first.dlq[0] {
+        DlqOp::Enter(w) => w.clone(),
+        _ => unreachable!(),
+    };
+    assert_eq!(commit_one(store, first).await, Ok(1));
+    let entered = DlqEntryRecord {
+        id: "d1".into(),
+        queue: Q.into(),
+        state: DlqEntryState::Queued,
+        pipeline_name: PIPELINE.into(),
+        pipeline_version: 1,
+        execution_id: "d1".into(),
+        stage: "Build".into(),
+        action: "Compile".into(),
+        exception_type: "Step.TIMEOUT".into(),
+        message: write.message.clone(),
+        input_json: write.input_json.clone(),
+        detail_json: write.detail_json.clone(),
+        redrive_count: 0,
+        max_redrives: DEFAULT_MAX_REDRIVES,
+        first_failure_at: ts(5),
+        last_failure_at: ts(5),
+        entered_at: ts(10),
+        redriven_to: None,
+        redriven_at: None,
+        resolved_at: None,
+        updated_at: ts(10),
+    };
+    assert_eq!(dlq_entry(store, "d1").await, entered, "Enter creates a QUEUED entry with every field, entered at the transition's time");
+    assert!(!entered.is_poison());
+    let queue = DlqQueueRecord { name: Q.into(), max_redrives: DEFAULT_MAX_REDRIVES, created_at: ts(10) };
+    assert_eq!(
+        store.get_dlq_queue(Q).await.unwrap(),
+        Some(DlqQueueStats { queue: queue.clone(), depth: 1, poison: 0, redriven: 0, oldest_entered_at: Some(ts(10)) }),
+        "Enter creates the queue with DEFAULT_MAX_REDRIVES"
+    );
+
+    // Take: out of the queue, counted.
+    assert_eq!(commit_one(store, redrive("d1", "d1-r1", 20)).await, Ok(1));
+    let taken = DlqEntryRecord {
+        state: DlqEntryState::Redriven,
+        redrive_count: 1,
+        redriven_to: Some("d1-r1".into()),
+        redriven_at: Some(ts(20)),
+        updated_at: ts(20),
+        ..entered.clone()
+    };
+    assert_eq!(dlq_entry(store, "d1").await, taken, "Take: REDRIVEN, count + 1, redriven_to/at set, entered_at kept");
+    assert_eq!(
+        store.get_dlq_queue(Q).await.unwrap(),
+        Some(DlqQueueStats { queue: queue.clone(), depth: 0, poison: 0, redriven: 1, oldest_entered_at: None }),
+        "a taken entry leaves the queue's depth and counts as redriven"
+    );
+
+    // A second Take of the same entry refuses its whole transition, only it.
+    let mut again = update("d1", 1, 30);
+    again.status = "Failed".into();
+    again.ledger = vec![entry("d1", "Compile", 1, false)];
+    again.set_timers = vec![timer("d1", "k", 100)];
+    again.dlq = vec![take("d1", "d1")];
+    let mut again_create = redrive("d1", "d1-r2", 30);
+    again_create.ledger = vec![entry("d1-r2", "Compile", 1, false)];
+    again_create.set_timers = vec![timer("d1-r2", "k", 100)];
+    let results = store.commit(vec![again, update("d1-r1", 1, 30), again_create, redrive("ghost", "g-r1", 30)]).await.unwrap();
+    assert_eq!(results, vec![not_queued("d1"), Ok(2), not_queued("d1"), not_queued("ghost")], "a Take of a non-QUEUED or missing entry");
+    assert_eq!(version_of(store, "d1").await, Some(1), "a refused update keeps the execution's version");
+    assert_eq!(store.get_execution("d1").await.unwrap().unwrap().status, "Failed", "and its status");
+    assert!(store.ledger("d1").await.unwrap().is_empty(), "a refused transition writes no ledger entry");
+    assert!(store.execution_timers("d1").await.unwrap().is_empty(), "a refused transition sets no timer");
+    assert_eq!(store.get_execution("d1-r2").await.unwrap(), None, "a refused create writes no execution");
+    assert_eq!(store.get_execution("g-r1").await.unwrap(), None);
+    assert_eq!(store.next_timer_due().await.unwrap(), None, "no timer of a refused transition is visible");
+    assert_eq!(version_of(store, "d1-r1").await, Some(2), "the other transitions of the commit commit");
+    assert_eq!(dlq_entry(store, "d1").await, taken, "a refused Take changes nothing");
+
+    // Enter again (the redrive failed for good): back in its own queue.
+    let mut back = update("d1-r1", 2, 40);
+    back.status = "Failed".into();
+    let mut returning = dlq_write("d1", "some-other-queue", "d1-r1", 38);
+    returning.first_failure_at = ts(35);
+    returning.exception_type = "Job.CAPACITY_ERROR".into();
+    returning.pipeline_version = 2;
+    back.dlq = vec![DlqOp::Enter(returning.clone())];
+    assert_eq!(commit_one(store, back).await, Ok(3));
+    let returned = DlqEntryRecord {
+        state: DlqEntryState::Queued,
+        pipeline_version: 2,
+        execution_id: "d1-r1".into(),
+        exception_type: "Job.CAPACITY_ERROR".into(),
+        message: returning.message.clone(),
+        detail_json: returning.detail_json.clone(),
+        last_failure_at: ts(38),
+        entered_at: ts(40),
+        updated_at: ts(40),
+        ..taken.clone()
+    };
+    assert_eq!(
+        dlq_entry(store, "d1").await,
+        returned,
+        "a returning entry: QUEUED, new failure fields and entered_at; id, queue, first_failure_at, count, redriven_to/at kept"
+    );
+    assert_eq!(
+        store.get_dlq_queue("some-other-queue").await.unwrap(),
+        None,
+        "a returning entry keeps its queue: no other queue is created"
+    );
+    let stats = store.get_dlq_queue(Q).await.unwrap().unwrap();
+    assert_eq!((stats.depth, stats.redriven, stats.oldest_entered_at), (1, 0, Some(ts(40))));
+
+    // Second redrive, then the lineage succeeds.
+    assert_eq!(commit_one(store, redrive("d1", "d1-r2", 50)).await, Ok(1));
+    let mut done = update("d1-r2", 1, 60);
+    done.status = "Succeeded".into();
+    done.dlq = vec![resolve("d1")];
+    assert_eq!(commit_one(store, done).await, Ok(2));
+    let resolved = DlqEntryRecord {
+        state: DlqEntryState::Resolved,
+        redrive_count: 2,
+        redriven_to: Some("d1-r2".into()),
+        redriven_at: Some(ts(50)),
+        resolved_at: Some(ts(60)),
+        updated_at: ts(60),
+        ..returned.clone()
+    };
+    assert_eq!(dlq_entry(store, "d1").await, resolved, "Resolve: RESOLVED at the transition's time");
+    let stats = store.get_dlq_queue(Q).await.unwrap().unwrap();
+    assert_eq!((stats.depth, stats.poison, stats.redriven, stats.oldest_entered_at), (0, 0, 0, None), "a resolved entry is not counted");
+    assert_eq!(commit_one(store, redrive("d1", "d1-r3", 65)).await, not_queued("d1"), "a resolved entry cannot be taken");
+
+    // Resolve of a missing entry is fine; Enter after Resolve re-queues.
+    let mut ghost = update("d1-r2", 2, 70);
+    ghost.dlq = vec![resolve("never-entered")];
+    assert_eq!(commit_one(store, ghost).await, Ok(3), "resolving a missing (purged) entry is not an error");
+    assert_eq!(store.get_dlq_entry("never-entered").await.unwrap(), None, "Resolve creates nothing");
+    let mut requeue = update("d1-r2", 3, 80);
+    requeue.dlq = vec![DlqOp::Enter(dlq_write("d1", Q, "d1-r2", 79))];
+    assert_eq!(commit_one(store, requeue).await, Ok(4));
+    let e = dlq_entry(store, "d1").await;
+    assert_eq!(
+        (e.state, e.redrive_count, e.resolved_at, e.entered_at),
+        (DlqEntryState::Queued, 2, None, ts(80)),
+        "Enter of a resolved entry"
+    );
+    assert_eq!(e.first_failure_at, ts(5), "first_failure_at is kept from the first write");
+
+    // Several ops of one transition apply in order.
+    let mut both = failed_create("d2", Q, 90);
+    both.dlq.push(take("d2", "d2"));
+    both.dlq.push(take("d1", "d2"));
+    assert_eq!(commit_one(store, both).await, Ok(1));
+    let (d1, d2) = (dlq_entry(store, "d1").await, dlq_entry(store, "d2").await);
+    assert_eq!((d2.state, d2.redrive_count, d2.redriven_to.as_deref()), (DlqEntryState::Redriven, 1, Some("d2")), "Enter then Take");
+    assert_eq!((d1.state, d1.redrive_count, d1.redriven_at), (DlqEntryState::Redriven, 3, Some(ts(90))));
+    let mut wrong_order = failed_create("d3", Q, 95);
+    wrong_order.dlq.insert(0, take("d3", "d3"));
+    assert_eq!(commit_one(store, wrong_order).await, not_queued("d3"), "Take before Enter of a new entry is refused");
+    assert_eq!(store.get_dlq_entry("d3").await.unwrap(), None);
+    assert_eq!(store.get_execution("d3").await.unwrap(), None);
+}
+
+/// A transition refused for any reason writes none of its dead-letter ops, nor
+/// anything else: not the queue an `Enter` would have created, not its ledger
+/// entries or timers.
+pub async fn dlq_atomicity<S: Store>(store: &S) {
+    assert_eq!(store.commit(vec![failed_create("a1", "atomic", 0), create("holder", 0)]).await.unwrap(), vec![Ok(1), Ok(1)]);
+    assert_eq!(commit_one(store, redrive("a1", "a1-r1", 10)).await, Ok(1));
+    let a1 = dlq_entry(store, "a1").await;
+
+    // A Take of a non-queued entry after an Enter (of an entry in a new queue), a
+    // Resolve, a ledger entry and a timer.
+    let mut t = update("holder", 1, 20);
+    t.ledger = vec![entry("holder", "Compile", 1, true)];
+    t.set_timers = vec![timer("holder", "k", 500)];
+    t.dlq = vec![DlqOp::Enter(dlq_write("n1", "atomic-new", "holder", 19)), resolve("a1"), take("a1", "holder")];
+    assert_eq!(commit_one(store, t).await, not_queued("a1"));
+    assert_eq!(version_of(store, "holder").await, Some(1), "the execution is unchanged");
+    assert!(store.ledger("holder").await.unwrap().is_empty(), "no ledger entry");
+    assert!(store.execution_timers("holder").await.unwrap().is_empty(), "no timer");
+    assert_eq!(store.get_dlq_entry("n1").await.unwrap(), None, "the Enter before the refused Take is undone");
+    assert_eq!(store.get_dlq_queue("atomic-new").await.unwrap(), None, "and so is its queue");
+    assert_eq!(dlq_entry(store, "a1").await, a1, "the Resolve before the refused Take is undone");
+
+    // A version conflict, a duplicate create and a reused client token write no entry.
+    let mut conflict = update("holder", 7, 30);
+    conflict.dlq = vec![DlqOp::Enter(dlq_write("n2", "conflict-q", "holder", 29)), resolve("a1")];
+    assert_eq!(
+        commit_one(store, conflict).await,
+        Err(TransitionError::VersionConflict { execution_id: "holder".into(), expected: 7, actual: Some(1) })
+    );
+    let mut duplicate = failed_create("holder", "conflict-q", 31);
+    duplicate.dlq.push(resolve("a1"));
+    assert_eq!(commit_one(store, duplicate).await, Err(TransitionError::AlreadyExists("holder".into())));
+    assert_eq!(commit_one(store, create_with_token("tok1", PIPELINE, "T", "A")).await, Ok(1));
+    let reused = Transition { client_token: token("T", "A"), ..failed_create("tok2", "conflict-q", 32) };
+    assert!(matches!(commit_one(store, reused).await, Err(TransitionError::TokenReused { .. })));
+    for id in ["n2", "holder", "tok2"] {
+        assert_eq!(store.get_dlq_entry(id).await.unwrap(), None, "{id}: a refused transition writes no entry");
+    }
+    assert_eq!(store.get_dlq_queue("conflict-q").await.unwrap(), None, "a refused transition creates no queue");
+    assert_eq!(dlq_entry(store, "a1").await, a1, "a refused transition resolves nothing");
+
+    // The same transition, once valid, writes everything.
+    let mut ok = update("holder", 1, 40);
+    ok.ledger = vec![entry("holder", "Compile", 1, true)];
+    ok.dlq = vec![DlqOp::Enter(dlq_write("n1", "atomic-new", "holder", 39)), resolve("a1")];
+    assert_eq!(commit_one(store, ok).await, Ok(2));
+    assert_eq!(dlq_entry(store, "n1").await.state, DlqEntryState::Queued);
+    assert_eq!(dlq_entry(store, "a1").await.state, DlqEntryState::Resolved);
+    assert_eq!(store.ledger("holder").await.unwrap().len(), 1);
+}
+
+/// Whether `e` matches `f` (the reference semantics of [`DlqEntryFilter`]; the
+/// cursor and limit aside).
+fn dlq_matches(e: &DlqEntryRecord, f: &DlqEntryFilter) -> bool {
+    f.queue.as_ref().is_none_or(|q| *q == e.queue)
+        && f.queue_prefix.as_ref().is_none_or(|p| e.queue.starts_with(p.as_str()))
+        && f.state.is_none_or(|s| s == e.state)
+        && f.poison.is_none_or(|p| p == e.is_poison())
+        && f.exception_type.as_ref().is_none_or(|x| *x == e.exception_type)
+        && f.pipeline_name.as_ref().is_none_or(|p| *p == e.pipeline_name)
+        && f.entered_at_or_before.is_none_or(|at| e.entered_at <= at)
+}
+
+/// Collects every page of `list_dlq_entries` for `base` with page size `page`.
+async fn all_dlq_pages<S: Store>(store: &S, base: &DlqEntryFilter, page: usize) -> Vec<DlqEntryRecord> {
+    assert!(page > 0, "page size 0 means the largest page");
+    let mut all: Vec<DlqEntryRecord> = Vec::new();
+    loop {
+        let f = DlqEntryFilter { after: all.last().map(DlqEntryRecord::cursor), limit: page, ..base.clone() };
+        let got = store.list_dlq_entries(f).await.unwrap();
+        assert!(got.len() <= page, "a page of list_dlq_entries must hold at most limit = {page} rows, got {}", got.len());
+        if got.is_empty() {
+            return all;
+        }
+        all.extend(got);
+        assert!(all.len() <= 10 * MAX_PAGE_SIZE, "list_dlq_entries pagination does not end");
+    }
+}
+
+/// `list_dlq_entries` and `count_dlq_entries`: every filter field alone and
+/// combined, oldest first `(entered_at, id)`, keyset pages without gaps or
+/// duplicates, the page cap. A queue prefix is a byte prefix of the name.
+pub async fn dlq_filters_and_paging<S: Store>(store: &S) {
+    const QUEUES: [&str; 9] = ["retry-a", "retry-b", "other", "retry", "retry-", "retrx", "retryX", "retry.x", "retrz"];
+    const EXCEPTIONS: [&str; 3] = ["Step.TIMEOUT", "Job.CAPACITY_ERROR", "Custom.Boom"];
+    assert!(store.list_dlq_entries(DlqEntryFilter::default()).await.unwrap().is_empty(), "empty store lists no entries");
+    assert_eq!(store.count_dlq_entries(DlqEntryFilter::default()).await.unwrap(), 0);
+
+    // 45 entries, 5 per queue; many ties in entered_at, ids not in time order,
+    // committed in two batches out of time order.
+    let mut creates = Vec::new();
+    let mut by_queue: Vec<Vec<String>> = vec![Vec::new(); QUEUES.len()];
+    for i in 0..45_usize {
+        let id = format!("f{:02}", (i * 17) % 45);
+        by_queue[i % QUEUES.len()].push(id.clone());
+        let mut t = failed_create(&id, QUEUES[i % QUEUES.len()], 100 * ((i as i64 * 7) % 10));
+        t.pipeline_name = if (i / 3) % 2 == 0 { PIPELINE } else { OTHER_PIPELINE }.to_owned();
+        if let DlqOp::Enter(w) = &mut t.dlq[0] {
+            w.exception_type = EXCEPTIONS[i % EXCEPTIONS.len()].to_owned();
+            w.pipeline_name = t.pipeline_name.clone();
+        }
+        creates.push(t);
+    }
+    let later = creates.split_off(20);
+    for batch in [later, creates] {
+        assert!(store.commit(batch).await.unwrap().iter().all(Result::is_ok));
+    }
+    // In each queue, the first entry is redriven and comes back (a count of 1),
+    // the second stays redriven, the third is resolved; retry's first entry is
+    // redriven and comes back twice (a count of 2).
+    for (q, ids) in by_queue.iter().enumerate() {
+        let rounds = if QUEUES[q] == "retry" { 2 } else { 1 };
+        for (j, id) in ids.iter().take(3).enumerate() {
+            for round in 1..=if j == 0 { rounds } else { 1 } {
+                let at = 1_000 + 100 * round + 10 * q as i64;
+                let execution = format!("{id}-r{round}");
+                assert_eq!(commit_one(store, redrive(id, &execution, at)).await, Ok(1));
+                let mut outcome = update(&execution, 1, at + 5);
+                outcome.dlq = match j {
+                    0 => vec![DlqOp::Enter(dlq_write(id, "ignored", &execution, at + 4))],
+                    1 => vec![],
+                    _ => vec![resolve(id)],
+                };
+                assert_eq!(commit_one(store, outcome).await, Ok(2));
+            }
+        }
+    }
+    // Lower retry-a's and retry's max: their entries with a count of 1 or 2 become poison.
+    assert_eq!(store.configure_dlq_queue("retry-a", 1, ts(2_000)).await.unwrap().max_redrives, 1);
+    assert_eq!(store.configure_dlq_queue("retry", 2, ts(2_000)).await.unwrap().max_redrives, 2);
+
+    // The reference: every entry as get_dlq_entry reads it.
+    let mut model = Vec::new();
+    for i in 0..45 {
+        model.push(dlq_entry(store, &format!("f{i:02}")).await);
+    }
+    model.sort_by(|a, b| (a.entered_at, &a.id).cmp(&(b.entered_at, &b.id)));
+    assert_eq!(store.get_dlq_queue("ignored").await.unwrap(), None, "returning entries keep their queues");
+    for e in &model {
+        let max = match e.queue.as_str() {
+            "retry-a" => 1,
+            "retry" => 2,
+            _ => DEFAULT_MAX_REDRIVES,
+        };
+        assert_eq!(e.max_redrives, max, "{}: max_redrives is the queue's at read time", e.id);
+    }
+    let count_of = |state: DlqEntryState| model.iter().filter(|e| e.state == state).count();
+    assert!(count_of(DlqEntryState::Queued) > 20 && count_of(DlqEntryState::Redriven) > 2 && count_of(DlqEntryState::Resolved) > 2);
+    let queued_poison = model.iter().filter(|e| e.state == DlqEntryState::Queued && e.is_poison()).count();
+    assert_eq!(queued_poison, 2, "the first entries of retry-a and retry are poison");
+
+    // Hand-checked prefixes: byte prefixes, the successor itself excluded.
+    let queues_of = |f: &DlqEntryFilter| {
+        let mut q: Vec<String> = model.iter().filter(|e| dlq_matches(e, f)).map(|e| e.queue.clone()).collect();
+        q.sort();
+        q.dedup();
+        q
+    };
+    let prefixed = |p: &str| DlqEntryFilter { queue_prefix: Some(p.to_owned()), ..DlqEntryFilter::default() };
+    assert_eq!(queues_of(&prefixed("retry-")), ["retry-", "retry-a", "retry-b"]);
+    assert_eq!(queues_of(&prefixed("retry")), ["retry", "retry-", "retry-a", "retry-b", "retry.x", "retryX"]);
+    for (prefix, queues) in
+        [("retry-", vec!["retry-", "retry-a", "retry-b"]), ("retry", vec!["retry", "retry-", "retry-a", "retry-b", "retry.x", "retryX"])]
+    {
+        let mut listed: Vec<String> = store.list_dlq_entries(prefixed(prefix)).await.unwrap().into_iter().map(|e| e.queue).collect();
+        listed.sort();
+        listed.dedup();
+        assert_eq!(listed, queues, "queue_prefix {prefix:?}: names starting with it, not retrx, retrz or other");
+    }
+
+    let queued = Some(DlqEntryState::Queued);
+    let mut filters: Vec<DlqEntryFilter> = vec![DlqEntryFilter::default()];
+    for q in QUEUES.iter().chain(&["nope"]) {
+        filters.push(DlqEntryFilter { queue: Some((*q).to_owned()), ..DlqEntryFilter::default() });
+        filters.push(DlqEntryFilter { queue: Some((*q).to_owned()), state: queued, ..DlqEntryFilter::default() });
+    }
+    for p in ["retry-", "retry", "r", "", "retrx", "retry-a", "retry-ab", "zzz", "\u{10ffff}"] {
+        filters.push(prefixed(p));
+        filters.push(DlqEntryFilter { state: queued, poison: Some(false), ..prefixed(p) });
+    }
+    for state in [DlqEntryState::Queued, DlqEntryState::Redriven, DlqEntryState::Resolved] {
+        filters.push(DlqEntryFilter { state: Some(state), ..DlqEntryFilter::default() });
+    }
+    for poison in [true, false] {
+        filters.push(DlqEntryFilter { poison: Some(poison), ..DlqEntryFilter::default() });
+        filters.push(DlqEntryFilter { poison: Some(poison), state: queued, ..DlqEntryFilter::default() });
+        filters.push(DlqEntryFilter { poison: Some(poison), state: queued, queue: Some("retry-a".into()), ..DlqEntryFilter::default() });
+    }
+    for x in EXCEPTIONS.iter().chain(&["Nope"]) {
+        filters.push(DlqEntryFilter { exception_type: Some((*x).to_owned()), ..DlqEntryFilter::default() });
+        filters.push(DlqEntryFilter {
+            exception_type: Some((*x).to_owned()),
+            queue: Some("retry-b".into()),
+            state: queued,
+            ..DlqEntryFilter::default()
+        });
+    }
+    for p in [PIPELINE, OTHER_PIPELINE] {
+        filters.push(DlqEntryFilter { pipeline_name: Some(p.to_owned()), ..DlqEntryFilter::default() });
+        filters.push(DlqEntryFilter { pipeline_name: Some(p.to_owned()), state: queued, ..prefixed("retry") });
+    }
+    for before in [-1, 0, 300, 350, 900, 1_050, 10_000] {
+        filters.push(DlqEntryFilter { entered_at_or_before: Some(ts(before)), ..DlqEntryFilter::default() });
+        filters.push(DlqEntryFilter {
+            entered_at_or_before: Some(ts(before)),
+            state: queued,
+            poison: Some(false),
+            exception_type: Some(EXCEPTIONS[0].into()),
+            ..prefixed("retry-")
+        });
+    }
+    filters.push(DlqEntryFilter { queue: Some("retry-a".into()), queue_prefix: Some("retry-".into()), ..DlqEntryFilter::default() });
+    filters.push(DlqEntryFilter { queue: Some("retry-a".into()), queue_prefix: Some("other".into()), ..DlqEntryFilter::default() });
+
+    for f in &filters {
+        let expected: Vec<DlqEntryRecord> = model.iter().filter(|e| dlq_matches(e, f)).cloned().collect();
+        let got = store.list_dlq_entries(f.clone()).await.unwrap();
+        assert_eq!(entry_ids(&got), entry_ids(&expected), "{f:?}: the matching entries, oldest first by (entered_at, id)");
+        assert_eq!(got, expected, "{f:?}: listed entries carry every field");
+        assert_eq!(store.count_dlq_entries(f.clone()).await.unwrap(), expected.len() as u64, "{f:?}: count matches the listing");
+        let counted_with_page = DlqEntryFilter { after: model.last().map(DlqEntryRecord::cursor), limit: 1, ..f.clone() };
+        assert_eq!(
+            store.count_dlq_entries(counted_with_page).await.unwrap(),
+            expected.len() as u64,
+            "{f:?}: count ignores after and limit"
+        );
+        for page in [1, 4, expected.len().max(1)] {
+            assert_eq!(
+                entry_ids(&all_dlq_pages(store, f, page).await),
+                entry_ids(&expected),
+                "{f:?}: pages of {page} must have no gaps or duplicates"
+            );
+        }
+    }
+    let poison_only =
+        store.list_dlq_entries(DlqEntryFilter { poison: Some(true), state: queued, ..DlqEntryFilter::default() }).await.unwrap();
+    assert!(poison_only.iter().all(|e| e.redrive_count >= e.max_redrives && ["retry-a", "retry"].contains(&e.queue.as_str())));
+    assert_eq!(poison_only.len(), queued_poison);
+
+    // A cursor need not be a stored row: strictly after (entered_at, id).
+    let cursor = DlqEntryCursor { entered_at: ts(300), id: "f2".into() };
+    let got = store.list_dlq_entries(DlqEntryFilter { after: Some(cursor), limit: 5, ..DlqEntryFilter::default() }).await.unwrap();
+    let expected: Vec<&str> = model
+        .iter()
+        .filter(|e| e.entered_at > ts(300) || (e.entered_at == ts(300) && e.id.as_str() > "f2"))
+        .take(5)
+        .map(|e| e.id.as_str())
+        .collect();
+    assert_eq!(entry_ids(&got), expected, "entries strictly after an arbitrary cursor");
+
+    // The page cap.
+    let many: Vec<Transition> = (0..=MAX_PAGE_SIZE).map(|i| failed_create(&format!("m{i:05}"), "many", 5_000 + i as i64)).collect();
+    assert!(store.commit(many).await.unwrap().iter().all(Result::is_ok));
+    let many = |limit: usize| DlqEntryFilter { queue: Some("many".into()), limit, ..DlqEntryFilter::default() };
+    assert_eq!(store.list_dlq_entries(many(0)).await.unwrap().len(), MAX_PAGE_SIZE, "limit 0 means the largest page");
+    let capped = store.list_dlq_entries(many(MAX_PAGE_SIZE * 5)).await.unwrap();
+    assert_eq!(capped.len(), MAX_PAGE_SIZE, "limit is capped at MAX_PAGE_SIZE");
+    assert_eq!(capped[0].id, "m00000", "the capped page starts with the oldest");
+    assert_eq!(store.count_dlq_entries(many(0)).await.unwrap(), MAX_PAGE_SIZE as u64 + 1, "count is not capped");
+}
+
+/// Queues: `ensure_dlq_queue` is idempotent and keeps settings,
+/// `configure_dlq_queue` validates its range, `list_dlq_queues` orders by name
+/// with prefix and cursor, and the figures count the right entries.
+pub async fn dlq_queues<S: Store>(store: &S) {
+    fn expect_limit<T: std::fmt::Debug>(result: Result<T, StoreError>, what: &str, needle: &str) {
+        match result {
+            Err(StoreError::Limit(message)) => assert!(message.contains(needle), "{what}: the message must mention {needle}: {message}"),
+            other => panic!("{what}: expected StoreError::Limit, got {other:?}"),
+        }
+    }
+    let record = |name: &str, max_redrives: u32, created: i64| DlqQueueRecord { name: name.into(), max_redrives, created_at: ts(created) };
+    assert!(store.list_dlq_queues(None, None, 0).await.unwrap().is_empty(), "no queues yet");
+
+    assert_eq!(store.ensure_dlq_queue("q-b", ts(0)).await.unwrap(), record("q-b", DEFAULT_MAX_REDRIVES, 0), "ensure creates");
+    assert_eq!(store.ensure_dlq_queue("q-b", ts(10)).await.unwrap(), record("q-b", DEFAULT_MAX_REDRIVES, 0), "ensure is idempotent");
+    assert_eq!(store.configure_dlq_queue("q-b", 5, ts(20)).await.unwrap(), record("q-b", 5, 0), "configure updates, created_at kept");
+    assert_eq!(store.ensure_dlq_queue("q-b", ts(30)).await.unwrap(), record("q-b", 5, 0), "ensure keeps the settings");
+    assert_eq!(store.configure_dlq_queue("q-a", 1, ts(40)).await.unwrap(), record("q-a", 1, 40), "configure creates");
+    assert_eq!(store.configure_dlq_queue("q-a", MAX_MAX_REDRIVES, ts(41)).await.unwrap(), record("q-a", MAX_MAX_REDRIVES, 40));
+    assert_eq!(store.configure_dlq_queue("q-a", 1, ts(42)).await.unwrap(), record("q-a", 1, 40));
+
+    let range = format!("1 to {MAX_MAX_REDRIVES}");
+    expect_limit(store.configure_dlq_queue("q-b", 0, ts(50)).await, "max_redrives 0", &range);
+    expect_limit(store.configure_dlq_queue("q-b", MAX_MAX_REDRIVES + 1, ts(50)).await, "max_redrives over MAX_MAX_REDRIVES", &range);
+    expect_limit(store.configure_dlq_queue("q-new", 0, ts(50)).await, "max_redrives 0 on a new queue", &range);
+    expect_limit(store.ensure_dlq_queue("", ts(50)).await, "an empty queue name", "queue");
+    expect_limit(store.ensure_dlq_queue(&"q".repeat(101), ts(50)).await, "a queue name of 101 characters", "queue");
+    expect_limit(store.configure_dlq_queue("", 3, ts(50)).await, "an empty queue name", "queue");
+    assert_eq!(
+        store.ensure_dlq_queue(&"q".repeat(100), ts(50)).await.unwrap().max_redrives,
+        DEFAULT_MAX_REDRIVES,
+        "100 characters are fine"
+    );
+    assert_eq!(store.get_dlq_queue("q-b").await.unwrap().unwrap().queue, record("q-b", 5, 0), "a refused configure changes nothing");
+    assert_eq!(store.get_dlq_queue("q-new").await.unwrap(), None, "a refused configure creates nothing");
+    assert_eq!(store.get_dlq_queue("nope").await.unwrap(), None, "unknown queue");
+
+    // Figures of q-b (max 5, lowered to 1 below): 3 queued (one redriven and
+    // back, so count 1), 1 redriven, 1 resolved; one queued in q-a.
+    let batch = vec![
+        failed_create("b1", "q-b", 100),
+        failed_create("b2", "q-b", 110),
+        failed_create("b3", "q-b", 120),
+        failed_create("b4", "q-b", 130),
+        failed_create("b5", "q-b", 90),
+        failed_create("a1", "q-a", 80),
+    ];
+    assert!(store.commit(batch).await.unwrap().iter().all(Result::is_ok));
+    assert_eq!(
+        store.commit(vec![redrive("b1", "b1-r", 200), redrive("b3", "b3-r", 200), redrive("b4", "b4-r", 200)]).await.unwrap(),
+        vec![Ok(1); 3]
+    );
+    let mut back = update("b1-r", 1, 210);
+    back.dlq = vec![DlqOp::Enter(dlq_write("b1", "q-b", "b1-r", 205))];
+    let mut done = update("b4-r", 1, 220);
+    done.dlq = vec![resolve("b4")];
+    assert_eq!(store.commit(vec![back, done]).await.unwrap(), vec![Ok(2), Ok(2)]);
+    let stats = |queue: DlqQueueRecord, depth, poison, redriven, oldest: Option<i64>| DlqQueueStats {
+        queue,
+        depth,
+        poison,
+        redriven,
+        oldest_entered_at: oldest.map(ts),
+    };
+    assert_eq!(store.get_dlq_queue("q-b").await.unwrap(), Some(stats(record("q-b", 5, 0), 3, 0, 1, Some(90))), "queue figures");
+    store.configure_dlq_queue("q-b", 1, ts(300)).await.unwrap();
+    let q_b = stats(record("q-b", 1, 0), 3, 1, 1, Some(90));
+    assert_eq!(store.get_dlq_queue("q-b").await.unwrap(), Some(q_b.clone()), "poison follows the queue's max_redrives");
+    let q_a = stats(record("q-a", 1, 40), 1, 0, 0, Some(80));
+    assert_eq!(store.get_dlq_queue("q-a").await.unwrap(), Some(q_a.clone()));
+
+    // Listing: byte order, prefix, cursor, limit.
+    for name in ["Zq", "q-b-x", "q.c", "r", "q-"] {
+        store.ensure_dlq_queue(name, ts(400)).await.unwrap();
+    }
+    let names = |queues: Vec<DlqQueueStats>| queues.into_iter().map(|q| q.queue.name).collect::<Vec<_>>();
+    let long = "q".repeat(100);
+    let all = store.list_dlq_queues(None, None, 0).await.unwrap();
+    assert_eq!(names(all.clone()), ["Zq", "q-", "q-a", "q-b", "q-b-x", "q.c", long.as_str(), "r"], "ordered by name (bytes)");
+    assert_eq!(all[2], q_a, "listed queues carry their figures");
+    assert_eq!(all[3], q_b);
+    assert_eq!(names(store.list_dlq_queues(Some("q-b"), None, 0).await.unwrap()), ["q-b", "q-b-x"], "prefix");
+    assert_eq!(names(store.list_dlq_queues(Some("q-"), None, 0).await.unwrap()), ["q-", "q-a", "q-b", "q-b-x"], "prefix, not q.c");
+    assert_eq!(names(store.list_dlq_queues(Some("q"), Some("q-b"), 2).await.unwrap()), ["q-b-x", "q.c"], "prefix, cursor and limit");
+    assert_eq!(names(store.list_dlq_queues(Some(""), None, 0).await.unwrap()).len(), 8, "an empty prefix is no constraint");
+    assert!(store.list_dlq_queues(Some("x"), None, 0).await.unwrap().is_empty());
+    assert_eq!(names(store.list_dlq_queues(None, Some("q-a"), 1).await.unwrap()), ["q-b"], "after_name is exclusive");
+    assert_eq!(names(store.list_dlq_queues(None, Some("q-aa"), 1).await.unwrap()), ["q-b"], "after_name need not exist");
+    assert!(store.list_dlq_queues(None, Some("r"), 0).await.unwrap().is_empty(), "after the last name: nothing");
+    for page in [1, 3] {
+        let mut paged: Vec<String> = Vec::new();
+        loop {
+            let got = names(store.list_dlq_queues(None, paged.last().map(String::as_str), page).await.unwrap());
+            assert!(got.len() <= page, "at most limit = {page} queues");
+            if got.is_empty() {
+                break;
+            }
+            paged.extend(got);
+        }
+        assert_eq!(paged, names(all.clone()), "pages of {page} have no gaps or duplicates");
+    }
+}
+
+/// `purge_dlq_entries` deletes only `QUEUED` entries matching the filter, whatever
+/// its state, cursor and limit say, and returns how many.
+pub async fn dlq_purge<S: Store>(store: &S) {
+    let mut batch = Vec::new();
+    for (i, queue) in ["p1", "p1", "p1", "p1", "p1", "p2", "p2"].iter().enumerate() {
+        let mut t = failed_create(&format!("e{i}"), queue, 10 * i as i64);
+        if let DlqOp::Enter(w) = &mut t.dlq[0]
+            && i % 2 == 1
+        {
+            w.exception_type = "Custom.Boom".into();
+        }
+        batch.push(t);
+    }
+    assert!(store.commit(batch).await.unwrap().iter().all(Result::is_ok));
+    // e0 redriven, e1 resolved (after a redrive), e2 back with count 1.
+    assert_eq!(
+        store.commit(vec![redrive("e0", "e0-r", 100), redrive("e1", "e1-r", 100), redrive("e2", "e2-r", 100)]).await.unwrap(),
+        vec![Ok(1); 3]
+    );
+    let mut done = update("e1-r", 1, 110);
+    done.dlq = vec![resolve("e1")];
+    let mut back = update("e2-r", 1, 110);
+    back.dlq = vec![DlqOp::Enter(dlq_write("e2", "p1", "e2-r", 105))];
+    assert_eq!(store.commit(vec![done, back]).await.unwrap(), vec![Ok(2), Ok(2)]);
+    let queued_ids = |entries: Vec<DlqEntryRecord>| entries.into_iter().map(|e| e.id).collect::<Vec<_>>();
+    let queued_in =
+        |queue: &str| DlqEntryFilter { queue: Some(queue.into()), state: Some(DlqEntryState::Queued), ..DlqEntryFilter::default() };
+    assert_eq!(queued_ids(store.list_dlq_entries(queued_in("p1")).await.unwrap()), ["e3", "e4", "e2"]);
+
+    // A filter: only matching queued entries, whatever filter.state, after and limit say.
+    let boom_in_p1 = DlqEntryFilter {
+        queue: Some("p1".into()),
+        exception_type: Some("Custom.Boom".into()),
+        state: Some(DlqEntryState::Resolved),
+        after: Some(DlqEntryCursor { entered_at: ts(10_000), id: String::new() }),
+        limit: 1,
+        ..DlqEntryFilter::default()
+    };
+    assert_eq!(store.purge_dlq_entries(boom_in_p1.clone()).await.unwrap(), 1, "only e3 is queued, in p1 and of that type");
+    assert_eq!(store.get_dlq_entry("e3").await.unwrap(), None, "a purged entry is gone");
+    assert_eq!(dlq_entry(store, "e1").await.state, DlqEntryState::Resolved, "a resolved entry survives a purge");
+    assert_eq!(store.purge_dlq_entries(boom_in_p1).await.unwrap(), 0, "nothing left to purge");
+    assert!(store.get_dlq_entry("e5").await.unwrap().is_some(), "another queue's entry of that type survives");
+
+    // Poison only.
+    store.configure_dlq_queue("p1", 1, ts(200)).await.unwrap();
+    let poison = DlqEntryFilter { poison: Some(true), ..DlqEntryFilter::default() };
+    assert_eq!(store.purge_dlq_entries(poison).await.unwrap(), 1, "e2 is the only queued poison entry");
+    assert_eq!(store.get_dlq_entry("e2").await.unwrap(), None);
+    assert_eq!(dlq_entry(store, "e0").await.state, DlqEntryState::Redriven, "a redriven entry (count 1, poison) survives");
+
+    // Everything queued.
+    assert_eq!(store.purge_dlq_entries(DlqEntryFilter::default()).await.unwrap(), 3, "e4, e5, e6");
+    assert_eq!(
+        store.count_dlq_entries(DlqEntryFilter { state: Some(DlqEntryState::Queued), ..DlqEntryFilter::default() }).await.unwrap(),
+        0
+    );
+    assert_eq!(queued_ids(store.list_dlq_entries(DlqEntryFilter::default()).await.unwrap()), ["e0", "e1"], "REDRIVEN and RESOLVED survive");
+    let p1 = store.get_dlq_queue("p1").await.unwrap().unwrap();
+    assert_eq!((p1.depth, p1.poison, p1.redriven, p1.oldest_entered_at), (0, 0, 1, None), "the queue stays, emptied");
+    assert_eq!(store.purge_dlq_entries(DlqEntryFilter::default()).await.unwrap(), 0);
+
+    // A purged entry: Resolve is fine, Take is refused, Enter starts afresh.
+    let mut late = update("e3", 1, 300);
+    late.dlq = vec![resolve("e3")];
+    assert_eq!(commit_one(store, late).await, Ok(2), "resolving a purged entry is not an error");
+    assert_eq!(commit_one(store, redrive("e4", "e4-r", 300)).await, not_queued("e4"), "a purged entry cannot be taken");
+    let mut again = update("e2-r", 2, 310);
+    again.dlq = vec![DlqOp::Enter(dlq_write("e2", "p2", "e2-r", 305))];
+    assert_eq!(commit_one(store, again).await, Ok(3));
+    let e2 = dlq_entry(store, "e2").await;
+    assert_eq!((e2.queue.as_str(), e2.redrive_count, e2.first_failure_at), ("p2", 0, ts(305)), "a purged entry entering again is new");
+}
+
+fn run(id: &str, schedule: Option<&str>, started: i64) -> RedriveRunRecord {
+    RedriveRunRecord {
+        id: id.to_owned(),
+        schedule: schedule.map(str::to_owned),
+        status: "RUNNING".to_owned(),
+        dry_run: false,
+        started_at: ts(started),
+        finished_at: None,
+        request_json: format!(r#"{{"queues":["retry"],"run":"{id}"}}"#),
+        summary_json: "{}".to_owned(),
+    }
+}
+
+/// Redrive runs: create, get, update, list newest first (by schedule, keyset
+/// pages), duplicates and missing ids refused, interruption at start-up.
+pub async fn redrive_runs<S: Store>(store: &S) {
+    fn expect_limit<T: std::fmt::Debug>(result: Result<T, StoreError>, what: &str) {
+        match result {
+            Err(StoreError::Limit(message)) => assert!(!message.is_empty(), "{what}: the limit error needs a message"),
+            other => panic!("{what}: expected StoreError::Limit, got {other:?}"),
+        }
+    }
+    assert_eq!(store.get_redrive_run("r1").await.unwrap(), None, "unknown run");
+    assert!(store.list_redrive_runs(RedriveRunFilter::default()).await.unwrap().is_empty());
+
+    let runs = vec![
+        run("r1", None, 10),
+        RedriveRunRecord { dry_run: true, ..run("r2", Some("nightly"), 20) },
+        run("r3", Some("nightly"), 20),
+        run("r4", Some("hourly"), 30),
+        run("r0", Some("nightly"), 40),
+        run("r5", None, 20),
+    ];
+    for r in &runs {
+        store.create_redrive_run(r.clone()).await.unwrap();
+    }
+    for r in &runs {
+        assert_eq!(store.get_redrive_run(&r.id).await.unwrap().as_ref(), Some(r), "{}: every field round-trips", r.id);
+    }
+    expect_already_exists(store.create_redrive_run(run("r1", Some("x"), 99)).await, "r1", "a duplicate run id");
+    assert_eq!(store.get_redrive_run("r1").await.unwrap(), Some(runs[0].clone()), "a refused create changes nothing");
+
+    // Update: status, finished_at and summary only.
+    let finished = RedriveRunRecord {
+        status: "SUCCEEDED".into(),
+        finished_at: Some(ts(50)),
+        summary_json: r#"{"redriven":3,"skipped_poison":1}"#.into(),
+        ..runs[0].clone()
+    };
+    let with_other_fields = RedriveRunRecord {
+        schedule: Some("other".into()),
+        dry_run: true,
+        started_at: ts(1),
+        request_json: "{}".into(),
+        ..finished.clone()
+    };
+    store.update_redrive_run(with_other_fields).await.unwrap();
+    assert_eq!(store.get_redrive_run("r1").await.unwrap(), Some(finished.clone()), "update replaces status, finished_at and summary only");
+    let failed = RedriveRunRecord { status: "FAILED".into(), finished_at: Some(ts(60)), ..runs[3].clone() };
+    store.update_redrive_run(failed.clone()).await.unwrap();
+    expect_not_found(store.update_redrive_run(run("ghost", None, 0)).await, "ghost", "updating a missing run");
+    assert_eq!(store.get_redrive_run("ghost").await.unwrap(), None, "a refused update creates nothing");
+
+    // Listing: newest first, ties by id descending.
+    let ids = |runs: Vec<RedriveRunRecord>| runs.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    let all = store.list_redrive_runs(RedriveRunFilter::default()).await.unwrap();
+    assert_eq!(ids(all.clone()), ["r0", "r4", "r5", "r3", "r2", "r1"], "newest first by (started_at, id)");
+    assert_eq!(all[5], finished, "listed runs carry every field");
+    let nightly = |before: Option<(i64, &str)>, limit| RedriveRunFilter {
+        schedule: Some("nightly".into()),
+        before: before.map(|(at, id)| (ts(at), id.to_owned())),
+        limit,
+    };
+    assert_eq!(ids(store.list_redrive_runs(nightly(None, 0)).await.unwrap()), ["r0", "r3", "r2"], "one schedule's runs");
+    assert_eq!(ids(store.list_redrive_runs(nightly(Some((20, "r3")), 0)).await.unwrap()), ["r2"], "before is exclusive");
+    assert_eq!(ids(store.list_redrive_runs(nightly(Some((20, "r9")), 1)).await.unwrap()), ["r3"], "before need not be a run");
+    let unknown = RedriveRunFilter { schedule: Some("never".into()), ..RedriveRunFilter::default() };
+    assert!(store.list_redrive_runs(unknown).await.unwrap().is_empty());
+    for page in [1, 2, 4] {
+        let mut paged: Vec<RedriveRunRecord> = Vec::new();
+        loop {
+            let before = paged.last().map(|r| (r.started_at, r.id.clone()));
+            let got = store.list_redrive_runs(RedriveRunFilter { before, limit: page, ..RedriveRunFilter::default() }).await.unwrap();
+            assert!(got.len() <= page, "at most limit = {page} runs");
+            if got.is_empty() {
+                break;
+            }
+            paged.extend(got);
+            assert!(paged.len() <= all.len(), "pages of {page} repeat runs");
+        }
+        assert_eq!(paged, all, "pages of {page} have no gaps or duplicates");
+    }
+
+    // Start-up: RUNNING runs become INTERRUPTED, the others are untouched.
+    assert_eq!(store.interrupt_redrive_runs(ts(100)).await.unwrap(), 4, "r0, r2, r3 and r5 were running");
+    for id in ["r0", "r2", "r3", "r5"] {
+        let r = store.get_redrive_run(id).await.unwrap().unwrap();
+        assert_eq!((r.status.as_str(), r.finished_at), ("INTERRUPTED", Some(ts(100))), "{id}: interrupted now");
+    }
+    assert_eq!(store.get_redrive_run("r1").await.unwrap(), Some(finished), "a finished run is untouched");
+    assert_eq!(store.get_redrive_run("r4").await.unwrap(), Some(failed), "a failed run is untouched");
+    assert_eq!(store.interrupt_redrive_runs(ts(200)).await.unwrap(), 0, "nothing is running any more");
+
+    // Limits.
+    let big = "x".repeat(MAX_REDRIVE_RUN_JSON_BYTES + 1);
+    expect_limit(store.create_redrive_run(RedriveRunRecord { request_json: big.clone(), ..run("big", None, 0) }).await, "a big request");
+    expect_limit(store.create_redrive_run(RedriveRunRecord { summary_json: big.clone(), ..run("big", None, 0) }).await, "a big summary");
+    assert_eq!(store.get_redrive_run("big").await.unwrap(), None, "a refused create writes nothing");
+    expect_limit(store.update_redrive_run(RedriveRunRecord { summary_json: big, ..runs[2].clone() }).await, "a big summary update");
+    assert_eq!(store.get_redrive_run("r2").await.unwrap().unwrap().summary_json, "{}", "a refused update writes nothing");
+    let at_limit = RedriveRunRecord { request_json: "r".repeat(MAX_REDRIVE_RUN_JSON_BYTES), ..run("at-limit", None, 0) };
+    store.create_redrive_run(at_limit.clone()).await.unwrap();
+    assert_eq!(store.get_redrive_run("at-limit").await.unwrap(), Some(at_limit), "a request exactly at the limit round-trips");
+}
+
+/// Dead-letter sizes are checked before anything is written: an oversized
+/// message, detail or input, or a bad queue name or id, refuses the whole commit
+/// with [`StoreError::Limit`] naming `transitions[i].dlq[j]`.
+pub async fn dlq_limits_enforced<S: Store>(store: &S) {
+    fn expect_limit(result: Result<CommitResult, StoreError>, what: &str, position: &str) {
+        match result {
+            Err(StoreError::Limit(message)) => assert!(message.contains(position), "{what}: the message must name {position}: {message}"),
+            other => panic!("{what}: expected StoreError::Limit, got {other:?}"),
+        }
+    }
+    let with_write = |id: &str, change: &dyn Fn(&mut DlqEntryWrite)| {
+        let mut t = failed_create(id, "limits", 0);
+        if let DlqOp::Enter(w) = &mut t.dlq[0] {
+            change(w);
+        }
+        t
+    };
+    let cases: Vec<(&str, Transition)> = vec![
+        ("detail over MAX_DLQ_DETAIL_BYTES", with_write("x", &|w| w.detail_json = "d".repeat(MAX_DLQ_DETAIL_BYTES + 1))),
+        ("message over MAX_DLQ_MESSAGE_BYTES", with_write("x", &|w| w.message = "m".repeat(MAX_DLQ_MESSAGE_BYTES + 1))),
+        ("input over MAX_INPUT_BYTES", with_write("x", &|w| w.input_json = "i".repeat(MAX_INPUT_BYTES + 1))),
+        ("an empty queue name", with_write("x", &|w| w.queue = String::new())),
+        ("a queue name over 100 characters", with_write("x", &|w| w.queue = "q".repeat(101))),
+        ("an empty entry id", with_write("x", &|w| w.id = String::new())),
+        ("a Take of an empty entry id", Transition { dlq: vec![take("", "x")], ..create("x", 0) }),
+        ("a Resolve of an empty entry id", Transition { dlq: vec![resolve("")], ..create("x", 0) }),
+    ];
+    for (what, bad) in cases {
+        let mut neighbour = failed_create("neighbour", "limits", 0);
+        neighbour.dlq.insert(0, resolve("nothing"));
+        let mut bad = bad;
+        bad.dlq.insert(0, resolve("nothing"));
+        expect_limit(store.commit(vec![neighbour, bad]).await, what, "transitions[1].dlq[1]");
+        for id in ["x", "neighbour"] {
+            assert_eq!(store.get_execution(id).await.unwrap(), None, "{what}: a refused commit writes no execution");
+            assert_eq!(store.get_dlq_entry(id).await.unwrap(), None, "{what}: a refused commit writes no entry");
+        }
+        assert_eq!(store.get_dlq_queue("limits").await.unwrap(), None, "{what}: a refused commit creates no queue");
+    }
+
+    // Exactly at the limits is fine.
+    let at_limit = with_write("at-limit", &|w| {
+        w.detail_json = "d".repeat(MAX_DLQ_DETAIL_BYTES);
+        w.message = "é".repeat(MAX_DLQ_MESSAGE_BYTES / 2);
+        w.input_json = "i".repeat(MAX_INPUT_BYTES);
+        w.queue = "q".repeat(100);
+    });
+    assert_eq!(commit_one(store, at_limit).await, Ok(1), "sizes exactly at their limits are accepted");
+    let e = dlq_entry(store, "at-limit").await;
+    assert_eq!((e.detail_json.len(), e.message.len(), e.input_json.len()), (MAX_DLQ_DETAIL_BYTES, MAX_DLQ_MESSAGE_BYTES, MAX_INPUT_BYTES));
 }

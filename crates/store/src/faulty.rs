@@ -6,8 +6,8 @@
 //! [`StoreError::Unavailable`] with the message [`INJECTED_FAULT`].
 
 use crate::{
-    CommitResult, CommitStats, ExecutionFilter, ExecutionRecord, LedgerEntry, LedgerFilter, PipelineRecord, Store, StoreError, TimerRecord,
-    Transition,
+    CommitResult, CommitStats, DlqEntryFilter, DlqEntryRecord, DlqQueueRecord, DlqQueueStats, ExecutionFilter, ExecutionRecord,
+    LedgerEntry, LedgerFilter, PipelineRecord, RedriveRunFilter, RedriveRunRecord, Store, StoreError, TimerRecord, Transition,
 };
 use redrive_core::time::Timestamp;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -38,11 +38,15 @@ impl FaultSwitch {
 ///   so nothing is written;
 /// - lost-ack faults: `commit` reaches the inner store (the data is committed)
 ///   but the caller still gets an error, like a connection dropped after COMMIT;
-/// - pipeline faults: every pipeline write ([`Store::put_pipeline`],
-///   [`Store::create_pipeline`], [`Store::update_pipeline`],
-///   [`Store::delete_pipeline`]) fails without writing;
-/// - read faults: every query method fails (including [`Store::list_pipelines`]
-///   and [`Store::list_ledger`]).
+/// - pipeline faults ("admin writes"): every pipeline write
+///   ([`Store::put_pipeline`], [`Store::create_pipeline`],
+///   [`Store::update_pipeline`], [`Store::delete_pipeline`]) and every other
+///   write outside `commit` ([`Store::ensure_dlq_queue`],
+///   [`Store::configure_dlq_queue`], [`Store::purge_dlq_entries`],
+///   [`Store::create_redrive_run`], [`Store::update_redrive_run`],
+///   [`Store::interrupt_redrive_runs`]) fails without writing;
+/// - read faults: every query method fails (including [`Store::list_pipelines`],
+///   [`Store::list_ledger`] and the dead-letter and redrive-run queries).
 ///
 /// [`Store::stats`] is never faulted.
 pub struct FaultyStore<S: Store> {
@@ -90,14 +94,14 @@ impl<S: Store> FaultyStore<S> {
         self.lost_acks.next.store(n, Ordering::SeqCst);
     }
 
-    /// The next `n` pipeline writes (put, create, update or delete) fail without
-    /// writing anything.
+    /// The next `n` admin writes (pipeline put, create, update or delete, and the
+    /// dead-letter-queue and redrive-run writes) fail without writing anything.
     pub fn fail_next_pipeline_writes(&self, n: u64) {
         self.pipelines.next.store(n, Ordering::SeqCst);
     }
 
-    /// While `true`, every pipeline write (put, create, update or delete) fails
-    /// without writing anything.
+    /// While `true`, every admin write (see [`FaultyStore::fail_next_pipeline_writes`])
+    /// fails without writing anything.
     pub fn set_fail_pipeline_writes(&self, fail: bool) {
         self.pipelines.always.store(fail, Ordering::SeqCst);
     }
@@ -236,6 +240,76 @@ impl<S: Store> Store for FaultyStore<S> {
     async fn execution_timers(&self, execution_id: &str) -> Result<Vec<TimerRecord>, StoreError> {
         self.check(&self.reads)?;
         self.inner.execution_timers(execution_id).await
+    }
+
+    async fn ensure_dlq_queue(&self, name: &str, now: Timestamp) -> Result<DlqQueueRecord, StoreError> {
+        self.check(&self.pipelines)?;
+        self.inner.ensure_dlq_queue(name, now).await
+    }
+
+    async fn configure_dlq_queue(&self, name: &str, max_redrives: u32, now: Timestamp) -> Result<DlqQueueRecord, StoreError> {
+        self.check(&self.pipelines)?;
+        self.inner.configure_dlq_queue(name, max_redrives, now).await
+    }
+
+    async fn get_dlq_queue(&self, name: &str) -> Result<Option<DlqQueueStats>, StoreError> {
+        self.check(&self.reads)?;
+        self.inner.get_dlq_queue(name).await
+    }
+
+    async fn list_dlq_queues(
+        &self,
+        prefix: Option<&str>,
+        after_name: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DlqQueueStats>, StoreError> {
+        self.check(&self.reads)?;
+        self.inner.list_dlq_queues(prefix, after_name, limit).await
+    }
+
+    async fn get_dlq_entry(&self, id: &str) -> Result<Option<DlqEntryRecord>, StoreError> {
+        self.check(&self.reads)?;
+        self.inner.get_dlq_entry(id).await
+    }
+
+    async fn list_dlq_entries(&self, filter: DlqEntryFilter) -> Result<Vec<DlqEntryRecord>, StoreError> {
+        self.check(&self.reads)?;
+        self.inner.list_dlq_entries(filter).await
+    }
+
+    async fn count_dlq_entries(&self, filter: DlqEntryFilter) -> Result<u64, StoreError> {
+        self.check(&self.reads)?;
+        self.inner.count_dlq_entries(filter).await
+    }
+
+    async fn purge_dlq_entries(&self, filter: DlqEntryFilter) -> Result<u64, StoreError> {
+        self.check(&self.pipelines)?;
+        self.inner.purge_dlq_entries(filter).await
+    }
+
+    async fn create_redrive_run(&self, run: RedriveRunRecord) -> Result<(), StoreError> {
+        self.check(&self.pipelines)?;
+        self.inner.create_redrive_run(run).await
+    }
+
+    async fn update_redrive_run(&self, run: RedriveRunRecord) -> Result<(), StoreError> {
+        self.check(&self.pipelines)?;
+        self.inner.update_redrive_run(run).await
+    }
+
+    async fn get_redrive_run(&self, id: &str) -> Result<Option<RedriveRunRecord>, StoreError> {
+        self.check(&self.reads)?;
+        self.inner.get_redrive_run(id).await
+    }
+
+    async fn list_redrive_runs(&self, filter: RedriveRunFilter) -> Result<Vec<RedriveRunRecord>, StoreError> {
+        self.check(&self.reads)?;
+        self.inner.list_redrive_runs(filter).await
+    }
+
+    async fn interrupt_redrive_runs(&self, now: Timestamp) -> Result<u64, StoreError> {
+        self.check(&self.pipelines)?;
+        self.inner.interrupt_redrive_runs(now).await
     }
 
     fn stats(&self) -> CommitStats {

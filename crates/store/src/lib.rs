@@ -38,6 +38,12 @@ pub mod limits {
     pub const MAX_CLIENT_TOKEN_CHARS: usize = 128;
     /// Size of a [`crate::ClientToken::fingerprint`].
     pub const MAX_FINGERPRINT_BYTES: usize = 1024;
+    /// Size of a dead-letter entry's `detail_json`.
+    pub const MAX_DLQ_DETAIL_BYTES: usize = 256 * 1024;
+    /// Size of a dead-letter entry's error message.
+    pub const MAX_DLQ_MESSAGE_BYTES: usize = 64 * 1024;
+    /// Size of a redrive run's `request_json` and `summary_json`.
+    pub const MAX_REDRIVE_RUN_JSON_BYTES: usize = 256 * 1024;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +82,9 @@ pub enum TransitionError {
     /// request reusing the token: an error for the client).
     #[error("client request token already used by execution {execution_id} (same request: {same_request})")]
     TokenReused { execution_id: String, same_request: bool },
+    /// A [`DlqOp::Take`] named an entry that is missing or not `QUEUED`.
+    #[error("dead-letter entry {entry_id} is not in its queue")]
+    DlqEntryNotQueued { entry_id: String },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -184,6 +193,214 @@ pub struct Transition {
     /// [`TransitionError::AlreadyExists`]); a refused create does not consume the
     /// token. Ignored on update.
     pub client_token: Option<ClientToken>,
+    /// Dead-letter-queue changes committed atomically with this transition, in
+    /// order (see [`DlqOp`]). A refused op refuses the whole transition.
+    pub dlq: Vec<DlqOp>,
+}
+
+/// Default [`DlqQueueRecord::max_redrives`] of a queue created on first use.
+pub const DEFAULT_MAX_REDRIVES: u32 = 3;
+/// Largest configurable [`DlqQueueRecord::max_redrives`].
+pub const MAX_MAX_REDRIVES: u32 = 1000;
+
+/// A dead-letter queue. Queues are created on first use (a pipeline naming it, an
+/// entry entering it) with [`DEFAULT_MAX_REDRIVES`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DlqQueueRecord {
+    pub name: String,
+    /// An entry whose `redrive_count` reached this is *poison*: parked, never
+    /// redriven by a bulk or scheduled redrive, only by an explicit forced one.
+    pub max_redrives: u32,
+    pub created_at: Timestamp,
+}
+
+/// A queue with its current figures (entries in state `QUEUED` only).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DlqQueueStats {
+    pub queue: DlqQueueRecord,
+    /// `QUEUED` entries, poison included.
+    pub depth: u64,
+    /// `QUEUED` entries with `redrive_count >= max_redrives`.
+    pub poison: u64,
+    /// `REDRIVEN` entries (resubmitted, outcome not known yet).
+    pub redriven: u64,
+    /// The earliest `entered_at` of a `QUEUED` entry.
+    pub oldest_entered_at: Option<Timestamp>,
+}
+
+/// Where a dead-letter entry is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DlqEntryState {
+    /// In its queue, waiting for a redrive (or poison, if its count is used up).
+    Queued,
+    /// Taken out of its queue and resubmitted; returns to `Queued` if the
+    /// resubmission fails for good.
+    Redriven,
+    /// The resubmission (or a manual retry) succeeded.
+    Resolved,
+}
+
+impl DlqEntryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DlqEntryState::Queued => "QUEUED",
+            DlqEntryState::Redriven => "REDRIVEN",
+            DlqEntryState::Resolved => "RESOLVED",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<DlqEntryState> {
+        match s {
+            "QUEUED" => Some(DlqEntryState::Queued),
+            "REDRIVEN" => Some(DlqEntryState::Redriven),
+            "RESOLVED" => Some(DlqEntryState::Resolved),
+            _ => None,
+        }
+    }
+}
+
+/// What an execution that failed for good writes to its dead-letter queue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DlqEntryWrite {
+    /// The entry's id: the id of the execution that first failed (an execution
+    /// lineage has one entry, however often it is redriven).
+    pub id: String,
+    /// Used only when the entry is created; a returning entry keeps its queue.
+    pub queue: String,
+    pub pipeline_name: String,
+    pub pipeline_version: u32,
+    /// The execution that failed this time.
+    pub execution_id: String,
+    pub stage: String,
+    pub action: String,
+    pub exception_type: String,
+    pub message: String,
+    /// The execution's input (at most [`limits::MAX_INPUT_BYTES`]).
+    pub input_json: String,
+    /// Everything else (attempt counts per action, ...), as a JSON object; opaque
+    /// to the store. At most [`limits::MAX_DLQ_DETAIL_BYTES`].
+    pub detail_json: String,
+    /// Kept from the first write of the entry when it returns.
+    pub first_failure_at: Timestamp,
+    pub last_failure_at: Timestamp,
+}
+
+/// A dead-letter-queue change inside a [`Transition`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DlqOp {
+    /// The execution failed for good. Creates the entry (state `QUEUED`,
+    /// `redrive_count` 0, `entered_at` = the transition's `at`; its queue is
+    /// created if missing) or, if the id exists (any state), puts it back in its
+    /// queue: state `QUEUED`, the new source/failure fields, `entered_at` = `at`;
+    /// `id`, `queue`, `first_failure_at` and `redrive_count` are kept.
+    Enter(DlqEntryWrite),
+    /// A redrive: the entry must be `QUEUED` (otherwise the transition is refused
+    /// with [`TransitionError::DlqEntryNotQueued`]); it becomes `REDRIVEN`,
+    /// `redrive_count` + 1, `redriven_to` = `execution_id`, `redriven_at` = `at`.
+    Take { entry_id: String, execution_id: String },
+    /// The lineage succeeded: the entry (any state) becomes `RESOLVED`,
+    /// `resolved_at` = `at`. A missing entry (purged) is not an error.
+    Resolve { entry_id: String },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DlqEntryRecord {
+    pub id: String,
+    pub queue: String,
+    pub state: DlqEntryState,
+    pub pipeline_name: String,
+    pub pipeline_version: u32,
+    pub execution_id: String,
+    pub stage: String,
+    pub action: String,
+    pub exception_type: String,
+    pub message: String,
+    pub input_json: String,
+    pub detail_json: String,
+    pub redrive_count: u32,
+    /// The queue's `max_redrives` at read time.
+    pub max_redrives: u32,
+    pub first_failure_at: Timestamp,
+    pub last_failure_at: Timestamp,
+    /// When the entry (last) entered its queue.
+    pub entered_at: Timestamp,
+    /// The execution the latest redrive resubmitted to.
+    pub redriven_to: Option<String>,
+    pub redriven_at: Option<Timestamp>,
+    pub resolved_at: Option<Timestamp>,
+    pub updated_at: Timestamp,
+}
+
+impl DlqEntryRecord {
+    /// Parked: its redrives are used up.
+    pub fn is_poison(&self) -> bool {
+        self.redrive_count >= self.max_redrives
+    }
+
+    pub fn cursor(&self) -> DlqEntryCursor {
+        DlqEntryCursor { entered_at: self.entered_at, id: self.id.clone() }
+    }
+}
+
+/// Position in the oldest-first entry order `(entered_at ASC, id ASC)`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct DlqEntryCursor {
+    pub entered_at: Timestamp,
+    pub id: String,
+}
+
+/// Which entries a listing, count or purge covers. Every field narrows (AND).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DlqEntryFilter {
+    /// Entries of this queue.
+    pub queue: Option<String>,
+    /// Entries of queues whose name starts with this (a scheduled redrive's scope).
+    pub queue_prefix: Option<String>,
+    /// Only entries in this state; `None` = any state.
+    pub state: Option<DlqEntryState>,
+    /// `Some(true)`: only poison entries; `Some(false)`: only non-poison ones.
+    pub poison: Option<bool>,
+    /// Exact exception type of the final error.
+    pub exception_type: Option<String>,
+    /// Entries from this pipeline.
+    pub pipeline_name: Option<String>,
+    /// Only entries that entered their queue at or before this time (`--older-than`).
+    pub entered_at_or_before: Option<Timestamp>,
+    /// Keyset pagination: only entries strictly after this cursor in
+    /// `(entered_at, id)` ascending order. Ignored by count and purge.
+    pub after: Option<DlqEntryCursor>,
+    /// Page size, capped at [`limits::MAX_PAGE_SIZE`]; 0 means the largest page.
+    /// Ignored by count and purge.
+    pub limit: usize,
+}
+
+/// A recorded redrive (manual or scheduled): what was asked and what happened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RedriveRunRecord {
+    pub id: String,
+    /// The schedule's name for a scheduled run; `None` for a manual one.
+    pub schedule: Option<String>,
+    /// `RUNNING`, `SUCCEEDED` (went through every matching entry), `FAILED`,
+    /// `INTERRUPTED` (the server stopped first).
+    pub status: String,
+    pub dry_run: bool,
+    pub started_at: Timestamp,
+    pub finished_at: Option<Timestamp>,
+    /// The request (queues, filters, mode, rate, max) as JSON; opaque to the store.
+    pub request_json: String,
+    /// Counts and outcomes so far, as JSON; opaque to the store.
+    pub summary_json: String,
+}
+
+/// Which runs [`Store::list_redrive_runs`] returns, newest first `(started_at DESC, id DESC)`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RedriveRunFilter {
+    /// Only runs of this schedule.
+    pub schedule: Option<String>,
+    /// Keyset pagination: only runs strictly older than `(started_at, id)`.
+    pub before: Option<(Timestamp, String)>,
+    /// Page size, capped at [`limits::MAX_PAGE_SIZE`]; 0 means the largest page.
+    pub limit: usize,
 }
 
 /// Position in the newest-first execution order `(created_at DESC, id DESC)`.
@@ -319,6 +536,61 @@ pub trait Store: Send + Sync + 'static {
 
     /// Timers of one execution.
     fn execution_timers(&self, execution_id: &str) -> impl Future<Output = Result<Vec<TimerRecord>, StoreError>> + Send;
+
+    // ---- dead-letter queues ----
+
+    /// Creates the queue with [`DEFAULT_MAX_REDRIVES`] if it does not exist;
+    /// returns it either way.
+    fn ensure_dlq_queue(&self, name: &str, now: Timestamp) -> impl Future<Output = Result<DlqQueueRecord, StoreError>> + Send;
+
+    /// Creates or updates a queue's settings. `max_redrives` in 1..=[`MAX_MAX_REDRIVES`]
+    /// ([`StoreError::Limit`] otherwise).
+    fn configure_dlq_queue(
+        &self,
+        name: &str,
+        max_redrives: u32,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<DlqQueueRecord, StoreError>> + Send;
+
+    fn get_dlq_queue(&self, name: &str) -> impl Future<Output = Result<Option<DlqQueueStats>, StoreError>> + Send;
+
+    /// Queues ordered by name, names strictly after `after_name`, only names
+    /// starting with `prefix` if given, at most `limit` (capped at
+    /// [`limits::MAX_PAGE_SIZE`]; 0 means the largest page).
+    fn list_dlq_queues(
+        &self,
+        prefix: Option<&str>,
+        after_name: Option<&str>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<DlqQueueStats>, StoreError>> + Send;
+
+    fn get_dlq_entry(&self, id: &str) -> impl Future<Output = Result<Option<DlqEntryRecord>, StoreError>> + Send;
+
+    /// Oldest first `(entered_at ASC, id ASC)`; see [`DlqEntryFilter`].
+    fn list_dlq_entries(&self, filter: DlqEntryFilter) -> impl Future<Output = Result<Vec<DlqEntryRecord>, StoreError>> + Send;
+
+    /// How many entries match (`after` and `limit` ignored).
+    fn count_dlq_entries(&self, filter: DlqEntryFilter) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Deletes the matching entries that are `QUEUED` (whatever `filter.state`
+    /// says; `after` and `limit` ignored) in one transaction; returns how many.
+    fn purge_dlq_entries(&self, filter: DlqEntryFilter) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    // ---- redrive runs ----
+
+    /// Inserts a run ([`StoreError::AlreadyExists`] if the id exists).
+    fn create_redrive_run(&self, run: RedriveRunRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Replaces a run's status, finished_at and summary ([`StoreError::NotFound`] if missing).
+    fn update_redrive_run(&self, run: RedriveRunRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    fn get_redrive_run(&self, id: &str) -> impl Future<Output = Result<Option<RedriveRunRecord>, StoreError>> + Send;
+
+    fn list_redrive_runs(&self, filter: RedriveRunFilter) -> impl Future<Output = Result<Vec<RedriveRunRecord>, StoreError>> + Send;
+
+    /// Marks every `RUNNING` run `INTERRUPTED` with `finished_at` = `now` (at
+    /// start-up: the process that ran them is gone); returns how many.
+    fn interrupt_redrive_runs(&self, now: Timestamp) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
     fn stats(&self) -> CommitStats;
 }

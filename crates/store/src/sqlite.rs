@@ -2,13 +2,15 @@
 //! commit, a small pool of read-only connections for queries.
 //!
 //! # Writes
-//! Every write ([`Store::commit`] and the pipeline writes) is sent over a bounded
-//! channel to a single writer thread that owns the only read-write connection. The
-//! writer blocks for one request, then drains every request already queued (up to
+//! Every write ([`Store::commit`], the pipeline writes, the dead-letter-queue and
+//! redrive-run writes) is sent over a bounded channel to a single writer thread
+//! that owns the only read-write connection. The writer blocks for one request,
+//! then drains every request already queued (up to
 //! [`SqliteOptions::max_batch_transitions`] transitions) and applies them all in one
 //! `BEGIN IMMEDIATE` … `COMMIT` transaction, so many callers share one fsync. Each
-//! transition runs inside its own `SAVEPOINT`: a version conflict or a duplicate
-//! create rolls back that transition alone. Callers are answered only after
+//! transition (with its dead-letter ops) runs inside its own `SAVEPOINT`: a version
+//! conflict, a duplicate create or a refused dead-letter op rolls back that
+//! transition alone. Callers are answered only after
 //! `COMMIT` returns; if the transaction fails (disk full, I/O error, busy) it is
 //! rolled back and every caller in the group gets [`StoreError::Unavailable`].
 //!
@@ -21,12 +23,14 @@
 //! `<db path>-redrive.lock` for the store's lifetime, so two redrive processes never
 //! drive the same database. [`SqliteStore::open_read_only`] takes no lock.
 
-use crate::validate::{check_commit, check_definition};
+use crate::validate::{check_commit, check_definition, check_dlq_queue_name, check_max_redrives, check_redrive_run};
 use crate::{
-    CommitResult, CommitStats, ExecutionFilter, ExecutionRecord, LedgerEntry, LedgerFilter, PipelineRecord, Store, StoreError, TimerRecord,
-    Transition, TransitionError, limits::MAX_PAGE_SIZE,
+    CommitResult, CommitStats, DEFAULT_MAX_REDRIVES, DlqEntryFilter, DlqEntryRecord, DlqEntryState, DlqOp, DlqQueueRecord, DlqQueueStats,
+    ExecutionFilter, ExecutionRecord, LedgerEntry, LedgerFilter, PipelineRecord, RedriveRunFilter, RedriveRunRecord, Store, StoreError,
+    TimerRecord, Transition, TransitionError, limits::MAX_PAGE_SIZE,
 };
 use redrive_core::time::Timestamp;
+use rusqlite::types::Value;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Row, ToSql, params};
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -208,9 +212,70 @@ END;
 CREATE INDEX ledger_pipeline_seq ON ledger (pipeline_name, seq);
 "#;
 
+/// Migration 3: dead-letter queues and redrive runs.
+///
+/// - `dlq_queues`: one row per queue, created on first use.
+/// - `dlq_entries`: one row per failed execution lineage. Every listing is
+///   oldest first `(entered_at, id)`, so each index ends in those columns after
+///   its equality columns. `dlq_entries_queue` serves a queue's (or a queue
+///   prefix's, as a range) entries and, ending in `redrive_count`, counts a
+///   queue's poison entries without touching the table; the others serve the
+///   state, pipeline and exception-type filters and the unfiltered listing.
+/// - `redrive_runs`: newest first `(started_at DESC, id DESC)`, overall or per
+///   schedule; the partial index finds the `RUNNING` ones at start-up.
+const MIGRATION_3: &str = r#"
+CREATE TABLE dlq_queues (
+    name         TEXT    NOT NULL PRIMARY KEY,
+    max_redrives INTEGER NOT NULL,
+    created_at   INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE dlq_entries (
+    id               TEXT    NOT NULL PRIMARY KEY,
+    queue            TEXT    NOT NULL REFERENCES dlq_queues (name),
+    state            TEXT    NOT NULL CHECK (state IN ('QUEUED', 'REDRIVEN', 'RESOLVED')),
+    pipeline_name    TEXT    NOT NULL,
+    pipeline_version INTEGER NOT NULL,
+    execution_id     TEXT    NOT NULL,
+    stage            TEXT    NOT NULL,
+    action           TEXT    NOT NULL,
+    exception_type   TEXT    NOT NULL,
+    message          TEXT    NOT NULL,
+    input_json       TEXT    NOT NULL,
+    detail_json      TEXT    NOT NULL,
+    redrive_count    INTEGER NOT NULL,
+    first_failure_at INTEGER NOT NULL,
+    last_failure_at  INTEGER NOT NULL,
+    entered_at       INTEGER NOT NULL,
+    redriven_to      TEXT,
+    redriven_at      INTEGER,
+    resolved_at      INTEGER,
+    updated_at       INTEGER NOT NULL
+);
+CREATE INDEX dlq_entries_queue     ON dlq_entries (queue, state, entered_at, id, redrive_count);
+CREATE INDEX dlq_entries_state     ON dlq_entries (state, entered_at, id);
+CREATE INDEX dlq_entries_entered   ON dlq_entries (entered_at, id);
+CREATE INDEX dlq_entries_pipeline  ON dlq_entries (pipeline_name, state, entered_at, id);
+CREATE INDEX dlq_entries_exception ON dlq_entries (exception_type, state, entered_at, id);
+
+CREATE TABLE redrive_runs (
+    id           TEXT    NOT NULL PRIMARY KEY,
+    schedule     TEXT,
+    status       TEXT    NOT NULL,
+    dry_run      INTEGER NOT NULL,
+    started_at   INTEGER NOT NULL,
+    finished_at  INTEGER,
+    request_json TEXT    NOT NULL,
+    summary_json TEXT    NOT NULL
+);
+CREATE INDEX redrive_runs_started          ON redrive_runs (started_at, id);
+CREATE INDEX redrive_runs_schedule_started ON redrive_runs (schedule, started_at, id);
+CREATE INDEX redrive_runs_running          ON redrive_runs (id) WHERE status = 'RUNNING';
+"#;
+
 /// Ordered schema migrations; migration `i` brings the schema to version `i + 1`.
 /// Never edit a released migration: append a new one.
-const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2];
+const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3];
 
 /// The schema version this code writes and understands.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -334,6 +399,231 @@ pub(crate) const SQL_DUE_TIMERS: &str = "SELECT execution_id, key, due_at FROM t
      ORDER BY due_at, execution_id, key LIMIT ?2";
 const SQL_NEXT_TIMER_DUE: &str = "SELECT MIN(due_at) FROM timers";
 const SQL_EXECUTION_TIMERS: &str = "SELECT execution_id, key, due_at FROM timers WHERE execution_id = ?1 ORDER BY key";
+
+/// Creates the queue of an entry entering for the first time (a returning entry
+/// keeps its queue, so nothing is created for it).
+const SQL_ENSURE_QUEUE_OF_NEW_DLQ_ENTRY: &str = "INSERT INTO dlq_queues (name, max_redrives, created_at) \
+     SELECT ?1, ?2, ?3 WHERE NOT EXISTS (SELECT 1 FROM dlq_entries WHERE id = ?4) ON CONFLICT (name) DO NOTHING";
+/// [`DlqOp::Enter`]: a new entry, or a returning one back in its queue with its
+/// `id`, `queue`, `first_failure_at`, `redrive_count`, `redriven_to` and
+/// `redriven_at` kept.
+const SQL_ENTER_DLQ_ENTRY: &str = "INSERT INTO dlq_entries (id, queue, state, pipeline_name, pipeline_version, \
+     execution_id, stage, action, exception_type, message, input_json, detail_json, redrive_count, first_failure_at, \
+     last_failure_at, entered_at, redriven_to, redriven_at, resolved_at, updated_at) \
+     VALUES (?1, ?2, 'QUEUED', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 0, ?12, ?13, ?14, NULL, NULL, NULL, ?14) \
+     ON CONFLICT (id) DO UPDATE SET state = 'QUEUED', pipeline_name = excluded.pipeline_name, \
+     pipeline_version = excluded.pipeline_version, execution_id = excluded.execution_id, stage = excluded.stage, \
+     action = excluded.action, exception_type = excluded.exception_type, message = excluded.message, \
+     input_json = excluded.input_json, detail_json = excluded.detail_json, last_failure_at = excluded.last_failure_at, \
+     entered_at = excluded.entered_at, resolved_at = NULL, updated_at = excluded.updated_at";
+/// [`DlqOp::Take`]: matches nothing unless the entry is `QUEUED`.
+const SQL_TAKE_DLQ_ENTRY: &str = "UPDATE dlq_entries SET state = 'REDRIVEN', redrive_count = redrive_count + 1, \
+     redriven_to = ?2, redriven_at = ?3, updated_at = ?3 WHERE id = ?1 AND state = 'QUEUED'";
+/// [`DlqOp::Resolve`]: matches nothing if the entry was purged.
+const SQL_RESOLVE_DLQ_ENTRY: &str = "UPDATE dlq_entries SET state = 'RESOLVED', resolved_at = ?2, updated_at = ?2 WHERE id = ?1";
+
+const SQL_ENSURE_DLQ_QUEUE: &str =
+    "INSERT INTO dlq_queues (name, max_redrives, created_at) VALUES (?1, ?2, ?3) ON CONFLICT (name) DO NOTHING";
+const SQL_CONFIGURE_DLQ_QUEUE: &str = "INSERT INTO dlq_queues (name, max_redrives, created_at) VALUES (?1, ?2, ?3) \
+     ON CONFLICT (name) DO UPDATE SET max_redrives = excluded.max_redrives RETURNING name, max_redrives, created_at";
+const SQL_GET_DLQ_QUEUE_RECORD: &str = "SELECT name, max_redrives, created_at FROM dlq_queues WHERE name = ?1";
+
+/// The columns of a [`DlqQueueStats`] (see [`dlq_queue_stats_from_row`]) of the
+/// queue `q`. Every figure is counted from the covering index `dlq_entries_queue`.
+macro_rules! dlq_queue_stats_columns {
+    () => {
+        "q.name, q.max_redrives, q.created_at, \
+         (SELECT COUNT(*) FROM dlq_entries e WHERE e.queue = q.name AND e.state = 'QUEUED'), \
+         (SELECT COUNT(*) FROM dlq_entries e WHERE e.queue = q.name AND e.state = 'QUEUED' AND e.redrive_count >= q.max_redrives), \
+         (SELECT COUNT(*) FROM dlq_entries e WHERE e.queue = q.name AND e.state = 'REDRIVEN'), \
+         (SELECT MIN(e.entered_at) FROM dlq_entries e WHERE e.queue = q.name AND e.state = 'QUEUED')"
+    };
+}
+const SQL_GET_DLQ_QUEUE: &str = concat!("SELECT ", dlq_queue_stats_columns!(), " FROM dlq_queues q WHERE q.name = ?1");
+
+/// The columns of a [`DlqEntryRecord`] (see [`dlq_entry_from_row`]): the entry
+/// `e` joined with its queue `q` (for `max_redrives`).
+macro_rules! dlq_entry_columns {
+    () => {
+        "e.id, e.queue, e.state, e.pipeline_name, e.pipeline_version, e.execution_id, e.stage, e.action, \
+         e.exception_type, e.message, e.input_json, e.detail_json, e.redrive_count, q.max_redrives, \
+         e.first_failure_at, e.last_failure_at, e.entered_at, e.redriven_to, e.redriven_at, e.resolved_at, e.updated_at"
+    };
+}
+const SQL_GET_DLQ_ENTRY: &str =
+    concat!("SELECT ", dlq_entry_columns!(), " FROM dlq_entries e JOIN dlq_queues q ON q.name = e.queue WHERE e.id = ?1");
+
+const SQL_INSERT_REDRIVE_RUN: &str = "INSERT INTO redrive_runs \
+     (id, schedule, status, dry_run, started_at, finished_at, request_json, summary_json) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (id) DO NOTHING";
+const SQL_UPDATE_REDRIVE_RUN: &str = "UPDATE redrive_runs SET status = ?2, finished_at = ?3, summary_json = ?4 WHERE id = ?1";
+const SQL_GET_REDRIVE_RUN: &str = "SELECT id, schedule, status, dry_run, started_at, finished_at, request_json, summary_json \
+     FROM redrive_runs WHERE id = ?1";
+/// Served by the partial index `redrive_runs_running`.
+const SQL_INTERRUPT_REDRIVE_RUNS: &str = "UPDATE redrive_runs SET status = 'INTERRUPTED', finished_at = ?1 WHERE status = 'RUNNING'";
+/// The `list_redrive_runs` query for each filter shape, indexed by
+/// [`list_redrive_runs_variant`]: newest first from `redrive_runs_started`, or
+/// from `redrive_runs_schedule_started` for one schedule, the cursor a range
+/// bound on the index. Named parameters: `:limit`, `:schedule`, `:at`, `:id`.
+static SQL_LIST_REDRIVE_RUNS: LazyLock<[String; 4]> = LazyLock::new(|| {
+    std::array::from_fn(|variant| {
+        let (by_schedule, before) = (variant & 1 != 0, variant & 2 != 0);
+        let mut conditions = Vec::new();
+        if by_schedule {
+            conditions.push("schedule = :schedule");
+        }
+        if before {
+            conditions.push("(started_at, id) < (:at, :id)");
+        }
+        let filter = if conditions.is_empty() { String::new() } else { format!("WHERE {} ", conditions.join(" AND ")) };
+        format!(
+            "SELECT id, schedule, status, dry_run, started_at, finished_at, request_json, summary_json \
+             FROM redrive_runs {filter}ORDER BY started_at DESC, id DESC LIMIT :limit"
+        )
+    })
+});
+
+fn list_redrive_runs_variant(by_schedule: bool, before: bool) -> usize {
+    usize::from(by_schedule) | usize::from(before) << 1
+}
+
+/// A [`DlqEntryFilter`] as SQL over `dlq_entries e` (joined with its queue `q`
+/// where needed): the conditions hold only column names and named parameters,
+/// the values are bound separately. Every shape is served by an index of
+/// migration 3:
+/// - a queue: `dlq_entries_queue` (`queue = ?`, with the state if given; the
+///   unary `+` keeps the planner off the pipeline and exception-type indexes);
+/// - a queue prefix: the range `[prefix, successor)` of `dlq_entries_queue` (see
+///   [`prefix_upper_bound`]), unless a pipeline or exception type is given
+///   (the unary `+` on the state keeps the planner off `dlq_entries_state`);
+/// - otherwise the exception-type, pipeline, state or `(entered_at, id)` index.
+///
+/// Named parameters: `:queue`, `:prefix`, `:prefix_end`, `:state`, `:exception`,
+/// `:pipeline`, `:before`, `:at`, `:id` (the cursor) and `:limit`.
+struct DlqEntryQuery {
+    conditions: Vec<&'static str>,
+    values: Vec<(&'static str, Value)>,
+    /// Whether a condition reads the queue `q` (the poison filter).
+    joins_queue: bool,
+}
+
+impl DlqEntryQuery {
+    /// `state` replaces `filter.state` (a purge covers only `QUEUED` entries);
+    /// `with_cursor` applies `filter.after` (listings only).
+    fn new(filter: &DlqEntryFilter, state: Option<DlqEntryState>, with_cursor: bool) -> DlqEntryQuery {
+        let mut q = DlqEntryQuery { conditions: Vec::new(), values: Vec::new(), joins_queue: false };
+        let by_queue = filter.queue.is_some();
+        let prefix = filter.queue_prefix.as_deref().filter(|p| !p.is_empty());
+        let by_prefix_range = !by_queue && prefix.is_some() && filter.exception_type.is_none() && filter.pipeline_name.is_none();
+        if let Some(queue) = &filter.queue {
+            q.push("e.queue = :queue", ":queue", Value::Text(queue.clone()));
+        }
+        if let Some(prefix) = prefix {
+            q.push("e.queue >= :prefix", ":prefix", Value::Text(prefix.to_owned()));
+            if let Some(end) = prefix_upper_bound(prefix) {
+                q.push("e.queue < :prefix_end", ":prefix_end", Value::Text(end));
+            }
+        }
+        if let Some(state) = state {
+            let condition = if by_prefix_range { "+e.state = :state" } else { "e.state = :state" };
+            q.push(condition, ":state", Value::Text(state.as_str().to_owned()));
+        }
+        if let Some(poison) = filter.poison {
+            q.conditions.push(if poison { "e.redrive_count >= q.max_redrives" } else { "e.redrive_count < q.max_redrives" });
+            q.joins_queue = true;
+        }
+        if let Some(exception_type) = &filter.exception_type {
+            let condition = if by_queue { "+e.exception_type = :exception" } else { "e.exception_type = :exception" };
+            q.push(condition, ":exception", Value::Text(exception_type.clone()));
+        }
+        if let Some(pipeline) = &filter.pipeline_name {
+            let condition = if by_queue { "+e.pipeline_name = :pipeline" } else { "e.pipeline_name = :pipeline" };
+            q.push(condition, ":pipeline", Value::Text(pipeline.clone()));
+        }
+        if let Some(before) = filter.entered_at_or_before {
+            q.push("e.entered_at <= :before", ":before", Value::Integer(before.unix_ms()));
+        }
+        if let Some(cursor) = filter.after.as_ref().filter(|_| with_cursor) {
+            q.conditions.push("(e.entered_at, e.id) > (:at, :id)");
+            q.values.push((":at", Value::Integer(cursor.entered_at.unix_ms())));
+            q.values.push((":id", Value::Text(cursor.id.clone())));
+        }
+        q
+    }
+
+    fn push(&mut self, condition: &'static str, name: &'static str, value: Value) {
+        self.conditions.push(condition);
+        self.values.push((name, value));
+    }
+
+    /// `WHERE …` (with a trailing space), or nothing.
+    fn where_clause(&self) -> String {
+        if self.conditions.is_empty() { String::new() } else { format!("WHERE {} ", self.conditions.join(" AND ")) }
+    }
+
+    /// `dlq_entries e`, joined with its queue if a condition needs it. `CROSS
+    /// JOIN` keeps the entries in the outer loop, so their index drives the query.
+    fn tables_sql(&self) -> &'static str {
+        if self.joins_queue { "dlq_entries e CROSS JOIN dlq_queues q ON q.name = e.queue" } else { "dlq_entries e" }
+    }
+
+    /// The `list_dlq_entries` query, oldest first.
+    fn list_sql(&self) -> String {
+        format!(
+            concat!(
+                "SELECT ",
+                dlq_entry_columns!(),
+                " FROM dlq_entries e CROSS JOIN dlq_queues q ON q.name = e.queue {}ORDER BY e.entered_at, e.id LIMIT :limit"
+            ),
+            self.where_clause()
+        )
+    }
+
+    fn count_sql(&self) -> String {
+        format!("SELECT COUNT(*) FROM {} {}", self.tables_sql(), self.where_clause())
+    }
+
+    fn purge_sql(&self) -> String {
+        format!("DELETE FROM dlq_entries WHERE id IN (SELECT e.id FROM {} {})", self.tables_sql(), self.where_clause())
+    }
+
+    fn bound(&self) -> Vec<(&str, &dyn ToSql)> {
+        self.values.iter().map(|(name, value)| (*name, value as &dyn ToSql)).collect()
+    }
+}
+
+/// `list_dlq_queues`: named parameters `:prefix`, `:prefix_end`, `:after`, `:limit`.
+fn list_dlq_queues_sql(prefix: bool, prefix_end: bool, after: bool) -> String {
+    let mut conditions = Vec::new();
+    if prefix {
+        conditions.push("q.name >= :prefix");
+    }
+    if prefix_end {
+        conditions.push("q.name < :prefix_end");
+    }
+    if after {
+        conditions.push("q.name > :after");
+    }
+    let filter = if conditions.is_empty() { String::new() } else { format!("WHERE {} ", conditions.join(" AND ")) };
+    format!(concat!("SELECT ", dlq_queue_stats_columns!(), " FROM dlq_queues q {}ORDER BY q.name LIMIT :limit"), filter)
+}
+
+/// The least string greater than every string starting with `prefix` (in the
+/// byte order SQLite compares text in), `None` if there is none: `prefix` with
+/// its last character incremented, dropping trailing characters that cannot be.
+/// Queue names are ASCII, so this is normally the last byte plus one.
+fn prefix_upper_bound(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        // UTF-8 byte order is code point order; the surrogates are no chars.
+        let next = (u32::from(last) + 1..=u32::from(char::MAX)).find_map(char::from_u32);
+        if let Some(next) = next {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
 
 // ---------------------------------------------------------------------------
 // The store
@@ -490,6 +780,20 @@ impl SqliteStore {
         self.send(WriteRequest::Pipeline { write, reply }).await?;
         rx.await.map_err(|_| writer_gone())?
     }
+
+    /// Sends an ensure/configure of a dead-letter queue to the writer.
+    async fn write_dlq_queue(&self, write: DlqQueueWrite) -> Result<DlqQueueRecord, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(WriteRequest::DlqQueue { write, reply }).await?;
+        rx.await.map_err(|_| writer_gone())?
+    }
+
+    /// Sends a create/update of a redrive run to the writer.
+    async fn write_redrive_run(&self, write: RedriveRunWrite) -> Result<(), StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(WriteRequest::RedriveRun { write, reply }).await?;
+        rx.await.map_err(|_| writer_gone())?
+    }
 }
 
 impl Drop for SqliteStore {
@@ -637,6 +941,119 @@ impl Store for SqliteStore {
         self.read(move |conn| conn.prepare_cached(SQL_EXECUTION_TIMERS)?.query_map(params![id], timer_from_row)?.collect()).await
     }
 
+    async fn ensure_dlq_queue(&self, name: &str, now: Timestamp) -> Result<DlqQueueRecord, StoreError> {
+        check_dlq_queue_name(name)?;
+        self.write_dlq_queue(DlqQueueWrite { name: name.to_owned(), max_redrives: None, now }).await
+    }
+
+    async fn configure_dlq_queue(&self, name: &str, max_redrives: u32, now: Timestamp) -> Result<DlqQueueRecord, StoreError> {
+        check_dlq_queue_name(name)?;
+        check_max_redrives(name, max_redrives)?;
+        self.write_dlq_queue(DlqQueueWrite { name: name.to_owned(), max_redrives: Some(max_redrives), now }).await
+    }
+
+    async fn get_dlq_queue(&self, name: &str) -> Result<Option<DlqQueueStats>, StoreError> {
+        let name = name.to_owned();
+        self.read(move |conn| conn.prepare_cached(SQL_GET_DLQ_QUEUE)?.query_row(params![name], dlq_queue_stats_from_row).optional()).await
+    }
+
+    async fn list_dlq_queues(
+        &self,
+        prefix: Option<&str>,
+        after_name: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DlqQueueStats>, StoreError> {
+        let limit = page_size(limit) as i64;
+        let prefix = prefix.filter(|p| !p.is_empty()).map(str::to_owned);
+        let prefix_end = prefix.as_deref().and_then(prefix_upper_bound);
+        let after = after_name.map(str::to_owned);
+        self.read(move |conn| {
+            let sql = list_dlq_queues_sql(prefix.is_some(), prefix_end.is_some(), after.is_some());
+            let mut bound: Vec<(&str, &dyn ToSql)> = vec![(":limit", &limit)];
+            if let Some(prefix) = &prefix {
+                bound.push((":prefix", prefix));
+            }
+            if let Some(end) = &prefix_end {
+                bound.push((":prefix_end", end));
+            }
+            if let Some(after) = &after {
+                bound.push((":after", after));
+            }
+            conn.prepare_cached(&sql)?.query_map(bound.as_slice(), dlq_queue_stats_from_row)?.collect()
+        })
+        .await
+    }
+
+    async fn get_dlq_entry(&self, id: &str) -> Result<Option<DlqEntryRecord>, StoreError> {
+        let id = id.to_owned();
+        self.read(move |conn| conn.prepare_cached(SQL_GET_DLQ_ENTRY)?.query_row(params![id], dlq_entry_from_row).optional()).await
+    }
+
+    async fn list_dlq_entries(&self, filter: DlqEntryFilter) -> Result<Vec<DlqEntryRecord>, StoreError> {
+        let limit = page_size(filter.limit) as i64;
+        self.read(move |conn| {
+            let query = DlqEntryQuery::new(&filter, filter.state, true);
+            let mut bound = query.bound();
+            bound.push((":limit", &limit));
+            conn.prepare_cached(&query.list_sql())?.query_map(bound.as_slice(), dlq_entry_from_row)?.collect()
+        })
+        .await
+    }
+
+    async fn count_dlq_entries(&self, filter: DlqEntryFilter) -> Result<u64, StoreError> {
+        self.read(move |conn| {
+            let query = DlqEntryQuery::new(&filter, filter.state, false);
+            let count: i64 = conn.prepare_cached(&query.count_sql())?.query_row(query.bound().as_slice(), |r| r.get(0))?;
+            Ok(count as u64)
+        })
+        .await
+    }
+
+    async fn purge_dlq_entries(&self, filter: DlqEntryFilter) -> Result<u64, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(WriteRequest::PurgeDlq { filter, reply }).await?;
+        rx.await.map_err(|_| writer_gone())?
+    }
+
+    async fn create_redrive_run(&self, run: RedriveRunRecord) -> Result<(), StoreError> {
+        check_redrive_run(&run)?;
+        self.write_redrive_run(RedriveRunWrite::Create(run)).await
+    }
+
+    async fn update_redrive_run(&self, run: RedriveRunRecord) -> Result<(), StoreError> {
+        check_redrive_run(&run)?;
+        self.write_redrive_run(RedriveRunWrite::Update(run)).await
+    }
+
+    async fn get_redrive_run(&self, id: &str) -> Result<Option<RedriveRunRecord>, StoreError> {
+        let id = id.to_owned();
+        self.read(move |conn| conn.prepare_cached(SQL_GET_REDRIVE_RUN)?.query_row(params![id], redrive_run_from_row).optional()).await
+    }
+
+    async fn list_redrive_runs(&self, filter: RedriveRunFilter) -> Result<Vec<RedriveRunRecord>, StoreError> {
+        let limit = page_size(filter.limit) as i64;
+        self.read(move |conn| {
+            let sql = &SQL_LIST_REDRIVE_RUNS[list_redrive_runs_variant(filter.schedule.is_some(), filter.before.is_some())];
+            let cursor_at = filter.before.as_ref().map(|(at, _)| at.unix_ms());
+            let mut bound: Vec<(&str, &dyn ToSql)> = vec![(":limit", &limit)];
+            if let Some(schedule) = &filter.schedule {
+                bound.push((":schedule", schedule));
+            }
+            if let (Some((_, id)), Some(at)) = (&filter.before, &cursor_at) {
+                bound.push((":at", at));
+                bound.push((":id", id));
+            }
+            conn.prepare_cached(sql)?.query_map(bound.as_slice(), redrive_run_from_row)?.collect()
+        })
+        .await
+    }
+
+    async fn interrupt_redrive_runs(&self, now: Timestamp) -> Result<u64, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(WriteRequest::InterruptRedriveRuns { now, reply }).await?;
+        rx.await.map_err(|_| writer_gone())?
+    }
+
     fn stats(&self) -> CommitStats {
         self.stats.snapshot()
     }
@@ -689,6 +1106,10 @@ enum WriteRequest {
     Commit { transitions: Vec<Transition>, reply: oneshot::Sender<Result<CommitResult, StoreError>> },
     Pipeline { write: PipelineWrite, reply: oneshot::Sender<Result<PipelineRecord, StoreError>> },
     DeletePipeline { name: String, now: Timestamp, reply: oneshot::Sender<Result<bool, StoreError>> },
+    DlqQueue { write: DlqQueueWrite, reply: oneshot::Sender<Result<DlqQueueRecord, StoreError>> },
+    PurgeDlq { filter: DlqEntryFilter, reply: oneshot::Sender<Result<u64, StoreError>> },
+    RedriveRun { write: RedriveRunWrite, reply: oneshot::Sender<Result<(), StoreError>> },
+    InterruptRedriveRuns { now: Timestamp, reply: oneshot::Sender<Result<u64, StoreError>> },
 }
 
 /// Which pipeline write: the three differ only in when a new version is inserted.
@@ -710,12 +1131,32 @@ struct PipelineWrite {
     now: Timestamp,
 }
 
+/// [`Store::ensure_dlq_queue`] (`max_redrives` `None`) or
+/// [`Store::configure_dlq_queue`].
+struct DlqQueueWrite {
+    name: String,
+    max_redrives: Option<u32>,
+    now: Timestamp,
+}
+
+enum RedriveRunWrite {
+    /// [`Store::create_redrive_run`].
+    Create(RedriveRunRecord),
+    /// [`Store::update_redrive_run`].
+    Update(RedriveRunRecord),
+}
+
 impl WriteRequest {
     /// Counted against [`SqliteOptions::max_batch_transitions`].
     fn weight(&self) -> usize {
         match self {
             WriteRequest::Commit { transitions, .. } => transitions.len(),
-            WriteRequest::Pipeline { .. } | WriteRequest::DeletePipeline { .. } => 1,
+            WriteRequest::Pipeline { .. }
+            | WriteRequest::DeletePipeline { .. }
+            | WriteRequest::DlqQueue { .. }
+            | WriteRequest::PurgeDlq { .. }
+            | WriteRequest::RedriveRun { .. }
+            | WriteRequest::InterruptRedriveRuns { .. } => 1,
         }
     }
 
@@ -726,6 +1167,9 @@ impl WriteRequest {
             WriteRequest::Commit { reply, .. } => reply.is_closed(),
             WriteRequest::Pipeline { reply, .. } => reply.is_closed(),
             WriteRequest::DeletePipeline { reply, .. } => reply.is_closed(),
+            WriteRequest::DlqQueue { reply, .. } => reply.is_closed(),
+            WriteRequest::PurgeDlq { reply, .. } | WriteRequest::InterruptRedriveRuns { reply, .. } => reply.is_closed(),
+            WriteRequest::RedriveRun { reply, .. } => reply.is_closed(),
         }
     }
 
@@ -740,6 +1184,15 @@ impl WriteRequest {
             }
             (WriteRequest::DeletePipeline { reply, .. }, Applied::Deleted(deleted)) => {
                 let _ = reply.send(Ok(deleted));
+            }
+            (WriteRequest::DlqQueue { reply, .. }, Applied::DlqQueue(queue)) => {
+                let _ = reply.send(Ok(queue));
+            }
+            (WriteRequest::PurgeDlq { reply, .. } | WriteRequest::InterruptRedriveRuns { reply, .. }, Applied::Counted(n)) => {
+                let _ = reply.send(Ok(n));
+            }
+            (WriteRequest::RedriveRun { reply, .. }, Applied::RedriveRun(result)) => {
+                let _ = reply.send(result);
             }
             _ => unreachable!("outcomes are produced in request order"),
         }
@@ -757,6 +1210,15 @@ impl WriteRequest {
             WriteRequest::DeletePipeline { reply, .. } => {
                 let _ = reply.send(Err(copy_error(error)));
             }
+            WriteRequest::DlqQueue { reply, .. } => {
+                let _ = reply.send(Err(copy_error(error)));
+            }
+            WriteRequest::PurgeDlq { reply, .. } | WriteRequest::InterruptRedriveRuns { reply, .. } => {
+                let _ = reply.send(Err(copy_error(error)));
+            }
+            WriteRequest::RedriveRun { reply, .. } => {
+                let _ = reply.send(Err(copy_error(error)));
+            }
         }
     }
 }
@@ -768,6 +1230,12 @@ enum Applied {
     /// abort the group.
     Pipeline(Result<PipelineRecord, StoreError>),
     Deleted(bool),
+    DlqQueue(DlqQueueRecord),
+    /// Rows purged or runs interrupted.
+    Counted(u64),
+    /// A refused run write (exists / not found) wrote nothing and does not abort
+    /// the group.
+    RedriveRun(Result<(), StoreError>),
 }
 
 struct Writer {
@@ -822,7 +1290,11 @@ impl Writer {
                     .iter()
                     .map(|o| match o {
                         Applied::Commit(results) => results.iter().filter(|r| r.is_ok()).count() as u64,
-                        Applied::Pipeline(_) | Applied::Deleted(_) => 0,
+                        Applied::Pipeline(_)
+                        | Applied::Deleted(_)
+                        | Applied::DlqQueue(_)
+                        | Applied::Counted(_)
+                        | Applied::RedriveRun(_) => 0,
                     })
                     .sum();
                 self.stats.record(applied, started.elapsed());
@@ -866,6 +1338,12 @@ impl Writer {
                 }
                 WriteRequest::Pipeline { write, .. } => Applied::Pipeline(self.write_pipeline(write)?),
                 WriteRequest::DeletePipeline { name, now, .. } => Applied::Deleted(self.delete_pipeline(name, *now)?),
+                WriteRequest::DlqQueue { write, .. } => Applied::DlqQueue(self.write_dlq_queue(write)?),
+                WriteRequest::PurgeDlq { filter, .. } => Applied::Counted(self.purge_dlq_entries(filter)?),
+                WriteRequest::RedriveRun { write, .. } => Applied::RedriveRun(self.write_redrive_run(write)?),
+                WriteRequest::InterruptRedriveRuns { now, .. } => {
+                    Applied::Counted(self.conn.prepare_cached(SQL_INTERRUPT_REDRIVE_RUNS)?.execute(params![now.unix_ms()])? as u64)
+                }
             });
         }
         self.conn.prepare_cached("COMMIT")?.execute([])?;
@@ -885,7 +1363,8 @@ impl Writer {
     }
 
     /// The semantics of [`Transition`]: create (after the client token check) or
-    /// compare-and-set the execution row, append the ledger, then clear and set
+    /// compare-and-set the execution row, apply the dead-letter ops in order (a
+    /// refused one refuses the transition), append the ledger, then clear and set
     /// timers (a key both cleared and set ends up set).
     fn apply_transition(&self, t: &Transition) -> rusqlite::Result<Result<u64, TransitionError>> {
         let conn = &self.conn;
@@ -947,6 +1426,9 @@ impl Writer {
                 (expected + 1, Some(pipeline_name))
             }
         };
+        if let Err(refused) = self.apply_dlq_ops(&t.dlq, at)? {
+            return Ok(Err(refused));
+        }
 
         if !t.ledger.is_empty() {
             // The execution's own pipeline: an update's `pipeline_name` is ignored.
@@ -1023,6 +1505,101 @@ impl Writer {
             conn.prepare_cached(SQL_REVIVE_PIPELINE_NAME)?.execute(params![name])?;
         }
         Ok(Ok(record))
+    }
+
+    /// The [`DlqOp`]s of a transition at `at` (unix ms), in order. A `Take` of an
+    /// entry that is not `QUEUED` refuses the transition (the caller rolls back
+    /// its savepoint).
+    fn apply_dlq_ops(&self, ops: &[DlqOp], at: i64) -> rusqlite::Result<Result<(), TransitionError>> {
+        let conn = &self.conn;
+        for op in ops {
+            match op {
+                DlqOp::Enter(w) => {
+                    conn.prepare_cached(SQL_ENSURE_QUEUE_OF_NEW_DLQ_ENTRY)?.execute(params![w.queue, DEFAULT_MAX_REDRIVES, at, w.id])?;
+                    conn.prepare_cached(SQL_ENTER_DLQ_ENTRY)?.execute(params![
+                        w.id,
+                        w.queue,
+                        w.pipeline_name,
+                        w.pipeline_version,
+                        w.execution_id,
+                        w.stage,
+                        w.action,
+                        w.exception_type,
+                        w.message,
+                        w.input_json,
+                        w.detail_json,
+                        w.first_failure_at.unix_ms(),
+                        w.last_failure_at.unix_ms(),
+                        at
+                    ])?;
+                }
+                DlqOp::Take { entry_id, execution_id } => {
+                    if conn.prepare_cached(SQL_TAKE_DLQ_ENTRY)?.execute(params![entry_id, execution_id, at])? == 0 {
+                        return Ok(Err(TransitionError::DlqEntryNotQueued { entry_id: entry_id.clone() }));
+                    }
+                }
+                DlqOp::Resolve { entry_id } => {
+                    conn.prepare_cached(SQL_RESOLVE_DLQ_ENTRY)?.execute(params![entry_id, at])?;
+                }
+            }
+        }
+        Ok(Ok(()))
+    }
+
+    /// Ensures (`max_redrives` `None`: created with [`DEFAULT_MAX_REDRIVES`] if
+    /// missing, else unchanged) or configures a queue; returns it.
+    fn write_dlq_queue(&self, w: &DlqQueueWrite) -> rusqlite::Result<DlqQueueRecord> {
+        let conn = &self.conn;
+        let now = w.now.unix_ms();
+        match w.max_redrives {
+            None => {
+                conn.prepare_cached(SQL_ENSURE_DLQ_QUEUE)?.execute(params![w.name, DEFAULT_MAX_REDRIVES, now])?;
+                conn.prepare_cached(SQL_GET_DLQ_QUEUE_RECORD)?.query_row(params![w.name], dlq_queue_from_row)
+            }
+            Some(max_redrives) => {
+                conn.prepare_cached(SQL_CONFIGURE_DLQ_QUEUE)?.query_row(params![w.name, max_redrives, now], dlq_queue_from_row)
+            }
+        }
+    }
+
+    /// Deletes the `QUEUED` entries matching `filter` (its state, cursor and limit ignored).
+    fn purge_dlq_entries(&self, filter: &DlqEntryFilter) -> rusqlite::Result<u64> {
+        let query = DlqEntryQuery::new(filter, Some(DlqEntryState::Queued), false);
+        Ok(self.conn.prepare_cached(&query.purge_sql())?.execute(query.bound().as_slice())? as u64)
+    }
+
+    /// Inserts (refused if the id exists) or updates (refused if missing) a run.
+    fn write_redrive_run(&self, write: &RedriveRunWrite) -> rusqlite::Result<Result<(), StoreError>> {
+        let conn = &self.conn;
+        match write {
+            RedriveRunWrite::Create(run) => {
+                let inserted = conn.prepare_cached(SQL_INSERT_REDRIVE_RUN)?.execute(params![
+                    run.id,
+                    run.schedule,
+                    run.status,
+                    run.dry_run,
+                    run.started_at.unix_ms(),
+                    run.finished_at.map(Timestamp::unix_ms),
+                    run.request_json,
+                    run.summary_json
+                ])?;
+                if inserted == 0 {
+                    return Ok(Err(StoreError::AlreadyExists(format!("redrive run {} already exists", run.id))));
+                }
+            }
+            RedriveRunWrite::Update(run) => {
+                let updated = conn.prepare_cached(SQL_UPDATE_REDRIVE_RUN)?.execute(params![
+                    run.id,
+                    run.status,
+                    run.finished_at.map(Timestamp::unix_ms),
+                    run.summary_json
+                ])?;
+                if updated == 0 {
+                    return Ok(Err(StoreError::NotFound(format!("redrive run {} does not exist", run.id))));
+                }
+            }
+        }
+        Ok(Ok(()))
     }
 
     /// Tombstones a live pipeline name and forgets its client tokens.
@@ -1280,6 +1857,69 @@ fn ledger_from_row(row: &Row<'_>) -> rusqlite::Result<LedgerEntry> {
     })
 }
 
+fn dlq_queue_from_row(row: &Row<'_>) -> rusqlite::Result<DlqQueueRecord> {
+    Ok(DlqQueueRecord { name: row.get(0)?, max_redrives: row.get(1)?, created_at: Timestamp::from_unix_ms(row.get(2)?) })
+}
+
+/// The columns of `dlq_queue_stats_columns!`.
+fn dlq_queue_stats_from_row(row: &Row<'_>) -> rusqlite::Result<DlqQueueStats> {
+    Ok(DlqQueueStats {
+        queue: dlq_queue_from_row(row)?,
+        depth: row.get::<_, i64>(3)? as u64,
+        poison: row.get::<_, i64>(4)? as u64,
+        redriven: row.get::<_, i64>(5)? as u64,
+        oldest_entered_at: row.get::<_, Option<i64>>(6)?.map(Timestamp::from_unix_ms),
+    })
+}
+
+/// The columns of `dlq_entry_columns!`.
+fn dlq_entry_from_row(row: &Row<'_>) -> rusqlite::Result<DlqEntryRecord> {
+    let state: String = row.get(2)?;
+    let Some(state) = DlqEntryState::parse(&state) else {
+        return Err(rusqlite::Error::FromSqlConversionFailure(
+            2,
+            rusqlite::types::Type::Text,
+            format!("unknown dead-letter entry state {state:?}").into(),
+        ));
+    };
+    Ok(DlqEntryRecord {
+        id: row.get(0)?,
+        queue: row.get(1)?,
+        state,
+        pipeline_name: row.get(3)?,
+        pipeline_version: row.get(4)?,
+        execution_id: row.get(5)?,
+        stage: row.get(6)?,
+        action: row.get(7)?,
+        exception_type: row.get(8)?,
+        message: row.get(9)?,
+        input_json: row.get(10)?,
+        detail_json: row.get(11)?,
+        redrive_count: row.get(12)?,
+        max_redrives: row.get(13)?,
+        first_failure_at: Timestamp::from_unix_ms(row.get(14)?),
+        last_failure_at: Timestamp::from_unix_ms(row.get(15)?),
+        entered_at: Timestamp::from_unix_ms(row.get(16)?),
+        redriven_to: row.get(17)?,
+        redriven_at: row.get::<_, Option<i64>>(18)?.map(Timestamp::from_unix_ms),
+        resolved_at: row.get::<_, Option<i64>>(19)?.map(Timestamp::from_unix_ms),
+        updated_at: Timestamp::from_unix_ms(row.get(20)?),
+    })
+}
+
+fn redrive_run_from_row(row: &Row<'_>) -> rusqlite::Result<RedriveRunRecord> {
+    Ok(RedriveRunRecord {
+        id: row.get(0)?,
+        schedule: row.get(1)?,
+        status: row.get(2)?,
+        dry_run: row.get(3)?,
+        started_at: Timestamp::from_unix_ms(row.get(4)?),
+        finished_at: row.get::<_, Option<i64>>(5)?.map(Timestamp::from_unix_ms),
+        request_json: row.get(6)?,
+        summary_json: row.get(7)?,
+    })
+}
+
 fn timer_from_row(row: &Row<'_>) -> rusqlite::Result<TimerRecord> {
     Ok(TimerRecord { execution_id: row.get(0)?, key: row.get(1)?, due_at: Timestamp::from_unix_ms(row.get(2)?) })
 }
@@ -1479,8 +2119,8 @@ mod tests {
                 .unwrap()
                 .collect::<Result<_, _>>()
                 .unwrap();
-            assert_eq!(versions, [1, 2], "migration 2 is applied on top of migration 1");
-            assert_eq!(SCHEMA_VERSION, 2);
+            assert_eq!(versions, [1, 2, 3], "migrations 2 and 3 are applied on top of migration 1");
+            assert_eq!(SCHEMA_VERSION, 3);
 
             let build = store.get_pipeline("build", None).await.unwrap().unwrap();
             assert_eq!((build.version, build.definition_json.as_str(), build.created_at.unix_ms()), (2, r#"{"v":2}"#, 2000));
@@ -1531,6 +2171,7 @@ mod tests {
                 set_timers: Vec::new(),
                 clear_timers: vec!["Build/Compile#2".into()],
                 client_token: None,
+                dlq: Vec::new(),
             };
             u.ledger.push(LedgerEntry { execution_id: "e2".into(), ..build_ledger[0].clone() });
             assert_eq!(store.commit(vec![u]).await.unwrap(), vec![Ok(2)]);
@@ -1540,7 +2181,215 @@ mod tests {
         drop(SqliteStore::open(&path, SqliteOptions::default()).unwrap());
         let raw = Connection::open(&path).unwrap();
         let count: i64 = raw.query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0)).unwrap();
-        assert_eq!(count, 2);
+        assert_eq!(count, 3);
+    }
+
+    /// Every [`DlqEntryFilter`] shape (list, count, purge) is served by an index,
+    /// never a table scan; the main shapes use the index meant for them.
+    #[test]
+    fn dlq_queries_use_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = migrated(&dir);
+        let no_table_scan = |what: &str, p: &str| {
+            for step in p.split("; ") {
+                if step.starts_with("SCAN e") || step.starts_with("SCAN dlq_entries") {
+                    assert!(step.contains(" USING "), "{what}: dead-letter entries must be read through an index: {p}");
+                }
+            }
+        };
+        for shape in 0..256_u32 {
+            let bit = |b: u32| shape & (1 << b) != 0;
+            let f = DlqEntryFilter {
+                queue: bit(0).then(|| "retry-a".to_owned()),
+                queue_prefix: bit(1).then(|| "retry-".to_owned()),
+                state: bit(2).then_some(DlqEntryState::Queued),
+                poison: bit(3).then_some(false),
+                exception_type: bit(4).then(|| "Step.TIMEOUT".to_owned()),
+                pipeline_name: bit(5).then(|| "build".to_owned()),
+                entered_at_or_before: bit(6).then_some(Timestamp::from_unix_ms(1)),
+                after: bit(7).then(|| crate::DlqEntryCursor { entered_at: Timestamp::from_unix_ms(1), id: "x".into() }),
+                limit: 0,
+            };
+            let list = DlqEntryQuery::new(&f, f.state, true);
+            let count = DlqEntryQuery::new(&f, f.state, false);
+            let purge = DlqEntryQuery::new(&f, Some(DlqEntryState::Queued), false);
+            for (what, sql) in [("list", list.list_sql()), ("count", count.count_sql()), ("purge", purge.purge_sql())] {
+                let p = plan(&conn, &sql);
+                let what = format!("{what} {f:?}");
+                no_table_scan(&what, &p);
+                if f.queue.is_some() {
+                    let index = if what.starts_with("purge") || f.state.is_some() { "(queue=? AND state=?" } else { "(queue=?" };
+                    assert!(p.contains(&format!("INDEX dlq_entries_queue {index}")), "{what}: one queue from its index: {p}");
+                } else if f.queue_prefix.is_some()
+                    && f.exception_type.is_none()
+                    && f.pipeline_name.is_none()
+                    && f.entered_at_or_before.is_none()
+                {
+                    // (With entered_at_or_before the planner may prefer the range of `dlq_entries_entered`.)
+                    assert!(p.contains("INDEX dlq_entries_queue (queue>? AND queue<?)"), "{what}: a queue prefix is an index range: {p}");
+                }
+            }
+        }
+
+        // The main listings: one queue's (or a pipeline's, an exception type's)
+        // queued entries, oldest first, page after page, without a sort.
+        let queued = |f: DlqEntryFilter| DlqEntryFilter { state: Some(DlqEntryState::Queued), ..f };
+        let cursor = Some(crate::DlqEntryCursor { entered_at: Timestamp::from_unix_ms(1), id: "x".into() });
+        for (f, index) in [
+            (queued(DlqEntryFilter { queue: Some("q".into()), ..Default::default() }), "dlq_entries_queue (queue=? AND state=?"),
+            (
+                queued(DlqEntryFilter { queue: Some("q".into()), poison: Some(false), after: cursor.clone(), ..Default::default() }),
+                "dlq_entries_queue (queue=? AND state=? AND (entered_at,id)>(?,?))",
+            ),
+            (
+                queued(DlqEntryFilter { queue: Some("q".into()), exception_type: Some("x".into()), ..Default::default() }),
+                "dlq_entries_queue (queue=? AND state=?",
+            ),
+            (queued(DlqEntryFilter::default()), "dlq_entries_state (state=?"),
+            (
+                queued(DlqEntryFilter { pipeline_name: Some("p".into()), ..Default::default() }),
+                "dlq_entries_pipeline (pipeline_name=? AND state=?",
+            ),
+            (
+                queued(DlqEntryFilter { exception_type: Some("x".into()), ..Default::default() }),
+                "dlq_entries_exception (exception_type=? AND state=?",
+            ),
+            (DlqEntryFilter { after: cursor, ..Default::default() }, "dlq_entries_entered ((entered_at,id)>(?,?))"),
+        ] {
+            let sql = DlqEntryQuery::new(&f, f.state, true).list_sql();
+            let p = plan(&conn, &sql);
+            assert!(p.contains(&format!("USING INDEX {index}")), "{f:?}: expected {index}: {p}");
+            assert!(!p.contains("TEMP B-TREE"), "{f:?} must not sort: {p}");
+        }
+
+        // Queue figures are counted from the covering queue index.
+        for sql in [SQL_GET_DLQ_QUEUE.to_owned(), list_dlq_queues_sql(true, true, true), list_dlq_queues_sql(false, false, false)] {
+            let p = plan(&conn, &sql);
+            assert_eq!(p.matches("COVERING INDEX dlq_entries_queue (queue=? AND state=?)").count(), 4, "{sql}: {p}");
+            assert!(!p.contains("TEMP B-TREE"), "{sql} must not sort: {p}");
+        }
+        let entry = plan(&conn, SQL_GET_DLQ_ENTRY);
+        assert!(!entry.contains("SCAN"), "get_dlq_entry must not scan: {entry}");
+
+        for by_schedule in [false, true] {
+            for before in [false, true] {
+                let sql = &SQL_LIST_REDRIVE_RUNS[list_redrive_runs_variant(by_schedule, before)];
+                let p = plan(&conn, sql);
+                let index = if by_schedule { "redrive_runs_schedule_started" } else { "redrive_runs_started" };
+                assert!(p.contains(&format!("USING INDEX {index}")), "{sql}: expected {index}: {p}");
+                assert!(!p.contains("TEMP B-TREE"), "{sql} must not sort: {p}");
+                if before {
+                    assert!(p.contains("(started_at,id)<(?,?)"), "{sql}: the cursor must bound the index range: {p}");
+                }
+            }
+        }
+        let interrupt = plan(&conn, SQL_INTERRUPT_REDRIVE_RUNS);
+        assert!(interrupt.contains("redrive_runs_running"), "interrupt_redrive_runs from the partial index: {interrupt}");
+    }
+
+    #[test]
+    fn prefix_upper_bounds() {
+        assert_eq!(prefix_upper_bound("retry-").as_deref(), Some("retry."));
+        assert_eq!(prefix_upper_bound("retry").as_deref(), Some("retrz"));
+        assert_eq!(prefix_upper_bound("a").as_deref(), Some("b"));
+        assert_eq!(prefix_upper_bound("a\u{d7ff}").as_deref(), Some("a\u{e000}"), "the surrogates are skipped");
+        assert_eq!(prefix_upper_bound("a\u{10ffff}").as_deref(), Some("b"), "a last character without successor is dropped");
+        assert_eq!(prefix_upper_bound("\u{10ffff}"), None);
+        assert_eq!(prefix_upper_bound(""), None);
+    }
+
+    /// A database written by a redrive that knew migrations 1 and 2 upgrades to
+    /// the current schema with its data intact, and gains the dead-letter tables.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn version_2_database_upgrades() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v2.db");
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            migrate_to(&mut conn, &path, 2).unwrap();
+            assert_eq!(schema_version(&conn).unwrap(), Some(2));
+            let dlq_tables: i64 = conn
+                .query_row("SELECT COUNT(*) FROM sqlite_master WHERE name LIKE 'dlq_%' OR name LIKE 'redrive_runs%'", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(dlq_tables, 0, "schema version 2 has no dead-letter tables");
+            conn.execute_batch(
+                r#"
+                INSERT INTO pipelines VALUES ('build', 1, '{"v":1}', NULL, 1000);
+                INSERT INTO pipeline_names (name) VALUES ('build');
+                INSERT INTO executions VALUES ('e1', 'build', 1, 'Failed', '{"in":1}', '{"s":1}', 2, 1500, 1600);
+                INSERT INTO ledger (execution_id, stage, action, series, attempt, "trigger", started_at, finished_at, outcome, pipeline_name)
+                VALUES ('e1', 'Build', 'Compile', 1, 1, 'initial', 1500, 1510, 'FAILED', 'build');
+                "#,
+            )
+            .unwrap();
+        }
+        {
+            match SqliteStore::open_read_only(&path) {
+                Err(StoreError::Schema(m)) => assert!(m.contains("schema version 2"), "{m}"),
+                Err(e) => panic!("expected Schema, got {e:?}"),
+                Ok(_) => panic!("a version 2 database must not open read-only"),
+            }
+            let store = SqliteStore::open(&path, SqliteOptions::default()).unwrap();
+            let raw = Connection::open(&path).unwrap();
+            let versions: Vec<u32> = raw
+                .prepare("SELECT version FROM schema_migrations ORDER BY version")
+                .unwrap()
+                .query_map([], |r| r.get(0))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert_eq!(versions, [1, 2, 3], "migration 3 is applied on top of migration 2");
+
+            assert_eq!(store.get_pipeline("build", None).await.unwrap().unwrap().version, 1);
+            let e1 = store.get_execution("e1").await.unwrap().unwrap();
+            assert_eq!((e1.version, e1.status.as_str()), (2, "Failed"));
+            assert_eq!(store.ledger("e1").await.unwrap().len(), 1);
+            assert!(store.list_dlq_queues(None, None, 0).await.unwrap().is_empty(), "no queues yet");
+            assert_eq!(store.count_dlq_entries(DlqEntryFilter::default()).await.unwrap(), 0);
+
+            // The old execution's failure enters a queue.
+            let at = Timestamp::from_unix_ms(2000);
+            let u = Transition {
+                execution_id: "e1".into(),
+                expected_version: Some(2),
+                pipeline_name: "build".into(),
+                pipeline_version: 1,
+                status: "Failed".into(),
+                input_json: String::new(),
+                state_json: r#"{"s":2}"#.into(),
+                at,
+                ledger: Vec::new(),
+                set_timers: Vec::new(),
+                clear_timers: Vec::new(),
+                client_token: None,
+                dlq: vec![DlqOp::Enter(crate::DlqEntryWrite {
+                    id: "e1".into(),
+                    queue: "retry".into(),
+                    pipeline_name: "build".into(),
+                    pipeline_version: 1,
+                    execution_id: "e1".into(),
+                    stage: "Build".into(),
+                    action: "Compile".into(),
+                    exception_type: "Step.TIMEOUT".into(),
+                    message: "timed out".into(),
+                    input_json: e1.input_json.clone(),
+                    detail_json: "{}".into(),
+                    first_failure_at: Timestamp::from_unix_ms(1510),
+                    last_failure_at: Timestamp::from_unix_ms(1510),
+                })],
+            };
+            assert_eq!(store.commit(vec![u]).await.unwrap(), vec![Ok(3)]);
+            let entry = store.get_dlq_entry("e1").await.unwrap().unwrap();
+            assert_eq!((entry.state, entry.redrive_count, entry.max_redrives), (DlqEntryState::Queued, 0, DEFAULT_MAX_REDRIVES));
+            let queue = store.get_dlq_queue("retry").await.unwrap().unwrap();
+            assert_eq!((queue.depth, queue.oldest_entered_at), (1, Some(at)));
+            assert_eq!(store.interrupt_redrive_runs(at).await.unwrap(), 0);
+        }
+        drop(SqliteStore::open(&path, SqliteOptions::default()).unwrap());
+        SqliteStore::open_read_only(&path).expect("after the upgrade the database opens read-only");
+        let raw = Connection::open(&path).unwrap();
+        let count: i64 = raw.query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0)).unwrap();
+        assert_eq!(count, 3, "reopening does not migrate again");
     }
 
     /// A database that stopped at schema version 1 cannot be inspected read-only

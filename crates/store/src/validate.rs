@@ -4,15 +4,17 @@
 //! the call can never succeed as written, so retrying it is pointless.
 
 use crate::limits::{
-    MAX_CLIENT_TOKEN_CHARS, MAX_DEFINITION_BYTES, MAX_FINGERPRINT_BYTES, MAX_INPUT_BYTES, MAX_STATE_BYTES, MAX_TRANSITIONS_PER_COMMIT,
+    MAX_CLIENT_TOKEN_CHARS, MAX_DEFINITION_BYTES, MAX_DLQ_DETAIL_BYTES, MAX_DLQ_MESSAGE_BYTES, MAX_FINGERPRINT_BYTES, MAX_INPUT_BYTES,
+    MAX_REDRIVE_RUN_JSON_BYTES, MAX_STATE_BYTES, MAX_TRANSITIONS_PER_COMMIT,
 };
-use crate::{StoreError, Transition};
+use crate::{DlqOp, MAX_MAX_REDRIVES, RedriveRunRecord, StoreError, Transition};
+use redrive_core::name::NAME_MAX_LEN;
 
 /// Checks a `commit` call against [`crate::limits`] and its internal consistency:
 /// every ledger entry and timer of a transition must belong to that transition's
 /// execution. The client token of a create must have 1 to
 /// [`MAX_CLIENT_TOKEN_CHARS`] characters (tokens on updates are ignored, so not
-/// checked).
+/// checked). Dead-letter ops are checked by [`check_dlq_op`].
 pub fn check_commit(transitions: &[Transition]) -> Result<(), StoreError> {
     if transitions.len() > MAX_TRANSITIONS_PER_COMMIT {
         return Err(StoreError::Limit(format!(
@@ -59,6 +61,90 @@ pub fn check_commit(transitions: &[Transition]) -> Result<(), StoreError> {
                     token.fingerprint.len()
                 )));
             }
+        }
+        for (j, op) in t.dlq.iter().enumerate() {
+            check_dlq_op(op).map_err(|problem| StoreError::Limit(format!("transitions[{i}].dlq[{j}] (execution {id}): {problem}")))?;
+        }
+    }
+    Ok(())
+}
+
+/// What is wrong with one [`DlqOp`], if anything: ids must be non-empty, an
+/// entering entry's queue a valid queue name (see [`check_dlq_queue_name`]), its
+/// message at most [`MAX_DLQ_MESSAGE_BYTES`], its detail at most
+/// [`MAX_DLQ_DETAIL_BYTES`] and its input at most [`MAX_INPUT_BYTES`].
+fn check_dlq_op(op: &DlqOp) -> Result<(), String> {
+    match op {
+        DlqOp::Enter(w) => {
+            if w.id.is_empty() {
+                return Err("the dead-letter entry id is empty".to_owned());
+            }
+            let entry = &w.id;
+            if let Some(problem) = queue_name_problem(&w.queue) {
+                return Err(format!("dead-letter entry {entry}: {problem}"));
+            }
+            if w.execution_id.is_empty() {
+                return Err(format!("dead-letter entry {entry}: the execution id is empty"));
+            }
+            let sizes = [
+                ("message", w.message.len(), MAX_DLQ_MESSAGE_BYTES),
+                ("detail_json", w.detail_json.len(), MAX_DLQ_DETAIL_BYTES),
+                ("input_json", w.input_json.len(), MAX_INPUT_BYTES),
+            ];
+            for (field, len, max) in sizes {
+                if len > max {
+                    return Err(format!("dead-letter entry {entry}: {field} is {len} bytes; the maximum is {max} bytes"));
+                }
+            }
+            Ok(())
+        }
+        DlqOp::Take { entry_id, execution_id } => {
+            if entry_id.is_empty() {
+                return Err("Take: the dead-letter entry id is empty".to_owned());
+            }
+            if execution_id.is_empty() {
+                return Err(format!("Take of dead-letter entry {entry_id}: the execution id is empty"));
+            }
+            Ok(())
+        }
+        DlqOp::Resolve { entry_id } if entry_id.is_empty() => Err("Resolve: the dead-letter entry id is empty".to_owned()),
+        DlqOp::Resolve { .. } => Ok(()),
+    }
+}
+
+fn queue_name_problem(name: &str) -> Option<String> {
+    let chars = name.chars().count();
+    (chars == 0 || chars > NAME_MAX_LEN)
+        .then(|| format!("dead-letter queue name {name:?} has {chars} characters; it must have 1 to {NAME_MAX_LEN}"))
+}
+
+/// Checks a dead-letter queue name: 1 to [`NAME_MAX_LEN`] characters.
+pub fn check_dlq_queue_name(name: &str) -> Result<(), StoreError> {
+    queue_name_problem(name).map_or(Ok(()), |problem| Err(StoreError::Limit(problem)))
+}
+
+/// Checks a queue's `max_redrives`: 1 to [`MAX_MAX_REDRIVES`].
+pub fn check_max_redrives(queue: &str, max_redrives: u32) -> Result<(), StoreError> {
+    if !(1..=MAX_MAX_REDRIVES).contains(&max_redrives) {
+        return Err(StoreError::Limit(format!(
+            "dead-letter queue {queue}: max_redrives {max_redrives} is out of range; it must be 1 to {MAX_MAX_REDRIVES}"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a redrive run: a non-empty id, `request_json` and `summary_json` at
+/// most [`MAX_REDRIVE_RUN_JSON_BYTES`] each.
+pub fn check_redrive_run(run: &RedriveRunRecord) -> Result<(), StoreError> {
+    if run.id.is_empty() {
+        return Err(StoreError::Limit("redrive run: the id is empty".to_owned()));
+    }
+    for (field, len) in [("request_json", run.request_json.len()), ("summary_json", run.summary_json.len())] {
+        if len > MAX_REDRIVE_RUN_JSON_BYTES {
+            return Err(StoreError::Limit(format!(
+                "redrive run {}: {field} is {len} bytes; the maximum is {MAX_REDRIVE_RUN_JSON_BYTES} bytes",
+                run.id
+            )));
         }
     }
     Ok(())

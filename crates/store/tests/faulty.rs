@@ -4,7 +4,9 @@
 use redrive_core::time::Timestamp;
 use redrive_store::conformance;
 use redrive_store::faulty::{FaultyStore, INJECTED_FAULT};
-use redrive_store::{LedgerFilter, SqliteOptions, SqliteStore, Store, StoreError, Transition};
+use redrive_store::{
+    DlqEntryFilter, LedgerFilter, RedriveRunFilter, RedriveRunRecord, SqliteOptions, SqliteStore, Store, StoreError, Transition,
+};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 fn create(id: &str) -> Transition {
@@ -21,6 +23,7 @@ fn create(id: &str) -> Transition {
         set_timers: vec![],
         clear_timers: vec![],
         client_token: None,
+        dlq: Vec::new(),
     }
 }
 
@@ -121,4 +124,58 @@ async fn pipeline_write_faults_cover_create_update_delete() {
     assert!(store.delete_pipeline("p", at).await.unwrap());
     assert_eq!(store.list_pipelines(None, 0).await.unwrap(), vec![]);
     assert_eq!(store.injected_faults(), 4);
+}
+
+fn run(id: &str) -> RedriveRunRecord {
+    RedriveRunRecord {
+        id: id.into(),
+        schedule: None,
+        status: "RUNNING".into(),
+        dry_run: false,
+        started_at: Timestamp::from_unix_ms(1),
+        finished_at: None,
+        request_json: "{}".into(),
+        summary_json: "{}".into(),
+    }
+}
+
+/// Dead-letter and redrive-run queries obey the read switch; their writes are
+/// admin writes and obey the pipeline-write switch.
+#[tokio::test(flavor = "multi_thread")]
+async fn dlq_and_redrive_run_faults() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FaultyStore::new(SqliteStore::open(&dir.path().join("db"), SqliteOptions::default()).unwrap());
+    let at = Timestamp::from_unix_ms(0);
+    store.ensure_dlq_queue("q", at).await.unwrap();
+    store.create_redrive_run(run("r1")).await.unwrap();
+
+    store.set_fail_reads(true);
+    assert_injected(store.get_dlq_queue("q").await);
+    assert_injected(store.list_dlq_queues(None, None, 0).await);
+    assert_injected(store.get_dlq_entry("e").await);
+    assert_injected(store.list_dlq_entries(DlqEntryFilter::default()).await);
+    assert_injected(store.count_dlq_entries(DlqEntryFilter::default()).await);
+    assert_injected(store.get_redrive_run("r1").await);
+    assert_injected(store.list_redrive_runs(RedriveRunFilter::default()).await);
+    store.set_fail_reads(false);
+    assert_eq!(store.injected_faults(), 7);
+
+    store.set_fail_pipeline_writes(true);
+    assert_injected(store.ensure_dlq_queue("q2", at).await);
+    assert_injected(store.configure_dlq_queue("q", 7, at).await);
+    assert_injected(store.purge_dlq_entries(DlqEntryFilter::default()).await);
+    assert_injected(store.create_redrive_run(run("r2")).await);
+    assert_injected(store.update_redrive_run(RedriveRunRecord { status: "SUCCEEDED".into(), ..run("r1") }).await);
+    assert_injected(store.interrupt_redrive_runs(at).await);
+    store.set_fail_pipeline_writes(false);
+    assert_eq!(store.injected_faults(), 13);
+
+    assert_eq!(store.get_dlq_queue("q2").await.unwrap(), None, "an injected ensure writes nothing");
+    assert_eq!(store.get_dlq_queue("q").await.unwrap().unwrap().queue.max_redrives, 3, "an injected configure writes nothing");
+    assert_eq!(store.get_redrive_run("r2").await.unwrap(), None, "an injected create writes nothing");
+    assert_eq!(store.get_redrive_run("r1").await.unwrap().unwrap().status, "RUNNING", "injected update and interrupt write nothing");
+
+    store.fail_next_pipeline_writes(1);
+    assert_injected(store.interrupt_redrive_runs(at).await);
+    assert_eq!(store.interrupt_redrive_runs(at).await.unwrap(), 1, "the next admin write goes through");
 }

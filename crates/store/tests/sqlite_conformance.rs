@@ -3,7 +3,9 @@
 use redrive_core::time::Timestamp;
 use redrive_store::conformance;
 use redrive_store::sqlite::{SCHEMA_VERSION, SqliteStore};
-use redrive_store::{Durability, SqliteOptions, Store, StoreError, Transition};
+use redrive_store::{
+    DlqEntryFilter, DlqEntryState, DlqEntryWrite, DlqOp, Durability, RedriveRunRecord, SqliteOptions, Store, StoreError, Transition,
+};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -44,6 +46,7 @@ fn create(id: &str, at: i64) -> Transition {
         }],
         clear_timers: vec![],
         client_token: None,
+        dlq: Vec::new(),
     }
 }
 
@@ -101,6 +104,66 @@ async fn data_survives_close_and_reopen() {
         Err(StoreError::Unavailable(m)) => assert!(m.contains("read-only"), "{m}"),
         other => panic!("a read-only store must refuse writes, got {other:?}"),
     }
+}
+
+/// Dead-letter entries, queues and redrive runs survive a reopen; a read-only
+/// store reads them and refuses their writes.
+#[tokio::test(flavor = "multi_thread")]
+async fn dlq_survives_reopen_and_read_only_refuses_its_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_in(&dir);
+    let at = Timestamp::from_unix_ms(50);
+    let run = RedriveRunRecord {
+        id: "run1".into(),
+        schedule: Some("nightly".into()),
+        status: "RUNNING".into(),
+        dry_run: true,
+        started_at: at,
+        finished_at: None,
+        request_json: r#"{"queue":"q"}"#.into(),
+        summary_json: "{}".into(),
+    };
+    {
+        let store = SqliteStore::open(&path, SqliteOptions::default()).unwrap();
+        let mut failed = create("e1", 10);
+        failed.dlq = vec![DlqOp::Enter(DlqEntryWrite {
+            id: "e1".into(),
+            queue: "q".into(),
+            pipeline_name: "p".into(),
+            pipeline_version: 1,
+            execution_id: "e1".into(),
+            stage: "S".into(),
+            action: "A".into(),
+            exception_type: "Step.TIMEOUT".into(),
+            message: "timed out".into(),
+            input_json: "{}".into(),
+            detail_json: "{}".into(),
+            first_failure_at: Timestamp::from_unix_ms(9),
+            last_failure_at: Timestamp::from_unix_ms(9),
+        })];
+        assert_eq!(store.commit(vec![failed]).await.unwrap(), vec![Ok(1)]);
+        store.configure_dlq_queue("q", 7, at).await.unwrap();
+        store.create_redrive_run(run.clone()).await.unwrap();
+    }
+    let store = SqliteStore::open(&path, SqliteOptions::default()).unwrap();
+    let entry = store.get_dlq_entry("e1").await.unwrap().unwrap();
+    assert_eq!((entry.state, entry.max_redrives, entry.entered_at), (DlqEntryState::Queued, 7, Timestamp::from_unix_ms(10)));
+    assert_eq!(store.get_redrive_run("run1").await.unwrap(), Some(run.clone()));
+    drop(store);
+
+    let ro = SqliteStore::open_read_only(&path).unwrap();
+    assert_eq!(ro.get_dlq_queue("q").await.unwrap().unwrap().depth, 1);
+    assert_eq!(ro.list_dlq_entries(DlqEntryFilter::default()).await.unwrap().len(), 1);
+    assert_eq!(ro.list_redrive_runs(Default::default()).await.unwrap(), vec![run]);
+    let refused = |result: Result<(), StoreError>, what: &str| match result {
+        Err(StoreError::Unavailable(m)) => assert!(m.contains("read-only"), "{what}: {m}"),
+        other => panic!("{what}: a read-only store must refuse writes, got {other:?}"),
+    };
+    refused(ro.ensure_dlq_queue("q2", at).await.map(drop), "ensure_dlq_queue");
+    refused(ro.configure_dlq_queue("q", 2, at).await.map(drop), "configure_dlq_queue");
+    refused(ro.purge_dlq_entries(DlqEntryFilter::default()).await.map(drop), "purge_dlq_entries");
+    refused(ro.interrupt_redrive_runs(at).await.map(drop), "interrupt_redrive_runs");
+    assert_eq!(ro.count_dlq_entries(DlqEntryFilter::default()).await.unwrap(), 1, "nothing was purged");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -33,6 +33,9 @@ pub struct Pipeline {
     pub max_concurrent_executions: u32,
     /// Non-empty; stage names unique.
     pub stages: Vec<Stage>,
+    /// Where an execution that fails for good leaves its dead-letter entry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dead_letter_queue: Option<Name>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

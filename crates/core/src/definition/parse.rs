@@ -518,12 +518,18 @@ fn pipeline(cx: &mut Cx, node: &Node) -> Option<Pipeline> {
             max_concurrent = None;
         }
     }
-    if let Some(a) = obj.at("deadLetterQueue") {
-        // Validated, then ignored until dead-letter queues exist.
-        as_name(cx, &a);
-    }
+    let dead_letter_queue = match obj.at("deadLetterQueue") {
+        Some(a) => as_name(cx, &a).map(Some),
+        None => Some(None),
+    };
     let stages = stages(cx, &obj);
-    Some(Pipeline { name: name?, execution_mode: mode?, max_concurrent_executions: max_concurrent?, stages: stages? })
+    Some(Pipeline {
+        name: name?,
+        execution_mode: mode?,
+        max_concurrent_executions: max_concurrent?,
+        stages: stages?,
+        dead_letter_queue: dead_letter_queue?,
+    })
 }
 
 fn stages(cx: &mut Cx, obj: &Obj) -> Option<Vec<Stage>> {

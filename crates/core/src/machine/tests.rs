@@ -16,7 +16,13 @@ fn stage(name: &str, actions: Vec<Action>) -> Stage {
 }
 
 fn pipeline(stages: Vec<Stage>) -> Pipeline {
-    Pipeline { name: Name::parse("p").unwrap(), execution_mode: ExecutionMode::Parallel, max_concurrent_executions: 10, stages }
+    Pipeline {
+        name: Name::parse("p").unwrap(),
+        execution_mode: ExecutionMode::Parallel,
+        max_concurrent_executions: 10,
+        stages,
+        dead_letter_queue: None,
+    }
 }
 
 fn retry(types: &[&str], interval: f64, max: u32) -> RetryPolicy {
@@ -271,4 +277,94 @@ fn release_unstarts_an_undispatched_attempt_without_counting_it() {
     let fx = apply(&p, &mut s, Event::TimerFired { at: at(0, 0) }, t(6)).unwrap();
     assert_eq!(started(&fx), vec![id], "the same attempt runs after the restart");
     assert_eq!(s.action(at(0, 0)).total_attempts, 1);
+}
+
+fn dead_letters(effects: &[Effect]) -> Vec<&DeadLetter> {
+    effects.iter().filter_map(|e| if let Effect::DeadLetter(d) = e { Some(d) } else { None }).collect()
+}
+
+/// A pipeline with a dead-letter queue: stage S with A (one retry for Action.FAILED: two attempts) and B.
+fn dlq_pipeline() -> Pipeline {
+    let mut p = pipeline(vec![stage("S", vec![action("A", 1, vec![retry(&["Action.FAILED"], 0.0, 1)]), action("B", 1, vec![])])]);
+    p.dead_letter_queue = Some(Name::parse("retry-orders").unwrap());
+    p
+}
+
+#[test]
+fn failure_for_good_dead_letters_once_with_counts_and_times() {
+    let p = dlq_pipeline();
+    let mut s = ExecutionState::new(&p, "e1", t(0));
+    let ids = started(&apply(&p, &mut s, Event::Start, t(0)).unwrap());
+    let fx = apply(&p, &mut s, Event::AttemptSucceeded { id: ids[1], output: None }, t(5)).unwrap();
+    assert!(dead_letters(&fx).is_empty());
+    let fx = apply(&p, &mut s, Event::AttemptFailed { id: ids[0], failure: failed(ExceptionType::ActionFailed) }, t(10)).unwrap();
+    assert!(dead_letters(&fx).is_empty(), "a retry is still allowed");
+    let second = started(&fx)[0];
+    let fx = apply(&p, &mut s, Event::AttemptFailed { id: second, failure: failed(ExceptionType::ActionFailed) }, t(20)).unwrap();
+    let d = dead_letters(&fx);
+    assert_eq!(d.len(), 1);
+    let d = d[0];
+    assert_eq!((d.entry_id.as_str(), d.queue.as_str(), d.stage, d.action), ("e1", "retry-orders", 0, 0));
+    assert_eq!((d.first_failure_at, d.last_failure_at), (t(10), t(20)));
+    assert_eq!(d.failure.exception_type, ExceptionType::ActionFailed);
+    assert_eq!(d.actions[0].total_attempts, 2);
+    assert_eq!(d.actions[1].status, ActionStatus::Succeeded);
+    assert_eq!(s.dead_letter, Some(DeadLetterLink { entry_id: "e1".into(), queue: Name::parse("retry-orders").unwrap() }));
+}
+
+#[test]
+fn redriven_stage_that_fails_again_returns_the_same_entry_and_success_resolves_it() {
+    let p = dlq_pipeline();
+    let mut s = ExecutionState::new(&p, "e1", t(0));
+    let ids = started(&apply(&p, &mut s, Event::Start, t(0)).unwrap());
+    apply(&p, &mut s, Event::AttemptSucceeded { id: ids[1], output: None }, t(1)).unwrap();
+    let fx = apply(&p, &mut s, Event::AttemptFailed { id: ids[0], failure: failed(ExceptionType::ActionFailed) }, t(10)).unwrap();
+    let fx = apply(&p, &mut s, Event::AttemptFailed { id: started(&fx)[0], failure: failed(ExceptionType::ActionFailed) }, t(20)).unwrap();
+    assert_eq!(dead_letters(&fx).len(), 1);
+    // Redrive: the failed action runs a fresh series; it fails for good again.
+    let fx = apply(&p, &mut s, Event::RetryStage { stage: 0, mode: RetryMode::FailedActions, trigger: Trigger::Redrive }, t(100)).unwrap();
+    let id = started(&fx)[0];
+    let fx = apply(&p, &mut s, Event::AttemptFailed { id, failure: failed(ExceptionType::ActionFailed) }, t(110)).unwrap();
+    let fx = apply(&p, &mut s, Event::AttemptFailed { id: started(&fx)[0], failure: failed(ExceptionType::ActionFailed) }, t(120)).unwrap();
+    let d = dead_letters(&fx);
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0].entry_id, "e1");
+    assert_eq!((d[0].first_failure_at, d[0].last_failure_at), (t(10), t(120)), "the first failure is kept across redrives");
+    assert_eq!(d[0].actions[0].total_attempts, 4);
+    assert_eq!(d[0].actions[0].series, 2);
+    // Another redrive succeeds: the entry is resolved, nothing is dead-lettered.
+    let fx = apply(&p, &mut s, Event::RetryStage { stage: 0, mode: RetryMode::FailedActions, trigger: Trigger::Redrive }, t(200)).unwrap();
+    let fx = apply(&p, &mut s, Event::AttemptSucceeded { id: started(&fx)[0], output: None }, t(210)).unwrap();
+    assert!(dead_letters(&fx).is_empty());
+    assert!(fx.contains(&Effect::DeadLetterResolved { entry_id: "e1".into() }));
+}
+
+#[test]
+fn no_queue_no_entry_and_stops_never_dead_letter() {
+    let p = pipeline(vec![stage("S", vec![action("A", 1, vec![])])]);
+    let mut s = ExecutionState::new(&p, "e1", t(0));
+    let id = started(&apply(&p, &mut s, Event::Start, t(0)).unwrap())[0];
+    let fx = apply(&p, &mut s, Event::AttemptFailed { id, failure: failed(ExceptionType::ActionFailed) }, t(1)).unwrap();
+    assert!(fx.contains(&Effect::Finished(ExecutionStatus::Failed)));
+    assert!(dead_letters(&fx).is_empty());
+
+    let p = dlq_pipeline();
+    let mut s = ExecutionState::new(&p, "e2", t(0));
+    apply(&p, &mut s, Event::Start, t(0)).unwrap();
+    let fx = apply(&p, &mut s, Event::Stop { abandon: true, reason: String::new() }, t(1)).unwrap();
+    assert!(fx.contains(&Effect::Finished(ExecutionStatus::Stopped)));
+    assert!(dead_letters(&fx).is_empty());
+}
+
+#[test]
+fn a_new_execution_started_by_a_redrive_answers_to_the_original_entry() {
+    let p = dlq_pipeline();
+    let link = DeadLetterLink { entry_id: "e1".into(), queue: Name::parse("retry-orders").unwrap() };
+    let mut s = ExecutionState::redriven(&p, "e2", t(0), link);
+    let ids = started(&apply(&p, &mut s, Event::Start, t(0)).unwrap());
+    apply(&p, &mut s, Event::AttemptSucceeded { id: ids[0], output: None }, t(1)).unwrap();
+    let fx = apply(&p, &mut s, Event::AttemptSucceeded { id: ids[1], output: None }, t(2)).unwrap();
+    assert!(fx.contains(&Effect::DeadLetterResolved { entry_id: "e1".into() }));
+    let s2: ExecutionState = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+    assert_eq!(s2, s);
 }

@@ -1,0 +1,691 @@
+//! Dead-letter redrives: taking entries out of their queues and resubmitting them
+//! (mid-level: one queue, by a person; high-level: every queue under a prefix, on
+//! a schedule), paced by a rate limit, with loop protection.
+//!
+//! Each entry moves through [`EngineHandle::redrive`], which commits the entry's
+//! removal and its resubmission as one transition — so a crash anywhere leaves
+//! every entry either in its queue or resubmitted. A run only bookkeeps: it picks
+//! entries page by page from the store (filters are SQL, pages are bounded),
+//! paces them, and records what happened in its [`RedriveRunRecord`].
+//!
+//! Loop protection has two layers: an entry that has been redriven
+//! `maxRedrives` times is poison and a run never picks it (only an explicit
+//! `--entry ID --force` does); and a run only picks entries that entered their
+//! queue before the run started, so an entry that fails again during the run is
+//! not picked a second time by the same run.
+
+use crate::clock::Clock;
+use crate::driver::{EngineError, EngineHandle, LoadedPipeline};
+use redrive_core::time::Timestamp;
+use redrive_store::{DlqEntryCursor, DlqEntryFilter, DlqEntryRecord, DlqEntryState, RedriveRunRecord, Store, StoreError};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+/// Entries resubmitted concurrently by one run (each waits for its commit).
+pub const MAX_IN_FLIGHT_PER_RUN: usize = 32;
+/// Entries fetched per store query.
+pub const PAGE_SIZE: usize = 200;
+/// Outcomes kept in a run's summary (the first ones); counts cover all.
+pub const MAX_SUMMARY_OUTCOMES: usize = 100;
+/// Queues itemised in a run's summary; counts cover all.
+pub const MAX_SUMMARY_QUEUES: usize = 500;
+/// Items listed by a dry run (counts cover all).
+pub const MAX_PLAN_ITEMS: usize = 1000;
+/// Fastest allowed rate.
+pub const MAX_RATE_PER_SECOND: f64 = 10_000.0;
+/// Default rate of a redrive.
+pub const DEFAULT_RATE: Rate = Rate { per_second: Some(100.0) };
+/// How often a running run writes its summary.
+const SUMMARY_EVERY_MS: u64 = 500;
+
+/// How a redriven entry is resubmitted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RedriveMode {
+    /// Retry the failed stage of the original execution (FAILED_ACTIONS).
+    #[default]
+    RetryStage,
+    /// Start a new execution of the pipeline's latest version with the original input.
+    NewExecution,
+}
+
+impl RedriveMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RedriveMode::RetryStage => "retry-stage",
+            RedriveMode::NewExecution => "new-execution",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<RedriveMode, String> {
+        match s {
+            "retry-stage" => Ok(RedriveMode::RetryStage),
+            "new-execution" => Ok(RedriveMode::NewExecution),
+            _ => Err(format!("{s:?} is not a redrive mode; allowed: retry-stage, new-execution")),
+        }
+    }
+}
+
+/// Why a redrive left an entry where it was.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SkipReason {
+    NotFound,
+    /// The entry is not in its queue (`REDRIVEN` or `RESOLVED`).
+    NotQueued(&'static str),
+    /// Redriven `maxRedrives` times already: parked until a forced redrive.
+    Poison {
+        redrive_count: u32,
+        max_redrives: u32,
+    },
+    /// Another redrive of this entry is being committed.
+    BeingRedriven,
+    /// The entry's queue is outside the run's prefix.
+    OutOfScope {
+        queue: String,
+        prefix: String,
+    },
+    /// The entry's execution no longer exists.
+    ExecutionGone(String),
+    /// The pipeline to start a new execution of no longer exists.
+    PipelineGone(String),
+    /// The execution refused the stage retry (the reason says why).
+    Refused(String),
+}
+
+impl SkipReason {
+    /// A stable short code, for counts in summaries.
+    pub fn code(&self) -> &'static str {
+        match self {
+            SkipReason::NotFound => "not-found",
+            SkipReason::NotQueued(_) => "not-in-queue",
+            SkipReason::Poison { .. } => "poison",
+            SkipReason::BeingRedriven => "being-redriven",
+            SkipReason::OutOfScope { .. } => "out-of-scope",
+            SkipReason::ExecutionGone(_) => "execution-gone",
+            SkipReason::PipelineGone(_) => "pipeline-gone",
+            SkipReason::Refused(_) => "refused",
+        }
+    }
+}
+
+impl std::fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SkipReason::NotFound => write!(f, "no such dead-letter entry"),
+            SkipReason::NotQueued(state) => write!(f, "the entry is not in its queue (it is {state})"),
+            SkipReason::Poison { redrive_count, max_redrives } => write!(
+                f,
+                "the entry is poison: redriven {redrive_count} times (maxRedrives {max_redrives}); only an explicit --entry ID --force redrives it"
+            ),
+            SkipReason::BeingRedriven => write!(f, "another redrive of this entry is being committed"),
+            SkipReason::OutOfScope { queue, prefix } => write!(f, "queue {queue} is outside this run's scope (prefix {prefix:?})"),
+            SkipReason::ExecutionGone(id) => write!(f, "execution {id} no longer exists"),
+            SkipReason::PipelineGone(name) => write!(f, "pipeline {name} no longer exists"),
+            SkipReason::Refused(why) => write!(f, "the execution refused the stage retry: {why}"),
+        }
+    }
+}
+
+/// Entries per second; `None` = as fast as the engine commits.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rate {
+    pub per_second: Option<f64>,
+}
+
+impl Rate {
+    /// `50/s`, `300/m`, `1000/h`, or `unlimited`.
+    pub fn parse(text: &str) -> Result<Rate, String> {
+        let what = || format!("{text:?} is not a rate; write N/s, N/m or N/h (e.g. 50/s), or unlimited");
+        if text == "unlimited" {
+            return Ok(Rate { per_second: None });
+        }
+        let (n, unit) = text.split_once('/').ok_or_else(what)?;
+        let n: f64 = n.trim().parse().map_err(|_| what())?;
+        let per_second = match unit.trim() {
+            "s" => n,
+            "m" => n / 60.0,
+            "h" => n / 3600.0,
+            _ => return Err(what()),
+        };
+        if !(per_second.is_finite() && per_second > 0.0) {
+            return Err(format!("rate {text:?} must be more than 0"));
+        }
+        if per_second > MAX_RATE_PER_SECOND {
+            return Err(format!("rate {text:?} is above the maximum of {MAX_RATE_PER_SECOND}/s; use unlimited for no limit"));
+        }
+        Ok(Rate { per_second: Some(per_second) })
+    }
+}
+
+impl std::fmt::Display for Rate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.per_second {
+            None => write!(f, "unlimited"),
+            Some(r) => write!(f, "{r}/s"),
+        }
+    }
+}
+
+/// Which queues a run may touch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum QueueScope {
+    /// One queue (mid-level).
+    Queue(String),
+    /// Every queue whose name starts with this (high-level). The prefix is also
+    /// the run's capability: the engine refuses entries of any other queue.
+    Prefix(String),
+}
+
+/// What a redrive asks for (validated by the service).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RedriveRequest {
+    pub scope: QueueScope,
+    /// Only this entry (with `force`, even if it is poison).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entry_id: Option<String>,
+    #[serde(default)]
+    pub force: bool,
+    /// Only entries whose final error has this exception type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exception_type: Option<String>,
+    /// Only entries from this pipeline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline_name: Option<String>,
+    /// Only entries that have been in their queue at least this long.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub older_than_ms: Option<u64>,
+    /// Redrive at most this many entries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_entries: Option<u64>,
+    pub rate: Rate,
+    pub mode: RedriveMode,
+}
+
+/// Redriven/skipped counts of one queue in a run.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueCounts {
+    pub redriven: u64,
+    pub skipped: u64,
+}
+
+/// One entry's outcome in a run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EntryOutcome {
+    pub entry_id: String,
+    pub queue: String,
+    /// `redriven` or `skipped`.
+    pub outcome: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// What a run did so far (all of it, once finished).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RedriveSummary {
+    /// Entries the run set out to redrive (matching, not poison, capped by max).
+    pub matched: u64,
+    /// Entries handled so far (redriven + skipped).
+    pub processed: u64,
+    pub redriven: u64,
+    pub skipped: u64,
+    /// Skipped entries by reason code.
+    pub skipped_by_reason: BTreeMap<String, u64>,
+    /// Poison entries matching the filters, left parked.
+    pub parked: u64,
+    /// Per queue (at most [`MAX_SUMMARY_QUEUES`]).
+    pub queues: BTreeMap<String, QueueCounts>,
+    /// The first [`MAX_SUMMARY_OUTCOMES`] outcomes.
+    pub outcomes: Vec<EntryOutcome>,
+    /// Why the run failed, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl RedriveSummary {
+    fn record(&mut self, entry: &DlqEntryRecord, result: &Result<String, SkipReason>) {
+        self.processed += 1;
+        let queue_known = self.queues.contains_key(&entry.queue);
+        let counts = if queue_known || self.queues.len() < MAX_SUMMARY_QUEUES {
+            Some(self.queues.entry(entry.queue.clone()).or_default())
+        } else {
+            None
+        };
+        let outcome = match result {
+            Ok(execution_id) => {
+                self.redriven += 1;
+                if let Some(c) = counts {
+                    c.redriven += 1;
+                }
+                EntryOutcome {
+                    entry_id: entry.id.clone(),
+                    queue: entry.queue.clone(),
+                    outcome: "redriven".into(),
+                    execution_id: Some(execution_id.clone()),
+                    reason: None,
+                }
+            }
+            Err(reason) => {
+                self.skipped += 1;
+                if let Some(c) = counts {
+                    c.skipped += 1;
+                }
+                *self.skipped_by_reason.entry(reason.code().to_string()).or_default() += 1;
+                EntryOutcome {
+                    entry_id: entry.id.clone(),
+                    queue: entry.queue.clone(),
+                    outcome: "skipped".into(),
+                    execution_id: None,
+                    reason: Some(reason.to_string()),
+                }
+            }
+        };
+        if self.outcomes.len() < MAX_SUMMARY_OUTCOMES {
+            self.outcomes.push(outcome);
+        }
+    }
+}
+
+/// What a dry run says would happen to one entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanItem {
+    pub entry_id: String,
+    pub queue: String,
+    pub pipeline_name: String,
+    pub execution_id: String,
+    pub stage: String,
+    pub action: String,
+    pub exception_type: String,
+    pub redrive_count: u32,
+    /// `redrive` or `skip`.
+    pub would: String,
+    /// What the redrive would do, or why it would skip.
+    pub detail: String,
+}
+
+/// A dry run's answer: nothing was changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RedrivePlan {
+    /// Entries a run would go through (matching, not poison, capped by max).
+    pub matched: u64,
+    pub would_redrive: u64,
+    pub would_skip: u64,
+    /// Poison entries matching the filters (a run leaves them parked).
+    pub parked: u64,
+    /// The first [`MAX_PLAN_ITEMS`] entries.
+    pub items: Vec<PlanItem>,
+}
+
+/// Runs redrives against a store and an engine.
+pub struct Redriver<S: Store> {
+    pub store: Arc<S>,
+    pub engine: EngineHandle,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl<S: Store> Clone for Redriver<S> {
+    fn clone(&self) -> Self {
+        Redriver { store: self.store.clone(), engine: self.engine.clone(), clock: self.clock.clone() }
+    }
+}
+
+/// The store filter of a request's entries, as of `started_at`.
+pub fn entry_filter(req: &RedriveRequest, started_at: Timestamp) -> DlqEntryFilter {
+    let older = started_at.unix_ms() - i64::try_from(req.older_than_ms.unwrap_or(0)).unwrap_or(i64::MAX);
+    let (queue, queue_prefix) = match &req.scope {
+        QueueScope::Queue(q) => (Some(q.clone()), None),
+        QueueScope::Prefix(p) => (None, Some(p.clone())),
+    };
+    DlqEntryFilter {
+        queue,
+        queue_prefix,
+        state: Some(DlqEntryState::Queued),
+        poison: Some(false),
+        exception_type: req.exception_type.clone(),
+        pipeline_name: req.pipeline_name.clone(),
+        // Never entries that entered after the run started: one that fails
+        // again during the run waits for the next run.
+        entered_at_or_before: Some(Timestamp::from_unix_ms(older)),
+        after: None,
+        limit: PAGE_SIZE,
+    }
+}
+
+impl<S: Store> Redriver<S> {
+    fn scope_prefix(req: &RedriveRequest) -> Option<&str> {
+        match &req.scope {
+            QueueScope::Prefix(p) => Some(p.as_str()),
+            QueueScope::Queue(_) => None,
+        }
+    }
+
+    /// The latest version of a pipeline, for new executions (cached per run).
+    async fn latest_pipeline(
+        &self,
+        cache: &mut HashMap<String, Option<Arc<LoadedPipeline>>>,
+        name: &str,
+    ) -> Result<Option<Arc<LoadedPipeline>>, EngineError> {
+        if let Some(p) = cache.get(name) {
+            return Ok(p.clone());
+        }
+        let loaded = match self.store.get_pipeline(name, None).await? {
+            Some(rec) => Some(Arc::new(LoadedPipeline::from_record(rec)?)),
+            None => None,
+        };
+        cache.insert(name.to_string(), loaded.clone());
+        Ok(loaded)
+    }
+
+    /// The single entry of an `--entry` request, if it is in the request's scope.
+    async fn single_entry(&self, req: &RedriveRequest, id: &str) -> Result<Option<DlqEntryRecord>, StoreError> {
+        let entry = self.store.get_dlq_entry(id).await?;
+        Ok(entry.filter(|e| match &req.scope {
+            QueueScope::Queue(q) => &e.queue == q,
+            QueueScope::Prefix(p) => e.queue.starts_with(p.as_str()),
+        }))
+    }
+
+    /// What a run would do now, changing nothing.
+    pub async fn plan(&self, req: &RedriveRequest) -> Result<RedrivePlan, EngineError> {
+        let now = self.clock.now();
+        let mut plan = RedrivePlan::default();
+        let mut pipelines = HashMap::new();
+        let entries: Vec<DlqEntryRecord> = match &req.entry_id {
+            Some(id) => self.single_entry(req, id).await?.into_iter().collect(),
+            None => {
+                let filter = entry_filter(req, now);
+                plan.parked = self.store.count_dlq_entries(DlqEntryFilter { poison: Some(true), ..filter.clone() }).await?;
+                let mut total = self.store.count_dlq_entries(filter.clone()).await?;
+                if let Some(max) = req.max_entries {
+                    total = total.min(max);
+                }
+                plan.matched = total;
+                let mut out = Vec::new();
+                let mut after: Option<DlqEntryCursor> = None;
+                while (out.len() as u64) < total.min(MAX_PLAN_ITEMS as u64) {
+                    let page = self.store.list_dlq_entries(DlqEntryFilter { after: after.clone(), ..filter.clone() }).await?;
+                    let Some(last) = page.last() else { break };
+                    after = Some(last.cursor());
+                    out.extend(page);
+                }
+                out.truncate(total.min(MAX_PLAN_ITEMS as u64) as usize);
+                out
+            }
+        };
+        if req.entry_id.is_some() {
+            plan.matched = entries.len() as u64;
+        }
+        for e in entries {
+            let verdict: Result<String, String> = if e.state != DlqEntryState::Queued {
+                Err(SkipReason::NotQueued(e.state.as_str()).to_string())
+            } else if e.is_poison() && !req.force {
+                Err(SkipReason::Poison { redrive_count: e.redrive_count, max_redrives: e.max_redrives }.to_string())
+            } else {
+                match req.mode {
+                    RedriveMode::RetryStage => match self.store.get_execution(&e.execution_id).await? {
+                        Some(_) => Ok(format!("retry stage {} of execution {} (FAILED_ACTIONS)", e.stage, e.execution_id)),
+                        None => Err(SkipReason::ExecutionGone(e.execution_id.clone()).to_string()),
+                    },
+                    RedriveMode::NewExecution => match self.latest_pipeline(&mut pipelines, &e.pipeline_name).await? {
+                        Some(p) => {
+                            Ok(format!("start a new execution of {} version {} with the original input", p.record.name, p.record.version))
+                        }
+                        None => Err(SkipReason::PipelineGone(e.pipeline_name.clone()).to_string()),
+                    },
+                }
+            };
+            let (would, detail) = match verdict {
+                Ok(d) => {
+                    plan.would_redrive += 1;
+                    ("redrive", d)
+                }
+                Err(d) => {
+                    plan.would_skip += 1;
+                    ("skip", d)
+                }
+            };
+            plan.items.push(PlanItem {
+                entry_id: e.id,
+                queue: e.queue,
+                pipeline_name: e.pipeline_name,
+                execution_id: e.execution_id,
+                stage: e.stage,
+                action: e.action,
+                exception_type: e.exception_type,
+                redrive_count: e.redrive_count,
+                would: would.into(),
+                detail,
+            });
+        }
+        Ok(plan)
+    }
+
+    /// Runs a recorded redrive to its end, writing its summary as it goes. The
+    /// run record must exist (status `RUNNING`); it ends `SUCCEEDED` or `FAILED`.
+    pub async fn run(&self, mut record: RedriveRunRecord, req: RedriveRequest) -> RedriveRunRecord {
+        let mut summary = RedriveSummary::default();
+        let result = self.drive(&record, &req, &mut summary).await;
+        record.finished_at = Some(self.clock.now());
+        match result {
+            Ok(()) => record.status = "SUCCEEDED".into(),
+            Err(e) => {
+                // The engine stopping (server shutdown) leaves the run for the
+                // next start to mark INTERRUPTED; anything else failed it.
+                record.status = if matches!(e, EngineError::Stopped) { "INTERRUPTED" } else { "FAILED" }.into();
+                summary.error = Some(e.to_string());
+            }
+        }
+        record.summary_json = serde_json::to_string(&summary).expect("summary serialises");
+        if let Err(e) = self.store.update_redrive_run(record.clone()).await {
+            tracing::error!(run = record.id, error = %e, "could not record the end of a redrive run");
+        }
+        record
+    }
+
+    fn settle(
+        joined: Result<(DlqEntryRecord, Result<String, EngineError>), tokio::task::JoinError>,
+        summary: &mut RedriveSummary,
+    ) -> Result<(), EngineError> {
+        let (entry, r) = joined.map_err(|e| EngineError::Conflict(format!("a redrive task failed: {e}")))?;
+        let outcome = match r {
+            Ok(execution_id) => Ok(execution_id),
+            Err(EngineError::NotRedriven(reason)) => Err(reason),
+            Err(e) => return Err(e),
+        };
+        summary.record(&entry, &outcome);
+        Ok(())
+    }
+
+    async fn save(&self, record: &RedriveRunRecord, summary: &RedriveSummary) -> Result<(), EngineError> {
+        let mut r = record.clone();
+        r.summary_json = serde_json::to_string(summary).expect("summary serialises");
+        self.store.update_redrive_run(r).await?;
+        Ok(())
+    }
+
+    async fn drive(&self, record: &RedriveRunRecord, req: &RedriveRequest, summary: &mut RedriveSummary) -> Result<(), EngineError> {
+        let started_at = record.started_at;
+        let filter = entry_filter(req, started_at);
+        let (total, mut source): (u64, Source) = match &req.entry_id {
+            Some(id) => {
+                let entry = self.single_entry(req, id).await?;
+                (1, Source::One(Some(entry.ok_or_else(|| EngineError::NotRedriven(SkipReason::NotFound))?)))
+            }
+            None => {
+                summary.parked = self.store.count_dlq_entries(DlqEntryFilter { poison: Some(true), ..filter.clone() }).await?;
+                let mut total = self.store.count_dlq_entries(filter.clone()).await?;
+                if let Some(max) = req.max_entries {
+                    total = total.min(max);
+                }
+                (total, Source::Pages { after: None, page: Vec::new().into_iter(), done: false })
+            }
+        };
+        summary.matched = total;
+        self.save(record, summary).await?;
+
+        let mut pipelines: HashMap<String, Option<Arc<LoadedPipeline>>> = HashMap::new();
+        let mut in_flight = tokio::task::JoinSet::new();
+        let mut picked: u64 = 0;
+        let interval = req.rate.per_second.map(|r| std::time::Duration::from_secs_f64(1.0 / r));
+        let mut next_at = tokio::time::Instant::now();
+        let mut last_save = tokio::time::Instant::now();
+        loop {
+            let next =
+                if picked < total && in_flight.len() < MAX_IN_FLIGHT_PER_RUN { source.next(&*self.store, &filter).await? } else { None };
+            if let Some(entry) = next {
+                picked += 1;
+                if let Some(step) = interval {
+                    tokio::time::sleep_until(next_at).await;
+                    // No bursts after a stall: the schedule restarts from now.
+                    next_at = next_at.max(tokio::time::Instant::now()) + step;
+                }
+                let pipeline = match req.mode {
+                    RedriveMode::NewExecution => self.latest_pipeline(&mut pipelines, &entry.pipeline_name).await?,
+                    RedriveMode::RetryStage => None,
+                };
+                let engine = self.engine.clone();
+                let (mode, force, scope) = (req.mode, req.force, Self::scope_prefix(req).map(str::to_string));
+                in_flight.spawn(async move {
+                    let r = engine.redrive(&entry.id, mode, force, scope.as_deref(), pipeline).await;
+                    (entry, r)
+                });
+                while let Some(joined) = in_flight.try_join_next() {
+                    Self::settle(joined, summary)?;
+                }
+            } else {
+                // Nothing more can start now: wait for a resubmission to finish.
+                match in_flight.join_next().await {
+                    Some(joined) => Self::settle(joined, summary)?,
+                    None => break,
+                }
+            }
+            if last_save.elapsed() >= std::time::Duration::from_millis(SUMMARY_EVERY_MS) {
+                self.save(record, summary).await?;
+                last_save = tokio::time::Instant::now();
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where a run's entries come from: one entry, or pages of the filter.
+enum Source {
+    One(Option<DlqEntryRecord>),
+    Pages { after: Option<DlqEntryCursor>, page: std::vec::IntoIter<DlqEntryRecord>, done: bool },
+}
+
+impl Source {
+    async fn next<S: Store>(&mut self, store: &S, filter: &DlqEntryFilter) -> Result<Option<DlqEntryRecord>, StoreError> {
+        match self {
+            Source::One(e) => Ok(e.take()),
+            Source::Pages { after, page, done } => {
+                if let Some(e) = page.next() {
+                    return Ok(Some(e));
+                }
+                if *done {
+                    return Ok(None);
+                }
+                let rows = store.list_dlq_entries(DlqEntryFilter { after: after.clone(), ..filter.clone() }).await?;
+                if rows.len() < filter.limit.max(1) {
+                    *done = true;
+                }
+                *after = rows.last().map(DlqEntryRecord::cursor).or(after.take());
+                *page = rows.into_iter();
+                Ok(page.next())
+            }
+        }
+    }
+}
+
+/// Shortest interval between runs of a schedule.
+pub const MIN_SCHEDULE_EVERY_MS: u64 = 1000;
+/// Schedules one server runs at most.
+pub const MAX_SCHEDULES: usize = 100;
+
+/// A high-level redrive: every `every_ms`, redrive every queue under a prefix.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RedriveSchedule {
+    pub name: String,
+    pub every_ms: u64,
+    /// Its scope is always [`QueueScope::Prefix`]; no `entry_id`, no `force`.
+    pub request: RedriveRequest,
+}
+
+impl RedriveSchedule {
+    pub fn prefix(&self) -> &str {
+        match &self.request.scope {
+            QueueScope::Prefix(p) => p,
+            QueueScope::Queue(q) => q,
+        }
+    }
+}
+
+impl<S: Store> Redriver<S> {
+    /// When `schedule` runs next: `every` after its last recorded run, or after
+    /// `since` (the server's start) if it never ran.
+    pub async fn next_due(&self, schedule: &RedriveSchedule, since: Timestamp) -> Result<Timestamp, StoreError> {
+        let last = self
+            .store
+            .list_redrive_runs(redrive_store::RedriveRunFilter { schedule: Some(schedule.name.clone()), before: None, limit: 1 })
+            .await?;
+        Ok(last.first().map_or(since, |r| r.started_at).plus_ms(schedule.every_ms))
+    }
+
+    /// Creates a run record (`RUNNING`) for `req`.
+    pub async fn create_run(&self, req: &RedriveRequest, schedule: Option<&str>) -> Result<RedriveRunRecord, StoreError> {
+        let record = RedriveRunRecord {
+            id: uuid::Uuid::new_v4().to_string(),
+            schedule: schedule.map(str::to_string),
+            status: "RUNNING".into(),
+            dry_run: false,
+            started_at: self.clock.now(),
+            finished_at: None,
+            request_json: serde_json::to_string(req).expect("request serialises"),
+            summary_json: serde_json::to_string(&RedriveSummary::default()).expect("summary serialises"),
+        };
+        self.store.create_redrive_run(record.clone()).await?;
+        Ok(record)
+    }
+
+    /// Runs `schedule` forever: sleeps until it is due, runs it to the end (so
+    /// runs of one schedule never overlap), records it, repeats. Returns when the
+    /// engine stops.
+    pub async fn run_schedule(self, schedule: RedriveSchedule, since: Timestamp) {
+        loop {
+            let due = match self.next_due(&schedule, since).await {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::error!(schedule = schedule.name, error = %e, "cannot read the schedule's last run; retrying in 10s");
+                    tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+                    continue;
+                }
+            };
+            let wait_ms = due.ms_since(self.clock.now()).max(0) as u64;
+            tokio::time::sleep(std::time::Duration::from_millis(wait_ms)).await;
+            let record = match self.create_run(&schedule.request, Some(&schedule.name)).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(schedule = schedule.name, error = %e, "cannot record a scheduled redrive; retrying in 10s");
+                    tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+                    continue;
+                }
+            };
+            let done = self.run(record, schedule.request.clone()).await;
+            tracing::info!(schedule = schedule.name, run = done.id, status = done.status, "scheduled redrive finished");
+            if done.status == "INTERRUPTED" {
+                return; // the engine stopped
+            }
+        }
+    }
+}
