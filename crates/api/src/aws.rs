@@ -62,6 +62,8 @@ pub fn to_api_error(e: ServiceError) -> ApiError {
         Conflict(_) => ErrorCode::ConflictException,
         ConcurrentExecutionsLimitExceeded(_) => ErrorCode::ConcurrentPipelineExecutionsLimitExceededException,
         Unavailable(_) => ErrorCode::ServiceUnavailable,
+        // Not reachable through CodePipeline operations.
+        DlqQueueNotFound(_) | DlqEntryNotFound(_) | RedriveRunNotFound(_) | NotRedriven(_) => ErrorCode::ValidationException,
     };
     ApiError::new(code, e.to_string())
 }

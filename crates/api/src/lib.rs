@@ -3,6 +3,7 @@
 //! - [`codepipeline`]: the CodePipeline service model (AWS JSON 1.1) — shapes,
 //!   error codes, native↔wire pipeline conversion — taken from botocore's model.
 //! - [`native`]: the native JSON REST API under `/v1`.
+//! - [`dlq`]: dead-letter queues and redrives under `/v1/dlq`, and `/metrics`.
 //! - [`aws`]: `POST /` dispatching CodePipeline operations to the service.
 //! - [`server`]: the axum application: routes, body limits, JSON errors, shutdown.
 //! - [`openapi`]: the native API's OpenAPI document.
@@ -11,6 +12,7 @@
 
 pub mod aws;
 pub mod codepipeline;
+pub mod dlq;
 pub mod native;
 pub mod openapi;
 pub mod server;

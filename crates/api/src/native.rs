@@ -48,6 +48,10 @@ pub fn error_code(e: &ServiceError) -> (&'static str, StatusCode) {
         NotLatestPipelineExecution(_) => ("NotLatestPipelineExecutionException", StatusCode::CONFLICT),
         Conflict(_) => ("ConflictException", StatusCode::CONFLICT),
         ConcurrentExecutionsLimitExceeded(_) => ("ConcurrentPipelineExecutionsLimitExceededException", StatusCode::TOO_MANY_REQUESTS),
+        DlqQueueNotFound(_) => ("DeadLetterQueueNotFoundException", StatusCode::NOT_FOUND),
+        DlqEntryNotFound(_) => ("DeadLetterEntryNotFoundException", StatusCode::NOT_FOUND),
+        RedriveRunNotFound(_) => ("RedriveRunNotFoundException", StatusCode::NOT_FOUND),
+        NotRedriven(_) => ("EntryNotRedrivenException", StatusCode::CONFLICT),
         Unavailable(_) => ("ServiceUnavailableException", StatusCode::SERVICE_UNAVAILABLE),
     }
 }
@@ -174,7 +178,7 @@ pub struct Page {
 }
 
 impl Page {
-    fn limit(&self) -> std::result::Result<usize, ApiError> {
+    pub(crate) fn limit(&self) -> std::result::Result<usize, ApiError> {
         match self.limit {
             None => Ok(DEFAULT_PAGE_SIZE),
             Some(n) if (1..=MAX_PAGE_SIZE).contains(&n) => Ok(n),

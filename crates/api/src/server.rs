@@ -1,5 +1,6 @@
-//! The HTTP server: native REST under `/v1`, the CodePipeline protocol on `POST /`,
-//! `/openapi.json`, `/healthz`; request bodies capped; JSON errors everywhere.
+//! The HTTP server: native REST under `/v1` (dead-letter queues under `/v1/dlq`),
+//! the CodePipeline protocol on `POST /`, `/metrics` (Prometheus), `/openapi.json`,
+//! `/healthz`; request bodies capped; JSON errors everywhere.
 
 use crate::native;
 use axum::Router;
@@ -19,6 +20,7 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 /// The whole application.
 pub fn app<S: Store>(service: Arc<Service<S>>, max_body_bytes: usize) -> Router {
     native::router::<S>()
+        .merge(crate::dlq::router::<S>())
         .merge(crate::aws::router::<S>())
         .route("/openapi.json", get(|| async { ([("content-type", "application/json")], crate::openapi::DOCUMENT) }))
         .route("/healthz", get(|| async { "ok" }))

@@ -517,10 +517,24 @@ impl<S: Store> Redriver<S> {
         let started_at = record.started_at;
         let filter = entry_filter(req, started_at);
         let (total, mut source): (u64, Source) = match &req.entry_id {
-            Some(id) => {
-                let entry = self.single_entry(req, id).await?;
-                (1, Source::One(Some(entry.ok_or_else(|| EngineError::NotRedriven(SkipReason::NotFound))?)))
-            }
+            Some(id) => match self.single_entry(req, id).await? {
+                Some(entry) => (1, Source::One(Some(entry))),
+                None => {
+                    // Purged (or moved) since the request was accepted: a skip, not a failure.
+                    summary.matched = 1;
+                    summary.processed = 1;
+                    summary.skipped = 1;
+                    summary.skipped_by_reason.insert(SkipReason::NotFound.code().to_string(), 1);
+                    summary.outcomes.push(EntryOutcome {
+                        entry_id: id.clone(),
+                        queue: String::new(),
+                        outcome: "skipped".into(),
+                        execution_id: None,
+                        reason: Some(SkipReason::NotFound.to_string()),
+                    });
+                    return Ok(());
+                }
+            },
             None => {
                 summary.parked = self.store.count_dlq_entries(DlqEntryFilter { poison: Some(true), ..filter.clone() }).await?;
                 let mut total = self.store.count_dlq_entries(filter.clone()).await?;
