@@ -248,6 +248,182 @@ impl Client {
     }
 }
 
+/// Which dead-letter entries a listing, purge or redrive covers (the query
+/// parameters and body fields of the DLQ routes; `None` = no narrowing).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DlqFilters {
+    /// Exception type of the final error (`type`).
+    pub exception_type: Option<String>,
+    /// Pipeline the entry came from (`source`).
+    pub source: Option<String>,
+    /// Minimum time in the queue, as written (`10m`); checked by the caller.
+    pub older_than: Option<String>,
+    /// `Some(true)`: only poison entries; `Some(false)`: only the others.
+    pub poison: Option<bool>,
+}
+
+impl DlqFilters {
+    fn query(&self) -> Vec<(&'static str, String)> {
+        let mut q = Vec::new();
+        if let Some(t) = &self.exception_type {
+            q.push(("type", t.clone()));
+        }
+        if let Some(s) = &self.source {
+            q.push(("source", s.clone()));
+        }
+        if let Some(o) = &self.older_than {
+            q.push(("olderThan", o.clone()));
+        }
+        if let Some(p) = self.poison {
+            q.push(("poison", p.to_string()));
+        }
+        q
+    }
+
+    /// The filters as body fields (purge; redrive without `poison`).
+    fn body(&self) -> serde_json::Map<String, Value> {
+        let mut m = serde_json::Map::new();
+        if let Some(t) = &self.exception_type {
+            m.insert("type".into(), json!(t));
+        }
+        if let Some(s) = &self.source {
+            m.insert("source".into(), json!(s));
+        }
+        if let Some(o) = &self.older_than {
+            m.insert("olderThan".into(), json!(o));
+        }
+        if let Some(p) = self.poison {
+            m.insert("poison".into(), json!(p));
+        }
+        m
+    }
+}
+
+/// The body of a redrive (`POST /v1/dlq/queues/{queue}/redrive` or `/v1/dlq/redrive`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RedriveBody {
+    /// `type`, `source`, `olderThan` (`poison` is not a redrive field and must be `None`).
+    pub filters: DlqFilters,
+    pub max_entries: Option<u64>,
+    /// As written (`50/s`, `unlimited`); the server's default is 100/s.
+    pub rate: Option<String>,
+    /// `retry-stage` or `new-execution`; the server's default is retry-stage.
+    pub mode: Option<String>,
+    pub dry_run: bool,
+    pub entry_id: Option<String>,
+    pub force: bool,
+}
+
+impl RedriveBody {
+    fn to_json(&self, queue_prefix: Option<&str>) -> Value {
+        let mut m = self.filters.body();
+        m.remove("poison");
+        if let Some(p) = queue_prefix {
+            m.insert("queuePrefix".into(), json!(p));
+        }
+        if let Some(n) = self.max_entries {
+            m.insert("maxEntries".into(), json!(n));
+        }
+        if let Some(r) = &self.rate {
+            m.insert("rate".into(), json!(r));
+        }
+        if let Some(mode) = &self.mode {
+            m.insert("mode".into(), json!(mode));
+        }
+        if self.dry_run {
+            m.insert("dryRun".into(), json!(true));
+        }
+        if let Some(id) = &self.entry_id {
+            m.insert("entryId".into(), json!(id));
+        }
+        if self.force {
+            m.insert("force".into(), json!(true));
+        }
+        Value::Object(m)
+    }
+}
+
+impl Client {
+    /// `GET /v1/dlq/queues[?prefix=P]` (one page).
+    pub async fn list_dlq_queues(&self, prefix: Option<&str>, next_token: Option<&str>, limit: Option<usize>) -> Result<Value> {
+        let mut q = page_query(next_token, limit);
+        if let Some(p) = prefix {
+            q.push(("prefix", p.to_string()));
+        }
+        self.send(reqwest::Method::GET, self.url(&["v1", "dlq", "queues"], &q), None).await
+    }
+
+    /// `GET /v1/dlq/queues/{queue}`.
+    pub async fn get_dlq_queue(&self, queue: &str) -> Result<Value> {
+        self.send(reqwest::Method::GET, self.url(&["v1", "dlq", "queues", queue], &[]), None).await
+    }
+
+    /// `PUT /v1/dlq/queues/{queue}` (creates the queue if missing).
+    pub async fn configure_dlq_queue(&self, queue: &str, max_redrives: u32) -> Result<Value> {
+        let body = json!({"maxRedrives": max_redrives});
+        self.send(reqwest::Method::PUT, self.url(&["v1", "dlq", "queues", queue], &[]), Some(&body)).await
+    }
+
+    /// `GET /v1/dlq/queues/{queue}/entries` (one page; `count` covers every match).
+    /// `state`: `QUEUED` (the server's default), `REDRIVEN`, `RESOLVED` or `ALL`.
+    pub async fn list_dlq_entries(
+        &self,
+        queue: &str,
+        filters: &DlqFilters,
+        state: Option<&str>,
+        next_token: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<Value> {
+        let mut q = filters.query();
+        if let Some(s) = state {
+            q.push(("state", s.to_string()));
+        }
+        q.extend(page_query(next_token, limit));
+        self.send(reqwest::Method::GET, self.url(&["v1", "dlq", "queues", queue, "entries"], &q), None).await
+    }
+
+    /// `GET /v1/dlq/entries/{id}`.
+    pub async fn get_dlq_entry(&self, id: &str) -> Result<Value> {
+        self.send(reqwest::Method::GET, self.url(&["v1", "dlq", "entries", id], &[]), None).await
+    }
+
+    /// `POST /v1/dlq/queues/{queue}/purge` → `{"purged": n}`.
+    pub async fn purge_dlq(&self, queue: &str, filters: &DlqFilters) -> Result<Value> {
+        let body = Value::Object(filters.body());
+        self.send(reqwest::Method::POST, self.url(&["v1", "dlq", "queues", queue, "purge"], &[]), Some(&body)).await
+    }
+
+    /// `POST /v1/dlq/queues/{queue}/redrive`: a plan (dry run) or a run (status RUNNING).
+    pub async fn redrive_queue(&self, queue: &str, body: &RedriveBody) -> Result<Value> {
+        let url = self.url(&["v1", "dlq", "queues", queue, "redrive"], &[]);
+        self.send(reqwest::Method::POST, url, Some(&body.to_json(None))).await
+    }
+
+    /// `POST /v1/dlq/redrive` with `queuePrefix`: every queue under the prefix.
+    pub async fn redrive_prefix(&self, prefix: &str, body: &RedriveBody) -> Result<Value> {
+        self.send(reqwest::Method::POST, self.url(&["v1", "dlq", "redrive"], &[]), Some(&body.to_json(Some(prefix)))).await
+    }
+
+    /// `GET /v1/dlq/redrives[?schedule=NAME]` (one page, newest first).
+    pub async fn list_redrive_runs(&self, schedule: Option<&str>, next_token: Option<&str>, limit: Option<usize>) -> Result<Value> {
+        let mut q = page_query(next_token, limit);
+        if let Some(s) = schedule {
+            q.push(("schedule", s.to_string()));
+        }
+        self.send(reqwest::Method::GET, self.url(&["v1", "dlq", "redrives"], &q), None).await
+    }
+
+    /// `GET /v1/dlq/redrives/{id}`.
+    pub async fn get_redrive_run(&self, id: &str) -> Result<Value> {
+        self.send(reqwest::Method::GET, self.url(&["v1", "dlq", "redrives", id], &[]), None).await
+    }
+
+    /// `GET /v1/dlq/schedules`.
+    pub async fn list_redrive_schedules(&self) -> Result<Value> {
+        self.send(reqwest::Method::GET, self.url(&["v1", "dlq", "schedules"], &[]), None).await
+    }
+}
+
 fn page_query(next_token: Option<&str>, limit: Option<usize>) -> Vec<(&'static str, String)> {
     let mut q = Vec::new();
     if let Some(t) = next_token {
@@ -272,6 +448,18 @@ mod tests {
             c.url(&["v1", "pipelines"], &[("nextToken", "x&y".into())]).as_str(),
             "https://example.com/prefix/v1/pipelines?nextToken=x%26y"
         );
+    }
+
+    #[test]
+    fn dlq_bodies_and_queries_name_only_given_fields() {
+        let f = DlqFilters { exception_type: Some("Step.THROTTLING".into()), older_than: Some("10m".into()), ..Default::default() };
+        assert_eq!(f.query(), vec![("type", "Step.THROTTLING".to_string()), ("olderThan", "10m".to_string())]);
+        let b = RedriveBody { filters: f, rate: Some("50/s".into()), dry_run: true, ..Default::default() };
+        assert_eq!(
+            b.to_json(Some("retry-")),
+            json!({"type": "Step.THROTTLING", "olderThan": "10m", "queuePrefix": "retry-", "rate": "50/s", "dryRun": true})
+        );
+        assert_eq!(RedriveBody::default().to_json(None), json!({}));
     }
 
     #[test]

@@ -2,6 +2,8 @@
 
 mod bench;
 mod client;
+mod config;
+mod dlq;
 mod explain;
 mod load;
 mod present;
@@ -90,6 +92,19 @@ enum Command {
     State(remote::StateArgs),
     /// Retry a failed stage of an execution (RetryStageExecution).
     RetryStage(remote::RetryStageArgs),
+    /// Dead-letter queues on a running server: list, show, get, purge, redrive
+    /// and configure them; recorded redrive runs and schedules.
+    ///
+    /// A pipeline with `deadLetterQueue: NAME` writes one entry to that queue for
+    /// every execution that fails for good. Redriving takes entries out of the
+    /// queue and resubmits them (retry-stage: the failed stage of the original
+    /// execution; new-execution: a new execution with the original input).
+    /// Loop protection: an entry redriven maxRedrives times (default 3 per
+    /// queue) is poison and parked; only `--entry ID --force` redrives it.
+    Dlq {
+        #[command(subcommand)]
+        command: dlq::DlqCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -120,6 +135,7 @@ fn main() -> ExitCode {
         Command::Execution { command } => remote::execution(command),
         Command::State(args) => remote::state(args),
         Command::RetryStage(args) => remote::retry_stage(args),
+        Command::Dlq { command } => dlq::dlq(command),
     };
     ExitCode::from(code)
 }

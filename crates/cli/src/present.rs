@@ -73,6 +73,61 @@ pub fn text_of(v: &Value, key: &str) -> String {
     }
 }
 
+/// Milliseconds since the Unix epoch of an RFC 3339 UTC timestamp as the server
+/// writes them (`2026-11-18T11:06:40.123Z`; fractions and a `+00:00` offset are
+/// accepted). `None` for anything else.
+pub fn parse_timestamp_ms(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let t = s.get(r)?;
+        if t.bytes().all(|c| c.is_ascii_digit()) { t.parse().ok() } else { None }
+    };
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    let mut rest = &s[19..];
+    let mut ms = 0i64;
+    if let Some(frac) = rest.strip_prefix('.') {
+        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        let padded: String = frac[..digits].chars().chain(std::iter::repeat('0')).take(3).collect();
+        ms = padded.parse().ok()?;
+        rest = &frac[digits..];
+    }
+    if !matches!(rest, "Z" | "z" | "+00:00") {
+        return None;
+    }
+    // Howard Hinnant's days-from-civil.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 86_400 + hh * 3600 + mm * 60 + ss) * 1000) + ms)
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// How long ago an RFC 3339 timestamp was, for people (`2m05s`), or "-".
+pub fn age_of(timestamp: Option<&str>) -> String {
+    match timestamp.and_then(parse_timestamp_ms) {
+        Some(t) => redrive_core::time::human_duration_ms(now_ms().saturating_sub(t).max(0) as u64),
+        None => "-".into(),
+    }
+}
+
 /// The document as YAML (block style; short scalar lists in flow style). Keys are
 /// ordered for reading: `name` first, `stages` and `actions` last. The result parses
 /// back to the same JSON.
@@ -188,6 +243,19 @@ mod tests {
         let mut t = Table::new(&["A", "LONGER"]);
         t.row(vec!["xyz".into(), "1".into()]);
         assert_eq!(t.render(), "A    LONGER\nxyz  1\n");
+    }
+
+    #[test]
+    fn timestamps_parse_back() {
+        for ms in [0i64, 1_795_000_000_123, 951_782_400_000, 4_102_444_799_999] {
+            let t = redrive_core::time::Timestamp::from_unix_ms(ms).to_string();
+            assert_eq!(parse_timestamp_ms(&t), Some(ms), "{t}");
+        }
+        assert_eq!(parse_timestamp_ms("2026-11-18T11:06:40Z"), Some(1_795_000_000_000));
+        assert_eq!(parse_timestamp_ms("2026-11-18T11:06:40.5+00:00"), Some(1_795_000_000_500));
+        assert_eq!(parse_timestamp_ms("yesterday"), None);
+        assert_eq!(parse_timestamp_ms("2026-13-18T11:06:40Z"), None);
+        assert_eq!(age_of(None), "-");
     }
 
     #[test]

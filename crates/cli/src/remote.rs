@@ -21,7 +21,7 @@ pub const MAX_PAGES: usize = 100;
 /// Page size asked for when following `nextToken` (the server's largest).
 const PAGE_SIZE: usize = 1000;
 /// Widest error message in a table cell; `--output json` has all of it.
-const ERROR_CELL: usize = 80;
+pub(crate) const ERROR_CELL: usize = 80;
 
 /// Where the server is and how to print.
 #[derive(clap::Args, Clone)]
@@ -180,23 +180,23 @@ pub struct RetryStageArgs {
 
 // --- plumbing ------------------------------------------------------------------
 
-fn connect(remote: &Remote) -> Result<Client, u8> {
+pub(crate) fn connect(remote: &Remote) -> Result<Client, u8> {
     Client::new(&remote.server).map_err(|e| {
         eprintln!("error: {e}");
         exit::INVALID_INPUT
     })
 }
 
-fn block<F: Future>(f: F) -> F::Output {
+pub(crate) fn block<F: Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime").block_on(f)
 }
 
-fn print_json(v: &Value) {
+pub(crate) fn print_json(v: &Value) {
     println!("{}", serde_json::to_string_pretty(v).expect("json"));
 }
 
 /// Prints a client error and returns the exit code.
-fn report(err: &ClientError, output: OutputFormat) -> u8 {
+pub(crate) fn report(err: &ClientError, output: OutputFormat) -> u8 {
     match err {
         ClientError::Unreachable { server, detail } => {
             eprintln!(
@@ -240,7 +240,7 @@ fn problem_line(p: &Value) -> String {
 }
 
 /// Runs one request-and-print: `f` returns the exit code or a client error.
-fn run<F, Fut>(remote: &Remote, f: F) -> u8
+pub(crate) fn run<F, Fut>(remote: &Remote, f: F) -> u8
 where
     F: FnOnce(Client, OutputFormat) -> Fut,
     Fut: Future<Output = Result<u8, ClientError>>,
@@ -257,7 +257,13 @@ where
 
 /// Every page of a listing (`key` holds the items), merged into one body:
 /// `{key: [...], "nextToken": <where it stopped, or null>}`.
-async fn collect_pages<F, Fut>(server: String, key: &str, paging: &Paging, output: OutputFormat, mut fetch: F) -> Result<Value, ClientError>
+pub(crate) async fn collect_pages<F, Fut>(
+    server: String,
+    key: &str,
+    paging: &Paging,
+    output: OutputFormat,
+    mut fetch: F,
+) -> Result<Value, ClientError>
 where
     F: FnMut(Option<String>, usize) -> Fut,
     Fut: Future<Output = client::Result<Value>>,

@@ -96,6 +96,9 @@ async fn run_async(args: RunArgs, loaded: Option<(PathBuf, crate::load::LoadedFi
             let now = redrive_engine::Clock::now(&SystemClock);
             let record =
                 store.put_pipeline(l.pipeline.name.as_str(), &l.definition_json, Some(&l.source_dir.to_string_lossy()), now).await?;
+            if let Some(queue) = &l.pipeline.dead_letter_queue {
+                store.ensure_dlq_queue(queue.as_str(), now).await?;
+            }
             let pipeline = Arc::new(LoadedPipeline::from_record(record)?);
             let id = handle.start(pipeline, input.to_string()).await?;
             progress.note(&format!(
@@ -170,6 +173,25 @@ async fn run_async(args: RunArgs, loaded: Option<(PathBuf, crate::load::LoadedFi
         summaries.push(render::Summary::load(store.as_ref(), id).await?);
     }
     render::print_summaries(&summaries, args.output);
+    for (id, status) in ids.iter().zip(&statuses) {
+        if *status != ExecutionStatus::Failed {
+            continue;
+        }
+        let Some(record) = store.get_execution(id).await? else { continue };
+        let link = serde_json::from_str::<redrive_core::machine::ExecutionState>(&record.state_json).ok().and_then(|s| s.dead_letter);
+        if let Some(link) = link {
+            let entry = store.get_dlq_entry(&link.entry_id).await?;
+            let count = entry.map_or(0, |e| e.redrive_count);
+            eprintln!(
+                "execution {id} failed for good: its entry {} is in dead-letter queue {} (redriven {count} times). \
+Inspect and redrive it through a server on this store: `redrive server --db {}`, then `redrive dlq show {}`",
+                link.entry_id,
+                link.queue,
+                args.db.display(),
+                link.queue
+            );
+        }
+    }
     Ok(if statuses.iter().all(|s| *s == ExecutionStatus::Succeeded) { exit::SUCCEEDED } else { exit::EXECUTION_FAILED })
 }
 

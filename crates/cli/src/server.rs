@@ -1,8 +1,11 @@
 //! `redrive server`: the engine running continuously behind the HTTP APIs.
 
+use crate::config::{ServerConfig, load_config, report_config_error};
 use crate::exit;
 use crate::run::DEFAULT_DB;
 use anyhow::Context;
+use redrive_core::time::human_duration_ms;
+use redrive_engine::redrive::RedriveSchedule;
 use redrive_engine::service::Service;
 use redrive_engine::{Driver, DriverConfig, SystemClock};
 use redrive_store::{ExecutionCursor, ExecutionFilter, SqliteOptions, SqliteStore, Store};
@@ -25,12 +28,33 @@ pub struct ServerArgs {
     /// server exits (they are retried as Step.SERVICE_FAULT after a restart).
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     grace_seconds: u64,
+    /// Server config file (YAML or JSON). It holds `redriveSchedules`: scheduled
+    /// redrives of every dead-letter queue under a prefix, e.g.
+    /// `{name: retry-sweeper, every: 30m, queuePrefix: retry-, filters: {type: Step.THROTTLING,
+    /// source: orders}, olderThan: 10m, maxEntries: 1000, rate: 50/s, mode: retry-stage}`
+    /// (rate defaults to 100/s, mode to retry-stage; poison entries are never
+    /// redriven by a schedule). An invalid file is reported in full and the server
+    /// does not start (exit 2).
+    #[arg(long, value_name = "FILE", env = "REDRIVE_CONFIG")]
+    config: Option<PathBuf>,
 }
 
 pub fn server(args: ServerArgs) -> u8 {
+    // The config is checked before anything is opened: a bad file starts nothing.
+    let config = match &args.config {
+        Some(path) => match load_config(path) {
+            Ok(c) => c,
+            Err(e) => return report_config_error(path, &e),
+        },
+        None => ServerConfig::default(),
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
-    match runtime.block_on(serve(args)) {
+    match runtime.block_on(serve(args, config)) {
         Ok(()) => exit::SUCCEEDED,
+        Err(e) if e.downcast_ref::<ConfigRejected>().is_some() => {
+            eprintln!("error: {e:#}");
+            exit::INVALID_INPUT
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             exit::ENGINE_ERROR
@@ -38,7 +62,30 @@ pub fn server(args: ServerArgs) -> u8 {
     }
 }
 
-async fn serve(args: ServerArgs) -> anyhow::Result<()> {
+/// The service refused the config's schedules (its checks go beyond the file's).
+#[derive(Debug)]
+struct ConfigRejected(String);
+
+impl std::fmt::Display for ConfigRejected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigRejected {}
+
+/// `; 1 redrive schedule (retry-sweeper every 30m on retry-*)`.
+fn schedules_note(schedules: &[RedriveSchedule]) -> String {
+    if schedules.is_empty() {
+        return String::new();
+    }
+    let shown: Vec<String> =
+        schedules.iter().take(5).map(|s| format!("{} every {} on {}*", s.name, human_duration_ms(s.every_ms), s.prefix())).collect();
+    let more = if schedules.len() > 5 { format!(", {} more", schedules.len() - 5) } else { String::new() };
+    format!("; {} redrive schedule{} ({}{more})", schedules.len(), if schedules.len() == 1 { "" } else { "s" }, shown.join(", "))
+}
+
+async fn serve(args: ServerArgs, config: ServerConfig) -> anyhow::Result<()> {
     let store = Arc::new(SqliteStore::open(&args.db, SqliteOptions::default()).with_context(|| format!("opening {}", args.db.display()))?);
     let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
     let (handle, join) = Driver::spawn(store.clone(), Arc::new(SystemClock), DriverConfig::default());
@@ -61,9 +108,23 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         }
     }
 
-    let service = Arc::new(Service::new(store.clone(), handle.clone(), Arc::new(SystemClock)));
+    let mut service = Service::new(store.clone(), handle.clone(), Arc::new(SystemClock));
+    let schedules_text = schedules_note(&config.schedules);
+    if let Err(e) = service.set_schedules(config.schedules) {
+        let file = args.config.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+        return Err(ConfigRejected(format!("config file {file}: redriveSchedules: {e}")).into());
+    }
+    let service = Arc::new(service);
+    // Redrive runs a dead process left RUNNING are marked INTERRUPTED; then the
+    // schedules start.
+    let interrupted = service.start_schedules().await.context("starting the redrive schedules")?;
+    let interrupted_text = match interrupted {
+        0 => String::new(),
+        1 => "; 1 redrive run left running by the previous process marked INTERRUPTED".to_string(),
+        n => format!("; {n} redrive runs left running by the previous process marked INTERRUPTED"),
+    };
     eprintln!(
-        "redrive server listening on http://{} (store {}; {resumed} unfinished execution{} resumed; CodePipeline API on POST /, native API under /v1, OpenAPI at /openapi.json)",
+        "redrive server listening on http://{} (store {}; {resumed} unfinished execution{} resumed{schedules_text}{interrupted_text}; CodePipeline API on POST /, native API under /v1, OpenAPI at /openapi.json)",
         listener.local_addr()?,
         args.db.display(),
         if resumed == 1 { "" } else { "s" }

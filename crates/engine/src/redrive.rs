@@ -16,6 +16,8 @@
 
 use crate::clock::Clock;
 use crate::driver::{EngineError, EngineHandle, LoadedPipeline};
+use redrive_core::definition::RetryMode;
+use redrive_core::machine::{self, Event, ExecutionState, Trigger};
 use redrive_core::time::Timestamp;
 use redrive_store::{DlqEntryCursor, DlqEntryFilter, DlqEntryRecord, DlqEntryState, RedriveRunRecord, Store, StoreError};
 use serde::{Deserialize, Serialize};
@@ -395,6 +397,28 @@ impl<S: Store> Redriver<S> {
         }))
     }
 
+    /// Whether the entry's execution would accept the stage retry now: the same
+    /// check the driver makes, on a copy of the stored state (the machine is pure).
+    async fn plan_stage_retry(&self, e: &DlqEntryRecord, now: Timestamp) -> Result<Result<String, SkipReason>, EngineError> {
+        let Some(rec) = self.store.get_execution(&e.execution_id).await? else {
+            return Ok(Err(SkipReason::ExecutionGone(e.execution_id.clone())));
+        };
+        let Some(prec) = self.store.get_pipeline(&rec.pipeline_name, Some(rec.pipeline_version)).await? else {
+            return Ok(Err(SkipReason::PipelineGone(format!("{} version {}", rec.pipeline_name, rec.pipeline_version))));
+        };
+        let loaded = LoadedPipeline::from_record(prec)?;
+        let mut state: ExecutionState = serde_json::from_str(&rec.state_json)
+            .map_err(|err| EngineError::CorruptState { id: rec.id.clone(), reason: err.to_string() })?;
+        let Some(si) = loaded.pipeline.stage_index(&e.stage) else {
+            return Ok(Err(SkipReason::Refused(format!("stage {} is not in the execution's pipeline", e.stage))));
+        };
+        let event = Event::RetryStage { stage: si, mode: RetryMode::FailedActions, trigger: Trigger::Redrive };
+        Ok(match machine::apply(&loaded.pipeline, &mut state, event, now) {
+            Ok(_) => Ok(format!("retry stage {} of execution {} (FAILED_ACTIONS)", e.stage, e.execution_id)),
+            Err(r) => Err(SkipReason::Refused(r.to_string())),
+        })
+    }
+
     /// What a run would do now, changing nothing.
     pub async fn plan(&self, req: &RedriveRequest) -> Result<RedrivePlan, EngineError> {
         let now = self.clock.now();
@@ -432,10 +456,7 @@ impl<S: Store> Redriver<S> {
                 Err(SkipReason::Poison { redrive_count: e.redrive_count, max_redrives: e.max_redrives }.to_string())
             } else {
                 match req.mode {
-                    RedriveMode::RetryStage => match self.store.get_execution(&e.execution_id).await? {
-                        Some(_) => Ok(format!("retry stage {} of execution {} (FAILED_ACTIONS)", e.stage, e.execution_id)),
-                        None => Err(SkipReason::ExecutionGone(e.execution_id.clone()).to_string()),
-                    },
+                    RedriveMode::RetryStage => self.plan_stage_retry(&e, now).await?.map_err(|r| r.to_string()),
                     RedriveMode::NewExecution => match self.latest_pipeline(&mut pipelines, &e.pipeline_name).await? {
                         Some(p) => {
                             Ok(format!("start a new execution of {} version {} with the original input", p.record.name, p.record.version))

@@ -134,7 +134,7 @@ pub struct Service<S: Store> {
 }
 
 mod dlq;
-pub use dlq::EntryQuery;
+pub use dlq::{EntryQuery, MAX_EXCEPTION_TYPE_CHARS, validate_prefix};
 
 pub fn validate_name(field: &str, value: &str) -> Result<Name, ServiceError> {
     Name::parse(value).map_err(|e| ServiceError::Validation(format!("{field} {value:?} {e}")))

@@ -305,3 +305,28 @@ async fn a_dry_run_plans_without_changing_anything() {
     let _ = Timestamp::EPOCH;
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_predicts_the_refusal_of_a_superseded_execution() {
+    let env = Env::new();
+    // SUPERSEDED (the default): the second start overtakes the first while it runs.
+    let yaml = "name: sup\ndeadLetterQueue: retry-sup\nstages:\n  - name: S\n    actions:\n      - name: A\n        command: [sh, -c, 'sleep 0.3; exit 1']\n";
+    let p = pipeline(&*env.store, yaml).await;
+    let first = env.handle.start(p.clone(), "{}".into()).await.unwrap();
+    let second = env.handle.start(p.clone(), "{}".into()).await.unwrap();
+    for id in [&first, &second] {
+        assert_eq!(env.handle.wait(id).await.unwrap().status, ExecutionStatus::Failed);
+    }
+    let req = request(QueueScope::Queue("retry-sup".into()), RedriveMode::RetryStage);
+    let plan = env.redriver().plan(&req).await.unwrap();
+    let verdict = |id: &str| plan.items.iter().find(|i| i.entry_id == id).map(|i| (i.would.clone(), i.detail.clone())).unwrap();
+    let (would, detail) = verdict(&first);
+    assert_eq!(would, "skip");
+    assert!(detail.contains("superseded"), "{detail}");
+    assert_eq!(verdict(&second).0, "redrive");
+    // The real run agrees with the plan.
+    let s = run(&env, req).await;
+    assert_eq!((s.redriven, s.skipped), (1, 1));
+    assert_eq!(s.skipped_by_reason.get("refused"), Some(&1));
+    env.stop().await;
+}

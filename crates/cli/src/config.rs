@@ -1,0 +1,441 @@
+//! The server's config file (`redrive server --config FILE`, or `REDRIVE_CONFIG`):
+//! YAML or JSON, read with the definition loader's located tree so every problem
+//! names the file, the line, the JSON path, the value and what is allowed.
+//!
+//! ```yaml
+//! redriveSchedules:
+//!   - name: retry-sweeper        # [A-Za-z0-9.@_-]{1,100}, unique
+//!     every: 30m                 # at least 1s
+//!     queuePrefix: retry-        # required
+//!     filters: {type: Step.THROTTLING, source: orders}   # optional
+//!     olderThan: 10m             # optional
+//!     maxEntries: 1000           # optional
+//!     rate: 50/s                 # optional, default 100/s
+//!     mode: retry-stage          # optional, default retry-stage
+//! ```
+
+use crate::exit;
+use crate::load::{format_problem, plural};
+use redrive_core::definition::Problem;
+use redrive_core::definition::source::{Node, NodeValue, parse_document};
+use redrive_core::name::Name;
+use redrive_core::time::parse_duration_ms;
+use redrive_engine::redrive::{
+    DEFAULT_RATE, MAX_SCHEDULES, MIN_SCHEDULE_EVERY_MS, QueueScope, Rate, RedriveMode, RedriveRequest, RedriveSchedule,
+};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// Largest config file accepted.
+pub const MAX_CONFIG_FILE_BYTES: u64 = 1024 * 1024;
+/// Longest exception type a filter may name (as the server checks).
+const MAX_EXCEPTION_TYPE_CHARS: usize = 100;
+
+const TOP_KEYS: &[&str] = &["redriveSchedules"];
+const SCHEDULE_KEYS: &[&str] = &["name", "every", "queuePrefix", "filters", "olderThan", "maxEntries", "rate", "mode"];
+const FILTER_KEYS: &[&str] = &["type", "source"];
+
+/// What `redrive server` reads from its config file.
+#[derive(Debug, Default, PartialEq)]
+pub struct ServerConfig {
+    pub schedules: Vec<RedriveSchedule>,
+}
+
+#[derive(Debug)]
+pub enum ConfigError {
+    /// The file could not be read.
+    Io(String),
+    /// The file has problems (all of them).
+    Invalid(Vec<Problem>),
+}
+
+pub fn load_config(path: &Path) -> Result<ServerConfig, ConfigError> {
+    let meta = std::fs::metadata(path).map_err(|e| ConfigError::Io(format!("config file {}: {e}", path.display())))?;
+    if meta.len() > MAX_CONFIG_FILE_BYTES {
+        return Err(ConfigError::Io(format!(
+            "config file {}: {} bytes is over the {MAX_CONFIG_FILE_BYTES} byte limit",
+            path.display(),
+            meta.len()
+        )));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Io(format!("config file {}: {e}", path.display())))?;
+    parse_config(&text).map_err(ConfigError::Invalid)
+}
+
+/// Prints a config error (every problem, `file:line: path: message (got …; allowed: …)`)
+/// and returns the exit code.
+pub fn report_config_error(path: &Path, err: &ConfigError) -> u8 {
+    match err {
+        ConfigError::Io(msg) => eprintln!("error: {msg}"),
+        ConfigError::Invalid(problems) => {
+            eprintln!("error: config file {} is invalid ({} problem{}):", path.display(), problems.len(), plural(problems.len()));
+            for p in problems {
+                eprintln!("  {}", format_problem(path, p));
+            }
+            eprintln!("the server did not start");
+        }
+    }
+    exit::INVALID_INPUT
+}
+
+/// Parses config text, reporting every problem.
+pub fn parse_config(text: &str) -> Result<ServerConfig, Vec<Problem>> {
+    let root = parse_document(text).map_err(|e| {
+        vec![Problem {
+            path: "$".into(),
+            line: Some(e.line),
+            field: String::new(),
+            value: None,
+            message: format!("{} (column {})", e.message, e.column),
+            allowed: None,
+        }]
+    })?;
+    let mut cx = Cx::default();
+    let config = cx.config(&root);
+    if cx.problems.is_empty() {
+        Ok(config)
+    } else {
+        cx.problems.sort_by_key(|p| p.line.unwrap_or(u32::MAX));
+        Err(cx.problems)
+    }
+}
+
+#[derive(Default)]
+struct Cx {
+    problems: Vec<Problem>,
+}
+
+/// A value as shown in a problem: compact JSON, shortened.
+fn render(n: &Node) -> String {
+    let s = n.to_json().to_string();
+    if s.chars().count() <= 80 {
+        s
+    } else {
+        let mut t: String = s.chars().take(79).collect();
+        t.push('…');
+        t
+    }
+}
+
+fn kind_name(n: &Node) -> &'static str {
+    match n.value {
+        NodeValue::Null => "null",
+        NodeValue::Bool(_) => "a boolean",
+        NodeValue::Int(_) => "an integer",
+        NodeValue::Float(_) => "a number",
+        NodeValue::String(_) => "a string",
+        NodeValue::Seq(_) => "a list",
+        NodeValue::Map(_) => "a map",
+    }
+}
+
+fn field_of(path: &str) -> String {
+    path.rsplit(['.', '[']).next().unwrap_or("").trim_end_matches(']').to_string()
+}
+
+impl Cx {
+    fn report(&mut self, path: &str, node: &Node, value: Option<String>, message: impl Into<String>, allowed: Option<String>) {
+        self.problems.push(Problem {
+            path: path.to_string(),
+            line: (node.line > 0).then_some(node.line),
+            field: field_of(path),
+            value,
+            message: message.into(),
+            allowed,
+        });
+    }
+
+    fn bad(&mut self, path: &str, node: &Node, message: impl Into<String>, allowed: &str) {
+        self.report(path, node, Some(render(node)), message, Some(allowed.to_string()));
+    }
+
+    /// The entries of a map, reporting a non-map and every unknown key.
+    fn map<'a>(&mut self, path: &str, node: &'a Node, keys: &[&str]) -> Option<&'a [(String, Node)]> {
+        let NodeValue::Map(entries) = &node.value else {
+            self.bad(path, node, format!("expected a map, found {}", kind_name(node)), &format!("a map with keys {}", keys.join(", ")));
+            return None;
+        };
+        for (k, v) in entries {
+            if !keys.contains(&k.as_str()) {
+                self.report(&format!("{path}.{k}"), v, None, format!("unknown key {k}"), Some(keys.join(", ")));
+            }
+        }
+        Some(entries)
+    }
+
+    fn string<'a>(&mut self, path: &str, node: &'a Node, allowed: &str) -> Option<&'a str> {
+        match &node.value {
+            NodeValue::String(s) => Some(s),
+            _ => {
+                self.bad(path, node, format!("expected a string, found {}", kind_name(node)), allowed);
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, path: &str, node: &Node, min_ms: u64) -> Option<u64> {
+        const ALLOWED: &str = "a duration such as 30s, 10m, 1h30m or 2d";
+        let s = self.string(path, node, ALLOWED)?;
+        match parse_duration_ms(s) {
+            Ok(ms) if ms >= min_ms => Some(ms),
+            Ok(_) => {
+                self.bad(path, node, format!("too short; at least {}", redrive_core::time::human_duration_ms(min_ms)), ALLOWED);
+                None
+            }
+            Err(e) => {
+                self.bad(path, node, e, ALLOWED);
+                None
+            }
+        }
+    }
+
+    fn config(&mut self, root: &Node) -> ServerConfig {
+        let mut config = ServerConfig::default();
+        let Some(entries) = self.map("$", root, TOP_KEYS) else { return config };
+        let Some((_, list)) = entries.iter().find(|(k, _)| k == "redriveSchedules") else { return config };
+        let path = "$.redriveSchedules";
+        let items: &[Node] = match &list.value {
+            NodeValue::Null => &[],
+            NodeValue::Seq(items) => items,
+            _ => {
+                self.bad(path, list, format!("expected a list, found {}", kind_name(list)), "a list of schedules");
+                return config;
+            }
+        };
+        if items.len() > MAX_SCHEDULES {
+            self.report(
+                path,
+                list,
+                Some(format!("{} schedules", items.len())),
+                "too many schedules",
+                Some(format!("at most {MAX_SCHEDULES} schedules")),
+            );
+        }
+        let mut names: HashMap<String, u32> = HashMap::new();
+        for (i, item) in items.iter().enumerate() {
+            let path = format!("{path}[{i}]");
+            if let Some(s) = self.schedule(&path, item, &mut names) {
+                config.schedules.push(s);
+            }
+        }
+        config
+    }
+
+    fn schedule(&mut self, path: &str, node: &Node, names: &mut HashMap<String, u32>) -> Option<RedriveSchedule> {
+        let entries = self.map(path, node, SCHEDULE_KEYS)?;
+        let get = |k: &str| entries.iter().find(|(key, _)| key == k).map(|(_, v)| v);
+        let before = self.problems.len();
+        let missing = |cx: &mut Cx, key: &str, allowed: &str| {
+            cx.report(&format!("{path}.{key}"), node, None, format!("required field {key} is missing"), Some(allowed.to_string()))
+        };
+
+        // name
+        let name_allowed = "1 to 100 characters of A-Z a-z 0-9 . @ - _, unique among the schedules";
+        let name = match get("name") {
+            None => {
+                missing(self, "name", name_allowed);
+                None
+            }
+            Some(n) => {
+                let p = format!("{path}.name");
+                match self.string(&p, n, name_allowed) {
+                    Some(s) => match Name::parse(s) {
+                        Err(e) => {
+                            self.bad(&p, n, format!("schedule name {e}"), name_allowed);
+                            None
+                        }
+                        Ok(_) => {
+                            if let Some(first) = names.get(s) {
+                                self.bad(&p, n, format!("a schedule named {s} is already defined on line {first}"), name_allowed);
+                                None
+                            } else {
+                                names.insert(s.to_string(), n.line);
+                                Some(s.to_string())
+                            }
+                        }
+                    },
+                    None => None,
+                }
+            }
+        };
+
+        // every
+        let every_ms = match get("every") {
+            None => {
+                missing(self, "every", "a duration of at least 1s, e.g. 30m");
+                None
+            }
+            Some(n) => self.duration(&format!("{path}.every"), n, MIN_SCHEDULE_EVERY_MS),
+        };
+
+        // queuePrefix
+        let prefix_allowed = "1 to 100 characters of A-Z a-z 0-9 . @ - _ (only queues whose name starts with it are redriven)";
+        let prefix = match get("queuePrefix") {
+            None => {
+                missing(self, "queuePrefix", prefix_allowed);
+                None
+            }
+            Some(n) => {
+                let p = format!("{path}.queuePrefix");
+                match self.string(&p, n, prefix_allowed) {
+                    Some(s) if Name::parse(s).is_ok() => Some(s.to_string()),
+                    Some(_) => {
+                        self.bad(&p, n, "not a queue-name prefix", prefix_allowed);
+                        None
+                    }
+                    None => None,
+                }
+            }
+        };
+
+        // filters
+        let (mut exception_type, mut pipeline_name) = (None, None);
+        if let Some(f) = get("filters") {
+            let fpath = format!("{path}.filters");
+            if !matches!(f.value, NodeValue::Null)
+                && let Some(fe) = self.map(&fpath, f, FILTER_KEYS)
+            {
+                for (k, v) in fe {
+                    let p = format!("{fpath}.{k}");
+                    match k.as_str() {
+                        "type" => {
+                            let allowed = "an exception type of 1 to 100 printable characters, e.g. Step.THROTTLING";
+                            if let Some(s) = self.string(&p, v, allowed) {
+                                if s.is_empty() || s.chars().count() > MAX_EXCEPTION_TYPE_CHARS || s.chars().any(char::is_control) {
+                                    self.bad(&p, v, "not an exception type", allowed);
+                                } else {
+                                    exception_type = Some(s.to_string());
+                                }
+                            }
+                        }
+                        "source" => {
+                            let allowed = "a pipeline name: 1 to 100 characters of A-Z a-z 0-9 . @ - _";
+                            if let Some(s) = self.string(&p, v, allowed) {
+                                match Name::parse(s) {
+                                    Ok(_) => pipeline_name = Some(s.to_string()),
+                                    Err(e) => self.bad(&p, v, format!("pipeline name {e}"), allowed),
+                                }
+                            }
+                        }
+                        _ => {} // reported by map()
+                    }
+                }
+            }
+        }
+
+        let older_than_ms = get("olderThan").and_then(|n| self.duration(&format!("{path}.olderThan"), n, 0));
+
+        let max_entries = get("maxEntries").and_then(|n| {
+            let p = format!("{path}.maxEntries");
+            match n.value {
+                NodeValue::Int(i) if i >= 1 => Some(i as u64),
+                NodeValue::Int(_) => {
+                    self.bad(&p, n, "must be at least 1", "an integer of at least 1");
+                    None
+                }
+                _ => {
+                    self.bad(&p, n, format!("expected an integer, found {}", kind_name(n)), "an integer of at least 1");
+                    None
+                }
+            }
+        });
+
+        let rate = match get("rate") {
+            None => Some(DEFAULT_RATE),
+            Some(n) => {
+                let p = format!("{path}.rate");
+                let allowed = "N/s, N/m or N/h (e.g. 50/s), or unlimited; default 100/s";
+                match self.string(&p, n, allowed).map(Rate::parse) {
+                    Some(Ok(r)) => Some(r),
+                    Some(Err(e)) => {
+                        self.bad(&p, n, e, allowed);
+                        None
+                    }
+                    None => None,
+                }
+            }
+        };
+
+        let mode = match get("mode") {
+            None => Some(RedriveMode::default()),
+            Some(n) => {
+                let p = format!("{path}.mode");
+                let allowed = "retry-stage (default), new-execution";
+                match self.string(&p, n, allowed).map(RedriveMode::parse) {
+                    Some(Ok(m)) => Some(m),
+                    Some(Err(_)) => {
+                        self.bad(&p, n, "not a redrive mode", allowed);
+                        None
+                    }
+                    None => None,
+                }
+            }
+        };
+
+        if self.problems.len() > before {
+            return None;
+        }
+        Some(RedriveSchedule {
+            name: name?,
+            every_ms: every_ms?,
+            request: RedriveRequest {
+                scope: QueueScope::Prefix(prefix?),
+                entry_id: None,
+                force: false,
+                exception_type,
+                pipeline_name,
+                older_than_ms,
+                max_entries,
+                rate: rate?,
+                mode: mode?,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_schedule_parses() {
+        let c = parse_config(
+            "redriveSchedules:\n  - name: retry-sweeper\n    every: 30m\n    queuePrefix: retry-\n    filters: {type: Step.THROTTLING, source: orders}\n    olderThan: 10m\n    maxEntries: 1000\n    rate: 50/s\n    mode: new-execution\n",
+        )
+        .unwrap();
+        assert_eq!(c.schedules.len(), 1);
+        let s = &c.schedules[0];
+        assert_eq!((s.name.as_str(), s.every_ms), ("retry-sweeper", 1_800_000));
+        assert_eq!(s.request.scope, QueueScope::Prefix("retry-".into()));
+        assert_eq!(s.request.exception_type.as_deref(), Some("Step.THROTTLING"));
+        assert_eq!(s.request.pipeline_name.as_deref(), Some("orders"));
+        assert_eq!((s.request.older_than_ms, s.request.max_entries), (Some(600_000), Some(1000)));
+        assert_eq!(s.request.rate, Rate { per_second: Some(50.0) });
+        assert_eq!(s.request.mode, RedriveMode::NewExecution);
+    }
+
+    #[test]
+    fn defaults_and_json() {
+        let c = parse_config(r#"{"redriveSchedules": [{"name": "a", "every": "1s", "queuePrefix": "q"}]}"#).unwrap();
+        assert_eq!(c.schedules[0].request.rate, DEFAULT_RATE);
+        assert_eq!(c.schedules[0].request.mode, RedriveMode::RetryStage);
+        assert_eq!(parse_config("redriveSchedules: []\n").unwrap(), ServerConfig::default());
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_line_path_value_and_allowed() {
+        let text = "redriveSchedules:\n  - name: a\n    every: 500ms\n    queuePrefix: retry-\n    rate: fast\n    colour: red\n  - name: a\n    every: 1m\n    filters: {kind: x}\n    mode: sideways\nextra: 1\n";
+        let problems = parse_config(text).unwrap_err();
+        let shown: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+        let has = |needle: &str| assert!(shown.iter().any(|s| s.contains(needle)), "{needle} not in {shown:#?}");
+        has("line 3: $.redriveSchedules[0].every: too short; at least 1s (got \"500ms\"");
+        has("line 5: $.redriveSchedules[0].rate:");
+        has("line 6: $.redriveSchedules[0].colour: unknown key colour (allowed: name, every, queuePrefix");
+        has("line 7: $.redriveSchedules[1].name: a schedule named a is already defined on line 2");
+        has("$.redriveSchedules[1].queuePrefix: required field queuePrefix is missing");
+        has("line 9: $.redriveSchedules[1].filters.kind: unknown key kind (allowed: type, source)");
+        has("line 10: $.redriveSchedules[1].mode: not a redrive mode (got \"sideways\"; allowed: retry-stage (default), new-execution)");
+        has("line 11: $.extra: unknown key extra (allowed: redriveSchedules)");
+        assert!(parse_config("redriveSchedules: [\n").unwrap_err()[0].line.is_some());
+    }
+}
