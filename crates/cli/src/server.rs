@@ -103,6 +103,9 @@ async fn serve(args: ServerArgs, config: ServerConfig) -> anyhow::Result<()> {
         for e in &page {
             match handle.resume(&e.id).await {
                 Ok(()) | Err(redrive_engine::EngineError::AlreadyFinished { .. }) => resumed += 1,
+                // A durable function's execution: only a process that registers the
+                // function (through the Rust SDK) can continue it.
+                Err(redrive_engine::EngineError::FunctionNotRegistered(_)) => {}
                 Err(err) => return Err(err).with_context(|| format!("resuming execution {}", e.id)),
             }
         }

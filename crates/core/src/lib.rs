@@ -13,6 +13,7 @@
 
 pub mod definition;
 pub mod exception;
+pub mod function;
 pub mod jitter;
 pub mod machine;
 pub mod name;

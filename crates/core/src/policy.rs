@@ -267,6 +267,13 @@ impl RetryPolicy {
         Ok(RetryPolicy { exception_types, interval_ms: seconds_to_ms(interval_seconds), backoff_rate, limit, max_interval_ms, jitter })
     }
 
+    /// A policy that never retries: it matches every exception type with
+    /// maxAttempts 0, so not even the built-in default applies after it.
+    pub fn none() -> RetryPolicy {
+        RetryPolicy::new(&RetryPolicySpec { exception_types: vec!["*".into()], max_attempts: Some(0.0), ..Default::default() })
+            .expect("a valid policy")
+    }
+
     /// The built-in default for `Step.SERVICE_FAULT` and `Step.THROTTLING`.
     pub fn builtin_default() -> RetryPolicy {
         RetryPolicy {

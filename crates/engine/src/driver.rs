@@ -53,6 +53,15 @@ pub enum EngineError {
     /// The state machine refused the request (e.g. a stage retry that is not allowed).
     #[error("{0}")]
     Rejected(Rejection),
+    /// The execution is a durable function's, not a pipeline's.
+    #[error("execution {0} is a durable function execution")]
+    FunctionExecution(String),
+    /// No function of that name is registered in this process.
+    #[error("no durable function named {0} is registered in this process")]
+    FunctionNotRegistered(String),
+    /// The function execution name is taken by an execution with another input.
+    #[error("execution {name} of function {function} already exists (execution {execution_id}) with a different input")]
+    ExecutionAlreadyExists { function: String, name: String, execution_id: String },
     /// The start's client token was used before (for `execution_id`).
     #[error("clientRequestToken already used for execution {execution_id}")]
     TokenReused { execution_id: String, same_request: bool },
@@ -128,7 +137,32 @@ pub struct ExecutionOutcome {
     pub finished_at: Timestamp,
 }
 
-enum Inbound {
+pub(crate) enum Inbound {
+    RegisterFunction {
+        name: String,
+        function: Arc<dyn crate::function::DurableFunction>,
+    },
+    /// Start a durable function execution (idempotent on `(function, name)`).
+    FnStart {
+        function: String,
+        name: String,
+        execution_id: String,
+        input_json: String,
+        fingerprint: String,
+        reply: oneshot::Sender<Result<(), EngineError>>,
+    },
+    /// A history change from a running invocation; answered (with the step's new
+    /// state) once durable.
+    FnEvent {
+        execution_id: String,
+        event: redrive_core::function::FnEvent,
+        reply: oneshot::Sender<Result<Option<redrive_core::function::StepState>, EngineError>>,
+    },
+    /// An invocation ended: the function returned (`Some`) or it suspended (`None`).
+    FnEnded {
+        execution_id: String,
+        outcome: Option<Result<serde_json::Value, Failure>>,
+    },
     Start {
         pipeline: Arc<LoadedPipeline>,
         execution_id: String,
@@ -199,6 +233,8 @@ enum Inbound {
 pub struct DriverStats {
     /// Executions whose state is held in memory.
     pub live_executions: usize,
+    /// Durable function executions held in memory (running or about to).
+    pub live_functions: usize,
     /// The earliest known timer.
     pub next_timer_due: Option<Timestamp>,
     /// Batches submitted to the store and not yet acknowledged.
@@ -295,6 +331,46 @@ impl EngineHandle {
         rx.await.map_err(|_| EngineError::Stopped)?
     }
 
+    /// Registers a durable function under `name` (replacing one of that name).
+    /// Its unfinished executions are not resumed by this; see
+    /// [`EngineHandle::resume`].
+    pub async fn register_function(&self, name: &str, function: Arc<dyn crate::function::DurableFunction>) -> Result<(), EngineError> {
+        self.send(Inbound::RegisterFunction { name: name.to_string(), function }).await
+    }
+
+    /// [`EngineHandle::register_function`] without waiting (for synchronous
+    /// callers); fails only if the engine stopped or its inbox is full.
+    pub fn register_function_now(&self, name: &str, function: Arc<dyn crate::function::DurableFunction>) -> Result<(), EngineError> {
+        self.tx.try_send(Inbound::RegisterFunction { name: name.to_string(), function }).map_err(|_| EngineError::Stopped)
+    }
+
+    /// Starts an execution of a registered function, named `name` (its
+    /// idempotency key). Resolves with its id once the start is durable. The same
+    /// name with the same input answers with the existing execution (and `true`);
+    /// with another input, [`EngineError::ExecutionAlreadyExists`].
+    pub async fn start_function(&self, function: &str, name: &str, input_json: String) -> Result<(String, bool), EngineError> {
+        let execution_id = uuid::Uuid::new_v4().to_string();
+        let (reply, rx) = oneshot::channel();
+        let fingerprint = crate::service::fingerprint(function, &input_json);
+        self.send(Inbound::FnStart {
+            function: function.to_string(),
+            name: name.to_string(),
+            execution_id: execution_id.clone(),
+            input_json,
+            fingerprint,
+            reply,
+        })
+        .await?;
+        match rx.await.map_err(|_| EngineError::Stopped)? {
+            Ok(()) => Ok((execution_id, false)),
+            Err(EngineError::TokenReused { execution_id, same_request: true }) => Ok((execution_id, true)),
+            Err(EngineError::TokenReused { execution_id, same_request: false }) => {
+                Err(EngineError::ExecutionAlreadyExists { function: function.to_string(), name: name.to_string(), execution_id })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     pub async fn stats(&self) -> Result<DriverStats, EngineError> {
         let (reply, rx) = oneshot::channel();
         self.send(Inbound::Stats { reply }).await?;
@@ -355,6 +431,8 @@ struct Pending {
     dlq: Vec<DlqOp>,
     /// Entries taken by redrives in `dlq` (forgotten from `dlq_taken` on ack).
     taken: Vec<String>,
+    /// A durable function execution: invoke (replay) it once this is durable.
+    fn_invoke: bool,
 }
 
 /// Told the outcome of a request once the transition it caused is durable (or at
@@ -420,7 +498,15 @@ pub struct Driver<S: Store> {
     /// Dead-letter entries taken by a redrive whose commit is not acknowledged
     /// yet: the store still says `QUEUED`, so a second redrive must not trust it.
     dlq_taken: std::collections::HashSet<String>,
+    /// Registered durable functions.
+    functions: HashMap<String, Arc<dyn crate::function::DurableFunction>>,
+    /// Durable function executions in memory (running, or waiting on a near timer).
+    fn_live: HashMap<String, functions::FnLive>,
+    /// Due timers of functions not registered here: do not poll for them again before this.
+    timer_backoff_until: Option<tokio::time::Instant>,
 }
+
+mod functions;
 
 /// Commits submitted to the store at once, at most (one being written while the
 /// next is built: the driver's CPU work overlaps the writer's).
@@ -561,6 +647,9 @@ impl<S: Store> Driver<S> {
             draining: None,
             active: HashMap::new(),
             dlq_taken: std::collections::HashSet::new(),
+            functions: HashMap::new(),
+            fn_live: HashMap::new(),
+            timer_backoff_until: None,
             store,
             clock,
             inflight: Arc::new(Semaphore::new(config.max_inflight_attempts)),
@@ -646,7 +735,13 @@ impl<S: Store> Driver<S> {
             }
             // Timers are read from the store, so only when no commit is in flight:
             // a timer cleared by an unacknowledged commit must not fire again.
-            if self.next_timer_due.is_some_and(|due| due <= now) && !shutdown && self.submitted.is_empty() && self.draining.is_none() {
+            let backing_off = self.timer_backoff_until.is_some_and(|t| tokio::time::Instant::now() < t);
+            if self.next_timer_due.is_some_and(|due| due <= now)
+                && !backing_off
+                && !shutdown
+                && self.submitted.is_empty()
+                && self.draining.is_none()
+            {
                 self.fire_timers(now, &mut batch).await?;
             }
             self.start_queued(now, &mut batch).await?;
@@ -679,7 +774,9 @@ impl<S: Store> Driver<S> {
     fn until_next_timer(&self) -> Option<std::time::Duration> {
         let due = self.next_timer_due?;
         let ms = due.ms_since(self.clock.now()).clamp(0, 60_000) as u64;
-        Some(std::time::Duration::from_millis(ms))
+        let backoff =
+            self.timer_backoff_until.map_or(std::time::Duration::ZERO, |t| t.saturating_duration_since(tokio::time::Instant::now()));
+        Some(std::time::Duration::from_millis(ms).max(backoff))
     }
 
     async fn handle(&mut self, msg: Inbound, now: Timestamp, batch: &mut Batch) -> Result<(), EngineError> {
@@ -702,7 +799,20 @@ impl<S: Store> Driver<S> {
                 }
             }
             Inbound::Purge { filter, reply } => batch.purges.push((filter, reply)),
+            Inbound::RegisterFunction { name, function } => {
+                self.functions.insert(name, function);
+                self.timer_backoff_until = None; // its timers can fire now
+            }
+            Inbound::FnStart { function, name, execution_id, input_json, fingerprint, reply } => {
+                self.fn_start(function, name, execution_id, input_json, fingerprint, reply, now, batch)
+            }
+            Inbound::FnEvent { execution_id, event, reply } => self.fn_event(execution_id, event, reply, now, batch),
+            Inbound::FnEnded { execution_id, outcome } => self.fn_ended(execution_id, outcome, now, batch),
             Inbound::Resume { execution_id, reply } => match self.ensure_live(&execution_id, now, batch).await {
+                Err(EngineError::FunctionExecution(_)) => {
+                    let r = self.ensure_fn_live(&execution_id, now, batch).await;
+                    let _ = reply.send(r);
+                }
                 Ok(()) => {
                     let status = self.live[&execution_id].state.status;
                     if status.is_finished() {
@@ -718,15 +828,20 @@ impl<S: Store> Driver<S> {
                 }
             },
             Inbound::Wait { execution_id, reply } => {
-                let finished = match self.live.get(&execution_id) {
+                // A change in this (unsubmitted) batch is not durable either.
+                let in_batch = batch.pending.contains_key(&execution_id);
+                let finished = match (self.live.get(&execution_id), self.fn_live.get(&execution_id)) {
+                    _ if in_batch => None,
                     // The in-memory state can be ahead of the store while a batch is in
                     // flight: answer only from durable state; otherwise wait for the ack.
-                    Some(l) => (l.state.status.is_finished() && l.unacked == 0).then(|| outcome_of(&l.state)),
-                    None => match self.store.get_execution(&execution_id).await? {
+                    (Some(l), _) => (l.state.status.is_finished() && l.unacked == 0).then(|| outcome_of(&l.state)),
+                    (None, Some(f)) => f.durable_outcome(),
+                    (None, None) => match self.store.get_execution(&execution_id).await? {
                         None => {
                             let _ = reply.send(Err(EngineError::ExecutionNotFound(execution_id)));
                             return Ok(());
                         }
+                        Some(rec) if rec.pipeline_version == functions::FUNCTION_VERSION => functions::stored_outcome(&rec)?,
                         Some(rec) => {
                             let state = parse_state(&rec.id, &rec.state_json)?;
                             state.status.is_finished().then(|| outcome_of(&state))
@@ -759,6 +874,7 @@ impl<S: Store> Driver<S> {
             Inbound::Stats { reply } => {
                 let _ = reply.send(DriverStats {
                     live_executions: self.live.len(),
+                    live_functions: self.fn_live.len(),
                     next_timer_due: self.next_timer_due,
                     submitted_batches: self.submitted.len(),
                 });
@@ -1047,7 +1163,13 @@ impl<S: Store> Driver<S> {
         if self.live.contains_key(execution_id) {
             return Ok(());
         }
+        if self.fn_live.contains_key(execution_id) {
+            return Err(EngineError::FunctionExecution(execution_id.to_string()));
+        }
         let rec = self.store.get_execution(execution_id).await?.ok_or_else(|| EngineError::ExecutionNotFound(execution_id.to_string()))?;
+        if rec.pipeline_version == functions::FUNCTION_VERSION {
+            return Err(EngineError::FunctionExecution(execution_id.to_string()));
+        }
         let key = (rec.pipeline_name.clone(), rec.pipeline_version);
         let pipeline = match self.pipelines.get(&key) {
             Some(p) => p.clone(),
@@ -1119,6 +1241,10 @@ impl<S: Store> Driver<S> {
             if batch.pending.get(&t.execution_id).is_some_and(|p| p.timers.contains_key(&t.key)) {
                 continue; // already handled in this batch
             }
+            if let Some(index) = functions::timer_index(&t.key) {
+                self.fn_timer(&t.execution_id, index, now, batch).await?;
+                continue;
+            }
             match self.ensure_live(&t.execution_id, now, batch).await {
                 Ok(()) => {}
                 Err(EngineError::ExecutionNotFound(_)) => continue,
@@ -1161,6 +1287,12 @@ impl<S: Store> Driver<S> {
             let mut transitions = Vec::with_capacity(chunk.len());
             for id in chunk {
                 let mut pending = batch.pending.remove(id).expect("ordered ids are pending");
+                if self.fn_live.contains_key(id) {
+                    let (t, next) = self.fn_transition(id, &mut pending, now);
+                    transitions.push(t);
+                    submitted.entries.push((id.clone(), next, pending));
+                    continue;
+                }
                 let live = self.live.get_mut(id).expect("batched executions are live");
                 let mut set_timers = Vec::new();
                 let mut clear_timers = Vec::new();
@@ -1218,6 +1350,7 @@ impl<S: Store> Driver<S> {
                 Err(TransitionError::TokenReused { execution_id, same_request }) if expected == 1 => {
                     // The start was a repeat: nothing of it was written; answer with the first execution.
                     self.live.remove(&id);
+                    self.fn_live.remove(&id);
                     for reply in pending.replies {
                         reply(Err(EngineError::TokenReused { execution_id: execution_id.clone(), same_request }));
                     }
@@ -1238,6 +1371,9 @@ impl<S: Store> Driver<S> {
 
     /// Performs a committed transition's effects.
     fn after_commit(&mut self, id: &str, pending: Pending, now: Timestamp) {
+        if self.fn_live.contains_key(id) {
+            return self.fn_after_commit(id, pending, now);
+        }
         let notify = self.notify.receiver_count() > 0;
         let Some(live) = self.live.get_mut(id) else { return };
         live.unacked -= 1;

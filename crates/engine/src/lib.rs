@@ -8,6 +8,7 @@
 
 pub mod clock;
 pub mod driver;
+pub mod function;
 pub mod redrive;
 pub mod runner;
 pub mod service;

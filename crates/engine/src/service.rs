@@ -162,7 +162,7 @@ fn parse_state(rec: &ExecutionRecord) -> Result<ExecutionState, ServiceError> {
 }
 
 /// A stable fingerprint of a start request, for clientRequestToken checks.
-fn fingerprint(pipeline: &str, input_json: &str) -> String {
+pub(crate) fn fingerprint(pipeline: &str, input_json: &str) -> String {
     // FNV-1a over the canonical request; collisions only weaken a safety check.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in pipeline.bytes().chain([0u8]).chain(input_json.bytes()) {

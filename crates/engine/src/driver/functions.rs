@@ -1,0 +1,357 @@
+//! Durable function executions in the driver loop: the same group commit,
+//! durable timers and waiters as pipelines, with [`redrive_core::function`] as
+//! the state machine and an invocation task instead of runners.
+//!
+//! A function execution is an `executions` row with `pipeline_name` =
+//! `fn:<function>` ([`crate::function::store_name`]) and `pipeline_version` =
+//! [`FUNCTION_VERSION`] (0: pipeline versions start at 1). Its timers are keyed `#fn/<step index>` (`#` is not a
+//! name character, so no pipeline timer looks like one).
+
+use super::*;
+use crate::function::{DurableFunction, FnContext, Inner};
+use redrive_core::function::{FnEffect, FnEvent, FnRejection, FunctionState, FunctionStatus, StepState};
+
+pub const FUNCTION_VERSION: u32 = 0;
+const TIMER_PREFIX: &str = "#fn/";
+/// How long due timers of functions nobody registered are left alone.
+const UNREGISTERED_BACKOFF: std::time::Duration = std::time::Duration::from_secs(5);
+
+pub fn timer_key(index: usize) -> String {
+    format!("{TIMER_PREFIX}{index}")
+}
+
+pub fn timer_index(key: &str) -> Option<usize> {
+    key.strip_prefix(TIMER_PREFIX)?.parse().ok()
+}
+
+pub struct FnLive {
+    pub function: Arc<dyn DurableFunction>,
+    pub state: FunctionState,
+    pub version: Option<u64>,
+    pub unacked: u32,
+    pub client_token: Option<ClientToken>,
+    pub input_json: Arc<str>,
+    /// An invocation task is running.
+    pub invoking: bool,
+    /// Invoke again as soon as the running invocation ends.
+    pub reinvoke: bool,
+}
+
+fn status_of(s: FunctionStatus) -> ExecutionStatus {
+    match s {
+        FunctionStatus::Running => ExecutionStatus::InProgress,
+        FunctionStatus::Succeeded => ExecutionStatus::Succeeded,
+        FunctionStatus::Failed => ExecutionStatus::Failed,
+    }
+}
+
+fn outcome(state: &FunctionState) -> ExecutionOutcome {
+    ExecutionOutcome {
+        execution_id: state.execution_id.clone(),
+        status: status_of(state.status),
+        started_at: state.started_at,
+        finished_at: state.finished_at.unwrap_or(state.started_at),
+    }
+}
+
+impl FnLive {
+    pub fn durable_outcome(&self) -> Option<ExecutionOutcome> {
+        (self.state.status != FunctionStatus::Running && self.unacked == 0).then(|| outcome(&self.state))
+    }
+}
+
+pub fn parse_fn_state(rec: &redrive_store::ExecutionRecord) -> Result<FunctionState, EngineError> {
+    serde_json::from_str(&rec.state_json).map_err(|e| EngineError::CorruptState { id: rec.id.clone(), reason: e.to_string() })
+}
+
+pub fn stored_outcome(rec: &redrive_store::ExecutionRecord) -> Result<Option<ExecutionOutcome>, EngineError> {
+    let state = parse_fn_state(rec)?;
+    Ok((state.status != FunctionStatus::Running).then(|| outcome(&state)))
+}
+
+fn event_index(e: &FnEvent) -> Option<usize> {
+    match e {
+        FnEvent::StepBegin { index, .. }
+        | FnEvent::StepSucceeded { index, .. }
+        | FnEvent::StepFailed { index, .. }
+        | FnEvent::SleepBegin { index, .. }
+        | FnEvent::TimerFired { index } => Some(*index),
+        FnEvent::Finished { .. } => None,
+    }
+}
+
+impl<S: Store> Driver<S> {
+    fn fn_apply(&mut self, id: &str, event: FnEvent, now: Timestamp, batch: &mut Batch) -> Result<(), FnRejection> {
+        let live = self.fn_live.get_mut(id).expect("caller ensured the function execution is live");
+        let effects = redrive_core::function::apply(&mut live.state, event, now)?;
+        let pending = batch.entry(id);
+        for effect in effects {
+            match effect {
+                FnEffect::SetTimer { index, due_at } => {
+                    pending.timers.insert(timer_key(index), Some(due_at));
+                }
+                FnEffect::ClearTimer { index } => {
+                    pending.timers.insert(timer_key(index), None);
+                }
+                FnEffect::Record { index, attempt, started_at, failure, decision } => {
+                    let step = &live.state.steps[index];
+                    pending.ledger.push(LedgerEntry {
+                        seq: 0,
+                        execution_id: id.to_string(),
+                        stage: live.state.function.clone(),
+                        action: step.name.clone(),
+                        series: 1,
+                        attempt,
+                        trigger: if attempt <= 1 { "initial" } else { "policy" }.to_string(),
+                        started_at,
+                        finished_at: now,
+                        outcome: if failure.is_none() { "SUCCEEDED" } else { "FAILED" }.to_string(),
+                        exception_type: failure.as_ref().map(|f| f.exception_type.to_string()),
+                        message: failure.as_ref().map(|f| f.message.clone()),
+                        decision_json: decision.as_ref().map(|d| serde_json::to_string(d).expect("decision serialises")),
+                    });
+                }
+                FnEffect::Invoke => pending.fn_invoke = true,
+                FnEffect::Finished(s) => pending.finished = Some(status_of(s)),
+            }
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn fn_start(
+        &mut self,
+        function: String,
+        name: String,
+        execution_id: String,
+        input_json: String,
+        fingerprint: String,
+        reply: oneshot::Sender<Result<(), EngineError>>,
+        now: Timestamp,
+        batch: &mut Batch,
+    ) {
+        let Some(f) = self.functions.get(&function).cloned() else {
+            let _ = reply.send(Err(EngineError::FunctionNotRegistered(function)));
+            return;
+        };
+        let state = FunctionState::new(execution_id.clone(), function, name.clone(), now);
+        self.fn_live.insert(
+            execution_id.clone(),
+            FnLive {
+                function: f,
+                state,
+                version: None,
+                unacked: 0,
+                client_token: Some(ClientToken { token: name, fingerprint }),
+                input_json: input_json.into(),
+                invoking: false,
+                reinvoke: false,
+            },
+        );
+        let pending = batch.entry(&execution_id);
+        pending.fn_invoke = true;
+        pending.replies.push(unit_reply(reply));
+    }
+
+    pub(super) fn fn_event(
+        &mut self,
+        id: String,
+        event: FnEvent,
+        reply: oneshot::Sender<Result<Option<StepState>, EngineError>>,
+        now: Timestamp,
+        batch: &mut Batch,
+    ) {
+        if !self.fn_live.contains_key(&id) {
+            let _ = reply.send(Err(EngineError::ExecutionNotFound(id)));
+            return;
+        }
+        if self.draining.is_some() && matches!(event, FnEvent::StepBegin { .. }) {
+            // No attempt starts while draining; a restart replays from here.
+            let _ = reply.send(Err(EngineError::Stopped));
+            return;
+        }
+        let index = event_index(&event);
+        match self.fn_apply(&id, event, now, batch) {
+            Ok(()) => {
+                let step = index.and_then(|i| self.fn_live[&id].state.steps.get(i).cloned());
+                batch.entry(&id).replies.push(Box::new(move |r: Result<(), EngineError>| {
+                    let _ = reply.send(r.map(|()| step));
+                }));
+            }
+            Err(r) => {
+                tracing::warn!(execution_id = id, %r, "function event refused");
+                let _ = reply.send(Err(EngineError::Conflict(r.to_string())));
+            }
+        }
+    }
+
+    pub(super) fn fn_ended(&mut self, id: String, result: Option<Result<serde_json::Value, Failure>>, now: Timestamp, batch: &mut Batch) {
+        let Some(live) = self.fn_live.get_mut(&id) else { return };
+        live.invoking = false;
+        match result {
+            Some(result) if live.state.status == FunctionStatus::Running => {
+                if let Err(r) = self.fn_apply(&id, FnEvent::Finished { result }, now, batch) {
+                    tracing::warn!(execution_id = id, %r, "function result refused");
+                }
+            }
+            Some(_) => {}
+            None => {
+                if std::mem::take(&mut live.reinvoke) {
+                    self.spawn_invocation(&id);
+                } else if live.unacked == 0 && !batch.pending.contains_key(&id) {
+                    self.maybe_evict_fn(&id, now);
+                }
+            }
+        }
+    }
+
+    pub(super) async fn fn_timer(&mut self, id: &str, index: usize, now: Timestamp, batch: &mut Batch) -> Result<(), EngineError> {
+        match self.ensure_fn_live(id, now, batch).await {
+            Ok(()) => {}
+            Err(EngineError::ExecutionNotFound(_)) => return Ok(()),
+            Err(EngineError::FunctionNotRegistered(name)) => {
+                tracing::debug!(execution_id = id, function = name, "a due timer of an unregistered function waits");
+                self.timer_backoff_until = Some(tokio::time::Instant::now() + UNREGISTERED_BACKOFF);
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        }
+        match self.fn_apply(id, FnEvent::TimerFired { index }, now, batch) {
+            Ok(()) | Err(FnRejection::TimerEarly { .. }) => {}
+            Err(r) => {
+                tracing::warn!(execution_id = id, index, %r, "clearing a stale function timer");
+                batch.entry(id).timers.insert(timer_key(index), None);
+            }
+        }
+        Ok(())
+    }
+
+    /// Loads a function execution; one that is neither finished nor waiting on a
+    /// timer is invoked (this is how a crash is recovered: the replay finds the
+    /// step that was running).
+    pub(super) async fn ensure_fn_live(&mut self, id: &str, _now: Timestamp, _batch: &mut Batch) -> Result<(), EngineError> {
+        if self.fn_live.contains_key(id) {
+            return Ok(());
+        }
+        let rec = self.store.get_execution(id).await?.ok_or_else(|| EngineError::ExecutionNotFound(id.to_string()))?;
+        if rec.pipeline_version != FUNCTION_VERSION {
+            return Err(EngineError::ExecutionNotFound(id.to_string()));
+        }
+        let state = parse_fn_state(&rec)?;
+        if state.status != FunctionStatus::Running {
+            return Err(EngineError::AlreadyFinished { id: id.to_string(), status: status_of(state.status).as_str().into() });
+        }
+        let function = self.functions.get(&state.function).cloned().ok_or(EngineError::FunctionNotRegistered(state.function.clone()))?;
+        let waiting = state.waiting_on().is_some();
+        self.fn_live.insert(
+            id.to_string(),
+            FnLive {
+                function,
+                state,
+                version: Some(rec.version),
+                unacked: 0,
+                client_token: None,
+                input_json: rec.input_json.into(),
+                invoking: false,
+                reinvoke: false,
+            },
+        );
+        if !waiting {
+            self.spawn_invocation(id);
+        }
+        Ok(())
+    }
+
+    /// Runs the function (a replay from the top) on a task.
+    fn spawn_invocation(&mut self, id: &str) {
+        if self.draining.is_some() {
+            return; // a restart invokes it
+        }
+        let Some(live) = self.fn_live.get_mut(id) else { return };
+        if live.invoking {
+            live.reinvoke = true;
+            return;
+        }
+        live.invoking = true;
+        let ctx = FnContext {
+            execution_id: id.to_string(),
+            inner: Arc::new(std::sync::Mutex::new(Inner { history: live.state.clone(), next_index: 0, suspend: None })),
+            calls: self.tx.clone(),
+            clock: self.clock.clone(),
+        };
+        let (function, input) = (live.function.clone(), live.input_json.to_string());
+        let tx = self.tx.clone();
+        let execution_id = id.to_string();
+        tokio::spawn(async move {
+            let outcome = crate::function::invoke(function, ctx, input).await;
+            let _ = tx.send(Inbound::FnEnded { execution_id, outcome }).await;
+        });
+    }
+
+    pub(super) fn fn_transition(&mut self, id: &str, pending: &mut Pending, now: Timestamp) -> (Transition, u64) {
+        let live = self.fn_live.get_mut(id).expect("batched function executions are live");
+        let mut set_timers = Vec::new();
+        let mut clear_timers = Vec::new();
+        for (key, due) in &pending.timers {
+            match due {
+                Some(due_at) => set_timers.push(TimerRecord { execution_id: id.to_string(), key: key.clone(), due_at: *due_at }),
+                None => clear_timers.push(key.clone()),
+            }
+        }
+        let t = Transition {
+            execution_id: id.to_string(),
+            expected_version: live.version,
+            pipeline_name: crate::function::store_name(&live.state.function),
+            pipeline_version: FUNCTION_VERSION,
+            status: live.state.status.as_str().to_string(),
+            input_json: live.input_json.to_string(),
+            state_json: serde_json::to_string(&live.state).expect("state serialises"),
+            at: now,
+            ledger: std::mem::take(&mut pending.ledger),
+            set_timers,
+            clear_timers,
+            client_token: if live.version.is_none() { live.client_token.take() } else { None },
+            dlq: Vec::new(),
+        };
+        let next = live.version.map_or(1, |v| v + 1);
+        live.version = Some(next);
+        live.unacked += 1;
+        (t, next)
+    }
+
+    pub(super) fn fn_after_commit(&mut self, id: &str, pending: Pending, now: Timestamp) {
+        let Some(live) = self.fn_live.get_mut(id) else { return };
+        live.unacked -= 1;
+        for due in pending.timers.values().flatten() {
+            self.next_timer_due = Some(self.next_timer_due.map_or(*due, |d| d.min(*due)));
+        }
+        for reply in pending.replies {
+            reply(Ok(()));
+        }
+        if pending.fn_invoke {
+            self.spawn_invocation(id);
+        }
+        let live = &self.fn_live[id];
+        if let Some(o) = live.durable_outcome() {
+            for w in self.waiters.remove(id).unwrap_or_default() {
+                let _ = w.send(Ok(o.clone()));
+            }
+            if !live.invoking {
+                self.fn_live.remove(id);
+            }
+            return;
+        }
+        if live.unacked == 0 && !live.invoking {
+            self.maybe_evict_fn(id, now);
+        }
+    }
+
+    /// Drops a function execution that only waits on a distant timer.
+    fn maybe_evict_fn(&mut self, id: &str, now: Timestamp) {
+        let Some(live) = self.fn_live.get(id) else { return };
+        let far = live.state.waiting_on().is_some_and(|(_, due)| due.ms_since(now) > self.config.evict_waiting_after_ms as i64);
+        if far || live.state.status != FunctionStatus::Running {
+            self.fn_live.remove(id);
+        }
+    }
+}

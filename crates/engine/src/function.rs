@@ -1,0 +1,247 @@
+//! Durable functions inside the engine: the untyped runtime under the SDK.
+//!
+//! A function is invoked on a task; every step it reaches is matched against its
+//! checkpointed history ([`redrive_core::function::replay`]). Completed steps
+//! answer from the history without a round trip. Anything that changes the
+//! history (an attempt starting, succeeding, failing; a sleep) is an event sent to
+//! the driver loop, which commits it (group commit, like pipeline transitions) and
+//! only then answers. When the history says "wait" (a retry's backoff, a sleep),
+//! the invocation *suspends*: the task drops the function's future, so nothing is
+//! held while waiting; the durable timer re-invokes the function, which replays.
+
+use redrive_core::exception::{ExceptionType, Failure};
+use redrive_core::function::{FUNCTION_ERROR, FnEvent, FunctionState, NON_DETERMINISM, Replay, StepKind, StepState, replay};
+use redrive_core::policy::RetryPolicy;
+use redrive_core::time::Timestamp;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+pub type FnFuture = Pin<Box<dyn Future<Output = Result<serde_json::Value, Failure>> + Send>>;
+
+/// A registered function, untyped: JSON in, JSON (or a failure) out.
+pub trait DurableFunction: Send + Sync + 'static {
+    fn invoke(&self, ctx: FnContext, input_json: String) -> FnFuture;
+}
+
+impl<F> DurableFunction for F
+where
+    F: Fn(FnContext, String) -> FnFuture + Send + Sync + 'static,
+{
+    fn invoke(&self, ctx: FnContext, input_json: String) -> FnFuture {
+        self(ctx, input_json)
+    }
+}
+
+/// What happens to an attempt that was running when the process died.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Semantics {
+    /// It counts as failed with `Step.SERVICE_FAULT` and the policy decides on a
+    /// retry (the built-in default retries it): the step runs at least once.
+    #[default]
+    AtLeastOnce,
+    /// It counts as failed with `Step.SERVICE_FAULT` and is never run again: the
+    /// error goes back to the function.
+    AtMostOnce,
+}
+
+/// How one step retries.
+#[derive(Clone, Default)]
+pub struct StepRetry {
+    pub policies: Vec<RetryPolicy>,
+    /// Conditional retry: a failure this returns false for is not retried.
+    pub predicate: Option<Arc<dyn Fn(&Failure) -> bool + Send + Sync>>,
+    pub semantics: Semantics,
+}
+
+/// The message an attempt interrupted by a crash is recorded with.
+pub const INTERRUPTED_MESSAGE: &str = "the process stopped while this step attempt was running";
+
+/// The context one invocation of a function runs with.
+#[derive(Clone)]
+pub struct FnContext {
+    pub(crate) execution_id: String,
+    pub(crate) inner: Arc<Mutex<Inner>>,
+    pub(crate) calls: tokio::sync::mpsc::Sender<crate::driver::Inbound>,
+    pub(crate) clock: Arc<dyn crate::clock::Clock>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) history: FunctionState,
+    pub(crate) next_index: usize,
+    pub(crate) suspend: Option<tokio::sync::oneshot::Sender<Stop>>,
+}
+
+/// Why an invocation stops before its function returns.
+#[derive(Debug)]
+pub(crate) enum Stop {
+    /// Waiting on a timer (or the engine is stopping): drop the future.
+    Suspend,
+    /// Non-deterministic replay: fail the execution with this failure.
+    Fail(Failure),
+}
+
+impl FnContext {
+    pub fn execution_id(&self) -> &str {
+        &self.execution_id
+    }
+
+    /// The caller's name for this execution (its idempotency key).
+    pub fn execution_name(&self) -> String {
+        self.inner.lock().expect("context lock").history.name.clone()
+    }
+
+    /// Stops this invocation: its future is dropped by the task running it.
+    async fn stop<T>(&self, why: Stop) -> T {
+        if let Some(tx) = self.inner.lock().expect("context lock").suspend.take() {
+            let _ = tx.send(why);
+        }
+        // Never resolves: the task running this invocation drops it.
+        std::future::pending::<T>().await
+    }
+
+    async fn send(&self, event: FnEvent) -> Option<StepState> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        let sent = self.calls.send(crate::driver::Inbound::FnEvent { execution_id: self.execution_id.clone(), event, reply }).await;
+        match (sent, rx.await) {
+            (Ok(()), Ok(Ok(step))) => step,
+            // The engine is stopping or refused: this invocation ends here; a
+            // restart replays it from the history.
+            _ => self.stop(Stop::Suspend).await,
+        }
+    }
+
+    fn store_step(&self, index: usize, step: Option<StepState>) {
+        if let Some(s) = step {
+            let mut inner = self.inner.lock().expect("context lock");
+            if index < inner.history.steps.len() {
+                inner.history.steps[index] = s;
+            } else {
+                inner.history.steps.push(s);
+            }
+        }
+    }
+
+    /// Runs a checkpointed step: see the module docs.
+    pub async fn step<F, Fut>(&self, name: &str, retry: &StepRetry, mut run: F) -> Result<serde_json::Value, Failure>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<serde_json::Value, Failure>>,
+    {
+        let index = {
+            let mut inner = self.inner.lock().expect("context lock");
+            inner.next_index += 1;
+            inner.next_index - 1
+        };
+        loop {
+            let now = self.clock.now();
+            let verdict = replay(&self.inner.lock().expect("context lock").history, index, name, StepKind::Step, now);
+            match verdict {
+                Replay::Succeeded(v) => return Ok(v),
+                Replay::Failed(f) => return Err(f),
+                Replay::Mismatch(m) => self.stop(Stop::Fail(Failure::new(ExceptionType::Custom(NON_DETERMINISM.into()), m))).await,
+                Replay::Waiting(_) => self.stop(Stop::Suspend).await,
+                Replay::Interrupted => {
+                    let failure = Failure::new(ExceptionType::ServiceFault, INTERRUPTED_MESSAGE);
+                    let retryable = retry.semantics == Semantics::AtLeastOnce && retry.predicate.as_ref().is_none_or(|p| p(&failure));
+                    let step = self.send(FnEvent::StepFailed { index, failure, policies: retry.policies.clone(), retryable }).await;
+                    self.store_step(index, step);
+                }
+                Replay::New | Replay::Ready => {
+                    let step = self.send(FnEvent::StepBegin { index, name: name.to_string(), policy_slots: retry.policies.len() }).await;
+                    self.store_step(index, step);
+                    let outcome = run().await;
+                    let event = match outcome {
+                        Ok(result) => FnEvent::StepSucceeded { index, result },
+                        Err(failure) => {
+                            let retryable = retry.predicate.as_ref().is_none_or(|p| p(&failure));
+                            FnEvent::StepFailed { index, failure, policies: retry.policies.clone(), retryable }
+                        }
+                    };
+                    let step = self.send(event).await;
+                    self.store_step(index, step);
+                }
+            }
+        }
+    }
+
+    /// A durable sleep: the invocation suspends until `duration` has passed.
+    pub async fn sleep(&self, name: &str, duration: std::time::Duration) {
+        let index = {
+            let mut inner = self.inner.lock().expect("context lock");
+            inner.next_index += 1;
+            inner.next_index - 1
+        };
+        loop {
+            let now = self.clock.now();
+            let verdict = replay(&self.inner.lock().expect("context lock").history, index, name, StepKind::Sleep, now);
+            match verdict {
+                Replay::Succeeded(_) => return,
+                Replay::Mismatch(m) => self.stop(Stop::Fail(Failure::new(ExceptionType::Custom(NON_DETERMINISM.into()), m))).await,
+                Replay::Waiting(_) => self.stop(Stop::Suspend).await,
+                Replay::New => {
+                    let due_at = now.plus_ms(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX));
+                    let step = self.send(FnEvent::SleepBegin { index, name: name.to_string(), due_at }).await;
+                    self.store_step(index, step);
+                }
+                other => unreachable!("a sleep is never {other:?}"),
+            }
+        }
+    }
+
+    /// Steps the history holds beyond those this invocation reached (a replay
+    /// that returns early is non-deterministic too).
+    pub(crate) fn unreached_steps(&self) -> Option<String> {
+        let inner = self.inner.lock().expect("context lock");
+        (inner.next_index < inner.history.steps.len()).then(|| {
+            format!(
+                "non-deterministic replay: the function returned after {} step calls, but the recorded history has {} (the next is {:?})",
+                inner.next_index,
+                inner.history.steps.len(),
+                inner.history.steps[inner.next_index].name
+            )
+        })
+    }
+}
+
+/// The `pipeline_name` a function's executions are stored under: `fn:<name>`.
+/// `:` is not a name character, so function executions never mix with a
+/// pipeline's (listings, client tokens, execution modes).
+pub fn store_name(function: &str) -> String {
+    format!("fn:{function}")
+}
+
+/// The failure recorded when a function returns an error outside any step.
+pub fn function_error(message: impl Into<String>) -> Failure {
+    Failure::new(ExceptionType::Custom(FUNCTION_ERROR.into()), message)
+}
+
+/// Runs one invocation to its end, a suspension or a failure; returns what the
+/// driver should record (`None`: suspended, nothing to record).
+pub(crate) async fn invoke(
+    function: Arc<dyn DurableFunction>,
+    ctx: FnContext,
+    input_json: String,
+) -> Option<Result<serde_json::Value, Failure>> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    ctx.inner.lock().expect("context lock").suspend = Some(tx);
+    let probe = ctx.clone();
+    let fut = function.invoke(ctx, input_json);
+    tokio::select! {
+        result = fut => {
+            if let Some(m) = probe.unreached_steps() {
+                return Some(Err(Failure::new(ExceptionType::Custom(NON_DETERMINISM.into()), m)));
+            }
+            Some(result)
+        }
+        stop = rx => match stop {
+            Ok(Stop::Fail(f)) => Some(Err(f)),
+            Ok(Stop::Suspend) | Err(_) => None,
+        },
+    }
+}
+
+/// The time a suspended execution wakes at, if any (for tests and displays).
+pub fn wakes_at(state: &FunctionState) -> Option<Timestamp> {
+    state.waiting_on().map(|(_, d)| d)
+}

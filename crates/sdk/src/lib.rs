@@ -1,0 +1,462 @@
+//! Durable functions for redrive: async Rust functions whose steps are
+//! checkpointed, whose retries suspend instead of holding a task, and which
+//! replay after a crash without redoing completed work.
+//!
+//! ```no_run
+//! use redrive_sdk::{Context, Engine, Error, StepError, policy};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct Order { id: String, cents: u64 }
+//! #[derive(Serialize, Deserialize)]
+//! struct Receipt { charge_id: String }
+//!
+//! async fn process_order(ctx: Context, order: Order) -> Result<Receipt, Error> {
+//!     let throttling = policy(["Step.THROTTLING"]).interval_seconds(1.0).max_attempts(5).build()?;
+//!     let charge_id: String = ctx
+//!         .step("charge", throttling, || async { Ok::<_, StepError>(format!("ch_{}", 42)) })
+//!         .await?;
+//!     ctx.sleep("cool-down", std::time::Duration::from_secs(60)).await;
+//!     Ok(Receipt { charge_id })
+//! }
+//!
+//! # async fn main_() -> Result<(), Error> {
+//! let engine = Engine::open("sqlite://orders.db").await?;        // embedded; same store as pipelines
+//! engine.register("process-order", process_order);
+//! let order = Order { id: "order-123".into(), cents: 4200 };
+//! let handle = engine.start("process-order", "order-123", &order).await?; // name = idempotency key
+//! let receipt: Receipt = handle.result().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # What is durable
+//! - `ctx.step(name, policy, f)` runs `f`; its successful result is checkpointed
+//!   (serde JSON) before the function goes on. Replays return it without running `f`.
+//! - A failed attempt is decided by the step's policy — the same [`RetryPolicy`] and
+//!   exception types as pipeline actions, plus an optional predicate
+//!   ([`StepPolicy::retry_if`]); [`StepPolicy::none`] never retries. When a retry is
+//!   due later, the execution **suspends**: the function's future is dropped and a
+//!   durable timer re-invokes it, also after a restart. Retries exhausted: the step
+//!   returns its [`StepError`] to the function, which may handle it.
+//! - `ctx.sleep(name, duration)` is a durable wait (the execution suspends).
+//! - An error returned outside any step fails the execution; it is not retried.
+//! - After a crash the function is invoked again from the top and replayed: a step
+//!   whose attempt was running counts as failed with `Step.SERVICE_FAULT` and is
+//!   retried under its policy (at-least-once, the default), or with
+//!   [`StepPolicy::at_most_once`] is returned as failed without running again.
+//! - The replay must call the same steps in the same order; otherwise the execution
+//!   fails with exception type `Function.NON_DETERMINISTIC`, naming both steps.
+//!   Await steps one after another (not concurrently), and keep anything that varies
+//!   between runs (time, randomness, I/O) inside steps.
+//! - The execution name is its idempotency key: starting an existing name with the
+//!   same input returns the existing execution; with another input,
+//!   [`Error::ExecutionAlreadyExists`].
+
+use redrive_core::exception::Failure;
+use redrive_core::function::{FunctionState, FunctionStatus};
+use redrive_engine::function::{DurableFunction, FnContext, FnFuture, Semantics, StepRetry, function_error};
+use redrive_engine::{Driver, DriverConfig, EngineError, EngineHandle, SystemClock};
+use redrive_store::{ExecutionFilter, SqliteOptions, SqliteStore, Store};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::future::Future;
+use std::sync::Arc;
+
+pub use redrive_core::exception::ExceptionType;
+pub use redrive_core::policy::{RetryPolicy, RetryPolicySpec};
+
+/// Everything that can go wrong, for functions and for their callers.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A step failed for good (`?` on a step passes it on; the execution then fails
+    /// with the step's exception type).
+    #[error("step failed: {0}")]
+    Step(#[from] StepError),
+    /// An error of the function's own, outside any step: fails the execution.
+    #[error("{0}")]
+    Function(String),
+    /// The execution name is taken by an execution with a different input.
+    #[error("execution {name:?} of function {function} already exists (id {execution_id}) with a different input")]
+    ExecutionAlreadyExists { function: String, name: String, execution_id: String },
+    /// [`ExecutionHandle::result`] of an execution that failed.
+    #[error("the execution failed: {exception_type}: {message}")]
+    ExecutionFailed { exception_type: String, message: String },
+    #[error("no durable function named {0:?} is registered")]
+    NotRegistered(String),
+    #[error("invalid input: {0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Engine(String),
+}
+
+impl Error {
+    /// An error of the function's own (outside any step).
+    pub fn msg(message: impl std::fmt::Display) -> Error {
+        Error::Function(message.to_string())
+    }
+
+    fn into_failure(self) -> Failure {
+        match self {
+            Error::Step(e) => Failure::new(e.exception_type, e.message),
+            Error::ExecutionFailed { exception_type, message } => {
+                Failure::new(ExceptionType::parse(&exception_type).unwrap_or(ExceptionType::ActionFailed), message)
+            }
+            other => function_error(other.to_string()),
+        }
+    }
+}
+
+impl From<EngineError> for Error {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::ExecutionAlreadyExists { function, name, execution_id } => {
+                Error::ExecutionAlreadyExists { function, name, execution_id }
+            }
+            EngineError::FunctionNotRegistered(n) => Error::NotRegistered(n),
+            other => Error::Engine(other.to_string()),
+        }
+    }
+}
+
+impl From<redrive_store::StoreError> for Error {
+    fn from(e: redrive_store::StoreError) -> Self {
+        Error::Engine(e.to_string())
+    }
+}
+
+impl From<String> for Error {
+    /// Policy construction errors and other messages.
+    fn from(m: String) -> Self {
+        Error::Function(m)
+    }
+}
+
+/// Why one attempt of a step failed: an exception type (what policies match on)
+/// and a message.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{exception_type}: {message}")]
+pub struct StepError {
+    pub exception_type: ExceptionType,
+    pub message: String,
+}
+
+impl StepError {
+    pub fn new(exception_type: ExceptionType, message: impl Into<String>) -> StepError {
+        StepError { exception_type, message: message.into() }
+    }
+
+    /// `Step.THROTTLING`: slow down and retry.
+    pub fn throttled(message: impl Into<String>) -> StepError {
+        StepError::new(ExceptionType::Throttling, message)
+    }
+
+    /// `Action.FAILED`: a failure no policy retries unless it names it.
+    pub fn failed(message: impl Into<String>) -> StepError {
+        StepError::new(ExceptionType::ActionFailed, message)
+    }
+
+    /// A type by name (`Step.SERVICE_FAULT`, `Job.CAPACITY_ERROR`, or your own like
+    /// `Payment.DECLINED`); an invalid name becomes `Action.FAILED` with the reason.
+    pub fn of(exception_type: &str, message: impl Into<String>) -> StepError {
+        match ExceptionType::parse(exception_type) {
+            Ok(t) => StepError::new(t, message),
+            Err(e) => StepError::failed(format!("{} (invalid exception type {exception_type:?}: {e})", message.into())),
+        }
+    }
+
+    fn from_failure(f: Failure) -> StepError {
+        StepError { exception_type: f.exception_type, message: f.message }
+    }
+}
+
+/// How a step retries: retry policies (first match wins, as for pipeline
+/// actions), an optional predicate, and what an interrupted attempt means.
+#[derive(Clone, Default)]
+pub struct StepPolicy {
+    retry: StepRetry,
+}
+
+impl StepPolicy {
+    /// These policies; without a match, `Step.SERVICE_FAULT` and `Step.THROTTLING`
+    /// still get the built-in default.
+    pub fn new(policies: impl IntoIterator<Item = RetryPolicy>) -> StepPolicy {
+        StepPolicy { retry: StepRetry { policies: policies.into_iter().collect(), ..StepRetry::default() } }
+    }
+
+    /// Never retry (not even service faults).
+    pub fn none() -> StepPolicy {
+        StepPolicy::new([RetryPolicy::none()])
+    }
+
+    /// Conditional retry: a failure `pred` returns false for is not retried.
+    pub fn retry_if(mut self, pred: impl Fn(&StepError) -> bool + Send + Sync + 'static) -> StepPolicy {
+        self.retry.predicate = Some(Arc::new(move |f: &Failure| pred(&StepError::from_failure(f.clone()))));
+        self
+    }
+
+    /// An attempt interrupted by a crash counts as failed and never runs again.
+    pub fn at_most_once(mut self) -> StepPolicy {
+        self.retry.semantics = Semantics::AtMostOnce;
+        self
+    }
+}
+
+impl From<RetryPolicy> for StepPolicy {
+    fn from(p: RetryPolicy) -> StepPolicy {
+        StepPolicy::new([p])
+    }
+}
+
+impl From<Vec<RetryPolicy>> for StepPolicy {
+    fn from(p: Vec<RetryPolicy>) -> StepPolicy {
+        StepPolicy::new(p)
+    }
+}
+
+/// Starts building a [`RetryPolicy`] for these exception types (`"*"` matches
+/// every type), validated like a pipeline's.
+pub fn policy<I: IntoIterator<Item = S>, S: Into<String>>(types: I) -> RetryPolicyBuilder {
+    RetryPolicy::builder(types)
+}
+
+/// Builds a [`RetryPolicy`] (validated like a pipeline's).
+pub struct RetryPolicyBuilder {
+    spec: RetryPolicySpec,
+}
+
+/// Builder entry point.
+pub trait RetryPolicyExt {
+    /// A policy for these exception types (`"*"` matches every type).
+    fn builder<I: IntoIterator<Item = S>, S: Into<String>>(types: I) -> RetryPolicyBuilder;
+}
+
+impl RetryPolicyExt for RetryPolicy {
+    fn builder<I: IntoIterator<Item = S>, S: Into<String>>(types: I) -> RetryPolicyBuilder {
+        RetryPolicyBuilder { spec: RetryPolicySpec { exception_types: types.into_iter().map(Into::into).collect(), ..Default::default() } }
+    }
+}
+
+impl RetryPolicyBuilder {
+    pub fn interval_seconds(mut self, s: f64) -> Self {
+        self.spec.interval_seconds = Some(s);
+        self
+    }
+    pub fn backoff_rate(mut self, r: f64) -> Self {
+        self.spec.backoff_rate = Some(r);
+        self
+    }
+    /// Retries (not attempts): 0 never retries.
+    pub fn max_attempts(mut self, n: u32) -> Self {
+        self.spec.max_attempts = Some(f64::from(n));
+        self
+    }
+    pub fn expire_after_min(mut self, m: u32) -> Self {
+        self.spec.expire_after_min = Some(f64::from(m));
+        self
+    }
+    /// Every problem with the policy, in one message.
+    pub fn build(self) -> Result<RetryPolicy, String> {
+        RetryPolicy::new(&self.spec).map_err(|problems| {
+            let each: Vec<String> = problems.iter().map(|p| format!("{} (got {}; allowed: {})", p.message, p.value, p.allowed)).collect();
+            format!("invalid retry policy: {}", each.join("; "))
+        })
+    }
+}
+
+/// What a running function gets: steps and sleeps.
+pub struct Context {
+    inner: FnContext,
+}
+
+impl Context {
+    /// This execution's id (a UUID) and name (the idempotency key it was started with).
+    pub fn execution_id(&self) -> &str {
+        self.inner.execution_id()
+    }
+
+    pub fn execution_name(&self) -> String {
+        self.inner.execution_name()
+    }
+
+    /// Runs `f` as a checkpointed step named `name` (unique names are clearest;
+    /// the position in the function is what replay matches, with the name checked).
+    pub async fn step<T, F, Fut>(&self, name: &str, policy: impl Into<StepPolicy>, mut f: F) -> Result<T, StepError>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, StepError>>,
+    {
+        let policy = policy.into();
+        let value = self
+            .inner
+            .step(name, &policy.retry, || {
+                let fut = f();
+                async move {
+                    match fut.await {
+                        Ok(v) => serde_json::to_value(v)
+                            .map_err(|e| Failure::new(ExceptionType::ActionFailed, format!("the step's result does not serialize: {e}"))),
+                        Err(e) => Err(Failure::new(e.exception_type, e.message)),
+                    }
+                }
+            })
+            .await
+            .map_err(StepError::from_failure)?;
+        serde_json::from_value(value)
+            .map_err(|e| StepError::failed(format!("the checkpointed result of step {name:?} does not deserialize into this type: {e}")))
+    }
+
+    /// A durable sleep: the execution suspends (no task, no memory) until it is over.
+    pub async fn sleep(&self, name: &str, duration: std::time::Duration) {
+        self.inner.sleep(name, duration).await
+    }
+}
+
+/// The embedded engine: a store file plus the loop that drives executions.
+pub struct Engine {
+    store: Arc<SqliteStore>,
+    handle: EngineHandle,
+    join: tokio::sync::Mutex<Option<tokio::task::JoinHandle<Result<(), EngineError>>>>,
+}
+
+impl Engine {
+    /// Opens (creating if needed) the store at `sqlite://PATH` and starts the engine.
+    /// One process at a time may open a store file.
+    pub async fn open(url: &str) -> Result<Engine, Error> {
+        let path =
+            url.strip_prefix("sqlite://").ok_or_else(|| Error::Invalid(format!("{url:?} is not a store URL; write sqlite://PATH")))?;
+        if path.is_empty() {
+            return Err(Error::Invalid("the store URL has no path; write sqlite://PATH".into()));
+        }
+        let store = Arc::new(SqliteStore::open(std::path::Path::new(path), SqliteOptions::default())?);
+        let (handle, join) = Driver::spawn(store.clone(), Arc::new(SystemClock), DriverConfig::default());
+        Ok(Engine { store, handle, join: tokio::sync::Mutex::new(Some(join)) })
+    }
+
+    /// Registers `f` as the durable function `name` and continues its unfinished
+    /// executions (after a crash: replay from their checkpoints).
+    ///
+    /// # Panics
+    /// If `name` is not 1 to 100 characters of `A-Za-z0-9.@-_`.
+    pub fn register<I, O, F, Fut>(&self, name: &str, f: F)
+    where
+        I: DeserializeOwned + Send + 'static,
+        O: Serialize + 'static,
+        F: Fn(Context, I) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<O, Error>> + Send + 'static,
+    {
+        if let Err(e) = redrive_core::name::Name::parse(name) {
+            panic!("durable function name {name:?} {e}");
+        }
+        let f = Arc::new(f);
+        let function = move |ctx: FnContext, input_json: String| -> FnFuture {
+            let input: I = match serde_json::from_str(&input_json) {
+                Ok(i) => i,
+                Err(e) => return Box::pin(std::future::ready(Err(function_error(format!("the input does not deserialize: {e}"))))),
+            };
+            let fut = f(Context { inner: ctx }, input);
+            Box::pin(async move {
+                match fut.await {
+                    Ok(out) => serde_json::to_value(out).map_err(|e| function_error(format!("the result does not serialize: {e}"))),
+                    Err(e) => Err(e.into_failure()),
+                }
+            })
+        };
+        let function: Arc<dyn DurableFunction> = Arc::new(function);
+        if self.handle.register_function_now(name, function).is_err() {
+            tracing::error!(function = name, "the engine has stopped; the function was not registered");
+            return;
+        }
+        let (store, handle, name) = (self.store.clone(), self.handle.clone(), name.to_string());
+        tokio::spawn(async move {
+            let mut before = None;
+            loop {
+                let page = match store
+                    .list_executions(ExecutionFilter {
+                        pipeline_name: Some(redrive_engine::function::store_name(&name)),
+                        unfinished_only: true,
+                        before: before.clone(),
+                        limit: 0,
+                    })
+                    .await
+                {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::error!(function = name, error = %e, "cannot list unfinished executions to resume");
+                        return;
+                    }
+                };
+                let Some(last) = page.last() else { return };
+                before = Some(last.cursor());
+                for e in page.iter().filter(|e| e.pipeline_version == 0) {
+                    if let Err(err) = handle.resume(&e.id).await {
+                        tracing::debug!(execution_id = e.id, error = %err, "not resumed");
+                    }
+                }
+            }
+        });
+    }
+
+    /// Starts an execution of `function` named `name` with `input`. The name is the
+    /// idempotency key: the same name and input give back the existing execution.
+    pub async fn start<I: Serialize>(&self, function: &str, name: &str, input: &I) -> Result<ExecutionHandle, Error> {
+        if name.is_empty() || name.chars().count() > 200 {
+            return Err(Error::Invalid(format!("execution name {name:?} must be 1 to 200 characters")));
+        }
+        let input_json = serde_json::to_string(input).map_err(|e| Error::Invalid(format!("the input does not serialize: {e}")))?;
+        let (execution_id, _existing) = self.handle.start_function(function, name, input_json).await?;
+        Ok(ExecutionHandle { execution_id, store: self.store.clone(), handle: self.handle.clone() })
+    }
+
+    /// A handle to an execution by id.
+    pub fn execution(&self, execution_id: &str) -> ExecutionHandle {
+        ExecutionHandle { execution_id: execution_id.to_string(), store: self.store.clone(), handle: self.handle.clone() }
+    }
+
+    /// Stops the engine after the current batch; running steps are abandoned and
+    /// replayed (as interrupted attempts) by the next process.
+    pub async fn shutdown(&self) {
+        self.handle.shutdown().await;
+        if let Some(join) = self.join.lock().await.take() {
+            let _ = join.await;
+        }
+    }
+}
+
+/// One execution of a durable function.
+#[derive(Clone)]
+pub struct ExecutionHandle {
+    execution_id: String,
+    store: Arc<SqliteStore>,
+    handle: EngineHandle,
+}
+
+impl ExecutionHandle {
+    pub fn id(&self) -> &str {
+        &self.execution_id
+    }
+
+    /// Waits for the execution to finish and returns its result.
+    pub async fn result<T: DeserializeOwned>(&self) -> Result<T, Error> {
+        self.handle.wait(&self.execution_id).await?;
+        let state = self.state().await?;
+        match state.status {
+            FunctionStatus::Succeeded => serde_json::from_value(state.result.unwrap_or(serde_json::Value::Null))
+                .map_err(|e| Error::Invalid(format!("the execution's result does not deserialize into this type: {e}"))),
+            FunctionStatus::Failed => {
+                let f = state.error.unwrap_or_else(|| function_error("the execution failed"));
+                Err(Error::ExecutionFailed { exception_type: f.exception_type.to_string(), message: f.message })
+            }
+            FunctionStatus::Running => Err(Error::Engine("the execution is still running".into())),
+        }
+    }
+
+    /// The execution's checkpointed state: status, steps with attempts and results.
+    pub async fn state(&self) -> Result<FunctionState, Error> {
+        let rec = self
+            .store
+            .get_execution(&self.execution_id)
+            .await?
+            .ok_or_else(|| Error::Engine(format!("execution {} not found", self.execution_id)))?;
+        serde_json::from_str(&rec.state_json).map_err(|e| Error::Engine(format!("unreadable state: {e}")))
+    }
+}

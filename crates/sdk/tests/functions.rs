@@ -1,0 +1,315 @@
+//! Durable functions end to end on a real SQLite store: replay, suspension,
+//! restarts, at-most-once, non-determinism, idempotent starts, errors.
+
+use redrive_sdk::{Context, Engine, Error, StepError, StepPolicy, policy};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+fn url(dir: &tempfile::TempDir) -> String {
+    format!("sqlite://{}", dir.path().join("f.db").display())
+}
+
+#[derive(Default)]
+struct Counts {
+    invocations: AtomicUsize,
+    a: AtomicUsize,
+    b: AtomicUsize,
+    c: AtomicUsize,
+}
+
+fn throttled_fast() -> StepPolicy {
+    policy(["Step.THROTTLING"]).interval_seconds(0.05).backoff_rate(1.0).max_attempts(5).build().unwrap().into()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completed_steps_replay_without_running_and_retries_suspend_the_invocation() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(&url(&dir)).await.unwrap();
+    let counts = Arc::new(Counts::default());
+    let c = counts.clone();
+    engine.register("order", move |ctx: Context, n: u32| {
+        let c = c.clone();
+        async move {
+            c.invocations.fetch_add(1, Ordering::SeqCst);
+            let a: u32 = ctx.step("a", StepPolicy::default(), || async { Ok(c.a.fetch_add(1, Ordering::SeqCst) as u32 + n) }).await?;
+            let b: String = ctx
+                .step("b", throttled_fast(), || async {
+                    // Throttled twice, then succeeds.
+                    if c.b.fetch_add(1, Ordering::SeqCst) < 2 { Err(StepError::throttled("busy")) } else { Ok(format!("b{a}")) }
+                })
+                .await?;
+            c.c.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, Error>(format!("{a}/{b}"))
+        }
+    });
+    let h = engine.start("order", "order-1", &7u32).await.unwrap();
+    let out: String = h.result().await.unwrap();
+    assert_eq!(out, "7/b7");
+    assert_eq!(counts.a.load(Ordering::SeqCst), 1, "a completed once and was replayed from its checkpoint");
+    assert_eq!(counts.b.load(Ordering::SeqCst), 3, "b: two throttled attempts, then success");
+    assert_eq!(counts.c.load(Ordering::SeqCst), 1);
+    assert_eq!(counts.invocations.load(Ordering::SeqCst), 3, "each retry suspended the invocation; the timer re-invoked it");
+    let state = h.state().await.unwrap();
+    assert_eq!(state.steps.len(), 2);
+    assert_eq!(state.steps[1].attempt, 3);
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspended_execution_resumes_after_a_restart_at_its_due_time_never_early() {
+    let dir = tempfile::tempdir().unwrap();
+    let fails = Arc::new(AtomicUsize::new(0));
+    let stamps = Arc::new(std::sync::Mutex::new(Vec::<Instant>::new()));
+    let make = |fails: Arc<AtomicUsize>, stamps: Arc<std::sync::Mutex<Vec<Instant>>>| {
+        move |ctx: Context, _: ()| {
+            let (fails, stamps) = (fails.clone(), stamps.clone());
+            async move {
+                let p = policy(["Step.THROTTLING"]).interval_seconds(1.5).max_attempts(3).build()?;
+                ctx.step("charge", p, || async {
+                    stamps.lock().unwrap().push(Instant::now());
+                    if fails.fetch_add(1, Ordering::SeqCst) == 0 { Err(StepError::throttled("slow down")) } else { Ok(1u8) }
+                })
+                .await?;
+                Ok::<_, Error>(())
+            }
+        }
+    };
+    let engine = Engine::open(&url(&dir)).await.unwrap();
+    engine.register("pay", make(fails.clone(), stamps.clone()));
+    let h = engine.start("pay", "p-1", &()).await.unwrap();
+    let id = h.id().to_string();
+    // Wait for the failure to be durable (the step waits for its retry), then stop.
+    for _ in 0..200 {
+        if h.state().await.unwrap().steps.first().is_some_and(|s| s.due_at.is_some()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let due = h.state().await.unwrap().steps[0].due_at.unwrap();
+    engine.shutdown().await;
+    drop((engine, h)); // nothing may hold the store file: one process (engine) per file
+
+    let engine = Engine::open(&url(&dir)).await.unwrap();
+    engine.register("pay", make(fails.clone(), stamps.clone()));
+    engine.execution(&id).result::<()>().await.unwrap();
+    let state = engine.execution(&id).state().await.unwrap();
+    assert_eq!(state.steps[0].attempt, 2);
+    let stamps = stamps.lock().unwrap();
+    assert_eq!(stamps.len(), 2);
+    assert!(stamps[1].duration_since(stamps[0]) >= Duration::from_millis(1400), "retried {:?} after the failure", stamps[1] - stamps[0]);
+    let wall_now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    assert!(wall_now >= due.unix_ms(), "finished before the retry was due");
+    engine.shutdown().await;
+}
+
+/// A step whose first attempt hangs until the engine is shut down (a crash
+/// mid-attempt), with the given policy; the function reports what the step gave.
+async fn interrupted_then_restarted(policy: StepPolicy) -> (String, usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let make = |runs: Arc<AtomicUsize>, policy: StepPolicy| {
+        move |ctx: Context, _: ()| {
+            let (runs, policy) = (runs.clone(), policy.clone());
+            async move {
+                let r: Result<String, StepError> = ctx
+                    .step("charge", policy, || async {
+                        if runs.fetch_add(1, Ordering::SeqCst) == 0 {
+                            std::future::pending::<()>().await; // "the process dies" mid-attempt
+                        }
+                        Ok("charged".to_string())
+                    })
+                    .await;
+                Ok::<_, Error>(match r {
+                    Ok(v) => v,
+                    Err(e) => format!("not charged: {e}"),
+                })
+            }
+        }
+    };
+    let engine = Engine::open(&url(&dir)).await.unwrap();
+    engine.register("charge", make(runs.clone(), policy.clone()));
+    let h = engine.start("charge", "c-1", &()).await.unwrap();
+    let id = h.id().to_string();
+    while runs.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    engine.shutdown().await;
+    drop((engine, h));
+    let engine = Engine::open(&url(&dir)).await.unwrap();
+    engine.register("charge", make(runs.clone(), policy));
+    let out: String = engine.execution(&id).result().await.unwrap();
+    engine.shutdown().await;
+    (out, runs.load(Ordering::SeqCst))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_attempt_is_retried_at_least_once_by_default() {
+    let (out, runs) = interrupted_then_restarted(StepPolicy::default()).await;
+    assert_eq!(out, "charged");
+    assert_eq!(runs, 2, "the interrupted attempt ran again as a Step.SERVICE_FAULT retry");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_at_most_once_attempt_never_runs_again() {
+    let (out, runs) = interrupted_then_restarted(StepPolicy::default().at_most_once()).await;
+    assert!(out.starts_with("not charged: Step.SERVICE_FAULT"), "{out}");
+    assert_eq!(runs, 1, "at most once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_that_calls_other_steps_fails_as_non_deterministic() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(&url(&dir)).await.unwrap();
+    let changed = Arc::new(AtomicBool::new(false));
+    let c = changed.clone();
+    engine.register("nd", move |ctx: Context, _: ()| {
+        let c = c.clone();
+        async move {
+            let name = if c.load(Ordering::SeqCst) { "ship" } else { "charge" };
+            // Fails once with a short backoff: the retry is a replay.
+            let first = Arc::new(AtomicBool::new(true));
+            ctx.step(name, throttled_fast(), || {
+                let (first, c) = (first.clone(), c.clone());
+                async move {
+                    if first.swap(false, Ordering::SeqCst) {
+                        c.store(true, Ordering::SeqCst); // the code "changes" before the replay
+                        Err(StepError::throttled("later"))
+                    } else {
+                        Ok(())
+                    }
+                }
+            })
+            .await?;
+            Ok::<_, Error>(())
+        }
+    });
+    let h = engine.start("nd", "nd-1", &()).await.unwrap();
+    match h.result::<()>().await {
+        Err(Error::ExecutionFailed { exception_type, message }) => {
+            assert_eq!(exception_type, "Function.NON_DETERMINISTIC");
+            assert!(message.contains("\"ship\"") && message.contains("\"charge\""), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_execution_name_is_an_idempotency_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(&url(&dir)).await.unwrap();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let r = runs.clone();
+    engine.register("once", move |ctx: Context, n: u32| {
+        let r = r.clone();
+        async move { Ok::<_, Error>(ctx.step("s", StepPolicy::default(), || async { Ok(r.fetch_add(1, Ordering::SeqCst) as u32 + n) }).await?) }
+    });
+    let a = engine.start("once", "order-9", &1u32).await.unwrap();
+    let b = engine.start("once", "order-9", &1u32).await.unwrap();
+    assert_eq!(a.id(), b.id());
+    assert_eq!(b.result::<u32>().await.unwrap(), 1);
+    match engine.start("once", "order-9", &2u32).await {
+        Err(Error::ExecutionAlreadyExists { name, execution_id, .. }) => {
+            assert_eq!((name.as_str(), execution_id.as_str()), ("order-9", a.id()));
+        }
+        Err(other) => panic!("{other}"),
+        Ok(_) => panic!("a different input under the same name was accepted"),
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    assert!(matches!(engine.start("nope", "x", &()).await, Err(Error::NotRegistered(_))));
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_outside_steps_fail_at_once_and_exhausted_steps_return_their_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(&url(&dir)).await.unwrap();
+    let invocations = Arc::new(AtomicUsize::new(0));
+    let i = invocations.clone();
+    engine.register("outside", move |_ctx: Context, _: ()| {
+        let i = i.clone();
+        async move {
+            i.fetch_add(1, Ordering::SeqCst);
+            Err::<(), _>(Error::msg("bad order"))
+        }
+    });
+    let h = engine.start("outside", "o-1", &()).await.unwrap();
+    match h.result::<()>().await {
+        Err(Error::ExecutionFailed { exception_type, message }) => {
+            assert_eq!((exception_type.as_str(), message.as_str()), ("Function.ERROR", "bad order"))
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(invocations.load(Ordering::SeqCst), 1, "not retried");
+
+    engine.register("handles", |ctx: Context, _: ()| async move {
+        let r: Result<(), StepError> =
+            ctx.step("declined", StepPolicy::none(), || async { Err(StepError::of("Payment.DECLINED", "card declined")) }).await;
+        let fallback: String = match r {
+            Err(e) if e.exception_type.to_string() == "Payment.DECLINED" => {
+                ctx.step("invoice", StepPolicy::default(), || async { Ok("invoiced".to_string()) }).await?
+            }
+            other => panic!("{other:?}"),
+        };
+        Ok::<_, Error>(fallback)
+    });
+    let h = engine.start("handles", "h-1", &()).await.unwrap();
+    let r = h.result::<String>().await;
+    assert_eq!(r.as_ref().ok().map(String::as_str), Some("invoiced"), "{r:?} {:?}", h.state().await);
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_durable_sleep_suspends_and_wakes_no_earlier() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(&url(&dir)).await.unwrap();
+    engine.register("nap", |ctx: Context, _: ()| async move {
+        ctx.sleep("cool-down", Duration::from_millis(800)).await;
+        Ok::<_, Error>("awake".to_string())
+    });
+    let started = Instant::now();
+    let h = engine.start("nap", "n-1", &()).await.unwrap();
+    assert_eq!(h.result::<String>().await.unwrap(), "awake");
+    assert!(started.elapsed() >= Duration::from_millis(800));
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suspended_executions_hold_no_task_and_no_memory_in_the_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(&url(&dir)).await.unwrap();
+    engine.register("wait", |ctx: Context, _: ()| async move {
+        let hour = policy(["Step.THROTTLING"]).interval_seconds(3600.0).max_attempts(1).build()?;
+        ctx.step("call", hour, || async { Err::<(), _>(StepError::throttled("come back in an hour")) }).await?;
+        Ok::<_, Error>(())
+    });
+    let tasks_before = tokio::runtime::Handle::current().metrics().num_alive_tasks();
+    const N: usize = 1000;
+    let mut ids = Vec::new();
+    for i in 0..N {
+        ids.push(engine.start("wait", &format!("w-{i}"), &()).await.unwrap().id().to_string());
+    }
+    // Every execution reaches its one-hour backoff and is dropped from memory.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let waiting = {
+            let mut n = 0;
+            for id in ids.iter().step_by(50) {
+                if engine.execution(id).state().await.unwrap().steps.first().is_some_and(|s| s.due_at.is_some()) {
+                    n += 1;
+                }
+            }
+            n
+        };
+        if waiting == N / 50 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "executions did not all suspend");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let tasks_after = tokio::runtime::Handle::current().metrics().num_alive_tasks();
+    assert!(tasks_after <= tasks_before + 5, "{tasks_after} tasks alive (before: {tasks_before}) with {N} suspended executions");
+    engine.shutdown().await;
+}
