@@ -1,0 +1,98 @@
+//! The order example under `kill -9`: the test binary re-runs itself as the
+//! workflow process, kills it at several moments, restarts it, and counts charges.
+
+#[path = "../examples/orders/workflow.rs"]
+#[allow(dead_code)]
+mod workflow;
+
+use redrive_sdk::Engine;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use workflow::{Gateway, Order, Receipt};
+
+const CHILD_ENV: &str = "REDRIVE_SDK_TEST_CHILD_DB";
+
+/// Not a test on its own: the body of the child process (runs only with CHILD_ENV).
+#[test]
+fn child_process_workflow() {
+    let Ok(db) = std::env::var(CHILD_ENV) else { return };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let dir = Path::new(&db).parent().unwrap().to_path_buf();
+        let gateway = Arc::new(Gateway { dir: dir.clone() });
+        let engine = Engine::open(&format!("sqlite://{db}")).await.unwrap();
+        let g = gateway.clone();
+        engine.register("process-order", move |ctx, order: Order| workflow::process_order(ctx, order, g.clone()));
+        let order = Order { id: "order-7".into(), cents: 990 };
+        let h = engine.start("process-order", "order-7", &order).await.unwrap();
+        let receipt: Receipt = h.result().await.unwrap();
+        std::fs::write(dir.join("receipt.json"), serde_json::to_string(&receipt).unwrap()).unwrap();
+        engine.shutdown().await;
+    });
+}
+
+fn spawn_child(db: &Path) -> Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child_process_workflow", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, db)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn kill9(child: &mut Child) {
+    // SAFETY: kill(2) on our own child process.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGKILL);
+    }
+    let _ = child.wait();
+}
+
+#[test]
+fn kill_9_at_several_moments_never_repeats_a_completed_step_or_charges_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("orders.db");
+    // Kill during the first throttle backoff, the second, around the charge, in
+    // the settle sleep; each restart replays from the checkpoints.
+    for delay_ms in [300u64, 1_200, 2_600, 3_400, 4_300] {
+        let mut child = spawn_child(&db);
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        kill9(&mut child);
+        if dir.path().join("receipt.json").exists() {
+            break;
+        }
+    }
+    let mut child = spawn_child(&db);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the workflow did not finish");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let receipt: Receipt = serde_json::from_str(&std::fs::read_to_string(dir.path().join("receipt.json")).unwrap()).unwrap();
+    assert_eq!(receipt.charge_id, "ch_order-7_990");
+    let gateway = Gateway { dir: dir.path().to_path_buf() };
+    assert_eq!(gateway.charges_for("order-7"), 1, "charged exactly once");
+    // The history: every step completed, in order, in one execution.
+    let state = stored_state(&db);
+    assert_eq!(state["status"], "Succeeded");
+    let names: Vec<&str> = state["steps"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["reserve-stock", "charge-card", "settle", "ship"]);
+}
+
+/// The execution's state document, straight from the store file.
+fn stored_state(db: &Path) -> serde_json::Value {
+    use redrive_store::Store;
+    let store = redrive_store::SqliteStore::open(db, redrive_store::SqliteOptions::default()).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let rows = rt
+        .block_on(store.list_executions(redrive_store::ExecutionFilter {
+            pipeline_name: Some(redrive_engine::function::store_name("process-order")),
+            ..Default::default()
+        }))
+        .unwrap();
+    assert_eq!(rows.len(), 1, "one execution for the order name, however many restarts");
+    serde_json::from_str(&rows[0].state_json).unwrap()
+}
