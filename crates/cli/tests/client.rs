@@ -4,84 +4,8 @@
 mod common;
 use common::*;
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
-
-/// A `redrive server` on a port of its choosing, killed on drop.
-struct ServerProcess {
-    child: Child,
-    url: String,
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_server(sb: &Sandbox) -> ServerProcess {
-    let mut child = bin()
-        .args(["server", "--listen", "127.0.0.1:0", "--db"])
-        .arg(sb.db())
-        .env_remove("REDRIVE_SERVER")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn redrive server");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    // Reads the address from "listening on http://ADDR ...", then keeps draining.
-    std::thread::spawn(move || {
-        let mut tx = Some(tx);
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if let Some(rest) = line.split_once("listening on http://").map(|x| x.1) {
-                let addr = rest.split_whitespace().next().unwrap_or("").to_string();
-                if let Some(tx) = tx.take() {
-                    let _ = tx.send(addr);
-                }
-            }
-        }
-    });
-    let mut server = ServerProcess { child, url: String::new() };
-    let addr = rx.recv_timeout(Duration::from_secs(20)).expect("server printed its address");
-    server.url = format!("http://{addr}");
-    server
-}
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr))
-    }
-
-    fn ok(self) -> Run {
-        assert_eq!(self.code, 0, "exit code\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
-        self
-    }
-}
-
-fn finish(out: Output) -> Run {
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into(),
-        stderr: String::from_utf8_lossy(&out.stderr).into(),
-    }
-}
-
-/// `redrive ARGS` against `server` (through REDRIVE_SERVER).
-fn cli(server: &str, args: &[&str]) -> Run {
-    finish(bin().args(args).env("REDRIVE_SERVER", server).output().expect("spawn redrive"))
-}
 
 fn wait_status(server: &str, pipeline: &str, id: &str, want: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -118,7 +42,7 @@ stages:
 #[test]
 fn create_start_fail_inspect_retry_and_succeed() {
     let sb = Sandbox::new();
-    let server = start_server(&sb);
+    let server = start_server(server_command(&sb, "127.0.0.1:0").env_remove("REDRIVE_SERVER"));
     let url = server.url.as_str();
     let flag = sb.path("flag");
     let file = sb.write("p.yaml", &definition(&flag));
@@ -238,7 +162,7 @@ fn create_start_fail_inspect_retry_and_succeed() {
 #[test]
 fn invalid_definition_is_reported_locally_and_nothing_is_created() {
     let sb = Sandbox::new();
-    let server = start_server(&sb);
+    let server = start_server(server_command(&sb, "127.0.0.1:0").env_remove("REDRIVE_SERVER"));
     let file = sb.write(
         "invalid.yaml",
         "name: \"bad name!\"\nstages:\n  - name: S\n    actions:\n      - name: A\n        command: []\n        retryPolicies: [{exceptionType: [Action.FAILED], maxAttempts: 99}]\n",

@@ -1,8 +1,11 @@
 //! Helpers for end-to-end tests that drive the real `redrive` binary.
 #![allow(dead_code)]
 
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
 
 pub fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_redrive"))
@@ -57,4 +60,124 @@ pub fn attempts<'a>(summary: &'a serde_json::Value, stage: &str, action: &str) -
 
 pub fn ms(v: &serde_json::Value) -> i64 {
     v.as_i64().unwrap_or_else(|| panic!("not an integer: {v}"))
+}
+
+/// A `redrive server` started by [`start_server`], killed on drop.
+pub struct ServerProcess {
+    pub child: Child,
+    /// `HOST:PORT` it listens on.
+    pub addr: String,
+    /// `http://HOST:PORT`.
+    pub url: String,
+    /// The stderr line that announced the address ("listening on http://ADDR ...").
+    pub banner: String,
+}
+
+impl ServerProcess {
+    /// SIGKILL: no shutdown at all.
+    pub fn kill9(mut self) {
+        // SAFETY: plain kill(2) on our own child.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGKILL);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An address nothing listens on (for now).
+pub fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+/// `redrive server --listen LISTEN --db DB`, to add arguments or environment to and pass
+/// to [`start_server`]; `127.0.0.1:0` lets the server choose its port.
+pub fn server_command(sb: &Sandbox, listen: &str) -> Command {
+    let mut cmd = bin();
+    cmd.args(["server", "--listen", listen, "--db"]).arg(sb.db());
+    cmd
+}
+
+/// Spawns `cmd` (from [`server_command`]) and waits until it prints the address it
+/// listens on; its stderr is drained from then on.
+pub fn start_server(cmd: &mut Command) -> ServerProcess {
+    let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn redrive server");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if line.contains("listening on http://")
+                && let Some(tx) = tx.take()
+            {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    let banner = match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(banner) => banner,
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("server did not print its address");
+        }
+    };
+    let addr = banner.split_once("listening on http://").unwrap().1.split_whitespace().next().unwrap().to_string();
+    ServerProcess { child, url: format!("http://{addr}"), addr, banner }
+}
+
+/// A minimal HTTP/1.1 client (one request per connection): (status, JSON body or null).
+pub fn http(addr: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status: u16 = out[9..12].parse().unwrap();
+    let text = out.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
+    (status, serde_json::from_str(text).unwrap_or(Value::Null))
+}
+
+/// A finished `redrive` client command.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr))
+    }
+
+    pub fn ok(self) -> Run {
+        self.code(0)
+    }
+
+    pub fn code(self, want: i32) -> Run {
+        assert_eq!(self.code, want, "exit code\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        self
+    }
+}
+
+pub fn finish(out: Output) -> Run {
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into(),
+        stderr: String::from_utf8_lossy(&out.stderr).into(),
+    }
+}
+
+/// `redrive ARGS` against `server` (through REDRIVE_SERVER).
+pub fn cli(server: &str, args: &[&str]) -> Run {
+    finish(bin().args(args).env("REDRIVE_SERVER", server).output().expect("spawn redrive"))
 }

@@ -6,86 +6,10 @@
 mod common;
 use common::*;
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const QUEUE: &str = "dlq-orders";
-
-/// A `redrive server` on a port of its choosing, killed on drop.
-struct ServerProcess {
-    child: Child,
-    url: String,
-    banner: String,
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_server(sb: &Sandbox, config: Option<&Path>) -> ServerProcess {
-    let mut cmd = bin();
-    cmd.args(["server", "--listen", "127.0.0.1:0", "--db"]).arg(sb.db()).env_remove("REDRIVE_SERVER").env_remove("REDRIVE_CONFIG");
-    if let Some(c) = config {
-        cmd.arg("--config").arg(c);
-    }
-    let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn redrive server");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut tx = Some(tx);
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if line.contains("listening on http://")
-                && let Some(tx) = tx.take()
-            {
-                let _ = tx.send(line);
-            }
-        }
-    });
-    let banner = rx.recv_timeout(Duration::from_secs(20)).expect("server printed its address");
-    let addr = banner.split_once("listening on http://").unwrap().1.split_whitespace().next().unwrap().to_string();
-    ServerProcess { child, url: format!("http://{addr}"), banner }
-}
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr))
-    }
-
-    fn ok(self) -> Run {
-        assert_eq!(self.code, 0, "exit code\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
-        self
-    }
-
-    fn code(self, want: i32) -> Run {
-        assert_eq!(self.code, want, "exit code\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
-        self
-    }
-}
-
-fn finish(out: Output) -> Run {
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into(),
-        stderr: String::from_utf8_lossy(&out.stderr).into(),
-    }
-}
-
-fn cli(server: &str, args: &[&str]) -> Run {
-    finish(bin().args(args).env("REDRIVE_SERVER", server).output().expect("spawn redrive"))
-}
 
 /// Polls `f` until it returns `Some`, for at most 20 s.
 fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
@@ -128,7 +52,9 @@ fn executions_failing_for_good_are_dead_lettered_shown_redriven_parked_and_purge
         "server.yaml",
         "redriveSchedules:\n  - name: retry-sweeper\n    every: 1h\n    queuePrefix: sweep-\n    filters: {type: Step.THROTTLING}\n    rate: 5/s\n",
     );
-    let server = start_server(&sb, Some(&config));
+    let server = start_server(
+        server_command(&sb, "127.0.0.1:0").arg("--config").arg(&config).env_remove("REDRIVE_SERVER").env_remove("REDRIVE_CONFIG"),
+    );
     assert!(server.banner.contains("1 redrive schedule (retry-sweeper every 1h00m on sweep-*)"), "{}", server.banner);
     let url = server.url.as_str();
     let flag = sb.path("flag");

@@ -5,62 +5,7 @@
 mod common;
 use common::*;
 use serde_json::{Value, json};
-use std::io::{Read, Write};
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
-
-struct ServerProcess {
-    child: Child,
-}
-
-impl ServerProcess {
-    fn kill9(mut self) {
-        // SAFETY: plain kill(2) on our own child.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGKILL);
-        }
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
-}
-
-fn start_server(sb: &Sandbox, addr: &str, config: Option<&std::path::Path>) -> ServerProcess {
-    let mut cmd = bin();
-    cmd.args(["server", "--listen", addr, "--db"]).arg(sb.db());
-    if let Some(c) = config {
-        cmd.arg("--config").arg(c);
-    }
-    let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    ServerProcess { child }
-}
-
-/// A minimal HTTP/1.1 client (one request per connection).
-fn http(addr: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    write!(s, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status: u16 = out[9..12].parse().unwrap();
-    let text = out.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
-    (status, serde_json::from_str(text).unwrap_or(Value::Null))
-}
 
 fn ok(addr: &str, method: &str, path: &str, body: Option<Value>) -> Value {
     let (st, v) = http(addr, method, path, body);
@@ -133,7 +78,7 @@ fn kill_9_in_the_middle_of_a_1000_entry_redrive_moves_every_entry_exactly_once()
     const N: usize = 1000;
     let sb = Sandbox::new();
     let addr = free_addr();
-    let server = start_server(&sb, &addr, None);
+    let server = start_server(&mut server_command(&sb, &addr));
     ok(&addr, "POST", "/v1/pipelines", Some(failing_pipeline("bulk", "retry-bulk")));
     fill(&addr, "bulk", "retry-bulk", N);
 
@@ -144,7 +89,7 @@ fn kill_9_in_the_middle_of_a_1000_entry_redrive_moves_every_entry_exactly_once()
     let before_kill = run_of(&addr, &run_id);
     server.kill9();
 
-    let server = start_server(&sb, &addr, None);
+    let server = start_server(&mut server_command(&sb, &addr));
     // The interrupted run says so; resubmissions in flight settle (they fail again).
     wait_for(|| run_of(&addr, &run_id)["status"] == "INTERRUPTED", "the run to be marked interrupted");
     wait_for(|| all_entries(&addr, "retry-bulk").iter().all(|e| e["state"] == "QUEUED"), "resubmissions to settle");
@@ -186,7 +131,7 @@ fn the_rate_limit_holds_and_a_scheduled_prefix_redrive_touches_only_its_queues()
     let config =
         sb.write("server.yaml", "redriveSchedules:\n  - name: sweeper\n    every: 2s\n    queuePrefix: retry-\n    rate: unlimited\n");
     let addr = free_addr();
-    let _server = start_server(&sb, &addr, Some(&config));
+    let _server = start_server(server_command(&sb, &addr).arg("--config").arg(&config));
     ok(&addr, "POST", "/v1/pipelines", Some(failing_pipeline("paced", "paced")));
     ok(&addr, "POST", "/v1/pipelines", Some(failing_pipeline("a", "retry-a")));
     ok(&addr, "POST", "/v1/pipelines", Some(failing_pipeline("b", "other-b")));
