@@ -33,6 +33,15 @@ pub struct BenchArgs {
     db: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     output: OutputFormat,
+    /// Run W1 as durable functions: N executions × 5 checkpointed steps, each
+    /// failing its first attempt with Step.SERVICE_FAULT (retry interval 0).
+    #[arg(long)]
+    functions: bool,
+    /// With --functions: instead, start N executions whose first step is throttled
+    /// with a one-hour backoff, and report what the suspended executions hold
+    /// (memory, tasks, executions in the engine's memory).
+    #[arg(long, requires = "functions")]
+    suspended: bool,
 }
 
 const ACTIONS: usize = 5;
@@ -72,6 +81,12 @@ async fn run_bench(args: &BenchArgs) -> anyhow::Result<()> {
     };
     let store = Arc::new(SqliteStore::open(&db, SqliteOptions { durability, ..Default::default() })?);
     let (handle, join) = Driver::spawn(store.clone(), Arc::new(SystemClock), DriverConfig::default());
+    if args.functions && args.suspended {
+        return run_suspended(args, store, handle, join).await;
+    }
+    if args.functions {
+        return run_functions(args, store, handle, join).await;
+    }
     let definition = w1_definition();
     let json = parse_document(&definition).map_err(|e| anyhow::anyhow!("{e}"))?.to_json().to_string();
     let record = store.put_pipeline("bench-w1", &json, None, redrive_engine::Clock::now(&SystemClock)).await?;
@@ -105,6 +120,184 @@ async fn run_bench(args: &BenchArgs) -> anyhow::Result<()> {
     let transitions = stats.transitions - before.transitions;
     anyhow::ensure!(failed == 0, "{failed} executions did not succeed");
 
+    let title = format!(
+        "W1: {} executions × {ACTIONS} noop actions, each failing once with Step.SERVICE_FAULT (retry interval 0)",
+        args.executions
+    );
+    report(args, &title, "actions/s", wall, commits, transitions, &stats, &before, latencies_ms)
+}
+
+/// W1 as durable functions: each execution runs 5 steps, each failing once.
+async fn run_functions(
+    args: &BenchArgs,
+    store: Arc<SqliteStore>,
+    handle: redrive_engine::EngineHandle,
+    join: tokio::task::JoinHandle<Result<(), redrive_engine::EngineError>>,
+) -> anyhow::Result<()> {
+    use redrive_core::exception::{ExceptionType, Failure};
+    use redrive_core::policy::{RetryPolicy, RetryPolicySpec};
+    use redrive_engine::function::{FnContext, FnFuture, StepRetry};
+    let retry = StepRetry {
+        policies: vec![
+            RetryPolicy::new(&RetryPolicySpec {
+                exception_types: vec!["Step.SERVICE_FAULT".into()],
+                interval_seconds: Some(0.0),
+                max_attempts: Some(3.0),
+                ..Default::default()
+            })
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?,
+        ],
+        ..StepRetry::default()
+    };
+    let function = move |ctx: FnContext, _input: String| -> FnFuture {
+        let retry = retry.clone();
+        Box::pin(async move {
+            for i in 1..=ACTIONS {
+                let mut attempts = 0;
+                ctx.step(&format!("S{i}"), &retry, || {
+                    attempts += 1;
+                    let first = attempts == 1;
+                    async move {
+                        if first { Err(Failure::new(ExceptionType::ServiceFault, "first attempt fails")) } else { Ok(serde_json::json!(i)) }
+                    }
+                })
+                .await?;
+            }
+            Ok(serde_json::Value::Null)
+        })
+    };
+    handle.register_function("bench-w1", Arc::new(function)).await?;
+    let before = store.stats();
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..args.executions {
+        let handle = handle.clone();
+        tasks.spawn(async move {
+            let (id, _) = handle.start_function("bench-w1", &format!("w1-{i}"), "{}".into()).await?;
+            handle.wait(&id).await
+        });
+    }
+    let mut latencies_ms = Vec::with_capacity(args.executions);
+    let mut failed = 0;
+    while let Some(r) = tasks.join_next().await {
+        let outcome = r??;
+        if outcome.status != redrive_core::machine::ExecutionStatus::Succeeded {
+            failed += 1;
+        }
+        latencies_ms.push(outcome.finished_at.ms_since(outcome.started_at).max(0) as u64);
+    }
+    let wall = started.elapsed().as_secs_f64();
+    handle.shutdown().await;
+    join.await??;
+    let stats = store.stats();
+    anyhow::ensure!(failed == 0, "{failed} executions did not succeed");
+    let title = format!(
+        "W1 (durable functions): {} executions × {ACTIONS} steps, each failing once with Step.SERVICE_FAULT (retry interval 0)",
+        args.executions
+    );
+    report(
+        args,
+        &title,
+        "steps/s",
+        wall,
+        stats.commits - before.commits,
+        stats.transitions - before.transitions,
+        &stats,
+        &before,
+        latencies_ms,
+    )
+}
+
+/// N function executions suspended on a one-hour backoff: what do they hold?
+async fn run_suspended(
+    args: &BenchArgs,
+    store: Arc<SqliteStore>,
+    handle: redrive_engine::EngineHandle,
+    join: tokio::task::JoinHandle<Result<(), redrive_engine::EngineError>>,
+) -> anyhow::Result<()> {
+    use redrive_core::exception::{ExceptionType, Failure};
+    use redrive_core::policy::{RetryPolicy, RetryPolicySpec};
+    use redrive_engine::function::{FnContext, FnFuture, StepRetry};
+    let retry = StepRetry {
+        policies: vec![
+            RetryPolicy::new(&RetryPolicySpec {
+                exception_types: vec!["Step.THROTTLING".into()],
+                interval_seconds: Some(3600.0),
+                max_attempts: Some(1.0),
+                ..Default::default()
+            })
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?,
+        ],
+        ..StepRetry::default()
+    };
+    let function = move |ctx: FnContext, _input: String| -> FnFuture {
+        let retry = retry.clone();
+        Box::pin(async move {
+            ctx.step("call", &retry, || async { Err(Failure::new(ExceptionType::Throttling, "come back in an hour")) }).await?;
+            Ok(serde_json::Value::Null)
+        })
+    };
+    handle.register_function("bench-suspended", Arc::new(function)).await?;
+    let rss_before = current_rss_kib();
+    let tasks_before = tokio::runtime::Handle::current().metrics().num_alive_tasks();
+    let started = Instant::now();
+    let mut starts = tokio::task::JoinSet::new();
+    for i in 0..args.executions {
+        let handle = handle.clone();
+        starts.spawn(async move { handle.start_function("bench-suspended", &format!("s-{i}"), "{}".into()).await });
+    }
+    while let Some(r) = starts.join_next().await {
+        r??;
+    }
+    // Wait until every execution has committed its backoff and left memory.
+    let mut stats = handle.stats().await?;
+    while stats.live_functions > 0 || store.next_timer_due().await?.is_none() {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        stats = handle.stats().await?;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let wall = started.elapsed().as_secs_f64();
+    let tasks_after = tokio::runtime::Handle::current().metrics().num_alive_tasks();
+    let rss_after = current_rss_kib();
+    let timers = store.due_timers(redrive_core::time::Timestamp::from_unix_ms(i64::MAX), 1).await?.len();
+    handle.shutdown().await;
+    join.await??;
+    let mib = |k: Option<u64>| k.map_or("n/a".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
+    let rows = [
+        ("suspended executions", format!("{}", args.executions)),
+        ("time to start and suspend all", format!("{wall:.2} s")),
+        ("executions in engine memory", format!("{}", stats.live_functions)),
+        ("tokio tasks alive before / after", format!("{tasks_before} / {tasks_after}")),
+        ("RSS before / after", format!("{} / {}", mib(rss_before), mib(rss_after))),
+        ("durable timers pending", if timers > 0 { "yes (1-hour backoffs)".to_string() } else { "none".to_string() }),
+    ];
+    println!("{} durable function executions suspended on a one-hour backoff", args.executions);
+    println!("| metric | value |\n|---|---|");
+    for (k, v) in rows {
+        println!("| {k} | {v} |");
+    }
+    Ok(())
+}
+
+/// Current resident set size of this process (VmRSS), Linux only.
+fn current_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn report(
+    args: &BenchArgs,
+    title: &str,
+    unit_label: &str,
+    wall: f64,
+    commits: u64,
+    transitions: u64,
+    stats: &redrive_store::CommitStats,
+    before: &redrive_store::CommitStats,
+    mut latencies_ms: Vec<u64>,
+) -> anyhow::Result<()> {
     latencies_ms.sort_unstable();
     let pct = |p: f64| latencies_ms[((latencies_ms.len() - 1) as f64 * p).round() as usize];
     let n = args.executions as f64;
@@ -115,7 +308,7 @@ async fn run_bench(args: &BenchArgs) -> anyhow::Result<()> {
         ("durability", format!("{:?}", args.durability).to_lowercase()),
         ("wall time", format!("{wall:.2} s")),
         ("executions/s", format!("{:.0}", n / wall)),
-        ("actions/s", format!("{:.0}", n * ACTIONS as f64 / wall)),
+        (unit_label, format!("{:.0}", n * ACTIONS as f64 / wall)),
         ("attempts/s", format!("{:.0}", attempts / wall)),
         ("commits/s", format!("{:.0}", commits as f64 / wall)),
         ("transitions/commit", format!("{:.1}", transitions as f64 / commits.max(1) as f64)),
@@ -132,10 +325,7 @@ async fn run_bench(args: &BenchArgs) -> anyhow::Result<()> {
             rows.iter().map(|(k, v)| (k.to_string(), serde_json::Value::String(v.clone()))).collect();
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        println!(
-            "W1: {} executions × {ACTIONS} noop actions, each failing once with Step.SERVICE_FAULT (retry interval 0)",
-            args.executions
-        );
+        println!("{title}");
         println!("| metric | value |\n|---|---|");
         for (k, v) in rows {
             println!("| {k} | {v} |");

@@ -143,7 +143,9 @@ pub enum FnEvent {
         result: serde_json::Value,
     },
     /// The attempt failed. `retryable` is false when the step's predicate refused
-    /// a retry (or the step is at-most-once and the attempt was interrupted).
+    /// a retry (or the step is at-most-once and the attempt was interrupted). A
+    /// retry due at once starts right away: the step stays `Running` with the next
+    /// attempt number.
     StepFailed {
         index: usize,
         failure: Failure,
@@ -314,10 +316,15 @@ pub fn apply(state: &mut FunctionState, event: FnEvent, now: Timestamp) -> Resul
                 Decision::Retry(r) => {
                     let slot = r.policy.slot(policies.len());
                     s.retries_by_policy[slot] += 1;
-                    s.status = StepStatus::WaitingRetry;
-                    s.due_at = Some(r.due_at);
                     if r.due_at > now {
+                        s.status = StepStatus::WaitingRetry;
+                        s.due_at = Some(r.due_at);
                         fx.push(FnEffect::SetTimer { index, due_at: r.due_at });
+                    } else {
+                        // Due now: the next attempt starts in this same transition.
+                        s.attempt += 1;
+                        s.attempt_started_at = Some(now);
+                        s.due_at = None;
                     }
                 }
                 Decision::GiveUp { .. } => s.status = StepStatus::Failed,

@@ -10,7 +10,7 @@
 //! held while waiting; the durable timer re-invokes the function, which replays.
 
 use redrive_core::exception::{ExceptionType, Failure};
-use redrive_core::function::{FUNCTION_ERROR, FnEvent, FunctionState, NON_DETERMINISM, Replay, StepKind, StepState, replay};
+use redrive_core::function::{FUNCTION_ERROR, FnEvent, FunctionState, NON_DETERMINISM, Replay, StepKind, StepState, StepStatus, replay};
 use redrive_core::policy::RetryPolicy;
 use redrive_core::time::Timestamp;
 use std::future::Future;
@@ -141,24 +141,29 @@ impl FnContext {
                 Replay::Failed(f) => return Err(f),
                 Replay::Mismatch(m) => self.stop(Stop::Fail(Failure::new(ExceptionType::Custom(NON_DETERMINISM.into()), m))).await,
                 Replay::Waiting(_) => self.stop(Stop::Suspend).await,
-                Replay::Interrupted => {
-                    let failure = Failure::new(ExceptionType::ServiceFault, INTERRUPTED_MESSAGE);
-                    let retryable = retry.semantics == Semantics::AtLeastOnce && retry.predicate.as_ref().is_none_or(|p| p(&failure));
-                    let step = self.send(FnEvent::StepFailed { index, failure, policies: retry.policies.clone(), retryable }).await;
-                    self.store_step(index, step);
-                }
-                Replay::New | Replay::Ready => {
-                    let step = self.send(FnEvent::StepBegin { index, name: name.to_string(), policy_slots: retry.policies.len() }).await;
-                    self.store_step(index, step);
-                    let outcome = run().await;
-                    let event = match outcome {
-                        Ok(result) => FnEvent::StepSucceeded { index, result },
-                        Err(failure) => {
-                            let retryable = retry.predicate.as_ref().is_none_or(|p| p(&failure));
-                            FnEvent::StepFailed { index, failure, policies: retry.policies.clone(), retryable }
+                Replay::Interrupted | Replay::New | Replay::Ready => {
+                    let mut step = match verdict {
+                        Replay::Interrupted => {
+                            let failure = Failure::new(ExceptionType::ServiceFault, INTERRUPTED_MESSAGE);
+                            let retryable =
+                                retry.semantics == Semantics::AtLeastOnce && retry.predicate.as_ref().is_none_or(|p| p(&failure));
+                            self.send(FnEvent::StepFailed { index, failure, policies: retry.policies.clone(), retryable }).await
                         }
+                        _ => self.send(FnEvent::StepBegin { index, name: name.to_string(), policy_slots: retry.policies.len() }).await,
                     };
-                    let step = self.send(event).await;
+                    // Run attempts while the durable state says one is running (a
+                    // retry due at once starts in the same commit as the failure).
+                    while step.as_ref().is_some_and(|s| s.status == StepStatus::Running) {
+                        self.store_step(index, step.clone());
+                        let event = match run().await {
+                            Ok(result) => FnEvent::StepSucceeded { index, result },
+                            Err(failure) => {
+                                let retryable = retry.predicate.as_ref().is_none_or(|p| p(&failure));
+                                FnEvent::StepFailed { index, failure, policies: retry.policies.clone(), retryable }
+                            }
+                        };
+                        step = self.send(event).await;
+                    }
                     self.store_step(index, step);
                 }
             }
