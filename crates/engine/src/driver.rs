@@ -1484,6 +1484,8 @@ impl<S: Store> Driver<S> {
         in_flight_count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         // Decremented when the driver receives the result (or the send fails).
         let http = self.http.clone();
+        let engine = EngineHandle { tx: self.tx.clone(), notify: self.notify.clone() };
+        let store = self.store.clone();
         let execution_id = execution_id.to_string();
         let task_execution_id = execution_id.to_string();
         let task = tokio::spawn(async move {
@@ -1493,16 +1495,42 @@ impl<S: Store> Driver<S> {
                 ActionKind::Command(spec) => runner::run_command(spec, &ctx).await,
                 ActionKind::Http(spec) => runner::run_http(&http, spec, &ctx).await,
                 ActionKind::Noop(spec) => runner::run_noop(spec, &ctx).await,
-                ActionKind::Function(f) => AttemptOutcome::Failed(Failure::new(
-                    ExceptionType::ActionFailed,
-                    format!("no durable function named {} is registered in this process", f.function_name),
-                )),
+                ActionKind::Function(f) => run_function_action(&engine, &*store, f.function_name.as_str(), &ctx).await,
             };
             if tx.send(Inbound::Result { execution_id, id, outcome, from_task: true }).await.is_err() {
                 in_flight_count.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
             }
         });
         self.running_tasks.entry(task_execution_id).or_default().insert(id, task.abort_handle());
+    }
+}
+
+/// A `function:` action: one execution of the registered durable function per
+/// attempt (named after the attempt, so a repeated start of the same attempt
+/// re-attaches), with the pipeline execution's input; its result is the
+/// attempt's output, its failure the attempt's failure.
+async fn run_function_action<S: Store>(engine: &EngineHandle, store: &S, function: &str, ctx: &AttemptContext) -> AttemptOutcome {
+    let name = format!("{}/{}/{}/{}.{}", ctx.execution_id, ctx.stage, ctx.action, ctx.series, ctx.attempt);
+    let fail = |t: ExceptionType, m: String| AttemptOutcome::Failed(Failure::new(t, m));
+    let id = match engine.start_function(function, &name, ctx.input_json.clone()).await {
+        Ok((id, _)) => id,
+        Err(EngineError::FunctionNotRegistered(n)) => {
+            return fail(ExceptionType::ActionFailed, format!("no durable function named {n} is registered in this process"));
+        }
+        Err(e) => return fail(ExceptionType::ServiceFault, format!("could not start function {function}: {e}")),
+    };
+    if let Err(e) = engine.wait(&id).await {
+        return fail(ExceptionType::ServiceFault, format!("function execution {id}: {e}"));
+    }
+    let state = match store.get_execution(&id).await {
+        Ok(Some(rec)) => functions::parse_fn_state(&rec),
+        Ok(None) => Err(EngineError::ExecutionNotFound(id.clone())),
+        Err(e) => Err(e.into()),
+    };
+    match state {
+        Ok(s) if s.status == redrive_core::function::FunctionStatus::Succeeded => AttemptOutcome::Succeeded { output: s.result },
+        Ok(s) => AttemptOutcome::Failed(s.error.unwrap_or_else(|| Failure::new(ExceptionType::ActionFailed, "the function failed"))),
+        Err(e) => fail(ExceptionType::ServiceFault, format!("function execution {id}: {e}")),
     }
 }
 

@@ -407,6 +407,28 @@ impl Engine {
         Ok(ExecutionHandle { execution_id, store: self.store.clone(), handle: self.handle.clone() })
     }
 
+    /// Stores a pipeline definition (YAML or JSON text, as for `redrive run`) and
+    /// starts an execution of it with `input`. Its `function: NAME` actions run
+    /// the functions registered with this engine, one function execution per
+    /// attempt, under the action's retry policies; the function's result is the
+    /// action's output.
+    pub async fn start_pipeline<I: Serialize>(&self, definition: &str, input: &I) -> Result<PipelineRun, Error> {
+        let pipeline = redrive_core::definition::parse_pipeline_text(definition).map_err(|problems| {
+            Error::Invalid(problems.iter().map(|p| format!("{}: {}", p.path, p.message)).collect::<Vec<_>>().join("; "))
+        })?;
+        let json =
+            redrive_core::definition::source::parse_document(definition).map_err(|e| Error::Invalid(e.to_string()))?.to_json().to_string();
+        let now = redrive_engine::Clock::now(&SystemClock);
+        let record = self.store.put_pipeline(pipeline.name.as_str(), &json, None, now).await?;
+        if let Some(q) = &pipeline.dead_letter_queue {
+            self.store.ensure_dlq_queue(q.as_str(), now).await?;
+        }
+        let loaded = Arc::new(redrive_engine::LoadedPipeline::from_record(record)?);
+        let input_json = serde_json::to_string(input).map_err(|e| Error::Invalid(format!("the input does not serialize: {e}")))?;
+        let execution_id = self.handle.start(loaded, input_json).await?;
+        Ok(PipelineRun { execution_id, handle: self.handle.clone() })
+    }
+
     /// A handle to an execution by id.
     pub fn execution(&self, execution_id: &str) -> ExecutionHandle {
         ExecutionHandle { execution_id: execution_id.to_string(), store: self.store.clone(), handle: self.handle.clone() }
@@ -419,6 +441,23 @@ impl Engine {
         if let Some(join) = self.join.lock().await.take() {
             let _ = join.await;
         }
+    }
+}
+
+/// One execution of a pipeline started through the SDK.
+pub struct PipelineRun {
+    execution_id: String,
+    handle: EngineHandle,
+}
+
+impl PipelineRun {
+    pub fn id(&self) -> &str {
+        &self.execution_id
+    }
+
+    /// Waits for the execution to finish; its status (`Succeeded`, `Failed`, ...).
+    pub async fn wait(&self) -> Result<String, Error> {
+        Ok(self.handle.wait(&self.execution_id).await?.status.as_str().to_string())
     }
 }
 

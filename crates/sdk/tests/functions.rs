@@ -313,3 +313,29 @@ async fn suspended_executions_hold_no_task_and_no_memory_in_the_engine() {
     assert!(tasks_after <= tasks_before + 5, "{tasks_after} tasks alive (before: {tasks_before}) with {N} suspended executions");
     engine.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_action_runs_a_registered_function_under_the_action_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(&url(&dir)).await.unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    engine.register("rollout", move |ctx: Context, input: serde_json::Value| {
+        let c = c.clone();
+        async move {
+            let n = ctx.step("deploy", StepPolicy::none(), || async { Ok(c.fetch_add(1, Ordering::SeqCst)) }).await?;
+            if n == 0 {
+                // The function fails its first execution; the action's policy retries it.
+                return Err(Error::Step(StepError::throttled("region busy")));
+            }
+            Ok::<_, Error>(serde_json::json!({"deployed": input["version"], "calls": n + 1}))
+        }
+    });
+    let definition = "name: release\nstages:\n  - name: Ship\n    actions:\n      - name: Rollout\n        function: rollout\n        retryPolicies: [{exceptionType: Step.THROTTLING, intervalSeconds: 0.05, maxAttempts: 2}]\n";
+    let run = engine.start_pipeline(definition, &serde_json::json!({"version": "1.2.3"})).await.unwrap();
+    assert_eq!(run.wait().await.unwrap(), "Succeeded");
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "one function execution per attempt: the failed one and its retry");
+    let unknown = "name: orphan\nstages:\n  - name: S\n    actions:\n      - name: A\n        function: nobody\n";
+    assert_eq!(engine.start_pipeline(unknown, &()).await.unwrap().wait().await.unwrap(), "Failed");
+    engine.shutdown().await;
+}
