@@ -338,6 +338,7 @@ impl<S: Store> Driver<S> {
             }
             if !live.invoking {
                 self.fn_live.remove(id);
+                self.shrink_fn_live();
             }
             return;
         }
@@ -352,6 +353,15 @@ impl<S: Store> Driver<S> {
         let far = live.state.waiting_on().is_some_and(|(_, due)| due.ms_since(now) > self.config.evict_waiting_after_ms as i64);
         if far || live.state.status != FunctionStatus::Running {
             self.fn_live.remove(id);
+            self.shrink_fn_live();
+        }
+    }
+
+    /// A burst of executions that then suspend must not leave a burst-sized table.
+    fn shrink_fn_live(&mut self) {
+        let (len, cap) = (self.fn_live.len(), self.fn_live.capacity());
+        if cap > 1024 && len * 4 < cap {
+            self.fn_live.shrink_to(len * 2);
         }
     }
 }
