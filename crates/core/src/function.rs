@@ -13,6 +13,8 @@
 
 use crate::exception::{ExceptionType, Failure};
 use crate::jitter::JitterDraw;
+use crate::machine::DeadLetterLink;
+use crate::name::Name;
 use crate::policy::{Decision, GiveUpReason, RetryHistory, RetryPolicy, decide};
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -97,6 +99,13 @@ pub struct FunctionState {
     pub result: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<Failure>,
+    /// Where a failure for good leaves its dead-letter entry (set at start from
+    /// the function's registration).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter_queue: Option<Name>,
+    /// The dead-letter entry of this execution, once it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter: Option<DeadLetterLink>,
 }
 
 impl FunctionState {
@@ -111,6 +120,8 @@ impl FunctionState {
             steps: Vec::new(),
             result: None,
             error: None,
+            dead_letter_queue: None,
+            dead_letter: None,
         }
     }
 
@@ -166,6 +177,10 @@ pub enum FnEvent {
     Finished {
         result: Result<serde_json::Value, Failure>,
     },
+    /// A redrive of its dead-letter entry: a failed execution runs again. Its last
+    /// step, if it failed, gets a fresh series of attempts (due now); completed
+    /// steps keep their results. The function is invoked and replays.
+    Resume,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -188,6 +203,17 @@ pub enum FnEffect {
     /// Invoke (replay) the function: what it waited for is ready.
     Invoke,
     Finished(FunctionStatus),
+    /// Failed for good: write (or return) the dead-letter entry, in this commit.
+    DeadLetter {
+        link: DeadLetterLink,
+        failure: Failure,
+        step: Option<String>,
+        first_failure_at: Timestamp,
+    },
+    /// Succeeded: the entry of this execution, if any, is resolved.
+    DeadLetterResolved {
+        entry_id: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
@@ -250,6 +276,9 @@ pub fn replay(state: &FunctionState, index: usize, name: &str, kind: StepKind, n
 
 /// Applies one event. On `Err`, `state` is unchanged.
 pub fn apply(state: &mut FunctionState, event: FnEvent, now: Timestamp) -> Result<Vec<FnEffect>, FnRejection> {
+    if matches!(event, FnEvent::Resume) {
+        return resume(state, now);
+    }
     if state.status != FunctionStatus::Running {
         return Err(FnRejection::Finished(state.status));
     }
@@ -388,9 +417,57 @@ pub fn apply(state: &mut FunctionState, event: FnEvent, now: Timestamp) -> Resul
                 }
             }
             fx.push(FnEffect::Finished(state.status));
+            dead_letter(state, now, &mut fx);
         }
+        FnEvent::Resume => unreachable!("handled above"),
     }
     Ok(fx)
+}
+
+/// After finishing: a failure for good enters the dead-letter queue (a new entry
+/// keyed by this execution, or its existing one); a success resolves the entry.
+fn dead_letter(state: &mut FunctionState, now: Timestamp, fx: &mut Vec<FnEffect>) {
+    match state.status {
+        FunctionStatus::Failed => {
+            if state.dead_letter.is_none() {
+                let Some(queue) = state.dead_letter_queue.clone() else { return };
+                state.dead_letter = Some(DeadLetterLink { entry_id: state.execution_id.clone(), queue });
+            }
+            let link = state.dead_letter.clone().expect("set above");
+            let failed = state.steps.iter().rev().find(|s| s.status == StepStatus::Failed);
+            let failure =
+                state.error.clone().unwrap_or_else(|| Failure::new(ExceptionType::Custom(FUNCTION_ERROR.into()), "the function failed"));
+            fx.push(FnEffect::DeadLetter {
+                link,
+                failure,
+                step: failed.map(|s| s.name.clone()),
+                first_failure_at: failed.map_or(now, |s| s.started_at),
+            });
+        }
+        FunctionStatus::Succeeded => {
+            if let Some(link) = &state.dead_letter {
+                fx.push(FnEffect::DeadLetterResolved { entry_id: link.entry_id.clone() });
+            }
+        }
+        FunctionStatus::Running => {}
+    }
+}
+
+fn resume(state: &mut FunctionState, now: Timestamp) -> Result<Vec<FnEffect>, FnRejection> {
+    if state.status != FunctionStatus::Failed {
+        return Err(FnRejection::Invalid(format!("only a failed execution can be resumed; this one is {:?}", state.status)));
+    }
+    state.status = FunctionStatus::Running;
+    state.finished_at = None;
+    state.error = None;
+    if let Some(last) = state.steps.last_mut().filter(|s| s.status == StepStatus::Failed && s.kind == StepKind::Step) {
+        last.status = StepStatus::WaitingRetry;
+        last.due_at = Some(now);
+        last.started_at = now; // a fresh series: expireAfterMin counts from here
+        last.retries_by_policy.iter_mut().for_each(|r| *r = 0);
+        last.last_failure = None;
+    }
+    Ok(vec![FnEffect::Invoke])
 }
 
 fn step_mut(state: &mut FunctionState, index: usize) -> Result<&mut StepState, FnRejection> {
@@ -463,6 +540,32 @@ mod tests {
         apply(&mut s, FnEvent::StepFailed { index: 0, failure: fault, policies: vec![RetryPolicy::none()], retryable: true }, t(1))
             .unwrap();
         assert_eq!(s.steps[0].status, StepStatus::Failed);
+    }
+
+    #[test]
+    fn a_failure_dead_letters_and_a_resume_retries_the_failed_step_with_fresh_counters() {
+        let mut s = FunctionState::new("e1", "f", "n", t(0));
+        s.dead_letter_queue = Some(Name::parse("retry-f").unwrap());
+        apply(&mut s, FnEvent::StepBegin { index: 0, name: "a".into(), policy_slots: 0 }, t(0)).unwrap();
+        apply(&mut s, FnEvent::StepSucceeded { index: 0, result: serde_json::json!(1) }, t(1)).unwrap();
+        apply(&mut s, FnEvent::StepBegin { index: 1, name: "b".into(), policy_slots: 1 }, t(2)).unwrap();
+        apply(&mut s, FnEvent::StepFailed { index: 1, failure: throttled(), policies: twice(), retryable: false }, t(3)).unwrap();
+        let fx = apply(&mut s, FnEvent::Finished { result: Err(throttled()) }, t(4)).unwrap();
+        match fx.last() {
+            Some(FnEffect::DeadLetter { link, step, .. }) => {
+                assert_eq!((link.entry_id.as_str(), link.queue.as_str(), step.as_deref()), ("e1", "retry-f", Some("b")));
+            }
+            other => panic!("{other:?}"),
+        }
+        let fx = apply(&mut s, FnEvent::Resume, t(10)).unwrap();
+        assert_eq!(fx, vec![FnEffect::Invoke]);
+        assert_eq!(replay(&s, 0, "a", StepKind::Step, t(10)), Replay::Succeeded(serde_json::json!(1)));
+        assert_eq!(replay(&s, 1, "b", StepKind::Step, t(10)), Replay::Ready);
+        apply(&mut s, FnEvent::StepBegin { index: 1, name: "b".into(), policy_slots: 1 }, t(10)).unwrap();
+        apply(&mut s, FnEvent::StepSucceeded { index: 1, result: serde_json::json!(2) }, t(11)).unwrap();
+        let fx = apply(&mut s, FnEvent::Finished { result: Ok(serde_json::json!(3)) }, t(12)).unwrap();
+        assert!(fx.contains(&FnEffect::DeadLetterResolved { entry_id: "e1".into() }));
+        assert!(apply(&mut s, FnEvent::Resume, t(13)).is_err(), "only failed executions resume");
     }
 
     #[test]

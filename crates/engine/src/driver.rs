@@ -141,6 +141,7 @@ pub(crate) enum Inbound {
     RegisterFunction {
         name: String,
         function: Arc<dyn crate::function::DurableFunction>,
+        dead_letter_queue: Option<Name>,
     },
     /// Start a durable function execution (idempotent on `(function, name)`).
     FnStart {
@@ -335,13 +336,21 @@ impl EngineHandle {
     /// Its unfinished executions are not resumed by this; see
     /// [`EngineHandle::resume`].
     pub async fn register_function(&self, name: &str, function: Arc<dyn crate::function::DurableFunction>) -> Result<(), EngineError> {
-        self.send(Inbound::RegisterFunction { name: name.to_string(), function }).await
+        self.send(Inbound::RegisterFunction { name: name.to_string(), function, dead_letter_queue: None }).await
     }
 
     /// [`EngineHandle::register_function`] without waiting (for synchronous
     /// callers); fails only if the engine stopped or its inbox is full.
-    pub fn register_function_now(&self, name: &str, function: Arc<dyn crate::function::DurableFunction>) -> Result<(), EngineError> {
-        self.tx.try_send(Inbound::RegisterFunction { name: name.to_string(), function }).map_err(|_| EngineError::Stopped)
+    /// `dead_letter_queue`: where its executions that fail for good leave an entry.
+    pub fn register_function_now(
+        &self,
+        name: &str,
+        function: Arc<dyn crate::function::DurableFunction>,
+        dead_letter_queue: Option<Name>,
+    ) -> Result<(), EngineError> {
+        self.tx
+            .try_send(Inbound::RegisterFunction { name: name.to_string(), function, dead_letter_queue })
+            .map_err(|_| EngineError::Stopped)
     }
 
     /// Starts an execution of a registered function, named `name` (its
@@ -499,7 +508,7 @@ pub struct Driver<S: Store> {
     /// yet: the store still says `QUEUED`, so a second redrive must not trust it.
     dlq_taken: std::collections::HashSet<String>,
     /// Registered durable functions.
-    functions: HashMap<String, Arc<dyn crate::function::DurableFunction>>,
+    functions: HashMap<String, functions::Registered>,
     /// Durable function executions in memory (running, or waiting on a near timer).
     fn_live: HashMap<String, functions::FnLive>,
     /// Due timers of functions not registered here: do not poll for them again before this.
@@ -799,8 +808,8 @@ impl<S: Store> Driver<S> {
                 }
             }
             Inbound::Purge { filter, reply } => batch.purges.push((filter, reply)),
-            Inbound::RegisterFunction { name, function } => {
-                self.functions.insert(name, function);
+            Inbound::RegisterFunction { name, function, dead_letter_queue } => {
+                self.functions.insert(name, functions::Registered { function, dead_letter_queue });
                 self.timer_backoff_until = None; // its timers can fire now
             }
             Inbound::FnStart { function, name, execution_id, input_json, fingerprint, reply } => {
@@ -1012,6 +1021,8 @@ impl<S: Store> Driver<S> {
             return skip(SkipReason::Poison { redrive_count: entry.redrive_count, max_redrives: entry.max_redrives });
         }
         let execution_id = match mode {
+            // A function's entry resumes its execution, whatever the mode.
+            _ if entry.pipeline_version == functions::FUNCTION_VERSION => self.redrive_function(&entry, now, batch).await?,
             RedriveMode::RetryStage => self.redrive_stage(&entry, now, batch).await?,
             RedriveMode::NewExecution => {
                 let Some(pipeline) = pipeline else { return skip(SkipReason::PipelineGone(entry.pipeline_name.clone())) };

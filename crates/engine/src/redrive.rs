@@ -454,6 +454,12 @@ impl<S: Store> Redriver<S> {
                 Err(SkipReason::NotQueued(e.state.as_str()).to_string())
             } else if e.is_poison() && !req.force {
                 Err(SkipReason::Poison { redrive_count: e.redrive_count, max_redrives: e.max_redrives }.to_string())
+            } else if e.pipeline_version == 0 {
+                // A durable function's entry resumes its execution in either mode.
+                Ok(format!(
+                    "resume function execution {} (its failed step {} runs again; the function must be registered)",
+                    e.execution_id, e.action
+                ))
             } else {
                 match req.mode {
                     RedriveMode::RetryStage => self.plan_stage_retry(&e, now).await?.map_err(|r| r.to_string()),

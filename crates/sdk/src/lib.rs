@@ -263,6 +263,20 @@ impl RetryPolicyBuilder {
     }
 }
 
+/// Options of a registered function.
+#[derive(Clone, Debug, Default)]
+pub struct FunctionOptions {
+    dead_letter_queue: Option<String>,
+}
+
+impl FunctionOptions {
+    /// Where executions that fail for good leave their dead-letter entry.
+    pub fn dead_letter_queue(mut self, queue: &str) -> Self {
+        self.dead_letter_queue = Some(queue.to_string());
+        self
+    }
+}
+
 /// What a running function gets: steps and sleeps.
 pub struct Context {
     inner: FnContext,
@@ -316,6 +330,8 @@ pub struct Engine {
     store: Arc<SqliteStore>,
     handle: EngineHandle,
     join: tokio::sync::Mutex<Option<tokio::task::JoinHandle<Result<(), EngineError>>>>,
+    /// Background work of `register` (resuming executions), ended by `shutdown`.
+    background: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl Engine {
@@ -329,7 +345,7 @@ impl Engine {
         }
         let store = Arc::new(SqliteStore::open(std::path::Path::new(path), SqliteOptions::default())?);
         let (handle, join) = Driver::spawn(store.clone(), Arc::new(SystemClock), DriverConfig::default());
-        Ok(Engine { store, handle, join: tokio::sync::Mutex::new(Some(join)) })
+        Ok(Engine { store, handle, join: tokio::sync::Mutex::new(Some(join)), background: std::sync::Mutex::new(Vec::new()) })
     }
 
     /// Registers `f` as the durable function `name` and continues its unfinished
@@ -344,9 +360,32 @@ impl Engine {
         F: Fn(Context, I) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<O, Error>> + Send + 'static,
     {
+        self.register_with(name, FunctionOptions::default(), f)
+    }
+
+    /// [`Engine::register`] with options, e.g. a dead-letter queue:
+    /// `engine.register_with("process-order", FunctionOptions::default().dead_letter_queue("retry-orders"), f)`.
+    /// An execution that fails for good then leaves one entry there (source,
+    /// input, final error, failed step); a redrive (`redrive dlq redrive`, or the
+    /// API) resumes the execution: completed steps keep their results and the
+    /// failed step runs again with fresh retry counters.
+    ///
+    /// # Panics
+    /// If `name` or the queue name is not 1 to 100 characters of `A-Za-z0-9.@-_`.
+    pub fn register_with<I, O, F, Fut>(&self, name: &str, options: FunctionOptions, f: F)
+    where
+        I: DeserializeOwned + Send + 'static,
+        O: Serialize + 'static,
+        F: Fn(Context, I) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<O, Error>> + Send + 'static,
+    {
         if let Err(e) = redrive_core::name::Name::parse(name) {
             panic!("durable function name {name:?} {e}");
         }
+        let queue = options
+            .dead_letter_queue
+            .as_deref()
+            .map(|q| redrive_core::name::Name::parse(q).unwrap_or_else(|e| panic!("dead-letter queue name {q:?} of function {name} {e}")));
         let f = Arc::new(f);
         let function = move |ctx: FnContext, input_json: String| -> FnFuture {
             let input: I = match serde_json::from_str(&input_json) {
@@ -362,12 +401,18 @@ impl Engine {
             })
         };
         let function: Arc<dyn DurableFunction> = Arc::new(function);
-        if self.handle.register_function_now(name, function).is_err() {
+        if self.handle.register_function_now(name, function, queue.clone()).is_err() {
             tracing::error!(function = name, "the engine has stopped; the function was not registered");
             return;
         }
         let (store, handle, name) = (self.store.clone(), self.handle.clone(), name.to_string());
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
+            if let Some(q) = &queue {
+                // The queue exists (empty) from the moment a function names it.
+                if let Err(e) = store.ensure_dlq_queue(q.as_str(), redrive_engine::Clock::now(&SystemClock)).await {
+                    tracing::error!(queue = q.as_str(), error = %e, "cannot create the dead-letter queue");
+                }
+            }
             let mut before = None;
             loop {
                 let page = match store
@@ -394,6 +439,9 @@ impl Engine {
                 }
             }
         });
+        let mut background = self.background.lock().expect("background lock");
+        background.retain(|t| !t.is_finished());
+        background.push(task);
     }
 
     /// Starts an execution of `function` named `name` with `input`. The name is the
@@ -429,6 +477,20 @@ impl Engine {
         Ok(PipelineRun { execution_id, handle: self.handle.clone() })
     }
 
+    /// Redrives one dead-letter entry (mid-level redrive from code): a function's
+    /// entry resumes its execution, a pipeline's retries its failed stage. The
+    /// entry leaves its queue in the same commit. Returns the execution resubmitted.
+    pub async fn redrive_entry(&self, entry_id: &str) -> Result<ExecutionHandle, Error> {
+        let execution_id =
+            self.handle.redrive(entry_id, redrive_engine::redrive::RedriveMode::RetryStage, false, None, None).await.map_err(
+                |e| match e {
+                    EngineError::NotRedriven(reason) => Error::Invalid(format!("entry {entry_id} was not redriven: {reason}")),
+                    other => other.into(),
+                },
+            )?;
+        Ok(self.execution(&execution_id))
+    }
+
     /// A handle to an execution by id.
     pub fn execution(&self, execution_id: &str) -> ExecutionHandle {
         ExecutionHandle { execution_id: execution_id.to_string(), store: self.store.clone(), handle: self.handle.clone() }
@@ -437,6 +499,11 @@ impl Engine {
     /// Stops the engine after the current batch; running steps are abandoned and
     /// replayed (as interrupted attempts) by the next process.
     pub async fn shutdown(&self) {
+        let background: Vec<_> = self.background.lock().expect("background lock").drain(..).collect();
+        for task in background {
+            task.abort();
+            let _ = task.await;
+        }
         self.handle.shutdown().await;
         if let Some(join) = self.join.lock().await.take() {
             let _ = join.await;

@@ -339,3 +339,58 @@ async fn a_pipeline_action_runs_a_registered_function_under_the_action_policy() 
     assert_eq!(engine.start_pipeline(unknown, &()).await.unwrap().wait().await.unwrap(), "Failed");
     engine.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_function_that_fails_for_good_is_dead_lettered_and_a_redrive_resumes_it() {
+    use redrive_sdk::FunctionOptions;
+    use redrive_store::Store;
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(&url(&dir)).await.unwrap();
+    let fixed = Arc::new(AtomicBool::new(false));
+    let (prepared, charged) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (f, p, c) = (fixed.clone(), prepared.clone(), charged.clone());
+    engine.register_with("pay", FunctionOptions::default().dead_letter_queue("retry-pay"), move |ctx: Context, order: u32| {
+        let (f, p, c) = (f.clone(), p.clone(), c.clone());
+        async move {
+            ctx.step("prepare", StepPolicy::default(), || async { Ok(p.fetch_add(1, Ordering::SeqCst)) }).await?;
+            let id: String = ctx
+                .step("charge", StepPolicy::none(), || async {
+                    if f.load(Ordering::SeqCst) {
+                        c.fetch_add(1, Ordering::SeqCst);
+                        Ok(format!("ch-{order}"))
+                    } else {
+                        Err(StepError::of("Payment.GATEWAY_DOWN", "gateway down"))
+                    }
+                })
+                .await?;
+            Ok::<_, Error>(id)
+        }
+    });
+    let h = engine.start("pay", "order-5", &5u32).await.unwrap();
+    assert!(matches!(h.result::<String>().await, Err(Error::ExecutionFailed { .. })));
+    // Sleep briefly: the queue is created by a background task of register_with.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let store = redrive_store::SqliteStore::open(&dir.path().join("f.db"), Default::default());
+    assert!(store.is_err(), "the engine holds the store");
+    let state = h.state().await.unwrap();
+    let link = state.dead_letter.expect("dead-lettered");
+    assert_eq!((link.entry_id.as_str(), link.queue.as_str()), (h.id(), "retry-pay"));
+    // Still broken: the redrive resumes it, it fails again, the entry comes back.
+    let first = engine.redrive_entry(h.id()).await.unwrap();
+    assert!(matches!(first.result::<String>().await, Err(Error::ExecutionFailed { .. })));
+    // Fix the gateway and redrive: the execution resumes, "prepare" is not redone.
+    fixed.store(true, Ordering::SeqCst);
+    let again = engine.redrive_entry(h.id()).await.unwrap();
+    assert_eq!(again.id(), h.id(), "the same execution resumes");
+    assert_eq!(again.result::<String>().await.unwrap(), "ch-5");
+    assert_eq!((prepared.load(Ordering::SeqCst), charged.load(Ordering::SeqCst)), (1, 1));
+    // Redriving a resolved entry is refused.
+    assert!(engine.redrive_entry(h.id()).await.is_err());
+    engine.shutdown().await;
+    drop((engine, h, first, again));
+    let store = redrive_store::SqliteStore::open(&dir.path().join("f.db"), Default::default()).unwrap();
+    let entry = store.get_dlq_entry(&link.entry_id).await.unwrap().unwrap();
+    assert_eq!((entry.state, entry.redrive_count), (redrive_store::DlqEntryState::Resolved, 2));
+    assert_eq!((entry.action.as_str(), entry.exception_type.as_str()), ("charge", "Payment.GATEWAY_DOWN"));
+    assert_eq!(entry.pipeline_name, "fn:pay");
+}

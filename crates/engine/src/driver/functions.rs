@@ -24,6 +24,13 @@ pub fn timer_index(key: &str) -> Option<usize> {
     key.strip_prefix(TIMER_PREFIX)?.parse().ok()
 }
 
+/// A registered function and its options.
+#[derive(Clone)]
+pub struct Registered {
+    pub function: Arc<dyn DurableFunction>,
+    pub dead_letter_queue: Option<redrive_core::name::Name>,
+}
+
 pub struct FnLive {
     pub function: Arc<dyn DurableFunction>,
     pub state: FunctionState,
@@ -76,7 +83,7 @@ fn event_index(e: &FnEvent) -> Option<usize> {
         | FnEvent::StepFailed { index, .. }
         | FnEvent::SleepBegin { index, .. }
         | FnEvent::TimerFired { index } => Some(*index),
-        FnEvent::Finished { .. } => None,
+        FnEvent::Finished { .. } | FnEvent::Resume => None,
     }
 }
 
@@ -113,6 +120,28 @@ impl<S: Store> Driver<S> {
                 }
                 FnEffect::Invoke => pending.fn_invoke = true,
                 FnEffect::Finished(s) => pending.finished = Some(status_of(s)),
+                FnEffect::DeadLetter { link, failure, step, first_failure_at } => {
+                    let detail = serde_json::json!({
+                        "attempts": step.as_ref().and_then(|n| live.state.steps.iter().rev().find(|s| &s.name == n)).map_or(0, |s| s.attempt),
+                        "steps": live.state.steps.iter().map(|s| serde_json::json!({"name": s.name, "status": s.status, "attempt": s.attempt})).collect::<Vec<_>>(),
+                    });
+                    pending.dlq.push(DlqOp::Enter(DlqEntryWrite {
+                        id: link.entry_id,
+                        queue: link.queue.to_string(),
+                        pipeline_name: crate::function::store_name(&live.state.function),
+                        pipeline_version: FUNCTION_VERSION,
+                        execution_id: id.to_string(),
+                        stage: live.state.function.clone(),
+                        action: step.unwrap_or_else(|| "(outside steps)".into()),
+                        exception_type: failure.exception_type.to_string(),
+                        message: failure.message,
+                        input_json: live.input_json.to_string(),
+                        detail_json: detail.to_string(),
+                        first_failure_at,
+                        last_failure_at: now,
+                    }));
+                }
+                FnEffect::DeadLetterResolved { entry_id } => pending.dlq.push(DlqOp::Resolve { entry_id }),
             }
         }
         Ok(())
@@ -130,11 +159,13 @@ impl<S: Store> Driver<S> {
         now: Timestamp,
         batch: &mut Batch,
     ) {
-        let Some(f) = self.functions.get(&function).cloned() else {
+        let Some(reg) = self.functions.get(&function).cloned() else {
             let _ = reply.send(Err(EngineError::FunctionNotRegistered(function)));
             return;
         };
-        let state = FunctionState::new(execution_id.clone(), function, name.clone(), now);
+        let f = reg.function;
+        let mut state = FunctionState::new(execution_id.clone(), function, name.clone(), now);
+        state.dead_letter_queue = reg.dead_letter_queue;
         self.fn_live.insert(
             execution_id.clone(),
             FnLive {
@@ -229,7 +260,11 @@ impl<S: Store> Driver<S> {
     /// Loads a function execution; one that is neither finished nor waiting on a
     /// timer is invoked (this is how a crash is recovered: the replay finds the
     /// step that was running).
-    pub(super) async fn ensure_fn_live(&mut self, id: &str, _now: Timestamp, _batch: &mut Batch) -> Result<(), EngineError> {
+    pub(super) async fn ensure_fn_live(&mut self, id: &str, now: Timestamp, batch: &mut Batch) -> Result<(), EngineError> {
+        self.load_fn(id, false, now, batch).await
+    }
+
+    async fn load_fn(&mut self, id: &str, allow_finished: bool, _now: Timestamp, _batch: &mut Batch) -> Result<(), EngineError> {
         if self.fn_live.contains_key(id) {
             return Ok(());
         }
@@ -238,11 +273,15 @@ impl<S: Store> Driver<S> {
             return Err(EngineError::ExecutionNotFound(id.to_string()));
         }
         let state = parse_fn_state(&rec)?;
-        if state.status != FunctionStatus::Running {
+        if state.status != FunctionStatus::Running && !allow_finished {
             return Err(EngineError::AlreadyFinished { id: id.to_string(), status: status_of(state.status).as_str().into() });
         }
-        let function = self.functions.get(&state.function).cloned().ok_or(EngineError::FunctionNotRegistered(state.function.clone()))?;
-        let waiting = state.waiting_on().is_some();
+        let function = self
+            .functions
+            .get(&state.function)
+            .map(|r| r.function.clone())
+            .ok_or(EngineError::FunctionNotRegistered(state.function.clone()))?;
+        let idle = state.waiting_on().is_some() || state.status != FunctionStatus::Running;
         self.fn_live.insert(
             id.to_string(),
             FnLive {
@@ -256,10 +295,44 @@ impl<S: Store> Driver<S> {
                 reinvoke: false,
             },
         );
-        if !waiting {
+        if !idle {
             self.spawn_invocation(id);
         }
         Ok(())
+    }
+
+    /// A redrive of a function's dead-letter entry: the failed execution resumes
+    /// (its failed last step gets a fresh series) and replays.
+    pub(super) async fn redrive_function(
+        &mut self,
+        entry: &DlqEntryRecord,
+        now: Timestamp,
+        batch: &mut Batch,
+    ) -> Result<String, EngineError> {
+        use crate::redrive::SkipReason;
+        let id = entry.execution_id.clone();
+        match self.load_fn(&id, true, now, batch).await {
+            Ok(()) => {}
+            Err(EngineError::ExecutionNotFound(_)) => return Err(EngineError::NotRedriven(SkipReason::ExecutionGone(id))),
+            Err(EngineError::FunctionNotRegistered(f)) => {
+                return Err(EngineError::NotRedriven(SkipReason::Refused(format!("function {f} is not registered in this process"))));
+            }
+            Err(e) => return Err(e),
+        }
+        let live = &self.fn_live[&id];
+        let result = if live.state.dead_letter.as_ref().map(|l| l.entry_id.as_str()) != Some(entry.id.as_str()) {
+            Err(format!("execution {id} does not answer to entry {}", entry.id))
+        } else {
+            self.fn_apply(&id, FnEvent::Resume, now, batch).map_err(|r| r.to_string())
+        };
+        if let Err(why) = result {
+            let idle = self.fn_live.get(&id).is_some_and(|l| !l.invoking && l.unacked == 0 && l.state.status != FunctionStatus::Running);
+            if idle && !batch.pending.contains_key(&id) {
+                self.fn_live.remove(&id);
+            }
+            return Err(EngineError::NotRedriven(SkipReason::Refused(why)));
+        }
+        Ok(id)
     }
 
     /// Runs the function (a replay from the top) on a task.
@@ -311,7 +384,7 @@ impl<S: Store> Driver<S> {
             set_timers,
             clear_timers,
             client_token: if live.version.is_none() { live.client_token.take() } else { None },
-            dlq: Vec::new(),
+            dlq: std::mem::take(&mut pending.dlq),
         };
         let next = live.version.map_or(1, |v| v + 1);
         live.version = Some(next);
@@ -327,6 +400,9 @@ impl<S: Store> Driver<S> {
         }
         for reply in pending.replies {
             reply(Ok(()));
+        }
+        for entry_id in &pending.taken {
+            self.dlq_taken.remove(entry_id);
         }
         if pending.fn_invoke {
             self.spawn_invocation(id);
