@@ -394,3 +394,38 @@ async fn a_function_that_fails_for_good_is_dead_lettered_and_a_redrive_resumes_i
     assert_eq!((entry.action.as_str(), entry.exception_type.as_str()), ("charge", "Payment.GATEWAY_DOWN"));
     assert_eq!(entry.pipeline_name, "fn:pay");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_predicate_decides_which_failures_are_retried() {
+    use redrive_sdk::RetryPolicy;
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(&url(&dir)).await.unwrap();
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let a = attempts.clone();
+    engine.register("cond", move |ctx: Context, permanent: bool| {
+        let a = a.clone();
+        async move {
+            // Throttling is retried, but not when the message says it is permanent.
+            let p = throttled_fast().retry_if(|e| !e.message.contains("permanent"));
+            let r: Result<(), StepError> = ctx
+                .step("call", p, || async {
+                    let n = a.fetch_add(1, Ordering::SeqCst);
+                    if n < 2 { Err(StepError::throttled(if permanent { "permanent quota" } else { "busy" })) } else { Ok(()) }
+                })
+                .await;
+            Ok::<_, Error>(r.is_ok())
+        }
+    });
+    assert!(engine.start("cond", "transient", &false).await.unwrap().result::<bool>().await.unwrap());
+    assert_eq!(attempts.swap(0, Ordering::SeqCst), 3, "retried twice");
+    assert!(!engine.start("cond", "permanent", &true).await.unwrap().result::<bool>().await.unwrap());
+    assert_eq!(attempts.load(Ordering::SeqCst), 1, "the predicate refused the retry");
+    // RetryPolicy::none() is a StepPolicy too.
+    engine.register("never", |ctx: Context, _: ()| async move {
+        let r: Result<(), StepError> =
+            ctx.step("s", RetryPolicy::none(), || async { Err(StepError::new(redrive_sdk::ExceptionType::ServiceFault, "x")) }).await;
+        Ok::<_, Error>(r.is_err())
+    });
+    assert!(engine.start("never", "n", &()).await.unwrap().result::<bool>().await.unwrap());
+    engine.shutdown().await;
+}
