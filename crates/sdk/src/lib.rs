@@ -2,30 +2,44 @@
 //! checkpointed, whose retries suspend instead of holding a task, and which
 //! replay after a crash without redoing completed work.
 //!
-//! ```no_run
+//! ```
 //! use redrive_sdk::{Context, Engine, Error, StepError, policy};
 //! use serde::{Deserialize, Serialize};
+//! use std::sync::atomic::{AtomicU32, Ordering};
 //!
 //! #[derive(Serialize, Deserialize)]
 //! struct Order { id: String, cents: u64 }
-//! #[derive(Serialize, Deserialize)]
+//! #[derive(Debug, PartialEq, Serialize, Deserialize)]
 //! struct Receipt { charge_id: String }
 //!
+//! static GATEWAY_CALLS: AtomicU32 = AtomicU32::new(0);
+//!
 //! async fn process_order(ctx: Context, order: Order) -> Result<Receipt, Error> {
-//!     let throttling = policy(["Step.THROTTLING"]).interval_seconds(1.0).max_attempts(5).build()?;
+//!     // Throttling is retried (after 50 ms, then 100 ms); meanwhile the execution is suspended.
+//!     let throttling = policy(["Step.THROTTLING"]).interval_seconds(0.05).max_attempts(5).build()?;
 //!     let charge_id: String = ctx
-//!         .step("charge", throttling, || async { Ok::<_, StepError>(format!("ch_{}", 42)) })
+//!         .step("charge", throttling, || async {
+//!             if GATEWAY_CALLS.fetch_add(1, Ordering::SeqCst) < 2 {
+//!                 return Err(StepError::throttled("gateway busy"));
+//!             }
+//!             Ok(format!("ch_{}_{}", order.id, order.cents))
+//!         })
 //!         .await?;
-//!     ctx.sleep("cool-down", std::time::Duration::from_secs(60)).await;
+//!     ctx.sleep("cool-down", std::time::Duration::from_millis(20)).await; // a durable wait
 //!     Ok(Receipt { charge_id })
 //! }
 //!
-//! # async fn main_() -> Result<(), Error> {
-//! let engine = Engine::open("sqlite://orders.db").await?;        // embedded; same store as pipelines
+//! # #[tokio::main] async fn main() -> Result<(), Error> {
+//! # let dir = tempfile::tempdir().unwrap();
+//! # let url = format!("sqlite://{}", dir.path().join("orders.db").display());
+//! let engine = Engine::open(&url).await?;          // e.g. "sqlite://orders.db": embedded, same store as pipelines
 //! engine.register("process-order", process_order);
 //! let order = Order { id: "order-123".into(), cents: 4200 };
-//! let handle = engine.start("process-order", "order-123", &order).await?; // name = idempotency key
+//! let handle = engine.start("process-order", "order-123", &order).await?; // the name is the idempotency key
 //! let receipt: Receipt = handle.result().await?;
+//! assert_eq!(receipt.charge_id, "ch_order-123_4200");
+//! assert_eq!(GATEWAY_CALLS.load(Ordering::SeqCst), 3); // throttled twice, then charged once
+//! # engine.shutdown().await;
 //! # Ok(()) }
 //! ```
 //!
