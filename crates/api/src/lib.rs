@@ -4,6 +4,7 @@
 //!   error codes, native↔wire pipeline conversion — taken from botocore's model.
 //! - [`native`]: the native JSON REST API under `/v1`.
 //! - [`dlq`]: dead-letter queues and redrives under `/v1/dlq`, and `/metrics`.
+//! - [`functions`]: durable-function executions under `/v1/functions` (read only).
 //! - [`aws`]: `POST /` dispatching CodePipeline operations to the service.
 //! - [`server`]: the axum application: routes, body limits, JSON errors, shutdown.
 //! - [`openapi`]: the native API's OpenAPI document.
@@ -13,6 +14,7 @@
 pub mod aws;
 pub mod codepipeline;
 pub mod dlq;
+pub mod functions;
 pub mod native;
 pub mod openapi;
 pub mod server;

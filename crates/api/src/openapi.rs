@@ -17,6 +17,8 @@ mod tests {
             ("/v1/pipelines/{name}/executions/{id}/stop", &["post"]),
             ("/v1/pipelines/{name}/executions/{id}/stages/{stage}/retry", &["post"]),
             ("/v1/pipelines/{name}/action-executions", &["get"]),
+            ("/v1/functions/{name}/executions", &["get"]),
+            ("/v1/functions/{name}/executions/{id}", &["get"]),
             ("/v1/dlq/queues", &["get"]),
             ("/v1/dlq/queues/{queue}", &["get", "put"]),
             ("/v1/dlq/queues/{queue}/entries", &["get"]),

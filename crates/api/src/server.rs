@@ -1,4 +1,5 @@
-//! The HTTP server: native REST under `/v1` (dead-letter queues under `/v1/dlq`),
+//! The HTTP server: native REST under `/v1` (dead-letter queues under `/v1/dlq`,
+//! durable-function executions under `/v1/functions`),
 //! the CodePipeline protocol on `POST /`, `/metrics` (Prometheus), `/openapi.json`,
 //! `/healthz`; request bodies capped; JSON errors everywhere.
 
@@ -21,6 +22,7 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 pub fn app<S: Store>(service: Arc<Service<S>>, max_body_bytes: usize) -> Router {
     native::router::<S>()
         .merge(crate::dlq::router::<S>())
+        .merge(crate::functions::router::<S>())
         .merge(crate::aws::router::<S>())
         .route("/openapi.json", get(|| async { ([("content-type", "application/json")], crate::openapi::DOCUMENT) }))
         .route("/healthz", get(|| async { "ok" }))

@@ -246,6 +246,16 @@ impl Client {
         }
         self.send(reqwest::Method::GET, self.url(&["v1", "pipelines", name, "action-executions"], &q), None).await
     }
+
+    /// `GET /v1/functions/{name}/executions` (one page).
+    pub async fn list_function_executions(&self, name: &str, next_token: Option<&str>, limit: Option<usize>) -> Result<Value> {
+        self.send(reqwest::Method::GET, self.url(&["v1", "functions", name, "executions"], &page_query(next_token, limit)), None).await
+    }
+
+    /// `GET /v1/functions/{name}/executions/{id}`.
+    pub async fn get_function_execution(&self, name: &str, id: &str) -> Result<Value> {
+        self.send(reqwest::Method::GET, self.url(&["v1", "functions", name, "executions", id], &[]), None).await
+    }
 }
 
 /// Which dead-letter entries a listing, purge or redrive covers (the query

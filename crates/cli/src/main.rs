@@ -83,6 +83,11 @@ enum Command {
         command: remote::PipelineCommand,
     },
     /// Start, list, show and stop executions on a running server.
+    ///
+    /// `list NAME --function` and `get NAME ID --function` show the executions of
+    /// a durable function (Rust SDK) with their steps: serve them from the SDK
+    /// process with `engine.serve("127.0.0.1:7878")`, or run `redrive server` on
+    /// its store file while no SDK process holds it.
     Execution {
         #[command(subcommand)]
         command: remote::ExecutionCommand,

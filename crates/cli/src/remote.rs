@@ -1,5 +1,8 @@
 //! The client commands: `pipeline …`, `execution …`, `state`, `retry-stage`, each
 //! a request to a running `redrive server` (native API under `/v1`).
+//! `execution list/get --function` show durable-function executions
+//! (`/v1/functions/...`), served by `redrive server` or by an SDK process's
+//! `engine.serve(ADDR)`.
 //!
 //! `--output json` prints the server's JSON response body, pretty-printed (listings
 //! that follow `nextToken` print every page's items in one body). Errors the server
@@ -104,18 +107,32 @@ pub enum ExecutionCommand {
         #[command(flatten)]
         remote: Remote,
     },
-    /// List a pipeline's executions, newest first.
+    /// List a pipeline's executions, newest first; with --function, a durable
+    /// function's executions (name, status, steps, when a suspended one wakes).
     List {
+        /// The pipeline (with --function: the durable function).
+        #[arg(value_name = "NAME")]
         pipeline: String,
+        /// NAME is a durable function (Rust SDK) whose executions the server's
+        /// store holds, e.g. a process serving them with `engine.serve(ADDR)`.
+        #[arg(long)]
+        function: bool,
         #[command(flatten)]
         paging: Paging,
         #[command(flatten)]
         remote: Remote,
     },
-    /// Show an execution: its status, then every stage and action.
+    /// Show an execution: its status, then every stage and action; with
+    /// --function, a durable function's execution with every step (status,
+    /// attempts, when it is due, last error).
     Get {
+        /// The pipeline (with --function: the durable function).
+        #[arg(value_name = "NAME")]
         pipeline: String,
         execution_id: String,
+        /// NAME is a durable function (Rust SDK), not a pipeline.
+        #[arg(long)]
+        function: bool,
         #[command(flatten)]
         remote: Remote,
     },
@@ -444,7 +461,29 @@ pub fn execution(cmd: ExecutionCommand) -> u8 {
                 Ok(exit::SUCCEEDED)
             })
         }
-        ExecutionCommand::List { pipeline, paging, remote } => run(&remote, |c, out| async move {
+        ExecutionCommand::List { pipeline: name, function: true, paging, remote } => run(&remote, |c, out| async move {
+            let v = collect_pages(c.server(), "executions", &paging, out, |t, n| {
+                let (c, name) = (&c, &name);
+                async move { c.list_function_executions(name, t.as_deref(), Some(n)).await }
+            })
+            .await?;
+            if out == OutputFormat::Json {
+                print_json(&v);
+            } else {
+                print!("{}", function_executions_text(&name, &v));
+            }
+            Ok(exit::SUCCEEDED)
+        }),
+        ExecutionCommand::Get { pipeline: name, execution_id, function: true, remote } => run(&remote, |c, out| async move {
+            let v = c.get_function_execution(&name, &execution_id).await?;
+            if out == OutputFormat::Json {
+                print_json(&v);
+            } else {
+                print!("{}", function_execution_text(&v));
+            }
+            Ok(exit::SUCCEEDED)
+        }),
+        ExecutionCommand::List { pipeline, function: false, paging, remote } => run(&remote, |c, out| async move {
             let v = collect_pages(c.server(), "executions", &paging, out, |t, n| {
                 let (c, pipeline) = (&c, &pipeline);
                 async move { c.list_executions(pipeline, t.as_deref(), Some(n)).await }
@@ -471,7 +510,7 @@ pub fn execution(cmd: ExecutionCommand) -> u8 {
             }
             Ok(exit::SUCCEEDED)
         }),
-        ExecutionCommand::Get { pipeline, execution_id, remote } => run(&remote, |c, out| async move {
+        ExecutionCommand::Get { pipeline, execution_id, function: false, remote } => run(&remote, |c, out| async move {
             let v = c.get_execution(&pipeline, &execution_id).await?;
             if out == OutputFormat::Json {
                 print_json(&v);
@@ -590,6 +629,96 @@ fn execution_text(v: &Value) -> String {
         }
     }
     out.push_str(&t.render());
+    out
+}
+
+// --- function executions -------------------------------------------------------
+
+/// The listing of `execution list NAME --function`.
+fn function_executions_text(function: &str, v: &Value) -> String {
+    let mut t = Table::new(&["EXECUTION", "NAME", "STATUS", "STEPS", "STARTED", "ENDED", "WAITING UNTIL"]);
+    for e in v["executions"].as_array().into_iter().flatten() {
+        t.row(vec![
+            str_of(e, "executionId").into(),
+            str_of(e, "name").into(),
+            str_of(e, "status").into(),
+            text_of(e, "steps"),
+            str_of(e, "startTime").into(),
+            str_of(e, "endTime").into(),
+            str_of(e, "waitingUntil").into(),
+        ]);
+    }
+    if t.is_empty() { format!("no executions of function {function}\n") } else { t.render() }
+}
+
+/// `Type: message` of a failure object, on one line; "" without one.
+fn failure_cell(f: &Value) -> String {
+    if !f.is_object() {
+        return String::new();
+    }
+    let t = str_of(f, "exceptionType");
+    match f.get("message").and_then(Value::as_str) {
+        Some(m) if !m.is_empty() => one_line(&format!("{t}: {m}"), ERROR_CELL),
+        _ => t.to_string(),
+    }
+}
+
+/// `execution get NAME ID --function`: the execution as `key: value` lines, then
+/// one row per step.
+fn function_execution_text(v: &Value) -> String {
+    let mut lines: Vec<(&str, String)> =
+        vec![("name", str_of(v, "name").into()), ("status", str_of(v, "status").into()), ("started", str_of(v, "startTime").into())];
+    if let Some(end) = v.get("endTime").and_then(Value::as_str) {
+        lines.push(("ended", end.into()));
+    }
+    if let Some(until) = v.get("waitingUntil").and_then(Value::as_str) {
+        let on = v["steps"]
+            .as_array()
+            .and_then(|s| s.last())
+            .map(|s| {
+                let what = if str_of(s, "status") == "Sleeping" { "sleep" } else { "retry of step" };
+                format!(" ({what} {})", str_of(s, "name"))
+            })
+            .unwrap_or_default();
+        lines.push(("waiting until", format!("{until}{on}")));
+    }
+    lines.push(("input", one_line(&v["input"].to_string(), 200)));
+    if let Some(r) = v.get("result").filter(|r| !r.is_null()) {
+        lines.push(("result", one_line(&r.to_string(), 200)));
+    }
+    if v.get("error").is_some_and(Value::is_object) {
+        lines.push(("error", failure_cell(&v["error"])));
+    }
+    if let Some(d) = v.get("deadLetter").filter(|d| d.is_object()) {
+        lines.push(("dead letter", format!("entry {} in queue {}", str_of(d, "entryId"), str_of(d, "queue"))));
+    }
+    let mut out = format!("function execution {} of {}\n", str_of(v, "executionId"), str_of(v, "function"));
+    let width = lines.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
+    for (k, val) in &lines {
+        out.push_str(&format!("{:<width$} {val}\n", format!("{k}:")));
+    }
+    out.push('\n');
+    let steps: Vec<&Value> = v["steps"].as_array().into_iter().flatten().collect();
+    if steps.is_empty() {
+        out.push_str("no steps yet\n");
+    } else {
+        let mut t = Table::new(&["STEP", "KIND", "STATUS", "ATTEMPTS", "WAITING UNTIL", "LAST ERROR"]);
+        for s in steps {
+            let attempts = if str_of(s, "kind") == "sleep" { "-".to_string() } else { text_of(s, "attempt") };
+            t.row(vec![
+                str_of(s, "name").into(),
+                str_of(s, "kind").into(),
+                str_of(s, "status").into(),
+                attempts,
+                str_of(s, "dueAt").into(),
+                failure_cell(&s["lastFailure"]),
+            ]);
+        }
+        out.push_str(&t.render());
+    }
+    let recorded = v["attempts"].as_array().map_or(0, Vec::len);
+    let more = if v["attemptsTruncated"] == true { " (the newest; older ones exist)" } else { "" };
+    out.push_str(&format!("\n{recorded} step attempt{} recorded{more}; --output json lists them\n", plural(recorded)));
     out
 }
 

@@ -263,7 +263,10 @@ impl EngineHandle {
         input_json: String,
         client_token: Option<ClientToken>,
     ) -> Result<String, EngineError> {
-        let execution_id = uuid::Uuid::new_v4().to_string();
+        // Time-ordered ids (UUIDv7, monotonic within the process): executions
+        // created in the same millisecond still sort in creation order, which is
+        // the QUEUED order (`(created_at, id)`), also after a restart.
+        let execution_id = uuid::Uuid::now_v7().to_string();
         let (reply, rx) = oneshot::channel();
         self.send(Inbound::Start { pipeline, execution_id: execution_id.clone(), input_json, client_token, reply }).await?;
         rx.await.map_err(|_| EngineError::Stopped)??;
@@ -317,7 +320,7 @@ impl EngineHandle {
         pipeline: Option<Arc<LoadedPipeline>>,
     ) -> Result<String, EngineError> {
         let (reply, rx) = oneshot::channel();
-        let new_execution_id = uuid::Uuid::new_v4().to_string();
+        let new_execution_id = uuid::Uuid::now_v7().to_string();
         let scope = scope.map(str::to_string);
         self.send(Inbound::Redrive { entry_id: entry_id.into(), mode, force, scope, pipeline, new_execution_id, reply }).await?;
         rx.await.map_err(|_| EngineError::Stopped)?
@@ -358,7 +361,7 @@ impl EngineHandle {
     /// name with the same input answers with the existing execution (and `true`);
     /// with another input, [`EngineError::ExecutionAlreadyExists`].
     pub async fn start_function(&self, function: &str, name: &str, input_json: String) -> Result<(String, bool), EngineError> {
-        let execution_id = uuid::Uuid::new_v4().to_string();
+        let execution_id = uuid::Uuid::now_v7().to_string();
         let (reply, rx) = oneshot::channel();
         let fingerprint = crate::service::fingerprint(function, &input_json);
         self.send(Inbound::FnStart {

@@ -1,6 +1,8 @@
 //! Pipelines as a service: the operations behind `redrive server`'s APIs, with
 //! domain errors. Wire formats (native REST, CodePipeline JSON 1.1) live in the
-//! api crate, which maps [`ServiceError`] to its error codes.
+//! api crate, which maps [`ServiceError`] to its error codes. Dead-letter
+//! operations are in `service/dlq.rs`; durable-function executions (read only) in
+//! `service/functions.rs`.
 
 use crate::clock::Clock;
 use crate::driver::{EngineError, EngineHandle, LoadedPipeline};
@@ -135,6 +137,8 @@ pub struct Service<S: Store> {
 
 mod dlq;
 pub use dlq::{EntryQuery, MAX_EXCEPTION_TYPE_CHARS, validate_prefix};
+mod functions;
+pub use functions::{FunctionExecutionDetail, FunctionExecutionView, MAX_FUNCTION_ATTEMPTS};
 
 pub fn validate_name(field: &str, value: &str) -> Result<Name, ServiceError> {
     Name::parse(value).map_err(|e| ServiceError::Validation(format!("{field} {value:?} {e}")))

@@ -78,6 +78,7 @@ use std::sync::Arc;
 
 pub use redrive_core::exception::ExceptionType;
 pub use redrive_core::policy::{RetryPolicy, RetryPolicySpec};
+mod serve;
 
 /// Everything that can go wrong, for functions and for their callers.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,81 @@
+//! Durable-function executions as a service (read only): listings and single
+//! executions with their steps and step attempts, for the native API and the
+//! `redrive execution list/get --function` commands.
+//!
+//! A function execution is an `executions` row named `fn:<function>` (see
+//! [`crate::function::store_name`]) whose state is a [`FunctionState`]; its step
+//! attempts are ledger rows with `stage` = the function and `action` = the step.
+
+use super::{Service, ServiceError, validate_execution_id, validate_name};
+use crate::function::store_name;
+use redrive_core::function::FunctionState;
+use redrive_store::{ExecutionCursor, ExecutionFilter, ExecutionRecord, LedgerEntry, LedgerFilter, Store};
+
+/// Step attempts a single execution's view carries at most (the newest ones).
+pub const MAX_FUNCTION_ATTEMPTS: usize = 500;
+
+/// A function execution with its parsed state.
+pub struct FunctionExecutionView {
+    pub record: ExecutionRecord,
+    pub state: FunctionState,
+}
+
+/// One function execution in full: its state and its step attempts.
+pub struct FunctionExecutionDetail {
+    pub execution: FunctionExecutionView,
+    /// Step attempts in commit order: the newest [`MAX_FUNCTION_ATTEMPTS`].
+    pub attempts: Vec<LedgerEntry>,
+    /// Older attempts exist beyond those in `attempts`.
+    pub attempts_truncated: bool,
+}
+
+fn parse_fn_state(rec: &ExecutionRecord) -> Result<FunctionState, ServiceError> {
+    serde_json::from_str(&rec.state_json)
+        .map_err(|e| ServiceError::Unavailable(format!("state of function execution {} is unreadable: {e}", rec.id)))
+}
+
+impl<S: Store> Service<S> {
+    /// A function's executions, newest first. A function that never ran (or is
+    /// not registered anywhere) has none: an empty page, not an error.
+    pub async fn list_function_executions(
+        &self,
+        function: &str,
+        before: Option<ExecutionCursor>,
+        limit: usize,
+    ) -> Result<Vec<FunctionExecutionView>, ServiceError> {
+        validate_name("function name", function)?;
+        let rows = self
+            .store
+            .list_executions(ExecutionFilter { pipeline_name: Some(store_name(function)), before, limit, ..Default::default() })
+            .await?;
+        rows.into_iter().map(|r| Ok(FunctionExecutionView { state: parse_fn_state(&r)?, record: r })).collect()
+    }
+
+    /// One execution of `function`, with its newest step attempts.
+    pub async fn get_function_execution(&self, function: &str, execution_id: &str) -> Result<FunctionExecutionDetail, ServiceError> {
+        validate_name("function name", function)?;
+        validate_execution_id("executionId", execution_id)?;
+        let stored = store_name(function);
+        let record = match self.store.get_execution(execution_id).await? {
+            Some(r) if r.pipeline_name == stored => r,
+            _ => {
+                return Err(ServiceError::ExecutionNotFound(format!("execution {execution_id} of durable function {function} not found")));
+            }
+        };
+        let state = parse_fn_state(&record)?;
+        let mut attempts = self
+            .store
+            .list_ledger(LedgerFilter {
+                pipeline_name: stored,
+                execution_id: Some(execution_id.to_string()),
+                before_seq: None,
+                limit: MAX_FUNCTION_ATTEMPTS + 1,
+            })
+            .await?;
+        let attempts_truncated = attempts.len() > MAX_FUNCTION_ATTEMPTS;
+        attempts.truncate(MAX_FUNCTION_ATTEMPTS);
+        // The store lists newest first; a history reads oldest first.
+        attempts.reverse();
+        Ok(FunctionExecutionDetail { execution: FunctionExecutionView { record, state }, attempts, attempts_truncated })
+    }
+}
