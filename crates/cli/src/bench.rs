@@ -127,6 +127,18 @@ async fn run_bench(args: &BenchArgs) -> anyhow::Result<()> {
     report(args, &title, "actions/s", wall, commits, transitions, &stats, &before, latencies_ms)
 }
 
+/// A step's retry: one policy for `exception_type`.
+fn step_retry(exception_type: &str, interval_seconds: f64, max_attempts: f64) -> anyhow::Result<redrive_engine::function::StepRetry> {
+    let policy = redrive_core::policy::RetryPolicy::new(&redrive_core::policy::RetryPolicySpec {
+        exception_types: vec![exception_type.into()],
+        interval_seconds: Some(interval_seconds),
+        max_attempts: Some(max_attempts),
+        ..Default::default()
+    })
+    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    Ok(redrive_engine::function::StepRetry { policies: vec![policy], ..Default::default() })
+}
+
 /// W1 as durable functions: each execution runs 5 steps, each failing once.
 async fn run_functions(
     args: &BenchArgs,
@@ -135,20 +147,8 @@ async fn run_functions(
     join: tokio::task::JoinHandle<Result<(), redrive_engine::EngineError>>,
 ) -> anyhow::Result<()> {
     use redrive_core::exception::{ExceptionType, Failure};
-    use redrive_core::policy::{RetryPolicy, RetryPolicySpec};
-    use redrive_engine::function::{FnContext, FnFuture, StepRetry};
-    let retry = StepRetry {
-        policies: vec![
-            RetryPolicy::new(&RetryPolicySpec {
-                exception_types: vec!["Step.SERVICE_FAULT".into()],
-                interval_seconds: Some(0.0),
-                max_attempts: Some(3.0),
-                ..Default::default()
-            })
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?,
-        ],
-        ..StepRetry::default()
-    };
+    use redrive_engine::function::{FnContext, FnFuture};
+    let retry = step_retry("Step.SERVICE_FAULT", 0.0, 3.0)?;
     let function = move |ctx: FnContext, _input: String| -> FnFuture {
         let retry = retry.clone();
         Box::pin(async move {
@@ -216,20 +216,8 @@ async fn run_suspended(
     join: tokio::task::JoinHandle<Result<(), redrive_engine::EngineError>>,
 ) -> anyhow::Result<()> {
     use redrive_core::exception::{ExceptionType, Failure};
-    use redrive_core::policy::{RetryPolicy, RetryPolicySpec};
-    use redrive_engine::function::{FnContext, FnFuture, StepRetry};
-    let retry = StepRetry {
-        policies: vec![
-            RetryPolicy::new(&RetryPolicySpec {
-                exception_types: vec!["Step.THROTTLING".into()],
-                interval_seconds: Some(3600.0),
-                max_attempts: Some(1.0),
-                ..Default::default()
-            })
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?,
-        ],
-        ..StepRetry::default()
-    };
+    use redrive_engine::function::{FnContext, FnFuture};
+    let retry = step_retry("Step.THROTTLING", 3600.0, 1.0)?;
     let function = move |ctx: FnContext, _input: String| -> FnFuture {
         let retry = retry.clone();
         Box::pin(async move {

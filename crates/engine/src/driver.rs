@@ -583,6 +583,19 @@ pub fn ledger_entry(execution_id: &str, p: &Pipeline, r: &AttemptRecord) -> Ledg
     }
 }
 
+/// A batch's timer changes of one execution: (timers to set, keys to clear).
+fn split_timers(execution_id: &str, timers: &BTreeMap<String, Option<Timestamp>>) -> (Vec<TimerRecord>, Vec<String>) {
+    let mut set = Vec::new();
+    let mut clear = Vec::new();
+    for (key, due) in timers {
+        match due {
+            Some(due_at) => set.push(TimerRecord { execution_id: execution_id.to_string(), key: key.clone(), due_at: *due_at }),
+            None => clear.push(key.clone()),
+        }
+    }
+    (set, clear)
+}
+
 /// The dead-letter entry an execution that failed for good writes.
 fn dead_letter_write(record: &PipelineRecord, p: &Pipeline, state: &ExecutionState, input_json: &str, d: &DeadLetter) -> DlqEntryWrite {
     let stage = &p.stages[d.stage];
@@ -1308,14 +1321,7 @@ impl<S: Store> Driver<S> {
                     continue;
                 }
                 let live = self.live.get_mut(id).expect("batched executions are live");
-                let mut set_timers = Vec::new();
-                let mut clear_timers = Vec::new();
-                for (key, due) in &pending.timers {
-                    match due {
-                        Some(due_at) => set_timers.push(TimerRecord { execution_id: id.clone(), key: key.clone(), due_at: *due_at }),
-                        None => clear_timers.push(key.clone()),
-                    }
-                }
+                let (set_timers, clear_timers) = split_timers(id, &pending.timers);
                 transitions.push(Transition {
                     execution_id: id.clone(),
                     expected_version: live.version,

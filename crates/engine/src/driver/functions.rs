@@ -363,14 +363,7 @@ impl<S: Store> Driver<S> {
 
     pub(super) fn fn_transition(&mut self, id: &str, pending: &mut Pending, now: Timestamp) -> (Transition, u64) {
         let live = self.fn_live.get_mut(id).expect("batched function executions are live");
-        let mut set_timers = Vec::new();
-        let mut clear_timers = Vec::new();
-        for (key, due) in &pending.timers {
-            match due {
-                Some(due_at) => set_timers.push(TimerRecord { execution_id: id.to_string(), key: key.clone(), due_at: *due_at }),
-                None => clear_timers.push(key.clone()),
-            }
-        }
+        let (set_timers, clear_timers) = split_timers(id, &pending.timers);
         let t = Transition {
             execution_id: id.to_string(),
             expected_version: live.version,
