@@ -80,11 +80,12 @@ pub async fn process_order(ctx: Context, order: Order, gateway: std::sync::Arc<G
             r
         })
         .await?;
-    println!("[{}] waiting 2 s for the charge to settle (durable sleep)", order.id);
+    // A durable wait. (Code between steps runs again on every replay, so side
+    // effects — even a println — belong inside steps.)
     ctx.sleep("settle", Duration::from_secs(2)).await;
     let tracking: String = ctx
         .step("ship", StepPolicy::default(), || async {
-            println!("[{}] shipping", order.id);
+            println!("[{}] charge settled; shipping", order.id);
             Ok(format!("TRK-{}", order.id))
         })
         .await?;
