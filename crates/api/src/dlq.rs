@@ -17,7 +17,7 @@ use axum::{Json, Router};
 use redrive_core::time::{Timestamp, human_duration_ms, parse_duration_ms};
 use redrive_engine::redrive::{DEFAULT_RATE, QueueScope, Rate, RedriveMode, RedriveRequest};
 use redrive_engine::service::{EntryQuery, Service, ServiceError};
-use redrive_engine::{Clock, SystemClock};
+
 use redrive_store::{DlqEntryCursor, DlqEntryRecord, DlqEntryState, DlqQueueStats, RedriveRunRecord, Store};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -238,14 +238,14 @@ pub struct QueuesQuery {
 async fn list_queues<S: Store>(State(svc): St<S>, QueryParams(q): QueryParams<QueuesQuery>) -> Result<Json<Value>> {
     let limit = Page { next_token: None, limit: q.limit }.limit()?;
     let rows = svc.list_dlq_queues(q.prefix.as_deref(), q.next_token.as_deref(), limit).await?;
-    let now = SystemClock.now();
+    let now = svc.now();
     let next = (rows.len() == limit).then(|| rows.last().map(|r| r.queue.name.clone())).flatten();
     Ok(Json(json!({"queues": rows.iter().map(|r| queue_out(r, now)).collect::<Vec<_>>(), "nextToken": next})))
 }
 
 async fn get_queue<S: Store>(State(svc): St<S>, Path(queue): Path<String>) -> Result<Json<Value>> {
     let stats = svc.get_dlq_queue(&queue).await?;
-    Ok(Json(queue_out(&stats, SystemClock.now())))
+    Ok(Json(queue_out(&stats, svc.now())))
 }
 
 async fn configure_queue<S: Store>(State(svc): St<S>, Path(queue): Path<String>, JsonBody(body): JsonBody<Value>) -> Result<Json<Value>> {
@@ -255,7 +255,7 @@ async fn configure_queue<S: Store>(State(svc): St<S>, Path(queue): Path<String>,
         .ok_or_else(|| invalid(format!("maxRedrives is required: a whole number from 1 to {max}")))?;
     svc.configure_dlq_queue(&queue, max_redrives as u32).await?;
     let stats = svc.get_dlq_queue(&queue).await?;
-    Ok(Json(queue_out(&stats, SystemClock.now())))
+    Ok(Json(queue_out(&stats, svc.now())))
 }
 
 // ---------------------------------------------------------------------------
@@ -474,7 +474,7 @@ async fn metrics<S: Store>(State(svc): St<S>) -> Result<Response> {
     }
     let truncated =
         queues.len() >= MAX_METRICS_QUEUES && !svc.list_dlq_queues(None, queues.last().map(|q| q.queue.name.as_str()), 1).await?.is_empty();
-    let body = render_metrics(&queues, truncated, SystemClock.now());
+    let body = render_metrics(&queues, truncated, svc.now());
     Ok(([(axum::http::header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], body).into_response())
 }
 

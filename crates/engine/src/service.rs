@@ -182,6 +182,11 @@ impl<S: Store> Service<S> {
         Service { store, engine, clock, schedules: Vec::new(), started_at }
     }
 
+    /// The service's notion of now (its clock; tests may inject one).
+    pub fn now(&self) -> redrive_core::time::Timestamp {
+        self.clock.now()
+    }
+
     pub fn engine(&self) -> &EngineHandle {
         &self.engine
     }
