@@ -93,26 +93,14 @@ async fn run_bench(args: &BenchArgs) -> anyhow::Result<()> {
     let pipeline = Arc::new(LoadedPipeline::from_record(record)?);
     let before = store.stats();
 
-    let started = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..args.executions {
-        let handle = handle.clone();
-        let pipeline = pipeline.clone();
-        tasks.spawn(async move {
+    let (latencies_ms, failed, wall) = run_all(args.executions, |_| {
+        let (handle, pipeline) = (handle.clone(), pipeline.clone());
+        async move {
             let id = handle.start(pipeline, "{}".into()).await?;
             handle.wait(&id).await
-        });
-    }
-    let mut latencies_ms = Vec::with_capacity(args.executions);
-    let mut failed = 0;
-    while let Some(r) = tasks.join_next().await {
-        let outcome = r??;
-        if outcome.status != redrive_core::machine::ExecutionStatus::Succeeded {
-            failed += 1;
         }
-        latencies_ms.push(outcome.finished_at.ms_since(outcome.started_at).max(0) as u64);
-    }
-    let wall = started.elapsed().as_secs_f64();
+    })
+    .await?;
     handle.shutdown().await;
     join.await??;
     let stats = store.stats();
@@ -125,6 +113,30 @@ async fn run_bench(args: &BenchArgs) -> anyhow::Result<()> {
         args.executions
     );
     report(args, &title, "actions/s", wall, commits, transitions, &stats, &before, latencies_ms)
+}
+
+/// Starts `n` executions at once (`start(i)` starts the i-th and waits for it);
+/// returns their latencies in ms, how many did not succeed, and the wall time in s.
+async fn run_all<F, Fut>(n: usize, start: F) -> anyhow::Result<(Vec<u64>, usize, f64)>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = Result<redrive_engine::ExecutionOutcome, redrive_engine::EngineError>> + Send + 'static,
+{
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..n {
+        tasks.spawn(start(i));
+    }
+    let mut latencies_ms = Vec::with_capacity(n);
+    let mut failed = 0;
+    while let Some(r) = tasks.join_next().await {
+        let outcome = r??;
+        if outcome.status != redrive_core::machine::ExecutionStatus::Succeeded {
+            failed += 1;
+        }
+        latencies_ms.push(outcome.finished_at.ms_since(outcome.started_at).max(0) as u64);
+    }
+    Ok((latencies_ms, failed, started.elapsed().as_secs_f64()))
 }
 
 /// A step's retry: one policy for `exception_type`.
@@ -168,25 +180,14 @@ async fn run_functions(
     };
     handle.register_function("bench-w1", Arc::new(function)).await?;
     let before = store.stats();
-    let started = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..args.executions {
+    let (latencies_ms, failed, wall) = run_all(args.executions, |i| {
         let handle = handle.clone();
-        tasks.spawn(async move {
+        async move {
             let (id, _) = handle.start_function("bench-w1", &format!("w1-{i}"), "{}".into()).await?;
             handle.wait(&id).await
-        });
-    }
-    let mut latencies_ms = Vec::with_capacity(args.executions);
-    let mut failed = 0;
-    while let Some(r) = tasks.join_next().await {
-        let outcome = r??;
-        if outcome.status != redrive_core::machine::ExecutionStatus::Succeeded {
-            failed += 1;
         }
-        latencies_ms.push(outcome.finished_at.ms_since(outcome.started_at).max(0) as u64);
-    }
-    let wall = started.elapsed().as_secs_f64();
+    })
+    .await?;
     handle.shutdown().await;
     join.await??;
     let stats = store.stats();

@@ -12,7 +12,6 @@
 use redrive_core::exception::{ExceptionType, Failure};
 use redrive_core::function::{FUNCTION_ERROR, FnEvent, FunctionState, NON_DETERMINISM, Replay, StepKind, StepState, StepStatus, replay};
 use redrive_core::policy::RetryPolicy;
-use redrive_core::time::Timestamp;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -244,9 +243,4 @@ pub(crate) async fn invoke(
             Ok(Stop::Suspend) | Err(_) => None,
         },
     }
-}
-
-/// The time a suspended execution wakes at, if any (for tests and displays).
-pub fn wakes_at(state: &FunctionState) -> Option<Timestamp> {
-    state.waiting_on().map(|(_, d)| d)
 }
