@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 pub const CUSTOM_TYPE_MAX_LEN: usize = 100;
-const RESERVED_PREFIXES: [&str; 5] = ["Step.", "Job.", "SageMaker.", "Action.", "States."];
+const RESERVED_PREFIXES: [&str; 6] = ["Step.", "Job.", "SageMaker.", "Action.", "States.", "Engine."];
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ExceptionType {
@@ -19,11 +19,18 @@ pub enum ExceptionType {
     JobCapacityError,
     JobResourceLimit,
     ActionFailed,
+    /// A value went over one of [`crate::limits`] (an output too big for the
+    /// execution's state, a document nested too deeply, ...). Terminal: `*` and
+    /// `States.ALL` do not match it (a policy must name it to retry it).
+    LimitExceeded,
+    /// The execution's stored state could not be read (corrupt, or its pipeline
+    /// version is missing): it was quarantined. Terminal like `LimitExceeded`.
+    CorruptState,
     Custom(String),
 }
 
 /// Every known type's canonical name, in documentation order.
-pub const KNOWN_TYPES: [&str; 7] = [
+pub const KNOWN_TYPES: [&str; 9] = [
     "Step.SERVICE_FAULT",
     "Step.THROTTLING",
     "Step.TIMEOUT",
@@ -31,6 +38,8 @@ pub const KNOWN_TYPES: [&str; 7] = [
     "Job.CAPACITY_ERROR",
     "Job.RESOURCE_LIMIT",
     "Action.FAILED",
+    "Engine.LIMIT_EXCEEDED",
+    "Engine.CORRUPT_STATE",
 ];
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -53,6 +62,8 @@ impl ExceptionType {
             "Job.CAPACITY_ERROR" | "SageMaker.CAPACITY_ERROR" => Some(JobCapacityError),
             "Job.RESOURCE_LIMIT" | "SageMaker.RESOURCE_LIMIT" => Some(JobResourceLimit),
             "Action.FAILED" => Some(ActionFailed),
+            "Engine.LIMIT_EXCEEDED" => Some(LimitExceeded),
+            "Engine.CORRUPT_STATE" => Some(CorruptState),
             _ => None,
         };
         if let Some(t) = known {
@@ -83,6 +94,8 @@ impl ExceptionType {
             JobCapacityError => "Job.CAPACITY_ERROR",
             JobResourceLimit => "Job.RESOURCE_LIMIT",
             ActionFailed => "Action.FAILED",
+            LimitExceeded => "Engine.LIMIT_EXCEEDED",
+            CorruptState => "Engine.CORRUPT_STATE",
             Custom(s) => s,
         }
     }
@@ -90,6 +103,13 @@ impl ExceptionType {
     /// Whether the built-in default policy covers this type (PRODUCT.md §2).
     pub fn retried_by_default(&self) -> bool {
         matches!(self, ExceptionType::ServiceFault | ExceptionType::Throttling)
+    }
+
+    /// Raised by the engine itself about an execution, not by an action: only a
+    /// policy naming the type matches it (wildcards do not), like Step
+    /// Functions' `States.DataLimitExceeded`.
+    pub fn is_terminal(&self) -> bool {
+        matches!(self, ExceptionType::LimitExceeded | ExceptionType::CorruptState)
     }
 }
 
@@ -129,7 +149,7 @@ impl ExceptionMatcher {
 
     pub fn matches(&self, t: &ExceptionType) -> bool {
         match self {
-            ExceptionMatcher::All => true,
+            ExceptionMatcher::All => !t.is_terminal(),
             ExceptionMatcher::Exactly(x) => x == t,
         }
     }
@@ -169,31 +189,23 @@ pub struct Failure {
 }
 
 /// Upper bound on a failure message kept in state and ledger (bytes).
-pub const FAILURE_MESSAGE_MAX_BYTES: usize = 4096;
+pub use crate::limits::MAX_FAILURE_MESSAGE_BYTES as FAILURE_MESSAGE_MAX_BYTES;
+pub use crate::limits::truncate_utf8;
 
 impl Failure {
     pub fn new(exception_type: ExceptionType, message: impl Into<String>) -> Failure {
         Failure { exception_type, message: truncate_utf8(message.into(), FAILURE_MESSAGE_MAX_BYTES), retry_after_ms: None }
     }
 
+    /// `Engine.LIMIT_EXCEEDED` with the limit's own message.
+    pub fn limit_exceeded(e: &crate::limits::LimitError) -> Failure {
+        Failure::new(ExceptionType::LimitExceeded, e.to_string())
+    }
+
     pub fn with_retry_after_ms(mut self, ms: Option<u64>) -> Failure {
         self.retry_after_ms = ms;
         self
     }
-}
-
-/// Truncates to at most `max` bytes on a char boundary, marking the cut with `…`.
-pub fn truncate_utf8(mut s: String, max: usize) -> String {
-    if s.len() <= max {
-        return s;
-    }
-    let mut cut = max.saturating_sub(3);
-    while !s.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    s.truncate(cut);
-    s.push('…');
-    s
 }
 
 #[cfg(test)]
@@ -226,8 +238,12 @@ mod tests {
     }
 
     #[test]
-    fn truncation_respects_char_boundaries() {
-        let s = truncate_utf8("ééééé".into(), 6);
-        assert!(s.len() <= 6 && s.ends_with('…'), "{s}");
+    fn wildcards_do_not_match_engine_types() {
+        let all = ExceptionMatcher::parse("*").unwrap();
+        assert!(!all.matches(&ExceptionType::LimitExceeded));
+        assert!(!all.matches(&ExceptionType::CorruptState));
+        let named = ExceptionMatcher::parse("Engine.LIMIT_EXCEEDED").unwrap();
+        assert!(named.matches(&ExceptionType::LimitExceeded));
+        assert!(ExceptionType::parse("Engine.OTHER").is_err());
     }
 }

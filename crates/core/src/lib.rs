@@ -9,12 +9,14 @@
 //! - [`policy`]: validated retry policies, the retry decision and schedule preview.
 //! - [`definition`]: pipeline definitions: source text to a located tree, the tree
 //!   to a validated [`definition::Pipeline`], with every error reported at once.
+//! - [`limits`]: every size and count limit, and the checks that apply them.
 //! - [`machine`]: the execution state machine: `(state, event, now) -> effects`.
 
 pub mod definition;
 pub mod exception;
 pub mod function;
 pub mod jitter;
+pub mod limits;
 pub mod machine;
 pub mod name;
 pub mod policy;

@@ -72,28 +72,13 @@ impl AttemptOutcome {
     }
 }
 
-/// Size limits applied by the runners. Everything an action produces is bounded.
+/// Size limits applied by the runners (defined with every other limit in
+/// [`redrive_core::limits`]).
 pub mod limits {
-    /// `$REDRIVE_OUTPUT_FILE` larger than this fails the attempt (`Action.FAILED`).
-    pub const MAX_OUTPUT_FILE_BYTES: u64 = 1024 * 1024;
-    /// `$REDRIVE_ERROR_FILE` larger than this is ignored (and said so in the message).
-    pub const MAX_ERROR_FILE_BYTES: u64 = 64 * 1024;
-    /// Per stdout/stderr of a command: only the last this-many bytes are kept.
-    pub const MAX_CAPTURED_STREAM_BYTES: usize = 64 * 1024;
-    /// At most this much of an HTTP response body is read.
-    pub const MAX_HTTP_RESPONSE_BYTES: usize = 1024 * 1024;
-    /// HTTP attempt time limit when the action sets no `timeoutSeconds`.
-    pub const DEFAULT_HTTP_TIMEOUT_SECONDS: u64 = 60;
-    /// A non-JSON 2xx body is kept in the output as text up to this many bytes.
-    pub const MAX_HTTP_OUTPUT_TEXT_BYTES: usize = 64 * 1024;
-    /// Stderr excerpt in a command's failure message.
-    pub const MAX_STDERR_EXCERPT_BYTES: usize = 500;
-    /// Body excerpt in an HTTP failure message.
-    pub const MAX_HTTP_BODY_EXCERPT_BYTES: usize = 300;
-    /// `$REDRIVE_INPUT` is set only when the input is at most this long (Linux
-    /// rejects a single environment string over 128 KiB); `$REDRIVE_INPUT_FILE`
-    /// always holds it.
-    pub const MAX_INPUT_ENV_BYTES: usize = 96 * 1024;
+    pub use redrive_core::limits::{
+        DEFAULT_HTTP_TIMEOUT_SECONDS, MAX_CAPTURED_STREAM_BYTES, MAX_ERROR_FILE_BYTES, MAX_HTTP_BODY_EXCERPT_BYTES,
+        MAX_HTTP_OUTPUT_TEXT_BYTES, MAX_HTTP_RESPONSE_BYTES, MAX_INPUT_ENV_BYTES, MAX_OUTPUT_FILE_BYTES, MAX_STDERR_EXCERPT_BYTES,
+    };
 }
 
 /// Converts a reported `retryAfterSeconds` into milliseconds; `None` for

@@ -1,0 +1,270 @@
+//! Every size and count limit of redrive, defined once.
+//!
+//! Limits are checked where an input enters (a definition file, an API body, an
+//! action's output, a step result, a client token) and again for each
+//! transition before it is submitted to the store; the store checks them a last
+//! time. A value over a limit fails only the execution (or request) it belongs to,
+//! with [`crate::exception::ExceptionType::LimitExceeded`] and a message naming
+//! the limit, the value and where it came from.
+//!
+//! Sizes are in bytes of UTF-8 (never characters), nesting in levels.
+
+use std::fmt;
+
+// ---- documents ----
+
+/// A pipeline definition (file, API body or stored canonical JSON).
+pub const MAX_DEFINITION_BYTES: usize = 1024 * 1024;
+/// A server configuration file.
+pub const MAX_CONFIG_FILE_BYTES: usize = 1024 * 1024;
+/// An execution's (or function execution's) input document.
+pub const MAX_INPUT_BYTES: usize = 1024 * 1024;
+/// An execution's state document, as stored.
+pub const MAX_STATE_BYTES: usize = 4 * 1024 * 1024;
+/// Room kept free in an execution's state for what one transition adds besides
+/// outputs (attempt bookkeeping, failure messages): an output is accepted only if
+/// the state stays this far below [`MAX_STATE_BYTES`].
+pub const STATE_HEADROOM_BYTES: usize = 64 * 1024;
+/// One action's output or one durable-function step's (or function's) result.
+pub const MAX_OUTPUT_BYTES: usize = 1024 * 1024;
+/// Nesting of any JSON document a user hands in (inputs, outputs, step results):
+/// well below serde_json's own recursion limit (128), so whatever is stored
+/// inside a state document can always be read back.
+pub const MAX_JSON_DEPTH: usize = 64;
+
+// ---- messages and identifiers ----
+
+/// A failure message kept in state and ledger.
+pub const MAX_FAILURE_MESSAGE_BYTES: usize = 4096;
+/// A start's `clientRequestToken` (1 to this many bytes).
+pub const MAX_CLIENT_TOKEN_BYTES: usize = 128;
+/// The request fingerprint stored beside a client token.
+pub const MAX_FINGERPRINT_BYTES: usize = 1024;
+/// A durable-function execution name (its idempotency key), 1 to this many bytes.
+pub const MAX_EXECUTION_NAME_BYTES: usize = 512;
+
+// ---- dead-letter queues ----
+
+/// A dead-letter entry's `detail` document.
+pub const MAX_DLQ_DETAIL_BYTES: usize = 256 * 1024;
+/// A dead-letter entry's error message.
+pub const MAX_DLQ_MESSAGE_BYTES: usize = 64 * 1024;
+/// A failure message as copied into a dead-letter entry's per-action detail.
+pub const MAX_DLQ_DETAIL_MESSAGE_BYTES: usize = 1024;
+/// A redrive run's request and summary documents.
+pub const MAX_REDRIVE_RUN_JSON_BYTES: usize = 256 * 1024;
+
+// ---- store calls and listings ----
+
+/// Transitions in one store commit.
+pub const MAX_TRANSITIONS_PER_COMMIT: usize = 10_000;
+/// Rows in one page of any listing.
+pub const MAX_PAGE_SIZE: usize = 1000;
+
+// ---- what actions produce (runners) ----
+
+/// `$REDRIVE_OUTPUT_FILE` larger than this fails the attempt.
+pub const MAX_OUTPUT_FILE_BYTES: u64 = MAX_OUTPUT_BYTES as u64;
+/// `$REDRIVE_ERROR_FILE` larger than this is ignored (and said so in the message).
+pub const MAX_ERROR_FILE_BYTES: u64 = 64 * 1024;
+/// Per stdout/stderr of a command: only the last this-many bytes are kept.
+pub const MAX_CAPTURED_STREAM_BYTES: usize = 64 * 1024;
+/// At most this much of an HTTP response body is read.
+pub const MAX_HTTP_RESPONSE_BYTES: usize = MAX_OUTPUT_BYTES;
+/// HTTP attempt time limit when the action sets no `timeoutSeconds`.
+pub const DEFAULT_HTTP_TIMEOUT_SECONDS: u64 = 60;
+/// A non-JSON 2xx body is kept in the output as text up to this many bytes.
+pub const MAX_HTTP_OUTPUT_TEXT_BYTES: usize = 64 * 1024;
+/// Stderr excerpt in a command's failure message.
+pub const MAX_STDERR_EXCERPT_BYTES: usize = 500;
+/// Body excerpt in an HTTP failure message.
+pub const MAX_HTTP_BODY_EXCERPT_BYTES: usize = 300;
+/// `$REDRIVE_INPUT` is set only when the input is at most this long (Linux
+/// rejects a single environment string over 128 KiB); `$REDRIVE_INPUT_FILE`
+/// always holds it.
+pub const MAX_INPUT_ENV_BYTES: usize = 96 * 1024;
+
+// ---- reports ----
+
+/// Problems reported for one definition or configuration; the rest are counted
+/// ("and N more problems").
+pub const MAX_PROBLEMS_REPORTED: usize = 100;
+
+/// A value over one of the limits above: what it was, how big, and the limit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LimitError {
+    /// What was measured, e.g. "the output of action Build/Compile".
+    pub what: String,
+    /// The measured value (bytes or levels, see `unit`).
+    pub value: usize,
+    pub max: usize,
+    pub unit: Unit,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unit {
+    Bytes,
+    Levels,
+}
+
+impl fmt::Display for LimitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.unit {
+            Unit::Bytes => write!(f, "{} is {} bytes; the maximum is {} bytes", self.what, self.value, self.max),
+            Unit::Levels => write!(f, "{} is nested {} levels deep; the maximum is {} levels", self.what, self.value, self.max),
+        }
+    }
+}
+
+impl std::error::Error for LimitError {}
+
+/// Checks a size in bytes.
+pub fn check_bytes(what: impl FnOnce() -> String, bytes: usize, max: usize) -> Result<(), LimitError> {
+    if bytes > max {
+        return Err(LimitError { what: what(), value: bytes, max, unit: Unit::Bytes });
+    }
+    Ok(())
+}
+
+/// How deeply a JSON value nests: 0 for a scalar, 1 for `[]` or `{"a":1}`, ...
+/// Iterative, so any depth is measured without recursion.
+pub fn json_depth(value: &serde_json::Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(value, 0usize)];
+    while let Some((v, depth)) = stack.pop() {
+        match v {
+            serde_json::Value::Array(items) => {
+                deepest = deepest.max(depth + 1);
+                stack.extend(items.iter().map(|i| (i, depth + 1)));
+            }
+            serde_json::Value::Object(map) => {
+                deepest = deepest.max(depth + 1);
+                stack.extend(map.values().map(|i| (i, depth + 1)));
+            }
+            _ => {}
+        }
+    }
+    deepest
+}
+
+/// How deeply JSON text nests, counted on the text (brackets outside strings),
+/// without building a value: safe on any input, linear time, constant memory.
+pub fn json_text_depth(text: &str) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for b in text.bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
+/// Checks a JSON value a user handed in: at most [`MAX_JSON_DEPTH`] levels.
+pub fn check_json_depth(what: impl FnOnce() -> String, value: &serde_json::Value) -> Result<(), LimitError> {
+    let depth = json_depth(value);
+    if depth > MAX_JSON_DEPTH {
+        return Err(LimitError { what: what(), value: depth, max: MAX_JSON_DEPTH, unit: Unit::Levels });
+    }
+    Ok(())
+}
+
+/// Parses JSON text a user handed in (an input, an output file, a body): at most
+/// `max_bytes` and [`MAX_JSON_DEPTH`] levels, both checked before parsing.
+/// `Ok(Err(e))` is text that is within the limits but not JSON.
+pub fn parse_bounded_json(
+    what: impl Fn() -> String,
+    text: &str,
+    max_bytes: usize,
+) -> Result<Result<serde_json::Value, serde_json::Error>, LimitError> {
+    check_bytes(&what, text.len(), max_bytes)?;
+    let depth = json_text_depth(text);
+    if depth > MAX_JSON_DEPTH {
+        return Err(LimitError { what: what(), value: depth, max: MAX_JSON_DEPTH, unit: Unit::Levels });
+    }
+    Ok(serde_json::from_str(text))
+}
+
+/// Whether an output of `output_bytes` still fits an execution whose state is
+/// `state_bytes` now: at most [`MAX_OUTPUT_BYTES`], and the state must stay
+/// [`STATE_HEADROOM_BYTES`] below [`MAX_STATE_BYTES`]. `what` names the output
+/// ("the output of action Build/Compile").
+pub fn check_output_fits(what: impl Fn() -> String, output_bytes: usize, state_bytes: usize) -> Result<(), LimitError> {
+    check_bytes(&what, output_bytes, MAX_OUTPUT_BYTES)?;
+    let budget = MAX_STATE_BYTES.saturating_sub(STATE_HEADROOM_BYTES).saturating_sub(state_bytes);
+    let what = || {
+        format!(
+            "{} (the execution's state is already {state_bytes} bytes: {budget} bytes are left of its {MAX_STATE_BYTES}-byte limit)",
+            what()
+        )
+    };
+    check_bytes(what, output_bytes, budget)
+}
+
+/// Truncates to at most `max_bytes` on a char boundary, marking a cut with `…`.
+pub fn truncate_utf8(mut s: String, max_bytes: usize) -> String {
+    if s.len() <= max_bytes {
+        return s;
+    }
+    let mut cut = max_bytes.saturating_sub('…'.len_utf8());
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    s.truncate(cut);
+    s.push('…');
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn depth_of_values_and_text_agree() {
+        for text in ["1", "[]", "{\"a\":[1,{\"b\":[]}]}", "[[[[\"]]]]]\"]]]]", "{\"k\\\"[\":{}}"] {
+            let v: serde_json::Value = serde_json::from_str(text).unwrap();
+            assert_eq!(json_depth(&v), json_text_depth(text), "{text}");
+        }
+    }
+
+    #[test]
+    fn deep_text_is_refused_before_parsing() {
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let e = parse_bounded_json(|| "the input".into(), &deep, MAX_INPUT_BYTES).unwrap_err();
+        assert_eq!((e.value, e.max, e.unit), (100_000, MAX_JSON_DEPTH, Unit::Levels));
+        assert!(e.to_string().contains("the input is nested 100000 levels deep"), "{e}");
+        let ok = format!("{}{}", "[".repeat(MAX_JSON_DEPTH), "]".repeat(MAX_JSON_DEPTH));
+        assert!(parse_bounded_json(|| "x".into(), &ok, MAX_INPUT_BYTES).unwrap().is_ok());
+    }
+
+    #[test]
+    fn output_budget_counts_the_state() {
+        assert!(check_output_fits(|| "o".into(), 1000, 0).is_ok());
+        let e = check_output_fits(|| "the output of action S/A".into(), 1000, MAX_STATE_BYTES - STATE_HEADROOM_BYTES - 999).unwrap_err();
+        assert_eq!((e.value, e.max), (1000, 999));
+        assert!(e.to_string().contains("the output of action S/A"), "{e}");
+        let e = check_output_fits(|| "o".into(), MAX_OUTPUT_BYTES + 1, 0).unwrap_err();
+        assert_eq!(e.max, MAX_OUTPUT_BYTES);
+    }
+
+    #[test]
+    fn truncation_respects_char_boundaries() {
+        let s = truncate_utf8("ééééé".into(), 6);
+        assert!(s.len() <= 6 && s.ends_with('…'), "{s}");
+        assert_eq!(truncate_utf8("abc".into(), 3), "abc");
+    }
+}
