@@ -185,6 +185,9 @@ pub struct ExecutionState {
     /// entry back in its queue; a success resolves it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_letter: Option<DeadLetterLink>,
+    /// Why the engine itself failed the execution ([`Event::Abort`]), if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<Failure>,
 }
 
 /// Which dead-letter entry an execution answers to.
@@ -242,6 +245,7 @@ impl ExecutionState {
             queued: false,
             superseded_by: None,
             dead_letter: None,
+            failure: None,
             stages: pipeline
                 .stages
                 .iter()
@@ -331,6 +335,14 @@ pub enum Event {
     Stop {
         abandon: bool,
         reason: String,
+    },
+    /// The engine fails the execution for good — a limit it cannot get under
+    /// (`Engine.LIMIT_EXCEEDED`). Running attempts are recorded as failed with
+    /// `failure` (their late results will be stale), pending retries are
+    /// cancelled, every output is dropped (outputs are what can make a state too
+    /// big), and the execution finishes `Failed` — dead-lettered like any failure.
+    Abort {
+        failure: Failure,
     },
 }
 
@@ -483,6 +495,7 @@ pub fn apply(pipeline: &Pipeline, state: &mut ExecutionState, event: Event, now:
             }
             m.stop(abandon, &reason);
         }
+        Event::Abort { failure } => m.abort(failure),
     }
     Ok(m.effects)
 }
@@ -690,12 +703,17 @@ impl<'a> Step<'a> {
         let link = self.state.dead_letter.clone().expect("set above");
         let si = self.state.current_stage;
         let stage = &self.state.stages[si];
-        let Some(ai) = stage.actions.iter().position(|a| a.status == ActionStatus::Failed) else {
-            debug_assert!(false, "a failed execution has a failed action in its current stage");
-            return;
-        };
+        // An execution the engine aborted before any action failed (e.g. while
+        // queued) is filed under its current stage's first action.
+        let failed_at = stage.actions.iter().position(|a| a.status == ActionStatus::Failed);
+        debug_assert!(failed_at.is_some() || self.state.failure.is_some(), "a failed execution has a failed action or a failure");
+        let ai = failed_at.unwrap_or(0);
         let failed = &stage.actions[ai];
-        let failure = failed.last_failure.clone().unwrap_or_else(|| Failure::new(ExceptionType::ActionFailed, "the action failed"));
+        let failure = failed
+            .last_failure
+            .clone()
+            .or_else(|| self.state.failure.clone())
+            .unwrap_or_else(|| Failure::new(ExceptionType::ActionFailed, "the action failed"));
         let actions = stage
             .actions
             .iter()
@@ -769,6 +787,7 @@ impl<'a> Step<'a> {
         if self.state.status.is_finished() {
             self.state.status = ExecutionStatus::InProgress;
             self.state.finished_at = None;
+            self.state.failure = None;
         }
         if matches!(trigger, Trigger::Manual | Trigger::Redrive) {
             self.state.stages[si].manual_retries_used += 1;
@@ -821,6 +840,43 @@ impl<'a> Step<'a> {
         } else {
             self.finish(ExecutionStatus::Stopped);
         }
+    }
+
+    fn abort(&mut self, failure: Failure) {
+        let now = self.now;
+        for si in 0..self.state.stages.len() {
+            let stage = &mut self.state.stages[si];
+            stage.retry_in_progress = false;
+            for ai in 0..stage.actions.len() {
+                let at = ActionAt { stage: si, action: ai };
+                let a = &mut stage.actions[ai];
+                a.output = None;
+                match a.status {
+                    ActionStatus::WaitingRetry => {
+                        a.next_attempt_at = None;
+                        self.effects.push(Effect::ClearTimer { at });
+                    }
+                    ActionStatus::Running => self.effects.push(Effect::Record(AttemptRecord {
+                        id: AttemptId { at, series: a.series, attempt: a.attempt },
+                        trigger: Self::attempt_trigger(a),
+                        started_at: a.attempt_started_at.unwrap_or(now),
+                        finished_at: now,
+                        failure: Some(failure.clone()),
+                        decision: Some(Decision::GiveUp { policy: None, reason: crate::policy::GiveUpReason::Aborted }),
+                    })),
+                    _ => continue,
+                }
+                a.status = ActionStatus::Failed;
+                a.last_failure = Some(failure.clone());
+                a.first_failed_at.get_or_insert(now);
+            }
+            if stage.status == StageStatus::InProgress {
+                stage.status = StageStatus::Failed;
+            }
+        }
+        self.state.failure = Some(failure);
+        self.state.queued = false;
+        self.finish(ExecutionStatus::Failed);
     }
 }
 

@@ -416,6 +416,9 @@ pub enum GiveUpReason {
     AttemptCeiling { limit: u32 },
     /// The execution is being stopped: nothing is retried.
     Stopped,
+    /// The engine failed the execution for good (e.g. a limit it could not get
+    /// under): nothing is retried.
+    Aborted,
 }
 
 impl std::fmt::Display for GiveUpReason {
@@ -431,6 +434,7 @@ impl std::fmt::Display for GiveUpReason {
             ),
             GiveUpReason::AttemptCeiling { limit } => write!(f, "hard limit of {limit} attempts per action execution reached"),
             GiveUpReason::Stopped => f.write_str("the execution is being stopped"),
+            GiveUpReason::Aborted => f.write_str("the engine failed the execution"),
         }
     }
 }

@@ -50,13 +50,13 @@
 //!   `summary_json`; `list_redrive_runs` orders by `(started_at DESC, id DESC)`.
 
 use crate::limits::{
-    MAX_CLIENT_TOKEN_CHARS, MAX_DEFINITION_BYTES, MAX_DLQ_DETAIL_BYTES, MAX_DLQ_MESSAGE_BYTES, MAX_FINGERPRINT_BYTES, MAX_INPUT_BYTES,
-    MAX_PAGE_SIZE, MAX_REDRIVE_RUN_JSON_BYTES, MAX_STATE_BYTES, MAX_TRANSITIONS_PER_COMMIT,
+    MAX_CLIENT_TOKEN_BYTES, MAX_DEFINITION_BYTES, MAX_DLQ_DETAIL_BYTES, MAX_DLQ_MESSAGE_BYTES, MAX_FAILURE_MESSAGE_BYTES,
+    MAX_FINGERPRINT_BYTES, MAX_INPUT_BYTES, MAX_PAGE_SIZE, MAX_REDRIVE_RUN_JSON_BYTES, MAX_STATE_BYTES, MAX_TRANSITIONS_PER_COMMIT,
 };
 use crate::{
     ClientToken, CommitResult, DEFAULT_MAX_REDRIVES, DlqEntryCursor, DlqEntryFilter, DlqEntryRecord, DlqEntryState, DlqEntryWrite, DlqOp,
-    DlqQueueRecord, DlqQueueStats, ExecutionCursor, ExecutionFilter, ExecutionRecord, LedgerEntry, LedgerFilter, MAX_MAX_REDRIVES,
-    PipelineRecord, RedriveRunFilter, RedriveRunRecord, Store, StoreError, TimerRecord, Transition, TransitionError,
+    DlqQueueRecord, DlqQueueStats, ExecutionCursor, ExecutionFault, ExecutionFilter, ExecutionRecord, LedgerEntry, LedgerFilter,
+    MAX_MAX_REDRIVES, PipelineRecord, RedriveRunFilter, RedriveRunRecord, Store, StoreError, TimerRecord, Transition, TransitionError,
 };
 use redrive_core::time::Timestamp;
 use std::future::Future;
@@ -102,6 +102,7 @@ where
     dlq_purge(&make_store().await).await;
     redrive_runs(&make_store().await).await;
     dlq_limits_enforced(&make_store().await).await;
+    quarantine(&make_store().await).await;
 }
 
 // ---------------------------------------------------------------------------
@@ -546,14 +547,28 @@ pub async fn list_executions<S: Store>(store: &S) {
     assert_eq!(default_page.len(), MAX_PAGE_SIZE, "limit 0 means the largest page");
 }
 
-/// Every limit is enforced with [`StoreError::Limit`] and a refused call
-/// changes nothing; values exactly at a limit are accepted.
+/// Every limit is enforced and a refused call changes nothing; values exactly
+/// at a limit are accepted. A transition over a limit is refused alone
+/// ([`TransitionError::Limit`]): the others of its commit are applied.
 pub async fn limits_enforced<S: Store>(store: &S) {
     fn expect_limit<T: std::fmt::Debug>(result: Result<T, StoreError>, what: &str) {
         match result {
             Err(StoreError::Limit(message)) => assert!(!message.is_empty(), "{what}: the limit error needs a message"),
             other => panic!("{what}: expected StoreError::Limit, got {other:?}"),
         }
+    }
+    /// A commit of `[neighbour, bad]`: the neighbour commits, `bad` alone is refused.
+    async fn expect_refused_alone<S: Store>(store: &S, bad: Transition, what: &str, needle: &str) {
+        let neighbour = create(&format!("{}-neighbour", bad.execution_id), 0);
+        let (bad_id, neighbour_id, creates) = (bad.execution_id.clone(), neighbour.execution_id.clone(), bad.expected_version.is_none());
+        match store.commit(vec![neighbour, bad]).await.unwrap().as_slice() {
+            [Ok(1), Err(TransitionError::Limit(m))] => assert!(m.contains(needle), "{what}: the refusal must mention {needle}: {m}"),
+            other => panic!("{what}: expected [Ok(1), Err(Limit)], got {other:?}"),
+        }
+        if creates {
+            assert_eq!(store.get_execution(&bad_id).await.unwrap(), None, "{what}: the refused transition writes nothing");
+        }
+        assert!(store.get_execution(&neighbour_id).await.unwrap().is_some(), "{what}: its neighbour commits");
     }
 
     let too_many: Vec<Transition> = (0..=MAX_TRANSITIONS_PER_COMMIT).map(|i| create(&format!("many{i}"), 0)).collect();
@@ -562,14 +577,16 @@ pub async fn limits_enforced<S: Store>(store: &S) {
 
     let mut big_state = create("big-state", 0);
     big_state.state_json = "x".repeat(MAX_STATE_BYTES + 1);
-    expect_limit(store.commit(vec![create("ok-neighbour", 0), big_state]).await, "state over MAX_STATE_BYTES");
-    assert_eq!(store.get_execution("big-state").await.unwrap(), None, "a refused commit writes nothing");
-    assert_eq!(store.get_execution("ok-neighbour").await.unwrap(), None, "a refused commit writes none of its transitions");
-
+    expect_refused_alone(store, big_state, "state over MAX_STATE_BYTES", "state is").await;
     let mut big_input = create("big-input", 0);
     big_input.input_json = "x".repeat(MAX_INPUT_BYTES + 1);
-    expect_limit(store.commit(vec![big_input]).await, "input over MAX_INPUT_BYTES");
-    assert_eq!(store.get_execution("big-input").await.unwrap(), None);
+    expect_refused_alone(store, big_input, "input over MAX_INPUT_BYTES", "input is").await;
+    // An update over a limit leaves the stored execution as it was.
+    assert_eq!(commit_one(store, create("grown", 0)).await, Ok(1));
+    let mut grown = update("grown", 1, 1);
+    grown.state_json = "x".repeat(MAX_STATE_BYTES + 1);
+    expect_refused_alone(store, grown, "an update over MAX_STATE_BYTES", "state is").await;
+    assert_eq!(store.get_execution("grown").await.unwrap().map(|e| e.version), Some(1), "a refused update changes nothing");
 
     expect_limit(
         store.put_pipeline("big", &"x".repeat(MAX_DEFINITION_BYTES + 1), None, ts(0)).await,
@@ -590,11 +607,15 @@ pub async fn limits_enforced<S: Store>(store: &S) {
 
     let mut foreign_ledger = create("owner", 0);
     foreign_ledger.ledger = vec![entry("someone-else", "Compile", 1, false)];
-    expect_limit(store.commit(vec![foreign_ledger]).await, "ledger entry of another execution");
-    let mut foreign_timer = create("owner", 0);
+    expect_refused_alone(store, foreign_ledger, "ledger entry of another execution", "someone-else").await;
+    let mut foreign_timer = create("owner2", 0);
     foreign_timer.set_timers = vec![timer("someone-else", "k", 0)];
-    expect_limit(store.commit(vec![foreign_timer]).await, "timer of another execution");
-    assert_eq!(store.get_execution("owner").await.unwrap(), None);
+    expect_refused_alone(store, foreign_timer, "timer of another execution", "someone-else").await;
+    let mut long_message = create("long-message", 0);
+    let mut failed = entry("long-message", "Compile", 1, false);
+    failed.message = Some("m".repeat(MAX_FAILURE_MESSAGE_BYTES + 1));
+    long_message.ledger = vec![failed];
+    expect_refused_alone(store, long_message, "a ledger message over MAX_FAILURE_MESSAGE_BYTES", "message is").await;
 
     // Exactly at the limits is fine.
     let mut at_limit = create("at-limit", 0);
@@ -876,21 +897,26 @@ pub async fn client_token_idempotency<S: Store>(store: &S) {
     assert_eq!(commit_one(store, u).await, Ok(3));
     assert_eq!(commit_one(store, create_with_token("e8", PIPELINE, "W", "A")).await, Ok(1), "an update does not record its token");
 
-    // Limits: 1..=MAX_CLIENT_TOKEN_CHARS characters (not bytes), bounded fingerprint.
-    let expect_limit = |result: Result<CommitResult, StoreError>, what: &str| match result {
-        Err(StoreError::Limit(m)) => assert!(!m.is_empty(), "{what}: the limit error needs a message"),
-        other => panic!("{what}: expected StoreError::Limit, got {other:?}"),
+    // Limits: 1..=MAX_CLIENT_TOKEN_BYTES bytes (not characters), bounded fingerprint.
+    let expect_limit = |result: Result<CommitResult, TransitionError>, what: &str| match result {
+        Err(TransitionError::Limit(m)) => assert!(m.contains("client token"), "{what}: the refusal must name the token: {m}"),
+        other => panic!("{what}: expected TransitionError::Limit, got {other:?}"),
     };
-    let long = "x".repeat(MAX_CLIENT_TOKEN_CHARS + 1);
-    expect_limit(store.commit(vec![create_with_token("big", PIPELINE, &long, "A")]).await, "a token over MAX_CLIENT_TOKEN_CHARS");
-    expect_limit(store.commit(vec![create_with_token("big", PIPELINE, "", "A")]).await, "an empty token");
+    let long = "x".repeat(MAX_CLIENT_TOKEN_BYTES + 1);
+    expect_limit(commit_one(store, create_with_token("big", PIPELINE, &long, "A")).await.map(|v| vec![Ok(v)]), "a token over the limit");
+    expect_limit(commit_one(store, create_with_token("big", PIPELINE, "", "A")).await.map(|v| vec![Ok(v)]), "an empty token");
     let big_fingerprint = "f".repeat(MAX_FINGERPRINT_BYTES + 1);
-    expect_limit(store.commit(vec![create_with_token("big", PIPELINE, "F", &big_fingerprint)]).await, "a fingerprint over the limit");
+    expect_limit(
+        commit_one(store, create_with_token("big", PIPELINE, "F", &big_fingerprint)).await.map(|v| vec![Ok(v)]),
+        "a fingerprint over the limit",
+    );
     assert_eq!(store.get_execution("big").await.unwrap(), None, "a refused commit writes nothing");
-    let wide = "é".repeat(MAX_CLIENT_TOKEN_CHARS);
-    assert_eq!(commit_one(store, create_with_token("wide", PIPELINE, &wide, "A")).await, Ok(1), "the limit counts characters");
+    let wide = "é".repeat(MAX_CLIENT_TOKEN_BYTES / 2);
+    assert_eq!(commit_one(store, create_with_token("wide", PIPELINE, &wide, "A")).await, Ok(1), "the limit counts bytes");
     assert_eq!(commit_one(store, create_with_token("wide2", PIPELINE, &wide, "A")).await, reused("wide", true), "long tokens round-trip");
-    let at_limit = "y".repeat(MAX_CLIENT_TOKEN_CHARS);
+    let wider = format!("{wide}x");
+    expect_limit(commit_one(store, create_with_token("wider", PIPELINE, &wider, "A")).await.map(|v| vec![Ok(v)]), "one byte more");
+    let at_limit = "y".repeat(MAX_CLIENT_TOKEN_BYTES);
     let fingerprint = "f".repeat(MAX_FINGERPRINT_BYTES);
     assert_eq!(commit_one(store, create_with_token("at-limit", PIPELINE, &at_limit, &fingerprint)).await, Ok(1));
     assert_eq!(commit_one(store, create_with_token("at-limit2", PIPELINE, &at_limit, &fingerprint)).await, reused("at-limit", true));
@@ -1898,13 +1924,15 @@ pub async fn redrive_runs<S: Store>(store: &S) {
 }
 
 /// Dead-letter sizes are checked before anything is written: an oversized
-/// message, detail or input, or a bad queue name or id, refuses the whole commit
-/// with [`StoreError::Limit`] naming `transitions[i].dlq[j]`.
+/// message, detail or input, or a bad queue name or id, refuses its transition
+/// alone with [`TransitionError::Limit`] naming `dlq[j]`; the others commit.
 pub async fn dlq_limits_enforced<S: Store>(store: &S) {
     fn expect_limit(result: Result<CommitResult, StoreError>, what: &str, position: &str) {
-        match result {
-            Err(StoreError::Limit(message)) => assert!(message.contains(position), "{what}: the message must name {position}: {message}"),
-            other => panic!("{what}: expected StoreError::Limit, got {other:?}"),
+        match result.unwrap().as_slice() {
+            [Ok(1), Err(TransitionError::Limit(message))] => {
+                assert!(message.contains(position), "{what}: the message must name {position}: {message}")
+            }
+            other => panic!("{what}: expected [Ok(1), Err(TransitionError::Limit)], got {other:?}"),
         }
     }
     let with_write = |id: &str, change: &dyn Fn(&mut DlqEntryWrite)| {
@@ -1924,17 +1952,17 @@ pub async fn dlq_limits_enforced<S: Store>(store: &S) {
         ("a Take of an empty entry id", Transition { dlq: vec![take("", "x")], ..create("x", 0) }),
         ("a Resolve of an empty entry id", Transition { dlq: vec![resolve("")], ..create("x", 0) }),
     ];
-    for (what, bad) in cases {
-        let mut neighbour = failed_create("neighbour", "limits", 0);
+    for (i, (what, bad)) in cases.into_iter().enumerate() {
+        let neighbour_id = format!("neighbour{i}");
+        let mut neighbour = failed_create(&neighbour_id, "neighbours", 0);
         neighbour.dlq.insert(0, resolve("nothing"));
         let mut bad = bad;
         bad.dlq.insert(0, resolve("nothing"));
-        expect_limit(store.commit(vec![neighbour, bad]).await, what, "transitions[1].dlq[1]");
-        for id in ["x", "neighbour"] {
-            assert_eq!(store.get_execution(id).await.unwrap(), None, "{what}: a refused commit writes no execution");
-            assert_eq!(store.get_dlq_entry(id).await.unwrap(), None, "{what}: a refused commit writes no entry");
-        }
-        assert_eq!(store.get_dlq_queue("limits").await.unwrap(), None, "{what}: a refused commit creates no queue");
+        expect_limit(store.commit(vec![neighbour, bad]).await, what, "dlq[1]");
+        assert_eq!(store.get_execution("x").await.unwrap(), None, "{what}: a refused transition writes no execution");
+        assert_eq!(store.get_dlq_entry("x").await.unwrap(), None, "{what}: a refused transition writes no entry");
+        assert_eq!(store.get_dlq_queue("limits").await.unwrap(), None, "{what}: a refused transition creates no queue");
+        assert!(store.get_dlq_entry(&neighbour_id).await.unwrap().is_some(), "{what}: the neighbour's entry is written");
     }
 
     // Exactly at the limits is fine.
@@ -1947,4 +1975,38 @@ pub async fn dlq_limits_enforced<S: Store>(store: &S) {
     assert_eq!(commit_one(store, at_limit).await, Ok(1), "sizes exactly at their limits are accepted");
     let e = dlq_entry(store, "at-limit").await;
     assert_eq!((e.detail_json.len(), e.message.len(), e.input_json.len()), (MAX_DLQ_DETAIL_BYTES, MAX_DLQ_MESSAGE_BYTES, MAX_INPUT_BYTES));
+}
+
+/// [`Store::quarantine_execution`]: whatever the version, the execution gets the
+/// status and fault and a new version (so a commit computed before conflicts),
+/// loses its timers, keeps its state document and ledger; a missing one is `None`.
+pub async fn quarantine<S: Store>(store: &S) {
+    let mut t = create("q1", 0);
+    t.set_timers = vec![timer("q1", "Build/A", 100), timer("q1", "Build/B", 200)];
+    t.ledger = vec![entry("q1", "Compile", 1, false)];
+    t.state_json = "not json at all {".into();
+    assert_eq!(commit_one(store, t).await, Ok(1));
+    assert_eq!(commit_one(store, create("q2", 1)).await, Ok(1));
+    let fault = ExecutionFault { exception_type: "Engine.CORRUPT_STATE".into(), message: "state unreadable".into() };
+    assert_eq!(store.quarantine_execution("q1", "Failed", fault.clone(), ts(50)).await.unwrap(), Some(2));
+    let e = store.get_execution("q1").await.unwrap().unwrap();
+    assert_eq!((e.status.as_str(), e.version, e.fault.as_ref()), ("Failed", 2, Some(&fault)));
+    assert_eq!((e.state_json.as_str(), e.updated_at), ("not json at all {", ts(50)), "the state is kept as it was");
+    assert!(store.execution_timers("q1").await.unwrap().is_empty(), "its timers are gone");
+    assert_eq!(store.ledger("q1").await.unwrap().len(), 1, "its ledger stays");
+    assert_eq!(store.next_timer_due().await.unwrap(), None);
+    assert_eq!(
+        commit_one(store, update("q1", 1, 60)).await,
+        Err(TransitionError::VersionConflict { execution_id: "q1".into(), expected: 1, actual: Some(2) }),
+        "a commit computed before the quarantine is refused"
+    );
+    let listed = store.list_executions(ExecutionFilter { unfinished_only: false, ..Default::default() }).await.unwrap();
+    assert_eq!(listed.iter().find(|r| r.id == "q1").and_then(|r| r.fault.clone()), Some(fault.clone()), "listings carry the fault");
+    assert_eq!(listed.iter().find(|r| r.id == "q2").map(|r| r.fault.is_none()), Some(true), "others have none");
+    let unfinished = store.list_executions(ExecutionFilter { unfinished_only: true, ..Default::default() }).await.unwrap();
+    assert!(unfinished.iter().all(|r| r.id != "q1"), "a quarantined execution is finished");
+    assert_eq!(store.quarantine_execution("missing", "Failed", fault.clone(), ts(60)).await.unwrap(), None);
+    let long = ExecutionFault { message: "m".repeat(MAX_FAILURE_MESSAGE_BYTES + 1), ..fault };
+    assert!(matches!(store.quarantine_execution("q2", "Failed", long, ts(70)).await, Err(StoreError::Limit(_))));
+    assert_eq!(store.get_execution("q2").await.unwrap().unwrap().version, 1, "a refused quarantine changes nothing");
 }

@@ -34,7 +34,8 @@ impl FaultSwitch {
 
 /// Delegates to `inner` unless told to fail.
 ///
-/// - commit faults: [`Store::commit`] fails *without* calling the inner store,
+/// - commit faults: [`Store::commit`] (and [`Store::quarantine_execution`]) fails
+///   *without* calling the inner store,
 ///   so nothing is written;
 /// - lost-ack faults: `commit` reaches the inner store (the data is committed)
 ///   but the caller still gets an error, like a connection dropped after COMMIT;
@@ -205,6 +206,17 @@ impl<S: Store> Store for FaultyStore<S> {
         let result = self.inner.commit(transitions).await?;
         self.check(&self.lost_acks)?;
         Ok(result)
+    }
+
+    async fn quarantine_execution(
+        &self,
+        id: &str,
+        status: &str,
+        fault: crate::ExecutionFault,
+        at: Timestamp,
+    ) -> Result<Option<u64>, StoreError> {
+        self.check(&self.commits)?;
+        self.inner.quarantine_execution(id, status, fault, at).await
     }
 
     async fn get_execution(&self, id: &str) -> Result<Option<ExecutionRecord>, StoreError> {

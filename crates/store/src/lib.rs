@@ -22,29 +22,9 @@ pub mod validate;
 
 pub use sqlite::{Durability, SqliteOptions, SqliteStore};
 
-/// Upper bounds enforced by every backend.
-pub mod limits {
-    /// Transitions in one `commit` call.
-    pub const MAX_TRANSITIONS_PER_COMMIT: usize = 10_000;
-    /// Size of an execution's state document.
-    pub const MAX_STATE_BYTES: usize = 4 * 1024 * 1024;
-    /// Size of an execution's input document.
-    pub const MAX_INPUT_BYTES: usize = 1024 * 1024;
-    /// Size of a pipeline definition document.
-    pub const MAX_DEFINITION_BYTES: usize = 1024 * 1024;
-    /// Rows returned by one page of any listing.
-    pub const MAX_PAGE_SIZE: usize = 1000;
-    /// Characters of a [`crate::ClientToken::token`] (at least 1).
-    pub const MAX_CLIENT_TOKEN_CHARS: usize = 128;
-    /// Size of a [`crate::ClientToken::fingerprint`].
-    pub const MAX_FINGERPRINT_BYTES: usize = 1024;
-    /// Size of a dead-letter entry's `detail_json`.
-    pub const MAX_DLQ_DETAIL_BYTES: usize = 256 * 1024;
-    /// Size of a dead-letter entry's error message.
-    pub const MAX_DLQ_MESSAGE_BYTES: usize = 64 * 1024;
-    /// Size of a redrive run's `request_json` and `summary_json`.
-    pub const MAX_REDRIVE_RUN_JSON_BYTES: usize = 256 * 1024;
-}
+/// Upper bounds enforced by every backend: the limits of [`redrive_core::limits`]
+/// (defined there, once, for every crate).
+pub use redrive_core::limits;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -66,6 +46,18 @@ pub enum StoreError {
     /// A live pipeline of that name already exists ([`Store::create_pipeline`]).
     #[error("already exists: {0}")]
     AlreadyExists(String),
+    /// The database file was deleted or replaced underneath this process: what it
+    /// writes from now on would be lost. Not retryable; the engine must stop.
+    #[error("the database was lost: {0}")]
+    Lost(String),
+}
+
+impl StoreError {
+    /// A fault that may clear by itself (disk full, I/O error, locked): the same
+    /// call can be retried later.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
 }
 
 /// Why a single transition of a commit was refused (the others still commit;
@@ -85,6 +77,10 @@ pub enum TransitionError {
     /// A [`DlqOp::Take`] named an entry that is missing or not `QUEUED`.
     #[error("dead-letter entry {entry_id} is not in its queue")]
     DlqEntryNotQueued { entry_id: String },
+    /// The transition breaks one of [`limits`] (the message names which, and by
+    /// how much). Only this transition is refused; it can never succeed as written.
+    #[error("{0}")]
+    Limit(String),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -112,6 +108,19 @@ pub struct ExecutionRecord {
     pub version: u64,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+    /// Set when the engine quarantined the execution ([`Store::quarantine_execution`]).
+    pub fault: Option<ExecutionFault>,
+}
+
+/// Why the engine gave up on an execution it could not drive: its state could
+/// not be read, or a transition of it could never be committed. The execution's
+/// state document is kept as it was, for inspection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExecutionFault {
+    /// An exception type, e.g. `Engine.CORRUPT_STATE` or `Engine.LIMIT_EXCEEDED`.
+    pub exception_type: String,
+    /// At most [`limits::MAX_FAILURE_MESSAGE_BYTES`].
+    pub message: String,
 }
 
 impl ExecutionRecord {
@@ -125,7 +134,7 @@ impl ExecutionRecord {
 /// `(pipeline_name, token)`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ClientToken {
-    /// 1 to [`limits::MAX_CLIENT_TOKEN_CHARS`] characters, chosen by the client.
+    /// 1 to [`limits::MAX_CLIENT_TOKEN_BYTES`] bytes, chosen by the client.
     pub token: String,
     /// A hash of the request payload, computed by the caller; tells a retry of the
     /// same request from a different request reusing the token. At most
@@ -511,9 +520,25 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<PipelineRecord>, StoreError>> + Send;
 
     /// Commits transitions atomically as one durable group: each transition is all
-    /// or nothing, and each gets its own result (a version conflict refuses only
-    /// that transition). Resolves only after the data is durable.
+    /// or nothing, and each gets its own result (a version conflict, a refused
+    /// dead-letter op or a transition over one of [`limits`] —
+    /// [`TransitionError::Limit`] — refuses only that transition). Resolves only
+    /// after the data is durable. [`StoreError::Limit`] only for more than
+    /// [`limits::MAX_TRANSITIONS_PER_COMMIT`] transitions.
     fn commit(&self, transitions: Vec<Transition>) -> impl Future<Output = Result<CommitResult, StoreError>> + Send;
+
+    /// Quarantines an execution the engine cannot drive: whatever its version,
+    /// sets `status` (a finished one) and `fault`, bumps the version (so any
+    /// commit computed before is refused as a conflict), and deletes its timers;
+    /// the state document and the ledger stay as they are. Returns the new
+    /// version, or `None` if the execution does not exist. Durable when it resolves.
+    fn quarantine_execution(
+        &self,
+        id: &str,
+        status: &str,
+        fault: ExecutionFault,
+        at: Timestamp,
+    ) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send;
 
     fn get_execution(&self, id: &str) -> impl Future<Output = Result<Option<ExecutionRecord>, StoreError>> + Send;
 

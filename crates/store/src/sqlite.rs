@@ -19,15 +19,26 @@
 //! mode gives them a consistent snapshot without blocking the writer.
 //!
 //! # Engine lock
-//! [`SqliteStore::open`] takes an exclusive advisory lock (`flock`) on
-//! `<db path>-redrive.lock` for the store's lifetime, so two redrive processes never
-//! drive the same database. [`SqliteStore::open_read_only`] takes no lock.
+//! [`SqliteStore::open`] takes an exclusive advisory lock (`flock`) on the
+//! database file itself for the store's lifetime — on the file's identity (device
+//! and inode), so a second redrive process is refused whatever path reaches the
+//! file (a symlink, a hard link under another name, whose WAL would be another
+//! file). `<db path>-redrive.lock` holds the holder's pid for error messages.
+//! [`SqliteStore::open_read_only`] takes no lock.
+//!
+//! # A file deleted or replaced underneath
+//! Before every group the writer checks that the path still names the file it
+//! holds open and that the file still has a link. If not, everything it would
+//! commit from then on would be lost, so every write fails with
+//! [`StoreError::Lost`] (the engine stops, and a supervisor restarts it).
 
-use crate::validate::{check_commit, check_definition, check_dlq_queue_name, check_max_redrives, check_redrive_run};
+use crate::validate::{
+    check_commit, check_definition, check_dlq_queue_name, check_fault, check_max_redrives, check_redrive_run, check_transition,
+};
 use crate::{
     CommitResult, CommitStats, DEFAULT_MAX_REDRIVES, DlqEntryFilter, DlqEntryRecord, DlqEntryState, DlqOp, DlqQueueRecord, DlqQueueStats,
-    ExecutionFilter, ExecutionRecord, LedgerEntry, LedgerFilter, PipelineRecord, RedriveRunFilter, RedriveRunRecord, Store, StoreError,
-    TimerRecord, Transition, TransitionError, limits::MAX_PAGE_SIZE,
+    ExecutionFault, ExecutionFilter, ExecutionRecord, LedgerEntry, LedgerFilter, PipelineRecord, RedriveRunFilter, RedriveRunRecord, Store,
+    StoreError, TimerRecord, Transition, TransitionError, limits::MAX_PAGE_SIZE,
 };
 use redrive_core::time::Timestamp;
 use rusqlite::types::Value;
@@ -273,9 +284,16 @@ CREATE INDEX redrive_runs_schedule_started ON redrive_runs (schedule, started_at
 CREATE INDEX redrive_runs_running          ON redrive_runs (id) WHERE status = 'RUNNING';
 "#;
 
+/// Migration 4: quarantined executions ([`Store::quarantine_execution`]): the
+/// fault that made the engine give up on one (both NULL for every other).
+const MIGRATION_4: &str = r#"
+ALTER TABLE executions ADD COLUMN fault_type TEXT;
+ALTER TABLE executions ADD COLUMN fault_message TEXT;
+"#;
+
 /// Ordered schema migrations; migration `i` brings the schema to version `i + 1`.
 /// Never edit a released migration: append a new one.
-const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3];
+const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4];
 
 /// The schema version this code writes and understands.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -329,6 +347,9 @@ const SQL_UPDATE_EXECUTION_SAME_STATUS: &str = "UPDATE executions SET state_json
 const SQL_UPDATE_EXECUTION_STATUS: &str = "UPDATE executions SET status = ?2, state_json = ?3, version = version + 1, \
      updated_at = ?4 WHERE id = ?1 AND version = ?5 RETURNING pipeline_name";
 const SQL_EXECUTION_VERSION: &str = "SELECT version FROM executions WHERE id = ?1";
+const SQL_QUARANTINE_EXECUTION: &str = "UPDATE executions SET status = ?2, fault_type = ?3, fault_message = ?4, \
+     version = version + 1, updated_at = ?5 WHERE id = ?1 RETURNING version";
+const SQL_DELETE_EXECUTION_TIMERS: &str = "DELETE FROM timers WHERE execution_id = ?1";
 const SQL_INSERT_LEDGER: &str = "INSERT INTO ledger (execution_id, stage, action, series, attempt, \"trigger\", \
      started_at, finished_at, outcome, exception_type, message, decision_json, pipeline_name) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
@@ -337,7 +358,7 @@ const SQL_UPSERT_TIMER: &str = "INSERT INTO timers (execution_id, key, due_at) V
 const SQL_DELETE_TIMER: &str = "DELETE FROM timers WHERE execution_id = ?1 AND key = ?2";
 
 const SQL_GET_EXECUTION: &str = "SELECT id, pipeline_name, pipeline_version, status, input_json, state_json, \
-     version, created_at, updated_at FROM executions WHERE id = ?1";
+     version, created_at, updated_at, fault_type, fault_message FROM executions WHERE id = ?1";
 /// The `list_executions` query for each filter shape, indexed by
 /// [`list_executions_variant`]. Newest first, `(created_at DESC, id DESC)`; every
 /// shape has an index ending in `(created_at, id)` after its equality columns, so
@@ -359,8 +380,8 @@ static SQL_LIST_EXECUTIONS: LazyLock<[String; 8]> = LazyLock::new(|| {
         }
         let filter = if conditions.is_empty() { String::new() } else { format!("WHERE {} ", conditions.join(" AND ")) };
         format!(
-            "SELECT id, pipeline_name, pipeline_version, status, input_json, state_json, version, created_at, updated_at \
-             FROM executions {filter}ORDER BY created_at DESC, id DESC LIMIT :limit"
+            "SELECT id, pipeline_name, pipeline_version, status, input_json, state_json, version, created_at, updated_at, \
+             fault_type, fault_message FROM executions {filter}ORDER BY created_at DESC, id DESC LIMIT :limit"
         )
     })
 });
@@ -650,6 +671,7 @@ impl SqliteStore {
     /// by a newer redrive, [`StoreError::Unavailable`] on I/O problems.
     pub fn open(path: &Path, opts: SqliteOptions) -> Result<SqliteStore, StoreError> {
         let lock = EngineLock::acquire(path)?;
+        let guard = lock.guard(path)?;
         let mut conn = Connection::open(path).map_err(|e| open_error(path, e))?;
         configure_connection(&conn, Some(opts.durability)).map_err(|e| open_error(path, e))?;
         migrate(&mut conn, path)?;
@@ -661,7 +683,7 @@ impl SqliteStore {
         let max_batch = opts.max_batch_transitions.max(1);
         let thread = std::thread::Builder::new()
             .name("redrive-sqlite-writer".into())
-            .spawn(move || Writer { conn, max_batch, stats: writer_stats }.run(rx))
+            .spawn(move || Writer { conn, max_batch, stats: writer_stats, guard: Mutex::new(guard) }.run(rx))
             .map_err(|e| StoreError::Unavailable(format!("cannot start the SQLite writer thread: {e}")))?;
 
         Ok(SqliteStore { path: path.to_path_buf(), writer: Some(WriterHandle { tx, thread }), readers, stats, _lock: Some(lock) })
@@ -866,11 +888,29 @@ impl Store for SqliteStore {
 
     async fn commit(&self, transitions: Vec<Transition>) -> Result<CommitResult, StoreError> {
         check_commit(&transitions)?;
-        if transitions.is_empty() {
-            return Ok(Vec::new());
+        let refusals: Vec<Option<String>> = transitions.iter().map(|t| check_transition(t).err()).collect();
+        let valid: Vec<Transition> = transitions.into_iter().zip(&refusals).filter(|(_, r)| r.is_none()).map(|(t, _)| t).collect();
+        let mut applied = if valid.is_empty() {
+            Vec::new()
+        } else {
+            let (reply, rx) = oneshot::channel();
+            self.send(WriteRequest::Commit { transitions: valid, reply }).await?;
+            rx.await.map_err(|_| writer_gone())??
         }
+        .into_iter();
+        Ok(refusals
+            .into_iter()
+            .map(|refusal| match refusal {
+                Some(problem) => Err(TransitionError::Limit(problem)),
+                None => applied.next().expect("one result per valid transition"),
+            })
+            .collect())
+    }
+
+    async fn quarantine_execution(&self, id: &str, status: &str, fault: ExecutionFault, at: Timestamp) -> Result<Option<u64>, StoreError> {
+        check_fault(id, &fault)?;
         let (reply, rx) = oneshot::channel();
-        self.send(WriteRequest::Commit { transitions, reply }).await?;
+        self.send(WriteRequest::Quarantine { id: id.to_owned(), status: status.to_owned(), fault, at, reply }).await?;
         rx.await.map_err(|_| writer_gone())?
     }
 
@@ -1110,6 +1150,7 @@ enum WriteRequest {
     PurgeDlq { filter: DlqEntryFilter, reply: oneshot::Sender<Result<u64, StoreError>> },
     RedriveRun { write: RedriveRunWrite, reply: oneshot::Sender<Result<(), StoreError>> },
     InterruptRedriveRuns { now: Timestamp, reply: oneshot::Sender<Result<u64, StoreError>> },
+    Quarantine { id: String, status: String, fault: ExecutionFault, at: Timestamp, reply: oneshot::Sender<Result<Option<u64>, StoreError>> },
 }
 
 /// Which pipeline write: the three differ only in when a new version is inserted.
@@ -1156,7 +1197,8 @@ impl WriteRequest {
             | WriteRequest::DlqQueue { .. }
             | WriteRequest::PurgeDlq { .. }
             | WriteRequest::RedriveRun { .. }
-            | WriteRequest::InterruptRedriveRuns { .. } => 1,
+            | WriteRequest::InterruptRedriveRuns { .. }
+            | WriteRequest::Quarantine { .. } => 1,
         }
     }
 
@@ -1170,6 +1212,7 @@ impl WriteRequest {
             WriteRequest::DlqQueue { reply, .. } => reply.is_closed(),
             WriteRequest::PurgeDlq { reply, .. } | WriteRequest::InterruptRedriveRuns { reply, .. } => reply.is_closed(),
             WriteRequest::RedriveRun { reply, .. } => reply.is_closed(),
+            WriteRequest::Quarantine { reply, .. } => reply.is_closed(),
         }
     }
 
@@ -1193,6 +1236,9 @@ impl WriteRequest {
             }
             (WriteRequest::RedriveRun { reply, .. }, Applied::RedriveRun(result)) => {
                 let _ = reply.send(result);
+            }
+            (WriteRequest::Quarantine { reply, .. }, Applied::Quarantined(version)) => {
+                let _ = reply.send(Ok(version));
             }
             _ => unreachable!("outcomes are produced in request order"),
         }
@@ -1219,6 +1265,9 @@ impl WriteRequest {
             WriteRequest::RedriveRun { reply, .. } => {
                 let _ = reply.send(Err(copy_error(error)));
             }
+            WriteRequest::Quarantine { reply, .. } => {
+                let _ = reply.send(Err(copy_error(error)));
+            }
         }
     }
 }
@@ -1236,12 +1285,16 @@ enum Applied {
     /// A refused run write (exists / not found) wrote nothing and does not abort
     /// the group.
     RedriveRun(Result<(), StoreError>),
+    /// The new version of a quarantined execution (`None`: no such execution).
+    Quarantined(Option<u64>),
 }
 
 struct Writer {
     conn: Connection,
     max_batch: usize,
     stats: Arc<Stats>,
+    /// Checked before every group: the file must still be the one we locked.
+    guard: Mutex<FileGuard>,
 }
 
 impl Writer {
@@ -1283,6 +1336,14 @@ impl Writer {
     /// except that a request-specific failure (e.g. a constraint) in a group of
     /// several requests makes each request run again alone.
     fn apply_group(&self, group: Vec<WriteRequest>) {
+        let lost = self.guard.lock().unwrap_or_else(|e| e.into_inner()).check();
+        if let Err(what) = lost {
+            let error = StoreError::Lost(what);
+            for request in group {
+                request.fail(&error);
+            }
+            return;
+        }
         let started = Instant::now();
         match self.transact(&group) {
             Ok(outcomes) => {
@@ -1294,7 +1355,8 @@ impl Writer {
                         | Applied::Deleted(_)
                         | Applied::DlqQueue(_)
                         | Applied::Counted(_)
-                        | Applied::RedriveRun(_) => 0,
+                        | Applied::RedriveRun(_)
+                        | Applied::Quarantined(_) => 0,
                     })
                     .sum();
                 self.stats.record(applied, started.elapsed());
@@ -1344,6 +1406,7 @@ impl Writer {
                 WriteRequest::InterruptRedriveRuns { now, .. } => {
                     Applied::Counted(self.conn.prepare_cached(SQL_INTERRUPT_REDRIVE_RUNS)?.execute(params![now.unix_ms()])? as u64)
                 }
+                WriteRequest::Quarantine { id, status, fault, at, .. } => Applied::Quarantined(self.quarantine(id, status, fault, *at)?),
             });
         }
         self.conn.prepare_cached("COMMIT")?.execute([])?;
@@ -1465,6 +1528,16 @@ impl Writer {
             }
         }
         Ok(Ok(new_version))
+    }
+
+    /// Marks an execution quarantined and drops its timers (see [`Store::quarantine_execution`]).
+    fn quarantine(&self, id: &str, status: &str, fault: &ExecutionFault, at: Timestamp) -> rusqlite::Result<Option<u64>> {
+        let values = params![id, status, fault.exception_type, fault.message, at.unix_ms()];
+        let version: Option<i64> = self.conn.prepare_cached(SQL_QUARANTINE_EXECUTION)?.query_row(values, |r| r.get(0)).optional()?;
+        if version.is_some() {
+            self.conn.prepare_cached(SQL_DELETE_EXECUTION_TIMERS)?.execute(params![id])?;
+        }
+        Ok(version.map(|v| v as u64))
     }
 
     /// Put, create or update a pipeline (see [`PipelineMode`]). A new version is
@@ -1750,40 +1823,57 @@ fn wall_clock_ms() -> i64 {
 // Engine lock
 // ---------------------------------------------------------------------------
 
-/// An exclusive `flock` on `<db>-redrive.lock`, released when dropped (or when
-/// the process dies). The file holds the holder's pid for error messages.
+/// The engine lock: an exclusive `flock` on the database file itself (so on its
+/// device and inode, whatever path reached it) and on `<db>-redrive.lock` (which
+/// holds the holder's pid for messages, and is what redrive releases before this
+/// one locked). Released when dropped (or when the process dies).
 struct EngineLock {
-    _file: File,
+    _pid_file: File,
+    db: Arc<File>,
+}
+
+#[cfg(unix)]
+fn flock_exclusive(file: &File) -> std::io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `file` owns a valid open descriptor for the duration of the call.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(true);
+    }
+    let err = std::io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::EWOULDBLOCK) { Ok(false) } else { Err(err) }
+}
+
+/// Opens (creating, mode 0600) a file the lock needs.
+fn open_lock_target(path: &Path) -> Result<File, StoreError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path).map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))
 }
 
 impl EngineLock {
     #[cfg(unix)]
     fn acquire(db_path: &Path) -> Result<EngineLock, StoreError> {
-        use std::io::{Read, Seek, SeekFrom, Write};
-        use std::os::fd::AsRawFd;
+        use std::io::{Seek, SeekFrom, Write};
 
         let lock_path = SqliteStore::lock_path(db_path);
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&lock_path)
-            .map_err(|e| StoreError::Unavailable(format!("cannot open lock file {}: {e}", lock_path.display())))?;
-        // SAFETY: `file` owns a valid open descriptor for the duration of the call.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc != 0 {
-            let err = std::io::Error::last_os_error();
-            if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                let mut holder = String::new();
-                let _ = file.read_to_string(&mut holder);
-                let pid = holder.trim().parse::<u32>().map_or_else(|_| "unknown".to_owned(), |p| p.to_string());
-                return Err(StoreError::Locked(format!(
-                    "{} is in use by another redrive process (pid {pid}); wait for it to finish or use a different --db",
-                    db_path.display()
-                )));
+        let mut pid_file = open_lock_target(&lock_path)?;
+        let db = open_lock_target(db_path)?;
+        let in_use = || {
+            let holder = std::fs::read_to_string(&lock_path).unwrap_or_default();
+            let pid = holder.trim().parse::<u32>().map_or_else(|_| "unknown".to_owned(), |p| p.to_string());
+            StoreError::Locked(format!(
+                "{} is in use by another redrive process (pid {pid}); wait for it to finish or use a different --db",
+                db_path.display()
+            ))
+        };
+        for (file, path) in [(&pid_file, lock_path.as_path()), (&db, db_path)] {
+            match flock_exclusive(file) {
+                Ok(true) => {}
+                Ok(false) => return Err(in_use()),
+                Err(e) => return Err(StoreError::Unavailable(format!("cannot lock {}: {e}", path.display()))),
             }
-            return Err(StoreError::Unavailable(format!("cannot lock {}: {err}", lock_path.display())));
         }
         let write_pid = |file: &mut File| -> std::io::Result<()> {
             file.set_len(0)?;
@@ -1791,23 +1881,76 @@ impl EngineLock {
             writeln!(file, "{}", std::process::id())?;
             file.flush()
         };
-        write_pid(&mut file).map_err(|e| StoreError::Unavailable(format!("cannot write lock file {}: {e}", lock_path.display())))?;
-        Ok(EngineLock { _file: file })
+        write_pid(&mut pid_file).map_err(|e| StoreError::Unavailable(format!("cannot write lock file {}: {e}", lock_path.display())))?;
+        Ok(EngineLock { _pid_file: pid_file, db: Arc::new(db) })
     }
 
-    /// Advisory locking is only implemented on Unix; elsewhere the lock file is
-    /// created but not locked.
+    /// Advisory locking is only implemented on Unix; elsewhere the files are
+    /// opened but not locked.
     #[cfg(not(unix))]
     fn acquire(db_path: &Path) -> Result<EngineLock, StoreError> {
-        let lock_path = SqliteStore::lock_path(db_path);
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&lock_path)
-            .map_err(|e| StoreError::Unavailable(format!("cannot open lock file {}: {e}", lock_path.display())))?;
-        Ok(EngineLock { _file: file })
+        let pid_file = open_lock_target(&SqliteStore::lock_path(db_path))?;
+        let db = open_lock_target(db_path)?;
+        Ok(EngineLock { _pid_file: pid_file, db: Arc::new(db) })
+    }
+
+    fn guard(&self, db_path: &Path) -> Result<FileGuard, StoreError> {
+        let identity = file_identity(&self.db.metadata().map_err(|e| StoreError::Unavailable(format!("cannot stat the database: {e}")))?);
+        let mut wal_path = db_path.as_os_str().to_owned();
+        wal_path.push("-wal");
+        Ok(FileGuard { path: db_path.to_path_buf(), wal_path: PathBuf::from(wal_path), db: Arc::clone(&self.db), identity, wal: None })
+    }
+}
+
+/// Device and inode.
+type FileIdentity = (u64, u64);
+
+#[cfg(unix)]
+fn file_identity(m: &std::fs::Metadata) -> FileIdentity {
+    use std::os::unix::fs::MetadataExt;
+    (m.dev(), m.ino())
+}
+
+#[cfg(not(unix))]
+fn file_identity(_: &std::fs::Metadata) -> FileIdentity {
+    (0, 0)
+}
+
+/// Notices a database file (or its WAL) deleted or replaced underneath the
+/// writer: whatever it committed from then on would be lost.
+struct FileGuard {
+    path: PathBuf,
+    wal_path: PathBuf,
+    db: Arc<File>,
+    identity: FileIdentity,
+    /// The WAL's identity, once it exists (SQLite creates it on the first write).
+    wal: Option<FileIdentity>,
+}
+
+impl FileGuard {
+    /// What happened to the file, if anything (two `stat`s and an `fstat`).
+    fn check(&mut self) -> Result<(), String> {
+        let path = self.path.display();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            if self.db.metadata().map_or(0, |m| m.nlink()) == 0 {
+                return Err(format!("{path} was deleted while this process had it open"));
+            }
+        }
+        match std::fs::metadata(&self.path) {
+            Ok(m) if file_identity(&m) == self.identity => {}
+            Ok(_) => return Err(format!("{path} was replaced by another file while this process had it open")),
+            Err(e) => return Err(format!("{path} cannot be found any more ({e}): it was moved or deleted")),
+        }
+        match (std::fs::metadata(&self.wal_path).map(|m| file_identity(&m)), self.wal) {
+            (Ok(now), None) => self.wal = Some(now),
+            (Ok(now), Some(was)) if now == was => {}
+            (Ok(_), Some(_)) => return Err(format!("{} was replaced while this process had it open", self.wal_path.display())),
+            (Err(_), Some(_)) => return Err(format!("{} was deleted while this process had it open", self.wal_path.display())),
+            (Err(_), None) => {}
+        }
+        Ok(())
     }
 }
 
@@ -1836,6 +1979,10 @@ fn execution_from_row(row: &Row<'_>) -> rusqlite::Result<ExecutionRecord> {
         version: row.get::<_, i64>(6)? as u64,
         created_at: Timestamp::from_unix_ms(row.get(7)?),
         updated_at: Timestamp::from_unix_ms(row.get(8)?),
+        fault: match (row.get::<_, Option<String>>(9)?, row.get::<_, Option<String>>(10)?) {
+            (Some(exception_type), message) => Some(ExecutionFault { exception_type, message: message.unwrap_or_default() }),
+            (None, _) => None,
+        },
     })
 }
 
@@ -1979,6 +2126,7 @@ fn copy_error(e: &StoreError) -> StoreError {
         StoreError::Limit(m) => StoreError::Limit(m.clone()),
         StoreError::NotFound(m) => StoreError::NotFound(m.clone()),
         StoreError::AlreadyExists(m) => StoreError::AlreadyExists(m.clone()),
+        StoreError::Lost(m) => StoreError::Lost(m.clone()),
     }
 }
 
@@ -2119,8 +2267,8 @@ mod tests {
                 .unwrap()
                 .collect::<Result<_, _>>()
                 .unwrap();
-            assert_eq!(versions, [1, 2, 3], "migrations 2 and 3 are applied on top of migration 1");
-            assert_eq!(SCHEMA_VERSION, 3);
+            assert_eq!(versions, [1, 2, 3, 4], "migrations 2 to 4 are applied on top of migration 1");
+            assert_eq!(SCHEMA_VERSION, 4);
 
             let build = store.get_pipeline("build", None).await.unwrap().unwrap();
             assert_eq!((build.version, build.definition_json.as_str(), build.created_at.unix_ms()), (2, r#"{"v":2}"#, 2000));
@@ -2181,7 +2329,7 @@ mod tests {
         drop(SqliteStore::open(&path, SqliteOptions::default()).unwrap());
         let raw = Connection::open(&path).unwrap();
         let count: i64 = raw.query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0)).unwrap();
-        assert_eq!(count, 3);
+        assert_eq!(count, i64::from(SCHEMA_VERSION));
     }
 
     /// Every [`DlqEntryFilter`] shape (list, count, purge) is served by an index,
@@ -2338,7 +2486,7 @@ mod tests {
                 .unwrap()
                 .collect::<Result<_, _>>()
                 .unwrap();
-            assert_eq!(versions, [1, 2, 3], "migration 3 is applied on top of migration 2");
+            assert_eq!(versions, [1, 2, 3, 4], "migrations 3 and 4 are applied on top of migration 2");
 
             assert_eq!(store.get_pipeline("build", None).await.unwrap().unwrap().version, 1);
             let e1 = store.get_execution("e1").await.unwrap().unwrap();
@@ -2389,7 +2537,7 @@ mod tests {
         SqliteStore::open_read_only(&path).expect("after the upgrade the database opens read-only");
         let raw = Connection::open(&path).unwrap();
         let count: i64 = raw.query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0)).unwrap();
-        assert_eq!(count, 3, "reopening does not migrate again");
+        assert_eq!(count, i64::from(SCHEMA_VERSION), "reopening does not migrate again");
     }
 
     /// A database that stopped at schema version 1 cannot be inspected read-only

@@ -4,17 +4,14 @@
 //! the call can never succeed as written, so retrying it is pointless.
 
 use crate::limits::{
-    MAX_CLIENT_TOKEN_CHARS, MAX_DEFINITION_BYTES, MAX_DLQ_DETAIL_BYTES, MAX_DLQ_MESSAGE_BYTES, MAX_FINGERPRINT_BYTES, MAX_INPUT_BYTES,
-    MAX_REDRIVE_RUN_JSON_BYTES, MAX_STATE_BYTES, MAX_TRANSITIONS_PER_COMMIT,
+    MAX_CLIENT_TOKEN_BYTES, MAX_DEFINITION_BYTES, MAX_DLQ_DETAIL_BYTES, MAX_DLQ_MESSAGE_BYTES, MAX_FAILURE_MESSAGE_BYTES,
+    MAX_FINGERPRINT_BYTES, MAX_INPUT_BYTES, MAX_REDRIVE_RUN_JSON_BYTES, MAX_STATE_BYTES, MAX_TRANSITIONS_PER_COMMIT,
 };
-use crate::{DlqOp, MAX_MAX_REDRIVES, RedriveRunRecord, StoreError, Transition};
+use crate::{DlqOp, ExecutionFault, MAX_MAX_REDRIVES, RedriveRunRecord, StoreError, Transition};
 use redrive_core::name::NAME_MAX_LEN;
 
-/// Checks a `commit` call against [`crate::limits`] and its internal consistency:
-/// every ledger entry and timer of a transition must belong to that transition's
-/// execution. The client token of a create must have 1 to
-/// [`MAX_CLIENT_TOKEN_CHARS`] characters (tokens on updates are ignored, so not
-/// checked). Dead-letter ops are checked by [`check_dlq_op`].
+/// Checks the size of a `commit` call: at most [`MAX_TRANSITIONS_PER_COMMIT`]
+/// transitions. Each transition is checked on its own by [`check_transition`].
 pub fn check_commit(transitions: &[Transition]) -> Result<(), StoreError> {
     if transitions.len() > MAX_TRANSITIONS_PER_COMMIT {
         return Err(StoreError::Limit(format!(
@@ -22,49 +19,63 @@ pub fn check_commit(transitions: &[Transition]) -> Result<(), StoreError> {
             transitions.len()
         )));
     }
-    for (i, t) in transitions.iter().enumerate() {
-        let id = &t.execution_id;
-        if t.state_json.len() > MAX_STATE_BYTES {
-            return Err(StoreError::Limit(format!(
-                "transitions[{i}] (execution {id}): state is {} bytes; the maximum is {MAX_STATE_BYTES} bytes",
-                t.state_json.len()
-            )));
+    Ok(())
+}
+
+/// What is wrong with one transition, if anything (a refusal of that transition
+/// alone, [`crate::TransitionError::Limit`]): its sizes against
+/// [`crate::limits`] and its internal consistency — every ledger entry and timer
+/// must belong to the transition's execution. The client token of a create must
+/// have 1 to [`MAX_CLIENT_TOKEN_BYTES`] bytes (tokens on updates are ignored, so
+/// not checked). Dead-letter ops are checked by [`check_dlq_op`]. The engine runs
+/// this before it submits a transition; the store runs it again.
+pub fn check_transition(t: &Transition) -> Result<(), String> {
+    let id = &t.execution_id;
+    let sizes = [("state", t.state_json.len(), MAX_STATE_BYTES), ("input", t.input_json.len(), MAX_INPUT_BYTES)];
+    for (what, len, max) in sizes {
+        if len > max {
+            return Err(format!("execution {id}: {what} is {len} bytes; the maximum is {max} bytes"));
         }
-        if t.input_json.len() > MAX_INPUT_BYTES {
-            return Err(StoreError::Limit(format!(
-                "transitions[{i}] (execution {id}): input is {} bytes; the maximum is {MAX_INPUT_BYTES} bytes",
-                t.input_json.len()
-            )));
+    }
+    if let Some((j, e)) = t.ledger.iter().enumerate().find(|(_, e)| &e.execution_id != id) {
+        return Err(format!("ledger[{j}]: entry belongs to execution {}, but the transition is for execution {id}", e.execution_id));
+    }
+    if let Some((j, e)) = t.ledger.iter().enumerate().find(|(_, e)| e.message.as_ref().is_some_and(|m| m.len() > MAX_FAILURE_MESSAGE_BYTES))
+    {
+        let len = e.message.as_ref().map_or(0, String::len);
+        return Err(format!("execution {id}: ledger[{j}] message is {len} bytes; the maximum is {MAX_FAILURE_MESSAGE_BYTES} bytes"));
+    }
+    if let Some((j, timer)) = t.set_timers.iter().enumerate().find(|(_, tm)| &tm.execution_id != id) {
+        return Err(format!(
+            "set_timers[{j}]: timer belongs to execution {}, but the transition is for execution {id}",
+            timer.execution_id
+        ));
+    }
+    if let Some(token) = t.client_token.as_ref().filter(|_| t.expected_version.is_none()) {
+        let len = token.token.len();
+        if len == 0 || len > MAX_CLIENT_TOKEN_BYTES {
+            return Err(format!("execution {id}: client token is {len} bytes; it must be 1 to {MAX_CLIENT_TOKEN_BYTES} bytes"));
         }
-        if let Some((j, e)) = t.ledger.iter().enumerate().find(|(_, e)| &e.execution_id != id) {
-            return Err(StoreError::Limit(format!(
-                "transitions[{i}].ledger[{j}]: entry belongs to execution {}, but the transition is for execution {id}",
-                e.execution_id
-            )));
+        if token.fingerprint.len() > MAX_FINGERPRINT_BYTES {
+            return Err(format!(
+                "execution {id}: client token fingerprint is {} bytes; the maximum is {MAX_FINGERPRINT_BYTES} bytes",
+                token.fingerprint.len()
+            ));
         }
-        if let Some((j, timer)) = t.set_timers.iter().enumerate().find(|(_, tm)| &tm.execution_id != id) {
-            return Err(StoreError::Limit(format!(
-                "transitions[{i}].set_timers[{j}]: timer belongs to execution {}, but the transition is for execution {id}",
-                timer.execution_id
-            )));
-        }
-        if let Some(token) = t.client_token.as_ref().filter(|_| t.expected_version.is_none()) {
-            let chars = token.token.chars().count();
-            if chars == 0 || chars > MAX_CLIENT_TOKEN_CHARS {
-                return Err(StoreError::Limit(format!(
-                    "transitions[{i}] (execution {id}): client token has {chars} characters; it must have 1 to {MAX_CLIENT_TOKEN_CHARS}"
-                )));
-            }
-            if token.fingerprint.len() > MAX_FINGERPRINT_BYTES {
-                return Err(StoreError::Limit(format!(
-                    "transitions[{i}] (execution {id}): client token fingerprint is {} bytes; the maximum is {MAX_FINGERPRINT_BYTES} bytes",
-                    token.fingerprint.len()
-                )));
-            }
-        }
-        for (j, op) in t.dlq.iter().enumerate() {
-            check_dlq_op(op).map_err(|problem| StoreError::Limit(format!("transitions[{i}].dlq[{j}] (execution {id}): {problem}")))?;
-        }
+    }
+    for (j, op) in t.dlq.iter().enumerate() {
+        check_dlq_op(op).map_err(|problem| format!("execution {id}: dlq[{j}]: {problem}"))?;
+    }
+    Ok(())
+}
+
+/// Checks a quarantine's fault: a non-empty exception type, a message of at most
+/// [`MAX_FAILURE_MESSAGE_BYTES`].
+pub fn check_fault(id: &str, fault: &ExecutionFault) -> Result<(), StoreError> {
+    if fault.exception_type.is_empty() || fault.message.len() > MAX_FAILURE_MESSAGE_BYTES {
+        return Err(StoreError::Limit(format!(
+            "quarantine of execution {id}: the fault needs an exception type and a message of at most {MAX_FAILURE_MESSAGE_BYTES} bytes"
+        )));
     }
     Ok(())
 }

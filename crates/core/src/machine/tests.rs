@@ -368,3 +368,48 @@ fn a_new_execution_started_by_a_redrive_answers_to_the_original_entry() {
     let s2: ExecutionState = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
     assert_eq!(s2, s);
 }
+
+#[test]
+fn abort_fails_the_execution_drops_outputs_and_dead_letters() {
+    let mut p = pipeline(vec![
+        stage("Build", vec![action("A", 1, vec![]), action("B", 1, vec![retry(&["Step.THROTTLING"], 10.0, 3)]), action("C", 1, vec![])]),
+        stage("Deploy", vec![action("D", 1, vec![])]),
+    ]);
+    p.dead_letter_queue = Some(Name::parse("dlq").unwrap());
+    let mut s = ExecutionState::new(&p, "e1", t(0));
+    let ids = started(&apply(&p, &mut s, Event::Start, t(0)).unwrap());
+    apply(&p, &mut s, Event::AttemptSucceeded { id: ids[0], output: Some(serde_json::json!({"big": 1})) }, t(1)).unwrap();
+    apply(&p, &mut s, Event::AttemptFailed { id: ids[1], failure: failed(ExceptionType::Throttling) }, t(2)).unwrap();
+    assert_eq!(s.stages[0].actions[1].status, ActionStatus::WaitingRetry);
+    let limit = Failure::new(ExceptionType::LimitExceeded, "state is too big");
+    let fx = apply(&p, &mut s, Event::Abort { failure: limit.clone() }, t(3)).unwrap();
+    assert_eq!(s.status, ExecutionStatus::Failed);
+    assert_eq!(s.failure.as_ref(), Some(&limit));
+    assert!(s.stages.iter().flat_map(|st| &st.actions).all(|a| a.output.is_none()), "outputs are dropped");
+    assert!(fx.contains(&Effect::ClearTimer { at: at(0, 1) }), "the pending retry is cancelled");
+    let records: Vec<&AttemptRecord> = fx.iter().filter_map(|e| if let Effect::Record(r) = e { Some(r) } else { None }).collect();
+    assert_eq!(records.len(), 1, "only the running attempt (C) is recorded: {records:?}");
+    assert_eq!(records[0].id, ids[2]);
+    assert_eq!(records[0].failure.as_ref(), Some(&limit));
+    assert_eq!(records[0].decision, Some(Decision::GiveUp { policy: None, reason: GiveUpReason::Aborted }));
+    let dl = fx.iter().find_map(|e| if let Effect::DeadLetter(d) = e { Some(d) } else { None }).expect("dead-lettered");
+    assert_eq!((dl.stage, dl.action, &dl.failure), (0, 1, &limit));
+    assert_eq!(s.stages[1].status, StageStatus::NotStarted);
+    // A late result of the aborted attempt is stale; a manual retry reopens it.
+    assert!(apply(&p, &mut s, Event::AttemptSucceeded { id: ids[2], output: None }, t(4)).is_err());
+    apply(&p, &mut s, Event::RetryStage { stage: 0, mode: RetryMode::FailedActions, trigger: Trigger::Manual }, t(5)).unwrap();
+    assert_eq!((s.status, s.failure.as_ref()), (ExecutionStatus::InProgress, None));
+}
+
+#[test]
+fn abort_of_a_queued_execution_files_its_failure() {
+    let mut p = pipeline(vec![stage("Build", vec![action("A", 1, vec![])])]);
+    p.dead_letter_queue = Some(Name::parse("dlq").unwrap());
+    let mut s = ExecutionState::new(&p, "e1", t(0));
+    apply(&p, &mut s, Event::Enqueue, t(0)).unwrap();
+    let limit = Failure::new(ExceptionType::LimitExceeded, "x");
+    let fx = apply(&p, &mut s, Event::Abort { failure: limit.clone() }, t(1)).unwrap();
+    assert_eq!((s.status, s.queued), (ExecutionStatus::Failed, false));
+    let dl = fx.iter().find_map(|e| if let Effect::DeadLetter(d) = e { Some(d) } else { None }).expect("dead-lettered");
+    assert_eq!(dl.failure, limit);
+}
