@@ -14,6 +14,7 @@
 
 pub mod definition;
 pub mod exception;
+pub mod fair;
 pub mod function;
 pub mod jitter;
 pub mod limits;

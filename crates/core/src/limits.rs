@@ -174,6 +174,23 @@ pub fn json_text_depth(text: &str) -> usize {
     deepest
 }
 
+/// The length of a value's compact JSON text, counted without building it.
+pub fn json_bytes(value: &serde_json::Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    serde_json::to_writer(&mut count, value).expect("counting never fails");
+    count.0
+}
+
 /// Checks a JSON value a user handed in: at most [`MAX_JSON_DEPTH`] levels.
 pub fn check_json_depth(what: impl FnOnce() -> String, value: &serde_json::Value) -> Result<(), LimitError> {
     let depth = json_depth(value);
@@ -249,6 +266,12 @@ mod tests {
         assert!(e.to_string().contains("the input is nested 100000 levels deep"), "{e}");
         let ok = format!("{}{}", "[".repeat(MAX_JSON_DEPTH), "]".repeat(MAX_JSON_DEPTH));
         assert!(parse_bounded_json(|| "x".into(), &ok, MAX_INPUT_BYTES).unwrap().is_ok());
+    }
+
+    #[test]
+    fn json_bytes_is_the_compact_length() {
+        let v = serde_json::json!({"a": [1, "é", null], "b": {"c": true}});
+        assert_eq!(json_bytes(&v), v.to_string().len());
     }
 
     #[test]

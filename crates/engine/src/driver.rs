@@ -13,10 +13,12 @@
 //! timer are evicted from memory and reloaded when it fires.
 
 use crate::clock::Clock;
+use crate::health::{FaultSource, Health, HealthReporter};
 use crate::redrive::{RedriveMode, SkipReason};
 use crate::runner::{self, AttemptContext, AttemptOutcome};
 use redrive_core::definition::{ActionKind, ExecutionMode, Pipeline, RetryMode, parse_pipeline_text};
 use redrive_core::exception::{ExceptionType, Failure};
+use redrive_core::limits;
 use redrive_core::machine::{
     self, ActionAt, ActionStatus, AttemptId, AttemptRecord, DeadLetter, DeadLetterLink, Effect, Event, ExecutionState, ExecutionStatus,
     Rejection, Trigger,
@@ -24,13 +26,13 @@ use redrive_core::machine::{
 use redrive_core::name::Name;
 use redrive_core::time::Timestamp;
 use redrive_store::{
-    ClientToken, DlqEntryFilter, DlqEntryRecord, DlqEntryState, DlqEntryWrite, DlqOp, LedgerEntry, PipelineRecord, Store, StoreError,
-    TimerRecord, Transition, TransitionError,
+    ClientToken, DlqEntryFilter, DlqEntryRecord, DlqEntryState, DlqEntryWrite, DlqOp, ExecutionFault, LedgerEntry, PipelineRecord, Store,
+    StoreError, TimerRecord, Transition, TransitionError,
 };
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
-use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -68,6 +70,38 @@ pub enum EngineError {
     /// A redrive left the dead-letter entry where it was.
     #[error("{0}")]
     NotRedriven(SkipReason),
+    /// The engine gave up on the execution and failed it (quarantined it): its
+    /// state cannot be read, or a transition of it can never be committed.
+    #[error("execution {id} was failed by the engine ({exception_type}): {message}")]
+    Quarantined { id: String, exception_type: String, message: String },
+    /// A value of the request went over one of the limits (the message says which).
+    #[error("{0}")]
+    LimitExceeded(String),
+}
+
+impl EngineError {
+    fn quarantined(id: &str, fault: &ExecutionFault) -> EngineError {
+        EngineError::Quarantined { id: id.to_string(), exception_type: fault.exception_type.clone(), message: fault.message.clone() }
+    }
+}
+
+/// The status a quarantined execution gets.
+const QUARANTINED_STATUS: ExecutionStatus = ExecutionStatus::Failed;
+
+/// The fault of an execution whose state cannot be read.
+fn corrupt_state_fault(reason: &str) -> ExecutionFault {
+    ExecutionFault {
+        exception_type: ExceptionType::CorruptState.to_string(),
+        message: limits::truncate_utf8(format!("the stored state cannot be read: {reason}"), limits::MAX_FAILURE_MESSAGE_BYTES),
+    }
+}
+
+/// The fault of an execution a transition of which can never be committed.
+fn limit_fault(problem: &str) -> ExecutionFault {
+    ExecutionFault {
+        exception_type: ExceptionType::LimitExceeded.to_string(),
+        message: limits::truncate_utf8(format!("a change of the execution cannot be stored: {problem}"), limits::MAX_FAILURE_MESSAGE_BYTES),
+    }
 }
 
 /// A stored pipeline version, parsed.
@@ -95,6 +129,10 @@ impl LoadedPipeline {
 pub struct DriverConfig {
     /// Attempts running at once on runners (commands, HTTP calls, sleeping noops).
     pub max_inflight_attempts: usize,
+    /// Of those, at most this many for one pipeline, so a pipeline of long
+    /// attempts never starves the others (free slots go to the pipeline holding
+    /// fewest, see [`crate::fair`]).
+    pub max_inflight_attempts_per_pipeline: usize,
     /// Inbound messages folded into one commit at most.
     pub max_batch_messages: usize,
     /// Transitions per store commit call.
@@ -111,6 +149,7 @@ impl Default for DriverConfig {
     fn default() -> Self {
         DriverConfig {
             max_inflight_attempts: 256,
+            max_inflight_attempts_per_pipeline: 192,
             max_batch_messages: 8192,
             max_transitions_per_commit: 4096,
             evict_waiting_after_ms: 5_000,
@@ -226,6 +265,11 @@ pub(crate) enum Inbound {
         filter: DlqEntryFilter,
         reply: oneshot::Sender<Result<u64, EngineError>>,
     },
+    /// A quarantine ([`Driver::give_up`]) is durable (or failed for good).
+    Quarantined {
+        execution_id: String,
+        result: Result<Option<u64>, StoreError>,
+    },
     Shutdown,
 }
 
@@ -247,9 +291,21 @@ pub struct DriverStats {
 pub struct EngineHandle {
     tx: mpsc::Sender<Inbound>,
     notify: broadcast::Sender<Notification>,
+    health: watch::Receiver<Health>,
 }
 
 impl EngineHandle {
+    /// Whether the engine is ready, degraded (the store refuses operations for
+    /// now; it retries) or stopped.
+    pub fn health(&self) -> Health {
+        self.health.borrow().clone()
+    }
+
+    /// Changes of [`EngineHandle::health`].
+    pub fn health_watch(&self) -> watch::Receiver<Health> {
+        self.health.clone()
+    }
+
     /// Creates and starts an execution; resolves once its start is durable.
     pub async fn start(&self, pipeline: Arc<LoadedPipeline>, input_json: String) -> Result<String, EngineError> {
         self.start_with_token(pipeline, input_json, None).await
@@ -428,6 +484,9 @@ struct Live {
     /// Sent with the create transition, then dropped.
     client_token: Option<ClientToken>,
     input_json: Arc<str>,
+    /// The size of the state document when last serialised, plus the outputs
+    /// admitted since: what [`limits::check_output_fits`] measures against.
+    state_bytes: usize,
 }
 
 #[derive(Default)]
@@ -445,6 +504,25 @@ struct Pending {
     taken: Vec<String>,
     /// A durable function execution: invoke (replay) it once this is durable.
     fn_invoke: bool,
+    /// The transition, once built and checked against the limits
+    /// ([`Driver::enforce_limits`]); a later event on the execution in the same
+    /// batch unbuilds it.
+    built: Option<Transition>,
+}
+
+impl Pending {
+    /// Takes back the ledger and dead-letter ops of a built transition (they come
+    /// before anything added since), so it is built again.
+    fn unbuild(&mut self) {
+        if let Some(t) = self.built.take() {
+            let mut ledger = t.ledger;
+            ledger.append(&mut self.ledger);
+            self.ledger = ledger;
+            let mut dlq = t.dlq;
+            dlq.append(&mut self.dlq);
+            self.dlq = dlq;
+        }
+    }
 }
 
 /// Told the outcome of a request once the transition it caused is durable (or at
@@ -462,10 +540,19 @@ struct Batch {
     order: Vec<String>,
     pending: HashMap<String, Pending>,
     timers_fired: bool,
-    /// (pipeline, (start time, execution)) of executions that finished in this batch.
-    finished: Vec<(String, (Timestamp, String))>,
+    /// Executions that finished in this batch (for the QUEUED hand-over).
+    finished: Vec<Finished>,
     /// Purges run once this batch (and every earlier one) is durable.
     purges: Vec<(DlqEntryFilter, oneshot::Sender<Result<u64, EngineError>>)>,
+}
+
+/// An execution that finished: its pipeline, its key in the pipeline's set of
+/// unfinished executions, and whether the pipeline queues executions.
+#[derive(Clone, Debug)]
+struct Finished {
+    pipeline: String,
+    key: (Timestamp, String),
+    queued_mode: bool,
 }
 
 impl Batch {
@@ -490,7 +577,6 @@ pub struct Driver<S: Store> {
     /// Results of attempts that complete without a task (instant noops).
     local: VecDeque<Inbound>,
     next_timer_due: Option<Timestamp>,
-    inflight: Arc<Semaphore>,
     http: reqwest::Client,
     /// Batches handed to the committer task, oldest first.
     submitted: VecDeque<Submitted>,
@@ -516,9 +602,30 @@ pub struct Driver<S: Store> {
     fn_live: HashMap<String, functions::FnLive>,
     /// Due timers of functions not registered here: do not poll for them again before this.
     timer_backoff_until: Option<tokio::time::Instant>,
+    health: Arc<HealthReporter>,
+    /// Executions the engine gave up on ([`Driver::give_up`]) and is quarantining;
+    /// their commits still in flight are refused as conflicts, which is expected.
+    given_up: HashMap<String, GivenUp>,
+    /// Executions that finished outside a batch (given up while acknowledging),
+    /// handed over in the next batch.
+    carry_finished: Vec<Finished>,
+    /// Hand-overs that could not read the next execution; tried with the next batch.
+    handover_retry: Vec<Finished>,
+    /// Attempt slots shared fairly between pipelines.
+    slots: Arc<crate::fair::FairSlots>,
+}
+
+struct GivenUp {
+    fault: ExecutionFault,
+    started_at: Timestamp,
+    /// The quarantine is durable.
+    durable: bool,
 }
 
 mod functions;
+
+/// After a failed store read, the loop tries again this much later.
+const READ_RETRY_MS: u64 = 1000;
 
 /// Commits submitted to the store at once, at most (one being written while the
 /// next is built: the driver's CPU work overlaps the writer's).
@@ -526,9 +633,10 @@ const MAX_SUBMITTED_BATCHES: usize = 2;
 
 type CommitReply = oneshot::Receiver<Result<redrive_store::CommitResult, StoreError>>;
 
-struct CommitJob {
-    transitions: Vec<Transition>,
-    reply: oneshot::Sender<Result<redrive_store::CommitResult, StoreError>>,
+/// What the committer writes, in order.
+enum CommitJob {
+    Commit { transitions: Arc<[Transition]>, reply: oneshot::Sender<Result<redrive_store::CommitResult, StoreError>> },
+    Quarantine { execution_id: String, fault: ExecutionFault, at: Timestamp, reply: oneshot::Sender<Result<Option<u64>, StoreError>> },
 }
 
 /// A batch whose commit is in flight; its effects wait for the acknowledgement.
@@ -543,12 +651,44 @@ struct Submitted {
     now: Timestamp,
 }
 
-/// Sends commit jobs to the store one after another, preserving their order.
-async fn committer<S: Store>(store: Arc<S>, mut jobs: mpsc::Receiver<CommitJob>) {
+/// Sends commit jobs to the store one after another, preserving their order. A
+/// job that fails transiently (disk full, I/O error, locked) is retried with
+/// backoff until it goes through, and the engine is degraded meanwhile: nothing
+/// after it is acknowledged, so nothing is dispatched, and nothing acknowledged
+/// is lost. Only a non-transient error reaches the driver (which stops).
+async fn committer<S: Store>(store: Arc<S>, mut jobs: mpsc::Receiver<CommitJob>, health: Arc<HealthReporter>) {
+    use crate::health::retry_transient;
     while let Some(job) = jobs.recv().await {
-        let result = store.commit(job.transitions).await;
-        let _ = job.reply.send(result);
+        match job {
+            CommitJob::Commit { transitions, reply } => {
+                let result = retry_transient(&health, FaultSource::Commit, || store.commit(transitions.clone())).await;
+                let result = result.map(|(results, retried)| if retried { reconcile(&transitions, results) } else { results });
+                let _ = reply.send(result);
+            }
+            CommitJob::Quarantine { execution_id, fault, at, reply } => {
+                let status = QUARANTINED_STATUS.as_str();
+                let quarantine = || store.quarantine_execution(&execution_id, status, fault.clone(), at);
+                let _ = reply.send(retry_transient(&health, FaultSource::Commit, quarantine).await.map(|(version, _)| version));
+            }
+        }
     }
+}
+
+/// After a commit that was retried: an earlier try may have been applied with
+/// its acknowledgement lost (an error after COMMIT). This engine is the store's
+/// only writer, so a create that now exists, or a conflict exactly one version
+/// ahead, is that try's own write.
+fn reconcile(transitions: &[Transition], results: redrive_store::CommitResult) -> redrive_store::CommitResult {
+    transitions
+        .iter()
+        .zip(results)
+        .map(|(t, result)| match result {
+            Err(TransitionError::VersionConflict { expected, actual: Some(actual), .. }) if actual == expected + 1 => Ok(actual),
+            Err(TransitionError::AlreadyExists(_)) if t.expected_version.is_none() => Ok(1),
+            Err(TransitionError::TokenReused { execution_id, .. }) if execution_id == t.execution_id => Ok(1),
+            other => other,
+        })
+        .collect()
 }
 
 /// Timer key of an action: `Stage/Action` (names are unique, so keys are).
@@ -609,7 +749,7 @@ fn dead_letter_write(record: &PipelineRecord, p: &Pipeline, state: &ExecutionSta
                 "totalAttempts": a.total_attempts,
                 "series": a.series,
                 "attemptsInLastSeries": a.attempts_in_last_series,
-                "lastFailure": a.last_failure,
+                "lastFailure": a.last_failure.as_ref().map(detail_failure),
             })
         })
         .collect();
@@ -622,14 +762,10 @@ fn dead_letter_write(record: &PipelineRecord, p: &Pipeline, state: &ExecutionSta
         "executionStartedAt": state.started_at,
         "actions": actions,
     });
-    let mut message = d.failure.message.clone();
-    if message.len() > redrive_store::limits::MAX_DLQ_MESSAGE_BYTES {
-        let mut cut = redrive_store::limits::MAX_DLQ_MESSAGE_BYTES;
-        while !message.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        message.truncate(cut);
-    }
+    let message = limits::truncate_utf8(d.failure.message.clone(), limits::MAX_DLQ_MESSAGE_BYTES);
+    let detail_json = detail.to_string();
+    // At most MAX_ACTIONS_PER_STAGE actions of bounded size: always within the limit.
+    debug_assert!(detail_json.len() <= limits::MAX_DLQ_DETAIL_BYTES, "dead-letter detail is {} bytes", detail_json.len());
     DlqEntryWrite {
         id: d.entry_id.clone(),
         queue: d.queue.to_string(),
@@ -641,10 +777,18 @@ fn dead_letter_write(record: &PipelineRecord, p: &Pipeline, state: &ExecutionSta
         exception_type: d.failure.exception_type.to_string(),
         message,
         input_json: input_json.to_string(),
-        detail_json: detail.to_string(),
+        detail_json,
         first_failure_at: d.first_failure_at,
         last_failure_at: d.last_failure_at,
     }
+}
+
+/// A failure as a dead-letter entry's detail holds it: its message cut to
+/// [`limits::MAX_DLQ_DETAIL_MESSAGE_BYTES`], so that a stage of many failed
+/// actions keeps its detail under [`limits::MAX_DLQ_DETAIL_BYTES`].
+pub(crate) fn detail_failure(f: &Failure) -> serde_json::Value {
+    let cut = Failure { message: limits::truncate_utf8(f.message.clone(), limits::MAX_DLQ_DETAIL_MESSAGE_BYTES), ..f.clone() };
+    serde_json::to_value(cut).expect("a failure serialises")
 }
 
 /// The idempotency key handed to every attempt of one action in one execution.
@@ -662,7 +806,9 @@ impl<S: Store> Driver<S> {
         let (tx, rx) = mpsc::channel(config.inbound_capacity);
         let (notify, _) = broadcast::channel(4096);
         let (committer_tx, committer_rx) = mpsc::channel(MAX_SUBMITTED_BATCHES * 8);
-        let committer_task = tokio::spawn(committer(store.clone(), committer_rx));
+        let health = HealthReporter::new(clock.clone());
+        let committer_task = tokio::spawn(committer(store.clone(), committer_rx, health.clone()));
+        let handle = EngineHandle { tx: tx.clone(), notify: notify.clone(), health: health.subscribe() };
         let driver = Driver {
             submitted: VecDeque::new(),
             committer: committer_tx,
@@ -675,13 +821,17 @@ impl<S: Store> Driver<S> {
             functions: HashMap::new(),
             fn_live: HashMap::new(),
             timer_backoff_until: None,
+            given_up: HashMap::new(),
+            carry_finished: Vec::new(),
+            handover_retry: Vec::new(),
+            slots: crate::fair::FairSlots::new(config.max_inflight_attempts, config.max_inflight_attempts_per_pipeline),
+            health,
             store,
             clock,
-            inflight: Arc::new(Semaphore::new(config.max_inflight_attempts)),
             config,
             rx,
-            tx: tx.clone(),
-            notify: notify.clone(),
+            tx,
+            notify,
             live: HashMap::new(),
             pipelines: HashMap::new(),
             waiters: HashMap::new(),
@@ -690,11 +840,15 @@ impl<S: Store> Driver<S> {
             http: runner::http_client(),
         };
         let join = tokio::spawn(driver.run());
-        (EngineHandle { tx, notify }, join)
+        (handle, join)
     }
 
     async fn run(mut self) -> Result<(), EngineError> {
         let result = self.run_loop().await;
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "the engine stopped");
+            self.health.stopped(e.to_string());
+        }
         // Wake every waiter so nobody hangs on a dead engine.
         for (_, ws) in self.waiters.drain() {
             for w in ws {
@@ -712,7 +866,7 @@ impl<S: Store> Driver<S> {
     }
 
     async fn run_loop(&mut self) -> Result<(), EngineError> {
-        self.next_timer_due = self.store.next_timer_due().await?;
+        self.refresh_next_timer().await;
         loop {
             if let Some((deadline, _)) = &self.draining {
                 let running = self.tasks_in_flight.load(std::sync::atomic::Ordering::SeqCst);
@@ -725,7 +879,7 @@ impl<S: Store> Driver<S> {
                 }
             }
             let mut inbox: Vec<Inbound> = self.local.drain(..).collect();
-            if inbox.is_empty() {
+            if inbox.is_empty() && self.carry_finished.is_empty() {
                 let sleep = match &self.draining {
                     Some((deadline, _)) => Some(deadline.saturating_duration_since(tokio::time::Instant::now())),
                     None if self.submitted.is_empty() => self.until_next_timer(),
@@ -751,6 +905,7 @@ impl<S: Store> Driver<S> {
             }
             let now = self.clock.now();
             let mut batch = Batch::default();
+            batch.finished.append(&mut self.handover_retry);
             let mut shutdown = false;
             for msg in inbox {
                 match msg {
@@ -767,9 +922,17 @@ impl<S: Store> Driver<S> {
                 && self.submitted.is_empty()
                 && self.draining.is_none()
             {
-                self.fire_timers(now, &mut batch).await?;
+                self.fire_timers(now, &mut batch).await;
             }
-            self.start_queued(now, &mut batch).await?;
+            // Hand over QUEUED pipelines, and check every transition against the
+            // limits: an execution failed by the check finishes, which may hand over again.
+            loop {
+                batch.finished.append(&mut self.carry_finished);
+                self.start_queued(now, &mut batch).await;
+                if !self.enforce_limits(&mut batch, now) && self.carry_finished.is_empty() {
+                    break;
+                }
+            }
             let purges = std::mem::take(&mut batch.purges);
             self.submit(batch, now).await?;
             if !purges.is_empty() {
@@ -787,6 +950,26 @@ impl<S: Store> Driver<S> {
                 return Ok(());
             }
         }
+    }
+
+    /// Reads the earliest timer's due time. A store fault is not fatal: the
+    /// engine is degraded for reads and tries again in a second.
+    async fn refresh_next_timer(&mut self) {
+        match self.store.next_timer_due().await {
+            Ok(due) => {
+                self.next_timer_due = due;
+                self.health.cleared(FaultSource::Read);
+            }
+            Err(e) => self.read_fault(&e),
+        }
+    }
+
+    /// A store read the loop needs failed: degraded, and the loop wakes again
+    /// in [`READ_RETRY_MS`] to try again.
+    fn read_fault(&mut self, e: &StoreError) {
+        self.health.fault(FaultSource::Read, &e.to_string());
+        let retry = self.clock.now().plus_ms(READ_RETRY_MS);
+        self.next_timer_due = Some(self.next_timer_due.map_or(retry, |d| d.min(retry)));
     }
 
     async fn drain_submitted(&mut self) -> Result<(), EngineError> {
@@ -807,9 +990,14 @@ impl<S: Store> Driver<S> {
     async fn handle(&mut self, msg: Inbound, now: Timestamp, batch: &mut Batch) -> Result<(), EngineError> {
         match msg {
             Inbound::Start { pipeline, execution_id, input_json, client_token, reply } => {
-                self.begin(pipeline, execution_id.clone(), input_json, client_token, None, now, batch).await?;
-                batch.entry(&execution_id).replies.push(unit_reply(reply));
+                match self.begin(pipeline, execution_id.clone(), input_json, client_token, None, now, batch).await {
+                    Ok(()) => batch.entry(&execution_id).replies.push(unit_reply(reply)),
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
             }
+            Inbound::Quarantined { execution_id, result } => self.quarantined(execution_id, result)?,
             Inbound::Redrive { entry_id, mode, force, scope, pipeline, new_execution_id, reply } => {
                 match self.redrive(&entry_id, mode, force, scope.as_deref(), pipeline, new_execution_id, now, batch).await {
                     Ok(execution_id) => {
@@ -856,28 +1044,21 @@ impl<S: Store> Driver<S> {
                 // A change in this (unsubmitted) batch is not durable either.
                 let in_batch = batch.pending.contains_key(&execution_id);
                 let finished = match (self.live.get(&execution_id), self.fn_live.get(&execution_id)) {
-                    _ if in_batch => None,
+                    _ if in_batch || self.given_up.contains_key(&execution_id) => Ok(None),
                     // The in-memory state can be ahead of the store while a batch is in
                     // flight: answer only from durable state; otherwise wait for the ack.
-                    (Some(l), _) => (l.state.status.is_finished() && l.unacked == 0).then(|| outcome_of(&l.state)),
-                    (None, Some(f)) => f.durable_outcome(),
-                    (None, None) => match self.store.get_execution(&execution_id).await? {
-                        None => {
-                            let _ = reply.send(Err(EngineError::ExecutionNotFound(execution_id)));
-                            return Ok(());
-                        }
-                        Some(rec) if rec.pipeline_version == functions::FUNCTION_VERSION => functions::stored_outcome(&rec)?,
-                        Some(rec) => {
-                            let state = parse_state(&rec.id, &rec.state_json)?;
-                            state.status.is_finished().then(|| outcome_of(&state))
-                        }
-                    },
+                    (Some(l), _) => Ok((l.state.status.is_finished() && l.unacked == 0).then(|| outcome_of(&l.state))),
+                    (None, Some(f)) => Ok(f.durable_outcome()),
+                    (None, None) => self.stored_outcome(&execution_id).await,
                 };
                 match finished {
-                    Some(o) => {
+                    Ok(Some(o)) => {
                         let _ = reply.send(Ok(o));
                     }
-                    None => self.waiters.entry(execution_id).or_default().push(reply),
+                    Ok(None) => self.waiters.entry(execution_id).or_default().push(reply),
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
                 }
             }
             Inbound::Result { execution_id, id, outcome, from_task } => {
@@ -889,7 +1070,10 @@ impl<S: Store> Driver<S> {
                     return Ok(());
                 }
                 let event = match outcome {
-                    AttemptOutcome::Succeeded { output } => Event::AttemptSucceeded { id, output },
+                    AttemptOutcome::Succeeded { output } => match self.admit_output(&execution_id, id, output) {
+                        Ok(output) => Event::AttemptSucceeded { id, output },
+                        Err(failure) => Event::AttemptFailed { id, failure },
+                    },
                     AttemptOutcome::Failed(failure) => Event::AttemptFailed { id, failure },
                 };
                 if let Err(r) = self.apply(&execution_id, event, now, batch) {
@@ -975,8 +1159,8 @@ impl<S: Store> Driver<S> {
             None => ExecutionState::new(&pipeline.pipeline, execution_id.clone(), now),
         };
         self.pipelines.entry((name.clone(), pipeline.record.version)).or_insert_with(|| pipeline.clone());
-        self.live
-            .insert(execution_id.clone(), Live { pipeline, state, version: None, unacked: 0, client_token, input_json: input_json.into() });
+        let live = Live { pipeline, state, version: None, unacked: 0, client_token, input_json: input_json.into(), state_bytes: 0 };
+        self.live.insert(execution_id.clone(), live);
         let first = if mode == ExecutionMode::Queued && others_unfinished { Event::Enqueue } else { Event::Start };
         self.apply(&execution_id, first, now, batch).expect("a fresh execution accepts Start and Enqueue");
         if mode == ExecutionMode::Superseded {
@@ -1119,28 +1303,38 @@ impl<S: Store> Driver<S> {
     }
 
     /// After executions finished: forget them, and in QUEUED pipelines start the
-    /// oldest queued execution — in the same batch, so the hand-over is atomic.
-    async fn start_queued(&mut self, now: Timestamp, batch: &mut Batch) -> Result<(), EngineError> {
+    /// oldest queued execution — in the same batch, so the hand-over is atomic. If
+    /// the next one cannot be read now, the hand-over is tried again with a
+    /// later batch.
+    async fn start_queued(&mut self, now: Timestamp, batch: &mut Batch) {
         let mut i = 0;
         while i < batch.finished.len() {
-            let (pipeline, key) = batch.finished[i].clone();
-            let id = key.1.clone();
+            let finished = batch.finished[i].clone();
             i += 1;
-            let queued_mode = self.live.get(&id).is_some_and(|l| l.pipeline.pipeline.execution_mode == ExecutionMode::Queued);
-            let Some(set) = self.active.get_mut(&pipeline) else { continue };
-            set.remove(&key); // keyed by (start time, id): O(log n)
-            if !queued_mode {
+            let Some(set) = self.active.get_mut(&finished.pipeline) else { continue };
+            set.remove(&finished.key); // keyed by (start time, id): O(log n)
+            if !finished.queued_mode {
                 continue;
             }
             // Only the oldest unfinished execution matters: if it is queued, its turn has come.
             let Some((_, head)) = set.iter().next().cloned() else { continue };
-            self.ensure_live(&head, now, batch).await?;
+            match self.ensure_live(&head, now, batch).await {
+                Ok(()) => {}
+                Err(EngineError::Store(e)) => {
+                    self.read_fault(&e);
+                    self.handover_retry.push(finished);
+                    continue;
+                }
+                Err(_) => {
+                    // Given up on (quarantined): its own hand-over follows.
+                    continue;
+                }
+            }
             let live = &self.live[&head];
             if live.pipeline.pipeline.execution_mode == ExecutionMode::Queued && live.state.queued {
                 let _ = self.apply(&head, Event::Start, now, batch);
             }
         }
-        Ok(())
     }
 
     /// Removes a task from the bookkeeping; false if it was already forgotten (aborted).
@@ -1185,10 +1379,15 @@ impl<S: Store> Driver<S> {
     /// Loads an execution into memory if it is not there. This engine holds the
     /// store exclusively, so an attempt the stored state calls running belongs to
     /// a process that died: it is recovered (failed as `Step.SERVICE_FAULT` and
-    /// left to its policy) right away, whatever caused the load.
+    /// left to its policy) right away, whatever caused the load. An execution
+    /// whose state cannot be read is given up on (quarantined,
+    /// `Engine.CORRUPT_STATE`); the engine goes on with the others.
     async fn ensure_live(&mut self, execution_id: &str, now: Timestamp, batch: &mut Batch) -> Result<(), EngineError> {
         if self.live.contains_key(execution_id) {
             return Ok(());
+        }
+        if let Some(g) = self.given_up.get(execution_id) {
+            return Err(EngineError::quarantined(execution_id, &g.fault));
         }
         if self.fn_live.contains_key(execution_id) {
             return Err(EngineError::FunctionExecution(execution_id.to_string()));
@@ -1197,6 +1396,41 @@ impl<S: Store> Driver<S> {
         if rec.pipeline_version == functions::FUNCTION_VERSION {
             return Err(EngineError::FunctionExecution(execution_id.to_string()));
         }
+        if let Some(fault) = &rec.fault {
+            return Err(EngineError::quarantined(execution_id, fault));
+        }
+        let (pipeline, state) = match self.read_execution(&rec).await {
+            Ok(read) => read,
+            Err(EngineError::Store(e)) => return Err(EngineError::Store(e)),
+            Err(e) => {
+                let fault = corrupt_state_fault(&e.to_string());
+                let finished = Finished { pipeline: rec.pipeline_name.clone(), key: (rec.created_at, rec.id.clone()), queued_mode: true };
+                self.give_up(execution_id, fault.clone(), rec.created_at, Some(finished), batch.pending.remove(execution_id));
+                return Err(EngineError::quarantined(execution_id, &fault));
+            }
+        };
+        let orphans = state.stages.iter().flat_map(|s| &s.actions).any(|a| a.status == ActionStatus::Running);
+        let finished = state.status.is_finished();
+        let live = Live {
+            pipeline,
+            state,
+            version: Some(rec.version),
+            unacked: 0,
+            client_token: None,
+            state_bytes: rec.state_json.len(),
+            input_json: rec.input_json.into(),
+        };
+        self.live.insert(rec.id, live);
+        if orphans && !finished {
+            self.apply(execution_id, Event::Recover, now, batch).expect("an unfinished execution accepts Recover");
+        }
+        Ok(())
+    }
+
+    /// An execution's pipeline version and parsed state. [`EngineError::Store`]
+    /// if the store cannot be read now; anything else means the stored execution
+    /// is unreadable.
+    async fn read_execution(&mut self, rec: &redrive_store::ExecutionRecord) -> Result<(Arc<LoadedPipeline>, ExecutionState), EngineError> {
         let key = (rec.pipeline_name.clone(), rec.pipeline_version);
         let pipeline = match self.pipelines.get(&key) {
             Some(p) => p.clone(),
@@ -1210,19 +1444,128 @@ impl<S: Store> Driver<S> {
             }
         };
         let state = parse_state(&rec.id, &rec.state_json)?;
-        if state.stages.len() != pipeline.pipeline.stages.len() {
-            return Err(EngineError::CorruptState { id: rec.id, reason: "state does not match its pipeline's stages".into() });
+        if state.stages.len() != pipeline.pipeline.stages.len() || state.execution_id != rec.id {
+            return Err(EngineError::CorruptState {
+                id: rec.id.clone(),
+                reason: "the state does not match its execution and pipeline".into(),
+            });
         }
-        let orphans = state.stages.iter().flat_map(|s| &s.actions).any(|a| a.status == ActionStatus::Running);
-        let finished = state.status.is_finished();
-        self.live.insert(
-            rec.id.clone(),
-            Live { pipeline, state, version: Some(rec.version), unacked: 0, client_token: None, input_json: rec.input_json.into() },
-        );
-        if orphans && !finished {
-            self.apply(execution_id, Event::Recover, now, batch).expect("an unfinished execution accepts Recover");
+        Ok((pipeline, state))
+    }
+
+    /// Whether a stored execution has finished, from the store (for `Wait`). One
+    /// whose state cannot be read is given up on (quarantined): `None`, and the
+    /// waiter is answered once the quarantine is durable.
+    async fn stored_outcome(&mut self, execution_id: &str) -> Result<Option<ExecutionOutcome>, EngineError> {
+        let rec = self.store.get_execution(execution_id).await?.ok_or_else(|| EngineError::ExecutionNotFound(execution_id.to_string()))?;
+        if rec.fault.is_some() {
+            let at = |t| ExecutionOutcome {
+                execution_id: rec.id.clone(),
+                status: QUARANTINED_STATUS,
+                started_at: rec.created_at,
+                finished_at: t,
+            };
+            return Ok(Some(at(rec.updated_at)));
         }
+        let outcome = if rec.pipeline_version == functions::FUNCTION_VERSION {
+            functions::stored_outcome(&rec)
+        } else {
+            parse_state(&rec.id, &rec.state_json).map(|state| state.status.is_finished().then(|| outcome_of(&state)))
+        };
+        outcome.or_else(|e| {
+            // Unreadable: quarantine it; the waiter learns the outcome when that is durable.
+            let finished = Finished { pipeline: rec.pipeline_name.clone(), key: (rec.created_at, rec.id.clone()), queued_mode: true };
+            self.give_up(execution_id, corrupt_state_fault(&e.to_string()), rec.created_at, Some(finished), None);
+            Ok(None)
+        })
+    }
+
+    /// Checks an attempt's output where it enters: at most
+    /// [`limits::MAX_JSON_DEPTH`] levels, and it must fit what is left of the
+    /// execution's state budget. One that does not fails the attempt with
+    /// `Engine.LIMIT_EXCEEDED` (through the normal failure path) instead of
+    /// growing the state.
+    fn admit_output(
+        &mut self,
+        execution_id: &str,
+        id: AttemptId,
+        output: Option<serde_json::Value>,
+    ) -> Result<Option<serde_json::Value>, Failure> {
+        let Some(value) = output else { return Ok(None) };
+        let live = self.live.get_mut(execution_id).expect("the caller checked the execution is live");
+        let stage = &live.pipeline.pipeline.stages[id.at.stage];
+        let what = || format!("the output of action {}/{}", stage.name, stage.actions[id.at.action].name);
+        limits::check_json_depth(what, &value).map_err(|e| Failure::limit_exceeded(&e))?;
+        let bytes = limits::json_bytes(&value);
+        limits::check_output_fits(what, bytes, live.state_bytes).map_err(|e| Failure::limit_exceeded(&e))?;
+        live.state_bytes += bytes;
+        Ok(Some(value))
+    }
+
+    /// Gives up on an execution the engine cannot drive — its state cannot be
+    /// read, or a change of it can never be stored: forgets it, kills its
+    /// attempts, answers what waits on its pending change, and quarantines it in
+    /// the store through the committer, so after every commit of it already
+    /// submitted (those then conflict with nothing, or with the quarantine, which
+    /// is expected). Waiters learn it failed once the quarantine is durable;
+    /// `finished` is its place in its pipeline's unfinished set (hand-over).
+    fn give_up(&mut self, id: &str, fault: ExecutionFault, started_at: Timestamp, finished: Option<Finished>, pending: Option<Pending>) {
+        tracing::error!(execution_id = id, exception_type = %fault.exception_type, message = %fault.message, "the engine failed this execution (quarantined)");
+        if let Some(p) = pending {
+            for reply in p.replies {
+                reply(Err(EngineError::quarantined(id, &fault)));
+            }
+            for entry_id in &p.taken {
+                self.dlq_taken.remove(entry_id);
+            }
+        }
+        let finished = match self.live.remove(id) {
+            Some(live) => Some(Finished {
+                pipeline: live.pipeline.record.name.clone(),
+                key: (live.state.started_at, id.to_string()),
+                queued_mode: live.pipeline.pipeline.execution_mode == ExecutionMode::Queued,
+            }),
+            None => finished,
+        };
+        self.carry_finished.extend(finished);
+        self.fn_live.remove(id);
+        self.abort_tasks(id);
+        self.given_up.insert(id.to_string(), GivenUp { fault: fault.clone(), started_at, durable: false });
+        let (committer, tx, execution_id, at) = (self.committer.clone(), self.tx.clone(), id.to_string(), self.clock.now());
+        tokio::spawn(async move {
+            let (reply, rx) = oneshot::channel();
+            let job = CommitJob::Quarantine { execution_id: execution_id.clone(), fault, at, reply };
+            let stopped = || Err(StoreError::Unavailable("the committer stopped".into()));
+            let result = match committer.send(job).await {
+                Ok(()) => rx.await.unwrap_or_else(|_| stopped()),
+                Err(_) => stopped(),
+            };
+            let _ = tx.send(Inbound::Quarantined { execution_id, result }).await;
+        });
+    }
+
+    /// A quarantine is durable: waiters learn the execution failed.
+    fn quarantined(&mut self, id: String, result: Result<Option<u64>, StoreError>) -> Result<(), EngineError> {
+        let stored = result?;
+        let Some(given_up) = self.given_up.get_mut(&id) else { return Ok(()) };
+        given_up.durable = true;
+        let outcome = ExecutionOutcome {
+            execution_id: id.clone(),
+            status: QUARANTINED_STATUS,
+            started_at: given_up.started_at,
+            finished_at: self.clock.now(),
+        };
+        for w in self.waiters.remove(&id).unwrap_or_default() {
+            let _ = w.send(if stored.is_some() { Ok(outcome.clone()) } else { Err(EngineError::ExecutionNotFound(id.clone())) });
+        }
+        self.forget_given_up();
         Ok(())
+    }
+
+    /// Forgets quarantined executions once no commit of theirs is in flight.
+    fn forget_given_up(&mut self) {
+        let submitted = &self.submitted;
+        self.given_up.retain(|id, g| !g.durable || submitted.iter().any(|b| b.entries.iter().any(|(e, _, _)| e == id)));
     }
 
     fn apply(&mut self, execution_id: &str, event: Event, now: Timestamp, batch: &mut Batch) -> Result<(), Rejection> {
@@ -1231,6 +1574,7 @@ impl<S: Store> Driver<S> {
         let effects = machine::apply(p, &mut live.state, event, now)?;
         let mut finished = false;
         let pending = batch.entry(execution_id);
+        pending.unbuild();
         for effect in effects {
             match effect {
                 Effect::StartAttempt(id) => pending.starts.push(id),
@@ -1256,52 +1600,147 @@ impl<S: Store> Driver<S> {
             }
         }
         if finished {
-            batch.finished.push((live.pipeline.record.name.clone(), (live.state.started_at, execution_id.to_string())));
+            batch.finished.push(Finished {
+                pipeline: live.pipeline.record.name.clone(),
+                key: (live.state.started_at, execution_id.to_string()),
+                queued_mode: p.execution_mode == ExecutionMode::Queued,
+            });
         }
         Ok(())
     }
 
-    async fn fire_timers(&mut self, now: Timestamp, batch: &mut Batch) -> Result<(), EngineError> {
+    /// Fires the due timers (as many as one poll returns). A store fault while
+    /// reading ends this round: the engine is degraded for reads and tries again.
+    async fn fire_timers(&mut self, now: Timestamp, batch: &mut Batch) {
         batch.timers_fired = true;
-        let due: Vec<TimerRecord> = self.store.due_timers(now, self.config.timer_poll_limit).await?;
+        let due: Vec<TimerRecord> = match self.store.due_timers(now, self.config.timer_poll_limit).await {
+            Ok(due) => due,
+            Err(e) => return self.read_fault(&e),
+        };
         for t in due {
             if batch.pending.get(&t.execution_id).is_some_and(|p| p.timers.contains_key(&t.key)) {
                 continue; // already handled in this batch
             }
-            if let Some(index) = functions::timer_index(&t.key) {
-                self.fn_timer(&t.execution_id, index, now, batch).await?;
-                continue;
-            }
-            match self.ensure_live(&t.execution_id, now, batch).await {
-                Ok(()) => {}
-                Err(EngineError::ExecutionNotFound(_)) => continue,
-                Err(e) => return Err(e),
-            }
-            let at = action_at(&self.live[&t.execution_id].pipeline.pipeline, &t.key);
-            let result = match at {
-                Some(at) => self.apply(&t.execution_id, Event::TimerFired { at }, now, batch),
-                None => Err(Rejection::Invalid(format!("timer key {} names no action", t.key))),
+            let fired = match functions::timer_index(&t.key) {
+                Some(index) => self.fn_timer(&t.execution_id, index, now, batch).await,
+                None => self.pipeline_timer(&t, now, batch).await,
             };
-            match result {
-                Ok(()) => {}
-                Err(Rejection::TimerEarly { .. }) => {}
-                Err(r) => {
-                    tracing::warn!(execution_id = t.execution_id, key = t.key, %r, "clearing a stale timer");
-                    batch.entry(&t.execution_id).timers.insert(t.key, None);
-                }
+            if let Err(e) = fired {
+                return self.read_fault(&e);
+            }
+        }
+    }
+
+    /// Fires one pipeline timer. Only a store fault is an error (the execution
+    /// gone, or given up on, leaves nothing to do).
+    async fn pipeline_timer(&mut self, t: &TimerRecord, now: Timestamp, batch: &mut Batch) -> Result<(), StoreError> {
+        match self.ensure_live(&t.execution_id, now, batch).await {
+            Ok(()) => {}
+            Err(EngineError::Store(e)) => return Err(e),
+            Err(_) => return Ok(()),
+        }
+        let at = action_at(&self.live[&t.execution_id].pipeline.pipeline, &t.key);
+        let result = match at {
+            Some(at) => self.apply(&t.execution_id, Event::TimerFired { at }, now, batch),
+            None => Err(Rejection::Invalid(format!("timer key {} names no action", t.key))),
+        };
+        match result {
+            Ok(()) | Err(Rejection::TimerEarly { .. }) => {}
+            Err(r) => {
+                tracing::warn!(execution_id = t.execution_id, key = t.key, %r, "clearing a stale timer");
+                batch.entry(&t.execution_id).timers.insert(t.key.clone(), None);
             }
         }
         Ok(())
     }
 
-    /// Hands a batch to the committer. Its effects wait in `submitted` for the ack.
-    async fn submit(&mut self, mut batch: Batch, now: Timestamp) -> Result<(), EngineError> {
-        if batch.order.is_empty() {
-            if batch.timers_fired {
-                self.next_timer_due = self.store.next_timer_due().await?;
+    /// Builds the transition of every execution in the batch not built yet and
+    /// checks it against the limits before anything is submitted. A pipeline
+    /// execution over a limit is failed by the machine (`Event::Abort`, which
+    /// drops its outputs) and built again; one still over — or a function
+    /// execution over — is given up on (quarantined). Returns whether an
+    /// execution finished here (the QUEUED hand-over must run again).
+    fn enforce_limits(&mut self, batch: &mut Batch, now: Timestamp) -> bool {
+        let finished_before = batch.finished.len();
+        let unbuilt: Vec<String> =
+            batch.order.iter().filter(|id| batch.pending.get(*id).is_some_and(|p| p.built.is_none())).cloned().collect();
+        for id in unbuilt {
+            let Err(problem) = self.build(&id, batch, now) else { continue };
+            let aborted = self.live.contains_key(&id) && {
+                batch.pending.get_mut(&id).expect("just built").unbuild();
+                let message = format!("{problem}; the engine failed the execution and dropped its outputs");
+                let failure = Failure::new(ExceptionType::LimitExceeded, message);
+                self.apply(&id, Event::Abort { failure }, now, batch).is_ok()
+            };
+            let rebuilt = if aborted { self.build(&id, batch, now) } else { Err(problem) };
+            if let Err(problem) = rebuilt {
+                let started_at = self.started_at(&id).unwrap_or(now);
+                let pending = batch.pending.remove(&id);
+                self.give_up(&id, limit_fault(&problem), started_at, None, pending);
             }
-            return Ok(());
         }
+        batch.finished.len() > finished_before
+    }
+
+    /// When a live execution started.
+    fn started_at(&self, id: &str) -> Option<Timestamp> {
+        self.live.get(id).map(|l| l.state.started_at).or_else(|| self.fn_live.get(id).map(|f| f.state.started_at))
+    }
+
+    /// Builds one execution's transition into its pending change and checks it
+    /// with the store's own per-transition check.
+    fn build(&mut self, id: &str, batch: &mut Batch, now: Timestamp) -> Result<(), String> {
+        let pending = batch.pending.get_mut(id).expect("ordered ids are pending");
+        let t =
+            if self.fn_live.contains_key(id) { self.fn_transition(id, pending, now) } else { self.pipeline_transition(id, pending, now) };
+        let checked = redrive_store::validate::check_transition(&t);
+        pending.built = Some(t);
+        checked
+    }
+
+    fn pipeline_transition(&mut self, id: &str, pending: &mut Pending, now: Timestamp) -> Transition {
+        let live = self.live.get_mut(id).expect("batched executions are live");
+        let (set_timers, clear_timers) = split_timers(id, &pending.timers);
+        let state_json = serde_json::to_string(&live.state).expect("state serialises");
+        live.state_bytes = state_json.len();
+        Transition {
+            execution_id: id.to_string(),
+            expected_version: live.version,
+            pipeline_name: live.pipeline.record.name.clone(),
+            pipeline_version: live.pipeline.record.version,
+            // The store's status is the lifecycle: every unfinished execution
+            // (running, stopping, queued) is `InProgress`; the state has the rest.
+            status: if live.state.status.is_finished() { live.state.status.as_str() } else { ExecutionStatus::InProgress.as_str() }
+                .to_string(),
+            input_json: live.input_json.to_string(),
+            state_json,
+            at: now,
+            ledger: std::mem::take(&mut pending.ledger),
+            set_timers,
+            clear_timers,
+            client_token: if live.version.is_none() { live.client_token.clone() } else { None },
+            dlq: std::mem::take(&mut pending.dlq),
+        }
+    }
+
+    /// The version an execution's store row has once its next submitted commit
+    /// lands (commits land in submission order); counts the commit as unacknowledged.
+    fn bump_version(&mut self, id: &str) -> u64 {
+        let (version, unacked, token) = match (self.live.get_mut(id), self.fn_live.get_mut(id)) {
+            (Some(l), _) => (&mut l.version, &mut l.unacked, &mut l.client_token),
+            (None, Some(f)) => (&mut f.version, &mut f.unacked, &mut f.client_token),
+            (None, None) => unreachable!("a built transition's execution is in memory"),
+        };
+        let next = version.map_or(1, |v| v + 1);
+        *version = Some(next);
+        *unacked += 1;
+        *token = None; // sent with the create
+        next
+    }
+
+    /// Hands a batch to the committer. Its effects wait in `submitted` for the
+    /// ack. Every transition was built and checked by [`Driver::enforce_limits`].
+    async fn submit(&mut self, mut batch: Batch, now: Timestamp) -> Result<(), EngineError> {
         let order = std::mem::take(&mut batch.order);
         let mut submitted = Submitted {
             replies: VecDeque::new(),
@@ -1313,47 +1752,35 @@ impl<S: Store> Driver<S> {
         for chunk in order.chunks(self.config.max_transitions_per_commit.max(1)) {
             let mut transitions = Vec::with_capacity(chunk.len());
             for id in chunk {
-                let mut pending = batch.pending.remove(id).expect("ordered ids are pending");
-                if self.fn_live.contains_key(id) {
-                    let (t, next) = self.fn_transition(id, &mut pending, now);
-                    transitions.push(t);
-                    submitted.entries.push((id.clone(), next, pending));
-                    continue;
-                }
-                let live = self.live.get_mut(id).expect("batched executions are live");
-                let (set_timers, clear_timers) = split_timers(id, &pending.timers);
-                transitions.push(Transition {
-                    execution_id: id.clone(),
-                    expected_version: live.version,
-                    pipeline_name: live.pipeline.record.name.clone(),
-                    pipeline_version: live.pipeline.record.version,
-                    // The store's status is the lifecycle: every unfinished execution
-                    // (running, stopping, queued) is `InProgress`; the state has the rest.
-                    status: if live.state.status.is_finished() { live.state.status.as_str() } else { ExecutionStatus::InProgress.as_str() }
-                        .to_string(),
-                    input_json: live.input_json.to_string(),
-                    state_json: serde_json::to_string(&live.state).expect("state serialises"),
-                    at: now,
-                    ledger: std::mem::take(&mut pending.ledger),
-                    set_timers,
-                    clear_timers,
-                    client_token: if live.version.is_none() { live.client_token.take() } else { None },
-                    dlq: std::mem::take(&mut pending.dlq),
-                });
-                let next = live.version.map_or(1, |v| v + 1);
-                live.version = Some(next);
-                live.unacked += 1;
+                let Some(mut pending) = batch.pending.remove(id) else { continue }; // given up on
+                let t = pending.built.take().expect("enforce_limits built every transition");
+                let next = self.bump_version(id);
+                transitions.push(t);
                 submitted.entries.push((id.clone(), next, pending));
             }
+            if transitions.is_empty() {
+                continue;
+            }
             let (reply, rx) = oneshot::channel();
-            self.committer.send(CommitJob { transitions, reply }).await.map_err(|_| EngineError::Stopped)?;
+            let job = CommitJob::Commit { transitions: transitions.into(), reply };
+            self.committer.send(job).await.map_err(|_| EngineError::Stopped)?;
             submitted.replies.push_back(rx);
+        }
+        if submitted.entries.is_empty() {
+            if submitted.timers_fired {
+                self.refresh_next_timer().await;
+            }
+            return Ok(());
         }
         self.submitted.push_back(submitted);
         Ok(())
     }
 
-    /// Waits for the oldest submitted batch to be durable, then performs its effects.
+    /// Waits for the oldest submitted batch to be durable, then performs its
+    /// effects. A transition the store refused over a limit gives its execution
+    /// up (the engine's own check should have caught it); commits of executions
+    /// given up on are expected to conflict. Any other refusal, or a store error
+    /// that is not transient (the committer retries those), stops the engine.
     async fn acknowledge_oldest(&mut self) -> Result<(), EngineError> {
         let Some(submitted) = self.submitted.pop_front() else { return Ok(()) };
         let mut results = Vec::with_capacity(submitted.entries.len());
@@ -1367,6 +1794,13 @@ impl<S: Store> Driver<S> {
         for ((id, expected, pending), result) in submitted.entries.into_iter().zip(results) {
             let version = match result {
                 Ok(v) => v,
+                Err(_) if self.given_up.contains_key(&id) => {
+                    let fault = self.given_up[&id].fault.clone();
+                    for reply in pending.replies {
+                        reply(Err(EngineError::quarantined(&id, &fault)));
+                    }
+                    continue;
+                }
                 Err(TransitionError::TokenReused { execution_id, same_request }) if expected == 1 => {
                     // The start was a repeat: nothing of it was written; answer with the first execution.
                     self.live.remove(&id);
@@ -1376,6 +1810,11 @@ impl<S: Store> Driver<S> {
                     }
                     continue;
                 }
+                Err(TransitionError::Limit(problem)) => {
+                    let started_at = self.started_at(&id).unwrap_or(submitted.now);
+                    self.give_up(&id, limit_fault(&problem), started_at, None, Some(pending));
+                    continue;
+                }
                 Err(e) => return Err(EngineError::Conflict(e.to_string())),
             };
             if version != expected {
@@ -1383,8 +1822,11 @@ impl<S: Store> Driver<S> {
             }
             self.after_commit(&id, pending, submitted.now);
         }
+        if !self.given_up.is_empty() {
+            self.forget_given_up();
+        }
         if submitted.timers_fired {
-            self.next_timer_due = self.store.next_timer_due().await?;
+            self.refresh_next_timer().await;
         }
         Ok(())
     }
@@ -1433,9 +1875,8 @@ impl<S: Store> Driver<S> {
             self.dispatch(id, a);
         }
         if let Some(status) = pending.finished {
-            if status == ExecutionStatus::Stopped {
-                self.abort_tasks(id); // abandoned attempts: kill them
-            }
+            // Attempts abandoned by a stop or an abort: kill them.
+            self.abort_tasks(id);
             let outcome = outcome_of(&self.live[id].state);
             if notify {
                 let _ = self.notify.send(Notification::ExecutionFinished { execution_id: id.to_string(), status, at: now });
@@ -1499,17 +1940,18 @@ impl<S: Store> Driver<S> {
             input_json: live.input_json.to_string(),
         };
         let tx = self.tx.clone();
-        let inflight = self.inflight.clone();
+        let slots = self.slots.clone();
+        let pipeline_name = pipeline.record.name.clone();
         let in_flight_count = self.tasks_in_flight.clone();
         in_flight_count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         // Decremented when the driver receives the result (or the send fails).
         let http = self.http.clone();
-        let engine = EngineHandle { tx: self.tx.clone(), notify: self.notify.clone() };
+        let engine = EngineHandle { tx: self.tx.clone(), notify: self.notify.clone(), health: self.health.subscribe() };
         let store = self.store.clone();
         let execution_id = execution_id.to_string();
         let task_execution_id = execution_id.to_string();
         let task = tokio::spawn(async move {
-            let _permit = inflight.acquire_owned().await.expect("semaphore never closes");
+            let _slot = slots.acquire(&pipeline_name).await;
             let action = &pipeline.pipeline.stages[id.at.stage].actions[id.at.action];
             let outcome = match &action.kind {
                 ActionKind::Command(spec) => runner::run_command(spec, &ctx).await,

@@ -5,10 +5,14 @@
 //!   commit performs their effects: start attempts on runners, arm durable timers.
 //! - [`runner`]: how attempts run: `command` (argv, no shell), `http`, `noop`.
 //! - [`clock`]: the only place wall-clock time is read.
+//! - [`health`]: ready, degraded (store faults, retried) or stopped.
+//! - [`fair`]: attempt slots shared fairly between pipelines.
 
 pub mod clock;
 pub mod driver;
+pub mod fair;
 pub mod function;
+pub mod health;
 pub mod redrive;
 pub mod runner;
 pub mod service;

@@ -5,7 +5,6 @@ use redrive_core::definition::source::parse_document;
 use redrive_core::machine::ExecutionStatus;
 use redrive_core::time::Timestamp;
 use redrive_engine::{Clock, Driver, DriverConfig, EngineError, LoadedPipeline, SystemClock};
-use redrive_store::faulty::FaultyStore;
 use redrive_store::{ExecutionFilter, SqliteOptions, SqliteStore, Store};
 use std::sync::Arc;
 use std::time::Duration;
@@ -109,36 +108,6 @@ async fn futures_all_timed<S: Store>(store: &S, ids: &[String]) -> usize {
         n += usize::from(!store.execution_timers(id).await.unwrap().is_empty());
     }
     n
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failed_commit_stops_the_engine_and_resume_recovers() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(FaultyStore::new(open(&dir)));
-    let p = pipeline(store.as_ref(), "name: f\nstages:\n  - name: S\n    actions:\n      - name: A\n        noop: {sleepMs: 300}\n").await;
-    let (handle, join) = Driver::spawn(store.clone(), Arc::new(SystemClock), DriverConfig::default());
-    let id = handle.start(p, "{}".into()).await.unwrap();
-    // The attempt is running; its result will not commit.
-    store.set_fail_commits(true);
-    let err = handle.wait(&id).await.unwrap_err();
-    assert!(matches!(err, EngineError::Stopped), "{err}");
-    let cause = join.await.unwrap().unwrap_err();
-    assert!(cause.to_string().contains("injected fault"), "{cause}");
-    // Nothing of the failed transition reached the store: the attempt is still "running".
-    let rec = store.inner().get_execution(&id).await.unwrap().unwrap();
-    assert_eq!(rec.status, "InProgress");
-    assert!(store.inner().ledger(&id).await.unwrap().is_empty());
-
-    // The fault clears; a new engine resumes and finishes the execution.
-    store.heal();
-    let (handle, join) = Driver::spawn(store.clone(), Arc::new(SystemClock), DriverConfig::default());
-    handle.resume(&id).await.unwrap();
-    assert_eq!(handle.wait(&id).await.unwrap().status, ExecutionStatus::Succeeded);
-    let ledger = store.ledger(&id).await.unwrap();
-    assert_eq!(ledger[0].exception_type.as_deref(), Some("Step.SERVICE_FAULT"), "the lost attempt is recorded as a service fault");
-    assert_eq!(ledger.last().unwrap().outcome, "SUCCEEDED");
-    handle.shutdown().await;
-    join.await.unwrap().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -162,7 +162,7 @@ fn timer(id: &str, key: &str, due: i64) -> TimerRecord {
 /// Commits one transition and returns its result.
 async fn commit_one<S: Store>(store: &S, t: Transition) -> Result<u64, TransitionError> {
     let what = format!("commit of a transition for {}", t.execution_id);
-    let mut results = store.commit(vec![t]).await.unwrap_or_else(|e| panic!("{what} failed: {e}"));
+    let mut results = store.commit(vec![t].into()).await.unwrap_or_else(|e| panic!("{what} failed: {e}"));
     assert_eq!(results.len(), 1, "{what}: commit must return one result per transition");
     results.pop().unwrap()
 }
@@ -262,11 +262,11 @@ pub async fn create_and_update<S: Store>(store: &S) {
     assert_eq!(commit_one(store, update("e1", 2, 60)).await, Ok(3));
 
     // Several transitions of one execution in one commit apply in order.
-    let results = store.commit(vec![create("e2", 70), update("e2", 1, 71), update("e2", 2, 72)]).await.unwrap();
+    let results = store.commit(vec![create("e2", 70), update("e2", 1, 71), update("e2", 2, 72)].into()).await.unwrap();
     assert_eq!(results, vec![Ok(1), Ok(2), Ok(3)], "transitions in one commit apply in order");
     assert_eq!(version_of(store, "e2").await, Some(3));
 
-    assert_eq!(store.commit(Vec::new()).await.unwrap(), Vec::new(), "an empty commit returns no results");
+    assert_eq!(store.commit(Vec::new().into()).await.unwrap(), Vec::new(), "an empty commit returns no results");
 }
 
 /// A stale `expected_version` is refused and nothing of that transition (state,
@@ -336,7 +336,7 @@ pub async fn double_create_is_refused<S: Store>(store: &S) {
     assert!(store.ledger("dup").await.unwrap().is_empty(), "a refused create must not write ledger rows");
     assert!(store.execution_timers("dup").await.unwrap().is_empty(), "a refused create must not write timers");
 
-    let results = store.commit(vec![create("pair", 20), create("pair", 21)]).await.unwrap();
+    let results = store.commit(vec![create("pair", 20), create("pair", 21)].into()).await.unwrap();
     assert_eq!(
         results,
         vec![Ok(1), Err(TransitionError::AlreadyExists("pair".into()))],
@@ -347,7 +347,7 @@ pub async fn double_create_is_refused<S: Store>(store: &S) {
 
 /// One commit with good and conflicting transitions applies only the good ones.
 pub async fn mixed_commit_applies_only_good_transitions<S: Store>(store: &S) {
-    let results = store.commit(vec![create("a", 0), create("b", 1)]).await.unwrap();
+    let results = store.commit(vec![create("a", 0), create("b", 1)].into()).await.unwrap();
     assert_eq!(results, vec![Ok(1), Ok(1)]);
     let b_before = store.get_execution("b").await.unwrap().unwrap();
 
@@ -357,7 +357,7 @@ pub async fn mixed_commit_applies_only_good_transitions<S: Store>(store: &S) {
     let mut bad = update("b", 5, 10);
     bad.ledger = vec![entry("b", "Compile", 1, false)];
     bad.set_timers = vec![timer("b", "tb", 50)];
-    let results = store.commit(vec![good, bad, create("c", 10), create("a", 10)]).await.unwrap();
+    let results = store.commit(vec![good, bad, create("c", 10), create("a", 10)].into()).await.unwrap();
     assert_eq!(
         results,
         vec![
@@ -387,7 +387,7 @@ pub async fn ledger_round_trip<S: Store>(store: &S) {
     c.ledger = vec![entry("x", "Compile", 1, true), entry("x", "Compile", 2, false)];
     let mut y = create("y", 0);
     y.ledger = vec![entry("y", "Lint", 1, false)];
-    assert_eq!(store.commit(vec![c.clone(), y.clone()]).await.unwrap(), vec![Ok(1), Ok(1)]);
+    assert_eq!(store.commit(vec![c.clone(), y.clone()].into()).await.unwrap(), vec![Ok(1), Ok(1)]);
 
     let mut u = update("x", 1, 20);
     let mut third = entry("x", "Test", 1, true);
@@ -422,7 +422,7 @@ pub async fn timers<S: Store>(store: &S) {
     c1.set_timers = vec![timer("t1", "k2", 300), timer("t1", "k1", 100)];
     let mut c2 = create("t2", 0);
     c2.set_timers = vec![timer("t2", "k1", 200)];
-    assert_eq!(store.commit(vec![c1, c2]).await.unwrap(), vec![Ok(1), Ok(1)]);
+    assert_eq!(store.commit(vec![c1, c2].into()).await.unwrap(), vec![Ok(1), Ok(1)]);
 
     assert_eq!(
         sorted_timers(store, "t1").await,
@@ -492,7 +492,7 @@ pub async fn timers<S: Store>(store: &S) {
     u.clear_timers = vec!["k1".to_owned()];
     let mut v = update("t3", 1, 50);
     v.clear_timers = vec!["a".to_owned(), "b".to_owned()];
-    assert_eq!(store.commit(vec![u, v]).await.unwrap(), vec![Ok(4), Ok(2)]);
+    assert_eq!(store.commit(vec![u, v].into()).await.unwrap(), vec![Ok(4), Ok(2)]);
     assert_eq!(store.next_timer_due().await.unwrap(), None, "no timers left");
 }
 
@@ -509,13 +509,13 @@ pub async fn list_executions<S: Store>(store: &S) {
         t.pipeline_name = pipeline.to_owned();
         batch.push(t);
     }
-    assert!(store.commit(batch).await.unwrap().iter().all(Result::is_ok));
+    assert!(store.commit(batch.into()).await.unwrap().iter().all(Result::is_ok));
     let mut finish_l4 = update("l4", 1, 60);
     finish_l4.status = "Succeeded".to_owned();
     let mut finish_l2 = update("l2", 1, 61);
     finish_l2.pipeline_name = OTHER_PIPELINE.to_owned();
     finish_l2.status = "Failed".to_owned();
-    assert_eq!(store.commit(vec![finish_l4, finish_l2]).await.unwrap(), vec![Ok(2), Ok(2)]);
+    assert_eq!(store.commit(vec![finish_l4, finish_l2].into()).await.unwrap(), vec![Ok(2), Ok(2)]);
 
     let all = store.list_executions(filter(None, false, 10)).await.unwrap();
     assert_eq!(ids(&all), ["l5", "l4", "l3", "l2", "l1"], "all executions, newest (created_at) first");
@@ -539,7 +539,7 @@ pub async fn list_executions<S: Store>(store: &S) {
 
     // The page cap.
     let many: Vec<Transition> = (0..=MAX_PAGE_SIZE).map(|i| create(&format!("m{i:05}"), 100 + i as i64)).collect();
-    assert!(store.commit(many).await.unwrap().iter().all(Result::is_ok));
+    assert!(store.commit(many.into()).await.unwrap().iter().all(Result::is_ok));
     let capped = store.list_executions(filter(None, false, MAX_PAGE_SIZE * 5)).await.unwrap();
     assert_eq!(capped.len(), MAX_PAGE_SIZE, "limit is capped at MAX_PAGE_SIZE");
     assert_eq!(capped[0].id, format!("m{MAX_PAGE_SIZE:05}"), "the capped page starts with the newest");
@@ -561,7 +561,7 @@ pub async fn limits_enforced<S: Store>(store: &S) {
     async fn expect_refused_alone<S: Store>(store: &S, bad: Transition, what: &str, needle: &str) {
         let neighbour = create(&format!("{}-neighbour", bad.execution_id), 0);
         let (bad_id, neighbour_id, creates) = (bad.execution_id.clone(), neighbour.execution_id.clone(), bad.expected_version.is_none());
-        match store.commit(vec![neighbour, bad]).await.unwrap().as_slice() {
+        match store.commit(vec![neighbour, bad].into()).await.unwrap().as_slice() {
             [Ok(1), Err(TransitionError::Limit(m))] => assert!(m.contains(needle), "{what}: the refusal must mention {needle}: {m}"),
             other => panic!("{what}: expected [Ok(1), Err(Limit)], got {other:?}"),
         }
@@ -572,7 +572,7 @@ pub async fn limits_enforced<S: Store>(store: &S) {
     }
 
     let too_many: Vec<Transition> = (0..=MAX_TRANSITIONS_PER_COMMIT).map(|i| create(&format!("many{i}"), 0)).collect();
-    expect_limit(store.commit(too_many).await, "commit of MAX_TRANSITIONS_PER_COMMIT + 1 transitions");
+    expect_limit(store.commit(too_many.into()).await, "commit of MAX_TRANSITIONS_PER_COMMIT + 1 transitions");
     assert_eq!(store.get_execution("many0").await.unwrap(), None, "a refused commit writes nothing");
 
     let mut big_state = create("big-state", 0);
@@ -628,7 +628,7 @@ pub async fn limits_enforced<S: Store>(store: &S) {
     let p = store.put_pipeline("at-limit", &definition, None, ts(0)).await.unwrap();
     assert_eq!(p.definition_json.len(), MAX_DEFINITION_BYTES, "a definition exactly at the limit is accepted");
     let full: Vec<Transition> = (0..MAX_TRANSITIONS_PER_COMMIT).map(|i| create(&format!("full{i}"), 0)).collect();
-    let results = store.commit(full).await.unwrap();
+    let results = store.commit(full.into()).await.unwrap();
     assert_eq!(results.len(), MAX_TRANSITIONS_PER_COMMIT);
     assert!(results.iter().all(Result::is_ok), "a commit of exactly MAX_TRANSITIONS_PER_COMMIT is accepted");
 }
@@ -645,7 +645,7 @@ pub async fn group_commit_under_concurrency<S: Store>(store: Arc<S>) {
             let mut t = create(&id, i as i64);
             t.ledger = vec![entry(&id, "Compile", 1, false)];
             t.set_timers = vec![timer(&id, "k", 1_000 + i as i64)];
-            store.commit(vec![t]).await
+            store.commit(vec![t].into()).await
         }));
     }
     for (i, task) in tasks.into_iter().enumerate() {
@@ -876,7 +876,7 @@ pub async fn client_token_idempotency<S: Store>(store: &S) {
     assert_eq!(commit_one(store, create_with_token("t", PIPELINE, "t", "A")).await, Ok(1), "tokens are case-sensitive");
 
     let results =
-        store.commit(vec![create_with_token("e5", PIPELINE, "U", "A"), create_with_token("e6", PIPELINE, "U", "A")]).await.unwrap();
+        store.commit(vec![create_with_token("e5", PIPELINE, "U", "A"), create_with_token("e6", PIPELINE, "U", "A")].into()).await.unwrap();
     assert_eq!(results, vec![Ok(1), reused("e5", true)], "a token used earlier in the same commit is reused");
 
     // The token is checked before the execution id, and a refused create does not consume its token.
@@ -945,7 +945,7 @@ pub async fn concurrent_starts_with_one_token<S: Store>(store: Arc<S>) {
         tasks.push(tokio::spawn(async move {
             let id = format!("race{i:02}");
             barrier.wait().await;
-            (id.clone(), store.commit(vec![create_with_token(&id, PIPELINE, "one-token", "same-payload")]).await)
+            (id.clone(), store.commit(vec![create_with_token(&id, PIPELINE, "one-token", "same-payload")].into()).await)
         }));
     }
     let mut outcomes = Vec::new();
@@ -1004,11 +1004,11 @@ pub async fn execution_pagination<S: Store>(store: &S) {
     for half in [second, first] {
         let batch: Vec<Transition> =
             half.iter().map(|(id, pipeline, at, _)| Transition { pipeline_name: (*pipeline).to_owned(), ..create(id, *at) }).collect();
-        assert!(store.commit(batch).await.unwrap().iter().all(Result::is_ok));
+        assert!(store.commit(batch.into()).await.unwrap().iter().all(Result::is_ok));
     }
     let finish: Vec<Transition> =
         rows.iter().filter(|r| r.3).map(|(id, _, _, _)| Transition { status: "Succeeded".into(), ..update(id, 1, 1_000) }).collect();
-    assert!(store.commit(finish).await.unwrap().iter().all(Result::is_ok));
+    assert!(store.commit(finish.into()).await.unwrap().iter().all(Result::is_ok));
 
     let mut sorted = rows.clone();
     sorted.sort_by(|a, b| (b.2, &b.0).cmp(&(a.2, &a.0)));
@@ -1049,7 +1049,7 @@ pub async fn execution_pagination<S: Store>(store: &S) {
     let mut newer = create("zz-newest", 10_000);
     newer.pipeline_name = PIPELINE.to_owned();
     let same_instant = create("x99", first_page.last().unwrap().created_at.unix_ms() - BASE_MS);
-    assert_eq!(store.commit(vec![newer, same_instant]).await.unwrap(), vec![Ok(1), Ok(1)]);
+    assert_eq!(store.commit(vec![newer, same_instant].into()).await.unwrap(), vec![Ok(1), Ok(1)]);
     let second_page = store
         .list_executions(ExecutionFilter { before: Some(first_page.last().unwrap().cursor()), ..filter(None, false, 5) })
         .await
@@ -1069,8 +1069,9 @@ pub async fn ledger_listing<S: Store>(store: &S) {
         t.ledger = (1..=n).map(|a| entry(id, "Compile", a, a < n)).collect();
         t
     };
-    let results =
-        store.commit(vec![in_pipeline("a1", PIPELINE, 2), in_pipeline("b1", OTHER_PIPELINE, 1), in_pipeline("a2", PIPELINE, 1)]).await;
+    let results = store
+        .commit(vec![in_pipeline("a1", PIPELINE, 2), in_pipeline("b1", OTHER_PIPELINE, 1), in_pipeline("a2", PIPELINE, 1)].into())
+        .await;
     assert_eq!(results.unwrap(), vec![Ok(1), Ok(1), Ok(1)]);
     for round in 1..=3_u64 {
         let mut a1 = update("a1", round, 10 * round as i64);
@@ -1082,7 +1083,7 @@ pub async fn ledger_listing<S: Store>(store: &S) {
         b1.ledger = vec![entry("b1", "Lint", round as u32, true)];
         let mut a2 = update("a2", round, 10 * round as i64);
         a2.ledger = vec![entry("a2", "Deploy", 1, false), entry("a2", "Deploy", 2, false)];
-        assert_eq!(store.commit(vec![a1, b1, a2]).await.unwrap(), vec![Ok(round + 1); 3]);
+        assert_eq!(store.commit(vec![a1, b1, a2].into()).await.unwrap(), vec![Ok(round + 1); 3]);
     }
 
     let mut expected: Vec<LedgerEntry> = Vec::new();
@@ -1273,7 +1274,7 @@ pub async fn dlq_enter_take_resolve<S: Store>(store: &S) {
     let mut again_create = redrive("d1", "d1-r2", 30);
     again_create.ledger = vec![entry("d1-r2", "Compile", 1, false)];
     again_create.set_timers = vec![timer("d1-r2", "k", 100)];
-    let results = store.commit(vec![again, update("d1-r1", 1, 30), again_create, redrive("ghost", "g-r1", 30)]).await.unwrap();
+    let results = store.commit(vec![again, update("d1-r1", 1, 30), again_create, redrive("ghost", "g-r1", 30)].into()).await.unwrap();
     assert_eq!(results, vec![not_queued("d1"), Ok(2), not_queued("d1"), not_queued("ghost")], "a Take of a non-QUEUED or missing entry");
     assert_eq!(version_of(store, "d1").await, Some(1), "a refused update keeps the execution's version");
     assert_eq!(store.get_execution("d1").await.unwrap().unwrap().status, "Failed", "and its status");
@@ -1374,7 +1375,7 @@ pub async fn dlq_enter_take_resolve<S: Store>(store: &S) {
 /// anything else: not the queue an `Enter` would have created, not its ledger
 /// entries or timers.
 pub async fn dlq_atomicity<S: Store>(store: &S) {
-    assert_eq!(store.commit(vec![failed_create("a1", "atomic", 0), create("holder", 0)]).await.unwrap(), vec![Ok(1), Ok(1)]);
+    assert_eq!(store.commit(vec![failed_create("a1", "atomic", 0), create("holder", 0)].into()).await.unwrap(), vec![Ok(1), Ok(1)]);
     assert_eq!(commit_one(store, redrive("a1", "a1-r1", 10)).await, Ok(1));
     let a1 = dlq_entry(store, "a1").await;
 
@@ -1475,7 +1476,7 @@ pub async fn dlq_filters_and_paging<S: Store>(store: &S) {
     }
     let later = creates.split_off(20);
     for batch in [later, creates] {
-        assert!(store.commit(batch).await.unwrap().iter().all(Result::is_ok));
+        assert!(store.commit(batch.into()).await.unwrap().iter().all(Result::is_ok));
     }
     // In each queue, the first entry is redriven and comes back (a count of 1),
     // the second stays redriven, the third is resolved; retry's first entry is
@@ -1622,7 +1623,7 @@ pub async fn dlq_filters_and_paging<S: Store>(store: &S) {
 
     // The page cap.
     let many: Vec<Transition> = (0..=MAX_PAGE_SIZE).map(|i| failed_create(&format!("m{i:05}"), "many", 5_000 + i as i64)).collect();
-    assert!(store.commit(many).await.unwrap().iter().all(Result::is_ok));
+    assert!(store.commit(many.into()).await.unwrap().iter().all(Result::is_ok));
     let many = |limit: usize| DlqEntryFilter { queue: Some("many".into()), limit, ..DlqEntryFilter::default() };
     assert_eq!(store.list_dlq_entries(many(0)).await.unwrap().len(), MAX_PAGE_SIZE, "limit 0 means the largest page");
     let capped = store.list_dlq_entries(many(MAX_PAGE_SIZE * 5)).await.unwrap();
@@ -1678,16 +1679,16 @@ pub async fn dlq_queues<S: Store>(store: &S) {
         failed_create("b5", "q-b", 90),
         failed_create("a1", "q-a", 80),
     ];
-    assert!(store.commit(batch).await.unwrap().iter().all(Result::is_ok));
+    assert!(store.commit(batch.into()).await.unwrap().iter().all(Result::is_ok));
     assert_eq!(
-        store.commit(vec![redrive("b1", "b1-r", 200), redrive("b3", "b3-r", 200), redrive("b4", "b4-r", 200)]).await.unwrap(),
+        store.commit(vec![redrive("b1", "b1-r", 200), redrive("b3", "b3-r", 200), redrive("b4", "b4-r", 200)].into()).await.unwrap(),
         vec![Ok(1); 3]
     );
     let mut back = update("b1-r", 1, 210);
     back.dlq = vec![DlqOp::Enter(dlq_write("b1", "q-b", "b1-r", 205))];
     let mut done = update("b4-r", 1, 220);
     done.dlq = vec![resolve("b4")];
-    assert_eq!(store.commit(vec![back, done]).await.unwrap(), vec![Ok(2), Ok(2)]);
+    assert_eq!(store.commit(vec![back, done].into()).await.unwrap(), vec![Ok(2), Ok(2)]);
     let stats = |queue: DlqQueueRecord, depth, poison, redriven, oldest: Option<i64>| DlqQueueStats {
         queue,
         depth,
@@ -1747,17 +1748,17 @@ pub async fn dlq_purge<S: Store>(store: &S) {
         }
         batch.push(t);
     }
-    assert!(store.commit(batch).await.unwrap().iter().all(Result::is_ok));
+    assert!(store.commit(batch.into()).await.unwrap().iter().all(Result::is_ok));
     // e0 redriven, e1 resolved (after a redrive), e2 back with count 1.
     assert_eq!(
-        store.commit(vec![redrive("e0", "e0-r", 100), redrive("e1", "e1-r", 100), redrive("e2", "e2-r", 100)]).await.unwrap(),
+        store.commit(vec![redrive("e0", "e0-r", 100), redrive("e1", "e1-r", 100), redrive("e2", "e2-r", 100)].into()).await.unwrap(),
         vec![Ok(1); 3]
     );
     let mut done = update("e1-r", 1, 110);
     done.dlq = vec![resolve("e1")];
     let mut back = update("e2-r", 1, 110);
     back.dlq = vec![DlqOp::Enter(dlq_write("e2", "p1", "e2-r", 105))];
-    assert_eq!(store.commit(vec![done, back]).await.unwrap(), vec![Ok(2), Ok(2)]);
+    assert_eq!(store.commit(vec![done, back].into()).await.unwrap(), vec![Ok(2), Ok(2)]);
     let queued_ids = |entries: Vec<DlqEntryRecord>| entries.into_iter().map(|e| e.id).collect::<Vec<_>>();
     let queued_in =
         |queue: &str| DlqEntryFilter { queue: Some(queue.into()), state: Some(DlqEntryState::Queued), ..DlqEntryFilter::default() };
@@ -1958,7 +1959,7 @@ pub async fn dlq_limits_enforced<S: Store>(store: &S) {
         neighbour.dlq.insert(0, resolve("nothing"));
         let mut bad = bad;
         bad.dlq.insert(0, resolve("nothing"));
-        expect_limit(store.commit(vec![neighbour, bad]).await, what, "dlq[1]");
+        expect_limit(store.commit(vec![neighbour, bad].into()).await, what, "dlq[1]");
         assert_eq!(store.get_execution("x").await.unwrap(), None, "{what}: a refused transition writes no execution");
         assert_eq!(store.get_dlq_entry("x").await.unwrap(), None, "{what}: a refused transition writes no entry");
         assert_eq!(store.get_dlq_queue("limits").await.unwrap(), None, "{what}: a refused transition creates no queue");

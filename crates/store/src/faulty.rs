@@ -8,6 +8,7 @@
 use crate::{
     CommitResult, CommitStats, DlqEntryFilter, DlqEntryRecord, DlqQueueRecord, DlqQueueStats, ExecutionFilter, ExecutionRecord,
     LedgerEntry, LedgerFilter, PipelineRecord, RedriveRunFilter, RedriveRunRecord, Store, StoreError, TimerRecord, Transition,
+    TransitionError,
 };
 use redrive_core::time::Timestamp;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -49,6 +50,12 @@ impl FaultSwitch {
 /// - read faults: every query method fails (including [`Store::list_pipelines`],
 ///   [`Store::list_ledger`] and the dead-letter and redrive-run queries).
 ///
+/// - lost-store faults: every write fails with [`StoreError::Lost`] (the file
+///   was deleted underneath), which is not transient;
+/// - refused executions: a transition of a named execution is refused alone
+///   with [`TransitionError::Limit`] (the others of its commit go through),
+///   like a store whose last-line limit check disagrees with the engine's.
+///
 /// [`Store::stats`] is never faulted.
 pub struct FaultyStore<S: Store> {
     inner: S,
@@ -56,6 +63,8 @@ pub struct FaultyStore<S: Store> {
     lost_acks: FaultSwitch,
     pipelines: FaultSwitch,
     reads: FaultSwitch,
+    lost: AtomicBool,
+    refused: std::sync::Mutex<std::collections::HashSet<String>>,
     injected: AtomicU64,
 }
 
@@ -67,6 +76,8 @@ impl<S: Store> FaultyStore<S> {
             lost_acks: FaultSwitch::default(),
             pipelines: FaultSwitch::default(),
             reads: FaultSwitch::default(),
+            lost: AtomicBool::new(false),
+            refused: std::sync::Mutex::new(std::collections::HashSet::new()),
             injected: AtomicU64::new(0),
         }
     }
@@ -129,17 +140,38 @@ impl<S: Store> FaultyStore<S> {
         self.reads.always.store(fail, Ordering::SeqCst);
     }
 
+    /// While `true`, every commit and quarantine fails with [`StoreError::Lost`].
+    pub fn set_lost(&self, lost: bool) {
+        self.lost.store(lost, Ordering::SeqCst);
+    }
+
+    /// From now on, every transition of `execution_id` is refused alone with
+    /// [`TransitionError::Limit`] (message [`INJECTED_FAULT`]).
+    pub fn refuse_execution(&self, execution_id: &str) {
+        self.refused.lock().unwrap_or_else(|e| e.into_inner()).insert(execution_id.to_string());
+    }
+
     /// Clears every pending and permanent fault.
     pub fn heal(&self) {
         for switch in [&self.commits, &self.lost_acks, &self.pipelines, &self.reads] {
             switch.next.store(0, Ordering::SeqCst);
             switch.always.store(false, Ordering::SeqCst);
         }
+        self.lost.store(false, Ordering::SeqCst);
+        self.refused.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
     /// How many faults have been injected so far.
     pub fn injected_faults(&self) -> u64 {
         self.injected.load(Ordering::SeqCst)
+    }
+
+    fn check_lost(&self) -> Result<(), StoreError> {
+        if self.lost.load(Ordering::SeqCst) {
+            self.injected.fetch_add(1, Ordering::SeqCst);
+            return Err(StoreError::Lost(INJECTED_FAULT.into()));
+        }
+        Ok(())
     }
 
     fn check(&self, switch: &FaultSwitch) -> Result<(), StoreError> {
@@ -201,11 +233,25 @@ impl<S: Store> Store for FaultyStore<S> {
         self.inner.list_pipelines(after_name, limit).await
     }
 
-    async fn commit(&self, transitions: Vec<Transition>) -> Result<CommitResult, StoreError> {
+    async fn commit(&self, transitions: std::sync::Arc<[Transition]>) -> Result<CommitResult, StoreError> {
+        self.check_lost()?;
         self.check(&self.commits)?;
-        let result = self.inner.commit(transitions).await?;
+        let refused: Vec<bool> = {
+            let ids = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+            transitions.iter().map(|t| ids.contains(&t.execution_id)).collect()
+        };
+        if !refused.iter().any(|r| *r) {
+            let result = self.inner.commit(transitions).await?;
+            self.check(&self.lost_acks)?;
+            return Ok(result);
+        }
+        let passed: Vec<Transition> = transitions.iter().zip(&refused).filter(|(_, r)| !**r).map(|(t, _)| t.clone()).collect();
+        let mut applied = if passed.is_empty() { Vec::new() } else { self.inner.commit(passed.into()).await? }.into_iter();
         self.check(&self.lost_acks)?;
-        Ok(result)
+        Ok(refused
+            .into_iter()
+            .map(|r| if r { Err(TransitionError::Limit(INJECTED_FAULT.into())) } else { applied.next().expect("one result each") })
+            .collect())
     }
 
     async fn quarantine_execution(
@@ -215,6 +261,7 @@ impl<S: Store> Store for FaultyStore<S> {
         fault: crate::ExecutionFault,
         at: Timestamp,
     ) -> Result<Option<u64>, StoreError> {
+        self.check_lost()?;
         self.check(&self.commits)?;
         self.inner.quarantine_execution(id, status, fault, at).await
     }

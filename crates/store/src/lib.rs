@@ -14,6 +14,7 @@
 
 use redrive_core::time::Timestamp;
 use std::future::Future;
+use std::sync::Arc;
 
 pub mod conformance;
 pub mod faulty;
@@ -525,7 +526,9 @@ pub trait Store: Send + Sync + 'static {
     /// [`TransitionError::Limit`] — refuses only that transition). Resolves only
     /// after the data is durable. [`StoreError::Limit`] only for more than
     /// [`limits::MAX_TRANSITIONS_PER_COMMIT`] transitions.
-    fn commit(&self, transitions: Vec<Transition>) -> impl Future<Output = Result<CommitResult, StoreError>> + Send;
+    /// The transitions are shared (`Arc`) so that a caller can retry the same
+    /// commit after a transient [`StoreError::Unavailable`] without copying them.
+    fn commit(&self, transitions: Arc<[Transition]>) -> impl Future<Output = Result<CommitResult, StoreError>> + Send;
 
     /// Quarantines an execution the engine cannot drive: whatever its version,
     /// sets `status` (a finished one) and `fault`, bumps the version (so any

@@ -886,15 +886,15 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn commit(&self, transitions: Vec<Transition>) -> Result<CommitResult, StoreError> {
+    async fn commit(&self, transitions: Arc<[Transition]>) -> Result<CommitResult, StoreError> {
         check_commit(&transitions)?;
         let refusals: Vec<Option<String>> = transitions.iter().map(|t| check_transition(t).err()).collect();
-        let valid: Vec<Transition> = transitions.into_iter().zip(&refusals).filter(|(_, r)| r.is_none()).map(|(t, _)| t).collect();
+        let valid: Vec<usize> = refusals.iter().enumerate().filter(|(_, r)| r.is_none()).map(|(i, _)| i).collect();
         let mut applied = if valid.is_empty() {
             Vec::new()
         } else {
             let (reply, rx) = oneshot::channel();
-            self.send(WriteRequest::Commit { transitions: valid, reply }).await?;
+            self.send(WriteRequest::Commit { transitions, valid, reply }).await?;
             rx.await.map_err(|_| writer_gone())??
         }
         .into_iter();
@@ -1143,14 +1143,45 @@ struct WriterHandle {
 
 /// One caller's write, answered after the group containing it commits.
 enum WriteRequest {
-    Commit { transitions: Vec<Transition>, reply: oneshot::Sender<Result<CommitResult, StoreError>> },
-    Pipeline { write: PipelineWrite, reply: oneshot::Sender<Result<PipelineRecord, StoreError>> },
-    DeletePipeline { name: String, now: Timestamp, reply: oneshot::Sender<Result<bool, StoreError>> },
-    DlqQueue { write: DlqQueueWrite, reply: oneshot::Sender<Result<DlqQueueRecord, StoreError>> },
-    PurgeDlq { filter: DlqEntryFilter, reply: oneshot::Sender<Result<u64, StoreError>> },
-    RedriveRun { write: RedriveRunWrite, reply: oneshot::Sender<Result<(), StoreError>> },
-    InterruptRedriveRuns { now: Timestamp, reply: oneshot::Sender<Result<u64, StoreError>> },
-    Quarantine { id: String, status: String, fault: ExecutionFault, at: Timestamp, reply: oneshot::Sender<Result<Option<u64>, StoreError>> },
+    /// The transitions at the indexes in `valid` (the others were refused by
+    /// [`check_transition`] and are answered by the caller).
+    Commit {
+        transitions: Arc<[Transition]>,
+        valid: Vec<usize>,
+        reply: oneshot::Sender<Result<CommitResult, StoreError>>,
+    },
+    Pipeline {
+        write: PipelineWrite,
+        reply: oneshot::Sender<Result<PipelineRecord, StoreError>>,
+    },
+    DeletePipeline {
+        name: String,
+        now: Timestamp,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
+    },
+    DlqQueue {
+        write: DlqQueueWrite,
+        reply: oneshot::Sender<Result<DlqQueueRecord, StoreError>>,
+    },
+    PurgeDlq {
+        filter: DlqEntryFilter,
+        reply: oneshot::Sender<Result<u64, StoreError>>,
+    },
+    RedriveRun {
+        write: RedriveRunWrite,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    InterruptRedriveRuns {
+        now: Timestamp,
+        reply: oneshot::Sender<Result<u64, StoreError>>,
+    },
+    Quarantine {
+        id: String,
+        status: String,
+        fault: ExecutionFault,
+        at: Timestamp,
+        reply: oneshot::Sender<Result<Option<u64>, StoreError>>,
+    },
 }
 
 /// Which pipeline write: the three differ only in when a new version is inserted.
@@ -1191,7 +1222,7 @@ impl WriteRequest {
     /// Counted against [`SqliteOptions::max_batch_transitions`].
     fn weight(&self) -> usize {
         match self {
-            WriteRequest::Commit { transitions, .. } => transitions.len(),
+            WriteRequest::Commit { valid, .. } => valid.len(),
             WriteRequest::Pipeline { .. }
             | WriteRequest::DeletePipeline { .. }
             | WriteRequest::DlqQueue { .. }
@@ -1391,10 +1422,10 @@ impl Writer {
         let mut outcomes = Vec::with_capacity(group.len());
         for request in group {
             outcomes.push(match request {
-                WriteRequest::Commit { transitions, .. } => {
-                    let mut results = Vec::with_capacity(transitions.len());
-                    for t in transitions {
-                        results.push(self.apply_transition_isolated(t)?);
+                WriteRequest::Commit { transitions, valid, .. } => {
+                    let mut results = Vec::with_capacity(valid.len());
+                    for &i in valid {
+                        results.push(self.apply_transition_isolated(&transitions[i])?);
                     }
                     Applied::Commit(results)
                 }
@@ -2322,7 +2353,7 @@ mod tests {
                 dlq: Vec::new(),
             };
             u.ledger.push(LedgerEntry { execution_id: "e2".into(), ..build_ledger[0].clone() });
-            assert_eq!(store.commit(vec![u]).await.unwrap(), vec![Ok(2)]);
+            assert_eq!(store.commit(vec![u].into()).await.unwrap(), vec![Ok(2)]);
             assert_eq!(store.list_ledger(LedgerFilter { pipeline_name: "build".into(), ..Default::default() }).await.unwrap().len(), 3);
         }
         // Reopening does not migrate again.
@@ -2526,7 +2557,7 @@ mod tests {
                     last_failure_at: Timestamp::from_unix_ms(1510),
                 })],
             };
-            assert_eq!(store.commit(vec![u]).await.unwrap(), vec![Ok(3)]);
+            assert_eq!(store.commit(vec![u].into()).await.unwrap(), vec![Ok(3)]);
             let entry = store.get_dlq_entry("e1").await.unwrap().unwrap();
             assert_eq!((entry.state, entry.redrive_count, entry.max_redrives), (DlqEntryState::Queued, 0, DEFAULT_MAX_REDRIVES));
             let queue = store.get_dlq_queue("retry").await.unwrap().unwrap();

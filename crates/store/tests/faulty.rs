@@ -52,17 +52,17 @@ async fn injected_commit_failure_writes_nothing_and_later_commit_succeeds() {
     let store = FaultyStore::new(SqliteStore::open(&dir.path().join("db"), SqliteOptions::default()).unwrap());
 
     store.fail_next_commits(2);
-    assert_injected(store.commit(vec![create("e1")]).await);
-    assert_injected(store.commit(vec![create("e1")]).await);
+    assert_injected(store.commit(vec![create("e1")].into()).await);
+    assert_injected(store.commit(vec![create("e1")].into()).await);
     assert_eq!(store.get_execution("e1").await.unwrap(), None, "an injected failure writes nothing");
     assert_eq!(store.stats().commits, 0, "the inner store was not called");
-    assert_eq!(store.commit(vec![create("e1")]).await.unwrap(), vec![Ok(1)], "later commits succeed");
+    assert_eq!(store.commit(vec![create("e1")].into()).await.unwrap(), vec![Ok(1)], "later commits succeed");
 
     store.set_fail_commits(true);
-    assert_injected(store.commit(vec![create("e2")]).await);
-    assert_injected(store.commit(vec![create("e2")]).await);
+    assert_injected(store.commit(vec![create("e2")].into()).await);
+    assert_injected(store.commit(vec![create("e2")].into()).await);
     store.set_fail_commits(false);
-    assert_eq!(store.commit(vec![create("e2")]).await.unwrap(), vec![Ok(1)]);
+    assert_eq!(store.commit(vec![create("e2")].into()).await.unwrap(), vec![Ok(1)]);
     assert_eq!(store.injected_faults(), 4);
 }
 
@@ -71,9 +71,9 @@ async fn lost_ack_commits_but_reports_failure() {
     let dir = tempfile::tempdir().unwrap();
     let store = FaultyStore::new(SqliteStore::open(&dir.path().join("db"), SqliteOptions::default()).unwrap());
     store.lose_next_commit_acks(1);
-    assert_injected(store.commit(vec![create("e1")]).await);
+    assert_injected(store.commit(vec![create("e1")].into()).await);
     assert_eq!(store.get_execution("e1").await.unwrap().unwrap().version, 1, "the commit was applied");
-    assert!(store.commit(vec![create("e1")]).await.unwrap()[0].is_err(), "a retry sees AlreadyExists");
+    assert!(store.commit(vec![create("e1")].into()).await.unwrap()[0].is_err(), "a retry sees AlreadyExists");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -87,7 +87,7 @@ async fn data_survives_close_and_reopen() {
     {
         let store = SqliteStore::open(&path, SqliteOptions::default()).unwrap();
         store.put_pipeline("p", "{}", Some("/x"), Timestamp::from_unix_ms(1)).await.unwrap();
-        assert_eq!(store.commit(vec![create("e1", 10), create("e2", 20)]).await.unwrap(), vec![Ok(1), Ok(1)]);
+        assert_eq!(store.commit(vec![create("e1", 10), create("e2", 20)].into()).await.unwrap(), vec![Ok(1), Ok(1)]);
     }
     let store = SqliteStore::open(&path, SqliteOptions::default()).unwrap();
     assert_eq!(store.get_pipeline("p", None).await.unwrap().unwrap().version, 1);
@@ -100,7 +100,7 @@ async fn data_survives_close_and_reopen() {
     let ro = SqliteStore::open_read_only(&path).unwrap();
     assert!(ro.is_read_only());
     assert_eq!(ro.list_executions(Default::default()).await.unwrap().len(), 2);
-    match ro.commit(vec![create("e3", 30)]).await {
+    match ro.commit(vec![create("e3", 30)].into()).await {
         Err(StoreError::Unavailable(m)) => assert!(m.contains("read-only"), "{m}"),
         other => panic!("a read-only store must refuse writes, got {other:?}"),
     }
@@ -141,7 +141,7 @@ async fn dlq_survives_reopen_and_read_only_refuses_its_writes() {
             first_failure_at: Timestamp::from_unix_ms(9),
             last_failure_at: Timestamp::from_unix_ms(9),
         })];
-        assert_eq!(store.commit(vec![failed]).await.unwrap(), vec![Ok(1)]);
+        assert_eq!(store.commit(vec![failed].into()).await.unwrap(), vec![Ok(1)]);
         store.configure_dlq_queue("q", 7, at).await.unwrap();
         store.create_redrive_run(run.clone()).await.unwrap();
     }
@@ -171,10 +171,10 @@ async fn read_only_can_inspect_while_engine_runs() {
     let dir = tempfile::tempdir().unwrap();
     let path = db_in(&dir);
     let store = SqliteStore::open(&path, SqliteOptions::default()).unwrap();
-    store.commit(vec![create("e1", 10)]).await.unwrap();
+    store.commit(vec![create("e1", 10)].into()).await.unwrap();
     let ro = SqliteStore::open_read_only(&path).unwrap();
     assert!(ro.get_execution("e1").await.unwrap().is_some());
-    store.commit(vec![create("e2", 20)]).await.unwrap();
+    store.commit(vec![create("e2", 20)].into()).await.unwrap();
     assert!(ro.get_execution("e2").await.unwrap().is_some(), "read-only store sees later commits");
 }
 
@@ -219,7 +219,7 @@ async fn ledger_is_append_only() {
     let dir = tempfile::tempdir().unwrap();
     let path = db_in(&dir);
     let store = SqliteStore::open(&path, SqliteOptions::default()).unwrap();
-    store.commit(vec![create("e1", 10)]).await.unwrap();
+    store.commit(vec![create("e1", 10)].into()).await.unwrap();
 
     let raw = rusqlite::Connection::open(&path).unwrap();
     raw.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
@@ -300,14 +300,14 @@ async fn batches_respect_max_batch_transitions() {
     let mut tasks = Vec::new();
     for i in 0..30 {
         let store = store.clone();
-        tasks.push(tokio::spawn(async move { store.commit(vec![create(&format!("e{i}"), i)]).await }));
+        tasks.push(tokio::spawn(async move { store.commit(vec![create(&format!("e{i}"), i)].into()).await }));
     }
     for t in tasks {
         assert_eq!(t.await.unwrap().unwrap(), vec![Ok(1)]);
     }
     // A single commit larger than the batch cap still runs (as one transaction).
     let big: Vec<Transition> = (0..10).map(|i| create(&format!("big{i}"), i)).collect();
-    assert!(store.commit(big).await.unwrap().iter().all(Result::is_ok));
+    assert!(store.commit(big.into()).await.unwrap().iter().all(Result::is_ok));
     let stats = store.stats();
     assert_eq!(stats.transitions, 40);
     assert!(stats.commits >= 11, "30 single commits in groups of at most 3, plus one: {stats:?}");
@@ -319,13 +319,13 @@ async fn write_failure_reports_unavailable_and_store_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let path = db_in(&dir);
     let store = SqliteStore::open(&path, SqliteOptions::default()).unwrap();
-    store.commit(vec![create("before", 1)]).await.unwrap();
+    store.commit(vec![create("before", 1)].into()).await.unwrap();
 
     // Another connection holds the write lock beyond the busy timeout.
     let raw = rusqlite::Connection::open(&path).unwrap();
     raw.execute_batch("BEGIN IMMEDIATE").unwrap();
     let started = std::time::Instant::now();
-    match store.commit(vec![create("blocked", 2), create("blocked2", 2)]).await {
+    match store.commit(vec![create("blocked", 2), create("blocked2", 2)].into()).await {
         Err(StoreError::Unavailable(m)) => assert!(m.contains("locked"), "{m}"),
         other => panic!("expected Unavailable while the database is locked, got {other:?}"),
     }
@@ -333,7 +333,7 @@ async fn write_failure_reports_unavailable_and_store_recovers() {
     raw.execute_batch("ROLLBACK").unwrap();
     assert_eq!(store.get_execution("blocked").await.unwrap(), None, "nothing of the failed group is written");
 
-    assert_eq!(store.commit(vec![create("blocked", 3)]).await.unwrap(), vec![Ok(1)], "the store recovers");
+    assert_eq!(store.commit(vec![create("blocked", 3)].into()).await.unwrap(), vec![Ok(1)], "the store recovers");
 }
 
 /// Installs a trigger (through a raw connection) that makes inserting a timer
@@ -361,7 +361,7 @@ async fn failure_mid_transaction_commits_nothing() {
     let store = SqliteStore::open(&path, SqliteOptions::default()).unwrap();
     poison_timer_key(&path);
 
-    match store.commit(vec![create("a", 1), poisoned("b"), create("c", 1)]).await {
+    match store.commit(vec![create("a", 1), poisoned("b"), create("c", 1)].into()).await {
         Err(StoreError::Unavailable(m)) => assert!(m.contains("boom timer refused"), "{m}"),
         other => panic!("expected Unavailable, got {other:?}"),
     }
@@ -370,7 +370,7 @@ async fn failure_mid_transaction_commits_nothing() {
         assert!(store.ledger(id).await.unwrap().is_empty(), "{id}: no ledger rows");
     }
     assert_eq!(store.next_timer_due().await.unwrap(), None, "no timers");
-    assert_eq!(store.commit(vec![create("a", 1)]).await.unwrap(), vec![Ok(1)], "the store keeps working");
+    assert_eq!(store.commit(vec![create("a", 1)].into()).await.unwrap(), vec![Ok(1)], "the store keeps working");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -387,7 +387,7 @@ async fn poisoned_request_fails_alone_in_a_group() {
         tasks.push(tokio::spawn(async move {
             let id = format!("e{i}");
             let t = if i % 10 == 3 { poisoned(&id) } else { create(&id, 1) };
-            store.commit(vec![t]).await
+            store.commit(vec![t].into()).await
         }));
     }
     for (i, task) in tasks.into_iter().enumerate() {

@@ -56,7 +56,7 @@ fn a_new_database_file_is_private() {
 }
 
 async fn expect_lost(store: &SqliteStore, id: &str, needle: &str) {
-    match store.commit(vec![create(id)]).await {
+    match store.commit(vec![create(id)].into()).await {
         Err(StoreError::Lost(m)) => assert!(m.contains(needle), "{m}"),
         other => panic!("expected Lost ({needle}), got {other:?}"),
     }
@@ -67,7 +67,7 @@ async fn a_deleted_database_file_is_lost_not_silently_written() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("gone.db");
     let store = SqliteStore::open(&path, SqliteOptions::default()).unwrap();
-    assert_eq!(store.commit(vec![create("before")]).await.unwrap(), vec![Ok(1)]);
+    assert_eq!(store.commit(vec![create("before")].into()).await.unwrap(), vec![Ok(1)]);
     std::fs::remove_file(&path).unwrap();
     expect_lost(&store, "after", "deleted").await;
     expect_lost(&store, "after2", "deleted").await;
@@ -78,7 +78,7 @@ async fn a_replaced_database_file_is_lost() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("replaced.db");
     let store = SqliteStore::open(&path, SqliteOptions::default()).unwrap();
-    assert_eq!(store.commit(vec![create("before")]).await.unwrap(), vec![Ok(1)]);
+    assert_eq!(store.commit(vec![create("before")].into()).await.unwrap(), vec![Ok(1)]);
     // Moved away and another file put in its place: the open file still has a link.
     std::fs::rename(&path, dir.path().join("moved.db")).unwrap();
     std::fs::write(&path, b"").unwrap();
@@ -90,8 +90,8 @@ async fn a_deleted_wal_is_lost() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("wal.db");
     let store = SqliteStore::open(&path, SqliteOptions::default()).unwrap();
-    assert_eq!(store.commit(vec![create("before")]).await.unwrap(), vec![Ok(1)]);
-    assert_eq!(store.commit(vec![create("before2")]).await.unwrap(), vec![Ok(1)]);
+    assert_eq!(store.commit(vec![create("before")].into()).await.unwrap(), vec![Ok(1)]);
+    assert_eq!(store.commit(vec![create("before2")].into()).await.unwrap(), vec![Ok(1)]);
     std::fs::remove_file(dir.path().join("wal.db-wal")).unwrap();
     expect_lost(&store, "after", "wal.db-wal was deleted").await;
 }

@@ -38,6 +38,9 @@ pub struct FnLive {
     pub unacked: u32,
     pub client_token: Option<ClientToken>,
     pub input_json: Arc<str>,
+    /// Like [`Live::state_bytes`]: the state's size as last serialised plus the
+    /// results admitted since.
+    pub state_bytes: usize,
     /// An invocation task is running.
     pub invoking: bool,
     /// Invoke again as soon as the running invocation ends.
@@ -76,6 +79,24 @@ pub fn stored_outcome(rec: &redrive_store::ExecutionRecord) -> Result<Option<Exe
     Ok((state.status != FunctionStatus::Running).then(|| outcome(&state)))
 }
 
+/// Steps listed in a function's dead-letter detail, at most (the last ones; the
+/// number left out is given), so the detail stays under
+/// [`limits::MAX_DLQ_DETAIL_BYTES`] however many steps ran.
+pub const MAX_DLQ_DETAIL_STEPS: usize = 100;
+
+/// A function's dead-letter detail: attempts of the failed step, the last
+/// [`MAX_DLQ_DETAIL_STEPS`] steps, and how many earlier ones are left out.
+fn dead_letter_detail(state: &FunctionState, failed_step: Option<&str>) -> String {
+    let attempts = failed_step.and_then(|n| state.steps.iter().rev().find(|s| s.name == n)).map_or(0, |s| s.attempt);
+    let omitted = state.steps.len().saturating_sub(MAX_DLQ_DETAIL_STEPS);
+    let steps: Vec<serde_json::Value> =
+        state.steps[omitted..].iter().map(|s| serde_json::json!({"name": s.name, "status": s.status, "attempt": s.attempt})).collect();
+    let detail = serde_json::json!({ "attempts": attempts, "steps": steps, "stepsOmitted": omitted }).to_string();
+    // Step names are at most MAX_STEP_NAME_CHARS: within the limit.
+    debug_assert!(detail.len() <= limits::MAX_DLQ_DETAIL_BYTES, "dead-letter detail is {} bytes", detail.len());
+    detail
+}
+
 fn event_index(e: &FnEvent) -> Option<usize> {
     match e {
         FnEvent::StepBegin { index, .. }
@@ -92,6 +113,7 @@ impl<S: Store> Driver<S> {
         let live = self.fn_live.get_mut(id).expect("caller ensured the function execution is live");
         let effects = redrive_core::function::apply(&mut live.state, event, now)?;
         let pending = batch.entry(id);
+        pending.unbuild();
         for effect in effects {
             match effect {
                 FnEffect::SetTimer { index, due_at } => {
@@ -121,10 +143,7 @@ impl<S: Store> Driver<S> {
                 FnEffect::Invoke => pending.fn_invoke = true,
                 FnEffect::Finished(s) => pending.finished = Some(status_of(s)),
                 FnEffect::DeadLetter { link, failure, step, first_failure_at } => {
-                    let detail = serde_json::json!({
-                        "attempts": step.as_ref().and_then(|n| live.state.steps.iter().rev().find(|s| &s.name == n)).map_or(0, |s| s.attempt),
-                        "steps": live.state.steps.iter().map(|s| serde_json::json!({"name": s.name, "status": s.status, "attempt": s.attempt})).collect::<Vec<_>>(),
-                    });
+                    let detail = dead_letter_detail(&live.state, step.as_deref());
                     pending.dlq.push(DlqOp::Enter(DlqEntryWrite {
                         id: link.entry_id,
                         queue: link.queue.to_string(),
@@ -136,7 +155,7 @@ impl<S: Store> Driver<S> {
                         exception_type: failure.exception_type.to_string(),
                         message: failure.message,
                         input_json: live.input_json.to_string(),
-                        detail_json: detail.to_string(),
+                        detail_json: detail,
                         first_failure_at,
                         last_failure_at: now,
                     }));
@@ -145,6 +164,33 @@ impl<S: Store> Driver<S> {
             }
         }
         Ok(())
+    }
+
+    /// Checks what a function hands in where it enters: a step's or the
+    /// function's result at most [`limits::MAX_JSON_DEPTH`] levels deep, and any
+    /// result or failure message must fit what is left of the execution's state
+    /// budget. `Err` is the `Engine.LIMIT_EXCEEDED` failure that ends the function.
+    fn fn_admit(&mut self, id: &str, event: FnEvent) -> Result<FnEvent, Failure> {
+        let live = self.fn_live.get_mut(id).expect("the caller checked the execution is live");
+        let function = live.state.function.clone();
+        let (value, bytes, what) = match &event {
+            FnEvent::StepSucceeded { index, result } => {
+                let name = live.state.steps.get(*index).map_or("?", |s| s.name.as_str());
+                (Some(result), limits::json_bytes(result), format!("the result of step {name:?} of function {function}"))
+            }
+            FnEvent::StepFailed { failure, .. } => (None, failure.message.len(), format!("a failure message of function {function}")),
+            FnEvent::Finished { result: Ok(result) } => {
+                (Some(result), limits::json_bytes(result), format!("the result of function {function}"))
+            }
+            _ => return Ok(event),
+        };
+        let what = || what.clone();
+        if let Some(value) = value {
+            limits::check_json_depth(what, value).map_err(|e| Failure::limit_exceeded(&e))?;
+        }
+        limits::check_output_fits(what, bytes, live.state_bytes).map_err(|e| Failure::limit_exceeded(&e))?;
+        live.state_bytes += bytes;
+        Ok(event)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -174,6 +220,7 @@ impl<S: Store> Driver<S> {
                 version: None,
                 unacked: 0,
                 client_token: Some(ClientToken { token: name, fingerprint }),
+                state_bytes: 0,
                 input_json: input_json.into(),
                 invoking: false,
                 reinvoke: false,
@@ -202,6 +249,18 @@ impl<S: Store> Driver<S> {
             return;
         }
         let index = event_index(&event);
+        let event = match self.fn_admit(&id, event) {
+            Ok(event) => event,
+            Err(failure) => {
+                // The function is failed; the invocation's call gets the reason.
+                let message = failure.message.clone();
+                if let Err(r) = self.fn_apply(&id, FnEvent::Finished { result: Err(failure) }, now, batch) {
+                    tracing::warn!(execution_id = id, %r, "could not fail a function over a limit");
+                }
+                let _ = reply.send(Err(EngineError::LimitExceeded(message)));
+                return;
+            }
+        };
         match self.fn_apply(&id, event, now, batch) {
             Ok(()) => {
                 let step = index.and_then(|i| self.fn_live[&id].state.steps.get(i).cloned());
@@ -221,7 +280,8 @@ impl<S: Store> Driver<S> {
         live.invoking = false;
         match result {
             Some(result) if live.state.status == FunctionStatus::Running => {
-                if let Err(r) = self.fn_apply(&id, FnEvent::Finished { result }, now, batch) {
+                let finished = self.fn_admit(&id, FnEvent::Finished { result }).unwrap_or_else(|f| FnEvent::Finished { result: Err(f) });
+                if let Err(r) = self.fn_apply(&id, finished, now, batch) {
                     tracing::warn!(execution_id = id, %r, "function result refused");
                 }
             }
@@ -236,16 +296,17 @@ impl<S: Store> Driver<S> {
         }
     }
 
-    pub(super) async fn fn_timer(&mut self, id: &str, index: usize, now: Timestamp, batch: &mut Batch) -> Result<(), EngineError> {
+    /// Fires one function timer. Only a store fault is an error.
+    pub(super) async fn fn_timer(&mut self, id: &str, index: usize, now: Timestamp, batch: &mut Batch) -> Result<(), StoreError> {
         match self.ensure_fn_live(id, now, batch).await {
             Ok(()) => {}
-            Err(EngineError::ExecutionNotFound(_)) => return Ok(()),
             Err(EngineError::FunctionNotRegistered(name)) => {
                 tracing::debug!(execution_id = id, function = name, "a due timer of an unregistered function waits");
                 self.timer_backoff_until = Some(tokio::time::Instant::now() + UNREGISTERED_BACKOFF);
                 return Ok(());
             }
-            Err(e) => return Err(e),
+            Err(EngineError::Store(e)) => return Err(e),
+            Err(_) => return Ok(()), // gone, finished or given up on
         }
         match self.fn_apply(id, FnEvent::TimerFired { index }, now, batch) {
             Ok(()) | Err(FnRejection::TimerEarly { .. }) => {}
@@ -264,15 +325,28 @@ impl<S: Store> Driver<S> {
         self.load_fn(id, false, now, batch).await
     }
 
-    async fn load_fn(&mut self, id: &str, allow_finished: bool, _now: Timestamp, _batch: &mut Batch) -> Result<(), EngineError> {
+    async fn load_fn(&mut self, id: &str, allow_finished: bool, _now: Timestamp, batch: &mut Batch) -> Result<(), EngineError> {
         if self.fn_live.contains_key(id) {
             return Ok(());
+        }
+        if let Some(g) = self.given_up.get(id) {
+            return Err(EngineError::quarantined(id, &g.fault));
         }
         let rec = self.store.get_execution(id).await?.ok_or_else(|| EngineError::ExecutionNotFound(id.to_string()))?;
         if rec.pipeline_version != FUNCTION_VERSION {
             return Err(EngineError::ExecutionNotFound(id.to_string()));
         }
-        let state = parse_fn_state(&rec)?;
+        if let Some(fault) = &rec.fault {
+            return Err(EngineError::quarantined(id, fault));
+        }
+        let state = match parse_fn_state(&rec) {
+            Ok(state) => state,
+            Err(e) => {
+                let fault = corrupt_state_fault(&e.to_string());
+                self.give_up(id, fault.clone(), rec.created_at, None, batch.pending.remove(id));
+                return Err(EngineError::quarantined(id, &fault));
+            }
+        };
         if state.status != FunctionStatus::Running && !allow_finished {
             return Err(EngineError::AlreadyFinished { id: id.to_string(), status: status_of(state.status).as_str().into() });
         }
@@ -290,6 +364,7 @@ impl<S: Store> Driver<S> {
                 version: Some(rec.version),
                 unacked: 0,
                 client_token: None,
+                state_bytes: rec.state_json.len(),
                 input_json: rec.input_json.into(),
                 invoking: false,
                 reinvoke: false,
@@ -361,28 +436,26 @@ impl<S: Store> Driver<S> {
         });
     }
 
-    pub(super) fn fn_transition(&mut self, id: &str, pending: &mut Pending, now: Timestamp) -> (Transition, u64) {
+    pub(super) fn fn_transition(&mut self, id: &str, pending: &mut Pending, now: Timestamp) -> Transition {
         let live = self.fn_live.get_mut(id).expect("batched function executions are live");
         let (set_timers, clear_timers) = split_timers(id, &pending.timers);
-        let t = Transition {
+        let state_json = serde_json::to_string(&live.state).expect("state serialises");
+        live.state_bytes = state_json.len();
+        Transition {
             execution_id: id.to_string(),
             expected_version: live.version,
             pipeline_name: crate::function::store_name(&live.state.function),
             pipeline_version: FUNCTION_VERSION,
             status: live.state.status.as_str().to_string(),
             input_json: live.input_json.to_string(),
-            state_json: serde_json::to_string(&live.state).expect("state serialises"),
+            state_json,
             at: now,
             ledger: std::mem::take(&mut pending.ledger),
             set_timers,
             clear_timers,
-            client_token: if live.version.is_none() { live.client_token.take() } else { None },
+            client_token: if live.version.is_none() { live.client_token.clone() } else { None },
             dlq: std::mem::take(&mut pending.dlq),
-        };
-        let next = live.version.map_or(1, |v| v + 1);
-        live.version = Some(next);
-        live.unacked += 1;
-        (t, next)
+        }
     }
 
     pub(super) fn fn_after_commit(&mut self, id: &str, pending: Pending, now: Timestamp) {

@@ -1,0 +1,227 @@
+//! Fault isolation in the driver: a store fault degrades the engine and it
+//! recovers by itself with nothing acknowledged lost; a fatal store fault stops
+//! it; one execution over a limit, refused by the store or unreadable fails
+//! alone while the others go on.
+
+use redrive_core::definition::source::parse_document;
+use redrive_core::machine::ExecutionStatus;
+use redrive_engine::health::Health;
+use redrive_engine::{Clock, Driver, DriverConfig, EngineError, EngineHandle, LoadedPipeline, SystemClock};
+use redrive_store::faulty::FaultyStore;
+use redrive_store::{SqliteOptions, SqliteStore, Store, TimerRecord, Transition};
+use std::sync::Arc;
+use std::time::Duration;
+
+type Faulty = FaultyStore<SqliteStore>;
+
+async fn pipeline<S: Store>(store: &S, yaml: &str) -> Arc<LoadedPipeline> {
+    let doc = parse_document(yaml).unwrap();
+    let name = doc.get("name").and_then(|n| n.to_json().as_str().map(str::to_string)).unwrap();
+    let rec = store.put_pipeline(&name, &doc.to_json().to_string(), None, SystemClock.now()).await.unwrap();
+    Arc::new(LoadedPipeline::from_record(rec).unwrap())
+}
+
+fn faulty(dir: &tempfile::TempDir) -> Arc<Faulty> {
+    Arc::new(FaultyStore::new(SqliteStore::open(&dir.path().join("t.db"), SqliteOptions::default()).unwrap()))
+}
+
+/// Polls `health` until `want` holds (a real store and real backoff are under test).
+async fn health_until(handle: &EngineHandle, what: &str, want: impl Fn(&Health) -> bool) -> Health {
+    let mut watch = handle.health_watch();
+    let result = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let now = watch.borrow_and_update().clone();
+            if want(&now) {
+                return now;
+            }
+            watch.changed().await.expect("the engine publishes its health");
+        }
+    })
+    .await;
+    result.unwrap_or_else(|_| panic!("health never became {what}: {:?}", handle.health()))
+}
+
+const SLOW: &str = "name: slow\nstages:\n  - name: S\n    actions:\n      - name: A\n        noop: {sleepMs: 300}\n";
+const QUICK: &str = "name: quick\nstages:\n  - name: S\n    actions:\n      - name: A\n        noop: {}\n";
+
+/// Disk full (or any I/O error) while a batch commits: the engine is degraded,
+/// keeps what was acknowledged, accepts nothing new as done, and finishes
+/// everything by itself once the fault clears — no restart, no lost attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_commits_degrade_and_the_engine_recovers_by_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = faulty(&dir);
+    let (slow, quick) = (pipeline(store.as_ref(), SLOW).await, pipeline(store.as_ref(), QUICK).await);
+    let (handle, join) = Driver::spawn(store.clone(), Arc::new(SystemClock), DriverConfig::default());
+    let running = handle.start(slow.clone(), "{}".into()).await.unwrap();
+    assert!(handle.health().is_ready());
+
+    store.set_fail_commits(true);
+    let degraded = health_until(&handle, "degraded", |h| matches!(h, Health::Degraded { .. })).await;
+    assert!(degraded.reason().unwrap().contains("injected fault"), "{degraded:?}");
+    // A start while degraded is not acknowledged (it is not durable).
+    let start = tokio::spawn({
+        let (handle, quick) = (handle.clone(), quick.clone());
+        async move { handle.start(quick, "{}".into()).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!start.is_finished(), "a start is answered only once durable");
+    assert!(store.inner().ledger(&running).await.unwrap().is_empty(), "nothing was written while the store failed");
+
+    store.heal();
+    health_until(&handle, "ready", Health::is_ready).await;
+    let started = start.await.unwrap().unwrap();
+    for id in [&running, &started] {
+        assert_eq!(handle.wait(id).await.unwrap().status, ExecutionStatus::Succeeded);
+        let ledger = store.inner().ledger(id).await.unwrap();
+        assert_eq!(ledger.len(), 1, "exactly one attempt, no lost or repeated one: {ledger:?}");
+        assert_eq!(ledger[0].outcome, "SUCCEEDED");
+    }
+    handle.shutdown().await;
+    join.await.unwrap().unwrap();
+}
+
+/// A commit applied whose acknowledgement was lost (an error after COMMIT) is
+/// retried and recognised as done: nothing is written twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_acknowledgement_is_retried_without_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = faulty(&dir);
+    let p = pipeline(store.as_ref(), QUICK).await;
+    let (handle, join) = Driver::spawn(store.clone(), Arc::new(SystemClock), DriverConfig::default());
+    store.lose_next_commit_acks(3);
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(handle.start(p.clone(), "{}".into()).await.unwrap());
+    }
+    for id in &ids {
+        assert_eq!(handle.wait(id).await.unwrap().status, ExecutionStatus::Succeeded);
+        assert_eq!(store.inner().ledger(id).await.unwrap().len(), 1, "one ledger row per attempt");
+    }
+    assert!(store.injected_faults() >= 3);
+    health_until(&handle, "ready", Health::is_ready).await;
+    handle.shutdown().await;
+    join.await.unwrap().unwrap();
+}
+
+/// Reads failing while a timer is due: degraded for reads, and the timer fires
+/// once reads work again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_reads_degrade_and_timers_fire_after_recovery() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = faulty(&dir);
+    let p = pipeline(
+        store.as_ref(),
+        "name: t\nstages:\n  - name: S\n    actions:\n      - name: A\n        noop: {failFirst: 1, failWith: Job.CAPACITY_ERROR}\n        retryPolicies: [{exceptionType: Job.CAPACITY_ERROR, intervalSeconds: 0.5}]\n",
+    )
+    .await;
+    let (handle, join) = Driver::spawn(store.clone(), Arc::new(SystemClock), DriverConfig::default());
+    let id = handle.start(p, "{}".into()).await.unwrap();
+    // Wait for the retry timer to be durable, then fail every read.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while store.inner().execution_timers(&id).await.unwrap().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "the retry timer was never written");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    store.set_fail_reads(true);
+    let degraded = health_until(&handle, "degraded", |h| matches!(h, Health::Degraded { .. })).await;
+    assert!(degraded.reason().unwrap().contains("reading"), "{degraded:?}");
+    assert_eq!(store.inner().ledger(&id).await.unwrap().len(), 1, "the retry cannot start while its timer cannot be read");
+    store.heal();
+    assert_eq!(handle.wait(&id).await.unwrap().status, ExecutionStatus::Succeeded);
+    health_until(&handle, "ready", Health::is_ready).await;
+    handle.shutdown().await;
+    join.await.unwrap().unwrap();
+}
+
+/// A store that is lost (the file deleted underneath) is not retried: the
+/// engine stops, says so in its health, and the join result names the cause.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_store_stops_the_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = faulty(&dir);
+    let p = pipeline(store.as_ref(), SLOW).await;
+    let (handle, join) = Driver::spawn(store.clone(), Arc::new(SystemClock), DriverConfig::default());
+    let id = handle.start(p, "{}".into()).await.unwrap();
+    store.set_lost(true);
+    assert!(matches!(handle.wait(&id).await, Err(EngineError::Stopped)));
+    let cause = join.await.unwrap().unwrap_err();
+    assert!(cause.to_string().contains("lost"), "{cause}");
+    assert!(matches!(handle.health(), Health::Stopped { reason } if reason.contains("lost")));
+}
+
+/// The store refuses one execution's transition over a limit the engine did
+/// not foresee: that execution alone is failed (quarantined with
+/// Engine.LIMIT_EXCEEDED) and the others finish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_transition_fails_only_its_execution() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = faulty(&dir);
+    let p = pipeline(store.as_ref(), SLOW).await;
+    let (handle, join) = Driver::spawn(store.clone(), Arc::new(SystemClock), DriverConfig::default());
+    let bad = handle.start(p.clone(), "{}".into()).await.unwrap();
+    let good = handle.start(p.clone(), "{}".into()).await.unwrap();
+    store.refuse_execution(&bad);
+    let outcome = handle.wait(&bad).await.unwrap();
+    assert_eq!(outcome.status, ExecutionStatus::Failed);
+    let rec = store.inner().get_execution(&bad).await.unwrap().unwrap();
+    let fault = rec.fault.expect("quarantined");
+    assert_eq!(fault.exception_type, "Engine.LIMIT_EXCEEDED");
+    assert!(fault.message.contains("injected fault"), "{}", fault.message);
+    assert_eq!(rec.status, "Failed");
+    assert_eq!(handle.wait(&good).await.unwrap().status, ExecutionStatus::Succeeded);
+    // The engine goes on: new executions run.
+    let later = handle.start(p, "{}".into()).await.unwrap();
+    assert_eq!(handle.wait(&later).await.unwrap().status, ExecutionStatus::Succeeded);
+    match handle.resume(&bad).await {
+        Err(EngineError::Quarantined { exception_type, .. }) => assert_eq!(exception_type, "Engine.LIMIT_EXCEEDED"),
+        other => panic!("a quarantined execution is not resumed: {other:?}"),
+    }
+    handle.shutdown().await;
+    join.await.unwrap().unwrap();
+}
+
+/// An execution whose stored state cannot be read (corrupt JSON, a missing
+/// pipeline version) is quarantined with Engine.CORRUPT_STATE when the engine
+/// meets it; the engine goes on with the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_executions_are_quarantined_and_the_engine_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = faulty(&dir);
+    let p = pipeline(store.as_ref(), QUICK).await;
+    let now = SystemClock.now();
+    let corrupt = |id: &str, version: u32, state: &str| Transition {
+        execution_id: id.into(),
+        expected_version: None,
+        pipeline_name: "quick".into(),
+        pipeline_version: version,
+        status: "InProgress".into(),
+        input_json: "{}".into(),
+        state_json: state.into(),
+        at: now,
+        ledger: vec![],
+        set_timers: vec![TimerRecord { execution_id: id.into(), key: "S/A".into(), due_at: now }],
+        clear_timers: vec![],
+        client_token: None,
+        dlq: vec![],
+    };
+    let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+    let rows = vec![corrupt("garbage", 1, "{not json"), corrupt("deep", 1, &deep), corrupt("no-pipeline", 7, "{}")];
+    assert!(store.commit(rows.into()).await.unwrap().iter().all(Result::is_ok));
+
+    let (handle, join) = Driver::spawn(store.clone(), Arc::new(SystemClock), DriverConfig::default());
+    // Waiting on one is answered (it is quarantined by the wait, or by its timer).
+    assert_eq!(handle.wait("garbage").await.unwrap().status, ExecutionStatus::Failed);
+    let fine = handle.start(p, "{}".into()).await.unwrap();
+    assert_eq!(handle.wait(&fine).await.unwrap().status, ExecutionStatus::Succeeded);
+    for id in ["garbage", "deep", "no-pipeline"] {
+        assert_eq!(handle.wait(id).await.unwrap().status, ExecutionStatus::Failed, "{id}");
+        let rec = store.inner().get_execution(id).await.unwrap().unwrap();
+        assert_eq!(rec.fault.map(|f| f.exception_type).as_deref(), Some("Engine.CORRUPT_STATE"), "{id}");
+        assert!(store.inner().execution_timers(id).await.unwrap().is_empty(), "{id}: its timers are gone");
+    }
+    assert_eq!(store.inner().next_timer_due().await.unwrap(), None);
+    assert!(handle.health().is_ready());
+    handle.shutdown().await;
+    join.await.unwrap().unwrap();
+}
