@@ -153,6 +153,11 @@ const REFUSAL_DEADLINE: Duration = Duration::from_secs(10);
 /// Runs `cmd` to completion, killing it (and failing) if it is still running at
 /// `deadline`; its output is drained meanwhile so it can never block on a pipe.
 fn finish_within(cmd: &mut Command, deadline: Duration) -> Run {
+    finish_measured(cmd, deadline).0
+}
+
+/// [`finish_within`], with the child's peak resident memory in KiB (from wait4).
+fn finish_measured(cmd: &mut Command, deadline: Duration) -> (Run, i64) {
     let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn redrive");
     let drain = |mut r: Box<dyn Read + Send>| {
         std::thread::spawn(move || {
@@ -162,10 +167,14 @@ fn finish_within(cmd: &mut Command, deadline: Duration) -> Run {
         })
     };
     let (stdout, stderr) = (drain(Box::new(child.stdout.take().unwrap())), drain(Box::new(child.stderr.take().unwrap())));
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
+    let (pid, start) = (child.id() as libc::pid_t, Instant::now());
+    let (status, usage) = loop {
+        let (mut status, mut usage) = (0, unsafe { std::mem::zeroed::<libc::rusage>() });
+        // SAFETY: wait4 on our own child, with valid pointers to write to.
+        match unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) } {
+            0 => {}
+            r if r == pid => break (status, usage),
+            _ => panic!("wait4: {}", std::io::Error::last_os_error()),
         }
         if start.elapsed() > deadline {
             let _ = child.kill();
@@ -174,7 +183,8 @@ fn finish_within(cmd: &mut Command, deadline: Duration) -> Run {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    Run { code: status.code().unwrap_or(-1), stdout: stdout.join().unwrap(), stderr: stderr.join().unwrap() }
+    let code = if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { -1 };
+    (Run { code, stdout: stdout.join().unwrap(), stderr: stderr.join().unwrap() }, usage.ru_maxrss)
 }
 
 fn mkfifo(sb: &Sandbox, name: &str) -> PathBuf {
@@ -295,7 +305,8 @@ fn half_a_million_list_items_give_a_bounded_report() {
     let (file, items) = half_a_million_items(&sb, "stages");
     // Every item is a problem, and so is their number.
     let total = items + 1;
-    let r = finish_within(&mut validate_cmd(&file), Duration::from_secs(60)).code(2);
+    let (r, text_rss_kib) = finish_measured(&mut validate_cmd(&file), Duration::from_secs(60));
+    let r = r.code(2);
     let problem_lines = r.stderr.lines().filter(|l| l.starts_with("  ")).count();
     assert_eq!(problem_lines, MAX_PROBLEMS_REPORTED + 1, "{}", &r.stderr[..2000.min(r.stderr.len())]);
     assert!(r.stderr.starts_with(&format!("error: {} is invalid ({total} problems):", file.display())), "{}", &r.stderr[..300]);
@@ -304,9 +315,14 @@ fn half_a_million_list_items_give_a_bounded_report() {
         r.stderr.trim_end().ends_with(&format!("$: and {omitted} more problems (only the first {MAX_PROBLEMS_REPORTED} are reported)"))
     );
 
-    let r = finish_within(validate_cmd(&file).args(["--output", "json"]), Duration::from_secs(60)).code(2);
-    let v = r.json();
+    let (r, json_rss_kib) = finish_measured(validate_cmd(&file).args(["--output", "json"]), Duration::from_secs(60));
+    let v = r.code(2).json();
     assert_eq!((v["problemCount"].as_u64(), v["problems"].as_array().map(Vec::len)), (Some(total as u64), Some(MAX_PROBLEMS_REPORTED + 1)));
+    // Tens of MiB (the located tree) for 1 MiB of text; 250 to 750 MiB when every
+    // problem was kept, and 140 when the YAML scanner held the whole document.
+    for rss_kib in [text_rss_kib, json_rss_kib] {
+        assert!(rss_kib < 100 * 1024, "validate peaked at {rss_kib} KiB");
+    }
 }
 
 #[test]
@@ -330,4 +346,21 @@ fn run_checks_input_size_and_depth_before_parsing() {
     let r = finish_within(bin().arg("run").arg(&f).arg("--db").arg(sb.db()).args(["--input", &deep]), REFUSAL_DEADLINE).code(2);
     assert!(r.stderr.contains("--input is nested 100 levels deep; the maximum is 64 levels"), "{}", r.stderr);
     assert!(!sb.db().exists());
+}
+
+#[test]
+fn the_api_answers_a_half_million_item_definition_with_a_bounded_report() {
+    let sb = Sandbox::new();
+    let (file, items) = half_a_million_items(&sb, "stages");
+    let definition: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let server = start_server(&mut server_command(&sb, "127.0.0.1:0"));
+    let (status, v) = http(&server.addr, "POST", "/v1/pipelines", Some(definition));
+    let answer = v.to_string();
+    assert_eq!((status, v["error"]["code"].as_str()), (400, Some("InvalidStructureException")), "{}", &answer[..300.min(answer.len())]);
+    let problems = v["error"]["problems"].as_array().expect("problems");
+    assert_eq!(problems.len(), MAX_PROBLEMS_REPORTED + 1);
+    let omitted = items + 1 - MAX_PROBLEMS_REPORTED;
+    assert!(problems[MAX_PROBLEMS_REPORTED]["message"].as_str().unwrap().starts_with(&format!("and {omitted} more problems")));
+    // The whole answer: the problems, and the message that lists them again.
+    assert!(answer.len() < 64 * 1024, "the answer is {} bytes", answer.len());
 }

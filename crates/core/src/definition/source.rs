@@ -85,7 +85,48 @@ pub fn parse_document(text: &str) -> Result<Node, SourceError> {
             message: format!("document is {} bytes long; at most {MAX_SOURCE_BYTES} bytes (1 MiB) are accepted", text.len()),
         });
     }
-    let mut parser = Parser::new_from_str(text);
+    match flow_document(text) {
+        None => build(Parser::new_from_str(text)),
+        Some((offset, line)) => {
+            let (blank, flow) = text.split_at(offset);
+            let chars = blank.chars().chain(EXPLICIT_START.chars()).chain(flow.chars());
+            build(Parser::new(chars)).map_err(|mut e| {
+                if e.line == line {
+                    e.column = e.column.saturating_sub(to_u32(EXPLICIT_START.len())).max(1);
+                }
+                e
+            })
+        }
+    }
+}
+
+/// Put before a document that is one flow collection (JSON). yaml-rust2 holds
+/// back every token of a flow collection that could still turn out to be a
+/// mapping key (`{a: 1}: b`) until the collection closes: for a JSON document,
+/// all of it, some 80 bytes per token (~100 MB for 1 MiB of `[0,0,...]`). A
+/// collection on the `---` line cannot be a key, so the tokens stream; nothing
+/// else changes (keys must be scalars here anyway), except the columns of that
+/// line, which errors shift back.
+const EXPLICIT_START: &str = "--- ";
+
+/// Where a document that starts with `{` or `[` (after blank lines and spaces)
+/// has its first line: the byte offset of that line and its 1-based number.
+fn flow_document(text: &str) -> Option<(usize, u32)> {
+    let mut offset = 0;
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        let content = line.trim_start_matches(' ');
+        if content.starts_with(['{', '[']) {
+            return Some((offset, to_u32(i + 1)));
+        }
+        if !matches!(content, "\n" | "\r\n") {
+            return None;
+        }
+        offset += line.len();
+    }
+    None
+}
+
+fn build<T: Iterator<Item = char>>(mut parser: Parser<T>) -> Result<Node, SourceError> {
     let mut builder = Builder::default();
     loop {
         let (event, mark) = parser.next_token().map_err(|e| SourceError::at(*e.marker(), e.info()))?;
@@ -516,6 +557,36 @@ mod tests {
         assert!(e.message.contains("duplicate key"), "{e}");
         // The same key in different maps is fine.
         assert!(parse_document("a: {x: 1}\nb: {x: 2}\n").is_ok());
+    }
+
+    #[test]
+    fn json_documents_keep_their_lines_and_columns() {
+        // The columns yaml-rust2 reports without the explicit `---` put before a
+        // flow document (see EXPLICIT_START).
+        for (text, line, column) in [
+            ("{\"a\": 1,,}", 1, 9),
+            ("  {\"a\": 1,,}", 1, 11),
+            ("\n\r\n{\"a\":\n 1,,}", 4, 4),
+            ("\n  [1, 2,, 3]", 2, 9),
+            ("{\"a\": 1} x", 1, 10),
+        ] {
+            let e = parse_document(text).unwrap_err();
+            assert_eq!((e.line, e.column), (line, column), "{text:?}: {e}");
+        }
+        let root = parse_document("\n\n  {\"a\":\n [1]}").unwrap();
+        assert_eq!((root.line, root.get("a").unwrap().line), (3, 4));
+        // A flow collection is still no mapping key, and one document is still one.
+        assert!(parse_document("{a: 1}: b").is_err());
+        assert!(parse_document("[a]: b").is_err());
+        let e = parse_document("{\"a\": [1, {\"b\": 2}]}\n---\n{}").unwrap_err();
+        assert_eq!((e.line, e.message.contains("one document")), (2, true), "{e}");
+        // Documents that start otherwise are read as they are.
+        assert_eq!(flow_document("# c\n{}"), None);
+        assert_eq!(flow_document("\t{}"), None);
+        assert_eq!(flow_document("a: {}"), None);
+        assert_eq!(flow_document(" \n  [1]"), Some((2, 2)));
+        assert_eq!(flow_document("\r\n[1]"), Some((2, 2)));
+        assert_eq!(flow_document("\rx\n[1]"), None);
     }
 
     #[test]
