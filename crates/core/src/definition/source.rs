@@ -25,14 +25,16 @@
 //! - Limits: at most [`MAX_SOURCE_BYTES`] of text and [`MAX_DEPTH`] levels of
 //!   nested sequences/mappings (alias copies included).
 
+use crate::limits::{MAX_CONFIG_FILE_BYTES, MAX_DEFINITION_BYTES, MAX_JSON_DEPTH};
 use std::collections::HashMap;
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
 
-/// Largest accepted source text (1 MiB).
-pub const MAX_SOURCE_BYTES: usize = 1024 * 1024;
-/// Deepest accepted nesting of sequences and mappings.
-pub const MAX_DEPTH: usize = 64;
+/// Largest accepted source text: the larger of a definition's and a config
+/// file's limit.
+pub const MAX_SOURCE_BYTES: usize = if MAX_DEFINITION_BYTES > MAX_CONFIG_FILE_BYTES { MAX_DEFINITION_BYTES } else { MAX_CONFIG_FILE_BYTES };
+/// Deepest accepted nesting of sequences and mappings: as for any JSON a user hands in.
+pub const MAX_DEPTH: usize = MAX_JSON_DEPTH;
 /// Most nodes that alias expansion may create in one document.
 pub const MAX_ALIAS_NODES: usize = 10_000;
 
@@ -82,7 +84,7 @@ pub fn parse_document(text: &str) -> Result<Node, SourceError> {
         return Err(SourceError {
             line: 1,
             column: 1,
-            message: format!("document is {} bytes long; at most {MAX_SOURCE_BYTES} bytes (1 MiB) are accepted", text.len()),
+            message: format!("document is {} bytes long; at most {MAX_SOURCE_BYTES} bytes are accepted", text.len()),
         });
     }
     match flow_document(text) {
@@ -639,14 +641,14 @@ mod tests {
 
     #[test]
     fn limits() {
-        let deep = format!("{}{}", "[".repeat(65), "]".repeat(65));
-        assert!(parse_document(&deep).unwrap_err().message.contains("deeper than 64"));
-        let ok = format!("{}{}", "[".repeat(64), "]".repeat(64));
+        let deep = format!("{}{}", "[".repeat(MAX_DEPTH + 1), "]".repeat(MAX_DEPTH + 1));
+        assert!(parse_document(&deep).unwrap_err().message.contains(&format!("deeper than {MAX_DEPTH}")));
+        let ok = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
         assert!(parse_document(&ok).is_ok());
         let very_deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
         assert!(parse_document(&very_deep).is_err());
         let big = format!("a: \"{}\"", "x".repeat(MAX_SOURCE_BYTES));
-        assert!(parse_document(&big).unwrap_err().message.contains("1 MiB"));
+        assert!(parse_document(&big).unwrap_err().message.contains(&format!("at most {MAX_SOURCE_BYTES} bytes")));
     }
 
     #[test]
