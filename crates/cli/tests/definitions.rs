@@ -157,6 +157,7 @@ fn finish_within(cmd: &mut Command, deadline: Duration) -> Run {
 }
 
 /// [`finish_within`], with the child's peak resident memory in KiB (from wait4).
+#[allow(clippy::zombie_processes, reason = "the child is reaped by wait4, which std does not see")]
 fn finish_measured(cmd: &mut Command, deadline: Duration) -> (Run, i64) {
     let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn redrive");
     let drain = |mut r: Box<dyn Read + Send>| {
