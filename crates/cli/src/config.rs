@@ -15,9 +15,10 @@
 //! ```
 
 use crate::exit;
-use crate::load::{format_problem, plural};
-use redrive_core::definition::Problem;
+use crate::load::{format_problem, plural, read_bounded};
 use redrive_core::definition::source::{Node, NodeValue, parse_document};
+use redrive_core::definition::{Problem, Problems, total_problems};
+use redrive_core::limits::MAX_CONFIG_FILE_BYTES;
 use redrive_core::name::Name;
 use redrive_core::time::parse_duration_ms;
 use redrive_engine::redrive::{
@@ -26,8 +27,6 @@ use redrive_engine::redrive::{
 use std::collections::HashMap;
 use std::path::Path;
 
-/// Largest config file accepted.
-pub const MAX_CONFIG_FILE_BYTES: u64 = 1024 * 1024;
 /// Longest exception type a filter may name (as the server checks).
 const MAX_EXCEPTION_TYPE_CHARS: usize = 100;
 
@@ -45,20 +44,12 @@ pub struct ServerConfig {
 pub enum ConfigError {
     /// The file could not be read.
     Io(String),
-    /// The file has problems (all of them).
+    /// The file has problems (the first MAX_PROBLEMS_REPORTED, then a count of the rest).
     Invalid(Vec<Problem>),
 }
 
 pub fn load_config(path: &Path) -> Result<ServerConfig, ConfigError> {
-    let meta = std::fs::metadata(path).map_err(|e| ConfigError::Io(format!("config file {}: {e}", path.display())))?;
-    if meta.len() > MAX_CONFIG_FILE_BYTES {
-        return Err(ConfigError::Io(format!(
-            "config file {}: {} bytes is over the {MAX_CONFIG_FILE_BYTES} byte limit",
-            path.display(),
-            meta.len()
-        )));
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Io(format!("config file {}: {e}", path.display())))?;
+    let text = read_bounded(path, "a config file", MAX_CONFIG_FILE_BYTES).map_err(|e| ConfigError::Io(format!("config file {e}")))?;
     parse_config(&text).map_err(ConfigError::Invalid)
 }
 
@@ -68,7 +59,8 @@ pub fn report_config_error(path: &Path, err: &ConfigError) -> u8 {
     match err {
         ConfigError::Io(msg) => eprintln!("error: {msg}"),
         ConfigError::Invalid(problems) => {
-            eprintln!("error: config file {} is invalid ({} problem{}):", path.display(), problems.len(), plural(problems.len()));
+            let total = total_problems(problems);
+            eprintln!("error: config file {} is invalid ({total} problem{}):", path.display(), plural(total));
             for p in problems {
                 eprintln!("  {}", format_problem(path, p));
             }
@@ -78,31 +70,18 @@ pub fn report_config_error(path: &Path, err: &ConfigError) -> u8 {
     exit::INVALID_INPUT
 }
 
-/// Parses config text, reporting every problem.
+/// Parses config text, counting every problem and reporting the first
+/// [`redrive_core::limits::MAX_PROBLEMS_REPORTED`] in document order (then "and N more problems").
 pub fn parse_config(text: &str) -> Result<ServerConfig, Vec<Problem>> {
-    let root = parse_document(text).map_err(|e| {
-        vec![Problem {
-            path: "$".into(),
-            line: Some(e.line),
-            field: String::new(),
-            value: None,
-            message: format!("{} (column {})", e.message, e.column),
-            allowed: None,
-        }]
-    })?;
+    let root = parse_document(text).map_err(|e| vec![Problem::from_source(&e)])?;
     let mut cx = Cx::default();
     let config = cx.config(&root);
-    if cx.problems.is_empty() {
-        Ok(config)
-    } else {
-        cx.problems.sort_by_key(|p| p.line.unwrap_or(u32::MAX));
-        Err(cx.problems)
-    }
+    if cx.problems.is_empty() { Ok(config) } else { Err(cx.problems.into_vec()) }
 }
 
 #[derive(Default)]
 struct Cx {
-    problems: Vec<Problem>,
+    problems: Problems,
 }
 
 /// A value as shown in a problem: compact JSON, shortened.
@@ -224,7 +203,7 @@ impl Cx {
     fn schedule(&mut self, path: &str, node: &Node, names: &mut HashMap<String, u32>) -> Option<RedriveSchedule> {
         let entries = self.map(path, node, SCHEDULE_KEYS)?;
         let get = |k: &str| entries.iter().find(|(key, _)| key == k).map(|(_, v)| v);
-        let before = self.problems.len();
+        let before = self.problems.count();
         let missing = |cx: &mut Cx, key: &str, allowed: &str| {
             cx.report(&format!("{path}.{key}"), node, None, format!("required field {key} is missing"), Some(allowed.to_string()))
         };
@@ -372,7 +351,7 @@ impl Cx {
             }
         };
 
-        if self.problems.len() > before {
+        if self.problems.count() > before {
             return None;
         }
         Some(RedriveSchedule {

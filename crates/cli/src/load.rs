@@ -1,11 +1,13 @@
-//! Reading definition files and reporting their problems.
+//! Reading definition files and reporting their problems, and the one bounded
+//! reader for every file the CLI reads (definitions, the server's config).
 
 use crate::{OutputFormat, exit};
-use redrive_core::definition::{Pipeline, Problem, parse_pipeline, source};
+use redrive_core::definition::{Pipeline, Problem, parse_pipeline, source, total_problems};
+use redrive_core::limits::MAX_DEFINITION_BYTES;
+use std::fs::{File, Metadata};
+use std::io::Read;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-
-/// Largest definition file accepted.
-pub const MAX_DEFINITION_FILE_BYTES: u64 = 1024 * 1024;
 
 /// A validated definition with what the store needs to keep.
 pub struct LoadedFile {
@@ -23,27 +25,57 @@ pub enum LoadError {
     Invalid(Vec<Problem>),
 }
 
-pub fn load_file(path: &Path) -> Result<LoadedFile, LoadError> {
-    let meta = std::fs::metadata(path).map_err(|e| LoadError::Io(format!("{}: {e}", path.display())))?;
-    if meta.len() > MAX_DEFINITION_FILE_BYTES {
-        return Err(LoadError::Io(format!(
-            "{}: {} bytes is over the {} byte limit for a definition",
-            path.display(),
-            meta.len(),
-            MAX_DEFINITION_FILE_BYTES
-        )));
+/// Reads a regular file of at most `max_bytes` of UTF-8, in bounded memory and
+/// without blocking: a FIFO, a device (`/dev/zero`), a directory, a file over the
+/// limit, a missing or unreadable path is refused at once. `what` names what the
+/// file should hold, with its article ("a definition"); the error names the path,
+/// what it is instead, and the limit.
+pub fn read_bounded(path: &Path, what: &str, max_bytes: usize) -> Result<String, String> {
+    let refuse = |problem: String| format!("{}: {problem}; {what} must be a regular file of at most {max_bytes} bytes", path.display());
+    // Look before opening (opening some devices has effects), then check the
+    // opened file itself: the path may have changed in between. O_NONBLOCK keeps
+    // the open of a FIFO from waiting for a writer; on the regular file that is
+    // then read it changes nothing, so it stays set.
+    regular_file(&std::fs::metadata(path).map_err(|e| refuse(format!("cannot read it: {e}")))?).map_err(refuse)?;
+    let file = File::options()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| refuse(format!("cannot open it: {e}")))?;
+    let meta = file.metadata().map_err(|e| refuse(format!("cannot read it: {e}")))?;
+    regular_file(&meta).map_err(refuse)?;
+    let mut bytes = Vec::with_capacity(meta.len().min(max_bytes as u64) as usize + 1);
+    file.take(max_bytes as u64 + 1).read_to_end(&mut bytes).map_err(|e| refuse(format!("cannot read it: {e}")))?;
+    if bytes.len() > max_bytes {
+        return Err(refuse(format!("is {} bytes long", meta.len().max(bytes.len() as u64))));
     }
-    let text = std::fs::read_to_string(path).map_err(|e| LoadError::Io(format!("{}: {e}", path.display())))?;
-    let node = source::parse_document(&text).map_err(|e| {
-        LoadError::Invalid(vec![Problem {
-            path: "$".into(),
-            line: Some(e.line),
-            field: String::new(),
-            value: None,
-            message: e.message.clone(),
-            allowed: None,
-        }])
-    })?;
+    String::from_utf8(bytes).map_err(|e| refuse(format!("is not UTF-8 text ({e})")))
+}
+
+/// `Err(what the file is instead)` unless it is a regular file.
+fn regular_file(meta: &Metadata) -> Result<(), String> {
+    let t = meta.file_type();
+    let kind = if t.is_file() {
+        return Ok(());
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "a special file"
+    };
+    Err(format!("is {kind}, not a regular file"))
+}
+
+pub fn load_file(path: &Path) -> Result<LoadedFile, LoadError> {
+    let text = read_bounded(path, "a definition", MAX_DEFINITION_BYTES).map_err(LoadError::Io)?;
+    let node = source::parse_document(&text).map_err(|e| LoadError::Invalid(vec![Problem::from_source(&e)]))?;
     let pipeline = parse_pipeline(&node).map_err(LoadError::Invalid)?;
     let abs = std::fs::canonicalize(path).map_err(|e| LoadError::Io(format!("{}: {e}", path.display())))?;
     let source_dir = abs.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"));
@@ -74,16 +106,13 @@ pub fn report_load_error(file: &Path, err: &LoadError, output: OutputFormat) -> 
             exit::INVALID_INPUT
         }
         LoadError::Invalid(problems) => {
+            let total = total_problems(problems);
             if output == OutputFormat::Json {
-                let v = serde_json::json!({"file": file.display().to_string(), "valid": false, "problems": problems});
+                let v =
+                    serde_json::json!({"file": file.display().to_string(), "valid": false, "problemCount": total, "problems": problems});
                 println!("{}", serde_json::to_string_pretty(&v).expect("json"));
             } else {
-                eprintln!(
-                    "error: {} is invalid ({} problem{}):",
-                    file.display(),
-                    problems.len(),
-                    if problems.len() == 1 { "" } else { "s" }
-                );
+                eprintln!("error: {} is invalid ({total} problem{}):", file.display(), plural(total));
                 for p in problems {
                     eprintln!("  {}", format_problem(file, p));
                 }

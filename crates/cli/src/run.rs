@@ -4,6 +4,7 @@ use crate::load::{load_file, report_load_error};
 use crate::render::{self, Progress};
 use crate::{OutputFormat, exit};
 use anyhow::Context;
+use redrive_core::limits::parse_bounded_json;
 use redrive_core::machine::ExecutionStatus;
 use redrive_engine::{Driver, DriverConfig, EngineHandle, LoadedPipeline, SystemClock};
 use redrive_store::{Durability, ExecutionFilter, SqliteOptions, SqliteStore, Store};
@@ -12,8 +13,8 @@ use std::sync::Arc;
 
 /// Default store file, in the current directory.
 pub const DEFAULT_DB: &str = "redrive.db";
-/// Largest `--input` accepted.
-pub const MAX_INPUT_BYTES: usize = 1024 * 1024;
+/// Largest `--input` accepted (`remote` checks its `--input` against it too).
+pub use redrive_core::limits::MAX_INPUT_BYTES;
 
 #[derive(clap::Args)]
 pub struct RunArgs {
@@ -37,14 +38,15 @@ pub struct RunArgs {
 
 pub fn run(args: RunArgs) -> u8 {
     // Validate everything before touching the store: bad input writes nothing.
-    let input: serde_json::Value = match serde_json::from_str(&args.input) {
-        Ok(v) if args.input.len() <= MAX_INPUT_BYTES => v,
-        Ok(_) => {
-            eprintln!("error: --input is {} bytes; at most {MAX_INPUT_BYTES} allowed", args.input.len());
+    // Size and nesting are checked before the text is parsed.
+    let input = match parse_bounded_json(|| "--input".into(), &args.input, MAX_INPUT_BYTES) {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => {
+            eprintln!("error: --input is not valid JSON: {e}");
             return exit::INVALID_INPUT;
         }
         Err(e) => {
-            eprintln!("error: --input is not valid JSON: {e}");
+            eprintln!("error: {e}");
             return exit::INVALID_INPUT;
         }
     };

@@ -656,3 +656,60 @@ fn pipeline_and_stage_level_problems() {
     let p = one("{\"pipeline\": {\"name\": \"p\", \"stages\": []}}");
     assert_eq!(p.path, "$.pipeline.stages");
 }
+
+// ---------------------------------------------------------------------------
+// Bounded reports
+
+/// `count` stages, each a problem of its own (an integer where a map belongs),
+/// one per line from line 3.
+fn integer_stages(count: usize) -> String {
+    let mut s = String::from("name: p\nstages:\n");
+    s.push_str(&"  - 0\n".repeat(count));
+    s
+}
+
+#[test]
+fn problems_are_capped_in_document_order_and_the_rest_counted() {
+    use redrive_core::limits::MAX_PROBLEMS_REPORTED;
+    let ps = problems(&integer_stages(1000));
+    // 1000 stages, each not a map, and "too many stages": 1001 problems.
+    assert_eq!(ps.len(), MAX_PROBLEMS_REPORTED + 1, "{}", lines(&ps[..3]));
+    assert_eq!(total_problems(&ps), 1001);
+    assert!(ps[0].message.contains("too many stages"), "{}", ps[0]);
+    for (i, p) in ps[1..MAX_PROBLEMS_REPORTED].iter().enumerate() {
+        assert_eq!((p.path.clone(), p.line), (format!("$.stages[{i}]"), Some(3 + i as u32)), "{p}");
+    }
+    let last = ps.last().unwrap();
+    assert_eq!(last.omitted(), Some(1001 - MAX_PROBLEMS_REPORTED));
+    assert!(last.to_string().starts_with(&format!("$: and {} more problems", 1001 - MAX_PROBLEMS_REPORTED)), "{last}");
+
+    // At the cap exactly: every problem, no count.
+    let ps = problems(&integer_stages(MAX_PROBLEMS_REPORTED - 1));
+    assert_eq!(ps.len(), MAX_PROBLEMS_REPORTED);
+    assert!(ps.iter().all(|p| p.omitted().is_none()), "{}", lines(&ps));
+}
+
+#[test]
+fn half_a_million_list_items_yield_a_bounded_report() {
+    // The shape users hit: a 1 MiB document of ~520k list items.
+    let items = vec!["0"; 520_000].join(",");
+    let text = format!("{{\"name\": \"p\", \"stages\": [{items}]}}");
+    assert!(text.len() <= redrive_core::limits::MAX_DEFINITION_BYTES);
+    let ps = problems(&text);
+    assert_eq!(ps.len(), redrive_core::limits::MAX_PROBLEMS_REPORTED + 1);
+    assert_eq!(total_problems(&ps), 520_001);
+}
+
+#[test]
+fn a_policy_lists_a_bounded_number_of_exception_types() {
+    let types = |n: usize| vec!["Step.THROTTLING"; n].join(", ");
+    let at_limit = format!("exceptionType: [{}]", types(MAX_EXCEPTION_TYPES_PER_POLICY));
+    assert_eq!(only_policy(&ok(&with_policy("retryPolicies", &[&at_limit]))).exception_types().len(), MAX_EXCEPTION_TYPES_PER_POLICY);
+
+    let over = format!("exceptionType: [{}]", vec!["no!"; 200_000].join(", "));
+    let p = one(&with_policy("retryPolicies", &[&over]));
+    assert_eq!((p.path.as_str(), p.line), ("$.stages[0].actions[0].retryPolicies[0].exceptionType", Some(8)));
+    assert!(p.message.contains("policy #1 lists too many exception types"), "{p}");
+    assert_eq!(p.value.as_deref(), Some("200000 exception types"));
+    assert_eq!(p.allowed, Some(format!("at most {MAX_EXCEPTION_TYPES_PER_POLICY} exception types")));
+}

@@ -8,10 +8,15 @@
 //!   allowed. Wire spellings (SageMaker PascalCase, camelCase, Step Functions
 //!   `Retry`) are accepted here and nowhere else.
 //! - [`model`]: the domain types. A `Pipeline` exists only through `parse`.
+//!
+//! [`problem`] holds [`Problem`] and its collector, which counts every problem
+//! but reports at most [`crate::limits::MAX_PROBLEMS_REPORTED`].
 
 pub mod model;
 pub mod parse;
+pub mod problem;
 pub mod source;
 
 pub use model::*;
-pub use parse::{Problem, parse_pipeline, parse_pipeline_text};
+pub use parse::{parse_pipeline, parse_pipeline_text};
+pub use problem::{Problem, Problems, total_problems};

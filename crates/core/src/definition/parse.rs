@@ -3,7 +3,8 @@
 //! [`parse_pipeline`] walks the whole document and collects a [`Problem`] for
 //! everything wrong with it (it never stops at the first), each naming the JSON
 //! path, the 1-based line, the field as the user spelled it, the offending value
-//! and what is allowed.
+//! and what is allowed. At most [`crate::limits::MAX_PROBLEMS_REPORTED`] are
+//! returned, then "and N more problems" (see [`super::problem::Problems`]).
 //!
 //! Accepted shapes: the pipeline object itself, or `{"pipeline": {...}}` (the
 //! CodePipeline `create-pipeline` / `get-pipeline` shape, whose `tags` and
@@ -19,50 +20,13 @@
 //! use one spelling.
 
 use super::model::*;
+use super::problem::{Problem, Problems};
 use super::source::{Node, NodeValue, parse_document, resolve_plain};
 use crate::exception::ExceptionType;
 use crate::name::{NAME_PATTERN, Name};
 use crate::policy::{PolicyError, PolicyField, RetryPolicy, RetryPolicySpec};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fmt;
-
-/// One problem in a definition.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Problem {
-    /// JSON path of the offending value, e.g. `$.stages[0].actions[1].retryPolicies[0].MaxAttempts`.
-    pub path: String,
-    /// 1-based source line, when known.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub line: Option<u32>,
-    /// The field name as the user spelled it (`MaxAttempts`, `maxAttempts`, ...).
-    pub field: String,
-    /// The offending value as written, when there is one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub value: Option<String>,
-    pub message: String,
-    /// What is allowed instead.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub allowed: Option<String>,
-}
-
-/// `line 12: $.stages[0].actions[1].retryPolicies[0].MaxAttempts: <message> (got <value>; allowed: <allowed>)`,
-/// leaving out the parts that are missing.
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(line) = self.line {
-            write!(f, "line {line}: ")?;
-        }
-        write!(f, "{}: {}", self.path, self.message)?;
-        match (&self.value, &self.allowed) {
-            (Some(v), Some(a)) => write!(f, " (got {v}; allowed: {a})"),
-            (Some(v), None) => write!(f, " (got {v})"),
-            (None, Some(a)) => write!(f, " (allowed: {a})"),
-            (None, None) => Ok(()),
-        }
-    }
-}
 
 /// Parses YAML or JSON text into a validated pipeline. A syntax error in the text
 /// becomes a single [`Problem`] at path `$` with its line (the column is in the
@@ -70,27 +34,19 @@ impl fmt::Display for Problem {
 pub fn parse_pipeline_text(text: &str) -> Result<Pipeline, Vec<Problem>> {
     match parse_document(text) {
         Ok(node) => parse_pipeline(&node),
-        Err(e) => Err(vec![Problem {
-            path: "$".into(),
-            line: Some(e.line),
-            field: String::new(),
-            value: None,
-            message: format!("{} (column {})", e.message, e.column),
-            allowed: None,
-        }]),
+        Err(e) => Err(vec![Problem::from_source(&e)]),
     }
 }
 
-/// Validates a located tree as a pipeline definition, returning every problem.
+/// Validates a located tree as a pipeline definition. Every problem is counted;
+/// the first [`crate::limits::MAX_PROBLEMS_REPORTED`] (in document order) are
+/// returned, then one entry saying how many more there were ([`Problem::more`]).
 pub fn parse_pipeline(node: &Node) -> Result<Pipeline, Vec<Problem>> {
     let mut cx = Cx::default();
     let pipeline = pipeline(&mut cx, node);
     match pipeline {
         Some(p) if cx.problems.is_empty() => Ok(p),
         _ => {
-            // Document order (stable, so problems on one line keep their order);
-            // problems without a line last.
-            cx.problems.sort_by_key(|p| p.line.unwrap_or(u32::MAX));
             if cx.problems.is_empty() {
                 cx.problems.push(Problem {
                     path: "$".into(),
@@ -101,7 +57,8 @@ pub fn parse_pipeline(node: &Node) -> Result<Pipeline, Vec<Problem>> {
                     allowed: None,
                 });
             }
-            Err(cx.problems)
+            // In document order, at most MAX_PROBLEMS_REPORTED of them and a count of the rest.
+            Err(cx.problems.into_vec())
         }
     }
 }
@@ -147,7 +104,7 @@ const PROVIDERS: &[&str] = &["Command", "Http", "Noop", "Function"];
 
 #[derive(Default)]
 struct Cx {
-    problems: Vec<Problem>,
+    problems: Problems,
 }
 
 fn line_of(n: &Node) -> Option<u32> {
@@ -302,15 +259,36 @@ fn as_map_in<'a>(cx: &mut Cx, parent: &Obj<'a>, key: &str) -> Option<Obj<'a>> {
     }
 }
 
-fn as_seq<'b>(cx: &mut Cx, at: &'b At) -> Option<Vec<At<'b>>> {
+/// The items of a list. Each becomes an [`At`] only when visited, so a long list
+/// (a 1 MiB document holds half a million items) costs no copy of it.
+struct Items<'b> {
+    path: &'b str,
+    field: &'b str,
+    nodes: &'b [Node],
+}
+
+impl<'b> Items<'b> {
+    fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// `(index, item)` pairs.
+    fn iter(&self) -> impl Iterator<Item = (usize, At<'b>)> + use<'b> {
+        let (path, field) = (self.path, self.field);
+        self.nodes
+            .iter()
+            .enumerate()
+            .map(move |(i, n)| (i, At { node: Cow::Borrowed(n), path: format!("{path}[{i}]"), field: field.to_string() }))
+    }
+}
+
+fn as_seq<'b>(cx: &mut Cx, at: &'b At) -> Option<Items<'b>> {
     match &at.node.value {
-        NodeValue::Seq(items) => Some(
-            items
-                .iter()
-                .enumerate()
-                .map(|(i, n)| At { node: Cow::Borrowed(n), path: format!("{}[{i}]", at.path), field: at.field.clone() })
-                .collect(),
-        ),
+        NodeValue::Seq(nodes) => Some(Items { path: &at.path, field: &at.field, nodes }),
         _ => {
             cx.type_error(at, "a list");
             None
@@ -549,7 +527,7 @@ fn stages(cx: &mut Cx, obj: &Obj) -> Option<Vec<Stage>> {
     }
     let mut out = Vec::new();
     let mut seen: HashMap<String, String> = HashMap::new();
-    for (i, item) in items.iter().enumerate() {
+    for (i, item) in items.iter() {
         if let Some(NodeValue::String(n)) = item.node.get("name").map(|n| &n.value) {
             let name_path = key_path(&item.path, "name");
             if let Some(first) = seen.get(n) {
@@ -567,7 +545,7 @@ fn stages(cx: &mut Cx, obj: &Obj) -> Option<Vec<Stage>> {
                 seen.insert(n.clone(), item.path.clone());
             }
         }
-        match stage(cx, item, i) {
+        match stage(cx, &item, i) {
             Some(s) => out.push(s),
             None => ok = false,
         }
@@ -654,7 +632,7 @@ fn actions(cx: &mut Cx, obj: &Obj, stage_label: &str) -> Option<Vec<Action>> {
     }
     let mut out = Vec::new();
     let mut seen: HashMap<String, String> = HashMap::new();
-    for (i, item) in items.iter().enumerate() {
+    for (i, item) in items.iter() {
         if let Some(name_node) = item.node.get("name")
             && let NodeValue::String(n) = &name_node.value
         {
@@ -672,7 +650,7 @@ fn actions(cx: &mut Cx, obj: &Obj, stage_label: &str) -> Option<Vec<Action>> {
                 seen.insert(n.clone(), item.path.clone());
             }
         }
-        match action(cx, item, stage_label, i) {
+        match action(cx, &item, stage_label, i) {
             Some(a) => out.push(a),
             None => ok = false,
         }
@@ -847,19 +825,19 @@ fn argv(cx: &mut Cx, at: &At) -> Option<Vec<String>> {
     }
     let mut out = Vec::with_capacity(items.len());
     let mut ok = true;
-    for (i, item) in items.iter().enumerate() {
+    for (i, item) in items.iter() {
         match scalar_text(&item.node) {
             Some(s) if s.contains('\0') => {
-                cx.bad(item, "must not contain a NUL character", None);
+                cx.bad(&item, "must not contain a NUL character", None);
                 ok = false;
             }
             Some(s) if i == 0 && s.is_empty() => {
-                cx.bad(item, "the program (argv[0]) must not be empty", None);
+                cx.bad(&item, "the program (argv[0]) must not be empty", None);
                 ok = false;
             }
             Some(s) => out.push(s),
             None => {
-                cx.type_error(item, "a string");
+                cx.type_error(&item, "a string");
                 ok = false;
             }
         }
@@ -1315,8 +1293,8 @@ fn policies(cx: &mut Cx, at: &At, label: &str) -> Option<Vec<RetryPolicy>> {
         ok = false;
     }
     let mut out = Vec::new();
-    for (i, item) in items.iter().enumerate() {
-        match policy(cx, item, label, i + 1, preferred) {
+    for (i, item) in items.iter() {
+        match policy(cx, &item, label, i + 1, preferred) {
             Some(p) => out.push(p),
             None => ok = false,
         }
@@ -1409,6 +1387,11 @@ fn policy(cx: &mut Cx, at: &At, label: &str, number: usize, preferred: u8) -> Op
                     type_items.push(None);
                 }
                 NodeValue::Seq(items) => {
+                    let message = format!("action {label}, policy #{number} lists too many exception types");
+                    if !cx.within_limit(a, items.len(), MAX_EXCEPTION_TYPES_PER_POLICY, "exception types", message) {
+                        failed.insert(*field);
+                        continue;
+                    }
                     for (i, item) in items.iter().enumerate() {
                         let item_at = At { node: Cow::Borrowed(item), path: format!("{}[{i}]", a.path), field: a.field.clone() };
                         match &item.value {

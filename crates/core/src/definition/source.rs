@@ -25,14 +25,16 @@
 //! - Limits: at most [`MAX_SOURCE_BYTES`] of text and [`MAX_DEPTH`] levels of
 //!   nested sequences/mappings (alias copies included).
 
+use crate::limits::{MAX_CONFIG_FILE_BYTES, MAX_DEFINITION_BYTES, MAX_JSON_DEPTH};
 use std::collections::HashMap;
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
 
-/// Largest accepted source text (1 MiB).
-pub const MAX_SOURCE_BYTES: usize = 1024 * 1024;
-/// Deepest accepted nesting of sequences and mappings.
-pub const MAX_DEPTH: usize = 64;
+/// Largest accepted source text: the larger of a definition's and a config
+/// file's limit.
+pub const MAX_SOURCE_BYTES: usize = if MAX_DEFINITION_BYTES > MAX_CONFIG_FILE_BYTES { MAX_DEFINITION_BYTES } else { MAX_CONFIG_FILE_BYTES };
+/// Deepest accepted nesting of sequences and mappings: as for any JSON a user hands in.
+pub const MAX_DEPTH: usize = MAX_JSON_DEPTH;
 /// Most nodes that alias expansion may create in one document.
 pub const MAX_ALIAS_NODES: usize = 10_000;
 
@@ -82,10 +84,51 @@ pub fn parse_document(text: &str) -> Result<Node, SourceError> {
         return Err(SourceError {
             line: 1,
             column: 1,
-            message: format!("document is {} bytes long; at most {MAX_SOURCE_BYTES} bytes (1 MiB) are accepted", text.len()),
+            message: format!("document is {} bytes long; at most {MAX_SOURCE_BYTES} bytes are accepted", text.len()),
         });
     }
-    let mut parser = Parser::new_from_str(text);
+    match flow_document(text) {
+        None => build(Parser::new_from_str(text)),
+        Some((offset, line)) => {
+            let (blank, flow) = text.split_at(offset);
+            let chars = blank.chars().chain(EXPLICIT_START.chars()).chain(flow.chars());
+            build(Parser::new(chars)).map_err(|mut e| {
+                if e.line == line {
+                    e.column = e.column.saturating_sub(to_u32(EXPLICIT_START.len())).max(1);
+                }
+                e
+            })
+        }
+    }
+}
+
+/// Put before a document that is one flow collection (JSON). yaml-rust2 holds
+/// back every token of a flow collection that could still turn out to be a
+/// mapping key (`{a: 1}: b`) until the collection closes: for a JSON document,
+/// all of it, some 80 bytes per token (~100 MB for 1 MiB of `[0,0,...]`). A
+/// collection on the `---` line cannot be a key, so the tokens stream; nothing
+/// else changes (keys must be scalars here anyway), except the columns of that
+/// line, which errors shift back.
+const EXPLICIT_START: &str = "--- ";
+
+/// Where a document that starts with `{` or `[` (after blank lines and spaces)
+/// has its first line: the byte offset of that line and its 1-based number.
+fn flow_document(text: &str) -> Option<(usize, u32)> {
+    let mut offset = 0;
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        let content = line.trim_start_matches(' ');
+        if content.starts_with(['{', '[']) {
+            return Some((offset, to_u32(i + 1)));
+        }
+        if !matches!(content, "\n" | "\r\n") {
+            return None;
+        }
+        offset += line.len();
+    }
+    None
+}
+
+fn build<T: Iterator<Item = char>>(mut parser: Parser<T>) -> Result<Node, SourceError> {
     let mut builder = Builder::default();
     loop {
         let (event, mark) = parser.next_token().map_err(|e| SourceError::at(*e.marker(), e.info()))?;
@@ -519,6 +562,36 @@ mod tests {
     }
 
     #[test]
+    fn json_documents_keep_their_lines_and_columns() {
+        // The columns yaml-rust2 reports without the explicit `---` put before a
+        // flow document (see EXPLICIT_START).
+        for (text, line, column) in [
+            ("{\"a\": 1,,}", 1, 9),
+            ("  {\"a\": 1,,}", 1, 11),
+            ("\n\r\n{\"a\":\n 1,,}", 4, 4),
+            ("\n  [1, 2,, 3]", 2, 9),
+            ("{\"a\": 1} x", 1, 10),
+        ] {
+            let e = parse_document(text).unwrap_err();
+            assert_eq!((e.line, e.column), (line, column), "{text:?}: {e}");
+        }
+        let root = parse_document("\n\n  {\"a\":\n [1]}").unwrap();
+        assert_eq!((root.line, root.get("a").unwrap().line), (3, 4));
+        // A flow collection is still no mapping key, and one document is still one.
+        assert!(parse_document("{a: 1}: b").is_err());
+        assert!(parse_document("[a]: b").is_err());
+        let e = parse_document("{\"a\": [1, {\"b\": 2}]}\n---\n{}").unwrap_err();
+        assert_eq!((e.line, e.message.contains("one document")), (2, true), "{e}");
+        // Documents that start otherwise are read as they are.
+        assert_eq!(flow_document("# c\n{}"), None);
+        assert_eq!(flow_document("\t{}"), None);
+        assert_eq!(flow_document("a: {}"), None);
+        assert_eq!(flow_document(" \n  [1]"), Some((2, 2)));
+        assert_eq!(flow_document("\r\n[1]"), Some((2, 2)));
+        assert_eq!(flow_document("\rx\n[1]"), None);
+    }
+
+    #[test]
     fn syntax_errors_have_line_and_column() {
         let e = parse_document("a: 1\nb: [1, 2\nc: 3\n").unwrap_err();
         assert!(e.line >= 2, "{e}");
@@ -568,14 +641,14 @@ mod tests {
 
     #[test]
     fn limits() {
-        let deep = format!("{}{}", "[".repeat(65), "]".repeat(65));
-        assert!(parse_document(&deep).unwrap_err().message.contains("deeper than 64"));
-        let ok = format!("{}{}", "[".repeat(64), "]".repeat(64));
+        let deep = format!("{}{}", "[".repeat(MAX_DEPTH + 1), "]".repeat(MAX_DEPTH + 1));
+        assert!(parse_document(&deep).unwrap_err().message.contains(&format!("deeper than {MAX_DEPTH}")));
+        let ok = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
         assert!(parse_document(&ok).is_ok());
         let very_deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
         assert!(parse_document(&very_deep).is_err());
         let big = format!("a: \"{}\"", "x".repeat(MAX_SOURCE_BYTES));
-        assert!(parse_document(&big).unwrap_err().message.contains("1 MiB"));
+        assert!(parse_document(&big).unwrap_err().message.contains(&format!("at most {MAX_SOURCE_BYTES} bytes")));
     }
 
     #[test]
