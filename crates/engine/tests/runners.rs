@@ -101,8 +101,8 @@ async fn command_invalid_or_huge_output_file_fails() {
     assert!(f.message.contains("not valid JSON"), "{}", f.message);
 
     let o = run_command(&sh(r#"head -c 2000000 /dev/zero > "$REDRIVE_OUTPUT_FILE""#), &ctx()).await;
-    let f = expect_failure(&o, ExceptionType::ActionFailed);
-    assert!(f.message.contains("2000000 bytes") && f.message.contains("limit"), "{}", f.message);
+    let f = expect_failure(&o, ExceptionType::LimitExceeded);
+    assert_eq!(f.message, "the output of action Build/Compile ($REDRIVE_OUTPUT_FILE) is 2000000 bytes; the maximum is 1048576 bytes");
 }
 
 #[tokio::test]
