@@ -991,6 +991,25 @@ fn escaped_processes_die_with_the_attempt() {
     assert!(e.all_gone(), "after a timeout: {:?} {:?}", stat_of(e.proc.pid), e.scratch);
 }
 
+#[test]
+fn processes_that_leave_the_attempt_cgroup_die_too() {
+    let Some(home) = own_cgroup_dir().filter(|d| d.join("cgroup.procs").metadata().is_ok_and(|m| !m.permissions().readonly())) else {
+        eprintln!("no writable cgroup v2 here: nothing to test");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("record");
+    // As root, a command can move itself out of its attempt's cgroup (once it
+    // runs a while: the runner checked where it started), then escape the group
+    // and session too: the marker still gives it away.
+    let mut spec = escaping(&record, "exit 0");
+    spec.argv[2] = format!("sleep 0.3; echo $$ > '{}/cgroup.procs' || exit 99\n{}", home.display(), spec.argv[2]);
+    let r = run_isolated(spec, ctx());
+    assert_eq!(expect_output(&r.outcome), None);
+    let e = Escapee::read(&record);
+    assert!(e.all_gone(), "{:?} {:?}", stat_of(e.proc.pid), e.scratch);
+}
+
 #[tokio::test]
 async fn escaped_processes_die_with_an_aborted_attempt() {
     let dir = tempfile::tempdir().unwrap();

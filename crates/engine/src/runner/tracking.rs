@@ -13,7 +13,9 @@
 //!   command moves itself into it before `exec`. No process can leave a cgroup
 //!   without write access elsewhere, and `cgroup.kill` SIGKILLs the whole subtree
 //!   atomically (no fork race). If the command did not land in its cgroup, the
-//!   attempt falls back to the marker scan.
+//!   attempt falls back to the marker scan. Once the cgroup is empty, one marker
+//!   scan follows anyway: a root process can move itself to another cgroup, not
+//!   out of its environment.
 //! - **Marker scan (fallback).** At the end of the attempt every process in
 //!   `/proc` whose environment holds the exact marker string is SIGKILLed through
 //!   a pidfd opened *before* re-checking the marker (a recycled pid is never
@@ -45,6 +47,7 @@ use std::collections::HashSet;
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// Name of the environment variable that marks an attempt's processes.
@@ -126,7 +129,12 @@ impl AttemptCgroup {
     }
 
     fn contains(&self, pid: i32) -> bool {
-        procfs::cgroup_v2_path(pid).is_some_and(|p| p == self.rel || p.starts_with(&format!("{}/", self.rel)))
+        procfs::cgroup_v2_path(pid).is_some_and(|p| self.holds(&p))
+    }
+
+    /// Whether cgroup path `p` is this cgroup or below it.
+    fn holds(&self, p: &str) -> bool {
+        p == self.rel || p.strip_prefix(self.rel.as_str()).is_some_and(|rest| rest.starts_with('/'))
     }
 
     fn kill_all(&self) {
@@ -188,13 +196,22 @@ impl Tracker {
         self.cgroup.as_ref().filter(|c| c.in_use).map(|c| c.dir.join("cgroup.kill"))
     }
 
-    /// Records the started command; if it did not land in the attempt's cgroup,
-    /// falls back to the marker scan. Reads one small `/proc` file.
+    /// Records the started command; if it is not in the attempt's cgroup (it
+    /// could not join, or already moved elsewhere), this attempt falls back to
+    /// the marker scan. Reads one small `/proc` file.
     pub fn started(&mut self, leader: i32) {
         self.leader = Some(leader);
-        if let Some(cg) = self.cgroup.as_mut().filter(|c| !c.contains(leader)) {
-            tracing::warn!(pid = leader, cgroup = %cg.dir.display(), "command did not join its cgroup; tracking it by its environment marker");
-            cg.in_use = false;
+        let Some(cg) = self.cgroup.as_mut() else {
+            return;
+        };
+        let now_in = procfs::cgroup_v2_path(leader);
+        if now_in.as_deref().is_some_and(|p| cg.holds(p)) {
+            return;
+        }
+        cg.in_use = false;
+        static WARNED: AtomicBool = AtomicBool::new(false);
+        if !WARNED.swap(true, Ordering::Relaxed) {
+            tracing::warn!(pid = leader, cgroup = %cg.dir.display(), now_in = ?now_in, "a command is not in its attempt's cgroup; such attempts are tracked by their environment marker");
         }
     }
 
@@ -210,12 +227,23 @@ impl Tracker {
         }
     }
 
+    /// The cgroup first (atomic, complete for whatever stayed in it), then the
+    /// marker: it catches what left the cgroup (root may) or was never in it.
     fn kill_and_reap(&self) {
         let deadline = Instant::now() + SWEEP_WAIT;
         let mut seen = HashSet::new(); // (pid, start ticks): immune to pid reuse
+        if let Some(cg) = self.cgroup.as_ref().filter(|c| c.in_use) {
+            self.settle(Some(cg), &mut seen, deadline);
+        }
+        self.settle(None, &mut seen, deadline);
+    }
+
+    /// Kill rounds until nothing of the attempt is left (by `cgroup`, else by
+    /// marker) or the deadline passes.
+    fn settle(&self, cgroup: Option<&AttemptCgroup>, seen: &mut HashSet<(i32, u64)>, deadline: Instant) {
         let mut pause = Duration::from_millis(1);
         loop {
-            let left = self.kill_round(&mut seen);
+            let left = self.kill_round(cgroup, seen);
             if left == 0 {
                 return;
             }
@@ -230,9 +258,8 @@ impl Tracker {
 
     /// One look: kill what lives, reap our zombies; returns how many processes
     /// of the attempt are still there (the leader's zombie, tokio's, excepted).
-    fn kill_round(&self, seen: &mut HashSet<(i32, u64)>) -> usize {
+    fn kill_round(&self, cgroup: Option<&AttemptCgroup>, seen: &mut HashSet<(i32, u64)>) -> usize {
         let me = std::process::id() as i32;
-        let cgroup = self.cgroup.as_ref().filter(|c| c.in_use);
         if let Some(cg) = cgroup {
             cg.kill_all();
         }
