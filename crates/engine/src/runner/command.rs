@@ -40,10 +40,10 @@
 //!   times out, not when its pipes close. Then everything it started is
 //!   SIGKILLed: first its process group, then every process tracked as the
 //!   attempt's, including those that left the group with `setsid` or a double
-//!   fork (cgroup v2 when usable, else an environment-marker scan of `/proc`;
+//!   fork (a cgroup v2 when usable, and an environment-marker scan of `/proc`;
 //!   the engine is a child subreaper so orphans can be reaped; see the
 //!   `tracking` module). Only then are the pipes drained (at most
-//!   [`DRAIN_GRACE`] more) and the files read. The same happens when the attempt
+//!   1 s more) and the files read. The same happens when the attempt
 //!   future is dropped.
 //! - `$REDRIVE_OUTPUT_FILE` and `$REDRIVE_ERROR_FILE` are read only if they are
 //!   regular files (`lstat`, then `open` with `O_NONBLOCK | O_NOFOLLOW`, then

@@ -3,7 +3,7 @@
 //! A runner never decides whether to retry. It turns whatever happened (an exit
 //! status, an HTTP response, a timeout, a connection error) into an
 //! [`AttemptOutcome`]: success with an optional JSON output, or a
-//! [`Failure`](redrive_core::exception::Failure) carrying an exception type, a
+//! [`Failure`] carrying an exception type, a
 //! message and an optional server retry hint. The classification rules are the
 //! contract of PRODUCT.md §3; each runner module documents how it applies them.
 //!

@@ -16,7 +16,8 @@
 //!   attempt falls back to the marker scan. Once the cgroup is empty, one marker
 //!   scan follows anyway: a root process can move itself to another cgroup, not
 //!   out of its environment.
-//! - **Marker scan (fallback).** At the end of the attempt every process in
+//! - **Marker scan (always; all there is without a usable cgroup).** At the
+//!   end of the attempt every process in
 //!   `/proc` whose environment holds the exact marker string is SIGKILLed through
 //!   a pidfd opened *before* re-checking the marker (a recycled pid is never
 //!   hit), and the scan repeats until none is left (catching processes forked
@@ -29,13 +30,13 @@
 //!   `waitpid(-1)`: only specific pids known to belong to the attempt (in its
 //!   cgroup; or seen with its marker, or in its process group) and never the
 //!   attempt's leader, which `tokio::process` owns and reaps. Zombies of other
-//!   children of the engine are left alone. (Fallback gap: a process that left
-//!   the attempt's group and exited on its own before the final scan cannot be
-//!   attributed any more; its zombie stays until the engine exits.)
+//!   children of the engine are left alone. (Gap without a cgroup: a process
+//!   that left the attempt's group and exited on its own before the final scan
+//!   cannot be attributed any more; its zombie stays until the engine exits.)
 //! - **Crashes.** Each attempt's watchdog (see the `command` module) also writes
 //!   the attempt's `cgroup.kill` when redrive dies; cgroup directories of dead
-//!   engines are removed by [`super::remove_stale_attempt_dirs`]. In fallback mode
-//!   processes that escaped the group survive a crash of the engine.
+//!   engines are removed by [`super::remove_stale_attempt_dirs`]. Without a
+//!   cgroup, processes that escaped the group survive a crash of the engine.
 //!
 //! The sweep ([`Tracker::sweep`]) blocks (a `/proc` scan, short waits for
 //! processes to die): run it on a blocking thread.
