@@ -1062,7 +1062,8 @@ fn serve_silence() -> String {
     url
 }
 
-/// Promises a 1 MB body, then sends a byte every 50 ms until the client hangs up.
+/// Promises a 1 MB body, then sends a byte every 50 ms (while waiting for the
+/// client to hang up) until it does.
 fn serve_trickle() -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -1071,10 +1072,16 @@ fn serve_trickle() -> String {
             return;
         };
         let _ = read_request(&s);
-        let mut out = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n");
-        while out.is_ok() {
-            std::thread::sleep(Duration::from_millis(50)); // the trickle itself
-            out = s.write_all(b"x").and_then(|_| s.flush());
+        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let mut sent = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n");
+        let mut buf = [0u8; 64];
+        while sent.is_ok() {
+            match s.read(&mut buf) {
+                Ok(0) => return, // hung up
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                _ => return,
+            }
+            sent = s.write_all(b"x");
         }
     });
     url
