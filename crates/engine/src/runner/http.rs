@@ -11,7 +11,9 @@
 //! `X-Redrive-Attempt: <attempt>`. Redirects are followed up to 5 times.
 //!
 //! The whole exchange (connect, send, read the body) must finish within the
-//! attempt's `timeoutSeconds`, else [`limits::DEFAULT_HTTP_TIMEOUT_SECONDS`].
+//! attempt's `timeoutSeconds`, else [`limits::DEFAULT_HTTP_TIMEOUT_SECONDS`]
+//! ([`http_time_limit`]): a server that accepts and never answers, or a body
+//! that trickles forever, ends in `Step.TIMEOUT` at that deadline.
 //! At most [`limits::MAX_HTTP_RESPONSE_BYTES`] of the body are read.
 //!
 //! # Classification
@@ -19,6 +21,7 @@
 //! | response | outcome |
 //! |---|---|
 //! | 2xx | success; output = the body as JSON if it parses, else `{"status": code, "body": text}` (text cut to [`limits::MAX_HTTP_OUTPUT_TEXT_BYTES`]; `"truncated": true` when the body was over the read limit) |
+//! | 2xx whose body nests deeper than [`limits::MAX_JSON_DEPTH`] (brackets counted outside strings, before parsing) | `Engine.LIMIT_EXCEEDED` "the output of action S/A (HTTP response body) is nested N levels deep; ..." |
 //! | 429 | `Step.THROTTLING` |
 //! | 503 with a valid `Retry-After` | `Step.THROTTLING` |
 //! | 500, 502, 503 without `Retry-After`, 504, other 5xx, 408 | `Step.SERVICE_FAULT` |
@@ -37,12 +40,16 @@
 //! `{"errorType": "PaymentDeclined"}` with a 402 so a policy can match it.
 //!
 //! Every failing response's `Retry-After` (delta-seconds, decimals accepted, or
-//! an HTTP-date) becomes the failure's `retry_after_ms`. Failure message:
+//! an HTTP-date) becomes the failure's `retry_after_ms`, capped at the policy
+//! maximum delay (`redrive_core::policy::MAX_DELAY_MS`; a date in the past or a
+//! negative delay is 0). A `Retry-After` that is neither (`1e400`, `soon`) is
+//! ignored, and the message says so. Failure message:
 //! `HTTP <code> <reason>: <first 300 bytes of the body>`.
 
-use super::{AttemptContext, AttemptOutcome, ReportedError, fmt_secs, limits, seconds_to_ms};
+use super::{AttemptContext, AttemptOutcome, ReportedError, fmt_secs, limits, output_name, parse_output, seconds_to_ms};
 use redrive_core::definition::HttpSpec;
 use redrive_core::exception::{ExceptionType, FAILURE_MESSAGE_MAX_BYTES, Failure, truncate_utf8};
+use redrive_core::policy::MAX_DELAY_MS;
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -74,7 +81,7 @@ pub async fn run_http(client: &reqwest::Client, spec: &HttpSpec, ctx: &AttemptCo
         Ok(r) => r,
         Err(msg) => return failed(ExceptionType::ActionFailed, msg),
     };
-    let limit = ctx.timeout.unwrap_or(Duration::from_secs(limits::DEFAULT_HTTP_TIMEOUT_SECONDS));
+    let limit = http_time_limit(ctx);
     tracing::debug!(
         execution = %ctx.execution_id, stage = %ctx.stage, action = %ctx.action,
         attempt = ctx.attempt, method = %spec.method, url = %spec.url, "http request"
@@ -82,8 +89,14 @@ pub async fn run_http(client: &reqwest::Client, spec: &HttpSpec, ctx: &AttemptCo
     match tokio::time::timeout(limit, exchange(client, request)).await {
         Err(_) => failed(ExceptionType::Timeout, format!("timed out after {}", fmt_secs(limit))),
         Ok(Err(e)) => transport_failure(&spec.method, &spec.url, &e),
-        Ok(Ok(resp)) => classify(resp, SystemTime::now()),
+        Ok(Ok(resp)) => classify(resp, ctx, SystemTime::now()),
     }
+}
+
+/// The deadline of the whole exchange: `timeoutSeconds`, else
+/// [`limits::DEFAULT_HTTP_TIMEOUT_SECONDS`].
+pub fn http_time_limit(ctx: &AttemptContext) -> Duration {
+    ctx.timeout.unwrap_or(Duration::from_secs(limits::DEFAULT_HTTP_TIMEOUT_SECONDS))
 }
 
 fn build_request(client: &reqwest::Client, spec: &HttpSpec, ctx: &AttemptContext) -> Result<reqwest::Request, String> {
@@ -177,22 +190,19 @@ fn transport_failure(method: &str, url: &str, e: &reqwest::Error) -> AttemptOutc
     failed(t, format!("{method} {url} failed: {detail}"))
 }
 
-fn classify(r: Received, now: SystemTime) -> AttemptOutcome {
+fn classify(r: Received, ctx: &AttemptContext, now: SystemTime) -> AttemptOutcome {
     let code = r.status.as_u16();
     if r.status.is_success() {
-        let output = if r.truncated { None } else { serde_json::from_slice::<serde_json::Value>(&r.body).ok() };
-        let output = output.unwrap_or_else(|| {
-            let text = truncate_utf8(String::from_utf8_lossy(&r.body).into_owned(), limits::MAX_HTTP_OUTPUT_TEXT_BYTES);
-            let mut o = serde_json::json!({"status": code, "body": text});
-            if r.truncated {
-                o["truncated"] = serde_json::Value::Bool(true);
-            }
-            o
-        });
-        return AttemptOutcome::Succeeded { output: Some(output) };
+        return success(r, ctx);
     }
 
-    let retry_after_ms = r.headers.get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| parse_retry_after(v, now));
+    let retry_after = r.headers.get(RETRY_AFTER).map(|v| {
+        let text = String::from_utf8_lossy(v.as_bytes());
+        parse_retry_after(&text, now).ok_or_else(|| {
+            format!("Retry-After {:?} ignored: neither delta-seconds nor an HTTP-date", truncate_utf8(text.into_owned(), 40))
+        })
+    });
+    let retry_after_ms = retry_after.as_ref().and_then(|r| r.as_ref().ok().copied());
     let by_status = match code {
         429 => ExceptionType::Throttling,
         503 if retry_after_ms.is_some() => ExceptionType::Throttling,
@@ -201,10 +211,15 @@ fn classify(r: Received, now: SystemTime) -> AttemptOutcome {
         _ => ExceptionType::ActionFailed,
     };
 
-    let reported = serde_json::from_slice::<serde_json::Value>(&r.body)
+    let reported = parse_output(|| "the response body".to_string(), &r.body, limits::MAX_HTTP_RESPONSE_BYTES)
         .ok()
+        .and_then(Result::ok)
         .and_then(|v| ReportedError::from_json(&v))
         .filter(|rep| rep.error_type.is_some());
+    let note = match &retry_after {
+        Some(Err(n)) => format!(" ({n})"),
+        _ => String::new(),
+    };
 
     let head = format!("HTTP {code} {}", r.status.canonical_reason().unwrap_or("")).trim_end().to_string();
     let body_excerpt = {
@@ -215,7 +230,7 @@ fn classify(r: Received, now: SystemTime) -> AttemptOutcome {
 
     let Some(rep) = reported else {
         return AttemptOutcome::Failed(
-            Failure::new(by_status, truncate_utf8(default_message, FAILURE_MESSAGE_MAX_BYTES)).with_retry_after_ms(retry_after_ms),
+            Failure::new(by_status, truncate_utf8(default_message + &note, FAILURE_MESSAGE_MAX_BYTES)).with_retry_after_ms(retry_after_ms),
         );
     };
     let message = match &rep.message {
@@ -227,24 +242,44 @@ fn classify(r: Received, now: SystemTime) -> AttemptOutcome {
         Some(Err(bad)) => (by_status, format!("{message} (response body: {bad})")),
         None => (by_status, message),
     };
+    let note = if rep.retry_after_ms.is_some() { "" } else { note.as_str() };
     AttemptOutcome::Failed(
-        Failure::new(t, truncate_utf8(message, FAILURE_MESSAGE_MAX_BYTES)).with_retry_after_ms(rep.retry_after_ms.or(retry_after_ms)),
+        Failure::new(t, truncate_utf8(message + note, FAILURE_MESSAGE_MAX_BYTES))
+            .with_retry_after_ms(rep.retry_after_ms.or(retry_after_ms)),
     )
+}
+
+/// A 2xx: the body as JSON output (within the depth limit), else as text.
+fn success(r: Received, ctx: &AttemptContext) -> AttemptOutcome {
+    let code = r.status.as_u16();
+    if !r.truncated {
+        let what = || output_name(ctx, "HTTP response body");
+        match parse_output(what, &r.body, limits::MAX_HTTP_RESPONSE_BYTES) {
+            Ok(Ok(v)) => return AttemptOutcome::Succeeded { output: Some(v) },
+            Ok(Err(_not_json)) => {}
+            Err(limit) => return AttemptOutcome::Failed(Failure::limit_exceeded(&limit)),
+        }
+    }
+    let text = truncate_utf8(String::from_utf8_lossy(&r.body).into_owned(), limits::MAX_HTTP_OUTPUT_TEXT_BYTES);
+    let mut o = serde_json::json!({"status": code, "body": text});
+    if r.truncated {
+        o["truncated"] = serde_json::Value::Bool(true);
+    }
+    AttemptOutcome::Succeeded { output: Some(o) }
 }
 
 /// Parses a `Retry-After` value into milliseconds from `now`: delta-seconds
 /// (`120`, also `1.5`) or an HTTP-date (IMF-fixdate, RFC 850 or asctime form).
-/// A date in the past, or a negative delay, is 0. `None` if unparseable.
+/// A date in the past, or a negative delay, is 0; anything longer than the
+/// policy maximum delay ([`MAX_DELAY_MS`]), however large, is that maximum.
+/// `None` if unparseable.
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<u64> {
     let v = value.trim();
     if v.is_empty() {
         return None;
     }
     if v.bytes().all(|b| b.is_ascii_digit() || b == b'.' || b == b'-' || b == b'+') {
-        let secs: f64 = v.parse().ok()?;
-        if !secs.is_finite() {
-            return None;
-        }
+        let secs: f64 = v.parse().ok()?; // a huge number of digits parses as infinity
         return seconds_to_ms(secs.max(0.0));
     }
     let at = parse_http_date(v)?; // unix seconds
@@ -253,7 +288,7 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<u64> {
         Err(e) => -(e.duration().as_millis() as i128),
     };
     let delta = at as i128 * 1000 - now_ms;
-    Some(delta.clamp(0, u64::MAX as i128) as u64)
+    Some(delta.clamp(0, MAX_DELAY_MS as i128) as u64)
 }
 
 /// Parses the three HTTP-date forms of RFC 9110 §5.6.7 into unix seconds.
@@ -336,5 +371,17 @@ mod tests {
         assert_eq!(parse_retry_after("soon", now), None);
         assert_eq!(parse_retry_after("", now), None);
         assert_eq!(parse_retry_after("NaN", now), None);
+    }
+
+    #[test]
+    fn retry_after_is_bounded() {
+        let now = at(784_111_777);
+        assert_eq!(parse_retry_after("99999999999999999999", now), Some(MAX_DELAY_MS));
+        assert_eq!(parse_retry_after(&"9".repeat(400), now), Some(MAX_DELAY_MS));
+        assert_eq!(parse_retry_after("1e400", now), None);
+        assert_eq!(parse_retry_after("-5", now), Some(0));
+        assert_eq!(parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", now), Some(MAX_DELAY_MS));
+        assert_eq!(parse_retry_after("Mon, 01 Jan 0001 00:00:00 GMT", now), Some(0));
+        assert_eq!(parse_retry_after("Mon, 01 Jan 99999999999999999999 00:00:00 GMT", now), None);
     }
 }
