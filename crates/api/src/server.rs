@@ -40,6 +40,10 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 /// The connection cap is at most this percentage of the open-file limit
 /// (RLIMIT_NOFILE): the rest is for the store, command actions and the like.
 pub const MAX_CONNECTIONS_PERCENT_OF_NOFILE: u64 = 50;
+/// Connections the kernel completes and queues for the server beyond those it
+/// serves (at most `net.core.somaxconn`); [`bind`] asks for this many. A burst of
+/// connections beyond it makes new clients retry their handshake after 1 s or more.
+pub const LISTEN_BACKLOG: u32 = 1024;
 /// Request line and headers together above this get HTTP 431.
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// On shutdown, open requests get this long to finish before their connections
@@ -65,6 +69,15 @@ impl Default for HttpLimits {
             max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
+}
+
+/// A listener on `addr` with a [`LISTEN_BACKLOG`] backlog (the standard
+/// library's is 128).
+pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Raises this process's soft open-file limit to its hard limit (for a server

@@ -107,13 +107,27 @@ impl Registry {
     }
 }
 
-/// Removes a connection from the registry however its task ends.
-struct Registered {
+/// A connection's place, taken before its task starts (so that the registry
+/// always holds every connection with a permit): removed from the registry however
+/// the task ends, and only then the permit freed.
+struct Place {
     id: u64,
     registry: Arc<Registry>,
+    activity: Activity,
+    /// Resolves when the connection is to close to make room for a new one.
+    evicted: oneshot::Receiver<()>,
+    _permit: OwnedSemaphorePermit,
 }
 
-impl Drop for Registered {
+impl Place {
+    fn take(registry: &Arc<Registry>, id: u64, permit: OwnedSemaphorePermit) -> Place {
+        let activity = Activity::default();
+        let evicted = registry.insert(id, activity.clone());
+        Place { id, registry: registry.clone(), activity, evicted, _permit: permit }
+    }
+}
+
+impl Drop for Place {
     fn drop(&mut self) {
         self.registry.remove(self.id);
     }
@@ -153,9 +167,9 @@ pub async fn serve(
 async fn accept_loop(shared: &Arc<Shared>, listener: &TcpListener, graceful: &GracefulShutdown, connections: &mut JoinSet<()>) {
     for id in 0u64.. {
         let stream = accept(listener).await;
-        let permit = shared.slot().await;
+        let place = Place::take(&shared.registry, id, shared.slot().await);
         while connections.try_join_next().is_some() {}
-        connections.spawn(shared.clone().run(id, stream, permit, graceful.watcher()));
+        connections.spawn(shared.clone().run(stream, place, graceful.watcher()));
     }
 }
 
@@ -192,10 +206,8 @@ impl Shared {
         }
     }
 
-    async fn run(self: Arc<Self>, id: u64, stream: TcpStream, permit: OwnedSemaphorePermit, watcher: Watcher) {
-        let activity = Activity::default();
-        let evicted = self.registry.insert(id, activity.clone());
-        let _registered = Registered { id, registry: self.registry.clone() };
+    async fn run(self: Arc<Self>, stream: TcpStream, mut place: Place, watcher: Watcher) {
+        let activity = place.activity.clone();
         let router = self.router.clone();
         let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
             req.extensions_mut().insert(activity.clone());
@@ -212,9 +224,9 @@ impl Shared {
                     tracing::debug!(error = %e, "connection closed");
                 }
             }
-            _ = evicted => tracing::debug!("idle connection closed to make room for a new one"),
+            _ = &mut place.evicted => tracing::debug!("idle connection closed to make room for a new one"),
         }
-        drop(permit);
+        drop(place);
     }
 }
 
