@@ -1,22 +1,103 @@
 //! The HTTP server: native REST under `/v1` (dead-letter queues under `/v1/dlq`,
 //! durable-function executions under `/v1/functions`),
 //! the CodePipeline protocol on `POST /`, `/metrics` (Prometheus), `/openapi.json`,
-//! `/healthz`; request bodies capped; JSON errors everywhere.
+//! `/healthz`; request bodies capped; JSON errors everywhere; connections,
+//! header and body reads bounded (see [`HttpLimits`]).
+
+mod connections;
 
 use crate::native;
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequest, Request};
-use axum::http::StatusCode;
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use connections::{Activity, ConnectionLimits};
+use http_body_util::BodyExt;
+use redrive_core::time::human_duration_ms;
 use redrive_engine::service::{Service, ServiceError};
 use redrive_store::Store;
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
+use std::time::Duration;
+
+// ---- limits -------------------------------------------------------------------
 
 /// Request bodies above this get HTTP 413.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+/// A client that has not sent a request's complete headers this long after
+/// connecting, or after its previous response (an idle kept-alive connection),
+/// is disconnected.
+pub const DEFAULT_HEADER_READ_TIMEOUT_MS: u64 = 10_000;
+/// A request body not fully received this long after its headers gets HTTP 408
+/// and the connection is closed.
+pub const DEFAULT_BODY_READ_TIMEOUT_MS: u64 = 30_000;
+/// Connections open at once; at the cap a new one replaces the oldest connection
+/// not handling a request, or waits in the listen backlog if all are.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// The connection cap is at most this percentage of the open-file limit
+/// (RLIMIT_NOFILE): the rest is for the store, command actions and the like.
+pub const MAX_CONNECTIONS_PERCENT_OF_NOFILE: u64 = 50;
+/// Connections the kernel completes and queues for the server beyond those it
+/// serves (at most `net.core.somaxconn`); [`bind`] asks for this many. A burst of
+/// connections beyond it makes new clients retry their handshake after 1 s or more.
+pub const LISTEN_BACKLOG: u32 = 1024;
+/// Request line and headers together above this get HTTP 431.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// On shutdown, open requests get this long to finish before their connections
+/// are dropped.
+pub const DRAIN_TIMEOUT_MS: u64 = 10_000;
+
+/// The server's limits; [`Default`] is the `DEFAULT_*` constants.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpLimits {
+    pub max_body_bytes: usize,
+    pub header_read_timeout_ms: u64,
+    pub body_read_timeout_ms: u64,
+    /// Lowered to [`MAX_CONNECTIONS_PERCENT_OF_NOFILE`] of the open-file limit.
+    pub max_connections: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            header_read_timeout_ms: DEFAULT_HEADER_READ_TIMEOUT_MS,
+            body_read_timeout_ms: DEFAULT_BODY_READ_TIMEOUT_MS,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
+    }
+}
+
+/// A listener on `addr` with a [`LISTEN_BACKLOG`] backlog (the standard
+/// library's is 128).
+pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// Raises this process's soft open-file limit to its hard limit (for a server
+/// process; a library should not). Returns the new soft limit.
+pub fn raise_open_file_limit() -> std::io::Result<u64> {
+    rlimit::increase_nofile_limit(u64::MAX)
+}
+
+/// The connection cap `wanted` becomes under the current open-file limit.
+pub fn connection_cap(wanted: usize) -> usize {
+    match rlimit::getrlimit(rlimit::Resource::NOFILE) {
+        Ok((soft, _)) => cap_for_nofile(wanted, soft),
+        Err(_) => wanted.max(1),
+    }
+}
+
+fn cap_for_nofile(wanted: usize, nofile: u64) -> usize {
+    let allowed = usize::try_from(nofile.saturating_mul(MAX_CONNECTIONS_PERCENT_OF_NOFILE) / 100).unwrap_or(usize::MAX);
+    wanted.min(allowed).max(1)
+}
 
 /// The whole application.
 pub fn app<S: Store>(service: Arc<Service<S>>, max_body_bytes: usize) -> Router {
@@ -77,12 +158,81 @@ impl<T: DeserializeOwned, St: Send + Sync> axum::extract::FromRequestParts<St> f
     }
 }
 
-/// Serves until `shutdown` resolves, then stops accepting and finishes open requests.
+/// [`serve_with_limits`] with the default limits but `max_body_bytes`.
 pub async fn serve<S: Store>(
     service: Arc<Service<S>>,
     listener: tokio::net::TcpListener,
     max_body_bytes: usize,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app(service, max_body_bytes)).with_graceful_shutdown(shutdown).await
+    serve_with_limits(service, listener, HttpLimits { max_body_bytes, ..HttpLimits::default() }, shutdown).await
+}
+
+/// Serves until `shutdown` resolves, then stops accepting and finishes open
+/// requests (for up to [`DRAIN_TIMEOUT_MS`]).
+pub async fn serve_with_limits<S: Store>(
+    service: Arc<Service<S>>,
+    listener: tokio::net::TcpListener,
+    limits: HttpLimits,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let max_connections = connection_cap(limits.max_connections);
+    if max_connections < limits.max_connections {
+        tracing::warn!(max_connections, wanted = limits.max_connections, "the open-file limit lowers the connection cap");
+    }
+    let transport = ConnectionLimits {
+        max_connections,
+        header_read_timeout: Duration::from_millis(limits.header_read_timeout_ms),
+        max_header_bytes: MAX_HEADER_BYTES,
+        drain_timeout: Duration::from_millis(DRAIN_TIMEOUT_MS),
+    };
+    let router = app(service, limits.max_body_bytes).layer(axum::middleware::from_fn_with_state(limits, whole_body_first));
+    connections::serve(router, listener, transport, shutdown).await
+}
+
+/// Reads the request body (at most one byte over the limit: enough for the
+/// application to answer 413) within the body timeout, or answers 408; then
+/// marks the connection as handling a request until the response is made.
+async fn whole_body_first(State(limits): State<HttpLimits>, req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    let timeout = Duration::from_millis(limits.body_read_timeout_ms);
+    let bytes = match tokio::time::timeout(timeout, read_up_to(body, limits.max_body_bytes + 1)).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(e)) => return native::bad_body(format!("request body: {e}")),
+        Err(_) => return body_timeout(limits.body_read_timeout_ms),
+    };
+    let _handling = parts.extensions.get::<Activity>().map(Activity::handling);
+    next.run(Request::from_parts(parts, Body::from(bytes))).await
+}
+
+/// The body's bytes, stopping once there are at least `limit`.
+async fn read_up_to(mut body: Body, limit: usize) -> Result<Bytes, axum::Error> {
+    let mut buf = Vec::new();
+    while buf.len() < limit {
+        let Some(frame) = body.frame().await else { break };
+        if let Ok(data) = frame?.into_data() {
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(Bytes::from(buf))
+}
+
+fn body_timeout(timeout_ms: u64) -> Response {
+    let message = format!("the request body was not received within {}", human_duration_ms(timeout_ms));
+    let mut r = native::ApiError(ServiceError::Validation(message)).into_response_with(StatusCode::REQUEST_TIMEOUT);
+    r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_connection_cap_is_at_most_half_the_open_file_limit() {
+        assert_eq!(cap_for_nofile(1024, 20_000), 1024);
+        assert_eq!(cap_for_nofile(1024, 1024), 512);
+        assert_eq!(cap_for_nofile(1024, 0), 1);
+        assert_eq!(cap_for_nofile(0, 20_000), 1);
+    }
 }

@@ -12,10 +12,15 @@
 //!     maxEntries: 1000           # optional
 //!     rate: 50/s                 # optional, default 100/s
 //!     mode: retry-stage          # optional, default retry-stage
+//! http:                          # optional; every key optional
+//!   headerReadTimeout: 10s       # 1s to 1h; also how long a kept-alive connection may idle
+//!   bodyReadTimeout: 30s         # 1s to 1h
+//!   maxConnections: 1024         # 1 to 65536, and at most half the open-file limit
 //! ```
 
 use crate::exit;
 use crate::load::{format_problem, plural, read_bounded};
+use redrive_api::server::{DEFAULT_BODY_READ_TIMEOUT_MS, DEFAULT_HEADER_READ_TIMEOUT_MS, DEFAULT_MAX_CONNECTIONS};
 use redrive_core::definition::source::{Node, NodeValue, parse_document};
 use redrive_core::definition::{Problem, Problems, total_problems};
 use redrive_core::limits::MAX_CONFIG_FILE_BYTES;
@@ -30,7 +35,15 @@ use std::path::Path;
 /// Longest exception type a filter may name (as the server checks).
 const MAX_EXCEPTION_TYPE_CHARS: usize = 100;
 
-const TOP_KEYS: &[&str] = &["redriveSchedules"];
+/// Shortest header or body read timeout the file may set.
+pub const MIN_HTTP_TIMEOUT_MS: u64 = 1_000;
+/// Longest header or body read timeout the file may set.
+pub const MAX_HTTP_TIMEOUT_MS: u64 = 3_600_000;
+/// Most connections the file may allow.
+pub const MAX_HTTP_CONNECTIONS: u64 = 65_536;
+
+const TOP_KEYS: &[&str] = &["redriveSchedules", "http"];
+const HTTP_KEYS: &[&str] = &["headerReadTimeout", "bodyReadTimeout", "maxConnections"];
 const SCHEDULE_KEYS: &[&str] = &["name", "every", "queuePrefix", "filters", "olderThan", "maxEntries", "rate", "mode"];
 const FILTER_KEYS: &[&str] = &["type", "source"];
 
@@ -38,6 +51,25 @@ const FILTER_KEYS: &[&str] = &["type", "source"];
 #[derive(Debug, Default, PartialEq)]
 pub struct ServerConfig {
     pub schedules: Vec<RedriveSchedule>,
+    pub http: HttpConfig,
+}
+
+/// The `http:` section: the server's connection limits.
+#[derive(Debug, PartialEq)]
+pub struct HttpConfig {
+    pub header_read_timeout_ms: u64,
+    pub body_read_timeout_ms: u64,
+    pub max_connections: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            header_read_timeout_ms: DEFAULT_HEADER_READ_TIMEOUT_MS,
+            body_read_timeout_ms: DEFAULT_BODY_READ_TIMEOUT_MS,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -171,14 +203,66 @@ impl Cx {
     fn config(&mut self, root: &Node) -> ServerConfig {
         let mut config = ServerConfig::default();
         let Some(entries) = self.map("$", root, TOP_KEYS) else { return config };
-        let Some((_, list)) = entries.iter().find(|(k, _)| k == "redriveSchedules") else { return config };
+        if let Some((_, http)) = entries.iter().find(|(k, _)| k == "http") {
+            config.http = self.http(http);
+        }
+        if let Some((_, list)) = entries.iter().find(|(k, _)| k == "redriveSchedules") {
+            config.schedules = self.schedules(list);
+        }
+        config
+    }
+
+    fn http(&mut self, node: &Node) -> HttpConfig {
+        let mut http = HttpConfig::default();
+        if matches!(node.value, NodeValue::Null) {
+            return http;
+        }
+        let Some(entries) = self.map("$.http", node, HTTP_KEYS) else { return http };
+        for (k, v) in entries {
+            let path = format!("$.http.{k}");
+            match k.as_str() {
+                "headerReadTimeout" => http.header_read_timeout_ms = self.timeout(&path, v).unwrap_or(http.header_read_timeout_ms),
+                "bodyReadTimeout" => http.body_read_timeout_ms = self.timeout(&path, v).unwrap_or(http.body_read_timeout_ms),
+                "maxConnections" => http.max_connections = self.connections(&path, v).unwrap_or(http.max_connections),
+                _ => {} // reported by map()
+            }
+        }
+        http
+    }
+
+    fn timeout(&mut self, path: &str, node: &Node) -> Option<u64> {
+        let ms = self.duration(path, node, MIN_HTTP_TIMEOUT_MS)?;
+        if ms > MAX_HTTP_TIMEOUT_MS {
+            self.bad(path, node, "too long; at most 1h", "a duration from 1s to 1h, e.g. 10s");
+            return None;
+        }
+        Some(ms)
+    }
+
+    fn connections(&mut self, path: &str, node: &Node) -> Option<usize> {
+        let allowed = format!("an integer from 1 to {MAX_HTTP_CONNECTIONS}");
+        match node.value {
+            NodeValue::Int(i) if (1..=MAX_HTTP_CONNECTIONS as i64).contains(&i) => Some(i as usize),
+            NodeValue::Int(_) => {
+                self.bad(path, node, "out of range", &allowed);
+                None
+            }
+            _ => {
+                self.bad(path, node, format!("expected an integer, found {}", kind_name(node)), &allowed);
+                None
+            }
+        }
+    }
+
+    fn schedules(&mut self, list: &Node) -> Vec<RedriveSchedule> {
+        let mut schedules = Vec::new();
         let path = "$.redriveSchedules";
         let items: &[Node] = match &list.value {
             NodeValue::Null => &[],
             NodeValue::Seq(items) => items,
             _ => {
                 self.bad(path, list, format!("expected a list, found {}", kind_name(list)), "a list of schedules");
-                return config;
+                return schedules;
             }
         };
         if items.len() > MAX_SCHEDULES {
@@ -194,10 +278,10 @@ impl Cx {
         for (i, item) in items.iter().enumerate() {
             let path = format!("{path}[{i}]");
             if let Some(s) = self.schedule(&path, item, &mut names) {
-                config.schedules.push(s);
+                schedules.push(s);
             }
         }
-        config
+        schedules
     }
 
     fn schedule(&mut self, path: &str, node: &Node, names: &mut HashMap<String, u32>) -> Option<RedriveSchedule> {
@@ -414,7 +498,30 @@ mod tests {
         has("$.redriveSchedules[1].queuePrefix: required field queuePrefix is missing");
         has("line 9: $.redriveSchedules[1].filters.kind: unknown key kind (allowed: type, source)");
         has("line 10: $.redriveSchedules[1].mode: not a redrive mode (got \"sideways\"; allowed: retry-stage (default), new-execution)");
-        has("line 11: $.extra: unknown key extra (allowed: redriveSchedules)");
+        has("line 11: $.extra: unknown key extra (allowed: redriveSchedules, http)");
         assert!(parse_config("redriveSchedules: [\n").unwrap_err()[0].line.is_some());
+    }
+
+    #[test]
+    fn the_http_section_sets_the_connection_limits() {
+        let c = parse_config("http:\n  headerReadTimeout: 2s\n  bodyReadTimeout: 1m\n  maxConnections: 64\n").unwrap();
+        assert_eq!(c.http, HttpConfig { header_read_timeout_ms: 2_000, body_read_timeout_ms: 60_000, max_connections: 64 });
+        assert_eq!(parse_config("http: {}\n").unwrap().http, HttpConfig::default());
+        assert_eq!(parse_config("http:\n").unwrap().http, HttpConfig::default());
+        assert_eq!(HttpConfig::default().max_connections, 1024);
+    }
+
+    #[test]
+    fn http_limits_out_of_range_are_reported() {
+        let text = "http:\n  headerReadTimeout: 500ms\n  bodyReadTimeout: 2h\n  maxConnections: 0\n  idle: 5s\n";
+        let shown: Vec<String> = parse_config(text).unwrap_err().iter().map(|p| p.to_string()).collect();
+        let has = |needle: &str| assert!(shown.iter().any(|s| s.contains(needle)), "{needle} not in {shown:#?}");
+        has("line 2: $.http.headerReadTimeout: too short; at least 1s (got \"500ms\"");
+        has("line 3: $.http.bodyReadTimeout: too long; at most 1h (got \"2h\"");
+        has("line 4: $.http.maxConnections: out of range (got 0; allowed: an integer from 1 to 65536)");
+        has("$.http.idle: unknown key idle (allowed: headerReadTimeout, bodyReadTimeout, maxConnections)");
+        let shown = parse_config("http:\n  maxConnections: many\n").unwrap_err()[0].to_string();
+        assert!(shown.contains("expected an integer, found a string"), "{shown}");
+        assert!(parse_config("http:\n  maxConnections: 65537\n").is_err());
     }
 }

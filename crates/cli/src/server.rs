@@ -4,6 +4,7 @@ use crate::config::{ServerConfig, load_config, report_config_error};
 use crate::exit;
 use crate::run::DEFAULT_DB;
 use anyhow::Context;
+use redrive_api::server::{HttpLimits, MAX_CONNECTIONS_PERCENT_OF_NOFILE, bind, connection_cap, raise_open_file_limit};
 use redrive_core::time::human_duration_ms;
 use redrive_engine::redrive::RedriveSchedule;
 use redrive_engine::service::Service;
@@ -33,8 +34,10 @@ pub struct ServerArgs {
     /// `{name: retry-sweeper, every: 30m, queuePrefix: retry-, filters: {type: Step.THROTTLING,
     /// source: orders}, olderThan: 10m, maxEntries: 1000, rate: 50/s, mode: retry-stage}`
     /// (rate defaults to 100/s, mode to retry-stage; poison entries are never
-    /// redriven by a schedule). An invalid file is reported in full and the server
-    /// does not start (exit 2).
+    /// redriven by a schedule), and `http`: the connection limits, e.g.
+    /// `{headerReadTimeout: 10s, bodyReadTimeout: 30s, maxConnections: 1024}`
+    /// (those are the defaults). An invalid file is reported in full and the
+    /// server does not start (exit 2).
     #[arg(long, value_name = "FILE", env = "REDRIVE_CONFIG")]
     config: Option<PathBuf>,
 }
@@ -86,8 +89,9 @@ fn schedules_note(schedules: &[RedriveSchedule]) -> String {
 }
 
 async fn serve(args: ServerArgs, config: ServerConfig) -> anyhow::Result<()> {
+    let limits = http_limits(&args, &config);
     let store = Arc::new(SqliteStore::open(&args.db, SqliteOptions::default()).with_context(|| format!("opening {}", args.db.display()))?);
-    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
+    let listener = bind(args.listen).with_context(|| format!("listening on {}", args.listen))?;
     let (handle, join) = Driver::spawn(store.clone(), Arc::new(SystemClock), DriverConfig::default());
 
     // Continuity: every unfinished execution is taken over (in-flight attempts of
@@ -132,7 +136,7 @@ async fn serve(args: ServerArgs, config: ServerConfig) -> anyhow::Result<()> {
         args.db.display(),
         if resumed == 1 { "" } else { "s" }
     );
-    redrive_api::server::serve(service, listener, args.max_body_bytes, shutdown_signal()).await.context("serving HTTP")?;
+    redrive_api::server::serve_with_limits(service, listener, limits, shutdown_signal()).await.context("serving HTTP")?;
 
     eprintln!("shutting down: no new attempts start; waiting up to {}s for running attempts", args.grace_seconds);
     let left = handle.drain(std::time::Duration::from_secs(args.grace_seconds)).await.unwrap_or(0);
@@ -141,6 +145,27 @@ async fn serve(args: ServerArgs, config: ServerConfig) -> anyhow::Result<()> {
     }
     join.await.context("engine task")??;
     Ok(())
+}
+
+/// The HTTP limits from the flags and the config file, after raising the
+/// open-file limit so that the connection cap fits under it.
+fn http_limits(args: &ServerArgs, config: &ServerConfig) -> HttpLimits {
+    if let Err(e) = raise_open_file_limit() {
+        eprintln!("warning: could not raise the open-file limit: {e}");
+    }
+    let wanted = config.http.max_connections;
+    let max_connections = connection_cap(wanted);
+    if max_connections < wanted {
+        eprintln!(
+            "warning: at most {max_connections} connections (not {wanted}): {MAX_CONNECTIONS_PERCENT_OF_NOFILE}% of the open-file limit (ulimit -n)"
+        );
+    }
+    HttpLimits {
+        max_body_bytes: args.max_body_bytes,
+        header_read_timeout_ms: config.http.header_read_timeout_ms,
+        body_read_timeout_ms: config.http.body_read_timeout_ms,
+        max_connections,
+    }
 }
 
 async fn shutdown_signal() {

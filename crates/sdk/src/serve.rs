@@ -24,6 +24,10 @@ impl Engine {
     /// `redrive execution get NAME ID --function` read. Pipelines, executions
     /// and dead-letter queues of the store are served as well.
     ///
+    /// Connections are limited as `redrive server`'s are by default (see
+    /// [`redrive_api::server::HttpLimits`]), except that this process's open-file
+    /// limit is not raised: the connection cap is at most half of it.
+    ///
     /// The API has **no authentication** and can create and start pipelines
     /// (including `command:` actions): bind a loopback address. The server stops
     /// shortly after [`Engine::shutdown`].
@@ -36,7 +40,7 @@ impl Engine {
     /// # Ok(()) }
     /// ```
     pub async fn serve(&self, addr: &str) -> Result<SocketAddr, Error> {
-        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| Error::Engine(format!("cannot listen on {addr}: {e}")))?;
+        let listener = listen(addr).await.map_err(|e| Error::Engine(format!("cannot listen on {addr}: {e}")))?;
         let bound = listener.local_addr().map_err(|e| Error::Engine(format!("cannot listen on {addr}: {e}")))?;
         if !bound.ip().is_loopback() {
             tracing::warn!(%bound, "the redrive API has no authentication and is listening beyond loopback");
@@ -63,8 +67,8 @@ impl Engine {
             }
         };
         let server = tokio::spawn(async move {
-            let max_body = redrive_api::server::DEFAULT_MAX_BODY_BYTES;
-            if let Err(e) = redrive_api::server::serve(service, listener, max_body, shutdown).await {
+            let limits = redrive_api::server::HttpLimits::default();
+            if let Err(e) = redrive_api::server::serve_with_limits(service, listener, limits, shutdown).await {
                 tracing::error!(error = %e, "the redrive API server stopped");
             }
         });
@@ -77,4 +81,17 @@ impl Engine {
         background.push(watcher);
         Ok(bound)
     }
+}
+
+/// A listener on the first address `addr` resolves to that can be bound, with
+/// the server's listen backlog.
+async fn listen(addr: &str) -> std::io::Result<tokio::net::TcpListener> {
+    let mut last = std::io::Error::new(std::io::ErrorKind::InvalidInput, "the address resolves to nothing");
+    for a in tokio::net::lookup_host(addr).await? {
+        match redrive_api::server::bind(a) {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
 }
