@@ -39,7 +39,8 @@ fn respond(status: StatusCode, body: Vec<u8>, error: Option<ErrorCode>) -> Respo
     r
 }
 
-fn error_response(e: ApiError) -> Response {
+/// An error in the protocol's format (`__type` body, `x-amzn-ErrorType`).
+pub(crate) fn error_response(e: ApiError) -> Response {
     let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
     respond(status, e.body_json().into_bytes(), Some(e.code))
 }
@@ -259,12 +260,13 @@ async fn dispatch<S: Store>(svc: &Service<S>, request: Request) -> Result<Vec<u8
         }
         Request::GetPipelineExecution(i) => {
             let v = svc.get_execution(&i.pipeline_name, &i.pipeline_execution_id).await.map_err(to_api_error)?;
-            let failure = v
-                .state
-                .stages
-                .iter()
-                .flat_map(|s| &s.actions)
-                .find_map(|a| a.last_failure.as_ref().filter(|_| a.status == ActionStatus::Failed));
+            let failure = v.state.failure.as_ref().or_else(|| {
+                v.state
+                    .stages
+                    .iter()
+                    .flat_map(|s| &s.actions)
+                    .find_map(|a| a.last_failure.as_ref().filter(|_| a.status == ActionStatus::Failed))
+            });
             ok(&w::GetPipelineExecutionOutput {
                 pipeline_execution: Some(w::PipelineExecution {
                     pipeline_name: Some(v.record.pipeline_name.clone()),

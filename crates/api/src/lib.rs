@@ -6,6 +6,7 @@
 //! - [`dlq`]: dead-letter queues and redrives under `/v1/dlq`, and `/metrics`.
 //! - [`functions`]: durable-function executions under `/v1/functions` (read only).
 //! - [`aws`]: `POST /` dispatching CodePipeline operations to the service.
+//! - [`health`]: `/healthz`, `/readyz`, and 503 + `Retry-After` for changes while degraded.
 //! - [`server`]: the axum application: routes, body limits, JSON errors, shutdown.
 //! - [`openapi`]: the native API's OpenAPI document.
 //!
@@ -15,6 +16,7 @@ pub mod aws;
 pub mod codepipeline;
 pub mod dlq;
 pub mod functions;
+pub mod health;
 pub mod native;
 pub mod openapi;
 pub mod server;

@@ -148,6 +148,8 @@ pub fn execution_out(view: &ExecutionView, stage_names: &[(String, Vec<String>)]
         "lastUpdateTime": view.record.updated_at.to_string(),
         "endTime": s.finished_at.map(|t| t.to_string()),
         "input": serde_json::from_str::<Value>(&view.record.input_json).unwrap_or(Value::Null),
+        // Why the engine itself failed it (a limit, an unreadable state), if it did.
+        "failure": s.failure.as_ref().map(|f| json!({"exceptionType": f.exception_type, "message": f.message})),
         "stages": stages,
     })
 }

@@ -31,6 +31,7 @@ mod tests {
             ("/v1/dlq/schedules", &["get"]),
             ("/metrics", &["get"]),
             ("/healthz", &["get"]),
+            ("/readyz", &["get"]),
         ] {
             for m in methods {
                 assert!(v["paths"][route].get(m).is_some(), "{m} {route}");

@@ -106,11 +106,13 @@ pub fn app<S: Store>(service: Arc<Service<S>>, max_body_bytes: usize) -> Router 
         .merge(crate::functions::router::<S>())
         .merge(crate::aws::router::<S>())
         .route("/openapi.json", get(|| async { ([("content-type", "application/json")], crate::openapi::DOCUMENT) }))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(crate::health::healthz::<S>))
+        .route("/readyz", get(crate::health::readyz::<S>))
         .fallback(|| async {
             native::ApiError(ServiceError::Validation("no such route; see /openapi.json".into())).into_response_with(StatusCode::NOT_FOUND)
         })
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(service.clone(), crate::health::guard::<S>))
         .with_state(service)
 }
 

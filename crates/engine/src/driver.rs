@@ -417,6 +417,7 @@ impl EngineHandle {
     /// name with the same input answers with the existing execution (and `true`);
     /// with another input, [`EngineError::ExecutionAlreadyExists`].
     pub async fn start_function(&self, function: &str, name: &str, input_json: String) -> Result<(String, bool), EngineError> {
+        check_function_start(function, name, &input_json)?;
         let execution_id = uuid::Uuid::now_v7().to_string();
         let (reply, rx) = oneshot::channel();
         let fingerprint = crate::service::fingerprint(function, &input_json);
@@ -468,6 +469,27 @@ impl EngineHandle {
 
     async fn send(&self, msg: Inbound) -> Result<(), EngineError> {
         self.tx.send(msg).await.map_err(|_| EngineError::Stopped)
+    }
+}
+
+/// A function start's sizes where it enters: the execution name (its
+/// idempotency key) 1 to [`limits::MAX_EXECUTION_NAME_BYTES`], the input at most
+/// [`limits::MAX_INPUT_BYTES`] and [`limits::MAX_JSON_DEPTH`] levels, the
+/// function's name a valid name.
+fn check_function_start(function: &str, name: &str, input_json: &str) -> Result<(), EngineError> {
+    Name::parse(function).map_err(|e| EngineError::LimitExceeded(format!("function name {function:?} {e}")))?;
+    if name.is_empty() || name.len() > limits::MAX_EXECUTION_NAME_BYTES {
+        return Err(EngineError::LimitExceeded(format!(
+            "the execution name is {} bytes; it must be 1 to {} bytes",
+            name.len(),
+            limits::MAX_EXECUTION_NAME_BYTES
+        )));
+    }
+    let what = || "the function's input".to_string();
+    match limits::parse_bounded_json(what, input_json, limits::MAX_INPUT_BYTES) {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(EngineError::LimitExceeded(format!("the function's input is not JSON: {e}"))),
+        Err(e) => Err(EngineError::LimitExceeded(e.to_string())),
     }
 }
 
@@ -839,6 +861,13 @@ impl<S: Store> Driver<S> {
             next_timer_due: None,
             http: runner::http_client(),
         };
+        // What attempts of engines that died left behind (scratch directories,
+        // cgroups, escaped processes) goes, off the loop: it can block a while.
+        tokio::task::spawn_blocking(|| match runner::remove_stale_attempt_dirs() {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "removed what attempts of stopped engines left behind"),
+            Err(e) => tracing::warn!(error = %e, "could not remove what attempts of stopped engines left behind"),
+        });
         let join = tokio::spawn(driver.run());
         (handle, join)
     }

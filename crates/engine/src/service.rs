@@ -8,6 +8,8 @@ use crate::clock::Clock;
 use crate::driver::{EngineError, EngineHandle, LoadedPipeline};
 use redrive_core::definition::source::Node;
 use redrive_core::definition::{ExecutionMode, Problem, RetryMode, parse_pipeline};
+use redrive_core::exception::{ExceptionType, Failure};
+use redrive_core::limits::{self, MAX_CLIENT_TOKEN_BYTES};
 use redrive_core::machine::{ExecutionState, ExecutionStatus, Rejection, StageStatus, Trigger};
 use redrive_core::name::Name;
 use redrive_store::{
@@ -17,8 +19,6 @@ use std::sync::Arc;
 
 /// Executions scanned to find the latest run of each stage (GetPipelineState).
 pub const STATE_SCAN_EXECUTIONS: usize = 200;
-pub const MAX_CLIENT_TOKEN_LEN: usize = 128;
-pub const MAX_INPUT_BYTES: usize = 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -71,6 +71,7 @@ impl From<StoreError> for ServiceError {
 impl From<EngineError> for ServiceError {
     fn from(e: EngineError) -> Self {
         match e {
+            EngineError::Quarantined { .. } => ServiceError::StageNotRetryable(e.to_string()),
             EngineError::Store(s) => s.into(),
             EngineError::ExecutionNotFound(id) => ServiceError::ExecutionNotFound(format!("pipeline execution {id} not found")),
             EngineError::StageNotFound { pipeline, version, stage } => {
@@ -87,6 +88,7 @@ impl From<EngineError> for ServiceError {
                 ServiceError::ExecutionNotStoppable(format!("the execution is already {}", s.as_str()))
             }
             EngineError::NotRedriven(reason) => ServiceError::NotRedriven(reason.to_string()),
+            EngineError::LimitExceeded(m) => ServiceError::Validation(m),
             EngineError::TokenReused { execution_id, same_request: false } => ServiceError::Conflict(format!(
                 "clientRequestToken was already used for execution {execution_id} with a different request; use a new token"
             )),
@@ -160,9 +162,49 @@ pub fn validate_execution_id(field: &str, value: &str) -> Result<(), ServiceErro
     }
 }
 
+/// The state of an execution as the APIs show it. A quarantined execution
+/// shows as `Failed` with its fault as the execution's failure; one whose state
+/// cannot be read (the engine has not met it yet) the same, with no stages —
+/// one unreadable execution never makes a listing fail.
 fn parse_state(rec: &ExecutionRecord) -> Result<ExecutionState, ServiceError> {
-    serde_json::from_str(&rec.state_json)
-        .map_err(|e| ServiceError::Unavailable(format!("state of execution {} is unreadable: {e}", rec.id)))
+    let parsed = serde_json::from_str::<ExecutionState>(&rec.state_json);
+    let Some(failure) = fault_failure(rec, parsed.as_ref().err()) else { return Ok(parsed.expect("no fault: it parsed")) };
+    let mut state = parsed.unwrap_or_else(|_| ExecutionState {
+        execution_id: rec.id.clone(),
+        status: ExecutionStatus::Failed,
+        started_at: rec.created_at,
+        finished_at: None,
+        current_stage: 0,
+        stages: Vec::new(),
+        queued: false,
+        superseded_by: None,
+        dead_letter: None,
+        failure: None,
+    });
+    state.status = ExecutionStatus::Failed;
+    state.finished_at = Some(rec.updated_at);
+    state.failure = Some(failure);
+    Ok(state)
+}
+
+/// Why an execution is failed whatever its state says: its quarantine fault,
+/// or the reason its state cannot be read.
+pub(crate) fn fault_failure(rec: &ExecutionRecord, unreadable: Option<&serde_json::Error>) -> Option<Failure> {
+    if let Some(f) = &rec.fault {
+        let exception_type = ExceptionType::parse(&f.exception_type).unwrap_or(ExceptionType::CorruptState);
+        return Some(Failure::new(exception_type, f.message.clone()));
+    }
+    unreadable.map(|e| Failure::new(ExceptionType::CorruptState, format!("the stored state cannot be read: {e}")))
+}
+
+/// An execution's input where it enters: at most [`limits::MAX_INPUT_BYTES`] and
+/// [`limits::MAX_JSON_DEPTH`] levels. Returns its JSON text.
+pub fn check_input(input: &serde_json::Value) -> Result<String, ServiceError> {
+    limits::check_json_depth(|| "the input".into(), input).map_err(|e| ServiceError::Validation(e.to_string()))?;
+    let input_json = input.to_string();
+    limits::check_bytes(|| "the input".into(), input_json.len(), limits::MAX_INPUT_BYTES)
+        .map_err(|e| ServiceError::Validation(e.to_string()))?;
+    Ok(input_json)
 }
 
 /// A stable fingerprint of a start request, for clientRequestToken checks.
@@ -270,13 +312,13 @@ impl<S: Store> Service<S> {
     /// same input returns the first execution's id; with a different input, a Conflict.
     pub async fn start_execution(&self, name: &str, input: &serde_json::Value, client_token: Option<&str>) -> Result<String, ServiceError> {
         validate_name("pipeline name", name)?;
-        let input_json = input.to_string();
-        if input_json.len() > MAX_INPUT_BYTES {
-            return Err(ServiceError::Validation(format!("input is {} bytes; at most {MAX_INPUT_BYTES}", input_json.len())));
-        }
+        let input_json = check_input(input)?;
         if let Some(t) = client_token {
-            if t.is_empty() || t.len() > MAX_CLIENT_TOKEN_LEN {
-                return Err(ServiceError::Validation(format!("clientRequestToken must be 1 to {MAX_CLIENT_TOKEN_LEN} characters")));
+            if t.is_empty() || t.len() > MAX_CLIENT_TOKEN_BYTES {
+                return Err(ServiceError::Validation(format!(
+                    "clientRequestToken is {} bytes; it must be 1 to {MAX_CLIENT_TOKEN_BYTES} bytes",
+                    t.len()
+                )));
             }
         }
         let view = self.get_pipeline(name, None).await?;
@@ -386,6 +428,9 @@ impl<S: Store> Service<S> {
                 }
             };
             let state = Arc::new(ExecutionView { state: parse_state(&r)?, record: r });
+            if state.state.stages.len() != version.pipeline.stages.len() {
+                continue; // unreadable: no stage to show
+            }
             for (si, stage) in view.loaded.pipeline.stages.iter().enumerate() {
                 if per_stage[si].is_some() {
                     continue;
@@ -459,7 +504,7 @@ impl<S: Store> Service<S> {
             let Some(p) = self.store.get_pipeline(pipeline, Some(r.pipeline_version)).await? else { continue };
             let Ok(l) = LoadedPipeline::from_record(p) else { continue };
             if let Some(rsi) = l.pipeline.stage_index(stage) {
-                if st.stages[rsi].status == StageStatus::Failed {
+                if st.stages.get(rsi).is_some_and(|s| s.status == StageStatus::Failed) {
                     return Err(ServiceError::NotLatestPipelineExecution(format!(
                         "stage {stage} failed again in a later execution ({}); retry that one",
                         r.id
@@ -473,7 +518,15 @@ impl<S: Store> Service<S> {
                 latest.version, exec.record.pipeline_version
             )));
         }
-        let stage_state = &exec.state.stages[si];
+        if let Some(failure) = exec.state.failure.as_ref().filter(|_| exec.record.fault.is_some()) {
+            return Err(ServiceError::StageNotRetryable(format!(
+                "the engine failed this execution and quarantined it ({}: {}); start a new execution",
+                failure.exception_type, failure.message
+            )));
+        }
+        let Some(stage_state) = exec.state.stages.get(si) else {
+            return Err(ServiceError::StageNotRetryable("the execution's state cannot be read".into()));
+        };
         if stage_state.retry_in_progress {
             return Err(ServiceError::Conflict(format!("a retry of stage {stage} is already in progress")));
         }

@@ -29,9 +29,17 @@ pub struct FunctionExecutionDetail {
     pub attempts_truncated: bool,
 }
 
+/// A function execution's state as the APIs show it: a quarantined one (or one
+/// whose state cannot be read) is `Failed` with the fault as its error.
 fn parse_fn_state(rec: &ExecutionRecord) -> Result<FunctionState, ServiceError> {
-    serde_json::from_str(&rec.state_json)
-        .map_err(|e| ServiceError::Unavailable(format!("state of function execution {} is unreadable: {e}", rec.id)))
+    let parsed = serde_json::from_str::<FunctionState>(&rec.state_json);
+    let Some(error) = super::fault_failure(rec, parsed.as_ref().err()) else { return Ok(parsed.expect("no fault: it parsed")) };
+    let function = rec.pipeline_name.strip_prefix(crate::function::STORE_PREFIX).unwrap_or(&rec.pipeline_name).to_string();
+    let mut state = parsed.unwrap_or_else(|_| FunctionState::new(rec.id.clone(), function, "", rec.created_at));
+    state.status = redrive_core::function::FunctionStatus::Failed;
+    state.finished_at = Some(rec.updated_at);
+    state.error = Some(error);
+    Ok(state)
 }
 
 impl<S: Store> Service<S> {

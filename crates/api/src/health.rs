@@ -1,0 +1,76 @@
+//! Health as the server tells it: `/healthz` (liveness: the engine has not
+//! stopped), `/readyz` (readiness: not degraded, with the reason), and a guard
+//! that answers requests which would change something with 503 and
+//! `Retry-After` while the engine is degraded (the store refuses writes for now;
+//! the engine retries and recovers by itself). Reads still go to the store.
+
+use crate::codepipeline::errors::{ApiError as AwsError, ErrorCode};
+use crate::codepipeline::protocol;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use redrive_engine::health::{DEGRADED_RETRY_AFTER_SECONDS, Health};
+use redrive_engine::service::{Service, ServiceError};
+use redrive_store::Store;
+use serde_json::json;
+use std::sync::Arc;
+
+/// `GET /healthz`: 200 `ok` while the engine runs; 503 once it stopped for good
+/// (the process is about to exit).
+pub async fn healthz<S: Store>(State(svc): State<Arc<Service<S>>>) -> Response {
+    match svc.engine().health() {
+        Health::Stopped { reason } => (StatusCode::SERVICE_UNAVAILABLE, format!("stopped: {reason}")).into_response(),
+        Health::Ready | Health::Degraded { .. } => "ok".into_response(),
+    }
+}
+
+/// `GET /readyz`: 200 `{"status":"ready"}`, or 503 with `Retry-After` and
+/// `{"status":"degraded"|"stopped","reason":...,"since":...}`.
+pub async fn readyz<S: Store>(State(svc): State<Arc<Service<S>>>) -> Response {
+    let body = match svc.engine().health() {
+        Health::Ready => return axum::Json(json!({"status": "ready"})).into_response(),
+        Health::Degraded { reason, since } => json!({"status": "degraded", "reason": reason, "since": since.to_string()}),
+        Health::Stopped { reason } => json!({"status": "stopped", "reason": reason}),
+    };
+    with_retry_after((StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response())
+}
+
+/// Adds `Retry-After` to a 503.
+pub fn with_retry_after(mut response: Response) -> Response {
+    if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+        response.headers_mut().insert("retry-after", HeaderValue::from(DEGRADED_RETRY_AFTER_SECONDS));
+    }
+    response
+}
+
+/// Middleware: while the engine is degraded or stopped, a request that would
+/// change something gets 503 `ServiceUnavailableException` with `Retry-After`
+/// at once (in the protocol's own error format) instead of waiting for the
+/// store. Every 503 leaving the server carries `Retry-After`.
+pub async fn guard<S: Store>(State(svc): State<Arc<Service<S>>>, request: Request, next: Next) -> Response {
+    let health = svc.engine().health();
+    if let Some(reason) = health.reason().filter(|_| changes_something(&request)) {
+        let message = format!("the service cannot accept changes right now: {reason}");
+        let response = match request.uri().path() {
+            "/" => crate::aws::error_response(AwsError::new(ErrorCode::ServiceUnavailable, message)),
+            _ => crate::native::ApiError(ServiceError::Unavailable(message)).into_response(),
+        };
+        return with_retry_after(response);
+    }
+    with_retry_after(next.run(request).await)
+}
+
+/// Whether a request would change something: any method but GET/HEAD on the
+/// native API; on `POST /`, a CodePipeline operation other than `Get*`/`List*`.
+fn changes_something(request: &Request) -> bool {
+    if matches!(*request.method(), Method::GET | Method::HEAD) {
+        return false;
+    }
+    if request.uri().path() != "/" {
+        return true;
+    }
+    let target = request.headers().get(protocol::TARGET_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let operation = target.rsplit('.').next().unwrap_or("");
+    !(operation.starts_with("Get") || operation.starts_with("List"))
+}
