@@ -49,16 +49,33 @@ pub fn with_retry_after(mut response: Response) -> Response {
 /// at once (in the protocol's own error format) instead of waiting for the
 /// store. Every 503 leaving the server carries `Retry-After`.
 pub async fn guard<S: Store>(State(svc): State<Arc<Service<S>>>, request: Request, next: Next) -> Response {
-    let health = svc.engine().health();
-    if let Some(reason) = health.reason().filter(|_| changes_something(&request)) {
-        let message = format!("the service cannot accept changes right now: {reason}");
-        let response = match request.uri().path() {
-            "/" => crate::aws::error_response(AwsError::new(ErrorCode::ServiceUnavailable, message)),
-            _ => crate::native::ApiError(ServiceError::Unavailable(message)).into_response(),
-        };
-        return with_retry_after(response);
+    if !changes_something(&request) {
+        return with_retry_after(next.run(request).await);
     }
-    with_retry_after(next.run(request).await)
+    let aws = request.uri().path() == "/";
+    let mut health = svc.engine().health_watch();
+    if let Some(reason) = health.borrow_and_update().reason() {
+        return unavailable(aws, format!("the service cannot accept changes right now: {reason}"));
+    }
+    // A change caught by a store fault would wait until the store recovers:
+    // answer 503 as soon as the engine degrades instead (it may still complete
+    // later; a retry with the same clientRequestToken is safe).
+    tokio::select! {
+        response = next.run(request) => with_retry_after(response),
+        Ok(h) = health.wait_for(|h| !h.is_ready()) => {
+            let reason = h.reason().unwrap_or("the engine is not ready").to_string();
+            unavailable(aws, format!("the store failed while this change was being made: {reason}; it may still complete once the store recovers, retry with the same clientRequestToken to be sure"))
+        }
+    }
+}
+
+fn unavailable(aws: bool, message: String) -> Response {
+    let response = if aws {
+        crate::aws::error_response(AwsError::new(ErrorCode::ServiceUnavailable, message))
+    } else {
+        crate::native::ApiError(ServiceError::Unavailable(message)).into_response()
+    };
+    with_retry_after(response)
 }
 
 /// Whether a request would change something: any method but GET/HEAD on the

@@ -218,7 +218,8 @@ pub struct Summary {
 impl Summary {
     pub async fn load<S: Store>(store: &S, id: &str) -> anyhow::Result<Summary> {
         let execution = store.get_execution(id).await?.ok_or_else(|| anyhow::anyhow!("execution {id} vanished"))?;
-        let state: ExecutionState = serde_json::from_str(&execution.state_json)?;
+        // A quarantined execution shows as failed with the engine's failure.
+        let state: ExecutionState = redrive_engine::service::execution_state(&execution);
         let ledger = store.ledger(id).await?;
         Ok(Summary { execution, state, ledger })
     }
@@ -255,6 +256,7 @@ impl Summary {
             "startedAt": self.state.started_at.to_string(),
             "finishedAt": self.state.finished_at.map(|t| t.to_string()),
             "durationMs": self.duration_ms(),
+            "failure": self.state.failure.as_ref().map(|f| serde_json::json!({"exceptionType": f.exception_type, "message": f.message})),
             "attempts": attempts,
         })
     }
@@ -293,6 +295,10 @@ impl Summary {
             if let Some(m) = e.message.as_deref().filter(|m| !m.is_empty()) {
                 println!("{:width$}       message: {}", "", first_line(m));
             }
+        }
+        if let Some(f) = &self.state.failure {
+            println!();
+            println!("The engine failed this execution: {}: {}", f.exception_type, first_line(&f.message));
         }
     }
 }

@@ -136,6 +136,7 @@ async fn run_async(args: RunArgs, loaded: Option<(PathBuf, crate::load::LoadedFi
                     Err(redrive_engine::EngineError::AlreadyFinished { status, .. }) => {
                         progress.note(&format!("execution {id} has already finished ({status})"))
                     }
+                    Err(e @ redrive_engine::EngineError::Quarantined { .. }) => progress.note(&e.to_string()),
                     Err(e @ redrive_engine::EngineError::ExecutionNotFound(_)) => {
                         eprintln!("error: {e} in {}", args.db.display());
                         return Ok(exit::INVALID_INPUT);

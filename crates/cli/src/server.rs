@@ -6,6 +6,7 @@ use crate::run::DEFAULT_DB;
 use anyhow::Context;
 use redrive_api::server::{HttpLimits, MAX_CONNECTIONS_PERCENT_OF_NOFILE, bind, connection_cap, raise_open_file_limit};
 use redrive_core::time::human_duration_ms;
+use redrive_engine::health::Health;
 use redrive_engine::redrive::RedriveSchedule;
 use redrive_engine::service::Service;
 use redrive_engine::{Driver, DriverConfig, SystemClock};
@@ -96,7 +97,7 @@ async fn serve(args: ServerArgs, config: ServerConfig) -> anyhow::Result<()> {
 
     // Continuity: every unfinished execution is taken over (in-flight attempts of
     // the previous process are recovered as Step.SERVICE_FAULT).
-    let mut resumed = 0usize;
+    let (mut resumed, mut quarantined) = (0usize, 0usize);
     let mut before: Option<ExecutionCursor> = None;
     loop {
         let page = store
@@ -110,6 +111,8 @@ async fn serve(args: ServerArgs, config: ServerConfig) -> anyhow::Result<()> {
                 // A durable function's execution: only a process that registers the
                 // function (through the Rust SDK) can continue it.
                 Err(redrive_engine::EngineError::FunctionNotRegistered(_)) => {}
+                // Unreadable: failed with Engine.CORRUPT_STATE; the others go on.
+                Err(redrive_engine::EngineError::Quarantined { .. }) => quarantined += 1,
                 Err(err) => return Err(err).with_context(|| format!("resuming execution {}", e.id)),
             }
         }
@@ -130,13 +133,31 @@ async fn serve(args: ServerArgs, config: ServerConfig) -> anyhow::Result<()> {
         1 => "; 1 redrive run left running by the previous process marked INTERRUPTED".to_string(),
         n => format!("; {n} redrive runs left running by the previous process marked INTERRUPTED"),
     };
+    let quarantined_text = match quarantined {
+        0 => String::new(),
+        n => format!("; {n} with an unreadable state failed as Engine.CORRUPT_STATE"),
+    };
     eprintln!(
-        "redrive server listening on http://{} (store {}; {resumed} unfinished execution{} resumed{schedules_text}{interrupted_text}; CodePipeline API on POST /, native API under /v1, OpenAPI at /openapi.json)",
+        "redrive server listening on http://{} (store {}; {resumed} unfinished execution{} resumed{quarantined_text}{schedules_text}{interrupted_text}; CodePipeline API on POST /, native API under /v1, OpenAPI at /openapi.json)",
         listener.local_addr()?,
         args.db.display(),
         if resumed == 1 { "" } else { "s" }
     );
-    redrive_api::server::serve_with_limits(service, listener, limits, shutdown_signal()).await.context("serving HTTP")?;
+    // Serve until a signal, or until the engine stops for good: then the
+    // process exits non-zero with the reason, so a supervisor restarts it —
+    // never a server that answers while its engine is dead.
+    let mut health = handle.health_watch();
+    let engine_stopped = async move {
+        let _ = health.wait_for(|h| matches!(h, Health::Stopped { .. })).await;
+    };
+    let until = async {
+        tokio::select! { _ = shutdown_signal() => {}, _ = engine_stopped => {} }
+    };
+    redrive_api::server::serve_with_limits(service, listener, limits, until).await.context("serving HTTP")?;
+    if let Health::Stopped { reason } = handle.health() {
+        let _ = join.await;
+        anyhow::bail!("the engine stopped: {reason}");
+    }
 
     eprintln!("shutting down: no new attempts start; waiting up to {}s for running attempts", args.grace_seconds);
     let left = handle.drain(std::time::Duration::from_secs(args.grace_seconds)).await.unwrap_or(0);

@@ -761,33 +761,7 @@ fn split_timers(execution_id: &str, timers: &BTreeMap<String, Option<Timestamp>>
 /// The dead-letter entry an execution that failed for good writes.
 fn dead_letter_write(record: &PipelineRecord, p: &Pipeline, state: &ExecutionState, input_json: &str, d: &DeadLetter) -> DlqEntryWrite {
     let stage = &p.stages[d.stage];
-    let actions: Vec<serde_json::Value> = d
-        .actions
-        .iter()
-        .map(|a| {
-            serde_json::json!({
-                "action": stage.actions[a.action].name.as_str(),
-                "status": a.status,
-                "totalAttempts": a.total_attempts,
-                "series": a.series,
-                "attemptsInLastSeries": a.attempts_in_last_series,
-                "lastFailure": a.last_failure.as_ref().map(detail_failure),
-            })
-        })
-        .collect();
-    let failed = &d.actions[d.action];
-    let detail = serde_json::json!({
-        "attempts": failed.total_attempts,
-        "series": failed.series,
-        "attemptsInLastSeries": failed.attempts_in_last_series,
-        "stageAttempts": d.actions.iter().map(|a| a.total_attempts).sum::<u32>(),
-        "executionStartedAt": state.started_at,
-        "actions": actions,
-    });
     let message = limits::truncate_utf8(d.failure.message.clone(), limits::MAX_DLQ_MESSAGE_BYTES);
-    let detail_json = detail.to_string();
-    // At most MAX_ACTIONS_PER_STAGE actions of bounded size: always within the limit.
-    debug_assert!(detail_json.len() <= limits::MAX_DLQ_DETAIL_BYTES, "dead-letter detail is {} bytes", detail_json.len());
     DlqEntryWrite {
         id: d.entry_id.clone(),
         queue: d.queue.to_string(),
@@ -799,17 +773,63 @@ fn dead_letter_write(record: &PipelineRecord, p: &Pipeline, state: &ExecutionSta
         exception_type: d.failure.exception_type.to_string(),
         message,
         input_json: input_json.to_string(),
-        detail_json,
+        detail_json: dead_letter_detail(stage, state, d),
         first_failure_at: d.first_failure_at,
         last_failure_at: d.last_failure_at,
     }
 }
 
-/// A failure as a dead-letter entry's detail holds it: its message cut to
-/// [`limits::MAX_DLQ_DETAIL_MESSAGE_BYTES`], so that a stage of many failed
-/// actions keeps its detail under [`limits::MAX_DLQ_DETAIL_BYTES`].
-pub(crate) fn detail_failure(f: &Failure) -> serde_json::Value {
-    let cut = Failure { message: limits::truncate_utf8(f.message.clone(), limits::MAX_DLQ_DETAIL_MESSAGE_BYTES), ..f.clone() };
+/// Per-action failure messages in a dead-letter detail are cut to each of these
+/// in turn until the detail fits [`limits::MAX_DLQ_DETAIL_BYTES`] (`0`: left
+/// out). Escaping can make a message's JSON six times its length, so a stage of
+/// many failed actions may need the shorter cuts.
+const DLQ_DETAIL_MESSAGE_CUTS_BYTES: [usize; 3] = [limits::MAX_DLQ_DETAIL_MESSAGE_BYTES, 128, 0];
+
+/// A dead-letter entry's detail: the failed action's counts and every action of
+/// the stage with its last failure, always within [`limits::MAX_DLQ_DETAIL_BYTES`].
+fn dead_letter_detail(stage: &redrive_core::definition::Stage, state: &ExecutionState, d: &DeadLetter) -> String {
+    let failed = &d.actions[d.action];
+    let with_messages_cut_to = |cut: usize| {
+        let actions: Vec<serde_json::Value> = d
+            .actions
+            .iter()
+            .map(|a| {
+                serde_json::json!({
+                    "action": stage.actions[a.action].name.as_str(),
+                    "status": a.status,
+                    "totalAttempts": a.total_attempts,
+                    "series": a.series,
+                    "attemptsInLastSeries": a.attempts_in_last_series,
+                    "lastFailure": a.last_failure.as_ref().map(|f| detail_failure(f, cut)),
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "attempts": failed.total_attempts,
+            "series": failed.series,
+            "attemptsInLastSeries": failed.attempts_in_last_series,
+            "stageAttempts": d.actions.iter().map(|a| a.total_attempts).sum::<u32>(),
+            "executionStartedAt": state.started_at,
+            "actions": actions,
+        })
+        .to_string()
+    };
+    let mut detail = String::new();
+    for cut in DLQ_DETAIL_MESSAGE_CUTS_BYTES {
+        detail = with_messages_cut_to(cut);
+        if detail.len() <= limits::MAX_DLQ_DETAIL_BYTES {
+            break;
+        }
+    }
+    // Without messages: at most MAX_ACTIONS_PER_STAGE actions of names and counts.
+    debug_assert!(detail.len() <= limits::MAX_DLQ_DETAIL_BYTES, "dead-letter detail is {} bytes", detail.len());
+    detail
+}
+
+/// A failure as a dead-letter entry's detail holds it, its message cut to
+/// `message_bytes`.
+fn detail_failure(f: &Failure, message_bytes: usize) -> serde_json::Value {
+    let cut = Failure { message: limits::truncate_utf8(f.message.clone(), message_bytes), ..f.clone() };
     serde_json::to_value(cut).expect("a failure serialises")
 }
 

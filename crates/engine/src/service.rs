@@ -166,9 +166,9 @@ pub fn validate_execution_id(field: &str, value: &str) -> Result<(), ServiceErro
 /// shows as `Failed` with its fault as the execution's failure; one whose state
 /// cannot be read (the engine has not met it yet) the same, with no stages —
 /// one unreadable execution never makes a listing fail.
-fn parse_state(rec: &ExecutionRecord) -> Result<ExecutionState, ServiceError> {
+pub fn execution_state(rec: &ExecutionRecord) -> ExecutionState {
     let parsed = serde_json::from_str::<ExecutionState>(&rec.state_json);
-    let Some(failure) = fault_failure(rec, parsed.as_ref().err()) else { return Ok(parsed.expect("no fault: it parsed")) };
+    let Some(failure) = fault_failure(rec, parsed.as_ref().err()) else { return parsed.expect("no fault: it parsed") };
     let mut state = parsed.unwrap_or_else(|_| ExecutionState {
         execution_id: rec.id.clone(),
         status: ExecutionStatus::Failed,
@@ -184,7 +184,7 @@ fn parse_state(rec: &ExecutionRecord) -> Result<ExecutionState, ServiceError> {
     state.status = ExecutionStatus::Failed;
     state.finished_at = Some(rec.updated_at);
     state.failure = Some(failure);
-    Ok(state)
+    state
 }
 
 /// Why an execution is failed whatever its state says: its quarantine fault,
@@ -359,7 +359,7 @@ impl<S: Store> Service<S> {
         let record = self.store.get_execution(execution_id).await?;
         match record {
             Some(r) if r.pipeline_name == pipeline => {
-                let state = parse_state(&r)?;
+                let state = execution_state(&r);
                 Ok(ExecutionView { record: r, state })
             }
             _ => {
@@ -385,7 +385,7 @@ impl<S: Store> Service<S> {
             .store
             .list_executions(ExecutionFilter { pipeline_name: Some(pipeline.into()), before, limit, ..Default::default() })
             .await?;
-        rows.into_iter().map(|r| Ok(ExecutionView { state: parse_state(&r)?, record: r })).collect()
+        Ok(rows.into_iter().map(|r| ExecutionView { state: execution_state(&r), record: r }).collect())
     }
 
     pub async fn stop_execution(&self, pipeline: &str, execution_id: &str, abandon: bool, reason: &str) -> Result<(), ServiceError> {
@@ -427,7 +427,7 @@ impl<S: Store> Service<S> {
                     loaded
                 }
             };
-            let state = Arc::new(ExecutionView { state: parse_state(&r)?, record: r });
+            let state = Arc::new(ExecutionView { state: execution_state(&r), record: r });
             if state.state.stages.len() != version.pipeline.stages.len() {
                 continue; // unreadable: no stage to show
             }
@@ -500,7 +500,7 @@ impl<S: Store> Service<S> {
             if (r.created_at, r.id.as_str()) <= (exec.record.created_at, execution_id) {
                 continue;
             }
-            let st = parse_state(r)?;
+            let st = execution_state(r);
             let Some(p) = self.store.get_pipeline(pipeline, Some(r.pipeline_version)).await? else { continue };
             let Ok(l) = LoadedPipeline::from_record(p) else { continue };
             if let Some(rsi) = l.pipeline.stage_index(stage) {

@@ -31,15 +31,15 @@ pub struct FunctionExecutionDetail {
 
 /// A function execution's state as the APIs show it: a quarantined one (or one
 /// whose state cannot be read) is `Failed` with the fault as its error.
-fn parse_fn_state(rec: &ExecutionRecord) -> Result<FunctionState, ServiceError> {
+fn parse_fn_state(rec: &ExecutionRecord) -> FunctionState {
     let parsed = serde_json::from_str::<FunctionState>(&rec.state_json);
-    let Some(error) = super::fault_failure(rec, parsed.as_ref().err()) else { return Ok(parsed.expect("no fault: it parsed")) };
+    let Some(error) = super::fault_failure(rec, parsed.as_ref().err()) else { return parsed.expect("no fault: it parsed") };
     let function = rec.pipeline_name.strip_prefix(crate::function::STORE_PREFIX).unwrap_or(&rec.pipeline_name).to_string();
     let mut state = parsed.unwrap_or_else(|_| FunctionState::new(rec.id.clone(), function, "", rec.created_at));
     state.status = redrive_core::function::FunctionStatus::Failed;
     state.finished_at = Some(rec.updated_at);
     state.error = Some(error);
-    Ok(state)
+    state
 }
 
 impl<S: Store> Service<S> {
@@ -56,7 +56,7 @@ impl<S: Store> Service<S> {
             .store
             .list_executions(ExecutionFilter { pipeline_name: Some(store_name(function)), before, limit, ..Default::default() })
             .await?;
-        rows.into_iter().map(|r| Ok(FunctionExecutionView { state: parse_fn_state(&r)?, record: r })).collect()
+        Ok(rows.into_iter().map(|r| FunctionExecutionView { state: parse_fn_state(&r), record: r }).collect())
     }
 
     /// One execution of `function`, with its newest step attempts.
@@ -70,7 +70,7 @@ impl<S: Store> Service<S> {
                 return Err(ServiceError::ExecutionNotFound(format!("execution {execution_id} of durable function {function} not found")));
             }
         };
-        let state = parse_fn_state(&record)?;
+        let state = parse_fn_state(&record);
         let mut attempts = self
             .store
             .list_ledger(LedgerFilter {
