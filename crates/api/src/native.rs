@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 /// Default and largest page sizes of listings.
 pub const DEFAULT_PAGE_SIZE: usize = 100;
-pub const MAX_PAGE_SIZE: usize = 1000;
+pub use redrive_core::limits::MAX_PAGE_SIZE;
 
 pub struct ApiError(pub ServiceError);
 

@@ -32,8 +32,8 @@ use redrive_engine::redrive::{
 use std::collections::HashMap;
 use std::path::Path;
 
-/// Longest exception type a filter may name (as the server checks).
-const MAX_EXCEPTION_TYPE_CHARS: usize = 100;
+// Longest exception type a filter may name (as the server checks).
+use redrive_core::limits::MAX_EXCEPTION_TYPE_CHARS;
 
 /// Shortest header or body read timeout the file may set.
 pub const MIN_HTTP_TIMEOUT_MS: u64 = 1_000;

@@ -12,9 +12,9 @@
 use crate::client::{self, Client, ClientError};
 use crate::load::{load_file, plural, report_load_error};
 use crate::present::{Table, one_line, str_of, text_of, to_yaml};
-use crate::run::MAX_INPUT_BYTES;
 use crate::{OutputFormat, exit};
 use redrive_core::definition::{ActionKind, Pipeline};
+use redrive_core::limits::{MAX_INPUT_BYTES, parse_bounded_json};
 use serde_json::{Value, json};
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -440,14 +440,15 @@ fn warn_relative_paths(p: &Pipeline, file: &Path) {
 pub fn execution(cmd: ExecutionCommand) -> u8 {
     match cmd {
         ExecutionCommand::Start { pipeline, input, client_request_token, remote } => {
-            let input: Value = match serde_json::from_str(&input) {
-                Ok(_) if input.len() > MAX_INPUT_BYTES => {
-                    eprintln!("error: --input is {} bytes; at most {MAX_INPUT_BYTES} allowed", input.len());
+            // Size and nesting are checked before the text is parsed.
+            let input: Value = match parse_bounded_json(|| "--input".into(), &input, MAX_INPUT_BYTES) {
+                Ok(Ok(v)) => v,
+                Ok(Err(e)) => {
+                    eprintln!("error: --input is not valid JSON: {e}");
                     return exit::INVALID_INPUT;
                 }
-                Ok(v) => v,
                 Err(e) => {
-                    eprintln!("error: --input is not valid JSON: {e}");
+                    eprintln!("error: {e}");
                     return exit::INVALID_INPUT;
                 }
             };
@@ -829,11 +830,9 @@ fn read_cli_input_json(arg: &str) -> Result<RetryRequest, String> {
         (arg.to_string(), "--cli-input-json".to_string())
     } else {
         let path = arg.strip_prefix("file://").unwrap_or(arg);
-        let meta = std::fs::metadata(path).map_err(|e| format!("--cli-input-json {path}: {e}"))?;
-        if meta.len() > 1024 * 1024 {
-            return Err(format!("--cli-input-json {path}: {} bytes is too large for a request", meta.len()));
-        }
-        (std::fs::read_to_string(path).map_err(|e| format!("--cli-input-json {path}: {e}"))?, path.to_string())
+        let text = crate::load::read_bounded(std::path::Path::new(path), "--cli-input-json", redrive_core::limits::MAX_INPUT_BYTES)
+            .map_err(|e| format!("--cli-input-json {e}"))?;
+        (text, path.to_string())
     };
     let v: Value = serde_json::from_str(&text).map_err(|e| format!("{origin} is not valid JSON: {e}"))?;
     let Value::Object(m) = v else {

@@ -4,7 +4,7 @@ use crate::load::{load_file, report_load_error};
 use crate::render::{self, Progress};
 use crate::{OutputFormat, exit};
 use anyhow::Context;
-use redrive_core::limits::parse_bounded_json;
+use redrive_core::limits::{MAX_INPUT_BYTES, parse_bounded_json};
 use redrive_core::machine::ExecutionStatus;
 use redrive_engine::{Driver, DriverConfig, EngineHandle, LoadedPipeline, SystemClock};
 use redrive_store::{Durability, ExecutionFilter, SqliteOptions, SqliteStore, Store};
@@ -13,8 +13,6 @@ use std::sync::Arc;
 
 /// Default store file, in the current directory.
 pub const DEFAULT_DB: &str = "redrive.db";
-/// Largest `--input` accepted (`remote` checks its `--input` against it too).
-pub use redrive_core::limits::MAX_INPUT_BYTES;
 
 #[derive(clap::Args)]
 pub struct RunArgs {

@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-pub const CUSTOM_TYPE_MAX_LEN: usize = 100;
+pub use crate::limits::MAX_EXCEPTION_TYPE_CHARS as CUSTOM_TYPE_MAX_LEN;
 const RESERVED_PREFIXES: [&str; 6] = ["Step.", "Job.", "SageMaker.", "Action.", "States.", "Engine."];
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

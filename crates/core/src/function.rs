@@ -19,10 +19,7 @@ use crate::policy::{Decision, GiveUpReason, RetryHistory, RetryPolicy, decide};
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
 
-/// Steps one execution may record at most.
-pub const MAX_STEPS: usize = 10_000;
-/// Characters of a step name at most.
-pub const MAX_STEP_NAME_CHARS: usize = 200;
+pub use crate::limits::{MAX_STEP_NAME_CHARS, MAX_STEPS};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FunctionStatus {

@@ -32,6 +32,34 @@ pub const MAX_OUTPUT_BYTES: usize = 1024 * 1024;
 /// inside a state document can always be read back.
 pub const MAX_JSON_DEPTH: usize = 64;
 
+// ---- definitions ----
+
+pub const MAX_STAGES: usize = 50;
+pub const MAX_ACTIONS_PER_STAGE: usize = 50;
+pub const MAX_RUN_ORDER: u32 = 999;
+pub const MAX_RETRY_POLICIES_PER_ACTION: usize = 20;
+/// Exception types one retry policy may list (each is checked and reported on
+/// its own, so an unbounded list costs memory per item).
+pub const MAX_EXCEPTION_TYPES_PER_POLICY: usize = 100;
+pub const MAX_TIMEOUT_SECONDS: u64 = 7 * 24 * 3600;
+pub const MAX_ARGV_ITEMS: usize = 1000;
+pub const MAX_STAGE_AUTO_RETRIES: u32 = 10;
+/// A pipeline's `maxConcurrentExecutions`, at most.
+pub const MAX_CONCURRENT_EXECUTIONS: u32 = 10_000;
+/// Characters of a name (pipeline, stage, action, queue, function): ASCII only,
+/// so also bytes.
+pub const NAME_MAX_LEN: usize = 100;
+/// Characters of a custom exception type (ASCII only, so also bytes); also the
+/// longest exception-type filter.
+pub const MAX_EXCEPTION_TYPE_CHARS: usize = 100;
+
+// ---- durable functions ----
+
+/// Steps one execution may record at most.
+pub const MAX_STEPS: usize = 10_000;
+/// Characters of a step name at most.
+pub const MAX_STEP_NAME_CHARS: usize = 200;
+
 // ---- messages and identifiers ----
 
 /// A failure message kept in state and ledger.

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-pub const NAME_MAX_LEN: usize = 100;
+pub use crate::limits::NAME_MAX_LEN;
 pub const NAME_PATTERN: &str = "[A-Za-z0-9.@-_]{1,100}";
 
 /// A validated resource name. Exists only through [`Name::parse`].

@@ -497,8 +497,10 @@ struct Live {
     pipeline: Arc<LoadedPipeline>,
     state: ExecutionState,
     /// The version the store will hold once every submitted commit lands
-    /// (`None` until the create is submitted). Commits land in submission order and
-    /// any failure stops the engine, so the prediction is exact.
+    /// (`None` until the create is submitted). Commits land in submission order,
+    /// a transient store fault is retried until the commit goes through, a
+    /// refused transition gives the execution up (it leaves memory) and any other
+    /// failure stops the engine, so the prediction is exact.
     version: Option<u64>,
     /// Submitted commits touching this execution that are not yet acknowledged; it
     /// stays in memory until they are.

@@ -7,17 +7,10 @@ use crate::policy::RetryPolicy;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
-pub const MAX_STAGES: usize = 50;
-pub const MAX_ACTIONS_PER_STAGE: usize = 50;
-pub const MAX_RUN_ORDER: u32 = 999;
-pub const MAX_RETRY_POLICIES_PER_ACTION: usize = 20;
-/// Exception types one retry policy may list (each is checked and reported on
-/// its own, so an unbounded list costs memory per item).
-// TODO(limits): move to crate::limits with the other counts (owned by the limits change).
-pub const MAX_EXCEPTION_TYPES_PER_POLICY: usize = 100;
-pub const MAX_TIMEOUT_SECONDS: u64 = 7 * 24 * 3600;
-pub const MAX_ARGV_ITEMS: usize = 1000;
-pub const MAX_STAGE_AUTO_RETRIES: u32 = 10;
+pub use crate::limits::{
+    MAX_ACTIONS_PER_STAGE, MAX_ARGV_ITEMS, MAX_EXCEPTION_TYPES_PER_POLICY, MAX_RETRY_POLICIES_PER_ACTION, MAX_RUN_ORDER,
+    MAX_STAGE_AUTO_RETRIES, MAX_STAGES, MAX_TIMEOUT_SECONDS,
+};
 pub const DEFAULT_MAX_CONCURRENT_EXECUTIONS: u32 = 10_000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

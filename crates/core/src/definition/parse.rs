@@ -67,7 +67,7 @@ pub fn parse_pipeline(node: &Node) -> Result<Pipeline, Vec<Problem>> {
 // Keys
 
 /// Upper bound of `maxConcurrentExecutions`.
-const MAX_CONCURRENT_EXECUTIONS: i64 = 10_000;
+const MAX_CONCURRENT_EXECUTIONS: i64 = crate::limits::MAX_CONCURRENT_EXECUTIONS as i64;
 const PIPELINE_KEYS: &[&str] = &["name", "executionMode", "maxConcurrentExecutions", "stages", "deadLetterQueue"];
 const PIPELINE_IGNORED: &[&str] =
     &["version", "roleArn", "artifactStore", "artifactStores", "pipelineType", "variables", "triggers", "metadata"];

@@ -11,7 +11,7 @@ use redrive_store::{
 use std::sync::Arc;
 
 /// Longest exception type a filter may name.
-pub const MAX_EXCEPTION_TYPE_CHARS: usize = 100;
+pub use redrive_core::limits::MAX_EXCEPTION_TYPE_CHARS;
 
 /// Which entries of a queue to list or purge.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
