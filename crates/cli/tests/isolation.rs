@@ -159,6 +159,34 @@ fn a_huge_dead_letter_detail_is_bounded_and_the_entry_is_written() {
     assert_eq!(finished(&server, "small", &later)["status"], "Succeeded", "the engine goes on");
 }
 
+/// An action that replaces `$REDRIVE_OUTPUT_FILE` (or the error file) with a
+/// FIFO ends with a clear failure at once; the server keeps answering meanwhile.
+#[test]
+fn a_fifo_output_file_fails_its_attempt_and_never_wedges_the_server() {
+    let sb = Sandbox::new();
+    let fifo_out = sb.write("fifo-out.sh", "mkfifo \"$REDRIVE_OUTPUT_FILE\"\n");
+    let fifo_err = sb.write("fifo-err.sh", "mkfifo \"$REDRIVE_ERROR_FILE\"; exit 1\n");
+    let server = start_server(&mut server_command(&sb, "127.0.0.1:0"));
+    for (name, script) in [("fifo-out", &fifo_out), ("fifo-err", &fifo_err)] {
+        let action = json!({"name": "A", "command": ["sh", script], "timeoutSeconds": 600});
+        create(&server, json!({"name": name, "stages": [{"name": "S", "actions": [action]}]}));
+    }
+    create(&server, small());
+    let started = Instant::now();
+    let ids: Vec<(&str, String)> = ["fifo-out", "fifo-err"].into_iter().map(|p| (p, start(&server, p))).collect();
+    let (status, _) = http(&server.addr, "GET", "/healthz", None);
+    assert_eq!(status, 200);
+    for (pipeline, id) in &ids {
+        let outcome = finished(&server, pipeline, id);
+        let failed = failed_action(&outcome);
+        assert_eq!(failed["error"]["exceptionType"], "Action.FAILED", "{pipeline}: {failed}");
+        assert!(failed["error"]["message"].as_str().unwrap().contains("FIFO"), "{pipeline}: says what the file is: {failed}");
+    }
+    assert!(started.elapsed() < Duration::from_secs(30), "far sooner than the action's timeout");
+    let later = start(&server, "small");
+    assert_eq!(finished(&server, "small", &later)["status"], "Succeeded");
+}
+
 #[test]
 fn a_second_server_through_a_symlink_or_hard_link_is_refused() {
     let sb = Sandbox::new();

@@ -286,3 +286,28 @@ async fn abandon_kills_the_running_attempt() {
     assert_eq!(handle.drain(Duration::from_secs(5)).await.unwrap(), 0);
     join.await.unwrap().unwrap();
 }
+
+/// Attempt slots are shared fairly: a pipeline of long attempts holds at most
+/// its share, and another pipeline's attempt still starts at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_of_long_attempts_does_not_starve_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open(&dir));
+    let hog_yaml = format!(
+        "name: hog\nstages:\n  - name: S\n    actions:\n{}",
+        (1..=6).map(|i| format!("      - name: A{i}\n        noop: {{sleepMs: 3000}}\n")).collect::<String>()
+    );
+    let hog = pipeline(store.as_ref(), &hog_yaml).await;
+    let other =
+        pipeline(store.as_ref(), "name: other\nstages:\n  - name: S\n    actions:\n      - name: A\n        noop: {sleepMs: 1}\n").await;
+    let config = DriverConfig { max_inflight_attempts: 4, max_inflight_attempts_per_pipeline: 3, ..DriverConfig::default() };
+    let (handle, join) = Driver::spawn(store.clone(), Arc::new(SystemClock), config);
+    let long = handle.start(hog, "{}".into()).await.unwrap();
+    let started = std::time::Instant::now();
+    let quick = handle.start(other, "{}".into()).await.unwrap();
+    assert_eq!(handle.wait(&quick).await.unwrap().status, ExecutionStatus::Succeeded);
+    assert!(started.elapsed() < Duration::from_millis(2500), "the other pipeline waited for the hog: {:?}", started.elapsed());
+    assert_eq!(handle.wait(&long).await.unwrap().status, ExecutionStatus::Succeeded);
+    handle.shutdown().await;
+    join.await.unwrap().unwrap();
+}

@@ -225,3 +225,29 @@ async fn unreadable_executions_are_quarantined_and_the_engine_goes_on() {
     handle.shutdown().await;
     join.await.unwrap().unwrap();
 }
+
+/// A function start is bounded where it enters: the execution name (its
+/// idempotency key), the input's size and nesting, the function's name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn function_starts_over_a_limit_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = faulty(&dir);
+    let (handle, join) = Driver::spawn(store.clone(), Arc::new(SystemClock), DriverConfig::default());
+    let deep = format!("{}{}", "[".repeat(100), "]".repeat(100));
+    let big = format!("\"{}\"", "x".repeat(redrive_core::limits::MAX_INPUT_BYTES));
+    let long_name = "n".repeat(redrive_core::limits::MAX_EXECUTION_NAME_BYTES + 1);
+    for (function, name, input, needle) in [
+        ("f", long_name.as_str(), "{}", "execution name"),
+        ("f", "", "{}", "execution name"),
+        ("f", "n", deep.as_str(), "nested 100 levels"),
+        ("f", "n", big.as_str(), "bytes"),
+        ("no spaces", "n", "{}", "function name"),
+    ] {
+        match handle.start_function(function, name, input.to_string()).await {
+            Err(EngineError::LimitExceeded(m)) => assert!(m.contains(needle), "{m}"),
+            other => panic!("{needle}: expected LimitExceeded, got {other:?}"),
+        }
+    }
+    handle.shutdown().await;
+    join.await.unwrap().unwrap();
+}

@@ -1861,6 +1861,59 @@ fn wall_clock_ms() -> i64 {
 struct EngineLock {
     _pid_file: File,
     db: Arc<File>,
+    /// The two locked descriptors, as registered in [`lock_fds`].
+    fds: [i32; 2],
+}
+
+/// How long opening waits for the lock of an engine that has exited (held on by
+/// a child it forked that has not exec'd or died yet).
+const LOCK_TAKEOVER_WAIT: Duration = Duration::from_secs(10);
+const LOCK_RETRY_INTERVAL: Duration = Duration::from_millis(20);
+
+/// Descriptors of every engine lock this process holds. A child forked to run
+/// a command shares them until it execs (they are close-on-exec); a child that
+/// blocks before exec would hold the lock past this process's death, so it
+/// closes them first ([`inherited_lock_fds`]).
+fn lock_fds() -> std::sync::MutexGuard<'static, Vec<i32>> {
+    static FDS: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+    FDS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The descriptors a forked child should close before anything else (read
+/// before the fork: the child may not lock or allocate).
+pub fn inherited_lock_fds() -> Vec<i32> {
+    lock_fds().clone()
+}
+
+impl Drop for EngineLock {
+    fn drop(&mut self) {
+        lock_fds().retain(|fd| !self.fds.contains(fd));
+    }
+}
+
+/// The pid that took the `flock` on `file`, from `/proc/locks` (a child that
+/// inherited the lock keeps it under its parent's pid): `Ok(None)` if no lock is
+/// listed (released meanwhile), `Err` if `/proc/locks` cannot be read.
+#[cfg(unix)]
+fn flock_holder(file: &File) -> Result<Option<u32>, ()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = file.metadata().map_err(drop)?;
+    let (major, minor) = (libc::major(meta.dev()), libc::minor(meta.dev()));
+    let wanted = format!("{major:02x}:{minor:02x}:{}", meta.ino());
+    let locks = std::fs::read_to_string("/proc/locks").map_err(drop)?;
+    Ok(locks.lines().find_map(|line| {
+        // `1: FLOCK  ADVISORY  WRITE 4242 fd:01:1234 0 EOF`
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        (fields.get(1) == Some(&"FLOCK") && fields.get(5) == Some(&wanted.as_str())).then(|| fields.get(4)?.parse().ok()).flatten()
+    }))
+}
+
+/// Whether a process with this pid runs (`kill(pid, 0)`).
+#[cfg(unix)]
+fn process_is_alive(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else { return false };
+    // SAFETY: signal 0 only checks that the process exists.
+    pid > 0 && (unsafe { libc::kill(pid, 0) } == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
 }
 
 #[cfg(unix)]
@@ -1887,23 +1940,38 @@ impl EngineLock {
     #[cfg(unix)]
     fn acquire(db_path: &Path) -> Result<EngineLock, StoreError> {
         use std::io::{Seek, SeekFrom, Write};
+        use std::os::fd::AsRawFd;
 
         let lock_path = SqliteStore::lock_path(db_path);
         let mut pid_file = open_lock_target(&lock_path)?;
         let db = open_lock_target(db_path)?;
-        let in_use = || {
-            let holder = std::fs::read_to_string(&lock_path).unwrap_or_default();
-            let pid = holder.trim().parse::<u32>().map_or_else(|_| "unknown".to_owned(), |p| p.to_string());
+        let pid_file_holder = || std::fs::read_to_string(&lock_path).ok().and_then(|h| h.trim().parse::<u32>().ok());
+        let in_use = |holder: Option<u32>, still: &str| {
+            let pid = holder.map_or_else(|| "unknown".to_owned(), |p| p.to_string());
             StoreError::Locked(format!(
-                "{} is in use by another redrive process (pid {pid}); wait for it to finish or use a different --db",
+                "{} is in use by another redrive process (pid {pid}{still}); wait for it to finish or use a different --db",
                 db_path.display()
             ))
         };
         for (file, path) in [(&pid_file, lock_path.as_path()), (&db, db_path)] {
-            match flock_exclusive(file) {
-                Ok(true) => {}
-                Ok(false) => return Err(in_use()),
-                Err(e) => return Err(StoreError::Unavailable(format!("cannot lock {}: {e}", path.display()))),
+            // A killed engine's lock outlives it while a child it forked has not
+            // yet exec'd or died (it shares the open file); wait for that, but
+            // not for a live engine.
+            let deadline = Instant::now() + LOCK_TAKEOVER_WAIT;
+            loop {
+                let holder = match flock_exclusive(file) {
+                    Ok(true) => break,
+                    // Not listed: released meanwhile, try again.
+                    Ok(false) => flock_holder(file).unwrap_or_else(|()| pid_file_holder()),
+                    Err(e) => return Err(StoreError::Unavailable(format!("cannot lock {}: {e}", path.display()))),
+                };
+                if holder.is_some_and(process_is_alive) {
+                    return Err(in_use(holder, ""));
+                }
+                if Instant::now() >= deadline {
+                    return Err(in_use(holder, ", which has exited; a process it started still holds the file"));
+                }
+                std::thread::sleep(LOCK_RETRY_INTERVAL);
             }
         }
         let write_pid = |file: &mut File| -> std::io::Result<()> {
@@ -1913,7 +1981,9 @@ impl EngineLock {
             file.flush()
         };
         write_pid(&mut pid_file).map_err(|e| StoreError::Unavailable(format!("cannot write lock file {}: {e}", lock_path.display())))?;
-        Ok(EngineLock { _pid_file: pid_file, db: Arc::new(db) })
+        let fds = [pid_file.as_raw_fd(), db.as_raw_fd()];
+        lock_fds().extend(fds);
+        Ok(EngineLock { _pid_file: pid_file, db: Arc::new(db), fds })
     }
 
     /// Advisory locking is only implemented on Unix; elsewhere the files are
@@ -1922,7 +1992,7 @@ impl EngineLock {
     fn acquire(db_path: &Path) -> Result<EngineLock, StoreError> {
         let pid_file = open_lock_target(&SqliteStore::lock_path(db_path))?;
         let db = open_lock_target(db_path)?;
-        Ok(EngineLock { _pid_file: pid_file, db: Arc::new(db) })
+        Ok(EngineLock { _pid_file: pid_file, db: Arc::new(db), fds: [-1, -1] })
     }
 
     fn guard(&self, db_path: &Path) -> Result<FileGuard, StoreError> {

@@ -95,3 +95,34 @@ async fn a_deleted_wal_is_lost() {
     std::fs::remove_file(dir.path().join("wal.db-wal")).unwrap();
     expect_lost(&store, "after", "wal.db-wal was deleted").await;
 }
+
+/// The lock of an engine that exited can outlive it briefly (a child it forked
+/// still shares the open file): opening waits for that (a live engine's lock is
+/// refused at once, see `engine_lock_refuses_second_open`).
+#[test]
+fn a_dead_engines_lingering_lock_is_waited_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("left.db");
+    drop(SqliteStore::open(&path, SqliteOptions::default()).unwrap());
+    // flock(1) takes the lock and exits; the `sleep` it left behind inherited the
+    // locked descriptor and holds the lock for about a second more.
+    let status = std::process::Command::new("flock").arg("--nonblock").arg(&path).args(["-c", "sleep 1 &"]).status().unwrap();
+    assert!(status.success());
+    assert!(!nobody_holds(&std::fs::File::open(&path).unwrap()), "the orphan holds the lock");
+    let started = std::time::Instant::now();
+    let store = SqliteStore::open(&path, SqliteOptions::default()).expect("opens once the leftover holder is gone");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(300), "it waited for the holder ({:?})", started.elapsed());
+    drop(store);
+}
+
+/// Whether nobody holds an exclusive flock on `f` (probed with a shared one).
+fn nobody_holds(f: &std::fs::File) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid descriptor for the duration of the calls.
+    let free = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0;
+    if free {
+        // SAFETY: as above.
+        unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_UN) };
+    }
+    free
+}

@@ -234,11 +234,18 @@ fn build_command(spec: &CommandSpec, ctx: &AttemptContext, program: &Path, cwd: 
 /// move into the attempt's cgroup if it has one.
 fn set_pre_exec(cmd: &mut tokio::process::Command, cgroup_procs: Option<CString>) {
     let parent = rustix::process::getpid(); // read before the fork
+    // The store's engine locks: the child drops its copies first, so that it
+    // never holds the database locked past the engine's death, however long it
+    // takes to reach exec (joining a cgroup can block).
+    let lock_fds = redrive_store::sqlite::inherited_lock_fds();
     // SAFETY: the closure runs in the forked child before exec and makes only
     // async-signal-safe system calls; it allocates nothing (the path was built
     // before the fork).
     unsafe {
         cmd.pre_exec(move || {
+            for fd in &lock_fds {
+                libc::close(*fd);
+            }
             rustix::process::set_parent_process_death_signal(Some(Signal::KILL))?;
             // The parent may have died between fork and prctl: then nobody is
             // left to signal us, so die now as the parent's death demands.
