@@ -1400,6 +1400,9 @@ impl<S: Store> Driver<S> {
 
     /// Aborts every task still running for an execution that stopped.
     fn abort_tasks(&mut self, execution_id: &str) {
+        if self.running_tasks.is_empty() {
+            return;
+        }
         for (_, task) in self.running_tasks.remove(execution_id).unwrap_or_default() {
             task.abort();
             self.tasks_in_flight.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
@@ -1713,23 +1716,26 @@ impl<S: Store> Driver<S> {
     /// execution finished here (the QUEUED hand-over must run again).
     fn enforce_limits(&mut self, batch: &mut Batch, now: Timestamp) -> bool {
         let finished_before = batch.finished.len();
-        let unbuilt: Vec<String> =
-            batch.order.iter().filter(|id| batch.pending.get(*id).is_some_and(|p| p.built.is_none())).cloned().collect();
-        for id in unbuilt {
-            let Err(problem) = self.build(&id, batch, now) else { continue };
-            let aborted = self.live.contains_key(&id) && {
-                batch.pending.get_mut(&id).expect("just built").unbuild();
+        // Nothing below adds an execution to the batch (an abort changes only its
+        // own), so the order can be walked while the batch changes.
+        let order = std::mem::take(&mut batch.order);
+        for id in &order {
+            let Err(problem) = self.build(id, batch, now) else { continue };
+            let aborted = self.live.contains_key(id) && {
+                batch.pending.get_mut(id).expect("just built").unbuild();
                 let message = format!("{problem}; the engine failed the execution and dropped its outputs");
                 let failure = Failure::new(ExceptionType::LimitExceeded, message);
-                self.apply(&id, Event::Abort { failure }, now, batch).is_ok()
+                self.apply(id, Event::Abort { failure }, now, batch).is_ok()
             };
-            let rebuilt = if aborted { self.build(&id, batch, now) } else { Err(problem) };
+            let rebuilt = if aborted { self.build(id, batch, now) } else { Err(problem) };
             if let Err(problem) = rebuilt {
-                let started_at = self.started_at(&id).unwrap_or(now);
-                let pending = batch.pending.remove(&id);
-                self.give_up(&id, limit_fault(&problem), started_at, None, pending);
+                let started_at = self.started_at(id).unwrap_or(now);
+                let pending = batch.pending.remove(id);
+                self.give_up(id, limit_fault(&problem), started_at, None, pending);
             }
         }
+        debug_assert!(batch.order.is_empty(), "enforce_limits adds no execution to the batch");
+        batch.order = order;
         batch.finished.len() > finished_before
     }
 
@@ -1740,10 +1746,10 @@ impl<S: Store> Driver<S> {
 
     /// Builds one execution's transition into its pending change and checks it
     /// with the store's own per-transition check.
+    /// One already built (or given up on) is left as it is.
     fn build(&mut self, id: &str, batch: &mut Batch, now: Timestamp) -> Result<(), String> {
-        let pending = batch.pending.get_mut(id).expect("ordered ids are pending");
-        let t =
-            if self.fn_live.contains_key(id) { self.fn_transition(id, pending, now) } else { self.pipeline_transition(id, pending, now) };
+        let Some(pending) = batch.pending.get_mut(id).filter(|p| p.built.is_none()) else { return Ok(()) };
+        let t = if self.live.contains_key(id) { self.pipeline_transition(id, pending, now) } else { self.fn_transition(id, pending, now) };
         let checked = redrive_store::validate::check_transition(&t);
         pending.built = Some(t);
         checked
@@ -1777,10 +1783,11 @@ impl<S: Store> Driver<S> {
     /// The version an execution's store row has once its next submitted commit
     /// lands (commits land in submission order); counts the commit as unacknowledged.
     fn bump_version(&mut self, id: &str) -> u64 {
-        let (version, unacked, token) = match (self.live.get_mut(id), self.fn_live.get_mut(id)) {
-            (Some(l), _) => (&mut l.version, &mut l.unacked, &mut l.client_token),
-            (None, Some(f)) => (&mut f.version, &mut f.unacked, &mut f.client_token),
-            (None, None) => unreachable!("a built transition's execution is in memory"),
+        let (version, unacked, token) = if let Some(l) = self.live.get_mut(id) {
+            (&mut l.version, &mut l.unacked, &mut l.client_token)
+        } else {
+            let f = self.fn_live.get_mut(id).expect("a built transition's execution is in memory");
+            (&mut f.version, &mut f.unacked, &mut f.client_token)
         };
         let next = version.map_or(1, |v| v + 1);
         *version = Some(next);
