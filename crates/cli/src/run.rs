@@ -6,6 +6,7 @@ use crate::{OutputFormat, exit};
 use anyhow::Context;
 use redrive_core::limits::{MAX_INPUT_BYTES, parse_bounded_json};
 use redrive_core::machine::ExecutionStatus;
+use redrive_engine::health::{FaultSource, HealthReporter, retry_transient};
 use redrive_engine::{Driver, DriverConfig, EngineHandle, LoadedPipeline, SystemClock};
 use redrive_store::{Durability, ExecutionFilter, SqliteOptions, SqliteStore, Store};
 use std::path::PathBuf;
@@ -85,19 +86,23 @@ pub fn run(args: RunArgs) -> u8 {
 }
 
 async fn run_async(args: RunArgs, loaded: Option<(PathBuf, crate::load::LoadedFile)>, input: serde_json::Value) -> anyhow::Result<u8> {
-    let store = Arc::new(
-        SqliteStore::open(&args.db, SqliteOptions { durability: Durability::Full, ..Default::default() })
-            .with_context(|| format!("opening {}", args.db.display()))?,
-    );
+    // A store that fails for now (a full disk, an I/O error) is waited for,
+    // saying why, as the engine waits for its own writes; a locked or foreign
+    // file is an error at once.
+    let health = HealthReporter::new(Arc::new(SystemClock));
+    let open = || async { SqliteStore::open(&args.db, SqliteOptions { durability: Durability::Full, ..Default::default() }) };
+    let (store, _) = retry_transient(&health, FaultSource::Commit, open).await.with_context(|| format!("opening {}", args.db.display()))?;
+    let store = Arc::new(store);
     let (handle, join) = Driver::spawn(store.clone(), Arc::new(SystemClock), DriverConfig::default());
     let progress = Progress::start(&handle, args.output);
     let ids: Vec<String> = match (&loaded, &args.resume) {
         (Some((_, l)), _) => {
             let now = redrive_engine::Clock::now(&SystemClock);
-            let record =
-                store.put_pipeline(l.pipeline.name.as_str(), &l.definition_json, Some(&l.source_dir.to_string_lossy()), now).await?;
+            let source_dir = l.source_dir.to_string_lossy();
+            let put = || store.put_pipeline(l.pipeline.name.as_str(), &l.definition_json, Some(&source_dir), now);
+            let (record, _) = retry_transient(&health, FaultSource::Commit, put).await?;
             if let Some(queue) = &l.pipeline.dead_letter_queue {
-                store.ensure_dlq_queue(queue.as_str(), now).await?;
+                retry_transient(&health, FaultSource::Commit, || store.ensure_dlq_queue(queue.as_str(), now)).await?;
             }
             let pipeline = Arc::new(LoadedPipeline::from_record(record)?);
             let id = handle.start(pipeline, input.to_string()).await?;

@@ -231,15 +231,8 @@ fn a_deleted_database_stops_the_server_with_a_non_zero_exit() {
 #[test]
 fn a_full_disk_degrades_the_server_until_space_is_freed() {
     let sb = Sandbox::new();
-    let mount = sb.path("tmpfs");
-    std::fs::create_dir(&mount).unwrap();
-    let mounted = std::process::Command::new("mount").args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"]).arg(&mount).output();
-    if !mounted.as_ref().is_ok_and(|o| o.status.success()) {
-        let why = mounted.map(|o| String::from_utf8_lossy(&o.stderr).into_owned()).unwrap_or_else(|e| e.to_string());
-        println!("skipped: cannot mount a tmpfs here (needs root): {}", why.trim());
-        return;
-    }
-    let _unmount = Unmount(mount.clone());
+    let Some(small_fs) = SmallFs::mount(&sb) else { return };
+    let mount = small_fs.0.clone();
     let db = mount.join("redrive.db");
     let mut cmd = common::bin();
     cmd.args(["server", "--listen", "127.0.0.1:0", "--db"]).arg(&db);
@@ -281,9 +274,78 @@ fn a_full_disk_degrades_the_server_until_space_is_freed() {
     drop(server);
 }
 
-struct Unmount(std::path::PathBuf);
+/// `redrive run` on a filesystem that fills up while it runs: it waits, says
+/// why on stderr, and finishes once space is freed.
+#[test]
+fn run_waits_for_a_full_disk_and_says_why() {
+    use std::io::{BufRead, BufReader};
+    let sb = Sandbox::new();
+    let Some(small_fs) = SmallFs::mount(&sb) else { return };
+    let mount = small_fs.0.clone();
+    let stages: Vec<Value> = (1..=3)
+        .map(|i| json!({"name": format!("S{i}"), "actions": [{"name": "A", "noop": {"sleepMs": 800, "failFirst": 1, "failWith": "Step.THROTTLING"}, "retryPolicies": [{"exceptionType": "Step.THROTTLING", "intervalSeconds": 0.1}]}]}))
+        .collect();
+    let file = sb.write("p.json", &json!({"name": "slow", "stages": stages}).to_string());
+    let mut child = common::bin()
+        .arg("run")
+        .arg(&file)
+        .arg("--db")
+        .arg(mount.join("redrive.db"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let wait_for = |what: &str, pred: &dyn Fn(&str) -> bool| loop {
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(line) if pred(&line) => break line,
+            Ok(_) => {}
+            Err(e) => panic!("run never printed {what} ({e})"),
+        }
+    };
+    wait_for("that the execution started", &|l| l.contains("started"));
+    let filler = mount.join("filler");
+    let _ = std::process::Command::new("dd").arg("if=/dev/zero").arg(format!("of={}", filler.display())).args(["bs=4k"]).output();
+    let said = wait_for("why it waits", &|l| l.contains("full"));
+    assert!(said.contains("retrying"), "{said}");
+    assert!(child.try_wait().unwrap().is_none(), "it waits instead of failing");
+    std::fs::remove_file(&filler).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "run did not finish after space was freed");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(status.code(), Some(0), "the execution succeeded");
+}
 
-impl Drop for Unmount {
+/// A 4 MiB tmpfs in the sandbox, unmounted on drop; `None` (with the reason
+/// printed) where it cannot be mounted (not root).
+struct SmallFs(std::path::PathBuf);
+
+impl SmallFs {
+    fn mount(sb: &Sandbox) -> Option<SmallFs> {
+        let mount = sb.path("tmpfs");
+        std::fs::create_dir(&mount).unwrap();
+        let mounted = std::process::Command::new("mount").args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"]).arg(&mount).output();
+        if !mounted.as_ref().is_ok_and(|o| o.status.success()) {
+            let why = mounted.map(|o| String::from_utf8_lossy(&o.stderr).into_owned()).unwrap_or_else(|e| e.to_string());
+            println!("skipped: cannot mount a tmpfs here (needs root): {}", why.trim());
+            return None;
+        }
+        Some(SmallFs(mount))
+    }
+}
+
+impl Drop for SmallFs {
     fn drop(&mut self) {
         let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).output();
     }
