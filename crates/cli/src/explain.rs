@@ -106,12 +106,12 @@ pub fn explain(args: ExplainArgs) -> u8 {
     let last_attempt = schedule.retries.last().map_or(1, |r| r.attempt);
     println!();
     println!("Stops: {} — no retry after attempt {last_attempt}.", schedule.stop);
-    if let Some((_, p)) = &policy {
-        if let RetryLimit::ExpireAfterMin(m) = p.limit() {
-            println!(
-                "Expiry: failures later than {m} min after the first attempt started are not retried; with slower attempts fewer retries fit."
-            );
-        }
+    if let Some((_, p)) = &policy
+        && let RetryLimit::ExpireAfterMin(m) = p.limit()
+    {
+        println!(
+            "Expiry: failures later than {m} min after the first attempt started are not retried; with slower attempts fewer retries fit."
+        );
     }
     if args.execution_id.is_some() && jitter != Jitter::None {
         println!("Total wait for this execution: {}", human_duration_ms(schedule.total_wait_ms));

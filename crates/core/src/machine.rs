@@ -667,12 +667,12 @@ impl<'a> Step<'a> {
         }
         // Some member failed for good.
         let stage = &mut self.state.stages[si];
-        if let Some(auto) = stage_def.on_failure {
-            if stage.auto_retries_used < auto.max_retries {
-                stage.auto_retries_used += 1;
-                self.restart_stage(si, auto.retry_mode, Trigger::StageAutoRetry);
-                return;
-            }
+        if let Some(auto) = stage_def.on_failure
+            && stage.auto_retries_used < auto.max_retries
+        {
+            stage.auto_retries_used += 1;
+            self.restart_stage(si, auto.retry_mode, Trigger::StageAutoRetry);
+            return;
         }
         stage.status = StageStatus::Failed;
         self.finish(ExecutionStatus::Failed);

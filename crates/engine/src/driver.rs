@@ -1173,10 +1173,10 @@ impl<S: Store> Driver<S> {
                 self.reply_after_commit(&execution_id, result, reply, batch);
             }
             Inbound::Release { execution_id, id } => {
-                if self.live.contains_key(&execution_id) {
-                    if let Err(r) = self.apply(&execution_id, Event::Release { id }, now, batch) {
-                        tracing::warn!(execution_id, %r, "could not release an undispatched attempt");
-                    }
+                if self.live.contains_key(&execution_id)
+                    && let Err(r) = self.apply(&execution_id, Event::Release { id }, now, batch)
+                {
+                    tracing::warn!(execution_id, %r, "could not release an undispatched attempt");
                 }
             }
             Inbound::Drain { grace, reply } => match &mut self.draining {
@@ -1260,10 +1260,10 @@ impl<S: Store> Driver<S> {
             return skip(SkipReason::BeingRedriven);
         }
         let Some(entry) = self.store.get_dlq_entry(entry_id).await? else { return skip(SkipReason::NotFound) };
-        if let Some(prefix) = scope {
-            if !entry.queue.starts_with(prefix) {
-                return skip(SkipReason::OutOfScope { queue: entry.queue, prefix: prefix.to_string() });
-            }
+        if let Some(prefix) = scope
+            && !entry.queue.starts_with(prefix)
+        {
+            return skip(SkipReason::OutOfScope { queue: entry.queue, prefix: prefix.to_string() });
         }
         if entry.state != DlqEntryState::Queued {
             return skip(SkipReason::NotQueued(entry.state.as_str()));
@@ -1977,12 +1977,12 @@ impl<S: Store> Driver<S> {
         let live = &self.live[execution_id];
         let pipeline = live.pipeline.clone();
         let action = &pipeline.pipeline.stages[id.at.stage].actions[id.at.action];
-        if let ActionKind::Noop(spec) = &action.kind {
-            if spec.sleep_ms == 0 {
-                let outcome = runner::noop_outcome(spec, id.attempt);
-                self.local.push_back(Inbound::Result { execution_id: execution_id.to_string(), id, outcome, from_task: false });
-                return;
-            }
+        if let ActionKind::Noop(spec) = &action.kind
+            && spec.sleep_ms == 0
+        {
+            let outcome = runner::noop_outcome(spec, id.attempt);
+            self.local.push_back(Inbound::Result { execution_id: execution_id.to_string(), id, outcome, from_task: false });
+            return;
         }
         let stage_name = pipeline.pipeline.stages[id.at.stage].name.to_string();
         let action_name = action.name.to_string();

@@ -44,12 +44,14 @@ pub enum Semantics {
     AtMostOnce,
 }
 
+/// A conditional retry: a failure this returns false for is not retried.
+pub type RetryPredicate = Arc<dyn Fn(&Failure) -> bool + Send + Sync>;
+
 /// How one step retries.
 #[derive(Clone, Default)]
 pub struct StepRetry {
     pub policies: Vec<RetryPolicy>,
-    /// Conditional retry: a failure this returns false for is not retried.
-    pub predicate: Option<Arc<dyn Fn(&Failure) -> bool + Send + Sync>>,
+    pub predicate: Option<RetryPredicate>,
     pub semantics: Semantics,
 }
 

@@ -545,7 +545,7 @@ impl<S: Store> Redriver<S> {
         let filter = entry_filter(req, started_at);
         let (total, mut source): (u64, Source) = match &req.entry_id {
             Some(id) => match self.single_entry(req, id).await? {
-                Some(entry) => (1, Source::One(Some(entry))),
+                Some(entry) => (1, Source::One(Some(Box::new(entry)))),
                 None => {
                     // Purged (or moved) since the request was accepted: a skip, not a failure.
                     summary.matched = 1;
@@ -621,14 +621,14 @@ impl<S: Store> Redriver<S> {
 
 /// Where a run's entries come from: one entry, or pages of the filter.
 enum Source {
-    One(Option<DlqEntryRecord>),
+    One(Option<Box<DlqEntryRecord>>),
     Pages { after: Option<DlqEntryCursor>, page: std::vec::IntoIter<DlqEntryRecord>, done: bool },
 }
 
 impl Source {
     async fn next<S: Store>(&mut self, store: &S, filter: &DlqEntryFilter) -> Result<Option<DlqEntryRecord>, StoreError> {
         match self {
-            Source::One(e) => Ok(e.take()),
+            Source::One(e) => Ok(e.take().map(|e| *e)),
             Source::Pages { after, page, done } => {
                 if let Some(e) = page.next() {
                     return Ok(Some(e));

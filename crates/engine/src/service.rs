@@ -313,13 +313,13 @@ impl<S: Store> Service<S> {
     pub async fn start_execution(&self, name: &str, input: &serde_json::Value, client_token: Option<&str>) -> Result<String, ServiceError> {
         validate_name("pipeline name", name)?;
         let input_json = check_input(input)?;
-        if let Some(t) = client_token {
-            if t.is_empty() || t.len() > MAX_CLIENT_TOKEN_BYTES {
-                return Err(ServiceError::Validation(format!(
-                    "clientRequestToken is {} bytes; it must be 1 to {MAX_CLIENT_TOKEN_BYTES} bytes",
-                    t.len()
-                )));
-            }
+        if let Some(t) = client_token
+            && (t.is_empty() || t.len() > MAX_CLIENT_TOKEN_BYTES)
+        {
+            return Err(ServiceError::Validation(format!(
+                "clientRequestToken is {} bytes; it must be 1 to {MAX_CLIENT_TOKEN_BYTES} bytes",
+                t.len()
+            )));
         }
         let view = self.get_pipeline(name, None).await?;
         let p = &view.loaded.pipeline;
@@ -435,10 +435,10 @@ impl<S: Store> Service<S> {
                 if per_stage[si].is_some() {
                     continue;
                 }
-                if let Some(esi) = version.pipeline.stage_index(stage.name.as_str()) {
-                    if state.state.stages[esi].status != StageStatus::NotStarted {
-                        per_stage[si] = Some(StageView { execution: state.clone(), pipeline: version.clone(), stage_index: esi });
-                    }
+                if let Some(esi) = version.pipeline.stage_index(stage.name.as_str())
+                    && state.state.stages[esi].status != StageStatus::NotStarted
+                {
+                    per_stage[si] = Some(StageView { execution: state.clone(), pipeline: version.clone(), stage_index: esi });
                 }
             }
         }
@@ -503,13 +503,13 @@ impl<S: Store> Service<S> {
             let st = execution_state(r);
             let Some(p) = self.store.get_pipeline(pipeline, Some(r.pipeline_version)).await? else { continue };
             let Ok(l) = LoadedPipeline::from_record(p) else { continue };
-            if let Some(rsi) = l.pipeline.stage_index(stage) {
-                if st.stages.get(rsi).is_some_and(|s| s.status == StageStatus::Failed) {
-                    return Err(ServiceError::NotLatestPipelineExecution(format!(
-                        "stage {stage} failed again in a later execution ({}); retry that one",
-                        r.id
-                    )));
-                }
+            if let Some(rsi) = l.pipeline.stage_index(stage)
+                && st.stages.get(rsi).is_some_and(|s| s.status == StageStatus::Failed)
+            {
+                return Err(ServiceError::NotLatestPipelineExecution(format!(
+                    "stage {stage} failed again in a later execution ({}); retry that one",
+                    r.id
+                )));
             }
         }
         if exec.record.pipeline_version != latest.version {

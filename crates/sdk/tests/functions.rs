@@ -95,7 +95,7 @@ async fn a_suspended_execution_resumes_after_a_restart_at_its_due_time_never_ear
     engine.execution(&id).result::<()>().await.unwrap();
     let state = engine.execution(&id).state().await.unwrap();
     assert_eq!(state.steps[0].attempt, 2);
-    let stamps = stamps.lock().unwrap();
+    let stamps = stamps.lock().unwrap().clone();
     assert_eq!(stamps.len(), 2);
     assert!(stamps[1].duration_since(stamps[0]) >= Duration::from_millis(1400), "retried {:?} after the failure", stamps[1] - stamps[0]);
     let wall_now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;

@@ -16,7 +16,9 @@ use redrive_core::time::Timestamp;
 use std::future::Future;
 use std::sync::Arc;
 
+#[cfg(any(test, feature = "testing"))]
 pub mod conformance;
+#[cfg(any(test, feature = "testing"))]
 pub mod faulty;
 pub mod sqlite;
 pub mod validate;
@@ -296,6 +298,9 @@ pub struct DlqEntryWrite {
 }
 
 /// A dead-letter-queue change inside a [`Transition`].
+// `Enter` is large, but ops are few (one per failure for good) and built once:
+// boxing would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DlqOp {
     /// The execution failed for good. Creates the entry (state `QUEUED`,

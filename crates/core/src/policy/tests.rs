@@ -138,7 +138,7 @@ fn builtin_default_covers_service_fault_and_throttling_only() {
     assert_eq!(run(&[], &ExceptionType::ActionFailed, 0), vec![Decision::GiveUp { policy: None, reason: GiveUpReason::NoMatchingPolicy }]);
     // A policy naming THROTTLING with maxAttempts 0 turns the default off for it.
     let off = policy(&["Step.THROTTLING"], 1.0, 2.0, Some(0.0), None);
-    assert_eq!(run(&[off.clone()], &ExceptionType::Throttling, 0).len(), 1);
+    assert_eq!(run(std::slice::from_ref(&off), &ExceptionType::Throttling, 0).len(), 1);
     // ... but SERVICE_FAULT is still covered.
     assert_eq!(run(&[off], &ExceptionType::ServiceFault, 0).len(), 6);
 }
@@ -304,12 +304,11 @@ proptest! {
         let now = start.plus_ms(elapsed_ms);
         let h = RetryHistory { first_attempt_started_at: start, retries_by_policy: &counters, attempts: used + 1 };
         let d = decide(std::slice::from_ref(&p), h, &fail(ExceptionType::ActionFailed), now, JitterDraw::MAX);
-        if let RetryLimit::ExpireAfterMin(min) = p.limit() {
-            if elapsed_ms > u64::from(min) * 60_000 || min == 0 {
+        if let RetryLimit::ExpireAfterMin(min) = p.limit()
+            && (elapsed_ms > u64::from(min) * 60_000 || min == 0) {
                 let gave_up = matches!(d, Decision::GiveUp { .. });
                 prop_assert!(gave_up);
             }
-        }
     }
 
     #[test]

@@ -30,12 +30,12 @@ pub struct EntryQuery {
 }
 
 fn check_exception_type(t: &Option<String>) -> Result<(), ServiceError> {
-    if let Some(t) = t {
-        if t.is_empty() || t.chars().count() > MAX_EXCEPTION_TYPE_CHARS || t.chars().any(char::is_control) {
-            return Err(ServiceError::Validation(format!(
-                "exception type filter {t:?} must be 1 to {MAX_EXCEPTION_TYPE_CHARS} printable characters (e.g. Step.THROTTLING)"
-            )));
-        }
+    if let Some(t) = t
+        && (t.is_empty() || t.chars().count() > MAX_EXCEPTION_TYPE_CHARS || t.chars().any(char::is_control))
+    {
+        return Err(ServiceError::Validation(format!(
+            "exception type filter {t:?} must be 1 to {MAX_EXCEPTION_TYPE_CHARS} printable characters (e.g. Step.THROTTLING)"
+        )));
     }
     Ok(())
 }
@@ -150,10 +150,10 @@ impl<S: Store> Service<S> {
                 "force is only allowed with a single entry (--entry ID): bulk redrives never touch poison entries".into(),
             ));
         }
-        if let Some(id) = &req.entry_id {
-            if id.is_empty() || id.len() > 100 {
-                return Err(ServiceError::Validation(format!("entry id {id:?} must be 1 to 100 characters")));
-            }
+        if let Some(id) = &req.entry_id
+            && (id.is_empty() || id.len() > 100)
+        {
+            return Err(ServiceError::Validation(format!("entry id {id:?} must be 1 to 100 characters")));
         }
         check_exception_type(&req.exception_type)?;
         if let Some(p) = &req.pipeline_name {
@@ -162,13 +162,13 @@ impl<S: Store> Service<S> {
         if req.max_entries == Some(0) {
             return Err(ServiceError::Validation("maxEntries must be at least 1".into()));
         }
-        if let Some(r) = req.rate.per_second {
-            if !(r.is_finite() && r > 0.0 && r <= crate::redrive::MAX_RATE_PER_SECOND) {
-                return Err(ServiceError::Validation(format!(
-                    "rate {r}/s is out of range; more than 0 and at most {}/s",
-                    crate::redrive::MAX_RATE_PER_SECOND
-                )));
-            }
+        if let Some(r) = req.rate.per_second
+            && !(r.is_finite() && r > 0.0 && r <= crate::redrive::MAX_RATE_PER_SECOND)
+        {
+            return Err(ServiceError::Validation(format!(
+                "rate {r}/s is out of range; more than 0 and at most {}/s",
+                crate::redrive::MAX_RATE_PER_SECOND
+            )));
         }
         Ok(())
     }
