@@ -269,8 +269,8 @@ async fn dispatch<S: Store>(svc: &Service<S>, request: Request) -> Result<Vec<u8
             });
             ok(&w::GetPipelineExecutionOutput {
                 pipeline_execution: Some(w::PipelineExecution {
-                    pipeline_name: Some(v.record.pipeline_name.clone()),
-                    pipeline_version: Some(v.record.pipeline_version as i32),
+                    pipeline_name: Some(v.record.target.name().to_string()),
+                    pipeline_version: Some(v.pipeline_version() as i32),
                     pipeline_execution_id: Some(v.record.id.clone()),
                     status: Some(execution_status(v.state.status)),
                     status_summary: failure.map(|f| format!("{}: {}", f.exception_type, f.message)),
@@ -367,7 +367,7 @@ async fn dispatch<S: Store>(svc: &Service<S>, request: Request) -> Result<Vec<u8
             let mut details = Vec::with_capacity(rows.len());
             for e in &rows {
                 if !versions.contains_key(&e.execution_id) {
-                    let v = svc.store().get_execution(&e.execution_id).await.ok().flatten().map(|r| r.pipeline_version);
+                    let v = svc.store().get_execution(&e.execution_id).await.ok().flatten().and_then(|r| r.target.pipeline_version());
                     versions.insert(e.execution_id.clone(), v);
                 }
                 details.push(ledger_detail(e, versions[&e.execution_id]));

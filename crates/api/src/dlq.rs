@@ -94,8 +94,9 @@ pub fn entry_out(e: &DlqEntryRecord) -> Value {
         "redriveCount": e.redrive_count,
         "maxRedrives": e.max_redrives,
         "source": {
-            "pipelineName": e.pipeline_name,
-            "pipelineVersion": e.pipeline_version,
+            "kind": e.source.kind().as_str(),
+            "pipelineName": e.source.name(),
+            "pipelineVersion": e.source.pipeline_version(),
             "executionId": e.execution_id,
             "stage": e.stage,
             "action": e.action,

@@ -141,8 +141,8 @@ pub fn execution_out(view: &ExecutionView, stage_names: &[(String, Vec<String>)]
         .collect();
     json!({
         "pipelineExecutionId": view.record.id,
-        "pipelineName": view.record.pipeline_name,
-        "pipelineVersion": view.record.pipeline_version,
+        "pipelineName": view.record.target.name(),
+        "pipelineVersion": view.pipeline_version(),
         "status": s.status.as_str(),
         "startTime": s.started_at.to_string(),
         "lastUpdateTime": view.record.updated_at.to_string(),
@@ -284,7 +284,7 @@ fn stage_names(p: &redrive_core::definition::Pipeline) -> Vec<(String, Vec<Strin
 
 async fn get_execution<S: Store>(State(svc): St<S>, Path((name, id)): Path<(String, String)>) -> Result<Json<Value>> {
     let view = svc.get_execution(&name, &id).await?;
-    let p = svc.get_pipeline(&name, Some(view.record.pipeline_version)).await?;
+    let p = svc.get_pipeline(&name, Some(view.pipeline_version())).await?;
     Ok(Json(execution_out(&view, &stage_names(&p.loaded.pipeline))))
 }
 
@@ -304,7 +304,7 @@ async fn list_executions<S: Store>(
         .map(|v| {
             json!({
                 "pipelineExecutionId": v.record.id,
-                "pipelineVersion": v.record.pipeline_version,
+                "pipelineVersion": v.pipeline_version(),
                 "status": v.state.status.as_str(),
                 "startTime": v.state.started_at.to_string(),
                 "lastUpdateTime": v.record.updated_at.to_string(),

@@ -257,7 +257,7 @@ async fn queues_entries_redrives_poison_and_purge() {
     assert_eq!(e["maxRedrives"], 3);
     assert_eq!(
         e["source"],
-        json!({"pipelineName": "orders", "pipelineVersion": 1, "executionId": first, "stage": "Charge", "action": "Card"})
+        json!({"kind": "pipeline", "pipelineName": "orders", "pipelineVersion": 1, "executionId": first, "stage": "Charge", "action": "Card"})
     );
     assert_eq!(e["error"]["exceptionType"], "Step.THROTTLING");
     assert!(e["error"]["message"].as_str().unwrap().contains("scripted failure"));

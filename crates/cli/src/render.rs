@@ -251,7 +251,7 @@ impl Summary {
             .collect();
         serde_json::json!({
             "executionId": self.execution.id,
-            "pipeline": {"name": self.execution.pipeline_name, "version": self.execution.pipeline_version},
+            "pipeline": {"name": self.execution.target.name(), "version": self.execution.target.pipeline_version()},
             "status": self.execution.status,
             "startedAt": self.state.started_at.to_string(),
             "finishedAt": self.state.finished_at.map(|t| t.to_string()),
@@ -266,8 +266,8 @@ impl Summary {
         println!(
             "Execution {}  pipeline {} v{}  {} in {}",
             self.execution.id,
-            self.execution.pipeline_name,
-            self.execution.pipeline_version,
+            self.execution.target.name(),
+            self.execution.target.pipeline_version().unwrap_or_default(),
             self.execution.status,
             human_duration_ms(self.duration_ms())
         );

@@ -26,8 +26,8 @@ use redrive_core::machine::{
 use redrive_core::name::Name;
 use redrive_core::time::Timestamp;
 use redrive_store::{
-    ClientToken, DlqEntryFilter, DlqEntryRecord, DlqEntryState, DlqEntryWrite, DlqOp, ExecutionFault, LedgerEntry, PipelineRecord, Store,
-    StoreError, TimerRecord, Transition, TransitionError,
+    ClientToken, DlqEntryFilter, DlqEntryRecord, DlqEntryState, DlqEntryWrite, DlqOp, ExecutionFault, ExecutionKind, LedgerEntry,
+    PipelineRecord, Store, StoreError, Target, TargetName, TimerRecord, Transition, TransitionError,
 };
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
@@ -767,8 +767,7 @@ fn dead_letter_write(record: &PipelineRecord, p: &Pipeline, state: &ExecutionSta
     DlqEntryWrite {
         id: d.entry_id.clone(),
         queue: d.queue.to_string(),
-        pipeline_name: record.name.clone(),
-        pipeline_version: record.version,
+        source: Target::pipeline(record.name.clone(), record.version),
         execution_id: state.execution_id.clone(),
         stage: stage.name.to_string(),
         action: stage.actions[d.action].name.to_string(),
@@ -1273,10 +1272,10 @@ impl<S: Store> Driver<S> {
         }
         let execution_id = match mode {
             // A function's entry resumes its execution, whatever the mode.
-            _ if entry.pipeline_version == functions::FUNCTION_VERSION => self.redrive_function(&entry, now, batch).await?,
+            _ if entry.source.kind() == ExecutionKind::Function => self.redrive_function(&entry, now, batch).await?,
             RedriveMode::RetryStage => self.redrive_stage(&entry, now, batch).await?,
             RedriveMode::NewExecution => {
-                let Some(pipeline) = pipeline else { return skip(SkipReason::PipelineGone(entry.pipeline_name.clone())) };
+                let Some(pipeline) = pipeline else { return skip(SkipReason::PipelineGone(entry.source.name().to_string())) };
                 let queue = Name::parse(&entry.queue)
                     .map_err(|e| EngineError::CorruptState { id: entry.id.clone(), reason: format!("queue name: {e}") })?;
                 let link = DeadLetterLink { entry_id: entry.id.clone(), queue };
@@ -1339,7 +1338,7 @@ impl<S: Store> Driver<S> {
             let page = self
                 .store
                 .list_executions(redrive_store::ExecutionFilter {
-                    pipeline_name: Some(pipeline.into()),
+                    target: Some(TargetName::pipeline(pipeline)),
                     unfinished_only: true,
                     before: before.clone(),
                     limit: 0,
@@ -1447,18 +1446,19 @@ impl<S: Store> Driver<S> {
             return Err(EngineError::FunctionExecution(execution_id.to_string()));
         }
         let rec = self.store.get_execution(execution_id).await?.ok_or_else(|| EngineError::ExecutionNotFound(execution_id.to_string()))?;
-        if rec.pipeline_version == functions::FUNCTION_VERSION {
+        let Target::Pipeline { name, version } = &rec.target else {
             return Err(EngineError::FunctionExecution(execution_id.to_string()));
-        }
+        };
+        let key = (name.clone(), *version);
         if let Some(fault) = &rec.fault {
             return Err(EngineError::quarantined(execution_id, fault));
         }
-        let (pipeline, state) = match self.read_execution(&rec).await {
+        let (pipeline, state) = match self.read_execution(&rec, &key).await {
             Ok(read) => read,
             Err(EngineError::Store(e)) => return Err(EngineError::Store(e)),
             Err(e) => {
                 let fault = corrupt_state_fault(&e.to_string());
-                let finished = Finished { pipeline: rec.pipeline_name.clone(), key: (rec.created_at, rec.id.clone()), queued_mode: true };
+                let finished = Finished { pipeline: key.0, key: (rec.created_at, rec.id.clone()), queued_mode: true };
                 self.give_up(execution_id, fault.clone(), rec.created_at, Some(finished), batch.pending.remove(execution_id));
                 return Err(EngineError::quarantined(execution_id, &fault));
             }
@@ -1484,16 +1484,20 @@ impl<S: Store> Driver<S> {
     /// An execution's pipeline version and parsed state. [`EngineError::Store`]
     /// if the store cannot be read now; anything else means the stored execution
     /// is unreadable.
-    async fn read_execution(&mut self, rec: &redrive_store::ExecutionRecord) -> Result<(Arc<LoadedPipeline>, ExecutionState), EngineError> {
-        let key = (rec.pipeline_name.clone(), rec.pipeline_version);
-        let pipeline = match self.pipelines.get(&key) {
+    async fn read_execution(
+        &mut self,
+        rec: &redrive_store::ExecutionRecord,
+        key: &(String, u32),
+    ) -> Result<(Arc<LoadedPipeline>, ExecutionState), EngineError> {
+        let pipeline = match self.pipelines.get(key) {
             Some(p) => p.clone(),
             None => {
-                let prec = self.store.get_pipeline(&rec.pipeline_name, Some(rec.pipeline_version)).await?.ok_or_else(|| {
-                    EngineError::CorruptState { id: rec.id.clone(), reason: format!("pipeline {} version {} is missing", key.0, key.1) }
+                let prec = self.store.get_pipeline(&key.0, Some(key.1)).await?.ok_or_else(|| EngineError::CorruptState {
+                    id: rec.id.clone(),
+                    reason: format!("pipeline {} version {} is missing", key.0, key.1),
                 })?;
                 let p = Arc::new(LoadedPipeline::from_record(prec)?);
-                self.pipelines.insert(key, p.clone());
+                self.pipelines.insert(key.clone(), p.clone());
                 p
             }
         };
@@ -1521,14 +1525,14 @@ impl<S: Store> Driver<S> {
             };
             return Ok(Some(at(rec.updated_at)));
         }
-        let outcome = if rec.pipeline_version == functions::FUNCTION_VERSION {
+        let outcome = if rec.target.kind() == ExecutionKind::Function {
             functions::stored_outcome(&rec)
         } else {
             parse_state(&rec.id, &rec.state_json).map(|state| state.status.is_finished().then(|| outcome_of(&state)))
         };
         outcome.or_else(|e| {
             // Unreadable: quarantine it; the waiter learns the outcome when that is durable.
-            let finished = Finished { pipeline: rec.pipeline_name.clone(), key: (rec.created_at, rec.id.clone()), queued_mode: true };
+            let finished = Finished { pipeline: rec.target.name().to_string(), key: (rec.created_at, rec.id.clone()), queued_mode: true };
             self.give_up(execution_id, corrupt_state_fault(&e.to_string()), rec.created_at, Some(finished), None);
             Ok(None)
         })
@@ -1763,8 +1767,7 @@ impl<S: Store> Driver<S> {
         Transition {
             execution_id: id.to_string(),
             expected_version: live.version,
-            pipeline_name: live.pipeline.record.name.clone(),
-            pipeline_version: live.pipeline.record.version,
+            target: Target::pipeline(live.pipeline.record.name.clone(), live.pipeline.record.version),
             // The store's status is the lifecycle: every unfinished execution
             // (running, stopping, queued) is `InProgress`; the state has the rest.
             status: if live.state.status.is_finished() { live.state.status.as_str() } else { ExecutionStatus::InProgress.as_str() }

@@ -210,16 +210,6 @@ impl FnContext {
     }
 }
 
-/// The `pipeline_name` a function's executions are stored under: `fn:<name>`.
-/// `:` is not a name character, so function executions never mix with a
-/// pipeline's (listings, client tokens, execution modes).
-pub fn store_name(function: &str) -> String {
-    format!("{STORE_PREFIX}{function}")
-}
-
-/// The prefix of a function's `pipeline_name` in the store.
-pub const STORE_PREFIX: &str = "fn:";
-
 /// The failure recorded when a function returns an error outside any step.
 pub fn function_error(message: impl Into<String>) -> Failure {
     Failure::new(ExceptionType::Custom(FUNCTION_ERROR.into()), message)

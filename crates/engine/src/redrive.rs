@@ -19,7 +19,9 @@ use crate::driver::{EngineError, EngineHandle, LoadedPipeline};
 use redrive_core::definition::RetryMode;
 use redrive_core::machine::{self, Event, ExecutionState, Trigger};
 use redrive_core::time::Timestamp;
-use redrive_store::{DlqEntryCursor, DlqEntryFilter, DlqEntryRecord, DlqEntryState, RedriveRunRecord, Store, StoreError};
+use redrive_store::{
+    DlqEntryCursor, DlqEntryFilter, DlqEntryRecord, DlqEntryState, ExecutionKind, RedriveRunRecord, Store, StoreError, Target,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -354,7 +356,7 @@ pub fn entry_filter(req: &RedriveRequest, started_at: Timestamp) -> DlqEntryFilt
         state: Some(DlqEntryState::Queued),
         poison: Some(false),
         exception_type: req.exception_type.clone(),
-        pipeline_name: req.pipeline_name.clone(),
+        source_name: req.pipeline_name.clone(),
         // Never entries that entered after the run started: one that fails
         // again during the run waits for the next run.
         entered_at_or_before: Some(Timestamp::from_unix_ms(older)),
@@ -403,8 +405,11 @@ impl<S: Store> Redriver<S> {
         let Some(rec) = self.store.get_execution(&e.execution_id).await? else {
             return Ok(Err(SkipReason::ExecutionGone(e.execution_id.clone())));
         };
-        let Some(prec) = self.store.get_pipeline(&rec.pipeline_name, Some(rec.pipeline_version)).await? else {
-            return Ok(Err(SkipReason::PipelineGone(format!("{} version {}", rec.pipeline_name, rec.pipeline_version))));
+        let Target::Pipeline { name, version } = &rec.target else {
+            return Ok(Err(SkipReason::Refused(format!("execution {} is not a pipeline execution", rec.id))));
+        };
+        let Some(prec) = self.store.get_pipeline(name, Some(*version)).await? else {
+            return Ok(Err(SkipReason::PipelineGone(format!("{name} version {version}"))));
         };
         let loaded = LoadedPipeline::from_record(prec)?;
         let mut state: ExecutionState = serde_json::from_str(&rec.state_json)
@@ -454,7 +459,7 @@ impl<S: Store> Redriver<S> {
                 Err(SkipReason::NotQueued(e.state.as_str()).to_string())
             } else if e.is_poison() && !req.force {
                 Err(SkipReason::Poison { redrive_count: e.redrive_count, max_redrives: e.max_redrives }.to_string())
-            } else if e.pipeline_version == 0 {
+            } else if e.source.kind() == ExecutionKind::Function {
                 // A durable function's entry resumes its execution in either mode.
                 Ok(format!(
                     "resume function execution {} (its failed step {} runs again; the function must be registered)",
@@ -463,11 +468,11 @@ impl<S: Store> Redriver<S> {
             } else {
                 match req.mode {
                     RedriveMode::RetryStage => self.plan_stage_retry(&e, now).await?.map_err(|r| r.to_string()),
-                    RedriveMode::NewExecution => match self.latest_pipeline(&mut pipelines, &e.pipeline_name).await? {
+                    RedriveMode::NewExecution => match self.latest_pipeline(&mut pipelines, e.source.name()).await? {
                         Some(p) => {
                             Ok(format!("start a new execution of {} version {} with the original input", p.record.name, p.record.version))
                         }
-                        None => Err(SkipReason::PipelineGone(e.pipeline_name.clone()).to_string()),
+                        None => Err(SkipReason::PipelineGone(e.source.name().to_string()).to_string()),
                     },
                 }
             };
@@ -484,7 +489,7 @@ impl<S: Store> Redriver<S> {
             plan.items.push(PlanItem {
                 entry_id: e.id,
                 queue: e.queue,
-                pipeline_name: e.pipeline_name,
+                pipeline_name: e.source.name().to_string(),
                 execution_id: e.execution_id,
                 stage: e.stage,
                 action: e.action,
@@ -591,7 +596,7 @@ impl<S: Store> Redriver<S> {
                     next_at = next_at.max(tokio::time::Instant::now()) + step;
                 }
                 let pipeline = match req.mode {
-                    RedriveMode::NewExecution => self.latest_pipeline(&mut pipelines, &entry.pipeline_name).await?,
+                    RedriveMode::NewExecution => self.latest_pipeline(&mut pipelines, entry.source.name()).await?,
                     RedriveMode::RetryStage => None,
                 };
                 let engine = self.engine.clone();

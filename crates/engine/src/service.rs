@@ -13,7 +13,8 @@ use redrive_core::limits::{self, MAX_CLIENT_TOKEN_BYTES};
 use redrive_core::machine::{ExecutionState, ExecutionStatus, Rejection, StageStatus, Trigger};
 use redrive_core::name::Name;
 use redrive_store::{
-    ClientToken, ExecutionCursor, ExecutionFilter, ExecutionRecord, LedgerEntry, LedgerFilter, PipelineRecord, Store, StoreError,
+    ClientToken, ExecutionCursor, ExecutionFilter, ExecutionKind, ExecutionRecord, LedgerEntry, LedgerFilter, PipelineRecord, Store,
+    StoreError, TargetName,
 };
 use std::sync::Arc;
 
@@ -121,10 +122,18 @@ impl StageView {
     }
 }
 
-/// An execution with its parsed state.
+/// A pipeline execution with its parsed state (built only from pipeline
+/// executions' records).
 pub struct ExecutionView {
     pub record: ExecutionRecord,
     pub state: ExecutionState,
+}
+
+impl ExecutionView {
+    /// The pipeline version the execution runs.
+    pub fn pipeline_version(&self) -> u32 {
+        self.record.target.pipeline_version().expect("an ExecutionView is of a pipeline execution")
+    }
 }
 
 pub struct Service<S: Store> {
@@ -344,7 +353,7 @@ impl<S: Store> Service<S> {
         let rows = self
             .store
             .list_executions(ExecutionFilter {
-                pipeline_name: Some(pipeline.into()),
+                target: Some(TargetName::pipeline(pipeline)),
                 unfinished_only: true,
                 limit: redrive_store::limits::MAX_PAGE_SIZE,
                 ..Default::default()
@@ -358,7 +367,7 @@ impl<S: Store> Service<S> {
         validate_execution_id("pipelineExecutionId", execution_id)?;
         let record = self.store.get_execution(execution_id).await?;
         match record {
-            Some(r) if r.pipeline_name == pipeline => {
+            Some(r) if r.target.kind() == ExecutionKind::Pipeline && r.target.name() == pipeline => {
                 let state = execution_state(&r);
                 Ok(ExecutionView { record: r, state })
             }
@@ -383,7 +392,7 @@ impl<S: Store> Service<S> {
         }
         let rows = self
             .store
-            .list_executions(ExecutionFilter { pipeline_name: Some(pipeline.into()), before, limit, ..Default::default() })
+            .list_executions(ExecutionFilter { target: Some(TargetName::pipeline(pipeline)), before, limit, ..Default::default() })
             .await?;
         Ok(rows.into_iter().map(|r| ExecutionView { state: execution_state(&r), record: r }).collect())
     }
@@ -408,7 +417,11 @@ impl<S: Store> Service<S> {
         let view = self.get_pipeline(name, None).await?;
         let rows = self
             .store
-            .list_executions(ExecutionFilter { pipeline_name: Some(name.into()), limit: STATE_SCAN_EXECUTIONS, ..Default::default() })
+            .list_executions(ExecutionFilter {
+                target: Some(TargetName::pipeline(name)),
+                limit: STATE_SCAN_EXECUTIONS,
+                ..Default::default()
+            })
             .await?;
         let mut versions: std::collections::HashMap<u32, Arc<LoadedPipeline>> = std::collections::HashMap::new();
         versions.insert(view.record.version, view.loaded.clone());
@@ -417,13 +430,14 @@ impl<S: Store> Service<S> {
             if per_stage.iter().all(Option::is_some) {
                 break;
             }
-            let version = match versions.get(&r.pipeline_version) {
+            let Some(pipeline_version) = r.target.pipeline_version() else { continue };
+            let version = match versions.get(&pipeline_version) {
                 Some(p) => p.clone(),
                 None => {
-                    let Some(rec) = self.store.get_pipeline(name, Some(r.pipeline_version)).await? else { continue };
+                    let Some(rec) = self.store.get_pipeline(name, Some(pipeline_version)).await? else { continue };
                     let Ok(loaded) = LoadedPipeline::from_record(rec) else { continue };
                     let loaded = Arc::new(loaded);
-                    versions.insert(r.pipeline_version, loaded.clone());
+                    versions.insert(pipeline_version, loaded.clone());
                     loaded
                 }
             };
@@ -461,7 +475,12 @@ impl<S: Store> Service<S> {
         }
         Ok(self
             .store
-            .list_ledger(LedgerFilter { pipeline_name: pipeline.into(), execution_id: execution_id.map(Into::into), before_seq, limit })
+            .list_ledger(LedgerFilter {
+                target: TargetName::pipeline(pipeline),
+                execution_id: execution_id.map(Into::into),
+                before_seq,
+                limit,
+            })
             .await?)
     }
 
@@ -484,24 +503,29 @@ impl<S: Store> Service<S> {
             Err(ServiceError::ExecutionNotFound(m)) => return Err(ServiceError::Validation(m)),
             other => other?,
         };
-        let exec_pipeline = self.get_pipeline(pipeline, Some(exec.record.pipeline_version)).await?;
+        let exec_pipeline = self.get_pipeline(pipeline, Some(exec.pipeline_version())).await?;
         let Some(si) = exec_pipeline.loaded.pipeline.stage_index(stage) else {
             return Err(ServiceError::StageNotFound(format!(
                 "stage {stage} not found in pipeline {pipeline} version {}",
-                exec.record.pipeline_version
+                exec.pipeline_version()
             )));
         };
         // A later execution in which this stage failed makes this one out of date.
         let newer = self
             .store
-            .list_executions(ExecutionFilter { pipeline_name: Some(pipeline.into()), limit: STATE_SCAN_EXECUTIONS, ..Default::default() })
+            .list_executions(ExecutionFilter {
+                target: Some(TargetName::pipeline(pipeline)),
+                limit: STATE_SCAN_EXECUTIONS,
+                ..Default::default()
+            })
             .await?;
         for r in newer.iter().take_while(|r| r.id != execution_id) {
             if (r.created_at, r.id.as_str()) <= (exec.record.created_at, execution_id) {
                 continue;
             }
             let st = execution_state(r);
-            let Some(p) = self.store.get_pipeline(pipeline, Some(r.pipeline_version)).await? else { continue };
+            let Some(version) = r.target.pipeline_version() else { continue };
+            let Some(p) = self.store.get_pipeline(pipeline, Some(version)).await? else { continue };
             let Ok(l) = LoadedPipeline::from_record(p) else { continue };
             if let Some(rsi) = l.pipeline.stage_index(stage)
                 && st.stages.get(rsi).is_some_and(|s| s.status == StageStatus::Failed)
@@ -512,10 +536,11 @@ impl<S: Store> Service<S> {
                 )));
             }
         }
-        if exec.record.pipeline_version != latest.version {
+        if exec.pipeline_version() != latest.version {
             return Err(ServiceError::StageNotRetryable(format!(
                 "the pipeline was updated to version {} after this execution (version {}) ran; its structure may have changed",
-                latest.version, exec.record.pipeline_version
+                latest.version,
+                exec.pipeline_version()
             )));
         }
         if let Some(failure) = exec.state.failure.as_ref().filter(|_| exec.record.fault.is_some()) {

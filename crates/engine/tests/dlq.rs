@@ -106,7 +106,7 @@ async fn a_failure_for_good_writes_one_entry_with_its_source_error_and_input() {
     let ids = env.failed_executions(&p, 1).await;
     let e = env.store.get_dlq_entry(&ids[0]).await.unwrap().expect("the entry is keyed by the execution id");
     assert_eq!((e.queue.as_str(), e.state, e.redrive_count, e.max_redrives), ("retry-orders", DlqEntryState::Queued, 0, 3));
-    assert_eq!((e.pipeline_name.as_str(), e.pipeline_version, e.execution_id.as_str()), ("orders", 1, ids[0].as_str()));
+    assert_eq!((&e.source, e.execution_id.as_str()), (&redrive_store::Target::pipeline("orders", 1), ids[0].as_str()));
     assert_eq!((e.stage.as_str(), e.action.as_str(), e.exception_type.as_str()), ("Build", "Check", "Action.FAILED"));
     assert_eq!(e.input_json, r#"{"order":0}"#);
     let detail: serde_json::Value = serde_json::from_str(&e.detail_json).unwrap();

@@ -193,8 +193,7 @@ async fn unreadable_executions_are_quarantined_and_the_engine_goes_on() {
     let corrupt = |id: &str, version: u32, state: &str| Transition {
         execution_id: id.into(),
         expected_version: None,
-        pipeline_name: "quick".into(),
-        pipeline_version: version,
+        target: redrive_store::Target::pipeline("quick", version),
         status: "InProgress".into(),
         input_json: "{}".into(),
         state_json: state.into(),

@@ -432,7 +432,7 @@ impl Engine {
             loop {
                 let page = match store
                     .list_executions(ExecutionFilter {
-                        pipeline_name: Some(redrive_engine::function::store_name(&name)),
+                        target: Some(redrive_store::TargetName::function(name.clone())),
                         unfinished_only: true,
                         before: before.clone(),
                         limit: 0,
@@ -447,7 +447,7 @@ impl Engine {
                 };
                 let Some(last) = page.last() else { return };
                 before = Some(last.cursor());
-                for e in page.iter().filter(|e| e.pipeline_version == 0) {
+                for e in &page {
                     if let Err(err) = handle.resume(&e.id).await {
                         tracing::debug!(execution_id = e.id, error = %err, "not resumed");
                     }

@@ -392,7 +392,7 @@ async fn a_function_that_fails_for_good_is_dead_lettered_and_a_redrive_resumes_i
     let entry = store.get_dlq_entry(&link.entry_id).await.unwrap().unwrap();
     assert_eq!((entry.state, entry.redrive_count), (redrive_store::DlqEntryState::Resolved, 2));
     assert_eq!((entry.action.as_str(), entry.exception_type.as_str()), ("charge", "Payment.GATEWAY_DOWN"));
-    assert_eq!(entry.pipeline_name, "fn:pay");
+    assert_eq!(entry.source, redrive_store::Target::function("pay"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -89,7 +89,7 @@ fn stored_state(db: &Path) -> serde_json::Value {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let rows = rt
         .block_on(store.list_executions(redrive_store::ExecutionFilter {
-            pipeline_name: Some(redrive_engine::function::store_name("process-order")),
+            target: Some(redrive_store::TargetName::function("process-order")),
             ..Default::default()
         }))
         .unwrap();

@@ -25,7 +25,7 @@
 //! - A create carrying a used client token is refused with `TokenReused` even if
 //!   its execution id also exists (the token is checked first).
 //! - Ledger entries are filed under the execution's pipeline as recorded on
-//!   create, whatever `pipeline_name` a later update carries.
+//!   create, whatever `target` a later update carries.
 //! - `due_timers` caps `limit` at [`MAX_PAGE_SIZE`]; ties in `due_at` are ordered
 //!   by execution id, then key.
 //! - Within one transition, `clear_timers` is applied before `set_timers`: a key
@@ -55,8 +55,9 @@ use crate::limits::{
 };
 use crate::{
     ClientToken, CommitResult, DEFAULT_MAX_REDRIVES, DlqEntryCursor, DlqEntryFilter, DlqEntryRecord, DlqEntryState, DlqEntryWrite, DlqOp,
-    DlqQueueRecord, DlqQueueStats, ExecutionCursor, ExecutionFault, ExecutionFilter, ExecutionRecord, LedgerEntry, LedgerFilter,
-    MAX_MAX_REDRIVES, PipelineRecord, RedriveRunFilter, RedriveRunRecord, Store, StoreError, TimerRecord, Transition, TransitionError,
+    DlqQueueRecord, DlqQueueStats, ExecutionCursor, ExecutionFault, ExecutionFilter, ExecutionKind, ExecutionRecord, LedgerEntry,
+    LedgerFilter, MAX_MAX_REDRIVES, PipelineRecord, RedriveRunFilter, RedriveRunRecord, Store, StoreError, Target, TargetName, TimerRecord,
+    Transition, TransitionError,
 };
 use redrive_core::time::Timestamp;
 use std::future::Future;
@@ -103,6 +104,7 @@ where
     redrive_runs(&make_store().await).await;
     dlq_limits_enforced(&make_store().await).await;
     quarantine(&make_store().await).await;
+    kinds_are_separate(&make_store().await).await;
 }
 
 // ---------------------------------------------------------------------------
@@ -118,8 +120,7 @@ fn create(id: &str, at: i64) -> Transition {
     Transition {
         execution_id: id.to_owned(),
         expected_version: None,
-        pipeline_name: PIPELINE.to_owned(),
-        pipeline_version: 1,
+        target: Target::pipeline(PIPELINE, 1),
         status: IN_PROGRESS.to_owned(),
         input_json: format!(r#"{{"id":"{id}"}}"#),
         state_json: r#"{"step":0}"#.to_owned(),
@@ -182,7 +183,7 @@ fn ids(records: &[ExecutionRecord]) -> Vec<&str> {
 }
 
 fn filter(pipeline: Option<&str>, unfinished_only: bool, limit: usize) -> ExecutionFilter {
-    ExecutionFilter { pipeline_name: pipeline.map(str::to_owned), unfinished_only, before: None, limit }
+    ExecutionFilter { target: pipeline.map(TargetName::pipeline), unfinished_only, before: None, limit }
 }
 
 // ---------------------------------------------------------------------------
@@ -234,12 +235,11 @@ pub async fn create_and_update<S: Store>(store: &S) {
     assert_eq!(store.get_execution("e1").await.unwrap(), None, "unknown execution must be None");
 
     let mut t = create("e1", 0);
-    t.pipeline_version = 3;
+    t.target = Target::pipeline(PIPELINE, 3);
     assert_eq!(commit_one(store, t.clone()).await, Ok(1), "create must return version 1");
     let e = store.get_execution("e1").await.unwrap().expect("created execution must be readable");
     assert_eq!(e.id, "e1");
-    assert_eq!(e.pipeline_name, PIPELINE);
-    assert_eq!(e.pipeline_version, 3);
+    assert_eq!(e.target, Target::pipeline(PIPELINE, 3));
     assert_eq!(e.status, IN_PROGRESS);
     assert_eq!(e.input_json, t.input_json);
     assert_eq!(e.state_json, t.state_json);
@@ -248,7 +248,7 @@ pub async fn create_and_update<S: Store>(store: &S) {
     assert_eq!(e.updated_at, ts(0));
 
     let mut u = update("e1", 1, 50);
-    u.pipeline_version = 3;
+    u.target = Target::pipeline(PIPELINE, 3);
     u.status = "Succeeded".to_owned();
     u.state_json = r#"{"step":"done","ünïcode":"✓"}"#.to_owned();
     assert_eq!(commit_one(store, u.clone()).await, Ok(2), "update from version 1 must return version 2");
@@ -506,14 +506,14 @@ pub async fn list_executions<S: Store>(store: &S) {
         [("l3", PIPELINE, 30), ("l1", PIPELINE, 10), ("l5", OTHER_PIPELINE, 50), ("l2", OTHER_PIPELINE, 20), ("l4", PIPELINE, 40)]
     {
         let mut t = create(id, at);
-        t.pipeline_name = pipeline.to_owned();
+        t.target = Target::pipeline(pipeline, 1);
         batch.push(t);
     }
     assert!(store.commit(batch.into()).await.unwrap().iter().all(Result::is_ok));
     let mut finish_l4 = update("l4", 1, 60);
     finish_l4.status = "Succeeded".to_owned();
     let mut finish_l2 = update("l2", 1, 61);
-    finish_l2.pipeline_name = OTHER_PIPELINE.to_owned();
+    finish_l2.target = Target::pipeline(OTHER_PIPELINE, 1);
     finish_l2.status = "Failed".to_owned();
     assert_eq!(store.commit(vec![finish_l4, finish_l2].into()).await.unwrap(), vec![Ok(2), Ok(2)]);
 
@@ -852,7 +852,7 @@ fn token(token: &str, fingerprint: &str) -> Option<ClientToken> {
 
 /// A create with a client token, in pipeline `pipeline`.
 fn create_with_token(id: &str, pipeline: &str, t: &str, fingerprint: &str) -> Transition {
-    Transition { pipeline_name: pipeline.to_owned(), client_token: token(t, fingerprint), ..create(id, 0) }
+    Transition { target: Target::pipeline(pipeline, 1), client_token: token(t, fingerprint), ..create(id, 0) }
 }
 
 /// Client tokens: one execution per `(pipeline, token)`; a reuse is refused with
@@ -1003,7 +1003,7 @@ pub async fn execution_pagination<S: Store>(store: &S) {
     let (first, second) = rows.split_at(rows.len() / 2);
     for half in [second, first] {
         let batch: Vec<Transition> =
-            half.iter().map(|(id, pipeline, at, _)| Transition { pipeline_name: (*pipeline).to_owned(), ..create(id, *at) }).collect();
+            half.iter().map(|(id, pipeline, at, _)| Transition { target: Target::pipeline(*pipeline, 1), ..create(id, *at) }).collect();
         assert!(store.commit(batch.into()).await.unwrap().iter().all(Result::is_ok));
     }
     let finish: Vec<Transition> =
@@ -1047,7 +1047,7 @@ pub async fn execution_pagination<S: Store>(store: &S) {
     // Newer executions arriving between pages do not shift later pages.
     let first_page = store.list_executions(filter(None, false, 5)).await.unwrap();
     let mut newer = create("zz-newest", 10_000);
-    newer.pipeline_name = PIPELINE.to_owned();
+    newer.target = Target::pipeline(PIPELINE, 1);
     let same_instant = create("x99", first_page.last().unwrap().created_at.unix_ms() - BASE_MS);
     assert_eq!(store.commit(vec![newer, same_instant].into()).await.unwrap(), vec![Ok(1), Ok(1)]);
     let second_page = store
@@ -1061,11 +1061,11 @@ pub async fn execution_pagination<S: Store>(store: &S) {
 /// `list_ledger`: a pipeline's entries newest first (`seq DESC`), optionally of
 /// one execution, with `before_seq` pagination and the page cap.
 pub async fn ledger_listing<S: Store>(store: &S) {
-    let all_of = |pipeline: &str| LedgerFilter { pipeline_name: pipeline.to_owned(), ..LedgerFilter::default() };
+    let all_of = |pipeline: &str| LedgerFilter { target: TargetName::pipeline(pipeline), ..LedgerFilter::default() };
     assert!(store.list_ledger(all_of(PIPELINE)).await.unwrap().is_empty(), "empty store has no ledger");
 
     let in_pipeline = |id: &str, pipeline: &str, n: u32| {
-        let mut t = Transition { pipeline_name: pipeline.to_owned(), ..create(id, 0) };
+        let mut t = Transition { target: Target::pipeline(pipeline, 1), ..create(id, 0) };
         t.ledger = (1..=n).map(|a| entry(id, "Compile", a, a < n)).collect();
         t
     };
@@ -1076,10 +1076,10 @@ pub async fn ledger_listing<S: Store>(store: &S) {
     for round in 1..=3_u64 {
         let mut a1 = update("a1", round, 10 * round as i64);
         a1.ledger = vec![entry("a1", "Test", round as u32, false)];
-        // An update's pipeline_name is ignored: the entry belongs to a1's pipeline.
-        a1.pipeline_name = OTHER_PIPELINE.to_owned();
+        // An update's target is ignored: the entry belongs to a1's pipeline.
+        a1.target = Target::pipeline(OTHER_PIPELINE, 1);
         let mut b1 = update("b1", round, 10 * round as i64);
-        b1.pipeline_name = OTHER_PIPELINE.to_owned();
+        b1.target = Target::pipeline(OTHER_PIPELINE, 1);
         b1.ledger = vec![entry("b1", "Lint", round as u32, true)];
         let mut a2 = update("a2", round, 10 * round as i64);
         a2.ledger = vec![entry("a2", "Deploy", 1, false), entry("a2", "Deploy", 2, false)];
@@ -1133,7 +1133,7 @@ pub async fn ledger_listing<S: Store>(store: &S) {
     assert_eq!(got, expected, "a before_seq past the end lists everything");
 
     // The page cap.
-    let mut big = Transition { pipeline_name: "big".to_owned(), ..create("big", 100) };
+    let mut big = Transition { target: Target::pipeline("big", 1), ..create("big", 100) };
     big.ledger = (0..=MAX_PAGE_SIZE as u32).map(|a| entry("big", "Many", a + 1, false)).collect();
     assert_eq!(commit_one(store, big).await, Ok(1));
     assert_eq!(store.list_ledger(all_of("big")).await.unwrap().len(), MAX_PAGE_SIZE, "limit 0 means the largest page");
@@ -1152,8 +1152,7 @@ fn dlq_write(id: &str, queue: &str, execution_id: &str, failed_at: i64) -> DlqEn
     DlqEntryWrite {
         id: id.to_owned(),
         queue: queue.to_owned(),
-        pipeline_name: PIPELINE.to_owned(),
-        pipeline_version: 1,
+        source: Target::pipeline(PIPELINE, 1),
         execution_id: execution_id.to_owned(),
         stage: "Build".to_owned(),
         action: "Compile".to_owned(),
@@ -1220,8 +1219,7 @@ pub async fn dlq_enter_take_resolve<S: Store>(store: &S) {
         id: "d1".into(),
         queue: Q.into(),
         state: DlqEntryState::Queued,
-        pipeline_name: PIPELINE.into(),
-        pipeline_version: 1,
+        source: Target::pipeline(PIPELINE, 1),
         execution_id: "d1".into(),
         stage: "Build".into(),
         action: "Compile".into(),
@@ -1292,12 +1290,12 @@ pub async fn dlq_enter_take_resolve<S: Store>(store: &S) {
     let mut returning = dlq_write("d1", "some-other-queue", "d1-r1", 38);
     returning.first_failure_at = ts(35);
     returning.exception_type = "Job.CAPACITY_ERROR".into();
-    returning.pipeline_version = 2;
+    returning.source = Target::pipeline(PIPELINE, 2);
     back.dlq = vec![DlqOp::Enter(returning.clone())];
     assert_eq!(commit_one(store, back).await, Ok(3));
     let returned = DlqEntryRecord {
         state: DlqEntryState::Queued,
-        pipeline_version: 2,
+        source: Target::pipeline(PIPELINE, 2),
         execution_id: "d1-r1".into(),
         exception_type: "Job.CAPACITY_ERROR".into(),
         message: returning.message.clone(),
@@ -1430,7 +1428,7 @@ fn dlq_matches(e: &DlqEntryRecord, f: &DlqEntryFilter) -> bool {
         && f.state.is_none_or(|s| s == e.state)
         && f.poison.is_none_or(|p| p == e.is_poison())
         && f.exception_type.as_ref().is_none_or(|x| *x == e.exception_type)
-        && f.pipeline_name.as_ref().is_none_or(|p| *p == e.pipeline_name)
+        && f.source_name.as_ref().is_none_or(|p| p == e.source.name())
         && f.entered_at_or_before.is_none_or(|at| e.entered_at <= at)
 }
 
@@ -1467,10 +1465,10 @@ pub async fn dlq_filters_and_paging<S: Store>(store: &S) {
         let id = format!("f{:02}", (i * 17) % 45);
         by_queue[i % QUEUES.len()].push(id.clone());
         let mut t = failed_create(&id, QUEUES[i % QUEUES.len()], 100 * ((i as i64 * 7) % 10));
-        t.pipeline_name = if (i / 3) % 2 == 0 { PIPELINE } else { OTHER_PIPELINE }.to_owned();
+        t.target = Target::pipeline(if (i / 3) % 2 == 0 { PIPELINE } else { OTHER_PIPELINE }, 1);
         if let DlqOp::Enter(w) = &mut t.dlq[0] {
             w.exception_type = EXCEPTIONS[i % EXCEPTIONS.len()].to_owned();
-            w.pipeline_name = t.pipeline_name.clone();
+            w.source = t.target.clone();
         }
         creates.push(t);
     }
@@ -1569,8 +1567,8 @@ pub async fn dlq_filters_and_paging<S: Store>(store: &S) {
         });
     }
     for p in [PIPELINE, OTHER_PIPELINE] {
-        filters.push(DlqEntryFilter { pipeline_name: Some(p.to_owned()), ..DlqEntryFilter::default() });
-        filters.push(DlqEntryFilter { pipeline_name: Some(p.to_owned()), state: queued, ..prefixed("retry") });
+        filters.push(DlqEntryFilter { source_name: Some(p.to_owned()), ..DlqEntryFilter::default() });
+        filters.push(DlqEntryFilter { source_name: Some(p.to_owned()), state: queued, ..prefixed("retry") });
     }
     for before in [-1, 0, 300, 350, 900, 1_050, 10_000] {
         filters.push(DlqEntryFilter { entered_at_or_before: Some(ts(before)), ..DlqEntryFilter::default() });
@@ -2010,4 +2008,44 @@ pub async fn quarantine<S: Store>(store: &S) {
     let long = ExecutionFault { message: "m".repeat(MAX_FAILURE_MESSAGE_BYTES + 1), ..fault };
     assert!(matches!(store.quarantine_execution("q2", "Failed", long, ts(70)).await, Err(StoreError::Limit(_))));
     assert_eq!(store.get_execution("q2").await.unwrap().unwrap().version, 1, "a refused quarantine changes nothing");
+}
+
+/// A pipeline and a function may share a name: listings, ledgers and client
+/// tokens are per kind; a function execution has no pipeline version.
+pub async fn kinds_are_separate<S: Store>(store: &S) {
+    let of = |target: Target, token: &str| {
+        let mut t = create(&format!("{}-{token}", target.kind().as_str()), 0);
+        t.target = target;
+        t.client_token = Some(ClientToken { token: token.into(), fingerprint: "f".into() });
+        t.ledger = vec![entry(&t.execution_id, "S", 1, false)];
+        t
+    };
+    let results = store.commit(vec![of(Target::pipeline("same", 1), "T"), of(Target::function("same"), "T")].into()).await.unwrap();
+    assert_eq!(results, vec![Ok(1), Ok(1)], "the same token under each kind");
+    let function = store.get_execution("function-T").await.unwrap().unwrap();
+    assert_eq!(
+        (function.target.kind(), function.target.name(), function.target.pipeline_version()),
+        (ExecutionKind::Function, "same", None)
+    );
+    for target in [TargetName::pipeline("same"), TargetName::function("same")] {
+        let rows = store.list_executions(ExecutionFilter { target: Some(target.clone()), ..Default::default() }).await.unwrap();
+        assert_eq!(rows.len(), 1, "{target:?}: one execution of this kind");
+        assert_eq!(rows[0].target.kind(), target.kind);
+        let ledger = store.list_ledger(LedgerFilter { target: target.clone(), ..Default::default() }).await.unwrap();
+        assert_eq!(ledger.len(), 1, "{target:?}: its own ledger");
+        assert_eq!(ledger[0].execution_id, rows[0].id);
+    }
+    let all = store.list_executions(ExecutionFilter::default()).await.unwrap();
+    assert_eq!(all.len(), 2, "no target: every kind");
+    store.put_pipeline("same", "{}", None, ts(0)).await.unwrap();
+    assert!(store.delete_pipeline("same", ts(5)).await.unwrap());
+    let mut again = of(Target::pipeline("same", 1), "T");
+    again.execution_id = "pipeline-again".into();
+    again.ledger.clear();
+    assert_eq!(commit_one(store, again).await, Ok(1), "the pipeline's tokens are forgotten");
+    assert_eq!(
+        commit_one(store, of(Target::function("same"), "T")).await,
+        Err(TransitionError::TokenReused { execution_id: "function-T".into(), same_request: true }),
+        "deleting a pipeline forgets only its own tokens"
+    );
 }

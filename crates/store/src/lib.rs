@@ -99,11 +99,98 @@ pub struct PipelineRecord {
     pub created_at: Timestamp,
 }
 
+/// The two kinds of execution.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ExecutionKind {
+    #[default]
+    Pipeline,
+    Function,
+}
+
+impl ExecutionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecutionKind::Pipeline => "pipeline",
+            ExecutionKind::Function => "function",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ExecutionKind> {
+        match s {
+            "pipeline" => Some(ExecutionKind::Pipeline),
+            "function" => Some(ExecutionKind::Function),
+            _ => None,
+        }
+    }
+}
+
+/// What an execution runs (and what a dead-letter entry came from).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// A version of a pipeline.
+    Pipeline { name: String, version: u32 },
+    /// A durable function, registered under `name` by the process that runs it.
+    Function { name: String },
+}
+
+impl Target {
+    pub fn pipeline(name: impl Into<String>, version: u32) -> Target {
+        Target::Pipeline { name: name.into(), version }
+    }
+
+    pub fn function(name: impl Into<String>) -> Target {
+        Target::Function { name: name.into() }
+    }
+
+    pub fn kind(&self) -> ExecutionKind {
+        match self {
+            Target::Pipeline { .. } => ExecutionKind::Pipeline,
+            Target::Function { .. } => ExecutionKind::Function,
+        }
+    }
+
+    /// The pipeline's or the function's name.
+    pub fn name(&self) -> &str {
+        match self {
+            Target::Pipeline { name, .. } | Target::Function { name } => name,
+        }
+    }
+
+    /// The pipeline version, for a pipeline execution.
+    pub fn pipeline_version(&self) -> Option<u32> {
+        match self {
+            Target::Pipeline { version, .. } => Some(*version),
+            Target::Function { .. } => None,
+        }
+    }
+
+    /// The kind and name (what listings select by).
+    pub fn target_name(&self) -> TargetName {
+        TargetName { kind: self.kind(), name: self.name().to_string() }
+    }
+}
+
+/// A pipeline or a function, by name (any version).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct TargetName {
+    pub kind: ExecutionKind,
+    pub name: String,
+}
+
+impl TargetName {
+    pub fn pipeline(name: impl Into<String>) -> TargetName {
+        TargetName { kind: ExecutionKind::Pipeline, name: name.into() }
+    }
+
+    pub fn function(name: impl Into<String>) -> TargetName {
+        TargetName { kind: ExecutionKind::Function, name: name.into() }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExecutionRecord {
     pub id: String,
-    pub pipeline_name: String,
-    pub pipeline_version: u32,
+    pub target: Target,
     /// `InProgress`, `Succeeded`, `Failed`, `Stopped`, ...; finished ones are not `InProgress`.
     pub status: String,
     pub input_json: String,
@@ -133,8 +220,8 @@ impl ExecutionRecord {
     }
 }
 
-/// Start idempotency (`clientRequestToken`): at most one execution is created per
-/// `(pipeline_name, token)`.
+/// Start idempotency (`clientRequestToken`, or a function execution's name): at
+/// most one execution is created per target (kind and name) and token.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ClientToken {
     /// 1 to [`limits::MAX_CLIENT_TOKEN_BYTES`] bytes, chosen by the client.
@@ -185,10 +272,9 @@ pub struct Transition {
     /// stored version to be `v`. On success the stored version becomes `v + 1`
     /// (or 1 on create).
     pub expected_version: Option<u64>,
-    /// Pipeline and input are recorded on create and immutable afterwards: an
-    /// update ignores these three fields.
-    pub pipeline_name: String,
-    pub pipeline_version: u32,
+    /// Target and input are recorded on create and immutable afterwards: an
+    /// update ignores these two fields.
+    pub target: Target,
     pub status: String,
     pub input_json: String,
     pub state_json: String,
@@ -199,8 +285,8 @@ pub struct Transition {
     /// Keys of this execution's timers to delete.
     pub clear_timers: Vec<String>,
     /// Idempotency of a create: checked and recorded atomically with the new
-    /// execution, keyed by `(pipeline_name, token)`. If the token was already used
-    /// for that pipeline, the create is refused with
+    /// execution, keyed by the target's kind and name and the token. If the token
+    /// was already used for that pipeline (or function), the create is refused with
     /// [`TransitionError::TokenReused`] (checked before
     /// [`TransitionError::AlreadyExists`]); a refused create does not consume the
     /// token. Ignored on update.
@@ -279,8 +365,8 @@ pub struct DlqEntryWrite {
     pub id: String,
     /// Used only when the entry is created; a returning entry keeps its queue.
     pub queue: String,
-    pub pipeline_name: String,
-    pub pipeline_version: u32,
+    /// What failed: a pipeline version or a function.
+    pub source: Target,
     /// The execution that failed this time.
     pub execution_id: String,
     pub stage: String,
@@ -323,8 +409,7 @@ pub struct DlqEntryRecord {
     pub id: String,
     pub queue: String,
     pub state: DlqEntryState,
-    pub pipeline_name: String,
-    pub pipeline_version: u32,
+    pub source: Target,
     pub execution_id: String,
     pub stage: String,
     pub action: String,
@@ -377,8 +462,8 @@ pub struct DlqEntryFilter {
     pub poison: Option<bool>,
     /// Exact exception type of the final error.
     pub exception_type: Option<String>,
-    /// Entries from this pipeline.
-    pub pipeline_name: Option<String>,
+    /// Entries from this pipeline or function (by name, either kind).
+    pub source_name: Option<String>,
     /// Only entries that entered their queue at or before this time (`--older-than`).
     pub entered_at_or_before: Option<Timestamp>,
     /// Keyset pagination: only entries strictly after this cursor in
@@ -427,7 +512,9 @@ pub struct ExecutionCursor {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ExecutionFilter {
-    pub pipeline_name: Option<String>,
+    /// Only executions of this pipeline (any version) or function; `None`: all,
+    /// of both kinds.
+    pub target: Option<TargetName>,
     /// Only unfinished (`InProgress`) executions.
     pub unfinished_only: bool,
     /// Keyset pagination: only executions strictly after this cursor in the
@@ -442,8 +529,8 @@ pub struct ExecutionFilter {
 /// Which ledger entries [`Store::list_ledger`] returns.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LedgerFilter {
-    /// Entries of executions of this pipeline (any version).
-    pub pipeline_name: String,
+    /// Entries of executions of this pipeline (any version) or function.
+    pub target: TargetName,
     /// Only this execution's entries (none if it belongs to another pipeline).
     pub execution_id: Option<String>,
     /// Keyset pagination: only entries with `seq < before_seq`. Pass the `seq` of

@@ -37,8 +37,8 @@ use crate::validate::{
 };
 use crate::{
     CommitResult, CommitStats, DEFAULT_MAX_REDRIVES, DlqEntryFilter, DlqEntryRecord, DlqEntryState, DlqOp, DlqQueueRecord, DlqQueueStats,
-    ExecutionFault, ExecutionFilter, ExecutionRecord, LedgerEntry, LedgerFilter, PipelineRecord, RedriveRunFilter, RedriveRunRecord, Store,
-    StoreError, TimerRecord, Transition, TransitionError, limits::MAX_PAGE_SIZE,
+    ExecutionFault, ExecutionFilter, ExecutionKind, ExecutionRecord, LedgerEntry, LedgerFilter, PipelineRecord, RedriveRunFilter,
+    RedriveRunRecord, Store, StoreError, Target, TimerRecord, Transition, TransitionError, limits::MAX_PAGE_SIZE,
 };
 use redrive_core::time::Timestamp;
 use rusqlite::types::Value;
@@ -291,9 +291,58 @@ ALTER TABLE executions ADD COLUMN fault_type TEXT;
 ALTER TABLE executions ADD COLUMN fault_message TEXT;
 "#;
 
+/// Migration 5: one execution model with a `kind` (`pipeline` | `function`)
+/// instead of function executions named `fn:<function>` with pipeline version 0.
+/// Executions, their ledger rows, dead-letter entries and client tokens get the
+/// kind; names lose the prefix; the name indexes (and the client tokens' key)
+/// start with the kind, so a function and a pipeline may share a name. The
+/// `pipeline_version` column of a function execution keeps 0, unread. The
+/// ledger's append-only trigger is lifted for the backfill and restored
+/// unchanged, in the same transaction.
+const MIGRATION_5: &str = r#"
+ALTER TABLE executions ADD COLUMN kind TEXT NOT NULL DEFAULT 'pipeline' CHECK (kind IN ('pipeline', 'function'));
+UPDATE executions SET kind = 'function', pipeline_name = substr(pipeline_name, 4)
+ WHERE pipeline_version = 0 AND pipeline_name LIKE 'fn:%';
+DROP INDEX executions_pipeline_created_id;
+DROP INDEX executions_pipeline_unfinished;
+CREATE INDEX executions_target_created_id ON executions (kind, pipeline_name, created_at, id);
+CREATE INDEX executions_target_unfinished ON executions (kind, pipeline_name, created_at, id) WHERE status = 'InProgress';
+
+ALTER TABLE ledger ADD COLUMN kind TEXT NOT NULL DEFAULT 'pipeline';
+DROP TRIGGER ledger_no_update;
+UPDATE ledger SET kind = 'function', pipeline_name = substr(pipeline_name, 4) WHERE pipeline_name LIKE 'fn:%';
+CREATE TRIGGER ledger_no_update BEFORE UPDATE ON ledger
+BEGIN
+    SELECT RAISE(ABORT, 'the ledger is append-only: UPDATE is not allowed');
+END;
+DROP INDEX ledger_pipeline_seq;
+CREATE INDEX ledger_target_seq ON ledger (kind, pipeline_name, seq);
+
+ALTER TABLE dlq_entries ADD COLUMN kind TEXT NOT NULL DEFAULT 'pipeline' CHECK (kind IN ('pipeline', 'function'));
+UPDATE dlq_entries SET kind = 'function', pipeline_name = substr(pipeline_name, 4)
+ WHERE pipeline_version = 0 AND pipeline_name LIKE 'fn:%';
+
+CREATE TABLE client_tokens_v5 (
+    kind          TEXT    NOT NULL,
+    pipeline_name TEXT    NOT NULL,
+    token         TEXT    NOT NULL,
+    fingerprint   TEXT    NOT NULL,
+    execution_id  TEXT    NOT NULL REFERENCES executions (id),
+    created_at    INTEGER NOT NULL,
+    PRIMARY KEY (kind, pipeline_name, token)
+) WITHOUT ROWID;
+INSERT INTO client_tokens_v5 (kind, pipeline_name, token, fingerprint, execution_id, created_at)
+ SELECT CASE WHEN pipeline_name LIKE 'fn:%' THEN 'function' ELSE 'pipeline' END,
+        CASE WHEN pipeline_name LIKE 'fn:%' THEN substr(pipeline_name, 4) ELSE pipeline_name END,
+        token, fingerprint, execution_id, created_at
+   FROM client_tokens;
+DROP TABLE client_tokens;
+ALTER TABLE client_tokens_v5 RENAME TO client_tokens;
+"#;
+
 /// Ordered schema migrations; migration `i` brings the schema to version `i + 1`.
 /// Never edit a released migration: append a new one.
-const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4];
+const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4, MIGRATION_5];
 
 /// The schema version this code writes and understands.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -318,7 +367,7 @@ const SQL_PIPELINE_IS_LIVE: &str = "SELECT deleted_at IS NULL FROM pipeline_name
 const SQL_REVIVE_PIPELINE_NAME: &str =
     "INSERT INTO pipeline_names (name, deleted_at) VALUES (?1, NULL) ON CONFLICT (name) DO UPDATE SET deleted_at = NULL";
 const SQL_DELETE_PIPELINE_NAME: &str = "UPDATE pipeline_names SET deleted_at = ?2 WHERE name = ?1 AND deleted_at IS NULL";
-const SQL_DELETE_PIPELINE_TOKENS: &str = "DELETE FROM client_tokens WHERE pipeline_name = ?1";
+const SQL_DELETE_PIPELINE_TOKENS: &str = "DELETE FROM client_tokens WHERE kind = 'pipeline' AND pipeline_name = ?1";
 /// The latest version of each live pipeline, by name.
 const SQL_LIST_PIPELINES: &str = "SELECT p.name, p.version, p.definition_json, p.source_dir, p.created_at \
      FROM pipeline_names n JOIN pipelines p ON p.name = n.name \
@@ -329,13 +378,15 @@ const SQL_LIST_PIPELINES_AFTER: &str = "SELECT p.name, p.version, p.definition_j
      AND p.version = (SELECT MAX(m.version) FROM pipelines m WHERE m.name = n.name) \
      WHERE n.deleted_at IS NULL AND n.name > ?2 ORDER BY n.name LIMIT ?1";
 
-const SQL_GET_CLIENT_TOKEN: &str = "SELECT execution_id, fingerprint FROM client_tokens WHERE pipeline_name = ?1 AND token = ?2";
-const SQL_INSERT_CLIENT_TOKEN: &str =
-    "INSERT INTO client_tokens (pipeline_name, token, fingerprint, execution_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5)";
+const SQL_GET_CLIENT_TOKEN: &str =
+    "SELECT execution_id, fingerprint FROM client_tokens WHERE kind = ?3 AND pipeline_name = ?1 AND token = ?2";
+const SQL_INSERT_CLIENT_TOKEN: &str = "INSERT INTO client_tokens (pipeline_name, token, fingerprint, execution_id, created_at, kind) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
 
+/// A function execution's `pipeline_version` column holds 0, never read.
 const SQL_INSERT_EXECUTION: &str = "INSERT INTO executions \
-     (id, pipeline_name, pipeline_version, status, input_json, state_json, version, created_at, updated_at) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?7) ON CONFLICT (id) DO NOTHING";
+     (id, pipeline_name, pipeline_version, status, input_json, state_json, version, created_at, updated_at, kind) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?7, ?8) ON CONFLICT (id) DO NOTHING";
 /// Pipeline and input are fixed when an execution is created; an update writes
 /// only what changes, so the pipeline index is never touched. Most updates keep
 /// the status: this statement leaves `status` out of its SET list, so SQLite
@@ -343,22 +394,22 @@ const SQL_INSERT_EXECUTION: &str = "INSERT INTO executions \
 /// changes, and [`SQL_UPDATE_EXECUTION_STATUS`] runs instead. Both return the
 /// execution's pipeline (for its ledger rows).
 const SQL_UPDATE_EXECUTION_SAME_STATUS: &str = "UPDATE executions SET state_json = ?3, version = version + 1, \
-     updated_at = ?4 WHERE id = ?1 AND version = ?5 AND status = ?2 RETURNING pipeline_name";
+     updated_at = ?4 WHERE id = ?1 AND version = ?5 AND status = ?2 RETURNING kind, pipeline_name";
 const SQL_UPDATE_EXECUTION_STATUS: &str = "UPDATE executions SET status = ?2, state_json = ?3, version = version + 1, \
-     updated_at = ?4 WHERE id = ?1 AND version = ?5 RETURNING pipeline_name";
+     updated_at = ?4 WHERE id = ?1 AND version = ?5 RETURNING kind, pipeline_name";
 const SQL_EXECUTION_VERSION: &str = "SELECT version FROM executions WHERE id = ?1";
 const SQL_QUARANTINE_EXECUTION: &str = "UPDATE executions SET status = ?2, fault_type = ?3, fault_message = ?4, \
      version = version + 1, updated_at = ?5 WHERE id = ?1 RETURNING version";
 const SQL_DELETE_EXECUTION_TIMERS: &str = "DELETE FROM timers WHERE execution_id = ?1";
 const SQL_INSERT_LEDGER: &str = "INSERT INTO ledger (execution_id, stage, action, series, attempt, \"trigger\", \
-     started_at, finished_at, outcome, exception_type, message, decision_json, pipeline_name) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
+     started_at, finished_at, outcome, exception_type, message, decision_json, pipeline_name, kind) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
 const SQL_UPSERT_TIMER: &str = "INSERT INTO timers (execution_id, key, due_at) VALUES (?1, ?2, ?3) \
      ON CONFLICT (execution_id, key) DO UPDATE SET due_at = excluded.due_at";
 const SQL_DELETE_TIMER: &str = "DELETE FROM timers WHERE execution_id = ?1 AND key = ?2";
 
 const SQL_GET_EXECUTION: &str = "SELECT id, pipeline_name, pipeline_version, status, input_json, state_json, \
-     version, created_at, updated_at, fault_type, fault_message FROM executions WHERE id = ?1";
+     version, created_at, updated_at, fault_type, fault_message, kind FROM executions WHERE id = ?1";
 /// The `list_executions` query for each filter shape, indexed by
 /// [`list_executions_variant`]. Newest first, `(created_at DESC, id DESC)`; every
 /// shape has an index ending in `(created_at, id)` after its equality columns, so
@@ -370,7 +421,7 @@ static SQL_LIST_EXECUTIONS: LazyLock<[String; 8]> = LazyLock::new(|| {
         let (by_pipeline, unfinished, after_cursor) = (variant & 1 != 0, variant & 2 != 0, variant & 4 != 0);
         let mut conditions = Vec::new();
         if by_pipeline {
-            conditions.push("pipeline_name = :pipeline".to_owned());
+            conditions.push("kind = :kind AND pipeline_name = :pipeline".to_owned());
         }
         if unfinished {
             conditions.push(format!("status = '{UNFINISHED_STATUS}'"));
@@ -381,7 +432,7 @@ static SQL_LIST_EXECUTIONS: LazyLock<[String; 8]> = LazyLock::new(|| {
         let filter = if conditions.is_empty() { String::new() } else { format!("WHERE {} ", conditions.join(" AND ")) };
         format!(
             "SELECT id, pipeline_name, pipeline_version, status, input_json, state_json, version, created_at, updated_at, \
-             fault_type, fault_message FROM executions {filter}ORDER BY created_at DESC, id DESC LIMIT :limit"
+             fault_type, fault_message, kind FROM executions {filter}ORDER BY created_at DESC, id DESC LIMIT :limit"
         )
     })
 });
@@ -393,15 +444,19 @@ fn list_executions_variant(by_pipeline: bool, unfinished: bool, after_cursor: bo
 const SQL_LEDGER: &str = "SELECT seq, execution_id, stage, action, series, attempt, \"trigger\", started_at, \
      finished_at, outcome, exception_type, message, decision_json FROM ledger WHERE execution_id = ?1 ORDER BY seq";
 /// The `list_ledger` query for each filter shape, indexed by
-/// [`list_ledger_variant`]: newest first from `ledger_pipeline_seq`, or from
+/// [`list_ledger_variant`]: newest first from `ledger_target_seq`, or from
 /// `ledger_execution_seq` for one execution (the unary `+` keeps the planner off
-/// the pipeline index there). Named parameters: `:limit`, `:pipeline`,
+/// the target index there). Named parameters: `:limit`, `:kind`, `:pipeline`,
 /// `:execution`, `:before`.
 static SQL_LIST_LEDGER: LazyLock<[String; 4]> = LazyLock::new(|| {
     std::array::from_fn(|variant| {
         let (by_execution, before) = (variant & 1 != 0, variant & 2 != 0);
-        let mut filter =
-            if by_execution { "+pipeline_name = :pipeline AND execution_id = :execution" } else { "pipeline_name = :pipeline" }.to_owned();
+        let mut filter = if by_execution {
+            "+kind = :kind AND +pipeline_name = :pipeline AND execution_id = :execution"
+        } else {
+            "kind = :kind AND pipeline_name = :pipeline"
+        }
+        .to_owned();
         if before {
             filter.push_str(" AND seq < :before");
         }
@@ -430,9 +485,9 @@ const SQL_ENSURE_QUEUE_OF_NEW_DLQ_ENTRY: &str = "INSERT INTO dlq_queues (name, m
 /// `redriven_at` kept.
 const SQL_ENTER_DLQ_ENTRY: &str = "INSERT INTO dlq_entries (id, queue, state, pipeline_name, pipeline_version, \
      execution_id, stage, action, exception_type, message, input_json, detail_json, redrive_count, first_failure_at, \
-     last_failure_at, entered_at, redriven_to, redriven_at, resolved_at, updated_at) \
-     VALUES (?1, ?2, 'QUEUED', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 0, ?12, ?13, ?14, NULL, NULL, NULL, ?14) \
-     ON CONFLICT (id) DO UPDATE SET state = 'QUEUED', pipeline_name = excluded.pipeline_name, \
+     last_failure_at, entered_at, redriven_to, redriven_at, resolved_at, updated_at, kind) \
+     VALUES (?1, ?2, 'QUEUED', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 0, ?12, ?13, ?14, NULL, NULL, NULL, ?14, ?15) \
+     ON CONFLICT (id) DO UPDATE SET state = 'QUEUED', pipeline_name = excluded.pipeline_name, kind = excluded.kind, \
      pipeline_version = excluded.pipeline_version, execution_id = excluded.execution_id, stage = excluded.stage, \
      action = excluded.action, exception_type = excluded.exception_type, message = excluded.message, \
      input_json = excluded.input_json, detail_json = excluded.detail_json, last_failure_at = excluded.last_failure_at, \
@@ -468,7 +523,7 @@ macro_rules! dlq_entry_columns {
     () => {
         "e.id, e.queue, e.state, e.pipeline_name, e.pipeline_version, e.execution_id, e.stage, e.action, \
          e.exception_type, e.message, e.input_json, e.detail_json, e.redrive_count, q.max_redrives, \
-         e.first_failure_at, e.last_failure_at, e.entered_at, e.redriven_to, e.redriven_at, e.resolved_at, e.updated_at"
+         e.first_failure_at, e.last_failure_at, e.entered_at, e.redriven_to, e.redriven_at, e.resolved_at, e.updated_at, e.kind"
     };
 }
 const SQL_GET_DLQ_ENTRY: &str =
@@ -535,7 +590,7 @@ impl DlqEntryQuery {
         let mut q = DlqEntryQuery { conditions: Vec::new(), values: Vec::new(), joins_queue: false };
         let by_queue = filter.queue.is_some();
         let prefix = filter.queue_prefix.as_deref().filter(|p| !p.is_empty());
-        let by_prefix_range = !by_queue && prefix.is_some() && filter.exception_type.is_none() && filter.pipeline_name.is_none();
+        let by_prefix_range = !by_queue && prefix.is_some() && filter.exception_type.is_none() && filter.source_name.is_none();
         if let Some(queue) = &filter.queue {
             q.push("e.queue = :queue", ":queue", Value::Text(queue.clone()));
         }
@@ -557,7 +612,7 @@ impl DlqEntryQuery {
             let condition = if by_queue { "+e.exception_type = :exception" } else { "e.exception_type = :exception" };
             q.push(condition, ":exception", Value::Text(exception_type.clone()));
         }
-        if let Some(pipeline) = &filter.pipeline_name {
+        if let Some(pipeline) = &filter.source_name {
             let condition = if by_queue { "+e.pipeline_name = :pipeline" } else { "e.pipeline_name = :pipeline" };
             q.push(condition, ":pipeline", Value::Text(pipeline.clone()));
         }
@@ -922,12 +977,14 @@ impl Store for SqliteStore {
     async fn list_executions(&self, filter: ExecutionFilter) -> Result<Vec<ExecutionRecord>, StoreError> {
         let limit = page_size(filter.limit) as i64;
         self.read(move |conn| {
-            let sql = &SQL_LIST_EXECUTIONS
-                [list_executions_variant(filter.pipeline_name.is_some(), filter.unfinished_only, filter.before.is_some())];
+            let sql =
+                &SQL_LIST_EXECUTIONS[list_executions_variant(filter.target.is_some(), filter.unfinished_only, filter.before.is_some())];
             let cursor_at = filter.before.as_ref().map(|c| c.created_at.unix_ms());
+            let kind = filter.target.as_ref().map(|t| t.kind.as_str());
             let mut bound: Vec<(&str, &dyn ToSql)> = vec![(":limit", &limit)];
-            if let Some(pipeline) = &filter.pipeline_name {
-                bound.push((":pipeline", pipeline));
+            if let (Some(target), Some(kind)) = (&filter.target, &kind) {
+                bound.push((":kind", kind));
+                bound.push((":pipeline", &target.name));
             }
             if let (Some(cursor), Some(at)) = (&filter.before, &cursor_at) {
                 bound.push((":at", at));
@@ -947,7 +1004,8 @@ impl Store for SqliteStore {
         let limit = page_size(filter.limit) as i64;
         self.read(move |conn| {
             let sql = &SQL_LIST_LEDGER[list_ledger_variant(filter.execution_id.is_some(), filter.before_seq.is_some())];
-            let mut bound: Vec<(&str, &dyn ToSql)> = vec![(":limit", &limit), (":pipeline", &filter.pipeline_name)];
+            let kind = filter.target.kind.as_str();
+            let mut bound: Vec<(&str, &dyn ToSql)> = vec![(":limit", &limit), (":kind", &kind), (":pipeline", &filter.target.name)];
             if let Some(execution_id) = &filter.execution_id {
                 bound.push((":execution", execution_id));
             }
@@ -1463,12 +1521,13 @@ impl Writer {
     fn apply_transition(&self, t: &Transition) -> rusqlite::Result<Result<u64, TransitionError>> {
         let conn = &self.conn;
         let at = t.at.unix_ms();
-        let (new_version, pipeline_name) = match t.expected_version {
+        let (kind, name, version) = target_columns(&t.target);
+        let (new_version, stored_target) = match t.expected_version {
             None => {
                 if let Some(token) = &t.client_token {
                     let used: Option<(String, String)> = conn
                         .prepare_cached(SQL_GET_CLIENT_TOKEN)?
-                        .query_row(params![t.pipeline_name, token.token], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .query_row(params![name, token.token, kind], |r| Ok((r.get(0)?, r.get(1)?)))
                         .optional()?;
                     if let Some((execution_id, fingerprint)) = used {
                         return Ok(Err(TransitionError::TokenReused { execution_id, same_request: fingerprint == token.fingerprint }));
@@ -1476,39 +1535,42 @@ impl Writer {
                 }
                 let inserted = conn.prepare_cached(SQL_INSERT_EXECUTION)?.execute(params![
                     t.execution_id,
-                    t.pipeline_name,
-                    t.pipeline_version,
+                    name,
+                    version,
                     t.status,
                     t.input_json,
                     t.state_json,
-                    at
+                    at,
+                    kind
                 ])?;
                 if inserted == 0 {
                     return Ok(Err(TransitionError::AlreadyExists(t.execution_id.clone())));
                 }
                 if let Some(token) = &t.client_token {
                     conn.prepare_cached(SQL_INSERT_CLIENT_TOKEN)?.execute(params![
-                        t.pipeline_name,
+                        name,
                         token.token,
                         token.fingerprint,
                         t.execution_id,
-                        at
+                        at,
+                        kind
                     ])?;
                 }
                 (1, None)
             }
             Some(expected) => {
-                let updated: Option<String> = match i64::try_from(expected) {
+                let updated: Option<(String, String)> = match i64::try_from(expected) {
                     Ok(expected_sql) => {
                         let values = params![t.execution_id, t.status, t.state_json, at, expected_sql];
-                        match conn.prepare_cached(SQL_UPDATE_EXECUTION_SAME_STATUS)?.query_row(values, |r| r.get(0)).optional()? {
-                            Some(pipeline_name) => Some(pipeline_name),
-                            None => conn.prepare_cached(SQL_UPDATE_EXECUTION_STATUS)?.query_row(values, |r| r.get(0)).optional()?,
+                        let row = |r: &Row<'_>| Ok((r.get(0)?, r.get(1)?));
+                        match conn.prepare_cached(SQL_UPDATE_EXECUTION_SAME_STATUS)?.query_row(values, row).optional()? {
+                            Some(stored) => Some(stored),
+                            None => conn.prepare_cached(SQL_UPDATE_EXECUTION_STATUS)?.query_row(values, row).optional()?,
                         }
                     }
                     Err(_) => None,
                 };
-                let Some(pipeline_name) = updated else {
+                let Some(stored) = updated else {
                     let actual: Option<i64> =
                         conn.prepare_cached(SQL_EXECUTION_VERSION)?.query_row(params![t.execution_id], |r| r.get(0)).optional()?;
                     return Ok(Err(TransitionError::VersionConflict {
@@ -1517,7 +1579,7 @@ impl Writer {
                         actual: actual.map(|v| v as u64),
                     }));
                 };
-                (expected + 1, Some(pipeline_name))
+                (expected + 1, Some(stored))
             }
         };
         if let Err(refused) = self.apply_dlq_ops(&t.dlq, at)? {
@@ -1525,8 +1587,8 @@ impl Writer {
         }
 
         if !t.ledger.is_empty() {
-            // The execution's own pipeline: an update's `pipeline_name` is ignored.
-            let pipeline_name = pipeline_name.as_deref().unwrap_or(&t.pipeline_name);
+            // The execution's own target: an update's `target` is ignored.
+            let (kind, name) = stored_target.as_ref().map_or((kind, name), |(k, n)| (k.as_str(), n.as_str()));
             let mut insert = conn.prepare_cached(SQL_INSERT_LEDGER)?;
             for e in &t.ledger {
                 insert.execute(params![
@@ -1542,7 +1604,8 @@ impl Writer {
                     e.exception_type,
                     e.message,
                     e.decision_json,
-                    pipeline_name
+                    name,
+                    kind
                 ])?;
             }
         }
@@ -1620,11 +1683,12 @@ impl Writer {
             match op {
                 DlqOp::Enter(w) => {
                     conn.prepare_cached(SQL_ENSURE_QUEUE_OF_NEW_DLQ_ENTRY)?.execute(params![w.queue, DEFAULT_MAX_REDRIVES, at, w.id])?;
+                    let (kind, name, version) = target_columns(&w.source);
                     conn.prepare_cached(SQL_ENTER_DLQ_ENTRY)?.execute(params![
                         w.id,
                         w.queue,
-                        w.pipeline_name,
-                        w.pipeline_version,
+                        name,
+                        version,
                         w.execution_id,
                         w.stage,
                         w.action,
@@ -1634,7 +1698,8 @@ impl Writer {
                         w.detail_json,
                         w.first_failure_at.unix_ms(),
                         w.last_failure_at.unix_ms(),
-                        at
+                        at,
+                        kind
                     ])?;
                 }
                 DlqOp::Take { entry_id, execution_id } => {
@@ -2069,11 +2134,32 @@ fn pipeline_from_row(row: &Row<'_>) -> rusqlite::Result<PipelineRecord> {
     })
 }
 
+/// The `kind`, name and `pipeline_version` columns of a target (a function's
+/// version column holds 0, never read).
+fn target_columns(target: &Target) -> (&'static str, &str, u32) {
+    (target.kind().as_str(), target.name(), target.pipeline_version().unwrap_or(0))
+}
+
+/// A target from its `kind`, name and `pipeline_version` columns (at `kind_at`,
+/// `name_at` and `name_at + 1`).
+fn target_from_row(row: &Row<'_>, kind_at: usize, name_at: usize) -> rusqlite::Result<Target> {
+    let kind: String = row.get(kind_at)?;
+    let name: String = row.get(name_at)?;
+    match ExecutionKind::parse(&kind) {
+        Some(ExecutionKind::Pipeline) => Ok(Target::Pipeline { name, version: row.get(name_at + 1)? }),
+        Some(ExecutionKind::Function) => Ok(Target::Function { name }),
+        None => Err(rusqlite::Error::FromSqlConversionFailure(
+            kind_at,
+            rusqlite::types::Type::Text,
+            format!("unknown execution kind {kind:?}").into(),
+        )),
+    }
+}
+
 fn execution_from_row(row: &Row<'_>) -> rusqlite::Result<ExecutionRecord> {
     Ok(ExecutionRecord {
         id: row.get(0)?,
-        pipeline_name: row.get(1)?,
-        pipeline_version: row.get(2)?,
+        target: target_from_row(row, 11, 1)?,
         status: row.get(3)?,
         input_json: row.get(4)?,
         state_json: row.get(5)?,
@@ -2134,8 +2220,7 @@ fn dlq_entry_from_row(row: &Row<'_>) -> rusqlite::Result<DlqEntryRecord> {
         id: row.get(0)?,
         queue: row.get(1)?,
         state,
-        pipeline_name: row.get(3)?,
-        pipeline_version: row.get(4)?,
+        source: target_from_row(row, 21, 3)?,
         execution_id: row.get(5)?,
         stage: row.get(6)?,
         action: row.get(7)?,
@@ -2234,6 +2319,7 @@ fn copy_error(e: &StoreError) -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{ClientToken, TargetName};
 
     fn plan(conn: &Connection, sql: &str) -> String {
         let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
@@ -2282,9 +2368,9 @@ mod tests {
                     let p = plan(&conn, sql);
                     let index = match (by_pipeline, unfinished) {
                         (false, false) => "executions_created_id",
-                        (true, false) => "executions_pipeline_created_id",
+                        (true, false) => "executions_target_created_id",
                         (false, true) => "executions_unfinished",
-                        (true, true) => "executions_pipeline_unfinished",
+                        (true, true) => "executions_target_unfinished",
                     };
                     assert!(p.contains(&format!("USING INDEX {index}")), "{sql}: expected {index}: {p}");
                     assert!(!p.contains("TEMP B-TREE"), "{sql} must not sort: {p}");
@@ -2319,7 +2405,7 @@ mod tests {
             for before in [false, true] {
                 let sql = &SQL_LIST_LEDGER[list_ledger_variant(by_execution, before)];
                 let p = plan(&conn, sql);
-                let index = if by_execution { "ledger_execution_seq" } else { "ledger_pipeline_seq" };
+                let index = if by_execution { "ledger_execution_seq" } else { "ledger_target_seq" };
                 assert!(p.contains(&format!("USING INDEX {index}")), "{sql}: expected {index}: {p}");
                 assert!(!p.contains("TEMP B-TREE"), "{sql} must not sort: {p}");
                 if before {
@@ -2368,8 +2454,8 @@ mod tests {
                 .unwrap()
                 .collect::<Result<_, _>>()
                 .unwrap();
-            assert_eq!(versions, [1, 2, 3, 4], "migrations 2 to 4 are applied on top of migration 1");
-            assert_eq!(SCHEMA_VERSION, 4);
+            assert_eq!(versions, [1, 2, 3, 4, 5], "migrations 2 to 5 are applied on top of migration 1");
+            assert_eq!(SCHEMA_VERSION, 5);
 
             let build = store.get_pipeline("build", None).await.unwrap().unwrap();
             assert_eq!((build.version, build.definition_json.as_str(), build.created_at.unix_ms()), (2, r#"{"v":2}"#, 2000));
@@ -2381,7 +2467,11 @@ mod tests {
             let all: Vec<String> = store.list_executions(ExecutionFilter::default()).await.unwrap().into_iter().map(|e| e.id).collect();
             assert_eq!(all, ["e3", "e2", "e1"]);
             let unfinished = store
-                .list_executions(ExecutionFilter { pipeline_name: Some("build".into()), unfinished_only: true, ..Default::default() })
+                .list_executions(ExecutionFilter {
+                    target: Some(TargetName::pipeline("build")),
+                    unfinished_only: true,
+                    ..Default::default()
+                })
                 .await
                 .unwrap();
             assert_eq!(unfinished.len(), 1);
@@ -2389,10 +2479,12 @@ mod tests {
             assert_eq!(store.get_execution("e1").await.unwrap().unwrap().version, 3);
             assert_eq!(store.next_timer_due().await.unwrap(), Some(Timestamp::from_unix_ms(9000)));
 
-            let build_ledger = store.list_ledger(LedgerFilter { pipeline_name: "build".into(), ..Default::default() }).await.unwrap();
+            let build_ledger =
+                store.list_ledger(LedgerFilter { target: TargetName::pipeline("build"), ..Default::default() }).await.unwrap();
             let attempts: Vec<(i64, &str, u32)> = build_ledger.iter().map(|e| (e.seq, e.execution_id.as_str(), e.attempt)).collect();
             assert_eq!(attempts, [(3, "e1", 2), (1, "e1", 1)], "old ledger rows are filed under their execution's pipeline");
-            let deploy_ledger = store.list_ledger(LedgerFilter { pipeline_name: "deploy".into(), ..Default::default() }).await.unwrap();
+            let deploy_ledger =
+                store.list_ledger(LedgerFilter { target: TargetName::pipeline("deploy"), ..Default::default() }).await.unwrap();
             assert_eq!(deploy_ledger.len(), 1);
             assert_eq!(store.ledger("e1").await.unwrap().len(), 2);
 
@@ -2410,8 +2502,7 @@ mod tests {
             let mut u = Transition {
                 execution_id: "e2".into(),
                 expected_version: Some(1),
-                pipeline_name: "build".into(),
-                pipeline_version: 2,
+                target: Target::pipeline("build", 2),
                 status: "Succeeded".into(),
                 input_json: "{}".into(),
                 state_json: "{}".into(),
@@ -2424,7 +2515,10 @@ mod tests {
             };
             u.ledger.push(LedgerEntry { execution_id: "e2".into(), ..build_ledger[0].clone() });
             assert_eq!(store.commit(vec![u].into()).await.unwrap(), vec![Ok(2)]);
-            assert_eq!(store.list_ledger(LedgerFilter { pipeline_name: "build".into(), ..Default::default() }).await.unwrap().len(), 3);
+            assert_eq!(
+                store.list_ledger(LedgerFilter { target: TargetName::pipeline("build"), ..Default::default() }).await.unwrap().len(),
+                3
+            );
         }
         // Reopening does not migrate again.
         drop(SqliteStore::open(&path, SqliteOptions::default()).unwrap());
@@ -2454,7 +2548,7 @@ mod tests {
                 state: bit(2).then_some(DlqEntryState::Queued),
                 poison: bit(3).then_some(false),
                 exception_type: bit(4).then(|| "Step.TIMEOUT".to_owned()),
-                pipeline_name: bit(5).then(|| "build".to_owned()),
+                source_name: bit(5).then(|| "build".to_owned()),
                 entered_at_or_before: bit(6).then_some(Timestamp::from_unix_ms(1)),
                 after: bit(7).then(|| crate::DlqEntryCursor { entered_at: Timestamp::from_unix_ms(1), id: "x".into() }),
                 limit: 0,
@@ -2471,7 +2565,7 @@ mod tests {
                     assert!(p.contains(&format!("INDEX dlq_entries_queue {index}")), "{what}: one queue from its index: {p}");
                 } else if f.queue_prefix.is_some()
                     && f.exception_type.is_none()
-                    && f.pipeline_name.is_none()
+                    && f.source_name.is_none()
                     && f.entered_at_or_before.is_none()
                 {
                     // (With entered_at_or_before the planner may prefer the range of `dlq_entries_entered`.)
@@ -2496,7 +2590,7 @@ mod tests {
             ),
             (queued(DlqEntryFilter::default()), "dlq_entries_state (state=?"),
             (
-                queued(DlqEntryFilter { pipeline_name: Some("p".into()), ..Default::default() }),
+                queued(DlqEntryFilter { source_name: Some("p".into()), ..Default::default() }),
                 "dlq_entries_pipeline (pipeline_name=? AND state=?",
             ),
             (
@@ -2549,6 +2643,64 @@ mod tests {
 
     /// A database written by a redrive that knew migrations 1 and 2 upgrades to
     /// the current schema with its data intact, and gains the dead-letter tables.
+    /// Version 4 named function executions `fn:<function>` with pipeline version 0:
+    /// version 5 gives them the function kind and their plain name, with their
+    /// ledger rows, dead-letter entries and client tokens.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn version_4_function_executions_get_their_kind() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v4.db");
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            migrate_to(&mut conn, &path, 4).unwrap();
+            conn.execute_batch(
+                r#"
+                INSERT INTO executions (id, pipeline_name, pipeline_version, status, input_json, state_json, version, created_at, updated_at)
+                VALUES ('f1', 'fn:pay', 0, 'Failed', '{}', '{}', 3, 1000, 1100),
+                       ('p1', 'pay', 2, 'Succeeded', '{}', '{}', 2, 1000, 1200);
+                INSERT INTO client_tokens VALUES ('fn:pay', 'order-1', 'x', 'f1', 1000), ('pay', 'order-1', 'y', 'p1', 1000);
+                INSERT INTO ledger (execution_id, stage, action, series, attempt, "trigger", started_at, finished_at, outcome, pipeline_name)
+                VALUES ('f1', 'pay', 'charge', 1, 1, 'initial', 1000, 1010, 'FAILED', 'fn:pay'),
+                       ('p1', 'S', 'A', 1, 1, 'initial', 1000, 1010, 'SUCCEEDED', 'pay');
+                INSERT INTO dlq_queues VALUES ('q', 3, 1000);
+                INSERT INTO dlq_entries (id, queue, state, pipeline_name, pipeline_version, execution_id, stage, action,
+                    exception_type, message, input_json, detail_json, redrive_count, first_failure_at, last_failure_at,
+                    entered_at, updated_at)
+                VALUES ('f1', 'q', 'QUEUED', 'fn:pay', 0, 'f1', 'pay', 'charge', 'X', 'm', '{}', '{}', 0, 1000, 1100, 1100, 1100);
+                "#,
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path, SqliteOptions::default()).unwrap();
+        assert_eq!(store.get_execution("f1").await.unwrap().unwrap().target, Target::function("pay"));
+        assert_eq!(store.get_execution("p1").await.unwrap().unwrap().target, Target::pipeline("pay", 2));
+        for (target, id) in [(TargetName::function("pay"), "f1"), (TargetName::pipeline("pay"), "p1")] {
+            let rows = store.list_executions(ExecutionFilter { target: Some(target.clone()), ..Default::default() }).await.unwrap();
+            assert_eq!(rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), [id], "{target:?}");
+            let ledger = store.list_ledger(LedgerFilter { target, ..Default::default() }).await.unwrap();
+            assert_eq!(ledger.iter().map(|e| e.execution_id.as_str()).collect::<Vec<_>>(), [id]);
+        }
+        assert_eq!(store.get_dlq_entry("f1").await.unwrap().unwrap().source, Target::function("pay"));
+        let mut again = Transition {
+            execution_id: "f2".into(),
+            expected_version: None,
+            target: Target::function("pay"),
+            status: "InProgress".into(),
+            input_json: "{}".into(),
+            state_json: "{}".into(),
+            at: Timestamp::from_unix_ms(2000),
+            ledger: vec![],
+            set_timers: vec![],
+            clear_timers: vec![],
+            client_token: Some(ClientToken { token: "order-1".into(), fingerprint: "x".into() }),
+            dlq: vec![],
+        };
+        let reused = store.commit(vec![again.clone()].into()).await.unwrap();
+        assert_eq!(reused, vec![Err(TransitionError::TokenReused { execution_id: "f1".into(), same_request: true })]);
+        again.target = Target::function("other");
+        assert_eq!(store.commit(vec![again].into()).await.unwrap(), vec![Ok(1)], "tokens are per function");
+    }
+
     #[tokio::test(flavor = "multi_thread")]
     async fn version_2_database_upgrades() {
         let dir = tempfile::tempdir().unwrap();
@@ -2587,7 +2739,7 @@ mod tests {
                 .unwrap()
                 .collect::<Result<_, _>>()
                 .unwrap();
-            assert_eq!(versions, [1, 2, 3, 4], "migrations 3 and 4 are applied on top of migration 2");
+            assert_eq!(versions, [1, 2, 3, 4, 5], "migrations 3 to 5 are applied on top of migration 2");
 
             assert_eq!(store.get_pipeline("build", None).await.unwrap().unwrap().version, 1);
             let e1 = store.get_execution("e1").await.unwrap().unwrap();
@@ -2601,8 +2753,7 @@ mod tests {
             let u = Transition {
                 execution_id: "e1".into(),
                 expected_version: Some(2),
-                pipeline_name: "build".into(),
-                pipeline_version: 1,
+                target: Target::pipeline("build", 1),
                 status: "Failed".into(),
                 input_json: String::new(),
                 state_json: r#"{"s":2}"#.into(),
@@ -2614,8 +2765,7 @@ mod tests {
                 dlq: vec![DlqOp::Enter(crate::DlqEntryWrite {
                     id: "e1".into(),
                     queue: "retry".into(),
-                    pipeline_name: "build".into(),
-                    pipeline_version: 1,
+                    source: Target::pipeline("build", 1),
                     execution_id: "e1".into(),
                     stage: "Build".into(),
                     action: "Compile".into(),

@@ -13,8 +13,7 @@ fn create(id: &str) -> Transition {
     Transition {
         execution_id: id.into(),
         expected_version: None,
-        pipeline_name: "p".into(),
-        pipeline_version: 1,
+        target: redrive_store::Target::pipeline("p", 1),
         status: "InProgress".into(),
         input_json: "{}".into(),
         state_json: "{}".into(),
@@ -94,7 +93,7 @@ async fn read_and_pipeline_faults() {
     assert_injected(store.next_timer_due().await);
     assert_injected(store.execution_timers("x").await);
     assert_injected(store.list_pipelines(None, 0).await);
-    assert_injected(store.list_ledger(LedgerFilter { pipeline_name: "p".into(), ..Default::default() }).await);
+    assert_injected(store.list_ledger(LedgerFilter { target: redrive_store::TargetName::pipeline("p"), ..Default::default() }).await);
     store.heal();
     assert!(store.get_pipeline("p", None).await.unwrap().is_some());
 

@@ -18,8 +18,7 @@ fn create(id: &str, at: i64) -> Transition {
     Transition {
         execution_id: id.into(),
         expected_version: None,
-        pipeline_name: "p".into(),
-        pipeline_version: 1,
+        target: redrive_store::Target::pipeline("p", 1),
         status: "InProgress".into(),
         input_json: "{}".into(),
         state_json: r#"{"s":1}"#.into(),
@@ -129,8 +128,7 @@ async fn dlq_survives_reopen_and_read_only_refuses_its_writes() {
         failed.dlq = vec![DlqOp::Enter(DlqEntryWrite {
             id: "e1".into(),
             queue: "q".into(),
-            pipeline_name: "p".into(),
-            pipeline_version: 1,
+            source: redrive_store::Target::pipeline("p", 1),
             execution_id: "e1".into(),
             stage: "S".into(),
             action: "A".into(),

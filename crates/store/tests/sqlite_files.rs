@@ -9,8 +9,7 @@ fn create(id: &str) -> Transition {
     Transition {
         execution_id: id.into(),
         expected_version: None,
-        pipeline_name: "p".into(),
-        pipeline_version: 1,
+        target: redrive_store::Target::pipeline("p", 1),
         status: "InProgress".into(),
         input_json: "{}".into(),
         state_json: "{}".into(),

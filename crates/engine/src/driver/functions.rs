@@ -2,16 +2,14 @@
 //! durable timers and waiters as pipelines, with [`redrive_core::function`] as
 //! the state machine and an invocation task instead of runners.
 //!
-//! A function execution is an `executions` row with `pipeline_name` =
-//! `fn:<function>` ([`crate::function::store_name`]) and `pipeline_version` =
-//! [`FUNCTION_VERSION`] (0: pipeline versions start at 1). Its timers are keyed `#fn/<step index>` (`#` is not a
-//! name character, so no pipeline timer looks like one).
+//! A function execution is an `executions` row of kind function
+//! ([`redrive_store::Target::Function`]). Its timers are keyed `#fn/<step index>`
+//! (`#` is not a name character, so no pipeline timer looks like one).
 
 use super::*;
 use crate::function::{DurableFunction, FnContext, Inner};
 use redrive_core::function::{FnEffect, FnEvent, FnRejection, FunctionState, FunctionStatus, StepState};
 
-pub const FUNCTION_VERSION: u32 = 0;
 const TIMER_PREFIX: &str = "#fn/";
 /// How long due timers of functions nobody registered are left alone.
 const UNREGISTERED_BACKOFF: std::time::Duration = std::time::Duration::from_secs(5);
@@ -147,8 +145,7 @@ impl<S: Store> Driver<S> {
                     pending.dlq.push(DlqOp::Enter(DlqEntryWrite {
                         id: link.entry_id,
                         queue: link.queue.to_string(),
-                        pipeline_name: crate::function::store_name(&live.state.function),
-                        pipeline_version: FUNCTION_VERSION,
+                        source: Target::function(live.state.function.clone()),
                         execution_id: id.to_string(),
                         stage: live.state.function.clone(),
                         action: step.unwrap_or_else(|| "(outside steps)".into()),
@@ -333,7 +330,7 @@ impl<S: Store> Driver<S> {
             return Err(EngineError::quarantined(id, &g.fault));
         }
         let rec = self.store.get_execution(id).await?.ok_or_else(|| EngineError::ExecutionNotFound(id.to_string()))?;
-        if rec.pipeline_version != FUNCTION_VERSION {
+        if rec.target.kind() != ExecutionKind::Function {
             return Err(EngineError::ExecutionNotFound(id.to_string()));
         }
         if let Some(fault) = &rec.fault {
@@ -444,8 +441,7 @@ impl<S: Store> Driver<S> {
         Transition {
             execution_id: id.to_string(),
             expected_version: live.version,
-            pipeline_name: crate::function::store_name(&live.state.function),
-            pipeline_version: FUNCTION_VERSION,
+            target: Target::function(live.state.function.clone()),
             status: live.state.status.as_str().to_string(),
             input_json: live.input_json.to_string(),
             state_json,

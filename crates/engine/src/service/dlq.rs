@@ -69,7 +69,7 @@ impl<S: Store> Service<S> {
             state: if q.any_state { None } else { Some(q.state.unwrap_or(DlqEntryState::Queued)) },
             poison: q.poison,
             exception_type: q.exception_type.clone(),
-            pipeline_name: q.pipeline_name.clone(),
+            source_name: q.pipeline_name.clone(),
             entered_at_or_before: q
                 .older_than_ms
                 .map(|ms| Timestamp::from_unix_ms(now.unix_ms().saturating_sub(i64::try_from(ms).unwrap_or(i64::MAX)))),

@@ -2,14 +2,13 @@
 //! executions with their steps and step attempts, for the native API and the
 //! `redrive execution list/get --function` commands.
 //!
-//! A function execution is an `executions` row named `fn:<function>` (see
-//! [`crate::function::store_name`]) whose state is a [`FunctionState`]; its step
-//! attempts are ledger rows with `stage` = the function and `action` = the step.
+//! A function execution is an `executions` row of kind function
+//! ([`Target::Function`]) whose state is a [`FunctionState`]; its step attempts
+//! are ledger rows with `stage` = the function and `action` = the step.
 
 use super::{Service, ServiceError, validate_execution_id, validate_name};
-use crate::function::store_name;
 use redrive_core::function::FunctionState;
-use redrive_store::{ExecutionCursor, ExecutionFilter, ExecutionRecord, LedgerEntry, LedgerFilter, Store};
+use redrive_store::{ExecutionCursor, ExecutionFilter, ExecutionRecord, LedgerEntry, LedgerFilter, Store, Target, TargetName};
 
 /// Step attempts a single execution's view carries at most (the newest ones).
 pub const MAX_FUNCTION_ATTEMPTS: usize = 500;
@@ -34,8 +33,7 @@ pub struct FunctionExecutionDetail {
 fn parse_fn_state(rec: &ExecutionRecord) -> FunctionState {
     let parsed = serde_json::from_str::<FunctionState>(&rec.state_json);
     let Some(error) = super::fault_failure(rec, parsed.as_ref().err()) else { return parsed.expect("no fault: it parsed") };
-    let function = rec.pipeline_name.strip_prefix(crate::function::STORE_PREFIX).unwrap_or(&rec.pipeline_name).to_string();
-    let mut state = parsed.unwrap_or_else(|_| FunctionState::new(rec.id.clone(), function, "", rec.created_at));
+    let mut state = parsed.unwrap_or_else(|_| FunctionState::new(rec.id.clone(), rec.target.name(), "", rec.created_at));
     state.status = redrive_core::function::FunctionStatus::Failed;
     state.finished_at = Some(rec.updated_at);
     state.error = Some(error);
@@ -54,7 +52,7 @@ impl<S: Store> Service<S> {
         validate_name("function name", function)?;
         let rows = self
             .store
-            .list_executions(ExecutionFilter { pipeline_name: Some(store_name(function)), before, limit, ..Default::default() })
+            .list_executions(ExecutionFilter { target: Some(TargetName::function(function)), before, limit, ..Default::default() })
             .await?;
         Ok(rows.into_iter().map(|r| FunctionExecutionView { state: parse_fn_state(&r), record: r }).collect())
     }
@@ -63,9 +61,9 @@ impl<S: Store> Service<S> {
     pub async fn get_function_execution(&self, function: &str, execution_id: &str) -> Result<FunctionExecutionDetail, ServiceError> {
         validate_name("function name", function)?;
         validate_execution_id("executionId", execution_id)?;
-        let stored = store_name(function);
+        let target = Target::function(function);
         let record = match self.store.get_execution(execution_id).await? {
-            Some(r) if r.pipeline_name == stored => r,
+            Some(r) if r.target == target => r,
             _ => {
                 return Err(ServiceError::ExecutionNotFound(format!("execution {execution_id} of durable function {function} not found")));
             }
@@ -74,7 +72,7 @@ impl<S: Store> Service<S> {
         let mut attempts = self
             .store
             .list_ledger(LedgerFilter {
-                pipeline_name: stored,
+                target: target.target_name(),
                 execution_id: Some(execution_id.to_string()),
                 before_seq: None,
                 limit: MAX_FUNCTION_ATTEMPTS + 1,
