@@ -28,36 +28,36 @@ impl Timestamp {
     pub fn ms_since(self, earlier: Timestamp) -> i64 {
         self.0.saturating_sub(earlier.0)
     }
-}
 
-impl std::fmt::Display for Timestamp {
-    /// RFC 3339 in UTC with millisecond precision, computed without a time library.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let ms = self.0.rem_euclid(1000);
-        let secs = self.0.div_euclid(1000);
-        let days = secs.div_euclid(86_400);
-        let sod = secs.rem_euclid(86_400);
-        let (y, m, d) = civil_from_days(days);
-        write!(f, "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z", sod / 3600, (sod % 3600) / 60, sod % 60)
+    /// Parses an RFC 3339 timestamp with any UTC offset (`2026-11-18T11:06:40.123Z`,
+    /// `2026-11-18T11:06:40+01:00`); digits below the millisecond are dropped.
+    pub fn parse_rfc3339(text: &str) -> Result<Timestamp, String> {
+        let at: jiff::Timestamp = text.trim().parse().map_err(|e| format!("{text:?} is not an RFC 3339 timestamp: {e}"))?;
+        Ok(Timestamp(at.as_millisecond()))
+    }
+
+    /// As a `jiff` timestamp; beyond jiff's range (-9999-01-02T01:59:59Z to
+    /// 9999-12-30T22:00:00.999Z), its nearest end.
+    fn to_jiff(self) -> jiff::Timestamp {
+        jiff::Timestamp::from_millisecond(self.0).unwrap_or(if self.0 < 0 { jiff::Timestamp::MIN } else { jiff::Timestamp::MAX })
     }
 }
 
-/// Howard Hinnant's days-to-civil algorithm.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
+impl std::fmt::Display for Timestamp {
+    /// RFC 3339 in UTC with millisecond precision (`2026-11-18T11:06:40.123Z`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:.3}", self.to_jiff())
+    }
 }
 
 /// Parses a duration written for people: one or more `<integer><unit>` parts,
 /// units `ms`, `s`, `m`, `h`, `d` (`500ms`, `30s`, `10m`, `1h30m`, `2d`).
+///
+/// Hand-written on purpose: jiff's friendly duration format (`SignedDuration`'s
+/// `FromStr`) accepts much more than this grammar (fractions like `1.5s`, a sign,
+/// spaces, long unit names, `ago`, ISO 8601 `PT1H`) and rejects parts out of
+/// order (`30m1h`), so using it would change what configuration files and the
+/// API accept, and still need this grammar checked first.
 pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
     let what = || format!("{text:?} is not a duration; write e.g. 500ms, 30s, 10m, 1h30m or 2d");
     let mut rest = text.trim();
@@ -88,6 +88,8 @@ pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
 }
 
 /// Formats a duration in milliseconds for people: `750ms`, `1.5s`, `2m05s`, `3h00m`.
+/// Ours rather than jiff's friendly printer: two units at most, the second
+/// zero-padded, which that printer does not do.
 pub fn human_duration_ms(ms: u64) -> String {
     if ms < 1000 {
         format!("{ms}ms")
@@ -111,6 +113,37 @@ mod tests {
     fn formats_rfc3339() {
         assert_eq!(Timestamp::from_unix_ms(0).to_string(), "1970-01-01T00:00:00.000Z");
         assert_eq!(Timestamp::from_unix_ms(1_795_000_000_123).to_string(), "2026-11-18T11:06:40.123Z");
+        assert_eq!(Timestamp::from_unix_ms(951_825_600_000).to_string(), "2000-02-29T12:00:00.000Z");
+        assert_eq!(Timestamp::from_unix_ms(-1).to_string(), "1969-12-31T23:59:59.999Z");
+        assert_eq!(Timestamp::from_unix_ms(253_402_207_200_999).to_string(), "9999-12-30T22:00:00.999Z");
+        // Beyond jiff's range: its nearest end.
+        assert_eq!(Timestamp::from_unix_ms(253_402_207_201_000).to_string(), "9999-12-30T22:00:00.999Z");
+        assert_eq!(Timestamp::from_unix_ms(i64::MAX).to_string(), "9999-12-30T22:00:00.999Z");
+        assert_eq!(Timestamp::from_unix_ms(i64::MIN).to_string(), "-009999-01-02T01:59:59.000Z");
+    }
+
+    #[test]
+    fn parses_rfc3339() {
+        let t = |s: &str| Timestamp::parse_rfc3339(s).map(Timestamp::unix_ms);
+        assert_eq!(t("2026-11-18T11:06:40.123Z"), Ok(1_795_000_000_123));
+        assert_eq!(t("2026-11-18T11:06:40Z"), Ok(1_795_000_000_000));
+        assert_eq!(t("2026-11-18T11:06:40.5+00:00"), Ok(1_795_000_000_500));
+        assert_eq!(t("2026-11-18T12:06:40.123456+01:00"), Ok(1_795_000_000_123));
+        assert_eq!(t("1969-12-31T23:59:59.999Z"), Ok(-1));
+        assert_eq!(t("2026-11-18t11:06:40z"), Ok(1_795_000_000_000));
+        assert_eq!(t("2026-11-18 11:06:40Z"), Ok(1_795_000_000_000));
+        for bad in ["", "yesterday", "2026-13-18T11:06:40Z", "2026-11-18T11:06:40", "2026-11-18"] {
+            assert!(t(bad).is_err(), "{bad:?}");
+        }
+        assert!(t("soon").unwrap_err().contains("\"soon\" is not an RFC 3339 timestamp"));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn rfc3339_round_trips(ms in jiff::Timestamp::MIN.as_millisecond()..=jiff::Timestamp::MAX.as_millisecond()) {
+            let t = Timestamp::from_unix_ms(ms);
+            proptest::prop_assert_eq!(Timestamp::parse_rfc3339(&t.to_string()), Ok(t));
+        }
     }
 
     #[test]

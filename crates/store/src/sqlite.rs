@@ -1981,15 +1981,16 @@ fn process_is_alive(pid: u32) -> bool {
     pid > 0 && (unsafe { libc::kill(pid, 0) } == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
 }
 
+/// An exclusive, non-blocking `flock(2)` (fs4 calls it through rustix):
+/// `Ok(false)` if another open file description holds a lock on the file.
 #[cfg(unix)]
 fn flock_exclusive(file: &File) -> std::io::Result<bool> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: `file` owns a valid open descriptor for the duration of the call.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-        return Ok(true);
+    // Called as a path: std's own `File::try_lock` (Rust 1.89) is newer than our MSRV.
+    match fs4::FileExt::try_lock(file) {
+        Ok(()) => Ok(true),
+        Err(fs4::TryLockError::WouldBlock) => Ok(false),
+        Err(fs4::TryLockError::Error(e)) => Err(e),
     }
-    let err = std::io::Error::last_os_error();
-    if err.raw_os_error() == Some(libc::EWOULDBLOCK) { Ok(false) } else { Err(err) }
 }
 
 /// Opens (creating, mode 0600) a file the lock needs.

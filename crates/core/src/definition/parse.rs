@@ -403,28 +403,13 @@ fn check_keys(cx: &mut Cx, obj: &Obj, allowed: &[&str], ignored: &[&str]) {
 /// The allowed key closest to a misspelt one, when one is close.
 fn suggest<'c>(key: &str, allowed: &[&'c str]) -> Option<&'c str> {
     let lower = key.to_ascii_lowercase();
-    let best = allowed.iter().map(|a| (edit_distance(&lower, &a.to_ascii_lowercase()), *a)).min_by_key(|(d, _)| *d)?;
+    let best = allowed.iter().map(|a| (strsim::levenshtein(&lower, &a.to_ascii_lowercase()), *a)).min_by_key(|(d, _)| *d)?;
     let limit = match key.chars().count() {
         0..=3 => 1,
         4..=7 => 2,
         _ => 3,
     };
     (best.0 <= limit).then_some(best.1)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.iter().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let sub = prev[j] + usize::from(ca != cb);
-            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 /// The name as written, for messages (`Build`), or a placeholder.

@@ -52,7 +52,7 @@ use redrive_core::exception::{ExceptionType, FAILURE_MESSAGE_MAX_BYTES, Failure,
 use redrive_core::policy::MAX_DELAY_MS;
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 const ATTEMPT_HEADER: &str = "x-redrive-attempt";
@@ -269,7 +269,8 @@ fn success(r: Received, ctx: &AttemptContext) -> AttemptOutcome {
 }
 
 /// Parses a `Retry-After` value into milliseconds from `now`: delta-seconds
-/// (`120`, also `1.5`) or an HTTP-date (IMF-fixdate, RFC 850 or asctime form).
+/// (`120`, also `1.5`) or an HTTP-date (IMF-fixdate, RFC 850 or asctime form,
+/// years 1970–9999, read by `httpdate`).
 /// A date in the past, or a negative delay, is 0; anything longer than the
 /// policy maximum delay ([`MAX_DELAY_MS`]), however large, is that maximum.
 /// `None` if unparseable.
@@ -282,67 +283,16 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<u64> {
         let secs: f64 = v.parse().ok()?; // a huge number of digits parses as infinity
         return seconds_to_ms(secs.max(0.0));
     }
-    let at = parse_http_date(v)?; // unix seconds
-    let now_ms = match now.duration_since(UNIX_EPOCH) {
-        Ok(d) => d.as_millis() as i128,
-        Err(e) => -(e.duration().as_millis() as i128),
-    };
-    let delta = at as i128 * 1000 - now_ms;
-    Some(delta.clamp(0, MAX_DELAY_MS as i128) as u64)
-}
-
-/// Parses the three HTTP-date forms of RFC 9110 §5.6.7 into unix seconds.
-fn parse_http_date(s: &str) -> Option<i64> {
-    let parts: Vec<&str> = s.split_whitespace().collect();
-    let (day, month, year, time) = match parts.as_slice() {
-        // IMF-fixdate: Sun, 06 Nov 1994 08:49:37 GMT
-        [wd, d, m, y, t, "GMT"] if wd.ends_with(',') => (d.parse::<u32>().ok()?, *m, y.parse::<i64>().ok()?, *t),
-        // RFC 850: Sunday, 06-Nov-94 08:49:37 GMT
-        [wd, dmy, t, "GMT"] if wd.ends_with(',') => {
-            let mut it = dmy.split('-');
-            let (d, m, y) = (it.next()?, it.next()?, it.next()?);
-            if it.next().is_some() {
-                return None;
-            }
-            let y: i64 = y.parse().ok()?;
-            // Two-digit years: RFC 9110 says to pick the most recent past year
-            // with those digits when more than 50 years in the future; 1970–2069
-            // is an adequate reading for a retry hint.
-            let y = if y < 100 { if y < 70 { 2000 + y } else { 1900 + y } } else { y };
-            (d.parse::<u32>().ok()?, m, y, *t)
-        }
-        // asctime: Sun Nov  6 08:49:37 1994
-        [_wd, m, d, t, y] => (d.parse::<u32>().ok()?, *m, y.parse::<i64>().ok()?, *t),
-        _ => return None,
-    };
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
-    let month = MONTHS.iter().position(|m| m.eq_ignore_ascii_case(month))? as u32 + 1;
-    let mut hms = time.split(':');
-    let (h, mi, se) = (hms.next()?, hms.next()?, hms.next()?);
-    if hms.next().is_some() {
-        return None;
-    }
-    let (h, mi, se): (i64, i64, i64) = (h.parse().ok()?, mi.parse().ok()?, se.parse().ok()?);
-    if !(1..=31).contains(&day) || h > 23 || mi > 59 || se > 60 || !(1..=9999).contains(&year) {
-        return None;
-    }
-    Some(days_from_civil(year, month, day) * 86_400 + h * 3600 + mi * 60 + se)
-}
-
-/// Howard Hinnant's civil-to-days algorithm (days since 1970-01-01).
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = (m as i64 + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    // A date is whole seconds: rounding up keeps the wait from ending before it.
+    let at = httpdate::parse_http_date(v).ok()?;
+    let delay_ms = at.duration_since(now).map_or(0, |d| d.as_nanos().div_ceil(1_000_000));
+    Some(delay_ms.min(u128::from(MAX_DELAY_MS)) as u64)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::UNIX_EPOCH;
 
     fn at(unix: u64) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(unix)
@@ -350,14 +300,18 @@ mod tests {
 
     #[test]
     fn http_dates() {
-        // 784111777 = Sun, 06 Nov 1994 08:49:37 GMT
-        assert_eq!(parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"), Some(784_111_777));
-        assert_eq!(parse_http_date("Sunday, 06-Nov-94 08:49:37 GMT"), Some(784_111_777));
-        assert_eq!(parse_http_date("Sun Nov  6 08:49:37 1994"), Some(784_111_777));
-        assert_eq!(parse_http_date("Thu, 01 Jan 1970 00:00:00 GMT"), Some(0));
-        assert_eq!(parse_http_date("Tue, 29 Feb 2000 12:00:00 GMT"), Some(951_825_600));
-        assert_eq!(parse_http_date("yesterday"), None);
-        assert_eq!(parse_http_date("Sun, 06 Foo 1994 08:49:37 GMT"), None);
+        // 784111777 = Sun, 06 Nov 1994 08:49:37 GMT, in the three forms.
+        let now = at(784_111_777 - 30);
+        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now), Some(30_000));
+        assert_eq!(parse_retry_after("Sunday, 06-Nov-94 08:49:37 GMT", now), Some(30_000));
+        assert_eq!(parse_retry_after("Sun Nov  6 08:49:37 1994", now), Some(30_000));
+        assert_eq!(parse_retry_after("Tue, 29 Feb 2000 12:00:00 GMT", at(951_825_600 - 1)), Some(1000));
+        assert_eq!(parse_retry_after("Thu, 01 Jan 1970 00:00:00 GMT", at(0)), Some(0));
+        // A part of a millisecond before: the wait rounds up to the millisecond.
+        let now = UNIX_EPOCH + Duration::from_millis(784_111_776_999) + Duration::from_nanos(1);
+        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now), Some(1));
+        assert_eq!(parse_retry_after("yesterday", now), None);
+        assert_eq!(parse_retry_after("Sun, 06 Foo 1994 08:49:37 GMT", now), None);
     }
 
     #[test]
@@ -381,7 +335,8 @@ mod tests {
         assert_eq!(parse_retry_after("1e400", now), None);
         assert_eq!(parse_retry_after("-5", now), Some(0));
         assert_eq!(parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", now), Some(MAX_DELAY_MS));
-        assert_eq!(parse_retry_after("Mon, 01 Jan 0001 00:00:00 GMT", now), Some(0));
+        // HTTP-dates before 1970 are not read (httpdate's range is 1970–9999).
+        assert_eq!(parse_retry_after("Mon, 01 Jan 0001 00:00:00 GMT", now), None);
         assert_eq!(parse_retry_after("Mon, 01 Jan 99999999999999999999 00:00:00 GMT", now), None);
     }
 }
