@@ -8,9 +8,13 @@
 //! only then answers. When the history says "wait" (a retry's backoff, a sleep),
 //! the invocation *suspends*: the task drops the function's future, so nothing is
 //! held while waiting; the durable timer re-invokes the function, which replays.
+//!
+//! A replay that calls another step than the history has at a position, or that
+//! returns before reaching every recorded step, fails the execution with
+//! `Function.NON_DETERMINISTIC` ([`redrive_core::function::NonDeterminism`]).
 
 use redrive_core::exception::{ExceptionType, Failure};
-use redrive_core::function::{FUNCTION_ERROR, FnEvent, FunctionState, NON_DETERMINISM, Replay, StepKind, StepState, StepStatus, replay};
+use redrive_core::function::{FUNCTION_ERROR, FnEvent, FunctionState, Replay, StepKind, StepState, StepStatus, replay, returned};
 use redrive_core::policy::RetryPolicy;
 use std::future::Future;
 use std::pin::Pin;
@@ -140,7 +144,7 @@ impl FnContext {
             match verdict {
                 Replay::Succeeded(v) => return Ok(v),
                 Replay::Failed(f) => return Err(f),
-                Replay::Mismatch(m) => self.stop(Stop::Fail(Failure::new(ExceptionType::Custom(NON_DETERMINISM.into()), m))).await,
+                Replay::Mismatch(nd) => self.stop(Stop::Fail(nd.failure())).await,
                 Replay::Waiting(_) => self.stop(Stop::Suspend).await,
                 Replay::Interrupted | Replay::New | Replay::Ready => {
                     let mut step = match verdict {
@@ -183,7 +187,7 @@ impl FnContext {
             let verdict = replay(&self.inner.lock().expect("context lock").history, index, name, StepKind::Sleep, now);
             match verdict {
                 Replay::Succeeded(_) => return,
-                Replay::Mismatch(m) => self.stop(Stop::Fail(Failure::new(ExceptionType::Custom(NON_DETERMINISM.into()), m))).await,
+                Replay::Mismatch(nd) => self.stop(Stop::Fail(nd.failure())).await,
                 Replay::Waiting(_) => self.stop(Stop::Suspend).await,
                 Replay::New => {
                     let due_at = now.plus_ms(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX));
@@ -195,18 +199,12 @@ impl FnContext {
         }
     }
 
-    /// Steps the history holds beyond those this invocation reached (a replay
-    /// that returns early is non-deterministic too).
-    pub(crate) fn unreached_steps(&self) -> Option<String> {
+    /// What the function's return means against the history: `result`, or the
+    /// non-determinism of returning before a recorded step ([`returned`]).
+    fn returned(&self, result: Result<serde_json::Value, Failure>) -> Result<serde_json::Value, Failure> {
         let inner = self.inner.lock().expect("context lock");
-        (inner.next_index < inner.history.steps.len()).then(|| {
-            format!(
-                "non-deterministic replay: the function returned after {} step calls, but the recorded history has {} (the next is {:?})",
-                inner.next_index,
-                inner.history.steps.len(),
-                inner.history.steps[inner.next_index].name
-            )
-        })
+        returned(&inner.history, inner.next_index, &result).map_err(|nd| nd.failure())?;
+        result
     }
 }
 
@@ -237,12 +235,7 @@ pub(crate) async fn invoke(
     let probe = ctx.clone();
     let fut = function.invoke(ctx, input_json);
     tokio::select! {
-        result = fut => {
-            if let Some(m) = probe.unreached_steps() {
-                return Some(Err(Failure::new(ExceptionType::Custom(NON_DETERMINISM.into()), m)));
-            }
-            Some(result)
-        }
+        result = fut => Some(probe.returned(result)),
         stop = rx => match stop {
             Ok(Stop::Fail(f)) => Some(Err(f)),
             Ok(Stop::Suspend) | Err(_) => None,

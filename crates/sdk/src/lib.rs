@@ -58,8 +58,10 @@
 //!   whose attempt was running counts as failed with `Step.SERVICE_FAULT` and is
 //!   retried under its policy (at-least-once, the default), or with
 //!   [`StepPolicy::at_most_once`] is returned as failed without running again.
-//! - The replay must call the same steps in the same order; otherwise the execution
-//!   fails with exception type `Function.NON_DETERMINISTIC`, naming both steps.
+//! - The replay must call the same steps in the same order, and must not return
+//!   before reaching every step the history recorded; otherwise the execution fails
+//!   (for good, not retried) with exception type `Function.NON_DETERMINISTIC`,
+//!   naming both sides: the recorded step and the step called, or the return.
 //!   Await steps one after another (not concurrently), and keep anything that varies
 //!   between runs (time, randomness, I/O) inside steps.
 //! - The execution name is its idempotency key: starting an existing name with the

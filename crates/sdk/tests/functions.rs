@@ -196,6 +196,47 @@ async fn a_replay_that_calls_other_steps_fails_as_non_deterministic() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_that_returns_before_a_recorded_step_fails_as_non_deterministic() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(&url(&dir)).await.unwrap();
+    let changed = Arc::new(AtomicBool::new(false));
+    let (c, counts) = (changed.clone(), Arc::new(Counts::default()));
+    let n = counts.clone();
+    engine.register("early", move |ctx: Context, _: ()| {
+        let (c, n) = (c.clone(), n.clone());
+        async move {
+            n.invocations.fetch_add(1, Ordering::SeqCst);
+            ctx.step("reserve", StepPolicy::default(), || async { Ok(()) }).await?;
+            if c.load(Ordering::SeqCst) {
+                return Ok::<_, Error>("returned early".to_string()); // the code "changed": no charge
+            }
+            // Fails once with a short backoff: the retry is a replay.
+            ctx.step("charge", throttled_fast(), || async {
+                n.b.fetch_add(1, Ordering::SeqCst);
+                c.store(true, Ordering::SeqCst);
+                Err::<(), _>(StepError::throttled("later"))
+            })
+            .await?;
+            Ok("charged".to_string())
+        }
+    });
+    let h = engine.start("early", "early-1", &()).await.unwrap();
+    match h.result::<String>().await {
+        Err(Error::ExecutionFailed { exception_type, message }) => {
+            assert_eq!(exception_type, "Function.NON_DETERMINISTIC");
+            assert!(message.contains("returned a result at call 2") && message.contains("step \"charge\" there"), "{message}");
+        }
+        other => panic!("the early return was not caught: {other:?}"),
+    }
+    let state = h.state().await.unwrap();
+    assert_eq!(state.status, redrive_core::function::FunctionStatus::Failed);
+    assert!(state.result.is_none(), "the early return's result is not the execution's");
+    assert_eq!((state.steps.len(), counts.b.load(Ordering::SeqCst)), (2, 1));
+    assert_eq!(counts.invocations.load(Ordering::SeqCst), 2, "not retried: the first run and the replay");
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_execution_name_is_an_idempotency_key() {
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::open(&url(&dir)).await.unwrap();
