@@ -10,6 +10,11 @@
 //! A function that *returns* before reaching every step its history recorded is
 //! non-deterministic as well ([`returned`]): the history says it went on.
 //!
+//! Each step has a stable identity, its [`StepKey`] (`"{execution_id}/{position}"`):
+//! the same on every attempt, retry and replay of that step, different for two
+//! steps of one name at different positions. It is the idempotency key to hand to
+//! external services.
+//!
 //! Retry decisions use the same [`decide`] as pipeline actions; the SDK passes the
 //! step's policies (and whether its predicate allows a retry) with the failure,
 //! because policies with predicates are code, not data.
@@ -224,6 +229,45 @@ pub enum FnRejection {
     Invalid(String),
     #[error("timer for step {index} fired before it was due ({due})")]
     TimerEarly { index: usize, due: Timestamp },
+}
+
+/// The identity of the step (or sleep) at one position of one execution:
+/// `"{execution_id}/{position}"`, the position counted from 0 in the execution's
+/// history (`steps[position]`; sleeps take positions too). E.g.
+/// `"0190a4c2-7d1e-7c3a-9f00-3b2f1e0c9a11/2"` for the third call.
+///
+/// It is the same on every attempt, retry and replay of the step (also after a
+/// crash or a redrive) and different for two steps of one name at different
+/// positions: the idempotency key to hand to services that deduplicate.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct StepKey(String);
+
+impl StepKey {
+    pub fn new(execution_id: &str, position: usize) -> StepKey {
+        StepKey(format!("{execution_id}/{position}"))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for StepKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for StepKey {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<StepKey> for String {
+    fn from(k: StepKey) -> String {
+        k.0
+    }
 }
 
 /// Bytes of a function's own error quoted in a non-determinism message at most
@@ -749,5 +793,14 @@ mod tests {
         assert_eq!(s.error.as_ref().map(|e| e.exception_type.to_string()), Some(NON_DETERMINISM.to_string()));
         assert!(s.result.is_none());
         assert!(apply(&mut s, FnEvent::TimerFired { index: 2 }, due).is_err(), "the pending retry does not fire");
+    }
+
+    #[test]
+    fn a_step_key_is_the_execution_and_the_position() {
+        assert_eq!(StepKey::new("0190a4c2-7d1e-7c3a-9f00-3b2f1e0c9a11", 2).as_str(), "0190a4c2-7d1e-7c3a-9f00-3b2f1e0c9a11/2");
+        assert_eq!(StepKey::new("e", 0), StepKey::new("e", 0));
+        assert_ne!(StepKey::new("e", 0), StepKey::new("e", 1), "one name at two positions: two keys");
+        assert_ne!(StepKey::new("e", 0), StepKey::new("f", 0));
+        assert_eq!(String::from(StepKey::new("e", 7)), StepKey::new("e", 7).to_string());
     }
 }
