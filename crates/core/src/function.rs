@@ -7,6 +7,14 @@
 //! returns its recorded result without running; a step waiting for a retry or a
 //! sleep suspends the invocation until its durable timer fires.
 //!
+//! A function that *returns* before reaching every step its history recorded is
+//! non-deterministic as well ([`returned`]): the history says it went on.
+//!
+//! Each step has a stable identity, its [`StepKey`] (`"{execution_id}/{position}"`):
+//! the same on every attempt, retry and replay of that step, different for two
+//! steps of one name at different positions. It is the idempotency key to hand to
+//! external services.
+//!
 //! Retry decisions use the same [`decide`] as pipeline actions; the SDK passes the
 //! step's policies (and whether its predicate allows a retry) with the failure,
 //! because policies with predicates are code, not data.
@@ -223,6 +231,116 @@ pub enum FnRejection {
     TimerEarly { index: usize, due: Timestamp },
 }
 
+/// The identity of the step (or sleep) at one position of one execution:
+/// `"{execution_id}/{position}"`, the position counted from 0 in the execution's
+/// history (`steps[position]`; sleeps take positions too). E.g.
+/// `"0190a4c2-7d1e-7c3a-9f00-3b2f1e0c9a11/2"` for the third call.
+///
+/// It is the same on every attempt, retry and replay of the step (also after a
+/// crash or a redrive) and different for two steps of one name at different
+/// positions: the idempotency key to hand to services that deduplicate.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct StepKey(String);
+
+impl StepKey {
+    pub fn new(execution_id: &str, position: usize) -> StepKey {
+        StepKey(format!("{execution_id}/{position}"))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for StepKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for StepKey {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<StepKey> for String {
+    fn from(k: StepKey) -> String {
+        k.0
+    }
+}
+
+/// Bytes of a function's own error quoted in a non-determinism message at most
+/// (the history's side of the message always fits).
+pub const MAX_QUOTED_ERROR_BYTES: usize = 300;
+
+/// What a replaying function did at a position where the history disagrees.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Reached {
+    /// It called a step or sleep (of another name or kind than recorded).
+    Call { kind: StepKind, name: String },
+    /// It returned: with a result, or with this error.
+    Return { error: Option<Failure> },
+}
+
+/// A replay that departs from the recorded history at `position` (counted from
+/// 0): the history has `recorded_kind` `recorded_name` there, the function did
+/// `reached` instead. The execution fails with [`NON_DETERMINISM`], not retried.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NonDeterminism {
+    pub position: usize,
+    pub recorded_kind: StepKind,
+    pub recorded_name: String,
+    /// Steps the history holds in all.
+    pub recorded_steps: usize,
+    pub reached: Reached,
+}
+
+impl NonDeterminism {
+    /// The failure the execution ends with.
+    pub fn failure(&self) -> Failure {
+        Failure::new(ExceptionType::Custom(NON_DETERMINISM.into()), self.to_string())
+    }
+}
+
+fn kind_word(k: StepKind) -> &'static str {
+    match k {
+        StepKind::Step => "step",
+        StepKind::Sleep => "sleep",
+    }
+}
+
+impl std::fmt::Display for NonDeterminism {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (call, recorded, name) = (self.position + 1, kind_word(self.recorded_kind), &self.recorded_name);
+        match &self.reached {
+            Reached::Call { kind, name: called } => {
+                write!(
+                    f,
+                    "non-deterministic replay: call {call} is {} {called:?}, but the recorded history has {recorded} {name:?} there",
+                    kind_word(*kind)
+                )?;
+            }
+            Reached::Return { error } => {
+                let outcome = match error {
+                    None => "returned a result".to_string(),
+                    Some(e) => {
+                        let message = crate::limits::truncate_utf8(e.message.clone(), MAX_QUOTED_ERROR_BYTES);
+                        format!("returned an error ({}: {message})", e.exception_type)
+                    }
+                };
+                write!(
+                    f,
+                    "non-deterministic replay: the function {outcome} at call {call}, but the recorded history has {recorded} {name:?} \
+                     there ({} calls recorded)",
+                    self.recorded_steps
+                )?;
+            }
+        }
+        f.write_str("; a function must call the same steps in the same order on every run")
+    }
+}
+
 /// What the history says about `ctx.step(name)` / `ctx.sleep(name)` at `index`
 /// during a replay.
 #[derive(Clone, Debug, PartialEq)]
@@ -240,22 +358,14 @@ pub enum Replay {
     /// An attempt was running when the process died.
     Interrupted,
     /// The recorded step at this position has another name or kind.
-    Mismatch(String),
+    Mismatch(NonDeterminism),
 }
 
 /// Matches a step call during replay against the history.
 pub fn replay(state: &FunctionState, index: usize, name: &str, kind: StepKind, now: Timestamp) -> Replay {
     let Some(s) = state.steps.get(index) else { return Replay::New };
     if s.name != name || s.kind != kind {
-        let what = |k: StepKind| if k == StepKind::Step { "step" } else { "sleep" };
-        return Replay::Mismatch(format!(
-            "non-deterministic replay: call {} is {} {name:?}, but the recorded history has {} {:?} there; \
-             a function must call the same steps in the same order on every run",
-            index + 1,
-            what(kind),
-            what(s.kind),
-            s.name
-        ));
+        return Replay::Mismatch(departure(state, index, Reached::Call { kind, name: name.to_string() }));
     }
     match s.status {
         StepStatus::Succeeded => Replay::Succeeded(s.result.clone().unwrap_or(serde_json::Value::Null)),
@@ -269,6 +379,23 @@ pub fn replay(state: &FunctionState, index: usize, name: &str, kind: StepKind, n
             _ => Replay::Ready,
         },
     }
+}
+
+/// Checks a function's return against the history: it made `calls` step and sleep
+/// calls, and returned `result`. Returning before every recorded step was reached
+/// is non-deterministic (the history says this run went on); the execution then
+/// fails with [`NonDeterminism::failure`] instead of finishing with `result`.
+pub fn returned(state: &FunctionState, calls: usize, result: &Result<serde_json::Value, Failure>) -> Result<(), NonDeterminism> {
+    if calls >= state.steps.len() {
+        return Ok(());
+    }
+    Err(departure(state, calls, Reached::Return { error: result.as_ref().err().cloned() }))
+}
+
+/// The non-determinism at `position`, which the history holds.
+fn departure(state: &FunctionState, position: usize, reached: Reached) -> NonDeterminism {
+    let s = &state.steps[position];
+    NonDeterminism { position, recorded_kind: s.kind, recorded_name: s.name.clone(), recorded_steps: state.steps.len(), reached }
 }
 
 /// Applies one event. On `Err`, `state` is unchanged.
@@ -580,7 +707,12 @@ mod tests {
         let mut s = FunctionState::new("e", "f", "n", t(0));
         apply(&mut s, FnEvent::StepBegin { index: 0, name: "charge".into(), policy_slots: 0 }, t(0)).unwrap();
         match replay(&s, 0, "ship", StepKind::Step, t(1)) {
-            Replay::Mismatch(m) => assert!(m.contains("\"ship\"") && m.contains("\"charge\""), "{m}"),
+            Replay::Mismatch(nd) => {
+                assert_eq!((nd.position, nd.recorded_name.as_str()), (0, "charge"));
+                let m = nd.failure().message;
+                assert!(m.contains("step \"ship\"") && m.contains("step \"charge\""), "{m}");
+                assert_eq!(nd.failure().exception_type.to_string(), NON_DETERMINISM);
+            }
             other => panic!("{other:?}"),
         }
         assert!(matches!(replay(&s, 0, "charge", StepKind::Sleep, t(1)), Replay::Mismatch(_)));
@@ -601,5 +733,74 @@ mod tests {
         assert!(apply(&mut s, FnEvent::TimerFired { index: 0 }, t(60_000)).is_err());
         let back: FunctionState = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
         assert_eq!(back, s);
+    }
+
+    /// Steps "a" (succeeded), sleep "nap" (succeeded), "b" (waiting for a retry).
+    fn three_recorded() -> FunctionState {
+        let mut s = FunctionState::new("e", "f", "n", t(0));
+        apply(&mut s, FnEvent::StepBegin { index: 0, name: "a".into(), policy_slots: 1 }, t(0)).unwrap();
+        apply(&mut s, FnEvent::StepSucceeded { index: 0, result: serde_json::json!(1) }, t(0)).unwrap();
+        apply(&mut s, FnEvent::SleepBegin { index: 1, name: "nap".into(), due_at: t(0) }, t(0)).unwrap();
+        apply(&mut s, FnEvent::StepBegin { index: 2, name: "b".into(), policy_slots: 1 }, t(0)).unwrap();
+        apply(&mut s, FnEvent::StepFailed { index: 2, failure: throttled(), policies: twice(), retryable: true }, t(1)).unwrap();
+        s
+    }
+
+    #[test]
+    fn returning_after_every_recorded_step_is_deterministic() {
+        let s = three_recorded();
+        assert_eq!(returned(&s, 3, &Ok(serde_json::json!("done"))), Ok(()));
+        assert_eq!(returned(&s, 4, &Err(throttled())), Ok(()), "a call beyond the history was new, not a departure");
+        let fresh = FunctionState::new("e", "f", "n", t(0));
+        assert_eq!(returned(&fresh, 0, &Ok(serde_json::Value::Null)), Ok(()), "no history: nothing to depart from");
+    }
+
+    #[test]
+    fn returning_before_a_recorded_step_is_non_deterministic_naming_both_sides() {
+        let s = three_recorded();
+        let nd = returned(&s, 2, &Ok(serde_json::json!("early"))).unwrap_err();
+        assert_eq!((nd.position, nd.recorded_kind, nd.recorded_name.as_str(), nd.recorded_steps), (2, StepKind::Step, "b", 3));
+        assert_eq!(nd.reached, Reached::Return { error: None });
+        let m = nd.failure().message;
+        assert!(m.contains("returned a result at call 3") && m.contains("step \"b\" there (3 calls recorded)"), "{m}");
+        assert_eq!(nd.failure().exception_type.to_string(), NON_DETERMINISM);
+
+        let nd = returned(&s, 1, &Ok(serde_json::Value::Null)).unwrap_err();
+        assert!(nd.to_string().contains("sleep \"nap\" there"), "{nd}");
+    }
+
+    #[test]
+    fn an_early_return_with_an_error_quotes_the_error_bounded() {
+        let s = three_recorded();
+        let own = Failure::new(ExceptionType::Custom(FUNCTION_ERROR.into()), "the input does not deserialize");
+        let m = returned(&s, 0, &Err(own)).unwrap_err().to_string();
+        assert!(m.contains("returned an error (Function.ERROR: the input does not deserialize) at call 1"), "{m}");
+        assert!(m.contains("step \"a\" there"), "{m}");
+        let long = Failure::new(ExceptionType::Custom(FUNCTION_ERROR.into()), "x".repeat(10 * MAX_QUOTED_ERROR_BYTES));
+        let m = returned(&s, 0, &Err(long)).unwrap_err().to_string();
+        assert!(m.len() < 2 * MAX_QUOTED_ERROR_BYTES, "{} bytes", m.len());
+        assert!(m.ends_with("on every run") && m.contains("step \"a\""), "the history's side is kept: {m}");
+    }
+
+    #[test]
+    fn a_non_deterministic_return_fails_the_execution_for_good_and_clears_its_timers() {
+        let mut s = three_recorded();
+        let due = s.waiting_on().unwrap().1;
+        let nd = returned(&s, 1, &Ok(serde_json::Value::Null)).unwrap_err();
+        let fx = apply(&mut s, FnEvent::Finished { result: Err(nd.failure()) }, t(2)).unwrap();
+        assert!(fx.contains(&FnEffect::ClearTimer { index: 2 }), "{fx:?}");
+        assert_eq!(s.status, FunctionStatus::Failed);
+        assert_eq!(s.error.as_ref().map(|e| e.exception_type.to_string()), Some(NON_DETERMINISM.to_string()));
+        assert!(s.result.is_none());
+        assert!(apply(&mut s, FnEvent::TimerFired { index: 2 }, due).is_err(), "the pending retry does not fire");
+    }
+
+    #[test]
+    fn a_step_key_is_the_execution_and_the_position() {
+        assert_eq!(StepKey::new("0190a4c2-7d1e-7c3a-9f00-3b2f1e0c9a11", 2).as_str(), "0190a4c2-7d1e-7c3a-9f00-3b2f1e0c9a11/2");
+        assert_eq!(StepKey::new("e", 0), StepKey::new("e", 0));
+        assert_ne!(StepKey::new("e", 0), StepKey::new("e", 1), "one name at two positions: two keys");
+        assert_ne!(StepKey::new("e", 0), StepKey::new("f", 0));
+        assert_eq!(String::from(StepKey::new("e", 7)), StepKey::new("e", 7).to_string());
     }
 }

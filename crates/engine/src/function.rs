@@ -8,10 +8,17 @@
 //! only then answers. When the history says "wait" (a retry's backoff, a sleep),
 //! the invocation *suspends*: the task drops the function's future, so nothing is
 //! held while waiting; the durable timer re-invokes the function, which replays.
+//!
+//! A replay that calls another step than the history has at a position, or that
+//! returns before reaching every recorded step, fails the execution with
+//! `Function.NON_DETERMINISTIC` ([`redrive_core::function::NonDeterminism`]).
+//! Every attempt of a step gets its [`StepContext`], whose [`StepKey`] is the
+//! step's idempotency key.
 
 use redrive_core::exception::{ExceptionType, Failure};
-use redrive_core::function::{FUNCTION_ERROR, FnEvent, FunctionState, NON_DETERMINISM, Replay, StepKind, StepState, StepStatus, replay};
+use redrive_core::function::{FUNCTION_ERROR, FnEvent, FunctionState, Replay, StepKey, StepKind, StepState, StepStatus, replay, returned};
 use redrive_core::policy::RetryPolicy;
+use redrive_core::time::Timestamp;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -57,6 +64,34 @@ pub struct StepRetry {
 
 /// The message an attempt interrupted by a crash is recorded with.
 pub const INTERRUPTED_MESSAGE: &str = "the process stopped while this step attempt was running";
+
+/// What one attempt of a step gets: the step's [`StepKey`] (its idempotency
+/// key), its name and the attempt number.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StepContext {
+    key: StepKey,
+    name: String,
+    attempt: u32,
+}
+
+impl StepContext {
+    /// The step's idempotency key, `"{execution_id}/{position}"`: the same on every
+    /// attempt, retry and replay of this step (also after a crash or a redrive),
+    /// different for another step of the same name. Hand it to services that
+    /// deduplicate requests.
+    pub fn key(&self) -> &StepKey {
+        &self.key
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// This attempt's number, from 1 (it grows with retries: not a key).
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+}
 
 /// The context one invocation of a function runs with.
 #[derive(Clone)]
@@ -123,67 +158,88 @@ impl FnContext {
         }
     }
 
-    /// Runs a checkpointed step: see the module docs.
+    /// The position of the next step or sleep call of this invocation.
+    fn next_call(&self) -> usize {
+        let mut inner = self.inner.lock().expect("context lock");
+        inner.next_index += 1;
+        inner.next_index - 1
+    }
+
+    fn replay(&self, index: usize, name: &str, kind: StepKind) -> (Replay, Timestamp) {
+        let now = self.clock.now();
+        (replay(&self.inner.lock().expect("context lock").history, index, name, kind, now), now)
+    }
+
+    /// Runs a checkpointed step: see the module docs. [`FnContext::step_with`]
+    /// gives the closure the step's [`StepContext`] (its idempotency key).
     pub async fn step<F, Fut>(&self, name: &str, retry: &StepRetry, mut run: F) -> Result<serde_json::Value, Failure>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<serde_json::Value, Failure>>,
     {
-        let index = {
-            let mut inner = self.inner.lock().expect("context lock");
-            inner.next_index += 1;
-            inner.next_index - 1
-        };
+        self.step_with(name, retry, |_| run()).await
+    }
+
+    /// Runs a checkpointed step; each attempt calls `run` with the step's
+    /// [`StepContext`].
+    pub async fn step_with<F, Fut>(&self, name: &str, retry: &StepRetry, mut run: F) -> Result<serde_json::Value, Failure>
+    where
+        F: FnMut(StepContext) -> Fut,
+        Fut: Future<Output = Result<serde_json::Value, Failure>>,
+    {
+        let index = self.next_call();
         loop {
-            let now = self.clock.now();
-            let verdict = replay(&self.inner.lock().expect("context lock").history, index, name, StepKind::Step, now);
+            let verdict = self.replay(index, name, StepKind::Step).0;
             match verdict {
                 Replay::Succeeded(v) => return Ok(v),
                 Replay::Failed(f) => return Err(f),
-                Replay::Mismatch(m) => self.stop(Stop::Fail(Failure::new(ExceptionType::Custom(NON_DETERMINISM.into()), m))).await,
+                Replay::Mismatch(nd) => self.stop(Stop::Fail(nd.failure())).await,
                 Replay::Waiting(_) => self.stop(Stop::Suspend).await,
-                Replay::Interrupted | Replay::New | Replay::Ready => {
-                    let mut step = match verdict {
-                        Replay::Interrupted => {
-                            let failure = Failure::new(ExceptionType::ServiceFault, INTERRUPTED_MESSAGE);
-                            let retryable =
-                                retry.semantics == Semantics::AtLeastOnce && retry.predicate.as_ref().is_none_or(|p| p(&failure));
-                            self.send(FnEvent::StepFailed { index, failure, policies: retry.policies.clone(), retryable }).await
-                        }
-                        _ => self.send(FnEvent::StepBegin { index, name: name.to_string(), policy_slots: retry.policies.len() }).await,
-                    };
-                    // Run attempts while the durable state says one is running (a
-                    // retry due at once starts in the same commit as the failure).
-                    while step.as_ref().is_some_and(|s| s.status == StepStatus::Running) {
-                        self.store_step(index, step.clone());
-                        let event = match run().await {
-                            Ok(result) => FnEvent::StepSucceeded { index, result },
-                            Err(failure) => {
-                                let retryable = retry.predicate.as_ref().is_none_or(|p| p(&failure));
-                                FnEvent::StepFailed { index, failure, policies: retry.policies.clone(), retryable }
-                            }
-                        };
-                        step = self.send(event).await;
-                    }
-                    self.store_step(index, step);
+                Replay::Interrupted => {
+                    let failure = Failure::new(ExceptionType::ServiceFault, INTERRUPTED_MESSAGE);
+                    let retryable = retry.semantics == Semantics::AtLeastOnce && retry.predicate.as_ref().is_none_or(|p| p(&failure));
+                    let step = self.send(FnEvent::StepFailed { index, failure, policies: retry.policies.clone(), retryable }).await;
+                    self.attempts(index, retry, step, &mut run).await;
+                }
+                Replay::New | Replay::Ready => {
+                    let begin = FnEvent::StepBegin { index, name: name.to_string(), policy_slots: retry.policies.len() };
+                    let step = self.send(begin).await;
+                    self.attempts(index, retry, step, &mut run).await;
                 }
             }
         }
     }
 
+    /// Runs attempts while the durable state says one is running (a retry due at
+    /// once starts in the same commit as the failure), then keeps the step's state.
+    async fn attempts<F, Fut>(&self, index: usize, retry: &StepRetry, mut step: Option<StepState>, run: &mut F)
+    where
+        F: FnMut(StepContext) -> Fut,
+        Fut: Future<Output = Result<serde_json::Value, Failure>>,
+    {
+        while let Some(s) = step.as_ref().filter(|s| s.status == StepStatus::Running) {
+            let attempt = StepContext { key: StepKey::new(&self.execution_id, index), name: s.name.clone(), attempt: s.attempt };
+            self.store_step(index, step.clone());
+            let event = match run(attempt).await {
+                Ok(result) => FnEvent::StepSucceeded { index, result },
+                Err(failure) => {
+                    let retryable = retry.predicate.as_ref().is_none_or(|p| p(&failure));
+                    FnEvent::StepFailed { index, failure, policies: retry.policies.clone(), retryable }
+                }
+            };
+            step = self.send(event).await;
+        }
+        self.store_step(index, step);
+    }
+
     /// A durable sleep: the invocation suspends until `duration` has passed.
     pub async fn sleep(&self, name: &str, duration: std::time::Duration) {
-        let index = {
-            let mut inner = self.inner.lock().expect("context lock");
-            inner.next_index += 1;
-            inner.next_index - 1
-        };
+        let index = self.next_call();
         loop {
-            let now = self.clock.now();
-            let verdict = replay(&self.inner.lock().expect("context lock").history, index, name, StepKind::Sleep, now);
+            let (verdict, now) = self.replay(index, name, StepKind::Sleep);
             match verdict {
                 Replay::Succeeded(_) => return,
-                Replay::Mismatch(m) => self.stop(Stop::Fail(Failure::new(ExceptionType::Custom(NON_DETERMINISM.into()), m))).await,
+                Replay::Mismatch(nd) => self.stop(Stop::Fail(nd.failure())).await,
                 Replay::Waiting(_) => self.stop(Stop::Suspend).await,
                 Replay::New => {
                     let due_at = now.plus_ms(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX));
@@ -195,18 +251,12 @@ impl FnContext {
         }
     }
 
-    /// Steps the history holds beyond those this invocation reached (a replay
-    /// that returns early is non-deterministic too).
-    pub(crate) fn unreached_steps(&self) -> Option<String> {
+    /// What the function's return means against the history: `result`, or the
+    /// non-determinism of returning before a recorded step ([`returned`]).
+    fn returned(&self, result: Result<serde_json::Value, Failure>) -> Result<serde_json::Value, Failure> {
         let inner = self.inner.lock().expect("context lock");
-        (inner.next_index < inner.history.steps.len()).then(|| {
-            format!(
-                "non-deterministic replay: the function returned after {} step calls, but the recorded history has {} (the next is {:?})",
-                inner.next_index,
-                inner.history.steps.len(),
-                inner.history.steps[inner.next_index].name
-            )
-        })
+        returned(&inner.history, inner.next_index, &result).map_err(|nd| nd.failure())?;
+        result
     }
 }
 
@@ -227,12 +277,7 @@ pub(crate) async fn invoke(
     let probe = ctx.clone();
     let fut = function.invoke(ctx, input_json);
     tokio::select! {
-        result = fut => {
-            if let Some(m) = probe.unreached_steps() {
-                return Some(Err(Failure::new(ExceptionType::Custom(NON_DETERMINISM.into()), m)));
-            }
-            Some(result)
-        }
+        result = fut => Some(probe.returned(result)),
         stop = rx => match stop {
             Ok(Stop::Fail(f)) => Some(Err(f)),
             Ok(Stop::Suspend) | Err(_) => None,

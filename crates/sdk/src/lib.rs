@@ -18,7 +18,7 @@
 //!     // Throttling is retried (after 50 ms, then 100 ms); meanwhile the execution is suspended.
 //!     let throttling = policy(["Step.THROTTLING"]).interval_seconds(0.05).max_attempts(5).build()?;
 //!     let charge_id: String = ctx
-//!         .step("charge", throttling, || async {
+//!         .step("charge", throttling, |_| async {
 //!             if GATEWAY_CALLS.fetch_add(1, Ordering::SeqCst) < 2 {
 //!                 return Err(StepError::throttled("gateway busy"));
 //!             }
@@ -35,7 +35,7 @@
 //! let engine = Engine::open(&url).await?;          // e.g. "sqlite://orders.db": embedded, same store as pipelines
 //! engine.register("process-order", process_order);
 //! let order = Order { id: "order-123".into(), cents: 4200 };
-//! let handle = engine.start("process-order", "order-123", &order).await?; // the name is the idempotency key
+//! let handle = engine.start("process-order", "order-123", &order).await?; // the name makes the start idempotent
 //! let receipt: Receipt = handle.result().await?;
 //! assert_eq!(receipt.charge_id, "ch_order-123_4200");
 //! assert_eq!(GATEWAY_CALLS.load(Ordering::SeqCst), 3); // throttled twice, then charged once
@@ -58,16 +58,26 @@
 //!   whose attempt was running counts as failed with `Step.SERVICE_FAULT` and is
 //!   retried under its policy (at-least-once, the default), or with
 //!   [`StepPolicy::at_most_once`] is returned as failed without running again.
-//! - The replay must call the same steps in the same order; otherwise the execution
-//!   fails with exception type `Function.NON_DETERMINISTIC`, naming both steps.
+//! - The replay must call the same steps in the same order, and must not return
+//!   before reaching every step the history recorded; otherwise the execution fails
+//!   (for good, not retried) with exception type `Function.NON_DETERMINISTIC`,
+//!   naming both sides: the recorded step and the step called, or the return.
 //!   Await steps one after another (not concurrently), and keep anything that varies
 //!   between runs (time, randomness, I/O) inside steps.
-//! - The execution name is its idempotency key: starting an existing name with the
-//!   same input returns the existing execution; with another input,
-//!   [`Error::ExecutionAlreadyExists`].
+//! - Each attempt of a step gets a [`StepContext`]; its [`StepContext::key`] is
+//!   **the idempotency key to hand to external services**: `"{execution_id}/{position}"`
+//!   ([`StepKey`]; the position counts the function's step and sleep calls from 0).
+//!   It is the same on every attempt, retry and replay of the step — after a crash
+//!   or a dead-letter redrive too — and differs between two steps of the same name.
+//!   A service that deduplicates by it turns an attempt repeated after a crash into
+//!   a no-op. (`execution_id` + step name is *not* unique: names may repeat.)
+//! - The execution name is the idempotency key of *starting* it: starting an
+//!   existing name with the same input returns the existing execution; with another
+//!   input, [`Error::ExecutionAlreadyExists`].
 
 use redrive_core::exception::Failure;
 use redrive_core::function::{FunctionState, FunctionStatus};
+pub use redrive_engine::function::StepContext;
 use redrive_engine::function::{DurableFunction, FnContext, FnFuture, Semantics, StepRetry, function_error};
 use redrive_engine::{Driver, DriverConfig, EngineError, EngineHandle, SystemClock};
 use redrive_store::{ExecutionFilter, SqliteOptions, SqliteStore, Store};
@@ -77,6 +87,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 pub use redrive_core::exception::ExceptionType;
+pub use redrive_core::function::StepKey;
 pub use redrive_core::policy::{RetryPolicy, RetryPolicySpec};
 mod serve;
 
@@ -309,17 +320,34 @@ impl Context {
 
     /// Runs `f` as a checkpointed step named `name` (unique names are clearest;
     /// the position in the function is what replay matches, with the name checked).
+    ///
+    /// Each attempt calls `f` with the step's [`StepContext`]:
+    /// [`StepContext::key`] is the step's idempotency key,
+    /// `"{execution_id}/{position}"`, the same on every attempt, retry and replay
+    /// of this step and different for any other step. Hand it to services that
+    /// deduplicate (`|_| async { … }` when a step needs none):
+    ///
+    /// ```
+    /// # use redrive_sdk::{Context, Error, StepPolicy};
+    /// # async fn pay(ctx: Context, gateway: &Gateway, cents: u64) -> Result<String, Error> {
+    /// let charge_id: String = ctx
+    ///     .step("charge", StepPolicy::default(), |step| async move { gateway.charge(step.key().as_str(), cents).await })
+    ///     .await?;
+    /// # Ok(charge_id) }
+    /// # struct Gateway;
+    /// # impl Gateway { async fn charge(&self, key: &str, _: u64) -> Result<String, redrive_sdk::StepError> { Ok(key.into()) } }
+    /// ```
     pub async fn step<T, F, Fut>(&self, name: &str, policy: impl Into<StepPolicy>, mut f: F) -> Result<T, StepError>
     where
         T: Serialize + DeserializeOwned,
-        F: FnMut() -> Fut,
+        F: FnMut(StepContext) -> Fut,
         Fut: Future<Output = Result<T, StepError>>,
     {
         let policy = policy.into();
         let value = self
             .inner
-            .step(name, &policy.retry, || {
-                let fut = f();
+            .step_with(name, &policy.retry, |step| {
+                let fut = f(step);
                 async move {
                     match fut.await {
                         Ok(v) => serde_json::to_value(v)

@@ -32,9 +32,9 @@ async fn completed_steps_replay_without_running_and_retries_suspend_the_invocati
         let c = c.clone();
         async move {
             c.invocations.fetch_add(1, Ordering::SeqCst);
-            let a: u32 = ctx.step("a", StepPolicy::default(), || async { Ok(c.a.fetch_add(1, Ordering::SeqCst) as u32 + n) }).await?;
+            let a: u32 = ctx.step("a", StepPolicy::default(), |_| async { Ok(c.a.fetch_add(1, Ordering::SeqCst) as u32 + n) }).await?;
             let b: String = ctx
-                .step("b", throttled_fast(), || async {
+                .step("b", throttled_fast(), |_| async {
                     // Throttled twice, then succeeds.
                     if c.b.fetch_add(1, Ordering::SeqCst) < 2 { Err(StepError::throttled("busy")) } else { Ok(format!("b{a}")) }
                 })
@@ -66,7 +66,7 @@ async fn a_suspended_execution_resumes_after_a_restart_at_its_due_time_never_ear
             let (fails, stamps) = (fails.clone(), stamps.clone());
             async move {
                 let p = policy(["Step.THROTTLING"]).interval_seconds(1.5).max_attempts(3).build()?;
-                ctx.step("charge", p, || async {
+                ctx.step("charge", p, |_| async {
                     stamps.lock().unwrap().push(Instant::now());
                     if fails.fetch_add(1, Ordering::SeqCst) == 0 { Err(StepError::throttled("slow down")) } else { Ok(1u8) }
                 })
@@ -113,7 +113,7 @@ async fn interrupted_then_restarted(policy: StepPolicy) -> (String, usize) {
             let (runs, policy) = (runs.clone(), policy.clone());
             async move {
                 let r: Result<String, StepError> = ctx
-                    .step("charge", policy, || async {
+                    .step("charge", policy, |_| async {
                         if runs.fetch_add(1, Ordering::SeqCst) == 0 {
                             std::future::pending::<()>().await; // "the process dies" mid-attempt
                         }
@@ -169,7 +169,7 @@ async fn a_replay_that_calls_other_steps_fails_as_non_deterministic() {
             let name = if c.load(Ordering::SeqCst) { "ship" } else { "charge" };
             // Fails once with a short backoff: the retry is a replay.
             let first = Arc::new(AtomicBool::new(true));
-            ctx.step(name, throttled_fast(), || {
+            ctx.step(name, throttled_fast(), |_| {
                 let (first, c) = (first.clone(), c.clone());
                 async move {
                     if first.swap(false, Ordering::SeqCst) {
@@ -196,6 +196,47 @@ async fn a_replay_that_calls_other_steps_fails_as_non_deterministic() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_that_returns_before_a_recorded_step_fails_as_non_deterministic() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(&url(&dir)).await.unwrap();
+    let changed = Arc::new(AtomicBool::new(false));
+    let (c, counts) = (changed.clone(), Arc::new(Counts::default()));
+    let n = counts.clone();
+    engine.register("early", move |ctx: Context, _: ()| {
+        let (c, n) = (c.clone(), n.clone());
+        async move {
+            n.invocations.fetch_add(1, Ordering::SeqCst);
+            ctx.step("reserve", StepPolicy::default(), |_| async { Ok(()) }).await?;
+            if c.load(Ordering::SeqCst) {
+                return Ok::<_, Error>("returned early".to_string()); // the code "changed": no charge
+            }
+            // Fails once with a short backoff: the retry is a replay.
+            ctx.step("charge", throttled_fast(), |_| async {
+                n.b.fetch_add(1, Ordering::SeqCst);
+                c.store(true, Ordering::SeqCst);
+                Err::<(), _>(StepError::throttled("later"))
+            })
+            .await?;
+            Ok("charged".to_string())
+        }
+    });
+    let h = engine.start("early", "early-1", &()).await.unwrap();
+    match h.result::<String>().await {
+        Err(Error::ExecutionFailed { exception_type, message }) => {
+            assert_eq!(exception_type, "Function.NON_DETERMINISTIC");
+            assert!(message.contains("returned a result at call 2") && message.contains("step \"charge\" there"), "{message}");
+        }
+        other => panic!("the early return was not caught: {other:?}"),
+    }
+    let state = h.state().await.unwrap();
+    assert_eq!(state.status, redrive_core::function::FunctionStatus::Failed);
+    assert!(state.result.is_none(), "the early return's result is not the execution's");
+    assert_eq!((state.steps.len(), counts.b.load(Ordering::SeqCst)), (2, 1));
+    assert_eq!(counts.invocations.load(Ordering::SeqCst), 2, "not retried: the first run and the replay");
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_execution_name_is_an_idempotency_key() {
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::open(&url(&dir)).await.unwrap();
@@ -203,7 +244,7 @@ async fn the_execution_name_is_an_idempotency_key() {
     let r = runs.clone();
     engine.register("once", move |ctx: Context, n: u32| {
         let r = r.clone();
-        async move { Ok::<_, Error>(ctx.step("s", StepPolicy::default(), || async { Ok(r.fetch_add(1, Ordering::SeqCst) as u32 + n) }).await?) }
+        async move { Ok::<_, Error>(ctx.step("s", StepPolicy::default(), |_| async { Ok(r.fetch_add(1, Ordering::SeqCst) as u32 + n) }).await?) }
     });
     let a = engine.start("once", "order-9", &1u32).await.unwrap();
     let b = engine.start("once", "order-9", &1u32).await.unwrap();
@@ -245,10 +286,10 @@ async fn errors_outside_steps_fail_at_once_and_exhausted_steps_return_their_erro
 
     engine.register("handles", |ctx: Context, _: ()| async move {
         let r: Result<(), StepError> =
-            ctx.step("declined", StepPolicy::none(), || async { Err(StepError::of("Payment.DECLINED", "card declined")) }).await;
+            ctx.step("declined", StepPolicy::none(), |_| async { Err(StepError::of("Payment.DECLINED", "card declined")) }).await;
         let fallback: String = match r {
             Err(e) if e.exception_type.to_string() == "Payment.DECLINED" => {
-                ctx.step("invoice", StepPolicy::default(), || async { Ok("invoiced".to_string()) }).await?
+                ctx.step("invoice", StepPolicy::default(), |_| async { Ok("invoiced".to_string()) }).await?
             }
             other => panic!("{other:?}"),
         };
@@ -281,7 +322,7 @@ async fn suspended_executions_hold_no_task_and_no_memory_in_the_engine() {
     let engine = Engine::open(&url(&dir)).await.unwrap();
     engine.register("wait", |ctx: Context, _: ()| async move {
         let hour = policy(["Step.THROTTLING"]).interval_seconds(3600.0).max_attempts(1).build()?;
-        ctx.step("call", hour, || async { Err::<(), _>(StepError::throttled("come back in an hour")) }).await?;
+        ctx.step("call", hour, |_| async { Err::<(), _>(StepError::throttled("come back in an hour")) }).await?;
         Ok::<_, Error>(())
     });
     let tasks_before = tokio::runtime::Handle::current().metrics().num_alive_tasks();
@@ -323,7 +364,7 @@ async fn a_pipeline_action_runs_a_registered_function_under_the_action_policy() 
     engine.register("rollout", move |ctx: Context, input: serde_json::Value| {
         let c = c.clone();
         async move {
-            let n = ctx.step("deploy", StepPolicy::none(), || async { Ok(c.fetch_add(1, Ordering::SeqCst)) }).await?;
+            let n = ctx.step("deploy", StepPolicy::none(), |_| async { Ok(c.fetch_add(1, Ordering::SeqCst)) }).await?;
             if n == 0 {
                 // The function fails its first execution; the action's policy retries it.
                 return Err(Error::Step(StepError::throttled("region busy")));
@@ -352,9 +393,9 @@ async fn a_function_that_fails_for_good_is_dead_lettered_and_a_redrive_resumes_i
     engine.register_with("pay", FunctionOptions::default().dead_letter_queue("retry-pay"), move |ctx: Context, order: u32| {
         let (f, p, c) = (f.clone(), p.clone(), c.clone());
         async move {
-            ctx.step("prepare", StepPolicy::default(), || async { Ok(p.fetch_add(1, Ordering::SeqCst)) }).await?;
+            ctx.step("prepare", StepPolicy::default(), |_| async { Ok(p.fetch_add(1, Ordering::SeqCst)) }).await?;
             let id: String = ctx
-                .step("charge", StepPolicy::none(), || async {
+                .step("charge", StepPolicy::none(), |_| async {
                     if f.load(Ordering::SeqCst) {
                         c.fetch_add(1, Ordering::SeqCst);
                         Ok(format!("ch-{order}"))
@@ -408,7 +449,7 @@ async fn a_predicate_decides_which_failures_are_retried() {
             // Throttling is retried, but not when the message says it is permanent.
             let p = throttled_fast().retry_if(|e| !e.message.contains("permanent"));
             let r: Result<(), StepError> = ctx
-                .step("call", p, || async {
+                .step("call", p, |_| async {
                     let n = a.fetch_add(1, Ordering::SeqCst);
                     if n < 2 { Err(StepError::throttled(if permanent { "permanent quota" } else { "busy" })) } else { Ok(()) }
                 })
@@ -423,7 +464,7 @@ async fn a_predicate_decides_which_failures_are_retried() {
     // RetryPolicy::none() is a StepPolicy too.
     engine.register("never", |ctx: Context, _: ()| async move {
         let r: Result<(), StepError> =
-            ctx.step("s", RetryPolicy::none(), || async { Err(StepError::new(redrive_sdk::ExceptionType::ServiceFault, "x")) }).await;
+            ctx.step("s", RetryPolicy::none(), |_| async { Err(StepError::new(redrive_sdk::ExceptionType::ServiceFault, "x")) }).await;
         Ok::<_, Error>(r.is_err())
     });
     assert!(engine.start("never", "n", &()).await.unwrap().result::<bool>().await.unwrap());

@@ -1,13 +1,14 @@
 //! The order example under `kill -9`: the test binary re-runs itself as the
 //! workflow process, kills it at several moments, restarts it, and counts charges.
 
+mod support;
 #[path = "../examples/orders/workflow.rs"]
 #[allow(dead_code)]
 mod workflow;
 
 use redrive_sdk::Engine;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use workflow::{Gateway, Order, Receipt};
@@ -34,21 +35,7 @@ fn child_process_workflow() {
 }
 
 fn spawn_child(db: &Path) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_process_workflow", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, db)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
-fn kill9(child: &mut Child) {
-    // SAFETY: kill(2) on our own child process.
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGKILL);
-    }
-    let _ = child.wait();
+    support::spawn_child("child_process_workflow", CHILD_ENV, db)
 }
 
 #[test]
@@ -60,7 +47,7 @@ fn kill_9_at_several_moments_never_repeats_a_completed_step_or_charges_twice() {
     for delay_ms in [300u64, 1_200, 2_600, 3_400, 4_300] {
         let mut child = spawn_child(&db);
         std::thread::sleep(Duration::from_millis(delay_ms));
-        kill9(&mut child);
+        support::kill9(&mut child);
         if dir.path().join("receipt.json").exists() {
             break;
         }
@@ -77,6 +64,12 @@ fn kill_9_at_several_moments_never_repeats_a_completed_step_or_charges_twice() {
     assert_eq!(gateway.charges_for("order-7"), 1, "charged exactly once");
     // The history: every step completed, in order, in one execution.
     let state = stored_state(&db);
+    // Every charge request, from whichever process, carried the step's one key:
+    // the execution and the step's position.
+    let keys = gateway.request_keys("order-7");
+    assert!(keys.len() >= 3, "two throttled requests and the charge: {keys:?}");
+    let key = format!("{}/1", state["executionId"].as_str().unwrap());
+    assert!(keys.iter().all(|k| *k == key), "every attempt of charge-card used {key}: {keys:?}");
     assert_eq!(state["status"], "Succeeded");
     let names: Vec<&str> = state["steps"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["reserve-stock", "charge-card", "settle", "ship"]);

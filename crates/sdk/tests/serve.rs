@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 async fn greet(ctx: Context, who: String) -> Result<String, Error> {
-    let hello: String = ctx.step("hello", StepPolicy::default(), || async { Ok::<_, StepError>(format!("hello {who}")) }).await?;
+    let hello: String = ctx.step("hello", StepPolicy::default(), |_| async { Ok::<_, StepError>(format!("hello {who}")) }).await?;
     Ok(hello)
 }
 

@@ -43,6 +43,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let receipt: Receipt = handle.result().await?;
     println!("done: {receipt:?}");
     println!("charges recorded by the gateway for {order_id}: {}", gateway.charges_for(&order_id));
+    // Every attempt of the charge step, in any process, sent the step's one key.
+    println!("charge requests (by idempotency key): {:?}", gateway.request_keys(&order_id));
     engine.shutdown().await;
     Ok(())
 }
