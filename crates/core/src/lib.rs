@@ -5,6 +5,7 @@
 //! [`jitter::JitterDraw`] derived from a hash of stable identifiers, so every
 //! function here is deterministic and testable with plain values.
 //!
+//! - [`dlq`]: dead-letter redrives: modes, entry states, the take checks.
 //! - [`exception`]: exception types, aliases and matching.
 //! - [`policy`]: validated retry policies, the retry decision and schedule preview.
 //! - [`definition`]: pipeline definitions: source text to a located tree, the tree
@@ -13,6 +14,7 @@
 //! - [`machine`]: the execution state machine: `(state, event, now) -> effects`.
 
 pub mod definition;
+pub mod dlq;
 pub mod exception;
 pub mod fair;
 pub mod function;

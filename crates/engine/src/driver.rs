@@ -13,10 +13,15 @@
 //! timer are evicted from memory and reloaded when it fires.
 
 use crate::clock::Clock;
-use crate::health::{FaultSource, Health, HealthReporter};
-use crate::redrive::{RedriveMode, SkipReason};
+pub use crate::error::EngineError;
+use crate::function::FnCall;
+use crate::handle::Inbound;
+pub use crate::handle::{DriverStats, EngineHandle, ExecutionOutcome, Notification};
+use crate::health::{FaultSource, HealthReporter};
+pub use crate::pipeline::LoadedPipeline;
 use crate::runner::{self, AttemptContext, AttemptOutcome};
-use redrive_core::definition::{ActionKind, ExecutionMode, Pipeline, RetryMode, parse_pipeline_text};
+use redrive_core::definition::{ActionKind, ExecutionMode, Pipeline, RetryMode};
+use redrive_core::dlq::{RedriveMode, SkipReason, TakeRequest, check_lineage, check_take};
 use redrive_core::exception::{ExceptionType, Failure};
 use redrive_core::limits;
 use redrive_core::machine::{
@@ -26,64 +31,13 @@ use redrive_core::machine::{
 use redrive_core::name::Name;
 use redrive_core::time::Timestamp;
 use redrive_store::{
-    ClientToken, DlqEntryFilter, DlqEntryRecord, DlqEntryState, DlqEntryWrite, DlqOp, ExecutionFault, ExecutionKind, LedgerEntry,
-    PipelineRecord, Store, StoreError, Target, TargetName, TimerRecord, Transition, TransitionError,
+    ClientToken, DlqEntryFilter, DlqEntryRecord, DlqEntryWrite, DlqOp, ExecutionFault, ExecutionKind, LedgerEntry, PipelineRecord, Store,
+    StoreError, Target, TargetName, TimerRecord, Transition, TransitionError,
 };
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::path::PathBuf;
+
 use std::sync::Arc;
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
-
-#[derive(Debug, thiserror::Error)]
-pub enum EngineError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("pipeline {name} version {version} in the store does not parse: {problems}")]
-    StoredDefinition { name: String, version: u32, problems: String },
-    #[error("execution {0} not found")]
-    ExecutionNotFound(String),
-    #[error("execution {id} is already {status}")]
-    AlreadyFinished { id: String, status: String },
-    #[error("the state of execution {id} is unreadable: {reason}")]
-    CorruptState { id: String, reason: String },
-    #[error("another writer changed execution state underneath this engine: {0}")]
-    Conflict(String),
-    #[error("the engine has stopped")]
-    Stopped,
-    #[error("stage {stage} not found in pipeline {pipeline} version {version}")]
-    StageNotFound { pipeline: String, version: u32, stage: String },
-    /// The state machine refused the request (e.g. a stage retry that is not allowed).
-    #[error("{0}")]
-    Rejected(Rejection),
-    /// The execution is a durable function's, not a pipeline's.
-    #[error("execution {0} is a durable function execution")]
-    FunctionExecution(String),
-    /// No function of that name is registered in this process.
-    #[error("no durable function named {0} is registered in this process")]
-    FunctionNotRegistered(String),
-    /// The function execution name is taken by an execution with another input.
-    #[error("execution {name} of function {function} already exists (execution {execution_id}) with a different input")]
-    ExecutionAlreadyExists { function: String, name: String, execution_id: String },
-    /// The start's client token was used before (for `execution_id`).
-    #[error("clientRequestToken already used for execution {execution_id}")]
-    TokenReused { execution_id: String, same_request: bool },
-    /// A redrive left the dead-letter entry where it was.
-    #[error("{0}")]
-    NotRedriven(SkipReason),
-    /// The engine gave up on the execution and failed it (quarantined it): its
-    /// state cannot be read, or a transition of it can never be committed.
-    #[error("execution {id} was failed by the engine ({exception_type}): {message}")]
-    Quarantined { id: String, exception_type: String, message: String },
-    /// A value of the request went over one of the limits (the message says which).
-    #[error("{0}")]
-    LimitExceeded(String),
-}
-
-impl EngineError {
-    fn quarantined(id: &str, fault: &ExecutionFault) -> EngineError {
-        EngineError::Quarantined { id: id.to_string(), exception_type: fault.exception_type.clone(), message: fault.message.clone() }
-    }
-}
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 /// The status a quarantined execution gets.
 const QUARANTINED_STATUS: ExecutionStatus = ExecutionStatus::Failed;
@@ -101,27 +55,6 @@ fn limit_fault(problem: &str) -> ExecutionFault {
     ExecutionFault {
         exception_type: ExceptionType::LimitExceeded.to_string(),
         message: limits::truncate_utf8(format!("a change of the execution cannot be stored: {problem}"), limits::MAX_FAILURE_MESSAGE_BYTES),
-    }
-}
-
-/// A stored pipeline version, parsed.
-#[derive(Debug)]
-pub struct LoadedPipeline {
-    pub record: PipelineRecord,
-    pub pipeline: Pipeline,
-    /// Where relative paths (commands, working directories) resolve.
-    pub base_dir: Option<PathBuf>,
-}
-
-impl LoadedPipeline {
-    pub fn from_record(record: PipelineRecord) -> Result<LoadedPipeline, EngineError> {
-        let pipeline = parse_pipeline_text(&record.definition_json).map_err(|problems| EngineError::StoredDefinition {
-            name: record.name.clone(),
-            version: record.version,
-            problems: problems.iter().map(|p| format!("{}: {}", p.path, p.message)).collect::<Vec<_>>().join("; "),
-        })?;
-        let base_dir = record.source_dir.as_ref().map(PathBuf::from);
-        Ok(LoadedPipeline { record, pipeline, base_dir })
     }
 }
 
@@ -156,340 +89,6 @@ impl Default for DriverConfig {
             timer_poll_limit: 1000,
             inbound_capacity: 65_536,
         }
-    }
-}
-
-/// What the engine reports as it goes (for progress displays). Lossy under load:
-/// a slow subscriber misses messages; the ledger is the record.
-#[derive(Clone, Debug)]
-pub enum Notification {
-    AttemptStarted { execution_id: String, stage: String, action: String, series: u32, attempt: u32, at: Timestamp },
-    AttemptFinished { execution_id: String, stage: String, action: String, record: AttemptRecord },
-    ExecutionFinished { execution_id: String, status: ExecutionStatus, at: Timestamp },
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ExecutionOutcome {
-    pub execution_id: String,
-    pub status: ExecutionStatus,
-    pub started_at: Timestamp,
-    pub finished_at: Timestamp,
-}
-
-pub(crate) enum Inbound {
-    RegisterFunction {
-        name: String,
-        function: Arc<dyn crate::function::DurableFunction>,
-        dead_letter_queue: Option<Name>,
-    },
-    /// Start a durable function execution (idempotent on `(function, name)`).
-    FnStart {
-        function: String,
-        name: String,
-        execution_id: String,
-        input_json: String,
-        fingerprint: String,
-        reply: oneshot::Sender<Result<(), EngineError>>,
-    },
-    /// A history change from a running invocation; answered (with the step's new
-    /// state) once durable.
-    FnEvent {
-        execution_id: String,
-        event: redrive_core::function::FnEvent,
-        reply: oneshot::Sender<Result<Option<redrive_core::function::StepState>, EngineError>>,
-    },
-    /// An invocation ended: the function returned (`Some`) or it suspended (`None`).
-    FnEnded {
-        execution_id: String,
-        outcome: Option<Result<serde_json::Value, Failure>>,
-    },
-    Start {
-        pipeline: Arc<LoadedPipeline>,
-        execution_id: String,
-        input_json: String,
-        client_token: Option<ClientToken>,
-        reply: oneshot::Sender<Result<(), EngineError>>,
-    },
-    Resume {
-        execution_id: String,
-        reply: oneshot::Sender<Result<(), EngineError>>,
-    },
-    Wait {
-        execution_id: String,
-        reply: oneshot::Sender<Result<ExecutionOutcome, EngineError>>,
-    },
-    /// `from_task`: the attempt ran on a task counted in `tasks_in_flight`.
-    Result {
-        execution_id: String,
-        id: AttemptId,
-        outcome: AttemptOutcome,
-        from_task: bool,
-    },
-    Stats {
-        reply: oneshot::Sender<DriverStats>,
-    },
-    /// An attempt committed as started but not dispatched (draining).
-    Release {
-        execution_id: String,
-        id: AttemptId,
-    },
-    Drain {
-        grace: std::time::Duration,
-        reply: oneshot::Sender<usize>,
-    },
-    RetryStage {
-        execution_id: String,
-        stage: String,
-        mode: RetryMode,
-        trigger: Trigger,
-        reply: oneshot::Sender<Result<(), EngineError>>,
-    },
-    Stop {
-        execution_id: String,
-        abandon: bool,
-        reason: String,
-        reply: oneshot::Sender<Result<(), EngineError>>,
-    },
-    Redrive {
-        entry_id: String,
-        mode: RedriveMode,
-        force: bool,
-        /// Only entries of queues whose name starts with this.
-        scope: Option<String>,
-        /// The pipeline version a new execution runs (mode `new-execution`).
-        pipeline: Option<Arc<LoadedPipeline>>,
-        new_execution_id: String,
-        reply: oneshot::Sender<Result<String, EngineError>>,
-    },
-    Purge {
-        filter: DlqEntryFilter,
-        reply: oneshot::Sender<Result<u64, EngineError>>,
-    },
-    /// A quarantine ([`Driver::give_up`]) is durable (or failed for good).
-    Quarantined {
-        execution_id: String,
-        result: Result<Option<u64>, StoreError>,
-    },
-    Shutdown,
-}
-
-/// A snapshot of the driver's bookkeeping (for tests, metrics and `bench`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DriverStats {
-    /// Executions whose state is held in memory.
-    pub live_executions: usize,
-    /// Durable function executions held in memory (running or about to).
-    pub live_functions: usize,
-    /// The earliest known timer.
-    pub next_timer_due: Option<Timestamp>,
-    /// Batches submitted to the store and not yet acknowledged.
-    pub submitted_batches: usize,
-}
-
-/// A cheap, cloneable handle to a running driver.
-#[derive(Clone)]
-pub struct EngineHandle {
-    tx: mpsc::Sender<Inbound>,
-    notify: broadcast::Sender<Notification>,
-    health: watch::Receiver<Health>,
-}
-
-impl EngineHandle {
-    /// Whether the engine is ready, degraded (the store refuses operations for
-    /// now; it retries) or stopped.
-    pub fn health(&self) -> Health {
-        self.health.borrow().clone()
-    }
-
-    /// Changes of [`EngineHandle::health`].
-    pub fn health_watch(&self) -> watch::Receiver<Health> {
-        self.health.clone()
-    }
-
-    /// Creates and starts an execution; resolves once its start is durable.
-    pub async fn start(&self, pipeline: Arc<LoadedPipeline>, input_json: String) -> Result<String, EngineError> {
-        self.start_with_token(pipeline, input_json, None).await
-    }
-
-    /// Like [`EngineHandle::start`], idempotent on `client_token`: a token used
-    /// before gives [`EngineError::TokenReused`] naming the first execution.
-    pub async fn start_with_token(
-        &self,
-        pipeline: Arc<LoadedPipeline>,
-        input_json: String,
-        client_token: Option<ClientToken>,
-    ) -> Result<String, EngineError> {
-        // Time-ordered ids (UUIDv7, monotonic within the process): executions
-        // created in the same millisecond still sort in creation order, which is
-        // the QUEUED order (`(created_at, id)`), also after a restart.
-        let execution_id = uuid::Uuid::now_v7().to_string();
-        let (reply, rx) = oneshot::channel();
-        self.send(Inbound::Start { pipeline, execution_id: execution_id.clone(), input_json, client_token, reply }).await?;
-        rx.await.map_err(|_| EngineError::Stopped)??;
-        Ok(execution_id)
-    }
-
-    /// Takes over an unfinished execution from the store: attempts it recorded as
-    /// running are failed with `Step.SERVICE_FAULT` and retried under policy.
-    pub async fn resume(&self, execution_id: &str) -> Result<(), EngineError> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Inbound::Resume { execution_id: execution_id.to_string(), reply }).await?;
-        rx.await.map_err(|_| EngineError::Stopped)?
-    }
-
-    /// Resolves when the execution finishes (at once if it already has).
-    pub async fn wait(&self, execution_id: &str) -> Result<ExecutionOutcome, EngineError> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Inbound::Wait { execution_id: execution_id.to_string(), reply }).await?;
-        rx.await.map_err(|_| EngineError::Stopped)?
-    }
-
-    /// Re-runs a stage of an execution (RetryStageExecution); resolves once the
-    /// retry is durable. The state machine's refusals come back as
-    /// [`EngineError::Rejected`].
-    pub async fn retry_stage(&self, execution_id: &str, stage: &str, mode: RetryMode, trigger: Trigger) -> Result<(), EngineError> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Inbound::RetryStage { execution_id: execution_id.into(), stage: stage.into(), mode, trigger, reply }).await?;
-        rx.await.map_err(|_| EngineError::Stopped)?
-    }
-
-    /// Stops an execution: at once with `abandon`, else after running attempts finish.
-    pub async fn stop(&self, execution_id: &str, abandon: bool, reason: &str) -> Result<(), EngineError> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Inbound::Stop { execution_id: execution_id.into(), abandon, reason: reason.into(), reply }).await?;
-        rx.await.map_err(|_| EngineError::Stopped)?
-    }
-
-    /// Takes one dead-letter entry out of its queue and resubmits it — the take and
-    /// the resubmission commit together or not at all. `RetryStage` retries the
-    /// failed stage of the entry's execution (FAILED_ACTIONS); `NewExecution`
-    /// starts `pipeline` (the caller's choice of version, normally the latest)
-    /// with the entry's input. `scope`: refuse entries of queues not starting
-    /// with it. Resolves with the execution resubmitted to, once durable; an entry
-    /// left in place gives [`EngineError::NotRedriven`] with the reason.
-    pub async fn redrive(
-        &self,
-        entry_id: &str,
-        mode: RedriveMode,
-        force: bool,
-        scope: Option<&str>,
-        pipeline: Option<Arc<LoadedPipeline>>,
-    ) -> Result<String, EngineError> {
-        let (reply, rx) = oneshot::channel();
-        let new_execution_id = uuid::Uuid::now_v7().to_string();
-        let scope = scope.map(str::to_string);
-        self.send(Inbound::Redrive { entry_id: entry_id.into(), mode, force, scope, pipeline, new_execution_id, reply }).await?;
-        rx.await.map_err(|_| EngineError::Stopped)?
-    }
-
-    /// Deletes the `QUEUED` dead-letter entries matching `filter`, after every
-    /// change the engine accepted before it is durable (so a redrive in flight is
-    /// never purged from under its resubmission). Returns how many.
-    pub async fn purge(&self, filter: DlqEntryFilter) -> Result<u64, EngineError> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Inbound::Purge { filter, reply }).await?;
-        rx.await.map_err(|_| EngineError::Stopped)?
-    }
-
-    /// Registers a durable function under `name` (replacing one of that name).
-    /// Its unfinished executions are not resumed by this; see
-    /// [`EngineHandle::resume`].
-    pub async fn register_function(&self, name: &str, function: Arc<dyn crate::function::DurableFunction>) -> Result<(), EngineError> {
-        self.send(Inbound::RegisterFunction { name: name.to_string(), function, dead_letter_queue: None }).await
-    }
-
-    /// [`EngineHandle::register_function`] without waiting (for synchronous
-    /// callers); fails only if the engine stopped or its inbox is full.
-    /// `dead_letter_queue`: where its executions that fail for good leave an entry.
-    pub fn register_function_now(
-        &self,
-        name: &str,
-        function: Arc<dyn crate::function::DurableFunction>,
-        dead_letter_queue: Option<Name>,
-    ) -> Result<(), EngineError> {
-        self.tx
-            .try_send(Inbound::RegisterFunction { name: name.to_string(), function, dead_letter_queue })
-            .map_err(|_| EngineError::Stopped)
-    }
-
-    /// Starts an execution of a registered function, named `name` (its
-    /// idempotency key). Resolves with its id once the start is durable. The same
-    /// name with the same input answers with the existing execution (and `true`);
-    /// with another input, [`EngineError::ExecutionAlreadyExists`].
-    pub async fn start_function(&self, function: &str, name: &str, input_json: String) -> Result<(String, bool), EngineError> {
-        check_function_start(function, name, &input_json)?;
-        let execution_id = uuid::Uuid::now_v7().to_string();
-        let (reply, rx) = oneshot::channel();
-        let fingerprint = crate::service::fingerprint(function, &input_json);
-        self.send(Inbound::FnStart {
-            function: function.to_string(),
-            name: name.to_string(),
-            execution_id: execution_id.clone(),
-            input_json,
-            fingerprint,
-            reply,
-        })
-        .await?;
-        match rx.await.map_err(|_| EngineError::Stopped)? {
-            Ok(()) => Ok((execution_id, false)),
-            Err(EngineError::TokenReused { execution_id, same_request: true }) => Ok((execution_id, true)),
-            Err(EngineError::TokenReused { execution_id, same_request: false }) => {
-                Err(EngineError::ExecutionAlreadyExists { function: function.to_string(), name: name.to_string(), execution_id })
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    pub async fn stats(&self) -> Result<DriverStats, EngineError> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Inbound::Stats { reply }).await?;
-        rx.await.map_err(|_| EngineError::Stopped)
-    }
-
-    pub fn subscribe(&self) -> broadcast::Receiver<Notification> {
-        self.notify.subscribe()
-    }
-
-    /// Graceful stop: no new attempt starts and no timer fires; attempts already
-    /// running may finish (and their results commit) for up to `grace`; then the
-    /// loop stops. Resolves with the number of attempts still running at the end —
-    /// they, and attempts committed as started but not dispatched, are recovered as
-    /// `Step.SERVICE_FAULT` on the next start.
-    pub async fn drain(&self, grace: std::time::Duration) -> Result<usize, EngineError> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Inbound::Drain { grace, reply }).await?;
-        rx.await.map_err(|_| EngineError::Stopped)
-    }
-
-    /// Stops the loop after the current batch. Running attempts are abandoned; they
-    /// are recorded as failed with `Step.SERVICE_FAULT` on the next resume.
-    pub async fn shutdown(&self) {
-        let _ = self.tx.send(Inbound::Shutdown).await;
-    }
-
-    async fn send(&self, msg: Inbound) -> Result<(), EngineError> {
-        self.tx.send(msg).await.map_err(|_| EngineError::Stopped)
-    }
-}
-
-/// A function start's sizes where it enters: the execution name (its
-/// idempotency key) 1 to [`limits::MAX_EXECUTION_NAME_BYTES`], the input at most
-/// [`limits::MAX_INPUT_BYTES`] and [`limits::MAX_JSON_DEPTH`] levels, the
-/// function's name a valid name.
-fn check_function_start(function: &str, name: &str, input_json: &str) -> Result<(), EngineError> {
-    Name::parse(function).map_err(|e| EngineError::LimitExceeded(format!("function name {function:?} {e}")))?;
-    if name.is_empty() || name.len() > limits::MAX_EXECUTION_NAME_BYTES {
-        return Err(EngineError::LimitExceeded(format!(
-            "the execution name is {} bytes; it must be 1 to {} bytes",
-            name.len(),
-            limits::MAX_EXECUTION_NAME_BYTES
-        )));
-    }
-    let what = || "the function's input".to_string();
-    match limits::parse_bounded_json(what, input_json, limits::MAX_INPUT_BYTES) {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(EngineError::LimitExceeded(format!("the function's input is not JSON: {e}"))),
-        Err(e) => Err(EngineError::LimitExceeded(e.to_string())),
     }
 }
 
@@ -594,6 +193,10 @@ pub struct Driver<S: Store> {
     config: DriverConfig,
     rx: mpsc::Receiver<Inbound>,
     tx: mpsc::Sender<Inbound>,
+    /// History changes from running function invocations (their own channel, so
+    /// the function module does not know the driver's messages).
+    fn_rx: mpsc::Receiver<FnCall>,
+    fn_tx: mpsc::Sender<FnCall>,
     notify: broadcast::Sender<Notification>,
     live: HashMap<String, Live>,
     pipelines: HashMap<(String, u32), Arc<LoadedPipeline>>,
@@ -847,6 +450,7 @@ impl<S: Store> Driver<S> {
         config: DriverConfig,
     ) -> (EngineHandle, tokio::task::JoinHandle<Result<(), EngineError>>) {
         let (tx, rx) = mpsc::channel(config.inbound_capacity);
+        let (fn_tx, fn_rx) = mpsc::channel(config.inbound_capacity);
         let (notify, _) = broadcast::channel(4096);
         let (committer_tx, committer_rx) = mpsc::channel(MAX_SUBMITTED_BATCHES * 8);
         let health = HealthReporter::new(clock.clone());
@@ -874,6 +478,8 @@ impl<S: Store> Driver<S> {
             config,
             rx,
             tx,
+            fn_rx,
+            fn_tx,
             notify,
             live: HashMap::new(),
             pipelines: HashMap::new(),
@@ -940,6 +546,7 @@ impl<S: Store> Driver<S> {
                         Some(m) => inbox.push(m),
                         None => return self.drain_submitted().await,
                     },
+                    Some(call) = self.fn_rx.recv() => inbox.push(Inbound::FnCall(call)),
                     _ = sleep_or_forever(sleep) => {}
                     _ = wait_oldest(&mut self.submitted) => {
                         self.acknowledge_oldest().await?;
@@ -950,6 +557,12 @@ impl<S: Store> Driver<S> {
             while inbox.len() < self.config.max_batch_messages {
                 match self.rx.try_recv() {
                     Ok(m) => inbox.push(m),
+                    Err(_) => break,
+                }
+            }
+            while inbox.len() < self.config.max_batch_messages {
+                match self.fn_rx.try_recv() {
+                    Ok(call) => inbox.push(Inbound::FnCall(call)),
                     Err(_) => break,
                 }
             }
@@ -1069,7 +682,7 @@ impl<S: Store> Driver<S> {
             Inbound::FnStart { function, name, execution_id, input_json, fingerprint, reply } => {
                 self.fn_start(function, name, execution_id, input_json, fingerprint, reply, now, batch)
             }
-            Inbound::FnEvent { execution_id, event, reply } => self.fn_event(execution_id, event, reply, now, batch),
+            Inbound::FnCall(FnCall { execution_id, event, reply }) => self.fn_event(execution_id, event, reply, now, batch),
             Inbound::FnEnded { execution_id, outcome } => self.fn_ended(execution_id, outcome, now, batch),
             Inbound::Resume { execution_id, reply } => match self.ensure_live(&execution_id, now, batch).await {
                 Err(EngineError::FunctionExecution(_)) => {
@@ -1255,21 +868,10 @@ impl<S: Store> Driver<S> {
         batch: &mut Batch,
     ) -> Result<String, EngineError> {
         let skip = |r: SkipReason| Err(EngineError::NotRedriven(r));
-        if self.dlq_taken.contains(entry_id) {
-            return skip(SkipReason::BeingRedriven);
-        }
-        let Some(entry) = self.store.get_dlq_entry(entry_id).await? else { return skip(SkipReason::NotFound) };
-        if let Some(prefix) = scope
-            && !entry.queue.starts_with(prefix)
-        {
-            return skip(SkipReason::OutOfScope { queue: entry.queue, prefix: prefix.to_string() });
-        }
-        if entry.state != DlqEntryState::Queued {
-            return skip(SkipReason::NotQueued(entry.state.as_str()));
-        }
-        if entry.is_poison() && !force {
-            return skip(SkipReason::Poison { redrive_count: entry.redrive_count, max_redrives: entry.max_redrives });
-        }
+        let entry = self.store.get_dlq_entry(entry_id).await?;
+        let request = TakeRequest { force, scope, being_taken: self.dlq_taken.contains(entry_id) };
+        check_take(entry.as_ref().map(DlqEntryRecord::facts).as_ref(), &request).map_err(EngineError::NotRedriven)?;
+        let entry = entry.expect("checked: the entry exists");
         let execution_id = match mode {
             // A function's entry resumes its execution, whatever the mode.
             _ if entry.source.kind() == ExecutionKind::Function => self.redrive_function(&entry, now, batch).await?,
@@ -1299,8 +901,8 @@ impl<S: Store> Driver<S> {
             Err(e) => return Err(e),
         }
         let live = &self.live[&id];
-        let result = if live.state.dead_letter.as_ref().map(|l| l.entry_id.as_str()) != Some(entry.id.as_str()) {
-            Err(SkipReason::Refused(format!("execution {id} does not answer to entry {}", entry.id)))
+        let result = if let Err(refused) = check_lineage(&id, live.state.dead_letter.as_ref(), &entry.id) {
+            Err(refused)
         } else if let Some(si) = live.pipeline.pipeline.stage_index(&entry.stage) {
             let (name, started) = (live.pipeline.record.name.clone(), live.state.started_at);
             let event = Event::RetryStage { stage: si, mode: RetryMode::FailedActions, trigger: Trigger::Redrive };

@@ -98,8 +98,17 @@ impl StepContext {
 pub struct FnContext {
     pub(crate) execution_id: String,
     pub(crate) inner: Arc<Mutex<Inner>>,
-    pub(crate) calls: tokio::sync::mpsc::Sender<crate::driver::Inbound>,
+    /// To the driver loop: history changes, each answered once durable.
+    pub(crate) calls: tokio::sync::mpsc::Sender<FnCall>,
     pub(crate) clock: Arc<dyn crate::clock::Clock>,
+}
+
+/// A history change of one execution, sent by its running invocation to the
+/// driver loop and answered (with the step's new state) once durable.
+pub(crate) struct FnCall {
+    pub(crate) execution_id: String,
+    pub(crate) event: FnEvent,
+    pub(crate) reply: tokio::sync::oneshot::Sender<Result<Option<StepState>, crate::error::EngineError>>,
 }
 
 pub(crate) struct Inner {
@@ -138,7 +147,7 @@ impl FnContext {
 
     async fn send(&self, event: FnEvent) -> Option<StepState> {
         let (reply, rx) = tokio::sync::oneshot::channel();
-        let sent = self.calls.send(crate::driver::Inbound::FnEvent { execution_id: self.execution_id.clone(), event, reply }).await;
+        let sent = self.calls.send(FnCall { execution_id: self.execution_id.clone(), event, reply }).await;
         match (sent, rx.await) {
             (Ok(()), Ok(Ok(step))) => step,
             // The engine is stopping or refused: this invocation ends here; a

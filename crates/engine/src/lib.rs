@@ -10,12 +10,18 @@
 
 pub mod clock;
 pub mod driver;
+pub mod error;
 pub mod fair;
 pub mod function;
+pub mod handle;
 pub mod health;
+pub mod pipeline;
 pub mod redrive;
 pub mod runner;
 pub mod service;
 
 pub use clock::{Clock, SystemClock};
-pub use driver::{Driver, DriverConfig, DriverStats, EngineError, EngineHandle, ExecutionOutcome, LoadedPipeline, Notification};
+pub use driver::{Driver, DriverConfig};
+pub use error::EngineError;
+pub use handle::{DriverStats, EngineHandle, ExecutionOutcome, Notification};
+pub use pipeline::LoadedPipeline;

@@ -15,8 +15,12 @@
 //! not picked a second time by the same run.
 
 use crate::clock::Clock;
-use crate::driver::{EngineError, EngineHandle, LoadedPipeline};
+use crate::error::EngineError;
+use crate::handle::EngineHandle;
+use crate::pipeline::LoadedPipeline;
 use redrive_core::definition::RetryMode;
+pub use redrive_core::dlq::{RedriveMode, SkipReason};
+use redrive_core::dlq::{TakeRequest, check_lineage, check_take};
 use redrive_core::machine::{self, Event, ExecutionState, Trigger};
 use redrive_core::time::Timestamp;
 use redrive_store::{
@@ -42,94 +46,6 @@ pub const MAX_RATE_PER_SECOND: f64 = 10_000.0;
 pub const DEFAULT_RATE: Rate = Rate { per_second: Some(100.0) };
 /// How often a running run writes its summary.
 const SUMMARY_EVERY_MS: u64 = 500;
-
-/// How a redriven entry is resubmitted.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum RedriveMode {
-    /// Retry the failed stage of the original execution (FAILED_ACTIONS).
-    #[default]
-    RetryStage,
-    /// Start a new execution of the pipeline's latest version with the original input.
-    NewExecution,
-}
-
-impl RedriveMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RedriveMode::RetryStage => "retry-stage",
-            RedriveMode::NewExecution => "new-execution",
-        }
-    }
-
-    pub fn parse(s: &str) -> Result<RedriveMode, String> {
-        match s {
-            "retry-stage" => Ok(RedriveMode::RetryStage),
-            "new-execution" => Ok(RedriveMode::NewExecution),
-            _ => Err(format!("{s:?} is not a redrive mode; allowed: retry-stage, new-execution")),
-        }
-    }
-}
-
-/// Why a redrive left an entry where it was.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SkipReason {
-    NotFound,
-    /// The entry is not in its queue (`REDRIVEN` or `RESOLVED`).
-    NotQueued(&'static str),
-    /// Redriven `maxRedrives` times already: parked until a forced redrive.
-    Poison {
-        redrive_count: u32,
-        max_redrives: u32,
-    },
-    /// Another redrive of this entry is being committed.
-    BeingRedriven,
-    /// The entry's queue is outside the run's prefix.
-    OutOfScope {
-        queue: String,
-        prefix: String,
-    },
-    /// The entry's execution no longer exists.
-    ExecutionGone(String),
-    /// The pipeline to start a new execution of no longer exists.
-    PipelineGone(String),
-    /// The execution refused the stage retry (the reason says why).
-    Refused(String),
-}
-
-impl SkipReason {
-    /// A stable short code, for counts in summaries.
-    pub fn code(&self) -> &'static str {
-        match self {
-            SkipReason::NotFound => "not-found",
-            SkipReason::NotQueued(_) => "not-in-queue",
-            SkipReason::Poison { .. } => "poison",
-            SkipReason::BeingRedriven => "being-redriven",
-            SkipReason::OutOfScope { .. } => "out-of-scope",
-            SkipReason::ExecutionGone(_) => "execution-gone",
-            SkipReason::PipelineGone(_) => "pipeline-gone",
-            SkipReason::Refused(_) => "refused",
-        }
-    }
-}
-
-impl std::fmt::Display for SkipReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            SkipReason::NotFound => write!(f, "no such dead-letter entry"),
-            SkipReason::NotQueued(state) => write!(f, "the entry is not in its queue (it is {state})"),
-            SkipReason::Poison { redrive_count, max_redrives } => write!(
-                f,
-                "the entry is poison: redriven {redrive_count} times (maxRedrives {max_redrives}); only an explicit --entry ID --force redrives it"
-            ),
-            SkipReason::BeingRedriven => write!(f, "another redrive of this entry is being committed"),
-            SkipReason::OutOfScope { queue, prefix } => write!(f, "queue {queue} is outside this run's scope (prefix {prefix:?})"),
-            SkipReason::ExecutionGone(id) => write!(f, "execution {id} no longer exists"),
-            SkipReason::PipelineGone(name) => write!(f, "pipeline {name} no longer exists"),
-            SkipReason::Refused(why) => write!(f, "the execution refused the stage retry: {why}"),
-        }
-    }
-}
 
 /// Entries per second; `None` = as fast as the engine commits.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -414,6 +330,9 @@ impl<S: Store> Redriver<S> {
         let loaded = LoadedPipeline::from_record(prec)?;
         let mut state: ExecutionState = serde_json::from_str(&rec.state_json)
             .map_err(|err| EngineError::CorruptState { id: rec.id.clone(), reason: err.to_string() })?;
+        if let Err(refused) = check_lineage(&rec.id, state.dead_letter.as_ref(), &e.id) {
+            return Ok(Err(refused));
+        }
         let Some(si) = loaded.pipeline.stage_index(&e.stage) else {
             return Ok(Err(SkipReason::Refused(format!("stage {} is not in the execution's pipeline", e.stage))));
         };
@@ -455,10 +374,10 @@ impl<S: Store> Redriver<S> {
             plan.matched = entries.len() as u64;
         }
         for e in entries {
-            let verdict: Result<String, String> = if e.state != DlqEntryState::Queued {
-                Err(SkipReason::NotQueued(e.state.as_str()).to_string())
-            } else if e.is_poison() && !req.force {
-                Err(SkipReason::Poison { redrive_count: e.redrive_count, max_redrives: e.max_redrives }.to_string())
+            // The same checks the driver makes; the scope was applied by the listing.
+            let take = TakeRequest { force: req.force, scope: None, being_taken: false };
+            let verdict: Result<String, String> = if let Err(skip) = check_take(Some(&e.facts()), &take) {
+                Err(skip.to_string())
             } else if e.source.kind() == ExecutionKind::Function {
                 // A durable function's entry resumes its execution in either mode.
                 Ok(format!(

@@ -5,7 +5,9 @@
 //! `service/functions.rs`.
 
 use crate::clock::Clock;
-use crate::driver::{EngineError, EngineHandle, LoadedPipeline};
+use crate::error::EngineError;
+use crate::handle::{EngineHandle, fingerprint};
+use crate::pipeline::LoadedPipeline;
 use redrive_core::definition::source::Node;
 use redrive_core::definition::{ExecutionMode, Problem, RetryMode, parse_pipeline};
 use redrive_core::exception::{ExceptionType, Failure};
@@ -214,17 +216,6 @@ pub fn check_input(input: &serde_json::Value) -> Result<String, ServiceError> {
     limits::check_bytes(|| "the input".into(), input_json.len(), limits::MAX_INPUT_BYTES)
         .map_err(|e| ServiceError::Validation(e.to_string()))?;
     Ok(input_json)
-}
-
-/// A stable fingerprint of a start request, for clientRequestToken checks.
-pub(crate) fn fingerprint(pipeline: &str, input_json: &str) -> String {
-    // FNV-1a over the canonical request; collisions only weaken a safety check.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in pipeline.bytes().chain([0u8]).chain(input_json.bytes()) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    format!("{h:016x}")
 }
 
 impl<S: Store> Service<S> {

@@ -326,36 +326,8 @@ pub struct DlqQueueStats {
     pub oldest_entered_at: Option<Timestamp>,
 }
 
-/// Where a dead-letter entry is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum DlqEntryState {
-    /// In its queue, waiting for a redrive (or poison, if its count is used up).
-    Queued,
-    /// Taken out of its queue and resubmitted; returns to `Queued` if the
-    /// resubmission fails for good.
-    Redriven,
-    /// The resubmission (or a manual retry) succeeded.
-    Resolved,
-}
-
-impl DlqEntryState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DlqEntryState::Queued => "QUEUED",
-            DlqEntryState::Redriven => "REDRIVEN",
-            DlqEntryState::Resolved => "RESOLVED",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<DlqEntryState> {
-        match s {
-            "QUEUED" => Some(DlqEntryState::Queued),
-            "REDRIVEN" => Some(DlqEntryState::Redriven),
-            "RESOLVED" => Some(DlqEntryState::Resolved),
-            _ => None,
-        }
-    }
-}
+/// Where a dead-letter entry is in its life (defined with the redrive rules).
+pub use redrive_core::dlq::DlqEntryState;
 
 /// What an execution that failed for good writes to its dead-letter queue.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -434,7 +406,17 @@ pub struct DlqEntryRecord {
 impl DlqEntryRecord {
     /// Parked: its redrives are used up.
     pub fn is_poison(&self) -> bool {
-        self.redrive_count >= self.max_redrives
+        self.facts().is_poison()
+    }
+
+    /// What the redrive rules ([`redrive_core::dlq::check_take`]) look at.
+    pub fn facts(&self) -> redrive_core::dlq::EntryFacts<'_> {
+        redrive_core::dlq::EntryFacts {
+            queue: &self.queue,
+            state: self.state,
+            redrive_count: self.redrive_count,
+            max_redrives: self.max_redrives,
+        }
     }
 
     pub fn cursor(&self) -> DlqEntryCursor {

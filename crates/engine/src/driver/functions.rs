@@ -381,7 +381,7 @@ impl<S: Store> Driver<S> {
         now: Timestamp,
         batch: &mut Batch,
     ) -> Result<String, EngineError> {
-        use crate::redrive::SkipReason;
+        use redrive_core::dlq::SkipReason;
         let id = entry.execution_id.clone();
         match self.load_fn(&id, true, now, batch).await {
             Ok(()) => {}
@@ -392,17 +392,16 @@ impl<S: Store> Driver<S> {
             Err(e) => return Err(e),
         }
         let live = &self.fn_live[&id];
-        let result = if live.state.dead_letter.as_ref().map(|l| l.entry_id.as_str()) != Some(entry.id.as_str()) {
-            Err(format!("execution {id} does not answer to entry {}", entry.id))
-        } else {
-            self.fn_apply(&id, FnEvent::Resume, now, batch).map_err(|r| r.to_string())
+        let result = match redrive_core::dlq::check_lineage(&id, live.state.dead_letter.as_ref(), &entry.id) {
+            Err(refused) => Err(refused),
+            Ok(()) => self.fn_apply(&id, FnEvent::Resume, now, batch).map_err(|r| SkipReason::Refused(r.to_string())),
         };
         if let Err(why) = result {
             let idle = self.fn_live.get(&id).is_some_and(|l| !l.invoking && l.unacked == 0 && l.state.status != FunctionStatus::Running);
             if idle && !batch.pending.contains_key(&id) {
                 self.fn_live.remove(&id);
             }
-            return Err(EngineError::NotRedriven(SkipReason::Refused(why)));
+            return Err(EngineError::NotRedriven(why));
         }
         Ok(id)
     }
@@ -421,7 +420,7 @@ impl<S: Store> Driver<S> {
         let ctx = FnContext {
             execution_id: id.to_string(),
             inner: Arc::new(std::sync::Mutex::new(Inner { history: live.state.clone(), next_index: 0, suspend: None })),
-            calls: self.tx.clone(),
+            calls: self.fn_tx.clone(),
             clock: self.clock.clone(),
         };
         let (function, input) = (live.function.clone(), live.input_json.to_string());

@@ -1,0 +1,362 @@
+//! The engine's mailbox: [`EngineHandle`], the cheap cloneable handle every
+//! caller (service, CLI, SDK) drives the engine through, the messages it sends
+//! ([`Inbound`]), and what the engine answers and reports.
+
+use crate::error::EngineError;
+use crate::function::DurableFunction;
+use crate::health::Health;
+use crate::pipeline::LoadedPipeline;
+use redrive_core::definition::RetryMode;
+use redrive_core::dlq::RedriveMode;
+use redrive_core::exception::Failure;
+use redrive_core::limits;
+use redrive_core::machine::{AttemptId, AttemptRecord, ExecutionStatus, Trigger};
+use redrive_core::name::Name;
+use redrive_core::time::Timestamp;
+use redrive_store::{ClientToken, DlqEntryFilter, StoreError};
+use std::sync::Arc;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+use crate::runner::AttemptOutcome;
+
+/// What the engine reports as it goes (for progress displays). Lossy under load:
+/// a slow subscriber misses messages; the ledger is the record.
+#[derive(Clone, Debug)]
+pub enum Notification {
+    AttemptStarted { execution_id: String, stage: String, action: String, series: u32, attempt: u32, at: Timestamp },
+    AttemptFinished { execution_id: String, stage: String, action: String, record: AttemptRecord },
+    ExecutionFinished { execution_id: String, status: ExecutionStatus, at: Timestamp },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExecutionOutcome {
+    pub execution_id: String,
+    pub status: ExecutionStatus,
+    pub started_at: Timestamp,
+    pub finished_at: Timestamp,
+}
+
+/// What callers (and the engine's own tasks) ask of the driver loop.
+pub(crate) enum Inbound {
+    RegisterFunction {
+        name: String,
+        function: Arc<dyn DurableFunction>,
+        dead_letter_queue: Option<Name>,
+    },
+    /// Start a durable function execution (idempotent on `(function, name)`).
+    FnStart {
+        function: String,
+        name: String,
+        execution_id: String,
+        input_json: String,
+        fingerprint: String,
+        reply: oneshot::Sender<Result<(), EngineError>>,
+    },
+    /// A history change from a running invocation; answered (with the step's new
+    /// state) once durable.
+    FnCall(crate::function::FnCall),
+    /// An invocation ended: the function returned (`Some`) or it suspended (`None`).
+    FnEnded {
+        execution_id: String,
+        outcome: Option<Result<serde_json::Value, Failure>>,
+    },
+    Start {
+        pipeline: Arc<LoadedPipeline>,
+        execution_id: String,
+        input_json: String,
+        client_token: Option<ClientToken>,
+        reply: oneshot::Sender<Result<(), EngineError>>,
+    },
+    Resume {
+        execution_id: String,
+        reply: oneshot::Sender<Result<(), EngineError>>,
+    },
+    Wait {
+        execution_id: String,
+        reply: oneshot::Sender<Result<ExecutionOutcome, EngineError>>,
+    },
+    /// `from_task`: the attempt ran on a task counted in `tasks_in_flight`.
+    Result {
+        execution_id: String,
+        id: AttemptId,
+        outcome: AttemptOutcome,
+        from_task: bool,
+    },
+    Stats {
+        reply: oneshot::Sender<DriverStats>,
+    },
+    /// An attempt committed as started but not dispatched (draining).
+    Release {
+        execution_id: String,
+        id: AttemptId,
+    },
+    Drain {
+        grace: std::time::Duration,
+        reply: oneshot::Sender<usize>,
+    },
+    RetryStage {
+        execution_id: String,
+        stage: String,
+        mode: RetryMode,
+        trigger: Trigger,
+        reply: oneshot::Sender<Result<(), EngineError>>,
+    },
+    Stop {
+        execution_id: String,
+        abandon: bool,
+        reason: String,
+        reply: oneshot::Sender<Result<(), EngineError>>,
+    },
+    Redrive {
+        entry_id: String,
+        mode: RedriveMode,
+        force: bool,
+        /// Only entries of queues whose name starts with this.
+        scope: Option<String>,
+        /// The pipeline version a new execution runs (mode `new-execution`).
+        pipeline: Option<Arc<LoadedPipeline>>,
+        new_execution_id: String,
+        reply: oneshot::Sender<Result<String, EngineError>>,
+    },
+    Purge {
+        filter: DlqEntryFilter,
+        reply: oneshot::Sender<Result<u64, EngineError>>,
+    },
+    /// A quarantine ([`Driver::give_up`]) is durable (or failed for good).
+    Quarantined {
+        execution_id: String,
+        result: Result<Option<u64>, StoreError>,
+    },
+    Shutdown,
+}
+
+/// A snapshot of the driver's bookkeeping (for tests, metrics and `bench`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DriverStats {
+    /// Executions whose state is held in memory.
+    pub live_executions: usize,
+    /// Durable function executions held in memory (running or about to).
+    pub live_functions: usize,
+    /// The earliest known timer.
+    pub next_timer_due: Option<Timestamp>,
+    /// Batches submitted to the store and not yet acknowledged.
+    pub submitted_batches: usize,
+}
+
+/// A cheap, cloneable handle to a running driver.
+#[derive(Clone)]
+pub struct EngineHandle {
+    pub(crate) tx: mpsc::Sender<Inbound>,
+    pub(crate) notify: broadcast::Sender<Notification>,
+    pub(crate) health: watch::Receiver<Health>,
+}
+
+impl EngineHandle {
+    /// Whether the engine is ready, degraded (the store refuses operations for
+    /// now; it retries) or stopped.
+    pub fn health(&self) -> Health {
+        self.health.borrow().clone()
+    }
+
+    /// Changes of [`EngineHandle::health`].
+    pub fn health_watch(&self) -> watch::Receiver<Health> {
+        self.health.clone()
+    }
+
+    /// Creates and starts an execution; resolves once its start is durable.
+    pub async fn start(&self, pipeline: Arc<LoadedPipeline>, input_json: String) -> Result<String, EngineError> {
+        self.start_with_token(pipeline, input_json, None).await
+    }
+
+    /// Like [`EngineHandle::start`], idempotent on `client_token`: a token used
+    /// before gives [`EngineError::TokenReused`] naming the first execution.
+    pub async fn start_with_token(
+        &self,
+        pipeline: Arc<LoadedPipeline>,
+        input_json: String,
+        client_token: Option<ClientToken>,
+    ) -> Result<String, EngineError> {
+        // Time-ordered ids (UUIDv7, monotonic within the process): executions
+        // created in the same millisecond still sort in creation order, which is
+        // the QUEUED order (`(created_at, id)`), also after a restart.
+        let execution_id = uuid::Uuid::now_v7().to_string();
+        let (reply, rx) = oneshot::channel();
+        self.send(Inbound::Start { pipeline, execution_id: execution_id.clone(), input_json, client_token, reply }).await?;
+        rx.await.map_err(|_| EngineError::Stopped)??;
+        Ok(execution_id)
+    }
+
+    /// Takes over an unfinished execution from the store: attempts it recorded as
+    /// running are failed with `Step.SERVICE_FAULT` and retried under policy.
+    pub async fn resume(&self, execution_id: &str) -> Result<(), EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Inbound::Resume { execution_id: execution_id.to_string(), reply }).await?;
+        rx.await.map_err(|_| EngineError::Stopped)?
+    }
+
+    /// Resolves when the execution finishes (at once if it already has).
+    pub async fn wait(&self, execution_id: &str) -> Result<ExecutionOutcome, EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Inbound::Wait { execution_id: execution_id.to_string(), reply }).await?;
+        rx.await.map_err(|_| EngineError::Stopped)?
+    }
+
+    /// Re-runs a stage of an execution (RetryStageExecution); resolves once the
+    /// retry is durable. The state machine's refusals come back as
+    /// [`EngineError::Rejected`].
+    pub async fn retry_stage(&self, execution_id: &str, stage: &str, mode: RetryMode, trigger: Trigger) -> Result<(), EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Inbound::RetryStage { execution_id: execution_id.into(), stage: stage.into(), mode, trigger, reply }).await?;
+        rx.await.map_err(|_| EngineError::Stopped)?
+    }
+
+    /// Stops an execution: at once with `abandon`, else after running attempts finish.
+    pub async fn stop(&self, execution_id: &str, abandon: bool, reason: &str) -> Result<(), EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Inbound::Stop { execution_id: execution_id.into(), abandon, reason: reason.into(), reply }).await?;
+        rx.await.map_err(|_| EngineError::Stopped)?
+    }
+
+    /// Takes one dead-letter entry out of its queue and resubmits it — the take and
+    /// the resubmission commit together or not at all. `RetryStage` retries the
+    /// failed stage of the entry's execution (FAILED_ACTIONS); `NewExecution`
+    /// starts `pipeline` (the caller's choice of version, normally the latest)
+    /// with the entry's input. `scope`: refuse entries of queues not starting
+    /// with it. Resolves with the execution resubmitted to, once durable; an entry
+    /// left in place gives [`EngineError::NotRedriven`] with the reason.
+    pub async fn redrive(
+        &self,
+        entry_id: &str,
+        mode: RedriveMode,
+        force: bool,
+        scope: Option<&str>,
+        pipeline: Option<Arc<LoadedPipeline>>,
+    ) -> Result<String, EngineError> {
+        let (reply, rx) = oneshot::channel();
+        let new_execution_id = uuid::Uuid::now_v7().to_string();
+        let scope = scope.map(str::to_string);
+        self.send(Inbound::Redrive { entry_id: entry_id.into(), mode, force, scope, pipeline, new_execution_id, reply }).await?;
+        rx.await.map_err(|_| EngineError::Stopped)?
+    }
+
+    /// Deletes the `QUEUED` dead-letter entries matching `filter`, after every
+    /// change the engine accepted before it is durable (so a redrive in flight is
+    /// never purged from under its resubmission). Returns how many.
+    pub async fn purge(&self, filter: DlqEntryFilter) -> Result<u64, EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Inbound::Purge { filter, reply }).await?;
+        rx.await.map_err(|_| EngineError::Stopped)?
+    }
+
+    /// Registers a durable function under `name` (replacing one of that name).
+    /// Its unfinished executions are not resumed by this; see
+    /// [`EngineHandle::resume`].
+    pub async fn register_function(&self, name: &str, function: Arc<dyn DurableFunction>) -> Result<(), EngineError> {
+        self.send(Inbound::RegisterFunction { name: name.to_string(), function, dead_letter_queue: None }).await
+    }
+
+    /// [`EngineHandle::register_function`] without waiting (for synchronous
+    /// callers); fails only if the engine stopped or its inbox is full.
+    /// `dead_letter_queue`: where its executions that fail for good leave an entry.
+    pub fn register_function_now(
+        &self,
+        name: &str,
+        function: Arc<dyn DurableFunction>,
+        dead_letter_queue: Option<Name>,
+    ) -> Result<(), EngineError> {
+        self.tx
+            .try_send(Inbound::RegisterFunction { name: name.to_string(), function, dead_letter_queue })
+            .map_err(|_| EngineError::Stopped)
+    }
+
+    /// Starts an execution of a registered function, named `name` (its
+    /// idempotency key). Resolves with its id once the start is durable. The same
+    /// name with the same input answers with the existing execution (and `true`);
+    /// with another input, [`EngineError::ExecutionAlreadyExists`].
+    pub async fn start_function(&self, function: &str, name: &str, input_json: String) -> Result<(String, bool), EngineError> {
+        check_function_start(function, name, &input_json)?;
+        let execution_id = uuid::Uuid::now_v7().to_string();
+        let (reply, rx) = oneshot::channel();
+        let fingerprint = fingerprint(function, &input_json);
+        self.send(Inbound::FnStart {
+            function: function.to_string(),
+            name: name.to_string(),
+            execution_id: execution_id.clone(),
+            input_json,
+            fingerprint,
+            reply,
+        })
+        .await?;
+        match rx.await.map_err(|_| EngineError::Stopped)? {
+            Ok(()) => Ok((execution_id, false)),
+            Err(EngineError::TokenReused { execution_id, same_request: true }) => Ok((execution_id, true)),
+            Err(EngineError::TokenReused { execution_id, same_request: false }) => {
+                Err(EngineError::ExecutionAlreadyExists { function: function.to_string(), name: name.to_string(), execution_id })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn stats(&self) -> Result<DriverStats, EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Inbound::Stats { reply }).await?;
+        rx.await.map_err(|_| EngineError::Stopped)
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Notification> {
+        self.notify.subscribe()
+    }
+
+    /// Graceful stop: no new attempt starts and no timer fires; attempts already
+    /// running may finish (and their results commit) for up to `grace`; then the
+    /// loop stops. Resolves with the number of attempts still running at the end —
+    /// they, and attempts committed as started but not dispatched, are recovered as
+    /// `Step.SERVICE_FAULT` on the next start.
+    pub async fn drain(&self, grace: std::time::Duration) -> Result<usize, EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Inbound::Drain { grace, reply }).await?;
+        rx.await.map_err(|_| EngineError::Stopped)
+    }
+
+    /// Stops the loop after the current batch. Running attempts are abandoned; they
+    /// are recorded as failed with `Step.SERVICE_FAULT` on the next resume.
+    pub async fn shutdown(&self) {
+        let _ = self.tx.send(Inbound::Shutdown).await;
+    }
+
+    async fn send(&self, msg: Inbound) -> Result<(), EngineError> {
+        self.tx.send(msg).await.map_err(|_| EngineError::Stopped)
+    }
+}
+
+/// A function start's sizes where it enters: the execution name (its
+/// idempotency key) 1 to [`limits::MAX_EXECUTION_NAME_BYTES`], the input at most
+/// [`limits::MAX_INPUT_BYTES`] and [`limits::MAX_JSON_DEPTH`] levels, the
+/// function's name a valid name.
+fn check_function_start(function: &str, name: &str, input_json: &str) -> Result<(), EngineError> {
+    Name::parse(function).map_err(|e| EngineError::LimitExceeded(format!("function name {function:?} {e}")))?;
+    if name.is_empty() || name.len() > limits::MAX_EXECUTION_NAME_BYTES {
+        return Err(EngineError::LimitExceeded(format!(
+            "the execution name is {} bytes; it must be 1 to {} bytes",
+            name.len(),
+            limits::MAX_EXECUTION_NAME_BYTES
+        )));
+    }
+    let what = || "the function's input".to_string();
+    match limits::parse_bounded_json(what, input_json, limits::MAX_INPUT_BYTES) {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(EngineError::LimitExceeded(format!("the function's input is not JSON: {e}"))),
+        Err(e) => Err(EngineError::LimitExceeded(e.to_string())),
+    }
+}
+
+/// A stable fingerprint of a start request, for clientRequestToken checks.
+pub(crate) fn fingerprint(pipeline: &str, input_json: &str) -> String {
+    // FNV-1a over the canonical request; collisions only weaken a safety check.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in pipeline.bytes().chain([0u8]).chain(input_json.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
