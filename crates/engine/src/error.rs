@@ -44,6 +44,10 @@ pub enum EngineError {
     /// state cannot be read, or a transition of it can never be committed.
     #[error("execution {id} was failed by the engine ({exception_type}): {message}")]
     Quarantined { id: String, exception_type: String, message: String },
+    /// PARALLEL: the pipeline already has `maxConcurrentExecutions` unfinished
+    /// executions (a start, or a stage retry reopening a finished one, is refused).
+    #[error("pipeline {pipeline} already has {running} executions in progress (maxConcurrentExecutions {max})")]
+    ConcurrencyLimit { pipeline: String, running: usize, max: u32 },
     /// A value of the request went over one of the limits (the message says which).
     #[error("{0}")]
     LimitExceeded(String),

@@ -13,7 +13,7 @@ use redrive_core::limits;
 use redrive_core::machine::{AttemptId, AttemptRecord, ExecutionStatus, Trigger};
 use redrive_core::name::Name;
 use redrive_core::time::Timestamp;
-use redrive_store::{ClientToken, DlqEntryFilter, StoreError};
+use redrive_store::{ClientToken, DlqEntryFilter};
 use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
@@ -52,9 +52,6 @@ pub(crate) enum Inbound {
         fingerprint: String,
         reply: oneshot::Sender<Result<(), EngineError>>,
     },
-    /// A history change from a running invocation; answered (with the step's new
-    /// state) once durable.
-    FnCall(crate::function::FnCall),
     /// An invocation ended: the function returned (`Some`) or it suspended (`None`).
     FnEnded {
         execution_id: String,
@@ -121,11 +118,6 @@ pub(crate) enum Inbound {
     Purge {
         filter: DlqEntryFilter,
         reply: oneshot::Sender<Result<u64, EngineError>>,
-    },
-    /// A quarantine ([`Driver::give_up`]) is durable (or failed for good).
-    Quarantined {
-        execution_id: String,
-        result: Result<Option<u64>, StoreError>,
     },
     Shutdown,
 }

@@ -9,7 +9,7 @@ use crate::error::EngineError;
 use crate::handle::{EngineHandle, fingerprint};
 use crate::pipeline::LoadedPipeline;
 use redrive_core::definition::source::Node;
-use redrive_core::definition::{ExecutionMode, Problem, RetryMode, parse_pipeline};
+use redrive_core::definition::{Problem, RetryMode, parse_pipeline};
 use redrive_core::exception::{ExceptionType, Failure};
 use redrive_core::limits::{self, MAX_CLIENT_TOKEN_BYTES};
 use redrive_core::machine::{ExecutionState, ExecutionStatus, Rejection, StageStatus, Trigger};
@@ -92,6 +92,7 @@ impl From<EngineError> for ServiceError {
             }
             EngineError::NotRedriven(reason) => ServiceError::NotRedriven(reason.to_string()),
             EngineError::LimitExceeded(m) => ServiceError::Validation(m),
+            e @ EngineError::ConcurrencyLimit { .. } => ServiceError::ConcurrentExecutionsLimitExceeded(e.to_string()),
             EngineError::TokenReused { execution_id, same_request: false } => ServiceError::Conflict(format!(
                 "clientRequestToken was already used for execution {execution_id} with a different request; use a new token"
             )),
@@ -322,35 +323,14 @@ impl<S: Store> Service<S> {
             )));
         }
         let view = self.get_pipeline(name, None).await?;
-        let p = &view.loaded.pipeline;
-        if p.execution_mode == ExecutionMode::Parallel {
-            let running = self.count_unfinished(name).await?;
-            if running >= p.max_concurrent_executions as usize {
-                return Err(ServiceError::ConcurrentExecutionsLimitExceeded(format!(
-                    "pipeline {name} already has {running} executions in progress (maxConcurrentExecutions {})",
-                    p.max_concurrent_executions
-                )));
-            }
-        }
+        // maxConcurrentExecutions is the engine's to enforce: it alone knows
+        // every unfinished execution, including those not yet durable.
         let token = client_token.map(|t| ClientToken { token: t.to_string(), fingerprint: fingerprint(name, &input_json) });
         match self.engine.start_with_token(view.loaded, input_json, token).await {
             Ok(id) => Ok(id),
             Err(EngineError::TokenReused { execution_id, same_request: true }) => Ok(execution_id),
             Err(e) => Err(e.into()),
         }
-    }
-
-    async fn count_unfinished(&self, pipeline: &str) -> Result<usize, ServiceError> {
-        let rows = self
-            .store
-            .list_executions(ExecutionFilter {
-                target: Some(TargetName::pipeline(pipeline)),
-                unfinished_only: true,
-                limit: redrive_store::limits::MAX_PAGE_SIZE,
-                ..Default::default()
-            })
-            .await?;
-        Ok(rows.len())
     }
 
     pub async fn get_execution(&self, pipeline: &str, execution_id: &str) -> Result<ExecutionView, ServiceError> {
@@ -545,15 +525,6 @@ impl<S: Store> Service<S> {
         };
         if stage_state.retry_in_progress {
             return Err(ServiceError::Conflict(format!("a retry of stage {stage} is already in progress")));
-        }
-        if exec.state.status.is_finished() && exec_pipeline.loaded.pipeline.execution_mode == ExecutionMode::Parallel {
-            let running = self.count_unfinished(pipeline).await?;
-            let max = exec_pipeline.loaded.pipeline.max_concurrent_executions as usize;
-            if running >= max {
-                return Err(ServiceError::ConcurrentExecutionsLimitExceeded(format!(
-                    "pipeline {pipeline} already has {running} executions in progress (maxConcurrentExecutions {max})"
-                )));
-            }
         }
         self.engine.retry_stage(execution_id, stage, mode, trigger).await?;
         Ok(execution_id.to_string())
