@@ -32,7 +32,8 @@
 //!   both cleared and set ends up set.
 //! - Ledger entries and timers must belong to the transition's execution, else
 //!   the whole commit is refused with [`StoreError::Limit`].
-//! - `stats().transitions` counts applied (not refused) transitions.
+//! - `stats().transitions` counts applied (not refused) transitions, and
+//!   `stats().ledger_rows` the ledger rows they wrote.
 //! - Dead-letter ops apply in order after the execution row; a refused one
 //!   ([`TransitionError::DlqEntryNotQueued`]) undoes the transition's earlier ops
 //!   too, including the queue an `Enter` created. A `Take` of a missing
@@ -382,6 +383,7 @@ pub async fn mixed_commit_applies_only_good_transitions<S: Store>(store: &S) {
 /// `seq`, and only for their own execution.
 pub async fn ledger_round_trip<S: Store>(store: &S) {
     assert!(store.ledger("x").await.unwrap().is_empty(), "unknown execution has an empty ledger");
+    let before = store.stats().ledger_rows;
 
     let mut c = create("x", 0);
     c.ledger = vec![entry("x", "Compile", 1, true), entry("x", "Compile", 2, false)];
@@ -397,6 +399,9 @@ pub async fn ledger_round_trip<S: Store>(store: &S) {
     third.message = Some(String::new());
     u.ledger = vec![third];
     assert_eq!(commit_one(store, u.clone()).await, Ok(2));
+    let stale = update("x", 1, 30); // refused: no rows counted
+    assert!(commit_one(store, Transition { ledger: vec![entry("x", "Stale", 1, true)], ..stale }).await.is_err());
+    assert_eq!(store.stats().ledger_rows - before, 4, "stats().ledger_rows counts the rows committed transitions wrote");
 
     let got = store.ledger("x").await.unwrap();
     let expected: Vec<LedgerEntry> = c.ledger.iter().chain(&u.ledger).cloned().collect();
@@ -417,6 +422,7 @@ pub async fn ledger_round_trip<S: Store>(store: &S) {
 pub async fn timers<S: Store>(store: &S) {
     assert_eq!(store.next_timer_due().await.unwrap(), None, "no timers yet");
     assert!(store.due_timers(ts(i64::MAX / 4), 10).await.unwrap().is_empty(), "no timers yet");
+    assert_eq!(store.count_timers().await.unwrap(), 0, "no timers yet");
 
     let mut c1 = create("t1", 0);
     c1.set_timers = vec![timer("t1", "k2", 300), timer("t1", "k1", 100)];
@@ -430,6 +436,7 @@ pub async fn timers<S: Store>(store: &S) {
         "execution_timers returns the execution's timers"
     );
     assert_eq!(store.next_timer_due().await.unwrap(), Some(ts(100)), "next_timer_due is the earliest");
+    assert_eq!(store.count_timers().await.unwrap(), 3, "count_timers counts due and future timers");
     assert_eq!(
         store.due_timers(ts(200), 10).await.unwrap(),
         vec![timer("t1", "k1", 100), timer("t2", "k1", 200)],
@@ -459,6 +466,7 @@ pub async fn timers<S: Store>(store: &S) {
     u.clear_timers = vec!["k1".to_owned(), "never-set".to_owned()];
     assert_eq!(commit_one(store, u).await, Ok(2), "clearing a missing key is not an error");
     assert!(store.execution_timers("t2").await.unwrap().is_empty(), "cleared timers are gone");
+    assert_eq!(store.count_timers().await.unwrap(), 2, "a replaced timer counts once, a cleared one not at all");
     assert_eq!(store.next_timer_due().await.unwrap(), Some(ts(300)));
     assert_eq!(
         store.due_timers(ts(10_000), 10).await.unwrap(),

@@ -296,6 +296,11 @@ impl<S: Store> Store for FaultyStore<S> {
         self.inner.next_timer_due().await
     }
 
+    async fn count_timers(&self) -> Result<u64, StoreError> {
+        self.check(&self.reads)?;
+        self.inner.count_timers().await
+    }
+
     async fn execution_timers(&self, execution_id: &str) -> Result<Vec<TimerRecord>, StoreError> {
         self.check(&self.reads)?;
         self.inner.execution_timers(execution_id).await

@@ -527,6 +527,8 @@ pub struct LedgerFilter {
 pub struct CommitStats {
     pub commits: u64,
     pub transitions: u64,
+    /// Attempt-ledger rows written by committed transitions.
+    pub ledger_rows: u64,
     pub commit_micros_total: u64,
 }
 
@@ -635,6 +637,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// The earliest timer's due time.
     fn next_timer_due(&self) -> impl Future<Output = Result<Option<Timestamp>, StoreError>> + Send;
+
+    /// How many timers are pending (due or not).
+    fn count_timers(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
     /// Timers of one execution.
     fn execution_timers(&self, execution_id: &str) -> impl Future<Output = Result<Vec<TimerRecord>, StoreError>> + Send;

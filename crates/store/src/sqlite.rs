@@ -474,6 +474,7 @@ fn list_ledger_variant(by_execution: bool, before: bool) -> usize {
 pub(crate) const SQL_DUE_TIMERS: &str = "SELECT execution_id, key, due_at FROM timers WHERE due_at <= ?1 \
      ORDER BY due_at, execution_id, key LIMIT ?2";
 const SQL_NEXT_TIMER_DUE: &str = "SELECT MIN(due_at) FROM timers";
+const SQL_COUNT_TIMERS: &str = "SELECT COUNT(*) FROM timers";
 const SQL_EXECUTION_TIMERS: &str = "SELECT execution_id, key, due_at FROM timers WHERE execution_id = ?1 ORDER BY key";
 
 /// Creates the queue of an entry entering for the first time (a returning entry
@@ -1034,6 +1035,10 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn count_timers(&self) -> Result<u64, StoreError> {
+        self.read(|conn| Ok(conn.prepare_cached(SQL_COUNT_TIMERS)?.query_row([], |r| r.get::<_, i64>(0))? as u64)).await
+    }
+
     async fn execution_timers(&self, execution_id: &str) -> Result<Vec<TimerRecord>, StoreError> {
         let id = execution_id.to_owned();
         self.read(move |conn| conn.prepare_cached(SQL_EXECUTION_TIMERS)?.query_map(params![id], timer_from_row)?.collect()).await
@@ -1170,13 +1175,15 @@ fn page_size(limit: usize) -> usize {
 struct Stats {
     commits: AtomicU64,
     transitions: AtomicU64,
+    ledger_rows: AtomicU64,
     commit_micros_total: AtomicU64,
 }
 
 impl Stats {
-    fn record(&self, transitions: u64, elapsed: Duration) {
+    fn record(&self, transitions: u64, ledger_rows: u64, elapsed: Duration) {
         self.commits.fetch_add(1, Ordering::Relaxed);
         self.transitions.fetch_add(transitions, Ordering::Relaxed);
+        self.ledger_rows.fetch_add(ledger_rows, Ordering::Relaxed);
         let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
         self.commit_micros_total.fetch_add(micros, Ordering::Relaxed);
     }
@@ -1185,6 +1192,7 @@ impl Stats {
         CommitStats {
             commits: self.commits.load(Ordering::Relaxed),
             transitions: self.transitions.load(Ordering::Relaxed),
+            ledger_rows: self.ledger_rows.load(Ordering::Relaxed),
             commit_micros_total: self.commit_micros_total.load(Ordering::Relaxed),
         }
     }
@@ -1436,19 +1444,18 @@ impl Writer {
         let started = Instant::now();
         match self.transact(&group) {
             Ok(outcomes) => {
-                let applied = outcomes
-                    .iter()
-                    .map(|o| match o {
-                        Applied::Commit(results) => results.iter().filter(|r| r.is_ok()).count() as u64,
-                        Applied::Pipeline(_)
-                        | Applied::Deleted(_)
-                        | Applied::DlqQueue(_)
-                        | Applied::Counted(_)
-                        | Applied::RedriveRun(_)
-                        | Applied::Quarantined(_) => 0,
-                    })
-                    .sum();
-                self.stats.record(applied, started.elapsed());
+                let (mut applied, mut ledger_rows) = (0, 0);
+                for (request, outcome) in group.iter().zip(&outcomes) {
+                    if let (WriteRequest::Commit { transitions, valid, .. }, Applied::Commit(results)) = (request, outcome) {
+                        for (&i, r) in valid.iter().zip(results) {
+                            if r.is_ok() {
+                                applied += 1;
+                                ledger_rows += transitions[i].ledger.len() as u64;
+                            }
+                        }
+                    }
+                }
+                self.stats.record(applied, ledger_rows, started.elapsed());
                 for (request, outcome) in group.into_iter().zip(outcomes) {
                     request.answer(outcome);
                 }
