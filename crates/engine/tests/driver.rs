@@ -431,3 +431,38 @@ async fn a_pipeline_of_long_attempts_does_not_starve_another() {
     handle.shutdown().await;
     join.await.unwrap().unwrap();
 }
+
+/// `ExpireAfterMin` on virtual time (the logic of the CLI's end-to-end expiry
+/// test, which would take a minute of wall clock): attempts take 31 s, the first
+/// failure (at 31 s) is retried, the second (at 62 s, past the 1-minute expiry)
+/// is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expire_after_min_stops_retries() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = manual_clock();
+    let store = Arc::new(open(&dir));
+    let p = pipeline(
+        store.as_ref(),
+        "name: expiry\nstages:\n  - name: S\n    actions:\n      - name: Slow\n        noop: {failFirst: 10, failWith: Job.RESOURCE_LIMIT, sleepMs: 31000}\n        retryPolicies:\n          - {ExceptionType: [Job.RESOURCE_LIMIT], IntervalSeconds: 0, ExpireAfterMin: 1}\n",
+    )
+    .await;
+    let (handle, join) = Driver::spawn(store.clone(), clock.clone(), DriverConfig::default());
+    let started = clock.now();
+    let id = handle.start(p, "{}".into()).await.unwrap();
+    advance_until(&clock, 1000, "the execution to end", || {
+        let (store, id) = (store.clone(), id.clone());
+        async move { store.get_execution(&id).await.unwrap().unwrap().status != "InProgress" }
+    })
+    .await;
+    assert_eq!(within("the execution", handle.wait(&id)).await.unwrap().status, ExecutionStatus::Failed);
+    let ledger = store.ledger(&id).await.unwrap();
+    assert_eq!(ledger.len(), 2, "{ledger:?}");
+    let decision = |i: usize| serde_json::from_str::<serde_json::Value>(ledger[i].decision_json.as_deref().unwrap()).unwrap();
+    assert_eq!(decision(0)["decision"], "retry", "{}", decision(0));
+    assert_eq!(decision(1)["reason"], "expired", "{}", decision(1));
+    let elapsed = decision(1)["elapsedMs"].as_u64().unwrap();
+    assert!((62_000..75_000).contains(&elapsed), "the second failure came {elapsed} ms after the first attempt started");
+    assert!(ledger[1].finished_at.ms_since(started) >= 62_000);
+    handle.shutdown().await;
+    join.await.unwrap().unwrap();
+}
