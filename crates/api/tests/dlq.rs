@@ -5,7 +5,7 @@
 
 use redrive_engine::redrive::{DEFAULT_RATE, QueueScope, RedriveMode, RedriveRequest, RedriveSchedule};
 use redrive_engine::service::Service;
-use redrive_engine::{Driver, DriverConfig, SystemClock};
+use redrive_engine::{Driver, DriverConfig, ManualClock};
 use redrive_store::{SqliteOptions, SqliteStore};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -17,14 +17,17 @@ struct Server {
     url: String,
     client: reqwest::Client,
     dir: tempfile::TempDir,
+    /// The engine's and the service's clock: virtual, moved by the test.
+    clock: Arc<ManualClock>,
     _shutdown: tokio::sync::oneshot::Sender<()>,
 }
 
 async fn server_with(schedules: Vec<RedriveSchedule>) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SqliteStore::open(&dir.path().join("r.db"), SqliteOptions::default()).unwrap());
-    let (handle, _join) = Driver::spawn(store.clone(), Arc::new(SystemClock), DriverConfig::default());
-    let mut service = Service::new(store, handle, Arc::new(SystemClock));
+    let clock = Arc::new(ManualClock::new(redrive_core::time::Timestamp::from_unix_ms(1_767_225_600_000)));
+    let (handle, _join) = Driver::spawn(store.clone(), clock.clone(), DriverConfig::default());
+    let mut service = Service::new(store, handle, clock.clone());
     service.set_schedules(schedules).unwrap();
     let service = Arc::new(service);
     service.start_schedules().await.unwrap();
@@ -34,7 +37,7 @@ async fn server_with(schedules: Vec<RedriveSchedule>) -> Server {
     tokio::spawn(redrive_api::server::serve(service, listener, 1024 * 1024, async {
         let _ = rx.await;
     }));
-    Server { url, client: reqwest::Client::new(), dir, _shutdown: tx }
+    Server { url, client: reqwest::Client::new(), dir, clock, _shutdown: tx }
 }
 
 async fn server() -> Server {
@@ -120,7 +123,7 @@ impl Server {
     /// Starts a redrive, expects 202 RUNNING, waits for it to succeed.
     async fn redrive(&self, path: &str, body: Value) -> Value {
         // Runs list newest first by start time (ms): keep starts apart.
-        tokio::time::sleep(Duration::from_millis(2)).await;
+        self.clock.advance(1);
         let (st, run) = self.post(path, body).await;
         assert_eq!(st, 202, "{run}");
         assert_eq!(run["status"], "RUNNING");
@@ -545,10 +548,22 @@ async fn schedules_and_their_runs() {
     assert_eq!(sched["queuePrefix"], "retry-");
     assert_eq!(sched["request"]["scope"], json!({"prefix": "retry-"}));
     assert!(sched["nextDueAt"].is_string());
+    // Not due while the (virtual) clock stands still.
+    assert!(v["schedules"][0]["lastRun"].is_null(), "{v}");
+    assert!(s.get("/v1/dlq/redrives?schedule=every-second").await["runs"].as_array().unwrap().is_empty());
 
-    let v = s
-        .wait_for("/v1/dlq/schedules", "a last run", |v| v["schedules"][0]["lastRun"]["status"].as_str().is_some_and(|st| st != "RUNNING"))
-        .await;
+    // A virtual second at a time until the schedule has run.
+    let done = |v: &Value| v["schedules"][0]["lastRun"]["status"].as_str().is_some_and(|st| st != "RUNNING");
+    let mut v = s.get("/v1/dlq/schedules").await;
+    for _ in 0..400 {
+        if done(&v) {
+            break;
+        }
+        s.clock.advance(1000);
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        v = s.get("/v1/dlq/schedules").await;
+    }
+    assert!(done(&v), "the schedule never ran: {v}");
     let last = &v["schedules"][0]["lastRun"];
     assert_eq!(last["schedule"], "every-second");
     assert_eq!(last["status"], "SUCCEEDED", "{last}");

@@ -8,7 +8,7 @@ use redrive_core::function::FunctionState;
 use redrive_core::policy::{RetryPolicy, RetryPolicySpec};
 use redrive_engine::function::{FnContext, FnFuture, StepRetry};
 use redrive_engine::service::Service;
-use redrive_engine::{Driver, DriverConfig, EngineHandle, SystemClock};
+use redrive_engine::{Driver, DriverConfig, EngineHandle, ManualClock};
 use redrive_store::{SqliteOptions, SqliteStore, Store};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -89,7 +89,10 @@ async fn start(handle: &EngineHandle, name: &str, input: Value) -> String {
 async fn server() -> Server {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SqliteStore::open(&dir.path().join("r.db"), SqliteOptions::default()).unwrap());
-    let (handle, _join) = Driver::spawn(store.clone(), Arc::new(SystemClock), DriverConfig::default());
+    // Virtual time: the one-hour retry never comes due, and starts are ordered
+    // by moving the clock, not by sleeping.
+    let clock = Arc::new(ManualClock::new(redrive_core::time::Timestamp::from_unix_ms(1_767_225_600_000)));
+    let (handle, _join) = Driver::spawn(store.clone(), clock.clone(), DriverConfig::default());
     // `orders` leaves executions that fail for good in a dead-letter queue.
     let queue = redrive_core::name::Name::parse("retry-orders").unwrap();
     handle.register_function_now("orders", orders(), Some(queue)).unwrap();
@@ -104,13 +107,13 @@ async fn server() -> Server {
         };
         handle.wait(&id).await.unwrap();
         ids.insert(key, id);
-        tokio::time::sleep(Duration::from_millis(3)).await;
+        clock.advance(3);
     }
     let id = start(&handle, "wait-1", json!({"wait": true})).await;
     wait_suspended(&store, &id).await;
     ids.insert("wait", id);
 
-    let service = Arc::new(Service::new(store, handle, Arc::new(SystemClock)));
+    let service = Arc::new(Service::new(store, handle, clock));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();

@@ -2,7 +2,7 @@
 //! loopback port, a real SQLite store and engine.
 
 use redrive_engine::service::Service;
-use redrive_engine::{Driver, DriverConfig, SystemClock};
+use redrive_engine::{Driver, DriverConfig, ManualClock};
 use redrive_store::{SqliteOptions, SqliteStore};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -12,21 +12,26 @@ struct Server {
     url: String,
     client: reqwest::Client,
     dir: tempfile::TempDir,
+    clock: Arc<ManualClock>,
     _shutdown: tokio::sync::oneshot::Sender<()>,
 }
 
 async fn server() -> Server {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SqliteStore::open(&dir.path().join("r.db"), SqliteOptions::default()).unwrap());
-    let (handle, _join) = Driver::spawn(store.clone(), Arc::new(SystemClock), DriverConfig::default());
-    let service = Arc::new(Service::new(store, handle, Arc::new(SystemClock)));
+    // Virtual time: a sleeping noop holds its execution open until the test
+    // moves the clock (it never does), so limits are checked against executions
+    // that are certainly running. Commands are real processes on real time.
+    let clock = Arc::new(ManualClock::new(redrive_core::time::Timestamp::from_unix_ms(1_767_225_600_000)));
+    let (handle, _join) = Driver::spawn(store.clone(), clock.clone(), DriverConfig::default());
+    let service = Arc::new(Service::new(store, handle, clock.clone()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(redrive_api::server::serve(service, listener, 1024 * 1024, async {
         let _ = rx.await;
     }));
-    Server { url, client: reqwest::Client::new(), dir, _shutdown: tx }
+    Server { url, client: reqwest::Client::new(), dir, clock, _shutdown: tx }
 }
 
 impl Server {
@@ -254,7 +259,11 @@ async fn executions_start_idempotently_list_and_stop() {
     // Abandon stops at once, even while the attempt still runs.
     s.aws_ok("StopPipelineExecution", json!({"pipelineName": "slow", "pipelineExecutionId": c, "abandon": true})).await;
     s.wait_status("slow", c.as_str().unwrap(), "Stopped").await;
-    // Without abandon, the running attempt finishes first (Stopping, then Stopped).
+    // Without abandon, the running attempt finishes first (Stopping, then Stopped):
+    // it is still sleeping, since the clock has not moved.
+    let v = s.aws_ok("GetPipelineExecution", json!({"pipelineName": "slow", "pipelineExecutionId": id})).await;
+    assert_eq!(v["pipelineExecution"]["status"], "Stopping", "{v}");
+    s.clock.advance(4000);
     s.wait_status("slow", id, "Stopped").await;
     assert_eq!(
         s.aws_err("StopPipelineExecution", json!({"pipelineName": "slow", "pipelineExecutionId": id})).await,

@@ -4,15 +4,15 @@ mod common;
 use common::*;
 use std::collections::BTreeMap;
 
-const ACTION_MS: f64 = 0.15;
-
+/// Every action logs its side effect, then holds while `hold-STAGE-ACTION`
+/// exists: a test holds one action to kill the engine in the middle of it.
 fn pipeline() -> String {
     let mut s = String::from("name: crashy\nstages:\n");
     for stage in ["One", "Two"] {
         s.push_str(&format!("  - name: {stage}\n    actions:\n"));
         for i in 1..=4 {
             s.push_str(&format!(
-                "      - name: A{i}\n        runOrder: {i}\n        command: [\"sh\", \"-c\", \"echo \\\"$REDRIVE_STAGE/$REDRIVE_ACTION\\\" >> effects.log; sleep {ACTION_MS}\"]\n"
+                "      - name: A{i}\n        runOrder: {i}\n        command: [\"sh\", \"-c\", \"echo \\\"$REDRIVE_STAGE/$REDRIVE_ACTION\\\" >> effects.log; while [ -e hold-$REDRIVE_STAGE-$REDRIVE_ACTION ]; do sleep 0.01; done\"]\n"
             ));
         }
     }
@@ -27,20 +27,24 @@ fn effect_counts(sb: &Sandbox) -> BTreeMap<String, usize> {
     m
 }
 
+/// The actions whose success is committed (read-only, beside a running engine;
+/// nothing before the database and its schema exist).
 fn committed_successes(sb: &Sandbox) -> Vec<String> {
-    let conn = rusqlite::Connection::open(sb.db()).unwrap();
-    let mut stmt = conn.prepare("SELECT stage || '/' || action FROM ledger WHERE outcome = 'SUCCEEDED'").unwrap();
+    let Ok(conn) = rusqlite::Connection::open_with_flags(sb.db(), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY) else { return vec![] };
+    let Ok(mut stmt) = conn.prepare("SELECT stage || '/' || action FROM ledger WHERE outcome = 'SUCCEEDED'") else { return vec![] };
     stmt.query_map([], |r| r.get::<_, String>(0)).unwrap().map(Result::unwrap).collect()
 }
 
 #[test]
 fn kill_9_then_resume_never_reruns_committed_actions() {
-    // Kill after the k-th side effect plus a varying delay, so the kill lands at
-    // different moments: mid-attempt, between commit and next start, etc.
-    for (k, extra_ms) in [(1usize, 0u64), (2, 60), (4, 130), (6, 20), (7, 170)] {
-        let kill_after_ms = k as u64 * 1000 + extra_ms; // label for messages
+    // Kill in the middle of an attempt at several points of the run: the held
+    // action has run its side effect, and every action before it is committed.
+    let order: Vec<String> = ["One", "Two"].iter().flat_map(|st| (1..=4).map(move |i| format!("{st}/A{i}"))).collect();
+    for held in ["One/A1", "One/A2", "One/A4", "Two/A2", "Two/A4"] {
         let sb = Sandbox::new();
         let f = sb.write("p.yaml", &pipeline());
+        let hold = sb.path(&format!("hold-{}", held.replace('/', "-")));
+        std::fs::write(&hold, "").unwrap();
         let mut child = bin()
             .arg("run")
             .arg(&f)
@@ -50,32 +54,43 @@ fn kill_9_then_resume_never_reruns_committed_actions() {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
+        let before_held: Vec<String> = order.iter().take_while(|a| a.as_str() != held).cloned().collect();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while effect_counts(&sb).values().sum::<usize>() < k {
-            assert!(std::time::Instant::now() < deadline, "run made no progress");
+        loop {
+            let ran = effect_counts(&sb).contains_key(held);
+            let mut committed = committed_successes(&sb);
+            committed.sort();
+            let mut want = before_held.clone();
+            want.sort();
+            if ran && committed == want {
+                break; // the phase: mid-attempt of `held`, all before it durable
+            }
+            assert!(!committed.iter().any(|a| a == held), "{held} finished while held");
+            assert!(child.try_wait().unwrap().is_none(), "the run ended before {held} was reached");
+            assert!(std::time::Instant::now() < deadline, "the run never reached the middle of {held}");
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
-        std::thread::sleep(std::time::Duration::from_millis(extra_ms));
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
+        std::fs::remove_file(&hold).unwrap();
 
         let committed = committed_successes(&sb);
         let before = effect_counts(&sb);
         let (code, v, stderr) = sb.resume_json();
-        assert_eq!(code, 0, "kill at {kill_after_ms} ms: {stderr}");
+        assert_eq!(code, 0, "kill in {held}: {stderr}");
         assert_eq!(v["status"], "Succeeded");
         let after = effect_counts(&sb);
 
         for action in &committed {
-            assert_eq!(
-                after.get(action),
-                before.get(action),
-                "kill at {kill_after_ms} ms: {action} succeeded before the kill and ran again"
-            );
+            assert_eq!(after.get(action), before.get(action), "kill in {held}: {action} succeeded before the kill and ran again");
         }
         assert_eq!(after.len(), 8, "every action ran: {after:?}");
         let repeated: Vec<_> = after.iter().filter(|(_, n)| **n > 1).collect();
-        assert!(repeated.len() <= 1, "only the attempt in flight at the kill may repeat: {repeated:?}");
+        assert_eq!(
+            repeated.iter().map(|(a, n)| (a.as_str(), **n)).collect::<Vec<_>>(),
+            [(held, 2)],
+            "exactly the attempt in flight at the kill repeats"
+        );
         // An attempt in flight at the kill is recorded as a SERVICE_FAULT and retried.
         for (action, _) in repeated {
             let (stage, name) = action.split_once('/').unwrap();

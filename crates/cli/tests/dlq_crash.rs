@@ -87,6 +87,9 @@ fn kill_9_in_the_middle_of_a_1000_entry_redrive_moves_every_entry_exactly_once()
     let run_id = run["runId"].as_str().unwrap().to_string();
     wait_for(|| run_of(&addr, &run_id)["summary"]["processed"].as_u64().unwrap_or(0) >= 300, "a third of the redrive");
     let before_kill = run_of(&addr, &run_id);
+    // The phase: the run is in progress, part of the way through.
+    assert_eq!(before_kill["status"], "RUNNING", "{before_kill}");
+    assert!(before_kill["summary"]["processed"].as_u64().unwrap() < N as u64, "{before_kill}");
     server.kill9();
 
     let server = start_server(&mut server_command(&sb, &addr));

@@ -11,7 +11,7 @@ use redrive_core::exception::{ExceptionType, Failure};
 use redrive_core::function::FunctionState;
 use redrive_core::policy::{RetryPolicy, RetryPolicySpec};
 use redrive_engine::function::{DurableFunction, FnContext, FnFuture, StepRetry};
-use redrive_engine::{Driver, DriverConfig, SystemClock};
+use redrive_engine::{Clock, Driver, DriverConfig, ManualClock, SystemClock};
 use redrive_store::{SqliteOptions, SqliteStore, Store};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -74,7 +74,10 @@ fn populate(db: &std::path::Path) -> HashMap<&'static str, String> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
         let store = Arc::new(SqliteStore::open(db, SqliteOptions::default()).unwrap());
-        let (handle, join) = Driver::spawn(store.clone(), Arc::new(SystemClock), DriverConfig::default());
+        // Virtual time from now: the server that reads this store later runs on
+        // the real clock, so one-hour waits stay an hour ahead of it.
+        let clock = Arc::new(ManualClock::new(SystemClock.now()));
+        let (handle, join) = Driver::spawn(store.clone(), clock.clone(), DriverConfig::default());
         handle.register_function("orders", orders()).await.unwrap();
         let mut ids = HashMap::new();
         for (name, input) in
@@ -98,7 +101,7 @@ fn populate(db: &std::path::Path) -> HashMap<&'static str, String> {
             }
             ids.insert(name, id);
             // Distinct start times, so the newest-first order is known.
-            tokio::time::sleep(Duration::from_millis(3)).await;
+            clock.advance(3);
         }
         handle.shutdown().await;
         join.await.unwrap().unwrap();

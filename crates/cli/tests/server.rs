@@ -23,16 +23,22 @@ fn sigterm_lets_running_attempts_finish_and_restart_continues() {
     let sb = Sandbox::new();
     let addr = free_addr();
     let server = start_server(server_command(&sb, &addr).args(["--grace-seconds", "10"]));
-    let log = sb.path("effects.log");
+    let (log, started) = (sb.path("effects.log"), sb.path("slow-started"));
     let definition = json!({"name": "p", "stages": [
-        {"name": "One", "actions": [{"name": "Slow", "command": ["sh", "-c", format!("sleep 1; echo one >> {}", log.display())]}]},
+        {"name": "One", "actions": [{"name": "Slow", "command": ["sh", "-c", format!("touch {}; sleep 1; echo one >> {}", started.display(), log.display())]}]},
         {"name": "Two", "actions": [{"name": "Next", "command": ["sh", "-c", format!("echo two >> {}", log.display())]}]}
     ]});
     assert_eq!(http(&addr, "POST", "/v1/pipelines", Some(definition)).0, 201);
     let (st, v) = http(&addr, "POST", "/v1/pipelines/p/executions", Some(json!({})));
     assert_eq!(st, 201);
     let id = v["pipelineExecutionId"].as_str().unwrap().to_string();
-    std::thread::sleep(Duration::from_millis(300)); // Slow is running
+    // The phase: Slow is running (it has started and not finished) when SIGTERM comes.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !started.exists() {
+        assert!(Instant::now() < deadline, "Slow never started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(!log.exists(), "Slow finished before the SIGTERM");
 
     let pid = server.child.id() as i32;
     unsafe { libc_kill(pid) };

@@ -20,7 +20,7 @@ pub mod redrive;
 pub mod runner;
 pub mod service;
 
-pub use clock::{Clock, SystemClock};
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use driver::{Driver, DriverConfig};
 pub use error::EngineError;
 pub use handle::{DriverStats, EngineHandle, ExecutionOutcome, Notification};

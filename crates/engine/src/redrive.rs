@@ -636,8 +636,7 @@ impl<S: Store> Redriver<S> {
                     continue;
                 }
             };
-            let wait_ms = due.ms_since(self.clock.now()).max(0) as u64;
-            tokio::time::sleep(std::time::Duration::from_millis(wait_ms)).await;
+            self.clock.sleep_until(due).await;
             let record = match self.create_run(&schedule.request, Some(&schedule.name)).await {
                 Ok(r) => r,
                 Err(e) => {

@@ -1,11 +1,16 @@
 //! Dead-letter queues through the driver and a real SQLite store: entries are
 //! written with the failure, moved exactly once, and runs respect their scope.
+//! The engine and the redriver run on a [`ManualClock`]: entry ages and sleeping
+//! actions are virtual; waits poll a condition with a deadline.
 
+mod common;
+
+use common::{advance_until, manual_clock, until, within};
 use redrive_core::definition::source::parse_document;
 use redrive_core::machine::ExecutionStatus;
 use redrive_core::time::Timestamp;
 use redrive_engine::redrive::{QueueScope, Rate, RedriveMode, RedriveRequest, RedriveSummary, Redriver, SkipReason};
-use redrive_engine::{Clock, Driver, DriverConfig, EngineError, EngineHandle, LoadedPipeline, SystemClock};
+use redrive_engine::{Clock, Driver, DriverConfig, EngineError, EngineHandle, LoadedPipeline, ManualClock, Notification, SystemClock};
 use redrive_store::{DlqEntryFilter, DlqEntryState, SqliteOptions, SqliteStore, Store};
 use std::sync::Arc;
 
@@ -27,6 +32,7 @@ fn flagged(name: &str, queue: &str, flag: &std::path::Path) -> String {
 struct Env {
     _dir: tempfile::TempDir,
     flag: std::path::PathBuf,
+    clock: Arc<ManualClock>,
     store: Arc<SqliteStore>,
     handle: EngineHandle,
     join: tokio::task::JoinHandle<Result<(), EngineError>>,
@@ -37,22 +43,35 @@ impl Env {
         let dir = tempfile::tempdir().unwrap();
         let flag = dir.path().join("fixed");
         let store = Arc::new(SqliteStore::open(&dir.path().join("t.db"), SqliteOptions::default()).unwrap());
-        let (handle, join) = Driver::spawn(store.clone(), Arc::new(SystemClock), DriverConfig::default());
-        Env { _dir: dir, flag, store, handle, join }
+        let clock = manual_clock();
+        let (handle, join) = Driver::spawn(store.clone(), clock.clone(), DriverConfig::default());
+        Env { _dir: dir, flag, clock, store, handle, join }
     }
 
     async fn failed_executions(&self, p: &Arc<LoadedPipeline>, n: usize) -> Vec<String> {
         let mut ids = Vec::new();
         for i in 0..n {
+            // A virtual millisecond apart, so "oldest first" has an order to show.
+            self.clock.advance(1);
             let id = self.handle.start(p.clone(), format!(r#"{{"order":{i}}}"#)).await.unwrap();
+            self.finish(&id).await;
             assert_eq!(self.handle.wait(&id).await.unwrap().status, ExecutionStatus::Failed);
             ids.push(id);
         }
         ids
     }
 
+    /// Moves the clock until execution `id` has finished (its actions sleep on it).
+    async fn finish(&self, id: &str) {
+        advance_until(&self.clock, 100, "the execution to finish", || {
+            let (store, id) = (self.store.clone(), id.to_string());
+            async move { store.get_execution(&id).await.unwrap().unwrap().status != "InProgress" }
+        })
+        .await;
+    }
+
     fn redriver(&self) -> Redriver<SqliteStore> {
-        Redriver { store: self.store.clone(), engine: self.handle.clone(), clock: Arc::new(SystemClock) }
+        Redriver { store: self.store.clone(), engine: self.handle.clone(), clock: self.clock.clone() }
     }
 
     async fn state_of(&self, entry: &str) -> DlqEntryState {
@@ -61,14 +80,12 @@ impl Env {
 
     /// Waits until the entry has left `REDRIVEN` (its resubmission settled).
     async fn settled(&self, entry: &str) -> redrive_store::DlqEntryRecord {
-        for _ in 0..1000 {
-            let e = self.store.get_dlq_entry(entry).await.unwrap().unwrap();
-            if e.state != DlqEntryState::Redriven {
-                return e;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        panic!("entry {entry} stayed REDRIVEN");
+        until("the entry to leave REDRIVEN", || {
+            let (store, entry) = (self.store.clone(), entry.to_string());
+            async move { store.get_dlq_entry(&entry).await.unwrap().unwrap().state != DlqEntryState::Redriven }
+        })
+        .await;
+        self.store.get_dlq_entry(entry).await.unwrap().unwrap()
     }
 
     async fn stop(self) {
@@ -164,8 +181,9 @@ async fn new_execution_redrive_starts_a_linked_execution_with_the_original_input
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_redrives_and_a_purge_move_each_entry_exactly_once() {
     let env = Env::new();
-    // Slow failure so redriven entries stay REDRIVEN while we look.
-    let yaml = "name: slow\ndeadLetterQueue: retry-slow\nstages:\n  - name: S\n    actions:\n      - name: A\n        command: [sh, -c, 'sleep 0.3; exit 1']\n";
+    // A failure that takes virtual time: redriven entries stay REDRIVEN while
+    // we look, because the clock does not move meanwhile.
+    let yaml = "name: slow\ndeadLetterQueue: retry-slow\nstages:\n  - name: S\n    actions:\n      - name: A\n        noop: {sleepMs: 300, failFirst: 1000, failWith: Action.FAILED}\n";
     let p = pipeline(&*env.store, yaml).await;
     let ids = env.failed_executions(&p, 6).await;
     // Every entry gets three concurrent redrives and a purge races with them.
@@ -273,7 +291,13 @@ async fn a_prefix_run_touches_only_queues_under_its_prefix_and_filters_apply() {
     )
     .await;
     assert_eq!(s.matched, 0);
-    let s = run(&env, request(QueueScope::Prefix("retry-".into()), RedriveMode::RetryStage)).await;
+    // An hour later (virtual) the same filter matches what is left under the prefix.
+    env.clock.advance(3_600_000);
+    let s = run(
+        &env,
+        RedriveRequest { older_than_ms: Some(3_600_000), ..request(QueueScope::Prefix("retry-".into()), RedriveMode::RetryStage) },
+    )
+    .await;
     assert_eq!((s.matched, s.redriven), (1, 1));
     assert_eq!(env.settled(&ib[0]).await.state, DlqEntryState::Resolved);
     assert_eq!(env.state_of(&ic[0]).await, DlqEntryState::Queued, "retryx is not under retry-");
@@ -309,11 +333,19 @@ async fn a_dry_run_plans_without_changing_anything() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dry_run_predicts_the_refusal_of_a_superseded_execution() {
     let env = Env::new();
-    // SUPERSEDED (the default): the second start overtakes the first while it runs.
-    let yaml = "name: sup\ndeadLetterQueue: retry-sup\nstages:\n  - name: S\n    actions:\n      - name: A\n        command: [sh, -c, 'sleep 0.3; exit 1']\n";
+    // SUPERSEDED (the default): the second start overtakes the first while it
+    // runs (its attempt sleeps on the clock, which stands still meanwhile).
+    let yaml = "name: sup\ndeadLetterQueue: retry-sup\nstages:\n  - name: S\n    actions:\n      - name: A\n        noop: {sleepMs: 300, failFirst: 1000, failWith: Action.FAILED}\n";
     let p = pipeline(&*env.store, yaml).await;
+    let mut events = env.handle.subscribe();
     let first = env.handle.start(p.clone(), "{}".into()).await.unwrap();
+    within("the first execution's attempt", async {
+        while !matches!(events.recv().await.unwrap(), Notification::AttemptStarted { execution_id, .. } if execution_id == first) {}
+    })
+    .await;
     let second = env.handle.start(p.clone(), "{}".into()).await.unwrap();
+    env.finish(&first).await;
+    env.finish(&second).await;
     for id in [&first, &second] {
         assert_eq!(env.handle.wait(id).await.unwrap().status, ExecutionStatus::Failed);
     }

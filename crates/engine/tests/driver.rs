@@ -1,10 +1,15 @@
 //! The driver against a real SQLite store: durable timers, restarts, store faults,
-//! memory held by waiting executions.
+//! memory held by waiting executions. Time is virtual ([`ManualClock`]) wherever
+//! it is the logic: retry delays, timers overdue after a restart, sleeping noops;
+//! real time only bounds the polls that wait for the engine to act.
 
+mod common;
+
+use common::{advance_until, manual_clock, stays_false, until, within};
 use redrive_core::definition::source::parse_document;
 use redrive_core::machine::ExecutionStatus;
 use redrive_core::time::Timestamp;
-use redrive_engine::{Clock, Driver, DriverConfig, EngineError, LoadedPipeline, SystemClock};
+use redrive_engine::{Clock, Driver, DriverConfig, EngineError, LoadedPipeline, Notification, SystemClock};
 use redrive_store::{ExecutionFilter, SqliteOptions, SqliteStore, Store};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,18 +30,19 @@ const ONE_RETRY_AFTER_1500MS: &str = "name: timed\nstages:\n  - name: S\n    act
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timer_survives_restart_and_never_fires_early() {
     let dir = tempfile::tempdir().unwrap();
+    let clock = manual_clock();
     let store = Arc::new(open(&dir));
     let p = pipeline(store.as_ref(), ONE_RETRY_AFTER_1500MS).await;
-    let (handle, join) = Driver::spawn(store.clone(), Arc::new(SystemClock), DriverConfig::default());
+    let (handle, join) = Driver::spawn(store.clone(), clock.clone(), DriverConfig::default());
     let id = handle.start(p, "{}".into()).await.unwrap();
     // Wait until the failure and its timer are durable, then stop the engine.
-    let timer = loop {
-        let timers = store.execution_timers(&id).await.unwrap();
-        if let Some(t) = timers.first() {
-            break t.clone();
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    until("the retry timer to be durable", || {
+        let (store, id) = (store.clone(), id.clone());
+        async move { !store.execution_timers(&id).await.unwrap().is_empty() }
+    })
+    .await;
+    let timer = store.execution_timers(&id).await.unwrap()[0].clone();
+    assert_eq!(timer.due_at, clock.now().plus_ms(1500), "due 1.5 s after the failure (the clock has not moved)");
     handle.shutdown().await;
     join.await.unwrap().unwrap();
     drop(handle);
@@ -44,17 +50,21 @@ async fn timer_survives_restart_and_never_fires_early() {
 
     // A new engine process: the timer is read back from the store and fires when due.
     let store = Arc::new(open(&dir));
-    let (handle, join) = Driver::spawn(store.clone(), Arc::new(SystemClock), DriverConfig::default());
-    match handle.resume(&id).await {
-        Ok(()) | Err(EngineError::AlreadyFinished { .. }) => {} // on a slow machine the timer may be due already
-        Err(other) => panic!("resume failed: {other}"),
-    }
-    let outcome = handle.wait(&id).await.unwrap();
+    let (handle, join) = Driver::spawn(store.clone(), clock.clone(), DriverConfig::default());
+    handle.resume(&id).await.expect("not due yet: resumed and waiting");
+    clock.advance(1499);
+    stays_false("the retry started 1 ms before its due time", || {
+        let (store, id) = (store.clone(), id.clone());
+        async move { store.ledger(&id).await.unwrap().len() > 1 }
+    })
+    .await;
+    clock.advance(1);
+    let outcome = within("the retry at its due time", handle.wait(&id)).await.unwrap();
     assert_eq!(outcome.status, ExecutionStatus::Succeeded);
     let ledger = store.ledger(&id).await.unwrap();
     assert_eq!(ledger.len(), 2);
-    assert!(ledger[1].started_at >= timer.due_at, "retry started at {} before its due time {}", ledger[1].started_at, timer.due_at);
-    assert!(ledger[1].started_at >= ledger[0].finished_at.plus_ms(1500));
+    assert_eq!(ledger[1].started_at, timer.due_at, "the retry starts exactly when due (the clock stood still there)");
+    assert_eq!(ledger[1].started_at, ledger[0].finished_at.plus_ms(1500));
     assert!(store.execution_timers(&id).await.unwrap().is_empty(), "a fired timer is removed");
     handle.shutdown().await;
     join.await.unwrap().unwrap();
@@ -63,27 +73,30 @@ async fn timer_survives_restart_and_never_fires_early() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overdue_timers_fire_at_once_after_restart() {
     let dir = tempfile::tempdir().unwrap();
+    let clock = manual_clock();
     let store = Arc::new(open(&dir));
     let p = pipeline(store.as_ref(), ONE_RETRY_AFTER_1500MS).await;
-    let (handle, join) = Driver::spawn(store.clone(), Arc::new(SystemClock), DriverConfig::default());
+    let (handle, join) = Driver::spawn(store.clone(), clock.clone(), DriverConfig::default());
     let mut ids = Vec::new();
     for _ in 0..20 {
         ids.push(handle.start(p.clone(), "{}".into()).await.unwrap());
     }
-    while store.next_timer_due().await.unwrap().is_none() || futures_all_timed(&*store, &ids).await < ids.len() {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until("every retry timer to be durable", || {
+        let (store, ids) = (store.clone(), ids.clone());
+        async move { futures_all_timed(&*store, &ids).await == ids.len() }
+    })
+    .await;
     handle.shutdown().await;
     join.await.unwrap().unwrap();
     drop(handle);
     drop(store);
-    tokio::time::sleep(Duration::from_millis(1700)).await; // every timer is now overdue
+    clock.advance(1700); // while no engine runs: every timer is now overdue
 
     let store = Arc::new(open(&dir));
-    let (handle, join) = Driver::spawn(store.clone(), Arc::new(SystemClock), DriverConfig::default());
+    let (handle, join) = Driver::spawn(store.clone(), clock.clone(), DriverConfig::default());
     let unfinished = store.list_executions(ExecutionFilter { unfinished_only: true, ..Default::default() }).await.unwrap();
     assert_eq!(unfinished.len(), 20);
-    let resumed_at = SystemClock.now();
+    let resumed_at = clock.now();
     for e in &unfinished {
         // Overdue timers fire as soon as the engine runs, so an execution may
         // already have finished by the time it is resumed.
@@ -92,11 +105,12 @@ async fn overdue_timers_fire_at_once_after_restart() {
             Err(other) => panic!("resume failed: {other}"),
         }
     }
+    // The clock stands still: an overdue timer that waited for anything but
+    // the restart would never fire, and the wait would time out.
     for id in &ids {
-        assert_eq!(handle.wait(id).await.unwrap().status, ExecutionStatus::Succeeded);
+        assert_eq!(within("an overdue retry", handle.wait(id)).await.unwrap().status, ExecutionStatus::Succeeded);
         let ledger = store.ledger(id).await.unwrap();
-        let late_by = ledger[1].started_at.ms_since(resumed_at);
-        assert!(late_by < 1000, "an overdue timer fired {late_by} ms after restart");
+        assert_eq!(ledger[1].started_at, resumed_at, "an overdue timer fires at once after restart");
     }
     handle.shutdown().await;
     join.await.unwrap().unwrap();
@@ -113,28 +127,31 @@ async fn futures_all_timed<S: Store>(store: &S, ids: &[String]) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn executions_waiting_on_distant_timers_are_not_held_in_memory() {
     let dir = tempfile::tempdir().unwrap();
+    let clock = manual_clock();
     let store = Arc::new(open(&dir));
     let p = pipeline(
         store.as_ref(),
         "name: w\nstages:\n  - name: S\n    actions:\n      - name: A\n        noop: {failFirst: 1, failWith: Job.CAPACITY_ERROR}\n        retryPolicies: [{exceptionType: Job.CAPACITY_ERROR, intervalSeconds: 3600}]\n",
     )
     .await;
-    let (handle, join) = Driver::spawn(store.clone(), Arc::new(SystemClock), DriverConfig::default());
+    let (handle, join) = Driver::spawn(store.clone(), clock.clone(), DriverConfig::default());
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..1000 {
         let (h, p) = (handle.clone(), p.clone());
         tasks.spawn(async move { h.start(p, "{}".into()).await.unwrap() });
     }
     while tasks.join_next().await.is_some() {}
-    let stats = loop {
-        let s = handle.stats().await.unwrap();
-        if s.live_executions == 0 && s.submitted_batches == 0 {
-            break s;
+    until("every execution to be evicted", || {
+        let handle = handle.clone();
+        async move {
+            let s = handle.stats().await.unwrap();
+            s.live_executions == 0 && s.submitted_batches == 0
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    })
+    .await;
+    let stats = handle.stats().await.unwrap();
     let due = stats.next_timer_due.expect("timers are known");
-    assert!(due > SystemClock.now().plus_ms(3_500_000), "next timer about an hour out: {due}");
+    assert_eq!(due, clock.now().plus_ms(3_600_000), "next timer an hour out (the clock has not moved)");
     assert_eq!(store.due_timers(Timestamp::from_unix_ms(i64::MAX), 2000).await.unwrap().len(), 1000, "every pending retry is a row");
     handle.shutdown().await;
     join.await.unwrap().unwrap();
@@ -199,20 +216,25 @@ async fn concurrent_stage_retries_start_exactly_one_series() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_cancels_a_pending_retry() {
     let dir = tempfile::tempdir().unwrap();
+    let clock = manual_clock();
     let store = Arc::new(open(&dir));
     let p = pipeline(
         store.as_ref(),
         "name: s\nstages:\n  - name: S\n    actions:\n      - name: A\n        noop: {failFirst: 5, failWith: Job.CAPACITY_ERROR}\n        retryPolicies: [{exceptionType: Job.CAPACITY_ERROR, intervalSeconds: 600}]\n",
     )
     .await;
-    let (handle, join) = Driver::spawn(store.clone(), Arc::new(SystemClock), DriverConfig::default());
+    let (handle, join) = Driver::spawn(store.clone(), clock.clone(), DriverConfig::default());
     let id = handle.start(p, "{}".into()).await.unwrap();
-    while store.execution_timers(&id).await.unwrap().is_empty() {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until("the retry timer to be durable", || {
+        let (store, id) = (store.clone(), id.clone());
+        async move { !store.execution_timers(&id).await.unwrap().is_empty() }
+    })
+    .await;
     handle.stop(&id, false, "test").await.unwrap();
-    assert_eq!(handle.wait(&id).await.unwrap().status, ExecutionStatus::Stopped);
+    assert_eq!(within("the stop", handle.wait(&id)).await.unwrap().status, ExecutionStatus::Stopped);
     assert!(store.execution_timers(&id).await.unwrap().is_empty(), "the pending retry's timer is gone");
+    clock.advance(600_000);
+    assert_eq!(store.ledger(&id).await.unwrap().len(), 1, "no retry ran");
     handle.shutdown().await;
     join.await.unwrap().unwrap();
 }
@@ -220,21 +242,35 @@ async fn stop_cancels_a_pending_retry() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queued_executions_run_one_at_a_time_in_order() {
     let dir = tempfile::tempdir().unwrap();
+    let clock = manual_clock();
     let store = Arc::new(open(&dir));
     let p = pipeline(
         store.as_ref(),
         "name: q\nexecutionMode: QUEUED\nstages:\n  - name: S\n    actions:\n      - name: A\n        noop: {sleepMs: 300}\n",
     )
     .await;
-    let (handle, join) = Driver::spawn(store.clone(), Arc::new(SystemClock), DriverConfig::default());
+    let (handle, join) = Driver::spawn(store.clone(), clock.clone(), DriverConfig::default());
     let mut ids = Vec::new();
     for _ in 0..3 {
         ids.push(handle.start(p.clone(), "{}".into()).await.unwrap());
     }
+    advance_until(&clock, 50, "three queued executions", || {
+        let (store, ids) = (store.clone(), ids.clone());
+        async move {
+            for id in &ids {
+                if store.ledger(id).await.unwrap().is_empty() {
+                    return false;
+                }
+            }
+            true
+        }
+    })
+    .await;
     let mut spans = Vec::new();
     for id in &ids {
-        assert_eq!(handle.wait(id).await.unwrap().status, ExecutionStatus::Succeeded);
+        assert_eq!(within("a queued execution", handle.wait(id)).await.unwrap().status, ExecutionStatus::Succeeded);
         let l = store.ledger(id).await.unwrap();
+        assert!(l[0].finished_at.ms_since(l[0].started_at) >= 300, "a noop slept its 300 ms: {l:?}");
         spans.push((l[0].started_at, l[0].finished_at));
     }
     for w in spans.windows(2) {
@@ -247,44 +283,115 @@ async fn queued_executions_run_one_at_a_time_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_newer_execution_supersedes_an_older_one_at_its_next_stage() {
     let dir = tempfile::tempdir().unwrap();
+    let clock = manual_clock();
     let store = Arc::new(open(&dir));
     let p = pipeline(
         store.as_ref(),
         "name: sup\nstages:\n  - name: One\n    actions:\n      - name: A\n        noop: {sleepMs: 400}\n  - name: Two\n    actions:\n      - name: B\n        noop: {}\n",
     )
     .await;
-    let (handle, join) = Driver::spawn(store.clone(), Arc::new(SystemClock), DriverConfig::default());
+    let (handle, join) = Driver::spawn(store.clone(), clock.clone(), DriverConfig::default());
+    let mut events = handle.subscribe();
     let older = handle.start(p.clone(), "{}".into()).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The older execution is in stage One (its attempt started) before the newer one starts.
+    within("the older execution's attempt", async {
+        loop {
+            if let Notification::AttemptStarted { execution_id, stage, .. } = events.recv().await.unwrap()
+                && execution_id == older
+            {
+                assert_eq!(stage, "One");
+                break;
+            }
+        }
+    })
+    .await;
     let newer = handle.start(p.clone(), "{}".into()).await.unwrap();
+    advance_until(&clock, 50, "both executions", || {
+        let (store, ids) = (store.clone(), [older.clone(), newer.clone()]);
+        async move {
+            for id in &ids {
+                if store.get_execution(id).await.unwrap().unwrap().status == "InProgress" {
+                    return false;
+                }
+            }
+            true
+        }
+    })
+    .await;
     assert_eq!(handle.wait(&older).await.unwrap().status, ExecutionStatus::Superseded);
     assert_eq!(handle.wait(&newer).await.unwrap().status, ExecutionStatus::Succeeded);
     let older_ledger = store.ledger(&older).await.unwrap();
     assert_eq!(older_ledger.len(), 1, "the older execution finished stage One and went no further");
+    assert_eq!(older_ledger[0].outcome, "SUCCEEDED");
     handle.shutdown().await;
     join.await.unwrap().unwrap();
 }
 
+/// A noop that sleeps longer than its `timeoutSeconds` times out on the
+/// engine's clock, like any other action.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sleeping_noop_times_out_on_the_engines_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = manual_clock();
+    let store = Arc::new(open(&dir));
+    let p = pipeline(
+        store.as_ref(),
+        "name: t\nstages:\n  - name: S\n    actions:\n      - name: A\n        timeoutSeconds: 1\n        noop: {sleepMs: 600000}\n        retryPolicies: []\n",
+    )
+    .await;
+    let (handle, join) = Driver::spawn(store.clone(), clock.clone(), DriverConfig::default());
+    let id = handle.start(p, "{}".into()).await.unwrap();
+    advance_until(&clock, 100, "the attempt to end", || {
+        let (store, id) = (store.clone(), id.clone());
+        async move { !store.ledger(&id).await.unwrap().is_empty() }
+    })
+    .await;
+    assert_eq!(within("the execution", handle.wait(&id)).await.unwrap().status, ExecutionStatus::Failed);
+    let l = store.ledger(&id).await.unwrap();
+    assert_eq!(l[0].exception_type.as_deref(), Some("Step.TIMEOUT"), "{l:?}");
+    let took = l[0].finished_at.ms_since(l[0].started_at);
+    assert!((1000..600_000).contains(&took), "timed out after its 1 s limit, not its 10-minute sleep: {took} ms");
+    handle.shutdown().await;
+    join.await.unwrap().unwrap();
+}
+
+/// A real process is under test here: the attempt runs `sh`, and the test
+/// waits (polling, bounded) for it to start and then to be gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abandon_kills_the_running_attempt() {
     let dir = tempfile::tempdir().unwrap();
-    let done = dir.path().join("done");
+    let (started, pid_file, done) = (dir.path().join("started"), dir.path().join("pid"), dir.path().join("done"));
     let store = Arc::new(open(&dir));
     let yaml = format!(
-        "name: ab\nstages:\n  - name: S\n    actions:\n      - name: A\n        command: [\"sh\", \"-c\", \"sleep 2; touch {}\"]\n",
-        done.display()
+        "name: ab\nstages:\n  - name: S\n    actions:\n      - name: A\n        command: [\"sh\", \"-c\", \"echo $$ > {pid}; touch {started}; sleep 30; touch {done}\"]\n",
+        pid = pid_file.display(),
+        started = started.display(),
+        done = done.display()
     );
     let p = pipeline(store.as_ref(), &yaml).await;
     let (handle, join) = Driver::spawn(store.clone(), Arc::new(SystemClock), DriverConfig::default());
     let id = handle.start(p, "{}".into()).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    until("the command to be running", || {
+        let started = started.clone();
+        async move { started.exists() }
+    })
+    .await;
+    let pid: u32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
     handle.stop(&id, true, "abandon").await.unwrap();
-    assert_eq!(handle.wait(&id).await.unwrap().status, ExecutionStatus::Stopped);
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(within("the stop", handle.wait(&id)).await.unwrap().status, ExecutionStatus::Stopped);
+    until("the abandoned command to be gone", || async move { !alive(pid) }).await;
     assert!(!done.exists(), "the abandoned command kept running");
     // The drain has nothing left to wait for.
     assert_eq!(handle.drain(Duration::from_secs(5)).await.unwrap(), 0);
     join.await.unwrap().unwrap();
+}
+
+/// Whether `pid` is a live process (not gone, not a zombie).
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
 }
 
 /// Attempt slots are shared fairly: a pipeline of long attempts holds at most
@@ -292,6 +399,7 @@ async fn abandon_kills_the_running_attempt() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pipeline_of_long_attempts_does_not_starve_another() {
     let dir = tempfile::tempdir().unwrap();
+    let clock = manual_clock();
     let store = Arc::new(open(&dir));
     let hog_yaml = format!(
         "name: hog\nstages:\n  - name: S\n    actions:\n{}",
@@ -301,13 +409,60 @@ async fn a_pipeline_of_long_attempts_does_not_starve_another() {
     let other =
         pipeline(store.as_ref(), "name: other\nstages:\n  - name: S\n    actions:\n      - name: A\n        noop: {sleepMs: 1}\n").await;
     let config = DriverConfig { max_inflight_attempts: 4, max_inflight_attempts_per_pipeline: 3, ..DriverConfig::default() };
-    let (handle, join) = Driver::spawn(store.clone(), Arc::new(SystemClock), config);
+    let (handle, join) = Driver::spawn(store.clone(), clock.clone(), config);
     let long = handle.start(hog, "{}".into()).await.unwrap();
-    let started = std::time::Instant::now();
+    let began = clock.now();
     let quick = handle.start(other, "{}".into()).await.unwrap();
-    assert_eq!(handle.wait(&quick).await.unwrap().status, ExecutionStatus::Succeeded);
-    assert!(started.elapsed() < Duration::from_millis(2500), "the other pipeline waited for the hog: {:?}", started.elapsed());
-    assert_eq!(handle.wait(&long).await.unwrap().status, ExecutionStatus::Succeeded);
+    // One virtual millisecond at a time: the quick attempt needs 1 ms, the hog's 3 s.
+    advance_until(&clock, 1, "the other pipeline's attempt", || {
+        let (store, quick) = (store.clone(), quick.clone());
+        async move { !store.ledger(&quick).await.unwrap().is_empty() }
+    })
+    .await;
+    assert_eq!(within("the quick execution", handle.wait(&quick)).await.unwrap().status, ExecutionStatus::Succeeded);
+    assert!(store.ledger(&long).await.unwrap().is_empty(), "the other pipeline waited for a hog attempt to end");
+    assert!(clock.now().ms_since(began) < 3000, "the other pipeline waited for the hog: {} ms", clock.now().ms_since(began));
+    advance_until(&clock, 500, "the hog", || {
+        let (store, long) = (store.clone(), long.clone());
+        async move { store.ledger(&long).await.unwrap().len() == 6 }
+    })
+    .await;
+    assert_eq!(within("the hog", handle.wait(&long)).await.unwrap().status, ExecutionStatus::Succeeded);
+    handle.shutdown().await;
+    join.await.unwrap().unwrap();
+}
+
+/// `ExpireAfterMin` on virtual time (the logic of the CLI's end-to-end expiry
+/// test, which would take a minute of wall clock): attempts take 31 s, the first
+/// failure (at 31 s) is retried, the second (at 62 s, past the 1-minute expiry)
+/// is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expire_after_min_stops_retries() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = manual_clock();
+    let store = Arc::new(open(&dir));
+    let p = pipeline(
+        store.as_ref(),
+        "name: expiry\nstages:\n  - name: S\n    actions:\n      - name: Slow\n        noop: {failFirst: 10, failWith: Job.RESOURCE_LIMIT, sleepMs: 31000}\n        retryPolicies:\n          - {ExceptionType: [Job.RESOURCE_LIMIT], IntervalSeconds: 0, ExpireAfterMin: 1}\n",
+    )
+    .await;
+    let (handle, join) = Driver::spawn(store.clone(), clock.clone(), DriverConfig::default());
+    let started = clock.now();
+    let id = handle.start(p, "{}".into()).await.unwrap();
+    advance_until(&clock, 1000, "the execution to end", || {
+        let (store, id) = (store.clone(), id.clone());
+        async move { store.get_execution(&id).await.unwrap().unwrap().status != "InProgress" }
+    })
+    .await;
+    assert_eq!(within("the execution", handle.wait(&id)).await.unwrap().status, ExecutionStatus::Failed);
+    let ledger = store.ledger(&id).await.unwrap();
+    assert_eq!(ledger.len(), 2, "{ledger:?}");
+    let decision = |i: usize| serde_json::from_str::<serde_json::Value>(ledger[i].decision_json.as_deref().unwrap()).unwrap();
+    assert_eq!(decision(0)["decision"], "retry", "{}", decision(0));
+    assert_eq!(decision(1)["reason"], "expired", "{}", decision(1));
+    let elapsed = decision(1)["elapsedMs"].as_u64().unwrap();
+    assert!((62_000..75_000).contains(&elapsed), "the second failure came {elapsed} ms after the first attempt started");
+    assert!(ledger[1].finished_at.ms_since(started) >= 62_000);
     handle.shutdown().await;
     join.await.unwrap().unwrap();
 }

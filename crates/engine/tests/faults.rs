@@ -1,8 +1,14 @@
 //! Fault isolation in the driver: a store fault degrades the engine and it
 //! recovers by itself with nothing acknowledged lost; a fatal store fault stops
 //! it; one execution over a limit, refused by the store or unreadable fails
-//! alone while the others go on.
+//! alone while the others go on. Sleeping noops and retry timers run on a
+//! [`ManualClock`](redrive_engine::ManualClock); the store's own backoff after a
+//! fault is real time (a real store is under test), so health is awaited with a
+//! deadline.
 
+mod common;
+
+use common::{advance_until, manual_clock, stays_false, within};
 use redrive_core::definition::source::parse_document;
 use redrive_core::machine::ExecutionStatus;
 use redrive_engine::health::Health;
@@ -52,25 +58,37 @@ async fn failing_commits_degrade_and_the_engine_recovers_by_itself() {
     let dir = tempfile::tempdir().unwrap();
     let store = faulty(&dir);
     let (slow, quick) = (pipeline(store.as_ref(), SLOW).await, pipeline(store.as_ref(), QUICK).await);
-    let (handle, join) = Driver::spawn(store.clone(), Arc::new(SystemClock), DriverConfig::default());
+    let clock = manual_clock();
+    let (handle, join) = Driver::spawn(store.clone(), clock.clone(), DriverConfig::default());
     let running = handle.start(slow.clone(), "{}".into()).await.unwrap();
     assert!(handle.health().is_ready());
 
     store.set_fail_commits(true);
-    let degraded = health_until(&handle, "degraded", |h| matches!(h, Health::Degraded { .. })).await;
+    // The running attempt ends; committing its result fails.
+    advance_until(&clock, 100, "the engine to degrade", || {
+        let degraded = matches!(handle.health(), Health::Degraded { .. });
+        async move { degraded }
+    })
+    .await;
+    let degraded = handle.health();
     assert!(degraded.reason().unwrap().contains("injected fault"), "{degraded:?}");
     // A start while degraded is not acknowledged (it is not durable).
     let start = tokio::spawn({
         let (handle, quick) = (handle.clone(), quick.clone());
         async move { handle.start(quick, "{}".into()).await }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!start.is_finished(), "a start is answered only once durable");
+    stays_false("a start was answered before it was durable", || {
+        let done = start.is_finished();
+        async move { done }
+    })
+    .await;
     assert!(store.inner().ledger(&running).await.unwrap().is_empty(), "nothing was written while the store failed");
 
     store.heal();
     health_until(&handle, "ready", Health::is_ready).await;
-    let started = start.await.unwrap().unwrap();
+    let started = within("the start once the store heals", start).await.unwrap().unwrap();
+    let ids = [running.clone(), started.clone()];
+    advance_until(&clock, 100, "both executions", || finished(store.clone(), ids.clone())).await;
     for id in [&running, &started] {
         assert_eq!(handle.wait(id).await.unwrap().status, ExecutionStatus::Succeeded);
         let ledger = store.inner().ledger(id).await.unwrap();
@@ -79,6 +97,16 @@ async fn failing_commits_degrade_and_the_engine_recovers_by_itself() {
     }
     handle.shutdown().await;
     join.await.unwrap().unwrap();
+}
+
+/// Whether every execution in `ids` has finished (by the store).
+async fn finished<const N: usize>(store: Arc<Faulty>, ids: [String; N]) -> bool {
+    for id in &ids {
+        if store.inner().get_execution(id).await.unwrap().unwrap().status == "InProgress" {
+            return false;
+        }
+    }
+    true
 }
 
 /// A commit applied whose acknowledgement was lost (an error after COMMIT) is
@@ -115,20 +143,25 @@ async fn failing_reads_degrade_and_timers_fire_after_recovery() {
         "name: t\nstages:\n  - name: S\n    actions:\n      - name: A\n        noop: {failFirst: 1, failWith: Job.CAPACITY_ERROR}\n        retryPolicies: [{exceptionType: Job.CAPACITY_ERROR, intervalSeconds: 0.5}]\n",
     )
     .await;
-    let (handle, join) = Driver::spawn(store.clone(), Arc::new(SystemClock), DriverConfig::default());
+    let clock = manual_clock();
+    let (handle, join) = Driver::spawn(store.clone(), clock.clone(), DriverConfig::default());
     let id = handle.start(p, "{}".into()).await.unwrap();
-    // Wait for the retry timer to be durable, then fail every read.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while store.inner().execution_timers(&id).await.unwrap().is_empty() {
-        assert!(tokio::time::Instant::now() < deadline, "the retry timer was never written");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    // Wait for the retry timer to be durable, then fail every read and let it come due.
+    common::until("the retry timer to be durable", || {
+        let (store, id) = (store.clone(), id.clone());
+        async move { !store.inner().execution_timers(&id).await.unwrap().is_empty() }
+    })
+    .await;
     store.set_fail_reads(true);
+    clock.advance(500);
     let degraded = health_until(&handle, "degraded", |h| matches!(h, Health::Degraded { .. })).await;
     assert!(degraded.reason().unwrap().contains("reading"), "{degraded:?}");
     assert_eq!(store.inner().ledger(&id).await.unwrap().len(), 1, "the retry cannot start while its timer cannot be read");
     store.heal();
+    // The engine reads again after its read-retry delay (on its clock).
+    advance_until(&clock, 100, "the retry after recovery", || finished(store.clone(), [id.clone()])).await;
     assert_eq!(handle.wait(&id).await.unwrap().status, ExecutionStatus::Succeeded);
+    assert_eq!(store.inner().ledger(&id).await.unwrap().len(), 2);
     health_until(&handle, "ready", Health::is_ready).await;
     handle.shutdown().await;
     join.await.unwrap().unwrap();
@@ -141,10 +174,17 @@ async fn a_lost_store_stops_the_engine() {
     let dir = tempfile::tempdir().unwrap();
     let store = faulty(&dir);
     let p = pipeline(store.as_ref(), SLOW).await;
-    let (handle, join) = Driver::spawn(store.clone(), Arc::new(SystemClock), DriverConfig::default());
+    let clock = manual_clock();
+    let (handle, join) = Driver::spawn(store.clone(), clock.clone(), DriverConfig::default());
     let id = handle.start(p, "{}".into()).await.unwrap();
     store.set_lost(true);
-    assert!(matches!(handle.wait(&id).await, Err(EngineError::Stopped)));
+    // The attempt ends and its commit meets the lost store.
+    advance_until(&clock, 100, "the engine to stop", || {
+        let stopped = matches!(handle.health(), Health::Stopped { .. });
+        async move { stopped }
+    })
+    .await;
+    assert!(matches!(within("the wait", handle.wait(&id)).await, Err(EngineError::Stopped)));
     let cause = join.await.unwrap().unwrap_err();
     assert!(cause.to_string().contains("lost"), "{cause}");
     assert!(matches!(handle.health(), Health::Stopped { reason } if reason.contains("lost")));
@@ -158,10 +198,13 @@ async fn a_refused_transition_fails_only_its_execution() {
     let dir = tempfile::tempdir().unwrap();
     let store = faulty(&dir);
     let p = pipeline(store.as_ref(), SLOW).await;
-    let (handle, join) = Driver::spawn(store.clone(), Arc::new(SystemClock), DriverConfig::default());
+    let clock = manual_clock();
+    let (handle, join) = Driver::spawn(store.clone(), clock.clone(), DriverConfig::default());
     let bad = handle.start(p.clone(), "{}".into()).await.unwrap();
     let good = handle.start(p.clone(), "{}".into()).await.unwrap();
+    // Refused before its attempt can end: the clock has not moved.
     store.refuse_execution(&bad);
+    advance_until(&clock, 100, "both executions", || finished(store.clone(), [bad.clone(), good.clone()])).await;
     let outcome = handle.wait(&bad).await.unwrap();
     assert_eq!(outcome.status, ExecutionStatus::Failed);
     let rec = store.inner().get_execution(&bad).await.unwrap().unwrap();
@@ -172,6 +215,7 @@ async fn a_refused_transition_fails_only_its_execution() {
     assert_eq!(handle.wait(&good).await.unwrap().status, ExecutionStatus::Succeeded);
     // The engine goes on: new executions run.
     let later = handle.start(p, "{}".into()).await.unwrap();
+    advance_until(&clock, 100, "a later execution", || finished(store.clone(), [later.clone()])).await;
     assert_eq!(handle.wait(&later).await.unwrap().status, ExecutionStatus::Succeeded);
     match handle.resume(&bad).await {
         Err(EngineError::Quarantined { exception_type, .. }) => assert_eq!(exception_type, "Engine.LIMIT_EXCEEDED"),

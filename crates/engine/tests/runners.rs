@@ -26,6 +26,7 @@ fn ctx() -> AttemptContext {
         timeout: None,
         base_dir: None,
         input_json: r#"{"x":1}"#.into(),
+        clock: Default::default(),
     }
 }
 
@@ -635,16 +636,47 @@ fn noop_fails_the_first_attempts_then_succeeds() {
     assert_eq!(expect_output(&noop_outcome(&noop(0, 0), 1)), Some(json!({"attempt": 1})));
 }
 
+/// A noop sleeps and times out on the engine's clock: virtual time here, so the
+/// test advances the clock and never waits for the wall clock.
 #[tokio::test]
-async fn noop_sleeps_and_times_out() {
+async fn noop_sleeps_and_times_out_on_the_engines_clock() {
+    use redrive_engine::runner::AttemptClock;
+    use redrive_engine::{Clock, ManualClock};
+    let clock = std::sync::Arc::new(ManualClock::new(redrive_core::time::Timestamp::from_unix_ms(1_000_000)));
     let mut c = ctx();
     c.attempt = 2;
-    let start = Instant::now();
-    assert_eq!(expect_output(&run_noop(&noop(1, 100), &c).await), Some(json!({"attempt": 2})));
-    assert!(start.elapsed() >= Duration::from_millis(100));
+    c.clock = AttemptClock(clock.clone());
+    // Waits until the task is parked on the clock (it polls a sleep that is not due).
+    async fn parked(task: &tokio::task::JoinHandle<AttemptOutcome>) {
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!task.is_finished(), "the noop finished before its time");
+    }
+    let sleeping = tokio::spawn({
+        let c = c.clone();
+        async move { run_noop(&noop(1, 100), &c).await }
+    });
+    parked(&sleeping).await;
+    clock.advance(99);
+    parked(&sleeping).await;
+    clock.advance(1);
+    let done = tokio::time::timeout(Duration::from_secs(10), sleeping).await.expect("woken at 100 ms").unwrap();
+    assert_eq!(expect_output(&done), Some(json!({"attempt": 2})));
+
     c.timeout = Some(Duration::from_millis(50));
-    let f = expect_failure(&run_noop(&noop(1, 10_000), &c).await, ExceptionType::Timeout);
+    let timing_out = tokio::spawn({
+        let c = c.clone();
+        async move { run_noop(&noop(1, 10_000), &c).await }
+    });
+    parked(&timing_out).await;
+    clock.advance(49);
+    parked(&timing_out).await;
+    clock.advance(1);
+    let done = tokio::time::timeout(Duration::from_secs(10), timing_out).await.expect("timed out at 50 ms").unwrap();
+    let f = expect_failure(&done, ExceptionType::Timeout);
     assert_eq!(f.message, "timed out after 0.05s");
+    assert_eq!(clock.now(), redrive_core::time::Timestamp::from_unix_ms(1_000_150));
 }
 
 // ------------------------------------------- resource hygiene under bad actions

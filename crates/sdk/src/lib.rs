@@ -79,7 +79,7 @@ use redrive_core::exception::Failure;
 use redrive_core::function::{FunctionState, FunctionStatus};
 pub use redrive_engine::function::StepContext;
 use redrive_engine::function::{DurableFunction, FnContext, FnFuture, Semantics, StepRetry, function_error};
-use redrive_engine::{Driver, DriverConfig, EngineError, EngineHandle, SystemClock};
+use redrive_engine::{Clock, Driver, DriverConfig, EngineError, EngineHandle, SystemClock};
 use redrive_store::{ExecutionFilter, SqliteOptions, SqliteStore, Store};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -372,6 +372,8 @@ impl Context {
 pub struct Engine {
     store: Arc<SqliteStore>,
     handle: EngineHandle,
+    /// Time for the engine: the system clock, or a test's (`open_with_clock`).
+    clock: Arc<dyn Clock>,
     join: tokio::sync::Mutex<Option<tokio::task::JoinHandle<Result<(), EngineError>>>>,
     /// Background work of `register` (resuming executions), ended by `shutdown`.
     background: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
@@ -381,14 +383,22 @@ impl Engine {
     /// Opens (creating if needed) the store at `sqlite://PATH` and starts the engine.
     /// One process at a time may open a store file.
     pub async fn open(url: &str) -> Result<Engine, Error> {
+        Engine::open_with_clock(url, Arc::new(SystemClock)).await
+    }
+
+    /// [`Engine::open`] on a given clock. For tests of durable functions:
+    /// with a [`redrive_engine::ManualClock`], step retry delays and
+    /// `Context::sleep` wait until the test advances the clock, never on the
+    /// wall clock. Step bodies themselves run in real time.
+    pub async fn open_with_clock(url: &str, clock: Arc<dyn Clock>) -> Result<Engine, Error> {
         let path =
             url.strip_prefix("sqlite://").ok_or_else(|| Error::Invalid(format!("{url:?} is not a store URL; write sqlite://PATH")))?;
         if path.is_empty() {
             return Err(Error::Invalid("the store URL has no path; write sqlite://PATH".into()));
         }
         let store = Arc::new(SqliteStore::open(std::path::Path::new(path), SqliteOptions::default())?);
-        let (handle, join) = Driver::spawn(store.clone(), Arc::new(SystemClock), DriverConfig::default());
-        Ok(Engine { store, handle, join: tokio::sync::Mutex::new(Some(join)), background: std::sync::Mutex::new(Vec::new()) })
+        let (handle, join) = Driver::spawn(store.clone(), clock.clone(), DriverConfig::default());
+        Ok(Engine { store, handle, clock, join: tokio::sync::Mutex::new(Some(join)), background: std::sync::Mutex::new(Vec::new()) })
     }
 
     /// Registers `f` as the durable function `name` and continues its unfinished
@@ -448,11 +458,11 @@ impl Engine {
             tracing::error!(function = name, "the engine has stopped; the function was not registered");
             return;
         }
-        let (store, handle, name) = (self.store.clone(), self.handle.clone(), name.to_string());
+        let (store, handle, name, clock) = (self.store.clone(), self.handle.clone(), name.to_string(), self.clock.clone());
         let task = tokio::spawn(async move {
             if let Some(q) = &queue {
                 // The queue exists (empty) from the moment a function names it.
-                if let Err(e) = store.ensure_dlq_queue(q.as_str(), redrive_engine::Clock::now(&SystemClock)).await {
+                if let Err(e) = store.ensure_dlq_queue(q.as_str(), clock.now()).await {
                     tracing::error!(queue = q.as_str(), error = %e, "cannot create the dead-letter queue");
                 }
             }
@@ -509,7 +519,7 @@ impl Engine {
         })?;
         let json =
             redrive_core::definition::source::parse_document(definition).map_err(|e| Error::Invalid(e.to_string()))?.to_json().to_string();
-        let now = redrive_engine::Clock::now(&SystemClock);
+        let now = self.clock.now();
         let record = self.store.put_pipeline(pipeline.name.as_str(), &json, None, now).await?;
         if let Some(q) = &pipeline.dead_letter_queue {
             self.store.ensure_dlq_queue(q.as_str(), now).await?;

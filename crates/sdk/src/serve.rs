@@ -3,7 +3,6 @@
 //! function executions while the process holds the store file.
 
 use crate::{Engine, Error};
-use redrive_engine::SystemClock;
 use redrive_engine::service::Service;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -45,7 +44,7 @@ impl Engine {
         if !bound.ip().is_loopback() {
             tracing::warn!(%bound, "the redrive API has no authentication and is listening beyond loopback");
         }
-        let service = Arc::new(Service::new(self.store.clone(), self.handle.clone(), Arc::new(SystemClock)));
+        let service = Arc::new(Service::new(self.store.clone(), self.handle.clone(), self.clock.clone()));
         // The server ends when the engine does, so that it does not hold the store
         // (and its lock file) after a shutdown: `Engine::shutdown` aborts the
         // watcher below, which drops `stop`; an engine stopped otherwise is

@@ -1,6 +1,7 @@
 //! Durable functions end to end on a real SQLite store: replay, suspension,
 //! restarts, at-most-once, non-determinism, idempotent starts, errors.
 
+use redrive_engine::{Clock, ManualClock};
 use redrive_sdk::{Context, Engine, Error, StepError, StepPolicy, policy};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -8,6 +9,21 @@ use std::time::{Duration, Instant};
 
 fn url(dir: &tempfile::TempDir) -> String {
     format!("sqlite://{}", dir.path().join("f.db").display())
+}
+
+/// A virtual clock for the engine: retry delays and durable sleeps wait until
+/// the test advances it.
+fn manual_clock() -> Arc<ManualClock> {
+    Arc::new(ManualClock::new(redrive_core::time::Timestamp::from_unix_ms(1_767_225_600_000)))
+}
+
+/// Polls `cond` until it holds; fails after 30 s of real time.
+async fn until<F: FnMut() -> Fut, Fut: std::future::Future<Output = bool>>(what: &str, mut cond: F) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !cond().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 #[derive(Default)]
@@ -60,14 +76,17 @@ async fn completed_steps_replay_without_running_and_retries_suspend_the_invocati
 async fn a_suspended_execution_resumes_after_a_restart_at_its_due_time_never_early() {
     let dir = tempfile::tempdir().unwrap();
     let fails = Arc::new(AtomicUsize::new(0));
-    let stamps = Arc::new(std::sync::Mutex::new(Vec::<Instant>::new()));
-    let make = |fails: Arc<AtomicUsize>, stamps: Arc<std::sync::Mutex<Vec<Instant>>>| {
+    let clock = manual_clock();
+    // When each attempt of the step ran, on the engine's (virtual) clock.
+    let stamps = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let make = |fails: Arc<AtomicUsize>, stamps: Arc<std::sync::Mutex<Vec<redrive_core::time::Timestamp>>>| {
+        let clock = clock.clone();
         move |ctx: Context, _: ()| {
-            let (fails, stamps) = (fails.clone(), stamps.clone());
+            let (fails, stamps, clock) = (fails.clone(), stamps.clone(), clock.clone());
             async move {
                 let p = policy(["Step.THROTTLING"]).interval_seconds(1.5).max_attempts(3).build()?;
                 ctx.step("charge", p, |_| async {
-                    stamps.lock().unwrap().push(Instant::now());
+                    stamps.lock().unwrap().push(clock.now());
                     if fails.fetch_add(1, Ordering::SeqCst) == 0 { Err(StepError::throttled("slow down")) } else { Ok(1u8) }
                 })
                 .await?;
@@ -75,31 +94,37 @@ async fn a_suspended_execution_resumes_after_a_restart_at_its_due_time_never_ear
             }
         }
     };
-    let engine = Engine::open(&url(&dir)).await.unwrap();
+    let engine = Engine::open_with_clock(&url(&dir), clock.clone()).await.unwrap();
     engine.register("pay", make(fails.clone(), stamps.clone()));
     let h = engine.start("pay", "p-1", &()).await.unwrap();
     let id = h.id().to_string();
     // Wait for the failure to be durable (the step waits for its retry), then stop.
-    for _ in 0..200 {
-        if h.state().await.unwrap().steps.first().is_some_and(|s| s.due_at.is_some()) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until("the retry to be durable", || async { h.state().await.unwrap().steps.first().is_some_and(|s| s.due_at.is_some()) }).await;
     let due = h.state().await.unwrap().steps[0].due_at.unwrap();
+    assert_eq!(due, clock.now().plus_ms(1500), "due 1.5 s after the failure (the clock has not moved)");
     engine.shutdown().await;
     drop((engine, h)); // nothing may hold the store file: one process (engine) per file
 
-    let engine = Engine::open(&url(&dir)).await.unwrap();
+    let engine = Engine::open_with_clock(&url(&dir), clock.clone()).await.unwrap();
     engine.register("pay", make(fails.clone(), stamps.clone()));
-    engine.execution(&id).result::<()>().await.unwrap();
+    let result = tokio::spawn({
+        let h = engine.execution(&id);
+        async move { h.result::<()>().await }
+    });
+    clock.advance(1499);
+    let not_yet = Instant::now() + Duration::from_millis(200);
+    while Instant::now() < not_yet {
+        assert!(!result.is_finished() && fails.load(Ordering::SeqCst) == 1, "retried before its due time");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    clock.advance(1);
+    tokio::time::timeout(Duration::from_secs(30), result).await.expect("retried once due").unwrap().unwrap();
     let state = engine.execution(&id).state().await.unwrap();
     assert_eq!(state.steps[0].attempt, 2);
     let stamps = stamps.lock().unwrap().clone();
     assert_eq!(stamps.len(), 2);
-    assert!(stamps[1].duration_since(stamps[0]) >= Duration::from_millis(1400), "retried {:?} after the failure", stamps[1] - stamps[0]);
-    let wall_now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
-    assert!(wall_now >= due.unix_ms(), "finished before the retry was due");
+    assert_eq!(stamps[1], due, "retried exactly when due, after a restart");
+    assert_eq!(stamps[1].ms_since(stamps[0]), 1500);
     engine.shutdown().await;
 }
 
@@ -131,9 +156,7 @@ async fn interrupted_then_restarted(policy: StepPolicy) -> (String, usize) {
     engine.register("charge", make(runs.clone(), policy.clone()));
     let h = engine.start("charge", "c-1", &()).await.unwrap();
     let id = h.id().to_string();
-    while runs.load(Ordering::SeqCst) == 0 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    until("the first attempt to run", || async { runs.load(Ordering::SeqCst) > 0 }).await;
     engine.shutdown().await;
     drop((engine, h));
     let engine = Engine::open(&url(&dir)).await.unwrap();
@@ -304,22 +327,36 @@ async fn errors_outside_steps_fail_at_once_and_exhausted_steps_return_their_erro
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_durable_sleep_suspends_and_wakes_no_earlier() {
     let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(&url(&dir)).await.unwrap();
+    let clock = manual_clock();
+    let engine = Engine::open_with_clock(&url(&dir), clock.clone()).await.unwrap();
     engine.register("nap", |ctx: Context, _: ()| async move {
         ctx.sleep("cool-down", Duration::from_millis(800)).await;
         Ok::<_, Error>("awake".to_string())
     });
-    let started = Instant::now();
     let h = engine.start("nap", "n-1", &()).await.unwrap();
-    assert_eq!(h.result::<String>().await.unwrap(), "awake");
-    assert!(started.elapsed() >= Duration::from_millis(800));
+    until("the sleep to be durable", || async { h.state().await.unwrap().steps.first().is_some_and(|s| s.due_at.is_some()) }).await;
+    let due = h.state().await.unwrap().steps[0].due_at.unwrap();
+    assert_eq!(due, clock.now().plus_ms(800));
+    let result = tokio::spawn({
+        let h = engine.execution(h.id());
+        async move { h.result::<String>().await }
+    });
+    clock.advance(799);
+    let not_yet = Instant::now() + Duration::from_millis(200);
+    while Instant::now() < not_yet {
+        assert!(!result.is_finished(), "woke before its time");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    clock.advance(1);
+    assert_eq!(tokio::time::timeout(Duration::from_secs(30), result).await.expect("woke once due").unwrap().unwrap(), "awake");
     engine.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn suspended_executions_hold_no_task_and_no_memory_in_the_engine() {
     let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(&url(&dir)).await.unwrap();
+    // Virtual time: the one-hour retries never come due during the test.
+    let engine = Engine::open_with_clock(&url(&dir), manual_clock()).await.unwrap();
     engine.register("wait", |ctx: Context, _: ()| async move {
         let hour = policy(["Step.THROTTLING"]).interval_seconds(3600.0).max_attempts(1).build()?;
         ctx.step("call", hour, |_| async { Err::<(), _>(StepError::throttled("come back in an hour")) }).await?;
@@ -349,8 +386,13 @@ async fn suspended_executions_hold_no_task_and_no_memory_in_the_engine() {
         assert!(Instant::now() < deadline, "executions did not all suspend");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let tasks_after = tokio::runtime::Handle::current().metrics().num_alive_tasks();
+    // Suspending tasks end on their own: wait (bounded) for the count to settle.
+    let alive = || tokio::runtime::Handle::current().metrics().num_alive_tasks();
+    let settle = Instant::now() + Duration::from_secs(10);
+    while alive() > tasks_before + 5 && Instant::now() < settle {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let tasks_after = alive();
     assert!(tasks_after <= tasks_before + 5, "{tasks_after} tasks alive (before: {tasks_before}) with {N} suspended executions");
     engine.shutdown().await;
 }
@@ -409,8 +451,6 @@ async fn a_function_that_fails_for_good_is_dead_lettered_and_a_redrive_resumes_i
     });
     let h = engine.start("pay", "order-5", &5u32).await.unwrap();
     assert!(matches!(h.result::<String>().await, Err(Error::ExecutionFailed { .. })));
-    // Sleep briefly: the queue is created by a background task of register_with.
-    tokio::time::sleep(Duration::from_millis(50)).await;
     let store = redrive_store::SqliteStore::open(&dir.path().join("f.db"), Default::default());
     assert!(store.is_err(), "the engine holds the store");
     let state = h.state().await.unwrap();

@@ -13,6 +13,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use workflow::{Gateway, Order, Receipt};
 
+/// Whether a state document (and the gateway's files) shows a phase reached.
+type Phase<'a> = dyn Fn(&serde_json::Value) -> bool + 'a;
+
 const CHILD_ENV: &str = "REDRIVE_SDK_TEST_CHILD_DB";
 
 /// Not a test on its own: the body of the child process (runs only with CHILD_ENV).
@@ -42,15 +45,35 @@ fn spawn_child(db: &Path) -> Child {
 fn kill_9_at_several_moments_never_repeats_a_completed_step_or_charges_twice() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("orders.db");
-    // Kill during the first throttle backoff, the second, around the charge, in
-    // the settle sleep; each restart replays from the checkpoints.
-    for delay_ms in [300u64, 1_200, 2_600, 3_400, 4_300] {
+    // Kill in each phase of the workflow, each one seen before the kill: in the
+    // first throttle backoff, in the second, right after the gateway charged,
+    // in the settle sleep. Each restart replays from the checkpoints.
+    let gateway = Gateway { dir: dir.path().to_path_buf() };
+    let phases: [(&str, &Phase); 4] = [
+        ("the first throttle backoff", &|st| support::step(st, "charge-card").is_some_and(|c| c["attempt"] == 1 && c["dueAt"].is_number())),
+        ("the second throttle backoff", &|st| {
+            support::step(st, "charge-card").is_some_and(|c| c["attempt"] == 2 && c["dueAt"].is_number())
+        }),
+        ("after the gateway charged", &|_| gateway.charges_for("order-7") == 1),
+        ("the settle sleep", &|st| {
+            support::step(st, "settle").is_some_and(|s| s["dueAt"].is_number())
+                && support::step(st, "ship").is_none()
+                && st["status"] == "Running"
+        }),
+    ];
+    for (phase, reached) in phases {
         let mut child = spawn_child(&db);
-        std::thread::sleep(Duration::from_millis(delay_ms));
-        support::kill9(&mut child);
-        if dir.path().join("receipt.json").exists() {
-            break;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if support::live_state(&db).is_some_and(|st| reached(&st)) {
+                break;
+            }
+            assert!(child.try_wait().unwrap().is_none(), "the workflow ended before {phase}");
+            assert!(Instant::now() < deadline, "the workflow never reached {phase}");
+            std::thread::sleep(Duration::from_millis(5));
         }
+        support::kill9(&mut child);
+        assert!(!dir.path().join("receipt.json").exists(), "killed in {phase}, before the end");
     }
     let mut child = spawn_child(&db);
     let deadline = Instant::now() + Duration::from_secs(60);

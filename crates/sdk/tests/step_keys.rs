@@ -15,7 +15,9 @@ type Seen = Arc<Mutex<Vec<(String, String, u32)>>>;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_step_keeps_its_key_across_retries_and_a_repeated_name_gets_another() {
     let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(&format!("sqlite://{}", dir.path().join("k.db").display())).await.unwrap();
+    // Virtual time: the retry delays and the sleep move when the clock does.
+    let clock = Arc::new(redrive_engine::ManualClock::new(redrive_core::time::Timestamp::from_unix_ms(1_767_225_600_000)));
+    let engine = Engine::open_with_clock(&format!("sqlite://{}", dir.path().join("k.db").display()), clock.clone()).await.unwrap();
     let seen: Seen = Arc::default();
     let s = seen.clone();
     engine.register("poller", move |ctx: Context, _: ()| {
@@ -38,7 +40,17 @@ async fn a_step_keeps_its_key_across_retries_and_a_repeated_name_gets_another() 
         }
     });
     let h = engine.start("poller", "p-1", &()).await.unwrap();
-    h.result::<()>().await.unwrap();
+    let result = tokio::spawn({
+        let h = engine.execution(h.id());
+        async move { h.result::<()>().await }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !result.is_finished() {
+        assert!(Instant::now() < deadline, "the poller never finished: {:?}", seen.lock().unwrap());
+        clock.advance(50);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    result.await.unwrap().unwrap();
     let id = h.id();
     let seen = seen.lock().unwrap().clone();
     let first = format!("{id}/0");
@@ -114,7 +126,13 @@ fn a_step_keeps_its_key_when_replayed_after_kill_9() {
     let log = dir.path().join("keys.log");
     let lines = || std::fs::read_to_string(&log).unwrap_or_default().lines().map(str::to_string).collect::<Vec<_>>();
     let mut child = spawn_child(&db);
+    // The kill lands mid-attempt: the action has run (its marker line) and the
+    // attempt is durably started, with no result recorded.
     wait_for("the first attempt of charge", || !lines().is_empty());
+    let state = support::live_state(&db).expect("the execution is stored");
+    let charge = support::step(&state, "charge").expect("charge has begun");
+    assert_eq!((charge["attempt"].as_u64(), charge["result"].is_null(), &state["status"]), (Some(1), true, &"Running".into()), "{state}");
+    assert!(child.try_wait().unwrap().is_none(), "the first process is still in the attempt");
     support::kill9(&mut child);
     let mut child = spawn_child(&db);
     wait_for("the replayed execution to finish", || child.try_wait().unwrap().is_some());

@@ -436,7 +436,7 @@ impl<S: Store> Driver<S> {
 
     /// Runs one attempt: instant no-ops inline, everything else on a task that
     /// waits for a fair slot. A no-op that sleeps sleeps on the engine's clock.
-    fn dispatch(&mut self, execution_id: &str, id: AttemptId, now: Timestamp) {
+    fn dispatch(&mut self, execution_id: &str, id: AttemptId, _now: Timestamp) {
         if self.draining.is_some() {
             // Never dispatched: release it durably so a restart runs it as the same attempt.
             self.local.push_back(Msg::In(Inbound::Release { execution_id: execution_id.to_string(), id }));
@@ -465,9 +465,9 @@ impl<S: Store> Driver<S> {
             timeout: action.timeout_seconds.map(std::time::Duration::from_secs),
             base_dir: pipeline.base_dir.clone(),
             input_json: live.input_json.to_string(),
+            clock: runner::AttemptClock(self.clock.clone()),
         };
-        let (tx, slots, http, store, clock) =
-            (self.tx.clone(), self.slots.clone(), self.http.clone(), self.store.clone(), self.clock.clone());
+        let (tx, slots, http, store) = (self.tx.clone(), self.slots.clone(), self.http.clone(), self.store.clone());
         let engine = EngineHandle { tx: self.tx.clone(), notify: self.notify.clone(), health: self.health.subscribe() };
         let in_flight_count = self.tasks_in_flight.clone();
         in_flight_count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -479,10 +479,7 @@ impl<S: Store> Driver<S> {
             let outcome = match &action.kind {
                 ActionKind::Command(spec) => runner::run_command(spec, &ctx).await,
                 ActionKind::Http(spec) => runner::run_http(&http, spec, &ctx).await,
-                ActionKind::Noop(spec) => {
-                    clock.sleep_until(now.plus_ms(spec.sleep_ms)).await;
-                    runner::noop_outcome(spec, ctx.attempt)
-                }
+                ActionKind::Noop(spec) => runner::run_noop(spec, &ctx).await,
                 ActionKind::Function(f) => run_function_action(&engine, &*store, f.function_name.as_str(), &ctx).await,
             };
             if tx.send(Inbound::Result { execution_id: execution, id, outcome, from_task: true }).await.is_err() {

@@ -37,10 +37,12 @@ pub use command::run_command;
 pub use http::{http_client, http_time_limit, parse_retry_after, run_http};
 pub use noop::{noop_outcome, run_noop};
 
+use crate::clock::{Clock, SystemClock};
 use redrive_core::exception::Failure;
 use redrive_core::limits::{LimitError, parse_bounded_json};
 use redrive_core::policy::MAX_DELAY_MS;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Removes what attempts of engines that are no longer running left behind (a
@@ -117,6 +119,40 @@ pub struct AttemptContext {
     pub base_dir: Option<PathBuf>,
     /// The execution's input, as JSON text.
     pub input_json: String,
+    /// The engine's clock. Scripted waits (a noop's `sleepMs`) run on it, so a
+    /// test on a [`crate::clock::ManualClock`] moves them by advancing it; real
+    /// processes and sockets (commands, HTTP) keep real-time limits.
+    pub clock: AttemptClock,
+}
+
+/// The engine's clock as an attempt sees it ([`SystemClock`] by default).
+/// Two are equal when they are the same clock.
+#[derive(Clone)]
+pub struct AttemptClock(pub Arc<dyn Clock>);
+
+impl Default for AttemptClock {
+    fn default() -> AttemptClock {
+        AttemptClock(Arc::new(SystemClock))
+    }
+}
+
+impl std::fmt::Debug for AttemptClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AttemptClock")
+    }
+}
+
+impl PartialEq for AttemptClock {
+    fn eq(&self, other: &AttemptClock) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl std::ops::Deref for AttemptClock {
+    type Target = dyn Clock;
+    fn deref(&self) -> &dyn Clock {
+        &*self.0
+    }
 }
 
 /// How one attempt ended.

@@ -12,15 +12,19 @@ use redrive_core::exception::{ExceptionType, Failure};
 use std::time::Duration;
 
 /// Runs one attempt of a noop action (sleeping first when `sleep_ms > 0`).
+/// The sleep and the timeout run on the engine's clock (`ctx.clock`), from
+/// the moment the attempt runs.
 pub async fn run_noop(spec: &NoopSpec, ctx: &AttemptContext) -> AttemptOutcome {
     if spec.sleep_ms > 0 {
         let sleep = Duration::from_millis(spec.sleep_ms);
+        let from = ctx.clock.now();
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         match ctx.timeout {
             Some(t) if t < sleep => {
-                tokio::time::sleep(t).await;
+                ctx.clock.sleep_until(from.plus_ms(ms(t))).await;
                 return AttemptOutcome::Failed(Failure::new(ExceptionType::Timeout, format!("timed out after {}", fmt_secs(t))));
             }
-            _ => tokio::time::sleep(sleep).await,
+            _ => ctx.clock.sleep_until(from.plus_ms(ms(sleep))).await,
         }
     }
     noop_outcome(spec, ctx.attempt)

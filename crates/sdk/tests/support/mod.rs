@@ -23,3 +23,16 @@ pub fn kill9(child: &mut Child) {
     }
     let _ = child.wait();
 }
+
+/// The execution's state document, read (read-only, beside the running engine)
+/// from the store file; `None` before it exists.
+pub fn live_state(db: &Path) -> Option<serde_json::Value> {
+    let conn = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).ok()?;
+    let text: String = conn.query_row("SELECT state_json FROM executions LIMIT 1", [], |r| r.get(0)).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// The step named `name` in a state document.
+pub fn step<'a>(state: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {
+    state["steps"].as_array()?.iter().find(|s| s["name"] == name)
+}
