@@ -7,7 +7,7 @@ use crate::codepipeline::errors::{ApiError, ErrorCode};
 use crate::codepipeline::model as w;
 use crate::codepipeline::protocol::{self, Operation, Request};
 use crate::codepipeline::validate::validate_request;
-use crate::native::{execution_token, parse_execution_token};
+use crate::page::{execution_token, parse_execution_token};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;

@@ -7,8 +7,9 @@
 //! query strings and bodies in (every value checked, unknown body fields
 //! refused), camelCase JSON out.
 
-use crate::native::{ApiError, MAX_PAGE_SIZE, Page};
-use crate::server::{JsonBody, QueryParams};
+use crate::error::{Result, invalid};
+use crate::extract::{JsonBody, QueryParams};
+use crate::page::{MAX_PAGE_SIZE, keyset_token, page_limit, parse_keyset_token, parse_name_token};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -16,7 +17,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use redrive_core::time::{Timestamp, human_duration_ms, parse_duration_ms};
 use redrive_engine::redrive::{DEFAULT_RATE, QueueScope, Rate, RedriveMode, RedriveRequest};
-use redrive_engine::service::{EntryQuery, Service, ServiceError};
+use redrive_engine::service::{EntryQuery, Service};
 
 use redrive_store::{DlqEntryCursor, DlqEntryRecord, DlqEntryState, DlqQueueStats, RedriveRunRecord, Store};
 use serde::Deserialize;
@@ -38,12 +39,7 @@ const REDRIVE_FIELDS: &[&str] = &["type", "source", "olderThan", "maxEntries", "
 const PREFIX_REDRIVE_FIELDS: &[&str] =
     &["queuePrefix", "type", "source", "olderThan", "maxEntries", "rate", "mode", "dryRun", "entryId", "force"];
 
-type Result<T> = std::result::Result<T, ApiError>;
 type St<S> = State<Arc<Service<S>>>;
-
-fn invalid(message: String) -> ApiError {
-    ApiError(ServiceError::Validation(message))
-}
 
 pub fn router<S: Store>() -> Router<Arc<Service<S>>> {
     Router::new()
@@ -124,21 +120,6 @@ pub fn run_out(r: &RedriveRunRecord) -> Value {
         "request": parse_json(&r.request_json),
         "summary": parse_json(&r.summary_json),
     })
-}
-
-/// Opaque page token of `<ms>.<id>` orderings (entries, runs).
-fn keyset_token(at: Timestamp, id: &str) -> String {
-    format!("{}.{}", at.unix_ms(), id)
-}
-
-fn parse_keyset_token(t: &str) -> std::result::Result<(Timestamp, String), ServiceError> {
-    let bad = || ServiceError::Validation(format!("nextToken {t:?} is not a token this server issued"));
-    let (ms, id) = t.split_once('.').ok_or_else(bad)?;
-    let ms: i64 = ms.parse().map_err(|_| bad())?;
-    if id.is_empty() || id.len() > 100 {
-        return Err(bad());
-    }
-    Ok((Timestamp::from_unix_ms(ms), id.to_string()))
 }
 
 // ---------------------------------------------------------------------------
@@ -237,8 +218,9 @@ pub struct QueuesQuery {
 }
 
 async fn list_queues<S: Store>(State(svc): St<S>, QueryParams(q): QueryParams<QueuesQuery>) -> Result<Json<Value>> {
-    let limit = Page { next_token: None, limit: q.limit }.limit()?;
-    let rows = svc.list_dlq_queues(q.prefix.as_deref(), q.next_token.as_deref(), limit).await?;
+    let limit = page_limit(q.limit)?;
+    let after = q.next_token.as_deref().map(parse_name_token).transpose()?;
+    let rows = svc.list_dlq_queues(q.prefix.as_deref(), after, limit).await?;
     let now = svc.now();
     let next = (rows.len() == limit).then(|| rows.last().map(|r| r.queue.name.clone())).flatten();
     Ok(Json(json!({"queues": rows.iter().map(|r| queue_out(r, now)).collect::<Vec<_>>(), "nextToken": next})))
@@ -280,7 +262,7 @@ async fn list_entries<S: Store>(
     Path(queue): Path<String>,
     QueryParams(q): QueryParams<EntriesQuery>,
 ) -> Result<Json<Value>> {
-    let limit = Page { next_token: None, limit: q.limit }.limit()?;
+    let limit = page_limit(q.limit)?;
     let (state, any_state) = match q.state.as_deref() {
         None => (None, false),
         Some(s) => parse_state(s)?,
@@ -368,7 +350,7 @@ async fn redrive_queue<S: Store>(State(svc): St<S>, Path(queue): Path<String>, J
 async fn redrive_prefix<S: Store>(State(svc): St<S>, JsonBody(body): JsonBody<Value>) -> Result<Response> {
     let map = body_fields(body, PREFIX_REDRIVE_FIELDS)?;
     let prefix = field_str(&map, "queuePrefix")?
-        .ok_or_else(|| invalid("queuePrefix is required: the redrive covers every queue whose name starts with it".into()))?;
+        .ok_or_else(|| invalid("queuePrefix is required: the redrive covers every queue whose name starts with it"))?;
     let (req, dry_run) = redrive_request(&map, QueueScope::Prefix(prefix))?;
     redrive(&svc, req, dry_run).await
 }
@@ -382,7 +364,7 @@ pub struct RunsQuery {
 }
 
 async fn list_runs<S: Store>(State(svc): St<S>, QueryParams(q): QueryParams<RunsQuery>) -> Result<Json<Value>> {
-    let limit = Page { next_token: None, limit: q.limit }.limit()?;
+    let limit = page_limit(q.limit)?;
     if let Some(s) = &q.schedule {
         redrive_engine::service::validate_name("schedule", s)?;
     }

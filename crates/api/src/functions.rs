@@ -10,8 +10,9 @@
 //! Function executions are run by the process that registered the function (the
 //! Rust SDK); any server over the same store can show them.
 
-use crate::native::{ApiError, Page, execution_token, parse_execution_token};
-use crate::server::QueryParams;
+use crate::error::Result;
+use crate::extract::QueryParams;
+use crate::page::{Page, execution_token, page_limit, parse_execution_token};
 use axum::extract::{Path, State};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -19,25 +20,15 @@ use redrive_core::exception::Failure;
 use redrive_core::function::{StepKind, StepState, StepStatus};
 use redrive_engine::service::{FunctionExecutionDetail, FunctionExecutionView, Service};
 use redrive_store::{LedgerEntry, Store};
-use serde::Deserialize;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
-type Result<T> = std::result::Result<T, ApiError>;
 type St<S> = State<Arc<Service<S>>>;
 
 pub fn router<S: Store>() -> Router<Arc<Service<S>>> {
     Router::new()
         .route("/v1/functions/{name}/executions", get(list_executions::<S>))
         .route("/v1/functions/{name}/executions/{id}", get(get_execution::<S>))
-}
-
-/// Query of the listing; an unknown parameter is named in the error.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ListQuery {
-    pub next_token: Option<String>,
-    pub limit: Option<usize>,
 }
 
 fn failure_out(f: &Failure) -> Value {
@@ -119,12 +110,8 @@ pub fn execution_out(d: &FunctionExecutionDetail) -> Value {
     out
 }
 
-async fn list_executions<S: Store>(
-    State(svc): St<S>,
-    Path(name): Path<String>,
-    QueryParams(q): QueryParams<ListQuery>,
-) -> Result<Json<Value>> {
-    let limit = Page { next_token: None, limit: q.limit }.limit()?;
+async fn list_executions<S: Store>(State(svc): St<S>, Path(name): Path<String>, QueryParams(q): QueryParams<Page>) -> Result<Json<Value>> {
+    let limit = page_limit(q.limit)?;
     let before = q.next_token.as_deref().map(parse_execution_token).transpose()?;
     let rows = svc.list_function_executions(&name, before, limit).await?;
     let next = (rows.len() == limit).then(|| rows.last().map(|v| execution_token(&v.record.cursor()))).flatten();

@@ -73,7 +73,7 @@ fn unavailable(aws: bool, message: String) -> Response {
     let response = if aws {
         crate::aws::error_response(AwsError::new(ErrorCode::ServiceUnavailable, message))
     } else {
-        crate::native::ApiError(ServiceError::Unavailable(message)).into_response()
+        crate::error::ApiError(ServiceError::Unavailable(message)).into_response()
     };
     with_retry_after(response)
 }

@@ -15,8 +15,11 @@
 pub mod aws;
 pub mod codepipeline;
 pub mod dlq;
+pub mod error;
+pub mod extract;
 pub mod functions;
 pub mod health;
 pub mod native;
 pub mod openapi;
+pub mod page;
 pub mod server;

@@ -4,7 +4,9 @@
 //! with a meaningful HTTP status; a definition with problems also carries them
 //! under `error.problems` (JSON path, field, value, what is allowed).
 
-use crate::server::{JsonBody, QueryParams};
+use crate::error::Result;
+use crate::extract::{JsonBody, QueryParams};
+use crate::page::{Page, execution_token, page_limit, parse_execution_token, parse_name_token, parse_seq_token};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -12,67 +14,11 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use redrive_core::definition::RetryMode;
 use redrive_core::machine::{ActionState, ExecutionState, Trigger};
-use redrive_core::time::Timestamp;
 use redrive_engine::service::{ExecutionView, Service, ServiceError};
 use redrive_store::{ExecutionCursor, LedgerEntry, PipelineRecord, Store};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::sync::Arc;
-
-/// Default and largest page sizes of listings.
-pub const DEFAULT_PAGE_SIZE: usize = 100;
-pub use redrive_core::limits::MAX_PAGE_SIZE;
-
-pub struct ApiError(pub ServiceError);
-
-impl From<ServiceError> for ApiError {
-    fn from(e: ServiceError) -> Self {
-        ApiError(e)
-    }
-}
-
-/// The CodePipeline exception name and native HTTP status of a service error.
-pub fn error_code(e: &ServiceError) -> (&'static str, StatusCode) {
-    use ServiceError::*;
-    match e {
-        Validation(_) => ("ValidationException", StatusCode::BAD_REQUEST),
-        InvalidStructure(_) => ("InvalidStructureException", StatusCode::BAD_REQUEST),
-        PipelineNotFound(_) => ("PipelineNotFoundException", StatusCode::NOT_FOUND),
-        PipelineNameInUse(_) => ("PipelineNameInUseException", StatusCode::CONFLICT),
-        PipelineVersionNotFound { .. } => ("PipelineVersionNotFoundException", StatusCode::NOT_FOUND),
-        ExecutionNotFound(_) => ("PipelineExecutionNotFoundException", StatusCode::NOT_FOUND),
-        ExecutionNotStoppable(_) => ("PipelineExecutionNotStoppableException", StatusCode::CONFLICT),
-        DuplicatedStopRequest(_) => ("DuplicatedStopRequestException", StatusCode::CONFLICT),
-        StageNotFound(_) => ("StageNotFoundException", StatusCode::NOT_FOUND),
-        StageNotRetryable(_) => ("StageNotRetryableException", StatusCode::CONFLICT),
-        NotLatestPipelineExecution(_) => ("NotLatestPipelineExecutionException", StatusCode::CONFLICT),
-        Conflict(_) => ("ConflictException", StatusCode::CONFLICT),
-        ConcurrentExecutionsLimitExceeded(_) => ("ConcurrentPipelineExecutionsLimitExceededException", StatusCode::TOO_MANY_REQUESTS),
-        DlqQueueNotFound(_) => ("DeadLetterQueueNotFoundException", StatusCode::NOT_FOUND),
-        DlqEntryNotFound(_) => ("DeadLetterEntryNotFoundException", StatusCode::NOT_FOUND),
-        RedriveRunNotFound(_) => ("RedriveRunNotFoundException", StatusCode::NOT_FOUND),
-        NotRedriven(_) => ("EntryNotRedrivenException", StatusCode::CONFLICT),
-        Unavailable(_) => ("ServiceUnavailableException", StatusCode::SERVICE_UNAVAILABLE),
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let (code, status) = error_code(&self.0);
-        let mut body = json!({"error": {"code": code, "message": self.0.to_string()}});
-        if let ServiceError::InvalidStructure(problems) = &self.0 {
-            body["error"]["problems"] = serde_json::to_value(problems).unwrap_or(Value::Null);
-        }
-        (status, Json(body)).into_response()
-    }
-}
-
-/// A JSON body that failed to parse, reported the same way as other errors.
-pub fn bad_body(message: impl Into<String>) -> Response {
-    ApiError(ServiceError::Validation(message.into())).into_response()
-}
-
-type Result<T> = std::result::Result<T, ApiError>;
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -172,36 +118,6 @@ pub fn ledger_out(e: &LedgerEntry) -> Value {
     })
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Page {
-    pub next_token: Option<String>,
-    pub limit: Option<usize>,
-}
-
-impl Page {
-    pub(crate) fn limit(&self) -> std::result::Result<usize, ApiError> {
-        match self.limit {
-            None => Ok(DEFAULT_PAGE_SIZE),
-            Some(n) if (1..=MAX_PAGE_SIZE).contains(&n) => Ok(n),
-            Some(n) => Err(ServiceError::Validation(format!("limit {n} is out of range 1..={MAX_PAGE_SIZE}")).into()),
-        }
-    }
-}
-
-/// Opaque execution page token: `<created_at_ms>.<id>`.
-pub fn execution_token(c: &ExecutionCursor) -> String {
-    format!("{}.{}", c.created_at.unix_ms(), c.id)
-}
-
-pub fn parse_execution_token(t: &str) -> std::result::Result<ExecutionCursor, ServiceError> {
-    let bad = || ServiceError::Validation(format!("nextToken {t:?} is not a token this server issued"));
-    let (ms, id) = t.split_once('.').ok_or_else(bad)?;
-    let ms: i64 = ms.parse().map_err(|_| bad())?;
-    redrive_engine::service::validate_execution_id("nextToken", id).map_err(|_| bad())?;
-    Ok(ExecutionCursor { created_at: Timestamp::from_unix_ms(ms), id: id.to_string() })
-}
-
 type St<S> = State<Arc<Service<S>>>;
 
 pub fn router<S: Store>() -> Router<Arc<Service<S>>> {
@@ -253,8 +169,9 @@ async fn get_pipeline<S: Store>(
 }
 
 async fn list_pipelines<S: Store>(State(svc): St<S>, QueryParams(page): QueryParams<Page>) -> Result<Json<Value>> {
-    let limit = page.limit()?;
-    let rows = svc.list_pipelines(page.next_token.as_deref(), limit).await?;
+    let limit = page_limit(page.limit)?;
+    let after = page.next_token.as_deref().map(parse_name_token).transpose()?;
+    let rows = svc.list_pipelines(after, limit).await?;
     let next = (rows.len() == limit).then(|| rows.last().map(|r| r.name.clone())).flatten();
     Ok(Json(json!({"pipelines": rows.iter().map(PipelineSummary::from).collect::<Vec<_>>(), "nextToken": next})))
 }
@@ -293,7 +210,7 @@ async fn list_executions<S: Store>(
     Path(name): Path<String>,
     QueryParams(page): QueryParams<Page>,
 ) -> Result<Json<Value>> {
-    let limit = page.limit()?;
+    let limit = page_limit(page.limit)?;
     let before = page.next_token.as_deref().map(parse_execution_token).transpose()?;
     let rows = svc.list_executions(&name, before, limit).await?;
     let next = (rows.len() == limit)
@@ -372,13 +289,8 @@ async fn list_action_executions<S: Store>(
     Path(name): Path<String>,
     QueryParams(q): QueryParams<ActionQuery>,
 ) -> Result<Json<Value>> {
-    let limit = Page { next_token: None, limit: q.limit }.limit()?;
-    let before = match q.next_token.as_deref() {
-        None => None,
-        Some(t) => {
-            Some(t.parse::<i64>().map_err(|_| ServiceError::Validation(format!("nextToken {t:?} is not a token this server issued")))?)
-        }
-    };
+    let limit = page_limit(q.limit)?;
+    let before = q.next_token.as_deref().map(parse_seq_token).transpose()?;
     let rows = svc.list_action_executions(&name, q.execution_id.as_deref(), before, limit).await?;
     let next = (rows.len() == limit).then(|| rows.last().map(|e| e.seq.to_string())).flatten();
     Ok(Json(json!({"actionExecutions": rows.iter().map(ledger_out).collect::<Vec<_>>(), "nextToken": next})))
