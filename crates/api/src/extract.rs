@@ -1,5 +1,6 @@
 //! Extractors whose rejections are native JSON errors. A leaf module over
-//! [`crate::error`].
+//! [`crate::error`] and [`crate::json`] (BOM skipped, duplicate keys refused,
+//! errors naming the JSON path).
 
 use crate::error::{ApiError, bad_body};
 use axum::body::Bytes;
@@ -25,7 +26,7 @@ impl<T: DeserializeOwned, St: Send + Sync> FromRequest<St> for JsonBody<T> {
             }
         };
         let bytes: &[u8] = if bytes.is_empty() { b"{}" } else { &bytes };
-        serde_json::from_slice(bytes).map(JsonBody).map_err(|e| bad_body(format!("request body is not valid: {e}")))
+        crate::json::parse_object(bytes).map(JsonBody).map_err(|e| bad_body(format!("request body is not valid: {e}")))
     }
 }
 

@@ -20,10 +20,13 @@ pub fn page_limit(limit: Option<usize>) -> Result<usize, ServiceError> {
 }
 
 /// The paging query of a listing with no other parameters.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query, rename_all = "camelCase")]
 pub struct Page {
+    /// The previous page's `nextToken`.
     pub next_token: Option<String>,
+    /// 1 to 1000 (default 100).
     pub limit: Option<usize>,
 }
 

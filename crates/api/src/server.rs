@@ -6,15 +6,15 @@
 
 mod connections;
 
-use crate::error::{ApiError, bad_body};
-use crate::native;
-use axum::Router;
+use crate::doc::op;
+use crate::error::{ApiError, bad_body, invalid};
+use crate::openapi;
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::Response;
-use axum::routing::get;
+use axum::{Extension, Router};
 use connections::{Activity, ConnectionLimits};
 use http_body_util::BodyExt;
 use redrive_core::time::human_duration_ms;
@@ -22,6 +22,8 @@ use redrive_engine::service::{Service, ServiceError};
 use redrive_store::Store;
 use std::sync::Arc;
 use std::time::Duration;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
 
 // ---- limits -------------------------------------------------------------------
 
@@ -99,21 +101,44 @@ fn cap_for_nofile(wanted: usize, nofile: u64) -> usize {
     wanted.min(allowed).max(1)
 }
 
-/// The whole application.
-pub fn app<S: Store>(service: Arc<Service<S>>, max_body_bytes: usize) -> Router {
-    native::router::<S>()
+/// Every route, documented: the router and the OpenAPI document come from here.
+pub fn routes<S: Store>() -> OpenApiRouter<Arc<Service<S>>> {
+    OpenApiRouter::with_openapi(openapi::Base::openapi())
+        .merge(crate::native::router::<S>())
         .merge(crate::dlq::router::<S>())
         .merge(crate::functions::router::<S>())
         .merge(crate::aws::router::<S>())
-        .route("/openapi.json", get(|| async { ([("content-type", "application/json")], crate::openapi::DOCUMENT) }))
-        .route("/healthz", get(crate::health::healthz::<S>))
-        .route("/readyz", get(crate::health::readyz::<S>))
-        .fallback(|| async {
-            ApiError(ServiceError::Validation("no such route; see /openapi.json".into())).into_response_with(StatusCode::NOT_FOUND)
-        })
+        .merge(crate::health::router::<S>())
+        .routes(op::<openapi::__path_document, _, _, _>(openapi::document))
+}
+
+/// The OpenAPI document of [`routes`].
+pub fn openapi_document<S: Store>() -> utoipa::openapi::OpenApi {
+    routes::<S>().into_openapi()
+}
+
+/// The whole application.
+pub fn app<S: Store>(service: Arc<Service<S>>, max_body_bytes: usize) -> Router {
+    let (router, doc) = routes::<S>().split_for_parts();
+    router
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(Extension(openapi::Served::new(&doc)))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(service.clone(), crate::health::guard::<S>))
         .with_state(service)
+}
+
+async fn not_found() -> Response {
+    invalid("no such route; see /openapi.json").into_response_with(StatusCode::NOT_FOUND)
+}
+
+/// 405, in the AWS protocol's format on `/`, else the native one.
+async fn method_not_allowed(uri: Uri) -> Response {
+    if uri.path() == "/" {
+        return crate::aws::method_not_allowed();
+    }
+    invalid(format!("method not allowed on {}; see /openapi.json", uri.path())).into_response_with(StatusCode::METHOD_NOT_ALLOWED)
 }
 
 /// [`serve_with_limits`] with the default limits but `max_body_bytes`.
