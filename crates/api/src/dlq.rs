@@ -254,7 +254,7 @@ pub struct QueuesQuery {
 
 /// Dead-letter queues by name with their figures, one page.
 #[utoipa::path(get, path = "/v1/dlq/queues", tag = "dlq", params(QueuesQuery),
-    responses((status = 200, body = w::QueueList), (status = "4XX", body = w::ErrorResponse)))]
+    responses((status = 200, description = "Success", body = w::QueueList), (status = "4XX", description = "The request was refused; `error.code` says why", body = w::ErrorResponse)))]
 async fn list_queues<S: Store>(State(svc): St<S>, QueryParams(q): QueryParams<QueuesQuery>) -> Result<Json<w::QueueList>> {
     let limit = page_limit(q.limit)?;
     let after = q.next_token.as_deref().map(parse_name_token).transpose()?;
@@ -266,7 +266,7 @@ async fn list_queues<S: Store>(State(svc): St<S>, QueryParams(q): QueryParams<Qu
 
 /// A queue with its figures.
 #[utoipa::path(get, path = "/v1/dlq/queues/{queue}", tag = "dlq", params(("queue" = String, Path)),
-    responses((status = 200, body = w::Queue), (status = "4XX", body = w::ErrorResponse)))]
+    responses((status = 200, description = "Success", body = w::Queue), (status = "4XX", description = "The request was refused; `error.code` says why", body = w::ErrorResponse)))]
 async fn get_queue<S: Store>(State(svc): St<S>, Path(name): Path<String>) -> Result<Json<w::Queue>> {
     let stats = svc.get_dlq_queue(&name).await?;
     Ok(Json(queue(&stats, svc.now())))
@@ -274,7 +274,7 @@ async fn get_queue<S: Store>(State(svc): St<S>, Path(name): Path<String>) -> Res
 
 /// Creates or configures a queue.
 #[utoipa::path(put, path = "/v1/dlq/queues/{queue}", tag = "dlq", params(("queue" = String, Path)), request_body = w::ConfigureQueueRequest,
-    responses((status = 200, body = w::Queue), (status = "4XX", body = w::ErrorResponse), (status = 503, body = w::ErrorResponse)))]
+    responses((status = 200, description = "Success", body = w::Queue), (status = "4XX", description = "The request was refused; `error.code` says why", body = w::ErrorResponse), (status = 503, description = "The engine is degraded; `Retry-After` says when to retry", body = w::ErrorResponse)))]
 async fn configure_queue<S: Store>(
     State(svc): St<S>,
     Path(name): Path<String>,
@@ -316,7 +316,7 @@ pub struct EntriesQuery {
 
 /// A queue's entries (oldest first), one page, and how many match in all.
 #[utoipa::path(get, path = "/v1/dlq/queues/{queue}/entries", tag = "dlq", params(("queue" = String, Path), EntriesQuery),
-    responses((status = 200, body = w::EntryList), (status = "4XX", body = w::ErrorResponse)))]
+    responses((status = 200, description = "Success", body = w::EntryList), (status = "4XX", description = "The request was refused; `error.code` says why", body = w::ErrorResponse)))]
 async fn list_entries<S: Store>(
     State(svc): St<S>,
     Path(name): Path<String>,
@@ -347,14 +347,14 @@ async fn list_entries<S: Store>(
 
 /// One entry.
 #[utoipa::path(get, path = "/v1/dlq/entries/{id}", tag = "dlq", params(("id" = String, Path)),
-    responses((status = 200, body = w::Entry), (status = "4XX", body = w::ErrorResponse)))]
+    responses((status = 200, description = "Success", body = w::Entry), (status = "4XX", description = "The request was refused; `error.code` says why", body = w::ErrorResponse)))]
 async fn get_entry<S: Store>(State(svc): St<S>, Path(id): Path<String>) -> Result<Json<w::Entry>> {
     Ok(Json(entry(&svc.get_dlq_entry(&id).await?)))
 }
 
 /// Deletes a queue's matching queued entries.
 #[utoipa::path(post, path = "/v1/dlq/queues/{queue}/purge", tag = "dlq", params(("queue" = String, Path)), request_body = w::PurgeRequest,
-    responses((status = 200, body = w::PurgeResponse), (status = "4XX", body = w::ErrorResponse), (status = 503, body = w::ErrorResponse)))]
+    responses((status = 200, description = "Success", body = w::PurgeResponse), (status = "4XX", description = "The request was refused; `error.code` says why", body = w::ErrorResponse), (status = 503, description = "The engine is degraded; `Retry-After` says when to retry", body = w::ErrorResponse)))]
 async fn purge<S: Store>(
     State(svc): St<S>,
     Path(name): Path<String>,
@@ -410,7 +410,7 @@ async fn redrive<S: Store>(svc: &Service<S>, req: RedriveRequest, dry_run: bool)
 
 /// Redrives a queue's matching entries: a run (202), or with `dryRun` its plan (200).
 #[utoipa::path(post, path = "/v1/dlq/queues/{queue}/redrive", tag = "dlq", params(("queue" = String, Path)), request_body = w::RedriveRequest,
-    responses((status = 202, body = w::Run), (status = 200, body = w::Plan), (status = "4XX", body = w::ErrorResponse), (status = 503, body = w::ErrorResponse)))]
+    responses((status = 202, description = "Started", body = w::Run), (status = 200, description = "Success", body = w::Plan), (status = "4XX", description = "The request was refused; `error.code` says why", body = w::ErrorResponse), (status = 503, description = "The engine is degraded; `Retry-After` says when to retry", body = w::ErrorResponse)))]
 async fn redrive_queue<S: Store>(
     State(svc): St<S>,
     Path(name): Path<String>,
@@ -425,7 +425,7 @@ async fn redrive_queue<S: Store>(
 
 /// Redrives every queue under `queuePrefix`: a run (202), or with `dryRun` its plan (200).
 #[utoipa::path(post, path = "/v1/dlq/redrive", tag = "dlq", request_body = w::RedriveRequest,
-    responses((status = 202, body = w::Run), (status = 200, body = w::Plan), (status = "4XX", body = w::ErrorResponse), (status = 503, body = w::ErrorResponse)))]
+    responses((status = 202, description = "Started", body = w::Run), (status = 200, description = "Success", body = w::Plan), (status = "4XX", description = "The request was refused; `error.code` says why", body = w::ErrorResponse), (status = 503, description = "The engine is degraded; `Retry-After` says when to retry", body = w::ErrorResponse)))]
 async fn redrive_prefix<S: Store>(State(svc): St<S>, JsonBody(mut body): JsonBody<w::RedriveRequest>) -> Result<Response> {
     let prefix = body
         .queue_prefix
@@ -448,7 +448,7 @@ pub struct RunsQuery {
 
 /// Redrive runs, newest first, one page.
 #[utoipa::path(get, path = "/v1/dlq/redrives", tag = "dlq", params(RunsQuery),
-    responses((status = 200, body = w::RunList), (status = "4XX", body = w::ErrorResponse)))]
+    responses((status = 200, description = "Success", body = w::RunList), (status = "4XX", description = "The request was refused; `error.code` says why", body = w::ErrorResponse)))]
 async fn list_runs<S: Store>(State(svc): St<S>, QueryParams(q): QueryParams<RunsQuery>) -> Result<Json<w::RunList>> {
     let limit = page_limit(q.limit)?;
     if let Some(s) = &q.schedule {
@@ -462,14 +462,14 @@ async fn list_runs<S: Store>(State(svc): St<S>, QueryParams(q): QueryParams<Runs
 
 /// One redrive run.
 #[utoipa::path(get, path = "/v1/dlq/redrives/{id}", tag = "dlq", params(("id" = String, Path)),
-    responses((status = 200, body = w::Run), (status = "4XX", body = w::ErrorResponse)))]
+    responses((status = 200, description = "Success", body = w::Run), (status = "4XX", description = "The request was refused; `error.code` says why", body = w::ErrorResponse)))]
 async fn get_run<S: Store>(State(svc): St<S>, Path(id): Path<String>) -> Result<Json<w::Run>> {
     Ok(Json(run(&svc.get_redrive_run(&id).await?)?))
 }
 
 /// The configured redrive schedules, with their next due time and last run.
 #[utoipa::path(get, path = "/v1/dlq/schedules", tag = "dlq",
-    responses((status = 200, body = w::ScheduleList), (status = "4XX", body = w::ErrorResponse)))]
+    responses((status = 200, description = "Success", body = w::ScheduleList), (status = "4XX", description = "The request was refused; `error.code` says why", body = w::ErrorResponse)))]
 async fn list_schedules<S: Store>(State(svc): St<S>) -> Result<Json<w::ScheduleList>> {
     let mut schedules = Vec::new();
     for s in svc.schedules() {

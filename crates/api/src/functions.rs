@@ -125,8 +125,8 @@ pub fn execution(d: &FunctionExecutionDetail) -> w::FunctionExecution {
 }
 
 /// A durable function's executions, newest first, one page.
-#[utoipa::path(get, path = "/v1/functions/{name}/executions", tag = "functions", params(("name" = String, Path), Page),
-    responses((status = 200, body = w::FunctionExecutionList), (status = "4XX", body = w::ErrorResponse)))]
+#[utoipa::path(get, path = "/v1/functions/{name}/executions", operation_id = "list_function_executions", tag = "functions", params(("name" = String, Path), Page),
+    responses((status = 200, description = "Success", body = w::FunctionExecutionList), (status = "4XX", description = "The request was refused; `error.code` says why", body = w::ErrorResponse)))]
 async fn list_executions<S: Store>(
     State(svc): St<S>,
     Path(name): Path<String>,
@@ -140,8 +140,8 @@ async fn list_executions<S: Store>(
 }
 
 /// A function execution with its steps and step attempts.
-#[utoipa::path(get, path = "/v1/functions/{name}/executions/{id}", tag = "functions", params(("name" = String, Path), ("id" = String, Path)),
-    responses((status = 200, body = w::FunctionExecution), (status = "4XX", body = w::ErrorResponse)))]
+#[utoipa::path(get, path = "/v1/functions/{name}/executions/{id}", operation_id = "get_function_execution", tag = "functions", params(("name" = String, Path), ("id" = String, Path)),
+    responses((status = 200, description = "Success", body = w::FunctionExecution), (status = "4XX", description = "The request was refused; `error.code` says why", body = w::ErrorResponse)))]
 async fn get_execution<S: Store>(State(svc): St<S>, Path((name, id)): Path<(String, String)>) -> Result<Json<w::FunctionExecution>> {
     Ok(Json(execution(&svc.get_function_execution(&name, &id).await?)))
 }

@@ -38,7 +38,7 @@ pub async fn healthz<S: Store>(State(svc): State<Arc<Service<S>>>) -> Response {
 /// `GET /readyz`: 200 `{"status":"ready"}`, or 503 with `Retry-After` and
 /// `{"status":"degraded"|"stopped","reason":...,"since":...}`.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
-    responses((status = 200, body = ReadyResponse), (status = 503, body = ReadyResponse, description = "Not ready; `Retry-After` says when to ask again")))]
+    responses((status = 200, description = "Success", body = ReadyResponse), (status = 503, body = ReadyResponse, description = "Not ready; `Retry-After` says when to ask again")))]
 pub async fn readyz<S: Store>(State(svc): State<Arc<Service<S>>>) -> Response {
     let body = match svc.engine().health() {
         Health::Ready => return axum::Json(ReadyResponse { status: Readiness::Ready, reason: None, since: None }).into_response(),

@@ -224,7 +224,7 @@ fn unwrap_definition(body: Value) -> Value {
 /// Creates a pipeline (version 1) from a definition.
 #[utoipa::path(post, path = "/v1/pipelines", tag = "pipelines",
     request_body(content = Object, description = "The definition, or `{\"pipeline\": definition}`"),
-    responses((status = 201, body = w::PipelineResponse), (status = "4XX", body = w::ErrorResponse)))]
+    responses((status = 201, description = "Created", body = w::PipelineResponse), (status = "4XX", description = "The request was refused; `error.code` says why", body = w::ErrorResponse)))]
 async fn create_pipeline<S: Store>(State(svc): St<S>, JsonBody(body): JsonBody<Value>) -> Result<(StatusCode, Json<w::PipelineResponse>)> {
     let rec = svc.create_pipeline(&unwrap_definition(body)).await?;
     Ok((StatusCode::CREATED, Json(pipeline_response(&rec))))
@@ -233,7 +233,7 @@ async fn create_pipeline<S: Store>(State(svc): St<S>, JsonBody(body): JsonBody<V
 /// Adds a version of a pipeline.
 #[utoipa::path(put, path = "/v1/pipelines/{name}", tag = "pipelines", params(("name" = String, Path)),
     request_body(content = Object, description = "The definition, or `{\"pipeline\": definition}`; its name must be the URL's"),
-    responses((status = 200, body = w::PipelineResponse), (status = "4XX", body = w::ErrorResponse)))]
+    responses((status = 200, description = "Success", body = w::PipelineResponse), (status = "4XX", description = "The request was refused; `error.code` says why", body = w::ErrorResponse)))]
 async fn update_pipeline<S: Store>(
     State(svc): St<S>,
     Path(name): Path<String>,
@@ -257,7 +257,7 @@ pub struct VersionQuery {
 
 /// A pipeline version with its definition.
 #[utoipa::path(get, path = "/v1/pipelines/{name}", tag = "pipelines", params(("name" = String, Path), VersionQuery),
-    responses((status = 200, body = w::PipelineResponse), (status = "4XX", body = w::ErrorResponse)))]
+    responses((status = 200, description = "Success", body = w::PipelineResponse), (status = "4XX", description = "The request was refused; `error.code` says why", body = w::ErrorResponse)))]
 async fn get_pipeline<S: Store>(
     State(svc): St<S>,
     Path(name): Path<String>,
@@ -269,7 +269,7 @@ async fn get_pipeline<S: Store>(
 
 /// Pipelines by name (latest versions), one page.
 #[utoipa::path(get, path = "/v1/pipelines", tag = "pipelines", params(Page),
-    responses((status = 200, body = w::PipelineList), (status = "4XX", body = w::ErrorResponse)))]
+    responses((status = 200, description = "Success", body = w::PipelineList), (status = "4XX", description = "The request was refused; `error.code` says why", body = w::ErrorResponse)))]
 async fn list_pipelines<S: Store>(State(svc): St<S>, QueryParams(page): QueryParams<Page>) -> Result<Json<w::PipelineList>> {
     let limit = page_limit(page.limit)?;
     let after = page.next_token.as_deref().map(parse_name_token).transpose()?;
@@ -280,7 +280,7 @@ async fn list_pipelines<S: Store>(State(svc): St<S>, QueryParams(page): QueryPar
 
 /// Deletes a pipeline (a missing one too, as CodePipeline does).
 #[utoipa::path(delete, path = "/v1/pipelines/{name}", tag = "pipelines", params(("name" = String, Path)),
-    responses((status = 204, description = "Deleted"), (status = "4XX", body = w::ErrorResponse)))]
+    responses((status = 204, description = "Deleted"), (status = "4XX", description = "The request was refused; `error.code` says why", body = w::ErrorResponse)))]
 async fn delete_pipeline<S: Store>(State(svc): St<S>, Path(name): Path<String>) -> Result<StatusCode> {
     svc.delete_pipeline(&name).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -289,7 +289,7 @@ async fn delete_pipeline<S: Store>(State(svc): St<S>, Path(name): Path<String>) 
 /// Starts an execution of the latest version.
 #[utoipa::path(post, path = "/v1/pipelines/{name}/executions", tag = "executions", params(("name" = String, Path)),
     request_body = w::StartExecutionRequest,
-    responses((status = 201, body = w::ExecutionId), (status = "4XX", body = w::ErrorResponse), (status = 503, body = w::ErrorResponse)))]
+    responses((status = 201, description = "Created", body = w::ExecutionId), (status = "4XX", description = "The request was refused; `error.code` says why", body = w::ErrorResponse), (status = 503, description = "The engine is degraded; `Retry-After` says when to retry", body = w::ErrorResponse)))]
 async fn start_execution<S: Store>(
     State(svc): St<S>,
     Path(name): Path<String>,
@@ -307,7 +307,7 @@ fn stage_names(p: &redrive_core::definition::Pipeline) -> Vec<(String, Vec<Strin
 /// An execution with its stages and actions.
 #[utoipa::path(get, path = "/v1/pipelines/{name}/executions/{id}", tag = "executions",
     params(("name" = String, Path), ("id" = String, Path)),
-    responses((status = 200, body = w::Execution), (status = "4XX", body = w::ErrorResponse)))]
+    responses((status = 200, description = "Success", body = w::Execution), (status = "4XX", description = "The request was refused; `error.code` says why", body = w::ErrorResponse)))]
 async fn get_execution<S: Store>(State(svc): St<S>, Path((name, id)): Path<(String, String)>) -> Result<Json<w::Execution>> {
     let view = svc.get_execution(&name, &id).await?;
     let p = svc.get_pipeline(&name, Some(view.pipeline_version())).await?;
@@ -316,7 +316,7 @@ async fn get_execution<S: Store>(State(svc): St<S>, Path((name, id)): Path<(Stri
 
 /// Executions, newest first, one page.
 #[utoipa::path(get, path = "/v1/pipelines/{name}/executions", tag = "executions", params(("name" = String, Path), Page),
-    responses((status = 200, body = w::ExecutionList), (status = "4XX", body = w::ErrorResponse)))]
+    responses((status = 200, description = "Success", body = w::ExecutionList), (status = "4XX", description = "The request was refused; `error.code` says why", body = w::ErrorResponse)))]
 async fn list_executions<S: Store>(
     State(svc): St<S>,
     Path(name): Path<String>,
@@ -332,7 +332,7 @@ async fn list_executions<S: Store>(
 /// Stops an execution.
 #[utoipa::path(post, path = "/v1/pipelines/{name}/executions/{id}/stop", tag = "executions",
     params(("name" = String, Path), ("id" = String, Path)), request_body = w::StopExecutionRequest,
-    responses((status = 200, body = w::ExecutionId), (status = "4XX", body = w::ErrorResponse), (status = 503, body = w::ErrorResponse)))]
+    responses((status = 200, description = "Success", body = w::ExecutionId), (status = "4XX", description = "The request was refused; `error.code` says why", body = w::ErrorResponse), (status = 503, description = "The engine is degraded; `Retry-After` says when to retry", body = w::ErrorResponse)))]
 async fn stop_execution<S: Store>(
     State(svc): St<S>,
     Path((name, id)): Path<(String, String)>,
@@ -347,7 +347,7 @@ async fn stop_execution<S: Store>(
 
 /// Each stage's latest execution.
 #[utoipa::path(get, path = "/v1/pipelines/{name}/state", tag = "pipelines", params(("name" = String, Path)),
-    responses((status = 200, body = w::PipelineState), (status = "4XX", body = w::ErrorResponse)))]
+    responses((status = 200, description = "Success", body = w::PipelineState), (status = "4XX", description = "The request was refused; `error.code` says why", body = w::ErrorResponse)))]
 async fn pipeline_state<S: Store>(State(svc): St<S>, Path(name): Path<String>) -> Result<Json<w::PipelineState>> {
     let (view, per_stage) = svc.pipeline_state(&name).await?;
     let stages = view
@@ -374,7 +374,7 @@ pub struct ActionQuery {
 
 /// Action attempts (the ledger), newest first, one page.
 #[utoipa::path(get, path = "/v1/pipelines/{name}/action-executions", tag = "executions", params(("name" = String, Path), ActionQuery),
-    responses((status = 200, body = w::ActionExecutionList), (status = "4XX", body = w::ErrorResponse)))]
+    responses((status = 200, description = "Success", body = w::ActionExecutionList), (status = "4XX", description = "The request was refused; `error.code` says why", body = w::ErrorResponse)))]
 async fn list_action_executions<S: Store>(
     State(svc): St<S>,
     Path(name): Path<String>,
@@ -390,7 +390,7 @@ async fn list_action_executions<S: Store>(
 /// Retries a stage of an execution.
 #[utoipa::path(post, path = "/v1/pipelines/{name}/executions/{id}/stages/{stage}/retry", tag = "executions",
     params(("name" = String, Path), ("id" = String, Path), ("stage" = String, Path)), request_body = w::RetryStageRequest,
-    responses((status = 200, body = w::ExecutionId), (status = "4XX", body = w::ErrorResponse), (status = 503, body = w::ErrorResponse)))]
+    responses((status = 200, description = "Success", body = w::ExecutionId), (status = "4XX", description = "The request was refused; `error.code` says why", body = w::ErrorResponse), (status = 503, description = "The engine is degraded; `Retry-After` says when to retry", body = w::ErrorResponse)))]
 async fn retry_stage<S: Store>(
     State(svc): St<S>,
     Path((name, id, stage)): Path<(String, String, String)>,
