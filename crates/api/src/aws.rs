@@ -7,13 +7,11 @@ use crate::codepipeline::errors::{ApiError, ErrorCode};
 use crate::codepipeline::model as w;
 use crate::codepipeline::protocol::{self, Operation, Request};
 use crate::codepipeline::validate::validate_request;
-use crate::native::{execution_token, parse_execution_token};
-use axum::Router;
+use crate::page::{execution_token, parse_execution_token};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use redrive_core::definition::RetryMode;
 use redrive_core::machine::{ActionState, ActionStatus, ExecutionStatus, StageStatus, Trigger};
 use redrive_core::time::Timestamp;
@@ -21,9 +19,16 @@ use redrive_engine::service::{ExecutionView, Service, ServiceError};
 use redrive_store::{ExecutionCursor, LedgerEntry, PipelineRecord, Store};
 use serde_json::Value;
 use std::sync::Arc;
+use utoipa_axum::router::OpenApiRouter;
 
-pub fn router<S: Store>() -> Router<Arc<Service<S>>> {
-    Router::new().route("/", post(handle::<S>))
+pub fn router<S: Store>() -> OpenApiRouter<Arc<Service<S>>> {
+    OpenApiRouter::new().routes(crate::doc::op::<__path_handle, _, _, _>(handle::<S>))
+}
+
+/// A request to `POST /` with a method other than POST (405), in the protocol's format.
+pub fn method_not_allowed() -> Response {
+    let e = ApiError::new(ErrorCode::UnknownOperationException, "the CodePipeline protocol is served on POST / only".to_string());
+    respond(StatusCode::METHOD_NOT_ALLOWED, e.body_json().into_bytes(), Some(e.code))
 }
 
 fn respond(status: StatusCode, body: Vec<u8>, error: Option<ErrorCode>) -> Response {
@@ -69,6 +74,15 @@ pub fn to_api_error(e: ServiceError) -> ApiError {
     ApiError::new(code, e.to_string())
 }
 
+/// The CodePipeline service (AWS JSON 1.1): the operation is named by
+/// `X-Amz-Target: CodePipeline_20150709.<Operation>`; shapes and errors as in
+/// botocore's `codepipeline` model (errors: `{"__type", "message"}`).
+#[utoipa::path(post, path = "/", tag = "codepipeline",
+    params(("X-Amz-Target" = String, Header, description = "CodePipeline_20150709.<Operation>")),
+    request_body(content = Object, content_type = "application/x-amz-json-1.1"),
+    responses((status = 200, description = "The operation's output shape", content_type = "application/x-amz-json-1.1", body = Object),
+        (status = "4XX", description = "`{\"__type\", \"message\"}`", content_type = "application/x-amz-json-1.1", body = Object),
+        (status = 503, description = "`ServiceUnavailable`, with `Retry-After`", content_type = "application/x-amz-json-1.1", body = Object)))]
 async fn handle<S: Store>(
     State(svc): State<Arc<Service<S>>>,
     headers: HeaderMap,

@@ -4,25 +4,29 @@
 //! Queues, entries, purges, redrives (mid-level: one queue; high-level: every
 //! queue under a prefix), dry runs, recorded runs and the configured schedules.
 //! The domain lives in the engine's service; this module only maps wire formats:
-//! query strings and bodies in (every value checked, unknown body fields
-//! refused), camelCase JSON out.
+//! query strings and bodies in (`redrive_wire` request types: every value
+//! checked, unknown fields refused), `redrive_wire` answers out.
 
-use crate::native::{ApiError, MAX_PAGE_SIZE, Page};
-use crate::server::{JsonBody, QueryParams};
+use crate::doc::op;
+use crate::error::{ApiError, Result, invalid};
+use crate::extract::{JsonBody, QueryParams};
+use crate::page::{MAX_PAGE_SIZE, keyset_token, page_limit, parse_keyset_token, parse_name_token};
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use redrive_core::dlq::{DlqEntryState, RedriveMode};
 use redrive_core::time::{Timestamp, human_duration_ms, parse_duration_ms};
-use redrive_engine::redrive::{DEFAULT_RATE, QueueScope, Rate, RedriveMode, RedriveRequest};
+use redrive_engine::redrive::{self as rd, DEFAULT_RATE, QueueScope, Rate, RedriveRequest};
 use redrive_engine::service::{EntryQuery, Service, ServiceError};
-
-use redrive_store::{DlqEntryCursor, DlqEntryRecord, DlqEntryState, DlqQueueStats, RedriveRunRecord, Store};
+use redrive_store::{DlqEntryCursor, DlqEntryRecord, DlqQueueStats, ExecutionKind, RedriveRunRecord, Store};
+use redrive_wire as w;
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 use std::fmt::Write as _;
 use std::sync::Arc;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
 
 /// Queues `/metrics` reports at most (in name order); a scrape never reads more.
 pub const MAX_METRICS_QUEUES: usize = 10_000;
@@ -30,38 +34,26 @@ pub const MAX_METRICS_QUEUES: usize = 10_000;
 /// The content type of `/metrics` (Prometheus text exposition 0.0.4).
 pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4";
 
-/// Filter fields of purge and redrive bodies.
-const FILTER_FIELDS: &[&str] = &["type", "source", "olderThan"];
-/// Fields of a one-queue redrive body.
-const REDRIVE_FIELDS: &[&str] = &["type", "source", "olderThan", "maxEntries", "rate", "mode", "dryRun", "entryId", "force"];
-/// Fields of a prefix redrive body.
-const PREFIX_REDRIVE_FIELDS: &[&str] =
-    &["queuePrefix", "type", "source", "olderThan", "maxEntries", "rate", "mode", "dryRun", "entryId", "force"];
-
-type Result<T> = std::result::Result<T, ApiError>;
 type St<S> = State<Arc<Service<S>>>;
 
-fn invalid(message: String) -> ApiError {
-    ApiError(ServiceError::Validation(message))
-}
-
-pub fn router<S: Store>() -> Router<Arc<Service<S>>> {
-    Router::new()
-        .route("/v1/dlq/queues", get(list_queues::<S>))
-        .route("/v1/dlq/queues/{queue}", get(get_queue::<S>).put(configure_queue::<S>))
-        .route("/v1/dlq/queues/{queue}/entries", get(list_entries::<S>))
-        .route("/v1/dlq/queues/{queue}/purge", post(purge::<S>))
-        .route("/v1/dlq/queues/{queue}/redrive", post(redrive_queue::<S>))
-        .route("/v1/dlq/entries/{id}", get(get_entry::<S>))
-        .route("/v1/dlq/redrive", post(redrive_prefix::<S>))
-        .route("/v1/dlq/redrives", get(list_runs::<S>))
-        .route("/v1/dlq/redrives/{id}", get(get_run::<S>))
-        .route("/v1/dlq/schedules", get(list_schedules::<S>))
-        .route("/metrics", get(metrics::<S>))
+pub fn router<S: Store>() -> OpenApiRouter<Arc<Service<S>>> {
+    OpenApiRouter::new()
+        .routes(op::<__path_list_queues, _, _, _>(list_queues::<S>))
+        .routes(op::<__path_get_queue, _, _, _>(get_queue::<S>))
+        .routes(op::<__path_configure_queue, _, _, _>(configure_queue::<S>))
+        .routes(op::<__path_list_entries, _, _, _>(list_entries::<S>))
+        .routes(op::<__path_purge, _, _, _>(purge::<S>))
+        .routes(op::<__path_redrive_queue, _, _, _>(redrive_queue::<S>))
+        .routes(op::<__path_get_entry, _, _, _>(get_entry::<S>))
+        .routes(op::<__path_redrive_prefix, _, _, _>(redrive_prefix::<S>))
+        .routes(op::<__path_list_runs, _, _, _>(list_runs::<S>))
+        .routes(op::<__path_get_run, _, _, _>(get_run::<S>))
+        .routes(op::<__path_list_schedules, _, _, _>(list_schedules::<S>))
+        .routes(op::<__path_metrics, _, _, _>(metrics::<S>))
 }
 
 // ---------------------------------------------------------------------------
-// Wire forms
+// Engine types → wire types
 
 fn parse_json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or(Value::Null)
@@ -72,73 +64,154 @@ fn age_seconds(t: Timestamp, now: Timestamp) -> f64 {
     now.ms_since(t).max(0) as f64 / 1000.0
 }
 
-pub fn queue_out(q: &DlqQueueStats, now: Timestamp) -> Value {
-    json!({
-        "name": q.queue.name,
-        "maxRedrives": q.queue.max_redrives,
-        "depth": q.depth,
-        "poison": q.poison,
-        "redriven": q.redriven,
-        "oldestEnteredAt": q.oldest_entered_at.map(|t| t.to_string()),
-        "oldestAgeSeconds": q.oldest_entered_at.map(|t| age_seconds(t, now)),
-        "createdAt": q.queue.created_at.to_string(),
-    })
-}
-
-pub fn entry_out(e: &DlqEntryRecord) -> Value {
-    json!({
-        "entryId": e.id,
-        "queue": e.queue,
-        "state": e.state.as_str(),
-        "poison": e.is_poison(),
-        "redriveCount": e.redrive_count,
-        "maxRedrives": e.max_redrives,
-        "source": {
-            "kind": e.source.kind().as_str(),
-            "pipelineName": e.source.name(),
-            "pipelineVersion": e.source.pipeline_version(),
-            "executionId": e.execution_id,
-            "stage": e.stage,
-            "action": e.action,
-        },
-        "error": {"exceptionType": e.exception_type, "message": e.message},
-        "input": parse_json(&e.input_json),
-        "attempts": parse_json(&e.detail_json),
-        "firstFailureAt": e.first_failure_at.to_string(),
-        "lastFailureAt": e.last_failure_at.to_string(),
-        "enteredAt": e.entered_at.to_string(),
-        "updatedAt": e.updated_at.to_string(),
-        "redrivenTo": e.redriven_to,
-        "redrivenAt": e.redriven_at.map(|t| t.to_string()),
-        "resolvedAt": e.resolved_at.map(|t| t.to_string()),
-    })
-}
-
-pub fn run_out(r: &RedriveRunRecord) -> Value {
-    json!({
-        "runId": r.id,
-        "schedule": r.schedule,
-        "status": r.status,
-        "startedAt": r.started_at.to_string(),
-        "finishedAt": r.finished_at.map(|t| t.to_string()),
-        "request": parse_json(&r.request_json),
-        "summary": parse_json(&r.summary_json),
-    })
-}
-
-/// Opaque page token of `<ms>.<id>` orderings (entries, runs).
-fn keyset_token(at: Timestamp, id: &str) -> String {
-    format!("{}.{}", at.unix_ms(), id)
-}
-
-fn parse_keyset_token(t: &str) -> std::result::Result<(Timestamp, String), ServiceError> {
-    let bad = || ServiceError::Validation(format!("nextToken {t:?} is not a token this server issued"));
-    let (ms, id) = t.split_once('.').ok_or_else(bad)?;
-    let ms: i64 = ms.parse().map_err(|_| bad())?;
-    if id.is_empty() || id.len() > 100 {
-        return Err(bad());
+pub fn queue(q: &DlqQueueStats, now: Timestamp) -> w::Queue {
+    w::Queue {
+        name: q.queue.name.clone(),
+        max_redrives: q.queue.max_redrives,
+        depth: q.depth,
+        poison: q.poison,
+        redriven: q.redriven,
+        oldest_entered_at: q.oldest_entered_at.map(|t| t.to_string()),
+        oldest_age_seconds: q.oldest_entered_at.map(|t| age_seconds(t, now)),
+        created_at: q.queue.created_at.to_string(),
     }
-    Ok((Timestamp::from_unix_ms(ms), id.to_string()))
+}
+
+fn entry_state(s: DlqEntryState) -> w::EntryState {
+    match s {
+        DlqEntryState::Queued => w::EntryState::Queued,
+        DlqEntryState::Redriven => w::EntryState::Redriven,
+        DlqEntryState::Resolved => w::EntryState::Resolved,
+    }
+}
+
+pub fn entry(e: &DlqEntryRecord) -> w::Entry {
+    w::Entry {
+        entry_id: e.id.clone(),
+        queue: e.queue.clone(),
+        state: entry_state(e.state),
+        poison: e.is_poison(),
+        redrive_count: e.redrive_count,
+        max_redrives: e.max_redrives,
+        source: w::EntrySource {
+            kind: match e.source.kind() {
+                ExecutionKind::Pipeline => w::TargetKind::Pipeline,
+                ExecutionKind::Function => w::TargetKind::Function,
+            },
+            pipeline_name: e.source.name().to_string(),
+            pipeline_version: e.source.pipeline_version(),
+            execution_id: e.execution_id.clone(),
+            stage: e.stage.clone(),
+            action: e.action.clone(),
+        },
+        error: w::Failure { exception_type: e.exception_type.clone(), message: e.message.clone() },
+        input: parse_json(&e.input_json),
+        attempts: parse_json(&e.detail_json),
+        first_failure_at: e.first_failure_at.to_string(),
+        last_failure_at: e.last_failure_at.to_string(),
+        entered_at: e.entered_at.to_string(),
+        updated_at: e.updated_at.to_string(),
+        redriven_to: e.redriven_to.clone(),
+        redriven_at: e.redriven_at.map(|t| t.to_string()),
+        resolved_at: e.resolved_at.map(|t| t.to_string()),
+    }
+}
+
+fn redrive_mode(m: RedriveMode) -> w::RedriveMode {
+    match m {
+        RedriveMode::RetryStage => w::RedriveMode::RetryStage,
+        RedriveMode::NewExecution => w::RedriveMode::NewExecution,
+    }
+}
+
+pub fn run_request(r: &RedriveRequest) -> w::RunRequest {
+    let (queue, prefix) = match &r.scope {
+        QueueScope::Queue(q) => (Some(q.clone()), None),
+        QueueScope::Prefix(p) => (None, Some(p.clone())),
+    };
+    w::RunRequest {
+        scope: w::RunScope { queue, prefix },
+        entry_id: r.entry_id.clone(),
+        force: r.force,
+        exception_type: r.exception_type.clone(),
+        pipeline_name: r.pipeline_name.clone(),
+        older_than_ms: r.older_than_ms,
+        max_entries: r.max_entries,
+        rate: w::RunRate { per_second: r.rate.per_second },
+        mode: redrive_mode(r.mode),
+    }
+}
+
+fn outcome(o: &rd::EntryOutcome) -> w::EntryOutcome {
+    w::EntryOutcome {
+        entry_id: o.entry_id.clone(),
+        queue: o.queue.clone(),
+        outcome: if o.outcome == "redriven" { w::EntryOutcomeKind::Redriven } else { w::EntryOutcomeKind::Skipped },
+        execution_id: o.execution_id.clone(),
+        reason: o.reason.clone(),
+    }
+}
+
+fn run_summary(s: &rd::RedriveSummary) -> w::RunSummary {
+    w::RunSummary {
+        matched: s.matched,
+        processed: s.processed,
+        redriven: s.redriven,
+        skipped: s.skipped,
+        skipped_by_reason: s.skipped_by_reason.clone(),
+        parked: s.parked,
+        queues: s.queues.iter().map(|(q, c)| (q.clone(), w::QueueCounts { redriven: c.redriven, skipped: c.skipped })).collect(),
+        outcomes: s.outcomes.iter().map(outcome).collect(),
+        error: s.error.clone(),
+    }
+}
+
+fn run_status(text: &str) -> w::RunStatus {
+    match text {
+        "RUNNING" => w::RunStatus::Running,
+        "SUCCEEDED" => w::RunStatus::Succeeded,
+        "INTERRUPTED" => w::RunStatus::Interrupted,
+        _ => w::RunStatus::Failed,
+    }
+}
+
+/// A run record; its request and summary are stored as the engine's JSON.
+pub fn run(r: &RedriveRunRecord) -> Result<w::Run> {
+    let unreadable =
+        |what: &str, e: serde_json::Error| ApiError(ServiceError::Unavailable(format!("run {}: stored {what} unreadable: {e}", r.id)));
+    let request: RedriveRequest = serde_json::from_str(&r.request_json).map_err(|e| unreadable("request", e))?;
+    let summary: rd::RedriveSummary = serde_json::from_str(&r.summary_json).map_err(|e| unreadable("summary", e))?;
+    Ok(w::Run {
+        run_id: r.id.clone(),
+        schedule: r.schedule.clone(),
+        status: run_status(&r.status),
+        started_at: r.started_at.to_string(),
+        finished_at: r.finished_at.map(|t| t.to_string()),
+        request: run_request(&request),
+        summary: run_summary(&summary),
+    })
+}
+
+fn plan(p: &rd::RedrivePlan) -> w::Plan {
+    let item = |i: &rd::PlanItem| w::PlanItem {
+        entry_id: i.entry_id.clone(),
+        queue: i.queue.clone(),
+        pipeline_name: i.pipeline_name.clone(),
+        execution_id: i.execution_id.clone(),
+        stage: i.stage.clone(),
+        action: i.action.clone(),
+        exception_type: i.exception_type.clone(),
+        redrive_count: i.redrive_count,
+        would: if i.would == "redrive" { w::Would::Redrive } else { w::Would::Skip },
+        detail: i.detail.clone(),
+    };
+    w::Plan {
+        matched: p.matched,
+        would_redrive: p.would_redrive,
+        would_skip: p.would_skip,
+        parked: p.parked,
+        items: p.items.iter().map(item).collect(),
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -165,122 +238,91 @@ fn parse_poison(text: &str) -> Result<bool> {
     }
 }
 
-/// A JSON body as an object whose fields are all in `allowed`.
-fn body_fields(body: Value, allowed: &[&str]) -> Result<Map<String, Value>> {
-    let Value::Object(map) = body else {
-        return Err(invalid(format!("the request body must be a JSON object with the fields {}", allowed.join(", "))));
-    };
-    if let Some(unknown) = map.keys().find(|k| !allowed.contains(&k.as_str())) {
-        return Err(invalid(format!("unknown field {unknown:?} in the request body; allowed: {}", allowed.join(", "))));
-    }
-    // `null` means absent.
-    Ok(map.into_iter().filter(|(_, v)| !v.is_null()).collect())
-}
-
-fn field_str(map: &Map<String, Value>, name: &str) -> Result<Option<String>> {
-    match map.get(name) {
-        None => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(other) => Err(invalid(format!("{name} must be a string (got {other})"))),
-    }
-}
-
-fn field_bool(map: &Map<String, Value>, name: &str) -> Result<Option<bool>> {
-    match map.get(name) {
-        None => Ok(None),
-        Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(other) => Err(invalid(format!("{name} must be true or false (got {other})"))),
-    }
-}
-
-/// A whole number in `min..=max` (`max` `None`: no upper bound).
-fn field_int(map: &Map<String, Value>, name: &str, min: u64, max: Option<u64>) -> Result<Option<u64>> {
-    let Some(v) = map.get(name) else { return Ok(None) };
-    let range = match max {
-        Some(max) => format!("from {min} to {max}"),
-        None => format!("of at least {min}"),
-    };
-    let out_of_range = || invalid(format!("{name} {v} is out of range: a whole number {range}"));
-    match v {
-        Value::Number(n) if n.is_u64() => {
-            n.as_u64().filter(|n| *n >= min && max.is_none_or(|max| *n <= max)).map(Some).ok_or_else(out_of_range)
-        }
-        Value::Number(n) if n.is_i64() => Err(out_of_range()),
-        _ => Err(invalid(format!("{name} must be a whole number {range} (got {v})"))),
-    }
-}
-
-/// The filters shared by purge and redrive bodies.
-struct BodyFilters {
-    exception_type: Option<String>,
-    pipeline_name: Option<String>,
-    older_than_ms: Option<u64>,
-}
-
-fn body_filters(map: &Map<String, Value>) -> Result<BodyFilters> {
-    Ok(BodyFilters {
-        exception_type: field_str(map, "type")?,
-        pipeline_name: field_str(map, "source")?,
-        older_than_ms: field_str(map, "olderThan")?.as_deref().map(parse_older_than).transpose()?,
-    })
-}
-
 // ---------------------------------------------------------------------------
 // Queues
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query, rename_all = "camelCase")]
 pub struct QueuesQuery {
+    /// Only queues whose name starts with this.
     pub prefix: Option<String>,
     pub next_token: Option<String>,
+    /// 1 to 1000 (default 100).
     pub limit: Option<usize>,
 }
 
-async fn list_queues<S: Store>(State(svc): St<S>, QueryParams(q): QueryParams<QueuesQuery>) -> Result<Json<Value>> {
-    let limit = Page { next_token: None, limit: q.limit }.limit()?;
-    let rows = svc.list_dlq_queues(q.prefix.as_deref(), q.next_token.as_deref(), limit).await?;
+/// Dead-letter queues by name with their figures, one page.
+#[utoipa::path(get, path = "/v1/dlq/queues", tag = "dlq", params(QueuesQuery),
+    responses((status = 200, description = "Success", body = w::QueueList), (status = "4XX", description = "The request was refused; `error.code` says why", body = w::ErrorResponse)))]
+async fn list_queues<S: Store>(State(svc): St<S>, QueryParams(q): QueryParams<QueuesQuery>) -> Result<Json<w::QueueList>> {
+    let limit = page_limit(q.limit)?;
+    let after = q.next_token.as_deref().map(parse_name_token).transpose()?;
+    let rows = svc.list_dlq_queues(q.prefix.as_deref(), after, limit).await?;
     let now = svc.now();
-    let next = (rows.len() == limit).then(|| rows.last().map(|r| r.queue.name.clone())).flatten();
-    Ok(Json(json!({"queues": rows.iter().map(|r| queue_out(r, now)).collect::<Vec<_>>(), "nextToken": next})))
+    let next_token = (rows.len() == limit).then(|| rows.last().map(|r| r.queue.name.clone())).flatten();
+    Ok(Json(w::QueueList { queues: rows.iter().map(|r| queue(r, now)).collect(), next_token }))
 }
 
-async fn get_queue<S: Store>(State(svc): St<S>, Path(queue): Path<String>) -> Result<Json<Value>> {
-    let stats = svc.get_dlq_queue(&queue).await?;
-    Ok(Json(queue_out(&stats, svc.now())))
+/// A queue with its figures.
+#[utoipa::path(get, path = "/v1/dlq/queues/{queue}", tag = "dlq", params(("queue" = String, Path)),
+    responses((status = 200, description = "Success", body = w::Queue), (status = "4XX", description = "The request was refused; `error.code` says why", body = w::ErrorResponse)))]
+async fn get_queue<S: Store>(State(svc): St<S>, Path(name): Path<String>) -> Result<Json<w::Queue>> {
+    let stats = svc.get_dlq_queue(&name).await?;
+    Ok(Json(queue(&stats, svc.now())))
 }
 
-async fn configure_queue<S: Store>(State(svc): St<S>, Path(queue): Path<String>, JsonBody(body): JsonBody<Value>) -> Result<Json<Value>> {
-    let map = body_fields(body, &["maxRedrives"])?;
+/// Creates or configures a queue.
+#[utoipa::path(put, path = "/v1/dlq/queues/{queue}", tag = "dlq", params(("queue" = String, Path)), request_body = w::ConfigureQueueRequest,
+    responses((status = 200, description = "Success", body = w::Queue), (status = "4XX", description = "The request was refused; `error.code` says why", body = w::ErrorResponse), (status = 503, description = "The engine is degraded; `Retry-After` says when to retry", body = w::ErrorResponse)))]
+async fn configure_queue<S: Store>(
+    State(svc): St<S>,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody<w::ConfigureQueueRequest>,
+) -> Result<Json<w::Queue>> {
     let max = redrive_store::MAX_MAX_REDRIVES;
-    let max_redrives = field_int(&map, "maxRedrives", 1, Some(u64::from(max)))?
-        .ok_or_else(|| invalid(format!("maxRedrives is required: a whole number from 1 to {max}")))?;
-    svc.configure_dlq_queue(&queue, max_redrives as u32).await?;
-    let stats = svc.get_dlq_queue(&queue).await?;
-    Ok(Json(queue_out(&stats, svc.now())))
+    let n = body.max_redrives;
+    if !(1..=u64::from(max)).contains(&n) {
+        return Err(invalid(format!("maxRedrives {n} is out of range: a whole number from 1 to {max}")));
+    }
+    svc.configure_dlq_queue(&name, n as u32).await?;
+    let stats = svc.get_dlq_queue(&name).await?;
+    Ok(Json(queue(&stats, svc.now())))
 }
 
 // ---------------------------------------------------------------------------
 // Entries
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query, rename_all = "camelCase")]
 pub struct EntriesQuery {
+    /// Exception type of the final error.
     #[serde(rename = "type")]
+    #[param(rename = "type")]
     pub exception_type: Option<String>,
+    /// Pipeline the entries came from.
     pub source: Option<String>,
+    /// Minimum time in the queue, e.g. `10m`.
     pub older_than: Option<String>,
+    /// `QUEUED` (default), `REDRIVEN`, `RESOLVED` or `ALL`.
     pub state: Option<String>,
+    /// `true` or `false`.
     pub poison: Option<String>,
     pub next_token: Option<String>,
+    /// 1 to 1000 (default 100).
     pub limit: Option<usize>,
 }
 
+/// A queue's entries (oldest first), one page, and how many match in all.
+#[utoipa::path(get, path = "/v1/dlq/queues/{queue}/entries", tag = "dlq", params(("queue" = String, Path), EntriesQuery),
+    responses((status = 200, description = "Success", body = w::EntryList), (status = "4XX", description = "The request was refused; `error.code` says why", body = w::ErrorResponse)))]
 async fn list_entries<S: Store>(
     State(svc): St<S>,
-    Path(queue): Path<String>,
+    Path(name): Path<String>,
     QueryParams(q): QueryParams<EntriesQuery>,
-) -> Result<Json<Value>> {
-    let limit = Page { next_token: None, limit: q.limit }.limit()?;
+) -> Result<Json<w::EntryList>> {
+    let limit = page_limit(q.limit)?;
     let (state, any_state) = match q.state.as_deref() {
         None => (None, false),
         Some(s) => parse_state(s)?,
@@ -296,122 +338,154 @@ async fn list_entries<S: Store>(
         after: None,
         limit,
     };
-    let count = svc.count_dlq_entries(&queue, &query).await?;
+    let count = svc.count_dlq_entries(&name, &query).await?;
     query.after = after;
-    let rows = svc.list_dlq_entries(&queue, &query).await?;
-    let next = (rows.len() == limit).then(|| rows.last().map(|e| keyset_token(e.entered_at, &e.id))).flatten();
-    Ok(Json(json!({"entries": rows.iter().map(entry_out).collect::<Vec<_>>(), "nextToken": next, "count": count})))
+    let rows = svc.list_dlq_entries(&name, &query).await?;
+    let next_token = (rows.len() == limit).then(|| rows.last().map(|e| keyset_token(e.entered_at, &e.id))).flatten();
+    Ok(Json(w::EntryList { entries: rows.iter().map(entry).collect(), next_token, count }))
 }
 
-async fn get_entry<S: Store>(State(svc): St<S>, Path(id): Path<String>) -> Result<Json<Value>> {
-    Ok(Json(entry_out(&svc.get_dlq_entry(&id).await?)))
+/// One entry.
+#[utoipa::path(get, path = "/v1/dlq/entries/{id}", tag = "dlq", params(("id" = String, Path)),
+    responses((status = 200, description = "Success", body = w::Entry), (status = "4XX", description = "The request was refused; `error.code` says why", body = w::ErrorResponse)))]
+async fn get_entry<S: Store>(State(svc): St<S>, Path(id): Path<String>) -> Result<Json<w::Entry>> {
+    Ok(Json(entry(&svc.get_dlq_entry(&id).await?)))
 }
 
-async fn purge<S: Store>(State(svc): St<S>, Path(queue): Path<String>, JsonBody(body): JsonBody<Value>) -> Result<Json<Value>> {
-    let allowed: Vec<&str> = FILTER_FIELDS.iter().copied().chain(["poison"]).collect();
-    let map = body_fields(body, &allowed)?;
-    let f = body_filters(&map)?;
+/// Deletes a queue's matching queued entries.
+#[utoipa::path(post, path = "/v1/dlq/queues/{queue}/purge", tag = "dlq", params(("queue" = String, Path)), request_body = w::PurgeRequest,
+    responses((status = 200, description = "Success", body = w::PurgeResponse), (status = "4XX", description = "The request was refused; `error.code` says why", body = w::ErrorResponse), (status = 503, description = "The engine is degraded; `Retry-After` says when to retry", body = w::ErrorResponse)))]
+async fn purge<S: Store>(
+    State(svc): St<S>,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody<w::PurgeRequest>,
+) -> Result<Json<w::PurgeResponse>> {
     let query = EntryQuery {
-        exception_type: f.exception_type,
-        pipeline_name: f.pipeline_name,
-        older_than_ms: f.older_than_ms,
-        poison: field_bool(&map, "poison")?,
+        exception_type: body.exception_type,
+        pipeline_name: body.source,
+        older_than_ms: body.older_than.as_deref().map(parse_older_than).transpose()?,
+        poison: body.poison,
         ..EntryQuery::default()
     };
-    let purged = svc.purge_dlq(&queue, &query).await?;
-    Ok(Json(json!({"purged": purged})))
+    let purged = svc.purge_dlq(&name, &query).await?;
+    Ok(Json(w::PurgeResponse { purged }))
 }
 
 // ---------------------------------------------------------------------------
 // Redrives
 
 /// A redrive body as a request in `scope`, and whether it is a dry run.
-fn redrive_request(map: &Map<String, Value>, scope: QueueScope) -> Result<(RedriveRequest, bool)> {
-    let f = body_filters(map)?;
-    let rate = match field_str(map, "rate")? {
+fn redrive_request(b: w::RedriveRequest, scope: QueueScope) -> Result<(RedriveRequest, bool)> {
+    let rate = match b.rate.as_deref() {
         None => DEFAULT_RATE,
-        Some(r) => Rate::parse(&r).map_err(|e| invalid(if e.starts_with("rate ") { e } else { format!("rate: {e}") }))?,
+        Some(r) => Rate::parse(r).map_err(|e| invalid(if e.starts_with("rate ") { e } else { format!("rate: {e}") }))?,
     };
-    let mode = match field_str(map, "mode")? {
-        None => RedriveMode::default(),
-        Some(m) => RedriveMode::parse(&m).map_err(|e| invalid(format!("mode: {e}")))?,
-    };
+    if let Some(n) = b.max_entries.filter(|n| *n < 1) {
+        return Err(invalid(format!("maxEntries {n} is out of range: a whole number of at least 1")));
+    }
     let req = RedriveRequest {
         scope,
-        entry_id: field_str(map, "entryId")?,
-        force: field_bool(map, "force")?.unwrap_or(false),
-        exception_type: f.exception_type,
-        pipeline_name: f.pipeline_name,
-        older_than_ms: f.older_than_ms,
-        max_entries: field_int(map, "maxEntries", 1, None)?,
+        entry_id: b.entry_id,
+        force: b.force.unwrap_or(false),
+        exception_type: b.exception_type,
+        pipeline_name: b.source,
+        older_than_ms: b.older_than.as_deref().map(parse_older_than).transpose()?,
+        max_entries: b.max_entries,
         rate,
-        mode,
+        mode: match b.mode.unwrap_or(w::RedriveMode::RetryStage) {
+            w::RedriveMode::RetryStage => RedriveMode::RetryStage,
+            w::RedriveMode::NewExecution => RedriveMode::NewExecution,
+        },
     };
-    Ok((req, field_bool(map, "dryRun")?.unwrap_or(false)))
+    Ok((req, b.dry_run.unwrap_or(false)))
 }
 
 async fn redrive<S: Store>(svc: &Service<S>, req: RedriveRequest, dry_run: bool) -> Result<Response> {
     if dry_run {
-        let plan = svc.plan_redrive(&req).await?;
-        return Ok(Json(serde_json::to_value(&plan).unwrap_or(Value::Null)).into_response());
+        return Ok(Json(w::RedriveResponse::Plan(plan(&svc.plan_redrive(&req).await?))).into_response());
     }
-    let run = svc.start_redrive(req).await?;
-    Ok((StatusCode::ACCEPTED, Json(run_out(&run))).into_response())
+    let started = svc.start_redrive(req).await?;
+    Ok((StatusCode::ACCEPTED, Json(w::RedriveResponse::Run(Box::new(run(&started)?)))).into_response())
 }
 
-async fn redrive_queue<S: Store>(State(svc): St<S>, Path(queue): Path<String>, JsonBody(body): JsonBody<Value>) -> Result<Response> {
-    let map = body_fields(body, REDRIVE_FIELDS)?;
-    let (req, dry_run) = redrive_request(&map, QueueScope::Queue(queue))?;
+/// Redrives a queue's matching entries: a run (202), or with `dryRun` its plan (200).
+#[utoipa::path(post, path = "/v1/dlq/queues/{queue}/redrive", tag = "dlq", params(("queue" = String, Path)), request_body = w::RedriveRequest,
+    responses((status = 202, description = "Started", body = w::Run), (status = 200, description = "Success", body = w::Plan), (status = "4XX", description = "The request was refused; `error.code` says why", body = w::ErrorResponse), (status = 503, description = "The engine is degraded; `Retry-After` says when to retry", body = w::ErrorResponse)))]
+async fn redrive_queue<S: Store>(
+    State(svc): St<S>,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody<w::RedriveRequest>,
+) -> Result<Response> {
+    if body.queue_prefix.is_some() {
+        return Err(invalid("queuePrefix: not a field of a one-queue redrive; POST /v1/dlq/redrive redrives every queue under a prefix"));
+    }
+    let (req, dry_run) = redrive_request(body, QueueScope::Queue(name))?;
     redrive(&svc, req, dry_run).await
 }
 
-async fn redrive_prefix<S: Store>(State(svc): St<S>, JsonBody(body): JsonBody<Value>) -> Result<Response> {
-    let map = body_fields(body, PREFIX_REDRIVE_FIELDS)?;
-    let prefix = field_str(&map, "queuePrefix")?
-        .ok_or_else(|| invalid("queuePrefix is required: the redrive covers every queue whose name starts with it".into()))?;
-    let (req, dry_run) = redrive_request(&map, QueueScope::Prefix(prefix))?;
+/// Redrives every queue under `queuePrefix`: a run (202), or with `dryRun` its plan (200).
+#[utoipa::path(post, path = "/v1/dlq/redrive", tag = "dlq", request_body = w::RedriveRequest,
+    responses((status = 202, description = "Started", body = w::Run), (status = 200, description = "Success", body = w::Plan), (status = "4XX", description = "The request was refused; `error.code` says why", body = w::ErrorResponse), (status = 503, description = "The engine is degraded; `Retry-After` says when to retry", body = w::ErrorResponse)))]
+async fn redrive_prefix<S: Store>(State(svc): St<S>, JsonBody(mut body): JsonBody<w::RedriveRequest>) -> Result<Response> {
+    let prefix = body
+        .queue_prefix
+        .take()
+        .ok_or_else(|| invalid("queuePrefix is required: the redrive covers every queue whose name starts with it"))?;
+    let (req, dry_run) = redrive_request(body, QueueScope::Prefix(prefix))?;
     redrive(&svc, req, dry_run).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query, rename_all = "camelCase")]
 pub struct RunsQuery {
+    /// Only this schedule's runs.
     pub schedule: Option<String>,
     pub next_token: Option<String>,
+    /// 1 to 1000 (default 100).
     pub limit: Option<usize>,
 }
 
-async fn list_runs<S: Store>(State(svc): St<S>, QueryParams(q): QueryParams<RunsQuery>) -> Result<Json<Value>> {
-    let limit = Page { next_token: None, limit: q.limit }.limit()?;
+/// Redrive runs, newest first, one page.
+#[utoipa::path(get, path = "/v1/dlq/redrives", tag = "dlq", params(RunsQuery),
+    responses((status = 200, description = "Success", body = w::RunList), (status = "4XX", description = "The request was refused; `error.code` says why", body = w::ErrorResponse)))]
+async fn list_runs<S: Store>(State(svc): St<S>, QueryParams(q): QueryParams<RunsQuery>) -> Result<Json<w::RunList>> {
+    let limit = page_limit(q.limit)?;
     if let Some(s) = &q.schedule {
         redrive_engine::service::validate_name("schedule", s)?;
     }
     let before = q.next_token.as_deref().map(parse_keyset_token).transpose()?;
     let rows = svc.list_redrive_runs(q.schedule.as_deref(), before, limit).await?;
-    let next = (rows.len() == limit).then(|| rows.last().map(|r| keyset_token(r.started_at, &r.id))).flatten();
-    Ok(Json(json!({"runs": rows.iter().map(run_out).collect::<Vec<_>>(), "nextToken": next})))
+    let next_token = (rows.len() == limit).then(|| rows.last().map(|r| keyset_token(r.started_at, &r.id))).flatten();
+    Ok(Json(w::RunList { runs: rows.iter().map(run).collect::<Result<_>>()?, next_token }))
 }
 
-async fn get_run<S: Store>(State(svc): St<S>, Path(id): Path<String>) -> Result<Json<Value>> {
-    Ok(Json(run_out(&svc.get_redrive_run(&id).await?)))
+/// One redrive run.
+#[utoipa::path(get, path = "/v1/dlq/redrives/{id}", tag = "dlq", params(("id" = String, Path)),
+    responses((status = 200, description = "Success", body = w::Run), (status = "4XX", description = "The request was refused; `error.code` says why", body = w::ErrorResponse)))]
+async fn get_run<S: Store>(State(svc): St<S>, Path(id): Path<String>) -> Result<Json<w::Run>> {
+    Ok(Json(run(&svc.get_redrive_run(&id).await?)?))
 }
 
-async fn list_schedules<S: Store>(State(svc): St<S>) -> Result<Json<Value>> {
-    let mut out = Vec::new();
+/// The configured redrive schedules, with their next due time and last run.
+#[utoipa::path(get, path = "/v1/dlq/schedules", tag = "dlq",
+    responses((status = 200, description = "Success", body = w::ScheduleList), (status = "4XX", description = "The request was refused; `error.code` says why", body = w::ErrorResponse)))]
+async fn list_schedules<S: Store>(State(svc): St<S>) -> Result<Json<w::ScheduleList>> {
+    let mut schedules = Vec::new();
     for s in svc.schedules() {
         let next_due = svc.schedule_next_due(s).await?;
         let last = svc.list_redrive_runs(Some(&s.name), None, 1).await?;
-        out.push(json!({
-            "name": s.name,
-            "every": human_duration_ms(s.every_ms),
-            "everyMs": s.every_ms,
-            "queuePrefix": s.prefix(),
-            "request": serde_json::to_value(&s.request).unwrap_or(Value::Null),
-            "nextDueAt": next_due.to_string(),
-            "lastRun": last.first().map(run_out),
-        }));
+        schedules.push(w::Schedule {
+            name: s.name.clone(),
+            every: human_duration_ms(s.every_ms),
+            every_ms: s.every_ms,
+            queue_prefix: s.prefix().to_string(),
+            request: run_request(&s.request),
+            next_due_at: next_due.to_string(),
+            last_run: last.first().map(run).transpose()?,
+        });
     }
-    Ok(Json(json!({"schedules": out})))
+    Ok(Json(w::ScheduleList { schedules }))
 }
 
 // ---------------------------------------------------------------------------
@@ -462,6 +536,8 @@ pub fn render_metrics(queues: &[DlqQueueStats], truncated: bool, now: Timestamp)
 }
 
 /// Figures computed at scrape time from the store, paging through the queues.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text exposition 0.0.4", content_type = "text/plain", body = String)))]
 async fn metrics<S: Store>(State(svc): St<S>) -> Result<Response> {
     let mut queues: Vec<DlqQueueStats> = Vec::new();
     loop {

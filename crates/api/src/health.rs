@@ -13,11 +13,21 @@ use axum::response::{IntoResponse, Response};
 use redrive_engine::health::{DEGRADED_RETRY_AFTER_SECONDS, Health};
 use redrive_engine::service::{Service, ServiceError};
 use redrive_store::Store;
-use serde_json::json;
+use redrive_wire::{Readiness, ReadyResponse};
 use std::sync::Arc;
+use utoipa_axum::router::OpenApiRouter;
+
+pub fn router<S: Store>() -> OpenApiRouter<Arc<Service<S>>> {
+    OpenApiRouter::new()
+        .routes(crate::doc::op::<__path_healthz, _, _, _>(healthz::<S>))
+        .routes(crate::doc::op::<__path_readyz, _, _, _>(readyz::<S>))
+}
 
 /// `GET /healthz`: 200 `ok` while the engine runs; 503 once it stopped for good
 /// (the process is about to exit).
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "`ok`", content_type = "text/plain", body = String),
+        (status = 503, description = "`stopped: <reason>`", content_type = "text/plain", body = String)))]
 pub async fn healthz<S: Store>(State(svc): State<Arc<Service<S>>>) -> Response {
     match svc.engine().health() {
         Health::Stopped { reason } => (StatusCode::SERVICE_UNAVAILABLE, format!("stopped: {reason}")).into_response(),
@@ -27,11 +37,15 @@ pub async fn healthz<S: Store>(State(svc): State<Arc<Service<S>>>) -> Response {
 
 /// `GET /readyz`: 200 `{"status":"ready"}`, or 503 with `Retry-After` and
 /// `{"status":"degraded"|"stopped","reason":...,"since":...}`.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, description = "Success", body = ReadyResponse), (status = 503, body = ReadyResponse, description = "Not ready; `Retry-After` says when to ask again")))]
 pub async fn readyz<S: Store>(State(svc): State<Arc<Service<S>>>) -> Response {
     let body = match svc.engine().health() {
-        Health::Ready => return axum::Json(json!({"status": "ready"})).into_response(),
-        Health::Degraded { reason, since } => json!({"status": "degraded", "reason": reason, "since": since.to_string()}),
-        Health::Stopped { reason } => json!({"status": "stopped", "reason": reason}),
+        Health::Ready => return axum::Json(ReadyResponse { status: Readiness::Ready, reason: None, since: None }).into_response(),
+        Health::Degraded { reason, since } => {
+            ReadyResponse { status: Readiness::Degraded, reason: Some(reason), since: Some(since.to_string()) }
+        }
+        Health::Stopped { reason } => ReadyResponse { status: Readiness::Stopped, reason: Some(reason), since: None },
     };
     with_retry_after((StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response())
 }
@@ -69,11 +83,16 @@ pub async fn guard<S: Store>(State(svc): State<Arc<Service<S>>>, request: Reques
     }
 }
 
+/// A 503 in the protocol's format. On `POST /` the `__type` is `ServiceUnavailable`:
+/// botocore's CodePipeline model names no unavailability shape (its operations
+/// defer to the AWS Common Errors, where a temporary server failure is
+/// `ServiceUnavailable`, HTTP 503), and botocore retries a 503. The native API
+/// names it `ServiceUnavailableException` like its other errors.
 fn unavailable(aws: bool, message: String) -> Response {
     let response = if aws {
         crate::aws::error_response(AwsError::new(ErrorCode::ServiceUnavailable, message))
     } else {
-        crate::native::ApiError(ServiceError::Unavailable(message)).into_response()
+        crate::error::ApiError(ServiceError::Unavailable(message)).into_response()
     };
     with_retry_after(response)
 }

@@ -15,8 +15,13 @@
 pub mod aws;
 pub mod codepipeline;
 pub mod dlq;
+pub mod doc;
+pub mod error;
+pub mod extract;
 pub mod functions;
 pub mod health;
+pub mod json;
 pub mod native;
 pub mod openapi;
+pub mod page;
 pub mod server;

@@ -1,220 +1,217 @@
-//! The native JSON REST API (`/v1/...`), described by `/openapi.json`.
+//! The native JSON REST API for pipelines (`/v1/pipelines/...`), described by
+//! `/openapi.json`. Answers are `redrive_wire` types built here from engine types.
 //!
 //! Errors are `{"error": {"code": "<CodePipeline-style name>", "message": "..."}}`
 //! with a meaningful HTTP status; a definition with problems also carries them
 //! under `error.problems` (JSON path, field, value, what is allowed).
 
-use crate::server::{JsonBody, QueryParams};
+use crate::doc::op;
+use crate::error::{Result, invalid};
+use crate::extract::{JsonBody, QueryParams};
+use crate::page::{Page, execution_token, page_limit, parse_execution_token, parse_name_token, parse_seq_token};
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use redrive_core::definition::RetryMode;
-use redrive_core::machine::{ActionState, ExecutionState, Trigger};
-use redrive_core::time::Timestamp;
-use redrive_engine::service::{ExecutionView, Service, ServiceError};
-use redrive_store::{ExecutionCursor, LedgerEntry, PipelineRecord, Store};
-use serde::{Deserialize, Serialize};
+use redrive_core::exception::Failure;
+use redrive_core::machine::{self as m, ActionState, ExecutionState};
+use redrive_engine::service::{ExecutionView, Service, StageView};
+use redrive_store::{LedgerEntry, PipelineRecord, Store};
+use redrive_wire as w;
+use serde::Deserialize;
 use serde_json::{Value, json};
 use std::sync::Arc;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
 
-/// Default and largest page sizes of listings.
-pub const DEFAULT_PAGE_SIZE: usize = 100;
-pub use redrive_core::limits::MAX_PAGE_SIZE;
+type St<S> = State<Arc<Service<S>>>;
 
-pub struct ApiError(pub ServiceError);
+pub fn router<S: Store>() -> OpenApiRouter<Arc<Service<S>>> {
+    OpenApiRouter::new()
+        .routes(op::<__path_create_pipeline, _, _, _>(create_pipeline::<S>))
+        .routes(op::<__path_list_pipelines, _, _, _>(list_pipelines::<S>))
+        .routes(op::<__path_get_pipeline, _, _, _>(get_pipeline::<S>))
+        .routes(op::<__path_update_pipeline, _, _, _>(update_pipeline::<S>))
+        .routes(op::<__path_delete_pipeline, _, _, _>(delete_pipeline::<S>))
+        .routes(op::<__path_pipeline_state, _, _, _>(pipeline_state::<S>))
+        .routes(op::<__path_start_execution, _, _, _>(start_execution::<S>))
+        .routes(op::<__path_list_executions, _, _, _>(list_executions::<S>))
+        .routes(op::<__path_get_execution, _, _, _>(get_execution::<S>))
+        .routes(op::<__path_stop_execution, _, _, _>(stop_execution::<S>))
+        .routes(op::<__path_retry_stage, _, _, _>(retry_stage::<S>))
+        .routes(op::<__path_list_action_executions, _, _, _>(list_action_executions::<S>))
+}
 
-impl From<ServiceError> for ApiError {
-    fn from(e: ServiceError) -> Self {
-        ApiError(e)
+// ---- engine types → wire types -------------------------------------------------
+
+pub fn failure(f: &Failure) -> w::Failure {
+    w::Failure { exception_type: f.exception_type.to_string(), message: f.message.clone() }
+}
+
+pub fn execution_status(s: m::ExecutionStatus) -> w::ExecutionStatus {
+    use m::ExecutionStatus as E;
+    match s {
+        E::InProgress => w::ExecutionStatus::InProgress,
+        E::Stopping => w::ExecutionStatus::Stopping,
+        E::Succeeded => w::ExecutionStatus::Succeeded,
+        E::Failed => w::ExecutionStatus::Failed,
+        E::Stopped => w::ExecutionStatus::Stopped,
+        E::Superseded => w::ExecutionStatus::Superseded,
     }
 }
 
-/// The CodePipeline exception name and native HTTP status of a service error.
-pub fn error_code(e: &ServiceError) -> (&'static str, StatusCode) {
-    use ServiceError::*;
-    match e {
-        Validation(_) => ("ValidationException", StatusCode::BAD_REQUEST),
-        InvalidStructure(_) => ("InvalidStructureException", StatusCode::BAD_REQUEST),
-        PipelineNotFound(_) => ("PipelineNotFoundException", StatusCode::NOT_FOUND),
-        PipelineNameInUse(_) => ("PipelineNameInUseException", StatusCode::CONFLICT),
-        PipelineVersionNotFound { .. } => ("PipelineVersionNotFoundException", StatusCode::NOT_FOUND),
-        ExecutionNotFound(_) => ("PipelineExecutionNotFoundException", StatusCode::NOT_FOUND),
-        ExecutionNotStoppable(_) => ("PipelineExecutionNotStoppableException", StatusCode::CONFLICT),
-        DuplicatedStopRequest(_) => ("DuplicatedStopRequestException", StatusCode::CONFLICT),
-        StageNotFound(_) => ("StageNotFoundException", StatusCode::NOT_FOUND),
-        StageNotRetryable(_) => ("StageNotRetryableException", StatusCode::CONFLICT),
-        NotLatestPipelineExecution(_) => ("NotLatestPipelineExecutionException", StatusCode::CONFLICT),
-        Conflict(_) => ("ConflictException", StatusCode::CONFLICT),
-        ConcurrentExecutionsLimitExceeded(_) => ("ConcurrentPipelineExecutionsLimitExceededException", StatusCode::TOO_MANY_REQUESTS),
-        DlqQueueNotFound(_) => ("DeadLetterQueueNotFoundException", StatusCode::NOT_FOUND),
-        DlqEntryNotFound(_) => ("DeadLetterEntryNotFoundException", StatusCode::NOT_FOUND),
-        RedriveRunNotFound(_) => ("RedriveRunNotFoundException", StatusCode::NOT_FOUND),
-        NotRedriven(_) => ("EntryNotRedrivenException", StatusCode::CONFLICT),
-        Unavailable(_) => ("ServiceUnavailableException", StatusCode::SERVICE_UNAVAILABLE),
+fn stage_status(s: m::StageStatus) -> w::StageStatus {
+    use m::StageStatus as S;
+    match s {
+        S::NotStarted => w::StageStatus::NotStarted,
+        S::InProgress => w::StageStatus::InProgress,
+        S::Succeeded => w::StageStatus::Succeeded,
+        S::Failed => w::StageStatus::Failed,
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let (code, status) = error_code(&self.0);
-        let mut body = json!({"error": {"code": code, "message": self.0.to_string()}});
-        if let ServiceError::InvalidStructure(problems) = &self.0 {
-            body["error"]["problems"] = serde_json::to_value(problems).unwrap_or(Value::Null);
-        }
-        (status, Json(body)).into_response()
+fn action_status(s: m::ActionStatus) -> w::ActionStatus {
+    use m::ActionStatus as A;
+    match s {
+        A::NotStarted => w::ActionStatus::NotStarted,
+        A::Running => w::ActionStatus::Running,
+        A::WaitingRetry => w::ActionStatus::WaitingRetry,
+        A::Succeeded => w::ActionStatus::Succeeded,
+        A::Failed => w::ActionStatus::Failed,
     }
 }
 
-/// A JSON body that failed to parse, reported the same way as other errors.
-pub fn bad_body(message: impl Into<String>) -> Response {
-    ApiError(ServiceError::Validation(message.into())).into_response()
-}
-
-type Result<T> = std::result::Result<T, ApiError>;
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PipelineSummary {
-    pub name: String,
-    pub version: u32,
-    pub created: String,
-}
-
-impl From<&PipelineRecord> for PipelineSummary {
-    fn from(r: &PipelineRecord) -> Self {
-        PipelineSummary { name: r.name.clone(), version: r.version, created: r.created_at.to_string() }
+pub fn trigger(t: m::Trigger) -> w::Trigger {
+    match t {
+        m::Trigger::Initial => w::Trigger::Initial,
+        m::Trigger::Policy => w::Trigger::Policy,
+        m::Trigger::StageAutoRetry => w::Trigger::StageAutoRetry,
+        m::Trigger::Manual => w::Trigger::Manual,
+        m::Trigger::Redrive => w::Trigger::Redrive,
     }
 }
 
-fn definition_of(r: &PipelineRecord) -> Value {
-    serde_json::from_str(&r.definition_json).unwrap_or(Value::Null)
+/// A ledger row's `trigger` column, written from `machine::Trigger::as_str`.
+pub fn ledger_trigger(text: &str) -> w::Trigger {
+    [m::Trigger::Initial, m::Trigger::Policy, m::Trigger::StageAutoRetry, m::Trigger::Manual, m::Trigger::Redrive]
+        .into_iter()
+        .find(|t| t.as_str() == text)
+        .map_or(w::Trigger::Initial, trigger)
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ActionOut {
-    pub name: String,
-    pub status: String,
-    pub series: u32,
-    pub attempt: u32,
-    pub total_attempts: u32,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub next_attempt_at: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub output: Option<Value>,
+/// A ledger row's `outcome` column: `SUCCEEDED` or `FAILED`.
+pub fn ledger_outcome(text: &str) -> w::AttemptStatus {
+    if text == "SUCCEEDED" { w::AttemptStatus::Succeeded } else { w::AttemptStatus::Failed }
 }
 
-fn action_out(name: &str, a: &ActionState) -> ActionOut {
-    ActionOut {
+pub fn decision(e: &LedgerEntry) -> Option<Value> {
+    e.decision_json.as_deref().and_then(|d| serde_json::from_str::<Value>(d).ok())
+}
+
+fn summary(r: &PipelineRecord) -> w::PipelineSummary {
+    w::PipelineSummary { name: r.name.clone(), version: r.version, created: r.created_at.to_string() }
+}
+
+fn pipeline_response(r: &PipelineRecord) -> w::PipelineResponse {
+    w::PipelineResponse { pipeline: summary(r), definition: serde_json::from_str(&r.definition_json).unwrap_or(Value::Null) }
+}
+
+fn action_view(name: &str, a: &ActionState) -> w::ActionView {
+    w::ActionView {
         name: name.to_string(),
-        status: format!("{:?}", a.status),
+        status: action_status(a.status),
         series: a.series,
         attempt: a.attempt,
         total_attempts: a.total_attempts,
-        error: a.last_failure.as_ref().map(|f| json!({"exceptionType": f.exception_type, "message": f.message})),
+        error: a.last_failure.as_ref().map(failure),
         next_attempt_at: a.next_attempt_at.map(|t| t.to_string()),
         output: a.output.clone(),
     }
 }
 
-/// An execution with its stages and actions, by name.
-pub fn execution_out(view: &ExecutionView, stage_names: &[(String, Vec<String>)]) -> Value {
-    let s: &ExecutionState = &view.state;
-    let stages: Vec<Value> = s
-        .stages
-        .iter()
-        .zip(stage_names)
-        .map(|(st, (name, actions))| {
-            json!({
-                "name": name,
-                "status": format!("{:?}", st.status),
-                "retryInProgress": st.retry_in_progress,
-                "autoRetries": st.auto_retries_used,
-                "manualRetries": st.manual_retries_used,
-                "actions": st.actions.iter().zip(actions).map(|(a, n)| action_out(n, a)).collect::<Vec<_>>(),
-            })
-        })
-        .collect();
-    json!({
-        "pipelineExecutionId": view.record.id,
-        "pipelineName": view.record.target.name(),
-        "pipelineVersion": view.pipeline_version(),
-        "status": s.status.as_str(),
-        "startTime": s.started_at.to_string(),
-        "lastUpdateTime": view.record.updated_at.to_string(),
-        "endTime": s.finished_at.map(|t| t.to_string()),
-        "input": serde_json::from_str::<Value>(&view.record.input_json).unwrap_or(Value::Null),
-        // Why the engine itself failed it (a limit, an unreadable state), if it did.
-        "failure": s.failure.as_ref().map(|f| json!({"exceptionType": f.exception_type, "message": f.message})),
-        "stages": stages,
-    })
-}
-
-pub fn ledger_out(e: &LedgerEntry) -> Value {
-    json!({
-        "seq": e.seq,
-        "pipelineExecutionId": e.execution_id,
-        "stageName": e.stage,
-        "actionName": e.action,
-        "series": e.series,
-        "attempt": e.attempt,
-        "trigger": e.trigger,
-        "startTime": e.started_at.to_string(),
-        "endTime": e.finished_at.to_string(),
-        "status": e.outcome,
-        "exceptionType": e.exception_type,
-        "message": e.message,
-        "decision": e.decision_json.as_deref().and_then(|d| serde_json::from_str::<Value>(d).ok()),
-    })
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Page {
-    pub next_token: Option<String>,
-    pub limit: Option<usize>,
-}
-
-impl Page {
-    pub(crate) fn limit(&self) -> std::result::Result<usize, ApiError> {
-        match self.limit {
-            None => Ok(DEFAULT_PAGE_SIZE),
-            Some(n) if (1..=MAX_PAGE_SIZE).contains(&n) => Ok(n),
-            Some(n) => Err(ServiceError::Validation(format!("limit {n} is out of range 1..={MAX_PAGE_SIZE}")).into()),
-        }
+fn stage_view(st: &m::StageState, (name, actions): &(String, Vec<String>)) -> w::StageView {
+    w::StageView {
+        name: name.clone(),
+        status: stage_status(st.status),
+        retry_in_progress: st.retry_in_progress,
+        auto_retries: st.auto_retries_used,
+        manual_retries: st.manual_retries_used,
+        actions: st.actions.iter().zip(actions).map(|(a, n)| action_view(n, a)).collect(),
     }
 }
 
-/// Opaque execution page token: `<created_at_ms>.<id>`.
-pub fn execution_token(c: &ExecutionCursor) -> String {
-    format!("{}.{}", c.created_at.unix_ms(), c.id)
+/// An execution with its stages and actions, by name.
+pub fn execution(view: &ExecutionView, stage_names: &[(String, Vec<String>)]) -> w::Execution {
+    let s: &ExecutionState = &view.state;
+    w::Execution {
+        pipeline_execution_id: view.record.id.clone(),
+        pipeline_name: view.record.target.name().to_string(),
+        pipeline_version: view.pipeline_version(),
+        status: execution_status(s.status),
+        start_time: s.started_at.to_string(),
+        last_update_time: view.record.updated_at.to_string(),
+        end_time: s.finished_at.map(|t| t.to_string()),
+        input: serde_json::from_str::<Value>(&view.record.input_json).unwrap_or(Value::Null),
+        failure: s.failure.as_ref().map(failure),
+        stages: s.stages.iter().zip(stage_names).map(|(st, names)| stage_view(st, names)).collect(),
+    }
 }
 
-pub fn parse_execution_token(t: &str) -> std::result::Result<ExecutionCursor, ServiceError> {
-    let bad = || ServiceError::Validation(format!("nextToken {t:?} is not a token this server issued"));
-    let (ms, id) = t.split_once('.').ok_or_else(bad)?;
-    let ms: i64 = ms.parse().map_err(|_| bad())?;
-    redrive_engine::service::validate_execution_id("nextToken", id).map_err(|_| bad())?;
-    Ok(ExecutionCursor { created_at: Timestamp::from_unix_ms(ms), id: id.to_string() })
+fn execution_summary(v: &ExecutionView) -> w::ExecutionSummary {
+    w::ExecutionSummary {
+        pipeline_execution_id: v.record.id.clone(),
+        pipeline_version: v.pipeline_version(),
+        status: execution_status(v.state.status),
+        start_time: v.state.started_at.to_string(),
+        last_update_time: v.record.updated_at.to_string(),
+    }
 }
 
-type St<S> = State<Arc<Service<S>>>;
-
-pub fn router<S: Store>() -> Router<Arc<Service<S>>> {
-    Router::new()
-        .route("/v1/pipelines", post(create_pipeline::<S>).get(list_pipelines::<S>))
-        .route("/v1/pipelines/{name}", get(get_pipeline::<S>).put(update_pipeline::<S>).delete(delete_pipeline::<S>))
-        .route("/v1/pipelines/{name}/state", get(pipeline_state::<S>))
-        .route("/v1/pipelines/{name}/executions", post(start_execution::<S>).get(list_executions::<S>))
-        .route("/v1/pipelines/{name}/executions/{id}", get(get_execution::<S>))
-        .route("/v1/pipelines/{name}/executions/{id}/stop", post(stop_execution::<S>))
-        .route("/v1/pipelines/{name}/executions/{id}/stages/{stage}/retry", post(retry_stage::<S>))
-        .route("/v1/pipelines/{name}/action-executions", get(list_action_executions::<S>))
+pub fn action_execution(e: &LedgerEntry) -> w::ActionExecution {
+    w::ActionExecution {
+        seq: e.seq,
+        pipeline_execution_id: e.execution_id.clone(),
+        stage_name: e.stage.clone(),
+        action_name: e.action.clone(),
+        series: e.series,
+        attempt: e.attempt,
+        trigger: ledger_trigger(&e.trigger),
+        start_time: e.started_at.to_string(),
+        end_time: e.finished_at.to_string(),
+        status: ledger_outcome(&e.outcome),
+        exception_type: e.exception_type.clone(),
+        message: e.message.clone(),
+        decision: decision(e),
+    }
 }
+
+fn stage_state(name: &str, latest: Option<&StageView>) -> w::StageState {
+    let Some(sv) = latest else {
+        return w::StageState { stage_name: name.to_string(), latest_execution: None, actions: Vec::new() };
+    };
+    let st = sv.stage_state();
+    w::StageState {
+        stage_name: name.to_string(),
+        latest_execution: Some(w::StageExecution {
+            pipeline_execution_id: sv.execution.record.id.clone(),
+            status: stage_status(st.status),
+            retry_in_progress: st.retry_in_progress,
+            auto_retries: st.auto_retries_used,
+            manual_retries: st.manual_retries_used,
+            latest_retry_trigger: st.latest_retry_trigger.map(trigger),
+        }),
+        actions: sv.stage_definition().actions.iter().zip(&st.actions).map(|(a, s)| action_view(a.name.as_str(), s)).collect(),
+    }
+}
+
+pub fn retry_mode(m: w::RetryMode) -> RetryMode {
+    match m {
+        w::RetryMode::FailedActions => RetryMode::FailedActions,
+        w::RetryMode::AllActions => RetryMode::AllActions,
+    }
+}
+
+// ---- handlers -------------------------------------------------------------------
 
 /// A definition body may be the pipeline itself or `{"pipeline": {...}}`.
 fn unwrap_definition(body: Value) -> Value {
@@ -224,186 +221,181 @@ fn unwrap_definition(body: Value) -> Value {
     }
 }
 
-async fn create_pipeline<S: Store>(State(svc): St<S>, JsonBody(body): JsonBody<Value>) -> Result<Response> {
+/// Creates a pipeline (version 1) from a definition.
+#[utoipa::path(post, path = "/v1/pipelines", tag = "pipelines",
+    request_body(content = Object, description = "The definition, or `{\"pipeline\": definition}`"),
+    responses((status = 201, description = "Created", body = w::PipelineResponse), (status = "4XX", description = "The request was refused; `error.code` says why", body = w::ErrorResponse)))]
+async fn create_pipeline<S: Store>(State(svc): St<S>, JsonBody(body): JsonBody<Value>) -> Result<(StatusCode, Json<w::PipelineResponse>)> {
     let rec = svc.create_pipeline(&unwrap_definition(body)).await?;
-    Ok((StatusCode::CREATED, Json(json!({"pipeline": PipelineSummary::from(&rec), "definition": definition_of(&rec)}))).into_response())
+    Ok((StatusCode::CREATED, Json(pipeline_response(&rec))))
 }
 
-async fn update_pipeline<S: Store>(State(svc): St<S>, Path(name): Path<String>, JsonBody(body): JsonBody<Value>) -> Result<Json<Value>> {
+/// Adds a version of a pipeline.
+#[utoipa::path(put, path = "/v1/pipelines/{name}", tag = "pipelines", params(("name" = String, Path)),
+    request_body(content = Object, description = "The definition, or `{\"pipeline\": definition}`; its name must be the URL's"),
+    responses((status = 200, description = "Success", body = w::PipelineResponse), (status = "4XX", description = "The request was refused; `error.code` says why", body = w::ErrorResponse)))]
+async fn update_pipeline<S: Store>(
+    State(svc): St<S>,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody<Value>,
+) -> Result<Json<w::PipelineResponse>> {
     let def = unwrap_definition(body);
     if def.get("name").and_then(Value::as_str) != Some(name.as_str()) {
-        return Err(ServiceError::Validation(format!("the definition's name must be {name:?}, the pipeline in the URL")).into());
+        return Err(invalid(format!("the definition's name must be {name:?}, the pipeline in the URL")));
     }
     let rec = svc.update_pipeline(&def).await?;
-    Ok(Json(json!({"pipeline": PipelineSummary::from(&rec), "definition": definition_of(&rec)})))
+    Ok(Json(pipeline_response(&rec)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct VersionQuery {
+    /// A version (default: the latest).
     pub version: Option<u32>,
 }
 
+/// A pipeline version with its definition.
+#[utoipa::path(get, path = "/v1/pipelines/{name}", tag = "pipelines", params(("name" = String, Path), VersionQuery),
+    responses((status = 200, description = "Success", body = w::PipelineResponse), (status = "4XX", description = "The request was refused; `error.code` says why", body = w::ErrorResponse)))]
 async fn get_pipeline<S: Store>(
     State(svc): St<S>,
     Path(name): Path<String>,
     QueryParams(q): QueryParams<VersionQuery>,
-) -> Result<Json<Value>> {
+) -> Result<Json<w::PipelineResponse>> {
     let view = svc.get_pipeline(&name, q.version).await?;
-    Ok(Json(json!({"pipeline": PipelineSummary::from(&view.record), "definition": definition_of(&view.record)})))
+    Ok(Json(pipeline_response(&view.record)))
 }
 
-async fn list_pipelines<S: Store>(State(svc): St<S>, QueryParams(page): QueryParams<Page>) -> Result<Json<Value>> {
-    let limit = page.limit()?;
-    let rows = svc.list_pipelines(page.next_token.as_deref(), limit).await?;
-    let next = (rows.len() == limit).then(|| rows.last().map(|r| r.name.clone())).flatten();
-    Ok(Json(json!({"pipelines": rows.iter().map(PipelineSummary::from).collect::<Vec<_>>(), "nextToken": next})))
+/// Pipelines by name (latest versions), one page.
+#[utoipa::path(get, path = "/v1/pipelines", tag = "pipelines", params(Page),
+    responses((status = 200, description = "Success", body = w::PipelineList), (status = "4XX", description = "The request was refused; `error.code` says why", body = w::ErrorResponse)))]
+async fn list_pipelines<S: Store>(State(svc): St<S>, QueryParams(page): QueryParams<Page>) -> Result<Json<w::PipelineList>> {
+    let limit = page_limit(page.limit)?;
+    let after = page.next_token.as_deref().map(parse_name_token).transpose()?;
+    let rows = svc.list_pipelines(after, limit).await?;
+    let next_token = (rows.len() == limit).then(|| rows.last().map(|r| r.name.clone())).flatten();
+    Ok(Json(w::PipelineList { pipelines: rows.iter().map(summary).collect(), next_token }))
 }
 
+/// Deletes a pipeline (a missing one too, as CodePipeline does).
+#[utoipa::path(delete, path = "/v1/pipelines/{name}", tag = "pipelines", params(("name" = String, Path)),
+    responses((status = 204, description = "Deleted"), (status = "4XX", description = "The request was refused; `error.code` says why", body = w::ErrorResponse)))]
 async fn delete_pipeline<S: Store>(State(svc): St<S>, Path(name): Path<String>) -> Result<StatusCode> {
     svc.delete_pipeline(&name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct StartBody {
-    #[serde(default)]
-    pub input: Option<Value>,
-    pub client_request_token: Option<String>,
-}
-
-async fn start_execution<S: Store>(State(svc): St<S>, Path(name): Path<String>, JsonBody(body): JsonBody<StartBody>) -> Result<Response> {
+/// Starts an execution of the latest version.
+#[utoipa::path(post, path = "/v1/pipelines/{name}/executions", tag = "executions", params(("name" = String, Path)),
+    request_body = w::StartExecutionRequest,
+    responses((status = 201, description = "Created", body = w::ExecutionId), (status = "4XX", description = "The request was refused; `error.code` says why", body = w::ErrorResponse), (status = 503, description = "The engine is degraded; `Retry-After` says when to retry", body = w::ErrorResponse)))]
+async fn start_execution<S: Store>(
+    State(svc): St<S>,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody<w::StartExecutionRequest>,
+) -> Result<(StatusCode, Json<w::ExecutionId>)> {
     let input = body.input.unwrap_or_else(|| json!({}));
     let id = svc.start_execution(&name, &input, body.client_request_token.as_deref()).await?;
-    Ok((StatusCode::CREATED, Json(json!({"pipelineExecutionId": id}))).into_response())
+    Ok((StatusCode::CREATED, Json(w::ExecutionId { pipeline_execution_id: id })))
 }
 
 fn stage_names(p: &redrive_core::definition::Pipeline) -> Vec<(String, Vec<String>)> {
     p.stages.iter().map(|s| (s.name.to_string(), s.actions.iter().map(|a| a.name.to_string()).collect())).collect()
 }
 
-async fn get_execution<S: Store>(State(svc): St<S>, Path((name, id)): Path<(String, String)>) -> Result<Json<Value>> {
+/// An execution with its stages and actions.
+#[utoipa::path(get, path = "/v1/pipelines/{name}/executions/{id}", tag = "executions",
+    params(("name" = String, Path), ("id" = String, Path)),
+    responses((status = 200, description = "Success", body = w::Execution), (status = "4XX", description = "The request was refused; `error.code` says why", body = w::ErrorResponse)))]
+async fn get_execution<S: Store>(State(svc): St<S>, Path((name, id)): Path<(String, String)>) -> Result<Json<w::Execution>> {
     let view = svc.get_execution(&name, &id).await?;
     let p = svc.get_pipeline(&name, Some(view.pipeline_version())).await?;
-    Ok(Json(execution_out(&view, &stage_names(&p.loaded.pipeline))))
+    Ok(Json(execution(&view, &stage_names(&p.loaded.pipeline))))
 }
 
+/// Executions, newest first, one page.
+#[utoipa::path(get, path = "/v1/pipelines/{name}/executions", tag = "executions", params(("name" = String, Path), Page),
+    responses((status = 200, description = "Success", body = w::ExecutionList), (status = "4XX", description = "The request was refused; `error.code` says why", body = w::ErrorResponse)))]
 async fn list_executions<S: Store>(
     State(svc): St<S>,
     Path(name): Path<String>,
     QueryParams(page): QueryParams<Page>,
-) -> Result<Json<Value>> {
-    let limit = page.limit()?;
+) -> Result<Json<w::ExecutionList>> {
+    let limit = page_limit(page.limit)?;
     let before = page.next_token.as_deref().map(parse_execution_token).transpose()?;
     let rows = svc.list_executions(&name, before, limit).await?;
-    let next = (rows.len() == limit)
-        .then(|| rows.last().map(|v| execution_token(&ExecutionCursor { created_at: v.record.created_at, id: v.record.id.clone() })))
-        .flatten();
-    let items: Vec<Value> = rows
-        .iter()
-        .map(|v| {
-            json!({
-                "pipelineExecutionId": v.record.id,
-                "pipelineVersion": v.pipeline_version(),
-                "status": v.state.status.as_str(),
-                "startTime": v.state.started_at.to_string(),
-                "lastUpdateTime": v.record.updated_at.to_string(),
-            })
-        })
-        .collect();
-    Ok(Json(json!({"executions": items, "nextToken": next})))
+    let next_token = (rows.len() == limit).then(|| rows.last().map(|v| execution_token(&v.record.cursor()))).flatten();
+    Ok(Json(w::ExecutionList { executions: rows.iter().map(execution_summary).collect(), next_token }))
 }
 
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct StopBody {
-    #[serde(default)]
-    pub abandon: bool,
-    #[serde(default)]
-    pub reason: String,
-}
-
+/// Stops an execution.
+#[utoipa::path(post, path = "/v1/pipelines/{name}/executions/{id}/stop", tag = "executions",
+    params(("name" = String, Path), ("id" = String, Path)), request_body = w::StopExecutionRequest,
+    responses((status = 200, description = "Success", body = w::ExecutionId), (status = "4XX", description = "The request was refused; `error.code` says why", body = w::ErrorResponse), (status = 503, description = "The engine is degraded; `Retry-After` says when to retry", body = w::ErrorResponse)))]
 async fn stop_execution<S: Store>(
     State(svc): St<S>,
     Path((name, id)): Path<(String, String)>,
-    JsonBody(body): JsonBody<StopBody>,
-) -> Result<Json<Value>> {
+    JsonBody(body): JsonBody<w::StopExecutionRequest>,
+) -> Result<Json<w::ExecutionId>> {
     if body.reason.len() > 200 {
-        return Err(ServiceError::Validation("reason is longer than 200 characters".into()).into());
+        return Err(invalid("reason is longer than 200 characters"));
     }
     svc.stop_execution(&name, &id, body.abandon, &body.reason).await?;
-    Ok(Json(json!({"pipelineExecutionId": id})))
+    Ok(Json(w::ExecutionId { pipeline_execution_id: id }))
 }
 
-async fn pipeline_state<S: Store>(State(svc): St<S>, Path(name): Path<String>) -> Result<Json<Value>> {
+/// Each stage's latest execution.
+#[utoipa::path(get, path = "/v1/pipelines/{name}/state", tag = "pipelines", params(("name" = String, Path)),
+    responses((status = 200, description = "Success", body = w::PipelineState), (status = "4XX", description = "The request was refused; `error.code` says why", body = w::ErrorResponse)))]
+async fn pipeline_state<S: Store>(State(svc): St<S>, Path(name): Path<String>) -> Result<Json<w::PipelineState>> {
     let (view, per_stage) = svc.pipeline_state(&name).await?;
-    let mut stages = Vec::new();
-    for (stage, latest) in view.loaded.pipeline.stages.iter().zip(&per_stage) {
-        let mut out = json!({"stageName": stage.name.as_str(), "latestExecution": null, "actions": []});
-        if let Some(sv) = latest {
-            let st = sv.stage_state();
-            out["latestExecution"] = json!({
-                "pipelineExecutionId": sv.execution.record.id,
-                "status": format!("{:?}", st.status),
-                "retryInProgress": st.retry_in_progress,
-                "autoRetries": st.auto_retries_used,
-                "manualRetries": st.manual_retries_used,
-                "latestRetryTrigger": st.latest_retry_trigger.map(Trigger::as_str),
-            });
-            out["actions"] = json!(
-                sv.stage_definition().actions.iter().zip(&st.actions).map(|(a, s)| action_out(a.name.as_str(), s)).collect::<Vec<_>>()
-            );
-        }
-        stages.push(out);
-    }
-    Ok(Json(json!({"pipelineName": name, "pipelineVersion": view.record.version, "stages": stages})))
+    let stages = view
+        .loaded
+        .pipeline
+        .stages
+        .iter()
+        .zip(&per_stage)
+        .map(|(stage, latest)| stage_state(stage.name.as_str(), latest.as_ref()))
+        .collect();
+    Ok(Json(w::PipelineState { pipeline_name: name, pipeline_version: view.record.version, stages }))
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query, rename_all = "camelCase")]
 pub struct ActionQuery {
+    /// Only this execution's attempts.
     pub execution_id: Option<String>,
     pub next_token: Option<String>,
+    /// 1 to 1000 (default 100).
     pub limit: Option<usize>,
 }
 
+/// Action attempts (the ledger), newest first, one page.
+#[utoipa::path(get, path = "/v1/pipelines/{name}/action-executions", tag = "executions", params(("name" = String, Path), ActionQuery),
+    responses((status = 200, description = "Success", body = w::ActionExecutionList), (status = "4XX", description = "The request was refused; `error.code` says why", body = w::ErrorResponse)))]
 async fn list_action_executions<S: Store>(
     State(svc): St<S>,
     Path(name): Path<String>,
     QueryParams(q): QueryParams<ActionQuery>,
-) -> Result<Json<Value>> {
-    let limit = Page { next_token: None, limit: q.limit }.limit()?;
-    let before = match q.next_token.as_deref() {
-        None => None,
-        Some(t) => {
-            Some(t.parse::<i64>().map_err(|_| ServiceError::Validation(format!("nextToken {t:?} is not a token this server issued")))?)
-        }
-    };
+) -> Result<Json<w::ActionExecutionList>> {
+    let limit = page_limit(q.limit)?;
+    let before = q.next_token.as_deref().map(parse_seq_token).transpose()?;
     let rows = svc.list_action_executions(&name, q.execution_id.as_deref(), before, limit).await?;
-    let next = (rows.len() == limit).then(|| rows.last().map(|e| e.seq.to_string())).flatten();
-    Ok(Json(json!({"actionExecutions": rows.iter().map(ledger_out).collect::<Vec<_>>(), "nextToken": next})))
+    let next_token = (rows.len() == limit).then(|| rows.last().map(|e| e.seq.to_string())).flatten();
+    Ok(Json(w::ActionExecutionList { action_executions: rows.iter().map(action_execution).collect(), next_token }))
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct RetryBody {
-    pub retry_mode: String,
-}
-
-pub fn parse_retry_mode(s: &str) -> std::result::Result<RetryMode, ServiceError> {
-    match s {
-        "FAILED_ACTIONS" => Ok(RetryMode::FailedActions),
-        "ALL_ACTIONS" => Ok(RetryMode::AllActions),
-        other => Err(ServiceError::Validation(format!("retryMode {other:?} is not one of FAILED_ACTIONS, ALL_ACTIONS"))),
-    }
-}
-
+/// Retries a stage of an execution.
+#[utoipa::path(post, path = "/v1/pipelines/{name}/executions/{id}/stages/{stage}/retry", tag = "executions",
+    params(("name" = String, Path), ("id" = String, Path), ("stage" = String, Path)), request_body = w::RetryStageRequest,
+    responses((status = 200, description = "Success", body = w::ExecutionId), (status = "4XX", description = "The request was refused; `error.code` says why", body = w::ErrorResponse), (status = 503, description = "The engine is degraded; `Retry-After` says when to retry", body = w::ErrorResponse)))]
 async fn retry_stage<S: Store>(
     State(svc): St<S>,
     Path((name, id, stage)): Path<(String, String, String)>,
-    JsonBody(body): JsonBody<RetryBody>,
-) -> Result<Json<Value>> {
-    let mode = parse_retry_mode(&body.retry_mode)?;
-    let id = svc.retry_stage(&name, &stage, &id, mode, Trigger::Manual).await?;
-    Ok(Json(json!({"pipelineExecutionId": id})))
+    JsonBody(body): JsonBody<w::RetryStageRequest>,
+) -> Result<Json<w::ExecutionId>> {
+    let id = svc.retry_stage(&name, &stage, &id, retry_mode(body.retry_mode), m::Trigger::Manual).await?;
+    Ok(Json(w::ExecutionId { pipeline_execution_id: id }))
 }

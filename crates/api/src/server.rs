@@ -6,22 +6,24 @@
 
 mod connections;
 
-use crate::native;
-use axum::Router;
+use crate::doc::op;
+use crate::error::{ApiError, bad_body, invalid};
+use crate::openapi;
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::response::Response;
+use axum::{Extension, Router};
 use connections::{Activity, ConnectionLimits};
 use http_body_util::BodyExt;
 use redrive_core::time::human_duration_ms;
 use redrive_engine::service::{Service, ServiceError};
 use redrive_store::Store;
-use serde::de::DeserializeOwned;
 use std::sync::Arc;
 use std::time::Duration;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
 
 // ---- limits -------------------------------------------------------------------
 
@@ -99,65 +101,44 @@ fn cap_for_nofile(wanted: usize, nofile: u64) -> usize {
     wanted.min(allowed).max(1)
 }
 
-/// The whole application.
-pub fn app<S: Store>(service: Arc<Service<S>>, max_body_bytes: usize) -> Router {
-    native::router::<S>()
+/// Every route, documented: the router and the OpenAPI document come from here.
+pub fn routes<S: Store>() -> OpenApiRouter<Arc<Service<S>>> {
+    OpenApiRouter::with_openapi(openapi::Base::openapi())
+        .merge(crate::native::router::<S>())
         .merge(crate::dlq::router::<S>())
         .merge(crate::functions::router::<S>())
         .merge(crate::aws::router::<S>())
-        .route("/openapi.json", get(|| async { ([("content-type", "application/json")], crate::openapi::DOCUMENT) }))
-        .route("/healthz", get(crate::health::healthz::<S>))
-        .route("/readyz", get(crate::health::readyz::<S>))
-        .fallback(|| async {
-            native::ApiError(ServiceError::Validation("no such route; see /openapi.json".into())).into_response_with(StatusCode::NOT_FOUND)
-        })
+        .merge(crate::health::router::<S>())
+        .routes(op::<openapi::__path_document, _, _, _>(openapi::document))
+}
+
+/// The OpenAPI document of [`routes`].
+pub fn openapi_document<S: Store>() -> utoipa::openapi::OpenApi {
+    routes::<S>().into_openapi()
+}
+
+/// The whole application.
+pub fn app<S: Store>(service: Arc<Service<S>>, max_body_bytes: usize) -> Router {
+    let (router, doc) = routes::<S>().split_for_parts();
+    router
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(Extension(openapi::Served::new(&doc)))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(service.clone(), crate::health::guard::<S>))
         .with_state(service)
 }
 
-impl native::ApiError {
-    fn into_response_with(self, status: StatusCode) -> Response {
-        let mut r = self.into_response();
-        *r.status_mut() = status;
-        r
-    }
+async fn not_found() -> Response {
+    invalid("no such route; see /openapi.json").into_response_with(StatusCode::NOT_FOUND)
 }
 
-/// A JSON body whose rejections (bad JSON, too large, wrong type) come back as
-/// `ValidationException` JSON errors (413 for bodies over the limit).
-pub struct JsonBody<T>(pub T);
-
-impl<T: DeserializeOwned, St: Send + Sync> FromRequest<St> for JsonBody<T> {
-    type Rejection = Response;
-
-    async fn from_request(req: Request, state: &St) -> Result<Self, Self::Rejection> {
-        let bytes = match Bytes::from_request(req, state).await {
-            Ok(b) => b,
-            Err(e) => {
-                let status = e.status();
-                return Err(
-                    native::ApiError(ServiceError::Validation(format!("request body: {}", e.body_text()))).into_response_with(status)
-                );
-            }
-        };
-        let bytes: &[u8] = if bytes.is_empty() { b"{}" } else { &bytes };
-        serde_json::from_slice(bytes).map(JsonBody).map_err(|e| native::bad_body(format!("request body is not valid: {e}")))
+/// 405, in the AWS protocol's format on `/`, else the native one.
+async fn method_not_allowed(uri: Uri) -> Response {
+    if uri.path() == "/" {
+        return crate::aws::method_not_allowed();
     }
-}
-
-/// Query parameters whose rejections come back as `ValidationException` JSON errors.
-pub struct QueryParams<T>(pub T);
-
-impl<T: DeserializeOwned, St: Send + Sync> axum::extract::FromRequestParts<St> for QueryParams<T> {
-    type Rejection = Response;
-
-    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &St) -> Result<Self, Self::Rejection> {
-        axum::extract::Query::<T>::from_request_parts(parts, state)
-            .await
-            .map(|axum::extract::Query(t)| QueryParams(t))
-            .map_err(|e| native::bad_body(format!("query string: {}", e.body_text())))
-    }
+    invalid(format!("method not allowed on {}; see /openapi.json", uri.path())).into_response_with(StatusCode::METHOD_NOT_ALLOWED)
 }
 
 /// [`serve_with_limits`] with the default limits but `max_body_bytes`.
@@ -200,7 +181,7 @@ async fn whole_body_first(State(limits): State<HttpLimits>, req: Request, next: 
     let timeout = Duration::from_millis(limits.body_read_timeout_ms);
     let bytes = match tokio::time::timeout(timeout, read_up_to(body, limits.max_body_bytes + 1)).await {
         Ok(Ok(bytes)) => bytes,
-        Ok(Err(e)) => return native::bad_body(format!("request body: {e}")),
+        Ok(Err(e)) => return bad_body(format!("request body: {e}")),
         Err(_) => return body_timeout(limits.body_read_timeout_ms),
     };
     let _handling = parts.extensions.get::<Activity>().map(Activity::handling);
@@ -221,7 +202,7 @@ async fn read_up_to(mut body: Body, limit: usize) -> Result<Bytes, axum::Error> 
 
 fn body_timeout(timeout_ms: u64) -> Response {
     let message = format!("the request body was not received within {}", human_duration_ms(timeout_ms));
-    let mut r = native::ApiError(ServiceError::Validation(message)).into_response_with(StatusCode::REQUEST_TIMEOUT);
+    let mut r = ApiError(ServiceError::Validation(message)).into_response_with(StatusCode::REQUEST_TIMEOUT);
     r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     r
 }

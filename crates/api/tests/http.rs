@@ -433,7 +433,7 @@ async fn openapi_and_health() {
     let s = server().await;
     let (st, v) = s.native(reqwest::Method::GET, "/openapi.json", None).await;
     assert_eq!(st, 200);
-    assert_eq!(v["openapi"], "3.0.3");
+    assert_eq!(v["openapi"], "3.1.0");
     let r = s.client.get(format!("{}/healthz", s.url)).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 200);
 }

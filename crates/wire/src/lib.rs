@@ -1,0 +1,74 @@
+//! redrive-wire: the JSON shapes of the native REST API (`/v1/...`), shared by
+//! the server (`redrive-api` builds them from engine types) and its clients (the
+//! `redrive` CLI deserializes answers into them). Depends on serde and utoipa
+//! only: a client needs no server code.
+//!
+//! Statuses are enums whose serde names are the exact strings on the wire.
+//! Request bodies refuse unknown fields. Every type derives an OpenAPI schema.
+
+mod dlq;
+mod error;
+mod functions;
+mod health;
+mod pipelines;
+
+pub use dlq::*;
+pub use error::*;
+pub use functions::*;
+pub use health::*;
+pub use pipelines::*;
+
+/// An RFC 3339 UTC timestamp with milliseconds, e.g. `2026-11-18T11:06:40.123Z`.
+pub type Timestamp = String;
+
+/// Declares a string enum whose serde names are the wire strings, with `as_str`.
+macro_rules! wire_enum {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+        pub enum $name {
+            $($(#[$vm])* #[serde(rename = $text)] $variant),+
+        }
+
+        impl $name {
+            /// The wire string.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+pub(crate) use wire_enum;
+
+/// `exceptionType` and `message` of a failure.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Failure {
+    pub exception_type: String,
+    pub message: String,
+}
+
+wire_enum!(
+    /// Why an attempt ran.
+    Trigger {
+        Initial = "initial",
+        Policy = "policy",
+        StageAutoRetry = "stage-auto-retry",
+        Manual = "manual",
+        Redrive = "redrive",
+    }
+);
+
+wire_enum!(
+    /// How an attempt (a ledger row) ended.
+    AttemptStatus {
+        Succeeded = "SUCCEEDED",
+        Failed = "FAILED",
+    }
+);
