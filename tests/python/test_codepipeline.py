@@ -509,7 +509,9 @@ def test_concurrent_executions_limit_on_retry(cp, endpoint, tmp_path):
 
 def test_start_with_client_request_token_is_idempotent(cp, endpoint):
     name = unique("idempotent")
-    cp.create_pipeline(pipeline=pipeline(name, stage("Work", noop_action("Nothing"))))
+    # PARALLEL: the three executions are independent (in SUPERSEDED mode the
+    # middle one could be overtaken while it waits for the stage).
+    cp.create_pipeline(pipeline=pipeline(name, stage("Work", noop_action("Nothing")), pipelineType="V2", executionMode="PARALLEL"))
     token = f"token-{uuid.uuid4()}"
     a = cp.start_pipeline_execution(name=name, clientRequestToken=token)["pipelineExecutionId"]
     b = cp.start_pipeline_execution(name=name, clientRequestToken=token)["pipelineExecutionId"]
@@ -667,3 +669,21 @@ def test_signatures_are_accepted_without_verification(endpoint):
     r = raw_call(endpoint, "ListPipelines", {}, headers=bogus)
     assert r.status == 200, r.text
     assert "pipelines" in r.json
+
+
+def test_superseded_mode_locks_each_stage_and_supersedes_the_older_waiter(cp):
+    """SUPERSEDED (the default) as CodePipeline runs it: one execution per stage;
+    of two executions waiting before a locked stage the older is Superseded;
+    the one inside the stage is never interrupted."""
+    name = unique("superseded")
+    cp.create_pipeline(
+        pipeline=pipeline(name, stage("Build", noop_action("Slow", SleepMs="1500")), stage("Deploy", noop_action("Ship")))
+    )
+    first = cp.start_pipeline_execution(name=name)["pipelineExecutionId"]
+    second = cp.start_pipeline_execution(name=name)["pipelineExecutionId"]
+    third = cp.start_pipeline_execution(name=name)["pipelineExecutionId"]
+    wait_execution(cp, name, second, "Superseded")
+    wait_execution(cp, name, first, "Succeeded")
+    wait_execution(cp, name, third, "Succeeded")
+    statuses = {s["pipelineExecutionId"]: s["status"] for s in cp.list_pipeline_executions(pipelineName=name)["pipelineExecutionSummaries"]}
+    assert statuses == {first: "Succeeded", second: "Superseded", third: "Succeeded"}

@@ -144,10 +144,12 @@ impl Server {
 }
 
 /// A pipeline whose only action always fails with `fail_with`, not retried, into
-/// queue `retry-orders`.
+/// queue `retry-orders`. PARALLEL: its executions are independent, so a redrive
+/// retries them all at once (SUPERSEDED lets one execution into a stage at a time).
 fn always_failing(name: &str, fail_with: &str) -> Value {
     json!({
         "name": name,
+        "executionMode": "PARALLEL",
         "deadLetterQueue": "retry-orders",
         "stages": [{"name": "Charge", "actions": [{
             "name": "Card",

@@ -176,9 +176,18 @@ pub struct ExecutionState {
     /// Waiting for earlier executions of the pipeline to finish (QUEUED mode).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub queued: bool,
-    /// A newer execution that overtook this one; it stops at its next stage boundary.
+    /// A newer execution that overtook this one (SUPERSEDED mode).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub superseded_by: Option<String>,
+    /// SUPERSEDED mode's stage locks apply: the execution enters each stage
+    /// only when let in ([`Event::EnterStage`]), and waits before it until then.
+    /// (Executions stored before stage locks existed lack it and stop at their
+    /// next stage boundary once overtaken.)
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stage_locked: bool,
+    /// With `stage_locked`: the stage it waits to enter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for_stage: Option<usize>,
     /// The dead-letter entry of this execution's lineage: set when it first fails
     /// for good in a pipeline with a `deadLetterQueue`, or at creation when a
     /// redrive starts it as a new execution. A later failure for good puts that
@@ -188,6 +197,16 @@ pub struct ExecutionState {
     /// Why the engine itself failed the execution ([`Event::Abort`]), if it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<Failure>,
+}
+
+/// Where an execution stands with SUPERSEDED mode's stage locks (see
+/// [`crate::schedule::StageLocks`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StagePosition {
+    /// In the stage: it holds the stage's lock.
+    Holding(usize),
+    /// Waiting before the stage for its lock.
+    Waiting(usize),
 }
 
 /// Which dead-letter entry an execution answers to.
@@ -244,6 +263,8 @@ impl ExecutionState {
             current_stage: 0,
             queued: false,
             superseded_by: None,
+            stage_locked: false,
+            waiting_for_stage: None,
             dead_letter: None,
             failure: None,
             stages: pipeline
@@ -270,6 +291,20 @@ impl ExecutionState {
 
     pub fn action(&self, at: ActionAt) -> &ActionState {
         &self.stages[at.stage].actions[at.action]
+    }
+
+    /// Where a stage-locked unfinished execution stands with the stage locks:
+    /// holding the stage it is in, or waiting before one. `None`: not stage-locked,
+    /// finished, queued, or not started.
+    pub fn stage_position(&self) -> Option<StagePosition> {
+        if !self.stage_locked || self.status.is_finished() || self.queued {
+            return None;
+        }
+        if let Some(stage) = self.waiting_for_stage {
+            return Some(StagePosition::Waiting(stage));
+        }
+        let current = self.stages.get(self.current_stage)?;
+        (current.status != StageStatus::NotStarted).then_some(StagePosition::Holding(self.current_stage))
     }
 
     fn action_mut(&mut self, at: ActionAt) -> &mut ActionState {
@@ -324,10 +359,15 @@ pub enum Event {
     },
     /// Put a fresh execution in the pipeline's queue (QUEUED mode); `Start` later.
     Enqueue,
-    /// A newer execution started (SUPERSEDED mode): finish as `Superseded` at the
-    /// next stage boundary instead of entering the next stage.
+    /// A newer execution overtook this one (SUPERSEDED mode). A stage-locked
+    /// execution is overtaken only while it waits before a stage, and finishes
+    /// `Superseded` at once; an older one finishes so at its next stage boundary.
     Supersede {
         by: String,
+    },
+    /// A stage-locked execution waiting before `stage` may enter it (its lock is free).
+    EnterStage {
+        stage: usize,
     },
     /// Stop the execution. `abandon`: stop at once, abandoning running attempts;
     /// otherwise running attempts finish first (status `Stopping`). Either way no
@@ -428,7 +468,7 @@ pub fn apply(pipeline: &Pipeline, state: &mut ExecutionState, event: Event, now:
                 return Err(Rejection::AlreadyStarted);
             }
             m.state.queued = false;
-            m.start_stage(0, Trigger::Initial);
+            m.enter_or_wait(0);
         }
         Event::Release { id } => {
             m.check_current(id)?;
@@ -446,7 +486,20 @@ pub fn apply(pipeline: &Pipeline, state: &mut ExecutionState, event: Event, now:
             m.state.queued = true;
         }
         Event::Supersede { by } => {
+            if m.state.stage_locked && m.state.waiting_for_stage.is_none() {
+                return Err(Rejection::Invalid("only an execution waiting before a stage can be superseded".into()));
+            }
             m.state.superseded_by = Some(by);
+            if m.state.waiting_for_stage.is_some() {
+                m.finish(ExecutionStatus::Superseded);
+            }
+        }
+        Event::EnterStage { stage } => {
+            if m.state.waiting_for_stage != Some(stage) {
+                return Err(Rejection::Invalid(format!("the execution is not waiting to enter stage {stage}")));
+            }
+            m.state.waiting_for_stage = None;
+            m.start_stage(stage, Trigger::Initial);
         }
         Event::AttemptSucceeded { id, output } => {
             m.check_current(id)?;
@@ -514,6 +567,15 @@ impl<'a> Step<'a> {
             return Err(Rejection::Stale(id));
         }
         Ok(())
+    }
+
+    /// Enters stage `si`, or — stage-locked — waits before it to be let in.
+    fn enter_or_wait(&mut self, si: usize) {
+        if self.state.stage_locked {
+            self.state.waiting_for_stage = Some(si);
+        } else {
+            self.start_stage(si, Trigger::Initial);
+        }
     }
 
     fn start_stage(&mut self, si: usize, trigger: Trigger) {
@@ -658,7 +720,7 @@ impl<'a> Step<'a> {
                 if si + 1 < self.pipeline.stages.len() && self.state.superseded_by.is_some() {
                     self.finish(ExecutionStatus::Superseded);
                 } else if si + 1 < self.pipeline.stages.len() {
-                    self.start_stage(si + 1, Trigger::Initial);
+                    self.enter_or_wait(si + 1);
                 } else {
                     self.finish(ExecutionStatus::Succeeded);
                 }
@@ -680,6 +742,7 @@ impl<'a> Step<'a> {
 
     fn finish(&mut self, status: ExecutionStatus) {
         self.state.status = status;
+        self.state.waiting_for_stage = None;
         self.state.finished_at = Some(self.now);
         self.effects.push(Effect::Finished(status));
         match status {

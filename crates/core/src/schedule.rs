@@ -1,13 +1,16 @@
 //! Rules that span the executions of one pipeline, decided purely over the
 //! pipeline's unfinished executions (read beforehand by the engine): how a new
-//! execution begins in each execution mode, which execution a new one
-//! supersedes, who is next in a queue, and whether a finished execution may be
-//! reopened by a stage retry under the concurrency limit.
+//! execution begins in each execution mode, SUPERSEDED mode's stage locks (who
+//! enters a stage, who waits, who is superseded), who is next in a queue, and
+//! whether a finished execution may be reopened by a stage retry under the
+//! concurrency limit.
 //!
 //! The engine keeps each pipeline's unfinished executions in memory, in start
 //! order, on its single writer path, so these decisions are exact at any size.
 
 use crate::definition::ExecutionMode;
+use crate::machine::StagePosition;
+use std::collections::BTreeMap;
 
 /// How a new execution begins.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,19 +51,135 @@ pub fn reopen_decision(mode: ExecutionMode, max_concurrent: u32, unfinished: usi
     }
 }
 
-/// SUPERSEDED: the execution a new one overtakes — the newest unfinished one
-/// (`unfinished` oldest first). Every older one was overtaken when that one
-/// started, so one mark per start keeps them all marked.
-pub fn supersede_target<K>(mode: ExecutionMode, unfinished: &[K]) -> Option<&K> {
-    (mode == ExecutionMode::Superseded).then(|| unfinished.last()).flatten()
-}
-
 /// QUEUED: after an execution finished, the oldest unfinished one starts if it
 /// is still waiting in the queue (`queued`).
 pub fn next_in_queue<K>(mode: ExecutionMode, oldest: Option<(&K, bool)>) -> Option<&K> {
     match (mode, oldest) {
         (ExecutionMode::Queued, Some((key, true))) => Some(key),
         _ => None,
+    }
+}
+
+/// SUPERSEDED mode's stage locks, as CodePipeline defines them: a stage
+/// processes one execution at a time; an execution that finished a stage waits
+/// before the next one while it is locked; and when a newer execution arrives
+/// to wait before the same stage, the older waiting one is superseded (an
+/// execution inside a stage is never interrupted). Keys order executions by
+/// start (older first).
+#[derive(Clone, Debug)]
+pub struct StageLocks<K> {
+    held: BTreeMap<usize, K>,
+    waiting: BTreeMap<usize, K>,
+}
+
+/// What the engine does after a lock moved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LockAction<K> {
+    /// Let `who` into `stage` (it now holds the lock).
+    Enter { who: K, stage: usize },
+    /// `who`, waiting, was overtaken by the newer `by`.
+    Supersede { who: K, by: K },
+}
+
+impl<K: Ord + Clone> Default for StageLocks<K> {
+    fn default() -> Self {
+        StageLocks { held: BTreeMap::new(), waiting: BTreeMap::new() }
+    }
+}
+
+impl<K: Ord + Clone> StageLocks<K> {
+    /// The locks of a pipeline's unfinished executions as read (after a
+    /// restart, say), and what to do so they are consistent: let a waiter into
+    /// a free stage, supersede all but the newest of several waiting before one.
+    pub fn from_positions(positions: impl IntoIterator<Item = (K, StagePosition)>) -> (StageLocks<K>, Vec<LockAction<K>>) {
+        let mut positions: Vec<(K, StagePosition)> = positions.into_iter().collect();
+        positions.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut locks = StageLocks::default();
+        let mut actions = Vec::new();
+        for (who, at) in positions.iter().filter(|(_, at)| matches!(at, StagePosition::Holding(_))) {
+            actions.extend(locks.moved(who, None, Some(*at)));
+        }
+        for (who, at) in positions.iter().filter(|(_, at)| matches!(at, StagePosition::Waiting(_))) {
+            actions.extend(locks.moved(who, None, Some(*at)));
+        }
+        (locks, actions)
+    }
+
+    /// `who` moved from `from` to `to` (`None`: outside the locks — finished,
+    /// queued, not stage-locked). Returns what follows for the others and for
+    /// `who` itself; the locks already reflect those actions.
+    pub fn moved(&mut self, who: &K, from: Option<StagePosition>, to: Option<StagePosition>) -> Vec<LockAction<K>> {
+        let mut actions = Vec::new();
+        if from == to {
+            return actions;
+        }
+        match from {
+            Some(StagePosition::Holding(stage)) => self.release(who, stage, &mut actions),
+            Some(StagePosition::Waiting(stage)) if self.waiting.get(&stage) == Some(who) => {
+                self.waiting.remove(&stage);
+            }
+            Some(StagePosition::Waiting(_)) | None => {}
+        }
+        match to {
+            Some(StagePosition::Holding(stage)) => {
+                self.held.insert(stage, who.clone());
+            }
+            Some(StagePosition::Waiting(stage)) => self.arrive(who, stage, &mut actions),
+            None => {}
+        }
+        actions
+    }
+
+    /// `who` left the locks for good (finished or given up on), wherever it was.
+    pub fn forget(&mut self, who: &K) -> Vec<LockAction<K>> {
+        let mut actions = Vec::new();
+        let held: Vec<usize> = self.held.iter().filter(|(_, k)| *k == who).map(|(s, _)| *s).collect();
+        for stage in held {
+            self.release(who, stage, &mut actions);
+        }
+        self.waiting.retain(|_, k| k != who);
+        actions
+    }
+
+    fn release(&mut self, who: &K, stage: usize, actions: &mut Vec<LockAction<K>>) {
+        if self.held.get(&stage) != Some(who) {
+            return;
+        }
+        self.held.remove(&stage);
+        if let Some(next) = self.waiting.remove(&stage) {
+            self.held.insert(stage, next.clone());
+            actions.push(LockAction::Enter { who: next, stage });
+        }
+    }
+
+    fn arrive(&mut self, who: &K, stage: usize, actions: &mut Vec<LockAction<K>>) {
+        let waiter = self.waiting.get(&stage).cloned();
+        match waiter {
+            Some(w) if w > *who => actions.push(LockAction::Supersede { who: who.clone(), by: w }),
+            Some(w) => {
+                actions.push(LockAction::Supersede { who: w, by: who.clone() });
+                self.waiting.insert(stage, who.clone());
+            }
+            None if self.held.contains_key(&stage) => {
+                self.waiting.insert(stage, who.clone());
+            }
+            None => {
+                self.held.insert(stage, who.clone());
+                actions.push(LockAction::Enter { who: who.clone(), stage });
+            }
+        }
+        if !self.held.contains_key(&stage)
+            && let Some(next) = self.waiting.remove(&stage)
+        {
+            // Only reachable with a waiter before a free stage (a read found it so).
+            self.held.insert(stage, next.clone());
+            actions.push(LockAction::Enter { who: next, stage });
+        }
+    }
+
+    /// Who holds `stage`, and who waits before it.
+    pub fn at(&self, stage: usize) -> (Option<&K>, Option<&K>) {
+        (self.held.get(&stage), self.waiting.get(&stage))
     }
 }
 
@@ -96,18 +215,73 @@ mod tests {
     }
 
     #[test]
-    fn the_newest_is_superseded() {
-        assert_eq!(supersede_target(Superseded, &["a", "b", "c"]), Some(&"c"));
-        assert_eq!(supersede_target(Superseded, &[] as &[&str]), None);
-        assert_eq!(supersede_target(Queued, &["a"]), None);
-        assert_eq!(supersede_target(Parallel, &["a"]), None);
-    }
-
-    #[test]
     fn the_queue_moves_only_for_a_waiting_head() {
         assert_eq!(next_in_queue(Queued, Some((&"a", true))), Some(&"a"));
         assert_eq!(next_in_queue(Queued, Some((&"a", false))), None, "already running");
         assert_eq!(next_in_queue(Queued, None::<(&&str, bool)>), None);
         assert_eq!(next_in_queue(Superseded, Some((&"a", true))), None);
+    }
+
+    mod stage_locks {
+        use super::super::*;
+        use LockAction::{Enter, Supersede};
+        use StagePosition::{Holding, Waiting};
+
+        #[test]
+        fn codepipeline_superseded_flow_as_data() {
+            // e1 runs stage 0; e2 and e3 start; e1 moves on; e4 starts.
+            let mut l = StageLocks::default();
+            type Step = (u32, Option<StagePosition>, Option<StagePosition>, Vec<LockAction<u32>>);
+            let steps: Vec<Step> = vec![
+                (1, None, Some(Waiting(0)), vec![Enter { who: 1, stage: 0 }]),
+                (1, Some(Waiting(0)), Some(Holding(0)), vec![]),
+                (2, None, Some(Waiting(0)), vec![]),
+                (3, None, Some(Waiting(0)), vec![Supersede { who: 2, by: 3 }]),
+                (2, Some(Waiting(0)), None, vec![]),
+                // e1 finishes stage 0: e3 enters it; e1 enters the free stage 1.
+                (1, Some(Holding(0)), Some(Waiting(1)), vec![Enter { who: 3, stage: 0 }, Enter { who: 1, stage: 1 }]),
+                (4, None, Some(Waiting(0)), vec![]),
+                // e3 finishes stage 0 while e1 still holds stage 1: it waits there, e4 enters 0.
+                (3, Some(Holding(0)), Some(Waiting(1)), vec![Enter { who: 4, stage: 0 }]),
+                // e4 reaches stage 1 too: the older waiter e3 is superseded.
+                (4, Some(Holding(0)), Some(Waiting(1)), vec![Supersede { who: 3, by: 4 }]),
+                // e1 finishes: e4 gets stage 1.
+                (1, Some(Holding(1)), None, vec![Enter { who: 4, stage: 1 }]),
+            ];
+            for (i, (who, from, to, want)) in steps.into_iter().enumerate() {
+                assert_eq!(l.moved(&who, from, to), want, "step {i}: e{who} {from:?} -> {to:?}");
+            }
+            assert_eq!(l.at(1), (Some(&4), None));
+            assert_eq!(l.at(0), (None, None));
+        }
+
+        #[test]
+        fn an_older_arrival_behind_a_newer_waiter_is_itself_superseded() {
+            let mut l = StageLocks::default();
+            l.moved(&1, None, Some(Holding(2)));
+            l.moved(&5, None, Some(Waiting(2)));
+            assert_eq!(l.moved(&3, None, Some(Waiting(2))), vec![Supersede { who: 3, by: 5 }]);
+            assert_eq!(l.at(2), (Some(&1), Some(&5)));
+        }
+
+        #[test]
+        fn forgetting_a_holder_lets_the_waiter_in() {
+            let mut l = StageLocks::default();
+            l.moved(&1, None, Some(Holding(0)));
+            l.moved(&2, None, Some(Waiting(0)));
+            assert_eq!(l.forget(&1), vec![Enter { who: 2, stage: 0 }]);
+            assert_eq!(l.forget(&2), vec![]);
+            assert_eq!(l.at(0), (None, None));
+        }
+
+        #[test]
+        fn positions_read_after_a_restart_are_made_consistent() {
+            // e2 waits before a free stage 1 (its holder finished before the
+            // hand-over was durable); e3 and e4 both wait before locked stage 0.
+            let (l, actions) = StageLocks::from_positions([(4, Waiting(0)), (2, Waiting(1)), (1, Holding(0)), (3, Waiting(0))]);
+            assert_eq!(actions, vec![Enter { who: 2, stage: 1 }, Supersede { who: 3, by: 4 }]);
+            assert_eq!(l.at(0), (Some(&1), Some(&4)));
+            assert_eq!(l.at(1), (Some(&2), None));
+        }
     }
 }

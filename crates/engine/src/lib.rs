@@ -7,6 +7,7 @@
 //! - [`clock`]: the only place wall-clock time is read.
 //! - [`health`]: ready, degraded (store faults, retried) or stopped.
 //! - [`fair`]: attempt slots shared fairly between pipelines.
+//! - [`locks`]: SUPERSEDED mode's stage locks as stored (read by the driver and dry runs).
 
 pub mod clock;
 pub mod driver;
@@ -15,6 +16,7 @@ pub mod fair;
 pub mod function;
 pub mod handle;
 pub mod health;
+pub mod locks;
 pub mod pipeline;
 pub mod redrive;
 pub mod runner;

@@ -336,6 +336,12 @@ impl<S: Store> Redriver<S> {
         let Some(si) = loaded.pipeline.stage_index(&e.stage) else {
             return Ok(Err(SkipReason::Refused(format!("stage {} is not in the execution's pipeline", e.stage))));
         };
+        if state.stage_locked {
+            let locks = crate::locks::locks_of(&crate::locks::unfinished(&*self.store, name).await?);
+            if let Some(why) = crate::locks::held_by_another(&locks, si, &e.stage, &(rec.created_at, rec.id.clone())) {
+                return Ok(Err(SkipReason::Refused(why)));
+            }
+        }
         let event = Event::RetryStage { stage: si, mode: RetryMode::FailedActions, trigger: Trigger::Redrive };
         Ok(match machine::apply(&loaded.pipeline, &mut state, event, now) {
             Ok(_) => Ok(format!("retry stage {} of execution {} (FAILED_ACTIONS)", e.stage, e.execution_id)),

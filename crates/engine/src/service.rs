@@ -190,6 +190,8 @@ pub fn execution_state(rec: &ExecutionRecord) -> ExecutionState {
         stages: Vec::new(),
         queued: false,
         superseded_by: None,
+        stage_locked: false,
+        waiting_for_stage: None,
         dead_letter: None,
         failure: None,
     });

@@ -22,9 +22,12 @@ async fn pipeline<S: Store>(store: &S, yaml: &str) -> Arc<LoadedPipeline> {
 }
 
 /// A pipeline whose action fails (Action.FAILED, no retry) unless `flag` exists.
+/// PARALLEL: the executions of one pipeline are independent, so a run can retry
+/// many at once (in SUPERSEDED mode a retry into a stage another execution is
+/// processing is refused until it leaves).
 fn flagged(name: &str, queue: &str, flag: &std::path::Path) -> String {
     format!(
-        "name: {name}\ndeadLetterQueue: {queue}\nstages:\n  - name: Build\n    actions:\n      - name: Check\n        command: [sh, -c, 'test -f {}']\n",
+        "name: {name}\nexecutionMode: PARALLEL\ndeadLetterQueue: {queue}\nstages:\n  - name: Build\n    actions:\n      - name: Check\n        command: [sh, -c, 'test -f {}']\n",
         flag.display()
     )
 }
@@ -331,10 +334,11 @@ async fn a_dry_run_plans_without_changing_anything() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dry_run_predicts_the_refusal_of_a_superseded_execution() {
+async fn a_dry_run_predicts_the_refusal_of_a_retry_into_a_locked_stage() {
     let env = Env::new();
-    // SUPERSEDED (the default): the second start overtakes the first while it
-    // runs (its attempt sleeps on the clock, which stands still meanwhile).
+    // SUPERSEDED (the default): the second start waits before stage S, which
+    // the first holds (its attempts sleep on the clock, which stands still
+    // meanwhile), and enters it once the first failed there.
     let yaml = "name: sup\ndeadLetterQueue: retry-sup\nstages:\n  - name: S\n    actions:\n      - name: A\n        noop: {sleepMs: 300, failFirst: 1000, failWith: Action.FAILED}\n";
     let p = pipeline(&*env.store, yaml).await;
     let mut events = env.handle.subscribe();
@@ -345,20 +349,26 @@ async fn a_dry_run_predicts_the_refusal_of_a_superseded_execution() {
     .await;
     let second = env.handle.start(p.clone(), "{}".into()).await.unwrap();
     env.finish(&first).await;
-    env.finish(&second).await;
-    for id in [&first, &second] {
-        assert_eq!(env.handle.wait(id).await.unwrap().status, ExecutionStatus::Failed);
-    }
+    assert_eq!(env.handle.wait(&first).await.unwrap().status, ExecutionStatus::Failed);
+    within("the second execution's attempt", async {
+        while !matches!(events.recv().await.unwrap(), Notification::AttemptStarted { execution_id, .. } if execution_id == second) {}
+    })
+    .await;
+    // The second is inside stage S now: a retry of the first's stage S must wait.
     let req = request(QueueScope::Queue("retry-sup".into()), RedriveMode::RetryStage);
     let plan = env.redriver().plan(&req).await.unwrap();
     let verdict = |id: &str| plan.items.iter().find(|i| i.entry_id == id).map(|i| (i.would.clone(), i.detail.clone())).unwrap();
     let (would, detail) = verdict(&first);
     assert_eq!(would, "skip");
-    assert!(detail.contains("superseded"), "{detail}");
-    assert_eq!(verdict(&second).0, "redrive");
+    assert!(detail.contains(&format!("stage S is processing execution {second}")), "{detail}");
     // The real run agrees with the plan.
-    let s = run(&env, req).await;
-    assert_eq!((s.redriven, s.skipped), (1, 1));
+    let s = run(&env, req.clone()).await;
+    assert_eq!((s.redriven, s.skipped), (0, 1));
     assert_eq!(s.skipped_by_reason.get("refused"), Some(&1));
+    // Once the second left the stage, the retry goes through.
+    env.finish(&second).await;
+    assert_eq!(env.handle.wait(&second).await.unwrap().status, ExecutionStatus::Failed);
+    let plan = env.redriver().plan(&req).await.unwrap();
+    assert_eq!(plan.items.iter().find(|i| i.entry_id == first).map(|i| i.would.as_str()), Some("redrive"));
     env.stop().await;
 }

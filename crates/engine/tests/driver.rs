@@ -25,7 +25,7 @@ fn open(dir: &tempfile::TempDir) -> SqliteStore {
     SqliteStore::open(&dir.path().join("t.db"), SqliteOptions::default()).unwrap()
 }
 
-const ONE_RETRY_AFTER_1500MS: &str = "name: timed\nstages:\n  - name: S\n    actions:\n      - name: A\n        noop: {failFirst: 1, failWith: Job.CAPACITY_ERROR}\n        retryPolicies: [{exceptionType: Job.CAPACITY_ERROR, intervalSeconds: 1.5}]\n";
+const ONE_RETRY_AFTER_1500MS: &str = "name: timed\nexecutionMode: PARALLEL\nstages:\n  - name: S\n    actions:\n      - name: A\n        noop: {failFirst: 1, failWith: Job.CAPACITY_ERROR}\n        retryPolicies: [{exceptionType: Job.CAPACITY_ERROR, intervalSeconds: 1.5}]\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timer_survives_restart_and_never_fires_early() {
@@ -131,7 +131,7 @@ async fn executions_waiting_on_distant_timers_are_not_held_in_memory() {
     let store = Arc::new(open(&dir));
     let p = pipeline(
         store.as_ref(),
-        "name: w\nstages:\n  - name: S\n    actions:\n      - name: A\n        noop: {failFirst: 1, failWith: Job.CAPACITY_ERROR}\n        retryPolicies: [{exceptionType: Job.CAPACITY_ERROR, intervalSeconds: 3600}]\n",
+        "name: w\nexecutionMode: PARALLEL\nstages:\n  - name: S\n    actions:\n      - name: A\n        noop: {failFirst: 1, failWith: Job.CAPACITY_ERROR}\n        retryPolicies: [{exceptionType: Job.CAPACITY_ERROR, intervalSeconds: 3600}]\n",
     )
     .await;
     let (handle, join) = Driver::spawn(store.clone(), clock.clone(), DriverConfig::default());
@@ -280,8 +280,11 @@ async fn queued_executions_run_one_at_a_time_in_order() {
     join.await.unwrap().unwrap();
 }
 
+/// SUPERSEDED as CodePipeline defines it: a stage holds one execution at a
+/// time; an execution inside a stage is never interrupted; of the executions
+/// waiting before a locked stage only the newest stays — the older is superseded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_newer_execution_supersedes_an_older_one_at_its_next_stage() {
+async fn superseded_mode_locks_each_stage_and_supersedes_the_older_waiter() {
     let dir = tempfile::tempdir().unwrap();
     let clock = manual_clock();
     let store = Arc::new(open(&dir));
@@ -292,12 +295,12 @@ async fn a_newer_execution_supersedes_an_older_one_at_its_next_stage() {
     .await;
     let (handle, join) = Driver::spawn(store.clone(), clock.clone(), DriverConfig::default());
     let mut events = handle.subscribe();
-    let older = handle.start(p.clone(), "{}".into()).await.unwrap();
-    // The older execution is in stage One (its attempt started) before the newer one starts.
-    within("the older execution's attempt", async {
+    let first = handle.start(p.clone(), "{}".into()).await.unwrap();
+    // The first execution is in stage One (its attempt started) before the others start.
+    within("the first execution's attempt", async {
         loop {
             if let Notification::AttemptStarted { execution_id, stage, .. } = events.recv().await.unwrap()
-                && execution_id == older
+                && execution_id == first
             {
                 assert_eq!(stage, "One");
                 break;
@@ -305,9 +308,15 @@ async fn a_newer_execution_supersedes_an_older_one_at_its_next_stage() {
         }
     })
     .await;
-    let newer = handle.start(p.clone(), "{}".into()).await.unwrap();
-    advance_until(&clock, 50, "both executions", || {
-        let (store, ids) = (store.clone(), [older.clone(), newer.clone()]);
+    // Stage One is locked: the second waits before it, and the third overtakes it there.
+    let second = handle.start(p.clone(), "{}".into()).await.unwrap();
+    let third = handle.start(p.clone(), "{}".into()).await.unwrap();
+    let outcome = within("the second to be superseded", handle.wait(&second)).await.unwrap();
+    assert_eq!(outcome.status, ExecutionStatus::Superseded);
+    assert!(store.ledger(&second).await.unwrap().is_empty(), "the superseded execution never entered a stage");
+    assert!(store.ledger(&third).await.unwrap().is_empty(), "the third waits while the first holds stage One");
+    advance_until(&clock, 50, "both running executions", || {
+        let (store, ids) = (store.clone(), [first.clone(), third.clone()]);
         async move {
             for id in &ids {
                 if store.get_execution(id).await.unwrap().unwrap().status == "InProgress" {
@@ -318,11 +327,52 @@ async fn a_newer_execution_supersedes_an_older_one_at_its_next_stage() {
         }
     })
     .await;
-    assert_eq!(handle.wait(&older).await.unwrap().status, ExecutionStatus::Superseded);
-    assert_eq!(handle.wait(&newer).await.unwrap().status, ExecutionStatus::Succeeded);
-    let older_ledger = store.ledger(&older).await.unwrap();
-    assert_eq!(older_ledger.len(), 1, "the older execution finished stage One and went no further");
-    assert_eq!(older_ledger[0].outcome, "SUCCEEDED");
+    // The first was never interrupted; the third ran every stage after it.
+    assert_eq!(handle.wait(&first).await.unwrap().status, ExecutionStatus::Succeeded);
+    assert_eq!(handle.wait(&third).await.unwrap().status, ExecutionStatus::Succeeded);
+    let (a, c) = (store.ledger(&first).await.unwrap(), store.ledger(&third).await.unwrap());
+    assert_eq!((a.len(), c.len()), (2, 2), "both ran stages One and Two");
+    assert!(c[0].started_at >= a[0].finished_at, "the third entered stage One only once the first left it");
+    let state = store.get_execution(&second).await.unwrap().unwrap();
+    assert!(state.state_json.contains(&format!("\"supersededBy\":\"{third}\"")), "{}", state.state_json);
+    handle.shutdown().await;
+    join.await.unwrap().unwrap();
+}
+
+/// Stage locks survive a restart: an execution waiting before a locked stage
+/// is let in when the holder (read back from the store) leaves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stage_locks_are_rebuilt_from_the_store_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = manual_clock();
+    let store = Arc::new(open(&dir));
+    let p = pipeline(
+        store.as_ref(),
+        "name: sup2\nstages:\n  - name: One\n    actions:\n      - name: A\n        noop: {failFirst: 1, failWith: Job.CAPACITY_ERROR}\n        retryPolicies: [{exceptionType: Job.CAPACITY_ERROR, intervalSeconds: 60}]\n",
+    )
+    .await;
+    let (handle, join) = Driver::spawn(store.clone(), clock.clone(), DriverConfig::default());
+    let first = handle.start(p.clone(), "{}".into()).await.unwrap();
+    until("the first waits on its retry timer", || {
+        let (store, id) = (store.clone(), first.clone());
+        async move { !store.execution_timers(&id).await.unwrap().is_empty() }
+    })
+    .await;
+    let second = handle.start(p.clone(), "{}".into()).await.unwrap();
+    handle.shutdown().await;
+    join.await.unwrap().unwrap();
+    drop(handle);
+    assert!(store.ledger(&second).await.unwrap().is_empty(), "the second waits before the locked stage");
+
+    let (handle, join) = Driver::spawn(store.clone(), clock.clone(), DriverConfig::default());
+    clock.advance(60_000);
+    assert_eq!(within("the first", handle.wait(&first)).await.unwrap().status, ExecutionStatus::Succeeded);
+    advance_until(&clock, 1000, "the second", || {
+        let (store, id) = (store.clone(), second.clone());
+        async move { store.get_execution(&id).await.unwrap().unwrap().status != "InProgress" }
+    })
+    .await;
+    assert_eq!(handle.wait(&second).await.unwrap().status, ExecutionStatus::Succeeded);
     handle.shutdown().await;
     join.await.unwrap().unwrap();
 }

@@ -413,3 +413,35 @@ fn abort_of_a_queued_execution_files_its_failure() {
     let dl = fx.iter().find_map(|e| if let Effect::DeadLetter(d) = e { Some(d) } else { None }).expect("dead-lettered");
     assert_eq!(dl.failure, limit);
 }
+
+#[test]
+fn a_stage_locked_execution_waits_before_each_stage_until_let_in() {
+    let p = pipeline(vec![stage("One", vec![action("A", 1, vec![])]), stage("Two", vec![action("B", 1, vec![])])]);
+    let mut s = ExecutionState { stage_locked: true, ..ExecutionState::new(&p, "e1", t(0)) };
+    assert_eq!(s.stage_position(), None, "not started");
+    assert!(started(&apply(&p, &mut s, Event::Start, t(0)).unwrap()).is_empty(), "waits before stage One");
+    assert_eq!(s.stage_position(), Some(StagePosition::Waiting(0)));
+    assert!(matches!(apply(&p, &mut s, Event::EnterStage { stage: 1 }, t(1)), Err(Rejection::Invalid(_))), "not waiting there");
+    let a = started(&apply(&p, &mut s, Event::EnterStage { stage: 0 }, t(1)).unwrap());
+    assert_eq!((a.len(), s.stage_position()), (1, Some(StagePosition::Holding(0))));
+    assert!(
+        matches!(apply(&p, &mut s, Event::Supersede { by: "e2".into() }, t(2)), Err(Rejection::Invalid(_))),
+        "an execution inside a stage is never interrupted"
+    );
+    let fx = apply(&p, &mut s, Event::AttemptSucceeded { id: a[0], output: None }, t(3)).unwrap();
+    assert!(started(&fx).is_empty(), "waits before stage Two");
+    assert_eq!((s.stage_position(), s.stages[0].status), (Some(StagePosition::Waiting(1)), StageStatus::Succeeded));
+    let fx = apply(&p, &mut s, Event::Supersede { by: "e3".into() }, t(4)).unwrap();
+    assert_eq!(fx, vec![Effect::Finished(ExecutionStatus::Superseded)]);
+    assert_eq!((s.status, s.superseded_by.as_deref(), s.stage_position()), (ExecutionStatus::Superseded, Some("e3"), None));
+}
+
+#[test]
+fn stopping_a_waiting_execution_stops_it_at_once() {
+    let p = pipeline(vec![stage("One", vec![action("A", 1, vec![])])]);
+    let mut s = ExecutionState { stage_locked: true, ..ExecutionState::new(&p, "e1", t(0)) };
+    apply(&p, &mut s, Event::Start, t(0)).unwrap();
+    let fx = apply(&p, &mut s, Event::Stop { abandon: false, reason: String::new() }, t(1)).unwrap();
+    assert!(fx.contains(&Effect::Finished(ExecutionStatus::Stopped)));
+    assert_eq!((s.waiting_for_stage, s.stage_position()), (None, None));
+}

@@ -11,14 +11,13 @@ use super::quarantine::corrupt_state_fault;
 use super::{Driver, Msg};
 use crate::error::EngineError;
 use crate::health::FaultSource;
+use crate::locks::Unfinished;
 use crate::pipeline::LoadedPipeline;
 use redrive_core::function::{FunctionState, FunctionStatus};
 use redrive_core::machine::{ActionStatus, Event, ExecutionState};
+use redrive_core::schedule::StageLocks;
 use redrive_core::time::Timestamp;
-use redrive_store::{
-    DlqEntryRecord, ExecutionCursor, ExecutionFilter, ExecutionRecord, PipelineRecord, Store, StoreError, Target, TargetName,
-};
-use std::collections::BTreeSet;
+use redrive_store::{DlqEntryRecord, ExecutionRecord, PipelineRecord, Store, StoreError, Target};
 use std::sync::Arc;
 
 /// After a failed read, the loop tries it again this much later.
@@ -40,7 +39,7 @@ pub(super) enum Need {
 /// What a read task found.
 pub(crate) enum Loaded {
     Execution(String, Result<Option<ExecutionRecord>, StoreError>),
-    Active(String, Result<BTreeSet<(Timestamp, String)>, StoreError>),
+    Active(String, Result<Unfinished, StoreError>),
     Entry(String, Result<Option<DlqEntryRecord>, StoreError>),
     Pipeline(String, u32, Result<Option<PipelineRecord>, StoreError>),
 }
@@ -73,7 +72,7 @@ async fn read<S: Store>(store: &S, need: Need) -> Loaded {
             Loaded::Execution(id, r)
         }
         Need::Active(pipeline) => {
-            let r = unfinished(store, &pipeline).await;
+            let r = crate::locks::unfinished(store, &pipeline).await;
             Loaded::Active(pipeline, r)
         }
         Need::Entry(id) => {
@@ -84,20 +83,6 @@ async fn read<S: Store>(store: &S, need: Need) -> Loaded {
             let r = store.get_pipeline(&name, Some(version)).await;
             Loaded::Pipeline(name, version, r)
         }
-    }
-}
-
-/// Every unfinished execution of a pipeline, page by page.
-async fn unfinished<S: Store>(store: &S, pipeline: &str) -> Result<BTreeSet<(Timestamp, String)>, StoreError> {
-    let mut set = BTreeSet::new();
-    let mut before: Option<ExecutionCursor> = None;
-    loop {
-        let filter =
-            ExecutionFilter { target: Some(TargetName::pipeline(pipeline)), unfinished_only: true, before: before.clone(), limit: 0 };
-        let page = store.list_executions(filter).await?;
-        let Some(last) = page.last() else { return Ok(set) };
-        before = Some(last.cursor());
-        set.extend(page.into_iter().map(|e| (e.created_at, e.id)));
     }
 }
 
@@ -141,7 +126,7 @@ impl<S: Store> Driver<S> {
         }
         let failed = match loaded {
             Loaded::Execution(id, r) => r.map(|rec| self.stage_record(id, rec)).err(),
-            Loaded::Active(pipeline, r) => r.map(|set| self.install_active(pipeline, set)).err(),
+            Loaded::Active(pipeline, r) => r.map(|set| self.install_active(pipeline, set, now, batch)).err(),
             Loaded::Entry(id, r) => r.map(|entry| self.staged_entries.insert(id, entry)).map(drop).err(),
             Loaded::Pipeline(name, version, r) => r.map(|rec| self.install_pipeline(name, version, rec)).err(),
         };
@@ -167,10 +152,10 @@ impl<S: Store> Driver<S> {
         }
     }
 
-    fn install_active(&mut self, pipeline: String, mut set: BTreeSet<(Timestamp, String)>) {
+    fn install_active(&mut self, pipeline: String, mut read: Unfinished, now: Timestamp, batch: &mut Batch) {
         // The read may predate the finish of executions released since.
         for key in self.active_reading.remove(&pipeline).unwrap_or_default() {
-            set.remove(&key);
+            read.remove(&key);
         }
         // Executions of this pipeline in memory are ahead of the store: an
         // unfinished one not yet durable is in the set, a finished one is not.
@@ -178,12 +163,18 @@ impl<S: Store> Driver<S> {
             let Some(run) = live.pipeline().filter(|r| r.pipeline.record.name == pipeline) else { continue };
             let key = (run.state.started_at, id.clone());
             if run.state.status.is_finished() {
-                set.remove(&key);
+                read.remove(&key);
             } else {
-                set.insert(key);
+                read.insert(key, run.state.stage_position());
             }
         }
-        self.active.insert(pipeline, set);
+        let positions = read.iter().filter_map(|(k, at)| Some((k.clone(), (*at)?)));
+        let (locks, moves) = StageLocks::from_positions(positions);
+        self.stage_locks.insert(pipeline.clone(), locks);
+        self.active.insert(pipeline, read.into_keys().collect());
+        for action in moves {
+            self.lock_action(action, now, batch);
+        }
     }
 
     fn install_pipeline(&mut self, name: String, version: u32, rec: Option<PipelineRecord>) {

@@ -96,10 +96,11 @@ pub(super) enum Msg {
         epoch: u64,
         loaded: Box<Loaded>,
     },
-    /// SUPERSEDED: mark `execution_id` overtaken by the newer `by`.
-    Supersede {
+    /// SUPERSEDED: a stage-lock event (enter a stage, or be superseded) for an
+    /// execution that had to be read first.
+    StageLock {
         execution_id: String,
-        by: String,
+        event: redrive_core::machine::Event,
     },
     /// QUEUED: start the oldest unfinished execution of `pipeline` if it waits.
     HandOver {
@@ -144,6 +145,8 @@ pub struct Driver<S: Store> {
     /// Pipelines whose unfinished set is being read: executions released
     /// meanwhile (the read may predate their finish).
     active_reading: HashMap<String, Vec<(Timestamp, String)>>,
+    /// SUPERSEDED pipelines' stage locks, installed with `active`.
+    stage_locks: HashMap<String, redrive_core::schedule::StageLocks<crate::locks::LockKey>>,
     /// Messages waiting for a read, per what they wait for.
     parked: HashMap<Need, Vec<Msg>>,
     /// Execution records read for parked messages, of executions not in memory
@@ -219,6 +222,7 @@ impl<S: Store> Driver<S> {
             pipelines: HashMap::new(),
             active: HashMap::new(),
             active_reading: HashMap::new(),
+            stage_locks: HashMap::new(),
             parked: HashMap::new(),
             staged_records: HashMap::new(),
             staged_entries: HashMap::new(),
@@ -399,7 +403,7 @@ impl<S: Store> Driver<S> {
             Msg::In(inbound) => self.handle_inbound(inbound, now, batch),
             Msg::FnCall(FnCall { execution_id, event, reply }) => self.fn_event(execution_id, event, reply, now, batch),
             Msg::Loaded { epoch, loaded } => self.loaded(epoch, *loaded, now, batch),
-            Msg::Supersede { execution_id, by } => self.supersede(execution_id, by, now, batch),
+            Msg::StageLock { execution_id, event } => self.stage_lock_event(execution_id, event, now, batch),
             Msg::HandOver { pipeline } => self.hand_over(pipeline, now, batch),
             Msg::Released(finished) => self.release(finished, now, batch),
             Msg::Timer(t) => self.fire_timer(t, now, batch),

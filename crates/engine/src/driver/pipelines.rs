@@ -9,15 +9,17 @@ use super::load::Found;
 use super::{Driver, Msg};
 use crate::error::EngineError;
 use crate::handle::{EngineHandle, Inbound, Notification};
+use crate::locks::LockKey;
 use crate::pipeline::LoadedPipeline;
 use crate::runner::{self, AttemptContext, AttemptOutcome};
 use redrive_core::definition::{ActionKind, ExecutionMode, Pipeline, RetryMode};
 use redrive_core::exception::{ExceptionType, Failure};
 use redrive_core::limits;
 use redrive_core::machine::{
-    self, ActionAt, ActionStatus, AttemptId, AttemptRecord, DeadLetter, DeadLetterLink, Effect, Event, ExecutionState, Rejection, Trigger,
+    self, ActionAt, ActionStatus, AttemptId, AttemptRecord, DeadLetter, DeadLetterLink, Effect, Event, ExecutionState, Rejection,
+    StagePosition, Trigger,
 };
-use redrive_core::schedule::{self, StartDecision};
+use redrive_core::schedule::{self, LockAction, StartDecision};
 use redrive_core::time::Timestamp;
 use redrive_store::{ClientToken, DlqEntryWrite, DlqOp, LedgerEntry, PipelineRecord, Store, Target, TimerRecord};
 use std::sync::Arc;
@@ -169,12 +171,11 @@ impl<S: Store> Driver<S> {
             StartDecision::Enqueue => Event::Enqueue,
             StartDecision::Start => Event::Start,
         };
-        let keys: Vec<&(Timestamp, String)> = unfinished.iter().collect();
-        let overtaken = schedule::supersede_target(mode, &keys).map(|k| k.1.clone());
-        let state = match new.dead_letter {
+        let mut state = match new.dead_letter {
             Some(link) => ExecutionState::redriven(p, new.execution_id.clone(), now, link),
             None => ExecutionState::new(p, new.execution_id.clone(), now),
         };
+        state.stage_locked = mode == ExecutionMode::Superseded;
         self.pipelines.entry((name.clone(), new.pipeline.record.version)).or_insert_with(|| Ok(new.pipeline.clone()));
         let run = PipelineRun { pipeline: new.pipeline, state };
         let live = Live {
@@ -186,23 +187,62 @@ impl<S: Store> Driver<S> {
             body: Body::Pipeline(run),
         };
         self.live.insert(new.execution_id.clone(), live);
-        self.apply(&new.execution_id, first, now, batch).expect("a fresh execution accepts Start and Enqueue");
         self.active.get_mut(&name).expect("read above").insert((now, new.execution_id.clone()));
-        if let Some(older) = overtaken {
-            self.handle_now(Msg::Supersede { execution_id: older, by: new.execution_id }, now, batch);
-        }
+        self.apply(&new.execution_id, first, now, batch).expect("a fresh execution accepts Start and Enqueue");
         Ok(Ok(()))
     }
 
-    /// SUPERSEDED: marks an older execution overtaken by a newer one (it stops at
-    /// its next stage boundary).
-    pub(super) fn supersede(&mut self, execution_id: String, by: String, now: Timestamp, batch: &mut Batch) {
+    /// SUPERSEDED: applies what a move of the stage locks decided — let an
+    /// execution into a stage, or supersede one waiting before a stage.
+    pub(super) fn lock_action(&mut self, action: LockAction<LockKey>, now: Timestamp, batch: &mut Batch) {
+        let (execution_id, event) = match action {
+            LockAction::Enter { who, stage } => (who.1, Event::EnterStage { stage }),
+            LockAction::Supersede { who, by } => (who.1, Event::Supersede { by: by.1 }),
+        };
         match self.find(&execution_id, now, batch) {
             Found::Live => {
-                let _ = self.apply(&execution_id, Event::Supersede { by }, now, batch);
+                if let Err(r) = self.apply(&execution_id, event, now, batch) {
+                    tracing::debug!(execution_id, %r, "a stage-lock move no longer applies");
+                }
             }
-            Found::Park(need) => self.park(need, Msg::Supersede { execution_id, by }),
-            Found::Err(_) => {} // gone, or given up on: nothing to overtake
+            Found::Park(need) => self.park(need, Msg::StageLock { execution_id, event }),
+            Found::Err(_) => {} // gone, or given up on: its release moved the locks
+        }
+    }
+
+    /// A parked stage-lock event, once its execution is read.
+    pub(super) fn stage_lock_event(&mut self, execution_id: String, event: Event, now: Timestamp, batch: &mut Batch) {
+        match self.find(&execution_id, now, batch) {
+            Found::Live => {
+                if let Err(r) = self.apply(&execution_id, event, now, batch) {
+                    tracing::debug!(execution_id, %r, "a stage-lock move no longer applies");
+                }
+            }
+            Found::Park(need) => self.park(need, Msg::StageLock { execution_id, event }),
+            Found::Err(_) => {}
+        }
+    }
+
+    /// An execution's place in its pipeline's stage locks changed: move the
+    /// locks (reading the pipeline's unfinished executions first if they are
+    /// not known yet — installing them moves the locks from what is read).
+    fn stage_moved(
+        &mut self,
+        pipeline: &str,
+        key: LockKey,
+        from: Option<StagePosition>,
+        to: Option<StagePosition>,
+        now: Timestamp,
+        batch: &mut Batch,
+    ) {
+        let Some(locks) = self.stage_locks.get_mut(pipeline) else {
+            if let Err(need) = self.unfinished(pipeline) {
+                self.park(need, Msg::HandOver { pipeline: pipeline.to_string() });
+            }
+            return;
+        };
+        for action in locks.moved(&key, from, to) {
+            self.lock_action(action, now, batch);
         }
     }
 
@@ -215,6 +255,10 @@ impl<S: Store> Driver<S> {
             set.remove(&finished.key);
         } else if let Some(released) = self.active_reading.get_mut(&finished.pipeline) {
             released.push(finished.key.clone());
+        }
+        let moves = self.stage_locks.get_mut(&finished.pipeline).map(|l| l.forget(&finished.key)).unwrap_or_default();
+        for action in moves {
+            self.lock_action(action, now, batch);
         }
         if finished.queued_mode {
             self.hand_over(finished.pipeline, now, batch);
@@ -247,7 +291,10 @@ impl<S: Store> Driver<S> {
         let input_json = live.input_json.clone();
         let run = live.pipeline_mut().expect("a pipeline execution");
         let p = &run.pipeline.pipeline;
+        let position = run.state.stage_position();
         let effects = machine::apply(p, &mut run.state, event, now)?;
+        let moved = (run.state.stage_position() != position)
+            .then(|| (run.pipeline.record.name.clone(), (run.state.started_at, execution_id.to_string()), run.state.stage_position()));
         let pending = batch.entry(execution_id);
         pending.unbuild();
         let mut finished = false;
@@ -281,6 +328,9 @@ impl<S: Store> Driver<S> {
                 key: (run.state.started_at, execution_id.to_string()),
                 queued_mode: p.execution_mode == ExecutionMode::Queued,
             });
+        }
+        if let Some((pipeline, key, to)) = moved {
+            self.stage_moved(&pipeline, key, position, to, now, batch);
         }
         Ok(())
     }
@@ -335,6 +385,13 @@ impl<S: Store> Driver<S> {
                 stage: stage.to_string(),
             }));
         };
+        if run.state.stage_locked {
+            let key = (started, execution_id.to_string());
+            let locks = self.stage_locks.get(&name).ok_or_else(|| super::load::Need::Active(name.clone()))?;
+            if let Some(why) = crate::locks::held_by_another(locks, si, stage, &key) {
+                return Ok(Err(EngineError::Rejected(Rejection::NotRetryable(why))));
+            }
+        }
         if reopens {
             let (mode_, max) = (p.execution_mode, p.max_concurrent_executions);
             let unfinished = self.unfinished(&name)?.len();
