@@ -15,6 +15,11 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use redrive_core::dlq::{DlqEntryState, RedriveMode};
 use redrive_core::time::{Timestamp, human_duration_ms, parse_duration_ms};
 use redrive_engine::redrive::{self as rd, DEFAULT_RATE, QueueScope, Rate, RedriveRequest};
@@ -23,16 +28,16 @@ use redrive_store::{DlqEntryCursor, DlqEntryRecord, DlqQueueStats, ExecutionKind
 use redrive_wire as w;
 use serde::Deserialize;
 use serde_json::Value;
-use std::fmt::Write as _;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 
 /// Queues `/metrics` reports at most (in name order); a scrape never reads more.
 pub const MAX_METRICS_QUEUES: usize = 10_000;
 
-/// The content type of `/metrics` (Prometheus text exposition 0.0.4).
-pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4";
+/// The content type of `/metrics`: OpenMetrics 1.0 text (Prometheus scrapes it).
+pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 type St<S> = State<Arc<Service<S>>>;
 
@@ -491,53 +496,56 @@ async fn list_schedules<S: Store>(State(svc): St<S>) -> Result<Json<w::ScheduleL
 // ---------------------------------------------------------------------------
 // Metrics
 
-/// A label value escaped for the text exposition format: `\`, `"` and newlines.
-pub fn escape_label_value(v: &str) -> String {
-    let mut out = String::with_capacity(v.len());
-    for c in v.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    out
+/// The label of every per-queue figure.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueLabel {
+    queue: String,
 }
 
-/// The text exposition of every queue's figures (at most [`MAX_METRICS_QUEUES`]
-/// queues, by name; `redrive_dlq_metrics_truncated` says whether there were more).
+/// The exposition (OpenMetrics text, which Prometheus scrapes) of every
+/// queue's figures (at most [`MAX_METRICS_QUEUES`] queues, by name;
+/// `redrive_dlq_metrics_truncated` says whether there were more). The encoder
+/// ends each HELP text with a period; samples of a family come in no set order.
 pub fn render_metrics(queues: &[DlqQueueStats], truncated: bool, now: Timestamp) -> String {
-    type Figure = fn(&DlqQueueStats, Timestamp) -> String;
-    let families: [(&str, &str, Figure); 5] = [
-        ("redrive_dlq_depth", "Entries in the dead-letter queue (QUEUED, poison included).", |q, _| q.depth.to_string()),
-        ("redrive_dlq_poison", "Queued entries whose redrives are used up (parked until a forced redrive).", |q, _| q.poison.to_string()),
-        ("redrive_dlq_redriven", "Entries taken out of the queue and resubmitted, outcome not known yet.", |q, _| q.redriven.to_string()),
-        ("redrive_dlq_oldest_entry_age_seconds", "Seconds the oldest queued entry has been in the queue (0 when empty).", |q, now| {
-            q.oldest_entered_at.map_or(0.0, |t| age_seconds(t, now)).to_string()
-        }),
-        ("redrive_dlq_max_redrives", "Redrives after which an entry of the queue is poison.", |q, _| q.queue.max_redrives.to_string()),
+    let mut registry = Registry::default();
+    type Figure = fn(&DlqQueueStats) -> u64;
+    let counts: [(&str, &str, Figure); 4] = [
+        ("redrive_dlq_depth", "Entries in the dead-letter queue (QUEUED, poison included)", |q| q.depth),
+        ("redrive_dlq_poison", "Queued entries whose redrives are used up (parked until a forced redrive)", |q| q.poison),
+        ("redrive_dlq_redriven", "Entries taken out of the queue and resubmitted, outcome not known yet", |q| q.redriven),
+        ("redrive_dlq_max_redrives", "Redrives after which an entry of the queue is poison", |q| u64::from(q.queue.max_redrives)),
     ];
-    let mut out = String::new();
-    for (name, help, figure) in families {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} gauge");
+    for (name, help, figure) in counts {
+        let family = Family::<QueueLabel, Gauge>::default();
         for q in queues {
-            let _ = writeln!(out, "{name}{{queue=\"{}\"}} {}", escape_label_value(&q.queue.name), figure(q, now));
+            family.get_or_create(&QueueLabel { queue: q.queue.name.clone() }).set(i64::try_from(figure(q)).unwrap_or(i64::MAX));
         }
+        registry.register(name, help, family);
     }
-    let _ = writeln!(out, "# HELP redrive_dlq_queues Dead-letter queues reported in this scrape.");
-    let _ = writeln!(out, "# TYPE redrive_dlq_queues gauge");
-    let _ = writeln!(out, "redrive_dlq_queues {}", queues.len());
-    let _ = writeln!(out, "# HELP redrive_dlq_metrics_truncated 1 if only the first {MAX_METRICS_QUEUES} queues (by name) are reported.");
-    let _ = writeln!(out, "# TYPE redrive_dlq_metrics_truncated gauge");
-    let _ = writeln!(out, "redrive_dlq_metrics_truncated {}", u8::from(truncated));
+    let ages = Family::<QueueLabel, Gauge<f64, AtomicU64>>::default();
+    for q in queues {
+        let age = q.oldest_entered_at.map_or(0.0, |t| age_seconds(t, now));
+        ages.get_or_create(&QueueLabel { queue: q.queue.name.clone() }).set(age);
+    }
+    registry.register("redrive_dlq_oldest_entry_age_seconds", "Seconds the oldest queued entry has been in the queue (0 when empty)", ages);
+    let reported = Gauge::<i64>::default();
+    reported.set(i64::try_from(queues.len()).unwrap_or(i64::MAX));
+    registry.register("redrive_dlq_queues", "Dead-letter queues reported in this scrape", reported);
+    let cut = Gauge::<i64>::default();
+    cut.set(i64::from(truncated));
+    registry.register(
+        "redrive_dlq_metrics_truncated",
+        format!("1 if only the first {MAX_METRICS_QUEUES} queues (by name) are reported"),
+        cut,
+    );
+    let mut out = String::new();
+    encode(&mut out, &registry).expect("writing to a String cannot fail");
     out
 }
 
 /// Figures computed at scrape time from the store, paging through the queues.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "Prometheus text exposition 0.0.4", content_type = "text/plain", body = String)))]
+    responses((status = 200, description = "OpenMetrics 1.0 text exposition", content_type = "application/openmetrics-text", body = String)))]
 async fn metrics<S: Store>(State(svc): St<S>) -> Result<Response> {
     let mut queues: Vec<DlqQueueStats> = Vec::new();
     loop {
@@ -562,8 +570,15 @@ mod tests {
 
     #[test]
     fn label_values_are_escaped() {
-        assert_eq!(escape_label_value(r#"a"b\c"#), r#"a\"b\\c"#);
-        assert_eq!(escape_label_value("x\ny"), "x\\ny");
+        let q = DlqQueueStats {
+            queue: DlqQueueRecord { name: "a\"b\\c".into(), max_redrives: 3, created_at: Timestamp::from_unix_ms(0) },
+            depth: 1,
+            poison: 0,
+            redriven: 0,
+            oldest_entered_at: None,
+        };
+        let text = render_metrics(&[q], false, Timestamp::from_unix_ms(0));
+        assert!(text.contains(r#"redrive_dlq_depth{queue="a\"b\\c"} 1"#), "{text}");
     }
 
     #[test]
@@ -576,12 +591,15 @@ mod tests {
             oldest_entered_at: oldest.map(Timestamp::from_unix_ms),
         };
         let text = render_metrics(&[q("a", 2, Some(1_000)), q("b", 0, None)], false, Timestamp::from_unix_ms(43_500));
-        assert!(text.contains("redrive_dlq_depth{queue=\"a\"} 2\nredrive_dlq_depth{queue=\"b\"} 0\n"), "{text}");
+        assert!(text.contains("redrive_dlq_depth{queue=\"a\"} 2\n"), "{text}");
+        assert!(text.contains("redrive_dlq_depth{queue=\"b\"} 0\n"), "{text}");
+        assert!(text.contains("# HELP redrive_dlq_depth Entries in the dead-letter queue (QUEUED, poison included).\n"), "{text}");
         assert!(text.contains("redrive_dlq_oldest_entry_age_seconds{queue=\"a\"} 42.5\n"), "{text}");
-        assert!(text.contains("redrive_dlq_oldest_entry_age_seconds{queue=\"b\"} 0\n"), "{text}");
+        assert!(text.contains("redrive_dlq_oldest_entry_age_seconds{queue=\"b\"} 0.0\n"), "{text}");
         assert!(text.contains("redrive_dlq_max_redrives{queue=\"a\"} 3\n"), "{text}");
         assert!(text.contains("redrive_dlq_metrics_truncated 0\n"), "{text}");
         // Every family's HELP and TYPE come once, before its samples.
         assert_eq!(text.matches("# TYPE redrive_dlq_depth gauge").count(), 1);
+        assert!(text.ends_with("# EOF\n"), "{text}");
     }
 }

@@ -138,7 +138,7 @@ impl Server {
         let r = self.client.get(format!("{}/metrics", self.url)).send().await.unwrap();
         assert_eq!(r.status().as_u16(), 200);
         let ct = r.headers()["content-type"].to_str().unwrap().to_string();
-        assert!(ct.starts_with("text/plain; version=0.0.4"), "{ct}");
+        assert!(ct.starts_with("application/openmetrics-text; version=1.0.0"), "{ct}");
         r.text().await.unwrap()
     }
 }
@@ -395,7 +395,7 @@ async fn queues_entries_redrives_poison_and_purge() {
     assert_eq!(code, "DeadLetterEntryNotFoundException");
     let text = s.metrics().await;
     assert!(text.contains("\nredrive_dlq_depth{queue=\"retry-orders\"} 0\n"), "{text}");
-    assert!(text.contains("\nredrive_dlq_oldest_entry_age_seconds{queue=\"retry-orders\"} 0\n"), "{text}");
+    assert!(text.contains("\nredrive_dlq_oldest_entry_age_seconds{queue=\"retry-orders\"} 0.0\n"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
