@@ -23,6 +23,7 @@ pub enum ExecutionMode {
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
+#[non_exhaustive] // built only by `parse` in this crate: a Pipeline exists only through parse
 pub struct Pipeline {
     pub name: Name,
     pub execution_mode: ExecutionMode,
@@ -62,6 +63,7 @@ pub struct StageAutoRetry {
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
+#[non_exhaustive] // built only by `parse` in this crate: a Pipeline exists only through parse
 pub struct Stage {
     pub name: Name,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -89,6 +91,7 @@ impl Stage {
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
+#[non_exhaustive] // built only by `parse` in this crate: a Pipeline exists only through parse
 pub struct Action {
     pub name: Name,
     /// 1..=999, default 1.

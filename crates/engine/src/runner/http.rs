@@ -89,8 +89,15 @@ pub async fn run_http(client: &reqwest::Client, spec: &HttpSpec, ctx: &AttemptCo
     match tokio::time::timeout(limit, exchange(client, request)).await {
         Err(_) => failed(ExceptionType::Timeout, format!("timed out after {}", fmt_secs(limit))),
         Ok(Err(e)) => transport_failure(&spec.method, &spec.url, &e),
-        Ok(Ok(resp)) => classify(resp, ctx, SystemTime::now()),
+        Ok(Ok(resp)) => classify(resp, ctx, system_time(ctx.clock.0.now())),
     }
+}
+
+/// The engine clock's instant as a `SystemTime` (what HTTP dates compare with).
+fn system_time(now: redrive_core::time::Timestamp) -> SystemTime {
+    let ms = now.unix_ms();
+    let since_epoch = Duration::from_millis(ms.unsigned_abs());
+    if ms >= 0 { SystemTime::UNIX_EPOCH + since_epoch } else { SystemTime::UNIX_EPOCH - since_epoch }
 }
 
 /// The deadline of the whole exchange: `timeoutSeconds`, else
