@@ -267,11 +267,7 @@ async fn run_suspended(
     let wall = started.elapsed().as_secs_f64();
     let tasks_after = tokio::runtime::Handle::current().metrics().num_alive_tasks();
     let rss_after = current_rss_kib();
-    // Give freed heap back to the OS, so what remains is what is still held.
-    // SAFETY: malloc_trim only releases free memory of glibc's allocator.
-    unsafe {
-        libc::malloc_trim(0);
-    }
+    release_free_heap();
     let rss_trimmed = current_rss_kib();
     let timers = store.count_timers().await?;
     handle.shutdown().await;
@@ -291,6 +287,16 @@ async fn run_suspended(
         println!("| {k} | {v} |");
     }
     Ok(())
+}
+
+/// Gives freed heap back to the OS, so what RSS shows after is what is still
+/// held (glibc only; elsewhere RSS after is read as it is).
+fn release_free_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory of glibc's allocator.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// Current resident set size of this process (VmRSS), Linux only.
