@@ -687,3 +687,21 @@ def test_superseded_mode_locks_each_stage_and_supersedes_the_older_waiter(cp):
     wait_execution(cp, name, third, "Succeeded")
     statuses = {s["pipelineExecutionId"]: s["status"] for s in cp.list_pipeline_executions(pipelineName=name)["pipelineExecutionSummaries"]}
     assert statuses == {first: "Succeeded", second: "Superseded", third: "Succeeded"}
+
+
+def test_a_next_token_this_server_did_not_issue_is_invalid_on_every_list(cp, endpoint):
+    name = unique("tokens")
+    cp.create_pipeline(pipeline=pipeline(name, stage("Work", noop_action("Nothing"))))
+    for operation, body in [
+        ("ListPipelines", {"nextToken": "not a token!"}),
+        ("ListPipelineExecutions", {"pipelineName": name, "nextToken": "bogus"}),
+        ("ListActionExecutions", {"pipelineName": name, "nextToken": "bogus"}),
+    ]:
+        r = raw_call(endpoint, operation, body)
+        assert r.status == 400, (operation, r.text)
+        assert r.json["__type"] == "InvalidNextTokenException", (operation, r.json)
+        assert "nextToken" in r.json["message"], (operation, r.json)
+    # A token the server issued still pages.
+    page = cp.list_pipelines(maxResults=1)
+    if "nextToken" in page:
+        cp.list_pipelines(maxResults=1, nextToken=page["nextToken"])

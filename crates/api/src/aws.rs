@@ -244,7 +244,8 @@ async fn dispatch<S: Store>(svc: &Service<S>, request: Request) -> Result<Vec<u8
         }
         Request::ListPipelines(i) => {
             let limit = page_size(i.max_results);
-            let rows = svc.list_pipelines(i.next_token.as_deref(), limit).await.map_err(to_api_error)?;
+            let after = i.next_token.as_deref().map(crate::page::parse_name_token).transpose().map_err(invalid_next_token)?;
+            let rows = svc.list_pipelines(after, limit).await.map_err(to_api_error)?;
             let next = (rows.len() == limit).then(|| rows.last().map(|r| r.name.clone())).flatten();
             ok(&w::ListPipelinesOutput {
                 pipelines: Some(
@@ -294,7 +295,8 @@ async fn dispatch<S: Store>(svc: &Service<S>, request: Request) -> Result<Vec<u8
         }
         Request::ListPipelineExecutions(i) => {
             let limit = page_size(i.max_results);
-            let before: Option<ExecutionCursor> = i.next_token.as_deref().map(parse_execution_token).transpose().map_err(to_api_error)?;
+            let before: Option<ExecutionCursor> =
+                i.next_token.as_deref().map(parse_execution_token).transpose().map_err(invalid_next_token)?;
             let rows = svc.list_executions(&i.pipeline_name, before, limit).await.map_err(to_api_error)?;
             let next = (rows.len() == limit)
                 .then(|| {
@@ -368,12 +370,7 @@ async fn dispatch<S: Store>(svc: &Service<S>, request: Request) -> Result<Vec<u8
         }
         Request::ListActionExecutions(i) => {
             let limit = page_size(i.max_results);
-            let before = match i.next_token.as_deref() {
-                None => None,
-                Some(t) => Some(t.parse::<i64>().map_err(|_| {
-                    ApiError::new(ErrorCode::InvalidNextTokenException, format!("nextToken {t:?} was not issued by this server"))
-                })?),
-            };
+            let before = i.next_token.as_deref().map(crate::page::parse_seq_token).transpose().map_err(invalid_next_token)?;
             let exec = i.filter.as_ref().and_then(|f| f.pipeline_execution_id.clone());
             let rows = svc.list_action_executions(&i.pipeline_name, exec.as_deref(), before, limit).await.map_err(to_api_error)?;
             let next = (rows.len() == limit).then(|| rows.last().map(|e| e.seq.to_string())).flatten();
@@ -400,4 +397,10 @@ async fn dispatch<S: Store>(svc: &Service<S>, request: Request) -> Result<Vec<u8
             ok(&w::RetryStageExecutionOutput { pipeline_execution_id: Some(id) })
         }
     }
+}
+
+/// A `nextToken` this server did not issue: the model's `InvalidNextTokenException`
+/// on every list operation (parsed one way, by `page`).
+fn invalid_next_token(e: ServiceError) -> ApiError {
+    ApiError::new(ErrorCode::InvalidNextTokenException, e.to_string())
 }
