@@ -248,7 +248,10 @@ async fn executions_start_idempotently_list_and_stop() {
     assert_eq!(list["pipelineExecutionSummaries"].as_array().unwrap().len(), 2);
     let rest = s.aws_ok("ListPipelineExecutions", json!({"pipelineName": "slow", "nextToken": list["nextToken"]})).await;
     assert_eq!(rest["pipelineExecutionSummaries"].as_array().unwrap().len(), 1);
-    assert_eq!(s.aws_err("ListPipelineExecutions", json!({"pipelineName": "slow", "nextToken": "garbage"})).await, "InvalidNextTokenException");
+    assert_eq!(
+        s.aws_err("ListPipelineExecutions", json!({"pipelineName": "slow", "nextToken": "garbage"})).await,
+        "InvalidNextTokenException"
+    );
 
     let id = a.as_str().unwrap();
     s.aws_ok("StopPipelineExecution", json!({"pipelineName": "slow", "pipelineExecutionId": id, "reason": "test"})).await;

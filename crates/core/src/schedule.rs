@@ -60,6 +60,14 @@ pub fn next_in_queue<K>(mode: ExecutionMode, oldest: Option<(&K, bool)>) -> Opti
     }
 }
 
+/// RetryStageExecution's NotLatestPipelineExecution rule: a stage retry of an
+/// execution is out of date when the stage failed again in a later execution.
+/// `later`: the executions started after it, newest first, with whether the
+/// stage failed in each; returns the newest such execution.
+pub fn newer_failure<K>(later: impl IntoIterator<Item = (K, bool)>) -> Option<K> {
+    later.into_iter().find_map(|(k, failed)| failed.then_some(k))
+}
+
 /// SUPERSEDED mode's stage locks, as CodePipeline defines them: a stage
 /// processes one execution at a time; an execution that finished a stage waits
 /// before the next one while it is locked; and when a newer execution arrives
@@ -212,6 +220,13 @@ mod tests {
         assert_eq!(reopen_decision(Parallel, 2, 1), Ok(()));
         assert_eq!(reopen_decision(Queued, 1, 5), Ok(()), "a reopened QUEUED execution does not wait again");
         assert_eq!(reopen_decision(Superseded, 1, 5), Ok(()));
+    }
+
+    #[test]
+    fn a_later_failure_of_the_stage_makes_a_retry_out_of_date() {
+        assert_eq!(newer_failure([("e9", false), ("e8", true), ("e7", true)]), Some("e8"), "the newest failure is named");
+        assert_eq!(newer_failure([("e9", false), ("e8", false)]), None, "later runs passed the stage");
+        assert_eq!(newer_failure(Vec::<(&str, bool)>::new()), None, "it is the latest");
     }
 
     #[test]

@@ -457,6 +457,41 @@ impl<S: Store> Service<S> {
             .await?)
     }
 
+    /// The newest execution started after `exec` in which `stage` failed, if
+    /// any: every later execution is read (newest first, page by page, up to
+    /// `exec` itself), so the answer is exact however many there are; the rule
+    /// is `redrive_core::schedule::newer_failure`.
+    async fn newer_failure_of_stage(&self, pipeline: &str, stage: &str, exec: &ExecutionRecord) -> Result<Option<String>, ServiceError> {
+        let own = exec.cursor();
+        let mut before: Option<ExecutionCursor> = None;
+        let mut pipelines: std::collections::HashMap<u32, Option<Arc<LoadedPipeline>>> = Default::default();
+        loop {
+            let filter = ExecutionFilter { target: Some(TargetName::pipeline(pipeline)), before: before.clone(), ..Default::default() };
+            let page = self.store.list_executions(filter).await?;
+            let Some(last) = page.last() else { return Ok(None) };
+            before = Some(last.cursor());
+            let mut later = Vec::new();
+            for r in page.iter().filter(|r| (r.created_at, r.id.as_str()) > (own.created_at, own.id.as_str())) {
+                let Some(version) = r.target.pipeline_version() else { continue };
+                if !pipelines.contains_key(&version) {
+                    let loaded = self.store.get_pipeline(pipeline, Some(version)).await?.and_then(|p| LoadedPipeline::from_record(p).ok());
+                    pipelines.insert(version, loaded.map(Arc::new));
+                }
+                let stage_failed = pipelines[&version]
+                    .as_ref()
+                    .and_then(|l| l.pipeline.stage_index(stage))
+                    .is_some_and(|si| execution_state(r).stages.get(si).is_some_and(|s| s.status == StageStatus::Failed));
+                later.push((r.id.as_str(), stage_failed));
+            }
+            if let Some(id) = redrive_core::schedule::newer_failure(later) {
+                return Ok(Some(id.to_string()));
+            }
+            if page.iter().any(|r| r.id == exec.id) {
+                return Ok(None);
+            }
+        }
+    }
+
     /// RetryStageExecution, with CodePipeline's errors.
     pub async fn retry_stage(
         &self,
@@ -484,30 +519,10 @@ impl<S: Store> Service<S> {
             )));
         };
         // A later execution in which this stage failed makes this one out of date.
-        let newer = self
-            .store
-            .list_executions(ExecutionFilter {
-                target: Some(TargetName::pipeline(pipeline)),
-                limit: STATE_SCAN_EXECUTIONS,
-                ..Default::default()
-            })
-            .await?;
-        for r in newer.iter().take_while(|r| r.id != execution_id) {
-            if (r.created_at, r.id.as_str()) <= (exec.record.created_at, execution_id) {
-                continue;
-            }
-            let st = execution_state(r);
-            let Some(version) = r.target.pipeline_version() else { continue };
-            let Some(p) = self.store.get_pipeline(pipeline, Some(version)).await? else { continue };
-            let Ok(l) = LoadedPipeline::from_record(p) else { continue };
-            if let Some(rsi) = l.pipeline.stage_index(stage)
-                && st.stages.get(rsi).is_some_and(|s| s.status == StageStatus::Failed)
-            {
-                return Err(ServiceError::NotLatestPipelineExecution(format!(
-                    "stage {stage} failed again in a later execution ({}); retry that one",
-                    r.id
-                )));
-            }
+        if let Some(newer) = self.newer_failure_of_stage(pipeline, stage, &exec.record).await? {
+            return Err(ServiceError::NotLatestPipelineExecution(format!(
+                "stage {stage} failed again in a later execution ({newer}); retry that one"
+            )));
         }
         if exec.pipeline_version() != latest.version {
             return Err(ServiceError::StageNotRetryable(format!(
