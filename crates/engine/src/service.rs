@@ -473,9 +473,9 @@ impl<S: Store> Service<S> {
             let mut later = Vec::new();
             for r in page.iter().filter(|r| (r.created_at, r.id.as_str()) > (own.created_at, own.id.as_str())) {
                 let Some(version) = r.target.pipeline_version() else { continue };
-                if !pipelines.contains_key(&version) {
+                if let std::collections::hash_map::Entry::Vacant(slot) = pipelines.entry(version) {
                     let loaded = self.store.get_pipeline(pipeline, Some(version)).await?.and_then(|p| LoadedPipeline::from_record(p).ok());
-                    pipelines.insert(version, loaded.map(Arc::new));
+                    slot.insert(loaded.map(Arc::new));
                 }
                 let stage_failed = pipelines[&version]
                     .as_ref()
