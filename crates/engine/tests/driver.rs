@@ -516,3 +516,58 @@ async fn expire_after_min_stops_retries() {
     handle.shutdown().await;
     join.await.unwrap().unwrap();
 }
+
+/// Due timers nobody can fire yet (their function is not registered in this
+/// process) never stand in front of the others: a poll pages past them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn due_timers_of_unregistered_functions_do_not_starve_the_others() {
+    use redrive_store::{Target, TimerRecord, Transition};
+    let dir = tempfile::tempdir().unwrap();
+    let clock = manual_clock();
+    let store = Arc::new(open(&dir));
+    // Five function executions of a function no process registered, each with a
+    // timer already due: more than one poll's worth (the limit is 2 here).
+    let t0 = clock.now();
+    for i in 0..5 {
+        let id = format!("0b6f2a52-0000-4000-8000-00000000000{i}");
+        let state = redrive_core::function::FunctionState::new(id.clone(), "ghost", format!("g-{i}"), t0);
+        let create = Transition {
+            execution_id: id.clone(),
+            expected_version: None,
+            target: Target::function("ghost"),
+            status: "InProgress".into(),
+            input_json: "null".into(),
+            state_json: serde_json::to_string(&state).unwrap(),
+            at: t0,
+            ledger: Vec::new(),
+            set_timers: vec![TimerRecord { execution_id: id, key: "#fn/0".into(), due_at: t0 }],
+            clear_timers: Vec::new(),
+            client_token: None,
+            dlq: Vec::new(),
+        };
+        assert_eq!(store.commit(vec![create].into()).await.unwrap(), vec![Ok(1)]);
+    }
+    let p = pipeline(store.as_ref(), ONE_RETRY_AFTER_1500MS).await;
+    let config = DriverConfig { timer_poll_limit: 2, ..DriverConfig::default() };
+    let (handle, join) = Driver::spawn(store.clone(), clock.clone(), config);
+    let id = handle.start(p, "{}".into()).await.unwrap();
+    until("the retry timer to be durable", || {
+        let (store, id) = (store.clone(), id.clone());
+        async move { !store.execution_timers(&id).await.unwrap().is_empty() }
+    })
+    .await;
+    // The retry is due 1.5 s after the ghosts' timers. It fires — before polls paged
+    // past them, the ghosts came first in every poll and it never did — at the
+    // latest when the back-off the ghosts cause (5 s) ends.
+    advance_until(&clock, 100, "the pipeline's retry", || {
+        let (store, id) = (store.clone(), id.clone());
+        async move { store.get_execution(&id).await.unwrap().unwrap().status == "Succeeded" }
+    })
+    .await;
+    let ledger = store.ledger(&id).await.unwrap();
+    let late_ms = ledger[1].started_at.ms_since(ledger[0].finished_at.plus_ms(1500));
+    assert!((0..=3600).contains(&late_ms), "the retry ran {late_ms} ms after its due time");
+    assert_eq!(store.count_timers().await.unwrap(), 5, "the ghosts' timers wait for their function");
+    handle.shutdown().await;
+    join.await.unwrap().unwrap();
+}

@@ -449,6 +449,21 @@ pub async fn timers<S: Store>(store: &S) {
         "due_timers honours limit, keeping the earliest"
     );
     assert!(store.due_timers(ts(10_000), 0).await.unwrap().is_empty(), "limit 0 returns nothing");
+    assert_eq!(
+        store.due_timers_after(ts(10_000), &timer("t1", "k1", 100), 10).await.unwrap(),
+        vec![timer("t2", "k1", 200), timer("t1", "k2", 300)],
+        "due_timers_after continues after the given timer, in the same order"
+    );
+    assert_eq!(
+        store.due_timers_after(ts(250), &timer("t1", "k1", 100), 10).await.unwrap(),
+        vec![timer("t2", "k1", 200)],
+        "due_timers_after returns only due timers"
+    );
+    assert_eq!(
+        store.due_timers_after(ts(10_000), &timer("t1", "k1", 200), 10).await.unwrap(),
+        vec![timer("t2", "k1", 200), timer("t1", "k2", 300)],
+        "ties on the due time order by execution id, then key"
+    );
 
     // Replace: same key, new due time.
     let mut u = update("t1", 1, 10);

@@ -296,6 +296,11 @@ impl<S: Store> Store for FaultyStore<S> {
         self.inner.next_timer_due().await
     }
 
+    async fn due_timers_after(&self, now: Timestamp, after: &TimerRecord, limit: usize) -> Result<Vec<TimerRecord>, StoreError> {
+        self.check(&self.reads)?;
+        self.inner.due_timers_after(now, after, limit).await
+    }
+
     async fn count_timers(&self) -> Result<u64, StoreError> {
         self.check(&self.reads)?;
         self.inner.count_timers().await

@@ -635,6 +635,16 @@ pub trait Store: Send + Sync + 'static {
     /// Timers due at or before `now`, earliest first, at most `limit`.
     fn due_timers(&self, now: Timestamp, limit: usize) -> impl Future<Output = Result<Vec<TimerRecord>, StoreError>> + Send;
 
+    /// Like [`Store::due_timers`], continuing after `after` in the same order
+    /// (due time, execution id, key): a poll can page past due timers nobody can
+    /// fire yet instead of meeting them first every time.
+    fn due_timers_after(
+        &self,
+        now: Timestamp,
+        after: &TimerRecord,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<TimerRecord>, StoreError>> + Send;
+
     /// The earliest timer's due time.
     fn next_timer_due(&self) -> impl Future<Output = Result<Option<Timestamp>, StoreError>> + Send;
 

@@ -473,6 +473,8 @@ fn list_ledger_variant(by_execution: bool, before: bool) -> usize {
 /// Served entirely by the covering index `timers_due`.
 pub(crate) const SQL_DUE_TIMERS: &str = "SELECT execution_id, key, due_at FROM timers WHERE due_at <= ?1 \
      ORDER BY due_at, execution_id, key LIMIT ?2";
+const SQL_DUE_TIMERS_AFTER: &str = "SELECT execution_id, key, due_at FROM timers WHERE due_at <= ?1 \
+     AND (due_at, execution_id, key) > (?2, ?3, ?4) ORDER BY due_at, execution_id, key LIMIT ?5";
 const SQL_NEXT_TIMER_DUE: &str = "SELECT MIN(due_at) FROM timers";
 const SQL_COUNT_TIMERS: &str = "SELECT COUNT(*) FROM timers";
 const SQL_EXECUTION_TIMERS: &str = "SELECT execution_id, key, due_at FROM timers WHERE execution_id = ?1 ORDER BY key";
@@ -1025,6 +1027,18 @@ impl Store for SqliteStore {
         }
         self.read(move |conn| conn.prepare_cached(SQL_DUE_TIMERS)?.query_map(params![now.unix_ms(), limit], timer_from_row)?.collect())
             .await
+    }
+
+    async fn due_timers_after(&self, now: Timestamp, after: &TimerRecord, limit: usize) -> Result<Vec<TimerRecord>, StoreError> {
+        let limit = limit.min(MAX_PAGE_SIZE) as i64;
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let (at, id, key) = (after.due_at.unix_ms(), after.execution_id.clone(), after.key.clone());
+        self.read(move |conn| {
+            conn.prepare_cached(SQL_DUE_TIMERS_AFTER)?.query_map(params![now.unix_ms(), at, id, key, limit], timer_from_row)?.collect()
+        })
+        .await
     }
 
     async fn next_timer_due(&self) -> Result<Option<Timestamp>, StoreError> {
@@ -2359,6 +2373,9 @@ mod tests {
         let due = plan(&conn, SQL_DUE_TIMERS);
         assert!(due.contains("COVERING INDEX timers_due"), "due_timers plan: {due}");
         assert!(!due.contains("TEMP B-TREE"), "due_timers must not sort: {due}");
+        let after = plan(&conn, SQL_DUE_TIMERS_AFTER);
+        assert!(after.contains("COVERING INDEX timers_due"), "due_timers_after plan: {after}");
+        assert!(!after.contains("TEMP B-TREE"), "due_timers_after must not sort: {after}");
         let next = plan(&conn, SQL_NEXT_TIMER_DUE);
         assert!(next.contains("timers_due"), "next_timer_due plan: {next}");
     }

@@ -22,8 +22,12 @@ pub(super) struct TimerState {
     /// The earliest due time known: read from the store, or armed by a commit
     /// since (`None`: no timer known).
     pub next_due: Option<Timestamp>,
-    /// Due timers of functions nobody registered: no poll before this.
+    /// Due timers of functions nobody registered: no sweep starts before this.
     pub backoff_until: Option<Timestamp>,
+    /// Where the next poll continues (the last timer of a full poll): a sweep
+    /// pages through every due timer, so due timers nobody can fire yet never
+    /// stand in front of the others. `None`: the next poll starts a new sweep.
+    cursor: Option<TimerRecord>,
     /// A read of the due timers is under way.
     polling: bool,
     /// A read of the next due time is under way.
@@ -52,14 +56,16 @@ impl<S: Store> Driver<S> {
             return None;
         }
         let due = self.timers.next_due?;
-        let at = self.timers.backoff_until.map_or(due, |b| b.max(due));
+        let backoff = self.timers.backoff_until.filter(|_| self.timers.cursor.is_none());
+        let at = backoff.map_or(due, |b| b.max(due));
         Some(self.clock.sleep_until(at))
     }
 
     /// Starts reading the due timers if one is due and nothing stands in the way.
     pub(super) fn poll_timers_if_due(&mut self, now: Timestamp) {
         let t = &self.timers;
-        let due = t.next_due.is_some_and(|d| d <= now) && t.backoff_until.is_none_or(|b| b <= now);
+        let backed_off = t.cursor.is_none() && t.backoff_until.is_some_and(|b| b > now);
+        let due = t.next_due.is_some_and(|d| d <= now) && !backed_off;
         if !due || t.busy() || !self.submitted.is_empty() || self.draining.is_some() {
             return;
         }
@@ -70,8 +76,12 @@ impl<S: Store> Driver<S> {
         self.timers.polling = true;
         self.timers.next_due = None;
         let (store, tx, limit) = (self.store.clone(), self.own_tx.clone(), self.config.timer_poll_limit);
+        let after = self.timers.cursor.clone();
         tokio::spawn(async move {
-            let due = store.due_timers(now, limit).await;
+            let due = match &after {
+                Some(after) => store.due_timers_after(now, after, limit).await,
+                None => store.due_timers(now, limit).await,
+            };
             let _ = tx.send(Msg::TimersDue(due));
         });
     }
@@ -86,6 +96,8 @@ impl<S: Store> Driver<S> {
         };
         self.health.cleared(FaultSource::Read);
         batch.timers_fired = true;
+        // A full poll may have left due timers behind it: the next one continues there.
+        self.timers.cursor = (due.len() >= self.config.timer_poll_limit).then(|| due.last().cloned()).flatten();
         for t in due {
             if batch.pending.get(&t.execution_id).is_some_and(|p| p.timers.contains_key(&t.key)) {
                 continue; // already handled in this batch
@@ -148,6 +160,7 @@ impl<S: Store> Driver<S> {
     /// in [`READ_RETRY_MS`] (a poll that finds nothing reads the next due time).
     fn timer_read_fault(&mut self, e: &StoreError) {
         self.health.fault(FaultSource::Read, &e.to_string());
+        self.timers.cursor = None;
         self.timers.armed(self.clock.now().plus_ms(READ_RETRY_MS));
     }
 }
