@@ -286,7 +286,7 @@ impl<S: Store> Driver<S> {
             Found::Park(need) => return self.park(need, Msg::Timer(t)),
             Found::Err(EngineError::FunctionNotRegistered(name)) => {
                 tracing::debug!(execution_id = t.execution_id, function = name, "a due timer of an unregistered function waits");
-                return self.back_off_timers(now);
+                return self.unregistered_timer(t.execution_id);
             }
             Found::Err(_) => return, // gone, finished or given up on
         }

@@ -435,7 +435,7 @@ impl<S: Store> Driver<S> {
             Inbound::Purge { filter, reply } => batch.purges.push((filter, reply)),
             Inbound::RegisterFunction { name, function, dead_letter_queue } => {
                 self.functions.insert(name, functions::Registered { function, dead_letter_queue });
-                self.timers.backoff_until = None; // its timers can fire now
+                self.function_registered(now); // its timers can fire now
             }
             Inbound::FnStart { function, name, execution_id, input_json, fingerprint, reply } => {
                 self.fn_start(function, name, execution_id, input_json, fingerprint, reply, now, batch)

@@ -13,21 +13,26 @@ use crate::clock::Sleep;
 use crate::health::FaultSource;
 use redrive_core::time::Timestamp;
 use redrive_store::{Store, StoreError, TimerRecord};
-
-/// How long due timers of functions nobody registered are left alone.
-const UNREGISTERED_BACKOFF_MS: u64 = 5_000;
+use std::collections::HashSet;
 
 #[derive(Debug, Default)]
 pub(super) struct TimerState {
     /// The earliest due time known: read from the store, or armed by a commit
     /// since (`None`: no timer known).
     pub next_due: Option<Timestamp>,
-    /// Due timers of functions nobody registered: no sweep starts before this.
-    pub backoff_until: Option<Timestamp>,
     /// Where the next poll continues (the last timer of a full poll): a sweep
     /// pages through every due timer, so due timers nobody can fire yet never
     /// stand in front of the others. `None`: the next poll starts a new sweep.
     cursor: Option<TimerRecord>,
+    /// The last timer the current sweep read.
+    last_read: Option<TimerRecord>,
+    /// The last timer of the sweep that just ended: due timers up to it that
+    /// are still there are ones nobody can fire yet, so the next due time is
+    /// read *after* it (see [`Driver::refresh_next_timer`]).
+    swept_to: Option<TimerRecord>,
+    /// Executions of functions nobody registered in this process, whose due
+    /// timers are passed over without reading them until a function is registered.
+    unregistered: HashSet<String>,
     /// A read of the due timers is under way.
     polling: bool,
     /// A read of the next due time is under way.
@@ -56,16 +61,13 @@ impl<S: Store> Driver<S> {
             return None;
         }
         let due = self.timers.next_due?;
-        let backoff = self.timers.backoff_until.filter(|_| self.timers.cursor.is_none());
-        let at = backoff.map_or(due, |b| b.max(due));
-        Some(self.clock.sleep_until(at))
+        Some(self.clock.sleep_until(due))
     }
 
     /// Starts reading the due timers if one is due and nothing stands in the way.
     pub(super) fn poll_timers_if_due(&mut self, now: Timestamp) {
         let t = &self.timers;
-        let backed_off = t.cursor.is_none() && t.backoff_until.is_some_and(|b| b > now);
-        let due = t.next_due.is_some_and(|d| d <= now) && !backed_off;
+        let due = t.next_due.is_some_and(|d| d <= now);
         if !due || t.busy() || !self.submitted.is_empty() || self.draining.is_some() {
             return;
         }
@@ -97,8 +99,16 @@ impl<S: Store> Driver<S> {
         self.health.cleared(FaultSource::Read);
         batch.timers_fired = true;
         // A full poll may have left due timers behind it: the next one continues there.
-        self.timers.cursor = (due.len() >= self.config.timer_poll_limit).then(|| due.last().cloned()).flatten();
+        let full = due.len() >= self.config.timer_poll_limit;
+        self.timers.last_read = due.last().cloned().or(self.timers.last_read.take());
+        self.timers.cursor = if full { self.timers.last_read.clone() } else { None };
+        if !full {
+            self.timers.swept_to = self.timers.last_read.take();
+        }
         for t in due {
+            if self.timers.unregistered.contains(&t.execution_id) {
+                continue; // its function is not registered here: it waits
+            }
             if batch.pending.get(&t.execution_id).is_some_and(|p| p.timers.contains_key(&t.key)) {
                 continue; // already handled in this batch
             }
@@ -123,9 +133,16 @@ impl<S: Store> Driver<S> {
         }
     }
 
-    /// Due timers of a function nobody registered wait a while before the next poll.
-    pub(super) fn back_off_timers(&mut self, now: Timestamp) {
-        self.timers.backoff_until = Some(now.plus_ms(UNREGISTERED_BACKOFF_MS));
+    /// A due timer of a function nobody registered: its execution's timers are
+    /// passed over until a function is registered.
+    pub(super) fn unregistered_timer(&mut self, execution_id: String) {
+        self.timers.unregistered.insert(execution_id);
+    }
+
+    /// A function was registered: timers passed over may fire now.
+    pub(super) fn function_registered(&mut self, now: Timestamp) {
+        self.timers.unregistered.clear();
+        self.timers.armed(now);
     }
 
     /// Reads the earliest timer's due time on a task. Until it answers, only
@@ -135,10 +152,21 @@ impl<S: Store> Driver<S> {
             return;
         }
         self.timers.refreshing = true;
-        self.timers.next_due = None;
+        // After a sweep that passed over timers nobody can fire, what is due up to
+        // its end is those: the next due time is the first timer after it (and
+        // what commits armed since the poll, which `next_due` keeps).
+        let after = self.timers.swept_to.take().filter(|_| !self.timers.unregistered.is_empty());
+        if after.is_none() {
+            self.timers.next_due = None;
+        }
         let (store, tx) = (self.store.clone(), self.own_tx.clone());
         tokio::spawn(async move {
-            let due = store.next_timer_due().await;
+            let due = match after {
+                Some(after) => {
+                    store.due_timers_after(Timestamp::from_unix_ms(i64::MAX), &after, 1).await.map(|t| t.first().map(|t| t.due_at))
+                }
+                None => store.next_timer_due().await,
+            };
             let _ = tx.send(Msg::NextTimerDue(due));
         });
     }
@@ -161,6 +189,7 @@ impl<S: Store> Driver<S> {
     fn timer_read_fault(&mut self, e: &StoreError) {
         self.health.fault(FaultSource::Read, &e.to_string());
         self.timers.cursor = None;
+        self.timers.last_read = None;
         self.timers.armed(self.clock.now().plus_ms(READ_RETRY_MS));
     }
 }
