@@ -59,18 +59,9 @@ pub fn one_line(s: &str, max: usize) -> String {
     }
 }
 
-/// A string field of a JSON object, or "-".
-pub fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
-    v.get(key).and_then(Value::as_str).unwrap_or("-")
-}
-
-/// A scalar field of a JSON object as text, or "-".
-pub fn text_of(v: &Value, key: &str) -> String {
-    match v.get(key) {
-        None | Some(Value::Null) => "-".into(),
-        Some(Value::String(s)) => s.clone(),
-        Some(other) => other.to_string(),
-    }
+/// The text, or "-" without one.
+pub fn or_dash(s: Option<&str>) -> String {
+    s.unwrap_or("-").to_string()
 }
 
 /// Milliseconds since the Unix epoch of an RFC 3339 UTC timestamp as the server
