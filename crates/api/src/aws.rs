@@ -31,6 +31,12 @@ pub fn method_not_allowed() -> Response {
     respond(StatusCode::METHOD_NOT_ALLOWED, e.body_json().into_bytes(), Some(e.code))
 }
 
+/// A request to `/` refused by the transport (431), in the protocol's format.
+pub fn transport_error(status: StatusCode, message: String) -> Response {
+    let e = ApiError::new(ErrorCode::ValidationException, message);
+    respond(status, e.body_json().into_bytes(), Some(e.code))
+}
+
 fn respond(status: StatusCode, body: Vec<u8>, error: Option<ErrorCode>) -> Response {
     let mut r = (status, body).into_response();
     let h = r.headers_mut();

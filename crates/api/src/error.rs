@@ -4,8 +4,9 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use redrive_core::definition::Problem;
 use redrive_engine::service::ServiceError;
-use serde_json::{Value, json};
+use redrive_wire as w;
 
 pub struct ApiError(pub ServiceError);
 
@@ -45,11 +46,24 @@ pub fn error_code(e: &ServiceError) -> (&'static str, StatusCode) {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (code, status) = error_code(&self.0);
-        let mut body = json!({"error": {"code": code, "message": self.0.to_string()}});
-        if let ServiceError::InvalidStructure(problems) = &self.0 {
-            body["error"]["problems"] = serde_json::to_value(problems).unwrap_or(Value::Null);
-        }
+        let problems = match &self.0 {
+            ServiceError::InvalidStructure(problems) => Some(problems.iter().map(wire_problem).collect()),
+            _ => None,
+        };
+        let body = w::ErrorResponse { error: w::ErrorDetail { code: code.to_string(), message: self.0.to_string(), problems } };
         (status, Json(body)).into_response()
+    }
+}
+
+/// A definition problem on the wire.
+fn wire_problem(p: &Problem) -> w::Problem {
+    w::Problem {
+        path: p.path.clone(),
+        line: p.line,
+        field: p.field.clone(),
+        value: p.value.clone(),
+        message: p.message.clone(),
+        allowed: p.allowed.clone(),
     }
 }
 

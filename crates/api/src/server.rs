@@ -46,8 +46,15 @@ pub const MAX_CONNECTIONS_PERCENT_OF_NOFILE: u64 = 50;
 /// serves (at most `net.core.somaxconn`); [`bind`] asks for this many. A burst of
 /// connections beyond it makes new clients retry their handshake after 1 s or more.
 pub const LISTEN_BACKLOG: u32 = 1024;
-/// Request line and headers together above this get HTTP 431.
+/// Request line and headers together above this get HTTP 431, a JSON error in
+/// the protocol's format (see [`HYPER_MAX_HEADER_BYTES`]).
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// hyper's own cap on the header section, above [`MAX_HEADER_BYTES`]. hyper answers
+/// a request over its cap itself, before any service sees it, with a bare 431
+/// and no body (hyper 1.x has no hook to shape that answer), so the cap enforced
+/// with a JSON answer is ours: `whole_body_first` measures the headers hyper
+/// parsed. Only headers above this larger cap get hyper's empty 431.
+pub const HYPER_MAX_HEADER_BYTES: usize = 2 * MAX_HEADER_BYTES;
 /// On shutdown, open requests get this long to finish before their connections
 /// are dropped.
 pub const DRAIN_TIMEOUT_MS: u64 = 10_000;
@@ -166,18 +173,22 @@ pub async fn serve_with_limits<S: Store>(
     let transport = ConnectionLimits {
         max_connections,
         header_read_timeout: Duration::from_millis(limits.header_read_timeout_ms),
-        max_header_bytes: MAX_HEADER_BYTES,
+        max_header_bytes: HYPER_MAX_HEADER_BYTES,
         drain_timeout: Duration::from_millis(DRAIN_TIMEOUT_MS),
     };
     let router = app(service, limits.max_body_bytes).layer(axum::middleware::from_fn_with_state(limits, whole_body_first));
     connections::serve(router, listener, transport, shutdown).await
 }
 
-/// Reads the request body (at most one byte over the limit: enough for the
-/// application to answer 413) within the body timeout, or answers 408; then
-/// marks the connection as handling a request until the response is made.
+/// Answers 431 to headers over [`MAX_HEADER_BYTES`]; reads the request body (at
+/// most one byte over the limit: enough for the application to answer 413)
+/// within the body timeout, or answers 408; then marks the connection as
+/// handling a request until the response is made.
 async fn whole_body_first(State(limits): State<HttpLimits>, req: Request, next: Next) -> Response {
     let (parts, body) = req.into_parts();
+    if header_section_bytes(&parts) > MAX_HEADER_BYTES {
+        return headers_too_large(parts.uri.path());
+    }
     let timeout = Duration::from_millis(limits.body_read_timeout_ms);
     let bytes = match tokio::time::timeout(timeout, read_up_to(body, limits.max_body_bytes + 1)).await {
         Ok(Ok(bytes)) => bytes,
@@ -198,6 +209,25 @@ async fn read_up_to(mut body: Body, limit: usize) -> Result<Bytes, axum::Error> 
         }
     }
     Ok(Bytes::from(buf))
+}
+
+/// The size of the request line and headers as sent (HTTP/1.1 framing).
+fn header_section_bytes(parts: &axum::http::request::Parts) -> usize {
+    let request_line = parts.method.as_str().len() + parts.uri.to_string().len() + "  HTTP/1.1\r\n".len();
+    let fields: usize = parts.headers.iter().map(|(name, value)| name.as_str().len() + value.len() + ": \r\n".len()).sum();
+    request_line + fields + "\r\n".len()
+}
+
+/// 431 in the AWS protocol's format on `/`, else the native one; the connection closes.
+fn headers_too_large(path: &str) -> Response {
+    let message = format!("the request line and headers are over {MAX_HEADER_BYTES} bytes");
+    let mut r = if path == "/" {
+        crate::aws::transport_error(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, message)
+    } else {
+        ApiError(ServiceError::Validation(message)).into_response_with(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
+    };
+    r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
 }
 
 fn body_timeout(timeout_ms: u64) -> Response {

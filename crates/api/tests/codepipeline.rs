@@ -105,6 +105,13 @@ fn requests_ignore_unknown_members_and_reject_bad_ones() {
     assert_eq!(err.code, ErrorCode::SerializationException);
     let err = decode_request::<RetryStageExecutionInput>(op, b"[1]").unwrap_err();
     assert_eq!(err.code, ErrorCode::SerializationException);
+    // A key repeated in an object is refused, as on the native API; a BOM is not.
+    let dup = RETRY_SAMPLE.replacen("\"pipelineName\"", "\"pipelineName\": \"other\", \"pipelineName\"", 1);
+    let err = decode_request::<RetryStageExecutionInput>(op, dup.as_bytes()).unwrap_err();
+    assert_eq!(err.code, ErrorCode::SerializationException);
+    assert!(err.message.contains("pipelineName"), "{}", err.message);
+    let with_bom = [b"\xEF\xBB\xBF".as_slice(), RETRY_SAMPLE.as_bytes()].concat();
+    decode_request::<RetryStageExecutionInput>(op, &with_bom).unwrap();
 
     // An empty body is `{}`: fine for an input without required members.
     let input: ListPipelinesInput = decode_request(Operation::ListPipelines, b"").unwrap();

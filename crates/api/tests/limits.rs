@@ -144,6 +144,23 @@ async fn oversized_headers_get_431() {
     let big = format!("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(redrive_api::server::MAX_HEADER_BYTES));
     let (_, response) = until_closed(&mut c, big.as_bytes(), b"", Duration::from_secs(1), MARGIN).await.expect("closed");
     assert!(response.starts_with("HTTP/1.1 431"), "{response}");
+    // A JSON error in the protocol's format: native on /v1 and the health routes…
+    assert!(response.contains(r#"{"error":{"code":"ValidationException","message":"the request line and headers are over"#), "{response}");
+    // …and the AWS protocol's `__type` on `POST /`.
+    let mut c = TcpStream::connect(&s.addr).await.unwrap();
+    let big = format!(
+        "POST / HTTP/1.1\r\nHost: x\r\nX-Amz-Target: CodePipeline_20150709.ListPipelines\r\nContent-Length: 2\r\nX-Big: {}\r\n\r\n{{}}",
+        "a".repeat(redrive_api::server::MAX_HEADER_BYTES)
+    );
+    let (_, response) = until_closed(&mut c, big.as_bytes(), b"", Duration::from_secs(1), MARGIN).await.expect("closed");
+    assert!(response.starts_with("HTTP/1.1 431"), "{response}");
+    assert!(response.to_ascii_lowercase().contains("x-amzn-errortype: validationexception"), "{response}");
+    assert!(response.contains(r#""__type":"ValidationException""#), "{response}");
+    // Far over the limit, hyper answers before the application: still a 431.
+    let mut c = TcpStream::connect(&s.addr).await.unwrap();
+    let huge = format!("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(redrive_api::server::HYPER_MAX_HEADER_BYTES));
+    let (_, response) = until_closed(&mut c, huge.as_bytes(), b"", Duration::from_secs(1), MARGIN).await.expect("closed");
+    assert!(response.starts_with("HTTP/1.1 431"), "{response}");
     // Just under the limit is fine.
     let mut c = TcpStream::connect(&s.addr).await.unwrap();
     let fits = format!("GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Big: {}\r\n\r\n", "a".repeat(60 * 1024));

@@ -1,10 +1,14 @@
 //! A small typed client of the native REST API of `redrive server` (`/v1/...`).
 //!
-//! One function per route; each returns the response body as JSON, or a
+//! One function per route; requests are `redrive-wire` request types and each
+//! answer is deserialized into its `redrive-wire` response type, or a
 //! [`ClientError`]: the server's own error (`{"error": {"code", "message",
 //! "problems"?}}`) as an [`ApiError`], or a transport problem.
 
-use serde_json::{Value, json};
+use redrive_wire as w;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
 use std::time::Duration;
 
 /// Default server, as `redrive server` listens by default.
@@ -17,13 +21,24 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct ApiError {
     /// HTTP status.
     pub status: u16,
+    /// The whole error body (`--output json` prints it).
+    pub body: w::ErrorResponse,
+}
+
+impl ApiError {
     /// CodePipeline-style exception name, e.g. `PipelineNotFoundException`.
-    pub code: String,
-    pub message: String,
-    /// Definition problems (`InvalidStructureException`), as the server sent them.
-    pub problems: Option<Value>,
-    /// The whole error body, for `--output json`.
-    pub body: Value,
+    pub fn code(&self) -> &str {
+        &self.body.error.code
+    }
+
+    pub fn message(&self) -> &str {
+        &self.body.error.message
+    }
+
+    /// Definition problems (`InvalidStructureException`).
+    pub fn problems(&self) -> &[w::Problem] {
+        self.body.error.problems.as_deref().unwrap_or_default()
+    }
 }
 
 #[derive(Debug)]
@@ -109,7 +124,8 @@ impl Client {
         u
     }
 
-    async fn send(&self, method: reqwest::Method, url: reqwest::Url, body: Option<&Value>) -> Result<Value> {
+    /// Sends a request; the answer's body when it is a success, else the error.
+    async fn exchange<B: Serialize>(&self, method: reqwest::Method, url: reqwest::Url, body: Option<&B>) -> Result<Vec<u8>> {
         let mut req = self.http.request(method, url).header(reqwest::header::ACCEPT, "application/json");
         if let Some(b) = body {
             req = req.json(b);
@@ -117,24 +133,12 @@ impl Client {
         let resp = req.send().await.map_err(|e| self.unreachable(&e))?;
         let status = resp.status();
         let bytes = resp.bytes().await.map_err(|e| self.unreachable(&e))?;
-        let parsed: Option<Value> = if bytes.is_empty() { None } else { serde_json::from_slice(&bytes).ok() };
         if status.is_success() {
-            return match (parsed, bytes.is_empty()) {
-                (Some(v), _) => Ok(v),
-                (None, true) => Ok(Value::Null),
-                (None, false) => Err(self.bad_response(format!("HTTP {} with a body that is not JSON", status.as_u16()))),
-            };
+            return Ok(bytes.to_vec());
         }
-        let error = parsed.as_ref().and_then(|v| v.get("error")).filter(|e| e.is_object());
-        match error {
-            Some(e) => Err(ClientError::Api(ApiError {
-                status: status.as_u16(),
-                code: e.get("code").and_then(Value::as_str).unwrap_or("UnknownError").to_string(),
-                message: e.get("message").and_then(Value::as_str).unwrap_or("").to_string(),
-                problems: e.get("problems").filter(|p| !p.is_null()).cloned(),
-                body: parsed.clone().unwrap_or(Value::Null),
-            })),
-            None => {
+        match serde_json::from_slice::<w::ErrorResponse>(&bytes) {
+            Ok(body) => Err(ClientError::Api(ApiError { status: status.as_u16(), body })),
+            Err(_) => {
                 let text = String::from_utf8_lossy(&bytes);
                 let text: String = text.chars().take(200).collect();
                 Err(self.bad_response(format!(
@@ -145,6 +149,17 @@ impl Client {
                 )))
             }
         }
+    }
+
+    /// A request whose answer is a `T`.
+    async fn send<T: DeserializeOwned, B: Serialize>(&self, method: reqwest::Method, url: reqwest::Url, body: Option<&B>) -> Result<T> {
+        let bytes = self.exchange(method, url, body).await?;
+        serde_json::from_slice(&bytes).map_err(|e| self.bad_response(format!("the answer is not the API's JSON: {e}")))
+    }
+
+    /// `GET url` answered with a `T`.
+    async fn get<T: DeserializeOwned>(&self, url: reqwest::Url) -> Result<T> {
+        self.send(reqwest::Method::GET, url, None::<&()>).await
     }
 
     fn unreachable(&self, e: &reqwest::Error) -> ClientError {
@@ -170,64 +185,61 @@ impl Client {
     // --- routes ---------------------------------------------------------------
 
     /// `POST /v1/pipelines`.
-    pub async fn create_pipeline(&self, definition: &Value) -> Result<Value> {
+    pub async fn create_pipeline(&self, definition: &Value) -> Result<w::PipelineResponse> {
         self.send(reqwest::Method::POST, self.url(&["v1", "pipelines"], &[]), Some(definition)).await
     }
 
     /// `PUT /v1/pipelines/{name}`.
-    pub async fn update_pipeline(&self, name: &str, definition: &Value) -> Result<Value> {
+    pub async fn update_pipeline(&self, name: &str, definition: &Value) -> Result<w::PipelineResponse> {
         self.send(reqwest::Method::PUT, self.url(&["v1", "pipelines", name], &[]), Some(definition)).await
     }
 
     /// `GET /v1/pipelines/{name}[?version=N]`.
-    pub async fn get_pipeline(&self, name: &str, version: Option<u32>) -> Result<Value> {
+    pub async fn get_pipeline(&self, name: &str, version: Option<u32>) -> Result<w::PipelineResponse> {
         let q: Vec<(&str, String)> = version.map(|v| ("version", v.to_string())).into_iter().collect();
-        self.send(reqwest::Method::GET, self.url(&["v1", "pipelines", name], &q), None).await
+        self.get(self.url(&["v1", "pipelines", name], &q)).await
     }
 
     /// `GET /v1/pipelines` (one page).
-    pub async fn list_pipelines(&self, next_token: Option<&str>, limit: Option<usize>) -> Result<Value> {
-        self.send(reqwest::Method::GET, self.url(&["v1", "pipelines"], &page_query(next_token, limit)), None).await
+    pub async fn list_pipelines(&self, next_token: Option<&str>, limit: Option<usize>) -> Result<w::PipelineList> {
+        self.get(self.url(&["v1", "pipelines"], &page_query(next_token, limit))).await
     }
 
-    /// `DELETE /v1/pipelines/{name}` (no body: `null`).
-    pub async fn delete_pipeline(&self, name: &str) -> Result<Value> {
-        self.send(reqwest::Method::DELETE, self.url(&["v1", "pipelines", name], &[]), None).await
+    /// `DELETE /v1/pipelines/{name}` (no body).
+    pub async fn delete_pipeline(&self, name: &str) -> Result<()> {
+        self.exchange(reqwest::Method::DELETE, self.url(&["v1", "pipelines", name], &[]), None::<&()>).await.map(drop)
     }
 
     /// `GET /v1/pipelines/{name}/state`.
-    pub async fn pipeline_state(&self, name: &str) -> Result<Value> {
-        self.send(reqwest::Method::GET, self.url(&["v1", "pipelines", name, "state"], &[]), None).await
+    pub async fn pipeline_state(&self, name: &str) -> Result<w::PipelineState> {
+        self.get(self.url(&["v1", "pipelines", name, "state"], &[])).await
     }
 
     /// `POST /v1/pipelines/{name}/executions`.
-    pub async fn start_execution(&self, name: &str, input: &Value, client_request_token: Option<&str>) -> Result<Value> {
-        let mut body = json!({"input": input});
-        if let Some(t) = client_request_token {
-            body["clientRequestToken"] = json!(t);
-        }
+    pub async fn start_execution(&self, name: &str, input: Value, client_request_token: Option<String>) -> Result<w::ExecutionId> {
+        let body = w::StartExecutionRequest { input: Some(input), client_request_token };
         self.send(reqwest::Method::POST, self.url(&["v1", "pipelines", name, "executions"], &[]), Some(&body)).await
     }
 
     /// `GET /v1/pipelines/{name}/executions` (one page).
-    pub async fn list_executions(&self, name: &str, next_token: Option<&str>, limit: Option<usize>) -> Result<Value> {
-        self.send(reqwest::Method::GET, self.url(&["v1", "pipelines", name, "executions"], &page_query(next_token, limit)), None).await
+    pub async fn list_executions(&self, name: &str, next_token: Option<&str>, limit: Option<usize>) -> Result<w::ExecutionList> {
+        self.get(self.url(&["v1", "pipelines", name, "executions"], &page_query(next_token, limit))).await
     }
 
     /// `GET /v1/pipelines/{name}/executions/{id}`.
-    pub async fn get_execution(&self, name: &str, id: &str) -> Result<Value> {
-        self.send(reqwest::Method::GET, self.url(&["v1", "pipelines", name, "executions", id], &[]), None).await
+    pub async fn get_execution(&self, name: &str, id: &str) -> Result<w::Execution> {
+        self.get(self.url(&["v1", "pipelines", name, "executions", id], &[])).await
     }
 
     /// `POST /v1/pipelines/{name}/executions/{id}/stop`.
-    pub async fn stop_execution(&self, name: &str, id: &str, abandon: bool, reason: &str) -> Result<Value> {
-        let body = json!({"abandon": abandon, "reason": reason});
+    pub async fn stop_execution(&self, name: &str, id: &str, abandon: bool, reason: &str) -> Result<w::ExecutionId> {
+        let body = w::StopExecutionRequest { abandon, reason: reason.to_string() };
         self.send(reqwest::Method::POST, self.url(&["v1", "pipelines", name, "executions", id, "stop"], &[]), Some(&body)).await
     }
 
     /// `POST /v1/pipelines/{name}/executions/{id}/stages/{stage}/retry`.
-    pub async fn retry_stage(&self, name: &str, id: &str, stage: &str, retry_mode: &str) -> Result<Value> {
-        let body = json!({"retryMode": retry_mode});
+    pub async fn retry_stage(&self, name: &str, id: &str, stage: &str, retry_mode: w::RetryMode) -> Result<w::ExecutionId> {
+        let body = w::RetryStageRequest { retry_mode };
         let url = self.url(&["v1", "pipelines", name, "executions", id, "stages", stage, "retry"], &[]);
         self.send(reqwest::Method::POST, url, Some(&body)).await
     }
@@ -239,22 +251,27 @@ impl Client {
         execution_id: Option<&str>,
         next_token: Option<&str>,
         limit: Option<usize>,
-    ) -> Result<Value> {
+    ) -> Result<w::ActionExecutionList> {
         let mut q = page_query(next_token, limit);
         if let Some(id) = execution_id {
             q.push(("executionId", id.to_string()));
         }
-        self.send(reqwest::Method::GET, self.url(&["v1", "pipelines", name, "action-executions"], &q), None).await
+        self.get(self.url(&["v1", "pipelines", name, "action-executions"], &q)).await
     }
 
     /// `GET /v1/functions/{name}/executions` (one page).
-    pub async fn list_function_executions(&self, name: &str, next_token: Option<&str>, limit: Option<usize>) -> Result<Value> {
-        self.send(reqwest::Method::GET, self.url(&["v1", "functions", name, "executions"], &page_query(next_token, limit)), None).await
+    pub async fn list_function_executions(
+        &self,
+        name: &str,
+        next_token: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<w::FunctionExecutionList> {
+        self.get(self.url(&["v1", "functions", name, "executions"], &page_query(next_token, limit))).await
     }
 
     /// `GET /v1/functions/{name}/executions/{id}`.
-    pub async fn get_function_execution(&self, name: &str, id: &str) -> Result<Value> {
-        self.send(reqwest::Method::GET, self.url(&["v1", "functions", name, "executions", id], &[]), None).await
+    pub async fn get_function_execution(&self, name: &str, id: &str) -> Result<w::FunctionExecution> {
+        self.get(self.url(&["v1", "functions", name, "executions", id], &[])).await
     }
 }
 
@@ -290,87 +307,67 @@ impl DlqFilters {
         q
     }
 
-    /// The filters as body fields (purge; redrive without `poison`).
-    fn body(&self) -> serde_json::Map<String, Value> {
-        let mut m = serde_json::Map::new();
-        if let Some(t) = &self.exception_type {
-            m.insert("type".into(), json!(t));
+    /// The body of a purge.
+    fn purge_request(&self) -> w::PurgeRequest {
+        w::PurgeRequest {
+            exception_type: self.exception_type.clone(),
+            source: self.source.clone(),
+            older_than: self.older_than.clone(),
+            poison: self.poison,
         }
-        if let Some(s) = &self.source {
-            m.insert("source".into(), json!(s));
-        }
-        if let Some(o) = &self.older_than {
-            m.insert("olderThan".into(), json!(o));
-        }
-        if let Some(p) = self.poison {
-            m.insert("poison".into(), json!(p));
-        }
-        m
     }
 }
 
 /// The body of a redrive (`POST /v1/dlq/queues/{queue}/redrive` or `/v1/dlq/redrive`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RedriveBody {
-    /// `type`, `source`, `olderThan` (`poison` is not a redrive field and must be `None`).
+    /// `type`, `source`, `olderThan` (`poison` is not a redrive field and is ignored).
     pub filters: DlqFilters,
     pub max_entries: Option<u64>,
     /// As written (`50/s`, `unlimited`); the server's default is 100/s.
     pub rate: Option<String>,
-    /// `retry-stage` or `new-execution`; the server's default is retry-stage.
-    pub mode: Option<String>,
+    /// The server's default is retry-stage.
+    pub mode: Option<w::RedriveMode>,
     pub dry_run: bool,
     pub entry_id: Option<String>,
     pub force: bool,
 }
 
 impl RedriveBody {
-    fn to_json(&self, queue_prefix: Option<&str>) -> Value {
-        let mut m = self.filters.body();
-        m.remove("poison");
-        if let Some(p) = queue_prefix {
-            m.insert("queuePrefix".into(), json!(p));
+    fn request(&self, queue_prefix: Option<&str>) -> w::RedriveRequest {
+        w::RedriveRequest {
+            queue_prefix: queue_prefix.map(str::to_string),
+            exception_type: self.filters.exception_type.clone(),
+            source: self.filters.source.clone(),
+            older_than: self.filters.older_than.clone(),
+            max_entries: self.max_entries,
+            rate: self.rate.clone(),
+            mode: self.mode,
+            dry_run: self.dry_run.then_some(true),
+            entry_id: self.entry_id.clone(),
+            force: self.force.then_some(true),
         }
-        if let Some(n) = self.max_entries {
-            m.insert("maxEntries".into(), json!(n));
-        }
-        if let Some(r) = &self.rate {
-            m.insert("rate".into(), json!(r));
-        }
-        if let Some(mode) = &self.mode {
-            m.insert("mode".into(), json!(mode));
-        }
-        if self.dry_run {
-            m.insert("dryRun".into(), json!(true));
-        }
-        if let Some(id) = &self.entry_id {
-            m.insert("entryId".into(), json!(id));
-        }
-        if self.force {
-            m.insert("force".into(), json!(true));
-        }
-        Value::Object(m)
     }
 }
 
 impl Client {
     /// `GET /v1/dlq/queues[?prefix=P]` (one page).
-    pub async fn list_dlq_queues(&self, prefix: Option<&str>, next_token: Option<&str>, limit: Option<usize>) -> Result<Value> {
+    pub async fn list_dlq_queues(&self, prefix: Option<&str>, next_token: Option<&str>, limit: Option<usize>) -> Result<w::QueueList> {
         let mut q = page_query(next_token, limit);
         if let Some(p) = prefix {
             q.push(("prefix", p.to_string()));
         }
-        self.send(reqwest::Method::GET, self.url(&["v1", "dlq", "queues"], &q), None).await
+        self.get(self.url(&["v1", "dlq", "queues"], &q)).await
     }
 
     /// `GET /v1/dlq/queues/{queue}`.
-    pub async fn get_dlq_queue(&self, queue: &str) -> Result<Value> {
-        self.send(reqwest::Method::GET, self.url(&["v1", "dlq", "queues", queue], &[]), None).await
+    pub async fn get_dlq_queue(&self, queue: &str) -> Result<w::Queue> {
+        self.get(self.url(&["v1", "dlq", "queues", queue], &[])).await
     }
 
     /// `PUT /v1/dlq/queues/{queue}` (creates the queue if missing).
-    pub async fn configure_dlq_queue(&self, queue: &str, max_redrives: u32) -> Result<Value> {
-        let body = json!({"maxRedrives": max_redrives});
+    pub async fn configure_dlq_queue(&self, queue: &str, max_redrives: u32) -> Result<w::Queue> {
+        let body = w::ConfigureQueueRequest { max_redrives: max_redrives.into() };
         self.send(reqwest::Method::PUT, self.url(&["v1", "dlq", "queues", queue], &[]), Some(&body)).await
     }
 
@@ -383,54 +380,54 @@ impl Client {
         state: Option<&str>,
         next_token: Option<&str>,
         limit: Option<usize>,
-    ) -> Result<Value> {
+    ) -> Result<w::EntryList> {
         let mut q = filters.query();
         if let Some(s) = state {
             q.push(("state", s.to_string()));
         }
         q.extend(page_query(next_token, limit));
-        self.send(reqwest::Method::GET, self.url(&["v1", "dlq", "queues", queue, "entries"], &q), None).await
+        self.get(self.url(&["v1", "dlq", "queues", queue, "entries"], &q)).await
     }
 
     /// `GET /v1/dlq/entries/{id}`.
-    pub async fn get_dlq_entry(&self, id: &str) -> Result<Value> {
-        self.send(reqwest::Method::GET, self.url(&["v1", "dlq", "entries", id], &[]), None).await
+    pub async fn get_dlq_entry(&self, id: &str) -> Result<w::Entry> {
+        self.get(self.url(&["v1", "dlq", "entries", id], &[])).await
     }
 
-    /// `POST /v1/dlq/queues/{queue}/purge` → `{"purged": n}`.
-    pub async fn purge_dlq(&self, queue: &str, filters: &DlqFilters) -> Result<Value> {
-        let body = Value::Object(filters.body());
+    /// `POST /v1/dlq/queues/{queue}/purge`.
+    pub async fn purge_dlq(&self, queue: &str, filters: &DlqFilters) -> Result<w::PurgeResponse> {
+        let body = filters.purge_request();
         self.send(reqwest::Method::POST, self.url(&["v1", "dlq", "queues", queue, "purge"], &[]), Some(&body)).await
     }
 
     /// `POST /v1/dlq/queues/{queue}/redrive`: a plan (dry run) or a run (status RUNNING).
-    pub async fn redrive_queue(&self, queue: &str, body: &RedriveBody) -> Result<Value> {
+    pub async fn redrive_queue(&self, queue: &str, body: &RedriveBody) -> Result<w::RedriveResponse> {
         let url = self.url(&["v1", "dlq", "queues", queue, "redrive"], &[]);
-        self.send(reqwest::Method::POST, url, Some(&body.to_json(None))).await
+        self.send(reqwest::Method::POST, url, Some(&body.request(None))).await
     }
 
     /// `POST /v1/dlq/redrive` with `queuePrefix`: every queue under the prefix.
-    pub async fn redrive_prefix(&self, prefix: &str, body: &RedriveBody) -> Result<Value> {
-        self.send(reqwest::Method::POST, self.url(&["v1", "dlq", "redrive"], &[]), Some(&body.to_json(Some(prefix)))).await
+    pub async fn redrive_prefix(&self, prefix: &str, body: &RedriveBody) -> Result<w::RedriveResponse> {
+        self.send(reqwest::Method::POST, self.url(&["v1", "dlq", "redrive"], &[]), Some(&body.request(Some(prefix)))).await
     }
 
     /// `GET /v1/dlq/redrives[?schedule=NAME]` (one page, newest first).
-    pub async fn list_redrive_runs(&self, schedule: Option<&str>, next_token: Option<&str>, limit: Option<usize>) -> Result<Value> {
+    pub async fn list_redrive_runs(&self, schedule: Option<&str>, next_token: Option<&str>, limit: Option<usize>) -> Result<w::RunList> {
         let mut q = page_query(next_token, limit);
         if let Some(s) = schedule {
             q.push(("schedule", s.to_string()));
         }
-        self.send(reqwest::Method::GET, self.url(&["v1", "dlq", "redrives"], &q), None).await
+        self.get(self.url(&["v1", "dlq", "redrives"], &q)).await
     }
 
     /// `GET /v1/dlq/redrives/{id}`.
-    pub async fn get_redrive_run(&self, id: &str) -> Result<Value> {
-        self.send(reqwest::Method::GET, self.url(&["v1", "dlq", "redrives", id], &[]), None).await
+    pub async fn get_redrive_run(&self, id: &str) -> Result<w::Run> {
+        self.get(self.url(&["v1", "dlq", "redrives", id], &[])).await
     }
 
     /// `GET /v1/dlq/schedules`.
-    pub async fn list_redrive_schedules(&self) -> Result<Value> {
-        self.send(reqwest::Method::GET, self.url(&["v1", "dlq", "schedules"], &[]), None).await
+    pub async fn list_redrive_schedules(&self) -> Result<w::ScheduleList> {
+        self.get(self.url(&["v1", "dlq", "schedules"], &[])).await
     }
 }
 
@@ -448,6 +445,7 @@ fn page_query(next_token: Option<&str>, limit: Option<usize>) -> Vec<(&'static s
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn urls_are_built_under_the_base_and_encoded() {
@@ -466,10 +464,10 @@ mod tests {
         assert_eq!(f.query(), vec![("type", "Step.THROTTLING".to_string()), ("olderThan", "10m".to_string())]);
         let b = RedriveBody { filters: f, rate: Some("50/s".into()), dry_run: true, ..Default::default() };
         assert_eq!(
-            b.to_json(Some("retry-")),
+            serde_json::to_value(b.request(Some("retry-"))).unwrap(),
             json!({"type": "Step.THROTTLING", "olderThan": "10m", "queuePrefix": "retry-", "rate": "50/s", "dryRun": true})
         );
-        assert_eq!(RedriveBody::default().to_json(None), json!({}));
+        assert_eq!(serde_json::to_value(RedriveBody::default().request(None)).unwrap(), json!({}));
     }
 
     #[test]

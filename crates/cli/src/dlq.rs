@@ -10,13 +10,14 @@
 
 use crate::client::{Client, ClientError, DlqFilters, RedriveBody};
 use crate::load::plural;
-use crate::present::{Table, age_of, now_ms, one_line, parse_timestamp_ms, str_of, text_of, to_yaml};
+use crate::present::{Table, age_of, now_ms, one_line, parse_timestamp_ms, to_yaml};
 use crate::remote::{ERROR_CELL, Paging, Remote, collect_pages, print_json, run};
 use crate::{OutputFormat, exit};
 use clap::{ArgGroup, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use redrive_core::time::{human_duration_ms, parse_duration_ms};
 use redrive_engine::redrive::Rate;
+use redrive_wire as w;
 use serde_json::{Value, json};
 use std::cell::Cell;
 use std::io::IsTerminal;
@@ -274,10 +275,10 @@ pub enum ModeArg {
 }
 
 impl ModeArg {
-    fn wire(self) -> &'static str {
+    fn wire(self) -> w::RedriveMode {
         match self {
-            ModeArg::RetryStage => redrive_engine::redrive::RedriveMode::RetryStage.as_str(),
-            ModeArg::NewExecution => redrive_engine::redrive::RedriveMode::NewExecution.as_str(),
+            ModeArg::RetryStage => w::RedriveMode::RetryStage,
+            ModeArg::NewExecution => w::RedriveMode::NewExecution,
         }
     }
 }
@@ -376,10 +377,6 @@ fn invalid(msg: &str) -> u8 {
     exit::INVALID_INPUT
 }
 
-fn u64_of(v: &Value, key: &str) -> u64 {
-    v.get(key).and_then(Value::as_u64).unwrap_or(0)
-}
-
 fn entries_word(n: u64) -> &'static str {
     if n == 1 { "entry" } else { "entries" }
 }
@@ -390,7 +387,7 @@ fn list(args: ListArgs) -> u8 {
     let prefix = args.prefix;
     run(&args.remote, |c, out| async move {
         let paging = Paging { max_items: None, starting_token: None, page_size: 1000 };
-        let v = collect_pages(c.server(), "queues", &paging, out, |t, n| {
+        let v: w::QueueList = collect_pages(c.server(), &paging, out, |t, n| {
             let (c, prefix) = (&c, &prefix);
             async move { c.list_dlq_queues(prefix.as_deref(), t.as_deref(), Some(n)).await }
         })
@@ -400,18 +397,18 @@ fn list(args: ListArgs) -> u8 {
             return Ok(exit::SUCCEEDED);
         }
         let mut t = Table::new(&["QUEUE", "DEPTH", "POISON", "REDRIVEN", "OLDEST", "MAX-REDRIVES"]);
-        for q in v["queues"].as_array().into_iter().flatten() {
-            let oldest = match q.get("oldestAgeSeconds").and_then(Value::as_f64) {
+        for q in &v.queues {
+            let oldest = match q.oldest_age_seconds {
                 Some(s) => human_duration_ms((s.max(0.0) * 1000.0) as u64),
-                None => age_of(q.get("oldestEnteredAt").and_then(Value::as_str)),
+                None => age_of(q.oldest_entered_at.as_deref()),
             };
             t.row(vec![
-                str_of(q, "name").into(),
-                text_of(q, "depth"),
-                text_of(q, "poison"),
-                text_of(q, "redriven"),
+                q.name.clone(),
+                q.depth.to_string(),
+                q.poison.to_string(),
+                q.redriven.to_string(),
                 oldest,
-                text_of(q, "maxRedrives"),
+                q.max_redrives.to_string(),
             ]);
         }
         if t.is_empty() {
@@ -429,28 +426,58 @@ fn list(args: ListArgs) -> u8 {
 // --- show ------------------------------------------------------------------------
 
 /// `orders v2/Deploy/Check`.
-fn source_cell(e: &Value) -> String {
-    let s = &e["source"];
-    format!("{} v{}/{}/{}", str_of(s, "pipelineName"), text_of(s, "pipelineVersion"), str_of(s, "stage"), str_of(s, "action"))
+fn source_cell(e: &w::Entry) -> String {
+    let s = &e.source;
+    let version = s.pipeline_version.map_or("-".to_string(), |v| v.to_string());
+    format!("{} v{version}/{}/{}", s.pipeline_name, s.stage, s.action)
 }
 
-/// `Action.FAILED: message`, on one line, cut.
-fn entry_error_cell(e: &Value) -> String {
-    let err = &e["error"];
-    let t = str_of(err, "exceptionType");
-    match err.get("message").and_then(Value::as_str) {
-        Some(m) if !m.trim().is_empty() => one_line(&format!("{t}: {m}"), ERROR_CELL),
-        _ => t.to_string(),
-    }
+fn entry_error_cell(e: &w::Entry) -> String {
+    let (t, m) = (&e.error.exception_type, &e.error.message);
+    if m.trim().is_empty() { t.clone() } else { one_line(&format!("{t}: {m}"), ERROR_CELL) }
 }
 
-/// `1/3`, or `3/3 poison`.
-fn redrives_cell(e: &Value) -> String {
-    let mut s = format!("{}/{}", text_of(e, "redriveCount"), text_of(e, "maxRedrives"));
-    if e.get("poison").and_then(Value::as_bool) == Some(true) {
+fn redrives_cell(e: &w::Entry) -> String {
+    let mut s = format!("{}/{}", e.redrive_count, e.max_redrives);
+    if e.poison {
         s.push_str(" poison");
     }
     s
+}
+
+/// The entries table of `dlq show` (a STATE column unless only queued ones are shown).
+fn entries_table(entries: &[w::Entry], with_state: bool) -> Table {
+    let mut header = vec!["ENTRY"];
+    if with_state {
+        header.push("STATE");
+    }
+    header.extend(["EXECUTION", "SOURCE", "ERROR", "REDRIVES", "AGE"]);
+    let mut t = Table::new(&header);
+    for e in entries {
+        let mut row = vec![e.entry_id.clone()];
+        if with_state {
+            row.push(e.state.to_string());
+        }
+        row.extend([e.source.execution_id.clone(), source_cell(e), entry_error_cell(e), redrives_cell(e), age_of(Some(&e.entered_at))]);
+        t.row(row);
+    }
+    t
+}
+
+/// `N matching entries in Q (which)`, or `N of M … shown`, with a word on poison ones.
+fn entries_footer(entries: &[w::Entry], count: u64, queue: &str, state: StateArg, which: &str) -> String {
+    let shown = entries.len() as u64;
+    let poison = entries.iter().filter(|e| e.poison).count();
+    let total = count.max(shown);
+    let mut line = if total == shown {
+        format!("{total} matching {} in {queue} ({which})", entries_word(total))
+    } else {
+        format!("{shown} of {total} matching entries in {queue} shown ({which})")
+    };
+    if poison > 0 && state != StateArg::Resolved {
+        line.push_str(&format!(" ({poison} poison shown: only `--entry ID --force` redrives them)"));
+    }
+    line
 }
 
 fn show(args: ShowArgs) -> u8 {
@@ -461,45 +488,23 @@ fn show(args: ShowArgs) -> u8 {
     let (queue, state, paging) = (args.queue, args.state, args.paging);
     run(&args.remote, |c, out| async move {
         let count: Cell<Option<u64>> = Cell::new(None);
-        let mut v = collect_pages(c.server(), "entries", &paging, out, |t, n| {
+        let mut v: w::EntryList = collect_pages(c.server(), &paging, out, |t, n| {
             let (c, queue, filters, count) = (&c, &queue, &filters, &count);
             async move {
                 let page = c.list_dlq_entries(queue, filters, Some(state.wire()), t.as_deref(), Some(n)).await?;
                 if count.get().is_none() {
-                    count.set(page.get("count").and_then(Value::as_u64));
+                    count.set(Some(page.count));
                 }
                 Ok(page)
             }
         })
         .await?;
-        let count = count.get();
+        v.count = count.get().unwrap_or(0);
         if out == OutputFormat::Json {
-            v["count"] = json!(count);
             print_json(&v);
             return Ok(exit::SUCCEEDED);
         }
-        let entries: Vec<&Value> = v["entries"].as_array().into_iter().flatten().collect();
-        let with_state = state != StateArg::Queued;
-        let mut header = vec!["ENTRY"];
-        if with_state {
-            header.push("STATE");
-        }
-        header.extend(["EXECUTION", "SOURCE", "ERROR", "REDRIVES", "AGE"]);
-        let mut t = Table::new(&header);
-        for e in &entries {
-            let mut row = vec![str_of(e, "entryId").to_string()];
-            if with_state {
-                row.push(str_of(e, "state").into());
-            }
-            row.extend([
-                str_of(&e["source"], "executionId").to_string(),
-                source_cell(e),
-                entry_error_cell(e),
-                redrives_cell(e),
-                age_of(e.get("enteredAt").and_then(Value::as_str)),
-            ]);
-            t.row(row);
-        }
+        let t = entries_table(&v.entries, state != StateArg::Queued);
         let which = match state {
             StateArg::Queued => "queued",
             StateArg::Redriven => "redriven, outcome not known yet",
@@ -508,31 +513,13 @@ fn show(args: ShowArgs) -> u8 {
         };
         // The queue's figures, as `dlq list` shows them.
         let q = c.get_dlq_queue(&queue).await?;
-        println!(
-            "queue {}: depth {}, {} poison, {} redriven, maxRedrives {}\n",
-            str_of(&q, "name"),
-            text_of(&q, "depth"),
-            text_of(&q, "poison"),
-            text_of(&q, "redriven"),
-            text_of(&q, "maxRedrives")
-        );
+        println!("queue {}: depth {}, {} poison, {} redriven, maxRedrives {}\n", q.name, q.depth, q.poison, q.redriven, q.max_redrives);
         if t.is_empty() {
             println!("no matching entries in {queue} ({which})");
             return Ok(exit::SUCCEEDED);
         }
         print!("{}", t.render());
-        let shown = entries.len() as u64;
-        let poison = entries.iter().filter(|e| e.get("poison").and_then(Value::as_bool) == Some(true)).count();
-        let total = count.unwrap_or(shown).max(shown);
-        let mut line = if total == shown {
-            format!("{total} matching {} in {queue} ({which})", entries_word(total))
-        } else {
-            format!("{shown} of {total} matching entries in {queue} shown ({which})")
-        };
-        if poison > 0 && state != StateArg::Resolved {
-            line.push_str(&format!(" ({poison} poison shown: only `--entry ID --force` redrives them)"));
-        }
-        println!("{line}");
+        println!("{}", entries_footer(&v.entries, v.count, &queue, state, which));
         Ok(exit::SUCCEEDED)
     })
 }
@@ -547,24 +534,20 @@ fn get(args: GetArgs) -> u8 {
             print_json(&v);
             return Ok(exit::SUCCEEDED);
         }
-        let poison = v.get("poison").and_then(Value::as_bool) == Some(true);
         println!(
             "# dead-letter entry {} in queue {}: {}, redriven {} of {} times{}",
-            str_of(&v, "entryId"),
-            str_of(&v, "queue"),
-            str_of(&v, "state"),
-            text_of(&v, "redriveCount"),
-            text_of(&v, "maxRedrives"),
-            if poison { " (poison: parked)" } else { "" }
+            v.entry_id,
+            v.queue,
+            v.state,
+            v.redrive_count,
+            v.max_redrives,
+            if v.poison { " (poison: parked)" } else { "" }
         );
-        if poison && str_of(&v, "state") == "QUEUED" {
-            println!(
-                "# only an explicit redrive resubmits it: redrive dlq redrive {} --entry {} --force",
-                str_of(&v, "queue"),
-                str_of(&v, "entryId")
-            );
+        if v.poison && v.state == w::EntryState::Queued {
+            println!("# only an explicit redrive resubmits it: redrive dlq redrive {} --entry {} --force", v.queue, v.entry_id);
         }
-        print!("{}", yaml_in_order(&v, ENTRY_ORDER));
+        let doc = serde_json::to_value(&v).expect("wire types serialize");
+        print!("{}", yaml_in_order(&doc, ENTRY_ORDER));
         Ok(exit::SUCCEEDED)
     })
 }
@@ -623,7 +606,7 @@ fn purge(args: PurgeArgs) -> u8 {
     run(&args.remote, |c, out| async move {
         if !yes {
             let page = c.list_dlq_entries(&queue, &filters, None, None, Some(1)).await?;
-            let n = page.get("count").and_then(Value::as_u64).unwrap_or(0);
+            let n = page.count;
             if out == OutputFormat::Json {
                 print_json(&json!({"queue": queue, "wouldPurge": n, "purged": 0}));
             } else {
@@ -636,7 +619,7 @@ fn purge(args: PurgeArgs) -> u8 {
         if out == OutputFormat::Json {
             print_json(&v);
         } else {
-            let n = u64_of(&v, "purged");
+            let n = v.purged;
             println!("purged {n} {} from {queue}", entries_word(n));
         }
         Ok(exit::SUCCEEDED)
@@ -654,12 +637,12 @@ fn redrive(args: RedriveArgs) -> u8 {
         filters,
         max_entries: args.max,
         rate: Some(args.rate.clone()),
-        mode: Some(args.mode.wire().to_string()),
+        mode: Some(args.mode.wire()),
         dry_run: args.dry_run,
         entry_id: args.entry.clone(),
         force: args.force,
     };
-    let (queue, prefix, no_wait, dry_run) = (args.queue, args.prefix, args.no_wait, args.dry_run);
+    let (queue, prefix, no_wait) = (args.queue, args.prefix, args.no_wait);
     let target = match (&queue, &prefix) {
         (Some(q), _) => format!("queue {q}"),
         (None, Some(p)) => format!("queues under prefix {p}"),
@@ -671,25 +654,28 @@ fn redrive(args: RedriveArgs) -> u8 {
             (None, Some(p)) => c.redrive_prefix(p, &body).await?,
             (None, None) => unreachable!("checked above"),
         };
-        if dry_run {
-            if out == OutputFormat::Json {
-                print_json(&v);
-            } else {
-                print!("{}", plan_text(&v));
+        let run = match v {
+            w::RedriveResponse::Plan(plan) => {
+                if out == OutputFormat::Json {
+                    print_json(&plan);
+                } else {
+                    print!("{}", plan_text(&plan));
+                }
+                return Ok(exit::SUCCEEDED);
             }
-            return Ok(exit::SUCCEEDED);
-        }
-        let id = str_of(&v, "runId").to_string();
+            w::RedriveResponse::Run(run) => *run,
+        };
+        let id = run.run_id.clone();
         if no_wait {
             if out == OutputFormat::Json {
-                print_json(&v);
+                print_json(&run);
             } else {
                 println!("redrive run {id} started on {target}; it continues in the server");
                 println!("follow it with: redrive dlq run {id}");
             }
             return Ok(exit::SUCCEEDED);
         }
-        let fin = match follow(&c, v).await {
+        let fin = match follow(&c, run).await {
             Ok(Some(fin)) => fin,
             Ok(None) => {
                 eprintln!("interrupted: redrive run {id} continues in the server; follow it with `redrive dlq run {id}`");
@@ -700,18 +686,17 @@ fn redrive(args: RedriveArgs) -> u8 {
                 return Err(e);
             }
         };
-        let status = str_of(&fin, "status").to_string();
         if out == OutputFormat::Json {
             print_json(&fin);
         } else {
-            println!("redrive run {id} on {target}: {status}{}", took(&fin).map(|t| format!(" in {t}")).unwrap_or_default());
-            print!("{}", summary_text(&fin["summary"], Some(&target_hint(&queue))));
+            println!("redrive run {id} on {target}: {}{}", fin.status, took(&fin).map(|t| format!(" in {t}")).unwrap_or_default());
+            print!("{}", summary_text(&fin.summary, Some(&target_hint(&queue))));
         }
-        if status == "SUCCEEDED" {
+        if fin.status == w::RunStatus::Succeeded {
             Ok(exit::SUCCEEDED)
         } else {
-            let error = fin["summary"].get("error").and_then(Value::as_str).unwrap_or("no error recorded");
-            eprintln!("error: redrive run {id} {status}: {error}");
+            let error = fin.summary.error.as_deref().unwrap_or("no error recorded");
+            eprintln!("error: redrive run {id} {}: {error}", fin.status);
             Ok(exit::ENGINE_ERROR)
         }
     })
@@ -724,8 +709,8 @@ fn target_hint(queue: &Option<String>) -> String {
 
 /// Polls the run until it is no longer RUNNING, with a progress bar on a terminal.
 /// `None` when interrupted (Ctrl-C): the run goes on in the server.
-async fn follow(c: &Client, first: Value) -> Result<Option<Value>, ClientError> {
-    let id = str_of(&first, "runId").to_string();
+async fn follow(c: &Client, first: w::Run) -> Result<Option<w::Run>, ClientError> {
+    let id = first.run_id.clone();
     let bar = std::io::stderr().is_terminal().then(|| {
         let b = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
         b.set_style(
@@ -739,12 +724,12 @@ async fn follow(c: &Client, first: Value) -> Result<Option<Value>, ClientError> 
     tokio::pin!(ctrl_c);
     loop {
         if let Some(b) = &bar {
-            let s = &v["summary"];
-            b.set_length(u64_of(s, "matched"));
-            b.set_position(u64_of(s, "processed"));
-            b.set_message(format!("redriven {}, skipped {}", u64_of(s, "redriven"), u64_of(s, "skipped")));
+            let s = &v.summary;
+            b.set_length(s.matched);
+            b.set_position(s.processed);
+            b.set_message(format!("redriven {}, skipped {}", s.redriven, s.skipped));
         }
-        if str_of(&v, "status") != "RUNNING" {
+        if v.status != w::RunStatus::Running {
             break;
         }
         tokio::select! {
@@ -771,53 +756,38 @@ async fn follow(c: &Client, first: Value) -> Result<Option<Value>, ClientError> 
 }
 
 /// How long a finished run took.
-fn took(run: &Value) -> Option<String> {
-    let start = parse_timestamp_ms(run.get("startedAt")?.as_str()?)?;
-    let end = parse_timestamp_ms(run.get("finishedAt")?.as_str()?)?;
+fn took(run: &w::Run) -> Option<String> {
+    let start = parse_timestamp_ms(&run.started_at)?;
+    let end = parse_timestamp_ms(run.finished_at.as_deref()?)?;
     Some(human_duration_ms(end.saturating_sub(start).max(0) as u64))
 }
 
 /// `redriven N, skipped M (poison: a, refused: b), parked P`, per-queue lines when
 /// more than one queue, the first skipped entries, and what to do about parked ones.
-fn summary_text(s: &Value, queue_hint: Option<&str>) -> String {
-    let mut out = String::new();
-    let reasons: Vec<String> = s
-        .get("skippedByReason")
-        .and_then(Value::as_object)
-        .into_iter()
-        .flatten()
-        .map(|(k, n)| format!("{k}: {}", n.as_u64().unwrap_or(0)))
-        .collect();
-    out.push_str(&format!(
+fn summary_text(s: &w::RunSummary, queue_hint: Option<&str>) -> String {
+    let reasons: Vec<String> = s.skipped_by_reason.iter().map(|(k, n)| format!("{k}: {n}")).collect();
+    let mut out = format!(
         "redriven {}, skipped {}{}, parked {}\n",
-        u64_of(s, "redriven"),
-        u64_of(s, "skipped"),
+        s.redriven,
+        s.skipped,
         if reasons.is_empty() { String::new() } else { format!(" ({})", reasons.join(", ")) },
-        u64_of(s, "parked")
-    ));
-    if let Some(queues) = s.get("queues").and_then(Value::as_object).filter(|q| q.len() > 1) {
-        for (name, c) in queues {
-            out.push_str(&format!("  {name}: redriven {}, skipped {}\n", u64_of(c, "redriven"), u64_of(c, "skipped")));
+        s.parked
+    );
+    if s.queues.len() > 1 {
+        for (name, c) in &s.queues {
+            out.push_str(&format!("  {name}: redriven {}, skipped {}\n", c.redriven, c.skipped));
         }
     }
-    let skipped: Vec<&Value> =
-        s.get("outcomes").and_then(Value::as_array).into_iter().flatten().filter(|o| str_of(o, "outcome") == "skipped").collect();
-    for o in skipped.iter().take(SKIPPED_SHOWN) {
-        out.push_str(&format!("  skipped {} ({}): {}\n", str_of(o, "entryId"), str_of(o, "queue"), str_of(o, "reason")));
-    }
-    if skipped.len() > SKIPPED_SHOWN {
-        out.push_str(&format!("  … {} more skipped; see `redrive dlq run ID --output json`\n", skipped.len() - SKIPPED_SHOWN));
-    }
-    let by_reason = |code: &str| s.get("skippedByReason").and_then(|r| r.get(code)).and_then(Value::as_u64).unwrap_or(0);
+    out.push_str(&skipped_text(&s.outcomes));
+    let by_reason = |code: &str| s.skipped_by_reason.get(code).copied().unwrap_or(0);
     if by_reason("refused") + by_reason("execution-gone") > 0 {
         out.push_str(
             "entries whose stage cannot be retried (superseded, stopped or gone executions) stay queued; \
 `--mode new-execution` resubmits them as new executions\n",
         );
     }
-    let parked = u64_of(s, "parked");
-    if parked > 0 {
-        let q = queue_hint.unwrap_or("QUEUE");
+    if s.parked > 0 {
+        let (parked, q) = (s.parked, queue_hint.unwrap_or("QUEUE"));
         out.push_str(&format!(
             "{parked} poison {} left parked (redriven maxRedrives times): redrive one with `redrive dlq redrive {q} --entry ID --force`, \
 or raise the limit with `redrive dlq configure {q} --max-redrives N`\n",
@@ -827,34 +797,42 @@ or raise the limit with `redrive dlq configure {q} --max-redrives N`\n",
     out
 }
 
-/// The dry-run plan: a table and the counts.
-fn plan_text(v: &Value) -> String {
+/// The first skipped entries of a run, and how many more there are.
+fn skipped_text(outcomes: &[w::EntryOutcome]) -> String {
+    let skipped: Vec<&w::EntryOutcome> = outcomes.iter().filter(|o| o.outcome == w::EntryOutcomeKind::Skipped).collect();
+    let mut out = String::new();
+    for o in skipped.iter().take(SKIPPED_SHOWN) {
+        out.push_str(&format!("  skipped {} ({}): {}\n", o.entry_id, o.queue, o.reason.as_deref().unwrap_or("-")));
+    }
+    if skipped.len() > SKIPPED_SHOWN {
+        out.push_str(&format!("  … {} more skipped; see `redrive dlq run ID --output json`\n", skipped.len() - SKIPPED_SHOWN));
+    }
+    out
+}
+
+fn plan_text(v: &w::Plan) -> String {
     let mut out = String::new();
     let mut t = Table::new(&["ENTRY", "QUEUE", "EXECUTION", "STAGE/ACTION", "ERROR", "WOULD", "DETAIL"]);
-    let items: Vec<&Value> = v["items"].as_array().into_iter().flatten().collect();
-    for i in &items {
+    for i in &v.items {
         t.row(vec![
-            str_of(i, "entryId").into(),
-            str_of(i, "queue").into(),
-            str_of(i, "executionId").into(),
-            format!("{}/{}", str_of(i, "stage"), str_of(i, "action")),
-            str_of(i, "exceptionType").into(),
-            str_of(i, "would").into(),
-            one_line(str_of(i, "detail"), 120),
+            i.entry_id.clone(),
+            i.queue.clone(),
+            i.execution_id.clone(),
+            format!("{}/{}", i.stage, i.action),
+            i.exception_type.clone(),
+            i.would.to_string(),
+            one_line(&i.detail, 120),
         ]);
     }
     if !t.is_empty() {
         out.push_str(&t.render());
     }
-    let matched = u64_of(v, "matched");
-    if (items.len() as u64) < matched {
-        out.push_str(&format!("(the first {} of {matched} entries are listed)\n", items.len()));
+    if (v.items.len() as u64) < v.matched {
+        out.push_str(&format!("(the first {} of {} entries are listed)\n", v.items.len(), v.matched));
     }
     out.push_str(&format!(
         "dry run: {} would be redriven, {} skipped, {} parked (poison); nothing was changed\n",
-        u64_of(v, "wouldRedrive"),
-        u64_of(v, "wouldSkip"),
-        u64_of(v, "parked")
+        v.would_redrive, v.would_skip, v.parked
     ));
     out
 }
@@ -869,18 +847,13 @@ fn configure(args: ConfigureArgs) -> u8 {
             print_json(&v);
             return Ok(exit::SUCCEEDED);
         }
-        let poison = u64_of(&v, "poison");
-        println!(
-            "queue {}: maxRedrives {} (depth {}, {poison} poison)",
-            str_of(&v, "name"),
-            text_of(&v, "maxRedrives"),
-            text_of(&v, "depth")
-        );
+        let poison = v.poison;
+        println!("queue {}: maxRedrives {} (depth {}, {poison} poison)", v.name, v.max_redrives, v.depth);
         if poison > 0 {
             println!(
                 "{poison} {} redriven {} or more times {} parked: bulk and scheduled redrives skip them; `--entry ID --force` redrives one",
                 entries_word(poison),
-                text_of(&v, "maxRedrives"),
+                v.max_redrives,
                 if poison == 1 { "is" } else { "are" }
             );
         }
@@ -891,49 +864,37 @@ fn configure(args: ConfigureArgs) -> u8 {
 // --- runs, run, schedules ----------------------------------------------------------
 
 /// The stored request (object, or a JSON string of one).
-fn request_of(run: &Value) -> Value {
-    match run.get("request") {
-        Some(Value::String(s)) => serde_json::from_str(s).unwrap_or(Value::Null),
-        Some(v) => v.clone(),
-        None => Value::Null,
-    }
-}
-
-/// `queue retry-orders; type=…, source=…, older than 10m, at most 5, rate 100/s, retry-stage`.
-fn request_text(r: &Value) -> String {
+/// A run's request in words: scope, entry, filters, limits, rate and mode
+/// (`with_scope: false` leaves the scope out).
+fn request_text(r: &w::RunRequest, with_scope: bool) -> String {
     let mut parts: Vec<String> = Vec::new();
-    let scope = &r["scope"];
-    if let Some(q) = scope.get("queue").and_then(Value::as_str) {
-        parts.push(format!("queue {q}"));
-    } else if let Some(p) = scope.get("prefix").and_then(Value::as_str) {
-        parts.push(format!("queues under prefix {p}"));
+    match (&r.scope.queue, &r.scope.prefix) {
+        _ if !with_scope => {}
+        (Some(q), _) => parts.push(format!("queue {q}")),
+        (None, Some(p)) => parts.push(format!("queues under prefix {p}")),
+        (None, None) => {}
     }
-    if let Some(id) = r.get("entryId").and_then(Value::as_str) {
-        parts.push(format!("entry {id}{}", if r.get("force").and_then(Value::as_bool) == Some(true) { " (forced)" } else { "" }));
+    if let Some(id) = &r.entry_id {
+        parts.push(format!("entry {id}{}", if r.force { " (forced)" } else { "" }));
     }
-    if let Some(t) = r.get("exceptionType").and_then(Value::as_str) {
+    if let Some(t) = &r.exception_type {
         parts.push(format!("type={t}"));
     }
-    if let Some(p) = r.get("pipelineName").and_then(Value::as_str) {
+    if let Some(p) = &r.pipeline_name {
         parts.push(format!("source={p}"));
     }
-    if let Some(ms) = r.get("olderThanMs").and_then(Value::as_u64) {
+    if let Some(ms) = r.older_than_ms {
         parts.push(format!("older than {}", human_duration_ms(ms)));
     }
-    if let Some(n) = r.get("maxEntries").and_then(Value::as_u64) {
+    if let Some(n) = r.max_entries {
         parts.push(format!("at most {n}"));
     }
-    if let Some(rate) = r.get("rate") {
-        match rate.get("perSecond").and_then(Value::as_f64) {
-            Some(p) => parts.push(format!("rate {p}/s")),
-            None if rate.is_object() => parts.push("rate unlimited".into()),
-            None => {}
-        }
+    match r.rate.per_second {
+        Some(p) => parts.push(format!("rate {p}/s")),
+        None => parts.push("rate unlimited".into()),
     }
-    if let Some(m) = r.get("mode").and_then(Value::as_str) {
-        parts.push(format!("mode {m}"));
-    }
-    if parts.is_empty() { "-".into() } else { parts.join(", ") }
+    parts.push(format!("mode {}", r.mode));
+    parts.join(", ")
 }
 
 fn runs(args: RunsArgs) -> u8 {
@@ -941,7 +902,7 @@ fn runs(args: RunsArgs) -> u8 {
     let paging =
         Paging { max_items: Some(args.max_items), starting_token: args.starting_token, page_size: args.max_items.min(1000) as usize };
     run(&args.remote, |c, out| async move {
-        let v = collect_pages(c.server(), "runs", &paging, out, |t, n| {
+        let v: w::RunList = collect_pages(c.server(), &paging, out, |t, n| {
             let (c, schedule) = (&c, &schedule);
             async move { c.list_redrive_runs(schedule.as_deref(), t.as_deref(), Some(n)).await }
         })
@@ -951,17 +912,17 @@ fn runs(args: RunsArgs) -> u8 {
             return Ok(exit::SUCCEEDED);
         }
         let mut t = Table::new(&["RUN", "STARTED", "STATUS", "SCHEDULE", "MATCHED", "REDRIVEN", "SKIPPED", "PARKED"]);
-        for r in v["runs"].as_array().into_iter().flatten() {
-            let s = &r["summary"];
+        for r in &v.runs {
+            let s = &r.summary;
             t.row(vec![
-                str_of(r, "runId").into(),
-                str_of(r, "startedAt").into(),
-                str_of(r, "status").into(),
-                r.get("schedule").and_then(Value::as_str).unwrap_or("(manual)").into(),
-                u64_of(s, "matched").to_string(),
-                u64_of(s, "redriven").to_string(),
-                u64_of(s, "skipped").to_string(),
-                u64_of(s, "parked").to_string(),
+                r.run_id.clone(),
+                r.started_at.clone(),
+                r.status.to_string(),
+                r.schedule.clone().unwrap_or_else(|| "(manual)".into()),
+                s.matched.to_string(),
+                s.redriven.to_string(),
+                s.skipped.to_string(),
+                s.parked.to_string(),
             ]);
         }
         if t.is_empty() {
@@ -986,64 +947,67 @@ fn show_run(args: RunArgs) -> u8 {
     })
 }
 
-fn run_text(v: &Value) -> String {
-    let request = request_of(v);
-    let s = &v["summary"];
+fn run_text(v: &w::Run) -> String {
+    let s = &v.summary;
     let mut out = format!(
         "redrive run {} ({})\nstatus:   {}\nstarted:  {}\n",
-        str_of(v, "runId"),
-        match v.get("schedule").and_then(Value::as_str) {
+        v.run_id,
+        match &v.schedule {
             Some(name) => format!("schedule {name}"),
             None => "manual".into(),
         },
-        str_of(v, "status"),
-        str_of(v, "startedAt")
+        v.status,
+        v.started_at
     );
-    if let Some(end) = v.get("finishedAt").and_then(Value::as_str) {
+    if let Some(end) = &v.finished_at {
         out.push_str(&format!("finished: {end}{}\n", took(v).map(|t| format!(" (took {t})")).unwrap_or_default()));
     }
-    out.push_str(&format!("request:  {}\n", request_text(&request)));
-    out.push_str(&format!("matched {}, processed {}\n", u64_of(s, "matched"), u64_of(s, "processed")));
-    let queue = request["scope"].get("queue").and_then(Value::as_str);
-    out.push_str(&summary_text_without_outcomes(s, queue));
-    if let Some(e) = s.get("error").and_then(Value::as_str) {
+    out.push_str(&format!("request:  {}\n", request_text(&v.request, true)));
+    out.push_str(&format!("matched {}, processed {}\n", s.matched, s.processed));
+    let without_outcomes = w::RunSummary { outcomes: Vec::new(), ..s.clone() };
+    out.push_str(&summary_text(&without_outcomes, v.request.scope.queue.as_deref()));
+    if let Some(e) = &s.error {
         out.push_str(&format!("error: {e}\n"));
     }
-    if let Some(queues) = s.get("queues").and_then(Value::as_object).filter(|q| !q.is_empty()) {
+    if !s.queues.is_empty() {
         let mut t = Table::new(&["QUEUE", "REDRIVEN", "SKIPPED"]);
-        for (name, c) in queues {
-            t.row(vec![name.clone(), u64_of(c, "redriven").to_string(), u64_of(c, "skipped").to_string()]);
+        for (name, c) in &s.queues {
+            t.row(vec![name.clone(), c.redriven.to_string(), c.skipped.to_string()]);
         }
         out.push('\n');
         out.push_str(&t.render());
     }
-    let outcomes: Vec<&Value> = s.get("outcomes").and_then(Value::as_array).into_iter().flatten().collect();
-    if !outcomes.is_empty() {
-        let mut t = Table::new(&["ENTRY", "QUEUE", "OUTCOME", "EXECUTION / REASON"]);
-        for o in &outcomes {
-            let detail = match o.get("executionId").and_then(Value::as_str) {
-                Some(e) => e.to_string(),
-                None => one_line(str_of(o, "reason"), 120),
-            };
-            t.row(vec![str_of(o, "entryId").into(), str_of(o, "queue").into(), str_of(o, "outcome").into(), detail]);
-        }
-        out.push('\n');
-        out.push_str(&t.render());
-        let processed = u64_of(s, "processed");
-        if (outcomes.len() as u64) < processed {
-            out.push_str(&format!("(the first {} of {processed} outcomes are kept)\n", outcomes.len()));
-        }
+    out.push_str(&outcomes_text(&s.outcomes, s.processed));
+    out
+}
+
+/// The outcomes a run kept, one row each.
+fn outcomes_text(outcomes: &[w::EntryOutcome], processed: u64) -> String {
+    if outcomes.is_empty() {
+        return String::new();
+    }
+    let mut t = Table::new(&["ENTRY", "QUEUE", "OUTCOME", "EXECUTION / REASON"]);
+    for o in outcomes {
+        let detail = match &o.execution_id {
+            Some(e) => e.clone(),
+            None => one_line(o.reason.as_deref().unwrap_or("-"), 120),
+        };
+        t.row(vec![o.entry_id.clone(), o.queue.clone(), o.outcome.to_string(), detail]);
+    }
+    let mut out = format!("\n{}", t.render());
+    if (outcomes.len() as u64) < processed {
+        out.push_str(&format!("(the first {} of {processed} outcomes are kept)\n", outcomes.len()));
     }
     out
 }
 
-/// The summary line and the parked hint (outcomes are tabled separately).
-fn summary_text_without_outcomes(s: &Value, queue: Option<&str>) -> String {
-    let mut trimmed = s.clone();
-    if let Some(m) = trimmed.as_object_mut() {
-        m.remove("outcomes");
+/// When a schedule runs next: `T (in 5m00s)`, or `T (due)`.
+fn next_due(at: &str) -> String {
+    match parse_timestamp_ms(at) {
+        Some(ms) if ms > now_ms() => format!("{at} (in {})", human_duration_ms((ms - now_ms()) as u64)),
+        Some(_) => format!("{at} (due)"),
+        None => at.to_string(),
     }
-    summary_text(&trimmed, queue)
 }
 
 fn schedules(args: SchedulesArgs) -> u8 {
@@ -1054,36 +1018,24 @@ fn schedules(args: SchedulesArgs) -> u8 {
             return Ok(exit::SUCCEEDED);
         }
         let mut t = Table::new(&["NAME", "EVERY", "PREFIX", "NEXT-DUE", "LAST-RUN", "OPTIONS"]);
-        for s in v["schedules"].as_array().into_iter().flatten() {
-            let next = match s.get("nextDueAt").and_then(Value::as_str) {
-                Some(at) => match parse_timestamp_ms(at) {
-                    Some(ms) if ms > now_ms() => format!("{at} (in {})", human_duration_ms((ms - now_ms()) as u64)),
-                    Some(_) => format!("{at} (due)"),
-                    None => at.to_string(),
-                },
-                None => "-".into(),
-            };
-            let last = match s.get("lastRun").filter(|r| r.is_object()) {
-                Some(r) => format!("{}, {} ago", str_of(r, "status"), age_of(r.get("startedAt").and_then(Value::as_str))),
+        for s in &v.schedules {
+            let last = match &s.last_run {
+                Some(r) => format!("{}, {} ago", r.status, age_of(Some(&r.started_at))),
                 None => "never".into(),
             };
-            let mut request = s.get("request").cloned().unwrap_or(Value::Null);
-            if let Some(m) = request.as_object_mut() {
-                m.remove("scope");
-            }
             t.row(vec![
-                str_of(s, "name").into(),
-                str_of(s, "every").into(),
-                str_of(s, "queuePrefix").into(),
-                next,
+                s.name.clone(),
+                s.every.clone(),
+                s.queue_prefix.clone(),
+                next_due(&s.next_due_at),
                 last,
-                request_text(&request),
+                request_text(&s.request, false),
             ]);
         }
         if t.is_empty() {
             println!("no redrive schedules (configure them under redriveSchedules in the file of `redrive server --config FILE`)");
         } else {
-            let n = v["schedules"].as_array().map_or(0, Vec::len);
+            let n = v.schedules.len();
             print!("{}", t.render());
             println!("{n} schedule{}", plural(n));
         }
@@ -1124,13 +1076,16 @@ mod tests {
 
     #[test]
     fn summaries_read_well() {
-        let s = json!({"matched": 4, "processed": 4, "redriven": 2, "skipped": 2, "skippedByReason": {"poison": 1, "refused": 1},
+        let s: w::RunSummary = serde_json::from_value(
+            json!({"matched": 4, "processed": 4, "redriven": 2, "skipped": 2, "skippedByReason": {"poison": 1, "refused": 1},
             "parked": 3, "queues": {"a": {"redriven": 2, "skipped": 0}, "b": {"redriven": 0, "skipped": 2}},
-            "outcomes": [{"entryId": "e1", "queue": "b", "outcome": "skipped", "reason": "why"}]});
+            "outcomes": [{"entryId": "e1", "queue": "b", "outcome": "skipped", "reason": "why"}]}),
+        )
+        .unwrap();
         let t = summary_text(&s, Some("a"));
         assert!(t.starts_with("redriven 2, skipped 2 (poison: 1, refused: 1), parked 3\n"), "{t}");
         assert!(t.contains("  b: redriven 0, skipped 2\n") && t.contains("skipped e1 (b): why") && t.contains("--entry ID --force"), "{t}");
-        let r = json!({"scope": {"prefix": "retry-"}, "exceptionType": "X", "olderThanMs": 600000, "rate": {"perSecond": 50.0}, "mode": "retry-stage", "force": false});
-        assert_eq!(request_text(&r), "queues under prefix retry-, type=X, older than 10m00s, rate 50/s, mode retry-stage");
+        let r: w::RunRequest = serde_json::from_value(json!({"scope": {"prefix": "retry-"}, "exceptionType": "X", "olderThanMs": 600000, "rate": {"perSecond": 50.0}, "mode": "retry-stage", "force": false})).unwrap();
+        assert_eq!(request_text(&r, true), "queues under prefix retry-, type=X, older than 10m00s, rate 50/s, mode retry-stage");
     }
 }

@@ -1,6 +1,7 @@
 //! `redrive policy explain`: a retry schedule, previewed.
 
 use crate::load::{load_file, report_load_error};
+use crate::present::Table;
 use crate::{OutputFormat, exit};
 use redrive_core::exception::ExceptionType;
 use redrive_core::jitter::JitterDraw;
@@ -83,23 +84,23 @@ pub fn explain(args: ExplainArgs) -> u8 {
     }
     println!("Offsets assume each attempt fails at once; real attempts add their own run time.");
     println!();
-    println!("{:>5}  {:>7}  {:>10}  {:>17}  {:>12}", "RETRY", "ATTEMPT", "DELAY", "JITTER RANGE", "STARTS AT");
     const MAX_ROWS: usize = 100;
+    let mut t = Table::right_aligned(&["RETRY", "ATTEMPT", "DELAY", "JITTER RANGE", "STARTS AT"]);
     for r in schedule.retries.iter().take(MAX_ROWS) {
         let range = if jitter == Jitter::None {
             "-".to_string()
         } else {
             format!("{}–{}", human_duration_ms(r.jitter_range_ms.0), human_duration_ms(r.jitter_range_ms.1))
         };
-        println!(
-            "{:>5}  {:>7}  {:>10}  {:>17}  {:>12}",
-            r.retry_number,
-            r.attempt,
+        t.row(vec![
+            r.retry_number.to_string(),
+            r.attempt.to_string(),
             human_duration_ms(r.delay_ms),
             range,
-            format!("+{}", human_duration_ms(r.offset_ms))
-        );
+            format!("+{}", human_duration_ms(r.offset_ms)),
+        ]);
     }
+    print!("{}", t.render());
     if schedule.retries.len() > MAX_ROWS {
         println!("  … {} more retries (see --output json)", schedule.retries.len() - MAX_ROWS);
     }

@@ -3,46 +3,53 @@
 
 use serde_json::Value;
 
-/// A table with a header row, columns padded to their widest cell.
+/// A borderless table (comfy-table) with a header row: columns padded to their
+/// widest cell, two spaces between them, no trailing spaces, never wrapped.
 pub struct Table {
-    header: Vec<String>,
-    rows: Vec<Vec<String>>,
+    inner: comfy_table::Table,
 }
 
 impl Table {
     pub fn new(header: &[&str]) -> Table {
-        Table { header: header.iter().map(|h| h.to_string()).collect(), rows: Vec::new() }
+        let mut inner = comfy_table::Table::new();
+        inner.load_preset(comfy_table::presets::NOTHING).set_header(header.to_vec());
+        Table { inner }
+    }
+
+    /// A table whose columns are right-aligned (numbers, durations).
+    pub fn right_aligned(header: &[&str]) -> Table {
+        let mut t = Table::new(header);
+        for c in t.inner.column_iter_mut() {
+            c.set_cell_alignment(comfy_table::CellAlignment::Right);
+        }
+        t
+    }
+
+    /// Right-aligns the columns at these indexes.
+    pub fn align_right(&mut self, columns: &[usize]) {
+        for &i in columns {
+            if let Some(c) = self.inner.column_mut(i) {
+                c.set_cell_alignment(comfy_table::CellAlignment::Right);
+            }
+        }
     }
 
     pub fn row(&mut self, cells: Vec<String>) {
-        self.rows.push(cells);
+        self.inner.add_row(cells);
     }
 
     pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
+        self.inner.is_empty()
     }
 
     pub fn render(&self) -> String {
-        let n = self.header.len();
-        let mut widths: Vec<usize> = self.header.iter().map(|h| h.chars().count()).collect();
-        for r in &self.rows {
-            for (i, c) in r.iter().enumerate().take(n) {
-                widths[i] = widths[i].max(c.chars().count());
-            }
+        let mut t = self.inner.clone();
+        let n = t.column_count();
+        for (i, c) in t.column_iter_mut().enumerate() {
+            c.set_padding((0, if i + 1 < n { 2 } else { 0 }));
         }
-        let mut out = String::new();
-        for r in std::iter::once(&self.header).chain(&self.rows) {
-            let mut line = String::new();
-            for (i, w) in widths.iter().enumerate() {
-                let c = r.get(i).map(String::as_str).unwrap_or("");
-                line.push_str(c);
-                if i + 1 < n {
-                    line.extend(std::iter::repeat_n(' ', w - c.chars().count() + 2));
-                }
-            }
-            out.push_str(line.trim_end());
-            out.push('\n');
-        }
+        let mut out = t.trim_fmt();
+        out.push('\n');
         out
     }
 }
@@ -59,18 +66,9 @@ pub fn one_line(s: &str, max: usize) -> String {
     }
 }
 
-/// A string field of a JSON object, or "-".
-pub fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
-    v.get(key).and_then(Value::as_str).unwrap_or("-")
-}
-
-/// A scalar field of a JSON object as text, or "-".
-pub fn text_of(v: &Value, key: &str) -> String {
-    match v.get(key) {
-        None | Some(Value::Null) => "-".into(),
-        Some(Value::String(s)) => s.clone(),
-        Some(other) => other.to_string(),
-    }
+/// The text, or "-" without one.
+pub fn or_dash(s: Option<&str>) -> String {
+    s.unwrap_or("-").to_string()
 }
 
 /// Milliseconds since the Unix epoch of an RFC 3339 UTC timestamp as the server
@@ -242,7 +240,11 @@ mod tests {
     fn tables_align() {
         let mut t = Table::new(&["A", "LONGER"]);
         t.row(vec!["xyz".into(), "1".into()]);
-        assert_eq!(t.render(), "A    LONGER\nxyz  1\n");
+        t.row(vec!["ab".into()]);
+        assert_eq!(t.render(), "A    LONGER\nxyz  1\nab\n");
+        let mut t = Table::right_aligned(&["N", "DELAY"]);
+        t.row(vec!["10".into(), "1s".into()]);
+        assert_eq!(t.render(), " N  DELAY\n10     1s\n");
     }
 
     #[test]

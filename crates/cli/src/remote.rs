@@ -11,10 +11,12 @@
 
 use crate::client::{self, Client, ClientError};
 use crate::load::{load_file, plural, report_load_error};
-use crate::present::{Table, one_line, str_of, text_of, to_yaml};
+use crate::present::{Table, one_line, or_dash, to_yaml};
 use crate::{OutputFormat, exit};
 use redrive_core::definition::{ActionKind, Pipeline};
 use redrive_core::limits::{MAX_INPUT_BYTES, parse_bounded_json};
+use redrive_wire as w;
+use serde::Serialize;
 use serde_json::{Value, json};
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -208,8 +210,10 @@ pub(crate) fn block<F: Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime").block_on(f)
 }
 
-pub(crate) fn print_json(v: &Value) {
-    println!("{}", serde_json::to_string_pretty(v).expect("json"));
+/// A wire value as pretty JSON (keys sorted, as `serde_json::Value` keeps them).
+pub(crate) fn print_json<T: Serialize>(v: &T) {
+    let v = serde_json::to_value(v).expect("wire types serialize");
+    println!("{}", serde_json::to_string_pretty(&v).expect("json"));
 }
 
 /// Prints a client error and returns the exit code.
@@ -229,11 +233,9 @@ pub(crate) fn report(err: &ClientError, output: OutputFormat) -> u8 {
             if output == OutputFormat::Json {
                 print_json(&e.body);
             }
-            eprintln!("error: {}: {}", e.code, e.message);
-            if let Some(Value::Array(problems)) = &e.problems {
-                for p in problems {
-                    eprintln!("  {}", problem_line(p));
-                }
+            eprintln!("error: {}: {}", e.code(), e.message());
+            for p in e.problems() {
+                eprintln!("  {}", problem_line(p));
             }
             if (400..500).contains(&e.status) { exit::INVALID_INPUT } else { exit::ENGINE_ERROR }
         }
@@ -241,13 +243,13 @@ pub(crate) fn report(err: &ClientError, output: OutputFormat) -> u8 {
 }
 
 /// A problem the server reported: `path[:line]: message (got value; allowed: ...)`.
-fn problem_line(p: &Value) -> String {
-    let mut s = str_of(p, "path").to_string();
-    if let Some(line) = p.get("line").and_then(Value::as_u64) {
+fn problem_line(p: &w::Problem) -> String {
+    let mut s = p.path.clone();
+    if let Some(line) = p.line {
         s.push_str(&format!(" (line {line})"));
     }
-    s.push_str(&format!(": {}", str_of(p, "message")));
-    match (p.get("value").and_then(Value::as_str), p.get("allowed").and_then(Value::as_str)) {
+    s.push_str(&format!(": {}", p.message));
+    match (&p.value, &p.allowed) {
         (Some(v), Some(a)) => s.push_str(&format!(" (got {v}; allowed: {a})")),
         (Some(v), None) => s.push_str(&format!(" (got {v})")),
         (None, Some(a)) => s.push_str(&format!(" (allowed: {a})")),
@@ -272,20 +274,46 @@ where
     }
 }
 
-/// Every page of a listing (`key` holds the items), merged into one body:
-/// `{key: [...], "nextToken": <where it stopped, or null>}`.
-pub(crate) async fn collect_pages<F, Fut>(
-    server: String,
-    key: &str,
-    paging: &Paging,
-    output: OutputFormat,
-    mut fetch: F,
-) -> Result<Value, ClientError>
+/// A listing answer: a page of items and where the next page starts.
+pub(crate) trait Listing: Sized {
+    type Item;
+    fn into_page(self) -> (Vec<Self::Item>, Option<String>);
+    fn from_page(items: Vec<Self::Item>, next_token: Option<String>) -> Self;
+}
+
+macro_rules! listing {
+    ($($list:ty => $items:ident: $item:ty { $($extra:ident: $value:expr),* }),+ $(,)?) => {$(
+        impl Listing for $list {
+            type Item = $item;
+            fn into_page(self) -> (Vec<$item>, Option<String>) {
+                (self.$items, self.next_token)
+            }
+            fn from_page($items: Vec<$item>, next_token: Option<String>) -> Self {
+                Self { $items, next_token $(, $extra: $value)* }
+            }
+        }
+    )+};
+}
+
+listing! {
+    w::PipelineList => pipelines: w::PipelineSummary {},
+    w::ExecutionList => executions: w::ExecutionSummary {},
+    w::ActionExecutionList => action_executions: w::ActionExecution {},
+    w::FunctionExecutionList => executions: w::FunctionExecutionSummary {},
+    w::QueueList => queues: w::Queue {},
+    w::RunList => runs: w::Run {},
+    w::EntryList => entries: w::Entry { count: 0 },
+}
+
+/// Every page of a listing, merged into one answer whose `nextToken` says where
+/// it stopped (`null`: at the end).
+pub(crate) async fn collect_pages<L, F, Fut>(server: String, paging: &Paging, output: OutputFormat, mut fetch: F) -> Result<L, ClientError>
 where
+    L: Listing,
     F: FnMut(Option<String>, usize) -> Fut,
-    Fut: Future<Output = client::Result<Value>>,
+    Fut: Future<Output = client::Result<L>>,
 {
-    let mut items: Vec<Value> = Vec::new();
+    let mut items: Vec<L::Item> = Vec::new();
     let mut token = paging.starting_token.clone();
     let max = paging.max_items.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
     let mut pages = 0usize;
@@ -294,12 +322,9 @@ where
             Some(m) => (m - items.len()).min(paging.page_size),
             None => paging.page_size,
         };
-        let page = fetch(token.clone(), want).await?;
+        let (page, next) = fetch(token.clone(), want).await?.into_page();
         pages += 1;
-        if let Some(Value::Array(a)) = page.get(key) {
-            items.extend(a.iter().cloned());
-        }
-        let next = page.get("nextToken").and_then(Value::as_str).map(str::to_string);
+        items.extend(page);
         let done_by_max = max.is_some_and(|m| items.len() >= m);
         match next {
             None => {
@@ -326,7 +351,7 @@ where
     if let (Some(t), OutputFormat::Text) = (&token, output) {
         eprintln!("note: more may follow; continue with --starting-token {t}");
     }
-    Ok(json!({key: items, "nextToken": token}))
+    Ok(L::from_page(items, token))
 }
 
 // --- pipeline ------------------------------------------------------------------
@@ -340,14 +365,14 @@ pub fn pipeline(cmd: PipelineCommand) -> u8 {
             if out == OutputFormat::Json {
                 print_json(&v);
             } else {
-                let p = &v["pipeline"];
-                println!("# pipeline {}, version {}, created {}", str_of(p, "name"), text_of(p, "version"), str_of(p, "created"));
-                print!("{}", to_yaml(&v["definition"]));
+                let p = &v.pipeline;
+                println!("# pipeline {}, version {}, created {}", p.name, p.version, p.created);
+                print!("{}", to_yaml(&v.definition));
             }
             Ok(exit::SUCCEEDED)
         }),
         PipelineCommand::List { paging, remote } => run(&remote, |c, out| async move {
-            let v = collect_pages(c.server(), "pipelines", &paging, out, |t, n| {
+            let v: w::PipelineList = collect_pages(c.server(), &paging, out, |t, n| {
                 let c = &c;
                 async move { c.list_pipelines(t.as_deref(), Some(n)).await }
             })
@@ -357,8 +382,8 @@ pub fn pipeline(cmd: PipelineCommand) -> u8 {
                 return Ok(exit::SUCCEEDED);
             }
             let mut t = Table::new(&["NAME", "VERSION", "CREATED"]);
-            for p in v["pipelines"].as_array().into_iter().flatten() {
-                t.row(vec![str_of(p, "name").into(), text_of(p, "version"), str_of(p, "created").into()]);
+            for p in &v.pipelines {
+                t.row(vec![p.name.clone(), p.version.to_string(), p.created.clone()]);
             }
             if t.is_empty() {
                 println!("no pipelines");
@@ -368,9 +393,9 @@ pub fn pipeline(cmd: PipelineCommand) -> u8 {
             Ok(exit::SUCCEEDED)
         }),
         PipelineCommand::Delete { name, remote } => run(&remote, |c, out| async move {
-            let v = c.delete_pipeline(&name).await?;
+            c.delete_pipeline(&name).await?;
             if out == OutputFormat::Json {
-                print_json(&if v.is_null() { json!({}) } else { v });
+                print_json(&json!({}));
             } else {
                 println!("deleted pipeline {name}");
             }
@@ -394,14 +419,14 @@ fn put_definition(args: FileArgs, update: bool) -> u8 {
         if output == OutputFormat::Json {
             print_json(&v);
         } else {
-            let p = &v["pipeline"];
+            let p = &v.pipeline;
             let stages = loaded.pipeline.stages.len();
             let actions: usize = loaded.pipeline.stages.iter().map(|s| s.actions.len()).sum();
             println!(
                 "{} pipeline {} version {} ({stages} stage{}, {actions} action{})",
                 if update { "updated" } else { "created" },
-                str_of(p, "name"),
-                text_of(p, "version"),
+                p.name,
+                p.version,
                 plural(stages),
                 plural(actions)
             );
@@ -453,17 +478,17 @@ pub fn execution(cmd: ExecutionCommand) -> u8 {
                 }
             };
             run(&remote, |c, out| async move {
-                let v = c.start_execution(&pipeline, &input, client_request_token.as_deref()).await?;
+                let v = c.start_execution(&pipeline, input, client_request_token).await?;
                 if out == OutputFormat::Json {
                     print_json(&v);
                 } else {
-                    println!("{}", str_of(&v, "pipelineExecutionId"));
+                    println!("{}", v.pipeline_execution_id);
                 }
                 Ok(exit::SUCCEEDED)
             })
         }
         ExecutionCommand::List { pipeline: name, function: true, paging, remote } => run(&remote, |c, out| async move {
-            let v = collect_pages(c.server(), "executions", &paging, out, |t, n| {
+            let v: w::FunctionExecutionList = collect_pages(c.server(), &paging, out, |t, n| {
                 let (c, name) = (&c, &name);
                 async move { c.list_function_executions(name, t.as_deref(), Some(n)).await }
             })
@@ -485,7 +510,7 @@ pub fn execution(cmd: ExecutionCommand) -> u8 {
             Ok(exit::SUCCEEDED)
         }),
         ExecutionCommand::List { pipeline, function: false, paging, remote } => run(&remote, |c, out| async move {
-            let v = collect_pages(c.server(), "executions", &paging, out, |t, n| {
+            let v: w::ExecutionList = collect_pages(c.server(), &paging, out, |t, n| {
                 let (c, pipeline) = (&c, &pipeline);
                 async move { c.list_executions(pipeline, t.as_deref(), Some(n)).await }
             })
@@ -495,13 +520,13 @@ pub fn execution(cmd: ExecutionCommand) -> u8 {
                 return Ok(exit::SUCCEEDED);
             }
             let mut t = Table::new(&["EXECUTION", "STATUS", "VERSION", "STARTED", "UPDATED"]);
-            for e in v["executions"].as_array().into_iter().flatten() {
+            for e in &v.executions {
                 t.row(vec![
-                    str_of(e, "pipelineExecutionId").into(),
-                    str_of(e, "status").into(),
-                    text_of(e, "pipelineVersion"),
-                    str_of(e, "startTime").into(),
-                    str_of(e, "lastUpdateTime").into(),
+                    e.pipeline_execution_id.clone(),
+                    e.status.to_string(),
+                    e.pipeline_version.to_string(),
+                    e.start_time.clone(),
+                    e.last_update_time.clone(),
                 ]);
             }
             if t.is_empty() {
@@ -532,7 +557,7 @@ pub fn execution(cmd: ExecutionCommand) -> u8 {
             Ok(exit::SUCCEEDED)
         }),
         ExecutionCommand::Attempts { pipeline, execution_id, paging, remote } => run(&remote, |c, out| async move {
-            let v = collect_pages(c.server(), "actionExecutions", &paging, out, |t, n| {
+            let v: w::ActionExecutionList = collect_pages(c.server(), &paging, out, |t, n| {
                 let (c, pipeline, id) = (&c, &pipeline, &execution_id);
                 async move { c.list_action_executions(pipeline, id.as_deref(), t.as_deref(), Some(n)).await }
             })
@@ -542,21 +567,21 @@ pub fn execution(cmd: ExecutionCommand) -> u8 {
                 return Ok(exit::SUCCEEDED);
             }
             let mut t = Table::new(&["EXECUTION", "STAGE", "ACTION", "SERIES", "ATTEMPT", "TRIGGER", "STATUS", "ENDED", "ERROR"]);
-            for a in v["actionExecutions"].as_array().into_iter().flatten() {
-                let error = match (a.get("exceptionType").and_then(Value::as_str), a.get("message").and_then(Value::as_str)) {
+            for a in &v.action_executions {
+                let error = match (&a.exception_type, &a.message) {
                     (Some(t), Some(m)) if !m.is_empty() => one_line(&format!("{t}: {m}"), ERROR_CELL),
-                    (Some(t), _) => t.to_string(),
+                    (Some(t), _) => t.clone(),
                     _ => String::new(),
                 };
                 t.row(vec![
-                    str_of(a, "pipelineExecutionId").into(),
-                    str_of(a, "stageName").into(),
-                    str_of(a, "actionName").into(),
-                    text_of(a, "series"),
-                    text_of(a, "attempt"),
-                    text_of(a, "trigger"),
-                    text_of(a, "status"),
-                    str_of(a, "endTime").into(),
+                    a.pipeline_execution_id.clone(),
+                    a.stage_name.clone(),
+                    a.action_name.clone(),
+                    a.series.to_string(),
+                    a.attempt.to_string(),
+                    a.trigger.to_string(),
+                    a.status.to_string(),
+                    a.end_time.clone(),
                     error,
                 ]);
             }
@@ -570,63 +595,50 @@ pub fn execution(cmd: ExecutionCommand) -> u8 {
     }
 }
 
-/// `Action.FAILED: message`, on one line.
-fn error_cell(action: &Value) -> String {
-    match action.get("error") {
-        Some(e) if e.is_object() => {
-            let t = str_of(e, "exceptionType");
-            match e.get("message").and_then(Value::as_str) {
-                Some(m) if !m.is_empty() => one_line(&format!("{t}: {m}"), ERROR_CELL),
-                _ => t.to_string(),
-            }
-        }
-        _ => String::new(),
+/// `Type: message` of a failure, on one line; "" without one.
+fn failure_cell(f: Option<&w::Failure>) -> String {
+    match f {
+        Some(f) if !f.message.is_empty() => one_line(&format!("{}: {}", f.exception_type, f.message), ERROR_CELL),
+        Some(f) => f.exception_type.clone(),
+        None => String::new(),
     }
 }
 
 /// `Running`, or `WaitingRetry (next at T)`.
-fn action_status_cell(action: &Value) -> String {
-    let s = str_of(action, "status");
-    match action.get("nextAttemptAt").and_then(Value::as_str) {
-        Some(at) => format!("{s} (next at {at})"),
-        None => s.to_string(),
+fn action_status_cell(action: &w::ActionView) -> String {
+    match &action.next_attempt_at {
+        Some(at) => format!("{} (next at {at})", action.status),
+        None => action.status.to_string(),
     }
 }
 
 /// `3`, or `2 (series 2, 5 total)` after a stage retry.
-fn attempts_cell(action: &Value) -> String {
-    let attempt = action.get("attempt").and_then(Value::as_u64).unwrap_or(0);
-    let series = action.get("series").and_then(Value::as_u64).unwrap_or(0);
-    let total = action.get("totalAttempts").and_then(Value::as_u64).unwrap_or(attempt);
-    if series > 1 { format!("{attempt} (series {series}, {total} total)") } else { attempt.to_string() }
+fn attempts_cell(a: &w::ActionView) -> String {
+    if a.series > 1 { format!("{} (series {}, {} total)", a.attempt, a.series, a.total_attempts) } else { a.attempt.to_string() }
 }
 
-fn execution_text(v: &Value) -> String {
+/// `execution get`: the execution's status, then one row per action.
+fn execution_text(v: &w::Execution) -> String {
     let mut out = format!(
         "execution {} of {} (version {})\nstatus:  {}\nstarted: {}\n",
-        str_of(v, "pipelineExecutionId"),
-        str_of(v, "pipelineName"),
-        text_of(v, "pipelineVersion"),
-        str_of(v, "status"),
-        str_of(v, "startTime")
+        v.pipeline_execution_id, v.pipeline_name, v.pipeline_version, v.status, v.start_time
     );
-    if let Some(end) = v.get("endTime").and_then(Value::as_str) {
+    if let Some(end) = &v.end_time {
         out.push_str(&format!("ended:   {end}\n"));
     }
     out.push('\n');
     let mut t = Table::new(&["STAGE", "STAGE STATUS", "ACTION", "STATUS", "ATTEMPT", "ERROR"]);
-    for s in v["stages"].as_array().into_iter().flatten() {
-        let mut status = str_of(s, "status").to_string();
-        if s.get("retryInProgress").and_then(Value::as_bool) == Some(true) {
+    for s in &v.stages {
+        let mut status = s.status.to_string();
+        if s.retry_in_progress {
             status.push_str(" (retrying)");
         }
-        let actions: Vec<&Value> = s["actions"].as_array().into_iter().flatten().collect();
-        if actions.is_empty() {
-            t.row(vec![str_of(s, "name").into(), status.clone(), "-".into()]);
+        if s.actions.is_empty() {
+            t.row(vec![s.name.clone(), status.clone(), "-".into()]);
         }
-        for (i, a) in actions.iter().enumerate() {
-            let (stage, st) = if i == 0 { (str_of(s, "name").to_string(), status.clone()) } else { (String::new(), String::new()) };
-            t.row(vec![stage, st, str_of(a, "name").into(), action_status_cell(a), attempts_cell(a), error_cell(a)]);
+        for (i, a) in s.actions.iter().enumerate() {
+            let (stage, st) = if i == 0 { (s.name.clone(), status.clone()) } else { (String::new(), String::new()) };
+            t.row(vec![stage, st, a.name.clone(), action_status_cell(a), attempts_cell(a), failure_cell(a.error.as_ref())]);
         }
     }
     out.push_str(&t.render());
@@ -636,98 +648,159 @@ fn execution_text(v: &Value) -> String {
 // --- function executions -------------------------------------------------------
 
 /// The listing of `execution list NAME --function`.
-fn function_executions_text(function: &str, v: &Value) -> String {
+fn function_executions_text(function: &str, v: &w::FunctionExecutionList) -> String {
     let mut t = Table::new(&["EXECUTION", "NAME", "STATUS", "STEPS", "STARTED", "ENDED", "WAITING UNTIL"]);
-    for e in v["executions"].as_array().into_iter().flatten() {
+    for e in &v.executions {
         t.row(vec![
-            str_of(e, "executionId").into(),
-            str_of(e, "name").into(),
-            str_of(e, "status").into(),
-            text_of(e, "steps"),
-            str_of(e, "startTime").into(),
-            str_of(e, "endTime").into(),
-            str_of(e, "waitingUntil").into(),
+            e.execution_id.clone(),
+            e.name.clone(),
+            e.status.to_string(),
+            e.steps.to_string(),
+            e.start_time.clone(),
+            or_dash(e.end_time.as_deref()),
+            or_dash(e.waiting_until.as_deref()),
         ]);
     }
     if t.is_empty() { format!("no executions of function {function}\n") } else { t.render() }
 }
 
-/// `Type: message` of a failure object, on one line; "" without one.
-fn failure_cell(f: &Value) -> String {
-    if !f.is_object() {
-        return String::new();
-    }
-    let t = str_of(f, "exceptionType");
-    match f.get("message").and_then(Value::as_str) {
-        Some(m) if !m.is_empty() => one_line(&format!("{t}: {m}"), ERROR_CELL),
-        _ => t.to_string(),
-    }
+/// What a suspended function execution waits for: ` (sleep S)` or ` (retry of step S)`.
+fn waiting_on(v: &w::FunctionExecution) -> String {
+    v.steps
+        .last()
+        .map(|s| {
+            let what = if s.status == w::StepStatus::Sleeping { "sleep" } else { "retry of step" };
+            format!(" ({what} {})", s.name)
+        })
+        .unwrap_or_default()
 }
 
 /// `execution get NAME ID --function`: the execution as `key: value` lines, then
 /// one row per step.
-fn function_execution_text(v: &Value) -> String {
+fn function_execution_text(v: &w::FunctionExecution) -> String {
     let mut lines: Vec<(&str, String)> =
-        vec![("name", str_of(v, "name").into()), ("status", str_of(v, "status").into()), ("started", str_of(v, "startTime").into())];
-    if let Some(end) = v.get("endTime").and_then(Value::as_str) {
-        lines.push(("ended", end.into()));
+        vec![("name", v.name.clone()), ("status", v.status.to_string()), ("started", v.start_time.clone())];
+    if let Some(end) = &v.end_time {
+        lines.push(("ended", end.clone()));
     }
-    if let Some(until) = v.get("waitingUntil").and_then(Value::as_str) {
-        let on = v["steps"]
-            .as_array()
-            .and_then(|s| s.last())
-            .map(|s| {
-                let what = if str_of(s, "status") == "Sleeping" { "sleep" } else { "retry of step" };
-                format!(" ({what} {})", str_of(s, "name"))
-            })
-            .unwrap_or_default();
-        lines.push(("waiting until", format!("{until}{on}")));
+    if let Some(until) = &v.waiting_until {
+        lines.push(("waiting until", format!("{until}{}", waiting_on(v))));
     }
-    lines.push(("input", one_line(&v["input"].to_string(), 200)));
-    if let Some(r) = v.get("result").filter(|r| !r.is_null()) {
+    lines.push(("input", one_line(&v.input.to_string(), 200)));
+    if let Some(r) = v.result.as_ref().filter(|r| !r.is_null()) {
         lines.push(("result", one_line(&r.to_string(), 200)));
     }
-    if v.get("error").is_some_and(Value::is_object) {
-        lines.push(("error", failure_cell(&v["error"])));
+    if let Some(e) = &v.error {
+        lines.push(("error", failure_cell(Some(e))));
     }
-    if let Some(d) = v.get("deadLetter").filter(|d| d.is_object()) {
-        lines.push(("dead letter", format!("entry {} in queue {}", str_of(d, "entryId"), str_of(d, "queue"))));
+    if let Some(d) = &v.dead_letter {
+        lines.push(("dead letter", format!("entry {} in queue {}", d.entry_id, d.queue)));
     }
-    let mut out = format!("function execution {} of {}\n", str_of(v, "executionId"), str_of(v, "function"));
+    let mut out = format!("function execution {} of {}\n", v.execution_id, v.function);
     let width = lines.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
     for (k, val) in &lines {
         out.push_str(&format!("{:<width$} {val}\n", format!("{k}:")));
     }
     out.push('\n');
-    let steps: Vec<&Value> = v["steps"].as_array().into_iter().flatten().collect();
-    if steps.is_empty() {
-        out.push_str("no steps yet\n");
-    } else {
-        let mut t = Table::new(&["STEP", "KIND", "STATUS", "ATTEMPTS", "WAITING UNTIL", "LAST ERROR"]);
-        for s in steps {
-            let attempts = if str_of(s, "kind") == "sleep" { "-".to_string() } else { text_of(s, "attempt") };
-            t.row(vec![
-                str_of(s, "name").into(),
-                str_of(s, "kind").into(),
-                str_of(s, "status").into(),
-                attempts,
-                str_of(s, "dueAt").into(),
-                failure_cell(&s["lastFailure"]),
-            ]);
-        }
-        out.push_str(&t.render());
-    }
-    let recorded = v["attempts"].as_array().map_or(0, Vec::len);
-    let more = if v["attemptsTruncated"] == true { " (the newest; older ones exist)" } else { "" };
+    out.push_str(&steps_text(&v.steps));
+    let recorded = v.attempts.len();
+    let more = if v.attempts_truncated { " (the newest; older ones exist)" } else { "" };
     out.push_str(&format!("\n{recorded} step attempt{} recorded{more}; --output json lists them\n", plural(recorded)));
     out
+}
+
+/// One row per step of a function execution.
+fn steps_text(steps: &[w::Step]) -> String {
+    if steps.is_empty() {
+        return "no steps yet\n".into();
+    }
+    let mut t = Table::new(&["STEP", "KIND", "STATUS", "ATTEMPTS", "WAITING UNTIL", "LAST ERROR"]);
+    for s in steps {
+        let attempts = if s.kind == w::StepKind::Sleep { "-".to_string() } else { s.attempt.to_string() };
+        t.row(vec![
+            s.name.clone(),
+            s.kind.to_string(),
+            s.status.to_string(),
+            attempts,
+            or_dash(s.due_at.as_deref()),
+            failure_cell(s.last_failure.as_ref()),
+        ]);
+    }
+    t.render()
 }
 
 // --- state ---------------------------------------------------------------------
 
 /// The actions a FAILED_ACTIONS retry of a stage would re-run: its failed ones.
-fn failed_actions(actions: &[Value]) -> Vec<String> {
-    actions.iter().filter(|a| str_of(a, "status") == "Failed").map(|a| str_of(a, "name").to_string()).collect()
+fn failed_actions(actions: &[w::ActionView]) -> Vec<&str> {
+    actions.iter().filter(|a| a.status == w::ActionStatus::Failed).map(|a| a.name.as_str()).collect()
+}
+
+/// Why the engine would refuse a retry of a stage in this execution: it is stopped
+/// or superseded (`None` when it is not, or when the execution cannot be read).
+async fn retry_refused(c: &Client, pipeline: &str, id: &str) -> Option<w::ExecutionStatus> {
+    let status = c.get_execution(pipeline, id).await.ok()?.status;
+    matches!(status, w::ExecutionStatus::Stopped | w::ExecutionStatus::Superseded).then_some(status)
+}
+
+/// The note under `state` for a retryable stage: what each retry mode would do.
+fn retryable_note(pipeline: &str, stage: &str, id: &str, actions: &[w::ActionView]) -> String {
+    let active: Vec<&str> = actions
+        .iter()
+        .filter(|a| matches!(a.status, w::ActionStatus::Running | w::ActionStatus::WaitingRetry))
+        .map(|a| a.name.as_str())
+        .collect();
+    let mut note =
+        format!("stage {stage} is retryable (execution {id}):\n  FAILED_ACTIONS would retry: {}\n", failed_actions(actions).join(", "));
+    if active.is_empty() {
+        let all: Vec<&str> = actions.iter().map(|a| a.name.as_str()).collect();
+        note.push_str(&format!("  ALL_ACTIONS would re-run: {}\n", all.join(", ")));
+    } else {
+        note.push_str(&format!("  ALL_ACTIONS is refused while {} in progress\n", active.join(", ")));
+    }
+    note.push_str(&format!("  redrive retry-stage --pipeline {pipeline} --stage {stage} --execution-id {id} --mode FAILED_ACTIONS"));
+    note
+}
+
+/// A stage's rows in the `state` table (its latest execution), and a note when
+/// it has failed actions.
+async fn stage_rows(c: &Client, v: &w::PipelineState, s: &w::StageState, t: &mut Table) -> Option<String> {
+    let stage = s.stage_name.as_str();
+    let Some(latest) = &s.latest_execution else {
+        t.row(vec![stage.into(), "-".into(), "NotStarted".into()]);
+        return None;
+    };
+    let id = latest.pipeline_execution_id.as_str();
+    let mut status = latest.status.to_string();
+    let mut note = None;
+    if latest.retry_in_progress {
+        status.push_str(" (retrying)");
+    } else if !failed_actions(&s.actions).is_empty() {
+        // The engine also refuses a retry of a stopped or superseded execution.
+        note = Some(match retry_refused(c, &v.pipeline_name, id).await {
+            Some(why) => format!("stage {stage} has failed actions but is not retryable: execution {id} is {why}"),
+            None => {
+                status.push_str(" (retryable)");
+                retryable_note(&v.pipeline_name, stage, id, &s.actions)
+            }
+        });
+    }
+    if s.actions.is_empty() {
+        t.row(vec![stage.into(), id.into(), status.clone(), "-".into()]);
+    }
+    for (i, a) in s.actions.iter().enumerate() {
+        let first = |x: &str| if i == 0 { x.to_string() } else { String::new() };
+        t.row(vec![
+            first(stage),
+            first(id),
+            first(&status),
+            a.name.clone(),
+            action_status_cell(a),
+            attempts_cell(a),
+            failure_cell(a.error.as_ref()),
+        ]);
+    }
+    note
 }
 
 pub fn state(args: StateArgs) -> u8 {
@@ -738,70 +811,11 @@ pub fn state(args: StateArgs) -> u8 {
             print_json(&v);
             return Ok(exit::SUCCEEDED);
         }
-        println!("pipeline {} (version {})\n", str_of(&v, "pipelineName"), text_of(&v, "pipelineVersion"));
+        println!("pipeline {} (version {})\n", v.pipeline_name, v.pipeline_version);
         let mut t = Table::new(&["STAGE", "EXECUTION", "STAGE STATUS", "ACTION", "ACTION STATUS", "ATTEMPTS", "LAST ERROR"]);
         let mut notes: Vec<String> = Vec::new();
-        for s in v["stages"].as_array().into_iter().flatten() {
-            let stage = str_of(s, "stageName");
-            let latest = &s["latestExecution"];
-            let actions: Vec<Value> = s["actions"].as_array().cloned().unwrap_or_default();
-            if !latest.is_object() {
-                t.row(vec![stage.into(), "-".into(), "NotStarted".into()]);
-                continue;
-            }
-            let id = str_of(latest, "pipelineExecutionId");
-            let mut status = str_of(latest, "status").to_string();
-            let failed = failed_actions(&actions);
-            if latest.get("retryInProgress").and_then(Value::as_bool) == Some(true) {
-                status.push_str(" (retrying)");
-            } else if !failed.is_empty() {
-                // The engine also refuses a retry of a stopped or superseded execution.
-                let refused = match c.get_execution(&pipeline, id).await {
-                    Ok(e) => matches!(str_of(&e, "status"), "Stopped" | "Superseded").then(|| str_of(&e, "status").to_string()),
-                    Err(_) => None,
-                };
-                match refused {
-                    Some(why) => notes.push(format!("stage {stage} has failed actions but is not retryable: execution {id} is {why}")),
-                    None => {
-                        status.push_str(" (retryable)");
-                        let active: Vec<&str> = actions
-                            .iter()
-                            .filter(|a| matches!(str_of(a, "status"), "Running" | "WaitingRetry"))
-                            .map(|a| str_of(a, "name"))
-                            .collect();
-                        let mut note =
-                            format!("stage {stage} is retryable (execution {id}):\n  FAILED_ACTIONS would retry: {}\n", failed.join(", "));
-                        if active.is_empty() {
-                            note.push_str(&format!(
-                                "  ALL_ACTIONS would re-run: {}\n",
-                                actions.iter().map(|a| str_of(a, "name")).collect::<Vec<_>>().join(", ")
-                            ));
-                        } else {
-                            note.push_str(&format!("  ALL_ACTIONS is refused while {} in progress\n", active.join(", ")));
-                        }
-                        note.push_str(&format!(
-                            "  redrive retry-stage --pipeline {} --stage {stage} --execution-id {id} --mode FAILED_ACTIONS",
-                            str_of(&v, "pipelineName")
-                        ));
-                        notes.push(note);
-                    }
-                }
-            }
-            if actions.is_empty() {
-                t.row(vec![stage.into(), id.into(), status.clone(), "-".into()]);
-            }
-            for (i, a) in actions.iter().enumerate() {
-                let first = i == 0;
-                t.row(vec![
-                    if first { stage.into() } else { String::new() },
-                    if first { id.into() } else { String::new() },
-                    if first { status.clone() } else { String::new() },
-                    str_of(a, "name").into(),
-                    action_status_cell(a),
-                    attempts_cell(a),
-                    error_cell(a),
-                ]);
-            }
+        for s in &v.stages {
+            notes.extend(stage_rows(&c, &v, s, &mut t).await);
         }
         print!("{}", t.render());
         for n in notes {
@@ -900,16 +914,16 @@ pub fn retry_stage(args: RetryStageArgs) -> u8 {
         req.pipeline_execution_id.unwrap_or_default(),
         req.retry_mode.unwrap_or_default(),
     );
-    if !matches!(mode.as_str(), "FAILED_ACTIONS" | "ALL_ACTIONS") {
+    let Ok(mode) = serde_json::from_value::<w::RetryMode>(Value::String(mode.clone())) else {
         eprintln!("error: retryMode {mode:?} is not one of FAILED_ACTIONS, ALL_ACTIONS");
         return exit::INVALID_INPUT;
-    }
+    };
     run(&args.remote, |c, out| async move {
-        let v = c.retry_stage(&p, &id, &s, &mode).await?;
+        let v = c.retry_stage(&p, &id, &s, mode).await?;
         if out == OutputFormat::Json {
             print_json(&v);
         } else {
-            println!("retrying stage {s} of execution {} ({mode})", str_of(&v, "pipelineExecutionId"));
+            println!("retrying stage {s} of execution {} ({mode})", v.pipeline_execution_id);
         }
         Ok(exit::SUCCEEDED)
     })

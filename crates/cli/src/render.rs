@@ -1,6 +1,7 @@
 //! Live progress and end-of-run summaries.
 
 use crate::OutputFormat;
+use crate::present::Table;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use redrive_core::machine::{AttemptRecord, ExecutionState};
 use redrive_core::policy::Decision;
@@ -271,9 +272,30 @@ impl Summary {
             self.execution.status,
             human_duration_ms(self.duration_ms())
         );
-        let width = self.ledger.iter().map(|e| e.stage.len() + e.action.len() + 1).max().unwrap_or(6).max(6);
         println!();
-        println!("{:width$}  {:>3}  {:<16}  {:>8}  {:<9}  {:<20}  DECISION", "ACTION", "#", "TRIGGER", "TOOK", "RESULT", "EXCEPTION");
+        let table = self.attempts_table();
+        let mut lines = table.lines();
+        println!("{}", lines.next().unwrap_or_default());
+        // The message goes under the attempt's row, below the columns after ACTION.
+        let indent = self.ledger.iter().map(|e| e.stage.chars().count() + e.action.chars().count() + 1).max().unwrap_or(0).max(6) + 2;
+        for (e, line) in self.ledger.iter().zip(lines) {
+            println!("{line}");
+            if let Some(m) = e.message.as_deref().filter(|m| !m.is_empty()) {
+                println!("{:indent$}message: {}", "", first_line(m));
+            }
+        }
+        if let Some(f) = &self.state.failure {
+            println!();
+            println!("The engine failed this execution: {}: {}", f.exception_type, first_line(&f.message));
+        }
+    }
+}
+
+impl Summary {
+    /// One row per attempt: action, attempt, trigger, duration, result, exception, decision.
+    fn attempts_table(&self) -> String {
+        let mut t = Table::new(&["ACTION", "#", "TRIGGER", "TOOK", "RESULT", "EXCEPTION", "DECISION"]);
+        t.align_right(&[1, 3]);
         for e in &self.ledger {
             let decision = e
                 .decision_json
@@ -282,24 +304,17 @@ impl Summary {
                 .map(|d| decision_text(&d, None))
                 .unwrap_or_default();
             let attempt = if e.series > 1 { format!("{}.{}", e.series, e.attempt) } else { e.attempt.to_string() };
-            println!(
-                "{:width$}  {:>3}  {:<16}  {:>8}  {:<9}  {:<20}  {}",
+            t.row(vec![
                 format!("{}/{}", e.stage, e.action),
                 attempt,
-                e.trigger,
+                e.trigger.to_string(),
                 human_duration_ms(e.finished_at.ms_since(e.started_at).max(0) as u64),
-                e.outcome,
-                e.exception_type.as_deref().unwrap_or("-"),
-                decision
-            );
-            if let Some(m) = e.message.as_deref().filter(|m| !m.is_empty()) {
-                println!("{:width$}       message: {}", "", first_line(m));
-            }
+                e.outcome.to_string(),
+                e.exception_type.clone().unwrap_or_else(|| "-".into()),
+                decision,
+            ]);
         }
-        if let Some(f) = &self.state.failure {
-            println!();
-            println!("The engine failed this execution: {}: {}", f.exception_type, first_line(&f.message));
-        }
+        t.render()
     }
 }
 

@@ -365,3 +365,22 @@ fn the_api_answers_a_half_million_item_definition_with_a_bounded_report() {
     // The whole answer: the problems, and the message that lists them again.
     assert!(answer.len() < 64 * 1024, "the answer is {} bytes", answer.len());
 }
+
+#[test]
+fn a_definition_starting_with_a_byte_order_mark_is_accepted() {
+    let sb = Sandbox::new();
+    for (name, text) in [
+        ("bom.yaml", format!("\u{feff}{HEAD}")),
+        (
+            "bom.json",
+            "\u{feff}{\"name\": \"p\", \"stages\": [{\"name\": \"S\", \"actions\": [{\"name\": \"A\", \"noop\": {}}]}]}".to_string(),
+        ),
+    ] {
+        let f = sb.write(name, &text);
+        let out = bin().arg("validate").arg(&f).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        let (code, v, stderr) = sb.run_json(&f);
+        assert_eq!(code, 0, "{name}: {stderr}");
+        assert_eq!(v["status"], "Succeeded", "{name}");
+    }
+}

@@ -23,7 +23,7 @@ pub type Timestamp = String;
 
 /// Declares a string enum whose serde names are the wire strings, with `as_str`.
 macro_rules! wire_enum {
-    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $variant:ident = $text:tt),+ $(,)? }) => {
         $(#[$m])*
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
         pub enum $name {
@@ -72,3 +72,26 @@ wire_enum!(
         Failed = "FAILED",
     }
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use utoipa::PartialSchema;
+
+    /// The `enum` of a string enum's OpenAPI schema.
+    fn schema_values<T: PartialSchema>() -> serde_json::Value {
+        serde_json::to_value(T::schema()).expect("schema")["enum"].clone()
+    }
+
+    #[test]
+    fn enum_schemas_list_the_wire_strings() {
+        // A `literal` fragment reaches utoipa's derive wrapped in an invisible group,
+        // which it ignores: the schema then named the Rust variants.
+        assert_eq!(schema_values::<RetryMode>(), serde_json::json!(["FAILED_ACTIONS", "ALL_ACTIONS"]));
+        assert_eq!(schema_values::<RedriveMode>(), serde_json::json!(["retry-stage", "new-execution"]));
+        assert_eq!(schema_values::<Trigger>(), serde_json::json!(["initial", "policy", "stage-auto-retry", "manual", "redrive"]));
+        assert_eq!(schema_values::<Readiness>(), serde_json::json!(["ready", "degraded", "stopped"]));
+        assert_eq!(schema_values::<RunStatus>(), serde_json::json!(["RUNNING", "SUCCEEDED", "FAILED", "INTERRUPTED"]));
+        assert_eq!(schema_values::<ExecutionStatus>()[0], "InProgress");
+    }
+}

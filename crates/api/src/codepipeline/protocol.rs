@@ -114,7 +114,8 @@ impl std::fmt::Display for Operation {
 /// Reads a request body as the input shape `T`. An empty body counts as `{}`.
 /// Unknown members are ignored.
 ///
-/// - Not JSON, or JSON that is not an object → `SerializationException`.
+/// - Not JSON, JSON with a key repeated in an object, or JSON that is not an
+///   object → `SerializationException` (a leading UTF-8 byte-order mark is skipped).
 /// - A member of the wrong JSON type, a required member missing, a value outside
 ///   an enumeration → `ValidationException`, naming the member where serde does.
 ///
@@ -122,7 +123,8 @@ impl std::fmt::Display for Operation {
 /// [`super::validate`].
 pub fn decode_request<T: DeserializeOwned>(operation: Operation, body: &[u8]) -> Result<T, ApiError> {
     let body = if body.iter().all(u8::is_ascii_whitespace) { b"{}".as_slice() } else { body };
-    let value: serde_json::Value = serde_json::from_slice(body)
+    // As on the native API: a leading byte-order mark is skipped, a repeated key refused.
+    let value = crate::json::parse_value(body)
         .map_err(|e| ApiError::new(ErrorCode::SerializationException, format!("{operation}: the request body is not valid JSON: {e}")))?;
     if !value.is_object() {
         return Err(ApiError::new(ErrorCode::SerializationException, format!("{operation}: the request body must be a JSON object")));

@@ -78,8 +78,10 @@ fn to_u32(x: usize) -> u32 {
 }
 
 /// Parses one YAML 1.2 or JSON document into a located [`Node`] tree.
-/// See the module documentation for the rules and limits.
+/// See the module documentation for the rules and limits. A UTF-8 byte order
+/// mark at the start (editors on Windows write one) is skipped.
 pub fn parse_document(text: &str) -> Result<Node, SourceError> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     if text.len() > MAX_SOURCE_BYTES {
         return Err(SourceError {
             line: 1,
@@ -469,6 +471,17 @@ mod tests {
 
     fn v(text: &str) -> NodeValue {
         parse_document(text).unwrap().value
+    }
+
+    #[test]
+    fn a_byte_order_mark_at_the_start_is_skipped() {
+        for text in ["\u{feff}name: p\nn: 1\n", "\u{feff}{\"name\": \"p\", \"n\": 1}"] {
+            let node = parse_document(text).unwrap_or_else(|e| panic!("{text:?}: {}", e.message));
+            assert_eq!(node.to_json(), serde_json::json!({"name": "p", "n": 1}), "{text:?}");
+        }
+        // Only at the start: elsewhere it stays part of the text.
+        let node = parse_document("name: \"\u{feff}p\"\n").unwrap();
+        assert_eq!(node.to_json(), serde_json::json!({"name": "\u{feff}p"}));
     }
 
     #[test]
