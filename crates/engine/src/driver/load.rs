@@ -249,6 +249,12 @@ impl<S: Store> Driver<S> {
         let recover = matches!(&body, Body::Pipeline(p) if !p.state.status.is_finished()
             && p.state.stages.iter().flat_map(|s| &s.actions).any(|a| a.status == ActionStatus::Running));
         let invoke = matches!(&body, Body::Function(f) if f.state.status == FunctionStatus::Running && f.state.waiting_on().is_none());
+        // An execution in its pipeline's stage locks (one waiting before a stage
+        // after a restart, say) needs the locks known: reading them lets it in.
+        let locked = match &body {
+            Body::Pipeline(p) if p.state.stage_position().is_some() => Some(p.pipeline.record.name.clone()),
+            _ => None,
+        };
         let live = Live {
             version: Some(rec.version),
             unacked: 0,
@@ -264,6 +270,11 @@ impl<S: Store> Driver<S> {
         }
         if invoke {
             self.spawn_invocation(&rec.id);
+        }
+        if let Some(pipeline) = locked.filter(|p| !self.stage_locks.contains_key(p))
+            && let Err(need) = self.unfinished(&pipeline)
+        {
+            self.park(need, Msg::HandOver { pipeline });
         }
     }
 
