@@ -2,6 +2,7 @@
 //! rendering of JSON documents.
 
 use serde_json::Value;
+use yaml_rust2::{Yaml, YamlEmitter};
 
 /// A borderless table (comfy-table) with a header row: columns padded to their
 /// widest cell, two spaces between them, no trailing spaces, never wrapped.
@@ -71,51 +72,15 @@ pub fn or_dash(s: Option<&str>) -> String {
     s.unwrap_or("-").to_string()
 }
 
-/// Milliseconds since the Unix epoch of an RFC 3339 UTC timestamp as the server
-/// writes them (`2026-11-18T11:06:40.123Z`; fractions and a `+00:00` offset are
-/// accepted). `None` for anything else.
+/// Milliseconds since the Unix epoch of an RFC 3339 timestamp (as the server
+/// writes them, `2026-11-18T11:06:40.123Z`; read by jiff). `None` for anything else.
 pub fn parse_timestamp_ms(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' || b[16] != b':' {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        let t = s.get(r)?;
-        if t.bytes().all(|c| c.is_ascii_digit()) { t.parse().ok() } else { None }
-    };
-    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
-        return None;
-    }
-    let mut rest = &s[19..];
-    let mut ms = 0i64;
-    if let Some(frac) = rest.strip_prefix('.') {
-        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return None;
-        }
-        let padded: String = frac[..digits].chars().chain(std::iter::repeat('0')).take(3).collect();
-        ms = padded.parse().ok()?;
-        rest = &frac[digits..];
-    }
-    if !matches!(rest, "Z" | "z" | "+00:00") {
-        return None;
-    }
-    // Howard Hinnant's days-from-civil.
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(((days * 86_400 + hh * 3600 + mm * 60 + ss) * 1000) + ms)
+    redrive_core::time::Timestamp::parse_rfc3339(s).ok().map(|t| t.unix_ms())
 }
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    redrive_engine::Clock::now(&redrive_engine::SystemClock).unix_ms()
 }
 
 /// How long ago an RFC 3339 timestamp was, for people (`2m05s`), or "-".
@@ -126,20 +91,30 @@ pub fn age_of(timestamp: Option<&str>) -> String {
     }
 }
 
-/// The document as YAML (block style; short scalar lists in flow style). Keys are
-/// ordered for reading: `name` first, `stages` and `actions` last. The result parses
-/// back to the same JSON.
+/// The document as YAML, written by yaml-rust2's emitter (block style). Keys are
+/// ordered for reading: `name` first, `stages` and `actions` last. The result
+/// parses back to the same JSON.
 pub fn to_yaml(v: &Value) -> String {
     let mut out = String::new();
+    let mut emitter = YamlEmitter::new(&mut out);
+    emitter.multiline_strings(true);
+    emitter.dump(&to_yaml_node(v)).expect("writing YAML to a String cannot fail");
+    let body = out.strip_prefix("---").unwrap_or(&out).trim_start_matches(['\n', ' ']);
+    format!("{body}\n")
+}
+
+fn to_yaml_node(v: &Value) -> Yaml {
     match v {
-        Value::Object(m) if !m.is_empty() => write_map(&mut out, v, 0),
-        Value::Array(a) if !a.is_empty() && flow(v).is_none() => write_seq(&mut out, a, 0),
-        other => {
-            out.push_str(&flow(other).unwrap_or_else(|| other.to_string()));
-            out.push('\n');
-        }
+        Value::Null => Yaml::Null,
+        Value::Bool(b) => Yaml::Boolean(*b),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => Yaml::Integer(i),
+            None => Yaml::Real(n.to_string()),
+        },
+        Value::String(s) => Yaml::String(s.clone()),
+        Value::Array(a) => Yaml::Array(a.iter().map(to_yaml_node).collect()),
+        Value::Object(m) => Yaml::Hash(ordered_keys(m).into_iter().map(|k| (Yaml::String(k.clone()), to_yaml_node(&m[k]))).collect()),
     }
-    out
 }
 
 fn ordered_keys(m: &serde_json::Map<String, Value>) -> Vec<&String> {
@@ -151,84 +126,6 @@ fn ordered_keys(m: &serde_json::Map<String, Value>) -> Vec<&String> {
     let mut keys: Vec<&String> = m.keys().collect();
     keys.sort_by_key(|k| rank(k)); // stable: the server's order otherwise
     keys
-}
-
-fn write_map(out: &mut String, v: &Value, indent: usize) {
-    let Value::Object(m) = v else { return };
-    let mut first = true;
-    for k in ordered_keys(m) {
-        // The first key of a map that is a sequence item shares the "- " line.
-        if !first || indent == 0 || !out.ends_with("- ") {
-            out.push_str(&" ".repeat(indent));
-        }
-        first = false;
-        out.push_str(&scalar_str(k));
-        out.push(':');
-        write_value(out, &m[k], indent);
-    }
-}
-
-fn write_seq(out: &mut String, a: &[Value], indent: usize) {
-    for item in a {
-        out.push_str(&" ".repeat(indent));
-        out.push_str("- ");
-        match item {
-            Value::Object(m) if !m.is_empty() => write_map(out, item, indent + 2),
-            Value::Array(inner) if !inner.is_empty() && flow(item).is_none() => {
-                out.push('\n');
-                write_seq(out, inner, indent + 2);
-            }
-            other => {
-                out.push_str(&flow(other).unwrap_or_else(|| other.to_string()));
-                out.push('\n');
-            }
-        }
-    }
-}
-
-/// After `key:` at `indent`.
-fn write_value(out: &mut String, v: &Value, indent: usize) {
-    if let Some(f) = flow(v) {
-        out.push(' ');
-        out.push_str(&f);
-        out.push('\n');
-        return;
-    }
-    out.push('\n');
-    match v {
-        Value::Object(_) => write_map(out, v, indent + 2),
-        Value::Array(a) => write_seq(out, a, indent + 2),
-        _ => unreachable!("scalars are flow"),
-    }
-}
-
-/// Inline form of scalars, empty collections and short lists of scalars.
-fn flow(v: &Value) -> Option<String> {
-    match v {
-        Value::Null => Some("null".into()),
-        Value::Bool(b) => Some(b.to_string()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::String(s) => Some(scalar_str(s)),
-        Value::Object(m) if m.is_empty() => Some("{}".into()),
-        Value::Array(a) if a.is_empty() => Some("[]".into()),
-        Value::Array(a) if a.iter().all(|x| !x.is_object() && !x.is_array()) => {
-            let s = format!("[{}]", a.iter().map(|x| flow(x).expect("scalar")).collect::<Vec<_>>().join(", "));
-            (s.chars().count() <= 100).then_some(s)
-        }
-        _ => None,
-    }
-}
-
-/// A string as a plain YAML scalar when that is unambiguous, else double-quoted
-/// (JSON string syntax is valid YAML).
-fn scalar_str(s: &str) -> String {
-    let plain = !s.is_empty()
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/' | '@'))
-        && s.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == '/')
-        && !matches!(s.to_ascii_lowercase().as_str(), "true" | "false" | "null" | "yes" | "no" | "on" | "off" | "y" | "n" | "~")
-        && !s.starts_with(".inf")
-        && !s.starts_with(".nan");
-    if plain { s.to_string() } else { Value::String(s.to_string()).to_string() }
 }
 
 #[cfg(test)]
@@ -265,7 +162,7 @@ mod tests {
         let v = json!({"stages": [{"actions": [{"name": "A", "command": ["sh", "-c", "exit 1"], "retryPolicies": [{"exceptionType": ["Action.FAILED"], "maxAttempts": 0}]}], "name": "S"}], "name": "p", "executionMode": "QUEUED", "e": {}, "t": "true", "n": "1"});
         let y = to_yaml(&v);
         assert!(y.starts_with("name: p\n"), "{y}");
-        assert!(y.contains(r#"command: [sh, "-c", "exit 1"]"#), "{y}");
+        assert!(y.contains("command:\n"), "{y}");
         assert!(y.contains("t: \"true\""), "{y}");
         let node = redrive_core::definition::source::parse_document(&y).unwrap_or_else(|e| panic!("{y}\n{}", e.message));
         assert_eq!(node.to_json(), v, "{y}");
