@@ -193,7 +193,7 @@ async fn whole_body_first(State(limits): State<HttpLimits>, req: Request, next: 
     let bytes = match tokio::time::timeout(timeout, read_up_to(body, limits.max_body_bytes + 1)).await {
         Ok(Ok(bytes)) => bytes,
         Ok(Err(e)) => return bad_body(format!("request body: {e}")),
-        Err(_) => return body_timeout(limits.body_read_timeout_ms),
+        Err(_) => return body_timeout(parts.uri.path(), limits.body_read_timeout_ms),
     };
     let _handling = parts.extensions.get::<Activity>().map(Activity::handling);
     next.run(Request::from_parts(parts, Body::from(bytes))).await
@@ -221,18 +221,23 @@ fn header_section_bytes(parts: &axum::http::request::Parts) -> usize {
 /// 431 in the AWS protocol's format on `/`, else the native one; the connection closes.
 fn headers_too_large(path: &str) -> Response {
     let message = format!("the request line and headers are over {MAX_HEADER_BYTES} bytes");
-    let mut r = if path == "/" {
-        crate::aws::transport_error(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, message)
-    } else {
-        ApiError(ServiceError::Validation(message)).into_response_with(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
-    };
-    r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-    r
+    transport_refusal(path, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, message)
 }
 
-fn body_timeout(timeout_ms: u64) -> Response {
+/// 408 in the AWS protocol's format on `/`, else the native one; the connection closes.
+fn body_timeout(path: &str, timeout_ms: u64) -> Response {
     let message = format!("the request body was not received within {}", human_duration_ms(timeout_ms));
-    let mut r = ApiError(ServiceError::Validation(message)).into_response_with(StatusCode::REQUEST_TIMEOUT);
+    transport_refusal(path, StatusCode::REQUEST_TIMEOUT, message)
+}
+
+/// A refusal before the request reaches a route, in the format of the protocol
+/// the path belongs to; the connection closes.
+fn transport_refusal(path: &str, status: StatusCode, message: String) -> Response {
+    let mut r = if path == "/" {
+        crate::aws::transport_error(status, message)
+    } else {
+        ApiError(ServiceError::Validation(message)).into_response_with(status)
+    };
     r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     r
 }

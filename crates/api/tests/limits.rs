@@ -135,6 +135,14 @@ async fn a_trickled_body_gets_408_and_the_connection_is_closed() {
     assert!(response.starts_with("HTTP/1.1 408"), "{response}");
     assert!(response.contains("the request body was not received within 500ms"), "{response}");
     assert!(took >= Duration::from_millis(body_ms * 8 / 10), "cut off after {took:?}");
+    // On the AWS protocol's path the 408 is in its format.
+    let mut c = TcpStream::connect(&s.addr).await.unwrap();
+    let head = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-amz-json-1.1\r\nX-Amz-Target: CodePipeline_20150709.ListPipelines\r\nContent-Length: 1000\r\n\r\n{";
+    let (_, response) = until_closed(&mut c, head, &[b' '; 999], Duration::from_millis(50), Duration::from_millis(body_ms) + MARGIN)
+        .await
+        .expect("the trickled body is cut off");
+    assert!(response.starts_with("HTTP/1.1 408"), "{response}");
+    assert!(response.contains("\"__type\":\"ValidationException\""), "{response}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
