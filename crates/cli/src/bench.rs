@@ -21,6 +21,16 @@ pub enum DurabilityArg {
     Normal,
 }
 
+impl DurabilityArg {
+    /// The name `--durability` takes and the report prints.
+    fn as_str(self) -> &'static str {
+        match self {
+            DurabilityArg::Full => "full",
+            DurabilityArg::Normal => "normal",
+        }
+    }
+}
+
 #[derive(clap::Args)]
 pub struct BenchArgs {
     /// Number of executions.
@@ -324,7 +334,7 @@ fn report(
     let rss_kib = peak_rss_kib();
     let rows = [
         ("executions", format!("{}", args.executions)),
-        ("durability", format!("{:?}", args.durability).to_lowercase()),
+        ("durability", args.durability.as_str().to_string()),
         ("wall time", format!("{wall:.2} s")),
         ("executions/s", format!("{:.0}", n / wall)),
         (unit_label, format!("{:.0}", n * ACTIONS as f64 / wall)),
