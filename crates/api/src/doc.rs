@@ -5,7 +5,7 @@
 
 use axum::handler::Handler;
 use axum::routing::MethodRouter;
-use utoipa::__dev::SchemaReferences;
+use utoipa::__dev::{SchemaReferences, Tags};
 use utoipa::openapi::path::Paths;
 use utoipa_axum::PathItemExt;
 use utoipa_axum::router::UtoipaMethodRouter;
@@ -14,7 +14,7 @@ use utoipa_axum::router::UtoipaMethodRouter;
 /// `__path_<handler>` type `#[utoipa::path]` generates.
 pub fn op<P, H, T, St>(handler: H) -> UtoipaMethodRouter<St>
 where
-    P: utoipa::Path + SchemaReferences,
+    P: utoipa::Path + SchemaReferences + for<'t> Tags<'t>,
     H: Handler<T, St>,
     T: 'static,
     St: Clone + Send + Sync + 'static,
@@ -23,7 +23,12 @@ where
     P::schemas(&mut schemas);
     let methods = P::methods();
     let router = methods.iter().fold(MethodRouter::new(), |r, m| r.on(m.to_method_filter(), handler.clone()));
+    let mut operation = P::operation();
+    let tags = P::tags();
+    if !tags.is_empty() {
+        operation.tags.get_or_insert_with(Vec::new).extend(tags.iter().map(ToString::to_string));
+    }
     let mut paths = Paths::new();
-    paths.add_path_operation(P::path(), methods, P::operation());
+    paths.add_path_operation(P::path(), methods, operation);
     (schemas, paths, router)
 }

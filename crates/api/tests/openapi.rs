@@ -109,3 +109,17 @@ fn no_route_bypasses_the_document() {
         assert!(!text.contains(".route(\""), "{file} routes by hand; register through doc::op");
     }
 }
+
+/// Every operation carries one of the document's tags, so generated clients and
+/// viewers group them (pipelines, executions, functions, dlq, operations, …).
+#[test]
+fn every_operation_is_tagged_with_a_declared_tag() {
+    let doc: Value = serde_json::from_str(&redrive_api::server::openapi_document::<SqliteStore>().to_json().unwrap()).unwrap();
+    let declared: Vec<&str> = doc["tags"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let tags = op["tags"].as_array().unwrap_or_else(|| panic!("{method} {path} has no tags"));
+            assert!(!tags.is_empty() && tags.iter().all(|t| declared.contains(&t.as_str().unwrap())), "{method} {path}: {tags:?}");
+        }
+    }
+}
