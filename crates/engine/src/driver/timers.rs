@@ -15,6 +15,10 @@ use redrive_core::time::Timestamp;
 use redrive_store::{Store, StoreError, TimerRecord};
 use std::collections::HashSet;
 
+/// Executions of unregistered functions remembered at most (see
+/// [`TimerState::unregistered`]).
+const MAX_UNREGISTERED_REMEMBERED: usize = 100_000;
+
 #[derive(Debug, Default)]
 pub(super) struct TimerState {
     /// The earliest due time known: read from the store, or armed by a commit
@@ -136,7 +140,10 @@ impl<S: Store> Driver<S> {
     /// A due timer of a function nobody registered: its execution's timers are
     /// passed over until a function is registered.
     pub(super) fn unregistered_timer(&mut self, execution_id: String) {
-        self.timers.unregistered.insert(execution_id);
+        // Past the cap, such timers are read again on each sweep: slower, still right.
+        if self.timers.unregistered.len() < MAX_UNREGISTERED_REMEMBERED {
+            self.timers.unregistered.insert(execution_id);
+        }
     }
 
     /// A function was registered: timers passed over may fire now.
