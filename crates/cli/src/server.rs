@@ -17,9 +17,15 @@ use std::sync::Arc;
 
 #[derive(clap::Args)]
 pub struct ServerArgs {
-    /// Address to listen on. Binds loopback only unless told otherwise.
+    /// Address to listen on. Only a loopback address is accepted unless
+    /// `--insecure-no-auth` is given: the server has no authentication yet.
     #[arg(long, value_name = "ADDR", env = "REDRIVE_LISTEN", default_value = "127.0.0.1:7878")]
     listen: SocketAddr,
+    /// Listen on a non-loopback address although the server authenticates no
+    /// one: anyone who reaches the port can create pipelines whose actions run
+    /// programs as this user. Only behind something that authenticates.
+    #[arg(long)]
+    insecure_no_auth: bool,
     /// The SQLite store file; created if missing.
     #[arg(long, value_name = "PATH", env = "REDRIVE_DB", default_value = DEFAULT_DB)]
     db: PathBuf,
@@ -44,6 +50,11 @@ pub struct ServerArgs {
 }
 
 pub fn server(args: ServerArgs) -> u8 {
+    // Exposure is checked before anything is opened: a refused start creates nothing.
+    if let Err(why) = check_exposure(args.listen, args.insecure_no_auth) {
+        eprintln!("error: {why}");
+        return exit::INVALID_INPUT;
+    }
     // The config is checked before anything is opened: a bad file starts nothing.
     let config = match &args.config {
         Some(path) => match load_config(path) {
@@ -87,6 +98,26 @@ fn schedules_note(schedules: &[RedriveSchedule]) -> String {
         schedules.iter().take(5).map(|s| format!("{} every {} on {}*", s.name, human_duration_ms(s.every_ms), s.prefix())).collect();
     let more = if schedules.len() > 5 { format!(", {} more", schedules.len() - 5) } else { String::new() };
     format!("; {} redrive schedule{} ({}{more})", schedules.len(), if schedules.len() == 1 { "" } else { "s" }, shown.join(", "))
+}
+
+/// Without authentication the server serves loopback only; `--insecure-no-auth`
+/// overrides that, loudly.
+fn check_exposure(listen: SocketAddr, insecure_no_auth: bool) -> Result<(), String> {
+    if listen.ip().is_loopback() {
+        return Ok(());
+    }
+    if !insecure_no_auth {
+        return Err(format!(
+            "refusing to listen on {listen}: redrive server authenticates no one yet, and anyone who reaches the port \
+             can create pipelines whose actions run programs as this user. Listen on loopback (the default, \
+             127.0.0.1:7878) and put an authenticating proxy in front of it, or pass --insecure-no-auth to expose it anyway"
+        ));
+    }
+    let warning =
+        format!("listening on {listen} with NO AUTHENTICATION (--insecure-no-auth): anyone who reaches it can run programs as this user");
+    eprintln!("WARNING: {warning}");
+    tracing::warn!("{warning}");
+    Ok(())
 }
 
 async fn serve(args: ServerArgs, config: ServerConfig) -> anyhow::Result<()> {

@@ -77,6 +77,8 @@ pub struct ServerProcess {
     pub url: String,
     /// The stderr line that announced the address ("listening on http://ADDR ...").
     pub banner: String,
+    /// The stderr lines printed before the banner.
+    pub before_banner: Vec<String>,
 }
 
 impl ServerProcess {
@@ -118,18 +120,20 @@ pub fn start_server(cmd: &mut Command) -> ServerProcess {
     let stderr = child.stderr.take().expect("stderr");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let mut tx = Some(tx);
+        let (mut tx, mut before) = (Some(tx), Vec::new());
         for line in BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
             if line.contains("listening on http://")
                 && let Some(tx) = tx.take()
             {
-                let _ = tx.send(line);
+                let _ = tx.send((line, std::mem::take(&mut before)));
+            } else if tx.is_some() {
+                before.push(line);
             }
         }
     });
-    let banner = match rx.recv_timeout(Duration::from_secs(30)) {
-        Ok(banner) => banner,
+    let (banner, before_banner) = match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(lines) => lines,
         Err(_) => {
             let _ = child.kill();
             let _ = child.wait();
@@ -137,7 +141,7 @@ pub fn start_server(cmd: &mut Command) -> ServerProcess {
         }
     };
     let addr = banner.split_once("listening on http://").unwrap().1.split_whitespace().next().unwrap().to_string();
-    ServerProcess { child, url: format!("http://{addr}"), addr, banner }
+    ServerProcess { child, url: format!("http://{addr}"), addr, banner, before_banner }
 }
 
 /// A minimal HTTP/1.1 client (one request per connection): (status, JSON body or null).

@@ -69,3 +69,29 @@ unsafe fn libc_kill(pid: i32) {
         kill(pid, 15);
     }
 }
+
+/// Without authentication the server serves loopback only: a non-loopback
+/// `--listen` is refused before anything is created, with how to go on.
+#[test]
+fn a_non_loopback_listen_is_refused_without_insecure_no_auth() {
+    let sb = Sandbox::new();
+    for listen in ["0.0.0.0:0", "[::]:0"] {
+        let out = server_command(&sb, listen).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{listen}: {out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(&format!("refusing to listen on {listen}")), "{stderr}");
+        assert!(stderr.contains("--insecure-no-auth") && stderr.contains("127.0.0.1:7878"), "{stderr}");
+        assert!(!sb.db().exists(), "a refused start creates no store");
+    }
+}
+
+#[test]
+fn insecure_no_auth_exposes_the_server_loudly() {
+    let sb = Sandbox::new();
+    let server = start_server(server_command(&sb, "0.0.0.0:0").arg("--insecure-no-auth"));
+    let port = server.addr.rsplit(':').next().unwrap();
+    let (status, _) = http(&format!("127.0.0.1:{port}"), "GET", "/healthz", None);
+    assert_eq!(status, 200);
+    let warned = server.before_banner.iter().any(|l| l.contains("WARNING") && l.contains("NO AUTHENTICATION"));
+    assert!(warned, "{:?}", server.before_banner);
+}
