@@ -57,7 +57,9 @@ def test_a_generated_client_lists_pipelines_and_reads_an_execution(endpoint, gen
     requests.post(f"{endpoint}/v1/pipelines", json=definition, timeout=10).raise_for_status()
 
     from redrive_client import Client
-    from redrive_client.api.default import list_executions, list_pipelines, start_execution
+    # Operations are grouped by their tags: one module per tag.
+    from redrive_client.api.executions import list_executions, start_execution
+    from redrive_client.api.pipelines import list_pipelines
     from redrive_client.models import ExecutionList, ExecutionStatus, PipelineList, StartExecutionRequest
 
     client = Client(base_url=endpoint, raise_on_unexpected_status=True)
