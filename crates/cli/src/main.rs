@@ -1,5 +1,6 @@
 //! `redrive`: run pipelines whose actions fail and are retried well.
 
+mod backup;
 mod bench;
 mod client;
 mod config;
@@ -77,6 +78,9 @@ enum Command {
     },
     /// Benchmark workload W1: N executions of a 5-action pipeline, each action failing once.
     Bench(bench::BenchArgs),
+    /// Write a consistent snapshot of a store file to a new file, while a server
+    /// may be running on it (SQLite's VACUUM INTO), and check the copy.
+    Backup(backup::BackupArgs),
     /// Create, update, show, list and delete pipelines on a running server.
     Pipeline {
         #[command(subcommand)]
@@ -136,6 +140,7 @@ fn main() -> ExitCode {
         Command::Validate { files, output } => load::validate(&files, output),
         Command::Policy { command: PolicyCommand::Explain(args) } => explain::explain(args),
         Command::Bench(args) => bench::bench(args),
+        Command::Backup(args) => backup::backup(args),
         Command::Pipeline { command } => remote::pipeline(command),
         Command::Execution { command } => remote::execution(command),
         Command::State(args) => remote::state(args),

@@ -95,3 +95,33 @@ fn insecure_no_auth_exposes_the_server_loudly() {
     let warned = server.before_banner.iter().any(|l| l.contains("WARNING") && l.contains("NO AUTHENTICATION"));
     assert!(warned, "{:?}", server.before_banner);
 }
+
+/// `redrive backup` beside a running server: a consistent, checked, private copy
+/// that a server then serves with everything committed before it.
+#[test]
+fn a_backup_taken_while_the_server_runs_serves_what_was_committed() {
+    use std::os::unix::fs::PermissionsExt;
+    let sb = Sandbox::new();
+    let server = start_server(&mut server_command(&sb, "127.0.0.1:0"));
+    let definition = json!({"name": "p", "stages": [{"name": "S", "actions": [{"name": "A", "noop": {}}]}]});
+    assert_eq!(http(&server.addr, "POST", "/v1/pipelines", Some(definition)).0, 201);
+    let (status, started) = http(&server.addr, "POST", "/v1/pipelines/p/executions", Some(json!({})));
+    assert!(status == 200 || status == 201, "{status} {started}");
+    let id = started["pipelineExecutionId"].as_str().unwrap().to_string();
+    wait_status(&server.addr, &id, "Succeeded");
+
+    let out = sb.path("backup.db");
+    let b = bin().args(["backup", "--db"]).arg(sb.db()).arg(&out).output().unwrap();
+    let stdout = String::from_utf8_lossy(&b.stdout);
+    assert_eq!(b.status.code(), Some(0), "{b:?}");
+    assert!(stdout.contains("integrity ok; 1 executions, 1 ledger rows"), "{stdout}");
+    assert_eq!(std::fs::metadata(&out).unwrap().permissions().mode() & 0o777, 0o600);
+    let again = bin().args(["backup", "--db"]).arg(sb.db()).arg(&out).output().unwrap();
+    assert_eq!(again.status.code(), Some(2), "an existing file is never overwritten: {again:?}");
+    drop(server);
+
+    let restored = start_server(bin().args(["server", "--listen", "127.0.0.1:0", "--db"]).arg(&out));
+    wait_status(&restored.addr, &id, "Succeeded");
+    let (_, attempts) = http(&restored.addr, "GET", "/v1/pipelines/p/action-executions", None);
+    assert_eq!(attempts["actionExecutions"].as_array().map(Vec::len), Some(1), "{attempts}");
+}

@@ -23,7 +23,7 @@ pub mod faulty;
 pub mod sqlite;
 pub mod validate;
 
-pub use sqlite::{Durability, SqliteOptions, SqliteStore};
+pub use sqlite::{BackupCounts, Durability, SqliteOptions, SqliteStore};
 
 /// Upper bounds enforced by every backend: the limits of [`redrive_core::limits`]
 /// (defined there, once, for every crate).
