@@ -17,11 +17,13 @@
 use crate::clock::Clock;
 use crate::error::EngineError;
 use crate::handle::EngineHandle;
+use crate::locks::LockKey;
 use crate::pipeline::LoadedPipeline;
 use redrive_core::definition::RetryMode;
 pub use redrive_core::dlq::{RedriveMode, SkipReason};
 use redrive_core::dlq::{TakeRequest, check_lineage, check_take};
 use redrive_core::machine::{self, Event, ExecutionState, Trigger};
+use redrive_core::schedule::StageLocks;
 use redrive_core::time::Timestamp;
 use redrive_store::{
     DlqEntryCursor, DlqEntryFilter, DlqEntryRecord, DlqEntryState, ExecutionKind, RedriveRunRecord, Store, StoreError, Target,
@@ -317,7 +319,13 @@ impl<S: Store> Redriver<S> {
 
     /// Whether the entry's execution would accept the stage retry now: the same
     /// check the driver makes, on a copy of the stored state (the machine is pure).
-    async fn plan_stage_retry(&self, e: &DlqEntryRecord, now: Timestamp) -> Result<Result<String, SkipReason>, EngineError> {
+    /// `locks`: each pipeline's stage locks, read once per dry run.
+    async fn plan_stage_retry(
+        &self,
+        e: &DlqEntryRecord,
+        now: Timestamp,
+        locks: &mut HashMap<String, StageLocks<LockKey>>,
+    ) -> Result<Result<String, SkipReason>, EngineError> {
         let Some(rec) = self.store.get_execution(&e.execution_id).await? else {
             return Ok(Err(SkipReason::ExecutionGone(e.execution_id.clone())));
         };
@@ -337,8 +345,10 @@ impl<S: Store> Redriver<S> {
             return Ok(Err(SkipReason::Refused(format!("stage {} is not in the execution's pipeline", e.stage))));
         };
         if state.stage_locked {
-            let locks = crate::locks::locks_of(&crate::locks::unfinished(&*self.store, name).await?);
-            if let Some(why) = crate::locks::held_by_another(&locks, si, &e.stage, &(rec.created_at, rec.id.clone())) {
+            if !locks.contains_key(name) {
+                locks.insert(name.clone(), crate::locks::locks_of(&crate::locks::unfinished(&*self.store, name).await?));
+            }
+            if let Some(why) = crate::locks::held_by_another(&locks[name], si, &e.stage, &(rec.created_at, rec.id.clone())) {
                 return Ok(Err(SkipReason::Refused(why)));
             }
         }
@@ -354,6 +364,7 @@ impl<S: Store> Redriver<S> {
         let now = self.clock.now();
         let mut plan = RedrivePlan::default();
         let mut pipelines = HashMap::new();
+        let mut locks = HashMap::new();
         let entries: Vec<DlqEntryRecord> = match &req.entry_id {
             Some(id) => self.single_entry(req, id).await?.into_iter().collect(),
             None => {
@@ -392,7 +403,7 @@ impl<S: Store> Redriver<S> {
                 ))
             } else {
                 match req.mode {
-                    RedriveMode::RetryStage => self.plan_stage_retry(&e, now).await?.map_err(|r| r.to_string()),
+                    RedriveMode::RetryStage => self.plan_stage_retry(&e, now, &mut locks).await?.map_err(|r| r.to_string()),
                     RedriveMode::NewExecution => match self.latest_pipeline(&mut pipelines, e.source.name()).await? {
                         Some(p) => {
                             Ok(format!("start a new execution of {} version {} with the original input", p.record.name, p.record.version))
