@@ -199,18 +199,10 @@ impl<S: Store> Driver<S> {
             LockAction::Enter { who, stage } => (who.1, Event::EnterStage { stage }),
             LockAction::Supersede { who, by } => (who.1, Event::Supersede { by: by.1 }),
         };
-        match self.find(&execution_id, now, batch) {
-            Found::Live => {
-                if let Err(r) = self.apply(&execution_id, event, now, batch) {
-                    tracing::debug!(execution_id, %r, "a stage-lock move no longer applies");
-                }
-            }
-            Found::Park(need) => self.park(need, Msg::StageLock { execution_id, event }),
-            Found::Err(_) => {} // gone, or given up on: its release moved the locks
-        }
+        self.stage_lock_event(execution_id, event, now, batch);
     }
 
-    /// A parked stage-lock event, once its execution is read.
+    /// A stage-lock event for an execution (parked until it is read).
     pub(super) fn stage_lock_event(&mut self, execution_id: String, event: Event, now: Timestamp, batch: &mut Batch) {
         match self.find(&execution_id, now, batch) {
             Found::Live => {
@@ -219,7 +211,7 @@ impl<S: Store> Driver<S> {
                 }
             }
             Found::Park(need) => self.park(need, Msg::StageLock { execution_id, event }),
-            Found::Err(_) => {}
+            Found::Err(_) => {} // gone, or given up on: its release moved the locks
         }
     }
 
