@@ -8,8 +8,7 @@
 use crate::{OutputFormat, exit};
 use redrive_core::definition::source::parse_document;
 use redrive_engine::{Driver, DriverConfig, LoadedPipeline, SystemClock};
-use redrive_store::{Durability, SqliteOptions, SqliteStore, Store};
-use std::path::PathBuf;
+use redrive_store::{AnyStore, Durability, SqliteOptions, Store, StoreLocation, StoreOptions};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -38,9 +37,11 @@ pub struct BenchArgs {
     executions: usize,
     #[arg(long, value_enum, default_value_t = DurabilityArg::Full)]
     durability: DurabilityArg,
-    /// Store file (default: a fresh file in a temporary directory, removed afterwards).
-    #[arg(long, value_name = "PATH")]
-    db: Option<PathBuf>,
+    /// The store: a SQLite file or a PostgreSQL URL (`postgres://…`; use an
+    /// empty database). Default: a fresh SQLite file in a temporary directory,
+    /// removed afterwards.
+    #[arg(long, value_name = "PATH|URL")]
+    db: Option<StoreLocation>,
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     output: OutputFormat,
     /// Run W1 as durable functions: N executions × 5 checkpointed steps, each
@@ -84,12 +85,13 @@ pub fn bench(args: BenchArgs) -> u8 {
 
 async fn run_bench(args: &BenchArgs) -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
-    let db = args.db.clone().unwrap_or_else(|| tmp.path().join("bench.db"));
+    let db = args.db.clone().unwrap_or_else(|| StoreLocation::Sqlite(tmp.path().join("bench.db")));
     let durability = match args.durability {
         DurabilityArg::Full => Durability::Full,
         DurabilityArg::Normal => Durability::Normal,
     };
-    let store = Arc::new(SqliteStore::open(&db, SqliteOptions { durability, ..Default::default() })?);
+    let options = StoreOptions { sqlite: SqliteOptions { durability, ..Default::default() }, ..Default::default() };
+    let store = Arc::new(AnyStore::open(&db, options).await?);
     let (handle, join) = Driver::spawn(store.clone(), Arc::new(SystemClock), DriverConfig::default());
     if args.functions && args.suspended {
         return run_suspended(args, store, handle, join).await;
@@ -173,7 +175,7 @@ fn step_retry(exception_type: &str, interval_seconds: f64, max_attempts: f64) ->
 /// W1 as durable functions: each execution runs 5 steps, each failing once.
 async fn run_functions(
     args: &BenchArgs,
-    store: Arc<SqliteStore>,
+    store: Arc<AnyStore>,
     handle: redrive_engine::EngineHandle,
     join: tokio::task::JoinHandle<Result<(), redrive_engine::EngineError>>,
 ) -> anyhow::Result<()> {
@@ -229,7 +231,7 @@ async fn run_functions(
 /// N function executions suspended on a one-hour backoff: what do they hold?
 async fn run_suspended(
     args: &BenchArgs,
-    store: Arc<SqliteStore>,
+    store: Arc<AnyStore>,
     handle: redrive_engine::EngineHandle,
     join: tokio::task::JoinHandle<Result<(), redrive_engine::EngineError>>,
 ) -> anyhow::Result<()> {

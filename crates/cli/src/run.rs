@@ -8,7 +8,7 @@ use redrive_core::limits::{MAX_INPUT_BYTES, parse_bounded_json};
 use redrive_core::machine::ExecutionStatus;
 use redrive_engine::health::{FaultSource, HealthReporter, retry_transient};
 use redrive_engine::{Driver, DriverConfig, EngineHandle, LoadedPipeline, SystemClock};
-use redrive_store::{Durability, ExecutionFilter, SqliteOptions, SqliteStore, Store};
+use redrive_store::{AnyStore, Durability, ExecutionFilter, SqliteOptions, Store, StoreLocation, StoreOptions};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -24,9 +24,10 @@ pub struct RunArgs {
     /// Execution input, a JSON document (handed to commands as $REDRIVE_INPUT).
     #[arg(long, value_name = "JSON", default_value = "{}")]
     input: String,
-    /// The SQLite store file; created if missing.
-    #[arg(long, value_name = "PATH", env = "REDRIVE_DB", default_value = DEFAULT_DB)]
-    db: PathBuf,
+    /// The store: a SQLite file (created if missing) or a PostgreSQL database,
+    /// `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE` (schema created on first use).
+    #[arg(long, value_name = "PATH|URL", env = "REDRIVE_DB", default_value = DEFAULT_DB)]
+    db: StoreLocation,
     /// Continue unfinished executions after a crash: the one given, or all of them.
     #[arg(long, value_name = "EXECUTION_ID", num_args = 0..=1, default_missing_value = "")]
     resume: Option<String>,
@@ -90,8 +91,9 @@ async fn run_async(args: RunArgs, loaded: Option<(PathBuf, crate::load::LoadedFi
     // saying why, as the engine waits for its own writes; a locked or foreign
     // file is an error at once.
     let health = HealthReporter::new(Arc::new(SystemClock));
-    let open = || async { SqliteStore::open(&args.db, SqliteOptions { durability: Durability::Full, ..Default::default() }) };
-    let (store, _) = retry_transient(&health, FaultSource::Commit, open).await.with_context(|| format!("opening {}", args.db.display()))?;
+    let options = StoreOptions { sqlite: SqliteOptions { durability: Durability::Full, ..Default::default() }, ..Default::default() };
+    let open = || AnyStore::open(&args.db, options.clone());
+    let (store, _) = retry_transient(&health, FaultSource::Commit, open).await.with_context(|| format!("opening {}", args.db))?;
     let store = Arc::new(store);
     let (handle, join) = Driver::spawn(store.clone(), Arc::new(SystemClock), DriverConfig::default());
     let progress = Progress::start(&handle, args.output);
@@ -108,8 +110,8 @@ async fn run_async(args: RunArgs, loaded: Option<(PathBuf, crate::load::LoadedFi
             let id = handle.start(pipeline, input.to_string()).await?;
             progress.note(&format!(
                 "execution {id} started (store {}; resume after a crash with: redrive run --resume {id} --db {})",
-                args.db.display(),
-                args.db.display()
+                args.db,
+                args.db
             ));
             vec![id]
         }
@@ -127,7 +129,7 @@ async fn run_async(args: RunArgs, loaded: Option<(PathBuf, crate::load::LoadedFi
                 vec![id.clone()]
             };
             if ids.is_empty() {
-                eprintln!("nothing to resume: {} has no unfinished executions", args.db.display());
+                eprintln!("nothing to resume: {} has no unfinished executions", args.db);
                 handle.shutdown().await;
                 let _ = join.await;
                 return Ok(exit::SUCCEEDED);
@@ -141,7 +143,7 @@ async fn run_async(args: RunArgs, loaded: Option<(PathBuf, crate::load::LoadedFi
                     }
                     Err(e @ redrive_engine::EngineError::Quarantined { .. }) => progress.note(&e.to_string()),
                     Err(e @ redrive_engine::EngineError::ExecutionNotFound(_)) => {
-                        eprintln!("error: {e} in {}", args.db.display());
+                        eprintln!("error: {e} in {}", args.db);
                         return Ok(exit::INVALID_INPUT);
                     }
                     Err(e) => return Err(e.into()),
@@ -156,7 +158,7 @@ async fn run_async(args: RunArgs, loaded: Option<(PathBuf, crate::load::LoadedFi
         r = wait_all(&handle, &ids) => r,
         _ = tokio::signal::ctrl_c() => {
             progress.finish();
-            eprintln!("\ninterrupted: progress is saved; continue with `redrive run --resume --db {}`", args.db.display());
+            eprintln!("\ninterrupted: progress is saved; continue with `redrive run --resume --db {}`", args.db);
             return Ok(exit::INTERRUPTED);
         }
     };
@@ -193,7 +195,7 @@ async fn run_async(args: RunArgs, loaded: Option<(PathBuf, crate::load::LoadedFi
 Inspect and redrive it through a server on this store: `redrive server --db {}`, then `redrive dlq show {}`",
                 link.entry_id,
                 link.queue,
-                args.db.display(),
+                args.db,
                 link.queue
             );
         }

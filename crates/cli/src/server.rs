@@ -10,7 +10,7 @@ use redrive_engine::health::Health;
 use redrive_engine::redrive::RedriveSchedule;
 use redrive_engine::service::Service;
 use redrive_engine::{Driver, DriverConfig, SystemClock};
-use redrive_store::{ExecutionCursor, ExecutionFilter, SqliteOptions, SqliteStore, Store};
+use redrive_store::{AnyStore, ExecutionCursor, ExecutionFilter, Store, StoreLocation, StoreOptions};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -26,9 +26,10 @@ pub struct ServerArgs {
     /// programs as this user. Only behind something that authenticates.
     #[arg(long)]
     insecure_no_auth: bool,
-    /// The SQLite store file; created if missing.
-    #[arg(long, value_name = "PATH", env = "REDRIVE_DB", default_value = DEFAULT_DB)]
-    db: PathBuf,
+    /// The store: a SQLite file (created if missing) or a PostgreSQL database,
+    /// `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE` (schema created on first use).
+    #[arg(long, value_name = "PATH|URL", env = "REDRIVE_DB", default_value = DEFAULT_DB)]
+    db: StoreLocation,
     /// Request bodies larger than this get HTTP 413.
     #[arg(long, value_name = "BYTES", default_value_t = redrive_api::server::DEFAULT_MAX_BODY_BYTES)]
     max_body_bytes: usize,
@@ -122,7 +123,7 @@ fn check_exposure(listen: SocketAddr, insecure_no_auth: bool) -> Result<(), Stri
 
 async fn serve(args: ServerArgs, config: ServerConfig) -> anyhow::Result<()> {
     let limits = http_limits(&args, &config);
-    let store = Arc::new(SqliteStore::open(&args.db, SqliteOptions::default()).with_context(|| format!("opening {}", args.db.display()))?);
+    let store = Arc::new(AnyStore::open(&args.db, StoreOptions::default()).await.with_context(|| format!("opening {}", args.db))?);
     let listener = bind(args.listen).with_context(|| format!("listening on {}", args.listen))?;
     let (handle, join) = Driver::spawn(store.clone(), Arc::new(SystemClock), DriverConfig::default());
 
@@ -171,7 +172,7 @@ async fn serve(args: ServerArgs, config: ServerConfig) -> anyhow::Result<()> {
     eprintln!(
         "redrive server listening on http://{} (store {}; {resumed} unfinished execution{} resumed{quarantined_text}{schedules_text}{interrupted_text}; CodePipeline API on POST /, native API under /v1, OpenAPI at /openapi.json)",
         listener.local_addr()?,
-        args.db.display(),
+        args.db,
         if resumed == 1 { "" } else { "s" }
     );
     // Serve until a signal, or until the engine stops for good: then the

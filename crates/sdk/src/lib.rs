@@ -80,7 +80,7 @@ use redrive_core::function::{FunctionState, FunctionStatus};
 pub use redrive_engine::function::StepContext;
 use redrive_engine::function::{DurableFunction, FnContext, FnFuture, Semantics, StepRetry, function_error};
 use redrive_engine::{Clock, Driver, DriverConfig, EngineError, EngineHandle, SystemClock};
-use redrive_store::{ExecutionFilter, SqliteOptions, SqliteStore, Store};
+use redrive_store::{AnyStore, ExecutionFilter, Store, StoreLocation, StoreOptions};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::future::Future;
@@ -370,7 +370,7 @@ impl Context {
 
 /// The embedded engine: a store file plus the loop that drives executions.
 pub struct Engine {
-    store: Arc<SqliteStore>,
+    store: Arc<AnyStore>,
     handle: EngineHandle,
     /// Time for the engine: the system clock, or a test's (`open_with_clock`).
     clock: Arc<dyn Clock>,
@@ -379,9 +379,27 @@ pub struct Engine {
     background: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
+/// A store URL of [`Engine::open`]: `sqlite://PATH` or a PostgreSQL URL.
+fn store_location(url: &str) -> Result<StoreLocation, Error> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        if path.is_empty() {
+            return Err(Error::Invalid("the store URL has no path; write sqlite://PATH".into()));
+        }
+        return Ok(StoreLocation::Sqlite(path.into()));
+    }
+    match StoreLocation::parse(url) {
+        location @ StoreLocation::Postgres(_) => Ok(location),
+        StoreLocation::Sqlite(_) => Err(Error::Invalid(format!(
+            "{} is not a store URL; write sqlite://PATH or postgres://USER@HOST/DATABASE",
+            redrive_store::postgres::redact_url(url)
+        ))),
+    }
+}
+
 impl Engine {
-    /// Opens (creating if needed) the store at `sqlite://PATH` and starts the engine.
-    /// One process at a time may open a store file.
+    /// Opens (creating if needed) the store and starts the engine: `sqlite://PATH`
+    /// (a file, embedded) or `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE`
+    /// (schema created on first use). One engine at a time may open a store.
     pub async fn open(url: &str) -> Result<Engine, Error> {
         Engine::open_with_clock(url, Arc::new(SystemClock)).await
     }
@@ -391,12 +409,8 @@ impl Engine {
     /// `Context::sleep` wait until the test advances the clock, never on the
     /// wall clock. Step bodies themselves run in real time.
     pub async fn open_with_clock(url: &str, clock: Arc<dyn Clock>) -> Result<Engine, Error> {
-        let path =
-            url.strip_prefix("sqlite://").ok_or_else(|| Error::Invalid(format!("{url:?} is not a store URL; write sqlite://PATH")))?;
-        if path.is_empty() {
-            return Err(Error::Invalid("the store URL has no path; write sqlite://PATH".into()));
-        }
-        let store = Arc::new(SqliteStore::open(std::path::Path::new(path), SqliteOptions::default())?);
+        let location = store_location(url)?;
+        let store = Arc::new(AnyStore::open(&location, StoreOptions::default()).await?);
         let (handle, join) = Driver::spawn(store.clone(), clock.clone(), DriverConfig::default());
         Ok(Engine { store, handle, clock, join: tokio::sync::Mutex::new(Some(join)), background: std::sync::Mutex::new(Vec::new()) })
     }
@@ -585,7 +599,7 @@ impl PipelineRun {
 #[derive(Clone)]
 pub struct ExecutionHandle {
     execution_id: String,
-    store: Arc<SqliteStore>,
+    store: Arc<AnyStore>,
     handle: EngineHandle,
 }
 

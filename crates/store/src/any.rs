@@ -1,0 +1,280 @@
+//! One store of either backend, chosen by the `--db` value: a SQLite file (the
+//! embedded default) or a PostgreSQL database (`postgres://…`). The CLI and the
+//! SDK hold an [`AnyStore`]; the engine stays generic over [`Store`].
+
+use crate::postgres::{PostgresOptions, PostgresStore, redact_url};
+use crate::sqlite::{SqliteOptions, SqliteStore};
+use crate::{
+    CommitResult, CommitStats, DlqEntryFilter, DlqEntryRecord, DlqQueueRecord, DlqQueueStats, ExecutionFault, ExecutionFilter,
+    ExecutionRecord, LedgerEntry, LedgerFilter, PipelineRecord, RedriveRunFilter, RedriveRunRecord, Store, StoreError, TimerRecord,
+    Transition,
+};
+use redrive_core::time::Timestamp;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Where a store lives, parsed from a `--db` value (or `REDRIVE_DB`): a URL
+/// starting `postgres://` or `postgresql://` names a PostgreSQL database;
+/// anything else is the path of a SQLite file.
+#[derive(Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    Sqlite(PathBuf),
+    Postgres(PostgresUrl),
+}
+
+/// A PostgreSQL connection URL. Its password is never displayed: `Display` and
+/// `Debug` show it as `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PostgresUrl(String);
+
+impl PostgresUrl {
+    /// The full URL, password included, for connecting only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for PostgresUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&redact_url(&self.0))
+    }
+}
+
+impl fmt::Debug for PostgresUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PostgresUrl({self})")
+    }
+}
+
+/// URL schemes that select the PostgreSQL backend.
+pub const POSTGRES_SCHEMES: [&str; 2] = ["postgres://", "postgresql://"];
+
+impl StoreLocation {
+    pub fn parse(value: &str) -> StoreLocation {
+        if POSTGRES_SCHEMES.iter().any(|scheme| value.starts_with(scheme)) {
+            StoreLocation::Postgres(PostgresUrl(value.to_string()))
+        } else {
+            StoreLocation::Sqlite(PathBuf::from(value))
+        }
+    }
+
+    /// The SQLite file, if this is one.
+    pub fn sqlite_path(&self) -> Option<&Path> {
+        match self {
+            StoreLocation::Sqlite(path) => Some(path),
+            StoreLocation::Postgres(_) => None,
+        }
+    }
+}
+
+impl std::str::FromStr for StoreLocation {
+    type Err = std::convert::Infallible;
+    fn from_str(value: &str) -> Result<StoreLocation, Self::Err> {
+        Ok(StoreLocation::parse(value))
+    }
+}
+
+impl fmt::Display for StoreLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreLocation::Sqlite(path) => write!(f, "{}", path.display()),
+            StoreLocation::Postgres(url) => write!(f, "{url}"),
+        }
+    }
+}
+
+impl fmt::Debug for StoreLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "StoreLocation({self})")
+    }
+}
+
+/// Options for whichever backend a location names.
+#[derive(Clone, Debug, Default)]
+pub struct StoreOptions {
+    pub sqlite: SqliteOptions,
+    pub postgres: PostgresOptions,
+}
+
+/// A store of either backend.
+pub enum AnyStore {
+    Sqlite(SqliteStore),
+    Postgres(PostgresStore),
+}
+
+impl AnyStore {
+    /// Opens (creating or migrating it) the store at `location` for an engine:
+    /// it takes the store's engine lock.
+    pub async fn open(location: &StoreLocation, options: StoreOptions) -> Result<AnyStore, StoreError> {
+        match location {
+            StoreLocation::Sqlite(path) => SqliteStore::open(path, options.sqlite).map(AnyStore::Sqlite),
+            StoreLocation::Postgres(url) => PostgresStore::open(url.expose(), options.postgres).await.map(AnyStore::Postgres),
+        }
+    }
+
+    /// Opens an existing store for inspection beside a running engine: no engine
+    /// lock, every write refused.
+    pub async fn open_read_only(location: &StoreLocation) -> Result<AnyStore, StoreError> {
+        match location {
+            StoreLocation::Sqlite(path) => SqliteStore::open_read_only(path).map(AnyStore::Sqlite),
+            StoreLocation::Postgres(url) => PostgresStore::open_read_only(url.expose()).await.map(AnyStore::Postgres),
+        }
+    }
+
+    /// Which backend, for messages and metrics: `sqlite` or `postgres`.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            AnyStore::Sqlite(_) => "sqlite",
+            AnyStore::Postgres(_) => "postgres",
+        }
+    }
+}
+
+/// Calls the same method on whichever backend `self` holds.
+macro_rules! dispatch {
+    ($self:ident, $store:ident => $call:expr) => {
+        match $self {
+            AnyStore::Sqlite($store) => $call,
+            AnyStore::Postgres($store) => $call,
+        }
+    };
+}
+
+impl Store for AnyStore {
+    async fn put_pipeline(
+        &self,
+        name: &str,
+        definition_json: &str,
+        source_dir: Option<&str>,
+        now: Timestamp,
+    ) -> Result<PipelineRecord, StoreError> {
+        dispatch!(self, s => s.put_pipeline(name, definition_json, source_dir, now).await)
+    }
+    async fn create_pipeline(
+        &self,
+        name: &str,
+        definition_json: &str,
+        source_dir: Option<&str>,
+        now: Timestamp,
+    ) -> Result<PipelineRecord, StoreError> {
+        dispatch!(self, s => s.create_pipeline(name, definition_json, source_dir, now).await)
+    }
+    async fn update_pipeline(
+        &self,
+        name: &str,
+        definition_json: &str,
+        source_dir: Option<&str>,
+        now: Timestamp,
+    ) -> Result<PipelineRecord, StoreError> {
+        dispatch!(self, s => s.update_pipeline(name, definition_json, source_dir, now).await)
+    }
+    async fn delete_pipeline(&self, name: &str, now: Timestamp) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.delete_pipeline(name, now).await)
+    }
+    async fn get_pipeline(&self, name: &str, version: Option<u32>) -> Result<Option<PipelineRecord>, StoreError> {
+        dispatch!(self, s => s.get_pipeline(name, version).await)
+    }
+    async fn list_pipelines(&self, after_name: Option<&str>, limit: usize) -> Result<Vec<PipelineRecord>, StoreError> {
+        dispatch!(self, s => s.list_pipelines(after_name, limit).await)
+    }
+    async fn commit(&self, transitions: Arc<[Transition]>) -> Result<CommitResult, StoreError> {
+        dispatch!(self, s => s.commit(transitions).await)
+    }
+    async fn quarantine_execution(&self, id: &str, status: &str, fault: ExecutionFault, at: Timestamp) -> Result<Option<u64>, StoreError> {
+        dispatch!(self, s => s.quarantine_execution(id, status, fault, at).await)
+    }
+    async fn get_execution(&self, id: &str) -> Result<Option<ExecutionRecord>, StoreError> {
+        dispatch!(self, s => s.get_execution(id).await)
+    }
+    async fn list_executions(&self, filter: ExecutionFilter) -> Result<Vec<ExecutionRecord>, StoreError> {
+        dispatch!(self, s => s.list_executions(filter).await)
+    }
+    async fn ledger(&self, execution_id: &str) -> Result<Vec<LedgerEntry>, StoreError> {
+        dispatch!(self, s => s.ledger(execution_id).await)
+    }
+    async fn list_ledger(&self, filter: LedgerFilter) -> Result<Vec<LedgerEntry>, StoreError> {
+        dispatch!(self, s => s.list_ledger(filter).await)
+    }
+    async fn due_timers(&self, now: Timestamp, limit: usize) -> Result<Vec<TimerRecord>, StoreError> {
+        dispatch!(self, s => s.due_timers(now, limit).await)
+    }
+    async fn due_timers_after(&self, now: Timestamp, after: &TimerRecord, limit: usize) -> Result<Vec<TimerRecord>, StoreError> {
+        dispatch!(self, s => s.due_timers_after(now, after, limit).await)
+    }
+    async fn next_timer_due(&self) -> Result<Option<Timestamp>, StoreError> {
+        dispatch!(self, s => s.next_timer_due().await)
+    }
+    async fn count_timers(&self) -> Result<u64, StoreError> {
+        dispatch!(self, s => s.count_timers().await)
+    }
+    async fn execution_timers(&self, execution_id: &str) -> Result<Vec<TimerRecord>, StoreError> {
+        dispatch!(self, s => s.execution_timers(execution_id).await)
+    }
+    async fn ensure_dlq_queue(&self, name: &str, now: Timestamp) -> Result<DlqQueueRecord, StoreError> {
+        dispatch!(self, s => s.ensure_dlq_queue(name, now).await)
+    }
+    async fn configure_dlq_queue(&self, name: &str, max_redrives: u32, now: Timestamp) -> Result<DlqQueueRecord, StoreError> {
+        dispatch!(self, s => s.configure_dlq_queue(name, max_redrives, now).await)
+    }
+    async fn get_dlq_queue(&self, name: &str) -> Result<Option<DlqQueueStats>, StoreError> {
+        dispatch!(self, s => s.get_dlq_queue(name).await)
+    }
+    async fn list_dlq_queues(&self, prefix: Option<&str>, after_name: Option<&str>, limit: usize) -> Result<Vec<DlqQueueStats>, StoreError> {
+        dispatch!(self, s => s.list_dlq_queues(prefix, after_name, limit).await)
+    }
+    async fn get_dlq_entry(&self, id: &str) -> Result<Option<DlqEntryRecord>, StoreError> {
+        dispatch!(self, s => s.get_dlq_entry(id).await)
+    }
+    async fn list_dlq_entries(&self, filter: DlqEntryFilter) -> Result<Vec<DlqEntryRecord>, StoreError> {
+        dispatch!(self, s => s.list_dlq_entries(filter).await)
+    }
+    async fn count_dlq_entries(&self, filter: DlqEntryFilter) -> Result<u64, StoreError> {
+        dispatch!(self, s => s.count_dlq_entries(filter).await)
+    }
+    async fn purge_dlq_entries(&self, filter: DlqEntryFilter) -> Result<u64, StoreError> {
+        dispatch!(self, s => s.purge_dlq_entries(filter).await)
+    }
+    async fn create_redrive_run(&self, run: RedriveRunRecord) -> Result<(), StoreError> {
+        dispatch!(self, s => s.create_redrive_run(run).await)
+    }
+    async fn update_redrive_run(&self, run: RedriveRunRecord) -> Result<(), StoreError> {
+        dispatch!(self, s => s.update_redrive_run(run).await)
+    }
+    async fn get_redrive_run(&self, id: &str) -> Result<Option<RedriveRunRecord>, StoreError> {
+        dispatch!(self, s => s.get_redrive_run(id).await)
+    }
+    async fn list_redrive_runs(&self, filter: RedriveRunFilter) -> Result<Vec<RedriveRunRecord>, StoreError> {
+        dispatch!(self, s => s.list_redrive_runs(filter).await)
+    }
+    async fn interrupt_redrive_runs(&self, now: Timestamp) -> Result<u64, StoreError> {
+        dispatch!(self, s => s.interrupt_redrive_runs(now).await)
+    }
+    fn stats(&self) -> CommitStats {
+        dispatch!(self, s => s.stats())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_postgres_url_selects_postgres_and_anything_else_is_a_file() {
+        for url in ["postgres://u@h/db", "postgresql://u:pw@h:5433/db"] {
+            assert!(matches!(StoreLocation::parse(url), StoreLocation::Postgres(_)), "{url}");
+        }
+        for path in ["redrive.db", "/var/lib/redrive/x.db", "postgres.db", "./postgres:/x"] {
+            assert_eq!(StoreLocation::parse(path).sqlite_path(), Some(Path::new(path)), "{path}");
+        }
+    }
+
+    #[test]
+    fn a_location_never_displays_a_password() {
+        let location = StoreLocation::parse("postgres://app:s3cret@db.internal:5432/redrive");
+        for shown in [location.to_string(), format!("{location:?}")] {
+            assert!(!shown.contains("s3cret"), "{shown}");
+            assert!(shown.contains("db.internal"), "{shown}");
+        }
+    }
+}
