@@ -88,7 +88,7 @@ pub async fn guard<S: Store>(State(svc): State<Arc<Service<S>>>, request: Reques
 /// defer to the AWS Common Errors, where a temporary server failure is
 /// `ServiceUnavailable`, HTTP 503), and botocore retries a 503. The native API
 /// names it `ServiceUnavailableException` like its other errors.
-fn unavailable(aws: bool, message: String) -> Response {
+pub(crate) fn unavailable(aws: bool, message: String) -> Response {
     let response = if aws {
         crate::aws::error_response(AwsError::new(ErrorCode::ServiceUnavailable, message))
     } else {

@@ -13,6 +13,7 @@
 //! Invariant: only this crate knows wire formats; the engine speaks domain types.
 
 pub mod aws;
+pub mod cluster;
 pub mod codepipeline;
 pub mod dlq;
 pub mod doc;
@@ -25,3 +26,4 @@ pub mod native;
 pub mod openapi;
 pub mod page;
 pub mod server;
+pub mod switch;

@@ -116,6 +116,7 @@ pub fn routes<S: Store>() -> OpenApiRouter<Arc<Service<S>>> {
         .merge(crate::functions::router::<S>())
         .merge(crate::aws::router::<S>())
         .merge(crate::health::router::<S>())
+        .merge(crate::cluster::router::<S>())
         .routes(op::<openapi::__path_document, _, _, _>(openapi::document))
 }
 
@@ -166,6 +167,17 @@ pub async fn serve_with_limits<S: Store>(
     limits: HttpLimits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_router(app(service, limits.max_body_bytes), listener, limits, shutdown).await
+}
+
+/// Serves `router` (behind the transport limits and the whole-body read) until
+/// `shutdown` resolves, like [`serve_with_limits`].
+pub async fn serve_router(
+    router: Router,
+    listener: tokio::net::TcpListener,
+    limits: HttpLimits,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let max_connections = connection_cap(limits.max_connections);
     if max_connections < limits.max_connections {
         tracing::warn!(max_connections, wanted = limits.max_connections, "the open-file limit lowers the connection cap");
@@ -176,7 +188,7 @@ pub async fn serve_with_limits<S: Store>(
         max_header_bytes: HYPER_MAX_HEADER_BYTES,
         drain_timeout: Duration::from_millis(DRAIN_TIMEOUT_MS),
     };
-    let router = app(service, limits.max_body_bytes).layer(axum::middleware::from_fn_with_state(limits, whole_body_first));
+    let router = router.layer(axum::middleware::from_fn_with_state(limits, whole_body_first));
     connections::serve(router, listener, transport, shutdown).await
 }
 

@@ -184,6 +184,11 @@ impl Client {
 
     // --- routes ---------------------------------------------------------------
 
+    /// `GET /v1/cluster`.
+    pub async fn cluster_status(&self) -> Result<w::ClusterStatus> {
+        self.get(self.url(&["v1", "cluster"], &[])).await
+    }
+
     /// `POST /v1/pipelines`.
     pub async fn create_pipeline(&self, definition: &Value) -> Result<w::PipelineResponse> {
         self.send(reqwest::Method::POST, self.url(&["v1", "pipelines"], &[]), Some(definition)).await

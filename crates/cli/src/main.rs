@@ -114,6 +114,12 @@ enum Command {
         #[command(subcommand)]
         command: dlq::DlqCommand,
     },
+    /// The processes sharing a server's store (several `redrive server`s on one
+    /// PostgreSQL database): leader, lease, followers, timer lag.
+    Cluster {
+        #[command(subcommand)]
+        command: remote::ClusterCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -146,6 +152,7 @@ fn main() -> ExitCode {
         Command::State(args) => remote::state(args),
         Command::RetryStage(args) => remote::retry_stage(args),
         Command::Dlq { command } => dlq::dlq(command),
+        Command::Cluster { command } => remote::cluster(command),
     };
     ExitCode::from(code)
 }

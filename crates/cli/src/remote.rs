@@ -803,6 +803,52 @@ async fn stage_rows(c: &Client, v: &w::PipelineState, s: &w::StageState, t: &mut
     note
 }
 
+#[derive(clap::Subcommand)]
+pub enum ClusterCommand {
+    /// The processes sharing the server's store: who leads (holds the engine
+    /// lease, with its fencing token and expiry), who follows, who is gone, and
+    /// how far behind the durable timers are.
+    Status {
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+pub fn cluster(command: ClusterCommand) -> u8 {
+    let ClusterCommand::Status { remote } = command;
+    run(&remote, |c, out| async move {
+        let v = c.cluster_status().await?;
+        if out == OutputFormat::Json {
+            print_json(&v);
+            return Ok(exit::SUCCEEDED);
+        }
+        println!("store: {} (answered by {})", v.backend, v.answered_by);
+        match &v.lease {
+            Some(l) => {
+                println!("lease: held by {} since {}, fencing token {}, expires {}", l.holder, l.acquired_at, l.fencing_token, l.expires_at)
+            }
+            None if v.backend == "sqlite" => println!("lease: none (a SQLite store is held by one process, with a file lock)"),
+            None => println!("lease: nobody holds it (a follower takes it over within a heartbeat)"),
+        }
+        let next = v.timers.next_due_at.as_deref().unwrap_or("-");
+        println!("timers: {} pending, next due {next}, behind by {} ms\n", v.timers.pending, v.timers.behind_ms);
+        let mut t = Table::new(&["MEMBER", "ROLE", "HOST", "PID", "URL", "STARTED", "LAST HEARTBEAT"]);
+        for m in &v.members {
+            t.row(vec![
+                m.id.clone(),
+                m.role.as_str().to_string(),
+                m.host.clone(),
+                m.pid.to_string(),
+                m.url.clone().unwrap_or_else(|| "-".into()),
+                m.started_at.clone(),
+                m.last_heartbeat_at.clone(),
+            ]);
+        }
+        print!("{}", t.render());
+        Ok(exit::SUCCEEDED)
+    })
+}
+
 pub fn state(args: StateArgs) -> u8 {
     let pipeline = args.pipeline;
     run(&args.remote, |c, out| async move {

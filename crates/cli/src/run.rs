@@ -110,8 +110,7 @@ async fn run_async(args: RunArgs, loaded: Option<(PathBuf, crate::load::LoadedFi
             let id = handle.start(pipeline, input.to_string()).await?;
             progress.note(&format!(
                 "execution {id} started (store {}; resume after a crash with: redrive run --resume {id} --db {})",
-                args.db,
-                args.db
+                args.db, args.db
             ));
             vec![id]
         }
@@ -193,10 +192,7 @@ async fn run_async(args: RunArgs, loaded: Option<(PathBuf, crate::load::LoadedFi
             eprintln!(
                 "execution {id} failed for good: its entry {} is in dead-letter queue {} (redriven {count} times). \
 Inspect and redrive it through a server on this store: `redrive server --db {}`, then `redrive dlq show {}`",
-                link.entry_id,
-                link.queue,
-                args.db,
-                link.queue
+                link.entry_id, link.queue, args.db, link.queue
             );
         }
     }

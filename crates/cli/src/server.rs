@@ -5,11 +5,12 @@ use crate::exit;
 use crate::run::DEFAULT_DB;
 use anyhow::Context;
 use redrive_api::server::{HttpLimits, MAX_CONNECTIONS_PERCENT_OF_NOFILE, bind, connection_cap, raise_open_file_limit};
+use redrive_api::switch::{StatusSource, Switch};
 use redrive_core::time::human_duration_ms;
 use redrive_engine::health::Health;
 use redrive_engine::redrive::RedriveSchedule;
 use redrive_engine::service::Service;
-use redrive_engine::{Driver, DriverConfig, SystemClock};
+use redrive_engine::{Driver, DriverConfig, EngineHandle, SystemClock};
 use redrive_store::{AnyStore, ExecutionCursor, ExecutionFilter, Store, StoreLocation, StoreOptions};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -30,6 +31,11 @@ pub struct ServerArgs {
     /// `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE` (schema created on first use).
     #[arg(long, value_name = "PATH|URL", env = "REDRIVE_DB", default_value = DEFAULT_DB)]
     db: StoreLocation,
+    /// The URL other `redrive server`s sharing a PostgreSQL store reach this one
+    /// at (followers forward requests to the leader's). Default: http:// and the
+    /// address it listens on.
+    #[arg(long, value_name = "URL", env = "REDRIVE_ADVERTISE_URL")]
+    advertise_url: Option<String>,
     /// Request bodies larger than this get HTTP 413.
     #[arg(long, value_name = "BYTES", default_value_t = redrive_api::server::DEFAULT_MAX_BODY_BYTES)]
     max_body_bytes: usize,
@@ -123,12 +129,120 @@ fn check_exposure(listen: SocketAddr, insecure_no_auth: bool) -> Result<(), Stri
 
 async fn serve(args: ServerArgs, config: ServerConfig) -> anyhow::Result<()> {
     let limits = http_limits(&args, &config);
-    let store = Arc::new(AnyStore::open(&args.db, StoreOptions::default()).await.with_context(|| format!("opening {}", args.db))?);
+    let store = Arc::new(AnyStore::open_member(&args.db, StoreOptions::default()).await.with_context(|| format!("opening {}", args.db))?);
     let listener = bind(args.listen).with_context(|| format!("listening on {}", args.listen))?;
-    let (handle, join) = Driver::spawn(store.clone(), Arc::new(SystemClock), DriverConfig::default());
+    let local = listener.local_addr()?;
+    let url = args.advertise_url.clone().unwrap_or_else(|| format!("http://{local}"));
+    store.announce(&url).await.with_context(|| format!("announcing this process in {}", args.db))?;
+    let switch = Switch::new(redrive_store::member_id(), status_source(store.clone()));
+    // HTTP stops when this is set (a signal, or the engine stopped for good).
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut listener = Some(listener);
+    let mut serve_http = |limits: HttpLimits| {
+        let listener = listener.take().expect("HTTP is served once");
+        let mut stopped = stopped.clone();
+        let until = async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        };
+        tokio::spawn(redrive_api::server::serve_router(switch.router(), listener, limits, until))
+    };
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
 
-    // Continuity: every unfinished execution is taken over (in-flight attempts of
-    // the previous process are recovered as Step.SERVICE_FAULT).
+    // A process that cannot lead at once (another one does) serves by
+    // forwarding to the leader, and takes over when the leader's lease lapses.
+    let (http, took_over) = if store.try_lead().await.context("taking the store's engine lease")? {
+        (None, false)
+    } else {
+        let http = serve_http(limits.clone());
+        let leader = store.leader_url().await.ok().flatten();
+        switch.follow(leader.clone());
+        eprintln!(
+            "redrive server listening on http://{local} (store {}; following: another process leads{}; this one takes over if its lease lapses)",
+            args.db,
+            leader.map(|l| format!(" at {l}")).unwrap_or_default()
+        );
+        loop {
+            tokio::select! {
+                _ = &mut signal => {
+                    let _ = stop.send(true);
+                    http.await.context("HTTP task")?.context("serving HTTP")?;
+                    return Ok(());
+                }
+                _ = tokio::time::sleep(store.heartbeat()) => {}
+            }
+            match store.try_lead().await {
+                Ok(true) => break,
+                Ok(false) => switch.follow(store.leader_url().await.ok().flatten()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the store cannot be reached to check the lease");
+                    switch.follow(None);
+                }
+            }
+        }
+        (Some(http), true)
+    };
+
+    let (handle, join) = Driver::spawn(store.clone(), Arc::new(SystemClock), DriverConfig::default());
+    let (resumed, quarantined) = resume_unfinished(&store, &handle).await?;
+    let mut service = Service::new(store.clone(), handle.clone(), Arc::new(SystemClock));
+    let schedules_text = schedules_note(&config.schedules);
+    if let Err(e) = service.set_schedules(config.schedules) {
+        let file = args.config.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+        return Err(ConfigRejected(format!("config file {file}: redriveSchedules: {e}")).into());
+    }
+    let service = Arc::new(service);
+    // Redrive runs a dead process left RUNNING are marked INTERRUPTED; then the
+    // schedules start.
+    let interrupted = service.start_schedules().await.context("starting the redrive schedules")?;
+    let interrupted_text = match interrupted {
+        0 => String::new(),
+        1 => "; 1 redrive run left running by the previous process marked INTERRUPTED".to_string(),
+        n => format!("; {n} redrive runs left running by the previous process marked INTERRUPTED"),
+    };
+    let quarantined_text = match quarantined {
+        0 => String::new(),
+        n => format!("; {n} with an unreadable state failed as Engine.CORRUPT_STATE"),
+    };
+    switch.lead(redrive_api::server::app(service, limits.max_body_bytes));
+    let http = match http {
+        Some(http) => http,
+        None => serve_http(limits),
+    };
+    let what = if took_over { "took over as the leader" } else { "redrive server listening on" };
+    eprintln!(
+        "{what} http://{local} (store {}; {resumed} unfinished execution{} resumed{quarantined_text}{schedules_text}{interrupted_text}; CodePipeline API on POST /, native API under /v1, OpenAPI at /openapi.json)",
+        args.db,
+        if resumed == 1 { "" } else { "s" }
+    );
+    // Serve until a signal, or until the engine stops for good: then the
+    // process exits non-zero with the reason, so a supervisor restarts it —
+    // never a server that answers while its engine is dead.
+    let mut health = handle.health_watch();
+    tokio::select! {
+        _ = &mut signal => {},
+        _ = health.wait_for(|h| matches!(h, Health::Stopped { .. })) => {},
+    }
+    let _ = stop.send(true);
+    http.await.context("HTTP task")?.context("serving HTTP")?;
+    if let Health::Stopped { reason } = handle.health() {
+        let _ = join.await;
+        anyhow::bail!("the engine stopped: {reason}");
+    }
+
+    eprintln!("shutting down: no new attempts start; waiting up to {}s for running attempts", args.grace_seconds);
+    let left = handle.drain(std::time::Duration::from_secs(args.grace_seconds)).await.unwrap_or(0);
+    if left > 0 {
+        eprintln!("{left} attempt(s) still running were abandoned; they are retried as Step.SERVICE_FAULT after a restart");
+    }
+    join.await.context("engine task")??;
+    Ok(())
+}
+
+/// Continuity: every unfinished execution is taken over (in-flight attempts of
+/// the previous process are recovered as Step.SERVICE_FAULT). Returns (resumed,
+/// quarantined).
+async fn resume_unfinished(store: &Arc<AnyStore>, handle: &EngineHandle) -> anyhow::Result<(usize, usize)> {
     let (mut resumed, mut quarantined) = (0usize, 0usize);
     let mut before: Option<ExecutionCursor> = None;
     loop {
@@ -149,55 +263,18 @@ async fn serve(args: ServerArgs, config: ServerConfig) -> anyhow::Result<()> {
             }
         }
     }
+    Ok((resumed, quarantined))
+}
 
-    let mut service = Service::new(store.clone(), handle.clone(), Arc::new(SystemClock));
-    let schedules_text = schedules_note(&config.schedules);
-    if let Err(e) = service.set_schedules(config.schedules) {
-        let file = args.config.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
-        return Err(ConfigRejected(format!("config file {file}: redriveSchedules: {e}")).into());
-    }
-    let service = Arc::new(service);
-    // Redrive runs a dead process left RUNNING are marked INTERRUPTED; then the
-    // schedules start.
-    let interrupted = service.start_schedules().await.context("starting the redrive schedules")?;
-    let interrupted_text = match interrupted {
-        0 => String::new(),
-        1 => "; 1 redrive run left running by the previous process marked INTERRUPTED".to_string(),
-        n => format!("; {n} redrive runs left running by the previous process marked INTERRUPTED"),
-    };
-    let quarantined_text = match quarantined {
-        0 => String::new(),
-        n => format!("; {n} with an unreadable state failed as Engine.CORRUPT_STATE"),
-    };
-    eprintln!(
-        "redrive server listening on http://{} (store {}; {resumed} unfinished execution{} resumed{quarantined_text}{schedules_text}{interrupted_text}; CodePipeline API on POST /, native API under /v1, OpenAPI at /openapi.json)",
-        listener.local_addr()?,
-        args.db,
-        if resumed == 1 { "" } else { "s" }
-    );
-    // Serve until a signal, or until the engine stops for good: then the
-    // process exits non-zero with the reason, so a supervisor restarts it —
-    // never a server that answers while its engine is dead.
-    let mut health = handle.health_watch();
-    let engine_stopped = async move {
-        let _ = health.wait_for(|h| matches!(h, Health::Stopped { .. })).await;
-    };
-    let until = async {
-        tokio::select! { _ = shutdown_signal() => {}, _ = engine_stopped => {} }
-    };
-    redrive_api::server::serve_with_limits(service, listener, limits, until).await.context("serving HTTP")?;
-    if let Health::Stopped { reason } = handle.health() {
-        let _ = join.await;
-        anyhow::bail!("the engine stopped: {reason}");
-    }
-
-    eprintln!("shutting down: no new attempts start; waiting up to {}s for running attempts", args.grace_seconds);
-    let left = handle.drain(std::time::Duration::from_secs(args.grace_seconds)).await.unwrap_or(0);
-    if left > 0 {
-        eprintln!("{left} attempt(s) still running were abandoned; they are retried as Step.SERVICE_FAULT after a restart");
-    }
-    join.await.context("engine task")??;
-    Ok(())
+/// What a follower answers `GET /v1/cluster` with: read from the store.
+fn status_source(store: Arc<AnyStore>) -> StatusSource {
+    Arc::new(move || {
+        let store = store.clone();
+        Box::pin(async move {
+            let now = redrive_engine::Clock::now(&SystemClock);
+            redrive_api::cluster::read_status(store.as_ref(), now).await.map_err(|e| e.to_string())
+        })
+    })
 }
 
 /// The HTTP limits from the flags and the config file, after raising the

@@ -5,9 +5,9 @@
 use crate::postgres::{PostgresOptions, PostgresStore, redact_url};
 use crate::sqlite::{SqliteOptions, SqliteStore};
 use crate::{
-    CommitResult, CommitStats, DlqEntryFilter, DlqEntryRecord, DlqQueueRecord, DlqQueueStats, ExecutionFault, ExecutionFilter,
-    ExecutionRecord, LedgerEntry, LedgerFilter, PipelineRecord, RedriveRunFilter, RedriveRunRecord, Store, StoreError, TimerRecord,
-    Transition,
+    ClusterRecord, CommitResult, CommitStats, DlqEntryFilter, DlqEntryRecord, DlqQueueRecord, DlqQueueStats, ExecutionFault,
+    ExecutionFilter, ExecutionRecord, LedgerEntry, LedgerFilter, PipelineRecord, RedriveRunFilter, RedriveRunRecord, Store, StoreError,
+    TimerRecord, Transition,
 };
 use redrive_core::time::Timestamp;
 use std::fmt;
@@ -122,6 +122,50 @@ impl AnyStore {
         }
     }
 
+    /// Opens the store for a `redrive server` that shares it with others: a
+    /// PostgreSQL store is joined as a member that leads only after
+    /// [`AnyStore::try_lead`] succeeds; a SQLite file is opened (and locked) as by
+    /// [`AnyStore::open`] — its one process always leads.
+    pub async fn open_member(location: &StoreLocation, options: StoreOptions) -> Result<AnyStore, StoreError> {
+        match location {
+            StoreLocation::Sqlite(path) => SqliteStore::open(path, options.sqlite).map(AnyStore::Sqlite),
+            StoreLocation::Postgres(url) => PostgresStore::open_member(url.expose(), options.postgres).await.map(AnyStore::Postgres),
+        }
+    }
+
+    /// Tries to take the store's engine lease: `true` once this process leads
+    /// (its writes then carry the lease's fencing token).
+    pub async fn try_lead(&self) -> Result<bool, StoreError> {
+        match self {
+            AnyStore::Sqlite(_) => Ok(true),
+            AnyStore::Postgres(store) => store.try_lead().await,
+        }
+    }
+
+    /// Where the leader serves HTTP, as it announced it.
+    pub async fn leader_url(&self) -> Result<Option<String>, StoreError> {
+        match self {
+            AnyStore::Sqlite(_) => Ok(None),
+            AnyStore::Postgres(store) => store.leader_url().await,
+        }
+    }
+
+    /// Tells the other members where this process serves HTTP.
+    pub async fn announce(&self, url: &str) -> Result<(), StoreError> {
+        match self {
+            AnyStore::Sqlite(_) => Ok(()),
+            AnyStore::Postgres(store) => store.announce(url).await,
+        }
+    }
+
+    /// How often a follower checks whether it can take over.
+    pub fn heartbeat(&self) -> std::time::Duration {
+        match self {
+            AnyStore::Sqlite(_) => std::time::Duration::from_secs(1),
+            AnyStore::Postgres(store) => store.heartbeat(),
+        }
+    }
+
     /// Which backend, for messages and metrics: `sqlite` or `postgres`.
     pub fn backend(&self) -> &'static str {
         match self {
@@ -220,7 +264,12 @@ impl Store for AnyStore {
     async fn get_dlq_queue(&self, name: &str) -> Result<Option<DlqQueueStats>, StoreError> {
         dispatch!(self, s => s.get_dlq_queue(name).await)
     }
-    async fn list_dlq_queues(&self, prefix: Option<&str>, after_name: Option<&str>, limit: usize) -> Result<Vec<DlqQueueStats>, StoreError> {
+    async fn list_dlq_queues(
+        &self,
+        prefix: Option<&str>,
+        after_name: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DlqQueueStats>, StoreError> {
         dispatch!(self, s => s.list_dlq_queues(prefix, after_name, limit).await)
     }
     async fn get_dlq_entry(&self, id: &str) -> Result<Option<DlqEntryRecord>, StoreError> {
@@ -252,6 +301,9 @@ impl Store for AnyStore {
     }
     fn stats(&self) -> CommitStats {
         dispatch!(self, s => s.stats())
+    }
+    async fn cluster(&self) -> Result<ClusterRecord, StoreError> {
+        dispatch!(self, s => s.cluster().await)
     }
 }
 

@@ -384,4 +384,8 @@ impl<S: Store> Store for FaultyStore<S> {
     fn stats(&self) -> CommitStats {
         self.inner.stats()
     }
+
+    async fn cluster(&self) -> Result<crate::ClusterRecord, StoreError> {
+        self.inner.cluster().await
+    }
 }

@@ -16,11 +16,11 @@ use redrive_core::time::Timestamp;
 use std::future::Future;
 use std::sync::Arc;
 
+pub mod any;
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;
 #[cfg(any(test, feature = "testing"))]
 pub mod faulty;
-pub mod any;
 pub mod postgres;
 pub mod sqlite;
 pub mod validate;
@@ -538,6 +538,61 @@ pub struct CommitStats {
 
 pub type CommitResult = Vec<Result<u64, TransitionError>>;
 
+/// This machine's host name (for [`MemberRecord::host`] and lock holders).
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `buf.len()` bytes into `buf`.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    if rc == 0 { String::from_utf8_lossy(&buf[..end]).into_owned() } else { "localhost".to_string() }
+}
+
+/// The engine processes that share a store, and which of them leads: holds the
+/// store's engine lease, drives every execution and commits every transition.
+/// (SQLite: the one process holding the file's engine lock.)
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterRecord {
+    /// `sqlite` or `postgres`.
+    pub backend: &'static str,
+    /// The lease, if a process holds one.
+    pub lease: Option<LeaseRecord>,
+    /// Processes that announced themselves, most recent heartbeat first.
+    pub members: Vec<MemberRecord>,
+}
+
+/// The store's engine lease: its holder drives the executions; every write it
+/// makes carries `token` and is refused once another process took the lease over.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseRecord {
+    /// The [`MemberRecord::id`] of the holder.
+    pub holder: String,
+    /// The fencing token: +1 at every change of holder.
+    pub token: i64,
+    pub acquired_at: Timestamp,
+    /// Until when the holder is the leader unless it renews (by the database's clock).
+    pub expires_at: Timestamp,
+}
+
+/// One engine process sharing the store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberRecord {
+    /// Unique per process start (host, pid and a random part).
+    pub id: String,
+    pub host: String,
+    pub pid: u32,
+    /// Where it serves HTTP, as other processes reach it (followers forward requests there).
+    pub url: Option<String>,
+    pub started_at: Timestamp,
+    pub heartbeat_at: Timestamp,
+    /// Whether its heartbeat is recent (within the lease length).
+    pub alive: bool,
+}
+
+/// This process's [`MemberRecord::id`]: `HOST-PID`.
+pub fn member_id() -> String {
+    format!("{}-{}", hostname(), std::process::id())
+}
+
 /// Durable state. Every method is cancel-safe in the sense that dropping the future
 /// never leaves a half-written transaction; a commit whose future was dropped may
 /// or may not have been applied.
@@ -714,4 +769,10 @@ pub trait Store: Send + Sync + 'static {
     fn interrupt_redrive_runs(&self, now: Timestamp) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
     fn stats(&self) -> CommitStats;
+
+    /// Who leads and who shares the store. A single-process store reports the
+    /// process that holds it.
+    fn cluster(&self) -> impl Future<Output = Result<ClusterRecord, StoreError>> + Send {
+        async { Ok(ClusterRecord { backend: "unknown", lease: None, members: Vec::new() }) }
+    }
 }

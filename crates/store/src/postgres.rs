@@ -30,6 +30,21 @@ impl PostgresStore {
     pub fn display_url(&self) -> &str {
         &self.url
     }
+    pub async fn open_member(url: &str, _opts: PostgresOptions) -> Result<PostgresStore, StoreError> {
+        Err(StoreError::Unavailable(format!("{url}: placeholder")))
+    }
+    pub async fn try_lead(&self) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+    pub async fn leader_url(&self) -> Result<Option<String>, StoreError> {
+        Ok(None)
+    }
+    pub async fn announce(&self, _url: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+    pub fn heartbeat(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(1)
+    }
 }
 macro_rules! todo_store {
     ($($name:ident ( $($arg:ident : $ty:ty),* ) -> $ret:ty;)*) => {

@@ -36,9 +36,10 @@ use crate::validate::{
     check_commit, check_definition, check_dlq_queue_name, check_fault, check_max_redrives, check_redrive_run, check_transition,
 };
 use crate::{
-    CommitResult, CommitStats, DEFAULT_MAX_REDRIVES, DlqEntryFilter, DlqEntryRecord, DlqEntryState, DlqOp, DlqQueueRecord, DlqQueueStats,
-    ExecutionFault, ExecutionFilter, ExecutionKind, ExecutionRecord, LedgerEntry, LedgerFilter, PipelineRecord, RedriveRunFilter,
-    RedriveRunRecord, Store, StoreError, Target, TimerRecord, Transition, TransitionError, limits::MAX_PAGE_SIZE,
+    ClusterRecord, CommitResult, CommitStats, DEFAULT_MAX_REDRIVES, DlqEntryFilter, DlqEntryRecord, DlqEntryState, DlqOp, DlqQueueRecord,
+    DlqQueueStats, ExecutionFault, ExecutionFilter, ExecutionKind, ExecutionRecord, LedgerEntry, LedgerFilter, MemberRecord,
+    PipelineRecord, RedriveRunFilter, RedriveRunRecord, Store, StoreError, Target, TimerRecord, Transition, TransitionError,
+    limits::MAX_PAGE_SIZE,
 };
 use redrive_core::time::Timestamp;
 use rusqlite::types::Value;
@@ -1213,6 +1214,30 @@ impl Store for SqliteStore {
 
     fn stats(&self) -> CommitStats {
         self.stats.snapshot()
+    }
+
+    /// The process holding the file's engine lock (by the pid in the lock file,
+    /// if it is alive), as the one member and leader; no lease: the lock lasts
+    /// as long as the process.
+    async fn cluster(&self) -> Result<ClusterRecord, StoreError> {
+        let holder = std::fs::read_to_string(SqliteStore::lock_path(&self.path))
+            .ok()
+            .and_then(|text| text.trim().parse::<u32>().ok())
+            .filter(|pid| process_is_alive(*pid));
+        let now = Timestamp::from_unix_ms(wall_clock_ms());
+        let members = holder
+            .map(|pid| MemberRecord {
+                id: format!("{}-{pid}", crate::hostname()),
+                host: crate::hostname(),
+                pid,
+                url: None,
+                started_at: now,
+                heartbeat_at: now,
+                alive: true,
+            })
+            .into_iter()
+            .collect();
+        Ok(ClusterRecord { backend: "sqlite", lease: None, members })
     }
 }
 

@@ -6,12 +6,14 @@
 //! Statuses are enums whose serde names are the exact strings on the wire.
 //! Request bodies refuse unknown fields. Every type derives an OpenAPI schema.
 
+mod cluster;
 mod dlq;
 mod error;
 mod functions;
 mod health;
 mod pipelines;
 
+pub use cluster::*;
 pub use dlq::*;
 pub use error::*;
 pub use functions::*;

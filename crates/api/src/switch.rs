@@ -1,0 +1,178 @@
+//! One server process in a cluster of `redrive server`s sharing a store: while
+//! it leads (holds the store's engine lease) it serves the whole API itself;
+//! while it follows, it forwards every request to the leader unchanged and
+//! relays the answer, so any process accepts any call. A follower answers
+//! `/healthz`, `/readyz` and `GET /v1/cluster` itself, and 503 with
+//! `Retry-After` while no process leads (one takes over within the lease).
+
+use crate::health::{unavailable, with_retry_after};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderName, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use redrive_wire::{ClusterStatus, Readiness, ReadyResponse};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tower::ServiceExt;
+
+/// Marks a request a follower forwarded; a process that does not lead answers
+/// such a request with 503 instead of forwarding it again (no loops while the
+/// leadership moves).
+pub const FORWARDED_HEADER: &str = "x-redrive-forwarded-by";
+/// How long a follower waits for the leader's answer.
+pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(60);
+/// Largest answer a follower relays.
+pub const MAX_FORWARDED_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+
+type StatusFuture = Pin<Box<dyn Future<Output = Result<ClusterStatus, String>> + Send>>;
+/// Reads the cluster's status (from the store) for a follower's `GET /v1/cluster`.
+pub type StatusSource = Arc<dyn Fn() -> StatusFuture + Send + Sync>;
+
+#[derive(Clone)]
+enum Mode {
+    /// Forward to the leader's URL (`None`: no process leads right now).
+    Follow(Option<String>),
+    /// Serve the API.
+    Lead(Router),
+}
+
+pub struct Switch {
+    mode: RwLock<Mode>,
+    client: reqwest::Client,
+    /// This process's member id, sent in [`FORWARDED_HEADER`].
+    member: String,
+    status: StatusSource,
+}
+
+impl Switch {
+    /// A switch that starts following (nobody known to lead yet).
+    pub fn new(member: String, status: StatusSource) -> Arc<Switch> {
+        let client = reqwest::Client::builder()
+            .timeout(FORWARD_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("an HTTP client with default TLS settings builds");
+        Arc::new(Switch { mode: RwLock::new(Mode::Follow(None)), client, member, status })
+    }
+
+    /// From now on, forward to `leader` (its base URL, e.g. `http://10.0.0.5:7878`).
+    pub fn follow(&self, leader: Option<String>) {
+        *self.mode.write().unwrap_or_else(|e| e.into_inner()) = Mode::Follow(leader);
+    }
+
+    /// From now on, serve `app` (this process leads).
+    pub fn lead(&self, app: Router) {
+        *self.mode.write().unwrap_or_else(|e| e.into_inner()) = Mode::Lead(app);
+    }
+
+    /// The router to serve (see [`crate::server::serve_router`]).
+    pub fn router(self: &Arc<Switch>) -> Router {
+        Router::new().fallback(dispatch).with_state(self.clone())
+    }
+
+    fn mode(&self) -> Mode {
+        self.mode.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+async fn dispatch(State(switch): State<Arc<Switch>>, request: Request) -> Response {
+    match switch.mode() {
+        Mode::Lead(app) => match app.oneshot(request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        },
+        Mode::Follow(leader) => follow(&switch, leader, request).await,
+    }
+}
+
+async fn follow(switch: &Switch, leader: Option<String>, request: Request) -> Response {
+    let path = request.uri().path().to_string();
+    let aws = path == "/";
+    match (request.method().as_str(), path.as_str()) {
+        ("GET", "/healthz") => return "ok".into_response(),
+        ("GET", "/readyz") => return readiness(leader.as_deref()),
+        ("GET", "/v1/cluster") => {
+            return match (switch.status)().await {
+                Ok(status) => axum::Json(status).into_response(),
+                Err(e) => unavailable(false, format!("the cluster's status cannot be read: {e}")),
+            };
+        }
+        _ => {}
+    }
+    if request.headers().contains_key(FORWARDED_HEADER) {
+        return unavailable(aws, "the request reached a process that no longer leads; retry (the leadership is moving)".into());
+    }
+    let Some(leader) = leader else {
+        return unavailable(aws, "no process leads the store right now; one takes over within the lease time".into());
+    };
+    match forward(switch, &leader, request).await {
+        Ok(response) => with_retry_after(response),
+        Err(why) => unavailable(aws, format!("the leading process did not answer ({why}); retry")),
+    }
+}
+
+fn readiness(leader: Option<&str>) -> Response {
+    match leader {
+        Some(_) => axum::Json(ReadyResponse { status: Readiness::Ready, reason: None, since: None }).into_response(),
+        None => with_retry_after(
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(ReadyResponse {
+                    status: Readiness::Degraded,
+                    reason: Some("following, and no process leads the store right now".into()),
+                    since: None,
+                }),
+            )
+                .into_response(),
+        ),
+    }
+}
+
+/// Headers that belong to one connection, not to the request (RFC 9110 §7.6.1).
+fn hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection" | "keep-alive" | "proxy-connection" | "te" | "trailer" | "transfer-encoding" | "upgrade" | "host" | "content-length"
+    )
+}
+
+async fn forward(switch: &Switch, leader: &str, request: Request) -> Result<Response, String> {
+    let (parts, body) = request.into_parts();
+    let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let url = format!("{}{path_and_query}", leader.trim_end_matches('/'));
+    // The body was read whole (and capped) before dispatch.
+    let body = axum::body::to_bytes(body, usize::MAX).await.map_err(|e| format!("request body: {e}"))?;
+    let mut outgoing = switch.client.request(parts.method.clone(), &url).body(body);
+    for (name, value) in &parts.headers {
+        if !hop_by_hop(name) {
+            outgoing = outgoing.header(name, value);
+        }
+    }
+    let answer = outgoing.header(FORWARDED_HEADER, &switch.member).send().await.map_err(|e| describe(&e))?;
+    let mut response = Response::builder().status(answer.status());
+    for (name, value) in answer.headers() {
+        if !hop_by_hop(name) {
+            response = response.header(name, value);
+        }
+    }
+    let bytes = answer.bytes().await.map_err(|e| describe(&e))?;
+    if bytes.len() > MAX_FORWARDED_RESPONSE_BYTES {
+        return Err(format!("its answer is over {MAX_FORWARDED_RESPONSE_BYTES} bytes"));
+    }
+    response.header(header::CONTENT_LENGTH, bytes.len()).body(Body::from(bytes)).map_err(|e| e.to_string())
+}
+
+/// The innermost cause ("Connection refused"), never the URL.
+fn describe(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        return format!("no answer within {} s", FORWARD_TIMEOUT.as_secs());
+    }
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}

@@ -1,0 +1,74 @@
+//! `GET /v1/cluster`: the processes sharing the store, who leads, the timers' lag.
+
+use crate::{Timestamp, wire_enum};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+wire_enum!(
+    /// What a process does in the cluster.
+    MemberRole {
+        /// Holds the store's engine lease: drives every execution.
+        Leader = "leader",
+        /// Serves requests by forwarding them to the leader; takes over when the
+        /// leader's lease lapses.
+        Follower = "follower",
+        /// Announced itself but has not sent a heartbeat for longer than the lease.
+        Gone = "gone",
+    }
+);
+
+/// One `redrive` process sharing the store.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterMember {
+    pub id: String,
+    pub host: String,
+    pub pid: u32,
+    /// Where it serves HTTP (followers forward requests to the leader's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    pub role: MemberRole,
+    pub started_at: Timestamp,
+    pub last_heartbeat_at: Timestamp,
+}
+
+/// The store's engine lease.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterLease {
+    /// The leader's member id.
+    pub holder: String,
+    /// Fencing token: grows at every change of leader; a write carrying an older
+    /// one is refused.
+    pub fencing_token: i64,
+    pub acquired_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+/// Durable timers (attempts waiting for their retry delay, sleeps, redrive pacing).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TimerLag {
+    /// Timers pending, due or not.
+    pub pending: u64,
+    /// The earliest due time among pending timers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_due_at: Option<Timestamp>,
+    /// How long the earliest timer has been overdue (0 when none is due): how far
+    /// behind the engine is in firing timers.
+    pub behind_ms: u64,
+}
+
+/// `GET /v1/cluster`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterStatus {
+    /// `sqlite` (one process holds the file) or `postgres`.
+    pub backend: String,
+    /// The process that answered.
+    pub answered_by: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<ClusterLease>,
+    pub members: Vec<ClusterMember>,
+    pub timers: TimerLag,
+}
