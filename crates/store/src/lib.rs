@@ -20,9 +20,11 @@ use std::sync::Arc;
 pub mod conformance;
 #[cfg(any(test, feature = "testing"))]
 pub mod faulty;
+pub mod postgres;
 pub mod sqlite;
 pub mod validate;
 
+pub use postgres::{PostgresOptions, PostgresStore};
 pub use sqlite::{BackupCounts, Durability, SqliteOptions, SqliteStore};
 
 /// Upper bounds enforced by every backend: the limits of [`redrive_core::limits`]

@@ -1,0 +1,294 @@
+//! The engine lock (a session-level advisory lock on a dedicated connection)
+//! and the fencing token every write checks.
+
+use super::{map_error, wall_clock_ms};
+use crate::StoreError;
+use redrive_core::time::Timestamp;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_postgres::tls::NoTlsStream;
+use tokio_postgres::{Client, Config, NoTls, Socket};
+
+/// The key of the session-level advisory lock an engine holds (`"redrive!"`).
+pub(super) const ENGINE_LOCK_KEY: i64 = 0x7265_6472_6976_6521;
+/// First and last delay between two attempts to re-take a lost engine lock.
+const RECONNECT_FIRST_DELAY: Duration = Duration::from_millis(100);
+const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(2);
+
+/// Takes the lock row's token and records the holder, in one statement.
+const SQL_TAKE_TOKEN: &str = "UPDATE engine_lock SET token = token + 1, host = $1, pid = $2, acquired_at = $3 WHERE id = 1 RETURNING token";
+/// Re-takes the token after a reconnection, only if nobody took it meanwhile.
+const SQL_RETAKE_TOKEN: &str =
+    "UPDATE engine_lock SET token = token + 1, host = $1, pid = $2, acquired_at = $3 WHERE id = 1 AND token = $4 RETURNING token";
+const SQL_READ_TOKEN: &str = "SELECT token FROM engine_lock WHERE id = 1";
+const SQL_HOLDER: &str = "SELECT host, pid, acquired_at FROM engine_lock WHERE id = 1";
+
+/// Whether this store may write, as far as the engine lock goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum FenceState {
+    /// We hold the lock; our fencing token.
+    Held(i64),
+    /// The lock connection died; a background task is re-taking the lock.
+    /// Writes fail with [`StoreError::Unavailable`] meanwhile.
+    Reconnecting(i64),
+    /// Another process took the database over: every call fails for good.
+    Lost(String),
+}
+
+/// The fencing state shared by the writer, the readers and the lock keeper.
+pub(super) struct Fence {
+    state: Mutex<FenceState>,
+    db: String,
+}
+
+impl Fence {
+    pub(super) fn new(token: i64, db: String) -> Fence {
+        Fence { state: Mutex::new(FenceState::Held(token)), db }
+    }
+
+    pub(super) fn state(&self) -> FenceState {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set(&self, state: FenceState) {
+        let mut current = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        // Lost is forever.
+        if !matches!(*current, FenceState::Lost(_)) {
+            *current = state;
+        }
+    }
+
+    /// `Err(Lost)` once the database was taken over (for every call).
+    pub(super) fn check_not_lost(&self) -> Result<(), StoreError> {
+        match self.state() {
+            FenceState::Lost(m) => Err(StoreError::Lost(m)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Our token if we may write now.
+    pub(super) fn writable_token(&self) -> Result<i64, StoreError> {
+        match self.state() {
+            FenceState::Held(token) => Ok(token),
+            FenceState::Reconnecting(_) => {
+                Err(StoreError::Unavailable(format!("the connection holding the engine lock of {} was lost; reconnecting", self.db)))
+            }
+            FenceState::Lost(m) => Err(StoreError::Lost(m)),
+        }
+    }
+
+    /// Compares the token read in a write transaction (`FOR SHARE`) with ours.
+    /// A different token means another process took the lock: the store is lost.
+    pub(super) fn check_token(&self, stored: Option<i64>) -> Result<(), StoreError> {
+        let ours = self.writable_token()?;
+        if stored == Some(ours) {
+            return Ok(());
+        }
+        let message = format!(
+            "another process took over the database {} (engine lock token is {}, this process holds {ours}); \
+             this process must stop",
+            self.db,
+            stored.map_or_else(|| "missing".to_owned(), |t| t.to_string())
+        );
+        self.set(FenceState::Lost(message.clone()));
+        Err(StoreError::Lost(message))
+    }
+
+    fn lose(&self, message: String) {
+        self.set(FenceState::Lost(message));
+    }
+}
+
+/// The connection holding the engine lock now (the keeper replaces it).
+pub(super) type CurrentLock = Arc<Mutex<Option<LockConnection>>>;
+
+type PgConnection = tokio_postgres::Connection<Socket, NoTlsStream>;
+type ConnectionSlot = Arc<Mutex<Option<Pin<Box<PgConnection>>>>>;
+
+/// A dedicated connection (not pooled) whose I/O is driven by its own task. It
+/// can be closed synchronously ([`LockConnection::close`]): its socket is
+/// dropped at once, so the server ends the session and releases the lock.
+pub(super) struct LockConnection {
+    client: Client,
+    slot: ConnectionSlot,
+    driver: JoinHandle<()>,
+}
+
+impl LockConnection {
+    /// Connects; the receiver resolves when the connection ends (error, server
+    /// shutdown, or [`LockConnection::close`]).
+    pub(super) async fn connect(config: &Config) -> Result<(LockConnection, oneshot::Receiver<()>), tokio_postgres::Error> {
+        let (client, connection) = config.connect(NoTls).await?;
+        let slot: ConnectionSlot = Arc::new(Mutex::new(Some(Box::pin(connection))));
+        let (ended_tx, ended_rx) = oneshot::channel();
+        let polled = Arc::clone(&slot);
+        let driver = tokio::spawn(async move {
+            std::future::poll_fn(|cx| {
+                let mut slot = polled.lock().unwrap_or_else(|e| e.into_inner());
+                match slot.as_mut() {
+                    None => Poll::Ready(()),
+                    Some(connection) => match connection.as_mut().poll(cx) {
+                        Poll::Ready(_) => {
+                            *slot = None;
+                            Poll::Ready(())
+                        }
+                        Poll::Pending => Poll::Pending,
+                    },
+                }
+            })
+            .await;
+            let _ = ended_tx.send(());
+        });
+        Ok((LockConnection { client, slot, driver }, ended_rx))
+    }
+
+    /// Drops the socket now (releasing the session's advisory lock server-side).
+    pub(super) fn close(&self) {
+        drop(self.slot.lock().unwrap_or_else(|e| e.into_inner()).take());
+        self.driver.abort();
+    }
+
+    /// `pg_try_advisory_lock` of the engine key.
+    async fn try_lock(&self) -> Result<bool, tokio_postgres::Error> {
+        Ok(self.client.query_one("SELECT pg_try_advisory_lock($1)", &[&ENGINE_LOCK_KEY]).await?.get(0))
+    }
+}
+
+impl Drop for LockConnection {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// What names this process as the holder: host name and pid.
+fn holder_identity() -> (String, i64) {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates
+    // within it on success (or truncates, which CStr handles below).
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len() - 1) };
+    let host = if rc == 0 {
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    } else {
+        "unknown host".to_owned()
+    };
+    (host, i64::from(std::process::id()))
+}
+
+/// The holder recorded in `engine_lock`, for the [`StoreError::Locked`] message.
+async fn describe_holder(client: &Client) -> String {
+    match client.query_opt(SQL_HOLDER, &[]).await {
+        Ok(Some(row)) => {
+            let host: Option<String> = row.try_get(0).ok().flatten();
+            let pid: Option<i64> = row.try_get(1).ok().flatten();
+            let since: Option<i64> = row.try_get(2).ok().flatten();
+            match (host, pid) {
+                (Some(host), Some(pid)) => {
+                    let since = since.map_or_else(String::new, |ms| format!(", since {}", Timestamp::from_unix_ms(ms)));
+                    format!("host {host}, pid {pid}{since}")
+                }
+                _ => "holder unknown".to_owned(),
+            }
+        }
+        // No row or no table yet: the holder is still creating the schema.
+        _ => "holder unknown; it is still starting".to_owned(),
+    }
+}
+
+/// Takes the engine lock on a new dedicated connection, running `setup`
+/// (the migrations) once it is held, then bumps the fencing token.
+pub(super) async fn acquire<F, Fut>(config: &Config, db: &str, setup: F) -> Result<(LockConnection, oneshot::Receiver<()>, i64), StoreError>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<(), StoreError>>,
+{
+    let (conn, ended) = LockConnection::connect(config).await.map_err(|e| map_error(db, &e))?;
+    if !conn.try_lock().await.map_err(|e| map_error(db, &e))? {
+        let holder = describe_holder(&conn.client).await;
+        return Err(StoreError::Locked(format!(
+            "the PostgreSQL database {db} is in use by another redrive engine ({holder}); \
+             stop that engine, or give this one another database with --db"
+        )));
+    }
+    setup().await?;
+    let (host, pid) = holder_identity();
+    let row = conn.client.query_one(SQL_TAKE_TOKEN, &[&host, &pid, &wall_clock_ms()]).await.map_err(|e| map_error(db, &e))?;
+    Ok((conn, ended, row.get(0)))
+}
+
+/// The background task that re-takes the lock after its connection died: with
+/// back-off, on a new connection; if the token is still ours it bumps and
+/// adopts it, if not the store is lost for good.
+pub(super) async fn keep(config: Config, fence: Arc<Fence>, current: Arc<Mutex<Option<LockConnection>>>, mut ended: oneshot::Receiver<()>) {
+    loop {
+        let _ = (&mut ended).await;
+        let ours = match fence.state() {
+            FenceState::Held(token) | FenceState::Reconnecting(token) => token,
+            FenceState::Lost(_) => return,
+        };
+        fence.set(FenceState::Reconnecting(ours));
+        drop(current.lock().unwrap_or_else(|e| e.into_inner()).take());
+        let mut delay = RECONNECT_FIRST_DELAY;
+        loop {
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(RECONNECT_MAX_DELAY);
+            match retake(&config, &fence.db, ours).await {
+                Retake::Held(conn, new_ended, token) => {
+                    *current.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn);
+                    fence.set(FenceState::Held(token));
+                    ended = new_ended;
+                    break;
+                }
+                Retake::NotYet => {}
+                Retake::Lost(message) => {
+                    fence.lose(message);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+enum Retake {
+    Held(LockConnection, oneshot::Receiver<()>, i64),
+    /// Not reachable yet, or our old session still holds the lock server-side.
+    NotYet,
+    Lost(String),
+}
+
+async fn retake(config: &Config, db: &str, ours: i64) -> Retake {
+    let Ok((conn, ended)) = LockConnection::connect(config).await else { return Retake::NotYet };
+    let lost = |token: Option<i64>| {
+        Retake::Lost(format!(
+            "another process took over the database {db} while this process was reconnecting (engine lock token is {}, \
+             this process held {ours}); this process must stop",
+            token.map_or_else(|| "missing".to_owned(), |t| t.to_string())
+        ))
+    };
+    match conn.try_lock().await {
+        Ok(true) => {
+            let (host, pid) = holder_identity();
+            match conn.client.query_opt(SQL_RETAKE_TOKEN, &[&host, &pid, &wall_clock_ms(), &ours]).await {
+                Ok(Some(row)) => Retake::Held(conn, ended, row.get(0)),
+                Ok(None) => {
+                    let token = conn.client.query_opt(SQL_READ_TOKEN, &[]).await.ok().flatten().map(|r| r.get(0));
+                    lost(token)
+                }
+                Err(_) => Retake::NotYet,
+            }
+        }
+        Ok(false) => match conn.client.query_opt(SQL_READ_TOKEN, &[]).await {
+            Ok(row) => {
+                let token: Option<i64> = row.map(|r| r.get(0));
+                if token == Some(ours) { Retake::NotYet } else { lost(token) }
+            }
+            Err(_) => Retake::NotYet,
+        },
+        Err(_) => Retake::NotYet,
+    }
+}
