@@ -440,13 +440,64 @@ async fn terminated_connections_recover_without_loss_or_doubling() {
         assert_eq!(store.get_execution(&id).await.unwrap().unwrap().version, 1, "{id}");
         assert_eq!(store.ledger(&id).await.unwrap().len(), 1, "{id}: written once");
     }
+    // The lock was re-taken on a new connection: the token is ours, bumped once.
     let conn = raw(&url).await;
-    let (token, pid): (i64, i64) = {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
         let row = conn.query_one("SELECT token, pid FROM engine_lock", &[]).await.unwrap();
-        (row.get(0), row.get(1))
-    };
-    assert_eq!(pid, i64::from(std::process::id()));
-    assert!(token >= 1);
+        let (token, pid): (i64, i64) = (row.get(0), row.get(1));
+        assert_eq!(pid, i64::from(std::process::id()));
+        if token == 2 {
+            break;
+        }
+        assert!(token == 1 && Instant::now() < deadline, "the engine lock was not re-taken (token {token})");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match store.commit(vec![create("after", 1)].into()).await {
+            Ok(result) => break assert_eq!(result, vec![Ok(1)]),
+            Err(StoreError::Unavailable(m)) if Instant::now() < deadline => {
+                let _ = m;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("after the re-take: {e}"),
+        }
+    }
+    drop(store);
+    dbs.drop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_take_over_while_reconnecting_loses_the_store() {
+    let dbs = Databases::default();
+    let url = dbs.create().await;
+    let store = open(&url).await;
+    assert_eq!(store.commit(vec![create("a", 1)].into()).await.unwrap(), vec![Ok(1)]);
+    let db = url.rsplit('/').next().unwrap().to_owned();
+    let admin = raw(&admin_url()).await;
+    // Kill the store's sessions (its engine lock goes), and take the token as
+    // another engine would before the store re-takes the lock.
+    admin
+        .execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()", &[&db])
+        .await
+        .unwrap();
+    raw(&url).await.batch_execute("UPDATE engine_lock SET token = token + 1, pid = 0").await.unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match store.commit(vec![create("b", 1)].into()).await {
+            Err(StoreError::Lost(m)) => break assert!(m.contains("another process took over"), "{m}"),
+            Err(StoreError::Unavailable(m)) => {
+                assert!(Instant::now() < deadline, "never lost: {m}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => panic!("expected Lost, got {other:?}"),
+        }
+    }
+    assert!(matches!(store.get_execution("a").await, Err(StoreError::Lost(_))), "lost for good");
+    let written: i64 = raw(&url).await.query_one("SELECT COUNT(*) FROM executions WHERE id = 'b'", &[]).await.unwrap().get(0);
+    assert_eq!(written, 0);
     drop(store);
     dbs.drop_all().await;
 }

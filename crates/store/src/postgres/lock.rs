@@ -44,11 +44,13 @@ pub(super) enum FenceState {
 pub(super) struct Fence {
     state: Mutex<FenceState>,
     db: String,
+    /// Wakes the keeper when the store is lost (it then lets the lock go).
+    lost: tokio::sync::Notify,
 }
 
 impl Fence {
     pub(super) fn new(token: i64, db: String) -> Fence {
-        Fence { state: Mutex::new(FenceState::Held(token)), db }
+        Fence { state: Mutex::new(FenceState::Held(token)), db, lost: tokio::sync::Notify::new() }
     }
 
     pub(super) fn state(&self) -> FenceState {
@@ -56,10 +58,17 @@ impl Fence {
     }
 
     fn set(&self, state: FenceState) {
-        let mut current = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        // Lost is forever.
-        if !matches!(*current, FenceState::Lost(_)) {
+        let lost = matches!(state, FenceState::Lost(_));
+        {
+            let mut current = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            // Lost is forever.
+            if matches!(*current, FenceState::Lost(_)) {
+                return;
+            }
             *current = state;
+        }
+        if lost {
+            self.lost.notify_one();
         }
     }
 
@@ -226,7 +235,14 @@ where
 /// adopts it, if not the store is lost for good.
 pub(super) async fn keep(config: Config, fence: Arc<Fence>, current: Arc<Mutex<Option<LockConnection>>>, mut ended: oneshot::Receiver<()>) {
     loop {
-        let _ = (&mut ended).await;
+        tokio::select! {
+            _ = &mut ended => {}
+            _ = fence.lost.notified() => {
+                // Another process owns the database now: let our lock go.
+                drop(current.lock().unwrap_or_else(|e| e.into_inner()).take());
+                return;
+            }
+        }
         let ours = match fence.state() {
             FenceState::Held(token) | FenceState::Reconnecting(token) => token,
             FenceState::Lost(_) => return,

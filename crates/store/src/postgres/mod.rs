@@ -584,6 +584,12 @@ fn parse_url(url: &str, display_url: &str) -> Result<Config, StoreError> {
     if config.get_application_name().is_none() {
         config.application_name("redrive");
     }
+    // A commit is acknowledged only once durable, whatever the server's default.
+    let options = match config.get_options() {
+        Some(given) => format!("{given} -c synchronous_commit=on"),
+        None => "-c synchronous_commit=on".to_owned(),
+    };
+    config.options(options);
     Ok(config)
 }
 

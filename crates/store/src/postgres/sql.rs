@@ -153,9 +153,9 @@ pub(super) struct DlqEntryQuery {
 
 impl DlqEntryQuery {
     /// `state` replaces `filter.state` (a purge covers only `QUEUED` entries);
-    /// `with_cursor` applies `filter.after` (listings only). Placeholders start
-    /// at `$2` (`$1` is a listing's limit; count and purge bind a dummy-free
-    /// list, see [`DlqEntryQuery::params`]).
+    /// `with_cursor` applies `filter.after` (listings only). The values are
+    /// `$1`, `$2`, … in order ([`DlqEntryQuery::params`]); a listing binds its
+    /// limit after them.
     pub(super) fn new(filter: &DlqEntryFilter, state: Option<DlqEntryState>, with_cursor: bool) -> DlqEntryQuery {
         let mut q = DlqEntryQuery { conditions: Vec::new(), values: Vec::new(), joins_queue: false };
         if let Some(queue) = &filter.queue {
