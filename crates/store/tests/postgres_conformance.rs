@@ -66,21 +66,46 @@ impl Databases {
     async fn create(&self) -> String {
         let name = format!("redrive_t_{}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst));
         let admin = raw(&admin_url()).await;
-        // Identifiers cannot be bound; this one is generated here.
-        admin.batch_execute(&format!("CREATE DATABASE \"{name}\"")).await.expect("create a test database");
-        self.names.lock().unwrap().push(name.clone());
+        // Identifiers cannot be bound; this one is generated here. A linguistic
+        // default collation (ICU en-US: `a < B < Zeta`), where the server has
+        // ICU, so that the byte order the contract asks for is really tested.
+        let icu = format!("CREATE DATABASE \"{name}\" TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C'");
+        if admin.batch_execute(&icu).await.is_err() {
+            admin.batch_execute(&format!("CREATE DATABASE \"{name}\"")).await.expect("create a test database");
+        }
+        self.names.lock().unwrap_or_else(|e| e.into_inner()).push(name.clone());
         url_for(&admin_url(), &name)
     }
 
     async fn drop_all(&self) {
-        let names = std::mem::take(&mut *self.names.lock().unwrap());
+        let names = std::mem::take(&mut *self.names.lock().unwrap_or_else(|e| e.into_inner()));
+        drop_databases(names).await;
+    }
+}
+
+async fn drop_databases(names: Vec<String>) {
+    if names.is_empty() {
+        return;
+    }
+    let admin = raw(&admin_url()).await;
+    for name in names {
+        let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).await;
+    }
+}
+
+impl Drop for Databases {
+    /// Drops what a failed test left (best effort, on a thread of its own: this
+    /// may run while a runtime unwinds).
+    fn drop(&mut self) {
+        let names = std::mem::take(&mut *self.names.lock().unwrap_or_else(|e| e.into_inner()));
         if names.is_empty() {
             return;
         }
-        let admin = raw(&admin_url()).await;
-        for name in names {
-            let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).await;
-        }
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+            runtime.block_on(drop_databases(names));
+        })
+        .join();
     }
 }
 
@@ -500,4 +525,20 @@ async fn a_take_over_while_reconnecting_loses_the_store() {
     assert_eq!(written, 0);
     drop(store);
     dbs.drop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn errors_never_show_a_password() {
+    let url = "postgres://postgres:supersecret@127.0.0.1:1/nowhere";
+    let errors = [PostgresStore::open(url, opts()).await.err(), PostgresStore::open_read_only(url).await.err()];
+    for error in errors {
+        match error {
+            Some(StoreError::Unavailable(m)) => {
+                assert!(!m.contains("supersecret"), "{m}");
+                assert!(m.contains("postgres://postgres:***@127.0.0.1:1/nowhere"), "names the database: {m}");
+            }
+            other => panic!("expected Unavailable, got {other:?}"),
+        }
+    }
+    assert_eq!(redact_url(url), "postgres://postgres:***@127.0.0.1:1/nowhere");
 }
