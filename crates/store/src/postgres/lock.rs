@@ -177,8 +177,8 @@ impl Drop for LockConnection {
 /// What names this process as the holder: host name and pid.
 fn holder_identity() -> (String, i64) {
     let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates
-    // within it on success (or truncates, which CStr handles below).
+    // SAFETY: gethostname writes at most `len` bytes into the buffer; the last
+    // byte stays 0, so a truncated name is still terminated.
     let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len() - 1) };
     let host = if rc == 0 {
         let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
@@ -233,7 +233,7 @@ where
 /// The background task that re-takes the lock after its connection died: with
 /// back-off, on a new connection; if the token is still ours it bumps and
 /// adopts it, if not the store is lost for good.
-pub(super) async fn keep(config: Config, fence: Arc<Fence>, current: Arc<Mutex<Option<LockConnection>>>, mut ended: oneshot::Receiver<()>) {
+pub(super) async fn keep(config: Config, fence: Arc<Fence>, current: CurrentLock, mut ended: oneshot::Receiver<()>) {
     loop {
         tokio::select! {
             _ = &mut ended => {}
@@ -252,6 +252,9 @@ pub(super) async fn keep(config: Config, fence: Arc<Fence>, current: Arc<Mutex<O
         let mut delay = RECONNECT_FIRST_DELAY;
         loop {
             tokio::time::sleep(delay).await;
+            if matches!(fence.state(), FenceState::Lost(_)) {
+                return;
+            }
             delay = (delay * 2).min(RECONNECT_MAX_DELAY);
             match retake(&config, &fence.db, ours).await {
                 Retake::Held(conn, new_ended, token) => {

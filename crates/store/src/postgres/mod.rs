@@ -443,8 +443,7 @@ impl Store for PostgresStore {
     }
 
     async fn next_timer_due(&self) -> Result<Option<Timestamp>, StoreError> {
-        let due = self.query_opt(SQL_NEXT_TIMER_DUE, &[], |row| Ok(row.try_get::<_, Option<i64>>(0).ok().flatten())).await?;
-        Ok(due.flatten().map(Timestamp::from_unix_ms))
+        Ok(self.query_opt(SQL_NEXT_TIMER_DUE, &[], rows::optional_timestamp_from_row).await?.flatten())
     }
 
     async fn count_timers(&self) -> Result<u64, StoreError> {

@@ -164,3 +164,8 @@ pub(super) fn timer_from_row(row: &Row) -> Result<TimerRecord, StoreError> {
 pub(super) fn count_from_row(row: &Row) -> Result<u64, StoreError> {
     get_u64(row, 0)
 }
+
+/// A nullable timestamp (`MIN(due_at)`).
+pub(super) fn optional_timestamp_from_row(row: &Row) -> Result<Option<Timestamp>, StoreError> {
+    get_opt_ts(row, 0)
+}
