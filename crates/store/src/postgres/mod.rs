@@ -20,16 +20,20 @@
 //! one transaction on a pooled connection (`synchronous_commit` left on: the
 //! group is durable before anyone is answered). A transition is refused alone
 //! (version conflict, used token, existing execution, a refused `Take`, a
-//! limit): the refusals before its first write need nothing undone, and a
-//! transition with a dead-letter `Take` (the only refusal after a write) runs in
-//! its own `SAVEPOINT`. Statements are prepared once per connection
-//! (`prepare_cached`); a transition's writes after its execution row are
-//! pipelined in one round trip. If the transaction fails (connection lost,
-//! server error) nothing is committed and every request of the group gets
-//! [`StoreError::Unavailable`] — except that a request whose own data makes the
-//! server fail (a constraint, a trigger raising) fails alone and the group is
-//! applied again without it. A connection that failed is dropped, not returned
-//! to the pool.
+//! limit), with the same results as SQLite's savepoint per transition: the
+//! refusals before its first write need nothing undone (the execution row's
+//! statement checks the token, the id or the version itself), and a transition
+//! with a dead-letter `Take` (the only refusal after a write) runs in its own
+//! `SAVEPOINT`. Statements are prepared once per connection (`prepare_cached`)
+//! and pipelined: the transitions of a group are cut into segments (at a
+//! `Take`, or at a second create with the same client token) and each segment
+//! costs two round trips — every execution row, then every other write of the
+//! accepted transitions — instead of several per transition. If the
+//! transaction fails (connection lost, server error) nothing is committed and
+//! every request of the group gets [`StoreError::Unavailable`] — except that a
+//! request whose own data makes the server fail (a constraint, a trigger
+//! raising) fails alone and the group is applied again without it. A
+//! connection that failed is dropped, not returned to the pool.
 //!
 //! # Engine lock and fencing token
 //! [`PostgresStore::open`] takes a session-level `pg_try_advisory_lock` on a

@@ -10,11 +10,12 @@ use crate::{
 };
 use deadpool_postgres::{Object, Pool, Transaction};
 use redrive_core::time::Timestamp;
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
 type Param = Box<dyn ToSql + Sync + Send>;
@@ -31,20 +32,31 @@ const SQL_REVIVE_PIPELINE_NAME: &str =
 const SQL_DELETE_PIPELINE_NAME: &str = "UPDATE pipeline_names SET deleted_at = $2 WHERE name = $1 AND deleted_at IS NULL";
 const SQL_DELETE_PIPELINE_TOKENS: &str = "DELETE FROM client_tokens WHERE kind = 'pipeline' AND pipeline_name = $1";
 
-const SQL_GET_CLIENT_TOKEN: &str =
-    "SELECT execution_id, fingerprint FROM client_tokens WHERE kind = $1 AND pipeline_name = $2 AND token = $3";
 const SQL_INSERT_CLIENT_TOKEN: &str = "INSERT INTO client_tokens (kind, pipeline_name, token, fingerprint, execution_id, created_at) \
      VALUES ($1, $2, $3, $4, $5, $6)";
+/// A create without a client token: one row if inserted, none if the id exists.
 /// A function execution's `pipeline_version` column holds 0, never read.
 const SQL_INSERT_EXECUTION: &str = "INSERT INTO executions \
      (id, kind, pipeline_name, pipeline_version, status, input_json, state_json, version, created_at, updated_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $8) ON CONFLICT (id) DO NOTHING";
-/// Target and input are fixed at create; returns the stored target (for the
-/// ledger rows). PostgreSQL's HOT check compares values, so an unchanged status
-/// does not touch the status indexes.
-const SQL_UPDATE_EXECUTION: &str = "UPDATE executions SET status = $2, state_json = $3, version = version + 1, \
-     updated_at = $4 WHERE id = $1 AND version = $5 RETURNING kind, pipeline_name";
-const SQL_EXECUTION_VERSION: &str = "SELECT version FROM executions WHERE id = $1";
+     VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $8) ON CONFLICT (id) DO NOTHING RETURNING 1";
+/// A create with a client token, in one statement: the token's use (checked
+/// first), and whether the execution was inserted (not if the token is used or
+/// the id exists). One row: `(used by, used fingerprint, inserted)`.
+const SQL_INSERT_EXECUTION_WITH_TOKEN: &str = "WITH used AS (SELECT execution_id, fingerprint FROM client_tokens \
+     WHERE kind = $2::TEXT AND pipeline_name = $3::TEXT AND token = $9::TEXT), \
+     inserted AS (INSERT INTO executions \
+     (id, kind, pipeline_name, pipeline_version, status, input_json, state_json, version, created_at, updated_at) \
+     SELECT $1::TEXT, $2::TEXT, $3::TEXT, $4::BIGINT, $5::TEXT, $6::TEXT, $7::TEXT, 1, $8::BIGINT, $8::BIGINT \
+     WHERE NOT EXISTS (SELECT 1 FROM used) ON CONFLICT (id) DO NOTHING RETURNING 1) \
+     SELECT (SELECT execution_id FROM used), (SELECT fingerprint FROM used), EXISTS (SELECT 1 FROM inserted)";
+/// An update (compare-and-set on the version), in one statement. Target and
+/// input are fixed at create. One row: the stored target if updated (for the
+/// ledger rows), and the version the row had before this statement (the
+/// `actual` of a conflict). PostgreSQL's HOT check compares values, so an
+/// unchanged status does not touch the status indexes.
+const SQL_UPDATE_EXECUTION: &str = "WITH updated AS (UPDATE executions SET status = $2, state_json = $3, \
+     version = version + 1, updated_at = $4 WHERE id = $1 AND version = $5 RETURNING kind, pipeline_name) \
+     SELECT (SELECT kind FROM updated), (SELECT pipeline_name FROM updated), (SELECT version FROM executions WHERE id = $1)";
 const SQL_QUARANTINE_EXECUTION: &str = "UPDATE executions SET status = $2, fault_type = $3, fault_message = $4, \
      version = version + 1, updated_at = $5 WHERE id = $1 RETURNING version";
 const SQL_DELETE_EXECUTION_TIMERS: &str = "DELETE FROM timers WHERE execution_id = $1";
@@ -422,9 +434,31 @@ impl Writer {
         let stored: Option<i64> = tx.query_opt(&fence, &[]).await?.map(|r| r.get(0));
         self.fence.check_token(stored).map_err(GroupFailure::Store)?;
         let mut outcomes = Vec::with_capacity(group.len());
-        for (index, request) in group.iter().enumerate() {
-            let outcome = apply_request(&tx, request).await.map_err(|error| GroupFailure::Pg { error, request: Some(index) })?;
+        let mut index = 0;
+        while index < group.len() {
+            // A run of commit requests: their transitions are applied together.
+            let mut items: Vec<(usize, &Transition)> = Vec::new();
+            let mut end = index;
+            while let Some(WriteRequest::Commit { transitions, valid, .. }) = group.get(end) {
+                items.extend(valid.iter().map(|&i| (end, &transitions[i])));
+                end += 1;
+            }
+            if end > index {
+                let mut results = apply_transitions(&tx, &items)
+                    .await
+                    .map_err(|(error, request)| GroupFailure::Pg { error, request: Some(request) })?
+                    .into_iter();
+                for request in &group[index..end] {
+                    if let WriteRequest::Commit { valid, .. } = request {
+                        outcomes.push(Applied::Commit(results.by_ref().take(valid.len()).collect()));
+                    }
+                }
+                index = end;
+                continue;
+            }
+            let outcome = apply_request(&tx, &group[index]).await.map_err(|error| GroupFailure::Pg { error, request: Some(index) })?;
             outcomes.push(outcome);
+            index += 1;
         }
         tx.commit().await?;
         Ok(outcomes)
@@ -433,13 +467,7 @@ impl Writer {
 
 async fn apply_request(tx: &Transaction<'_>, request: &WriteRequest) -> PgResult<Applied> {
     Ok(match request {
-        WriteRequest::Commit { transitions, valid, .. } => {
-            let mut results = Vec::with_capacity(valid.len());
-            for &i in valid {
-                results.push(apply_transition_isolated(tx, &transitions[i]).await?);
-            }
-            Applied::Commit(results)
-        }
+        WriteRequest::Commit { .. } => unreachable!("commit requests are applied by apply_transitions"),
         WriteRequest::Pipeline { write, .. } => Applied::Pipeline(write_pipeline(tx, write).await?),
         WriteRequest::DeletePipeline { name, now, .. } => Applied::Deleted(delete_pipeline(tx, name, *now).await?),
         WriteRequest::DlqQueue { write, .. } => Applied::DlqQueue(write_dlq_queue(tx, write).await?),
@@ -453,98 +481,272 @@ async fn apply_request(tx: &Transaction<'_>, request: &WriteRequest) -> PgResult
     })
 }
 
-/// Applies one transition, undoing it if refused. Refusals before the first
-/// write (a used token, an existing execution, a stale version) write nothing;
-/// only a `Take` can refuse after the execution row was written, so a
-/// transition with one runs inside its own `SAVEPOINT`.
-async fn apply_transition_isolated(tx: &Transaction<'_>, t: &Transition) -> PgResult<Result<u64, TransitionError>> {
-    let savepoint = t.dlq.iter().any(|op| matches!(op, DlqOp::Take { .. }));
-    if savepoint {
-        tx.batch_execute("SAVEPOINT transition").await?;
-    }
-    let result = apply_transition(tx, t).await?;
-    if savepoint {
-        tx.batch_execute(if result.is_err() {
-            "ROLLBACK TO SAVEPOINT transition; RELEASE SAVEPOINT transition"
-        } else {
-            "RELEASE SAVEPOINT transition"
-        })
-        .await?;
-    }
-    Ok(result)
+/// One statement of a pipeline, tagged with the request it belongs to (to
+/// tell which request made the server fail).
+struct Op {
+    sql: &'static str,
+    params: Vec<Param>,
+    request: usize,
 }
 
-/// The semantics of [`Transition`]: create (after the client token check) or
-/// compare-and-set the execution row, then — pipelined, in order — the client
-/// token, the dead-letter ops, the ledger rows, the cleared and the set timers.
-/// A refused `Take` refuses the transition (the caller rolls back its savepoint).
-async fn apply_transition(tx: &Transaction<'_>, t: &Transition) -> PgResult<Result<u64, TransitionError>> {
+/// Statements sent together in one pipeline at most.
+const PIPELINE_CHUNK: usize = 1024;
+
+/// Runs statements in order, pipelined (tokio-postgres sends queries polled
+/// together without waiting; the server runs them in order). Returns each
+/// one's rows, or the first error in order with its request.
+async fn pipeline_query(tx: &Transaction<'_>, ops: &[Op]) -> Result<Vec<Vec<Row>>, (tokio_postgres::Error, usize)> {
+    let mut out = Vec::with_capacity(ops.len());
+    for chunk in ops.chunks(PIPELINE_CHUNK) {
+        let mut statements = Vec::with_capacity(chunk.len());
+        for op in chunk {
+            statements.push(tx.prepare_cached(op.sql).await.map_err(|e| (e, op.request))?);
+        }
+        let params: Vec<Vec<&(dyn ToSql + Sync)>> =
+            chunk.iter().map(|op| op.params.iter().map(|v| &**v as &(dyn ToSql + Sync)).collect()).collect();
+        let futures: Vec<_> = statements.iter().zip(&params).map(|(st, p)| tx.query(st, p.as_slice())).collect();
+        for (result, op) in join_all(futures).await.into_iter().zip(chunk) {
+            out.push(result.map_err(|e| (e, op.request))?);
+        }
+    }
+    Ok(out)
+}
+
+/// Like [`pipeline_query`], returning the rows each statement affected.
+async fn pipeline_execute(tx: &Transaction<'_>, ops: &[Op]) -> Result<Vec<u64>, (tokio_postgres::Error, usize)> {
+    let mut out = Vec::with_capacity(ops.len());
+    for chunk in ops.chunks(PIPELINE_CHUNK) {
+        let mut statements = Vec::with_capacity(chunk.len());
+        for op in chunk {
+            statements.push(tx.prepare_cached(op.sql).await.map_err(|e| (e, op.request))?);
+        }
+        let params: Vec<Vec<&(dyn ToSql + Sync)>> =
+            chunk.iter().map(|op| op.params.iter().map(|v| &**v as &(dyn ToSql + Sync)).collect()).collect();
+        let futures: Vec<_> = statements.iter().zip(&params).map(|(st, p)| tx.execute(st, p.as_slice())).collect();
+        for (result, op) in join_all(futures).await.into_iter().zip(chunk) {
+            out.push(result.map_err(|e| (e, op.request))?);
+        }
+    }
+    Ok(out)
+}
+
+/// Untagged statements of one request, pipelined.
+async fn execute_pipelined(tx: &Transaction<'_>, ops: Vec<(&'static str, Vec<Param>)>) -> PgResult<Vec<u64>> {
+    let ops: Vec<Op> = ops.into_iter().map(|(sql, params)| Op { sql, params, request: 0 }).collect();
+    pipeline_execute(tx, &ops).await.map_err(|(e, _)| e)
+}
+
+/// A transition whose execution row was written: what its other writes need.
+struct Accepted {
+    new_version: u64,
+    /// The execution's own target (an update's `target` is ignored).
+    kind: String,
+    name: String,
+}
+
+/// Applies the transitions of consecutive commit requests, in order, with the
+/// semantics of [`Transition`] (each refused alone), in as few round trips as
+/// the rules allow. Transitions are cut into segments that can be pipelined as
+/// two phases — every execution row (create or compare-and-set) first, then
+/// the other writes of the accepted ones — with the results of running them
+/// one by one: a segment never holds two creates with the same client token
+/// (the second must see the first's token), and a transition with a
+/// dead-letter `Take` (the only refusal after its execution row is written) is
+/// applied alone in a `SAVEPOINT`. The first phase reads only `executions` and
+/// `client_tokens`, which the second phase of the same segment does not write
+/// (tokens aside, excluded above), so the order of the writes is the order of
+/// the transitions. Errors come with the request whose statement failed.
+async fn apply_transitions(
+    tx: &Transaction<'_>,
+    items: &[(usize, &Transition)],
+) -> Result<Vec<Result<u64, TransitionError>>, (tokio_postgres::Error, usize)> {
+    let mut results = Vec::with_capacity(items.len());
+    let mut segment: Vec<(usize, &Transition)> = Vec::new();
+    let mut tokens: HashSet<(&str, &str, &str)> = HashSet::new();
+    for &(request, t) in items {
+        let take = t.dlq.iter().any(|op| matches!(op, DlqOp::Take { .. }));
+        let token = t
+            .client_token
+            .as_ref()
+            .filter(|_| t.expected_version.is_none())
+            .map(|c| (t.target.kind().as_str(), t.target.name(), c.token.as_str()));
+        if take || token.is_some_and(|key| tokens.contains(&key)) {
+            results.extend(apply_segment(tx, &segment).await?);
+            segment.clear();
+            tokens.clear();
+        }
+        if take {
+            results.push(apply_alone(tx, request, t).await.map_err(|e| (e, request))?);
+            continue;
+        }
+        tokens.extend(token);
+        segment.push((request, t));
+    }
+    results.extend(apply_segment(tx, &segment).await?);
+    Ok(results)
+}
+
+/// The two pipelined phases of a segment (see [`apply_transitions`]).
+async fn apply_segment(
+    tx: &Transaction<'_>,
+    segment: &[(usize, &Transition)],
+) -> Result<Vec<Result<u64, TransitionError>>, (tokio_postgres::Error, usize)> {
+    if segment.is_empty() {
+        return Ok(Vec::new());
+    }
+    let row_ops: Vec<Op> = segment.iter().map(|&(request, t)| execution_row_op(request, t)).collect();
+    let rows = pipeline_query(tx, &row_ops).await?;
+    let mut verdicts = Vec::with_capacity(segment.len());
+    for (&(request, t), rows) in segment.iter().zip(&rows) {
+        verdicts.push(judge(t, rows).map_err(|e| (e, request))?);
+    }
+    let mut ops = Vec::new();
+    for (&(request, t), verdict) in segment.iter().zip(&verdicts) {
+        if let Ok(accepted) = verdict {
+            other_writes(request, t, accepted, &mut ops);
+        }
+    }
+    pipeline_execute(tx, &ops).await?;
+    Ok(verdicts.into_iter().map(|v| v.map(|a| a.new_version)).collect())
+}
+
+/// A transition with a dead-letter `Take`, alone in a `SAVEPOINT`: a refused
+/// `Take` undoes the execution row and the ops before it.
+async fn apply_alone(tx: &Transaction<'_>, request: usize, t: &Transition) -> PgResult<Result<u64, TransitionError>> {
+    let untag = |(e, _): (tokio_postgres::Error, usize)| e;
+    tx.batch_execute("SAVEPOINT transition").await?;
+    let rows = pipeline_query(tx, &[execution_row_op(request, t)]).await.map_err(untag)?;
+    let accepted = match judge(t, &rows[0])? {
+        Ok(accepted) => accepted,
+        Err(refused) => {
+            // Nothing was written.
+            tx.batch_execute("RELEASE SAVEPOINT transition").await?;
+            return Ok(Err(refused));
+        }
+    };
+    let mut ops = Vec::new();
+    let takes = other_writes(request, t, &accepted, &mut ops);
+    let counts = pipeline_execute(tx, &ops).await.map_err(untag)?;
+    if let Some((_, entry_id)) = takes.iter().find(|(index, _)| counts[*index] == 0) {
+        tx.batch_execute("ROLLBACK TO SAVEPOINT transition; RELEASE SAVEPOINT transition").await?;
+        return Ok(Err(TransitionError::DlqEntryNotQueued { entry_id: entry_id.clone() }));
+    }
+    tx.batch_execute("RELEASE SAVEPOINT transition").await?;
+    Ok(Ok(accepted.new_version))
+}
+
+/// The statement writing a transition's execution row (see [`judge`]).
+fn execution_row_op(request: usize, t: &Transition) -> Op {
     let at = t.at.unix_ms();
     let (kind, name, version) = target_columns(&t.target);
-    let mut ops: Vec<(&'static str, Vec<Param>)> = Vec::new();
-    let (new_version, stored_target) = match t.expected_version {
-        None => {
-            if let Some(token) = &t.client_token {
-                let st = tx.prepare_cached(SQL_GET_CLIENT_TOKEN).await?;
-                if let Some(row) = tx.query_opt(&st, &[&kind, &name, &token.token]).await? {
-                    let (execution_id, fingerprint): (String, String) = (row.try_get(0)?, row.try_get(1)?);
-                    return Ok(Err(TransitionError::TokenReused { execution_id, same_request: fingerprint == token.fingerprint }));
+    let (sql, params): (&'static str, Vec<Param>) = match (t.expected_version, &t.client_token) {
+        (None, token) => {
+            let mut params: Vec<Param> = vec![
+                Box::new(t.execution_id.clone()),
+                Box::new(kind),
+                Box::new(name.to_owned()),
+                Box::new(version),
+                Box::new(t.status.clone()),
+                Box::new(t.input_json.clone()),
+                Box::new(t.state_json.clone()),
+                Box::new(at),
+            ];
+            match token {
+                None => (SQL_INSERT_EXECUTION, params),
+                Some(token) => {
+                    params.push(Box::new(token.token.clone()));
+                    (SQL_INSERT_EXECUTION_WITH_TOKEN, params)
                 }
             }
-            let st = tx.prepare_cached(SQL_INSERT_EXECUTION).await?;
-            let inserted =
-                tx.execute(&st, &[&t.execution_id, &kind, &name, &version, &t.status, &t.input_json, &t.state_json, &at]).await?;
-            if inserted == 0 {
-                return Ok(Err(TransitionError::AlreadyExists(t.execution_id.clone())));
-            }
-            if let Some(token) = &t.client_token {
-                ops.push((
-                    SQL_INSERT_CLIENT_TOKEN,
-                    vec![
-                        Box::new(kind),
-                        Box::new(name.to_owned()),
-                        Box::new(token.token.clone()),
-                        Box::new(token.fingerprint.clone()),
-                        Box::new(t.execution_id.clone()),
-                        Box::new(at),
-                    ],
-                ));
-            }
-            (1, None)
         }
-        Some(expected) => {
-            let updated = match i64::try_from(expected) {
-                Ok(expected_sql) => {
-                    let st = tx.prepare_cached(SQL_UPDATE_EXECUTION).await?;
-                    tx.query_opt(&st, &[&t.execution_id, &t.status, &t.state_json, &at, &expected_sql]).await?
-                }
-                Err(_) => None,
-            };
-            let Some(row) = updated else {
-                let st = tx.prepare_cached(SQL_EXECUTION_VERSION).await?;
-                let actual: Option<i64> = tx.query_opt(&st, &[&t.execution_id]).await?.map(|r| r.get(0));
-                return Ok(Err(TransitionError::VersionConflict {
+        (Some(expected), _) => {
+            // A version beyond i64 is never stored: -1 matches no row.
+            let expected = i64::try_from(expected).unwrap_or(-1);
+            (
+                SQL_UPDATE_EXECUTION,
+                vec![
+                    Box::new(t.execution_id.clone()),
+                    Box::new(t.status.clone()),
+                    Box::new(t.state_json.clone()),
+                    Box::new(at),
+                    Box::new(expected),
+                ],
+            )
+        }
+    };
+    Op { sql, params, request }
+}
+
+/// Whether a transition's execution row was written, from what its statement
+/// ([`execution_row_op`]) returned: a used token first, then an existing id,
+/// or a version conflict.
+fn judge(t: &Transition, rows: &[Row]) -> PgResult<Result<Accepted, TransitionError>> {
+    let (kind, name, _) = target_columns(&t.target);
+    let accepted = |new_version, kind: &str, name: &str| Ok(Ok(Accepted { new_version, kind: kind.to_owned(), name: name.to_owned() }));
+    match (t.expected_version, &t.client_token) {
+        (None, None) if rows.is_empty() => Ok(Err(TransitionError::AlreadyExists(t.execution_id.clone()))),
+        (None, None) => accepted(1, kind, name),
+        (None, Some(token)) => {
+            let row = &rows[0];
+            let used: (Option<String>, Option<String>, bool) = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+            match used {
+                (Some(execution_id), fingerprint, _) => Ok(Err(TransitionError::TokenReused {
+                    execution_id,
+                    same_request: fingerprint.as_deref() == Some(token.fingerprint.as_str()),
+                })),
+                (None, _, false) => Ok(Err(TransitionError::AlreadyExists(t.execution_id.clone()))),
+                (None, _, true) => accepted(1, kind, name),
+            }
+        }
+        (Some(expected), _) => {
+            let row = &rows[0];
+            let stored: (Option<String>, Option<String>, Option<i64>) = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+            match stored {
+                (Some(kind), Some(name), _) => accepted(expected + 1, &kind, &name),
+                (_, _, actual) => Ok(Err(TransitionError::VersionConflict {
                     execution_id: t.execution_id.clone(),
                     expected,
                     actual: actual.map(|v| v as u64),
-                }));
-            };
-            let stored: (String, String) = (row.try_get(0)?, row.try_get(1)?);
-            (expected + 1, Some(stored))
+                })),
+            }
         }
-    };
+    }
+}
 
-    // Dead-letter ops, in order; the index of each Take in `ops` is remembered.
-    let mut takes: Vec<(usize, &str)> = Vec::new();
+/// The writes of an accepted transition after its execution row, in order: the
+/// client token, the dead-letter ops, the ledger rows, the cleared and the set
+/// timers. Returns where each `Take` is in `ops` (a `Take` matching no row
+/// refuses the transition).
+fn other_writes(request: usize, t: &Transition, accepted: &Accepted, ops: &mut Vec<Op>) -> Vec<(usize, String)> {
+    let at = t.at.unix_ms();
+    macro_rules! push {
+        ($sql:expr, $params:expr $(,)?) => {
+            ops.push(Op { sql: $sql, params: $params, request })
+        };
+    }
+    if let Some(token) = t.client_token.as_ref().filter(|_| t.expected_version.is_none()) {
+        push!(
+            SQL_INSERT_CLIENT_TOKEN,
+            vec![
+                Box::new(accepted.kind.clone()),
+                Box::new(accepted.name.clone()),
+                Box::new(token.token.clone()),
+                Box::new(token.fingerprint.clone()),
+                Box::new(t.execution_id.clone()),
+                Box::new(at),
+            ],
+        );
+    }
+    let mut takes = Vec::new();
     for op in &t.dlq {
         match op {
             DlqOp::Enter(w) => {
-                ops.push((
+                push!(
                     SQL_ENSURE_QUEUE_OF_NEW_DLQ_ENTRY,
                     vec![Box::new(w.queue.clone()), Box::new(i64::from(DEFAULT_MAX_REDRIVES)), Box::new(at), Box::new(w.id.clone())],
-                ));
+                );
                 let (kind, name, version) = target_columns(&w.source);
-                ops.push((
+                push!(
                     SQL_ENTER_DLQ_ENTRY,
                     vec![
                         Box::new(w.id.clone()),
@@ -563,26 +765,22 @@ async fn apply_transition(tx: &Transaction<'_>, t: &Transition) -> PgResult<Resu
                         Box::new(at),
                         Box::new(kind),
                     ],
-                ));
+                );
             }
             DlqOp::Take { entry_id, execution_id } => {
-                takes.push((ops.len(), entry_id));
-                ops.push((SQL_TAKE_DLQ_ENTRY, vec![Box::new(entry_id.clone()), Box::new(execution_id.clone()), Box::new(at)]));
+                takes.push((ops.len(), entry_id.clone()));
+                push!(SQL_TAKE_DLQ_ENTRY, vec![Box::new(entry_id.clone()), Box::new(execution_id.clone()), Box::new(at)]);
             }
-            DlqOp::Resolve { entry_id } => {
-                ops.push((SQL_RESOLVE_DLQ_ENTRY, vec![Box::new(entry_id.clone()), Box::new(at)]));
-            }
+            DlqOp::Resolve { entry_id } => push!(SQL_RESOLVE_DLQ_ENTRY, vec![Box::new(entry_id.clone()), Box::new(at)]),
         }
     }
-    // The execution's own target: an update's `target` is ignored.
-    let (kind, name) = stored_target.as_ref().map_or((kind, name), |(k, n)| (k.as_str(), n.as_str()));
     for e in &t.ledger {
-        ops.push((
+        push!(
             SQL_INSERT_LEDGER,
             vec![
                 Box::new(t.execution_id.clone()),
-                Box::new(kind.to_owned()),
-                Box::new(name.to_owned()),
+                Box::new(accepted.kind.clone()),
+                Box::new(accepted.name.clone()),
                 Box::new(e.stage.clone()),
                 Box::new(e.action.clone()),
                 Box::new(i64::from(e.series)),
@@ -595,36 +793,15 @@ async fn apply_transition(tx: &Transaction<'_>, t: &Transition) -> PgResult<Resu
                 Box::new(e.message.clone()),
                 Box::new(e.decision_json.clone()),
             ],
-        ));
+        );
     }
     for key in &t.clear_timers {
-        ops.push((SQL_DELETE_TIMER, vec![Box::new(t.execution_id.clone()), Box::new(key.clone())]));
+        push!(SQL_DELETE_TIMER, vec![Box::new(t.execution_id.clone()), Box::new(key.clone())]);
     }
     for timer in &t.set_timers {
-        ops.push((SQL_UPSERT_TIMER, vec![Box::new(t.execution_id.clone()), Box::new(timer.key.clone()), Box::new(timer.due_at.unix_ms())]));
+        push!(SQL_UPSERT_TIMER, vec![Box::new(t.execution_id.clone()), Box::new(timer.key.clone()), Box::new(timer.due_at.unix_ms())]);
     }
-    let counts = execute_pipelined(tx, &ops).await?;
-    if let Some((_, entry_id)) = takes.iter().find(|(index, _)| counts[*index] == 0) {
-        return Ok(Err(TransitionError::DlqEntryNotQueued { entry_id: (*entry_id).to_owned() }));
-    }
-    Ok(Ok(new_version))
-}
-
-/// Runs independent statements in one round trip (tokio-postgres pipelines
-/// queries polled together; the server runs them in order). Returns the rows
-/// each affected, or the first error in order.
-async fn execute_pipelined(tx: &Transaction<'_>, ops: &[(&'static str, Vec<Param>)]) -> PgResult<Vec<u64>> {
-    if ops.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut statements = Vec::with_capacity(ops.len());
-    for (sql, _) in ops {
-        statements.push(tx.prepare_cached(sql).await?);
-    }
-    let params: Vec<Vec<&(dyn ToSql + Sync)>> =
-        ops.iter().map(|(_, values)| values.iter().map(|v| &**v as &(dyn ToSql + Sync)).collect()).collect();
-    let futures: Vec<_> = statements.iter().zip(&params).map(|(st, p)| tx.execute(st, p.as_slice())).collect();
-    join_all(futures).await.into_iter().collect()
+    takes
 }
 
 async fn quarantine(tx: &Transaction<'_>, id: &str, status: &str, fault: &ExecutionFault, at: Timestamp) -> PgResult<Option<u64>> {
@@ -684,7 +861,7 @@ async fn write_pipeline(tx: &Transaction<'_>, w: &PipelineWrite) -> PgResult<Res
     if !live {
         ops.push((SQL_REVIVE_PIPELINE_NAME, vec![Box::new(record.name.clone())]));
     }
-    execute_pipelined(tx, &ops).await?;
+    execute_pipelined(tx, ops).await?;
     Ok(Ok(record))
 }
 
