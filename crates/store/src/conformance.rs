@@ -106,6 +106,7 @@ where
     dlq_limits_enforced(&make_store().await).await;
     quarantine(&make_store().await).await;
     kinds_are_separate(&make_store().await).await;
+    one_commit_applies_in_order(&make_store().await).await;
 }
 
 // ---------------------------------------------------------------------------
@@ -2071,4 +2072,72 @@ pub async fn kinds_are_separate<S: Store>(store: &S) {
         Err(TransitionError::TokenReused { execution_id: "function-T".into(), same_request: true }),
         "deleting a pipeline forgets only its own tokens"
     );
+}
+
+/// The transitions of one commit apply one after the other, each seeing what
+/// the earlier ones wrote and not what a refused one tried to write: a token
+/// used earlier in the same commit is reused, an update after a refused one
+/// sees the version before it, a conflict reports the version at its turn, and
+/// timers and ledger rows follow the transitions' order.
+pub async fn one_commit_applies_in_order<S: Store>(store: &S) {
+    let reused = |id: &str, same_request: bool| Err(TransitionError::TokenReused { execution_id: id.to_owned(), same_request });
+    assert_eq!(commit_one(store, failed_create("gone", "in-order", 0)).await, Ok(1));
+    assert_eq!(commit_one(store, redrive("gone", "gone-r1", 1)).await, Ok(1), "the entry is REDRIVEN now");
+
+    let mut set_k = update("x", 1, 10);
+    set_k.ledger = vec![entry("x", "First", 1, false)];
+    set_k.set_timers = vec![timer("x", "k", 100)];
+    // Refused (the entry is not QUEUED): its version, ledger row and timer are undone.
+    let mut refused = update("x", 2, 11);
+    refused.ledger = vec![entry("x", "Refused", 1, false)];
+    refused.set_timers = vec![timer("x", "refused", 1)];
+    refused.dlq = vec![take("gone", "x")];
+    let mut move_k = update("x", 2, 12);
+    move_k.ledger = vec![entry("x", "Second", 1, false)];
+    move_k.clear_timers = vec!["k".to_owned()];
+    move_k.set_timers = vec![timer("x", "k2", 200)];
+    let results = store
+        .commit(
+            vec![
+                create("x", 0),
+                create_with_token("t1", PIPELINE, "T", "A"),
+                create_with_token("t2", PIPELINE, "T", "A"),
+                create_with_token("t3", PIPELINE, "T", "B"),
+                update("x", 5, 9),
+                set_k,
+                refused,
+                update("x", 7, 12),
+                move_k,
+                create_with_token("t4", PIPELINE, "U", "A"),
+                create("t4", 13),
+            ]
+            .into(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        results,
+        vec![
+            Ok(1),
+            Ok(1),
+            reused("t1", true),
+            reused("t1", false),
+            Err(TransitionError::VersionConflict { execution_id: "x".into(), expected: 5, actual: Some(1) }),
+            Ok(2),
+            Err(TransitionError::DlqEntryNotQueued { entry_id: "gone".into() }),
+            Err(TransitionError::VersionConflict { execution_id: "x".into(), expected: 7, actual: Some(2) }),
+            Ok(3),
+            Ok(1),
+            Err(TransitionError::AlreadyExists("t4".into())),
+        ],
+        "each transition sees the ones before it in the same commit"
+    );
+    assert_eq!(version_of(store, "x").await, Some(3));
+    assert_eq!(sorted_timers(store, "x").await, vec![timer("x", "k2", 200)], "cleared by a later transition, refused one undone");
+    let actions: Vec<String> = store.ledger("x").await.unwrap().into_iter().map(|e| e.action).collect();
+    assert_eq!(actions, ["First", "Second"], "ledger rows in transition order, the refused one's undone");
+    for id in ["t2", "t3"] {
+        assert_eq!(store.get_execution(id).await.unwrap(), None, "{id}: a reused token creates nothing");
+    }
+    assert_eq!(dlq_entry(store, "gone").await.state, DlqEntryState::Redriven, "the refused Take changed nothing");
 }

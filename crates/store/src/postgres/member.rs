@@ -1,0 +1,119 @@
+//! Membership: the processes sharing a database announce themselves in
+//! `members` every heartbeat; one of them leads (holds the engine lock and its
+//! lease, [`super::lock`]); the others follow and try to take over every
+//! heartbeat.
+
+use super::lock::{self, DB_NOW_MS, FenceState, LeaseTerms};
+use super::{PostgresStore, map_error, pool_error};
+use crate::{ClusterRecord, LeaseRecord, MemberRecord, StoreError};
+use deadpool_postgres::Pool;
+use redrive_core::time::Timestamp;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Members listed by [`PostgresStore::cluster`], at most.
+pub const MAX_MEMBERS_LISTED: i64 = 100;
+
+fn upsert_member_sql() -> String {
+    format!(
+        "INSERT INTO members (id, host, pid, url, started_at, heartbeat_at) VALUES ($1, $2, $3, $4, {DB_NOW_MS}, {DB_NOW_MS}) \
+         ON CONFLICT (id) DO UPDATE SET url = EXCLUDED.url, heartbeat_at = EXCLUDED.heartbeat_at"
+    )
+}
+
+/// Announces this process in `members` now and every heartbeat.
+pub(super) async fn heartbeat(pool: Pool, terms: LeaseTerms, url: Arc<Mutex<Option<String>>>) {
+    loop {
+        if let Err(e) = announce_once(&pool, &terms, &url).await {
+            tracing::debug!(error = %e, "announcing this process failed; retrying at the next heartbeat");
+        }
+        tokio::time::sleep(terms.heartbeat).await;
+    }
+}
+
+async fn announce_once(pool: &Pool, terms: &LeaseTerms, url: &Mutex<Option<String>>) -> Result<(), String> {
+    let client = pool.get().await.map_err(|e| e.to_string())?;
+    let url = url.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let pid = i64::from(std::process::id());
+    client.execute(&upsert_member_sql(), &[&terms.member, &crate::hostname(), &pid, &url]).await.map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+impl PostgresStore {
+    /// Tries to take the engine lease: `Ok(true)` once this process leads (its
+    /// writes then carry the lease's fencing token). The lock is free when the
+    /// previous leader's session ended (it exited or died: taken at once); a
+    /// leader that stopped renewing for longer than the lease has its session
+    /// ended by this call, and a later call takes over.
+    pub async fn try_lead(&self) -> Result<bool, StoreError> {
+        let Some(fence) = &self.fence else {
+            return Err(StoreError::Unavailable(format!("{} was opened read-only; it cannot lead", self.display_url)));
+        };
+        match fence.state() {
+            FenceState::Held(_) | FenceState::Reconnecting(_) => return Ok(true),
+            FenceState::Lost(message) => return Err(StoreError::Lost(message)),
+            FenceState::Following => {}
+        }
+        let Some((conn, ended, token)) = lock::try_take(&self.config, &self.display_url, &self.terms).await? else {
+            return Ok(false);
+        };
+        fence.lead(token);
+        self.keep_lock(conn, ended);
+        Ok(true)
+    }
+
+    /// Where the leader serves HTTP (as it announced), while its lease runs.
+    pub async fn leader_url(&self) -> Result<Option<String>, StoreError> {
+        let sql =
+            format!("SELECT m.url FROM engine_lock l JOIN members m ON m.id = l.member WHERE l.id = 1 AND l.expires_at > {DB_NOW_MS}");
+        let rows = self.query(&sql, &[]).await?;
+        Ok(rows.first().and_then(|row| row.get::<_, Option<String>>(0)))
+    }
+
+    /// Tells the other members where this process serves HTTP.
+    pub async fn announce(&self, url: &str) -> Result<(), StoreError> {
+        *self.url.lock().unwrap_or_else(|e| e.into_inner()) = Some(url.to_string());
+        announce_once(&self.pool, &self.terms, &self.url).await.map_err(StoreError::Unavailable)
+    }
+
+    /// How often followers try to take over.
+    pub fn heartbeat(&self) -> Duration {
+        self.terms.heartbeat
+    }
+
+    pub(super) async fn read_cluster(&self) -> Result<ClusterRecord, StoreError> {
+        let client = self.pool.get().await.map_err(|e| pool_error(&self.display_url, e))?;
+        let db = &self.display_url;
+        let lease = client
+            .query_opt("SELECT member, token, acquired_at, expires_at FROM engine_lock WHERE id = 1 AND member IS NOT NULL", &[])
+            .await
+            .map_err(|e| map_error(db, &e))?
+            .map(|row| LeaseRecord {
+                holder: row.get(0),
+                token: row.get(1),
+                acquired_at: Timestamp::from_unix_ms(row.get::<_, Option<i64>>(2).unwrap_or(0)),
+                expires_at: Timestamp::from_unix_ms(row.get::<_, Option<i64>>(3).unwrap_or(0)),
+            });
+        let lease_ms = i64::try_from(self.terms.lease.as_millis()).unwrap_or(i64::MAX);
+        let sql = format!(
+            "SELECT id, host, pid, url, started_at, heartbeat_at, heartbeat_at > {DB_NOW_MS} - $1 FROM members \
+             ORDER BY heartbeat_at DESC, id LIMIT $2"
+        );
+        let members = client
+            .query(&sql, &[&lease_ms, &MAX_MEMBERS_LISTED])
+            .await
+            .map_err(|e| map_error(db, &e))?
+            .iter()
+            .map(|row| MemberRecord {
+                id: row.get(0),
+                host: row.get(1),
+                pid: u32::try_from(row.get::<_, i64>(2)).unwrap_or(0),
+                url: row.get(3),
+                started_at: Timestamp::from_unix_ms(row.get(4)),
+                heartbeat_at: Timestamp::from_unix_ms(row.get(5)),
+                alive: row.get(6),
+            })
+            .collect();
+        Ok(ClusterRecord { backend: "postgres", lease, members })
+    }
+}

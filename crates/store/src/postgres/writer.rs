@@ -1,0 +1,933 @@
+//! The writer task: group commit of every write, one transaction per group.
+
+use super::lock::Fence;
+use super::rows::{dlq_queue_from_row, pipeline_from_row, target_columns};
+use super::sql::DlqEntryQuery;
+use super::{connection_broken, copy_error, join_all, map_error};
+use crate::{
+    CommitResult, CommitStats, DEFAULT_MAX_REDRIVES, DlqEntryFilter, DlqEntryState, DlqOp, DlqQueueRecord, ExecutionFault, PipelineRecord,
+    RedriveRunRecord, StoreError, Transition, TransitionError,
+};
+use deadpool_postgres::{Object, Pool, Transaction};
+use redrive_core::time::Timestamp;
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+
+type Param = Box<dyn ToSql + Sync + Send>;
+
+const SQL_FENCE: &str = "SELECT token FROM engine_lock WHERE id = 1 FOR SHARE";
+
+const SQL_LATEST_STORED_PIPELINE: &str = "SELECT name, version, definition_json, source_dir, created_at \
+     FROM pipelines WHERE name = $1 ORDER BY version DESC LIMIT 1";
+const SQL_INSERT_PIPELINE: &str =
+    "INSERT INTO pipelines (name, version, definition_json, source_dir, created_at) VALUES ($1, $2, $3, $4, $5)";
+const SQL_PIPELINE_IS_LIVE: &str = "SELECT deleted_at IS NULL FROM pipeline_names WHERE name = $1";
+const SQL_REVIVE_PIPELINE_NAME: &str =
+    "INSERT INTO pipeline_names (name, deleted_at) VALUES ($1, NULL) ON CONFLICT (name) DO UPDATE SET deleted_at = NULL";
+const SQL_DELETE_PIPELINE_NAME: &str = "UPDATE pipeline_names SET deleted_at = $2 WHERE name = $1 AND deleted_at IS NULL";
+const SQL_DELETE_PIPELINE_TOKENS: &str = "DELETE FROM client_tokens WHERE kind = 'pipeline' AND pipeline_name = $1";
+
+const SQL_INSERT_CLIENT_TOKEN: &str = "INSERT INTO client_tokens (kind, pipeline_name, token, fingerprint, execution_id, created_at) \
+     VALUES ($1, $2, $3, $4, $5, $6)";
+/// A create without a client token: one row if inserted, none if the id exists.
+/// A function execution's `pipeline_version` column holds 0, never read.
+const SQL_INSERT_EXECUTION: &str = "INSERT INTO executions \
+     (id, kind, pipeline_name, pipeline_version, status, input_json, state_json, version, created_at, updated_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $8) ON CONFLICT (id) DO NOTHING RETURNING 1";
+/// A create with a client token, in one statement: the token's use (checked
+/// first), and whether the execution was inserted (not if the token is used or
+/// the id exists). One row: `(used by, used fingerprint, inserted)`.
+const SQL_INSERT_EXECUTION_WITH_TOKEN: &str = "WITH used AS (SELECT execution_id, fingerprint FROM client_tokens \
+     WHERE kind = $2::TEXT AND pipeline_name = $3::TEXT AND token = $9::TEXT), \
+     inserted AS (INSERT INTO executions \
+     (id, kind, pipeline_name, pipeline_version, status, input_json, state_json, version, created_at, updated_at) \
+     SELECT $1::TEXT, $2::TEXT, $3::TEXT, $4::BIGINT, $5::TEXT, $6::TEXT, $7::TEXT, 1, $8::BIGINT, $8::BIGINT \
+     WHERE NOT EXISTS (SELECT 1 FROM used) ON CONFLICT (id) DO NOTHING RETURNING 1) \
+     SELECT (SELECT execution_id FROM used), (SELECT fingerprint FROM used), EXISTS (SELECT 1 FROM inserted)";
+/// An update (compare-and-set on the version), in one statement. Target and
+/// input are fixed at create. One row: the stored target if updated (for the
+/// ledger rows), and the version the row had before this statement (the
+/// `actual` of a conflict). PostgreSQL's HOT check compares values, so an
+/// unchanged status does not touch the status indexes.
+const SQL_UPDATE_EXECUTION: &str = "WITH updated AS (UPDATE executions SET status = $2, state_json = $3, \
+     version = version + 1, updated_at = $4 WHERE id = $1 AND version = $5 RETURNING kind, pipeline_name) \
+     SELECT (SELECT kind FROM updated), (SELECT pipeline_name FROM updated), (SELECT version FROM executions WHERE id = $1)";
+const SQL_QUARANTINE_EXECUTION: &str = "UPDATE executions SET status = $2, fault_type = $3, fault_message = $4, \
+     version = version + 1, updated_at = $5 WHERE id = $1 RETURNING version";
+const SQL_DELETE_EXECUTION_TIMERS: &str = "DELETE FROM timers WHERE execution_id = $1";
+const SQL_INSERT_LEDGER: &str = "INSERT INTO ledger (execution_id, kind, pipeline_name, stage, action, series, attempt, \"trigger\", \
+     started_at, finished_at, outcome, exception_type, message, decision_json) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
+const SQL_UPSERT_TIMER: &str = "INSERT INTO timers (execution_id, key, due_at) VALUES ($1, $2, $3) \
+     ON CONFLICT (execution_id, key) DO UPDATE SET due_at = excluded.due_at";
+const SQL_DELETE_TIMER: &str = "DELETE FROM timers WHERE execution_id = $1 AND key = $2";
+
+/// Creates the queue of an entry entering for the first time (a returning entry
+/// keeps its queue, so nothing is created for it).
+const SQL_ENSURE_QUEUE_OF_NEW_DLQ_ENTRY: &str = "INSERT INTO dlq_queues (name, max_redrives, created_at) \
+     SELECT $1::TEXT, $2::BIGINT, $3::BIGINT WHERE NOT EXISTS (SELECT 1 FROM dlq_entries WHERE id = $4) \
+     ON CONFLICT (name) DO NOTHING";
+/// [`DlqOp::Enter`]: a new entry, or a returning one back in its queue with its
+/// `id`, `queue`, `first_failure_at`, `redrive_count`, `redriven_to` and
+/// `redriven_at` kept.
+const SQL_ENTER_DLQ_ENTRY: &str = "INSERT INTO dlq_entries (id, queue, state, pipeline_name, pipeline_version, \
+     execution_id, stage, action, exception_type, message, input_json, detail_json, redrive_count, first_failure_at, \
+     last_failure_at, entered_at, redriven_to, redriven_at, resolved_at, updated_at, kind) \
+     VALUES ($1, $2, 'QUEUED', $3, $4, $5, $6, $7, $8, $9, $10, $11, 0, $12, $13, $14, NULL, NULL, NULL, $14, $15) \
+     ON CONFLICT (id) DO UPDATE SET state = 'QUEUED', pipeline_name = excluded.pipeline_name, kind = excluded.kind, \
+     pipeline_version = excluded.pipeline_version, execution_id = excluded.execution_id, stage = excluded.stage, \
+     action = excluded.action, exception_type = excluded.exception_type, message = excluded.message, \
+     input_json = excluded.input_json, detail_json = excluded.detail_json, last_failure_at = excluded.last_failure_at, \
+     entered_at = excluded.entered_at, resolved_at = NULL, updated_at = excluded.updated_at";
+/// [`DlqOp::Take`]: matches nothing unless the entry is `QUEUED`.
+const SQL_TAKE_DLQ_ENTRY: &str = "UPDATE dlq_entries SET state = 'REDRIVEN', redrive_count = redrive_count + 1, \
+     redriven_to = $2, redriven_at = $3, updated_at = $3 WHERE id = $1 AND state = 'QUEUED'";
+/// [`DlqOp::Resolve`]: matches nothing if the entry was purged.
+const SQL_RESOLVE_DLQ_ENTRY: &str = "UPDATE dlq_entries SET state = 'RESOLVED', resolved_at = $2, updated_at = $2 WHERE id = $1";
+
+const SQL_ENSURE_DLQ_QUEUE: &str =
+    "INSERT INTO dlq_queues (name, max_redrives, created_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING";
+const SQL_CONFIGURE_DLQ_QUEUE: &str = "INSERT INTO dlq_queues (name, max_redrives, created_at) VALUES ($1, $2, $3) \
+     ON CONFLICT (name) DO UPDATE SET max_redrives = excluded.max_redrives RETURNING name, max_redrives, created_at";
+const SQL_GET_DLQ_QUEUE_RECORD: &str = "SELECT name, max_redrives, created_at FROM dlq_queues WHERE name = $1";
+
+const SQL_INSERT_REDRIVE_RUN: &str = "INSERT INTO redrive_runs \
+     (id, schedule, status, dry_run, started_at, finished_at, request_json, summary_json) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING";
+const SQL_UPDATE_REDRIVE_RUN: &str = "UPDATE redrive_runs SET status = $2, finished_at = $3, summary_json = $4 WHERE id = $1";
+const SQL_INTERRUPT_REDRIVE_RUNS: &str = "UPDATE redrive_runs SET status = 'INTERRUPTED', finished_at = $1 WHERE status = 'RUNNING'";
+
+// ---------------------------------------------------------------------------
+// Statistics
+// ---------------------------------------------------------------------------
+
+#[derive(Default)]
+pub(super) struct Stats {
+    commits: AtomicU64,
+    transitions: AtomicU64,
+    ledger_rows: AtomicU64,
+    commit_micros_total: AtomicU64,
+}
+
+impl Stats {
+    fn record(&self, transitions: u64, ledger_rows: u64, elapsed: Duration) {
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        self.transitions.fetch_add(transitions, Ordering::Relaxed);
+        self.ledger_rows.fetch_add(ledger_rows, Ordering::Relaxed);
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        self.commit_micros_total.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    pub(super) fn snapshot(&self) -> CommitStats {
+        CommitStats {
+            commits: self.commits.load(Ordering::Relaxed),
+            transitions: self.transitions.load(Ordering::Relaxed),
+            ledger_rows: self.ledger_rows.load(Ordering::Relaxed),
+            commit_micros_total: self.commit_micros_total.load(Ordering::Relaxed),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Requests
+// ---------------------------------------------------------------------------
+
+/// One caller's write, answered after the group containing it commits.
+pub(super) enum WriteRequest {
+    /// The transitions at the indexes in `valid` (the others were refused by
+    /// [`crate::validate::check_transition`] and are answered by the caller).
+    Commit {
+        transitions: Arc<[Transition]>,
+        valid: Vec<usize>,
+        reply: oneshot::Sender<Result<CommitResult, StoreError>>,
+    },
+    Pipeline {
+        write: PipelineWrite,
+        reply: oneshot::Sender<Result<PipelineRecord, StoreError>>,
+    },
+    DeletePipeline {
+        name: String,
+        now: Timestamp,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
+    },
+    DlqQueue {
+        write: DlqQueueWrite,
+        reply: oneshot::Sender<Result<DlqQueueRecord, StoreError>>,
+    },
+    PurgeDlq {
+        filter: DlqEntryFilter,
+        reply: oneshot::Sender<Result<u64, StoreError>>,
+    },
+    RedriveRun {
+        write: RedriveRunWrite,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    InterruptRedriveRuns {
+        now: Timestamp,
+        reply: oneshot::Sender<Result<u64, StoreError>>,
+    },
+    Quarantine {
+        id: String,
+        status: String,
+        fault: ExecutionFault,
+        at: Timestamp,
+        reply: oneshot::Sender<Result<Option<u64>, StoreError>>,
+    },
+}
+
+/// Which pipeline write: the three differ only in when a new version is inserted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum PipelineMode {
+    Put,
+    Create,
+    Update,
+}
+
+pub(super) struct PipelineWrite {
+    pub(super) mode: PipelineMode,
+    pub(super) name: String,
+    pub(super) definition_json: String,
+    pub(super) source_dir: Option<String>,
+    pub(super) now: Timestamp,
+}
+
+pub(super) struct DlqQueueWrite {
+    pub(super) name: String,
+    pub(super) max_redrives: Option<u32>,
+    pub(super) now: Timestamp,
+}
+
+pub(super) enum RedriveRunWrite {
+    Create(RedriveRunRecord),
+    Update(RedriveRunRecord),
+}
+
+impl WriteRequest {
+    fn weight(&self) -> usize {
+        match self {
+            WriteRequest::Commit { valid, .. } => valid.len(),
+            _ => 1,
+        }
+    }
+
+    fn abandoned(&self) -> bool {
+        match self {
+            WriteRequest::Commit { reply, .. } => reply.is_closed(),
+            WriteRequest::Pipeline { reply, .. } => reply.is_closed(),
+            WriteRequest::DeletePipeline { reply, .. } => reply.is_closed(),
+            WriteRequest::DlqQueue { reply, .. } => reply.is_closed(),
+            WriteRequest::PurgeDlq { reply, .. } | WriteRequest::InterruptRedriveRuns { reply, .. } => reply.is_closed(),
+            WriteRequest::RedriveRun { reply, .. } => reply.is_closed(),
+            WriteRequest::Quarantine { reply, .. } => reply.is_closed(),
+        }
+    }
+
+    fn answer(self, outcome: Applied) {
+        match (self, outcome) {
+            (WriteRequest::Commit { reply, .. }, Applied::Commit(results)) => {
+                let _ = reply.send(Ok(results));
+            }
+            (WriteRequest::Pipeline { reply, .. }, Applied::Pipeline(result)) => {
+                let _ = reply.send(result);
+            }
+            (WriteRequest::DeletePipeline { reply, .. }, Applied::Deleted(deleted)) => {
+                let _ = reply.send(Ok(deleted));
+            }
+            (WriteRequest::DlqQueue { reply, .. }, Applied::DlqQueue(queue)) => {
+                let _ = reply.send(queue);
+            }
+            (WriteRequest::PurgeDlq { reply, .. } | WriteRequest::InterruptRedriveRuns { reply, .. }, Applied::Counted(n)) => {
+                let _ = reply.send(Ok(n));
+            }
+            (WriteRequest::RedriveRun { reply, .. }, Applied::RedriveRun(result)) => {
+                let _ = reply.send(result);
+            }
+            (WriteRequest::Quarantine { reply, .. }, Applied::Quarantined(version)) => {
+                let _ = reply.send(Ok(version));
+            }
+            _ => unreachable!("outcomes are produced in request order"),
+        }
+    }
+
+    fn fail(self, error: &StoreError) {
+        let e = copy_error(error);
+        match self {
+            WriteRequest::Commit { reply, .. } => drop(reply.send(Err(e))),
+            WriteRequest::Pipeline { reply, .. } => drop(reply.send(Err(e))),
+            WriteRequest::DeletePipeline { reply, .. } => drop(reply.send(Err(e))),
+            WriteRequest::DlqQueue { reply, .. } => drop(reply.send(Err(e))),
+            WriteRequest::PurgeDlq { reply, .. } | WriteRequest::InterruptRedriveRuns { reply, .. } => drop(reply.send(Err(e))),
+            WriteRequest::RedriveRun { reply, .. } => drop(reply.send(Err(e))),
+            WriteRequest::Quarantine { reply, .. } => drop(reply.send(Err(e))),
+        }
+    }
+}
+
+/// What one request produced inside a group transaction.
+enum Applied {
+    Commit(CommitResult),
+    Pipeline(Result<PipelineRecord, StoreError>),
+    Deleted(bool),
+    DlqQueue(Result<DlqQueueRecord, StoreError>),
+    Counted(u64),
+    RedriveRun(Result<(), StoreError>),
+    Quarantined(Option<u64>),
+}
+
+/// Why a group transaction failed (nothing of it is committed).
+enum GroupFailure {
+    /// A PostgreSQL error; `request` is the index of the request being applied
+    /// (`None`: before or after the requests, e.g. at `COMMIT`).
+    Pg { error: tokio_postgres::Error, request: Option<usize> },
+    /// The store may not write (lock lost or being re-taken).
+    Store(StoreError),
+}
+
+impl From<tokio_postgres::Error> for GroupFailure {
+    fn from(error: tokio_postgres::Error) -> Self {
+        GroupFailure::Pg { error, request: None }
+    }
+}
+
+type PgResult<T> = Result<T, tokio_postgres::Error>;
+
+/// Whether `e` is caused by the data of one request (the same request would
+/// fail in any group: a constraint, a trigger raising, a value out of range)
+/// rather than by the server or the connection.
+fn is_request_specific(e: &tokio_postgres::Error) -> bool {
+    let Some(code) = e.code() else { return false };
+    let class = &code.code()[..2];
+    matches!(class, "22" | "23" | "P0" | "54" | "2F" | "38" | "39" | "44" | "27" | "09")
+}
+
+// ---------------------------------------------------------------------------
+// The writer
+// ---------------------------------------------------------------------------
+
+pub(super) struct Writer {
+    pub(super) pool: Pool,
+    pub(super) max_batch: usize,
+    pub(super) stats: Arc<Stats>,
+    pub(super) fence: Arc<Fence>,
+    pub(super) db: String,
+}
+
+impl Writer {
+    /// Serves requests until every sender is gone.
+    pub(super) async fn run(self, mut rx: mpsc::Receiver<WriteRequest>) {
+        let mut carried: Option<WriteRequest> = None;
+        loop {
+            let first = match carried.take() {
+                Some(request) => request,
+                None => match rx.recv().await {
+                    Some(request) => request,
+                    None => break,
+                },
+            };
+            let mut weight = first.weight();
+            let mut group = vec![first];
+            while weight < self.max_batch {
+                match rx.try_recv() {
+                    Ok(request) if weight + request.weight() > self.max_batch => {
+                        carried = Some(request);
+                        break;
+                    }
+                    Ok(request) => {
+                        weight += request.weight();
+                        group.push(request);
+                    }
+                    Err(_) => break,
+                }
+            }
+            group.retain(|r| !r.abandoned());
+            if !group.is_empty() {
+                self.apply_group(group).await;
+            }
+        }
+    }
+
+    /// Applies `group` in one transaction and answers every request in it. If
+    /// the transaction fails nothing of it is committed and every request gets
+    /// the error — except that a request whose own data makes the server fail
+    /// (a constraint, a trigger) is answered with that error alone and the
+    /// others are applied again without it.
+    async fn apply_group(&self, group: Vec<WriteRequest>) {
+        let mut pending: VecDeque<Vec<WriteRequest>> = VecDeque::from([group]);
+        while let Some(mut group) = pending.pop_front() {
+            let started = Instant::now();
+            match self.transact(&group).await {
+                Ok(outcomes) => {
+                    let (mut applied, mut ledger_rows) = (0, 0);
+                    for (request, outcome) in group.iter().zip(&outcomes) {
+                        if let (WriteRequest::Commit { transitions, valid, .. }, Applied::Commit(results)) = (request, outcome) {
+                            for (&i, r) in valid.iter().zip(results) {
+                                if r.is_ok() {
+                                    applied += 1;
+                                    ledger_rows += transitions[i].ledger.len() as u64;
+                                }
+                            }
+                        }
+                    }
+                    self.stats.record(applied, ledger_rows, started.elapsed());
+                    for (request, outcome) in group.into_iter().zip(outcomes) {
+                        request.answer(outcome);
+                    }
+                }
+                Err(GroupFailure::Store(error)) => {
+                    for request in group {
+                        request.fail(&error);
+                    }
+                }
+                Err(GroupFailure::Pg { error, request }) => {
+                    let store_error = map_error(&self.db, &error);
+                    if is_request_specific(&error) {
+                        match request {
+                            Some(culprit) => {
+                                // The request being applied failed: it fails
+                                // alone, the others are retried without it.
+                                group.remove(culprit).fail(&store_error);
+                                if !group.is_empty() {
+                                    pending.push_front(group);
+                                }
+                                continue;
+                            }
+                            None if group.len() > 1 => {
+                                // Failed at COMMIT (a deferred check): retry each alone.
+                                for (k, request) in group.into_iter().enumerate() {
+                                    pending.insert(k, vec![request]);
+                                }
+                                continue;
+                            }
+                            None => {}
+                        }
+                    }
+                    for request in group {
+                        request.fail(&store_error);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes a pooled connection and runs the group in one transaction. A
+    /// connection that failed is discarded rather than returned to the pool.
+    async fn transact(&self, group: &[WriteRequest]) -> Result<Vec<Applied>, GroupFailure> {
+        self.fence.writable_token().map_err(GroupFailure::Store)?;
+        let mut client = self.pool.get().await.map_err(|e| GroupFailure::Store(super::pool_error(&self.db, e)))?;
+        let result = self.transact_on(&mut client, group).await;
+        if let Err(GroupFailure::Pg { error, .. }) = &result
+            && connection_broken(error, &client)
+        {
+            drop(Object::take(client));
+        }
+        result
+    }
+
+    async fn transact_on(&self, client: &mut Object, group: &[WriteRequest]) -> Result<Vec<Applied>, GroupFailure> {
+        let tx = client.transaction().await?;
+        let fence = tx.prepare_cached(SQL_FENCE).await?;
+        let stored: Option<i64> = tx.query_opt(&fence, &[]).await?.map(|r| r.get(0));
+        self.fence.check_token(stored).map_err(GroupFailure::Store)?;
+        let mut outcomes = Vec::with_capacity(group.len());
+        let mut index = 0;
+        while index < group.len() {
+            // A run of commit requests: their transitions are applied together.
+            let mut items: Vec<(usize, &Transition)> = Vec::new();
+            let mut end = index;
+            while let Some(WriteRequest::Commit { transitions, valid, .. }) = group.get(end) {
+                items.extend(valid.iter().map(|&i| (end, &transitions[i])));
+                end += 1;
+            }
+            if end > index {
+                let mut results = apply_transitions(&tx, &items)
+                    .await
+                    .map_err(|(error, request)| GroupFailure::Pg { error, request: Some(request) })?
+                    .into_iter();
+                for request in &group[index..end] {
+                    if let WriteRequest::Commit { valid, .. } = request {
+                        outcomes.push(Applied::Commit(results.by_ref().take(valid.len()).collect()));
+                    }
+                }
+                index = end;
+                continue;
+            }
+            let outcome = apply_request(&tx, &group[index]).await.map_err(|error| GroupFailure::Pg { error, request: Some(index) })?;
+            outcomes.push(outcome);
+            index += 1;
+        }
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+}
+
+async fn apply_request(tx: &Transaction<'_>, request: &WriteRequest) -> PgResult<Applied> {
+    Ok(match request {
+        WriteRequest::Commit { .. } => unreachable!("commit requests are applied by apply_transitions"),
+        WriteRequest::Pipeline { write, .. } => Applied::Pipeline(write_pipeline(tx, write).await?),
+        WriteRequest::DeletePipeline { name, now, .. } => Applied::Deleted(delete_pipeline(tx, name, *now).await?),
+        WriteRequest::DlqQueue { write, .. } => Applied::DlqQueue(write_dlq_queue(tx, write).await?),
+        WriteRequest::PurgeDlq { filter, .. } => Applied::Counted(purge_dlq_entries(tx, filter).await?),
+        WriteRequest::RedriveRun { write, .. } => Applied::RedriveRun(write_redrive_run(tx, write).await?),
+        WriteRequest::InterruptRedriveRuns { now, .. } => {
+            let st = tx.prepare_cached(SQL_INTERRUPT_REDRIVE_RUNS).await?;
+            Applied::Counted(tx.execute(&st, &[&now.unix_ms()]).await?)
+        }
+        WriteRequest::Quarantine { id, status, fault, at, .. } => Applied::Quarantined(quarantine(tx, id, status, fault, *at).await?),
+    })
+}
+
+/// One statement of a pipeline, tagged with the request it belongs to (to
+/// tell which request made the server fail).
+struct Op {
+    sql: &'static str,
+    params: Vec<Param>,
+    request: usize,
+}
+
+/// Statements sent together in one pipeline at most.
+const PIPELINE_CHUNK: usize = 1024;
+
+/// Runs statements in order, pipelined (tokio-postgres sends queries polled
+/// together without waiting; the server runs them in order). Returns each
+/// one's rows, or the first error in order with its request.
+async fn pipeline_query(tx: &Transaction<'_>, ops: &[Op]) -> Result<Vec<Vec<Row>>, (tokio_postgres::Error, usize)> {
+    let mut out = Vec::with_capacity(ops.len());
+    for chunk in ops.chunks(PIPELINE_CHUNK) {
+        let mut statements = Vec::with_capacity(chunk.len());
+        for op in chunk {
+            statements.push(tx.prepare_cached(op.sql).await.map_err(|e| (e, op.request))?);
+        }
+        let params: Vec<Vec<&(dyn ToSql + Sync)>> =
+            chunk.iter().map(|op| op.params.iter().map(|v| &**v as &(dyn ToSql + Sync)).collect()).collect();
+        let futures: Vec<_> = statements.iter().zip(&params).map(|(st, p)| tx.query(st, p.as_slice())).collect();
+        for (result, op) in join_all(futures).await.into_iter().zip(chunk) {
+            out.push(result.map_err(|e| (e, op.request))?);
+        }
+    }
+    Ok(out)
+}
+
+/// Like [`pipeline_query`], returning the rows each statement affected.
+async fn pipeline_execute(tx: &Transaction<'_>, ops: &[Op]) -> Result<Vec<u64>, (tokio_postgres::Error, usize)> {
+    let mut out = Vec::with_capacity(ops.len());
+    for chunk in ops.chunks(PIPELINE_CHUNK) {
+        let mut statements = Vec::with_capacity(chunk.len());
+        for op in chunk {
+            statements.push(tx.prepare_cached(op.sql).await.map_err(|e| (e, op.request))?);
+        }
+        let params: Vec<Vec<&(dyn ToSql + Sync)>> =
+            chunk.iter().map(|op| op.params.iter().map(|v| &**v as &(dyn ToSql + Sync)).collect()).collect();
+        let futures: Vec<_> = statements.iter().zip(&params).map(|(st, p)| tx.execute(st, p.as_slice())).collect();
+        for (result, op) in join_all(futures).await.into_iter().zip(chunk) {
+            out.push(result.map_err(|e| (e, op.request))?);
+        }
+    }
+    Ok(out)
+}
+
+/// Untagged statements of one request, pipelined.
+async fn execute_pipelined(tx: &Transaction<'_>, ops: Vec<(&'static str, Vec<Param>)>) -> PgResult<Vec<u64>> {
+    let ops: Vec<Op> = ops.into_iter().map(|(sql, params)| Op { sql, params, request: 0 }).collect();
+    pipeline_execute(tx, &ops).await.map_err(|(e, _)| e)
+}
+
+/// A transition whose execution row was written: what its other writes need.
+struct Accepted {
+    new_version: u64,
+    /// The execution's own target (an update's `target` is ignored).
+    kind: String,
+    name: String,
+}
+
+/// Applies the transitions of consecutive commit requests, in order, with the
+/// semantics of [`Transition`] (each refused alone), in as few round trips as
+/// the rules allow. Transitions are cut into segments that can be pipelined as
+/// two phases — every execution row (create or compare-and-set) first, then
+/// the other writes of the accepted ones — with the results of running them
+/// one by one: a segment never holds two creates with the same client token
+/// (the second must see the first's token), and a transition with a
+/// dead-letter `Take` (the only refusal after its execution row is written) is
+/// applied alone in a `SAVEPOINT`. The first phase reads only `executions` and
+/// `client_tokens`, which the second phase of the same segment does not write
+/// (tokens aside, excluded above), so the order of the writes is the order of
+/// the transitions. Errors come with the request whose statement failed.
+async fn apply_transitions(
+    tx: &Transaction<'_>,
+    items: &[(usize, &Transition)],
+) -> Result<Vec<Result<u64, TransitionError>>, (tokio_postgres::Error, usize)> {
+    let mut results = Vec::with_capacity(items.len());
+    let mut segment: Vec<(usize, &Transition)> = Vec::new();
+    let mut tokens: HashSet<(&str, &str, &str)> = HashSet::new();
+    for &(request, t) in items {
+        let take = t.dlq.iter().any(|op| matches!(op, DlqOp::Take { .. }));
+        let token = t
+            .client_token
+            .as_ref()
+            .filter(|_| t.expected_version.is_none())
+            .map(|c| (t.target.kind().as_str(), t.target.name(), c.token.as_str()));
+        if take || token.is_some_and(|key| tokens.contains(&key)) {
+            results.extend(apply_segment(tx, &segment).await?);
+            segment.clear();
+            tokens.clear();
+        }
+        if take {
+            results.push(apply_alone(tx, request, t).await.map_err(|e| (e, request))?);
+            continue;
+        }
+        tokens.extend(token);
+        segment.push((request, t));
+    }
+    results.extend(apply_segment(tx, &segment).await?);
+    Ok(results)
+}
+
+/// The two pipelined phases of a segment (see [`apply_transitions`]).
+async fn apply_segment(
+    tx: &Transaction<'_>,
+    segment: &[(usize, &Transition)],
+) -> Result<Vec<Result<u64, TransitionError>>, (tokio_postgres::Error, usize)> {
+    if segment.is_empty() {
+        return Ok(Vec::new());
+    }
+    let row_ops: Vec<Op> = segment.iter().map(|&(request, t)| execution_row_op(request, t)).collect();
+    let rows = pipeline_query(tx, &row_ops).await?;
+    let mut verdicts = Vec::with_capacity(segment.len());
+    for (&(request, t), rows) in segment.iter().zip(&rows) {
+        verdicts.push(judge(t, rows).map_err(|e| (e, request))?);
+    }
+    let mut ops = Vec::new();
+    for (&(request, t), verdict) in segment.iter().zip(&verdicts) {
+        if let Ok(accepted) = verdict {
+            other_writes(request, t, accepted, &mut ops);
+        }
+    }
+    pipeline_execute(tx, &ops).await?;
+    Ok(verdicts.into_iter().map(|v| v.map(|a| a.new_version)).collect())
+}
+
+/// A transition with a dead-letter `Take`, alone in a `SAVEPOINT`: a refused
+/// `Take` undoes the execution row and the ops before it.
+async fn apply_alone(tx: &Transaction<'_>, request: usize, t: &Transition) -> PgResult<Result<u64, TransitionError>> {
+    let untag = |(e, _): (tokio_postgres::Error, usize)| e;
+    tx.batch_execute("SAVEPOINT transition").await?;
+    let rows = pipeline_query(tx, &[execution_row_op(request, t)]).await.map_err(untag)?;
+    let accepted = match judge(t, &rows[0])? {
+        Ok(accepted) => accepted,
+        Err(refused) => {
+            // Nothing was written.
+            tx.batch_execute("RELEASE SAVEPOINT transition").await?;
+            return Ok(Err(refused));
+        }
+    };
+    let mut ops = Vec::new();
+    let takes = other_writes(request, t, &accepted, &mut ops);
+    let counts = pipeline_execute(tx, &ops).await.map_err(untag)?;
+    if let Some((_, entry_id)) = takes.iter().find(|(index, _)| counts[*index] == 0) {
+        tx.batch_execute("ROLLBACK TO SAVEPOINT transition; RELEASE SAVEPOINT transition").await?;
+        return Ok(Err(TransitionError::DlqEntryNotQueued { entry_id: entry_id.clone() }));
+    }
+    tx.batch_execute("RELEASE SAVEPOINT transition").await?;
+    Ok(Ok(accepted.new_version))
+}
+
+/// The statement writing a transition's execution row (see [`judge`]).
+fn execution_row_op(request: usize, t: &Transition) -> Op {
+    let at = t.at.unix_ms();
+    let (kind, name, version) = target_columns(&t.target);
+    let (sql, params): (&'static str, Vec<Param>) = match (t.expected_version, &t.client_token) {
+        (None, token) => {
+            let mut params: Vec<Param> = vec![
+                Box::new(t.execution_id.clone()),
+                Box::new(kind),
+                Box::new(name.to_owned()),
+                Box::new(version),
+                Box::new(t.status.clone()),
+                Box::new(t.input_json.clone()),
+                Box::new(t.state_json.clone()),
+                Box::new(at),
+            ];
+            match token {
+                None => (SQL_INSERT_EXECUTION, params),
+                Some(token) => {
+                    params.push(Box::new(token.token.clone()));
+                    (SQL_INSERT_EXECUTION_WITH_TOKEN, params)
+                }
+            }
+        }
+        (Some(expected), _) => {
+            // A version beyond i64 is never stored: -1 matches no row.
+            let expected = i64::try_from(expected).unwrap_or(-1);
+            (
+                SQL_UPDATE_EXECUTION,
+                vec![
+                    Box::new(t.execution_id.clone()),
+                    Box::new(t.status.clone()),
+                    Box::new(t.state_json.clone()),
+                    Box::new(at),
+                    Box::new(expected),
+                ],
+            )
+        }
+    };
+    Op { sql, params, request }
+}
+
+/// Whether a transition's execution row was written, from what its statement
+/// ([`execution_row_op`]) returned: a used token first, then an existing id,
+/// or a version conflict.
+fn judge(t: &Transition, rows: &[Row]) -> PgResult<Result<Accepted, TransitionError>> {
+    let (kind, name, _) = target_columns(&t.target);
+    let accepted = |new_version, kind: &str, name: &str| Ok(Ok(Accepted { new_version, kind: kind.to_owned(), name: name.to_owned() }));
+    match (t.expected_version, &t.client_token) {
+        (None, None) if rows.is_empty() => Ok(Err(TransitionError::AlreadyExists(t.execution_id.clone()))),
+        (None, None) => accepted(1, kind, name),
+        (None, Some(token)) => {
+            let row = &rows[0];
+            let used: (Option<String>, Option<String>, bool) = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+            match used {
+                (Some(execution_id), fingerprint, _) => Ok(Err(TransitionError::TokenReused {
+                    execution_id,
+                    same_request: fingerprint.as_deref() == Some(token.fingerprint.as_str()),
+                })),
+                (None, _, false) => Ok(Err(TransitionError::AlreadyExists(t.execution_id.clone()))),
+                (None, _, true) => accepted(1, kind, name),
+            }
+        }
+        (Some(expected), _) => {
+            let row = &rows[0];
+            let stored: (Option<String>, Option<String>, Option<i64>) = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+            match stored {
+                (Some(kind), Some(name), _) => accepted(expected + 1, &kind, &name),
+                (_, _, actual) => Ok(Err(TransitionError::VersionConflict {
+                    execution_id: t.execution_id.clone(),
+                    expected,
+                    actual: actual.map(|v| v as u64),
+                })),
+            }
+        }
+    }
+}
+
+/// The writes of an accepted transition after its execution row, in order: the
+/// client token, the dead-letter ops, the ledger rows, the cleared and the set
+/// timers. Returns where each `Take` is in `ops` (a `Take` matching no row
+/// refuses the transition).
+fn other_writes(request: usize, t: &Transition, accepted: &Accepted, ops: &mut Vec<Op>) -> Vec<(usize, String)> {
+    let at = t.at.unix_ms();
+    macro_rules! push {
+        ($sql:expr, $params:expr $(,)?) => {
+            ops.push(Op { sql: $sql, params: $params, request })
+        };
+    }
+    if let Some(token) = t.client_token.as_ref().filter(|_| t.expected_version.is_none()) {
+        push!(
+            SQL_INSERT_CLIENT_TOKEN,
+            vec![
+                Box::new(accepted.kind.clone()),
+                Box::new(accepted.name.clone()),
+                Box::new(token.token.clone()),
+                Box::new(token.fingerprint.clone()),
+                Box::new(t.execution_id.clone()),
+                Box::new(at),
+            ],
+        );
+    }
+    let mut takes = Vec::new();
+    for op in &t.dlq {
+        match op {
+            DlqOp::Enter(w) => {
+                push!(
+                    SQL_ENSURE_QUEUE_OF_NEW_DLQ_ENTRY,
+                    vec![Box::new(w.queue.clone()), Box::new(i64::from(DEFAULT_MAX_REDRIVES)), Box::new(at), Box::new(w.id.clone())],
+                );
+                let (kind, name, version) = target_columns(&w.source);
+                push!(
+                    SQL_ENTER_DLQ_ENTRY,
+                    vec![
+                        Box::new(w.id.clone()),
+                        Box::new(w.queue.clone()),
+                        Box::new(name.to_owned()),
+                        Box::new(version),
+                        Box::new(w.execution_id.clone()),
+                        Box::new(w.stage.clone()),
+                        Box::new(w.action.clone()),
+                        Box::new(w.exception_type.clone()),
+                        Box::new(w.message.clone()),
+                        Box::new(w.input_json.clone()),
+                        Box::new(w.detail_json.clone()),
+                        Box::new(w.first_failure_at.unix_ms()),
+                        Box::new(w.last_failure_at.unix_ms()),
+                        Box::new(at),
+                        Box::new(kind),
+                    ],
+                );
+            }
+            DlqOp::Take { entry_id, execution_id } => {
+                takes.push((ops.len(), entry_id.clone()));
+                push!(SQL_TAKE_DLQ_ENTRY, vec![Box::new(entry_id.clone()), Box::new(execution_id.clone()), Box::new(at)]);
+            }
+            DlqOp::Resolve { entry_id } => push!(SQL_RESOLVE_DLQ_ENTRY, vec![Box::new(entry_id.clone()), Box::new(at)]),
+        }
+    }
+    for e in &t.ledger {
+        push!(
+            SQL_INSERT_LEDGER,
+            vec![
+                Box::new(t.execution_id.clone()),
+                Box::new(accepted.kind.clone()),
+                Box::new(accepted.name.clone()),
+                Box::new(e.stage.clone()),
+                Box::new(e.action.clone()),
+                Box::new(i64::from(e.series)),
+                Box::new(i64::from(e.attempt)),
+                Box::new(e.trigger.clone()),
+                Box::new(e.started_at.unix_ms()),
+                Box::new(e.finished_at.unix_ms()),
+                Box::new(e.outcome.clone()),
+                Box::new(e.exception_type.clone()),
+                Box::new(e.message.clone()),
+                Box::new(e.decision_json.clone()),
+            ],
+        );
+    }
+    for key in &t.clear_timers {
+        push!(SQL_DELETE_TIMER, vec![Box::new(t.execution_id.clone()), Box::new(key.clone())]);
+    }
+    for timer in &t.set_timers {
+        push!(SQL_UPSERT_TIMER, vec![Box::new(t.execution_id.clone()), Box::new(timer.key.clone()), Box::new(timer.due_at.unix_ms())]);
+    }
+    takes
+}
+
+async fn quarantine(tx: &Transaction<'_>, id: &str, status: &str, fault: &ExecutionFault, at: Timestamp) -> PgResult<Option<u64>> {
+    let st = tx.prepare_cached(SQL_QUARANTINE_EXECUTION).await?;
+    let version: Option<i64> =
+        tx.query_opt(&st, &[&id, &status, &fault.exception_type, &fault.message, &at.unix_ms()]).await?.map(|r| r.get(0));
+    if version.is_some() {
+        let st = tx.prepare_cached(SQL_DELETE_EXECUTION_TIMERS).await?;
+        tx.execute(&st, &[&id]).await?;
+    }
+    Ok(version.map(|v| v as u64))
+}
+
+async fn write_pipeline(tx: &Transaction<'_>, w: &PipelineWrite) -> PgResult<Result<PipelineRecord, StoreError>> {
+    let name = w.name.as_str();
+    let (live_st, latest_st) = (tx.prepare_cached(SQL_PIPELINE_IS_LIVE).await?, tx.prepare_cached(SQL_LATEST_STORED_PIPELINE).await?);
+    let params: [&(dyn ToSql + Sync); 1] = [&name];
+    let (live, latest) = tokio::join!(tx.query_opt(&live_st, &params), tx.query_opt(&latest_st, &params));
+    let live = live?.map(|r| r.get::<_, bool>(0)) == Some(true);
+    let latest = match latest? {
+        Some(row) => match pipeline_from_row(&row) {
+            Ok(p) => Some(p),
+            Err(e) => return Ok(Err(e)),
+        },
+        None => None,
+    };
+    match w.mode {
+        PipelineMode::Create if live => return Ok(Err(StoreError::AlreadyExists(format!("pipeline {name} already exists")))),
+        PipelineMode::Update if !live => return Ok(Err(StoreError::NotFound(format!("pipeline {name} does not exist")))),
+        PipelineMode::Put if live => {
+            if let Some(latest) = &latest
+                && latest.definition_json == w.definition_json
+                && latest.source_dir == w.source_dir
+            {
+                return Ok(Ok(latest.clone()));
+            }
+        }
+        _ => {}
+    }
+    let record = PipelineRecord {
+        name: w.name.clone(),
+        version: latest.map_or(1, |p| p.version + 1),
+        definition_json: w.definition_json.clone(),
+        source_dir: w.source_dir.clone(),
+        created_at: w.now,
+    };
+    let mut ops: Vec<(&'static str, Vec<Param>)> = vec![(
+        SQL_INSERT_PIPELINE,
+        vec![
+            Box::new(record.name.clone()),
+            Box::new(i64::from(record.version)),
+            Box::new(record.definition_json.clone()),
+            Box::new(record.source_dir.clone()),
+            Box::new(record.created_at.unix_ms()),
+        ],
+    )];
+    if !live {
+        ops.push((SQL_REVIVE_PIPELINE_NAME, vec![Box::new(record.name.clone())]));
+    }
+    execute_pipelined(tx, ops).await?;
+    Ok(Ok(record))
+}
+
+async fn delete_pipeline(tx: &Transaction<'_>, name: &str, now: Timestamp) -> PgResult<bool> {
+    let st = tx.prepare_cached(SQL_DELETE_PIPELINE_NAME).await?;
+    let deleted = tx.execute(&st, &[&name, &now.unix_ms()]).await? > 0;
+    if deleted {
+        let st = tx.prepare_cached(SQL_DELETE_PIPELINE_TOKENS).await?;
+        tx.execute(&st, &[&name]).await?;
+    }
+    Ok(deleted)
+}
+
+async fn write_dlq_queue(tx: &Transaction<'_>, w: &DlqQueueWrite) -> PgResult<Result<DlqQueueRecord, StoreError>> {
+    let now = w.now.unix_ms();
+    let row = match w.max_redrives {
+        None => {
+            let ensure = tx.prepare_cached(SQL_ENSURE_DLQ_QUEUE).await?;
+            tx.execute(&ensure, &[&w.name, &i64::from(DEFAULT_MAX_REDRIVES), &now]).await?;
+            let get = tx.prepare_cached(SQL_GET_DLQ_QUEUE_RECORD).await?;
+            tx.query_one(&get, &[&w.name]).await?
+        }
+        Some(max_redrives) => {
+            let st = tx.prepare_cached(SQL_CONFIGURE_DLQ_QUEUE).await?;
+            tx.query_one(&st, &[&w.name, &i64::from(max_redrives), &now]).await?
+        }
+    };
+    Ok(dlq_queue_from_row(&row))
+}
+
+async fn purge_dlq_entries(tx: &Transaction<'_>, filter: &DlqEntryFilter) -> PgResult<u64> {
+    let query = DlqEntryQuery::new(filter, Some(DlqEntryState::Queued), false);
+    let st = tx.prepare_cached(&query.purge_sql()).await?;
+    tx.execute(&st, &query.params()).await
+}
+
+async fn write_redrive_run(tx: &Transaction<'_>, write: &RedriveRunWrite) -> PgResult<Result<(), StoreError>> {
+    match write {
+        RedriveRunWrite::Create(run) => {
+            let st = tx.prepare_cached(SQL_INSERT_REDRIVE_RUN).await?;
+            let inserted = tx
+                .execute(
+                    &st,
+                    &[
+                        &run.id,
+                        &run.schedule,
+                        &run.status,
+                        &run.dry_run,
+                        &run.started_at.unix_ms(),
+                        &run.finished_at.map(Timestamp::unix_ms),
+                        &run.request_json,
+                        &run.summary_json,
+                    ],
+                )
+                .await?;
+            if inserted == 0 {
+                return Ok(Err(StoreError::AlreadyExists(format!("redrive run {} already exists", run.id))));
+            }
+        }
+        RedriveRunWrite::Update(run) => {
+            let st = tx.prepare_cached(SQL_UPDATE_REDRIVE_RUN).await?;
+            let updated = tx.execute(&st, &[&run.id, &run.status, &run.finished_at.map(Timestamp::unix_ms), &run.summary_json]).await?;
+            if updated == 0 {
+                return Ok(Err(StoreError::NotFound(format!("redrive run {} does not exist", run.id))));
+            }
+        }
+    }
+    Ok(Ok(()))
+}

@@ -1,0 +1,544 @@
+//! The conformance suite and PostgreSQL-specific behaviour of [`PostgresStore`].
+//!
+//! Needs a PostgreSQL server: `REDRIVE_TEST_POSTGRES_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/postgres`) names a database whose user
+//! may create databases; every store gets a fresh database, dropped afterwards.
+
+use redrive_core::time::Timestamp;
+use redrive_store::conformance;
+use redrive_store::postgres::{PostgresOptions, PostgresStore, redact_url};
+use redrive_store::{LedgerEntry, Store, StoreError, Target, TimerRecord, Transition};
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use tokio_postgres::{Client, NoTls};
+
+const DEFAULT_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+fn admin_url() -> String {
+    std::env::var("REDRIVE_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_ADMIN_URL.to_owned())
+}
+
+/// `url` with its database replaced by `db`.
+fn url_for(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let path_start = base[authority_start..].find('/').map_or(base.len(), |i| authority_start + i);
+    let mut out = format!("{}/{db}", &base[..path_start]);
+    if let Some(query) = query {
+        out.push('?');
+        out.push_str(query);
+    }
+    out
+}
+
+/// A raw connection (not through the store).
+async fn raw(url: &str) -> Client {
+    let (client, connection) = match tokio_postgres::connect(url, NoTls).await {
+        Ok(pair) => pair,
+        Err(e) => panic!(
+            "cannot connect to PostgreSQL at {} ({e}; {:?}).\n\
+             These tests need a PostgreSQL server whose user may create databases. Start one, e.g.\n  \
+             sudo service postgresql start   (or: docker run -e POSTGRES_HOST_AUTH_METHOD=trust -p 5432:5432 postgres:15)\n\
+             and point REDRIVE_TEST_POSTGRES_URL at it (default {DEFAULT_ADMIN_URL}).",
+            redact_url(url),
+            std::error::Error::source(&e).map(ToString::to_string)
+        ),
+    };
+    tokio::spawn(connection);
+    client
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// Fresh databases, dropped (best effort) when [`Databases::drop_all`] runs.
+#[derive(Default)]
+struct Databases {
+    names: Mutex<Vec<String>>,
+}
+
+impl Databases {
+    /// Creates a fresh, empty database; returns its URL.
+    async fn create(&self) -> String {
+        let name = format!("redrive_t_{}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst));
+        let admin = raw(&admin_url()).await;
+        // Identifiers cannot be bound; this one is generated here. A linguistic
+        // default collation (ICU en-US: `a < B < Zeta`), where the server has
+        // ICU, so that the byte order the contract asks for is really tested.
+        let icu = format!("CREATE DATABASE \"{name}\" TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C'");
+        if admin.batch_execute(&icu).await.is_err() {
+            admin.batch_execute(&format!("CREATE DATABASE \"{name}\"")).await.expect("create a test database");
+        }
+        self.names.lock().unwrap_or_else(|e| e.into_inner()).push(name.clone());
+        url_for(&admin_url(), &name)
+    }
+
+    async fn drop_all(&self) {
+        let names = std::mem::take(&mut *self.names.lock().unwrap_or_else(|e| e.into_inner()));
+        drop_databases(names).await;
+    }
+}
+
+async fn drop_databases(names: Vec<String>) {
+    if names.is_empty() {
+        return;
+    }
+    let admin = raw(&admin_url()).await;
+    for name in names {
+        let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).await;
+    }
+}
+
+impl Drop for Databases {
+    /// Drops what a failed test left (best effort, on a thread of its own: this
+    /// may run while a runtime unwinds).
+    fn drop(&mut self) {
+        let names = std::mem::take(&mut *self.names.lock().unwrap_or_else(|e| e.into_inner()));
+        if names.is_empty() {
+            return;
+        }
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+            runtime.block_on(drop_databases(names));
+        })
+        .join();
+    }
+}
+
+fn opts() -> PostgresOptions {
+    PostgresOptions::default()
+}
+
+async fn open(url: &str) -> PostgresStore {
+    PostgresStore::open(url, opts()).await.expect("open the PostgreSQL store")
+}
+
+/// A creating transition with one ledger entry and one timer.
+fn create(id: &str, at: i64) -> Transition {
+    Transition {
+        execution_id: id.into(),
+        expected_version: None,
+        target: Target::pipeline("p", 1),
+        status: "InProgress".into(),
+        input_json: "{}".into(),
+        state_json: r#"{"s":1}"#.into(),
+        at: Timestamp::from_unix_ms(at),
+        ledger: vec![LedgerEntry {
+            seq: 0,
+            execution_id: id.into(),
+            stage: "S".into(),
+            action: "A".into(),
+            series: 1,
+            attempt: 1,
+            trigger: "initial".into(),
+            started_at: Timestamp::from_unix_ms(at),
+            finished_at: Timestamp::from_unix_ms(at + 1),
+            outcome: "SUCCEEDED".into(),
+            exception_type: None,
+            message: None,
+            decision_json: None,
+        }],
+        set_timers: vec![TimerRecord { execution_id: id.into(), key: "k".into(), due_at: Timestamp::from_unix_ms(at + 100) }],
+        clear_timers: vec![],
+        client_token: None,
+        dlq: Vec::new(),
+    }
+}
+
+async fn run_suite() {
+    let dbs = Databases::default();
+    conformance::run_all(|| async {
+        let url = dbs.create().await;
+        open(&url).await
+    })
+    .await;
+    dbs.drop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn conformance_multi_thread() {
+    run_suite().await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn conformance_current_thread_runtime() {
+    run_suite().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn data_survives_drop_and_reopen() {
+    let dbs = Databases::default();
+    let url = dbs.create().await;
+    {
+        let store = open(&url).await;
+        assert_eq!(store.commit(vec![create("a", 1), create("b", 2)].into()).await.unwrap(), vec![Ok(1), Ok(1)]);
+        store.put_pipeline("p", "{}", None, Timestamp::from_unix_ms(1)).await.unwrap();
+    }
+    let store = reopen(&url).await;
+    assert_eq!(store.get_execution("a").await.unwrap().unwrap().version, 1);
+    assert_eq!(store.ledger("b").await.unwrap().len(), 1);
+    assert_eq!(store.count_timers().await.unwrap(), 2);
+    assert_eq!(store.get_pipeline("p", None).await.unwrap().unwrap().version, 1);
+    assert_eq!(store.commit(vec![create("c", 3)].into()).await.unwrap(), vec![Ok(1)]);
+    drop(store);
+    dbs.drop_all().await;
+}
+
+/// Opens `url`, waiting (with a deadline) for a dropped store's session to end
+/// server-side.
+async fn reopen(url: &str) -> PostgresStore {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match PostgresStore::open(url, opts()).await {
+            Ok(store) => return store,
+            Err(StoreError::Locked(m)) if Instant::now() < deadline => {
+                let _ = m;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("reopen: {e}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn second_open_is_locked_until_the_first_is_dropped() {
+    let dbs = Databases::default();
+    let url = dbs.create().await;
+    let first = open(&url).await;
+    match PostgresStore::open(&url, opts()).await {
+        Err(StoreError::Locked(m)) => {
+            assert!(m.contains(&format!("pid {}", std::process::id())), "names the holder's pid: {m}");
+            assert!(m.contains("--db"), "suggests a fix: {m}");
+            assert!(m.contains(&redact_url(&url)), "names the database: {m}");
+        }
+        Err(e) => panic!("expected Locked, got {e}"),
+        Ok(_) => panic!("expected Locked, got a second store"),
+    }
+    drop(first);
+    let second = reopen(&url).await;
+    assert_eq!(second.commit(vec![create("a", 1)].into()).await.unwrap(), vec![Ok(1)]);
+    drop(second);
+    dbs.drop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn read_only_reads_while_the_engine_runs_and_refuses_writes() {
+    let dbs = Databases::default();
+    let url = dbs.create().await;
+    match PostgresStore::open_read_only(&url).await {
+        Err(StoreError::Schema(m)) => assert!(m.contains("not a redrive database"), "{m}"),
+        Err(e) => panic!("expected Schema, got {e}"),
+        Ok(_) => panic!("an empty database must be refused"),
+    }
+    let engine = open(&url).await;
+    assert_eq!(engine.commit(vec![create("a", 1)].into()).await.unwrap(), vec![Ok(1)]);
+    let reader = PostgresStore::open_read_only(&url).await.unwrap();
+    assert!(reader.is_read_only() && !engine.is_read_only());
+    assert_eq!(reader.get_execution("a").await.unwrap().unwrap().version, 1);
+    assert_eq!(reader.ledger("a").await.unwrap().len(), 1);
+    match reader.commit(vec![create("b", 1)].into()).await {
+        Err(StoreError::Unavailable(m)) => assert!(m.contains("read-only"), "{m}"),
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    match reader.put_pipeline("p", "{}", None, Timestamp::from_unix_ms(1)).await {
+        Err(StoreError::Unavailable(m)) => assert!(m.contains("read-only"), "{m}"),
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    assert!(matches!(reader.interrupt_redrive_runs(Timestamp::from_unix_ms(1)).await, Err(StoreError::Unavailable(_))));
+    assert_eq!(engine.get_execution("b").await.unwrap(), None);
+    assert_eq!(engine.commit(vec![create("c", 1)].into()).await.unwrap(), vec![Ok(1)], "the engine keeps writing");
+    drop((engine, reader));
+    dbs.drop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ledger_is_append_only() {
+    let dbs = Databases::default();
+    let url = dbs.create().await;
+    let store = open(&url).await;
+    assert_eq!(store.commit(vec![create("a", 1)].into()).await.unwrap(), vec![Ok(1)]);
+    let conn = raw(&url).await;
+    for sql in ["UPDATE ledger SET stage = 'X'", "DELETE FROM ledger", "DELETE FROM ledger WHERE false", "TRUNCATE ledger CASCADE"] {
+        let e = conn.batch_execute(sql).await.expect_err(sql);
+        let message = e.as_db_error().map(|d| d.message().to_owned()).unwrap_or_default();
+        assert!(message.contains("append-only"), "{sql}: {message}");
+    }
+    assert_eq!(store.ledger("a").await.unwrap().len(), 1);
+    drop(store);
+    dbs.drop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn newer_schema_is_refused() {
+    let dbs = Databases::default();
+    let url = dbs.create().await;
+    drop(open(&url).await);
+    let conn = raw(&url).await;
+    conn.execute("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)", &[&99_i64, &0_i64]).await.unwrap();
+    let check = |result: Result<PostgresStore, StoreError>| match result {
+        Err(StoreError::Schema(m)) => assert!(m.contains("schema version 99") && m.contains("newer"), "{m}"),
+        Err(e) => panic!("expected Schema, got {e}"),
+        Ok(_) => panic!("a newer schema must be refused"),
+    };
+    check(PostgresStore::open_read_only(&url).await);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match PostgresStore::open(&url, opts()).await {
+            Err(StoreError::Locked(_)) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(20)).await,
+            other => break check(other),
+        }
+    }
+    dbs.drop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_opens_of_a_fresh_database() {
+    let dbs = Databases::default();
+    let url = dbs.create().await;
+    let tasks: Vec<_> = (0..6)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { PostgresStore::open(&url, opts()).await })
+        })
+        .collect();
+    let mut stores = Vec::new();
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(store) => stores.push(store),
+            Err(StoreError::Locked(_)) => {}
+            Err(e) => panic!("expected a store or Locked, got {e}"),
+        }
+    }
+    assert_eq!(stores.len(), 1, "exactly one open takes the engine lock");
+    let conn = raw(&url).await;
+    let applied: i64 = conn.query_one("SELECT COUNT(*) FROM schema_migrations", &[]).await.unwrap().get(0);
+    assert_eq!(applied, 1, "each migration applied exactly once");
+    let token: i64 = conn.query_one("SELECT token FROM engine_lock", &[]).await.unwrap().get(0);
+    assert_eq!(token, 1, "one engine took the token");
+    assert_eq!(stores[0].commit(vec![create("a", 1)].into()).await.unwrap(), vec![Ok(1)]);
+    drop(stores);
+    dbs.drop_all().await;
+}
+
+/// Installs a trigger (through a raw connection) that makes inserting a timer
+/// with key `boom` fail, to provoke a failure in the middle of a group.
+async fn poison_timer_key(url: &str) {
+    raw(url)
+        .await
+        .batch_execute(
+            "CREATE FUNCTION boom() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN IF NEW.key = 'boom' THEN RAISE EXCEPTION 'boom timer refused'; END IF; RETURN NEW; END $$; \
+             CREATE TRIGGER boom BEFORE INSERT ON timers FOR EACH ROW EXECUTE FUNCTION boom();",
+        )
+        .await
+        .unwrap();
+}
+
+fn poisoned(id: &str) -> Transition {
+    let mut t = create(id, 1);
+    t.set_timers[0].key = "boom".into();
+    t
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failure_mid_transaction_commits_nothing() {
+    let dbs = Databases::default();
+    let url = dbs.create().await;
+    let store = open(&url).await;
+    poison_timer_key(&url).await;
+
+    match store.commit(vec![create("a", 1), poisoned("b"), create("c", 1)].into()).await {
+        Err(StoreError::Unavailable(m)) => assert!(m.contains("boom timer refused"), "{m}"),
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    for id in ["a", "b", "c"] {
+        assert_eq!(store.get_execution(id).await.unwrap(), None, "{id}: a failed commit writes nothing");
+        assert!(store.ledger(id).await.unwrap().is_empty(), "{id}: no ledger rows");
+    }
+    assert_eq!(store.next_timer_due().await.unwrap(), None, "no timers");
+    assert_eq!(store.commit(vec![create("a", 1)].into()).await.unwrap(), vec![Ok(1)], "the store keeps working");
+    drop(store);
+    dbs.drop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn poisoned_request_fails_alone_in_a_group() {
+    let dbs = Databases::default();
+    let url = dbs.create().await;
+    let store = Arc::new(open(&url).await);
+    poison_timer_key(&url).await;
+
+    const CALLS: usize = 200;
+    let mut tasks = Vec::new();
+    for i in 0..CALLS {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let id = format!("e{i}");
+            let t = if i % 10 == 3 { poisoned(&id) } else { create(&id, 1) };
+            store.commit(vec![t].into()).await
+        }));
+    }
+    for (i, task) in tasks.into_iter().enumerate() {
+        let result = task.await.unwrap();
+        let stored = store.get_execution(&format!("e{i}")).await.unwrap();
+        if i % 10 == 3 {
+            assert!(matches!(result, Err(StoreError::Unavailable(_))), "e{i}: poisoned commit must fail: {result:?}");
+            assert_eq!(stored, None, "e{i}: poisoned commit must write nothing");
+        } else {
+            assert_eq!(result.unwrap(), vec![Ok(1)], "e{i}: healthy commit must succeed despite a poisoned neighbour");
+            assert!(stored.is_some(), "e{i}: healthy commit must be stored");
+        }
+    }
+    assert!(store.stats().commits < CALLS as u64, "still group-committed: {:?}", store.stats());
+    drop(store);
+    dbs.drop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bumped_fencing_token_loses_the_store() {
+    let dbs = Databases::default();
+    let url = dbs.create().await;
+    let store = open(&url).await;
+    assert_eq!(store.commit(vec![create("a", 1)].into()).await.unwrap(), vec![Ok(1)]);
+    let conn = raw(&url).await;
+    conn.batch_execute("UPDATE engine_lock SET token = token + 1").await.unwrap();
+
+    match store.commit(vec![create("b", 1)].into()).await {
+        Err(StoreError::Lost(m)) => assert!(m.contains("another process took over"), "{m}"),
+        other => panic!("expected Lost, got {other:?}"),
+    }
+    let written: i64 = conn.query_one("SELECT COUNT(*) FROM executions WHERE id = 'b'", &[]).await.unwrap().get(0);
+    assert_eq!(written, 0, "a fenced-off commit writes nothing");
+    assert!(matches!(store.commit(vec![create("c", 1)].into()).await, Err(StoreError::Lost(_))), "lost for good");
+    assert!(matches!(store.put_pipeline("p", "{}", None, Timestamp::from_unix_ms(1)).await, Err(StoreError::Lost(_))));
+    assert!(matches!(store.get_execution("a").await, Err(StoreError::Lost(_))));
+    drop(store);
+    dbs.drop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn terminated_connections_recover_without_loss_or_doubling() {
+    let dbs = Databases::default();
+    let url = dbs.create().await;
+    let store = open(&url).await;
+    for i in 0..10 {
+        assert_eq!(store.commit(vec![create(&format!("e{i}"), i)].into()).await.unwrap(), vec![Ok(1)]);
+    }
+    let db = url.rsplit('/').next().unwrap().to_owned();
+    let admin = raw(&admin_url()).await;
+    let terminated: i64 = admin
+        .query_one(
+            "SELECT COUNT(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = $1 AND pid <> pg_backend_pid()) t",
+            &[&db],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(terminated >= 2, "the lock connection and a pooled one: {terminated}");
+
+    let mut unavailable = 0;
+    for i in 10..20 {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match store.commit(vec![create(&format!("e{i}"), i)].into()).await {
+                Ok(result) => {
+                    assert_eq!(result, vec![Ok(1)], "e{i}");
+                    break;
+                }
+                Err(StoreError::Unavailable(m)) => {
+                    assert!(Instant::now() < deadline, "e{i}: the store did not recover: {m}");
+                    unavailable += 1;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("e{i}: {e}"),
+            }
+        }
+    }
+    assert!(unavailable < 500, "no hot loop");
+    for i in 0..20 {
+        let id = format!("e{i}");
+        assert_eq!(store.get_execution(&id).await.unwrap().unwrap().version, 1, "{id}");
+        assert_eq!(store.ledger(&id).await.unwrap().len(), 1, "{id}: written once");
+    }
+    // The lock was re-taken on a new connection: the token is ours, bumped once.
+    let conn = raw(&url).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let row = conn.query_one("SELECT token, pid FROM engine_lock", &[]).await.unwrap();
+        let (token, pid): (i64, i64) = (row.get(0), row.get(1));
+        assert_eq!(pid, i64::from(std::process::id()));
+        if token == 2 {
+            break;
+        }
+        assert!(token == 1 && Instant::now() < deadline, "the engine lock was not re-taken (token {token})");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match store.commit(vec![create("after", 1)].into()).await {
+            Ok(result) => break assert_eq!(result, vec![Ok(1)]),
+            Err(StoreError::Unavailable(m)) if Instant::now() < deadline => {
+                let _ = m;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("after the re-take: {e}"),
+        }
+    }
+    drop(store);
+    dbs.drop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_take_over_while_reconnecting_loses_the_store() {
+    let dbs = Databases::default();
+    let url = dbs.create().await;
+    let store = open(&url).await;
+    assert_eq!(store.commit(vec![create("a", 1)].into()).await.unwrap(), vec![Ok(1)]);
+    let db = url.rsplit('/').next().unwrap().to_owned();
+    let admin = raw(&admin_url()).await;
+    // Kill the store's sessions (its engine lock goes), and take the token as
+    // another engine would before the store re-takes the lock.
+    admin
+        .execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()", &[&db])
+        .await
+        .unwrap();
+    raw(&url).await.batch_execute("UPDATE engine_lock SET token = token + 1, pid = 0").await.unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match store.commit(vec![create("b", 1)].into()).await {
+            Err(StoreError::Lost(m)) => break assert!(m.contains("another process took over"), "{m}"),
+            Err(StoreError::Unavailable(m)) => {
+                assert!(Instant::now() < deadline, "never lost: {m}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => panic!("expected Lost, got {other:?}"),
+        }
+    }
+    assert!(matches!(store.get_execution("a").await, Err(StoreError::Lost(_))), "lost for good");
+    let written: i64 = raw(&url).await.query_one("SELECT COUNT(*) FROM executions WHERE id = 'b'", &[]).await.unwrap().get(0);
+    assert_eq!(written, 0);
+    drop(store);
+    dbs.drop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn errors_never_show_a_password() {
+    let url = "postgres://postgres:supersecret@127.0.0.1:1/nowhere";
+    let errors = [PostgresStore::open(url, opts()).await.err(), PostgresStore::open_read_only(url).await.err()];
+    for error in errors {
+        match error {
+            Some(StoreError::Unavailable(m)) => {
+                assert!(!m.contains("supersecret"), "{m}");
+                assert!(m.contains("postgres://postgres:***@127.0.0.1:1/nowhere"), "names the database: {m}");
+            }
+            other => panic!("expected Unavailable, got {other:?}"),
+        }
+    }
+    assert_eq!(redact_url(url), "postgres://postgres:***@127.0.0.1:1/nowhere");
+}
