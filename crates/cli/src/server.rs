@@ -11,7 +11,8 @@ use redrive_engine::health::Health;
 use redrive_engine::redrive::RedriveSchedule;
 use redrive_engine::service::Service;
 use redrive_engine::{Driver, DriverConfig, EngineHandle, SystemClock};
-use redrive_store::{AnyStore, ExecutionCursor, ExecutionFilter, Store, StoreLocation, StoreOptions};
+use redrive_store::postgres::DEFAULT_HEARTBEAT;
+use redrive_store::{AnyStore, ExecutionCursor, ExecutionFilter, PostgresOptions, Store, StoreLocation, StoreOptions};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -36,6 +37,12 @@ pub struct ServerArgs {
     /// address it listens on.
     #[arg(long, value_name = "URL", env = "REDRIVE_ADVERTISE_URL")]
     advertise_url: Option<String>,
+    /// With a PostgreSQL store: how long the engine lease lasts without a
+    /// renewal. A leader that stalls this long (stopped, paused, cut off from
+    /// the database) is taken over by a follower; one that dies is taken over
+    /// within a heartbeat (a fifth of this, at most 1 s).
+    #[arg(long, value_name = "SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    lease_seconds: u64,
     /// Request bodies larger than this get HTTP 413.
     #[arg(long, value_name = "BYTES", default_value_t = redrive_api::server::DEFAULT_MAX_BODY_BYTES)]
     max_body_bytes: usize,
@@ -129,7 +136,10 @@ fn check_exposure(listen: SocketAddr, insecure_no_auth: bool) -> Result<(), Stri
 
 async fn serve(args: ServerArgs, config: ServerConfig) -> anyhow::Result<()> {
     let limits = http_limits(&args, &config);
-    let store = Arc::new(AnyStore::open_member(&args.db, StoreOptions::default()).await.with_context(|| format!("opening {}", args.db))?);
+    let lease = std::time::Duration::from_secs(args.lease_seconds);
+    let postgres = PostgresOptions { lease, heartbeat: (lease / 5).min(DEFAULT_HEARTBEAT), ..Default::default() };
+    let options = StoreOptions { postgres, ..Default::default() };
+    let store = Arc::new(AnyStore::open_member(&args.db, options).await.with_context(|| format!("opening {}", args.db))?);
     let listener = bind(args.listen).with_context(|| format!("listening on {}", args.listen))?;
     let local = listener.local_addr()?;
     let url = args.advertise_url.clone().unwrap_or_else(|| format!("http://{local}"));

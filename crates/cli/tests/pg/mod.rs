@@ -1,6 +1,7 @@
 //! A fresh PostgreSQL database per test, through `psql` (the server the tests
 //! use: `REDRIVE_TEST_POSTGRES_URL`, default postgres://postgres@127.0.0.1:5432/postgres;
 //! `scripts/ensure-postgres.sh` starts one).
+#![allow(dead_code)]
 
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,0 +1,222 @@
+//! Several `redrive server`s on one PostgreSQL database: any of them accepts any
+//! call; the leader drives every execution; when it dies (kill -9) or stalls
+//! past its lease (SIGSTOP), a follower takes over, finishes the work, and the
+//! old leader can never commit again (fencing).
+
+mod common;
+mod pg;
+use common::*;
+use pg::FreshDatabase;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+/// The lease the tests run with (short, so that a stalled leader is replaced fast).
+const LEASE_SECONDS: &str = "2";
+
+fn server(db: &FreshDatabase) -> ServerProcess {
+    start_server(bin().args([
+        "server",
+        "--listen",
+        "127.0.0.1:0",
+        "--grace-seconds",
+        "1",
+        "--lease-seconds",
+        LEASE_SECONDS,
+        "--db",
+        &db.url,
+    ]))
+}
+
+fn cluster(addr: &str) -> Value {
+    let (status, v) = http(addr, "GET", "/v1/cluster", None);
+    assert_eq!(status, 200, "{v}");
+    v
+}
+
+fn role_of(status: &Value, pid: u32) -> String {
+    status["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["pid"] == pid)
+        .map(|m| m["role"].as_str().unwrap().to_string())
+        .unwrap_or_default()
+}
+
+fn start(addr: &str, pipeline: &str) -> String {
+    let (status, v) = http(addr, "POST", &format!("/v1/pipelines/{pipeline}/executions"), Some(json!({})));
+    assert_eq!(status, 201, "{v}");
+    v["pipelineExecutionId"].as_str().unwrap().to_string()
+}
+
+fn status_of(addr: &str, pipeline: &str, id: &str) -> String {
+    let (_, v) = http(addr, "GET", &format!("/v1/pipelines/{pipeline}/executions/{id}"), None);
+    v["status"].as_str().unwrap_or_default().to_string()
+}
+
+fn wait_all(addr: &str, pipeline: &str, ids: &[String], want: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    for id in ids {
+        while status_of(addr, pipeline, id) != want {
+            assert!(Instant::now() < deadline, "execution {id} never reached {want} (last {})", status_of(addr, pipeline, id));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Waits until the process `pid` holds the store's engine lease; how long that took.
+fn wait_for_takeover(db: &FreshDatabase, pid: u32, within: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        let holder = db.query("SELECT member FROM engine_lock");
+        if holder.ends_with(&format!("-{pid}")) {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < within, "process {pid} never took the lease over (holder: {holder:?})");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn either_server_accepts_any_call_and_the_cluster_shows_who_leads() {
+    let db = FreshDatabase::new("two");
+    let a = server(&db);
+    let b = server(&db);
+    assert!(b.banner.contains("following"), "the second process follows: {}", b.banner);
+    let definition = json!({"name": "p", "executionMode": "PARALLEL", "stages": [{"name": "S", "actions": [
+        {"name": "A", "noop": {"failFirst": 1, "failWith": "Step.SERVICE_FAULT"},
+         "retryPolicies": [{"exceptionType": ["Step.SERVICE_FAULT"], "intervalSeconds": 0, "maxAttempts": 3}]}]}]});
+    // Created through the follower, started through both.
+    assert_eq!(http(&b.addr, "POST", "/v1/pipelines", Some(definition)).0, 201);
+    let ids: Vec<String> = (0..20).map(|i| start(if i % 2 == 0 { &a.addr } else { &b.addr }, "p")).collect();
+    wait_all(&b.addr, "p", &ids, "Succeeded", Duration::from_secs(30));
+    assert_eq!(db.query("SELECT count(*) FROM ledger"), "40", "each execution: one failure, one success");
+
+    for addr in [&a.addr, &b.addr] {
+        let status = cluster(addr);
+        assert_eq!(status["backend"], "postgres", "{status}");
+        assert_eq!(role_of(&status, a.child.id()), "leader", "{status}");
+        assert_eq!(role_of(&status, b.child.id()), "follower", "{status}");
+        assert!(status["lease"]["fencingToken"].as_i64().unwrap() >= 1, "{status}");
+    }
+    // The CLI shows the same.
+    let shown = cli(&b.url, &["cluster", "status"]).ok();
+    assert!(shown.stdout.contains("leader") && shown.stdout.contains("follower"), "{}", shown.stdout);
+}
+
+#[test]
+fn kill_9_of_the_leader_hands_its_work_to_the_follower() {
+    let db = FreshDatabase::new("kill");
+    let sb = Sandbox::new();
+    let log = sb.path("effects.log");
+    let hold = sb.path("hold");
+    std::fs::write(&hold, "").unwrap();
+    let a = server(&db);
+    let b = server(&db);
+    let definition = json!({"name": "p", "executionMode": "PARALLEL", "stages": [
+        {"name": "One", "actions": [{"name": "First", "command": ["sh", "-c", format!("echo \"$REDRIVE_EXECUTION_ID First\" >> {}", log.display())]}]},
+        {"name": "Two", "actions": [{"name": "Held", "command": ["sh", "-c", format!("echo \"$REDRIVE_EXECUTION_ID Held\" >> {}; while [ -e {} ]; do sleep 0.01; done", log.display(), hold.display())]}]}
+    ]});
+    assert_eq!(http(&b.addr, "POST", "/v1/pipelines", Some(definition)).0, 201);
+    let ids: Vec<String> = (0..10).map(|_| start(&b.addr, "p")).collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::read_to_string(&log).unwrap_or_default().matches("Held").count() < ids.len() {
+        assert!(Instant::now() < deadline, "not every execution reached Held");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let b_pid = b.child.id();
+    a.kill9();
+    let took = wait_for_takeover(&db, b_pid, Duration::from_secs(10));
+    assert!(took < Duration::from_secs(5), "a dead leader is replaced within a heartbeat or two, took {took:?}");
+    std::fs::remove_file(&hold).unwrap();
+    wait_all(&b.addr, "p", &ids, "Succeeded", Duration::from_secs(30));
+    let effects = std::fs::read_to_string(&log).unwrap();
+    for id in &ids {
+        assert_eq!(effects.matches(&format!("{id} First")).count(), 1, "{id}: a committed action never runs again");
+        assert_eq!(effects.matches(&format!("{id} Held")).count(), 2, "{id}: the interrupted attempt runs once more");
+    }
+    assert_eq!(
+        db.query("SELECT count(*) FROM ledger WHERE action = 'Held' AND exception_type = 'Step.SERVICE_FAULT'"),
+        ids.len().to_string()
+    );
+}
+
+#[test]
+fn a_stalled_leader_is_fenced_after_the_follower_takes_over() {
+    let db = FreshDatabase::new("stall");
+    let sb = Sandbox::new();
+    let log = sb.path("effects.log");
+    let a = server(&db);
+    let b = server(&db);
+    // The action outlives the stall: it finishes while its leader is stopped,
+    // and the stopped leader tries to commit its result when it continues.
+    let definition = json!({"name": "p", "executionMode": "PARALLEL", "stages": [{"name": "One", "actions": [
+        {"name": "Slow", "command": ["sh", "-c", format!("echo \"$REDRIVE_EXECUTION_ID start\" >> {}; sleep 1; echo \"$REDRIVE_EXECUTION_ID end\" >> {}", log.display(), log.display())]}]}]});
+    assert_eq!(http(&a.addr, "POST", "/v1/pipelines", Some(definition)).0, 201);
+    let id = start(&a.addr, "p");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&log).unwrap_or_default().contains("start") {
+        assert!(Instant::now() < deadline, "Slow never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (a_pid, b_pid) = (a.child.id(), b.child.id());
+    unsafe { libc::kill(a_pid as i32, libc::SIGSTOP) };
+    wait_for_takeover(&db, b_pid, Duration::from_secs(15));
+    wait_all(&b.addr, "p", &[id.clone()], "Succeeded", Duration::from_secs(30));
+    let ledger_before = db.query("SELECT count(*) FROM ledger");
+    unsafe { libc::kill(a_pid as i32, libc::SIGCONT) };
+    // The old leader wakes up with a finished attempt to commit: refused, it stops.
+    let mut a = a;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = a.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the fenced leader kept running");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success(), "a fenced leader exits non-zero: {status:?}");
+    assert_eq!(db.query("SELECT count(*) FROM ledger"), ledger_before, "nothing the fenced leader did was recorded");
+    assert_eq!(db.query("SELECT count(*) FROM ledger WHERE outcome = 'SUCCEEDED'"), "1", "the action succeeded once in the ledger");
+    assert_eq!(status_of(&b.addr, "p", &id), "Succeeded");
+}
+
+#[test]
+fn a_hundred_concurrent_stage_retries_over_two_servers_start_one_series() {
+    let db = FreshDatabase::new("retry");
+    let sb = Sandbox::new();
+    let marker = sb.path("failed-once");
+    let a = server(&db);
+    let b = server(&db);
+    // Fails its first run only: the one accepted retry succeeds, and every later
+    // retry finds nothing failed.
+    let definition = json!({"name": "p", "executionMode": "PARALLEL", "stages": [{"name": "S", "actions": [
+        {"name": "A", "command": ["sh", "-c", format!("test -e {m} || {{ touch {m}; exit 1; }}", m = marker.display())]}]}]});
+    assert_eq!(http(&a.addr, "POST", "/v1/pipelines", Some(definition)).0, 201);
+    let id = start(&a.addr, "p");
+    wait_all(&a.addr, "p", &[id.clone()], "Failed", Duration::from_secs(30));
+
+    let addrs = [a.addr.clone(), b.addr.clone()];
+    let threads: Vec<_> = (0..100)
+        .map(|i| {
+            let (addr, id) = (addrs[i % 2].clone(), id.clone());
+            std::thread::spawn(move || {
+                http(
+                    &addr,
+                    "POST",
+                    &format!("/v1/pipelines/p/executions/{id}/stages/S/retry"),
+                    Some(json!({"retryMode": "FAILED_ACTIONS"})),
+                )
+            })
+        })
+        .collect();
+    let answers: Vec<(u16, Value)> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let shown = || answers.iter().map(|(s, v)| format!("{s} {v}")).collect::<Vec<_>>();
+    assert_eq!(answers.iter().filter(|(s, _)| *s == 200).count(), 1, "one retry is accepted: {:?}", shown());
+    // The others are refused as the API says (a retry already in progress, or
+    // the stage no longer failed), none fails or is lost.
+    assert!(answers.iter().all(|(s, _)| *s == 200 || *s == 400 || *s == 409), "{:?}", shown());
+    wait_all(&b.addr, "p", &[id.clone()], "Succeeded", Duration::from_secs(30));
+    assert_eq!(db.query("SELECT count(DISTINCT series) FROM ledger"), "2", "one new series");
+    assert_eq!(db.query("SELECT count(*) FROM ledger WHERE series = 2"), "1");
+}
