@@ -541,4 +541,33 @@ async fn errors_never_show_a_password() {
         }
     }
     assert_eq!(redact_url(url), "postgres://postgres:***@127.0.0.1:1/nowhere");
+
+    // A database that does not exist, on a live server.
+    let missing = url_for(&admin_url(), "redrive_t_no_such_database");
+    for error in [PostgresStore::open(&missing, opts()).await.err(), PostgresStore::open_read_only(&missing).await.err()] {
+        match error {
+            Some(StoreError::NotFound(m)) => assert!(m.contains("does not exist"), "{m}"),
+            other => panic!("expected NotFound, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_nul_character_is_refused_as_a_limit() {
+    let dbs = Databases::default();
+    let url = dbs.create().await;
+    let store = open(&url).await;
+    let mut nul = create("b", 1);
+    nul.ledger[0].message = Some("stderr: \0 binary".into());
+    let results = store.commit(vec![create("a", 1), nul, create("c", 1)].into()).await.unwrap();
+    assert_eq!(results[0], Ok(1));
+    match &results[1] {
+        Err(redrive_store::TransitionError::Limit(m)) => assert!(m.contains("ledger message") && m.contains("U+0000"), "{m}"),
+        other => panic!("expected a Limit refusal, got {other:?}"),
+    }
+    assert_eq!(results[2], Ok(1));
+    assert_eq!(store.get_execution("b").await.unwrap(), None);
+    assert!(matches!(store.put_pipeline("p", "{\"a\":\"\0\"}", None, Timestamp::from_unix_ms(1)).await, Err(StoreError::Limit(_))));
+    drop(store);
+    dbs.drop_all().await;
 }

@@ -1,7 +1,7 @@
 //! The engine lock (a session-level advisory lock on a dedicated connection)
 //! and the fencing token every write checks.
 
-use super::{map_error, wall_clock_ms};
+use super::{map_error, open_error, wall_clock_ms};
 use crate::StoreError;
 use redrive_core::time::Timestamp;
 use std::future::Future;
@@ -216,7 +216,7 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<(), StoreError>>,
 {
-    let (conn, ended) = LockConnection::connect(config).await.map_err(|e| map_error(db, &e))?;
+    let (conn, ended) = LockConnection::connect(config).await.map_err(|e| open_error(db, &e))?;
     if !conn.try_lock().await.map_err(|e| map_error(db, &e))? {
         let holder = describe_holder(&conn.client).await;
         return Err(StoreError::Locked(format!(
