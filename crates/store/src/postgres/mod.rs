@@ -17,8 +17,8 @@
 //! Every write is sent over a channel to one writer task. It waits for one
 //! request, drains what is queued (up to
 //! [`PostgresOptions::max_batch_transitions`] transitions) and applies it all in
-//! one transaction on a pooled connection (`synchronous_commit` left on: the
-//! group is durable before anyone is answered). A transition is refused alone
+//! one transaction on a pooled connection (`synchronous_commit` forced on for
+//! every connection: the group is durable before anyone is answered). A transition is refused alone
 //! (version conflict, used token, existing execution, a refused `Take`, a
 //! limit), with the same results as SQLite's savepoint per transition: the
 //! refusals before its first write need nothing undone (the execution row's
@@ -44,7 +44,9 @@
 //! reads the token `FOR SHARE` (a take-over waits for it) and, if it is not ours
 //! any more, fails with [`StoreError::Lost`] and writes nothing; from then on
 //! every call fails with `Lost`. Dropping the store closes the lock connection
-//! (its socket at once), which releases the lock.
+//! (its socket at once), which releases the lock as soon as the server ends the
+//! session; an open whose recorded holder is gone (a dropped store of this
+//! process, or an exited process on this host) waits up to a second for that.
 //!
 //! # Reconnection
 //! Pooled connections that break are replaced on the next call (a call that met
