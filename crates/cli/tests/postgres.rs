@@ -56,16 +56,18 @@ fn a_password_in_the_url_never_reaches_the_output() {
 }
 
 #[test]
-fn a_second_engine_on_the_same_database_is_refused_naming_the_holder() {
+fn a_run_beside_a_server_on_the_same_database_is_refused_naming_the_holder() {
+    // `redrive run` needs the database to itself (it drives what it starts);
+    // servers share it (one leads, the others follow).
     let db = FreshDatabase::new("lock");
     let sb = Sandbox::new();
     let first = start_server(bin().args(["server", "--listen", "127.0.0.1:0", "--db", &db.url]));
-    let second = bin().args(["server", "--listen", "127.0.0.1:0", "--db", &db.url]).output().unwrap();
+    let file = sb.write("p.yaml", &noop_pipeline("pg-lock"));
+    let second = bin().arg("run").arg(&file).args(["--db", &db.url]).output().unwrap();
     let stderr = String::from_utf8_lossy(&second.stderr);
     assert!(!second.status.success(), "a second engine must not start: {stderr}");
     assert!(stderr.contains(&format!("pid {}", first.child.id())), "names the holder: {stderr}");
-    drop(sb);
-    drop(first);
+    assert!(stderr.contains("--db"), "says what to do: {stderr}");
 }
 
 fn start_execution(addr: &str, pipeline: &str) -> String {
@@ -99,7 +101,7 @@ fn a_database_outage_degrades_the_server_and_it_recovers_by_itself() {
     // Each execution: a command that records its side effect and takes a moment,
     // then a second one; while the database is down, attempts finish and cannot
     // be committed yet.
-    let definition = json!({"name": "p", "stages": [
+    let definition = json!({"name": "p", "executionMode": "PARALLEL", "stages": [
         {"name": "One", "actions": [{"name": "Work", "command": ["sh", "-c", format!("sleep 0.3; echo \"$REDRIVE_EXECUTION_ID One\" >> {}", log.display())]}]},
         {"name": "Two", "actions": [{"name": "More", "command": ["sh", "-c", format!("echo \"$REDRIVE_EXECUTION_ID Two\" >> {}", log.display())]}]}
     ]});

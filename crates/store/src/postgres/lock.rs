@@ -1,14 +1,14 @@
 //! The engine lock (a session-level advisory lock on a dedicated connection)
 //! and the fencing token every write checks.
 
-use super::{map_error, wall_clock_ms};
+use super::{map_error, open_error, wall_clock_ms};
 use crate::StoreError;
 use redrive_core::time::Timestamp;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_postgres::tls::NoTlsStream;
@@ -230,6 +230,31 @@ impl LeaseTerms {
     }
 }
 
+/// How long an open waits for the lock of a holder that is gone (see
+/// [`holder_is_gone`]), and how often it tries.
+const RELEASE_WAIT: Duration = Duration::from_millis(1000);
+const RELEASE_POLL: Duration = Duration::from_millis(10);
+
+/// Whether the recorded holder runs on this host and is this process (a store
+/// dropped a moment ago) or a process that has exited: its session is about
+/// to end server-side.
+async fn holder_is_gone(client: &Client) -> bool {
+    let Ok(Some(row)) = client.query_opt(SQL_HOLDER, &[]).await else { return false };
+    let (host, pid): (Option<String>, Option<i64>) = (row.try_get(0).ok().flatten(), row.try_get(1).ok().flatten());
+    let (our_host, our_pid) = holder_identity();
+    match (host, pid) {
+        (Some(host), Some(pid)) if host == our_host => pid == our_pid || !process_is_alive(pid),
+        _ => false,
+    }
+}
+
+/// Whether a process with this pid runs (`kill(pid, 0)`).
+fn process_is_alive(pid: i64) -> bool {
+    let Ok(pid) = i32::try_from(pid) else { return false };
+    // SAFETY: signal 0 only checks that the process exists.
+    pid > 0 && (unsafe { libc::kill(pid, 0) } == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
+}
+
 /// The holder recorded in `engine_lock`, for the [`StoreError::Locked`] message.
 async fn describe_holder(client: &Client) -> String {
     match client.query_opt(SQL_HOLDER, &[]).await {
@@ -262,8 +287,18 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<(), StoreError>>,
 {
-    let (conn, ended) = LockConnection::connect(config).await.map_err(|e| map_error(db, &e))?;
-    if !conn.try_lock().await.map_err(|e| map_error(db, &e))? {
+    let (conn, ended) = LockConnection::connect(config).await.map_err(|e| open_error(db, &e))?;
+    let mut locked = conn.try_lock().await.map_err(|e| map_error(db, &e))?;
+    if !locked && holder_is_gone(&conn.client).await {
+        // A store of this process was just dropped, or the holder exited: the
+        // server ends its session (releasing the lock) a moment later.
+        let deadline = Instant::now() + RELEASE_WAIT;
+        while !locked && Instant::now() < deadline {
+            tokio::time::sleep(RELEASE_POLL).await;
+            locked = conn.try_lock().await.map_err(|e| map_error(db, &e))?;
+        }
+    }
+    if !locked {
         let holder = describe_holder(&conn.client).await;
         return Err(StoreError::Locked(format!(
             "the PostgreSQL database {db} is in use by another redrive engine ({holder}); \

@@ -17,8 +17,8 @@
 //! Every write is sent over a channel to one writer task. It waits for one
 //! request, drains what is queued (up to
 //! [`PostgresOptions::max_batch_transitions`] transitions) and applies it all in
-//! one transaction on a pooled connection (`synchronous_commit` left on: the
-//! group is durable before anyone is answered). A transition is refused alone
+//! one transaction on a pooled connection (`synchronous_commit` forced on for
+//! every connection: the group is durable before anyone is answered). A transition is refused alone
 //! (version conflict, used token, existing execution, a refused `Take`, a
 //! limit), with the same results as SQLite's savepoint per transition: the
 //! refusals before its first write need nothing undone (the execution row's
@@ -44,7 +44,9 @@
 //! reads the token `FOR SHARE` (a take-over waits for it) and, if it is not ours
 //! any more, fails with [`StoreError::Lost`] and writes nothing; from then on
 //! every call fails with `Lost`. Dropping the store closes the lock connection
-//! (its socket at once), which releases the lock.
+//! (its socket at once), which releases the lock as soon as the server ends the
+//! session; an open whose recorded holder is gone (a dropped store of this
+//! process, or an exited process on this host) waits up to a second for that.
 //!
 //! # Reconnection
 //! Pooled connections that break are replaced on the next call (a call that met
@@ -57,6 +59,13 @@
 //! `Unavailable` although the server may have committed it (as with any client
 //! of a remote database); re-sending it is refused as a conflict, not doubled.
 //!
+//! # Differences from SQLite
+//! PostgreSQL cannot store U+0000 in text: a transition holding one is refused
+//! alone with [`crate::TransitionError::Limit`] (other writes with
+//! [`StoreError::Limit`]) instead of failing at the server. Opening a database
+//! that does not exist is [`StoreError::NotFound`] (the store never creates
+//! databases, only its schema).
+//!
 //! # Not done yet
 //! One engine per database: several engines sharing a database (shard leases,
 //! one fencing token per shard) is the next step. No TLS (`NoTls`): use a local
@@ -64,6 +73,7 @@
 
 mod lock;
 mod member;
+mod nul;
 mod rows;
 mod schema;
 mod sql;
@@ -255,7 +265,10 @@ impl PostgresStore {
         let config = parse_url(url, &display_url)?;
         let pool = build_pool(config.clone(), DEFAULT_MAX_CONNECTIONS.min(2))?;
         {
-            let client = pool.get().await.map_err(|e| pool_error(&display_url, e))?;
+            let client = pool.get().await.map_err(|e| match e {
+                PoolError::Backend(e) => open_error(&display_url, &e),
+                e => pool_error(&display_url, e),
+            })?;
             let version = schema::schema_version(&client).await.map_err(|e| map_error(&display_url, &e))?;
             match version {
                 None => {
@@ -356,6 +369,10 @@ impl PostgresStore {
         now: Timestamp,
     ) -> Result<PipelineRecord, StoreError> {
         check_definition(name, definition_json)?;
+        nul::check(
+            &format!("pipeline {name:?}"),
+            [("name", Some(name)), ("definition", Some(definition_json)), ("source directory", source_dir)],
+        )?;
         let (reply, rx) = oneshot::channel();
         let write = PipelineWrite {
             mode,
@@ -453,7 +470,8 @@ impl Store for PostgresStore {
 
     async fn commit(&self, transitions: Arc<[Transition]>) -> Result<CommitResult, StoreError> {
         check_commit(&transitions)?;
-        let refusals: Vec<Option<String>> = transitions.iter().map(|t| check_transition(t).err()).collect();
+        let refusals: Vec<Option<String>> =
+            transitions.iter().map(|t| check_transition(t).err().or_else(|| nul::transition_problem(t))).collect();
         let valid: Vec<usize> = refusals.iter().enumerate().filter(|(_, r)| r.is_none()).map(|(i, _)| i).collect();
         let mut applied = if valid.is_empty() {
             Vec::new()
@@ -474,6 +492,12 @@ impl Store for PostgresStore {
 
     async fn quarantine_execution(&self, id: &str, status: &str, fault: ExecutionFault, at: Timestamp) -> Result<Option<u64>, StoreError> {
         check_fault(id, &fault)?;
+        let fields = [
+            ("status", Some(status)),
+            ("fault type", Some(fault.exception_type.as_str())),
+            ("fault message", Some(fault.message.as_str())),
+        ];
+        nul::check(&format!("quarantine of execution {id}"), fields)?;
         let (reply, rx) = oneshot::channel();
         self.send(WriteRequest::Quarantine { id: id.to_owned(), status: status.to_owned(), fault, at, reply }).await?;
         rx.await.map_err(|_| writer_gone())?
@@ -549,11 +573,13 @@ impl Store for PostgresStore {
 
     async fn ensure_dlq_queue(&self, name: &str, now: Timestamp) -> Result<DlqQueueRecord, StoreError> {
         check_dlq_queue_name(name)?;
+        nul::check("dead-letter queue", [("name", Some(name))])?;
         self.write_dlq_queue(DlqQueueWrite { name: name.to_owned(), max_redrives: None, now }).await
     }
 
     async fn configure_dlq_queue(&self, name: &str, max_redrives: u32, now: Timestamp) -> Result<DlqQueueRecord, StoreError> {
         check_dlq_queue_name(name)?;
+        nul::check("dead-letter queue", [("name", Some(name))])?;
         check_max_redrives(name, max_redrives)?;
         self.write_dlq_queue(DlqQueueWrite { name: name.to_owned(), max_redrives: Some(max_redrives), now }).await
     }
@@ -610,11 +636,13 @@ impl Store for PostgresStore {
 
     async fn create_redrive_run(&self, run: RedriveRunRecord) -> Result<(), StoreError> {
         check_redrive_run(&run)?;
+        nul::check(&format!("redrive run {:?}", run.id), redrive_run_fields(&run))?;
         self.write_redrive_run(RedriveRunWrite::Create(run)).await
     }
 
     async fn update_redrive_run(&self, run: RedriveRunRecord) -> Result<(), StoreError> {
         check_redrive_run(&run)?;
+        nul::check(&format!("redrive run {:?}", run.id), redrive_run_fields(&run))?;
         self.write_redrive_run(RedriveRunWrite::Update(run)).await
     }
 
@@ -655,6 +683,16 @@ impl Store for PostgresStore {
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
+
+fn redrive_run_fields(run: &RedriveRunRecord) -> [(&'static str, Option<&str>); 5] {
+    [
+        ("id", Some(run.id.as_str())),
+        ("schedule", run.schedule.as_deref()),
+        ("status", Some(run.status.as_str())),
+        ("request", Some(run.request_json.as_str())),
+        ("summary", Some(run.summary_json.as_str())),
+    ]
+}
 
 /// A listing's `limit` as a page size: 0 means the largest page.
 fn page_size(limit: usize) -> usize {
@@ -763,6 +801,17 @@ fn map_error(db: &str, e: &tokio_postgres::Error) -> StoreError {
         }
         Some(_) => StoreError::Unavailable(format!("{db}: {}", describe(e))),
         None => StoreError::Unavailable(format!("cannot reach PostgreSQL at {db}: {}", describe(e))),
+    }
+}
+
+/// Like [`map_error`], for the first connection of an open: a database that
+/// does not exist is [`StoreError::NotFound`].
+fn open_error(db: &str, e: &tokio_postgres::Error) -> StoreError {
+    match e.code() {
+        Some(code) if *code == tokio_postgres::error::SqlState::INVALID_CATALOG_NAME => StoreError::NotFound(format!(
+            "the PostgreSQL database {db} does not exist; create it first (e.g. createdb, or CREATE DATABASE)"
+        )),
+        _ => map_error(db, e),
     }
 }
 
