@@ -229,12 +229,27 @@ async fn serve(args: ServerArgs, config: ServerConfig) -> anyhow::Result<()> {
     // process exits non-zero with the reason, so a supervisor restarts it —
     // never a server that answers while its engine is dead.
     let mut health = handle.health_watch();
-    tokio::select! {
-        _ = &mut signal => {},
-        _ = health.wait_for(|h| matches!(h, Health::Stopped { .. })) => {},
-    }
+    // A leader that was taken over (it stalled past its lease) stops at once,
+    // even if it has nothing to write: every write it tried would be refused.
+    let taken_over = async {
+        loop {
+            tokio::time::sleep(store.heartbeat()).await;
+            if let Some(reason) = store.lost_reason() {
+                return reason;
+            }
+        }
+    };
+    let lost = tokio::select! {
+        _ = &mut signal => None,
+        _ = health.wait_for(|h| matches!(h, Health::Stopped { .. })) => None,
+        reason = taken_over => Some(reason),
+    };
     let _ = stop.send(true);
     http.await.context("HTTP task")?.context("serving HTTP")?;
+    if let Some(reason) = lost {
+        handle.shutdown().await;
+        anyhow::bail!("this process no longer leads the store: {reason}");
+    }
     if let Health::Stopped { reason } = handle.health() {
         let _ = join.await;
         anyhow::bail!("the engine stopped: {reason}");

@@ -162,7 +162,7 @@ fn a_stalled_leader_is_fenced_after_the_follower_takes_over() {
     let (a_pid, b_pid) = (a.child.id(), b.child.id());
     unsafe { libc::kill(a_pid as i32, libc::SIGSTOP) };
     wait_for_takeover(&db, b_pid, Duration::from_secs(15));
-    wait_all(&b.addr, "p", &[id.clone()], "Succeeded", Duration::from_secs(30));
+    wait_all(&b.addr, "p", std::slice::from_ref(&id), "Succeeded", Duration::from_secs(30));
     let ledger_before = db.query("SELECT count(*) FROM ledger");
     unsafe { libc::kill(a_pid as i32, libc::SIGCONT) };
     // The old leader wakes up with a finished attempt to commit: refused, it stops.
@@ -194,7 +194,7 @@ fn a_hundred_concurrent_stage_retries_over_two_servers_start_one_series() {
         {"name": "A", "command": ["sh", "-c", format!("test -e {m} || {{ touch {m}; exit 1; }}", m = marker.display())]}]}]});
     assert_eq!(http(&a.addr, "POST", "/v1/pipelines", Some(definition)).0, 201);
     let id = start(&a.addr, "p");
-    wait_all(&a.addr, "p", &[id.clone()], "Failed", Duration::from_secs(30));
+    wait_all(&a.addr, "p", std::slice::from_ref(&id), "Failed", Duration::from_secs(30));
 
     let addrs = [a.addr.clone(), b.addr.clone()];
     let threads: Vec<_> = (0..100)
@@ -216,7 +216,30 @@ fn a_hundred_concurrent_stage_retries_over_two_servers_start_one_series() {
     // The others are refused as the API says (a retry already in progress, or
     // the stage no longer failed), none fails or is lost.
     assert!(answers.iter().all(|(s, _)| *s == 200 || *s == 400 || *s == 409), "{:?}", shown());
-    wait_all(&b.addr, "p", &[id.clone()], "Succeeded", Duration::from_secs(30));
+    wait_all(&b.addr, "p", std::slice::from_ref(&id), "Succeeded", Duration::from_secs(30));
     assert_eq!(db.query("SELECT count(DISTINCT series) FROM ledger"), "2", "one new series");
     assert_eq!(db.query("SELECT count(*) FROM ledger WHERE series = 2"), "1");
+}
+
+#[test]
+fn an_idle_stalled_leader_steps_down_when_it_wakes_up() {
+    let db = FreshDatabase::new("idle");
+    let a = server(&db);
+    let b = server(&db);
+    let (a_pid, b_pid) = (a.child.id(), b.child.id());
+    unsafe { libc::kill(a_pid as i32, libc::SIGSTOP) };
+    wait_for_takeover(&db, b_pid, Duration::from_secs(15));
+    unsafe { libc::kill(a_pid as i32, libc::SIGCONT) };
+    // Nothing to write: it finds out from its lease and stops by itself.
+    let mut a = a;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = a.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the stale leader kept running as if it led");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success(), "{status:?}");
+    assert_eq!(role_of(&cluster(&b.addr), b_pid), "leader");
 }

@@ -100,7 +100,8 @@ pub struct StoreOptions {
 /// A store of either backend.
 pub enum AnyStore {
     Sqlite(SqliteStore),
-    Postgres(PostgresStore),
+    /// Boxed: the PostgreSQL store is several times the size of the SQLite one.
+    Postgres(Box<PostgresStore>),
 }
 
 impl AnyStore {
@@ -109,7 +110,9 @@ impl AnyStore {
     pub async fn open(location: &StoreLocation, options: StoreOptions) -> Result<AnyStore, StoreError> {
         match location {
             StoreLocation::Sqlite(path) => SqliteStore::open(path, options.sqlite).map(AnyStore::Sqlite),
-            StoreLocation::Postgres(url) => PostgresStore::open(url.expose(), options.postgres).await.map(AnyStore::Postgres),
+            StoreLocation::Postgres(url) => {
+                PostgresStore::open(url.expose(), options.postgres).await.map(|s| AnyStore::Postgres(Box::new(s)))
+            }
         }
     }
 
@@ -118,7 +121,7 @@ impl AnyStore {
     pub async fn open_read_only(location: &StoreLocation) -> Result<AnyStore, StoreError> {
         match location {
             StoreLocation::Sqlite(path) => SqliteStore::open_read_only(path).map(AnyStore::Sqlite),
-            StoreLocation::Postgres(url) => PostgresStore::open_read_only(url.expose()).await.map(AnyStore::Postgres),
+            StoreLocation::Postgres(url) => PostgresStore::open_read_only(url.expose()).await.map(|s| AnyStore::Postgres(Box::new(s))),
         }
     }
 
@@ -129,7 +132,9 @@ impl AnyStore {
     pub async fn open_member(location: &StoreLocation, options: StoreOptions) -> Result<AnyStore, StoreError> {
         match location {
             StoreLocation::Sqlite(path) => SqliteStore::open(path, options.sqlite).map(AnyStore::Sqlite),
-            StoreLocation::Postgres(url) => PostgresStore::open_member(url.expose(), options.postgres).await.map(AnyStore::Postgres),
+            StoreLocation::Postgres(url) => {
+                PostgresStore::open_member(url.expose(), options.postgres).await.map(|s| AnyStore::Postgres(Box::new(s)))
+            }
         }
     }
 
@@ -155,6 +160,16 @@ impl AnyStore {
         match self {
             AnyStore::Sqlite(_) => Ok(()),
             AnyStore::Postgres(store) => store.announce(url).await,
+        }
+    }
+
+    /// Why this store can never be used again (another process took the
+    /// database over); `None` while it can. A SQLite store is lost only when its
+    /// file is, which its writes report.
+    pub fn lost_reason(&self) -> Option<String> {
+        match self {
+            AnyStore::Sqlite(_) => None,
+            AnyStore::Postgres(store) => store.lost_reason(),
         }
     }
 

@@ -76,6 +76,15 @@ impl PostgresStore {
         announce_once(&self.pool, &self.terms, &self.url).await.map_err(StoreError::Unavailable)
     }
 
+    /// Why this store can never be used again, once another process took the
+    /// database over (its lease was taken over, or its fencing token changed).
+    pub fn lost_reason(&self) -> Option<String> {
+        match self.fence.as_ref()?.state() {
+            FenceState::Lost(message) => Some(message),
+            _ => None,
+        }
+    }
+
     /// How often followers try to take over.
     pub fn heartbeat(&self) -> Duration {
         self.terms.heartbeat
