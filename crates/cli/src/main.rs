@@ -24,6 +24,15 @@ pub mod exit {
     pub const INVALID_INPUT: u8 = 2;
     pub const ENGINE_ERROR: u8 = 3;
     pub const INTERRUPTED: u8 = 130;
+
+    /// The exit status for an error that stopped a command: invalid input when
+    /// the store's location is malformed (`--db`), else an engine or store error.
+    pub fn for_error(e: &anyhow::Error) -> u8 {
+        let bad_location = e
+            .chain()
+            .any(|cause| matches!(cause.downcast_ref::<redrive_store::StoreError>(), Some(redrive_store::StoreError::InvalidLocation(_))));
+        if bad_location { INVALID_INPUT } else { ENGINE_ERROR }
+    }
 }
 
 #[derive(Parser)]
@@ -32,7 +41,7 @@ pub mod exit {
     version,
     about = "A durable pipeline engine that retries failures well",
     long_about = "redrive runs pipelines of actions (commands, HTTP calls, no-ops) with per-action retry \
-policies, durable timers and crash-safe resume, on an embedded SQLite file.",
+policies, durable timers and crash-safe resume, on an embedded SQLite file or a PostgreSQL database.",
     after_help = "Exit status: 0 success, 1 execution failed, 2 invalid input (definition, arguments), \
 3 engine or store error, 130 interrupted."
 )]

@@ -80,7 +80,7 @@ pub fn run(args: RunArgs) -> u8 {
             Ok(code) => code,
             Err(e) => {
                 eprintln!("error: {e:#}");
-                exit::ENGINE_ERROR
+                crate::exit::for_error(&e)
             }
         }
     })

@@ -86,7 +86,7 @@ pub fn server(args: ServerArgs) -> u8 {
         }
         Err(e) => {
             eprintln!("error: {e:#}");
-            exit::ENGINE_ERROR
+            exit::for_error(&e)
         }
     }
 }

@@ -183,3 +183,15 @@ fn kill_9_on_postgres_then_restart_finishes_without_rerunning_committed_actions(
     assert_eq!(effects.matches("Held").count(), 2, "the interrupted attempt is retried once: {effects}");
     assert_eq!(db.query("SELECT exception_type FROM ledger WHERE action = 'Held' AND outcome = 'FAILED'"), "Step.SERVICE_FAULT");
 }
+
+#[test]
+fn a_malformed_postgres_url_is_invalid_input_and_hides_the_password() {
+    let sb = Sandbox::new();
+    let file = sb.write("p.yaml", &noop_pipeline("pg-bad-url"));
+    for args in [vec!["run", file.to_str().unwrap()], vec!["server", "--listen", "127.0.0.1:0"]] {
+        let out = bin().args(&args).args(["--db", "postgres://app:s3cret@db:notaport/x"]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("port") && !stderr.contains("s3cret"), "{args:?}: {stderr}");
+    }
+}

@@ -33,7 +33,7 @@ pub use sqlite::{BackupCounts, Durability, SqliteOptions, SqliteStore};
 /// (defined there, once, for every crate).
 pub use redrive_core::limits;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     /// The store cannot be reached or written right now (disk full, I/O error,
     /// database locked or down). Nothing in the failed call was committed.
@@ -50,6 +50,10 @@ pub enum StoreError {
     Limit(String),
     #[error("not found: {0}")]
     NotFound(String),
+    /// The store's location is malformed (e.g. a PostgreSQL URL that does not
+    /// parse): retrying cannot help.
+    #[error("{0}")]
+    InvalidLocation(String),
     /// A live pipeline of that name already exists ([`Store::create_pipeline`]).
     #[error("already exists: {0}")]
     AlreadyExists(String),

@@ -1435,25 +1435,25 @@ impl WriteRequest {
     fn fail(self, error: &StoreError) {
         match self {
             WriteRequest::Commit { reply, .. } => {
-                let _ = reply.send(Err(copy_error(error)));
+                let _ = reply.send(Err(error.clone()));
             }
             WriteRequest::Pipeline { reply, .. } => {
-                let _ = reply.send(Err(copy_error(error)));
+                let _ = reply.send(Err(error.clone()));
             }
             WriteRequest::DeletePipeline { reply, .. } => {
-                let _ = reply.send(Err(copy_error(error)));
+                let _ = reply.send(Err(error.clone()));
             }
             WriteRequest::DlqQueue { reply, .. } => {
-                let _ = reply.send(Err(copy_error(error)));
+                let _ = reply.send(Err(error.clone()));
             }
             WriteRequest::PurgeDlq { reply, .. } | WriteRequest::InterruptRedriveRuns { reply, .. } => {
-                let _ = reply.send(Err(copy_error(error)));
+                let _ = reply.send(Err(error.clone()));
             }
             WriteRequest::RedriveRun { reply, .. } => {
-                let _ = reply.send(Err(copy_error(error)));
+                let _ = reply.send(Err(error.clone()));
             }
             WriteRequest::Quarantine { reply, .. } => {
-                let _ = reply.send(Err(copy_error(error)));
+                let _ = reply.send(Err(error.clone()));
             }
         }
     }
@@ -2399,19 +2399,6 @@ fn open_error(path: &Path, e: rusqlite::Error) -> StoreError {
 
 fn writer_gone() -> StoreError {
     StoreError::Unavailable("the SQLite writer thread has stopped".into())
-}
-
-/// [`StoreError`] is not `Clone`; a group failure is reported to every caller.
-fn copy_error(e: &StoreError) -> StoreError {
-    match e {
-        StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
-        StoreError::Locked(m) => StoreError::Locked(m.clone()),
-        StoreError::Schema(m) => StoreError::Schema(m.clone()),
-        StoreError::Limit(m) => StoreError::Limit(m.clone()),
-        StoreError::NotFound(m) => StoreError::NotFound(m.clone()),
-        StoreError::AlreadyExists(m) => StoreError::AlreadyExists(m.clone()),
-        StoreError::Lost(m) => StoreError::Lost(m.clone()),
-    }
 }
 
 #[cfg(test)]

@@ -112,6 +112,13 @@ pub const DEFAULT_MAX_BATCH_TRANSITIONS: usize = 4096;
 const WRITE_QUEUE_CAPACITY: usize = 1024;
 /// How long establishing a connection may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// TCP keepalive: idle time before the first probe, time between probes, and
+/// unanswered probes before the connection is dropped.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(10);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+const KEEPALIVE_RETRIES: u32 = 3;
+/// Data sent and not acknowledged this long fails the connection (Linux).
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a call waits for a pooled connection.
 const POOL_WAIT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -705,16 +712,21 @@ fn wall_clock_ms() -> i64 {
 
 fn parse_url(url: &str, display_url: &str) -> Result<Config, StoreError> {
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-        return Err(StoreError::Unavailable(format!(
+        return Err(StoreError::InvalidLocation(format!(
             "{display_url} is not a PostgreSQL URL (expected postgres://USER[:PASS]@HOST[:PORT]/DB)"
         )));
     }
-    let mut config: Config = url
-        .parse()
-        .map_err(|e: tokio_postgres::Error| StoreError::Unavailable(format!("invalid PostgreSQL URL {display_url}: {}", describe(&e))))?;
+    let mut config: Config = url.parse().map_err(|e: tokio_postgres::Error| {
+        StoreError::InvalidLocation(format!("invalid PostgreSQL URL {display_url}: {}", describe(&e)))
+    })?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(CONNECT_TIMEOUT);
     }
+    // A silent network (a cable pulled, a firewall dropping packets) fails a
+    // call within seconds instead of hanging it until the kernel gives up
+    // (hours): the store then degrades (503) and reconnects.
+    config.keepalives(true).keepalives_idle(KEEPALIVE_IDLE).keepalives_interval(KEEPALIVE_INTERVAL).keepalives_retries(KEEPALIVE_RETRIES);
+    config.tcp_user_timeout(TCP_USER_TIMEOUT);
     if config.get_application_name().is_none() {
         config.application_name("redrive");
     }
@@ -838,19 +850,6 @@ fn connection_broken(e: &tokio_postgres::Error, client: &Object) -> bool {
 
 fn writer_gone() -> StoreError {
     StoreError::Unavailable("the PostgreSQL writer task has stopped".into())
-}
-
-/// [`StoreError`] is not `Clone`; a group failure is reported to every caller.
-fn copy_error(e: &StoreError) -> StoreError {
-    match e {
-        StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
-        StoreError::Locked(m) => StoreError::Locked(m.clone()),
-        StoreError::Schema(m) => StoreError::Schema(m.clone()),
-        StoreError::Limit(m) => StoreError::Limit(m.clone()),
-        StoreError::NotFound(m) => StoreError::NotFound(m.clone()),
-        StoreError::AlreadyExists(m) => StoreError::AlreadyExists(m.clone()),
-        StoreError::Lost(m) => StoreError::Lost(m.clone()),
-    }
 }
 
 /// Polls every future together (so tokio-postgres pipelines their queries),

@@ -3,7 +3,7 @@
 use super::lock::Fence;
 use super::rows::{dlq_queue_from_row, pipeline_from_row, target_columns};
 use super::sql::DlqEntryQuery;
-use super::{connection_broken, copy_error, join_all, map_error};
+use super::{connection_broken, join_all, map_error};
 use crate::{
     CommitResult, CommitStats, DEFAULT_MAX_REDRIVES, DlqEntryFilter, DlqEntryState, DlqOp, DlqQueueRecord, ExecutionFault, PipelineRecord,
     RedriveRunRecord, StoreError, Transition, TransitionError,
@@ -255,7 +255,7 @@ impl WriteRequest {
     }
 
     fn fail(self, error: &StoreError) {
-        let e = copy_error(error);
+        let e = error.clone();
         match self {
             WriteRequest::Commit { reply, .. } => drop(reply.send(Err(e))),
             WriteRequest::Pipeline { reply, .. } => drop(reply.send(Err(e))),
