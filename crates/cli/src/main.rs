@@ -5,6 +5,7 @@ mod bench;
 mod client;
 mod config;
 mod dlq;
+mod doctor;
 mod explain;
 mod load;
 mod present;
@@ -90,6 +91,12 @@ enum Command {
     /// Write a consistent snapshot of a store file to a new file, while a server
     /// may be running on it (SQLite's VACUUM INTO), and check the copy.
     Backup(backup::BackupArgs),
+    /// Check a store: its own integrity check, the engine's invariants over what
+    /// it holds (every unfinished execution can move on, ledger attempts numbered
+    /// without gaps, dead-letter entries and timers pointing at executions that
+    /// exist), and its sizes and oldest rows. Read-only; a server may be running
+    /// on it. Exit status 1 when a problem is found.
+    Doctor(doctor::DoctorArgs),
     /// Create, update, show, list and delete pipelines on a running server.
     Pipeline {
         #[command(subcommand)]
@@ -156,6 +163,7 @@ fn main() -> ExitCode {
         Command::Policy { command: PolicyCommand::Explain(args) } => explain::explain(args),
         Command::Bench(args) => bench::bench(args),
         Command::Backup(args) => backup::backup(args),
+        Command::Doctor(args) => doctor::doctor(args),
         Command::Pipeline { command } => remote::pipeline(command),
         Command::Execution { command } => remote::execution(command),
         Command::State(args) => remote::state(args),

@@ -32,7 +32,13 @@ fn attempts(addr: &str, pipeline: &str) -> Vec<(String, String)> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|a| (a["startTime"].as_str().unwrap().to_string(), a["actionName"].as_str().unwrap().to_string(), a["status"].as_str().unwrap().to_string()))
+        .map(|a| {
+            (
+                a["startTime"].as_str().unwrap().to_string(),
+                a["actionName"].as_str().unwrap().to_string(),
+                a["status"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
     rows.sort();
     rows.into_iter().map(|(_, action, status)| (action, status)).collect()

@@ -10,6 +10,7 @@
 //! - [`locks`]: SUPERSEDED mode's stage locks as stored (read by the driver and dry runs).
 
 pub mod clock;
+pub mod doctor;
 pub mod driver;
 pub mod error;
 pub mod fair;

@@ -181,6 +181,14 @@ impl AnyStore {
         }
     }
 
+    /// The store's own health and sizes (see [`crate::StoreInspection`]).
+    pub async fn inspect(&self) -> Result<crate::StoreInspection, StoreError> {
+        match self {
+            AnyStore::Sqlite(store) => store.inspect().await,
+            AnyStore::Postgres(store) => store.inspect().await,
+        }
+    }
+
     /// Which backend, for messages and metrics: `sqlite` or `postgres`.
     pub fn backend(&self) -> &'static str {
         match self {

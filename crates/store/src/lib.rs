@@ -542,6 +542,40 @@ pub struct CommitStats {
 
 pub type CommitResult = Vec<Result<u64, TransitionError>>;
 
+/// What `redrive doctor` reads about a store itself (not its contents' rules).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreInspection {
+    /// The backend's own integrity check (`PRAGMA integrity_check` on SQLite:
+    /// `ok` when sound); `None` when the backend has none redrive runs.
+    pub integrity: Option<String>,
+    /// The schema version the store is at.
+    pub schema_version: u32,
+    /// Bytes the whole store takes (the SQLite file and its WAL; the PostgreSQL database).
+    pub total_bytes: Option<u64>,
+    pub tables: Vec<TableStats>,
+}
+
+/// One table: its rows, its size when the backend reports it, its oldest row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableStats {
+    pub table: &'static str,
+    pub rows: u64,
+    pub bytes: Option<u64>,
+    /// The oldest row's time (creation, start, entry or due time, per table).
+    pub oldest: Option<Timestamp>,
+}
+
+/// The tables [`StoreInspection::tables`] lists, each with the column that
+/// dates its rows. Constant names only (they are formatted into SQL).
+pub const INSPECTED_TABLES: [(&str, &str); 6] = [
+    ("pipelines", "created_at"),
+    ("executions", "created_at"),
+    ("ledger", "started_at"),
+    ("timers", "due_at"),
+    ("dlq_entries", "entered_at"),
+    ("redrive_runs", "started_at"),
+];
+
 /// This machine's host name (for [`MemberRecord::host`] and lock holders).
 pub fn hostname() -> String {
     let mut buf = [0u8; 256];

@@ -831,6 +831,29 @@ impl SqliteStore {
         .await
     }
 
+    /// The integrity check, the schema version, the file size and each table's
+    /// rows and oldest row (for `redrive doctor`; runs beside an engine).
+    pub async fn inspect(&self) -> Result<crate::StoreInspection, StoreError> {
+        let file_bytes = |suffix: &str| {
+            let mut name = self.path.as_os_str().to_owned();
+            name.push(suffix);
+            std::fs::metadata(PathBuf::from(name)).map(|m| m.len()).unwrap_or(0)
+        };
+        let total_bytes = Some(file_bytes("") + file_bytes("-wal"));
+        self.read(move |conn| {
+            let integrity: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+            let schema_version = schema_version(conn)?.unwrap_or(0);
+            let mut tables = Vec::new();
+            for (table, dated_by) in crate::INSPECTED_TABLES {
+                let (rows, oldest): (i64, Option<i64>) =
+                    conn.query_row(&format!("SELECT COUNT(*), MIN({dated_by}) FROM {table}"), [], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                tables.push(crate::TableStats { table, rows: rows as u64, bytes: None, oldest: oldest.map(Timestamp::from_unix_ms) });
+            }
+            Ok(crate::StoreInspection { integrity: Some(integrity), schema_version, total_bytes, tables })
+        })
+        .await
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

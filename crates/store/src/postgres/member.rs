@@ -90,6 +90,36 @@ impl PostgresStore {
         self.terms.heartbeat
     }
 
+    /// The schema version, the database's size and each table's rows, size and
+    /// oldest row (for `redrive doctor`). PostgreSQL checks its own pages; redrive
+    /// runs no integrity check of its own here (`integrity` is `None`).
+    pub async fn inspect(&self) -> Result<crate::StoreInspection, StoreError> {
+        let client = self.pool.get().await.map_err(|e| pool_error(&self.display_url, e))?;
+        let db = &self.display_url;
+        let fail = |e: tokio_postgres::Error| map_error(db, &e);
+        let schema_version: i64 =
+            client.query_one("SELECT COALESCE(MAX(version), 0)::BIGINT FROM schema_migrations", &[]).await.map_err(fail)?.get(0);
+        let total: i64 = client.query_one("SELECT pg_database_size(current_database())", &[]).await.map_err(fail)?.get(0);
+        let mut tables = Vec::new();
+        for (table, dated_by) in crate::INSPECTED_TABLES {
+            let sql = format!("SELECT COUNT(*)::BIGINT, MIN({dated_by}), pg_total_relation_size('{table}')::BIGINT FROM {table}");
+            let row = client.query_one(&sql, &[]).await.map_err(fail)?;
+            let (rows, oldest, bytes): (i64, Option<i64>, i64) = (row.get(0), row.get(1), row.get(2));
+            tables.push(crate::TableStats {
+                table,
+                rows: u64::try_from(rows).unwrap_or(0),
+                bytes: u64::try_from(bytes).ok(),
+                oldest: oldest.map(Timestamp::from_unix_ms),
+            });
+        }
+        Ok(crate::StoreInspection {
+            integrity: None,
+            schema_version: u32::try_from(schema_version).unwrap_or(0),
+            total_bytes: u64::try_from(total).ok(),
+            tables,
+        })
+    }
+
     pub(super) async fn read_cluster(&self) -> Result<ClusterRecord, StoreError> {
         let client = self.pool.get().await.map_err(|e| pool_error(&self.display_url, e))?;
         let db = &self.display_url;
