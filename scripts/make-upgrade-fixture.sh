@@ -36,8 +36,9 @@ stages:
       - name: Push
         noop: {failFirst: 5, failWith: Action.FAILED}
 YAML
-# The second stage holds while HOLD is set (the fixture is written with it set; a
-# resumed attempt later runs without it and succeeds at once).
+# The second stage holds while the hold file exists (it does while the fixture is
+# written; a resumed attempt later finds none and succeeds at once). Actions do
+# not inherit the engine's environment, so the switch is a file.
 cat > held.yaml <<'YAML'
 name: held
 stages:
@@ -48,18 +49,20 @@ stages:
   - name: Two
     actions:
       - name: Slow
-        command: ["sh", "-c", "if [ -n \"$HOLD\" ]; then touch \"$HOLD\"; sleep 600; fi"]
+        command: ["sh", "-c", "if [ -e /tmp/redrive-upgrade-fixture.hold ]; then touch /tmp/redrive-upgrade-fixture.holding; sleep 600; fi"]
         # Absolute: the fixture is opened far from the directory it was written in.
         workingDirectory: /
 YAML
 "$bin" run done.yaml --db f.db >/dev/null
 "$bin" run dead.yaml --db f.db >/dev/null 2>&1 || true
-HOLD="$work/holding" "$bin" run held.yaml --db f.db >/dev/null 2>&1 &
+hold=/tmp/redrive-upgrade-fixture.hold holding=/tmp/redrive-upgrade-fixture.holding
+rm -f "$holding"; touch "$hold"
+"$bin" run held.yaml --db f.db >/dev/null 2>&1 &
 pid=$!
-for _ in $(seq 300); do [ -e "$work/holding" ] && break; sleep 0.1; done
-[ -e "$work/holding" ] || { echo "the held action never started" >&2; exit 1; }
+for _ in $(seq 300); do [ -e "$holding" ] && break; sleep 0.1; done
+[ -e "$holding" ] || { echo "the held action never started" >&2; exit 1; }
 kill -9 "$pid"; wait "$pid" 2>/dev/null || true
-pkill -9 -f "sleep 600" 2>/dev/null || true
+rm -f "$hold" "$holding"
 # One self-contained file: fold the WAL in.
 python3 -c "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute('PRAGMA wal_checkpoint(TRUNCATE)'); c.execute('PRAGMA journal_mode=DELETE'); c.close()" f.db
 cp f.db "$out"

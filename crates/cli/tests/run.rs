@@ -289,3 +289,33 @@ fn quickstart_example_runs() {
     assert_eq!(fetch.len(), 3);
     assert!(ms(&fetch[0]["decision"]["delayMs"]) >= 1000, "retryAfterSeconds honoured");
 }
+
+/// An action sees its declared `env` and the REDRIVE_* variables, plus PATH and
+/// the like, never the rest of the engine's environment (credentials live there).
+#[test]
+fn actions_do_not_inherit_the_engines_environment() {
+    let sb = Sandbox::new();
+    let out = sb.path("seen");
+    let f = sb.write(
+        "p.yaml",
+        &format!(
+            "name: env\nstages:\n  - name: S\n    actions:\n      - name: A\n        command: [\"sh\", \"-c\", \"echo ${{ENGINE_SECRET:-absent}} ${{DECLARED:-missing}} ${{REDRIVE_ACTION}} $(command -v sh) > {}\"]\n        env: {{DECLARED: yes}}\n",
+            out.display()
+        ),
+    );
+    let status = bin()
+        .arg("run")
+        .arg(&f)
+        .arg("--db")
+        .arg(sb.db())
+        .env("ENGINE_SECRET", "hunter2")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let seen = std::fs::read_to_string(&out).unwrap();
+    let words: Vec<&str> = seen.split_whitespace().collect();
+    assert_eq!(&words[..3], ["absent", "yes", "A"], "{seen}");
+    assert!(words[3].ends_with("/sh"), "PATH still finds programs: {seen}");
+}

@@ -12,7 +12,9 @@
 //!   the engine's pid and start time plus a uuid), removed when the attempt ends,
 //!   however it ends (a cancelled attempt's is removed by a cleanup thread;
 //!   a crashed engine's by [`super::remove_stale_attempt_dirs`] at the next start).
-//! - Environment: the engine's, plus the action's `env`, plus (winning over both)
+//! - Environment: not the engine's (it may hold credentials: database URLs,
+//!   cloud keys): only [`INHERITED_ENV`] from it (`PATH`, `HOME`, locale, time
+//!   zone, `TMPDIR`, user name), plus the action's `env`, plus (winning over both)
 //!   `REDRIVE_ERROR_FILE`, `REDRIVE_OUTPUT_FILE`, `REDRIVE_INPUT_FILE` (paths in
 //!   the scratch directory; the error and output files are not pre-created),
 //!   `REDRIVE_IDEMPOTENCY_KEY`, `REDRIVE_ATTEMPT`, `REDRIVE_SERIES`,
@@ -199,8 +201,20 @@ async fn prepare(ctx: &AttemptContext) -> Result<(AttemptGuard, AttemptEnv), Str
     }
 }
 
+/// The variables of the engine's environment an action's process sees (when
+/// set): what programs need to run at all. Everything else the engine has —
+/// `REDRIVE_DB`, `AWS_SECRET_ACCESS_KEY`, tokens — stays out of reach; an action
+/// declares what it needs in its `env`.
+pub const INHERITED_ENV: &[&str] = &["PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR"];
+
 fn build_command(spec: &CommandSpec, ctx: &AttemptContext, program: &Path, cwd: Option<&Path>, env: AttemptEnv) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(program);
+    cmd.env_clear();
+    for name in INHERITED_ENV {
+        if let Some(value) = std::env::var_os(name) {
+            cmd.env(name, value);
+        }
+    }
     cmd.args(&spec.argv[1..])
         .envs(&spec.env)
         .env("REDRIVE_ERROR_FILE", env.error_file)
