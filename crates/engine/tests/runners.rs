@@ -1337,3 +1337,39 @@ fn helper_run_bad_actions() {
     assert!(settled, "descriptors leaked: {} before, {} after\nbefore: {baseline:?}\nafter: {now:?}", baseline.len(), now.len());
     println!("leak check passed: {} descriptors before, {} after", baseline.len(), now.len());
 }
+
+/// A redirect on the same origin is followed; one to another origin (another
+/// port is another origin) is not: the other server never sees the action's
+/// headers or body, and the attempt fails naming where it pointed.
+#[tokio::test]
+async fn http_redirects_are_followed_on_the_same_origin_only() {
+    let (elsewhere, elsewhere_rx) = serve(vec![reply("200 OK", "should not be reached")]);
+    let (url, rx) = serve(vec![
+        reply("307 Temporary Redirect", "").header("Location", "/moved"),
+        reply("307 Temporary Redirect", "").header("Location", format!("{elsewhere}/stolen")),
+    ]);
+    let mut spec = http("POST", &format!("{url}/start"));
+    spec.headers.insert("X-Api-Key".into(), "secret-key".into());
+    spec.body = Some(json!({"card": "4242"}));
+    let f = expect_failure(&run_http(&http_client(), &spec, &ctx()).await, ExceptionType::ActionFailed);
+    assert!(f.message.starts_with("HTTP 307 Temporary Redirect, redirect to"), "{}", f.message);
+    assert!(f.message.contains("/stolen") && f.message.contains("not followed"), "{}", f.message);
+    let first = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    let second = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!((first.request_line.as_str(), second.request_line.as_str()), ("POST /start HTTP/1.1", "POST /moved HTTP/1.1"));
+    assert!(second.body.contains("4242"), "a same-origin 307 keeps the body");
+    assert!(elsewhere_rx.recv_timeout(Duration::from_millis(300)).is_err(), "the other origin was never contacted");
+}
+
+/// Credentials written in a URL never reach an error message.
+#[tokio::test]
+async fn http_url_credentials_stay_out_of_messages() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let spec = http("GET", &format!("http://deploy:hunter2@127.0.0.1:{port}/x"));
+    let f = expect_failure(&run_http(&http_client(), &spec, &ctx()).await, ExceptionType::ServiceFault);
+    assert!(!f.message.contains("hunter2") && f.message.contains("http://***@127.0.0.1"), "{}", f.message);
+    assert_eq!(
+        redrive_engine::runner::without_url_credentials("GET https://u:p@h.example/a?b=c failed; see http://plain.example/x"),
+        "GET https://***@h.example/a?b=c failed; see http://plain.example/x"
+    );
+}

@@ -8,7 +8,12 @@
 //! `application/json` unless a `Content-Type` header is given. Added headers:
 //! `Idempotency-Key: <key>` (unless the action sets one itself; the key is the
 //! same for every attempt of the action in the execution) and
-//! `X-Redrive-Attempt: <attempt>`. Redirects are followed up to 5 times.
+//! `X-Redrive-Attempt: <attempt>`. Redirects are followed up to 5 times, on the
+//! same origin (scheme, host and port) only: a redirect elsewhere is not followed
+//! (the attempt fails with `Action.FAILED` naming where it pointed), so an action's
+//! headers and body — often credentials — never reach a host it did not name.
+//! Credentials written in a URL (`https://user:password@host/`) never appear in an
+//! attempt's error message or the logs (`***`).
 //!
 //! The whole exchange (connect, send, read the body) must finish within the
 //! attempt's `timeoutSeconds`, else [`limits::DEFAULT_HTTP_TIMEOUT_SECONDS`]
@@ -25,7 +30,7 @@
 //! | 429 | `Step.THROTTLING` |
 //! | 503 with a valid `Retry-After` | `Step.THROTTLING` |
 //! | 500, 502, 503 without `Retry-After`, 504, other 5xx, 408 | `Step.SERVICE_FAULT` |
-//! | other 4xx, 3xx (redirect not followed) | `Action.FAILED` |
+//! | other 4xx, 3xx (a redirect to another origin, not followed: the message names its `Location`) | `Action.FAILED` |
 //! | connection refused / reset, DNS failure, connect timeout, broken body | `Step.SERVICE_FAULT` |
 //! | no complete response within the time limit | `Step.TIMEOUT` "timed out after Ns" |
 //! | invalid method, URL or header; too many redirects | `Action.FAILED` |
@@ -63,7 +68,7 @@ const MAX_REDIRECTS: usize = 5;
 /// (a connect timeout is a `Step.SERVICE_FAULT`, not the attempt's timeout).
 pub fn http_client() -> reqwest::Client {
     reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS))
+        .redirect(same_origin_redirects())
         .user_agent(concat!("redrive/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(30))
         .pool_idle_timeout(Duration::from_secs(60))
@@ -71,8 +76,46 @@ pub fn http_client() -> reqwest::Client {
         .expect("building the HTTP client (TLS backend initialisation) failed")
 }
 
+/// Follows at most [`MAX_REDIRECTS`] redirects, and only to the origin of the
+/// request that was made (reqwest would follow one to another host and send it
+/// the action's own headers and, for 307/308, its body).
+fn same_origin_redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let first = attempt.previous().first().map(reqwest::Url::origin);
+        if attempt.previous().len() > MAX_REDIRECTS {
+            attempt.error(format!("more than {MAX_REDIRECTS} redirects"))
+        } else if first.is_some_and(|origin| origin != attempt.url().origin()) {
+            attempt.stop()
+        } else {
+            attempt.follow()
+        }
+    })
+}
+
 fn failed(t: ExceptionType, message: impl Into<String>) -> AttemptOutcome {
-    AttemptOutcome::Failed(Failure::new(t, truncate_utf8(message.into(), FAILURE_MESSAGE_MAX_BYTES)))
+    AttemptOutcome::Failed(Failure::new(t, truncate_utf8(without_url_credentials(&message.into()), FAILURE_MESSAGE_MAX_BYTES)))
+}
+
+/// `text` with the user information of every URL in it (`scheme://user:pass@`)
+/// replaced by `***`.
+pub fn without_url_credentials(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        let (before, after) = rest.split_at(i + 3);
+        out.push_str(before);
+        let authority_end =
+            after.find(|c: char| c == '/' || c == '?' || c == '#' || c.is_whitespace() || c == '"' || c == '\'').unwrap_or(after.len());
+        match after[..authority_end].rfind('@') {
+            Some(at) => {
+                out.push_str("***");
+                rest = &after[at..];
+            }
+            None => rest = after,
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Runs one attempt of an HTTP action. Never panics; see the module docs.
@@ -84,7 +127,7 @@ pub async fn run_http(client: &reqwest::Client, spec: &HttpSpec, ctx: &AttemptCo
     let limit = http_time_limit(ctx);
     tracing::debug!(
         execution = %ctx.execution_id, stage = %ctx.stage, action = %ctx.action,
-        attempt = ctx.attempt, method = %spec.method, url = %spec.url, "http request"
+        attempt = ctx.attempt, method = %spec.method, url = %without_url_credentials(&spec.url), "http request"
     );
     match tokio::time::timeout(limit, exchange(client, request)).await {
         Err(_) => failed(ExceptionType::Timeout, format!("timed out after {}", fmt_secs(limit))),
@@ -228,7 +271,13 @@ fn classify(r: Received, ctx: &AttemptContext, now: SystemTime) -> AttemptOutcom
         _ => String::new(),
     };
 
-    let head = format!("HTTP {code} {}", r.status.canonical_reason().unwrap_or("")).trim_end().to_string();
+    let mut head = format!("HTTP {code} {}", r.status.canonical_reason().unwrap_or("")).trim_end().to_string();
+    if r.status.is_redirection()
+        && let Some(location) = r.headers.get(reqwest::header::LOCATION)
+    {
+        let location = without_url_credentials(&String::from_utf8_lossy(location.as_bytes()));
+        head = format!("{head}, redirect to {} not followed (only redirects to the same origin are)", truncate_utf8(location, 200));
+    }
     let body_excerpt = {
         let text = String::from_utf8_lossy(&r.body);
         truncate_utf8(text.trim().to_string(), limits::MAX_HTTP_BODY_EXCERPT_BYTES)

@@ -34,7 +34,7 @@ mod scratch;
 mod tracking;
 
 pub use command::run_command;
-pub use http::{http_client, http_time_limit, parse_retry_after, run_http};
+pub use http::{http_client, http_time_limit, parse_retry_after, run_http, without_url_credentials};
 pub use noop::{noop_outcome, run_noop};
 
 use crate::clock::{Clock, SystemClock};
