@@ -67,6 +67,10 @@ pub struct HttpLimits {
     pub body_read_timeout_ms: u64,
     /// Lowered to [`MAX_CONNECTIONS_PERCENT_OF_NOFILE`] of the open-file limit.
     pub max_connections: usize,
+    /// Host names (beyond IP addresses and `localhost`) a request's `Host`
+    /// header may name; others get 403 (no DNS rebinding: a web page whose
+    /// name an attacker points at this machine cannot reach the API).
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for HttpLimits {
@@ -76,6 +80,7 @@ impl Default for HttpLimits {
             header_read_timeout_ms: DEFAULT_HEADER_READ_TIMEOUT_MS,
             body_read_timeout_ms: DEFAULT_BODY_READ_TIMEOUT_MS,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -134,7 +139,37 @@ pub fn app<S: Store>(service: Arc<Service<S>>, max_body_bytes: usize) -> Router 
         .layer(Extension(openapi::Served::new(&doc)))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(service.clone(), crate::health::guard::<S>))
+        .layer(axum::middleware::from_fn(json_posts_only))
         .with_state(service)
+}
+
+/// A POST must say its body is JSON (`application/json`, `…+json`, or the AWS
+/// protocol's `application/x-amz-json-1.x`). The content types a web page may
+/// send to another site without the browser asking it first — `text/plain`,
+/// forms, none — get 415 (the AWS protocol's `SerializationException` on `/`), so
+/// a page a user visits cannot make this server do anything (no CSRF). Other
+/// changing methods (PUT, DELETE) always need a browser's preflight, which this
+/// server never grants.
+async fn json_posts_only(request: Request, next: Next) -> Response {
+    if request.method() != axum::http::Method::POST || declares_json(request.headers()) {
+        return next.run(request).await;
+    }
+    let message = "a POST must carry a JSON body with Content-Type application/json (application/x-amz-json-1.1 on POST /)";
+    if request.uri().path() == "/" {
+        let mut response = crate::aws::error_response(crate::codepipeline::errors::ApiError::new(
+            crate::codepipeline::errors::ErrorCode::SerializationException,
+            message,
+        ));
+        *response.status_mut() = StatusCode::UNSUPPORTED_MEDIA_TYPE;
+        return response;
+    }
+    invalid(message).into_response_with(StatusCode::UNSUPPORTED_MEDIA_TYPE)
+}
+
+fn declares_json(headers: &axum::http::HeaderMap) -> bool {
+    let Some(value) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else { return false };
+    let essence = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    essence == "application/json" || essence.ends_with("+json") || essence.starts_with("application/x-amz-json-")
 }
 
 async fn not_found() -> Response {
@@ -188,8 +223,53 @@ pub async fn serve_router(
         max_header_bytes: HYPER_MAX_HEADER_BYTES,
         drain_timeout: Duration::from_millis(DRAIN_TIMEOUT_MS),
     };
-    let router = router.layer(axum::middleware::from_fn_with_state(limits, whole_body_first));
+    let allowed: Arc<[String]> = limits.allowed_hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
+    // The outer layer runs first: headers and body are read (431, 408) before
+    // the Host is judged.
+    let router = router
+        .layer(axum::middleware::from_fn_with_state(allowed, known_hosts_only))
+        .layer(axum::middleware::from_fn_with_state(limits, whole_body_first));
     connections::serve(router, listener, transport, shutdown).await
+}
+
+/// Answers 403 unless the `Host` header names an IP address, `localhost` (or a
+/// name under `.localhost`), or one of [`HttpLimits::allowed_hosts`].
+async fn known_hosts_only(State(allowed): State<Arc<[String]>>, request: Request, next: Next) -> Response {
+    let Some(host) = request.headers().get(header::HOST).and_then(|v| v.to_str().ok()).map(str::to_string) else {
+        return next.run(request).await;
+    };
+    if host_is_allowed(&host, &allowed) {
+        return next.run(request).await;
+    }
+    let message = format!(
+        "this server does not answer to the host name in the Host header ({}); start it with --allowed-host NAME to allow a name",
+        truncate_host(&host)
+    );
+    if request.uri().path() == "/" {
+        let mut response = crate::aws::error_response(crate::codepipeline::errors::ApiError::new(
+            crate::codepipeline::errors::ErrorCode::ValidationException,
+            message,
+        ));
+        *response.status_mut() = StatusCode::FORBIDDEN;
+        return response;
+    }
+    invalid(message).into_response_with(StatusCode::FORBIDDEN)
+}
+
+/// Whether `host` (a `Host` header: a name or address, maybe with a port) is one
+/// this server answers to.
+pub fn host_is_allowed(host: &str, allowed: &[String]) -> bool {
+    let name = match host.strip_prefix('[') {
+        // `[v6]:port`
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit())).map_or(host, |(name, _)| name),
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name.parse::<std::net::IpAddr>().is_ok() || name == "localhost" || name.ends_with(".localhost") || allowed.iter().any(|a| *a == name)
+}
+
+fn truncate_host(host: &str) -> String {
+    host.chars().take(100).collect()
 }
 
 /// Answers 431 to headers over [`MAX_HEADER_BYTES`]; reads the request body (at

@@ -477,7 +477,8 @@ async fn not_found_and_bad_requests() {
         assert!(msg.contains(needle), "{method} {path} {body:?}: {msg:?} should mention {needle:?}");
     }
     // A malformed JSON body is a JSON 400 too.
-    let r = s.client.post(format!("{}{Q}/redrive", s.url)).body("{not json").send().await.unwrap();
+    let r =
+        s.client.post(format!("{}{Q}/redrive", s.url)).header("content-type", "application/json").body("{not json").send().await.unwrap();
     assert_eq!(r.status().as_u16(), 400);
     assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "ValidationException");
     // None of that changed the queue.

@@ -183,6 +183,7 @@ async fn invalid_definitions_and_malformed_requests() {
         .client
         .post(format!("{}/", s.url))
         .header("X-Amz-Target", "CodePipeline_20150709.ListPipelines")
+        .header("Content-Type", "application/x-amz-json-1.1")
         .body("{nope")
         .send()
         .await
@@ -190,25 +191,26 @@ async fn invalid_definitions_and_malformed_requests() {
     assert_eq!(r.status().as_u16(), 400);
     assert_eq!(r.json::<Value>().await.unwrap()["__type"], "SerializationException");
     assert_eq!(s.aws_err("DropAllTables", json!({})).await, "UnknownOperationException");
-    let r = s.client.post(format!("{}/", s.url)).body("{}").send().await.unwrap();
+    let r = s.client.post(format!("{}/", s.url)).header("Content-Type", "application/x-amz-json-1.1").body("{}").send().await.unwrap();
     assert_eq!(r.status().as_u16(), 400);
     let big = "x".repeat(1024 * 1024 + 100); // just over the limit: the request is rejected, not cut mid-send
     let r = s
         .client
         .post(format!("{}/", s.url))
         .header("X-Amz-Target", "CodePipeline_20150709.ListPipelines")
+        .header("Content-Type", "application/x-amz-json-1.1")
         .body(big.clone())
         .send()
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 413);
-    let r = s.client.post(format!("{}/v1/pipelines", s.url)).body(big).send().await.unwrap();
+    let r = s.client.post(format!("{}/v1/pipelines", s.url)).header("Content-Type", "application/json").body(big).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 413);
     let (st, v) = s
         .native(reqwest::Method::POST, "/v1/pipelines/x/executions/not-a-uuid/stages/S/retry", Some(json!({"retryMode": "FAILED_ACTIONS"})))
         .await;
     assert_eq!((st, v["error"]["code"].as_str()), (400, Some("ValidationException")));
-    let r = s.client.post(format!("{}/v1/pipelines", s.url)).body("{nope").send().await.unwrap();
+    let r = s.client.post(format!("{}/v1/pipelines", s.url)).header("Content-Type", "application/json").body("{nope").send().await.unwrap();
     assert_eq!(r.status().as_u16(), 400);
     assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "ValidationException");
     assert_eq!(s.aws_err("GetPipeline", json!({"name": "bad name!"})).await, "ValidationException");

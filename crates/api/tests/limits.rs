@@ -70,7 +70,7 @@ async fn until_closed(s: &mut TcpStream, first: &[u8], trickle: &[u8], every: Du
 async fn healthz(addr: &str, within: Duration) -> Option<String> {
     let ask = async {
         let mut s = TcpStream::connect(addr).await.ok()?;
-        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.ok()?;
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await.ok()?;
         let mut out = String::new();
         s.read_to_string(&mut out).await.ok()?;
         out.lines().next().map(str::to_string)
@@ -86,7 +86,7 @@ async fn clients_that_do_not_finish_their_headers_are_disconnected() {
     let at_least = Duration::from_millis(header_ms * 8 / 10);
 
     let mut partial = TcpStream::connect(&s.addr).await.unwrap();
-    let (took, _) = until_closed(&mut partial, b"GET /healthz HTTP/1.1\r\nHost: x\r\n", b"", Duration::from_secs(1), within)
+    let (took, _) = until_closed(&mut partial, b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n", b"", Duration::from_secs(1), within)
         .await
         .expect("a partial header is cut off");
     assert!(took >= at_least, "closed after {took:?}, before the header timeout");
@@ -110,7 +110,7 @@ async fn an_idle_kept_alive_connection_is_closed_after_the_header_timeout() {
     let header_ms = 500;
     let s = server(limits(header_ms, LONG_MS, 64)).await;
     let mut c = TcpStream::connect(&s.addr).await.unwrap();
-    c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    c.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
     let mut buf = [0u8; 1024];
     let n = c.read(&mut buf).await.unwrap();
     let response = String::from_utf8_lossy(&buf[..n]);
@@ -128,7 +128,7 @@ async fn a_trickled_body_gets_408_and_the_connection_is_closed() {
     let body_ms = 500;
     let s = server(limits(LONG_MS, body_ms, 64)).await;
     let mut c = TcpStream::connect(&s.addr).await.unwrap();
-    let head = b"POST /v1/pipelines HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{";
+    let head = b"POST /v1/pipelines HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{";
     let (took, response) = until_closed(&mut c, head, &[b' '; 999], Duration::from_millis(50), Duration::from_millis(body_ms) + MARGIN)
         .await
         .expect("the trickled body is cut off");
@@ -137,7 +137,7 @@ async fn a_trickled_body_gets_408_and_the_connection_is_closed() {
     assert!(took >= Duration::from_millis(body_ms * 8 / 10), "cut off after {took:?}");
     // On the AWS protocol's path the 408 is in its format.
     let mut c = TcpStream::connect(&s.addr).await.unwrap();
-    let head = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-amz-json-1.1\r\nX-Amz-Target: CodePipeline_20150709.ListPipelines\r\nContent-Length: 1000\r\n\r\n{";
+    let head = b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-amz-json-1.1\r\nX-Amz-Target: CodePipeline_20150709.ListPipelines\r\nContent-Length: 1000\r\n\r\n{";
     let (_, response) = until_closed(&mut c, head, &[b' '; 999], Duration::from_millis(50), Duration::from_millis(body_ms) + MARGIN)
         .await
         .expect("the trickled body is cut off");
@@ -149,7 +149,7 @@ async fn a_trickled_body_gets_408_and_the_connection_is_closed() {
 async fn oversized_headers_get_431() {
     let s = server(limits(LONG_MS, LONG_MS, 64)).await;
     let mut c = TcpStream::connect(&s.addr).await.unwrap();
-    let big = format!("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(redrive_api::server::MAX_HEADER_BYTES));
+    let big = format!("GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Big: {}\r\n\r\n", "a".repeat(redrive_api::server::MAX_HEADER_BYTES));
     let (_, response) = until_closed(&mut c, big.as_bytes(), b"", Duration::from_secs(1), MARGIN).await.expect("closed");
     assert!(response.starts_with("HTTP/1.1 431"), "{response}");
     // A JSON error in the protocol's format: native on /v1 and the health routes…
@@ -157,7 +157,7 @@ async fn oversized_headers_get_431() {
     // …and the AWS protocol's `__type` on `POST /`.
     let mut c = TcpStream::connect(&s.addr).await.unwrap();
     let big = format!(
-        "POST / HTTP/1.1\r\nHost: x\r\nX-Amz-Target: CodePipeline_20150709.ListPipelines\r\nContent-Length: 2\r\nX-Big: {}\r\n\r\n{{}}",
+        "POST / HTTP/1.1\r\nHost: localhost\r\nX-Amz-Target: CodePipeline_20150709.ListPipelines\r\nContent-Length: 2\r\nX-Big: {}\r\n\r\n{{}}",
         "a".repeat(redrive_api::server::MAX_HEADER_BYTES)
     );
     let (_, response) = until_closed(&mut c, big.as_bytes(), b"", Duration::from_secs(1), MARGIN).await.expect("closed");
@@ -166,12 +166,13 @@ async fn oversized_headers_get_431() {
     assert!(response.contains(r#""__type":"ValidationException""#), "{response}");
     // Far over the limit, hyper answers before the application: still a 431.
     let mut c = TcpStream::connect(&s.addr).await.unwrap();
-    let huge = format!("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(redrive_api::server::HYPER_MAX_HEADER_BYTES));
+    let huge =
+        format!("GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Big: {}\r\n\r\n", "a".repeat(redrive_api::server::HYPER_MAX_HEADER_BYTES));
     let (_, response) = until_closed(&mut c, huge.as_bytes(), b"", Duration::from_secs(1), MARGIN).await.expect("closed");
     assert!(response.starts_with("HTTP/1.1 431"), "{response}");
     // Just under the limit is fine.
     let mut c = TcpStream::connect(&s.addr).await.unwrap();
-    let fits = format!("GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Big: {}\r\n\r\n", "a".repeat(60 * 1024));
+    let fits = format!("GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nX-Big: {}\r\n\r\n", "a".repeat(60 * 1024));
     let (_, response) = until_closed(&mut c, fits.as_bytes(), b"", Duration::from_secs(1), MARGIN).await.expect("closed");
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
 }
@@ -184,8 +185,8 @@ fn crowd(addr: &str, n: usize) -> Vec<std::net::TcpStream> {
             let mut s = std::net::TcpStream::connect(addr).unwrap();
             match i % 3 {
                 0 => {}
-                1 => s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").unwrap(),
-                _ => s.write_all(b"POST /v1/pipelines HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{").unwrap(),
+                1 => s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n").unwrap(),
+                _ => s.write_all(b"POST /v1/pipelines HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\n{").unwrap(),
             }
             s.set_nonblocking(true).unwrap();
             s
@@ -226,7 +227,7 @@ async fn at_the_cap_new_connections_replace_idle_ones() {
 async fn shutdown_closes_idle_connections_at_once() {
     let mut s = server(limits(LONG_MS, LONG_MS, 64)).await;
     let mut kept = TcpStream::connect(&s.addr).await.unwrap();
-    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
     let mut buf = [0u8; 1024];
     assert!(kept.read(&mut buf).await.unwrap() > 0);
     let _silent = TcpStream::connect(&s.addr).await.unwrap();

@@ -44,7 +44,12 @@ async fn every_documented_operation_is_routed_and_only_those() {
                 continue;
             }
             operations += 1;
-            let r = client.request(method.to_uppercase().parse().unwrap(), format!("{url}{}", filled(path))).send().await.unwrap();
+            let r = client
+                .request(method.to_uppercase().parse().unwrap(), format!("{url}{}", filled(path)))
+                .header("content-type", "application/json")
+                .send()
+                .await
+                .unwrap();
             let status = r.status().as_u16();
             let body = r.text().await.unwrap();
             assert!(status != 405 && !body.contains("no such route"), "{method} {path}: {status} {body}");
@@ -52,7 +57,12 @@ async fn every_documented_operation_is_routed_and_only_those() {
         // Methods not documented are not routed (405 from the fallback).
         for method in ["get", "put", "post", "delete"] {
             if item.get(method).is_none() {
-                let r = client.request(method.to_uppercase().parse().unwrap(), format!("{url}{}", filled(path))).send().await.unwrap();
+                let r = client
+                    .request(method.to_uppercase().parse().unwrap(), format!("{url}{}", filled(path)))
+                    .header("content-type", "application/json")
+                    .send()
+                    .await
+                    .unwrap();
                 assert_eq!(r.status().as_u16(), 405, "{method} {path} is routed but not documented");
             }
         }
@@ -91,7 +101,7 @@ async fn every_documented_operation_is_routed_and_only_those() {
     assert_eq!(r.status().as_u16(), 400);
     assert!(r.text().await.unwrap().contains("duplicate key"));
     let def = "\u{feff}{\"name\": \"bom\", \"stages\": [{\"name\": \"S\", \"actions\": [{\"name\": \"A\", \"noop\": {}}]}]}";
-    let r = client.post(format!("{url}/v1/pipelines")).body(def).send().await.unwrap();
+    let r = client.post(format!("{url}/v1/pipelines")).header("content-type", "application/json").body(def).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 201, "{}", r.text().await.unwrap());
     // Every schema reference resolves.
     let text = doc.to_string();

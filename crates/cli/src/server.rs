@@ -43,6 +43,12 @@ pub struct ServerArgs {
     /// within a heartbeat (a fifth of this, at most 1 s).
     #[arg(long, value_name = "SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     lease_seconds: u64,
+    /// A host name clients use to reach this server (repeatable). Requests whose
+    /// `Host` header names anything else than an IP address, `localhost`, the
+    /// `--advertise-url` host or one of these get 403, so that a web page on a
+    /// name its attacker points at this machine cannot use the API (DNS rebinding).
+    #[arg(long = "allowed-host", value_name = "NAME", env = "REDRIVE_ALLOWED_HOSTS", value_delimiter = ',')]
+    allowed_hosts: Vec<String>,
     /// Request bodies larger than this get HTTP 413.
     #[arg(long, value_name = "BYTES", default_value_t = redrive_api::server::DEFAULT_MAX_BODY_BYTES)]
     max_body_bytes: usize,
@@ -315,7 +321,14 @@ fn http_limits(args: &ServerArgs, config: &ServerConfig) -> HttpLimits {
             "warning: at most {max_connections} connections (not {wanted}): {MAX_CONNECTIONS_PERCENT_OF_NOFILE}% of the open-file limit (ulimit -n)"
         );
     }
+    let mut allowed_hosts = args.allowed_hosts.clone();
+    if let Some(host) =
+        args.advertise_url.as_deref().and_then(|u| reqwest::Url::parse(u).ok()).and_then(|u| u.host_str().map(str::to_string))
+    {
+        allowed_hosts.push(host);
+    }
     HttpLimits {
+        allowed_hosts,
         max_body_bytes: args.max_body_bytes,
         header_read_timeout_ms: config.http.header_read_timeout_ms,
         body_read_timeout_ms: config.http.body_read_timeout_ms,

@@ -59,7 +59,7 @@ fn trickle(s: &TcpStream, bytes: Vec<u8>, every: Duration, stop: Arc<AtomicBool>
 fn healthz(addr: &str, within: Duration) -> Option<String> {
     let since = Instant::now();
     let mut s = TcpStream::connect_timeout(&addr.parse().unwrap(), within).ok()?;
-    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
     let (_, response) = until_closed(&mut s, since, within)?;
     response.lines().next().map(str::to_string)
 }
@@ -90,7 +90,7 @@ fn a_client_that_stops_mid_headers_is_disconnected() {
     let server = server_with_http(&sb, "headerReadTimeout: 1s");
     let since = Instant::now();
     let mut c = TcpStream::connect(&server.addr).unwrap();
-    c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").unwrap();
+    c.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n").unwrap();
     let (took, _) = until_closed(&mut c, since, Duration::from_secs(1) + MARGIN).expect("disconnected within the header timeout");
     assert!(took >= Duration::from_millis(800), "disconnected after {took:?}, before the header timeout");
     assert_healthy(&server.addr);
@@ -102,7 +102,8 @@ fn a_trickled_body_is_cut_off_with_408() {
     let server = server_with_http(&sb, "bodyReadTimeout: 1s");
     let since = Instant::now();
     let mut c = TcpStream::connect(&server.addr).unwrap();
-    c.write_all(b"POST /v1/pipelines HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{").unwrap();
+    c.write_all(b"POST /v1/pipelines HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
+        .unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let writer = trickle(&c, vec![b' '; 999], Duration::from_millis(50), stop.clone());
     let result = until_closed(&mut c, since, Duration::from_secs(1) + MARGIN);
@@ -123,8 +124,8 @@ fn crowd(server: &ServerProcess, n: usize, max_fds: usize) -> Vec<TcpStream> {
         let mut s = TcpStream::connect(&server.addr).unwrap();
         let _ = match i % 3 {
             0 => Ok(()),
-            1 => s.write_all(b"GET /v1/pipelines HTTP/1.1\r\nHost: x\r\n"),
-            _ => s.write_all(b"POST /v1/pipelines HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"),
+            1 => s.write_all(b"GET /v1/pipelines HTTP/1.1\r\nHost: localhost\r\n"),
+            _ => s.write_all(b"POST /v1/pipelines HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\n{"),
         };
         sockets.push(s);
         if i % 100 == 99 {

@@ -125,3 +125,51 @@ fn a_backup_taken_while_the_server_runs_serves_what_was_committed() {
     let (_, attempts) = http(&restored.addr, "GET", "/v1/pipelines/p/action-executions", None);
     assert_eq!(attempts["actionExecutions"].as_array().map(Vec::len), Some(1), "{attempts}");
 }
+
+/// One raw request: (status, body).
+fn raw(addr: &str, request: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    (out[9..12].parse().unwrap(), out.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default())
+}
+
+/// What a web page can make a browser send — a text/plain or form POST, or any
+/// request under a DNS name rebound to this machine — changes nothing.
+#[test]
+fn browser_forgeries_are_refused() {
+    let sb = Sandbox::new();
+    let server = start_server(server_command(&sb, "127.0.0.1:0").args(["--allowed-host", "redrive.internal"]));
+    let addr = &server.addr;
+    let body = r#"{"name":"csrf","stages":[{"name":"S","actions":[{"name":"A","command":["true"]}]}]}"#;
+    for content_type in ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"] {
+        let (status, answer) = raw(
+            addr,
+            &format!(
+                "POST /v1/pipelines HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            ),
+        );
+        assert_eq!(status, 415, "{content_type}: {answer}");
+    }
+    let (status, answer) = raw(
+        addr,
+        &format!(
+            "POST / HTTP/1.1\r\nHost: {addr}\r\nX-Amz-Target: CodePipeline_20150709.DeletePipeline\r\nContent-Type: text/plain\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+        ),
+    );
+    assert_eq!(status, 415, "{answer}");
+    assert!(answer.contains("SerializationException"), "{answer}");
+    // A name rebound to 127.0.0.1 is refused, reads included; an allowed name and localhost are not.
+    let (status, answer) = raw(addr, "GET /v1/pipelines HTTP/1.1\r\nHost: attacker.example:7878\r\nConnection: close\r\n\r\n");
+    assert_eq!(status, 403, "{answer}");
+    assert!(answer.contains("--allowed-host"), "{answer}");
+    for host in ["redrive.internal:7878", "localhost", "[::1]:7878"] {
+        let (status, answer) = raw(addr, &format!("GET /v1/pipelines HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"));
+        assert_eq!(status, 200, "{host}: {answer}");
+    }
+    let (_, list) = http(addr, "GET", "/v1/pipelines", None);
+    assert_eq!(list["pipelines"].as_array().map(Vec::len), Some(0), "nothing was created: {list}");
+}
