@@ -265,7 +265,7 @@ pub fn host_is_allowed(host: &str, allowed: &[String]) -> bool {
         None => host.rsplit_once(':').filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit())).map_or(host, |(name, _)| name),
     };
     let name = name.trim_end_matches('.').to_ascii_lowercase();
-    name.parse::<std::net::IpAddr>().is_ok() || name == "localhost" || name.ends_with(".localhost") || allowed.iter().any(|a| *a == name)
+    name.parse::<std::net::IpAddr>().is_ok() || name == "localhost" || name.ends_with(".localhost") || allowed.contains(&name)
 }
 
 fn truncate_host(host: &str) -> String {
