@@ -37,6 +37,7 @@ pub fn router<S: Store>() -> OpenApiRouter<Arc<Service<S>>> {
         .routes(op::<__path_start_execution, _, _, _>(start_execution::<S>))
         .routes(op::<__path_list_executions, _, _, _>(list_executions::<S>))
         .routes(op::<__path_get_execution, _, _, _>(get_execution::<S>))
+        .routes(op::<__path_export_execution, _, _, _>(export_execution::<S>))
         .routes(op::<__path_stop_execution, _, _, _>(stop_execution::<S>))
         .routes(op::<__path_retry_stage, _, _, _>(retry_stage::<S>))
         .routes(op::<__path_list_action_executions, _, _, _>(list_action_executions::<S>))
@@ -312,6 +313,34 @@ async fn get_execution<S: Store>(State(svc): St<S>, Path((name, id)): Path<(Stri
     let view = svc.get_execution(&name, &id).await?;
     let p = svc.get_pipeline(&name, Some(view.pipeline_version())).await?;
     Ok(Json(execution(&view, &stage_names(&p.loaded.pipeline))))
+}
+
+/// Everything about one execution: the definition version it ran, its input,
+/// stored state, pending timers and whole attempt ledger.
+#[utoipa::path(get, path = "/v1/pipelines/{name}/executions/{id}/export", tag = "executions",
+    params(("name" = String, Path), ("id" = String, Path)),
+    responses((status = 200, description = "Success", body = w::ExecutionExport), (status = "4XX", description = "The request was refused; `error.code` says why", body = w::ErrorResponse)))]
+async fn export_execution<S: Store>(State(svc): St<S>, Path((name, id)): Path<(String, String)>) -> Result<Json<w::ExecutionExport>> {
+    let (view, timers, ledger) = svc.export_execution(&name, &id).await?;
+    let p = svc.get_pipeline(&name, Some(view.pipeline_version())).await?;
+    let definition = serde_json::from_str(&p.record.definition_json).unwrap_or(serde_json::Value::String(p.record.definition_json.clone()));
+    let (state, state_text) = match serde_json::from_str(&view.record.state_json) {
+        Ok(v) => (v, None),
+        Err(_) => (serde_json::Value::Null, Some(view.record.state_json.clone())),
+    };
+    Ok(Json(w::ExecutionExport {
+        export_version: 1,
+        exported_at: svc.now().to_string(),
+        pipeline_name: name,
+        pipeline_version: view.pipeline_version(),
+        definition,
+        execution: execution(&view, &stage_names(&p.loaded.pipeline)),
+        state,
+        state_text,
+        state_version: view.record.version,
+        timers: timers.iter().map(|t| w::ExportedTimer { key: t.key.clone(), due_at: t.due_at.to_string() }).collect(),
+        ledger: ledger.iter().map(action_execution).collect(),
+    }))
 }
 
 /// Executions, newest first, one page.

@@ -184,6 +184,11 @@ impl Client {
 
     // --- routes ---------------------------------------------------------------
 
+    /// `GET /v1/pipelines/{name}/executions/{id}/export`.
+    pub async fn export_execution(&self, name: &str, id: &str) -> Result<w::ExecutionExport> {
+        self.get(self.url(&["v1", "pipelines", name, "executions", id, "export"], &[])).await
+    }
+
     /// `GET /v1/cluster`.
     pub async fn cluster_status(&self) -> Result<w::ClusterStatus> {
         self.get(self.url(&["v1", "cluster"], &[])).await

@@ -138,6 +138,18 @@ pub enum ExecutionCommand {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Write everything about one execution as JSON — the definition version it
+    /// ran, its input, stored state, pending timers and whole attempt ledger — for
+    /// a bug report or an audit.
+    Export {
+        pipeline: String,
+        execution_id: String,
+        /// Write to this new file (mode 0600: inputs may be sensitive) instead of stdout.
+        #[arg(long, value_name = "FILE")]
+        out: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Stop an execution: no new attempts start; running ones finish (or, with
     /// --abandon, are left behind).
     Stop {
@@ -533,6 +545,21 @@ pub fn execution(cmd: ExecutionCommand) -> u8 {
                 println!("no executions of {pipeline}");
             } else {
                 print!("{}", t.render());
+            }
+            Ok(exit::SUCCEEDED)
+        }),
+        ExecutionCommand::Export { pipeline, execution_id, out: file, remote } => run(&remote, |c, _| async move {
+            let v = c.export_execution(&pipeline, &execution_id).await?;
+            let text = serde_json::to_string_pretty(&v).expect("an export serializes") + "\n";
+            match file {
+                None => print!("{text}"),
+                Some(path) => {
+                    if let Err(e) = write_new_private_file(&path, text.as_bytes()) {
+                        eprintln!("error: cannot write {}: {e}", path.display());
+                        return Ok(exit::INVALID_INPUT);
+                    }
+                    eprintln!("wrote {} ({} attempts)", path.display(), v.ledger.len());
+                }
             }
             Ok(exit::SUCCEEDED)
         }),
@@ -997,4 +1024,16 @@ mod tests {
         assert!(read_cli_input_json(r#"{"stageName": 3}"#).unwrap_err().contains("must be a string"));
         assert!(read_cli_input_json("file:///nonexistent/x.json").is_err());
     }
+}
+
+/// Creates `path` (refused if it exists) with mode 0600 and writes `bytes`.
+fn write_new_private_file(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
 }

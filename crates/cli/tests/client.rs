@@ -206,3 +206,42 @@ fn an_unreachable_server_exits_3_naming_it() {
     let r = cli(&url, &["retry-stage", "--pipeline", "p", "--stage", "S", "--execution-id", "x", "--mode", "FAILED_ACTIONS"]);
     assert_eq!(r.code, 3, "{}", r.stderr);
 }
+
+/// `execution export` writes the definition version, input, state, timers and
+/// the whole ledger of one execution as JSON, to a new 0600 file with --out.
+#[test]
+fn execution_export_holds_the_definition_state_and_ledger() {
+    let sb = Sandbox::new();
+    let server = start_server(&mut server_command(&sb, "127.0.0.1:0"));
+    let flag = sb.path("flag");
+    let f = sb.write("p.yaml", &definition(&flag));
+    cli(&server.url, &["pipeline", "create", "-f", f.to_str().unwrap()]).ok();
+    let id =
+        cli(&server.url, &["execution", "start", "p", "--input", r#"{"order": 7}"#, "--output", "json"]).ok().json()["pipelineExecutionId"]
+            .as_str()
+            .unwrap()
+            .to_string();
+    wait_status(&server.url, "p", &id, "Failed");
+
+    let v = cli(&server.url, &["execution", "export", "p", &id]).ok().json();
+    assert_eq!((v["exportVersion"].as_u64(), v["pipelineName"].as_str(), v["pipelineVersion"].as_u64()), (Some(1), Some("p"), Some(1)));
+    assert_eq!(v["definition"]["name"], "p", "{v}");
+    assert_eq!(v["execution"]["input"], serde_json::json!({"order": 7}));
+    assert_eq!(v["execution"]["status"], "Failed");
+    assert!(v["state"].is_object() && v["stateVersion"].as_u64().unwrap() >= 2, "{v}");
+    let attempts: Vec<(&str, &str)> =
+        v["ledger"].as_array().unwrap().iter().map(|a| (a["actionName"].as_str().unwrap(), a["status"].as_str().unwrap())).collect();
+    assert!(attempts.contains(&("Compile", "SUCCEEDED")) && attempts.contains(&("Check", "FAILED")), "{attempts:?}");
+    let seqs: Vec<i64> = v["ledger"].as_array().unwrap().iter().map(|a| a["seq"].as_i64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "oldest first: {seqs:?}");
+
+    let out = sb.path("export.json");
+    cli(&server.url, &["execution", "export", "p", &id, "--out", out.to_str().unwrap()]).ok();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&out).unwrap().permissions().mode() & 0o777, 0o600);
+    let written: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(written["ledger"], v["ledger"]);
+    cli(&server.url, &["execution", "export", "p", &id, "--out", out.to_str().unwrap()]).code(2);
+    let missing = cli(&server.url, &["execution", "export", "p", "01a22fcf-38a4-766d-87cf-c37d5c9748ec"]);
+    assert_ne!(missing.code, 0);
+}

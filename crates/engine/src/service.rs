@@ -353,6 +353,19 @@ impl<S: Store> Service<S> {
         }
     }
 
+    /// One execution with what an export holds besides: its pending timers and
+    /// its whole ledger, oldest first.
+    pub async fn export_execution(
+        &self,
+        pipeline: &str,
+        execution_id: &str,
+    ) -> Result<(ExecutionView, Vec<redrive_store::TimerRecord>, Vec<redrive_store::LedgerEntry>), ServiceError> {
+        let view = self.get_execution(pipeline, execution_id).await?;
+        let timers = self.store.execution_timers(execution_id).await?;
+        let ledger = self.store.ledger(execution_id).await?;
+        Ok((view, timers, ledger))
+    }
+
     pub async fn list_executions(
         &self,
         pipeline: &str,

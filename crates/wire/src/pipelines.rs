@@ -229,3 +229,39 @@ pub struct ActionExecutionList {
     pub action_executions: Vec<ActionExecution>,
     pub next_token: Option<String>,
 }
+
+/// `GET /v1/pipelines/{name}/executions/{id}/export`: everything about one
+/// execution, for a bug report or an audit — the definition version it ran, its
+/// input, its stored state, its pending timers and its whole attempt ledger (in
+/// commit order).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecutionExport {
+    /// The shape of this document (1).
+    pub export_version: u32,
+    pub exported_at: Timestamp,
+    pub pipeline_name: String,
+    pub pipeline_version: u32,
+    /// The definition of that version, as stored.
+    pub definition: Value,
+    /// The execution as `GET …/executions/{id}` shows it.
+    pub execution: Execution,
+    /// The engine's stored state document, verbatim (`null` if it cannot be read;
+    /// `stateText` then holds it).
+    pub state: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_text: Option<String>,
+    /// Version of the stored state (bumped by every committed transition).
+    pub state_version: u64,
+    pub timers: Vec<ExportedTimer>,
+    /// Every attempt, oldest first.
+    pub ledger: Vec<ActionExecution>,
+}
+
+/// A pending durable timer of an exported execution.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExportedTimer {
+    pub key: String,
+    pub due_at: Timestamp,
+}
