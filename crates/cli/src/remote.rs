@@ -1002,6 +1002,18 @@ pub fn retry_stage(args: RetryStageArgs) -> u8 {
     })
 }
 
+/// Creates `path` (refused if it exists) with mode 0600 and writes `bytes`.
+fn write_new_private_file(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1024,16 +1036,4 @@ mod tests {
         assert!(read_cli_input_json(r#"{"stageName": 3}"#).unwrap_err().contains("must be a string"));
         assert!(read_cli_input_json("file:///nonexistent/x.json").is_err());
     }
-}
-
-/// Creates `path` (refused if it exists) with mode 0600 and writes `bytes`.
-fn write_new_private_file(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
 }
