@@ -5,6 +5,9 @@
 //! header and body reads bounded (see [`HttpLimits`]).
 
 mod connections;
+mod tls;
+
+pub use tls::{HANDSHAKE_TIMEOUT_MS, Tls};
 
 use crate::doc::op;
 use crate::error::{ApiError, bad_body, invalid};
@@ -71,6 +74,8 @@ pub struct HttpLimits {
     /// header may name; others get 403 (no DNS rebinding: a web page whose
     /// name an attacker points at this machine cannot reach the API).
     pub allowed_hosts: Vec<String>,
+    /// Serve HTTPS with this certificate and key instead of plain HTTP.
+    pub tls: Option<Tls>,
 }
 
 impl Default for HttpLimits {
@@ -81,6 +86,7 @@ impl Default for HttpLimits {
             body_read_timeout_ms: DEFAULT_BODY_READ_TIMEOUT_MS,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             allowed_hosts: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -222,6 +228,7 @@ pub async fn serve_router(
         header_read_timeout: Duration::from_millis(limits.header_read_timeout_ms),
         max_header_bytes: HYPER_MAX_HEADER_BYTES,
         drain_timeout: Duration::from_millis(DRAIN_TIMEOUT_MS),
+        tls: limits.tls.clone(),
     };
     let allowed: Arc<[String]> = limits.allowed_hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
     // The outer layer runs first: headers and body are read (431, 408) before

@@ -4,6 +4,7 @@ use crate::config::{ServerConfig, load_config, report_config_error};
 use crate::exit;
 use crate::run::DEFAULT_DB;
 use anyhow::Context;
+use redrive_api::server::Tls;
 use redrive_api::server::{HttpLimits, MAX_CONNECTIONS_PERCENT_OF_NOFILE, bind, connection_cap, raise_open_file_limit};
 use redrive_api::switch::{StatusSource, Switch};
 use redrive_core::time::human_duration_ms;
@@ -67,6 +68,12 @@ pub struct ServerArgs {
     /// server does not start (exit 2).
     #[arg(long, value_name = "FILE", env = "REDRIVE_CONFIG")]
     config: Option<PathBuf>,
+    /// Serve HTTPS with this PEM certificate chain (leaf first), with --tls-key.
+    #[arg(long, value_name = "FILE", env = "REDRIVE_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE", env = "REDRIVE_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 pub fn server(args: ServerArgs) -> u8 {
@@ -83,8 +90,19 @@ pub fn server(args: ServerArgs) -> u8 {
         },
         None => ServerConfig::default(),
     };
+    // So is the TLS certificate: a bad file starts nothing.
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => match Tls::load(cert, key) {
+            Ok(tls) => Some(tls),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return exit::INVALID_INPUT;
+            }
+        },
+        _ => None,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
-    match runtime.block_on(serve(args, config)) {
+    match runtime.block_on(serve(args, config, tls)) {
         Ok(()) => exit::SUCCEEDED,
         Err(e) if e.downcast_ref::<ConfigRejected>().is_some() => {
             eprintln!("error: {e:#}");
@@ -140,15 +158,16 @@ fn check_exposure(listen: SocketAddr, insecure_no_auth: bool) -> Result<(), Stri
     Ok(())
 }
 
-async fn serve(args: ServerArgs, config: ServerConfig) -> anyhow::Result<()> {
-    let limits = http_limits(&args, &config);
+async fn serve(args: ServerArgs, config: ServerConfig, tls: Option<Tls>) -> anyhow::Result<()> {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let limits = http_limits(&args, &config, tls);
     let lease = std::time::Duration::from_secs(args.lease_seconds);
     let postgres = PostgresOptions { lease, heartbeat: (lease / 5).min(DEFAULT_HEARTBEAT), ..Default::default() };
     let options = StoreOptions { postgres, ..Default::default() };
     let store = Arc::new(AnyStore::open_member(&args.db, options).await.with_context(|| format!("opening {}", args.db))?);
     let listener = bind(args.listen).with_context(|| format!("listening on {}", args.listen))?;
     let local = listener.local_addr()?;
-    let url = args.advertise_url.clone().unwrap_or_else(|| format!("http://{local}"));
+    let url = args.advertise_url.clone().unwrap_or_else(|| format!("{scheme}://{local}"));
     store.announce(&url).await.with_context(|| format!("announcing this process in {}", args.db))?;
     let switch = Switch::new(redrive_store::member_id(), status_source(store.clone()));
     // HTTP stops when this is set (a signal, or the engine stopped for good).
@@ -174,7 +193,7 @@ async fn serve(args: ServerArgs, config: ServerConfig) -> anyhow::Result<()> {
         let leader = store.leader_url().await.ok().flatten();
         switch.follow(leader.clone());
         eprintln!(
-            "redrive server listening on http://{local} (store {}; following: another process leads{}; this one takes over if its lease lapses)",
+            "redrive server listening on {scheme}://{local} (store {}; following: another process leads{}; this one takes over if its lease lapses)",
             args.db,
             leader.map(|l| format!(" at {l}")).unwrap_or_default()
         );
@@ -227,7 +246,7 @@ async fn serve(args: ServerArgs, config: ServerConfig) -> anyhow::Result<()> {
     };
     let what = if took_over { "took over as the leader" } else { "redrive server listening on" };
     eprintln!(
-        "{what} http://{local} (store {}; {resumed} unfinished execution{} resumed{quarantined_text}{schedules_text}{interrupted_text}; CodePipeline API on POST /, native API under /v1, OpenAPI at /openapi.json)",
+        "{what} {scheme}://{local} (store {}; {resumed} unfinished execution{} resumed{quarantined_text}{schedules_text}{interrupted_text}; CodePipeline API on POST /, native API under /v1, OpenAPI at /openapi.json)",
         args.db,
         if resumed == 1 { "" } else { "s" }
     );
@@ -310,7 +329,7 @@ fn status_source(store: Arc<AnyStore>) -> StatusSource {
 
 /// The HTTP limits from the flags and the config file, after raising the
 /// open-file limit so that the connection cap fits under it.
-fn http_limits(args: &ServerArgs, config: &ServerConfig) -> HttpLimits {
+fn http_limits(args: &ServerArgs, config: &ServerConfig, tls: Option<Tls>) -> HttpLimits {
     if let Err(e) = raise_open_file_limit() {
         eprintln!("warning: could not raise the open-file limit: {e}");
     }
@@ -328,6 +347,7 @@ fn http_limits(args: &ServerArgs, config: &ServerConfig) -> HttpLimits {
         allowed_hosts.push(host);
     }
     HttpLimits {
+        tls,
         allowed_hosts,
         max_body_bytes: args.max_body_bytes,
         header_read_timeout_ms: config.http.header_read_timeout_ms,

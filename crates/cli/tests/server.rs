@@ -173,3 +173,74 @@ fn browser_forgeries_are_refused() {
     let (_, list) = http(addr, "GET", "/v1/pipelines", None);
     assert_eq!(list["pipelines"].as_array().map(Vec::len), Some(0), "nothing was created: {list}");
 }
+
+/// `--tls-cert/--tls-key`: the server speaks HTTPS only; a bad file starts nothing.
+#[test]
+fn tls_serves_https_with_the_given_certificate() {
+    let sb = Sandbox::new();
+    let (cert, key) = (sb.path("cert.pem"), sb.path("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-addext", "basicConstraints=critical,CA:FALSE", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl (to make a test certificate)");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+
+    let bad = bin()
+        .args(["server", "--listen", "127.0.0.1:0", "--tls-cert"])
+        .arg(&key)
+        .arg("--tls-key")
+        .arg(&key)
+        .arg("--db")
+        .arg(sb.db())
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2), "{}", String::from_utf8_lossy(&bad.stderr));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--tls-cert"), "{}", String::from_utf8_lossy(&bad.stderr));
+    assert!(!sb.db().exists(), "a refused start creates nothing");
+
+    let mut child = bin()
+        .args(["server", "--listen", "127.0.0.1:0", "--tls-cert"])
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .arg("--db")
+        .arg(sb.db())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let banner =
+        std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok).find(|l| l.contains("listening on")).unwrap();
+    let addr = banner.split_once("listening on https://").expect("an https banner").1.split_whitespace().next().unwrap().to_string();
+    let port = addr.rsplit_once(':').unwrap().1.to_string();
+
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (secure, plain) = runtime.block_on(async {
+        let root = reqwest::Certificate::from_pem(&std::fs::read(&cert).unwrap()).unwrap();
+        let client = reqwest::Client::builder().add_root_certificate(root).build().unwrap();
+        let secure = client.get(format!("https://localhost:{port}/healthz")).send().await.map(|r| r.status().as_u16());
+        let plain = reqwest::Client::new().get(format!("http://127.0.0.1:{port}/healthz")).send().await.map(|r| r.status().as_u16());
+        (secure, plain)
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(secure.unwrap(), 200);
+    assert!(plain.is_err() || plain.as_ref().is_ok_and(|s| *s != 200), "plain HTTP is not served: {plain:?}");
+}

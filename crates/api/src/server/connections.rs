@@ -41,6 +41,8 @@ pub struct ConnectionLimits {
     /// On shutdown, open requests get this long to finish before their
     /// connections are dropped.
     pub drain_timeout: Duration,
+    /// HTTPS: the handshake runs first (within [`super::HANDSHAKE_TIMEOUT_MS`]).
+    pub tls: Option<super::Tls>,
 }
 
 /// Whether a connection is handling a request; every request carries its
@@ -206,7 +208,20 @@ impl Shared {
         }
     }
 
-    async fn run(self: Arc<Self>, stream: TcpStream, mut place: Place, watcher: Watcher) {
+    async fn run(self: Arc<Self>, stream: TcpStream, place: Place, watcher: Watcher) {
+        let Some(tls) = self.limits.tls.clone() else { return self.serve_io(stream, place, watcher).await };
+        let handshake = Duration::from_millis(super::HANDSHAKE_TIMEOUT_MS);
+        match tokio::time::timeout(handshake, tls.acceptor.accept(stream)).await {
+            Ok(Ok(stream)) => self.serve_io(stream, place, watcher).await,
+            Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+            Err(_) => tracing::debug!("TLS handshake timed out"),
+        }
+    }
+
+    async fn serve_io<I>(self: Arc<Self>, stream: I, mut place: Place, watcher: Watcher)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let activity = place.activity.clone();
         let router = self.router.clone();
         let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
