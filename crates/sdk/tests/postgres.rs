@@ -1,0 +1,57 @@
+//! The SDK on a PostgreSQL store (`Engine::open("postgres://…")`): a durable
+//! function's steps are checkpointed there and replayed after a restart.
+//! Needs PostgreSQL (scripts/ensure-postgres.sh; REDRIVE_TEST_POSTGRES_URL).
+
+use redrive_sdk::{Context, Engine, Error, StepPolicy};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+fn admin_url() -> String {
+    std::env::var("REDRIVE_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+fn psql(sql: &str) {
+    let out = Command::new("psql").args([admin_url().as_str(), "-v", "ON_ERROR_STOP=1", "-Atqc", sql]).output().expect("psql");
+    assert!(out.status.success(), "{sql}: {} (is PostgreSQL running? scripts/ensure-postgres.sh)", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_function_on_postgres_replays_its_checkpoints_after_a_restart() {
+    let name = format!("redrive_sdk_{}", std::process::id());
+    psql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+    psql(&format!("CREATE DATABASE {name}"));
+    let url = format!("{}/{name}", admin_url().rsplit_once('/').unwrap().0);
+    let runs = Arc::new(AtomicUsize::new(0));
+    let register = |engine: &Engine| {
+        let runs = runs.clone();
+        engine.register("charge", move |ctx: Context, cents: u32| {
+            let runs = runs.clone();
+            async move {
+                let id: String = ctx
+                    .step("charge", StepPolicy::default(), |_| {
+                        let runs = runs.clone();
+                        async move { Ok(format!("ch_{}_{cents}", runs.fetch_add(1, Ordering::SeqCst))) }
+                    })
+                    .await?;
+                Ok::<_, Error>(id)
+            }
+        });
+    };
+    let engine = Engine::open(&url).await.unwrap();
+    register(&engine);
+    let first: String = engine.start("charge", "order-1", &42u32).await.unwrap().result().await.unwrap();
+    assert_eq!(first, "ch_0_42");
+    engine.shutdown().await;
+    drop(engine);
+
+    // Another engine on the same database: the same start returns the recorded result.
+    let engine = Engine::open(&url).await.unwrap();
+    register(&engine);
+    let again: String = engine.start("charge", "order-1", &42u32).await.unwrap().result().await.unwrap();
+    assert_eq!(again, "ch_0_42");
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "the step ran once");
+    engine.shutdown().await;
+    drop(engine);
+    psql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+}
