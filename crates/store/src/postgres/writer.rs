@@ -21,6 +21,8 @@ use tokio_postgres::types::ToSql;
 type Param = Box<dyn ToSql + Sync + Send>;
 
 const SQL_FENCE: &str = "SELECT token FROM engine_lock WHERE id = 1 FOR SHARE";
+/// For the rest of a write transaction (see [`Writer::transact_on`]).
+const SQL_GENERIC_PLANS: &str = "SET LOCAL plan_cache_mode = force_generic_plan";
 
 const SQL_LATEST_STORED_PIPELINE: &str = "SELECT name, version, definition_json, source_dir, created_at \
      FROM pipelines WHERE name = $1 ORDER BY version DESC LIMIT 1";
@@ -61,17 +63,19 @@ const SQL_QUARANTINE_EXECUTION: &str = "UPDATE executions SET status = $2, fault
      version = version + 1, updated_at = $5 WHERE id = $1 RETURNING version";
 const SQL_DELETE_EXECUTION_TIMERS: &str = "DELETE FROM timers WHERE execution_id = $1";
 /// Every update of a segment (distinct executions), compare-and-set on the
-/// version, in one statement. One row per update, in any order: its id, the
-/// stored target if updated (for the ledger rows) and the version the row had
-/// before this statement (the `actual` of a conflict; NULL if there is no
-/// such execution). PostgreSQL's HOT check compares values, so an unchanged
-/// status does not touch the status indexes.
-const SQL_UPDATE_EXECUTIONS: &str = "WITH u AS (SELECT * FROM unnest($1::TEXT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::BIGINT[]) \
-     AS u(id, expected, status, state_json, at)), \
-     updated AS (UPDATE executions e SET status = u.status, state_json = u.state_json, version = e.version + 1, updated_at = u.at \
-     FROM u WHERE e.id = u.id AND e.version = u.expected RETURNING e.id, e.kind, e.pipeline_name) \
-     SELECT u.id, updated.kind, updated.pipeline_name, e.version FROM u \
-     LEFT JOIN updated ON updated.id = u.id LEFT JOIN executions e ON e.id = u.id";
+/// version, in one statement. Returns the updated ones: id and stored target
+/// (for the ledger rows); the others conflict ([`SQL_EXECUTION_VERSIONS`]).
+/// No join on the rows it returns: a prepared statement's generic plan
+/// expects a few array elements, and would nest such a join's loops (quadratic
+/// in the group's size). PostgreSQL's HOT check compares values, so an
+/// unchanged status does not touch the status indexes.
+const SQL_UPDATE_EXECUTIONS: &str = "UPDATE executions e SET status = u.status, state_json = u.state_json, \
+     version = e.version + 1, updated_at = u.at \
+     FROM unnest($1::TEXT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::BIGINT[]) AS u(id, expected, status, state_json, at) \
+     WHERE e.id = u.id AND e.version = u.expected RETURNING e.id, e.kind, e.pipeline_name";
+/// The stored versions of the updates that conflicted (the `actual` of each
+/// conflict; an id without a row does not exist).
+const SQL_EXECUTION_VERSIONS: &str = "SELECT id, version FROM executions WHERE id = ANY($1::TEXT[])";
 /// Every create without a client token of a segment (distinct ids), in one
 /// statement: the ids inserted (not those that exist).
 const SQL_INSERT_EXECUTIONS: &str = "INSERT INTO executions \
@@ -480,6 +484,11 @@ impl Writer {
         let fence = tx.prepare_cached(SQL_FENCE).await?;
         let stored: Option<i64> = tx.query_opt(&fence, &[]).await?.map(|r| r.get(0));
         self.fence.check_token(stored).map_err(GroupFailure::Store)?;
+        // The batched statements take arrays of any length: a custom plan
+        // (the first five executions of a statement on each connection) costs
+        // planning the arrays' contents and may hash-join a whole table; the
+        // generic plan looks rows up by key.
+        tx.batch_execute(SQL_GENERIC_PLANS).await?;
         let mut outcomes = Vec::with_capacity(group.len());
         let mut index = 0;
         while index < group.len() {
@@ -675,15 +684,11 @@ async fn apply_segment(tx: &Transaction<'_>, segment: &[(usize, &Transition)]) -
     }
     ops.extend(token_creates);
     let mut rows = pipeline_query(tx, &ops).await?.into_iter();
-    // Each update's execution id -> (stored kind and name if updated, version before).
-    type Stored = (Option<String>, Option<String>, Option<i64>);
-    let mut updated: HashMap<String, Stored> = HashMap::new();
+    // Each updated execution's stored kind and name.
+    let mut updated: HashMap<String, (String, String)> = HashMap::new();
     if has_updates {
         for row in rows.next().unwrap_or_default() {
-            updated.insert(
-                row.try_get(0).map_err(batch)?,
-                (row.try_get(1).map_err(batch)?, row.try_get(2).map_err(batch)?, row.try_get(3).map_err(batch)?),
-            );
+            updated.insert(row.try_get(0).map_err(batch)?, (row.try_get(1).map_err(batch)?, row.try_get(2).map_err(batch)?));
         }
     }
     let mut inserted: HashSet<String> = HashSet::new();
@@ -692,16 +697,30 @@ async fn apply_segment(tx: &Transaction<'_>, segment: &[(usize, &Transition)]) -
             inserted.insert(row.try_get(0).map_err(batch)?);
         }
     }
+    // The versions of the conflicting updates (not changed by this segment:
+    // its executions are distinct).
+    let conflicting: Vec<String> = segment
+        .iter()
+        .filter(|(_, t)| t.expected_version.is_some() && !updated.contains_key(t.execution_id.as_str()))
+        .map(|(_, t)| t.execution_id.clone())
+        .collect();
+    let mut actual: HashMap<String, i64> = HashMap::new();
+    if !conflicting.is_empty() {
+        let st = tx.prepare_cached(SQL_EXECUTION_VERSIONS).await.map_err(batch)?;
+        for row in tx.query(&st, &[&conflicting]).await.map_err(batch)? {
+            actual.insert(row.try_get(0).map_err(batch)?, row.try_get(1).map_err(batch)?);
+        }
+    }
     let mut verdicts = Vec::with_capacity(segment.len());
     for &(request, t) in segment {
         let (kind, name, _) = target_columns(&t.target);
         let verdict = match (t.expected_version, &t.client_token) {
             (Some(expected), _) => match updated.get(t.execution_id.as_str()) {
-                Some((Some(kind), Some(name), _)) => Ok(Accepted { new_version: expected + 1, kind: kind.clone(), name: name.clone() }),
-                stored => Err(TransitionError::VersionConflict {
+                Some((kind, name)) => Ok(Accepted { new_version: expected + 1, kind: kind.clone(), name: name.clone() }),
+                None => Err(TransitionError::VersionConflict {
                     execution_id: t.execution_id.clone(),
                     expected,
-                    actual: stored.and_then(|(_, _, actual)| *actual).map(|v| v as u64),
+                    actual: actual.get(t.execution_id.as_str()).map(|&v| v as u64),
                 }),
             },
             (None, None) if inserted.contains(t.execution_id.as_str()) => {
