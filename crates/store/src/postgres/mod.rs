@@ -5,8 +5,9 @@
 //! One versioned migration list ([`SCHEMA_VERSION`]); migration 1 is the final
 //! shape of the SQLite schema (pipelines, pipeline_names, executions with their
 //! `kind`, the ledger with an identity `seq`, timers, client_tokens, dlq_queues,
-//! dlq_entries, redrive_runs) plus the one-row `engine_lock` table. Timestamps
-//! are BIGINT unix milliseconds; text columns that are ordered or
+//! dlq_entries, redrive_runs) plus the one-row `engine_lock` table; migration
+//! 2 leaves half of each `executions` page free for in-place (HOT) updates.
+//! Timestamps are BIGINT unix milliseconds; text columns that are ordered or
 //! prefix-matched are `COLLATE "C"` (byte order, like SQLite). Pending
 //! migrations run in one transaction under `pg_advisory_xact_lock`, so several
 //! processes opening a database at once apply each exactly once; a database
