@@ -107,6 +107,7 @@ where
     quarantine(&make_store().await).await;
     kinds_are_separate(&make_store().await).await;
     one_commit_applies_in_order(&make_store().await).await;
+    large_commit_applies_each_transition(&make_store().await).await;
 }
 
 // ---------------------------------------------------------------------------
@@ -2140,4 +2141,117 @@ pub async fn one_commit_applies_in_order<S: Store>(store: &S) {
         assert_eq!(store.get_execution(id).await.unwrap(), None, "{id}: a reused token creates nothing");
     }
     assert_eq!(dlq_entry(store, "gone").await.state, DlqEntryState::Redriven, "the refused Take changed nothing");
+}
+
+/// One large commit, as a busy engine's group sends (a backend may batch its
+/// transitions): updates of many executions with stale and missing ones among
+/// them, the same execution several times, creates of new and existing ids,
+/// ledger rows and timers. Every result is as if the transitions were applied
+/// one by one, the refused ones write nothing, ledger `seq` follows the
+/// transitions' order (then each one's entry order), a key set twice by one
+/// transition keeps its last due time, and the stats count exactly.
+pub async fn large_commit_applies_each_transition<S: Store>(store: &S) {
+    const N: usize = 60;
+    let id = |i: usize| format!("b{i:02}");
+    let setup: Vec<Transition> = (0..N).map(|i| Transition { set_timers: vec![timer(&id(i), "old", 1000)], ..create(&id(i), 0) }).collect();
+    assert_eq!(store.commit(setup.into()).await.unwrap(), vec![Ok(1); N], "setup");
+    let before = store.stats();
+
+    let conflict = |id: &str, expected: u64, actual: Option<u64>| {
+        Err(TransitionError::VersionConflict { execution_id: id.to_owned(), expected, actual })
+    };
+    let mut transitions = Vec::new();
+    let mut expected = Vec::new();
+    let mut ledger_order: Vec<(String, String, u32)> = Vec::new();
+    for i in 0..N {
+        let b = id(i);
+        if i % 7 == 3 {
+            // Stale: refused, none of its writes happen.
+            let mut t = update(&b, 5, 10);
+            t.ledger = vec![entry(&b, "Stale", 1, true)];
+            t.clear_timers = vec!["old".to_owned()];
+            t.set_timers = vec![timer(&b, "stale", 1)];
+            transitions.push(t);
+            expected.push(conflict(&b, 5, Some(1)));
+        } else {
+            let mut t = update(&b, 1, 10);
+            if i == 2 {
+                // Filed under the pipeline recorded on create all the same.
+                t.target = Target::pipeline(OTHER_PIPELINE, 1);
+            }
+            t.ledger = vec![entry(&b, "Run", 1, true), entry(&b, "Run", 2, false)];
+            t.clear_timers = vec!["old".to_owned()];
+            t.set_timers = vec![timer(&b, "k", 500 + i as i64), timer(&b, "k", 600 + i as i64)];
+            transitions.push(t);
+            expected.push(Ok(2));
+            ledger_order.push((b.clone(), "Run".to_owned(), 1));
+            ledger_order.push((b.clone(), "Run".to_owned(), 2));
+        }
+        if i % 5 == 0 {
+            let n = format!("n{i:02}");
+            let mut t = create(&n, 10);
+            t.ledger = vec![entry(&n, "Start", 1, false)];
+            t.set_timers = vec![timer(&n, "start", 50)];
+            transitions.push(t);
+            expected.push(Ok(1));
+            ledger_order.push((n, "Start".to_owned(), 1));
+            let mut again = create(&b, 10);
+            again.ledger = vec![entry(&b, "Again", 1, false)];
+            transitions.push(again);
+            expected.push(Err(TransitionError::AlreadyExists(b.clone())));
+        }
+    }
+    transitions.push(update("missing", 1, 10));
+    expected.push(conflict("missing", 1, None));
+    // The same executions again in the same commit: b01 twice more (from the
+    // version its first update left), then stale; b03 after its refused one.
+    for (from, action) in [(2, "Again2"), (3, "Again3")] {
+        let mut t = update("b01", from, 20);
+        t.ledger = vec![entry("b01", action, 1, false)];
+        t.set_timers = vec![timer("b01", "k", 700 + from as i64)];
+        transitions.push(t);
+        expected.push(Ok(from + 1));
+        ledger_order.push(("b01".to_owned(), action.to_owned(), 1));
+    }
+    transitions.push(update("b01", 3, 30));
+    expected.push(conflict("b01", 3, Some(4)));
+    let mut late = update("b03", 1, 30);
+    late.ledger = vec![entry("b03", "Late", 1, false)];
+    late.clear_timers = vec!["old".to_owned()];
+    transitions.push(late);
+    expected.push(Ok(2));
+    ledger_order.push(("b03".to_owned(), "Late".to_owned(), 1));
+
+    let results = store.commit(transitions.into()).await.unwrap();
+    assert_eq!(results, expected, "each transition of a large commit is judged as if applied alone, in order");
+
+    for i in 0..N {
+        let b = id(i);
+        let (version, timers) = match i {
+            1 => (4, vec![timer(&b, "k", 703)]),
+            3 => (2, Vec::new()),
+            _ if i % 7 == 3 => (1, vec![timer(&b, "old", 1000)]),
+            _ => (2, vec![timer(&b, "k", 600 + i as i64)]),
+        };
+        assert_eq!(version_of(store, &b).await, Some(version), "{b}: version");
+        assert_eq!(sorted_timers(store, &b).await, timers, "{b}: timers (cleared before set, last set wins, refused undone)");
+        if i % 5 == 0 {
+            let n = format!("n{i:02}");
+            assert_eq!(version_of(store, &n).await, Some(1), "{n}: created");
+            assert_eq!(sorted_timers(store, &n).await, vec![timer(&n, "start", 50)], "{n}: timers");
+        }
+    }
+    assert_eq!(version_of(store, "missing").await, None, "a conflicting update creates nothing");
+
+    let filter = LedgerFilter { target: TargetName::pipeline(PIPELINE), ..LedgerFilter::default() };
+    let mut got = store.list_ledger(filter).await.unwrap();
+    got.reverse();
+    let got_order: Vec<(String, String, u32)> = got.iter().map(|e| (e.execution_id.clone(), e.action.clone(), e.attempt)).collect();
+    assert_eq!(got_order, ledger_order, "ledger seq in transition order, then entry order; refused transitions write none");
+    assert!(got.windows(2).all(|w| w[0].seq < w[1].seq), "seq strictly ascending");
+
+    let after = store.stats();
+    let applied = expected.iter().filter(|r| r.is_ok()).count() as u64;
+    assert_eq!(after.transitions - before.transitions, applied, "stats().transitions counts the applied transitions");
+    assert_eq!(after.ledger_rows - before.ledger_rows, ledger_order.len() as u64, "stats().ledger_rows counts their rows");
 }

@@ -5,8 +5,9 @@
 //! One versioned migration list ([`SCHEMA_VERSION`]); migration 1 is the final
 //! shape of the SQLite schema (pipelines, pipeline_names, executions with their
 //! `kind`, the ledger with an identity `seq`, timers, client_tokens, dlq_queues,
-//! dlq_entries, redrive_runs) plus the one-row `engine_lock` table. Timestamps
-//! are BIGINT unix milliseconds; text columns that are ordered or
+//! dlq_entries, redrive_runs) plus the one-row `engine_lock` table; migration
+//! 2 leaves half of each `executions` page free for in-place (HOT) updates.
+//! Timestamps are BIGINT unix milliseconds; text columns that are ordered or
 //! prefix-matched are `COLLATE "C"` (byte order, like SQLite). Pending
 //! migrations run in one transaction under `pg_advisory_xact_lock`, so several
 //! processes opening a database at once apply each exactly once; a database
@@ -26,13 +27,21 @@
 //! with a dead-letter `Take` (the only refusal after a write) runs in its own
 //! `SAVEPOINT`. Statements are prepared once per connection (`prepare_cached`)
 //! and pipelined: the transitions of a group are cut into segments (at a
-//! `Take`, or at a second create with the same client token) and each segment
-//! costs two round trips — every execution row, then every other write of the
-//! accepted transitions — instead of several per transition. If the
+//! `Take`, at a second transition of the same execution, or at a second create
+//! with the same client token) and each segment costs two round trips of a
+//! handful of statements whatever its size, with array parameters and
+//! `unnest`: one `UPDATE … FROM unnest(…)` for every update (compare-and-set
+//! on the version), one `INSERT … SELECT … FROM unnest(…)` for every create
+//! without a client token (a create with one keeps its own statement), then
+//! the client tokens and dead-letter ops of the accepted transitions (their own
+//! statements), one statement for all their ledger rows (`seq` in transition
+//! order), one for the cleared timers and one for the set timers. If the
 //! transaction fails (connection lost, server error) nothing is committed and
 //! every request of the group gets [`StoreError::Unavailable`] — except that a
 //! request whose own data makes the server fail (a constraint, a trigger
-//! raising) fails alone and the group is applied again without it. A
+//! raising) fails alone and the group is applied again without it (a batched
+//! statement, holding several requests, fails: the group is halved until the
+//! request is found). A
 //! connection that failed is dropped, not returned to the pool.
 //!
 //! # Engine lock and fencing token

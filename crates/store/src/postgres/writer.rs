@@ -10,7 +10,7 @@ use crate::{
 };
 use deadpool_postgres::{Object, Pool, Transaction};
 use redrive_core::time::Timestamp;
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -21,6 +21,8 @@ use tokio_postgres::types::ToSql;
 type Param = Box<dyn ToSql + Sync + Send>;
 
 const SQL_FENCE: &str = "SELECT token FROM engine_lock WHERE id = 1 FOR SHARE";
+/// For the rest of a write transaction (see [`Writer::transact_on`]).
+const SQL_GENERIC_PLANS: &str = "SET LOCAL plan_cache_mode = force_generic_plan";
 
 const SQL_LATEST_STORED_PIPELINE: &str = "SELECT name, version, definition_json, source_dir, created_at \
      FROM pipelines WHERE name = $1 ORDER BY version DESC LIMIT 1";
@@ -60,12 +62,42 @@ const SQL_UPDATE_EXECUTION: &str = "WITH updated AS (UPDATE executions SET statu
 const SQL_QUARANTINE_EXECUTION: &str = "UPDATE executions SET status = $2, fault_type = $3, fault_message = $4, \
      version = version + 1, updated_at = $5 WHERE id = $1 RETURNING version";
 const SQL_DELETE_EXECUTION_TIMERS: &str = "DELETE FROM timers WHERE execution_id = $1";
-const SQL_INSERT_LEDGER: &str = "INSERT INTO ledger (execution_id, kind, pipeline_name, stage, action, series, attempt, \"trigger\", \
+/// Every update of a segment (distinct executions), compare-and-set on the
+/// version, in one statement. Returns the updated ones: id and stored target
+/// (for the ledger rows); the others conflict ([`SQL_EXECUTION_VERSIONS`]).
+/// No join on the rows it returns: a prepared statement's generic plan
+/// expects a few array elements, and would nest such a join's loops (quadratic
+/// in the group's size). PostgreSQL's HOT check compares values, so an
+/// unchanged status does not touch the status indexes.
+const SQL_UPDATE_EXECUTIONS: &str = "UPDATE executions e SET status = u.status, state_json = u.state_json, \
+     version = e.version + 1, updated_at = u.at \
+     FROM unnest($1::TEXT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::BIGINT[]) AS u(id, expected, status, state_json, at) \
+     WHERE e.id = u.id AND e.version = u.expected RETURNING e.id, e.kind, e.pipeline_name";
+/// The stored versions of the updates that conflicted (the `actual` of each
+/// conflict; an id without a row does not exist).
+const SQL_EXECUTION_VERSIONS: &str = "SELECT id, version FROM executions WHERE id = ANY($1::TEXT[])";
+/// Every create without a client token of a segment (distinct ids), in one
+/// statement: the ids inserted (not those that exist).
+const SQL_INSERT_EXECUTIONS: &str = "INSERT INTO executions \
+     (id, kind, pipeline_name, pipeline_version, status, input_json, state_json, version, created_at, updated_at) \
+     SELECT id, kind, pipeline_name, pipeline_version, status, input_json, state_json, 1, at, at \
+     FROM unnest($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::BIGINT[], $5::TEXT[], $6::TEXT[], $7::TEXT[], $8::BIGINT[]) \
+     AS u(id, kind, pipeline_name, pipeline_version, status, input_json, state_json, at) \
+     ON CONFLICT (id) DO NOTHING RETURNING id";
+/// Ledger rows, `seq` in array order.
+const SQL_INSERT_LEDGER_ROWS: &str = "INSERT INTO ledger (execution_id, kind, pipeline_name, stage, action, series, attempt, \"trigger\", \
      started_at, finished_at, outcome, exception_type, message, decision_json) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
-const SQL_UPSERT_TIMER: &str = "INSERT INTO timers (execution_id, key, due_at) VALUES ($1, $2, $3) \
+     SELECT execution_id, kind, pipeline_name, stage, action, series, attempt, tr, started_at, finished_at, outcome, \
+     exception_type, message, decision_json \
+     FROM unnest($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::BIGINT[], $7::BIGINT[], $8::TEXT[], \
+     $9::BIGINT[], $10::BIGINT[], $11::TEXT[], $12::TEXT[], $13::TEXT[], $14::TEXT[]) WITH ORDINALITY \
+     AS u(execution_id, kind, pipeline_name, stage, action, series, attempt, tr, started_at, finished_at, outcome, \
+     exception_type, message, decision_json, ord) ORDER BY ord";
+/// Timers set: `(execution_id, key)` pairs distinct.
+const SQL_UPSERT_TIMERS: &str = "INSERT INTO timers (execution_id, key, due_at) \
+     SELECT * FROM unnest($1::TEXT[], $2::TEXT[], $3::BIGINT[]) \
      ON CONFLICT (execution_id, key) DO UPDATE SET due_at = excluded.due_at";
-const SQL_DELETE_TIMER: &str = "DELETE FROM timers WHERE execution_id = $1 AND key = $2";
+const SQL_DELETE_TIMERS: &str = "DELETE FROM timers WHERE (execution_id, key) IN (SELECT * FROM unnest($1::TEXT[], $2::TEXT[]))";
 
 /// Creates the queue of an entry entering for the first time (a returning entry
 /// keeps its queue, so nothing is created for it).
@@ -281,17 +313,27 @@ enum Applied {
 
 /// Why a group transaction failed (nothing of it is committed).
 enum GroupFailure {
-    /// A PostgreSQL error; `request` is the index of the request being applied
-    /// (`None`: before or after the requests, e.g. at `COMMIT`).
-    Pg { error: tokio_postgres::Error, request: Option<usize> },
+    /// A PostgreSQL error, with the request(s) whose statement failed.
+    Pg { error: tokio_postgres::Error, culprit: Culprit },
     /// The store may not write (lock lost or being re-taken).
     Store(StoreError),
 }
 
 impl From<tokio_postgres::Error> for GroupFailure {
     fn from(error: tokio_postgres::Error) -> Self {
-        GroupFailure::Pg { error, request: None }
+        GroupFailure::Pg { error, culprit: Culprit::Unknown }
     }
+}
+
+/// Which request of a group a failed statement belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Culprit {
+    /// The request at this index of the group.
+    Request(usize),
+    /// A statement batching the transitions of several requests: one of them.
+    Batch,
+    /// None in particular: before or after the requests, e.g. at `COMMIT`.
+    Unknown,
 }
 
 type PgResult<T> = Result<T, tokio_postgres::Error>;
@@ -383,11 +425,11 @@ impl Writer {
                         request.fail(&error);
                     }
                 }
-                Err(GroupFailure::Pg { error, request }) => {
+                Err(GroupFailure::Pg { error, culprit }) => {
                     let store_error = map_error(&self.db, &error);
                     if is_request_specific(&error) {
-                        match request {
-                            Some(culprit) => {
+                        match culprit {
+                            Culprit::Request(culprit) => {
                                 // The request being applied failed: it fails
                                 // alone, the others are retried without it.
                                 group.remove(culprit).fail(&store_error);
@@ -396,14 +438,23 @@ impl Writer {
                                 }
                                 continue;
                             }
-                            None if group.len() > 1 => {
+                            Culprit::Batch if group.len() > 1 => {
+                                // One of the requests of a batched statement:
+                                // halve the group until it is found (the halves
+                                // commit in order).
+                                let second = group.split_off(group.len() / 2);
+                                pending.push_front(second);
+                                pending.push_front(group);
+                                continue;
+                            }
+                            Culprit::Unknown if group.len() > 1 => {
                                 // Failed at COMMIT (a deferred check): retry each alone.
                                 for (k, request) in group.into_iter().enumerate() {
                                     pending.insert(k, vec![request]);
                                 }
                                 continue;
                             }
-                            None => {}
+                            _ => {}
                         }
                     }
                     for request in group {
@@ -433,6 +484,11 @@ impl Writer {
         let fence = tx.prepare_cached(SQL_FENCE).await?;
         let stored: Option<i64> = tx.query_opt(&fence, &[]).await?.map(|r| r.get(0));
         self.fence.check_token(stored).map_err(GroupFailure::Store)?;
+        // The batched statements take arrays of any length: a custom plan
+        // (the first five executions of a statement on each connection) costs
+        // planning the arrays' contents and may hash-join a whole table; the
+        // generic plan looks rows up by key.
+        tx.batch_execute(SQL_GENERIC_PLANS).await?;
         let mut outcomes = Vec::with_capacity(group.len());
         let mut index = 0;
         while index < group.len() {
@@ -444,10 +500,8 @@ impl Writer {
                 end += 1;
             }
             if end > index {
-                let mut results = apply_transitions(&tx, &items)
-                    .await
-                    .map_err(|(error, request)| GroupFailure::Pg { error, request: Some(request) })?
-                    .into_iter();
+                let mut results =
+                    apply_transitions(&tx, &items).await.map_err(|(error, culprit)| GroupFailure::Pg { error, culprit })?.into_iter();
                 for request in &group[index..end] {
                     if let WriteRequest::Commit { valid, .. } = request {
                         outcomes.push(Applied::Commit(results.by_ref().take(valid.len()).collect()));
@@ -456,7 +510,8 @@ impl Writer {
                 index = end;
                 continue;
             }
-            let outcome = apply_request(&tx, &group[index]).await.map_err(|error| GroupFailure::Pg { error, request: Some(index) })?;
+            let outcome =
+                apply_request(&tx, &group[index]).await.map_err(|error| GroupFailure::Pg { error, culprit: Culprit::Request(index) })?;
             outcomes.push(outcome);
             index += 1;
         }
@@ -481,50 +536,53 @@ async fn apply_request(tx: &Transaction<'_>, request: &WriteRequest) -> PgResult
     })
 }
 
-/// One statement of a pipeline, tagged with the request it belongs to (to
+/// One statement of a pipeline, tagged with the request(s) it belongs to (to
 /// tell which request made the server fail).
 struct Op {
     sql: &'static str,
     params: Vec<Param>,
-    request: usize,
+    culprit: Culprit,
 }
+
+/// A result whose error names the request(s) whose statement failed.
+type Tagged<T> = Result<T, (tokio_postgres::Error, Culprit)>;
 
 /// Statements sent together in one pipeline at most.
 const PIPELINE_CHUNK: usize = 1024;
 
 /// Runs statements in order, pipelined (tokio-postgres sends queries polled
 /// together without waiting; the server runs them in order). Returns each
-/// one's rows, or the first error in order with its request.
-async fn pipeline_query(tx: &Transaction<'_>, ops: &[Op]) -> Result<Vec<Vec<Row>>, (tokio_postgres::Error, usize)> {
+/// one's rows, or the first error in order with its culprit.
+async fn pipeline_query(tx: &Transaction<'_>, ops: &[Op]) -> Tagged<Vec<Vec<Row>>> {
     let mut out = Vec::with_capacity(ops.len());
     for chunk in ops.chunks(PIPELINE_CHUNK) {
         let mut statements = Vec::with_capacity(chunk.len());
         for op in chunk {
-            statements.push(tx.prepare_cached(op.sql).await.map_err(|e| (e, op.request))?);
+            statements.push(tx.prepare_cached(op.sql).await.map_err(|e| (e, op.culprit))?);
         }
         let params: Vec<Vec<&(dyn ToSql + Sync)>> =
             chunk.iter().map(|op| op.params.iter().map(|v| &**v as &(dyn ToSql + Sync)).collect()).collect();
         let futures: Vec<_> = statements.iter().zip(&params).map(|(st, p)| tx.query(st, p.as_slice())).collect();
         for (result, op) in join_all(futures).await.into_iter().zip(chunk) {
-            out.push(result.map_err(|e| (e, op.request))?);
+            out.push(result.map_err(|e| (e, op.culprit))?);
         }
     }
     Ok(out)
 }
 
 /// Like [`pipeline_query`], returning the rows each statement affected.
-async fn pipeline_execute(tx: &Transaction<'_>, ops: &[Op]) -> Result<Vec<u64>, (tokio_postgres::Error, usize)> {
+async fn pipeline_execute(tx: &Transaction<'_>, ops: &[Op]) -> Tagged<Vec<u64>> {
     let mut out = Vec::with_capacity(ops.len());
     for chunk in ops.chunks(PIPELINE_CHUNK) {
         let mut statements = Vec::with_capacity(chunk.len());
         for op in chunk {
-            statements.push(tx.prepare_cached(op.sql).await.map_err(|e| (e, op.request))?);
+            statements.push(tx.prepare_cached(op.sql).await.map_err(|e| (e, op.culprit))?);
         }
         let params: Vec<Vec<&(dyn ToSql + Sync)>> =
             chunk.iter().map(|op| op.params.iter().map(|v| &**v as &(dyn ToSql + Sync)).collect()).collect();
         let futures: Vec<_> = statements.iter().zip(&params).map(|(st, p)| tx.execute(st, p.as_slice())).collect();
         for (result, op) in join_all(futures).await.into_iter().zip(chunk) {
-            out.push(result.map_err(|e| (e, op.request))?);
+            out.push(result.map_err(|e| (e, op.culprit))?);
         }
     }
     Ok(out)
@@ -532,7 +590,7 @@ async fn pipeline_execute(tx: &Transaction<'_>, ops: &[Op]) -> Result<Vec<u64>, 
 
 /// Untagged statements of one request, pipelined.
 async fn execute_pipelined(tx: &Transaction<'_>, ops: Vec<(&'static str, Vec<Param>)>) -> PgResult<Vec<u64>> {
-    let ops: Vec<Op> = ops.into_iter().map(|(sql, params)| Op { sql, params, request: 0 }).collect();
+    let ops: Vec<Op> = ops.into_iter().map(|(sql, params)| Op { sql, params, culprit: Culprit::Unknown }).collect();
     pipeline_execute(tx, &ops).await.map_err(|(e, _)| e)
 }
 
@@ -545,24 +603,36 @@ struct Accepted {
 }
 
 /// Applies the transitions of consecutive commit requests, in order, with the
-/// semantics of [`Transition`] (each refused alone), in as few round trips as
+/// semantics of [`Transition`] (each refused alone), in as few statements as
 /// the rules allow. Transitions are cut into segments that can be pipelined as
-/// two phases — every execution row (create or compare-and-set) first, then
-/// the other writes of the accepted ones — with the results of running them
-/// one by one: a segment never holds two creates with the same client token
-/// (the second must see the first's token), and a transition with a
-/// dead-letter `Take` (the only refusal after its execution row is written) is
-/// applied alone in a `SAVEPOINT`. The first phase reads only `executions` and
-/// `client_tokens`, which the second phase of the same segment does not write
-/// (tokens aside, excluded above), so the order of the writes is the order of
-/// the transitions. Errors come with the request whose statement failed.
-async fn apply_transitions(
-    tx: &Transaction<'_>,
-    items: &[(usize, &Transition)],
-) -> Result<Vec<Result<u64, TransitionError>>, (tokio_postgres::Error, usize)> {
+/// two phases — every execution row first, then the other writes of the
+/// accepted ones — with the results of running them one by one:
+/// - a segment never holds the same execution twice (its execution rows are
+///   written by batched statements, which see none of each other's rows), nor
+///   two creates with the same client token (the second must see the first's
+///   token);
+/// - a transition with a dead-letter `Take` (the only refusal after its
+///   execution row is written) is applied alone in a `SAVEPOINT`.
+///
+/// So the execution rows of a segment are independent of each other: one
+/// `UPDATE … FROM unnest(…)` writes every update (compare-and-set), one
+/// `INSERT … SELECT … FROM unnest(…)` every create without a client token, and
+/// a create with a token keeps its own statement. The first phase reads only
+/// `executions` and `client_tokens`, which the second phase of the same
+/// segment does not write (tokens aside, excluded above). The second phase
+/// writes each accepted transition's client token and dead-letter ops (its own
+/// statements, in order), then every ledger row of the segment in one
+/// statement (`seq` in transition order, then entry order), every cleared
+/// timer in one, every set timer in one (cleared before set; the timers of
+/// distinct executions are distinct rows). So the order of the writes is the
+/// order of the transitions, and a group costs a handful of statements per
+/// segment whatever its size. Errors come with the request whose statement
+/// failed ([`Culprit::Batch`] for a batched statement).
+async fn apply_transitions(tx: &Transaction<'_>, items: &[(usize, &Transition)]) -> Tagged<Vec<Result<u64, TransitionError>>> {
     let mut results = Vec::with_capacity(items.len());
     let mut segment: Vec<(usize, &Transition)> = Vec::new();
     let mut tokens: HashSet<(&str, &str, &str)> = HashSet::new();
+    let mut executions: HashSet<&str> = HashSet::new();
     for &(request, t) in items {
         let take = t.dlq.iter().any(|op| matches!(op, DlqOp::Take { .. }));
         let token = t
@@ -570,16 +640,18 @@ async fn apply_transitions(
             .as_ref()
             .filter(|_| t.expected_version.is_none())
             .map(|c| (t.target.kind().as_str(), t.target.name(), c.token.as_str()));
-        if take || token.is_some_and(|key| tokens.contains(&key)) {
+        if take || token.is_some_and(|key| tokens.contains(&key)) || executions.contains(t.execution_id.as_str()) {
             results.extend(apply_segment(tx, &segment).await?);
             segment.clear();
             tokens.clear();
+            executions.clear();
         }
         if take {
-            results.push(apply_alone(tx, request, t).await.map_err(|e| (e, request))?);
+            results.push(apply_alone(tx, request, t).await.map_err(|e| (e, Culprit::Request(request)))?);
             continue;
         }
         tokens.extend(token);
+        executions.insert(t.execution_id.as_str());
         segment.push((request, t));
     }
     results.extend(apply_segment(tx, &segment).await?);
@@ -587,33 +659,160 @@ async fn apply_transitions(
 }
 
 /// The two pipelined phases of a segment (see [`apply_transitions`]).
-async fn apply_segment(
-    tx: &Transaction<'_>,
-    segment: &[(usize, &Transition)],
-) -> Result<Vec<Result<u64, TransitionError>>, (tokio_postgres::Error, usize)> {
+async fn apply_segment(tx: &Transaction<'_>, segment: &[(usize, &Transition)]) -> Tagged<Vec<Result<u64, TransitionError>>> {
     if segment.is_empty() {
         return Ok(Vec::new());
     }
-    let row_ops: Vec<Op> = segment.iter().map(|&(request, t)| execution_row_op(request, t)).collect();
-    let rows = pipeline_query(tx, &row_ops).await?;
-    let mut verdicts = Vec::with_capacity(segment.len());
-    for (&(request, t), rows) in segment.iter().zip(&rows) {
-        verdicts.push(judge(t, rows).map_err(|e| (e, request))?);
-    }
-    let mut ops = Vec::new();
-    for (&(request, t), verdict) in segment.iter().zip(&verdicts) {
-        if let Ok(accepted) = verdict {
-            other_writes(request, t, accepted, &mut ops);
+    let batch = |e| (e, Culprit::Batch);
+    let mut updates = UpdateColumns::default();
+    let mut creates = CreateColumns::default();
+    let mut token_creates = Vec::new();
+    for &(request, t) in segment {
+        match (t.expected_version, &t.client_token) {
+            (Some(expected), _) => updates.push(t, expected),
+            (None, None) => creates.push(t),
+            (None, Some(_)) => token_creates.push(execution_row_op(request, t)),
         }
     }
+    let (has_updates, has_creates) = (!updates.id.is_empty(), !creates.id.is_empty());
+    let mut ops = Vec::with_capacity(2 + token_creates.len());
+    if has_updates {
+        ops.push(Op { sql: SQL_UPDATE_EXECUTIONS, params: updates.into_params(), culprit: Culprit::Batch });
+    }
+    if has_creates {
+        ops.push(Op { sql: SQL_INSERT_EXECUTIONS, params: creates.into_params(), culprit: Culprit::Batch });
+    }
+    ops.extend(token_creates);
+    let mut rows = pipeline_query(tx, &ops).await?.into_iter();
+    // Each updated execution's stored kind and name.
+    let mut updated: HashMap<String, (String, String)> = HashMap::new();
+    if has_updates {
+        for row in rows.next().unwrap_or_default() {
+            updated.insert(row.try_get(0).map_err(batch)?, (row.try_get(1).map_err(batch)?, row.try_get(2).map_err(batch)?));
+        }
+    }
+    let mut inserted: HashSet<String> = HashSet::new();
+    if has_creates {
+        for row in rows.next().unwrap_or_default() {
+            inserted.insert(row.try_get(0).map_err(batch)?);
+        }
+    }
+    // The versions of the conflicting updates (not changed by this segment:
+    // its executions are distinct).
+    let conflicting: Vec<String> = segment
+        .iter()
+        .filter(|(_, t)| t.expected_version.is_some() && !updated.contains_key(t.execution_id.as_str()))
+        .map(|(_, t)| t.execution_id.clone())
+        .collect();
+    let mut actual: HashMap<String, i64> = HashMap::new();
+    if !conflicting.is_empty() {
+        let st = tx.prepare_cached(SQL_EXECUTION_VERSIONS).await.map_err(batch)?;
+        for row in tx.query(&st, &[&conflicting]).await.map_err(batch)? {
+            actual.insert(row.try_get(0).map_err(batch)?, row.try_get(1).map_err(batch)?);
+        }
+    }
+    let mut verdicts = Vec::with_capacity(segment.len());
+    for &(request, t) in segment {
+        let (kind, name, _) = target_columns(&t.target);
+        let verdict = match (t.expected_version, &t.client_token) {
+            (Some(expected), _) => match updated.get(t.execution_id.as_str()) {
+                Some((kind, name)) => Ok(Accepted { new_version: expected + 1, kind: kind.clone(), name: name.clone() }),
+                None => Err(TransitionError::VersionConflict {
+                    execution_id: t.execution_id.clone(),
+                    expected,
+                    actual: actual.get(t.execution_id.as_str()).map(|&v| v as u64),
+                }),
+            },
+            (None, None) if inserted.contains(t.execution_id.as_str()) => {
+                Ok(Accepted { new_version: 1, kind: kind.to_owned(), name: name.to_owned() })
+            }
+            (None, None) => Err(TransitionError::AlreadyExists(t.execution_id.clone())),
+            (None, Some(_)) => judge(t, &rows.next().unwrap_or_default()).map_err(|e| (e, Culprit::Request(request)))?,
+        };
+        verdicts.push(verdict);
+    }
+    let mut ops = Vec::new();
+    let mut accepted = Vec::new();
+    for (&(request, t), verdict) in segment.iter().zip(&verdicts) {
+        if let Ok(a) = verdict {
+            side_writes(request, t, a, &mut ops);
+            accepted.push((t, a));
+        }
+    }
+    batched_writes(&accepted, Culprit::Batch, &mut ops);
     pipeline_execute(tx, &ops).await?;
     Ok(verdicts.into_iter().map(|v| v.map(|a| a.new_version)).collect())
+}
+
+/// The columns of a segment's updates, for [`SQL_UPDATE_EXECUTIONS`].
+#[derive(Default)]
+struct UpdateColumns {
+    id: Vec<String>,
+    expected: Vec<i64>,
+    status: Vec<String>,
+    state_json: Vec<String>,
+    at: Vec<i64>,
+}
+
+impl UpdateColumns {
+    fn push(&mut self, t: &Transition, expected: u64) {
+        self.id.push(t.execution_id.clone());
+        // A version beyond i64 is never stored: -1 matches no row.
+        self.expected.push(i64::try_from(expected).unwrap_or(-1));
+        self.status.push(t.status.clone());
+        self.state_json.push(t.state_json.clone());
+        self.at.push(t.at.unix_ms());
+    }
+
+    fn into_params(self) -> Vec<Param> {
+        vec![Box::new(self.id), Box::new(self.expected), Box::new(self.status), Box::new(self.state_json), Box::new(self.at)]
+    }
+}
+
+/// The columns of a segment's creates without a client token, for [`SQL_INSERT_EXECUTIONS`].
+#[derive(Default)]
+struct CreateColumns {
+    id: Vec<String>,
+    kind: Vec<String>,
+    name: Vec<String>,
+    version: Vec<i64>,
+    status: Vec<String>,
+    input_json: Vec<String>,
+    state_json: Vec<String>,
+    at: Vec<i64>,
+}
+
+impl CreateColumns {
+    fn push(&mut self, t: &Transition) {
+        let (kind, name, version) = target_columns(&t.target);
+        self.id.push(t.execution_id.clone());
+        self.kind.push(kind.to_owned());
+        self.name.push(name.to_owned());
+        self.version.push(version);
+        self.status.push(t.status.clone());
+        self.input_json.push(t.input_json.clone());
+        self.state_json.push(t.state_json.clone());
+        self.at.push(t.at.unix_ms());
+    }
+
+    fn into_params(self) -> Vec<Param> {
+        vec![
+            Box::new(self.id),
+            Box::new(self.kind),
+            Box::new(self.name),
+            Box::new(self.version),
+            Box::new(self.status),
+            Box::new(self.input_json),
+            Box::new(self.state_json),
+            Box::new(self.at),
+        ]
+    }
 }
 
 /// A transition with a dead-letter `Take`, alone in a `SAVEPOINT`: a refused
 /// `Take` undoes the execution row and the ops before it.
 async fn apply_alone(tx: &Transaction<'_>, request: usize, t: &Transition) -> PgResult<Result<u64, TransitionError>> {
-    let untag = |(e, _): (tokio_postgres::Error, usize)| e;
+    let untag = |(e, _): (tokio_postgres::Error, Culprit)| e;
     tx.batch_execute("SAVEPOINT transition").await?;
     let rows = pipeline_query(tx, &[execution_row_op(request, t)]).await.map_err(untag)?;
     let accepted = match judge(t, &rows[0])? {
@@ -625,7 +824,8 @@ async fn apply_alone(tx: &Transaction<'_>, request: usize, t: &Transition) -> Pg
         }
     };
     let mut ops = Vec::new();
-    let takes = other_writes(request, t, &accepted, &mut ops);
+    let takes = side_writes(request, t, &accepted, &mut ops);
+    batched_writes(&[(t, &accepted)], Culprit::Request(request), &mut ops);
     let counts = pipeline_execute(tx, &ops).await.map_err(untag)?;
     if let Some((_, entry_id)) = takes.iter().find(|(index, _)| counts[*index] == 0) {
         tx.batch_execute("ROLLBACK TO SAVEPOINT transition; RELEASE SAVEPOINT transition").await?;
@@ -635,7 +835,8 @@ async fn apply_alone(tx: &Transaction<'_>, request: usize, t: &Transition) -> Pg
     Ok(Ok(accepted.new_version))
 }
 
-/// The statement writing a transition's execution row (see [`judge`]).
+/// The statement writing one transition's execution row (see [`judge`]): a
+/// create with a client token in a segment, any transition applied alone.
 fn execution_row_op(request: usize, t: &Transition) -> Op {
     let at = t.at.unix_ms();
     let (kind, name, version) = target_columns(&t.target);
@@ -674,7 +875,7 @@ fn execution_row_op(request: usize, t: &Transition) -> Op {
             )
         }
     };
-    Op { sql, params, request }
+    Op { sql, params, culprit: Culprit::Request(request) }
 }
 
 /// Whether a transition's execution row was written, from what its statement
@@ -713,15 +914,15 @@ fn judge(t: &Transition, rows: &[Row]) -> PgResult<Result<Accepted, TransitionEr
     }
 }
 
-/// The writes of an accepted transition after its execution row, in order: the
-/// client token, the dead-letter ops, the ledger rows, the cleared and the set
-/// timers. Returns where each `Take` is in `ops` (a `Take` matching no row
-/// refuses the transition).
-fn other_writes(request: usize, t: &Transition, accepted: &Accepted, ops: &mut Vec<Op>) -> Vec<(usize, String)> {
+/// The writes of an accepted transition after its execution row that keep
+/// their own statements, in order: the client token, the dead-letter ops (its
+/// ledger rows and timers go into [`batched_writes`]). Returns where each
+/// `Take` is in `ops` (a `Take` matching no row refuses the transition).
+fn side_writes(request: usize, t: &Transition, accepted: &Accepted, ops: &mut Vec<Op>) -> Vec<(usize, String)> {
     let at = t.at.unix_ms();
     macro_rules! push {
         ($sql:expr, $params:expr $(,)?) => {
-            ops.push(Op { sql: $sql, params: $params, request })
+            ops.push(Op { sql: $sql, params: $params, culprit: Culprit::Request(request) })
         };
     }
     if let Some(token) = t.client_token.as_ref().filter(|_| t.expected_version.is_none()) {
@@ -774,34 +975,92 @@ fn other_writes(request: usize, t: &Transition, accepted: &Accepted, ops: &mut V
             DlqOp::Resolve { entry_id } => push!(SQL_RESOLVE_DLQ_ENTRY, vec![Box::new(entry_id.clone()), Box::new(at)]),
         }
     }
-    for e in &t.ledger {
-        push!(
-            SQL_INSERT_LEDGER,
-            vec![
-                Box::new(t.execution_id.clone()),
-                Box::new(accepted.kind.clone()),
-                Box::new(accepted.name.clone()),
-                Box::new(e.stage.clone()),
-                Box::new(e.action.clone()),
-                Box::new(i64::from(e.series)),
-                Box::new(i64::from(e.attempt)),
-                Box::new(e.trigger.clone()),
-                Box::new(e.started_at.unix_ms()),
-                Box::new(e.finished_at.unix_ms()),
-                Box::new(e.outcome.clone()),
-                Box::new(e.exception_type.clone()),
-                Box::new(e.message.clone()),
-                Box::new(e.decision_json.clone()),
-            ],
-        );
-    }
-    for key in &t.clear_timers {
-        push!(SQL_DELETE_TIMER, vec![Box::new(t.execution_id.clone()), Box::new(key.clone())]);
-    }
-    for timer in &t.set_timers {
-        push!(SQL_UPSERT_TIMER, vec![Box::new(t.execution_id.clone()), Box::new(timer.key.clone()), Box::new(timer.due_at.unix_ms())]);
-    }
     takes
+}
+
+/// The ledger rows and timer changes of accepted transitions (of distinct
+/// executions, in order), in at most three statements: every ledger row (`seq`
+/// in transition order, then entry order), every cleared timer, then every set
+/// timer (a key set twice by one transition keeps its last due time).
+fn batched_writes(items: &[(&Transition, &Accepted)], culprit: Culprit, ops: &mut Vec<Op>) {
+    let rows: usize = items.iter().map(|(t, _)| t.ledger.len()).sum();
+    if rows > 0 {
+        let mut execution_id = Vec::with_capacity(rows);
+        let mut kind = Vec::with_capacity(rows);
+        let mut name = Vec::with_capacity(rows);
+        let mut stage = Vec::with_capacity(rows);
+        let mut action = Vec::with_capacity(rows);
+        let mut series = Vec::with_capacity(rows);
+        let mut attempt = Vec::with_capacity(rows);
+        let mut trigger = Vec::with_capacity(rows);
+        let mut started_at = Vec::with_capacity(rows);
+        let mut finished_at = Vec::with_capacity(rows);
+        let mut outcome = Vec::with_capacity(rows);
+        let mut exception_type = Vec::with_capacity(rows);
+        let mut message = Vec::with_capacity(rows);
+        let mut decision_json = Vec::with_capacity(rows);
+        for (t, accepted) in items {
+            for e in &t.ledger {
+                execution_id.push(t.execution_id.clone());
+                kind.push(accepted.kind.clone());
+                name.push(accepted.name.clone());
+                stage.push(e.stage.clone());
+                action.push(e.action.clone());
+                series.push(i64::from(e.series));
+                attempt.push(i64::from(e.attempt));
+                trigger.push(e.trigger.clone());
+                started_at.push(e.started_at.unix_ms());
+                finished_at.push(e.finished_at.unix_ms());
+                outcome.push(e.outcome.clone());
+                exception_type.push(e.exception_type.clone());
+                message.push(e.message.clone());
+                decision_json.push(e.decision_json.clone());
+            }
+        }
+        ops.push(Op {
+            sql: SQL_INSERT_LEDGER_ROWS,
+            params: vec![
+                Box::new(execution_id),
+                Box::new(kind),
+                Box::new(name),
+                Box::new(stage),
+                Box::new(action),
+                Box::new(series),
+                Box::new(attempt),
+                Box::new(trigger),
+                Box::new(started_at),
+                Box::new(finished_at),
+                Box::new(outcome),
+                Box::new(exception_type),
+                Box::new(message),
+                Box::new(decision_json),
+            ],
+            culprit,
+        });
+    }
+    let (mut cleared_ids, mut cleared_keys) = (Vec::new(), Vec::new());
+    for (t, _) in items {
+        for key in &t.clear_timers {
+            cleared_ids.push(t.execution_id.clone());
+            cleared_keys.push(key.clone());
+        }
+    }
+    if !cleared_ids.is_empty() {
+        ops.push(Op { sql: SQL_DELETE_TIMERS, params: vec![Box::new(cleared_ids), Box::new(cleared_keys)], culprit });
+    }
+    let (mut set_ids, mut set_keys, mut set_due) = (Vec::new(), Vec::new(), Vec::new());
+    for (t, _) in items {
+        // One statement cannot upsert a row twice: the last write of a key wins.
+        let mut seen = HashSet::new();
+        for timer in t.set_timers.iter().rev().filter(|timer| seen.insert(timer.key.as_str())) {
+            set_ids.push(t.execution_id.clone());
+            set_keys.push(timer.key.clone());
+            set_due.push(timer.due_at.unix_ms());
+        }
+    }
+    if !set_ids.is_empty() {
+        ops.push(Op { sql: SQL_UPSERT_TIMERS, params: vec![Box::new(set_ids), Box::new(set_keys), Box::new(set_due)], culprit });
+    }
 }
 
 async fn quarantine(tx: &Transaction<'_>, id: &str, status: &str, fault: &ExecutionFault, at: Timestamp) -> PgResult<Option<u64>> {
