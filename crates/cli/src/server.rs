@@ -301,15 +301,23 @@ async fn resume_unfinished(store: &Arc<AnyStore>, handle: &EngineHandle) -> anyh
             .await?;
         let Some(last) = page.last() else { break };
         before = Some(ExecutionCursor { created_at: last.created_at, id: last.id.clone() });
+        // A page at once: the driver batches the resumes (their reads run
+        // together, their recoveries share commits) instead of one round trip each.
+        let mut resuming = tokio::task::JoinSet::new();
         for e in &page {
-            match handle.resume(&e.id).await {
+            let (handle, id) = (handle.clone(), e.id.clone());
+            resuming.spawn(async move { (handle.resume(&id).await, id) });
+        }
+        while let Some(done) = resuming.join_next().await {
+            let (result, id) = done.context("resuming task")?;
+            match result {
                 Ok(()) | Err(redrive_engine::EngineError::AlreadyFinished { .. }) => resumed += 1,
                 // A durable function's execution: only a process that registers the
                 // function (through the Rust SDK) can continue it.
                 Err(redrive_engine::EngineError::FunctionNotRegistered(_)) => {}
                 // Unreadable: failed with Engine.CORRUPT_STATE; the others go on.
                 Err(redrive_engine::EngineError::Quarantined { .. }) => quarantined += 1,
-                Err(err) => return Err(err).with_context(|| format!("resuming execution {}", e.id)),
+                Err(err) => return Err(err).with_context(|| format!("resuming execution {id}")),
             }
         }
     }
