@@ -579,10 +579,19 @@ pub const INSPECTED_TABLES: [(&str, &str); 6] = [
 /// This machine's host name (for [`MemberRecord::host`] and lock holders).
 pub fn hostname() -> String {
     let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most `buf.len()` bytes into `buf`.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    // SAFETY: gethostname writes at most `len` bytes into the buffer; the last
+    // byte stays 0, so a truncated name is still terminated.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len() - 1) };
     let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
     if rc == 0 { String::from_utf8_lossy(&buf[..end]).into_owned() } else { "localhost".to_string() }
+}
+
+/// Whether a process with this pid runs on this host (`kill(pid, 0)`): the
+/// holder of a lock that may have exited.
+pub(crate) fn process_is_alive(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else { return false };
+    // SAFETY: signal 0 only checks that the process exists.
+    pid > 0 && (unsafe { libc::kill(pid, 0) } == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
 }
 
 /// The engine processes that share a store, and which of them leads: holds the

@@ -32,6 +32,7 @@
 //! commit from then on would be lost, so every write fails with
 //! [`StoreError::Lost`] (the engine stops, and a supervisor restarts it).
 
+use crate::process_is_alive;
 use crate::validate::{
     check_commit, check_definition, check_dlq_queue_name, check_fault, check_max_redrives, check_redrive_run, check_transition,
 };
@@ -2091,14 +2092,6 @@ fn flock_holder(file: &File) -> Result<Option<u32>, ()> {
         let fields: Vec<&str> = line.split_whitespace().collect();
         (fields.get(1) == Some(&"FLOCK") && fields.get(5) == Some(&wanted.as_str())).then(|| fields.get(4)?.parse().ok()).flatten()
     }))
-}
-
-/// Whether a process with this pid runs (`kill(pid, 0)`).
-#[cfg(unix)]
-fn process_is_alive(pid: u32) -> bool {
-    let Ok(pid) = i32::try_from(pid) else { return false };
-    // SAFETY: signal 0 only checks that the process exists.
-    pid > 0 && (unsafe { libc::kill(pid, 0) } == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
 }
 
 /// An exclusive, non-blocking `flock(2)` (fs4 calls it through rustix):

@@ -203,17 +203,7 @@ impl Drop for LockConnection {
 
 /// What names this process as the holder: host name and pid.
 fn holder_identity() -> (String, i64) {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most `len` bytes into the buffer; the last
-    // byte stays 0, so a truncated name is still terminated.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len() - 1) };
-    let host = if rc == 0 {
-        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-        String::from_utf8_lossy(&buf[..end]).into_owned()
-    } else {
-        "unknown host".to_owned()
-    };
-    (host, i64::from(std::process::id()))
+    (crate::hostname(), i64::from(std::process::id()))
 }
 
 /// The lease parameters of a holder: its member id and lease length.
@@ -243,16 +233,9 @@ async fn holder_is_gone(client: &Client) -> bool {
     let (host, pid): (Option<String>, Option<i64>) = (row.try_get(0).ok().flatten(), row.try_get(1).ok().flatten());
     let (our_host, our_pid) = holder_identity();
     match (host, pid) {
-        (Some(host), Some(pid)) if host == our_host => pid == our_pid || !process_is_alive(pid),
+        (Some(host), Some(pid)) if host == our_host => pid == our_pid || !u32::try_from(pid).is_ok_and(crate::process_is_alive),
         _ => false,
     }
-}
-
-/// Whether a process with this pid runs (`kill(pid, 0)`).
-fn process_is_alive(pid: i64) -> bool {
-    let Ok(pid) = i32::try_from(pid) else { return false };
-    // SAFETY: signal 0 only checks that the process exists.
-    pid > 0 && (unsafe { libc::kill(pid, 0) } == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
 }
 
 /// The holder recorded in `engine_lock`, for the [`StoreError::Locked`] message.
