@@ -143,24 +143,32 @@ async fn forward(switch: &Switch, leader: &str, request: Request) -> Result<Resp
     let (parts, body) = request.into_parts();
     let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let url = format!("{}{path_and_query}", leader.trim_end_matches('/'));
-    // The body was read whole (and capped) before dispatch.
-    let body = axum::body::to_bytes(body, usize::MAX).await.map_err(|e| format!("request body: {e}"))?;
+    // The body was read whole (and capped at the body limit) before dispatch.
+    let body = axum::body::to_bytes(body, MAX_FORWARDED_RESPONSE_BYTES).await.map_err(|e| format!("request body: {e}"))?;
     let mut outgoing = switch.client.request(parts.method.clone(), &url).body(body);
     for (name, value) in &parts.headers {
         if !hop_by_hop(name) {
             outgoing = outgoing.header(name, value);
         }
     }
-    let answer = outgoing.header(FORWARDED_HEADER, &switch.member).send().await.map_err(|e| describe(&e))?;
+    let mut answer = outgoing.header(FORWARDED_HEADER, &switch.member).send().await.map_err(|e| describe(&e))?;
     let mut response = Response::builder().status(answer.status());
     for (name, value) in answer.headers() {
         if !hop_by_hop(name) {
             response = response.header(name, value);
         }
     }
-    let bytes = answer.bytes().await.map_err(|e| describe(&e))?;
-    if bytes.len() > MAX_FORWARDED_RESPONSE_BYTES {
-        return Err(format!("its answer is over {MAX_FORWARDED_RESPONSE_BYTES} bytes"));
+    // Read at most the cap, whatever the answer claims: a follower never holds more.
+    let too_big = || format!("its answer is over {MAX_FORWARDED_RESPONSE_BYTES} bytes");
+    if answer.content_length().is_some_and(|n| n > MAX_FORWARDED_RESPONSE_BYTES as u64) {
+        return Err(too_big());
+    }
+    let mut bytes = Vec::new();
+    while let Some(chunk) = answer.chunk().await.map_err(|e| describe(&e))? {
+        if bytes.len() + chunk.len() > MAX_FORWARDED_RESPONSE_BYTES {
+            return Err(too_big());
+        }
+        bytes.extend_from_slice(&chunk);
     }
     response.header(header::CONTENT_LENGTH, bytes.len()).body(Body::from(bytes)).map_err(|e| e.to_string())
 }
