@@ -22,6 +22,7 @@ fn pipeline(stages: Vec<Stage>) -> Pipeline {
         max_concurrent_executions: 10,
         stages,
         dead_letter_queue: None,
+        retention_days: None,
     }
 }
 
