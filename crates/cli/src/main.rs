@@ -2,6 +2,7 @@
 
 mod backup;
 mod bench;
+mod bench_sweep;
 mod client;
 mod config;
 mod dlq;

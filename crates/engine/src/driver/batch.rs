@@ -86,6 +86,16 @@ pub(super) enum Delete {
     Prune(PruneStep, oneshot::Sender<Result<PruneCounts, EngineError>>),
 }
 
+impl Delete {
+    /// Whether it deletes dead-letter entries.
+    pub fn touches_entries(&self) -> bool {
+        match self {
+            Delete::Purge(..) => true,
+            Delete::Prune(step, _) => step.resolved_entries_before.is_some(),
+        }
+    }
+}
+
 impl Batch {
     pub fn entry(&mut self, id: &str) -> &mut Pending {
         if !self.pending.contains_key(id) {

@@ -370,8 +370,13 @@ impl<S: Store> Driver<S> {
         }
         if !deletes.is_empty() {
             // Every take the loop accepted so far must be durable first: the
-            // store still calls those entries QUEUED until then.
-            self.drain_submitted().await?;
+            // store still calls those entries QUEUED until then (and an entry a
+            // prune may delete could be entering its queue again). A prune of
+            // executions alone needs no drain: it leaves out every execution
+            // with a commit in flight (those are in memory).
+            if deletes.iter().any(Delete::touches_entries) {
+                self.drain_submitted().await?;
+            }
             for delete in deletes {
                 self.delete(delete).await;
             }
