@@ -514,6 +514,20 @@ impl<S: Store> Service<S> {
         mode: RetryMode,
         trigger: Trigger,
     ) -> Result<String, ServiceError> {
+        self.retry_preview(pipeline, stage, execution_id, mode).await?;
+        self.engine.retry_stage(execution_id, stage, mode, trigger).await?;
+        Ok(execution_id.to_string())
+    }
+
+    /// The names of the actions a RetryStageExecution in `mode` would re-run
+    /// now, or the error it would get (CodePipeline's), changing nothing.
+    pub async fn retry_preview(
+        &self,
+        pipeline: &str,
+        stage: &str,
+        execution_id: &str,
+        mode: RetryMode,
+    ) -> Result<Vec<String>, ServiceError> {
         validate_name("pipelineName", pipeline)?;
         validate_name("stageName", stage)?;
         validate_execution_id("pipelineExecutionId", execution_id)?;
@@ -556,7 +570,9 @@ impl<S: Store> Service<S> {
         if stage_state.retry_in_progress {
             return Err(ServiceError::Conflict(format!("a retry of stage {stage} is already in progress")));
         }
-        self.engine.retry_stage(execution_id, stage, mode, trigger).await?;
-        Ok(execution_id.to_string())
+        let targets =
+            redrive_core::machine::retry_targets(&exec.state, si, mode).map_err(|r| ServiceError::from(EngineError::Rejected(r)))?;
+        let actions = &exec_pipeline.loaded.pipeline.stages[si].actions;
+        Ok(targets.into_iter().map(|ai| actions[ai].name.to_string()).collect())
     }
 }
