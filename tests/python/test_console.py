@@ -18,13 +18,12 @@ import os
 import shutil
 from pathlib import Path
 
+import playwright.sync_api as playwright_sync
 import pytest
 import requests
+from playwright.sync_api import expect
 
 from support import unique, wait_for
-
-playwright_sync = pytest.importorskip("playwright.sync_api", reason="pip install -r tests/python/requirements.txt")
-expect = playwright_sync.expect
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
