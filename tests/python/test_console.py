@@ -201,13 +201,13 @@ def test_dead_letter_queue_dry_run_then_redrive_with_progress(endpoint, page, sc
 
     section = page.locator("section.redrive")
     section.get_by_role("button", name="Dry run (count)").click()
-    expect(section.locator(".result")).to_contain_text("Dry run: 4 would be redriven")
+    expect(section.locator("#redrive-result")).to_contain_text("Dry run: 4 would be redriven")
     assert api(endpoint, "GET", f"/v1/dlq/queues/{queue}")["depth"] == 4, "a dry run changes nothing"
 
     section.get_by_label("Rate").fill("4/s")
     section.get_by_label("Max entries").fill("3")
     section.get_by_role("button", name="Redrive", exact=True).click()
-    expect(section.locator(".result")).to_contain_text("started")
+    expect(section.locator("#redrive-result")).to_contain_text("started")
     progress = section.locator(".run-progress .progress-text")
     expect(progress).to_contain_text("of 3")
     expect(section.locator(".run-progress")).to_contain_text("SUCCEEDED")
@@ -219,3 +219,18 @@ def test_dead_letter_queue_dry_run_then_redrive_with_progress(endpoint, page, sc
         lambda: api(endpoint, "GET", f"/v1/dlq/queues/{queue}/entries"),
         lambda v: sorted(e["redriveCount"] for e in v["entries"]) == [0, 1, 1, 1],
     )
+
+    # A second run, one entry a minute: abort it while it waits.
+    section.get_by_label("Rate").fill("1/m")
+    section.get_by_label("Max entries").fill("")
+    section.get_by_role("button", name="Redrive", exact=True).click()
+    live = section.locator(".run-progress")
+    abort = live.get_by_role("button", name="Abort")
+    expect(abort).to_be_visible()
+    expect(live).to_contain_text("RUNNING")
+    page.once("dialog", lambda d: d.accept())
+    abort.click()
+    expect(live).to_contain_text("ABORTED")
+    expect(abort).to_have_count(0)
+    expect(live.locator(".progress-text")).to_contain_text("1 of 4 processed")
+    page.screenshot(path=str(screenshots / "dlq-aborted.png"), full_page=True)

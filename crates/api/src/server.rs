@@ -140,10 +140,7 @@ pub fn openapi_document<S: Store>() -> utoipa::openapi::OpenApi {
 /// The whole application.
 pub fn app<S: Store>(service: Arc<Service<S>>, max_body_bytes: usize) -> Router {
     let (router, doc) = routes::<S>().split_for_parts();
-    router
-        .route("/", axum::routing::get(crate::console::root))
-        .route("/console/", axum::routing::get(|| async { axum::response::Redirect::permanent("/console") }))
-        .nest("/console", crate::console::router::<S>())
+    crate::console::mount::<S>(router)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(Extension(openapi::Served::new(&doc)))

@@ -285,6 +285,46 @@ async fn dead_letter_pages_show_queues_entries_and_runs() {
     }
     let q = s.html("/console/dlq/queues/orders-dlq").await;
     assert!(q.contains(&format!("/console/dlq/runs/{run_id}")), "the queue lists its run: {q}");
+    let (st, v) = s.post(&format!("/v1/dlq/redrives/{run_id}/abort"), json!({})).await;
+    assert_eq!((st, v["error"]["code"].as_str()), (409, Some("ConflictException")), "a finished run cannot be aborted: {v}");
+    assert!(!page.contains("/abort") || page.contains("RUNNING"), "Abort is offered only while running");
+}
+
+#[tokio::test]
+async fn an_aborted_redrive_starts_no_more_entries_and_ends_aborted() {
+    let s = server().await;
+    let def = json!({"name": "slow", "executionMode": "PARALLEL", "deadLetterQueue": "slow-dlq", "stages": [{"name": "S", "actions": [{
+        "name": "A", "noop": {"failFirst": 1000, "failWith": "Action.FAILED"},
+        "retryPolicies": [{"exceptionType": ["Action.FAILED"], "maxAttempts": 0}]
+    }]}]});
+    assert_eq!(s.post("/v1/pipelines", def).await.0, 201);
+    for _ in 0..5 {
+        let id = s.start("slow", json!({})).await;
+        s.wait_execution("slow", &id, |v| v["status"] == "Failed").await;
+    }
+    // One entry a minute (real time): the first starts at once, the rest wait.
+    let (st, run) = s.post("/v1/dlq/queues/slow-dlq/redrive", json!({"rate": "1/m"})).await;
+    assert_eq!(st, 202, "{run}");
+    let run_id = run["runId"].as_str().unwrap().to_string();
+    let live = s.html(&format!("/console/dlq/runs/{run_id}/live")).await;
+    assert!(live.contains(&format!(r#"data-post="/v1/dlq/redrives/{run_id}/abort""#)), "Abort while running: {live}");
+    let (st, v) = s.post(&format!("/v1/dlq/redrives/{run_id}/abort"), json!({})).await;
+    assert_eq!(st, 202, "{v}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let done = loop {
+        let v = s.get_json(&format!("/v1/dlq/redrives/{run_id}")).await;
+        if v["status"] != "RUNNING" {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "the run never stopped: {v}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(done["status"], "ABORTED", "{done}");
+    assert!(done["summary"]["processed"].as_u64().unwrap() <= 1, "no entry started after the abort: {done}");
+    let live = s.html(&format!("/console/dlq/runs/{run_id}/live")).await;
+    assert!(live.contains("ABORTED") && !live.contains("/abort"), "{live}");
+    let (_, v) = s.post(&format!("/v1/dlq/redrives/{run_id}/abort"), json!({})).await;
+    assert!(v["error"]["message"].as_str().unwrap().contains("already ABORTED"), "{v}");
 }
 
 #[tokio::test]

@@ -147,6 +147,8 @@ pub struct Service<S: Store> {
     schedules: Vec<crate::redrive::RedriveSchedule>,
     /// When this service started (a never-run schedule is due `every` after it).
     started_at: redrive_core::time::Timestamp,
+    /// The redrive runs this process drives (to abort them).
+    running: crate::redrive::RunningRedrives,
 }
 
 mod dlq;
@@ -224,7 +226,7 @@ pub fn check_input(input: &serde_json::Value) -> Result<String, ServiceError> {
 impl<S: Store> Service<S> {
     pub fn new(store: Arc<S>, engine: EngineHandle, clock: Arc<dyn Clock>) -> Self {
         let started_at = clock.now();
-        Service { store, engine, clock, schedules: Vec::new(), started_at }
+        Service { store, engine, clock, schedules: Vec::new(), started_at, running: Default::default() }
     }
 
     /// The service's notion of now (its clock; tests may inject one).

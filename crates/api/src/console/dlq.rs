@@ -183,7 +183,7 @@ fn redrive_form(queue: &str, query: &EntriesQuery) -> Markup {
                 " "
                 button type="button" data-purge=(format!("/v1/dlq/queues/{queue}/purge")) class="danger" { "Purge…" }
             }
-            p.result role="status" aria-live="polite" {}
+            p.result #redrive-result role="status" aria-live="polite" {}
             div.run-progress {}
         }
     }
@@ -278,6 +278,13 @@ fn run_markup(r: &RedriveRunRecord) -> Markup {
     html! {
         div.run data-run=(r.id) data-status=(r.status) {
             p { (view::status(&r.status)) " · started " (view::time(r.started_at)) " · finished " (view::time_opt(r.finished_at)) }
+            @if r.status == "RUNNING" {
+                div.controls {
+                    button type="button" class="danger" data-post=(format!("/v1/dlq/redrives/{}/abort", r.id)) data-body="{}"
+                        data-confirm="Abort this run? No more entries are started; those already resubmitted finish." { "Abort" }
+                    p.result role="status" aria-live="polite" {}
+                }
+            }
             @if let Some(req) = &request {
                 p.meta { "Rate " (req.rate.per_second.map_or("unlimited".to_string(), |n| format!("{n}/s"))) " · max " (req.max_entries.map_or("all".to_string(), |n| n.to_string())) }
             }

@@ -7,8 +7,8 @@
 //! `Content-Type: application/json`, so the API's rules and its CSRF defence
 //! (`json_posts_only`) apply unchanged. Every list is one bounded page.
 //!
-//! Mounted by [`crate::server::app`] with one `nest("/console", …)`; `GET /`
-//! from a browser redirects here ([`root`]).
+//! Mounted by [`crate::server::app`] through [`mount`] (one `nest("/console", …)`);
+//! `GET /` from a browser redirects here ([`root`]).
 
 mod dlq;
 mod executions;
@@ -31,6 +31,14 @@ pub const PAGE_ROWS: usize = 50;
 
 const CONSOLE_JS: &str = include_str!("assets/console.js");
 const CONSOLE_CSS: &str = include_str!("assets/console.css");
+
+/// `router` with the console: its pages under `/console` (one `nest`, so a
+/// layer such as authentication can wrap [`router`] alone), `/console/` sent to
+/// `/console`, and a browser's `GET /` sent there too ([`root`]). HTML pages,
+/// not API operations: they are not in the OpenAPI document.
+pub fn mount<S: Store>(app: Router<Arc<Service<S>>>) -> Router<Arc<Service<S>>> {
+    app.route("/", get(root)).route("/console/", get(|| async { Redirect::permanent("/console") })).nest("/console", router::<S>())
+}
 
 /// The console's routes (relative to `/console`).
 pub fn router<S: Store>() -> Router<Arc<Service<S>>> {

@@ -13,7 +13,7 @@ fn status_icon(status: &str) -> &'static str {
         "Failed" | "FAILED" | "Interrupted" | "INTERRUPTED" => "✖",
         "InProgress" | "Running" | "RUNNING" | "Stopping" => "⟳",
         "WaitingRetry" | "Sleeping" => "⏱",
-        "Stopped" | "Superseded" => "■",
+        "Stopped" | "Superseded" | "ABORTED" => "■",
         "Queued" | "QUEUED" => "✉",
         _ => "○",
     }
