@@ -147,7 +147,7 @@ async fn live_markup<S: Store>(svc: &Service<S>, name: &str, id: &str, before: O
                     data-body=(serde_json::json!({"reason": "stopped from the console"}).to_string())
                     data-confirm="Stop this execution? Running attempts finish; nothing new starts." { "Stop" }
                 " "
-                button type="button" data-post=(format!("/v1/pipelines/{name}/executions/{id}/stop"))
+                button type="button" class="danger" data-post=(format!("/v1/pipelines/{name}/executions/{id}/stop"))
                     data-body=(serde_json::json!({"reason": "abandoned from the console", "abandon": true}).to_string())
                     data-confirm="Stop and abandon? Running attempts are killed." { "Stop and abandon" }
                 p.result role="status" aria-live="polite" {}

@@ -12,7 +12,7 @@ fn status_icon(status: &str) -> &'static str {
         "Succeeded" | "SUCCEEDED" | "Redriven" | "REDRIVEN" | "Resolved" | "RESOLVED" => "✔",
         "Failed" | "FAILED" | "Interrupted" | "INTERRUPTED" => "✖",
         "InProgress" | "Running" | "RUNNING" | "Stopping" => "⟳",
-        "WaitingRetry" | "Sleeping" => "⏱",
+        "WaitingRetry" | "Sleeping" => "◷",
         "Stopped" | "Superseded" | "ABORTED" => "■",
         "Queued" | "QUEUED" => "✉",
         _ => "○",
