@@ -234,3 +234,14 @@ def test_dead_letter_queue_dry_run_then_redrive_with_progress(endpoint, page, sc
     expect(abort).to_have_count(0)
     expect(live.locator(".progress-text")).to_contain_text("1 of 4 processed")
     page.screenshot(path=str(screenshots / "dlq-aborted.png"), full_page=True)
+
+    # Purge, after a confirmation that names the count.
+    wait_for("all four entries back in the queue", lambda: api(endpoint, "GET", f"/v1/dlq/queues/{queue}"), lambda q: q["depth"] == 4)
+    page.reload()
+    expect(page.locator("#match-count")).to_have_text("4")
+    messages = []
+    page.once("dialog", lambda d: (messages.append(d.message), d.accept()))
+    page.get_by_role("button", name="Purge…").click()
+    expect(page.locator("#redrive-result")).to_have_text("Purged 4 entries.")
+    assert messages and "Purge 4 queued entries" in messages[0], messages
+    assert api(endpoint, "GET", f"/v1/dlq/queues/{queue}")["depth"] == 0
