@@ -159,7 +159,8 @@ async fn a_refused_retry_is_a_disabled_button_with_codepipelines_reason() {
     assert_eq!(r.status().as_u16(), 200);
     let page = s.html("/console/pipelines/changed").await;
     assert!(!page.contains("data-post="), "no enabled Retry: {page}");
-    assert_eq!(page.matches(r#"type="button" disabled"#).count(), 2, "{page}");
+    assert_eq!(page.matches(r#" disabled data-mode="#).count(), 2, "{page}");
+    assert!(page.contains("exit code 3: &lt;b&gt;bad&lt;/b&gt;"), "a command's stderr is text: {page}");
     assert!(page.contains("StageNotRetryableException"), "{page}");
     assert!(page.contains("the pipeline was updated to version 2"), "{page}");
 }
@@ -179,7 +180,8 @@ async fn a_waiting_action_shows_its_countdown_and_how_the_delay_was_worked_out()
     let page = s.html("/console/pipelines/waits").await;
     assert!(page.contains("WaitingRetry"), "{page}");
     assert!(page.contains(r#"class="countdown" data-due="2026-01-01T00:00:30.000Z""#), "{page}");
-    assert!(page.contains("in 30s"), "{page}");
+    let board = s.html("/console/pipelines/waits/board").await;
+    assert_eq!(board, s.html("/console/pipelines/waits/board").await, "the board does not change while nothing happens");
     for part in [
         "policy #1",
         "interval 30s backoff ×2 maxAttempts 3",

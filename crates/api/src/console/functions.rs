@@ -81,7 +81,6 @@ pub async fn detail<S: Store>(State(svc): St<S>, Path((name, id)): Path<(String,
     let d = svc.get_function_execution(&name, &id).await?;
     let s = &d.execution.state;
     let input: serde_json::Value = serde_json::from_str(&d.execution.record.input_json).unwrap_or(serde_json::Value::Null);
-    let now = svc.now();
     let body = html! {
         nav.crumbs { a href=(format!("/console/functions?name={}", q(&name))) { (name) } " / " (id) }
         h1 { "Function execution " code { (id) } }
@@ -90,7 +89,7 @@ pub async fn detail<S: Store>(State(svc): St<S>, Path((name, id)): Path<(String,
             dt { "Status" } dd { (view::status(function_status(s.status))) }
             dt { "Started" } dd { (view::time(s.started_at)) }
             dt { "Ended" } dd { (view::time_opt(s.finished_at)) }
-            @if let Some((_, due)) = s.waiting_on() { dt { "Wakes" } dd { (view::countdown(due, now)) } }
+            @if let Some((_, due)) = s.waiting_on() { dt { "Wakes" } dd { (view::countdown(due)) } }
             @if let Some(e) = &s.error { dt { "Error" } dd { (view::failure(Some(e))) } }
             @if let Some(l) = &s.dead_letter {
                 dt { "Dead letter" } dd { a href=(format!("/console/dlq/entries/{}", l.entry_id)) { (l.entry_id) } " in " (l.queue.as_str()) }

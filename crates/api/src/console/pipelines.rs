@@ -10,7 +10,7 @@ use maud::{Markup, html};
 use redrive_core::definition::{Action, RetryMode};
 use redrive_core::machine::{ActionState, ActionStatus, StageStatus};
 use redrive_core::policy::{Decision, PolicyRef, RetryDecision, RetryPolicy};
-use redrive_core::time::{Timestamp, human_duration_ms};
+use redrive_core::time::human_duration_ms;
 use redrive_engine::service::{Service, ServiceError, StageView};
 use redrive_store::{LedgerEntry, Store};
 use serde::Deserialize;
@@ -96,7 +96,6 @@ struct RetryChoices {
 
 async fn board_markup<S: Store>(svc: &Service<S>, name: &str) -> Result<Markup, ServiceError> {
     let (view, per_stage) = svc.pipeline_state(name).await?;
-    let now = svc.now();
     let mut columns = Vec::new();
     for (stage, latest) in view.loaded.pipeline.stages.iter().zip(&per_stage) {
         let choices = match latest {
@@ -109,10 +108,10 @@ async fn board_markup<S: Store>(svc: &Service<S>, name: &str) -> Result<Markup, 
             }
             _ => Vec::new(),
         };
-        columns.push(stage_column(name, stage.name.as_str(), latest.as_ref(), choices.as_ref(), &ledger, now));
+        columns.push(stage_column(name, stage.name.as_str(), latest.as_ref(), choices.as_ref(), &ledger));
     }
     Ok(html! {
-        p.meta { "Version " (view.record.version) " · updated " (view::time(now)) }
+        p.meta { "Version " (view.record.version) }
         div.stages { @for c in columns { (c) } }
     })
 }
@@ -134,14 +133,7 @@ async fn retry_choices<S: Store>(svc: &Service<S>, pipeline: &str, sv: &StageVie
     RetryChoices { execution_id: id, modes }
 }
 
-fn stage_column(
-    pipeline: &str,
-    stage: &str,
-    latest: Option<&StageView>,
-    choices: Option<&RetryChoices>,
-    ledger: &[LedgerEntry],
-    now: Timestamp,
-) -> Markup {
+fn stage_column(pipeline: &str, stage: &str, latest: Option<&StageView>, choices: Option<&RetryChoices>, ledger: &[LedgerEntry]) -> Markup {
     html! {
         section.stage aria-label=(format!("Stage {stage}")) data-stage=(stage) {
             h2 { (stage) }
@@ -162,7 +154,7 @@ fn stage_column(
                     @if let Some(c) = choices { (retry_control(pipeline, stage, c)) }
                     ul.actions {
                         @for (def, a) in sv.stage_definition().actions.iter().zip(&st.actions) {
-                            li.action data-action=(def.name.as_str()) { (action_card(stage, def, a, ledger, now)) }
+                            li.action data-action=(def.name.as_str()) { (action_card(stage, def, a, ledger)) }
                         }
                     }
                 }
@@ -195,14 +187,14 @@ pub fn action_status(s: ActionStatus) -> &'static str {
     }
 }
 
-fn action_card(stage: &str, def: &Action, a: &ActionState, ledger: &[LedgerEntry], now: Timestamp) -> Markup {
+fn action_card(stage: &str, def: &Action, a: &ActionState, ledger: &[LedgerEntry]) -> Markup {
     html! {
         div.action-head { strong { (def.name.as_str()) } " " span.kind { (def.kind.provider()) } }
         div { (view::status(action_status(a.status))) }
         div.meta { "Attempt " (a.attempt) " of this series · " (a.total_attempts) " in all" }
         @if let Some(f) = &a.last_failure { div { (view::failure(Some(f))) } }
         @if a.status == ActionStatus::WaitingRetry {
-            @if let Some(due) = a.next_attempt_at { div.due { "Next attempt " (view::countdown(due, now)) } }
+            @if let Some(due) = a.next_attempt_at { div.due { "Next attempt " (view::countdown(due)) } }
             @if let Some(d) = last_retry_decision(ledger, stage, def.name.as_str()) { (delay_explained(def, &d)) }
         }
     }
@@ -269,14 +261,16 @@ fn retry_control(pipeline: &str, stage: &str, c: &RetryChoices) -> Markup {
                 @match preview {
                     Ok(actions) => {
                         span.choice {
-                            button type="button" data-post=(url) data-body=(serde_json::json!({"retryMode": mode_name(*mode)}).to_string())
+                            button type="button" id=(format!("retry-{stage}-{}", mode_name(*mode))) data-post=(url)
+                                data-body=(serde_json::json!({"retryMode": mode_name(*mode)}).to_string())
                                 data-mode=(mode_name(*mode)) aria-describedby=(tip) { (mode_name(*mode)) }
                             span.tip role="tooltip" id=(tip) { "Would re-run: " (actions.join(", ")) }
                         }
                     }
                     Err(e) => {
                         span.choice {
-                            button type="button" disabled data-mode=(mode_name(*mode)) aria-describedby=(tip) { (mode_name(*mode)) }
+                            button type="button" id=(format!("retry-{stage}-{}", mode_name(*mode))) disabled
+                                data-mode=(mode_name(*mode)) aria-describedby=(tip) { (mode_name(*mode)) }
                             span.reason id=(tip) { strong { (crate::error::error_code(e).0) } ": " (e.to_string()) }
                         }
                     }

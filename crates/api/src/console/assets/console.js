@@ -33,11 +33,12 @@ function tickCountdowns() {
 }
 
 // A region with data-poll is replaced by the fragment at that URL every
-// POLL_MS, when it changed (so focus and hover survive quiet periods).
+// POLL_MS, only when the fragment changed (the server renders nothing that
+// changes with time alone), keeping keyboard focus on the same control.
 function startPolling(el) {
   if (el.dataset.polling) return;
   el.dataset.polling = "1";
-  let last = el.innerHTML;
+  let last = null; // the first answer always replaces the page's own rendering
   let busy = false;
   const refresh = async () => {
     if (busy || !el.isConnected) return;
@@ -47,10 +48,12 @@ function startPolling(el) {
       if (r.ok) {
         const html = await r.text();
         if (html !== last) {
+          last = html;
           const keep = keepResults(el);
+          const focused = el.contains(document.activeElement) ? document.activeElement.id : "";
           el.innerHTML = html;
-          last = el.innerHTML;
           restoreResults(el, keep);
+          if (focused) document.getElementById(focused)?.focus();
           localiseTimes(el);
           tickCountdowns();
         }
