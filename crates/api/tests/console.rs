@@ -237,6 +237,9 @@ async fn hostile_names_render_as_text_and_errors_have_the_apis_status() {
     assert_eq!(status, 404);
     let (status, _, _) = s.page("/console/pipelines/x/executions?next=bogus").await;
     assert_eq!(status, 400);
+    let (status, ct, body) = s.page("/console/dlq?bogus=%3Cscript%3E").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(ct.starts_with("text/html") && body.contains("unknown field"), "{body}");
 }
 
 #[tokio::test]

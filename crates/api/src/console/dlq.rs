@@ -3,9 +3,9 @@
 //! (dry-run count first; mode, rate, max), purge, and a run's live progress.
 
 use super::view::{self, q};
-use super::{PAGE_ROWS, PageResult, bad_request, ok_fragment, ok_page};
+use super::{PAGE_ROWS, PageQuery, PageResult, bad_request, ok_fragment, ok_page};
 use crate::page::{keyset_token, parse_keyset_token, parse_name_token};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use maud::{Markup, html};
 use redrive_core::time::{human_duration_ms, parse_duration_ms};
 use redrive_engine::redrive::{QueueScope, RedriveRequest, RedriveSummary};
@@ -27,7 +27,7 @@ pub struct QueuesQuery {
     after: Option<String>,
 }
 
-pub async fn queues<S: Store>(State(svc): St<S>, Query(query): Query<QueuesQuery>) -> PageResult {
+pub async fn queues<S: Store>(State(svc): St<S>, PageQuery(query): PageQuery<QueuesQuery>) -> PageResult {
     let after = query.after.as_deref().map(parse_name_token).transpose()?;
     let rows = svc.list_dlq_queues(None, after, PAGE_ROWS).await?;
     let now = svc.now();
@@ -101,7 +101,7 @@ impl EntriesQuery {
     }
 }
 
-pub async fn queue<S: Store>(State(svc): St<S>, Path(name): Path<String>, Query(query): Query<EntriesQuery>) -> PageResult {
+pub async fn queue<S: Store>(State(svc): St<S>, Path(name): Path<String>, PageQuery(query): PageQuery<EntriesQuery>) -> PageResult {
     let query = query.normalised();
     let stats = svc.get_dlq_queue(&name).await?;
     let older_than_ms =

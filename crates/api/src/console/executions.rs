@@ -4,9 +4,9 @@
 
 use super::pipelines::{action_status, short_id};
 use super::view::{self, q};
-use super::{PAGE_ROWS, PageResult, bad_request, ok_fragment, ok_page};
+use super::{PAGE_ROWS, PageQuery, PageResult, bad_request, ok_fragment, ok_page};
 use crate::page::{execution_token, parse_execution_token, parse_seq_token};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use maud::{Markup, html};
 use redrive_core::limits::MAX_PAGE_SIZE;
 use redrive_core::machine::ExecutionStatus;
@@ -32,7 +32,7 @@ pub struct ListQuery {
     next: Option<String>,
 }
 
-pub async fn list<S: Store>(State(svc): St<S>, Path(name): Path<String>, Query(query): Query<ListQuery>) -> PageResult {
+pub async fn list<S: Store>(State(svc): St<S>, Path(name): Path<String>, PageQuery(query): PageQuery<ListQuery>) -> PageResult {
     let status = query.status.filter(|s| !s.is_empty());
     if let Some(s) = status.as_deref().filter(|s| !STATUSES.contains(s)) {
         return Err(bad_request(format!("status {s:?} is not one of {}", STATUSES.join(", "))));
@@ -102,7 +102,11 @@ pub struct DetailQuery {
     before: Option<String>,
 }
 
-pub async fn detail<S: Store>(State(svc): St<S>, Path((name, id)): Path<(String, String)>, Query(query): Query<DetailQuery>) -> PageResult {
+pub async fn detail<S: Store>(
+    State(svc): St<S>,
+    Path((name, id)): Path<(String, String)>,
+    PageQuery(query): PageQuery<DetailQuery>,
+) -> PageResult {
     let before = query.before.as_deref().map(parse_seq_token).transpose()?;
     let live = live_markup(&svc, &name, &id, before).await?;
     let body = html! {
@@ -118,7 +122,11 @@ pub async fn detail<S: Store>(State(svc): St<S>, Path((name, id)): Path<(String,
 }
 
 /// The execution's changing parts, polled by its page.
-pub async fn live<S: Store>(State(svc): St<S>, Path((name, id)): Path<(String, String)>, Query(query): Query<DetailQuery>) -> PageResult {
+pub async fn live<S: Store>(
+    State(svc): St<S>,
+    Path((name, id)): Path<(String, String)>,
+    PageQuery(query): PageQuery<DetailQuery>,
+) -> PageResult {
     let before = query.before.as_deref().map(parse_seq_token).transpose()?;
     ok_fragment(live_markup(&svc, &name, &id, before).await?)
 }

@@ -3,10 +3,10 @@
 
 use super::executions::attempt_cells;
 use super::view::{self, q};
-use super::{PAGE_ROWS, PageResult, ok_page};
+use super::{PAGE_ROWS, PageQuery, PageResult, ok_page};
 use crate::functions::step_status;
 use crate::page::{execution_token, parse_execution_token};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use maud::html;
 use redrive_engine::service::Service;
 use redrive_store::Store;
@@ -22,7 +22,7 @@ pub struct ListQuery {
     next: Option<String>,
 }
 
-pub async fn list<S: Store>(State(svc): St<S>, Query(query): Query<ListQuery>) -> PageResult {
+pub async fn list<S: Store>(State(svc): St<S>, PageQuery(query): PageQuery<ListQuery>) -> PageResult {
     let name = query.name.map(|n| n.trim().to_string()).filter(|n| !n.is_empty());
     let before = query.next.as_deref().map(parse_execution_token).transpose()?;
     let rows = match &name {

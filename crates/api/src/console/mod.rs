@@ -148,3 +148,17 @@ impl IntoResponse for ConsoleError {
 fn bad_request(message: impl Into<String>) -> ConsoleError {
     ConsoleError(ServiceError::Validation(message.into()))
 }
+
+/// A page's query string; a bad one is the error page (400) naming the problem.
+pub struct PageQuery<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, St: Send + Sync> axum::extract::FromRequestParts<St> for PageQuery<T> {
+    type Rejection = ConsoleError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &St) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(t)| PageQuery(t))
+            .map_err(|e| bad_request(format!("query string: {}", e.body_text())))
+    }
+}

@@ -4,8 +4,8 @@
 //! to retry, the countdown and how its delay was worked out.
 
 use super::view::{self, q};
-use super::{PAGE_ROWS, PageResult, ok_fragment, ok_page};
-use axum::extract::{Path, Query, State};
+use super::{PAGE_ROWS, PageQuery, PageResult, ok_fragment, ok_page};
+use axum::extract::{Path, State};
 use maud::{Markup, html};
 use redrive_core::definition::{Action, RetryMode};
 use redrive_core::machine::{ActionState, ActionStatus, StageStatus};
@@ -28,7 +28,7 @@ pub struct ListQuery {
     after: Option<String>,
 }
 
-pub async fn list<S: Store>(State(svc): St<S>, Query(query): Query<ListQuery>) -> PageResult {
+pub async fn list<S: Store>(State(svc): St<S>, PageQuery(query): PageQuery<ListQuery>) -> PageResult {
     let after = query.after.as_deref().map(|a| redrive_engine::service::validate_name("after", a)).transpose()?;
     let rows = svc.list_pipelines(after.as_ref().map(|n| n.as_str()), PAGE_ROWS).await?;
     let mut items = Vec::with_capacity(rows.len());
