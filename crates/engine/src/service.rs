@@ -530,6 +530,12 @@ impl<S: Store> Service<S> {
         execution_id: &str,
         mode: RetryMode,
     ) -> Result<Vec<String>, ServiceError> {
+        self.retry_check(pipeline, stage, execution_id).await?.targets(mode)
+    }
+
+    /// RetryStageExecution's checks that do not depend on the retry mode (in its
+    /// order); [`RetryCheck::targets`] makes the rest, for either mode.
+    pub async fn retry_check(&self, pipeline: &str, stage: &str, execution_id: &str) -> Result<RetryCheck, ServiceError> {
         validate_name("pipelineName", pipeline)?;
         validate_name("stageName", stage)?;
         validate_execution_id("pipelineExecutionId", execution_id)?;
@@ -572,9 +578,25 @@ impl<S: Store> Service<S> {
         if stage_state.retry_in_progress {
             return Err(ServiceError::Conflict(format!("a retry of stage {stage} is already in progress")));
         }
-        let targets =
-            redrive_core::machine::retry_targets(&exec.state, si, mode).map_err(|r| ServiceError::from(EngineError::Rejected(r)))?;
-        let actions = &exec_pipeline.loaded.pipeline.stages[si].actions;
+        Ok(RetryCheck { execution: exec, pipeline: exec_pipeline.loaded, stage_index: si })
+    }
+}
+
+/// A stage retry that passed the mode-independent checks ([`Service::retry_check`]).
+pub struct RetryCheck {
+    pub execution: ExecutionView,
+    pub pipeline: Arc<LoadedPipeline>,
+    pub stage_index: usize,
+}
+
+impl RetryCheck {
+    /// The names of the actions a retry in `mode` would re-run, or the engine's
+    /// refusal (the state machine's own check, `retry_targets`).
+    pub fn targets(&self, mode: RetryMode) -> Result<Vec<String>, ServiceError> {
+        let si = self.stage_index;
+        let targets = redrive_core::machine::retry_targets(&self.execution.state, si, mode)
+            .map_err(|r| ServiceError::from(EngineError::Rejected(r)))?;
+        let actions = &self.pipeline.pipeline.stages[si].actions;
         Ok(targets.into_iter().map(|ai| actions[ai].name.to_string()).collect())
     }
 }

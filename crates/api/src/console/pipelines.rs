@@ -88,11 +88,14 @@ pub async fn board<S: Store>(State(svc): St<S>, Path(name): Path<String>) -> Pag
 }
 
 /// What a stage's Retry control shows: per mode, the actions it would re-run or
-/// the refusal (CodePipeline's exception name and message).
+/// the refusal (CodePipeline's exception name, and the message).
 struct RetryChoices {
     execution_id: String,
-    modes: Vec<(RetryMode, Result<Vec<String>, ServiceError>)>,
+    modes: Vec<(RetryMode, Result<Vec<String>, Refusal>)>,
 }
+
+/// Why a retry would be refused: CodePipeline's exception name and the message.
+type Refusal = (&'static str, String);
 
 async fn board_markup<S: Store>(svc: &Service<S>, name: &str) -> Result<Markup, ServiceError> {
     let (view, per_stage) = svc.pipeline_state(name).await?;
@@ -126,10 +129,15 @@ fn offers_retry(sv: &StageView) -> bool {
 async fn retry_choices<S: Store>(svc: &Service<S>, pipeline: &str, sv: &StageView) -> RetryChoices {
     let id = sv.execution.record.id.clone();
     let stage = sv.stage_definition().name.as_str();
-    let mut modes = Vec::new();
-    for mode in [RetryMode::FailedActions, RetryMode::AllActions] {
-        modes.push((mode, svc.retry_preview(pipeline, stage, &id, mode).await));
-    }
+    let refusal = |e: &ServiceError| (crate::error::error_code(e).0, e.to_string());
+    let check = svc.retry_check(pipeline, stage, &id).await;
+    let modes = [RetryMode::FailedActions, RetryMode::AllActions]
+        .into_iter()
+        .map(|mode| match &check {
+            Ok(c) => (mode, c.targets(mode).map_err(|e| refusal(&e))),
+            Err(e) => (mode, Err(refusal(e))),
+        })
+        .collect();
     RetryChoices { execution_id: id, modes }
 }
 
@@ -271,7 +279,7 @@ fn retry_control(pipeline: &str, stage: &str, c: &RetryChoices) -> Markup {
                         span.choice {
                             button type="button" id=(format!("retry-{stage}-{}", mode_name(*mode))) disabled
                                 data-mode=(mode_name(*mode)) aria-describedby=(tip) { (mode_name(*mode)) }
-                            span.reason id=(tip) { strong { (crate::error::error_code(e).0) } ": " (e.to_string()) }
+                            span.reason id=(tip) { strong { (e.0) } ": " (e.1) }
                         }
                     }
                 }
