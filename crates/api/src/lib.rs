@@ -7,6 +7,7 @@
 //! - [`functions`]: durable-function executions under `/v1/functions` (read only).
 //! - [`aws`]: `POST /` dispatching CodePipeline operations to the service.
 //! - [`health`]: `/healthz`, `/readyz`, and 503 + `Retry-After` for changes while degraded.
+//! - [`console`]: the web console under `/console` (server-rendered HTML).
 //! - [`server`]: the axum application: routes, body limits, JSON errors, shutdown.
 //! - [`openapi`]: the native API's OpenAPI document.
 //!
@@ -15,6 +16,7 @@
 pub mod aws;
 pub mod cluster;
 pub mod codepipeline;
+pub mod console;
 pub mod dlq;
 pub mod doc;
 pub mod error;

@@ -1,6 +1,7 @@
 //! The HTTP server: native REST under `/v1` (dead-letter queues under `/v1/dlq`,
 //! durable-function executions under `/v1/functions`),
-//! the CodePipeline protocol on `POST /`, `/metrics` (Prometheus), `/openapi.json`,
+//! the CodePipeline protocol on `POST /` (a browser's `GET /` is sent to the web
+//! console under `/console`), `/metrics` (Prometheus), `/openapi.json`,
 //! `/healthz`; request bodies capped; JSON errors everywhere; connections,
 //! header and body reads bounded (see [`HttpLimits`]).
 
@@ -139,7 +140,7 @@ pub fn openapi_document<S: Store>() -> utoipa::openapi::OpenApi {
 /// The whole application.
 pub fn app<S: Store>(service: Arc<Service<S>>, max_body_bytes: usize) -> Router {
     let (router, doc) = routes::<S>().split_for_parts();
-    router
+    crate::console::mount::<S>(router)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(Extension(openapi::Served::new(&doc)))
