@@ -9,7 +9,7 @@
 
 use super::Driver;
 use super::Msg;
-use super::batch::{Batch, Pending, unit_reply};
+use super::batch::{Batch, Pending, StepAttempt, unit_reply};
 use super::live::{Body, FunctionRun, Live, function_status};
 use super::load::Found;
 use crate::error::EngineError;
@@ -119,8 +119,19 @@ impl<S: Store> Driver<S> {
                     pending.timers.insert(timer_key(index), None);
                 }
                 FnEffect::Record { index, attempt, started_at, failure, decision } => {
-                    let decision = decision.as_ref().map(|d| serde_json::to_string(d).expect("decision serialises"));
-                    pending.ledger.push(step_ledger_entry(id, &run.state, index, attempt, started_at, failure.as_ref(), decision, now));
+                    let decision_json = decision.as_ref().map(|d| serde_json::to_string(d).expect("decision serialises"));
+                    pending.ledger.push(step_ledger_entry(
+                        id,
+                        &run.state,
+                        index,
+                        attempt,
+                        started_at,
+                        failure.as_ref(),
+                        decision_json,
+                        now,
+                    ));
+                    let step = run.state.steps[index].name.clone();
+                    pending.steps.push(StepAttempt { step, failure, duration_ms: now.ms_since(started_at), decision });
                 }
                 FnEffect::Invoke => pending.invoke = true,
                 FnEffect::Finished(s) => pending.finished = Some(function_status(s)),

@@ -517,7 +517,12 @@ impl<S: Store> Driver<S> {
             clock: runner::AttemptClock(self.clock.clone()),
         };
         let (tx, slots, http, store) = (self.tx.clone(), self.slots.clone(), self.http.clone(), self.store.clone());
-        let engine = EngineHandle { tx: self.tx.clone(), notify: self.notify.clone(), health: self.health.subscribe() };
+        let engine = EngineHandle {
+            tx: self.tx.clone(),
+            notify: self.notify.clone(),
+            health: self.health.subscribe(),
+            metrics: self.recorder.shared().clone(),
+        };
         let in_flight_count = self.tasks_in_flight.clone();
         in_flight_count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         // Decremented when the driver receives the result (or the send fails).
