@@ -69,6 +69,8 @@ pub struct DriverConfig {
     pub timer_poll_limit: usize,
     /// Capacity of the inbound channel.
     pub inbound_capacity: usize,
+    /// Where command actions' `secretEnv` values come from.
+    pub secrets: Arc<runner::secrets::Secrets>,
 }
 
 impl Default for DriverConfig {
@@ -81,6 +83,7 @@ impl Default for DriverConfig {
             evict_waiting_after_ms: 5_000,
             timer_poll_limit: 1000,
             inbound_capacity: 65_536,
+            secrets: Arc::default(),
         }
     }
 }

@@ -515,6 +515,7 @@ impl<S: Store> Driver<S> {
             base_dir: pipeline.base_dir.clone(),
             input_json: live.input_json.to_string(),
             clock: runner::AttemptClock(self.clock.clone()),
+            secrets: self.config.secrets.clone(),
         };
         let (tx, slots, http, store) = (self.tx.clone(), self.slots.clone(), self.http.clone(), self.store.clone());
         let engine = EngineHandle {
