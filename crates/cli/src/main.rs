@@ -49,6 +49,12 @@ policies, durable timers and crash-safe resume, on an embedded SQLite file or a 
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines on stderr: `text` (human) or `json` (one object per line, with
+    /// the spans of the execution, stage and attempt it is about). Which lines:
+    /// `RUST_LOG` (or `REDRIVE_LOG`), e.g. `info,redrive_engine=debug`; default
+    /// `info` for `server`, `warn` otherwise.
+    #[arg(long, global = true, value_enum, value_name = "FORMAT", env = "REDRIVE_LOG_FORMAT", default_value = "text")]
+    log_format: OutputFormat,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -144,6 +150,20 @@ enum PolicyCommand {
     Explain(explain::ExplainArgs),
 }
 
+/// Log lines go to stderr in `format`, filtered by `RUST_LOG`, else
+/// `REDRIVE_LOG`, else `default_level`.
+fn init_logging(format: OutputFormat, default_level: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("RUST_LOG")
+        .or_else(|_| EnvFilter::try_from_env("REDRIVE_LOG"))
+        .unwrap_or_else(|_| EnvFilter::new(default_level));
+    let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        OutputFormat::Text => fmt.init(),
+        OutputFormat::Json => fmt.json().with_current_span(true).with_span_list(true).init(),
+    }
+}
+
 fn main() -> ExitCode {
     // Die quietly on a closed pipe (`redrive ... | head`), like other Unix tools,
     // instead of panicking in println!.
@@ -152,10 +172,8 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("REDRIVE_LOG").unwrap_or_else(|_| "warn".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    let default_level = if matches!(cli.command, Command::Server(_)) { "info" } else { "warn" };
+    init_logging(cli.log_format, default_level);
     let code = match cli.command {
         Command::Run(args) => run::run(args),
         Command::Server(args) => server::server(args),

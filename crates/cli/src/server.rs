@@ -209,7 +209,8 @@ async fn serve(args: ServerArgs, config: ServerConfig, tls: Option<Tls>, secrets
         let http = serve_http(limits.clone());
         let leader = store.leader_url().await.ok().flatten();
         switch.follow(leader.clone());
-        eprintln!(
+        tracing::info!(
+            listen = %format_args!("{scheme}://{local}"), store = %args.db, role = "follower",
             "redrive server listening on {scheme}://{local} (store {}; following: another process leads{}; this one takes over if its lease lapses)",
             args.db,
             leader.map(|l| format!(" at {l}")).unwrap_or_default()
@@ -263,7 +264,8 @@ async fn serve(args: ServerArgs, config: ServerConfig, tls: Option<Tls>, secrets
         None => serve_http(limits),
     };
     let what = if took_over { "took over as the leader" } else { "redrive server listening on" };
-    eprintln!(
+    tracing::info!(
+        listen = %format_args!("{scheme}://{local}"), store = %args.db, role = "leader", resumed,
         "{what} {scheme}://{local} (store {}; {resumed} unfinished execution{} resumed{quarantined_text}{schedules_text}{interrupted_text}; CodePipeline API on POST /, native API under /v1, OpenAPI at /openapi.json)",
         args.db,
         if resumed == 1 { "" } else { "s" }
@@ -298,10 +300,17 @@ async fn serve(args: ServerArgs, config: ServerConfig, tls: Option<Tls>, secrets
         anyhow::bail!("the engine stopped: {reason}");
     }
 
-    eprintln!("shutting down: no new attempts start; waiting up to {}s for running attempts", args.grace_seconds);
+    tracing::info!(
+        grace_seconds = args.grace_seconds,
+        "shutting down: no new attempts start; waiting up to {}s for running attempts",
+        args.grace_seconds
+    );
     let left = handle.drain(std::time::Duration::from_secs(args.grace_seconds)).await.unwrap_or(0);
     if left > 0 {
-        eprintln!("{left} attempt(s) still running were abandoned; they are retried as Step.SERVICE_FAULT after a restart");
+        tracing::warn!(
+            abandoned = left,
+            "{left} attempt(s) still running were abandoned; they are retried as Step.SERVICE_FAULT after a restart"
+        );
     }
     join.await.context("engine task")??;
     Ok(())
@@ -357,13 +366,13 @@ fn status_source(store: Arc<AnyStore>) -> StatusSource {
 /// open-file limit so that the connection cap fits under it.
 fn http_limits(args: &ServerArgs, config: &ServerConfig, tls: Option<Tls>) -> HttpLimits {
     if let Err(e) = raise_open_file_limit() {
-        eprintln!("warning: could not raise the open-file limit: {e}");
+        tracing::warn!("could not raise the open-file limit: {e}");
     }
     let wanted = config.http.max_connections;
     let max_connections = connection_cap(wanted);
     if max_connections < wanted {
-        eprintln!(
-            "warning: at most {max_connections} connections (not {wanted}): {MAX_CONNECTIONS_PERCENT_OF_NOFILE}% of the open-file limit (ulimit -n)"
+        tracing::warn!(
+            "at most {max_connections} connections (not {wanted}): {MAX_CONNECTIONS_PERCENT_OF_NOFILE}% of the open-file limit (ulimit -n)"
         );
     }
     let mut allowed_hosts = args.allowed_hosts.clone();

@@ -106,6 +106,7 @@ fn run_of<'a>(live: &'a mut std::collections::HashMap<String, Live>, id: &str) -
 
 impl<S: Store> Driver<S> {
     pub(super) fn fn_apply(&mut self, id: &str, event: FnEvent, now: Timestamp, batch: &mut Batch) -> Result<(), FnRejection> {
+        let _span = tracing::debug_span!("execution", execution_id = id).entered();
         let (run, input_json) = run_of(&mut self.live, id);
         let effects = redrive_core::function::apply(&mut run.state, event, now)?;
         let pending = batch.entry(id);
@@ -335,10 +336,12 @@ impl<S: Store> Driver<S> {
         let function = run.function.clone();
         let tx = self.tx.clone();
         let execution_id = id.to_string();
-        tokio::spawn(async move {
+        let span = tracing::info_span!("execution", execution_id = %execution_id, function = %run.state.function);
+        let invocation = async move {
             let outcome = crate::function::invoke(function, ctx, input).await;
             let _ = tx.send(crate::handle::Inbound::FnEnded { execution_id, outcome }).await;
-        });
+        };
+        tokio::spawn(tracing::Instrument::instrument(invocation, span));
     }
 
     /// The effects of a committed function transition: answer, invoke if asked,
