@@ -149,6 +149,10 @@ def test_metrics_equal_what_the_ledger_says(server: str):
     # Every transition of every execution went through a commit: at least one per attempt's result.
     assert m["redrive_store_transitions_per_commit_sum"][()] >= attempts
 
+    # Dead-letter entries written, by pipeline, queue and exception type.
+    dead = {(dict(k)["pipeline"], dict(k)["queue"], dict(k)["exception_type"]): v for k, v in m["redrive_dead_letters_total"].items()}
+    assert dead == {("metrics-doomed", "metrics-dlq", "Custom.Boom"): DOOMED_RUNS}
+
     # Dead-letter gauges (kept), timers, build info.
     assert m["redrive_dlq_depth"][(("queue", "metrics-dlq"),)] == DOOMED_RUNS
     assert m["redrive_dlq_oldest_entry_age_seconds"][(("queue", "metrics-dlq"),)] >= 0

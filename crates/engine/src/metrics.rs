@@ -139,6 +139,14 @@ struct GiveUpLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeadLetterLabels {
+    kind: &'static str,
+    pipeline: String,
+    queue: String,
+    exception_type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ExecutionLabels {
     kind: &'static str,
     pipeline: String,
@@ -167,6 +175,7 @@ pub struct EngineMetrics {
     attempts: Family<AttemptLabels, Counter>,
     retries: Family<RetryLabels, Counter>,
     give_ups: Family<GiveUpLabels, Counter>,
+    dead_letters: Family<DeadLetterLabels, Counter>,
     executions: Family<ExecutionLabels, Counter>,
     quarantined: Counter,
     redrive_runs: Family<StatusLabel, Counter>,
@@ -183,6 +192,7 @@ impl Default for EngineMetrics {
             attempts: Family::default(),
             retries: Family::default(),
             give_ups: Family::default(),
+            dead_letters: Family::default(),
             executions: Family::default(),
             quarantined: Counter::default(),
             redrive_runs: Family::default(),
@@ -202,6 +212,7 @@ impl EngineMetrics {
         r.register("redrive_attempts", "Finished attempts (actions and function steps), durable in the ledger", self.attempts.clone());
         r.register("redrive_retries_scheduled", "Retries scheduled, by the policy that scheduled them", self.retries.clone());
         r.register("redrive_give_ups", "Failed attempts that were not retried, by reason", self.give_ups.clone());
+        r.register("redrive_dead_letters", "Dead-letter entries written (an execution that failed for good)", self.dead_letters.clone());
         r.register("redrive_executions", "Executions started (status Started) and finished, by status", self.executions.clone());
         r.register("redrive_executions_quarantined", "Executions the engine gave up on (quarantined as Failed)", self.quarantined.clone());
         r.register("redrive_redrive_runs", "Dead-letter redrive runs that ended, by status", self.redrive_runs.clone());
@@ -290,6 +301,7 @@ pub(crate) struct Recorder {
     attempts: Series<Counter>,
     retries: Series<Counter>,
     give_ups: Series<Counter>,
+    dead_letters: Series<Counter>,
     executions: Series<Counter>,
     exception_types: HashSet<String>,
     /// Attempt durations of pipelines' actions, and of functions' steps.
@@ -305,6 +317,7 @@ impl Recorder {
             attempts: Series::default(),
             retries: Series::default(),
             give_ups: Series::default(),
+            dead_letters: Series::default(),
             executions: Series::default(),
             exception_types: HashSet::new(),
         }
@@ -383,6 +396,23 @@ impl Recorder {
             }
             None => {}
         }
+    }
+
+    /// A dead-letter entry of an execution of `target` into `queue` is durable.
+    pub fn dead_lettered(&mut self, kind: Kind, target: &str, queue: &str, exception_type: &str) {
+        let exception = self.exception_label(exception_type);
+        let family = &self.metrics.dead_letters;
+        self.dead_letters
+            .get([kind.as_str(), target, queue, exception], 2, |[_, pipeline, queue, exception_type]| {
+                let labels = DeadLetterLabels {
+                    kind: kind.as_str(),
+                    pipeline: pipeline.into(),
+                    queue: queue.into(),
+                    exception_type: exception_type.into(),
+                };
+                family.get_or_create(&labels).clone()
+            })
+            .inc();
     }
 
     /// An execution's create is durable (`status` `Started`), or its finish (its status).

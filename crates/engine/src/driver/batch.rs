@@ -40,6 +40,9 @@ pub(super) struct Pending {
     /// A function execution's step attempts recorded in this change (counted
     /// in the metrics once durable, like `records`).
     pub steps: Vec<StepAttempt>,
+    /// (queue, exception type) of each dead-letter entry this change writes
+    /// (counted in the metrics once durable).
+    pub dead_letters: Vec<(String, String)>,
     pub finished: Option<ExecutionStatus>,
     pub replies: Vec<Reply>,
     /// Dead-letter changes committed with this execution's transition.

@@ -300,9 +300,17 @@ impl<S: Store> Driver<S> {
         }
     }
 
-    /// Counts the attempts a committed transition recorded in the ledger.
+    /// Counts the attempts a committed transition recorded in the ledger, and
+    /// the dead-letter entries it wrote.
     fn count_attempts(&mut self, id: &str, pending: &Pending) {
         let Some(live) = self.live.get(id) else { return };
+        let (kind, target) = match &live.body {
+            Body::Pipeline(run) => (Kind::Pipeline, run.pipeline.record.name.as_str()),
+            Body::Function(run) => (Kind::Function, run.state.function.as_str()),
+        };
+        for (queue, exception_type) in &pending.dead_letters {
+            self.recorder.dead_lettered(kind, target, queue, exception_type);
+        }
         match &live.body {
             Body::Pipeline(run) => {
                 let p = &run.pipeline.pipeline;

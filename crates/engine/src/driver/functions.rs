@@ -137,6 +137,7 @@ impl<S: Store> Driver<S> {
                 FnEffect::Invoke => pending.invoke = true,
                 FnEffect::Finished(s) => pending.finished = Some(function_status(s)),
                 FnEffect::DeadLetter { link, failure, step, first_failure_at } => {
+                    pending.dead_letters.push((link.queue.to_string(), failure.exception_type.as_str().to_string()));
                     let detail = dead_letter_detail(&run.state, step.as_deref());
                     pending.dlq.push(DlqOp::Enter(DlqEntryWrite {
                         id: link.entry_id,

@@ -309,6 +309,7 @@ impl<S: Store> Driver<S> {
                     finished = true;
                 }
                 Effect::DeadLetter(d) => {
+                    pending.dead_letters.push((d.queue.to_string(), d.failure.exception_type.as_str().to_string()));
                     let write = dead_letter_write(&run.pipeline.record, p, &run.state, &input_json, &d);
                     pending.dlq.push(DlqOp::Enter(write));
                 }
