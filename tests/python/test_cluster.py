@@ -38,12 +38,15 @@ def database():
     psql(ADMIN_URL, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
-def start_server(db_url: str, log_path) -> tuple[subprocess.Popen, str]:
+def start_server(db_url: str, log_path, extra_args: list[str] | None = None, env: dict | None = None) -> tuple[subprocess.Popen, str]:
+    """`redrive server` on a free loopback port (`env`: its whole environment, default ours)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = open(log_path, "wb")
     proc = subprocess.Popen(
-        [str(redrive_binary()), "server", "--listen", f"127.0.0.1:{port}", "--db", db_url, "--grace-seconds", "1", "--lease-seconds", "2"],
+        [str(redrive_binary()), "server", "--listen", f"127.0.0.1:{port}", "--db", db_url, "--grace-seconds", "1", "--lease-seconds", "2",
+         *(extra_args or [])],
+        env=env,
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=subprocess.STDOUT,

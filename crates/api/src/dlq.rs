@@ -518,11 +518,20 @@ struct QueueLabel {
 }
 
 /// The exposition (OpenMetrics text, which Prometheus scrapes) of every
-/// queue's figures (at most [`MAX_METRICS_QUEUES`] queues, by name;
-/// `redrive_dlq_metrics_truncated` says whether there were more). The encoder
-/// ends each HELP text with a period; samples of a family come in no set order.
+/// queue's figures alone (see [`register_dlq_metrics`]).
 pub fn render_metrics(queues: &[DlqQueueStats], truncated: bool, now: Timestamp) -> String {
     let mut registry = Registry::default();
+    register_dlq_metrics(&mut registry, queues, truncated, now);
+    let mut out = String::new();
+    encode(&mut out, &registry).expect("writing to a String cannot fail");
+    out
+}
+
+/// Adds every queue's figures (at most [`MAX_METRICS_QUEUES`] queues, by name;
+/// `redrive_dlq_metrics_truncated` says whether there were more) to `registry`.
+/// The encoder ends each HELP text with a period; samples of a family come in
+/// no set order.
+pub fn register_dlq_metrics(registry: &mut Registry, queues: &[DlqQueueStats], truncated: bool, now: Timestamp) {
     type Figure = fn(&DlqQueueStats) -> u64;
     let counts: [(&str, &str, Figure); 4] = [
         ("redrive_dlq_depth", "Entries in the dead-letter queue (QUEUED, poison included)", |q| q.depth),
@@ -553,9 +562,16 @@ pub fn render_metrics(queues: &[DlqQueueStats], truncated: bool, now: Timestamp)
         format!("1 if only the first {MAX_METRICS_QUEUES} queues (by name) are reported"),
         cut,
     );
-    let mut out = String::new();
-    encode(&mut out, &registry).expect("writing to a String cannot fail");
-    out
+}
+
+/// The durable timers as the store holds them at scrape time.
+fn register_timer_metrics(registry: &mut Registry, pending: u64, next_due: Option<Timestamp>, now: Timestamp) {
+    let count = Gauge::<i64>::default();
+    count.set(i64::try_from(pending).unwrap_or(i64::MAX));
+    registry.register("redrive_timers_pending", "Durable timers (retries, sleeps) waiting in the store", count);
+    let behind = Gauge::<f64, AtomicU64>::default();
+    behind.set(next_due.map_or(0.0, |due| age_seconds(due, now)));
+    registry.register("redrive_timers_behind_seconds", "Seconds the earliest timer is past due (0 when none is due)", behind);
 }
 
 /// Figures computed at scrape time from the store, paging through the queues.
@@ -574,7 +590,16 @@ async fn metrics<S: Store>(State(svc): St<S>) -> Result<Response> {
     }
     let truncated =
         queues.len() >= MAX_METRICS_QUEUES && !svc.list_dlq_queues(None, queues.last().map(|q| q.queue.name.as_str()), 1).await?.is_empty();
-    let body = render_metrics(&queues, truncated, svc.now());
+    let unavailable = |e: redrive_store::StoreError| ApiError(ServiceError::Unavailable(e.to_string()));
+    let timers_pending = svc.store().count_timers().await.map_err(unavailable)?;
+    let next_due = svc.store().next_timer_due().await.map_err(unavailable)?;
+    let now = svc.now();
+    let mut registry = Registry::default();
+    register_dlq_metrics(&mut registry, &queues, truncated, now);
+    register_timer_metrics(&mut registry, timers_pending, next_due, now);
+    svc.engine().metrics().register(&mut registry);
+    let mut body = String::new();
+    encode(&mut body, &registry).expect("writing to a String cannot fail");
     Ok(([(axum::http::header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], body).into_response())
 }
 

@@ -51,6 +51,12 @@ policies, durable timers and crash-safe resume, on an embedded SQLite file or a 
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines on stderr: `text` (human) or `json` (one object per line, with
+    /// the spans of the execution, stage and attempt it is about). Which lines:
+    /// `RUST_LOG` (or `REDRIVE_LOG`), e.g. `info,redrive_engine=debug`; default
+    /// `info` for `server`, `warn` otherwise.
+    #[arg(long, global = true, value_enum, value_name = "FORMAT", env = "REDRIVE_LOG_FORMAT", default_value = "text")]
+    log_format: OutputFormat,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -152,6 +158,86 @@ enum PolicyCommand {
     Explain(explain::ExplainArgs),
 }
 
+/// What must outlive the program's work for its telemetry to be delivered
+/// (with `--features otlp`: the span exporter, flushed when dropped).
+struct Telemetry {
+    #[cfg(feature = "otlp")]
+    _otlp: Option<otlp::Flush>,
+}
+
+/// Log lines go to stderr in `format`, filtered by `RUST_LOG`, else
+/// `REDRIVE_LOG`, else `default_level`. With `--features otlp` and
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` (or `..._TRACES_ENDPOINT`) set, the spans that
+/// pass the filter are also exported over OTLP/HTTP.
+fn init_logging(format: OutputFormat, default_level: &str) -> Telemetry {
+    use tracing_subscriber::prelude::*;
+    use tracing_subscriber::{EnvFilter, Layer, Registry, layer::Layered};
+    let filter = EnvFilter::try_from_env("RUST_LOG")
+        .or_else(|_| EnvFilter::try_from_env("REDRIVE_LOG"))
+        .unwrap_or_else(|_| EnvFilter::new(default_level));
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(colour);
+    let fmt: Box<dyn Layer<Layered<EnvFilter, Registry>> + Send + Sync> = match format {
+        OutputFormat::Text => fmt.boxed(),
+        OutputFormat::Json => fmt.json().with_current_span(true).with_span_list(true).boxed(),
+    };
+    let subscriber = tracing_subscriber::registry().with(filter).with(fmt);
+    #[cfg(feature = "otlp")]
+    {
+        let (layer, flush) = match otlp::layer() {
+            Ok(Some((layer, flush))) => (Some(layer), Some(flush)),
+            Ok(None) => (None, None),
+            Err(e) => {
+                eprintln!("warning: OTLP export disabled: {e}");
+                (None, None)
+            }
+        };
+        subscriber.with(layer).init();
+        Telemetry { _otlp: flush }
+    }
+    #[cfg(not(feature = "otlp"))]
+    {
+        subscriber.init();
+        Telemetry {}
+    }
+}
+
+/// OpenTelemetry export of the spans (`--features otlp`).
+#[cfg(feature = "otlp")]
+mod otlp {
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_sdk::trace::SdkTracerProvider;
+    use tracing_subscriber::registry::LookupSpan;
+
+    /// Flushes and stops the exporter when dropped.
+    pub struct Flush(SdkTracerProvider);
+
+    impl Drop for Flush {
+        fn drop(&mut self) {
+            let _ = self.0.shutdown();
+        }
+    }
+
+    /// A layer sending spans to the OTLP/HTTP endpoint of the standard
+    /// `OTEL_EXPORTER_OTLP_*` variables; `None` when no endpoint is set.
+    #[allow(clippy::type_complexity)]
+    pub fn layer<S>() -> Result<Option<(tracing_opentelemetry::OpenTelemetryLayer<S, opentelemetry_sdk::trace::Tracer>, Flush)>, String>
+    where
+        S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    {
+        let configured =
+            ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"].iter().any(|v| std::env::var_os(v).is_some());
+        if !configured {
+            return Ok(None);
+        }
+        let exporter = opentelemetry_otlp::SpanExporter::builder().with_http().build().map_err(|e| e.to_string())?;
+        let resource = opentelemetry_sdk::Resource::builder().with_service_name("redrive").build();
+        let provider = SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource).build();
+        let tracer = provider.tracer("redrive");
+        Ok(Some((tracing_opentelemetry::layer().with_tracer(tracer), Flush(provider))))
+    }
+}
+
 fn main() -> ExitCode {
     // Die quietly on a closed pipe (`redrive ... | head`), like other Unix tools,
     // instead of panicking in println!.
@@ -160,10 +246,8 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("REDRIVE_LOG").unwrap_or_else(|_| "warn".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    let default_level = if matches!(cli.command, Command::Server(_)) { "info" } else { "warn" };
+    let _telemetry = init_logging(cli.log_format, default_level);
     let code = match cli.command {
         Command::Run(args) => run::run(args),
         Command::Server(args) => server::server(args),

@@ -10,6 +10,7 @@ use redrive_api::switch::{StatusSource, Switch};
 use redrive_core::time::human_duration_ms;
 use redrive_engine::health::Health;
 use redrive_engine::redrive::RedriveSchedule;
+use redrive_engine::runner::secrets::Secrets;
 use redrive_engine::service::Service;
 use redrive_engine::{Driver, DriverConfig, EngineHandle, SystemClock};
 use redrive_store::postgres::DEFAULT_HEARTBEAT;
@@ -74,6 +75,11 @@ pub struct ServerArgs {
     /// The PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
     #[arg(long, value_name = "FILE", env = "REDRIVE_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Where command actions' `secretEnv` values come from instead of the
+    /// server's environment: `NAME=value` lines (`#` comments), read at each
+    /// attempt. It must be a regular file of this user, mode 0600 (or stricter).
+    #[arg(long, value_name = "FILE", env = "REDRIVE_SECRETS_FILE")]
+    secrets_file: Option<PathBuf>,
 }
 
 pub fn server(args: ServerArgs) -> u8 {
@@ -90,6 +96,17 @@ pub fn server(args: ServerArgs) -> u8 {
         },
         None => ServerConfig::default(),
     };
+    // So is the secrets file (its mode and syntax; values are read per attempt).
+    let secrets = match &args.secrets_file {
+        Some(path) => match Secrets::file(path) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return exit::INVALID_INPUT;
+            }
+        },
+        None => Secrets::Environment,
+    };
     // So is the TLS certificate: a bad file starts nothing.
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => match Tls::load(cert, key) {
@@ -102,7 +119,7 @@ pub fn server(args: ServerArgs) -> u8 {
         _ => None,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
-    match runtime.block_on(serve(args, config, tls)) {
+    match runtime.block_on(serve(args, config, tls, secrets)) {
         Ok(()) => exit::SUCCEEDED,
         Err(e) if e.downcast_ref::<ConfigRejected>().is_some() => {
             eprintln!("error: {e:#}");
@@ -158,7 +175,7 @@ fn check_exposure(listen: SocketAddr, insecure_no_auth: bool) -> Result<(), Stri
     Ok(())
 }
 
-async fn serve(args: ServerArgs, config: ServerConfig, tls: Option<Tls>) -> anyhow::Result<()> {
+async fn serve(args: ServerArgs, config: ServerConfig, tls: Option<Tls>, secrets: Secrets) -> anyhow::Result<()> {
     let scheme = if tls.is_some() { "https" } else { "http" };
     let limits = http_limits(&args, &config, tls);
     let lease = std::time::Duration::from_secs(args.lease_seconds);
@@ -192,7 +209,8 @@ async fn serve(args: ServerArgs, config: ServerConfig, tls: Option<Tls>) -> anyh
         let http = serve_http(limits.clone());
         let leader = store.leader_url().await.ok().flatten();
         switch.follow(leader.clone());
-        eprintln!(
+        tracing::info!(
+            listen = %format_args!("{scheme}://{local}"), store = %args.db, role = "follower",
             "redrive server listening on {scheme}://{local} (store {}; following: another process leads{}; this one takes over if its lease lapses)",
             args.db,
             leader.map(|l| format!(" at {l}")).unwrap_or_default()
@@ -218,7 +236,8 @@ async fn serve(args: ServerArgs, config: ServerConfig, tls: Option<Tls>) -> anyh
         (Some(http), true)
     };
 
-    let (handle, join) = Driver::spawn(store.clone(), Arc::new(SystemClock), DriverConfig::default());
+    let driver_config = DriverConfig { secrets: Arc::new(secrets), ..DriverConfig::default() };
+    let (handle, join) = Driver::spawn(store.clone(), Arc::new(SystemClock), driver_config);
     let (resumed, quarantined) = resume_unfinished(&store, &handle).await?;
     let mut service = Service::new(store.clone(), handle.clone(), Arc::new(SystemClock));
     let schedules_text = schedules_note(&config.schedules);
@@ -246,7 +265,8 @@ async fn serve(args: ServerArgs, config: ServerConfig, tls: Option<Tls>) -> anyh
         None => serve_http(limits),
     };
     let what = if took_over { "took over as the leader" } else { "redrive server listening on" };
-    eprintln!(
+    tracing::info!(
+        listen = %format_args!("{scheme}://{local}"), store = %args.db, role = "leader", resumed,
         "{what} {scheme}://{local} (store {}; {resumed} unfinished execution{} resumed{quarantined_text}{schedules_text}{interrupted_text}; CodePipeline API on POST /, native API under /v1, OpenAPI at /openapi.json)",
         args.db,
         if resumed == 1 { "" } else { "s" }
@@ -282,10 +302,17 @@ async fn serve(args: ServerArgs, config: ServerConfig, tls: Option<Tls>) -> anyh
         anyhow::bail!("the engine stopped: {reason}");
     }
 
-    eprintln!("shutting down: no new attempts start; waiting up to {}s for running attempts", args.grace_seconds);
+    tracing::info!(
+        grace_seconds = args.grace_seconds,
+        "shutting down: no new attempts start; waiting up to {}s for running attempts",
+        args.grace_seconds
+    );
     let left = handle.drain(std::time::Duration::from_secs(args.grace_seconds)).await.unwrap_or(0);
     if left > 0 {
-        eprintln!("{left} attempt(s) still running were abandoned; they are retried as Step.SERVICE_FAULT after a restart");
+        tracing::warn!(
+            abandoned = left,
+            "{left} attempt(s) still running were abandoned; they are retried as Step.SERVICE_FAULT after a restart"
+        );
     }
     join.await.context("engine task")??;
     Ok(())
@@ -341,13 +368,13 @@ fn status_source(store: Arc<AnyStore>) -> StatusSource {
 /// open-file limit so that the connection cap fits under it.
 fn http_limits(args: &ServerArgs, config: &ServerConfig, tls: Option<Tls>) -> HttpLimits {
     if let Err(e) = raise_open_file_limit() {
-        eprintln!("warning: could not raise the open-file limit: {e}");
+        tracing::warn!("could not raise the open-file limit: {e}");
     }
     let wanted = config.http.max_connections;
     let max_connections = connection_cap(wanted);
     if max_connections < wanted {
-        eprintln!(
-            "warning: at most {max_connections} connections (not {wanted}): {MAX_CONNECTIONS_PERCENT_OF_NOFILE}% of the open-file limit (ulimit -n)"
+        tracing::warn!(
+            "at most {max_connections} connections (not {wanted}): {MAX_CONNECTIONS_PERCENT_OF_NOFILE}% of the open-file limit (ulimit -n)"
         );
     }
     let mut allowed_hosts = args.allowed_hosts.clone();

@@ -26,11 +26,14 @@ pub enum ExceptionType {
     /// The execution's stored state could not be read (corrupt, or its pipeline
     /// version is missing): it was quarantined. Terminal like `LimitExceeded`.
     CorruptState,
+    /// A `secretEnv` name had no value (in the server's environment or its
+    /// secrets file) when the attempt started: nothing was run.
+    SecretMissing,
     Custom(String),
 }
 
 /// Every known type's canonical name, in documentation order.
-pub const KNOWN_TYPES: [&str; 9] = [
+pub const KNOWN_TYPES: [&str; 10] = [
     "Step.SERVICE_FAULT",
     "Step.THROTTLING",
     "Step.TIMEOUT",
@@ -40,6 +43,7 @@ pub const KNOWN_TYPES: [&str; 9] = [
     "Action.FAILED",
     "Engine.LIMIT_EXCEEDED",
     "Engine.CORRUPT_STATE",
+    "Engine.SECRET_MISSING",
 ];
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -64,6 +68,7 @@ impl ExceptionType {
             "Action.FAILED" => Some(ActionFailed),
             "Engine.LIMIT_EXCEEDED" => Some(LimitExceeded),
             "Engine.CORRUPT_STATE" => Some(CorruptState),
+            "Engine.SECRET_MISSING" => Some(SecretMissing),
             _ => None,
         };
         if let Some(t) = known {
@@ -96,6 +101,7 @@ impl ExceptionType {
             ActionFailed => "Action.FAILED",
             LimitExceeded => "Engine.LIMIT_EXCEEDED",
             CorruptState => "Engine.CORRUPT_STATE",
+            SecretMissing => "Engine.SECRET_MISSING",
             Custom(s) => s,
         }
     }

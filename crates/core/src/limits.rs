@@ -43,6 +43,10 @@ pub const MAX_RETRY_POLICIES_PER_ACTION: usize = 20;
 pub const MAX_EXCEPTION_TYPES_PER_POLICY: usize = 100;
 pub const MAX_TIMEOUT_SECONDS: u64 = 7 * 24 * 3600;
 pub const MAX_ARGV_ITEMS: usize = 1000;
+/// Names one action's `secretEnv` may list.
+pub const MAX_SECRET_ENV: usize = 32;
+/// Characters of an environment variable name in `secretEnv`.
+pub const MAX_ENV_NAME_CHARS: usize = 128;
 pub const MAX_STAGE_AUTO_RETRIES: u32 = 10;
 /// A pipeline's `maxConcurrentExecutions`, at most.
 pub const MAX_CONCURRENT_EXECUTIONS: u32 = 10_000;

@@ -421,6 +421,22 @@ pub enum GiveUpReason {
     Aborted,
 }
 
+impl GiveUpReason {
+    /// The reason's name as the ledger's decision JSON spells it (`reason`), e.g.
+    /// `maxAttemptsReached`: a bounded label value.
+    pub fn code(&self) -> &'static str {
+        match self {
+            GiveUpReason::NoMatchingPolicy => "noMatchingPolicy",
+            GiveUpReason::RetriesDisabled => "retriesDisabled",
+            GiveUpReason::MaxAttemptsReached { .. } => "maxAttemptsReached",
+            GiveUpReason::Expired { .. } => "expired",
+            GiveUpReason::AttemptCeiling { .. } => "attemptCeiling",
+            GiveUpReason::Stopped => "stopped",
+            GiveUpReason::Aborted => "aborted",
+        }
+    }
+}
+
 impl std::fmt::Display for GiveUpReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

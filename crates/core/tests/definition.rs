@@ -725,3 +725,36 @@ fn retention_days_is_a_whole_number_of_days() {
         assert_eq!((p.path.as_str(), p.line), ("$.retentionDays", Some(2)), "{p}");
     }
 }
+
+#[test]
+fn secret_env_names_are_checked() {
+    let base = |action: &str| format!("name: p\nstages:\n  - name: S\n    actions:\n      - {action}\n");
+    let p = ok(&base("{name: A, command: [deploy], env: {MODE: fast}, secretEnv: [API_TOKEN, _DB_PASS2]}"));
+    let ActionKind::Command(c) = &p.stages[0].actions[0].kind else { panic!("a command") };
+    assert_eq!(c.secret_env, ["API_TOKEN", "_DB_PASS2"]);
+
+    for (names, why) in [
+        ("[1TOKEN]", "environment variable name"),
+        ("[\"A-B\"]", "environment variable name"),
+        ("[\"\"]", "environment variable name"),
+        ("[REDRIVE_INPUT]", "set by the engine"),
+        ("[MODE]", "also in env"),
+        ("[T, T]", "listed twice"),
+    ] {
+        let p = one(&base(&format!("{{name: A, command: [deploy], env: {{MODE: fast}}, secretEnv: {names}}}")));
+        assert!(p.path.starts_with("$.stages[0].actions[0].secretEnv["), "{names}: {p}");
+        assert!(p.message.contains(why), "{names}: {p}");
+    }
+    let many: Vec<String> = (0..=redrive_core::limits::MAX_SECRET_ENV).map(|i| format!("S{i}")).collect();
+    let p = one(&base(&format!("{{name: A, command: [deploy], secretEnv: [{}]}}", many.join(", "))));
+    assert!(p.message.contains("too many names"), "{p}");
+    let p = one(&base("{name: A, noop: {}, secretEnv: [T]}"));
+    assert_eq!(p.path, "$.stages[0].actions[0].secretEnv");
+
+    // The wire form: configuration.SecretEnv, a JSON array.
+    let wire = r#"{"name": "p", "stages": [{"name": "S", "actions": [{"name": "A",
+        "actionTypeId": {"category": "Build", "owner": "Custom", "provider": "Command", "version": "1"},
+        "configuration": {"Command": "[\"deploy\"]", "SecretEnv": "[\"API_TOKEN\"]"}}]}]}"#;
+    let ActionKind::Command(c) = &ok(wire).stages[0].actions[0].kind else { panic!("a command") };
+    assert_eq!(c.secret_env, ["API_TOKEN"]);
+}

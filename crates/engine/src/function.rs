@@ -229,7 +229,9 @@ impl FnContext {
         while let Some(s) = step.as_ref().filter(|s| s.status == StepStatus::Running) {
             let attempt = StepContext { key: StepKey::new(&self.execution_id, index), name: s.name.clone(), attempt: s.attempt };
             self.store_step(index, step.clone());
-            let event = match run(attempt).await {
+            // Inside the invocation's execution span: the step and its attempt.
+            let span = tracing::info_span!("attempt", step = %s.name, attempt = s.attempt);
+            let event = match tracing::Instrument::instrument(run(attempt), span).await {
                 Ok(result) => FnEvent::StepSucceeded { index, result },
                 Err(failure) => {
                     let retryable = retry.predicate.as_ref().is_none_or(|p| p(&failure));

@@ -146,6 +146,7 @@ pub struct EngineHandle {
     pub(crate) tx: mpsc::Sender<Inbound>,
     pub(crate) notify: broadcast::Sender<Notification>,
     pub(crate) health: watch::Receiver<Health>,
+    pub(crate) metrics: Arc<crate::metrics::EngineMetrics>,
 }
 
 impl EngineHandle {
@@ -153,6 +154,11 @@ impl EngineHandle {
     /// now; it retries) or stopped.
     pub fn health(&self) -> Health {
         self.health.borrow().clone()
+    }
+
+    /// The engine's Prometheus figures (what `/metrics` encodes).
+    pub fn metrics(&self) -> &Arc<crate::metrics::EngineMetrics> {
+        &self.metrics
     }
 
     /// Changes of [`EngineHandle::health`].

@@ -7,6 +7,7 @@
 //! - [`clock`]: the only place wall-clock time is read.
 //! - [`health`]: ready, degraded (store faults, retried) or stopped.
 //! - [`fair`]: attempt slots shared fairly between pipelines.
+//! - [`metrics`]: the Prometheus figures the engine counts.
 //! - [`locks`]: SUPERSEDED mode's stage locks as stored (read by the driver and dry runs).
 
 pub mod clock;
@@ -18,6 +19,7 @@ pub mod function;
 pub mod handle;
 pub mod health;
 pub mod locks;
+pub mod metrics;
 pub mod pipeline;
 pub mod redrive;
 pub mod retention;

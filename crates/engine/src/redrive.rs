@@ -524,6 +524,7 @@ impl<S: Store> Redriver<S> {
             }
         }
         record.summary_json = serde_json::to_string(&summary).expect("summary serialises");
+        self.engine.metrics().redrive_run_ended(&record.status);
         if let Err(e) = self.store.update_redrive_run(record.clone()).await {
             tracing::error!(run = record.id, error = %e, "could not record the end of a redrive run");
         }

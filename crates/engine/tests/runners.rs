@@ -27,6 +27,7 @@ fn ctx() -> AttemptContext {
         base_dir: None,
         input_json: r#"{"x":1}"#.into(),
         clock: Default::default(),
+        secrets: Default::default(),
     }
 }
 
@@ -34,6 +35,7 @@ fn cmd(argv: &[&str]) -> CommandSpec {
     CommandSpec {
         argv: argv.iter().map(|s| s.to_string()).collect(),
         env: BTreeMap::new(),
+        secret_env: Vec::new(),
         working_directory: None,
         exit_codes: BTreeMap::new(),
     }

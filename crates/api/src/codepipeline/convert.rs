@@ -225,6 +225,7 @@ fn action_to_wire(action: &Value) -> Result<Value, ConvertError> {
     let type_id = if let Some(argv) = a.get("command") {
         put(&mut conf, "Command", Some(argv));
         put(&mut conf, "Env", a.get("env"));
+        put(&mut conf, "SecretEnv", a.get("secretEnv"));
         put(&mut conf, "WorkingDirectory", a.get("workingDirectory"));
         put(&mut conf, "ExitCodes", a.get("exitCodes"));
         canonical_type_id("Command")
@@ -354,6 +355,7 @@ fn conf_keys(provider: &str) -> &'static [(&'static str, Conf, &'static str)] {
         "Command" => &[
             ("Command", Conf::Json(JsonKind::Array), "command"),
             ("Env", Conf::Json(JsonKind::Object), "env"),
+            ("SecretEnv", Conf::Json(JsonKind::Array), "secretEnv"),
             ("WorkingDirectory", Conf::Text, "workingDirectory"),
             ("ExitCodes", Conf::Json(JsonKind::Object), "exitCodes"),
             TIMEOUT,

@@ -135,6 +135,11 @@ pub struct CommandSpec {
     /// Non-empty argv; argv[0] is the program. Never run through a shell.
     pub argv: Vec<String>,
     pub env: BTreeMap<String, String>,
+    /// Variables whose values are secrets, taken from the server's environment
+    /// (or its secrets file) at attempt time: never stored, logged or returned
+    /// (the runner scrubs them from what it reads back from the process).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub secret_env: Vec<String>,
     /// Relative paths resolve against the pipeline file's directory.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub working_directory: Option<String>,

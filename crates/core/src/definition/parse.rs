@@ -84,6 +84,7 @@ const ACTION_KEYS: &[&str] = &[
     "Retry",
     "command",
     "env",
+    "secretEnv",
     "workingDirectory",
     "exitCodes",
     "http",
@@ -95,7 +96,7 @@ const ACTION_KEYS: &[&str] = &[
 const ACTION_IGNORED: &[&str] = &["inputArtifacts", "outputArtifacts", "region", "namespace", "roleArn"];
 const KIND_KEYS: &[&str] = &["command", "http", "noop", "function", "actionTypeId"];
 const KINDS_ALLOWED: &str = "exactly one of command, http, noop, function, or actionTypeId with configuration";
-const COMMAND_SIBLINGS: &[&str] = &["env", "workingDirectory", "exitCodes"];
+const COMMAND_SIBLINGS: &[&str] = &["env", "secretEnv", "workingDirectory", "exitCodes"];
 const POLICY_LIST_KEYS: &[&str] = &["retryPolicies", "RetryPolicies", "Retry"];
 const PROVIDERS: &[&str] = &["Command", "Http", "Noop", "Function"];
 
@@ -695,7 +696,7 @@ fn action(cx: &mut Cx, at: &At, stage_label: &str, index: usize) -> Option<Actio
             if let Some(a) = obj.at(k) {
                 let message = if kinds[0] == "actionTypeId" {
                     format!(
-                        "{k} is only allowed beside command; in the wire form use configuration keys (Env, WorkingDirectory, ExitCodes) with provider Command"
+                        "{k} is only allowed beside command; in the wire form use configuration keys (Env, SecretEnv, WorkingDirectory, ExitCodes) with provider Command"
                     )
                 } else {
                     format!("{k} is only allowed on command actions, and action {label} is a {} action", kinds[0])
@@ -773,14 +774,29 @@ impl At<'_> {
 
 fn command_short(cx: &mut Cx, obj: &Obj) -> Option<ActionKind> {
     let argv = obj.at("command").expect("kind key present");
-    command_spec(cx, &argv, obj.at("env"), obj.at("workingDirectory"), obj.at("exitCodes"))
+    let settings =
+        CommandSettings { env: obj.at("env"), secret_env: obj.at("secretEnv"), wd: obj.at("workingDirectory"), exit: obj.at("exitCodes") };
+    command_spec(cx, &argv, settings)
 }
 
-fn command_spec(cx: &mut Cx, argv_at: &At, env: Option<At>, wd: Option<At>, exit: Option<At>) -> Option<ActionKind> {
+/// A command's settings beside its argv, where the definition gives them.
+struct CommandSettings<'a> {
+    env: Option<At<'a>>,
+    secret_env: Option<At<'a>>,
+    wd: Option<At<'a>>,
+    exit: Option<At<'a>>,
+}
+
+fn command_spec(cx: &mut Cx, argv_at: &At, settings: CommandSettings) -> Option<ActionKind> {
+    let CommandSettings { env, secret_env, wd, exit } = settings;
     let argv = argv(cx, argv_at);
     let env = match &env {
         None => Some(BTreeMap::new()),
         Some(a) => string_map(cx, a, MapKind::Env),
+    };
+    let secret_env = match (&secret_env, &env) {
+        (None, _) => Some(Vec::new()),
+        (Some(a), env) => secret_names(cx, a, env.as_ref()),
     };
     let working_directory = match &wd {
         None => Some(None),
@@ -801,7 +817,57 @@ fn command_spec(cx: &mut Cx, argv_at: &At, env: Option<At>, wd: Option<At>, exit
         None => Some(BTreeMap::new()),
         Some(a) => exit_codes(cx, a),
     };
-    Some(ActionKind::Command(CommandSpec { argv: argv?, env: env?, working_directory: working_directory?, exit_codes: exit_codes? }))
+    Some(ActionKind::Command(CommandSpec {
+        argv: argv?,
+        env: env?,
+        secret_env: secret_env?,
+        working_directory: working_directory?,
+        exit_codes: exit_codes?,
+    }))
+}
+
+/// Whether `s` is a portable environment variable name: `[A-Za-z_][A-Za-z0-9_]*`.
+fn is_env_var_name(s: &str) -> bool {
+    let mut bytes = s.bytes();
+    bytes.next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_') && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// `secretEnv`: distinct variable names, none also in `env` nor a `REDRIVE_`
+/// variable the engine sets, at most [`crate::limits::MAX_SECRET_ENV`].
+fn secret_names(cx: &mut Cx, at: &At, env: Option<&BTreeMap<String, String>>) -> Option<Vec<String>> {
+    let items = as_seq(cx, at)?;
+    if !cx.within_limit(at, items.len(), crate::limits::MAX_SECRET_ENV, "names", "has too many names") {
+        return None;
+    }
+    let mut out: Vec<String> = Vec::with_capacity(items.len());
+    let mut ok = true;
+    for (_, item) in items.iter() {
+        let Some(name) = scalar_text(&item.node) else {
+            cx.type_error(&item, "a string (an environment variable name)");
+            ok = false;
+            continue;
+        };
+        let problem = if !is_env_var_name(&name) || name.len() > crate::limits::MAX_ENV_NAME_CHARS {
+            Some("must be an environment variable name")
+        } else if name.starts_with("REDRIVE_") {
+            Some("REDRIVE_ variables are set by the engine")
+        } else if env.is_some_and(|e| e.contains_key(&name)) {
+            Some("is also in env; a variable is either plain (env) or secret (secretEnv)")
+        } else if out.contains(&name) {
+            Some("is listed twice")
+        } else {
+            None
+        };
+        match problem {
+            Some(m) => {
+                let allowed = format!("[A-Za-z_][A-Za-z0-9_]* up to {} characters, not in env", crate::limits::MAX_ENV_NAME_CHARS);
+                cx.bad(&item, m, Some(&allowed));
+                ok = false;
+            }
+            None => out.push(name),
+        }
+    }
+    ok.then_some(out)
 }
 
 fn argv(cx: &mut Cx, at: &At) -> Option<Vec<String>> {
@@ -1043,6 +1109,7 @@ fn conf_keys(provider: &str) -> &'static [(&'static str, Conf)] {
         "Command" => &[
             ("Command", Conf::Json),
             ("Env", Conf::Json),
+            ("SecretEnv", Conf::Json),
             ("WorkingDirectory", Conf::Text),
             ("ExitCodes", Conf::Json),
             ("TimeoutSeconds", Conf::Number),
@@ -1170,11 +1237,10 @@ fn wire_kind<'a>(cx: &mut Cx, obj: &Obj<'a>, label: &str, extras: &mut WireExtra
     let kind = match provider {
         "Command" => {
             let argv = take("Command");
-            let env = take("Env");
-            let wd = take("WorkingDirectory");
-            let exit = take("ExitCodes");
+            let settings =
+                CommandSettings { env: take("Env"), secret_env: take("SecretEnv"), wd: take("WorkingDirectory"), exit: take("ExitCodes") };
             match argv {
-                Some(argv) => command_spec(cx, &argv, env, wd, exit),
+                Some(argv) => command_spec(cx, &argv, settings),
                 None => {
                     if ok {
                         cx.missing(conf_obj.as_ref().expect("present"), "Command", None, Some("a JSON array of strings (argv)"));

@@ -337,3 +337,20 @@ proptest! {
         prop_assert_eq!(a, b);
     }
 }
+
+#[test]
+fn give_up_codes_are_the_serialised_reasons() {
+    let reasons = [
+        GiveUpReason::NoMatchingPolicy,
+        GiveUpReason::RetriesDisabled,
+        GiveUpReason::MaxAttemptsReached { max_attempts: 3 },
+        GiveUpReason::Expired { expire_after_min: 1, elapsed_ms: 5 },
+        GiveUpReason::AttemptCeiling { limit: 9 },
+        GiveUpReason::Stopped,
+        GiveUpReason::Aborted,
+    ];
+    for r in reasons {
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["reason"], r.code(), "{r:?}");
+    }
+}

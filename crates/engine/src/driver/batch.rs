@@ -2,7 +2,9 @@
 //! what to do once that transition is durable.
 
 use crate::error::EngineError;
+use redrive_core::exception::Failure;
 use redrive_core::machine::{AttemptId, AttemptRecord, ExecutionStatus};
+use redrive_core::policy::Decision;
 use redrive_core::time::Timestamp;
 use redrive_store::{DlqEntryFilter, DlqOp, LedgerEntry, PruneCounts, PruneStep, Transition};
 use std::collections::{BTreeMap, HashMap};
@@ -18,6 +20,14 @@ pub(super) fn unit_reply(tx: oneshot::Sender<Result<(), EngineError>>) -> Reply 
     })
 }
 
+/// A durable function's step attempt, as the metrics count it.
+pub(super) struct StepAttempt {
+    pub step: String,
+    pub failure: Option<Failure>,
+    pub duration_ms: i64,
+    pub decision: Option<Decision>,
+}
+
 /// One execution's change in a batch.
 #[derive(Default)]
 pub(super) struct Pending {
@@ -27,6 +37,12 @@ pub(super) struct Pending {
     /// Attempts of a pipeline execution to dispatch once durable.
     pub starts: Vec<AttemptId>,
     pub records: Vec<AttemptRecord>,
+    /// A function execution's step attempts recorded in this change (counted
+    /// in the metrics once durable, like `records`).
+    pub steps: Vec<StepAttempt>,
+    /// (queue, exception type) of each dead-letter entry this change writes
+    /// (counted in the metrics once durable).
+    pub dead_letters: Vec<(String, String)>,
     pub finished: Option<ExecutionStatus>,
     pub replies: Vec<Reply>,
     /// Dead-letter changes committed with this execution's transition.

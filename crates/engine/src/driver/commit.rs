@@ -5,9 +5,11 @@
 
 use super::Driver;
 use super::batch::{Batch, Pending};
+use super::live::Body;
 use super::quarantine::{QUARANTINED_STATUS, limit_fault};
 use crate::error::EngineError;
 use crate::health::{FaultSource, HealthReporter, retry_transient};
+use crate::metrics::{AttemptSample, EngineMetrics, Kind, STARTED};
 use redrive_core::exception::{ExceptionType, Failure};
 use redrive_core::machine::Event;
 use redrive_core::time::Timestamp;
@@ -46,11 +48,18 @@ pub(super) struct Submitted {
 /// backoff until it goes through, and the engine is degraded meanwhile: nothing
 /// after it is acknowledged, so nothing is dispatched, and nothing acknowledged
 /// is lost. Only a non-transient error reaches the driver (which stops).
-pub(super) async fn committer<S: Store>(store: Arc<S>, mut jobs: mpsc::Receiver<CommitJob>, health: Arc<HealthReporter>) {
+pub(super) async fn committer<S: Store>(
+    store: Arc<S>,
+    mut jobs: mpsc::Receiver<CommitJob>,
+    health: Arc<HealthReporter>,
+    metrics: Arc<EngineMetrics>,
+) {
     while let Some(job) = jobs.recv().await {
         match job {
             CommitJob::Commit { transitions, reply } => {
+                let began = std::time::Instant::now();
                 let result = retry_transient(&health, FaultSource::Commit, || store.commit(transitions.clone())).await;
+                metrics.commit(transitions.len(), began.elapsed().as_secs_f64());
                 let result = result.map(|(results, retried)| if retried { reconcile(&transitions, results) } else { results });
                 let _ = reply.send(result);
             }
@@ -256,6 +265,9 @@ impl<S: Store> Driver<S> {
             if version != expected {
                 return Err(EngineError::Conflict(format!("execution {id}: store is at version {version}, engine expected {expected}")));
             }
+            if version == 1 {
+                self.count_execution(&id, STARTED);
+            }
             self.after_commit(&id, pending, submitted.now);
         }
         if !self.given_up.is_empty() {
@@ -279,9 +291,62 @@ impl<S: Store> Driver<S> {
         }
     }
 
+    /// Counts an execution under `status` (its start, or its finish).
+    fn count_execution(&mut self, id: &str, status: &str) {
+        let Some(live) = self.live.get(id) else { return };
+        match &live.body {
+            Body::Pipeline(run) => self.recorder.execution(Kind::Pipeline, &run.pipeline.record.name, status),
+            Body::Function(run) => self.recorder.execution(Kind::Function, &run.state.function, status),
+        }
+    }
+
+    /// Counts the attempts a committed transition recorded in the ledger, and
+    /// the dead-letter entries it wrote.
+    fn count_attempts(&mut self, id: &str, pending: &Pending) {
+        let Some(live) = self.live.get(id) else { return };
+        let (kind, target) = match &live.body {
+            Body::Pipeline(run) => (Kind::Pipeline, run.pipeline.record.name.as_str()),
+            Body::Function(run) => (Kind::Function, run.state.function.as_str()),
+        };
+        for (queue, exception_type) in &pending.dead_letters {
+            self.recorder.dead_lettered(kind, target, queue, exception_type);
+        }
+        match &live.body {
+            Body::Pipeline(run) => {
+                let p = &run.pipeline.pipeline;
+                for r in &pending.records {
+                    self.recorder.attempt(AttemptSample {
+                        kind: Kind::Pipeline,
+                        target: &run.pipeline.record.name,
+                        action: p.stages[r.id.at.stage].actions[r.id.at.action].name.as_str(),
+                        failure: r.failure.as_ref(),
+                        duration_ms: r.finished_at.ms_since(r.started_at),
+                        decision: r.decision.as_ref(),
+                    });
+                }
+            }
+            Body::Function(run) => {
+                for s in &pending.steps {
+                    self.recorder.attempt(AttemptSample {
+                        kind: Kind::Function,
+                        target: &run.state.function,
+                        action: &s.step,
+                        failure: s.failure.as_ref(),
+                        duration_ms: s.duration_ms,
+                        decision: s.decision.as_ref(),
+                    });
+                }
+            }
+        }
+    }
+
     /// Performs a committed transition's effects: what both kinds share, then
     /// the kind's own.
     fn after_commit(&mut self, id: &str, pending: Pending, now: Timestamp) {
+        self.count_attempts(id, &pending);
+        if let Some(status) = pending.finished {
+            self.count_execution(id, status.as_str());
+        }
         let Some(live) = self.live.get_mut(id) else { return };
         live.unacked -= 1;
         for due in pending.timers.values().flatten() {

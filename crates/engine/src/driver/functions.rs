@@ -9,7 +9,7 @@
 
 use super::Driver;
 use super::Msg;
-use super::batch::{Batch, Pending, unit_reply};
+use super::batch::{Batch, Pending, StepAttempt, unit_reply};
 use super::live::{Body, FunctionRun, Live, function_status};
 use super::load::Found;
 use crate::error::EngineError;
@@ -106,6 +106,7 @@ fn run_of<'a>(live: &'a mut std::collections::HashMap<String, Live>, id: &str) -
 
 impl<S: Store> Driver<S> {
     pub(super) fn fn_apply(&mut self, id: &str, event: FnEvent, now: Timestamp, batch: &mut Batch) -> Result<(), FnRejection> {
+        let _span = tracing::debug_span!("execution", execution_id = id).entered();
         let (run, input_json) = run_of(&mut self.live, id);
         let effects = redrive_core::function::apply(&mut run.state, event, now)?;
         let pending = batch.entry(id);
@@ -119,12 +120,24 @@ impl<S: Store> Driver<S> {
                     pending.timers.insert(timer_key(index), None);
                 }
                 FnEffect::Record { index, attempt, started_at, failure, decision } => {
-                    let decision = decision.as_ref().map(|d| serde_json::to_string(d).expect("decision serialises"));
-                    pending.ledger.push(step_ledger_entry(id, &run.state, index, attempt, started_at, failure.as_ref(), decision, now));
+                    let decision_json = decision.as_ref().map(|d| serde_json::to_string(d).expect("decision serialises"));
+                    pending.ledger.push(step_ledger_entry(
+                        id,
+                        &run.state,
+                        index,
+                        attempt,
+                        started_at,
+                        failure.as_ref(),
+                        decision_json,
+                        now,
+                    ));
+                    let step = run.state.steps[index].name.clone();
+                    pending.steps.push(StepAttempt { step, failure, duration_ms: now.ms_since(started_at), decision });
                 }
                 FnEffect::Invoke => pending.invoke = true,
                 FnEffect::Finished(s) => pending.finished = Some(function_status(s)),
                 FnEffect::DeadLetter { link, failure, step, first_failure_at } => {
+                    pending.dead_letters.push((link.queue.to_string(), failure.exception_type.as_str().to_string()));
                     let detail = dead_letter_detail(&run.state, step.as_deref());
                     pending.dlq.push(DlqOp::Enter(DlqEntryWrite {
                         id: link.entry_id,
@@ -324,10 +337,12 @@ impl<S: Store> Driver<S> {
         let function = run.function.clone();
         let tx = self.tx.clone();
         let execution_id = id.to_string();
-        tokio::spawn(async move {
+        let span = tracing::info_span!("execution", execution_id = %execution_id, function = %run.state.function);
+        let invocation = async move {
             let outcome = crate::function::invoke(function, ctx, input).await;
             let _ = tx.send(crate::handle::Inbound::FnEnded { execution_id, outcome }).await;
-        });
+        };
+        tokio::spawn(tracing::Instrument::instrument(invocation, span));
     }
 
     /// The effects of a committed function transition: answer, invoke if asked,

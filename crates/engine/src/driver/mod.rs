@@ -69,6 +69,8 @@ pub struct DriverConfig {
     pub timer_poll_limit: usize,
     /// Capacity of the inbound channel.
     pub inbound_capacity: usize,
+    /// Where command actions' `secretEnv` values come from.
+    pub secrets: Arc<runner::secrets::Secrets>,
 }
 
 impl Default for DriverConfig {
@@ -81,6 +83,7 @@ impl Default for DriverConfig {
             evict_waiting_after_ms: 5_000,
             timer_poll_limit: 1000,
             inbound_capacity: 65_536,
+            secrets: Arc::default(),
         }
     }
 }
@@ -189,6 +192,8 @@ pub struct Driver<S: Store> {
     store_epoch: u64,
     /// An error that stops the loop, found while handling a message.
     fatal: Option<EngineError>,
+    /// Counts what committed transitions did (`/metrics`).
+    recorder: crate::metrics::Recorder,
 }
 
 impl<S: Store> Driver<S> {
@@ -204,8 +209,9 @@ impl<S: Store> Driver<S> {
         let (notify, _) = broadcast::channel(4096);
         let (committer_tx, committer_rx) = mpsc::channel(MAX_SUBMITTED_BATCHES * 8);
         let health = HealthReporter::new(clock.clone());
-        let committer_task = tokio::spawn(committer(store.clone(), committer_rx, health.clone()));
-        let handle = EngineHandle { tx: tx.clone(), notify: notify.clone(), health: health.subscribe() };
+        let metrics = Arc::new(crate::metrics::EngineMetrics::default());
+        let committer_task = tokio::spawn(committer(store.clone(), committer_rx, health.clone(), metrics.clone()));
+        let handle = EngineHandle { tx: tx.clone(), notify: notify.clone(), health: health.subscribe(), metrics: metrics.clone() };
         let driver = Driver {
             slots: crate::fair::FairSlots::new(config.max_inflight_attempts, config.max_inflight_attempts_per_pipeline),
             store,
@@ -243,6 +249,7 @@ impl<S: Store> Driver<S> {
             given_up: HashMap::new(),
             store_epoch: 0,
             fatal: None,
+            recorder: crate::metrics::Recorder::new(metrics),
         };
         // What attempts of engines that died left behind (scratch directories,
         // cgroups, escaped processes) goes, off the loop: it can block a while.

@@ -279,6 +279,7 @@ impl<S: Store> Driver<S> {
     /// Applies an event to a pipeline execution's state machine and records its
     /// effects in the batch.
     pub(super) fn apply(&mut self, execution_id: &str, event: Event, now: Timestamp, batch: &mut Batch) -> Result<(), Rejection> {
+        let _span = tracing::debug_span!("execution", execution_id).entered();
         let live = self.live.get_mut(execution_id).expect("caller ensured the execution is live");
         let input_json = live.input_json.clone();
         let run = live.pipeline_mut().expect("a pipeline execution");
@@ -308,6 +309,7 @@ impl<S: Store> Driver<S> {
                     finished = true;
                 }
                 Effect::DeadLetter(d) => {
+                    pending.dead_letters.push((d.queue.to_string(), d.failure.exception_type.as_str().to_string()));
                     let write = dead_letter_write(&run.pipeline.record, p, &run.state, &input_json, &d);
                     pending.dlq.push(DlqOp::Enter(write));
                 }
@@ -515,28 +517,46 @@ impl<S: Store> Driver<S> {
             base_dir: pipeline.base_dir.clone(),
             input_json: live.input_json.to_string(),
             clock: runner::AttemptClock(self.clock.clone()),
+            secrets: self.config.secrets.clone(),
         };
         let (tx, slots, http, store) = (self.tx.clone(), self.slots.clone(), self.http.clone(), self.store.clone());
-        let engine = EngineHandle { tx: self.tx.clone(), notify: self.notify.clone(), health: self.health.subscribe() };
+        let engine = EngineHandle {
+            tx: self.tx.clone(),
+            notify: self.notify.clone(),
+            health: self.health.subscribe(),
+            metrics: self.recorder.shared().clone(),
+        };
         let in_flight_count = self.tasks_in_flight.clone();
         in_flight_count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         // Decremented when the driver receives the result (or the send fails).
         let execution = execution_id.to_string();
-        let task = tokio::spawn(async move {
-            let _slot = slots.acquire(&pipeline.record.name).await;
-            let action = &pipeline.pipeline.stages[id.at.stage].actions[id.at.action];
-            let outcome = match &action.kind {
-                ActionKind::Command(spec) => runner::run_command(spec, &ctx).await,
-                ActionKind::Http(spec) => runner::run_http(&http, spec, &ctx).await,
-                ActionKind::Noop(spec) => runner::run_noop(spec, &ctx).await,
-                ActionKind::Function(f) => run_function_action(&engine, &*store, f.function_name.as_str(), &ctx).await,
-            };
-            if tx.send(Inbound::Result { execution_id: execution, id, outcome, from_task: true }).await.is_err() {
-                in_flight_count.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-            }
-        });
+        let span = attempt_span(&execution, &pipeline.record.name, &ctx);
+        let task = tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let _slot = slots.acquire(&pipeline.record.name).await;
+                let action = &pipeline.pipeline.stages[id.at.stage].actions[id.at.action];
+                let outcome = match &action.kind {
+                    ActionKind::Command(spec) => runner::run_command(spec, &ctx).await,
+                    ActionKind::Http(spec) => runner::run_http(&http, spec, &ctx).await,
+                    ActionKind::Noop(spec) => runner::run_noop(spec, &ctx).await,
+                    ActionKind::Function(f) => run_function_action(&engine, &*store, f.function_name.as_str(), &ctx).await,
+                };
+                if tx.send(Inbound::Result { execution_id: execution, id, outcome, from_task: true }).await.is_err() {
+                    in_flight_count.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            },
+            span,
+        ));
         self.running_tasks.entry(execution_id.to_string()).or_default().insert(id, task.abort_handle());
     }
+}
+
+/// The spans an attempt runs in: its execution, its stage, then the attempt
+/// itself (ids as fields), so whatever a runner logs names all three.
+fn attempt_span(execution_id: &str, pipeline: &str, ctx: &AttemptContext) -> tracing::Span {
+    let execution = tracing::info_span!("execution", execution_id, pipeline);
+    let stage = tracing::info_span!(parent: &execution, "stage", stage = %ctx.stage);
+    tracing::info_span!(parent: &stage, "attempt", action = %ctx.action, series = ctx.series, attempt = ctx.attempt)
 }
 
 /// Checks an attempt's output where it enters (see `attempt_result`).

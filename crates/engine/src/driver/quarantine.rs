@@ -98,6 +98,7 @@ impl<S: Store> Driver<S> {
         self.staged_records.remove(&id);
         let Some(given_up) = self.given_up.get_mut(&id) else { return Ok(()) };
         given_up.durable = true;
+        self.recorder.quarantined();
         let outcome = ExecutionOutcome {
             execution_id: id.clone(),
             status: QUARANTINED_STATUS,

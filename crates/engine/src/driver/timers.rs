@@ -116,6 +116,7 @@ impl<S: Store> Driver<S> {
             if batch.pending.get(&t.execution_id).is_some_and(|p| p.timers.contains_key(&t.key)) {
                 continue; // already handled in this batch
             }
+            self.recorder.timer_fired(now.ms_since(t.due_at));
             self.fire_timer(t, now, batch);
         }
     }

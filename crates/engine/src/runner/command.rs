@@ -14,7 +14,8 @@
 //!   a crashed engine's by [`super::remove_stale_attempt_dirs`] at the next start).
 //! - Environment: not the engine's (it may hold credentials: database URLs,
 //!   cloud keys): only [`INHERITED_ENV`] from it (`PATH`, `HOME`, locale, time
-//!   zone, `TMPDIR`, user name), plus the action's `env`, plus (winning over both)
+//!   zone, `TMPDIR`, user name), plus the action's `env` and `secretEnv` (values
+//!   from [`super::secrets::Secrets`], scrubbed from everything read back), plus (winning over all)
 //!   `REDRIVE_ERROR_FILE`, `REDRIVE_OUTPUT_FILE`, `REDRIVE_INPUT_FILE` (paths in
 //!   the scratch directory; the error and output files are not pre-created),
 //!   `REDRIVE_IDEMPOTENCY_KEY`, `REDRIVE_ATTEMPT`, `REDRIVE_SERIES`,
@@ -76,6 +77,7 @@
 //! [`FAILURE_MESSAGE_MAX_BYTES`].
 
 use super::scratch::{FileRead, Scratch, read_action_file};
+use super::secrets::Resolved;
 use super::tracking::{MARKER_VAR, Tracker};
 use super::{AttemptContext, AttemptOutcome, ReportedError, fmt_secs, limits, new_attempt_id, output_name, parse_output};
 use redrive_core::definition::CommandSpec;
@@ -102,7 +104,19 @@ fn failed(t: ExceptionType, message: impl Into<String>) -> AttemptOutcome {
 }
 
 /// Runs one attempt of a command action. Never panics; see the module docs.
+/// Its `secretEnv` values are looked up first (one missing fails the attempt
+/// with `Engine.SECRET_MISSING`, nothing run), and scrubbed from everything read
+/// back from the process.
 pub async fn run_command(spec: &CommandSpec, ctx: &AttemptContext) -> AttemptOutcome {
+    let secrets = match ctx.secrets.resolve(&spec.secret_env).await {
+        Ok(s) => s,
+        Err(missing) => return AttemptOutcome::Failed(missing),
+    };
+    let outcome = run_with_secrets(spec, ctx, &secrets).await;
+    secrets.scrub_outcome(outcome)
+}
+
+async fn run_with_secrets(spec: &CommandSpec, ctx: &AttemptContext, secrets: &Resolved) -> AttemptOutcome {
     let Some(argv0) = spec.argv.first() else {
         return failed(ExceptionType::ActionFailed, "command has an empty argv");
     };
@@ -117,6 +131,7 @@ pub async fn run_command(spec: &CommandSpec, ctx: &AttemptContext) -> AttemptOut
         Err(msg) => return failed(ExceptionType::ServiceFault, msg),
     };
     let mut cmd = build_command(spec, ctx, &program, cwd.as_deref(), env);
+    cmd.envs(secrets.env());
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
@@ -162,7 +177,11 @@ pub async fn run_command(spec: &CommandSpec, ctx: &AttemptContext) -> AttemptOut
             return failed(ExceptionType::ServiceFault, format!("lost track of {argv0}: {e}"));
         }
     };
-    let file = guard.finish(Wanted::after(status)).await;
+    let file = match guard.finish(Wanted::after(status)).await {
+        FileRead::Bytes(b) => FileRead::Bytes(secrets.scrub_bytes(&b)),
+        other => other,
+    };
+    let (out_tail, err_tail) = (out_tail.scrubbed(secrets), err_tail.scrubbed(secrets));
     classify(spec, ctx, status, file, &out_tail, &err_tail)
 }
 
@@ -529,6 +548,12 @@ impl Tail {
     fn bytes(&self) -> &[u8] {
         let n = self.buf.len();
         &self.buf[n.saturating_sub(limits::MAX_CAPTURED_STREAM_BYTES)..]
+    }
+
+    /// The tail with the secrets' values scrubbed (see [`Resolved::scrub_tail`]).
+    fn scrubbed(self, secrets: &Resolved) -> Tail {
+        let cut = self.total > self.bytes().len() as u64;
+        Tail { buf: secrets.scrub_tail(self.bytes(), cut), total: self.total }
     }
 }
 

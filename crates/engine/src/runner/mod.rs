@@ -23,6 +23,8 @@
 //! - [`noop`]: scripted actions for tests and demos.
 //! - `tracking` (private): finds, kills and reaps an attempt's processes, even
 //!   those that left its process group (cgroup v2, else an environment marker).
+//! - [`secrets`]: `secretEnv` values (environment or secrets file) and their
+//!   scrubbing from whatever is read back from a process.
 //! - `scratch` (private): the attempt's temporary directory and safe reads of the
 //!   files an action writes.
 
@@ -31,6 +33,7 @@ pub mod http;
 pub mod noop;
 mod procfs;
 mod scratch;
+pub mod secrets;
 mod tracking;
 
 pub use command::run_command;
@@ -123,6 +126,8 @@ pub struct AttemptContext {
     /// test on a [`crate::clock::ManualClock`] moves them by advancing it; real
     /// processes and sockets (commands, HTTP) keep real-time limits.
     pub clock: AttemptClock,
+    /// Where the action's `secretEnv` values come from.
+    pub secrets: Arc<secrets::Secrets>,
 }
 
 /// The engine's clock as an attempt sees it ([`SystemClock`] by default).
