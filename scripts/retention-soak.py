@@ -8,7 +8,9 @@ A `redrive server` keeps finished executions 10 s (`retention:` in its config,
 sweep every 1 s). A client starts `--rate` executions per second of a pipeline
 whose 3 actions each fail twice before succeeding (9 attempts per execution);
 one execution in 50 fails for good into a dead-letter queue, and every 20 s the
-queue is redriven (stage retries), so entries move and resolved ones age out. Every 10 s the script samples the database + WAL size, the rows per table
+queue is redriven (stage retries): failing again during the first third of the
+run, succeeding after, so entries resolve and then age out (queued entries and
+the executions they name are kept: that is the rule). Every 10 s the script samples the database + WAL size, the rows per table
 (read-only) and the pruned totals. The size must level off once the first
 retention period has passed: the last third's mean size is compared with the
 middle third's.
@@ -48,9 +50,15 @@ PIPELINE = {
         }
     ],
 }
-DOOMED = dict(PIPELINE, name="doomed")
-DOOMED["stages"] = [{"name": "Work", "actions": [{"name": "A", "noop": {"failFirst": 1, "failWith": "Custom.Boom"},
-                                                 "retryPolicies": [{"exceptionType": ["Custom.Boom"], "maxAttempts": 0}]}]}]
+
+
+def doomed(flag: str) -> dict:
+    """Fails for good (into the dead-letter queue) until `flag` exists."""
+    action = {"name": "A", "command": ["sh", "-c", f"test -f {flag}"],
+              "retryPolicies": [{"exceptionType": ["Action.FAILED"], "maxAttempts": 0}]}
+    return dict(PIPELINE, name="doomed", stages=[{"name": "Work", "actions": [action]}])
+
+
 CONFIG = "retention:\n  executions: 10s\n  deadLetterEntries: 10s\n  redriveRuns: 10s\n  sweepEvery: 1s\n"
 
 
@@ -95,7 +103,8 @@ def main() -> None:
     proc, addr = start_server(os.path.abspath(args.bin), db, config)
     host, port = addr.rsplit(":", 1)
     conn = http.client.HTTPConnection(host, int(port), timeout=60)
-    for p in (PIPELINE, DOOMED):
+    flag = os.path.join(work, "resolve")
+    for p in (PIPELINE, doomed(flag)):
         status, body = request(conn, "POST", "/v1/pipelines", p)
         assert status == 201, body
     started, samples, started_total = time.time(), [], 0
@@ -109,6 +118,8 @@ def main() -> None:
             status, body = request(conn, "POST", f"/v1/pipelines/{name}/executions", {})
             assert status == 201, body
         started_total += args.rate
+        if tick - started > args.minutes * 20 and not os.path.exists(flag):
+            open(flag, "w").close()  # from a third of the run on, redrives resolve entries
         if tick >= next_redrive:
             status, body = request(conn, "POST", "/v1/dlq/queues/soak-dlq/redrive", {})
             next_redrive += 20
