@@ -210,6 +210,11 @@ pub(super) enum WriteRequest {
         at: Timestamp,
         reply: oneshot::Sender<Result<Option<u64>, StoreError>>,
     },
+    /// A token or audit write; answers a count, a `seq`, or why it was refused.
+    Auth {
+        write: crate::AuthWrite,
+        reply: oneshot::Sender<Result<u64, StoreError>>,
+    },
 }
 
 /// Which pipeline write: the three differ only in when a new version is inserted.
@@ -256,6 +261,7 @@ impl WriteRequest {
             WriteRequest::PurgeDlq { reply, .. } | WriteRequest::InterruptRedriveRuns { reply, .. } => reply.is_closed(),
             WriteRequest::RedriveRun { reply, .. } => reply.is_closed(),
             WriteRequest::Quarantine { reply, .. } => reply.is_closed(),
+            WriteRequest::Auth { reply, .. } => reply.is_closed(),
         }
     }
 
@@ -282,6 +288,9 @@ impl WriteRequest {
             (WriteRequest::Quarantine { reply, .. }, Applied::Quarantined(version)) => {
                 let _ = reply.send(Ok(version));
             }
+            (WriteRequest::Auth { reply, .. }, Applied::Auth(result)) => {
+                let _ = reply.send(result);
+            }
             _ => unreachable!("outcomes are produced in request order"),
         }
     }
@@ -296,6 +305,7 @@ impl WriteRequest {
             WriteRequest::PurgeDlq { reply, .. } | WriteRequest::InterruptRedriveRuns { reply, .. } => drop(reply.send(Err(e))),
             WriteRequest::RedriveRun { reply, .. } => drop(reply.send(Err(e))),
             WriteRequest::Quarantine { reply, .. } => drop(reply.send(Err(e))),
+            WriteRequest::Auth { reply, .. } => drop(reply.send(Err(e))),
         }
     }
 }
@@ -309,6 +319,7 @@ enum Applied {
     Counted(u64),
     RedriveRun(Result<(), StoreError>),
     Quarantined(Option<u64>),
+    Auth(Result<u64, StoreError>),
 }
 
 /// Why a group transaction failed (nothing of it is committed).
@@ -533,6 +544,7 @@ async fn apply_request(tx: &Transaction<'_>, request: &WriteRequest) -> PgResult
             Applied::Counted(tx.execute(&st, &[&now.unix_ms()]).await?)
         }
         WriteRequest::Quarantine { id, status, fault, at, .. } => Applied::Quarantined(quarantine(tx, id, status, fault, *at).await?),
+        WriteRequest::Auth { write, .. } => Applied::Auth(super::auth::apply(tx, write).await?),
     })
 }
 
