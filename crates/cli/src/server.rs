@@ -20,8 +20,9 @@ use std::sync::Arc;
 
 #[derive(clap::Args)]
 pub struct ServerArgs {
-    /// Address to listen on. Only a loopback address is accepted unless
-    /// `--insecure-no-auth` is given: the server has no authentication yet.
+    /// Address to listen on. Only a loopback address is accepted unless the
+    /// config file has an `auth:` section (credentials required) or
+    /// `--insecure-no-auth` is given.
     #[arg(long, value_name = "ADDR", env = "REDRIVE_LISTEN", default_value = "127.0.0.1:7878")]
     listen: SocketAddr,
     /// Listen on a non-loopback address although the server authenticates no
@@ -77,11 +78,6 @@ pub struct ServerArgs {
 }
 
 pub fn server(args: ServerArgs) -> u8 {
-    // Exposure is checked before anything is opened: a refused start creates nothing.
-    if let Err(why) = check_exposure(args.listen, args.insecure_no_auth) {
-        eprintln!("error: {why}");
-        return exit::INVALID_INPUT;
-    }
     // The config is checked before anything is opened: a bad file starts nothing.
     let config = match &args.config {
         Some(path) => match load_config(path) {
@@ -90,6 +86,11 @@ pub fn server(args: ServerArgs) -> u8 {
         },
         None => ServerConfig::default(),
     };
+    // So is the exposure: a refused start creates nothing.
+    if let Err(why) = check_exposure(args.listen, args.insecure_no_auth, config.auth.is_some()) {
+        eprintln!("error: {why}");
+        return exit::INVALID_INPUT;
+    }
     // So is the TLS certificate: a bad file starts nothing.
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => match Tls::load(cert, key) {
@@ -139,16 +140,18 @@ fn schedules_note(schedules: &[RedriveSchedule]) -> String {
 }
 
 /// Without authentication the server serves loopback only; `--insecure-no-auth`
-/// overrides that, loudly.
-fn check_exposure(listen: SocketAddr, insecure_no_auth: bool) -> Result<(), String> {
-    if listen.ip().is_loopback() {
+/// overrides that, loudly. With `auth:` configured it may listen anywhere.
+fn check_exposure(listen: SocketAddr, insecure_no_auth: bool, authenticated: bool) -> Result<(), String> {
+    if listen.ip().is_loopback() || authenticated {
         return Ok(());
     }
     if !insecure_no_auth {
         return Err(format!(
-            "refusing to listen on {listen}: redrive server authenticates no one yet, and anyone who reaches the port \
-             can create pipelines whose actions run programs as this user. Listen on loopback (the default, \
-             127.0.0.1:7878) and put an authenticating proxy in front of it, or pass --insecure-no-auth to expose it anyway"
+            "refusing to listen on {listen}: without an `auth:` section in --config the server authenticates no one, \
+             and anyone who reaches the port can create pipelines whose actions run programs as this user. Add \
+             `auth: {{}}` to the config file and create a token with `redrive token create --db DB --name admin --scope admin` \
+             (see docs/security.md), listen on loopback (the default, 127.0.0.1:7878), or pass --insecure-no-auth to \
+             expose it anyway"
         ));
     }
     let warning =
@@ -222,6 +225,7 @@ async fn serve(args: ServerArgs, config: ServerConfig, tls: Option<Tls>) -> anyh
     let (resumed, quarantined) = resume_unfinished(&store, &handle).await?;
     let mut service = Service::new(store.clone(), handle.clone(), Arc::new(SystemClock));
     let schedules_text = schedules_note(&config.schedules);
+    let auth = config.auth.map(Arc::new);
     if let Err(e) = service.set_schedules(config.schedules) {
         let file = args.config.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
         return Err(ConfigRejected(format!("config file {file}: redriveSchedules: {e}")).into());
@@ -239,7 +243,7 @@ async fn serve(args: ServerArgs, config: ServerConfig, tls: Option<Tls>) -> anyh
         0 => String::new(),
         n => format!("; {n} with an unreadable state failed as Engine.CORRUPT_STATE"),
     };
-    switch.lead(redrive_api::server::app(service, limits.max_body_bytes));
+    switch.lead(redrive_api::server::app_with_auth(service, limits.max_body_bytes, auth));
     let http = match http {
         Some(http) => http,
         None => serve_http(limits),
