@@ -32,7 +32,7 @@ async fn app() -> App {
     let (handle, _join) = Driver::spawn(store.clone(), clock.clone(), DriverConfig::default());
     let service = Arc::new(Service::new(store.clone(), handle, clock.clone()));
     let key = AccessKey { id: "AKIDEXAMPLE".into(), secret: "secret".into(), grant: Grant::unlimited(Scope::Admin) };
-    let config = Arc::new(AuthConfig { access_keys: vec![key] });
+    let config = Arc::new(AuthConfig { access_keys: vec![key], schedules: Vec::new() });
     let router = redrive_api::server::app_with_auth(service, 1024 * 1024, Some(config));
     App { router, store, clock, _dir: dir }
 }

@@ -23,13 +23,16 @@
 //!       scope: operate                     # read, operate, admin
 //!       pipelines: [payments-*]            # optional name limits
 //!       queues: [payments-*]
+//!   schedules:                   # the grant each redrive schedule runs under (operate scope)
+//!     - name: retry-sweeper                # a schedule of redriveSchedules
+//!       queues: [retry-*]                  # must cover its queuePrefix
 //! ```
 
 use crate::exit;
 use crate::load::{format_problem, plural, read_bounded};
 use redrive_api::auth::{AccessKey, AuthConfig};
 use redrive_api::server::{DEFAULT_BODY_READ_TIMEOUT_MS, DEFAULT_HEADER_READ_TIMEOUT_MS, DEFAULT_MAX_CONNECTIONS};
-use redrive_core::auth::{Grant, MAX_PATTERNS, NamePattern, Scope};
+use redrive_core::auth::{Grant, MAX_PATTERNS, NamePattern, Principal, Requirement, Resource, Scope, authorize};
 use redrive_core::definition::source::{Node, NodeValue, parse_document};
 use redrive_core::definition::{Problem, Problems, total_problems};
 use redrive_core::limits::MAX_CONFIG_FILE_BYTES;
@@ -52,7 +55,8 @@ pub const MAX_HTTP_TIMEOUT_MS: u64 = 3_600_000;
 pub const MAX_HTTP_CONNECTIONS: u64 = 65_536;
 
 const TOP_KEYS: &[&str] = &["redriveSchedules", "http", "auth"];
-const AUTH_KEYS: &[&str] = &["awsCredentials"];
+const AUTH_KEYS: &[&str] = &["awsCredentials", "schedules"];
+const SCHEDULE_GRANT_KEYS: &[&str] = &["name", "queues", "pipelines"];
 const CREDENTIAL_KEYS: &[&str] = &["accessKeyId", "secretAccessKeyEnv", "scope", "pipelines", "queues"];
 /// Most access keys the file may configure.
 pub const MAX_ACCESS_KEYS: usize = 100;
@@ -233,7 +237,81 @@ impl Cx<'_> {
         if let Some((_, auth)) = entries.iter().find(|(k, _)| k == "auth") {
             config.auth = Some(self.auth(auth));
         }
+        if let (Some(auth), Some((_, list))) = (&config.auth, entries.iter().find(|(k, _)| k == "redriveSchedules")) {
+            self.schedules_granted(&config.schedules, &auth.schedules, list);
+        }
         config
+    }
+
+    /// With `auth:`, every schedule runs under its own grant, which must allow
+    /// redriving its queue prefix (and its source filter's pipeline).
+    fn schedules_granted(&mut self, schedules: &[RedriveSchedule], grants: &[Principal], list: &Node) {
+        for s in schedules {
+            let principal = format!("schedule:{}", s.name);
+            let Some(p) = grants.iter().find(|g| g.name == principal) else {
+                let allowed = format!("an entry {{name: {}, queues: [{}*]}} in auth.schedules", s.name, s.prefix());
+                self.report(
+                    "$.redriveSchedules",
+                    list,
+                    Some(s.name.clone()),
+                    format!("schedule {} has no grant in auth.schedules", s.name),
+                    Some(allowed),
+                );
+                continue;
+            };
+            let mut needs = vec![Requirement { scope: Scope::Operate, resource: Resource::QueuePrefix(s.prefix()) }];
+            if let Some(source) = &s.request.pipeline_name {
+                needs.push(Requirement { scope: Scope::Operate, resource: Resource::Pipeline(source) });
+            }
+            if let Some(denied) = needs.into_iter().find_map(|need| authorize(p, need).err()) {
+                let allowed = "a grant whose queues cover the schedule's queuePrefix (e.g. retry-* for retry-)";
+                self.report(
+                    "$.redriveSchedules",
+                    list,
+                    Some(s.name.clone()),
+                    format!("schedule {}: {denied}", s.name),
+                    Some(allowed.to_string()),
+                );
+            }
+        }
+    }
+
+    fn schedule_grants(&mut self, node: &Node) -> Vec<Principal> {
+        let path = "$.auth.schedules";
+        let NodeValue::Seq(items) = &node.value else {
+            if !matches!(node.value, NodeValue::Null) {
+                self.bad(path, node, format!("expected a list, found {}", kind_name(node)), "a list of {name, queues, pipelines?}");
+            }
+            return Vec::new();
+        };
+        let mut out: Vec<Principal> = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let p = format!("{path}[{i}]");
+            let Some(entries) = self.map(&p, item, SCHEDULE_GRANT_KEYS) else { continue };
+            let get = |k: &str| entries.iter().find(|(key, _)| key == k).map(|(_, v)| v);
+            let name = self
+                .required_string(&p, item, get("name"), "name", "the name of a schedule in redriveSchedules")
+                .map(|(s, _)| s.to_string());
+            let queues = match get("queues") {
+                Some(n) => self.patterns(&format!("{p}.queues"), n),
+                None => {
+                    self.report(
+                        &format!("{p}.queues"),
+                        item,
+                        None,
+                        "required field queues is missing",
+                        Some("queue names or prefixes such as retry-*".into()),
+                    );
+                    None
+                }
+            };
+            let pipelines = get("pipelines").and_then(|n| self.patterns(&format!("{p}.pipelines"), n));
+            if let (Some(name), Some(queues)) = (name, queues) {
+                let grant = Grant { scope: Scope::Operate, pipelines, queues: Some(queues) };
+                out.push(Principal { name: format!("schedule:{name}"), grant });
+            }
+        }
+        out
     }
 
     fn auth(&mut self, node: &Node) -> AuthConfig {
@@ -242,6 +320,9 @@ impl Cx<'_> {
             return auth;
         }
         let Some(entries) = self.map("$.auth", node, AUTH_KEYS) else { return auth };
+        if let Some((_, grants)) = entries.iter().find(|(k, _)| k == "schedules") {
+            auth.schedules = self.schedule_grants(grants);
+        }
         let Some((_, list)) = entries.iter().find(|(k, _)| k == "awsCredentials") else { return auth };
         let path = "$.auth.awsCredentials";
         let items: &[Node] = match &list.value {
@@ -697,7 +778,20 @@ mod tests {
         has("line 6: $.auth.awsCredentials[1].accessKeyId: access key A is already configured on line 3");
         has("line 9: $.auth.awsCredentials[1].pipelines[0]: not a name pattern");
         has("$.auth.awsCredentials[1].colour: unknown key colour");
-        has("$.auth.tokens: unknown key tokens (allowed: awsCredentials)");
+        has("$.auth.tokens: unknown key tokens (allowed: awsCredentials, schedules)");
         assert!(!shown.iter().any(|s| s.contains("s3cr3t")), "{shown:#?}");
+    }
+
+    #[test]
+    fn with_auth_every_schedule_needs_a_grant_covering_its_prefix() {
+        let schedules = "redriveSchedules:\n  - {name: sweeper, every: 30m, queuePrefix: retry-}\n  - {name: wide, every: 30m, queuePrefix: re}\n  - {name: orphan, every: 1h, queuePrefix: retry-}\n";
+        let grants = "auth:\n  schedules:\n    - {name: sweeper, queues: [retry-*]}\n    - {name: wide, queues: [retry-*]}\n";
+        let shown: Vec<String> = parse_config(&format!("{schedules}{grants}")).unwrap_err().iter().map(|p| p.to_string()).collect();
+        assert_eq!(shown.len(), 2, "{shown:#?}");
+        assert!(shown[0].contains("schedule wide: schedule:wide is limited to queues retry-*; re* is outside them"), "{shown:#?}");
+        assert!(shown[1].contains("schedule orphan has no grant in auth.schedules"), "{shown:#?}");
+        let ok = parse_config("redriveSchedules:\n  - {name: sweeper, every: 30m, queuePrefix: retry-eu-}\nauth:\n  schedules: [{name: sweeper, queues: [retry-*]}]\n").unwrap();
+        assert_eq!(ok.auth.unwrap().schedules[0].name, "schedule:sweeper");
+        assert!(parse_config(schedules).is_ok(), "without auth: no grants needed");
     }
 }

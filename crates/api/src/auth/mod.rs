@@ -55,6 +55,9 @@ impl std::fmt::Debug for AccessKey {
 #[derive(Clone, Debug, Default)]
 pub struct AuthConfig {
     pub access_keys: Vec<AccessKey>,
+    /// The grant each redrive schedule runs under (`schedule:<name>`, operate
+    /// scope): checked at start-up to cover the schedule's queue prefix.
+    pub schedules: Vec<Principal>,
 }
 
 /// What the guard needs: the service (its store holds the tokens and the audit
