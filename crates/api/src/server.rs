@@ -146,7 +146,7 @@ pub fn app<S: Store>(service: Arc<Service<S>>, max_body_bytes: usize) -> Router 
 /// needs a credential (see [`crate::auth`]).
 pub fn app_with_auth<S: Store>(service: Arc<Service<S>>, max_body_bytes: usize, auth: Option<Arc<crate::auth::AuthConfig>>) -> Router {
     let (router, doc) = routes::<S>().split_for_parts();
-    let guard = crate::auth::Guard { service: service.clone(), config: auth, max_body_bytes };
+    let guard = crate::auth::Guard::new(service.clone(), auth, max_body_bytes);
     router
         .route_layer(axum::middleware::from_fn_with_state(guard, crate::auth::guard::<S>))
         .fallback(not_found)

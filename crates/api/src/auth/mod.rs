@@ -66,11 +66,24 @@ pub struct Guard<S: Store> {
     pub service: Arc<Service<S>>,
     pub config: Option<Arc<AuthConfig>>,
     pub max_body_bytes: usize,
+    /// Signatures of state-changing signed requests already served.
+    pub replays: Arc<std::sync::Mutex<sigv4::SeenSignatures>>,
+}
+
+impl<S: Store> Guard<S> {
+    pub fn new(service: Arc<Service<S>>, config: Option<Arc<AuthConfig>>, max_body_bytes: usize) -> Guard<S> {
+        Guard { service, config, max_body_bytes, replays: Arc::default() }
+    }
 }
 
 impl<S: Store> Clone for Guard<S> {
     fn clone(&self) -> Self {
-        Guard { service: self.service.clone(), config: self.config.clone(), max_body_bytes: self.max_body_bytes }
+        Guard {
+            service: self.service.clone(),
+            config: self.config.clone(),
+            max_body_bytes: self.max_body_bytes,
+            replays: self.replays.clone(),
+        }
     }
 }
 
@@ -171,15 +184,19 @@ fn audit_target(resource: Resource<'_>, params: &[(String, String)], body: &serd
     named.filter(|n| !n.is_empty()).map(|n| n.chars().take(redrive_core::name::NAME_MAX_LEN).collect())
 }
 
-/// Who sent the request, or why it is refused.
-async fn authenticate<S: Store>(guard: &Guard<S>, request: &axum::http::request::Parts, body: &[u8]) -> Result<Principal, Refusal> {
+/// Who sent the request (and the signature, for a SigV4 one), or why it is refused.
+async fn authenticate<S: Store>(
+    guard: &Guard<S>,
+    request: &axum::http::request::Parts,
+    body: &[u8],
+) -> Result<(Principal, Option<String>), Refusal> {
     let Some(config) = &guard.config else {
-        return Ok(Principal { name: ANONYMOUS.to_string(), grant: Grant::unlimited(Scope::Admin) });
+        return Ok((Principal { name: ANONYMOUS.to_string(), grant: Grant::unlimited(Scope::Admin) }, None));
     };
     let Some(value) = request.headers.get(header::AUTHORIZATION) else { return Err(Refusal::Missing) };
     let value = value.to_str().map_err(|_| Refusal::Unknown("the Authorization header is not ASCII".to_string()))?;
     if let Some(bearer) = value.strip_prefix("Bearer ") {
-        return bearer_principal(guard, bearer.trim()).await;
+        return bearer_principal(guard, bearer.trim()).await.map(|p| (p, None));
     }
     if value.starts_with(sigv4::ALGORITHM) {
         let now = guard.service.now();
@@ -231,7 +248,7 @@ pub async fn guard<S: Store>(State(guard): State<Guard<S>>, request: Request, ne
         Ok(b) => b,
         Err(e) => return crate::error::bad_body(format!("request body: {e}")),
     };
-    let principal = match authenticate(&guard, &parts, &bytes).await {
+    let (principal, signature) = match authenticate(&guard, &parts, &bytes).await {
         Ok(p) => p,
         Err(refusal) => return refusal.into_response(aws),
     };
@@ -245,6 +262,15 @@ pub async fn guard<S: Store>(State(guard): State<Guard<S>>, request: Request, ne
     let resource = resource(rule.touches, &params, &body_json);
     if let Err(denied) = authorize(&principal, Requirement { scope: rule.scope, resource }) {
         return Refusal::Denied(denied.0).into_response(aws);
+    }
+    // A signed change is served once: the same signature again is a replay.
+    if let Some(signature) = signature.filter(|_| rule.audited) {
+        let now = guard.service.now();
+        let fresh = guard.replays.lock().map(|mut seen| seen.first_use(&signature, now)).unwrap_or(false);
+        if !fresh {
+            return Refusal::BadSignature("this signed request was already served (a replay); sign each request anew".to_string())
+                .into_response(aws);
+        }
     }
     let target = audit_target(resource, &params, &body_json);
     let action = match rule.key {

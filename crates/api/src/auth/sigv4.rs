@@ -62,8 +62,43 @@ pub fn parse_authorization(value: &str) -> Result<Authorization<'_>, String> {
     Ok(Authorization { access_key_id, scope, date: pieces[0], signed_headers, signature })
 }
 
-/// Who signed the request, or why it is refused.
-pub fn verify(keys: &[AccessKey], parts: &Parts, body: &[u8], now: Timestamp) -> Result<Principal, Refusal> {
+/// Most signatures of served changes remembered (the oldest are forgotten first
+/// past it; they are forgotten anyway once 15 minutes old, when the clock check
+/// refuses them).
+pub const MAX_SEEN_SIGNATURES: usize = 100_000;
+
+/// Signatures of signed changes already served, until they are too old to pass
+/// the clock check: a captured change cannot be replayed within its 15 minutes.
+/// Per process (a cluster's leader serves every change).
+#[derive(Debug, Default)]
+pub struct SeenSignatures {
+    /// Signature → when it was first served.
+    seen: std::collections::HashMap<String, Timestamp>,
+    order: std::collections::VecDeque<(Timestamp, String)>,
+}
+
+impl SeenSignatures {
+    /// Whether `signature` is served for the first time (and remembers it).
+    pub fn first_use(&mut self, signature: &str, now: Timestamp) -> bool {
+        while let Some((at, sig)) = self.order.front() {
+            let expired = now.unix_ms() - at.unix_ms() > 2 * MAX_SKEW_MS;
+            if !expired && self.order.len() < MAX_SEEN_SIGNATURES {
+                break;
+            }
+            self.seen.remove(sig);
+            self.order.pop_front();
+        }
+        if self.seen.contains_key(signature) {
+            return false;
+        }
+        self.seen.insert(signature.to_string(), now);
+        self.order.push_back((now, signature.to_string()));
+        true
+    }
+}
+
+/// Who signed the request (and its signature), or why it is refused.
+pub fn verify(keys: &[AccessKey], parts: &Parts, body: &[u8], now: Timestamp) -> Result<(Principal, Option<String>), Refusal> {
     let header = parts.headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
     let auth = parse_authorization(header).map_err(|e| Refusal::BadSignature(format!("Authorization header: {e}")))?;
     let key = keys
@@ -92,7 +127,7 @@ pub fn verify(keys: &[AccessKey], parts: &Parts, body: &[u8], now: Timestamp) ->
                 .to_string(),
         ));
     }
-    Ok(Principal { name: key.id.clone(), grant: key.grant.clone() })
+    Ok((Principal { name: key.id.clone(), grant: key.grant.clone() }, Some(expected)))
 }
 
 /// The signature of `string_to_sign` under `secret` for the credential scope
@@ -233,6 +268,18 @@ mod tests {
         let scope = "20150830/us-east-1/iam/aws4_request";
         let sts = format!("{ALGORITHM}\n20150830T123600Z\n{scope}\n{}", sha256_hex(canonical.as_bytes()));
         assert_eq!(signature(secret, scope, &sts), "5d672d79c15b13162d9279b0855cfba6789a8edb4c82c400e06b5924a6f2b5d7");
+    }
+
+    #[test]
+    fn a_signature_is_served_once_until_it_is_too_old_to_verify() {
+        let mut seen = SeenSignatures::default();
+        let t = |ms: i64| Timestamp::from_unix_ms(1_000_000_000 + ms);
+        assert!(seen.first_use("a", t(0)));
+        assert!(!seen.first_use("a", t(1_000)), "a replay");
+        assert!(seen.first_use("b", t(1_000)));
+        assert!(!seen.first_use("a", t(2 * MAX_SKEW_MS)), "still remembered while it could verify");
+        assert!(seen.first_use("c", t(2 * MAX_SKEW_MS + 1)));
+        assert_eq!(seen.seen.len(), 2, "a is forgotten once it is too old: b and c remain");
     }
 
     #[test]
