@@ -128,6 +128,18 @@ impl std::fmt::Display for ConfigRejected {
 
 impl std::error::Error for ConfigRejected {}
 
+/// Whether requests need credentials, for the start-up line.
+fn auth_note(auth: Option<&redrive_api::auth::AuthConfig>) -> String {
+    match auth {
+        None => "no authentication (no auth: in --config)".to_string(),
+        Some(a) => format!(
+            "credentials required: bearer tokens and {} AWS access key{}",
+            a.access_keys.len(),
+            if a.access_keys.len() == 1 { "" } else { "s" }
+        ),
+    }
+}
+
 /// `; 1 redrive schedule (retry-sweeper every 30m on retry-*)`.
 fn schedules_note(schedules: &[RedriveSchedule]) -> String {
     if schedules.is_empty() {
@@ -225,6 +237,7 @@ async fn serve(args: ServerArgs, config: ServerConfig, tls: Option<Tls>) -> anyh
     let (resumed, quarantined) = resume_unfinished(&store, &handle).await?;
     let mut service = Service::new(store.clone(), handle.clone(), Arc::new(SystemClock));
     let schedules_text = schedules_note(&config.schedules);
+    let auth_text = auth_note(config.auth.as_ref());
     let auth = config.auth.map(Arc::new);
     if let Err(e) = service.set_schedules(config.schedules) {
         let file = args.config.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
@@ -250,7 +263,7 @@ async fn serve(args: ServerArgs, config: ServerConfig, tls: Option<Tls>) -> anyh
     };
     let what = if took_over { "took over as the leader" } else { "redrive server listening on" };
     eprintln!(
-        "{what} {scheme}://{local} (store {}; {resumed} unfinished execution{} resumed{quarantined_text}{schedules_text}{interrupted_text}; CodePipeline API on POST /, native API under /v1, OpenAPI at /openapi.json)",
+        "{what} {scheme}://{local} (store {}; {resumed} unfinished execution{} resumed{quarantined_text}{schedules_text}{interrupted_text}; {auth_text}; CodePipeline API on POST /, native API under /v1, OpenAPI at /openapi.json)",
         args.db,
         if resumed == 1 { "" } else { "s" }
     );

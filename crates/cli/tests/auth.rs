@@ -41,6 +41,7 @@ fn tokens_gate_every_request_and_calls_are_audited() {
     // With auth: configured, a non-loopback address is accepted.
     let server = start_server(server_command(&sb, "0.0.0.0:0").arg("--config").arg(&config));
     let url = server.url.clone();
+    assert!(server.banner.contains("credentials required: bearer tokens and 0 AWS access keys"), "{}", server.banner);
 
     let refused = cli_as(&url, None, &["pipeline", "list"]).code(2);
     assert!(refused.stderr.contains("UnauthorizedException"), "{}", refused.stderr);
