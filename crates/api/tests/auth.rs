@@ -263,3 +263,21 @@ async fn tokens_are_created_listed_revoked_and_expire() {
     );
     assert!(!audit.to_string().contains(&ci), "no token value in the audit log");
 }
+
+#[tokio::test]
+async fn without_auth_everyone_is_anonymous_and_changes_are_still_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(&dir.path().join("r.db"), SqliteOptions::default()).unwrap());
+    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_ms(1_767_225_600_000)));
+    let (handle, _join) = Driver::spawn(store.clone(), clock.clone(), DriverConfig::default());
+    let service = Arc::new(Service::new(store.clone(), handle, clock.clone()));
+    let app = App { router: redrive_api::server::app(service, 1024 * 1024), store, clock, _dir: dir };
+    let definition = json!({"name": "p", "stages": [{"name": "s", "actions": [{"name": "a", "noop": {}}]}]});
+    assert_eq!(app.call("POST", "/v1/pipelines", &[], &definition).await.0, StatusCode::CREATED);
+    assert_eq!(app.call("GET", "/v1/pipelines/p", &[], &Value::Null).await.0, StatusCode::OK);
+    let (status, audit) = app.call("GET", "/v1/audit", &[], &Value::Null).await;
+    assert_eq!(status, StatusCode::OK);
+    let entries = audit["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "reads are not audited: {audit}");
+    assert_eq!((entries[0]["principal"].as_str(), entries[0]["target"].as_str()), (Some("anonymous"), Some("p")));
+}
