@@ -197,6 +197,22 @@ async fn prefix_grants_allow_their_names_and_the_audit_log_names_the_principal()
     assert_eq!(status, StatusCode::FORBIDDEN, "a wider prefix: {body}");
     assert!(body["error"]["message"].as_str().unwrap().contains("nightly is limited to queues payments-*"), "{body}");
 
+    // A run is readable by a grant covering its queues (what `redrive dlq redrive` follows).
+    let (status, run) =
+        app.call("POST", "/v1/dlq/redrive", &[("authorization", &bearer(&nightly))], &json!({"queuePrefix": "payments-eu-"})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{run}");
+    let own = format!("/v1/dlq/redrives/{}", run["runId"].as_str().unwrap());
+    let (status, body) = app.call("GET", &own, &[("authorization", &bearer(&nightly))], &Value::Null).await;
+    assert_eq!(status, StatusCode::OK, "its own run: {body}");
+    let (_, other) = app.call("POST", "/v1/dlq/redrive", &[("authorization", &bearer(&admin))], &json!({"queuePrefix": "orders-"})).await;
+    let other = format!("/v1/dlq/redrives/{}", other["runId"].as_str().unwrap());
+    assert_eq!(
+        app.call("GET", &other, &[("authorization", &bearer(&nightly))], &Value::Null).await.0,
+        StatusCode::FORBIDDEN,
+        "another prefix's run"
+    );
+    assert_eq!(app.call("GET", &other, &[("authorization", &bearer(&admin))], &Value::Null).await.0, StatusCode::OK);
+
     let (status, audit) = app.call("GET", "/v1/audit", &[("authorization", &bearer(&admin))], &Value::Null).await;
     assert_eq!(status, StatusCode::OK);
     let entries = audit["entries"].as_array().unwrap();
@@ -207,6 +223,8 @@ async fn prefix_grants_allow_their_names_and_the_audit_log_names_the_principal()
     assert_eq!(
         seen,
         [
+            ("admin", "POST /v1/dlq/redrive", "orders-*"),
+            ("nightly", "POST /v1/dlq/redrive", "payments-eu-*"),
             ("nightly", "POST /v1/dlq/redrive", "payments-eu-*"),
             ("nightly", "POST /v1/pipelines/{name}/executions", "payments-eu"),
             ("admin", "POST /v1/pipelines", "payments-eu"),

@@ -77,6 +77,16 @@ fn tokens_gate_every_request_and_calls_are_audited() {
     cli_as(&url, Some(&admin_token), &["pipeline", "create", "-f", definition.to_str().unwrap()]).ok();
     cli_as(&url, Some(&ci_token), &["pipeline", "get", "payments-a"]).ok();
 
+    // The nightly job's least privilege: redrive (and follow) payments-* queues, nothing else.
+    let nightly =
+        cli_as(&url, Some(&admin_token), &["token", "create", "--name", "nightly", "--scope", "operate", "--queues", "payments-*"]).ok();
+    let nightly = nightly.stdout.trim().to_string();
+    let swept = cli_as(&url, Some(&nightly), &["dlq", "redrive", "--prefix", "payments-"]).ok();
+    assert!(swept.stdout.contains("SUCCEEDED"), "{}", swept.stdout);
+    let wider = cli_as(&url, Some(&nightly), &["dlq", "redrive", "--prefix", "pay"]).code(2);
+    assert!(wider.stderr.contains("nightly is limited to queues payments-*"), "{}", wider.stderr);
+    cli_as(&url, Some(&admin_token), &["token", "revoke", "nightly"]).ok();
+
     cli_as(&url, Some(&admin_token), &["token", "revoke", "ci"]).ok();
     cli_as(&url, Some(&ci_token), &["pipeline", "get", "payments-a"]).code(2);
 
@@ -92,6 +102,9 @@ fn tokens_gate_every_request_and_calls_are_audited() {
         seen,
         [
             want("admin", "DELETE /v1/tokens/{name}", "ci"),
+            want("admin", "DELETE /v1/tokens/{name}", "nightly"),
+            want("nightly", "POST /v1/dlq/redrive", "payments-*"),
+            want("admin", "POST /v1/tokens", "nightly"),
             want("admin", "POST /v1/pipelines", "payments-a"),
             want("admin", "POST /v1/tokens", "ci"),
         ]

@@ -166,6 +166,25 @@ fn resource<'a>(touches: Touches, params: &'a [(String, String)], body: &'a serd
         Touches::QueueParam => Resource::Queue(param("queue")),
         Touches::PipelineAt(p) => Resource::Pipeline(at(p)),
         Touches::QueuePrefixAt(p) => Resource::QueuePrefix(at(p)),
+        Touches::RunParam | Touches::EntryParam => Resource::AllQueues,
+    }
+}
+
+/// A queue or queue prefix read from the store for a route that names a run or
+/// an entry by id: `(is_prefix, name)`; `None` when there is no such record.
+async fn stored_queue<S: Store>(guard: &Guard<S>, touches: Touches, id: &str) -> Option<(bool, String)> {
+    let store = guard.service.store();
+    match touches {
+        Touches::RunParam => {
+            let run = store.get_redrive_run(id).await.ok().flatten()?;
+            let request: redrive_engine::redrive::RedriveRequest = serde_json::from_str(&run.request_json).ok()?;
+            Some(match request.scope {
+                redrive_engine::redrive::QueueScope::Queue(q) => (false, q),
+                redrive_engine::redrive::QueueScope::Prefix(p) => (true, p),
+            })
+        }
+        Touches::EntryParam => store.get_dlq_entry(id).await.ok().flatten().map(|e| (false, e.queue)),
+        _ => None,
     }
 }
 
@@ -260,7 +279,13 @@ pub async fn guard<S: Store>(State(guard): State<Guard<S>>, request: Request, ne
         Ok(None) => return Refusal::Unclassified(format!("{method} {matched} has no access rule; it is refused")).into_response(aws),
     };
     let body_json: serde_json::Value = crate::json::parse_value(&bytes).unwrap_or(serde_json::Value::Null);
-    let resource = resource(rule.touches, &params, &body_json);
+    let id = params.iter().find(|(k, _)| k == "id").map_or("", |(_, v)| v.as_str());
+    let stored = stored_queue(&guard, rule.touches, id).await;
+    let resource = match &stored {
+        Some((true, prefix)) => Resource::QueuePrefix(prefix),
+        Some((false, queue)) => Resource::Queue(queue),
+        None => resource(rule.touches, &params, &body_json),
+    };
     if let Err(denied) = authorize(&principal, Requirement { scope: rule.scope, resource }) {
         return Refusal::Denied(denied.0).into_response(aws);
     }

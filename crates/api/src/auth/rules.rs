@@ -30,6 +30,12 @@ pub enum Touches {
     PipelineAt(&'static str),
     /// Every queue starting with the prefix at this JSON pointer of the body.
     QueuePrefixAt(&'static str),
+    /// The queue (or queue prefix) of the redrive run named by the `{id}` path
+    /// parameter, read from the store (every queue if there is no such run).
+    RunParam,
+    /// The queue of the dead-letter entry named by the `{id}` path parameter,
+    /// read from the store (every queue if there is no such entry).
+    EntryParam,
 }
 
 /// What a route needs.
@@ -51,7 +57,7 @@ const fn aws(op: Operation, scope: Scope, touches: Touches, audited: bool) -> Ru
 }
 
 use Scope::{Admin, Operate, Read};
-use Touches::{Fixed, Open, PipelineAt, PipelineParam, QueueParam, QueuePrefixAt};
+use Touches::{EntryParam, Fixed, Open, PipelineAt, PipelineParam, QueueParam, QueuePrefixAt, RunParam};
 
 const PIPELINES: Touches = Fixed(Resource::AllPipelines);
 const QUEUES: Touches = Fixed(Resource::AllQueues);
@@ -90,9 +96,9 @@ pub const RULES: &[Rule] = &[
     native("POST", "/v1/dlq/queues/{queue}/purge", Admin, QueueParam, true),
     native("POST", "/v1/dlq/queues/{queue}/redrive", Operate, QueueParam, true),
     native("POST", "/v1/dlq/redrive", Operate, QueuePrefixAt("/queuePrefix"), true),
-    native("GET", "/v1/dlq/entries/{id}", Read, QUEUES, false),
+    native("GET", "/v1/dlq/entries/{id}", Read, EntryParam, false),
     native("GET", "/v1/dlq/redrives", Read, QUEUES, false),
-    native("GET", "/v1/dlq/redrives/{id}", Read, QUEUES, false),
+    native("GET", "/v1/dlq/redrives/{id}", Read, RunParam, false),
     native("GET", "/v1/dlq/schedules", Read, QUEUES, false),
     // tokens and the audit log
     native("POST", "/v1/tokens", Admin, EVERYTHING, true),
