@@ -252,10 +252,14 @@ pub async fn guard<S: Store>(State(guard): State<Guard<S>>, request: Request, ne
     let matched = request.extensions().get::<MatchedPath>().map(|m| m.as_str().to_string()).unwrap_or_default();
     let aws = matched == "/";
     let rule = rule_of(&method, &matched, &request);
-    // Open routes, and reads on a server without auth:, need nothing more.
-    if let Ok(Some(rule)) = rule
-        && (rule.touches == Touches::Open || (guard.config.is_none() && !rule.audited))
-    {
+    // Open routes, and reads on a server without auth:, need nothing more;
+    // nor do routes outside the table (the console's) without auth:.
+    let unchecked = match rule {
+        Ok(Some(rule)) => rule.touches == Touches::Open || (guard.config.is_none() && !rule.audited),
+        Ok(None) => guard.config.is_none(),
+        Err(()) => false,
+    };
+    if unchecked {
         return next.run(request).await;
     }
     let (mut parts, body) = request.into_parts();
