@@ -53,6 +53,7 @@ pub fn router<S: Store>() -> OpenApiRouter<Arc<Service<S>>> {
         .routes(op::<__path_redrive_prefix, _, _, _>(redrive_prefix::<S>))
         .routes(op::<__path_list_runs, _, _, _>(list_runs::<S>))
         .routes(op::<__path_get_run, _, _, _>(get_run::<S>))
+        .routes(op::<__path_abort_run, _, _, _>(abort_run::<S>))
         .routes(op::<__path_list_schedules, _, _, _>(list_schedules::<S>))
         .routes(op::<__path_metrics, _, _, _>(metrics::<S>))
 }
@@ -176,6 +177,7 @@ fn run_status(text: &str) -> w::RunStatus {
         "RUNNING" => w::RunStatus::Running,
         "SUCCEEDED" => w::RunStatus::Succeeded,
         "INTERRUPTED" => w::RunStatus::Interrupted,
+        rd::ABORTED => w::RunStatus::Aborted,
         _ => w::RunStatus::Failed,
     }
 }
@@ -470,6 +472,19 @@ async fn list_runs<S: Store>(State(svc): St<S>, QueryParams(q): QueryParams<Runs
     responses((status = 200, description = "Success", body = w::Run), (status = "4XX", description = "The request was refused; `error.code` says why", body = w::ErrorResponse)))]
 async fn get_run<S: Store>(State(svc): St<S>, Path(id): Path<String>) -> Result<Json<w::Run>> {
     Ok(Json(run(&svc.get_redrive_run(&id).await?)?))
+}
+
+/// Aborts a running redrive: it starts no more entries and ends `ABORTED` once
+/// those already resubmitted finish. Answers the run as it is now (202).
+#[utoipa::path(post, path = "/v1/dlq/redrives/{id}/abort", tag = "dlq", params(("id" = String, Path)),
+    request_body(content = Object, description = "`{}`"),
+    responses((status = 202, description = "Abort requested", body = w::Run), (status = "4XX", description = "The request was refused (`ConflictException` when the run is not running here); `error.code` says why", body = w::ErrorResponse)))]
+async fn abort_run<S: Store>(
+    State(svc): St<S>,
+    Path(id): Path<String>,
+    JsonBody(_): JsonBody<Value>,
+) -> Result<(StatusCode, Json<w::Run>)> {
+    Ok((StatusCode::ACCEPTED, Json(run(&svc.abort_redrive(&id).await?)?)))
 }
 
 /// The configured redrive schedules, with their next due time and last run.

@@ -8,6 +8,7 @@
 //! - [`auth`]: tokens, scopes, AWS SigV4, the route access table and the audit log.
 //! - [`aws`]: `POST /` dispatching CodePipeline operations to the service.
 //! - [`health`]: `/healthz`, `/readyz`, and 503 + `Retry-After` for changes while degraded.
+//! - [`console`]: the web console under `/console` (server-rendered HTML).
 //! - [`server`]: the axum application: routes, body limits, JSON errors, shutdown.
 //! - [`openapi`]: the native API's OpenAPI document.
 //!
@@ -17,6 +18,7 @@ pub mod auth;
 pub mod aws;
 pub mod cluster;
 pub mod codepipeline;
+pub mod console;
 pub mod dlq;
 pub mod doc;
 pub mod error;

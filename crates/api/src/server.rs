@@ -1,6 +1,7 @@
 //! The HTTP server: native REST under `/v1` (dead-letter queues under `/v1/dlq`,
 //! durable-function executions under `/v1/functions`),
-//! the CodePipeline protocol on `POST /`, `/metrics` (Prometheus), `/openapi.json`,
+//! the CodePipeline protocol on `POST /` (a browser's `GET /` is sent to the web
+//! console under `/console`), `/metrics` (Prometheus), `/openapi.json`,
 //! `/healthz`; request bodies capped; JSON errors everywhere; connections,
 //! header and body reads bounded (see [`HttpLimits`]).
 
@@ -147,7 +148,8 @@ pub fn app<S: Store>(service: Arc<Service<S>>, max_body_bytes: usize) -> Router 
 pub fn app_with_auth<S: Store>(service: Arc<Service<S>>, max_body_bytes: usize, auth: Option<Arc<crate::auth::AuthConfig>>) -> Router {
     let (router, doc) = routes::<S>().split_for_parts();
     let guard = crate::auth::Guard::new(service.clone(), auth, max_body_bytes);
-    router
+    // The guard covers every route, the console's included (mounted first).
+    crate::console::mount::<S>(router)
         .route_layer(axum::middleware::from_fn_with_state(guard, crate::auth::guard::<S>))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

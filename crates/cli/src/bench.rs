@@ -53,11 +53,15 @@ pub struct BenchArgs {
     /// (memory, tasks, executions in the engine's memory).
     #[arg(long, requires = "functions")]
     suspended: bool,
+    /// Run W1 alone and with the retention sweeper deleting concurrently, side
+    /// by side, 3 rounds on fresh SQLite files, and print the medians' ratio.
+    #[arg(long, conflicts_with_all = ["functions", "db"])]
+    with_sweeper: bool,
 }
 
-const ACTIONS: usize = 5;
+pub(crate) const ACTIONS: usize = 5;
 
-fn w1_definition() -> String {
+pub(crate) fn w1_definition() -> String {
     let mut s =
         String::from("name: bench-w1\nexecutionMode: PARALLEL\nmaxConcurrentExecutions: 10000\nstages:\n  - name: Work\n    actions:\n");
     for i in 1..=ACTIONS {
@@ -84,6 +88,9 @@ pub fn bench(args: BenchArgs) -> u8 {
 }
 
 async fn run_bench(args: &BenchArgs) -> anyhow::Result<()> {
+    if args.with_sweeper {
+        return crate::bench_sweep::compare(args.executions, args.durability).await;
+    }
     let tmp = tempfile::tempdir()?;
     let db = args.db.clone().unwrap_or_else(|| StoreLocation::Sqlite(tmp.path().join("bench.db")));
     let durability = match args.durability {
@@ -138,7 +145,7 @@ struct Counted {
 
 /// Starts `n` executions at once (`start(i)` starts the i-th and waits for it);
 /// returns their latencies in ms, how many did not succeed, and the wall time in s.
-async fn run_all<F, Fut>(n: usize, start: F) -> anyhow::Result<(Vec<u64>, usize, f64)>
+pub(crate) async fn run_all<F, Fut>(n: usize, start: F) -> anyhow::Result<(Vec<u64>, usize, f64)>
 where
     F: Fn(usize) -> Fut,
     Fut: std::future::Future<Output = Result<redrive_engine::ExecutionOutcome, redrive_engine::EngineError>> + Send + 'static,

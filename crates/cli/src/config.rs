@@ -12,6 +12,13 @@
 //!     maxEntries: 1000           # optional
 //!     rate: 50/s                 # optional, default 100/s
 //!     mode: retry-stage          # optional, default retry-stage
+//! retention:                     # optional; every key optional (defaults shown)
+//!   executions: 30d              # finished executions and their ledgers; a
+//!                                # pipeline's retentionDays wins; or `forever`
+//!   deadLetterEntries: 30d       # RESOLVED dead-letter entries, from resolution
+//!   redriveRuns: 90d             # finished redrive runs, from their end
+//!   sweepEvery: 1m               # 1s to 1d
+//!   stepSize: 100                # rows deleted per step (1 to 1000)
 //! http:                          # optional; every key optional
 //!   headerReadTimeout: 10s       # 1s to 1h; also how long a kept-alive connection may idle
 //!   bodyReadTimeout: 30s         # 1s to 1h
@@ -37,10 +44,13 @@ use redrive_core::definition::source::{Node, NodeValue, parse_document};
 use redrive_core::definition::{Problem, Problems, total_problems};
 use redrive_core::limits::MAX_CONFIG_FILE_BYTES;
 use redrive_core::name::Name;
+use redrive_core::retention::Keep;
 use redrive_core::time::parse_duration_ms;
 use redrive_engine::redrive::{
     DEFAULT_RATE, MAX_SCHEDULES, MIN_SCHEDULE_EVERY_MS, QueueScope, Rate, RedriveMode, RedriveRequest, RedriveSchedule,
 };
+use redrive_engine::retention::SweepConfig;
+use redrive_store::MAX_PRUNE_STEP;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -54,12 +64,15 @@ pub const MAX_HTTP_TIMEOUT_MS: u64 = 3_600_000;
 /// Most connections the file may allow.
 pub const MAX_HTTP_CONNECTIONS: u64 = 65_536;
 
-const TOP_KEYS: &[&str] = &["redriveSchedules", "http", "auth"];
 const AUTH_KEYS: &[&str] = &["awsCredentials", "schedules"];
 const SCHEDULE_GRANT_KEYS: &[&str] = &["name", "queues", "pipelines"];
 const CREDENTIAL_KEYS: &[&str] = &["accessKeyId", "secretAccessKeyEnv", "scope", "pipelines", "queues"];
 /// Most access keys the file may configure.
 pub const MAX_ACCESS_KEYS: usize = 100;
+const TOP_KEYS: &[&str] = &["redriveSchedules", "http", "retention", "auth"];
+const RETENTION_KEYS: &[&str] = &["executions", "deadLetterEntries", "redriveRuns", "sweepEvery", "stepSize"];
+/// Longest `sweepEvery`.
+const MAX_SWEEP_EVERY_MS: u64 = 86_400_000;
 const HTTP_KEYS: &[&str] = &["headerReadTimeout", "bodyReadTimeout", "maxConnections"];
 const SCHEDULE_KEYS: &[&str] = &["name", "every", "queuePrefix", "filters", "olderThan", "maxEntries", "rate", "mode"];
 const FILTER_KEYS: &[&str] = &["type", "source"];
@@ -71,6 +84,7 @@ pub struct ServerConfig {
     pub http: HttpConfig,
     /// `Some` when the file has an `auth:` section: credentials are required.
     pub auth: Option<AuthConfig>,
+    pub sweep: SweepConfig,
 }
 
 /// The `http:` section: the server's connection limits.
@@ -239,6 +253,9 @@ impl Cx<'_> {
         }
         if let (Some(auth), Some((_, list))) = (&config.auth, entries.iter().find(|(k, _)| k == "redriveSchedules")) {
             self.schedules_granted(&config.schedules, &auth.schedules, list);
+        }
+        if let Some((_, retention)) = entries.iter().find(|(k, _)| k == "retention") {
+            config.sweep = self.retention(retention);
         }
         config
     }
@@ -439,6 +456,54 @@ impl Cx<'_> {
         }
         (out.len() == items.len()).then_some(out)
     }
+    fn retention(&mut self, node: &Node) -> SweepConfig {
+        let mut sweep = SweepConfig::default();
+        if matches!(node.value, NodeValue::Null) {
+            return sweep;
+        }
+        let Some(entries) = self.map("$.retention", node, RETENTION_KEYS) else { return sweep };
+        let r = &mut sweep.retention;
+        for (k, v) in entries {
+            let path = format!("$.retention.{k}");
+            match k.as_str() {
+                "executions" => r.executions = self.keep(&path, v).unwrap_or(r.executions),
+                "deadLetterEntries" => r.dlq_entries = self.keep(&path, v).unwrap_or(r.dlq_entries),
+                "redriveRuns" => r.redrive_runs = self.keep(&path, v).unwrap_or(r.redrive_runs),
+                "sweepEvery" => sweep.every_ms = self.sweep_every(&path, v).unwrap_or(sweep.every_ms),
+                "stepSize" => sweep.step_size = self.int(&path, v, 1, MAX_PRUNE_STEP).unwrap_or(sweep.step_size),
+                _ => {} // reported by map()
+            }
+        }
+        sweep
+    }
+
+    /// A retention: a duration from 1s to 100 years, or `forever`.
+    fn keep(&mut self, path: &str, node: &Node) -> Option<Keep> {
+        const ALLOWED: &str = "a duration from 1s to 36500d (e.g. 30d, 12h), or forever";
+        let s = self.string(path, node, ALLOWED)?;
+        if s == "forever" {
+            return Some(Keep::Forever);
+        }
+        match parse_duration_ms(s) {
+            Ok(ms) => Keep::for_ms(ms).or_else(|| {
+                self.bad(path, node, "out of range", ALLOWED);
+                None
+            }),
+            Err(e) => {
+                self.bad(path, node, e, ALLOWED);
+                None
+            }
+        }
+    }
+
+    fn sweep_every(&mut self, path: &str, node: &Node) -> Option<u64> {
+        let ms = self.duration(path, node, 1_000)?;
+        if ms > MAX_SWEEP_EVERY_MS {
+            self.bad(path, node, "too long; at most 1d", "a duration from 1s to 1d, e.g. 1m");
+            return None;
+        }
+        Some(ms)
+    }
 
     fn http(&mut self, node: &Node) -> HttpConfig {
         let mut http = HttpConfig::default();
@@ -468,9 +533,13 @@ impl Cx<'_> {
     }
 
     fn connections(&mut self, path: &str, node: &Node) -> Option<usize> {
-        let allowed = format!("an integer from 1 to {MAX_HTTP_CONNECTIONS}");
+        self.int(path, node, 1, MAX_HTTP_CONNECTIONS as usize)
+    }
+
+    fn int(&mut self, path: &str, node: &Node, min: usize, max: usize) -> Option<usize> {
+        let allowed = format!("an integer from {min} to {max}");
         match node.value {
-            NodeValue::Int(i) if (1..=MAX_HTTP_CONNECTIONS as i64).contains(&i) => Some(i as usize),
+            NodeValue::Int(i) if (min as i64..=max as i64).contains(&i) => Some(i as usize),
             NodeValue::Int(_) => {
                 self.bad(path, node, "out of range", &allowed);
                 None
@@ -727,7 +796,7 @@ mod tests {
         has("$.redriveSchedules[1].queuePrefix: required field queuePrefix is missing");
         has("line 9: $.redriveSchedules[1].filters.kind: unknown key kind (allowed: type, source)");
         has("line 10: $.redriveSchedules[1].mode: not a redrive mode (got \"sideways\"; allowed: retry-stage (default), new-execution)");
-        has("line 11: $.extra: unknown key extra (allowed: redriveSchedules, http, auth)");
+        has("line 11: $.extra: unknown key extra (allowed: redriveSchedules, http, retention, auth)");
         assert!(parse_config("redriveSchedules: [\n").unwrap_err()[0].line.is_some());
     }
 
@@ -738,6 +807,30 @@ mod tests {
         assert_eq!(parse_config("http: {}\n").unwrap().http, HttpConfig::default());
         assert_eq!(parse_config("http:\n").unwrap().http, HttpConfig::default());
         assert_eq!(HttpConfig::default().max_connections, 1024);
+    }
+
+    #[test]
+    fn the_retention_section_sets_the_sweeper() {
+        use redrive_core::retention::{Keep, Retention};
+        assert_eq!(parse_config("{}").unwrap().sweep, SweepConfig::default());
+        assert_eq!(SweepConfig::default().retention, Retention::default());
+        let c = parse_config(
+            "retention:\n  executions: 7d\n  deadLetterEntries: forever\n  redriveRuns: 12h\n  sweepEvery: 5s\n  stepSize: 50\n",
+        )
+        .unwrap()
+        .sweep;
+        assert_eq!(c.retention.executions, Keep::For { ms: 7 * 86_400_000 });
+        assert_eq!(c.retention.dlq_entries, Keep::Forever);
+        assert_eq!(c.retention.redrive_runs, Keep::For { ms: 12 * 3_600_000 });
+        assert_eq!((c.every_ms, c.step_size), (5_000, 50));
+        let text = "retention:\n  executions: 500ms\n  redriveRuns: 40000d\n  stepSize: 1001\n";
+        let shown: Vec<String> = parse_config(text).unwrap_err().iter().map(|p| p.to_string()).collect();
+        let has = |needle: &str| assert!(shown.iter().any(|s| s.contains(needle)), "{needle} not in {shown:#?}");
+        has(
+            "line 2: $.retention.executions: out of range (got \"500ms\"; allowed: a duration from 1s to 36500d (e.g. 30d, 12h), or forever)",
+        );
+        has("line 3: $.retention.redriveRuns: out of range");
+        has("line 4: $.retention.stepSize: out of range (got 1001; allowed: an integer from 1 to 1000)");
     }
 
     #[test]

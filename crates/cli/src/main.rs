@@ -3,6 +3,7 @@
 mod auth;
 mod backup;
 mod bench;
+mod bench_sweep;
 mod client;
 mod config;
 mod dlq;
@@ -10,6 +11,7 @@ mod doctor;
 mod explain;
 mod load;
 mod present;
+mod prune;
 mod remote;
 mod render;
 mod run;
@@ -100,6 +102,12 @@ enum Command {
     /// exist), and its sizes and oldest rows. Read-only; a server may be running
     /// on it. Exit status 1 when a problem is found.
     Doctor(doctor::DoctorArgs),
+    /// Delete what is past retention now — finished executions (with their
+    /// ledgers), resolved dead-letter entries, finished redrive runs — as a
+    /// server's sweeper does; --dry-run counts it instead (beside a server too).
+    /// Never: unfinished executions, queued or redriven entries, or an
+    /// execution a dead-letter entry names.
+    Prune(prune::PruneArgs),
     /// Create, update, show, list and delete pipelines on a running server.
     Pipeline {
         #[command(subcommand)]
@@ -177,6 +185,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::bench(args),
         Command::Backup(args) => backup::backup(args),
         Command::Doctor(args) => doctor::doctor(args),
+        Command::Prune(args) => prune::prune(args),
         Command::Pipeline { command } => remote::pipeline(command),
         Command::Execution { command } => remote::execution(command),
         Command::State(args) => remote::state(args),

@@ -247,6 +247,7 @@ async fn serve(args: ServerArgs, config: ServerConfig, tls: Option<Tls>) -> anyh
     // Redrive runs a dead process left RUNNING are marked INTERRUPTED; then the
     // schedules start.
     let interrupted = service.start_schedules().await.context("starting the redrive schedules")?;
+    let sweeper = redrive_engine::retention::spawn_sweeper(store.clone(), handle.clone(), Arc::new(SystemClock), config.sweep);
     let interrupted_text = match interrupted {
         0 => String::new(),
         1 => "; 1 redrive run left running by the previous process marked INTERRUPTED".to_string(),
@@ -287,6 +288,7 @@ async fn serve(args: ServerArgs, config: ServerConfig, tls: Option<Tls>) -> anyh
         reason = taken_over => Some(reason),
     };
     let _ = stop.send(true);
+    sweeper.abort();
     http.await.context("HTTP task")?.context("serving HTTP")?;
     if let Some(reason) = lost {
         handle.shutdown().await;

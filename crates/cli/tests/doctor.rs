@@ -23,8 +23,11 @@ fn sql(sb: &Sandbox, statement: &str) {
 fn a_sound_store_passes_and_every_broken_invariant_is_named() {
     let sb = Sandbox::new();
     std::fs::copy(fixture(), sb.db()).unwrap();
-    // doctor reads only the current schema: bring the fixture to it first.
-    drop(redrive_store::SqliteStore::open(&sb.db(), redrive_store::SqliteOptions::default()).unwrap());
+    // The fixture is an older schema: a command that writes upgrades it first
+    // (a prune that keeps everything).
+    let keep_all = sb.write("keep.yaml", "retention: {executions: forever, deadLetterEntries: forever, redriveRuns: forever}\n");
+    let upgraded = bin().args(["prune", "--config"]).arg(&keep_all).arg("--db").arg(sb.db()).output().unwrap();
+    assert_eq!(upgraded.status.code(), Some(0), "{}", String::from_utf8_lossy(&upgraded.stderr));
     let (code, report) = doctor(&sb);
     assert_eq!((code, &report["sound"], &report["problems"]), (0, &serde_json::json!(true), &serde_json::json!(0)), "{report}");
     assert_eq!(report["integrity"], "ok");

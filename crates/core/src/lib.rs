@@ -12,6 +12,7 @@
 //! - [`definition`]: pipeline definitions: source text to a located tree, the tree
 //!   to a validated [`definition::Pipeline`], with every error reported at once.
 //! - [`limits`]: every size and count limit, and the checks that apply them.
+//! - [`retention`]: how long finished records are kept, and which may go now.
 //! - [`schedule`]: rules across a pipeline's executions (modes, queue, concurrency).
 //! - [`machine`]: the execution state machine: `(state, event, now) -> effects`.
 
@@ -26,5 +27,6 @@ pub mod limits;
 pub mod machine;
 pub mod name;
 pub mod policy;
+pub mod retention;
 pub mod schedule;
 pub mod time;

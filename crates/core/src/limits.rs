@@ -46,6 +46,8 @@ pub const MAX_ARGV_ITEMS: usize = 1000;
 pub const MAX_STAGE_AUTO_RETRIES: u32 = 10;
 /// A pipeline's `maxConcurrentExecutions`, at most.
 pub const MAX_CONCURRENT_EXECUTIONS: u32 = 10_000;
+/// Longest a pipeline's `retentionDays` may keep its finished executions (100 years).
+pub const MAX_RETENTION_DAYS: u32 = 36_500;
 /// Characters of a name (pipeline, stage, action, queue, function): ASCII only,
 /// so also bytes.
 pub const NAME_MAX_LEN: usize = 100;

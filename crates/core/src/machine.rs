@@ -452,6 +452,38 @@ pub const STOPPED_EXCEPTION_TYPE: &str = "Execution.STOPPED";
 /// The message recorded for an attempt lost when the engine stopped.
 pub const IN_FLIGHT_LOST_MESSAGE: &str = "the engine stopped while this attempt was in flight; recorded as failed on restart";
 
+/// The actions (indexes in stage `si`) a stage retry in `mode` would re-run, or
+/// why the state refuses it: FAILED_ACTIONS re-runs the failed actions,
+/// ALL_ACTIONS every action of the stage. [`apply`] of `Event::RetryStage` makes
+/// exactly these checks; consoles and CLIs call this to preview a retry.
+pub fn retry_targets(state: &ExecutionState, si: usize, mode: RetryMode) -> Result<Vec<usize>, Rejection> {
+    let Some(stage) = state.stages.get(si) else {
+        return Err(Rejection::Invalid(format!("no stage with index {si}")));
+    };
+    if state.status == ExecutionStatus::Stopping {
+        return Err(Rejection::AlreadyStopping);
+    }
+    if state.status == ExecutionStatus::Stopped {
+        return Err(Rejection::NotRetryable("the execution was stopped".into()));
+    }
+    if let Some(by) = &state.superseded_by {
+        return Err(Rejection::NotRetryable(format!("the execution was superseded by {by}")));
+    }
+    if stage.retry_in_progress {
+        return Err(Rejection::RetryInProgress);
+    }
+    if !stage.actions.iter().any(|a| a.status == ActionStatus::Failed) {
+        return Err(Rejection::NotRetryable("the stage has no failed actions".into()));
+    }
+    if mode == RetryMode::AllActions && stage.actions.iter().any(ActionState::is_active) {
+        return Err(Rejection::NotRetryable("ALL_ACTIONS is refused while actions of the stage are in progress".into()));
+    }
+    Ok(match mode {
+        RetryMode::FailedActions => (0..stage.actions.len()).filter(|&ai| stage.actions[ai].status == ActionStatus::Failed).collect(),
+        RetryMode::AllActions => (0..stage.actions.len()).collect(),
+    })
+}
+
 /// Applies one event. On `Err`, `state` is unchanged.
 pub fn apply(pipeline: &Pipeline, state: &mut ExecutionState, event: Event, now: Timestamp) -> Result<Vec<Effect>, Rejection> {
     debug_assert_eq!(state.stages.len(), pipeline.stages.len());
@@ -829,24 +861,7 @@ impl<'a> Step<'a> {
     /// Manual stage retry. The service layer checks the API's preconditions
     /// (latest execution, pipeline version, concurrency); this checks the state's.
     fn retry_stage(&mut self, si: usize, mode: RetryMode, trigger: Trigger) -> Result<(), Rejection> {
-        let Some(stage) = self.state.stages.get(si) else {
-            return Err(Rejection::Invalid(format!("no stage with index {si}")));
-        };
-        if self.state.status == ExecutionStatus::Stopped {
-            return Err(Rejection::NotRetryable("the execution was stopped".into()));
-        }
-        if let Some(by) = &self.state.superseded_by {
-            return Err(Rejection::NotRetryable(format!("the execution was superseded by {by}")));
-        }
-        if stage.retry_in_progress {
-            return Err(Rejection::RetryInProgress);
-        }
-        if !stage.actions.iter().any(|a| a.status == ActionStatus::Failed) {
-            return Err(Rejection::NotRetryable("the stage has no failed actions".into()));
-        }
-        if mode == RetryMode::AllActions && stage.actions.iter().any(ActionState::is_active) {
-            return Err(Rejection::NotRetryable("ALL_ACTIONS is refused while actions of the stage are in progress".into()));
-        }
+        retry_targets(self.state, si, mode)?;
         if self.state.status.is_finished() {
             self.state.status = ExecutionStatus::InProgress;
             self.state.finished_at = None;

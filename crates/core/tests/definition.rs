@@ -713,3 +713,15 @@ fn a_policy_lists_a_bounded_number_of_exception_types() {
     assert_eq!(p.value.as_deref(), Some("200000 exception types"));
     assert_eq!(p.allowed, Some(format!("at most {MAX_EXCEPTION_TYPES_PER_POLICY} exception types")));
 }
+
+#[test]
+fn retention_days_is_a_whole_number_of_days() {
+    let stages = "stages: [{name: S, actions: [{name: A, noop: {}}]}]";
+    assert_eq!(ok(&format!("name: p\n{stages}")).retention_days, None);
+    assert_eq!(ok(&format!("name: p\nretentionDays: 7\n{stages}")).retention_days, Some(7));
+    assert_eq!(ok(&format!("name: p\nretentionDays: 36500\n{stages}")).retention_days, Some(36_500));
+    for bad in ["0", "36501", "1.5", "'7d'"] {
+        let p = one(&format!("name: p\nretentionDays: {bad}\n{stages}"));
+        assert_eq!((p.path.as_str(), p.line), ("$.retentionDays", Some(2)), "{p}");
+    }
+}

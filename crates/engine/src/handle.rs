@@ -13,7 +13,7 @@ use redrive_core::limits;
 use redrive_core::machine::{AttemptId, AttemptRecord, ExecutionStatus, Trigger};
 use redrive_core::name::Name;
 use redrive_core::time::Timestamp;
-use redrive_store::{ClientToken, DlqEntryFilter};
+use redrive_store::{ClientToken, DlqEntryFilter, PruneCounts, PruneStep};
 use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
@@ -118,6 +118,11 @@ pub(crate) enum Inbound {
     Purge {
         filter: DlqEntryFilter,
         reply: oneshot::Sender<Result<u64, EngineError>>,
+    },
+    /// One retention step; executions held in memory are left out of it.
+    Prune {
+        step: PruneStep,
+        reply: oneshot::Sender<Result<PruneCounts, EngineError>>,
     },
     Shutdown,
 }
@@ -237,6 +242,15 @@ impl EngineHandle {
     pub async fn purge(&self, filter: DlqEntryFilter) -> Result<u64, EngineError> {
         let (reply, rx) = oneshot::channel();
         self.send(Inbound::Purge { filter, reply }).await?;
+        rx.await.map_err(|_| EngineError::Stopped)?
+    }
+
+    /// Applies one retention step ([`PruneStep`]) once everything the engine
+    /// accepted so far is durable. An execution the engine holds in memory (or
+    /// is reading) is left out, so the engine never holds a deleted execution.
+    pub async fn prune(&self, step: PruneStep) -> Result<PruneCounts, EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Inbound::Prune { step, reply }).await?;
         rx.await.map_err(|_| EngineError::Stopped)?
     }
 

@@ -20,6 +20,7 @@ pub mod health;
 pub mod locks;
 pub mod pipeline;
 pub mod redrive;
+pub mod retention;
 pub mod runner;
 pub mod service;
 

@@ -31,6 +31,7 @@ use redrive_store::{
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Entries resubmitted concurrently by one run (each waits for its commit).
 pub const MAX_IN_FLIGHT_PER_RUN: usize = 32;
@@ -248,16 +249,81 @@ pub struct RedrivePlan {
     pub items: Vec<PlanItem>,
 }
 
+/// A run's status once an abort stopped it: no entry was started after the
+/// abort; entries already resubmitted finished and are counted.
+pub const ABORTED: &str = "ABORTED";
+
+/// A run's abort request: a flag, and a wake-up for the run waiting for its
+/// next turn under its rate.
+#[derive(Default)]
+struct AbortSignal {
+    requested: AtomicBool,
+    wake: tokio::sync::Notify,
+}
+
+impl AbortSignal {
+    fn is_requested(&self) -> bool {
+        self.requested.load(Ordering::SeqCst)
+    }
+
+    fn request(&self) {
+        self.requested.store(true, Ordering::SeqCst);
+        // One waiter (the run's loop); the permit is kept if it is not waiting yet.
+        self.wake.notify_one();
+    }
+
+    /// Sleeps until `at`, or less if an abort comes first.
+    async fn sleep_until(&self, at: tokio::time::Instant) {
+        if self.is_requested() {
+            return;
+        }
+        tokio::select! {
+            () = tokio::time::sleep_until(at) => {}
+            () = self.wake.notified() => {}
+        }
+    }
+}
+
+/// The runs this process is driving, each with its abort signal.
+#[derive(Clone, Default)]
+pub struct RunningRedrives(Arc<std::sync::Mutex<HashMap<String, Arc<AbortSignal>>>>);
+
+impl RunningRedrives {
+    fn register(&self, run_id: &str) -> Arc<AbortSignal> {
+        let signal = Arc::new(AbortSignal::default());
+        self.0.lock().expect("not poisoned").insert(run_id.to_string(), signal.clone());
+        signal
+    }
+
+    fn finished(&self, run_id: &str) {
+        self.0.lock().expect("not poisoned").remove(run_id);
+    }
+
+    /// Asks run `run_id` to stop starting entries. False when this process is
+    /// not driving it (finished, or run by another process).
+    pub fn abort(&self, run_id: &str) -> bool {
+        match self.0.lock().expect("not poisoned").get(run_id) {
+            Some(signal) => {
+                signal.request();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 /// Runs redrives against a store and an engine.
 pub struct Redriver<S: Store> {
     pub store: Arc<S>,
     pub engine: EngineHandle,
     pub clock: Arc<dyn Clock>,
+    /// Where the runs it drives can be aborted.
+    pub running: RunningRedrives,
 }
 
 impl<S: Store> Clone for Redriver<S> {
     fn clone(&self) -> Self {
-        Redriver { store: self.store.clone(), engine: self.engine.clone(), clock: self.clock.clone() }
+        Redriver { store: self.store.clone(), engine: self.engine.clone(), clock: self.clock.clone(), running: self.running.clone() }
     }
 }
 
@@ -439,12 +505,16 @@ impl<S: Store> Redriver<S> {
     }
 
     /// Runs a recorded redrive to its end, writing its summary as it goes. The
-    /// run record must exist (status `RUNNING`); it ends `SUCCEEDED` or `FAILED`.
+    /// run record must exist (status `RUNNING`); it ends `SUCCEEDED`, `FAILED`,
+    /// or [`ABORTED`] when [`RunningRedrives::abort`] stopped it.
     pub async fn run(&self, mut record: RedriveRunRecord, req: RedriveRequest) -> RedriveRunRecord {
         let mut summary = RedriveSummary::default();
-        let result = self.drive(&record, &req, &mut summary).await;
+        let abort = self.running.register(&record.id);
+        let result = self.drive(&record, &req, &mut summary, &abort).await;
+        self.running.finished(&record.id);
         record.finished_at = Some(self.clock.now());
         match result {
+            Ok(()) if abort.is_requested() => record.status = ABORTED.into(),
             Ok(()) => record.status = "SUCCEEDED".into(),
             Err(e) => {
                 // The engine stopping (server shutdown) leaves the run for the
@@ -481,7 +551,13 @@ impl<S: Store> Redriver<S> {
         Ok(())
     }
 
-    async fn drive(&self, record: &RedriveRunRecord, req: &RedriveRequest, summary: &mut RedriveSummary) -> Result<(), EngineError> {
+    async fn drive(
+        &self,
+        record: &RedriveRunRecord,
+        req: &RedriveRequest,
+        summary: &mut RedriveSummary,
+        abort: &AbortSignal,
+    ) -> Result<(), EngineError> {
         let started_at = record.started_at;
         let filter = entry_filter(req, started_at);
         let (total, mut source): (u64, Source) = match &req.entry_id {
@@ -522,14 +598,17 @@ impl<S: Store> Redriver<S> {
         let mut next_at = tokio::time::Instant::now();
         let mut last_save = tokio::time::Instant::now();
         loop {
-            let next =
-                if picked < total && in_flight.len() < MAX_IN_FLIGHT_PER_RUN { source.next(&*self.store, &filter).await? } else { None };
+            let open = picked < total && in_flight.len() < MAX_IN_FLIGHT_PER_RUN && !abort.is_requested();
+            let next = if open { source.next(&*self.store, &filter).await? } else { None };
             if let Some(entry) = next {
                 picked += 1;
                 if let Some(step) = interval {
-                    tokio::time::sleep_until(next_at).await;
+                    abort.sleep_until(next_at).await;
                     // No bursts after a stall: the schedule restarts from now.
                     next_at = next_at.max(tokio::time::Instant::now()) + step;
+                }
+                if abort.is_requested() {
+                    continue; // aborted while waiting for its turn: left in the queue
                 }
                 let pipeline = match req.mode {
                     RedriveMode::NewExecution => self.latest_pipeline(&mut pipelines, entry.source.name()).await?,

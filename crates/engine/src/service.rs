@@ -147,6 +147,8 @@ pub struct Service<S: Store> {
     schedules: Vec<crate::redrive::RedriveSchedule>,
     /// When this service started (a never-run schedule is due `every` after it).
     started_at: redrive_core::time::Timestamp,
+    /// The redrive runs this process drives (to abort them).
+    running: crate::redrive::RunningRedrives,
 }
 
 mod dlq;
@@ -224,7 +226,7 @@ pub fn check_input(input: &serde_json::Value) -> Result<String, ServiceError> {
 impl<S: Store> Service<S> {
     pub fn new(store: Arc<S>, engine: EngineHandle, clock: Arc<dyn Clock>) -> Self {
         let started_at = clock.now();
-        Service { store, engine, clock, schedules: Vec::new(), started_at }
+        Service { store, engine, clock, schedules: Vec::new(), started_at, running: Default::default() }
     }
 
     /// The service's notion of now (its clock; tests may inject one).
@@ -514,6 +516,26 @@ impl<S: Store> Service<S> {
         mode: RetryMode,
         trigger: Trigger,
     ) -> Result<String, ServiceError> {
+        self.retry_preview(pipeline, stage, execution_id, mode).await?;
+        self.engine.retry_stage(execution_id, stage, mode, trigger).await?;
+        Ok(execution_id.to_string())
+    }
+
+    /// The names of the actions a RetryStageExecution in `mode` would re-run
+    /// now, or the error it would get (CodePipeline's), changing nothing.
+    pub async fn retry_preview(
+        &self,
+        pipeline: &str,
+        stage: &str,
+        execution_id: &str,
+        mode: RetryMode,
+    ) -> Result<Vec<String>, ServiceError> {
+        self.retry_check(pipeline, stage, execution_id).await?.targets(mode)
+    }
+
+    /// RetryStageExecution's checks that do not depend on the retry mode (in its
+    /// order); [`RetryCheck::targets`] makes the rest, for either mode.
+    pub async fn retry_check(&self, pipeline: &str, stage: &str, execution_id: &str) -> Result<RetryCheck, ServiceError> {
         validate_name("pipelineName", pipeline)?;
         validate_name("stageName", stage)?;
         validate_execution_id("pipelineExecutionId", execution_id)?;
@@ -556,7 +578,25 @@ impl<S: Store> Service<S> {
         if stage_state.retry_in_progress {
             return Err(ServiceError::Conflict(format!("a retry of stage {stage} is already in progress")));
         }
-        self.engine.retry_stage(execution_id, stage, mode, trigger).await?;
-        Ok(execution_id.to_string())
+        Ok(RetryCheck { execution: exec, pipeline: exec_pipeline.loaded, stage_index: si })
+    }
+}
+
+/// A stage retry that passed the mode-independent checks ([`Service::retry_check`]).
+pub struct RetryCheck {
+    pub execution: ExecutionView,
+    pub pipeline: Arc<LoadedPipeline>,
+    pub stage_index: usize,
+}
+
+impl RetryCheck {
+    /// The names of the actions a retry in `mode` would re-run, or the engine's
+    /// refusal (the state machine's own check, `retry_targets`).
+    pub fn targets(&self, mode: RetryMode) -> Result<Vec<String>, ServiceError> {
+        let si = self.stage_index;
+        let targets = redrive_core::machine::retry_targets(&self.execution.state, si, mode)
+            .map_err(|r| ServiceError::from(EngineError::Rejected(r)))?;
+        let actions = &self.pipeline.pipeline.stages[si].actions;
+        Ok(targets.into_iter().map(|ai| actions[ai].name.to_string()).collect())
     }
 }

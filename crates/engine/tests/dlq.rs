@@ -74,7 +74,7 @@ impl Env {
     }
 
     fn redriver(&self) -> Redriver<SqliteStore> {
-        Redriver { store: self.store.clone(), engine: self.handle.clone(), clock: self.clock.clone() }
+        Redriver { store: self.store.clone(), engine: self.handle.clone(), clock: self.clock.clone(), running: Default::default() }
     }
 
     async fn state_of(&self, entry: &str) -> DlqEntryState {

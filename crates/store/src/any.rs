@@ -6,8 +6,8 @@ use crate::postgres::{PostgresOptions, PostgresStore, redact_url};
 use crate::sqlite::{SqliteOptions, SqliteStore};
 use crate::{
     ClusterRecord, CommitResult, CommitStats, DlqEntryFilter, DlqEntryRecord, DlqQueueRecord, DlqQueueStats, ExecutionFault,
-    ExecutionFilter, ExecutionRecord, LedgerEntry, LedgerFilter, PipelineRecord, RedriveRunFilter, RedriveRunRecord, Store, StoreError,
-    TimerRecord, Transition,
+    ExecutionFilter, ExecutionRecord, LedgerEntry, LedgerFilter, PipelineRecord, PruneCandidate, PruneCounts, PruneQuery, PruneStep,
+    RedriveRunFilter, RedriveRunRecord, Store, StoreError, TimerRecord, Transition,
 };
 use redrive_core::time::Timestamp;
 use std::fmt;
@@ -339,6 +339,15 @@ impl Store for AnyStore {
     }
     async fn list_audit(&self, filter: crate::AuditFilter) -> Result<Vec<crate::AuditRecord>, StoreError> {
         dispatch!(self, s => s.list_audit(filter).await)
+    }
+    async fn prune_candidates(&self, query: PruneQuery) -> Result<Vec<PruneCandidate>, StoreError> {
+        dispatch!(self, s => s.prune_candidates(query).await)
+    }
+    async fn prune(&self, step: PruneStep) -> Result<PruneCounts, StoreError> {
+        dispatch!(self, s => s.prune(step).await)
+    }
+    async fn count_prunable(&self, step: PruneStep) -> Result<PruneCounts, StoreError> {
+        dispatch!(self, s => s.count_prunable(step).await)
     }
     fn stats(&self) -> CommitStats {
         dispatch!(self, s => s.stats())

@@ -49,6 +49,13 @@
 //!   `list_dlq_queues` orders names by their bytes, like `list_pipelines`.
 //! - `update_redrive_run` changes only `status`, `finished_at` and
 //!   `summary_json`; `list_redrive_runs` orders by `(started_at DESC, id DESC)`.
+//! - `prune_candidates` lists finished executions (status `Succeeded`, `Failed`,
+//!   `Stopped` or `Superseded`) whose `updated_at` is before the cutoff and that
+//!   no dead-letter entry names (as `execution_id` or `redriven_to`), ordered by
+//!   `(created_at, id)`, strictly after the cursor. `prune` re-checks each
+//!   execution in its transaction (a changed version or a new entry skips it)
+//!   and deletes it with its ledger rows, timers and client tokens (the token
+//!   can then be used again).
 
 use crate::limits::{
     MAX_CLIENT_TOKEN_BYTES, MAX_DEFINITION_BYTES, MAX_DLQ_DETAIL_BYTES, MAX_DLQ_MESSAGE_BYTES, MAX_FAILURE_MESSAGE_BYTES,
@@ -57,8 +64,8 @@ use crate::limits::{
 use crate::{
     ClientToken, CommitResult, DEFAULT_MAX_REDRIVES, DlqEntryCursor, DlqEntryFilter, DlqEntryRecord, DlqEntryState, DlqEntryWrite, DlqOp,
     DlqQueueRecord, DlqQueueStats, ExecutionCursor, ExecutionFault, ExecutionFilter, ExecutionKind, ExecutionRecord, LedgerEntry,
-    LedgerFilter, MAX_MAX_REDRIVES, PipelineRecord, RedriveRunFilter, RedriveRunRecord, Store, StoreError, Target, TargetName, TimerRecord,
-    Transition, TransitionError,
+    LedgerFilter, MAX_MAX_REDRIVES, MAX_PRUNE_STEP, PipelineRecord, PruneCandidate, PruneCounts, PruneExecution, PruneQuery, PruneStep,
+    RedriveRunFilter, RedriveRunRecord, Store, StoreError, Target, TargetName, TimerRecord, Transition, TransitionError,
 };
 use redrive_core::time::Timestamp;
 use std::future::Future;
@@ -110,6 +117,10 @@ where
     large_commit_applies_each_transition(&make_store().await).await;
     tokens(&make_store().await).await;
     audit_log(&make_store().await).await;
+    prune_deletes_finished_executions(&make_store().await).await;
+    prune_keeps_what_is_still_needed(&make_store().await).await;
+    prune_candidates_paging(&make_store().await).await;
+    prune_entries_and_runs(&make_store().await).await;
 }
 
 // ---------------------------------------------------------------------------
@@ -2334,4 +2345,169 @@ pub async fn audit_log<S: Store>(store: &S) {
     assert!(matches!(store.append_audit(big).await, Err(StoreError::Limit(_))), "a big summary");
     assert!(matches!(store.append_audit(audit_entry("", 0, 200)).await, Err(StoreError::Limit(_))), "no principal");
     assert_eq!(store.list_audit(crate::AuditFilter::default()).await.unwrap().len(), 6, "refused appends write nothing");
+}
+// Retention
+// ---------------------------------------------------------------------------
+
+/// A transition finishing execution `id` (at version `expected`) at `ts(at)`.
+fn finish(id: &str, expected: u64, status: &str, at: i64) -> Transition {
+    Transition { status: status.to_owned(), ..update(id, expected, at) }
+}
+
+fn prune_query(before: i64) -> PruneQuery {
+    PruneQuery { finished_before: ts(before), after: None, limit: 0 }
+}
+
+fn candidate_ids(candidates: &[PruneCandidate]) -> Vec<&str> {
+    candidates.iter().map(|c| c.id.as_str()).collect()
+}
+
+fn prune_of(candidates: &[PruneCandidate]) -> PruneStep {
+    PruneStep {
+        executions: candidates.iter().map(|c| PruneExecution { id: c.id.clone(), version: c.version }).collect(),
+        ..PruneStep::default()
+    }
+}
+
+/// A finished execution past the cutoff is a candidate and goes with its
+/// ledger rows, timers and client token; an unfinished one and one finished
+/// after the cutoff stay.
+pub async fn prune_deletes_finished_executions<S: Store>(store: &S) {
+    let mut old = create("old", 0);
+    old.ledger = vec![entry("old", "Compile", 1, true), entry("old", "Compile", 2, false)];
+    old.client_token = Some(ClientToken { token: "tok-old".into(), fingerprint: "f".into() });
+    old.set_timers = vec![timer("old", "k", 50)];
+    let running = create("running", 1);
+    let recent = create("recent", 2);
+    assert_eq!(store.commit(vec![old, running, recent].into()).await.unwrap(), vec![Ok(1); 3]);
+    assert_eq!(commit_one(store, finish("old", 1, "Succeeded", 100)).await, Ok(2));
+    assert_eq!(commit_one(store, finish("recent", 1, "Failed", 1_000)).await, Ok(2));
+
+    let found = store.prune_candidates(prune_query(500)).await.unwrap();
+    assert_eq!(candidate_ids(&found), ["old"], "only a finished execution last changed before the cutoff");
+    let c = &found[0];
+    assert_eq!((c.target.clone(), c.status.as_str(), c.version), (TargetName::pipeline(PIPELINE), "Succeeded", 2));
+    assert_eq!((c.created_at, c.finished_at), (ts(0), ts(100)), "created_at and the finish time (updated_at)");
+
+    let counts = store.prune(prune_of(&found)).await.unwrap();
+    assert_eq!(counts, PruneCounts { executions: 1, ledger_rows: 2, ..PruneCounts::default() });
+    assert_eq!(store.get_execution("old").await.unwrap(), None, "a pruned execution is gone");
+    assert!(store.ledger("old").await.unwrap().is_empty(), "and its ledger rows");
+    assert!(store.execution_timers("old").await.unwrap().is_empty(), "and its timers");
+    assert!(store.get_execution("running").await.unwrap().is_some() && store.get_execution("recent").await.unwrap().is_some());
+    let mut again = create("old-again", 600);
+    again.client_token = Some(ClientToken { token: "tok-old".into(), fingerprint: "g".into() });
+    assert_eq!(commit_one(store, again).await, Ok(1), "the pruned execution's client token is forgotten");
+    assert_eq!(store.prune(prune_of(&found)).await.unwrap(), PruneCounts::default(), "pruning twice deletes nothing");
+    let later = store.prune_candidates(prune_query(2_000)).await.unwrap();
+    assert_eq!(candidate_ids(&later), ["recent"], "a later cutoff reaches the execution finished later");
+}
+
+/// Never pruned: an execution a dead-letter entry names (queued, redriven or
+/// resolved), one that changed since it was listed, one that is unfinished.
+pub async fn prune_keeps_what_is_still_needed<S: Store>(store: &S) {
+    let batch = vec![failed_create("dead", "q", 10), create("plain", 11), create("moving", 12)];
+    assert_eq!(store.commit(batch.into()).await.unwrap(), vec![Ok(1); 3]);
+    assert_eq!(commit_one(store, finish("plain", 1, "Stopped", 20)).await, Ok(2));
+    assert_eq!(commit_one(store, finish("moving", 1, "Superseded", 20)).await, Ok(2));
+    let found = store.prune_candidates(prune_query(100)).await.unwrap();
+    assert_eq!(candidate_ids(&found), ["plain", "moving"], "the dead-lettered execution is never a candidate");
+
+    // "moving" changes after it was listed (a stage retry reopened it): skipped.
+    assert_eq!(commit_one(store, update("moving", 2, 30)).await, Ok(3));
+    // "plain" is named by an entry after it was listed: skipped.
+    let mut redriven = update("plain", 2, 31);
+    redriven.dlq = vec![DlqOp::Enter(dlq_write("plain-entry", "q", "plain", 31))];
+    assert_eq!(commit_one(store, Transition { status: "Failed".into(), ..redriven }).await, Ok(3));
+    let mut step = prune_of(&found);
+    step.executions.push(PruneExecution { id: "dead".into(), version: 1 });
+    step.executions.push(PruneExecution { id: "missing".into(), version: 1 });
+    assert_eq!(store.prune(step).await.unwrap(), PruneCounts::default(), "nothing listed may go any more");
+    for id in ["dead", "plain", "moving"] {
+        assert!(store.get_execution(id).await.unwrap().is_some(), "{id} must survive");
+    }
+
+    // The redrive of "dead" names it and its new execution while the entry lives.
+    assert_eq!(commit_one(store, redrive("dead", "dead-r", 40)).await, Ok(1));
+    let mut resolved = finish("dead-r", 1, "Succeeded", 50);
+    resolved.dlq = vec![resolve("dead")];
+    assert_eq!(commit_one(store, resolved).await, Ok(2));
+    let found = store.prune_candidates(prune_query(10_000)).await.unwrap();
+    assert!(!candidate_ids(&found).contains(&"dead") && !candidate_ids(&found).contains(&"dead-r"), "a resolved entry still names them");
+
+    // Once the resolved entry is pruned, both become candidates.
+    let entries = PruneStep { resolved_entries_before: Some(ts(10_000)), limit: 10, ..PruneStep::default() };
+    assert_eq!(store.prune(entries).await.unwrap().dlq_entries, 1, "the resolved entry goes");
+    let found = store.prune_candidates(prune_query(10_000)).await.unwrap();
+    assert_eq!(candidate_ids(&found), ["dead", "dead-r"], "{found:?}");
+    assert_eq!(store.prune(prune_of(&found)).await.unwrap().executions, 2);
+    assert!(store.get_dlq_entry("plain-entry").await.unwrap().is_some(), "a queued entry is never pruned");
+}
+
+/// Candidates page by `(created_at, id)` with no gaps or repeats, also among
+/// executions created at the same instant; `limit` caps a page.
+pub async fn prune_candidates_paging<S: Store>(store: &S) {
+    let mut batch = Vec::new();
+    for i in 0..7 {
+        batch.push(create(&format!("p{i}"), i / 3));
+    }
+    assert!(store.commit(batch.into()).await.unwrap().iter().all(Result::is_ok));
+    let finished: Vec<Transition> = (0..7).map(|i| finish(&format!("p{i}"), 1, "Succeeded", 10)).collect();
+    assert!(store.commit(finished.into()).await.unwrap().iter().all(Result::is_ok));
+    let mut seen = Vec::new();
+    let mut query = PruneQuery { limit: 3, ..prune_query(100) };
+    loop {
+        let page = store.prune_candidates(query.clone()).await.unwrap();
+        assert!(page.len() <= 3, "a page holds at most limit candidates");
+        seen.extend(page.iter().map(|c| c.id.clone()));
+        match page.last() {
+            Some(last) if page.len() == 3 => query.after = Some(last.cursor()),
+            _ => break,
+        }
+    }
+    assert_eq!(seen, (0..7).map(|i| format!("p{i}")).collect::<Vec<_>>(), "every candidate once, in (created_at, id) order");
+    let too_big = PruneStep { limit: MAX_PRUNE_STEP + 1, ..PruneStep::default() };
+    assert!(matches!(store.prune(too_big).await, Err(StoreError::Limit(_))), "a step over MAX_PRUNE_STEP is refused");
+}
+
+/// `RESOLVED` entries and finished runs past their cutoff go, `limit` at a
+/// time; queued and redriven entries and running runs never; `count_prunable`
+/// counts what would go.
+pub async fn prune_entries_and_runs<S: Store>(store: &S) {
+    let batch = vec![failed_create("a", "q", 10), failed_create("b", "q", 10), failed_create("c", "q", 10), failed_create("d", "q", 10)];
+    assert_eq!(store.commit(batch.into()).await.unwrap(), vec![Ok(1); 4]);
+    for (entry_id, at) in [("a", 20), ("b", 30)] {
+        let new_id = format!("{entry_id}-r");
+        assert_eq!(commit_one(store, redrive(entry_id, &new_id, at)).await, Ok(1));
+        let mut done = finish(&new_id, 1, "Succeeded", at + 1);
+        done.dlq = vec![resolve(entry_id)];
+        assert_eq!(commit_one(store, done).await, Ok(2));
+    }
+    assert_eq!(commit_one(store, redrive("c", "c-r", 20)).await, Ok(1), "c stays REDRIVEN");
+    for (id, status, finished) in [("r1", "SUCCEEDED", Some(15)), ("r2", "INTERRUPTED", Some(25)), ("r3", "RUNNING", None)] {
+        store.create_redrive_run(run(id, None, 5)).await.unwrap();
+        if finished.is_some() {
+            let done = RedriveRunRecord { status: status.into(), finished_at: finished.map(ts), ..run(id, None, 5) };
+            store.update_redrive_run(done).await.unwrap();
+        }
+    }
+    let step = |before: i64, limit: usize| PruneStep {
+        resolved_entries_before: Some(ts(before)),
+        runs_finished_before: Some(ts(before)),
+        limit,
+        ..PruneStep::default()
+    };
+    let counted = store.count_prunable(step(1_000, 0)).await.unwrap();
+    assert_eq!((counted.dlq_entries, counted.redrive_runs), (2, 2), "resolved a and b; runs r1 and r2");
+    assert_eq!(store.count_prunable(step(25, 0)).await.unwrap().dlq_entries, 1, "b resolved at 31, after the cutoff");
+    let first = store.prune(step(1_000, 1)).await.unwrap();
+    assert_eq!((first.dlq_entries, first.redrive_runs), (1, 1), "limit caps each kind");
+    let rest = store.prune(step(1_000, 10)).await.unwrap();
+    assert_eq!((rest.dlq_entries, rest.redrive_runs), (1, 1));
+    assert_eq!(store.prune(step(1_000, 10)).await.unwrap(), PruneCounts::default());
+    assert_eq!(dlq_entry(store, "c").await.state, DlqEntryState::Redriven);
+    assert_eq!(dlq_entry(store, "d").await.state, DlqEntryState::Queued);
+    assert!(store.get_dlq_entry("a").await.unwrap().is_none() && store.get_dlq_entry("b").await.unwrap().is_none());
+    assert!(store.get_redrive_run("r3").await.unwrap().is_some(), "a running run stays");
+    assert!(store.get_redrive_run("r1").await.unwrap().is_none());
 }

@@ -7,8 +7,8 @@
 
 use crate::{
     CommitResult, CommitStats, DlqEntryFilter, DlqEntryRecord, DlqQueueRecord, DlqQueueStats, ExecutionFilter, ExecutionRecord,
-    LedgerEntry, LedgerFilter, PipelineRecord, RedriveRunFilter, RedriveRunRecord, Store, StoreError, TimerRecord, Transition,
-    TransitionError,
+    LedgerEntry, LedgerFilter, PipelineRecord, PruneCandidate, PruneCounts, PruneQuery, PruneStep, RedriveRunFilter, RedriveRunRecord,
+    Store, StoreError, TimerRecord, Transition, TransitionError,
 };
 use redrive_core::time::Timestamp;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -409,6 +409,20 @@ impl<S: Store> Store for FaultyStore<S> {
     async fn list_audit(&self, filter: crate::AuditFilter) -> Result<Vec<crate::AuditRecord>, StoreError> {
         self.check(&self.reads)?;
         self.inner.list_audit(filter).await
+    }
+    async fn prune_candidates(&self, query: PruneQuery) -> Result<Vec<PruneCandidate>, StoreError> {
+        self.check(&self.reads)?;
+        self.inner.prune_candidates(query).await
+    }
+
+    async fn prune(&self, step: PruneStep) -> Result<PruneCounts, StoreError> {
+        self.check(&self.pipelines)?;
+        self.inner.prune(step).await
+    }
+
+    async fn count_prunable(&self, step: PruneStep) -> Result<PruneCounts, StoreError> {
+        self.check(&self.reads)?;
+        self.inner.count_prunable(step).await
     }
 
     fn stats(&self) -> CommitStats {

@@ -546,6 +546,100 @@ pub(crate) enum AuthWrite {
     RevokeToken(String),
     AppendAudit(AuditRecord),
 }
+/// Statuses of a finished execution: the only ones retention may delete.
+pub const FINISHED_STATUSES: [&str; 4] = ["Succeeded", "Failed", "Stopped", "Superseded"];
+
+/// Most executions one [`PruneStep`] deletes (and most entries or runs).
+pub const MAX_PRUNE_STEP: usize = 1000;
+
+/// Which executions [`Store::prune_candidates`] returns: finished ones, last
+/// changed before `finished_before`, that no dead-letter entry names — oldest
+/// created first `(created_at, id)`, after `after`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PruneQuery {
+    pub finished_before: Timestamp,
+    /// Continue after this `(created_at, id)` (exclusive).
+    pub after: Option<ExecutionCursor>,
+    /// At most this many (capped at [`limits::MAX_PAGE_SIZE`]).
+    pub limit: usize,
+}
+
+/// A finished execution retention may delete once it is old enough for its target.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PruneCandidate {
+    pub id: String,
+    pub target: TargetName,
+    pub status: String,
+    /// The version a [`PruneStep`] must still find.
+    pub version: u64,
+    pub created_at: Timestamp,
+    /// When it finished (its last change).
+    pub finished_at: Timestamp,
+}
+
+impl PruneCandidate {
+    pub fn cursor(&self) -> ExecutionCursor {
+        ExecutionCursor { created_at: self.created_at, id: self.id.clone() }
+    }
+}
+
+/// An execution a [`PruneStep`] deletes if it is still at `version`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PruneExecution {
+    pub id: String,
+    pub version: u64,
+}
+
+/// One bounded step of retention, applied in one transaction. An execution goes
+/// with its ledger rows, timers and client tokens, and only if it is still
+/// finished, still at the version given and named by no dead-letter entry (else
+/// it is skipped); a dead-letter entry only if `RESOLVED`; a redrive run only if
+/// not `RUNNING`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PruneStep {
+    /// At most [`MAX_PRUNE_STEP`].
+    pub executions: Vec<PruneExecution>,
+    /// Delete up to `limit` `RESOLVED` entries resolved before this.
+    pub resolved_entries_before: Option<Timestamp>,
+    /// Delete up to `limit` finished runs that finished before this.
+    pub runs_finished_before: Option<Timestamp>,
+    /// At most [`MAX_PRUNE_STEP`].
+    pub limit: usize,
+}
+
+/// What a [`PruneStep`] deleted (or, counted, would delete).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PruneCounts {
+    pub executions: u64,
+    pub ledger_rows: u64,
+    pub dlq_entries: u64,
+    pub redrive_runs: u64,
+}
+
+impl PruneCounts {
+    pub fn add(&mut self, other: PruneCounts) {
+        self.executions += other.executions;
+        self.ledger_rows += other.ledger_rows;
+        self.dlq_entries += other.dlq_entries;
+        self.redrive_runs += other.redrive_runs;
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == PruneCounts::default()
+    }
+}
+
+/// Checks a step against [`MAX_PRUNE_STEP`].
+pub fn check_prune_step(step: &PruneStep) -> Result<(), StoreError> {
+    if step.executions.len() > MAX_PRUNE_STEP || step.limit > MAX_PRUNE_STEP {
+        return Err(StoreError::Limit(format!(
+            "a prune step deletes at most {MAX_PRUNE_STEP} executions and {MAX_PRUNE_STEP} entries or runs (got {} and limit {})",
+            step.executions.len(),
+            step.limit
+        )));
+    }
+    Ok(())
+}
 
 /// Position in the newest-first execution order `(created_at DESC, id DESC)`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -889,6 +983,18 @@ pub trait Store: Send + Sync + 'static {
 
     /// Audit records, newest first; see [`AuditFilter`].
     fn list_audit(&self, filter: AuditFilter) -> impl Future<Output = Result<Vec<AuditRecord>, StoreError>> + Send;
+    // ---- retention ----
+
+    /// Finished executions old enough to be deleted (see [`PruneQuery`]).
+    fn prune_candidates(&self, query: PruneQuery) -> impl Future<Output = Result<Vec<PruneCandidate>, StoreError>> + Send;
+
+    /// Applies one step of retention in one transaction ([`PruneStep`]).
+    fn prune(&self, step: PruneStep) -> impl Future<Output = Result<PruneCounts, StoreError>> + Send;
+
+    /// How many `RESOLVED` entries resolved before `resolved_entries_before`, and
+    /// finished runs finished before `runs_finished_before`, a prune would delete
+    /// (executions are counted through [`Store::prune_candidates`]).
+    fn count_prunable(&self, step: PruneStep) -> impl Future<Output = Result<PruneCounts, StoreError>> + Send;
 
     fn stats(&self) -> CommitStats;
 

@@ -42,8 +42,8 @@ use crate::validate::{
 use crate::{
     AuditFilter, AuditRecord, AuthWrite, ClusterRecord, CommitResult, CommitStats, DEFAULT_MAX_REDRIVES, DlqEntryFilter, DlqEntryRecord,
     DlqEntryState, DlqOp, DlqQueueRecord, DlqQueueStats, ExecutionFault, ExecutionFilter, ExecutionKind, ExecutionRecord, LedgerEntry,
-    LedgerFilter, MemberRecord, PipelineRecord, RedriveRunFilter, RedriveRunRecord, Store, StoreError, Target, TimerRecord, TokenRecord,
-    Transition, TransitionError, limits::MAX_PAGE_SIZE,
+    LedgerFilter, MemberRecord, PipelineRecord, PruneCandidate, PruneCounts, PruneQuery, PruneStep, RedriveRunFilter, RedriveRunRecord,
+    Store, StoreError, Target, TargetName, TimerRecord, TokenRecord, Transition, TransitionError, check_prune_step, limits::MAX_PAGE_SIZE,
 };
 use redrive_core::time::Timestamp;
 use rusqlite::types::Value;
@@ -345,9 +345,32 @@ DROP TABLE client_tokens;
 ALTER TABLE client_tokens_v5 RENAME TO client_tokens;
 "#;
 
+/// Migration 6: retention ([`Store::prune`]).
+///
+/// - `ledger_prunable`: the executions whose ledger rows the prune running in
+///   this transaction may delete. The append-only trigger on DELETE now lets a
+///   row go only if its execution is listed there (the prune lists it, deletes
+///   its rows and unlists it in one transaction); UPDATE stays refused.
+/// - Indexes for what a prune checks per execution: the dead-letter entries that
+///   name it (an execution an entry names is never deleted) and its client tokens.
+const MIGRATION_6: &str = r#"
+CREATE TABLE ledger_prunable (
+    execution_id TEXT NOT NULL PRIMARY KEY
+) WITHOUT ROWID;
+DROP TRIGGER ledger_no_delete;
+CREATE TRIGGER ledger_no_delete BEFORE DELETE ON ledger
+WHEN NOT EXISTS (SELECT 1 FROM ledger_prunable p WHERE p.execution_id = OLD.execution_id)
+BEGIN
+    SELECT RAISE(ABORT, 'the ledger is append-only: DELETE is allowed only for an execution retention deletes');
+END;
+CREATE INDEX dlq_entries_execution   ON dlq_entries (execution_id);
+CREATE INDEX dlq_entries_redriven_to ON dlq_entries (redriven_to) WHERE redriven_to IS NOT NULL;
+CREATE INDEX client_tokens_execution ON client_tokens (execution_id);
+"#;
+
 /// Ordered schema migrations; migration `i` brings the schema to version `i + 1`.
 /// Never edit a released migration: append a new one.
-const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4, MIGRATION_5, auth::MIGRATION_AUTH];
+const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4, MIGRATION_5, MIGRATION_6, auth::MIGRATION_AUTH];
 
 /// The schema version this code writes and understands.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -545,6 +568,41 @@ const SQL_GET_REDRIVE_RUN: &str = "SELECT id, schedule, status, dry_run, started
      FROM redrive_runs WHERE id = ?1";
 /// Served by the partial index `redrive_runs_running`.
 const SQL_INTERRUPT_REDRIVE_RUNS: &str = "UPDATE redrive_runs SET status = 'INTERRUPTED', finished_at = ?1 WHERE status = 'RUNNING'";
+// ---- retention ----
+
+/// Finished executions no dead-letter entry names, oldest created first, from
+/// `executions_created_id` (finished before the cutoff means created before it).
+/// Parameters: `:before`, `:at`, `:id` (the cursor; `:at` = -1 for none), `:limit`.
+const SQL_PRUNE_CANDIDATES: &str = "SELECT e.id, e.pipeline_name, e.kind, e.status, e.version, e.created_at, e.updated_at
+   FROM executions e
+  WHERE e.created_at < :before AND (e.created_at, e.id) > (:at, :id)
+    AND e.status IN ('Succeeded', 'Failed', 'Stopped', 'Superseded') AND e.updated_at < :before
+    AND NOT EXISTS (SELECT 1 FROM dlq_entries d WHERE d.execution_id = e.id)
+    AND NOT EXISTS (SELECT 1 FROM dlq_entries d WHERE d.redriven_to = e.id)
+  ORDER BY e.created_at, e.id
+  LIMIT :limit";
+/// Whether an execution may go now: still finished, at this version, named by no entry.
+const SQL_PRUNABLE_EXECUTION: &str = "SELECT 1 FROM executions e
+  WHERE e.id = ?1 AND e.version = ?2 AND e.status IN ('Succeeded', 'Failed', 'Stopped', 'Superseded')
+    AND NOT EXISTS (SELECT 1 FROM dlq_entries d WHERE d.execution_id = e.id)
+    AND NOT EXISTS (SELECT 1 FROM dlq_entries d WHERE d.redriven_to = e.id)";
+const SQL_MARK_LEDGER_PRUNABLE: &str = "INSERT INTO ledger_prunable (execution_id) VALUES (?1)";
+const SQL_DELETE_EXECUTION_LEDGER: &str = "DELETE FROM ledger WHERE execution_id = ?1";
+const SQL_UNMARK_LEDGER_PRUNABLE: &str = "DELETE FROM ledger_prunable WHERE execution_id = ?1";
+const SQL_DELETE_EXECUTION_TOKENS: &str = "DELETE FROM client_tokens WHERE execution_id = ?1";
+const SQL_DELETE_EXECUTION: &str = "DELETE FROM executions WHERE id = ?1";
+/// `RESOLVED` entries resolved before ?1 (entered before it too: `dlq_entries_state`).
+const SQL_PRUNE_DLQ_ENTRIES: &str = "DELETE FROM dlq_entries WHERE id IN (
+    SELECT id FROM dlq_entries WHERE state = 'RESOLVED' AND entered_at < ?1 AND resolved_at < ?1 ORDER BY entered_at, id LIMIT ?2)";
+const SQL_COUNT_PRUNABLE_DLQ_ENTRIES: &str =
+    "SELECT COUNT(*) FROM dlq_entries WHERE state = 'RESOLVED' AND entered_at < ?1 AND resolved_at < ?1";
+/// Finished runs that finished before ?1 (started before it too: `redrive_runs_started`).
+const SQL_PRUNE_REDRIVE_RUNS: &str = "DELETE FROM redrive_runs WHERE id IN (
+    SELECT id FROM redrive_runs WHERE started_at < ?1 AND status <> 'RUNNING' AND finished_at < ?1 ORDER BY started_at, id LIMIT ?2)";
+const SQL_COUNT_PRUNABLE_REDRIVE_RUNS: &str =
+    "SELECT COUNT(*) FROM redrive_runs WHERE started_at < ?1 AND status <> 'RUNNING' AND finished_at < ?1";
+/// Pages a prune returns to the file system at most (incremental auto-vacuum).
+const PRUNE_VACUUM_PAGES: u32 = 2048;
 /// The `list_redrive_runs` query for each filter shape, indexed by
 /// [`list_redrive_runs_variant`]: newest first from `redrive_runs_started`, or
 /// from `redrive_runs_schedule_started` for one schedule, the cursor a range
@@ -1273,6 +1331,38 @@ impl Store for SqliteStore {
         let limit = page_size(filter.limit) as i64;
         self.read(move |conn| auth::list_audit(conn, &filter, limit)).await
     }
+    async fn prune_candidates(&self, query: PruneQuery) -> Result<Vec<PruneCandidate>, StoreError> {
+        let limit = page_size(query.limit) as i64;
+        self.read(move |conn| {
+            let (at, id) = query.after.as_ref().map_or((-1, ""), |c| (c.created_at.unix_ms(), c.id.as_str()));
+            let before = query.finished_before.unix_ms();
+            let bound: [(&str, &dyn ToSql); 4] = [(":before", &before), (":at", &at), (":id", &id), (":limit", &limit)];
+            conn.prepare_cached(SQL_PRUNE_CANDIDATES)?.query_map(bound.as_slice(), prune_candidate_from_row)?.collect()
+        })
+        .await
+    }
+
+    async fn prune(&self, step: PruneStep) -> Result<PruneCounts, StoreError> {
+        check_prune_step(&step)?;
+        let (reply, rx) = oneshot::channel();
+        self.send(WriteRequest::Prune { step, reply }).await?;
+        rx.await.map_err(|_| writer_gone())?
+    }
+
+    async fn count_prunable(&self, step: PruneStep) -> Result<PruneCounts, StoreError> {
+        self.read(move |conn| {
+            let count = |sql: &str, before: Option<Timestamp>| -> rusqlite::Result<u64> {
+                let Some(before) = before else { return Ok(0) };
+                conn.prepare_cached(sql)?.query_row(params![before.unix_ms()], |r| r.get::<_, i64>(0)).map(|n| n as u64)
+            };
+            Ok(PruneCounts {
+                dlq_entries: count(SQL_COUNT_PRUNABLE_DLQ_ENTRIES, step.resolved_entries_before)?,
+                redrive_runs: count(SQL_COUNT_PRUNABLE_REDRIVE_RUNS, step.runs_finished_before)?,
+                ..PruneCounts::default()
+            })
+        })
+        .await
+    }
 
     fn stats(&self) -> CommitStats {
         self.stats.snapshot()
@@ -1405,6 +1495,10 @@ enum WriteRequest {
         write: AuthWrite,
         reply: oneshot::Sender<Result<u64, StoreError>>,
     },
+    Prune {
+        step: PruneStep,
+        reply: oneshot::Sender<Result<PruneCounts, StoreError>>,
+    },
 }
 
 /// Which pipeline write: the three differ only in when a new version is inserted.
@@ -1454,6 +1548,8 @@ impl WriteRequest {
             | WriteRequest::InterruptRedriveRuns { .. }
             | WriteRequest::Quarantine { .. }
             | WriteRequest::Auth { .. } => 1,
+            // Its deletes cost about what a transition of each execution does.
+            WriteRequest::Prune { step, .. } => step.executions.len().max(1),
         }
     }
 
@@ -1469,6 +1565,7 @@ impl WriteRequest {
             WriteRequest::RedriveRun { reply, .. } => reply.is_closed(),
             WriteRequest::Quarantine { reply, .. } => reply.is_closed(),
             WriteRequest::Auth { reply, .. } => reply.is_closed(),
+            WriteRequest::Prune { reply, .. } => reply.is_closed(),
         }
     }
 
@@ -1498,6 +1595,9 @@ impl WriteRequest {
             }
             (WriteRequest::Auth { reply, .. }, Applied::Auth(result)) => {
                 let _ = reply.send(result);
+            }
+            (WriteRequest::Prune { reply, .. }, Applied::Pruned(counts)) => {
+                let _ = reply.send(Ok(counts));
             }
             _ => unreachable!("outcomes are produced in request order"),
         }
@@ -1530,6 +1630,9 @@ impl WriteRequest {
             WriteRequest::Auth { reply, .. } => {
                 let _ = reply.send(Err(error.clone()));
             }
+            WriteRequest::Prune { reply, .. } => {
+                let _ = reply.send(Err(error.clone()));
+            }
         }
     }
 }
@@ -1551,6 +1654,7 @@ enum Applied {
     Quarantined(Option<u64>),
     /// A token or audit write (a refused one wrote nothing).
     Auth(Result<u64, StoreError>),
+    Pruned(PruneCounts),
 }
 
 struct Writer {
@@ -1671,6 +1775,7 @@ impl Writer {
                 }
                 WriteRequest::Quarantine { id, status, fault, at, .. } => Applied::Quarantined(self.quarantine(id, status, fault, *at)?),
                 WriteRequest::Auth { write, .. } => Applied::Auth(auth::apply(&self.conn, write)?),
+                WriteRequest::Prune { step, .. } => Applied::Pruned(self.prune(step)?),
             });
         }
         self.conn.prepare_cached("COMMIT")?.execute([])?;
@@ -1800,6 +1905,38 @@ impl Writer {
     }
 
     /// Marks an execution quarantined and drops its timers (see [`Store::quarantine_execution`]).
+    /// One retention step ([`PruneStep`]): each execution that may still go,
+    /// with its ledger rows (through `ledger_prunable`), timers and client tokens;
+    /// then resolved entries and finished runs; then returns freed pages to the
+    /// file system (a no-op unless the file uses incremental auto-vacuum).
+    fn prune(&self, step: &PruneStep) -> rusqlite::Result<PruneCounts> {
+        let conn = &self.conn;
+        let mut counts = PruneCounts::default();
+        for e in &step.executions {
+            let version = e.version as i64;
+            if conn.prepare_cached(SQL_PRUNABLE_EXECUTION)?.query_row(params![e.id, version], |_| Ok(())).optional()?.is_none() {
+                continue;
+            }
+            conn.prepare_cached(SQL_MARK_LEDGER_PRUNABLE)?.execute(params![e.id])?;
+            counts.ledger_rows += conn.prepare_cached(SQL_DELETE_EXECUTION_LEDGER)?.execute(params![e.id])? as u64;
+            conn.prepare_cached(SQL_UNMARK_LEDGER_PRUNABLE)?.execute(params![e.id])?;
+            conn.prepare_cached(SQL_DELETE_EXECUTION_TIMERS)?.execute(params![e.id])?;
+            conn.prepare_cached(SQL_DELETE_EXECUTION_TOKENS)?.execute(params![e.id])?;
+            counts.executions += conn.prepare_cached(SQL_DELETE_EXECUTION)?.execute(params![e.id])? as u64;
+        }
+        let limit = step.limit as i64;
+        if let Some(before) = step.resolved_entries_before {
+            counts.dlq_entries = conn.prepare_cached(SQL_PRUNE_DLQ_ENTRIES)?.execute(params![before.unix_ms(), limit])? as u64;
+        }
+        if let Some(before) = step.runs_finished_before {
+            counts.redrive_runs = conn.prepare_cached(SQL_PRUNE_REDRIVE_RUNS)?.execute(params![before.unix_ms(), limit])? as u64;
+        }
+        if !counts.is_empty() {
+            conn.query_row(&format!("PRAGMA incremental_vacuum({PRUNE_VACUUM_PAGES})"), [], |_| Ok(())).optional()?;
+        }
+        Ok(counts)
+    }
+
     fn quarantine(&self, id: &str, status: &str, fault: &ExecutionFault, at: Timestamp) -> rusqlite::Result<Option<u64>> {
         let values = params![id, status, fault.exception_type, fault.message, at.unix_ms()];
         let version: Option<i64> = self.conn.prepare_cached(SQL_QUARANTINE_EXECUTION)?.query_row(values, |r| r.get(0)).optional()?;
@@ -2012,6 +2149,12 @@ fn configure_connection(conn: &Connection, durability: Option<Durability>) -> ru
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
     conn.execute_batch("PRAGMA foreign_keys = ON;")?;
     if let Some(durability) = durability {
+        // Only a file without pages takes it, and only before WAL: a new
+        // database returns what retention frees to the file system.
+        let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+        if pages == 0 {
+            conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL;")?;
+        }
         let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(rusqlite::Error::SqliteFailure(
@@ -2322,6 +2465,21 @@ fn target_from_row(row: &Row<'_>, kind_at: usize, name_at: usize) -> rusqlite::R
             format!("unknown execution kind {kind:?}").into(),
         )),
     }
+}
+
+fn prune_candidate_from_row(row: &Row<'_>) -> rusqlite::Result<PruneCandidate> {
+    let kind: String = row.get(2)?;
+    let kind = ExecutionKind::parse(&kind).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, format!("unknown execution kind {kind:?}").into())
+    })?;
+    Ok(PruneCandidate {
+        id: row.get(0)?,
+        target: TargetName { kind, name: row.get(1)? },
+        status: row.get(3)?,
+        version: row.get::<_, i64>(4)? as u64,
+        created_at: Timestamp::from_unix_ms(row.get(5)?),
+        finished_at: Timestamp::from_unix_ms(row.get(6)?),
+    })
 }
 
 fn execution_from_row(row: &Row<'_>) -> rusqlite::Result<ExecutionRecord> {

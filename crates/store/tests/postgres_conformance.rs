@@ -253,6 +253,11 @@ async fn ledger_is_append_only() {
         let message = e.as_db_error().map(|d| d.message().to_owned()).unwrap_or_default();
         assert!(message.contains("append-only"), "{sql}: {message}");
     }
+    // Retention lists the executions whose rows may go; no other row may.
+    let other_listed = "BEGIN; INSERT INTO ledger_prunable VALUES ('other'); DELETE FROM ledger; COMMIT";
+    let e = conn.batch_execute(other_listed).await.expect_err("deleting an unlisted execution's rows");
+    assert!(e.as_db_error().is_some_and(|d| d.message().contains("append-only")), "{e}");
+    conn.batch_execute("ROLLBACK").await.unwrap();
     assert_eq!(store.ledger("a").await.unwrap().len(), 1);
     drop(store);
     dbs.drop_all().await;

@@ -225,6 +225,10 @@ async fn ledger_is_append_only() {
     assert!(matches!(&update, Err(e) if e.to_string().contains("append-only")), "UPDATE of the ledger must be refused: {update:?}");
     let delete = raw.execute("DELETE FROM ledger", []);
     assert!(matches!(&delete, Err(e) if e.to_string().contains("append-only")), "DELETE from the ledger must be refused: {delete:?}");
+    // Retention lists the executions whose rows may go; no other row may.
+    raw.execute("INSERT INTO ledger_prunable (execution_id) VALUES ('other')", []).unwrap();
+    let delete = raw.execute("DELETE FROM ledger", []);
+    assert!(matches!(&delete, Err(e) if e.to_string().contains("append-only")), "only a listed execution's rows may go: {delete:?}");
     assert_eq!(store.ledger("e1").await.unwrap()[0].outcome, "SUCCEEDED");
 }
 

@@ -249,6 +249,8 @@ wire_enum!(
         Succeeded = "SUCCEEDED",
         Failed = "FAILED",
         Interrupted = "INTERRUPTED",
+        /// Stopped by `POST /v1/dlq/redrives/{id}/abort`.
+        Aborted = "ABORTED",
     }
 );
 

@@ -95,7 +95,7 @@ mod tests {
         assert_eq!(schema_values::<RedriveMode>(), serde_json::json!(["retry-stage", "new-execution"]));
         assert_eq!(schema_values::<Trigger>(), serde_json::json!(["initial", "policy", "stage-auto-retry", "manual", "redrive"]));
         assert_eq!(schema_values::<Readiness>(), serde_json::json!(["ready", "degraded", "stopped"]));
-        assert_eq!(schema_values::<RunStatus>(), serde_json::json!(["RUNNING", "SUCCEEDED", "FAILED", "INTERRUPTED"]));
+        assert_eq!(schema_values::<RunStatus>(), serde_json::json!(["RUNNING", "SUCCEEDED", "FAILED", "INTERRUPTED", "ABORTED"]));
         assert_eq!(schema_values::<ExecutionStatus>()[0], "InProgress");
     }
 }

@@ -99,6 +99,7 @@ pub const RULES: &[Rule] = &[
     native("GET", "/v1/dlq/entries/{id}", Read, EntryParam, false),
     native("GET", "/v1/dlq/redrives", Read, QUEUES, false),
     native("GET", "/v1/dlq/redrives/{id}", Read, RunParam, false),
+    native("POST", "/v1/dlq/redrives/{id}/abort", Operate, RunParam, true),
     native("GET", "/v1/dlq/schedules", Read, QUEUES, false),
     // tokens and the audit log
     native("POST", "/v1/tokens", Admin, EVERYTHING, true),

@@ -178,6 +178,7 @@ pub fn native_to_wire(pipeline_json: &Value) -> Result<PipelineDeclaration, Conv
             "triggers",
             "maxConcurrentExecutions",
             "deadLetterQueue",
+            "retentionDays",
         ],
     );
     let stages = items(p.get("stages")).iter().map(stage_to_wire).collect::<Result<Vec<_>, _>>()?;

@@ -351,6 +351,10 @@ pub struct PipelineDeclaration {
     /// **redrive extension** (not in the model): the dead-letter queue's name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dead_letter_queue: Option<String>,
+    /// **redrive extension** (not in the model): days a finished execution is
+    /// kept, 1 to 36 500 (default: the server's `retention`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retention_days: Option<i32>,
 }
 
 fn placeholder_role_arn() -> String {

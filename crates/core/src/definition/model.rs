@@ -34,6 +34,10 @@ pub struct Pipeline {
     /// Where an execution that fails for good leaves its dead-letter entry.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dead_letter_queue: Option<Name>,
+    /// How many days a finished execution of this pipeline is kept (1 to
+    /// [`crate::limits::MAX_RETENTION_DAYS`]); `None`: the server's `retention`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retention_days: Option<u32>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

@@ -68,7 +68,7 @@ pub fn parse_pipeline(node: &Node) -> Result<Pipeline, Vec<Problem>> {
 
 /// Upper bound of `maxConcurrentExecutions`.
 const MAX_CONCURRENT_EXECUTIONS: i64 = crate::limits::MAX_CONCURRENT_EXECUTIONS as i64;
-const PIPELINE_KEYS: &[&str] = &["name", "executionMode", "maxConcurrentExecutions", "stages", "deadLetterQueue"];
+const PIPELINE_KEYS: &[&str] = &["name", "executionMode", "maxConcurrentExecutions", "stages", "deadLetterQueue", "retentionDays"];
 const PIPELINE_IGNORED: &[&str] =
     &["version", "roleArn", "artifactStore", "artifactStores", "pipelineType", "variables", "triggers", "metadata"];
 const STAGE_KEYS: &[&str] = &["name", "actions", "onFailure"];
@@ -485,6 +485,10 @@ fn pipeline(cx: &mut Cx, node: &Node) -> Option<Pipeline> {
         Some(a) => as_name(cx, &a).map(Some),
         None => Some(None),
     };
+    let retention_days = match obj.at("retentionDays") {
+        Some(a) => as_int(cx, &a, 1, i64::from(crate::limits::MAX_RETENTION_DAYS)).map(|d| Some(d as u32)),
+        None => Some(None),
+    };
     let stages = stages(cx, &obj);
     Some(Pipeline {
         name: name?,
@@ -492,6 +496,7 @@ fn pipeline(cx: &mut Cx, node: &Node) -> Option<Pipeline> {
         max_concurrent_executions: max_concurrent?,
         stages: stages?,
         dead_letter_queue: dead_letter_queue?,
+        retention_days: retention_days?,
     })
 }
 

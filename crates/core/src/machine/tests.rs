@@ -22,6 +22,7 @@ fn pipeline(stages: Vec<Stage>) -> Pipeline {
         max_concurrent_executions: 10,
         stages,
         dead_letter_queue: None,
+        retention_days: None,
     }
 }
 
@@ -444,4 +445,20 @@ fn stopping_a_waiting_execution_stops_it_at_once() {
     let fx = apply(&p, &mut s, Event::Stop { abandon: false, reason: String::new() }, t(1)).unwrap();
     assert!(fx.contains(&Effect::Finished(ExecutionStatus::Stopped)));
     assert_eq!((s.waiting_for_stage, s.stage_position()), (None, None));
+}
+
+#[test]
+fn retry_targets_previews_exactly_what_a_retry_reruns_and_refuses_what_it_refuses() {
+    let (p, mut s, b) = half_failed();
+    assert_eq!(retry_targets(&s, 0, RetryMode::FailedActions), Ok(vec![0]));
+    assert!(matches!(retry_targets(&s, 0, RetryMode::AllActions), Err(Rejection::NotRetryable(_))), "B is still running");
+    apply(&p, &mut s, Event::AttemptSucceeded { id: b, output: None }, t(2)).unwrap();
+    assert_eq!(s.status, ExecutionStatus::Failed);
+    assert_eq!(retry_targets(&s, 0, RetryMode::AllActions), Ok(vec![0, 1]));
+    let before = s.clone();
+    assert!(matches!(retry_targets(&s, 1, RetryMode::FailedActions), Err(Rejection::Invalid(_))));
+    assert_eq!(s, before, "a preview changes nothing");
+    let fx = apply(&p, &mut s, Event::RetryStage { stage: 0, mode: RetryMode::FailedActions, trigger: Trigger::Manual }, t(3)).unwrap();
+    assert_eq!(started(&fx).iter().map(|i| i.at.action).collect::<Vec<_>>(), vec![0], "the retry re-ran what the preview said");
+    assert_eq!(retry_targets(&s, 0, RetryMode::FailedActions), Err(Rejection::RetryInProgress));
 }

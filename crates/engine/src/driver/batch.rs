@@ -4,7 +4,7 @@
 use crate::error::EngineError;
 use redrive_core::machine::{AttemptId, AttemptRecord, ExecutionStatus};
 use redrive_core::time::Timestamp;
-use redrive_store::{DlqEntryFilter, DlqOp, LedgerEntry, Transition};
+use redrive_store::{DlqEntryFilter, DlqOp, LedgerEntry, PruneCounts, PruneStep, Transition};
 use std::collections::{BTreeMap, HashMap};
 use tokio::sync::oneshot;
 
@@ -76,8 +76,24 @@ pub(super) struct Batch {
     /// Due timers were fired in this batch: the next due time is read again
     /// once it is durable.
     pub timers_fired: bool,
-    /// Purges run once this batch (and every earlier one) is durable.
-    pub purges: Vec<(DlqEntryFilter, oneshot::Sender<Result<u64, EngineError>>)>,
+    /// Purges and prunes run once this batch (and every earlier one) is durable.
+    pub deletes: Vec<Delete>,
+}
+
+/// A delete of stored rows outside commits: run after the batch is durable.
+pub(super) enum Delete {
+    Purge(DlqEntryFilter, oneshot::Sender<Result<u64, EngineError>>),
+    Prune(PruneStep, oneshot::Sender<Result<PruneCounts, EngineError>>),
+}
+
+impl Delete {
+    /// Whether it deletes dead-letter entries.
+    pub fn touches_entries(&self) -> bool {
+        match self {
+            Delete::Purge(..) => true,
+            Delete::Prune(step, _) => step.resolved_entries_before.is_some(),
+        }
+    }
 }
 
 impl Batch {

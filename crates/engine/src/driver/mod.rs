@@ -35,7 +35,7 @@ use crate::handle::{DriverStats, EngineHandle, ExecutionOutcome, Inbound, Notifi
 use crate::health::HealthReporter;
 use crate::pipeline::LoadedPipeline;
 use crate::runner;
-use batch::{Batch, Finished, unit_reply};
+use batch::{Batch, Delete, Finished, unit_reply};
 use commit::{CommitJob, MAX_SUBMITTED_BATCHES, Submitted, committer, wait_oldest};
 use live::Live;
 use load::{Found, Loaded, Need};
@@ -363,22 +363,43 @@ impl<S: Store> Driver<S> {
         }
         self.drop_idle_installed(&batch);
         self.forget_staged();
-        let purges = std::mem::take(&mut batch.purges);
+        let deletes = std::mem::take(&mut batch.deletes);
         let timers_fired = batch.timers_fired;
         if !self.submit(batch, now).await? && timers_fired {
             self.refresh_next_timer(); // nothing to wait for
         }
-        if !purges.is_empty() {
+        if !deletes.is_empty() {
             // Every take the loop accepted so far must be durable first: the
-            // store still calls those entries QUEUED until then.
-            self.drain_submitted().await?;
-            for (filter, reply) in purges {
-                let _ = reply.send(self.store.purge_dlq_entries(filter).await.map_err(EngineError::from));
+            // store still calls those entries QUEUED until then (and an entry a
+            // prune may delete could be entering its queue again). A prune of
+            // executions alone needs no drain: it leaves out every execution
+            // with a commit in flight (those are in memory).
+            if deletes.iter().any(Delete::touches_entries) {
+                self.drain_submitted().await?;
+            }
+            for delete in deletes {
+                self.delete(delete).await;
             }
             self.staged_entries.clear();
             self.store_epoch += 1;
         }
         Ok(shutdown)
+    }
+
+    /// Runs a purge or a prune. A prune leaves out the executions the loop
+    /// holds or is reading: only the loop writes executions, so what it does
+    /// not hold cannot change under the prune, and a read under way is read
+    /// again after it (the store epoch moves) and finds the execution gone.
+    async fn delete(&mut self, delete: Delete) {
+        match delete {
+            Delete::Purge(filter, reply) => {
+                let _ = reply.send(self.store.purge_dlq_entries(filter).await.map_err(EngineError::from));
+            }
+            Delete::Prune(mut step, reply) => {
+                step.executions.retain(|e| !self.live.contains_key(&e.id) && !self.parked.contains_key(&Need::Execution(e.id.clone())));
+                let _ = reply.send(self.store.prune(step).await.map_err(EngineError::from));
+            }
+        }
     }
 
     /// A drain is over once nothing is left to commit and no attempt runs (or
@@ -432,7 +453,8 @@ impl<S: Store> Driver<S> {
                 let request = redrive::RedriveRequest { entry_id, mode, force, scope, pipeline, new_execution_id };
                 self.redrive(request, reply, now, batch);
             }
-            Inbound::Purge { filter, reply } => batch.purges.push((filter, reply)),
+            Inbound::Purge { filter, reply } => batch.deletes.push(Delete::Purge(filter, reply)),
+            Inbound::Prune { step, reply } => batch.deletes.push(Delete::Prune(step, reply)),
             Inbound::RegisterFunction { name, function, dead_letter_queue } => {
                 self.functions.insert(name, functions::Registered { function, dead_letter_queue });
                 self.function_registered(now); // its timers can fire now

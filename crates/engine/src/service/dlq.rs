@@ -54,7 +54,7 @@ pub fn validate_prefix(field: &str, prefix: &str) -> Result<(), ServiceError> {
 
 impl<S: Store> Service<S> {
     fn redriver(&self) -> Redriver<S> {
-        Redriver { store: self.store.clone(), engine: self.engine.clone(), clock: self.clock.clone() }
+        Redriver { store: self.store.clone(), engine: self.engine.clone(), clock: self.clock.clone(), running: self.running.clone() }
     }
 
     fn entry_filter(&self, queue: Option<&str>, q: &EntryQuery) -> Result<DlqEntryFilter, ServiceError> {
@@ -216,6 +216,22 @@ impl<S: Store> Service<S> {
             return Err(ServiceError::Validation(format!("run id {id:?} must be 1 to 100 characters")));
         }
         self.store.get_redrive_run(id).await?.ok_or_else(|| ServiceError::RedriveRunNotFound(id.into()))
+    }
+
+    /// Aborts a running redrive: it starts no more entries; those already
+    /// resubmitted finish and are counted, and the run ends `ABORTED`. Returns the
+    /// run as recorded now (still `RUNNING` until it settles).
+    pub async fn abort_redrive(&self, id: &str) -> Result<RedriveRunRecord, ServiceError> {
+        let run = self.get_redrive_run(id).await?;
+        if run.status != "RUNNING" {
+            return Err(ServiceError::Conflict(format!("redrive run {id} is already {}; only a RUNNING run can be aborted", run.status)));
+        }
+        if !self.running.abort(id) {
+            return Err(ServiceError::Conflict(format!(
+                "redrive run {id} is not driven by this server process (another process of the cluster runs it); abort it there"
+            )));
+        }
+        Ok(run)
     }
 
     /// Runs newest first, optionally of one schedule.

@@ -96,8 +96,8 @@ use crate::validate::{
 };
 use crate::{
     CommitResult, CommitStats, DlqEntryFilter, DlqEntryRecord, DlqQueueRecord, DlqQueueStats, ExecutionFault, ExecutionFilter,
-    ExecutionRecord, LedgerEntry, LedgerFilter, PipelineRecord, RedriveRunFilter, RedriveRunRecord, Store, StoreError, TimerRecord,
-    Transition, TransitionError, limits::MAX_PAGE_SIZE,
+    ExecutionRecord, LedgerEntry, LedgerFilter, PipelineRecord, PruneCandidate, PruneCounts, PruneQuery, PruneStep, RedriveRunFilter,
+    RedriveRunRecord, Store, StoreError, TimerRecord, Transition, TransitionError, check_prune_step, limits::MAX_PAGE_SIZE,
 };
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime};
 use lock::{CurrentLock, Fence, LeaseTerms};
@@ -724,6 +724,32 @@ impl Store for PostgresStore {
         let limit = page_size(filter.limit) as i64;
         let before = filter.before_seq.map_or(i64::MAX, |s| s.min(i64::MAX as u64) as i64);
         self.query_map(auth::SQL_LIST_AUDIT, &[&before, &limit], auth::audit_from_row).await
+    }
+    async fn prune_candidates(&self, query: PruneQuery) -> Result<Vec<PruneCandidate>, StoreError> {
+        let limit = page_size(query.limit) as i64;
+        let (at, id) = query.after.as_ref().map_or((-1, ""), |c| (c.created_at.unix_ms(), c.id.as_str()));
+        let before = query.finished_before.unix_ms();
+        self.query_map(SQL_PRUNE_CANDIDATES, &[&before, &at, &id, &limit], rows::prune_candidate_from_row).await
+    }
+
+    async fn prune(&self, step: PruneStep) -> Result<PruneCounts, StoreError> {
+        check_prune_step(&step)?;
+        let (reply, rx) = oneshot::channel();
+        self.send(WriteRequest::Prune { step, reply }).await?;
+        rx.await.map_err(|_| writer_gone())?
+    }
+
+    async fn count_prunable(&self, step: PruneStep) -> Result<PruneCounts, StoreError> {
+        let mut counts = PruneCounts::default();
+        if let Some(before) = step.resolved_entries_before {
+            counts.dlq_entries =
+                self.query_opt(SQL_COUNT_PRUNABLE_DLQ_ENTRIES, &[&before.unix_ms()], rows::count_from_row).await?.unwrap_or(0);
+        }
+        if let Some(before) = step.runs_finished_before {
+            counts.redrive_runs =
+                self.query_opt(SQL_COUNT_PRUNABLE_REDRIVE_RUNS, &[&before.unix_ms()], rows::count_from_row).await?.unwrap_or(0);
+        }
+        Ok(counts)
     }
 
     fn stats(&self) -> CommitStats {

@@ -3,7 +3,7 @@
 
 use crate::{
     DlqEntryRecord, DlqEntryState, DlqQueueRecord, DlqQueueStats, ExecutionFault, ExecutionKind, ExecutionRecord, LedgerEntry,
-    PipelineRecord, RedriveRunRecord, StoreError, Target, TimerRecord,
+    PipelineRecord, PruneCandidate, RedriveRunRecord, StoreError, Target, TargetName, TimerRecord,
 };
 use redrive_core::time::Timestamp;
 use tokio_postgres::Row;
@@ -161,6 +161,21 @@ pub(super) fn timer_from_row(row: &Row) -> Result<TimerRecord, StoreError> {
 }
 
 /// A `COUNT(*)` or similar non-negative figure.
+/// `id, pipeline_name, kind, status, version, created_at, updated_at`.
+pub(super) fn prune_candidate_from_row(row: &Row) -> Result<PruneCandidate, StoreError> {
+    let kind: String = get(row, 2)?;
+    let kind = ExecutionKind::parse(&kind)
+        .ok_or_else(|| StoreError::Schema(format!("unexpected data in the database: unknown execution kind {kind:?}")))?;
+    Ok(PruneCandidate {
+        id: get(row, 0)?,
+        target: TargetName { kind, name: get(row, 1)? },
+        status: get(row, 3)?,
+        version: get_u64(row, 4)?,
+        created_at: get_ts(row, 5)?,
+        finished_at: get_ts(row, 6)?,
+    })
+}
+
 pub(super) fn count_from_row(row: &Row) -> Result<u64, StoreError> {
     get_u64(row, 0)
 }

@@ -173,9 +173,48 @@ CREATE TABLE members (
 );
 "#;
 
+/// Migration 2: retention ([`crate::Store::prune`]). The ledger's DELETE check
+/// becomes a row trigger that lets a row go only if its execution is listed in
+/// `ledger_prunable` (a prune lists it, deletes its rows and unlists it in one
+/// transaction), and a DELETE with nothing listed is refused even if it
+/// matches no row; UPDATE and TRUNCATE stay refused. Indexes for what a prune
+/// checks per execution: the dead-letter entries naming it, its client tokens.
+const MIGRATION_2: &str = r#"
+CREATE TABLE ledger_prunable (
+    execution_id TEXT COLLATE "C" NOT NULL PRIMARY KEY
+);
+DROP TRIGGER ledger_append_only ON ledger;
+CREATE TRIGGER ledger_append_only BEFORE UPDATE OR TRUNCATE ON ledger
+    FOR EACH STATEMENT EXECUTE FUNCTION redrive_ledger_append_only();
+CREATE FUNCTION redrive_ledger_prune_only() RETURNS trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM ledger_prunable p WHERE p.execution_id = OLD.execution_id) THEN
+        RAISE EXCEPTION 'the ledger is append-only: DELETE is allowed only for an execution retention deletes';
+    END IF;
+    RETURN OLD;
+END
+$fn$;
+CREATE TRIGGER ledger_prune_only BEFORE DELETE ON ledger
+    FOR EACH ROW EXECUTE FUNCTION redrive_ledger_prune_only();
+-- And a DELETE with no prune under way is refused even if it matches no row.
+CREATE FUNCTION redrive_ledger_prune_under_way() RETURNS trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM ledger_prunable) THEN
+        RAISE EXCEPTION 'the ledger is append-only: DELETE is allowed only for an execution retention deletes';
+    END IF;
+    RETURN NULL;
+END
+$fn$;
+CREATE TRIGGER ledger_prune_under_way BEFORE DELETE ON ledger
+    FOR EACH STATEMENT EXECUTE FUNCTION redrive_ledger_prune_under_way();
+CREATE INDEX dlq_entries_execution   ON dlq_entries (execution_id);
+CREATE INDEX dlq_entries_redriven_to ON dlq_entries (redriven_to) WHERE redriven_to IS NOT NULL;
+CREATE INDEX client_tokens_execution ON client_tokens (execution_id);
+"#;
+
 /// Ordered schema migrations; migration `i` brings the schema to version `i + 1`.
 /// Never edit a released migration: append a new one.
-const MIGRATIONS: &[&str] = &[MIGRATION_1, super::auth::MIGRATION_AUTH];
+const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, super::auth::MIGRATION_AUTH];
 
 /// The schema version this code writes and understands.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;

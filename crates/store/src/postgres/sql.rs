@@ -79,6 +79,22 @@ pub(super) const SQL_DUE_TIMERS_AFTER: &str = "SELECT execution_id, key, due_at 
      AND (due_at, execution_id, key) > ($2, $3, $4) ORDER BY due_at, execution_id, key LIMIT $5";
 pub(super) const SQL_NEXT_TIMER_DUE: &str = "SELECT MIN(due_at) FROM timers";
 pub(super) const SQL_COUNT_TIMERS: &str = "SELECT COUNT(*) FROM timers";
+
+/// Finished executions no dead-letter entry names, oldest created first, from
+/// `executions_created_id` (finished before the cutoff means created before it).
+/// `$1` the cutoff, `($2, $3)` the cursor (`$2` = -1 for none), `$4` the limit.
+pub(super) const SQL_PRUNE_CANDIDATES: &str = "SELECT e.id, e.pipeline_name, e.kind, e.status, e.version, e.created_at, e.updated_at
+   FROM executions e
+  WHERE e.created_at < $1 AND (e.created_at, e.id) > ($2, $3::text)
+    AND e.status IN ('Succeeded', 'Failed', 'Stopped', 'Superseded') AND e.updated_at < $1
+    AND NOT EXISTS (SELECT 1 FROM dlq_entries d WHERE d.execution_id = e.id)
+    AND NOT EXISTS (SELECT 1 FROM dlq_entries d WHERE d.redriven_to = e.id)
+  ORDER BY e.created_at, e.id
+  LIMIT $4";
+pub(super) const SQL_COUNT_PRUNABLE_DLQ_ENTRIES: &str =
+    "SELECT COUNT(*) FROM dlq_entries WHERE state = 'RESOLVED' AND entered_at < $1 AND resolved_at < $1";
+pub(super) const SQL_COUNT_PRUNABLE_REDRIVE_RUNS: &str =
+    "SELECT COUNT(*) FROM redrive_runs WHERE started_at < $1 AND status <> 'RUNNING' AND finished_at < $1";
 pub(super) const SQL_EXECUTION_TIMERS: &str = "SELECT execution_id, key, due_at FROM timers WHERE execution_id = $1 ORDER BY key";
 
 /// The columns of a [`crate::DlqQueueStats`] of the queue `q`.

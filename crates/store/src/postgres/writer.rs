@@ -6,7 +6,7 @@ use super::sql::DlqEntryQuery;
 use super::{connection_broken, join_all, map_error};
 use crate::{
     CommitResult, CommitStats, DEFAULT_MAX_REDRIVES, DlqEntryFilter, DlqEntryState, DlqOp, DlqQueueRecord, ExecutionFault, PipelineRecord,
-    RedriveRunRecord, StoreError, Transition, TransitionError,
+    PruneCounts, PruneStep, RedriveRunRecord, StoreError, Transition, TransitionError,
 };
 use deadpool_postgres::{Object, Pool, Transaction};
 use redrive_core::time::Timestamp;
@@ -215,6 +215,10 @@ pub(super) enum WriteRequest {
         write: crate::AuthWrite,
         reply: oneshot::Sender<Result<u64, StoreError>>,
     },
+    Prune {
+        step: PruneStep,
+        reply: oneshot::Sender<Result<PruneCounts, StoreError>>,
+    },
 }
 
 /// Which pipeline write: the three differ only in when a new version is inserted.
@@ -248,6 +252,7 @@ impl WriteRequest {
     fn weight(&self) -> usize {
         match self {
             WriteRequest::Commit { valid, .. } => valid.len(),
+            WriteRequest::Prune { step, .. } => step.executions.len().max(1),
             _ => 1,
         }
     }
@@ -262,6 +267,7 @@ impl WriteRequest {
             WriteRequest::RedriveRun { reply, .. } => reply.is_closed(),
             WriteRequest::Quarantine { reply, .. } => reply.is_closed(),
             WriteRequest::Auth { reply, .. } => reply.is_closed(),
+            WriteRequest::Prune { reply, .. } => reply.is_closed(),
         }
     }
 
@@ -291,6 +297,9 @@ impl WriteRequest {
             (WriteRequest::Auth { reply, .. }, Applied::Auth(result)) => {
                 let _ = reply.send(result);
             }
+            (WriteRequest::Prune { reply, .. }, Applied::Pruned(counts)) => {
+                let _ = reply.send(Ok(counts));
+            }
             _ => unreachable!("outcomes are produced in request order"),
         }
     }
@@ -306,6 +315,7 @@ impl WriteRequest {
             WriteRequest::RedriveRun { reply, .. } => drop(reply.send(Err(e))),
             WriteRequest::Quarantine { reply, .. } => drop(reply.send(Err(e))),
             WriteRequest::Auth { reply, .. } => drop(reply.send(Err(e))),
+            WriteRequest::Prune { reply, .. } => drop(reply.send(Err(e))),
         }
     }
 }
@@ -320,6 +330,7 @@ enum Applied {
     RedriveRun(Result<(), StoreError>),
     Quarantined(Option<u64>),
     Auth(Result<u64, StoreError>),
+    Pruned(PruneCounts),
 }
 
 /// Why a group transaction failed (nothing of it is committed).
@@ -545,7 +556,67 @@ async fn apply_request(tx: &Transaction<'_>, request: &WriteRequest) -> PgResult
         }
         WriteRequest::Quarantine { id, status, fault, at, .. } => Applied::Quarantined(quarantine(tx, id, status, fault, *at).await?),
         WriteRequest::Auth { write, .. } => Applied::Auth(super::auth::apply(tx, write).await?),
+        WriteRequest::Prune { step, .. } => Applied::Pruned(prune(tx, step).await?),
     })
+}
+
+/// Of the executions named (id, version), those that may go now — still
+/// finished, at that version, named by no dead-letter entry — locked.
+const SQL_PRUNABLE_EXECUTIONS: &str = "SELECT e.id FROM executions e
+   JOIN unnest($1::text[], $2::bigint[]) AS p (id, version) ON e.id = p.id AND e.version = p.version
+  WHERE e.status IN ('Succeeded', 'Failed', 'Stopped', 'Superseded')
+    AND NOT EXISTS (SELECT 1 FROM dlq_entries d WHERE d.execution_id = e.id)
+    AND NOT EXISTS (SELECT 1 FROM dlq_entries d WHERE d.redriven_to = e.id)
+  ORDER BY e.id
+    FOR UPDATE OF e";
+const SQL_MARK_LEDGER_PRUNABLE: &str = "INSERT INTO ledger_prunable (execution_id) SELECT unnest($1::text[])";
+const SQL_DELETE_LEDGER: &str = "DELETE FROM ledger WHERE execution_id = ANY($1::text[])";
+const SQL_UNMARK_LEDGER_PRUNABLE: &str = "DELETE FROM ledger_prunable WHERE execution_id = ANY($1::text[])";
+const SQL_DELETE_TIMERS_OF: &str = "DELETE FROM timers WHERE execution_id = ANY($1::text[])";
+const SQL_DELETE_TOKENS_OF: &str = "DELETE FROM client_tokens WHERE execution_id = ANY($1::text[])";
+const SQL_DELETE_EXECUTIONS: &str = "DELETE FROM executions WHERE id = ANY($1::text[])";
+/// `RESOLVED` entries resolved before $1 (entered before it too: `dlq_entries_state`).
+pub(super) const SQL_PRUNE_DLQ_ENTRIES: &str = "DELETE FROM dlq_entries WHERE id IN (
+    SELECT id FROM dlq_entries WHERE state = 'RESOLVED' AND entered_at < $1 AND resolved_at < $1 ORDER BY entered_at, id LIMIT $2)";
+/// Finished runs that finished before $1 (started before it too: `redrive_runs_started`).
+pub(super) const SQL_PRUNE_REDRIVE_RUNS: &str = "DELETE FROM redrive_runs WHERE id IN (
+    SELECT id FROM redrive_runs WHERE started_at < $1 AND status <> 'RUNNING' AND finished_at < $1 ORDER BY started_at, id LIMIT $2)";
+
+/// One retention step ([`PruneStep`]) inside the group's transaction.
+async fn prune(tx: &Transaction<'_>, step: &PruneStep) -> PgResult<PruneCounts> {
+    let mut counts = PruneCounts::default();
+    if !step.executions.is_empty() {
+        let ids: Vec<&str> = step.executions.iter().map(|e| e.id.as_str()).collect();
+        let versions: Vec<i64> = step.executions.iter().map(|e| e.version as i64).collect();
+        let st = tx.prepare_cached(SQL_PRUNABLE_EXECUTIONS).await?;
+        let going: Vec<String> = tx.query(&st, &[&ids, &versions]).await?.iter().map(|r| r.get(0)).collect();
+        if !going.is_empty() {
+            let mut deleted = Vec::with_capacity(6);
+            for sql in [
+                SQL_MARK_LEDGER_PRUNABLE,
+                SQL_DELETE_LEDGER,
+                SQL_UNMARK_LEDGER_PRUNABLE,
+                SQL_DELETE_TIMERS_OF,
+                SQL_DELETE_TOKENS_OF,
+                SQL_DELETE_EXECUTIONS,
+            ] {
+                let st = tx.prepare_cached(sql).await?;
+                deleted.push(tx.execute(&st, &[&going]).await?);
+            }
+            counts.ledger_rows = deleted[1];
+            counts.executions = deleted[5];
+        }
+    }
+    let limit = step.limit as i64;
+    if let Some(before) = step.resolved_entries_before {
+        let st = tx.prepare_cached(SQL_PRUNE_DLQ_ENTRIES).await?;
+        counts.dlq_entries = tx.execute(&st, &[&before.unix_ms(), &limit]).await?;
+    }
+    if let Some(before) = step.runs_finished_before {
+        let st = tx.prepare_cached(SQL_PRUNE_REDRIVE_RUNS).await?;
+        counts.redrive_runs = tx.execute(&st, &[&before.unix_ms(), &limit]).await?;
+    }
+    Ok(counts)
 }
 
 /// One statement of a pipeline, tagged with the request(s) it belongs to (to
