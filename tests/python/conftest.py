@@ -63,6 +63,34 @@ def server_dir(tmp_path_factory) -> Path:
 def endpoint(server_dir: Path):
     """Starts `redrive server` on a free loopback port with a fresh database and
     yields its URL, e.g. http://127.0.0.1:40123."""
+    yield from serve(server_dir, [], None)
+
+
+# Access keys of the `auth_endpoint` server: (access key id, secret, grant).
+AUTH_KEYS = {
+    "admin": ("AKIDREDRIVEADMIN", "admin-secret/with+chars", "scope: admin"),
+    "reader": ("AKIDREDRIVEREADER", "reader-secret", "scope: read"),
+    "payments": ("AKIDREDRIVEPAYMENTS", "payments-secret", "scope: operate\n      pipelines: [payments-*]"),
+}
+
+
+@pytest.fixture(scope="session")
+def auth_endpoint(tmp_path_factory):
+    """Like `endpoint`, with an `auth:` section: every request needs a
+    credential; the access keys of AUTH_KEYS sign the CodePipeline protocol
+    (their secrets reach the server through its environment only)."""
+    server_dir = tmp_path_factory.mktemp("redrive-auth-server")
+    keys = "".join(
+        f"    - accessKeyId: {key_id}\n      secretAccessKeyEnv: REDRIVE_TEST_SECRET_{name.upper()}\n      {grant}\n"
+        for name, (key_id, _, grant) in AUTH_KEYS.items()
+    )
+    config = server_dir / "server.yaml"
+    config.write_text(f"auth:\n  awsCredentials:\n{keys}")
+    env = {f"REDRIVE_TEST_SECRET_{name.upper()}": secret for name, (_, secret, _) in AUTH_KEYS.items()}
+    yield from serve(server_dir, ["--config", str(config)], env)
+
+
+def serve(server_dir: Path, extra_args: list, extra_env):
     binary = redrive_binary()
     if not binary.is_file():
         pytest.fail(f"redrive binary not found at {binary}: run `cargo build -p redrive` or set REDRIVE_BIN", pytrace=False)
@@ -70,9 +98,11 @@ def endpoint(server_dir: Path):
     url = f"http://127.0.0.1:{port}"
     log_path = server_dir / "server.log"
     log = open(log_path, "wb")
+    env = dict(os.environ, **(extra_env or {}))
     proc = subprocess.Popen(
-        [str(binary), "server", "--listen", f"127.0.0.1:{port}", "--db", str(server_dir / "r.db"), "--grace-seconds", "1"],
+        [str(binary), "server", "--listen", f"127.0.0.1:{port}", "--db", str(server_dir / "r.db"), "--grace-seconds", "1", *extra_args],
         cwd=server_dir,
+        env=env,
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -133,12 +133,15 @@ def aws_cli_command() -> list[str]:
     return [sys.executable, "-m", "awscli"]
 
 
-def run_aws(endpoint: str, config_dir: str, args: Iterable[str], cwd: str | os.PathLike | None = None) -> Any:
+def run_aws(endpoint: str, config_dir: str, args: Iterable[str], cwd: str | os.PathLike | None = None, credentials: tuple[str, str] | None = None) -> Any:
     """Runs `aws <args> --endpoint-url <endpoint> --output json` with dummy
-    credentials and no retries. Returns the parsed JSON output ({} when there is
-    none); raises AwsCliError when the command fails."""
+    credentials (or `credentials`: access key id and secret) and no retries.
+    Returns the parsed JSON output ({} when there is none); raises AwsCliError
+    when the command fails."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(DUMMY_ENV)
+    if credentials:
+        env.update({"AWS_ACCESS_KEY_ID": credentials[0], "AWS_SECRET_ACCESS_KEY": credentials[1]})
     env.update(
         {
             # Nothing from the user's ~/.aws may change what is tested.

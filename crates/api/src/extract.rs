@@ -1,12 +1,13 @@
-//! Extractors whose rejections are native JSON errors. A leaf module over
+//! Extractors whose rejections are native JSON errors, and a bounded body read. A leaf module over
 //! [`crate::error`] and [`crate::json`] (BOM skipped, duplicate keys refused,
 //! errors naming the JSON path).
 
 use crate::error::{ApiError, bad_body};
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, FromRequestParts, Query, Request};
 use axum::http::request::Parts;
 use axum::response::Response;
+use http_body_util::BodyExt;
 use redrive_engine::service::ServiceError;
 use serde::de::DeserializeOwned;
 
@@ -42,4 +43,16 @@ impl<T: DeserializeOwned, St: Send + Sync> FromRequestParts<St> for QueryParams<
             .map(|Query(t)| QueryParams(t))
             .map_err(|e| bad_body(format!("query string: {}", e.body_text())))
     }
+}
+
+/// The body's bytes, stopping once there are at least `limit`.
+pub async fn read_up_to(mut body: Body, limit: usize) -> Result<Bytes, axum::Error> {
+    let mut buf = Vec::new();
+    while buf.len() < limit {
+        let Some(frame) = body.frame().await else { break };
+        if let Ok(data) = frame?.into_data() {
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(Bytes::from(buf))
 }

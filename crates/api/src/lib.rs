@@ -5,6 +5,7 @@
 //! - [`native`]: the native JSON REST API under `/v1`.
 //! - [`dlq`]: dead-letter queues and redrives under `/v1/dlq`, and `/metrics`.
 //! - [`functions`]: durable-function executions under `/v1/functions` (read only).
+//! - [`auth`]: tokens, scopes, AWS SigV4, the route access table and the audit log.
 //! - [`aws`]: `POST /` dispatching CodePipeline operations to the service.
 //! - [`health`]: `/healthz`, `/readyz`, and 503 + `Retry-After` for changes while degraded.
 //! - [`console`]: the web console under `/console` (server-rendered HTML).
@@ -13,6 +14,7 @@
 //!
 //! Invariant: only this crate knows wire formats; the engine speaks domain types.
 
+pub mod auth;
 pub mod aws;
 pub mod cluster;
 pub mod codepipeline;

@@ -21,6 +21,7 @@ use utoipa::openapi::OpenApi as Document;
         (name = "dlq", description = "Dead-letter queues, entries and redrives"),
         (name = "operations", description = "Health, readiness, metrics, this document"),
         (name = "codepipeline", description = "The CodePipeline service, AWS JSON 1.1"),
+        (name = "auth", description = "Bearer tokens and the audit log (admin)"),
     )
 )]
 pub struct Base;

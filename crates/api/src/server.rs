@@ -13,14 +13,13 @@ pub use tls::{HANDSHAKE_TIMEOUT_MS, Tls};
 use crate::doc::op;
 use crate::error::{ApiError, bad_body, invalid};
 use crate::openapi;
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use axum::{Extension, Router};
 use connections::{Activity, ConnectionLimits};
-use http_body_util::BodyExt;
 use redrive_core::time::human_duration_ms;
 use redrive_engine::service::{Service, ServiceError};
 use redrive_store::Store;
@@ -129,6 +128,7 @@ pub fn routes<S: Store>() -> OpenApiRouter<Arc<Service<S>>> {
         .merge(crate::aws::router::<S>())
         .merge(crate::health::router::<S>())
         .merge(crate::cluster::router::<S>())
+        .merge(crate::auth::admin::router::<S>())
         .routes(op::<openapi::__path_document, _, _, _>(openapi::document))
 }
 
@@ -137,10 +137,20 @@ pub fn openapi_document<S: Store>() -> utoipa::openapi::OpenApi {
     routes::<S>().into_openapi()
 }
 
-/// The whole application.
+/// The whole application, without authentication (every request is served as
+/// `anonymous` with an admin grant, and state changes are still audited).
 pub fn app<S: Store>(service: Arc<Service<S>>, max_body_bytes: usize) -> Router {
+    app_with_auth(service, max_body_bytes, None)
+}
+
+/// The whole application; with `auth`, every route but the health checks
+/// needs a credential (see [`crate::auth`]).
+pub fn app_with_auth<S: Store>(service: Arc<Service<S>>, max_body_bytes: usize, auth: Option<Arc<crate::auth::AuthConfig>>) -> Router {
     let (router, doc) = routes::<S>().split_for_parts();
+    let guard = crate::auth::Guard::new(service.clone(), auth, max_body_bytes);
+    // The guard covers every route, the console's included (mounted first).
     crate::console::mount::<S>(router)
+        .route_layer(axum::middleware::from_fn_with_state(guard, crate::auth::guard::<S>))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(Extension(openapi::Served::new(&doc)))
@@ -290,25 +300,13 @@ async fn whole_body_first(State(limits): State<HttpLimits>, req: Request, next: 
         return headers_too_large(parts.uri.path());
     }
     let timeout = Duration::from_millis(limits.body_read_timeout_ms);
-    let bytes = match tokio::time::timeout(timeout, read_up_to(body, limits.max_body_bytes + 1)).await {
+    let bytes = match tokio::time::timeout(timeout, crate::extract::read_up_to(body, limits.max_body_bytes + 1)).await {
         Ok(Ok(bytes)) => bytes,
         Ok(Err(e)) => return bad_body(format!("request body: {e}")),
         Err(_) => return body_timeout(parts.uri.path(), limits.body_read_timeout_ms),
     };
     let _handling = parts.extensions.get::<Activity>().map(Activity::handling);
     next.run(Request::from_parts(parts, Body::from(bytes))).await
-}
-
-/// The body's bytes, stopping once there are at least `limit`.
-async fn read_up_to(mut body: Body, limit: usize) -> Result<Bytes, axum::Error> {
-    let mut buf = Vec::new();
-    while buf.len() < limit {
-        let Some(frame) = body.frame().await else { break };
-        if let Ok(data) = frame?.into_data() {
-            buf.extend_from_slice(&data);
-        }
-    }
-    Ok(Bytes::from(buf))
 }
 
 /// The size of the request line and headers as sent (HTTP/1.1 framing).

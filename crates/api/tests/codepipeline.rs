@@ -565,6 +565,8 @@ fn error_bodies_statuses_and_types() {
             ErrorCode::ConflictException => 409,
             ErrorCode::InternalFailure => 500,
             ErrorCode::ServiceUnavailable => 503,
+            ErrorCode::MissingAuthenticationTokenException | ErrorCode::UnrecognizedClientException => 401,
+            ErrorCode::InvalidSignatureException | ErrorCode::AccessDeniedException => 403,
             _ => 400,
         };
         assert_eq!(code.http_status(), expected, "{code}");

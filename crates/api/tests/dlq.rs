@@ -588,4 +588,17 @@ async fn schedules_and_their_runs() {
     let runs = s.get("/v1/dlq/redrives?schedule=every-second").await;
     assert!(!runs["runs"].as_array().unwrap().is_empty());
     assert!(runs["runs"].as_array().unwrap().iter().all(|r| r["schedule"] == "every-second"));
+    // Each run is audited under the schedule's own principal.
+    let audit = s
+        .wait_for("/v1/audit", "the scheduled run's audit record", |v| {
+            v["entries"].as_array().is_some_and(|e| e.iter().any(|e| e["principal"] == "schedule:every-second"))
+        })
+        .await;
+    let entry = audit["entries"].as_array().unwrap().iter().find(|e| e["principal"] == "schedule:every-second").unwrap().clone();
+    assert_eq!(
+        (entry["action"].as_str(), entry["target"].as_str(), entry["status"].as_u64()),
+        (Some("scheduled redrive"), Some("retry-*"), Some(200)),
+        "{entry}"
+    );
+    assert_eq!(entry["request"]["run"], last["runId"], "{entry}");
 }

@@ -56,6 +56,8 @@ pub type Result<T> = std::result::Result<T, ClientError>;
 pub struct Client {
     base: reqwest::Url,
     http: reqwest::Client,
+    /// Sent as `Authorization: Bearer <token>` on every request.
+    token: Option<String>,
 }
 
 /// `url` with any user name and password removed, for messages.
@@ -99,7 +101,13 @@ impl Client {
             .user_agent(concat!("redrive-cli/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("building the HTTP client: {e}"))?;
-        Ok(Client { base, http })
+        Ok(Client { base, http, token: None })
+    }
+
+    /// The client with a bearer token (`--token` / `REDRIVE_TOKEN`) sent on every request.
+    pub fn with_token(mut self, token: Option<String>) -> Client {
+        self.token = token.map(|t| t.trim().to_string()).filter(|t| !t.is_empty());
+        self
     }
 
     /// The server, for messages (no credentials).
@@ -127,6 +135,9 @@ impl Client {
     /// Sends a request; the answer's body when it is a success, else the error.
     async fn exchange<B: Serialize>(&self, method: reqwest::Method, url: reqwest::Url, body: Option<&B>) -> Result<Vec<u8>> {
         let mut req = self.http.request(method, url).header(reqwest::header::ACCEPT, "application/json");
+        if let Some(token) = &self.token {
+            req = req.bearer_auth(token);
+        }
         if let Some(b) = body {
             req = req.json(b);
         }
@@ -183,6 +194,30 @@ impl Client {
     }
 
     // --- routes ---------------------------------------------------------------
+
+    /// `POST /v1/tokens`.
+    pub async fn create_token(&self, req: &w::CreateTokenRequest) -> Result<w::CreatedToken> {
+        self.send(reqwest::Method::POST, self.url(&["v1", "tokens"], &[]), Some(req)).await
+    }
+
+    /// `GET /v1/tokens`.
+    pub async fn list_tokens(&self) -> Result<w::TokenList> {
+        self.get(self.url(&["v1", "tokens"], &[])).await
+    }
+
+    /// `DELETE /v1/tokens/{name}`.
+    pub async fn revoke_token(&self, name: &str) -> Result<()> {
+        self.exchange(reqwest::Method::DELETE, self.url(&["v1", "tokens", name], &[]), None::<&()>).await.map(drop)
+    }
+
+    /// `GET /v1/audit`, one page.
+    pub async fn list_audit(&self, next_token: Option<&str>, limit: usize) -> Result<w::AuditList> {
+        let mut query = vec![("limit", limit.to_string())];
+        if let Some(t) = next_token {
+            query.push(("nextToken", t.to_string()));
+        }
+        self.get(self.url(&["v1", "audit"], &query)).await
+    }
 
     /// `GET /v1/pipelines/{name}/executions/{id}/export`.
     pub async fn export_execution(&self, name: &str, id: &str) -> Result<w::ExecutionExport> {

@@ -23,11 +23,23 @@
 //!   headerReadTimeout: 10s       # 1s to 1h; also how long a kept-alive connection may idle
 //!   bodyReadTimeout: 30s         # 1s to 1h
 //!   maxConnections: 1024         # 1 to 65536, and at most half the open-file limit
+//! auth:                          # optional; present: every request needs a credential
+//!   awsCredentials:              # optional; access keys for the CodePipeline protocol (SigV4)
+//!     - accessKeyId: AKIAEXAMPLE           # 1 to 128 of A-Z a-z 0-9, unique
+//!       secretAccessKeyEnv: NIGHTLY_SECRET # the environment variable holding the secret
+//!       scope: operate                     # read, operate, admin
+//!       pipelines: [payments-*]            # optional name limits
+//!       queues: [payments-*]
+//!   schedules:                   # the grant each redrive schedule runs under (operate scope)
+//!     - name: retry-sweeper                # a schedule of redriveSchedules
+//!       queues: [retry-*]                  # must cover its queuePrefix
 //! ```
 
 use crate::exit;
 use crate::load::{format_problem, plural, read_bounded};
+use redrive_api::auth::{AccessKey, AuthConfig};
 use redrive_api::server::{DEFAULT_BODY_READ_TIMEOUT_MS, DEFAULT_HEADER_READ_TIMEOUT_MS, DEFAULT_MAX_CONNECTIONS};
+use redrive_core::auth::{Grant, MAX_PATTERNS, NamePattern, Principal, Requirement, Resource, Scope, authorize};
 use redrive_core::definition::source::{Node, NodeValue, parse_document};
 use redrive_core::definition::{Problem, Problems, total_problems};
 use redrive_core::limits::MAX_CONFIG_FILE_BYTES;
@@ -52,7 +64,12 @@ pub const MAX_HTTP_TIMEOUT_MS: u64 = 3_600_000;
 /// Most connections the file may allow.
 pub const MAX_HTTP_CONNECTIONS: u64 = 65_536;
 
-const TOP_KEYS: &[&str] = &["redriveSchedules", "http", "retention"];
+const AUTH_KEYS: &[&str] = &["awsCredentials", "schedules"];
+const SCHEDULE_GRANT_KEYS: &[&str] = &["name", "queues", "pipelines"];
+const CREDENTIAL_KEYS: &[&str] = &["accessKeyId", "secretAccessKeyEnv", "scope", "pipelines", "queues"];
+/// Most access keys the file may configure.
+pub const MAX_ACCESS_KEYS: usize = 100;
+const TOP_KEYS: &[&str] = &["redriveSchedules", "http", "retention", "auth"];
 const RETENTION_KEYS: &[&str] = &["executions", "deadLetterEntries", "redriveRuns", "sweepEvery", "stepSize"];
 /// Longest `sweepEvery`.
 const MAX_SWEEP_EVERY_MS: u64 = 86_400_000;
@@ -61,10 +78,12 @@ const SCHEDULE_KEYS: &[&str] = &["name", "every", "queuePrefix", "filters", "old
 const FILTER_KEYS: &[&str] = &["type", "source"];
 
 /// What `redrive server` reads from its config file.
-#[derive(Debug, Default, PartialEq)]
+#[derive(Debug, Default)]
 pub struct ServerConfig {
     pub schedules: Vec<RedriveSchedule>,
     pub http: HttpConfig,
+    /// `Some` when the file has an `auth:` section: credentials are required.
+    pub auth: Option<AuthConfig>,
     pub sweep: SweepConfig,
 }
 
@@ -119,15 +138,21 @@ pub fn report_config_error(path: &Path, err: &ConfigError) -> u8 {
 /// Parses config text, counting every problem and reporting the first
 /// [`redrive_core::limits::MAX_PROBLEMS_REPORTED`] in document order (then "and N more problems").
 pub fn parse_config(text: &str) -> Result<ServerConfig, Vec<Problem>> {
+    parse_config_with_env(text, &|name| std::env::var(name).ok())
+}
+
+/// [`parse_config`] reading secrets from `env` instead of the process environment.
+pub fn parse_config_with_env(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<ServerConfig, Vec<Problem>> {
     let root = parse_document(text).map_err(|e| vec![Problem::from_source(&e)])?;
-    let mut cx = Cx::default();
+    let mut cx = Cx { problems: Problems::default(), env };
     let config = cx.config(&root);
     if cx.problems.is_empty() { Ok(config) } else { Err(cx.problems.into_vec()) }
 }
 
-#[derive(Default)]
-struct Cx {
+struct Cx<'e> {
     problems: Problems,
+    /// Where `secretAccessKeyEnv` names are looked up.
+    env: &'e dyn Fn(&str) -> Option<String>,
 }
 
 /// A value as shown in a problem: compact JSON, shortened.
@@ -158,7 +183,7 @@ fn field_of(path: &str) -> String {
     path.rsplit(['.', '[']).next().unwrap_or("").trim_end_matches(']').to_string()
 }
 
-impl Cx {
+impl Cx<'_> {
     fn report(&mut self, path: &str, node: &Node, value: Option<String>, message: impl Into<String>, allowed: Option<String>) {
         self.problems.push(Problem {
             path: path.to_string(),
@@ -223,12 +248,214 @@ impl Cx {
         if let Some((_, list)) = entries.iter().find(|(k, _)| k == "redriveSchedules") {
             config.schedules = self.schedules(list);
         }
+        if let Some((_, auth)) = entries.iter().find(|(k, _)| k == "auth") {
+            config.auth = Some(self.auth(auth));
+        }
+        if let (Some(auth), Some((_, list))) = (&config.auth, entries.iter().find(|(k, _)| k == "redriveSchedules")) {
+            self.schedules_granted(&config.schedules, &auth.schedules, list);
+        }
         if let Some((_, retention)) = entries.iter().find(|(k, _)| k == "retention") {
             config.sweep = self.retention(retention);
         }
         config
     }
 
+    /// With `auth:`, every schedule runs under its own grant, which must allow
+    /// redriving its queue prefix (and its source filter's pipeline).
+    fn schedules_granted(&mut self, schedules: &[RedriveSchedule], grants: &[Principal], list: &Node) {
+        for s in schedules {
+            let principal = format!("schedule:{}", s.name);
+            let Some(p) = grants.iter().find(|g| g.name == principal) else {
+                let allowed = format!("an entry {{name: {}, queues: [{}*]}} in auth.schedules", s.name, s.prefix());
+                self.report(
+                    "$.redriveSchedules",
+                    list,
+                    Some(s.name.clone()),
+                    format!("schedule {} has no grant in auth.schedules", s.name),
+                    Some(allowed),
+                );
+                continue;
+            };
+            let mut needs = vec![Requirement { scope: Scope::Operate, resource: Resource::QueuePrefix(s.prefix()) }];
+            if let Some(source) = &s.request.pipeline_name {
+                needs.push(Requirement { scope: Scope::Operate, resource: Resource::Pipeline(source) });
+            }
+            if let Some(denied) = needs.into_iter().find_map(|need| authorize(p, need).err()) {
+                let allowed = "a grant whose queues cover the schedule's queuePrefix (e.g. retry-* for retry-)";
+                self.report(
+                    "$.redriveSchedules",
+                    list,
+                    Some(s.name.clone()),
+                    format!("schedule {}: {denied}", s.name),
+                    Some(allowed.to_string()),
+                );
+            }
+        }
+    }
+
+    fn schedule_grants(&mut self, node: &Node) -> Vec<Principal> {
+        let path = "$.auth.schedules";
+        let NodeValue::Seq(items) = &node.value else {
+            if !matches!(node.value, NodeValue::Null) {
+                self.bad(path, node, format!("expected a list, found {}", kind_name(node)), "a list of {name, queues, pipelines?}");
+            }
+            return Vec::new();
+        };
+        let mut out: Vec<Principal> = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let p = format!("{path}[{i}]");
+            let Some(entries) = self.map(&p, item, SCHEDULE_GRANT_KEYS) else { continue };
+            let get = |k: &str| entries.iter().find(|(key, _)| key == k).map(|(_, v)| v);
+            let name = self
+                .required_string(&p, item, get("name"), "name", "the name of a schedule in redriveSchedules")
+                .map(|(s, _)| s.to_string());
+            let queues = match get("queues") {
+                Some(n) => self.patterns(&format!("{p}.queues"), n),
+                None => {
+                    self.report(
+                        &format!("{p}.queues"),
+                        item,
+                        None,
+                        "required field queues is missing",
+                        Some("queue names or prefixes such as retry-*".into()),
+                    );
+                    None
+                }
+            };
+            let pipelines = get("pipelines").and_then(|n| self.patterns(&format!("{p}.pipelines"), n));
+            if let (Some(name), Some(queues)) = (name, queues) {
+                let grant = Grant { scope: Scope::Operate, pipelines, queues: Some(queues) };
+                out.push(Principal { name: format!("schedule:{name}"), grant });
+            }
+        }
+        out
+    }
+
+    fn auth(&mut self, node: &Node) -> AuthConfig {
+        let mut auth = AuthConfig::default();
+        if matches!(node.value, NodeValue::Null) {
+            return auth;
+        }
+        let Some(entries) = self.map("$.auth", node, AUTH_KEYS) else { return auth };
+        if let Some((_, grants)) = entries.iter().find(|(k, _)| k == "schedules") {
+            auth.schedules = self.schedule_grants(grants);
+        }
+        let Some((_, list)) = entries.iter().find(|(k, _)| k == "awsCredentials") else { return auth };
+        let path = "$.auth.awsCredentials";
+        let items: &[Node] = match &list.value {
+            NodeValue::Null => &[],
+            NodeValue::Seq(items) => items,
+            _ => {
+                self.bad(path, list, format!("expected a list, found {}", kind_name(list)), "a list of access keys");
+                return auth;
+            }
+        };
+        if items.len() > MAX_ACCESS_KEYS {
+            self.report(
+                path,
+                list,
+                Some(format!("{} keys", items.len())),
+                "too many access keys",
+                Some(format!("at most {MAX_ACCESS_KEYS}")),
+            );
+        }
+        let mut ids: HashMap<String, u32> = HashMap::new();
+        for (i, item) in items.iter().enumerate() {
+            if let Some(key) = self.credential(&format!("{path}[{i}]"), item, &mut ids) {
+                auth.access_keys.push(key);
+            }
+        }
+        auth
+    }
+
+    fn credential(&mut self, path: &str, node: &Node, ids: &mut HashMap<String, u32>) -> Option<AccessKey> {
+        let entries = self.map(path, node, CREDENTIAL_KEYS)?;
+        let get = |k: &str| entries.iter().find(|(key, _)| key == k).map(|(_, v)| v);
+        let before = self.problems.count();
+        let id_allowed = "1 to 128 characters of A-Z a-z 0-9, unique among the access keys";
+        let id = self.required_string(path, node, get("accessKeyId"), "accessKeyId", id_allowed).and_then(|(s, n)| {
+            let p = format!("{path}.accessKeyId");
+            if s.is_empty() || s.len() > 128 || !s.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                self.bad(&p, n, "not an access key id", id_allowed);
+                return None;
+            }
+            if let Some(first) = ids.get(s) {
+                self.bad(&p, n, format!("access key {s} is already configured on line {first}"), id_allowed);
+                return None;
+            }
+            ids.insert(s.to_string(), n.line);
+            Some(s.to_string())
+        });
+        let env_allowed = "the name of an environment variable of the server that holds the secret access key";
+        let secret = self.required_string(path, node, get("secretAccessKeyEnv"), "secretAccessKeyEnv", env_allowed).and_then(|(s, n)| {
+            let p = format!("{path}.secretAccessKeyEnv");
+            let valid_name = !s.is_empty() && s.len() <= 200 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            match (self.env)(s).filter(|v| !v.is_empty()) {
+                Some(secret) if valid_name => Some(secret),
+                _ if !valid_name => {
+                    self.bad(&p, n, "not an environment variable name", env_allowed);
+                    None
+                }
+                _ => {
+                    self.bad(&p, n, format!("the environment variable {s} is not set (or empty)"), env_allowed);
+                    None
+                }
+            }
+        });
+        let scope = self.required_string(path, node, get("scope"), "scope", Scope::ALLOWED).and_then(|(s, n)| match Scope::parse(s) {
+            Ok(scope) => Some(scope),
+            Err(_) => {
+                self.bad(&format!("{path}.scope"), n, "not a scope", Scope::ALLOWED);
+                None
+            }
+        });
+        let pipelines = get("pipelines").and_then(|n| self.patterns(&format!("{path}.pipelines"), n));
+        let queues = get("queues").and_then(|n| self.patterns(&format!("{path}.queues"), n));
+        if self.problems.count() > before {
+            return None;
+        }
+        Some(AccessKey { id: id?, secret: secret?, grant: Grant { scope: scope?, pipelines, queues } })
+    }
+
+    /// A required string field: reported when missing or not a string.
+    fn required_string<'a>(
+        &mut self,
+        path: &str,
+        parent: &Node,
+        node: Option<&'a Node>,
+        key: &str,
+        allowed: &str,
+    ) -> Option<(&'a str, &'a Node)> {
+        let Some(node) = node else {
+            self.report(&format!("{path}.{key}"), parent, None, format!("required field {key} is missing"), Some(allowed.to_string()));
+            return None;
+        };
+        self.string(&format!("{path}.{key}"), node, allowed).map(|s| (s, node))
+    }
+
+    /// A list of 1 to [`MAX_PATTERNS`] name patterns.
+    fn patterns(&mut self, path: &str, node: &Node) -> Option<Vec<NamePattern>> {
+        let allowed = format!("a list of 1 to {MAX_PATTERNS} names or prefixes such as payments-*");
+        let NodeValue::Seq(items) = &node.value else {
+            self.bad(path, node, format!("expected a list, found {}", kind_name(node)), &allowed);
+            return None;
+        };
+        if items.is_empty() || items.len() > MAX_PATTERNS {
+            self.bad(path, node, "wrong number of patterns", &allowed);
+            return None;
+        }
+        let mut out = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let p = format!("{path}[{i}]");
+            if let Some(s) = self.string(&p, item, NamePattern::ALLOWED) {
+                match NamePattern::parse(s) {
+                    Ok(pattern) => out.push(pattern),
+                    Err(_) => self.bad(&p, item, "not a name pattern", NamePattern::ALLOWED),
+                }
+            }
+        }
+        (out.len() == items.len()).then_some(out)
+    }
     fn retention(&mut self, node: &Node) -> SweepConfig {
         let mut sweep = SweepConfig::default();
         if matches!(node.value, NodeValue::Null) {
@@ -552,7 +779,8 @@ mod tests {
         let c = parse_config(r#"{"redriveSchedules": [{"name": "a", "every": "1s", "queuePrefix": "q"}]}"#).unwrap();
         assert_eq!(c.schedules[0].request.rate, DEFAULT_RATE);
         assert_eq!(c.schedules[0].request.mode, RedriveMode::RetryStage);
-        assert_eq!(parse_config("redriveSchedules: []\n").unwrap(), ServerConfig::default());
+        let empty = parse_config("redriveSchedules: []\n").unwrap();
+        assert!(empty.schedules.is_empty() && empty.auth.is_none());
     }
 
     #[test]
@@ -568,7 +796,7 @@ mod tests {
         has("$.redriveSchedules[1].queuePrefix: required field queuePrefix is missing");
         has("line 9: $.redriveSchedules[1].filters.kind: unknown key kind (allowed: type, source)");
         has("line 10: $.redriveSchedules[1].mode: not a redrive mode (got \"sideways\"; allowed: retry-stage (default), new-execution)");
-        has("line 11: $.extra: unknown key extra (allowed: redriveSchedules, http, retention)");
+        has("line 11: $.extra: unknown key extra (allowed: redriveSchedules, http, retention, auth)");
         assert!(parse_config("redriveSchedules: [\n").unwrap_err()[0].line.is_some());
     }
 
@@ -617,5 +845,46 @@ mod tests {
         let shown = parse_config("http:\n  maxConnections: many\n").unwrap_err()[0].to_string();
         assert!(shown.contains("expected an integer, found a string"), "{shown}");
         assert!(parse_config("http:\n  maxConnections: 65537\n").is_err());
+    }
+
+    #[test]
+    fn the_auth_section_reads_access_keys_with_secrets_from_the_environment() {
+        let env = |name: &str| (name == "NIGHTLY_SECRET").then(|| "s3cr3t-value".to_string());
+        let text = "auth:\n  awsCredentials:\n    - accessKeyId: AKIDNIGHTLY\n      secretAccessKeyEnv: NIGHTLY_SECRET\n      scope: operate\n      queues: [payments-*]\n";
+        let auth = parse_config_with_env(text, &env).unwrap().auth.unwrap();
+        let key = &auth.access_keys[0];
+        assert_eq!((key.id.as_str(), key.secret.as_str(), key.grant.scope), ("AKIDNIGHTLY", "s3cr3t-value", Scope::Operate));
+        assert_eq!(key.grant.queues, Some(vec![NamePattern::parse("payments-*").unwrap()]));
+        assert_eq!(key.grant.pipelines, None);
+        assert!(!format!("{key:?}").contains("s3cr3t"), "the secret is not in the debug form");
+        assert!(parse_config_with_env("auth: {}\n", &env).unwrap().auth.unwrap().access_keys.is_empty());
+    }
+
+    #[test]
+    fn auth_problems_are_reported_without_the_secret() {
+        let env = |name: &str| (name == "SET").then(|| "s3cr3t-value".to_string());
+        let text = "auth:\n  awsCredentials:\n    - accessKeyId: A\n      secretAccessKeyEnv: UNSET\n      scope: root\n    - accessKeyId: A\n      secretAccessKeyEnv: SET\n      scope: read\n      pipelines: [a*b]\n      colour: red\n  tokens: 1\n";
+        let shown: Vec<String> = parse_config_with_env(text, &env).unwrap_err().iter().map(|p| p.to_string()).collect();
+        let has = |needle: &str| assert!(shown.iter().any(|s| s.contains(needle)), "{needle} not in {shown:#?}");
+        has("line 4: $.auth.awsCredentials[0].secretAccessKeyEnv: the environment variable UNSET is not set");
+        has("line 5: $.auth.awsCredentials[0].scope: not a scope (got \"root\"; allowed: read, operate, admin)");
+        has("line 6: $.auth.awsCredentials[1].accessKeyId: access key A is already configured on line 3");
+        has("line 9: $.auth.awsCredentials[1].pipelines[0]: not a name pattern");
+        has("$.auth.awsCredentials[1].colour: unknown key colour");
+        has("$.auth.tokens: unknown key tokens (allowed: awsCredentials, schedules)");
+        assert!(!shown.iter().any(|s| s.contains("s3cr3t")), "{shown:#?}");
+    }
+
+    #[test]
+    fn with_auth_every_schedule_needs_a_grant_covering_its_prefix() {
+        let schedules = "redriveSchedules:\n  - {name: sweeper, every: 30m, queuePrefix: retry-}\n  - {name: wide, every: 30m, queuePrefix: re}\n  - {name: orphan, every: 1h, queuePrefix: retry-}\n";
+        let grants = "auth:\n  schedules:\n    - {name: sweeper, queues: [retry-*]}\n    - {name: wide, queues: [retry-*]}\n";
+        let shown: Vec<String> = parse_config(&format!("{schedules}{grants}")).unwrap_err().iter().map(|p| p.to_string()).collect();
+        assert_eq!(shown.len(), 2, "{shown:#?}");
+        assert!(shown[0].contains("schedule wide: schedule:wide is limited to queues retry-*; re* is outside them"), "{shown:#?}");
+        assert!(shown[1].contains("schedule orphan has no grant in auth.schedules"), "{shown:#?}");
+        let ok = parse_config("redriveSchedules:\n  - {name: sweeper, every: 30m, queuePrefix: retry-eu-}\nauth:\n  schedules: [{name: sweeper, queues: [retry-*]}]\n").unwrap();
+        assert_eq!(ok.auth.unwrap().schedules[0].name, "schedule:sweeper");
+        assert!(parse_config(schedules).is_ok(), "without auth: no grants needed");
     }
 }

@@ -1,5 +1,6 @@
 //! `redrive`: run pipelines whose actions fail and are retried well.
 
+mod auth;
 mod backup;
 mod bench;
 mod bench_sweep;
@@ -78,8 +79,10 @@ enum Command {
     /// Run the engine continuously behind HTTP APIs: native REST (/v1, OpenAPI at
     /// /openapi.json) and the CodePipeline protocol (POST /, for the AWS CLI and SDKs).
     ///
-    /// Request signatures are accepted without verification (no authentication yet):
-    /// keep it on loopback. Unfinished executions in the store are resumed at start.
+    /// Without an `auth:` section in --config it authenticates no one and listens on
+    /// loopback only; with one, every request needs a bearer token (`redrive token
+    /// create`) or an AWS signature by a configured access key (docs/security.md).
+    /// Unfinished executions in the store are resumed at start.
     Server(server::ServerArgs),
     /// Check a pipeline definition and report every problem at once.
     Validate {
@@ -150,6 +153,16 @@ enum Command {
         #[command(subcommand)]
         command: remote::ClusterCommand,
     },
+    /// Bearer tokens for a server with `auth:`: create (printed once), list, revoke.
+    ///
+    /// Through a running server with an admin token (--server, --token), or with
+    /// --db on a store no server runs on (how the first admin token is made).
+    Token {
+        #[command(subcommand)]
+        command: auth::TokenCommand,
+    },
+    /// The audit log: every state-changing call, with who made it, newest first.
+    Audit(auth::AuditArgs),
 }
 
 #[derive(Subcommand)]
@@ -263,6 +276,8 @@ fn main() -> ExitCode {
         Command::RetryStage(args) => remote::retry_stage(args),
         Command::Dlq { command } => dlq::dlq(command),
         Command::Cluster { command } => remote::cluster(command),
+        Command::Token { command } => auth::token(command),
+        Command::Audit(args) => auth::audit(args),
     };
     ExitCode::from(code)
 }

@@ -34,6 +34,10 @@ pub struct Remote {
     /// The redrive server (`redrive server`) to send the request to.
     #[arg(long, value_name = "URL", env = "REDRIVE_SERVER", hide_env_values = true, default_value = client::DEFAULT_SERVER)]
     pub server: String,
+    /// A bearer token (`redrive token create`), sent as `Authorization: Bearer`;
+    /// needed when the server's config has an `auth:` section.
+    #[arg(long, value_name = "TOKEN", env = "REDRIVE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// `text`: human tables; `json`: the server's JSON response.
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
@@ -212,7 +216,7 @@ pub struct RetryStageArgs {
 // --- plumbing ------------------------------------------------------------------
 
 pub(crate) fn connect(remote: &Remote) -> Result<Client, u8> {
-    Client::new(&remote.server).map_err(|e| {
+    Client::new(&remote.server).map(|c| c.with_token(remote.token.clone())).map_err(|e| {
         eprintln!("error: {e}");
         exit::INVALID_INPUT
     })

@@ -21,8 +21,9 @@ use std::sync::Arc;
 
 #[derive(clap::Args)]
 pub struct ServerArgs {
-    /// Address to listen on. Only a loopback address is accepted unless
-    /// `--insecure-no-auth` is given: the server has no authentication yet.
+    /// Address to listen on. Only a loopback address is accepted unless the
+    /// config file has an `auth:` section (credentials required) or
+    /// `--insecure-no-auth` is given.
     #[arg(long, value_name = "ADDR", env = "REDRIVE_LISTEN", default_value = "127.0.0.1:7878")]
     listen: SocketAddr,
     /// Listen on a non-loopback address although the server authenticates no
@@ -83,11 +84,6 @@ pub struct ServerArgs {
 }
 
 pub fn server(args: ServerArgs) -> u8 {
-    // Exposure is checked before anything is opened: a refused start creates nothing.
-    if let Err(why) = check_exposure(args.listen, args.insecure_no_auth) {
-        eprintln!("error: {why}");
-        return exit::INVALID_INPUT;
-    }
     // The config is checked before anything is opened: a bad file starts nothing.
     let config = match &args.config {
         Some(path) => match load_config(path) {
@@ -107,6 +103,11 @@ pub fn server(args: ServerArgs) -> u8 {
         },
         None => Secrets::Environment,
     };
+    // So is the exposure: a refused start creates nothing.
+    if let Err(why) = check_exposure(args.listen, args.insecure_no_auth, config.auth.is_some()) {
+        eprintln!("error: {why}");
+        return exit::INVALID_INPUT;
+    }
     // So is the TLS certificate: a bad file starts nothing.
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => match Tls::load(cert, key) {
@@ -144,6 +145,18 @@ impl std::fmt::Display for ConfigRejected {
 
 impl std::error::Error for ConfigRejected {}
 
+/// Whether requests need credentials, for the start-up line.
+fn auth_note(auth: Option<&redrive_api::auth::AuthConfig>) -> String {
+    match auth {
+        None => "no authentication (no auth: in --config)".to_string(),
+        Some(a) => format!(
+            "credentials required: bearer tokens and {} AWS access key{}",
+            a.access_keys.len(),
+            if a.access_keys.len() == 1 { "" } else { "s" }
+        ),
+    }
+}
+
 /// `; 1 redrive schedule (retry-sweeper every 30m on retry-*)`.
 fn schedules_note(schedules: &[RedriveSchedule]) -> String {
     if schedules.is_empty() {
@@ -156,16 +169,18 @@ fn schedules_note(schedules: &[RedriveSchedule]) -> String {
 }
 
 /// Without authentication the server serves loopback only; `--insecure-no-auth`
-/// overrides that, loudly.
-fn check_exposure(listen: SocketAddr, insecure_no_auth: bool) -> Result<(), String> {
-    if listen.ip().is_loopback() {
+/// overrides that, loudly. With `auth:` configured it may listen anywhere.
+fn check_exposure(listen: SocketAddr, insecure_no_auth: bool, authenticated: bool) -> Result<(), String> {
+    if listen.ip().is_loopback() || authenticated {
         return Ok(());
     }
     if !insecure_no_auth {
         return Err(format!(
-            "refusing to listen on {listen}: redrive server authenticates no one yet, and anyone who reaches the port \
-             can create pipelines whose actions run programs as this user. Listen on loopback (the default, \
-             127.0.0.1:7878) and put an authenticating proxy in front of it, or pass --insecure-no-auth to expose it anyway"
+            "refusing to listen on {listen}: without an `auth:` section in --config the server authenticates no one, \
+             and anyone who reaches the port can create pipelines whose actions run programs as this user. Add \
+             `auth: {{}}` to the config file and create a token with `redrive token create --db DB --name admin --scope admin` \
+             (see docs/security.md), listen on loopback (the default, 127.0.0.1:7878), or pass --insecure-no-auth to \
+             expose it anyway"
         ));
     }
     let warning =
@@ -241,6 +256,8 @@ async fn serve(args: ServerArgs, config: ServerConfig, tls: Option<Tls>, secrets
     let (resumed, quarantined) = resume_unfinished(&store, &handle).await?;
     let mut service = Service::new(store.clone(), handle.clone(), Arc::new(SystemClock));
     let schedules_text = schedules_note(&config.schedules);
+    let auth_text = auth_note(config.auth.as_ref());
+    let auth = config.auth.map(Arc::new);
     if let Err(e) = service.set_schedules(config.schedules) {
         let file = args.config.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
         return Err(ConfigRejected(format!("config file {file}: redriveSchedules: {e}")).into());
@@ -259,7 +276,7 @@ async fn serve(args: ServerArgs, config: ServerConfig, tls: Option<Tls>, secrets
         0 => String::new(),
         n => format!("; {n} with an unreadable state failed as Engine.CORRUPT_STATE"),
     };
-    switch.lead(redrive_api::server::app(service, limits.max_body_bytes));
+    switch.lead(redrive_api::server::app_with_auth(service, limits.max_body_bytes, auth));
     let http = match http {
         Some(http) => http,
         None => serve_http(limits),
@@ -267,7 +284,7 @@ async fn serve(args: ServerArgs, config: ServerConfig, tls: Option<Tls>, secrets
     let what = if took_over { "took over as the leader" } else { "redrive server listening on" };
     tracing::info!(
         listen = %format_args!("{scheme}://{local}"), store = %args.db, role = "leader", resumed,
-        "{what} {scheme}://{local} (store {}; {resumed} unfinished execution{} resumed{quarantined_text}{schedules_text}{interrupted_text}; CodePipeline API on POST /, native API under /v1, OpenAPI at /openapi.json)",
+        "{what} {scheme}://{local} (store {}; {resumed} unfinished execution{} resumed{quarantined_text}{schedules_text}{interrupted_text}; {auth_text}; CodePipeline API on POST /, native API under /v1, OpenAPI at /openapi.json)",
         args.db,
         if resumed == 1 { "" } else { "s" }
     );

@@ -5,6 +5,7 @@
 //! [`jitter::JitterDraw`] derived from a hash of stable identifiers, so every
 //! function here is deterministic and testable with plain values.
 //!
+//! - [`auth`]: scopes, grants limited to name prefixes, and the authorization check.
 //! - [`dlq`]: dead-letter redrives: modes, entry states, the take checks.
 //! - [`exception`]: exception types, aliases and matching.
 //! - [`policy`]: validated retry policies, the retry decision and schedule preview.
@@ -15,6 +16,7 @@
 //! - [`schedule`]: rules across a pipeline's executions (modes, queue, concurrency).
 //! - [`machine`]: the execution state machine: `(state, event, now) -> effects`.
 
+pub mod auth;
 pub mod definition;
 pub mod dlq;
 pub mod exception;

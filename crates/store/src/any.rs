@@ -322,6 +322,24 @@ impl Store for AnyStore {
     async fn interrupt_redrive_runs(&self, now: Timestamp) -> Result<u64, StoreError> {
         dispatch!(self, s => s.interrupt_redrive_runs(now).await)
     }
+    async fn create_token(&self, token: crate::TokenRecord) -> Result<(), StoreError> {
+        dispatch!(self, s => s.create_token(token).await)
+    }
+    async fn revoke_token(&self, name: &str) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.revoke_token(name).await)
+    }
+    async fn list_tokens(&self) -> Result<Vec<crate::TokenRecord>, StoreError> {
+        dispatch!(self, s => s.list_tokens().await)
+    }
+    async fn token_by_hash(&self, token_hash: &str) -> Result<Option<crate::TokenRecord>, StoreError> {
+        dispatch!(self, s => s.token_by_hash(token_hash).await)
+    }
+    async fn append_audit(&self, record: crate::AuditRecord) -> Result<u64, StoreError> {
+        dispatch!(self, s => s.append_audit(record).await)
+    }
+    async fn list_audit(&self, filter: crate::AuditFilter) -> Result<Vec<crate::AuditRecord>, StoreError> {
+        dispatch!(self, s => s.list_audit(filter).await)
+    }
     async fn prune_candidates(&self, query: PruneQuery) -> Result<Vec<PruneCandidate>, StoreError> {
         dispatch!(self, s => s.prune_candidates(query).await)
     }

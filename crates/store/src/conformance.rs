@@ -115,6 +115,8 @@ where
     kinds_are_separate(&make_store().await).await;
     one_commit_applies_in_order(&make_store().await).await;
     large_commit_applies_each_transition(&make_store().await).await;
+    tokens(&make_store().await).await;
+    audit_log(&make_store().await).await;
     prune_deletes_finished_executions(&make_store().await).await;
     prune_keeps_what_is_still_needed(&make_store().await).await;
     prune_candidates_paging(&make_store().await).await;
@@ -2268,6 +2270,82 @@ pub async fn large_commit_applies_each_transition<S: Store>(store: &S) {
 }
 
 // ---------------------------------------------------------------------------
+// Tokens and the audit log
+// ---------------------------------------------------------------------------
+
+fn bearer(name: &str, hash_digit: char, expires: Option<i64>) -> crate::TokenRecord {
+    crate::TokenRecord {
+        name: name.to_owned(),
+        token_hash: hash_digit.to_string().repeat(crate::TOKEN_HASH_HEX_LEN),
+        grant_json: format!(r#"{{"scope":"read","name":"{name}"}}"#),
+        created_at: ts(1),
+        expires_at: expires.map(ts),
+    }
+}
+
+/// Tokens round-trip, are found by hash, are unique by name and by hash,
+/// are refused over the limits, and are gone once revoked.
+pub async fn tokens<S: Store>(store: &S) {
+    assert!(store.list_tokens().await.unwrap().is_empty());
+    let (ci, ops) = (bearer("ci", 'a', Some(86_400_000)), bearer("ops", 'b', None));
+    store.create_token(ops.clone()).await.unwrap();
+    store.create_token(ci.clone()).await.unwrap();
+    assert_eq!(store.list_tokens().await.unwrap(), [ci.clone(), ops.clone()], "by name, every field round-trips");
+    assert_eq!(store.token_by_hash(&ci.token_hash).await.unwrap(), Some(ci.clone()));
+    assert_eq!(store.token_by_hash(&"c".repeat(64)).await.unwrap(), None, "an unknown hash");
+    expect_already_exists(store.create_token(bearer("ci", 'c', None)).await, "ci", "a name taken");
+    let same_hash = store.create_token(bearer("other", 'a', None)).await;
+    assert!(matches!(same_hash, Err(StoreError::AlreadyExists(_))), "a hash taken: {same_hash:?}");
+    for (bad, what) in [
+        (crate::TokenRecord { name: String::new(), ..bearer("x", 'd', None) }, "an empty name"),
+        (crate::TokenRecord { token_hash: "D".repeat(64), ..bearer("x", 'd', None) }, "an upper-case hash"),
+        (crate::TokenRecord { token_hash: "d".repeat(63), ..bearer("x", 'd', None) }, "a short hash"),
+        (crate::TokenRecord { grant_json: "g".repeat(crate::validate::MAX_GRANT_JSON_BYTES + 1), ..bearer("x", 'd', None) }, "a big grant"),
+    ] {
+        assert!(matches!(store.create_token(bad).await, Err(StoreError::Limit(_))), "{what}");
+    }
+    assert_eq!(store.list_tokens().await.unwrap().len(), 2, "refused creates write nothing");
+    assert!(store.revoke_token("ci").await.unwrap());
+    assert!(!store.revoke_token("ci").await.unwrap(), "already revoked");
+    assert_eq!(store.token_by_hash(&ci.token_hash).await.unwrap(), None, "a revoked token is not found");
+    store.create_token(bearer("ci", 'e', None)).await.unwrap();
+    assert_eq!(store.list_tokens().await.unwrap().len(), 2, "a revoked name can be reused");
+}
+
+fn audit_entry(principal: &str, at: i64, status: u16) -> crate::AuditRecord {
+    crate::AuditRecord {
+        seq: 0,
+        at: ts(at),
+        principal: principal.to_owned(),
+        action: "POST /v1/pipelines/{name}/executions".to_owned(),
+        target: Some("payments".to_owned()),
+        status,
+        summary_json: r#"{"pipeline":"payments"}"#.to_owned(),
+    }
+}
+
+/// Audit records get increasing `seq`s and are listed newest first, by page.
+pub async fn audit_log<S: Store>(store: &S) {
+    assert!(store.list_audit(crate::AuditFilter::default()).await.unwrap().is_empty());
+    let mut seqs = Vec::new();
+    for i in 0..5 {
+        seqs.push(store.append_audit(audit_entry(&format!("p{i}"), i, 200 + i as u16)).await.unwrap());
+    }
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "increasing: {seqs:?}");
+    let all = store.list_audit(crate::AuditFilter::default()).await.unwrap();
+    let principals: Vec<&str> = all.iter().map(|r| r.principal.as_str()).collect();
+    assert_eq!(principals, ["p4", "p3", "p2", "p1", "p0"], "newest first");
+    assert_eq!(all[4], crate::AuditRecord { seq: seqs[0], ..audit_entry("p0", 0, 200) }, "every field round-trips");
+    let page = store.list_audit(crate::AuditFilter { before_seq: Some(seqs[3]), limit: 2 }).await.unwrap();
+    assert_eq!(page.iter().map(|r| r.seq).collect::<Vec<_>>(), [seqs[2], seqs[1]], "before is exclusive; limit applies");
+    let none = crate::AuditRecord { target: None, ..audit_entry("p5", 9, 403) };
+    let seq = store.append_audit(none.clone()).await.unwrap();
+    assert_eq!(store.list_audit(crate::AuditFilter { before_seq: None, limit: 1 }).await.unwrap(), [crate::AuditRecord { seq, ..none }]);
+    let big = crate::AuditRecord { summary_json: "s".repeat(crate::validate::MAX_AUDIT_SUMMARY_BYTES + 1), ..audit_entry("p", 0, 200) };
+    assert!(matches!(store.append_audit(big).await, Err(StoreError::Limit(_))), "a big summary");
+    assert!(matches!(store.append_audit(audit_entry("", 0, 200)).await, Err(StoreError::Limit(_))), "no principal");
+    assert_eq!(store.list_audit(crate::AuditFilter::default()).await.unwrap().len(), 6, "refused appends write nothing");
+}
 // Retention
 // ---------------------------------------------------------------------------
 

@@ -381,6 +381,35 @@ impl<S: Store> Store for FaultyStore<S> {
         self.inner.interrupt_redrive_runs(now).await
     }
 
+    async fn create_token(&self, token: crate::TokenRecord) -> Result<(), StoreError> {
+        self.check(&self.pipelines)?;
+        self.inner.create_token(token).await
+    }
+
+    async fn revoke_token(&self, name: &str) -> Result<bool, StoreError> {
+        self.check(&self.pipelines)?;
+        self.inner.revoke_token(name).await
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<crate::TokenRecord>, StoreError> {
+        self.check(&self.reads)?;
+        self.inner.list_tokens().await
+    }
+
+    async fn token_by_hash(&self, token_hash: &str) -> Result<Option<crate::TokenRecord>, StoreError> {
+        self.check(&self.reads)?;
+        self.inner.token_by_hash(token_hash).await
+    }
+
+    async fn append_audit(&self, record: crate::AuditRecord) -> Result<u64, StoreError> {
+        self.check(&self.pipelines)?;
+        self.inner.append_audit(record).await
+    }
+
+    async fn list_audit(&self, filter: crate::AuditFilter) -> Result<Vec<crate::AuditRecord>, StoreError> {
+        self.check(&self.reads)?;
+        self.inner.list_audit(filter).await
+    }
     async fn prune_candidates(&self, query: PruneQuery) -> Result<Vec<PruneCandidate>, StoreError> {
         self.check(&self.reads)?;
         self.inner.prune_candidates(query).await

@@ -493,6 +493,59 @@ pub struct RedriveRunFilter {
     pub limit: usize,
 }
 
+/// A bearer token: its name and grant, and the SHA-256 of its value (the
+/// value itself is never stored).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenRecord {
+    /// Unique among live tokens; 1 to [`redrive_core::name::NAME_MAX_LEN`] name characters.
+    pub name: String,
+    /// Lower-case hex SHA-256 of the token ([`TOKEN_HASH_HEX_LEN`] characters); unique.
+    pub token_hash: String,
+    /// The grant (scope and name limits) as JSON; opaque to the store.
+    pub grant_json: String,
+    pub created_at: Timestamp,
+    pub expires_at: Option<Timestamp>,
+}
+
+/// Length of [`TokenRecord::token_hash`].
+pub const TOKEN_HASH_HEX_LEN: usize = 64;
+/// Most live tokens a store holds.
+pub const MAX_TOKENS: usize = 1000;
+
+/// One state-changing call, recorded after it was answered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditRecord {
+    /// Assigned by the store on append, increasing; ignored by [`Store::append_audit`].
+    pub seq: u64,
+    pub at: Timestamp,
+    /// The token, access key or schedule that made the call (`anonymous` without auth).
+    pub principal: String,
+    /// The route (`POST /v1/pipelines/{name}/executions`) or the CodePipeline operation.
+    pub action: String,
+    /// The pipeline or queue named, if any.
+    pub target: Option<String>,
+    /// The HTTP status of the answer.
+    pub status: u16,
+    /// A bounded summary of the request as JSON (never a secret or token value).
+    pub summary_json: String,
+}
+
+/// Which audit records [`Store::list_audit`] returns, newest first (`seq DESC`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    /// Keyset pagination: only records with `seq < before_seq`.
+    pub before_seq: Option<u64>,
+    /// Page size, capped at [`limits::MAX_PAGE_SIZE`]; 0 means the largest page.
+    pub limit: usize,
+}
+
+/// A token or audit write, sent to a backend's writer.
+#[derive(Clone, Debug)]
+pub(crate) enum AuthWrite {
+    CreateToken(TokenRecord),
+    RevokeToken(String),
+    AppendAudit(AuditRecord),
+}
 /// Statuses of a finished execution: the only ones retention may delete.
 pub const FINISHED_STATUSES: [&str; 4] = ["Succeeded", "Failed", "Stopped", "Superseded"];
 
@@ -910,6 +963,26 @@ pub trait Store: Send + Sync + 'static {
     /// start-up: the process that ran them is gone); returns how many.
     fn interrupt_redrive_runs(&self, now: Timestamp) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
+    // ---- tokens and audit ----
+
+    /// Stores a token ([`StoreError::AlreadyExists`] if the name or hash is
+    /// taken; [`StoreError::Limit`] past [`MAX_TOKENS`] or over the field limits).
+    fn create_token(&self, token: TokenRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Deletes a token; `false` if no token had that name.
+    fn revoke_token(&self, name: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Every token, by name (at most [`MAX_TOKENS`]).
+    fn list_tokens(&self) -> impl Future<Output = Result<Vec<TokenRecord>, StoreError>> + Send;
+
+    /// The token with this hash (the caller compares the hash again in constant time).
+    fn token_by_hash(&self, token_hash: &str) -> impl Future<Output = Result<Option<TokenRecord>, StoreError>> + Send;
+
+    /// Appends an audit record; returns its `seq`.
+    fn append_audit(&self, record: AuditRecord) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Audit records, newest first; see [`AuditFilter`].
+    fn list_audit(&self, filter: AuditFilter) -> impl Future<Output = Result<Vec<AuditRecord>, StoreError>> + Send;
     // ---- retention ----
 
     /// Finished executions old enough to be deleted (see [`PruneQuery`]).

@@ -32,15 +32,18 @@
 //! commit from then on would be lost, so every write fails with
 //! [`StoreError::Lost`] (the engine stops, and a supervisor restarts it).
 
+mod auth;
+
 use crate::process_is_alive;
 use crate::validate::{
-    check_commit, check_definition, check_dlq_queue_name, check_fault, check_max_redrives, check_redrive_run, check_transition,
+    check_audit, check_commit, check_definition, check_dlq_queue_name, check_fault, check_max_redrives, check_redrive_run, check_token,
+    check_transition,
 };
 use crate::{
-    ClusterRecord, CommitResult, CommitStats, DEFAULT_MAX_REDRIVES, DlqEntryFilter, DlqEntryRecord, DlqEntryState, DlqOp, DlqQueueRecord,
-    DlqQueueStats, ExecutionFault, ExecutionFilter, ExecutionKind, ExecutionRecord, LedgerEntry, LedgerFilter, MemberRecord,
-    PipelineRecord, PruneCandidate, PruneCounts, PruneQuery, PruneStep, RedriveRunFilter, RedriveRunRecord, Store, StoreError, Target,
-    TargetName, TimerRecord, Transition, TransitionError, check_prune_step, limits::MAX_PAGE_SIZE,
+    AuditFilter, AuditRecord, AuthWrite, ClusterRecord, CommitResult, CommitStats, DEFAULT_MAX_REDRIVES, DlqEntryFilter, DlqEntryRecord,
+    DlqEntryState, DlqOp, DlqQueueRecord, DlqQueueStats, ExecutionFault, ExecutionFilter, ExecutionKind, ExecutionRecord, LedgerEntry,
+    LedgerFilter, MemberRecord, PipelineRecord, PruneCandidate, PruneCounts, PruneQuery, PruneStep, RedriveRunFilter, RedriveRunRecord,
+    Store, StoreError, Target, TargetName, TimerRecord, TokenRecord, Transition, TransitionError, check_prune_step, limits::MAX_PAGE_SIZE,
 };
 use redrive_core::time::Timestamp;
 use rusqlite::types::Value;
@@ -367,7 +370,7 @@ CREATE INDEX client_tokens_execution ON client_tokens (execution_id);
 
 /// Ordered schema migrations; migration `i` brings the schema to version `i + 1`.
 /// Never edit a released migration: append a new one.
-const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4, MIGRATION_5, MIGRATION_6];
+const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4, MIGRATION_5, MIGRATION_6, auth::MIGRATION_AUTH];
 
 /// The schema version this code writes and understands.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -997,6 +1000,13 @@ impl SqliteStore {
         self.send(WriteRequest::RedriveRun { write, reply }).await?;
         rx.await.map_err(|_| writer_gone())?
     }
+
+    /// Sends a token or audit write to the writer.
+    async fn write_auth(&self, write: AuthWrite) -> Result<u64, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(WriteRequest::Auth { write, reply }).await?;
+        rx.await.map_err(|_| writer_gone())?
+    }
 }
 
 impl Drop for SqliteStore {
@@ -1294,6 +1304,33 @@ impl Store for SqliteStore {
         rx.await.map_err(|_| writer_gone())?
     }
 
+    async fn create_token(&self, token: TokenRecord) -> Result<(), StoreError> {
+        check_token(&token)?;
+        self.write_auth(AuthWrite::CreateToken(token)).await.map(drop)
+    }
+
+    async fn revoke_token(&self, name: &str) -> Result<bool, StoreError> {
+        Ok(self.write_auth(AuthWrite::RevokeToken(name.to_owned())).await? > 0)
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        self.read(auth::list_tokens).await
+    }
+
+    async fn token_by_hash(&self, token_hash: &str) -> Result<Option<TokenRecord>, StoreError> {
+        let hash = token_hash.to_owned();
+        self.read(move |conn| auth::token_by_hash(conn, &hash)).await
+    }
+
+    async fn append_audit(&self, record: AuditRecord) -> Result<u64, StoreError> {
+        check_audit(&record)?;
+        self.write_auth(AuthWrite::AppendAudit(record)).await
+    }
+
+    async fn list_audit(&self, filter: AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
+        let limit = page_size(filter.limit) as i64;
+        self.read(move |conn| auth::list_audit(conn, &filter, limit)).await
+    }
     async fn prune_candidates(&self, query: PruneQuery) -> Result<Vec<PruneCandidate>, StoreError> {
         let limit = page_size(query.limit) as i64;
         self.read(move |conn| {
@@ -1453,6 +1490,11 @@ enum WriteRequest {
         at: Timestamp,
         reply: oneshot::Sender<Result<Option<u64>, StoreError>>,
     },
+    /// A token or audit write; answers a count, a `seq`, or why it was refused.
+    Auth {
+        write: AuthWrite,
+        reply: oneshot::Sender<Result<u64, StoreError>>,
+    },
     Prune {
         step: PruneStep,
         reply: oneshot::Sender<Result<PruneCounts, StoreError>>,
@@ -1504,7 +1546,8 @@ impl WriteRequest {
             | WriteRequest::PurgeDlq { .. }
             | WriteRequest::RedriveRun { .. }
             | WriteRequest::InterruptRedriveRuns { .. }
-            | WriteRequest::Quarantine { .. } => 1,
+            | WriteRequest::Quarantine { .. }
+            | WriteRequest::Auth { .. } => 1,
             // Its deletes cost about what a transition of each execution does.
             WriteRequest::Prune { step, .. } => step.executions.len().max(1),
         }
@@ -1521,6 +1564,7 @@ impl WriteRequest {
             WriteRequest::PurgeDlq { reply, .. } | WriteRequest::InterruptRedriveRuns { reply, .. } => reply.is_closed(),
             WriteRequest::RedriveRun { reply, .. } => reply.is_closed(),
             WriteRequest::Quarantine { reply, .. } => reply.is_closed(),
+            WriteRequest::Auth { reply, .. } => reply.is_closed(),
             WriteRequest::Prune { reply, .. } => reply.is_closed(),
         }
     }
@@ -1548,6 +1592,9 @@ impl WriteRequest {
             }
             (WriteRequest::Quarantine { reply, .. }, Applied::Quarantined(version)) => {
                 let _ = reply.send(Ok(version));
+            }
+            (WriteRequest::Auth { reply, .. }, Applied::Auth(result)) => {
+                let _ = reply.send(result);
             }
             (WriteRequest::Prune { reply, .. }, Applied::Pruned(counts)) => {
                 let _ = reply.send(Ok(counts));
@@ -1580,6 +1627,9 @@ impl WriteRequest {
             WriteRequest::Quarantine { reply, .. } => {
                 let _ = reply.send(Err(error.clone()));
             }
+            WriteRequest::Auth { reply, .. } => {
+                let _ = reply.send(Err(error.clone()));
+            }
             WriteRequest::Prune { reply, .. } => {
                 let _ = reply.send(Err(error.clone()));
             }
@@ -1602,6 +1652,8 @@ enum Applied {
     RedriveRun(Result<(), StoreError>),
     /// The new version of a quarantined execution (`None`: no such execution).
     Quarantined(Option<u64>),
+    /// A token or audit write (a refused one wrote nothing).
+    Auth(Result<u64, StoreError>),
     Pruned(PruneCounts),
 }
 
@@ -1722,6 +1774,7 @@ impl Writer {
                     Applied::Counted(self.conn.prepare_cached(SQL_INTERRUPT_REDRIVE_RUNS)?.execute(params![now.unix_ms()])? as u64)
                 }
                 WriteRequest::Quarantine { id, status, fault, at, .. } => Applied::Quarantined(self.quarantine(id, status, fault, *at)?),
+                WriteRequest::Auth { write, .. } => Applied::Auth(auth::apply(&self.conn, write)?),
                 WriteRequest::Prune { step, .. } => Applied::Pruned(self.prune(step)?),
             });
         }
@@ -2717,8 +2770,7 @@ mod tests {
                 .unwrap()
                 .collect::<Result<_, _>>()
                 .unwrap();
-            assert_eq!(versions, [1, 2, 3, 4, 5], "migrations 2 to 5 are applied on top of migration 1");
-            assert_eq!(SCHEMA_VERSION, 5);
+            assert_eq!(versions, (1..=SCHEMA_VERSION).collect::<Vec<_>>(), "every later migration is applied on top of migration 1");
 
             let build = store.get_pipeline("build", None).await.unwrap().unwrap();
             assert_eq!((build.version, build.definition_json.as_str(), build.created_at.unix_ms()), (2, r#"{"v":2}"#, 2000));
@@ -3002,7 +3054,7 @@ mod tests {
                 .unwrap()
                 .collect::<Result<_, _>>()
                 .unwrap();
-            assert_eq!(versions, [1, 2, 3, 4, 5], "migrations 3 to 5 are applied on top of migration 2");
+            assert_eq!(versions, (1..=SCHEMA_VERSION).collect::<Vec<_>>(), "every later migration is applied on top of migration 2");
 
             assert_eq!(store.get_pipeline("build", None).await.unwrap().unwrap().version, 1);
             let e1 = store.get_execution("e1").await.unwrap().unwrap();

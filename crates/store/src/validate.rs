@@ -171,3 +171,49 @@ pub fn check_definition(name: &str, definition_json: &str) -> Result<(), StoreEr
     }
     Ok(())
 }
+
+/// Largest [`crate::TokenRecord::grant_json`].
+pub const MAX_GRANT_JSON_BYTES: usize = 8 * 1024;
+/// Largest [`crate::AuditRecord::summary_json`].
+pub const MAX_AUDIT_SUMMARY_BYTES: usize = 4 * 1024;
+/// Largest [`crate::AuditRecord::action`].
+pub const MAX_AUDIT_ACTION_BYTES: usize = 200;
+
+/// A token: a name of 1 to [`NAME_MAX_LEN`] bytes, a lower-case hex SHA-256,
+/// a grant of at most [`MAX_GRANT_JSON_BYTES`].
+pub fn check_token(t: &crate::TokenRecord) -> Result<(), StoreError> {
+    if t.name.is_empty() || t.name.len() > NAME_MAX_LEN {
+        return Err(StoreError::Limit(format!("token name is {} bytes; it must be 1 to {NAME_MAX_LEN}", t.name.len())));
+    }
+    let hex = t.token_hash.len() == crate::TOKEN_HASH_HEX_LEN && t.token_hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    if !hex {
+        return Err(StoreError::Limit(format!("token {}: the hash is not {} lower-case hex digits", t.name, crate::TOKEN_HASH_HEX_LEN)));
+    }
+    if t.grant_json.len() > MAX_GRANT_JSON_BYTES {
+        return Err(StoreError::Limit(format!(
+            "token {}: grant_json is {} bytes; the maximum is {MAX_GRANT_JSON_BYTES}",
+            t.name,
+            t.grant_json.len()
+        )));
+    }
+    Ok(())
+}
+
+/// An audit record: target of at most [`NAME_MAX_LEN`] bytes, principal and
+/// action of 1 to [`MAX_AUDIT_ACTION_BYTES`], summary within its limit.
+pub fn check_audit(r: &crate::AuditRecord) -> Result<(), StoreError> {
+    let target = r.target.as_ref().map_or(0, String::len);
+    let fields = [
+        ("principal", r.principal.len(), MAX_AUDIT_ACTION_BYTES),
+        ("target", target, NAME_MAX_LEN),
+        ("action", r.action.len(), MAX_AUDIT_ACTION_BYTES),
+        ("summary_json", r.summary_json.len(), MAX_AUDIT_SUMMARY_BYTES),
+    ];
+    if let Some((field, len, max)) = fields.into_iter().find(|(_, len, max)| len > max) {
+        return Err(StoreError::Limit(format!("audit record: {field} is {len} bytes; the maximum is {max}")));
+    }
+    if r.principal.is_empty() || r.action.is_empty() {
+        return Err(StoreError::Limit("audit record: principal and action must not be empty".to_owned()));
+    }
+    Ok(())
+}

@@ -6,6 +6,7 @@
 //! Statuses are enums whose serde names are the exact strings on the wire.
 //! Request bodies refuse unknown fields. Every type derives an OpenAPI schema.
 
+mod auth;
 mod cluster;
 mod dlq;
 mod error;
@@ -13,6 +14,7 @@ mod functions;
 mod health;
 mod pipelines;
 
+pub use auth::*;
 pub use cluster::*;
 pub use dlq::*;
 pub use error::*;

@@ -142,6 +142,16 @@ error_codes! {
     ThrottlingException = 400, false;
     /// AWS common error: an unexpected server fault. botocore retries a 500.
     InternalFailure = 500, false;
+    /// AWS common error: the request carries no credential (no `Authorization`
+    /// header) and the server requires one.
+    MissingAuthenticationTokenException = 401, false;
+    /// AWS common error: the access key id is not one the server knows.
+    UnrecognizedClientException = 401, false;
+    /// AWS common error: the signature does not match, or the request is more
+    /// than 15 minutes away from the server's clock.
+    InvalidSignatureException = 403, false;
+    /// AWS common error: the credential's scope or name limits do not allow the call.
+    AccessDeniedException = 403, false;
     /// AWS common error: the store is unavailable (PRODUCT.md §9: report 503,
     /// never crash). botocore retries a 503.
     ServiceUnavailable = 503, false;

@@ -80,6 +80,7 @@
 //! one fencing token per shard) is the next step. No TLS (`NoTls`): use a local
 //! socket or a trusted network.
 
+mod auth;
 mod lock;
 mod member;
 mod nul;
@@ -412,6 +413,13 @@ impl PostgresStore {
         self.send(WriteRequest::RedriveRun { write, reply }).await?;
         rx.await.map_err(|_| writer_gone())?
     }
+
+    async fn write_auth(&self, write: crate::AuthWrite) -> Result<u64, StoreError> {
+        auth::nul_problem(&write)?;
+        let (reply, rx) = oneshot::channel();
+        self.send(WriteRequest::Auth { write, reply }).await?;
+        rx.await.map_err(|_| writer_gone())?
+    }
 }
 
 impl Drop for PostgresStore {
@@ -687,6 +695,36 @@ impl Store for PostgresStore {
         rx.await.map_err(|_| writer_gone())?
     }
 
+    async fn create_token(&self, token: crate::TokenRecord) -> Result<(), StoreError> {
+        crate::validate::check_token(&token)?;
+        self.write_auth(crate::AuthWrite::CreateToken(token)).await.map(drop)
+    }
+
+    async fn revoke_token(&self, name: &str) -> Result<bool, StoreError> {
+        Ok(self.write_auth(crate::AuthWrite::RevokeToken(name.to_owned())).await? > 0)
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<crate::TokenRecord>, StoreError> {
+        self.query_map(auth::SQL_LIST_TOKENS, &[], auth::token_from_row).await
+    }
+
+    async fn token_by_hash(&self, token_hash: &str) -> Result<Option<crate::TokenRecord>, StoreError> {
+        if token_hash.contains('\0') {
+            return Ok(None);
+        }
+        self.query_opt(auth::SQL_TOKEN_BY_HASH, &[&token_hash], auth::token_from_row).await
+    }
+
+    async fn append_audit(&self, record: crate::AuditRecord) -> Result<u64, StoreError> {
+        crate::validate::check_audit(&record)?;
+        self.write_auth(crate::AuthWrite::AppendAudit(record)).await
+    }
+
+    async fn list_audit(&self, filter: crate::AuditFilter) -> Result<Vec<crate::AuditRecord>, StoreError> {
+        let limit = page_size(filter.limit) as i64;
+        let before = filter.before_seq.map_or(i64::MAX, |s| s.min(i64::MAX as u64) as i64);
+        self.query_map(auth::SQL_LIST_AUDIT, &[&before, &limit], auth::audit_from_row).await
+    }
     async fn prune_candidates(&self, query: PruneQuery) -> Result<Vec<PruneCandidate>, StoreError> {
         let limit = page_size(query.limit) as i64;
         let (at, id) = query.after.as_ref().map_or((-1, ""), |c| (c.created_at.unix_ms(), c.id.as_str()));

@@ -9,7 +9,7 @@ use redrive_core::time::Timestamp;
 use tokio_postgres::Row;
 use tokio_postgres::types::FromSql;
 
-fn get<'a, T: FromSql<'a>>(row: &'a Row, i: usize) -> Result<T, StoreError> {
+pub(super) fn get<'a, T: FromSql<'a>>(row: &'a Row, i: usize) -> Result<T, StoreError> {
     row.try_get(i).map_err(|e| StoreError::Schema(format!("unexpected data in the database (column {i}): {e}")))
 }
 
@@ -18,16 +18,16 @@ fn get_u32(row: &Row, i: usize) -> Result<u32, StoreError> {
     u32::try_from(v).map_err(|_| StoreError::Schema(format!("unexpected data in the database: {v} in column {i} is out of range")))
 }
 
-fn get_u64(row: &Row, i: usize) -> Result<u64, StoreError> {
+pub(super) fn get_u64(row: &Row, i: usize) -> Result<u64, StoreError> {
     let v: i64 = get(row, i)?;
     u64::try_from(v).map_err(|_| StoreError::Schema(format!("unexpected data in the database: {v} in column {i} is negative")))
 }
 
-fn get_ts(row: &Row, i: usize) -> Result<Timestamp, StoreError> {
+pub(super) fn get_ts(row: &Row, i: usize) -> Result<Timestamp, StoreError> {
     Ok(Timestamp::from_unix_ms(get(row, i)?))
 }
 
-fn get_opt_ts(row: &Row, i: usize) -> Result<Option<Timestamp>, StoreError> {
+pub(super) fn get_opt_ts(row: &Row, i: usize) -> Result<Option<Timestamp>, StoreError> {
     Ok(get::<Option<i64>>(row, i)?.map(Timestamp::from_unix_ms))
 }
 

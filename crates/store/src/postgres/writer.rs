@@ -210,6 +210,11 @@ pub(super) enum WriteRequest {
         at: Timestamp,
         reply: oneshot::Sender<Result<Option<u64>, StoreError>>,
     },
+    /// A token or audit write; answers a count, a `seq`, or why it was refused.
+    Auth {
+        write: crate::AuthWrite,
+        reply: oneshot::Sender<Result<u64, StoreError>>,
+    },
     Prune {
         step: PruneStep,
         reply: oneshot::Sender<Result<PruneCounts, StoreError>>,
@@ -261,6 +266,7 @@ impl WriteRequest {
             WriteRequest::PurgeDlq { reply, .. } | WriteRequest::InterruptRedriveRuns { reply, .. } => reply.is_closed(),
             WriteRequest::RedriveRun { reply, .. } => reply.is_closed(),
             WriteRequest::Quarantine { reply, .. } => reply.is_closed(),
+            WriteRequest::Auth { reply, .. } => reply.is_closed(),
             WriteRequest::Prune { reply, .. } => reply.is_closed(),
         }
     }
@@ -288,6 +294,9 @@ impl WriteRequest {
             (WriteRequest::Quarantine { reply, .. }, Applied::Quarantined(version)) => {
                 let _ = reply.send(Ok(version));
             }
+            (WriteRequest::Auth { reply, .. }, Applied::Auth(result)) => {
+                let _ = reply.send(result);
+            }
             (WriteRequest::Prune { reply, .. }, Applied::Pruned(counts)) => {
                 let _ = reply.send(Ok(counts));
             }
@@ -305,6 +314,7 @@ impl WriteRequest {
             WriteRequest::PurgeDlq { reply, .. } | WriteRequest::InterruptRedriveRuns { reply, .. } => drop(reply.send(Err(e))),
             WriteRequest::RedriveRun { reply, .. } => drop(reply.send(Err(e))),
             WriteRequest::Quarantine { reply, .. } => drop(reply.send(Err(e))),
+            WriteRequest::Auth { reply, .. } => drop(reply.send(Err(e))),
             WriteRequest::Prune { reply, .. } => drop(reply.send(Err(e))),
         }
     }
@@ -319,6 +329,7 @@ enum Applied {
     Counted(u64),
     RedriveRun(Result<(), StoreError>),
     Quarantined(Option<u64>),
+    Auth(Result<u64, StoreError>),
     Pruned(PruneCounts),
 }
 
@@ -544,6 +555,7 @@ async fn apply_request(tx: &Transaction<'_>, request: &WriteRequest) -> PgResult
             Applied::Counted(tx.execute(&st, &[&now.unix_ms()]).await?)
         }
         WriteRequest::Quarantine { id, status, fault, at, .. } => Applied::Quarantined(quarantine(tx, id, status, fault, *at).await?),
+        WriteRequest::Auth { write, .. } => Applied::Auth(super::auth::apply(tx, write).await?),
         WriteRequest::Prune { step, .. } => Applied::Pruned(prune(tx, step).await?),
     })
 }

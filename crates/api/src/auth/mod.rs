@@ -1,0 +1,345 @@
+//! Authentication, authorization and the audit log, for every route of both APIs.
+//!
+//! With no [`AuthConfig`] (no `auth:` in the server config) every request is
+//! served as the principal `anonymous` with an unlimited admin grant — the
+//! server then listens on loopback only. With one, every request but `/healthz`
+//! and `/readyz` needs a credential: `Authorization: Bearer <token>` (a token
+//! from `/v1/tokens`, looked up by its SHA-256) or, on the CodePipeline
+//! protocol, an AWS Signature V4 by a configured access key ([`sigv4`]).
+//!
+//! What each route needs comes from [`rules::RULES`]; the decision is
+//! [`redrive_core::auth::authorize`] (pure). A state-changing call is recorded
+//! in the store's audit log after it is answered.
+
+pub mod admin;
+pub mod rules;
+pub mod sigv4;
+pub mod token;
+
+use crate::codepipeline::errors::{ApiError as AwsError, ErrorCode};
+use crate::codepipeline::protocol::{Operation, TARGET_HEADER};
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRequestParts, MatchedPath, RawPathParams, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use redrive_core::auth::{Grant, Principal, Requirement, Resource, Scope, authorize};
+use redrive_core::time::Timestamp;
+use redrive_engine::service::Service;
+use redrive_store::{AuditRecord, Store};
+use redrive_wire as w;
+use rules::{RouteKey, Rule, Touches};
+use std::sync::Arc;
+
+/// The principal of every request on a server without `auth:`.
+pub const ANONYMOUS: &str = "anonymous";
+/// Longest path kept in an audit record's summary.
+const MAX_AUDIT_PATH_CHARS: usize = 300;
+
+/// An AWS access key: its secret (from the server's environment, never stored)
+/// and the grant of requests it signs.
+#[derive(Clone)]
+pub struct AccessKey {
+    pub id: String,
+    pub secret: String,
+    pub grant: Grant,
+}
+
+impl std::fmt::Debug for AccessKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessKey").field("id", &self.id).field("secret", &"(redacted)").field("grant", &self.grant).finish()
+    }
+}
+
+/// The server's `auth:` section: credentials are required.
+#[derive(Clone, Debug, Default)]
+pub struct AuthConfig {
+    pub access_keys: Vec<AccessKey>,
+    /// The grant each redrive schedule runs under (`schedule:<name>`, operate
+    /// scope): checked at start-up to cover the schedule's queue prefix.
+    pub schedules: Vec<Principal>,
+}
+
+/// What the guard needs: the service (its store holds the tokens and the audit
+/// log) and the auth config (`None`: no authentication).
+pub struct Guard<S: Store> {
+    pub service: Arc<Service<S>>,
+    pub config: Option<Arc<AuthConfig>>,
+    pub max_body_bytes: usize,
+    /// Signatures of state-changing signed requests already served.
+    pub replays: Arc<std::sync::Mutex<sigv4::SeenSignatures>>,
+}
+
+impl<S: Store> Guard<S> {
+    pub fn new(service: Arc<Service<S>>, config: Option<Arc<AuthConfig>>, max_body_bytes: usize) -> Guard<S> {
+        Guard { service, config, max_body_bytes, replays: Arc::default() }
+    }
+}
+
+impl<S: Store> Clone for Guard<S> {
+    fn clone(&self) -> Self {
+        Guard {
+            service: self.service.clone(),
+            config: self.config.clone(),
+            max_body_bytes: self.max_body_bytes,
+            replays: self.replays.clone(),
+        }
+    }
+}
+
+/// Why a request is refused before its handler runs.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// No credential (401).
+    Missing,
+    /// A credential this server does not know (401).
+    Unknown(String),
+    /// A signature that does not match, or a request too far from the clock (403).
+    BadSignature(String),
+    /// A known credential whose grant does not allow the call (403).
+    Denied(String),
+    /// A route with no rule: refused, never served unchecked (403).
+    Unclassified(String),
+}
+
+impl Refusal {
+    fn status(&self) -> StatusCode {
+        match self {
+            Refusal::Missing | Refusal::Unknown(_) => StatusCode::UNAUTHORIZED,
+            _ => StatusCode::FORBIDDEN,
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            Refusal::Missing => "this server requires a credential: send Authorization: Bearer <token> (redrive token create), \
+                 or sign the request with a configured AWS access key"
+                .to_string(),
+            Refusal::Unknown(m) | Refusal::BadSignature(m) | Refusal::Denied(m) | Refusal::Unclassified(m) => m.clone(),
+        }
+    }
+
+    /// The answer, in the AWS protocol's format on `POST /`, else the native one.
+    pub fn into_response(self, aws: bool) -> Response {
+        let status = self.status();
+        let message = self.message();
+        let mut response = if aws {
+            let code = match self {
+                Refusal::Missing => ErrorCode::MissingAuthenticationTokenException,
+                Refusal::Unknown(_) => ErrorCode::UnrecognizedClientException,
+                Refusal::BadSignature(_) => ErrorCode::InvalidSignatureException,
+                Refusal::Denied(_) | Refusal::Unclassified(_) => ErrorCode::AccessDeniedException,
+            };
+            crate::aws::error_response(AwsError::new(code, message))
+        } else {
+            let code = if status == StatusCode::UNAUTHORIZED { "UnauthorizedException" } else { "AccessDeniedException" };
+            let body = w::ErrorResponse { error: w::ErrorDetail { code: code.to_string(), message, problems: None } };
+            (status, axum::Json(body)).into_response()
+        };
+        *response.status_mut() = status;
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+/// The rule of this request: the operation named by `X-Amz-Target` on `POST /`,
+/// else the matched route. `Err` for an unknown operation (its handler answers).
+fn rule_of(method: &str, matched: &str, request: &Request) -> Result<Option<&'static Rule>, ()> {
+    if matched == "/" && method == "POST" {
+        let target = request.headers().get(TARGET_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let op = Operation::from_target(target).map_err(|_| ())?;
+        return Ok(rules::rule(RouteKey::Aws(op)));
+    }
+    Ok(rules::RULES.iter().find(|r| matches!(r.key, RouteKey::Native(m, p) if m == method && p == matched)))
+}
+
+/// The resource a request touches, from its path parameters and body.
+fn resource<'a>(touches: Touches, params: &'a [(String, String)], body: &'a serde_json::Value) -> Resource<'a> {
+    let param = |name: &str| params.iter().find(|(k, _)| k == name).map_or("", |(_, v)| v.as_str());
+    let at = |pointer: &str| body.pointer(pointer).and_then(|v| v.as_str()).unwrap_or("");
+    match touches {
+        Touches::Open => Resource::Nothing,
+        Touches::Fixed(r) => r,
+        Touches::PipelineParam => Resource::Pipeline(param("name")),
+        Touches::QueueParam => Resource::Queue(param("queue")),
+        Touches::PipelineAt(p) => Resource::Pipeline(at(p)),
+        Touches::QueuePrefixAt(p) => Resource::QueuePrefix(at(p)),
+        Touches::RunParam | Touches::EntryParam => Resource::AllQueues,
+    }
+}
+
+/// A queue or queue prefix read from the store for a route that names a run or
+/// an entry by id: `(is_prefix, name)`; `None` when there is no such record.
+async fn stored_queue<S: Store>(guard: &Guard<S>, touches: Touches, id: &str) -> Option<(bool, String)> {
+    let store = guard.service.store();
+    match touches {
+        Touches::RunParam => {
+            let run = store.get_redrive_run(id).await.ok().flatten()?;
+            let request: redrive_engine::redrive::RedriveRequest = serde_json::from_str(&run.request_json).ok()?;
+            Some(match request.scope {
+                redrive_engine::redrive::QueueScope::Queue(q) => (false, q),
+                redrive_engine::redrive::QueueScope::Prefix(p) => (true, p),
+            })
+        }
+        Touches::EntryParam => store.get_dlq_entry(id).await.ok().flatten().map(|e| (false, e.queue)),
+        _ => None,
+    }
+}
+
+/// The name an audit record is about: the pipeline or queue touched, else a
+/// `{name}` path parameter or a `name` in the body (a token's).
+fn audit_target(resource: Resource<'_>, params: &[(String, String)], body: &serde_json::Value) -> Option<String> {
+    let named = match resource {
+        Resource::Pipeline(n) | Resource::Queue(n) => Some(n.to_string()),
+        Resource::QueuePrefix(p) => Some(format!("{p}*")),
+        _ => params
+            .iter()
+            .find(|(k, _)| k == "name")
+            .map(|(_, v)| v.clone())
+            .or_else(|| body.get("name").and_then(|v| v.as_str()).map(str::to_string)),
+    };
+    named.filter(|n| !n.is_empty()).map(|n| n.chars().take(redrive_core::name::NAME_MAX_LEN).collect())
+}
+
+/// Who sent the request (and the signature, for a SigV4 one), or why it is refused.
+async fn authenticate<S: Store>(
+    guard: &Guard<S>,
+    request: &axum::http::request::Parts,
+    body: &[u8],
+) -> Result<(Principal, Option<String>), Refusal> {
+    let Some(config) = &guard.config else {
+        return Ok((Principal { name: ANONYMOUS.to_string(), grant: Grant::unlimited(Scope::Admin) }, None));
+    };
+    let Some(value) = request.headers.get(header::AUTHORIZATION) else { return Err(Refusal::Missing) };
+    let value = value.to_str().map_err(|_| Refusal::Unknown("the Authorization header is not ASCII".to_string()))?;
+    if let Some(bearer) = value.strip_prefix("Bearer ") {
+        return bearer_principal(guard, bearer.trim()).await.map(|p| (p, None));
+    }
+    if value.starts_with(sigv4::ALGORITHM) {
+        let now = guard.service.now();
+        return sigv4::verify(&config.access_keys, request, body, now);
+    }
+    Err(Refusal::Unknown("the Authorization header is neither Bearer nor AWS4-HMAC-SHA256".to_string()))
+}
+
+async fn bearer_principal<S: Store>(guard: &Guard<S>, presented: &str) -> Result<Principal, Refusal> {
+    let unknown = || Refusal::Unknown("the bearer token is not one this server issued (or it was revoked)".to_string());
+    if !token::well_formed(presented) {
+        return Err(unknown());
+    }
+    let hash = token::hash(presented);
+    let record =
+        guard.service.store().token_by_hash(&hash).await.map_err(|e| Refusal::Unknown(format!("the token store cannot be read: {e}")))?;
+    let record = record.filter(|r| token::same_hash(&r.token_hash, &hash)).ok_or_else(unknown)?;
+    if record.expires_at.is_some_and(|t| t <= guard.service.now()) {
+        return Err(Refusal::Unknown(format!(
+            "token {} expired at {}",
+            record.name,
+            record.expires_at.map(|t| t.to_string()).unwrap_or_default()
+        )));
+    }
+    let grant: Grant = serde_json::from_str(&record.grant_json)
+        .map_err(|e| Refusal::Unknown(format!("token {} has an unreadable grant: {e}", record.name)))?;
+    Ok(Principal { name: record.name, grant })
+}
+
+/// The middleware on every route: classify, authenticate, authorize, serve,
+/// audit.
+pub async fn guard<S: Store>(State(guard): State<Guard<S>>, request: Request, next: Next) -> Response {
+    let method = request.method().as_str().to_string();
+    let matched = request.extensions().get::<MatchedPath>().map(|m| m.as_str().to_string()).unwrap_or_default();
+    let aws = matched == "/";
+    let rule = rule_of(&method, &matched, &request);
+    // Open routes, and reads on a server without auth:, need nothing more;
+    // nor do routes outside the table (the console's) without auth:.
+    let unchecked = match rule {
+        Ok(Some(rule)) => rule.touches == Touches::Open || (guard.config.is_none() && !rule.audited),
+        Ok(None) => guard.config.is_none(),
+        Err(()) => false,
+    };
+    if unchecked {
+        return next.run(request).await;
+    }
+    let (mut parts, body) = request.into_parts();
+    let params: Vec<(String, String)> = match RawPathParams::from_request_parts(&mut parts, &()).await {
+        Ok(p) => p.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        Err(_) => Vec::new(),
+    };
+    // At most one byte over the limit: enough for the handler to answer 413.
+    let bytes: Bytes = match crate::extract::read_up_to(body, guard.max_body_bytes.saturating_add(1)).await {
+        Ok(b) => b,
+        Err(e) => return crate::error::bad_body(format!("request body: {e}")),
+    };
+    let (principal, signature) = match authenticate(&guard, &parts, &bytes).await {
+        Ok(p) => p,
+        Err(refusal) => return refusal.into_response(aws),
+    };
+    let rule = match rule {
+        Ok(Some(rule)) => rule,
+        // An operation this server does not serve: its handler says so.
+        Err(()) => return next.run(Request::from_parts(parts, Body::from(bytes))).await,
+        Ok(None) => return Refusal::Unclassified(format!("{method} {matched} has no access rule; it is refused")).into_response(aws),
+    };
+    let body_json: serde_json::Value = crate::json::parse_value(&bytes).unwrap_or(serde_json::Value::Null);
+    let id = params.iter().find(|(k, _)| k == "id").map_or("", |(_, v)| v.as_str());
+    let stored = stored_queue(&guard, rule.touches, id).await;
+    let resource = match &stored {
+        Some((true, prefix)) => Resource::QueuePrefix(prefix),
+        Some((false, queue)) => Resource::Queue(queue),
+        None => resource(rule.touches, &params, &body_json),
+    };
+    if let Err(denied) = authorize(&principal, Requirement { scope: rule.scope, resource }) {
+        return Refusal::Denied(denied.0).into_response(aws);
+    }
+    // A signed change is served once: the same signature again is a replay.
+    if let Some(signature) = signature.filter(|_| rule.audited) {
+        let now = guard.service.now();
+        let fresh = guard.replays.lock().map(|mut seen| seen.first_use(&signature, now)).unwrap_or(false);
+        if !fresh {
+            return Refusal::BadSignature("this signed request was already served (a replay); sign each request anew".to_string())
+                .into_response(aws);
+        }
+    }
+    let target = audit_target(resource, &params, &body_json);
+    let action = match rule.key {
+        RouteKey::Native(m, p) => format!("{m} {p}"),
+        RouteKey::Aws(op) => format!("CodePipeline.{op}"),
+    };
+    let path: String = parts.uri.path().chars().take(MAX_AUDIT_PATH_CHARS).collect();
+    let response = next.run(Request::from_parts(parts, Body::from(bytes))).await;
+    if rule.audited {
+        let summary = serde_json::json!({"method": method, "path": path});
+        record(&guard, &principal.name, action, target, response.status().as_u16(), summary).await;
+    }
+    response
+}
+
+/// Appends an audit record; a failure is logged, the answer already made stands.
+pub async fn record<S: Store>(
+    guard: &Guard<S>,
+    principal: &str,
+    action: String,
+    target: Option<String>,
+    status: u16,
+    summary: serde_json::Value,
+) {
+    let record = AuditRecord {
+        seq: 0,
+        at: guard.service.now(),
+        principal: principal.to_string(),
+        action,
+        target,
+        status,
+        summary_json: summary.to_string(),
+    };
+    if let Err(e) = guard.service.store().append_audit(record).await {
+        tracing::warn!(error = %e, principal, "the audit record of a call could not be written");
+    }
+}
+
+/// `at` as the wire's RFC 3339.
+pub(crate) fn wire_time(at: Timestamp) -> String {
+    at.to_string()
+}
