@@ -106,7 +106,10 @@ async fn sweep_until(
     deleted: Arc<Mutex<PruneCounts>>,
 ) -> anyhow::Result<()> {
     let keep = Keep::For { ms: 1_000 };
-    let config = SweepConfig { retention: Retention { executions: keep, dlq_entries: keep, redrive_runs: keep }, ..SweepConfig::default() };
+    let config = SweepConfig {
+        retention: Retention { executions: keep, dlq_entries: keep, redrive_runs: keep, audit_records: keep },
+        ..SweepConfig::default()
+    };
     while !stop.load(Ordering::SeqCst) {
         let prune = |step| {
             let (handle, deleted) = (handle.clone(), deleted.clone());

@@ -17,6 +17,7 @@
 //!                                # pipeline's retentionDays wins; or `forever`
 //!   deadLetterEntries: 30d       # RESOLVED dead-letter entries, from resolution
 //!   redriveRuns: 90d             # finished redrive runs, from their end
+//!   auditRecords: 90d            # the audit log, from when a record was written
 //!   sweepEvery: 1m               # 1s to 1d
 //!   stepSize: 100                # rows deleted per step (1 to 1000)
 //! http:                          # optional; every key optional
@@ -70,7 +71,7 @@ const CREDENTIAL_KEYS: &[&str] = &["accessKeyId", "secretAccessKeyEnv", "scope",
 /// Most access keys the file may configure.
 pub const MAX_ACCESS_KEYS: usize = 100;
 const TOP_KEYS: &[&str] = &["redriveSchedules", "http", "retention", "auth"];
-const RETENTION_KEYS: &[&str] = &["executions", "deadLetterEntries", "redriveRuns", "sweepEvery", "stepSize"];
+const RETENTION_KEYS: &[&str] = &["executions", "deadLetterEntries", "redriveRuns", "auditRecords", "sweepEvery", "stepSize"];
 /// Longest `sweepEvery`.
 const MAX_SWEEP_EVERY_MS: u64 = 86_400_000;
 const HTTP_KEYS: &[&str] = &["headerReadTimeout", "bodyReadTimeout", "maxConnections"];
@@ -469,6 +470,7 @@ impl Cx<'_> {
                 "executions" => r.executions = self.keep(&path, v).unwrap_or(r.executions),
                 "deadLetterEntries" => r.dlq_entries = self.keep(&path, v).unwrap_or(r.dlq_entries),
                 "redriveRuns" => r.redrive_runs = self.keep(&path, v).unwrap_or(r.redrive_runs),
+                "auditRecords" => r.audit_records = self.keep(&path, v).unwrap_or(r.audit_records),
                 "sweepEvery" => sweep.every_ms = self.sweep_every(&path, v).unwrap_or(sweep.every_ms),
                 "stepSize" => sweep.step_size = self.int(&path, v, 1, MAX_PRUNE_STEP).unwrap_or(sweep.step_size),
                 _ => {} // reported by map()

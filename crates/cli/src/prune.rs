@@ -86,21 +86,22 @@ fn keep_json(keep: Keep) -> serde_json::Value {
 fn print_text(args: &PruneArgs, config: &SweepConfig, report: &SweepReport) {
     let r = &config.retention;
     println!(
-        "retention: finished executions {}, resolved dead-letter entries {}, finished redrive runs {} (a pipeline's retentionDays wins)",
+        "retention: finished executions {}, resolved dead-letter entries {}, finished redrive runs {}, audit records {} (a pipeline's retentionDays wins)",
         keep_text(r.executions),
         keep_text(r.dlq_entries),
-        keep_text(r.redrive_runs)
+        keep_text(r.redrive_runs),
+        keep_text(r.audit_records)
     );
     let c = &report.counts;
     if args.dry_run {
         println!(
-            "would delete {} executions (with their ledgers), {} dead-letter entries, {} redrive runs (dry run: nothing changed)",
-            c.executions, c.dlq_entries, c.redrive_runs
+            "would delete {} executions (with their ledgers), {} dead-letter entries, {} redrive runs, {} audit records (dry run: nothing changed)",
+            c.executions, c.dlq_entries, c.redrive_runs, c.audit_records
         );
     } else {
         println!(
-            "deleted {} executions, {} ledger rows, {} dead-letter entries, {} redrive runs in {} steps",
-            c.executions, c.ledger_rows, c.dlq_entries, c.redrive_runs, report.steps
+            "deleted {} executions, {} ledger rows, {} dead-letter entries, {} redrive runs, {} audit records in {} steps",
+            c.executions, c.ledger_rows, c.dlq_entries, c.redrive_runs, c.audit_records, report.steps
         );
     }
 }
@@ -115,11 +116,13 @@ fn as_json(args: &PruneArgs, config: &SweepConfig, report: &SweepReport) -> serd
             "executions": keep_json(r.executions),
             "deadLetterEntries": keep_json(r.dlq_entries),
             "redriveRuns": keep_json(r.redrive_runs),
+            "auditRecords": keep_json(r.audit_records),
         },
         "executions": c.executions,
         "ledgerRows": if args.dry_run { serde_json::Value::Null } else { json!(c.ledger_rows) },
         "deadLetterEntries": c.dlq_entries,
         "redriveRuns": c.redrive_runs,
+        "auditRecords": c.audit_records,
         "steps": report.steps,
     })
 }

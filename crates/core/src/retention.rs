@@ -12,6 +12,8 @@ pub const DEFAULT_EXECUTIONS_MS: u64 = 30 * DAY_MS;
 pub const DEFAULT_DLQ_ENTRIES_MS: u64 = 30 * DAY_MS;
 /// Finished redrive runs are kept this long by default.
 pub const DEFAULT_REDRIVE_RUNS_MS: u64 = 90 * DAY_MS;
+/// Audit records are kept this long by default.
+pub const DEFAULT_AUDIT_RECORDS_MS: u64 = 90 * DAY_MS;
 /// The shortest retention the config accepts.
 pub const MIN_KEEP_MS: u64 = 1_000;
 /// The longest (100 years); anything longer is written `forever`.
@@ -69,6 +71,8 @@ pub struct Retention {
     pub dlq_entries: Keep,
     /// Finished redrive runs, from their end.
     pub redrive_runs: Keep,
+    /// Audit records, from when they were written.
+    pub audit_records: Keep,
 }
 
 impl Default for Retention {
@@ -77,6 +81,7 @@ impl Default for Retention {
             executions: Keep::For { ms: DEFAULT_EXECUTIONS_MS },
             dlq_entries: Keep::For { ms: DEFAULT_DLQ_ENTRIES_MS },
             redrive_runs: Keep::For { ms: DEFAULT_REDRIVE_RUNS_MS },
+            audit_records: Keep::For { ms: DEFAULT_AUDIT_RECORDS_MS },
         }
     }
 }

@@ -135,23 +135,26 @@ where
     let rest = PruneStep {
         resolved_entries_before: retention.dlq_entries.cutoff(now),
         runs_finished_before: retention.redrive_runs.cutoff(now),
+        audit_before: retention.audit_records.cutoff(now),
         limit: step_size,
         ..PruneStep::default()
     };
-    if rest.resolved_entries_before.is_none() && rest.runs_finished_before.is_none() {
+    if rest.resolved_entries_before.is_none() && rest.runs_finished_before.is_none() && rest.audit_before.is_none() {
         return Ok(report);
     }
     if dry_run {
         let counted = store.count_prunable(rest).await?;
         report.counts.dlq_entries = counted.dlq_entries;
         report.counts.redrive_runs = counted.redrive_runs;
+        report.counts.audit_records = counted.audit_records;
         return Ok(report);
     }
     loop {
         let done = prune(rest.clone()).await?;
         report.counts.add(done);
         report.steps += 1;
-        if done.dlq_entries < step_size as u64 && done.redrive_runs < step_size as u64 {
+        let full = step_size as u64;
+        if done.dlq_entries < full && done.redrive_runs < full && done.audit_records < full {
             return Ok(report);
         }
         pause().await;
@@ -177,6 +180,7 @@ pub fn spawn_sweeper<S: Store>(
                     ledger_rows = report.counts.ledger_rows,
                     dlq_entries = report.counts.dlq_entries,
                     redrive_runs = report.counts.redrive_runs,
+                    audit_records = report.counts.audit_records,
                     steps = report.steps,
                     "retention: deleted what was past retention"
                 ),

@@ -121,6 +121,7 @@ where
     prune_keeps_what_is_still_needed(&make_store().await).await;
     prune_candidates_paging(&make_store().await).await;
     prune_entries_and_runs(&make_store().await).await;
+    prune_audit_records(&make_store().await).await;
 }
 
 // ---------------------------------------------------------------------------
@@ -2346,6 +2347,8 @@ pub async fn audit_log<S: Store>(store: &S) {
     assert!(matches!(store.append_audit(audit_entry("", 0, 200)).await, Err(StoreError::Limit(_))), "no principal");
     assert_eq!(store.list_audit(crate::AuditFilter::default()).await.unwrap().len(), 6, "refused appends write nothing");
 }
+
+// ---------------------------------------------------------------------------
 // Retention
 // ---------------------------------------------------------------------------
 
@@ -2510,4 +2513,21 @@ pub async fn prune_entries_and_runs<S: Store>(store: &S) {
     assert!(store.get_dlq_entry("a").await.unwrap().is_none() && store.get_dlq_entry("b").await.unwrap().is_none());
     assert!(store.get_redrive_run("r3").await.unwrap().is_some(), "a running run stays");
     assert!(store.get_redrive_run("r1").await.unwrap().is_none());
+}
+
+/// Audit records written before the cutoff go, oldest first, `limit` at a time;
+/// `count_prunable` counts them.
+pub async fn prune_audit_records<S: Store>(store: &S) {
+    for i in 0..5 {
+        store.append_audit(audit_entry(&format!("p{i}"), i, 200)).await.unwrap();
+    }
+    let at = |r: &crate::AuditRecord| r.at;
+    let all = store.list_audit(crate::AuditFilter::default()).await.unwrap();
+    let cutoff = at(&all[1]); // p0 .. p2 were written before p3
+    let step = |limit| PruneStep { audit_before: Some(cutoff), limit, ..PruneStep::default() };
+    assert_eq!(store.count_prunable(step(0)).await.unwrap().audit_records, 3);
+    assert_eq!(store.prune(step(2)).await.unwrap().audit_records, 2, "limit caps a step");
+    assert_eq!(store.prune(step(2)).await.unwrap().audit_records, 1);
+    let left: Vec<String> = store.list_audit(crate::AuditFilter::default()).await.unwrap().into_iter().map(|r| r.principal).collect();
+    assert_eq!(left, ["p4", "p3"], "the oldest went first, the rest stays");
 }

@@ -594,7 +594,7 @@ pub struct PruneExecution {
 /// with its ledger rows, timers and client tokens, and only if it is still
 /// finished, still at the version given and named by no dead-letter entry (else
 /// it is skipped); a dead-letter entry only if `RESOLVED`; a redrive run only if
-/// not `RUNNING`.
+/// not `RUNNING`; audit records by age alone.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PruneStep {
     /// At most [`MAX_PRUNE_STEP`].
@@ -603,6 +603,8 @@ pub struct PruneStep {
     pub resolved_entries_before: Option<Timestamp>,
     /// Delete up to `limit` finished runs that finished before this.
     pub runs_finished_before: Option<Timestamp>,
+    /// Delete up to `limit` audit records written before this, oldest first.
+    pub audit_before: Option<Timestamp>,
     /// At most [`MAX_PRUNE_STEP`].
     pub limit: usize,
 }
@@ -614,6 +616,7 @@ pub struct PruneCounts {
     pub ledger_rows: u64,
     pub dlq_entries: u64,
     pub redrive_runs: u64,
+    pub audit_records: u64,
 }
 
 impl PruneCounts {
@@ -622,6 +625,7 @@ impl PruneCounts {
         self.ledger_rows += other.ledger_rows;
         self.dlq_entries += other.dlq_entries;
         self.redrive_runs += other.redrive_runs;
+        self.audit_records += other.audit_records;
     }
 
     pub fn is_empty(&self) -> bool {
@@ -991,8 +995,9 @@ pub trait Store: Send + Sync + 'static {
     /// Applies one step of retention in one transaction ([`PruneStep`]).
     fn prune(&self, step: PruneStep) -> impl Future<Output = Result<PruneCounts, StoreError>> + Send;
 
-    /// How many `RESOLVED` entries resolved before `resolved_entries_before`, and
-    /// finished runs finished before `runs_finished_before`, a prune would delete
+    /// How many `RESOLVED` entries resolved before `resolved_entries_before`,
+    /// finished runs finished before `runs_finished_before` and audit records
+    /// written before `audit_before` a prune would delete
     /// (executions are counted through [`Store::prune_candidates`]).
     fn count_prunable(&self, step: PruneStep) -> impl Future<Output = Result<PruneCounts, StoreError>> + Send;
 

@@ -601,6 +601,9 @@ const SQL_PRUNE_REDRIVE_RUNS: &str = "DELETE FROM redrive_runs WHERE id IN (
     SELECT id FROM redrive_runs WHERE started_at < ?1 AND status <> 'RUNNING' AND finished_at < ?1 ORDER BY started_at, id LIMIT ?2)";
 const SQL_COUNT_PRUNABLE_REDRIVE_RUNS: &str =
     "SELECT COUNT(*) FROM redrive_runs WHERE started_at < ?1 AND status <> 'RUNNING' AND finished_at < ?1";
+/// Audit records written before ?1, oldest first (`seq` follows `at`).
+const SQL_PRUNE_AUDIT: &str = "DELETE FROM audit_log WHERE seq IN (SELECT seq FROM audit_log WHERE at < ?1 ORDER BY seq LIMIT ?2)";
+const SQL_COUNT_PRUNABLE_AUDIT: &str = "SELECT COUNT(*) FROM audit_log WHERE at < ?1";
 /// Pages a prune returns to the file system at most (incremental auto-vacuum).
 const PRUNE_VACUUM_PAGES: u32 = 2048;
 /// The `list_redrive_runs` query for each filter shape, indexed by
@@ -1358,6 +1361,7 @@ impl Store for SqliteStore {
             Ok(PruneCounts {
                 dlq_entries: count(SQL_COUNT_PRUNABLE_DLQ_ENTRIES, step.resolved_entries_before)?,
                 redrive_runs: count(SQL_COUNT_PRUNABLE_REDRIVE_RUNS, step.runs_finished_before)?,
+                audit_records: count(SQL_COUNT_PRUNABLE_AUDIT, step.audit_before)?,
                 ..PruneCounts::default()
             })
         })
@@ -1930,6 +1934,9 @@ impl Writer {
         }
         if let Some(before) = step.runs_finished_before {
             counts.redrive_runs = conn.prepare_cached(SQL_PRUNE_REDRIVE_RUNS)?.execute(params![before.unix_ms(), limit])? as u64;
+        }
+        if let Some(before) = step.audit_before {
+            counts.audit_records = conn.prepare_cached(SQL_PRUNE_AUDIT)?.execute(params![before.unix_ms(), limit])? as u64;
         }
         if !counts.is_empty() {
             conn.query_row(&format!("PRAGMA incremental_vacuum({PRUNE_VACUUM_PAGES})"), [], |_| Ok(())).optional()?;

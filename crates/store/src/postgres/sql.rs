@@ -93,6 +93,7 @@ pub(super) const SQL_PRUNE_CANDIDATES: &str = "SELECT e.id, e.pipeline_name, e.k
   LIMIT $4";
 pub(super) const SQL_COUNT_PRUNABLE_DLQ_ENTRIES: &str =
     "SELECT COUNT(*) FROM dlq_entries WHERE state = 'RESOLVED' AND entered_at < $1 AND resolved_at < $1";
+pub(super) const SQL_COUNT_PRUNABLE_AUDIT: &str = "SELECT COUNT(*) FROM audit_log WHERE at < $1";
 pub(super) const SQL_COUNT_PRUNABLE_REDRIVE_RUNS: &str =
     "SELECT COUNT(*) FROM redrive_runs WHERE started_at < $1 AND status <> 'RUNNING' AND finished_at < $1";
 pub(super) const SQL_EXECUTION_TIMERS: &str = "SELECT execution_id, key, due_at FROM timers WHERE execution_id = $1 ORDER BY key";

@@ -582,6 +582,9 @@ pub(super) const SQL_PRUNE_DLQ_ENTRIES: &str = "DELETE FROM dlq_entries WHERE id
 pub(super) const SQL_PRUNE_REDRIVE_RUNS: &str = "DELETE FROM redrive_runs WHERE id IN (
     SELECT id FROM redrive_runs WHERE started_at < $1 AND status <> 'RUNNING' AND finished_at < $1 ORDER BY started_at, id LIMIT $2)";
 
+/// Audit records written before $1, oldest first (`seq` follows `at`).
+const SQL_PRUNE_AUDIT: &str = "DELETE FROM audit_log WHERE seq IN (SELECT seq FROM audit_log WHERE at < $1 ORDER BY seq LIMIT $2)";
+
 /// One retention step ([`PruneStep`]) inside the group's transaction.
 async fn prune(tx: &Transaction<'_>, step: &PruneStep) -> PgResult<PruneCounts> {
     let mut counts = PruneCounts::default();
@@ -615,6 +618,10 @@ async fn prune(tx: &Transaction<'_>, step: &PruneStep) -> PgResult<PruneCounts> 
     if let Some(before) = step.runs_finished_before {
         let st = tx.prepare_cached(SQL_PRUNE_REDRIVE_RUNS).await?;
         counts.redrive_runs = tx.execute(&st, &[&before.unix_ms(), &limit]).await?;
+    }
+    if let Some(before) = step.audit_before {
+        let st = tx.prepare_cached(SQL_PRUNE_AUDIT).await?;
+        counts.audit_records = tx.execute(&st, &[&before.unix_ms(), &limit]).await?;
     }
     Ok(counts)
 }
