@@ -21,6 +21,14 @@ pub enum DurabilityArg {
 }
 
 impl DurabilityArg {
+    /// The store's durability setting.
+    pub(crate) fn store(self) -> Durability {
+        match self {
+            DurabilityArg::Full => Durability::Full,
+            DurabilityArg::Normal => Durability::Normal,
+        }
+    }
+
     /// The name `--durability` takes and the report prints.
     fn as_str(self) -> &'static str {
         match self {
@@ -93,11 +101,8 @@ async fn run_bench(args: &BenchArgs) -> anyhow::Result<()> {
     }
     let tmp = tempfile::tempdir()?;
     let db = args.db.clone().unwrap_or_else(|| StoreLocation::Sqlite(tmp.path().join("bench.db")));
-    let durability = match args.durability {
-        DurabilityArg::Full => Durability::Full,
-        DurabilityArg::Normal => Durability::Normal,
-    };
-    let options = StoreOptions { sqlite: SqliteOptions { durability, ..Default::default() }, ..Default::default() };
+    let options =
+        StoreOptions { sqlite: SqliteOptions { durability: args.durability.store(), ..Default::default() }, ..Default::default() };
     let store = Arc::new(AnyStore::open(&db, options).await?);
     let (handle, join) = Driver::spawn(store.clone(), Arc::new(SystemClock), DriverConfig::default());
     if args.functions && args.suspended {

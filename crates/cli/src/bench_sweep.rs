@@ -7,8 +7,7 @@
 //! W1 runs. Executions and ledger rows deleted during the timed run are counted
 //! from the prune steps that finished before it ended.
 
-use crate::bench::DurabilityArg;
-use crate::bench::{ACTIONS, run_all, w1_definition};
+use crate::bench::{ACTIONS, DurabilityArg, run_all, w1_definition};
 use redrive_core::definition::source::parse_document;
 use redrive_core::retention::{Keep, Retention};
 use redrive_engine::retention::{STEP_PAUSE_MS, SweepConfig, sweep};
@@ -28,10 +27,7 @@ struct Round {
 }
 
 pub async fn compare(executions: usize, durability: DurabilityArg) -> anyhow::Result<()> {
-    let durability = match durability {
-        DurabilityArg::Full => Durability::Full,
-        DurabilityArg::Normal => Durability::Normal,
-    };
+    let durability = durability.store();
     let (mut alone, mut swept) = (Vec::new(), Vec::new());
     println!("W1 ({executions} executions × {ACTIONS} actions failing once), alone and with the retention sweeper deleting concurrently");
     println!("| round | alone attempts/s | with sweeper attempts/s | executions deleted during the run | ledger rows deleted |");
