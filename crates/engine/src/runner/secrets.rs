@@ -71,7 +71,14 @@ impl Secrets {
 /// others, of `NAME=value` lines (`#` comments and blank lines skipped).
 fn read_file(path: &Path) -> Result<Vec<(String, String)>, String> {
     let shown = path.display();
-    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read the secrets file {shown}: {e}"))?;
+    // One open file is checked and read (what is checked is what is read),
+    // opened without blocking (a FIFO is refused by the check, never waited on).
+    // A symbolic link is followed: mounted secrets often are links.
+    let cannot = |e: std::io::Error| format!("cannot read the secrets file {shown}: {e}");
+    let file = std::os::unix::fs::OpenOptionsExt::custom_flags(std::fs::OpenOptions::new().read(true), libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(cannot)?;
+    let meta = file.metadata().map_err(cannot)?;
     if !meta.is_file() {
         return Err(format!("the secrets file {shown} is not a regular file"));
     }
@@ -85,7 +92,11 @@ fn read_file(path: &Path) -> Result<Vec<(String, String)>, String> {
     if meta.len() > MAX_SECRETS_FILE_BYTES {
         return Err(format!("the secrets file {shown} is over {MAX_SECRETS_FILE_BYTES} bytes"));
     }
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read the secrets file {shown}: {e}"))?;
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut std::io::Read::take(file, MAX_SECRETS_FILE_BYTES + 1), &mut text).map_err(cannot)?;
+    if text.len() as u64 > MAX_SECRETS_FILE_BYTES {
+        return Err(format!("the secrets file {shown} is over {MAX_SECRETS_FILE_BYTES} bytes"));
+    }
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim_start();
