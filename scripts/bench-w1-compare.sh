@@ -6,10 +6,12 @@
 set -euo pipefail
 base="$1" new="$2" runs="${3:-3}" n="${4:-10000}"
 tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
+# One round per invocation (the alternation is the side by side); older binaries have no --runs.
+runs_flag() { "$1" bench --help | grep -q -- '--runs' && echo "--runs 1 --no-ceiling" || true; }
 for i in $(seq 1 "$runs"); do
   for which in base new; do
     bin="$base"; [ "$which" = new ] && bin="$new"
-    "$bin" bench --executions "$n" --durability full --output json > "$tmp/$which-$i.json"
+    "$bin" bench --executions "$n" --durability full --output json $(runs_flag "$bin") > "$tmp/$which-$i.json"
   done
 done
 python3 - "$tmp" "$runs" <<'PY'
@@ -17,8 +19,9 @@ import json, statistics, sys, pathlib
 d, runs = pathlib.Path(sys.argv[1]), int(sys.argv[2])
 def load(which):
     rows = [json.loads((d / f"{which}-{i}.json").read_text()) for i in range(1, runs + 1)]
-    walls = [float(r["wall time"].split()[0]) for r in rows]
-    eps = [float(r["executions/s"]) for r in rows]
+    # Binaries before the typed report printed one flat map with human keys.
+    walls = [r["rounds"][0]["wall_seconds"] if "rounds" in r else float(r["wall time"].split()[0]) for r in rows]
+    eps = [r["rounds"][0]["executions_per_second"] if "rounds" in r else float(r["executions/s"]) for r in rows]
     return walls, eps
 bw, be = load("base"); nw, ne = load("new")
 print(f"| binary | wall time (s), runs | executions/s, runs | median executions/s |")

@@ -7,7 +7,7 @@
 //! W1 runs. Executions and ledger rows deleted during the timed run are counted
 //! from the prune steps that finished before it ended.
 
-use crate::bench::{ACTIONS, DurabilityArg, run_all, w1_definition};
+use crate::bench::{ACTIONS, DurabilityArg, median, run_all, w1_definition};
 use redrive_core::definition::source::parse_document;
 use redrive_core::retention::{Keep, Retention};
 use redrive_engine::retention::{STEP_PAUSE_MS, SweepConfig, sweep};
@@ -40,14 +40,9 @@ pub async fn compare(executions: usize, durability: DurabilityArg) -> anyhow::Re
         alone.push(a.attempts_per_s);
         swept.push(s.attempts_per_s);
     }
-    let (a, s) = (median(&mut alone), median(&mut swept));
+    let (a, s) = (median(&alone), median(&swept));
     println!("\nmedian of {ROUNDS}: alone {a:.0} attempts/s, with the sweeper {s:.0} attempts/s: ratio {:.2}", s / a);
     Ok(())
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 async fn w1_round(executions: usize, durability: Durability, with_sweeper: bool) -> anyhow::Result<Round> {

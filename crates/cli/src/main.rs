@@ -3,7 +3,10 @@
 mod auth;
 mod backup;
 mod bench;
+mod bench_ceiling;
 mod bench_sweep;
+mod bench_w1;
+mod bench_w2;
 mod client;
 mod config;
 mod dlq;
@@ -97,7 +100,8 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
-    /// Benchmark workload W1: N executions of a 5-action pipeline, each action failing once.
+    /// Benchmarks: W1 throughput (N executions × 5 actions, each failing once) or W2
+    /// latency, with the raw-SQLite ceiling measured beside them.
     Bench(bench::BenchArgs),
     /// Write a consistent snapshot of a store file to a new file, while a server
     /// may be running on it (SQLite's VACUUM INTO), and check the copy.
