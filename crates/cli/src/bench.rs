@@ -8,6 +8,8 @@
 //!   functions. Beside it, the ceiling: raw SQLite doing the same attempts' writes.
 //! - W2 (`bench_w2`): one execution at a time, start to result, a 3-action
 //!   pipeline and a 3-step function; beside it, one durable commit's latency.
+//! - W4 (`bench_w4`): a million pending retries: peak RSS while they are
+//!   started and wait, and each retry's lateness from the ledger.
 //! - `--functions --suspended`: what N suspended function executions hold.
 //! - `--with-sweeper` (`bench_sweep`): W1 beside W1 with retention deleting.
 
@@ -51,6 +53,8 @@ pub enum Workload {
     W1,
     /// Latency: one execution at a time, start to result.
     W2,
+    /// Many pending retries: memory while they wait and how late they fire.
+    W4,
 }
 
 /// Most rounds `--runs` takes.
@@ -63,7 +67,7 @@ pub struct BenchArgs {
     /// The workload.
     #[arg(long, value_enum, default_value_t = Workload::W1)]
     pub(crate) workload: Workload,
-    /// Number of executions (default: 10000 for W1, 1000 for W2).
+    /// Number of executions (default: 10000 for W1, 1000 for W2, 1000000 for W4).
     #[arg(long)]
     executions: Option<usize>,
     /// Rounds; medians are reported. Each round runs on a fresh SQLite file
@@ -75,6 +79,9 @@ pub struct BenchArgs {
     pub(crate) no_ceiling: bool,
     #[arg(long, value_enum, default_value_t = DurabilityArg::Full)]
     pub(crate) durability: DurabilityArg,
+    /// W4: the retry delay, so the retries come due this far ahead of their starts.
+    #[arg(long, default_value_t = 180, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub(crate) delay_seconds: u64,
     /// The store: a SQLite file or a PostgreSQL URL (`postgres://…`; use an
     /// empty database). Default: a fresh SQLite file in a temporary directory,
     /// removed afterwards.
@@ -103,6 +110,7 @@ impl BenchArgs {
         self.executions.unwrap_or(match self.workload {
             Workload::W1 => 10_000,
             Workload::W2 => 1_000,
+            Workload::W4 => 1_000_000,
         })
     }
 }
@@ -151,6 +159,7 @@ async fn run_bench(args: &BenchArgs) -> anyhow::Result<()> {
     match args.workload {
         Workload::W1 => crate::bench_w1::run(args).await,
         Workload::W2 => crate::bench_w2::run(args).await,
+        Workload::W4 => crate::bench_w4::run(args).await,
     }
 }
 
@@ -313,7 +322,7 @@ fn release_free_heap() {
 }
 
 /// Current resident set size of this process (VmRSS), Linux only.
-fn current_rss_kib() -> Option<u64> {
+pub(crate) fn current_rss_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     line.split_whitespace().nth(1)?.parse().ok()

@@ -65,3 +65,16 @@ fn bench_refuses_out_of_range_rounds() {
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--runs must be between 1 and 20"));
 }
+
+#[test]
+fn w4_counts_each_retry_once_and_its_lateness_from_the_ledger() {
+    let report = bench_json(&["--workload", "w4", "--executions", "60", "--delay-seconds", "1", "--runs", "1"]);
+    let round = &report.as_array().unwrap()[0];
+    assert_eq!(round["workload"], "w4");
+    assert_eq!(round["retries"], 60, "one retry per execution, read from the ledger: {round}");
+    assert_eq!(round["executions_not_retried_once"], 0);
+    assert_eq!(round["retries_early"], 0, "timers never fire early");
+    assert!(round["lateness_max_ms"].as_u64().unwrap() >= round["lateness_p99_ms"].as_u64().unwrap());
+    assert!(round["wall_seconds"].as_f64().unwrap() >= 1.0, "the retries waited their delay: {round}");
+    assert!(round["peak_rss_mib"].as_f64().unwrap() >= round["peak_rss_while_starting_mib"].as_f64().unwrap());
+}
