@@ -8,6 +8,8 @@
 //!   functions. Beside it, the ceiling: raw SQLite doing the same attempts' writes.
 //! - W2 (`bench_w2`): one execution at a time, start to result, a 3-action
 //!   pipeline and a 3-step function; beside it, one durable commit's latency.
+//! - W3 (`bench_w3`): kill -9 a server (this binary) with executions in
+//!   flight, restart it, and read recovery times from the ledger.
 //! - W4 (`bench_w4`): a million pending retries: peak RSS while they are
 //!   started and wait, and each retry's lateness from the ledger.
 //! - `--functions --suspended`: what N suspended function executions hold.
@@ -53,6 +55,8 @@ pub enum Workload {
     W1,
     /// Latency: one execution at a time, start to result.
     W2,
+    /// Recovery: kill -9 a server with executions in flight and restart it.
+    W3,
     /// Many pending retries: memory while they wait and how late they fire.
     W4,
 }
@@ -67,7 +71,7 @@ pub struct BenchArgs {
     /// The workload.
     #[arg(long, value_enum, default_value_t = Workload::W1)]
     pub(crate) workload: Workload,
-    /// Number of executions (default: 10000 for W1, 1000 for W2, 1000000 for W4).
+    /// Number of executions (default: 10000 for W1 and W3, 1000 for W2, 1000000 for W4).
     #[arg(long)]
     executions: Option<usize>,
     /// Rounds; medians are reported. Each round runs on a fresh SQLite file
@@ -110,6 +114,7 @@ impl BenchArgs {
         self.executions.unwrap_or(match self.workload {
             Workload::W1 => 10_000,
             Workload::W2 => 1_000,
+            Workload::W3 => 10_000,
             Workload::W4 => 1_000_000,
         })
     }
@@ -159,6 +164,7 @@ async fn run_bench(args: &BenchArgs) -> anyhow::Result<()> {
     match args.workload {
         Workload::W1 => crate::bench_w1::run(args).await,
         Workload::W2 => crate::bench_w2::run(args).await,
+        Workload::W3 => crate::bench_w3::run(args).await,
         Workload::W4 => crate::bench_w4::run(args).await,
     }
 }

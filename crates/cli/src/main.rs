@@ -7,6 +7,7 @@ mod bench_ceiling;
 mod bench_sweep;
 mod bench_w1;
 mod bench_w2;
+mod bench_w3;
 mod bench_w4;
 mod client;
 mod config;

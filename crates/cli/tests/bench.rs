@@ -78,3 +78,15 @@ fn w4_counts_each_retry_once_and_its_lateness_from_the_ledger() {
     assert!(round["wall_seconds"].as_f64().unwrap() >= 1.0, "the retries waited their delay: {round}");
     assert!(round["peak_rss_mib"].as_f64().unwrap() >= round["peak_rss_while_starting_mib"].as_f64().unwrap());
 }
+
+#[test]
+fn w3_kills_a_server_with_executions_in_flight_and_loses_nothing() {
+    let out = bin().args(["bench", "--workload", "w3", "--executions", "40", "--runs", "1", "--output", "json"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let round = &report["rounds"][0];
+    assert!(round["in_flight_at_kill"].as_u64().unwrap() > 0, "the kill met running attempts: {round}");
+    assert_eq!(round["lost"], 0);
+    assert_eq!(round["committed_rerun"], 0);
+    assert!(round["all_redispatched_ms"].as_i64().unwrap() >= round["first_new_attempt_ms"].as_i64().unwrap());
+}
