@@ -294,3 +294,62 @@ async fn function_starts_over_a_limit_are_refused() {
     handle.shutdown().await;
     join.await.unwrap().unwrap();
 }
+
+/// Timers are polled while commits are in flight (here held there by
+/// transient faults the committer retries) and page after page, while fired
+/// timers wait for their evicted executions' reads: every retry runs exactly
+/// once, none early, none lost. (The bookkeeping that passes over a timer whose
+/// clearing commit is not durable is unit-tested in `driver::timers`; here the
+/// whole loop is.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timers_polled_while_their_commits_are_in_flight_fire_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = faulty(&dir);
+    let p = pipeline(
+        store.as_ref(),
+        "name: t\nexecutionMode: PARALLEL\nstages:\n  - name: S\n    actions:\n      - name: A\n        noop: {failFirst: 1, failWith: Job.CAPACITY_ERROR}\n        retryPolicies: [{exceptionType: Job.CAPACITY_ERROR, intervalSeconds: 1, maxAttempts: 2}]\n",
+    )
+    .await;
+    let clock = manual_clock();
+    // A tiny page, so the due timers take many polls; evicted executions, so
+    // fired timers also wait for reads.
+    let config = DriverConfig { timer_poll_limit: 3, evict_waiting_after_ms: 0, ..DriverConfig::default() };
+    let (handle, join) = Driver::spawn(store.clone(), clock.clone(), config);
+    let mut ids = Vec::new();
+    for _ in 0..40 {
+        ids.push(handle.start(p.clone(), "{}".into()).await.unwrap());
+    }
+    common::until("every retry timer to be durable", || {
+        let store = store.clone();
+        async move { store.inner().count_timers().await.unwrap() == 40 }
+    })
+    .await;
+    // Commits fail (transiently) while the timers come due: the batches that
+    // fire them stay in flight while later polls read the store.
+    store.fail_next_commits(6);
+    clock.advance(1_000);
+    let all = ids.clone();
+    advance_until(&clock, 10, "every retry to run", || {
+        let (store, ids) = (store.clone(), all.clone());
+        async move {
+            for id in &ids {
+                if store.inner().get_execution(id).await.unwrap().unwrap().status == "InProgress" {
+                    return false;
+                }
+            }
+            true
+        }
+    })
+    .await;
+    for id in &ids {
+        let ledger = store.inner().ledger(id).await.unwrap();
+        assert_eq!(ledger.len(), 2, "{id}: the first attempt and exactly one retry: {ledger:?}");
+        let due =
+            serde_json::from_str::<serde_json::Value>(ledger[0].decision_json.as_deref().unwrap()).unwrap()["dueAt"].as_i64().unwrap();
+        assert!(ledger[1].started_at.unix_ms() >= due, "{id}: the retry started before it was due");
+    }
+    assert!(store.injected_faults() >= 6);
+    assert_eq!(store.inner().count_timers().await.unwrap(), 0);
+    handle.shutdown().await;
+    join.await.unwrap().unwrap();
+}

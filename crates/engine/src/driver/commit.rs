@@ -209,9 +209,11 @@ impl<S: Store> Driver<S> {
             submitted.replies.push_back(rx);
         }
         if submitted.entries.is_empty() {
+            self.timers.batch_done(false);
             return Ok(false);
         }
         self.submitted.push_back(submitted);
+        self.timers.batch_done(true);
         Ok(true)
     }
 
@@ -237,6 +239,7 @@ impl<S: Store> Driver<S> {
             results.extend(rx.await.map_err(|_| EngineError::Stopped)??);
         }
         debug_assert_eq!(results.len(), submitted.entries.len());
+        self.timers.batch_acknowledged();
         for ((id, expected, pending), result) in submitted.entries.into_iter().zip(results) {
             let version = match result {
                 Ok(v) => v,

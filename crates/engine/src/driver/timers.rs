@@ -3,9 +3,15 @@
 //! then. Both reads — the due timers, and afterwards the next due time — run on
 //! tasks and come back as messages, so a slow store never holds up a batch.
 //!
-//! Due timers are read only while no commit is in flight, so a timer a commit
-//! clears is never read again before that commit is durable; and the in-memory
-//! state machine decides whether a timer it is handed still means anything.
+//! Polls run while commits are in flight and while fired timers wait for their
+//! executions' reads: every timer handed to the machine is remembered with the
+//! batch that clears it ([`TimerState::in_flight`]) until that batch is
+//! durable, and a poll that began before then passes over it — so a timer is
+//! never fired twice, and the store's copy of a timer a commit in flight clears
+//! is never taken for a new one. A full page is followed by the next one at
+//! once (up to [`MAX_PARKED_TIMERS`] waiting for reads); a sweep that met only
+//! timers in flight waits for the next acknowledgement. The in-memory state
+//! machine decides whether a timer it is handed still means anything.
 
 use super::load::READ_RETRY_MS;
 use super::{Batch, Driver, Msg, functions};
@@ -13,11 +19,18 @@ use crate::clock::Sleep;
 use crate::health::FaultSource;
 use redrive_core::time::Timestamp;
 use redrive_store::{Store, StoreError, TimerRecord};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 /// Executions of unregistered functions remembered at most (see
 /// [`TimerState::unregistered`]).
 const MAX_UNREGISTERED_REMEMBERED: usize = 100_000;
+
+/// Fired timers waiting for their executions' reads, at most, before polls
+/// pause (each holds a parked message and a read).
+pub(super) const MAX_PARKED_TIMERS: usize = 10_000;
+
+/// The batch a parked timer will be handled in is not known yet.
+const PARKED: u64 = u64::MAX;
 
 #[derive(Debug, Default)]
 pub(super) struct TimerState {
@@ -43,6 +56,20 @@ pub(super) struct TimerState {
     refreshing: bool,
     /// Fired timers parked until their execution is read.
     parked: usize,
+    /// Timers handed to the machine whose clearing batch may not be durable yet:
+    /// (execution id, key) → the sequence number of the batch that handled it
+    /// ([`PARKED`] while it waits for its execution's read).
+    in_flight: HashMap<(String, String), u64>,
+    /// Batches submitted to the store so far; the batch being built is the next.
+    batches_submitted: u64,
+    /// Batches acknowledged (durable) so far: batches `1..=batches_acked`.
+    batches_acked: u64,
+    /// `batches_acked` when the poll under way began: what it read includes
+    /// every batch up to it, and maybe later ones.
+    poll_floor: u64,
+    /// The last sweep ended on timers in flight only: poll again after the next
+    /// acknowledgement (or a parked timer's read), not in a loop before it.
+    wait_for_ack: bool,
 }
 
 impl TimerState {
@@ -52,16 +79,40 @@ impl TimerState {
     }
 
     fn busy(&self) -> bool {
-        self.polling || self.refreshing || self.parked > 0
+        self.polling || self.refreshing || self.parked >= MAX_PARKED_TIMERS || self.wait_for_ack
+    }
+
+    /// The batch being built was handed to the store (`submitted`) or had
+    /// nothing to write — then it cleared no timer and what it handled is forgotten.
+    pub fn batch_done(&mut self, submitted: bool) {
+        if submitted {
+            self.batches_submitted += 1;
+        } else {
+            let this = self.batches_submitted + 1;
+            self.in_flight.retain(|_, seq| *seq != this);
+        }
+    }
+
+    /// The oldest submitted batch is durable.
+    pub fn batch_acknowledged(&mut self) {
+        self.batches_acked += 1;
+        debug_assert!(self.batches_acked <= self.batches_submitted);
+        self.wait_for_ack = false;
+    }
+
+    /// Whether a poll that began at `poll_floor` must pass over this timer: it
+    /// was handled in a batch that was not durable when the poll began.
+    fn in_flight_at_poll(&self, t: &TimerRecord) -> bool {
+        self.in_flight.get(&(t.execution_id.clone(), t.key.clone())).is_some_and(|seq| *seq > self.poll_floor)
     }
 }
 
 impl<S: Store> Driver<S> {
     /// What the loop sleeps on for timers: until the earliest is due (`None`:
-    /// nothing to wake for now — no timer, a read under way, or a commit in
-    /// flight, whose acknowledgement wakes the loop anyway).
+    /// nothing to wake for now — no timer, a read under way, too many fired
+    /// timers waiting for reads, or a sweep waiting for an acknowledgement).
     pub(super) fn timer_wake(&self) -> Option<Sleep> {
-        if self.timers.busy() || !self.submitted.is_empty() || self.draining.is_some() {
+        if self.timers.busy() || self.draining.is_some() {
             return None;
         }
         let due = self.timers.next_due?;
@@ -72,13 +123,16 @@ impl<S: Store> Driver<S> {
     pub(super) fn poll_timers_if_due(&mut self, now: Timestamp) {
         let t = &self.timers;
         let due = t.next_due.is_some_and(|d| d <= now);
-        if !due || t.busy() || !self.submitted.is_empty() || self.draining.is_some() {
+        if !due || t.busy() || self.draining.is_some() {
             return;
         }
-        // What the poll finds is handled; what it leaves (the poll limit, or
-        // timers armed meanwhile) is read again once the batch is durable. The
-        // timers it fires are cleared only by that commit: keeping `next_due`
-        // would poll again before it lands and fire them twice.
+        // What the poll finds is handled; a full page is followed by the next at
+        // once; what a sweep leaves (timers armed meanwhile) is read after its
+        // batch is durable. Timers handled in batches durable by now are
+        // forgotten: this poll reads them cleared.
+        let acked = self.timers.batches_acked;
+        self.timers.in_flight.retain(|_, seq| *seq > acked);
+        self.timers.poll_floor = acked;
         self.timers.polling = true;
         self.timers.next_due = None;
         let (store, tx, limit) = (self.store.clone(), self.own_tx.clone(), self.config.timer_poll_limit);
@@ -102,16 +156,24 @@ impl<S: Store> Driver<S> {
         };
         self.health.cleared(FaultSource::Read);
         batch.timers_fired = true;
-        // A full poll may have left due timers behind it: the next one continues there.
+        // A full poll may have left due timers behind it: the next one continues
+        // there, at once.
         let full = due.len() >= self.config.timer_poll_limit;
         self.timers.last_read = due.last().cloned().or(self.timers.last_read.take());
         self.timers.cursor = if full { self.timers.last_read.clone() } else { None };
-        if !full {
+        if full {
+            self.timers.armed(now);
+        } else {
             self.timers.swept_to = self.timers.last_read.take();
         }
+        let mut passed_over = false;
         for t in due {
             if self.timers.unregistered.contains(&t.execution_id) {
                 continue; // its function is not registered here: it waits
+            }
+            if self.timers.in_flight_at_poll(&t) {
+                passed_over = true;
+                continue; // handled in a batch not durable when the poll began
             }
             if batch.pending.get(&t.execution_id).is_some_and(|p| p.timers.contains_key(&t.key)) {
                 continue; // already handled in this batch
@@ -119,14 +181,21 @@ impl<S: Store> Driver<S> {
             self.recorder.timer_fired(now.ms_since(t.due_at));
             self.fire_timer(t, now, batch);
         }
+        // A sweep that ended on timers in flight: the next one after an acknowledgement.
+        self.timers.wait_for_ack = passed_over && !full;
     }
 
-    /// Fires one timer (pipeline or function, by its key).
+    /// Fires one timer (pipeline or function, by its key), remembering it until
+    /// the batch that handles it is durable.
     pub(super) fn fire_timer(&mut self, t: TimerRecord, now: Timestamp, batch: &mut Batch) {
+        let key = (t.execution_id.clone(), t.key.clone());
+        let parked_before = self.timers.parked;
         match functions::timer_index(&t.key) {
             Some(index) => self.function_timer(t, index, now, batch),
             None => self.pipeline_timer(t, now, batch),
         }
+        let seq = if self.timers.parked > parked_before { PARKED } else { self.timers.batches_submitted + 1 };
+        self.timers.in_flight.insert(key, seq);
     }
 
     /// A timer message parks (`true`) or is handled again after its read (`false`).
@@ -135,6 +204,7 @@ impl<S: Store> Driver<S> {
             self.timers.parked += 1;
         } else {
             self.timers.parked = self.timers.parked.saturating_sub(1);
+            self.timers.wait_for_ack = false;
         }
     }
 
@@ -199,5 +269,69 @@ impl<S: Store> Driver<S> {
         self.timers.cursor = None;
         self.timers.last_read = None;
         self.timers.armed(self.clock.now().plus_ms(READ_RETRY_MS));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timer(id: &str) -> TimerRecord {
+        TimerRecord { execution_id: id.into(), key: "S/A".into(), due_at: Timestamp::from_unix_ms(0) }
+    }
+
+    /// What a poll does when it begins (see `poll_timers_if_due`).
+    fn begin_poll(t: &mut TimerState) {
+        let acked = t.batches_acked;
+        t.in_flight.retain(|_, seq| *seq > acked);
+        t.poll_floor = acked;
+    }
+
+    fn handle(t: &mut TimerState, id: &str, seq: u64) {
+        t.in_flight.insert((id.into(), "S/A".into()), seq);
+    }
+
+    #[test]
+    fn a_timer_is_passed_over_until_the_batch_that_handled_it_is_durable_before_the_poll() {
+        let mut t = TimerState::default();
+        handle(&mut t, "a", 1); // handled in batch 1
+        t.batch_done(true);
+        begin_poll(&mut t);
+        assert!(t.in_flight_at_poll(&timer("a")), "batch 1 is in flight: the store may still hold the timer");
+        t.batch_acknowledged();
+        assert!(t.in_flight_at_poll(&timer("a")), "acknowledged after the poll began: what it read may predate it");
+        begin_poll(&mut t);
+        assert!(!t.in_flight_at_poll(&timer("a")), "durable before this poll began: a timer it reads is a new one");
+        assert!(t.in_flight.is_empty(), "forgotten once durable");
+    }
+
+    #[test]
+    fn a_parked_timer_is_passed_over_until_it_is_handled() {
+        let mut t = TimerState::default();
+        handle(&mut t, "a", PARKED);
+        for _ in 0..3 {
+            t.batch_done(true);
+            t.batch_acknowledged();
+        }
+        begin_poll(&mut t);
+        assert!(t.in_flight_at_poll(&timer("a")), "still waiting for its execution's read");
+    }
+
+    #[test]
+    fn a_batch_with_nothing_to_write_forgets_what_it_handled() {
+        let mut t = TimerState::default();
+        handle(&mut t, "a", 1);
+        t.batch_done(false);
+        begin_poll(&mut t);
+        assert!(!t.in_flight_at_poll(&timer("a")), "nothing clears it: a poll must be able to fire it again");
+    }
+
+    #[test]
+    fn an_acknowledgement_or_a_read_ends_a_wait() {
+        let mut t = TimerState { wait_for_ack: true, ..TimerState::default() };
+        assert!(t.busy());
+        t.batch_done(true);
+        t.batch_acknowledged();
+        assert!(!t.busy());
     }
 }
