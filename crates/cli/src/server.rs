@@ -257,7 +257,9 @@ async fn serve(args: ServerArgs, config: ServerConfig, tls: Option<Tls>, secrets
     let mut service = Service::new(store.clone(), handle.clone(), Arc::new(SystemClock));
     let schedules_text = schedules_note(&config.schedules);
     let auth_text = auth_note(config.auth.as_ref());
-    let auth = config.auth.map(Arc::new);
+    // The console's session cookie is marked Secure when served over HTTPS.
+    let secure_cookies = limits.tls.is_some();
+    let auth = config.auth.map(|auth| Arc::new(redrive_api::auth::AuthConfig { secure_cookies, ..auth }));
     if let Err(e) = service.set_schedules(config.schedules) {
         let file = args.config.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
         return Err(ConfigRejected(format!("config file {file}: redriveSchedules: {e}")).into());

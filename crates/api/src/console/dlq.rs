@@ -7,6 +7,7 @@ use super::{PAGE_ROWS, PageQuery, PageResult, bad_request, ok_fragment, ok_page}
 use crate::page::{keyset_token, parse_keyset_token, parse_name_token};
 use axum::extract::{Path, State};
 use maud::{Markup, html};
+use redrive_core::auth::{Resource, Scope};
 use redrive_core::time::{human_duration_ms, parse_duration_ms};
 use redrive_engine::redrive::{QueueScope, RedriveRequest, RedriveSummary};
 use redrive_engine::service::{EntryQuery, Service, ServiceError};
@@ -165,6 +166,8 @@ pub async fn queue<S: Store>(State(svc): St<S>, Path(name): Path<String>, PageQu
 /// The redrive controls: dry run (count), redrive with mode, rate and max, purge.
 fn redrive_form(queue: &str, query: &EntriesQuery) -> Markup {
     let filters = query.api_filters().to_string();
+    let redrive = super::may(Scope::Operate, Resource::Queue(queue));
+    let purge = super::may(Scope::Admin, Resource::Queue(queue));
     html! {
         section.redrive aria-label="Redrive" data-queue=(queue) data-filters=(filters) {
             h2 { "Redrive the matching entries" }
@@ -177,11 +180,13 @@ fn redrive_form(queue: &str, query: &EntriesQuery) -> Markup {
                 label { "Max entries " input name="maxEntries" type="number" min="1" size="6"; }
             }
             div.controls {
-                button type="button" data-redrive="dry" { "Dry run (count)" }
+                button type="button" data-redrive="dry" disabled[redrive.is_err()] { "Dry run (count)" }
                 " "
-                button type="button" data-redrive="run" { "Redrive" }
+                button type="button" data-redrive="run" disabled[redrive.is_err()] { "Redrive" }
+                @if let Err(why) = &redrive { (super::denied_note(why)) }
                 " "
-                button type="button" data-purge=(format!("/v1/dlq/queues/{queue}/purge")) class="danger" { "Purge…" }
+                button type="button" data-purge=(format!("/v1/dlq/queues/{queue}/purge")) class="danger" disabled[purge.is_err()] { "Purge…" }
+                @if let (Ok(()), Err(why)) = (&redrive, &purge) { (super::denied_note(why)) }
             }
             p.result #redrive-result role="status" aria-live="polite" {}
             div.run-progress {}
@@ -275,13 +280,15 @@ pub async fn run_live<S: Store>(State(svc): St<S>, Path(id): Path<String>) -> Pa
 fn run_markup(r: &RedriveRunRecord) -> Markup {
     let s = summary(r);
     let request = serde_json::from_str::<RedriveRequest>(&r.request_json).ok();
+    let abort = super::may(Scope::Operate, run_resource(request.as_ref()));
     html! {
         div.run data-run=(r.id) data-status=(r.status) {
             p { (view::status(&r.status)) " · started " (view::time(r.started_at)) " · finished " (view::time_opt(r.finished_at)) }
             @if r.status == "RUNNING" {
                 div.controls {
-                    button type="button" class="danger" data-post=(format!("/v1/dlq/redrives/{}/abort", r.id)) data-body="{}"
+                    button type="button" class="danger" disabled[abort.is_err()] data-post=(format!("/v1/dlq/redrives/{}/abort", r.id)) data-body="{}"
                         data-confirm="Abort this run? No more entries are started; those already resubmitted finish." { "Abort" }
+                    @if let Err(why) = &abort { (super::denied_note(why)) }
                     p.result role="status" aria-live="polite" {}
                 }
             }
@@ -295,5 +302,14 @@ fn run_markup(r: &RedriveRunRecord) -> Markup {
                 @if let Some(e) = &s.error { p.error role="alert" { (e) } }
             }
         }
+    }
+}
+
+/// What a run touches, for the viewer's grant: its queue or queue prefix.
+fn run_resource(request: Option<&RedriveRequest>) -> Resource<'_> {
+    match request.map(|r| &r.scope) {
+        Some(QueueScope::Queue(q)) => Resource::Queue(q),
+        Some(QueueScope::Prefix(p)) => Resource::QueuePrefix(p),
+        None => Resource::AllQueues,
     }
 }
