@@ -333,6 +333,20 @@ async fn dead_letter_pages_show_queues_entries_and_runs() {
     }
     let q = s.html("/console/dlq/queues/orders-dlq").await;
     assert!(q.contains(&format!("/console/dlq/runs/{run_id}")), "the queue lists its run: {q}");
+    // The counts, entries and runs are a live fragment (refreshed after a redrive
+    // or purge without a reload), at the same filters and page.
+    assert!(q.contains(r#"data-poll="/console/dlq/queues/orders-dlq/live?""#), "{q}");
+    let filtered = s.html("/console/dlq/queues/orders-dlq?type=Card.DECLINED").await;
+    assert!(filtered.contains(r#"data-poll="/console/dlq/queues/orders-dlq/live?type=Card.DECLINED&amp;""#), "{filtered}");
+    let live = s.html("/console/dlq/queues/orders-dlq/live").await;
+    assert!(!live.contains("<html") && live.contains(&format!("/console/dlq/runs/{run_id}")), "{live}");
+    assert!(live.contains("data-since="), "ages tick in the browser, the fragment does not change with time: {live}");
+    let redriven = |html: &str| html.matches(r#"<td class="num">1 of "#).count();
+    assert_eq!(redriven(&live), 3, "each entry redriven once (they failed again): {live}");
+    let (st, v) = s.post("/v1/dlq/queues/orders-dlq/purge", json!({})).await;
+    assert_eq!(st, 200, "{v}");
+    let live = s.html("/console/dlq/queues/orders-dlq/live").await;
+    assert!(live.contains(r#"<strong id="match-count">0</strong>"#) && live.contains("No entries match."), "{live}");
     let (st, v) = s.post(&format!("/v1/dlq/redrives/{run_id}/abort"), json!({})).await;
     assert_eq!((st, v["error"]["code"].as_str()), (409, Some("ConflictException")), "a finished run cannot be aborted: {v}");
     assert!(!page.contains("/abort") || page.contains("RUNNING"), "Abort is offered only while running");

@@ -123,6 +123,7 @@ pub const RULES: &[Rule] = &[
     native("GET", "/console/pipelines/{name}/executions/{id}/live", Read, PipelineParam, false),
     native("GET", "/console/dlq", Read, QUEUES, false),
     native("GET", "/console/dlq/queues/{queue}", Read, QueueParam, false),
+    native("GET", "/console/dlq/queues/{queue}/live", Read, QueueParam, false),
     native("GET", "/console/dlq/entries/{id}", Read, EntryParam, false),
     native("GET", "/console/dlq/runs/{id}", Read, RunParam, false),
     native("GET", "/console/dlq/runs/{id}/live", Read, RunParam, false),

@@ -60,6 +60,7 @@ pub fn router<S: Store>() -> Router<Arc<Service<S>>> {
         .route("/pipelines/{name}/executions/{id}/live", get(executions::live::<S>))
         .route("/dlq", get(dlq::queues::<S>))
         .route("/dlq/queues/{queue}", get(dlq::queue::<S>))
+        .route("/dlq/queues/{queue}/live", get(dlq::queue_live::<S>))
         .route("/dlq/entries/{id}", get(dlq::entry::<S>))
         .route("/dlq/runs/{id}", get(dlq::run::<S>))
         .route("/dlq/runs/{id}/live", get(dlq::run_live::<S>))

@@ -39,6 +39,10 @@ function tickCountdowns() {
     const left = new Date(el.dataset.due).getTime() - now;
     el.textContent = left > 0 ? "in " + human(left) : "due now";
   }
+  for (const el of document.querySelectorAll("[data-since]")) {
+    const age = now - new Date(el.dataset.since).getTime();
+    el.textContent = age > 1000 ? human(age) : "just now";
+  }
 }
 
 // A region with data-poll is replaced by the fragment at that URL every
@@ -167,6 +171,7 @@ async function onRedrive(btn) {
       show(btn, `Dry run: ${v.wouldRedrive} would be redriven, ${v.wouldSkip} skipped, ${v.parked} poison left parked (of ${v.matched} matching). Nothing was changed.`, true);
     } else {
       show(btn, `Redrive run ${v.runId} started.`, true);
+      refreshAll();
       const box = section.querySelector(".run-progress");
       box.innerHTML = "";
       const live = document.createElement("div");
@@ -193,6 +198,7 @@ async function onPurge(btn) {
   try {
     const v = await postJson(btn.dataset.purge, JSON.parse(section.dataset.filters || "{}"));
     show(btn, `Purged ${v.purged} entries.`, true);
+    refreshAll();
   } catch (e) {
     show(btn, e.message, false);
   }
