@@ -201,7 +201,9 @@ async fn serve(args: ServerArgs, config: ServerConfig, tls: Option<Tls>, secrets
     let local = listener.local_addr()?;
     let url = args.advertise_url.clone().unwrap_or_else(|| format!("{scheme}://{local}"));
     store.announce(&url).await.with_context(|| format!("announcing this process in {}", args.db))?;
-    let switch = Switch::new(redrive_store::member_id(), status_source(store.clone()));
+    let follower_auth =
+        config.auth.clone().map(|auth| redrive_api::auth::follower_check(store.clone(), Arc::new(auth), Arc::new(SystemClock)));
+    let switch = Switch::with_auth(redrive_store::member_id(), status_source(store.clone()), follower_auth);
     // HTTP stops when this is set (a signal, or the engine stopped for good).
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut listener = Some(listener);

@@ -370,6 +370,27 @@ pub async fn guard<S: Store>(State(guard): State<Guard<S>>, request: Request, ne
     response
 }
 
+/// The credential check of a follower's own `GET /v1/cluster` (see
+/// [`crate::switch`]): the same authentication as the guard (a bearer token
+/// from the store, or a SigV4 signature; no console session, which lives in the
+/// leader's memory) and its rule's scope.
+pub fn follower_check<S: Store, C: redrive_engine::Clock>(
+    store: Arc<S>,
+    config: Arc<AuthConfig>,
+    clock: Arc<C>,
+) -> crate::switch::AuthCheck {
+    Arc::new(move |parts: axum::http::request::Parts| {
+        let (store, config, clock) = (store.clone(), config.clone(), clock.clone());
+        Box::pin(async move {
+            let now = clock.now();
+            let (principal, _) = credential(store.as_ref(), &config, &parts, &[], now).await.map_err(|r| r.into_response(false))?;
+            let rule = rules::rule(RouteKey::Native("GET", "/v1/cluster")).expect("GET /v1/cluster has a rule");
+            let resource = resource(rule.touches, &[], &serde_json::Value::Null);
+            authorize(&principal, Requirement { scope: rule.scope, resource }).map_err(|d| Refusal::Denied(d.0).into_response(false))
+        })
+    })
+}
+
 /// Whether a refused request is a browser opening a console page (not the
 /// console's script, whose requests carry [`session::CONSOLE_HEADER`]): it is
 /// sent to the login page instead of getting 401.
