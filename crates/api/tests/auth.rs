@@ -300,6 +300,27 @@ async fn without_auth_everyone_is_anonymous_and_changes_are_still_audited() {
     assert_eq!((entries[0]["principal"].as_str(), entries[0]["target"].as_str()), (Some("anonymous"), Some("p")));
 }
 
+#[tokio::test]
+async fn metrics_need_a_grant_not_limited_by_name_and_say_so() {
+    let app = app().await;
+    let scraper = app.token("prometheus", Grant::unlimited(Scope::Read), None).await;
+    let limited = app.token("payments-read", Grant { scope: Scope::Read, pipelines: patterns(&["payments-*"]), queues: None }, None).await;
+    let get = |token: String| {
+        let router = app.router.clone();
+        async move {
+            let req = Request::builder().uri("/metrics").header("authorization", format!("Bearer {token}"));
+            let response = router.oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
+            let status = response.status();
+            (status, String::from_utf8(axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap().to_vec()).unwrap())
+        }
+    };
+    assert_eq!(get(scraper).await.0, StatusCode::OK);
+    let (status, body) = get(limited).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(body.contains("payments-read is limited to pipeline payments-*; this touches every pipeline"), "{body}");
+    assert!(body.contains("/metrics reports every pipeline and queue, so it needs a grant not limited by name"), "{body}");
+}
+
 /// The console's routes: its pages are classified like the API's (a page
 /// without a rule is refused to everyone, so a new one fails its own tests
 /// under `auth:`), a browser without a credential is sent to the login page,

@@ -344,7 +344,7 @@ pub async fn guard<S: Store>(State(guard): State<Guard<S>>, request: Request, ne
         None => resource(rule.touches, &params, &body_json),
     };
     if let Err(denied) = authorize(&principal, Requirement { scope: rule.scope, resource }) {
-        return Refusal::Denied(denied.0).into_response(aws);
+        return Refusal::Denied(explained(rule, denied.0)).into_response(aws);
     }
     // A signed change is served once: the same signature again is a replay.
     if let Some(signature) = signature.filter(|_| rule.audited) {
@@ -368,6 +368,18 @@ pub async fn guard<S: Store>(State(guard): State<Guard<S>>, request: Request, ne
         record(&guard, &principal.name, action, target, response.status().as_u16(), summary).await;
     }
     response
+}
+
+/// A refusal's reason, with what to do for a route every limited grant is
+/// refused (`/metrics` labels every pipeline and queue).
+fn explained(rule: &Rule, reason: String) -> String {
+    match rule.key {
+        RouteKey::Native("GET", "/metrics") => format!(
+            "{reason}: /metrics reports every pipeline and queue, so it needs a grant not limited by name (for example a \
+             read-scope token made for the scraper: redrive token create --name prometheus --scope read)"
+        ),
+        _ => reason,
+    }
 }
 
 /// The credential check of a follower's own `GET /v1/cluster` (see
