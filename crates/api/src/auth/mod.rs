@@ -210,14 +210,14 @@ fn audit_target(resource: Resource<'_>, params: &[(String, String)], body: &serd
 }
 
 /// Who sent a request, and how.
-pub struct Authenticated {
-    pub principal: Principal,
+struct Authenticated {
+    principal: Principal,
     /// The signature of a SigV4-signed request.
-    pub signature: Option<String>,
+    signature: Option<String>,
     /// Authenticated by the console's session cookie (not a header the sender
     /// chose): a state-changing request must also prove it comes from the
     /// console's script ([`session::CONSOLE_HEADER`]).
-    pub by_cookie: bool,
+    by_cookie: bool,
 }
 
 /// Who sent the request, or why it is refused: an `Authorization` header
