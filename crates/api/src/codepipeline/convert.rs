@@ -441,7 +441,7 @@ fn action_to_native(a: &Map<String, Value>) -> Option<Map<String, Value>> {
     match provider {
         "Command" => {
             out.insert("command".into(), take("command")?);
-            for k in ["env", "workingDirectory", "exitCodes"] {
+            for k in ["env", "secretEnv", "workingDirectory", "exitCodes"] {
                 if let Some(v) = take(k) {
                     out.insert(k.into(), v);
                 }
