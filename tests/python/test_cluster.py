@@ -111,3 +111,46 @@ def test_the_retry_flow_through_a_follower_and_after_the_leader_dies(database, t
     finally:
         stop_process(follower)
         stop_process(leader)
+
+
+def test_under_auth_a_follower_checks_its_cluster_status_and_forwards_signed_requests_intact(database, tmp_path):
+    """A follower's own `GET /v1/cluster` needs a credential like the leader's;
+    a request signed with AWS Signature V4 (which signs the Host header) and sent
+    to the follower still verifies at the leader."""
+    import boto3
+    from botocore.config import Config
+
+    made = subprocess.run([str(redrive_binary()), "token", "create", "--db", database, "--name", "reader", "--scope", "read"],
+                          capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    reader = made.stdout.strip()
+    config = tmp_path / "server.yaml"
+    config.write_text("auth:\n  awsCredentials:\n    - accessKeyId: AKIDCLUSTERADMIN\n      secretAccessKeyEnv: CLUSTER_SECRET\n      scope: admin\n")
+    env = {**os.environ, "CLUSTER_SECRET": "cluster/secret+x"}
+    leader, leader_url = start_server(database, tmp_path / "leader.log", ["--config", str(config)], env)
+    follower, follower_url = start_server(database, tmp_path / "follower.log", ["--config", str(config)], env)
+    try:
+        bearer = {"Authorization": f"Bearer {reader}"}
+        for url in (leader_url, follower_url):
+            r = requests.get(url + "/v1/cluster", timeout=5)
+            assert r.status_code == 401, (url, r.status_code, r.text)
+            assert r.json()["error"]["code"] == "UnauthorizedException"
+            bad = requests.get(url + "/v1/cluster", headers={"Authorization": "Bearer rdv_" + "0" * 64}, timeout=5)
+            assert bad.status_code == 401, (url, bad.text)
+        status = requests.get(follower_url + "/v1/cluster", headers=bearer, timeout=5).json()
+        seen = {m["pid"]: m["role"] for m in status["members"]}
+        assert (seen.get(leader.pid), seen.get(follower.pid)) == ("leader", "follower"), seen
+
+        signed = boto3.session.Session().client(
+            "codepipeline", endpoint_url=follower_url, region_name="us-east-1", aws_access_key_id="AKIDCLUSTERADMIN",
+            aws_secret_access_key="cluster/secret+x", config=Config(retries={"total_max_attempts": 1}),
+        )
+        name = unique("signed-through-follower")
+        signed.create_pipeline(pipeline={"name": name, "roleArn": "arn:aws:iam::123456789012:role/redrive", "stages": [
+            {"name": "A", "actions": [{"name": "a", "actionTypeId": {"category": "Source", "owner": "Custom", "provider": "Noop", "version": "1"}}]},
+            {"name": "B", "actions": [{"name": "b", "actionTypeId": {"category": "Build", "owner": "Custom", "provider": "Noop", "version": "1"}}]},
+        ]})
+        assert name in [p["name"] for p in signed.list_pipelines()["pipelines"]]
+    finally:
+        stop_process(follower)
+        stop_process(leader)

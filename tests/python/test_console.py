@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import playwright.sync_api as playwright_sync
@@ -23,6 +24,7 @@ import pytest
 import requests
 from playwright.sync_api import expect
 
+from conftest import redrive_binary, serve
 from support import unique, wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -57,15 +59,20 @@ def page(browser):
     context.close()
 
 
-def api(endpoint: str, method: str, path: str, body=None) -> dict:
-    r = requests.request(method, endpoint + path, json=body, timeout=30)
+def api(endpoint: str, method: str, path: str, body=None, token: str | None = None) -> dict:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    r = requests.request(method, endpoint + path, json=body, headers=headers, timeout=30)
     assert r.status_code < 300, f"{method} {path}: {r.status_code} {r.text}"
     return r.json() if r.text else {}
 
 
-def start_and_wait(endpoint: str, name: str, status: str) -> str:
-    eid = api(endpoint, "POST", f"/v1/pipelines/{name}/executions", {})["pipelineExecutionId"]
-    wait_for(f"{name} {status}", lambda: api(endpoint, "GET", f"/v1/pipelines/{name}/executions/{eid}"), lambda v: v["status"] == status)
+def start_and_wait(endpoint: str, name: str, status: str, token: str | None = None) -> str:
+    eid = api(endpoint, "POST", f"/v1/pipelines/{name}/executions", {}, token)["pipelineExecutionId"]
+    wait_for(
+        f"{name} {status}",
+        lambda: api(endpoint, "GET", f"/v1/pipelines/{name}/executions/{eid}", token=token),
+        lambda v: v["status"] == status,
+    )
     return eid
 
 
@@ -85,6 +92,11 @@ def gated_pipeline(name: str, flag: Path) -> dict:
             {"name": "Deploy", "actions": [{"name": "Ship", "command": ["true"]}]},
         ],
     }
+
+
+def overlap(a: dict, b: dict) -> bool:
+    """Whether two bounding boxes share any area."""
+    return a["x"] < b["x"] + b["width"] and b["x"] < a["x"] + a["width"] and a["y"] < b["y"] + b["height"] and b["y"] < a["y"] + a["height"]
 
 
 def stage_box(page, name: str):
@@ -118,6 +130,14 @@ def test_retry_failed_actions_from_the_console(endpoint, page, screenshots, tmp_
     expect(failed_tip).to_be_visible()
     expect(failed_tip).to_have_text("Would re-run: Compile")
     page.screenshot(path=str(screenshots / "retry-hover.png"), full_page=True)
+    # A choice's list never covers the other choice, wide or at phone width.
+    assert not overlap(failed_tip.bounding_box(), all_btn.bounding_box())
+    page.set_viewport_size({"width": 390, "height": 844})
+    failed_btn.hover()
+    expect(failed_tip).to_be_visible()
+    assert not overlap(failed_tip.bounding_box(), all_btn.bounding_box())
+    page.screenshot(path=str(screenshots / "retry-hover-phone.png"), full_page=True)
+    page.set_viewport_size({"width": 1280, "height": 800})
     all_btn.focus()
     expect(all_tip).to_be_visible()
     expect(all_tip).to_have_text("Would re-run: Compile, Lint")
@@ -245,3 +265,97 @@ def test_dead_letter_queue_dry_run_then_redrive_with_progress(endpoint, page, sc
     expect(page.locator("#redrive-result")).to_have_text("Purged 4 entries.")
     assert messages and "Purge 4 queued entries" in messages[0], messages
     assert api(endpoint, "GET", f"/v1/dlq/queues/{queue}")["depth"] == 0
+
+
+# ---- the console on a server with auth: ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def auth_server(tmp_path_factory):
+    """A server with an `auth:` section, and an admin token made with
+    `redrive token create --db` before it starts: (url, admin token)."""
+    d = tmp_path_factory.mktemp("redrive-console-auth")
+    made = subprocess.run(
+        [str(redrive_binary()), "token", "create", "--db", str(d / "r.db"), "--name", "admin", "--scope", "admin"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert made.returncode == 0, made.stderr
+    admin = made.stdout.strip()
+    config = d / "server.yaml"
+    config.write_text("auth:\n  awsCredentials: []\n")
+    for url in serve(d, ["--config", str(config)], None):
+        yield url, admin
+
+
+def log_in(page, token: str):
+    page.get_by_label("Token").fill(token)
+    page.get_by_role("button", name="Log in").click()
+
+
+def test_under_auth_the_console_asks_for_a_token_once_and_a_read_token_sees_disabled_buttons(auth_server, browser, screenshots, tmp_path):
+    url, admin = auth_server
+    name = unique("console-auth")
+    flag = tmp_path / "flag"
+    api(url, "POST", "/v1/pipelines", gated_pipeline(name, flag), admin)
+    start_and_wait(url, name, "Failed", admin)
+    ops = api(url, "POST", "/v1/tokens", {"name": "ops", "scope": "operate"}, admin)["token"]
+    viewer = api(url, "POST", "/v1/tokens", {"name": "viewer", "scope": "read"}, admin)["token"]
+
+    # Without a session every page leads to the login page, which leads back.
+    expect.set_options(timeout=EXPECT_TIMEOUT_MS)
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    context.set_default_timeout(EXPECT_TIMEOUT_MS)
+    page = context.new_page()
+    page.goto(f"{url}/console/pipelines/{name}")
+    expect(page).to_have_url(f"{url}/console/login?next=/console/pipelines/{name}")
+    log_in(page, "rdv_" + "0" * 64)
+    expect(page.locator("#login .result")).to_contain_text("UnauthorizedException")
+    page.screenshot(path=str(screenshots / "login.png"), full_page=True)
+    log_in(page, ops)
+    expect(page).to_have_url(f"{url}/console/pipelines/{name}")
+    expect(page.locator("footer")).to_contain_text("Signed in as ops (operate scope)")
+    cookie = next(c for c in context.cookies() if c["name"] == "redrive_session")
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["path"] == "/", cookie
+    assert cookie["value"] not in ops
+
+    # The list, then Retry FAILED_ACTIONS through the API with the session.
+    page.goto(url + "/console")
+    expect(page.locator("tr", has=page.locator(f'a[href="/console/pipelines/{name}"]'))).to_contain_text("✖ Build")
+    page.goto(f"{url}/console/pipelines/{name}")
+    build = stage_box(page, "Build")
+    flag.touch()
+    build.get_by_role("button", name="FAILED_ACTIONS").click()
+    expect(build.locator(".stage-status")).to_contain_text("Succeeded")
+    audit = api(url, "GET", "/v1/audit", token=admin)["entries"]
+    assert [(e["principal"], e["action"]) for e in audit[:2]] == [
+        ("ops", "POST /v1/pipelines/{name}/executions/{id}/stages/{stage}/retry"),
+        ("ops", "POST /console/login"),
+    ], audit[:3]
+
+    # Log out: the session ends, pages lead to the login page again.
+    page.get_by_role("button", name="Log out").click()
+    expect(page).to_have_url(f"{url}/console/login")
+    page.goto(url + "/console")
+    expect(page).to_have_url(f"{url}/console/login?next=/console")
+    context.close()
+
+    # A read token: the pages show, the buttons that change things are disabled with the reason.
+    flag.unlink()
+    start_and_wait(url, name, "Failed", admin)
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    context.set_default_timeout(EXPECT_TIMEOUT_MS)
+    page = context.new_page()
+    page.goto(f"{url}/console/pipelines/{name}")
+    log_in(page, viewer)
+    build = stage_box(page, "Build")
+    for mode in ("FAILED_ACTIONS", "ALL_ACTIONS"):
+        expect(build.get_by_role("button", name=mode)).to_be_disabled()
+    expect(build.locator("#tip-Build-FAILED_ACTIONS")).to_contain_text("AccessDeniedException: viewer has scope read; this needs operate")
+    page.screenshot(path=str(screenshots / "retry-read-only.png"), full_page=True)
+
+    # Revoking the token ends the session: the live board sends the browser to log in.
+    api(url, "DELETE", "/v1/tokens/viewer", token=admin)
+    expect(page).to_have_url(f"{url}/console/login?next=%2Fconsole%2Fpipelines%2F{name}")
+    context.close()

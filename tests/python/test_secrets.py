@@ -1,17 +1,22 @@
-"""`secretEnv`: a planted sentinel secret reaches the command, and its value
+"""`secretEnv` and `secretHeaders`: a planted sentinel secret reaches the
+command (and an HTTP action's header), and its value
 appears nowhere redrive keeps or shows anything: not in the API's answers (native
 and CodePipeline), the ledger, outputs, the dead-letter entry, `/metrics`, the
 server's log (at debug level), nor the raw bytes of the database files — even
 though the command echoes it to stdout, stderr, its error file and its output
-file. Also: a secret missing at attempt time fails the attempt with
+file, and the HTTP service echoes the header back in its answers (a success and
+a failure). Also: a secret missing at attempt time fails the attempt with
 Engine.SECRET_MISSING, and a secrets file must be private."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
+import threading
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -35,6 +40,46 @@ def command(name: str, script: str, secrets: list[str]) -> dict:
         "secretEnv": secrets,
         "retryPolicies": [{"exceptionType": ["*"], "maxAttempts": 0}],
     }
+
+
+def http_action(name: str, url: str) -> dict:
+    return {
+        "name": name,
+        "http": {"url": url, "secretHeaders": {"Authorization": {"secretEnv": "SENTINEL_TOKEN", "prefix": "Bearer "}}},
+        "retryPolicies": [{"exceptionType": ["*"], "maxAttempts": 0}],
+    }
+
+
+class EchoServer:
+    """A local HTTP service that answers every request with the Authorization
+    header it received, in its body: 200 on /ok, 500 on anything else."""
+
+    def __init__(self):
+        self.seen: list[str] = []
+        seen = self.seen
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 (the http.server API)
+                auth = self.headers.get("Authorization", "")
+                seen.append(auth)
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                body = json.dumps({"echo": auth}).encode()
+                self.send_response(200 if self.path == "/ok" else 500)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
 
 
 def pipeline(name: str, action: dict) -> dict:
@@ -62,7 +107,7 @@ def everything_shown(url: str, runs: dict[str, str]) -> str:
                          ("ListActionExecutions", {"pipelineName": name}), ("GetPipeline", {"name": name})):
             texts.append(raw_call(url, op, body).text)
     entries = requests.get(url + "/v1/dlq/queues/leaks/entries", timeout=10).json()
-    assert len(entries["entries"]) == 2, entries  # leak-fail and leak-missing
+    assert len(entries["entries"]) == 3, entries  # leak-fail, leak-missing and leak-http-fail
     texts.append(str(entries))
     for e in entries["entries"]:
         texts.append(get(f"/v1/dlq/entries/{e['entryId']}"))
@@ -75,14 +120,27 @@ def test_a_planted_secret_never_leaves_the_command(tmp_path: Path):
     env = {**os.environ, "SENTINEL_TOKEN": sentinel, "REDRIVE_LOG": "debug"}
     db = tmp_path / "secrets.db"
     proc, url = start_server(str(db), tmp_path / "server.log", env=env)
+    echo = EchoServer()
     try:
         for name, script in (("leak-fail", SCRIPT_FAIL), ("leak-ok", SCRIPT_OK)):
             r = requests.post(url + "/v1/pipelines", json=pipeline(name, command("A", script, ["SENTINEL_TOKEN"])), timeout=10)
             assert r.status_code == 201, r.text
+        for name, path in (("leak-http-ok", "/ok"), ("leak-http-fail", "/fail")):
+            r = requests.post(url + "/v1/pipelines", json=pipeline(name, http_action("A", echo.url + path)), timeout=10)
+            assert r.status_code == 201, r.text
         r = requests.post(url + "/v1/pipelines", json=pipeline("leak-missing", command("A", "true", ["NOT_SET_ANYWHERE_42"])), timeout=10)
         assert r.status_code == 201, r.text
         runs = {"leak-fail": run(url, "leak-fail", "Failed"), "leak-ok": run(url, "leak-ok", "Succeeded"),
-                "leak-missing": run(url, "leak-missing", "Failed")}
+                "leak-missing": run(url, "leak-missing", "Failed"), "leak-http-ok": run(url, "leak-http-ok", "Succeeded"),
+                "leak-http-fail": run(url, "leak-http-fail", "Failed")}
+
+        # The HTTP action sent the value; the service's echoes of it were scrubbed.
+        assert echo.seen == [f"Bearer {sentinel}"] * 2, echo.seen
+        http_ok = requests.get(url + f"/v1/pipelines/leak-http-ok/executions/{runs['leak-http-ok']}/export", timeout=10).text
+        assert '"echo":"Bearer ***"' in http_ok, http_ok
+        [http_failed] = requests.get(url + "/v1/pipelines/leak-http-fail/action-executions", timeout=10).json()["actionExecutions"]
+        assert http_failed["exceptionType"] == "Step.SERVICE_FAULT" and "Bearer ***" in http_failed["message"], http_failed
+        http_ledger = str(requests.get(url + f"/v1/pipelines/leak-http-fail/executions/{runs['leak-http-fail']}/export", timeout=10).json())
 
         # The command had the value (its hash came back), and what it echoed was scrubbed.
         [failed] = requests.get(url + "/v1/pipelines/leak-fail/action-executions", timeout=10).json()["actionExecutions"]
@@ -93,12 +151,13 @@ def test_a_planted_secret_never_leaves_the_command(tmp_path: Path):
         [missing] = requests.get(url + "/v1/pipelines/leak-missing/action-executions", timeout=10).json()["actionExecutions"]
         assert missing["exceptionType"] == "Engine.SECRET_MISSING", missing
         assert "NOT_SET_ANYWHERE_42" in missing["message"]
-        shown = everything_shown(url, runs) + ledger_text
+        shown = everything_shown(url, runs) + ledger_text + http_ledger
         assert "***" in shown
         assert sentinel not in shown
         assert sentinel[9:] not in shown  # nor its random part alone
     finally:
         stop_process(proc)
+        echo.close()
     log = (tmp_path / "server.log").read_bytes()
     assert log, "the server logged something at debug level"
     assert sentinel.encode() not in log

@@ -150,10 +150,11 @@ pub fn app_with_auth<S: Store>(service: Arc<Service<S>>, max_body_bytes: usize, 
     let guard = crate::auth::Guard::new(service.clone(), auth, max_body_bytes);
     // The guard covers every route, the console's included (mounted first).
     crate::console::mount::<S>(router)
-        .route_layer(axum::middleware::from_fn_with_state(guard, crate::auth::guard::<S>))
+        .route_layer(axum::middleware::from_fn_with_state(guard.clone(), crate::auth::guard::<S>))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(Extension(openapi::Served::new(&doc)))
+        .layer(Extension(guard))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(service.clone(), crate::health::guard::<S>))
         .layer(axum::middleware::from_fn(json_posts_only))

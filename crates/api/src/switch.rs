@@ -4,6 +4,11 @@
 //! relays the answer, so any process accepts any call. A follower answers
 //! `/healthz`, `/readyz` and `GET /v1/cluster` itself, and 503 with
 //! `Retry-After` while no process leads (one takes over within the lease).
+//!
+//! Under `auth:` a follower checks the credential of its own `GET /v1/cluster`
+//! like the leader would (read scope, [`AuthCheck`]); everything it forwards is
+//! checked by the leader, with the original `Host` header kept so that an AWS
+//! Signature V4 (which signs the `Host`) still verifies there.
 
 use crate::health::{unavailable, with_retry_after};
 use axum::Router;
@@ -30,6 +35,11 @@ pub const MAX_FORWARDED_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 type StatusFuture = Pin<Box<dyn Future<Output = Result<ClusterStatus, String>> + Send>>;
 /// Reads the cluster's status (from the store) for a follower's `GET /v1/cluster`.
 pub type StatusSource = Arc<dyn Fn() -> StatusFuture + Send + Sync>;
+type CheckFuture = Pin<Box<dyn Future<Output = Result<(), Response>> + Send>>;
+/// Checks the credential of a request a follower answers itself (`GET
+/// /v1/cluster`): `Err` is the refusal to send (401/403). See
+/// [`crate::auth::follower_check`].
+pub type AuthCheck = Arc<dyn Fn(axum::http::request::Parts) -> CheckFuture + Send + Sync>;
 
 #[derive(Clone)]
 enum Mode {
@@ -45,17 +55,25 @@ pub struct Switch {
     /// This process's member id, sent in [`FORWARDED_HEADER`].
     member: String,
     status: StatusSource,
+    /// `None`: no `auth:` (the cluster status is open, as on the leader).
+    auth: Option<AuthCheck>,
 }
 
 impl Switch {
     /// A switch that starts following (nobody known to lead yet).
     pub fn new(member: String, status: StatusSource) -> Arc<Switch> {
+        Switch::with_auth(member, status, None)
+    }
+
+    /// [`Switch::new`], checking the credential of the requests a follower
+    /// answers itself with `auth` (a server with `auth:`).
+    pub fn with_auth(member: String, status: StatusSource, auth: Option<AuthCheck>) -> Arc<Switch> {
         let client = reqwest::Client::builder()
             .timeout(FORWARD_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("an HTTP client with default TLS settings builds");
-        Arc::new(Switch { mode: RwLock::new(Mode::Follow(None)), client, member, status })
+        Arc::new(Switch { mode: RwLock::new(Mode::Follow(None)), client, member, status, auth })
     }
 
     /// From now on, forward to `leader` (its base URL, e.g. `http://10.0.0.5:7878`).
@@ -95,6 +113,12 @@ async fn follow(switch: &Switch, leader: Option<String>, request: Request) -> Re
         ("GET", "/healthz") => return "ok".into_response(),
         ("GET", "/readyz") => return readiness(leader.as_deref()),
         ("GET", "/v1/cluster") => {
+            if let Some(check) = &switch.auth {
+                let (parts, _) = request.into_parts();
+                if let Err(refused) = check(parts).await {
+                    return refused;
+                }
+            }
             return match (switch.status)().await {
                 Ok(status) => axum::Json(status).into_response(),
                 Err(e) => unavailable(false, format!("the cluster's status cannot be read: {e}")),
@@ -132,10 +156,11 @@ fn readiness(leader: Option<&str>) -> Response {
 }
 
 /// Headers that belong to one connection, not to the request (RFC 9110 §7.6.1).
+/// `Host` is not one: the leader gets the client's (a SigV4 signature covers it).
 fn hop_by_hop(name: &HeaderName) -> bool {
     matches!(
         name.as_str(),
-        "connection" | "keep-alive" | "proxy-connection" | "te" | "trailer" | "transfer-encoding" | "upgrade" | "host" | "content-length"
+        "connection" | "keep-alive" | "proxy-connection" | "te" | "trailer" | "transfer-encoding" | "upgrade" | "content-length"
     )
 }
 
@@ -154,7 +179,7 @@ async fn forward(switch: &Switch, leader: &str, request: Request) -> Result<Resp
     let mut answer = outgoing.header(FORWARDED_HEADER, &switch.member).send().await.map_err(|e| describe(&e))?;
     let mut response = Response::builder().status(answer.status());
     for (name, value) in answer.headers() {
-        if !hop_by_hop(name) {
+        if !hop_by_hop(name) && name != header::HOST {
             response = response.header(name, value);
         }
     }

@@ -32,7 +32,7 @@ async fn app() -> App {
     let (handle, _join) = Driver::spawn(store.clone(), clock.clone(), DriverConfig::default());
     let service = Arc::new(Service::new(store.clone(), handle, clock.clone()));
     let key = AccessKey { id: "AKIDEXAMPLE".into(), secret: "secret".into(), grant: Grant::unlimited(Scope::Admin) };
-    let config = Arc::new(AuthConfig { access_keys: vec![key], schedules: Vec::new() });
+    let config = Arc::new(AuthConfig { access_keys: vec![key], ..AuthConfig::default() });
     let router = redrive_api::server::app_with_auth(service, 1024 * 1024, Some(config));
     App { router, store, clock, _dir: dir }
 }
@@ -298,4 +298,82 @@ async fn without_auth_everyone_is_anonymous_and_changes_are_still_audited() {
     let entries = audit["entries"].as_array().unwrap();
     assert_eq!(entries.len(), 1, "reads are not audited: {audit}");
     assert_eq!((entries[0]["principal"].as_str(), entries[0]["target"].as_str()), (Some("anonymous"), Some("p")));
+}
+
+#[tokio::test]
+async fn metrics_need_a_grant_not_limited_by_name_and_say_so() {
+    let app = app().await;
+    let scraper = app.token("prometheus", Grant::unlimited(Scope::Read), None).await;
+    let limited = app.token("payments-read", Grant { scope: Scope::Read, pipelines: patterns(&["payments-*"]), queues: None }, None).await;
+    let get = |token: String| {
+        let router = app.router.clone();
+        async move {
+            let req = Request::builder().uri("/metrics").header("authorization", format!("Bearer {token}"));
+            let response = router.oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
+            let status = response.status();
+            (status, String::from_utf8(axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap().to_vec()).unwrap())
+        }
+    };
+    assert_eq!(get(scraper).await.0, StatusCode::OK);
+    let (status, body) = get(limited).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(body.contains("payments-read is limited to pipeline payments-*; this touches every pipeline"), "{body}");
+    assert!(body.contains("/metrics reports every pipeline and queue, so it needs a grant not limited by name"), "{body}");
+}
+
+/// The console's routes: its pages are classified like the API's (a page
+/// without a rule is refused to everyone, so a new one fails its own tests
+/// under `auth:`), a browser without a credential is sent to the login page,
+/// and only the login, logout, assets and redirects are open.
+#[tokio::test]
+async fn console_pages_need_a_credential_and_a_large_enough_grant() {
+    let app = app().await;
+    let reader = app.token("reader", Grant::unlimited(Scope::Read), None).await;
+    let limited = app
+        .token("payments", Grant { scope: Scope::Admin, pipelines: patterns(&["payments-*"]), queues: patterns(&["payments-*"]) }, None)
+        .await;
+    let console: Vec<&redrive_api::auth::rules::Rule> = redrive_api::auth::rules::RULES
+        .iter()
+        .filter(|r| matches!(r.key, RouteKey::Native(_, p) if p == "/" || p.starts_with("/console")))
+        .collect();
+    let open: Vec<RouteKey> = console.iter().filter(|r| r.touches == Touches::Open).map(|r| r.key).collect();
+    assert_eq!(
+        open,
+        [
+            RouteKey::Native("GET", "/"),
+            RouteKey::Native("GET", "/console/"),
+            RouteKey::Native("GET", "/console/login"),
+            RouteKey::Native("POST", "/console/login"),
+            RouteKey::Native("POST", "/console/logout"),
+            RouteKey::Native("GET", "/console/assets/console.js"),
+            RouteKey::Native("GET", "/console/assets/console.css"),
+        ]
+    );
+    for rule in console.iter().filter(|r| r.touches != Touches::Open) {
+        let RouteKey::Native(method, _) = rule.key else { unreachable!() };
+        assert_eq!((method, rule.scope, rule.audited), ("GET", Scope::Read, false), "{:?}: console pages only read", rule.key);
+        let (_, path, _, _) = request_for(rule.key);
+        let send = |headers: Vec<(&'static str, String)>| {
+            let path = path.clone();
+            let router = app.router.clone();
+            async move {
+                let mut req = Request::builder().method("GET").uri(&path);
+                for (k, v) in headers {
+                    req = req.header(k, v);
+                }
+                let response = router.oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
+                let location = response.headers().get("location").map(|v| v.to_str().unwrap().to_string());
+                (response.status(), location)
+            }
+        };
+        let html = ("accept", "text/html".to_string());
+        let (status, location) = send(vec![html.clone()]).await;
+        assert_eq!(status, StatusCode::SEE_OTHER, "{path}: a browser without a credential");
+        assert_eq!(location.unwrap(), format!("/console/login?next={path}"));
+        assert_eq!(send(vec![]).await.0, StatusCode::UNAUTHORIZED, "{path}: a script without a credential");
+        let (status, _) = send(vec![html.clone(), ("authorization", format!("Bearer {reader}"))]).await;
+        assert!(status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN, "{path} as a reader: {status}");
+        let (status, _) = send(vec![html, ("authorization", format!("Bearer {limited}"))]).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path} outside the token's prefixes");
+    }
 }

@@ -268,6 +268,28 @@ fn create_pipeline_body_with_a_command_action_and_retry_policies() {
 }
 
 #[test]
+fn secret_names_survive_the_wire_to_native_conversion() {
+    let body = json!({"pipeline": {"name": "p", "stages": [{"name": "S", "actions": [
+        {"name": "C", "actionTypeId": {"category": "Build", "owner": "Custom", "provider": "Command", "version": "1"},
+         "configuration": {"Command": "[\"deploy\"]", "SecretEnv": "[\"API_TOKEN\"]"}},
+        {"name": "H", "actionTypeId": {"category": "Invoke", "owner": "Custom", "provider": "Http", "version": "1"},
+         "configuration": {"Url": "https://h/", "SecretHeaders": "{\"Authorization\":{\"prefix\":\"Bearer \",\"secretEnv\":\"API_TOKEN\"}}"}}
+    ]}]}});
+    let input: CreatePipelineInput = decode_request(Operation::CreatePipeline, body.to_string().as_bytes()).unwrap();
+    let native = wire_to_native(&input.pipeline);
+    let actions = &native["stages"][0]["actions"];
+    assert_eq!(actions[0]["secretEnv"], json!(["API_TOKEN"]), "{native}");
+    assert_eq!(actions[1]["http"]["secretHeaders"], json!({"Authorization": {"prefix": "Bearer ", "secretEnv": "API_TOKEN"}}), "{native}");
+    assert_eq!(parse_json(&native), parse_declaration(&input.pipeline).unwrap());
+    let again = native_to_wire(&native).unwrap();
+    assert_eq!(again.stages[0].actions[0].configuration.as_ref().unwrap()["SecretEnv"], r#"["API_TOKEN"]"#);
+    assert_eq!(
+        again.stages[0].actions[1].configuration.as_ref().unwrap()["SecretHeaders"],
+        r#"{"Authorization":{"prefix":"Bearer ","secretEnv":"API_TOKEN"}}"#
+    );
+}
+
+#[test]
 fn a_declaration_without_role_arn_gets_the_placeholder() {
     let body = json!({"pipeline": {"name": "p", "stages": [{"name": "S", "actions": [
         {"name": "A", "actionTypeId": {"category": "Test", "owner": "Custom", "provider": "Noop", "version": "1"}}

@@ -3,9 +3,11 @@
 //! fires unless the test moves it). Each page's status code and HTML, the Retry
 //! control's previews and refusals, and escaping of user-controlled text.
 
+use redrive_api::auth::AuthConfig;
+use redrive_core::auth::{Grant, Scope};
 use redrive_engine::service::Service;
 use redrive_engine::{Driver, DriverConfig, ManualClock};
-use redrive_store::{SqliteOptions, SqliteStore};
+use redrive_store::{SqliteOptions, SqliteStore, Store};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,30 +15,71 @@ use std::time::{Duration, Instant};
 struct Server {
     url: String,
     client: reqwest::Client,
+    store: Arc<SqliteStore>,
+    clock: Arc<ManualClock>,
+    /// Sent by the helpers below as `Authorization: Bearer …` (an admin token
+    /// on a server with `auth:`).
+    bearer: Option<String>,
     _dir: tempfile::TempDir,
     _shutdown: tokio::sync::oneshot::Sender<()>,
 }
 
 async fn server() -> Server {
+    server_with(None).await
+}
+
+/// A server with `auth:` (no access keys); its helpers send an admin token.
+async fn server_with_auth() -> Server {
+    let mut s = server_with(Some(Arc::new(AuthConfig::default()))).await;
+    s.bearer = Some(s.token("admin", Grant::unlimited(Scope::Admin)).await);
+    s
+}
+
+async fn server_with(auth: Option<Arc<AuthConfig>>) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SqliteStore::open(&dir.path().join("r.db"), SqliteOptions::default()).unwrap());
     let clock = Arc::new(ManualClock::new(redrive_core::time::Timestamp::from_unix_ms(1_767_225_600_000)));
     let (handle, _join) = Driver::spawn(store.clone(), clock.clone(), DriverConfig::default());
-    let service = Arc::new(Service::new(store, handle, clock));
+    let service = Arc::new(Service::new(store.clone(), handle, clock.clone()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(redrive_api::server::serve(service, listener, 1024 * 1024, async {
+    let app = redrive_api::server::app_with_auth(service, 1024 * 1024, auth);
+    tokio::spawn(redrive_api::server::serve_router(app, listener, redrive_api::server::HttpLimits::default(), async {
         let _ = rx.await;
     }));
     let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    Server { url, client, _dir: dir, _shutdown: tx }
+    Server { url, client, store, clock, bearer: None, _dir: dir, _shutdown: tx }
 }
 
 impl Server {
     /// A console page: (status, content type, body).
+    /// A request with the helpers' bearer token, if any.
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let r = self.client.request(method, format!("{}{path}", self.url));
+        match &self.bearer {
+            Some(t) => r.bearer_auth(t),
+            None => r,
+        }
+    }
+
+    /// Stores a token directly (as `redrive token create --db` does); returns its value.
+    async fn token(&self, name: &str, grant: Grant) -> String {
+        let req = redrive_wire::CreateTokenRequest {
+            name: name.into(),
+            scope: grant.scope.to_string(),
+            pipelines: None,
+            queues: None,
+            expires_in: None,
+        };
+        let now = redrive_engine::Clock::now(self.clock.as_ref());
+        let (value, record) = redrive_api::auth::admin::new_token(&req, now).unwrap();
+        self.store.create_token(record).await.unwrap();
+        value
+    }
+
     async fn page(&self, path: &str) -> (u16, String, String) {
-        let r = self.client.get(format!("{}{path}", self.url)).header("Accept", "text/html").send().await.unwrap();
+        let r = self.request(reqwest::Method::GET, path).header("Accept", "text/html").send().await.unwrap();
         let status = r.status().as_u16();
         let ct = r.headers().get("content-type").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
         (status, ct, r.text().await.unwrap())
@@ -50,13 +93,13 @@ impl Server {
     }
 
     async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let r = self.client.post(format!("{}{path}", self.url)).json(&body).send().await.unwrap();
+        let r = self.request(reqwest::Method::POST, path).json(&body).send().await.unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
     async fn get_json(&self, path: &str) -> Value {
-        self.client.get(format!("{}{path}", self.url)).send().await.unwrap().json().await.unwrap()
+        self.request(reqwest::Method::GET, path).send().await.unwrap().json().await.unwrap()
     }
 
     async fn start(&self, pipeline: &str, input: Value) -> String {
@@ -290,6 +333,20 @@ async fn dead_letter_pages_show_queues_entries_and_runs() {
     }
     let q = s.html("/console/dlq/queues/orders-dlq").await;
     assert!(q.contains(&format!("/console/dlq/runs/{run_id}")), "the queue lists its run: {q}");
+    // The counts, entries and runs are a live fragment (refreshed after a redrive
+    // or purge without a reload), at the same filters and page.
+    assert!(q.contains(r#"data-poll="/console/dlq/queues/orders-dlq/live?""#), "{q}");
+    let filtered = s.html("/console/dlq/queues/orders-dlq?type=Card.DECLINED").await;
+    assert!(filtered.contains(r#"data-poll="/console/dlq/queues/orders-dlq/live?type=Card.DECLINED&amp;""#), "{filtered}");
+    let live = s.html("/console/dlq/queues/orders-dlq/live").await;
+    assert!(!live.contains("<html") && live.contains(&format!("/console/dlq/runs/{run_id}")), "{live}");
+    assert!(live.contains("data-since="), "ages tick in the browser, the fragment does not change with time: {live}");
+    let redriven = |html: &str| html.matches(r#"<td class="num">1 of "#).count();
+    assert_eq!(redriven(&live), 3, "each entry redriven once (they failed again): {live}");
+    let (st, v) = s.post("/v1/dlq/queues/orders-dlq/purge", json!({})).await;
+    assert_eq!(st, 200, "{v}");
+    let live = s.html("/console/dlq/queues/orders-dlq/live").await;
+    assert!(live.contains(r#"<strong id="match-count">0</strong>"#) && live.contains("No entries match."), "{live}");
     let (st, v) = s.post(&format!("/v1/dlq/redrives/{run_id}/abort"), json!({})).await;
     assert_eq!((st, v["error"]["code"].as_str()), (409, Some("ConflictException")), "a finished run cannot be aborted: {v}");
     assert!(!page.contains("/abort") || page.contains("RUNNING"), "Abort is offered only while running");
@@ -341,4 +398,164 @@ async fn the_functions_page_asks_for_a_name_and_lists_none_for_an_unknown_one() 
     assert!(page.contains("No executions on this page"), "{page}");
     let (status, _, _) = s.page("/console/functions?name=bad%20name").await;
     assert_eq!(status, 400);
+}
+
+// ---- the console under auth: ---------------------------------------------------
+
+/// What a browser holds: the session cookie, sent by hand (reqwest keeps no jar here).
+struct Browser<'a> {
+    s: &'a Server,
+    cookie: String,
+}
+
+impl Server {
+    /// `POST /console/login` with `token`: (status, Set-Cookie, body).
+    async fn login(&self, token: &str) -> (u16, Option<String>, Value) {
+        let r = self.client.post(format!("{}/console/login", self.url)).json(&json!({"token": token})).send().await.unwrap();
+        let status = r.status().as_u16();
+        let cookie = r.headers().get("set-cookie").map(|v| v.to_str().unwrap().to_string());
+        (status, cookie, r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn browser(&self, token: &str) -> Browser<'_> {
+        let (status, cookie, body) = self.login(token).await;
+        assert_eq!(status, 200, "{body}");
+        let cookie = cookie.expect("a session cookie");
+        Browser { s: self, cookie: cookie.split(';').next().unwrap().to_string() }
+    }
+}
+
+impl Browser<'_> {
+    async fn get(&self, path: &str, script: bool) -> reqwest::Response {
+        let mut r = self.s.client.get(format!("{}{path}", self.s.url)).header("Accept", "text/html").header("Cookie", &self.cookie);
+        if script {
+            r = r.header("X-Redrive-Console", "1");
+        }
+        r.send().await.unwrap()
+    }
+
+    async fn page(&self, path: &str) -> (u16, String) {
+        let r = self.get(path, false).await;
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    /// A JSON POST with the cookie, from the console's script (`script`) or not.
+    async fn post(&self, path: &str, body: Value, script: bool) -> (u16, Value) {
+        let mut r = self.s.client.post(format!("{}{path}", self.s.url)).header("Cookie", &self.cookie).json(&body);
+        if script {
+            r = r.header("X-Redrive-Console", "1");
+        }
+        let r = r.send().await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+}
+
+#[tokio::test]
+async fn under_auth_a_browser_logs_in_once_and_its_session_cookie_works_with_the_csrf_header() {
+    let s = server_with_auth().await;
+    let id = failed_execution(&s, "web", json!({})).await;
+    let ops = s.token("ops", Grant::unlimited(Scope::Operate)).await;
+
+    // Without a credential: a browser opening a page is sent to the login page;
+    // the API and the console's script get 401.
+    let anon = |path: &str| s.client.get(format!("{}{path}", s.url)).header("Accept", "text/html");
+    let r = anon("/console/pipelines/web").send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    assert_eq!(r.headers()["location"], "/console/login?next=/console/pipelines/web");
+    let r = anon("/console/pipelines/web/board").header("X-Redrive-Console", "1").send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401, "the script's poll is not redirected");
+    assert_eq!(s.client.get(format!("{}/v1/pipelines", s.url)).send().await.unwrap().status().as_u16(), 401);
+    let r = anon("/console/login?next=/console/pipelines/web").send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let login = r.text().await.unwrap();
+    assert!(login.contains(r#"<form id="login" data-next="/console/pipelines/web">"#), "{login}");
+    assert!(login.contains(r#"type="password""#), "{login}");
+    let other_site = anon("/console/login?next=//evil.example/").send().await.unwrap().text().await.unwrap();
+    assert!(other_site.contains(r#"data-next="/console""#), "never sent to another site: {other_site}");
+
+    // A bad token: 401, no cookie.
+    let (status, cookie, body) = s.login(&format!("rdv_{}", "0".repeat(64))).await;
+    assert_eq!((status, cookie), (401, None), "{body}");
+    assert_eq!(s.login("not a token").await.0, 401);
+
+    // A good one: a session cookie with its attributes, not the token.
+    let (status, cookie, body) = s.login(&ops).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json!({"principal": "ops", "scope": "operate"}));
+    let cookie = cookie.unwrap();
+    let (pair, attributes) = cookie.split_once("; ").unwrap();
+    assert_eq!(attributes, "HttpOnly; SameSite=Strict; Path=/; Max-Age=43200", "plain HTTP: not Secure");
+    let value = pair.strip_prefix("redrive_session=").unwrap();
+    assert_eq!(value.len(), 64);
+    assert!(!ops.contains(value));
+    let b = Browser { s: &s, cookie: pair.to_string() };
+
+    let (status, page) = b.page("/console/pipelines/web").await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("Signed in as <strong>ops</strong> (operate scope)"), "{page}");
+    let retry = format!("/v1/pipelines/web/executions/{id}/stages/Build/retry");
+    assert!(page.contains(&format!(r#"data-post="{retry}""#)), "an enabled Retry: {page}");
+
+    // A state change by cookie needs the console's header (CSRF defence).
+    let (status, body) = b.post(&retry, json!({"retryMode": "FAILED_ACTIONS"}), false).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("X-Redrive-Console"), "{body}");
+    let (status, body) = b.post(&retry, json!({"retryMode": "FAILED_ACTIONS"}), true).await;
+    assert_eq!(status, 200, "{body}");
+    s.wait_execution("web", &id, |v| v["status"] == "Failed" && v["stages"][0]["retryInProgress"] == false).await;
+
+    // Logout ends the session and deletes the cookie.
+    let r = s.client.post(format!("{}/console/logout", s.url)).header("Cookie", &b.cookie).json(&json!({})).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(r.headers()["set-cookie"].to_str().unwrap().starts_with("redrive_session=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"));
+    assert_eq!(b.get("/console", false).await.status().as_u16(), 303, "logged out");
+    assert_eq!(b.post(&retry, json!({"retryMode": "ALL_ACTIONS"}), true).await.0, 401);
+
+    // The audit log names the token, never its value or the session.
+    let audit = s.get_json("/v1/audit").await;
+    let seen: Vec<(&str, &str)> =
+        audit["entries"].as_array().unwrap().iter().map(|e| (e["principal"].as_str().unwrap(), e["action"].as_str().unwrap())).collect();
+    assert_eq!(
+        &seen[..3],
+        [
+            ("ops", "POST /console/logout"),
+            ("ops", "POST /v1/pipelines/{name}/executions/{id}/stages/{stage}/retry"),
+            ("ops", "POST /console/login")
+        ],
+        "{audit}"
+    );
+    assert!(!audit.to_string().contains(&ops) && !audit.to_string().contains(value));
+}
+
+#[tokio::test]
+async fn a_read_session_sees_disabled_buttons_and_ends_when_its_token_is_revoked_or_idle() {
+    let s = server_with_auth().await;
+    let id = failed_execution(&s, "web", json!({})).await;
+    let reader = s.token("reader", Grant::unlimited(Scope::Read)).await;
+    let b = s.browser(&reader).await;
+    let (status, page) = b.page("/console/pipelines/web").await;
+    assert_eq!(status, 200, "{page}");
+    assert!(!page.contains("data-post="), "no enabled Retry: {page}");
+    assert_eq!(page.matches(r#" disabled data-mode="#).count(), 2, "{page}");
+    assert!(page.contains("AccessDeniedException</strong>: reader has scope read; this needs operate"), "{page}");
+    let (status, page) = b.page(&format!("/console/pipelines/web/executions/{id}")).await;
+    assert_eq!(status, 200, "{page}");
+    let retry = format!("/v1/pipelines/web/executions/{id}/stages/Build/retry");
+    let (status, body) = b.post(&retry, json!({"retryMode": "FAILED_ACTIONS"}), true).await;
+    assert_eq!(status, 403, "the API refuses it too: {body}");
+    assert_eq!(body["error"]["code"], "AccessDeniedException");
+
+    // Idle for an hour: the session ends.
+    let idle = s.browser(&reader).await;
+    s.clock.advance(redrive_core::limits::CONSOLE_SESSION_IDLE_MS - 1000);
+    assert_eq!(b.page("/console").await.0, 200, "b was used within the hour");
+    s.clock.advance(1000);
+    assert_eq!(idle.get("/console", true).await.status().as_u16(), 401, "idle for an hour");
+
+    // Revoking the token ends its sessions at once.
+    let r = s.request(reqwest::Method::DELETE, "/v1/tokens/reader").send().await.unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let r = b.get("/console", false).await;
+    assert_eq!(r.status().as_u16(), 303, "revoked");
+    assert_eq!(b.get("/console/pipelines/web/board", true).await.status().as_u16(), 401);
 }

@@ -201,7 +201,9 @@ async fn serve(args: ServerArgs, config: ServerConfig, tls: Option<Tls>, secrets
     let local = listener.local_addr()?;
     let url = args.advertise_url.clone().unwrap_or_else(|| format!("{scheme}://{local}"));
     store.announce(&url).await.with_context(|| format!("announcing this process in {}", args.db))?;
-    let switch = Switch::new(redrive_store::member_id(), status_source(store.clone()));
+    let follower_auth =
+        config.auth.clone().map(|auth| redrive_api::auth::follower_check(store.clone(), Arc::new(auth), Arc::new(SystemClock)));
+    let switch = Switch::with_auth(redrive_store::member_id(), status_source(store.clone()), follower_auth);
     // HTTP stops when this is set (a signal, or the engine stopped for good).
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut listener = Some(listener);
@@ -257,7 +259,9 @@ async fn serve(args: ServerArgs, config: ServerConfig, tls: Option<Tls>, secrets
     let mut service = Service::new(store.clone(), handle.clone(), Arc::new(SystemClock));
     let schedules_text = schedules_note(&config.schedules);
     let auth_text = auth_note(config.auth.as_ref());
-    let auth = config.auth.map(Arc::new);
+    // The console's session cookie is marked Secure when served over HTTPS.
+    let secure_cookies = limits.tls.is_some();
+    let auth = config.auth.map(|auth| Arc::new(redrive_api::auth::AuthConfig { secure_cookies, ..auth }));
     if let Err(e) = service.set_schedules(config.schedules) {
         let file = args.config.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
         return Err(ConfigRejected(format!("config file {file}: redriveSchedules: {e}")).into());

@@ -174,7 +174,8 @@ fn browser_forgeries_are_refused() {
     assert_eq!(list["pipelines"].as_array().map(Vec::len), Some(0), "nothing was created: {list}");
 }
 
-/// `--tls-cert/--tls-key`: the server speaks HTTPS only; a bad file starts nothing.
+/// `--tls-cert/--tls-key`: the server speaks HTTPS only; a bad file starts
+/// nothing. Under `auth:` the console's session cookie is then `Secure`.
 #[test]
 fn tls_serves_https_with_the_given_certificate() {
     let sb = Sandbox::new();
@@ -214,11 +215,18 @@ fn tls_serves_https_with_the_given_certificate() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--tls-cert"), "{}", String::from_utf8_lossy(&bad.stderr));
     assert!(!sb.db().exists(), "a refused start creates nothing");
 
+    let made = bin().args(["token", "create", "--name", "admin", "--scope", "admin", "--db"]).arg(sb.db()).output().unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let admin = String::from_utf8(made.stdout).unwrap().trim().to_string();
+    let config = sb.path("server.yaml");
+    std::fs::write(&config, "auth:\n  awsCredentials: []\n").unwrap();
     let mut child = bin()
         .args(["server", "--listen", "127.0.0.1:0", "--tls-cert"])
         .arg(&cert)
         .arg("--tls-key")
         .arg(&key)
+        .arg("--config")
+        .arg(&config)
         .arg("--db")
         .arg(sb.db())
         .stdout(std::process::Stdio::null())
@@ -232,15 +240,22 @@ fn tls_serves_https_with_the_given_certificate() {
     let port = addr.rsplit_once(':').unwrap().1.to_string();
 
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let (secure, plain) = runtime.block_on(async {
+    let (secure, plain, cookie) = runtime.block_on(async {
         let root = reqwest::Certificate::from_pem(&std::fs::read(&cert).unwrap()).unwrap();
         let client = reqwest::Client::builder().add_root_certificate(root).build().unwrap();
         let secure = client.get(format!("https://localhost:{port}/healthz")).send().await.map(|r| r.status().as_u16());
         let plain = reqwest::Client::new().get(format!("http://127.0.0.1:{port}/healthz")).send().await.map(|r| r.status().as_u16());
-        (secure, plain)
+        let login = client.post(format!("https://localhost:{port}/console/login")).json(&serde_json::json!({"token": admin})).send().await;
+        let cookie = login.ok().and_then(|r| r.headers().get("set-cookie").map(|v| v.to_str().unwrap().to_string()));
+        (secure, plain, cookie)
     });
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(secure.unwrap(), 200);
+    let cookie = cookie.expect("a session cookie");
+    assert!(
+        cookie.starts_with("redrive_session=") && cookie.ends_with("; HttpOnly; SameSite=Strict; Path=/; Max-Age=43200; Secure"),
+        "{cookie}"
+    );
     assert!(plain.is_err() || plain.as_ref().is_ok_and(|s| *s != 200), "plain HTTP is not served: {plain:?}");
 }

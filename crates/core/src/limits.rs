@@ -118,6 +118,15 @@ pub const MAX_HTTP_BODY_EXCERPT_BYTES: usize = 300;
 /// always holds it.
 pub const MAX_INPUT_ENV_BYTES: usize = 96 * 1024;
 
+// ---- console sessions ----
+
+/// A console session ends this long after its login, however it is used.
+pub const CONSOLE_SESSION_MAX_AGE_MS: u64 = 12 * 3600 * 1000;
+/// A console session unused this long ends.
+pub const CONSOLE_SESSION_IDLE_MS: u64 = 3600 * 1000;
+/// Console sessions kept at once; a login beyond it ends the least recently used.
+pub const MAX_CONSOLE_SESSIONS: usize = 1000;
+
 // ---- reports ----
 
 /// Problems reported for one definition or configuration; the rest are counted

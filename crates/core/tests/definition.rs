@@ -758,3 +758,45 @@ fn secret_env_names_are_checked() {
     let ActionKind::Command(c) = &ok(wire).stages[0].actions[0].kind else { panic!("a command") };
     assert_eq!(c.secret_env, ["API_TOKEN"]);
 }
+
+#[test]
+fn secret_headers_name_secrets_and_are_checked() {
+    use redrive_core::definition::SecretHeader;
+    let base = |http: &str| format!("name: p\nstages:\n  - name: S\n    actions:\n      - {{name: A, http: {http}}}\n");
+    let p = ok(&base(
+        r#"{url: "https://api.example/x", headers: {X-Plain: v}, secretHeaders: {Authorization: {secretEnv: API_TOKEN, prefix: "Bearer "}, X-Key: {secretEnv: KEY}}}"#,
+    ));
+    let ActionKind::Http(h) = &p.stages[0].actions[0].kind else { panic!("an http action") };
+    assert_eq!(h.secret_headers["Authorization"], SecretHeader { secret_env: "API_TOKEN".into(), prefix: "Bearer ".into() });
+    assert_eq!(h.secret_headers["X-Key"], SecretHeader { secret_env: "KEY".into(), prefix: String::new() });
+    // The parsed form names the secrets, never a value.
+    let canonical = serde_json::to_value(&p).unwrap();
+    let http = &canonical["stages"][0]["actions"][0]["kind"];
+    assert_eq!(http["kind"], "http", "{canonical}");
+    assert_eq!(
+        http["secretHeaders"],
+        serde_json::json!({"Authorization": {"secretEnv": "API_TOKEN", "prefix": "Bearer "}, "X-Key": {"secretEnv": "KEY"}})
+    );
+    assert!(!canonical.to_string().contains("value"), "{canonical}");
+
+    for (headers, path, why) in [
+        ("{Authorization: {secretEnv: 1A}}", "secretHeaders.Authorization.secretEnv", "a secret's name"),
+        ("{Authorization: {secretEnv: REDRIVE_TOKEN}}", "secretHeaders.Authorization.secretEnv", "a secret's name"),
+        ("{Authorization: {prefix: x}}", "secretHeaders.Authorization", "secretEnv"),
+        ("{x-plain: {secretEnv: T}}", "secretHeaders", "also in headers"),
+        ("{\"A B\": {secretEnv: T}}", "secretHeaders", "header names"),
+        ("{Authorization: {secretEnv: T, prefix: \"a\\nb\"}}", "secretHeaders.Authorization.prefix", "not a header value prefix"),
+        ("{Authorization: {secretEnv: T, value: x}}", "secretHeaders.Authorization", "value"),
+    ] {
+        let p = one(&base(&format!("{{url: \"https://h/\", headers: {{X-Plain: v}}, secretHeaders: {headers}}}")));
+        assert!(p.path.contains(path), "{headers}: {p}");
+        assert!(p.to_string().contains(why), "{headers}: {p}");
+    }
+
+    // The wire form: configuration.SecretHeaders, a JSON object.
+    let wire = r#"{"name": "p", "stages": [{"name": "S", "actions": [{"name": "A",
+        "actionTypeId": {"category": "Invoke", "owner": "Custom", "provider": "Http", "version": "1"},
+        "configuration": {"Url": "https://h/", "SecretHeaders": "{\"Authorization\": {\"secretEnv\": \"T\"}}"}}]}]}"#;
+    let ActionKind::Http(h) = &ok(wire).stages[0].actions[0].kind else { panic!("an http action") };
+    assert_eq!(h.secret_headers["Authorization"].secret_env, "T");
+}

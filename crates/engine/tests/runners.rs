@@ -464,7 +464,7 @@ fn read_request(stream: &TcpStream) -> Option<Recorded> {
 }
 
 fn http(method: &str, url: &str) -> HttpSpec {
-    HttpSpec { method: method.into(), url: url.into(), headers: BTreeMap::new(), body: None }
+    HttpSpec { method: method.into(), url: url.into(), headers: BTreeMap::new(), secret_headers: BTreeMap::new(), body: None }
 }
 
 #[tokio::test]
@@ -483,6 +483,34 @@ async fn http_200_json_is_output_and_headers_arrive() {
     assert_eq!(req.header("Content-Type"), Some("application/json"));
     assert!(req.header("User-Agent").unwrap().starts_with("redrive/"));
     assert_eq!(serde_json::from_str::<serde_json::Value>(&req.body).unwrap(), json!({"name": "train"}));
+}
+
+#[tokio::test]
+async fn http_secret_headers_are_sent_and_scrubbed_from_what_comes_back() {
+    use redrive_core::definition::SecretHeader;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("secrets");
+    std::fs::write(&file, "API_TOKEN=s3cr3t-val\n").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut c = ctx();
+    c.secrets = std::sync::Arc::new(redrive_engine::runner::secrets::Secrets::file(&file).unwrap());
+    let (url, rx) = serve(vec![
+        reply("200 OK", r#"{"echo": "Bearer s3cr3t-val", "s3cr3t-val": 1}"#).header("Content-Type", "application/json"),
+        reply("401 Unauthorized", "token Bearer s3cr3t-val refused"),
+    ]);
+    let mut spec = http("GET", &url);
+    let header = |name: &str, prefix: &str| SecretHeader { secret_env: name.into(), prefix: prefix.into() };
+    spec.secret_headers.insert("Authorization".into(), header("API_TOKEN", "Bearer "));
+    let o = run_http(&http_client(), &spec, &c).await;
+    assert_eq!(expect_output(&o), Some(json!({"echo": "Bearer ***", "***": 1})), "an echo of the header is scrubbed");
+    let req = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(req.header("Authorization"), Some("Bearer s3cr3t-val"), "the secret is sent");
+    let f = expect_failure(&run_http(&http_client(), &spec, &c).await, ExceptionType::ActionFailed);
+    assert!(f.message.contains("token Bearer *** refused") && !f.message.contains("s3cr3t"), "{}", f.message);
+    spec.secret_headers.insert("X-Other".into(), header("NOT_THERE", ""));
+    let f = expect_failure(&run_http(&http_client(), &spec, &c).await, ExceptionType::SecretMissing);
+    assert!(f.message.contains("secret NOT_THERE is not set in the secrets file"), "{}", f.message);
 }
 
 #[tokio::test]

@@ -78,3 +78,20 @@ pub struct AuditList {
     pub entries: Vec<AuditEntry>,
     pub next_token: Option<String>,
 }
+
+/// `POST /console/login`: a bearer token, exchanged for a console session cookie.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConsoleLoginRequest {
+    pub token: String,
+}
+
+/// The answer to a console login or logout: who it was for.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsoleSession {
+    /// The token's name.
+    pub principal: String,
+    /// `read`, `operate` or `admin`.
+    pub scope: String,
+}

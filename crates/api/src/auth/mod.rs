@@ -13,6 +13,7 @@
 
 pub mod admin;
 pub mod rules;
+pub mod session;
 pub mod sigv4;
 pub mod token;
 
@@ -58,6 +59,8 @@ pub struct AuthConfig {
     /// The grant each redrive schedule runs under (`schedule:<name>`, operate
     /// scope): checked at start-up to cover the schedule's queue prefix.
     pub schedules: Vec<Principal>,
+    /// Console session cookies are marked `Secure` (the server serves HTTPS).
+    pub secure_cookies: bool,
 }
 
 /// What the guard needs: the service (its store holds the tokens and the audit
@@ -68,11 +71,13 @@ pub struct Guard<S: Store> {
     pub max_body_bytes: usize,
     /// Signatures of state-changing signed requests already served.
     pub replays: Arc<std::sync::Mutex<sigv4::SeenSignatures>>,
+    /// The console's login sessions.
+    pub sessions: Arc<session::Sessions>,
 }
 
 impl<S: Store> Guard<S> {
     pub fn new(service: Arc<Service<S>>, config: Option<Arc<AuthConfig>>, max_body_bytes: usize) -> Guard<S> {
-        Guard { service, config, max_body_bytes, replays: Arc::default() }
+        Guard { service, config, max_body_bytes, replays: Arc::default(), sessions: Arc::default() }
     }
 }
 
@@ -83,6 +88,7 @@ impl<S: Store> Clone for Guard<S> {
             config: self.config.clone(),
             max_body_bytes: self.max_body_bytes,
             replays: self.replays.clone(),
+            sessions: self.sessions.clone(),
         }
     }
 }
@@ -203,37 +209,75 @@ fn audit_target(resource: Resource<'_>, params: &[(String, String)], body: &serd
     named.filter(|n| !n.is_empty()).map(|n| n.chars().take(redrive_core::name::NAME_MAX_LEN).collect())
 }
 
-/// Who sent the request (and the signature, for a SigV4 one), or why it is refused.
-async fn authenticate<S: Store>(
-    guard: &Guard<S>,
+/// Who sent a request, and how.
+struct Authenticated {
+    principal: Principal,
+    /// The signature of a SigV4-signed request.
+    signature: Option<String>,
+    /// Authenticated by the console's session cookie (not a header the sender
+    /// chose): a state-changing request must also prove it comes from the
+    /// console's script ([`session::CONSOLE_HEADER`]).
+    by_cookie: bool,
+}
+
+/// Who sent the request, or why it is refused: an `Authorization` header
+/// (bearer token or SigV4), else the console's session cookie.
+async fn authenticate<S: Store>(guard: &Guard<S>, request: &axum::http::request::Parts, body: &[u8]) -> Result<Authenticated, Refusal> {
+    let Some(config) = &guard.config else {
+        let principal = Principal { name: ANONYMOUS.to_string(), grant: Grant::unlimited(Scope::Admin) };
+        return Ok(Authenticated { principal, signature: None, by_cookie: false });
+    };
+    let now = guard.service.now();
+    if request.headers.get(header::AUTHORIZATION).is_none()
+        && let Some(value) = session::cookie(&request.headers)
+    {
+        let ended = || Refusal::Unknown("the console session ended (logged out, expired or the server restarted); log in again".into());
+        let token_hash = guard.sessions.token_of(value, now).ok_or_else(ended)?;
+        let principal = token_principal(guard.service.store().as_ref(), &token_hash, now).await?;
+        return Ok(Authenticated { principal, signature: None, by_cookie: true });
+    }
+    let (principal, signature) = credential(guard.service.store().as_ref(), config, request, body, now).await?;
+    Ok(Authenticated { principal, signature, by_cookie: false })
+}
+
+/// The principal of a request's `Authorization` header (and the signature, for
+/// a SigV4 one), or why it is refused.
+pub async fn credential<S: Store>(
+    store: &S,
+    config: &AuthConfig,
     request: &axum::http::request::Parts,
     body: &[u8],
+    now: Timestamp,
 ) -> Result<(Principal, Option<String>), Refusal> {
-    let Some(config) = &guard.config else {
-        return Ok((Principal { name: ANONYMOUS.to_string(), grant: Grant::unlimited(Scope::Admin) }, None));
-    };
     let Some(value) = request.headers.get(header::AUTHORIZATION) else { return Err(Refusal::Missing) };
     let value = value.to_str().map_err(|_| Refusal::Unknown("the Authorization header is not ASCII".to_string()))?;
     if let Some(bearer) = value.strip_prefix("Bearer ") {
-        return bearer_principal(guard, bearer.trim()).await.map(|p| (p, None));
+        return bearer_principal(store, bearer.trim(), now).await.map(|p| (p, None));
     }
     if value.starts_with(sigv4::ALGORITHM) {
-        let now = guard.service.now();
         return sigv4::verify(&config.access_keys, request, body, now);
     }
     Err(Refusal::Unknown("the Authorization header is neither Bearer nor AWS4-HMAC-SHA256".to_string()))
 }
 
-async fn bearer_principal<S: Store>(guard: &Guard<S>, presented: &str) -> Result<Principal, Refusal> {
-    let unknown = || Refusal::Unknown("the bearer token is not one this server issued (or it was revoked)".to_string());
+/// The principal of a presented bearer token.
+pub async fn bearer_principal<S: Store>(store: &S, presented: &str, now: Timestamp) -> Result<Principal, Refusal> {
     if !token::well_formed(presented) {
-        return Err(unknown());
+        return Err(unknown_token());
     }
-    let hash = token::hash(presented);
-    let record =
-        guard.service.store().token_by_hash(&hash).await.map_err(|e| Refusal::Unknown(format!("the token store cannot be read: {e}")))?;
-    let record = record.filter(|r| token::same_hash(&r.token_hash, &hash)).ok_or_else(unknown)?;
-    if record.expires_at.is_some_and(|t| t <= guard.service.now()) {
+    token_principal(store, &token::hash(presented), now).await
+}
+
+fn unknown_token() -> Refusal {
+    Refusal::Unknown("the bearer token is not one this server issued (or it was revoked)".to_string())
+}
+
+/// The principal of the stored token whose hash is `hash` (compared in
+/// constant time), if it exists and has not expired.
+pub(crate) async fn token_principal<S: Store>(store: &S, hash: &str, now: Timestamp) -> Result<Principal, Refusal> {
+    let record = store.token_by_hash(hash).await.map_err(|e| Refusal::Unknown(format!("the token store cannot be read: {e}")))?;
+    let record = record.filter(|r| token::same_hash(&r.token_hash, hash)).ok_or_else(unknown_token)?;
+    if record.expires_at.is_some_and(|t| t <= now) {
         return Err(Refusal::Unknown(format!(
             "token {} expired at {}",
             record.name,
@@ -272,10 +316,19 @@ pub async fn guard<S: Store>(State(guard): State<Guard<S>>, request: Request, ne
         Ok(b) => b,
         Err(e) => return crate::error::bad_body(format!("request body: {e}")),
     };
-    let (principal, signature) = match authenticate(&guard, &parts, &bytes).await {
-        Ok(p) => p,
+    let Authenticated { principal, signature, by_cookie } = match authenticate(&guard, &parts, &bytes).await {
+        Ok(a) => a,
+        Err(refusal) if wants_login_page(&matched, &parts.headers) => return to_login(parts.uri.path(), refusal),
         Err(refusal) => return refusal.into_response(aws),
     };
+    let safe = matches!(method.as_str(), "GET" | "HEAD");
+    if by_cookie && !safe && !session::from_console_script(&parts.headers) {
+        return Refusal::Denied(format!(
+            "a {method} authenticated by the console's session cookie must carry the header X-Redrive-Console: 1 (a \
+             defence against cross-site requests); send Authorization: Bearer <token> from other clients"
+        ))
+        .into_response(aws);
+    }
     let rule = match rule {
         Ok(Some(rule)) => rule,
         // An operation this server does not serve: its handler says so.
@@ -291,7 +344,7 @@ pub async fn guard<S: Store>(State(guard): State<Guard<S>>, request: Request, ne
         None => resource(rule.touches, &params, &body_json),
     };
     if let Err(denied) = authorize(&principal, Requirement { scope: rule.scope, resource }) {
-        return Refusal::Denied(denied.0).into_response(aws);
+        return Refusal::Denied(explained(rule, denied.0)).into_response(aws);
     }
     // A signed change is served once: the same signature again is a replay.
     if let Some(signature) = signature.filter(|_| rule.audited) {
@@ -308,12 +361,82 @@ pub async fn guard<S: Store>(State(guard): State<Guard<S>>, request: Request, ne
         RouteKey::Aws(op) => format!("CodePipeline.{op}"),
     };
     let path: String = parts.uri.path().chars().take(MAX_AUDIT_PATH_CHARS).collect();
+    parts.extensions.insert(principal.clone());
     let response = next.run(Request::from_parts(parts, Body::from(bytes))).await;
     if rule.audited {
         let summary = serde_json::json!({"method": method, "path": path});
         record(&guard, &principal.name, action, target, response.status().as_u16(), summary).await;
     }
     response
+}
+
+/// A refusal's reason, with what to do for a route every limited grant is
+/// refused (`/metrics` labels every pipeline and queue).
+fn explained(rule: &Rule, reason: String) -> String {
+    match rule.key {
+        RouteKey::Native("GET", "/metrics") => format!(
+            "{reason}: /metrics reports every pipeline and queue, so it needs a grant not limited by name (for example a \
+             read-scope token made for the scraper: redrive token create --name prometheus --scope read)"
+        ),
+        _ => reason,
+    }
+}
+
+/// The credential check of a follower's own `GET /v1/cluster` (see
+/// [`crate::switch`]): the same authentication as the guard (a bearer token
+/// from the store, or a SigV4 signature; no console session, which lives in the
+/// leader's memory) and its rule's scope.
+pub fn follower_check<S: Store, C: redrive_engine::Clock>(
+    store: Arc<S>,
+    config: Arc<AuthConfig>,
+    clock: Arc<C>,
+) -> crate::switch::AuthCheck {
+    Arc::new(move |parts: axum::http::request::Parts| {
+        let (store, config, clock) = (store.clone(), config.clone(), clock.clone());
+        Box::pin(async move {
+            let now = clock.now();
+            let (principal, _) = credential(store.as_ref(), &config, &parts, &[], now).await.map_err(|r| r.into_response(false))?;
+            let rule = rules::rule(RouteKey::Native("GET", "/v1/cluster")).expect("GET /v1/cluster has a rule");
+            let resource = resource(rule.touches, &[], &serde_json::Value::Null);
+            authorize(&principal, Requirement { scope: rule.scope, resource }).map_err(|d| Refusal::Denied(d.0).into_response(false))
+        })
+    })
+}
+
+/// Whether a refused request is a browser opening a console page (not the
+/// console's script, whose requests carry [`session::CONSOLE_HEADER`]): it is
+/// sent to the login page instead of getting 401.
+fn wants_login_page(matched: &str, headers: &axum::http::HeaderMap) -> bool {
+    let page = matched == CONSOLE || matched.starts_with(concat!("/console", "/"));
+    let html = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.split(',').any(|t| t.split(';').next().unwrap_or("").trim() == "text/html"));
+    page && html && !session::from_console_script(headers)
+}
+
+/// The console's root path.
+const CONSOLE: &str = "/console";
+
+/// 303 to the login page, which sends the browser back to `path` after the login.
+fn to_login(path: &str, refusal: Refusal) -> Response {
+    let next: String = form_urlencoded(path);
+    let mut response = (StatusCode::SEE_OTHER, refusal.message()).into_response();
+    let location = format!("{CONSOLE}/login?next={next}");
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, v);
+    }
+    response
+}
+
+/// `text` percent-encoded for a query value (every byte but unreserved ones and `/`).
+fn form_urlencoded(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => char::from(b).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// Appends an audit record; a failure is logged, the answer already made stands.

@@ -233,6 +233,7 @@ fn action_to_wire(action: &Value) -> Result<Value, ConvertError> {
         put(&mut conf, "Url", h.get("url"));
         put(&mut conf, "Method", h.get("method"));
         put(&mut conf, "Headers", h.get("headers"));
+        put(&mut conf, "SecretHeaders", h.get("secretHeaders"));
         if let Some(body) = h.get("body").filter(|b| !b.is_null()) {
             conf.insert("Body".into(), Value::String(encode_body(body)));
         }
@@ -365,6 +366,7 @@ fn conf_keys(provider: &str) -> &'static [(&'static str, Conf, &'static str)] {
             ("Url", Conf::Text, "url"),
             ("Method", Conf::Text, "method"),
             ("Headers", Conf::Json(JsonKind::Object), "headers"),
+            ("SecretHeaders", Conf::Json(JsonKind::Object), "secretHeaders"),
             ("Body", Conf::Body, "body"),
             TIMEOUT,
             RETRY,
@@ -439,7 +441,7 @@ fn action_to_native(a: &Map<String, Value>) -> Option<Map<String, Value>> {
     match provider {
         "Command" => {
             out.insert("command".into(), take("command")?);
-            for k in ["env", "workingDirectory", "exitCodes"] {
+            for k in ["env", "secretEnv", "workingDirectory", "exitCodes"] {
                 if let Some(v) = take(k) {
                     out.insert(k.into(), v);
                 }
@@ -447,7 +449,7 @@ fn action_to_native(a: &Map<String, Value>) -> Option<Map<String, Value>> {
         }
         "Http" => {
             take("url")?;
-            out.insert("http".into(), grouped(&["url", "method", "headers", "body"]));
+            out.insert("http".into(), grouped(&["url", "method", "headers", "secretHeaders", "body"]));
         }
         "Function" => {
             out.insert("function".into(), take("function")?);

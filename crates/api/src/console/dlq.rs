@@ -3,10 +3,11 @@
 //! (dry-run count first; mode, rate, max), purge, and a run's live progress.
 
 use super::view::{self, q};
-use super::{PAGE_ROWS, PageQuery, PageResult, bad_request, ok_fragment, ok_page};
+use super::{ConsoleError, PAGE_ROWS, PageQuery, PageResult, bad_request, ok_fragment, ok_page};
 use crate::page::{keyset_token, parse_keyset_token, parse_name_token};
 use axum::extract::{Path, State};
 use maud::{Markup, html};
+use redrive_core::auth::{Resource, Scope};
 use redrive_core::time::{human_duration_ms, parse_duration_ms};
 use redrive_engine::redrive::{QueueScope, RedriveRequest, RedriveSummary};
 use redrive_engine::service::{EntryQuery, Service, ServiceError};
@@ -93,6 +94,12 @@ impl EntriesQuery {
         serde_json::Value::Object(m)
     }
 
+    /// The filters and the page (`next`), for the live fragment's URL.
+    fn live_query_string(&self) -> String {
+        let page = self.next.as_ref().map(|n| format!("next={}", q(n))).unwrap_or_default();
+        format!("{}{page}", self.query_string())
+    }
+
     fn query_string(&self) -> String {
         [("type", &self.exception_type), ("source", &self.source), ("olderThan", &self.older_than)]
             .iter()
@@ -103,7 +110,31 @@ impl EntriesQuery {
 
 pub async fn queue<S: Store>(State(svc): St<S>, Path(name): Path<String>, PageQuery(query): PageQuery<EntriesQuery>) -> PageResult {
     let query = query.normalised();
-    let stats = svc.get_dlq_queue(&name).await?;
+    let live = queue_live_markup(&svc, &name, &query).await?;
+    let poll = format!("/console/dlq/queues/{}/live?{}", q(&name), query.live_query_string());
+    let body = html! {
+        nav.crumbs { a href="/console/dlq" { "Dead-letter queues" } " / " (name) }
+        h1 { "Queue " (name) }
+        form.filters method="get" {
+            label { "Exception type " input name="type" value=[query.exception_type.as_deref()] placeholder="Step.THROTTLING"; }
+            label { "Source pipeline " input name="source" value=[query.source.as_deref()]; }
+            label { "Older than " input name="olderThan" value=[query.older_than.as_deref()] placeholder="10m"; }
+            button type="submit" { "Filter" }
+        }
+        (redrive_form(&name, &query))
+        div.queue-live data-poll=(poll) { (live) }
+    };
+    ok_page(&format!("Queue {name}"), body)
+}
+
+/// The live part of a queue's page (polled, and refreshed after a redrive or
+/// purge): its counts, the matching entries and the recent runs.
+pub async fn queue_live<S: Store>(State(svc): St<S>, Path(name): Path<String>, PageQuery(query): PageQuery<EntriesQuery>) -> PageResult {
+    ok_fragment(queue_live_markup(&svc, &name, &query.normalised()).await?)
+}
+
+async fn queue_live_markup<S: Store>(svc: &Service<S>, name: &str, query: &EntriesQuery) -> Result<Markup, ConsoleError> {
+    let stats = svc.get_dlq_queue(name).await?;
     let older_than_ms =
         query.older_than.as_deref().map(|t| parse_duration_ms(t).map_err(|e| bad_request(format!("older than: {e}")))).transpose()?;
     let after = query.next.as_deref().map(parse_keyset_token).transpose()?.map(|(entered_at, id)| DlqEntryCursor { entered_at, id });
@@ -114,33 +145,23 @@ pub async fn queue<S: Store>(State(svc): St<S>, Path(name): Path<String>, PageQu
         limit: PAGE_ROWS,
         ..EntryQuery::default()
     };
-    let count = svc.count_dlq_entries(&name, &eq).await?;
+    let count = svc.count_dlq_entries(name, &eq).await?;
     eq.after = after;
-    let rows = svc.list_dlq_entries(&name, &eq).await?;
-    let runs = queue_runs(&svc, &name).await?;
+    let rows = svc.list_dlq_entries(name, &eq).await?;
+    let runs = queue_runs(svc, name).await?;
     let next = (rows.len() == PAGE_ROWS)
         .then(|| {
             rows.last()
                 .map(|e| format!("/console/dlq/queues/{name}?{}next={}", query.query_string(), q(&keyset_token(e.entered_at, &e.id))))
         })
         .flatten();
-    let now = svc.now();
-    let body = html! {
-        nav.crumbs { a href="/console/dlq" { "Dead-letter queues" } " / " (name) }
-        h1 { "Queue " (name) }
+    Ok(html! {
         p.meta { (stats.depth) " queued · " (stats.poison) " poison · " (stats.redriven) " redriven awaiting outcome" }
-        form.filters method="get" {
-            label { "Exception type " input name="type" value=[query.exception_type.as_deref()] placeholder="Step.THROTTLING"; }
-            label { "Source pipeline " input name="source" value=[query.source.as_deref()]; }
-            label { "Older than " input name="olderThan" value=[query.older_than.as_deref()] placeholder="10m"; }
-            button type="submit" { "Filter" }
-        }
         p { strong #match-count { (count) } " queued entries match these filters." }
-        (redrive_form(&name, &query))
         h2 { "Entries" }
         @if rows.is_empty() { p { "No entries match." } }
         @else {
-            table.list {
+            table.list.entries {
                 thead { tr { th { "Entry" } th { "Source" } th { "Exception" } th { "Redrives" } th { "In queue for" } } }
                 tbody {
                     @for e in &rows {
@@ -149,7 +170,7 @@ pub async fn queue<S: Store>(State(svc): St<S>, Path(name): Path<String>, PageQu
                             td { (e.source.name()) " / " (e.stage) " / " (e.action) }
                             td { (view::error_text(&e.exception_type, &e.message)) }
                             td.num { (e.redrive_count) " of " (e.max_redrives) }
-                            td { (human_duration_ms(now.ms_since(e.entered_at).max(0) as u64)) }
+                            td { (view::age(e.entered_at)) }
                         }
                     }
                 }
@@ -157,14 +178,15 @@ pub async fn queue<S: Store>(State(svc): St<S>, Path(name): Path<String>, PageQu
         }
         (view::next_link(next))
         h2 { "Recent redrive runs" }
-        (runs_table(&runs))
-    };
-    ok_page(&format!("Queue {name}"), body)
+        div.runs { (runs_table(&runs)) }
+    })
 }
 
 /// The redrive controls: dry run (count), redrive with mode, rate and max, purge.
 fn redrive_form(queue: &str, query: &EntriesQuery) -> Markup {
     let filters = query.api_filters().to_string();
+    let redrive = super::may(Scope::Operate, Resource::Queue(queue));
+    let purge = super::may(Scope::Admin, Resource::Queue(queue));
     html! {
         section.redrive aria-label="Redrive" data-queue=(queue) data-filters=(filters) {
             h2 { "Redrive the matching entries" }
@@ -177,11 +199,13 @@ fn redrive_form(queue: &str, query: &EntriesQuery) -> Markup {
                 label { "Max entries " input name="maxEntries" type="number" min="1" size="6"; }
             }
             div.controls {
-                button type="button" data-redrive="dry" { "Dry run (count)" }
+                button type="button" data-redrive="dry" disabled[redrive.is_err()] { "Dry run (count)" }
                 " "
-                button type="button" data-redrive="run" { "Redrive" }
+                button type="button" data-redrive="run" disabled[redrive.is_err()] { "Redrive" }
+                @if let Err(why) = &redrive { (super::denied_note(why)) }
                 " "
-                button type="button" data-purge=(format!("/v1/dlq/queues/{queue}/purge")) class="danger" { "Purge…" }
+                button type="button" data-purge=(format!("/v1/dlq/queues/{queue}/purge")) class="danger" disabled[purge.is_err()] { "Purge…" }
+                @if let (Ok(()), Err(why)) = (&redrive, &purge) { (super::denied_note(why)) }
             }
             p.result #redrive-result role="status" aria-live="polite" {}
             div.run-progress {}
@@ -275,13 +299,15 @@ pub async fn run_live<S: Store>(State(svc): St<S>, Path(id): Path<String>) -> Pa
 fn run_markup(r: &RedriveRunRecord) -> Markup {
     let s = summary(r);
     let request = serde_json::from_str::<RedriveRequest>(&r.request_json).ok();
+    let abort = super::may(Scope::Operate, run_resource(request.as_ref()));
     html! {
         div.run data-run=(r.id) data-status=(r.status) {
             p { (view::status(&r.status)) " · started " (view::time(r.started_at)) " · finished " (view::time_opt(r.finished_at)) }
             @if r.status == "RUNNING" {
                 div.controls {
-                    button type="button" class="danger" data-post=(format!("/v1/dlq/redrives/{}/abort", r.id)) data-body="{}"
+                    button type="button" class="danger" disabled[abort.is_err()] data-post=(format!("/v1/dlq/redrives/{}/abort", r.id)) data-body="{}"
                         data-confirm="Abort this run? No more entries are started; those already resubmitted finish." { "Abort" }
+                    @if let Err(why) = &abort { (super::denied_note(why)) }
                     p.result role="status" aria-live="polite" {}
                 }
             }
@@ -295,5 +321,14 @@ fn run_markup(r: &RedriveRunRecord) -> Markup {
                 @if let Some(e) = &s.error { p.error role="alert" { (e) } }
             }
         }
+    }
+}
+
+/// What a run touches, for the viewer's grant: its queue or queue prefix.
+fn run_resource(request: Option<&RedriveRequest>) -> Resource<'_> {
+    match request.map(|r| &r.scope) {
+        Some(QueueScope::Queue(q)) => Resource::Queue(q),
+        Some(QueueScope::Prefix(p)) => Resource::QueuePrefix(p),
+        None => Resource::AllQueues,
     }
 }

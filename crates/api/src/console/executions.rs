@@ -8,6 +8,7 @@ use super::{PAGE_ROWS, PageQuery, PageResult, bad_request, ok_fragment, ok_page}
 use crate::page::{execution_token, parse_execution_token, parse_seq_token};
 use axum::extract::{Path, State};
 use maud::{Markup, html};
+use redrive_core::auth::{Resource, Scope};
 use redrive_core::limits::MAX_PAGE_SIZE;
 use redrive_core::machine::ExecutionStatus;
 use redrive_core::policy::Decision;
@@ -140,6 +141,7 @@ async fn live_markup<S: Store>(svc: &Service<S>, name: &str, id: &str, before: O
         .flatten();
     let s = &v.state;
     let stoppable = matches!(s.status, ExecutionStatus::InProgress | ExecutionStatus::Stopping);
+    let allowed = super::may(Scope::Operate, Resource::Pipeline(name));
     let input: serde_json::Value = serde_json::from_str(&v.record.input_json).unwrap_or(serde_json::Value::Null);
     Ok(html! {
         dl.facts {
@@ -151,13 +153,14 @@ async fn live_markup<S: Store>(svc: &Service<S>, name: &str, id: &str, before: O
         }
         @if stoppable {
             div.controls {
-                button type="button" data-post=(format!("/v1/pipelines/{name}/executions/{id}/stop"))
+                button type="button" disabled[allowed.is_err()] data-post=(format!("/v1/pipelines/{name}/executions/{id}/stop"))
                     data-body=(serde_json::json!({"reason": "stopped from the console"}).to_string())
                     data-confirm="Stop this execution? Running attempts finish; nothing new starts." { "Stop" }
                 " "
-                button type="button" class="danger" data-post=(format!("/v1/pipelines/{name}/executions/{id}/stop"))
+                button type="button" class="danger" disabled[allowed.is_err()] data-post=(format!("/v1/pipelines/{name}/executions/{id}/stop"))
                     data-body=(serde_json::json!({"reason": "abandoned from the console", "abandon": true}).to_string())
                     data-confirm="Stop and abandon? Running attempts are killed." { "Stop and abandon" }
+                @if let Err(why) = &allowed { (super::denied_note(why)) }
                 p.result role="status" aria-live="polite" {}
             }
         }

@@ -9,10 +9,16 @@
 //!
 //! Mounted by [`crate::server::app`] through [`mount`] (one `nest("/console", …)`);
 //! `GET /` from a browser redirects here ([`root`]).
+//!
+//! Under `auth:` a browser logs in once at `/console/login` and then carries a
+//! session cookie ([`crate::auth::session`]); every page is checked by the
+//! same guard and rules as the API, and renders for its viewer ([`viewer`]):
+//! a button the viewer's grant does not allow is shown disabled with the reason.
 
 mod dlq;
 mod executions;
 mod functions;
+mod login;
 mod pipelines;
 mod view;
 
@@ -22,6 +28,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use maud::{DOCTYPE, Markup, html};
+use redrive_core::auth::{Principal, Requirement, Resource, Scope, authorize};
 use redrive_engine::service::{Service, ServiceError};
 use redrive_store::Store;
 use std::sync::Arc;
@@ -43,6 +50,8 @@ pub fn mount<S: Store>(app: Router<Arc<Service<S>>>) -> Router<Arc<Service<S>>> 
 /// The console's routes (relative to `/console`).
 pub fn router<S: Store>() -> Router<Arc<Service<S>>> {
     Router::new()
+        .route("/login", get(login::page).post(login::login::<S>))
+        .route("/logout", axum::routing::post(login::logout::<S>))
         .route("/", get(pipelines::list::<S>))
         .route("/pipelines/{name}", get(pipelines::state::<S>))
         .route("/pipelines/{name}/board", get(pipelines::board::<S>))
@@ -51,6 +60,7 @@ pub fn router<S: Store>() -> Router<Arc<Service<S>>> {
         .route("/pipelines/{name}/executions/{id}/live", get(executions::live::<S>))
         .route("/dlq", get(dlq::queues::<S>))
         .route("/dlq/queues/{queue}", get(dlq::queue::<S>))
+        .route("/dlq/queues/{queue}/live", get(dlq::queue_live::<S>))
         .route("/dlq/entries/{id}", get(dlq::entry::<S>))
         .route("/dlq/runs/{id}", get(dlq::run::<S>))
         .route("/dlq/runs/{id}/live", get(dlq::run_live::<S>))
@@ -58,6 +68,35 @@ pub fn router<S: Store>() -> Router<Arc<Service<S>>> {
         .route("/functions/{name}/{id}", get(functions::detail::<S>))
         .route("/assets/console.js", get(|| async { asset("text/javascript; charset=utf-8", CONSOLE_JS) }))
         .route("/assets/console.css", get(|| async { asset("text/css; charset=utf-8", CONSOLE_CSS) }))
+        .layer(axum::middleware::from_fn(with_viewer))
+}
+
+tokio::task_local! {
+    /// Who the page being rendered is for: the principal the guard
+    /// authenticated, or `None` on a server without `auth:` (everyone may do
+    /// everything the API allows).
+    static VIEWER: Option<Principal>;
+}
+
+/// Renders the request's page for the principal the guard put in its
+/// extensions ([`VIEWER`]).
+async fn with_viewer(request: Request, next: axum::middleware::Next) -> Response {
+    let viewer = request.extensions().get::<Principal>().cloned();
+    VIEWER.scope(viewer, next.run(request)).await
+}
+
+/// The principal a page is rendered for, if the server authenticates.
+fn viewer() -> Option<Principal> {
+    VIEWER.try_with(Clone::clone).ok().flatten()
+}
+
+/// Whether the viewer may call an API route needing `scope` on `resource`;
+/// the refusal says why (the API would answer it with 403).
+fn may(scope: Scope, resource: Resource<'_>) -> Result<(), String> {
+    match viewer() {
+        Some(p) => authorize(&p, Requirement { scope, resource }).map_err(|d| d.0),
+        None => Ok(()),
+    }
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
@@ -75,8 +114,12 @@ pub async fn root(request: Request) -> Response {
     if html { Redirect::to("/console").into_response() } else { crate::aws::method_not_allowed() }
 }
 
-/// A whole page: header with navigation, `body`, the script.
+/// A whole page: header with navigation, `body`, who is signed in, the script.
 fn page(title: &str, body: Markup) -> Markup {
+    layout(title, body, footer())
+}
+
+fn layout(title: &str, body: Markup, footer: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -97,7 +140,28 @@ fn page(title: &str, body: Markup) -> Markup {
                     }
                 }
                 main { (body) }
-                footer { "The console is as open as the API: anyone who can reach this server can use it." }
+                (footer)
+            }
+        }
+    }
+}
+
+/// Why the buttons before it are disabled: the viewer's grant does not allow
+/// their API call.
+fn denied_note(why: &str) -> Markup {
+    html! { span.reason { strong { "AccessDeniedException" } ": " (why) } }
+}
+
+/// Who is signed in (and a Log out button), or the console's openness.
+fn footer() -> Markup {
+    html! {
+        footer {
+            @match viewer() {
+                Some(p) => {
+                    "Signed in as " strong { (p.name) } " (" (p.grant.scope) " scope). "
+                    button type="button" id="logout" data-logout="/console/logout" { "Log out" }
+                }
+                None => "The console is as open as the API: anyone who can reach this server can use it.",
             }
         }
     }

@@ -7,6 +7,7 @@ use super::view::{self, q};
 use super::{PAGE_ROWS, PageQuery, PageResult, ok_fragment, ok_page};
 use axum::extract::{Path, State};
 use maud::{Markup, html};
+use redrive_core::auth::{Resource, Scope};
 use redrive_core::definition::{Action, RetryMode};
 use redrive_core::machine::{ActionState, ActionStatus, StageStatus};
 use redrive_core::policy::{Decision, PolicyRef, RetryDecision, RetryPolicy};
@@ -130,6 +131,10 @@ async fn retry_choices<S: Store>(svc: &Service<S>, pipeline: &str, sv: &StageVie
     let id = sv.execution.record.id.clone();
     let stage = sv.stage_definition().name.as_str();
     let refusal = |e: &ServiceError| (crate::error::error_code(e).0, e.to_string());
+    if let Err(why) = super::may(Scope::Operate, Resource::Pipeline(pipeline)) {
+        let modes = [RetryMode::FailedActions, RetryMode::AllActions].into_iter().map(|m| (m, Err(("AccessDeniedException", why.clone()))));
+        return RetryChoices { execution_id: id, modes: modes.collect() };
+    }
     let check = svc.retry_check(pipeline, stage, &id).await;
     let modes = [RetryMode::FailedActions, RetryMode::AllActions]
         .into_iter()

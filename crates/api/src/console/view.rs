@@ -48,6 +48,12 @@ pub fn countdown(due: Timestamp) -> Markup {
     }
 }
 
+/// How long ago `since` was: the script shows it and ticks it every second
+/// (like [`countdown`], the markup never changes as time passes).
+pub fn age(since: Timestamp) -> Markup {
+    html! { span.age data-since=(since.to_string()) title=(format!("since {since} (UTC)")) { "since " (since.to_string()) } }
+}
+
 pub fn duration_ms(ms: i64) -> String {
     human_duration_ms(ms.max(0) as u64)
 }

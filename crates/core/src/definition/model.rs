@@ -155,9 +155,25 @@ pub struct HttpSpec {
     /// `http://` or `https://` URL.
     pub url: String,
     pub headers: BTreeMap<String, String>,
+    /// Headers whose values are secrets, looked up at attempt time like a
+    /// command's `secretEnv`: never stored, logged or returned (the runner
+    /// scrubs them from what it reads back).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_headers: BTreeMap<String, SecretHeader>,
     /// JSON value sent as the body (`application/json`); strings are sent as-is.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub body: Option<serde_json::Value>,
+}
+
+/// An HTTP header sent as `prefix` followed by a secret's value.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretHeader {
+    /// The secret's name (the server's environment or its secrets file).
+    pub secret_env: String,
+    /// Text sent before the value, e.g. `Bearer `.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub prefix: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]

@@ -990,9 +990,24 @@ fn exit_codes(cx: &mut Cx, at: &At) -> Option<BTreeMap<i32, ExceptionType>> {
 fn http_short(cx: &mut Cx, obj: &Obj) -> Option<ActionKind> {
     let at = obj.at("http").expect("kind key present");
     let h = as_map(cx, &at)?;
-    check_keys(cx, &h, &["method", "url", "headers", "body"], &[]);
+    check_keys(cx, &h, &["method", "url", "headers", "secretHeaders", "body"], &[]);
     let url = required(cx, &h, "url");
-    http_spec(cx, h.at("method"), url, h.at("headers"), h.at("body"))
+    let spec = http_spec(cx, h.at("method"), url, h.at("headers"), h.at("body"));
+    with_secret_headers(cx, spec, h.at("secretHeaders"))
+}
+
+/// `spec` with its `secretHeaders` (checked even when the rest of the spec
+/// was refused, so every problem is reported at once).
+fn with_secret_headers(cx: &mut Cx, spec: Option<ActionKind>, at: Option<At>) -> Option<ActionKind> {
+    let Some(at) = at else { return spec };
+    let secret = secret_headers(cx, &at, spec.as_ref());
+    match spec {
+        Some(ActionKind::Http(mut spec)) => {
+            spec.secret_headers = secret?;
+            Some(ActionKind::Http(spec))
+        }
+        other => other,
+    }
 }
 
 /// `url` is `None` when it is missing (already reported).
@@ -1032,7 +1047,86 @@ fn http_spec(cx: &mut Cx, method: Option<At>, url: Option<At>, headers: Option<A
         NodeValue::Null => None,
         _ => Some(a.node.to_json()),
     });
-    Some(ActionKind::Http(HttpSpec { method: method?, url: url?, headers: headers?, body }))
+    Some(ActionKind::Http(HttpSpec { method: method?, url: url?, headers: headers?, secret_headers: BTreeMap::new(), body }))
+}
+
+/// Longest `prefix` of a secret header.
+const MAX_SECRET_HEADER_PREFIX_CHARS: usize = 100;
+
+/// `secretHeaders`: header name → `{secretEnv: NAME, prefix: "Bearer "}`; a name
+/// not also in `headers`, a secret named as in `secretEnv`, at most
+/// [`crate::limits::MAX_SECRET_ENV`] of them.
+fn secret_headers(cx: &mut Cx, at: &At, spec: Option<&ActionKind>) -> Option<BTreeMap<String, SecretHeader>> {
+    if matches!(at.node.value, NodeValue::Null) {
+        return Some(BTreeMap::new());
+    }
+    let plain: Vec<String> = match spec {
+        Some(ActionKind::Http(s)) => s.headers.keys().map(|k| k.to_ascii_lowercase()).collect(),
+        _ => Vec::new(),
+    };
+    let obj = as_map(cx, at)?;
+    if !cx.within_limit(at, obj.entries.len(), crate::limits::MAX_SECRET_ENV, "headers", "has too many headers") {
+        return None;
+    }
+    let mut out = BTreeMap::new();
+    let mut ok = true;
+    for (k, v) in obj.entries {
+        let entry = obj.at_entry(k, v);
+        let key_problem = if k.is_empty() || !k.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
+            Some("header names must be non-empty printable ASCII without ':' or spaces")
+        } else if plain.contains(&k.to_ascii_lowercase()) {
+            Some("is also in headers; a header is either plain (headers) or secret (secretHeaders)")
+        } else if out.keys().any(|o: &String| o.eq_ignore_ascii_case(k)) {
+            Some("is listed twice (header names ignore case)")
+        } else {
+            None
+        };
+        if let Some(m) = key_problem {
+            cx.report(&entry.path, v.line, k, Some(quote(k)), m, None);
+            ok = false;
+            continue;
+        }
+        match secret_header(cx, &entry) {
+            Some(h) => {
+                out.insert(k.clone(), h);
+            }
+            None => ok = false,
+        }
+    }
+    ok.then_some(out)
+}
+
+fn secret_header(cx: &mut Cx, at: &At) -> Option<SecretHeader> {
+    let h = as_map(cx, at)?;
+    check_keys(cx, &h, &["secretEnv", "prefix"], &[]);
+    let name = required(cx, &h, "secretEnv").and_then(|a| match scalar_text(&a.node) {
+        Some(n) if is_env_var_name(&n) && n.len() <= crate::limits::MAX_ENV_NAME_CHARS && !n.starts_with("REDRIVE_") => Some(n),
+        Some(_) => {
+            let allowed = format!("[A-Za-z_][A-Za-z0-9_]* up to {} characters, not REDRIVE_*", crate::limits::MAX_ENV_NAME_CHARS);
+            cx.bad(&a, "must be a secret's name (as in secretEnv)", Some(&allowed));
+            None
+        }
+        None => {
+            cx.type_error(&a, "a string (a secret's name)");
+            None
+        }
+    });
+    let prefix = match h.at("prefix") {
+        None => Some(String::new()),
+        Some(a) => match scalar_text(&a.node) {
+            Some(p) if p.chars().count() <= MAX_SECRET_HEADER_PREFIX_CHARS && !p.chars().any(|c| c.is_control()) => Some(p),
+            Some(_) => {
+                let allowed = format!("up to {MAX_SECRET_HEADER_PREFIX_CHARS} characters, no line breaks or control characters");
+                cx.bad(&a, "is not a header value prefix", Some(&allowed));
+                None
+            }
+            None => {
+                cx.type_error(&a, "a string (sent before the secret, e.g. \"Bearer \")");
+                None
+            }
+        },
+    };
+    Some(SecretHeader { secret_env: name?, prefix: prefix? })
 }
 
 fn noop_short(cx: &mut Cx, obj: &Obj) -> Option<ActionKind> {
@@ -1119,6 +1213,7 @@ fn conf_keys(provider: &str) -> &'static [(&'static str, Conf)] {
             ("Url", Conf::Text),
             ("Method", Conf::Text),
             ("Headers", Conf::Json),
+            ("SecretHeaders", Conf::Json),
             ("Body", Conf::Body),
             ("TimeoutSeconds", Conf::Number),
             ("RetryPolicies", Conf::Json),
@@ -1256,6 +1351,7 @@ fn wire_kind<'a>(cx: &mut Cx, obj: &Obj<'a>, label: &str, extras: &mut WireExtra
             }
             let url_missing = url.is_none();
             let spec = http_spec(cx, take("Method"), url, take("Headers"), take("Body"));
+            let spec = with_secret_headers(cx, spec, take("SecretHeaders"));
             if url_missing { None } else { spec }
         }
         "Function" => match take("FunctionName") {

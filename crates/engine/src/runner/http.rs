@@ -15,6 +15,15 @@
 //! Credentials written in a URL (`https://user:password@host/`) never appear in an
 //! attempt's error message or the logs (`***`).
 //!
+//! `secretHeaders` (`Authorization: {secretEnv: API_TOKEN, prefix: "Bearer "}`)
+//! are sent as their prefix and the secret's value, looked up when the attempt
+//! starts exactly like a command's `secretEnv` ([`super::secrets::Secrets`]: the
+//! server's environment or its secrets file; one missing fails the attempt with
+//! `Engine.SECRET_MISSING`, nothing sent). The values are never stored or
+//! logged, and are scrubbed (`***`) from everything read back: the output, the
+//! failure message and its body excerpt — a service echoing the header back
+//! leaks nothing.
+//!
 //! The whole exchange (connect, send, read the body) must finish within the
 //! attempt's `timeoutSeconds`, else [`limits::DEFAULT_HTTP_TIMEOUT_SECONDS`]
 //! ([`http_time_limit`]): a server that accepts and never answers, or a body
@@ -51,6 +60,7 @@
 //! ignored, and the message says so. Failure message:
 //! `HTTP <code> <reason>: <first 300 bytes of the body>`.
 
+use super::secrets::Resolved;
 use super::{AttemptContext, AttemptOutcome, ReportedError, fmt_secs, limits, output_name, parse_output, seconds_to_ms};
 use redrive_core::definition::HttpSpec;
 use redrive_core::exception::{ExceptionType, FAILURE_MESSAGE_MAX_BYTES, Failure, truncate_utf8};
@@ -120,7 +130,17 @@ pub fn without_url_credentials(text: &str) -> String {
 
 /// Runs one attempt of an HTTP action. Never panics; see the module docs.
 pub async fn run_http(client: &reqwest::Client, spec: &HttpSpec, ctx: &AttemptContext) -> AttemptOutcome {
-    let request = match build_request(client, spec, ctx) {
+    let names: Vec<String> = spec.secret_headers.values().map(|h| h.secret_env.clone()).collect();
+    let secrets = match ctx.secrets.resolve(&names).await {
+        Ok(s) => s,
+        Err(missing) => return AttemptOutcome::Failed(missing),
+    };
+    let outcome = run_with_secrets(client, spec, ctx, &secrets).await;
+    secrets.scrub_outcome(outcome)
+}
+
+async fn run_with_secrets(client: &reqwest::Client, spec: &HttpSpec, ctx: &AttemptContext, secrets: &Resolved) -> AttemptOutcome {
+    let request = match build_request(client, spec, ctx, secrets) {
         Ok(r) => r,
         Err(msg) => return failed(ExceptionType::ActionFailed, msg),
     };
@@ -149,13 +169,23 @@ pub fn http_time_limit(ctx: &AttemptContext) -> Duration {
     ctx.timeout.unwrap_or(Duration::from_secs(limits::DEFAULT_HTTP_TIMEOUT_SECONDS))
 }
 
-fn build_request(client: &reqwest::Client, spec: &HttpSpec, ctx: &AttemptContext) -> Result<reqwest::Request, String> {
+fn build_request(client: &reqwest::Client, spec: &HttpSpec, ctx: &AttemptContext, secrets: &Resolved) -> Result<reqwest::Request, String> {
     let method = reqwest::Method::from_bytes(spec.method.as_bytes()).map_err(|_| format!("invalid HTTP method {:?}", spec.method))?;
     let mut headers = HeaderMap::new();
     for (k, v) in &spec.headers {
         let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| format!("invalid header name {k:?}"))?;
         let value = HeaderValue::from_str(v).map_err(|_| format!("invalid value for header {k:?}"))?;
         headers.append(name, value);
+    }
+    for (k, h) in &spec.secret_headers {
+        let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| format!("invalid header name {k:?}"))?;
+        let secret = secrets.value(&h.secret_env).unwrap_or_default();
+        // The message names the secret, never its value.
+        let mut value = HeaderValue::from_str(&format!("{}{secret}", h.prefix)).map_err(|_| {
+            format!("the value of secret {} is not a valid value for header {k:?} (a line break or control character)", h.secret_env)
+        })?;
+        value.set_sensitive(true);
+        headers.insert(name, value);
     }
     if !headers.contains_key(IDEMPOTENCY_KEY) {
         let v = HeaderValue::from_str(&ctx.idempotency_key)

@@ -59,7 +59,7 @@ impl Secrets {
                     Secrets::Environment => "the server's environment".to_string(),
                     Secrets::File(p) => format!("the secrets file {}", p.display()),
                 };
-                return Err(Failure::new(ExceptionType::SecretMissing, format!("secret {name} (secretEnv) is not set in {source}")));
+                return Err(Failure::new(ExceptionType::SecretMissing, format!("secret {name} is not set in {source}")));
             };
             values.push((name, value));
         }
@@ -125,6 +125,11 @@ impl std::fmt::Debug for Resolved {
 }
 
 impl Resolved {
+    /// The value of the secret `name`, if it was resolved.
+    pub fn value(&self, name: &str) -> Option<&str> {
+        self.values.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
     /// (name, value) pairs for the command's environment.
     pub fn env(&self) -> impl Iterator<Item = (&str, &str)> {
         self.values.iter().map(|(n, v)| (n.as_str(), v.as_str()))

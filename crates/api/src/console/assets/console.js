@@ -5,6 +5,15 @@
 "use strict";
 
 const POLL_MS = 1000;
+// Sent with every request of this script. Under auth: the server accepts the
+// session cookie on a state-changing request only with this header, which a
+// form or script on another site cannot send (CSRF defence).
+const CONSOLE_HEADER = { "X-Redrive-Console": "1" };
+
+// The session ended (logout, expiry, revoked token, restart): log in again.
+function toLogin() {
+  location.href = "/console/login?next=" + encodeURIComponent(location.pathname + location.search);
+}
 
 function localiseTimes(root) {
   for (const el of root.querySelectorAll("time[datetime]")) {
@@ -30,6 +39,10 @@ function tickCountdowns() {
     const left = new Date(el.dataset.due).getTime() - now;
     el.textContent = left > 0 ? "in " + human(left) : "due now";
   }
+  for (const el of document.querySelectorAll("[data-since]")) {
+    const age = now - new Date(el.dataset.since).getTime();
+    el.textContent = age > 1000 ? human(age) : "just now";
+  }
 }
 
 // A region with data-poll is replaced by the fragment at that URL every
@@ -44,7 +57,8 @@ function startPolling(el) {
     if (busy || !el.isConnected) return;
     busy = true;
     try {
-      const r = await fetch(el.dataset.poll, { headers: { Accept: "text/html" }, cache: "no-store" });
+      const r = await fetch(el.dataset.poll, { headers: { Accept: "text/html", ...CONSOLE_HEADER }, cache: "no-store" });
+      if (r.status === 401) return toLogin();
       if (r.ok) {
         const html = await r.text();
         if (html !== last) {
@@ -88,7 +102,7 @@ function restoreResults(el, kept) {
 async function postJson(url, body) {
   const r = await fetch(url, {
     method: "POST",
-    headers: { "Content-Type": "application/json", Accept: "application/json" },
+    headers: { "Content-Type": "application/json", Accept: "application/json", ...CONSOLE_HEADER },
     body: JSON.stringify(body),
   });
   let data = null;
@@ -157,6 +171,7 @@ async function onRedrive(btn) {
       show(btn, `Dry run: ${v.wouldRedrive} would be redriven, ${v.wouldSkip} skipped, ${v.parked} poison left parked (of ${v.matched} matching). Nothing was changed.`, true);
     } else {
       show(btn, `Redrive run ${v.runId} started.`, true);
+      refreshAll();
       const box = section.querySelector(".run-progress");
       box.innerHTML = "";
       const live = document.createElement("div");
@@ -183,15 +198,45 @@ async function onPurge(btn) {
   try {
     const v = await postJson(btn.dataset.purge, JSON.parse(section.dataset.filters || "{}"));
     show(btn, `Purged ${v.purged} entries.`, true);
+    refreshAll();
   } catch (e) {
     show(btn, e.message, false);
   }
 }
 
+// The login form: the token is posted as JSON (never in a URL); the answer
+// sets the session cookie, then the page asked for opens.
+async function onLogin(form) {
+  const r = form.querySelector(".result");
+  try {
+    await postJson("/console/login", { token: form.querySelector("[name=token]").value });
+    location.href = form.dataset.next || "/console";
+  } catch (e) {
+    r.textContent = e.message;
+    r.className = "result bad";
+  }
+}
+
+async function onLogout(btn) {
+  try {
+    await postJson(btn.dataset.logout, {});
+  } catch (_) {
+    /* already ended */
+  }
+  location.href = "/console/login";
+}
+
+document.addEventListener("submit", (ev) => {
+  if (ev.target.id !== "login") return;
+  ev.preventDefault();
+  onLogin(ev.target);
+});
+
 document.addEventListener("click", (ev) => {
   const btn = ev.target.closest("button");
   if (!btn || btn.disabled) return;
-  if (btn.dataset.post) onPost(btn);
+  if (btn.dataset.logout) onLogout(btn);
+  else if (btn.dataset.post) onPost(btn);
   else if (btn.dataset.redrive) onRedrive(btn);
   else if (btn.dataset.purge) onPurge(btn);
 });
