@@ -41,6 +41,10 @@ use crate::name::Name;
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
 
+/// The ledger `outcome` of a deferral: the attempt did not run (its number
+/// is unchanged; it runs when the hold ends).
+pub const DEFERRED_OUTCOME: &str = "DEFERRED";
+
 /// Length of one budget bucket.
 pub const BUCKET_MS: i64 = 1000;
 /// How long an attempt waits while a half-open breaker's probes are all out.

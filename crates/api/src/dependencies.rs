@@ -1,0 +1,121 @@
+//! `GET /v1/dependencies` and `GET /v1/dependencies/{name}`: each dependency's
+//! retry budget and circuit breaker as the engine holds them now.
+
+use crate::error::ApiError;
+use axum::Json;
+use axum::extract::{Path, State};
+use redrive_core::dependency::{Breaker, DeferReason, Dependency};
+use redrive_core::machine::Hold;
+use redrive_engine::dependencies::DependencySnapshot;
+use redrive_engine::service::{Service, ServiceError};
+use redrive_store::Store;
+use redrive_wire as w;
+use std::sync::Arc;
+use utoipa_axum::router::OpenApiRouter;
+
+pub fn router<S: Store>() -> OpenApiRouter<Arc<Service<S>>> {
+    OpenApiRouter::new().routes(crate::doc::op::<__path_list_dependencies, _, _, _>(list_dependencies::<S>)).routes(crate::doc::op::<
+        __path_get_dependency,
+        _,
+        _,
+        _,
+    >(
+        get_dependency::<S>
+    ))
+}
+
+/// Every dependency the engine knows (the server config's, and those attempts
+/// met): breaker state, budget used in its window against what it allows, and
+/// the attempts it holds.
+#[utoipa::path(get, path = "/v1/dependencies", tag = "operations",
+    responses((status = 200, description = "Success", body = w::DependencyList),
+        (status = 503, description = "The engine is not running", body = w::ErrorResponse)))]
+pub async fn list_dependencies<S: Store>(State(svc): State<Arc<Service<S>>>) -> Result<Json<w::DependencyList>, ApiError> {
+    let all = snapshots(&svc).await?;
+    Ok(Json(w::DependencyList { dependencies: all.iter().map(status).collect() }))
+}
+
+/// One dependency.
+#[utoipa::path(get, path = "/v1/dependencies/{name}", tag = "operations",
+    params(("name" = String, Path, description = "Dependency name")),
+    responses((status = 200, description = "Success", body = w::DependencyStatus),
+        (status = 404, description = "No such dependency", body = w::ErrorResponse)))]
+pub async fn get_dependency<S: Store>(
+    State(svc): State<Arc<Service<S>>>,
+    Path(name): Path<String>,
+) -> Result<Json<w::DependencyStatus>, ApiError> {
+    let all = snapshots(&svc).await?;
+    match all.iter().find(|d| d.name == name) {
+        Some(d) => Ok(Json(status(d))),
+        None => Err(ApiError(ServiceError::DependencyNotFound(name))),
+    }
+}
+
+async fn snapshots<S: Store>(svc: &Service<S>) -> Result<Vec<DependencySnapshot>, ApiError> {
+    svc.engine().dependencies().await.map_err(|e| ApiError(ServiceError::Unavailable(e.to_string())))
+}
+
+fn status(d: &DependencySnapshot) -> w::DependencyStatus {
+    let settings: Option<&Dependency> = d.settings.as_ref();
+    let breaker = d.view.as_ref().filter(|_| settings.is_some_and(|s| s.circuit_breaker.is_some())).map(|v| breaker(&v.breaker));
+    w::DependencyStatus {
+        name: d.name.clone(),
+        retry_budget: settings.and_then(|s| s.retry_budget).map(|b| w::RetryBudgetSettings {
+            ratio: b.ratio(),
+            min_retries_per_second: b.min_retries_per_second(),
+            window_seconds: b.window_seconds(),
+        }),
+        circuit_breaker: settings.and_then(|s| s.circuit_breaker).map(|c| w::CircuitBreakerSettings {
+            failure_threshold: c.failure_threshold(),
+            cool_down_ms: c.cool_down_ms(),
+            half_open_probes: c.half_open_probes(),
+        }),
+        breaker,
+        budget: d.view.as_ref().and_then(|v| v.budget).map(|b| w::BudgetStatus {
+            window_seconds: b.window_seconds,
+            first_attempts: b.first_attempts,
+            retries: b.retries,
+            allowed: b.allowed,
+        }),
+        attempts_held: d.held as u64,
+        attempts_deferred: d.deferred_total,
+    }
+}
+
+fn breaker(b: &Breaker) -> w::BreakerStatus {
+    match *b {
+        Breaker::Closed { consecutive_failures } => {
+            w::BreakerStatus { state: w::BreakerState::Closed, consecutive_failures, opened_at: None, open_until: None }
+        }
+        Breaker::Open { opened_at, until } => w::BreakerStatus {
+            state: w::BreakerState::Open,
+            consecutive_failures: 0,
+            opened_at: Some(opened_at.to_string()),
+            open_until: Some(until.to_string()),
+        },
+        Breaker::HalfOpen { opened_at, .. } => w::BreakerStatus {
+            state: w::BreakerState::HalfOpen,
+            consecutive_failures: 0,
+            opened_at: Some(opened_at.to_string()),
+            open_until: None,
+        },
+    }
+}
+
+pub fn hold_reason(r: &DeferReason) -> w::HoldReason {
+    match r {
+        DeferReason::Budget { .. } => w::HoldReason::Budget,
+        DeferReason::BreakerOpen => w::HoldReason::BreakerOpen,
+        DeferReason::BreakerHalfOpen => w::HoldReason::BreakerHalfOpen,
+    }
+}
+
+/// An action's hold as the execution views show it.
+pub fn held_by(h: &Hold) -> w::HeldBy {
+    w::HeldBy {
+        dependency: h.dependency.to_string(),
+        reason: hold_reason(&h.reason),
+        since: h.since.to_string(),
+        until: h.until.to_string(),
+    }
+}
