@@ -57,7 +57,8 @@ async fn snapshots<S: Store>(svc: &Service<S>) -> Result<Vec<DependencySnapshot>
 
 fn status(d: &DependencySnapshot) -> w::DependencyStatus {
     let settings: Option<&Dependency> = d.settings.as_ref();
-    let breaker = d.view.as_ref().filter(|_| settings.is_some_and(|s| s.circuit_breaker.is_some())).map(|v| breaker(&v.breaker));
+    // Without settings (only the stored state is known yet) the stored breaker shows.
+    let breaker = settings.is_none_or(|s| s.circuit_breaker.is_some()).then(|| breaker(&d.view.breaker));
     w::DependencyStatus {
         name: d.name.clone(),
         retry_budget: settings.and_then(|s| s.retry_budget).map(|b| w::RetryBudgetSettings {
@@ -71,7 +72,7 @@ fn status(d: &DependencySnapshot) -> w::DependencyStatus {
             half_open_probes: c.half_open_probes(),
         }),
         breaker,
-        budget: d.view.as_ref().and_then(|v| v.budget).map(|b| w::BudgetStatus {
+        budget: d.view.budget.map(|b| w::BudgetStatus {
             window_seconds: b.window_seconds,
             first_attempts: b.first_attempts,
             retries: b.retries,

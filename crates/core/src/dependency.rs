@@ -50,6 +50,9 @@ pub const BUCKET_MS: i64 = 1000;
 /// How long an attempt waits while a half-open breaker's probes are all out.
 pub const HALF_OPEN_RECHECK_MS: u64 = 1000;
 
+/// Why a constructor refused: the field (as written in a definition) and what is wrong.
+pub type Invalid = (&'static str, String);
+
 /// `retryBudget`: validated by [`RetryBudget::new`].
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -63,7 +66,7 @@ impl RetryBudget {
     /// `ratio` in (0, 1]; `min_retries_per_second` in (0, 10000] with at least
     /// one retry per window (`min × window ≥ 1`, so a retry can always go through
     /// eventually); `window_ms` whole seconds in 1 s..=1 h. Errors name the field.
-    pub fn new(ratio: f64, min_retries_per_second: f64, window_ms: u64) -> Result<RetryBudget, (&'static str, String)> {
+    pub fn new(ratio: f64, min_retries_per_second: f64, window_ms: u64) -> Result<RetryBudget, Invalid> {
         if !(ratio > 0.0 && ratio <= 1.0) {
             return Err(("ratio", format!("ratio must be greater than 0 and at most 1, got {ratio}")));
         }
@@ -75,7 +78,7 @@ impl RetryBudget {
                 ),
             ));
         }
-        if window_ms % 1000 != 0 {
+        if !window_ms.is_multiple_of(1000) {
             return Err(("window", format!("window must be whole seconds, got {window_ms} ms")));
         }
         let window_seconds = window_ms / 1000;
@@ -122,7 +125,7 @@ pub struct CircuitBreaker {
 }
 
 impl CircuitBreaker {
-    pub fn new(failure_threshold: u32, cool_down_ms: u64, half_open_probes: u32) -> Result<CircuitBreaker, (&'static str, String)> {
+    pub fn new(failure_threshold: u32, cool_down_ms: u64, half_open_probes: u32) -> Result<CircuitBreaker, Invalid> {
         if !(1..=MAX_BREAKER_FAILURE_THRESHOLD).contains(&failure_threshold) {
             return Err((
                 "failureThreshold",

@@ -62,8 +62,9 @@ struct Tracked {
 pub struct DependencySnapshot {
     pub name: String,
     pub settings: Option<Dependency>,
-    /// `None` without settings (nothing is gated).
-    pub view: Option<DependencyView>,
+    /// Without settings (read back from the store, not met by an attempt since
+    /// the start) the stored breaker state, and no budget.
+    pub view: DependencyView,
     pub held: usize,
     pub deferred_total: u64,
 }
@@ -162,7 +163,10 @@ impl Dependencies {
             .map(|(name, t)| DependencySnapshot {
                 name: name.clone(),
                 settings: t.settings.clone(),
-                view: t.settings.as_ref().map(|s| dependency::view(s, &t.state, now)),
+                view: match &t.settings {
+                    Some(s) => dependency::view(s, &t.state, now),
+                    None => DependencyView { breaker: t.state.breaker, budget: None },
+                },
                 held: t.held.len(),
                 deferred_total: t.deferred_total,
             })

@@ -11,7 +11,7 @@ fn dep(budget: Option<RetryBudget>, breaker: Option<CircuitBreaker>) -> Dependen
 
 #[test]
 fn constructors_refuse_out_of_range_values_naming_the_field() {
-    let cases: Vec<(Result<RetryBudget, (&str, String)>, Option<&str>)> = vec![
+    let cases: Vec<(Result<RetryBudget, Invalid>, Option<&str>)> = vec![
         (RetryBudget::new(0.1, 5.0, 60_000), None),
         (RetryBudget::new(1.0, 1.0, 1_000), None),
         (RetryBudget::new(0.0, 5.0, 60_000), Some("ratio")),
@@ -193,7 +193,6 @@ proptest! {
         let d = dep(None, Some(CircuitBreaker::new(threshold, cool, probes).unwrap()));
         let mut s = DependencyState::default();
         let mut now = t(1_700_000_000_000);
-        let mut consecutive = 0u32;
         let mut out: Vec<Timestamp> = Vec::new(); // admitted, outcome not yet recorded
         for step in run {
             now = now.plus_ms(step.advance_ms);
@@ -220,7 +219,7 @@ proptest! {
                 let was = s.breaker;
                 record(&d, &mut s, now, started, outcome);
                 if let Breaker::Closed { consecutive_failures } = was {
-                    consecutive = if outcome == Outcome::Failure { consecutive_failures + 1 } else { 0 };
+                    let consecutive = if outcome == Outcome::Failure { consecutive_failures + 1 } else { 0 };
                     if consecutive >= threshold {
                         prop_assert_eq!(s.breaker, Breaker::Open { opened_at: now, until: now.plus_ms(cool) });
                     } else {
