@@ -121,7 +121,9 @@ pub struct ActionState {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_failed_at: Option<Timestamp>,
     /// The due attempt is held by its dependency ([`Event::Defer`]) until
-    /// `next_attempt_at`; cleared when it starts.
+    /// `next_attempt_at` (meaningful while `WaitingRetry`; kept through the
+    /// start that asks again, so a repeated hold for the same reason is one
+    /// ledger row; cleared when an attempt ends).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held: Option<Hold>,
 }
@@ -376,7 +378,8 @@ pub enum Event {
     /// The attempt just started (in this same batch, not dispatched) is held by
     /// its dependency ([`crate::dependency::gate`] deferred it): un-start it and
     /// make it due at `hold.until`, keeping its number, so nothing is lost or
-    /// doubled. Emits the timer and [`Effect::Deferred`] for the ledger.
+    /// doubled. Emits the timer and — unless the attempt was already held for the
+    /// same reason — [`Effect::Deferred`] for the ledger.
     Defer {
         id: AttemptId,
         hold: Hold,
@@ -550,9 +553,15 @@ pub fn apply(pipeline: &Pipeline, state: &mut ExecutionState, event: Event, now:
             a.total_attempts -= 1;
             a.status = ActionStatus::WaitingRetry;
             a.next_attempt_at = Some(hold.until);
+            // Held again for the same reason: one ledger row per hold, not per recheck.
+            let again = a.held.as_ref().is_some_and(|h| h.dependency == hold.dependency && h.reason.as_str() == hold.reason.as_str());
+            let since = if again { a.held.as_ref().map_or(now, |h| h.since) } else { now };
+            let hold = Hold { since, ..hold };
             a.held = Some(hold.clone());
             m.effects.push(Effect::SetTimer { at: id.at, due_at: hold.until });
-            m.effects.push(Effect::Deferred { id, hold });
+            if !again {
+                m.effects.push(Effect::Deferred { id, hold });
+            }
         }
         Event::Enqueue => {
             if m.state.stages.first().is_some_and(|s| s.status != StageStatus::NotStarted) {
@@ -691,7 +700,6 @@ impl<'a> Step<'a> {
         a.status = ActionStatus::Running;
         a.attempt_started_at = Some(now);
         a.next_attempt_at = None;
-        a.held = None;
         let id = AttemptId { at, series: a.series, attempt: a.attempt };
         self.effects.push(Effect::StartAttempt(id));
     }
@@ -704,6 +712,7 @@ impl<'a> Step<'a> {
         let now = self.now;
         let a = self.state.action_mut(id.at);
         a.status = ActionStatus::Succeeded;
+        a.held = None;
         a.last_failure = None;
         a.output = output;
         let record = AttemptRecord {
@@ -745,6 +754,7 @@ impl<'a> Step<'a> {
             decision: Some(decision.clone()),
         };
         a.last_failure = Some(failure);
+        a.held = None;
         a.first_failed_at.get_or_insert(now);
         self.effects.push(Effect::Record(record));
         match decision {

@@ -480,15 +480,22 @@ fn a_deferred_attempt_keeps_its_number_and_runs_at_the_new_due_time() {
     // The result of the un-started attempt is stale; the timer starts the same attempt.
     assert!(apply(&p, &mut s, Event::AttemptSucceeded { id: first, output: None }, t(1)).is_err());
     assert!(matches!(apply(&p, &mut s, Event::TimerFired { at: at(0, 0) }, t(4_999)), Err(Rejection::TimerEarly { .. })));
-    let again = started(&apply(&p, &mut s, Event::TimerFired { at: at(0, 0) }, t(5_000)).unwrap());
+    // Held again for the same reason when it comes due: no second ledger row, the hold's start kept.
+    started(&apply(&p, &mut s, Event::TimerFired { at: at(0, 0) }, t(5_000)).unwrap());
+    let fx =
+        apply(&p, &mut s, Event::Defer { id: first, hold: Hold { until: t(6_000), since: t(5_000), ..hold.clone() } }, t(5_000)).unwrap();
+    assert_eq!(fx, vec![Effect::SetTimer { at: at(0, 0), due_at: t(6_000) }]);
+    assert_eq!(s.action(at(0, 0)).held.as_ref().map(|h| (h.since, h.until)), Some((t(0), t(6_000))));
+    let again = started(&apply(&p, &mut s, Event::TimerFired { at: at(0, 0) }, t(6_000)).unwrap());
     assert_eq!(again, vec![first]);
-    assert_eq!(s.action(at(0, 0)).held, None);
     // A retry deferred the same way is still attempt 2.
-    let fx = apply(&p, &mut s, Event::AttemptFailed { id: first, failure: failed(ExceptionType::ServiceFault) }, t(5_001)).unwrap();
+    let fx = apply(&p, &mut s, Event::AttemptFailed { id: first, failure: failed(ExceptionType::ServiceFault) }, t(6_001)).unwrap();
     assert!(started(&fx).is_empty());
-    let second = started(&apply(&p, &mut s, Event::TimerFired { at: at(0, 0) }, t(7_000)).unwrap())[0];
+    assert_eq!(s.action(at(0, 0)).held, None, "cleared when the attempt ended");
+    let second = started(&apply(&p, &mut s, Event::TimerFired { at: at(0, 0) }, t(7_001)).unwrap())[0];
     assert_eq!(second.attempt, 2);
-    apply(&p, &mut s, Event::Defer { id: second, hold: Hold { until: t(9_000), ..hold } }, t(7_000)).unwrap();
+    let fx = apply(&p, &mut s, Event::Defer { id: second, hold: Hold { until: t(9_000), ..hold } }, t(7_001)).unwrap();
+    assert!(fx.iter().any(|e| matches!(e, Effect::Deferred { .. })), "a new hold is recorded");
     let again = started(&apply(&p, &mut s, Event::TimerFired { at: at(0, 0) }, t(9_000)).unwrap());
     assert_eq!(again, vec![second]);
     assert_eq!(s.action(at(0, 0)).total_attempts, 2);
