@@ -818,7 +818,7 @@ mod tests {
         has("$.redriveSchedules[1].queuePrefix: required field queuePrefix is missing");
         has("line 9: $.redriveSchedules[1].filters.kind: unknown key kind (allowed: type, source)");
         has("line 10: $.redriveSchedules[1].mode: not a redrive mode (got \"sideways\"; allowed: retry-stage (default), new-execution)");
-        has("line 11: $.extra: unknown key extra (allowed: redriveSchedules, http, retention, auth)");
+        has("line 11: $.extra: unknown key extra (allowed: redriveSchedules, http, retention, auth, dependencies)");
         assert!(parse_config("redriveSchedules: [\n").unwrap_err()[0].line.is_some());
     }
 
