@@ -75,7 +75,9 @@ pub fn to_api_error(e: ServiceError) -> ApiError {
         ConcurrentExecutionsLimitExceeded(_) => ErrorCode::ConcurrentPipelineExecutionsLimitExceededException,
         Unavailable(_) => ErrorCode::ServiceUnavailable,
         // Not reachable through CodePipeline operations.
-        DlqQueueNotFound(_) | DlqEntryNotFound(_) | RedriveRunNotFound(_) | NotRedriven(_) => ErrorCode::ValidationException,
+        DlqQueueNotFound(_) | DlqEntryNotFound(_) | RedriveRunNotFound(_) | DependencyNotFound(_) | NotRedriven(_) => {
+            ErrorCode::ValidationException
+        }
     };
     ApiError::new(code, e.to_string())
 }
@@ -382,7 +384,8 @@ async fn dispatch<S: Store>(svc: &Service<S>, request: Request) -> Result<Vec<u8
             let next = (rows.len() == limit).then(|| rows.last().map(|e| e.seq.to_string())).flatten();
             let mut versions = std::collections::HashMap::new();
             let mut details = Vec::with_capacity(rows.len());
-            for e in &rows {
+            // A deferral is not an action execution: CodePipeline's listing keeps its shape.
+            for e in rows.iter().filter(|e| e.outcome != redrive_core::dependency::DEFERRED_OUTCOME) {
                 if !versions.contains_key(&e.execution_id) {
                     let v = svc.store().get_execution(&e.execution_id).await.ok().flatten().and_then(|r| r.target.pipeline_version());
                     versions.insert(e.execution_id.clone(), v);

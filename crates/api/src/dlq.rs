@@ -598,6 +598,9 @@ async fn metrics<S: Store>(State(svc): St<S>) -> Result<Response> {
     register_dlq_metrics(&mut registry, &queues, truncated, now);
     register_timer_metrics(&mut registry, timers_pending, next_due, now);
     svc.engine().metrics().register(&mut registry);
+    if let Ok(deps) = svc.engine().dependencies().await {
+        crate::dependencies::register_dependency_metrics(&mut registry, &deps);
+    }
     let mut body = String::new();
     encode(&mut body, &registry).expect("writing to a String cannot fail");
     Ok(([(axum::http::header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], body).into_response())

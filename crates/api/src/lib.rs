@@ -19,6 +19,7 @@ pub mod aws;
 pub mod cluster;
 pub mod codepipeline;
 pub mod console;
+pub mod dependencies;
 pub mod dlq;
 pub mod doc;
 pub mod error;

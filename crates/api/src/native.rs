@@ -102,7 +102,11 @@ pub fn ledger_trigger(text: &str) -> w::Trigger {
 
 /// A ledger row's `outcome` column: `SUCCEEDED` or `FAILED`.
 pub fn ledger_outcome(text: &str) -> w::AttemptStatus {
-    if text == "SUCCEEDED" { w::AttemptStatus::Succeeded } else { w::AttemptStatus::Failed }
+    match text {
+        "SUCCEEDED" => w::AttemptStatus::Succeeded,
+        redrive_core::dependency::DEFERRED_OUTCOME => w::AttemptStatus::Deferred,
+        _ => w::AttemptStatus::Failed,
+    }
 }
 
 pub fn decision(e: &LedgerEntry) -> Option<Value> {
@@ -127,6 +131,7 @@ fn action_view(name: &str, a: &ActionState) -> w::ActionView {
         error: a.last_failure.as_ref().map(failure),
         next_attempt_at: a.next_attempt_at.map(|t| t.to_string()),
         output: a.output.clone(),
+        held: a.held.as_ref().filter(|_| a.status == m::ActionStatus::WaitingRetry).map(crate::dependencies::held_by),
     }
 }
 

@@ -128,6 +128,7 @@ pub fn routes<S: Store>() -> OpenApiRouter<Arc<Service<S>>> {
         .merge(crate::aws::router::<S>())
         .merge(crate::health::router::<S>())
         .merge(crate::cluster::router::<S>())
+        .merge(crate::dependencies::router::<S>())
         .merge(crate::auth::admin::router::<S>())
         .routes(op::<openapi::__path_document, _, _, _>(openapi::document))
 }

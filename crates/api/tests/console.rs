@@ -559,3 +559,31 @@ async fn a_read_session_sees_disabled_buttons_and_ends_when_its_token_is_revoked
     assert_eq!(r.status().as_u16(), 303, "revoked");
     assert_eq!(b.get("/console/pipelines/web/board", true).await.status().as_u16(), 401);
 }
+
+#[tokio::test]
+async fn an_attempt_held_by_an_open_breaker_says_so_on_the_board_and_in_the_api() {
+    let s = server().await;
+    let def = json!({"name": "held", "dependencies": [{"name": "svc", "circuitBreaker": {"failureThreshold": 1, "coolDown": "1h"}}],
+        "stages": [{"name": "Only", "actions": [{
+            "name": "Call",
+            "noop": {"failFirst": 5, "failWith": "Step.SERVICE_FAULT"},
+            "dependency": "svc",
+            "retryPolicies": [{"exceptionType": ["Step.SERVICE_FAULT"], "intervalSeconds": 0, "maxAttempts": 3}]
+    }]}]});
+    let (status, body) = s.post("/v1/pipelines", def).await;
+    assert_eq!(status, 201, "{body}");
+    let id = s.start("held", json!({})).await;
+    // The first failure opens the breaker; the retry, due at once, is held for the cool-down.
+    let v = s.wait_execution("held", &id, |v| v["stages"][0]["actions"][0]["held"].is_object()).await;
+    let action = &v["stages"][0]["actions"][0];
+    assert_eq!(action["held"]["reason"], "breaker-open", "{action}");
+    assert_eq!((action["status"].as_str(), action["attempt"].as_u64()), (Some("WaitingRetry"), Some(1)), "{action}");
+    assert_eq!(action["nextAttemptAt"], "2026-01-01T01:00:00.000Z", "held until the cool-down ends: {action}");
+    let page = s.html("/console/pipelines/held").await;
+    assert!(page.contains("Held by dependency <strong>svc</strong> (circuit breaker open)"), "{page}");
+    let deps = s.get_json("/v1/dependencies/svc").await;
+    assert_eq!((deps["breaker"]["state"].as_str(), deps["attemptsHeld"].as_u64()), (Some("open"), Some(1)), "{deps}");
+    let ledger = s.get_json(&format!("/v1/pipelines/held/action-executions?executionId={id}")).await;
+    let statuses: Vec<&str> = ledger["actionExecutions"].as_array().unwrap().iter().map(|r| r["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["DEFERRED", "FAILED"], "newest first: {ledger}");
+}

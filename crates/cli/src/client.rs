@@ -224,6 +224,16 @@ impl Client {
         self.get(self.url(&["v1", "pipelines", name, "executions", id, "export"], &[])).await
     }
 
+    /// `GET /v1/dependencies`.
+    pub async fn dependencies(&self) -> Result<w::DependencyList> {
+        self.get(self.url(&["v1", "dependencies"], &[])).await
+    }
+
+    /// `GET /v1/dependencies/{name}`.
+    pub async fn dependency(&self, name: &str) -> Result<w::DependencyStatus> {
+        self.get(self.url(&["v1", "dependencies", name], &[])).await
+    }
+
     /// `GET /v1/cluster`.
     pub async fn cluster_status(&self) -> Result<w::ClusterStatus> {
         self.get(self.url(&["v1", "cluster"], &[])).await

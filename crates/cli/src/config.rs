@@ -24,6 +24,10 @@
 //!   headerReadTimeout: 10s       # 1s to 1h; also how long a kept-alive connection may idle
 //!   bodyReadTimeout: 30s         # 1s to 1h
 //!   maxConnections: 1024         # 1 to 65536, and at most half the open-file limit
+//! dependencies:                  # optional; retry budgets and circuit breakers for every
+//!   - name: payments-api         # pipeline (a pipeline's own declaration of a name wins;
+//!     retryBudget: {ratio: 0.1, minRetriesPerSecond: 5, window: 60s}   # `- name: X` alone
+//!     circuitBreaker: {failureThreshold: 20, coolDown: 30s, halfOpenProbes: 1} # takes these)
 //! auth:                          # optional; present: every request needs a credential
 //!   awsCredentials:              # optional; access keys for the CodePipeline protocol (SigV4)
 //!     - accessKeyId: AKIAEXAMPLE           # 1 to 128 of A-Z a-z 0-9, unique
@@ -70,7 +74,7 @@ const SCHEDULE_GRANT_KEYS: &[&str] = &["name", "queues", "pipelines"];
 const CREDENTIAL_KEYS: &[&str] = &["accessKeyId", "secretAccessKeyEnv", "scope", "pipelines", "queues"];
 /// Most access keys the file may configure.
 pub const MAX_ACCESS_KEYS: usize = 100;
-const TOP_KEYS: &[&str] = &["redriveSchedules", "http", "retention", "auth"];
+const TOP_KEYS: &[&str] = &["redriveSchedules", "http", "retention", "auth", "dependencies"];
 const RETENTION_KEYS: &[&str] = &["executions", "deadLetterEntries", "redriveRuns", "auditRecords", "sweepEvery", "stepSize"];
 /// Longest `sweepEvery`.
 const MAX_SWEEP_EVERY_MS: u64 = 86_400_000;
@@ -86,6 +90,8 @@ pub struct ServerConfig {
     /// `Some` when the file has an `auth:` section: credentials are required.
     pub auth: Option<AuthConfig>,
     pub sweep: SweepConfig,
+    /// Dependencies for every pipeline (see `redrive_core::dependency`).
+    pub dependencies: Vec<redrive_core::dependency::Dependency>,
 }
 
 /// The `http:` section: the server's connection limits.
@@ -257,6 +263,12 @@ impl Cx<'_> {
         }
         if let Some((_, retention)) = entries.iter().find(|(k, _)| k == "retention") {
             config.sweep = self.retention(retention);
+        }
+        if let Some((_, list)) = entries.iter().find(|(k, _)| k == "dependencies") {
+            match redrive_core::definition::parse_dependencies(list, "$.dependencies") {
+                Ok(deps) => config.dependencies = deps,
+                Err(problems) => problems.into_iter().for_each(|p| self.problems.push(p)),
+            }
         }
         config
     }
@@ -777,6 +789,14 @@ mod tests {
     }
 
     #[test]
+    fn dependencies_parse_and_bad_ones_are_located() {
+        let c = parse_config("dependencies:\n  - name: api\n    circuitBreaker: {failureThreshold: 3, coolDown: 2s}\n").unwrap();
+        assert_eq!(c.dependencies[0].circuit_breaker.unwrap().cool_down_ms(), 2_000);
+        let ps = parse_config("dependencies:\n  - name: api\n    retryBudget: {ratio: 3}\n").unwrap_err();
+        assert_eq!((ps[0].path.as_str(), ps[0].line), ("$.dependencies[0].retryBudget.ratio", Some(3)));
+    }
+
+    #[test]
     fn defaults_and_json() {
         let c = parse_config(r#"{"redriveSchedules": [{"name": "a", "every": "1s", "queuePrefix": "q"}]}"#).unwrap();
         assert_eq!(c.schedules[0].request.rate, DEFAULT_RATE);
@@ -798,7 +818,7 @@ mod tests {
         has("$.redriveSchedules[1].queuePrefix: required field queuePrefix is missing");
         has("line 9: $.redriveSchedules[1].filters.kind: unknown key kind (allowed: type, source)");
         has("line 10: $.redriveSchedules[1].mode: not a redrive mode (got \"sideways\"; allowed: retry-stage (default), new-execution)");
-        has("line 11: $.extra: unknown key extra (allowed: redriveSchedules, http, retention, auth)");
+        has("line 11: $.extra: unknown key extra (allowed: redriveSchedules, http, retention, auth, dependencies)");
         assert!(parse_config("redriveSchedules: [\n").unwrap_err()[0].line.is_some());
     }
 

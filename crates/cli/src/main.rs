@@ -11,6 +11,7 @@ mod bench_w3;
 mod bench_w4;
 mod client;
 mod config;
+mod dependency;
 mod dlq;
 mod doctor;
 mod explain;
@@ -159,6 +160,14 @@ enum Command {
         #[command(subcommand)]
         command: remote::ClusterCommand,
     },
+    /// Dependencies: retry budgets and circuit breakers shared by every
+    /// execution that calls them (declared under `dependencies:` in a pipeline
+    /// or the server config; an action names its `dependency:`, an http action
+    /// defaults to its URL's host).
+    Dependency {
+        #[command(subcommand)]
+        command: dependency::DependencyCommand,
+    },
     /// Bearer tokens for a server with `auth:`: create (printed once), list, revoke.
     ///
     /// Through a running server with an admin token (--server, --token), or with
@@ -282,6 +291,7 @@ fn main() -> ExitCode {
         Command::RetryStage(args) => remote::retry_stage(args),
         Command::Dlq { command } => dlq::dlq(command),
         Command::Cluster { command } => remote::cluster(command),
+        Command::Dependency { command } => dependency::dependency(command),
         Command::Token { command } => auth::token(command),
         Command::Audit(args) => auth::audit(args),
     };

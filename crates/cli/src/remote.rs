@@ -637,9 +637,10 @@ fn failure_cell(f: Option<&w::Failure>) -> String {
 
 /// `Running`, or `WaitingRetry (next at T)`.
 fn action_status_cell(action: &w::ActionView) -> String {
-    match &action.next_attempt_at {
-        Some(at) => format!("{} (next at {at})", action.status),
-        None => action.status.to_string(),
+    match (&action.next_attempt_at, &action.held) {
+        (Some(at), Some(h)) => format!("{} (held by dependency {}: {}; next at {at})", action.status, h.dependency, h.reason),
+        (Some(at), None) => format!("{} (next at {at})", action.status),
+        (None, _) => action.status.to_string(),
     }
 }
 

@@ -6,6 +6,7 @@
 //! function here is deterministic and testable with plain values.
 //!
 //! - [`auth`]: scopes, grants limited to name prefixes, and the authorization check.
+//! - [`dependency`]: retry budgets and circuit breakers per dependency (gate, record).
 //! - [`dlq`]: dead-letter redrives: modes, entry states, the take checks.
 //! - [`exception`]: exception types, aliases and matching.
 //! - [`policy`]: validated retry policies, the retry decision and schedule preview.
@@ -18,6 +19,7 @@
 
 pub mod auth;
 pub mod definition;
+pub mod dependency;
 pub mod dlq;
 pub mod exception;
 pub mod fair;

@@ -52,6 +52,21 @@ pub const MAX_STAGE_AUTO_RETRIES: u32 = 10;
 pub const MAX_CONCURRENT_EXECUTIONS: u32 = 10_000;
 /// Longest a pipeline's `retentionDays` may keep its finished executions (100 years).
 pub const MAX_RETENTION_DAYS: u32 = 36_500;
+/// Dependencies one pipeline (or the server config) may declare.
+pub const MAX_DEPENDENCIES: usize = 100;
+/// A retry budget's sliding window, in whole seconds (its counts are kept in
+/// one-second buckets, so at most this many buckets per dependency).
+pub const MIN_BUDGET_WINDOW_SECONDS: u64 = 1;
+pub const MAX_BUDGET_WINDOW_SECONDS: u64 = 3600;
+/// A retry budget's `minRetriesPerSecond`, at most.
+pub const MAX_MIN_RETRIES_PER_SECOND: f64 = 10_000.0;
+/// A circuit breaker's `failureThreshold`, at most.
+pub const MAX_BREAKER_FAILURE_THRESHOLD: u32 = 100_000;
+/// A circuit breaker's `coolDown`: 100 ms to one day.
+pub const MIN_BREAKER_COOL_DOWN_MS: u64 = 100;
+pub const MAX_BREAKER_COOL_DOWN_MS: u64 = 24 * 3600 * 1000;
+/// A circuit breaker's `halfOpenProbes`, at most.
+pub const MAX_BREAKER_HALF_OPEN_PROBES: u32 = 1000;
 /// Characters of a name (pipeline, stage, action, queue, function): ASCII only,
 /// so also bytes.
 pub const NAME_MAX_LEN: usize = 100;

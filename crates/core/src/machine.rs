@@ -7,6 +7,7 @@
 //! are recorded as failed with `Step.SERVICE_FAULT` and retried under policy.
 
 use crate::definition::{Pipeline, RetryMode};
+use crate::dependency::DeferReason;
 use crate::exception::{ExceptionType, Failure};
 use crate::jitter::JitterDraw;
 use crate::name::Name;
@@ -119,6 +120,22 @@ pub struct ActionState {
     /// When an attempt of this action first failed, over all series.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_failed_at: Option<Timestamp>,
+    /// The due attempt is held by its dependency ([`Event::Defer`]) until
+    /// `next_attempt_at` (meaningful while `WaitingRetry`; kept through the
+    /// start that asks again, so a repeated hold for the same reason is one
+    /// ledger row; cleared when an attempt ends).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<Hold>,
+}
+
+/// Why a due attempt waits: its dependency's budget or breaker held it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Hold {
+    pub dependency: Name,
+    pub reason: DeferReason,
+    pub since: Timestamp,
+    pub until: Timestamp,
 }
 
 impl ActionState {
@@ -136,6 +153,7 @@ impl ActionState {
             output: None,
             total_attempts: 0,
             first_failed_at: None,
+            held: None,
         }
     }
 
@@ -357,6 +375,15 @@ pub enum Event {
     Release {
         id: AttemptId,
     },
+    /// The attempt just started (in this same batch, not dispatched) is held by
+    /// its dependency ([`crate::dependency::gate`] deferred it): un-start it and
+    /// make it due at `hold.until`, keeping its number, so nothing is lost or
+    /// doubled. Emits the timer and — unless the attempt was already held for the
+    /// same reason — [`Effect::Deferred`] for the ledger.
+    Defer {
+        id: AttemptId,
+        hold: Hold,
+    },
     /// Put a fresh execution in the pipeline's queue (QUEUED mode); `Start` later.
     Enqueue,
     /// A newer execution overtook this one (SUPERSEDED mode). A stage-locked
@@ -412,6 +439,11 @@ pub enum Effect {
     },
     /// Append to the attempt ledger.
     Record(AttemptRecord),
+    /// Append a deferral to the attempt ledger (the attempt did not run).
+    Deferred {
+        id: AttemptId,
+        hold: Hold,
+    },
     Finished(ExecutionStatus),
     /// The execution failed for good: write (or return) its dead-letter entry, in
     /// the same commit as the failure.
@@ -510,6 +542,26 @@ pub fn apply(pipeline: &Pipeline, state: &mut ExecutionState, event: Event, now:
             a.status = ActionStatus::WaitingRetry;
             a.next_attempt_at = Some(now);
             m.effects.push(Effect::SetTimer { at: id.at, due_at: now });
+        }
+        Event::Defer { id, hold } => {
+            m.check_current(id)?;
+            if hold.until <= now {
+                return Err(Rejection::Invalid("a deferral must end after now".into()));
+            }
+            let a = m.state.action_mut(id.at);
+            a.attempt -= 1;
+            a.total_attempts -= 1;
+            a.status = ActionStatus::WaitingRetry;
+            a.next_attempt_at = Some(hold.until);
+            // Held again for the same reason: one ledger row per hold, not per recheck.
+            let again = a.held.as_ref().is_some_and(|h| h.dependency == hold.dependency && h.reason.as_str() == hold.reason.as_str());
+            let since = if again { a.held.as_ref().map_or(now, |h| h.since) } else { now };
+            let hold = Hold { since, ..hold };
+            a.held = Some(hold.clone());
+            m.effects.push(Effect::SetTimer { at: id.at, due_at: hold.until });
+            if !again {
+                m.effects.push(Effect::Deferred { id, hold });
+            }
         }
         Event::Enqueue => {
             if m.state.stages.first().is_some_and(|s| s.status != StageStatus::NotStarted) {
@@ -660,6 +712,7 @@ impl<'a> Step<'a> {
         let now = self.now;
         let a = self.state.action_mut(id.at);
         a.status = ActionStatus::Succeeded;
+        a.held = None;
         a.last_failure = None;
         a.output = output;
         let record = AttemptRecord {
@@ -701,6 +754,7 @@ impl<'a> Step<'a> {
             decision: Some(decision.clone()),
         };
         a.last_failure = Some(failure);
+        a.held = None;
         a.first_failed_at.get_or_insert(now);
         self.effects.push(Effect::Record(record));
         match decision {

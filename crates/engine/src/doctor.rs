@@ -99,7 +99,7 @@ fn check_progress(id: &str, state: &ExecutionState, timers: &[TimerRecord]) -> V
 /// Attempts of every (stage, action, series) are numbered 1..=n.
 pub fn check_ledger(id: &str, ledger: &[LedgerEntry]) -> Vec<Finding> {
     let mut series: BTreeMap<(&str, &str, u32), Vec<u32>> = BTreeMap::new();
-    for entry in ledger {
+    for entry in ledger.iter().filter(|e| e.outcome != redrive_core::dependency::DEFERRED_OUTCOME) {
         series.entry((&entry.stage, &entry.action, entry.series)).or_default().push(entry.attempt);
     }
     let mut found = Vec::new();

@@ -91,6 +91,10 @@ pub(crate) enum Inbound {
         grace: std::time::Duration,
         reply: oneshot::Sender<usize>,
     },
+    /// Every dependency's state as the driver holds it.
+    Dependencies {
+        reply: oneshot::Sender<Vec<crate::dependencies::DependencySnapshot>>,
+    },
     RetryStage {
         execution_id: String,
         stage: String,
@@ -327,6 +331,14 @@ impl EngineHandle {
     pub async fn drain(&self, grace: std::time::Duration) -> Result<usize, EngineError> {
         let (reply, rx) = oneshot::channel();
         self.send(Inbound::Drain { grace, reply }).await?;
+        rx.await.map_err(|_| EngineError::Stopped)
+    }
+
+    /// Every dependency the engine knows (the server config's, and those
+    /// attempts met), with its breaker, budget and held attempts now.
+    pub async fn dependencies(&self) -> Result<Vec<crate::dependencies::DependencySnapshot>, EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Inbound::Dependencies { reply }).await?;
         rx.await.map_err(|_| EngineError::Stopped)
     }
 

@@ -5,12 +5,14 @@
 //!   commit performs their effects: start attempts on runners, arm durable timers.
 //! - [`runner`]: how attempts run: `command` (argv, no shell), `http`, `noop`.
 //! - [`clock`]: the only place wall-clock time is read.
+//! - [`dependencies`]: retry budgets and circuit breakers shared by all executions.
 //! - [`health`]: ready, degraded (store faults, retried) or stopped.
 //! - [`fair`]: attempt slots shared fairly between pipelines.
 //! - [`metrics`]: the Prometheus figures the engine counts.
 //! - [`locks`]: SUPERSEDED mode's stage locks as stored (read by the driver and dry runs).
 
 pub mod clock;
+pub mod dependencies;
 pub mod doctor;
 pub mod driver;
 pub mod error;

@@ -57,6 +57,8 @@ pub enum ServiceError {
     DlqEntryNotFound(String),
     #[error("redrive run {0} not found")]
     RedriveRunNotFound(String),
+    #[error("no dependency named {0} is known")]
+    DependencyNotFound(String),
     /// A single-entry redrive left the entry in place (the reason says why).
     #[error("{0}")]
     NotRedriven(String),

@@ -340,6 +340,12 @@ impl Store for AnyStore {
     async fn list_audit(&self, filter: crate::AuditFilter) -> Result<Vec<crate::AuditRecord>, StoreError> {
         dispatch!(self, s => s.list_audit(filter).await)
     }
+    async fn put_dependencies(&self, records: Vec<crate::DependencyRecord>) -> Result<(), StoreError> {
+        dispatch!(self, s => s.put_dependencies(records).await)
+    }
+    async fn list_dependencies(&self) -> Result<Vec<crate::DependencyRecord>, StoreError> {
+        dispatch!(self, s => s.list_dependencies().await)
+    }
     async fn prune_candidates(&self, query: PruneQuery) -> Result<Vec<PruneCandidate>, StoreError> {
         dispatch!(self, s => s.prune_candidates(query).await)
     }

@@ -122,6 +122,7 @@ where
     prune_candidates_paging(&make_store().await).await;
     prune_entries_and_runs(&make_store().await).await;
     prune_audit_records(&make_store().await).await;
+    dependencies(&make_store().await).await;
 }
 
 // ---------------------------------------------------------------------------
@@ -2530,4 +2531,24 @@ pub async fn prune_audit_records<S: Store>(store: &S) {
     assert_eq!(store.prune(step(2)).await.unwrap().audit_records, 1);
     let left: Vec<String> = store.list_audit(crate::AuditFilter::default()).await.unwrap().into_iter().map(|r| r.principal).collect();
     assert_eq!(left, ["p4", "p3"], "the oldest went first, the rest stays");
+}
+
+/// Dependency states: upserted by name (a second write replaces the first,
+/// others are kept), listed by name; over a limit nothing is written.
+pub async fn dependencies<S: Store>(store: &S) {
+    use crate::DependencyRecord;
+    assert!(store.list_dependencies().await.unwrap().is_empty());
+    let rec = |name: &str, state: &str, at: i64| DependencyRecord { name: name.into(), state_json: state.into(), updated_at: ts(at) };
+    store.put_dependencies(vec![rec("payments", r#"{"breaker":{"state":"open"}}"#, 1), rec("api.example.com", "{}", 2)]).await.unwrap();
+    store.put_dependencies(Vec::new()).await.unwrap();
+    let listed = store.list_dependencies().await.unwrap();
+    assert_eq!(listed, [rec("api.example.com", "{}", 2), rec("payments", r#"{"breaker":{"state":"open"}}"#, 1)], "by name, round-trips");
+    store.put_dependencies(vec![rec("payments", r#"{"breaker":{"state":"closed"}}"#, 3)]).await.unwrap();
+    let listed = store.list_dependencies().await.unwrap();
+    assert_eq!(listed[1], rec("payments", r#"{"breaker":{"state":"closed"}}"#, 3), "replaced by name");
+    assert_eq!(listed.len(), 2, "the other is kept");
+    let too_big = "x".repeat(crate::validate::MAX_DEPENDENCY_STATE_BYTES + 1);
+    let refused = store.put_dependencies(vec![rec("other", "{}", 4), rec("big", &too_big, 4)]).await;
+    assert!(matches!(refused, Err(StoreError::Limit(_))), "{refused:?}");
+    assert_eq!(store.list_dependencies().await.unwrap().len(), 2, "a refused write writes nothing");
 }

@@ -410,6 +410,15 @@ impl<S: Store> Store for FaultyStore<S> {
         self.check(&self.reads)?;
         self.inner.list_audit(filter).await
     }
+    async fn put_dependencies(&self, records: Vec<crate::DependencyRecord>) -> Result<(), StoreError> {
+        self.check(&self.pipelines)?;
+        self.inner.put_dependencies(records).await
+    }
+
+    async fn list_dependencies(&self) -> Result<Vec<crate::DependencyRecord>, StoreError> {
+        self.check(&self.reads)?;
+        self.inner.list_dependencies().await
+    }
     async fn prune_candidates(&self, query: PruneQuery) -> Result<Vec<PruneCandidate>, StoreError> {
         self.check(&self.reads)?;
         self.inner.prune_candidates(query).await

@@ -493,6 +493,20 @@ pub struct RedriveRunFilter {
     pub limit: usize,
 }
 
+/// One dependency's runtime state (its breaker and retry-budget window counts,
+/// `redrive_core::dependency::DependencyState` as JSON): upserted by the engine
+/// after the batches that change it, read back when it starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DependencyRecord {
+    pub name: String,
+    pub state_json: String,
+    pub updated_at: Timestamp,
+}
+
+/// Dependency records one [`Store::list_dependencies`] returns at most (and
+/// one [`Store::put_dependencies`] writes at most).
+pub const MAX_DEPENDENCY_RECORDS: usize = 10_000;
+
 /// A bearer token: its name and grant, and the SHA-256 of its value (the
 /// value itself is never stored).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -987,6 +1001,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// Audit records, newest first; see [`AuditFilter`].
     fn list_audit(&self, filter: AuditFilter) -> impl Future<Output = Result<Vec<AuditRecord>, StoreError>> + Send;
+    // ---- dependencies ----
+
+    /// Inserts or replaces each record (by name), all in one transaction;
+    /// [`StoreError::Limit`] over the field limits (nothing is written then).
+    fn put_dependencies(&self, records: Vec<DependencyRecord>) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Every dependency record, by name (at most [`MAX_DEPENDENCY_RECORDS`]).
+    fn list_dependencies(&self) -> impl Future<Output = Result<Vec<DependencyRecord>, StoreError>> + Send;
+
     // ---- retention ----
 
     /// Finished executions old enough to be deleted (see [`PruneQuery`]).

@@ -33,6 +33,7 @@
 //! [`StoreError::Lost`] (the engine stops, and a supervisor restarts it).
 
 mod auth;
+mod dependencies;
 
 use crate::process_is_alive;
 use crate::validate::{
@@ -370,7 +371,16 @@ CREATE INDEX client_tokens_execution ON client_tokens (execution_id);
 
 /// Ordered schema migrations; migration `i` brings the schema to version `i + 1`.
 /// Never edit a released migration: append a new one.
-const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4, MIGRATION_5, MIGRATION_6, auth::MIGRATION_AUTH];
+const MIGRATIONS: &[&str] = &[
+    MIGRATION_1,
+    MIGRATION_2,
+    MIGRATION_3,
+    MIGRATION_4,
+    MIGRATION_5,
+    MIGRATION_6,
+    auth::MIGRATION_AUTH,
+    dependencies::MIGRATION_DEPENDENCIES,
+];
 
 /// The schema version this code writes and understands.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -1334,6 +1344,20 @@ impl Store for SqliteStore {
         let limit = page_size(filter.limit) as i64;
         self.read(move |conn| auth::list_audit(conn, &filter, limit)).await
     }
+    async fn put_dependencies(&self, records: Vec<crate::DependencyRecord>) -> Result<(), StoreError> {
+        crate::validate::check_dependencies(&records)?;
+        if records.is_empty() {
+            return Ok(());
+        }
+        let (reply, rx) = oneshot::channel();
+        self.send(WriteRequest::Dependencies { records, reply }).await?;
+        rx.await.map_err(|_| writer_gone())?.map(drop)
+    }
+
+    async fn list_dependencies(&self) -> Result<Vec<crate::DependencyRecord>, StoreError> {
+        self.read(dependencies::list).await
+    }
+
     async fn prune_candidates(&self, query: PruneQuery) -> Result<Vec<PruneCandidate>, StoreError> {
         let limit = page_size(query.limit) as i64;
         self.read(move |conn| {
@@ -1499,6 +1523,11 @@ enum WriteRequest {
         write: AuthWrite,
         reply: oneshot::Sender<Result<u64, StoreError>>,
     },
+    /// Dependency states to upsert; answers how many.
+    Dependencies {
+        records: Vec<crate::DependencyRecord>,
+        reply: oneshot::Sender<Result<u64, StoreError>>,
+    },
     Prune {
         step: PruneStep,
         reply: oneshot::Sender<Result<PruneCounts, StoreError>>,
@@ -1551,7 +1580,8 @@ impl WriteRequest {
             | WriteRequest::RedriveRun { .. }
             | WriteRequest::InterruptRedriveRuns { .. }
             | WriteRequest::Quarantine { .. }
-            | WriteRequest::Auth { .. } => 1,
+            | WriteRequest::Auth { .. }
+            | WriteRequest::Dependencies { .. } => 1,
             // Its deletes cost about what a transition of each execution does.
             WriteRequest::Prune { step, .. } => step.executions.len().max(1),
         }
@@ -1568,7 +1598,7 @@ impl WriteRequest {
             WriteRequest::PurgeDlq { reply, .. } | WriteRequest::InterruptRedriveRuns { reply, .. } => reply.is_closed(),
             WriteRequest::RedriveRun { reply, .. } => reply.is_closed(),
             WriteRequest::Quarantine { reply, .. } => reply.is_closed(),
-            WriteRequest::Auth { reply, .. } => reply.is_closed(),
+            WriteRequest::Auth { reply, .. } | WriteRequest::Dependencies { reply, .. } => reply.is_closed(),
             WriteRequest::Prune { reply, .. } => reply.is_closed(),
         }
     }
@@ -1588,7 +1618,12 @@ impl WriteRequest {
             (WriteRequest::DlqQueue { reply, .. }, Applied::DlqQueue(queue)) => {
                 let _ = reply.send(Ok(queue));
             }
-            (WriteRequest::PurgeDlq { reply, .. } | WriteRequest::InterruptRedriveRuns { reply, .. }, Applied::Counted(n)) => {
+            (
+                WriteRequest::PurgeDlq { reply, .. }
+                | WriteRequest::InterruptRedriveRuns { reply, .. }
+                | WriteRequest::Dependencies { reply, .. },
+                Applied::Counted(n),
+            ) => {
                 let _ = reply.send(Ok(n));
             }
             (WriteRequest::RedriveRun { reply, .. }, Applied::RedriveRun(result)) => {
@@ -1622,7 +1657,9 @@ impl WriteRequest {
             WriteRequest::DlqQueue { reply, .. } => {
                 let _ = reply.send(Err(error.clone()));
             }
-            WriteRequest::PurgeDlq { reply, .. } | WriteRequest::InterruptRedriveRuns { reply, .. } => {
+            WriteRequest::PurgeDlq { reply, .. }
+            | WriteRequest::InterruptRedriveRuns { reply, .. }
+            | WriteRequest::Dependencies { reply, .. } => {
                 let _ = reply.send(Err(error.clone()));
             }
             WriteRequest::RedriveRun { reply, .. } => {
@@ -1779,6 +1816,7 @@ impl Writer {
                 }
                 WriteRequest::Quarantine { id, status, fault, at, .. } => Applied::Quarantined(self.quarantine(id, status, fault, *at)?),
                 WriteRequest::Auth { write, .. } => Applied::Auth(auth::apply(&self.conn, write)?),
+                WriteRequest::Dependencies { records, .. } => Applied::Counted(dependencies::put(&self.conn, records)?),
                 WriteRequest::Prune { step, .. } => Applied::Pruned(self.prune(step)?),
             });
         }

@@ -217,3 +217,30 @@ pub fn check_audit(r: &crate::AuditRecord) -> Result<(), StoreError> {
     }
     Ok(())
 }
+
+/// Bytes of one dependency's state (its window holds at most an hour of
+/// one-second buckets).
+pub const MAX_DEPENDENCY_STATE_BYTES: usize = 512 * 1024;
+
+pub fn check_dependencies(records: &[crate::DependencyRecord]) -> Result<(), StoreError> {
+    if records.len() > crate::MAX_DEPENDENCY_RECORDS {
+        return Err(StoreError::Limit(format!(
+            "{} dependency records; at most {} per write",
+            records.len(),
+            crate::MAX_DEPENDENCY_RECORDS
+        )));
+    }
+    for r in records {
+        if r.name.is_empty() || r.name.len() > NAME_MAX_LEN {
+            return Err(StoreError::Limit(format!("dependency name is {} bytes; it must be 1 to {NAME_MAX_LEN}", r.name.len())));
+        }
+        if r.state_json.len() > MAX_DEPENDENCY_STATE_BYTES {
+            return Err(StoreError::Limit(format!(
+                "dependency {}: state is {} bytes; the maximum is {MAX_DEPENDENCY_STATE_BYTES}",
+                r.name,
+                r.state_json.len()
+            )));
+        }
+    }
+    Ok(())
+}

@@ -8,6 +8,7 @@
 
 mod auth;
 mod cluster;
+mod dependencies;
 mod dlq;
 mod error;
 mod functions;
@@ -16,6 +17,7 @@ mod pipelines;
 
 pub use auth::*;
 pub use cluster::*;
+pub use dependencies::*;
 pub use dlq::*;
 pub use error::*;
 pub use functions::*;
@@ -70,10 +72,13 @@ wire_enum!(
 );
 
 wire_enum!(
-    /// How an attempt (a ledger row) ended.
+    /// How an attempt (a ledger row) ended. `DEFERRED`: it did not run — its
+    /// dependency's retry budget or circuit breaker held it (same attempt number
+    /// when it runs).
     AttemptStatus {
         Succeeded = "SUCCEEDED",
         Failed = "FAILED",
+        Deferred = "DEFERRED",
     }
 );
 

@@ -85,6 +85,9 @@ pub struct ActionView {
     pub next_attempt_at: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<Value>,
+    /// The due attempt is held by its dependency until `nextAttemptAt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<crate::HeldBy>,
 }
 
 /// A stage of an execution.

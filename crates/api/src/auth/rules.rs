@@ -71,6 +71,9 @@ pub const RULES: &[Rule] = &[
     native("GET", "/openapi.json", Read, NOTHING, false),
     native("GET", "/v1/cluster", Read, NOTHING, false),
     native("GET", "/metrics", Read, EVERYTHING, false),
+    // dependencies (shared by every pipeline: a prefix-limited grant does not cover them)
+    native("GET", "/v1/dependencies", Read, EVERYTHING, false),
+    native("GET", "/v1/dependencies/{name}", Read, EVERYTHING, false),
     // pipelines and executions
     native("POST", "/v1/pipelines", Admin, PipelineAt("/name"), true),
     native("GET", "/v1/pipelines", Read, PIPELINES, false),

@@ -208,14 +208,27 @@ fn action_card(stage: &str, def: &Action, a: &ActionState, ledger: &[LedgerEntry
         @if let Some(f) = &a.last_failure { div { (view::failure(Some(f))) } }
         @if a.status == ActionStatus::WaitingRetry {
             @if let Some(due) = a.next_attempt_at { div.due { "Next attempt " (view::countdown(due)) } }
+            @if let Some(h) = &a.held {
+                div.held { "Held by dependency " strong { (h.dependency.as_str()) } " (" (hold_text(&h.reason)) ")" }
+            }
             @if let Some(d) = last_retry_decision(ledger, stage, def.name.as_str()) { (delay_explained(def, &d)) }
         }
     }
 }
 
+/// Why a dependency holds an attempt, for people.
+fn hold_text(r: &redrive_core::dependency::DeferReason) -> String {
+    use redrive_core::dependency::DeferReason;
+    match r {
+        DeferReason::Budget { used, allowed } => format!("retry budget spent: {used} retries in its window, {} allowed", allowed.floor()),
+        DeferReason::BreakerOpen => "circuit breaker open".into(),
+        DeferReason::BreakerHalfOpen => "circuit breaker half-open, its probes are out".into(),
+    }
+}
+
 /// The retry decision of the action's newest failed attempt, if it granted one.
 fn last_retry_decision(ledger: &[LedgerEntry], stage: &str, action: &str) -> Option<RetryDecision> {
-    let row = ledger.iter().find(|e| e.stage == stage && e.action == action)?;
+    let row = ledger.iter().find(|e| e.stage == stage && e.action == action && e.outcome != redrive_core::dependency::DEFERRED_OUTCOME)?;
     match serde_json::from_str::<Decision>(row.decision_json.as_deref()?).ok()? {
         Decision::Retry(r) => Some(r),
         Decision::GiveUp { .. } => None,

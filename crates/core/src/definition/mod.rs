@@ -18,5 +18,5 @@ pub mod problem;
 pub mod source;
 
 pub use model::*;
-pub use parse::{parse_pipeline, parse_pipeline_text};
+pub use parse::{parse_dependencies, parse_pipeline, parse_pipeline_text};
 pub use problem::{Problem, Problems, total_problems};

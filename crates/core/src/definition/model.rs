@@ -1,6 +1,7 @@
 //! The validated pipeline model. Fields are private where an invariant holds
 //! between them; construct through [`crate::definition::parse`].
 
+use crate::dependency::Dependency;
 use crate::exception::ExceptionType;
 use crate::name::Name;
 use crate::policy::RetryPolicy;
@@ -38,6 +39,9 @@ pub struct Pipeline {
     /// [`crate::limits::MAX_RETENTION_DAYS`]); `None`: the server's `retention`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retention_days: Option<u32>,
+    /// Declared dependencies (names unique); see [`crate::dependency`].
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dependencies: Vec<Dependency>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -106,6 +110,11 @@ pub struct Action {
     /// Per-attempt time limit; exceeding it fails the attempt with `Step.TIMEOUT`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout_seconds: Option<u64>,
+    /// The dependency its attempts are gated by: the `dependency:` it names
+    /// (declared by the pipeline), or an `http` action's URL host when that is a
+    /// valid name (no port; IPv6 literals have none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dependency: Option<Name>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -198,4 +207,17 @@ impl Pipeline {
     pub fn stage_index(&self, name: &str) -> Option<usize> {
         self.stages.iter().position(|s| s.name.as_str() == name)
     }
+}
+
+/// The host of an `http://` or `https://` URL, lower-cased, without user info
+/// or port; `None` for an IPv6 literal or anything not a valid [`Name`].
+pub fn url_host(url: &str) -> Option<Name> {
+    let rest = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://"))?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if host_port.starts_with('[') {
+        return None;
+    }
+    let host = host_port.split(':').next()?;
+    Name::parse(&host.to_ascii_lowercase()).ok()
 }

@@ -28,6 +28,9 @@ use crate::policy::{PolicyError, PolicyField, RetryPolicy, RetryPolicySpec};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+mod dependencies;
+pub use dependencies::parse_dependencies;
+
 /// Parses YAML or JSON text into a validated pipeline. A syntax error in the text
 /// becomes a single [`Problem`] at path `$` with its line (the column is in the
 /// message).
@@ -68,7 +71,8 @@ pub fn parse_pipeline(node: &Node) -> Result<Pipeline, Vec<Problem>> {
 
 /// Upper bound of `maxConcurrentExecutions`.
 const MAX_CONCURRENT_EXECUTIONS: i64 = crate::limits::MAX_CONCURRENT_EXECUTIONS as i64;
-const PIPELINE_KEYS: &[&str] = &["name", "executionMode", "maxConcurrentExecutions", "stages", "deadLetterQueue", "retentionDays"];
+const PIPELINE_KEYS: &[&str] =
+    &["name", "executionMode", "maxConcurrentExecutions", "stages", "deadLetterQueue", "retentionDays", "dependencies"];
 const PIPELINE_IGNORED: &[&str] =
     &["version", "roleArn", "artifactStore", "artifactStores", "pipelineType", "variables", "triggers", "metadata"];
 const STAGE_KEYS: &[&str] = &["name", "actions", "onFailure"];
@@ -92,6 +96,7 @@ const ACTION_KEYS: &[&str] = &[
     "function",
     "actionTypeId",
     "configuration",
+    "dependency",
 ];
 const ACTION_IGNORED: &[&str] = &["inputArtifacts", "outputArtifacts", "region", "namespace", "roleArn"];
 const KIND_KEYS: &[&str] = &["command", "http", "noop", "function", "actionTypeId"];
@@ -106,6 +111,9 @@ const PROVIDERS: &[&str] = &["Command", "Http", "Noop", "Function"];
 #[derive(Default)]
 struct Cx {
     problems: Problems,
+    /// The names the pipeline's `dependencies` declares (an action's
+    /// `dependency:` must be one of them).
+    dependency_names: Vec<String>,
 }
 
 fn line_of(n: &Node) -> Option<u32> {
@@ -490,6 +498,10 @@ fn pipeline(cx: &mut Cx, node: &Node) -> Option<Pipeline> {
         Some(a) => as_int(cx, &a, 1, i64::from(crate::limits::MAX_RETENTION_DAYS)).map(|d| Some(d as u32)),
         None => Some(None),
     };
+    let dependencies = match obj.at("dependencies") {
+        Some(a) => dependencies::dependency_list(cx, &a),
+        None => Some(Vec::new()),
+    };
     let stages = stages(cx, &obj);
     Some(Pipeline {
         name: name?,
@@ -498,6 +510,7 @@ fn pipeline(cx: &mut Cx, node: &Node) -> Option<Pipeline> {
         stages: stages?,
         dead_letter_queue: dead_letter_queue?,
         retention_days: retention_days?,
+        dependencies: dependencies?,
     })
 }
 
@@ -760,8 +773,22 @@ fn action(cx: &mut Cx, at: &At, stage_label: &str, index: usize) -> Option<Actio
         Some(a) => policies(cx, a, &label),
     };
 
-    let action =
-        Action { name: name?, run_order: run_order?, kind: kind?, retry_policies: retry_policies?, timeout_seconds: timeout_seconds? };
+    let kind = kind?;
+    let dependency = match obj.at("dependency") {
+        Some(a) => dependencies::reference(cx, &a).map(Some),
+        None => Some(match &kind {
+            ActionKind::Http(h) => url_host(&h.url),
+            _ => None,
+        }),
+    };
+    let action = Action {
+        name: name?,
+        run_order: run_order?,
+        kind,
+        retry_policies: retry_policies?,
+        timeout_seconds: timeout_seconds?,
+        dependency: dependency?,
+    };
     ok.then_some(action)
 }
 

@@ -8,7 +8,7 @@ fn noop() -> ActionKind {
 }
 
 fn action(name: &str, run_order: u32, policies: Vec<RetryPolicy>) -> Action {
-    Action { name: Name::parse(name).unwrap(), run_order, kind: noop(), retry_policies: policies, timeout_seconds: None }
+    Action { name: Name::parse(name).unwrap(), run_order, kind: noop(), retry_policies: policies, timeout_seconds: None, dependency: None }
 }
 
 fn stage(name: &str, actions: Vec<Action>) -> Stage {
@@ -23,6 +23,7 @@ fn pipeline(stages: Vec<Stage>) -> Pipeline {
         stages,
         dead_letter_queue: None,
         retention_days: None,
+        dependencies: Vec::new(),
     }
 }
 
@@ -461,4 +462,41 @@ fn retry_targets_previews_exactly_what_a_retry_reruns_and_refuses_what_it_refuse
     let fx = apply(&p, &mut s, Event::RetryStage { stage: 0, mode: RetryMode::FailedActions, trigger: Trigger::Manual }, t(3)).unwrap();
     assert_eq!(started(&fx).iter().map(|i| i.at.action).collect::<Vec<_>>(), vec![0], "the retry re-ran what the preview said");
     assert_eq!(retry_targets(&s, 0, RetryMode::FailedActions), Err(Rejection::RetryInProgress));
+}
+
+#[test]
+fn a_deferred_attempt_keeps_its_number_and_runs_at_the_new_due_time() {
+    let p = pipeline(vec![stage("S", vec![action("A", 1, vec![retry(&["Step.SERVICE_FAULT"], 1.0, 3)])])]);
+    let mut s = ExecutionState::new(&p, "e1", t(0));
+    let first = started(&apply(&p, &mut s, Event::Start, t(0)).unwrap())[0];
+    let hold =
+        Hold { dependency: Name::parse("api").unwrap(), reason: crate::dependency::DeferReason::BreakerOpen, since: t(0), until: t(5_000) };
+    let early = Hold { until: t(0), ..hold.clone() };
+    assert!(matches!(apply(&p, &mut s, Event::Defer { id: first, hold: early }, t(0)), Err(Rejection::Invalid(_))));
+    let fx = apply(&p, &mut s, Event::Defer { id: first, hold: hold.clone() }, t(0)).unwrap();
+    assert_eq!(fx, vec![Effect::SetTimer { at: at(0, 0), due_at: t(5_000) }, Effect::Deferred { id: first, hold: hold.clone() }]);
+    let a = s.action(at(0, 0));
+    assert_eq!((a.status, a.attempt, a.total_attempts, a.held.as_ref()), (ActionStatus::WaitingRetry, 0, 0, Some(&hold)));
+    // The result of the un-started attempt is stale; the timer starts the same attempt.
+    assert!(apply(&p, &mut s, Event::AttemptSucceeded { id: first, output: None }, t(1)).is_err());
+    assert!(matches!(apply(&p, &mut s, Event::TimerFired { at: at(0, 0) }, t(4_999)), Err(Rejection::TimerEarly { .. })));
+    // Held again for the same reason when it comes due: no second ledger row, the hold's start kept.
+    started(&apply(&p, &mut s, Event::TimerFired { at: at(0, 0) }, t(5_000)).unwrap());
+    let fx =
+        apply(&p, &mut s, Event::Defer { id: first, hold: Hold { until: t(6_000), since: t(5_000), ..hold.clone() } }, t(5_000)).unwrap();
+    assert_eq!(fx, vec![Effect::SetTimer { at: at(0, 0), due_at: t(6_000) }]);
+    assert_eq!(s.action(at(0, 0)).held.as_ref().map(|h| (h.since, h.until)), Some((t(0), t(6_000))));
+    let again = started(&apply(&p, &mut s, Event::TimerFired { at: at(0, 0) }, t(6_000)).unwrap());
+    assert_eq!(again, vec![first]);
+    // A retry deferred the same way is still attempt 2.
+    let fx = apply(&p, &mut s, Event::AttemptFailed { id: first, failure: failed(ExceptionType::ServiceFault) }, t(6_001)).unwrap();
+    assert!(started(&fx).is_empty());
+    assert_eq!(s.action(at(0, 0)).held, None, "cleared when the attempt ended");
+    let second = started(&apply(&p, &mut s, Event::TimerFired { at: at(0, 0) }, t(7_001)).unwrap())[0];
+    assert_eq!(second.attempt, 2);
+    let fx = apply(&p, &mut s, Event::Defer { id: second, hold: Hold { until: t(9_000), ..hold } }, t(7_001)).unwrap();
+    assert!(fx.iter().any(|e| matches!(e, Effect::Deferred { .. })), "a new hold is recorded");
+    let again = started(&apply(&p, &mut s, Event::TimerFired { at: at(0, 0) }, t(9_000)).unwrap());
+    assert_eq!(again, vec![second]);
+    assert_eq!(s.action(at(0, 0)).total_attempts, 2);
 }

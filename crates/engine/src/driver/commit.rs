@@ -26,8 +26,20 @@ type CommitReply = oneshot::Receiver<Result<CommitResult, StoreError>>;
 
 /// What the committer writes, in order.
 pub(super) enum CommitJob {
-    Commit { transitions: Arc<[Transition]>, reply: oneshot::Sender<Result<CommitResult, StoreError>> },
-    Quarantine { execution_id: String, fault: ExecutionFault, at: Timestamp, reply: oneshot::Sender<Result<Option<u64>, StoreError>> },
+    Commit {
+        transitions: Arc<[Transition]>,
+        reply: oneshot::Sender<Result<CommitResult, StoreError>>,
+    },
+    Quarantine {
+        execution_id: String,
+        fault: ExecutionFault,
+        at: Timestamp,
+        reply: oneshot::Sender<Result<Option<u64>, StoreError>>,
+    },
+    /// Dependency states a batch changed (written after that batch's commit).
+    Dependencies {
+        records: Vec<redrive_store::DependencyRecord>,
+    },
 }
 
 /// A batch whose commit is in flight; its effects wait for the acknowledgement.
@@ -67,6 +79,12 @@ pub(super) async fn committer<S: Store>(
                 let status = QUARANTINED_STATUS.as_str();
                 let quarantine = || store.quarantine_execution(&execution_id, status, fault.clone(), at);
                 let _ = reply.send(retry_transient(&health, FaultSource::Commit, quarantine).await.map(|(version, _)| version));
+            }
+            CommitJob::Dependencies { records } => {
+                let put = || store.put_dependencies(records.clone());
+                if let Err(e) = retry_transient(&health, FaultSource::Commit, put).await {
+                    tracing::warn!(error = %e, "could not save dependency states");
+                }
             }
         }
     }

@@ -20,6 +20,7 @@
 
 mod batch;
 mod commit;
+mod dependencies;
 mod functions;
 mod live;
 mod load;
@@ -71,6 +72,9 @@ pub struct DriverConfig {
     pub inbound_capacity: usize,
     /// Where command actions' `secretEnv` values come from.
     pub secrets: Arc<runner::secrets::Secrets>,
+    /// The server config's dependencies (a pipeline's own declaration of a
+    /// name wins, see [`redrive_core::dependency::effective`]).
+    pub dependencies: Arc<[redrive_core::dependency::Dependency]>,
 }
 
 impl Default for DriverConfig {
@@ -84,6 +88,7 @@ impl Default for DriverConfig {
             timer_poll_limit: 1000,
             inbound_capacity: 65_536,
             secrets: Arc::default(),
+            dependencies: Arc::from(Vec::new()),
         }
     }
 }
@@ -194,6 +199,8 @@ pub struct Driver<S: Store> {
     fatal: Option<EngineError>,
     /// Counts what committed transitions did (`/metrics`).
     recorder: crate::metrics::Recorder,
+    /// Retry budgets and circuit breakers, one state per dependency name.
+    dependencies: crate::dependencies::Dependencies,
 }
 
 impl<S: Store> Driver<S> {
@@ -204,6 +211,7 @@ impl<S: Store> Driver<S> {
         config: DriverConfig,
     ) -> (EngineHandle, tokio::task::JoinHandle<Result<(), EngineError>>) {
         let (tx, rx) = mpsc::channel(config.inbound_capacity);
+        let config_dependencies = config.dependencies.clone();
         let (fn_tx, fn_rx) = mpsc::channel(config.inbound_capacity);
         let (own_tx, own_rx) = mpsc::unbounded_channel();
         let (notify, _) = broadcast::channel(4096);
@@ -250,6 +258,7 @@ impl<S: Store> Driver<S> {
             store_epoch: 0,
             fatal: None,
             recorder: crate::metrics::Recorder::new(metrics),
+            dependencies: crate::dependencies::Dependencies::new(config_dependencies),
         };
         // What attempts of engines that died left behind (scratch directories,
         // cgroups, escaped processes) goes, off the loop: it can block a while.
@@ -263,7 +272,10 @@ impl<S: Store> Driver<S> {
     }
 
     async fn run(mut self) -> Result<(), EngineError> {
-        let result = self.run_loop().await;
+        let result = match self.install_dependencies().await {
+            Ok(()) => self.run_loop().await,
+            Err(e) => Err(e),
+        };
         if let Err(e) = &result {
             tracing::error!(error = %e, "the engine stopped");
             self.health.stopped(e.to_string());
@@ -375,6 +387,7 @@ impl<S: Store> Driver<S> {
         if !self.submit(batch, now).await? && timers_fired {
             self.refresh_next_timer(); // nothing to wait for
         }
+        self.save_dependencies(now).await;
         if !deletes.is_empty() {
             // Every take the loop accepted so far must be durable first: the
             // store still calls those entries QUEUED until then (and an entry a
@@ -515,6 +528,9 @@ impl<S: Store> Driver<S> {
                 {
                     tracing::warn!(execution_id, %r, "could not release an undispatched attempt");
                 }
+            }
+            Inbound::Dependencies { reply } => {
+                let _ = reply.send(self.dependencies.snapshot(now));
             }
             Inbound::Drain { grace, reply } => match &mut self.draining {
                 Some((_, replies)) => replies.push(reply),

@@ -16,7 +16,7 @@ use redrive_core::definition::{ActionKind, ExecutionMode, Pipeline, RetryMode};
 use redrive_core::exception::{ExceptionType, Failure};
 use redrive_core::limits;
 use redrive_core::machine::{
-    self, ActionAt, ActionStatus, AttemptId, AttemptRecord, DeadLetter, DeadLetterLink, Effect, Event, ExecutionState, Rejection,
+    self, ActionAt, ActionStatus, AttemptId, AttemptRecord, DeadLetter, DeadLetterLink, Effect, Event, ExecutionState, Hold, Rejection,
     StagePosition, Trigger,
 };
 use redrive_core::schedule::{self, LockAction, StartDecision};
@@ -62,6 +62,36 @@ pub fn ledger_entry(execution_id: &str, p: &Pipeline, r: &AttemptRecord) -> Ledg
         exception_type: r.failure.as_ref().map(|f| f.exception_type.to_string()),
         message: r.failure.as_ref().map(|f| f.message.clone()),
         decision_json: r.decision.as_ref().map(|d| serde_json::to_string(d).expect("decision serialises")),
+    }
+}
+
+/// The ledger row of a deferral: the attempt (its number unchanged) did not
+/// run; its dependency held it (`DEFERRED`, the reason as the exception type's
+/// place is left empty, the hold as the decision).
+fn deferral_entry(execution_id: &str, p: &Pipeline, state: &ExecutionState, id: AttemptId, hold: &Hold, now: Timestamp) -> LedgerEntry {
+    let stage = &p.stages[id.at.stage];
+    let a = state.action(id.at);
+    let trigger = if id.attempt <= 1 { a.series_trigger } else { Trigger::Policy };
+    let message = format!(
+        "held by dependency {} ({}) for {}",
+        hold.dependency,
+        hold.reason.as_str(),
+        redrive_core::time::human_duration_ms(hold.until.ms_since(now).max(0) as u64)
+    );
+    LedgerEntry {
+        seq: 0,
+        execution_id: execution_id.to_string(),
+        stage: stage.name.to_string(),
+        action: stage.actions[id.at.action].name.to_string(),
+        series: id.series,
+        attempt: id.attempt,
+        trigger: trigger.as_str().to_string(),
+        started_at: now,
+        finished_at: now,
+        outcome: redrive_core::dependency::DEFERRED_OUTCOME.to_string(),
+        exception_type: None,
+        message: Some(message),
+        decision_json: Some(serde_json::json!({ "deferred": hold }).to_string()),
     }
 }
 
@@ -285,7 +315,8 @@ impl<S: Store> Driver<S> {
         let run = live.pipeline_mut().expect("a pipeline execution");
         let p = &run.pipeline.pipeline;
         let position = run.state.stage_position();
-        let effects = machine::apply(p, &mut run.state, event, now)?;
+        let mut effects = machine::apply(p, &mut run.state, event, now)?;
+        super::dependencies::gate_starts(&mut self.dependencies, p, &mut run.state, execution_id, now, &mut effects);
         let moved = (run.state.stage_position() != position)
             .then(|| (run.pipeline.record.name.clone(), (run.state.started_at, execution_id.to_string()), run.state.stage_position()));
         let pending = batch.entry(execution_id);
@@ -304,6 +335,7 @@ impl<S: Store> Driver<S> {
                     pending.ledger.push(ledger_entry(execution_id, p, &r));
                     pending.records.push(r);
                 }
+                Effect::Deferred { id, hold } => pending.ledger.push(deferral_entry(execution_id, p, &run.state, id, &hold, now)),
                 Effect::Finished(s) => {
                     pending.finished = Some(s);
                     finished = true;
@@ -317,6 +349,7 @@ impl<S: Store> Driver<S> {
             }
         }
         if finished {
+            self.dependencies.forget_execution(execution_id);
             batch.finished.push(Finished {
                 pipeline: run.pipeline.record.name.clone(),
                 key: (run.state.started_at, execution_id.to_string()),
@@ -345,6 +378,17 @@ impl<S: Store> Driver<S> {
             tracing::warn!(execution_id, ?id, "result for an execution not in memory; ignored");
             return;
         };
+        if let Some(run) = live.pipeline() {
+            let a = run.state.action(id.at);
+            if a.status == ActionStatus::Running && a.series == id.series && a.attempt == id.attempt {
+                let failure = match &outcome {
+                    AttemptOutcome::Succeeded { .. } => None,
+                    AttemptOutcome::Failed(f) => Some(f),
+                };
+                let started_at = a.attempt_started_at.unwrap_or(now);
+                self.dependencies.record(&run.pipeline.pipeline, id, started_at, failure, now);
+            }
+        }
         let event = match outcome {
             AttemptOutcome::Succeeded { output } => match admit_output(live, id, output) {
                 Ok(output) => Event::AttemptSucceeded { id, output },

@@ -81,6 +81,7 @@
 //! socket or a trusted network.
 
 mod auth;
+mod dependencies;
 mod lock;
 mod member;
 mod nul;
@@ -725,6 +726,21 @@ impl Store for PostgresStore {
         let before = filter.before_seq.map_or(i64::MAX, |s| s.min(i64::MAX as u64) as i64);
         self.query_map(auth::SQL_LIST_AUDIT, &[&before, &limit], auth::audit_from_row).await
     }
+    async fn put_dependencies(&self, records: Vec<crate::DependencyRecord>) -> Result<(), StoreError> {
+        crate::validate::check_dependencies(&records)?;
+        dependencies::nul_problem(&records)?;
+        if records.is_empty() {
+            return Ok(());
+        }
+        let (reply, rx) = oneshot::channel();
+        self.send(WriteRequest::Dependencies { records, reply }).await?;
+        rx.await.map_err(|_| writer_gone())?.map(drop)
+    }
+
+    async fn list_dependencies(&self) -> Result<Vec<crate::DependencyRecord>, StoreError> {
+        self.query_map(dependencies::SQL_LIST, &[], dependencies::from_row).await
+    }
+
     async fn prune_candidates(&self, query: PruneQuery) -> Result<Vec<PruneCandidate>, StoreError> {
         let limit = page_size(query.limit) as i64;
         let (at, id) = query.after.as_ref().map_or((-1, ""), |c| (c.created_at.unix_ms(), c.id.as_str()));

@@ -215,6 +215,11 @@ pub(super) enum WriteRequest {
         write: crate::AuthWrite,
         reply: oneshot::Sender<Result<u64, StoreError>>,
     },
+    /// Dependency states to upsert; answers how many.
+    Dependencies {
+        records: Vec<crate::DependencyRecord>,
+        reply: oneshot::Sender<Result<u64, StoreError>>,
+    },
     Prune {
         step: PruneStep,
         reply: oneshot::Sender<Result<PruneCounts, StoreError>>,
@@ -266,7 +271,7 @@ impl WriteRequest {
             WriteRequest::PurgeDlq { reply, .. } | WriteRequest::InterruptRedriveRuns { reply, .. } => reply.is_closed(),
             WriteRequest::RedriveRun { reply, .. } => reply.is_closed(),
             WriteRequest::Quarantine { reply, .. } => reply.is_closed(),
-            WriteRequest::Auth { reply, .. } => reply.is_closed(),
+            WriteRequest::Auth { reply, .. } | WriteRequest::Dependencies { reply, .. } => reply.is_closed(),
             WriteRequest::Prune { reply, .. } => reply.is_closed(),
         }
     }
@@ -285,7 +290,12 @@ impl WriteRequest {
             (WriteRequest::DlqQueue { reply, .. }, Applied::DlqQueue(queue)) => {
                 let _ = reply.send(queue);
             }
-            (WriteRequest::PurgeDlq { reply, .. } | WriteRequest::InterruptRedriveRuns { reply, .. }, Applied::Counted(n)) => {
+            (
+                WriteRequest::PurgeDlq { reply, .. }
+                | WriteRequest::InterruptRedriveRuns { reply, .. }
+                | WriteRequest::Dependencies { reply, .. },
+                Applied::Counted(n),
+            ) => {
                 let _ = reply.send(Ok(n));
             }
             (WriteRequest::RedriveRun { reply, .. }, Applied::RedriveRun(result)) => {
@@ -311,7 +321,9 @@ impl WriteRequest {
             WriteRequest::Pipeline { reply, .. } => drop(reply.send(Err(e))),
             WriteRequest::DeletePipeline { reply, .. } => drop(reply.send(Err(e))),
             WriteRequest::DlqQueue { reply, .. } => drop(reply.send(Err(e))),
-            WriteRequest::PurgeDlq { reply, .. } | WriteRequest::InterruptRedriveRuns { reply, .. } => drop(reply.send(Err(e))),
+            WriteRequest::PurgeDlq { reply, .. }
+            | WriteRequest::InterruptRedriveRuns { reply, .. }
+            | WriteRequest::Dependencies { reply, .. } => drop(reply.send(Err(e))),
             WriteRequest::RedriveRun { reply, .. } => drop(reply.send(Err(e))),
             WriteRequest::Quarantine { reply, .. } => drop(reply.send(Err(e))),
             WriteRequest::Auth { reply, .. } => drop(reply.send(Err(e))),
@@ -556,6 +568,7 @@ async fn apply_request(tx: &Transaction<'_>, request: &WriteRequest) -> PgResult
         }
         WriteRequest::Quarantine { id, status, fault, at, .. } => Applied::Quarantined(quarantine(tx, id, status, fault, *at).await?),
         WriteRequest::Auth { write, .. } => Applied::Auth(super::auth::apply(tx, write).await?),
+        WriteRequest::Dependencies { records, .. } => Applied::Counted(super::dependencies::put(tx, records).await?),
         WriteRequest::Prune { step, .. } => Applied::Pruned(prune(tx, step).await?),
     })
 }
