@@ -9,6 +9,7 @@
 use crate::definition::{Pipeline, RetryMode};
 use crate::exception::{ExceptionType, Failure};
 use crate::jitter::JitterDraw;
+use crate::merge_patch::InputPatch;
 use crate::name::Name;
 use crate::policy::{Decision, RetryHistory, decide};
 use crate::time::Timestamp;
@@ -24,6 +25,9 @@ pub enum ExecutionStatus {
     Stopped,
     /// A newer execution of the pipeline overtook this one (SUPERSEDED mode).
     Superseded,
+    /// An action exhausted its retries under `onExhausted: PAUSE`: nothing runs
+    /// until [`Event::Resume`] or [`Event::Fail`]. Unfinished.
+    Paused,
 }
 
 impl ExecutionStatus {
@@ -35,6 +39,7 @@ impl ExecutionStatus {
             ExecutionStatus::Failed => "Failed",
             ExecutionStatus::Stopped => "Stopped",
             ExecutionStatus::Superseded => "Superseded",
+            ExecutionStatus::Paused => "Paused",
         }
     }
 
@@ -61,6 +66,8 @@ pub enum ActionStatus {
     Succeeded,
     /// Failed for good in this series.
     Failed,
+    /// Exhausted its retries under `onExhausted: PAUSE`: waits for a person.
+    Paused,
 }
 
 /// What started a series of attempts, or one attempt.
@@ -77,6 +84,8 @@ pub enum Trigger {
     Manual,
     /// A dead-letter-queue redrive.
     Redrive,
+    /// A paused action resumed by a person or client ([`Event::Resume`]).
+    Resume,
 }
 
 impl Trigger {
@@ -87,6 +96,7 @@ impl Trigger {
             Trigger::StageAutoRetry => "stage-auto-retry",
             Trigger::Manual => "manual",
             Trigger::Redrive => "redrive",
+            Trigger::Resume => "resume",
         }
     }
 }
@@ -197,6 +207,23 @@ pub struct ExecutionState {
     /// Why the engine itself failed the execution ([`Event::Abort`]), if it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<Failure>,
+    /// The input attempts get, once a resume patched it ([`Event::Resume`]);
+    /// `None`: the input the execution was created with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<serde_json::Value>,
+    /// Every input patch applied, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub input_patches: Vec<InputPatchRecord>,
+}
+
+/// One input patch applied to an execution (the history [`Event::Resume`] keeps).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InputPatchRecord {
+    pub at: Timestamp,
+    pub trigger: Trigger,
+    /// The merge patch as given.
+    pub patch: serde_json::Value,
 }
 
 /// Where an execution stands with SUPERSEDED mode's stage locks (see
@@ -267,6 +294,8 @@ impl ExecutionState {
             waiting_for_stage: None,
             dead_letter: None,
             failure: None,
+            input: None,
+            input_patches: Vec::new(),
             stages: pipeline
                 .stages
                 .iter()
@@ -384,6 +413,16 @@ pub enum Event {
     Abort {
         failure: Failure,
     },
+    /// A paused execution continues: its paused actions (or only `action`)
+    /// start a fresh series of attempts; `input` replaces the execution's input
+    /// (recorded in [`ExecutionState::input_patches`]). See [`pause`].
+    Resume {
+        action: Option<ActionAt>,
+        input: Option<InputPatch>,
+    },
+    /// A paused execution gives up for good: it fails with the failures its
+    /// paused actions recorded, dead-lettered like any failure.
+    Fail,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -442,6 +481,9 @@ pub enum Rejection {
     AlreadyStopping,
     #[error("{0}")]
     Invalid(String),
+    /// Resume or Fail of an execution that is not paused.
+    #[error("the execution is not paused (it is {})", .0.as_str())]
+    NotPaused(ExecutionStatus),
 }
 
 /// The message recorded for a pending retry cancelled by a stop.
@@ -465,6 +507,9 @@ pub fn retry_targets(state: &ExecutionState, si: usize, mode: RetryMode) -> Resu
     }
     if state.status == ExecutionStatus::Stopped {
         return Err(Rejection::NotRetryable("the execution was stopped".into()));
+    }
+    if state.status == ExecutionStatus::Paused {
+        return Err(Rejection::NotRetryable("the execution is paused: resume it or fail it".into()));
     }
     if let Some(by) = &state.superseded_by {
         return Err(Rejection::NotRetryable(format!("the execution was superseded by {by}")));
@@ -581,6 +626,8 @@ pub fn apply(pipeline: &Pipeline, state: &mut ExecutionState, event: Event, now:
             m.stop(abandon, &reason);
         }
         Event::Abort { failure } => m.abort(failure),
+        Event::Resume { action, input } => m.resume(action, input)?,
+        Event::Fail => m.fail_paused()?,
     }
     Ok(m.effects)
 }
@@ -715,8 +762,9 @@ impl<'a> Step<'a> {
                     self.effects.push(Effect::SetTimer { at: id.at, due_at: r.due_at });
                 }
             }
-            Decision::GiveUp { .. } => {
-                a.status = ActionStatus::Failed;
+            Decision::GiveUp { policy, reason } => {
+                let failure = a.last_failure.as_ref().expect("recorded above");
+                a.status = if pause::pauses(action_def, policy, &reason, failure) { ActionStatus::Paused } else { ActionStatus::Failed };
                 self.advance(id.at.stage);
             }
         }
@@ -743,7 +791,12 @@ impl<'a> Step<'a> {
             return;
         }
         let all_succeeded = members.iter().all(|&ai| actions[ai].status == ActionStatus::Succeeded);
+        let paused = members.iter().any(|&ai| actions[ai].status == ActionStatus::Paused);
         self.state.stages[si].retry_in_progress = false;
+        if paused {
+            self.state.status = ExecutionStatus::Paused;
+            return;
+        }
         if all_succeeded {
             if group + 1 < stage_def.run_orders().len() {
                 self.start_group(si, group + 1, Trigger::Initial);
@@ -890,6 +943,7 @@ impl<'a> Step<'a> {
                         a.next_attempt_at = None;
                         self.effects.push(Effect::ClearTimer { at });
                     }
+                    ActionStatus::Paused => a.status = ActionStatus::Failed,
                     ActionStatus::Running if abandon => {
                         // The attempt is abandoned: its late result will be stale.
                         let failure = Failure::new(ExceptionType::Custom(STOPPED_EXCEPTION_TYPE.into()), message.clone());
@@ -942,6 +996,7 @@ impl<'a> Step<'a> {
                         failure: Some(failure.clone()),
                         decision: Some(Decision::GiveUp { policy: None, reason: crate::policy::GiveUpReason::Aborted }),
                     })),
+                    ActionStatus::Paused => {}
                     _ => continue,
                 }
                 a.status = ActionStatus::Failed;
@@ -958,5 +1013,6 @@ impl<'a> Step<'a> {
     }
 }
 
+pub mod pause;
 #[cfg(test)]
 mod tests;

@@ -196,6 +196,8 @@ pub fn execution_state(rec: &ExecutionRecord) -> ExecutionState {
         waiting_for_stage: None,
         dead_letter: None,
         failure: None,
+        input: None,
+        input_patches: Vec::new(),
     });
     state.status = ExecutionStatus::Failed;
     state.finished_at = Some(rec.updated_at);

@@ -106,6 +106,9 @@ pub struct Action {
     /// Per-attempt time limit; exceeding it fails the attempt with `Step.TIMEOUT`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout_seconds: Option<u64>,
+    /// What happens when a retry policy gives up for exhaustion (a policy's own
+    /// `onExhausted` wins); default FAIL.
+    pub on_exhausted: crate::policy::OnExhausted,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]

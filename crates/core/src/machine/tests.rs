@@ -8,7 +8,14 @@ fn noop() -> ActionKind {
 }
 
 fn action(name: &str, run_order: u32, policies: Vec<RetryPolicy>) -> Action {
-    Action { name: Name::parse(name).unwrap(), run_order, kind: noop(), retry_policies: policies, timeout_seconds: None }
+    Action {
+        name: Name::parse(name).unwrap(),
+        run_order,
+        kind: noop(),
+        retry_policies: policies,
+        timeout_seconds: None,
+        on_exhausted: Default::default(),
+    }
 }
 
 fn stage(name: &str, actions: Vec<Action>) -> Stage {
@@ -462,3 +469,5 @@ fn retry_targets_previews_exactly_what_a_retry_reruns_and_refuses_what_it_refuse
     assert_eq!(started(&fx).iter().map(|i| i.at.action).collect::<Vec<_>>(), vec![0], "the retry re-ran what the preview said");
     assert_eq!(retry_targets(&s, 0, RetryMode::FailedActions), Err(Rejection::RetryInProgress));
 }
+
+mod pause;
