@@ -282,6 +282,17 @@ impl Client {
         self.send(reqwest::Method::POST, self.url(&["v1", "pipelines", name, "executions", id, "stop"], &[]), Some(&body)).await
     }
 
+    /// `POST /v1/pipelines/{name}/executions/{id}/resume`.
+    pub async fn resume_execution(&self, name: &str, id: &str, body: &w::ResumeExecutionRequest) -> Result<w::ExecutionId> {
+        self.send(reqwest::Method::POST, self.url(&["v1", "pipelines", name, "executions", id, "resume"], &[]), Some(body)).await
+    }
+
+    /// `POST /v1/pipelines/{name}/executions/{id}/fail`.
+    pub async fn fail_execution(&self, name: &str, id: &str) -> Result<w::ExecutionId> {
+        let url = self.url(&["v1", "pipelines", name, "executions", id, "fail"], &[]);
+        self.send(reqwest::Method::POST, url, Some(&serde_json::json!({}))).await
+    }
+
     /// `POST /v1/pipelines/{name}/executions/{id}/stages/{stage}/retry`.
     pub async fn retry_stage(&self, name: &str, id: &str, stage: &str, retry_mode: w::RetryMode) -> Result<w::ExecutionId> {
         let body = w::RetryStageRequest { retry_mode };

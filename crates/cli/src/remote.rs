@@ -98,6 +98,9 @@ pub struct FileArgs {
     remote: Remote,
 }
 
+/// The values `execution list --status` accepts.
+const EXECUTION_STATUSES: [&str; 7] = ["InProgress", "Stopping", "Paused", "Succeeded", "Failed", "Stopped", "Superseded"];
+
 #[derive(clap::Subcommand)]
 pub enum ExecutionCommand {
     /// Start an execution of a pipeline's latest version; prints its id.
@@ -123,6 +126,9 @@ pub enum ExecutionCommand {
         /// store holds, e.g. a process serving them with `engine.serve(ADDR)`.
         #[arg(long)]
         function: bool,
+        /// Only executions with this status (of the pages fetched).
+        #[arg(long, value_name = "STATUS", value_parser = EXECUTION_STATUSES, conflicts_with = "function")]
+        status: Option<String>,
         #[command(flatten)]
         paging: Paging,
         #[command(flatten)]
@@ -165,6 +171,27 @@ pub enum ExecutionCommand {
         /// Why (at most 200 characters); recorded with the stop.
         #[arg(long, value_name = "TEXT", default_value = "")]
         reason: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Resume a Paused execution (its actions exhausted their retries under
+    /// `onExhausted: PAUSE`): its paused actions start a fresh series of attempts.
+    Resume {
+        pipeline: String,
+        execution_id: String,
+        /// Only this paused action.
+        #[arg(long, value_name = "STAGE/ACTION")]
+        action: Option<String>,
+        /// A JSON merge patch (RFC 7396) applied to the execution's input first.
+        #[arg(long, value_name = "JSON")]
+        input: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Fail a Paused execution for good (then the dead-letter rules apply).
+    Fail {
+        pipeline: String,
+        execution_id: String,
         #[command(flatten)]
         remote: Remote,
     },
@@ -503,7 +530,7 @@ pub fn execution(cmd: ExecutionCommand) -> u8 {
                 Ok(exit::SUCCEEDED)
             })
         }
-        ExecutionCommand::List { pipeline: name, function: true, paging, remote } => run(&remote, |c, out| async move {
+        ExecutionCommand::List { pipeline: name, function: true, status: _, paging, remote } => run(&remote, |c, out| async move {
             let v: w::FunctionExecutionList = collect_pages(c.server(), &paging, out, |t, n| {
                 let (c, name) = (&c, &name);
                 async move { c.list_function_executions(name, t.as_deref(), Some(n)).await }
@@ -525,12 +552,15 @@ pub fn execution(cmd: ExecutionCommand) -> u8 {
             }
             Ok(exit::SUCCEEDED)
         }),
-        ExecutionCommand::List { pipeline, function: false, paging, remote } => run(&remote, |c, out| async move {
-            let v: w::ExecutionList = collect_pages(c.server(), &paging, out, |t, n| {
+        ExecutionCommand::List { pipeline, function: false, status, paging, remote } => run(&remote, |c, out| async move {
+            let mut v: w::ExecutionList = collect_pages(c.server(), &paging, out, |t, n| {
                 let (c, pipeline) = (&c, &pipeline);
                 async move { c.list_executions(pipeline, t.as_deref(), Some(n)).await }
             })
             .await?;
+            if let Some(status) = &status {
+                v.executions.retain(|e| e.status.as_str() == status);
+            }
             if out == OutputFormat::Json {
                 print_json(&v);
                 return Ok(exit::SUCCEEDED);
@@ -584,6 +614,35 @@ pub fn execution(cmd: ExecutionCommand) -> u8 {
                 println!("stopping execution {execution_id}: running attempts are abandoned");
             } else {
                 println!("stopping execution {execution_id}: no new attempts start; running ones finish");
+            }
+            Ok(exit::SUCCEEDED)
+        }),
+        ExecutionCommand::Resume { pipeline, execution_id, action, input, remote } => {
+            let input = match input.as_deref().map(serde_json::from_str::<serde_json::Value>).transpose() {
+                Ok(input) => input,
+                Err(e) => {
+                    eprintln!("error: --input is not JSON: {e}");
+                    return exit::INVALID_INPUT;
+                }
+            };
+            run(&remote, |c, out| async move {
+                let body = w::ResumeExecutionRequest { action: action.clone(), input };
+                let v = c.resume_execution(&pipeline, &execution_id, &body).await?;
+                if out == OutputFormat::Json {
+                    print_json(&v);
+                } else {
+                    let what = action.map_or_else(|| "its paused actions start".to_string(), |a| format!("{a} starts"));
+                    println!("resumed execution {execution_id}: {what} a fresh series of attempts");
+                }
+                Ok(exit::SUCCEEDED)
+            })
+        }
+        ExecutionCommand::Fail { pipeline, execution_id, remote } => run(&remote, |c, out| async move {
+            let v = c.fail_execution(&pipeline, &execution_id).await?;
+            if out == OutputFormat::Json {
+                print_json(&v);
+            } else {
+                println!("failed execution {execution_id} for good");
             }
             Ok(exit::SUCCEEDED)
         }),

@@ -5,7 +5,7 @@ use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_redrive"))
@@ -190,4 +190,16 @@ pub fn finish(out: Output) -> Run {
 /// `redrive ARGS` against `server` (through REDRIVE_SERVER).
 pub fn cli(server: &str, args: &[&str]) -> Run {
     finish(bin().args(args).env("REDRIVE_SERVER", server).output().expect("spawn redrive"))
+}
+
+/// Polls `f` until it returns `Some`, for at most 30 s.
+pub fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

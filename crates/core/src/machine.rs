@@ -532,6 +532,9 @@ pub fn retry_targets(state: &ExecutionState, si: usize, mode: RetryMode) -> Resu
 /// Applies one event. On `Err`, `state` is unchanged.
 pub fn apply(pipeline: &Pipeline, state: &mut ExecutionState, event: Event, now: Timestamp) -> Result<Vec<Effect>, Rejection> {
     debug_assert_eq!(state.stages.len(), pipeline.stages.len());
+    if matches!(event, Event::Resume { .. } | Event::Fail) && state.status != ExecutionStatus::Paused {
+        return Err(Rejection::NotPaused(state.status));
+    }
     if state.status.is_finished() && !matches!(event, Event::RetryStage { .. }) {
         return Err(Rejection::Finished(state.status));
     }

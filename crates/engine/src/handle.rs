@@ -104,6 +104,19 @@ pub(crate) enum Inbound {
         reason: String,
         reply: oneshot::Sender<Result<(), EngineError>>,
     },
+    /// Resume a paused execution (all its paused actions, or `action` =
+    /// (stage, action) names), its input merge-patched with `input_patch`.
+    ResumePaused {
+        execution_id: String,
+        action: Option<(String, String)>,
+        input_patch: Option<serde_json::Value>,
+        reply: oneshot::Sender<Result<(), EngineError>>,
+    },
+    /// Fail a paused execution for good.
+    FailPaused {
+        execution_id: String,
+        reply: oneshot::Sender<Result<(), EngineError>>,
+    },
     Redrive {
         entry_id: String,
         mode: RedriveMode,
@@ -217,6 +230,29 @@ impl EngineHandle {
     pub async fn stop(&self, execution_id: &str, abandon: bool, reason: &str) -> Result<(), EngineError> {
         let (reply, rx) = oneshot::channel();
         self.send(Inbound::Stop { execution_id: execution_id.into(), abandon, reason: reason.into(), reply }).await?;
+        rx.await.map_err(|_| EngineError::Stopped)?
+    }
+
+    /// Resumes a paused execution: its paused actions (or the one named by
+    /// `action` = (stage, action)) start a fresh series of attempts, with the
+    /// execution's input merge-patched (RFC 7396) by `input_patch`. Resolves once
+    /// the resume is durable; one that is not paused is
+    /// [`EngineError::Rejected`] with `Rejection::NotPaused`.
+    pub async fn resume_paused(
+        &self,
+        execution_id: &str,
+        action: Option<(String, String)>,
+        input_patch: Option<serde_json::Value>,
+    ) -> Result<(), EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Inbound::ResumePaused { execution_id: execution_id.into(), action, input_patch, reply }).await?;
+        rx.await.map_err(|_| EngineError::Stopped)?
+    }
+
+    /// Fails a paused execution for good (dead-lettered like any failure).
+    pub async fn fail_paused(&self, execution_id: &str) -> Result<(), EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Inbound::FailPaused { execution_id: execution_id.into(), reply }).await?;
         rx.await.map_err(|_| EngineError::Stopped)?
     }
 

@@ -90,6 +90,8 @@ impl From<EngineError> for ServiceError {
             EngineError::Rejected(Rejection::Finished(s)) => {
                 ServiceError::ExecutionNotStoppable(format!("the execution is already {}", s.as_str()))
             }
+            EngineError::Rejected(r @ Rejection::NotPaused(_)) => ServiceError::Conflict(r.to_string()),
+            EngineError::Rejected(Rejection::Invalid(m)) => ServiceError::Validation(m),
             EngineError::NotRedriven(reason) => ServiceError::NotRedriven(reason.to_string()),
             EngineError::LimitExceeded(m) => ServiceError::Validation(m),
             e @ EngineError::ConcurrencyLimit { .. } => ServiceError::ConcurrentExecutionsLimitExceeded(e.to_string()),
@@ -399,6 +401,34 @@ impl<S: Store> Service<S> {
             return Err(ServiceError::DuplicatedStopRequest(format!("pipeline execution {execution_id} is already stopping")));
         }
         self.engine.stop(execution_id, abandon, reason).await?;
+        Ok(())
+    }
+
+    /// Resumes a paused execution (see [`EngineHandle::resume_paused`]); `action`
+    /// is `Stage/Action`.
+    pub async fn resume_execution(
+        &self,
+        pipeline: &str,
+        execution_id: &str,
+        action: Option<&str>,
+        input_patch: Option<serde_json::Value>,
+    ) -> Result<(), ServiceError> {
+        let action = match action {
+            None => None,
+            Some(a) => match a.split_once('/') {
+                Some((stage, name)) if !stage.is_empty() && !name.is_empty() => Some((stage.to_string(), name.to_string())),
+                _ => return Err(ServiceError::Validation(format!("action {a:?} is not Stage/Action"))),
+            },
+        };
+        self.get_execution(pipeline, execution_id).await?; // of this pipeline
+        self.engine.resume_paused(execution_id, action, input_patch).await?;
+        Ok(())
+    }
+
+    /// Fails a paused execution for good (dead-lettered like any failure).
+    pub async fn fail_execution(&self, pipeline: &str, execution_id: &str) -> Result<(), ServiceError> {
+        self.get_execution(pipeline, execution_id).await?; // of this pipeline
+        self.engine.fail_paused(execution_id).await?;
         Ok(())
     }
 

@@ -38,6 +38,7 @@ wire_enum!(
         Failed = "Failed",
         Stopped = "Stopped",
         Superseded = "Superseded",
+        Paused = "Paused",
     }
 );
 
@@ -59,6 +60,7 @@ wire_enum!(
         WaitingRetry = "WaitingRetry",
         Succeeded = "Succeeded",
         Failed = "Failed",
+        Paused = "Paused",
     }
 );
 
@@ -164,6 +166,19 @@ pub struct StopExecutionRequest {
     /// At most 200 characters.
     #[serde(default)]
     pub reason: String,
+}
+
+/// `POST /v1/pipelines/{name}/executions/{id}/resume`: continue a `Paused`
+/// execution with a fresh series of attempts.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ResumeExecutionRequest {
+    /// Only this paused action, as `Stage/Action` (default: every paused action).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    /// A JSON merge patch (RFC 7396) applied to the execution's input first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<Value>,
 }
 
 /// `POST /v1/pipelines/{name}/executions/{id}/stages/{stage}/retry`.

@@ -23,7 +23,7 @@ type St<S> = State<Arc<Service<S>>>;
 /// its Next link goes on from where the scan stopped).
 const FILTER_SCAN_ROWS: usize = 500;
 
-const STATUSES: [&str; 6] = ["InProgress", "Stopping", "Succeeded", "Failed", "Stopped", "Superseded"];
+const STATUSES: [&str; 7] = ["InProgress", "Stopping", "Paused", "Succeeded", "Failed", "Stopped", "Superseded"];
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -139,8 +139,10 @@ async fn live_markup<S: Store>(svc: &Service<S>, name: &str, id: &str, before: O
         .then(|| ledger.last().map(|e| format!("/console/pipelines/{name}/executions/{id}?before={}", e.seq)))
         .flatten();
     let s = &v.state;
-    let stoppable = matches!(s.status, ExecutionStatus::InProgress | ExecutionStatus::Stopping);
-    let input: serde_json::Value = serde_json::from_str(&v.record.input_json).unwrap_or(serde_json::Value::Null);
+    let stoppable = matches!(s.status, ExecutionStatus::InProgress | ExecutionStatus::Stopping | ExecutionStatus::Paused);
+    let paused = s.status == ExecutionStatus::Paused;
+    let input: serde_json::Value =
+        s.input.clone().unwrap_or_else(|| serde_json::from_str(&v.record.input_json).unwrap_or(serde_json::Value::Null));
     Ok(html! {
         dl.facts {
             dt { "Status" } dd { (view::status(s.status.as_str())) }
@@ -148,6 +150,17 @@ async fn live_markup<S: Store>(svc: &Service<S>, name: &str, id: &str, before: O
             dt { "Started" } dd { (view::time(s.started_at)) }
             dt { "Ended" } dd { (view::time_opt(s.finished_at)) }
             @if let Some(f) = &s.failure { dt { "Failure" } dd { (view::failure(Some(f))) } }
+        }
+        @if paused {
+            div.controls {
+                p { "An action exhausted its retries and the execution is paused: resume it (a fresh series of attempts) or fail it for good." }
+                button type="button" data-post=(format!("/v1/pipelines/{name}/executions/{id}/resume")) data-body="{}"
+                    data-confirm="Resume this execution? Its paused actions start a fresh series of attempts." { "Resume" }
+                " "
+                button type="button" class="danger" data-post=(format!("/v1/pipelines/{name}/executions/{id}/fail")) data-body="{}"
+                    data-confirm="Fail this execution for good? It is dead-lettered if its pipeline has a queue." { "Fail" }
+                p.result role="status" aria-live="polite" {}
+            }
         }
         @if stoppable {
             div.controls {

@@ -23,6 +23,7 @@ mod commit;
 mod functions;
 mod live;
 mod load;
+mod pause;
 mod pipelines;
 mod quarantine;
 mod redrive;
@@ -505,6 +506,28 @@ impl<S: Store> Driver<S> {
                     self.reply_after_commit(&execution_id, result, reply, batch);
                 }
                 Found::Park(need) => self.park(need, Msg::In(Inbound::Stop { execution_id, abandon, reason, reply })),
+                Found::Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
+            Inbound::ResumePaused { execution_id, action, input_patch, reply } => {
+                match self.find_pipeline_execution(&execution_id, now, batch) {
+                    Found::Live => {
+                        let result = self.resume_paused(&execution_id, action, input_patch, now, batch);
+                        self.reply_after_commit(&execution_id, result, reply, batch);
+                    }
+                    Found::Park(need) => self.park(need, Msg::In(Inbound::ResumePaused { execution_id, action, input_patch, reply })),
+                    Found::Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
+            }
+            Inbound::FailPaused { execution_id, reply } => match self.find_pipeline_execution(&execution_id, now, batch) {
+                Found::Live => {
+                    let result = self.apply(&execution_id, Event::Fail, now, batch).map_err(EngineError::Rejected);
+                    self.reply_after_commit(&execution_id, result, reply, batch);
+                }
+                Found::Park(need) => self.park(need, Msg::In(Inbound::FailPaused { execution_id, reply })),
                 Found::Err(e) => {
                     let _ = reply.send(Err(e));
                 }

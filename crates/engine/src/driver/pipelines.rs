@@ -281,7 +281,7 @@ impl<S: Store> Driver<S> {
     pub(super) fn apply(&mut self, execution_id: &str, event: Event, now: Timestamp, batch: &mut Batch) -> Result<(), Rejection> {
         let _span = tracing::debug_span!("execution", execution_id).entered();
         let live = self.live.get_mut(execution_id).expect("caller ensured the execution is live");
-        let input_json = live.input_json.clone();
+        let input_json = super::pause::attempt_input(live);
         let run = live.pipeline_mut().expect("a pipeline execution");
         let p = &run.pipeline.pipeline;
         let position = run.state.stage_position();
@@ -515,7 +515,7 @@ impl<S: Store> Driver<S> {
             attempt: id.attempt,
             timeout: action.timeout_seconds.map(std::time::Duration::from_secs),
             base_dir: pipeline.base_dir.clone(),
-            input_json: live.input_json.to_string(),
+            input_json: super::pause::attempt_input(live),
             clock: runner::AttemptClock(self.clock.clone()),
             secrets: self.config.secrets.clone(),
         };

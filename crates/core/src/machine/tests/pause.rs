@@ -176,6 +176,9 @@ fn stale_and_misplaced_events_are_rejected_without_change() {
         assert_eq!(apply(&p, &mut s, event, t(11)).unwrap_err(), Rejection::NotPaused(ExecutionStatus::InProgress));
         assert_eq!(s, running);
     }
+    let (p, mut s) = paused();
+    apply(&p, &mut s, Event::Fail, t(10)).unwrap();
+    assert_eq!(apply(&p, &mut s, Event::Fail, t(11)).unwrap_err(), Rejection::NotPaused(ExecutionStatus::Failed));
 }
 
 #[test]

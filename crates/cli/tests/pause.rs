@@ -1,0 +1,121 @@
+//! Pause on exhaustion through the real binary: executions whose action runs out
+//! of retries under `onExhausted: PAUSE` are listed as Paused, stay paused
+//! across a server restart, and are resumed with a patched input (then
+//! succeed) or failed for good (then dead-lettered).
+
+mod common;
+use common::*;
+use serde_json::{Value, json};
+
+const QUEUE: &str = "paused-orders";
+
+/// Check succeeds only when the execution's input says `"ok":true`; it fails
+/// twice (one retry), then pauses.
+const DEFINITION: &str = r#"name: orders
+deadLetterQueue: paused-orders
+executionMode: PARALLEL
+stages:
+  - name: Ship
+    actions:
+      - name: Check
+        command: ["sh", "-c", "case \"$REDRIVE_INPUT\" in *'\"ok\":true'*) exit 0;; *) echo not ok >&2; exit 1;; esac"]
+        retryPolicies: [{exceptionType: [Action.FAILED], maxAttempts: 1, intervalSeconds: 0, onExhausted: PAUSE}]
+"#;
+
+fn paused_ids(url: &str) -> Vec<String> {
+    let v = cli(url, &["execution", "list", "orders", "--status", "Paused", "--output", "json"]).ok().json();
+    v["executions"].as_array().unwrap().iter().map(|e| e["pipelineExecutionId"].as_str().unwrap().to_string()).collect()
+}
+
+fn execution(url: &str, id: &str) -> Value {
+    cli(url, &["execution", "get", "orders", id, "--output", "json"]).ok().json()
+}
+
+fn status_of(url: &str, id: &str) -> String {
+    execution(url, id)["status"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn paused_executions_survive_a_restart_then_resume_with_a_patched_input_or_fail_for_good() {
+    let sb = Sandbox::new();
+    let server = start_server(server_command(&sb, "127.0.0.1:0").env_remove("REDRIVE_SERVER").env_remove("REDRIVE_CONFIG"));
+    let url = server.url.clone();
+    let file = sb.write("orders.yaml", DEFINITION);
+    cli(&url, &["pipeline", "create", "-f", file.to_str().unwrap()]).ok();
+    let mut ids: Vec<String> = (0..2)
+        .map(|_| cli(&url, &["execution", "start", "orders", "--input", r#"{"ok":false,"n":1}"#]).ok().stdout.trim().to_string())
+        .collect();
+    ids.sort();
+    let paused = eventually("both executions paused", || {
+        let mut p = paused_ids(&url);
+        p.sort();
+        (p == ids).then_some(p)
+    });
+    let table = cli(&url, &["execution", "list", "orders", "--status", "Paused"]).ok().stdout;
+    assert_eq!(table.lines().filter(|l| l.contains("Paused")).count(), 2, "{table}");
+    assert!(cli(&url, &["execution", "list", "orders", "--status", "Failed"]).ok().stdout.contains("no executions"));
+    let v = execution(&url, &paused[0]);
+    let check = &v["stages"][0]["actions"][0];
+    assert_eq!((check["status"].as_str(), check["attempt"].as_u64()), (Some("Paused"), Some(2)), "{v}");
+    assert_eq!(check["error"]["exceptionType"], "Action.FAILED", "{v}");
+    assert_eq!(entries_in_queue(&url), 0, "no dead-letter entry while paused");
+
+    // A restart: still paused (nothing was in flight, nothing is retried).
+    drop(server);
+    let server = start_server(server_command(&sb, "127.0.0.1:0").env_remove("REDRIVE_SERVER").env_remove("REDRIVE_CONFIG"));
+    let url = server.url.clone();
+    let mut again = paused_ids(&url);
+    again.sort();
+    assert_eq!(again, paused);
+    assert_eq!(execution(&url, &paused[0])["stages"][0]["actions"][0]["totalAttempts"], 2);
+
+    // Resume the first with a patched input: a fresh series that succeeds.
+    let (first, second) = (&paused[0], &paused[1]);
+    let r = cli(&url, &["execution", "resume", "orders", first, "--action", "Ship/Check", "--input", r#"{"ok":true}"#]).ok();
+    assert!(r.stdout.contains("resumed execution"), "{}", r.stdout);
+    eventually("the resumed execution succeeds", || (status_of(&url, first) == "Succeeded").then_some(()));
+    let v = execution(&url, first);
+    assert_eq!(v["input"], json!({"ok": true, "n": 1}), "the merge patch kept n: {v}");
+    let check = &v["stages"][0]["actions"][0];
+    assert_eq!((check["series"].as_u64(), check["attempt"].as_u64(), check["totalAttempts"].as_u64()), (Some(2), Some(1), Some(3)));
+    let attempts = cli(&url, &["execution", "attempts", "orders", "--execution-id", first, "--output", "json"]).ok().json();
+    let rows: Vec<(u64, u64, &str, &str)> = attempts["actionExecutions"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{attempts}"))
+        .iter()
+        .map(|a| {
+            (a["series"].as_u64().unwrap(), a["attempt"].as_u64().unwrap(), a["trigger"].as_str().unwrap(), a["status"].as_str().unwrap())
+        })
+        .collect();
+    assert_eq!(rows, [(2, 1, "resume", "SUCCEEDED"), (1, 2, "policy", "FAILED"), (1, 1, "initial", "FAILED")], "{attempts}");
+    let exhausted = &attempts["actionExecutions"][1]["decision"];
+    assert_eq!((exhausted["decision"].as_str(), exhausted["reason"].as_str()), (Some("giveUp"), Some("maxAttemptsReached")));
+
+    // Refusals: resume of an execution that is not paused; an unknown action; bad JSON.
+    let r = cli(&url, &["execution", "resume", "orders", first]).code(2);
+    assert!(r.stderr.contains("not paused"), "{}", r.stderr);
+    let r = cli(&url, &["execution", "resume", "orders", second, "--action", "Ship/Nope"]).code(2);
+    assert!(r.stderr.contains("no action Ship/Nope"), "{}", r.stderr);
+    let r = cli(&url, &["execution", "resume", "orders", second, "--input", "{nope"]).code(2);
+    assert!(r.stderr.contains("--input is not JSON"), "{}", r.stderr);
+    assert_eq!(status_of(&url, second), "Paused", "refusals change nothing");
+
+    // Fail the second for good: Failed, and dead-lettered with the recorded failure.
+    cli(&url, &["execution", "fail", "orders", second]).ok();
+    eventually("the failed execution is dead-lettered", || (entries_in_queue(&url) == 1).then_some(()));
+    assert_eq!(status_of(&url, second), "Failed");
+    let e = cli(&url, &["dlq", "show", QUEUE, "--output", "json"]).ok().json();
+    let entry = &e["entries"][0];
+    assert_eq!(entry["source"]["executionId"].as_str(), Some(second.as_str()), "{e}");
+    assert_eq!(entry["error"], json!({"exceptionType": "Action.FAILED", "message": "exit code 1: not ok"}), "{e}");
+    let r = cli(&url, &["execution", "fail", "orders", second]).code(2);
+    assert!(r.stderr.contains("not paused"), "{}", r.stderr);
+}
+
+fn entries_in_queue(url: &str) -> usize {
+    let v = cli(url, &["dlq", "show", QUEUE, "--state", "all", "--output", "json"]);
+    if v.code != 0 {
+        return 0; // the queue does not exist until its first entry
+    }
+    v.json()["entries"].as_array().map_or(0, Vec::len)
+}

@@ -1,0 +1,62 @@
+//! Paused executions in the loop (`onExhausted: PAUSE`; the rules are
+//! `redrive_core::machine::pause`): resuming one with an optionally patched
+//! input, and the input its attempts get. A paused execution runs nothing, so
+//! after the commit that pauses it the driver evicts it like one that waits on
+//! distant timers; a resume or fail reads it back.
+
+use super::Driver;
+use super::batch::Batch;
+use super::live::Live;
+use crate::error::EngineError;
+use redrive_core::machine::{ActionAt, Event, Rejection};
+use redrive_core::merge_patch::InputPatch;
+use redrive_core::time::Timestamp;
+use redrive_store::Store;
+
+/// The input an attempt of a pipeline execution gets: the input a resume
+/// patched it to, else the one it was created with.
+pub(super) fn attempt_input(live: &Live) -> String {
+    match live.pipeline().and_then(|run| run.state.input.as_ref()) {
+        Some(patched) => patched.to_string(),
+        None => live.input_json.to_string(),
+    }
+}
+
+impl<S: Store> Driver<S> {
+    /// `Event::Resume` of a live pipeline execution: names resolved against its
+    /// pipeline version, the patch applied to its current input and limit-checked.
+    pub(super) fn resume_paused(
+        &mut self,
+        execution_id: &str,
+        action: Option<(String, String)>,
+        input_patch: Option<serde_json::Value>,
+        now: Timestamp,
+        batch: &mut Batch,
+    ) -> Result<(), EngineError> {
+        let live = &self.live[execution_id];
+        let run = live.pipeline().expect("a pipeline execution");
+        let p = &run.pipeline.pipeline;
+        let at = match &action {
+            None => None,
+            Some((stage, name)) => {
+                let found = p.stage_index(stage).and_then(|si| {
+                    let ai = p.stages[si].actions.iter().position(|a| a.name.as_str() == name)?;
+                    Some(ActionAt { stage: si, action: ai })
+                });
+                let version = run.pipeline.record.version;
+                Some(found.ok_or_else(|| {
+                    EngineError::Rejected(Rejection::Invalid(format!("version {version} of the pipeline has no action {stage}/{name}")))
+                })?)
+            }
+        };
+        let input = match input_patch {
+            None => None,
+            Some(patch) => {
+                let base: serde_json::Value = serde_json::from_str(&attempt_input(live))
+                    .map_err(|e| EngineError::CorruptState { id: execution_id.to_string(), reason: format!("its input: {e}") })?;
+                Some(InputPatch::apply(&base, patch).map_err(|e| EngineError::LimitExceeded(e.to_string()))?)
+            }
+        };
+        self.apply(execution_id, Event::Resume { action: at, input }, now, batch).map_err(EngineError::Rejected)
+    }
+}
