@@ -59,6 +59,7 @@ fn paused_executions_survive_a_restart_then_resume_with_a_patched_input_or_fail_
     assert_eq!((check["status"].as_str(), check["attempt"].as_u64()), (Some("Paused"), Some(2)), "{v}");
     assert_eq!(check["error"]["exceptionType"], "Action.FAILED", "{v}");
     assert_eq!(entries_in_queue(&url), 0, "no dead-letter entry while paused");
+    assert_eq!(paused_metric(&server.addr), 2);
 
     // A restart: still paused (nothing was in flight, nothing is retried).
     drop(server);
@@ -110,6 +111,16 @@ fn paused_executions_survive_a_restart_then_resume_with_a_patched_input_or_fail_
     assert_eq!(entry["error"], json!({"exceptionType": "Action.FAILED", "message": "exit code 1: not ok"}), "{e}");
     let r = cli(&url, &["execution", "fail", "orders", second]).code(2);
     assert!(r.stderr.contains("not paused"), "{}", r.stderr);
+    assert_eq!(paused_metric(&server.addr), 0);
+}
+
+/// `redrive_executions_paused` from `/metrics`.
+fn paused_metric(addr: &str) -> u64 {
+    let (status, text) = http_text(addr, "GET", "/metrics", None);
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("redrive_executions_paused_truncated 0\n"), "{text}");
+    let line = text.lines().find(|l| l.starts_with("redrive_executions_paused ")).unwrap_or_else(|| panic!("{text}"));
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
 fn entries_in_queue(url: &str) -> usize {

@@ -404,6 +404,29 @@ impl<S: Store> Service<S> {
         Ok(())
     }
 
+    /// Paused pipeline executions among the newest `scan` unfinished ones (the
+    /// store keeps every unfinished execution `InProgress`; the state says
+    /// `Paused`), and whether there were more unfinished executions to look at.
+    pub async fn count_paused(&self, scan: usize) -> Result<(u64, bool), ServiceError> {
+        let (mut paused, mut seen, mut before) = (0u64, 0usize, None);
+        loop {
+            let limit = redrive_core::limits::MAX_PAGE_SIZE.min(scan - seen);
+            let page = self.store.list_executions(ExecutionFilter { unfinished_only: true, before, limit, ..Default::default() }).await?;
+            seen += page.len();
+            let pipelines = page.iter().filter(|r| matches!(r.target, redrive_store::Target::Pipeline { .. }));
+            paused += pipelines.filter(|r| execution_state(r).status == ExecutionStatus::Paused).count() as u64;
+            before = page.last().map(ExecutionRecord::cursor);
+            if page.len() < limit {
+                return Ok((paused, false));
+            }
+            if seen >= scan {
+                let more =
+                    self.store.list_executions(ExecutionFilter { unfinished_only: true, before, limit: 1, ..Default::default() }).await?;
+                return Ok((paused, !more.is_empty()));
+            }
+        }
+    }
+
     /// Resumes a paused execution (see [`EngineHandle::resume_paused`]); `action`
     /// is `Stage/Action`.
     pub async fn resume_execution(
