@@ -423,6 +423,13 @@ pub enum Event {
     /// A paused execution gives up for good: it fails with the failures its
     /// paused actions recorded, dead-lettered like any failure.
     Fail,
+    /// Re-run stage `stage` from `action`'s runOrder group on (native API; see
+    /// [`from_action`]), the input merge-patched by `input`.
+    RetryFromAction {
+        stage: usize,
+        action: usize,
+        input: Option<InputPatch>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -499,23 +506,9 @@ pub const IN_FLIGHT_LOST_MESSAGE: &str = "the engine stopped while this attempt 
 /// ALL_ACTIONS every action of the stage. [`apply`] of `Event::RetryStage` makes
 /// exactly these checks; consoles and CLIs call this to preview a retry.
 pub fn retry_targets(state: &ExecutionState, si: usize, mode: RetryMode) -> Result<Vec<usize>, Rejection> {
-    let Some(stage) = state.stages.get(si) else {
-        return Err(Rejection::Invalid(format!("no stage with index {si}")));
-    };
-    if state.status == ExecutionStatus::Stopping {
-        return Err(Rejection::AlreadyStopping);
-    }
-    if state.status == ExecutionStatus::Stopped {
-        return Err(Rejection::NotRetryable("the execution was stopped".into()));
-    }
+    let stage = check_stage_retry(state, si)?;
     if state.status == ExecutionStatus::Paused {
         return Err(Rejection::NotRetryable("the execution is paused: resume it or fail it".into()));
-    }
-    if let Some(by) = &state.superseded_by {
-        return Err(Rejection::NotRetryable(format!("the execution was superseded by {by}")));
-    }
-    if stage.retry_in_progress {
-        return Err(Rejection::RetryInProgress);
     }
     if !stage.actions.iter().any(|a| a.status == ActionStatus::Failed) {
         return Err(Rejection::NotRetryable("the stage has no failed actions".into()));
@@ -529,16 +522,36 @@ pub fn retry_targets(state: &ExecutionState, si: usize, mode: RetryMode) -> Resu
     })
 }
 
+/// The checks every stage retry makes of the state, whatever it re-runs.
+fn check_stage_retry(state: &ExecutionState, si: usize) -> Result<&StageState, Rejection> {
+    let Some(stage) = state.stages.get(si) else {
+        return Err(Rejection::Invalid(format!("no stage with index {si}")));
+    };
+    if state.status == ExecutionStatus::Stopping {
+        return Err(Rejection::AlreadyStopping);
+    }
+    if state.status == ExecutionStatus::Stopped {
+        return Err(Rejection::NotRetryable("the execution was stopped".into()));
+    }
+    if let Some(by) = &state.superseded_by {
+        return Err(Rejection::NotRetryable(format!("the execution was superseded by {by}")));
+    }
+    if stage.retry_in_progress {
+        return Err(Rejection::RetryInProgress);
+    }
+    Ok(stage)
+}
+
 /// Applies one event. On `Err`, `state` is unchanged.
 pub fn apply(pipeline: &Pipeline, state: &mut ExecutionState, event: Event, now: Timestamp) -> Result<Vec<Effect>, Rejection> {
     debug_assert_eq!(state.stages.len(), pipeline.stages.len());
     if matches!(event, Event::Resume { .. } | Event::Fail) && state.status != ExecutionStatus::Paused {
         return Err(Rejection::NotPaused(state.status));
     }
-    if state.status.is_finished() && !matches!(event, Event::RetryStage { .. }) {
+    if state.status.is_finished() && !matches!(event, Event::RetryStage { .. } | Event::RetryFromAction { .. }) {
         return Err(Rejection::Finished(state.status));
     }
-    if state.status == ExecutionStatus::Stopping && matches!(event, Event::Start | Event::RetryStage { .. }) {
+    if state.status == ExecutionStatus::Stopping && matches!(event, Event::Start | Event::RetryStage { .. } | Event::RetryFromAction { .. }) {
         return Err(Rejection::AlreadyStopping);
     }
     let mut m = Step { pipeline, state, now, effects: Vec::new() };
@@ -631,6 +644,7 @@ pub fn apply(pipeline: &Pipeline, state: &mut ExecutionState, event: Event, now:
         Event::Abort { failure } => m.abort(failure),
         Event::Resume { action, input } => m.resume(action, input)?,
         Event::Fail => m.fail_paused()?,
+        Event::RetryFromAction { stage, action, input } => m.retry_from_action(stage, action, input)?,
     }
     Ok(m.effects)
 }
@@ -1016,6 +1030,7 @@ impl<'a> Step<'a> {
     }
 }
 
+pub mod from_action;
 pub mod pause;
 #[cfg(test)]
 mod tests;

@@ -471,3 +471,4 @@ fn retry_targets_previews_exactly_what_a_retry_reruns_and_refuses_what_it_refuse
 }
 
 mod pause;
+mod from_action;
