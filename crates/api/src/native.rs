@@ -454,6 +454,14 @@ async fn retry_stage<S: Store>(
     Path((name, id, stage)): Path<(String, String, String)>,
     JsonBody(body): JsonBody<w::RetryStageRequest>,
 ) -> Result<Json<w::ExecutionId>> {
-    let id = svc.retry_stage(&name, &stage, &id, retry_mode(body.retry_mode), m::Trigger::Manual).await?;
+    let id = match (body.retry_mode, body.from_action) {
+        (Some(mode), None) if body.input_patch.is_none() => {
+            svc.retry_stage(&name, &stage, &id, retry_mode(mode), m::Trigger::Manual).await?
+        }
+        (None, Some(action)) => svc.retry_stage_from(&name, &stage, &id, &action, body.input_patch).await?,
+        (Some(_), None) => return Err(invalid("inputPatch is only allowed with fromAction")),
+        (Some(_), Some(_)) => return Err(invalid("give retryMode or fromAction, not both")),
+        (None, None) => return Err(invalid("retryMode (FAILED_ACTIONS or ALL_ACTIONS) or fromAction is required")),
+    };
     Ok(Json(w::ExecutionId { pipeline_execution_id: id }))
 }

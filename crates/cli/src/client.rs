@@ -282,6 +282,20 @@ impl Client {
         self.send(reqwest::Method::POST, self.url(&["v1", "pipelines", name, "executions", id, "stop"], &[]), Some(&body)).await
     }
 
+    /// `POST /v1/pipelines/{name}/executions/{id}/stages/{stage}/retry` from an action.
+    pub async fn retry_stage_from(
+        &self,
+        name: &str,
+        id: &str,
+        stage: &str,
+        action: &str,
+        input_patch: Option<Value>,
+    ) -> Result<w::ExecutionId> {
+        let body = w::RetryStageRequest { retry_mode: None, from_action: Some(action.to_string()), input_patch };
+        let url = self.url(&["v1", "pipelines", name, "executions", id, "stages", stage, "retry"], &[]);
+        self.send(reqwest::Method::POST, url, Some(&body)).await
+    }
+
     /// `POST /v1/pipelines/{name}/executions/{id}/resume`.
     pub async fn resume_execution(&self, name: &str, id: &str, body: &w::ResumeExecutionRequest) -> Result<w::ExecutionId> {
         self.send(reqwest::Method::POST, self.url(&["v1", "pipelines", name, "executions", id, "resume"], &[]), Some(body)).await
@@ -295,7 +309,7 @@ impl Client {
 
     /// `POST /v1/pipelines/{name}/executions/{id}/stages/{stage}/retry`.
     pub async fn retry_stage(&self, name: &str, id: &str, stage: &str, retry_mode: w::RetryMode) -> Result<w::ExecutionId> {
-        let body = w::RetryStageRequest { retry_mode };
+        let body = w::RetryStageRequest { retry_mode: Some(retry_mode), from_action: None, input_patch: None };
         let url = self.url(&["v1", "pipelines", name, "executions", id, "stages", stage, "retry"], &[]);
         self.send(reqwest::Method::POST, url, Some(&body)).await
     }

@@ -221,6 +221,23 @@ pub struct StateArgs {
 {\"pipelineName\": \"P\", \"stageName\": \"S\", \"pipelineExecutionId\": \"ID\", \"retryMode\": \"FAILED_ACTIONS\"}\n\
 Flags given beside it override its fields.")]
 pub struct RetryStageArgs {
+    /// The pipeline (or --pipeline).
+    #[arg(value_name = "PIPELINE")]
+    pipeline_arg: Option<String>,
+    /// The execution (or --execution-id).
+    #[arg(value_name = "EXECUTION_ID")]
+    execution_id_arg: Option<String>,
+    /// The stage (or --stage).
+    #[arg(value_name = "STAGE")]
+    stage_arg: Option<String>,
+    /// Re-run the stage from this action's runOrder group on, on a Failed or
+    /// Paused execution (earlier groups keep their results); instead of --mode.
+    #[arg(long, value_name = "ACTION", conflicts_with = "mode")]
+    from_action: Option<String>,
+    /// With --from-action: a JSON merge patch (RFC 7396) applied to the
+    /// execution's input first, recorded with the execution.
+    #[arg(long, value_name = "JSON", requires = "from_action")]
+    input_patch: Option<String>,
     /// The pipeline.
     #[arg(long, visible_alias = "pipeline-name", value_name = "NAME")]
     pipeline: Option<String>,
@@ -1021,15 +1038,15 @@ pub fn retry_stage(args: RetryStageArgs) -> u8 {
         }
     };
     // Flags override the file.
-    req.pipeline_name = args.pipeline.or(req.pipeline_name);
-    req.stage_name = args.stage.or(req.stage_name);
-    req.pipeline_execution_id = args.execution_id.or(req.pipeline_execution_id);
+    req.pipeline_name = args.pipeline.or(args.pipeline_arg).or(req.pipeline_name);
+    req.stage_name = args.stage.or(args.stage_arg).or(req.stage_name);
+    req.pipeline_execution_id = args.execution_id.or(args.execution_id_arg).or(req.pipeline_execution_id);
     req.retry_mode = args.mode.or(req.retry_mode);
     let missing: Vec<&str> = [
         ("--pipeline (pipelineName)", req.pipeline_name.is_none()),
         ("--stage (stageName)", req.stage_name.is_none()),
         ("--execution-id (pipelineExecutionId)", req.pipeline_execution_id.is_none()),
-        ("--mode (retryMode)", req.retry_mode.is_none()),
+        ("--mode (retryMode)", req.retry_mode.is_none() && args.from_action.is_none()),
     ]
     .into_iter()
     .filter(|(_, m)| *m)
@@ -1050,6 +1067,9 @@ pub fn retry_stage(args: RetryStageArgs) -> u8 {
         req.pipeline_execution_id.unwrap_or_default(),
         req.retry_mode.unwrap_or_default(),
     );
+    if let Some(action) = args.from_action {
+        return retry_stage_from(&args.remote, (p, id, s), action, args.input_patch.as_deref());
+    }
     let Ok(mode) = serde_json::from_value::<w::RetryMode>(Value::String(mode.clone())) else {
         eprintln!("error: retryMode {mode:?} is not one of FAILED_ACTIONS, ALL_ACTIONS");
         return exit::INVALID_INPUT;
@@ -1060,6 +1080,26 @@ pub fn retry_stage(args: RetryStageArgs) -> u8 {
             print_json(&v);
         } else {
             println!("retrying stage {s} of execution {} ({mode})", v.pipeline_execution_id);
+        }
+        Ok(exit::SUCCEEDED)
+    })
+}
+
+/// `retry-stage … --from-action A [--input-patch JSON]` (native API only).
+fn retry_stage_from(remote: &Remote, (p, id, s): (String, String, String), action: String, input_patch: Option<&str>) -> u8 {
+    let input_patch = match input_patch.map(serde_json::from_str::<Value>).transpose() {
+        Ok(patch) => patch,
+        Err(e) => {
+            eprintln!("error: --input-patch is not JSON: {e}");
+            return exit::INVALID_INPUT;
+        }
+    };
+    run(remote, |c, out| async move {
+        let v = c.retry_stage_from(&p, &id, &s, &action, input_patch).await?;
+        if out == OutputFormat::Json {
+            print_json(&v);
+        } else {
+            println!("retrying stage {s} of execution {} from action {action}", v.pipeline_execution_id);
         }
         Ok(exit::SUCCEEDED)
     })

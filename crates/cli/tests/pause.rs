@@ -130,3 +130,58 @@ fn entries_in_queue(url: &str) -> usize {
     }
     v.json()["entries"].as_array().map_or(0, Vec::len)
 }
+
+/// Prepare (runOrder 1) succeeds; Push (runOrder 2) fails for good unless the
+/// input says `"ok":true`; Verify (runOrder 3) follows.
+const STAGED: &str = r#"name: deploy
+executionMode: PARALLEL
+stages:
+  - name: Release
+    actions:
+      - name: Prepare
+        runOrder: 1
+        noop: {}
+      - name: Push
+        runOrder: 2
+        command: ["sh", "-c", "case \"$REDRIVE_INPUT\" in *'\"ok\":true'*) exit 0;; *) exit 1;; esac"]
+        retryPolicies: [{exceptionType: [Action.FAILED], maxAttempts: 0}]
+      - name: Verify
+        runOrder: 3
+        noop: {}
+"#;
+
+#[test]
+fn retry_stage_from_an_action_with_an_input_patch_reruns_that_group_on() {
+    let sb = Sandbox::new();
+    let server = start_server(server_command(&sb, "127.0.0.1:0").env_remove("REDRIVE_SERVER").env_remove("REDRIVE_CONFIG"));
+    let url = server.url.as_str();
+    let file = sb.write("deploy.yaml", STAGED);
+    cli(url, &["pipeline", "create", "-f", file.to_str().unwrap()]).ok();
+    let id = cli(url, &["execution", "start", "deploy", "--input", r#"{"ok":false,"env":"prod"}"#]).ok().stdout.trim().to_string();
+    let get = || cli(url, &["execution", "get", "deploy", &id, "--output", "json"]).ok().json();
+    eventually("the execution fails", || (get()["status"] == "Failed").then_some(()));
+
+    // Refusals change nothing: an earlier group that did not succeed; a mode beside it; bad JSON.
+    let r = cli(url, &["retry-stage", "deploy", &id, "Release", "--from-action", "Verify"]).code(2);
+    assert!(r.stderr.contains("Push (runOrder 2, before Verify's group) did not succeed"), "{}", r.stderr);
+    let r = cli(url, &["retry-stage", "deploy", &id, "Release", "--from-action", "Nope"]).code(2);
+    assert!(r.stderr.contains("no action Nope"), "{}", r.stderr);
+    cli(url, &["retry-stage", "deploy", &id, "Release", "--from-action", "Push", "--mode", "ALL_ACTIONS"]).code(2);
+    let r = cli(url, &["retry-stage", "deploy", &id, "Release", "--from-action", "Push", "--input-patch", "{"]).code(2);
+    assert!(r.stderr.contains("--input-patch is not JSON"), "{}", r.stderr);
+    assert_eq!(get()["stages"][0]["manualRetries"], 0);
+
+    let r = cli(url, &["retry-stage", "deploy", &id, "Release", "--from-action", "Push", "--input-patch", r#"{"ok":true}"#]).ok();
+    assert!(r.stdout.contains("from action Push"), "{}", r.stdout);
+    eventually("the retried execution succeeds", || (get()["status"] == "Succeeded").then_some(()));
+    let v = get();
+    assert_eq!(v["input"], json!({"ok": true, "env": "prod"}), "{v}");
+    let series: Vec<(&str, u64)> = v["stages"][0]["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["name"].as_str().unwrap(), a["series"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(series, [("Prepare", 1), ("Push", 2), ("Verify", 1)], "Prepare kept its result; Push re-ran; Verify ran once: {v}");
+    assert_eq!(v["stages"][0]["manualRetries"], 1);
+}

@@ -551,7 +551,8 @@ pub fn apply(pipeline: &Pipeline, state: &mut ExecutionState, event: Event, now:
     if state.status.is_finished() && !matches!(event, Event::RetryStage { .. } | Event::RetryFromAction { .. }) {
         return Err(Rejection::Finished(state.status));
     }
-    if state.status == ExecutionStatus::Stopping && matches!(event, Event::Start | Event::RetryStage { .. } | Event::RetryFromAction { .. }) {
+    if state.status == ExecutionStatus::Stopping && matches!(event, Event::Start | Event::RetryStage { .. } | Event::RetryFromAction { .. })
+    {
         return Err(Rejection::AlreadyStopping);
     }
     let mut m = Step { pipeline, state, now, effects: Vec::new() };

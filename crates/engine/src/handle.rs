@@ -94,8 +94,7 @@ pub(crate) enum Inbound {
     RetryStage {
         execution_id: String,
         stage: String,
-        mode: RetryMode,
-        trigger: Trigger,
+        how: StageRetry,
         reply: oneshot::Sender<Result<(), EngineError>>,
     },
     Stop {
@@ -138,6 +137,15 @@ pub(crate) enum Inbound {
         reply: oneshot::Sender<Result<PruneCounts, EngineError>>,
     },
     Shutdown,
+}
+
+/// What a stage retry re-runs.
+#[derive(Clone, Debug)]
+pub(crate) enum StageRetry {
+    /// RetryStageExecution's modes (also a redrive's retry).
+    Mode { mode: RetryMode, trigger: Trigger },
+    /// From this action's runOrder group on, the input merge-patched first.
+    FromAction { action: String, input_patch: Option<serde_json::Value> },
 }
 
 /// A snapshot of the driver's bookkeeping (for tests, metrics and `bench`).
@@ -222,7 +230,24 @@ impl EngineHandle {
     /// [`EngineError::Rejected`].
     pub async fn retry_stage(&self, execution_id: &str, stage: &str, mode: RetryMode, trigger: Trigger) -> Result<(), EngineError> {
         let (reply, rx) = oneshot::channel();
-        self.send(Inbound::RetryStage { execution_id: execution_id.into(), stage: stage.into(), mode, trigger, reply }).await?;
+        let how = StageRetry::Mode { mode, trigger };
+        self.send(Inbound::RetryStage { execution_id: execution_id.into(), stage: stage.into(), how, reply }).await?;
+        rx.await.map_err(|_| EngineError::Stopped)?
+    }
+
+    /// Re-runs a stage of a Failed or Paused execution from `action`'s runOrder
+    /// group on (native API), the input merge-patched by `input_patch`;
+    /// resolves once the retry is durable.
+    pub async fn retry_stage_from(
+        &self,
+        execution_id: &str,
+        stage: &str,
+        action: &str,
+        input_patch: Option<serde_json::Value>,
+    ) -> Result<(), EngineError> {
+        let (reply, rx) = oneshot::channel();
+        let how = StageRetry::FromAction { action: action.into(), input_patch };
+        self.send(Inbound::RetryStage { execution_id: execution_id.into(), stage: stage.into(), how, reply }).await?;
         rx.await.map_err(|_| EngineError::Stopped)?
     }
 

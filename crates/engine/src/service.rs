@@ -576,6 +576,22 @@ impl<S: Store> Service<S> {
         Ok(execution_id.to_string())
     }
 
+    /// Re-runs a stage of a Failed or Paused execution from `action`'s runOrder
+    /// group on (native API), the input merge-patched by `input_patch`, after
+    /// RetryStageExecution's checks and the preview's ([`RetryCheck::targets_from`]).
+    pub async fn retry_stage_from(
+        &self,
+        pipeline: &str,
+        stage: &str,
+        execution_id: &str,
+        action: &str,
+        input_patch: Option<serde_json::Value>,
+    ) -> Result<String, ServiceError> {
+        self.retry_check(pipeline, stage, execution_id).await?.targets_from(action)?;
+        self.engine.retry_stage_from(execution_id, stage, action, input_patch).await?;
+        Ok(execution_id.to_string())
+    }
+
     /// The names of the actions a RetryStageExecution in `mode` would re-run
     /// now, or the error it would get (CodePipeline's), changing nothing.
     pub async fn retry_preview(
@@ -652,6 +668,19 @@ impl RetryCheck {
         let targets = redrive_core::machine::retry_targets(&self.execution.state, si, mode)
             .map_err(|r| ServiceError::from(EngineError::Rejected(r)))?;
         let actions = &self.pipeline.pipeline.stages[si].actions;
+        Ok(targets.into_iter().map(|ai| actions[ai].name.to_string()).collect())
+    }
+
+    /// The names of the actions a retry from `action` would re-run, or the
+    /// refusal (the state machine's own check, `retry_from_targets`).
+    pub fn targets_from(&self, action: &str) -> Result<Vec<String>, ServiceError> {
+        let (si, p) = (self.stage_index, &self.pipeline.pipeline);
+        let actions = &p.stages[si].actions;
+        let Some(ai) = actions.iter().position(|a| a.name.as_str() == action) else {
+            return Err(ServiceError::Validation(format!("stage {} has no action {action}", p.stages[si].name)));
+        };
+        let targets = redrive_core::machine::from_action::retry_from_targets(p, &self.execution.state, si, ai)
+            .map_err(|r| ServiceError::from(EngineError::Rejected(r)))?;
         Ok(targets.into_iter().map(|ai| actions[ai].name.to_string()).collect())
     }
 }

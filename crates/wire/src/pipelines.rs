@@ -185,7 +185,17 @@ pub struct ResumeExecutionRequest {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RetryStageRequest {
-    pub retry_mode: RetryMode,
+    /// Which actions re-run; required unless `fromAction` is given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_mode: Option<RetryMode>,
+    /// Re-run the stage from this action's runOrder group on (a Failed or
+    /// Paused execution; earlier groups keep their results). Not with `retryMode`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_action: Option<String>,
+    /// With `fromAction`: a JSON merge patch (RFC 7396) applied to the
+    /// execution's input first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_patch: Option<Value>,
 }
 
 /// The latest execution of a stage in `GET /v1/pipelines/{name}/state`.

@@ -470,5 +470,5 @@ fn retry_targets_previews_exactly_what_a_retry_reruns_and_refuses_what_it_refuse
     assert_eq!(retry_targets(&s, 0, RetryMode::FailedActions), Err(Rejection::RetryInProgress));
 }
 
-mod pause;
 mod from_action;
+mod pause;

@@ -488,18 +488,16 @@ impl<S: Store> Driver<S> {
                     submitted_batches: self.submitted.len(),
                 });
             }
-            Inbound::RetryStage { execution_id, stage, mode, trigger, reply } => {
-                match self.find_pipeline_execution(&execution_id, now, batch) {
-                    Found::Live => match self.retry_stage(&execution_id, &stage, mode, trigger, now, batch) {
-                        Ok(result) => self.reply_after_commit(&execution_id, result, reply, batch),
-                        Err(need) => self.park(need, Msg::In(Inbound::RetryStage { execution_id, stage, mode, trigger, reply })),
-                    },
-                    Found::Park(need) => self.park(need, Msg::In(Inbound::RetryStage { execution_id, stage, mode, trigger, reply })),
-                    Found::Err(e) => {
-                        let _ = reply.send(Err(e));
-                    }
+            Inbound::RetryStage { execution_id, stage, how, reply } => match self.find_pipeline_execution(&execution_id, now, batch) {
+                Found::Live => match self.retry_stage(&execution_id, &stage, how.clone(), now, batch) {
+                    Ok(result) => self.reply_after_commit(&execution_id, result, reply, batch),
+                    Err(need) => self.park(need, Msg::In(Inbound::RetryStage { execution_id, stage, how, reply })),
+                },
+                Found::Park(need) => self.park(need, Msg::In(Inbound::RetryStage { execution_id, stage, how, reply })),
+                Found::Err(e) => {
+                    let _ = reply.send(Err(e));
                 }
-            }
+            },
             Inbound::Stop { execution_id, abandon, reason, reply } => match self.find_pipeline_execution(&execution_id, now, batch) {
                 Found::Live => {
                     let result = self.apply(&execution_id, Event::Stop { abandon, reason }, now, batch).map_err(EngineError::Rejected);

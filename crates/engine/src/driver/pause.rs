@@ -22,7 +22,35 @@ pub(super) fn attempt_input(live: &Live) -> String {
     }
 }
 
+/// The execution's current input with `patch` merged in, within the limits.
+fn patched_input(execution_id: &str, live: &Live, patch: serde_json::Value) -> Result<InputPatch, EngineError> {
+    let base: serde_json::Value = serde_json::from_str(&attempt_input(live))
+        .map_err(|e| EngineError::CorruptState { id: execution_id.to_string(), reason: format!("its input: {e}") })?;
+    InputPatch::apply(&base, patch).map_err(|e| EngineError::LimitExceeded(e.to_string()))
+}
+
 impl<S: Store> Driver<S> {
+    /// `Event::RetryFromAction` for action `name` of stage `si`, the patch
+    /// applied to the execution's current input.
+    pub(super) fn retry_from_event(
+        &self,
+        execution_id: &str,
+        si: usize,
+        name: &str,
+        input_patch: Option<serde_json::Value>,
+    ) -> Result<Event, EngineError> {
+        let live = &self.live[execution_id];
+        let run = live.pipeline().expect("a pipeline execution");
+        let stage = &run.pipeline.pipeline.stages[si];
+        let Some(action) = stage.actions.iter().position(|a| a.name.as_str() == name) else {
+            let version = run.pipeline.record.version;
+            let why = format!("version {version} of the pipeline has no action {}/{name}", stage.name);
+            return Err(EngineError::Rejected(Rejection::Invalid(why)));
+        };
+        let input = input_patch.map(|patch| patched_input(execution_id, live, patch)).transpose()?;
+        Ok(Event::RetryFromAction { stage: si, action, input })
+    }
+
     /// `Event::Resume` of a live pipeline execution: names resolved against its
     /// pipeline version, the patch applied to its current input and limit-checked.
     pub(super) fn resume_paused(
@@ -49,14 +77,7 @@ impl<S: Store> Driver<S> {
                 })?)
             }
         };
-        let input = match input_patch {
-            None => None,
-            Some(patch) => {
-                let base: serde_json::Value = serde_json::from_str(&attempt_input(live))
-                    .map_err(|e| EngineError::CorruptState { id: execution_id.to_string(), reason: format!("its input: {e}") })?;
-                Some(InputPatch::apply(&base, patch).map_err(|e| EngineError::LimitExceeded(e.to_string()))?)
-            }
-        };
+        let input = input_patch.map(|patch| patched_input(execution_id, live, patch)).transpose()?;
         self.apply(execution_id, Event::Resume { action: at, input }, now, batch).map_err(EngineError::Rejected)
     }
 }

@@ -8,16 +8,16 @@ use super::live::{Body, Live, PipelineRun};
 use super::load::Found;
 use super::{Driver, Msg};
 use crate::error::EngineError;
-use crate::handle::{EngineHandle, Inbound, Notification};
+use crate::handle::{EngineHandle, Inbound, Notification, StageRetry};
 use crate::locks::LockKey;
 use crate::pipeline::LoadedPipeline;
 use crate::runner::{self, AttemptContext, AttemptOutcome};
-use redrive_core::definition::{ActionKind, ExecutionMode, Pipeline, RetryMode};
+use redrive_core::definition::{ActionKind, ExecutionMode, Pipeline};
 use redrive_core::exception::{ExceptionType, Failure};
 use redrive_core::limits;
 use redrive_core::machine::{
     self, ActionAt, ActionStatus, AttemptId, AttemptRecord, DeadLetter, DeadLetterLink, Effect, Event, ExecutionState, Rejection,
-    StagePosition, Trigger,
+    StagePosition,
 };
 use redrive_core::schedule::{self, LockAction, StartDecision};
 use redrive_core::time::Timestamp;
@@ -364,8 +364,7 @@ impl<S: Store> Driver<S> {
         &mut self,
         execution_id: &str,
         stage: &str,
-        mode: RetryMode,
-        trigger: Trigger,
+        how: StageRetry,
         now: Timestamp,
         batch: &mut Batch,
     ) -> Result<Result<(), EngineError>, super::load::Need> {
@@ -393,7 +392,14 @@ impl<S: Store> Driver<S> {
                 return Ok(Err(EngineError::ConcurrencyLimit { pipeline: name, running: limit.unfinished, max: limit.max }));
             }
         }
-        let r = self.apply(execution_id, Event::RetryStage { stage: si, mode, trigger }, now, batch).map_err(EngineError::Rejected);
+        let event = match how {
+            StageRetry::Mode { mode, trigger } => Event::RetryStage { stage: si, mode, trigger },
+            StageRetry::FromAction { action, input_patch } => match self.retry_from_event(execution_id, si, &action, input_patch) {
+                Ok(event) => event,
+                Err(e) => return Ok(Err(e)),
+            },
+        };
+        let r = self.apply(execution_id, event, now, batch).map_err(EngineError::Rejected);
         if r.is_ok()
             && let Some(set) = self.active.get_mut(&name)
         {

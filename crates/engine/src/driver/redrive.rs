@@ -10,7 +10,7 @@ use super::load::{Found, Need};
 use super::pipelines::NewExecution;
 use super::{Driver, Msg};
 use crate::error::EngineError;
-use crate::handle::Inbound;
+use crate::handle::{Inbound, StageRetry};
 use crate::pipeline::LoadedPipeline;
 use redrive_core::definition::RetryMode;
 use redrive_core::dlq::{RedriveMode, SkipReason, TakeRequest, check_lineage, check_take};
@@ -151,7 +151,8 @@ impl<S: Store> Driver<S> {
             return Err(not_redriven(SkipReason::Refused(format!("execution {id} is not a pipeline execution"))));
         };
         check_lineage(&id, run.state.dead_letter.as_ref(), &entry.id).map_err(not_redriven)?;
-        let retried = self.retry_stage(&id, &entry.stage, RetryMode::FailedActions, Trigger::Redrive, now, batch);
+        let retried =
+            self.retry_stage(&id, &entry.stage, StageRetry::Mode { mode: RetryMode::FailedActions, trigger: Trigger::Redrive }, now, batch);
         let Ok(retried) = retried else { unreachable!("redrive_needs read the pipeline's unfinished executions") };
         match retried {
             Ok(()) => Ok(id),

@@ -7,7 +7,8 @@ use serde_json::json;
 
 /// Stage S: A (runOrder 1), B and C (runOrder 2), D (runOrder 3); C fails for good.
 fn failed_in_group_two() -> (Pipeline, ExecutionState) {
-    let p = pipeline(vec![stage("S", vec![action("A", 1, vec![]), action("B", 2, vec![]), action("C", 2, vec![]), action("D", 3, vec![])])]);
+    let p =
+        pipeline(vec![stage("S", vec![action("A", 1, vec![]), action("B", 2, vec![]), action("C", 2, vec![]), action("D", 3, vec![])])]);
     let mut s = ExecutionState::new(&p, "e1", t(0));
     let a = started(&apply(&p, &mut s, Event::Start, t(0)).unwrap());
     let bc = started(&apply(&p, &mut s, Event::AttemptSucceeded { id: a[0], output: Some(json!(1)) }, t(1)).unwrap());
@@ -50,7 +51,10 @@ fn retry_from_an_action_keeps_earlier_groups_and_patches_the_input() {
     assert_eq!(s.input_patches, vec![InputPatchRecord { at: t(10), trigger: Trigger::Manual, patch: json!({"region": "us"}) }]);
     // A second retry while this one runs is refused, state unchanged.
     let before = s.clone();
-    assert_eq!(apply(&p, &mut s, Event::RetryFromAction { stage: 0, action: 1, input: None }, t(11)).unwrap_err(), Rejection::RetryInProgress);
+    assert_eq!(
+        apply(&p, &mut s, Event::RetryFromAction { stage: 0, action: 1, input: None }, t(11)).unwrap_err(),
+        Rejection::RetryInProgress
+    );
     assert_eq!(s, before);
     apply(&p, &mut s, Event::AttemptSucceeded { id: ids[0], output: None }, t(12)).unwrap();
     let d = started(&apply(&p, &mut s, Event::AttemptSucceeded { id: ids[1], output: None }, t(13)).unwrap());
