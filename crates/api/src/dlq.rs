@@ -394,6 +394,7 @@ fn redrive_request(b: w::RedriveRequest, scope: QueueScope) -> Result<(RedriveRe
         scope,
         entry_id: b.entry_id,
         force: b.force.unwrap_or(false),
+        input_patch: b.input_patch,
         exception_type: b.exception_type,
         pipeline_name: b.source,
         older_than_ms: b.older_than.as_deref().map(parse_older_than).transpose()?,

@@ -401,6 +401,7 @@ pub struct RedriveBody {
     pub dry_run: bool,
     pub entry_id: Option<String>,
     pub force: bool,
+    pub input_patch: Option<Value>,
 }
 
 impl RedriveBody {
@@ -416,6 +417,7 @@ impl RedriveBody {
             dry_run: self.dry_run.then_some(true),
             entry_id: self.entry_id.clone(),
             force: self.force.then_some(true),
+            input_patch: self.input_patch.clone(),
         }
     }
 }

@@ -112,6 +112,17 @@ fn paused_executions_survive_a_restart_then_resume_with_a_patched_input_or_fail_
     let r = cli(&url, &["execution", "fail", "orders", second]).code(2);
     assert!(r.stderr.contains("not paused"), "{}", r.stderr);
     assert_eq!(paused_metric(&server.addr), 0);
+
+    // A redrive can carry an input patch: the entry's execution retries its stage with it, and succeeds.
+    let entry = entry["entryId"].as_str().unwrap().to_string();
+    let r = cli(&url, &["dlq", "redrive", QUEUE, "--entry", &entry, "--input-patch", "{nope"]).code(2);
+    assert!(r.stderr.contains("--input-patch is not JSON"), "{}", r.stderr);
+    let dry =
+        cli(&url, &["dlq", "redrive", QUEUE, "--entry", &entry, "--input-patch", r#"{"ok":true}"#, "--dry-run", "--output", "json"]).ok();
+    assert!(dry.stdout.contains("\"wouldRedrive\": 1"), "{}", dry.stdout);
+    cli(&url, &["dlq", "redrive", QUEUE, "--entry", &entry, "--input-patch", r#"{"ok":true}"#]).ok();
+    eventually("the redriven execution succeeds", || (status_of(&url, second) == "Succeeded").then_some(()));
+    assert_eq!(execution(&url, second)["input"], json!({"ok": true, "n": 1}));
 }
 
 /// `redrive_executions_paused` from `/metrics`.

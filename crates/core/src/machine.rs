@@ -374,11 +374,14 @@ pub enum Event {
     },
     /// The engine restarted: attempts marked running were lost in flight.
     Recover,
-    /// Re-run a failed stage (manual retry or redrive).
+    /// Re-run a failed stage (manual retry or redrive); `input` (a redrive's
+    /// input patch) replaces the execution's input, recorded in
+    /// [`ExecutionState::input_patches`].
     RetryStage {
         stage: usize,
         mode: RetryMode,
         trigger: Trigger,
+        input: Option<InputPatch>,
     },
     /// An attempt that was committed as started was never dispatched (the engine is
     /// shutting down): un-start it and make it due again at once, so that after a
@@ -633,8 +636,8 @@ pub fn apply(pipeline: &Pipeline, state: &mut ExecutionState, event: Event, now:
                 m.fail(id, Failure::new(ExceptionType::ServiceFault, IN_FLIGHT_LOST_MESSAGE));
             }
         }
-        Event::RetryStage { stage, mode, trigger } => {
-            m.retry_stage(stage, mode, trigger)?;
+        Event::RetryStage { stage, mode, trigger, input } => {
+            m.retry_stage(stage, mode, trigger, input)?;
         }
         Event::Stop { abandon, reason } => {
             if m.state.status == ExecutionStatus::Stopping && !abandon {
@@ -931,8 +934,11 @@ impl<'a> Step<'a> {
 
     /// Manual stage retry. The service layer checks the API's preconditions
     /// (latest execution, pipeline version, concurrency); this checks the state's.
-    fn retry_stage(&mut self, si: usize, mode: RetryMode, trigger: Trigger) -> Result<(), Rejection> {
+    fn retry_stage(&mut self, si: usize, mode: RetryMode, trigger: Trigger, input: Option<InputPatch>) -> Result<(), Rejection> {
         retry_targets(self.state, si, mode)?;
+        if let Some(patch) = input {
+            self.patch_input(patch, trigger);
+        }
         if self.state.status.is_finished() {
             self.state.status = ExecutionStatus::InProgress;
             self.state.finished_at = None;
@@ -943,6 +949,12 @@ impl<'a> Step<'a> {
         }
         self.restart_stage(si, mode, trigger);
         Ok(())
+    }
+
+    /// The execution's input becomes the patched one; the patch is recorded.
+    fn patch_input(&mut self, patch: InputPatch, trigger: Trigger) {
+        self.state.input = Some(patch.input().clone());
+        self.state.input_patches.push(InputPatchRecord { at: self.now, trigger, patch: patch.patch().clone() });
     }
 
     fn stop(&mut self, abandon: bool, reason: &str) {

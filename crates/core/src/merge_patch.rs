@@ -47,6 +47,13 @@ impl InputPatch {
         Ok(InputPatch { patch, input })
     }
 
+    /// Patches an input stored as JSON text (the effective input: the state's
+    /// patched one when there is one). Errors say why, for a person.
+    pub fn apply_text(input_json: &str, patch: Value) -> Result<InputPatch, String> {
+        let base: Value = serde_json::from_str(input_json).map_err(|e| format!("the execution's input is not JSON: {e}"))?;
+        InputPatch::apply(&base, patch).map_err(|e| e.to_string())
+    }
+
     pub fn patch(&self) -> &Value {
         &self.patch
     }

@@ -125,6 +125,7 @@ pub(crate) enum Inbound {
         /// The pipeline version a new execution runs (mode `new-execution`).
         pipeline: Option<Arc<LoadedPipeline>>,
         new_execution_id: String,
+        input_patch: Option<serde_json::Value>,
         reply: oneshot::Sender<Result<String, EngineError>>,
     },
     Purge {
@@ -143,7 +144,7 @@ pub(crate) enum Inbound {
 #[derive(Clone, Debug)]
 pub(crate) enum StageRetry {
     /// RetryStageExecution's modes (also a redrive's retry).
-    Mode { mode: RetryMode, trigger: Trigger },
+    Mode { mode: RetryMode, trigger: Trigger, input_patch: Option<serde_json::Value> },
     /// From this action's runOrder group on, the input merge-patched first.
     FromAction { action: String, input_patch: Option<serde_json::Value> },
 }
@@ -230,7 +231,7 @@ impl EngineHandle {
     /// [`EngineError::Rejected`].
     pub async fn retry_stage(&self, execution_id: &str, stage: &str, mode: RetryMode, trigger: Trigger) -> Result<(), EngineError> {
         let (reply, rx) = oneshot::channel();
-        let how = StageRetry::Mode { mode, trigger };
+        let how = StageRetry::Mode { mode, trigger, input_patch: None };
         self.send(Inbound::RetryStage { execution_id: execution_id.into(), stage: stage.into(), how, reply }).await?;
         rx.await.map_err(|_| EngineError::Stopped)?
     }
@@ -286,8 +287,10 @@ impl EngineHandle {
     /// failed stage of the entry's execution (FAILED_ACTIONS); `NewExecution`
     /// starts `pipeline` (the caller's choice of version, normally the latest)
     /// with the entry's input. `scope`: refuse entries of queues not starting
-    /// with it. Resolves with the execution resubmitted to, once durable; an entry
-    /// left in place gives [`EngineError::NotRedriven`] with the reason.
+    /// with it. `input_patch`: a JSON merge patch (RFC 7396) for the input the
+    /// entry is resubmitted with, applied in the same transition as the take.
+    /// Resolves with the execution resubmitted to, once durable; an entry left
+    /// in place gives [`EngineError::NotRedriven`] with the reason.
     pub async fn redrive(
         &self,
         entry_id: &str,
@@ -295,11 +298,13 @@ impl EngineHandle {
         force: bool,
         scope: Option<&str>,
         pipeline: Option<Arc<LoadedPipeline>>,
+        input_patch: Option<serde_json::Value>,
     ) -> Result<String, EngineError> {
         let (reply, rx) = oneshot::channel();
         let new_execution_id = uuid::Uuid::now_v7().to_string();
         let scope = scope.map(str::to_string);
-        self.send(Inbound::Redrive { entry_id: entry_id.into(), mode, force, scope, pipeline, new_execution_id, reply }).await?;
+        let (entry_id, reply) = (entry_id.to_string(), reply);
+        self.send(Inbound::Redrive { entry_id, mode, force, scope, pipeline, new_execution_id, input_patch, reply }).await?;
         rx.await.map_err(|_| EngineError::Stopped)?
     }
 

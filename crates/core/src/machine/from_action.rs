@@ -6,7 +6,7 @@
 //! the patch recorded in [`ExecutionState::input_patches`].
 //! [`retry_from_targets`] is the whole check, so a preview and the retry agree.
 
-use super::{ActionStatus, ExecutionState, ExecutionStatus, InputPatchRecord, Rejection, StageStatus, Step, Trigger, check_stage_retry};
+use super::{ActionStatus, ExecutionState, ExecutionStatus, Rejection, StageStatus, Step, Trigger, check_stage_retry};
 use crate::definition::Pipeline;
 use crate::merge_patch::InputPatch;
 
@@ -47,8 +47,7 @@ impl Step<'_> {
         let run_order = self.pipeline.stages[si].actions[ai].run_order;
         let group = self.pipeline.stages[si].run_orders().iter().position(|&r| r == run_order).expect("the action's own runOrder");
         if let Some(patch) = input {
-            self.state.input = Some(patch.input().clone());
-            self.state.input_patches.push(InputPatchRecord { at: self.now, trigger: Trigger::Manual, patch: patch.patch().clone() });
+            self.patch_input(patch, Trigger::Manual);
         }
         self.state.status = ExecutionStatus::InProgress;
         self.state.finished_at = None;

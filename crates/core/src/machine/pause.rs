@@ -14,7 +14,7 @@
 //! terminal exception type (`Engine.LIMIT_EXCEEDED`, `Engine.CORRUPT_STATE`) never
 //! pause: resuming could not change their outcome.
 
-use super::{ActionAt, ActionStatus, ExecutionStatus, InputPatchRecord, Rejection, StageStatus, Step, Trigger};
+use super::{ActionAt, ActionStatus, ExecutionStatus, Rejection, StageStatus, Step, Trigger};
 use crate::definition::Action;
 use crate::exception::Failure;
 use crate::merge_patch::InputPatch;
@@ -69,8 +69,7 @@ impl Step<'_> {
             }
         };
         if let Some(patch) = input {
-            self.state.input = Some(patch.input().clone());
-            self.state.input_patches.push(InputPatchRecord { at: self.now, trigger: Trigger::Resume, patch: patch.patch().clone() });
+            self.patch_input(patch, Trigger::Resume);
         }
         self.state.status = ExecutionStatus::InProgress;
         for at in targets {

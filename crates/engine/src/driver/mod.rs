@@ -457,8 +457,8 @@ impl<S: Store> Driver<S> {
                 let Ok(result) = self.begin(new, now, batch) else { unreachable!("the pipeline's unfinished executions are in memory") };
                 self.reply_after_commit(&execution_id, result, reply, batch);
             }
-            Inbound::Redrive { entry_id, mode, force, scope, pipeline, new_execution_id, reply } => {
-                let request = redrive::RedriveRequest { entry_id, mode, force, scope, pipeline, new_execution_id };
+            Inbound::Redrive { entry_id, mode, force, scope, pipeline, new_execution_id, input_patch, reply } => {
+                let request = redrive::RedriveRequest { entry_id, mode, force, scope, pipeline, new_execution_id, input_patch };
                 self.redrive(request, reply, now, batch);
             }
             Inbound::Purge { filter, reply } => batch.deletes.push(Delete::Purge(filter, reply)),

@@ -22,11 +22,14 @@ pub(super) fn attempt_input(live: &Live) -> String {
     }
 }
 
+/// A stored input text with `patch` merged in, as text, within the limits.
+pub(super) fn patch_text(input_json: &str, patch: serde_json::Value) -> Result<String, String> {
+    Ok(InputPatch::apply_text(input_json, patch)?.input().to_string())
+}
+
 /// The execution's current input with `patch` merged in, within the limits.
-fn patched_input(execution_id: &str, live: &Live, patch: serde_json::Value) -> Result<InputPatch, EngineError> {
-    let base: serde_json::Value = serde_json::from_str(&attempt_input(live))
-        .map_err(|e| EngineError::CorruptState { id: execution_id.to_string(), reason: format!("its input: {e}") })?;
-    InputPatch::apply(&base, patch).map_err(|e| EngineError::LimitExceeded(e.to_string()))
+pub(super) fn patched_input(live: &Live, patch: serde_json::Value) -> Result<InputPatch, EngineError> {
+    InputPatch::apply_text(&attempt_input(live), patch).map_err(EngineError::LimitExceeded)
 }
 
 impl<S: Store> Driver<S> {
@@ -47,7 +50,7 @@ impl<S: Store> Driver<S> {
             let why = format!("version {version} of the pipeline has no action {}/{name}", stage.name);
             return Err(EngineError::Rejected(Rejection::Invalid(why)));
         };
-        let input = input_patch.map(|patch| patched_input(execution_id, live, patch)).transpose()?;
+        let input = input_patch.map(|patch| patched_input(live, patch)).transpose()?;
         Ok(Event::RetryFromAction { stage: si, action, input })
     }
 
@@ -77,7 +80,7 @@ impl<S: Store> Driver<S> {
                 })?)
             }
         };
-        let input = input_patch.map(|patch| patched_input(execution_id, live, patch)).transpose()?;
+        let input = input_patch.map(|patch| patched_input(live, patch)).transpose()?;
         self.apply(execution_id, Event::Resume { action: at, input }, now, batch).map_err(EngineError::Rejected)
     }
 }

@@ -393,7 +393,13 @@ impl<S: Store> Driver<S> {
             }
         }
         let event = match how {
-            StageRetry::Mode { mode, trigger } => Event::RetryStage { stage: si, mode, trigger },
+            StageRetry::Mode { mode, trigger, input_patch } => {
+                let live = &self.live[execution_id];
+                match input_patch.map(|patch| super::pause::patched_input(live, patch)).transpose() {
+                    Ok(input) => Event::RetryStage { stage: si, mode, trigger, input },
+                    Err(e) => return Ok(Err(e)),
+                }
+            }
             StageRetry::FromAction { action, input_patch } => match self.retry_from_event(execution_id, si, &action, input_patch) {
                 Ok(event) => event,
                 Err(e) => return Ok(Err(e)),

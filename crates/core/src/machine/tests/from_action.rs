@@ -80,3 +80,24 @@ fn a_paused_execution_can_be_retried_from_an_action_but_not_a_running_one() {
     assert_eq!(started(&fx), vec![AttemptId { at: at(0, 0), series: 2, attempt: 1 }]);
     assert_eq!(s.status, ExecutionStatus::InProgress);
 }
+
+#[test]
+fn a_stage_retry_can_carry_an_input_patch_recorded_with_its_trigger() {
+    let (p, mut s) = failed_in_group_two();
+    let patch = InputPatch::apply(&json!({"a": 1}), json!({"b": 2})).unwrap();
+    let event = Event::RetryStage { stage: 0, mode: RetryMode::FailedActions, trigger: Trigger::Redrive, input: Some(patch) };
+    let fx = apply(&p, &mut s, event, t(10)).unwrap();
+    assert_eq!(started(&fx), vec![AttemptId { at: at(0, 2), series: 2, attempt: 1 }]);
+    assert_eq!(s.input, Some(json!({"a": 1, "b": 2})));
+    assert_eq!(s.input_patches, vec![InputPatchRecord { at: t(10), trigger: Trigger::Redrive, patch: json!({"b": 2}) }]);
+    // A refused retry records nothing.
+    let before = s.clone();
+    let again = Event::RetryStage {
+        stage: 0,
+        mode: RetryMode::FailedActions,
+        trigger: Trigger::Manual,
+        input: Some(InputPatch::apply(&json!({}), json!({"c": 3})).unwrap()),
+    };
+    assert_eq!(apply(&p, &mut s, again, t(11)).unwrap_err(), Rejection::RetryInProgress);
+    assert_eq!(s, before);
+}

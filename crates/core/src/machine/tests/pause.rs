@@ -158,7 +158,7 @@ fn stale_and_misplaced_events_are_rejected_without_change() {
         (Event::Resume { action: Some(at(0, 1)), input: None }, |r| r.to_string() == "action S/B is not paused"),
         (Event::Start, |r| matches!(r, Rejection::AlreadyStarted)),
         (
-            Event::RetryStage { stage: 0, mode: RetryMode::FailedActions, trigger: Trigger::Manual },
+            Event::RetryStage { stage: 0, mode: RetryMode::FailedActions, trigger: Trigger::Manual, input: None },
             |r| matches!(r, Rejection::NotRetryable(m) if m.contains("paused")),
         ),
     ];
