@@ -63,6 +63,9 @@ fn paused_executions_survive_a_restart_then_resume_with_a_patched_input_or_fail_
 
     // A restart: still paused (nothing was in flight, nothing is retried).
     drop(server);
+    // Between the two, `redrive doctor` finds a paused execution sound (it waits for a person).
+    let (code, report, _) = parse(bin().args(["doctor", "--output", "json", "--db"]).arg(sb.db()).output().unwrap());
+    assert_eq!((code, &report["sound"]), (0, &json!(true)), "{report}");
     let server = start_server(server_command(&sb, "127.0.0.1:0").env_remove("REDRIVE_SERVER").env_remove("REDRIVE_CONFIG"));
     let url = server.url.clone();
     let mut again = paused_ids(&url);
