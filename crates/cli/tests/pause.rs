@@ -199,3 +199,17 @@ fn retry_stage_from_an_action_with_an_input_patch_reruns_that_group_on() {
     assert_eq!(series, [("Prepare", 1), ("Push", 2), ("Verify", 1)], "Prepare kept its result; Push re-ran; Verify ran once: {v}");
     assert_eq!(v["stages"][0]["manualRetries"], 1);
 }
+
+#[test]
+fn a_local_run_that_pauses_says_so_and_returns() {
+    let sb = Sandbox::new();
+    let file = sb.write("orders.yaml", DEFINITION);
+    let (code, summary, stderr) = sb.run_json(&file);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("is paused") && stderr.contains("redrive execution resume|fail"), "{stderr}");
+    assert!(summary.to_string().contains("Paused"), "{summary}");
+    // --resume finds it paused again and returns at once.
+    let (code, _, stderr) = sb.resume_json();
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("is paused"), "{stderr}");
+}
