@@ -145,6 +145,9 @@ fn execution_status(s: ExecutionStatus) -> w::PipelineExecutionStatus {
         ExecutionStatus::Failed => w::PipelineExecutionStatus::Failed,
         ExecutionStatus::Stopped => w::PipelineExecutionStatus::Stopped,
         ExecutionStatus::Superseded => w::PipelineExecutionStatus::Superseded,
+        // AWS has no Paused: the execution is unfinished and may still succeed
+        // (a resume), so InProgress; its paused action shows the failure.
+        ExecutionStatus::Paused => w::PipelineExecutionStatus::InProgress,
     }
 }
 
@@ -162,13 +165,14 @@ fn stage_status(s: StageStatus, execution: ExecutionStatus) -> Option<w::StageEx
 fn action_execution(a: &ActionState, updated: Timestamp) -> Option<w::ActionExecution> {
     let status = match a.status {
         ActionStatus::NotStarted => return None,
-        ActionStatus::Running | ActionStatus::WaitingRetry => w::ActionExecutionStatus::InProgress,
+        ActionStatus::Running | ActionStatus::WaitingRetry | ActionStatus::Paused => w::ActionExecutionStatus::InProgress,
         ActionStatus::Succeeded => w::ActionExecutionStatus::Succeeded,
         ActionStatus::Failed => w::ActionExecutionStatus::Failed,
     };
     let summary = match a.status {
         ActionStatus::WaitingRetry => a.next_attempt_at.map(|t| format!("attempt {} failed; retry scheduled at {t}", a.attempt)),
         ActionStatus::Running => Some(format!("attempt {} running", a.attempt)),
+        ActionStatus::Paused => Some(format!("paused: retries exhausted after attempt {}; resume or fail it (native API)", a.attempt)),
         _ => Some(format!("{} attempt(s) in series {}", a.attempt, a.series)),
     };
     Some(w::ActionExecution {

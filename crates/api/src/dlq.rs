@@ -394,6 +394,7 @@ fn redrive_request(b: w::RedriveRequest, scope: QueueScope) -> Result<(RedriveRe
         scope,
         entry_id: b.entry_id,
         force: b.force.unwrap_or(false),
+        input_patch: b.input_patch,
         exception_type: b.exception_type,
         pipeline_name: b.source,
         older_than_ms: b.older_than.as_deref().map(parse_older_than).transpose()?,
@@ -564,6 +565,24 @@ pub fn register_dlq_metrics(registry: &mut Registry, queues: &[DlqQueueStats], t
     );
 }
 
+/// Unfinished executions a scrape looks at for `redrive_executions_paused`
+/// (newest first); a scrape never parses more states.
+const MAX_METRICS_UNFINISHED: usize = 10_000;
+
+/// Paused executions as the store holds them at scrape time.
+fn register_paused_metrics(registry: &mut Registry, paused: u64, truncated: bool) {
+    let count = Gauge::<i64>::default();
+    count.set(i64::try_from(paused).unwrap_or(i64::MAX));
+    registry.register("redrive_executions_paused", "Pipeline executions paused on exhaustion, waiting for resume or fail", count);
+    let cut = Gauge::<i64>::default();
+    cut.set(i64::from(truncated));
+    registry.register(
+        "redrive_executions_paused_truncated",
+        "1 if more unfinished executions exist than the scrape looked at for redrive_executions_paused",
+        cut,
+    );
+}
+
 /// The durable timers as the store holds them at scrape time.
 fn register_timer_metrics(registry: &mut Registry, pending: u64, next_due: Option<Timestamp>, now: Timestamp) {
     let count = Gauge::<i64>::default();
@@ -593,8 +612,10 @@ async fn metrics<S: Store>(State(svc): St<S>) -> Result<Response> {
     let unavailable = |e: redrive_store::StoreError| ApiError(ServiceError::Unavailable(e.to_string()));
     let timers_pending = svc.store().count_timers().await.map_err(unavailable)?;
     let next_due = svc.store().next_timer_due().await.map_err(unavailable)?;
+    let (paused, paused_truncated) = svc.count_paused(MAX_METRICS_UNFINISHED).await?;
     let now = svc.now();
     let mut registry = Registry::default();
+    register_paused_metrics(&mut registry, paused, paused_truncated);
     register_dlq_metrics(&mut registry, &queues, truncated, now);
     register_timer_metrics(&mut registry, timers_pending, next_due, now);
     svc.engine().metrics().register(&mut registry);

@@ -39,6 +39,8 @@ pub fn router<S: Store>() -> OpenApiRouter<Arc<Service<S>>> {
         .routes(op::<__path_get_execution, _, _, _>(get_execution::<S>))
         .routes(op::<__path_export_execution, _, _, _>(export_execution::<S>))
         .routes(op::<__path_stop_execution, _, _, _>(stop_execution::<S>))
+        .routes(op::<__path_resume_execution, _, _, _>(resume_execution::<S>))
+        .routes(op::<__path_fail_execution, _, _, _>(fail_execution::<S>))
         .routes(op::<__path_retry_stage, _, _, _>(retry_stage::<S>))
         .routes(op::<__path_list_action_executions, _, _, _>(list_action_executions::<S>))
 }
@@ -58,6 +60,7 @@ pub fn execution_status(s: m::ExecutionStatus) -> w::ExecutionStatus {
         E::Failed => w::ExecutionStatus::Failed,
         E::Stopped => w::ExecutionStatus::Stopped,
         E::Superseded => w::ExecutionStatus::Superseded,
+        E::Paused => w::ExecutionStatus::Paused,
     }
 }
 
@@ -79,6 +82,7 @@ fn action_status(s: m::ActionStatus) -> w::ActionStatus {
         A::WaitingRetry => w::ActionStatus::WaitingRetry,
         A::Succeeded => w::ActionStatus::Succeeded,
         A::Failed => w::ActionStatus::Failed,
+        A::Paused => w::ActionStatus::Paused,
     }
 }
 
@@ -89,12 +93,13 @@ pub fn trigger(t: m::Trigger) -> w::Trigger {
         m::Trigger::StageAutoRetry => w::Trigger::StageAutoRetry,
         m::Trigger::Manual => w::Trigger::Manual,
         m::Trigger::Redrive => w::Trigger::Redrive,
+        m::Trigger::Resume => w::Trigger::Resume,
     }
 }
 
 /// A ledger row's `trigger` column, written from `machine::Trigger::as_str`.
 pub fn ledger_trigger(text: &str) -> w::Trigger {
-    [m::Trigger::Initial, m::Trigger::Policy, m::Trigger::StageAutoRetry, m::Trigger::Manual, m::Trigger::Redrive]
+    [m::Trigger::Initial, m::Trigger::Policy, m::Trigger::StageAutoRetry, m::Trigger::Manual, m::Trigger::Redrive, m::Trigger::Resume]
         .into_iter()
         .find(|t| t.as_str() == text)
         .map_or(w::Trigger::Initial, trigger)
@@ -157,7 +162,8 @@ pub fn execution(view: &ExecutionView, stage_names: &[(String, Vec<String>)]) ->
         start_time: s.started_at.to_string(),
         last_update_time: view.record.updated_at.to_string(),
         end_time: s.finished_at.map(|t| t.to_string()),
-        input: serde_json::from_str::<Value>(&view.record.input_json).unwrap_or(Value::Null),
+        // The input attempts get: as a resume patched it, else as created.
+        input: s.input.clone().unwrap_or_else(|| serde_json::from_str::<Value>(&view.record.input_json).unwrap_or(Value::Null)),
         failure: s.failure.as_ref().map(failure),
         stages: s.stages.iter().zip(stage_names).map(|(st, names)| stage_view(st, names)).collect(),
     }
@@ -379,6 +385,29 @@ async fn stop_execution<S: Store>(
     Ok(Json(w::ExecutionId { pipeline_execution_id: id }))
 }
 
+/// Resumes a `Paused` execution: its paused actions (or `action`) start a fresh
+/// series of attempts, the input merge-patched by `input` first.
+#[utoipa::path(post, path = "/v1/pipelines/{name}/executions/{id}/resume", tag = "executions",
+    params(("name" = String, Path), ("id" = String, Path)), request_body = w::ResumeExecutionRequest,
+    responses((status = 200, description = "Success", body = w::ExecutionId), (status = "4XX", description = "The request was refused; `error.code` says why", body = w::ErrorResponse), (status = 503, description = "The engine is degraded; `Retry-After` says when to retry", body = w::ErrorResponse)))]
+async fn resume_execution<S: Store>(
+    State(svc): St<S>,
+    Path((name, id)): Path<(String, String)>,
+    JsonBody(body): JsonBody<w::ResumeExecutionRequest>,
+) -> Result<Json<w::ExecutionId>> {
+    svc.resume_execution(&name, &id, body.action.as_deref(), body.input).await?;
+    Ok(Json(w::ExecutionId { pipeline_execution_id: id }))
+}
+
+/// Fails a `Paused` execution for good (dead-lettered like any failure).
+#[utoipa::path(post, path = "/v1/pipelines/{name}/executions/{id}/fail", tag = "executions",
+    params(("name" = String, Path), ("id" = String, Path)),
+    responses((status = 200, description = "Success", body = w::ExecutionId), (status = "4XX", description = "The request was refused; `error.code` says why", body = w::ErrorResponse), (status = 503, description = "The engine is degraded; `Retry-After` says when to retry", body = w::ErrorResponse)))]
+async fn fail_execution<S: Store>(State(svc): St<S>, Path((name, id)): Path<(String, String)>) -> Result<Json<w::ExecutionId>> {
+    svc.fail_execution(&name, &id).await?;
+    Ok(Json(w::ExecutionId { pipeline_execution_id: id }))
+}
+
 /// Each stage's latest execution.
 #[utoipa::path(get, path = "/v1/pipelines/{name}/state", tag = "pipelines", params(("name" = String, Path)),
     responses((status = 200, description = "Success", body = w::PipelineState), (status = "4XX", description = "The request was refused; `error.code` says why", body = w::ErrorResponse)))]
@@ -430,6 +459,14 @@ async fn retry_stage<S: Store>(
     Path((name, id, stage)): Path<(String, String, String)>,
     JsonBody(body): JsonBody<w::RetryStageRequest>,
 ) -> Result<Json<w::ExecutionId>> {
-    let id = svc.retry_stage(&name, &stage, &id, retry_mode(body.retry_mode), m::Trigger::Manual).await?;
+    let id = match (body.retry_mode, body.from_action) {
+        (Some(mode), None) if body.input_patch.is_none() => {
+            svc.retry_stage(&name, &stage, &id, retry_mode(mode), m::Trigger::Manual).await?
+        }
+        (None, Some(action)) => svc.retry_stage_from(&name, &stage, &id, &action, body.input_patch).await?,
+        (Some(_), None) => return Err(invalid("inputPatch is only allowed with fromAction")),
+        (Some(_), Some(_)) => return Err(invalid("give retryMode or fromAction, not both")),
+        (None, None) => return Err(invalid("retryMode (FAILED_ACTIONS or ALL_ACTIONS) or fromAction is required")),
+    };
     Ok(Json(w::ExecutionId { pipeline_execution_id: id }))
 }

@@ -587,3 +587,28 @@ async fn an_attempt_held_by_an_open_breaker_says_so_on_the_board_and_in_the_api(
     let statuses: Vec<&str> = ledger["actionExecutions"].as_array().unwrap().iter().map(|r| r["status"].as_str().unwrap()).collect();
     assert_eq!(statuses, ["DEFERRED", "FAILED"], "newest first: {ledger}");
 }
+
+#[tokio::test]
+async fn a_paused_execution_is_badged_listed_and_offers_resume_and_fail() {
+    let s = server().await;
+    let def = json!({"name": "halt", "executionMode": "PARALLEL", "stages": [{"name": "S", "actions": [
+        {"name": "A", "command": ["false"], "onExhausted": "PAUSE", "retryPolicies": [{"exceptionType": ["Action.FAILED"], "maxAttempts": 0}]}
+    ]}]});
+    assert_eq!(s.post("/v1/pipelines", def).await.0, 201);
+    let id = s.start("halt", json!({})).await;
+    s.wait_execution("halt", &id, |v| v["status"] == "Paused").await;
+    let list = s.html("/console/pipelines/halt/executions?status=Paused").await;
+    assert!(list.contains(&id) && list.contains("s-paused"), "{list}");
+    let exec = s.html(&format!("/console/pipelines/halt/executions/{id}")).await;
+    for op in ["resume", "fail", "stop"] {
+        assert!(exec.contains(&format!(r#"data-post="/v1/pipelines/halt/executions/{id}/{op}""#)), "{op}: {exec}");
+    }
+    assert!(exec.contains("⏸"), "an icon beside the word: {exec}");
+    // The buttons' requests: fail works once, then the execution is Failed and offers neither.
+    let (st, v) = s.post(&format!("/v1/pipelines/halt/executions/{id}/fail"), json!({})).await;
+    assert_eq!(st, 200, "{v}");
+    let (st, v) = s.post(&format!("/v1/pipelines/halt/executions/{id}/resume"), json!({})).await;
+    assert_eq!((st, v["error"]["message"].as_str()), (409, Some("the execution is not paused (it is Failed)")), "{v}");
+    let exec = s.html(&format!("/console/pipelines/halt/executions/{id}")).await;
+    assert!(!exec.contains("data-post="), "{exec}");
+}

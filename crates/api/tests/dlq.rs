@@ -555,6 +555,7 @@ async fn schedules_and_their_runs() {
             max_entries: None,
             rate: DEFAULT_RATE,
             mode: RedriveMode::RetryStage,
+            input_patch: None,
         },
     };
     let s = server_with(vec![schedule]).await;

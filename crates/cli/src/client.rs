@@ -292,9 +292,34 @@ impl Client {
         self.send(reqwest::Method::POST, self.url(&["v1", "pipelines", name, "executions", id, "stop"], &[]), Some(&body)).await
     }
 
+    /// `POST /v1/pipelines/{name}/executions/{id}/stages/{stage}/retry` from an action.
+    pub async fn retry_stage_from(
+        &self,
+        name: &str,
+        id: &str,
+        stage: &str,
+        action: &str,
+        input_patch: Option<Value>,
+    ) -> Result<w::ExecutionId> {
+        let body = w::RetryStageRequest { retry_mode: None, from_action: Some(action.to_string()), input_patch };
+        let url = self.url(&["v1", "pipelines", name, "executions", id, "stages", stage, "retry"], &[]);
+        self.send(reqwest::Method::POST, url, Some(&body)).await
+    }
+
+    /// `POST /v1/pipelines/{name}/executions/{id}/resume`.
+    pub async fn resume_execution(&self, name: &str, id: &str, body: &w::ResumeExecutionRequest) -> Result<w::ExecutionId> {
+        self.send(reqwest::Method::POST, self.url(&["v1", "pipelines", name, "executions", id, "resume"], &[]), Some(body)).await
+    }
+
+    /// `POST /v1/pipelines/{name}/executions/{id}/fail`.
+    pub async fn fail_execution(&self, name: &str, id: &str) -> Result<w::ExecutionId> {
+        let url = self.url(&["v1", "pipelines", name, "executions", id, "fail"], &[]);
+        self.send(reqwest::Method::POST, url, Some(&serde_json::json!({}))).await
+    }
+
     /// `POST /v1/pipelines/{name}/executions/{id}/stages/{stage}/retry`.
     pub async fn retry_stage(&self, name: &str, id: &str, stage: &str, retry_mode: w::RetryMode) -> Result<w::ExecutionId> {
-        let body = w::RetryStageRequest { retry_mode };
+        let body = w::RetryStageRequest { retry_mode: Some(retry_mode), from_action: None, input_patch: None };
         let url = self.url(&["v1", "pipelines", name, "executions", id, "stages", stage, "retry"], &[]);
         self.send(reqwest::Method::POST, url, Some(&body)).await
     }
@@ -386,6 +411,7 @@ pub struct RedriveBody {
     pub dry_run: bool,
     pub entry_id: Option<String>,
     pub force: bool,
+    pub input_patch: Option<Value>,
 }
 
 impl RedriveBody {
@@ -401,6 +427,7 @@ impl RedriveBody {
             dry_run: self.dry_run.then_some(true),
             entry_id: self.entry_id.clone(),
             force: self.force.then_some(true),
+            input_patch: self.input_patch.clone(),
         }
     }
 }

@@ -762,6 +762,7 @@ impl Cx<'_> {
                 max_entries,
                 rate: rate?,
                 mode: mode?,
+                input_patch: None,
             },
         })
     }

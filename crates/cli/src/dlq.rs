@@ -311,6 +311,10 @@ pub struct RedriveArgs {
     /// With --entry: redrive it even if it is poison (the only way to).
     #[arg(long, requires = "entry")]
     force: bool,
+    /// A JSON merge patch (RFC 7396) for the input each entry is resubmitted
+    /// with (retry-stage: the execution's input, recorded with it).
+    #[arg(long, value_name = "JSON")]
+    input_patch: Option<String>,
     /// Do not wait for the redrive: print its run id and return.
     #[arg(long, conflicts_with = "dry_run")]
     no_wait: bool,
@@ -633,7 +637,12 @@ fn redrive(args: RedriveArgs) -> u8 {
         Ok(f) => f,
         Err(e) => return invalid(&e),
     };
+    let input_patch = match args.input_patch.as_deref().map(serde_json::from_str::<serde_json::Value>).transpose() {
+        Ok(p) => p,
+        Err(e) => return invalid(&format!("--input-patch is not JSON: {e}")),
+    };
     let body = RedriveBody {
+        input_patch,
         filters,
         max_entries: args.max,
         rate: Some(args.rate.clone()),

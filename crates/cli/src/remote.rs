@@ -98,6 +98,9 @@ pub struct FileArgs {
     remote: Remote,
 }
 
+/// The values `execution list --status` accepts.
+const EXECUTION_STATUSES: [&str; 7] = ["InProgress", "Stopping", "Paused", "Succeeded", "Failed", "Stopped", "Superseded"];
+
 #[derive(clap::Subcommand)]
 pub enum ExecutionCommand {
     /// Start an execution of a pipeline's latest version; prints its id.
@@ -123,6 +126,9 @@ pub enum ExecutionCommand {
         /// store holds, e.g. a process serving them with `engine.serve(ADDR)`.
         #[arg(long)]
         function: bool,
+        /// Only executions with this status (of the pages fetched).
+        #[arg(long, value_name = "STATUS", value_parser = EXECUTION_STATUSES, conflicts_with = "function")]
+        status: Option<String>,
         #[command(flatten)]
         paging: Paging,
         #[command(flatten)]
@@ -168,6 +174,27 @@ pub enum ExecutionCommand {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Resume a Paused execution (its actions exhausted their retries under
+    /// `onExhausted: PAUSE`): its paused actions start a fresh series of attempts.
+    Resume {
+        pipeline: String,
+        execution_id: String,
+        /// Only this paused action.
+        #[arg(long, value_name = "STAGE/ACTION")]
+        action: Option<String>,
+        /// A JSON merge patch (RFC 7396) applied to the execution's input first.
+        #[arg(long, value_name = "JSON")]
+        input: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Fail a Paused execution for good (then the dead-letter rules apply).
+    Fail {
+        pipeline: String,
+        execution_id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// List every attempt of a pipeline's actions (the ledger), newest first.
     Attempts {
         pipeline: String,
@@ -194,6 +221,23 @@ pub struct StateArgs {
 {\"pipelineName\": \"P\", \"stageName\": \"S\", \"pipelineExecutionId\": \"ID\", \"retryMode\": \"FAILED_ACTIONS\"}\n\
 Flags given beside it override its fields.")]
 pub struct RetryStageArgs {
+    /// The pipeline (or --pipeline).
+    #[arg(value_name = "PIPELINE")]
+    pipeline_arg: Option<String>,
+    /// The execution (or --execution-id).
+    #[arg(value_name = "EXECUTION_ID")]
+    execution_id_arg: Option<String>,
+    /// The stage (or --stage).
+    #[arg(value_name = "STAGE")]
+    stage_arg: Option<String>,
+    /// Re-run the stage from this action's runOrder group on, on a Failed or
+    /// Paused execution (earlier groups keep their results); instead of --mode.
+    #[arg(long, value_name = "ACTION", conflicts_with = "mode")]
+    from_action: Option<String>,
+    /// With --from-action: a JSON merge patch (RFC 7396) applied to the
+    /// execution's input first, recorded with the execution.
+    #[arg(long, value_name = "JSON", requires = "from_action")]
+    input_patch: Option<String>,
     /// The pipeline.
     #[arg(long, visible_alias = "pipeline-name", value_name = "NAME")]
     pipeline: Option<String>,
@@ -503,7 +547,7 @@ pub fn execution(cmd: ExecutionCommand) -> u8 {
                 Ok(exit::SUCCEEDED)
             })
         }
-        ExecutionCommand::List { pipeline: name, function: true, paging, remote } => run(&remote, |c, out| async move {
+        ExecutionCommand::List { pipeline: name, function: true, status: _, paging, remote } => run(&remote, |c, out| async move {
             let v: w::FunctionExecutionList = collect_pages(c.server(), &paging, out, |t, n| {
                 let (c, name) = (&c, &name);
                 async move { c.list_function_executions(name, t.as_deref(), Some(n)).await }
@@ -525,12 +569,15 @@ pub fn execution(cmd: ExecutionCommand) -> u8 {
             }
             Ok(exit::SUCCEEDED)
         }),
-        ExecutionCommand::List { pipeline, function: false, paging, remote } => run(&remote, |c, out| async move {
-            let v: w::ExecutionList = collect_pages(c.server(), &paging, out, |t, n| {
+        ExecutionCommand::List { pipeline, function: false, status, paging, remote } => run(&remote, |c, out| async move {
+            let mut v: w::ExecutionList = collect_pages(c.server(), &paging, out, |t, n| {
                 let (c, pipeline) = (&c, &pipeline);
                 async move { c.list_executions(pipeline, t.as_deref(), Some(n)).await }
             })
             .await?;
+            if let Some(status) = &status {
+                v.executions.retain(|e| e.status.as_str() == status);
+            }
             if out == OutputFormat::Json {
                 print_json(&v);
                 return Ok(exit::SUCCEEDED);
@@ -584,6 +631,35 @@ pub fn execution(cmd: ExecutionCommand) -> u8 {
                 println!("stopping execution {execution_id}: running attempts are abandoned");
             } else {
                 println!("stopping execution {execution_id}: no new attempts start; running ones finish");
+            }
+            Ok(exit::SUCCEEDED)
+        }),
+        ExecutionCommand::Resume { pipeline, execution_id, action, input, remote } => {
+            let input = match input.as_deref().map(serde_json::from_str::<serde_json::Value>).transpose() {
+                Ok(input) => input,
+                Err(e) => {
+                    eprintln!("error: --input is not JSON: {e}");
+                    return exit::INVALID_INPUT;
+                }
+            };
+            run(&remote, |c, out| async move {
+                let body = w::ResumeExecutionRequest { action: action.clone(), input };
+                let v = c.resume_execution(&pipeline, &execution_id, &body).await?;
+                if out == OutputFormat::Json {
+                    print_json(&v);
+                } else {
+                    let what = action.map_or_else(|| "its paused actions start".to_string(), |a| format!("{a} starts"));
+                    println!("resumed execution {execution_id}: {what} a fresh series of attempts");
+                }
+                Ok(exit::SUCCEEDED)
+            })
+        }
+        ExecutionCommand::Fail { pipeline, execution_id, remote } => run(&remote, |c, out| async move {
+            let v = c.fail_execution(&pipeline, &execution_id).await?;
+            if out == OutputFormat::Json {
+                print_json(&v);
+            } else {
+                println!("failed execution {execution_id} for good");
             }
             Ok(exit::SUCCEEDED)
         }),
@@ -963,15 +1039,15 @@ pub fn retry_stage(args: RetryStageArgs) -> u8 {
         }
     };
     // Flags override the file.
-    req.pipeline_name = args.pipeline.or(req.pipeline_name);
-    req.stage_name = args.stage.or(req.stage_name);
-    req.pipeline_execution_id = args.execution_id.or(req.pipeline_execution_id);
+    req.pipeline_name = args.pipeline.or(args.pipeline_arg).or(req.pipeline_name);
+    req.stage_name = args.stage.or(args.stage_arg).or(req.stage_name);
+    req.pipeline_execution_id = args.execution_id.or(args.execution_id_arg).or(req.pipeline_execution_id);
     req.retry_mode = args.mode.or(req.retry_mode);
     let missing: Vec<&str> = [
         ("--pipeline (pipelineName)", req.pipeline_name.is_none()),
         ("--stage (stageName)", req.stage_name.is_none()),
         ("--execution-id (pipelineExecutionId)", req.pipeline_execution_id.is_none()),
-        ("--mode (retryMode)", req.retry_mode.is_none()),
+        ("--mode (retryMode)", req.retry_mode.is_none() && args.from_action.is_none()),
     ]
     .into_iter()
     .filter(|(_, m)| *m)
@@ -992,6 +1068,9 @@ pub fn retry_stage(args: RetryStageArgs) -> u8 {
         req.pipeline_execution_id.unwrap_or_default(),
         req.retry_mode.unwrap_or_default(),
     );
+    if let Some(action) = args.from_action {
+        return retry_stage_from(&args.remote, (p, id, s), action, args.input_patch.as_deref());
+    }
     let Ok(mode) = serde_json::from_value::<w::RetryMode>(Value::String(mode.clone())) else {
         eprintln!("error: retryMode {mode:?} is not one of FAILED_ACTIONS, ALL_ACTIONS");
         return exit::INVALID_INPUT;
@@ -1002,6 +1081,26 @@ pub fn retry_stage(args: RetryStageArgs) -> u8 {
             print_json(&v);
         } else {
             println!("retrying stage {s} of execution {} ({mode})", v.pipeline_execution_id);
+        }
+        Ok(exit::SUCCEEDED)
+    })
+}
+
+/// `retry-stage … --from-action A [--input-patch JSON]` (native API only).
+fn retry_stage_from(remote: &Remote, (p, id, s): (String, String, String), action: String, input_patch: Option<&str>) -> u8 {
+    let input_patch = match input_patch.map(serde_json::from_str::<Value>).transpose() {
+        Ok(patch) => patch,
+        Err(e) => {
+            eprintln!("error: --input-patch is not JSON: {e}");
+            return exit::INVALID_INPUT;
+        }
+    };
+    run(remote, |c, out| async move {
+        let v = c.retry_stage_from(&p, &id, &s, &action, input_patch).await?;
+        if out == OutputFormat::Json {
+            print_json(&v);
+        } else {
+            println!("retrying stage {s} of execution {} from action {action}", v.pipeline_execution_id);
         }
         Ok(exit::SUCCEEDED)
     })

@@ -253,7 +253,8 @@ impl Summary {
         serde_json::json!({
             "executionId": self.execution.id,
             "pipeline": {"name": self.execution.target.name(), "version": self.execution.target.pipeline_version()},
-            "status": self.execution.status,
+            // The state's status: the store keeps every unfinished one (Paused too) InProgress.
+            "status": self.state.status.as_str(),
             "startedAt": self.state.started_at.to_string(),
             "finishedAt": self.state.finished_at.map(|t| t.to_string()),
             "durationMs": self.duration_ms(),
@@ -269,7 +270,7 @@ impl Summary {
             self.execution.id,
             self.execution.target.name(),
             self.execution.target.pipeline_version().unwrap_or_default(),
-            self.execution.status,
+            self.state.status.as_str(),
             human_duration_ms(self.duration_ms())
         );
         println!();

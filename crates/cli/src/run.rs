@@ -155,6 +155,7 @@ async fn run_async(args: RunArgs, loaded: Option<(PathBuf, crate::load::LoadedFi
 
     let outcome = tokio::select! {
         r = wait_all(&handle, &ids) => r,
+        statuses = settled_paused(store.as_ref(), &ids) => statuses,
         _ = tokio::signal::ctrl_c() => {
             progress.finish();
             eprintln!("\ninterrupted: progress is saved; continue with `redrive run --resume --db {}`", args.db);
@@ -196,7 +197,37 @@ Inspect and redrive it through a server on this store: `redrive server --db {}`,
             );
         }
     }
+    for (id, status) in ids.iter().zip(&statuses) {
+        if *status == ExecutionStatus::Paused {
+            eprintln!(
+                "execution {id} is paused: an action exhausted its retries under onExhausted: PAUSE. Resume or fail it \
+through a server on this store: `redrive server --db {}`, then `redrive execution resume|fail PIPELINE {id}`",
+                args.db
+            );
+        }
+    }
     Ok(if statuses.iter().all(|s| *s == ExecutionStatus::Succeeded) { exit::SUCCEEDED } else { exit::EXECUTION_FAILED })
+}
+
+/// How often `run` looks for executions that paused (nothing wakes a paused
+/// execution in a local run: it waits for a person, through a server).
+const PAUSED_POLL_MS: u64 = 250;
+
+/// Resolves once every execution is paused or finished, with at least one
+/// paused (as stored): what a local run then reports. Never resolves otherwise.
+async fn settled_paused<S: Store>(store: &S, ids: &[String]) -> Result<Vec<ExecutionStatus>, redrive_engine::EngineError> {
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(PAUSED_POLL_MS)).await;
+        let mut statuses = Vec::new();
+        for id in ids {
+            let Ok(Some(rec)) = store.get_execution(id).await else { break };
+            statuses.push(redrive_engine::service::execution_state(&rec).status);
+        }
+        let settled = |s: &ExecutionStatus| s.is_finished() || *s == ExecutionStatus::Paused;
+        if statuses.len() == ids.len() && statuses.iter().all(settled) && statuses.contains(&ExecutionStatus::Paused) {
+            return Ok(statuses);
+        }
+    }
 }
 
 async fn wait_all(handle: &EngineHandle, ids: &[String]) -> Result<Vec<ExecutionStatus>, redrive_engine::EngineError> {

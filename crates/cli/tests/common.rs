@@ -5,7 +5,7 @@ use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_redrive"))
@@ -146,6 +146,12 @@ pub fn start_server(cmd: &mut Command) -> ServerProcess {
 
 /// A minimal HTTP/1.1 client (one request per connection): (status, JSON body or null).
 pub fn http(addr: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let (status, text) = http_text(addr, method, path, body);
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// Like [`http`], the body as text.
+pub fn http_text(addr: &str, method: &str, path: &str, body: Option<Value>) -> (u16, String) {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     let body = body.map(|b| b.to_string()).unwrap_or_default();
     write!(s, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
@@ -153,7 +159,7 @@ pub fn http(addr: &str, method: &str, path: &str, body: Option<Value>) -> (u16, 
     s.read_to_string(&mut out).unwrap();
     let status: u16 = out[9..12].parse().unwrap();
     let text = out.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
-    (status, serde_json::from_str(text).unwrap_or(Value::Null))
+    (status, text.to_string())
 }
 
 /// A finished `redrive` client command.
@@ -190,4 +196,16 @@ pub fn finish(out: Output) -> Run {
 /// `redrive ARGS` against `server` (through REDRIVE_SERVER).
 pub fn cli(server: &str, args: &[&str]) -> Run {
     finish(bin().args(args).env("REDRIVE_SERVER", server).output().expect("spawn redrive"))
+}
+
+/// Polls `f` until it returns `Some`, for at most 30 s.
+pub fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

@@ -7,21 +7,8 @@ mod common;
 use common::*;
 use serde_json::Value;
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 const QUEUE: &str = "dlq-orders";
-
-/// Polls `f` until it returns `Some`, for at most 20 s.
-fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 /// Entries of the queue in `state` (`queued`, `resolved`, `all`, ...), as JSON.
 fn entries(url: &str, state: &str) -> Vec<Value> {

@@ -7,19 +7,7 @@
 mod common;
 use common::*;
 use serde_json::Value;
-use std::time::{Duration, Instant};
-
-/// Polls `f` until it returns `Some`, for at most 30 s.
-fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+use std::time::Duration;
 
 fn executions(url: &str, pipeline: &str) -> Vec<Value> {
     cli(url, &["execution", "list", pipeline, "--output", "json"]).ok().json()["executions"].as_array().unwrap().clone()

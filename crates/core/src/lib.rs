@@ -27,6 +27,7 @@ pub mod function;
 pub mod jitter;
 pub mod limits;
 pub mod machine;
+pub mod merge_patch;
 pub mod name;
 pub mod policy;
 pub mod retention;

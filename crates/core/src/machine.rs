@@ -10,6 +10,7 @@ use crate::definition::{Pipeline, RetryMode};
 use crate::dependency::DeferReason;
 use crate::exception::{ExceptionType, Failure};
 use crate::jitter::JitterDraw;
+use crate::merge_patch::InputPatch;
 use crate::name::Name;
 use crate::policy::{Decision, RetryHistory, decide};
 use crate::time::Timestamp;
@@ -25,6 +26,9 @@ pub enum ExecutionStatus {
     Stopped,
     /// A newer execution of the pipeline overtook this one (SUPERSEDED mode).
     Superseded,
+    /// An action exhausted its retries under `onExhausted: PAUSE`: nothing runs
+    /// until [`Event::Resume`] or [`Event::Fail`]. Unfinished.
+    Paused,
 }
 
 impl ExecutionStatus {
@@ -36,6 +40,7 @@ impl ExecutionStatus {
             ExecutionStatus::Failed => "Failed",
             ExecutionStatus::Stopped => "Stopped",
             ExecutionStatus::Superseded => "Superseded",
+            ExecutionStatus::Paused => "Paused",
         }
     }
 
@@ -62,6 +67,8 @@ pub enum ActionStatus {
     Succeeded,
     /// Failed for good in this series.
     Failed,
+    /// Exhausted its retries under `onExhausted: PAUSE`: waits for a person.
+    Paused,
 }
 
 /// What started a series of attempts, or one attempt.
@@ -78,6 +85,8 @@ pub enum Trigger {
     Manual,
     /// A dead-letter-queue redrive.
     Redrive,
+    /// A paused action resumed by a person or client ([`Event::Resume`]).
+    Resume,
 }
 
 impl Trigger {
@@ -88,6 +97,7 @@ impl Trigger {
             Trigger::StageAutoRetry => "stage-auto-retry",
             Trigger::Manual => "manual",
             Trigger::Redrive => "redrive",
+            Trigger::Resume => "resume",
         }
     }
 }
@@ -215,6 +225,23 @@ pub struct ExecutionState {
     /// Why the engine itself failed the execution ([`Event::Abort`]), if it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<Failure>,
+    /// The input attempts get, once a resume patched it ([`Event::Resume`]);
+    /// `None`: the input the execution was created with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<serde_json::Value>,
+    /// Every input patch applied, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub input_patches: Vec<InputPatchRecord>,
+}
+
+/// One input patch applied to an execution (the history [`Event::Resume`] keeps).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InputPatchRecord {
+    pub at: Timestamp,
+    pub trigger: Trigger,
+    /// The merge patch as given.
+    pub patch: serde_json::Value,
 }
 
 /// Where an execution stands with SUPERSEDED mode's stage locks (see
@@ -285,6 +312,8 @@ impl ExecutionState {
             waiting_for_stage: None,
             dead_letter: None,
             failure: None,
+            input: None,
+            input_patches: Vec::new(),
             stages: pipeline
                 .stages
                 .iter()
@@ -363,11 +392,14 @@ pub enum Event {
     },
     /// The engine restarted: attempts marked running were lost in flight.
     Recover,
-    /// Re-run a failed stage (manual retry or redrive).
+    /// Re-run a failed stage (manual retry or redrive); `input` (a redrive's
+    /// input patch) replaces the execution's input, recorded in
+    /// [`ExecutionState::input_patches`].
     RetryStage {
         stage: usize,
         mode: RetryMode,
         trigger: Trigger,
+        input: Option<InputPatch>,
     },
     /// An attempt that was committed as started was never dispatched (the engine is
     /// shutting down): un-start it and make it due again at once, so that after a
@@ -410,6 +442,23 @@ pub enum Event {
     /// big), and the execution finishes `Failed` — dead-lettered like any failure.
     Abort {
         failure: Failure,
+    },
+    /// A paused execution continues: its paused actions (or only `action`)
+    /// start a fresh series of attempts; `input` replaces the execution's input
+    /// (recorded in [`ExecutionState::input_patches`]). See [`pause`].
+    Resume {
+        action: Option<ActionAt>,
+        input: Option<InputPatch>,
+    },
+    /// A paused execution gives up for good: it fails with the failures its
+    /// paused actions recorded, dead-lettered like any failure.
+    Fail,
+    /// Re-run stage `stage` from `action`'s runOrder group on (native API; see
+    /// [`from_action`]), the input merge-patched by `input`.
+    RetryFromAction {
+        stage: usize,
+        action: usize,
+        input: Option<InputPatch>,
     },
 }
 
@@ -474,6 +523,9 @@ pub enum Rejection {
     AlreadyStopping,
     #[error("{0}")]
     Invalid(String),
+    /// Resume or Fail of an execution that is not paused.
+    #[error("the execution is not paused (it is {})", .0.as_str())]
+    NotPaused(ExecutionStatus),
 }
 
 /// The message recorded for a pending retry cancelled by a stop.
@@ -489,6 +541,24 @@ pub const IN_FLIGHT_LOST_MESSAGE: &str = "the engine stopped while this attempt 
 /// ALL_ACTIONS every action of the stage. [`apply`] of `Event::RetryStage` makes
 /// exactly these checks; consoles and CLIs call this to preview a retry.
 pub fn retry_targets(state: &ExecutionState, si: usize, mode: RetryMode) -> Result<Vec<usize>, Rejection> {
+    let stage = check_stage_retry(state, si)?;
+    if state.status == ExecutionStatus::Paused {
+        return Err(Rejection::NotRetryable("the execution is paused: resume it or fail it".into()));
+    }
+    if !stage.actions.iter().any(|a| a.status == ActionStatus::Failed) {
+        return Err(Rejection::NotRetryable("the stage has no failed actions".into()));
+    }
+    if mode == RetryMode::AllActions && stage.actions.iter().any(ActionState::is_active) {
+        return Err(Rejection::NotRetryable("ALL_ACTIONS is refused while actions of the stage are in progress".into()));
+    }
+    Ok(match mode {
+        RetryMode::FailedActions => (0..stage.actions.len()).filter(|&ai| stage.actions[ai].status == ActionStatus::Failed).collect(),
+        RetryMode::AllActions => (0..stage.actions.len()).collect(),
+    })
+}
+
+/// The checks every stage retry makes of the state, whatever it re-runs.
+fn check_stage_retry(state: &ExecutionState, si: usize) -> Result<&StageState, Rejection> {
     let Some(stage) = state.stages.get(si) else {
         return Err(Rejection::Invalid(format!("no stage with index {si}")));
     };
@@ -504,25 +574,20 @@ pub fn retry_targets(state: &ExecutionState, si: usize, mode: RetryMode) -> Resu
     if stage.retry_in_progress {
         return Err(Rejection::RetryInProgress);
     }
-    if !stage.actions.iter().any(|a| a.status == ActionStatus::Failed) {
-        return Err(Rejection::NotRetryable("the stage has no failed actions".into()));
-    }
-    if mode == RetryMode::AllActions && stage.actions.iter().any(ActionState::is_active) {
-        return Err(Rejection::NotRetryable("ALL_ACTIONS is refused while actions of the stage are in progress".into()));
-    }
-    Ok(match mode {
-        RetryMode::FailedActions => (0..stage.actions.len()).filter(|&ai| stage.actions[ai].status == ActionStatus::Failed).collect(),
-        RetryMode::AllActions => (0..stage.actions.len()).collect(),
-    })
+    Ok(stage)
 }
 
 /// Applies one event. On `Err`, `state` is unchanged.
 pub fn apply(pipeline: &Pipeline, state: &mut ExecutionState, event: Event, now: Timestamp) -> Result<Vec<Effect>, Rejection> {
     debug_assert_eq!(state.stages.len(), pipeline.stages.len());
-    if state.status.is_finished() && !matches!(event, Event::RetryStage { .. }) {
+    if matches!(event, Event::Resume { .. } | Event::Fail) && state.status != ExecutionStatus::Paused {
+        return Err(Rejection::NotPaused(state.status));
+    }
+    if state.status.is_finished() && !matches!(event, Event::RetryStage { .. } | Event::RetryFromAction { .. }) {
         return Err(Rejection::Finished(state.status));
     }
-    if state.status == ExecutionStatus::Stopping && matches!(event, Event::Start | Event::RetryStage { .. }) {
+    if state.status == ExecutionStatus::Stopping && matches!(event, Event::Start | Event::RetryStage { .. } | Event::RetryFromAction { .. })
+    {
         return Err(Rejection::AlreadyStopping);
     }
     let mut m = Step { pipeline, state, now, effects: Vec::new() };
@@ -623,8 +688,8 @@ pub fn apply(pipeline: &Pipeline, state: &mut ExecutionState, event: Event, now:
                 m.fail(id, Failure::new(ExceptionType::ServiceFault, IN_FLIGHT_LOST_MESSAGE));
             }
         }
-        Event::RetryStage { stage, mode, trigger } => {
-            m.retry_stage(stage, mode, trigger)?;
+        Event::RetryStage { stage, mode, trigger, input } => {
+            m.retry_stage(stage, mode, trigger, input)?;
         }
         Event::Stop { abandon, reason } => {
             if m.state.status == ExecutionStatus::Stopping && !abandon {
@@ -633,6 +698,9 @@ pub fn apply(pipeline: &Pipeline, state: &mut ExecutionState, event: Event, now:
             m.stop(abandon, &reason);
         }
         Event::Abort { failure } => m.abort(failure),
+        Event::Resume { action, input } => m.resume(action, input)?,
+        Event::Fail => m.fail_paused()?,
+        Event::RetryFromAction { stage, action, input } => m.retry_from_action(stage, action, input)?,
     }
     Ok(m.effects)
 }
@@ -769,8 +837,9 @@ impl<'a> Step<'a> {
                     self.effects.push(Effect::SetTimer { at: id.at, due_at: r.due_at });
                 }
             }
-            Decision::GiveUp { .. } => {
-                a.status = ActionStatus::Failed;
+            Decision::GiveUp { policy, reason } => {
+                let failure = a.last_failure.as_ref().expect("recorded above");
+                a.status = if pause::pauses(action_def, policy, &reason, failure) { ActionStatus::Paused } else { ActionStatus::Failed };
                 self.advance(id.at.stage);
             }
         }
@@ -797,7 +866,12 @@ impl<'a> Step<'a> {
             return;
         }
         let all_succeeded = members.iter().all(|&ai| actions[ai].status == ActionStatus::Succeeded);
+        let paused = members.iter().any(|&ai| actions[ai].status == ActionStatus::Paused);
         self.state.stages[si].retry_in_progress = false;
+        if paused {
+            self.state.status = ExecutionStatus::Paused;
+            return;
+        }
         if all_succeeded {
             if group + 1 < stage_def.run_orders().len() {
                 self.start_group(si, group + 1, Trigger::Initial);
@@ -914,8 +988,11 @@ impl<'a> Step<'a> {
 
     /// Manual stage retry. The service layer checks the API's preconditions
     /// (latest execution, pipeline version, concurrency); this checks the state's.
-    fn retry_stage(&mut self, si: usize, mode: RetryMode, trigger: Trigger) -> Result<(), Rejection> {
+    fn retry_stage(&mut self, si: usize, mode: RetryMode, trigger: Trigger, input: Option<InputPatch>) -> Result<(), Rejection> {
         retry_targets(self.state, si, mode)?;
+        if let Some(patch) = input {
+            self.patch_input(patch, trigger);
+        }
         if self.state.status.is_finished() {
             self.state.status = ExecutionStatus::InProgress;
             self.state.finished_at = None;
@@ -926,6 +1003,12 @@ impl<'a> Step<'a> {
         }
         self.restart_stage(si, mode, trigger);
         Ok(())
+    }
+
+    /// The execution's input becomes the patched one; the patch is recorded.
+    fn patch_input(&mut self, patch: InputPatch, trigger: Trigger) {
+        self.state.input = Some(patch.input().clone());
+        self.state.input_patches.push(InputPatchRecord { at: self.now, trigger, patch: patch.patch().clone() });
     }
 
     fn stop(&mut self, abandon: bool, reason: &str) {
@@ -944,6 +1027,7 @@ impl<'a> Step<'a> {
                         a.next_attempt_at = None;
                         self.effects.push(Effect::ClearTimer { at });
                     }
+                    ActionStatus::Paused => a.status = ActionStatus::Failed,
                     ActionStatus::Running if abandon => {
                         // The attempt is abandoned: its late result will be stale.
                         let failure = Failure::new(ExceptionType::Custom(STOPPED_EXCEPTION_TYPE.into()), message.clone());
@@ -996,6 +1080,7 @@ impl<'a> Step<'a> {
                         failure: Some(failure.clone()),
                         decision: Some(Decision::GiveUp { policy: None, reason: crate::policy::GiveUpReason::Aborted }),
                     })),
+                    ActionStatus::Paused => {}
                     _ => continue,
                 }
                 a.status = ActionStatus::Failed;
@@ -1012,5 +1097,7 @@ impl<'a> Step<'a> {
     }
 }
 
+pub mod from_action;
+pub mod pause;
 #[cfg(test)]
 mod tests;

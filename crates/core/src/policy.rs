@@ -76,6 +76,37 @@ impl Jitter {
     }
 }
 
+/// What happens when an action's retries are exhausted (`onExhausted`): the
+/// execution fails (the default), or it pauses until a person resumes or fails
+/// it (see `machine::pause`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum OnExhausted {
+    #[default]
+    Fail,
+    Pause,
+}
+
+impl OnExhausted {
+    /// The values `onExhausted` accepts, for problems.
+    pub const ALLOWED: &'static str = "FAIL or PAUSE";
+
+    pub fn parse(s: &str) -> Option<OnExhausted> {
+        match s {
+            "FAIL" => Some(OnExhausted::Fail),
+            "PAUSE" => Some(OnExhausted::Pause),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnExhausted::Fail => "FAIL",
+            OnExhausted::Pause => "PAUSE",
+        }
+    }
+}
+
 /// What stops a policy's retries: a count or a time span (never both).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -94,6 +125,7 @@ pub struct RetryPolicySpec {
     pub expire_after_min: Option<f64>,
     pub max_interval_seconds: Option<f64>,
     pub jitter: Option<String>,
+    pub on_exhausted: Option<String>,
 }
 
 /// The policy field an error is about; the definition parser maps it back to the
@@ -107,6 +139,7 @@ pub enum PolicyField {
     ExpireAfterMin,
     MaxIntervalSeconds,
     Jitter,
+    OnExhausted,
 }
 
 impl PolicyField {
@@ -119,6 +152,7 @@ impl PolicyField {
             PolicyField::ExpireAfterMin => "expireAfterMin",
             PolicyField::MaxIntervalSeconds => "maxIntervalSeconds",
             PolicyField::Jitter => "jitter",
+            PolicyField::OnExhausted => "onExhausted",
         }
     }
 }
@@ -143,6 +177,9 @@ pub struct RetryPolicy {
     #[serde(skip_serializing_if = "Option::is_none")]
     max_interval_ms: Option<u64>,
     jitter: Jitter,
+    /// `None`: the action's `onExhausted` applies.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    on_exhausted: Option<OnExhausted>,
 }
 
 fn seconds_to_ms(s: f64) -> u64 {
@@ -261,10 +298,26 @@ impl RetryPolicy {
             }),
         };
 
+        let on_exhausted = spec.on_exhausted.as_deref().and_then(|v| {
+            let parsed = OnExhausted::parse(v);
+            if parsed.is_none() {
+                err(PolicyField::OnExhausted, None, v.to_string(), "is not an exhaustion behaviour", OnExhausted::ALLOWED);
+            }
+            parsed
+        });
+
         if !errors.is_empty() {
             return Err(errors);
         }
-        Ok(RetryPolicy { exception_types, interval_ms: seconds_to_ms(interval_seconds), backoff_rate, limit, max_interval_ms, jitter })
+        Ok(RetryPolicy {
+            exception_types,
+            interval_ms: seconds_to_ms(interval_seconds),
+            backoff_rate,
+            limit,
+            max_interval_ms,
+            jitter,
+            on_exhausted,
+        })
     }
 
     /// A policy that never retries: it matches every exception type with
@@ -286,6 +339,7 @@ impl RetryPolicy {
             limit: RetryLimit::MaxAttempts(5),
             max_interval_ms: None,
             jitter: Jitter::Full,
+            on_exhausted: None,
         }
     }
 
@@ -306,6 +360,10 @@ impl RetryPolicy {
     }
     pub fn jitter(&self) -> Jitter {
         self.jitter
+    }
+    /// `onExhausted` as the policy says it (`None`: the action's applies).
+    pub fn on_exhausted(&self) -> Option<OnExhausted> {
+        self.on_exhausted
     }
 
     pub fn matches(&self, t: &ExceptionType) -> bool {
@@ -341,6 +399,9 @@ impl RetryPolicy {
         }
         if self.jitter != Jitter::None {
             s.push_str(&format!(" jitter {}", self.jitter.as_str()));
+        }
+        if let Some(o) = self.on_exhausted {
+            s.push_str(&format!(" onExhausted {}", o.as_str()));
         }
         s
     }

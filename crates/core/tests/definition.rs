@@ -800,3 +800,41 @@ fn secret_headers_name_secrets_and_are_checked() {
     let ActionKind::Http(h) = &ok(wire).stages[0].actions[0].kind else { panic!("an http action") };
     assert_eq!(h.secret_headers["Authorization"].secret_env, "T");
 }
+
+// ---------------------------------------------------------------------------
+// onExhausted (pause on exhaustion)
+
+#[test]
+fn on_exhausted_on_policies_and_actions() {
+    use redrive_core::policy::OnExhausted;
+    // Default FAIL on the action, nothing on a policy.
+    let p = ok(&with_policy("retryPolicies", &["exceptionType: [Step.THROTTLING]"]));
+    assert_eq!((p.stages[0].actions[0].on_exhausted, only_policy(&p).on_exhausted()), (OnExhausted::Fail, None));
+    // camelCase and SageMaker PascalCase policies; not Step Functions.
+    let p = ok(&with_policy("retryPolicies", &["exceptionType: [Step.THROTTLING]", "onExhausted: PAUSE"]));
+    assert_eq!(only_policy(&p).on_exhausted(), Some(OnExhausted::Pause));
+    let p = ok(&with_policy("RetryPolicies", &["ExceptionType: [Step.THROTTLING]", "OnExhausted: FAIL"]));
+    assert_eq!(only_policy(&p).on_exhausted(), Some(OnExhausted::Fail));
+    let p = one(&with_policy("Retry", &["ErrorEquals: [States.ALL]", "OnExhausted: PAUSE"]));
+    assert!(p.message.contains("mixes spellings"), "{p}");
+    // On the action.
+    let text = "name: p\nstages:\n  - name: S\n    actions:\n      - name: A\n        noop: {}\n        onExhausted: PAUSE\n";
+    assert_eq!(ok(text).stages[0].actions[0].on_exhausted, OnExhausted::Pause);
+}
+
+#[test]
+fn bad_on_exhausted_names_path_line_and_allowed_values() {
+    let p = one(&with_policy("retryPolicies", &["exceptionType: [Step.THROTTLING]", "onExhausted: WAIT"]));
+    assert_eq!((p.path.as_str(), p.line), ("$.stages[0].actions[0].retryPolicies[0].onExhausted", Some(9)));
+    assert_eq!((p.value.as_deref(), p.allowed.as_deref()), (Some("\"WAIT\""), Some("FAIL or PAUSE")));
+    assert!(p.message.contains("policy #1, onExhausted"), "{p}");
+    let p = one(&with_policy("RetryPolicies", &["ExceptionType: [Step.THROTTLING]", "OnExhausted: pause"]));
+    assert_eq!(p.path, "$.stages[0].actions[0].RetryPolicies[0].OnExhausted");
+    assert!(p.message.contains("OnExhausted"), "the user's spelling: {p}");
+    let text = "name: p\nstages:\n  - name: S\n    actions:\n      - name: A\n        noop: {}\n        onExhausted: 3\n";
+    let p = one(text);
+    assert_eq!((p.path.as_str(), p.line), ("$.stages[0].actions[0].onExhausted", Some(7)));
+    let text = "name: p\nstages:\n  - name: S\n    actions:\n      - name: A\n        noop: {}\n        onExhausted: RETRY\n";
+    let p = one(text);
+    assert_eq!((p.path.as_str(), p.allowed.as_deref()), ("$.stages[0].actions[0].onExhausted", Some("FAIL or PAUSE")));
+}

@@ -89,7 +89,12 @@ fn check_progress(id: &str, state: &ExecutionState, timers: &[TimerRecord]) -> V
     if waiting_retry > 0 && timers.is_empty() {
         found.push(finding("progress", id, format!("{waiting_retry} action(s) wait for a retry but the execution has no timer")));
     }
-    let waits = state.queued || state.waiting_for_stage.is_some() || state.status == ExecutionStatus::Stopping;
+    // A paused execution waits for a person (resume or fail), through a paused action.
+    let paused = state.status == ExecutionStatus::Paused;
+    if paused && !actions().any(|a| a.status == ActionStatus::Paused) {
+        found.push(finding("progress", id, "paused, but none of its actions is paused".into()));
+    }
+    let waits = state.queued || state.waiting_for_stage.is_some() || state.status == ExecutionStatus::Stopping || paused;
     if !running && timers.is_empty() && !waits && waiting_retry == 0 {
         found.push(finding("progress", id, "unfinished, with no attempt running, no timer and nothing it waits for".into()));
     }

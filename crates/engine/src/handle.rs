@@ -98,14 +98,26 @@ pub(crate) enum Inbound {
     RetryStage {
         execution_id: String,
         stage: String,
-        mode: RetryMode,
-        trigger: Trigger,
+        how: StageRetry,
         reply: oneshot::Sender<Result<(), EngineError>>,
     },
     Stop {
         execution_id: String,
         abandon: bool,
         reason: String,
+        reply: oneshot::Sender<Result<(), EngineError>>,
+    },
+    /// Resume a paused execution (all its paused actions, or `action` =
+    /// (stage, action) names), its input merge-patched with `input_patch`.
+    ResumePaused {
+        execution_id: String,
+        action: Option<(String, String)>,
+        input_patch: Option<serde_json::Value>,
+        reply: oneshot::Sender<Result<(), EngineError>>,
+    },
+    /// Fail a paused execution for good.
+    FailPaused {
+        execution_id: String,
         reply: oneshot::Sender<Result<(), EngineError>>,
     },
     Redrive {
@@ -117,6 +129,7 @@ pub(crate) enum Inbound {
         /// The pipeline version a new execution runs (mode `new-execution`).
         pipeline: Option<Arc<LoadedPipeline>>,
         new_execution_id: String,
+        input_patch: Option<serde_json::Value>,
         reply: oneshot::Sender<Result<String, EngineError>>,
     },
     Purge {
@@ -129,6 +142,15 @@ pub(crate) enum Inbound {
         reply: oneshot::Sender<Result<PruneCounts, EngineError>>,
     },
     Shutdown,
+}
+
+/// What a stage retry re-runs.
+#[derive(Clone, Debug)]
+pub(crate) enum StageRetry {
+    /// RetryStageExecution's modes (also a redrive's retry).
+    Mode { mode: RetryMode, trigger: Trigger, input_patch: Option<serde_json::Value> },
+    /// From this action's runOrder group on, the input merge-patched first.
+    FromAction { action: String, input_patch: Option<serde_json::Value> },
 }
 
 /// A snapshot of the driver's bookkeeping (for tests, metrics and `bench`).
@@ -213,7 +235,24 @@ impl EngineHandle {
     /// [`EngineError::Rejected`].
     pub async fn retry_stage(&self, execution_id: &str, stage: &str, mode: RetryMode, trigger: Trigger) -> Result<(), EngineError> {
         let (reply, rx) = oneshot::channel();
-        self.send(Inbound::RetryStage { execution_id: execution_id.into(), stage: stage.into(), mode, trigger, reply }).await?;
+        let how = StageRetry::Mode { mode, trigger, input_patch: None };
+        self.send(Inbound::RetryStage { execution_id: execution_id.into(), stage: stage.into(), how, reply }).await?;
+        rx.await.map_err(|_| EngineError::Stopped)?
+    }
+
+    /// Re-runs a stage of a Failed or Paused execution from `action`'s runOrder
+    /// group on (native API), the input merge-patched by `input_patch`;
+    /// resolves once the retry is durable.
+    pub async fn retry_stage_from(
+        &self,
+        execution_id: &str,
+        stage: &str,
+        action: &str,
+        input_patch: Option<serde_json::Value>,
+    ) -> Result<(), EngineError> {
+        let (reply, rx) = oneshot::channel();
+        let how = StageRetry::FromAction { action: action.into(), input_patch };
+        self.send(Inbound::RetryStage { execution_id: execution_id.into(), stage: stage.into(), how, reply }).await?;
         rx.await.map_err(|_| EngineError::Stopped)?
     }
 
@@ -224,13 +263,38 @@ impl EngineHandle {
         rx.await.map_err(|_| EngineError::Stopped)?
     }
 
+    /// Resumes a paused execution: its paused actions (or the one named by
+    /// `action` = (stage, action)) start a fresh series of attempts, with the
+    /// execution's input merge-patched (RFC 7396) by `input_patch`. Resolves once
+    /// the resume is durable; one that is not paused is
+    /// [`EngineError::Rejected`] with `Rejection::NotPaused`.
+    pub async fn resume_paused(
+        &self,
+        execution_id: &str,
+        action: Option<(String, String)>,
+        input_patch: Option<serde_json::Value>,
+    ) -> Result<(), EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Inbound::ResumePaused { execution_id: execution_id.into(), action, input_patch, reply }).await?;
+        rx.await.map_err(|_| EngineError::Stopped)?
+    }
+
+    /// Fails a paused execution for good (dead-lettered like any failure).
+    pub async fn fail_paused(&self, execution_id: &str) -> Result<(), EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Inbound::FailPaused { execution_id: execution_id.into(), reply }).await?;
+        rx.await.map_err(|_| EngineError::Stopped)?
+    }
+
     /// Takes one dead-letter entry out of its queue and resubmits it — the take and
     /// the resubmission commit together or not at all. `RetryStage` retries the
     /// failed stage of the entry's execution (FAILED_ACTIONS); `NewExecution`
     /// starts `pipeline` (the caller's choice of version, normally the latest)
     /// with the entry's input. `scope`: refuse entries of queues not starting
-    /// with it. Resolves with the execution resubmitted to, once durable; an entry
-    /// left in place gives [`EngineError::NotRedriven`] with the reason.
+    /// with it. `input_patch`: a JSON merge patch (RFC 7396) for the input the
+    /// entry is resubmitted with, applied in the same transition as the take.
+    /// Resolves with the execution resubmitted to, once durable; an entry left
+    /// in place gives [`EngineError::NotRedriven`] with the reason.
     pub async fn redrive(
         &self,
         entry_id: &str,
@@ -238,11 +302,13 @@ impl EngineHandle {
         force: bool,
         scope: Option<&str>,
         pipeline: Option<Arc<LoadedPipeline>>,
+        input_patch: Option<serde_json::Value>,
     ) -> Result<String, EngineError> {
         let (reply, rx) = oneshot::channel();
         let new_execution_id = uuid::Uuid::now_v7().to_string();
         let scope = scope.map(str::to_string);
-        self.send(Inbound::Redrive { entry_id: entry_id.into(), mode, force, scope, pipeline, new_execution_id, reply }).await?;
+        let (entry_id, reply) = (entry_id.to_string(), reply);
+        self.send(Inbound::Redrive { entry_id, mode, force, scope, pipeline, new_execution_id, input_patch, reply }).await?;
         rx.await.map_err(|_| EngineError::Stopped)?
     }
 

@@ -23,6 +23,7 @@ use redrive_core::definition::RetryMode;
 pub use redrive_core::dlq::{RedriveMode, SkipReason};
 use redrive_core::dlq::{TakeRequest, check_lineage, check_take};
 use redrive_core::machine::{self, Event, ExecutionState, Trigger};
+use redrive_core::merge_patch::InputPatch;
 use redrive_core::schedule::StageLocks;
 use redrive_core::time::Timestamp;
 use redrive_store::{
@@ -126,6 +127,9 @@ pub struct RedriveRequest {
     pub max_entries: Option<u64>,
     pub rate: Rate,
     pub mode: RedriveMode,
+    /// A JSON merge patch for the input each entry is resubmitted with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_patch: Option<serde_json::Value>,
 }
 
 /// Redriven/skipped counts of one queue in a run.
@@ -389,6 +393,7 @@ impl<S: Store> Redriver<S> {
     async fn plan_stage_retry(
         &self,
         e: &DlqEntryRecord,
+        patch: Option<&serde_json::Value>,
         now: Timestamp,
         locks: &mut HashMap<String, StageLocks<LockKey>>,
     ) -> Result<Result<String, SkipReason>, EngineError> {
@@ -418,7 +423,17 @@ impl<S: Store> Redriver<S> {
                 return Ok(Err(SkipReason::Refused(why)));
             }
         }
-        let event = Event::RetryStage { stage: si, mode: RetryMode::FailedActions, trigger: Trigger::Redrive };
+        let input = match patch.cloned() {
+            None => None,
+            Some(p) => {
+                let current = state.input.as_ref().map_or_else(|| rec.input_json.clone(), |i| i.to_string());
+                match InputPatch::apply_text(&current, p) {
+                    Ok(input) => Some(input),
+                    Err(e) => return Ok(Err(SkipReason::Refused(format!("the input patch: {e}")))),
+                }
+            }
+        };
+        let event = Event::RetryStage { stage: si, mode: RetryMode::FailedActions, trigger: Trigger::Redrive, input };
         Ok(match machine::apply(&loaded.pipeline, &mut state, event, now) {
             Ok(_) => Ok(format!("retry stage {} of execution {} (FAILED_ACTIONS)", e.stage, e.execution_id)),
             Err(r) => Err(SkipReason::Refused(r.to_string())),
@@ -461,6 +476,12 @@ impl<S: Store> Redriver<S> {
             let take = TakeRequest { force: req.force, scope: None, being_taken: false };
             let verdict: Result<String, String> = if let Err(skip) = check_take(Some(&e.facts()), &take) {
                 Err(skip.to_string())
+            } else if e.source.kind() == ExecutionKind::Function && req.input_patch.is_some() {
+                Err(SkipReason::Refused("an input patch applies to pipeline entries only".into()).to_string())
+            } else if let Some(Err(why)) =
+                req.input_patch.clone().filter(|_| req.mode == RedriveMode::NewExecution).map(|p| InputPatch::apply_text(&e.input_json, p))
+            {
+                Err(SkipReason::Refused(format!("the input patch: {why}")).to_string())
             } else if e.source.kind() == ExecutionKind::Function {
                 // A durable function's entry resumes its execution in either mode.
                 Ok(format!(
@@ -469,7 +490,9 @@ impl<S: Store> Redriver<S> {
                 ))
             } else {
                 match req.mode {
-                    RedriveMode::RetryStage => self.plan_stage_retry(&e, now, &mut locks).await?.map_err(|r| r.to_string()),
+                    RedriveMode::RetryStage => {
+                        self.plan_stage_retry(&e, req.input_patch.as_ref(), now, &mut locks).await?.map_err(|r| r.to_string())
+                    }
                     RedriveMode::NewExecution => match self.latest_pipeline(&mut pipelines, e.source.name()).await? {
                         Some(p) => {
                             Ok(format!("start a new execution of {} version {} with the original input", p.record.name, p.record.version))
@@ -617,8 +640,9 @@ impl<S: Store> Redriver<S> {
                 };
                 let engine = self.engine.clone();
                 let (mode, force, scope) = (req.mode, req.force, Self::scope_prefix(req).map(str::to_string));
+                let patch = req.input_patch.clone();
                 in_flight.spawn(async move {
-                    let r = engine.redrive(&entry.id, mode, force, scope.as_deref(), pipeline).await;
+                    let r = engine.redrive(&entry.id, mode, force, scope.as_deref(), pipeline, patch).await;
                     (entry, r)
                 });
                 while let Some(joined) = in_flight.try_join_next() {

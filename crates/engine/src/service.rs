@@ -92,6 +92,8 @@ impl From<EngineError> for ServiceError {
             EngineError::Rejected(Rejection::Finished(s)) => {
                 ServiceError::ExecutionNotStoppable(format!("the execution is already {}", s.as_str()))
             }
+            EngineError::Rejected(r @ Rejection::NotPaused(_)) => ServiceError::Conflict(r.to_string()),
+            EngineError::Rejected(Rejection::Invalid(m)) => ServiceError::Validation(m),
             EngineError::NotRedriven(reason) => ServiceError::NotRedriven(reason.to_string()),
             EngineError::LimitExceeded(m) => ServiceError::Validation(m),
             e @ EngineError::ConcurrencyLimit { .. } => ServiceError::ConcurrentExecutionsLimitExceeded(e.to_string()),
@@ -198,6 +200,8 @@ pub fn execution_state(rec: &ExecutionRecord) -> ExecutionState {
         waiting_for_stage: None,
         dead_letter: None,
         failure: None,
+        input: None,
+        input_patches: Vec::new(),
     });
     state.status = ExecutionStatus::Failed;
     state.finished_at = Some(rec.updated_at);
@@ -402,6 +406,57 @@ impl<S: Store> Service<S> {
         Ok(())
     }
 
+    /// Paused pipeline executions among the newest `scan` unfinished ones (the
+    /// store keeps every unfinished execution `InProgress`; the state says
+    /// `Paused`), and whether there were more unfinished executions to look at.
+    pub async fn count_paused(&self, scan: usize) -> Result<(u64, bool), ServiceError> {
+        let (mut paused, mut seen, mut before) = (0u64, 0usize, None);
+        loop {
+            let limit = redrive_core::limits::MAX_PAGE_SIZE.min(scan - seen);
+            let page = self.store.list_executions(ExecutionFilter { unfinished_only: true, before, limit, ..Default::default() }).await?;
+            seen += page.len();
+            let pipelines = page.iter().filter(|r| matches!(r.target, redrive_store::Target::Pipeline { .. }));
+            paused += pipelines.filter(|r| execution_state(r).status == ExecutionStatus::Paused).count() as u64;
+            before = page.last().map(ExecutionRecord::cursor);
+            if page.len() < limit {
+                return Ok((paused, false));
+            }
+            if seen >= scan {
+                let more =
+                    self.store.list_executions(ExecutionFilter { unfinished_only: true, before, limit: 1, ..Default::default() }).await?;
+                return Ok((paused, !more.is_empty()));
+            }
+        }
+    }
+
+    /// Resumes a paused execution (see [`EngineHandle::resume_paused`]); `action`
+    /// is `Stage/Action`.
+    pub async fn resume_execution(
+        &self,
+        pipeline: &str,
+        execution_id: &str,
+        action: Option<&str>,
+        input_patch: Option<serde_json::Value>,
+    ) -> Result<(), ServiceError> {
+        let action = match action {
+            None => None,
+            Some(a) => match a.split_once('/') {
+                Some((stage, name)) if !stage.is_empty() && !name.is_empty() => Some((stage.to_string(), name.to_string())),
+                _ => return Err(ServiceError::Validation(format!("action {a:?} is not Stage/Action"))),
+            },
+        };
+        self.get_execution(pipeline, execution_id).await?; // of this pipeline
+        self.engine.resume_paused(execution_id, action, input_patch).await?;
+        Ok(())
+    }
+
+    /// Fails a paused execution for good (dead-lettered like any failure).
+    pub async fn fail_execution(&self, pipeline: &str, execution_id: &str) -> Result<(), ServiceError> {
+        self.get_execution(pipeline, execution_id).await?; // of this pipeline
+        self.engine.fail_paused(execution_id).await?;
+        Ok(())
+    }
+
     /// The pipeline and, per stage, the newest execution that reached it.
     pub async fn pipeline_state(&self, name: &str) -> Result<(PipelineView, Vec<Option<StageView>>), ServiceError> {
         let view = self.get_pipeline(name, None).await?;
@@ -523,6 +578,22 @@ impl<S: Store> Service<S> {
         Ok(execution_id.to_string())
     }
 
+    /// Re-runs a stage of a Failed or Paused execution from `action`'s runOrder
+    /// group on (native API), the input merge-patched by `input_patch`, after
+    /// RetryStageExecution's checks and the preview's ([`RetryCheck::targets_from`]).
+    pub async fn retry_stage_from(
+        &self,
+        pipeline: &str,
+        stage: &str,
+        execution_id: &str,
+        action: &str,
+        input_patch: Option<serde_json::Value>,
+    ) -> Result<String, ServiceError> {
+        self.retry_check(pipeline, stage, execution_id).await?.targets_from(action)?;
+        self.engine.retry_stage_from(execution_id, stage, action, input_patch).await?;
+        Ok(execution_id.to_string())
+    }
+
     /// The names of the actions a RetryStageExecution in `mode` would re-run
     /// now, or the error it would get (CodePipeline's), changing nothing.
     pub async fn retry_preview(
@@ -599,6 +670,19 @@ impl RetryCheck {
         let targets = redrive_core::machine::retry_targets(&self.execution.state, si, mode)
             .map_err(|r| ServiceError::from(EngineError::Rejected(r)))?;
         let actions = &self.pipeline.pipeline.stages[si].actions;
+        Ok(targets.into_iter().map(|ai| actions[ai].name.to_string()).collect())
+    }
+
+    /// The names of the actions a retry from `action` would re-run, or the
+    /// refusal (the state machine's own check, `retry_from_targets`).
+    pub fn targets_from(&self, action: &str) -> Result<Vec<String>, ServiceError> {
+        let (si, p) = (self.stage_index, &self.pipeline.pipeline);
+        let actions = &p.stages[si].actions;
+        let Some(ai) = actions.iter().position(|a| a.name.as_str() == action) else {
+            return Err(ServiceError::Validation(format!("stage {} has no action {action}", p.stages[si].name)));
+        };
+        let targets = redrive_core::machine::from_action::retry_from_targets(p, &self.execution.state, si, ai)
+            .map_err(|r| ServiceError::from(EngineError::Rejected(r)))?;
         Ok(targets.into_iter().map(|ai| actions[ai].name.to_string()).collect())
     }
 }

@@ -108,6 +108,7 @@ fn request(scope: QueueScope, mode: RedriveMode) -> RedriveRequest {
         max_entries: None,
         rate: Rate { per_second: None },
         mode,
+        input_patch: None,
     }
 }
 
@@ -143,7 +144,7 @@ async fn retry_stage_redrive_returns_a_still_failing_entry_then_resolves_it_once
     let p = pipeline(&*env.store, &flagged("orders", "retry-orders", &env.flag)).await;
     let id = env.failed_executions(&p, 1).await.remove(0);
     // Still broken: the same execution retries its stage and fails again.
-    let to = env.handle.redrive(&id, RedriveMode::RetryStage, false, None, None).await.unwrap();
+    let to = env.handle.redrive(&id, RedriveMode::RetryStage, false, None, None, None).await.unwrap();
     assert_eq!(to, id, "retry-stage resubmits the original execution");
     let e = env.settled(&id).await;
     assert_eq!((e.state, e.redrive_count), (DlqEntryState::Queued, 1));
@@ -152,7 +153,7 @@ async fn retry_stage_redrive_returns_a_still_failing_entry_then_resolves_it_once
     assert_eq!(ledger.iter().filter(|l| l.trigger == "redrive").count(), 1);
     // Fixed: the redrive succeeds and the entry is resolved, not re-queued.
     std::fs::write(&env.flag, "").unwrap();
-    env.handle.redrive(&id, RedriveMode::RetryStage, false, None, None).await.unwrap();
+    env.handle.redrive(&id, RedriveMode::RetryStage, false, None, None, None).await.unwrap();
     let e = env.settled(&id).await;
     assert_eq!((e.state, e.redrive_count), (DlqEntryState::Resolved, 2));
     assert_eq!(env.handle.wait(&id).await.unwrap().status, ExecutionStatus::Succeeded);
@@ -164,7 +165,7 @@ async fn new_execution_redrive_starts_a_linked_execution_with_the_original_input
     let env = Env::new();
     let p = pipeline(&*env.store, &flagged("orders", "retry-orders", &env.flag)).await;
     let id = env.failed_executions(&p, 1).await.remove(0);
-    let to = env.handle.redrive(&id, RedriveMode::NewExecution, false, None, Some(p.clone())).await.unwrap();
+    let to = env.handle.redrive(&id, RedriveMode::NewExecution, false, None, Some(p.clone()), None).await.unwrap();
     assert_ne!(to, id);
     let e = env.settled(&id).await;
     assert_eq!(
@@ -175,7 +176,7 @@ async fn new_execution_redrive_starts_a_linked_execution_with_the_original_input
     assert_eq!(env.store.get_execution(&to).await.unwrap().unwrap().input_json, r#"{"order":0}"#);
     assert_eq!(env.store.list_dlq_entries(DlqEntryFilter::default()).await.unwrap().len(), 1, "still one entry for the lineage");
     std::fs::write(&env.flag, "").unwrap();
-    let again = env.handle.redrive(&id, RedriveMode::NewExecution, false, None, Some(p.clone())).await.unwrap();
+    let again = env.handle.redrive(&id, RedriveMode::NewExecution, false, None, Some(p.clone()), None).await.unwrap();
     assert_eq!(env.handle.wait(&again).await.unwrap().status, ExecutionStatus::Succeeded);
     assert_eq!(env.settled(&id).await.state, DlqEntryState::Resolved);
     env.stop().await;
@@ -194,7 +195,7 @@ async fn concurrent_redrives_and_a_purge_move_each_entry_exactly_once() {
     for id in &ids {
         for _ in 0..3 {
             let (h, id) = (env.handle.clone(), id.clone());
-            tasks.spawn(async move { h.redrive(&id, RedriveMode::RetryStage, false, None, None).await.map(|_| id) });
+            tasks.spawn(async move { h.redrive(&id, RedriveMode::RetryStage, false, None, None, None).await.map(|_| id) });
         }
     }
     let purge = env.handle.purge(DlqEntryFilter { queue: Some("retry-slow".into()), ..Default::default() });
@@ -244,7 +245,7 @@ async fn poison_entries_are_parked_and_only_a_forced_single_redrive_moves_them()
     // Both are poison now: a run parks them, a direct redrive refuses them.
     let s = run(&env, q()).await;
     assert_eq!((s.matched, s.redriven, s.parked), (0, 0, 2));
-    let err = env.handle.redrive(&ids[0], RedriveMode::RetryStage, false, None, None).await.unwrap_err();
+    let err = env.handle.redrive(&ids[0], RedriveMode::RetryStage, false, None, None, None).await.unwrap_err();
     assert!(matches!(err, EngineError::NotRedriven(SkipReason::Poison { redrive_count: 2, max_redrives: 2 })), "{err}");
     // Forced, one entry: it moves, fails again, and returns with its count.
     let s = run(&env, RedriveRequest { entry_id: Some(ids[0].clone()), force: true, ..q() }).await;
@@ -306,7 +307,7 @@ async fn a_prefix_run_touches_only_queues_under_its_prefix_and_filters_apply() {
     assert_eq!(env.state_of(&ic[0]).await, DlqEntryState::Queued, "retryx is not under retry-");
     assert_eq!(env.state_of(&id[0]).await, DlqEntryState::Queued);
     // The scope is enforced where entries move, not only in the query.
-    let err = env.handle.redrive(&id[0], RedriveMode::RetryStage, false, Some("retry-"), None).await.unwrap_err();
+    let err = env.handle.redrive(&id[0], RedriveMode::RetryStage, false, Some("retry-"), None, None).await.unwrap_err();
     assert!(matches!(err, EngineError::NotRedriven(SkipReason::OutOfScope { .. })), "{err}");
     env.stop().await;
 }

@@ -549,7 +549,7 @@ impl Engine {
     /// entry leaves its queue in the same commit. Returns the execution resubmitted.
     pub async fn redrive_entry(&self, entry_id: &str) -> Result<ExecutionHandle, Error> {
         let execution_id =
-            self.handle.redrive(entry_id, redrive_engine::redrive::RedriveMode::RetryStage, false, None, None).await.map_err(
+            self.handle.redrive(entry_id, redrive_engine::redrive::RedriveMode::RetryStage, false, None, None, None).await.map_err(
                 |e| match e {
                     EngineError::NotRedriven(reason) => Error::Invalid(format!("entry {entry_id} was not redriven: {reason}")),
                     other => other.into(),

@@ -157,6 +157,10 @@ pub struct RedriveRequest {
     pub entry_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub force: Option<bool>,
+    /// A JSON merge patch (RFC 7396) for the input each entry is resubmitted
+    /// with (pipeline entries only), applied in the same transition as the take.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_patch: Option<serde_json::Value>,
 }
 
 /// Which queues a run may touch (exactly one of the two).

@@ -68,6 +68,7 @@ wire_enum!(
         StageAutoRetry = "stage-auto-retry",
         Manual = "manual",
         Redrive = "redrive",
+        Resume = "resume",
     }
 );
 
@@ -98,7 +99,7 @@ mod tests {
         // which it ignores: the schema then named the Rust variants.
         assert_eq!(schema_values::<RetryMode>(), serde_json::json!(["FAILED_ACTIONS", "ALL_ACTIONS"]));
         assert_eq!(schema_values::<RedriveMode>(), serde_json::json!(["retry-stage", "new-execution"]));
-        assert_eq!(schema_values::<Trigger>(), serde_json::json!(["initial", "policy", "stage-auto-retry", "manual", "redrive"]));
+        assert_eq!(schema_values::<Trigger>(), serde_json::json!(["initial", "policy", "stage-auto-retry", "manual", "redrive", "resume"]));
         assert_eq!(schema_values::<Readiness>(), serde_json::json!(["ready", "degraded", "stopped"]));
         assert_eq!(schema_values::<RunStatus>(), serde_json::json!(["RUNNING", "SUCCEEDED", "FAILED", "INTERRUPTED", "ABORTED"]));
         assert_eq!(schema_values::<ExecutionStatus>()[0], "InProgress");

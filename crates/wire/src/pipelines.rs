@@ -38,6 +38,7 @@ wire_enum!(
         Failed = "Failed",
         Stopped = "Stopped",
         Superseded = "Superseded",
+        Paused = "Paused",
     }
 );
 
@@ -59,6 +60,7 @@ wire_enum!(
         WaitingRetry = "WaitingRetry",
         Succeeded = "Succeeded",
         Failed = "Failed",
+        Paused = "Paused",
     }
 );
 
@@ -169,11 +171,34 @@ pub struct StopExecutionRequest {
     pub reason: String,
 }
 
+/// `POST /v1/pipelines/{name}/executions/{id}/resume`: continue a `Paused`
+/// execution with a fresh series of attempts.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ResumeExecutionRequest {
+    /// Only this paused action, as `Stage/Action` (default: every paused action).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    /// A JSON merge patch (RFC 7396) applied to the execution's input first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<Value>,
+}
+
 /// `POST /v1/pipelines/{name}/executions/{id}/stages/{stage}/retry`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RetryStageRequest {
-    pub retry_mode: RetryMode,
+    /// Which actions re-run; required unless `fromAction` is given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_mode: Option<RetryMode>,
+    /// Re-run the stage from this action's runOrder group on (a Failed or
+    /// Paused execution; earlier groups keep their results). Not with `retryMode`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_action: Option<String>,
+    /// With `fromAction`: a JSON merge patch (RFC 7396) applied to the
+    /// execution's input first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_patch: Option<Value>,
 }
 
 /// The latest execution of a stage in `GET /v1/pipelines/{name}/state`.

@@ -86,6 +86,8 @@ pub const RULES: &[Rule] = &[
     native("GET", "/v1/pipelines/{name}/executions/{id}", Read, PipelineParam, false),
     native("GET", "/v1/pipelines/{name}/executions/{id}/export", Read, PipelineParam, false),
     native("POST", "/v1/pipelines/{name}/executions/{id}/stop", Operate, PipelineParam, true),
+    native("POST", "/v1/pipelines/{name}/executions/{id}/resume", Operate, PipelineParam, true),
+    native("POST", "/v1/pipelines/{name}/executions/{id}/fail", Operate, PipelineParam, true),
     native("POST", "/v1/pipelines/{name}/executions/{id}/stages/{stage}/retry", Operate, PipelineParam, true),
     native("GET", "/v1/pipelines/{name}/action-executions", Read, PipelineParam, false),
     // durable functions (their names are limited like pipeline names)

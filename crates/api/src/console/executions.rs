@@ -24,7 +24,7 @@ type St<S> = State<Arc<Service<S>>>;
 /// its Next link goes on from where the scan stopped).
 const FILTER_SCAN_ROWS: usize = 500;
 
-const STATUSES: [&str; 6] = ["InProgress", "Stopping", "Succeeded", "Failed", "Stopped", "Superseded"];
+const STATUSES: [&str; 7] = ["InProgress", "Stopping", "Paused", "Succeeded", "Failed", "Stopped", "Superseded"];
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -140,9 +140,11 @@ async fn live_markup<S: Store>(svc: &Service<S>, name: &str, id: &str, before: O
         .then(|| ledger.last().map(|e| format!("/console/pipelines/{name}/executions/{id}?before={}", e.seq)))
         .flatten();
     let s = &v.state;
-    let stoppable = matches!(s.status, ExecutionStatus::InProgress | ExecutionStatus::Stopping);
+    let stoppable = matches!(s.status, ExecutionStatus::InProgress | ExecutionStatus::Stopping | ExecutionStatus::Paused);
+    let paused = s.status == ExecutionStatus::Paused;
     let allowed = super::may(Scope::Operate, Resource::Pipeline(name));
-    let input: serde_json::Value = serde_json::from_str(&v.record.input_json).unwrap_or(serde_json::Value::Null);
+    let input: serde_json::Value =
+        s.input.clone().unwrap_or_else(|| serde_json::from_str(&v.record.input_json).unwrap_or(serde_json::Value::Null));
     Ok(html! {
         dl.facts {
             dt { "Status" } dd { (view::status(s.status.as_str())) }
@@ -150,6 +152,18 @@ async fn live_markup<S: Store>(svc: &Service<S>, name: &str, id: &str, before: O
             dt { "Started" } dd { (view::time(s.started_at)) }
             dt { "Ended" } dd { (view::time_opt(s.finished_at)) }
             @if let Some(f) = &s.failure { dt { "Failure" } dd { (view::failure(Some(f))) } }
+        }
+        @if paused {
+            div.controls {
+                p { "An action exhausted its retries and the execution is paused: resume it (a fresh series of attempts) or fail it for good." }
+                button type="button" disabled[allowed.is_err()] data-post=(format!("/v1/pipelines/{name}/executions/{id}/resume")) data-body="{}"
+                    data-confirm="Resume this execution? Its paused actions start a fresh series of attempts." { "Resume" }
+                " "
+                button type="button" class="danger" disabled[allowed.is_err()] data-post=(format!("/v1/pipelines/{name}/executions/{id}/fail")) data-body="{}"
+                    data-confirm="Fail this execution for good? It is dead-lettered if its pipeline has a queue." { "Fail" }
+                @if let Err(why) = &allowed { (super::denied_note(why)) }
+                p.result role="status" aria-live="polite" {}
+            }
         }
         @if stoppable {
             div.controls {

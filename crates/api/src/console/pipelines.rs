@@ -197,6 +197,7 @@ pub fn action_status(s: ActionStatus) -> &'static str {
         ActionStatus::WaitingRetry => "WaitingRetry",
         ActionStatus::Succeeded => "Succeeded",
         ActionStatus::Failed => "Failed",
+        ActionStatus::Paused => "Paused",
     }
 }
 

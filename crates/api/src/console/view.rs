@@ -15,6 +15,7 @@ fn status_icon(status: &str) -> &'static str {
         "WaitingRetry" | "Sleeping" => "◷",
         "Stopped" | "Superseded" | "ABORTED" => "■",
         "Queued" | "QUEUED" => "✉",
+        "Paused" => "⏸",
         _ => "○",
     }
 }

@@ -115,6 +115,9 @@ pub struct Action {
     /// valid name (no port; IPv6 literals have none).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dependency: Option<Name>,
+    /// What happens when a retry policy gives up for exhaustion (a policy's own
+    /// `onExhausted` wins); default FAIL.
+    pub on_exhausted: crate::policy::OnExhausted,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]

@@ -24,7 +24,7 @@ use super::problem::{Problem, Problems};
 use super::source::{Node, NodeValue, parse_document, resolve_plain};
 use crate::exception::ExceptionType;
 use crate::name::{NAME_PATTERN, Name};
-use crate::policy::{PolicyError, PolicyField, RetryPolicy, RetryPolicySpec};
+use crate::policy::{OnExhausted, PolicyError, PolicyField, RetryPolicy, RetryPolicySpec};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -86,6 +86,7 @@ const ACTION_KEYS: &[&str] = &[
     "retryPolicies",
     "RetryPolicies",
     "Retry",
+    "onExhausted",
     "command",
     "env",
     "secretEnv",
@@ -773,6 +774,10 @@ fn action(cx: &mut Cx, at: &At, stage_label: &str, index: usize) -> Option<Actio
         Some(a) => policies(cx, a, &label),
     };
 
+    let on_exhausted = match obj.at("onExhausted") {
+        None => Some(OnExhausted::Fail),
+        Some(a) => on_exhausted(cx, &a, &label),
+    };
     let kind = kind?;
     let dependency = match obj.at("dependency") {
         Some(a) => dependencies::reference(cx, &a).map(Some),
@@ -781,6 +786,7 @@ fn action(cx: &mut Cx, at: &At, stage_label: &str, index: usize) -> Option<Actio
             _ => None,
         }),
     };
+
     let action = Action {
         name: name?,
         run_order: run_order?,
@@ -788,8 +794,19 @@ fn action(cx: &mut Cx, at: &At, stage_label: &str, index: usize) -> Option<Actio
         retry_policies: retry_policies?,
         timeout_seconds: timeout_seconds?,
         dependency: dependency?,
+        on_exhausted: on_exhausted?,
     };
     ok.then_some(action)
+}
+
+/// An action's `onExhausted`: FAIL or PAUSE.
+fn on_exhausted(cx: &mut Cx, a: &At, label: &str) -> Option<OnExhausted> {
+    let s = as_str(cx, a)?;
+    let parsed = OnExhausted::parse(s);
+    if parsed.is_none() {
+        cx.bad(a, format!("action {label}, onExhausted: is not an exhaustion behaviour"), Some(OnExhausted::ALLOWED));
+    }
+    parsed
 }
 
 impl At<'_> {
@@ -1411,6 +1428,7 @@ const POLICY_KEYS: &[(&str, PolicyField, u8)] = &[
     ("expireAfterMin", PolicyField::ExpireAfterMin, CAMEL),
     ("maxIntervalSeconds", PolicyField::MaxIntervalSeconds, CAMEL),
     ("jitter", PolicyField::Jitter, CAMEL),
+    ("onExhausted", PolicyField::OnExhausted, CAMEL),
     ("ExceptionType", PolicyField::ExceptionType, PASCAL),
     ("IntervalSeconds", PolicyField::IntervalSeconds, PASCAL | SFN),
     ("BackoffRate", PolicyField::BackoffRate, PASCAL | SFN),
@@ -1418,12 +1436,13 @@ const POLICY_KEYS: &[(&str, PolicyField, u8)] = &[
     ("ExpireAfterMin", PolicyField::ExpireAfterMin, PASCAL),
     ("MaxIntervalSeconds", PolicyField::MaxIntervalSeconds, PASCAL),
     ("Jitter", PolicyField::Jitter, PASCAL),
+    ("OnExhausted", PolicyField::OnExhausted, PASCAL),
     ("ErrorEquals", PolicyField::ExceptionType, SFN),
     ("MaxDelaySeconds", PolicyField::MaxIntervalSeconds, SFN),
     ("JitterStrategy", PolicyField::Jitter, SFN),
 ];
 
-const ALL_FIELDS: [PolicyField; 7] = [
+const ALL_FIELDS: [PolicyField; 8] = [
     PolicyField::ExceptionType,
     PolicyField::IntervalSeconds,
     PolicyField::BackoffRate,
@@ -1431,6 +1450,7 @@ const ALL_FIELDS: [PolicyField; 7] = [
     PolicyField::ExpireAfterMin,
     PolicyField::MaxIntervalSeconds,
     PolicyField::Jitter,
+    PolicyField::OnExhausted,
 ];
 
 fn spelling_name(mask: u8) -> &'static str {
@@ -1604,6 +1624,12 @@ fn policy(cx: &mut Cx, at: &At, label: &str, number: usize, preferred: u8) -> Op
                     failed.insert(*field);
                 }
             },
+            PolicyField::OnExhausted => match as_str(cx, a) {
+                Some(s) => spec.on_exhausted = Some(s.to_string()),
+                None => {
+                    failed.insert(*field);
+                }
+            },
             _ => match as_number(cx, a) {
                 Some(v) => {
                     let slot = match field {
@@ -1683,7 +1709,7 @@ fn policy_problem(
     let value = match e.field {
         PolicyField::ExceptionType if e.index.is_some() => quote(&e.value),
         PolicyField::ExceptionType => written.get(&e.field).map(|a| render(&a.node)).unwrap_or_else(|| e.value.clone()),
-        PolicyField::Jitter => quote(&e.value),
+        PolicyField::Jitter | PolicyField::OnExhausted => quote(&e.value),
         _ => e.value.clone(),
     };
     let written_value = written.contains_key(&e.field);

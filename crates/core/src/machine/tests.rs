@@ -8,7 +8,15 @@ fn noop() -> ActionKind {
 }
 
 fn action(name: &str, run_order: u32, policies: Vec<RetryPolicy>) -> Action {
-    Action { name: Name::parse(name).unwrap(), run_order, kind: noop(), retry_policies: policies, timeout_seconds: None, dependency: None }
+    Action {
+        name: Name::parse(name).unwrap(),
+        run_order,
+        kind: noop(),
+        retry_policies: policies,
+        timeout_seconds: None,
+        dependency: None,
+        on_exhausted: Default::default(),
+    }
 }
 
 fn stage(name: &str, actions: Vec<Action>) -> Stage {
@@ -182,14 +190,18 @@ fn manual_retry_of_failed_stage_reopens_the_execution() {
     let id = started(&apply(&p, &mut s, Event::Start, t(0)).unwrap())[0];
     apply(&p, &mut s, Event::AttemptFailed { id, failure: failed(ExceptionType::ActionFailed) }, t(1)).unwrap();
     assert_eq!(s.status, ExecutionStatus::Failed);
-    let fx = apply(&p, &mut s, Event::RetryStage { stage: 0, mode: RetryMode::FailedActions, trigger: Trigger::Manual }, t(2)).unwrap();
+    let fx = apply(&p, &mut s, Event::RetryStage { stage: 0, mode: RetryMode::FailedActions, trigger: Trigger::Manual, input: None }, t(2))
+        .unwrap();
     let id = started(&fx)[0];
     assert_eq!((id.series, id.attempt), (2, 1));
     assert_eq!(s.status, ExecutionStatus::InProgress);
     let fx = apply(&p, &mut s, Event::AttemptSucceeded { id, output: None }, t(3)).unwrap();
     assert_eq!(started(&fx)[0].at, at(0, 1), "continues with the next group");
     // Retrying a stage without failed actions is refused.
-    assert!(apply(&p, &mut s, Event::RetryStage { stage: 0, mode: RetryMode::AllActions, trigger: Trigger::Manual }, t(4)).is_err());
+    assert!(
+        apply(&p, &mut s, Event::RetryStage { stage: 0, mode: RetryMode::AllActions, trigger: Trigger::Manual, input: None }, t(4))
+            .is_err()
+    );
 }
 
 #[test]
@@ -217,17 +229,18 @@ fn failed_actions_retry_leaves_running_actions_alone_and_a_second_retry_conflict
     let (p, mut s, b) = half_failed();
     assert_eq!(s.status, ExecutionStatus::InProgress, "B still runs");
     assert!(matches!(
-        apply(&p, &mut s, Event::RetryStage { stage: 0, mode: RetryMode::AllActions, trigger: Trigger::Manual }, t(2)),
+        apply(&p, &mut s, Event::RetryStage { stage: 0, mode: RetryMode::AllActions, trigger: Trigger::Manual, input: None }, t(2)),
         Err(Rejection::NotRetryable(_))
     ));
-    let fx = apply(&p, &mut s, Event::RetryStage { stage: 0, mode: RetryMode::FailedActions, trigger: Trigger::Manual }, t(2)).unwrap();
+    let fx = apply(&p, &mut s, Event::RetryStage { stage: 0, mode: RetryMode::FailedActions, trigger: Trigger::Manual, input: None }, t(2))
+        .unwrap();
     let a2 = started(&fx);
     assert_eq!(a2, vec![AttemptId { at: at(0, 0), series: 2, attempt: 1 }]);
     assert_eq!(s.action(at(0, 1)).status, ActionStatus::Running, "B was not touched");
     assert!(s.stages[0].retry_in_progress);
     assert_eq!(s.stages[0].manual_retries_used, 1);
     assert_eq!(
-        apply(&p, &mut s, Event::RetryStage { stage: 0, mode: RetryMode::FailedActions, trigger: Trigger::Manual }, t(3)),
+        apply(&p, &mut s, Event::RetryStage { stage: 0, mode: RetryMode::FailedActions, trigger: Trigger::Manual, input: None }, t(3)),
         Err(Rejection::RetryInProgress)
     );
     apply(&p, &mut s, Event::AttemptSucceeded { id: b, output: None }, t(4)).unwrap();
@@ -251,7 +264,7 @@ fn stop_lets_running_attempts_finish_and_cancels_pending_retries() {
     assert!(started(&fx).is_empty(), "no retry while stopping");
     assert!(fx.contains(&Effect::Finished(ExecutionStatus::Stopped)));
     assert!(matches!(
-        apply(&p, &mut s, Event::RetryStage { stage: 0, mode: RetryMode::FailedActions, trigger: Trigger::Manual }, t(5)),
+        apply(&p, &mut s, Event::RetryStage { stage: 0, mode: RetryMode::FailedActions, trigger: Trigger::Manual, input: None }, t(5)),
         Err(Rejection::NotRetryable(_))
     ));
 }
@@ -324,7 +337,9 @@ fn redriven_stage_that_fails_again_returns_the_same_entry_and_success_resolves_i
     let fx = apply(&p, &mut s, Event::AttemptFailed { id: started(&fx)[0], failure: failed(ExceptionType::ActionFailed) }, t(20)).unwrap();
     assert_eq!(dead_letters(&fx).len(), 1);
     // Redrive: the failed action runs a fresh series; it fails for good again.
-    let fx = apply(&p, &mut s, Event::RetryStage { stage: 0, mode: RetryMode::FailedActions, trigger: Trigger::Redrive }, t(100)).unwrap();
+    let fx =
+        apply(&p, &mut s, Event::RetryStage { stage: 0, mode: RetryMode::FailedActions, trigger: Trigger::Redrive, input: None }, t(100))
+            .unwrap();
     let id = started(&fx)[0];
     let fx = apply(&p, &mut s, Event::AttemptFailed { id, failure: failed(ExceptionType::ActionFailed) }, t(110)).unwrap();
     let fx = apply(&p, &mut s, Event::AttemptFailed { id: started(&fx)[0], failure: failed(ExceptionType::ActionFailed) }, t(120)).unwrap();
@@ -335,7 +350,9 @@ fn redriven_stage_that_fails_again_returns_the_same_entry_and_success_resolves_i
     assert_eq!(d[0].actions[0].total_attempts, 4);
     assert_eq!(d[0].actions[0].series, 2);
     // Another redrive succeeds: the entry is resolved, nothing is dead-lettered.
-    let fx = apply(&p, &mut s, Event::RetryStage { stage: 0, mode: RetryMode::FailedActions, trigger: Trigger::Redrive }, t(200)).unwrap();
+    let fx =
+        apply(&p, &mut s, Event::RetryStage { stage: 0, mode: RetryMode::FailedActions, trigger: Trigger::Redrive, input: None }, t(200))
+            .unwrap();
     let fx = apply(&p, &mut s, Event::AttemptSucceeded { id: started(&fx)[0], output: None }, t(210)).unwrap();
     assert!(dead_letters(&fx).is_empty());
     assert!(fx.contains(&Effect::DeadLetterResolved { entry_id: "e1".into() }));
@@ -399,7 +416,7 @@ fn abort_fails_the_execution_drops_outputs_and_dead_letters() {
     assert_eq!(s.stages[1].status, StageStatus::NotStarted);
     // A late result of the aborted attempt is stale; a manual retry reopens it.
     assert!(apply(&p, &mut s, Event::AttemptSucceeded { id: ids[2], output: None }, t(4)).is_err());
-    apply(&p, &mut s, Event::RetryStage { stage: 0, mode: RetryMode::FailedActions, trigger: Trigger::Manual }, t(5)).unwrap();
+    apply(&p, &mut s, Event::RetryStage { stage: 0, mode: RetryMode::FailedActions, trigger: Trigger::Manual, input: None }, t(5)).unwrap();
     assert_eq!((s.status, s.failure.as_ref()), (ExecutionStatus::InProgress, None));
 }
 
@@ -459,7 +476,8 @@ fn retry_targets_previews_exactly_what_a_retry_reruns_and_refuses_what_it_refuse
     let before = s.clone();
     assert!(matches!(retry_targets(&s, 1, RetryMode::FailedActions), Err(Rejection::Invalid(_))));
     assert_eq!(s, before, "a preview changes nothing");
-    let fx = apply(&p, &mut s, Event::RetryStage { stage: 0, mode: RetryMode::FailedActions, trigger: Trigger::Manual }, t(3)).unwrap();
+    let fx = apply(&p, &mut s, Event::RetryStage { stage: 0, mode: RetryMode::FailedActions, trigger: Trigger::Manual, input: None }, t(3))
+        .unwrap();
     assert_eq!(started(&fx).iter().map(|i| i.at.action).collect::<Vec<_>>(), vec![0], "the retry re-ran what the preview said");
     assert_eq!(retry_targets(&s, 0, RetryMode::FailedActions), Err(Rejection::RetryInProgress));
 }
@@ -500,3 +518,6 @@ fn a_deferred_attempt_keeps_its_number_and_runs_at_the_new_due_time() {
     assert_eq!(again, vec![second]);
     assert_eq!(s.action(at(0, 0)).total_attempts, 2);
 }
+
+mod from_action;
+mod pause;

@@ -267,6 +267,7 @@ fn arb_policy() -> impl Strategy<Value = RetryPolicy> {
                 max_interval_seconds: max_interval_extra
                     .map(|x| (interval_seconds + x as f64 / 1000.0).clamp(0.001, 864_000.0).max(interval_seconds)),
                 jitter: Some(jitter.into()),
+                on_exhausted: None,
             })
             .expect("generated policy is valid")
         })

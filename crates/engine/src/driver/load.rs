@@ -14,7 +14,7 @@ use crate::health::FaultSource;
 use crate::locks::Unfinished;
 use crate::pipeline::LoadedPipeline;
 use redrive_core::function::{FunctionState, FunctionStatus};
-use redrive_core::machine::{ActionStatus, Event, ExecutionState};
+use redrive_core::machine::{ActionStatus, Event, ExecutionState, ExecutionStatus};
 use redrive_core::schedule::StageLocks;
 use redrive_core::time::Timestamp;
 use redrive_store::{DlqEntryRecord, ExecutionRecord, PipelineRecord, Store, StoreError, Target};
@@ -278,11 +278,13 @@ impl<S: Store> Driver<S> {
         }
     }
 
-    /// Executions installed only to answer a message, finished and idle, leave
-    /// memory again at the end of the batch.
+    /// Executions installed only to answer a message, finished (or paused: it
+    /// runs nothing until a person resumes it) and idle, leave memory again at
+    /// the end of the batch.
     pub(super) fn drop_idle_installed(&mut self, batch: &Batch) {
         for id in std::mem::take(&mut self.installed) {
-            let idle_finished = self.live.get(&id).is_some_and(|l| l.status().is_finished() && l.is_idle());
+            let settled = |s: ExecutionStatus| s.is_finished() || s == ExecutionStatus::Paused;
+            let idle_finished = self.live.get(&id).is_some_and(|l| settled(l.status()) && l.is_idle());
             if idle_finished && !batch.pending.contains_key(&id) {
                 self.evict(&id);
             }

@@ -24,6 +24,7 @@ mod dependencies;
 mod functions;
 mod live;
 mod load;
+mod pause;
 mod pipelines;
 mod quarantine;
 mod redrive;
@@ -469,8 +470,8 @@ impl<S: Store> Driver<S> {
                 let Ok(result) = self.begin(new, now, batch) else { unreachable!("the pipeline's unfinished executions are in memory") };
                 self.reply_after_commit(&execution_id, result, reply, batch);
             }
-            Inbound::Redrive { entry_id, mode, force, scope, pipeline, new_execution_id, reply } => {
-                let request = redrive::RedriveRequest { entry_id, mode, force, scope, pipeline, new_execution_id };
+            Inbound::Redrive { entry_id, mode, force, scope, pipeline, new_execution_id, input_patch, reply } => {
+                let request = redrive::RedriveRequest { entry_id, mode, force, scope, pipeline, new_execution_id, input_patch };
                 self.redrive(request, reply, now, batch);
             }
             Inbound::Purge { filter, reply } => batch.deletes.push(Delete::Purge(filter, reply)),
@@ -500,24 +501,44 @@ impl<S: Store> Driver<S> {
                     submitted_batches: self.submitted.len(),
                 });
             }
-            Inbound::RetryStage { execution_id, stage, mode, trigger, reply } => {
-                match self.find_pipeline_execution(&execution_id, now, batch) {
-                    Found::Live => match self.retry_stage(&execution_id, &stage, mode, trigger, now, batch) {
-                        Ok(result) => self.reply_after_commit(&execution_id, result, reply, batch),
-                        Err(need) => self.park(need, Msg::In(Inbound::RetryStage { execution_id, stage, mode, trigger, reply })),
-                    },
-                    Found::Park(need) => self.park(need, Msg::In(Inbound::RetryStage { execution_id, stage, mode, trigger, reply })),
-                    Found::Err(e) => {
-                        let _ = reply.send(Err(e));
-                    }
+            Inbound::RetryStage { execution_id, stage, how, reply } => match self.find_pipeline_execution(&execution_id, now, batch) {
+                Found::Live => match self.retry_stage(&execution_id, &stage, how.clone(), now, batch) {
+                    Ok(result) => self.reply_after_commit(&execution_id, result, reply, batch),
+                    Err(need) => self.park(need, Msg::In(Inbound::RetryStage { execution_id, stage, how, reply })),
+                },
+                Found::Park(need) => self.park(need, Msg::In(Inbound::RetryStage { execution_id, stage, how, reply })),
+                Found::Err(e) => {
+                    let _ = reply.send(Err(e));
                 }
-            }
+            },
             Inbound::Stop { execution_id, abandon, reason, reply } => match self.find_pipeline_execution(&execution_id, now, batch) {
                 Found::Live => {
                     let result = self.apply(&execution_id, Event::Stop { abandon, reason }, now, batch).map_err(EngineError::Rejected);
                     self.reply_after_commit(&execution_id, result, reply, batch);
                 }
                 Found::Park(need) => self.park(need, Msg::In(Inbound::Stop { execution_id, abandon, reason, reply })),
+                Found::Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
+            Inbound::ResumePaused { execution_id, action, input_patch, reply } => {
+                match self.find_pipeline_execution(&execution_id, now, batch) {
+                    Found::Live => {
+                        let result = self.resume_paused(&execution_id, action, input_patch, now, batch);
+                        self.reply_after_commit(&execution_id, result, reply, batch);
+                    }
+                    Found::Park(need) => self.park(need, Msg::In(Inbound::ResumePaused { execution_id, action, input_patch, reply })),
+                    Found::Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
+            }
+            Inbound::FailPaused { execution_id, reply } => match self.find_pipeline_execution(&execution_id, now, batch) {
+                Found::Live => {
+                    let result = self.apply(&execution_id, Event::Fail, now, batch).map_err(EngineError::Rejected);
+                    self.reply_after_commit(&execution_id, result, reply, batch);
+                }
+                Found::Park(need) => self.park(need, Msg::In(Inbound::FailPaused { execution_id, reply })),
                 Found::Err(e) => {
                     let _ = reply.send(Err(e));
                 }

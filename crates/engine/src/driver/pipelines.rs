@@ -8,11 +8,11 @@ use super::live::{Body, Live, PipelineRun};
 use super::load::Found;
 use super::{Driver, Msg};
 use crate::error::EngineError;
-use crate::handle::{EngineHandle, Inbound, Notification};
+use crate::handle::{EngineHandle, Inbound, Notification, StageRetry};
 use crate::locks::LockKey;
 use crate::pipeline::LoadedPipeline;
 use crate::runner::{self, AttemptContext, AttemptOutcome};
-use redrive_core::definition::{ActionKind, ExecutionMode, Pipeline, RetryMode};
+use redrive_core::definition::{ActionKind, ExecutionMode, Pipeline};
 use redrive_core::exception::{ExceptionType, Failure};
 use redrive_core::limits;
 use redrive_core::machine::{
@@ -311,7 +311,7 @@ impl<S: Store> Driver<S> {
     pub(super) fn apply(&mut self, execution_id: &str, event: Event, now: Timestamp, batch: &mut Batch) -> Result<(), Rejection> {
         let _span = tracing::debug_span!("execution", execution_id).entered();
         let live = self.live.get_mut(execution_id).expect("caller ensured the execution is live");
-        let input_json = live.input_json.clone();
+        let input_json = super::pause::attempt_input(live);
         let run = live.pipeline_mut().expect("a pipeline execution");
         let p = &run.pipeline.pipeline;
         let position = run.state.stage_position();
@@ -408,8 +408,7 @@ impl<S: Store> Driver<S> {
         &mut self,
         execution_id: &str,
         stage: &str,
-        mode: RetryMode,
-        trigger: Trigger,
+        how: StageRetry,
         now: Timestamp,
         batch: &mut Batch,
     ) -> Result<Result<(), EngineError>, super::load::Need> {
@@ -437,7 +436,20 @@ impl<S: Store> Driver<S> {
                 return Ok(Err(EngineError::ConcurrencyLimit { pipeline: name, running: limit.unfinished, max: limit.max }));
             }
         }
-        let r = self.apply(execution_id, Event::RetryStage { stage: si, mode, trigger }, now, batch).map_err(EngineError::Rejected);
+        let event = match how {
+            StageRetry::Mode { mode, trigger, input_patch } => {
+                let live = &self.live[execution_id];
+                match input_patch.map(|patch| super::pause::patched_input(live, patch)).transpose() {
+                    Ok(input) => Event::RetryStage { stage: si, mode, trigger, input },
+                    Err(e) => return Ok(Err(e)),
+                }
+            }
+            StageRetry::FromAction { action, input_patch } => match self.retry_from_event(execution_id, si, &action, input_patch) {
+                Ok(event) => event,
+                Err(e) => return Ok(Err(e)),
+            },
+        };
+        let r = self.apply(execution_id, event, now, batch).map_err(EngineError::Rejected);
         if r.is_ok()
             && let Some(set) = self.active.get_mut(&name)
         {
@@ -559,7 +571,7 @@ impl<S: Store> Driver<S> {
             attempt: id.attempt,
             timeout: action.timeout_seconds.map(std::time::Duration::from_secs),
             base_dir: pipeline.base_dir.clone(),
-            input_json: live.input_json.to_string(),
+            input_json: super::pause::attempt_input(live),
             clock: runner::AttemptClock(self.clock.clone()),
             secrets: self.config.secrets.clone(),
         };

@@ -10,7 +10,7 @@ use super::load::{Found, Need};
 use super::pipelines::NewExecution;
 use super::{Driver, Msg};
 use crate::error::EngineError;
-use crate::handle::Inbound;
+use crate::handle::{Inbound, StageRetry};
 use crate::pipeline::LoadedPipeline;
 use redrive_core::definition::RetryMode;
 use redrive_core::dlq::{RedriveMode, SkipReason, TakeRequest, check_lineage, check_take};
@@ -30,14 +30,16 @@ pub(super) struct RedriveRequest {
     pub scope: Option<String>,
     pub pipeline: Option<Arc<LoadedPipeline>>,
     pub new_execution_id: String,
+    /// A JSON merge patch for the input the entry is resubmitted with.
+    pub input_patch: Option<serde_json::Value>,
 }
 
 type RedriveReply = oneshot::Sender<Result<String, EngineError>>;
 
 impl RedriveRequest {
     fn parked(self, reply: RedriveReply) -> Msg {
-        let RedriveRequest { entry_id, mode, force, scope, pipeline, new_execution_id } = self;
-        Msg::In(Inbound::Redrive { entry_id, mode, force, scope, pipeline, new_execution_id, reply })
+        let RedriveRequest { entry_id, mode, force, scope, pipeline, new_execution_id, input_patch } = self;
+        Msg::In(Inbound::Redrive { entry_id, mode, force, scope, pipeline, new_execution_id, input_patch, reply })
     }
 
     fn take_request(&self, being_taken: bool) -> TakeRequest<'_> {
@@ -111,8 +113,13 @@ impl<S: Store> Driver<S> {
         let entry = entry.expect("checked: the entry exists");
         let execution_id = match req.mode {
             // A function's entry resumes its execution, whatever the mode.
-            _ if entry.source.kind() == ExecutionKind::Function => self.redrive_function(&entry, now, batch)?,
-            RedriveMode::RetryStage => self.redrive_stage(&entry, now, batch)?,
+            _ if entry.source.kind() == ExecutionKind::Function => {
+                if req.input_patch.is_some() {
+                    return Err(not_redriven(SkipReason::Refused("an input patch applies to pipeline entries only".into())));
+                }
+                self.redrive_function(&entry, now, batch)?
+            }
+            RedriveMode::RetryStage => self.redrive_stage(&entry, req.input_patch, now, batch)?,
             RedriveMode::NewExecution => {
                 let Some(pipeline) = req.pipeline else {
                     return Err(not_redriven(SkipReason::PipelineGone(entry.source.name().to_string())));
@@ -121,13 +128,12 @@ impl<S: Store> Driver<S> {
                     .map_err(|e| EngineError::CorruptState { id: entry.id.clone(), reason: format!("queue name: {e}") })?;
                 let link = DeadLetterLink { entry_id: entry.id.clone(), queue };
                 let id = req.new_execution_id;
-                let new = NewExecution {
-                    pipeline,
-                    execution_id: id.clone(),
-                    input_json: entry.input_json.clone(),
-                    client_token: None,
-                    dead_letter: Some(link),
+                let input_json = match req.input_patch {
+                    None => entry.input_json.clone(),
+                    Some(patch) => super::pause::patch_text(&entry.input_json, patch)
+                        .map_err(|e| not_redriven(SkipReason::Refused(format!("the input patch: {e}"))))?,
                 };
+                let new = NewExecution { pipeline, execution_id: id.clone(), input_json, client_token: None, dead_letter: Some(link) };
                 let Ok(begun) = self.begin(new, now, batch) else {
                     unreachable!("redrive_needs read the pipeline's unfinished executions")
                 };
@@ -139,7 +145,13 @@ impl<S: Store> Driver<S> {
     }
 
     /// Retries the failed stage (FAILED_ACTIONS) of the entry's execution.
-    fn redrive_stage(&mut self, entry: &DlqEntryRecord, now: Timestamp, batch: &mut Batch) -> Result<String, EngineError> {
+    fn redrive_stage(
+        &mut self,
+        entry: &DlqEntryRecord,
+        input_patch: Option<serde_json::Value>,
+        now: Timestamp,
+        batch: &mut Batch,
+    ) -> Result<String, EngineError> {
         let id = entry.execution_id.clone();
         match self.find(&id, now, batch) {
             Found::Live => {}
@@ -151,14 +163,20 @@ impl<S: Store> Driver<S> {
             return Err(not_redriven(SkipReason::Refused(format!("execution {id} is not a pipeline execution"))));
         };
         check_lineage(&id, run.state.dead_letter.as_ref(), &entry.id).map_err(not_redriven)?;
-        let retried = self.retry_stage(&id, &entry.stage, RetryMode::FailedActions, Trigger::Redrive, now, batch);
+        let retried = self.retry_stage(
+            &id,
+            &entry.stage,
+            StageRetry::Mode { mode: RetryMode::FailedActions, trigger: Trigger::Redrive, input_patch },
+            now,
+            batch,
+        );
         let Ok(retried) = retried else { unreachable!("redrive_needs read the pipeline's unfinished executions") };
         match retried {
             Ok(()) => Ok(id),
             Err(EngineError::StageNotFound { stage, .. }) => {
                 Err(not_redriven(SkipReason::Refused(format!("stage {stage} is not in the execution's pipeline"))))
             }
-            Err(e @ (EngineError::Rejected(_) | EngineError::ConcurrencyLimit { .. })) => {
+            Err(e @ (EngineError::Rejected(_) | EngineError::ConcurrencyLimit { .. } | EngineError::LimitExceeded(_))) => {
                 Err(not_redriven(SkipReason::Refused(e.to_string())))
             }
             Err(e) => Err(e),
