@@ -68,8 +68,8 @@ impl Server {
         let req = redrive_wire::CreateTokenRequest {
             name: name.into(),
             scope: grant.scope.to_string(),
-            pipelines: None,
-            queues: None,
+            pipelines: grant.pipelines.map(|ps| ps.iter().map(|p| p.as_str().to_string()).collect()),
+            queues: grant.queues.map(|ps| ps.iter().map(|p| p.as_str().to_string()).collect()),
             expires_in: None,
         };
         let now = redrive_engine::Clock::now(self.clock.as_ref());
@@ -611,4 +611,30 @@ async fn a_paused_execution_is_badged_listed_and_offers_resume_and_fail() {
     assert_eq!((st, v["error"]["message"].as_str()), (409, Some("the execution is not paused (it is Failed)")), "{v}");
     let exec = s.html(&format!("/console/pipelines/halt/executions/{id}")).await;
     assert!(!exec.contains("data-post="), "{exec}");
+}
+
+#[tokio::test]
+async fn a_name_limited_session_lands_on_listings_of_what_its_grant_covers() {
+    let s = server_with_auth().await;
+    failed_execution(&s, "payments-a", json!({})).await;
+    failed_execution(&s, "web", json!({})).await;
+    let limits = |names: &[&str]| Some(names.iter().map(|n| redrive_core::auth::NamePattern::parse(n).unwrap()).collect());
+    let token =
+        s.token("payments", Grant { scope: Scope::Read, pipelines: limits(&["payments-*"]), queues: limits(&["payments-*"]) }).await;
+    let b = s.browser(&token).await;
+    let (status, page) = b.page("/console").await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("/console/pipelines/payments-a"), "its own pipeline is listed: {page}");
+    assert!(!page.contains("/console/pipelines/web"), "another pipeline is not: {page}");
+    assert!(page.contains("pipelines payments-*"), "the page says what it is limited to: {page}");
+    let (status, page) = b.page("/console/dlq").await;
+    assert_eq!(status, 200, "{page}");
+    let (status, _) = b.page("/console/pipelines/web").await;
+    assert_eq!(status, 403, "a page outside the grant stays refused");
+    let (status, page) = b.page("/console/functions?name=web").await;
+    assert_eq!(status, 403, "{page}");
+    // An unlimited reader sees both.
+    let reader = s.token("reader", Grant::unlimited(Scope::Read)).await;
+    let (_, page) = s.browser(&reader).await.page("/console").await;
+    assert!(page.contains("/console/pipelines/payments-a") && page.contains("/console/pipelines/web"), "{page}");
 }

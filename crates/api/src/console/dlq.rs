@@ -30,11 +30,14 @@ pub struct QueuesQuery {
 
 pub async fn queues<S: Store>(State(svc): St<S>, PageQuery(query): PageQuery<QueuesQuery>) -> PageResult {
     let after = query.after.as_deref().map(parse_name_token).transpose()?;
-    let rows = svc.list_dlq_queues(None, after, PAGE_ROWS).await?;
+    let all = svc.list_dlq_queues(None, after, PAGE_ROWS).await?;
     let now = svc.now();
-    let next = (rows.len() == PAGE_ROWS).then(|| rows.last().map(|r| format!("/console/dlq?after={}", q(&r.queue.name)))).flatten();
+    let next = (all.len() == PAGE_ROWS).then(|| all.last().map(|r| format!("/console/dlq?after={}", q(&r.queue.name)))).flatten();
+    // A grant limited by name sees its own queues (the page pages on over the rest).
+    let rows: Vec<_> = all.iter().filter(|r| super::may(Scope::Read, Resource::Queue(&r.queue.name)).is_ok()).collect();
     let body = html! {
         h1 { "Dead-letter queues" }
+        @if let Some(limits) = super::name_limits() { p.note { "Showing the queues your token may read: " (limits) "." } }
         @if rows.is_empty() { p { "No dead-letter queues. A pipeline names one with " code { "deadLetterQueue" } "." } }
         @else {
             table.list {

@@ -8,6 +8,7 @@ use crate::functions::step_status;
 use crate::page::{execution_token, parse_execution_token};
 use axum::extract::{Path, State};
 use maud::html;
+use redrive_core::auth::{Resource, Scope};
 use redrive_engine::service::Service;
 use redrive_store::Store;
 use serde::Deserialize;
@@ -25,6 +26,12 @@ pub struct ListQuery {
 pub async fn list<S: Store>(State(svc): St<S>, PageQuery(query): PageQuery<ListQuery>) -> PageResult {
     let name = query.name.map(|n| n.trim().to_string()).filter(|n| !n.is_empty());
     let before = query.next.as_deref().map(parse_execution_token).transpose()?;
+    // A function is read under its name, like a pipeline: outside a grant's names, refused.
+    if let Some(n) = &name
+        && let Err(why) = super::may(Scope::Read, Resource::Pipeline(n))
+    {
+        return super::forbidden(&why);
+    }
     let rows = match &name {
         Some(n) => svc.list_function_executions(n, before, PAGE_ROWS).await?,
         None => Vec::new(),

@@ -99,6 +99,22 @@ fn may(scope: Scope, resource: Resource<'_>) -> Result<(), String> {
     }
 }
 
+/// The name limits of the viewer's grant, said for a listing that shows only
+/// what they cover (`None`: not limited, or no `auth:`).
+fn name_limits() -> Option<String> {
+    let grant = viewer()?.grant;
+    let said = |what: &str, ps: &Option<Vec<redrive_core::auth::NamePattern>>| {
+        ps.as_ref().map(|ps| format!("{what} {}", ps.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(", ")))
+    };
+    let parts: Vec<String> = [said("pipelines", &grant.pipelines), said("queues", &grant.queues)].into_iter().flatten().collect();
+    (!parts.is_empty()).then(|| parts.join("; "))
+}
+
+/// A page the viewer's grant does not cover: 403 with the reason.
+fn forbidden(why: &str) -> PageResult {
+    Ok(respond(StatusCode::FORBIDDEN, page("Not allowed", html! { h1 { "Not allowed" } p { (why) } })))
+}
+
 fn asset(content_type: &'static str, body: &'static str) -> Response {
     ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "no-cache")], body).into_response()
 }

@@ -33,7 +33,8 @@ pub async fn list<S: Store>(State(svc): St<S>, PageQuery(query): PageQuery<ListQ
     let after = query.after.as_deref().map(|a| redrive_engine::service::validate_name("after", a)).transpose()?;
     let rows = svc.list_pipelines(after.as_ref().map(|n| n.as_str()), PAGE_ROWS).await?;
     let mut items = Vec::with_capacity(rows.len());
-    for r in &rows {
+    // A grant limited by name sees its own pipelines (the page pages on over the rest).
+    for r in rows.iter().filter(|r| super::may(Scope::Read, Resource::Pipeline(&r.name)).is_ok()) {
         let latest = svc.list_executions(&r.name, None, 1).await?.into_iter().next();
         let failed: Vec<String> = match (&latest, svc.get_pipeline(&r.name, None).await) {
             (Some(l), Ok(p)) => failed_stages(&l.state.stages, &p.loaded.pipeline),
@@ -44,6 +45,7 @@ pub async fn list<S: Store>(State(svc): St<S>, PageQuery(query): PageQuery<ListQ
     let next = (rows.len() == PAGE_ROWS).then(|| rows.last().map(|r| format!("/console?after={}", q(&r.name)))).flatten();
     let body = html! {
         h1 { "Pipelines" }
+        @if let Some(limits) = super::name_limits() { p.note { "Showing the pipelines your token may read: " (limits) "." } }
         @if items.is_empty() { p { "No pipelines yet. Create one with " code { "redrive pipeline create" } " or the API." } }
         @else {
             table.list {
