@@ -222,10 +222,15 @@ pub(crate) fn median(values: &[f64]) -> f64 {
 
 /// The `p` quantile (0..=1) of `values`, nearest rank.
 pub(crate) fn quantile(values: &[u64], p: f64) -> u64 {
-    assert!(!values.is_empty() && (0.0..=1.0).contains(&p));
     let mut sorted = values.to_vec();
     sorted.sort_unstable();
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+    sorted[rank(sorted.len(), p)]
+}
+
+/// The index of the `p` quantile (0..=1) in `len` sorted values, nearest rank.
+pub(crate) fn rank(len: usize, p: f64) -> usize {
+    assert!(len > 0 && (0.0..=1.0).contains(&p));
+    ((len - 1) as f64 * p).round() as usize
 }
 
 /// A step's retry: one policy for `exception_type`.

@@ -74,7 +74,7 @@ pub(crate) async fn run(args: &BenchArgs) -> anyhow::Result<()> {
         pipeline_p99_ms: of(&|r| r.pipeline.p99_ms),
         function_p50_ms: of(&|r| r.function.p50_ms),
         function_p99_ms: of(&|r| r.function.p99_ms),
-        commit_p50_ms: commit.map(|c| crate::bench::median(&c)),
+        commit_p50_ms: commit.map(|c| median(&c)),
     };
     let report = W2Report {
         workload: "w2",

@@ -145,8 +145,9 @@ async fn one_round(args: &BenchArgs) -> anyhow::Result<W3Round> {
 
 async fn wait_finished(db: &Path) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(FINISH_DEADLINE_S);
+    let conn = reader(db)?;
     loop {
-        let unfinished: i64 = reader(db)?.query_row("SELECT count(*) FROM executions WHERE status = 'InProgress'", [], |r| r.get(0))?;
+        let unfinished: i64 = conn.query_row("SELECT count(*) FROM executions WHERE status = 'InProgress'", [], |r| r.get(0))?;
         if unfinished == 0 {
             return Ok(());
         }

@@ -13,7 +13,7 @@
 //! how many started early, how many executions retried other than exactly once.
 
 use crate::OutputFormat;
-use crate::bench::{BenchArgs, current_rss_kib, open_engine, peak_rss_kib, put_pipeline, quantile};
+use crate::bench::{BenchArgs, current_rss_kib, open_engine, peak_rss_kib, put_pipeline, rank};
 use redrive_core::limits::MAX_CONCURRENT_EXECUTIONS;
 use redrive_engine::LoadedPipeline;
 use redrive_store::{Store, StoreLocation};
@@ -134,15 +134,15 @@ async fn one_round(args: &BenchArgs, file: Option<std::path::PathBuf>) -> anyhow
     })
 }
 
-/// A quantile of lateness, early retries counted as 0 late (they are reported apart).
-fn lateness(values_ms: &[i64], p: f64) -> u64 {
-    let late: Vec<u64> = values_ms.iter().map(|l| (*l).max(0) as u64).collect();
-    if late.is_empty() { 0 } else { quantile(&late, p) }
+/// A quantile of the sorted lateness, early retries counted as 0 late (they are
+/// reported apart).
+fn lateness(sorted_ms: &[i64], p: f64) -> u64 {
+    if sorted_ms.is_empty() { 0 } else { sorted_ms[rank(sorted_ms.len(), p)].max(0) as u64 }
 }
 
 /// What the run's ledger says.
 struct Ledger {
-    /// Per retry: its start − the due time its decision recorded (ms).
+    /// Per retry: its start − the due time its decision recorded (ms), ascending.
     lateness_ms: Vec<i64>,
     not_retried_once: u64,
     succeeded: u64,
@@ -169,6 +169,7 @@ fn read_ledger(file: &std::path::Path) -> anyhow::Result<Ledger> {
     )?;
     let succeeded: i64 =
         conn.query_row("SELECT count(*) FROM executions WHERE pipeline_name LIKE 'bench-w4-%' AND status = 'Succeeded'", [], |r| r.get(0))?;
+    lateness_ms.sort_unstable();
     Ok(Ledger { lateness_ms, not_retried_once: not_retried_once as u64, succeeded: succeeded as u64 })
 }
 
