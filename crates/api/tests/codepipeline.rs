@@ -974,3 +974,65 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn retry_control_members_travel_on_the_wire() {
+    let native = json!({
+        "name": "guarded",
+        "dependencies": [
+            {"name": "payments-api", "retryBudget": {"ratio": 0.1, "minRetriesPerSecond": 5, "window": "60s"},
+             "circuitBreaker": {"failureThreshold": 20, "coolDown": 30, "halfOpenProbes": 1}},
+            {"name": "ledger"}
+        ],
+        "stages": [{"name": "S", "actions": [
+            {"name": "Pay", "http": {"url": "http://127.0.0.1:9/pay"}, "dependency": "payments-api", "onExhausted": "PAUSE"},
+            {"name": "Book", "command": ["true"], "dependency": "ledger"},
+            {"name": "Plain", "noop": {}}
+        ]}]
+    });
+    let wire = assert_round_trips(&native);
+    let deps = wire.dependencies.as_ref().expect("dependencies travel as an extension member");
+    assert_eq!(deps[0].name, "payments-api");
+    assert_eq!(deps[0].retry_budget.as_ref().unwrap().window, Some(DurationValue::Text("60s".into())));
+    assert_eq!(deps[0].circuit_breaker.as_ref().unwrap().cool_down, Some(DurationValue::Seconds(30.into())));
+    let conf = |a: usize| wire.stages[0].actions[a].configuration.clone().unwrap_or_default();
+    assert_eq!(conf(0)["OnExhausted"], "PAUSE");
+    assert_eq!(conf(0)["Dependency"], "payments-api");
+    assert_eq!(conf(1)["Dependency"], "ledger");
+    assert!(!conf(2).contains_key("OnExhausted") && !conf(2).contains_key("Dependency"), "{:?}", conf(2));
+
+    let pipeline = parse_declaration(&wire).unwrap();
+    assert_eq!(pipeline.dependencies.len(), 2);
+    let pay = &pipeline.stages[0].actions[0];
+    assert_eq!(pay.on_exhausted, redrive_core::policy::OnExhausted::Pause);
+    assert_eq!(pay.dependency.as_ref().map(|n| n.as_str()), Some("payments-api"));
+
+    // As the AWS CLI's --cli-input-json (or boto3 without validation) sends them.
+    let body = json!({"pipeline": {"name": "p", "dependencies": [{"name": "d", "circuitBreaker": {"failureThreshold": 3, "coolDown": "5s"}}],
+        "stages": [{"name": "S", "actions": [
+        {"name": "N", "actionTypeId": {"category": "Test", "owner": "Custom", "provider": "Noop", "version": "1"},
+         "configuration": {"OnExhausted": "PAUSE", "Dependency": "d"}}]}]}});
+    let input: CreatePipelineInput = decode_request(Operation::CreatePipeline, body.to_string().as_bytes()).unwrap();
+    let parsed = parse_declaration(&input.pipeline).unwrap();
+    assert_eq!(parsed.stages[0].actions[0].on_exhausted, redrive_core::policy::OnExhausted::Pause);
+    let native = wire_to_native(&input.pipeline);
+    assert_eq!(native["stages"][0]["actions"][0], json!({"name": "N", "noop": {}, "onExhausted": "PAUSE", "dependency": "d"}));
+    assert_eq!(parse_json(&native), parsed);
+}
+
+#[test]
+fn retry_control_keys_are_checked_on_the_wire() {
+    let decl = |conf: Value, extra: Value| {
+        let mut action = json!({"name": "N", "actionTypeId": {"provider": "Noop"}, "configuration": conf});
+        action.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        let doc = json!({"name": "p", "stages": [{"name": "S", "actions": [action]}]});
+        parse_pipeline(&Node::from_json(&doc)).unwrap_err()
+    };
+    let p = decl(json!({"OnExhausted": "SOMETIMES"}), json!({}));
+    assert_eq!(p[0].path, "$.stages[0].actions[0].configuration.OnExhausted", "{p:#?}");
+    assert_eq!(p[0].allowed.as_deref(), Some("FAIL or PAUSE"), "{p:#?}");
+    let p = decl(json!({"OnExhausted": "PAUSE"}), json!({"onExhausted": "FAIL"}));
+    assert!(p[0].message.contains("twice"), "{p:#?}");
+    let p = decl(json!({"Dependency": "nobody"}), json!({}));
+    assert_eq!(p[0].path, "$.stages[0].actions[0].configuration.Dependency", "{p:#?}");
+}

@@ -3,8 +3,10 @@
 use crate::load::{load_file, report_load_error};
 use crate::present::Table;
 use crate::{OutputFormat, exit};
+use redrive_core::dependency::Dependency;
 use redrive_core::exception::ExceptionType;
 use redrive_core::jitter::JitterDraw;
+use redrive_core::name::Name;
 use redrive_core::policy::{Jitter, RetryLimit, explain as explain_schedule};
 use redrive_core::time::human_duration_ms;
 use std::path::PathBuf;
@@ -59,6 +61,10 @@ pub fn explain(args: ExplainArgs) -> u8 {
         let mut v = serde_json::to_value(&schedule).expect("json");
         v["action"] = serde_json::json!(args.action);
         v["executionId"] = serde_json::json!(args.execution_id);
+        if let Some(name) = &action.dependency {
+            let declared = p.dependencies.iter().find(|d| &d.name == name).filter(|d| !d.is_name_only());
+            v["dependency"] = serde_json::json!({"name": name, "declared": declared, "mayHoldRetries": true});
+        }
         println!("{}", serde_json::to_string_pretty(&v).expect("json"));
         return exit::SUCCEEDED;
     }
@@ -118,5 +124,47 @@ pub fn explain(args: ExplainArgs) -> u8 {
         println!("Total wait for this execution: {}", human_duration_ms(schedule.total_wait_ms));
     }
     println!("Worst-case total wait: {}", human_duration_ms(schedule.worst_case_total_wait_ms));
+    if let Some(name) = &action.dependency {
+        println!();
+        for line in dependency_note(name, p.dependencies.iter().find(|d| &d.name == name)) {
+            println!("{line}");
+        }
+    }
     exit::SUCCEEDED
+}
+
+/// What explain says about an action's dependency: its retries go through the
+/// dependency's budget and breaker, which may hold them past the times shown.
+fn dependency_note(name: &Name, declared: Option<&Dependency>) -> Vec<String> {
+    let mut lines = Vec::new();
+    let settings = declared.filter(|d| !d.is_name_only());
+    match settings {
+        None => lines.push(format!(
+            "Dependency: {name} — its retry budget and circuit breaker are the server config's, if it declares {name} (this file does not)."
+        )),
+        Some(d) => {
+            lines.push(format!("Dependency: {name}"));
+            if let Some(b) = &d.retry_budget {
+                lines.push(format!(
+                    "  retry budget: retries at most {}% of first attempts (or {}/s, whichever is more) over {}",
+                    b.ratio() * 100.0,
+                    b.min_retries_per_second(),
+                    human_duration_ms(b.window_seconds() * 1000)
+                ));
+            }
+            if let Some(c) = &d.circuit_breaker {
+                lines.push(format!(
+                    "  circuit breaker: opens after {} failures in a row, holds every attempt for {}, then lets {} probe(s) through",
+                    c.failure_threshold(),
+                    human_duration_ms(c.cool_down_ms()),
+                    c.half_open_probes()
+                ));
+            }
+        }
+    }
+    lines.push(
+        "A retry due while the budget is spent or the breaker is open is held until admitted (a DEFERRED ledger row; `held` in `redrive state`): the starts above are the earliest."
+            .to_string(),
+    );
+    lines
 }

@@ -384,3 +384,35 @@ fn a_definition_starting_with_a_byte_order_mark_is_accepted() {
         assert_eq!(v["status"], "Succeeded", "{name}");
     }
 }
+
+#[test]
+fn explain_says_a_dependency_may_hold_the_retries() {
+    let sb = Sandbox::new();
+    let text = "name: p\ndependencies:\n  - name: pay\n    retryBudget: {ratio: 0.1, minRetriesPerSecond: 5, window: 60s}\n    circuitBreaker: {failureThreshold: 20, coolDown: 30s}\n  - name: bare\nstages:\n  - name: S\n    actions:\n      - name: A\n        noop: {}\n        dependency: pay\n        retryPolicies: [{exceptionType: '*', maxAttempts: 2}]\n      - name: B\n        noop: {}\n        dependency: bare\n        retryPolicies: [{exceptionType: '*', maxAttempts: 2}]\n      - name: C\n        noop: {}\n        retryPolicies: [{exceptionType: '*', maxAttempts: 2}]\n";
+    let f = sb.write("deps.yaml", text);
+    let run = |action: &str, json: bool| {
+        let mut cmd = bin();
+        cmd.args(["policy", "explain"]).arg(&f).args(["--action", action, "--type", "Step.THROTTLING"]);
+        if json {
+            cmd.args(["--output", "json"]);
+        }
+        let out = cmd.output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let text = run("S/A", false);
+    assert!(text.contains("Dependency: pay"), "{text}");
+    assert!(text.contains("retries at most 10% of first attempts (or 5/s, whichever is more) over 1m"), "{text}");
+    assert!(text.contains("opens after 20 failures in a row, holds every attempt for 30s"), "{text}");
+    assert!(text.contains("held until admitted"), "{text}");
+    let bare = run("S/B", false);
+    assert!(bare.contains("Dependency: bare — its retry budget and circuit breaker are the server config's"), "{bare}");
+    assert!(!run("S/C", false).contains("Dependency"), "an action without a dependency says nothing of holds");
+
+    let v: serde_json::Value = serde_json::from_str(&run("S/A", true)).unwrap();
+    assert_eq!(v["dependency"]["name"], "pay");
+    assert_eq!(v["dependency"]["mayHoldRetries"], true);
+    assert_eq!(v["dependency"]["declared"]["circuitBreaker"]["failureThreshold"], 20);
+    let v: serde_json::Value = serde_json::from_str(&run("S/C", true)).unwrap();
+    assert!(v.get("dependency").is_none(), "{v}");
+}

@@ -18,6 +18,8 @@
 //! | `noop: {failFirst, failWith, sleepMs, retryAfterSeconds}` | `Test` / `Custom` / `Noop` / `1` | `FailFirst`, `FailWith`, `SleepMs`, `RetryAfterSeconds` |
 //! | `timeoutSeconds` (any kind) | | `TimeoutSeconds` |
 //! | `retryPolicies` / `RetryPolicies` / `Retry` (any kind) | | `RetryPolicies` (JSON array, policies in the spelling written) |
+//! | `onExhausted` (any kind) | | `OnExhausted` (`FAIL` or `PAUSE`) |
+//! | `dependency` (any kind) | | `Dependency` (a dependency's name) |
 //!
 //! - **Categories.** redrive ignores `category`; the model requires one of
 //!   `Source, Build, Deploy, Test, Invoke, Approval, Compute`. redrive emits
@@ -41,9 +43,9 @@
 //! `artifactStore(s)`, `pipelineType`, `variables`, `triggers`, `blockers`,
 //! `onSuccess`, `beforeEntry`, `onFailure.conditions`, actions' `inputArtifacts`,
 //! `outputArtifacts`, `region`, `namespace`, `roleArn`) are carried through
-//! unchanged both ways. `maxConcurrentExecutions`, `deadLetterQueue` and
-//! `onFailure.maxRetries` are not in the service model and travel as redrive
-//! extension members (see [`super::model`]). Action members of kinds redrive does
+//! unchanged both ways. `maxConcurrentExecutions`, `deadLetterQueue`,
+//! `retentionDays`, `dependencies` and `onFailure.maxRetries` are not in the
+//! service model and travel as redrive extension members (see [`super::model`]). Action members of kinds redrive does
 //! not have (`commands`, `outputVariables`, `environmentVariables`,
 //! `timeoutInMinutes`) are passed on as they are and rejected by the parser, by
 //! name.
@@ -179,6 +181,7 @@ pub fn native_to_wire(pipeline_json: &Value) -> Result<PipelineDeclaration, Conv
             "maxConcurrentExecutions",
             "deadLetterQueue",
             "retentionDays",
+            "dependencies",
         ],
     );
     let stages = items(p.get("stages")).iter().map(stage_to_wire).collect::<Result<Vec<_>, _>>()?;
@@ -268,6 +271,8 @@ fn action_to_wire(action: &Value) -> Result<Value, ConvertError> {
     put(&mut conf, "TimeoutSeconds", a.get("timeoutSeconds"));
     let policies = ["retryPolicies", "RetryPolicies", "Retry"].iter().find_map(|k| a.get(*k).filter(|v| !v.is_null()));
     put(&mut conf, "RetryPolicies", policies);
+    put(&mut conf, "OnExhausted", a.get("onExhausted"));
+    put(&mut conf, "Dependency", a.get("dependency"));
     out.insert("actionTypeId".into(), type_id);
     if !conf.is_empty() {
         out.insert("configuration".into(), Value::Object(conf));
@@ -346,12 +351,14 @@ enum JsonKind {
 }
 
 /// The configuration keys of a provider, their encoding and native spelling (as
-/// `crates/core/src/definition/parse.rs` reads them). `TimeoutSeconds` and
-/// `RetryPolicies` go to the action itself, the rest under the kind key (for
-/// `Command`: beside it).
+/// `crates/core/src/definition/parse.rs` reads them). `TimeoutSeconds`,
+/// `RetryPolicies`, `OnExhausted` and `Dependency` go to the action itself
+/// ([`ACTION_LEVEL`]), the rest under the kind key (for `Command`: beside it).
 fn conf_keys(provider: &str) -> &'static [(&'static str, Conf, &'static str)] {
     const TIMEOUT: (&str, Conf, &str) = ("TimeoutSeconds", Conf::Number, "timeoutSeconds");
     const RETRY: (&str, Conf, &str) = ("RetryPolicies", Conf::Json(JsonKind::Array), "retryPolicies");
+    const EXHAUSTED: (&str, Conf, &str) = ("OnExhausted", Conf::Text, "onExhausted");
+    const DEPENDENCY: (&str, Conf, &str) = ("Dependency", Conf::Text, "dependency");
     match provider {
         "Command" => &[
             ("Command", Conf::Json(JsonKind::Array), "command"),
@@ -361,6 +368,8 @@ fn conf_keys(provider: &str) -> &'static [(&'static str, Conf, &'static str)] {
             ("ExitCodes", Conf::Json(JsonKind::Object), "exitCodes"),
             TIMEOUT,
             RETRY,
+            EXHAUSTED,
+            DEPENDENCY,
         ],
         "Http" => &[
             ("Url", Conf::Text, "url"),
@@ -370,8 +379,10 @@ fn conf_keys(provider: &str) -> &'static [(&'static str, Conf, &'static str)] {
             ("Body", Conf::Body, "body"),
             TIMEOUT,
             RETRY,
+            EXHAUSTED,
+            DEPENDENCY,
         ],
-        "Function" => &[("FunctionName", Conf::Text, "function"), TIMEOUT, RETRY],
+        "Function" => &[("FunctionName", Conf::Text, "function"), TIMEOUT, RETRY, EXHAUSTED, DEPENDENCY],
         "Noop" => &[
             ("FailFirst", Conf::Number, "failFirst"),
             ("FailWith", Conf::Text, "failWith"),
@@ -379,6 +390,8 @@ fn conf_keys(provider: &str) -> &'static [(&'static str, Conf, &'static str)] {
             ("RetryAfterSeconds", Conf::Number, "retryAfterSeconds"),
             TIMEOUT,
             RETRY,
+            EXHAUSTED,
+            DEPENDENCY,
         ],
         _ => &[],
     }
@@ -403,6 +416,10 @@ fn decode(conf: Conf, s: &str) -> Option<Value> {
         }
     }
 }
+
+/// Configuration keys (native spelling) that are members of the action itself,
+/// whatever its kind.
+const ACTION_LEVEL: [&str; 4] = ["timeoutSeconds", "retryPolicies", "onExhausted", "dependency"];
 
 /// The shorthand form of a wire action, when it has an exact one.
 fn action_to_native(a: &Map<String, Value>) -> Option<Map<String, Value>> {
@@ -431,7 +448,7 @@ fn action_to_native(a: &Map<String, Value>) -> Option<Map<String, Value>> {
 
     let mut out: Map<String, Value> =
         a.iter().filter(|(k, _)| *k != "actionTypeId" && *k != "configuration").map(|(k, v)| (k.clone(), v.clone())).collect();
-    for k in ["timeoutSeconds", "retryPolicies"] {
+    for k in ACTION_LEVEL {
         if let Some(v) = take(k) {
             out.insert(k.into(), v);
         }

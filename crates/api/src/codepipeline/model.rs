@@ -15,7 +15,9 @@
 //!
 //! A few members are **redrive extensions** that the model does not have
 //! ([`PipelineDeclaration::max_concurrent_executions`],
-//! [`PipelineDeclaration::dead_letter_queue`], [`FailureConditions::max_retries`]).
+//! [`PipelineDeclaration::dead_letter_queue`], [`PipelineDeclaration::retention_days`],
+//! [`PipelineDeclaration::dependencies`], [`FailureConditions::max_retries`], and the
+//! action configuration keys `OnExhausted` and `Dependency`).
 //! botocore ignores members it does not know in responses, but the AWS CLI refuses
 //! to send them (client-side parameter validation), so they survive only through
 //! raw HTTP, SDKs with validation turned off, or the native API.
@@ -355,6 +357,54 @@ pub struct PipelineDeclaration {
     /// kept, 1 to 36 500 (default: the server's `retention`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retention_days: Option<i32>,
+    /// **redrive extension** (not in the model): the pipeline's dependencies,
+    /// with their retry budgets and circuit breakers (docs/retry-control.md), at
+    /// most 100; validated by the definition parser.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dependencies: Option<Vec<DependencyDeclaration>>,
+}
+
+/// **redrive extension**: one dependency of a pipeline (`dependencies[]`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DependencyDeclaration {
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_budget: Option<RetryBudgetDeclaration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub circuit_breaker: Option<CircuitBreakerDeclaration>,
+}
+
+/// **redrive extension**: a dependency's retry budget.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RetryBudgetDeclaration {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ratio: Option<serde_json::Number>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_retries_per_second: Option<serde_json::Number>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window: Option<DurationValue>,
+}
+
+/// **redrive extension**: a dependency's circuit breaker.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CircuitBreakerDeclaration {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure_threshold: Option<serde_json::Number>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cool_down: Option<DurationValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub half_open_probes: Option<serde_json::Number>,
+}
+
+/// A duration as the definition parser reads it: seconds, or text such as `60s`, `500ms`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum DurationValue {
+    Seconds(serde_json::Number),
+    Text(String),
 }
 
 fn placeholder_role_arn() -> String {

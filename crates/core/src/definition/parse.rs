@@ -774,14 +774,17 @@ fn action(cx: &mut Cx, at: &At, stage_label: &str, index: usize) -> Option<Actio
         Some(a) => policies(cx, a, &label),
     };
 
-    let on_exhausted = match obj.at("onExhausted") {
-        None => Some(OnExhausted::Fail),
-        Some(a) => on_exhausted(cx, &a, &label),
+    let on_exhausted = match given_once(cx, obj.at("onExhausted"), wire.on_exhausted.take(), &label, "its exhaustion behaviour") {
+        Err(()) => None,
+        Ok(None) => Some(OnExhausted::Fail),
+        Ok(Some(a)) => on_exhausted(cx, &a, &label),
     };
+    let dependency_at = given_once(cx, obj.at("dependency"), wire.dependency.take(), &label, "its dependency");
     let kind = kind?;
-    let dependency = match obj.at("dependency") {
-        Some(a) => dependencies::reference(cx, &a).map(Some),
-        None => Some(match &kind {
+    let dependency = match dependency_at {
+        Err(()) => None,
+        Ok(Some(a)) => dependencies::reference(cx, &a).map(Some),
+        Ok(None) => Some(match &kind {
             ActionKind::Http(h) => url_host(&h.url),
             _ => None,
         }),
@@ -797,6 +800,19 @@ fn action(cx: &mut Cx, at: &At, stage_label: &str, index: usize) -> Option<Actio
         on_exhausted: on_exhausted?,
     };
     ok.then_some(action)
+}
+
+/// The one of an action member and its wire configuration key that is given
+/// (`Err` after reporting both given).
+fn given_once<'a>(cx: &mut Cx, native: Option<At<'a>>, wire: Option<At<'a>>, label: &str, what: &str) -> Result<Option<At<'a>>, ()> {
+    match (native, wire) {
+        (Some(n), Some(w)) => {
+            let message = format!("action {label} sets {what} twice: {} and {}; give one", n.path_tail(), w.path_tail());
+            cx.report(&w.path, w.node.line, &w.field, None, message, None);
+            Err(())
+        }
+        (n, w) => Ok(n.or(w)),
+    }
 }
 
 /// An action's `onExhausted`: FAIL or PAUSE.
@@ -1228,6 +1244,8 @@ fn noop_spec(
 struct WireExtras<'a> {
     timeout: Option<At<'a>>,
     retry: Option<At<'a>>,
+    on_exhausted: Option<At<'a>>,
+    dependency: Option<At<'a>>,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -1242,6 +1260,11 @@ enum Conf {
     Text,
 }
 
+/// Configuration keys of every provider: members of the action itself.
+const ACTION_CONF_KEYS: &[(&str, Conf)] =
+    &[("TimeoutSeconds", Conf::Number), ("RetryPolicies", Conf::Json), ("OnExhausted", Conf::Text), ("Dependency", Conf::Text)];
+
+/// A provider's own configuration keys (besides [`ACTION_CONF_KEYS`]).
 fn conf_keys(provider: &str) -> &'static [(&'static str, Conf)] {
     match provider {
         "Command" => &[
@@ -1250,27 +1273,12 @@ fn conf_keys(provider: &str) -> &'static [(&'static str, Conf)] {
             ("SecretEnv", Conf::Json),
             ("WorkingDirectory", Conf::Text),
             ("ExitCodes", Conf::Json),
-            ("TimeoutSeconds", Conf::Number),
-            ("RetryPolicies", Conf::Json),
         ],
-        "Http" => &[
-            ("Url", Conf::Text),
-            ("Method", Conf::Text),
-            ("Headers", Conf::Json),
-            ("SecretHeaders", Conf::Json),
-            ("Body", Conf::Body),
-            ("TimeoutSeconds", Conf::Number),
-            ("RetryPolicies", Conf::Json),
-        ],
-        "Function" => &[("FunctionName", Conf::Text), ("TimeoutSeconds", Conf::Number), ("RetryPolicies", Conf::Json)],
-        _ => &[
-            ("FailFirst", Conf::Number),
-            ("FailWith", Conf::Text),
-            ("SleepMs", Conf::Number),
-            ("RetryAfterSeconds", Conf::Number),
-            ("TimeoutSeconds", Conf::Number),
-            ("RetryPolicies", Conf::Json),
-        ],
+        "Http" => {
+            &[("Url", Conf::Text), ("Method", Conf::Text), ("Headers", Conf::Json), ("SecretHeaders", Conf::Json), ("Body", Conf::Body)]
+        }
+        "Function" => &[("FunctionName", Conf::Text)],
+        _ => &[("FailFirst", Conf::Number), ("FailWith", Conf::Text), ("SleepMs", Conf::Number), ("RetryAfterSeconds", Conf::Number)],
     }
 }
 
@@ -1356,9 +1364,9 @@ fn wire_kind<'a>(cx: &mut Cx, obj: &Obj<'a>, label: &str, extras: &mut WireExtra
             }
         }
         Some(c) => {
-            let allowed: Vec<&str> = keys.iter().map(|(k, _)| *k).collect();
+            let allowed: Vec<&str> = keys.iter().chain(ACTION_CONF_KEYS).map(|(k, _)| *k).collect();
             check_keys(cx, c, &allowed, &[]);
-            for (k, conf) in keys {
+            for (k, conf) in keys.iter().chain(ACTION_CONF_KEYS) {
                 if let Some(a) = c.at(k) {
                     match conf_value(cx, a, *conf) {
                         Some(v) => {
@@ -1372,6 +1380,8 @@ fn wire_kind<'a>(cx: &mut Cx, obj: &Obj<'a>, label: &str, extras: &mut WireExtra
     }
     extras.timeout = values.remove("TimeoutSeconds");
     extras.retry = values.remove("RetryPolicies");
+    extras.on_exhausted = values.remove("OnExhausted");
+    extras.dependency = values.remove("Dependency");
     let mut take = |k: &str| values.remove(k);
     let kind = match provider {
         "Command" => {
