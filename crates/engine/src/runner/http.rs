@@ -50,7 +50,7 @@
 //! | 503 with a valid `Retry-After` | `Step.THROTTLING` |
 //! | 500, 502, 503 without `Retry-After`, 504, other 5xx, 408 | `Step.SERVICE_FAULT` |
 //! | other 4xx, other 3xx | `Action.FAILED` |
-//! | a redirect not followed (another origin under `SAME_ORIGIN`, any under `NONE`, a 307/308 elsewhere with a body, not http(s), more than 5) | `Action.FAILED` "HTTP 307 Temporary Redirect, redirect to <Location> not followed: <why>" |
+//! | a redirect not followed (another origin under `SAME_ORIGIN`, any under `NONE`, a 307/308 elsewhere that would re-send a body or a method other than GET/HEAD, a Location not http(s), more than 5) | `Action.FAILED` "HTTP 307 Temporary Redirect, redirect to <Location> not followed: <why>" |
 //! | connection refused / reset, DNS failure, connect timeout, broken body | `Step.SERVICE_FAULT` |
 //! | no complete response within the time limit | `Step.TIMEOUT` "timed out after Ns" |
 //! | invalid method, URL or header | `Action.FAILED` |
