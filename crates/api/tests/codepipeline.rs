@@ -289,6 +289,21 @@ fn secret_names_survive_the_wire_to_native_conversion() {
     );
 }
 
+/// `configuration.Redirects` (issue 13) is the native `http.redirects`, both ways.
+#[test]
+fn http_redirects_survive_the_wire_to_native_conversion() {
+    let body = json!({"pipeline": {"name": "p", "stages": [{"name": "S", "actions": [
+        {"name": "H", "actionTypeId": {"category": "Invoke", "owner": "Custom", "provider": "Http", "version": "1"},
+         "configuration": {"Url": "https://h/", "Redirects": "ANY_ORIGIN"}}
+    ]}]}});
+    let input: CreatePipelineInput = decode_request(Operation::CreatePipeline, body.to_string().as_bytes()).unwrap();
+    let native = wire_to_native(&input.pipeline);
+    assert_eq!(native["stages"][0]["actions"][0]["http"]["redirects"], json!("ANY_ORIGIN"), "{native}");
+    assert_eq!(parse_json(&native), parse_declaration(&input.pipeline).unwrap());
+    let again = native_to_wire(&native).unwrap();
+    assert_eq!(again.stages[0].actions[0].configuration.as_ref().unwrap()["Redirects"], "ANY_ORIGIN");
+}
+
 #[test]
 fn a_declaration_without_role_arn_gets_the_placeholder() {
     let body = json!({"pipeline": {"name": "p", "stages": [{"name": "S", "actions": [

@@ -24,6 +24,9 @@
 //!   headerReadTimeout: 10s       # 1s to 1h; also how long a kept-alive connection may idle
 //!   bodyReadTimeout: 30s         # 1s to 1h
 //!   maxConnections: 1024         # 1 to 65536, and at most half the open-file limit
+//! httpActions:                   # optional; defaults of http actions (outbound requests)
+//!   redirects: SAME_ORIGIN       # SAME_ORIGIN (default), ANY_ORIGIN or NONE: for actions
+//!                                # without their own `redirects` (see docs/security.md)
 //! dependencies:                  # optional; retry budgets and circuit breakers for every
 //!   - name: payments-api         # pipeline (a pipeline's own declaration of a name wins;
 //!     retryBudget: {ratio: 0.1, minRetriesPerSecond: 5, window: 60s}   # `- name: X` alone
@@ -46,7 +49,7 @@ use redrive_api::auth::{AccessKey, AuthConfig};
 use redrive_api::server::{DEFAULT_BODY_READ_TIMEOUT_MS, DEFAULT_HEADER_READ_TIMEOUT_MS, DEFAULT_MAX_CONNECTIONS};
 use redrive_core::auth::{Grant, MAX_PATTERNS, NamePattern, Principal, Requirement, Resource, Scope, authorize};
 use redrive_core::definition::source::{Node, NodeValue, parse_document};
-use redrive_core::definition::{Problem, Problems, total_problems};
+use redrive_core::definition::{Problem, Problems, RedirectMode, total_problems};
 use redrive_core::limits::MAX_CONFIG_FILE_BYTES;
 use redrive_core::name::Name;
 use redrive_core::retention::Keep;
@@ -74,7 +77,8 @@ const SCHEDULE_GRANT_KEYS: &[&str] = &["name", "queues", "pipelines"];
 const CREDENTIAL_KEYS: &[&str] = &["accessKeyId", "secretAccessKeyEnv", "scope", "pipelines", "queues"];
 /// Most access keys the file may configure.
 pub const MAX_ACCESS_KEYS: usize = 100;
-const TOP_KEYS: &[&str] = &["redriveSchedules", "http", "retention", "auth", "dependencies"];
+const TOP_KEYS: &[&str] = &["redriveSchedules", "http", "httpActions", "retention", "auth", "dependencies"];
+const HTTP_ACTIONS_KEYS: &[&str] = &["redirects"];
 const RETENTION_KEYS: &[&str] = &["executions", "deadLetterEntries", "redriveRuns", "auditRecords", "sweepEvery", "stepSize"];
 /// Longest `sweepEvery`.
 const MAX_SWEEP_EVERY_MS: u64 = 86_400_000;
@@ -92,6 +96,8 @@ pub struct ServerConfig {
     pub sweep: SweepConfig,
     /// Dependencies for every pipeline (see `redrive_core::dependency`).
     pub dependencies: Vec<redrive_core::dependency::Dependency>,
+    /// `httpActions.redirects`: what an http action without `redirects` follows.
+    pub http_redirects: RedirectMode,
 }
 
 /// The `http:` section: the server's connection limits.
@@ -251,6 +257,9 @@ impl Cx<'_> {
         let Some(entries) = self.map("$", root, TOP_KEYS) else { return config };
         if let Some((_, http)) = entries.iter().find(|(k, _)| k == "http") {
             config.http = self.http(http);
+        }
+        if let Some((_, actions)) = entries.iter().find(|(k, _)| k == "httpActions") {
+            config.http_redirects = self.http_actions(actions);
         }
         if let Some((_, list)) = entries.iter().find(|(k, _)| k == "redriveSchedules") {
             config.schedules = self.schedules(list);
@@ -537,6 +546,26 @@ impl Cx<'_> {
         http
     }
 
+    /// `httpActions:`: the redirect mode of http actions that do not say theirs.
+    fn http_actions(&mut self, node: &Node) -> RedirectMode {
+        let default = RedirectMode::default();
+        if matches!(node.value, NodeValue::Null) {
+            return default;
+        }
+        let Some(entries) = self.map("$.httpActions", node, HTTP_ACTIONS_KEYS) else { return default };
+        let Some((_, v)) = entries.iter().find(|(k, _)| k == "redirects") else { return default };
+        let allowed = RedirectMode::NAMES.join(", ");
+        let path = "$.httpActions.redirects";
+        match self.string(path, v, &allowed).map(|s| (s, RedirectMode::parse(s))) {
+            Some((_, Some(mode))) => mode,
+            Some((_, None)) => {
+                self.bad(path, v, "is not one of the allowed values", &allowed);
+                default
+            }
+            None => default,
+        }
+    }
+
     fn timeout(&mut self, path: &str, node: &Node) -> Option<u64> {
         let ms = self.duration(path, node, MIN_HTTP_TIMEOUT_MS)?;
         if ms > MAX_HTTP_TIMEOUT_MS {
@@ -819,7 +848,7 @@ mod tests {
         has("$.redriveSchedules[1].queuePrefix: required field queuePrefix is missing");
         has("line 9: $.redriveSchedules[1].filters.kind: unknown key kind (allowed: type, source)");
         has("line 10: $.redriveSchedules[1].mode: not a redrive mode (got \"sideways\"; allowed: retry-stage (default), new-execution)");
-        has("line 11: $.extra: unknown key extra (allowed: redriveSchedules, http, retention, auth, dependencies)");
+        has("line 11: $.extra: unknown key extra (allowed: redriveSchedules, http, httpActions, retention, auth, dependencies)");
         assert!(parse_config("redriveSchedules: [\n").unwrap_err()[0].line.is_some());
     }
 
@@ -830,6 +859,23 @@ mod tests {
         assert_eq!(parse_config("http: {}\n").unwrap().http, HttpConfig::default());
         assert_eq!(parse_config("http:\n").unwrap().http, HttpConfig::default());
         assert_eq!(HttpConfig::default().max_connections, 1024);
+    }
+
+    #[test]
+    fn the_http_actions_section_sets_the_default_redirect_mode() {
+        assert_eq!(parse_config("redriveSchedules: []\n").unwrap().http_redirects, RedirectMode::SameOrigin);
+        assert_eq!(parse_config("httpActions:\n").unwrap().http_redirects, RedirectMode::SameOrigin);
+        assert_eq!(parse_config("httpActions: {}\n").unwrap().http_redirects, RedirectMode::SameOrigin);
+        assert_eq!(parse_config("httpActions:\n  redirects: ANY_ORIGIN\n").unwrap().http_redirects, RedirectMode::AnyOrigin);
+        assert_eq!(parse_config(r#"{"httpActions": {"redirects": "NONE"}}"#).unwrap().http_redirects, RedirectMode::Never);
+        let shown = |text: &str| parse_config(text).unwrap_err().iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n");
+        let s = shown("httpActions:\n  redirects: anywhere\n");
+        assert!(s.contains("line 2: $.httpActions.redirects: is not one of the allowed values"), "{s}");
+        assert!(s.contains("(got \"anywhere\"; allowed: SAME_ORIGIN, ANY_ORIGIN, NONE)"), "{s}");
+        let s = shown("httpActions:\n  redirects: [ANY_ORIGIN]\n  follow: true\n");
+        assert!(s.contains("line 2: $.httpActions.redirects: expected a string, found a list"), "{s}");
+        assert!(s.contains("line 3: $.httpActions.follow: unknown key follow (allowed: redirects)"), "{s}");
+        assert!(shown("httpActions: ANY_ORIGIN\n").contains("$.httpActions: expected a map"));
     }
 
     #[test]

@@ -253,8 +253,12 @@ async fn serve(args: ServerArgs, config: ServerConfig, tls: Option<Tls>, secrets
         (Some(http), true)
     };
 
-    let driver_config =
-        DriverConfig { secrets: Arc::new(secrets), dependencies: Arc::from(config.dependencies.clone()), ..DriverConfig::default() };
+    let driver_config = DriverConfig {
+        secrets: Arc::new(secrets),
+        dependencies: Arc::from(config.dependencies.clone()),
+        http_redirects: config.http_redirects,
+        ..DriverConfig::default()
+    };
     let (handle, join) = Driver::spawn(store.clone(), Arc::new(SystemClock), driver_config);
     let (resumed, quarantined) = resume_unfinished(&store, &handle).await?;
     let mut service = Service::new(store.clone(), handle.clone(), Arc::new(SystemClock));

@@ -801,6 +801,49 @@ fn secret_headers_name_secrets_and_are_checked() {
     assert_eq!(h.secret_headers["Authorization"].secret_env, "T");
 }
 
+/// `http.redirects` (issue 13): SAME_ORIGIN, ANY_ORIGIN or NONE; absent = the
+/// server's default; anything else is a located problem naming the choices.
+#[test]
+fn http_redirects_mode_is_parsed_and_checked() {
+    use redrive_core::definition::RedirectMode;
+    let base = |http: &str| format!("name: p\nstages:\n  - name: S\n    actions:\n      - name: A\n        http: {http}\n");
+    let mode = |text: &str| {
+        let p = ok(text);
+        let ActionKind::Http(h) = &p.stages[0].actions[0].kind else { panic!("an http action") };
+        h.redirects
+    };
+    assert_eq!(mode(&base(r#"{url: "https://h/"}"#)), None);
+    for (name, m) in [("SAME_ORIGIN", RedirectMode::SameOrigin), ("ANY_ORIGIN", RedirectMode::AnyOrigin), ("NONE", RedirectMode::Never)] {
+        assert_eq!(mode(&base(&format!(r#"{{url: "https://h/", redirects: {name}}}"#))), Some(m));
+        assert_eq!(m.name(), name);
+    }
+    // The parsed form spells the mode as it is written.
+    let p = ok(&base(r#"{url: "https://h/", redirects: ANY_ORIGIN}"#));
+    assert_eq!(serde_json::to_value(&p).unwrap()["stages"][0]["actions"][0]["kind"]["redirects"], "ANY_ORIGIN");
+
+    for bad in ["any_origin", "ALL", "1", "[ANY_ORIGIN]", "true"] {
+        let p = one(&base(&format!(r#"{{url: "https://h/", redirects: {bad}}}"#)));
+        assert_eq!((p.path.as_str(), p.line), ("$.stages[0].actions[0].http.redirects", Some(6)), "{bad}: {p}");
+        assert!(p.to_string().contains("SAME_ORIGIN, ANY_ORIGIN, NONE"), "{bad}: {p}");
+    }
+    // Checked even when the rest of the spec is refused: both problems reported.
+    let ps = problems(&base(r#"{url: "ftp://h/", redirects: SOMETIMES}"#));
+    assert_eq!(ps.len(), 2, "{}", lines(&ps));
+
+    // The wire form: configuration.Redirects, a plain string.
+    let wire = |v: &str| {
+        format!(
+            r#"{{"name": "p", "stages": [{{"name": "S", "actions": [{{"name": "A",
+            "actionTypeId": {{"category": "Invoke", "owner": "Custom", "provider": "Http", "version": "1"}},
+            "configuration": {{"Url": "https://h/", "Redirects": "{v}"}}}}]}}]}}"#
+        )
+    };
+    let ActionKind::Http(h) = &ok(&wire("NONE")).stages[0].actions[0].kind else { panic!("an http action") };
+    assert_eq!(h.redirects, Some(RedirectMode::Never));
+    let p = one(&wire("sometimes"));
+    assert!(p.path.ends_with("configuration.Redirects") && p.to_string().contains("ANY_ORIGIN"), "{p}");
+}
+
 // ---------------------------------------------------------------------------
 // onExhausted (pause on exhaustion)
 

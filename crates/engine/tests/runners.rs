@@ -1,11 +1,11 @@
 //! Runner classification tests (PRODUCT.md §3): real processes, a real local
 //! HTTP responder on std::net, scripted noop outcomes.
 
-use redrive_core::definition::{CommandSpec, HttpSpec, NoopSpec};
+use redrive_core::definition::{CommandSpec, HttpSpec, NoopSpec, RedirectMode};
 use redrive_core::exception::ExceptionType;
 use redrive_engine::runner::{
-    AttemptContext, AttemptOutcome, http_client, http_time_limit, noop_outcome, parse_retry_after, remove_stale_attempt_dirs, run_command,
-    run_http, run_noop,
+    AttemptContext, AttemptOutcome, HttpClient, http_client, http_time_limit, noop_outcome, parse_retry_after, remove_stale_attempt_dirs,
+    run_command, run_http, run_noop,
 };
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -464,7 +464,14 @@ fn read_request(stream: &TcpStream) -> Option<Recorded> {
 }
 
 fn http(method: &str, url: &str) -> HttpSpec {
-    HttpSpec { method: method.into(), url: url.into(), headers: BTreeMap::new(), secret_headers: BTreeMap::new(), body: None }
+    HttpSpec {
+        method: method.into(),
+        url: url.into(),
+        headers: BTreeMap::new(),
+        secret_headers: BTreeMap::new(),
+        body: None,
+        redirects: None,
+    }
 }
 
 #[tokio::test]
@@ -488,13 +495,7 @@ async fn http_200_json_is_output_and_headers_arrive() {
 #[tokio::test]
 async fn http_secret_headers_are_sent_and_scrubbed_from_what_comes_back() {
     use redrive_core::definition::SecretHeader;
-    use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("secrets");
-    std::fs::write(&file, "API_TOKEN=s3cr3t-val\n").unwrap();
-    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let mut c = ctx();
-    c.secrets = std::sync::Arc::new(redrive_engine::runner::secrets::Secrets::file(&file).unwrap());
+    let (c, _dir) = with_secrets("API_TOKEN=s3cr3t-val\n");
     let (url, rx) = serve(vec![
         reply("200 OK", r#"{"echo": "Bearer s3cr3t-val", "s3cr3t-val": 1}"#).header("Content-Type", "application/json"),
         reply("401 Unauthorized", "token Bearer s3cr3t-val refused"),
@@ -1383,12 +1384,164 @@ async fn http_redirects_are_followed_on_the_same_origin_only() {
     spec.body = Some(json!({"card": "4242"}));
     let f = expect_failure(&run_http(&http_client(), &spec, &ctx()).await, ExceptionType::ActionFailed);
     assert!(f.message.starts_with("HTTP 307 Temporary Redirect, redirect to"), "{}", f.message);
-    assert!(f.message.contains("/stolen") && f.message.contains("not followed"), "{}", f.message);
+    assert!(f.message.contains("/stolen not followed: only redirects to the same origin"), "{}", f.message);
     let first = rx.recv_timeout(Duration::from_secs(5)).unwrap();
     let second = rx.recv_timeout(Duration::from_secs(5)).unwrap();
     assert_eq!((first.request_line.as_str(), second.request_line.as_str()), ("POST /start HTTP/1.1", "POST /moved HTTP/1.1"));
     assert!(second.body.contains("4242"), "a same-origin 307 keeps the body");
     assert!(elsewhere_rx.recv_timeout(Duration::from_millis(300)).is_err(), "the other origin was never contacted");
+}
+
+/// An action with secret, plain and idempotency headers and a body, to `url`,
+/// following `mode` (issue 13).
+fn loaded_spec(method: &str, url: &str, mode: Option<RedirectMode>) -> HttpSpec {
+    let mut spec = http(method, url);
+    spec.headers.insert("X-Api-Key".into(), "plain-key".into());
+    spec.secret_headers.insert(
+        "Authorization".into(),
+        redrive_core::definition::SecretHeader { secret_env: "API_TOKEN".into(), prefix: "Bearer ".into() },
+    );
+    spec.body = Some(json!({"card": "4242"}));
+    spec.redirects = mode;
+    spec
+}
+
+/// A context whose secrets file (kept while the directory lives) holds API_TOKEN.
+fn with_token() -> (AttemptContext, tempfile::TempDir) {
+    with_secrets("API_TOKEN=tok-s3cr3t\n")
+}
+
+/// A context whose secrets come from a 0600 file of `lines` (kept while the
+/// directory lives).
+fn with_secrets(lines: &str) -> (AttemptContext, tempfile::TempDir) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("secrets");
+    std::fs::write(&file, lines).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut c = ctx();
+    c.secrets = std::sync::Arc::new(redrive_engine::runner::secrets::Secrets::file(&file).unwrap());
+    (c, dir)
+}
+
+/// What a request that left the action's origin may carry: only what the
+/// client adds to every request.
+fn assert_bare(r: &Recorded) {
+    let names: Vec<String> = r.headers.iter().map(|(k, _)| k.to_ascii_lowercase()).collect();
+    for n in &names {
+        assert!(["host", "user-agent", "accept"].contains(&n.as_str()), "unexpected header {n} in {r:?}");
+    }
+    assert!(r.body.is_empty(), "a body was sent: {r:?}");
+    assert!(r.request_line.starts_with("GET "), "{r:?}");
+}
+
+/// ANY_ORIGIN: a POST answered by a 302 to another origin goes on as a bare GET
+/// there — none of the action's headers (plain, secret, idempotency, attempt)
+/// and no body — and its answer is the attempt's.
+#[tokio::test]
+async fn http_any_origin_follows_elsewhere_without_headers_or_body() {
+    let (elsewhere, elsewhere_rx) = serve(vec![reply("200 OK", r#"{"done": true}"#)]);
+    let (url, rx) = serve(vec![
+        reply("307 Temporary Redirect", "").header("Location", "/moved"),
+        reply("302 Found", "").header("Location", format!("{elsewhere}/result?x=1")),
+    ]);
+    let spec = loaded_spec("POST", &format!("{url}/start"), Some(RedirectMode::AnyOrigin));
+    let out = expect_output(&run_http(&http_client(), &spec, &with_token().0).await).unwrap();
+    assert_eq!(out, json!({"done": true}));
+    let (first, second) = (rx.recv_timeout(Duration::from_secs(5)).unwrap(), rx.recv_timeout(Duration::from_secs(5)).unwrap());
+    for r in [&first, &second] {
+        assert_eq!(r.header("authorization"), Some("Bearer tok-s3cr3t"), "the own origin gets the headers: {r:?}");
+        assert_eq!(r.header("x-api-key"), Some("plain-key"));
+        assert!(r.body.contains("4242"), "a same-origin 307 keeps the body: {r:?}");
+    }
+    let third = elsewhere_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(third.request_line, "GET /result?x=1 HTTP/1.1");
+    assert_bare(&third);
+}
+
+/// The server's default applies to an action without `redirects`; the
+/// action's own mode wins over it.
+#[tokio::test]
+async fn http_redirects_default_comes_from_the_client_and_the_action_wins() {
+    let (elsewhere, elsewhere_rx) = serve(vec![reply("200 OK", "ok")]);
+    let (url, _rx) = serve(vec![
+        reply("303 See Other", "").header("Location", format!("{elsewhere}/a")),
+        reply("303 See Other", "").header("Location", format!("{elsewhere}/b")),
+    ]);
+    let any = HttpClient::new(RedirectMode::AnyOrigin);
+    expect_output(&run_http(&any, &loaded_spec("PUT", &url, None), &with_token().0).await).unwrap();
+    assert_bare(&elsewhere_rx.recv_timeout(Duration::from_secs(5)).unwrap());
+    let f = expect_failure(
+        &run_http(&any, &loaded_spec("PUT", &url, Some(RedirectMode::SameOrigin)), &with_token().0).await,
+        ExceptionType::ActionFailed,
+    );
+    assert!(f.message.starts_with("HTTP 303 See Other, redirect to http://127.0.0.1:"), "{}", f.message);
+    assert!(
+        f.message.ends_with("/b not followed: only redirects to the same origin are followed (redirects: SAME_ORIGIN)"),
+        "{}",
+        f.message
+    );
+    assert!(elsewhere_rx.recv_timeout(Duration::from_millis(300)).is_err(), "the other origin was contacted once only");
+}
+
+/// A 307 (or 308) to another origin would re-send the body there: refused,
+/// naming the Location (its credentials scrubbed); the other origin never hears
+/// a thing.
+#[tokio::test]
+async fn http_cross_origin_307_with_a_body_fails_naming_the_location() {
+    let (elsewhere, elsewhere_rx) = serve(vec![reply("200 OK", "should not be reached")]);
+    let target = elsewhere.replace("http://", "http://user:hunter2@");
+    let (url, _rx) = serve(vec![
+        reply("307 Temporary Redirect", "").header("Location", format!("{target}/upload")),
+        reply("308 Permanent Redirect", "").header("Location", format!("{elsewhere}/upload")),
+    ]);
+    for status in ["307 Temporary Redirect", "308 Permanent Redirect"] {
+        let spec = loaded_spec("POST", &url, Some(RedirectMode::AnyOrigin));
+        let f = expect_failure(&run_http(&http_client(), &spec, &with_token().0).await, ExceptionType::ActionFailed);
+        assert!(f.message.starts_with(&format!("HTTP {status}, redirect to http://")), "{}", f.message);
+        assert!(f.message.contains("/upload not followed: a 30"), "{}", f.message);
+        assert!(f.message.contains("must re-send the POST request and its body"), "{}", f.message);
+        assert!(!f.message.contains("hunter2"), "{}", f.message);
+    }
+    assert!(elsewhere_rx.recv_timeout(Duration::from_millis(300)).is_err(), "the other origin was never contacted");
+}
+
+/// NONE follows nothing, not even on the same origin; a Location that is not
+/// http(s) is never followed; the first answer's 3xx without Location is an answer.
+#[tokio::test]
+async fn http_redirects_none_schemes_and_plain_3xx() {
+    let (url, rx) = serve(vec![
+        reply("302 Found", "").header("Location", "/same"),
+        reply("302 Found", "").header("Location", "file:///etc/passwd"),
+        reply("304 Not Modified", ""),
+    ]);
+    let f = expect_failure(
+        &run_http(&http_client(), &loaded_spec("GET", &url, Some(RedirectMode::Never)), &with_token().0).await,
+        ExceptionType::ActionFailed,
+    );
+    assert_eq!(f.message, "HTTP 302 Found, redirect to /same not followed: redirects: NONE follows no redirect");
+    let f = expect_failure(&run_http(&http_client(), &http("GET", &url), &ctx()).await, ExceptionType::ActionFailed);
+    assert!(f.message.ends_with("not followed: the Location's scheme file is not http or https"), "{}", f.message);
+    let f = expect_failure(&run_http(&http_client(), &http("GET", &url), &ctx()).await, ExceptionType::ActionFailed);
+    assert_eq!(f.message, "HTTP 304 Not Modified");
+    assert_eq!(rx.try_iter().count(), 3, "one request each");
+}
+
+/// At most 5 redirects are followed, same origin or not: the 6th is refused
+/// and nothing more is sent.
+#[tokio::test]
+async fn http_redirect_limit_holds() {
+    let (elsewhere, elsewhere_rx) = serve((0..3).map(|i| reply("302 Found", "").header("Location", format!("/e{i}"))).collect());
+    let mut replies: Vec<Reply> = (0..3).map(|i| reply("302 Found", "").header("Location", format!("/s{i}"))).collect();
+    replies[2] = reply("302 Found", "").header("Location", format!("{elsewhere}/e"));
+    let (url, rx) = serve(replies);
+    let spec = loaded_spec("GET", &url, Some(RedirectMode::AnyOrigin));
+    let f = expect_failure(&run_http(&http_client(), &spec, &with_token().0).await, ExceptionType::ActionFailed);
+    assert_eq!(f.message, "HTTP 302 Found, redirect to /e2 not followed: more than 5 redirects");
+    assert_eq!(rx.try_iter().count(), 3);
+    let elsewhere_requests: Vec<Recorded> = elsewhere_rx.try_iter().collect();
+    assert_eq!(elsewhere_requests.len(), 3, "6 requests in all: the first and 5 redirects");
+    elsewhere_requests.iter().for_each(assert_bare);
 }
 
 /// Credentials written in a URL never reach an error message.

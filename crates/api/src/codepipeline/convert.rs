@@ -237,6 +237,7 @@ fn action_to_wire(action: &Value) -> Result<Value, ConvertError> {
         put(&mut conf, "Method", h.get("method"));
         put(&mut conf, "Headers", h.get("headers"));
         put(&mut conf, "SecretHeaders", h.get("secretHeaders"));
+        put(&mut conf, "Redirects", h.get("redirects"));
         if let Some(body) = h.get("body").filter(|b| !b.is_null()) {
             conf.insert("Body".into(), Value::String(encode_body(body)));
         }
@@ -377,6 +378,7 @@ fn conf_keys(provider: &str) -> &'static [(&'static str, Conf, &'static str)] {
             ("Headers", Conf::Json(JsonKind::Object), "headers"),
             ("SecretHeaders", Conf::Json(JsonKind::Object), "secretHeaders"),
             ("Body", Conf::Body, "body"),
+            ("Redirects", Conf::Text, "redirects"),
             TIMEOUT,
             RETRY,
             EXHAUSTED,
@@ -466,7 +468,7 @@ fn action_to_native(a: &Map<String, Value>) -> Option<Map<String, Value>> {
         }
         "Http" => {
             take("url")?;
-            out.insert("http".into(), grouped(&["url", "method", "headers", "secretHeaders", "body"]));
+            out.insert("http".into(), grouped(&["url", "method", "headers", "secretHeaders", "body", "redirects"]));
         }
         "Function" => {
             out.insert("function".into(), take("function")?);

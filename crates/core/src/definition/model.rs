@@ -175,6 +175,46 @@ pub struct HttpSpec {
     /// JSON value sent as the body (`application/json`); strings are sent as-is.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub body: Option<serde_json::Value>,
+    /// Which redirects the runner follows; absent: the server's default
+    /// (`httpActions.redirects` in its config file, else
+    /// [`RedirectMode::SameOrigin`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redirects: Option<RedirectMode>,
+}
+
+/// Which redirects (301, 302, 303, 307, 308) an http action follows, at most
+/// five in a row. Whatever the mode, a request that leaves the action's own
+/// origin (scheme, host, port) is a GET or HEAD without a body and without the
+/// action's headers; the runner (`redrive_engine::runner::redirect`) decides.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub enum RedirectMode {
+    /// Redirects to the action's own origin only (a redirect elsewhere fails
+    /// the attempt, naming where it pointed).
+    #[default]
+    #[serde(rename = "SAME_ORIGIN")]
+    SameOrigin,
+    /// Redirects to any http(s) origin; leaving the action's origin drops its
+    /// headers and body.
+    #[serde(rename = "ANY_ORIGIN")]
+    AnyOrigin,
+    /// No redirect is followed: a redirect fails the attempt.
+    #[serde(rename = "NONE")]
+    Never,
+}
+
+impl RedirectMode {
+    /// The spellings definitions and config files use, in [`Self::ALL`] order.
+    pub const NAMES: [&'static str; 3] = ["SAME_ORIGIN", "ANY_ORIGIN", "NONE"];
+    pub const ALL: [RedirectMode; 3] = [RedirectMode::SameOrigin, RedirectMode::AnyOrigin, RedirectMode::Never];
+
+    /// `SAME_ORIGIN`, `ANY_ORIGIN` or `NONE` (exactly; upper case).
+    pub fn parse(s: &str) -> Option<RedirectMode> {
+        Self::NAMES.iter().position(|n| *n == s).map(|i| Self::ALL[i])
+    }
+
+    pub fn name(self) -> &'static str {
+        Self::NAMES[Self::ALL.iter().position(|m| *m == self).expect("every mode is in ALL")]
+    }
 }
 
 /// An HTTP header sent as `prefix` followed by a secret's value.

@@ -1050,10 +1050,31 @@ fn exit_codes(cx: &mut Cx, at: &At) -> Option<BTreeMap<i32, ExceptionType>> {
 fn http_short(cx: &mut Cx, obj: &Obj) -> Option<ActionKind> {
     let at = obj.at("http").expect("kind key present");
     let h = as_map(cx, &at)?;
-    check_keys(cx, &h, &["method", "url", "headers", "secretHeaders", "body"], &[]);
+    check_keys(cx, &h, &["method", "url", "headers", "secretHeaders", "body", "redirects"], &[]);
     let url = required(cx, &h, "url");
     let spec = http_spec(cx, h.at("method"), url, h.at("headers"), h.at("body"));
-    with_secret_headers(cx, spec, h.at("secretHeaders"))
+    let spec = with_secret_headers(cx, spec, h.at("secretHeaders"));
+    with_redirects(cx, spec, h.at("redirects"))
+}
+
+/// `spec` with its `redirects` mode (`SAME_ORIGIN`, `ANY_ORIGIN`, `NONE`;
+/// checked even when the rest of the spec was refused).
+fn with_redirects(cx: &mut Cx, spec: Option<ActionKind>, at: Option<At>) -> Option<ActionKind> {
+    let Some(at) = at else { return spec };
+    let mode = match &at.node.value {
+        NodeValue::String(_) => as_choice(cx, &at, &RedirectMode::NAMES).and_then(RedirectMode::parse),
+        _ => {
+            cx.type_error(&at, &format!("one of {}", RedirectMode::NAMES.join(", ")));
+            None
+        }
+    };
+    match spec {
+        Some(ActionKind::Http(mut spec)) => {
+            spec.redirects = Some(mode?);
+            Some(ActionKind::Http(spec))
+        }
+        other => other,
+    }
 }
 
 /// `spec` with its `secretHeaders` (checked even when the rest of the spec
@@ -1107,7 +1128,14 @@ fn http_spec(cx: &mut Cx, method: Option<At>, url: Option<At>, headers: Option<A
         NodeValue::Null => None,
         _ => Some(a.node.to_json()),
     });
-    Some(ActionKind::Http(HttpSpec { method: method?, url: url?, headers: headers?, secret_headers: BTreeMap::new(), body }))
+    Some(ActionKind::Http(HttpSpec {
+        method: method?,
+        url: url?,
+        headers: headers?,
+        secret_headers: BTreeMap::new(),
+        body,
+        redirects: None,
+    }))
 }
 
 /// Longest `prefix` of a secret header.
@@ -1274,9 +1302,14 @@ fn conf_keys(provider: &str) -> &'static [(&'static str, Conf)] {
             ("WorkingDirectory", Conf::Text),
             ("ExitCodes", Conf::Json),
         ],
-        "Http" => {
-            &[("Url", Conf::Text), ("Method", Conf::Text), ("Headers", Conf::Json), ("SecretHeaders", Conf::Json), ("Body", Conf::Body)]
-        }
+        "Http" => &[
+            ("Url", Conf::Text),
+            ("Method", Conf::Text),
+            ("Headers", Conf::Json),
+            ("SecretHeaders", Conf::Json),
+            ("Body", Conf::Body),
+            ("Redirects", Conf::Text),
+        ],
         "Function" => &[("FunctionName", Conf::Text)],
         _ => &[("FailFirst", Conf::Number), ("FailWith", Conf::Text), ("SleepMs", Conf::Number), ("RetryAfterSeconds", Conf::Number)],
     }
@@ -1406,6 +1439,7 @@ fn wire_kind<'a>(cx: &mut Cx, obj: &Obj<'a>, label: &str, extras: &mut WireExtra
             let url_missing = url.is_none();
             let spec = http_spec(cx, take("Method"), url, take("Headers"), take("Body"));
             let spec = with_secret_headers(cx, spec, take("SecretHeaders"));
+            let spec = with_redirects(cx, spec, take("Redirects"));
             if url_missing { None } else { spec }
         }
         "Function" => match take("FunctionName") {

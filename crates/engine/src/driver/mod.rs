@@ -76,6 +76,9 @@ pub struct DriverConfig {
     /// The server config's dependencies (a pipeline's own declaration of a
     /// name wins, see [`redrive_core::dependency::effective`]).
     pub dependencies: Arc<[redrive_core::dependency::Dependency]>,
+    /// Which redirects an http action without `redirects` follows (the server
+    /// config's `httpActions.redirects`).
+    pub http_redirects: redrive_core::definition::RedirectMode,
 }
 
 impl Default for DriverConfig {
@@ -90,6 +93,7 @@ impl Default for DriverConfig {
             inbound_capacity: 65_536,
             secrets: Arc::default(),
             dependencies: Arc::from(Vec::new()),
+            http_redirects: redrive_core::definition::RedirectMode::default(),
         }
     }
 }
@@ -169,7 +173,7 @@ pub struct Driver<S: Store> {
     /// Messages the loop gave itself, handled with the next batch.
     local: VecDeque<Msg>,
     timers: timers::TimerState,
-    http: reqwest::Client,
+    http: runner::HttpClient,
     /// Batches handed to the committer task, oldest first.
     submitted: VecDeque<Submitted>,
     committer: mpsc::Sender<CommitJob>,
@@ -213,6 +217,7 @@ impl<S: Store> Driver<S> {
     ) -> (EngineHandle, tokio::task::JoinHandle<Result<(), EngineError>>) {
         let (tx, rx) = mpsc::channel(config.inbound_capacity);
         let config_dependencies = config.dependencies.clone();
+        let http = runner::HttpClient::new(config.http_redirects);
         let (fn_tx, fn_rx) = mpsc::channel(config.inbound_capacity);
         let (own_tx, own_rx) = mpsc::unbounded_channel();
         let (notify, _) = broadcast::channel(4096);
@@ -245,7 +250,7 @@ impl<S: Store> Driver<S> {
             waiters: HashMap::new(),
             local: VecDeque::new(),
             timers: timers::TimerState::default(),
-            http: runner::http_client(),
+            http,
             submitted: VecDeque::new(),
             committer: committer_tx,
             committer_task: Some(committer_task),

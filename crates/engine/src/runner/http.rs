@@ -8,10 +8,20 @@
 //! `application/json` unless a `Content-Type` header is given. Added headers:
 //! `Idempotency-Key: <key>` (unless the action sets one itself; the key is the
 //! same for every attempt of the action in the execution) and
-//! `X-Redrive-Attempt: <attempt>`. Redirects are followed up to 5 times, on the
-//! same origin (scheme, host and port) only: a redirect elsewhere is not followed
-//! (the attempt fails with `Action.FAILED` naming where it pointed), so an action's
-//! headers and body — often credentials — never reach a host it did not name.
+//! `X-Redrive-Attempt: <attempt>`.
+//!
+//! **Redirects** (301, 302, 303, 307, 308; at most 5) are followed as the
+//! action's `redirects` says — absent, the server's default (`httpActions.redirects`
+//! in its config file, else `SAME_ORIGIN`): `SAME_ORIGIN` follows redirects on the
+//! action's own origin (scheme, host and port) only, `ANY_ORIGIN` follows them
+//! anywhere http(s), `NONE` follows none. A redirect not followed fails the
+//! attempt with `Action.FAILED` naming where it pointed and why. A request that
+//! leaves the action's origin never carries the action's headers (none of them:
+//! `headers`, `secretHeaders`, URL credentials, `Idempotency-Key`,
+//! `X-Redrive-Attempt`) or its body: it is a GET or HEAD; a 307/308 that would
+//! re-send a body or another method there is refused. The whole table is in
+//! [`super::redirect`]. So an action's headers and body — often credentials —
+//! never reach a host it did not name.
 //! Credentials written in a URL (`https://user:password@host/`) never appear in an
 //! attempt's error message or the logs (`***`).
 //!
@@ -39,10 +49,11 @@
 //! | 429 | `Step.THROTTLING` |
 //! | 503 with a valid `Retry-After` | `Step.THROTTLING` |
 //! | 500, 502, 503 without `Retry-After`, 504, other 5xx, 408 | `Step.SERVICE_FAULT` |
-//! | other 4xx, 3xx (a redirect to another origin, not followed: the message names its `Location`) | `Action.FAILED` |
+//! | other 4xx, other 3xx | `Action.FAILED` |
+//! | a redirect not followed (another origin under `SAME_ORIGIN`, any under `NONE`, a 307/308 elsewhere that would re-send a body or a method other than GET/HEAD, a Location not http(s), more than 5) | `Action.FAILED` "HTTP 307 Temporary Redirect, redirect to <Location> not followed: <why>" |
 //! | connection refused / reset, DNS failure, connect timeout, broken body | `Step.SERVICE_FAULT` |
 //! | no complete response within the time limit | `Step.TIMEOUT` "timed out after Ns" |
-//! | invalid method, URL or header; too many redirects | `Action.FAILED` |
+//! | invalid method, URL or header | `Action.FAILED` |
 //!
 //! **Reported error bodies.** When a failing (non-2xx) response's body is a JSON
 //! object with `errorType` (and optionally `message`, `retryAfterSeconds`) — the
@@ -60,46 +71,50 @@
 //! ignored, and the message says so. Failure message:
 //! `HTTP <code> <reason>: <first 300 bytes of the body>`.
 
+use super::redirect::{Follow, Hop, Sent, is_redirect, next_hop};
 use super::secrets::Resolved;
 use super::{AttemptContext, AttemptOutcome, ReportedError, fmt_secs, limits, output_name, parse_output, seconds_to_ms};
-use redrive_core::definition::HttpSpec;
+use redrive_core::definition::{HttpSpec, RedirectMode};
 use redrive_core::exception::{ExceptionType, FAILURE_MESSAGE_MAX_BYTES, Failure, truncate_utf8};
 use redrive_core::policy::MAX_DELAY_MS;
 use reqwest::StatusCode;
-use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use reqwest::header::{
+    CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, LOCATION, RETRY_AFTER, TRANSFER_ENCODING,
+};
 use std::time::{Duration, SystemTime};
 
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 const ATTEMPT_HEADER: &str = "x-redrive-attempt";
-const MAX_REDIRECTS: usize = 5;
 
-/// The shared client every HTTP attempt uses: follows at most 5 redirects,
-/// identifies itself as `redrive/<version>`, gives up connecting after 30 s
-/// (a connect timeout is a `Step.SERVICE_FAULT`, not the attempt's timeout).
-pub fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(same_origin_redirects())
-        .user_agent(concat!("redrive/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(Duration::from_secs(30))
-        .pool_idle_timeout(Duration::from_secs(60))
-        .build()
-        .expect("building the HTTP client (TLS backend initialisation) failed")
+/// What every HTTP attempt uses: one connection pool, and the redirect mode of
+/// actions that do not say theirs.
+#[derive(Clone, Debug)]
+pub struct HttpClient {
+    client: reqwest::Client,
+    default_redirects: RedirectMode,
 }
 
-/// Follows at most [`MAX_REDIRECTS`] redirects, and only to the origin of the
-/// request that was made (reqwest would follow one to another host and send it
-/// the action's own headers and, for 307/308, its body).
-fn same_origin_redirects() -> reqwest::redirect::Policy {
-    reqwest::redirect::Policy::custom(|attempt| {
-        let first = attempt.previous().first().map(reqwest::Url::origin);
-        if attempt.previous().len() > MAX_REDIRECTS {
-            attempt.error(format!("more than {MAX_REDIRECTS} redirects"))
-        } else if first.is_some_and(|origin| origin != attempt.url().origin()) {
-            attempt.stop()
-        } else {
-            attempt.follow()
-        }
-    })
+impl HttpClient {
+    /// A client whose actions without `redirects` follow `default_redirects`.
+    /// It follows no redirect by itself (the runner does, see
+    /// [`super::redirect`]), identifies itself as `redrive/<version>`, gives up
+    /// connecting after 30 s (a connect timeout is a `Step.SERVICE_FAULT`, not
+    /// the attempt's timeout).
+    pub fn new(default_redirects: RedirectMode) -> HttpClient {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("redrive/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(30))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()
+            .expect("building the HTTP client (TLS backend initialisation) failed");
+        HttpClient { client, default_redirects }
+    }
+}
+
+/// [`HttpClient::new`] with the built-in default, `SAME_ORIGIN`.
+pub fn http_client() -> HttpClient {
+    HttpClient::new(RedirectMode::default())
 }
 
 fn failed(t: ExceptionType, message: impl Into<String>) -> AttemptOutcome {
@@ -129,7 +144,7 @@ pub fn without_url_credentials(text: &str) -> String {
 }
 
 /// Runs one attempt of an HTTP action. Never panics; see the module docs.
-pub async fn run_http(client: &reqwest::Client, spec: &HttpSpec, ctx: &AttemptContext) -> AttemptOutcome {
+pub async fn run_http(client: &HttpClient, spec: &HttpSpec, ctx: &AttemptContext) -> AttemptOutcome {
     let names: Vec<String> = spec.secret_headers.values().map(|h| h.secret_env.clone()).collect();
     let secrets = match ctx.secrets.resolve(&names).await {
         Ok(s) => s,
@@ -139,8 +154,8 @@ pub async fn run_http(client: &reqwest::Client, spec: &HttpSpec, ctx: &AttemptCo
     secrets.scrub_outcome(outcome)
 }
 
-async fn run_with_secrets(client: &reqwest::Client, spec: &HttpSpec, ctx: &AttemptContext, secrets: &Resolved) -> AttemptOutcome {
-    let request = match build_request(client, spec, ctx, secrets) {
+async fn run_with_secrets(client: &HttpClient, spec: &HttpSpec, ctx: &AttemptContext, secrets: &Resolved) -> AttemptOutcome {
+    let request = match build_request(&client.client, spec, ctx, secrets) {
         Ok(r) => r,
         Err(msg) => return failed(ExceptionType::ActionFailed, msg),
     };
@@ -149,9 +164,11 @@ async fn run_with_secrets(client: &reqwest::Client, spec: &HttpSpec, ctx: &Attem
         execution = %ctx.execution_id, stage = %ctx.stage, action = %ctx.action,
         attempt = ctx.attempt, method = %spec.method, url = %without_url_credentials(&spec.url), "http request"
     );
-    match tokio::time::timeout(limit, exchange(client, request)).await {
+    let mode = spec.redirects.unwrap_or(client.default_redirects);
+    match tokio::time::timeout(limit, exchange(&client.client, request, &spec.url, mode)).await {
         Err(_) => failed(ExceptionType::Timeout, format!("timed out after {}", fmt_secs(limit))),
-        Ok(Err(e)) => transport_failure(&spec.method, &spec.url, &e),
+        Ok(Err(Unanswered::Transport { method, url, error })) => transport_failure(&method, &url, &error),
+        Ok(Err(Unanswered::Refused(message))) => failed(ExceptionType::ActionFailed, message),
         Ok(Ok(resp)) => classify(resp, ctx, system_time(ctx.clock.0.now())),
     }
 }
@@ -224,8 +241,88 @@ struct Received {
     truncated: bool,
 }
 
-async fn exchange(client: &reqwest::Client, request: reqwest::Request) -> Result<Received, reqwest::Error> {
-    let mut resp = client.execute(request).await?;
+/// Why an exchange ended without a response to classify.
+enum Unanswered {
+    /// Sending `method url` failed (`url` as written when it is the action's own).
+    Transport { method: String, url: String, error: reqwest::Error },
+    /// A redirect was not followed: the whole failure message.
+    Refused(String),
+}
+
+/// Sends `request` and follows the redirects `mode` allows ([`super::redirect`]);
+/// the last response, its body read up to the limit.
+async fn exchange(
+    client: &reqwest::Client,
+    request: reqwest::Request,
+    written_url: &str,
+    mode: RedirectMode,
+) -> Result<Received, Unanswered> {
+    let first = request.url().clone();
+    let (mut request, mut has_headers, mut followed) = (request, true, 0);
+    loop {
+        let again = request.try_clone();
+        let method = request.method().to_string();
+        let url = if followed == 0 { written_url.to_string() } else { request.url().to_string() };
+        let resp = match client.execute(request).await {
+            Ok(r) => r,
+            Err(error) => return Err(Unanswered::Transport { method, url, error }),
+        };
+        let status = resp.status();
+        let location = resp.headers().get(LOCATION).map(|l| String::from_utf8_lossy(l.as_bytes()).into_owned());
+        let (Some(sent), Some(location)) = (again, location.filter(|_| is_redirect(status.as_u16()))) else {
+            return read_response(resp).await.map_err(|error| Unanswered::Transport { method, url, error });
+        };
+        let decision = next_hop(
+            Sent {
+                first: &first,
+                url: sent.url(),
+                method: sent.method(),
+                has_body: sent.body().is_some(),
+                has_headers,
+                redirects_followed: followed,
+            },
+            status.as_u16(),
+            &location,
+            mode,
+        );
+        let follow = match decision {
+            Hop::Follow(f) => f,
+            Hop::Refuse(why) => return Err(Unanswered::Refused(refusal(status, &location, &why))),
+        };
+        tracing::debug!(status = status.as_u16(), url = %follow.url, method = %follow.method, headers = follow.keep_headers, "following a redirect");
+        request = redirected(sent, &follow);
+        has_headers = follow.keep_headers;
+        followed += 1;
+    }
+}
+
+/// `HTTP 307 Temporary Redirect, redirect to <Location> not followed: <why>`
+/// (credentials in the Location as `***`).
+fn refusal(status: StatusCode, location: &str, why: &str) -> String {
+    let head = format!("HTTP {} {}", status.as_u16(), status.canonical_reason().unwrap_or("")).trim_end().to_string();
+    let location = truncate_utf8(without_url_credentials(location), 200);
+    format!("{head}, redirect to {location} not followed: {why}")
+}
+
+/// The request after `sent` (a copy of the one that got the redirect) that
+/// `follow` describes.
+fn redirected(mut sent: reqwest::Request, follow: &Follow) -> reqwest::Request {
+    let mut next = reqwest::Request::new(follow.method.clone(), follow.url.clone());
+    if follow.keep_headers {
+        *next.headers_mut() = std::mem::take(sent.headers_mut());
+    }
+    if follow.keep_body {
+        *next.body_mut() = sent.body_mut().take();
+    } else {
+        for h in [CONTENT_TYPE, CONTENT_LENGTH, CONTENT_ENCODING, TRANSFER_ENCODING] {
+            next.headers_mut().remove(h);
+        }
+    }
+    next
+}
+
+/// The status, headers and body (up to the read limit) of the last response.
+async fn read_response(mut resp: reqwest::Response) -> Result<Received, reqwest::Error> {
     let status = resp.status();
     let headers = resp.headers().clone();
     let mut body = Vec::new();
@@ -303,10 +400,10 @@ fn classify(r: Received, ctx: &AttemptContext, now: SystemTime) -> AttemptOutcom
 
     let mut head = format!("HTTP {code} {}", r.status.canonical_reason().unwrap_or("")).trim_end().to_string();
     if r.status.is_redirection()
-        && let Some(location) = r.headers.get(reqwest::header::LOCATION)
+        && let Some(location) = r.headers.get(LOCATION)
     {
         let location = without_url_credentials(&String::from_utf8_lossy(location.as_bytes()));
-        head = format!("{head}, redirect to {} not followed (only redirects to the same origin are)", truncate_utf8(location, 200));
+        head = format!("{head}, Location {} (HTTP {code} is not a redirect that is followed)", truncate_utf8(location, 200));
     }
     let body_excerpt = {
         let text = String::from_utf8_lossy(&r.body);

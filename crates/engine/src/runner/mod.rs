@@ -20,6 +20,8 @@
 //!
 //! - [`command`]: argv actions (`tokio::process`, own process group, timeouts).
 //! - [`http`]: HTTP actions (`reqwest`, status-code classification).
+//! - [`redirect`]: which redirect an HTTP action follows and what the next
+//!   request carries (a pure decision).
 //! - [`noop`]: scripted actions for tests and demos.
 //! - `tracking` (private): finds, kills and reaps an attempt's processes, even
 //!   those that left its process group (cgroup v2, else an environment marker).
@@ -32,12 +34,13 @@ pub mod command;
 pub mod http;
 pub mod noop;
 mod procfs;
+pub mod redirect;
 mod scratch;
 pub mod secrets;
 mod tracking;
 
 pub use command::run_command;
-pub use http::{http_client, http_time_limit, parse_retry_after, run_http, without_url_credentials};
+pub use http::{HttpClient, http_client, http_time_limit, parse_retry_after, run_http, without_url_credentials};
 pub use noop::{noop_outcome, run_noop};
 
 use crate::clock::{Clock, SystemClock};
