@@ -28,6 +28,7 @@ use crate::policy::{OnExhausted, PolicyError, PolicyField, RetryPolicy, RetryPol
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+mod concurrency;
 mod dependencies;
 pub use dependencies::parse_dependencies;
 
@@ -98,6 +99,7 @@ const ACTION_KEYS: &[&str] = &[
     "actionTypeId",
     "configuration",
     "dependency",
+    "concurrency",
 ];
 const ACTION_IGNORED: &[&str] = &["inputArtifacts", "outputArtifacts", "region", "namespace", "roleArn"];
 const KIND_KEYS: &[&str] = &["command", "http", "noop", "function", "actionTypeId"];
@@ -778,6 +780,10 @@ fn action(cx: &mut Cx, at: &At, stage_label: &str, index: usize) -> Option<Actio
         None => Some(OnExhausted::Fail),
         Some(a) => on_exhausted(cx, &a, &label),
     };
+    let concurrency = match obj.at("concurrency") {
+        Some(a) => concurrency::concurrency(cx, &a).map(Some),
+        None => Some(None),
+    };
     let kind = kind?;
     let dependency = match obj.at("dependency") {
         Some(a) => dependencies::reference(cx, &a).map(Some),
@@ -795,6 +801,7 @@ fn action(cx: &mut Cx, at: &At, stage_label: &str, index: usize) -> Option<Actio
         timeout_seconds: timeout_seconds?,
         dependency: dependency?,
         on_exhausted: on_exhausted?,
+        concurrency: concurrency?,
     };
     ok.then_some(action)
 }
