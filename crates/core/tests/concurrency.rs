@@ -1,6 +1,7 @@
 //! An action's `concurrency: {key, max}` in definitions: accepted forms, and every
 //! bad value reported with its path, line and what is allowed.
 
+mod common;
 use redrive_core::concurrency::KeyValue;
 use redrive_core::definition::*;
 use serde_json::json;
@@ -39,13 +40,5 @@ fn bad_values_are_reported_where_they_are() {
         ("max: 2", "max: 2, limit: 3", "$.stages[0].actions[0].concurrency.limit", 7, "key, max"),
         ("{key: \"$.input.tenant\", max: 2}", "2", "$.stages[0].actions[0].concurrency", 7, ""),
     ];
-    for (from, to, path, line, allowed) in cases {
-        assert!(BASE.contains(from), "{from}");
-        let text = BASE.replacen(from, to, 1);
-        let ps = parse_pipeline_text(&text).expect_err(to);
-        assert_eq!(ps.len(), 1, "{to}: {ps:?}");
-        let p = &ps[0];
-        assert_eq!((p.path.as_str(), p.line), (*path, Some(*line)), "{to}: {p}");
-        assert!(p.allowed.as_deref().unwrap_or_default().contains(allowed), "{to}: {p}");
-    }
+    common::assert_each_reported(BASE, cases);
 }
