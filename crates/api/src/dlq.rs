@@ -619,6 +619,7 @@ async fn metrics<S: Store>(State(svc): St<S>) -> Result<Response> {
     register_dlq_metrics(&mut registry, &queues, truncated, now);
     register_timer_metrics(&mut registry, timers_pending, next_due, now);
     svc.engine().metrics().register(&mut registry);
+    crate::keys::register_key_metrics(&mut registry, svc.engine().key_waits(None).await.map_or(0, |w| w.len()));
     if let Ok(deps) = svc.engine().dependencies().await {
         crate::dependencies::register_dependency_metrics(&mut registry, &deps);
     }

@@ -27,6 +27,7 @@ pub mod extract;
 pub mod functions;
 pub mod health;
 pub mod json;
+pub mod keys;
 pub mod native;
 pub mod openapi;
 pub mod page;

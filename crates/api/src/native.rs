@@ -8,6 +8,7 @@
 use crate::doc::op;
 use crate::error::{Result, invalid};
 use crate::extract::{JsonBody, QueryParams};
+use crate::keys::Waits;
 use crate::page::{Page, execution_token, page_limit, parse_execution_token, parse_name_token, parse_seq_token};
 use axum::Json;
 use axum::extract::{Path, State};
@@ -126,7 +127,7 @@ fn pipeline_response(r: &PipelineRecord) -> w::PipelineResponse {
     w::PipelineResponse { pipeline: summary(r), definition: serde_json::from_str(&r.definition_json).unwrap_or(Value::Null) }
 }
 
-fn action_view(name: &str, a: &ActionState) -> w::ActionView {
+fn action_view(name: &str, a: &ActionState, waiting: Option<w::KeyWaiting>) -> w::ActionView {
     w::ActionView {
         name: name.to_string(),
         status: action_status(a.status),
@@ -137,22 +138,34 @@ fn action_view(name: &str, a: &ActionState) -> w::ActionView {
         next_attempt_at: a.next_attempt_at.map(|t| t.to_string()),
         output: a.output.clone(),
         held: a.held.as_ref().filter(|_| a.status == m::ActionStatus::WaitingRetry).map(crate::dependencies::held_by),
+        waiting: waiting.filter(|_| a.status == m::ActionStatus::Running),
     }
 }
 
-fn stage_view(st: &m::StageState, (name, actions): &(String, Vec<String>)) -> w::StageView {
+/// The `waiting` of action `ai` of stage `si` of an execution.
+fn waiting_of(waits: &Waits, execution_id: &str, si: usize, ai: usize, a: &ActionState) -> Option<w::KeyWaiting> {
+    waits.view(execution_id, m::ActionAt { stage: si, action: ai }, a.series, a.attempt)
+}
+
+fn stage_view(st: &m::StageState, (name, actions): &(String, Vec<String>), (id, si, waits): (&str, usize, &Waits)) -> w::StageView {
     w::StageView {
         name: name.clone(),
         status: stage_status(st.status),
         retry_in_progress: st.retry_in_progress,
         auto_retries: st.auto_retries_used,
         manual_retries: st.manual_retries_used,
-        actions: st.actions.iter().zip(actions).map(|(a, n)| action_view(n, a)).collect(),
+        actions: st
+            .actions
+            .iter()
+            .zip(actions)
+            .enumerate()
+            .map(|(ai, (a, n))| action_view(n, a, waiting_of(waits, id, si, ai, a)))
+            .collect(),
     }
 }
 
 /// An execution with its stages and actions, by name.
-pub fn execution(view: &ExecutionView, stage_names: &[(String, Vec<String>)]) -> w::Execution {
+pub fn execution(view: &ExecutionView, stage_names: &[(String, Vec<String>)], waits: &Waits) -> w::Execution {
     let s: &ExecutionState = &view.state;
     w::Execution {
         pipeline_execution_id: view.record.id.clone(),
@@ -165,7 +178,13 @@ pub fn execution(view: &ExecutionView, stage_names: &[(String, Vec<String>)]) ->
         // The input attempts get: as a resume patched it, else as created.
         input: s.input.clone().unwrap_or_else(|| serde_json::from_str::<Value>(&view.record.input_json).unwrap_or(Value::Null)),
         failure: s.failure.as_ref().map(failure),
-        stages: s.stages.iter().zip(stage_names).map(|(st, names)| stage_view(st, names)).collect(),
+        stages: s
+            .stages
+            .iter()
+            .zip(stage_names)
+            .enumerate()
+            .map(|(si, (st, names))| stage_view(st, names, (&view.record.id, si, waits)))
+            .collect(),
     }
 }
 
@@ -197,7 +216,7 @@ pub fn action_execution(e: &LedgerEntry) -> w::ActionExecution {
     }
 }
 
-fn stage_state(name: &str, latest: Option<&StageView>) -> w::StageState {
+fn stage_state(name: &str, latest: Option<&StageView>, waits: &Waits) -> w::StageState {
     let Some(sv) = latest else {
         return w::StageState { stage_name: name.to_string(), latest_execution: None, actions: Vec::new() };
     };
@@ -212,7 +231,14 @@ fn stage_state(name: &str, latest: Option<&StageView>) -> w::StageState {
             manual_retries: st.manual_retries_used,
             latest_retry_trigger: st.latest_retry_trigger.map(trigger),
         }),
-        actions: sv.stage_definition().actions.iter().zip(&st.actions).map(|(a, s)| action_view(a.name.as_str(), s)).collect(),
+        actions: sv
+            .stage_definition()
+            .actions
+            .iter()
+            .zip(&st.actions)
+            .enumerate()
+            .map(|(ai, (a, s))| action_view(a.name.as_str(), s, waiting_of(waits, &sv.execution.record.id, sv.stage_index, ai, s)))
+            .collect(),
     }
 }
 
@@ -323,7 +349,8 @@ fn stage_names(p: &redrive_core::definition::Pipeline) -> Vec<(String, Vec<Strin
 async fn get_execution<S: Store>(State(svc): St<S>, Path((name, id)): Path<(String, String)>) -> Result<Json<w::Execution>> {
     let view = svc.get_execution(&name, &id).await?;
     let p = svc.get_pipeline(&name, Some(view.pipeline_version())).await?;
-    Ok(Json(execution(&view, &stage_names(&p.loaded.pipeline))))
+    let waits = Waits::fetch(&svc, Some(&id)).await;
+    Ok(Json(execution(&view, &stage_names(&p.loaded.pipeline), &waits)))
 }
 
 /// Everything about one execution: the definition version it ran, its input,
@@ -345,7 +372,7 @@ async fn export_execution<S: Store>(State(svc): St<S>, Path((name, id)): Path<(S
         pipeline_name: name,
         pipeline_version: view.pipeline_version(),
         definition,
-        execution: execution(&view, &stage_names(&p.loaded.pipeline)),
+        execution: execution(&view, &stage_names(&p.loaded.pipeline), &Waits::fetch(&svc, Some(&view.record.id)).await),
         state,
         state_text,
         state_version: view.record.version,
@@ -413,13 +440,14 @@ async fn fail_execution<S: Store>(State(svc): St<S>, Path((name, id)): Path<(Str
     responses((status = 200, description = "Success", body = w::PipelineState), (status = "4XX", description = "The request was refused; `error.code` says why", body = w::ErrorResponse)))]
 async fn pipeline_state<S: Store>(State(svc): St<S>, Path(name): Path<String>) -> Result<Json<w::PipelineState>> {
     let (view, per_stage) = svc.pipeline_state(&name).await?;
+    let waits = Waits::fetch(&svc, None).await;
     let stages = view
         .loaded
         .pipeline
         .stages
         .iter()
         .zip(&per_stage)
-        .map(|(stage, latest)| stage_state(stage.name.as_str(), latest.as_ref()))
+        .map(|(stage, latest)| stage_state(stage.name.as_str(), latest.as_ref(), &waits))
         .collect();
     Ok(Json(w::PipelineState { pipeline_name: name, pipeline_version: view.record.version, stages }))
 }

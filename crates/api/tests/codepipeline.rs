@@ -1001,7 +1001,7 @@ fn retry_control_members_travel_on_the_wire() {
         ],
         "stages": [{"name": "S", "actions": [
             {"name": "Pay", "http": {"url": "http://127.0.0.1:9/pay"}, "dependency": "payments-api", "onExhausted": "PAUSE"},
-            {"name": "Book", "command": ["true"], "dependency": "ledger"},
+            {"name": "Book", "command": ["true"], "dependency": "ledger", "concurrency": {"key": "$.input.tenant", "max": 2}},
             {"name": "Plain", "noop": {}}
         ]}]
     });
@@ -1014,6 +1014,7 @@ fn retry_control_members_travel_on_the_wire() {
     assert_eq!(conf(0)["OnExhausted"], "PAUSE");
     assert_eq!(conf(0)["Dependency"], "payments-api");
     assert_eq!(conf(1)["Dependency"], "ledger");
+    assert_eq!(conf(1)["Concurrency"], r#"{"key":"$.input.tenant","max":2}"#);
     assert!(!conf(2).contains_key("OnExhausted") && !conf(2).contains_key("Dependency"), "{:?}", conf(2));
 
     let pipeline = parse_declaration(&wire).unwrap();
@@ -1047,6 +1048,10 @@ fn retry_control_keys_are_checked_on_the_wire() {
     assert_eq!(p[0].path, "$.stages[0].actions[0].configuration.OnExhausted", "{p:#?}");
     assert_eq!(p[0].allowed.as_deref(), Some("FAIL or PAUSE"), "{p:#?}");
     let p = decl(json!({"OnExhausted": "PAUSE"}), json!({"onExhausted": "FAIL"}));
+    assert!(p[0].message.contains("twice"), "{p:#?}");
+    let p = decl(json!({"Concurrency": "{\"key\": \"$.input.t\", \"max\": 0}"}), json!({}));
+    assert!(p[0].path.starts_with("$.stages[0].actions[0].configuration.Concurrency"), "{p:#?}");
+    let p = decl(json!({"Concurrency": "{\"key\": \"$.input.t\", \"max\": 1}"}), json!({"concurrency": {"key": "$.input.t", "max": 1}}));
     assert!(p[0].message.contains("twice"), "{p:#?}");
     let p = decl(json!({"Dependency": "nobody"}), json!({}));
     assert_eq!(p[0].path, "$.stages[0].actions[0].configuration.Dependency", "{p:#?}");

@@ -711,8 +711,12 @@ fn failure_cell(f: Option<&w::Failure>) -> String {
     }
 }
 
-/// `Running`, or `WaitingRetry (next at T)`.
+/// `Running`, `WaitingRetry (next at T)`, or `Running (waiting for key acme: 2/2 running, #3 in line)`.
 fn action_status_cell(action: &w::ActionView) -> String {
+    if let Some(k) = &action.waiting {
+        let key = k.concurrency_key.as_deref().unwrap_or("(absent)");
+        return format!("{} (waiting for key {key}: {}/{} running, #{} in line)", action.status, k.running, k.max, k.position);
+    }
     match (&action.next_attempt_at, &action.held) {
         (Some(at), Some(h)) => format!("{} (held by dependency {}: {}; next at {at})", action.status, h.dependency, h.reason),
         (Some(at), None) => format!("{} (next at {at})", action.status),

@@ -41,6 +41,14 @@ impl JitterDraw {
     }
 }
 
+/// A stable 64-bit hash of `bytes` (FNV-1a spread by splitmix64): the same on
+/// every platform and version, for identifiers derived from values.
+pub(crate) fn stable_hash(bytes: &[u8]) -> u64 {
+    let mut h = Fnv1a::new();
+    h.write(bytes);
+    splitmix64(h.0)
+}
+
 /// FNV-1a, 64-bit: tiny, stable across versions and platforms.
 struct Fnv1a(u64);
 

@@ -52,6 +52,14 @@ pub const MAX_STAGE_AUTO_RETRIES: u32 = 10;
 pub const MAX_CONCURRENT_EXECUTIONS: u32 = 10_000;
 /// Longest a pipeline's `retentionDays` may keep its finished executions (100 years).
 pub const MAX_RETENTION_DAYS: u32 = 36_500;
+/// An action's `concurrency.max`: attempts of one key value running at once, at most.
+pub const MAX_KEY_CONCURRENCY: u32 = 10_000;
+/// An action's `concurrency.key` path: bytes of its text and segments after `$.input`.
+pub const MAX_KEY_PATH_BYTES: usize = 256;
+pub const MAX_KEY_PATH_SEGMENTS: usize = 32;
+/// A concurrency key value (the selected string, or the canonical JSON text of
+/// another value), in bytes; a longer one is cut and suffixed with a hash of the whole.
+pub const MAX_KEY_VALUE_BYTES: usize = 128;
 /// Dependencies one pipeline (or the server config) may declare.
 pub const MAX_DEPENDENCIES: usize = 100;
 /// A retry budget's sliding window, in whole seconds (its counts are kept in

@@ -416,6 +416,14 @@ pub enum Event {
         id: AttemptId,
         hold: Hold,
     },
+    /// The running attempt `id` really began at `at` (after waiting for a slot of
+    /// its concurrency key). Its recorded start moves to `at`, and its series'
+    /// start moves by the same wait, so `expireAfterMin` does not count the wait.
+    /// No effects; refused when `id` is not running or `at` is not after its start.
+    AttemptBegan {
+        id: AttemptId,
+        at: Timestamp,
+    },
     /// Put a fresh execution in the pipeline's queue (QUEUED mode); `Start` later.
     Enqueue,
     /// A newer execution overtook this one (SUPERSEDED mode). A stage-locked
@@ -627,6 +635,17 @@ pub fn apply(pipeline: &Pipeline, state: &mut ExecutionState, event: Event, now:
             if !again {
                 m.effects.push(Effect::Deferred { id, hold });
             }
+        }
+        Event::AttemptBegan { id, at } => {
+            m.check_current(id)?;
+            let a = m.state.action_mut(id.at);
+            let started = a.attempt_started_at.unwrap_or(now);
+            if at <= started || at > now {
+                return Err(Rejection::Invalid(format!("an attempt begins after its start ({started}) and by now ({now})")));
+            }
+            let waited_ms = at.ms_since(started).max(0) as u64;
+            a.attempt_started_at = Some(at);
+            a.series_started_at = a.series_started_at.map(|s| s.plus_ms(waited_ms).min(at));
         }
         Event::Enqueue => {
             if m.state.stages.first().is_some_and(|s| s.status != StageStatus::NotStarted) {

@@ -1,6 +1,7 @@
 //! `dependencies:` and `dependency:` in definitions: accepted forms, and every
 //! bad value reported with its path, line and what is allowed.
 
+mod common;
 use redrive_core::definition::source::parse_document;
 use redrive_core::definition::*;
 
@@ -60,15 +61,7 @@ fn bad_values_are_reported_where_they_are() {
         ("dependency: ledger", "dependency: nope", "$.stages[0].actions[4].dependency", 21, "payments-api, ledger"),
         ("  - name: ledger\n", "  - name: ledger\n    extra: 1\n", "$.dependencies[1].extra", 7, "retryBudget"),
     ];
-    for (from, to, path, line, allowed) in cases {
-        assert!(BASE.contains(from), "{from}");
-        let text = BASE.replacen(from, to, 1);
-        let ps = parse_pipeline_text(&text).expect_err(to);
-        assert_eq!(ps.len(), 1, "{to}: {ps:?}");
-        let p = &ps[0];
-        assert_eq!((p.path.as_str(), p.line), (*path, Some(*line)), "{to}: {p}");
-        assert!(p.allowed.as_deref().unwrap_or_default().contains(allowed), "{to}: {p}");
-    }
+    common::assert_each_reported(BASE, cases);
 }
 
 #[test]

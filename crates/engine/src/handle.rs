@@ -73,23 +73,33 @@ pub(crate) enum Inbound {
         reply: oneshot::Sender<Result<ExecutionOutcome, EngineError>>,
     },
     /// `from_task`: the attempt ran on a task counted in `tasks_in_flight`.
+    /// `began_at`: when the attempt really began, when it first waited for a
+    /// slot of its concurrency key (see [`crate::keys`]).
     Result {
         execution_id: String,
         id: AttemptId,
         outcome: AttemptOutcome,
         from_task: bool,
+        began_at: Option<Timestamp>,
     },
     Stats {
         reply: oneshot::Sender<DriverStats>,
     },
-    /// An attempt committed as started but not dispatched (draining).
+    /// An attempt committed as started but not dispatched (draining), or turned
+    /// away while it waited for a key slot (`from_task`: its task is counted).
     Release {
         execution_id: String,
         id: AttemptId,
+        from_task: bool,
     },
     Drain {
         grace: std::time::Duration,
         reply: oneshot::Sender<usize>,
+    },
+    /// The attempts waiting for a slot of their concurrency key (of one execution, or all).
+    KeyWaits {
+        execution_id: Option<String>,
+        reply: oneshot::Sender<Vec<crate::keys::KeyWait>>,
     },
     /// Every dependency's state as the driver holds it.
     Dependencies {
@@ -405,6 +415,14 @@ impl EngineHandle {
     pub async fn dependencies(&self) -> Result<Vec<crate::dependencies::DependencySnapshot>, EngineError> {
         let (reply, rx) = oneshot::channel();
         self.send(Inbound::Dependencies { reply }).await?;
+        rx.await.map_err(|_| EngineError::Stopped)
+    }
+
+    /// The attempts waiting for a slot of their concurrency key: of one
+    /// execution, or (`None`) all of them.
+    pub async fn key_waits(&self, execution_id: Option<&str>) -> Result<Vec<crate::keys::KeyWait>, EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Inbound::KeyWaits { execution_id: execution_id.map(String::from), reply }).await?;
         rx.await.map_err(|_| EngineError::Stopped)
     }
 

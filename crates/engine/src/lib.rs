@@ -20,6 +20,7 @@ pub mod fair;
 pub mod function;
 pub mod handle;
 pub mod health;
+pub mod keys;
 pub mod locks;
 pub mod metrics;
 pub mod pipeline;

@@ -90,6 +90,26 @@ pub struct ActionView {
     /// The due attempt is held by its dependency until `nextAttemptAt`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held: Option<crate::HeldBy>,
+    /// The attempt (status `Running`) has not begun: it waits for a slot of
+    /// its action's concurrency key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<KeyWaiting>,
+}
+
+/// An attempt waiting for a slot of its concurrency key (`concurrency: {key, max}`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyWaiting {
+    /// The execution's key value: a string as it is, another value as its JSON
+    /// text; `null` when the input has none (those executions share one slot set).
+    pub concurrency_key: Option<String>,
+    /// Attempts of this action with this key running now, and at most.
+    pub running: u32,
+    pub max: u32,
+    /// Its place in the key's queue (1: next to run).
+    pub position: u64,
+    /// When it started waiting.
+    pub since: Timestamp,
 }
 
 /// A stage of an execution.

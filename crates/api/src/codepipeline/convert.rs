@@ -20,6 +20,7 @@
 //! | `retryPolicies` / `RetryPolicies` / `Retry` (any kind) | | `RetryPolicies` (JSON array, policies in the spelling written) |
 //! | `onExhausted` (any kind) | | `OnExhausted` (`FAIL` or `PAUSE`) |
 //! | `dependency` (any kind) | | `Dependency` (a dependency's name) |
+//! | `concurrency` (any kind) | | `Concurrency` (JSON object `{"key": …, "max": …}`) |
 //!
 //! - **Categories.** redrive ignores `category`; the model requires one of
 //!   `Source, Build, Deploy, Test, Invoke, Approval, Compute`. redrive emits
@@ -274,6 +275,7 @@ fn action_to_wire(action: &Value) -> Result<Value, ConvertError> {
     put(&mut conf, "RetryPolicies", policies);
     put(&mut conf, "OnExhausted", a.get("onExhausted"));
     put(&mut conf, "Dependency", a.get("dependency"));
+    put(&mut conf, "Concurrency", a.get("concurrency"));
     out.insert("actionTypeId".into(), type_id);
     if !conf.is_empty() {
         out.insert("configuration".into(), Value::Object(conf));
@@ -353,13 +355,14 @@ enum JsonKind {
 
 /// The configuration keys of a provider, their encoding and native spelling (as
 /// `crates/core/src/definition/parse.rs` reads them). `TimeoutSeconds`,
-/// `RetryPolicies`, `OnExhausted` and `Dependency` go to the action itself
+/// `RetryPolicies`, `OnExhausted`, `Dependency` and `Concurrency` go to the action itself
 /// ([`ACTION_LEVEL`]), the rest under the kind key (for `Command`: beside it).
 fn conf_keys(provider: &str) -> &'static [(&'static str, Conf, &'static str)] {
     const TIMEOUT: (&str, Conf, &str) = ("TimeoutSeconds", Conf::Number, "timeoutSeconds");
     const RETRY: (&str, Conf, &str) = ("RetryPolicies", Conf::Json(JsonKind::Array), "retryPolicies");
     const EXHAUSTED: (&str, Conf, &str) = ("OnExhausted", Conf::Text, "onExhausted");
     const DEPENDENCY: (&str, Conf, &str) = ("Dependency", Conf::Text, "dependency");
+    const CONCURRENCY: (&str, Conf, &str) = ("Concurrency", Conf::Json(JsonKind::Object), "concurrency");
     match provider {
         "Command" => &[
             ("Command", Conf::Json(JsonKind::Array), "command"),
@@ -371,6 +374,7 @@ fn conf_keys(provider: &str) -> &'static [(&'static str, Conf, &'static str)] {
             RETRY,
             EXHAUSTED,
             DEPENDENCY,
+            CONCURRENCY,
         ],
         "Http" => &[
             ("Url", Conf::Text, "url"),
@@ -383,8 +387,9 @@ fn conf_keys(provider: &str) -> &'static [(&'static str, Conf, &'static str)] {
             RETRY,
             EXHAUSTED,
             DEPENDENCY,
+            CONCURRENCY,
         ],
-        "Function" => &[("FunctionName", Conf::Text, "function"), TIMEOUT, RETRY, EXHAUSTED, DEPENDENCY],
+        "Function" => &[("FunctionName", Conf::Text, "function"), TIMEOUT, RETRY, EXHAUSTED, DEPENDENCY, CONCURRENCY],
         "Noop" => &[
             ("FailFirst", Conf::Number, "failFirst"),
             ("FailWith", Conf::Text, "failWith"),
@@ -394,6 +399,7 @@ fn conf_keys(provider: &str) -> &'static [(&'static str, Conf, &'static str)] {
             RETRY,
             EXHAUSTED,
             DEPENDENCY,
+            CONCURRENCY,
         ],
         _ => &[],
     }
@@ -421,7 +427,7 @@ fn decode(conf: Conf, s: &str) -> Option<Value> {
 
 /// Configuration keys (native spelling) that are members of the action itself,
 /// whatever its kind.
-const ACTION_LEVEL: [&str; 4] = ["timeoutSeconds", "retryPolicies", "onExhausted", "dependency"];
+const ACTION_LEVEL: [&str; 5] = ["timeoutSeconds", "retryPolicies", "onExhausted", "dependency", "concurrency"];
 
 /// The shorthand form of a wire action, when it has an exact one.
 fn action_to_native(a: &Map<String, Value>) -> Option<Map<String, Value>> {

@@ -17,7 +17,7 @@
 //! ([`PipelineDeclaration::max_concurrent_executions`],
 //! [`PipelineDeclaration::dead_letter_queue`], [`PipelineDeclaration::retention_days`],
 //! [`PipelineDeclaration::dependencies`], [`FailureConditions::max_retries`], and the
-//! action configuration keys `OnExhausted` and `Dependency`).
+//! action configuration keys `OnExhausted`, `Dependency` and `Concurrency`).
 //! botocore ignores members it does not know in responses, but the AWS CLI refuses
 //! to send them (client-side parameter validation), so they survive only through
 //! raw HTTP, SDKs with validation turned off, or the native API.

@@ -102,6 +102,7 @@ type Refusal = (&'static str, String);
 
 async fn board_markup<S: Store>(svc: &Service<S>, name: &str) -> Result<Markup, ServiceError> {
     let (view, per_stage) = svc.pipeline_state(name).await?;
+    let waits = crate::keys::Waits::fetch(svc, None).await;
     let mut columns = Vec::new();
     for (stage, latest) in view.loaded.pipeline.stages.iter().zip(&per_stage) {
         let choices = match latest {
@@ -114,7 +115,7 @@ async fn board_markup<S: Store>(svc: &Service<S>, name: &str) -> Result<Markup, 
             }
             _ => Vec::new(),
         };
-        columns.push(stage_column(name, stage.name.as_str(), latest.as_ref(), choices.as_ref(), &ledger));
+        columns.push(stage_column(name, stage.name.as_str(), latest.as_ref(), choices.as_ref(), &ledger, &waits));
     }
     Ok(html! {
         p.meta { "Version " (view.record.version) }
@@ -148,7 +149,14 @@ async fn retry_choices<S: Store>(svc: &Service<S>, pipeline: &str, sv: &StageVie
     RetryChoices { execution_id: id, modes }
 }
 
-fn stage_column(pipeline: &str, stage: &str, latest: Option<&StageView>, choices: Option<&RetryChoices>, ledger: &[LedgerEntry]) -> Markup {
+fn stage_column(
+    pipeline: &str,
+    stage: &str,
+    latest: Option<&StageView>,
+    choices: Option<&RetryChoices>,
+    ledger: &[LedgerEntry],
+    waits: &crate::keys::Waits,
+) -> Markup {
     html! {
         section.stage aria-label=(format!("Stage {stage}")) data-stage=(stage) {
             h2 { (stage) }
@@ -168,8 +176,10 @@ fn stage_column(pipeline: &str, stage: &str, latest: Option<&StageView>, choices
                     }
                     @if let Some(c) = choices { (retry_control(pipeline, stage, c)) }
                     ul.actions {
-                        @for (def, a) in sv.stage_definition().actions.iter().zip(&st.actions) {
-                            li.action data-action=(def.name.as_str()) { (action_card(stage, def, a, ledger)) }
+                        @for (ai, (def, a)) in sv.stage_definition().actions.iter().zip(&st.actions).enumerate() {
+                            @let at = redrive_core::machine::ActionAt { stage: sv.stage_index, action: ai };
+                            @let waiting = waits.view(id, at, a.series, a.attempt).filter(|_| a.status == ActionStatus::Running);
+                            li.action data-action=(def.name.as_str()) { (action_card(stage, def, a, ledger, waiting)) }
                         }
                     }
                 }
@@ -203,10 +213,16 @@ pub fn action_status(s: ActionStatus) -> &'static str {
     }
 }
 
-fn action_card(stage: &str, def: &Action, a: &ActionState, ledger: &[LedgerEntry]) -> Markup {
+fn action_card(stage: &str, def: &Action, a: &ActionState, ledger: &[LedgerEntry], waiting: Option<redrive_wire::KeyWaiting>) -> Markup {
     html! {
         div.action-head { strong { (def.name.as_str()) } " " span.kind { (def.kind.provider()) } }
         div { (view::status(action_status(a.status))) }
+        @if let Some(k) = &waiting {
+            div.held {
+                "Waiting for a slot of key " strong { (k.concurrency_key.as_deref().unwrap_or("(absent)")) }
+                " (" (k.running) " of " (k.max) " running, #" (k.position) " in line)"
+            }
+        }
         div.meta { "Attempt " (a.attempt) " of this series · " (a.total_attempts) " in all" }
         @if let Some(f) = &a.last_failure { div { (view::failure(Some(f))) } }
         @if a.status == ActionStatus::WaitingRetry {

@@ -118,6 +118,10 @@ pub struct Action {
     /// What happens when a retry policy gives up for exhaustion (a policy's own
     /// `onExhausted` wins); default FAIL.
     pub on_exhausted: crate::policy::OnExhausted,
+    /// At most `max` attempts of this action run at once per value of `key`
+    /// (across executions); the others wait for a slot, in arrival order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<crate::concurrency::Concurrency>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]

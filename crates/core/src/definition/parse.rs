@@ -28,6 +28,7 @@ use crate::policy::{OnExhausted, PolicyError, PolicyField, RetryPolicy, RetryPol
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+mod concurrency;
 mod dependencies;
 pub use dependencies::parse_dependencies;
 
@@ -98,6 +99,7 @@ const ACTION_KEYS: &[&str] = &[
     "actionTypeId",
     "configuration",
     "dependency",
+    "concurrency",
 ];
 const ACTION_IGNORED: &[&str] = &["inputArtifacts", "outputArtifacts", "region", "namespace", "roleArn"];
 const KIND_KEYS: &[&str] = &["command", "http", "noop", "function", "actionTypeId"];
@@ -780,6 +782,11 @@ fn action(cx: &mut Cx, at: &At, stage_label: &str, index: usize) -> Option<Actio
         Ok(Some(a)) => on_exhausted(cx, &a, &label),
     };
     let dependency_at = given_once(cx, obj.at("dependency"), wire.dependency.take(), &label, "its dependency");
+    let concurrency = match given_once(cx, obj.at("concurrency"), wire.concurrency.take(), &label, "its concurrency") {
+        Err(()) => None,
+        Ok(Some(a)) => concurrency::concurrency(cx, &a).map(Some),
+        Ok(None) => Some(None),
+    };
     let kind = kind?;
     let dependency = match dependency_at {
         Err(()) => None,
@@ -798,6 +805,7 @@ fn action(cx: &mut Cx, at: &At, stage_label: &str, index: usize) -> Option<Actio
         timeout_seconds: timeout_seconds?,
         dependency: dependency?,
         on_exhausted: on_exhausted?,
+        concurrency: concurrency?,
     };
     ok.then_some(action)
 }
@@ -1274,6 +1282,7 @@ struct WireExtras<'a> {
     retry: Option<At<'a>>,
     on_exhausted: Option<At<'a>>,
     dependency: Option<At<'a>>,
+    concurrency: Option<At<'a>>,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -1289,8 +1298,13 @@ enum Conf {
 }
 
 /// Configuration keys of every provider: members of the action itself.
-const ACTION_CONF_KEYS: &[(&str, Conf)] =
-    &[("TimeoutSeconds", Conf::Number), ("RetryPolicies", Conf::Json), ("OnExhausted", Conf::Text), ("Dependency", Conf::Text)];
+const ACTION_CONF_KEYS: &[(&str, Conf)] = &[
+    ("TimeoutSeconds", Conf::Number),
+    ("RetryPolicies", Conf::Json),
+    ("OnExhausted", Conf::Text),
+    ("Dependency", Conf::Text),
+    ("Concurrency", Conf::Json),
+];
 
 /// A provider's own configuration keys (besides [`ACTION_CONF_KEYS`]).
 fn conf_keys(provider: &str) -> &'static [(&'static str, Conf)] {
@@ -1415,6 +1429,7 @@ fn wire_kind<'a>(cx: &mut Cx, obj: &Obj<'a>, label: &str, extras: &mut WireExtra
     extras.retry = values.remove("RetryPolicies");
     extras.on_exhausted = values.remove("OnExhausted");
     extras.dependency = values.remove("Dependency");
+    extras.concurrency = values.remove("Concurrency");
     let mut take = |k: &str| values.remove(k);
     let kind = match provider {
         "Command" => {

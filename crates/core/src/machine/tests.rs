@@ -16,6 +16,7 @@ fn action(name: &str, run_order: u32, policies: Vec<RetryPolicy>) -> Action {
         timeout_seconds: None,
         dependency: None,
         on_exhausted: Default::default(),
+        concurrency: None,
     }
 }
 
@@ -292,6 +293,38 @@ fn release_unstarts_an_undispatched_attempt_without_counting_it() {
     let fx = apply(&p, &mut s, Event::TimerFired { at: at(0, 0) }, t(6)).unwrap();
     assert_eq!(started(&fx), vec![id], "the same attempt runs after the restart");
     assert_eq!(s.action(at(0, 0)).total_attempts, 1);
+}
+
+#[test]
+fn a_begun_attempt_records_its_real_start_and_its_wait_does_not_count_for_expire_after_min() {
+    let expire = RetryPolicy::new(&RetryPolicySpec {
+        exception_types: vec!["Step.SERVICE_FAULT".into()],
+        interval_seconds: Some(1.0),
+        expire_after_min: Some(1.0),
+        ..Default::default()
+    })
+    .unwrap();
+    let p = pipeline(vec![stage("S", vec![action("A", 1, vec![expire])])]);
+    let mut s = ExecutionState::new(&p, "e1", t(0));
+    let id = started(&apply(&p, &mut s, Event::Start, t(0)).unwrap())[0];
+    assert!(matches!(apply(&p, &mut s, Event::AttemptBegan { id, at: t(0) }, t(1)), Err(Rejection::Invalid(_))), "not after its start");
+    assert!(matches!(apply(&p, &mut s, Event::AttemptBegan { id, at: t(9) }, t(5)), Err(Rejection::Invalid(_))), "not after now");
+    // It waited 100 s for a key slot, then failed at once.
+    assert_eq!(apply(&p, &mut s, Event::AttemptBegan { id, at: t(100_000) }, t(100_000)).unwrap(), vec![]);
+    let fail = Failure::new(ExceptionType::ServiceFault, "x");
+    let fx = apply(&p, &mut s, Event::AttemptFailed { id, failure: fail.clone() }, t(100_010)).unwrap();
+    let rec = fx.iter().find_map(|e| if let Effect::Record(r) = e { Some(r) } else { None }).unwrap();
+    assert_eq!(rec.started_at, t(100_000), "the ledger has when it began");
+    assert!(matches!(rec.decision, Some(Decision::Retry(_))), "a minute has not passed since it began: {:?}", rec.decision);
+    // The retry waits 30 s more: the series' start moves by the wait again.
+    let fx = apply(&p, &mut s, Event::TimerFired { at: at(0, 0) }, t(101_010)).unwrap();
+    let retry = started(&fx)[0];
+    apply(&p, &mut s, Event::AttemptBegan { id: retry, at: t(131_010) }, t(131_010)).unwrap();
+    assert_eq!(s.action(at(0, 0)).series_started_at, Some(t(130_000)));
+    let fx = apply(&p, &mut s, Event::AttemptFailed { id: retry, failure: fail }, t(131_020)).unwrap();
+    let rec = fx.iter().find_map(|e| if let Effect::Record(r) = e { Some(r) } else { None }).unwrap();
+    assert!(matches!(rec.decision, Some(Decision::Retry(_))), "1 s of running and 1 s of delay: {:?}", rec.decision);
+    assert_eq!(apply(&p, &mut s, Event::AttemptBegan { id, at: t(131_030) }, t(131_030)), Err(Rejection::Stale(id)));
 }
 
 fn dead_letters(effects: &[Effect]) -> Vec<&DeadLetter> {

@@ -22,6 +22,7 @@ mod batch;
 mod commit;
 mod dependencies;
 mod functions;
+mod keys;
 mod live;
 mod load;
 mod pause;
@@ -197,6 +198,8 @@ pub struct Driver<S: Store> {
     given_up: HashMap<String, GivenUp>,
     /// Attempt slots shared fairly between pipelines.
     slots: Arc<crate::fair::FairSlots>,
+    /// Per-key concurrency slots (actions with `concurrency:`).
+    keys: Arc<crate::keys::KeyGate>,
     /// Counts changes of the store made outside commits (purges, quarantines):
     /// a record or entry read across one may be stale and is read again.
     store_epoch: u64,
@@ -228,6 +231,7 @@ impl<S: Store> Driver<S> {
         let handle = EngineHandle { tx: tx.clone(), notify: notify.clone(), health: health.subscribe(), metrics: metrics.clone() };
         let driver = Driver {
             slots: crate::fair::FairSlots::new(config.max_inflight_attempts, config.max_inflight_attempts_per_pipeline),
+            keys: crate::keys::KeyGate::new(),
             store,
             clock,
             config,
@@ -491,11 +495,11 @@ impl<S: Store> Driver<S> {
             Inbound::FnEnded { execution_id, outcome } => self.fn_ended(execution_id, outcome, now, batch),
             Inbound::Resume { execution_id, reply } => self.resume(execution_id, reply, now, batch),
             Inbound::Wait { execution_id, reply } => self.wait(execution_id, reply, now, batch),
-            Inbound::Result { execution_id, id, outcome, from_task } => {
+            Inbound::Result { execution_id, id, outcome, from_task, began_at } => {
                 if from_task && self.forget_task(&execution_id, id) {
                     self.tasks_in_flight.fetch_sub(1, Ordering::SeqCst);
                 }
-                self.attempt_result(execution_id, id, outcome, now, batch);
+                self.attempt_result(execution_id, id, outcome, began_at, now, batch);
             }
             Inbound::Stats { reply } => {
                 let functions = self.live.values().filter(|l| l.function().is_some()).count();
@@ -548,19 +552,29 @@ impl<S: Store> Driver<S> {
                     let _ = reply.send(Err(e));
                 }
             },
-            Inbound::Release { execution_id, id } => {
+            Inbound::Release { execution_id, id, from_task } => {
+                if from_task && self.forget_task(&execution_id, id) {
+                    self.tasks_in_flight.fetch_sub(1, Ordering::SeqCst);
+                }
                 if self.live.get(&execution_id).is_some_and(|l| l.pipeline().is_some())
                     && let Err(r) = self.apply(&execution_id, Event::Release { id }, now, batch)
                 {
                     tracing::warn!(execution_id, %r, "could not release an undispatched attempt");
                 }
             }
+            Inbound::KeyWaits { execution_id, reply } => {
+                let _ = reply.send(self.keys.waits(execution_id.as_deref()));
+            }
             Inbound::Dependencies { reply } => {
                 let _ = reply.send(self.dependencies.snapshot(now));
             }
             Inbound::Drain { grace, reply } => match &mut self.draining {
                 Some((_, replies)) => replies.push(reply),
-                None => self.draining = Some((tokio::time::Instant::now() + grace, vec![reply])),
+                None => {
+                    // Attempts waiting for a key slot never ran: they are released.
+                    self.keys.close();
+                    self.draining = Some((tokio::time::Instant::now() + grace, vec![reply]));
+                }
             },
             Inbound::Shutdown => unreachable!("handled by the loop"),
         }

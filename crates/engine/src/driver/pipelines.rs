@@ -371,13 +371,20 @@ impl<S: Store> Driver<S> {
         execution_id: String,
         id: AttemptId,
         outcome: AttemptOutcome,
+        began_at: Option<Timestamp>,
         now: Timestamp,
         batch: &mut Batch,
     ) {
-        let Some(live) = self.live.get_mut(&execution_id) else {
+        if !self.live.contains_key(&execution_id) {
             tracing::warn!(execution_id, ?id, "result for an execution not in memory; ignored");
             return;
-        };
+        }
+        if let Some(at) = began_at {
+            // It waited for a key slot: its recorded start (and its series', for
+            // expireAfterMin) moves to when it really began. Stale: nothing to move.
+            let _ = self.apply(&execution_id, Event::AttemptBegan { id, at }, now, batch);
+        }
+        let live = self.live.get_mut(&execution_id).expect("checked above");
         if let Some(run) = live.pipeline() {
             let a = run.state.action(id.at);
             if a.status == ActionStatus::Running && a.series == id.series && a.attempt == id.attempt {
@@ -543,21 +550,25 @@ impl<S: Store> Driver<S> {
 
     /// Runs one attempt: instant no-ops inline, everything else on a task that
     /// waits for a fair slot. A no-op that sleeps sleeps on the engine's clock.
-    fn dispatch(&mut self, execution_id: &str, id: AttemptId, _now: Timestamp) {
+    fn dispatch(&mut self, execution_id: &str, id: AttemptId, now: Timestamp) {
         if self.draining.is_some() {
             // Never dispatched: release it durably so a restart runs it as the same attempt.
-            self.local.push_back(Msg::In(Inbound::Release { execution_id: execution_id.to_string(), id }));
+            self.local.push_back(Msg::In(Inbound::Release { execution_id: execution_id.to_string(), id, from_task: false }));
             return;
         }
         let live = &self.live[execution_id];
         let run = live.pipeline().expect("a pipeline execution");
         let pipeline = run.pipeline.clone();
         let action = &pipeline.pipeline.stages[id.at.stage].actions[id.at.action];
+        let input_json = super::pause::attempt_input(live);
+        let key_slot = super::keys::slot_of(&pipeline, id, &input_json);
         if let ActionKind::Noop(spec) = &action.kind
             && spec.sleep_ms == 0
+            && key_slot.is_none()
         {
             let outcome = runner::noop_outcome(spec, id.attempt);
-            self.local.push_back(Msg::In(Inbound::Result { execution_id: execution_id.to_string(), id, outcome, from_task: false }));
+            let result = Inbound::Result { execution_id: execution_id.to_string(), id, outcome, from_task: false, began_at: None };
+            self.local.push_back(Msg::In(result));
             return;
         }
         let stage_name = pipeline.pipeline.stages[id.at.stage].name.to_string();
@@ -571,11 +582,13 @@ impl<S: Store> Driver<S> {
             attempt: id.attempt,
             timeout: action.timeout_seconds.map(std::time::Duration::from_secs),
             base_dir: pipeline.base_dir.clone(),
-            input_json: super::pause::attempt_input(live),
+            input_json,
             clock: runner::AttemptClock(self.clock.clone()),
             secrets: self.config.secrets.clone(),
         };
         let (tx, slots, http, store) = (self.tx.clone(), self.slots.clone(), self.http.clone(), self.store.clone());
+        let (keys, clock) = (self.keys.clone(), self.clock.clone());
+        let waiter = crate::keys::Waiter { execution_id: execution_id.to_string(), id, since: now };
         let engine = EngineHandle {
             tx: self.tx.clone(),
             notify: self.notify.clone(),
@@ -589,6 +602,13 @@ impl<S: Store> Driver<S> {
         let span = attempt_span(&execution, &pipeline.record.name, &ctx);
         let task = tokio::spawn(tracing::Instrument::instrument(
             async move {
+                let (_key, began_at) = match super::keys::wait_for_key(&keys, key_slot, waiter, &*clock).await {
+                    Ok(held) => held,
+                    Err(crate::keys::Closed) => {
+                        let _ = tx.send(Inbound::Release { execution_id: execution, id, from_task: true }).await;
+                        return;
+                    }
+                };
                 let _slot = slots.acquire(&pipeline.record.name).await;
                 let action = &pipeline.pipeline.stages[id.at.stage].actions[id.at.action];
                 let outcome = match &action.kind {
@@ -597,7 +617,7 @@ impl<S: Store> Driver<S> {
                     ActionKind::Noop(spec) => runner::run_noop(spec, &ctx).await,
                     ActionKind::Function(f) => run_function_action(&engine, &*store, f.function_name.as_str(), &ctx).await,
                 };
-                if tx.send(Inbound::Result { execution_id: execution, id, outcome, from_task: true }).await.is_err() {
+                if tx.send(Inbound::Result { execution_id: execution, id, outcome, from_task: true, began_at }).await.is_err() {
                     in_flight_count.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
                 }
             },
