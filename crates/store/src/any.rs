@@ -254,6 +254,9 @@ impl Store for AnyStore {
     async fn get_execution(&self, id: &str) -> Result<Option<ExecutionRecord>, StoreError> {
         dispatch!(self, s => s.get_execution(id).await)
     }
+    async fn get_executions(&self, ids: &[String]) -> Result<Vec<ExecutionRecord>, StoreError> {
+        dispatch!(self, s => s.get_executions(ids).await)
+    }
     async fn list_executions(&self, filter: ExecutionFilter) -> Result<Vec<ExecutionRecord>, StoreError> {
         dispatch!(self, s => s.list_executions(filter).await)
     }

@@ -96,6 +96,7 @@ where
     ledger_round_trip(&make_store().await).await;
     timers(&make_store().await).await;
     list_executions(&make_store().await).await;
+    get_executions(&make_store().await).await;
     limits_enforced(&make_store().await).await;
     group_commit_under_concurrency(Arc::new(make_store().await)).await;
     pipeline_lifecycle(&make_store().await).await;
@@ -585,6 +586,31 @@ pub async fn list_executions<S: Store>(store: &S) {
     assert_eq!(capped[0].id, format!("m{MAX_PAGE_SIZE:05}"), "the capped page starts with the newest");
     let default_page = store.list_executions(filter(None, false, 0)).await.unwrap();
     assert_eq!(default_page.len(), MAX_PAGE_SIZE, "limit 0 means the largest page");
+}
+
+/// Several executions read at once: those that exist, with their current
+/// columns, whatever the order asked; an id that is not there is left out (also
+/// one that differs only in case); too many ids are refused.
+pub async fn get_executions<S: Store>(store: &S) {
+    assert!(store.get_executions(&[]).await.unwrap().is_empty(), "nothing asked, nothing read");
+    let made: Vec<Transition> = (0..5).map(|i| create(&format!("g{i}"), i)).collect();
+    assert!(store.commit(made.into()).await.unwrap().iter().all(Result::is_ok));
+    let mut done = update("g3", 1, 10);
+    done.status = "Succeeded".to_owned();
+    assert_eq!(store.commit(vec![done].into()).await.unwrap(), vec![Ok(2)]);
+
+    let asked: Vec<String> = ["g3", "nope", "g0", "G1", "g4", "g0"].iter().map(|s| (*s).to_string()).collect();
+    let mut read = store.get_executions(&asked).await.unwrap();
+    read.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(ids(&read), ["g0", "g3", "g4"], "the ones that exist, each once");
+    let g3 = &read[1];
+    assert_eq!((g3.status.as_str(), g3.version), ("Succeeded", 2), "current columns");
+    assert_eq!(g3, &store.get_execution("g3").await.unwrap().unwrap(), "the same record get_execution reads");
+
+    let most: Vec<String> = (0..crate::MAX_EXECUTIONS_PER_READ).map(|i| format!("g{i}")).collect();
+    assert_eq!(store.get_executions(&most).await.unwrap().len(), 5, "exactly the most ids is fine");
+    let too_many: Vec<String> = (0..=crate::MAX_EXECUTIONS_PER_READ).map(|i| format!("g{i}")).collect();
+    assert!(matches!(store.get_executions(&too_many).await, Err(StoreError::Limit(_))), "one id over the most is refused");
 }
 
 /// Every limit is enforced and a refused call changes nothing; values exactly

@@ -271,6 +271,11 @@ impl<S: Store> Store for FaultyStore<S> {
         self.inner.get_execution(id).await
     }
 
+    async fn get_executions(&self, ids: &[String]) -> Result<Vec<ExecutionRecord>, StoreError> {
+        self.check(&self.reads)?;
+        self.inner.get_executions(ids).await
+    }
+
     async fn list_executions(&self, filter: ExecutionFilter) -> Result<Vec<ExecutionRecord>, StoreError> {
         self.check(&self.reads)?;
         self.inner.list_executions(filter).await

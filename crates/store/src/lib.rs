@@ -563,6 +563,17 @@ pub(crate) enum AuthWrite {
 /// Statuses of a finished execution: the only ones retention may delete.
 pub const FINISHED_STATUSES: [&str; 4] = ["Succeeded", "Failed", "Stopped", "Superseded"];
 
+/// Most executions one [`Store::get_executions`] reads.
+pub const MAX_EXECUTIONS_PER_READ: usize = 500;
+
+/// `Err(Limit)` when a [`Store::get_executions`] asks for too many.
+pub fn check_executions_per_read(ids: &[String]) -> Result<(), StoreError> {
+    if ids.len() > MAX_EXECUTIONS_PER_READ {
+        return Err(StoreError::Limit(format!("{} executions asked for in one read; at most {MAX_EXECUTIONS_PER_READ}", ids.len())));
+    }
+    Ok(())
+}
+
 /// Most executions one [`PruneStep`] deletes (and most entries or runs).
 pub const MAX_PRUNE_STEP: usize = 1000;
 
@@ -892,6 +903,11 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send;
 
     fn get_execution(&self, id: &str) -> impl Future<Output = Result<Option<ExecutionRecord>, StoreError>> + Send;
+
+    /// The records of those of `ids` that exist, in no particular order, read
+    /// in one query: at most [`MAX_EXECUTIONS_PER_READ`] ids (more is
+    /// [`StoreError::Limit`]).
+    fn get_executions(&self, ids: &[String]) -> impl Future<Output = Result<Vec<ExecutionRecord>, StoreError>> + Send;
 
     /// Newest first: `(created_at DESC, id DESC)`, so executions created at the
     /// same instant come in descending id order; see [`ExecutionFilter`].

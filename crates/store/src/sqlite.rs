@@ -448,6 +448,9 @@ const SQL_DELETE_TIMER: &str = "DELETE FROM timers WHERE execution_id = ?1 AND k
 
 const SQL_GET_EXECUTION: &str = "SELECT id, pipeline_name, pipeline_version, status, input_json, state_json, \
      version, created_at, updated_at, fault_type, fault_message, kind FROM executions WHERE id = ?1";
+/// The executions whose ids are in the JSON array `?1` (one primary-key lookup each).
+const SQL_GET_EXECUTIONS: &str = "SELECT id, pipeline_name, pipeline_version, status, input_json, state_json, \
+     version, created_at, updated_at, fault_type, fault_message, kind FROM executions WHERE id IN (SELECT value FROM json_each(?1))";
 /// The `list_executions` query for each filter shape, indexed by
 /// [`list_executions_variant`]. Newest first, `(created_at DESC, id DESC)`; every
 /// shape has an index ending in `(created_at, id)` after its equality columns, so
@@ -1121,6 +1124,15 @@ impl Store for SqliteStore {
     async fn get_execution(&self, id: &str) -> Result<Option<ExecutionRecord>, StoreError> {
         let id = id.to_owned();
         self.read(move |conn| conn.prepare_cached(SQL_GET_EXECUTION)?.query_row(params![id], execution_from_row).optional()).await
+    }
+
+    async fn get_executions(&self, ids: &[String]) -> Result<Vec<ExecutionRecord>, StoreError> {
+        crate::check_executions_per_read(ids)?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids = serde_json::to_string(ids).expect("strings serialise");
+        self.read(move |conn| conn.prepare_cached(SQL_GET_EXECUTIONS)?.query_map(params![ids], execution_from_row)?.collect()).await
     }
 
     async fn list_executions(&self, filter: ExecutionFilter) -> Result<Vec<ExecutionRecord>, StoreError> {

@@ -17,7 +17,8 @@ use redrive_core::function::{FunctionState, FunctionStatus};
 use redrive_core::machine::{ActionStatus, Event, ExecutionState, ExecutionStatus};
 use redrive_core::schedule::StageLocks;
 use redrive_core::time::Timestamp;
-use redrive_store::{DlqEntryRecord, ExecutionRecord, PipelineRecord, Store, StoreError, Target};
+use redrive_store::{DlqEntryRecord, ExecutionRecord, MAX_EXECUTIONS_PER_READ, PipelineRecord, Store, StoreError, Target};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// After a failed read, the loop tries it again this much later.
@@ -102,7 +103,12 @@ impl<S: Store> Driver<S> {
         }
     }
 
-    fn start_read(&self, need: Need, after_ms: Option<u64>) {
+    fn start_read(&mut self, need: Need, after_ms: Option<u64>) {
+        if let (Need::Execution(id), None) = (&need, after_ms) {
+            // Read with the others the loop needs, once its batch is handled.
+            self.execution_reads.push(id.clone());
+            return;
+        }
         let (store, tx, epoch) = (self.store.clone(), self.own_tx.clone(), self.store_epoch);
         let delay = after_ms.map(|ms| self.clock.sleep_until(self.clock.now().plus_ms(ms)));
         tokio::spawn(async move {
@@ -112,6 +118,26 @@ impl<S: Store> Driver<S> {
             let loaded = read(&*store, need).await;
             let _ = tx.send(Msg::Loaded { epoch, loaded: Box::new(loaded) });
         });
+    }
+
+    /// Starts the execution reads asked for since the last call: one store read
+    /// per [`MAX_EXECUTIONS_PER_READ`] of them, each answering every execution
+    /// it was asked for (`None`: not found), so a burst of timers or resumes
+    /// costs a few queries, not one each.
+    pub(super) fn start_execution_reads(&mut self) {
+        if self.execution_reads.is_empty() {
+            return;
+        }
+        let ids = std::mem::take(&mut self.execution_reads);
+        for chunk in ids.chunks(MAX_EXECUTIONS_PER_READ) {
+            let (store, tx, epoch, chunk) = (self.store.clone(), self.own_tx.clone(), self.store_epoch, chunk.to_vec());
+            tokio::spawn(async move {
+                let read = store.get_executions(&chunk).await;
+                for (id, r) in answer_each(chunk, read) {
+                    let _ = tx.send(Msg::Loaded { epoch, loaded: Box::new(Loaded::Execution(id, r)) });
+                }
+            });
+        }
     }
 
     /// Installs what a read found (of the store as of `epoch`) and handles the messages parked on it. A read
@@ -288,6 +314,20 @@ impl<S: Store> Driver<S> {
             if idle_finished && !batch.pending.contains_key(&id) {
                 self.evict(&id);
             }
+        }
+    }
+}
+
+/// One answer per id asked for, from one read of them all.
+fn answer_each(
+    ids: Vec<String>,
+    read: Result<Vec<ExecutionRecord>, StoreError>,
+) -> Vec<(String, Result<Option<ExecutionRecord>, StoreError>)> {
+    match read {
+        Err(e) => ids.into_iter().map(|id| (id, Err(e.clone()))).collect(),
+        Ok(records) => {
+            let mut found: HashMap<String, ExecutionRecord> = records.into_iter().map(|r| (r.id.clone(), r)).collect();
+            ids.into_iter().map(|id| (id.clone(), Ok(found.remove(&id)))).collect()
         }
     }
 }

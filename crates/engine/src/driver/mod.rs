@@ -163,6 +163,9 @@ pub struct Driver<S: Store> {
     stage_locks: HashMap<String, redrive_core::schedule::StageLocks<crate::locks::LockKey>>,
     /// Messages waiting for a read, per what they wait for.
     parked: HashMap<Need, Vec<Msg>>,
+    /// Executions to read, asked for since the loop last started reads
+    /// ([`Driver::start_execution_reads`]).
+    execution_reads: Vec<String>,
     /// Execution records read for parked messages, of executions not in memory
     /// (`None`: not found). Taken when installed.
     staged_records: HashMap<String, Option<ExecutionRecord>>,
@@ -248,6 +251,7 @@ impl<S: Store> Driver<S> {
             active_reading: HashMap::new(),
             stage_locks: HashMap::new(),
             parked: HashMap::new(),
+            execution_reads: Vec::new(),
             staged_records: HashMap::new(),
             staged_entries: HashMap::new(),
             installed: Vec::new(),
@@ -312,6 +316,7 @@ impl<S: Store> Driver<S> {
             if self.drain_over() {
                 return Ok(());
             }
+            self.start_execution_reads();
             let mut inbox: Vec<Msg> = self.local.drain(..).collect();
             if inbox.is_empty() {
                 let timer_wake = self.timer_wake();

@@ -532,6 +532,14 @@ impl Store for PostgresStore {
         self.query_opt(SQL_GET_EXECUTION, &[&id], rows::execution_from_row).await
     }
 
+    async fn get_executions(&self, ids: &[String]) -> Result<Vec<ExecutionRecord>, StoreError> {
+        crate::check_executions_per_read(ids)?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.query_map(SQL_GET_EXECUTIONS, &[&ids], rows::execution_from_row).await
+    }
+
     async fn list_executions(&self, filter: ExecutionFilter) -> Result<Vec<ExecutionRecord>, StoreError> {
         let limit = page_size(filter.limit) as i64;
         let sql = list_executions_sql(filter.target.is_some(), filter.unfinished_only, filter.before.is_some());

@@ -27,6 +27,7 @@ macro_rules! execution_columns {
     };
 }
 pub(super) const SQL_GET_EXECUTION: &str = concat!("SELECT ", execution_columns!(), " FROM executions WHERE id = $1");
+pub(super) const SQL_GET_EXECUTIONS: &str = concat!("SELECT ", execution_columns!(), " FROM executions WHERE id = ANY($1)");
 
 /// `list_executions`: newest first, `(created_at DESC, id DESC)`. Parameters in
 /// order: the limit, then kind and name if `by_target`, then the cursor.
