@@ -6,6 +6,7 @@
 //! function here is deterministic and testable with plain values.
 //!
 //! - [`auth`]: scopes, grants limited to name prefixes, and the authorization check.
+//! - [`bulk`]: bulk stage retry by filter: matching, pacing, outcome counts.
 //! - [`dependency`]: retry budgets and circuit breakers per dependency (gate, record).
 //! - [`dlq`]: dead-letter redrives: modes, entry states, the take checks.
 //! - [`exception`]: exception types, aliases and matching.
@@ -18,6 +19,7 @@
 //! - [`machine`]: the execution state machine: `(state, event, now) -> effects`.
 
 pub mod auth;
+pub mod bulk;
 pub mod definition;
 pub mod dependency;
 pub mod dlq;
