@@ -133,7 +133,12 @@ impl<S: Store> Service<S> {
                 scanned += 1;
                 let Some(version) = r.target.pipeline_version() else { continue };
                 if let std::collections::hash_map::Entry::Vacant(slot) = stage_of_version.entry(version) {
-                    let p = self.get_pipeline(&req.pipeline, Some(version)).await.ok();
+                    // A version that cannot be read has no such stage to match; a store
+                    // that cannot answer stops the plan.
+                    let p = match self.get_pipeline(&req.pipeline, Some(version)).await {
+                        Err(e @ ServiceError::Unavailable(_)) => return Err(e),
+                        other => other.ok(),
+                    };
                     slot.insert(p.and_then(|p| p.loaded.pipeline.stage_index(&req.stage)));
                 }
                 let Some(si) = stage_of_version[&version] else { continue };
