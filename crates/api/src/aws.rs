@@ -75,9 +75,12 @@ pub fn to_api_error(e: ServiceError) -> ApiError {
         ConcurrentExecutionsLimitExceeded(_) => ErrorCode::ConcurrentPipelineExecutionsLimitExceededException,
         Unavailable(_) => ErrorCode::ServiceUnavailable,
         // Not reachable through CodePipeline operations.
-        DlqQueueNotFound(_) | DlqEntryNotFound(_) | RedriveRunNotFound(_) | DependencyNotFound(_) | NotRedriven(_) => {
-            ErrorCode::ValidationException
-        }
+        DlqQueueNotFound(_)
+        | DlqEntryNotFound(_)
+        | RedriveRunNotFound(_)
+        | BulkRetryNotFound(_)
+        | DependencyNotFound(_)
+        | NotRedriven(_) => ErrorCode::ValidationException,
     };
     ApiError::new(code, e.to_string())
 }

@@ -38,6 +38,7 @@ pub fn error_code(e: &ServiceError) -> (&'static str, StatusCode) {
         DlqQueueNotFound(_) => ("DeadLetterQueueNotFoundException", StatusCode::NOT_FOUND),
         DlqEntryNotFound(_) => ("DeadLetterEntryNotFoundException", StatusCode::NOT_FOUND),
         RedriveRunNotFound(_) => ("RedriveRunNotFoundException", StatusCode::NOT_FOUND),
+        BulkRetryNotFound(_) => ("BulkRetryNotFoundException", StatusCode::NOT_FOUND),
         DependencyNotFound(_) => ("DependencyNotFoundException", StatusCode::NOT_FOUND),
         NotRedriven(_) => ("EntryNotRedrivenException", StatusCode::CONFLICT),
         Unavailable(_) => ("ServiceUnavailableException", StatusCode::SERVICE_UNAVAILABLE),

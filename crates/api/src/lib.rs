@@ -16,6 +16,7 @@
 
 pub mod auth;
 pub mod aws;
+pub mod bulk;
 pub mod cluster;
 pub mod codepipeline;
 pub mod console;

@@ -124,6 +124,7 @@ pub fn routes<S: Store>() -> OpenApiRouter<Arc<Service<S>>> {
     OpenApiRouter::with_openapi(openapi::Base::openapi())
         .merge(crate::native::router::<S>())
         .merge(crate::dlq::router::<S>())
+        .merge(crate::bulk::router::<S>())
         .merge(crate::functions::router::<S>())
         .merge(crate::aws::router::<S>())
         .merge(crate::health::router::<S>())

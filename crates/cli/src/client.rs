@@ -507,6 +507,39 @@ impl Client {
         self.get(self.url(&["v1", "dlq", "redrives", id], &[])).await
     }
 
+    /// `POST /v1/pipelines/{name}/bulk-retries` with `dryRun`: the count only.
+    pub async fn plan_bulk_retry(&self, name: &str, body: &w::BulkRetryRequest) -> Result<w::BulkPlan> {
+        let body = w::BulkRetryRequest { dry_run: Some(true), ..body.clone() };
+        self.send(reqwest::Method::POST, self.url(&["v1", "pipelines", name, "bulk-retries"], &[]), Some(&body)).await
+    }
+
+    /// `POST /v1/pipelines/{name}/bulk-retries`: the operation (RUNNING) and its count.
+    pub async fn start_bulk_retry(&self, name: &str, body: &w::BulkRetryRequest) -> Result<w::BulkRetryStarted> {
+        let body = w::BulkRetryRequest { dry_run: None, ..body.clone() };
+        self.send(reqwest::Method::POST, self.url(&["v1", "pipelines", name, "bulk-retries"], &[]), Some(&body)).await
+    }
+
+    /// `GET /v1/pipelines/{name}/bulk-retries` (one page, newest first).
+    pub async fn list_bulk_retries(&self, name: &str, next_token: Option<&str>, limit: Option<usize>) -> Result<w::BulkRetryList> {
+        self.get(self.url(&["v1", "pipelines", name, "bulk-retries"], &page_query(next_token, limit))).await
+    }
+
+    /// `GET /v1/pipelines/{name}/bulk-retries/{id}`.
+    pub async fn get_bulk_retry(&self, name: &str, id: &str) -> Result<w::BulkRetry> {
+        self.get(self.url(&["v1", "pipelines", name, "bulk-retries", id], &[])).await
+    }
+
+    /// `GET /v1/pipelines/{name}/bulk-retries/{id}/results` (one page).
+    pub async fn bulk_retry_results(&self, name: &str, id: &str, next_token: Option<&str>) -> Result<w::BulkResultList> {
+        self.get(self.url(&["v1", "pipelines", name, "bulk-retries", id, "results"], &page_query(next_token, Some(1000)))).await
+    }
+
+    /// `POST /v1/pipelines/{name}/bulk-retries/{id}/abort`.
+    pub async fn abort_bulk_retry(&self, name: &str, id: &str) -> Result<w::BulkRetry> {
+        let url = self.url(&["v1", "pipelines", name, "bulk-retries", id, "abort"], &[]);
+        self.send(reqwest::Method::POST, url, Some(&serde_json::json!({}))).await
+    }
+
     /// `GET /v1/dlq/schedules`.
     pub async fn list_redrive_schedules(&self) -> Result<w::ScheduleList> {
         self.get(self.url(&["v1", "dlq", "schedules"], &[])).await

@@ -9,6 +9,7 @@ mod bench_w1;
 mod bench_w2;
 mod bench_w3;
 mod bench_w4;
+mod bulk;
 mod client;
 mod config;
 mod dependency;
@@ -139,8 +140,16 @@ enum Command {
     /// Show a pipeline's stages and actions in their latest executions, and which
     /// failed stages can be retried (and which actions a retry would re-run).
     State(remote::StateArgs),
-    /// Retry a failed stage of an execution (RetryStageExecution).
+    /// Retry a failed stage of an execution (RetryStageExecution), or with
+    /// --bulk of every execution of a pipeline it failed in (a recorded,
+    /// paced operation: see `bulk-retry`).
     RetryStage(remote::RetryStageArgs),
+    /// Bulk stage retries (`retry-stage --bulk`) on a running server: list,
+    /// show (progress and per-execution results), abort.
+    BulkRetry {
+        #[command(subcommand)]
+        command: bulk::BulkRetryCommand,
+    },
     /// Dead-letter queues on a running server: list, show, get, purge, redrive
     /// and configure them; recorded redrive runs and schedules.
     ///
@@ -289,6 +298,7 @@ fn main() -> ExitCode {
         Command::Execution { command } => remote::execution(command),
         Command::State(args) => remote::state(args),
         Command::RetryStage(args) => remote::retry_stage(args),
+        Command::BulkRetry { command } => bulk::bulk_retry(command),
         Command::Dlq { command } => dlq::dlq(command),
         Command::Cluster { command } => remote::cluster(command),
         Command::Dependency { command } => dependency::dependency(command),

@@ -254,6 +254,8 @@ pub struct RetryStageArgs {
     #[arg(long, value_name = "file://FILE")]
     cli_input_json: Option<String>,
     #[command(flatten)]
+    bulk: crate::bulk::BulkArgs,
+    #[command(flatten)]
     remote: Remote,
 }
 
@@ -1035,6 +1037,9 @@ fn read_cli_input_json(arg: &str) -> Result<RetryRequest, String> {
 }
 
 pub fn retry_stage(args: RetryStageArgs) -> u8 {
+    if args.bulk.bulk {
+        return retry_stage_bulk(args);
+    }
     let mut req = match args.cli_input_json.as_deref().map(read_cli_input_json).transpose() {
         Ok(r) => r.unwrap_or_default(),
         Err(e) => {
@@ -1088,6 +1093,22 @@ pub fn retry_stage(args: RetryStageArgs) -> u8 {
         }
         Ok(exit::SUCCEEDED)
     })
+}
+
+/// `retry-stage --bulk --pipeline P --stage S …` (native API only).
+fn retry_stage_bulk(args: RetryStageArgs) -> u8 {
+    let (Some(pipeline), Some(stage)) = (args.pipeline.or(args.pipeline_arg), args.stage.or(args.stage_arg)) else {
+        eprintln!("error: retry-stage --bulk needs --pipeline and --stage");
+        return exit::INVALID_INPUT;
+    };
+    let mode = match args.mode.map(|m| serde_json::from_value::<w::RetryMode>(Value::String(m))).transpose() {
+        Ok(mode) => mode,
+        Err(_) => {
+            eprintln!("error: --mode is not one of FAILED_ACTIONS, ALL_ACTIONS");
+            return exit::INVALID_INPUT;
+        }
+    };
+    crate::bulk::retry_stage_bulk(pipeline, stage, mode, args.bulk, &args.remote)
 }
 
 /// `retry-stage … --from-action A [--input-patch JSON]` (native API only).

@@ -6,6 +6,7 @@
 //! function here is deterministic and testable with plain values.
 //!
 //! - [`auth`]: scopes, grants limited to name prefixes, and the authorization check.
+//! - [`bulk`]: bulk stage retry by filter: matching, pacing, outcome counts.
 //! - [`concurrency`]: per-key concurrency of an action's attempts (key paths, slots).
 //! - [`dependency`]: retry budgets and circuit breakers per dependency (gate, record).
 //! - [`dlq`]: dead-letter redrives: modes, entry states, the take checks.
@@ -19,6 +20,7 @@
 //! - [`machine`]: the execution state machine: `(state, event, now) -> effects`.
 
 pub mod auth;
+pub mod bulk;
 pub mod concurrency;
 pub mod definition;
 pub mod dependency;

@@ -111,6 +111,19 @@ pub const MAX_DLQ_DETAIL_MESSAGE_BYTES: usize = 1024;
 /// A redrive run's request and summary documents.
 pub const MAX_REDRIVE_RUN_JSON_BYTES: usize = 256 * 1024;
 
+/// Executions one bulk stage retry goes through at most (`--max` is capped here).
+pub const MAX_BULK_RETRY_EXECUTIONS: u64 = 10_000;
+/// Executions of the pipeline a bulk stage retry reads, newest first, to find
+/// the ones that match (a larger history is reported as not fully scanned).
+pub const MAX_BULK_RETRY_SCAN: u64 = 100_000;
+/// Fastest pace of a bulk stage retry (stage retries started per second).
+pub const MAX_BULK_RETRY_RATE_PER_S: f64 = 1000.0;
+/// Pace of a bulk stage retry that names none.
+pub const DEFAULT_BULK_RETRY_RATE_PER_S: f64 = 10.0;
+/// A bulk stage retry's request and summary documents; a result's reason.
+pub const MAX_BULK_RETRY_JSON_BYTES: usize = 64 * 1024;
+pub const MAX_BULK_RETRY_REASON_BYTES: usize = 1024;
+
 // ---- store calls and listings ----
 
 /// Transitions in one store commit.

@@ -260,13 +260,13 @@ pub const ABORTED: &str = "ABORTED";
 /// A run's abort request: a flag, and a wake-up for the run waiting for its
 /// next turn under its rate.
 #[derive(Default)]
-struct AbortSignal {
+pub(crate) struct AbortSignal {
     requested: AtomicBool,
     wake: tokio::sync::Notify,
 }
 
 impl AbortSignal {
-    fn is_requested(&self) -> bool {
+    pub(crate) fn is_requested(&self) -> bool {
         self.requested.load(Ordering::SeqCst)
     }
 
@@ -277,7 +277,7 @@ impl AbortSignal {
     }
 
     /// Sleeps until `at`, or less if an abort comes first.
-    async fn sleep_until(&self, at: tokio::time::Instant) {
+    pub(crate) async fn sleep_until(&self, at: tokio::time::Instant) {
         if self.is_requested() {
             return;
         }
@@ -293,13 +293,13 @@ impl AbortSignal {
 pub struct RunningRedrives(Arc<std::sync::Mutex<HashMap<String, Arc<AbortSignal>>>>);
 
 impl RunningRedrives {
-    fn register(&self, run_id: &str) -> Arc<AbortSignal> {
+    pub(crate) fn register(&self, run_id: &str) -> Arc<AbortSignal> {
         let signal = Arc::new(AbortSignal::default());
         self.0.lock().expect("not poisoned").insert(run_id.to_string(), signal.clone());
         signal
     }
 
-    fn finished(&self, run_id: &str) {
+    pub(crate) fn finished(&self, run_id: &str) {
         self.0.lock().expect("not poisoned").remove(run_id);
     }
 

@@ -57,6 +57,8 @@ pub enum ServiceError {
     DlqEntryNotFound(String),
     #[error("redrive run {0} not found")]
     RedriveRunNotFound(String),
+    #[error("{0}")]
+    BulkRetryNotFound(String),
     #[error("no dependency named {0} is known")]
     DependencyNotFound(String),
     /// A single-entry redrive left the entry in place (the reason says why).
@@ -155,6 +157,8 @@ pub struct Service<S: Store> {
     running: crate::redrive::RunningRedrives,
 }
 
+mod bulk;
+pub use bulk::{BulkPlan, BulkPlanItem, BulkRequest, BulkSummary};
 mod dlq;
 pub use dlq::{EntryQuery, MAX_EXCEPTION_TYPE_CHARS, validate_prefix};
 mod functions;
@@ -533,7 +537,16 @@ impl<S: Store> Service<S> {
     /// any: every later execution is read (newest first, page by page, up to
     /// `exec` itself), so the answer is exact however many there are; the rule
     /// is `redrive_core::schedule::newer_failure`.
-    async fn newer_failure_of_stage(&self, pipeline: &str, stage: &str, exec: &ExecutionRecord) -> Result<Option<String>, ServiceError> {
+    /// `retried`: executions a bulk retry retried itself, newest first — their
+    /// stage counts as not failed (the retry re-opened it), so the next older
+    /// execution is the stage's latest failure.
+    async fn newer_failure_of_stage(
+        &self,
+        pipeline: &str,
+        stage: &str,
+        exec: &ExecutionRecord,
+        retried: &std::collections::HashSet<String>,
+    ) -> Result<Option<String>, ServiceError> {
         let own = exec.cursor();
         let mut before: Option<ExecutionCursor> = None;
         let mut pipelines: std::collections::HashMap<u32, Option<Arc<LoadedPipeline>>> = Default::default();
@@ -553,7 +566,7 @@ impl<S: Store> Service<S> {
                     .as_ref()
                     .and_then(|l| l.pipeline.stage_index(stage))
                     .is_some_and(|si| execution_state(r).stages.get(si).is_some_and(|s| s.status == StageStatus::Failed));
-                later.push((r.id.as_str(), stage_failed));
+                later.push((r.id.as_str(), stage_failed && !retried.contains(&r.id)));
             }
             if let Some(id) = redrive_core::schedule::newer_failure(later) {
                 return Ok(Some(id.to_string()));
@@ -609,6 +622,18 @@ impl<S: Store> Service<S> {
     /// RetryStageExecution's checks that do not depend on the retry mode (in its
     /// order); [`RetryCheck::targets`] makes the rest, for either mode.
     pub async fn retry_check(&self, pipeline: &str, stage: &str, execution_id: &str) -> Result<RetryCheck, ServiceError> {
+        self.retry_check_after(pipeline, stage, execution_id, &Default::default()).await
+    }
+
+    /// [`Service::retry_check`] for a bulk retry that already retried (or, in
+    /// its dry run, would have retried) `retried`.
+    async fn retry_check_after(
+        &self,
+        pipeline: &str,
+        stage: &str,
+        execution_id: &str,
+        retried: &std::collections::HashSet<String>,
+    ) -> Result<RetryCheck, ServiceError> {
         validate_name("pipelineName", pipeline)?;
         validate_name("stageName", stage)?;
         validate_execution_id("pipelineExecutionId", execution_id)?;
@@ -627,7 +652,7 @@ impl<S: Store> Service<S> {
             )));
         };
         // A later execution in which this stage failed makes this one out of date.
-        if let Some(newer) = self.newer_failure_of_stage(pipeline, stage, &exec.record).await? {
+        if let Some(newer) = self.newer_failure_of_stage(pipeline, stage, &exec.record, retried).await? {
             return Err(ServiceError::NotLatestPipelineExecution(format!(
                 "stage {stage} failed again in a later execution ({newer}); retry that one"
             )));

@@ -349,6 +349,23 @@ impl Store for AnyStore {
     async fn list_dependencies(&self) -> Result<Vec<crate::DependencyRecord>, StoreError> {
         dispatch!(self, s => s.list_dependencies().await)
     }
+    async fn write_bulk_retry(&self, write: crate::BulkWrite) -> Result<u64, StoreError> {
+        dispatch!(self, s => s.write_bulk_retry(write).await)
+    }
+    async fn get_bulk_retry(&self, id: &str) -> Result<Option<crate::BulkRetryRecord>, StoreError> {
+        dispatch!(self, s => s.get_bulk_retry(id).await)
+    }
+    async fn list_bulk_retries(
+        &self,
+        pipeline: &str,
+        before: Option<(Timestamp, String)>,
+        limit: usize,
+    ) -> Result<Vec<crate::BulkRetryRecord>, StoreError> {
+        dispatch!(self, s => s.list_bulk_retries(pipeline, before, limit).await)
+    }
+    async fn list_bulk_retry_results(&self, op_id: &str, after_seq: u64, limit: usize) -> Result<Vec<crate::BulkRetryResult>, StoreError> {
+        dispatch!(self, s => s.list_bulk_retry_results(op_id, after_seq, limit).await)
+    }
     async fn prune_candidates(&self, query: PruneQuery) -> Result<Vec<PruneCandidate>, StoreError> {
         dispatch!(self, s => s.prune_candidates(query).await)
     }

@@ -124,6 +124,7 @@ where
     prune_entries_and_runs(&make_store().await).await;
     prune_audit_records(&make_store().await).await;
     dependencies(&make_store().await).await;
+    bulk_retries(&make_store().await).await;
 }
 
 // ---------------------------------------------------------------------------
@@ -2577,4 +2578,85 @@ pub async fn dependencies<S: Store>(store: &S) {
     let refused = store.put_dependencies(vec![rec("other", "{}", 4), rec("big", &too_big, 4)]).await;
     assert!(matches!(refused, Err(StoreError::Limit(_))), "{refused:?}");
     assert_eq!(store.list_dependencies().await.unwrap().len(), 2, "a refused write writes nothing");
+}
+
+/// Bulk stage retry operations: created once, updated (status, finish, summary
+/// only), listed per pipeline newest first with a keyset cursor, interrupted at
+/// start-up; results once per execution and per seq, in seq order.
+pub async fn bulk_retries<S: Store>(store: &S) {
+    use crate::{BulkRetryRecord, BulkRetryResult};
+    let op = |id: &str, pipeline: &str, started: i64| BulkRetryRecord {
+        id: id.into(),
+        pipeline: pipeline.into(),
+        stage: "Build".into(),
+        status: "RUNNING".into(),
+        started_at: ts(started),
+        finished_at: None,
+        request_json: r#"{"mode":"FAILED_ACTIONS"}"#.into(),
+        summary_json: "{}".into(),
+    };
+    assert_eq!(store.get_bulk_retry("b1").await.unwrap(), None, "unknown operation");
+    assert!(store.list_bulk_retries("p", None, 0).await.unwrap().is_empty());
+    let ops = [op("b1", "p", 10), op("b2", "p", 20), op("b3", "p", 20), op("b4", "q", 30)];
+    for o in &ops {
+        store.create_bulk_retry(o.clone()).await.unwrap();
+        assert_eq!(store.get_bulk_retry(&o.id).await.unwrap().as_ref(), Some(o), "{}: every field round-trips", o.id);
+    }
+    expect_already_exists(store.create_bulk_retry(op("b1", "x", 99)).await, "b1", "a duplicate operation id");
+    assert_eq!(store.get_bulk_retry("b1").await.unwrap(), Some(ops[0].clone()), "a refused create changes nothing");
+
+    let ids = |v: Vec<BulkRetryRecord>| v.into_iter().map(|o| o.id).collect::<Vec<_>>();
+    assert_eq!(ids(store.list_bulk_retries("p", None, 0).await.unwrap()), ["b3", "b2", "b1"], "newest first, per pipeline");
+    let page = store.list_bulk_retries("p", None, 2).await.unwrap();
+    let last = page.last().unwrap();
+    let rest = store.list_bulk_retries("p", Some((last.started_at, last.id.clone())), 2).await.unwrap();
+    assert_eq!(ids(rest), ["b1"], "the cursor continues after the page");
+
+    let done = BulkRetryRecord {
+        status: "SUCCEEDED".into(),
+        finished_at: Some(ts(40)),
+        summary_json: r#"{"retried":2}"#.into(),
+        pipeline: "ignored".into(),
+        request_json: "ignored".into(),
+        ..op("b1", "p", 10)
+    };
+    store.update_bulk_retry(done).await.unwrap();
+    let got = store.get_bulk_retry("b1").await.unwrap().unwrap();
+    assert_eq!((got.status.as_str(), got.finished_at, got.summary_json.as_str()), ("SUCCEEDED", Some(ts(40)), r#"{"retried":2}"#));
+    assert_eq!(
+        (got.pipeline.as_str(), got.request_json.as_str()),
+        ("p", ops[0].request_json.as_str()),
+        "only status, finish and summary change"
+    );
+    assert!(matches!(store.update_bulk_retry(op("nope", "p", 1)).await, Err(StoreError::NotFound(_))));
+    assert_eq!(store.interrupt_bulk_retries(ts(50)).await.unwrap(), 3, "the RUNNING ones");
+    let b2 = store.get_bulk_retry("b2").await.unwrap().unwrap();
+    assert_eq!((b2.status.as_str(), b2.finished_at), ("INTERRUPTED", Some(ts(50))));
+    assert_eq!(store.get_bulk_retry("b1").await.unwrap().unwrap().status, "SUCCEEDED", "a finished one is kept");
+    assert_eq!(store.interrupt_bulk_retries(ts(60)).await.unwrap(), 0);
+
+    let result = |seq: u64, exec: &str, outcome: &str, reason: Option<&str>| BulkRetryResult {
+        op_id: "b2".into(),
+        seq,
+        execution_id: exec.into(),
+        outcome: outcome.into(),
+        reason: reason.map(str::to_string),
+        at: ts(seq as i64),
+    };
+    let results = [result(1, "e9", "retried", None), result(2, "e3", "skipped", Some("not latest")), result(3, "e1", "failed", Some("x"))];
+    for r in &results {
+        store.add_bulk_retry_result(r.clone()).await.unwrap();
+    }
+    expect_already_exists(store.add_bulk_retry_result(result(4, "e9", "retried", None)).await, "e9", "a second result for an execution");
+    expect_already_exists(store.add_bulk_retry_result(result(2, "e7", "retried", None)).await, "b2", "a seq taken");
+    let orphan = BulkRetryResult { op_id: "none".into(), ..result(1, "e1", "retried", None) };
+    assert!(matches!(store.add_bulk_retry_result(orphan).await, Err(StoreError::NotFound(_))), "no such operation");
+    assert_eq!(store.list_bulk_retry_results("b2", 0, 0).await.unwrap(), results, "in seq order, every field round-trips");
+    assert_eq!(store.list_bulk_retry_results("b2", 1, 1).await.unwrap(), [results[1].clone()], "after a seq, limited");
+    assert!(store.list_bulk_retry_results("b1", 0, 0).await.unwrap().is_empty(), "per operation");
+    let long = result(5, "e5", "skipped", Some(&"r".repeat(redrive_core::limits::MAX_BULK_RETRY_REASON_BYTES + 1)));
+    assert!(matches!(store.add_bulk_retry_result(long).await, Err(StoreError::Limit(_))), "a reason over its limit");
+    let big = BulkRetryRecord { request_json: "x".repeat(redrive_core::limits::MAX_BULK_RETRY_JSON_BYTES + 1), ..op("b9", "p", 1) };
+    assert!(matches!(store.create_bulk_retry(big).await, Err(StoreError::Limit(_))));
+    assert_eq!(store.get_bulk_retry("b9").await.unwrap(), None, "a refused write writes nothing");
 }

@@ -424,6 +424,31 @@ impl<S: Store> Store for FaultyStore<S> {
         self.check(&self.reads)?;
         self.inner.list_dependencies().await
     }
+
+    async fn write_bulk_retry(&self, write: crate::BulkWrite) -> Result<u64, StoreError> {
+        self.check(&self.pipelines)?;
+        self.inner.write_bulk_retry(write).await
+    }
+
+    async fn get_bulk_retry(&self, id: &str) -> Result<Option<crate::BulkRetryRecord>, StoreError> {
+        self.check(&self.reads)?;
+        self.inner.get_bulk_retry(id).await
+    }
+
+    async fn list_bulk_retries(
+        &self,
+        pipeline: &str,
+        before: Option<(Timestamp, String)>,
+        limit: usize,
+    ) -> Result<Vec<crate::BulkRetryRecord>, StoreError> {
+        self.check(&self.reads)?;
+        self.inner.list_bulk_retries(pipeline, before, limit).await
+    }
+
+    async fn list_bulk_retry_results(&self, op_id: &str, after_seq: u64, limit: usize) -> Result<Vec<crate::BulkRetryResult>, StoreError> {
+        self.check(&self.reads)?;
+        self.inner.list_bulk_retry_results(op_id, after_seq, limit).await
+    }
     async fn prune_candidates(&self, query: PruneQuery) -> Result<Vec<PruneCandidate>, StoreError> {
         self.check(&self.reads)?;
         self.inner.prune_candidates(query).await

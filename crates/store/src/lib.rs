@@ -17,6 +17,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 pub mod any;
+pub mod bulk;
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;
 #[cfg(any(test, feature = "testing"))]
@@ -26,6 +27,7 @@ pub mod sqlite;
 pub mod validate;
 
 pub use any::{AnyStore, PostgresUrl, StoreLocation, StoreOptions};
+pub use bulk::{BulkRetryRecord, BulkRetryResult, BulkWrite};
 pub use postgres::{PostgresOptions, PostgresStore};
 pub use sqlite::{BackupCounts, Durability, SqliteOptions, SqliteStore};
 
@@ -1025,6 +1027,52 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every dependency record, by name (at most [`MAX_DEPENDENCY_RECORDS`]).
     fn list_dependencies(&self) -> impl Future<Output = Result<Vec<DependencyRecord>, StoreError>> + Send;
+
+    // ---- bulk stage retries ----
+
+    /// Applies one operation or result write ([`BulkWrite`] says what each
+    /// refuses); returns how many rows it changed.
+    fn write_bulk_retry(&self, write: BulkWrite) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    fn get_bulk_retry(&self, id: &str) -> impl Future<Output = Result<Option<BulkRetryRecord>, StoreError>> + Send;
+
+    /// A pipeline's operations, newest first `(started_at DESC, id DESC)`,
+    /// strictly before `before`; `limit` capped at [`limits::MAX_PAGE_SIZE`]
+    /// (0 means the largest page).
+    fn list_bulk_retries(
+        &self,
+        pipeline: &str,
+        before: Option<(Timestamp, String)>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<BulkRetryRecord>, StoreError>> + Send;
+
+    /// An operation's results in `seq` order, `seq > after_seq`; `limit` as above.
+    fn list_bulk_retry_results(
+        &self,
+        op_id: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<BulkRetryResult>, StoreError>> + Send;
+
+    /// Inserts an operation ([`StoreError::AlreadyExists`] if the id exists).
+    fn create_bulk_retry(&self, op: BulkRetryRecord) -> impl Future<Output = Result<(), StoreError>> + Send {
+        async move { self.write_bulk_retry(BulkWrite::Create(op)).await.map(drop) }
+    }
+
+    /// Replaces an operation's status, finished_at and summary.
+    fn update_bulk_retry(&self, op: BulkRetryRecord) -> impl Future<Output = Result<(), StoreError>> + Send {
+        async move { self.write_bulk_retry(BulkWrite::Update(op)).await.map(drop) }
+    }
+
+    /// Marks every `RUNNING` operation `INTERRUPTED` (at start-up); returns how many.
+    fn interrupt_bulk_retries(&self, now: Timestamp) -> impl Future<Output = Result<u64, StoreError>> + Send {
+        async move { self.write_bulk_retry(BulkWrite::Interrupt(now)).await }
+    }
+
+    /// Records one execution's result (refused if the operation has one for it).
+    fn add_bulk_retry_result(&self, result: BulkRetryResult) -> impl Future<Output = Result<(), StoreError>> + Send {
+        async move { self.write_bulk_retry(BulkWrite::AddResult(result)).await.map(drop) }
+    }
 
     // ---- retention ----
 

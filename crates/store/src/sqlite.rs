@@ -33,6 +33,7 @@
 //! [`StoreError::Lost`] (the engine stops, and a supervisor restarts it).
 
 mod auth;
+mod bulk;
 mod dependencies;
 
 use crate::process_is_alive;
@@ -380,6 +381,7 @@ const MIGRATIONS: &[&str] = &[
     MIGRATION_6,
     auth::MIGRATION_AUTH,
     dependencies::MIGRATION_DEPENDENCIES,
+    bulk::MIGRATION_BULK_RETRIES,
 ];
 
 /// The schema version this code writes and understands.
@@ -1370,6 +1372,33 @@ impl Store for SqliteStore {
         self.read(dependencies::list).await
     }
 
+    async fn write_bulk_retry(&self, write: crate::bulk::BulkWrite) -> Result<u64, StoreError> {
+        write.check()?;
+        let (reply, rx) = oneshot::channel();
+        self.send(WriteRequest::Bulk { write, reply }).await?;
+        rx.await.map_err(|_| writer_gone())?
+    }
+
+    async fn get_bulk_retry(&self, id: &str) -> Result<Option<crate::BulkRetryRecord>, StoreError> {
+        let id = id.to_owned();
+        self.read(move |conn| bulk::get(conn, &id)).await
+    }
+
+    async fn list_bulk_retries(
+        &self,
+        pipeline: &str,
+        before: Option<(Timestamp, String)>,
+        limit: usize,
+    ) -> Result<Vec<crate::BulkRetryRecord>, StoreError> {
+        let (pipeline, limit) = (pipeline.to_owned(), page_size(limit) as i64);
+        self.read(move |conn| bulk::list(conn, &pipeline, before.as_ref(), limit)).await
+    }
+
+    async fn list_bulk_retry_results(&self, op_id: &str, after_seq: u64, limit: usize) -> Result<Vec<crate::BulkRetryResult>, StoreError> {
+        let (op_id, limit) = (op_id.to_owned(), page_size(limit) as i64);
+        self.read(move |conn| bulk::results(conn, &op_id, after_seq, limit)).await
+    }
+
     async fn prune_candidates(&self, query: PruneQuery) -> Result<Vec<PruneCandidate>, StoreError> {
         let limit = page_size(query.limit) as i64;
         self.read(move |conn| {
@@ -1540,6 +1569,11 @@ enum WriteRequest {
         records: Vec<crate::DependencyRecord>,
         reply: oneshot::Sender<Result<u64, StoreError>>,
     },
+    /// A bulk stage retry operation or result write (answered like `Auth`).
+    Bulk {
+        write: crate::bulk::BulkWrite,
+        reply: oneshot::Sender<Result<u64, StoreError>>,
+    },
     Prune {
         step: PruneStep,
         reply: oneshot::Sender<Result<PruneCounts, StoreError>>,
@@ -1593,6 +1627,7 @@ impl WriteRequest {
             | WriteRequest::InterruptRedriveRuns { .. }
             | WriteRequest::Quarantine { .. }
             | WriteRequest::Auth { .. }
+            | WriteRequest::Bulk { .. }
             | WriteRequest::Dependencies { .. } => 1,
             // Its deletes cost about what a transition of each execution does.
             WriteRequest::Prune { step, .. } => step.executions.len().max(1),
@@ -1610,7 +1645,9 @@ impl WriteRequest {
             WriteRequest::PurgeDlq { reply, .. } | WriteRequest::InterruptRedriveRuns { reply, .. } => reply.is_closed(),
             WriteRequest::RedriveRun { reply, .. } => reply.is_closed(),
             WriteRequest::Quarantine { reply, .. } => reply.is_closed(),
-            WriteRequest::Auth { reply, .. } | WriteRequest::Dependencies { reply, .. } => reply.is_closed(),
+            WriteRequest::Auth { reply, .. } | WriteRequest::Dependencies { reply, .. } | WriteRequest::Bulk { reply, .. } => {
+                reply.is_closed()
+            }
             WriteRequest::Prune { reply, .. } => reply.is_closed(),
         }
     }
@@ -1644,7 +1681,7 @@ impl WriteRequest {
             (WriteRequest::Quarantine { reply, .. }, Applied::Quarantined(version)) => {
                 let _ = reply.send(Ok(version));
             }
-            (WriteRequest::Auth { reply, .. }, Applied::Auth(result)) => {
+            (WriteRequest::Auth { reply, .. } | WriteRequest::Bulk { reply, .. }, Applied::Auth(result)) => {
                 let _ = reply.send(result);
             }
             (WriteRequest::Prune { reply, .. }, Applied::Pruned(counts)) => {
@@ -1680,7 +1717,7 @@ impl WriteRequest {
             WriteRequest::Quarantine { reply, .. } => {
                 let _ = reply.send(Err(error.clone()));
             }
-            WriteRequest::Auth { reply, .. } => {
+            WriteRequest::Auth { reply, .. } | WriteRequest::Bulk { reply, .. } => {
                 let _ = reply.send(Err(error.clone()));
             }
             WriteRequest::Prune { reply, .. } => {
@@ -1705,7 +1742,7 @@ enum Applied {
     RedriveRun(Result<(), StoreError>),
     /// The new version of a quarantined execution (`None`: no such execution).
     Quarantined(Option<u64>),
-    /// A token or audit write (a refused one wrote nothing).
+    /// A token, audit or bulk retry write (a refused one wrote nothing).
     Auth(Result<u64, StoreError>),
     Pruned(PruneCounts),
 }
@@ -1828,6 +1865,7 @@ impl Writer {
                 }
                 WriteRequest::Quarantine { id, status, fault, at, .. } => Applied::Quarantined(self.quarantine(id, status, fault, *at)?),
                 WriteRequest::Auth { write, .. } => Applied::Auth(auth::apply(&self.conn, write)?),
+                WriteRequest::Bulk { write, .. } => Applied::Auth(bulk::apply(&self.conn, write)?),
                 WriteRequest::Dependencies { records, .. } => Applied::Counted(dependencies::put(&self.conn, records)?),
                 WriteRequest::Prune { step, .. } => Applied::Pruned(self.prune(step)?),
             });

@@ -7,6 +7,7 @@
 //! Request bodies refuse unknown fields. Every type derives an OpenAPI schema.
 
 mod auth;
+mod bulk;
 mod cluster;
 mod dependencies;
 mod dlq;
@@ -16,6 +17,7 @@ mod health;
 mod pipelines;
 
 pub use auth::*;
+pub use bulk::*;
 pub use cluster::*;
 pub use dependencies::*;
 pub use dlq::*;

@@ -90,6 +90,11 @@ pub const RULES: &[Rule] = &[
     native("POST", "/v1/pipelines/{name}/executions/{id}/fail", Operate, PipelineParam, true),
     native("POST", "/v1/pipelines/{name}/executions/{id}/stages/{stage}/retry", Operate, PipelineParam, true),
     native("GET", "/v1/pipelines/{name}/action-executions", Read, PipelineParam, false),
+    native("POST", "/v1/pipelines/{name}/bulk-retries", Operate, PipelineParam, true),
+    native("GET", "/v1/pipelines/{name}/bulk-retries", Read, PipelineParam, false),
+    native("GET", "/v1/pipelines/{name}/bulk-retries/{id}", Read, PipelineParam, false),
+    native("GET", "/v1/pipelines/{name}/bulk-retries/{id}/results", Read, PipelineParam, false),
+    native("POST", "/v1/pipelines/{name}/bulk-retries/{id}/abort", Operate, PipelineParam, true),
     // durable functions (their names are limited like pipeline names)
     native("GET", "/v1/functions/{name}/executions", Read, PipelineParam, false),
     native("GET", "/v1/functions/{name}/executions/{id}", Read, PipelineParam, false),

@@ -44,7 +44,7 @@ pub struct Pipeline {
     pub dependencies: Vec<Dependency>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum RetryMode {
     FailedActions,

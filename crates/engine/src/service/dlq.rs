@@ -285,6 +285,10 @@ impl<S: Store> Service<S> {
     /// one task per schedule. Call once, at server start.
     pub async fn start_schedules(self: &Arc<Self>) -> Result<u64, ServiceError> {
         let interrupted = self.store.interrupt_redrive_runs(self.clock.now()).await?;
+        let bulk = self.store.interrupt_bulk_retries(self.clock.now()).await?;
+        if bulk > 0 {
+            tracing::warn!(count = bulk, "bulk stage retries left running by a stopped server are marked INTERRUPTED");
+        }
         for s in self.schedules.clone() {
             tokio::spawn(self.redriver().run_schedule(s, self.started_at));
         }

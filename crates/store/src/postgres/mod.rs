@@ -81,6 +81,7 @@
 //! socket or a trusted network.
 
 mod auth;
+mod bulk;
 mod dependencies;
 mod lock;
 mod member;
@@ -747,6 +748,44 @@ impl Store for PostgresStore {
 
     async fn list_dependencies(&self) -> Result<Vec<crate::DependencyRecord>, StoreError> {
         self.query_map(dependencies::SQL_LIST, &[], dependencies::from_row).await
+    }
+
+    async fn write_bulk_retry(&self, write: crate::BulkWrite) -> Result<u64, StoreError> {
+        write.check()?;
+        bulk::nul_problem(&write)?;
+        let (reply, rx) = oneshot::channel();
+        self.send(WriteRequest::Bulk { write, reply }).await?;
+        rx.await.map_err(|_| writer_gone())?
+    }
+
+    async fn get_bulk_retry(&self, id: &str) -> Result<Option<crate::BulkRetryRecord>, StoreError> {
+        if id.contains('\0') {
+            return Ok(None);
+        }
+        self.query_opt(bulk::SQL_GET, &[&id], bulk::record_from_row).await
+    }
+
+    async fn list_bulk_retries(
+        &self,
+        pipeline: &str,
+        before: Option<(Timestamp, String)>,
+        limit: usize,
+    ) -> Result<Vec<crate::BulkRetryRecord>, StoreError> {
+        if pipeline.contains('\0') {
+            return Ok(Vec::new());
+        }
+        let (at, id) = before.unwrap_or((Timestamp::from_unix_ms(i64::MAX), String::new()));
+        let limit = page_size(limit) as i64;
+        self.query_map(bulk::SQL_LIST, &[&pipeline, &at.unix_ms(), &id, &limit], bulk::record_from_row).await
+    }
+
+    async fn list_bulk_retry_results(&self, op_id: &str, after_seq: u64, limit: usize) -> Result<Vec<crate::BulkRetryResult>, StoreError> {
+        if op_id.contains('\0') {
+            return Ok(Vec::new());
+        }
+        let after = i64::try_from(after_seq).unwrap_or(i64::MAX);
+        let limit = page_size(limit) as i64;
+        self.query_map(bulk::SQL_RESULTS, &[&op_id, &after, &limit], bulk::result_from_row).await
     }
 
     async fn prune_candidates(&self, query: PruneQuery) -> Result<Vec<PruneCandidate>, StoreError> {

@@ -214,7 +214,13 @@ CREATE INDEX client_tokens_execution ON client_tokens (execution_id);
 
 /// Ordered schema migrations; migration `i` brings the schema to version `i + 1`.
 /// Never edit a released migration: append a new one.
-const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, super::auth::MIGRATION_AUTH, super::dependencies::MIGRATION_DEPENDENCIES];
+const MIGRATIONS: &[&str] = &[
+    MIGRATION_1,
+    MIGRATION_2,
+    super::auth::MIGRATION_AUTH,
+    super::dependencies::MIGRATION_DEPENDENCIES,
+    super::bulk::MIGRATION_BULK_RETRIES,
+];
 
 /// The schema version this code writes and understands.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;

@@ -215,6 +215,11 @@ pub(super) enum WriteRequest {
         write: crate::AuthWrite,
         reply: oneshot::Sender<Result<u64, StoreError>>,
     },
+    /// A bulk stage retry operation or result write (answered like `Auth`).
+    Bulk {
+        write: crate::bulk::BulkWrite,
+        reply: oneshot::Sender<Result<u64, StoreError>>,
+    },
     /// Dependency states to upsert; answers how many.
     Dependencies {
         records: Vec<crate::DependencyRecord>,
@@ -271,7 +276,9 @@ impl WriteRequest {
             WriteRequest::PurgeDlq { reply, .. } | WriteRequest::InterruptRedriveRuns { reply, .. } => reply.is_closed(),
             WriteRequest::RedriveRun { reply, .. } => reply.is_closed(),
             WriteRequest::Quarantine { reply, .. } => reply.is_closed(),
-            WriteRequest::Auth { reply, .. } | WriteRequest::Dependencies { reply, .. } => reply.is_closed(),
+            WriteRequest::Auth { reply, .. } | WriteRequest::Dependencies { reply, .. } | WriteRequest::Bulk { reply, .. } => {
+                reply.is_closed()
+            }
             WriteRequest::Prune { reply, .. } => reply.is_closed(),
         }
     }
@@ -304,7 +311,7 @@ impl WriteRequest {
             (WriteRequest::Quarantine { reply, .. }, Applied::Quarantined(version)) => {
                 let _ = reply.send(Ok(version));
             }
-            (WriteRequest::Auth { reply, .. }, Applied::Auth(result)) => {
+            (WriteRequest::Auth { reply, .. } | WriteRequest::Bulk { reply, .. }, Applied::Auth(result)) => {
                 let _ = reply.send(result);
             }
             (WriteRequest::Prune { reply, .. }, Applied::Pruned(counts)) => {
@@ -326,7 +333,7 @@ impl WriteRequest {
             | WriteRequest::Dependencies { reply, .. } => drop(reply.send(Err(e))),
             WriteRequest::RedriveRun { reply, .. } => drop(reply.send(Err(e))),
             WriteRequest::Quarantine { reply, .. } => drop(reply.send(Err(e))),
-            WriteRequest::Auth { reply, .. } => drop(reply.send(Err(e))),
+            WriteRequest::Auth { reply, .. } | WriteRequest::Bulk { reply, .. } => drop(reply.send(Err(e))),
             WriteRequest::Prune { reply, .. } => drop(reply.send(Err(e))),
         }
     }
@@ -568,6 +575,7 @@ async fn apply_request(tx: &Transaction<'_>, request: &WriteRequest) -> PgResult
         }
         WriteRequest::Quarantine { id, status, fault, at, .. } => Applied::Quarantined(quarantine(tx, id, status, fault, *at).await?),
         WriteRequest::Auth { write, .. } => Applied::Auth(super::auth::apply(tx, write).await?),
+        WriteRequest::Bulk { write, .. } => Applied::Auth(super::bulk::apply(tx, write).await?),
         WriteRequest::Dependencies { records, .. } => Applied::Counted(super::dependencies::put(tx, records).await?),
         WriteRequest::Prune { step, .. } => Applied::Pruned(prune(tx, step).await?),
     })
