@@ -13,6 +13,7 @@ fn pipeline() -> Pipeline {
         timeout_seconds: None,
         dependency: None,
         on_exhausted: Default::default(),
+        concurrency: None,
     };
     let stage = |name: &str, actions| Stage { name: Name::parse(name).unwrap(), on_failure: None, actions };
     Pipeline {
