@@ -138,6 +138,8 @@ fn show(server: &str) -> Value {
 
 const OUTAGE: Duration = Duration::from_secs(3);
 const EXECUTIONS: usize = 200;
+/// Threads starting the executions (`EXECUTIONS` is a multiple of it).
+const STARTERS: usize = 8;
 const WINDOW_SECONDS: u64 = 4;
 const MIN_RETRIES_PER_SECOND: f64 = 15.0;
 const RATIO: f64 = 0.1;
@@ -149,7 +151,15 @@ fn a_retry_budget_bounds_retries_during_an_outage_and_every_execution_succeeds_a
     let server = start_server(&mut server_command(&sb, "127.0.0.1:0"));
     let dependency = json!({"name": "svc", "retryBudget": {"ratio": RATIO, "minRetriesPerSecond": MIN_RETRIES_PER_SECOND, "window": format!("{WINDOW_SECONDS}s")}});
     create(&server.addr, pipeline("budgeted", &service, dependency));
-    let ids: Vec<String> = (0..EXECUTIONS).map(|_| start(&server.addr, "budgeted")).collect();
+    // Started from a few threads at once, so that a loaded machine still gets
+    // every first attempt in before the outage ends.
+    let ids: Vec<String> = std::thread::scope(|scope| {
+        let starters: Vec<_> = (0..STARTERS)
+            .map(|_| scope.spawn(|| (0..EXECUTIONS / STARTERS).map(|_| start(&server.addr, "budgeted")).collect::<Vec<_>>()))
+            .collect();
+        starters.into_iter().flat_map(|s| s.join().unwrap()).collect()
+    });
+    assert_eq!(ids.len(), EXECUTIONS);
     let started_by = service.started.elapsed();
     assert!(started_by < OUTAGE, "the starts took {started_by:?}: too slow for this test");
     let remaining = OUTAGE.saturating_sub(service.started.elapsed());
