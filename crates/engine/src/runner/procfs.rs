@@ -63,20 +63,14 @@ const MAX_ENVIRON_BYTES: u64 = 4 * 1024 * 1024;
 /// as they were at its last `exec`. `false` when unreadable (gone, a zombie,
 /// another user's process).
 pub(crate) fn environ_contains(pid: i32, entry: &[u8]) -> bool {
-    environ_has(pid, entry) == Some(true)
-}
-
-/// Whether the process's environment holds `entry`; `None` when it cannot be
-/// told: unreadable, or empty — as it reads while the process is in the middle
-/// of an `execve`.
-pub(crate) fn environ_has(pid: i32, entry: &[u8]) -> Option<bool> {
-    let f = std::fs::File::open(format!("/proc/{pid}/environ")).ok()?;
+    let Ok(f) = std::fs::File::open(format!("/proc/{pid}/environ")) else {
+        return false;
+    };
     let mut buf = Vec::new();
-    f.take(MAX_ENVIRON_BYTES).read_to_end(&mut buf).ok()?;
-    if buf.is_empty() {
-        return None;
+    if f.take(MAX_ENVIRON_BYTES).read_to_end(&mut buf).is_err() {
+        return false;
     }
-    Some(buf.split(|b| *b == 0).any(|e| e == entry))
+    buf.split(|b| *b == 0).any(|e| e == entry)
 }
 
 /// The process's cgroup v2 path (the `0::` line of `/proc/<pid>/cgroup`, without

@@ -268,15 +268,7 @@ impl Tracker {
         for p in procfs::all_processes().into_iter().filter(|p| p.pid != me) {
             let member = match cgroup {
                 Some(cg) => p.is_zombie() && cg.contains(p.pid),
-                None => match self.marked(&p, seen) {
-                    Some(marked) => marked,
-                    None => {
-                        // A child of ours whose environment cannot be read now
-                        // (mid-exec, say): look again rather than miss it.
-                        left += usize::from(p.ppid == me);
-                        false
-                    }
-                },
+                None => self.marked(&p, seen),
             };
             if !member || (p.is_zombie() && Some(p.pid) == self.leader) {
                 continue;
@@ -293,17 +285,16 @@ impl Tracker {
 
     /// Marker mode: whether `p` belongs to the attempt. A live process must carry
     /// the marker (it is then remembered); a zombie, whose environment is gone,
-    /// must have been seen alive or be in the attempt's process group. `None`:
-    /// a live process whose environment cannot be read right now.
-    fn marked(&self, p: &ProcStat, seen: &mut HashSet<(i32, u64)>) -> Option<bool> {
+    /// must have been seen alive or be in the attempt's process group.
+    fn marked(&self, p: &ProcStat, seen: &mut HashSet<(i32, u64)>) -> bool {
         if p.is_zombie() {
-            return Some(seen.contains(&(p.pid, p.start_ticks)) || Some(p.pgid) == self.leader);
+            return seen.contains(&(p.pid, p.start_ticks)) || Some(p.pgid) == self.leader;
         }
-        let found = procfs::environ_has(p.pid, self.marker_entry().as_bytes())?;
+        let found = procfs::environ_contains(p.pid, self.marker_entry().as_bytes());
         if found {
             seen.insert((p.pid, p.start_ticks));
         }
-        Some(found)
+        found
     }
 
     fn marker_entry(&self) -> String {
