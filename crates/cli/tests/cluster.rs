@@ -68,7 +68,7 @@ fn wait_all(addr: &str, pipeline: &str, ids: &[String], want: &str, within: Dura
 fn wait_for_takeover(db: &FreshDatabase, pid: u32, within: Duration) -> Duration {
     let started = Instant::now();
     loop {
-        let holder = db.query("SELECT member FROM engine_lock");
+        let holder = db.query("SELECT member FROM engine_lock WHERE id = 1");
         if holder.ends_with(&format!("-{pid}")) {
             return started.elapsed();
         }

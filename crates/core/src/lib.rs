@@ -36,4 +36,5 @@ pub mod name;
 pub mod policy;
 pub mod retention;
 pub mod schedule;
+pub mod shard;
 pub mod time;

@@ -94,6 +94,10 @@ pub enum TransitionError {
     /// how much). Only this transition is refused; it can never succeed as written.
     #[error("{0}")]
     Limit(String),
+    /// The store drives one shard (PostgreSQL, several processes) and the
+    /// execution belongs to another: only that shard's holder may write it.
+    #[error("execution {execution_id} is in shard {shard}; this store drives shard {held}")]
+    OutsideShard { execution_id: String, shard: redrive_core::shard::ShardId, held: redrive_core::shard::ShardId },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

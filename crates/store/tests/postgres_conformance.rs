@@ -4,10 +4,11 @@
 //! `postgres://postgres@127.0.0.1:5432/postgres`) names a database whose user
 //! may create databases; every store gets a fresh database, dropped afterwards.
 
+use redrive_core::shard::ShardId;
 use redrive_core::time::Timestamp;
 use redrive_store::conformance;
 use redrive_store::postgres::{PostgresOptions, PostgresStore, redact_url};
-use redrive_store::{LedgerEntry, Store, StoreError, Target, TimerRecord, Transition};
+use redrive_store::{LedgerEntry, Store, StoreError, Target, TimerRecord, Transition, TransitionError};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -302,7 +303,7 @@ async fn concurrent_opens_of_a_fresh_database() {
     let conn = raw(&url).await;
     let applied: i64 = conn.query_one("SELECT COUNT(*) FROM schema_migrations", &[]).await.unwrap().get(0);
     assert_eq!(applied, i64::from(redrive_store::postgres::SCHEMA_VERSION), "each migration applied exactly once");
-    let token: i64 = conn.query_one("SELECT token FROM engine_lock", &[]).await.unwrap().get(0);
+    let token: i64 = conn.query_one("SELECT token FROM engine_lock WHERE id = 1", &[]).await.unwrap().get(0);
     assert_eq!(token, 1, "one engine took the token");
     assert_eq!(stores[0].commit(vec![create("a", 1)].into()).await.unwrap(), vec![Ok(1)]);
     drop(stores);
@@ -390,7 +391,7 @@ async fn a_bumped_fencing_token_loses_the_store() {
     let store = open(&url).await;
     assert_eq!(store.commit(vec![create("a", 1)].into()).await.unwrap(), vec![Ok(1)]);
     let conn = raw(&url).await;
-    conn.batch_execute("UPDATE engine_lock SET token = token + 1").await.unwrap();
+    conn.batch_execute("UPDATE engine_lock SET token = token + 1 WHERE id = 1").await.unwrap();
 
     match store.commit(vec![create("b", 1)].into()).await {
         Err(StoreError::Lost(m)) => assert!(m.contains("another process took over"), "{m}"),
@@ -454,7 +455,7 @@ async fn terminated_connections_recover_without_loss_or_doubling() {
     let conn = raw(&url).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let row = conn.query_one("SELECT token, pid FROM engine_lock", &[]).await.unwrap();
+        let row = conn.query_one("SELECT token, pid FROM engine_lock WHERE id = 1", &[]).await.unwrap();
         let (token, pid): (i64, i64) = (row.get(0), row.get(1));
         assert_eq!(pid, i64::from(std::process::id()));
         if token == 2 {
@@ -492,7 +493,7 @@ async fn a_take_over_while_reconnecting_loses_the_store() {
         .execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()", &[&db])
         .await
         .unwrap();
-    raw(&url).await.batch_execute("UPDATE engine_lock SET token = token + 1, pid = 0").await.unwrap();
+    raw(&url).await.batch_execute("UPDATE engine_lock SET token = token + 1, pid = 0 WHERE id = 1").await.unwrap();
 
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -553,6 +554,116 @@ async fn a_nul_character_is_refused_as_a_limit() {
     assert_eq!(results[2], Ok(1));
     assert_eq!(store.get_execution("b").await.unwrap(), None);
     assert!(matches!(store.put_pipeline("p", "{\"a\":\"\0\"}", None, Timestamp::from_unix_ms(1)).await, Err(StoreError::Limit(_))));
+    drop(store);
+    dbs.drop_all().await;
+}
+
+/// [`create`] for an execution of pipeline `name`.
+fn create_in(id: &str, name: &str, at: i64) -> Transition {
+    Transition { target: Target::pipeline(name, 1), ..create(id, at) }
+}
+
+/// The ids of what a store's scoped listings see: its due timers, its
+/// unfinished executions (newest first), its next due time and timer count.
+async fn seen_by(store: &PostgresStore) -> (Vec<String>, Vec<String>, Option<Timestamp>, u64) {
+    let far = Timestamp::from_unix_ms(i64::MAX / 2);
+    let timers = store.due_timers(far, 100).await.unwrap().into_iter().map(|t| t.execution_id).collect();
+    let filter = redrive_store::ExecutionFilter { unfinished_only: true, ..Default::default() };
+    let unfinished = store.list_executions(filter).await.unwrap().into_iter().map(|e| e.id).collect();
+    (timers, unfinished, store.next_timer_due().await.unwrap(), store.count_timers().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shard_store_drives_its_shard_only() {
+    let dbs = Databases::default();
+    let url = dbs.create().await;
+    let (orders, payments) = (ShardId::of("orders"), ShardId::of("payments-api"));
+    assert_ne!(orders, payments, "the test needs two shards");
+    let member = PostgresStore::open_member(&url, opts()).await.unwrap();
+    let a = member.shard_member(orders, &opts()).unwrap();
+    let b = member.shard_member(payments, &opts()).unwrap();
+    assert_eq!((a.shard(), member.shard()), (Some(orders), None));
+    assert!(matches!(a.commit(vec![create_in("o1", "orders", 1)].into()).await, Err(StoreError::Unavailable(_))), "follows until it leads");
+    assert!(a.try_lead().await.unwrap() && b.try_lead().await.unwrap());
+    assert_eq!(a.commit(vec![create_in("o1", "orders", 1)].into()).await.unwrap(), vec![Ok(1)]);
+    assert_eq!(b.commit(vec![create_in("p1", "payments-api", 5)].into()).await.unwrap(), vec![Ok(1)]);
+
+    // Another shard's execution is refused alone; the rest of the group commits.
+    let mixed = a.commit(vec![create_in("p2", "payments-api", 2), create_in("o2", "orders", 3)].into()).await.unwrap();
+    assert_eq!(mixed[0], Err(TransitionError::OutsideShard { execution_id: "p2".into(), shard: payments, held: orders }));
+    assert_eq!(mixed[1], Ok(1));
+    let conn = raw(&url).await;
+    let rows =
+        conn.query("SELECT e.id, e.shard, t.shard FROM executions e JOIN timers t ON t.execution_id = e.id ORDER BY e.id", &[]).await;
+    let stored: Vec<(String, i16, i16)> = rows.unwrap().iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
+    let (o, p) = (orders.index() as i16, payments.index() as i16);
+    assert_eq!(stored, vec![("o1".into(), o, o), ("o2".into(), o, o), ("p1".into(), p, p)]);
+
+    // Each shard's store lists its own executions and timers only.
+    let t = |ms| Some(Timestamp::from_unix_ms(ms));
+    assert_eq!(seen_by(&a).await, (vec!["o1".into(), "o2".into()], vec!["o2".into(), "o1".into()], t(101), 2));
+    assert_eq!(seen_by(&b).await, (vec!["p1".into()], vec!["p1".into()], t(105), 1));
+    assert_eq!(seen_by(&member).await.3, 3, "the whole database's store sees every timer");
+    let first = a.due_timers(t(101).unwrap(), 1).await.unwrap().remove(0);
+    let after = a.due_timers_after(Timestamp::from_unix_ms(i64::MAX / 2), &first, 10).await;
+    assert_eq!(after.unwrap().into_iter().map(|t| t.execution_id).collect::<Vec<_>>(), vec!["o2".to_owned()]);
+
+    // Another process cannot take a held shard.
+    let other = PostgresStore::open_member(&url, opts()).await.unwrap();
+    assert!(!other.shard_member(orders, &opts()).unwrap().try_lead().await.unwrap());
+
+    // A take-over of one shard (its token bumped) fences that shard's store only.
+    conn.execute("UPDATE engine_lock SET token = token + 1 WHERE id = $1", &[&(2 + i32::from(orders.index()))]).await.unwrap();
+    match a.commit(vec![create_in("o3", "orders", 4)].into()).await {
+        Err(StoreError::Lost(m)) => assert!(m.contains(&format!("shard {orders}")), "{m}"),
+        other => panic!("expected Lost, got {other:?}"),
+    }
+    assert_eq!(b.commit(vec![create_in("p3", "payments-api", 6)].into()).await.unwrap(), vec![Ok(1)]);
+    drop((a, b, other, member));
+    dbs.drop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rows_written_before_shards_get_their_shard() {
+    let dbs = Databases::default();
+    let url = dbs.create().await;
+    let store = open(&url).await;
+    let group = vec![create_in("o1", "orders", 1), create_in("p1", "payments-api", 2), create_in("a1", "a", 3)];
+    assert_eq!(store.commit(group.into()).await.unwrap(), vec![Ok(1), Ok(1), Ok(1)]);
+    drop(store);
+    let conn = raw(&url).await;
+    // The database as the release before shards left it.
+    conn.batch_execute(
+        "DELETE FROM schema_migrations WHERE version = 6; \
+         DROP INDEX executions_shard_unfinished; DROP INDEX timers_shard_due; \
+         ALTER TABLE executions DROP COLUMN shard; ALTER TABLE timers DROP COLUMN shard; \
+         DELETE FROM engine_lock WHERE id > 1; \
+         ALTER TABLE engine_lock DROP CONSTRAINT engine_lock_id_check; \
+         ALTER TABLE engine_lock ADD CONSTRAINT engine_lock_id_check CHECK (id = 1);",
+    )
+    .await
+    .unwrap();
+    let store = open(&url).await;
+    let rows = conn.query("SELECT e.id, e.pipeline_name, e.shard, t.shard FROM executions e JOIN timers t ON t.execution_id = e.id", &[]);
+    for row in rows.await.unwrap() {
+        let (id, name, shard, timer_shard): (String, String, i16, i16) = (row.get(0), row.get(1), row.get(2), row.get(3));
+        let expected = ShardId::of(&name).index() as i16;
+        assert_eq!((shard, timer_shard), (expected, expected), "execution {id} of {name}");
+    }
+    let defaults = conn
+        .query(
+            "SELECT column_default FROM information_schema.columns WHERE column_name = 'shard' AND table_name IN ('executions', 'timers')",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        defaults.iter().map(|r| r.get::<_, Option<String>>(0)).collect::<Vec<_>>(),
+        vec![None, None],
+        "every insert names its shard"
+    );
+    let locks: i64 = conn.query_one("SELECT COUNT(*) FROM engine_lock", &[]).await.unwrap().get(0);
+    assert_eq!(locks, 1 + i64::from(redrive_core::shard::SHARD_COUNT));
     drop(store);
     dbs.drop_all().await;
 }

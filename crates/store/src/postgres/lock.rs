@@ -3,6 +3,7 @@
 
 use super::{map_error, open_error, wall_clock_ms};
 use crate::StoreError;
+use redrive_core::shard::ShardId;
 use redrive_core::time::Timestamp;
 use std::future::Future;
 use std::pin::Pin;
@@ -14,8 +15,45 @@ use tokio::task::JoinHandle;
 use tokio_postgres::tls::NoTlsStream;
 use tokio_postgres::{Client, Config, NoTls, Socket};
 
-/// The key of the session-level advisory lock an engine holds (`"redrive!"`).
+/// The key of the session-level advisory lock an engine holds (`"redrive!"`);
+/// shard `i`'s lock is this key plus `1 + i`.
 pub(super) const ENGINE_LOCK_KEY: i64 = 0x7265_6472_6976_6521;
+/// The `engine_lock` row of the whole-database lock; shard `i`'s row is
+/// `FIRST_SHARD_LOCK_ROW + i`.
+pub(super) const ENGINE_LOCK_ROW: i32 = 1;
+pub(super) const FIRST_SHARD_LOCK_ROW: i32 = 2;
+
+/// Which lock a store takes: the whole database's (one engine drives every
+/// execution), or one shard's (an engine drives that shard's executions).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct LockSlot {
+    /// The `engine_lock` row holding the token and the lease.
+    pub row: i32,
+    /// The session-level advisory lock's key.
+    pub key: i64,
+    /// `None` for the whole database.
+    pub shard: Option<ShardId>,
+}
+
+impl LockSlot {
+    pub(super) const WHOLE: LockSlot = LockSlot { row: ENGINE_LOCK_ROW, key: ENGINE_LOCK_KEY, shard: None };
+
+    pub(super) fn shard(shard: ShardId) -> LockSlot {
+        LockSlot {
+            row: FIRST_SHARD_LOCK_ROW + i32::from(shard.index()),
+            key: ENGINE_LOCK_KEY + 1 + i64::from(shard.index()),
+            shard: Some(shard),
+        }
+    }
+
+    /// "the engine lock" or "the lock of shard 3", for messages.
+    pub(super) fn describe(&self) -> String {
+        match self.shard {
+            None => "the engine lock".to_owned(),
+            Some(shard) => format!("the lock of shard {shard}"),
+        }
+    }
+}
 /// First and last delay between two attempts to re-take a lost engine lock.
 const RECONNECT_FIRST_DELAY: Duration = Duration::from_millis(100);
 const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(2);
@@ -25,19 +63,19 @@ const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(2);
 pub(super) const DB_NOW_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::BIGINT";
 /// Takes the lock row's token and records the holder and its lease, in one statement.
 const SQL_TAKE_TOKEN: &str = "UPDATE engine_lock SET token = token + 1, host = $1, pid = $2, acquired_at = $3, member = $4, \
-     expires_at = (extract(epoch FROM clock_timestamp()) * 1000)::BIGINT + $5, backend_pid = pg_backend_pid() WHERE id = 1 RETURNING token";
+     expires_at = (extract(epoch FROM clock_timestamp()) * 1000)::BIGINT + $5, backend_pid = pg_backend_pid() WHERE id = $6 RETURNING token";
 /// Re-takes the token after a reconnection, only if nobody took it meanwhile.
 const SQL_RETAKE_TOKEN: &str = "UPDATE engine_lock SET token = token + 1, host = $1, pid = $2, acquired_at = $3, member = $4, \
      expires_at = (extract(epoch FROM clock_timestamp()) * 1000)::BIGINT + $5, backend_pid = pg_backend_pid() \
-     WHERE id = 1 AND token = $6 RETURNING token";
+     WHERE id = $7 AND token = $6 RETURNING token";
 /// Extends the lease, only while the token is ours.
 const SQL_RENEW: &str =
-    "UPDATE engine_lock SET expires_at = (extract(epoch FROM clock_timestamp()) * 1000)::BIGINT + $1 WHERE id = 1 AND token = $2";
+    "UPDATE engine_lock SET expires_at = (extract(epoch FROM clock_timestamp()) * 1000)::BIGINT + $1 WHERE id = $3 AND token = $2";
 /// The backend holding the advisory lock of a holder whose lease lapsed.
 const SQL_LAPSED_HOLDER: &str = "SELECT backend_pid, member FROM engine_lock \
-     WHERE id = 1 AND backend_pid IS NOT NULL AND expires_at < (extract(epoch FROM clock_timestamp()) * 1000)::BIGINT";
-const SQL_READ_TOKEN: &str = "SELECT token FROM engine_lock WHERE id = 1";
-const SQL_HOLDER: &str = "SELECT host, pid, acquired_at FROM engine_lock WHERE id = 1";
+     WHERE id = $1 AND backend_pid IS NOT NULL AND expires_at < (extract(epoch FROM clock_timestamp()) * 1000)::BIGINT";
+const SQL_READ_TOKEN: &str = "SELECT token FROM engine_lock WHERE id = $1";
+const SQL_HOLDER: &str = "SELECT host, pid, acquired_at FROM engine_lock WHERE id = $1";
 
 /// Whether this store may write, as far as the engine lock goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,18 +95,20 @@ pub(super) enum FenceState {
 pub(super) struct Fence {
     state: Mutex<FenceState>,
     db: String,
+    /// The lock whose token this fence checks.
+    pub(super) slot: LockSlot,
     /// Wakes the keeper when the store is lost (it then lets the lock go).
     lost: tokio::sync::Notify,
 }
 
 impl Fence {
-    pub(super) fn new(token: i64, db: String) -> Fence {
-        Fence { state: Mutex::new(FenceState::Held(token)), db, lost: tokio::sync::Notify::new() }
+    pub(super) fn new(token: i64, db: String, slot: LockSlot) -> Fence {
+        Fence { state: Mutex::new(FenceState::Held(token)), db, slot, lost: tokio::sync::Notify::new() }
     }
 
     /// A member's fence before it leads.
-    pub(super) fn following(db: String) -> Fence {
-        Fence { state: Mutex::new(FenceState::Following), db, lost: tokio::sync::Notify::new() }
+    pub(super) fn following(db: String, slot: LockSlot) -> Fence {
+        Fence { state: Mutex::new(FenceState::Following), db, slot, lost: tokio::sync::Notify::new() }
     }
 
     /// This member now leads with `token`.
@@ -107,14 +147,16 @@ impl Fence {
     pub(super) fn writable_token(&self) -> Result<i64, StoreError> {
         match self.state() {
             FenceState::Held(token) => Ok(token),
-            FenceState::Reconnecting(_) => {
-                Err(StoreError::Unavailable(format!("the connection holding the engine lock of {} was lost; reconnecting", self.db)))
-            }
-            FenceState::Lost(m) => Err(StoreError::Lost(m)),
-            FenceState::Following => Err(StoreError::Unavailable(format!(
-                "this process does not lead {}: another process holds the engine lease and makes every change",
+            FenceState::Reconnecting(_) => Err(StoreError::Unavailable(format!(
+                "the connection holding {} of {} was lost; reconnecting",
+                self.slot.describe(),
                 self.db
             ))),
+            FenceState::Lost(m) => Err(StoreError::Lost(m)),
+            FenceState::Following => Err(StoreError::Unavailable(match self.slot.shard {
+                None => format!("this process does not lead {}: another process holds the engine lease and makes every change", self.db),
+                Some(shard) => format!("this process does not hold shard {shard} of {}: another process drives its executions", self.db),
+            })),
         }
     }
 
@@ -126,8 +168,9 @@ impl Fence {
             return Ok(());
         }
         let message = format!(
-            "another process took over the database {} (engine lock token is {}, this process holds {ours}); \
+            "another process took over {} of the database {} (its token is {}, this process holds {ours}); \
              this process must stop",
+            self.slot.describe(),
             self.db,
             stored.map_or_else(|| "missing".to_owned(), |t| t.to_string())
         );
@@ -189,9 +232,9 @@ impl LockConnection {
         self.driver.abort();
     }
 
-    /// `pg_try_advisory_lock` of the engine key.
-    async fn try_lock(&self) -> Result<bool, tokio_postgres::Error> {
-        Ok(self.client.query_one("SELECT pg_try_advisory_lock($1)", &[&ENGINE_LOCK_KEY]).await?.get(0))
+    /// `pg_try_advisory_lock` of the slot's key.
+    async fn try_lock(&self, slot: LockSlot) -> Result<bool, tokio_postgres::Error> {
+        Ok(self.client.query_one("SELECT pg_try_advisory_lock($1)", &[&slot.key]).await?.get(0))
     }
 }
 
@@ -210,6 +253,8 @@ fn holder_identity() -> (String, i64) {
 #[derive(Clone, Debug)]
 pub(super) struct LeaseTerms {
     pub member: String,
+    /// Which lock these terms are for.
+    pub slot: LockSlot,
     pub lease: Duration,
     pub heartbeat: Duration,
 }
@@ -228,8 +273,8 @@ const RELEASE_POLL: Duration = Duration::from_millis(10);
 /// Whether the recorded holder runs on this host and is this process (a store
 /// dropped a moment ago) or a process that has exited: its session is about
 /// to end server-side.
-async fn holder_is_gone(client: &Client) -> bool {
-    let Ok(Some(row)) = client.query_opt(SQL_HOLDER, &[]).await else { return false };
+async fn holder_is_gone(client: &Client, slot: LockSlot) -> bool {
+    let Ok(Some(row)) = client.query_opt(SQL_HOLDER, &[&slot.row]).await else { return false };
     let (host, pid): (Option<String>, Option<i64>) = (row.try_get(0).ok().flatten(), row.try_get(1).ok().flatten());
     let (our_host, our_pid) = holder_identity();
     match (host, pid) {
@@ -239,8 +284,8 @@ async fn holder_is_gone(client: &Client) -> bool {
 }
 
 /// The holder recorded in `engine_lock`, for the [`StoreError::Locked`] message.
-async fn describe_holder(client: &Client) -> String {
-    match client.query_opt(SQL_HOLDER, &[]).await {
+async fn describe_holder(client: &Client, slot: LockSlot) -> String {
+    match client.query_opt(SQL_HOLDER, &[&slot.row]).await {
         Ok(Some(row)) => {
             let host: Option<String> = row.try_get(0).ok().flatten();
             let pid: Option<i64> = row.try_get(1).ok().flatten();
@@ -271,18 +316,18 @@ where
     Fut: Future<Output = Result<(), StoreError>>,
 {
     let (conn, ended) = LockConnection::connect(config).await.map_err(|e| open_error(db, &e))?;
-    let mut locked = conn.try_lock().await.map_err(|e| map_error(db, &e))?;
-    if !locked && holder_is_gone(&conn.client).await {
+    let mut locked = conn.try_lock(terms.slot).await.map_err(|e| map_error(db, &e))?;
+    if !locked && holder_is_gone(&conn.client, terms.slot).await {
         // A store of this process was just dropped, or the holder exited: the
         // server ends its session (releasing the lock) a moment later.
         let deadline = Instant::now() + RELEASE_WAIT;
         while !locked && Instant::now() < deadline {
             tokio::time::sleep(RELEASE_POLL).await;
-            locked = conn.try_lock().await.map_err(|e| map_error(db, &e))?;
+            locked = conn.try_lock(terms.slot).await.map_err(|e| map_error(db, &e))?;
         }
     }
     if !locked {
-        let holder = describe_holder(&conn.client).await;
+        let holder = describe_holder(&conn.client, terms.slot).await;
         return Err(StoreError::Locked(format!(
             "the PostgreSQL database {db} is in use by another redrive engine ({holder}); \
              stop that engine, or give this one another database with --db"
@@ -297,7 +342,7 @@ async fn take_token(conn: &LockConnection, db: &str, terms: &LeaseTerms) -> Resu
     let (host, pid) = holder_identity();
     let row = conn
         .client
-        .query_one(SQL_TAKE_TOKEN, &[&host, &pid, &wall_clock_ms(), &terms.member, &terms.lease_ms()])
+        .query_one(SQL_TAKE_TOKEN, &[&host, &pid, &wall_clock_ms(), &terms.member, &terms.lease_ms(), &terms.slot.row])
         .await
         .map_err(|e| map_error(db, &e))?;
     Ok(row.get(0))
@@ -314,11 +359,11 @@ pub(super) async fn try_take(
     terms: &LeaseTerms,
 ) -> Result<Option<(LockConnection, oneshot::Receiver<()>, i64)>, StoreError> {
     let (conn, ended) = LockConnection::connect(config).await.map_err(|e| map_error(db, &e))?;
-    if conn.try_lock().await.map_err(|e| map_error(db, &e))? {
+    if conn.try_lock(terms.slot).await.map_err(|e| map_error(db, &e))? {
         let token = take_token(&conn, db, terms).await?;
         return Ok(Some((conn, ended, token)));
     }
-    let lapsed = conn.client.query_opt(SQL_LAPSED_HOLDER, &[]).await.map_err(|e| map_error(db, &e))?;
+    let lapsed = conn.client.query_opt(SQL_LAPSED_HOLDER, &[&terms.slot.row]).await.map_err(|e| map_error(db, &e))?;
     if let Some(row) = lapsed {
         let (backend, member): (i32, Option<String>) = (row.get(0), row.get(1));
         tracing::warn!(
@@ -386,7 +431,7 @@ async fn renew_until_broken(terms: &LeaseTerms, fence: &Fence, current: &Current
             Some(conn) => conn.client.clone(),
             None => return,
         };
-        match client.execute(SQL_RENEW, &[&terms.lease_ms(), &token]).await {
+        match client.execute(SQL_RENEW, &[&terms.lease_ms(), &token, &terms.slot.row]).await {
             Ok(1) => {}
             Ok(_) => {
                 fence.lose(format!(
@@ -419,19 +464,21 @@ async fn retake(config: &Config, db: &str, terms: &LeaseTerms, ours: i64) -> Ret
             token.map_or_else(|| "missing".to_owned(), |t| t.to_string())
         ))
     };
-    match conn.try_lock().await {
+    match conn.try_lock(terms.slot).await {
         Ok(true) => {
             let (host, pid) = holder_identity();
-            match conn.client.query_opt(SQL_RETAKE_TOKEN, &[&host, &pid, &wall_clock_ms(), &terms.member, &terms.lease_ms(), &ours]).await {
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] =
+                [&host, &pid, &wall_clock_ms(), &terms.member, &terms.lease_ms(), &ours, &terms.slot.row];
+            match conn.client.query_opt(SQL_RETAKE_TOKEN, &params).await {
                 Ok(Some(row)) => Retake::Held(conn, ended, row.get(0)),
                 Ok(None) => {
-                    let token = conn.client.query_opt(SQL_READ_TOKEN, &[]).await.ok().flatten().map(|r| r.get(0));
+                    let token = conn.client.query_opt(SQL_READ_TOKEN, &[&terms.slot.row]).await.ok().flatten().map(|r| r.get(0));
                     lost(token)
                 }
                 Err(_) => Retake::NotYet,
             }
         }
-        Ok(false) => match conn.client.query_opt(SQL_READ_TOKEN, &[]).await {
+        Ok(false) => match conn.client.query_opt(SQL_READ_TOKEN, &[&terms.slot.row]).await {
             Ok(row) => {
                 let token: Option<i64> = row.map(|r| r.get(0));
                 if token == Some(ours) { Retake::NotYet } else { lost(token) }

@@ -75,10 +75,20 @@
 //! that does not exist is [`StoreError::NotFound`] (the store never creates
 //! databases, only its schema).
 //!
+//! # Shards
+//! Every execution and timer row carries its shard (`redrive_core::shard`: a
+//! fixed hash of the pipeline's or function's name; migration 6 computed it for
+//! older rows), and `engine_lock` has a row per shard besides the whole
+//! database's. [`PostgresStore::shard_member`] makes a store of one shard over
+//! the same pool: it takes that shard's advisory lock, lease and fencing token
+//! (the same keeper, renewal and take-over as the whole database's), lists only
+//! that shard's executions and timers, and refuses a transition of another
+//! shard's execution ([`TransitionError::OutsideShard`]). Its writes check that
+//! shard's token, so a process that lost one shard is fenced from it and keeps
+//! writing its others.
+//!
 //! # Not done yet
-//! One engine per database: several engines sharing a database (shard leases,
-//! one fencing token per shard) is the next step. No TLS (`NoTls`): use a local
-//! socket or a trusted network.
+//! No TLS (`NoTls`): use a local socket or a trusted network.
 
 mod auth;
 mod bulk;
@@ -88,6 +98,7 @@ mod member;
 mod nul;
 mod rows;
 mod schema;
+mod shards;
 mod sql;
 mod writer;
 
@@ -102,7 +113,8 @@ use crate::{
     RedriveRunRecord, Store, StoreError, TimerRecord, Transition, TransitionError, check_prune_step, limits::MAX_PAGE_SIZE,
 };
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime};
-use lock::{CurrentLock, Fence, LeaseTerms};
+use lock::{CurrentLock, Fence, LeaseTerms, LockSlot};
+use redrive_core::shard::ShardId;
 use redrive_core::time::Timestamp;
 use sql::*;
 use std::future::Future;
@@ -166,9 +178,9 @@ impl Default for PostgresOptions {
 }
 
 impl PostgresOptions {
-    fn terms(&self) -> LeaseTerms {
+    fn terms(&self, slot: LockSlot) -> LeaseTerms {
         let lease = self.lease.max(Duration::from_millis(300));
-        LeaseTerms { member: crate::member_id(), lease, heartbeat: self.heartbeat.min(lease / 3).max(Duration::from_millis(50)) }
+        LeaseTerms { member: crate::member_id(), slot, lease, heartbeat: self.heartbeat.min(lease / 3).max(Duration::from_millis(50)) }
     }
 }
 
@@ -204,7 +216,7 @@ impl PostgresStore {
         let config = parse_url(url, &display_url)?;
         let migration_config = config.clone();
         let db = display_url.clone();
-        let terms = opts.terms();
+        let terms = opts.terms(LockSlot::WHOLE);
         let (conn, ended, token) = lock::acquire(&config, &display_url, &terms, || async move {
             let (mut client, connection) = migration_config.connect(NoTls).await.map_err(|e| map_error(&db, &e))?;
             let driver = tokio::spawn(connection);
@@ -215,7 +227,7 @@ impl PostgresStore {
         })
         .await?;
 
-        let fence = Arc::new(Fence::new(token, display_url.clone()));
+        let fence = Arc::new(Fence::new(token, display_url.clone(), LockSlot::WHOLE));
         let store = PostgresStore::assemble(display_url, config, fence, &opts)?;
         store.keep_lock(conn, ended);
         Ok(store)
@@ -233,7 +245,7 @@ impl PostgresStore {
         drop(client);
         let _ = driver.await;
         migrated?;
-        let fence = Arc::new(Fence::following(display_url.clone()));
+        let fence = Arc::new(Fence::following(display_url.clone(), LockSlot::WHOLE));
         PostgresStore::assemble(display_url, config, fence, &opts)
     }
 
@@ -250,7 +262,7 @@ impl PostgresStore {
             db: display_url.clone(),
         };
         tokio::spawn(writer.run(rx));
-        let terms = opts.terms();
+        let terms = opts.terms(fence.slot);
         let url = Arc::new(Mutex::new(None));
         let heartbeat_task = Some(tokio::spawn(member::heartbeat(pool.clone(), terms.clone(), Arc::clone(&url))));
         Ok(PostgresStore {
@@ -311,8 +323,57 @@ impl PostgresStore {
             stats: Arc::new(Stats::default()),
             lock: Mutex::new(None),
             config,
-            terms: PostgresOptions::default().terms(),
+            terms: PostgresOptions::default().terms(LockSlot::WHOLE),
             url: Arc::new(Mutex::new(None)),
+            heartbeat_task: None,
+        })
+    }
+
+    /// The shard this store drives (`None`: the whole database). A shard's
+    /// store lists only that shard's executions and timers and refuses
+    /// transitions of executions in other shards.
+    pub fn shard(&self) -> Option<ShardId> {
+        self.fence.as_ref().and_then(|f| f.slot.shard)
+    }
+
+    /// The refusal of a transition this store may not write: its execution is
+    /// in another shard than the one this store drives.
+    fn outside_shard(&self, t: &Transition) -> Option<TransitionError> {
+        let held = self.shard()?;
+        let shard = ShardId::of(t.target.name());
+        (shard != held).then(|| TransitionError::OutsideShard { execution_id: t.execution_id.clone(), shard, held })
+    }
+
+    /// A store over the same database and connection pool that drives one
+    /// shard: it follows until [`PostgresStore::try_lead`] takes that shard's
+    /// lease, then writes under that lease's fencing token. Several shards'
+    /// stores of one process share its pool; each has its own writer (group
+    /// commit per shard).
+    pub fn shard_member(&self, shard: ShardId, opts: &PostgresOptions) -> Result<PostgresStore, StoreError> {
+        if self.fence.is_none() {
+            return Err(StoreError::Unavailable(format!("{} was opened read-only; it cannot drive a shard", self.display_url)));
+        }
+        let fence = Arc::new(Fence::following(self.display_url.clone(), LockSlot::shard(shard)));
+        let stats = Arc::new(Stats::default());
+        let (tx, rx) = mpsc::channel(WRITE_QUEUE_CAPACITY);
+        let writer = Writer {
+            pool: self.pool.clone(),
+            max_batch: opts.max_batch_transitions.max(1),
+            stats: Arc::clone(&stats),
+            fence: Arc::clone(&fence),
+            db: self.display_url.clone(),
+        };
+        tokio::spawn(writer.run(rx));
+        Ok(PostgresStore {
+            display_url: self.display_url.clone(),
+            pool: self.pool.clone(),
+            writer: Some(tx),
+            terms: opts.terms(fence.slot),
+            fence: Some(fence),
+            stats,
+            lock: Mutex::new(None),
+            config: self.config.clone(),
+            url: Arc::clone(&self.url),
             heartbeat_task: None,
         })
     }
@@ -496,8 +557,13 @@ impl Store for PostgresStore {
 
     async fn commit(&self, transitions: Arc<[Transition]>) -> Result<CommitResult, StoreError> {
         check_commit(&transitions)?;
-        let refusals: Vec<Option<String>> =
-            transitions.iter().map(|t| check_transition(t).err().or_else(|| nul::transition_problem(t))).collect();
+        let refusals: Vec<Option<TransitionError>> = transitions
+            .iter()
+            .map(|t| {
+                let problem = check_transition(t).err().or_else(|| nul::transition_problem(t));
+                problem.map(TransitionError::Limit).or_else(|| self.outside_shard(t))
+            })
+            .collect();
         let valid: Vec<usize> = refusals.iter().enumerate().filter(|(_, r)| r.is_none()).map(|(i, _)| i).collect();
         let mut applied = if valid.is_empty() {
             Vec::new()
@@ -510,7 +576,7 @@ impl Store for PostgresStore {
         Ok(refusals
             .into_iter()
             .map(|refusal| match refusal {
-                Some(problem) => Err(TransitionError::Limit(problem)),
+                Some(refusal) => Err(refusal),
                 None => applied.next().expect("one result per valid transition"),
             })
             .collect())
@@ -543,7 +609,8 @@ impl Store for PostgresStore {
 
     async fn list_executions(&self, filter: ExecutionFilter) -> Result<Vec<ExecutionRecord>, StoreError> {
         let limit = page_size(filter.limit) as i64;
-        let sql = list_executions_sql(filter.target.is_some(), filter.unfinished_only, filter.before.is_some());
+        let shard = self.shard().map(shards::column);
+        let sql = list_executions_sql(filter.target.is_some(), filter.unfinished_only, filter.before.is_some(), shard.is_some());
         let kind = filter.target.as_ref().map(|t| t.kind.as_str());
         let cursor_at = filter.before.as_ref().map(|c| c.created_at.unix_ms());
         let mut params: Vec<&(dyn ToSql + Sync)> = vec![&limit];
@@ -554,6 +621,9 @@ impl Store for PostgresStore {
         if let (Some(cursor), Some(at)) = (&filter.before, &cursor_at) {
             params.push(at);
             params.push(&cursor.id);
+        }
+        if let Some(shard) = &shard {
+            params.push(shard);
         }
         self.query_map(&sql, &params, rows::execution_from_row).await
     }
@@ -581,7 +651,10 @@ impl Store for PostgresStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        self.query_map(SQL_DUE_TIMERS, &[&now.unix_ms(), &limit], rows::timer_from_row).await
+        match self.shard().map(shards::column) {
+            None => self.query_map(SQL_DUE_TIMERS, &[&now.unix_ms(), &limit], rows::timer_from_row).await,
+            Some(shard) => self.query_map(SQL_SHARD_DUE_TIMERS, &[&now.unix_ms(), &limit, &shard], rows::timer_from_row).await,
+        }
     }
 
     async fn due_timers_after(&self, now: Timestamp, after: &TimerRecord, limit: usize) -> Result<Vec<TimerRecord>, StoreError> {
@@ -590,15 +663,29 @@ impl Store for PostgresStore {
             return Ok(Vec::new());
         }
         let params: [&(dyn ToSql + Sync); 5] = [&now.unix_ms(), &after.due_at.unix_ms(), &after.execution_id, &after.key, &limit];
-        self.query_map(SQL_DUE_TIMERS_AFTER, &params, rows::timer_from_row).await
+        match self.shard().map(shards::column) {
+            None => self.query_map(SQL_DUE_TIMERS_AFTER, &params, rows::timer_from_row).await,
+            Some(shard) => {
+                let params: Vec<&(dyn ToSql + Sync)> = params.into_iter().chain([&shard as &(dyn ToSql + Sync)]).collect();
+                self.query_map(SQL_SHARD_DUE_TIMERS_AFTER, &params, rows::timer_from_row).await
+            }
+        }
     }
 
     async fn next_timer_due(&self) -> Result<Option<Timestamp>, StoreError> {
-        Ok(self.query_opt(SQL_NEXT_TIMER_DUE, &[], rows::optional_timestamp_from_row).await?.flatten())
+        let due = match self.shard().map(shards::column) {
+            None => self.query_opt(SQL_NEXT_TIMER_DUE, &[], rows::optional_timestamp_from_row).await?,
+            Some(shard) => self.query_opt(SQL_SHARD_NEXT_TIMER_DUE, &[&shard], rows::optional_timestamp_from_row).await?,
+        };
+        Ok(due.flatten())
     }
 
     async fn count_timers(&self) -> Result<u64, StoreError> {
-        Ok(self.query_opt(SQL_COUNT_TIMERS, &[], rows::count_from_row).await?.unwrap_or(0))
+        let count = match self.shard().map(shards::column) {
+            None => self.query_opt(SQL_COUNT_TIMERS, &[], rows::count_from_row).await?,
+            Some(shard) => self.query_opt(SQL_SHARD_COUNT_TIMERS, &[&shard], rows::count_from_row).await?,
+        };
+        Ok(count.unwrap_or(0))
     }
 
     async fn execution_timers(&self, execution_id: &str) -> Result<Vec<TimerRecord>, StoreError> {

@@ -220,7 +220,12 @@ const MIGRATIONS: &[&str] = &[
     super::auth::MIGRATION_AUTH,
     super::dependencies::MIGRATION_DEPENDENCIES,
     super::bulk::MIGRATION_BULK_RETRIES,
+    super::shards::MIGRATION_SHARDS,
 ];
+
+/// The version [`super::shards::MIGRATION_SHARDS`] brings the schema to; its
+/// Rust step ([`super::shards::backfill`]) runs right after it.
+const SHARDS_VERSION: i64 = 6;
 
 /// The schema version this code writes and understands.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -273,6 +278,9 @@ pub(super) async fn migrate(client: &mut Client, db: &str) -> Result<(), StoreEr
         let version = index as i64 + 1;
         let what = format!("applying schema migration {version}");
         tx.batch_execute(sql).await.map_err(|e| fail(&what, e))?;
+        if version == SHARDS_VERSION {
+            super::shards::backfill(&tx).await.map_err(|e| fail(&what, e))?;
+        }
         tx.execute(
             "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, (extract(epoch FROM clock_timestamp()) * 1000)::BIGINT)",
             &[&version],

@@ -30,8 +30,9 @@ pub(super) const SQL_GET_EXECUTION: &str = concat!("SELECT ", execution_columns!
 pub(super) const SQL_GET_EXECUTIONS: &str = concat!("SELECT ", execution_columns!(), " FROM executions WHERE id = ANY($1)");
 
 /// `list_executions`: newest first, `(created_at DESC, id DESC)`. Parameters in
-/// order: the limit, then kind and name if `by_target`, then the cursor.
-pub(super) fn list_executions_sql(by_target: bool, unfinished: bool, before: bool) -> String {
+/// order: the limit, then kind and name if `by_target`, then the cursor, then
+/// the shard if `in_shard`.
+pub(super) fn list_executions_sql(by_target: bool, unfinished: bool, before: bool, in_shard: bool) -> String {
     let mut conditions = Vec::new();
     let mut n = 1;
     if by_target {
@@ -43,6 +44,10 @@ pub(super) fn list_executions_sql(by_target: bool, unfinished: bool, before: boo
     }
     if before {
         conditions.push(format!("(created_at, id) < (${}, ${})", n + 1, n + 2));
+        n += 2;
+    }
+    if in_shard {
+        conditions.push(format!("shard = ${}", n + 1));
     }
     format!(
         concat!("SELECT ", execution_columns!(), " FROM executions {}ORDER BY created_at DESC, id DESC LIMIT $1"),
@@ -80,6 +85,13 @@ pub(super) const SQL_DUE_TIMERS_AFTER: &str = "SELECT execution_id, key, due_at 
      AND (due_at, execution_id, key) > ($2, $3, $4) ORDER BY due_at, execution_id, key LIMIT $5";
 pub(super) const SQL_NEXT_TIMER_DUE: &str = "SELECT MIN(due_at) FROM timers";
 pub(super) const SQL_COUNT_TIMERS: &str = "SELECT COUNT(*) FROM timers";
+/// The same, for one shard's store: the shard is the last parameter.
+pub(super) const SQL_SHARD_DUE_TIMERS: &str = "SELECT execution_id, key, due_at FROM timers WHERE shard = $3 AND due_at <= $1 \
+     ORDER BY due_at, execution_id, key LIMIT $2";
+pub(super) const SQL_SHARD_DUE_TIMERS_AFTER: &str = "SELECT execution_id, key, due_at FROM timers WHERE shard = $6 AND due_at <= $1 \
+     AND (due_at, execution_id, key) > ($2, $3, $4) ORDER BY due_at, execution_id, key LIMIT $5";
+pub(super) const SQL_SHARD_NEXT_TIMER_DUE: &str = "SELECT MIN(due_at) FROM timers WHERE shard = $1";
+pub(super) const SQL_SHARD_COUNT_TIMERS: &str = "SELECT COUNT(*) FROM timers WHERE shard = $1";
 
 /// Finished executions no dead-letter entry names, oldest created first, from
 /// `executions_created_id` (finished before the cutoff means created before it).

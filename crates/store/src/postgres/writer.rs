@@ -2,6 +2,7 @@
 
 use super::lock::Fence;
 use super::rows::{dlq_queue_from_row, pipeline_from_row, target_columns};
+use super::shards;
 use super::sql::DlqEntryQuery;
 use super::{connection_broken, join_all, map_error};
 use crate::{
@@ -9,6 +10,7 @@ use crate::{
     PruneCounts, PruneStep, RedriveRunRecord, StoreError, Transition, TransitionError,
 };
 use deadpool_postgres::{Object, Pool, Transaction};
+use redrive_core::shard::ShardId;
 use redrive_core::time::Timestamp;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -20,7 +22,7 @@ use tokio_postgres::types::ToSql;
 
 type Param = Box<dyn ToSql + Sync + Send>;
 
-const SQL_FENCE: &str = "SELECT token FROM engine_lock WHERE id = 1 FOR SHARE";
+const SQL_FENCE: &str = "SELECT token FROM engine_lock WHERE id = $1 FOR SHARE";
 /// For the rest of a write transaction (see [`Writer::transact_on`]).
 const SQL_GENERIC_PLANS: &str = "SET LOCAL plan_cache_mode = force_generic_plan";
 
@@ -39,16 +41,16 @@ const SQL_INSERT_CLIENT_TOKEN: &str = "INSERT INTO client_tokens (kind, pipeline
 /// A create without a client token: one row if inserted, none if the id exists.
 /// A function execution's `pipeline_version` column holds 0, never read.
 const SQL_INSERT_EXECUTION: &str = "INSERT INTO executions \
-     (id, kind, pipeline_name, pipeline_version, status, input_json, state_json, version, created_at, updated_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $8) ON CONFLICT (id) DO NOTHING RETURNING 1";
+     (id, kind, pipeline_name, pipeline_version, status, input_json, state_json, version, created_at, updated_at, shard) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $8, $9) ON CONFLICT (id) DO NOTHING RETURNING 1";
 /// A create with a client token, in one statement: the token's use (checked
 /// first), and whether the execution was inserted (not if the token is used or
 /// the id exists). One row: `(used by, used fingerprint, inserted)`.
 const SQL_INSERT_EXECUTION_WITH_TOKEN: &str = "WITH used AS (SELECT execution_id, fingerprint FROM client_tokens \
-     WHERE kind = $2::TEXT AND pipeline_name = $3::TEXT AND token = $9::TEXT), \
+     WHERE kind = $2::TEXT AND pipeline_name = $3::TEXT AND token = $10::TEXT), \
      inserted AS (INSERT INTO executions \
-     (id, kind, pipeline_name, pipeline_version, status, input_json, state_json, version, created_at, updated_at) \
-     SELECT $1::TEXT, $2::TEXT, $3::TEXT, $4::BIGINT, $5::TEXT, $6::TEXT, $7::TEXT, 1, $8::BIGINT, $8::BIGINT \
+     (id, kind, pipeline_name, pipeline_version, status, input_json, state_json, version, created_at, updated_at, shard) \
+     SELECT $1::TEXT, $2::TEXT, $3::TEXT, $4::BIGINT, $5::TEXT, $6::TEXT, $7::TEXT, 1, $8::BIGINT, $8::BIGINT, $9::SMALLINT \
      WHERE NOT EXISTS (SELECT 1 FROM used) ON CONFLICT (id) DO NOTHING RETURNING 1) \
      SELECT (SELECT execution_id FROM used), (SELECT fingerprint FROM used), EXISTS (SELECT 1 FROM inserted)";
 /// An update (compare-and-set on the version), in one statement. Target and
@@ -79,10 +81,10 @@ const SQL_EXECUTION_VERSIONS: &str = "SELECT id, version FROM executions WHERE i
 /// Every create without a client token of a segment (distinct ids), in one
 /// statement: the ids inserted (not those that exist).
 const SQL_INSERT_EXECUTIONS: &str = "INSERT INTO executions \
-     (id, kind, pipeline_name, pipeline_version, status, input_json, state_json, version, created_at, updated_at) \
-     SELECT id, kind, pipeline_name, pipeline_version, status, input_json, state_json, 1, at, at \
-     FROM unnest($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::BIGINT[], $5::TEXT[], $6::TEXT[], $7::TEXT[], $8::BIGINT[]) \
-     AS u(id, kind, pipeline_name, pipeline_version, status, input_json, state_json, at) \
+     (id, kind, pipeline_name, pipeline_version, status, input_json, state_json, version, created_at, updated_at, shard) \
+     SELECT id, kind, pipeline_name, pipeline_version, status, input_json, state_json, 1, at, at, shard \
+     FROM unnest($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::BIGINT[], $5::TEXT[], $6::TEXT[], $7::TEXT[], $8::BIGINT[], \
+     $9::SMALLINT[]) AS u(id, kind, pipeline_name, pipeline_version, status, input_json, state_json, at, shard) \
      ON CONFLICT (id) DO NOTHING RETURNING id";
 /// Ledger rows, `seq` in array order.
 const SQL_INSERT_LEDGER_ROWS: &str = "INSERT INTO ledger (execution_id, kind, pipeline_name, stage, action, series, attempt, \"trigger\", \
@@ -94,8 +96,8 @@ const SQL_INSERT_LEDGER_ROWS: &str = "INSERT INTO ledger (execution_id, kind, pi
      AS u(execution_id, kind, pipeline_name, stage, action, series, attempt, tr, started_at, finished_at, outcome, \
      exception_type, message, decision_json, ord) ORDER BY ord";
 /// Timers set: `(execution_id, key)` pairs distinct.
-const SQL_UPSERT_TIMERS: &str = "INSERT INTO timers (execution_id, key, due_at) \
-     SELECT * FROM unnest($1::TEXT[], $2::TEXT[], $3::BIGINT[]) \
+const SQL_UPSERT_TIMERS: &str = "INSERT INTO timers (execution_id, key, due_at, shard) \
+     SELECT * FROM unnest($1::TEXT[], $2::TEXT[], $3::BIGINT[], $4::SMALLINT[]) \
      ON CONFLICT (execution_id, key) DO UPDATE SET due_at = excluded.due_at";
 const SQL_DELETE_TIMERS: &str = "DELETE FROM timers WHERE (execution_id, key) IN (SELECT * FROM unnest($1::TEXT[], $2::TEXT[]))";
 
@@ -523,7 +525,7 @@ impl Writer {
     async fn transact_on(&self, client: &mut Object, group: &[WriteRequest]) -> Result<Vec<Applied>, GroupFailure> {
         let tx = client.transaction().await?;
         let fence = tx.prepare_cached(SQL_FENCE).await?;
-        let stored: Option<i64> = tx.query_opt(&fence, &[]).await?.map(|r| r.get(0));
+        let stored: Option<i64> = tx.query_opt(&fence, &[&self.fence.slot.row]).await?.map(|r| r.get(0));
         self.fence.check_token(stored).map_err(GroupFailure::Store)?;
         // The batched statements take arrays of any length: a custom plan
         // (the first five executions of a statement on each connection) costs
@@ -891,6 +893,7 @@ struct CreateColumns {
     input_json: Vec<String>,
     state_json: Vec<String>,
     at: Vec<i64>,
+    shard: Vec<i16>,
 }
 
 impl CreateColumns {
@@ -904,6 +907,7 @@ impl CreateColumns {
         self.input_json.push(t.input_json.clone());
         self.state_json.push(t.state_json.clone());
         self.at.push(t.at.unix_ms());
+        self.shard.push(shards::column(ShardId::of(name)));
     }
 
     fn into_params(self) -> Vec<Param> {
@@ -916,6 +920,7 @@ impl CreateColumns {
             Box::new(self.input_json),
             Box::new(self.state_json),
             Box::new(self.at),
+            Box::new(self.shard),
         ]
     }
 }
@@ -962,6 +967,7 @@ fn execution_row_op(request: usize, t: &Transition) -> Op {
                 Box::new(t.input_json.clone()),
                 Box::new(t.state_json.clone()),
                 Box::new(at),
+                Box::new(shards::column(ShardId::of(name))),
             ];
             match token {
                 None => (SQL_INSERT_EXECUTION, params),
@@ -1159,18 +1165,24 @@ fn batched_writes(items: &[(&Transition, &Accepted)], culprit: Culprit, ops: &mu
     if !cleared_ids.is_empty() {
         ops.push(Op { sql: SQL_DELETE_TIMERS, params: vec![Box::new(cleared_ids), Box::new(cleared_keys)], culprit });
     }
-    let (mut set_ids, mut set_keys, mut set_due) = (Vec::new(), Vec::new(), Vec::new());
-    for (t, _) in items {
+    let (mut set_ids, mut set_keys, mut set_due, mut set_shard) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (t, accepted) in items {
+        let shard = shards::column(ShardId::of(&accepted.name));
         // One statement cannot upsert a row twice: the last write of a key wins.
         let mut seen = HashSet::new();
         for timer in t.set_timers.iter().rev().filter(|timer| seen.insert(timer.key.as_str())) {
             set_ids.push(t.execution_id.clone());
             set_keys.push(timer.key.clone());
             set_due.push(timer.due_at.unix_ms());
+            set_shard.push(shard);
         }
     }
     if !set_ids.is_empty() {
-        ops.push(Op { sql: SQL_UPSERT_TIMERS, params: vec![Box::new(set_ids), Box::new(set_keys), Box::new(set_due)], culprit });
+        ops.push(Op {
+            sql: SQL_UPSERT_TIMERS,
+            params: vec![Box::new(set_ids), Box::new(set_keys), Box::new(set_due), Box::new(set_shard)],
+            culprit,
+        });
     }
 }
 
