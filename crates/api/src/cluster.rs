@@ -36,23 +36,28 @@ pub async fn read_status<S: Store>(store: &S, now: Timestamp) -> Result<w::Clust
 
 fn status(record: ClusterRecord, timers: w::TimerLag) -> w::ClusterStatus {
     let leader = record.lease.as_ref().map(|l| l.holder.clone());
+    let held_by =
+        |id: &str| -> Vec<u16> { record.shards.iter().filter(|s| s.live && s.lease.holder == id).map(|s| s.shard.index()).collect() };
     let members = record
         .members
-        .into_iter()
+        .iter()
         .map(|m| {
+            let shards = held_by(&m.id);
             let role = match (&leader, m.alive) {
                 (_, false) => w::MemberRole::Gone,
+                (_, true) if !shards.is_empty() => w::MemberRole::Sharded,
                 (Some(holder), true) if *holder == m.id => w::MemberRole::Leader,
                 // Without a lease (SQLite) the one process holding the file leads.
                 (None, true) => w::MemberRole::Leader,
                 (Some(_), true) => w::MemberRole::Follower,
             };
             w::ClusterMember {
-                id: m.id,
-                host: m.host,
+                id: m.id.clone(),
+                host: m.host.clone(),
                 pid: m.pid,
-                url: m.url,
+                url: m.url.clone(),
                 role,
+                shards,
                 started_at: m.started_at.to_string(),
                 last_heartbeat_at: m.heartbeat_at.to_string(),
             }
@@ -64,5 +69,17 @@ fn status(record: ClusterRecord, timers: w::TimerLag) -> w::ClusterStatus {
         acquired_at: l.acquired_at.to_string(),
         expires_at: l.expires_at.to_string(),
     });
-    w::ClusterStatus { backend: record.backend.to_string(), answered_by: redrive_store::member_id(), lease, members, timers }
+    let shards = record
+        .shards
+        .into_iter()
+        .map(|s| w::ClusterShard {
+            shard: s.shard.index(),
+            holder: s.lease.holder,
+            fencing_token: s.lease.token,
+            acquired_at: s.lease.acquired_at.to_string(),
+            expires_at: s.lease.expires_at.to_string(),
+            live: s.live,
+        })
+        .collect();
+    w::ClusterStatus { backend: record.backend.to_string(), answered_by: redrive_store::member_id(), lease, members, shards, timers }
 }

@@ -33,4 +33,5 @@ pub mod native;
 pub mod openapi;
 pub mod page;
 pub mod server;
+pub mod shard_route;
 pub mod switch;

@@ -11,11 +11,13 @@
 //! Signature V4 (which signs the `Host`) still verifies there.
 
 use crate::health::{unavailable, with_retry_after};
+use crate::shard_route::{route_key_of_aws_body, route_key_of_path};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use redrive_core::shard::SHARD_COUNT;
 use redrive_wire::{ClusterStatus, Readiness, ReadyResponse};
 use std::future::Future;
 use std::pin::Pin;
@@ -47,6 +49,21 @@ enum Mode {
     Follow(Option<String>),
     /// Serve the API.
     Lead(Router),
+    /// Executions spread over processes by shard (`--spread`): one route per
+    /// shard, indexed by [`ShardId::index`].
+    Spread(Arc<[ShardRoute]>),
+}
+
+/// Where one shard's requests go (`--spread`).
+#[derive(Clone)]
+pub enum ShardRoute {
+    /// This process holds the shard: its engine's API.
+    Local(Router),
+    /// Another process holds it: its base URL.
+    Remote(String),
+    /// Nobody holds it right now (a process takes it within a heartbeat or, if
+    /// its holder stalled, the lease).
+    Nobody,
 }
 
 pub struct Switch {
@@ -86,6 +103,13 @@ impl Switch {
         *self.mode.write().unwrap_or_else(|e| e.into_inner()) = Mode::Lead(app);
     }
 
+    /// From now on, route each request to its shard's holder (`routes[i]` for
+    /// shard `i`; see [`crate::shard_route`]).
+    pub fn spread(&self, routes: Vec<ShardRoute>) {
+        assert_eq!(routes.len(), usize::from(SHARD_COUNT), "one route per shard");
+        *self.mode.write().unwrap_or_else(|e| e.into_inner()) = Mode::Spread(routes.into());
+    }
+
     /// The router to serve (see [`crate::server::serve_router`]).
     pub fn router(self: &Arc<Switch>) -> Router {
         Router::new().fallback(dispatch).with_state(self.clone())
@@ -103,6 +127,78 @@ async fn dispatch(State(switch): State<Arc<Switch>>, request: Request) -> Respon
             Err(never) => match never {},
         },
         Mode::Follow(leader) => follow(&switch, leader, request).await,
+        Mode::Spread(routes) => spread(&switch, &routes, request).await,
+    }
+}
+
+/// `--spread`: the request goes to its shard's holder — served here, forwarded,
+/// or 503 while nobody holds the shard. Health and the cluster's status are
+/// answered here.
+async fn spread(switch: &Switch, routes: &[ShardRoute], request: Request) -> Response {
+    let path = request.uri().path().to_string();
+    let aws = path == "/";
+    match (request.method().as_str(), path.as_str()) {
+        ("GET", "/healthz") => return "ok".into_response(),
+        ("GET", "/readyz") => return spread_readiness(routes),
+        ("GET", "/v1/cluster") => return own_cluster_status(switch, request).await,
+        _ => {}
+    }
+    let (key, request) = match route_key_of_path(request.method().as_str(), &path) {
+        Some(key) => (key, request),
+        None => {
+            // A CodePipeline call names its pipeline in its body (already read
+            // whole and capped at the body limit before dispatch).
+            let (parts, body) = request.into_parts();
+            let Ok(bytes) = axum::body::to_bytes(body, MAX_FORWARDED_RESPONSE_BYTES).await else {
+                return unavailable(aws, "the request body could not be read".into());
+            };
+            (route_key_of_aws_body(&bytes), Request::from_parts(parts, Body::from(bytes)))
+        }
+    };
+    let shard = key.shard();
+    match &routes[usize::from(shard.index())] {
+        ShardRoute::Local(app) => match app.clone().oneshot(request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        },
+        ShardRoute::Remote(_) if request.headers().contains_key(FORWARDED_HEADER) => {
+            unavailable(aws, format!("the request reached a process that no longer holds shard {shard}; retry (the shard is moving)"))
+        }
+        ShardRoute::Remote(url) => match forward(switch, url, request).await {
+            Ok(response) => with_retry_after(response),
+            Err(why) => unavailable(aws, format!("the process holding shard {shard} did not answer ({why}); retry")),
+        },
+        ShardRoute::Nobody => {
+            unavailable(aws, format!("no process holds shard {shard} right now; one takes it over within the lease time"))
+        }
+    }
+}
+
+fn spread_readiness(routes: &[ShardRoute]) -> Response {
+    let unheld: Vec<String> =
+        routes.iter().enumerate().filter(|(_, r)| matches!(r, ShardRoute::Nobody)).map(|(i, _)| i.to_string()).collect();
+    if unheld.is_empty() {
+        return axum::Json(ReadyResponse { status: Readiness::Ready, reason: None, since: None }).into_response();
+    }
+    let reason = format!("no process holds shard(s) {} right now", unheld.join(", "));
+    with_retry_after(
+        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(ReadyResponse { status: Readiness::Degraded, reason: Some(reason), since: None }))
+            .into_response(),
+    )
+}
+
+/// `GET /v1/cluster` answered by this process from the store (its own
+/// credential check under `auth:`).
+async fn own_cluster_status(switch: &Switch, request: Request) -> Response {
+    if let Some(check) = &switch.auth {
+        let (parts, _) = request.into_parts();
+        if let Err(refused) = check(parts).await {
+            return refused;
+        }
+    }
+    match (switch.status)().await {
+        Ok(status) => axum::Json(status).into_response(),
+        Err(e) => unavailable(false, format!("the cluster's status cannot be read: {e}")),
     }
 }
 
@@ -112,18 +208,7 @@ async fn follow(switch: &Switch, leader: Option<String>, request: Request) -> Re
     match (request.method().as_str(), path.as_str()) {
         ("GET", "/healthz") => return "ok".into_response(),
         ("GET", "/readyz") => return readiness(leader.as_deref()),
-        ("GET", "/v1/cluster") => {
-            if let Some(check) = &switch.auth {
-                let (parts, _) = request.into_parts();
-                if let Err(refused) = check(parts).await {
-                    return refused;
-                }
-            }
-            return match (switch.status)().await {
-                Ok(status) => axum::Json(status).into_response(),
-                Err(e) => unavailable(false, format!("the cluster's status cannot be read: {e}")),
-            };
-        }
+        ("GET", "/v1/cluster") => return own_cluster_status(switch, request).await,
         _ => {}
     }
     if request.headers().contains_key(FORWARDED_HEADER) {

@@ -23,6 +23,7 @@ mod remote;
 mod render;
 mod run;
 mod server;
+mod spread;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;

@@ -942,15 +942,21 @@ pub fn cluster(command: ClusterCommand) -> u8 {
                 println!("lease: held by {} since {}, fencing token {}, expires {}", l.holder, l.acquired_at, l.fencing_token, l.expires_at)
             }
             None if v.backend == "sqlite" => println!("lease: none (a SQLite store is held by one process, with a file lock)"),
+            None if !v.shards.is_empty() => {
+                let live = v.shards.iter().filter(|s| s.live).count();
+                println!("shards: {live} of {} held by a live process (--spread)", redrive_core::shard::SHARD_COUNT)
+            }
             None => println!("lease: nobody holds it (a follower takes it over within a heartbeat)"),
         }
         let next = v.timers.next_due_at.as_deref().unwrap_or("-");
         println!("timers: {} pending, next due {next}, behind by {} ms\n", v.timers.pending, v.timers.behind_ms);
-        let mut t = Table::new(&["MEMBER", "ROLE", "HOST", "PID", "URL", "STARTED", "LAST HEARTBEAT"]);
+        let mut t = Table::new(&["MEMBER", "ROLE", "SHARDS", "HOST", "PID", "URL", "STARTED", "LAST HEARTBEAT"]);
         for m in &v.members {
+            let shards = m.shards.iter().map(u16::to_string).collect::<Vec<_>>().join(",");
             t.row(vec![
                 m.id.clone(),
                 m.role.as_str().to_string(),
+                if shards.is_empty() { "-".into() } else { shards },
                 m.host.clone(),
                 m.pid.to_string(),
                 m.url.clone().unwrap_or_else(|| "-".into()),

@@ -55,6 +55,17 @@ pub struct ServerArgs {
     /// Request bodies larger than this get HTTP 413.
     #[arg(long, value_name = "BYTES", default_value_t = redrive_api::server::DEFAULT_MAX_BODY_BYTES)]
     max_body_bytes: usize,
+    /// With a PostgreSQL store: spread the executions over every server started
+    /// with `--spread` on the database, by shard (a fixed hash of the pipeline's
+    /// or function's name; 16 shards). Each server drives about an even share
+    /// of the shards and forwards the requests for the others to their holders;
+    /// a server that dies or stalls has its shards taken over (within a
+    /// heartbeat, or the lease if it stalled). Without it, one server leads and
+    /// drives every execution while the others stand by. Do not mix both kinds
+    /// of server on one database: a `--spread` server holds no shard while a
+    /// leader holds the whole database, and the other way round.
+    #[arg(long)]
+    spread: bool,
     /// On SIGTERM/SIGINT, how long running attempts may take to finish before the
     /// server exits (they are retried as Step.SERVICE_FAULT after a restart).
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
@@ -196,7 +207,7 @@ async fn serve(args: ServerArgs, config: ServerConfig, tls: Option<Tls>, secrets
     let lease = std::time::Duration::from_secs(args.lease_seconds);
     let postgres = PostgresOptions { lease, heartbeat: (lease / 5).min(DEFAULT_HEARTBEAT), ..Default::default() };
     let options = StoreOptions { postgres, ..Default::default() };
-    let store = Arc::new(AnyStore::open_member(&args.db, options).await.with_context(|| format!("opening {}", args.db))?);
+    let store = Arc::new(AnyStore::open_member(&args.db, options.clone()).await.with_context(|| format!("opening {}", args.db))?);
     let listener = bind(args.listen).with_context(|| format!("listening on {}", args.listen))?;
     let local = listener.local_addr()?;
     let url = args.advertise_url.clone().unwrap_or_else(|| format!("{scheme}://{local}"));
@@ -217,6 +228,45 @@ async fn serve(args: ServerArgs, config: ServerConfig, tls: Option<Tls>, secrets
     };
     let signal = shutdown_signal();
     tokio::pin!(signal);
+
+    if args.spread {
+        if !matches!(args.db, StoreLocation::Postgres(_)) {
+            return Err(
+                ConfigRejected("--spread needs a PostgreSQL store (--db postgres://...): a SQLite file has one engine".into()).into()
+            );
+        }
+        let http = serve_http(limits.clone());
+        tracing::info!(
+            listen = %format_args!("{scheme}://{local}"), store = %args.db, role = "sharded",
+            "redrive server listening on {scheme}://{local} (store {}; spreading the executions over the --spread servers by shard; {})",
+            args.db,
+            auth_note(config.auth.as_ref())
+        );
+        let secure_cookies = limits.tls.is_some();
+        let ctx = crate::spread::SpreadContext {
+            store: store.clone(),
+            options: options.clone(),
+            driver_config: DriverConfig {
+                secrets: Arc::new(secrets),
+                dependencies: Arc::from(config.dependencies.clone()),
+                http_redirects: config.http_redirects,
+                ..DriverConfig::default()
+            },
+            schedules: config.schedules,
+            auth: config.auth.map(|auth| Arc::new(redrive_api::auth::AuthConfig { secure_cookies, ..auth })),
+            max_body_bytes: limits.max_body_bytes,
+            sweep: config.sweep,
+            grace: std::time::Duration::from_secs(args.grace_seconds),
+            switch: switch.clone(),
+        };
+        crate::spread::drive(ctx, async move {
+            signal.await;
+        })
+        .await?;
+        let _ = stop.send(true);
+        http.await.context("HTTP task")?.context("serving HTTP")?;
+        return Ok(());
+    }
 
     // A process that cannot lead at once (another one does) serves by
     // forwarding to the leader, and takes over when the leader's lease lapses.
@@ -347,7 +397,7 @@ async fn serve(args: ServerArgs, config: ServerConfig, tls: Option<Tls>, secrets
 /// Continuity: every unfinished execution is taken over (in-flight attempts of
 /// the previous process are recovered as Step.SERVICE_FAULT). Returns (resumed,
 /// quarantined).
-async fn resume_unfinished(store: &Arc<AnyStore>, handle: &EngineHandle) -> anyhow::Result<(usize, usize)> {
+pub(crate) async fn resume_unfinished(store: &Arc<AnyStore>, handle: &EngineHandle) -> anyhow::Result<(usize, usize)> {
     let (mut resumed, mut quarantined) = (0usize, 0usize);
     let mut before: Option<ExecutionCursor> = None;
     loop {

@@ -43,12 +43,6 @@ fn role_of(status: &Value, pid: u32) -> String {
         .unwrap_or_default()
 }
 
-fn start(addr: &str, pipeline: &str) -> String {
-    let (status, v) = http(addr, "POST", &format!("/v1/pipelines/{pipeline}/executions"), Some(json!({})));
-    assert_eq!(status, 201, "{v}");
-    v["pipelineExecutionId"].as_str().unwrap().to_string()
-}
-
 fn status_of(addr: &str, pipeline: &str, id: &str) -> String {
     let (_, v) = http(addr, "GET", &format!("/v1/pipelines/{pipeline}/executions/{id}"), None);
     v["status"].as_str().unwrap_or_default().to_string()
@@ -88,7 +82,7 @@ fn either_server_accepts_any_call_and_the_cluster_shows_who_leads() {
          "retryPolicies": [{"exceptionType": ["Step.SERVICE_FAULT"], "intervalSeconds": 0, "maxAttempts": 3}]}]}]});
     // Created through the follower, started through both.
     assert_eq!(http(&b.addr, "POST", "/v1/pipelines", Some(definition)).0, 201);
-    let ids: Vec<String> = (0..20).map(|i| start(if i % 2 == 0 { &a.addr } else { &b.addr }, "p")).collect();
+    let ids: Vec<String> = (0..20).map(|i| start_execution(if i % 2 == 0 { &a.addr } else { &b.addr }, "p")).collect();
     wait_all(&b.addr, "p", &ids, "Succeeded", Duration::from_secs(30));
     assert_eq!(db.query("SELECT count(*) FROM ledger"), "40", "each execution: one failure, one success");
 
@@ -118,7 +112,7 @@ fn kill_9_of_the_leader_hands_its_work_to_the_follower() {
         {"name": "Two", "actions": [{"name": "Held", "command": ["sh", "-c", format!("echo \"$REDRIVE_EXECUTION_ID Held\" >> {}; while [ -e {} ]; do sleep 0.01; done", log.display(), hold.display())]}]}
     ]});
     assert_eq!(http(&b.addr, "POST", "/v1/pipelines", Some(definition)).0, 201);
-    let ids: Vec<String> = (0..10).map(|_| start(&b.addr, "p")).collect();
+    let ids: Vec<String> = (0..10).map(|_| start_execution(&b.addr, "p")).collect();
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::fs::read_to_string(&log).unwrap_or_default().matches("Held").count() < ids.len() {
         assert!(Instant::now() < deadline, "not every execution reached Held");
@@ -153,7 +147,7 @@ fn a_stalled_leader_is_fenced_after_the_follower_takes_over() {
     let definition = json!({"name": "p", "executionMode": "PARALLEL", "stages": [{"name": "One", "actions": [
         {"name": "Slow", "command": ["sh", "-c", format!("echo \"$REDRIVE_EXECUTION_ID start\" >> {}; sleep 1; echo \"$REDRIVE_EXECUTION_ID end\" >> {}", log.display(), log.display())]}]}]});
     assert_eq!(http(&a.addr, "POST", "/v1/pipelines", Some(definition)).0, 201);
-    let id = start(&a.addr, "p");
+    let id = start_execution(&a.addr, "p");
     let deadline = Instant::now() + Duration::from_secs(30);
     while !std::fs::read_to_string(&log).unwrap_or_default().contains("start") {
         assert!(Instant::now() < deadline, "Slow never started");
@@ -193,7 +187,7 @@ fn a_hundred_concurrent_stage_retries_over_two_servers_start_one_series() {
     let definition = json!({"name": "p", "executionMode": "PARALLEL", "stages": [{"name": "S", "actions": [
         {"name": "A", "command": ["sh", "-c", format!("test -e {m} || {{ touch {m}; exit 1; }}", m = marker.display())]}]}]});
     assert_eq!(http(&a.addr, "POST", "/v1/pipelines", Some(definition)).0, 201);
-    let id = start(&a.addr, "p");
+    let id = start_execution(&a.addr, "p");
     wait_all(&a.addr, "p", std::slice::from_ref(&id), "Failed", Duration::from_secs(30));
 
     let addrs = [a.addr.clone(), b.addr.clone()];

@@ -162,6 +162,31 @@ pub fn http_text(addr: &str, method: &str, path: &str, body: Option<Value>) -> (
     (status, text.to_string())
 }
 
+/// Starts an execution of `pipeline` with an empty input (native API); its id.
+pub fn start_execution(addr: &str, pipeline: &str) -> String {
+    let (status, v) = http(addr, "POST", &format!("/v1/pipelines/{pipeline}/executions"), Some(serde_json::json!({})));
+    assert_eq!(status, 201, "{v}");
+    v["pipelineExecutionId"].as_str().unwrap().to_string()
+}
+
+/// A CodePipeline call (`POST /` with `X-Amz-Target`, unsigned): status and JSON body.
+pub fn aws_call(addr: &str, operation: &str, body: Value) -> (u16, Value) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let body = body.to_string();
+    write!(
+        s,
+        "POST / HTTP/1.1\r\nHost: {addr}\r\nX-Amz-Target: CodePipeline_20150709.{operation}\r\n\
+         Content-Type: application/x-amz-json-1.1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status: u16 = out[9..12].parse().unwrap();
+    let text = out.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
+    (status, serde_json::from_str(text).unwrap_or(Value::Null))
+}
+
 /// A finished `redrive` client command.
 pub struct Run {
     pub code: i32,

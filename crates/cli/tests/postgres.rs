@@ -70,12 +70,6 @@ fn a_run_beside_a_server_on_the_same_database_is_refused_naming_the_holder() {
     assert!(stderr.contains("--db"), "says what to do: {stderr}");
 }
 
-fn start_execution(addr: &str, pipeline: &str) -> String {
-    let (status, v) = http(addr, "POST", &format!("/v1/pipelines/{pipeline}/executions"), Some(json!({})));
-    assert_eq!(status, 201, "{v}");
-    v["pipelineExecutionId"].as_str().unwrap().to_string()
-}
-
 fn execution_status(addr: &str, pipeline: &str, id: &str) -> Option<String> {
     let (status, v) = http(addr, "GET", &format!("/v1/pipelines/{pipeline}/executions/{id}"), None);
     (status == 200).then(|| v["status"].as_str().unwrap_or_default().to_string())

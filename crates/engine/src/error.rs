@@ -48,6 +48,12 @@ pub enum EngineError {
     /// executions (a start, or a stage retry reopening a finished one, is refused).
     #[error("pipeline {pipeline} already has {running} executions in progress (maxConcurrentExecutions {max})")]
     ConcurrencyLimit { pipeline: String, running: usize, max: u32 },
+    /// The execution belongs to a shard this engine does not drive (servers
+    /// started with `--spread`): another process drives it.
+    #[error(
+        "execution {execution_id} ({target}) is in shard {shard}, which this engine does not drive; send the request to the process that holds it"
+    )]
+    OtherShard { execution_id: String, target: String, shard: redrive_core::shard::ShardId },
     /// A value of the request went over one of the limits (the message says which).
     #[error("{0}")]
     LimitExceeded(String),

@@ -174,6 +174,31 @@ impl AnyStore {
     }
 
     /// How often a follower checks whether it can take over.
+    /// A store of one shard over the same database (PostgreSQL only; see
+    /// [`PostgresStore::shard_member`]).
+    pub fn shard_member(&self, shard: redrive_core::shard::ShardId, options: &StoreOptions) -> Result<AnyStore, StoreError> {
+        match self {
+            AnyStore::Sqlite(_) => Err(StoreError::Unavailable("shards need a PostgreSQL store; SQLite has one engine".into())),
+            AnyStore::Postgres(store) => Ok(AnyStore::Postgres(Box::new(store.shard_member(shard, &options.postgres)?))),
+        }
+    }
+
+    /// The shards whose lease runs now (none on SQLite).
+    pub async fn shard_owners(&self) -> Result<Vec<crate::ShardOwner>, StoreError> {
+        match self {
+            AnyStore::Sqlite(_) => Ok(Vec::new()),
+            AnyStore::Postgres(store) => store.shard_owners().await,
+        }
+    }
+
+    /// The live members' ids in id order (SQLite: none).
+    pub async fn live_members(&self) -> Result<Vec<String>, StoreError> {
+        match self {
+            AnyStore::Sqlite(_) => Ok(Vec::new()),
+            AnyStore::Postgres(store) => store.live_members().await,
+        }
+    }
+
     pub fn heartbeat(&self) -> std::time::Duration {
         match self {
             AnyStore::Sqlite(_) => std::time::Duration::from_secs(1),
@@ -377,6 +402,9 @@ impl Store for AnyStore {
     }
     fn stats(&self) -> CommitStats {
         dispatch!(self, s => s.stats())
+    }
+    fn driven_shard(&self) -> Option<redrive_core::shard::ShardId> {
+        dispatch!(self, s => s.driven_shard())
     }
     async fn cluster(&self) -> Result<ClusterRecord, StoreError> {
         dispatch!(self, s => s.cluster().await)

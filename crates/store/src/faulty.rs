@@ -468,6 +468,10 @@ impl<S: Store> Store for FaultyStore<S> {
         self.inner.stats()
     }
 
+    fn driven_shard(&self) -> Option<redrive_core::shard::ShardId> {
+        self.inner.driven_shard()
+    }
+
     async fn cluster(&self) -> Result<crate::ClusterRecord, StoreError> {
         self.inner.cluster().await
     }

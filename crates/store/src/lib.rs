@@ -788,6 +788,27 @@ pub struct ClusterRecord {
     pub lease: Option<LeaseRecord>,
     /// Processes that announced themselves, most recent heartbeat first.
     pub members: Vec<MemberRecord>,
+    /// The shards' leases that were ever taken (PostgreSQL), by shard.
+    pub shards: Vec<ShardLeaseRecord>,
+}
+
+/// One shard's lease (PostgreSQL): its holder drives that shard's executions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardLeaseRecord {
+    pub shard: redrive_core::shard::ShardId,
+    pub lease: LeaseRecord,
+    /// Whether the lease runs now (by the database's clock).
+    pub live: bool,
+}
+
+/// Who drives a shard now: a live lease's holder and where it serves HTTP.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardOwner {
+    pub shard: redrive_core::shard::ShardId,
+    /// The holder's [`MemberRecord::id`].
+    pub member: String,
+    /// The URL it announced (`None` before it announced one).
+    pub url: Option<String>,
 }
 
 /// The store's engine lease: its holder drives the executions; every write it
@@ -1094,9 +1115,16 @@ pub trait Store: Send + Sync + 'static {
 
     fn stats(&self) -> CommitStats;
 
+    /// The one shard this store drives (a PostgreSQL shard's store, see
+    /// `PostgresStore::shard_member`): its engine must hold only that shard's
+    /// executions. `None`: every execution (the default).
+    fn driven_shard(&self) -> Option<redrive_core::shard::ShardId> {
+        None
+    }
+
     /// Who leads and who shares the store. A single-process store reports the
     /// process that holds it.
     fn cluster(&self) -> impl Future<Output = Result<ClusterRecord, StoreError>> + Send {
-        async { Ok(ClusterRecord { backend: "unknown", lease: None, members: Vec::new() }) }
+        async { Ok(ClusterRecord { backend: "unknown", lease: None, members: Vec::new(), shards: Vec::new() }) }
     }
 }

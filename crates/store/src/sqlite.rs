@@ -1458,7 +1458,7 @@ impl Store for SqliteStore {
             })
             .into_iter()
             .collect();
-        Ok(ClusterRecord { backend: "sqlite", lease: None, members })
+        Ok(ClusterRecord { backend: "sqlite", lease: None, members, shards: Vec::new() })
     }
 }
 

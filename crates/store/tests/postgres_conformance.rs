@@ -608,6 +608,9 @@ async fn a_shard_store_drives_its_shard_only() {
     let after = a.due_timers_after(Timestamp::from_unix_ms(i64::MAX / 2), &first, 10).await;
     assert_eq!(after.unwrap().into_iter().map(|t| t.execution_id).collect::<Vec<_>>(), vec!["o2".to_owned()]);
 
+    // No engine takes the whole database while shards are held.
+    assert!(!member.try_lead().await.unwrap());
+    assert!(matches!(PostgresStore::open(&url, opts()).await, Err(StoreError::Locked(_))));
     // Another process cannot take a held shard.
     let other = PostgresStore::open_member(&url, opts()).await.unwrap();
     assert!(!other.shard_member(orders, &opts()).unwrap().try_lead().await.unwrap());
@@ -619,7 +622,11 @@ async fn a_shard_store_drives_its_shard_only() {
         other => panic!("expected Lost, got {other:?}"),
     }
     assert_eq!(b.commit(vec![create_in("p3", "payments-api", 6)].into()).await.unwrap(), vec![Ok(1)]);
-    drop((a, b, other, member));
+    // A shard's store shares the process's pool: dropping it leaves the pool open.
+    drop(a);
+    assert!(member.get_execution("o1").await.unwrap().is_some());
+    assert_eq!(b.commit(vec![create_in("p4", "payments-api", 7)].into()).await.unwrap(), vec![Ok(1)]);
+    drop((b, other, member));
     dbs.drop_all().await;
 }
 

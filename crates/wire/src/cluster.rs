@@ -12,6 +12,9 @@ wire_enum!(
         /// Serves requests by forwarding them to the leader; takes over when the
         /// leader's lease lapses.
         Follower = "follower",
+        /// Holds the leases of some shards (`shards`): drives their executions
+        /// (servers started with `--spread`).
+        Sharded = "sharded",
         /// Announced itself but has not sent a heartbeat for longer than the lease.
         Gone = "gone",
     }
@@ -28,6 +31,9 @@ pub struct ClusterMember {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
     pub role: MemberRole,
+    /// The shards whose lease it holds now (`--spread`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shards: Vec<u16>,
     pub started_at: Timestamp,
     pub last_heartbeat_at: Timestamp,
 }
@@ -43,6 +49,22 @@ pub struct ClusterLease {
     pub fencing_token: i64,
     pub acquired_at: Timestamp,
     pub expires_at: Timestamp,
+}
+
+/// One shard's lease (servers started with `--spread`): its holder drives the
+/// executions of the pipelines whose names hash to this shard.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterShard {
+    pub shard: u16,
+    /// The holder's member id (the last one, if the lease lapsed).
+    pub holder: String,
+    /// Grows at every change of holder; a write carrying an older one is refused.
+    pub fencing_token: i64,
+    pub acquired_at: Timestamp,
+    pub expires_at: Timestamp,
+    /// Whether the lease runs now.
+    pub live: bool,
 }
 
 /// Durable timers (attempts waiting for their retry delay, sleeps, redrive pacing).
@@ -70,5 +92,8 @@ pub struct ClusterStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<ClusterLease>,
     pub members: Vec<ClusterMember>,
+    /// The shards' leases (`--spread`; empty otherwise).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shards: Vec<ClusterShard>,
     pub timers: TimerLag,
 }

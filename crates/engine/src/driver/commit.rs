@@ -276,6 +276,16 @@ impl<S: Store> Driver<S> {
                     }
                     continue;
                 }
+                Err(TransitionError::OutsideShard { execution_id, shard, .. }) if expected == 1 => {
+                    // A start of another shard's pipeline (a redrive of its entry):
+                    // nothing was written; the holder of that shard must start it.
+                    let target = self.live.get(&id).map(|l| l.target().name().to_string()).unwrap_or_default();
+                    self.forget_unwritten(&id);
+                    for reply in pending.replies {
+                        reply(Err(EngineError::OtherShard { execution_id: execution_id.clone(), target: target.clone(), shard }));
+                    }
+                    continue;
+                }
                 Err(TransitionError::Limit(problem)) => {
                     let started_at = self.live.get(&id).map_or(submitted.now, |l| l.started_at());
                     self.give_up(&id, limit_fault(&problem), started_at, None, Some(pending));

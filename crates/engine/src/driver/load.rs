@@ -242,6 +242,13 @@ impl<S: Store> Driver<S> {
         if let Some(fault) = &rec.fault {
             return Found::Err(EngineError::quarantined(id, fault));
         }
+        // A shard's engine never holds another shard's execution (its holder does).
+        if let Some(held) = self.store.driven_shard() {
+            let shard = redrive_core::shard::ShardId::of(rec.target.name());
+            if shard != held {
+                return Found::Err(EngineError::OtherShard { execution_id: id.to_string(), target: rec.target.name().to_string(), shard });
+            }
+        }
         let body = match &rec.target {
             Target::Pipeline { name, version } => match self.pipelines.get(&(name.clone(), *version)) {
                 None => return Found::Park(Need::Pipeline(name.clone(), *version)),

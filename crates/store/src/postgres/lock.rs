@@ -232,8 +232,17 @@ impl LockConnection {
         self.driver.abort();
     }
 
-    /// `pg_try_advisory_lock` of the slot's key.
+    /// `pg_try_advisory_lock` of the slot's key. A shard's lock also takes the
+    /// whole database's key *shared* (on the same session): shards can be held
+    /// by many processes at once, but never while one engine holds the whole
+    /// database (which takes that key exclusively), nor the other way round.
     async fn try_lock(&self, slot: LockSlot) -> Result<bool, tokio_postgres::Error> {
+        if slot.shard.is_some() {
+            let shared: bool = self.client.query_one("SELECT pg_try_advisory_lock_shared($1)", &[&ENGINE_LOCK_KEY]).await?.get(0);
+            if !shared {
+                return Ok(false);
+            }
+        }
         Ok(self.client.query_one("SELECT pg_try_advisory_lock($1)", &[&slot.key]).await?.get(0))
     }
 }

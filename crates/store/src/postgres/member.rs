@@ -5,14 +5,26 @@
 
 use super::lock::{self, DB_NOW_MS, FenceState, LeaseTerms};
 use super::{PostgresStore, map_error, pool_error};
-use crate::{ClusterRecord, LeaseRecord, MemberRecord, StoreError};
+use crate::{ClusterRecord, LeaseRecord, MemberRecord, ShardLeaseRecord, ShardOwner, StoreError};
 use deadpool_postgres::Pool;
+use redrive_core::shard::ShardId;
 use redrive_core::time::Timestamp;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Members listed by [`PostgresStore::cluster`], at most.
 pub const MAX_MEMBERS_LISTED: i64 = 100;
+
+/// Every shard lease ever taken: row id, holder, token, times, whether it runs now.
+const SQL_SHARD_LEASES: &str = "SELECT id, member, token, acquired_at, expires_at, \
+     expires_at > (extract(epoch FROM clock_timestamp()) * 1000)::BIGINT FROM engine_lock WHERE id >= 2 AND member IS NOT NULL ORDER BY id";
+
+fn shard_owners_sql() -> String {
+    format!(
+        "SELECT l.id, l.member, m.url FROM engine_lock l LEFT JOIN members m ON m.id = l.member \
+         WHERE l.id >= $1 AND l.member IS NOT NULL AND l.expires_at > {DB_NOW_MS} ORDER BY l.id"
+    )
+}
 
 fn upsert_member_sql() -> String {
     format!(
@@ -153,6 +165,42 @@ impl PostgresStore {
                 alive: row.get(6),
             })
             .collect();
-        Ok(ClusterRecord { backend: "postgres", lease, members })
+        let shards = client
+            .query(SQL_SHARD_LEASES, &[])
+            .await
+            .map_err(|e| map_error(db, &e))?
+            .iter()
+            .filter_map(|row| {
+                let shard = ShardId::new(u16::try_from(row.get::<_, i32>(0) - lock::FIRST_SHARD_LOCK_ROW).ok()?).ok()?;
+                let lease = LeaseRecord {
+                    holder: row.get(1),
+                    token: row.get(2),
+                    acquired_at: Timestamp::from_unix_ms(row.get::<_, Option<i64>>(3).unwrap_or(0)),
+                    expires_at: Timestamp::from_unix_ms(row.get::<_, Option<i64>>(4).unwrap_or(0)),
+                };
+                Some(ShardLeaseRecord { shard, lease, live: row.get(5) })
+            })
+            .collect();
+        Ok(ClusterRecord { backend: "postgres", lease, members, shards })
+    }
+
+    /// The shards whose lease runs now, with their holders and URLs.
+    pub async fn shard_owners(&self) -> Result<Vec<ShardOwner>, StoreError> {
+        let rows = self.query(&shard_owners_sql(), &[&lock::FIRST_SHARD_LOCK_ROW]).await?;
+        Ok(rows
+            .iter()
+            .filter_map(|row| {
+                let shard = ShardId::new(u16::try_from(row.get::<_, i32>(0) - lock::FIRST_SHARD_LOCK_ROW).ok()?).ok()?;
+                Some(ShardOwner { shard, member: row.get(1), url: row.get(2) })
+            })
+            .collect())
+    }
+
+    /// The live members' ids, in id order (a member's rank among them decides
+    /// its fair share of the shards).
+    pub async fn live_members(&self) -> Result<Vec<String>, StoreError> {
+        let lease_ms = i64::try_from(self.terms.lease.as_millis()).unwrap_or(i64::MAX);
+        let sql = format!("SELECT id FROM members WHERE heartbeat_at > {DB_NOW_MS} - $1 ORDER BY id LIMIT $2");
+        Ok(self.query(&sql, &[&lease_ms, &MAX_MEMBERS_LISTED]).await?.iter().map(|row| row.get(0)).collect())
     }
 }

@@ -202,6 +202,9 @@ pub struct PostgresStore {
     url: Arc<Mutex<Option<String>>>,
     /// Keeps this process's `members` row fresh.
     heartbeat_task: Option<JoinHandle<()>>,
+    /// Whether dropping this store closes `pool` (not a shard's store, which
+    /// shares the pool of the store it was made from).
+    owns_pool: bool,
 }
 
 impl PostgresStore {
@@ -276,6 +279,7 @@ impl PostgresStore {
             terms,
             url,
             heartbeat_task,
+            owns_pool: true,
         })
     }
 
@@ -326,6 +330,7 @@ impl PostgresStore {
             terms: PostgresOptions::default().terms(LockSlot::WHOLE),
             url: Arc::new(Mutex::new(None)),
             heartbeat_task: None,
+            owns_pool: true,
         })
     }
 
@@ -375,6 +380,7 @@ impl PostgresStore {
             config: self.config.clone(),
             url: Arc::clone(&self.url),
             heartbeat_task: None,
+            owns_pool: false,
         })
     }
 
@@ -499,7 +505,11 @@ impl Drop for PostgresStore {
                 conn.close();
             }
         }
-        self.pool.close();
+        // A shard's store shares its process's pool: the store that made the
+        // pool closes it.
+        if self.owns_pool {
+            self.pool.close();
+        }
     }
 }
 
@@ -591,7 +601,8 @@ impl Store for PostgresStore {
         ];
         nul::check(&format!("quarantine of execution {id}"), fields)?;
         let (reply, rx) = oneshot::channel();
-        self.send(WriteRequest::Quarantine { id: id.to_owned(), status: status.to_owned(), fault, at, reply }).await?;
+        let shard = self.shard().map(shards::column);
+        self.send(WriteRequest::Quarantine { id: id.to_owned(), status: status.to_owned(), fault, at, shard, reply }).await?;
         rx.await.map_err(|_| writer_gone())?
     }
 
@@ -604,7 +615,12 @@ impl Store for PostgresStore {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        self.query_map(SQL_GET_EXECUTIONS, &[&ids], rows::execution_from_row).await
+        // A shard's engine reads its own executions only: another shard's is
+        // never installed in its memory (it is "not found" here).
+        match self.shard().map(shards::column) {
+            None => self.query_map(SQL_GET_EXECUTIONS, &[&ids], rows::execution_from_row).await,
+            Some(shard) => self.query_map(SQL_SHARD_GET_EXECUTIONS, &[&ids, &shard], rows::execution_from_row).await,
+        }
     }
 
     async fn list_executions(&self, filter: ExecutionFilter) -> Result<Vec<ExecutionRecord>, StoreError> {
@@ -879,7 +895,9 @@ impl Store for PostgresStore {
         let limit = page_size(query.limit) as i64;
         let (at, id) = query.after.as_ref().map_or((-1, ""), |c| (c.created_at.unix_ms(), c.id.as_str()));
         let before = query.finished_before.unix_ms();
-        self.query_map(SQL_PRUNE_CANDIDATES, &[&before, &at, &id, &limit], rows::prune_candidate_from_row).await
+        // A shard's store prunes that shard's executions only.
+        let shard = self.shard().map(shards::column);
+        self.query_map(SQL_PRUNE_CANDIDATES, &[&before, &at, &id, &limit, &shard], rows::prune_candidate_from_row).await
     }
 
     async fn prune(&self, step: PruneStep) -> Result<PruneCounts, StoreError> {
@@ -907,6 +925,10 @@ impl Store for PostgresStore {
 
     fn stats(&self) -> CommitStats {
         self.stats.snapshot()
+    }
+
+    fn driven_shard(&self) -> Option<ShardId> {
+        self.shard()
     }
 
     async fn cluster(&self) -> Result<crate::ClusterRecord, StoreError> {

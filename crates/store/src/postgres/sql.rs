@@ -28,6 +28,8 @@ macro_rules! execution_columns {
 }
 pub(super) const SQL_GET_EXECUTION: &str = concat!("SELECT ", execution_columns!(), " FROM executions WHERE id = $1");
 pub(super) const SQL_GET_EXECUTIONS: &str = concat!("SELECT ", execution_columns!(), " FROM executions WHERE id = ANY($1)");
+pub(super) const SQL_SHARD_GET_EXECUTIONS: &str =
+    concat!("SELECT ", execution_columns!(), " FROM executions WHERE id = ANY($1) AND shard = $2");
 
 /// `list_executions`: newest first, `(created_at DESC, id DESC)`. Parameters in
 /// order: the limit, then kind and name if `by_target`, then the cursor, then
@@ -95,10 +97,11 @@ pub(super) const SQL_SHARD_COUNT_TIMERS: &str = "SELECT COUNT(*) FROM timers WHE
 
 /// Finished executions no dead-letter entry names, oldest created first, from
 /// `executions_created_id` (finished before the cutoff means created before it).
-/// `$1` the cutoff, `($2, $3)` the cursor (`$2` = -1 for none), `$4` the limit.
+/// `$1` the cutoff, `($2, $3)` the cursor (`$2` = -1 for none), `$4` the limit,
+/// `$5` the shard (NULL: every shard).
 pub(super) const SQL_PRUNE_CANDIDATES: &str = "SELECT e.id, e.pipeline_name, e.kind, e.status, e.version, e.created_at, e.updated_at
    FROM executions e
-  WHERE e.created_at < $1 AND (e.created_at, e.id) > ($2, $3::text)
+  WHERE e.created_at < $1 AND (e.created_at, e.id) > ($2, $3::text) AND ($5::SMALLINT IS NULL OR e.shard = $5)
     AND e.status IN ('Succeeded', 'Failed', 'Stopped', 'Superseded') AND e.updated_at < $1
     AND NOT EXISTS (SELECT 1 FROM dlq_entries d WHERE d.execution_id = e.id)
     AND NOT EXISTS (SELECT 1 FROM dlq_entries d WHERE d.redriven_to = e.id)

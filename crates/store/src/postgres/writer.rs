@@ -62,7 +62,7 @@ const SQL_UPDATE_EXECUTION: &str = "WITH updated AS (UPDATE executions SET statu
      version = version + 1, updated_at = $4 WHERE id = $1 AND version = $5 RETURNING kind, pipeline_name) \
      SELECT (SELECT kind FROM updated), (SELECT pipeline_name FROM updated), (SELECT version FROM executions WHERE id = $1)";
 const SQL_QUARANTINE_EXECUTION: &str = "UPDATE executions SET status = $2, fault_type = $3, fault_message = $4, \
-     version = version + 1, updated_at = $5 WHERE id = $1 RETURNING version";
+     version = version + 1, updated_at = $5 WHERE id = $1 AND ($6::SMALLINT IS NULL OR shard = $6) RETURNING version";
 const SQL_DELETE_EXECUTION_TIMERS: &str = "DELETE FROM timers WHERE execution_id = $1";
 /// Every update of a segment (distinct executions), compare-and-set on the
 /// version, in one statement. Returns the updated ones: id and stored target
@@ -210,6 +210,8 @@ pub(super) enum WriteRequest {
         status: String,
         fault: ExecutionFault,
         at: Timestamp,
+        /// A shard's store quarantines only that shard's executions.
+        shard: Option<i16>,
         reply: oneshot::Sender<Result<Option<u64>, StoreError>>,
     },
     /// A token or audit write; answers a count, a `seq`, or why it was refused.
@@ -575,7 +577,9 @@ async fn apply_request(tx: &Transaction<'_>, request: &WriteRequest) -> PgResult
             let st = tx.prepare_cached(SQL_INTERRUPT_REDRIVE_RUNS).await?;
             Applied::Counted(tx.execute(&st, &[&now.unix_ms()]).await?)
         }
-        WriteRequest::Quarantine { id, status, fault, at, .. } => Applied::Quarantined(quarantine(tx, id, status, fault, *at).await?),
+        WriteRequest::Quarantine { id, status, fault, at, shard, .. } => {
+            Applied::Quarantined(quarantine(tx, id, status, fault, *at, *shard).await?)
+        }
         WriteRequest::Auth { write, .. } => Applied::Auth(super::auth::apply(tx, write).await?),
         WriteRequest::Bulk { write, .. } => Applied::Auth(super::bulk::apply(tx, write).await?),
         WriteRequest::Dependencies { records, .. } => Applied::Counted(super::dependencies::put(tx, records).await?),
@@ -1186,10 +1190,17 @@ fn batched_writes(items: &[(&Transition, &Accepted)], culprit: Culprit, ops: &mu
     }
 }
 
-async fn quarantine(tx: &Transaction<'_>, id: &str, status: &str, fault: &ExecutionFault, at: Timestamp) -> PgResult<Option<u64>> {
+async fn quarantine(
+    tx: &Transaction<'_>,
+    id: &str,
+    status: &str,
+    fault: &ExecutionFault,
+    at: Timestamp,
+    shard: Option<i16>,
+) -> PgResult<Option<u64>> {
     let st = tx.prepare_cached(SQL_QUARANTINE_EXECUTION).await?;
-    let version: Option<i64> =
-        tx.query_opt(&st, &[&id, &status, &fault.exception_type, &fault.message, &at.unix_ms()]).await?.map(|r| r.get(0));
+    let params: [&(dyn ToSql + Sync); 6] = [&id, &status, &fault.exception_type, &fault.message, &at.unix_ms(), &shard];
+    let version: Option<i64> = tx.query_opt(&st, &params).await?.map(|r| r.get(0));
     if version.is_some() {
         let st = tx.prepare_cached(SQL_DELETE_EXECUTION_TIMERS).await?;
         tx.execute(&st, &[&id]).await?;

@@ -1,0 +1,179 @@
+//! `redrive server --spread`: the executions are spread over the servers
+//! sharing a PostgreSQL database, by shard (`redrive_core::shard`: the shard
+//! of a pipeline's or function's name). Each process holds the leases of about
+//! an even share of the shards and runs one engine per shard it holds (its own
+//! driver, group-commit writer and fencing token), and routes every request to
+//! the holder of its shard ([`redrive_api::switch::ShardRoute`]).
+//!
+//! Every heartbeat a process (1) gives up the shards whose store was taken over
+//! or whose engine stopped, (2) takes free shards (or shards whose holder's
+//! lease lapsed) while it holds fewer than its fair share, (3) releases one
+//! shard — draining its engine first — while it holds more (a process joined),
+//! and (4) routes each shard to its holder. The holder of shard 0 also serves
+//! the requests that name no pipeline and runs the redrive schedules.
+
+use anyhow::Context;
+use redrive_api::auth::AuthConfig;
+use redrive_api::switch::{ShardRoute, Switch};
+use redrive_core::shard::{ShardId, fair_share};
+use redrive_engine::health::Health;
+use redrive_engine::redrive::RedriveSchedule;
+use redrive_engine::retention::SweepConfig;
+use redrive_engine::service::Service;
+use redrive_engine::{Driver, DriverConfig, EngineHandle, SystemClock};
+use redrive_store::{AnyStore, StoreOptions};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What every shard's engine is made with.
+pub(crate) struct SpreadContext {
+    /// The process's member store (the whole database, following).
+    pub store: Arc<AnyStore>,
+    pub options: StoreOptions,
+    pub driver_config: DriverConfig,
+    pub schedules: Vec<RedriveSchedule>,
+    pub auth: Option<Arc<AuthConfig>>,
+    pub max_body_bytes: usize,
+    pub sweep: SweepConfig,
+    /// How long a released shard's running attempts may take to finish.
+    pub grace: Duration,
+    pub switch: Arc<Switch>,
+}
+
+/// One shard this process holds.
+struct Held {
+    store: Arc<AnyStore>,
+    handle: EngineHandle,
+    join: tokio::task::JoinHandle<Result<(), redrive_engine::EngineError>>,
+    router: axum::Router,
+    sweeper: tokio::task::JoinHandle<()>,
+}
+
+/// Runs the shards' engines until `until` resolves; then drains them.
+pub(crate) async fn drive(ctx: SpreadContext, until: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let mut held: BTreeMap<ShardId, Held> = BTreeMap::new();
+    let me = redrive_store::member_id();
+    ctx.switch.spread(routes(&held, &[], &me));
+    tokio::pin!(until);
+    loop {
+        if let Err(e) = turn(&ctx, &me, &mut held).await {
+            tracing::warn!(error = %format!("{e:#}"), "the shards could not be balanced this heartbeat; trying again at the next");
+        }
+        tokio::select! {
+            _ = &mut until => break,
+            _ = tokio::time::sleep(ctx.store.heartbeat()) => {}
+        }
+    }
+    ctx.switch.spread(routes(&BTreeMap::new(), &[], &me));
+    for (shard, h) in std::mem::take(&mut held) {
+        release(shard, h, ctx.grace).await;
+    }
+    Ok(())
+}
+
+/// One heartbeat: drop lost shards, take or release one's share, route.
+async fn turn(ctx: &SpreadContext, me: &str, held: &mut BTreeMap<ShardId, Held>) -> anyhow::Result<()> {
+    drop_lost(held).await;
+    let members = ctx.store.live_members().await.context("listing the live members")?;
+    let rank = members.iter().position(|m| m == me).unwrap_or(members.len());
+    let share = fair_share(members.len().max(rank + 1), rank);
+    let owners = ctx.store.shard_owners().await.context("reading the shards' leases")?;
+    if held.len() < share {
+        let free: Vec<ShardId> = ShardId::all().filter(|s| !held.contains_key(s) && !owners.iter().any(|o| o.shard == *s)).collect();
+        for shard in free.into_iter().take(share - held.len()) {
+            if let Some(h) = take(ctx, shard).await.with_context(|| format!("taking shard {shard}"))? {
+                held.insert(shard, h);
+                // Routed at once: the shard's requests are served from now on.
+                ctx.switch.spread(routes(held, &owners, me));
+            }
+        }
+    } else if held.len() > share {
+        // A process joined: give one shard back (it takes it at its heartbeat).
+        if let Some((&shard, _)) = held.iter().next_back() {
+            let h = held.remove(&shard).expect("listed above");
+            ctx.switch.spread(routes(held, &owners, me));
+            tracing::info!(shard = shard.index(), "releasing shard {shard}: {} live processes share the shards", members.len());
+            release(shard, h, ctx.grace).await;
+        }
+    }
+    let owners = ctx.store.shard_owners().await.context("reading the shards' leases")?;
+    ctx.switch.spread(routes(held, &owners, me));
+    Ok(())
+}
+
+/// Stops the engines of shards another process took over (their writes are
+/// refused) or whose engine stopped.
+async fn drop_lost(held: &mut BTreeMap<ShardId, Held>) {
+    let lost: Vec<ShardId> = held
+        .iter()
+        .filter(|(_, h)| h.store.lost_reason().is_some() || matches!(h.handle.health(), Health::Stopped { .. }))
+        .map(|(s, _)| *s)
+        .collect();
+    for shard in lost {
+        let h = held.remove(&shard).expect("listed above");
+        let reason = h.store.lost_reason().unwrap_or_else(|| "its engine stopped".into());
+        tracing::error!(shard = shard.index(), "shard {shard} is no longer driven by this process: {reason}");
+        h.sweeper.abort();
+        h.handle.shutdown().await;
+        let _ = h.join.await;
+    }
+}
+
+/// Takes `shard`'s lease if it is free and starts its engine: the shard's
+/// unfinished executions are resumed (attempts in flight at a dead holder are
+/// recovered as `Step.SERVICE_FAULT`). `None` if another process got it first.
+async fn take(ctx: &SpreadContext, shard: ShardId) -> anyhow::Result<Option<Held>> {
+    let store = Arc::new(ctx.store.shard_member(shard, &ctx.options)?);
+    if !store.try_lead().await? {
+        return Ok(None);
+    }
+    let clock = Arc::new(SystemClock);
+    let (handle, join) = Driver::spawn(store.clone(), clock.clone(), ctx.driver_config.clone());
+    let (resumed, quarantined) = crate::server::resume_unfinished(&store, &handle).await?;
+    let mut service = Service::new(store.clone(), handle.clone(), clock.clone());
+    let global = shard.index() == redrive_api::shard_route::GLOBAL_SHARD;
+    if global {
+        service.set_schedules(ctx.schedules.clone()).map_err(|e| anyhow::anyhow!("redriveSchedules: {e}"))?;
+    }
+    let service = Arc::new(service);
+    if global {
+        service.start_schedules().await.context("starting the redrive schedules")?;
+    }
+    let sweeper = redrive_engine::retention::spawn_sweeper(store.clone(), handle.clone(), clock, ctx.sweep);
+    let router = redrive_api::server::app_with_auth(service, ctx.max_body_bytes, ctx.auth.clone());
+    tracing::info!(shard = shard.index(), resumed, quarantined, "took shard {shard} ({resumed} unfinished executions resumed)");
+    Ok(Some(Held { store, handle, join, router, sweeper }))
+}
+
+/// Drains `shard`'s engine (running attempts get `grace` to finish; the rest
+/// run again at the next holder) and lets its lease go.
+async fn release(shard: ShardId, h: Held, grace: Duration) {
+    h.sweeper.abort();
+    let left = h.handle.drain(grace).await.unwrap_or(0);
+    if left > 0 {
+        tracing::warn!(
+            shard = shard.index(),
+            abandoned = left,
+            "{left} attempt(s) of shard {shard} were still running; its next holder retries them"
+        );
+    }
+    let _ = h.join.await;
+    // Dropping the store closes its lock connection: the lease is free.
+    drop(h.store);
+}
+
+/// The route of every shard: here, at its live holder's URL, or nobody.
+/// (A lease of this process's that is not in `held` is being let go: nobody.)
+fn routes(held: &BTreeMap<ShardId, Held>, owners: &[redrive_store::ShardOwner], me: &str) -> Vec<ShardRoute> {
+    ShardId::all()
+        .map(|shard| match held.get(&shard) {
+            Some(h) => ShardRoute::Local(h.router.clone()),
+            None => match owners.iter().find(|o| o.shard == shard && o.member != me).and_then(|o| o.url.clone()) {
+                Some(url) => ShardRoute::Remote(url),
+                None => ShardRoute::Nobody,
+            },
+        })
+        .collect()
+}

@@ -1,0 +1,174 @@
+//! `redrive server --spread` on one PostgreSQL database: the servers share the
+//! shards evenly, each runs the attempts of its shards' executions, either
+//! accepts any call, and when one dies (kill -9) the other takes its shards
+//! over and finishes its work — no committed attempt runs again.
+
+mod common;
+mod pg;
+use common::*;
+use pg::FreshDatabase;
+use redrive_core::shard::{SHARD_COUNT, ShardId};
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+fn spread_server(db: &FreshDatabase) -> ServerProcess {
+    start_server(bin().args([
+        "server",
+        "--spread",
+        "--listen",
+        "127.0.0.1:0",
+        "--grace-seconds",
+        "1",
+        "--lease-seconds",
+        "2",
+        "--db",
+        &db.url,
+    ]))
+}
+
+/// The shards `pid` holds, as `GET /v1/cluster` on `addr` shows them.
+fn shards_of(addr: &str, pid: u32) -> Vec<u16> {
+    let (status, v) = http(addr, "GET", "/v1/cluster", None);
+    assert_eq!(status, 200, "{v}");
+    let member = v["members"].as_array().unwrap().iter().find(|m| m["pid"] == pid).cloned().unwrap_or(Value::Null);
+    member["shards"].as_array().map(|a| a.iter().map(|s| s.as_u64().unwrap() as u16).collect()).unwrap_or_default()
+}
+
+/// Waits until the processes hold `counts` shards each (in order).
+fn wait_for_shares(addr: &str, pids: &[u32], counts: &[usize], within: Duration) -> Vec<Vec<u16>> {
+    let deadline = Instant::now() + within;
+    loop {
+        let held: Vec<Vec<u16>> = pids.iter().map(|pid| shards_of(addr, *pid)).collect();
+        if held.iter().map(Vec::len).eq(counts.iter().copied()) {
+            return held;
+        }
+        assert!(Instant::now() < deadline, "the shards were never shared as {counts:?}: {held:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// One pipeline name in each of the given shards' sets: `p0`, `p1`, … until
+/// every set has one.
+fn names_in(sets: &[&[u16]]) -> Vec<String> {
+    sets.iter().map(|set| (0..).map(|i| format!("p{i}")).find(|n| set.contains(&ShardId::of(n).index())).unwrap()).collect()
+}
+
+/// A pipeline whose first action writes `EXECUTION_ID First SERVER_PID` to `log`
+/// and whose second does the same with `Held` and waits while `hold` exists.
+fn define(addr: &str, name: &str, log: &Path, hold: &Path) {
+    let line = |what: &str| format!("echo \"$REDRIVE_EXECUTION_ID {what} $PPID\" >> {}", log.display());
+    let definition = json!({"name": name, "executionMode": "PARALLEL", "stages": [
+        {"name": "One", "actions": [{"name": "First", "command": ["sh", "-c", line("First")]}]},
+        {"name": "Two", "actions": [{"name": "Held", "command": ["sh", "-c", format!("{}; while [ -e {} ]; do sleep 0.01; done", line("Held"), hold.display())]}]}
+    ]});
+    let (status, v) = http(addr, "POST", "/v1/pipelines", Some(definition));
+    assert_eq!(status, 201, "{v}");
+}
+
+fn wait_succeeded(addr: &str, runs: &[(String, String)], within: Duration) {
+    let deadline = Instant::now() + within;
+    for (pipeline, id) in runs {
+        loop {
+            let (_, v) = http(addr, "GET", &format!("/v1/pipelines/{pipeline}/executions/{id}"), None);
+            if v["status"] == "Succeeded" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{pipeline} {id} never succeeded: {v}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn wait_for_lines(log: &Path, what: &str, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::read_to_string(log).unwrap_or_default().matches(what).count() < count {
+        assert!(Instant::now() < deadline, "fewer than {count} {what:?} lines");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The pids that wrote `EXECUTION_ID WHAT PID` lines for `id`.
+fn writers(effects: &str, id: &str, what: &str) -> Vec<u32> {
+    let prefix = format!("{id} {what} ");
+    effects.lines().filter_map(|l| l.strip_prefix(&prefix)).map(|pid| pid.trim().parse().unwrap()).collect()
+}
+
+#[test]
+fn spread_servers_share_the_shards_and_the_work_and_take_over_a_dead_ones() {
+    let db = FreshDatabase::new("spread");
+    let sb = Sandbox::new();
+    let (log, hold) = (sb.path("effects.log"), sb.path("hold"));
+    std::fs::write(&hold, "").unwrap();
+    let a = spread_server(&db);
+    let (a_pid, all) = (a.child.id(), usize::from(SHARD_COUNT));
+    wait_for_shares(&a.addr, &[a_pid], &[all], Duration::from_secs(20));
+    let b = spread_server(&db);
+    let b_pid = b.child.id();
+    // The first process gives shards back one per heartbeat until both hold half.
+    let held = wait_for_shares(&b.addr, &[a_pid, b_pid], &[all / 2, all / 2], Duration::from_secs(60));
+    let both: BTreeSet<u16> = held.iter().flatten().copied().collect();
+    assert_eq!(both.len(), all, "every shard has one holder: {held:?}");
+
+    // Pipelines in A's shards and in B's, created, started and read through either server.
+    let names = names_in(&[&held[0], &held[1]]);
+    for (i, name) in names.iter().enumerate() {
+        define(if i % 2 == 0 { &b.addr } else { &a.addr }, name, &log, &hold);
+    }
+    let runs: Vec<(String, String)> = (0..12)
+        .map(|i| {
+            let name = &names[i % names.len()];
+            (name.clone(), start_execution(if i % 3 == 0 { &a.addr } else { &b.addr }, name))
+        })
+        .collect();
+    wait_for_lines(&log, "Held", runs.len());
+    let effects = std::fs::read_to_string(&log).unwrap();
+    for (pipeline, id) in &runs {
+        let owner = if pipeline == &names[0] { a_pid } else { b_pid };
+        assert_eq!(writers(&effects, id, "First"), vec![owner], "{pipeline} {id} ran on its shard's holder");
+    }
+
+    // kill -9 of A: B takes A's shards over within a few heartbeats and
+    // finishes A's executions; their committed First never runs again.
+    a.kill9();
+    wait_for_shares(&b.addr, &[b_pid], &[all], Duration::from_secs(15));
+    std::fs::remove_file(&hold).unwrap();
+    wait_succeeded(&b.addr, &runs, Duration::from_secs(30));
+    let effects = std::fs::read_to_string(&log).unwrap();
+    for (pipeline, id) in &runs {
+        assert_eq!(writers(&effects, id, "First").len(), 1, "{id}: a committed action never runs again");
+        let held_by = writers(&effects, id, "Held");
+        if pipeline == &names[0] {
+            assert_eq!(held_by, vec![a_pid, b_pid], "{id}: the attempt A was running runs once more, on B");
+        } else {
+            assert_eq!(held_by, vec![b_pid], "{id}: B's own execution is not disturbed");
+        }
+    }
+    let ledger_rows: usize = db.query("SELECT count(*) FROM ledger").parse().unwrap();
+    let a_runs = runs.iter().filter(|(p, _)| p == &names[0]).count();
+    assert_eq!(ledger_rows, runs.len() * 2 + a_runs, "First and Held once each, and A's interrupted Held once more");
+}
+
+#[test]
+fn a_codepipeline_call_is_routed_by_the_pipeline_in_its_body() {
+    let db = FreshDatabase::new("spread_aws");
+    let sb = Sandbox::new();
+    let (log, hold) = (sb.path("effects.log"), sb.path("hold"));
+    let a = spread_server(&db);
+    let all = usize::from(SHARD_COUNT);
+    wait_for_shares(&a.addr, &[a.child.id()], &[all], Duration::from_secs(20));
+    let b = spread_server(&db);
+    let held = wait_for_shares(&b.addr, &[a.child.id(), b.child.id()], &[all / 2, all / 2], Duration::from_secs(60));
+    let names = names_in(&[&held[0]]);
+    define(&b.addr, &names[0], &log, &hold);
+    // StartPipelineExecution through B for a pipeline of A's shard.
+    let (status, v) = aws_call(&b.addr, "StartPipelineExecution", json!({"name": names[0]}));
+    assert_eq!(status, 200, "{v}");
+    let id = v["pipelineExecutionId"].as_str().unwrap().to_string();
+    wait_succeeded(&b.addr, &[(names[0].clone(), id.clone())], Duration::from_secs(30));
+    let effects = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(writers(&effects, &id, "First"), vec![a.child.id()], "run by the shard's holder");
+    let (status, v) = aws_call(&a.addr, "GetPipelineExecution", json!({"pipelineName": names[0], "pipelineExecutionId": id}));
+    assert_eq!((status, v["pipelineExecution"]["status"].as_str()), (200, Some("Succeeded")), "{v}");
+}
