@@ -258,6 +258,7 @@ async fn serve(args: ServerArgs, config: ServerConfig, tls: Option<Tls>, secrets
             sweep: config.sweep,
             grace: std::time::Duration::from_secs(args.grace_seconds),
             switch: switch.clone(),
+            engines: Default::default(),
         };
         crate::spread::drive(ctx, async move {
             signal.await;

@@ -24,7 +24,7 @@ use redrive_engine::{Driver, DriverConfig, EngineHandle, SystemClock};
 use redrive_store::{AnyStore, StoreOptions};
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 /// What every shard's engine is made with.
@@ -40,6 +40,9 @@ pub(crate) struct SpreadContext {
     /// How long a released shard's running attempts may take to finish.
     pub grace: Duration,
     pub switch: Arc<Switch>,
+    /// The engines of the shards this process holds (a redrive run on one of
+    /// them moves the entries of the others through them).
+    pub engines: Arc<RwLock<BTreeMap<ShardId, EngineHandle>>>,
 }
 
 /// One shard this process holds.
@@ -68,14 +71,14 @@ pub(crate) async fn drive(ctx: SpreadContext, until: impl Future<Output = ()>) -
     }
     ctx.switch.spread(routes(&BTreeMap::new(), &[], &me));
     for (shard, h) in std::mem::take(&mut held) {
-        release(shard, h, ctx.grace).await;
+        release(shard, h, ctx.grace, &ctx.engines).await;
     }
     Ok(())
 }
 
 /// One heartbeat: drop lost shards, take or release one's share, route.
 async fn turn(ctx: &SpreadContext, me: &str, held: &mut BTreeMap<ShardId, Held>) -> anyhow::Result<()> {
-    drop_lost(held).await;
+    drop_lost(held, &ctx.engines).await;
     let members = ctx.store.live_members().await.context("listing the live members")?;
     let rank = members.iter().position(|m| m == me).unwrap_or(members.len());
     let share = fair_share(members.len().max(rank + 1), rank);
@@ -95,7 +98,7 @@ async fn turn(ctx: &SpreadContext, me: &str, held: &mut BTreeMap<ShardId, Held>)
             let h = held.remove(&shard).expect("listed above");
             ctx.switch.spread(routes(held, &owners, me));
             tracing::info!(shard = shard.index(), "releasing shard {shard}: {} live processes share the shards", members.len());
-            release(shard, h, ctx.grace).await;
+            release(shard, h, ctx.grace, &ctx.engines).await;
         }
     }
     let owners = ctx.store.shard_owners().await.context("reading the shards' leases")?;
@@ -105,7 +108,7 @@ async fn turn(ctx: &SpreadContext, me: &str, held: &mut BTreeMap<ShardId, Held>)
 
 /// Stops the engines of shards another process took over (their writes are
 /// refused) or whose engine stopped.
-async fn drop_lost(held: &mut BTreeMap<ShardId, Held>) {
+async fn drop_lost(held: &mut BTreeMap<ShardId, Held>, engines: &RwLock<BTreeMap<ShardId, EngineHandle>>) {
     let lost: Vec<ShardId> = held
         .iter()
         .filter(|(_, h)| h.store.lost_reason().is_some() || matches!(h.handle.health(), Health::Stopped { .. }))
@@ -113,6 +116,7 @@ async fn drop_lost(held: &mut BTreeMap<ShardId, Held>) {
         .collect();
     for shard in lost {
         let h = held.remove(&shard).expect("listed above");
+        engines.write().unwrap_or_else(|e| e.into_inner()).remove(&shard);
         let reason = h.store.lost_reason().unwrap_or_else(|| "its engine stopped".into());
         tracing::error!(shard = shard.index(), "shard {shard} is no longer driven by this process: {reason}");
         h.sweeper.abort();
@@ -133,6 +137,8 @@ async fn take(ctx: &SpreadContext, shard: ShardId) -> anyhow::Result<Option<Held
     let (handle, join) = Driver::spawn(store.clone(), clock.clone(), ctx.driver_config.clone());
     let (resumed, quarantined) = crate::server::resume_unfinished(&store, &handle).await?;
     let mut service = Service::new(store.clone(), handle.clone(), clock.clone());
+    let engines = ctx.engines.clone();
+    service.set_local_shards(Arc::new(move |s| engines.read().unwrap_or_else(|e| e.into_inner()).get(&s).cloned()));
     let global = shard.index() == redrive_api::shard_route::GLOBAL_SHARD;
     if global {
         service.set_schedules(ctx.schedules.clone()).map_err(|e| anyhow::anyhow!("redriveSchedules: {e}"))?;
@@ -143,13 +149,15 @@ async fn take(ctx: &SpreadContext, shard: ShardId) -> anyhow::Result<Option<Held
     }
     let sweeper = redrive_engine::retention::spawn_sweeper(store.clone(), handle.clone(), clock, ctx.sweep);
     let router = redrive_api::server::app_with_auth(service, ctx.max_body_bytes, ctx.auth.clone());
+    ctx.engines.write().unwrap_or_else(|e| e.into_inner()).insert(shard, handle.clone());
     tracing::info!(shard = shard.index(), resumed, quarantined, "took shard {shard} ({resumed} unfinished executions resumed)");
     Ok(Some(Held { store, handle, join, router, sweeper }))
 }
 
 /// Drains `shard`'s engine (running attempts get `grace` to finish; the rest
 /// run again at the next holder) and lets its lease go.
-async fn release(shard: ShardId, h: Held, grace: Duration) {
+async fn release(shard: ShardId, h: Held, grace: Duration, engines: &RwLock<BTreeMap<ShardId, EngineHandle>>) {
+    engines.write().unwrap_or_else(|e| e.into_inner()).remove(&shard);
     h.sweeper.abort();
     let left = h.handle.drain(grace).await.unwrap_or(0);
     if left > 0 {

@@ -172,3 +172,54 @@ fn a_codepipeline_call_is_routed_by_the_pipeline_in_its_body() {
     let (status, v) = aws_call(&a.addr, "GetPipelineExecution", json!({"pipelineName": names[0], "pipelineExecutionId": id}));
     assert_eq!((status, v["pipelineExecution"]["status"].as_str()), (200, Some("Succeeded")), "{v}");
 }
+
+/// A pipeline that dead-letters into `queue` at once unless `flag` exists.
+fn define_dead_lettering(addr: &str, name: &str, queue: &str, flag: &Path) {
+    let definition = json!({"name": name, "deadLetterQueue": queue, "executionMode": "PARALLEL", "stages": [
+        {"name": "Ship", "actions": [{"name": "Check", "command": ["sh", "-c", format!("test -f {}", flag.display())],
+         "retryPolicies": [{"exceptionType": ["Action.FAILED"], "maxAttempts": 0}]}]}
+    ]});
+    let (status, v) = http(addr, "POST", "/v1/pipelines", Some(definition));
+    assert_eq!(status, 201, "{v}");
+}
+
+#[test]
+fn a_redrive_moves_the_entries_of_the_shards_its_process_holds_and_skips_the_others() {
+    let db = FreshDatabase::new("spread_dlq");
+    let sb = Sandbox::new();
+    let flag = sb.path("flag");
+    let a = spread_server(&db);
+    let all = usize::from(SHARD_COUNT);
+    wait_for_shares(&a.addr, &[a.child.id()], &[all], Duration::from_secs(20));
+    let b = spread_server(&db);
+    let held = wait_for_shares(&b.addr, &[a.child.id(), b.child.id()], &[all / 2, all / 2], Duration::from_secs(60));
+    assert!(held[0].contains(&0), "the first process keeps shard 0: {held:?}");
+    let a_other: Vec<u16> = held[0].iter().copied().filter(|s| *s != 0).collect();
+    let names = names_in(&[&[0], &a_other, &held[1]]);
+    for name in &names {
+        define_dead_lettering(&b.addr, name, "dlq-spread", &flag);
+    }
+    for name in &names {
+        for _ in 0..2 {
+            start_execution(&b.addr, name);
+        }
+    }
+    let queued = |addr: &str| {
+        let r = cli(&format!("http://{addr}"), &["dlq", "show", "dlq-spread", "--output", "json"]).ok().json();
+        r["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["source"]["pipelineName"].as_str().unwrap_or_default().to_string())
+            .collect::<Vec<_>>()
+    };
+    eventually("six entries in the queue", || (queued(&b.addr).len() == 6).then_some(()));
+    std::fs::write(&flag, "").unwrap();
+
+    // Through B; run by shard 0's holder (A): A's two pipelines' entries are
+    // redriven (one through another of A's shards' engines), B's are skipped.
+    let v = cli(&b.url, &["dlq", "redrive", "dlq-spread", "--rate", "unlimited", "--output", "json"]).ok().json();
+    assert_eq!((v["status"].as_str(), v["summary"]["redriven"].as_u64()), (Some("SUCCEEDED"), Some(4)), "{v}");
+    assert_eq!(v["summary"]["skippedByReason"]["other-shard"].as_u64(), Some(2), "{v}");
+    eventually("A's entries resolved, B's still queued", || (queued(&a.addr) == vec![names[2].clone(), names[2].clone()]).then_some(()));
+}

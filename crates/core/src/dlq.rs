@@ -90,6 +90,9 @@ pub enum SkipReason {
     PipelineGone(String),
     /// The execution refused the stage retry (the reason says why).
     Refused(String),
+    /// Servers started with `--spread`: the entry's pipeline is in this shard,
+    /// which another process drives.
+    OtherShard(u16),
 }
 
 impl SkipReason {
@@ -104,6 +107,7 @@ impl SkipReason {
             SkipReason::ExecutionGone(_) => "execution-gone",
             SkipReason::PipelineGone(_) => "pipeline-gone",
             SkipReason::Refused(_) => "refused",
+            SkipReason::OtherShard(_) => "other-shard",
         }
     }
 }
@@ -122,6 +126,11 @@ impl std::fmt::Display for SkipReason {
             SkipReason::ExecutionGone(id) => write!(f, "execution {id} no longer exists"),
             SkipReason::PipelineGone(name) => write!(f, "pipeline {name} no longer exists"),
             SkipReason::Refused(why) => write!(f, "the execution refused the stage retry: {why}"),
+            SkipReason::OtherShard(shard) => write!(
+                f,
+                "its pipeline is in shard {shard}, which another process drives (--spread): a redrive moves only the entries of \
+                 the shards its process holds; the entry stays in its queue"
+            ),
         }
     }
 }

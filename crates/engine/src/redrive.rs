@@ -25,6 +25,7 @@ use redrive_core::dlq::{TakeRequest, check_lineage, check_take};
 use redrive_core::machine::{self, Event, ExecutionState, Trigger};
 use redrive_core::merge_patch::InputPatch;
 use redrive_core::schedule::StageLocks;
+use redrive_core::shard::ShardId;
 use redrive_core::time::Timestamp;
 use redrive_store::{
     DlqEntryCursor, DlqEntryFilter, DlqEntryRecord, DlqEntryState, ExecutionKind, RedriveRunRecord, Store, StoreError, Target,
@@ -316,6 +317,9 @@ impl RunningRedrives {
     }
 }
 
+/// `--spread`: the engine of a shard if this process holds it.
+pub type LocalShards = Arc<dyn Fn(ShardId) -> Option<EngineHandle> + Send + Sync>;
+
 /// Runs redrives against a store and an engine.
 pub struct Redriver<S: Store> {
     pub store: Arc<S>,
@@ -323,11 +327,21 @@ pub struct Redriver<S: Store> {
     pub clock: Arc<dyn Clock>,
     /// Where the runs it drives can be aborted.
     pub running: RunningRedrives,
+    /// With a store of one shard (`--spread`): the engines of the process's
+    /// other shards; an entry of a shard held elsewhere is skipped.
+    pub local_shards: Option<LocalShards>,
 }
 
 impl<S: Store> Clone for Redriver<S> {
     fn clone(&self) -> Self {
-        Redriver { store: self.store.clone(), engine: self.engine.clone(), clock: self.clock.clone(), running: self.running.clone() }
+        let Redriver { store, engine, clock, running, local_shards } = self;
+        Redriver {
+            store: store.clone(),
+            engine: engine.clone(),
+            clock: clock.clone(),
+            running: running.clone(),
+            local_shards: local_shards.clone(),
+        }
     }
 }
 
@@ -354,6 +368,17 @@ pub fn entry_filter(req: &RedriveRequest, started_at: Timestamp) -> DlqEntryFilt
 }
 
 impl<S: Store> Redriver<S> {
+    /// The engine that drives `entry`'s pipeline: this one, or (`--spread`)
+    /// the engine of the process's shard that holds it; else why not.
+    fn engine_for(&self, entry: &DlqEntryRecord) -> Result<EngineHandle, SkipReason> {
+        let Some(held) = self.store.driven_shard() else { return Ok(self.engine.clone()) };
+        let shard = ShardId::of(entry.source.name());
+        if shard == held {
+            return Ok(self.engine.clone());
+        }
+        self.local_shards.as_ref().and_then(|local| local(shard)).ok_or(SkipReason::OtherShard(shard.index()))
+    }
+
     fn scope_prefix(req: &RedriveRequest) -> Option<&str> {
         match &req.scope {
             QueueScope::Prefix(p) => Some(p.as_str()),
@@ -562,6 +587,8 @@ impl<S: Store> Redriver<S> {
         let outcome = match r {
             Ok(execution_id) => Ok(execution_id),
             Err(EngineError::NotRedriven(reason)) => Err(reason),
+            // The shard moved to another process during the run.
+            Err(EngineError::OtherShard { shard, .. }) => Err(SkipReason::OtherShard(shard.index())),
             Err(e) => return Err(e),
         };
         summary.record(&entry, &outcome);
@@ -638,7 +665,13 @@ impl<S: Store> Redriver<S> {
                     RedriveMode::NewExecution => self.latest_pipeline(&mut pipelines, entry.source.name()).await?,
                     RedriveMode::RetryStage => None,
                 };
-                let engine = self.engine.clone();
+                let engine = match self.engine_for(&entry) {
+                    Ok(engine) => engine,
+                    Err(reason) => {
+                        summary.record(&entry, &Err(reason));
+                        continue;
+                    }
+                };
                 let (mode, force, scope) = (req.mode, req.force, Self::scope_prefix(req).map(str::to_string));
                 let patch = req.input_patch.clone();
                 in_flight.spawn(async move {

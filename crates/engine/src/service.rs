@@ -155,6 +155,9 @@ pub struct Service<S: Store> {
     started_at: redrive_core::time::Timestamp,
     /// The redrive runs this process drives (to abort them).
     running: crate::redrive::RunningRedrives,
+    /// `--spread`: the engines of the other shards this process holds (a
+    /// redrive moves their entries through them).
+    local_shards: Option<crate::redrive::LocalShards>,
 }
 
 mod bulk;
@@ -236,7 +239,12 @@ pub fn check_input(input: &serde_json::Value) -> Result<String, ServiceError> {
 impl<S: Store> Service<S> {
     pub fn new(store: Arc<S>, engine: EngineHandle, clock: Arc<dyn Clock>) -> Self {
         let started_at = clock.now();
-        Service { store, engine, clock, schedules: Vec::new(), started_at, running: Default::default() }
+        Service { store, engine, clock, schedules: Vec::new(), started_at, running: Default::default(), local_shards: None }
+    }
+
+    /// `--spread`: where the engines of this process's other shards are found.
+    pub fn set_local_shards(&mut self, local_shards: crate::redrive::LocalShards) {
+        self.local_shards = Some(local_shards);
     }
 
     /// The service's notion of now (its clock; tests may inject one).

@@ -74,7 +74,13 @@ impl Env {
     }
 
     fn redriver(&self) -> Redriver<SqliteStore> {
-        Redriver { store: self.store.clone(), engine: self.handle.clone(), clock: self.clock.clone(), running: Default::default() }
+        Redriver {
+            store: self.store.clone(),
+            engine: self.handle.clone(),
+            clock: self.clock.clone(),
+            running: Default::default(),
+            local_shards: None,
+        }
     }
 
     async fn state_of(&self, entry: &str) -> DlqEntryState {

@@ -54,7 +54,8 @@ pub fn validate_prefix(field: &str, prefix: &str) -> Result<(), ServiceError> {
 
 impl<S: Store> Service<S> {
     fn redriver(&self) -> Redriver<S> {
-        Redriver { store: self.store.clone(), engine: self.engine.clone(), clock: self.clock.clone(), running: self.running.clone() }
+        let (store, engine, clock) = (self.store.clone(), self.engine.clone(), self.clock.clone());
+        Redriver { store, engine, clock, running: self.running.clone(), local_shards: self.local_shards.clone() }
     }
 
     fn entry_filter(&self, queue: Option<&str>, q: &EntryQuery) -> Result<DlqEntryFilter, ServiceError> {
