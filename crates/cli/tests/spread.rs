@@ -223,3 +223,45 @@ fn a_redrive_moves_the_entries_of_the_shards_its_process_holds_and_skips_the_oth
     assert_eq!(v["summary"]["skippedByReason"]["other-shard"].as_u64(), Some(2), "{v}");
     eventually("A's entries resolved, B's still queued", || (queued(&a.addr) == vec![names[2].clone(), names[2].clone()]).then_some(()));
 }
+
+#[test]
+fn a_stalled_spread_server_loses_its_shards_and_its_late_results_are_refused() {
+    let db = FreshDatabase::new("spread_stall");
+    let sb = Sandbox::new();
+    let (log, hold) = (sb.path("effects.log"), sb.path("hold"));
+    std::fs::write(&hold, "").unwrap();
+    let a = spread_server(&db);
+    let (a_pid, all) = (a.child.id(), usize::from(SHARD_COUNT));
+    wait_for_shares(&a.addr, &[a_pid], &[all], Duration::from_secs(20));
+    let b = spread_server(&db);
+    let b_pid = b.child.id();
+    let held = wait_for_shares(&b.addr, &[a_pid, b_pid], &[all / 2, all / 2], Duration::from_secs(60));
+    let names = names_in(&[&held[0]]);
+    define(&b.addr, &names[0], &log, &hold);
+    let runs: Vec<(String, String)> = (0..4).map(|_| (names[0].clone(), start_execution(&b.addr, &names[0]))).collect();
+    wait_for_lines(&log, "Held", runs.len());
+
+    // A stops (its Held commands go on running); after its lease B takes its shards.
+    unsafe { libc::kill(a_pid as i32, libc::SIGSTOP) };
+    wait_for_shares(&b.addr, &[b_pid], &[all], Duration::from_secs(20));
+    std::fs::remove_file(&hold).unwrap();
+    wait_succeeded(&b.addr, &runs, Duration::from_secs(30));
+    let ledger_before = db.query("SELECT count(*) FROM ledger");
+    // A wakes up with finished attempts to commit: refused (fenced). It drops
+    // the lost shards, keeps running, and gets its share back.
+    unsafe { libc::kill(a_pid as i32, libc::SIGCONT) };
+    wait_for_shares(&b.addr, &[a_pid, b_pid], &[all / 2, all / 2], Duration::from_secs(60));
+    assert_eq!(
+        db.query("SELECT count(*) FROM ledger"),
+        ledger_before,
+        "nothing the stalled process did after losing its shards was recorded"
+    );
+    let effects = std::fs::read_to_string(&log).unwrap();
+    for (_, id) in &runs {
+        assert_eq!(writers(&effects, id, "First"), vec![a_pid], "{id}: a committed action never runs again");
+        assert_eq!(writers(&effects, id, "Held"), vec![a_pid, b_pid], "{id}: the stalled attempt runs again on B");
+    }
+    let succeeded: usize = db.query("SELECT count(*) FROM ledger WHERE action = 'Held' AND outcome = 'SUCCEEDED'").parse().unwrap();
+    assert_eq!(succeeded, runs.len(), "Held succeeded once per execution in the ledger");
+    drop(a);
+}
