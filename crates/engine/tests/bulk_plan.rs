@@ -172,3 +172,36 @@ async fn bench_dry_run_plan() {
     assert_eq!((plan.matched, plan.would_retry), (n as u64, n as u64));
     println!("bulk dry-run plan of {n} failed executions: {} ms", elapsed.as_millis());
 }
+
+/// Retention: a finished operation goes with its results once it finished
+/// longer ago than `redriveRuns`; the dry run counts it first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_prunes_a_finished_operation_with_its_results() {
+    use redrive_core::retention::{Keep, Retention};
+    use redrive_engine::retention::{SweepConfig, sweep};
+    let f = fixture().await;
+    let (op, _) = f.service.start_bulk_retry(request(Some(1000.0))).await.unwrap();
+    until("the operation finished", || async { f.store.get_bulk_retry(&op.id).await.unwrap().unwrap().status == "SUCCEEDED" }).await;
+    assert_eq!(f.store.list_bulk_retry_results(&op.id, 0, 0).await.unwrap().len(), 1);
+    let keep = |redrive_runs| SweepConfig {
+        retention: Retention { executions: Keep::Forever, redrive_runs, ..Retention::default() },
+        ..SweepConfig::default()
+    };
+    let later = f.clock.now().plus_ms(61_000);
+    let run = |config: SweepConfig, dry_run: bool| {
+        let store = f.store.clone();
+        async move {
+            let prune = |step| {
+                let store = store.clone();
+                async move { Ok(store.prune(step).await?) }
+            };
+            sweep(&*store, &config, later, dry_run, prune, || async {}).await.unwrap().counts.bulk_retries
+        }
+    };
+    assert_eq!(run(keep(Keep::For { ms: 120_000 }), false).await, 0, "kept 2 minutes: not yet");
+    assert_eq!(run(keep(Keep::For { ms: 60_000 }), true).await, 1, "counted");
+    assert!(f.store.get_bulk_retry(&op.id).await.unwrap().is_some(), "a dry run deletes nothing");
+    assert_eq!(run(keep(Keep::For { ms: 60_000 }), false).await, 1);
+    assert!(f.store.get_bulk_retry(&op.id).await.unwrap().is_none());
+    assert!(f.store.list_bulk_retry_results(&op.id, 0, 0).await.unwrap().is_empty(), "its results went with it");
+}
