@@ -16,7 +16,7 @@
 //!   executions: 30d              # finished executions and their ledgers; a
 //!                                # pipeline's retentionDays wins; or `forever`
 //!   deadLetterEntries: 30d       # RESOLVED dead-letter entries, from resolution
-//!   redriveRuns: 90d             # finished redrive runs, from their end
+//!   redriveRuns: 90d             # finished redrive runs and bulk retries, from their end
 //!   auditRecords: 90d            # the audit log, from when a record was written
 //!   sweepEvery: 1m               # 1s to 1d
 //!   stepSize: 100                # rows deleted per step (1 to 1000)

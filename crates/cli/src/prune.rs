@@ -86,7 +86,7 @@ fn keep_json(keep: Keep) -> serde_json::Value {
 fn print_text(args: &PruneArgs, config: &SweepConfig, report: &SweepReport) {
     let r = &config.retention;
     println!(
-        "retention: finished executions {}, resolved dead-letter entries {}, finished redrive runs {}, audit records {} (a pipeline's retentionDays wins)",
+        "retention: finished executions {}, resolved dead-letter entries {}, finished redrive runs and bulk retries {}, audit records {} (a pipeline's retentionDays wins)",
         keep_text(r.executions),
         keep_text(r.dlq_entries),
         keep_text(r.redrive_runs),
@@ -95,13 +95,13 @@ fn print_text(args: &PruneArgs, config: &SweepConfig, report: &SweepReport) {
     let c = &report.counts;
     if args.dry_run {
         println!(
-            "would delete {} executions (with their ledgers), {} dead-letter entries, {} redrive runs, {} audit records (dry run: nothing changed)",
-            c.executions, c.dlq_entries, c.redrive_runs, c.audit_records
+            "would delete {} executions (with their ledgers), {} dead-letter entries, {} redrive runs, {} bulk retries, {} audit records (dry run: nothing changed)",
+            c.executions, c.dlq_entries, c.redrive_runs, c.bulk_retries, c.audit_records
         );
     } else {
         println!(
-            "deleted {} executions, {} ledger rows, {} dead-letter entries, {} redrive runs, {} audit records in {} steps",
-            c.executions, c.ledger_rows, c.dlq_entries, c.redrive_runs, c.audit_records, report.steps
+            "deleted {} executions, {} ledger rows, {} dead-letter entries, {} redrive runs, {} bulk retries, {} audit records in {} steps",
+            c.executions, c.ledger_rows, c.dlq_entries, c.redrive_runs, c.bulk_retries, c.audit_records, report.steps
         );
     }
 }
@@ -122,6 +122,7 @@ fn as_json(args: &PruneArgs, config: &SweepConfig, report: &SweepReport) -> serd
         "ledgerRows": if args.dry_run { serde_json::Value::Null } else { json!(c.ledger_rows) },
         "deadLetterEntries": c.dlq_entries,
         "redriveRuns": c.redrive_runs,
+        "bulkRetries": c.bulk_retries,
         "auditRecords": c.audit_records,
         "steps": report.steps,
     })

@@ -234,3 +234,95 @@ pub fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// One request an [`HttpService`] received: its Idempotency-Key (one per
+/// execution's action), when it arrived and when it was answered (since the
+/// service started), and the status it was answered with.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub key: String,
+    pub entered: Duration,
+    pub left: Duration,
+    pub status: u16,
+}
+
+/// A tiny local HTTP service for the tests: one thread per connection,
+/// `Connection: close`. It reads each request (headers and body), holds it
+/// `hold`, answers 503 while `failing`, else 200, and records it.
+pub struct HttpService {
+    pub addr: String,
+    pub started: Instant,
+    pub failing: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<Seen>>>,
+}
+
+impl HttpService {
+    pub fn start(hold: Duration, failing: bool) -> HttpService {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let started = Instant::now();
+        let service = HttpService { addr, started, failing: std::sync::Arc::new(failing.into()), seen: Default::default() };
+        let (f, s) = (service.failing.clone(), service.seen.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { continue };
+                let (f, s) = (f.clone(), s.clone());
+                std::thread::spawn(move || {
+                    let entered = started.elapsed();
+                    let Some(key) = read_request(&conn) else { return };
+                    std::thread::sleep(hold);
+                    let status = if f.load(std::sync::atomic::Ordering::SeqCst) { 503 } else { 200 };
+                    s.lock().unwrap().push(Seen { key, entered, left: started.elapsed(), status });
+                    answer(conn, status);
+                });
+            }
+        });
+        service
+    }
+
+    /// Answers 503 from now on, or 200.
+    pub fn set_failing(&self, failing: bool) {
+        self.failing.store(failing, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The requests answered so far, in the order they were answered.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// Reads a request's headers and body; its Idempotency-Key (empty if none),
+/// or `None` if the connection closed first.
+fn read_request(conn: &std::net::TcpStream) -> Option<String> {
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    let (mut key, mut length) = (String::new(), 0usize);
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return None;
+        }
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            match name.trim().to_ascii_lowercase().as_str() {
+                "idempotency-key" => key = value.trim().to_string(),
+                "content-length" => length = value.trim().parse().unwrap_or(0),
+                _ => {}
+            }
+        }
+    }
+    let mut body = vec![0u8; length];
+    let _ = reader.read_exact(&mut body);
+    Some(key)
+}
+
+fn answer(mut conn: std::net::TcpStream, status: u16) {
+    let (text, reason) = if status == 200 { ("{\"ok\":true}", "OK") } else { ("{\"error\":\"unavailable\"}", "Service Unavailable") };
+    let _ = write!(
+        conn,
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+        text.len()
+    );
+}

@@ -11,88 +11,9 @@
 mod common;
 use common::*;
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// One request the service received: when (since it started), the
-/// Idempotency-Key (one per execution's action) and the status it answered.
-#[derive(Clone, Debug)]
-struct Seen {
-    at: Duration,
-    key: String,
-    status: u16,
-}
-
-/// A tiny HTTP service: 503 while `failing`, else 200; one thread per
-/// connection, `Connection: close`.
-struct Service {
-    addr: String,
-    started: Instant,
-    failing: Arc<AtomicBool>,
-    seen: Arc<Mutex<Vec<Seen>>>,
-}
-
-impl Service {
-    fn start() -> Service {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let started = Instant::now();
-        let failing = Arc::new(AtomicBool::new(true));
-        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
-        let (f, s) = (failing.clone(), seen.clone());
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(conn) = conn else { continue };
-                let (f, s) = (f.clone(), s.clone());
-                std::thread::spawn(move || answer(conn, started, &f, &s));
-            }
-        });
-        Service { addr, started, failing, seen }
-    }
-
-    fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().unwrap().clone()
-    }
-}
-
-fn answer(conn: TcpStream, started: Instant, failing: &AtomicBool, seen: &Mutex<Vec<Seen>>) {
-    let mut reader = BufReader::new(conn.try_clone().unwrap());
-    let (mut key, mut length) = (String::new(), 0usize);
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = line.split_once(':') {
-            match name.trim().to_ascii_lowercase().as_str() {
-                "idempotency-key" => key = value.trim().to_string(),
-                "content-length" => length = value.trim().parse().unwrap_or(0),
-                _ => {}
-            }
-        }
-    }
-    let mut body = vec![0u8; length];
-    let _ = reader.read_exact(&mut body);
-    let status = if failing.load(Ordering::SeqCst) { 503 } else { 200 };
-    seen.lock().unwrap().push(Seen { at: started.elapsed(), key, status });
-    let text = if status == 200 { "{\"ok\":true}" } else { "{\"error\":\"unavailable\"}" };
-    let reason = if status == 200 { "OK" } else { "Service Unavailable" };
-    let mut conn = conn;
-    let _ = write!(
-        conn,
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
-        text.len()
-    );
-}
-
-fn pipeline(name: &str, service: &Service, dependency: Value) -> Value {
+fn pipeline(name: &str, service: &HttpService, dependency: Value) -> Value {
     json!({
         "name": name,
         "executionMode": "PARALLEL",
@@ -146,7 +67,7 @@ const RATIO: f64 = 0.1;
 
 #[test]
 fn a_retry_budget_bounds_retries_during_an_outage_and_every_execution_succeeds_after() {
-    let service = Service::start();
+    let service = HttpService::start(Duration::ZERO, true);
     let sb = Sandbox::new();
     let server = start_server(&mut server_command(&sb, "127.0.0.1:0"));
     let dependency = json!({"name": "svc", "retryBudget": {"ratio": RATIO, "minRetriesPerSecond": MIN_RETRIES_PER_SECOND, "window": format!("{WINDOW_SECONDS}s")}});
@@ -164,7 +85,7 @@ fn a_retry_budget_bounds_retries_during_an_outage_and_every_execution_succeeds_a
     assert!(started_by < OUTAGE, "the starts took {started_by:?}: too slow for this test");
     let remaining = OUTAGE.saturating_sub(service.started.elapsed());
     std::thread::sleep(remaining);
-    service.failing.store(false, Ordering::SeqCst);
+    service.set_failing(false);
     let outage_end = service.started.elapsed();
 
     // While retries are held, the state says so.
@@ -185,7 +106,7 @@ fn a_retry_budget_bounds_retries_during_an_outage_and_every_execution_succeeds_a
     let seen = service.seen();
     let mut keys = std::collections::HashSet::new();
     let (mut firsts, mut retries_during_outage) = (0u64, 0u64);
-    for s in seen.iter().filter(|s| s.at < outage_end) {
+    for s in seen.iter().filter(|s| s.entered < outage_end) {
         if keys.insert(s.key.clone()) {
             firsts += 1;
         } else {
@@ -219,7 +140,7 @@ fn a_retry_budget_bounds_retries_during_an_outage_and_every_execution_succeeds_a
 
 #[test]
 fn a_circuit_breaker_opens_holds_attempts_through_a_restart_then_probes_and_closes() {
-    let service = Service::start();
+    let service = HttpService::start(Duration::ZERO, true);
     let sb = Sandbox::new();
     let server = start_server(&mut server_command(&sb, "127.0.0.1:0"));
     let dependency = json!({"name": "svc", "circuitBreaker": {"failureThreshold": 3, "coolDown": "4s", "halfOpenProbes": 1}});
@@ -248,11 +169,11 @@ fn a_circuit_breaker_opens_holds_attempts_through_a_restart_then_probes_and_clos
     assert_eq!(after["breaker"]["openedAt"], open["breaker"]["openedAt"], "{after}");
     assert_eq!(service.seen().len(), 3, "nothing reached the service during the cool-down");
 
-    service.failing.store(false, Ordering::SeqCst);
+    service.set_failing(false);
     wait_until("the execution succeeded", Duration::from_secs(30), || execution(&server.addr, "guarded", &id)["status"] == "Succeeded");
     let seen = service.seen();
     assert_eq!(seen.len(), 4, "one probe, then closed: {seen:?}");
-    let cool_down = seen[3].at - seen[2].at;
+    let cool_down = seen[3].entered - seen[2].entered;
     assert!(cool_down >= Duration::from_secs(4), "the probe came {cool_down:?} after the failure that opened the breaker");
     wait_until("the breaker closed", Duration::from_secs(10), || show(&server.url)["breaker"]["state"] == "closed");
     let shown = cli(&server.url, &["dependency", "show", "svc"]).ok();

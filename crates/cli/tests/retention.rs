@@ -92,7 +92,7 @@ fn prune_counts_then_deletes_for_a_store_no_server_runs_on() {
     std::thread::sleep(Duration::from_millis(1_100)); // past the 1 s retention
     let r = prune(&["--dry-run"], &config).ok();
     assert!(r.stdout.contains("would delete 3 executions"), "{}", r.stdout);
-    assert!(r.stdout.contains("finished redrive runs forever"), "{}", r.stdout);
+    assert!(r.stdout.contains("finished redrive runs and bulk retries forever"), "{}", r.stdout);
     let r = prune(&["--output", "json"], &config).ok().json();
     assert_eq!(r["executions"], 3, "{r}");
     assert!(r["ledgerRows"].as_u64().unwrap() >= 3, "{r}");

@@ -7,6 +7,7 @@
 use crate::exception::ExceptionType;
 use crate::limits::{MAX_BULK_RETRY_EXECUTIONS, MAX_BULK_RETRY_RATE_PER_S};
 use crate::machine::{ActionStatus, ExecutionState, StageStatus};
+use crate::schedule::LaterStage;
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
 
@@ -43,6 +44,17 @@ impl BulkFilter {
                 .filter_map(|a| a.last_failure.as_ref())
                 .any(|f| f.exception_type == *t),
         }
+    }
+}
+
+/// What an execution later than a retried one means for the
+/// NotLatestPipelineExecution rule: `si` is the stage's index in the
+/// execution's own pipeline version (`None`: that version has no such stage).
+pub fn later_stage(state: &ExecutionState, si: Option<usize>) -> LaterStage {
+    match si.and_then(|si| state.stages.get(si)) {
+        Some(stage) if stage.status == StageStatus::Failed => LaterStage::Failed,
+        Some(_) if !state.status.is_finished() => LaterStage::Unsettled,
+        _ => LaterStage::Settled,
     }
 }
 

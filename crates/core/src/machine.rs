@@ -4,7 +4,10 @@
 //! the effects' ledger records in one transaction, and only after that commit
 //! performs the effects (start attempts, arm timers). A crash between commit and
 //! effect is repaired by [`Event::Recover`]: attempts the state says are running
-//! are recorded as failed with `Step.SERVICE_FAULT` and retried under policy.
+//! are recorded as failed with `Step.SERVICE_FAULT` and retried under policy —
+//! except an attempt still waiting for a slot of its concurrency key
+//! ([`ActionState::awaiting_key`]), which never ran and is made due again as the
+//! same attempt.
 
 use crate::definition::{Pipeline, RetryMode};
 use crate::dependency::DeferReason;
@@ -136,6 +139,14 @@ pub struct ActionState {
     /// ledger row; cleared when an attempt ends).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held: Option<Hold>,
+    /// The running attempt of an action with `concurrency:` has not begun: it
+    /// waits for a slot of its key, and its action has not run. Set when such an
+    /// attempt starts; cleared by [`Event::AttemptBegan`], which the engine
+    /// commits before the action runs — so after a crash, a running attempt
+    /// with it set never ran ([`Event::Recover`] makes it due again). States
+    /// written before it existed lack it: their attempts count as begun.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub awaiting_key: bool,
 }
 
 /// Why a due attempt waits: its dependency's budget or breaker held it.
@@ -164,6 +175,7 @@ impl ActionState {
             total_attempts: 0,
             first_failed_at: None,
             held: None,
+            awaiting_key: false,
         }
     }
 
@@ -390,7 +402,10 @@ pub enum Event {
     TimerFired {
         at: ActionAt,
     },
-    /// The engine restarted: attempts marked running were lost in flight.
+    /// The engine restarted: attempts marked running were lost in flight —
+    /// failed as `Step.SERVICE_FAULT` — except those that had not begun
+    /// ([`ActionState::awaiting_key`]): made due at once as the same attempt,
+    /// with nothing in the ledger (as [`Event::Release`]).
     Recover,
     /// Re-run a failed stage (manual retry or redrive); `input` (a redrive's
     /// input patch) replaces the execution's input, recorded in
@@ -416,13 +431,15 @@ pub enum Event {
         id: AttemptId,
         hold: Hold,
     },
-    /// The running attempt `id` really began at `at` (after waiting for a slot of
-    /// its concurrency key). Its recorded start moves to `at`, and its series'
-    /// start moves by the same wait, so `expireAfterMin` does not count the wait.
-    /// No effects; refused when `id` is not running or `at` is not after its start.
+    /// The running attempt `id` got a slot of its concurrency key and begins
+    /// (its action runs once this is committed): it is no longer
+    /// [`ActionState::awaiting_key`]. `at`: when, if it had to wait — its
+    /// recorded start moves to `at`, and its series' start moves by the same
+    /// wait, so `expireAfterMin` does not count the wait. No effects; refused
+    /// when `id` is not running or `at` is not after its start.
     AttemptBegan {
         id: AttemptId,
-        at: Timestamp,
+        at: Option<Timestamp>,
     },
     /// Put a fresh execution in the pipeline's queue (QUEUED mode); `Start` later.
     Enqueue,
@@ -609,12 +626,7 @@ pub fn apply(pipeline: &Pipeline, state: &mut ExecutionState, event: Event, now:
         }
         Event::Release { id } => {
             m.check_current(id)?;
-            let a = m.state.action_mut(id.at);
-            a.attempt -= 1;
-            a.total_attempts -= 1;
-            a.status = ActionStatus::WaitingRetry;
-            a.next_attempt_at = Some(now);
-            m.effects.push(Effect::SetTimer { at: id.at, due_at: now });
+            m.release(id);
         }
         Event::Defer { id, hold } => {
             m.check_current(id)?;
@@ -626,6 +638,7 @@ pub fn apply(pipeline: &Pipeline, state: &mut ExecutionState, event: Event, now:
             a.total_attempts -= 1;
             a.status = ActionStatus::WaitingRetry;
             a.next_attempt_at = Some(hold.until);
+            a.awaiting_key = false;
             // Held again for the same reason: one ledger row per hold, not per recheck.
             let again = a.held.as_ref().is_some_and(|h| h.dependency == hold.dependency && h.reason.as_str() == hold.reason.as_str());
             let since = if again { a.held.as_ref().map_or(now, |h| h.since) } else { now };
@@ -640,12 +653,15 @@ pub fn apply(pipeline: &Pipeline, state: &mut ExecutionState, event: Event, now:
             m.check_current(id)?;
             let a = m.state.action_mut(id.at);
             let started = a.attempt_started_at.unwrap_or(now);
-            if at <= started || at > now {
-                return Err(Rejection::Invalid(format!("an attempt begins after its start ({started}) and by now ({now})")));
+            if let Some(at) = at {
+                if at <= started || at > now {
+                    return Err(Rejection::Invalid(format!("an attempt begins after its start ({started}) and by now ({now})")));
+                }
+                let waited_ms = at.ms_since(started).max(0) as u64;
+                a.attempt_started_at = Some(at);
+                a.series_started_at = a.series_started_at.map(|s| s.plus_ms(waited_ms).min(at));
             }
-            let waited_ms = at.ms_since(started).max(0) as u64;
-            a.attempt_started_at = Some(at);
-            a.series_started_at = a.series_started_at.map(|s| s.plus_ms(waited_ms).min(at));
+            a.awaiting_key = false;
         }
         Event::Enqueue => {
             if m.state.stages.first().is_some_and(|s| s.status != StageStatus::NotStarted) {
@@ -704,7 +720,11 @@ pub fn apply(pipeline: &Pipeline, state: &mut ExecutionState, event: Event, now:
                 })
                 .collect();
             for id in running {
-                m.fail(id, Failure::new(ExceptionType::ServiceFault, IN_FLIGHT_LOST_MESSAGE));
+                if m.state.action(id.at).awaiting_key {
+                    m.release(id); // it never ran
+                } else {
+                    m.fail(id, Failure::new(ExceptionType::ServiceFault, IN_FLIGHT_LOST_MESSAGE));
+                }
             }
         }
         Event::RetryStage { stage, mode, trigger, input } => {
@@ -787,8 +807,22 @@ impl<'a> Step<'a> {
         a.status = ActionStatus::Running;
         a.attempt_started_at = Some(now);
         a.next_attempt_at = None;
+        a.awaiting_key = self.pipeline.stages[at.stage].actions[at.action].concurrency.is_some();
         let id = AttemptId { at, series: a.series, attempt: a.attempt };
         self.effects.push(Effect::StartAttempt(id));
+    }
+
+    /// Un-starts the running attempt `id` and makes it due at once: it runs
+    /// again as the same attempt, with nothing in the ledger.
+    fn release(&mut self, id: AttemptId) {
+        let now = self.now;
+        let a = self.state.action_mut(id.at);
+        a.attempt -= 1;
+        a.total_attempts -= 1;
+        a.status = ActionStatus::WaitingRetry;
+        a.next_attempt_at = Some(now);
+        a.awaiting_key = false;
+        self.effects.push(Effect::SetTimer { at: id.at, due_at: now });
     }
 
     fn attempt_trigger(a: &ActionState) -> Trigger {
@@ -801,6 +835,7 @@ impl<'a> Step<'a> {
         a.status = ActionStatus::Succeeded;
         a.held = None;
         a.last_failure = None;
+        a.awaiting_key = false;
         a.output = output;
         let record = AttemptRecord {
             id,
@@ -842,6 +877,7 @@ impl<'a> Step<'a> {
         };
         a.last_failure = Some(failure);
         a.held = None;
+        a.awaiting_key = false;
         a.first_failed_at.get_or_insert(now);
         self.effects.push(Effect::Record(record));
         match decision {

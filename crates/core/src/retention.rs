@@ -69,7 +69,8 @@ pub struct Retention {
     pub executions: Keep,
     /// `RESOLVED` dead-letter entries, from their resolution.
     pub dlq_entries: Keep,
-    /// Finished redrive runs, from their end.
+    /// Finished redrive runs, from their end; finished bulk retry operations
+    /// (with their results) too.
     pub redrive_runs: Keep,
     /// Audit records, from when they were written.
     pub audit_records: Keep,

@@ -10,7 +10,7 @@
 
 use crate::definition::ExecutionMode;
 use crate::machine::StagePosition;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// How a new execution begins.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,6 +66,68 @@ pub fn next_in_queue<K>(mode: ExecutionMode, oldest: Option<(&K, bool)>) -> Opti
 /// stage failed in each; returns the newest such execution.
 pub fn newer_failure<K>(later: impl IntoIterator<Item = (K, bool)>) -> Option<K> {
     later.into_iter().find_map(|(k, failed)| failed.then_some(k))
+}
+
+/// A later execution's stage, as a bulk retry saw it ([`LatestFailure`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LaterStage {
+    /// The stage failed (and this operation did not retry it).
+    Failed,
+    /// The execution is unfinished: it may still fail the stage, so it is
+    /// looked at again ([`LatestFailure::unsettled`]).
+    Unsettled,
+    /// The stage did not fail and cannot any more (the execution finished), or
+    /// this operation retried it (which re-opened the stage).
+    Settled,
+}
+
+/// [`newer_failure`] for every execution of a walk over a pipeline's
+/// executions at once (a bulk retry's): executions are passed in any order
+/// (keys order them by start, older first), and for the next one to check the
+/// answer is the newest failure among those passed so far — the same as
+/// [`newer_failure`] over the later ones, newest first, in linear time.
+/// Unsettled executions are kept for a caller to look at again and pass anew.
+#[derive(Clone, Debug)]
+pub struct LatestFailure<K> {
+    newest: Option<K>,
+    unsettled: BTreeSet<K>,
+}
+
+impl<K: Ord + Clone> Default for LatestFailure<K> {
+    fn default() -> Self {
+        LatestFailure { newest: None, unsettled: BTreeSet::new() }
+    }
+}
+
+impl<K: Ord + Clone> LatestFailure<K> {
+    /// The newest passed execution whose stage failed: the one that makes any
+    /// older execution's stage retry out of date.
+    pub fn newest(&self) -> Option<&K> {
+        self.newest.as_ref()
+    }
+
+    /// Records what `key`'s stage is now (again, for an unsettled one).
+    pub fn pass(&mut self, key: K, stage: LaterStage) {
+        match stage {
+            LaterStage::Failed => {
+                self.unsettled.remove(&key);
+                if self.newest.as_ref().is_none_or(|n| *n < key) {
+                    self.newest = Some(key);
+                }
+            }
+            LaterStage::Unsettled => {
+                self.unsettled.insert(key);
+            }
+            LaterStage::Settled => {
+                self.unsettled.remove(&key);
+            }
+        }
+    }
+
+    /// The executions to look at again before the next check.
+    pub fn unsettled(&self) -> impl Iterator<Item = &K> {
+        self.unsettled.iter()
+    }
 }
 
 /// SUPERSEDED mode's stage locks, as CodePipeline defines them: a stage
@@ -227,6 +289,51 @@ mod tests {
         assert_eq!(newer_failure([("e9", false), ("e8", true), ("e7", true)]), Some("e8"), "the newest failure is named");
         assert_eq!(newer_failure([("e9", false), ("e8", false)]), None, "later runs passed the stage");
         assert_eq!(newer_failure(Vec::<(&str, bool)>::new()), None, "it is the latest");
+    }
+
+    #[test]
+    fn the_latest_failure_is_the_newest_failed_and_unsettled_ones_are_looked_at_again() {
+        let mut walk = LatestFailure::default();
+        walk.pass(9, LaterStage::Settled);
+        walk.pass(8, LaterStage::Unsettled);
+        assert_eq!((walk.newest(), walk.unsettled().collect::<Vec<_>>()), (None, vec![&8]));
+        walk.pass(7, LaterStage::Failed);
+        walk.pass(6, LaterStage::Failed);
+        assert_eq!(walk.newest(), Some(&7), "the newest failure is named");
+        walk.pass(8, LaterStage::Failed); // looked at again: it failed since
+        assert_eq!((walk.newest(), walk.unsettled().count()), (Some(&8), 0));
+        walk.pass(10, LaterStage::Unsettled);
+        walk.pass(10, LaterStage::Settled);
+        assert_eq!((walk.newest(), walk.unsettled().count()), (Some(&8), 0));
+    }
+
+    proptest::proptest! {
+        /// A newest-first walk that checks each execution, passes it (failed or
+        /// not, as the check decided) and sometimes learns of a newer one
+        /// answers for each exactly what [`newer_failure`] over all the later
+        /// ones (newest first) answers.
+        #[test]
+        fn the_walk_equals_newer_failure_over_the_later_executions(
+            steps in proptest::collection::vec((proptest::bool::ANY, proptest::option::of(proptest::bool::ANY)), 0..60),
+        ) {
+            // Checked executions are keyed 1000 down; executions started during
+            // the walk 1001 up.
+            let mut walk = LatestFailure::default();
+            let mut passed: Vec<(u32, bool)> = Vec::new();
+            for (i, (failed, arrived)) in steps.into_iter().enumerate() {
+                if let Some(arrived_failed) = arrived {
+                    let key = 1001 + i as u32;
+                    passed.push((key, arrived_failed));
+                    walk.pass(key, if arrived_failed { LaterStage::Failed } else { LaterStage::Settled });
+                }
+                let key = 1000 - i as u32;
+                let mut later = passed.clone();
+                later.sort_by_key(|e| std::cmp::Reverse(e.0));
+                proptest::prop_assert_eq!(walk.newest().copied(), newer_failure(later));
+                passed.push((key, failed));
+                walk.pass(key, if failed { LaterStage::Failed } else { LaterStage::Settled });
+            }
+        }
     }
 
     #[test]

@@ -53,6 +53,12 @@ impl ManualClock {
         let now = self.now_ms.fetch_add(ms as i64, Ordering::SeqCst) + ms as i64;
         self.moved.send_replace(now);
     }
+
+    /// How many waits on this clock are pending: a test knows a sleeper is in
+    /// place before it moves the clock.
+    pub fn sleepers(&self) -> usize {
+        self.moved.receiver_count()
+    }
 }
 
 impl Clock for ManualClock {

@@ -73,14 +73,20 @@ pub(crate) enum Inbound {
         reply: oneshot::Sender<Result<ExecutionOutcome, EngineError>>,
     },
     /// `from_task`: the attempt ran on a task counted in `tasks_in_flight`.
-    /// `began_at`: when the attempt really began, when it first waited for a
-    /// slot of its concurrency key (see [`crate::keys`]).
     Result {
         execution_id: String,
         id: AttemptId,
         outcome: AttemptOutcome,
         from_task: bool,
-        began_at: Option<Timestamp>,
+    },
+    /// An attempt of an action with `concurrency:` got its key slot: its
+    /// action runs once `Event::AttemptBegan` is committed (the reply). `at`:
+    /// when, if it had to wait (see [`crate::keys`]).
+    Began {
+        execution_id: String,
+        id: AttemptId,
+        at: Option<Timestamp>,
+        reply: oneshot::Sender<Result<(), EngineError>>,
     },
     Stats {
         reply: oneshot::Sender<DriverStats>,

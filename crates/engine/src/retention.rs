@@ -3,8 +3,9 @@
 //! A sweep reads candidates from the store (finished executions no dead-letter
 //! entry names, oldest first, page by page), keeps those past their pipeline's
 //! retention ([`redrive_core::retention`]) and hands each page to a pruner as
-//! one [`PruneStep`]; then resolved dead-letter entries and finished redrive
-//! runs, a step at a time. In a server the pruner is the engine
+//! one [`PruneStep`]; then resolved dead-letter entries, finished redrive
+//! runs and finished bulk retry operations (kept as long as redrive runs), a
+//! step at a time. In a server the pruner is the engine
 //! ([`EngineHandle::prune`]: it leaves out what it holds in memory); with no
 //! engine running (`redrive prune`) it is the store itself.
 
@@ -135,6 +136,7 @@ where
     let rest = PruneStep {
         resolved_entries_before: retention.dlq_entries.cutoff(now),
         runs_finished_before: retention.redrive_runs.cutoff(now),
+        bulk_retries_finished_before: retention.redrive_runs.cutoff(now),
         audit_before: retention.audit_records.cutoff(now),
         limit: step_size,
         ..PruneStep::default()
@@ -146,6 +148,7 @@ where
         let counted = store.count_prunable(rest).await?;
         report.counts.dlq_entries = counted.dlq_entries;
         report.counts.redrive_runs = counted.redrive_runs;
+        report.counts.bulk_retries = counted.bulk_retries;
         report.counts.audit_records = counted.audit_records;
         return Ok(report);
     }
@@ -154,7 +157,7 @@ where
         report.counts.add(done);
         report.steps += 1;
         let full = step_size as u64;
-        if done.dlq_entries < full && done.redrive_runs < full && done.audit_records < full {
+        if done.dlq_entries < full && done.redrive_runs < full && done.bulk_retries < full && done.audit_records < full {
             return Ok(report);
         }
         pause().await;
@@ -180,6 +183,7 @@ pub fn spawn_sweeper<S: Store>(
                     ledger_rows = report.counts.ledger_rows,
                     dlq_entries = report.counts.dlq_entries,
                     redrive_runs = report.counts.redrive_runs,
+                    bulk_retries = report.counts.bulk_retries,
                     audit_records = report.counts.audit_records,
                     steps = report.steps,
                     "retention: deleted what was past retention"

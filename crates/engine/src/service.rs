@@ -544,17 +544,9 @@ impl<S: Store> Service<S> {
     /// The newest execution started after `exec` in which `stage` failed, if
     /// any: every later execution is read (newest first, page by page, up to
     /// `exec` itself), so the answer is exact however many there are; the rule
-    /// is `redrive_core::schedule::newer_failure`.
-    /// `retried`: executions a bulk retry retried itself, newest first — their
-    /// stage counts as not failed (the retry re-opened it), so the next older
-    /// execution is the stage's latest failure.
-    async fn newer_failure_of_stage(
-        &self,
-        pipeline: &str,
-        stage: &str,
-        exec: &ExecutionRecord,
-        retried: &std::collections::HashSet<String>,
-    ) -> Result<Option<String>, ServiceError> {
+    /// is `redrive_core::schedule::newer_failure`. (A bulk retry answers it for
+    /// all its executions in one pass instead: `service/bulk.rs`.)
+    async fn newer_failure_of_stage(&self, pipeline: &str, stage: &str, exec: &ExecutionRecord) -> Result<Option<String>, ServiceError> {
         let own = exec.cursor();
         let mut before: Option<ExecutionCursor> = None;
         let mut pipelines: std::collections::HashMap<u32, Option<Arc<LoadedPipeline>>> = Default::default();
@@ -574,7 +566,7 @@ impl<S: Store> Service<S> {
                     .as_ref()
                     .and_then(|l| l.pipeline.stage_index(stage))
                     .is_some_and(|si| execution_state(r).stages.get(si).is_some_and(|s| s.status == StageStatus::Failed));
-                later.push((r.id.as_str(), stage_failed && !retried.contains(&r.id)));
+                later.push((r.id.as_str(), stage_failed));
             }
             if let Some(id) = redrive_core::schedule::newer_failure(later) {
                 return Ok(Some(id.to_string()));
@@ -630,17 +622,17 @@ impl<S: Store> Service<S> {
     /// RetryStageExecution's checks that do not depend on the retry mode (in its
     /// order); [`RetryCheck::targets`] makes the rest, for either mode.
     pub async fn retry_check(&self, pipeline: &str, stage: &str, execution_id: &str) -> Result<RetryCheck, ServiceError> {
-        self.retry_check_after(pipeline, stage, execution_id, &Default::default()).await
+        self.retry_check_with(pipeline, stage, execution_id, NewerFailure::Read).await
     }
 
-    /// [`Service::retry_check`] for a bulk retry that already retried (or, in
-    /// its dry run, would have retried) `retried`.
-    async fn retry_check_after(
+    /// [`Service::retry_check`], the NotLatestPipelineExecution answer read or
+    /// given (a bulk retry's).
+    async fn retry_check_with(
         &self,
         pipeline: &str,
         stage: &str,
         execution_id: &str,
-        retried: &std::collections::HashSet<String>,
+        newer: NewerFailure,
     ) -> Result<RetryCheck, ServiceError> {
         validate_name("pipelineName", pipeline)?;
         validate_name("stageName", stage)?;
@@ -660,7 +652,11 @@ impl<S: Store> Service<S> {
             )));
         };
         // A later execution in which this stage failed makes this one out of date.
-        if let Some(newer) = self.newer_failure_of_stage(pipeline, stage, &exec.record, retried).await? {
+        let newer = match newer {
+            NewerFailure::Read => self.newer_failure_of_stage(pipeline, stage, &exec.record).await?,
+            NewerFailure::Known(newer) => newer,
+        };
+        if let Some(newer) = newer {
             return Err(ServiceError::NotLatestPipelineExecution(format!(
                 "stage {stage} failed again in a later execution ({newer}); retry that one"
             )));
@@ -686,6 +682,15 @@ impl<S: Store> Service<S> {
         }
         Ok(RetryCheck { execution: exec, pipeline: exec_pipeline.loaded, stage_index: si })
     }
+}
+
+/// Where a retry check's NotLatestPipelineExecution answer comes from.
+enum NewerFailure {
+    /// Every later execution is read (the single retry).
+    Read,
+    /// The newest later execution whose stage failed, as a bulk retry's walk
+    /// knows it (`redrive_core::schedule::LatestFailure`).
+    Known(Option<String>),
 }
 
 /// A stage retry that passed the mode-independent checks ([`Service::retry_check`]).

@@ -123,6 +123,7 @@ where
     prune_candidates_paging(&make_store().await).await;
     prune_entries_and_runs(&make_store().await).await;
     prune_audit_records(&make_store().await).await;
+    prune_bulk_retries(&make_store().await).await;
     dependencies(&make_store().await).await;
     bulk_retries(&make_store().await).await;
 }
@@ -2558,6 +2559,57 @@ pub async fn prune_audit_records<S: Store>(store: &S) {
     assert_eq!(store.prune(step(2)).await.unwrap().audit_records, 1);
     let left: Vec<String> = store.list_audit(crate::AuditFilter::default()).await.unwrap().into_iter().map(|r| r.principal).collect();
     assert_eq!(left, ["p4", "p3"], "the oldest went first, the rest stays");
+}
+
+/// Finished bulk retry operations past the cutoff go with their results,
+/// oldest finish first, `limit` at a time; a running one never;
+/// `count_prunable` counts what would go.
+pub async fn prune_bulk_retries<S: Store>(store: &S) {
+    use crate::{BulkRetryRecord, BulkRetryResult};
+    let op = |id: &str, status: &str, finished: Option<i64>| BulkRetryRecord {
+        id: id.into(),
+        pipeline: "p".into(),
+        stage: "Build".into(),
+        status: status.into(),
+        started_at: ts(5),
+        finished_at: finished.map(ts),
+        request_json: "{}".into(),
+        summary_json: "{}".into(),
+    };
+    let ops =
+        [op("o1", "SUCCEEDED", Some(20)), op("o2", "ABORTED", Some(10)), op("o3", "INTERRUPTED", Some(40)), op("o4", "RUNNING", None)];
+    for o in &ops {
+        store.create_bulk_retry(op(&o.id, "RUNNING", None)).await.unwrap();
+        store
+            .add_bulk_retry_result(BulkRetryResult {
+                op_id: o.id.clone(),
+                seq: 1,
+                execution_id: "e1".into(),
+                outcome: "retried".into(),
+                reason: None,
+                at: ts(6),
+            })
+            .await
+            .unwrap();
+        if o.status != "RUNNING" {
+            store.update_bulk_retry(o.clone()).await.unwrap();
+        }
+    }
+    let step = |before: i64, limit: usize| PruneStep { bulk_retries_finished_before: Some(ts(before)), limit, ..PruneStep::default() };
+    assert_eq!(store.count_prunable(step(30, 0)).await.unwrap().bulk_retries, 2, "o1 and o2 finished before 30");
+    assert_eq!(store.count_prunable(step(1_000, 0)).await.unwrap().bulk_retries, 3, "never the running one");
+    let first = store.prune(step(30, 1)).await.unwrap();
+    assert_eq!(first, PruneCounts { bulk_retries: 1, ..PruneCounts::default() }, "limit caps a step");
+    assert!(store.get_bulk_retry("o2").await.unwrap().is_none(), "the one that finished first went first");
+    assert!(store.list_bulk_retry_results("o2", 0, 0).await.unwrap().is_empty(), "with its results");
+    assert_eq!(store.prune(step(30, 10)).await.unwrap().bulk_retries, 1);
+    assert_eq!(store.prune(step(30, 10)).await.unwrap(), PruneCounts::default());
+    for kept in ["o3", "o4"] {
+        assert!(store.get_bulk_retry(kept).await.unwrap().is_some(), "{kept} stays");
+        assert_eq!(store.list_bulk_retry_results(kept, 0, 0).await.unwrap().len(), 1, "{kept}'s results stay");
+    }
+    assert_eq!(store.prune(step(1_000, 10)).await.unwrap().bulk_retries, 1, "o3");
+    assert!(store.get_bulk_retry("o4").await.unwrap().is_some(), "a running operation is never pruned");
 }
 
 /// Dependency states: upserted by name (a second write replaces the first,

@@ -624,8 +624,8 @@ pub struct PruneExecution {
 /// One bounded step of retention, applied in one transaction. An execution goes
 /// with its ledger rows, timers and client tokens, and only if it is still
 /// finished, still at the version given and named by no dead-letter entry (else
-/// it is skipped); a dead-letter entry only if `RESOLVED`; a redrive run only if
-/// not `RUNNING`; audit records by age alone.
+/// it is skipped); a dead-letter entry only if `RESOLVED`; a redrive run or a
+/// bulk retry operation only if not `RUNNING`; audit records by age alone.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PruneStep {
     /// At most [`MAX_PRUNE_STEP`].
@@ -634,6 +634,9 @@ pub struct PruneStep {
     pub resolved_entries_before: Option<Timestamp>,
     /// Delete up to `limit` finished runs that finished before this.
     pub runs_finished_before: Option<Timestamp>,
+    /// Delete up to `limit` finished bulk retry operations that finished
+    /// before this, each with its per-execution results.
+    pub bulk_retries_finished_before: Option<Timestamp>,
     /// Delete up to `limit` audit records written before this, oldest first.
     pub audit_before: Option<Timestamp>,
     /// At most [`MAX_PRUNE_STEP`].
@@ -647,6 +650,8 @@ pub struct PruneCounts {
     pub ledger_rows: u64,
     pub dlq_entries: u64,
     pub redrive_runs: u64,
+    /// Bulk retry operations (their results are not counted).
+    pub bulk_retries: u64,
     pub audit_records: u64,
 }
 
@@ -656,6 +661,7 @@ impl PruneCounts {
         self.ledger_rows += other.ledger_rows;
         self.dlq_entries += other.dlq_entries;
         self.redrive_runs += other.redrive_runs;
+        self.bulk_retries += other.bulk_retries;
         self.audit_records += other.audit_records;
     }
 
@@ -1108,8 +1114,9 @@ pub trait Store: Send + Sync + 'static {
     fn prune(&self, step: PruneStep) -> impl Future<Output = Result<PruneCounts, StoreError>> + Send;
 
     /// How many `RESOLVED` entries resolved before `resolved_entries_before`,
-    /// finished runs finished before `runs_finished_before` and audit records
-    /// written before `audit_before` a prune would delete
+    /// finished runs finished before `runs_finished_before`, finished bulk
+    /// retry operations finished before `bulk_retries_finished_before` and audit
+    /// records written before `audit_before` a prune would delete
     /// (executions are counted through [`Store::prune_candidates`]).
     fn count_prunable(&self, step: PruneStep) -> impl Future<Output = Result<PruneCounts, StoreError>> + Send;
 

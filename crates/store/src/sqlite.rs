@@ -1426,6 +1426,7 @@ impl Store for SqliteStore {
             Ok(PruneCounts {
                 dlq_entries: count(SQL_COUNT_PRUNABLE_DLQ_ENTRIES, step.resolved_entries_before)?,
                 redrive_runs: count(SQL_COUNT_PRUNABLE_REDRIVE_RUNS, step.runs_finished_before)?,
+                bulk_retries: count(bulk::SQL_COUNT_PRUNABLE, step.bulk_retries_finished_before)?,
                 audit_records: count(SQL_COUNT_PRUNABLE_AUDIT, step.audit_before)?,
                 ..PruneCounts::default()
             })
@@ -1999,7 +2000,8 @@ impl Writer {
     /// Marks an execution quarantined and drops its timers (see [`Store::quarantine_execution`]).
     /// One retention step ([`PruneStep`]): each execution that may still go,
     /// with its ledger rows (through `ledger_prunable`), timers and client tokens;
-    /// then resolved entries and finished runs; then returns freed pages to the
+    /// then resolved entries, finished runs and finished bulk retry operations
+    /// (with their results); then returns freed pages to the
     /// file system (a no-op unless the file uses incremental auto-vacuum).
     fn prune(&self, step: &PruneStep) -> rusqlite::Result<PruneCounts> {
         let conn = &self.conn;
@@ -2022,6 +2024,9 @@ impl Writer {
         }
         if let Some(before) = step.runs_finished_before {
             counts.redrive_runs = conn.prepare_cached(SQL_PRUNE_REDRIVE_RUNS)?.execute(params![before.unix_ms(), limit])? as u64;
+        }
+        if let Some(before) = step.bulk_retries_finished_before {
+            counts.bulk_retries = conn.prepare_cached(bulk::SQL_PRUNE)?.execute(params![before.unix_ms(), limit])? as u64;
         }
         if let Some(before) = step.audit_before {
             counts.audit_records = conn.prepare_cached(SQL_PRUNE_AUDIT)?.execute(params![before.unix_ms(), limit])? as u64;

@@ -127,3 +127,16 @@ fn counts_add_up() {
     }
     assert_eq!(BulkOutcome::parse("nope"), None);
 }
+
+#[test]
+fn a_later_execution_counts_as_failed_unsettled_or_settled() {
+    let failed = failed_in_build("Card.DECLINED", 100);
+    assert_eq!(later_stage(&failed, Some(0)), LaterStage::Failed);
+    assert_eq!(later_stage(&failed, Some(1)), LaterStage::Settled, "finished: Ship can no longer fail");
+    assert_eq!(later_stage(&failed, None), LaterStage::Settled, "its version has no such stage");
+    let p = pipeline();
+    let mut running = ExecutionState::new(&p, "e2", t(0));
+    apply(&p, &mut running, Event::Start, t(0)).unwrap();
+    assert_eq!(later_stage(&running, Some(0)), LaterStage::Unsettled, "it may still fail Build");
+    assert_eq!(later_stage(&running, Some(1)), LaterStage::Unsettled, "or Ship");
+}

@@ -296,6 +296,34 @@ fn release_unstarts_an_undispatched_attempt_without_counting_it() {
 }
 
 #[test]
+fn a_keyed_attempt_that_never_began_is_recovered_as_the_same_attempt() {
+    use crate::concurrency::{Concurrency, KeyPath};
+    let mut keyed = action("A", 1, vec![]);
+    keyed.concurrency = Some(Concurrency::new(KeyPath::parse("$.input.tenant").unwrap(), 1).unwrap());
+    let p = pipeline(vec![stage("S", vec![keyed, action("B", 1, vec![])])]);
+    let mut s = ExecutionState::new(&p, "e1", t(0));
+    let ids = started(&apply(&p, &mut s, Event::Start, t(0)).unwrap());
+    assert_eq!((s.action(at(0, 0)).awaiting_key, s.action(at(0, 1)).awaiting_key), (true, false), "only a keyed attempt waits");
+    // A crash while A waits for its key slot and B runs.
+    let fx = apply(&p, &mut s, Event::Recover, t(5)).unwrap();
+    let records: Vec<_> = fx.iter().filter_map(|e| if let Effect::Record(r) = e { Some(r) } else { None }).collect();
+    assert_eq!(records.len(), 1, "only B is recorded as lost in flight: {fx:?}");
+    assert_eq!(records[0].id, ids[1]);
+    assert!(fx.contains(&Effect::SetTimer { at: at(0, 0), due_at: t(5) }), "A is due at once");
+    let a = s.action(at(0, 0));
+    assert_eq!((a.status, a.attempt, a.total_attempts, a.awaiting_key), (ActionStatus::WaitingRetry, 0, 0, false));
+    let fx = apply(&p, &mut s, Event::TimerFired { at: at(0, 0) }, t(6)).unwrap();
+    assert_eq!(started(&fx), vec![ids[0]], "the same attempt runs again");
+    assert!(s.action(at(0, 0)).awaiting_key);
+    // Once it began (committed before its action runs), a crash loses it in flight.
+    apply(&p, &mut s, Event::AttemptBegan { id: ids[0], at: None }, t(7)).unwrap();
+    assert_eq!(s.action(at(0, 0)).attempt_started_at, Some(t(6)), "it did not wait: its start stays");
+    let fx = apply(&p, &mut s, Event::Recover, t(8)).unwrap();
+    let rec = fx.iter().find_map(|e| if let Effect::Record(r) = e { Some(r) } else { None }).unwrap();
+    assert_eq!((rec.id, rec.failure.as_ref().unwrap().exception_type.as_str()), (ids[0], "Step.SERVICE_FAULT"));
+}
+
+#[test]
 fn a_begun_attempt_records_its_real_start_and_its_wait_does_not_count_for_expire_after_min() {
     let expire = RetryPolicy::new(&RetryPolicySpec {
         exception_types: vec!["Step.SERVICE_FAULT".into()],
@@ -307,10 +335,13 @@ fn a_begun_attempt_records_its_real_start_and_its_wait_does_not_count_for_expire
     let p = pipeline(vec![stage("S", vec![action("A", 1, vec![expire])])]);
     let mut s = ExecutionState::new(&p, "e1", t(0));
     let id = started(&apply(&p, &mut s, Event::Start, t(0)).unwrap())[0];
-    assert!(matches!(apply(&p, &mut s, Event::AttemptBegan { id, at: t(0) }, t(1)), Err(Rejection::Invalid(_))), "not after its start");
-    assert!(matches!(apply(&p, &mut s, Event::AttemptBegan { id, at: t(9) }, t(5)), Err(Rejection::Invalid(_))), "not after now");
+    assert!(
+        matches!(apply(&p, &mut s, Event::AttemptBegan { id, at: Some(t(0)) }, t(1)), Err(Rejection::Invalid(_))),
+        "not after its start"
+    );
+    assert!(matches!(apply(&p, &mut s, Event::AttemptBegan { id, at: Some(t(9)) }, t(5)), Err(Rejection::Invalid(_))), "not after now");
     // It waited 100 s for a key slot, then failed at once.
-    assert_eq!(apply(&p, &mut s, Event::AttemptBegan { id, at: t(100_000) }, t(100_000)).unwrap(), vec![]);
+    assert_eq!(apply(&p, &mut s, Event::AttemptBegan { id, at: Some(t(100_000)) }, t(100_000)).unwrap(), vec![]);
     let fail = Failure::new(ExceptionType::ServiceFault, "x");
     let fx = apply(&p, &mut s, Event::AttemptFailed { id, failure: fail.clone() }, t(100_010)).unwrap();
     let rec = fx.iter().find_map(|e| if let Effect::Record(r) = e { Some(r) } else { None }).unwrap();
@@ -319,12 +350,12 @@ fn a_begun_attempt_records_its_real_start_and_its_wait_does_not_count_for_expire
     // The retry waits 30 s more: the series' start moves by the wait again.
     let fx = apply(&p, &mut s, Event::TimerFired { at: at(0, 0) }, t(101_010)).unwrap();
     let retry = started(&fx)[0];
-    apply(&p, &mut s, Event::AttemptBegan { id: retry, at: t(131_010) }, t(131_010)).unwrap();
+    apply(&p, &mut s, Event::AttemptBegan { id: retry, at: Some(t(131_010)) }, t(131_010)).unwrap();
     assert_eq!(s.action(at(0, 0)).series_started_at, Some(t(130_000)));
     let fx = apply(&p, &mut s, Event::AttemptFailed { id: retry, failure: fail }, t(131_020)).unwrap();
     let rec = fx.iter().find_map(|e| if let Effect::Record(r) = e { Some(r) } else { None }).unwrap();
     assert!(matches!(rec.decision, Some(Decision::Retry(_))), "1 s of running and 1 s of delay: {:?}", rec.decision);
-    assert_eq!(apply(&p, &mut s, Event::AttemptBegan { id, at: t(131_030) }, t(131_030)), Err(Rejection::Stale(id)));
+    assert_eq!(apply(&p, &mut s, Event::AttemptBegan { id, at: Some(t(131_030)) }, t(131_030)), Err(Rejection::Stale(id)));
 }
 
 fn dead_letters(effects: &[Effect]) -> Vec<&DeadLetter> {

@@ -500,11 +500,18 @@ impl<S: Store> Driver<S> {
             Inbound::FnEnded { execution_id, outcome } => self.fn_ended(execution_id, outcome, now, batch),
             Inbound::Resume { execution_id, reply } => self.resume(execution_id, reply, now, batch),
             Inbound::Wait { execution_id, reply } => self.wait(execution_id, reply, now, batch),
-            Inbound::Result { execution_id, id, outcome, from_task, began_at } => {
+            Inbound::Result { execution_id, id, outcome, from_task } => {
                 if from_task && self.forget_task(&execution_id, id) {
                     self.tasks_in_flight.fetch_sub(1, Ordering::SeqCst);
                 }
-                self.attempt_result(execution_id, id, outcome, began_at, now, batch);
+                self.attempt_result(execution_id, id, outcome, now, batch);
+            }
+            Inbound::Began { execution_id, id, at, reply } => {
+                let result = match self.live.get(&execution_id).and_then(|l| l.pipeline()) {
+                    Some(_) => self.apply(&execution_id, Event::AttemptBegan { id, at }, now, batch).map_err(EngineError::Rejected),
+                    None => Err(EngineError::ExecutionNotFound(execution_id.clone())),
+                };
+                self.reply_after_commit(&execution_id, result, reply, batch);
             }
             Inbound::Stats { reply } => {
                 let functions = self.live.values().filter(|l| l.function().is_some()).count();

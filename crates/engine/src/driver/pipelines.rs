@@ -371,18 +371,12 @@ impl<S: Store> Driver<S> {
         execution_id: String,
         id: AttemptId,
         outcome: AttemptOutcome,
-        began_at: Option<Timestamp>,
         now: Timestamp,
         batch: &mut Batch,
     ) {
         if !self.live.contains_key(&execution_id) {
             tracing::warn!(execution_id, ?id, "result for an execution not in memory; ignored");
             return;
-        }
-        if let Some(at) = began_at {
-            // It waited for a key slot: its recorded start (and its series', for
-            // expireAfterMin) moves to when it really began. Stale: nothing to move.
-            let _ = self.apply(&execution_id, Event::AttemptBegan { id, at }, now, batch);
         }
         let live = self.live.get_mut(&execution_id).expect("checked above");
         if let Some(run) = live.pipeline() {
@@ -567,7 +561,7 @@ impl<S: Store> Driver<S> {
             && key_slot.is_none()
         {
             let outcome = runner::noop_outcome(spec, id.attempt);
-            let result = Inbound::Result { execution_id: execution_id.to_string(), id, outcome, from_task: false, began_at: None };
+            let result = Inbound::Result { execution_id: execution_id.to_string(), id, outcome, from_task: false };
             self.local.push_back(Msg::In(result));
             return;
         }
@@ -602,9 +596,9 @@ impl<S: Store> Driver<S> {
         let span = attempt_span(&execution, &pipeline.record.name, &ctx);
         let task = tokio::spawn(tracing::Instrument::instrument(
             async move {
-                let (_key, began_at) = match super::keys::wait_for_key(&keys, key_slot, waiter, &*clock).await {
-                    Ok(held) => held,
-                    Err(crate::keys::Closed) => {
+                let _key = match super::keys::begin(&keys, key_slot, waiter, &*clock, &tx, &execution, id).await {
+                    Ok(permit) => permit,
+                    Err(super::keys::NotBegun) => {
                         let _ = tx.send(Inbound::Release { execution_id: execution, id, from_task: true }).await;
                         return;
                     }
@@ -617,7 +611,7 @@ impl<S: Store> Driver<S> {
                     ActionKind::Noop(spec) => runner::run_noop(spec, &ctx).await,
                     ActionKind::Function(f) => run_function_action(&engine, &*store, f.function_name.as_str(), &ctx).await,
                 };
-                if tx.send(Inbound::Result { execution_id: execution, id, outcome, from_task: true, began_at }).await.is_err() {
+                if tx.send(Inbound::Result { execution_id: execution, id, outcome, from_task: true }).await.is_err() {
                     in_flight_count.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
                 }
             },

@@ -7,22 +7,33 @@
 //! each execution just before its retry. Executions are handled newest first;
 //! one the operation retried does not make older ones out of date (the
 //! NotLatestPipelineExecution rule sees its stage as re-opened), so a dry run
-//! and the run agree. Each retry is a normal stage retry (trigger `manual`); the
+//! and the run agree.
+//!
+//! The NotLatestPipelineExecution rule is answered in one newest-first walk
+//! over the pipeline's executions (`redrive_core::schedule::LatestFailure`),
+//! not by reading every later execution for each one, so a plan and a run are
+//! linear in the executions read. Before each check the run reads the
+//! executions started since the newest one it saw and looks again at those it
+//! saw unfinished (they may have failed the stage since). Each retry is a normal stage retry (trigger `manual`); the
 //! result of each execution is recorded once (`bulk_retry_results` is unique per
 //! operation and execution). A server that stops leaves its running operations
 //! to be marked `INTERRUPTED` at the next start; nothing is resumed, so nothing
 //! is retried twice.
 
+use super::NewerFailure;
 use super::{Service, ServiceError, execution_state, validate_name};
-use redrive_core::bulk::{BulkCounts, BulkFilter, BulkOutcome, BulkRate, Pace, max_executions};
+use redrive_core::bulk::{BulkCounts, BulkFilter, BulkOutcome, BulkRate, Pace, later_stage, max_executions};
 use redrive_core::definition::RetryMode;
 use redrive_core::exception::ExceptionType;
 use redrive_core::limits::{DEFAULT_BULK_RETRY_RATE_PER_S, MAX_BULK_RETRY_REASON_BYTES, MAX_BULK_RETRY_SCAN, truncate_utf8};
 use redrive_core::machine::Trigger;
+use redrive_core::schedule::{LaterStage, LatestFailure};
 use redrive_core::time::Timestamp;
-use redrive_store::{BulkRetryRecord, BulkRetryResult, ExecutionCursor, ExecutionFilter, Store, TargetName};
+use redrive_store::{
+    BulkRetryRecord, BulkRetryResult, ExecutionCursor, ExecutionFilter, ExecutionRecord, MAX_EXECUTIONS_PER_READ, Store, TargetName,
+};
 use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Items a plan lists (its counts cover all).
@@ -98,6 +109,63 @@ pub struct BulkSummary {
 /// A bulk retry's status once an abort stopped it.
 pub const ABORTED: &str = "ABORTED";
 
+/// An execution's place in the newest-first order (`(created_at, id)`): the
+/// keys of the walk.
+type Key = (Timestamp, String);
+
+/// One execution of the pipeline as the plan read it, newest first.
+#[derive(Clone, Debug)]
+struct Seen {
+    key: Key,
+    /// It matches the filter: the operation goes through it.
+    matched: bool,
+    /// Its stage, for the NotLatestPipelineExecution rule of older ones.
+    stage: LaterStage,
+}
+
+/// The retried stage's index in each pipeline version, read once a version.
+#[derive(Default)]
+struct StageOfVersion(HashMap<u32, Option<usize>>);
+
+impl StageOfVersion {
+    async fn get<S: Store>(&mut self, svc: &Service<S>, req: &BulkRequest, version: u32) -> Result<Option<usize>, ServiceError> {
+        if let Some(si) = self.0.get(&version) {
+            return Ok(*si);
+        }
+        // A version that cannot be read has no such stage to match; a store
+        // that cannot answer stops the operation.
+        let p = match svc.get_pipeline(&req.pipeline, Some(version)).await {
+            Err(e @ ServiceError::Unavailable(_)) => return Err(e),
+            other => other.ok(),
+        };
+        let si = p.and_then(|p| p.loaded.pipeline.stage_index(&req.stage));
+        self.0.insert(version, si);
+        Ok(si)
+    }
+
+    /// What `r` means for older executions' NotLatestPipelineExecution rule.
+    async fn later_stage<S: Store>(
+        &mut self,
+        svc: &Service<S>,
+        req: &BulkRequest,
+        r: &ExecutionRecord,
+    ) -> Result<LaterStage, ServiceError> {
+        let si = match r.target.pipeline_version() {
+            Some(version) => self.get(svc, req, version).await?,
+            None => None,
+        };
+        Ok(later_stage(&execution_state(r), si))
+    }
+}
+
+/// A run's walk: the plan's executions, brought up to date before each check.
+struct RunWalk {
+    walk: LatestFailure<Key>,
+    /// The newest execution read: any newer one started after the plan.
+    newest_read: Key,
+    stages: StageOfVersion,
+}
+
 impl<S: Store> Service<S> {
     fn check_bulk(req: &BulkRequest, now: Timestamp) -> Result<Checked, ServiceError> {
         validate_name("pipeline", &req.pipeline)?;
@@ -114,51 +182,50 @@ impl<S: Store> Service<S> {
         Ok(Checked { filter: BulkFilter { exception_type, failed_since }, rate, max })
     }
 
-    /// The matching executions, newest first (at most `max`), and how many
-    /// executions were read to find them.
-    async fn bulk_matches(&self, req: &BulkRequest, checked: &Checked) -> Result<(Vec<String>, u64, bool), ServiceError> {
+    /// The pipeline's executions newest first, up to the last one that matches
+    /// (at most `max` match), and how many executions were read to find them.
+    async fn bulk_scan(&self, req: &BulkRequest, checked: &Checked) -> Result<(Vec<Seen>, u64, bool), ServiceError> {
         let latest = self.get_pipeline(&req.pipeline, None).await?;
         if latest.loaded.pipeline.stage_index(&req.stage).is_none() {
             return Err(ServiceError::StageNotFound(format!("stage {} not found in pipeline {}", req.stage, req.pipeline)));
         }
-        let mut stage_of_version: HashMap<u32, Option<usize>> = HashMap::new();
-        let (mut matched, mut scanned, mut before) = (Vec::new(), 0u64, None::<ExecutionCursor>);
-        loop {
+        let mut stages = StageOfVersion::default();
+        let (mut seen, mut matched, mut scanned, mut before) = (Vec::new(), 0u64, 0u64, None::<ExecutionCursor>);
+        let complete = 'pages: loop {
             let filter =
                 ExecutionFilter { target: Some(TargetName::pipeline(&req.pipeline)), before: before.clone(), ..Default::default() };
             let page = self.store.list_executions(filter).await?;
-            let Some(last) = page.last() else { return Ok((matched, scanned, true)) };
+            let Some(last) = page.last() else { break true };
             before = Some(last.cursor());
             for r in &page {
                 scanned += 1;
-                let Some(version) = r.target.pipeline_version() else { continue };
-                if let std::collections::hash_map::Entry::Vacant(slot) = stage_of_version.entry(version) {
-                    // A version that cannot be read has no such stage to match; a store
-                    // that cannot answer stops the plan.
-                    let p = match self.get_pipeline(&req.pipeline, Some(version)).await {
-                        Err(e @ ServiceError::Unavailable(_)) => return Err(e),
-                        other => other.ok(),
-                    };
-                    slot.insert(p.and_then(|p| p.loaded.pipeline.stage_index(&req.stage)));
-                }
-                let Some(si) = stage_of_version[&version] else { continue };
-                if checked.filter.matches(&execution_state(r), si) {
-                    matched.push(r.id.clone());
-                    if matched.len() as u64 >= checked.max {
-                        return Ok((matched, scanned, true));
-                    }
+                let si = match r.target.pipeline_version() {
+                    Some(version) => stages.get(self, req, version).await?,
+                    None => None,
+                };
+                let state = execution_state(r);
+                let is_match = si.is_some_and(|si| checked.filter.matches(&state, si));
+                seen.push(Seen { key: (r.created_at, r.id.clone()), matched: is_match, stage: later_stage(&state, si) });
+                matched += u64::from(is_match);
+                if matched >= checked.max {
+                    break 'pages true;
                 }
                 if scanned >= MAX_BULK_RETRY_SCAN {
-                    return Ok((matched, scanned, false));
+                    break 'pages false;
                 }
             }
-        }
+        };
+        // Executions older than the last match play no part.
+        seen.truncate(seen.iter().rposition(|s| s.matched).map_or(0, |i| i + 1));
+        Ok((seen, scanned, complete))
     }
 
     /// One execution's retry as the single retry would answer it now, given
-    /// what the operation already retried: the actions, or why not.
-    async fn bulk_check_one(&self, req: &BulkRequest, id: &str, retried: &HashSet<String>) -> Result<Vec<String>, ServiceError> {
-        self.retry_check_after(&req.pipeline, &req.stage, id, retried).await?.targets(req.mode)
+    /// the newest later execution whose stage failed (and which the operation
+    /// did not retry): the actions, or why not.
+    async fn bulk_check_one(&self, req: &BulkRequest, id: &str, newer: Option<&Key>) -> Result<Vec<String>, ServiceError> {
+        let newer = NewerFailure::Known(newer.map(|(_, id)| id.clone()));
+        self.retry_check_with(&req.pipeline, &req.stage, id, newer).await?.targets(req.mode)
     }
 
     /// The dry run: what a bulk retry would do now; changes nothing.
@@ -167,19 +234,26 @@ impl<S: Store> Service<S> {
         Ok(self.plan_checked(req, &checked).await?.0)
     }
 
-    async fn plan_checked(&self, req: &BulkRequest, checked: &Checked) -> Result<(BulkPlan, Vec<String>), ServiceError> {
-        let (ids, scanned, scan_complete) = self.bulk_matches(req, checked).await?;
-        let mut plan = BulkPlan { matched: ids.len() as u64, scanned, scan_complete, ..Default::default() };
-        let mut would_retry = HashSet::new();
-        for id in &ids {
-            let (would, detail) = match self.bulk_check_one(req, id, &would_retry).await {
+    async fn plan_checked(&self, req: &BulkRequest, checked: &Checked) -> Result<(BulkPlan, Vec<Seen>), ServiceError> {
+        let (seen, scanned, scan_complete) = self.bulk_scan(req, checked).await?;
+        let matched = seen.iter().filter(|s| s.matched).count() as u64;
+        let mut plan = BulkPlan { matched, scanned, scan_complete, ..Default::default() };
+        let mut walk = LatestFailure::default();
+        for s in &seen {
+            if !s.matched {
+                walk.pass(s.key.clone(), s.stage);
+                continue;
+            }
+            let id = &s.key.1;
+            let (would, detail) = match self.bulk_check_one(req, id, walk.newest()).await {
                 Ok(actions) => {
-                    would_retry.insert(id.clone());
+                    walk.pass(s.key.clone(), LaterStage::Settled);
                     plan.would_retry += 1;
                     ("retry", format!("re-runs {}", actions.join(", ")))
                 }
                 Err(ServiceError::Unavailable(m)) => return Err(ServiceError::Unavailable(m)),
                 Err(e) => {
+                    walk.pass(s.key.clone(), s.stage);
                     plan.would_skip += 1;
                     ("skip", e.to_string())
                 }
@@ -188,7 +262,54 @@ impl<S: Store> Service<S> {
                 plan.items.push(BulkPlanItem { execution_id: id.clone(), would: would.into(), detail });
             }
         }
-        Ok((plan, ids))
+        Ok((plan, seen))
+    }
+
+    /// Brings a run's walk up to date before a check: the executions started
+    /// since the newest one read, and those read unfinished, again.
+    async fn bulk_look_again(&self, req: &BulkRequest, run: &mut RunWalk) -> Result<(), ServiceError> {
+        let mut fresh = self.executions_since(req, &run.newest_read).await?;
+        if let Some(newest) = fresh.first() {
+            run.newest_read = (newest.created_at, newest.id.clone());
+        }
+        let unsettled: Vec<Key> = run.walk.unsettled().cloned().collect();
+        for chunk in unsettled.chunks(MAX_EXECUTIONS_PER_READ) {
+            let ids: Vec<String> = chunk.iter().map(|(_, id)| id.clone()).collect();
+            let read = self.store.get_executions(&ids).await?;
+            // One no longer there (pruned, deleted) cannot fail the stage.
+            for key in chunk.iter().filter(|(_, id)| !read.iter().any(|r| r.id == *id)) {
+                run.walk.pass(key.clone(), LaterStage::Settled);
+            }
+            fresh.extend(read);
+        }
+        for r in &fresh {
+            let stage = run.stages.later_stage(self, req, r).await?;
+            run.walk.pass((r.created_at, r.id.clone()), stage);
+        }
+        Ok(())
+    }
+
+    /// The pipeline's executions newer than `after`, newest first.
+    async fn executions_since(&self, req: &BulkRequest, after: &Key) -> Result<Vec<ExecutionRecord>, ServiceError> {
+        const PAGE: usize = 100;
+        let (mut out, mut before) = (Vec::new(), None::<ExecutionCursor>);
+        loop {
+            let filter = ExecutionFilter {
+                target: Some(TargetName::pipeline(&req.pipeline)),
+                before: before.clone(),
+                limit: PAGE,
+                ..Default::default()
+            };
+            let page = self.store.list_executions(filter).await?;
+            let Some(last) = page.last() else { return Ok(out) };
+            before = Some(last.cursor());
+            for r in page {
+                if (r.created_at, r.id.as_str()) <= (after.0, after.1.as_str()) {
+                    return Ok(out);
+                }
+                out.push(r);
+            }
+        }
     }
 
     /// Shows the count first, records the operation (`RUNNING`) and starts it
@@ -196,7 +317,7 @@ impl<S: Store> Service<S> {
     pub async fn start_bulk_retry(self: &Arc<Self>, req: BulkRequest) -> Result<(BulkRetryRecord, BulkPlan), ServiceError> {
         let now = self.clock.now();
         let checked = Self::check_bulk(&req, now)?;
-        let (plan, ids) = self.plan_checked(&req, &checked).await?;
+        let (plan, seen) = self.plan_checked(&req, &checked).await?;
         let summary = BulkSummary { counts: BulkCounts { matched: plan.matched, ..Default::default() }, error: None };
         let record = BulkRetryRecord {
             id: uuid::Uuid::new_v4().to_string(),
@@ -210,7 +331,7 @@ impl<S: Store> Service<S> {
         };
         self.store.create_bulk_retry(record.clone()).await?;
         let (svc, run) = (self.clone(), record.clone());
-        tokio::spawn(async move { svc.run_bulk_retry(run, req, checked.rate, ids, summary).await });
+        tokio::spawn(async move { svc.run_bulk_retry(run, req, checked.rate, seen, summary).await });
         Ok((record, plan))
     }
 
@@ -219,11 +340,11 @@ impl<S: Store> Service<S> {
         mut record: BulkRetryRecord,
         req: BulkRequest,
         rate: BulkRate,
-        ids: Vec<String>,
+        seen: Vec<Seen>,
         mut summary: BulkSummary,
     ) {
         let abort = self.running.register(&record.id);
-        let result = self.drive_bulk(&record, &req, rate, &ids, &mut summary, &abort).await;
+        let result = self.drive_bulk(&record, &req, rate, &seen, &mut summary, &abort).await;
         self.running.finished(&record.id);
         record.finished_at = Some(self.clock.now());
         record.status = match result {
@@ -245,14 +366,20 @@ impl<S: Store> Service<S> {
         record: &BulkRetryRecord,
         req: &BulkRequest,
         rate: BulkRate,
-        ids: &[String],
+        seen: &[Seen],
         summary: &mut BulkSummary,
         abort: &crate::redrive::AbortSignal,
     ) -> Result<(), ServiceError> {
+        let Some(newest) = seen.first() else { return Ok(()) };
+        let mut run = RunWalk { walk: LatestFailure::default(), newest_read: newest.key.clone(), stages: StageOfVersion::default() };
         let mut pace = Pace::new(rate);
-        let mut retried = HashSet::new();
-        let (mut last_save, mut unsaved) = (tokio::time::Instant::now(), false);
-        for (i, id) in ids.iter().enumerate() {
+        let (mut last_save, mut unsaved, mut seq) = (tokio::time::Instant::now(), false, 0u64);
+        for s in seen {
+            if !s.matched {
+                run.walk.pass(s.key.clone(), s.stage);
+                continue;
+            }
+            let id = &s.key.1;
             let now = self.clock.now();
             let wait_ms = pace.take_slot(now).ms_since(now).max(0) as u64;
             // Progress is written every half second, and before any long wait.
@@ -264,13 +391,14 @@ impl<S: Store> Service<S> {
             if abort.is_requested() {
                 return Ok(());
             }
-            let (outcome, reason) = self.bulk_retry_one(req, id, &retried).await;
-            if outcome == BulkOutcome::Retried {
-                retried.insert(id.clone());
-            }
+            let (outcome, reason) = self.bulk_retry_one(req, id, &mut run).await;
+            // A skipped one is looked at again before the next check (whether
+            // its stage is failed now).
+            run.walk.pass(s.key.clone(), if outcome == BulkOutcome::Retried { LaterStage::Settled } else { LaterStage::Unsettled });
+            seq += 1;
             let result = BulkRetryResult {
                 op_id: record.id.clone(),
-                seq: i as u64 + 1,
+                seq,
                 execution_id: id.clone(),
                 outcome: outcome.as_str().into(),
                 reason: reason.clone(),
@@ -291,9 +419,14 @@ impl<S: Store> Service<S> {
         Ok(self.store.update_bulk_retry(r).await?)
     }
 
-    /// One execution: the single retry's checks, then the retry itself.
-    async fn bulk_retry_one(&self, req: &BulkRequest, id: &str, retried: &HashSet<String>) -> (BulkOutcome, Option<String>) {
-        let result = match self.bulk_check_one(req, id, retried).await {
+    /// One execution: the walk brought up to date, the single retry's checks,
+    /// then the retry itself.
+    async fn bulk_retry_one(&self, req: &BulkRequest, id: &str, run: &mut RunWalk) -> (BulkOutcome, Option<String>) {
+        let checked = match self.bulk_look_again(req, run).await {
+            Ok(()) => self.bulk_check_one(req, id, run.walk.newest()).await,
+            Err(e) => Err(e),
+        };
+        let result = match checked {
             Ok(_) => self.engine.retry_stage(id, &req.stage, req.mode, Trigger::Manual).await.map_err(ServiceError::from),
             Err(e) => Err(e),
         };

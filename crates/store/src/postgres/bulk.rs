@@ -35,6 +35,13 @@ CREATE TABLE bulk_retry_results (
 );
 "#;
 
+/// Finished operations that finished before $1, oldest first, `LIMIT $2`;
+/// their results go with them (`ON DELETE CASCADE`). No index: operations are
+/// few (each is started by hand).
+pub(super) const SQL_PRUNE: &str = "DELETE FROM bulk_retries WHERE id IN (
+    SELECT id FROM bulk_retries WHERE status <> 'RUNNING' AND finished_at < $1 ORDER BY finished_at, id LIMIT $2)";
+pub(super) const SQL_COUNT_PRUNABLE: &str = "SELECT COUNT(*) FROM bulk_retries WHERE status <> 'RUNNING' AND finished_at < $1";
+
 const SQL_INSERT: &str = "INSERT INTO bulk_retries (id, pipeline, stage, status, started_at, finished_at, request_json, summary_json) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING";
 const SQL_UPDATE: &str = "UPDATE bulk_retries SET status = $2, finished_at = $3, summary_json = $4 WHERE id = $1";

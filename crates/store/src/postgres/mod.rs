@@ -917,6 +917,9 @@ impl Store for PostgresStore {
             counts.redrive_runs =
                 self.query_opt(SQL_COUNT_PRUNABLE_REDRIVE_RUNS, &[&before.unix_ms()], rows::count_from_row).await?.unwrap_or(0);
         }
+        if let Some(before) = step.bulk_retries_finished_before {
+            counts.bulk_retries = self.query_opt(bulk::SQL_COUNT_PRUNABLE, &[&before.unix_ms()], rows::count_from_row).await?.unwrap_or(0);
+        }
         if let Some(before) = step.audit_before {
             counts.audit_records = self.query_opt(SQL_COUNT_PRUNABLE_AUDIT, &[&before.unix_ms()], rows::count_from_row).await?.unwrap_or(0);
         }

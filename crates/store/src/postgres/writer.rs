@@ -646,6 +646,10 @@ async fn prune(tx: &Transaction<'_>, step: &PruneStep) -> PgResult<PruneCounts> 
         let st = tx.prepare_cached(SQL_PRUNE_REDRIVE_RUNS).await?;
         counts.redrive_runs = tx.execute(&st, &[&before.unix_ms(), &limit]).await?;
     }
+    if let Some(before) = step.bulk_retries_finished_before {
+        let st = tx.prepare_cached(super::bulk::SQL_PRUNE).await?;
+        counts.bulk_retries = tx.execute(&st, &[&before.unix_ms(), &limit]).await?;
+    }
     if let Some(before) = step.audit_before {
         let st = tx.prepare_cached(SQL_PRUNE_AUDIT).await?;
         counts.audit_records = tx.execute(&st, &[&before.unix_ms(), &limit]).await?;
