@@ -59,6 +59,8 @@ pub enum Workload {
     W3,
     /// Many pending retries: memory while they wait and how late they fire.
     W4,
+    /// W1 spread over `--processes` `redrive server --spread` processes on PostgreSQL.
+    W5,
 }
 
 /// Most rounds `--runs` takes.
@@ -93,6 +95,9 @@ pub struct BenchArgs {
     pub(crate) db: Option<StoreLocation>,
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub(crate) output: OutputFormat,
+    /// W5: how many `redrive server --spread` processes share the work (1 to 8).
+    #[arg(long, default_value_t = 2)]
+    pub(crate) processes: usize,
     /// W1 as durable functions: N executions × 5 checkpointed steps, each
     /// failing its first attempt with Step.SERVICE_FAULT (retry interval 0).
     #[arg(long, conflicts_with = "workload")]
@@ -116,6 +121,7 @@ impl BenchArgs {
             Workload::W2 => 1_000,
             Workload::W3 => 10_000,
             Workload::W4 => 1_000_000,
+            Workload::W5 => 10_000,
         })
     }
 }
@@ -166,6 +172,7 @@ async fn run_bench(args: &BenchArgs) -> anyhow::Result<()> {
         Workload::W2 => crate::bench_w2::run(args).await,
         Workload::W3 => crate::bench_w3::run(args).await,
         Workload::W4 => crate::bench_w4::run(args).await,
+        Workload::W5 => crate::bench_w5::run(args, args.processes).await,
     }
 }
 

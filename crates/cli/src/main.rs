@@ -9,6 +9,7 @@ mod bench_w1;
 mod bench_w2;
 mod bench_w3;
 mod bench_w4;
+mod bench_w5;
 mod bulk;
 mod client;
 mod config;

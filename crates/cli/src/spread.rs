@@ -27,6 +27,9 @@ use std::future::Future;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+/// How often the routes follow the shards' holders between heartbeats.
+const ROUTE_REFRESH: Duration = Duration::from_millis(200);
+
 /// What every shard's engine is made with.
 pub(crate) struct SpreadContext {
     /// The process's member store (the whole database, following).
@@ -60,13 +63,22 @@ pub(crate) async fn drive(ctx: SpreadContext, until: impl Future<Output = ()>) -
     let me = redrive_store::member_id();
     ctx.switch.spread(routes(&held, &[], &me));
     tokio::pin!(until);
+    let mut refresh = tokio::time::interval(ROUTE_REFRESH.min(ctx.store.heartbeat()));
+    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut next_turn = tokio::time::Instant::now();
     loop {
-        if let Err(e) = turn(&ctx, &me, &mut held).await {
-            tracing::warn!(error = %format!("{e:#}"), "the shards could not be balanced this heartbeat; trying again at the next");
+        if tokio::time::Instant::now() >= next_turn {
+            if let Err(e) = turn(&ctx, &me, &mut held).await {
+                tracing::warn!(error = %format!("{e:#}"), "the shards could not be balanced this heartbeat; trying again at the next");
+            }
+            next_turn = tokio::time::Instant::now() + ctx.store.heartbeat();
+        } else if let Ok(owners) = ctx.store.shard_owners().await {
+            // Between heartbeats, follow the other processes' takes and releases.
+            ctx.switch.spread(routes(&held, &owners, &me));
         }
         tokio::select! {
             _ = &mut until => break,
-            _ = tokio::time::sleep(ctx.store.heartbeat()) => {}
+            _ = refresh.tick() => {}
         }
     }
     ctx.switch.spread(routes(&BTreeMap::new(), &[], &me));
