@@ -179,40 +179,9 @@ fn a_stalled_leader_is_fenced_after_the_follower_takes_over() {
 fn a_hundred_concurrent_stage_retries_over_two_servers_start_one_series() {
     let db = FreshDatabase::new("retry");
     let sb = Sandbox::new();
-    let marker = sb.path("failed-once");
     let a = server(&db);
     let b = server(&db);
-    // Fails its first run only: the one accepted retry succeeds, and every later
-    // retry finds nothing failed.
-    let definition = json!({"name": "p", "executionMode": "PARALLEL", "stages": [{"name": "S", "actions": [
-        {"name": "A", "command": ["sh", "-c", format!("test -e {m} || {{ touch {m}; exit 1; }}", m = marker.display())]}]}]});
-    assert_eq!(http(&a.addr, "POST", "/v1/pipelines", Some(definition)).0, 201);
-    let id = start_execution(&a.addr, "p");
-    wait_all(&a.addr, "p", std::slice::from_ref(&id), "Failed", Duration::from_secs(30));
-
-    let addrs = [a.addr.clone(), b.addr.clone()];
-    let threads: Vec<_> = (0..100)
-        .map(|i| {
-            let (addr, id) = (addrs[i % 2].clone(), id.clone());
-            std::thread::spawn(move || {
-                http(
-                    &addr,
-                    "POST",
-                    &format!("/v1/pipelines/p/executions/{id}/stages/S/retry"),
-                    Some(json!({"retryMode": "FAILED_ACTIONS"})),
-                )
-            })
-        })
-        .collect();
-    let answers: Vec<(u16, Value)> = threads.into_iter().map(|t| t.join().unwrap()).collect();
-    let shown = || answers.iter().map(|(s, v)| format!("{s} {v}")).collect::<Vec<_>>();
-    assert_eq!(answers.iter().filter(|(s, _)| *s == 200).count(), 1, "one retry is accepted: {:?}", shown());
-    // The others are refused as the API says (a retry already in progress, or
-    // the stage no longer failed), none fails or is lost.
-    assert!(answers.iter().all(|(s, _)| *s == 200 || *s == 400 || *s == 409), "{:?}", shown());
-    wait_all(&b.addr, "p", std::slice::from_ref(&id), "Succeeded", Duration::from_secs(30));
-    assert_eq!(db.query("SELECT count(DISTINCT series) FROM ledger"), "2", "one new series");
-    assert_eq!(db.query("SELECT count(*) FROM ledger WHERE series = 2"), "1");
+    hundred_concurrent_stage_retries_start_one_series(&a.addr, &b.addr, &sb, |sql| db.query(sql));
 }
 
 #[test]

@@ -169,6 +169,51 @@ pub fn start_execution(addr: &str, pipeline: &str) -> String {
     v["pipelineExecutionId"].as_str().unwrap().to_string()
 }
 
+/// Polls `GET /v1/pipelines/{pipeline}/executions/{id}` on `addr` until its
+/// status is `want` (panics after `within`).
+pub fn wait_for_status(addr: &str, pipeline: &str, id: &str, want: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let (_, v) = http(addr, "GET", &format!("/v1/pipelines/{pipeline}/executions/{id}"), None);
+        if v["status"] == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "execution {id} never reached {want}: {v}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Two servers sharing one database (`a`, `b`): 100 concurrent
+/// RetryStageExecution calls of one failed execution, sent to both, start one
+/// new series; `query` reads the database (one value).
+pub fn hundred_concurrent_stage_retries_start_one_series(a: &str, b: &str, sb: &Sandbox, query: impl Fn(&str) -> String) {
+    let marker = sb.path("failed-once");
+    // Fails its first run only: the one accepted retry succeeds, and every later
+    // retry finds nothing failed.
+    let definition = serde_json::json!({"name": "p", "executionMode": "PARALLEL", "stages": [{"name": "S", "actions": [
+        {"name": "A", "command": ["sh", "-c", format!("test -e {m} || {{ touch {m}; exit 1; }}", m = marker.display())]}]}]});
+    assert_eq!(http(a, "POST", "/v1/pipelines", Some(definition)).0, 201);
+    let id = start_execution(a, "p");
+    wait_for_status(a, "p", &id, "Failed", Duration::from_secs(30));
+    let addrs = [a.to_string(), b.to_string()];
+    let threads: Vec<_> = (0..100)
+        .map(|i| {
+            let (addr, id) = (addrs[i % 2].clone(), id.clone());
+            let path = format!("/v1/pipelines/p/executions/{id}/stages/S/retry");
+            std::thread::spawn(move || http(&addr, "POST", &path, Some(serde_json::json!({"retryMode": "FAILED_ACTIONS"}))))
+        })
+        .collect();
+    let answers: Vec<(u16, Value)> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let shown = || answers.iter().map(|(s, v)| format!("{s} {v}")).collect::<Vec<_>>();
+    assert_eq!(answers.iter().filter(|(s, _)| *s == 200).count(), 1, "one retry is accepted: {:?}", shown());
+    // The others are refused as the API says (a retry already in progress, or
+    // the stage no longer failed), none fails or is lost.
+    assert!(answers.iter().all(|(s, _)| *s == 200 || *s == 400 || *s == 409), "{:?}", shown());
+    wait_for_status(b, "p", &id, "Succeeded", Duration::from_secs(30));
+    assert_eq!(query("SELECT count(DISTINCT series) FROM ledger"), "2", "one new series");
+    assert_eq!(query("SELECT count(*) FROM ledger WHERE series = 2"), "1");
+}
+
 /// A CodePipeline call (`POST /` with `X-Amz-Target`, unsigned): status and JSON body.
 pub fn aws_call(addr: &str, operation: &str, body: Value) -> (u16, Value) {
     let mut s = std::net::TcpStream::connect(addr).unwrap();

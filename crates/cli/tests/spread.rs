@@ -265,3 +265,15 @@ fn a_stalled_spread_server_loses_its_shards_and_its_late_results_are_refused() {
     assert_eq!(succeeded, runs.len(), "Held succeeded once per execution in the ledger");
     drop(a);
 }
+
+#[test]
+fn a_hundred_concurrent_stage_retries_over_two_spread_servers_start_one_series() {
+    let db = FreshDatabase::new("spread_retry");
+    let sb = Sandbox::new();
+    let a = spread_server(&db);
+    let all = usize::from(SHARD_COUNT);
+    wait_for_shares(&a.addr, &[a.child.id()], &[all], Duration::from_secs(20));
+    let b = spread_server(&db);
+    wait_for_shares(&b.addr, &[a.child.id(), b.child.id()], &[all / 2, all / 2], Duration::from_secs(60));
+    hundred_concurrent_stage_retries_start_one_series(&a.addr, &b.addr, &sb, |sql| db.query(sql));
+}
