@@ -6,6 +6,7 @@
 # that the servers answered 503 (not a crash) while the database was down.
 #
 #   scripts/pg-restart-check.sh [BINARY] [EXECUTIONS]
+#   SPREAD=1 scripts/pg-restart-check.sh …   # the servers with --spread
 set -euo pipefail
 bin="${1:-target/release/redrive}"
 n="${2:-50}"
@@ -16,24 +17,33 @@ work="$(mktemp -d)"
 version="$(ls /etc/postgresql | sort -V | tail -n1)"
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; psql "$admin" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true; }
 pids=()
+mode=(); [ -n "${SPREAD:-}" ] && mode=(--spread)
 trap cleanup EXIT
 psql "$admin" -qc "CREATE DATABASE $db"
 for port in 7801 7802; do
-  "$bin" server --listen "127.0.0.1:$port" --db "$url" --grace-seconds 1 >"$work/server-$port.log" 2>&1 &
+  REDRIVE_DB="$url" "$bin" server "${mode[@]}" --listen "127.0.0.1:$port" --grace-seconds 1 >"$work/server-$port.log" 2>&1 &
   pids+=("$!")
   sleep 1
 done
+# With --spread, wait until the second server holds its half of the shards.
+if [ -n "${SPREAD:-}" ]; then
+  until [ "$(psql "$url" -Atc "SELECT count(DISTINCT member) FROM engine_lock WHERE id >= 2 AND expires_at > (extract(epoch FROM clock_timestamp()) * 1000)::BIGINT")" = 2 ]; do sleep 0.5; done
+  sleep 3
+fi
+# Four pipelines (with --spread, in different shards).
+for i in 0 1 2 3; do
 cat >"$work/p.json" <<JSON
-{"name": "restart", "executionMode": "PARALLEL", "maxConcurrentExecutions": 1000, "stages": [
+{"name": "restart-$i", "executionMode": "PARALLEL", "maxConcurrentExecutions": 1000, "stages": [
   {"name": "One", "actions": [{"name": "Work", "command": ["sh", "-c", "sleep 1; echo \"\$REDRIVE_EXECUTION_ID One\" >> $work/effects.log"]}]},
   {"name": "Two", "actions": [{"name": "More", "command": ["sh", "-c", "echo \"\$REDRIVE_EXECUTION_ID Two\" >> $work/effects.log"]}]}]}
 JSON
 curl -sf -XPOST localhost:7802/v1/pipelines -H 'content-type: application/json' -d @"$work/p.json" >/dev/null
-for _ in $(seq "$n"); do curl -sf -XPOST localhost:7802/v1/pipelines/restart/executions -H 'content-type: application/json' -d '{}' >/dev/null; done
+done
+for i in $(seq "$n"); do curl -sf -XPOST "localhost:$((7801 + i % 2))/v1/pipelines/restart-$((i % 4))/executions" -H 'content-type: application/json' -d '{}' >/dev/null; done
 echo "started $n executions; restarting PostgreSQL $version"
 pg_ctlcluster --skip-systemctl-redirect "$version" main stop -m fast
 sleep 0.5
-codes="$(for port in 7801 7802; do curl -s -o /dev/null -w '%{http_code} ' -XPOST "localhost:$port/v1/pipelines/restart/executions" -H 'content-type: application/json' -d '{}'; done)"
+codes="$(for port in 7801 7802; do curl -s -o /dev/null -w '%{http_code} ' -XPOST "localhost:$port/v1/pipelines/restart-0/executions" -H 'content-type: application/json' -d '{}'; done)"
 echo "a start on each server while PostgreSQL is down answered: $codes"
 sleep 3
 pg_ctlcluster --skip-systemctl-redirect "$version" main start
@@ -50,6 +60,6 @@ doubled="$(psql "$url" -Atc "SELECT count(*) FROM (SELECT execution_id, stage, a
 faults="$(psql "$url" -Atc "SELECT count(*) FROM ledger WHERE exception_type = 'Step.SERVICE_FAULT'")"
 alive=0; for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=$((alive + 1)); done
 echo "actions that succeeded twice in the ledger: $doubled; attempts recorded as Step.SERVICE_FAULT: $faults; servers still running: $alive of 2"
-echo "leader now: $(psql "$url" -Atc "SELECT member || ' token ' || token FROM engine_lock")"
+echo "leases now: $(psql "$url" -Atc "SELECT id || ':' || member || ' token ' || token FROM engine_lock WHERE member IS NOT NULL ORDER BY id" | tr '\n' ' ')"
 [ "$doubled" = 0 ] || { echo FAIL; exit 1; }
 echo OK

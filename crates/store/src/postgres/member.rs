@@ -12,6 +12,8 @@ use redrive_core::time::Timestamp;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// Heartbeats a member may miss before it stops counting for the shards' shares.
+pub const LIVE_HEARTBEATS: u32 = 3;
 /// Members listed by [`PostgresStore::cluster`], at most.
 pub const MAX_MEMBERS_LISTED: i64 = 100;
 
@@ -197,9 +199,13 @@ impl PostgresStore {
     }
 
     /// The live members' ids, in id order (a member's rank among them decides
-    /// its fair share of the shards).
+    /// its fair share of the shards): those that announced themselves within
+    /// the last [`LIVE_HEARTBEATS`] heartbeats (at most the lease), so that a
+    /// dead process stops counting a few heartbeats after it died and the
+    /// others take its shards then, not a lease later.
     pub async fn live_members(&self) -> Result<Vec<String>, StoreError> {
-        let lease_ms = i64::try_from(self.terms.lease.as_millis()).unwrap_or(i64::MAX);
+        let window = (self.terms.heartbeat * LIVE_HEARTBEATS).min(self.terms.lease);
+        let lease_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
         let sql = format!("SELECT id FROM members WHERE heartbeat_at > {DB_NOW_MS} - $1 ORDER BY id LIMIT $2");
         Ok(self.query(&sql, &[&lease_ms, &MAX_MEMBERS_LISTED]).await?.iter().map(|row| row.get(0)).collect())
     }
