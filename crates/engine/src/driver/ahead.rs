@@ -4,18 +4,22 @@
 //! that fires needs its execution read back before its attempt can start. To
 //! start it at its due time instead, the loop looks at the timers due within
 //! the next [`ReadAhead::window_ms`] and reads their executions *before* they
-//! are due: when the timer fires, its execution is in memory and the attempt
-//! starts in the batch that finds the timer due. Reading ahead never fires a
-//! timer (the regular poll does, when due); it only installs executions, so it
-//! cannot fire one early or twice. At most [`ReadAhead::max_executions`]
+//! are due, and keeps the timers it found: at a timer's due time the loop fires
+//! it from memory ([`ReadAhead::due`]) — its execution is there, so the attempt
+//! starts in that batch, without waiting for a store poll (whose rhythm follows
+//! the commits in flight). Such a timer is fired like one a poll found (see
+//! `driver::timers`): never before its due time, and a poll that reads it
+//! while the batch that fired it is not durable passes over it, so it fires
+//! once. One whose execution left memory, or whose timer fired otherwise, is
+//! dropped: the regular poll still has it. At most [`ReadAhead::max_executions`]
 //! executions read ahead wait in memory for their timers at once.
 //!
-//! [`ReadAhead`] decides when to look, from where, how many, and which of the
-//! timers found to read; the loop (`driver::timers`) does the reads.
+//! [`ReadAhead`] decides when to look, from where, how many, which of the
+//! timers found to read, and which are due; the loop does the reads and fires.
 
 use redrive_core::time::Timestamp;
 use redrive_store::TimerRecord;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 /// Timers read per look at most (one store page).
 pub(super) const MAX_TIMERS_PER_LOOK: usize = 1000;
@@ -44,6 +48,9 @@ pub(super) struct ReadAhead {
     max_executions: usize,
     /// Executions read ahead (or being read) whose timer has not fired yet → that timer's due time.
     held: HashMap<String, Timestamp>,
+    /// The timers found of executions read ahead, by due time (those of
+    /// executions no longer held are dropped when due).
+    scheduled: BTreeSet<(Timestamp, String, String)>,
     /// The last timer a look read: the next look continues after it.
     cursor: Option<TimerRecord>,
     /// A look is under way.
@@ -54,7 +61,15 @@ pub(super) struct ReadAhead {
 
 impl ReadAhead {
     pub fn new(window_ms: u64, max_executions: usize) -> ReadAhead {
-        ReadAhead { window_ms, max_executions, held: HashMap::new(), cursor: None, looking: false, next_look_at: None }
+        ReadAhead {
+            window_ms,
+            max_executions,
+            held: HashMap::new(),
+            scheduled: BTreeSet::new(),
+            cursor: None,
+            looking: false,
+            next_look_at: None,
+        }
     }
 
     fn enabled(&self) -> bool {
@@ -97,7 +112,9 @@ impl ReadAhead {
 
     /// What a look found (`look` asked for it): the executions to read now,
     /// each once, leaving out those `in_memory_or_read` says the loop holds or
-    /// is reading already. A full page is followed by the next at once.
+    /// is reading already (their timers are the poll's). The timers of the
+    /// executions read ahead are kept to fire when due. A full page is
+    /// followed by the next at once.
     pub fn found(&mut self, look: &Look, timers: &[TimerRecord], now: Timestamp, in_memory_or_read: impl Fn(&str) -> bool) -> Vec<String> {
         self.looking = false;
         let full = timers.len() >= look.limit;
@@ -105,13 +122,34 @@ impl ReadAhead {
         self.next_look_at = Some(if full { now } else { now.plus_ms(LOOK_EVERY_MS) });
         let mut read = Vec::new();
         for t in timers {
-            if self.held.contains_key(&t.execution_id) || in_memory_or_read(&t.execution_id) {
-                continue;
+            if !self.held.contains_key(&t.execution_id) {
+                if in_memory_or_read(&t.execution_id) {
+                    continue;
+                }
+                self.held.insert(t.execution_id.clone(), t.due_at);
+                read.push(t.execution_id.clone());
             }
-            self.held.insert(t.execution_id.clone(), t.due_at);
-            read.push(t.execution_id.clone());
+            self.scheduled.insert((t.due_at, t.execution_id.clone(), t.key.clone()));
         }
         read
+    }
+
+    /// The earliest due time of a timer kept to fire.
+    pub fn next_scheduled(&self) -> Option<Timestamp> {
+        self.scheduled.first().map(|(due, _, _)| *due)
+    }
+
+    /// The timers kept that are due by `now`, earliest first, of executions
+    /// still held (read ahead, their timers not fired yet).
+    pub fn due(&mut self, now: Timestamp) -> Vec<TimerRecord> {
+        let mut due = Vec::new();
+        while self.scheduled.first().is_some_and(|(at, _, _)| *at <= now) {
+            let (due_at, execution_id, key) = self.scheduled.pop_first().expect("checked above");
+            if self.held.contains_key(&execution_id) {
+                due.push(TimerRecord { execution_id, key, due_at });
+            }
+        }
+        due
     }
 
     /// A look failed: the next one after `retry_ms`, from where this one began.
@@ -220,6 +258,21 @@ mod tests {
         assert_eq!(r.start(at(1099), Some(at(10))), None, "retried later");
         let look = r.start(at(1100), Some(at(10))).unwrap();
         assert_eq!(look.after.due_at, at(1100), "behind now by then: what fell due meanwhile is the regular poll's");
+    }
+
+    #[test]
+    fn timers_found_are_due_at_their_time_not_before_and_only_while_their_execution_is_held() {
+        let mut r = ReadAhead::new(1000, 10);
+        let look = r.start(at(0), Some(at(300))).unwrap();
+        let found = [timer("a", 300), timer("live", 300), timer("b", 500), timer("c", 500)];
+        r.found(&look, &found, at(0), |id| id == "live");
+        assert_eq!(r.next_scheduled(), Some(at(300)));
+        assert_eq!(r.due(at(299)), vec![], "not before its time");
+        assert_eq!(r.due(at(300)), vec![timer("a", 300)], "a timer of an execution the loop held is the poll's");
+        assert_eq!(r.due(at(300)), vec![], "each once");
+        r.forget("b"); // fired by a poll, or left memory
+        assert_eq!(r.due(at(600)), vec![timer("c", 500)]);
+        assert_eq!(r.next_scheduled(), None);
     }
 
     #[test]

@@ -399,6 +399,7 @@ impl<S: Store> Driver<S> {
             return Err(e);
         }
         if !shutdown {
+            self.fire_timers_ahead(now, &mut batch);
             self.poll_timers_if_due(now);
             self.look_ahead_if_due(now);
         }

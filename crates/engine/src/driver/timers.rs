@@ -118,7 +118,7 @@ impl<S: Store> Driver<S> {
         }
         let poll = self.timers.next_due.filter(|_| !self.timers.busy());
         let look = self.read_ahead.wake_at(self.timers.next_due);
-        let at = poll.into_iter().chain(look).min()?;
+        let at = poll.into_iter().chain(look).chain(self.read_ahead.next_scheduled()).min()?;
         Some(self.clock.sleep_until(at))
     }
 
@@ -236,6 +236,26 @@ impl<S: Store> Driver<S> {
         };
         for id in self.read_ahead.found(&look, &found, now, held) {
             self.park(Need::Execution(id.clone()), Msg::ReadAhead(id));
+        }
+    }
+
+    /// Fires the timers read ahead that are due by now, as a poll would (see
+    /// [`Driver::timers_due`]) but without waiting for one: their executions
+    /// are in memory (or being read). One handled already — by a poll whose
+    /// batch may not be durable, or in this batch — is left alone.
+    pub(super) fn fire_timers_ahead(&mut self, now: Timestamp, batch: &mut Batch) {
+        if self.draining.is_some() {
+            return;
+        }
+        for t in self.read_ahead.due(now) {
+            let handled = self.timers.in_flight.contains_key(&(t.execution_id.clone(), t.key.clone()))
+                || batch.pending.get(&t.execution_id).is_some_and(|p| p.timers.contains_key(&t.key));
+            if handled {
+                continue;
+            }
+            batch.timers_fired = true;
+            self.recorder.timer_fired(now.ms_since(t.due_at));
+            self.fire_timer(t, now, batch);
         }
     }
 
