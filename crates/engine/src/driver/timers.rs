@@ -12,6 +12,11 @@
 //! once (up to [`MAX_PARKED_TIMERS`] waiting for reads); a sweep that met only
 //! timers in flight waits for the next acknowledgement. The in-memory state
 //! machine decides whether a timer it is handed still means anything.
+//!
+//! Timers due within the read-ahead window are looked at before they are due:
+//! their executions are read into memory, and the timers found fire from
+//! memory at their due time ([`Driver::fire_timers_ahead`]), handed to the
+//! machine like a poll's (see [`super::ahead`]).
 
 use super::ahead::Look;
 use super::load::{Found, Need, READ_RETRY_MS};
