@@ -157,6 +157,70 @@ async fn executions_waiting_on_distant_timers_are_not_held_in_memory() {
     join.await.unwrap().unwrap();
 }
 
+/// Executions that left memory while they wait are read back *ahead* of their
+/// timers — once the timer is within the read-ahead window, at most the
+/// configured number — and the timers fire at their due time, not before, each
+/// once (the clock stands still at each step: only the look-ahead can move them
+/// into memory, only the due time can start a retry).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn executions_are_read_ahead_of_their_timers_which_fire_when_due_not_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = manual_clock();
+    let store = Arc::new(open(&dir));
+    let p = pipeline(
+        store.as_ref(),
+        "name: ahead\nexecutionMode: PARALLEL\nstages:\n  - name: S\n    actions:\n      - name: A\n        noop: {failFirst: 1, failWith: Job.CAPACITY_ERROR}\n        retryPolicies: [{exceptionType: Job.CAPACITY_ERROR, intervalSeconds: 10}]\n",
+    )
+    .await;
+    let config = DriverConfig { read_ahead_window_ms: 1000, max_read_ahead_executions: 20, ..DriverConfig::default() };
+    let (handle, join) = Driver::spawn(store.clone(), clock.clone(), config);
+    let mut ids = Vec::new();
+    for _ in 0..30 {
+        ids.push(handle.start(p.clone(), "{}".into()).await.unwrap());
+    }
+    let due = clock.now().plus_ms(10_000);
+    let live = || {
+        let handle = handle.clone();
+        async move { handle.stats().await.unwrap().live_executions }
+    };
+    until("every execution to wait evicted", || {
+        let (store, live) = (store.clone(), live());
+        async move { store.count_timers().await.unwrap() == 30 && live.await == 0 }
+    })
+    .await;
+    let retried = || {
+        let (store, ids) = (store.clone(), ids.clone());
+        async move {
+            let mut n = 0;
+            for id in &ids {
+                n += usize::from(store.ledger(id).await.unwrap().len() > 1);
+            }
+            n
+        }
+    };
+
+    clock.advance(10_000 - 1001);
+    stays_false("an execution read back more than the window ahead", || async { live().await > 0 }).await;
+    clock.advance(1);
+    until("the executions to be read ahead", || async { live().await == 20 }).await;
+    stays_false("more read ahead than allowed", || async { live().await > 20 }).await;
+    clock.advance(999);
+    stays_false("a retry 1 ms early", || async { retried().await > 0 }).await;
+    assert_eq!(live().await, 20, "the executions read ahead wait in memory");
+
+    clock.advance(1);
+    for id in &ids {
+        assert_eq!(within("the retry at its due time", handle.wait(id)).await.unwrap().status, ExecutionStatus::Succeeded);
+        let ledger = store.ledger(id).await.unwrap();
+        assert_eq!(ledger.len(), 2, "{id}: retried exactly once");
+        assert_eq!(ledger[1].started_at, due, "{id}: the retry starts when due (the clock stood still there)");
+    }
+    until("every execution to leave memory", || async { live().await == 0 }).await;
+    assert_eq!(store.count_timers().await.unwrap(), 0);
+    handle.shutdown().await;
+    join.await.unwrap().unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_stage_retries_start_exactly_one_series() {
     use redrive_core::definition::RetryMode;

@@ -167,6 +167,50 @@ async fn failing_reads_degrade_and_timers_fire_after_recovery() {
     join.await.unwrap().unwrap();
 }
 
+/// A timer read ahead fires from memory at its due time: its evicted execution
+/// was read back within the read-ahead window, so the retry starts on time even
+/// though no read works by then (the store's timers cannot be polled).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timer_read_ahead_fires_when_due_without_a_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = faulty(&dir);
+    let p = pipeline(
+        store.as_ref(),
+        "name: t\nstages:\n  - name: S\n    actions:\n      - name: A\n        noop: {failFirst: 1, failWith: Job.CAPACITY_ERROR}\n        retryPolicies: [{exceptionType: Job.CAPACITY_ERROR, intervalSeconds: 10}]\n",
+    )
+    .await;
+    let clock = manual_clock();
+    let config = DriverConfig { read_ahead_window_ms: 1000, ..DriverConfig::default() };
+    let (handle, join) = Driver::spawn(store.clone(), clock.clone(), config);
+    let id = handle.start(p, "{}".into()).await.unwrap();
+    let due = clock.now().plus_ms(10_000);
+    let live = || {
+        let handle = handle.clone();
+        async move { handle.stats().await.unwrap().live_executions }
+    };
+    common::until("the execution to wait evicted", || {
+        let (store, id, live) = (store.clone(), id.clone(), live());
+        async move { !store.inner().execution_timers(&id).await.unwrap().is_empty() && live.await == 0 }
+    })
+    .await;
+    clock.advance(9_500);
+    common::until("the execution to be read ahead", || async { live().await == 1 }).await;
+    store.set_fail_reads(true);
+    clock.advance(500);
+    common::until("the retry, from memory", || {
+        let (store, id) = (store.clone(), id.clone());
+        async move { store.inner().ledger(&id).await.unwrap().len() == 2 }
+    })
+    .await;
+    let ledger = store.inner().ledger(&id).await.unwrap();
+    assert_eq!(ledger[1].started_at, due, "started when due (the clock stood still there)");
+    store.heal();
+    assert_eq!(within("the execution", handle.wait(&id)).await.unwrap().status, ExecutionStatus::Succeeded);
+    assert_eq!(store.inner().ledger(&id).await.unwrap().len(), 2, "retried once");
+    handle.shutdown().await;
+    join.await.unwrap().unwrap();
+}
+
 /// A store that is lost (the file deleted underneath) is not retried: the
 /// engine stops, says so in its health, and the join result names the cause.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -300,9 +344,20 @@ async fn function_starts_over_a_limit_are_refused() {
 /// timers wait for their evicted executions' reads: every retry runs exactly
 /// once, none early, none lost. (The bookkeeping that passes over a timer whose
 /// clearing commit is not durable is unit-tested in `driver::timers`; here the
-/// whole loop is.)
+/// whole loop is.) Once with the timers fired by the polls alone, once with
+/// them read ahead too (1 s out, they are in the window at once): fired from
+/// memory when due while polls read them from the store.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timers_polled_while_their_commits_are_in_flight_fire_exactly_once() {
+    timers_fire_exactly_once_while_commits_are_in_flight(0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timers_read_ahead_and_polled_while_their_commits_are_in_flight_fire_exactly_once() {
+    timers_fire_exactly_once_while_commits_are_in_flight(1000).await;
+}
+
+async fn timers_fire_exactly_once_while_commits_are_in_flight(read_ahead_window_ms: u64) {
     let dir = tempfile::tempdir().unwrap();
     let store = faulty(&dir);
     let p = pipeline(
@@ -313,7 +368,7 @@ async fn timers_polled_while_their_commits_are_in_flight_fire_exactly_once() {
     let clock = manual_clock();
     // A tiny page, so the due timers take many polls; evicted executions, so
     // fired timers also wait for reads.
-    let config = DriverConfig { timer_poll_limit: 3, evict_waiting_after_ms: 0, ..DriverConfig::default() };
+    let config = DriverConfig { timer_poll_limit: 3, evict_waiting_after_ms: 0, read_ahead_window_ms, ..DriverConfig::default() };
     let (handle, join) = Driver::spawn(store.clone(), clock.clone(), config);
     let mut ids = Vec::new();
     for _ in 0..40 {

@@ -18,6 +18,7 @@
 //! ([`timers`]), so tests drive it in virtual time. Executions that only wait on
 //! a distant timer leave memory and are read again when it fires.
 
+mod ahead;
 mod batch;
 mod commit;
 mod dependencies;
@@ -70,6 +71,11 @@ pub struct DriverConfig {
     pub evict_waiting_after_ms: u64,
     /// Due timers fetched per poll.
     pub timer_poll_limit: usize,
+    /// Executions of timers due within this much of now are read into memory
+    /// before their timers are due (see `driver::ahead`); 0 turns it off.
+    pub read_ahead_window_ms: u64,
+    /// Executions read ahead that wait in memory for their timers, at most.
+    pub max_read_ahead_executions: usize,
     /// Capacity of the inbound channel.
     pub inbound_capacity: usize,
     /// Where command actions' `secretEnv` values come from.
@@ -91,6 +97,8 @@ impl Default for DriverConfig {
             max_transitions_per_commit: 4096,
             evict_waiting_after_ms: 5_000,
             timer_poll_limit: 1000,
+            read_ahead_window_ms: 1000,
+            max_read_ahead_executions: 10_000,
             inbound_capacity: 65_536,
             secrets: Arc::default(),
             dependencies: Arc::from(Vec::new()),
@@ -128,6 +136,10 @@ pub(super) enum Msg {
     TimersDue(Result<Vec<TimerRecord>, StoreError>),
     /// The earliest timer's due time, read after fired timers were committed.
     NextTimerDue(Result<Option<Timestamp>, StoreError>),
+    /// What a look at the timers ahead found.
+    TimersAhead(ahead::Look, Result<Vec<TimerRecord>, StoreError>),
+    /// An execution read ahead of its timer is here.
+    ReadAhead(String),
     /// A quarantine ([`Driver::give_up`]) is durable (or failed for good).
     Quarantined {
         execution_id: String,
@@ -177,6 +189,8 @@ pub struct Driver<S: Store> {
     /// Messages the loop gave itself, handled with the next batch.
     local: VecDeque<Msg>,
     timers: timers::TimerState,
+    /// Executions read ahead of their timers.
+    read_ahead: ahead::ReadAhead,
     http: runner::HttpClient,
     /// Batches handed to the committer task, oldest first.
     submitted: VecDeque<Submitted>,
@@ -232,6 +246,7 @@ impl<S: Store> Driver<S> {
         let metrics = Arc::new(crate::metrics::EngineMetrics::default());
         let committer_task = tokio::spawn(committer(store.clone(), committer_rx, health.clone(), metrics.clone()));
         let handle = EngineHandle { tx: tx.clone(), notify: notify.clone(), health: health.subscribe(), metrics: metrics.clone() };
+        let read_ahead = ahead::ReadAhead::new(config.read_ahead_window_ms, config.max_read_ahead_executions);
         let driver = Driver {
             slots: crate::fair::FairSlots::new(config.max_inflight_attempts, config.max_inflight_attempts_per_pipeline),
             keys: crate::keys::KeyGate::new(),
@@ -258,6 +273,7 @@ impl<S: Store> Driver<S> {
             waiters: HashMap::new(),
             local: VecDeque::new(),
             timers: timers::TimerState::default(),
+            read_ahead,
             http,
             submitted: VecDeque::new(),
             committer: committer_tx,
@@ -383,7 +399,9 @@ impl<S: Store> Driver<S> {
             return Err(e);
         }
         if !shutdown {
+            self.fire_timers_ahead(now, &mut batch);
             self.poll_timers_if_due(now);
+            self.look_ahead_if_due(now);
         }
         // Move queues, and check every transition against the limits: an
         // execution failed by the check finishes, which may move a queue again.
@@ -465,6 +483,8 @@ impl<S: Store> Driver<S> {
             Msg::Timer(t) => self.fire_timer(t, now, batch),
             Msg::TimersDue(due) => self.timers_due(due, now, batch),
             Msg::NextTimerDue(due) => self.next_timer_read(due),
+            Msg::TimersAhead(look, found) => self.timers_ahead(look, found, now),
+            Msg::ReadAhead(id) => self.read_ahead_loaded(id, now, batch),
             Msg::Quarantined { execution_id, result } => {
                 if let Err(e) = self.quarantined(execution_id, result) {
                     self.fatal.get_or_insert(e);
@@ -717,6 +737,7 @@ impl<S: Store> Driver<S> {
     /// Takes an execution out of memory (with anything read for it earlier).
     fn evict(&mut self, id: &str) -> Option<Live> {
         self.staged_records.remove(id);
+        self.read_ahead.forget(id);
         self.live.remove(id)
     }
 }

@@ -12,8 +12,14 @@
 //! once (up to [`MAX_PARKED_TIMERS`] waiting for reads); a sweep that met only
 //! timers in flight waits for the next acknowledgement. The in-memory state
 //! machine decides whether a timer it is handed still means anything.
+//!
+//! Timers due within the read-ahead window are looked at before they are due:
+//! their executions are read into memory, and the timers found fire from
+//! memory at their due time ([`Driver::fire_timers_ahead`]), handed to the
+//! machine like a poll's (see [`super::ahead`]).
 
-use super::load::READ_RETRY_MS;
+use super::ahead::Look;
+use super::load::{Found, Need, READ_RETRY_MS};
 use super::{Batch, Driver, Msg, functions};
 use crate::clock::Sleep;
 use crate::health::FaultSource;
@@ -112,11 +118,13 @@ impl<S: Store> Driver<S> {
     /// nothing to wake for now — no timer, a read under way, too many fired
     /// timers waiting for reads, or a sweep waiting for an acknowledgement).
     pub(super) fn timer_wake(&self) -> Option<Sleep> {
-        if self.timers.busy() || self.draining.is_some() {
+        if self.draining.is_some() {
             return None;
         }
-        let due = self.timers.next_due?;
-        Some(self.clock.sleep_until(due))
+        let poll = self.timers.next_due.filter(|_| !self.timers.busy());
+        let look = self.read_ahead.wake_at(self.timers.next_due);
+        let at = poll.into_iter().chain(look).chain(self.read_ahead.next_scheduled()).min()?;
+        Some(self.clock.sleep_until(at))
     }
 
     /// Starts reading the due timers if one is due and nothing stands in the way.
@@ -188,6 +196,7 @@ impl<S: Store> Driver<S> {
     /// Fires one timer (pipeline or function, by its key), remembering it until
     /// the batch that handles it is durable.
     pub(super) fn fire_timer(&mut self, t: TimerRecord, now: Timestamp, batch: &mut Batch) {
+        self.read_ahead.forget(&t.execution_id);
         let key = (t.execution_id.clone(), t.key.clone());
         let parked_before = self.timers.parked;
         match functions::timer_index(&t.key) {
@@ -196,6 +205,73 @@ impl<S: Store> Driver<S> {
         }
         let seq = if self.timers.parked > parked_before { PARKED } else { self.timers.batches_submitted + 1 };
         self.timers.in_flight.insert(key, seq);
+    }
+
+    /// Starts a look at the timers due within the read-ahead window if one is
+    /// due (see [`super::ahead`]).
+    pub(super) fn look_ahead_if_due(&mut self, now: Timestamp) {
+        if self.draining.is_some() {
+            return;
+        }
+        let Some(look) = self.read_ahead.start(now, self.timers.next_due) else { return };
+        let (store, tx) = (self.store.clone(), self.own_tx.clone());
+        tokio::spawn(async move {
+            let found = store.due_timers_after(look.until, &look.after, look.limit).await;
+            let _ = tx.send(Msg::TimersAhead(look, found));
+        });
+    }
+
+    /// Reads the executions of the timers a look found, unless the loop holds
+    /// or reads them already. A failed look only costs the head start: the
+    /// regular poll reads what it needs when the timers are due.
+    pub(super) fn timers_ahead(&mut self, look: Look, found: Result<Vec<TimerRecord>, StoreError>, now: Timestamp) {
+        let found = match found {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::debug!(error = %e, "could not look at the timers ahead");
+                return self.read_ahead.failed(look, now, READ_RETRY_MS);
+            }
+        };
+        let (live, parked, given_up, unregistered) = (&self.live, &self.parked, &self.given_up, &self.timers.unregistered);
+        let held = |id: &str| {
+            live.contains_key(id)
+                || given_up.contains_key(id)
+                || unregistered.contains(id)
+                || parked.contains_key(&Need::Execution(id.to_string()))
+        };
+        for id in self.read_ahead.found(&look, &found, now, held) {
+            self.park(Need::Execution(id.clone()), Msg::ReadAhead(id));
+        }
+    }
+
+    /// Fires the timers read ahead that are due by now, as a poll would (see
+    /// [`Driver::timers_due`]) but without waiting for one: their executions
+    /// are in memory (or being read). One handled already — by a poll whose
+    /// batch may not be durable, or in this batch — is left alone.
+    pub(super) fn fire_timers_ahead(&mut self, now: Timestamp, batch: &mut Batch) {
+        if self.draining.is_some() {
+            return;
+        }
+        for t in self.read_ahead.due(now) {
+            let handled = self.timers.in_flight.contains_key(&(t.execution_id.clone(), t.key.clone()))
+                || batch.pending.get(&t.execution_id).is_some_and(|p| p.timers.contains_key(&t.key));
+            if handled {
+                continue;
+            }
+            batch.timers_fired = true;
+            self.recorder.timer_fired(now.ms_since(t.due_at));
+            self.fire_timer(t, now, batch);
+        }
+    }
+
+    /// An execution read ahead of its timer is here: installed, it waits in
+    /// memory for its timer. One that cannot be installed is left to its timer.
+    pub(super) fn read_ahead_loaded(&mut self, id: String, now: Timestamp, batch: &mut Batch) {
+        match self.find(&id, now, batch) {
+            Found::Live => {}
+            Found::Park(need @ Need::Pipeline(..)) => self.park(need, Msg::ReadAhead(id)),
+            Found::Park(_) | Found::Err(_) => self.read_ahead.forget(&id),
+        }
     }
 
     /// A timer message parks (`true`) or is handled again after its read (`false`).
