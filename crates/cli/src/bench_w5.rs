@@ -22,7 +22,7 @@ pub(crate) const PROCESSES_MAX: usize = 8;
 /// How many times a start answered 503 is sent.
 const START_TRIES: usize = 50;
 /// Starts in flight at once per server.
-const START_WINDOW_PER_SERVER: usize = 32;
+const START_WINDOW_PER_SERVER: usize = 256;
 /// Longest wait for the shards to be shared, and for the executions to finish.
 const SHARE_DEADLINE_S: u64 = 120;
 const FINISH_DEADLINE_S: u64 = 900;
