@@ -25,10 +25,11 @@ for port in 7801 7802; do
   pids+=("$!")
   sleep 1
 done
-# With --spread, wait until the second server holds its half of the shards.
+# With --spread, wait until each server holds half of the shards.
 if [ -n "${SPREAD:-}" ]; then
-  until [ "$(psql "$url" -Atc "SELECT count(DISTINCT member) FROM engine_lock WHERE id >= 2 AND expires_at > (extract(epoch FROM clock_timestamp()) * 1000)::BIGINT")" = 2 ]; do sleep 0.5; done
-  sleep 3
+  halves="SELECT count(*) FROM (SELECT member FROM engine_lock WHERE id >= 2 AND expires_at > (extract(epoch FROM clock_timestamp()) * 1000)::BIGINT GROUP BY member HAVING count(*) = 8) h"
+  until [ "$(psql "$url" -Atc "$halves")" = 2 ]; do sleep 0.5; done
+  sleep 1
 fi
 # Four pipelines (with --spread, in different shards).
 for i in 0 1 2 3; do

@@ -336,7 +336,15 @@ impl<S: Store> Driver<S> {
             let mut inbox: Vec<Msg> = self.local.drain(..).collect();
             if inbox.is_empty() {
                 let timer_wake = self.timer_wake();
-                let drain_deadline = self.draining.as_ref().map(|(deadline, _)| tokio::time::sleep_until(*deadline));
+                // Wakes once at the drain's deadline; after it the loop waits for the
+                // commits still in flight (a deadline in the past would wake it at
+                // once, every turn: a busy loop while the store is down).
+                let drain_deadline = self
+                    .draining
+                    .as_ref()
+                    .map(|(deadline, _)| *deadline)
+                    .filter(|deadline| *deadline > tokio::time::Instant::now())
+                    .map(tokio::time::sleep_until);
                 tokio::select! {
                     msg = self.rx.recv() => match msg {
                         Some(m) => inbox.push(Msg::In(m)),
