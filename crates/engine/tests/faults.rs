@@ -408,3 +408,44 @@ async fn timers_fire_exactly_once_while_commits_are_in_flight(read_ahead_window_
     handle.shutdown().await;
     join.await.unwrap().unwrap();
 }
+
+/// CPU time this process used so far (user + system), in seconds.
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage(2) fills the struct we pass.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) }, 0);
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
+/// A drain whose deadline passed while a commit cannot complete (the store is
+/// down at shutdown) waits for that commit without spinning, and ends once the
+/// store is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_past_its_deadline_waits_for_a_stuck_commit_without_spinning() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = faulty(&dir);
+    let quick = pipeline(store.as_ref(), QUICK).await;
+    let (handle, join) = Driver::spawn(store.clone(), Arc::new(SystemClock), DriverConfig::default());
+    store.set_fail_commits(true);
+    let start = tokio::spawn({
+        let (handle, quick) = (handle.clone(), quick.clone());
+        async move { handle.start(quick, "{}".into()).await }
+    });
+    health_until(&handle, "degraded", |h| matches!(h, Health::Degraded { .. })).await;
+    let drain = tokio::spawn({
+        let handle = handle.clone();
+        async move { handle.drain(Duration::from_millis(50)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = cpu_seconds();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let used = cpu_seconds() - before;
+    assert!(used < 0.3, "the engine used {used:.2} s of CPU in 1 s while its drain waited for a stuck commit");
+    assert!(!drain.is_finished(), "the drain waits for the commit in flight");
+    store.set_fail_commits(false);
+    within("the drain to end once the commit went in", drain).await.unwrap().unwrap();
+    assert!(start.await.unwrap().is_ok(), "the start was committed and acknowledged");
+    handle.shutdown().await;
+    let _ = join.await;
+}
