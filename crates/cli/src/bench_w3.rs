@@ -81,13 +81,15 @@ fn now_ms() -> i64 {
 
 /// A server on `db` with an ephemeral port; its address once it listens.
 fn start_server(db: &Path) -> anyhow::Result<(Child, String)> {
-    let exe = std::env::current_exe()?;
-    let mut child = Command::new(exe)
-        .args(["server", "--listen", "127.0.0.1:0", "--grace-seconds", "1", "--db"])
-        .arg(db)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()?;
+    let mut command = Command::new(std::env::current_exe()?);
+    command.args(["server", "--listen", "127.0.0.1:0", "--grace-seconds", "1", "--db"]).arg(db);
+    spawn_server(&mut command)
+}
+
+/// Spawns `command` (a `redrive server` listening on an ephemeral port); the
+/// child and its address once it announces it.
+pub(crate) fn spawn_server(command: &mut Command) -> anyhow::Result<(Child, String)> {
+    let mut child = command.stdout(Stdio::null()).stderr(Stdio::piped()).spawn()?;
     let stderr = child.stderr.take().expect("piped stderr");
     let mut lines = BufReader::new(stderr).lines();
     for line in lines.by_ref() {

@@ -12,8 +12,7 @@ use crate::bench::{ACTIONS, BenchArgs, median};
 use redrive_core::shard::{SHARD_COUNT, ShardId};
 use redrive_store::StoreLocation;
 use serde::Serialize;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 use tokio_postgres::NoTls;
 
@@ -104,23 +103,12 @@ impl FreshDatabase {
 
 /// A `--spread` server on `db`; its address once it listens.
 fn start_server(db: &str) -> anyhow::Result<(Child, String)> {
-    let mut child = Command::new(std::env::current_exe()?)
+    let mut command = Command::new(std::env::current_exe()?);
+    command
         .args(["server", "--spread", "--listen", "127.0.0.1:0", "--grace-seconds", "1", "--lease-seconds", LEASE_SECONDS])
         // In the environment, not argv: a password in the URL is not shown by ps.
-        .env("REDRIVE_DB", db)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let mut lines = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
-    for line in lines.by_ref() {
-        let line = line?;
-        if let Some(rest) = line.split("listening on http://").nth(1) {
-            let addr = rest.split_whitespace().next().unwrap_or_default().to_string();
-            std::thread::spawn(move || lines.for_each(drop));
-            return Ok((child, addr));
-        }
-    }
-    anyhow::bail!("the server did not start (exit {:?})", child.wait()?.code())
+        .env("REDRIVE_DB", db);
+    crate::bench_w3::spawn_server(&mut command)
 }
 
 /// Stops the servers (SIGTERM) when dropped.

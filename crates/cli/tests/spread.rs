@@ -49,6 +49,19 @@ fn wait_for_shares(addr: &str, pids: &[u32], counts: &[usize], within: Duration)
     }
 }
 
+/// Two `--spread` servers on `db`, the first started alone (it takes every
+/// shard), then the second; returned once each holds half the shards, with
+/// the shards each holds.
+fn two_balanced_servers(db: &FreshDatabase) -> (ServerProcess, ServerProcess, Vec<Vec<u16>>) {
+    let all = usize::from(SHARD_COUNT);
+    let a = spread_server(db);
+    wait_for_shares(&a.addr, &[a.child.id()], &[all], Duration::from_secs(20));
+    let b = spread_server(db);
+    // The first process gives shards back one per heartbeat until both hold half.
+    let held = wait_for_shares(&b.addr, &[a.child.id(), b.child.id()], &[all / 2, all / 2], Duration::from_secs(60));
+    (a, b, held)
+}
+
 /// One pipeline name in each of the given shards' sets: `p0`, `p1`, … until
 /// every set has one.
 fn names_in(sets: &[&[u16]]) -> Vec<String> {
@@ -101,13 +114,8 @@ fn spread_servers_share_the_shards_and_the_work_and_take_over_a_dead_ones() {
     let sb = Sandbox::new();
     let (log, hold) = (sb.path("effects.log"), sb.path("hold"));
     std::fs::write(&hold, "").unwrap();
-    let a = spread_server(&db);
-    let (a_pid, all) = (a.child.id(), usize::from(SHARD_COUNT));
-    wait_for_shares(&a.addr, &[a_pid], &[all], Duration::from_secs(20));
-    let b = spread_server(&db);
-    let b_pid = b.child.id();
-    // The first process gives shards back one per heartbeat until both hold half.
-    let held = wait_for_shares(&b.addr, &[a_pid, b_pid], &[all / 2, all / 2], Duration::from_secs(60));
+    let (a, b, held) = two_balanced_servers(&db);
+    let (a_pid, b_pid, all) = (a.child.id(), b.child.id(), usize::from(SHARD_COUNT));
     let both: BTreeSet<u16> = held.iter().flatten().copied().collect();
     assert_eq!(both.len(), all, "every shard has one holder: {held:?}");
 
@@ -155,11 +163,7 @@ fn a_codepipeline_call_is_routed_by_the_pipeline_in_its_body() {
     let db = FreshDatabase::new("spread_aws");
     let sb = Sandbox::new();
     let (log, hold) = (sb.path("effects.log"), sb.path("hold"));
-    let a = spread_server(&db);
-    let all = usize::from(SHARD_COUNT);
-    wait_for_shares(&a.addr, &[a.child.id()], &[all], Duration::from_secs(20));
-    let b = spread_server(&db);
-    let held = wait_for_shares(&b.addr, &[a.child.id(), b.child.id()], &[all / 2, all / 2], Duration::from_secs(60));
+    let (a, b, held) = two_balanced_servers(&db);
     let names = names_in(&[&held[0]]);
     define(&b.addr, &names[0], &log, &hold);
     // StartPipelineExecution through B for a pipeline of A's shard.
@@ -188,11 +192,7 @@ fn a_redrive_moves_the_entries_of_the_shards_its_process_holds_and_skips_the_oth
     let db = FreshDatabase::new("spread_dlq");
     let sb = Sandbox::new();
     let flag = sb.path("flag");
-    let a = spread_server(&db);
-    let all = usize::from(SHARD_COUNT);
-    wait_for_shares(&a.addr, &[a.child.id()], &[all], Duration::from_secs(20));
-    let b = spread_server(&db);
-    let held = wait_for_shares(&b.addr, &[a.child.id(), b.child.id()], &[all / 2, all / 2], Duration::from_secs(60));
+    let (a, b, held) = two_balanced_servers(&db);
     assert!(held[0].contains(&0), "the first process keeps shard 0: {held:?}");
     let a_other: Vec<u16> = held[0].iter().copied().filter(|s| *s != 0).collect();
     let names = names_in(&[&[0], &a_other, &held[1]]);
@@ -230,12 +230,8 @@ fn a_stalled_spread_server_loses_its_shards_and_its_late_results_are_refused() {
     let sb = Sandbox::new();
     let (log, hold) = (sb.path("effects.log"), sb.path("hold"));
     std::fs::write(&hold, "").unwrap();
-    let a = spread_server(&db);
-    let (a_pid, all) = (a.child.id(), usize::from(SHARD_COUNT));
-    wait_for_shares(&a.addr, &[a_pid], &[all], Duration::from_secs(20));
-    let b = spread_server(&db);
-    let b_pid = b.child.id();
-    let held = wait_for_shares(&b.addr, &[a_pid, b_pid], &[all / 2, all / 2], Duration::from_secs(60));
+    let (a, b, held) = two_balanced_servers(&db);
+    let (a_pid, b_pid, all) = (a.child.id(), b.child.id(), usize::from(SHARD_COUNT));
     let names = names_in(&[&held[0]]);
     define(&b.addr, &names[0], &log, &hold);
     let runs: Vec<(String, String)> = (0..4).map(|_| (names[0].clone(), start_execution(&b.addr, &names[0]))).collect();
@@ -270,10 +266,6 @@ fn a_stalled_spread_server_loses_its_shards_and_its_late_results_are_refused() {
 fn a_hundred_concurrent_stage_retries_over_two_spread_servers_start_one_series() {
     let db = FreshDatabase::new("spread_retry");
     let sb = Sandbox::new();
-    let a = spread_server(&db);
-    let all = usize::from(SHARD_COUNT);
-    wait_for_shares(&a.addr, &[a.child.id()], &[all], Duration::from_secs(20));
-    let b = spread_server(&db);
-    wait_for_shares(&b.addr, &[a.child.id(), b.child.id()], &[all / 2, all / 2], Duration::from_secs(60));
+    let (a, b, _) = two_balanced_servers(&db);
     hundred_concurrent_stage_retries_start_one_series(&a.addr, &b.addr, &sb, |sql| db.query(sql));
 }
