@@ -51,6 +51,7 @@ pub fn router<S: Store>() -> OpenApiRouter<Arc<Service<S>>> {
         .routes(op::<__path_redrive_queue, _, _, _>(redrive_queue::<S>))
         .routes(op::<__path_get_entry, _, _, _>(get_entry::<S>))
         .routes(op::<__path_redrive_prefix, _, _, _>(redrive_prefix::<S>))
+        .routes(op::<__path_redrive_entry_here, _, _, _>(redrive_entry_here::<S>))
         .routes(op::<__path_list_runs, _, _, _>(list_runs::<S>))
         .routes(op::<__path_get_run, _, _, _>(get_run::<S>))
         .routes(op::<__path_abort_run, _, _, _>(abort_run::<S>))
@@ -400,10 +401,7 @@ fn redrive_request(b: w::RedriveRequest, scope: QueueScope) -> Result<(RedriveRe
         older_than_ms: b.older_than.as_deref().map(parse_older_than).transpose()?,
         max_entries: b.max_entries,
         rate,
-        mode: match b.mode.unwrap_or(w::RedriveMode::RetryStage) {
-            w::RedriveMode::RetryStage => RedriveMode::RetryStage,
-            w::RedriveMode::NewExecution => RedriveMode::NewExecution,
-        },
+        mode: mode_of(b.mode),
     };
     Ok((req, b.dry_run.unwrap_or(false)))
 }
@@ -441,6 +439,86 @@ async fn redrive_prefix<S: Store>(State(svc): St<S>, JsonBody(mut body): JsonBod
         .ok_or_else(|| invalid("queuePrefix is required: the redrive covers every queue whose name starts with it"))?;
     let (req, dry_run) = redrive_request(body, QueueScope::Prefix(prefix))?;
     redrive(&svc, req, dry_run).await
+}
+
+/// Redrives one entry of the pipeline (or durable function) `name` now,
+/// through the engine driving it, and answers once its resubmission is
+/// committed (200 either way: `redriven`, or `skipped` with the reason). With
+/// `--spread` the request goes to the process holding the pipeline's shard; a
+/// redrive run asks this of every entry's holder.
+#[utoipa::path(post, path = "/v1/pipelines/{name}/dlq-entries/{id}/redrive", tag = "dlq",
+    params(("name" = String, Path, description = "The entry's pipeline or function"), ("id" = String, Path, description = "The entry")),
+    request_body = w::EntryRedriveRequest,
+    responses((status = 200, description = "Success", body = w::EntryRedriveResponse), (status = "4XX", description = "The request was refused; `error.code` says why", body = w::ErrorResponse), (status = 503, description = "The engine is degraded; `Retry-After` says when to retry", body = w::ErrorResponse)))]
+async fn redrive_entry_here<S: Store>(
+    State(svc): St<S>,
+    Path((name, id)): Path<(String, String)>,
+    JsonBody(body): JsonBody<w::EntryRedriveRequest>,
+) -> Result<Json<w::EntryRedriveResponse>> {
+    let call = rd::EntryRedrive {
+        entry_id: id,
+        source_name: name,
+        mode: mode_of(body.mode),
+        force: body.force.unwrap_or(false),
+        scope_prefix: body.queue_prefix,
+        input_patch: body.input_patch,
+    };
+    Ok(Json(match svc.redrive_entry_here(call).await? {
+        Ok(execution_id) => w::EntryRedriveResponse {
+            outcome: w::EntryOutcomeKind::Redriven,
+            execution_id: Some(execution_id),
+            skipped: None,
+            message: None,
+        },
+        Err(reason) => w::EntryRedriveResponse {
+            outcome: w::EntryOutcomeKind::Skipped,
+            execution_id: None,
+            message: Some(reason.to_string()),
+            skipped: Some(skip_to_wire(&reason)),
+        },
+    }))
+}
+
+fn mode_of(m: Option<w::RedriveMode>) -> RedriveMode {
+    match m.unwrap_or(w::RedriveMode::RetryStage) {
+        w::RedriveMode::RetryStage => RedriveMode::RetryStage,
+        w::RedriveMode::NewExecution => RedriveMode::NewExecution,
+    }
+}
+
+/// A skip reason on the wire.
+pub fn skip_to_wire(reason: &rd::SkipReason) -> w::EntrySkip {
+    use rd::SkipReason as R;
+    match reason.clone() {
+        R::NotFound => w::EntrySkip::NotFound,
+        R::NotQueued(state) => w::EntrySkip::NotInQueue { state: state.to_string() },
+        R::Poison { redrive_count, max_redrives } => w::EntrySkip::Poison { redrive_count, max_redrives },
+        R::BeingRedriven => w::EntrySkip::BeingRedriven,
+        R::OutOfScope { queue, prefix } => w::EntrySkip::OutOfScope { queue, prefix },
+        R::ExecutionGone(execution_id) => w::EntrySkip::ExecutionGone { execution_id },
+        R::PipelineGone(pipeline) => w::EntrySkip::PipelineGone { pipeline },
+        R::Refused(why) => w::EntrySkip::Refused { why },
+        R::OtherShard(shard) => w::EntrySkip::OtherShard { shard },
+    }
+}
+
+/// A skip reason from the wire (another process's answer); `Err` names a
+/// state no entry has.
+pub fn skip_from_wire(skip: w::EntrySkip) -> std::result::Result<rd::SkipReason, String> {
+    use rd::SkipReason as R;
+    Ok(match skip {
+        w::EntrySkip::NotFound => R::NotFound,
+        w::EntrySkip::NotInQueue { state } => {
+            R::NotQueued(DlqEntryState::parse(&state).ok_or_else(|| format!("{state:?} is not a dead-letter entry state"))?.as_str())
+        }
+        w::EntrySkip::Poison { redrive_count, max_redrives } => R::Poison { redrive_count, max_redrives },
+        w::EntrySkip::BeingRedriven => R::BeingRedriven,
+        w::EntrySkip::OutOfScope { queue, prefix } => R::OutOfScope { queue, prefix },
+        w::EntrySkip::ExecutionGone { execution_id } => R::ExecutionGone(execution_id),
+        w::EntrySkip::PipelineGone { pipeline } => R::PipelineGone(pipeline),
+        w::EntrySkip::Refused { why } => R::Refused(why),
+        w::EntrySkip::OtherShard { shard } => R::OtherShard(shard),
+    })
 }
 
 #[derive(Deserialize, IntoParams)]

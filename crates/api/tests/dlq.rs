@@ -538,6 +538,45 @@ async fn a_successful_redrive_resolves_the_entry() {
     assert_eq!(again["summary"]["skippedByReason"]["not-in-queue"], 1, "{again}");
 }
 
+/// `POST /v1/pipelines/{name}/dlq-entries/{id}/redrive` redrives one entry
+/// now (what a `--spread` run asks of an entry's shard holder) and says why
+/// not when it does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_entry_is_redriven_at_once_through_its_pipelines_route() {
+    let s = server().await;
+    let flag = s.dir.path().join("fixed").display().to_string();
+    s.create_pipeline(json!({
+        "name": "flaky",
+        "deadLetterQueue": "retry-orders",
+        "stages": [{"name": "Build", "actions": [{
+            "name": "Step",
+            "command": ["sh", "-c", format!("test -e {flag}")],
+            "retryPolicies": [{"exceptionType": ["Action.FAILED"], "maxAttempts": 0}]
+        }]}]
+    }))
+    .await;
+    let id = s.start("flaky", json!({})).await;
+    s.wait_execution("flaky", &id, "Failed").await;
+    let path = format!("/v1/pipelines/flaky/dlq-entries/{id}/redrive");
+
+    let (code, message) = s.err(Method::POST, &format!("/v1/pipelines/other/dlq-entries/{id}/redrive"), Some(json!({})), 400).await;
+    assert!(code == "ValidationException" && message.contains("came from flaky, not other"), "{code}: {message}");
+    s.err(Method::POST, &path, Some(json!({"mode": "sideways"})), 400).await;
+    let (st, v) = s.post("/v1/pipelines/flaky/dlq-entries/no-such-entry/redrive", json!({})).await;
+    assert_eq!((st, v["outcome"].as_str(), v["skipped"]["code"].as_str()), (200, Some("skipped"), Some("not-found")), "{v}");
+    let (st, v) = s.post(&path, json!({"queuePrefix": "billing-"})).await;
+    assert_eq!((st, v["skipped"]["code"].as_str(), v["skipped"]["prefix"].as_str()), (200, Some("out-of-scope"), Some("billing-")), "{v}");
+    assert_eq!(s.get(&format!("/v1/dlq/entries/{id}")).await["state"], "QUEUED", "a skip changes nothing");
+
+    std::fs::write(&flag, "").unwrap();
+    let (st, v) = s.post(&path, json!({"queuePrefix": "retry-"})).await;
+    assert_eq!((st, v["outcome"].as_str(), v["executionId"].as_str()), (200, Some("redriven"), Some(id.as_str())), "{v}");
+    s.wait_execution("flaky", &id, "Succeeded").await;
+    let (st, v) = s.post(&path, json!({})).await;
+    assert_eq!((st, v["skipped"]["code"].as_str()), (200, Some("not-in-queue")), "{v}");
+    assert!(v["message"].as_str().unwrap().contains("not in its queue"), "{v}");
+}
+
 /// Scheduled redrives are listed with their next due time and last run, and
 /// their runs are recorded under the schedule's name.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,6 +18,7 @@ mod dlq;
 mod doctor;
 mod explain;
 mod load;
+mod peer;
 mod present;
 mod prune;
 mod remote;

@@ -243,6 +243,8 @@ async fn serve(args: ServerArgs, config: ServerConfig, tls: Option<Tls>, secrets
             auth_note(config.auth.as_ref())
         );
         let secure_cookies = limits.tls.is_some();
+        let auth = config.auth.map(|auth| Arc::new(redrive_api::auth::AuthConfig { secure_cookies, ..auth }));
+        let peers = crate::peer::Peers::new(store.clone(), auth.as_deref(), options.postgres.lease);
         let ctx = crate::spread::SpreadContext {
             store: store.clone(),
             options: options.clone(),
@@ -253,12 +255,13 @@ async fn serve(args: ServerArgs, config: ServerConfig, tls: Option<Tls>, secrets
                 ..DriverConfig::default()
             },
             schedules: config.schedules,
-            auth: config.auth.map(|auth| Arc::new(redrive_api::auth::AuthConfig { secure_cookies, ..auth })),
+            auth,
             max_body_bytes: limits.max_body_bytes,
             sweep: config.sweep,
             grace: std::time::Duration::from_secs(args.grace_seconds),
             switch: switch.clone(),
             engines: Default::default(),
+            peers,
         };
         crate::spread::drive(ctx, async move {
             signal.await;

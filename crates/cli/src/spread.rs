@@ -10,14 +10,16 @@
 //! lease lapsed) while it holds fewer than its fair share, (3) releases one
 //! shard — draining its engine first — while it holds more (a process joined),
 //! and (4) routes each shard to its holder. The holder of shard 0 also serves
-//! the requests that name no pipeline and runs the redrive schedules.
+//! the requests that name no pipeline and runs the redrive schedules; a
+//! redrive run has each entry resubmitted by its shard's holder
+//! ([`crate::peer`]).
 
 use anyhow::Context;
 use redrive_api::auth::AuthConfig;
 use redrive_api::switch::{ShardRoute, Switch};
 use redrive_core::shard::{ShardId, fair_share};
 use redrive_engine::health::Health;
-use redrive_engine::redrive::RedriveSchedule;
+use redrive_engine::redrive::{RedriveSchedule, ShardHolder};
 use redrive_engine::retention::SweepConfig;
 use redrive_engine::service::Service;
 use redrive_engine::{Driver, DriverConfig, EngineHandle, SystemClock};
@@ -46,6 +48,8 @@ pub(crate) struct SpreadContext {
     /// The engines of the shards this process holds (a redrive run on one of
     /// them moves the entries of the others through them).
     pub engines: Arc<RwLock<BTreeMap<ShardId, EngineHandle>>>,
+    /// Asks the other processes to redrive their shards' entries.
+    pub peers: Arc<crate::peer::Peers>,
 }
 
 /// One shard this process holds.
@@ -82,6 +86,9 @@ pub(crate) async fn drive(ctx: SpreadContext, until: impl Future<Output = ()>) -
         }
     }
     ctx.switch.spread(routes(&BTreeMap::new(), &[], &me));
+    if let Some(h) = held.values().next() {
+        ctx.peers.revoke_token(&h.store).await;
+    }
     for (shard, h) in std::mem::take(&mut held) {
         release(shard, h, ctx.grace, &ctx.engines).await;
     }
@@ -115,6 +122,10 @@ async fn turn(ctx: &SpreadContext, me: &str, held: &mut BTreeMap<ShardId, Held>)
     }
     let owners = ctx.store.shard_owners().await.context("reading the shards' leases")?;
     ctx.switch.spread(routes(held, &owners, me));
+    // Written through a shard's store: the process's own store only follows.
+    if let Some(h) = held.values().next() {
+        ctx.peers.refresh_token(&h.store, redrive_engine::Clock::now(&SystemClock)).await.context("making this process's peer token")?;
+    }
     Ok(())
 }
 
@@ -149,8 +160,11 @@ async fn take(ctx: &SpreadContext, shard: ShardId) -> anyhow::Result<Option<Held
     let (handle, join) = Driver::spawn(store.clone(), clock.clone(), ctx.driver_config.clone());
     let (resumed, quarantined) = crate::server::resume_unfinished(&store, &handle).await?;
     let mut service = Service::new(store.clone(), handle.clone(), clock.clone());
-    let engines = ctx.engines.clone();
-    service.set_local_shards(Arc::new(move |s| engines.read().unwrap_or_else(|e| e.into_inner()).get(&s).cloned()));
+    let (engines, peer) = (ctx.engines.clone(), ctx.peers.redrive());
+    service.set_shard_holders(Arc::new(move |s| match engines.read().unwrap_or_else(|e| e.into_inner()).get(&s) {
+        Some(engine) => ShardHolder::Here(engine.clone()),
+        None => ShardHolder::Elsewhere(peer.clone()),
+    }));
     let global = shard.index() == redrive_api::shard_route::GLOBAL_SHARD;
     if global {
         service.set_schedules(ctx.schedules.clone()).map_err(|e| anyhow::anyhow!("redriveSchedules: {e}"))?;

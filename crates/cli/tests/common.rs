@@ -152,9 +152,20 @@ pub fn http(addr: &str, method: &str, path: &str, body: Option<Value>) -> (u16, 
 
 /// Like [`http`], the body as text.
 pub fn http_text(addr: &str, method: &str, path: &str, body: Option<Value>) -> (u16, String) {
+    http_text_as(addr, None, method, path, body)
+}
+
+/// Like [`http`], with `Authorization: Bearer TOKEN` when `token` is given.
+pub fn http_as(addr: &str, token: Option<&str>, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let (status, text) = http_text_as(addr, token, method, path, body);
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+fn http_text_as(addr: &str, token: Option<&str>, method: &str, path: &str, body: Option<Value>) -> (u16, String) {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     let body = body.map(|b| b.to_string()).unwrap_or_default();
-    write!(s, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     let status: u16 = out[9..12].parse().unwrap();

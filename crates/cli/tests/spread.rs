@@ -1,7 +1,8 @@
 //! `redrive server --spread` on one PostgreSQL database: the servers share the
 //! shards evenly, each runs the attempts of its shards' executions, either
 //! accepts any call, and when one dies (kill -9) the other takes its shards
-//! over and finishes its work — no committed attempt runs again.
+//! over and finishes its work — no committed attempt runs again; a dead-letter
+//! redrive has each entry resubmitted by its shard's holder.
 
 mod common;
 mod pg;
@@ -13,24 +14,33 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-fn spread_server(db: &FreshDatabase) -> ServerProcess {
-    start_server(bin().args([
-        "server",
-        "--spread",
-        "--listen",
-        "127.0.0.1:0",
-        "--grace-seconds",
-        "1",
-        "--lease-seconds",
-        "2",
-        "--db",
-        &db.url,
-    ]))
+/// A server's `auth:` config and an admin token for it.
+struct Auth {
+    config: std::path::PathBuf,
+    token: String,
+}
+
+impl Auth {
+    /// Writes `auth: {}` into `sb` and makes an admin token in `db`.
+    fn new(sb: &Sandbox, db: &FreshDatabase) -> Auth {
+        let config = sb.write("server.yaml", "auth: {}\n");
+        let made = finish(bin().args(["token", "create", "--db", &db.url, "--name", "admin", "--scope", "admin"]).output().unwrap()).ok();
+        Auth { config, token: made.stdout.trim().to_string() }
+    }
+}
+
+fn spread_server(db: &FreshDatabase, auth: Option<&Auth>) -> ServerProcess {
+    let mut cmd = bin();
+    cmd.args(["server", "--spread", "--listen", "127.0.0.1:0", "--grace-seconds", "1", "--lease-seconds", "2", "--db", &db.url]);
+    if let Some(auth) = auth {
+        cmd.arg("--config").arg(&auth.config);
+    }
+    start_server(&mut cmd)
 }
 
 /// The shards `pid` holds, as `GET /v1/cluster` on `addr` shows them.
-fn shards_of(addr: &str, pid: u32) -> Vec<u16> {
-    let (status, v) = http(addr, "GET", "/v1/cluster", None);
+fn shards_of(addr: &str, token: Option<&str>, pid: u32) -> Vec<u16> {
+    let (status, v) = http_as(addr, token, "GET", "/v1/cluster", None);
     assert_eq!(status, 200, "{v}");
     let member = v["members"].as_array().unwrap().iter().find(|m| m["pid"] == pid).cloned().unwrap_or(Value::Null);
     member["shards"].as_array().map(|a| a.iter().map(|s| s.as_u64().unwrap() as u16).collect()).unwrap_or_default()
@@ -38,9 +48,13 @@ fn shards_of(addr: &str, pid: u32) -> Vec<u16> {
 
 /// Waits until the processes hold `counts` shards each (in order).
 fn wait_for_shares(addr: &str, pids: &[u32], counts: &[usize], within: Duration) -> Vec<Vec<u16>> {
+    wait_for_shares_as(addr, None, pids, counts, within)
+}
+
+fn wait_for_shares_as(addr: &str, token: Option<&str>, pids: &[u32], counts: &[usize], within: Duration) -> Vec<Vec<u16>> {
     let deadline = Instant::now() + within;
     loop {
-        let held: Vec<Vec<u16>> = pids.iter().map(|pid| shards_of(addr, *pid)).collect();
+        let held: Vec<Vec<u16>> = pids.iter().map(|pid| shards_of(addr, token, *pid)).collect();
         if held.iter().map(Vec::len).eq(counts.iter().copied()) {
             return held;
         }
@@ -53,12 +67,16 @@ fn wait_for_shares(addr: &str, pids: &[u32], counts: &[usize], within: Duration)
 /// shard), then the second; returned once each holds half the shards, with
 /// the shards each holds.
 fn two_balanced_servers(db: &FreshDatabase) -> (ServerProcess, ServerProcess, Vec<Vec<u16>>) {
-    let all = usize::from(SHARD_COUNT);
-    let a = spread_server(db);
-    wait_for_shares(&a.addr, &[a.child.id()], &[all], Duration::from_secs(20));
-    let b = spread_server(db);
+    two_balanced_servers_as(db, None)
+}
+
+fn two_balanced_servers_as(db: &FreshDatabase, auth: Option<&Auth>) -> (ServerProcess, ServerProcess, Vec<Vec<u16>>) {
+    let (all, token) = (usize::from(SHARD_COUNT), auth.map(|a| a.token.as_str()));
+    let a = spread_server(db, auth);
+    wait_for_shares_as(&a.addr, token, &[a.child.id()], &[all], Duration::from_secs(20));
+    let b = spread_server(db, auth);
     // The first process gives shards back one per heartbeat until both hold half.
-    let held = wait_for_shares(&b.addr, &[a.child.id(), b.child.id()], &[all / 2, all / 2], Duration::from_secs(60));
+    let held = wait_for_shares_as(&b.addr, token, &[a.child.id(), b.child.id()], &[all / 2, all / 2], Duration::from_secs(60));
     (a, b, held)
 }
 
@@ -177,51 +195,76 @@ fn a_codepipeline_call_is_routed_by_the_pipeline_in_its_body() {
     assert_eq!((status, v["pipelineExecution"]["status"].as_str()), (200, Some("Succeeded")), "{v}");
 }
 
-/// A pipeline that dead-letters into `queue` at once unless `flag` exists.
-fn define_dead_lettering(addr: &str, name: &str, queue: &str, flag: &Path) {
+/// A pipeline that dead-letters into `queue` at once unless `flag` exists;
+/// once it does, its action writes `EXECUTION_ID Check SERVER_PID` to `log`.
+fn define_dead_lettering(addr: &str, token: Option<&str>, name: &str, queue: &str, flag: &Path, log: &Path) {
+    let check = format!("test -f {} && echo \"$REDRIVE_EXECUTION_ID Check $PPID\" >> {}", flag.display(), log.display());
     let definition = json!({"name": name, "deadLetterQueue": queue, "executionMode": "PARALLEL", "stages": [
-        {"name": "Ship", "actions": [{"name": "Check", "command": ["sh", "-c", format!("test -f {}", flag.display())],
+        {"name": "Ship", "actions": [{"name": "Check", "command": ["sh", "-c", check],
          "retryPolicies": [{"exceptionType": ["Action.FAILED"], "maxAttempts": 0}]}]}
     ]});
-    let (status, v) = http(addr, "POST", "/v1/pipelines", Some(definition));
+    let (status, v) = http_as(addr, token, "POST", "/v1/pipelines", Some(definition));
     assert_eq!(status, 201, "{v}");
 }
 
+/// `redrive ARGS` against `addr` with `token`.
+fn cli_as(addr: &str, token: &str, args: &[&str]) -> Run {
+    finish(bin().args(args).env("REDRIVE_SERVER", format!("http://{addr}")).env("REDRIVE_TOKEN", token).output().unwrap())
+}
+
 #[test]
-fn a_redrive_moves_the_entries_of_the_shards_its_process_holds_and_skips_the_others() {
+fn a_redrive_run_has_each_entry_resubmitted_by_its_shards_holder_exactly_once() {
     let db = FreshDatabase::new("spread_dlq");
     let sb = Sandbox::new();
-    let flag = sb.path("flag");
-    let (a, b, held) = two_balanced_servers(&db);
+    let (flag, log) = (sb.path("flag"), sb.path("checks.log"));
+    // Under auth: the processes call each other with tokens they make themselves.
+    let auth = Auth::new(&sb, &db);
+    let token = auth.token.as_str();
+    let (a, b, held) = two_balanced_servers_as(&db, Some(&auth));
     assert!(held[0].contains(&0), "the first process keeps shard 0: {held:?}");
     let a_other: Vec<u16> = held[0].iter().copied().filter(|s| *s != 0).collect();
     let names = names_in(&[&[0], &a_other, &held[1]]);
+    let holder = |name: &String| if held[0].contains(&ShardId::of(name).index()) { a.child.id() } else { b.child.id() };
+    let mut executions = Vec::new();
     for name in &names {
-        define_dead_lettering(&b.addr, name, "dlq-spread", &flag);
-    }
-    for name in &names {
+        define_dead_lettering(&b.addr, Some(token), name, "dlq-spread", &flag, &log);
         for _ in 0..2 {
-            start_execution(&b.addr, name);
+            let (status, v) = http_as(&b.addr, Some(token), "POST", &format!("/v1/pipelines/{name}/executions"), Some(json!({})));
+            assert_eq!(status, 201, "{v}");
+            executions.push((name.clone(), v["pipelineExecutionId"].as_str().unwrap().to_string()));
         }
     }
-    let queued = |addr: &str| {
-        let r = cli(&format!("http://{addr}"), &["dlq", "show", "dlq-spread", "--output", "json"]).ok().json();
-        r["entries"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["source"]["pipelineName"].as_str().unwrap_or_default().to_string())
-            .collect::<Vec<_>>()
-    };
-    eventually("six entries in the queue", || (queued(&b.addr).len() == 6).then_some(()));
+    let queued = || db.query("SELECT count(*) FROM dlq_entries WHERE state = 'QUEUED'");
+    eventually("six entries in the queue", || (queued() == "6").then_some(()));
     std::fs::write(&flag, "").unwrap();
 
-    // Through B; run by shard 0's holder (A): A's two pipelines' entries are
-    // redriven (one through another of A's shards' engines), B's are skipped.
-    let v = cli(&b.url, &["dlq", "redrive", "dlq-spread", "--rate", "unlimited", "--output", "json"]).ok().json();
-    assert_eq!((v["status"].as_str(), v["summary"]["redriven"].as_u64()), (Some("SUCCEEDED"), Some(4)), "{v}");
-    assert_eq!(v["summary"]["skippedByReason"]["other-shard"].as_u64(), Some(2), "{v}");
-    eventually("A's entries resolved, B's still queued", || (queued(&a.addr) == vec![names[2].clone(), names[2].clone()]).then_some(()));
+    // Two runs at once, through A and through B; both are run by shard 0's
+    // holder (A), which has B resubmit the entries of B's shards.
+    let runs: Vec<Value> = std::thread::scope(|s| {
+        let started: Vec<_> = [&a.addr, &b.addr]
+            .map(|addr| s.spawn(move || cli_as(addr, token, &["dlq", "redrive", "dlq-spread", "--rate", "unlimited", "--output", "json"])))
+            .into_iter()
+            .collect();
+        started.into_iter().map(|h| h.join().unwrap().ok().json()).collect()
+    });
+    let redriven: u64 = runs.iter().map(|v| v["summary"]["redriven"].as_u64().unwrap()).sum();
+    for v in &runs {
+        assert_eq!(v["status"].as_str(), Some("SUCCEEDED"), "{v}");
+        assert_eq!(v["summary"]["skippedByReason"]["other-shard"].as_u64(), None, "no entry is left for its shard: {v}");
+    }
+    assert_eq!(redriven, 6, "each entry redriven by exactly one of the runs: {runs:?}");
+    assert_eq!(db.query("SELECT count(*) FROM dlq_entries WHERE redrive_count = 1 AND state <> 'QUEUED'"), "6", "each entry once");
+    let checks = eventually("every execution's retried action ran", || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        (text.lines().count() == executions.len()).then_some(text)
+    });
+    for (name, id) in &executions {
+        assert_eq!(writers(&checks, id, "Check"), vec![holder(name)], "{id} ({name}) retried once, by its shard's holder");
+    }
+    // B's two entries were asked of B with A's own token (by one run, or by both).
+    let peer_calls: u32 = db.query("SELECT count(*) FROM audit_log WHERE principal LIKE 'peer-%'").parse().unwrap();
+    assert!((2..=4).contains(&peer_calls), "{peer_calls} calls between the processes");
+    assert_eq!(queued(), "0");
 }
 
 #[test]

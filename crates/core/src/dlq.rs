@@ -91,7 +91,8 @@ pub enum SkipReason {
     /// The execution refused the stage retry (the reason says why).
     Refused(String),
     /// Servers started with `--spread`: the entry's pipeline is in this shard,
-    /// which another process drives.
+    /// and no process holding it answered (none held it, or its holder could
+    /// not be reached, for as long as a takeover takes).
     OtherShard(u16),
 }
 
@@ -128,8 +129,8 @@ impl std::fmt::Display for SkipReason {
             SkipReason::Refused(why) => write!(f, "the execution refused the stage retry: {why}"),
             SkipReason::OtherShard(shard) => write!(
                 f,
-                "its pipeline is in shard {shard}, which another process drives (--spread): a redrive moves only the entries of \
-                 the shards its process holds; the entry stays in its queue"
+                "its pipeline is in shard {shard}, and no process holding that shard answered (--spread: a shard's holder \
+                 redrives its entries); the entry stays in its queue"
             ),
         }
     }

@@ -317,8 +317,40 @@ impl RunningRedrives {
     }
 }
 
-/// `--spread`: the engine of a shard if this process holds it.
-pub type LocalShards = Arc<dyn Fn(ShardId) -> Option<EngineHandle> + Send + Sync>;
+/// One entry's redrive as the process holding its shard is asked to do it
+/// (`--spread`): the holder loads the pipeline (new-execution mode) itself.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EntryRedrive {
+    pub entry_id: String,
+    /// The entry's pipeline or function (its shard's holder is asked).
+    pub source_name: String,
+    pub mode: RedriveMode,
+    pub force: bool,
+    /// The run's queue prefix (its capability), if it has one.
+    pub scope_prefix: Option<String>,
+    pub input_patch: Option<serde_json::Value>,
+}
+
+/// The answer of another process to an [`EntryRedrive`]: the execution the
+/// entry was resubmitted to, or why not ([`EngineError::NotRedriven`]; its
+/// [`EngineError::OtherShard`] when no process holding the shard answered).
+pub type PeerFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, EngineError>> + Send>>;
+
+/// Asks the process holding a shard to redrive one entry.
+pub type PeerRedrive = Arc<dyn Fn(EntryRedrive) -> PeerFuture + Send + Sync>;
+
+/// `--spread`: who drives a shard, seen from this process.
+#[derive(Clone)]
+pub enum ShardHolder {
+    /// This process: the shard's engine.
+    Here(EngineHandle),
+    /// Another process, asked through [`PeerRedrive`] (which finds the
+    /// shard's holder at the time of each call).
+    Elsewhere(PeerRedrive),
+}
+
+/// `--spread`: who drives each shard.
+pub type ShardHolders = Arc<dyn Fn(ShardId) -> ShardHolder + Send + Sync>;
 
 /// Runs redrives against a store and an engine.
 pub struct Redriver<S: Store> {
@@ -327,20 +359,20 @@ pub struct Redriver<S: Store> {
     pub clock: Arc<dyn Clock>,
     /// Where the runs it drives can be aborted.
     pub running: RunningRedrives,
-    /// With a store of one shard (`--spread`): the engines of the process's
-    /// other shards; an entry of a shard held elsewhere is skipped.
-    pub local_shards: Option<LocalShards>,
+    /// With a store of one shard (`--spread`): who drives the other shards —
+    /// an entry of a shard another process holds is redriven by that process.
+    pub shard_holders: Option<ShardHolders>,
 }
 
 impl<S: Store> Clone for Redriver<S> {
     fn clone(&self) -> Self {
-        let Redriver { store, engine, clock, running, local_shards } = self;
+        let Redriver { store, engine, clock, running, shard_holders } = self;
         Redriver {
             store: store.clone(),
             engine: engine.clone(),
             clock: clock.clone(),
             running: running.clone(),
-            local_shards: local_shards.clone(),
+            shard_holders: shard_holders.clone(),
         }
     }
 }
@@ -368,15 +400,15 @@ pub fn entry_filter(req: &RedriveRequest, started_at: Timestamp) -> DlqEntryFilt
 }
 
 impl<S: Store> Redriver<S> {
-    /// The engine that drives `entry`'s pipeline: this one, or (`--spread`)
-    /// the engine of the process's shard that holds it; else why not.
-    fn engine_for(&self, entry: &DlqEntryRecord) -> Result<EngineHandle, SkipReason> {
-        let Some(held) = self.store.driven_shard() else { return Ok(self.engine.clone()) };
+    /// Who drives `entry`'s pipeline: this engine, or (`--spread`) the
+    /// engine of another shard of this process, or another process.
+    fn holder_of(&self, entry: &DlqEntryRecord) -> Result<ShardHolder, SkipReason> {
+        let Some(held) = self.store.driven_shard() else { return Ok(ShardHolder::Here(self.engine.clone())) };
         let shard = ShardId::of(entry.source.name());
         if shard == held {
-            return Ok(self.engine.clone());
+            return Ok(ShardHolder::Here(self.engine.clone()));
         }
-        self.local_shards.as_ref().and_then(|local| local(shard)).ok_or(SkipReason::OtherShard(shard.index()))
+        self.shard_holders.as_ref().map(|holders| holders(shard)).ok_or(SkipReason::OtherShard(shard.index()))
     }
 
     fn scope_prefix(req: &RedriveRequest) -> Option<&str> {
@@ -587,7 +619,7 @@ impl<S: Store> Redriver<S> {
         let outcome = match r {
             Ok(execution_id) => Ok(execution_id),
             Err(EngineError::NotRedriven(reason)) => Err(reason),
-            // The shard moved to another process during the run.
+            // The shard moved during the run, and no holder could be asked.
             Err(EngineError::OtherShard { shard, .. }) => Err(SkipReason::OtherShard(shard.index())),
             Err(e) => return Err(e),
         };
@@ -665,17 +697,29 @@ impl<S: Store> Redriver<S> {
                     RedriveMode::NewExecution => self.latest_pipeline(&mut pipelines, entry.source.name()).await?,
                     RedriveMode::RetryStage => None,
                 };
-                let engine = match self.engine_for(&entry) {
-                    Ok(engine) => engine,
+                let holder = match self.holder_of(&entry) {
+                    Ok(holder) => holder,
                     Err(reason) => {
                         summary.record(&entry, &Err(reason));
                         continue;
                     }
                 };
-                let (mode, force, scope) = (req.mode, req.force, Self::scope_prefix(req).map(str::to_string));
-                let patch = req.input_patch.clone();
+                let call = EntryRedrive {
+                    entry_id: entry.id.clone(),
+                    source_name: entry.source.name().to_string(),
+                    mode: req.mode,
+                    force: req.force,
+                    scope_prefix: Self::scope_prefix(req).map(str::to_string),
+                    input_patch: req.input_patch.clone(),
+                };
                 in_flight.spawn(async move {
-                    let r = engine.redrive(&entry.id, mode, force, scope.as_deref(), pipeline, patch).await;
+                    let r = match holder {
+                        ShardHolder::Here(engine) => {
+                            let EntryRedrive { entry_id, mode, force, scope_prefix, input_patch, .. } = call;
+                            engine.redrive(&entry_id, mode, force, scope_prefix.as_deref(), pipeline, input_patch).await
+                        }
+                        ShardHolder::Elsewhere(peer) => peer(call).await,
+                    };
                     (entry, r)
                 });
                 while let Some(joined) = in_flight.try_join_next() {

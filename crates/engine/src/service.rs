@@ -157,7 +157,7 @@ pub struct Service<S: Store> {
     running: crate::redrive::RunningRedrives,
     /// `--spread`: the engines of the other shards this process holds (a
     /// redrive moves their entries through them).
-    local_shards: Option<crate::redrive::LocalShards>,
+    shard_holders: Option<crate::redrive::ShardHolders>,
 }
 
 mod bulk;
@@ -239,12 +239,12 @@ pub fn check_input(input: &serde_json::Value) -> Result<String, ServiceError> {
 impl<S: Store> Service<S> {
     pub fn new(store: Arc<S>, engine: EngineHandle, clock: Arc<dyn Clock>) -> Self {
         let started_at = clock.now();
-        Service { store, engine, clock, schedules: Vec::new(), started_at, running: Default::default(), local_shards: None }
+        Service { store, engine, clock, schedules: Vec::new(), started_at, running: Default::default(), shard_holders: None }
     }
 
-    /// `--spread`: where the engines of this process's other shards are found.
-    pub fn set_local_shards(&mut self, local_shards: crate::redrive::LocalShards) {
-        self.local_shards = Some(local_shards);
+    /// `--spread`: who drives the other shards (this process, or another).
+    pub fn set_shard_holders(&mut self, shard_holders: crate::redrive::ShardHolders) {
+        self.shard_holders = Some(shard_holders);
     }
 
     /// The service's notion of now (its clock; tests may inject one).

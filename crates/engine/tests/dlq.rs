@@ -79,7 +79,7 @@ impl Env {
             engine: self.handle.clone(),
             clock: self.clock.clone(),
             running: Default::default(),
-            local_shards: None,
+            shard_holders: None,
         }
     }
 

@@ -341,3 +341,73 @@ pub struct Schedule {
 pub struct ScheduleList {
     pub schedules: Vec<Schedule>,
 }
+
+/// `POST /v1/pipelines/{name}/dlq-entries/{id}/redrive`: redrive one entry of
+/// the pipeline (or durable function) `name` now, through the engine driving
+/// it; answered once the resubmission is committed. (`--spread`: a redrive run
+/// asks each entry's shard holder this.) Absent fields take their defaults.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EntryRedriveRequest {
+    /// Default `retry-stage`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<RedriveMode>,
+    /// Redrive it even if it is poison.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force: Option<bool>,
+    /// Refuse it unless its queue starts with this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_prefix: Option<String>,
+    /// A JSON merge patch (RFC 7396) for the input it is resubmitted with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_patch: Option<Value>,
+}
+
+/// Why a redrive left an entry where it was (`code` is the reason code of
+/// run summaries).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "code", rename_all = "kebab-case", rename_all_fields = "camelCase")]
+pub enum EntrySkip {
+    NotFound,
+    /// `REDRIVEN` or `RESOLVED`.
+    NotInQueue {
+        state: String,
+    },
+    Poison {
+        redrive_count: u32,
+        max_redrives: u32,
+    },
+    BeingRedriven,
+    OutOfScope {
+        queue: String,
+        prefix: String,
+    },
+    ExecutionGone {
+        execution_id: String,
+    },
+    PipelineGone {
+        pipeline: String,
+    },
+    Refused {
+        why: String,
+    },
+    OtherShard {
+        shard: u16,
+    },
+}
+
+/// The answer of `POST /v1/pipelines/{name}/dlq-entries/{id}/redrive`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EntryRedriveResponse {
+    pub outcome: EntryOutcomeKind,
+    /// The execution it was resubmitted to (`redriven`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_id: Option<String>,
+    /// Why not (`skipped`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<EntrySkip>,
+    /// Why not, for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}

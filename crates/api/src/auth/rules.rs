@@ -106,6 +106,7 @@ pub const RULES: &[Rule] = &[
     native("POST", "/v1/dlq/queues/{queue}/purge", Admin, QueueParam, true),
     native("POST", "/v1/dlq/queues/{queue}/redrive", Operate, QueueParam, true),
     native("POST", "/v1/dlq/redrive", Operate, QueuePrefixAt("/queuePrefix"), true),
+    native("POST", "/v1/pipelines/{name}/dlq-entries/{id}/redrive", Operate, EntryParam, true),
     native("GET", "/v1/dlq/entries/{id}", Read, EntryParam, false),
     native("GET", "/v1/dlq/redrives", Read, QUEUES, false),
     native("GET", "/v1/dlq/redrives/{id}", Read, RunParam, false),

@@ -2,7 +2,12 @@
 //! dry, scheduled) and their recorded runs.
 
 use super::{Service, ServiceError, validate_name};
-use crate::redrive::{MAX_SCHEDULES, MIN_SCHEDULE_EVERY_MS, QueueScope, RedrivePlan, RedriveRequest, RedriveSchedule, Redriver};
+use crate::error::EngineError;
+use crate::pipeline::LoadedPipeline;
+use crate::redrive::{
+    EntryRedrive, MAX_SCHEDULES, MIN_SCHEDULE_EVERY_MS, QueueScope, RedriveMode, RedrivePlan, RedriveRequest, RedriveSchedule, Redriver,
+    SkipReason,
+};
 use redrive_core::time::Timestamp;
 use redrive_store::{
     DlqEntryCursor, DlqEntryFilter, DlqEntryRecord, DlqEntryState, DlqQueueRecord, DlqQueueStats, MAX_MAX_REDRIVES, RedriveRunFilter,
@@ -55,7 +60,7 @@ pub fn validate_prefix(field: &str, prefix: &str) -> Result<(), ServiceError> {
 impl<S: Store> Service<S> {
     fn redriver(&self) -> Redriver<S> {
         let (store, engine, clock) = (self.store.clone(), self.engine.clone(), self.clock.clone());
-        Redriver { store, engine, clock, running: self.running.clone(), local_shards: self.local_shards.clone() }
+        Redriver { store, engine, clock, running: self.running.clone(), shard_holders: self.shard_holders.clone() }
     }
 
     fn entry_filter(&self, queue: Option<&str>, q: &EntryQuery) -> Result<DlqEntryFilter, ServiceError> {
@@ -210,6 +215,43 @@ impl<S: Store> Service<S> {
             redriver.run(run, req).await;
         });
         Ok(record)
+    }
+
+    /// Redrives one entry now, through this engine, answering when its
+    /// resubmission is committed: the execution it went to, or why the entry
+    /// stayed where it was. What a run asks of the process holding an entry's
+    /// shard (`--spread`); `source_name` must be the entry's pipeline (or
+    /// function), which routed the request here.
+    pub async fn redrive_entry_here(&self, call: EntryRedrive) -> Result<Result<String, SkipReason>, ServiceError> {
+        validate_name("pipeline name", &call.source_name)?;
+        if let Some(p) = &call.scope_prefix {
+            validate_prefix("queuePrefix", p)?;
+        }
+        let entry = match self.get_dlq_entry(&call.entry_id).await {
+            Err(ServiceError::DlqEntryNotFound(_)) => return Ok(Err(SkipReason::NotFound)),
+            other => other?,
+        };
+        if entry.source.name() != call.source_name {
+            return Err(ServiceError::Validation(format!(
+                "dead-letter entry {} came from {}, not {}",
+                entry.id,
+                entry.source.name(),
+                call.source_name
+            )));
+        }
+        let pipeline = match call.mode {
+            RedriveMode::NewExecution => match self.store.get_pipeline(&call.source_name, None).await? {
+                Some(rec) => Some(Arc::new(LoadedPipeline::from_record(rec)?)),
+                None => None,
+            },
+            RedriveMode::RetryStage => None,
+        };
+        let EntryRedrive { entry_id, mode, force, scope_prefix, input_patch, .. } = call;
+        match self.engine.redrive(&entry_id, mode, force, scope_prefix.as_deref(), pipeline, input_patch).await {
+            Ok(execution_id) => Ok(Ok(execution_id)),
+            Err(EngineError::NotRedriven(reason)) => Ok(Err(reason)),
+            Err(e) => Err(e.into()),
+        }
     }
 
     pub async fn get_redrive_run(&self, id: &str) -> Result<RedriveRunRecord, ServiceError> {
