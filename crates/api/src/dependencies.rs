@@ -136,6 +136,39 @@ struct DependencyLabel {
 pub const MAX_METRICS_DEPENDENCIES: usize = 1000;
 
 /// Adds each dependency's figures (from the engine's snapshot) to `registry`.
+/// One snapshot per dependency from several engines' (`--spread`: one
+/// process's shards): held, deferred and budget counts added up, the breaker
+/// the worst of theirs.
+pub fn merge_engines(engines: Vec<Vec<DependencySnapshot>>) -> Vec<DependencySnapshot> {
+    let severity = |b: &Breaker| match b {
+        Breaker::Closed { .. } => 0,
+        Breaker::HalfOpen { .. } => 1,
+        Breaker::Open { .. } => 2,
+    };
+    let mut merged: std::collections::BTreeMap<String, DependencySnapshot> = std::collections::BTreeMap::new();
+    for d in engines.into_iter().flatten() {
+        let Some(m) = merged.get_mut(&d.name) else {
+            merged.insert(d.name.clone(), d);
+            continue;
+        };
+        m.held += d.held;
+        m.deferred_total += d.deferred_total;
+        m.view.budget = match (m.view.budget, d.view.budget) {
+            (Some(a), Some(b)) => Some(redrive_core::dependency::BudgetView {
+                first_attempts: a.first_attempts + b.first_attempts,
+                retries: a.retries + b.retries,
+                allowed: a.allowed + b.allowed,
+                window_seconds: a.window_seconds,
+            }),
+            (a, b) => a.or(b),
+        };
+        if severity(&d.view.breaker) > severity(&m.view.breaker) {
+            m.view.breaker = d.view.breaker;
+        }
+    }
+    merged.into_values().collect()
+}
+
 pub fn register_dependency_metrics(registry: &mut Registry, deps: &[DependencySnapshot]) {
     let deps = &deps[..deps.len().min(MAX_METRICS_DEPENDENCIES)];
     let label = |d: &DependencySnapshot| DependencyLabel { dependency: d.name.clone() };

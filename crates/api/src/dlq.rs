@@ -688,19 +688,24 @@ async fn metrics<S: Store>(State(svc): St<S>) -> Result<Response> {
     let truncated =
         queues.len() >= MAX_METRICS_QUEUES && !svc.list_dlq_queues(None, queues.last().map(|q| q.queue.name.as_str()), 1).await?.is_empty();
     let unavailable = |e: redrive_store::StoreError| ApiError(ServiceError::Unavailable(e.to_string()));
-    let timers_pending = svc.store().count_timers().await.map_err(unavailable)?;
-    let next_due = svc.store().next_timer_due().await.map_err(unavailable)?;
+    let timers_pending = svc.whole_store().count_timers().await.map_err(unavailable)?;
+    let next_due = svc.whole_store().next_timer_due().await.map_err(unavailable)?;
     let (paused, paused_truncated) = svc.count_paused(MAX_METRICS_UNFINISHED).await?;
     let now = svc.now();
     let mut registry = Registry::default();
     register_paused_metrics(&mut registry, paused, paused_truncated);
     register_dlq_metrics(&mut registry, &queues, truncated, now);
     register_timer_metrics(&mut registry, timers_pending, next_due, now);
+    // The engines of this process (`--spread`: every shard it holds; they
+    // count into one set of figures).
     svc.engine().metrics().register(&mut registry);
-    crate::keys::register_key_metrics(&mut registry, svc.engine().key_waits(None).await.map_or(0, |w| w.len()));
-    if let Ok(deps) = svc.engine().dependencies().await {
-        crate::dependencies::register_dependency_metrics(&mut registry, &deps);
+    let (mut key_waits, mut deps) = (0, Vec::new());
+    for engine in svc.local_engines() {
+        key_waits += engine.key_waits(None).await.map_or(0, |w| w.len());
+        deps.push(engine.dependencies().await.unwrap_or_default());
     }
+    crate::keys::register_key_metrics(&mut registry, key_waits);
+    crate::dependencies::register_dependency_metrics(&mut registry, &crate::dependencies::merge_engines(deps));
     let mut body = String::new();
     encode(&mut body, &registry).expect("writing to a String cannot fail");
     Ok(([(axum::http::header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], body).into_response())

@@ -132,8 +132,8 @@ async fn dispatch(State(switch): State<Arc<Switch>>, request: Request) -> Respon
 }
 
 /// `--spread`: the request goes to its shard's holder — served here, forwarded,
-/// or 503 while nobody holds the shard. Health and the cluster's status are
-/// answered here.
+/// or 503 while nobody holds the shard. Health, the cluster's status and (by a
+/// process holding a shard) `/metrics` are answered here.
 async fn spread(switch: &Switch, routes: &[ShardRoute], request: Request) -> Response {
     let path = request.uri().path().to_string();
     let aws = path == "/";
@@ -141,6 +141,16 @@ async fn spread(switch: &Switch, routes: &[ShardRoute], request: Request) -> Res
         ("GET", "/healthz") => return "ok".into_response(),
         ("GET", "/readyz") => return spread_readiness(routes),
         ("GET", "/v1/cluster") => return own_cluster_status(switch, request).await,
+        // Each process's own figures (its shards' engines count into one set),
+        // through any shard it holds; one that holds none asks shard 0's holder.
+        ("GET", "/metrics") => {
+            if let Some(app) = routes.iter().find_map(|r| if let ShardRoute::Local(app) = r { Some(app.clone()) } else { None }) {
+                return match app.oneshot(request).await {
+                    Ok(response) => response,
+                    Err(never) => match never {},
+                };
+            }
+        }
         _ => {}
     }
     let (key, request) = match route_key_of_path(request.method().as_str(), &path) {

@@ -252,6 +252,8 @@ async fn serve(args: ServerArgs, config: ServerConfig, tls: Option<Tls>, secrets
                 secrets: Arc::new(secrets),
                 dependencies: Arc::from(config.dependencies.clone()),
                 http_redirects: config.http_redirects,
+                // One set of figures for all the shards' engines of this process.
+                metrics: Some(Arc::default()),
                 ..DriverConfig::default()
             },
             schedules: config.schedules,

@@ -160,6 +160,7 @@ async fn take(ctx: &SpreadContext, shard: ShardId) -> anyhow::Result<Option<Held
     let (handle, join) = Driver::spawn(store.clone(), clock.clone(), ctx.driver_config.clone());
     let (resumed, quarantined) = crate::server::resume_unfinished(&store, &handle).await?;
     let mut service = Service::new(store.clone(), handle.clone(), clock.clone());
+    service.set_whole_store(ctx.store.clone());
     let (engines, peer) = (ctx.engines.clone(), ctx.peers.redrive());
     service.set_shard_holders(Arc::new(move |s| match engines.read().unwrap_or_else(|e| e.into_inner()).get(&s) {
         Some(engine) => ShardHolder::Here(engine.clone()),

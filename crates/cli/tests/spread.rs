@@ -154,6 +154,17 @@ fn spread_servers_share_the_shards_and_the_work_and_take_over_a_dead_ones() {
         let owner = if pipeline == &names[0] { a_pid } else { b_pid };
         assert_eq!(writers(&effects, id, "First"), vec![owner], "{pipeline} {id} ran on its shard's holder");
     }
+    // Each process's /metrics counts the attempts of its own shards' engines,
+    // and both show the database's timers and paused executions.
+    let (scrape_a, scrape_b) = (http_text(&a.addr, "GET", "/metrics", None).1, http_text(&b.addr, "GET", "/metrics", None).1);
+    let first_ok = |text: &str, name: &str| {
+        let wanted = format!("pipeline=\"{name}\",action=\"First\",exception_type=\"none\",outcome=\"SUCCEEDED\"}} 6");
+        text.lines().any(|l| l.starts_with("redrive_attempts_total{") && l.contains(&wanted))
+    };
+    assert!(first_ok(&scrape_a, &names[0]) && !scrape_a.contains(&format!("pipeline=\"{}\"", names[1])), "{scrape_a}");
+    assert!(first_ok(&scrape_b, &names[1]) && !scrape_b.contains(&format!("pipeline=\"{}\"", names[0])), "{scrape_b}");
+    let gauge = |text: &str, name: &str| text.lines().find(|l| l.starts_with(name)).map(str::to_string);
+    assert_eq!(gauge(&scrape_a, "redrive_timers_pending "), gauge(&scrape_b, "redrive_timers_pending "));
 
     // kill -9 of A: B takes A's shards over within a few heartbeats and
     // finishes A's executions; their committed First never runs again.

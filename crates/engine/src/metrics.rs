@@ -186,6 +186,12 @@ pub struct EngineMetrics {
     transitions_per_commit: AtomicHistogram,
 }
 
+impl std::fmt::Debug for EngineMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineMetrics").finish_non_exhaustive()
+    }
+}
+
 impl Default for EngineMetrics {
     fn default() -> Self {
         EngineMetrics {

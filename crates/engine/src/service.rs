@@ -158,6 +158,9 @@ pub struct Service<S: Store> {
     /// `--spread`: the engines of the other shards this process holds (a
     /// redrive moves their entries through them).
     shard_holders: Option<crate::redrive::ShardHolders>,
+    /// `--spread`: the whole database (following), for figures over every
+    /// shard; `None`: [`Service::store`] is the whole database.
+    whole_store: Option<Arc<S>>,
 }
 
 mod bulk;
@@ -239,12 +242,44 @@ pub fn check_input(input: &serde_json::Value) -> Result<String, ServiceError> {
 impl<S: Store> Service<S> {
     pub fn new(store: Arc<S>, engine: EngineHandle, clock: Arc<dyn Clock>) -> Self {
         let started_at = clock.now();
-        Service { store, engine, clock, schedules: Vec::new(), started_at, running: Default::default(), shard_holders: None }
+        Service {
+            store,
+            engine,
+            clock,
+            schedules: Vec::new(),
+            started_at,
+            running: Default::default(),
+            shard_holders: None,
+            whole_store: None,
+        }
     }
 
     /// `--spread`: who drives the other shards (this process, or another).
     pub fn set_shard_holders(&mut self, shard_holders: crate::redrive::ShardHolders) {
         self.shard_holders = Some(shard_holders);
+    }
+
+    /// `--spread`: the whole database, read for figures over every shard
+    /// (paused executions, timers) where this service's store holds one shard.
+    pub fn set_whole_store(&mut self, store: Arc<S>) {
+        self.whole_store = Some(store);
+    }
+
+    /// The store figures over every execution are read from (`/metrics`).
+    pub fn whole_store(&self) -> &Arc<S> {
+        self.whole_store.as_ref().unwrap_or(&self.store)
+    }
+
+    /// The engines of this process: this service's, and (`--spread`) those
+    /// of the other shards it holds.
+    pub fn local_engines(&self) -> Vec<EngineHandle> {
+        let Some(holders) = &self.shard_holders else { return vec![self.engine.clone()] };
+        redrive_core::shard::ShardId::all()
+            .filter_map(|shard| match holders(shard) {
+                crate::redrive::ShardHolder::Here(engine) => Some(engine),
+                crate::redrive::ShardHolder::Elsewhere(_) => None,
+            })
+            .collect()
     }
 
     /// The service's notion of now (its clock; tests may inject one).
@@ -425,7 +460,8 @@ impl<S: Store> Service<S> {
         let (mut paused, mut seen, mut before) = (0u64, 0usize, None);
         loop {
             let limit = redrive_core::limits::MAX_PAGE_SIZE.min(scan - seen);
-            let page = self.store.list_executions(ExecutionFilter { unfinished_only: true, before, limit, ..Default::default() }).await?;
+            let page =
+                self.whole_store().list_executions(ExecutionFilter { unfinished_only: true, before, limit, ..Default::default() }).await?;
             seen += page.len();
             let pipelines = page.iter().filter(|r| matches!(r.target, redrive_store::Target::Pipeline { .. }));
             paused += pipelines.filter(|r| execution_state(r).status == ExecutionStatus::Paused).count() as u64;
@@ -434,8 +470,10 @@ impl<S: Store> Service<S> {
                 return Ok((paused, false));
             }
             if seen >= scan {
-                let more =
-                    self.store.list_executions(ExecutionFilter { unfinished_only: true, before, limit: 1, ..Default::default() }).await?;
+                let more = self
+                    .whole_store()
+                    .list_executions(ExecutionFilter { unfinished_only: true, before, limit: 1, ..Default::default() })
+                    .await?;
                 return Ok((paused, !more.is_empty()));
             }
         }

@@ -86,6 +86,9 @@ pub struct DriverConfig {
     /// Which redirects an http action without `redirects` follows (the server
     /// config's `httpActions.redirects`).
     pub http_redirects: redrive_core::definition::RedirectMode,
+    /// Where the engine counts (`/metrics`); `None`: figures of its own. The
+    /// engines of one process's shards (`--spread`) share one.
+    pub metrics: Option<Arc<crate::metrics::EngineMetrics>>,
 }
 
 impl Default for DriverConfig {
@@ -103,6 +106,7 @@ impl Default for DriverConfig {
             secrets: Arc::default(),
             dependencies: Arc::from(Vec::new()),
             http_redirects: redrive_core::definition::RedirectMode::default(),
+            metrics: None,
         }
     }
 }
@@ -243,7 +247,7 @@ impl<S: Store> Driver<S> {
         let (notify, _) = broadcast::channel(4096);
         let (committer_tx, committer_rx) = mpsc::channel(MAX_SUBMITTED_BATCHES * 8);
         let health = HealthReporter::new(clock.clone());
-        let metrics = Arc::new(crate::metrics::EngineMetrics::default());
+        let metrics = config.metrics.clone().unwrap_or_default();
         let committer_task = tokio::spawn(committer(store.clone(), committer_rx, health.clone(), metrics.clone()));
         let handle = EngineHandle { tx: tx.clone(), notify: notify.clone(), health: health.subscribe(), metrics: metrics.clone() };
         let read_ahead = ahead::ReadAhead::new(config.read_ahead_window_ms, config.max_read_ahead_executions);
