@@ -389,15 +389,42 @@ async fn serve(args: ServerArgs, config: ServerConfig, tls: Option<Tls>, secrets
         "shutting down: no new attempts start; waiting up to {}s for running attempts",
         args.grace_seconds
     );
-    let left = handle.drain(std::time::Duration::from_secs(args.grace_seconds)).await.unwrap_or(0);
-    if left > 0 {
-        tracing::warn!(
-            abandoned = left,
-            "{left} attempt(s) still running were abandoned; they are retried as Step.SERVICE_FAULT after a restart"
-        );
+    drain_within(&handle, join, std::time::Duration::from_secs(args.grace_seconds)).await
+}
+
+/// How long a shutdown waits, past its grace, for the store to take the last
+/// changes (it may be down): then the process exits without them.
+pub(crate) const SHUTDOWN_COMMIT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Drains an engine — running attempts get `grace` — and waits for it to end,
+/// for at most `grace` + [`SHUTDOWN_COMMIT_WAIT`]. Past that (the store does
+/// not accept the last commits) it gives up: none of those changes was
+/// acknowledged (their callers got no answer) and the next start recovers what
+/// they would have recorded, as after a kill -9.
+pub(crate) async fn drain_within(
+    handle: &EngineHandle,
+    join: tokio::task::JoinHandle<Result<(), redrive_engine::EngineError>>,
+    grace: std::time::Duration,
+) -> anyhow::Result<()> {
+    let drained = async {
+        let left = handle.drain(grace).await.unwrap_or(0);
+        if left > 0 {
+            tracing::warn!(
+                abandoned = left,
+                "{left} attempt(s) still running were abandoned; they are retried as Step.SERVICE_FAULT after a restart"
+            );
+        }
+        join.await.context("engine task")?.map_err(anyhow::Error::from)
+    };
+    match tokio::time::timeout(grace + SHUTDOWN_COMMIT_WAIT, drained).await {
+        Ok(done) => done,
+        Err(_) => anyhow::bail!(
+            "the store did not take the last changes within {} s of the grace (is it down?); exiting without them: none was \
+             acknowledged, and the next start recovers what they would have recorded (attempts in flight run again as \
+             Step.SERVICE_FAULT)",
+            SHUTDOWN_COMMIT_WAIT.as_secs()
+        ),
     }
-    join.await.context("engine task")??;
-    Ok(())
 }
 
 /// Continuity: every unfinished execution is taken over (in-flight attempts of

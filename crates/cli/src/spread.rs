@@ -89,9 +89,14 @@ pub(crate) async fn drive(ctx: SpreadContext, until: impl Future<Output = ()>) -
     if let Some(h) = held.values().next() {
         ctx.peers.revoke_token(&h.store).await;
     }
+    // All at once: a shutdown takes one grace (and, with the store down, one
+    // commit wait), not one per shard.
+    let mut releasing = tokio::task::JoinSet::new();
     for (shard, h) in std::mem::take(&mut held) {
-        release(shard, h, ctx.grace, &ctx.engines).await;
+        let (engines, grace) = (ctx.engines.clone(), ctx.grace);
+        releasing.spawn(async move { release(shard, h, grace, &engines).await });
     }
+    while releasing.join_next().await.is_some() {}
     Ok(())
 }
 
@@ -186,15 +191,9 @@ async fn take(ctx: &SpreadContext, shard: ShardId) -> anyhow::Result<Option<Held
 async fn release(shard: ShardId, h: Held, grace: Duration, engines: &RwLock<BTreeMap<ShardId, EngineHandle>>) {
     engines.write().unwrap_or_else(|e| e.into_inner()).remove(&shard);
     h.sweeper.abort();
-    let left = h.handle.drain(grace).await.unwrap_or(0);
-    if left > 0 {
-        tracing::warn!(
-            shard = shard.index(),
-            abandoned = left,
-            "{left} attempt(s) of shard {shard} were still running; its next holder retries them"
-        );
+    if let Err(e) = crate::server::drain_within(&h.handle, h.join, grace).await {
+        tracing::warn!(shard = shard.index(), "shard {shard} was let go without a full drain: {e:#}; its next holder retries what ran");
     }
-    let _ = h.join.await;
     // Dropping the store closes its lock connection: the lease is free.
     drop(h.store);
 }

@@ -139,6 +139,49 @@ fn a_database_outage_degrades_the_server_and_it_recovers_by_itself() {
     );
 }
 
+/// SIGTERM while the database is down and a result waits to be committed: the
+/// server does not wait for the database forever — it exits after its grace
+/// and the commit wait (10 s) with a failure status; after the database is
+/// back, a new server finishes the execution.
+#[test]
+fn sigterm_during_a_database_outage_exits_within_the_grace_and_the_commit_wait() {
+    let db = FreshDatabase::new("sigterm_outage");
+    let sb = Sandbox::new();
+    let (log, hold) = (sb.path("effects.log"), sb.path("hold"));
+    std::fs::write(&hold, "").unwrap();
+    let start = || start_server(bin().args(["server", "--listen", "127.0.0.1:0", "--grace-seconds", "1", "--db", &db.url]));
+    let mut server = start();
+    let held = format!("echo \"$REDRIVE_EXECUTION_ID\" >> {}; while [ -e {} ]; do sleep 0.05; done", log.display(), hold.display());
+    let definition = json!({"name": "p", "stages": [{"name": "One", "actions": [{"name": "Held", "command": ["sh", "-c", held]}]}]});
+    assert_eq!(http(&server.addr, "POST", "/v1/pipelines", Some(definition)).0, 201);
+    let id = start_execution(&server.addr, "p");
+    eventually("the action runs", || std::fs::read_to_string(&log).ok().filter(|t| t.contains(&id)));
+
+    db.go_down();
+    std::fs::remove_file(&hold).unwrap(); // its result now has nowhere to go
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(server.child.id() as i32, libc::SIGTERM) };
+    let asked = Instant::now();
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(asked.elapsed() < Duration::from_secs(30), "the server still waits for the database 30 s after SIGTERM");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(!status.success(), "an exit without the last changes is a failure: {status}");
+    assert!(asked.elapsed() >= Duration::from_secs(1), "it gave the grace first");
+
+    db.come_back();
+    let server = start();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while execution_status(&server.addr, "p", &id).as_deref() != Some("Succeeded") {
+        assert!(Instant::now() < deadline, "execution {id} never finished after the restart");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn server_is_running(server: &ServerProcess) -> bool {
     // SAFETY: signal 0 only checks that the process exists.
     unsafe { libc::kill(server.child.id() as i32, 0) == 0 }
