@@ -46,6 +46,9 @@ pub(crate) struct Peers {
     patience: Duration,
     /// `Some` under `auth:`.
     token: Option<RwLock<Option<PeerToken>>>,
+    /// A call was refused as unauthenticated (the token was revoked): the
+    /// next heartbeat makes a new one.
+    token_refused: std::sync::atomic::AtomicBool,
 }
 
 impl Peers {
@@ -58,7 +61,7 @@ impl Peers {
             .expect("an HTTP client with default TLS settings builds");
         let patience = lease + 2 * store.heartbeat();
         let token = auth.map(|_| RwLock::new(None));
-        Arc::new(Peers { store, client, me: redrive_store::member_id(), patience, token })
+        Arc::new(Peers { store, client, me: redrive_store::member_id(), patience, token, token_refused: Default::default() })
     }
 
     /// The redrive of one entry at its shard's holder.
@@ -77,7 +80,8 @@ impl Peers {
         let Some(slot) = &self.token else { return Ok(()) };
         let half_life_ms = PEER_TOKEN_HOURS * 3_600_000 / 2;
         let fresh = slot.read().unwrap_or_else(|e| e.into_inner()).as_ref().is_some_and(|t| t.made_at.plus_ms(half_life_ms) > now);
-        if fresh {
+        let refused = self.token_refused.swap(false, std::sync::atomic::Ordering::SeqCst);
+        if fresh && !refused {
             return Ok(());
         }
         let name = format!("peer-{}", redrive_api::auth::token::generate().map_err(anyhow::Error::msg)?[4..16].to_owned());
@@ -185,8 +189,13 @@ impl Peers {
             Err(e) => return Attempt::Unreachable(e.to_string()),
         };
         let status = response.status();
-        if status == reqwest::StatusCode::SERVICE_UNAVAILABLE || status == reqwest::StatusCode::UNAUTHORIZED {
-            // Moving, degraded, or our token was just replaced: try again.
+        if status == reqwest::StatusCode::UNAUTHORIZED {
+            // Revoked (or just replaced): a new one is made at the next heartbeat.
+            self.token_refused.store(true, std::sync::atomic::Ordering::SeqCst);
+            return Attempt::Unreachable(format!("HTTP {status}: this process's peer token was refused"));
+        }
+        if status == reqwest::StatusCode::SERVICE_UNAVAILABLE {
+            // Moving or degraded: try again.
             return Attempt::Unreachable(format!("HTTP {status}"));
         }
         if !status.is_success() {

@@ -248,6 +248,21 @@ fn a_redrive_run_has_each_entry_resubmitted_by_its_shards_holder_exactly_once() 
     let queued = || db.query("SELECT count(*) FROM dlq_entries WHERE state = 'QUEUED'");
     eventually("six entries in the queue", || (queued() == "6").then_some(()));
     std::fs::write(&flag, "").unwrap();
+    // An admin revokes the processes' own tokens: they make new ones.
+    let (status, tokens) = http_as(&a.addr, Some(token), "GET", "/v1/tokens", None);
+    assert_eq!(status, 200, "{tokens}");
+    let peers: Vec<String> = tokens["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .filter(|n| n.starts_with("peer-"))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(peers.len(), 2, "one token per process: {tokens}");
+    for name in &peers {
+        assert_eq!(http_as(&a.addr, Some(token), "DELETE", &format!("/v1/tokens/{name}"), None).0, 204);
+    }
 
     // Two runs at once, through A and through B; both are run by shard 0's
     // holder (A), which has B resubmit the entries of B's shards.
