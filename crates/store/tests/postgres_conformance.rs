@@ -8,7 +8,7 @@ use redrive_core::shard::ShardId;
 use redrive_core::time::Timestamp;
 use redrive_store::conformance;
 use redrive_store::postgres::{PostgresOptions, PostgresStore, redact_url};
-use redrive_store::{LedgerEntry, Store, StoreError, Target, TimerRecord, Transition, TransitionError};
+use redrive_store::{CommitResult, LedgerEntry, Store, StoreError, Target, TimerRecord, Transition, TransitionError};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -627,6 +627,95 @@ async fn a_shard_store_drives_its_shard_only() {
     assert!(member.get_execution("o1").await.unwrap().is_some());
     assert_eq!(b.commit(vec![create_in("p4", "payments-api", 7)].into()).await.unwrap(), vec![Ok(1)]);
     drop((b, other, member));
+    dbs.drop_all().await;
+}
+
+/// Holds the lock rows of `rows` (`FOR UPDATE`, in a transaction of `conn`,
+/// bumping the token of `bump` if given: a take-over as `engine_lock` sees it)
+/// until the returned guard's transaction commits; meanwhile a write
+/// transaction of the stores waits at its first statement.
+async fn hold_lock_rows(conn: &mut Client, rows: [i32; 2], bump: Option<i32>) -> tokio_postgres::Transaction<'_> {
+    let tx = conn.transaction().await.unwrap();
+    tx.execute("UPDATE engine_lock SET token = token + (id = $2)::INT WHERE id = ANY($1)", &[&rows.to_vec(), &bump.unwrap_or(0)])
+        .await
+        .unwrap();
+    tx
+}
+
+/// Waits until a write transaction waits at its fencing check.
+async fn until_a_writer_waits(conn: &Client) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let sql = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+                   AND wait_event_type = 'Lock' AND query LIKE '%FROM engine_lock WHERE id = ANY%FOR SHARE'";
+        let waiting: i64 = conn.query_one(sql, &[]).await.unwrap().get(0);
+        if waiting > 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no write transaction waited for the lock rows");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Commits `t` through `store` on a task of its own.
+fn spawn_commit(store: &Arc<PostgresStore>, t: Transition) -> tokio::task::JoinHandle<Result<CommitResult, StoreError>> {
+    let store = Arc::clone(store);
+    tokio::spawn(async move { store.commit(vec![t].into()).await })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shard_stores_of_a_process_share_one_writer_and_are_fenced_apart() {
+    let dbs = Databases::default();
+    let url = dbs.create().await;
+    let (orders, payments) = (ShardId::of("orders"), ShardId::of("payments-api"));
+    let member = PostgresStore::open_member(&url, opts()).await.unwrap();
+    let a = Arc::new(member.shard_member(orders, &opts()).unwrap());
+    let b = Arc::new(member.shard_member(payments, &opts()).unwrap());
+    assert!(a.try_lead().await.unwrap() && b.try_lead().await.unwrap());
+    let rows = [2 + i32::from(orders.index()), 2 + i32::from(payments.index())];
+    let (mut blocker, watcher) = (raw(&url).await, raw(&url).await);
+
+    // While the writer waits, both shards' commits queue: one group, one transaction.
+    let held = hold_lock_rows(&mut blocker, rows, None).await;
+    let first = spawn_commit(&b, create_in("p0", "payments-api", 1));
+    until_a_writer_waits(&watcher).await;
+    let (o1, p1) = (spawn_commit(&a, create_in("o1", "orders", 2)), spawn_commit(&b, create_in("p1", "payments-api", 3)));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    held.commit().await.unwrap();
+    for task in [first, o1, p1] {
+        assert_eq!(task.await.unwrap().unwrap(), vec![Ok(1)]);
+    }
+    let xmin = "SELECT count(DISTINCT xmin::TEXT) FROM executions WHERE id IN ('o1', 'p1')";
+    assert_eq!(watcher.query_one(xmin, &[]).await.unwrap().get::<_, i64>(0), 1, "o1 and p1 were written by one transaction");
+
+    // Shard A taken over while requests of both shards wait: A's are refused
+    // (A is lost for good), B's in the same group commit.
+    let held = hold_lock_rows(&mut blocker, rows, Some(rows[0])).await;
+    let first = spawn_commit(&b, create_in("p2", "payments-api", 4));
+    until_a_writer_waits(&watcher).await;
+    let (o3, p3) = (spawn_commit(&a, create_in("o3", "orders", 5)), spawn_commit(&b, create_in("p3", "payments-api", 6)));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    held.commit().await.unwrap();
+    assert_eq!(first.await.unwrap().unwrap(), vec![Ok(1)]);
+    assert!(matches!(o3.await.unwrap(), Err(StoreError::Lost(_))), "shard A's commit is refused");
+    assert_eq!(p3.await.unwrap().unwrap(), vec![Ok(1)], "shard B's commit in the same window goes in");
+    assert!(a.get_execution("o1").await.is_err() && a.lost_reason().is_some(), "A is lost for good");
+    let stored: Vec<String> = watcher.query("SELECT id FROM executions ORDER BY id", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(stored, ["o1", "p0", "p1", "p2", "p3"]);
+
+    // Another process takes shard A (A's store let its lock go) and writes it;
+    // B goes on beside it.
+    let other = PostgresStore::open_member(&url, opts()).await.unwrap();
+    let taker = other.shard_member(orders, &opts()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !taker.try_lead().await.unwrap() {
+        assert!(Instant::now() < deadline, "the other process could not take shard A");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(taker.commit(vec![create_in("o4", "orders", 7)].into()).await.unwrap(), vec![Ok(1)]);
+    assert!(matches!(a.commit(vec![create_in("o5", "orders", 8)].into()).await, Err(StoreError::Lost(_))));
+    assert_eq!(b.commit(vec![create_in("p4", "payments-api", 9)].into()).await.unwrap(), vec![Ok(1)]);
+    drop((a, b, member, taker, other));
     dbs.drop_all().await;
 }
 
