@@ -138,6 +138,13 @@ use writer::{DlqQueueWrite, PipelineMode, PipelineWrite, Queued, RedriveRunWrite
 pub const DEFAULT_MAX_CONNECTIONS: usize = 8;
 /// Default cap on the transitions applied in one transaction.
 pub const DEFAULT_MAX_BATCH_TRANSITIONS: usize = 4096;
+/// Group transactions a process's writer runs at once, at most. A group starts
+/// beside another only if it holds no request of a store that has one in
+/// flight: each store's requests are applied one group after the other, in
+/// order, so a store alone (the whole database's) has exactly one transaction
+/// at a time, and the shards of a process overlap their groups (as when each
+/// had its own writer) while each group commits several shards' writes.
+pub const MAX_WRITE_GROUPS_IN_FLIGHT: usize = 2;
 /// Write requests that may wait for the writer before callers block (for all
 /// the stores of a process: they share its writer).
 const WRITE_QUEUE_CAPACITY: usize = 1024;

@@ -7,7 +7,7 @@ use super::lock::Fence;
 use super::rows::{dlq_queue_from_row, pipeline_from_row, target_columns};
 use super::shards;
 use super::sql::DlqEntryQuery;
-use super::{connection_broken, join_all, map_error};
+use super::{MAX_WRITE_GROUPS_IN_FLIGHT, connection_broken, join_all, map_error};
 use crate::{
     CommitResult, CommitStats, DEFAULT_MAX_REDRIVES, DlqEntryFilter, DlqEntryState, DlqOp, DlqQueueRecord, ExecutionFault, PipelineRecord,
     PruneCounts, PruneStep, RedriveRunRecord, StoreError, Transition, TransitionError,
@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
@@ -419,36 +420,111 @@ pub(super) struct Writer {
     pub(super) db: String,
 }
 
-impl Writer {
-    /// Serves requests until every sender is gone.
-    pub(super) async fn run(self, mut rx: mpsc::Receiver<Queued>) {
-        let mut carried: Option<Queued> = None;
-        loop {
-            let first = match carried.take() {
-                Some(queued) => queued,
-                None => match rx.recv().await {
-                    Some(queued) => queued,
-                    None => break,
-                },
-            };
-            let mut weight = first.request.weight();
-            let mut group = vec![first];
-            while weight < self.max_batch {
-                match rx.try_recv() {
-                    Ok(queued) if weight + queued.request.weight() > self.max_batch => {
-                        carried = Some(queued);
-                        break;
-                    }
-                    Ok(queued) => {
-                        weight += queued.request.weight();
-                        group.push(queued);
-                    }
-                    Err(_) => break,
-                }
+/// Which store sent a request (its fence is its own).
+fn store_of(queued: &Queued) -> usize {
+    Arc::as_ptr(&queued.fence) as usize
+}
+
+/// The stores with requests in `group`.
+fn stores_of(group: &[Queued]) -> Vec<usize> {
+    let mut stores: Vec<usize> = group.iter().map(store_of).collect();
+    stores.sort_unstable();
+    stores.dedup();
+    stores
+}
+
+/// The requests taken off the channel and not yet in a group, in arrival order.
+#[derive(Default)]
+struct Waiting {
+    queue: VecDeque<Queued>,
+    /// The sum of their weights.
+    weight: usize,
+}
+
+impl Waiting {
+    fn push(&mut self, queued: Queued) {
+        self.weight += queued.request.weight();
+        self.queue.push_back(queued);
+    }
+
+    /// The next group: the waiting requests, in order, of the stores not in
+    /// `busy`, up to `max_batch` transitions (the first one whatever its
+    /// weight); it stops at the first that does not fit, so every store's
+    /// requests stay in order. Abandoned requests are dropped.
+    fn take_group(&mut self, busy: &HashSet<usize>, max_batch: usize) -> Vec<Queued> {
+        let (mut group, mut weight, mut full) = (Vec::new(), 0, false);
+        let mut rest = VecDeque::with_capacity(self.queue.len());
+        for queued in self.queue.drain(..) {
+            if queued.request.abandoned() {
+                continue;
             }
-            group.retain(|q| !q.request.abandoned());
-            if !group.is_empty() {
-                self.apply_group(group).await;
+            let w = queued.request.weight();
+            if full || busy.contains(&store_of(&queued)) {
+                rest.push_back(queued);
+            } else if !group.is_empty() && weight + w > max_batch {
+                full = true;
+                rest.push_back(queued);
+            } else {
+                weight += w;
+                group.push(queued);
+            }
+        }
+        self.weight = rest.iter().map(|q| q.request.weight()).sum();
+        self.queue = rest;
+        group
+    }
+}
+
+impl Writer {
+    /// Serves requests until every sender is gone. Requests wait in arrival
+    /// order (at most a group's weight of them are taken off the channel); a
+    /// group is formed whenever fewer than [`MAX_WRITE_GROUPS_IN_FLIGHT`] are in
+    /// flight, of the waiting requests whose store has none in flight.
+    pub(super) async fn run(self, mut rx: mpsc::Receiver<Queued>) {
+        let writer = Arc::new(self);
+        let mut waiting = Waiting::default();
+        let mut busy: HashSet<usize> = HashSet::new();
+        let mut in_flight: JoinSet<Vec<usize>> = JoinSet::new();
+        let mut open = true;
+        loop {
+            while in_flight.len() < MAX_WRITE_GROUPS_IN_FLIGHT {
+                let group = waiting.take_group(&busy, writer.max_batch);
+                if group.is_empty() {
+                    break;
+                }
+                let stores = stores_of(&group);
+                busy.extend(stores.iter().copied());
+                let writer = Arc::clone(&writer);
+                in_flight.spawn(async move {
+                    writer.apply_group(group).await;
+                    stores
+                });
+            }
+            if !open && in_flight.is_empty() {
+                break;
+            }
+            // With nothing in flight every waiting request was just taken.
+            let room = waiting.weight < writer.max_batch || in_flight.is_empty();
+            tokio::select! {
+                received = rx.recv(), if open && room => match received {
+                    Some(queued) => {
+                        waiting.push(queued);
+                        while waiting.weight < writer.max_batch && let Ok(queued) = rx.try_recv() {
+                            waiting.push(queued);
+                        }
+                    }
+                    None => open = false,
+                },
+                Some(done) = in_flight.join_next(), if !in_flight.is_empty() => match done {
+                    Ok(stores) => {
+                        for store in stores {
+                            busy.remove(&store);
+                        }
+                    }
+                    // A group that panicked ends the writer, as it always did.
+                    Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                    Err(_) => break,
+                },
             }
         }
     }
