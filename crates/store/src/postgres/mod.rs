@@ -21,7 +21,9 @@
 //! request, drains what is queued (up to
 //! [`PostgresOptions::max_batch_transitions`] transitions) and applies it all in
 //! one transaction on a pooled connection (`synchronous_commit` forced on for
-//! every connection: the group is durable before anyone is answered). A transition is refused alone
+//! every connection: the group is durable before anyone is answered). Up to
+//! [`MAX_WRITE_GROUPS_IN_FLIGHT`] groups run at once, never two with requests of
+//! the same store: one store's requests are applied one group after the other. A transition is refused alone
 //! (version conflict, used token, existing execution, a refused `Take`, a
 //! limit), with the same results as SQLite's savepoint per transition: the
 //! refusals before its first write need nothing undone (the execution row's
