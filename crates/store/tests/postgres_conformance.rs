@@ -7,8 +7,8 @@
 use redrive_core::shard::ShardId;
 use redrive_core::time::Timestamp;
 use redrive_store::conformance;
-use redrive_store::postgres::{PostgresOptions, PostgresStore, redact_url};
-use redrive_store::{LedgerEntry, Store, StoreError, Target, TimerRecord, Transition, TransitionError};
+use redrive_store::postgres::{MAX_WRITE_GROUPS_IN_FLIGHT, PostgresOptions, PostgresStore, redact_url};
+use redrive_store::{CommitResult, LedgerEntry, Store, StoreError, Target, TimerRecord, Transition, TransitionError};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -627,6 +627,148 @@ async fn a_shard_store_drives_its_shard_only() {
     assert!(member.get_execution("o1").await.unwrap().is_some());
     assert_eq!(b.commit(vec![create_in("p4", "payments-api", 7)].into()).await.unwrap(), vec![Ok(1)]);
     drop((b, other, member));
+    dbs.drop_all().await;
+}
+
+/// Holds the lock rows `rows` (`FOR UPDATE`, in a transaction of `conn`,
+/// bumping the token of `bump` if given: a take-over as `engine_lock` sees it)
+/// until the returned transaction commits; meanwhile a write transaction of a
+/// store of one of them waits at its first statement.
+async fn hold_lock_rows<'c>(conn: &'c mut Client, rows: &[i32], bump: Option<i32>) -> tokio_postgres::Transaction<'c> {
+    let tx = conn.transaction().await.unwrap();
+    tx.execute("UPDATE engine_lock SET token = token + (id = $2)::INT WHERE id = ANY($1)", &[&rows.to_vec(), &bump.unwrap_or(0)])
+        .await
+        .unwrap();
+    tx
+}
+
+/// Waits until `n` write transactions wait at their fencing check.
+async fn until_writers_wait(conn: &Client, n: i64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let sql = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+                   AND wait_event_type = 'Lock' AND query LIKE '%FROM engine_lock WHERE id = ANY%FOR SHARE'";
+        let waiting: i64 = conn.query_one(sql, &[]).await.unwrap().get(0);
+        if waiting >= n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{waiting} write transactions wait for the lock rows, not {n}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Commits `t` through `store` on a task of its own.
+fn spawn_commit(store: &Arc<PostgresStore>, t: Transition) -> tokio::task::JoinHandle<Result<CommitResult, StoreError>> {
+    let store = Arc::clone(store);
+    tokio::spawn(async move { store.commit(vec![t].into()).await })
+}
+
+/// `n` pipeline names of distinct shards, none in `taken`.
+fn names_in_other_shards(n: usize, taken: &[ShardId]) -> Vec<String> {
+    let mut shards = taken.to_vec();
+    let mut names = Vec::new();
+    for i in 0.. {
+        let name = format!("x{i}");
+        if names.len() == n {
+            break;
+        }
+        if !shards.contains(&ShardId::of(&name)) {
+            shards.push(ShardId::of(&name));
+            names.push(name);
+        }
+    }
+    names
+}
+
+/// The `engine_lock` row of `shard`.
+fn lock_row(shard: ShardId) -> i32 {
+    2 + i32::from(shard.index())
+}
+
+/// Sends a commit through each of `stores` (of pipeline `names`), one after
+/// the other once the previous one's group waits for its lock row: one group
+/// per store, in flight at once.
+async fn occupy_the_writer(
+    stores: &[Arc<PostgresStore>],
+    names: &[String],
+    round: i64,
+    watcher: &Client,
+) -> Vec<tokio::task::JoinHandle<Result<CommitResult, StoreError>>> {
+    let mut tasks = Vec::new();
+    for (store, name) in stores.iter().zip(names) {
+        tasks.push(spawn_commit(store, create_in(&format!("{name}-{round}"), name, round)));
+        until_writers_wait(watcher, tasks.len() as i64).await;
+    }
+    assert_eq!(tasks.len(), MAX_WRITE_GROUPS_IN_FLIGHT);
+    tasks
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shard_stores_of_a_process_share_one_writer_and_are_fenced_apart() {
+    let dbs = Databases::default();
+    let url = dbs.create().await;
+    let (orders, payments) = (ShardId::of("orders"), ShardId::of("payments-api"));
+    let member = PostgresStore::open_member(&url, opts()).await.unwrap();
+    let a = Arc::new(member.shard_member(orders, &opts()).unwrap());
+    let b = Arc::new(member.shard_member(payments, &opts()).unwrap());
+    // Stores of other shards whose groups keep the writer's every slot busy.
+    let busy_names = names_in_other_shards(MAX_WRITE_GROUPS_IN_FLIGHT, &[orders, payments]);
+    let mut busy = Vec::new();
+    for name in &busy_names {
+        busy.push(Arc::new(member.shard_member(ShardId::of(name), &opts()).unwrap()));
+    }
+    for store in busy.iter().chain([&a, &b]) {
+        assert!(store.try_lead().await.unwrap());
+    }
+    let busy_rows: Vec<i32> = busy_names.iter().map(|name| lock_row(ShardId::of(name))).collect();
+    let (mut blocker, watcher) = (raw(&url).await, raw(&url).await);
+
+    // While the writer's groups wait (as many at once as it runs), both
+    // shards' commits queue: then one group, one transaction.
+    let held = hold_lock_rows(&mut blocker, &busy_rows, None).await;
+    let mut firsts = occupy_the_writer(&busy, &busy_names, 1, &watcher).await;
+    firsts.push(spawn_commit(&a, create_in("o1", "orders", 2)));
+    firsts.push(spawn_commit(&b, create_in("p1", "payments-api", 3)));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    held.commit().await.unwrap();
+    for task in firsts {
+        assert_eq!(task.await.unwrap().unwrap(), vec![Ok(1)]);
+    }
+    let xmin = "SELECT count(DISTINCT xmin::TEXT) FROM executions WHERE id IN ('o1', 'p1')";
+    assert_eq!(watcher.query_one(xmin, &[]).await.unwrap().get::<_, i64>(0), 1, "o1 and p1 were written by one transaction");
+
+    // Shard A taken over while requests of both shards wait: A's are refused
+    // (A is lost for good), B's in the same group commit.
+    let rows: Vec<i32> = busy_rows.iter().copied().chain([lock_row(orders)]).collect();
+    let held = hold_lock_rows(&mut blocker, &rows, Some(lock_row(orders))).await;
+    let firsts = occupy_the_writer(&busy, &busy_names, 2, &watcher).await;
+    let (o3, p3) = (spawn_commit(&a, create_in("o3", "orders", 5)), spawn_commit(&b, create_in("p3", "payments-api", 6)));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    held.commit().await.unwrap();
+    for task in firsts {
+        assert_eq!(task.await.unwrap().unwrap(), vec![Ok(1)]);
+    }
+    assert!(matches!(o3.await.unwrap(), Err(StoreError::Lost(_))), "shard A's commit is refused");
+    assert_eq!(p3.await.unwrap().unwrap(), vec![Ok(1)], "shard B's commit in the same window goes in");
+    assert!(a.get_execution("o1").await.is_err() && a.lost_reason().is_some(), "A is lost for good");
+    let sql = "SELECT id FROM executions WHERE shard = ANY($1) ORDER BY id";
+    let shards = vec![orders.index() as i16, payments.index() as i16];
+    let stored: Vec<String> = watcher.query(sql, &[&shards]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(stored, ["o1", "p1", "p3"]);
+
+    // Another process takes shard A (A's store let its lock go) and writes it;
+    // B goes on beside it.
+    let other = PostgresStore::open_member(&url, opts()).await.unwrap();
+    let taker = other.shard_member(orders, &opts()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !taker.try_lead().await.unwrap() {
+        assert!(Instant::now() < deadline, "the other process could not take shard A");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(taker.commit(vec![create_in("o4", "orders", 7)].into()).await.unwrap(), vec![Ok(1)]);
+    assert!(matches!(a.commit(vec![create_in("o5", "orders", 8)].into()).await, Err(StoreError::Lost(_))));
+    assert_eq!(b.commit(vec![create_in("p4", "payments-api", 9)].into()).await.unwrap(), vec![Ok(1)]);
+    drop((a, b, busy, member, taker, other));
     dbs.drop_all().await;
 }
 

@@ -15,11 +15,15 @@
 //! append-only: a statement trigger refuses UPDATE, DELETE and TRUNCATE.
 //!
 //! # Group commit
-//! Every write is sent over a channel to one writer task. It waits for one
+//! Every write is sent over a channel to one writer task (one per process: the
+//! stores of the shards a process holds send theirs to the writer of the store
+//! they were made from). It waits for one
 //! request, drains what is queued (up to
 //! [`PostgresOptions::max_batch_transitions`] transitions) and applies it all in
 //! one transaction on a pooled connection (`synchronous_commit` forced on for
-//! every connection: the group is durable before anyone is answered). A transition is refused alone
+//! every connection: the group is durable before anyone is answered). Up to
+//! [`MAX_WRITE_GROUPS_IN_FLIGHT`] groups run at once, never two with requests of
+//! the same store: one store's requests are applied one group after the other. A transition is refused alone
 //! (version conflict, used token, existing execution, a refused `Take`, a
 //! limit), with the same results as SQLite's savepoint per transition: the
 //! refusals before its first write need nothing undone (the execution row's
@@ -52,7 +56,10 @@
 //! pid, since); the store remembers the token. Every write transaction first
 //! reads the token `FOR SHARE` (a take-over waits for it) and, if it is not ours
 //! any more, fails with [`StoreError::Lost`] and writes nothing; from then on
-//! every call fails with `Lost`. Dropping the store closes the lock connection
+//! every call fails with `Lost`. (A group holding several shards' requests
+//! reads each of their tokens in that first statement; a shard whose token
+//! changed is lost and its requests refused, and the group is applied again
+//! without them.) Dropping the store closes the lock connection
 //! (its socket at once), which releases the lock as soon as the server ends the
 //! session; an open whose recorded holder is gone (a dropped store of this
 //! process, or an exited process on this host) waits up to a second for that.
@@ -83,9 +90,10 @@
 //! the same pool: it takes that shard's advisory lock, lease and fencing token
 //! (the same keeper, renewal and take-over as the whole database's), lists only
 //! that shard's executions and timers, and refuses a transition of another
-//! shard's execution ([`TransitionError::OutsideShard`]). Its writes check that
-//! shard's token, so a process that lost one shard is fenced from it and keeps
-//! writing its others.
+//! shard's execution ([`TransitionError::OutsideShard`]). Its writes go to the
+//! process's one writer (group commit across the shards a process holds) and
+//! check that shard's token, so a process that lost one shard is fenced from
+//! it and keeps writing its others, in the same groups.
 //!
 //! # Not done yet
 //! No TLS (`NoTls`): use a local socket or a trusted network.
@@ -126,13 +134,21 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Config, NoTls, Row};
-use writer::{DlqQueueWrite, PipelineMode, PipelineWrite, RedriveRunWrite, Stats, WriteRequest, Writer};
+use writer::{DlqQueueWrite, PipelineMode, PipelineWrite, Queued, RedriveRunWrite, Stats, WriteRequest, Writer};
 
 /// Default pooled connections.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 8;
 /// Default cap on the transitions applied in one transaction.
 pub const DEFAULT_MAX_BATCH_TRANSITIONS: usize = 4096;
-/// Write requests that may wait for the writer before callers block.
+/// Group transactions a process's writer runs at once, at most. A group starts
+/// beside another only if it holds no request of a store that has one in
+/// flight: each store's requests are applied one group after the other, in
+/// order, so a store alone (the whole database's) has exactly one transaction
+/// at a time, and the shards of a process overlap their groups (as when each
+/// had its own writer) while each group commits several shards' writes.
+pub const MAX_WRITE_GROUPS_IN_FLIGHT: usize = 2;
+/// Write requests that may wait for the writer before callers block (for all
+/// the stores of a process: they share its writer).
 const WRITE_QUEUE_CAPACITY: usize = 1024;
 /// How long establishing a connection may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -151,7 +167,9 @@ const POOL_WAIT_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct PostgresOptions {
     /// Pooled connections for reads and writes (default 8).
     pub max_connections: usize,
-    /// Most transitions per group-commit transaction (default 4096, like SQLite's).
+    /// Most transitions per group-commit transaction (default 4096, like
+    /// SQLite's); a shard's store writes through the writer of the store it was
+    /// made from, with that store's setting.
     pub max_batch_transitions: usize,
     /// How long the engine lease lasts without a renewal (default 10 s): a
     /// leader that stalls this long (stopped, paused, cut off) is taken over.
@@ -188,8 +206,9 @@ impl PostgresOptions {
 pub struct PostgresStore {
     display_url: String,
     pool: Pool,
-    /// `None` for a store opened with [`PostgresStore::open_read_only`].
-    writer: Option<mpsc::Sender<WriteRequest>>,
+    /// `None` for a store opened with [`PostgresStore::open_read_only`]; a
+    /// shard's store shares the writer of the store it was made from.
+    writer: Option<mpsc::Sender<Queued>>,
     fence: Option<Arc<Fence>>,
     stats: Arc<Stats>,
     /// The connection holding the engine lock (replaced by the keeper after a
@@ -255,15 +274,8 @@ impl PostgresStore {
     /// The pool, the writer task and the member heartbeat around `fence`.
     fn assemble(display_url: String, config: Config, fence: Arc<Fence>, opts: &PostgresOptions) -> Result<PostgresStore, StoreError> {
         let pool = build_pool(config.clone(), opts.max_connections)?;
-        let stats = Arc::new(Stats::default());
         let (tx, rx) = mpsc::channel(WRITE_QUEUE_CAPACITY);
-        let writer = Writer {
-            pool: pool.clone(),
-            max_batch: opts.max_batch_transitions.max(1),
-            stats: Arc::clone(&stats),
-            fence: Arc::clone(&fence),
-            db: display_url.clone(),
-        };
+        let writer = Writer { pool: pool.clone(), max_batch: opts.max_batch_transitions.max(1), db: display_url.clone() };
         tokio::spawn(writer.run(rx));
         let terms = opts.terms(fence.slot);
         let url = Arc::new(Mutex::new(None));
@@ -273,7 +285,7 @@ impl PostgresStore {
             pool,
             writer: Some(tx),
             fence: Some(fence),
-            stats,
+            stats: Arc::new(Stats::default()),
             lock: Mutex::new(None),
             config,
             terms,
@@ -352,30 +364,22 @@ impl PostgresStore {
     /// A store over the same database and connection pool that drives one
     /// shard: it follows until [`PostgresStore::try_lead`] takes that shard's
     /// lease, then writes under that lease's fencing token. Several shards'
-    /// stores of one process share its pool; each has its own writer (group
-    /// commit per shard).
+    /// stores of one process share its pool and its writer: a group commits
+    /// the writes of every shard that has some queued, checking each one's
+    /// token. (`opts` gives the shard's lease terms; the writer keeps the
+    /// settings of `self`.)
     pub fn shard_member(&self, shard: ShardId, opts: &PostgresOptions) -> Result<PostgresStore, StoreError> {
-        if self.fence.is_none() {
+        let Some(writer) = self.writer.clone() else {
             return Err(StoreError::Unavailable(format!("{} was opened read-only; it cannot drive a shard", self.display_url)));
-        }
-        let fence = Arc::new(Fence::following(self.display_url.clone(), LockSlot::shard(shard)));
-        let stats = Arc::new(Stats::default());
-        let (tx, rx) = mpsc::channel(WRITE_QUEUE_CAPACITY);
-        let writer = Writer {
-            pool: self.pool.clone(),
-            max_batch: opts.max_batch_transitions.max(1),
-            stats: Arc::clone(&stats),
-            fence: Arc::clone(&fence),
-            db: self.display_url.clone(),
         };
-        tokio::spawn(writer.run(rx));
+        let fence = Arc::new(Fence::following(self.display_url.clone(), LockSlot::shard(shard)));
         Ok(PostgresStore {
             display_url: self.display_url.clone(),
             pool: self.pool.clone(),
-            writer: Some(tx),
+            writer: Some(writer),
             terms: opts.terms(fence.slot),
             fence: Some(fence),
-            stats,
+            stats: Arc::new(Stats::default()),
             lock: Mutex::new(None),
             config: self.config.clone(),
             url: Arc::clone(&self.url),
@@ -393,15 +397,15 @@ impl PostgresStore {
         &self.display_url
     }
 
-    /// Sends a request to the writer task (waiting while its queue is full).
+    /// Sends a request to the writer task (waiting while its queue is full),
+    /// with this store's fence and statistics.
     async fn send(&self, request: WriteRequest) -> Result<(), StoreError> {
-        let Some(writer) = &self.writer else {
+        let (Some(writer), Some(fence)) = (&self.writer, &self.fence) else {
             return Err(StoreError::Unavailable(format!("{} was opened read-only; writes are not possible", self.display_url)));
         };
-        if let Some(fence) = &self.fence {
-            fence.check_not_lost()?;
-        }
-        writer.send(request).await.map_err(|_| writer_gone())
+        fence.check_not_lost()?;
+        let queued = Queued { request, fence: Arc::clone(fence), stats: Arc::clone(&self.stats) };
+        writer.send(queued).await.map_err(|_| writer_gone())
     }
 
     /// Runs a read query on a pooled connection; a connection that failed is
@@ -493,7 +497,8 @@ impl PostgresStore {
 
 impl Drop for PostgresStore {
     /// Stops the lock keeper and closes the lock connection at once (releasing
-    /// the engine lock); the writer task ends when its queue is closed.
+    /// the engine lock); the writer task ends once every store sharing it is
+    /// dropped.
     fn drop(&mut self) {
         self.writer.take();
         if let Some(task) = self.heartbeat_task.take() {

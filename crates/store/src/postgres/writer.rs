@@ -1,10 +1,13 @@
 //! The writer task: group commit of every write, one transaction per group.
+//! One writer serves every store of a process (the whole database's, or each
+//! shard's it holds): a group may hold the requests of several shards, and its
+//! transaction checks the fencing token of each of them.
 
 use super::lock::Fence;
 use super::rows::{dlq_queue_from_row, pipeline_from_row, target_columns};
 use super::shards;
 use super::sql::DlqEntryQuery;
-use super::{connection_broken, join_all, map_error};
+use super::{MAX_WRITE_GROUPS_IN_FLIGHT, connection_broken, join_all, map_error};
 use crate::{
     CommitResult, CommitStats, DEFAULT_MAX_REDRIVES, DlqEntryFilter, DlqEntryState, DlqOp, DlqQueueRecord, ExecutionFault, PipelineRecord,
     PruneCounts, PruneStep, RedriveRunRecord, StoreError, Transition, TransitionError,
@@ -17,12 +20,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
 type Param = Box<dyn ToSql + Sync + Send>;
 
-const SQL_FENCE: &str = "SELECT token FROM engine_lock WHERE id = $1 FOR SHARE";
+/// The tokens of the lock rows of a group's stores, locked (a take-over of one
+/// of them waits for the group's transaction to end).
+const SQL_FENCE: &str = "SELECT id, token FROM engine_lock WHERE id = ANY($1::INTEGER[]) FOR SHARE";
 /// For the rest of a write transaction (see [`Writer::transact_on`]).
 const SQL_GENERIC_PLANS: &str = "SET LOCAL plan_cache_mode = force_generic_plan";
 
@@ -235,6 +241,14 @@ pub(super) enum WriteRequest {
     },
 }
 
+/// A request and the store that sent it: the fence whose token guards it and
+/// the statistics that count it.
+pub(super) struct Queued {
+    pub(super) request: WriteRequest,
+    pub(super) fence: Arc<Fence>,
+    pub(super) stats: Arc<Stats>,
+}
+
 /// Which pipeline write: the three differ only in when a new version is inserted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum PipelineMode {
@@ -360,8 +374,12 @@ enum Applied {
 enum GroupFailure {
     /// A PostgreSQL error, with the request(s) whose statement failed.
     Pg { error: tokio_postgres::Error, culprit: Culprit },
-    /// The store may not write (lock lost or being re-taken).
+    /// No request of the group may be written (the connection pool failed).
     Store(StoreError),
+    /// The token of a store with requests in the group is not its own any
+    /// more (that store is lost) or it may not write now: nothing was written,
+    /// and the group is applied again without that store's requests.
+    Fenced,
 }
 
 impl From<tokio_postgres::Error> for GroupFailure {
@@ -399,75 +417,144 @@ fn is_request_specific(e: &tokio_postgres::Error) -> bool {
 pub(super) struct Writer {
     pub(super) pool: Pool,
     pub(super) max_batch: usize,
-    pub(super) stats: Arc<Stats>,
-    pub(super) fence: Arc<Fence>,
     pub(super) db: String,
 }
 
-impl Writer {
-    /// Serves requests until every sender is gone.
-    pub(super) async fn run(self, mut rx: mpsc::Receiver<WriteRequest>) {
-        let mut carried: Option<WriteRequest> = None;
-        loop {
-            let first = match carried.take() {
-                Some(request) => request,
-                None => match rx.recv().await {
-                    Some(request) => request,
-                    None => break,
-                },
-            };
-            let mut weight = first.weight();
-            let mut group = vec![first];
-            while weight < self.max_batch {
-                match rx.try_recv() {
-                    Ok(request) if weight + request.weight() > self.max_batch => {
-                        carried = Some(request);
-                        break;
-                    }
-                    Ok(request) => {
-                        weight += request.weight();
-                        group.push(request);
-                    }
-                    Err(_) => break,
-                }
+/// Which store sent a request (its fence is its own).
+fn store_of(queued: &Queued) -> usize {
+    Arc::as_ptr(&queued.fence) as usize
+}
+
+/// The stores with requests in `group`.
+fn stores_of(group: &[Queued]) -> Vec<usize> {
+    let mut stores: Vec<usize> = group.iter().map(store_of).collect();
+    stores.sort_unstable();
+    stores.dedup();
+    stores
+}
+
+/// The requests taken off the channel and not yet in a group, in arrival order.
+#[derive(Default)]
+struct Waiting {
+    queue: VecDeque<Queued>,
+    /// The sum of their weights.
+    weight: usize,
+}
+
+impl Waiting {
+    fn push(&mut self, queued: Queued) {
+        self.weight += queued.request.weight();
+        self.queue.push_back(queued);
+    }
+
+    /// The next group: the waiting requests, in order, of the stores not in
+    /// `busy`, up to `max_batch` transitions (the first one whatever its
+    /// weight); it stops at the first that does not fit, so every store's
+    /// requests stay in order. Abandoned requests are dropped.
+    fn take_group(&mut self, busy: &HashSet<usize>, max_batch: usize) -> Vec<Queued> {
+        let (mut group, mut weight, mut full) = (Vec::new(), 0, false);
+        let mut rest = VecDeque::with_capacity(self.queue.len());
+        for queued in self.queue.drain(..) {
+            if queued.request.abandoned() {
+                continue;
             }
-            group.retain(|r| !r.abandoned());
-            if !group.is_empty() {
-                self.apply_group(group).await;
+            let w = queued.request.weight();
+            if full || busy.contains(&store_of(&queued)) {
+                rest.push_back(queued);
+            } else if !group.is_empty() && weight + w > max_batch {
+                full = true;
+                rest.push_back(queued);
+            } else {
+                weight += w;
+                group.push(queued);
+            }
+        }
+        self.weight = rest.iter().map(|q| q.request.weight()).sum();
+        self.queue = rest;
+        group
+    }
+}
+
+impl Writer {
+    /// Serves requests until every sender is gone. Requests wait in arrival
+    /// order (at most a group's weight of them are taken off the channel); a
+    /// group is formed whenever fewer than [`MAX_WRITE_GROUPS_IN_FLIGHT`] are in
+    /// flight, of the waiting requests whose store has none in flight.
+    pub(super) async fn run(self, mut rx: mpsc::Receiver<Queued>) {
+        let writer = Arc::new(self);
+        let mut waiting = Waiting::default();
+        let mut busy: HashSet<usize> = HashSet::new();
+        let mut in_flight: JoinSet<Vec<usize>> = JoinSet::new();
+        let mut open = true;
+        loop {
+            while in_flight.len() < MAX_WRITE_GROUPS_IN_FLIGHT {
+                let group = waiting.take_group(&busy, writer.max_batch);
+                if group.is_empty() {
+                    break;
+                }
+                let stores = stores_of(&group);
+                busy.extend(stores.iter().copied());
+                let writer = Arc::clone(&writer);
+                in_flight.spawn(async move {
+                    writer.apply_group(group).await;
+                    stores
+                });
+            }
+            if !open && in_flight.is_empty() {
+                break;
+            }
+            // With nothing in flight every waiting request was just taken.
+            let room = waiting.weight < writer.max_batch || in_flight.is_empty();
+            tokio::select! {
+                received = rx.recv(), if open && room => match received {
+                    Some(queued) => {
+                        waiting.push(queued);
+                        while waiting.weight < writer.max_batch && let Ok(queued) = rx.try_recv() {
+                            waiting.push(queued);
+                        }
+                    }
+                    None => open = false,
+                },
+                Some(done) = in_flight.join_next(), if !in_flight.is_empty() => match done {
+                    Ok(stores) => {
+                        for store in stores {
+                            busy.remove(&store);
+                        }
+                    }
+                    // A group that panicked ends the writer, as it always did.
+                    Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                    Err(_) => break,
+                },
             }
         }
     }
 
-    /// Applies `group` in one transaction and answers every request in it. If
-    /// the transaction fails nothing of it is committed and every request gets
-    /// the error — except that a request whose own data makes the server fail
-    /// (a constraint, a trigger) is answered with that error alone and the
-    /// others are applied again without it.
-    async fn apply_group(&self, group: Vec<WriteRequest>) {
-        let mut pending: VecDeque<Vec<WriteRequest>> = VecDeque::from([group]);
-        while let Some(mut group) = pending.pop_front() {
+    /// Applies `group` in one transaction and answers every request in it.
+    /// The requests of a store that may not write are refused alone (see
+    /// [`admit`]). If the transaction fails nothing of it is committed and
+    /// every request gets the error — except that a request whose own data
+    /// makes the server fail (a constraint, a trigger) is answered with that
+    /// error alone and the others are applied again without it.
+    async fn apply_group(&self, group: Vec<Queued>) {
+        let mut pending: VecDeque<Vec<Queued>> = VecDeque::from([group]);
+        while let Some(group) = pending.pop_front() {
+            let mut group = admit(group);
+            if group.is_empty() {
+                continue;
+            }
             let started = Instant::now();
             match self.transact(&group).await {
                 Ok(outcomes) => {
-                    let (mut applied, mut ledger_rows) = (0, 0);
-                    for (request, outcome) in group.iter().zip(&outcomes) {
-                        if let (WriteRequest::Commit { transitions, valid, .. }, Applied::Commit(results)) = (request, outcome) {
-                            for (&i, r) in valid.iter().zip(results) {
-                                if r.is_ok() {
-                                    applied += 1;
-                                    ledger_rows += transitions[i].ledger.len() as u64;
-                                }
-                            }
-                        }
-                    }
-                    self.stats.record(applied, ledger_rows, started.elapsed());
-                    for (request, outcome) in group.into_iter().zip(outcomes) {
-                        request.answer(outcome);
+                    record_stats(&group, &outcomes, started.elapsed());
+                    for (queued, outcome) in group.into_iter().zip(outcomes) {
+                        queued.request.answer(outcome);
                     }
                 }
+                // The stores fenced off are refused at the next admission.
+                Err(GroupFailure::Fenced) => pending.push_front(group),
                 Err(GroupFailure::Store(error)) => {
-                    for request in group {
-                        request.fail(&error);
+                    for queued in group {
+                        queued.request.fail(&error);
                     }
                 }
                 Err(GroupFailure::Pg { error, culprit }) => {
@@ -477,7 +564,7 @@ impl Writer {
                             Culprit::Request(culprit) => {
                                 // The request being applied failed: it fails
                                 // alone, the others are retried without it.
-                                group.remove(culprit).fail(&store_error);
+                                group.remove(culprit).request.fail(&store_error);
                                 if !group.is_empty() {
                                     pending.push_front(group);
                                 }
@@ -494,16 +581,16 @@ impl Writer {
                             }
                             Culprit::Unknown if group.len() > 1 => {
                                 // Failed at COMMIT (a deferred check): retry each alone.
-                                for (k, request) in group.into_iter().enumerate() {
-                                    pending.insert(k, vec![request]);
+                                for (k, queued) in group.into_iter().enumerate() {
+                                    pending.insert(k, vec![queued]);
                                 }
                                 continue;
                             }
                             _ => {}
                         }
                     }
-                    for request in group {
-                        request.fail(&store_error);
+                    for queued in group {
+                        queued.request.fail(&store_error);
                     }
                 }
             }
@@ -512,8 +599,7 @@ impl Writer {
 
     /// Takes a pooled connection and runs the group in one transaction. A
     /// connection that failed is discarded rather than returned to the pool.
-    async fn transact(&self, group: &[WriteRequest]) -> Result<Vec<Applied>, GroupFailure> {
-        self.fence.writable_token().map_err(GroupFailure::Store)?;
+    async fn transact(&self, group: &[Queued]) -> Result<Vec<Applied>, GroupFailure> {
         let mut client = self.pool.get().await.map_err(|e| GroupFailure::Store(super::pool_error(&self.db, e)))?;
         let result = self.transact_on(&mut client, group).await;
         if let Err(GroupFailure::Pg { error, .. }) = &result
@@ -524,11 +610,9 @@ impl Writer {
         result
     }
 
-    async fn transact_on(&self, client: &mut Object, group: &[WriteRequest]) -> Result<Vec<Applied>, GroupFailure> {
+    async fn transact_on(&self, client: &mut Object, group: &[Queued]) -> Result<Vec<Applied>, GroupFailure> {
         let tx = client.transaction().await?;
-        let fence = tx.prepare_cached(SQL_FENCE).await?;
-        let stored: Option<i64> = tx.query_opt(&fence, &[&self.fence.slot.row]).await?.map(|r| r.get(0));
-        self.fence.check_token(stored).map_err(GroupFailure::Store)?;
+        check_fences(&tx, group).await?;
         // The batched statements take arrays of any length: a custom plan
         // (the first five executions of a statement on each connection) costs
         // planning the arrays' contents and may hash-join a whole table; the
@@ -540,28 +624,92 @@ impl Writer {
             // A run of commit requests: their transitions are applied together.
             let mut items: Vec<(usize, &Transition)> = Vec::new();
             let mut end = index;
-            while let Some(WriteRequest::Commit { transitions, valid, .. }) = group.get(end) {
+            while let Some(WriteRequest::Commit { transitions, valid, .. }) = group.get(end).map(|q| &q.request) {
                 items.extend(valid.iter().map(|&i| (end, &transitions[i])));
                 end += 1;
             }
             if end > index {
                 let mut results =
                     apply_transitions(&tx, &items).await.map_err(|(error, culprit)| GroupFailure::Pg { error, culprit })?.into_iter();
-                for request in &group[index..end] {
-                    if let WriteRequest::Commit { valid, .. } = request {
+                for queued in &group[index..end] {
+                    if let WriteRequest::Commit { valid, .. } = &queued.request {
                         outcomes.push(Applied::Commit(results.by_ref().take(valid.len()).collect()));
                     }
                 }
                 index = end;
                 continue;
             }
-            let outcome =
-                apply_request(&tx, &group[index]).await.map_err(|error| GroupFailure::Pg { error, culprit: Culprit::Request(index) })?;
+            let outcome = apply_request(&tx, &group[index].request)
+                .await
+                .map_err(|error| GroupFailure::Pg { error, culprit: Culprit::Request(index) })?;
             outcomes.push(outcome);
             index += 1;
         }
         tx.commit().await?;
         Ok(outcomes)
+    }
+}
+
+/// The requests of `group` whose store may write now; the others are refused
+/// with the reason (lost for good, reconnecting, not leading).
+fn admit(group: Vec<Queued>) -> Vec<Queued> {
+    let mut admitted = Vec::with_capacity(group.len());
+    for queued in group {
+        match queued.fence.writable_token() {
+            Ok(_) => admitted.push(queued),
+            Err(error) => queued.request.fail(&error),
+        }
+    }
+    admitted
+}
+
+/// The first statement of a group's transaction: reads the token of every
+/// store with requests in the group `FOR SHARE` (a take-over waits until the
+/// transaction ends) and compares it with the store's own. A store whose token
+/// changed is lost for good ([`Fence::check_token`]); then the group is
+/// [`GroupFailure::Fenced`] and nothing of it is written.
+async fn check_fences(tx: &Transaction<'_>, group: &[Queued]) -> Result<(), GroupFailure> {
+    let mut fences: Vec<&Arc<Fence>> = Vec::new();
+    for queued in group {
+        if !fences.iter().any(|f| Arc::ptr_eq(f, &queued.fence)) {
+            fences.push(&queued.fence);
+        }
+    }
+    let mut rows: Vec<i32> = fences.iter().map(|f| f.slot.row).collect();
+    rows.sort_unstable();
+    rows.dedup();
+    let st = tx.prepare_cached(SQL_FENCE).await?;
+    let stored: HashMap<i32, i64> = tx.query(&st, &[&rows]).await?.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let mut fenced = false;
+    for fence in fences {
+        fenced |= fence.check_token(stored.get(&fence.slot.row).copied()).is_err();
+    }
+    if fenced { Err(GroupFailure::Fenced) } else { Ok(()) }
+}
+
+/// Counts a committed group in the statistics of each store with requests in
+/// it: one commit, and its own accepted transitions and their ledger rows.
+fn record_stats(group: &[Queued], outcomes: &[Applied], elapsed: Duration) {
+    let mut counted: Vec<(&Arc<Stats>, u64, u64)> = Vec::new();
+    for (queued, outcome) in group.iter().zip(outcomes) {
+        let index = match counted.iter().position(|(s, _, _)| Arc::ptr_eq(s, &queued.stats)) {
+            Some(index) => index,
+            None => {
+                counted.push((&queued.stats, 0, 0));
+                counted.len() - 1
+            }
+        };
+        if let (WriteRequest::Commit { transitions, valid, .. }, Applied::Commit(results)) = (&queued.request, outcome) {
+            for (&i, r) in valid.iter().zip(results) {
+                if r.is_ok() {
+                    counted[index].1 += 1;
+                    counted[index].2 += transitions[i].ledger.len() as u64;
+                }
+            }
+        }
+    }
+    for (stats, applied, ledger_rows) in counted {
+        stats.record(applied, ledger_rows, elapsed);
     }
 }
 
