@@ -273,7 +273,7 @@ impl PostgresStore {
 
     /// The pool, the writer task and the member heartbeat around `fence`.
     fn assemble(display_url: String, config: Config, fence: Arc<Fence>, opts: &PostgresOptions) -> Result<PostgresStore, StoreError> {
-        let pool = build_pool(config.clone(), opts.max_connections)?;
+        let pool = build_pool(with_idle_transaction_timeout(config.clone(), opts.lease), opts.max_connections)?;
         let (tx, rx) = mpsc::channel(WRITE_QUEUE_CAPACITY);
         let writer = Writer { pool: pool.clone(), max_batch: opts.max_batch_transitions.max(1), db: display_url.clone() };
         tokio::spawn(writer.run(rx));
@@ -996,6 +996,22 @@ fn parse_url(url: &str, display_url: &str) -> Result<Config, StoreError> {
     Ok(config)
 }
 
+/// The pool's sessions end a transaction left open longer than `lease`: a
+/// process stopped in the middle of a write group (SIGSTOP, a long pause)
+/// would otherwise keep the `FOR SHARE` locks of its group's lock rows — and
+/// with them block the process taking its shards over — until it runs again.
+/// Its late statements then fail like any other of a process that lost its lease.
+fn with_idle_transaction_timeout(mut config: Config, lease: Duration) -> Config {
+    let ms = lease.as_millis().max(1);
+    let setting = format!("-c idle_in_transaction_session_timeout={ms}");
+    let options = match config.get_options() {
+        Some(given) => format!("{given} {setting}"),
+        None => setting,
+    };
+    config.options(options);
+    config
+}
+
 fn build_pool(config: Config, max_connections: usize) -> Result<Pool, StoreError> {
     let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
     Pool::builder(manager)
@@ -1141,6 +1157,13 @@ mod tests {
         assert_eq!(redact_url("postgres://h/db"), "postgres://h/db");
         assert_eq!(redact_url("postgres://u:p%40ss@h/db?password=x&sslmode=disable"), "postgres://u:***@h/db?password=***&sslmode=disable");
         assert_eq!(redact_url("postgres://u:pa/ss@h/db"), "postgres://u:***@h/db");
+    }
+
+    #[test]
+    fn pool_sessions_end_transactions_idle_past_the_lease() {
+        let config = parse_url("postgres://u@h/db", "postgres://u@h/db").unwrap();
+        let config = with_idle_transaction_timeout(config, Duration::from_secs(10));
+        assert_eq!(config.get_options(), Some("-c synchronous_commit=on -c idle_in_transaction_session_timeout=10000"));
     }
 
     #[test]
