@@ -42,7 +42,8 @@ pub(crate) struct Peers {
     client: reqwest::Client,
     me: String,
     /// How long a call keeps trying while its shard has no reachable holder:
-    /// past a takeover (a lease and two heartbeats).
+    /// past a take-over (the lapse of the dead holder's lease, and the next
+    /// holder's taking it, with room to spare: two leases and two heartbeats).
     patience: Duration,
     /// `Some` under `auth:`.
     token: Option<RwLock<Option<PeerToken>>>,
@@ -59,7 +60,7 @@ impl Peers {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("an HTTP client with default TLS settings builds");
-        let patience = lease + 2 * store.heartbeat();
+        let patience = 2 * lease + 2 * store.heartbeat();
         let token = auth.map(|_| RwLock::new(None));
         Arc::new(Peers { store, client, me: redrive_store::member_id(), patience, token, token_refused: Default::default() })
     }
@@ -119,23 +120,31 @@ impl Peers {
         let shard = ShardId::of(&call.source_name);
         let deadline = tokio::time::Instant::now() + self.patience;
         let mut delay = Duration::from_millis(50);
-        let mut tried = false;
+        // When a try whose outcome is unknown (sent, no answer) was sent.
+        let mut unknown_since: Option<Timestamp> = None;
         loop {
+            let sent_at = redrive_engine::Clock::now(&redrive_engine::SystemClock);
             match self.try_once(shard, &call).await {
                 Attempt::Answered(Ok(execution_id)) => return Ok(execution_id),
-                Attempt::Answered(Err(SkipReason::NotQueued(state))) if tried => {
-                    // An earlier try may have been committed without its answer arriving.
-                    return self.after_lost_answer(&call, state).await;
+                Attempt::Answered(Err(SkipReason::NotQueued(state))) if unknown_since.is_some() => {
+                    return self.after_lost_answer(&call, state, unknown_since.expect("checked")).await;
                 }
                 Attempt::Answered(Err(reason)) => return Err(EngineError::NotRedriven(reason)),
                 Attempt::Refused(why) => {
                     return Err(EngineError::Conflict(format!("the holder of shard {shard} refused entry {}: {why}", call.entry_id)));
                 }
-                Attempt::Unreachable(why) => {
-                    tracing::debug!(shard = shard.index(), entry = call.entry_id, "no holder of shard {shard} answered: {why}");
+                Attempt::NotTaken(why) => {
+                    tracing::debug!(shard = shard.index(), entry = call.entry_id, "no holder of shard {shard} took the call: {why}");
+                }
+                Attempt::Unknown(why) => {
+                    tracing::debug!(
+                        shard = shard.index(),
+                        entry = call.entry_id,
+                        "the call to shard {shard}'s holder went unanswered: {why}"
+                    );
+                    unknown_since.get_or_insert(sent_at);
                 }
             }
-            tried = true;
             if tokio::time::Instant::now() + delay > deadline {
                 return Err(EngineError::NotRedriven(SkipReason::OtherShard(shard.index())));
             }
@@ -144,12 +153,15 @@ impl Peers {
         }
     }
 
-    /// The entry was not in its queue on a second try: if it went out to an
-    /// execution (the first try's, whose answer was lost), it counts as redriven.
-    async fn after_lost_answer(&self, call: &EntryRedrive, state: &'static str) -> Result<String, EngineError> {
+    /// A try after one that went unanswered found the entry out of its queue:
+    /// if it went out to an execution since that try was sent, that was the
+    /// unanswered try's doing (unless another run took the same entry in that
+    /// window) and it counts as redriven; otherwise it is a skip.
+    async fn after_lost_answer(&self, call: &EntryRedrive, state: &'static str, since: Timestamp) -> Result<String, EngineError> {
         let entry = self.store.get_dlq_entry(&call.entry_id).await?;
-        match entry.and_then(|e| e.redriven_to) {
-            Some(execution_id) if state == redrive_core::dlq::DlqEntryState::Redriven.as_str() => Ok(execution_id),
+        let redriven = redrive_core::dlq::DlqEntryState::Redriven.as_str();
+        match entry.filter(|e| e.redriven_at.is_some_and(|at| at >= since)).and_then(|e| e.redriven_to) {
+            Some(execution_id) if state == redriven => Ok(execution_id),
             _ => Err(EngineError::NotRedriven(SkipReason::NotQueued(state))),
         }
     }
@@ -157,12 +169,12 @@ impl Peers {
     async fn try_once(&self, shard: ShardId, call: &EntryRedrive) -> Attempt {
         let owners = match self.store.shard_owners().await {
             Ok(owners) => owners,
-            Err(e) => return Attempt::Unreachable(format!("the shards' leases could not be read: {e}")),
+            Err(e) => return Attempt::NotTaken(format!("the shards' leases could not be read: {e}")),
         };
         let Some(base) = owners.into_iter().find(|o| o.shard == shard).and_then(|o| o.url) else {
-            return Attempt::Unreachable("no process holds it".into());
+            return Attempt::NotTaken("no process holds it".into());
         };
-        let Ok(mut url) = reqwest::Url::parse(&base) else { return Attempt::Unreachable(format!("its holder announced {base:?}")) };
+        let Ok(mut url) = reqwest::Url::parse(&base) else { return Attempt::NotTaken(format!("its holder announced {base:?}")) };
         url.path_segments_mut()
             .map(|mut p| {
                 p.pop_if_empty().extend(["v1", "pipelines", &call.source_name, "dlq-entries", &call.entry_id, "redrive"]);
@@ -186,17 +198,19 @@ impl Peers {
         }
         let response = match request.send().await {
             Ok(r) => r,
-            Err(e) => return Attempt::Unreachable(e.to_string()),
+            // Not connected: never sent. Otherwise it may have been taken.
+            Err(e) if e.is_connect() => return Attempt::NotTaken(e.to_string()),
+            Err(e) => return Attempt::Unknown(e.to_string()),
         };
         let status = response.status();
         if status == reqwest::StatusCode::UNAUTHORIZED {
             // Revoked (or just replaced): a new one is made at the next heartbeat.
             self.token_refused.store(true, std::sync::atomic::Ordering::SeqCst);
-            return Attempt::Unreachable(format!("HTTP {status}: this process's peer token was refused"));
+            return Attempt::NotTaken(format!("HTTP {status}: this process's peer token was refused"));
         }
         if status == reqwest::StatusCode::SERVICE_UNAVAILABLE {
-            // Moving or degraded: try again.
-            return Attempt::Unreachable(format!("HTTP {status}"));
+            // Moving, or degraded: answered without taking it; try again.
+            return Attempt::NotTaken(format!("HTTP {status}"));
         }
         if !status.is_success() {
             let text = response.text().await.unwrap_or_default();
@@ -205,7 +219,7 @@ impl Peers {
         }
         match response.json::<w::EntryRedriveResponse>().await {
             Ok(answer) => Attempt::Answered(outcome(answer)),
-            Err(e) => Attempt::Unreachable(format!("its answer could not be read: {e}")),
+            Err(e) => Attempt::Unknown(format!("its answer could not be read: {e}")),
         }
     }
 }
@@ -213,8 +227,12 @@ impl Peers {
 /// One call's result.
 enum Attempt {
     Answered(Result<String, SkipReason>),
-    /// Nobody answered (no holder, moving, connection failed): try again.
-    Unreachable(String),
+    /// Nobody took the call (no holder, moving, not connected, token
+    /// refused): try again.
+    NotTaken(String),
+    /// Sent, and no answer came (a timeout, a broken connection, an answer
+    /// that could not be read): it may have been taken; try again.
+    Unknown(String),
     /// The holder refused the request itself (a 4xx): not retried.
     Refused(String),
 }

@@ -293,6 +293,39 @@ fn a_redrive_run_has_each_entry_resubmitted_by_its_shards_holder_exactly_once() 
     assert_eq!(queued(), "0");
 }
 
+/// kill -9 of the process holding some entries' shards just before a run: the
+/// run's calls to it fail, and are tried again until the survivor has taken
+/// its shards over; every entry is redriven once, by the survivor.
+#[test]
+fn a_redrive_run_waits_out_the_take_over_of_a_dead_holders_shards() {
+    let db = FreshDatabase::new("spread_dlq_kill");
+    let sb = Sandbox::new();
+    let (flag, log) = (sb.path("flag"), sb.path("checks.log"));
+    let (a, b, held) = two_balanced_servers(&db);
+    let names = names_in(&[&[0], &held[1]]);
+    let mut executions = Vec::new();
+    for name in &names {
+        define_dead_lettering(&a.addr, None, name, "dlq-kill", &flag, &log);
+        for _ in 0..2 {
+            executions.push(start_execution(&a.addr, name));
+        }
+    }
+    eventually("four entries in the queue", || (db.query("SELECT count(*) FROM dlq_entries WHERE state = 'QUEUED'") == "4").then_some(()));
+    std::fs::write(&flag, "").unwrap();
+    let a_pid = a.child.id();
+    b.kill9();
+    let v = cli(&a.url, &["dlq", "redrive", "dlq-kill", "--rate", "unlimited", "--output", "json"]).ok().json();
+    assert_eq!((v["status"].as_str(), v["summary"]["redriven"].as_u64()), (Some("SUCCEEDED"), Some(4)), "{v}");
+    let checks = eventually("every retried action ran", || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        (text.lines().count() == executions.len()).then_some(text)
+    });
+    for id in &executions {
+        assert_eq!(writers(&checks, id, "Check"), vec![a_pid], "{id} retried once, by the survivor");
+    }
+    assert_eq!(db.query("SELECT count(*) FROM dlq_entries WHERE redrive_count = 1 AND state <> 'QUEUED'"), "4", "each entry once");
+}
+
 #[test]
 fn a_stalled_spread_server_loses_its_shards_and_its_late_results_are_refused() {
     let db = FreshDatabase::new("spread_stall");
