@@ -28,6 +28,12 @@ pub(super) const MAX_TIMERS_PER_LOOK: usize = 1000;
 /// much time (timers come into the window as the clock moves).
 const LOOK_EVERY_MS: u64 = 100;
 
+/// A look continues from where the last one stopped while that is at most this
+/// far behind now (the loop fell behind: the timers that fell due meanwhile
+/// are read ahead too, and fire from memory as soon as they are read); further
+/// behind, it starts at now and leaves those to the regular poll.
+const MAX_CATCH_UP_MS: u64 = 2_000;
+
 /// Executions read ahead whose timer is this far past due without firing are
 /// no longer counted against the budget (their timer went another way).
 const FORGET_AFTER_DUE_MS: u64 = 60_000;
@@ -92,8 +98,10 @@ impl ReadAhead {
         Some(self.next_look_at.map_or(in_window_at, |at| at.max(in_window_at)))
     }
 
-    /// The look to start now, if one is due (see [`ReadAhead::wake_at`]).
-    /// Timers due before `now` are the regular poll's: a look starts at `now`.
+    /// The look to start now, if one is due (see [`ReadAhead::wake_at`]): from
+    /// where the last look stopped, unless that is more than
+    /// [`MAX_CATCH_UP_MS`] behind `now` (then from `now`: older timers are the
+    /// regular poll's).
     pub fn start(&mut self, now: Timestamp, next_due: Option<Timestamp>) -> Option<Look> {
         if self.room() == 0 {
             self.forget_stale(now);
@@ -103,7 +111,7 @@ impl ReadAhead {
         }
         let from_now = TimerRecord { execution_id: String::new(), key: String::new(), due_at: now };
         let after = match self.cursor.take() {
-            Some(c) if order(&c) > order(&from_now) => c,
+            Some(c) if c.due_at.plus_ms(MAX_CATCH_UP_MS) > now => c,
             _ => from_now,
         };
         self.looking = true;
@@ -179,11 +187,6 @@ impl ReadAhead {
     }
 }
 
-/// The order timers are paged in.
-fn order(t: &TimerRecord) -> (Timestamp, &str, &str) {
-    (t.due_at, t.execution_id.as_str(), t.key.as_str())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,7 +251,7 @@ mod tests {
     }
 
     #[test]
-    fn a_cursor_behind_now_moves_to_now_and_a_failed_look_is_repeated() {
+    fn a_cursor_a_little_behind_now_is_continued_one_far_behind_moves_to_now_and_a_failed_look_is_repeated() {
         let mut r = ReadAhead::new(1000, 10);
         let look = r.start(at(0), Some(at(10))).unwrap();
         r.found(&look, &[timer("a", 800)], at(0), |_| false);
@@ -257,7 +260,12 @@ mod tests {
         r.failed(look, at(100), 1000);
         assert_eq!(r.start(at(1099), Some(at(10))), None, "retried later");
         let look = r.start(at(1100), Some(at(10))).unwrap();
-        assert_eq!(look.after.due_at, at(1100), "behind now by then: what fell due meanwhile is the regular poll's");
+        assert_eq!(look.after, timer("a", 800), "behind now by less than the catch-up: what fell due meanwhile is read too");
+        assert_eq!(look.until, at(2100));
+        r.failed(look, at(1100), 1000);
+        let late = 800 + MAX_CATCH_UP_MS as i64;
+        let look = r.start(at(late), Some(at(10))).unwrap();
+        assert_eq!(look.after.due_at, at(late), "far behind: what fell due meanwhile is the regular poll's");
     }
 
     #[test]
