@@ -135,7 +135,6 @@ struct DependencyLabel {
 /// Most dependencies `/metrics` reports (by name); the rest are left out.
 pub const MAX_METRICS_DEPENDENCIES: usize = 1000;
 
-/// Adds each dependency's figures (from the engine's snapshot) to `registry`.
 /// One snapshot per dependency from several engines' (`--spread`: one
 /// process's shards): held, deferred and budget counts added up, the breaker
 /// the worst of theirs.
@@ -169,6 +168,7 @@ pub fn merge_engines(engines: Vec<Vec<DependencySnapshot>>) -> Vec<DependencySna
     merged.into_values().collect()
 }
 
+/// Adds each dependency's figures (from the engine's snapshot) to `registry`.
 pub fn register_dependency_metrics(registry: &mut Registry, deps: &[DependencySnapshot]) {
     let deps = &deps[..deps.len().min(MAX_METRICS_DEPENDENCIES)];
     let label = |d: &DependencySnapshot| DependencyLabel { dependency: d.name.clone() };

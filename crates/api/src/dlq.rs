@@ -124,7 +124,8 @@ pub fn entry(e: &DlqEntryRecord) -> w::Entry {
     }
 }
 
-fn redrive_mode(m: RedriveMode) -> w::RedriveMode {
+/// A redrive mode on the wire.
+pub fn redrive_mode(m: RedriveMode) -> w::RedriveMode {
     match m {
         RedriveMode::RetryStage => w::RedriveMode::RetryStage,
         RedriveMode::NewExecution => w::RedriveMode::NewExecution,

@@ -26,6 +26,9 @@ use std::time::Duration;
 pub const PEER_TOKEN_HOURS: u64 = 2;
 /// How long one call may take (a holder answers once the resubmission is committed).
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest answer read from another process (an answer is a few hundred bytes;
+/// an error carries a message).
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
 /// Longest pause between two tries while a shard has no reachable holder.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(1);
 
@@ -124,19 +127,19 @@ impl Peers {
         let mut unknown_since: Option<Timestamp> = None;
         loop {
             let sent_at = redrive_engine::Clock::now(&redrive_engine::SystemClock);
-            match self.try_once(shard, &call).await {
-                Attempt::Answered(Ok(execution_id)) => return Ok(execution_id),
-                Attempt::Answered(Err(SkipReason::NotQueued(state))) if unknown_since.is_some() => {
-                    return self.after_lost_answer(&call, state, unknown_since.expect("checked")).await;
+            match (self.try_once(shard, &call).await, unknown_since) {
+                (Attempt::Answered(Ok(execution_id)), _) => return Ok(execution_id),
+                (Attempt::Answered(Err(SkipReason::NotQueued(state))), Some(since)) => {
+                    return self.after_lost_answer(&call, state, since).await;
                 }
-                Attempt::Answered(Err(reason)) => return Err(EngineError::NotRedriven(reason)),
-                Attempt::Refused(why) => {
+                (Attempt::Answered(Err(reason)), _) => return Err(EngineError::NotRedriven(reason)),
+                (Attempt::Refused(why), _) => {
                     return Err(EngineError::Conflict(format!("the holder of shard {shard} refused entry {}: {why}", call.entry_id)));
                 }
-                Attempt::NotTaken(why) => {
+                (Attempt::NotTaken(why), _) => {
                     tracing::debug!(shard = shard.index(), entry = call.entry_id, "no holder of shard {shard} took the call: {why}");
                 }
-                Attempt::Unknown(why) => {
+                (Attempt::Unknown(why), _) => {
                     tracing::debug!(
                         shard = shard.index(),
                         entry = call.entry_id,
@@ -181,10 +184,7 @@ impl Peers {
             })
             .ok();
         let body = w::EntryRedriveRequest {
-            mode: Some(match call.mode {
-                redrive_core::dlq::RedriveMode::RetryStage => w::RedriveMode::RetryStage,
-                redrive_core::dlq::RedriveMode::NewExecution => w::RedriveMode::NewExecution,
-            }),
+            mode: Some(redrive_api::dlq::redrive_mode(call.mode)),
             force: Some(call.force),
             queue_prefix: call.scope_prefix.clone(),
             input_patch: call.input_patch.clone(),
@@ -212,16 +212,32 @@ impl Peers {
             // Moving, or degraded: answered without taking it; try again.
             return Attempt::NotTaken(format!("HTTP {status}"));
         }
+        let body = match read_capped(response).await {
+            Ok(body) => body,
+            Err(why) => return Attempt::Unknown(format!("its answer could not be read: {why}")),
+        };
         if !status.is_success() {
-            let text = response.text().await.unwrap_or_default();
-            let message = serde_json::from_str::<w::ErrorResponse>(&text).map(|e| e.error.message).unwrap_or(text);
+            let text = String::from_utf8_lossy(&body);
+            let message = serde_json::from_slice::<w::ErrorResponse>(&body).map_or_else(|_| text.into_owned(), |e| e.error.message);
             return Attempt::Refused(format!("HTTP {status}: {message}"));
         }
-        match response.json::<w::EntryRedriveResponse>().await {
+        match serde_json::from_slice::<w::EntryRedriveResponse>(&body) {
             Ok(answer) => Attempt::Answered(outcome(answer)),
             Err(e) => Attempt::Unknown(format!("its answer could not be read: {e}")),
         }
     }
+}
+
+/// An answer's body, at most [`MAX_ANSWER_BYTES`] whatever it claims.
+async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+            return Err(format!("it is over {MAX_ANSWER_BYTES} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// One call's result.
