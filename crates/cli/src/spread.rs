@@ -23,7 +23,7 @@ use redrive_engine::redrive::{RedriveSchedule, ShardHolder};
 use redrive_engine::retention::SweepConfig;
 use redrive_engine::service::Service;
 use redrive_engine::{Driver, DriverConfig, EngineHandle, SystemClock};
-use redrive_store::{AnyStore, StoreOptions};
+use redrive_store::{AnyStore, Store, StoreOptions};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Arc, RwLock};
@@ -127,9 +127,26 @@ async fn turn(ctx: &SpreadContext, me: &str, held: &mut BTreeMap<ShardId, Held>)
     }
     let owners = ctx.store.shard_owners().await.context("reading the shards' leases")?;
     ctx.switch.spread(routes(held, &owners, me));
+    share_dependencies(ctx, held).await.context("reading the shards' dependency states")?;
     // Written through a shard's store: the process's own store only follows.
     if let Some(h) = held.values().next() {
         ctx.peers.refresh_token(&h.store, redrive_engine::Clock::now(&SystemClock)).await.context("making this process's peer token")?;
+    }
+    Ok(())
+}
+
+/// Hands each engine the dependency states every other shard's engine stored
+/// (one read for the process), so retry budgets and circuit breakers decide
+/// for the cluster, a heartbeat behind at most.
+async fn share_dependencies(ctx: &SpreadContext, held: &BTreeMap<ShardId, Held>) -> anyhow::Result<()> {
+    if held.is_empty() {
+        return Ok(());
+    }
+    let all = ctx.store.list_shard_dependencies().await?;
+    for (shard, h) in held {
+        let others = all.iter().filter(|r| r.shard != *shard).map(|r| r.record.clone()).collect();
+        // An engine that stopped is dropped at the next heartbeat.
+        let _ = h.handle.set_dependency_peers(others).await;
     }
     Ok(())
 }

@@ -29,11 +29,12 @@ impl Auth {
     }
 }
 
-fn spread_server(db: &FreshDatabase, auth: Option<&Auth>) -> ServerProcess {
+/// A `--spread` server on `db` with the server config `config`.
+fn spread_server_configured(db: &FreshDatabase, config: Option<&Path>) -> ServerProcess {
     let mut cmd = bin();
     cmd.args(["server", "--spread", "--listen", "127.0.0.1:0", "--grace-seconds", "1", "--lease-seconds", "2", "--db", &db.url]);
-    if let Some(auth) = auth {
-        cmd.arg("--config").arg(&auth.config);
+    if let Some(config) = config {
+        cmd.arg("--config").arg(config);
     }
     start_server(&mut cmd)
 }
@@ -71,10 +72,18 @@ fn two_balanced_servers(db: &FreshDatabase) -> (ServerProcess, ServerProcess, Ve
 }
 
 fn two_balanced_servers_as(db: &FreshDatabase, auth: Option<&Auth>) -> (ServerProcess, ServerProcess, Vec<Vec<u16>>) {
-    let (all, token) = (usize::from(SHARD_COUNT), auth.map(|a| a.token.as_str()));
-    let a = spread_server(db, auth);
+    two_balanced_servers_configured(db, auth.map(|a| a.config.as_path()), auth.map(|a| a.token.as_str()))
+}
+
+fn two_balanced_servers_configured(
+    db: &FreshDatabase,
+    config: Option<&Path>,
+    token: Option<&str>,
+) -> (ServerProcess, ServerProcess, Vec<Vec<u16>>) {
+    let all = usize::from(SHARD_COUNT);
+    let a = spread_server_configured(db, config);
     wait_for_shares_as(&a.addr, token, &[a.child.id()], &[all], Duration::from_secs(20));
-    let b = spread_server(db, auth);
+    let b = spread_server_configured(db, config);
     // The first process gives shards back one per heartbeat until both hold half.
     let held = wait_for_shares_as(&b.addr, token, &[a.child.id(), b.child.id()], &[all / 2, all / 2], Duration::from_secs(60));
     (a, b, held)
@@ -370,4 +379,71 @@ fn a_hundred_concurrent_stage_retries_over_two_spread_servers_start_one_series()
     let sb = Sandbox::new();
     let (a, b, _) = two_balanced_servers(&db);
     hundred_concurrent_stage_retries_start_one_series(&a.addr, &b.addr, &sb, |sql| db.query(sql));
+}
+
+/// A pipeline whose one action calls `service` as dependency `svc` (the
+/// server config's settings), retrying its 503s every 0.2 s.
+fn define_calling(addr: &str, name: &str, service: &HttpService) {
+    let definition = json!({"name": name, "dependencies": [{"name": "svc"}], "stages": [{"name": "S", "actions": [{
+        "name": "Call",
+        "http": {"method": "POST", "url": format!("http://{}/work", service.addr)},
+        "dependency": "svc",
+        "retryPolicies": [{"exceptionType": ["Step.SERVICE_FAULT"], "intervalSeconds": 0.2, "backoffRate": 1, "maxAttempts": 20, "jitter": "NONE"}]
+    }]}]});
+    let (status, v) = http(addr, "POST", "/v1/pipelines", Some(definition));
+    assert_eq!(status, 201, "{v}");
+}
+
+fn start_one(addr: &str, pipeline: &str) -> String {
+    let (status, v) = http(addr, "POST", &format!("/v1/pipelines/{pipeline}/executions"), Some(json!({})));
+    assert_eq!(status, 201, "{v}");
+    v["pipelineExecutionId"].as_str().unwrap().to_string()
+}
+
+/// A circuit breaker opened by one server's executions holds the attempts of
+/// the other server's executions against the same dependency: each shard's
+/// engine keeps its own state and reads the others' every heartbeat.
+#[test]
+fn a_breaker_opened_by_one_spread_servers_failures_holds_the_others_attempts() {
+    let db = FreshDatabase::new("spread_breaker");
+    let sb = Sandbox::new();
+    let service = HttpService::start(Duration::ZERO, true);
+    let config = sb
+        .write("server.yaml", "dependencies:\n  - name: svc\n    circuitBreaker: {failureThreshold: 3, coolDown: 6s, halfOpenProbes: 1}\n");
+    let (a, b, held) = two_balanced_servers_configured(&db, Some(&config), None);
+    let names = names_in(&[&held[0], &held[1]]);
+    for name in &names {
+        define_calling(&a.addr, name, &service);
+    }
+    // Three failures of an execution of a pipeline of A's open the breaker of its shard.
+    let first = start_one(&a.addr, &names[0]);
+    let breaker = || http(&b.addr, "GET", "/v1/dependencies/svc", None).1["breaker"]["state"].clone();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while breaker() != "open" {
+        assert!(Instant::now() < deadline, "the breaker never showed open: {}", http(&b.addr, "GET", "/v1/dependencies/svc", None).1);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let failed = service.seen().len();
+    assert_eq!(failed, 3, "the threshold's failures reached the service, then the breaker held the retry");
+    // Two heartbeats on (lease 2 s: 0.4 s each), an execution of a pipeline of
+    // B's: its first attempt is held too, and nothing reaches the service.
+    std::thread::sleep(Duration::from_millis(800));
+    let second = start_one(&b.addr, &names[1]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let ledger = loop {
+        let (_, v) = http(&b.addr, "GET", &format!("/v1/pipelines/{}/action-executions?limit=100", names[1]), None);
+        if v["actionExecutions"].as_array().is_some_and(|rows| rows.iter().any(|r| r["status"] == "DEFERRED")) {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "the other server's attempt was never held: {v}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let deferred = ledger["actionExecutions"].as_array().unwrap().iter().find(|r| r["status"] == "DEFERRED").unwrap().clone();
+    assert_eq!(deferred["decision"]["deferred"]["reason"]["kind"], "breaker-open", "{deferred}");
+    assert_eq!(service.seen().len(), failed, "no attempt reached the service while the breaker was open");
+    // The service recovers; after the cool-down the probes close the breakers
+    // and both executions succeed, each with one successful call.
+    service.set_failing(false);
+    wait_succeeded(&a.addr, &[(names[0].clone(), first), (names[1].clone(), second)], Duration::from_secs(40));
+    assert_eq!(service.seen().iter().filter(|s| s.status == 200).count(), 2, "one successful call each");
 }

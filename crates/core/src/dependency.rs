@@ -280,12 +280,83 @@ pub struct DependencyState {
     /// Oldest first; only seconds with admissions.
     #[serde(default)]
     pub buckets: Vec<Bucket>,
+    /// When the breaker last opened, here or at a peer whose opening this
+    /// state adopted ([`Peers`]): a peer's opening is adopted once, and only
+    /// when it is later than this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_opened_at: Option<Timestamp>,
 }
 
 impl Default for DependencyState {
     fn default() -> Self {
-        DependencyState { breaker: Breaker::Closed { consecutive_failures: 0 }, buckets: Vec::new() }
+        DependencyState { breaker: Breaker::Closed { consecutive_failures: 0 }, buckets: Vec::new(), last_opened_at: None }
     }
+}
+
+/// What the other engines that gate the same dependency hold of it (with
+/// `--spread`, one engine per shard: their stored states, read at each
+/// heartbeat), folded by [`Peers::fold`]. A shard's engine decides over its own
+/// state and these, so budgets and breakers hold across the cluster, lagging
+/// by the age of the states read. [`Peers::default`]: none (one engine).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Peers {
+    /// Their admissions summed per second, oldest first.
+    buckets: Vec<Bucket>,
+    /// Their closed breakers' consecutive failures, added up.
+    consecutive_failures: u32,
+    /// The latest opening of a breaker of theirs that is not closed again.
+    last_opened_at: Option<Timestamp>,
+}
+
+impl Peers {
+    /// Folds the peers' states of one dependency.
+    pub fn fold<'a>(states: impl IntoIterator<Item = &'a DependencyState>) -> Peers {
+        let mut per_second: std::collections::BTreeMap<i64, (u32, u32)> = std::collections::BTreeMap::new();
+        let mut peers = Peers::default();
+        for s in states {
+            for b in &s.buckets {
+                let e = per_second.entry(b.second).or_default();
+                e.0 = e.0.saturating_add(b.first_attempts);
+                e.1 = e.1.saturating_add(b.retries);
+            }
+            match s.breaker {
+                Breaker::Closed { consecutive_failures } => {
+                    peers.consecutive_failures = peers.consecutive_failures.saturating_add(consecutive_failures);
+                }
+                Breaker::Open { opened_at, .. } | Breaker::HalfOpen { opened_at, .. } => {
+                    peers.last_opened_at = peers.last_opened_at.max(Some(opened_at));
+                }
+            }
+        }
+        peers.buckets =
+            per_second.into_iter().map(|(second, (first_attempts, retries))| Bucket { second, first_attempts, retries }).collect();
+        peers
+    }
+
+    /// The first attempts and retries of theirs in the window.
+    pub fn window_counts(&self, now: Timestamp, window_seconds: u64) -> (u64, u64) {
+        counts_in_window(&self.buckets, now, window_seconds)
+    }
+}
+
+/// (first attempts, retries) of `buckets` in the window of `window_seconds` ending at `now`.
+fn counts_in_window(buckets: &[Bucket], now: Timestamp, window_seconds: u64) -> (u64, u64) {
+    let oldest_kept = second_of(now) - window_seconds as i64 + 1;
+    buckets
+        .iter()
+        .filter(|b| b.second >= oldest_kept && b.second <= second_of(now))
+        .fold((0, 0), |(f, r), b| (f + u64::from(b.first_attempts), r + u64::from(b.retries)))
+}
+
+/// Adopts a peer's opening of the breaker that is later than any this state
+/// has seen: the breaker opens here too, for the cool-down from that opening.
+fn adopt(cb: &CircuitBreaker, state: &mut DependencyState, peers: &Peers) {
+    let Some(opened_at) = peers.last_opened_at else { return };
+    if state.last_opened_at.is_some_and(|seen| seen >= opened_at) || state.breaker.opened_at().is_some_and(|own| own >= opened_at) {
+        return;
+    }
+    state.breaker = Breaker::Open { opened_at, until: opened_at.plus_ms(cb.cool_down_ms) };
+    state.last_opened_at = Some(opened_at);
 }
 
 fn second_of(t: Timestamp) -> i64 {
@@ -301,11 +372,7 @@ impl DependencyState {
 
     /// (first attempts, retries) in the window of `window_seconds` ending at `now`.
     pub fn window_counts(&self, now: Timestamp, window_seconds: u64) -> (u64, u64) {
-        let oldest_kept = second_of(now) - window_seconds as i64 + 1;
-        self.buckets
-            .iter()
-            .filter(|b| b.second >= oldest_kept && b.second <= second_of(now))
-            .fold((0, 0), |(f, r), b| (f + u64::from(b.first_attempts), r + u64::from(b.retries)))
+        counts_in_window(&self.buckets, now, window_seconds)
     }
 
     fn count(&mut self, now: Timestamp, kind: AttemptKind) {
@@ -321,8 +388,13 @@ impl DependencyState {
     }
 }
 
-/// An attempt against `spec` is due at `now`: admit it (and count it) or defer it.
-pub fn gate(spec: &Dependency, state: &mut DependencyState, now: Timestamp, kind: AttemptKind) -> Gate {
+/// An attempt against `spec` is due at `now`: admit it (and count it) or defer
+/// it. The budget counts the peers' admissions in the window with this
+/// state's, and a later opening of a peer's breaker opens this one.
+pub fn gate(spec: &Dependency, state: &mut DependencyState, peers: &Peers, now: Timestamp, kind: AttemptKind) -> Gate {
+    if let Some(cb) = &spec.circuit_breaker {
+        adopt(cb, state, peers);
+    }
     // The breaker's time-driven move (open → half-open) first.
     if let (Some(_), Breaker::Open { opened_at, until }) = (&spec.circuit_breaker, state.breaker) {
         if now < until {
@@ -338,10 +410,17 @@ pub fn gate(spec: &Dependency, state: &mut DependencyState, now: Timestamp, kind
     if let Some(budget) = &spec.retry_budget {
         state.prune(now, budget.window_seconds);
         if kind == AttemptKind::Retry {
-            let (firsts, retries) = state.window_counts(now, budget.window_seconds);
+            let (own_firsts, own_retries) = state.window_counts(now, budget.window_seconds);
+            let (peer_firsts, peer_retries) = peers.window_counts(now, budget.window_seconds);
+            let (firsts, retries) = (own_firsts + peer_firsts, own_retries + peer_retries);
             let allowed = budget.allowed(firsts);
             if (retries + 1) as f64 > allowed {
-                let oldest = state.buckets.iter().find(|b| b.retries > 0).map(|b| b.second).expect("a spent budget holds retries");
+                let oldest_kept = second_of(now) - budget.window_seconds as i64 + 1;
+                let oldest = (state.buckets.iter().chain(&peers.buckets))
+                    .filter(|b| b.retries > 0 && b.second >= oldest_kept)
+                    .map(|b| b.second)
+                    .min()
+                    .expect("a spent budget holds retries in its window");
                 let until = Timestamp::from_unix_ms((oldest + budget.window_seconds as i64) * BUCKET_MS);
                 debug_assert!(until > now);
                 return Gate::Defer { until, reason: DeferReason::Budget { used: retries, allowed } };
@@ -356,15 +435,18 @@ pub fn gate(spec: &Dependency, state: &mut DependencyState, now: Timestamp, kind
 }
 
 /// An attempt admitted by [`gate`] (started at `started_at`) ended at `now`.
-pub fn record(spec: &Dependency, state: &mut DependencyState, now: Timestamp, started_at: Timestamp, outcome: Outcome) {
+/// A closed breaker opens when its consecutive failures and the peers' closed
+/// breakers' add up to the threshold.
+pub fn record(spec: &Dependency, state: &mut DependencyState, peers: &Peers, now: Timestamp, started_at: Timestamp, outcome: Outcome) {
     let Some(cb) = &spec.circuit_breaker else { return };
+    adopt(cb, state, peers);
     state.breaker = match (state.breaker, outcome) {
         (b @ Breaker::Open { .. }, _) => b,
         (Breaker::Closed { .. }, Outcome::Success) => Breaker::Closed { consecutive_failures: 0 },
         (b @ Breaker::Closed { .. }, Outcome::Neutral) => b,
         (Breaker::Closed { consecutive_failures }, Outcome::Failure) => {
             let failures = consecutive_failures.saturating_add(1);
-            if failures >= cb.failure_threshold {
+            if failures.saturating_add(peers.consecutive_failures) >= cb.failure_threshold {
                 Breaker::Open { opened_at: now, until: now.plus_ms(cb.cool_down_ms) }
             } else {
                 Breaker::Closed { consecutive_failures: failures }
@@ -377,6 +459,9 @@ pub fn record(spec: &Dependency, state: &mut DependencyState, now: Timestamp, st
             Breaker::HalfOpen { opened_at, since, probes_out: probes_out.saturating_sub(1) }
         }
     };
+    if let Some(opened_at) = state.breaker.opened_at() {
+        state.last_opened_at = state.last_opened_at.max(Some(opened_at));
+    }
 }
 
 /// What `redrive dependency show` reports of one dependency at `now`.
@@ -396,9 +481,15 @@ pub struct BudgetView {
     pub window_seconds: u64,
 }
 
-pub fn view(spec: &Dependency, state: &DependencyState, now: Timestamp) -> DependencyView {
+pub fn view(spec: &Dependency, state: &DependencyState, peers: &Peers, now: Timestamp) -> DependencyView {
+    let mut state = state.clone();
+    if let Some(cb) = &spec.circuit_breaker {
+        adopt(cb, &mut state, peers);
+    }
     let budget = spec.retry_budget.map(|b| {
-        let (first_attempts, retries) = state.window_counts(now, b.window_seconds);
+        let (own_firsts, own_retries) = state.window_counts(now, b.window_seconds);
+        let (peer_firsts, peer_retries) = peers.window_counts(now, b.window_seconds);
+        let (first_attempts, retries) = (own_firsts + peer_firsts, own_retries + peer_retries);
         BudgetView { first_attempts, retries, allowed: b.allowed(first_attempts), window_seconds: b.window_seconds }
     });
     let breaker = match state.breaker {

@@ -16,12 +16,16 @@
 //!   store records; the driver writes them after each batch, so they survive a
 //!   restart ([`Dependencies::install`] reads them back).
 //!
+//! - [`Dependencies::set_peers`]: with `--spread` (an engine per shard), the
+//!   states the other shards' engines stored, read at each heartbeat: gates and
+//!   breakers decide over them too ([`redrive_core::dependency::Peers`]).
+//!
 //! Which settings apply to an attempt: [`redrive_core::dependency::effective`]
 //! of its action's dependency name over its pipeline's declarations and the
 //! server config's. A name with no settings anywhere gates nothing.
 
 use redrive_core::definition::Pipeline;
-use redrive_core::dependency::{self, AttemptKind, Dependency, DependencyState, DependencyView, Gate, Outcome, effective};
+use redrive_core::dependency::{self, AttemptKind, Dependency, DependencyState, DependencyView, Gate, Outcome, Peers, effective};
 use redrive_core::exception::{ExceptionType, Failure};
 use redrive_core::machine::{ActionAt, AttemptId, Hold};
 use redrive_core::time::Timestamp;
@@ -49,6 +53,8 @@ pub fn outcome_of(failure: Option<&Failure>) -> Outcome {
 #[derive(Debug, Default)]
 struct Tracked {
     state: DependencyState,
+    /// What the other shards' engines hold of it (none without `--spread`).
+    peers: Peers,
     /// The settings last applied to it (or the server config's).
     settings: Option<Dependency>,
     /// Attempts it holds now: (execution, action).
@@ -95,6 +101,24 @@ impl Dependencies {
         }
     }
 
+    /// The states the other shards' engines stored (every name's; a name
+    /// missing here has none there any more).
+    pub fn set_peers(&mut self, records: Vec<DependencyRecord>) {
+        let mut by_name: BTreeMap<String, Vec<DependencyState>> = BTreeMap::new();
+        for r in records {
+            match serde_json::from_str::<DependencyState>(&r.state_json) {
+                Ok(state) => by_name.entry(r.name).or_default().push(state),
+                Err(e) => tracing::warn!(dependency = r.name, error = %e, "unreadable dependency state of another shard; left out"),
+            }
+        }
+        for t in self.tracked.values_mut() {
+            t.peers = Peers::default();
+        }
+        for (name, states) in by_name {
+            self.tracked.entry(name).or_default().peers = Peers::fold(&states);
+        }
+    }
+
     /// Gates the attempts one machine step of `execution_id` just started: the
     /// ones held, with why and until when.
     pub fn gate(&mut self, p: &Pipeline, execution_id: &str, now: Timestamp, starts: &[AttemptId]) -> Vec<(AttemptId, Hold)> {
@@ -108,7 +132,7 @@ impl Dependencies {
                 t.settings = Some(spec.clone());
             }
             let key = (execution_id.to_string(), id.at);
-            match dependency::gate(spec, &mut t.state, now, kind) {
+            match dependency::gate(spec, &mut t.state, &t.peers, now, kind) {
                 Gate::Admit => {
                     t.held.remove(&key);
                 }
@@ -131,7 +155,7 @@ impl Dependencies {
         };
         let t = self.tracked.entry(name.to_string()).or_default();
         let before = t.state.breaker;
-        dependency::record(spec, &mut t.state, now, started_at, outcome_of(failure));
+        dependency::record(spec, &mut t.state, &t.peers, now, started_at, outcome_of(failure));
         if t.state.breaker != before {
             tracing::info!(dependency = %name, from = before.as_str(), to = t.state.breaker.as_str(), "circuit breaker moved");
             self.dirty.insert(name.to_string());
@@ -164,7 +188,7 @@ impl Dependencies {
                 name: name.clone(),
                 settings: t.settings.clone(),
                 view: match &t.settings {
-                    Some(s) => dependency::view(s, &t.state, now),
+                    Some(s) => dependency::view(s, &t.state, &t.peers, now),
                     None => DependencyView { breaker: t.state.breaker, budget: None },
                 },
                 held: t.held.len(),

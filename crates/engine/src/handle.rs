@@ -111,6 +111,10 @@ pub(crate) enum Inbound {
     Dependencies {
         reply: oneshot::Sender<Vec<crate::dependencies::DependencySnapshot>>,
     },
+    /// The dependency states the other shards' engines stored (`--spread`).
+    DependencyPeers {
+        records: Vec<redrive_store::DependencyRecord>,
+    },
     RetryStage {
         execution_id: String,
         stage: String,
@@ -422,6 +426,12 @@ impl EngineHandle {
         let (reply, rx) = oneshot::channel();
         self.send(Inbound::Dependencies { reply }).await?;
         rx.await.map_err(|_| EngineError::Stopped)
+    }
+
+    /// Hands the engine the dependency states the other shards' engines stored
+    /// (`--spread`, at each heartbeat): its budgets and breakers decide over them too.
+    pub async fn set_dependency_peers(&self, records: Vec<redrive_store::DependencyRecord>) -> Result<(), EngineError> {
+        self.send(Inbound::DependencyPeers { records }).await
     }
 
     /// The attempts waiting for a slot of their concurrency key: of one

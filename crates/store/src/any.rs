@@ -374,6 +374,9 @@ impl Store for AnyStore {
     async fn list_dependencies(&self) -> Result<Vec<crate::DependencyRecord>, StoreError> {
         dispatch!(self, s => s.list_dependencies().await)
     }
+    async fn list_shard_dependencies(&self) -> Result<Vec<crate::ShardDependencyRecord>, StoreError> {
+        dispatch!(self, s => s.list_shard_dependencies().await)
+    }
     async fn write_bulk_retry(&self, write: crate::BulkWrite) -> Result<u64, StoreError> {
         dispatch!(self, s => s.write_bulk_retry(write).await)
     }

@@ -2630,6 +2630,7 @@ pub async fn dependencies<S: Store>(store: &S) {
     let refused = store.put_dependencies(vec![rec("other", "{}", 4), rec("big", &too_big, 4)]).await;
     assert!(matches!(refused, Err(StoreError::Limit(_))), "{refused:?}");
     assert_eq!(store.list_dependencies().await.unwrap().len(), 2, "a refused write writes nothing");
+    assert_eq!(store.list_shard_dependencies().await.unwrap(), [], "the whole database's records are no shard's");
 }
 
 /// Bulk stage retry operations: created once, updated (status, finish, summary

@@ -425,6 +425,11 @@ impl<S: Store> Store for FaultyStore<S> {
         self.inner.list_dependencies().await
     }
 
+    async fn list_shard_dependencies(&self) -> Result<Vec<crate::ShardDependencyRecord>, StoreError> {
+        self.check(&self.reads)?;
+        self.inner.list_shard_dependencies().await
+    }
+
     async fn write_bulk_retry(&self, write: crate::BulkWrite) -> Result<u64, StoreError> {
         self.check(&self.pipelines)?;
         self.inner.write_bulk_retry(write).await

@@ -509,6 +509,15 @@ pub struct DependencyRecord {
     pub updated_at: Timestamp,
 }
 
+/// A dependency state a shard's engine stored (`--spread`): each shard's
+/// engine keeps its own, and reads the others' to decide for the cluster
+/// ([`redrive_core::dependency::Peers`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardDependencyRecord {
+    pub shard: redrive_core::shard::ShardId,
+    pub record: DependencyRecord,
+}
+
 /// Dependency records one [`Store::list_dependencies`] returns at most (and
 /// one [`Store::put_dependencies`] writes at most).
 pub const MAX_DEPENDENCY_RECORDS: usize = 10_000;
@@ -1054,10 +1063,17 @@ pub trait Store: Send + Sync + 'static {
 
     /// Inserts or replaces each record (by name), all in one transaction;
     /// [`StoreError::Limit`] over the field limits (nothing is written then).
+    /// A shard's store keeps its shard's records apart from every other
+    /// shard's and from the whole database's.
     fn put_dependencies(&self, records: Vec<DependencyRecord>) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Every dependency record, by name (at most [`MAX_DEPENDENCY_RECORDS`]).
+    /// Every dependency record, by name (at most [`MAX_DEPENDENCY_RECORDS`]):
+    /// the whole database's, or a shard's store's own shard's.
     fn list_dependencies(&self) -> impl Future<Output = Result<Vec<DependencyRecord>, StoreError>> + Send;
+
+    /// The records every shard's store wrote, by shard and name (at most
+    /// [`MAX_DEPENDENCY_RECORDS`]); none where the database has no shards (SQLite).
+    fn list_shard_dependencies(&self) -> impl Future<Output = Result<Vec<ShardDependencyRecord>, StoreError>> + Send;
 
     // ---- bulk stage retries ----
 

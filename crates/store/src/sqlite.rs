@@ -1372,6 +1372,11 @@ impl Store for SqliteStore {
         self.read(dependencies::list).await
     }
 
+    async fn list_shard_dependencies(&self) -> Result<Vec<crate::ShardDependencyRecord>, StoreError> {
+        // One process has the database: it has no shards.
+        Ok(Vec::new())
+    }
+
     async fn write_bulk_retry(&self, write: crate::bulk::BulkWrite) -> Result<u64, StoreError> {
         write.check()?;
         let (reply, rx) = oneshot::channel();

@@ -630,6 +630,41 @@ async fn a_shard_store_drives_its_shard_only() {
     dbs.drop_all().await;
 }
 
+/// Each shard's store keeps its dependency records apart (from each other's
+/// and the whole database's); every shard's are listed with their shard.
+#[tokio::test(flavor = "multi_thread")]
+async fn shard_stores_keep_their_dependency_states_apart() {
+    use redrive_store::{DependencyRecord, ShardDependencyRecord};
+    let dbs = Databases::default();
+    let url = dbs.create().await;
+    let (orders, payments) = (ShardId::of("orders"), ShardId::of("payments-api"));
+    let member = PostgresStore::open_member(&url, opts()).await.unwrap();
+    let a = member.shard_member(orders, &opts()).unwrap();
+    let b = member.shard_member(payments, &opts()).unwrap();
+    assert!(a.try_lead().await.unwrap() && b.try_lead().await.unwrap());
+    let rec = |state: &str, at| DependencyRecord { name: "svc".into(), state_json: state.into(), updated_at: Timestamp::from_unix_ms(at) };
+    a.put_dependencies(vec![rec("{\"a\":1}", 1)]).await.unwrap();
+    b.put_dependencies(vec![rec("{\"b\":1}", 2)]).await.unwrap();
+    a.put_dependencies(vec![rec("{\"a\":2}", 3)]).await.unwrap();
+    assert_eq!(a.list_dependencies().await.unwrap(), [rec("{\"a\":2}", 3)], "its own, replaced");
+    assert_eq!(b.list_dependencies().await.unwrap(), [rec("{\"b\":1}", 2)], "not overwritten by another shard's");
+    assert_eq!(member.list_dependencies().await.unwrap(), [], "the whole database's are apart");
+    let mut expected = vec![
+        ShardDependencyRecord { shard: orders, record: rec("{\"a\":2}", 3) },
+        ShardDependencyRecord { shard: payments, record: rec("{\"b\":1}", 2) },
+    ];
+    expected.sort_by_key(|r| r.shard);
+    assert_eq!(member.list_shard_dependencies().await.unwrap(), expected);
+    // A fenced shard's store writes none.
+    let conn = raw(&url).await;
+    conn.execute("UPDATE engine_lock SET token = token + 1 WHERE id = $1", &[&lock_row(orders)]).await.unwrap();
+    assert!(a.put_dependencies(vec![rec("{\"a\":3}", 4)]).await.is_err());
+    assert_eq!(b.list_dependencies().await.unwrap().len(), 1);
+    assert_eq!(member.list_shard_dependencies().await.unwrap(), expected, "the fenced write changed nothing");
+    drop((a, b, member));
+    dbs.drop_all().await;
+}
+
 /// Holds the lock rows `rows` (`FOR UPDATE`, in a transaction of `conn`,
 /// bumping the token of `bump` if given: a take-over as `engine_lock` sees it)
 /// until the returned transaction commits; meanwhile a write transaction of a
@@ -783,7 +818,7 @@ async fn rows_written_before_shards_get_their_shard() {
     let conn = raw(&url).await;
     // The database as the release before shards left it.
     conn.batch_execute(
-        "DELETE FROM schema_migrations WHERE version = 6; \
+        "DELETE FROM schema_migrations WHERE version >= 6; DROP TABLE shard_dependencies; \
          DROP INDEX executions_shard_unfinished; DROP INDEX timers_shard_due; \
          ALTER TABLE executions DROP COLUMN shard; ALTER TABLE timers DROP COLUMN shard; \
          DELETE FROM engine_lock WHERE id > 1; \

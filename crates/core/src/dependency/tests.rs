@@ -43,17 +43,17 @@ fn budget_admits_first_attempts_and_retries_up_to_the_bound_then_defers_to_the_o
     let d = dep(Some(RetryBudget::new(0.1, 0.1, 10_000).unwrap()), None);
     let mut s = DependencyState::default();
     for i in 0..30 {
-        assert_eq!(gate(&d, &mut s, t(1_000_000 + i), AttemptKind::First), Gate::Admit);
+        assert_eq!(gate(&d, &mut s, &Peers::default(), t(1_000_000 + i), AttemptKind::First), Gate::Admit);
     }
     // 30 firsts → 3 retries allowed.
     for i in 0..3 {
-        assert_eq!(gate(&d, &mut s, t(1_002_000 + i), AttemptKind::Retry), Gate::Admit, "retry {i}");
+        assert_eq!(gate(&d, &mut s, &Peers::default(), t(1_002_000 + i), AttemptKind::Retry), Gate::Admit, "retry {i}");
     }
-    let g = gate(&d, &mut s, t(1_003_000), AttemptKind::Retry);
+    let g = gate(&d, &mut s, &Peers::default(), t(1_003_000), AttemptKind::Retry);
     assert_eq!(g, Gate::Defer { until: t(1_012_000), reason: DeferReason::Budget { used: 3, allowed: 3.0 } });
     // At that time the firsts (second 1000) are out of the window too: the min bound (1) applies.
-    assert_eq!(gate(&d, &mut s, t(1_012_000), AttemptKind::Retry), Gate::Admit);
-    assert!(matches!(gate(&d, &mut s, t(1_012_001), AttemptKind::Retry), Gate::Defer { .. }));
+    assert_eq!(gate(&d, &mut s, &Peers::default(), t(1_012_000), AttemptKind::Retry), Gate::Admit);
+    assert!(matches!(gate(&d, &mut s, &Peers::default(), t(1_012_001), AttemptKind::Retry), Gate::Defer { .. }));
     assert!(s.buckets.len() <= 10);
 }
 
@@ -63,37 +63,37 @@ fn breaker_opens_after_threshold_holds_everything_then_probes_and_closes() {
     let mut s = DependencyState::default();
     let now = t(5_000_000);
     for i in 0..2 {
-        assert_eq!(gate(&d, &mut s, now, AttemptKind::First), Gate::Admit);
-        record(&d, &mut s, now.plus_ms(i), now, Outcome::Failure);
+        assert_eq!(gate(&d, &mut s, &Peers::default(), now, AttemptKind::First), Gate::Admit);
+        record(&d, &mut s, &Peers::default(), now.plus_ms(i), now, Outcome::Failure);
     }
     assert_eq!(s.breaker, Breaker::Closed { consecutive_failures: 2 });
-    record(&d, &mut s, now.plus_ms(5), now, Outcome::Success); // a success resets the count
+    record(&d, &mut s, &Peers::default(), now.plus_ms(5), now, Outcome::Success); // a success resets the count
     for _ in 0..3 {
-        record(&d, &mut s, now.plus_ms(10), now, Outcome::Failure);
+        record(&d, &mut s, &Peers::default(), now.plus_ms(10), now, Outcome::Failure);
     }
     let opened = now.plus_ms(10);
     assert_eq!(s.breaker, Breaker::Open { opened_at: opened, until: opened.plus_ms(30_000) });
     for kind in [AttemptKind::First, AttemptKind::Retry] {
         assert_eq!(
-            gate(&d, &mut s, opened.plus_ms(29_999), kind),
+            gate(&d, &mut s, &Peers::default(), opened.plus_ms(29_999), kind),
             Gate::Defer { until: opened.plus_ms(30_000), reason: DeferReason::BreakerOpen }
         );
     }
     let cool = opened.plus_ms(30_000);
-    assert_eq!(gate(&d, &mut s, cool, AttemptKind::Retry), Gate::Admit); // the probe
+    assert_eq!(gate(&d, &mut s, &Peers::default(), cool, AttemptKind::Retry), Gate::Admit); // the probe
     assert_eq!(
-        gate(&d, &mut s, cool, AttemptKind::Retry),
+        gate(&d, &mut s, &Peers::default(), cool, AttemptKind::Retry),
         Gate::Defer { until: cool.plus_ms(HALF_OPEN_RECHECK_MS), reason: DeferReason::BreakerHalfOpen }
     );
     // A late outcome of an attempt started before the half-open state is not a probe.
-    record(&d, &mut s, cool.plus_ms(1), now, Outcome::Success);
+    record(&d, &mut s, &Peers::default(), cool.plus_ms(1), now, Outcome::Success);
     assert_eq!(s.breaker.as_str(), "half-open");
     // The probe fails: open again.
-    record(&d, &mut s, cool.plus_ms(2), cool, Outcome::Failure);
+    record(&d, &mut s, &Peers::default(), cool.plus_ms(2), cool, Outcome::Failure);
     assert_eq!(s.breaker, Breaker::Open { opened_at: cool.plus_ms(2), until: cool.plus_ms(30_002) });
     let cool2 = cool.plus_ms(30_002);
-    assert_eq!(gate(&d, &mut s, cool2, AttemptKind::First), Gate::Admit);
-    record(&d, &mut s, cool2.plus_ms(1), cool2, Outcome::Success);
+    assert_eq!(gate(&d, &mut s, &Peers::default(), cool2, AttemptKind::First), Gate::Admit);
+    record(&d, &mut s, &Peers::default(), cool2.plus_ms(1), cool2, Outcome::Success);
     assert_eq!(s.breaker, Breaker::Closed { consecutive_failures: 0 });
 }
 
@@ -101,16 +101,17 @@ fn breaker_opens_after_threshold_holds_everything_then_probes_and_closes() {
 fn a_neutral_probe_outcome_frees_its_slot() {
     let d = dep(None, Some(CircuitBreaker::new(1, 1_000, 1).unwrap()));
     let mut s = DependencyState::default();
-    record(&d, &mut s, t(0), t(0), Outcome::Failure);
-    assert_eq!(gate(&d, &mut s, t(1_000), AttemptKind::First), Gate::Admit);
-    assert!(matches!(gate(&d, &mut s, t(1_000), AttemptKind::First), Gate::Defer { .. }));
-    record(&d, &mut s, t(1_001), t(1_000), Outcome::Neutral);
-    assert_eq!(gate(&d, &mut s, t(1_002), AttemptKind::First), Gate::Admit);
+    record(&d, &mut s, &Peers::default(), t(0), t(0), Outcome::Failure);
+    assert_eq!(gate(&d, &mut s, &Peers::default(), t(1_000), AttemptKind::First), Gate::Admit);
+    assert!(matches!(gate(&d, &mut s, &Peers::default(), t(1_000), AttemptKind::First), Gate::Defer { .. }));
+    record(&d, &mut s, &Peers::default(), t(1_001), t(1_000), Outcome::Neutral);
+    assert_eq!(gate(&d, &mut s, &Peers::default(), t(1_002), AttemptKind::First), Gate::Admit);
 }
 
 #[test]
 fn state_round_trips_as_json() {
-    let mut s = DependencyState { breaker: Breaker::HalfOpen { opened_at: t(1), since: t(2), probes_out: 1 }, buckets: Vec::new() };
+    let mut s =
+        DependencyState { breaker: Breaker::HalfOpen { opened_at: t(1), since: t(2), probes_out: 1 }, ..DependencyState::default() };
     s.count(t(5_000), AttemptKind::Retry);
     let json = serde_json::to_string(&s).unwrap();
     assert_eq!(serde_json::from_str::<DependencyState>(&json).unwrap(), s);
@@ -163,7 +164,7 @@ proptest! {
         for step in run {
             now = now.plus_ms(step.advance_ms);
             let kind = if step.retry { AttemptKind::Retry } else { AttemptKind::First };
-            match gate(&d, &mut s, now, kind) {
+            match gate(&d, &mut s, &Peers::default(), now, kind) {
                 Gate::Admit => {
                     let sec = now.unix_ms().div_euclid(1000);
                     admitted.push((sec, step.retry));
@@ -197,7 +198,7 @@ proptest! {
         for step in run {
             now = now.plus_ms(step.advance_ms);
             let before = s.breaker;
-            match gate(&d, &mut s, now, AttemptKind::First) {
+            match gate(&d, &mut s, &Peers::default(), now, AttemptKind::First) {
                 Gate::Admit => {
                     match before {
                         Breaker::Open { until, .. } => prop_assert!(now >= until),
@@ -217,7 +218,7 @@ proptest! {
                 let started = out.remove(0);
                 let outcome = if step.outcome == 0 { Outcome::Failure } else { Outcome::Success };
                 let was = s.breaker;
-                record(&d, &mut s, now, started, outcome);
+                record(&d, &mut s, &Peers::default(), now, started, outcome);
                 if let Breaker::Closed { consecutive_failures } = was {
                     let consecutive = if outcome == Outcome::Failure { consecutive_failures + 1 } else { 0 };
                     if consecutive >= threshold {
@@ -234,4 +235,108 @@ proptest! {
             }
         }
     }
+}
+
+/// Admissions of one second as a bucket.
+fn bucket(second_ms: i64, first_attempts: u32, retries: u32) -> Bucket {
+    Bucket { second: second_ms / 1000, first_attempts, retries }
+}
+
+#[test]
+fn a_peers_retries_spend_the_budget_here_too() {
+    // 10 s window, ratio 0.5, at least 1 retry per second: 10 retries allowed
+    // with ≤ 20 first attempts in the window.
+    let d = dep(Some(RetryBudget::new(0.5, 1.0, 10_000).unwrap()), None);
+    let peer = DependencyState { buckets: vec![bucket(1_000_000, 10, 4), bucket(1_003_000, 0, 6)], ..DependencyState::default() };
+    let peers = Peers::fold([&peer]);
+    let mut own = DependencyState::default();
+    // Alone, the retry would be admitted; with the peer's 10 retries it waits
+    // until the peer's oldest retry leaves the window.
+    assert_eq!(gate(&d, &mut own.clone(), &Peers::default(), t(1_005_000), AttemptKind::Retry), Gate::Admit);
+    let g = gate(&d, &mut own, &peers, t(1_005_000), AttemptKind::Retry);
+    assert_eq!(g, Gate::Defer { until: t(1_010_000), reason: DeferReason::Budget { used: 10, allowed: 10.0 } });
+    // The peer's first attempts raise the bound as one's own do.
+    let busier = DependencyState { buckets: vec![bucket(1_000_000, 30, 4), bucket(1_003_000, 0, 6)], ..peer.clone() };
+    assert_eq!(gate(&d, &mut own, &Peers::fold([&busier]), t(1_005_000), AttemptKind::Retry), Gate::Admit);
+    // The view counts both.
+    let v = view(&d, &own, &Peers::fold([&busier]), t(1_005_000));
+    assert_eq!(v.budget.map(|b| (b.first_attempts, b.retries)), Some((30, 11)));
+}
+
+#[test]
+fn a_peers_opening_opens_the_breaker_here_once() {
+    let d = dep(None, Some(CircuitBreaker::new(5, 30_000, 1).unwrap()));
+    let opened = t(2_000_000);
+    let peer =
+        DependencyState { breaker: Breaker::Open { opened_at: opened, until: opened.plus_ms(30_000) }, ..DependencyState::default() };
+    let peers = Peers::fold([&peer]);
+    let mut own = DependencyState::default();
+    assert_eq!(
+        gate(&d, &mut own, &peers, opened.plus_ms(1_000), AttemptKind::First),
+        Gate::Defer { until: opened.plus_ms(30_000), reason: DeferReason::BreakerOpen }
+    );
+    // After the cool-down this engine probes on its own, and a success closes
+    // it: the same opening (the peer still shows it) is not adopted again.
+    let probe_at = opened.plus_ms(30_000);
+    assert_eq!(gate(&d, &mut own, &peers, probe_at, AttemptKind::First), Gate::Admit);
+    record(&d, &mut own, &peers, probe_at.plus_ms(5), probe_at, Outcome::Success);
+    assert_eq!(own.breaker, Breaker::Closed { consecutive_failures: 0 });
+    assert_eq!(gate(&d, &mut own, &peers, probe_at.plus_ms(10), AttemptKind::First), Gate::Admit);
+    // A later opening at the peer is.
+    let again = probe_at.plus_ms(20);
+    let peer = DependencyState { breaker: Breaker::HalfOpen { opened_at: again, since: again, probes_out: 1 }, ..peer };
+    assert!(matches!(
+        gate(&d, &mut own, &Peers::fold([&peer]), again.plus_ms(1), AttemptKind::First),
+        Gate::Defer { reason: DeferReason::BreakerOpen, .. }
+    ));
+    assert_eq!(own.last_opened_at, Some(again));
+}
+
+#[test]
+fn failures_here_and_at_peers_add_up_to_the_threshold() {
+    let d = dep(None, Some(CircuitBreaker::new(5, 30_000, 1).unwrap()));
+    let closed = |n| DependencyState { breaker: Breaker::Closed { consecutive_failures: n }, ..DependencyState::default() };
+    let peers = Peers::fold([&closed(2), &closed(1)]);
+    let mut own = closed(0);
+    let now = t(3_000_000);
+    record(&d, &mut own, &peers, now, now, Outcome::Failure);
+    assert_eq!(own.breaker, Breaker::Closed { consecutive_failures: 1 }, "1 + 3 at peers is under 5");
+    record(&d, &mut own, &peers, now.plus_ms(1), now, Outcome::Failure);
+    assert_eq!(own.breaker, Breaker::Open { opened_at: now.plus_ms(1), until: now.plus_ms(30_001) });
+    assert_eq!(own.last_opened_at, Some(now.plus_ms(1)));
+}
+
+proptest! {
+    /// Splitting a dependency's admissions over several engines changes no
+    /// budget decision: gating with one's own buckets and the peers' folded
+    /// answers as one engine holding all of them would.
+    #[test]
+    fn a_budget_split_over_peers_decides_as_one(
+        window_s in 1u64..20,
+        ratio in 0.05f64..=1.0,
+        admissions in proptest::collection::vec((0i64..25, 0u32..6, 0u32..4, 0usize..3), 0..30),
+    ) {
+        let budget = RetryBudget::new(ratio, 1.0, window_s * 1000).unwrap();
+        let d = dep(Some(budget), None);
+        let now = t(1_700_000_025_500);
+        let mut split = [DependencyState::default(), DependencyState::default(), DependencyState::default()];
+        let mut whole = DependencyState::default();
+        for (second, firsts, retries, engine) in admissions {
+            let admitted = bucket(1_700_000_000_000 + second * 1000, firsts, retries);
+            split[engine].buckets.push(admitted);
+            whole.buckets.push(admitted);
+        }
+        // Generated out of order: merged per second, oldest first, as kept.
+        for s in split.iter_mut().chain([&mut whole]) { normalise(s); }
+        let [mut own, a, b] = split;
+        let alone = gate(&d, &mut whole, &Peers::default(), now, AttemptKind::Retry);
+        let spread = gate(&d, &mut own, &Peers::fold([&a, &b]), now, AttemptKind::Retry);
+        prop_assert_eq!(alone, spread);
+    }
+}
+
+/// Merges a state's buckets per second, oldest first.
+fn normalise(s: &mut DependencyState) {
+    let folded = Peers::fold([&*s]);
+    s.buckets = folded.buckets;
 }

@@ -612,6 +612,7 @@ impl<S: Store> Driver<S> {
             Inbound::Dependencies { reply } => {
                 let _ = reply.send(self.dependencies.snapshot(now));
             }
+            Inbound::DependencyPeers { records } => self.dependencies.set_peers(records),
             Inbound::Drain { grace, reply } => match &mut self.draining {
                 Some((_, replies)) => replies.push(reply),
                 None => {

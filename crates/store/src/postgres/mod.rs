@@ -850,12 +850,20 @@ impl Store for PostgresStore {
             return Ok(());
         }
         let (reply, rx) = oneshot::channel();
-        self.send(WriteRequest::Dependencies { records, reply }).await?;
+        let shard = self.shard().map(shards::column);
+        self.send(WriteRequest::Dependencies { records, shard, reply }).await?;
         rx.await.map_err(|_| writer_gone())?.map(drop)
     }
 
     async fn list_dependencies(&self) -> Result<Vec<crate::DependencyRecord>, StoreError> {
-        self.query_map(dependencies::SQL_LIST, &[], dependencies::from_row).await
+        match self.shard().map(shards::column) {
+            None => self.query_map(dependencies::SQL_LIST, &[], dependencies::from_row).await,
+            Some(shard) => self.query_map(dependencies::SQL_LIST_SHARD, &[&shard], dependencies::from_row).await,
+        }
+    }
+
+    async fn list_shard_dependencies(&self) -> Result<Vec<crate::ShardDependencyRecord>, StoreError> {
+        self.query_map(dependencies::SQL_LIST_SHARDS, &[], dependencies::shard_record_from_row).await
     }
 
     async fn write_bulk_retry(&self, write: crate::BulkWrite) -> Result<u64, StoreError> {

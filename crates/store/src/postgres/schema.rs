@@ -221,6 +221,7 @@ const MIGRATIONS: &[&str] = &[
     super::dependencies::MIGRATION_DEPENDENCIES,
     super::bulk::MIGRATION_BULK_RETRIES,
     super::shards::MIGRATION_SHARDS,
+    super::dependencies::MIGRATION_SHARD_DEPENDENCIES,
 ];
 
 /// The version [`super::shards::MIGRATION_SHARDS`] brings the schema to; its

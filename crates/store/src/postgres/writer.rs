@@ -233,6 +233,8 @@ pub(super) enum WriteRequest {
     /// Dependency states to upsert; answers how many.
     Dependencies {
         records: Vec<crate::DependencyRecord>,
+        /// A shard's store writes its shard's records (`None`: the whole database's).
+        shard: Option<i16>,
         reply: oneshot::Sender<Result<u64, StoreError>>,
     },
     Prune {
@@ -730,7 +732,7 @@ async fn apply_request(tx: &Transaction<'_>, request: &WriteRequest) -> PgResult
         }
         WriteRequest::Auth { write, .. } => Applied::Auth(super::auth::apply(tx, write).await?),
         WriteRequest::Bulk { write, .. } => Applied::Auth(super::bulk::apply(tx, write).await?),
-        WriteRequest::Dependencies { records, .. } => Applied::Counted(super::dependencies::put(tx, records).await?),
+        WriteRequest::Dependencies { records, shard, .. } => Applied::Counted(super::dependencies::put(tx, records, *shard).await?),
         WriteRequest::Prune { step, .. } => Applied::Pruned(prune(tx, step).await?),
     })
 }
