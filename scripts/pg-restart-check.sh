@@ -6,7 +6,8 @@
 # that the servers answered 503 (not a crash) while the database was down.
 #
 #   scripts/pg-restart-check.sh [BINARY] [EXECUTIONS]
-#   SPREAD=1 scripts/pg-restart-check.sh …   # the servers with --spread
+#   STANDBY=1 scripts/pg-restart-check.sh …  # the servers with --cluster-mode standby
+#   (the default, --cluster-mode spread, spreads the executions by shard)
 set -euo pipefail
 bin="${1:-target/release/redrive}"
 n="${2:-50}"
@@ -17,7 +18,7 @@ work="$(mktemp -d)"
 version="$(ls /etc/postgresql | sort -V | tail -n1)"
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; psql "$admin" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true; }
 pids=()
-mode=(); [ -n "${SPREAD:-}" ] && mode=(--spread)
+mode=(--cluster-mode spread); [ -n "${STANDBY:-}" ] && mode=(--cluster-mode standby)
 trap cleanup EXIT
 psql "$admin" -qc "CREATE DATABASE $db"
 for port in 7801 7802; do
@@ -25,13 +26,13 @@ for port in 7801 7802; do
   pids+=("$!")
   sleep 1
 done
-# With --spread, wait until each server holds half of the shards.
-if [ -n "${SPREAD:-}" ]; then
+# Spread: wait until each server holds half of the shards.
+if [ -z "${STANDBY:-}" ]; then
   halves="SELECT count(*) FROM (SELECT member FROM engine_lock WHERE id >= 2 AND expires_at > (extract(epoch FROM clock_timestamp()) * 1000)::BIGINT GROUP BY member HAVING count(*) = 8) h"
   until [ "$(psql "$url" -Atc "$halves")" = 2 ]; do sleep 0.5; done
   sleep 1
 fi
-# Four pipelines (with --spread, in different shards).
+# Four pipelines (spread: in different shards).
 for i in 0 1 2 3; do
 cat >"$work/p.json" <<JSON
 {"name": "restart-$i", "executionMode": "PARALLEL", "maxConcurrentExecutions": 1000, "stages": [

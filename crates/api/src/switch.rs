@@ -139,7 +139,7 @@ async fn spread(switch: &Switch, routes: &[ShardRoute], request: Request) -> Res
     let aws = path == "/";
     match (request.method().as_str(), path.as_str()) {
         ("GET", "/healthz") => return "ok".into_response(),
-        ("GET", "/readyz") => return spread_readiness(routes),
+        ("GET", "/readyz") => return spread_readiness(routes).await,
         ("GET", "/v1/cluster") => return own_cluster_status(switch, request).await,
         // Each process's own figures (its shards' engines count into one set),
         // through any shard it holds; one that holds none asks shard 0's holder.
@@ -184,10 +184,23 @@ async fn spread(switch: &Switch, routes: &[ShardRoute], request: Request) -> Res
     }
 }
 
-fn spread_readiness(routes: &[ShardRoute]) -> Response {
+/// Ready when every shard has a live holder and every engine of this
+/// process's shards is ready (the first that is not answers, e.g. its store
+/// is unavailable).
+async fn spread_readiness(routes: &[ShardRoute]) -> Response {
     let unheld: Vec<String> =
         routes.iter().enumerate().filter(|(_, r)| matches!(r, ShardRoute::Nobody)).map(|(i, _)| i.to_string()).collect();
     if unheld.is_empty() {
+        for app in routes.iter().filter_map(|r| if let ShardRoute::Local(app) = r { Some(app.clone()) } else { None }) {
+            let ask = Request::get("/readyz").body(Body::empty()).expect("a static request");
+            let answer = match app.oneshot(ask).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            };
+            if answer.status() != StatusCode::OK {
+                return answer;
+            }
+        }
         return axum::Json(ReadyResponse { status: Readiness::Ready, reason: None, since: None }).into_response();
     }
     let reason = format!("no process holds shard(s) {} right now", unheld.join(", "));

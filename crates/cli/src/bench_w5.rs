@@ -105,7 +105,7 @@ impl FreshDatabase {
 fn start_server(db: &str) -> anyhow::Result<(Child, String)> {
     let mut command = Command::new(std::env::current_exe()?);
     command
-        .args(["server", "--spread", "--listen", "127.0.0.1:0", "--grace-seconds", "1", "--lease-seconds", LEASE_SECONDS])
+        .args(["server", "--cluster-mode", "spread", "--listen", "127.0.0.1:0", "--grace-seconds", "1", "--lease-seconds", LEASE_SECONDS])
         // In the environment, not argv: a password in the URL is not shown by ps.
         .env("REDRIVE_DB", db);
     crate::bench_w3::spawn_server(&mut command)

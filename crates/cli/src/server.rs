@@ -19,6 +19,30 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+/// How the servers on one PostgreSQL database share the work (`--cluster-mode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ClusterMode {
+    /// The executions spread over the servers by shard.
+    Spread,
+    /// One server leads and drives every execution; the others stand by.
+    Standby,
+}
+
+impl ServerArgs {
+    /// The mode asked for, or the store's default: spread on PostgreSQL, and
+    /// none (one engine) on SQLite, where asking for one is an error.
+    fn cluster_mode(&self) -> Result<Option<ClusterMode>, ConfigRejected> {
+        let asked = if self.spread { Some(ClusterMode::Spread) } else { self.cluster_mode };
+        match (&self.db, asked) {
+            (StoreLocation::Postgres(_), asked) => Ok(Some(asked.unwrap_or(ClusterMode::Spread))),
+            (_, None) => Ok(None),
+            (_, Some(_)) => Err(ConfigRejected(
+                "--cluster-mode and --spread need a PostgreSQL store (--db postgres://...): a SQLite file has one engine".into(),
+            )),
+        }
+    }
+}
+
 #[derive(clap::Args)]
 pub struct ServerArgs {
     /// Address to listen on. Only a loopback address is accepted unless the
@@ -55,16 +79,19 @@ pub struct ServerArgs {
     /// Request bodies larger than this get HTTP 413.
     #[arg(long, value_name = "BYTES", default_value_t = redrive_api::server::DEFAULT_MAX_BODY_BYTES)]
     max_body_bytes: usize,
-    /// With a PostgreSQL store: spread the executions over every server started
-    /// with `--spread` on the database, by shard (a fixed hash of the pipeline's
-    /// or function's name; 16 shards). Each server drives about an even share
-    /// of the shards and forwards the requests for the others to their holders;
-    /// a server that dies or stalls has its shards taken over (within a
-    /// heartbeat, or the lease if it stalled). Without it, one server leads and
-    /// drives every execution while the others stand by. Do not mix both kinds
-    /// of server on one database: a `--spread` server holds no shard while a
-    /// leader holds the whole database, and the other way round.
-    #[arg(long)]
+    /// With a PostgreSQL store, how the servers on the database share the work.
+    /// `spread` (the default): the executions are spread over the servers by
+    /// shard (a fixed hash of the pipeline's or function's name; 16 shards);
+    /// each drives about an even share of the shards and forwards the requests
+    /// for the others to their holders; a server that dies or stalls has its
+    /// shards taken over (within a few heartbeats, or the lease if it stalled).
+    /// `standby`: one server leads and drives every execution while the others
+    /// forward to it and stand by. Give every server of a database the same
+    /// mode: the two exclude each other.
+    #[arg(long, value_enum, value_name = "MODE", env = "REDRIVE_CLUSTER_MODE")]
+    cluster_mode: Option<ClusterMode>,
+    /// `--cluster-mode spread` (the default with PostgreSQL).
+    #[arg(long, conflicts_with = "cluster_mode")]
     spread: bool,
     /// On SIGTERM/SIGINT, how long running attempts may take to finish before the
     /// server exits (they are retried as Step.SERVICE_FAULT after a restart).
@@ -202,6 +229,8 @@ fn check_exposure(listen: SocketAddr, insecure_no_auth: bool, authenticated: boo
 }
 
 async fn serve(args: ServerArgs, config: ServerConfig, tls: Option<Tls>, secrets: Secrets) -> anyhow::Result<()> {
+    // Before anything is opened: a refused mode changes nothing.
+    let mode = args.cluster_mode()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     let limits = http_limits(&args, &config, tls);
     let lease = std::time::Duration::from_secs(args.lease_seconds);
@@ -229,19 +258,18 @@ async fn serve(args: ServerArgs, config: ServerConfig, tls: Option<Tls>, secrets
     let signal = shutdown_signal();
     tokio::pin!(signal);
 
-    if args.spread {
-        if !matches!(args.db, StoreLocation::Postgres(_)) {
-            return Err(
-                ConfigRejected("--spread needs a PostgreSQL store (--db postgres://...): a SQLite file has one engine".into()).into()
-            );
-        }
+    if mode == Some(ClusterMode::Spread) {
         let http = serve_http(limits.clone());
-        tracing::info!(
-            listen = %format_args!("{scheme}://{local}"), store = %args.db, role = "sharded",
-            "redrive server listening on {scheme}://{local} (store {}; spreading the executions over the --spread servers by shard; {})",
-            args.db,
-            auth_note(config.auth.as_ref())
-        );
+        let (db, auth_text) = (args.db.clone(), auth_note(config.auth.as_ref()));
+        // Announced once the first heartbeat took this process's share (all the
+        // shards for the first process): its requests are served from then on.
+        let ready = move |shards: usize| {
+            tracing::info!(
+                listen = %format_args!("{scheme}://{local}"), store = %db, role = "sharded", shards,
+                "redrive server listening on {scheme}://{local} (store {db}; spreading the executions over the servers on it by shard, {shards} of {} held here; {auth_text})",
+                redrive_core::shard::SHARD_COUNT
+            );
+        };
         let secure_cookies = limits.tls.is_some();
         let auth = config.auth.map(|auth| Arc::new(redrive_api::auth::AuthConfig { secure_cookies, ..auth }));
         let peers = crate::peer::Peers::new(store.clone(), auth.as_deref(), options.postgres.lease);
@@ -265,7 +293,7 @@ async fn serve(args: ServerArgs, config: ServerConfig, tls: Option<Tls>, secrets
             engines: Default::default(),
             peers,
         };
-        crate::spread::drive(ctx, async move {
+        crate::spread::drive(ctx, ready, async move {
             signal.await;
         })
         .await?;

@@ -62,7 +62,8 @@ struct Held {
 }
 
 /// Runs the shards' engines until `until` resolves; then drains them.
-pub(crate) async fn drive(ctx: SpreadContext, until: impl Future<Output = ()>) -> anyhow::Result<()> {
+/// `ready` is told how many shards the first heartbeat took.
+pub(crate) async fn drive(ctx: SpreadContext, ready: impl FnOnce(usize), until: impl Future<Output = ()>) -> anyhow::Result<()> {
     let mut held: BTreeMap<ShardId, Held> = BTreeMap::new();
     let me = redrive_store::member_id();
     ctx.switch.spread(routes(&held, &[], &me));
@@ -70,10 +71,14 @@ pub(crate) async fn drive(ctx: SpreadContext, until: impl Future<Output = ()>) -
     let mut refresh = tokio::time::interval(ROUTE_REFRESH.min(ctx.store.heartbeat()));
     refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut next_turn = tokio::time::Instant::now();
+    let mut ready = Some(ready);
     loop {
         if tokio::time::Instant::now() >= next_turn {
             if let Err(e) = turn(&ctx, &me, &mut held).await {
                 tracing::warn!(error = %format!("{e:#}"), "the shards could not be balanced this heartbeat; trying again at the next");
+            }
+            if let Some(ready) = ready.take() {
+                ready(held.len());
             }
             next_turn = tokio::time::Instant::now() + ctx.store.heartbeat();
         } else if let Ok(owners) = ctx.store.shard_owners().await {
@@ -94,10 +99,21 @@ pub(crate) async fn drive(ctx: SpreadContext, until: impl Future<Output = ()>) -
     let mut releasing = tokio::task::JoinSet::new();
     for (shard, h) in std::mem::take(&mut held) {
         let (engines, grace) = (ctx.engines.clone(), ctx.grace);
-        releasing.spawn(async move { release(shard, h, grace, &engines).await });
+        releasing.spawn(async move { release(shard, h, grace, &engines).await.map_err(|e| (shard, e)) });
     }
-    while releasing.join_next().await.is_some() {}
-    Ok(())
+    let mut undrained = Vec::new();
+    while let Some(released) = releasing.join_next().await {
+        if let Ok(Err((shard, _))) = released {
+            undrained.push(shard.to_string());
+        }
+    }
+    // As a leader's: an exit without the last changes committed is a failure.
+    match undrained.is_empty() {
+        true => Ok(()),
+        false => {
+            Err(anyhow::anyhow!("shard(s) {} were let go without a full drain; their next holder retries what ran", undrained.join(", ")))
+        }
+    }
 }
 
 /// One heartbeat: drop lost shards, take or release one's share, route.
@@ -122,7 +138,7 @@ async fn turn(ctx: &SpreadContext, me: &str, held: &mut BTreeMap<ShardId, Held>)
             let h = held.remove(&shard).expect("listed above");
             ctx.switch.spread(routes(held, &owners, me));
             tracing::info!(shard = shard.index(), "releasing shard {shard}: {} live processes share the shards", members.len());
-            release(shard, h, ctx.grace, &ctx.engines).await;
+            let _ = release(shard, h, ctx.grace, &ctx.engines).await;
         }
     }
     let owners = ctx.store.shard_owners().await.context("reading the shards' leases")?;
@@ -204,15 +220,18 @@ async fn take(ctx: &SpreadContext, shard: ShardId) -> anyhow::Result<Option<Held
 }
 
 /// Drains `shard`'s engine (running attempts get `grace` to finish; the rest
-/// run again at the next holder) and lets its lease go.
-async fn release(shard: ShardId, h: Held, grace: Duration, engines: &RwLock<BTreeMap<ShardId, EngineHandle>>) {
+/// run again at the next holder) and lets its lease go; an error says the
+/// drain did not commit everything (logged here).
+async fn release(shard: ShardId, h: Held, grace: Duration, engines: &RwLock<BTreeMap<ShardId, EngineHandle>>) -> anyhow::Result<()> {
     engines.write().unwrap_or_else(|e| e.into_inner()).remove(&shard);
     h.sweeper.abort();
-    if let Err(e) = crate::server::drain_within(&h.handle, h.join, grace).await {
+    let drained = crate::server::drain_within(&h.handle, h.join, grace).await;
+    if let Err(e) = &drained {
         tracing::warn!(shard = shard.index(), "shard {shard} was let go without a full drain: {e:#}; its next holder retries what ran");
     }
     // Dropping the store closes its lock connection: the lease is free.
     drop(h.store);
+    drained
 }
 
 /// The route of every shard: here, at its live holder's URL, or nobody.

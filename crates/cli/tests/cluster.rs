@@ -1,5 +1,5 @@
-//! Several `redrive server`s on one PostgreSQL database: any of them accepts any
-//! call; the leader drives every execution; when it dies (kill -9) or stalls
+//! Several `redrive server --cluster-mode standby`s on one PostgreSQL database:
+//! any of them accepts any call; the leader drives every execution; when it dies (kill -9) or stalls
 //! past its lease (SIGSTOP), a follower takes over, finishes the work, and the
 //! old leader can never commit again (fencing).
 
@@ -16,6 +16,8 @@ const LEASE_SECONDS: &str = "2";
 fn server(db: &FreshDatabase) -> ServerProcess {
     start_server(bin().args([
         "server",
+        "--cluster-mode",
+        "standby",
         "--listen",
         "127.0.0.1:0",
         "--grace-seconds",

@@ -259,3 +259,21 @@ fn tls_serves_https_with_the_given_certificate() {
     );
     assert!(plain.is_err() || plain.as_ref().is_ok_and(|s| *s != 200), "plain HTTP is not served: {plain:?}");
 }
+
+/// A cluster mode is for PostgreSQL: on SQLite it is refused as invalid input,
+/// naming the flag, before the database file is made.
+#[test]
+fn a_cluster_mode_on_sqlite_is_refused_and_creates_nothing() {
+    let sb = Sandbox::new();
+    for mode in [&["--cluster-mode", "spread"][..], &["--cluster-mode", "standby"], &["--spread"]] {
+        let out = bin().args(["server", "--listen", "127.0.0.1:0"]).args(mode).arg("--db").arg(sb.db()).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{mode:?}: {stderr}");
+        assert!(stderr.contains("--cluster-mode") && stderr.contains("PostgreSQL"), "{mode:?}: {stderr}");
+        assert!(!sb.db().exists(), "{mode:?}: a refused start creates nothing");
+    }
+    let bad = bin().args(["server", "--cluster-mode", "sideways", "--db"]).arg(sb.db()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("spread") && stderr.contains("standby"), "the allowed values are named: {stderr}");
+}

@@ -32,7 +32,8 @@ impl Auth {
 /// A `--spread` server on `db` with the server config `config`.
 fn spread_server_configured(db: &FreshDatabase, config: Option<&Path>) -> ServerProcess {
     let mut cmd = bin();
-    cmd.args(["server", "--spread", "--listen", "127.0.0.1:0", "--grace-seconds", "1", "--lease-seconds", "2", "--db", &db.url]);
+    // Spread is the default with PostgreSQL.
+    cmd.args(["server", "--listen", "127.0.0.1:0", "--grace-seconds", "1", "--lease-seconds", "2", "--db", &db.url]);
     if let Some(config) = config {
         cmd.arg("--config").arg(config);
     }

@@ -76,6 +76,12 @@ const SQL_LAPSED_HOLDER: &str = "SELECT backend_pid, member FROM engine_lock \
      WHERE id = $1 AND backend_pid IS NOT NULL AND expires_at < (extract(epoch FROM clock_timestamp()) * 1000)::BIGINT";
 const SQL_READ_TOKEN: &str = "SELECT token FROM engine_lock WHERE id = $1";
 const SQL_HOLDER: &str = "SELECT host, pid, acquired_at FROM engine_lock WHERE id = $1";
+/// The processes holding a live shard lease (spread servers), which keep the
+/// whole database's lock from being taken.
+const SQL_SHARD_HOLDERS: &str = "SELECT host, pid, count(*) FROM engine_lock \
+     WHERE id >= 2 AND host IS NOT NULL AND pid IS NOT NULL \
+     AND expires_at > (extract(epoch FROM clock_timestamp()) * 1000)::BIGINT \
+     GROUP BY host, pid ORDER BY host, pid LIMIT 8";
 
 /// Whether this store may write, as far as the engine lock goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -292,8 +298,23 @@ async fn holder_is_gone(client: &Client, slot: LockSlot) -> bool {
     }
 }
 
-/// The holder recorded in `engine_lock`, for the [`StoreError::Locked`] message.
+/// The holder recorded in `engine_lock`, for the [`StoreError::Locked`]
+/// message: for the whole database's lock, the processes holding shards if
+/// any do (spread servers).
 async fn describe_holder(client: &Client, slot: LockSlot) -> String {
+    if slot.shard.is_none()
+        && let Ok(rows) = client.query(SQL_SHARD_HOLDERS, &[]).await
+        && !rows.is_empty()
+    {
+        let holders: Vec<String> = rows
+            .iter()
+            .filter_map(|row| {
+                let (host, pid, shards): (String, i64, i64) = (row.try_get(0).ok()?, row.try_get(1).ok()?, row.try_get(2).ok()?);
+                Some(format!("host {host}, pid {pid} ({shards} shards)"))
+            })
+            .collect();
+        return format!("spread servers hold its shards: {}", holders.join("; "));
+    }
     match client.query_opt(SQL_HOLDER, &[&slot.row]).await {
         Ok(Some(row)) => {
             let host: Option<String> = row.try_get(0).ok().flatten();
