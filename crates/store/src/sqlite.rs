@@ -1880,9 +1880,18 @@ impl Writer {
         Ok(outcomes)
     }
 
-    /// Applies one transition inside its own savepoint, undoing it if refused.
+    /// Applies one transition; a refused one writes nothing. Every refusal but
+    /// a dead-letter op's is found before the transition's first write, so
+    /// only a transition with dead-letter ops runs in a savepoint (undone if
+    /// refused): two statements fewer per transition on the hot path.
     fn apply_transition_isolated(&self, t: &Transition) -> rusqlite::Result<Result<u64, TransitionError>> {
         let conn = &self.conn;
+        if t.dlq.is_empty() {
+            let changes_before = conn.total_changes();
+            let result = self.apply_transition(t)?;
+            debug_assert!(result.is_ok() || conn.total_changes() == changes_before, "a refused transition wrote: {result:?}");
+            return Ok(result);
+        }
         conn.prepare_cached(SQL_SAVEPOINT)?.execute([])?;
         let result = self.apply_transition(t)?;
         if result.is_err() {
