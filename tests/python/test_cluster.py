@@ -1,4 +1,5 @@
-"""Two `redrive server`s on one PostgreSQL database, driven with the AWS CLI
+"""Two `redrive server --cluster-mode standby`s on one PostgreSQL database (one
+leads, the other follows), driven with the AWS CLI
 through the follower: the user guide's retry flow works through either process,
 and after the leader is killed (SIGKILL) the follower takes over and the same
 commands keep working. Needs PostgreSQL (scripts/ensure-postgres.sh;
@@ -39,13 +40,13 @@ def database():
 
 
 def start_server(db_url: str, log_path, extra_args: list[str] | None = None, env: dict | None = None) -> tuple[subprocess.Popen, str]:
-    """`redrive server` on a free loopback port (`env`: its whole environment, default ours)."""
+    """`redrive server --cluster-mode standby` on a free loopback port (`env`: its whole environment, default ours)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = open(log_path, "wb")
     proc = subprocess.Popen(
         [str(redrive_binary()), "server", "--listen", f"127.0.0.1:{port}", "--db", db_url, "--grace-seconds", "1", "--lease-seconds", "2",
-         *(extra_args or [])],
+         "--cluster-mode", "standby", *(extra_args or [])],
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=log,
