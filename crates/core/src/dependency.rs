@@ -285,11 +285,32 @@ pub struct DependencyState {
     /// when it is later than this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_opened_at: Option<Timestamp>,
+    /// When a probe's success last closed the breaker, here or at a peer
+    /// whose closing this state adopted: it closes an opening older than it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_closed_at: Option<Timestamp>,
 }
 
 impl Default for DependencyState {
     fn default() -> Self {
-        DependencyState { breaker: Breaker::Closed { consecutive_failures: 0 }, buckets: Vec::new(), last_opened_at: None }
+        DependencyState {
+            breaker: Breaker::Closed { consecutive_failures: 0 },
+            buckets: Vec::new(),
+            last_opened_at: None,
+            last_closed_at: None,
+        }
+    }
+}
+
+impl DependencyState {
+    /// The state as an engine that starts (or takes over a shard) reads it
+    /// back: the probes a half-open breaker had out ended with the engine that
+    /// sent them (their attempts are recovered and run again), so none is out.
+    pub fn restored(mut self) -> DependencyState {
+        if let Breaker::HalfOpen { probes_out, .. } = &mut self.breaker {
+            *probes_out = 0;
+        }
+        self
     }
 }
 
@@ -306,6 +327,10 @@ pub struct Peers {
     consecutive_failures: u32,
     /// The latest opening of a breaker of theirs that is not closed again.
     last_opened_at: Option<Timestamp>,
+    /// The latest closing of a breaker of theirs by a probe's success.
+    last_closed_at: Option<Timestamp>,
+    /// The probes their half-open breakers have out, added up.
+    probes_out: u32,
 }
 
 impl Peers {
@@ -323,10 +348,13 @@ impl Peers {
                 Breaker::Closed { consecutive_failures } => {
                     peers.consecutive_failures = peers.consecutive_failures.saturating_add(consecutive_failures);
                 }
-                Breaker::Open { opened_at, .. } | Breaker::HalfOpen { opened_at, .. } => {
+                Breaker::Open { opened_at, .. } => peers.last_opened_at = peers.last_opened_at.max(Some(opened_at)),
+                Breaker::HalfOpen { opened_at, probes_out, .. } => {
                     peers.last_opened_at = peers.last_opened_at.max(Some(opened_at));
+                    peers.probes_out = peers.probes_out.saturating_add(probes_out);
                 }
             }
+            peers.last_closed_at = peers.last_closed_at.max(s.last_closed_at);
         }
         peers.buckets =
             per_second.into_iter().map(|(second, (first_attempts, retries))| Bucket { second, first_attempts, retries }).collect();
@@ -348,15 +376,24 @@ fn counts_in_window(buckets: &[Bucket], now: Timestamp, window_seconds: u64) -> 
         .fold((0, 0), |(f, r), b| (f + u64::from(b.first_attempts), r + u64::from(b.retries)))
 }
 
-/// Adopts a peer's opening of the breaker that is later than any this state
-/// has seen: the breaker opens here too, for the cool-down from that opening.
+/// Adopts what peers did to the breaker since this state last looked: an
+/// opening later than any this state has seen opens it here too (for the
+/// cool-down from that opening); a probe's success later than this breaker's
+/// opening closes it here too.
 fn adopt(cb: &CircuitBreaker, state: &mut DependencyState, peers: &Peers) {
-    let Some(opened_at) = peers.last_opened_at else { return };
-    if state.last_opened_at.is_some_and(|seen| seen >= opened_at) || state.breaker.opened_at().is_some_and(|own| own >= opened_at) {
-        return;
+    if let Some(opened_at) = peers.last_opened_at
+        && state.last_opened_at.is_none_or(|seen| seen < opened_at)
+        && state.breaker.opened_at().is_none_or(|own| own < opened_at)
+    {
+        state.breaker = Breaker::Open { opened_at, until: opened_at.plus_ms(cb.cool_down_ms) };
+        state.last_opened_at = Some(opened_at);
     }
-    state.breaker = Breaker::Open { opened_at, until: opened_at.plus_ms(cb.cool_down_ms) };
-    state.last_opened_at = Some(opened_at);
+    if let (Some(closed_at), Some(opened_at)) = (peers.last_closed_at, state.breaker.opened_at())
+        && closed_at > opened_at
+    {
+        state.breaker = Breaker::Closed { consecutive_failures: 0 };
+        state.last_closed_at = state.last_closed_at.max(Some(closed_at));
+    }
 }
 
 fn second_of(t: Timestamp) -> i64 {
@@ -402,8 +439,9 @@ pub fn gate(spec: &Dependency, state: &mut DependencyState, peers: &Peers, now: 
         }
         state.breaker = Breaker::HalfOpen { opened_at, since: now, probes_out: 0 };
     }
+    // The probes out count the peers' too: about `halfOpenProbes` for the cluster.
     if let (Some(cb), Breaker::HalfOpen { probes_out, .. }) = (&spec.circuit_breaker, state.breaker)
-        && probes_out >= cb.half_open_probes
+        && probes_out.saturating_add(peers.probes_out) >= cb.half_open_probes
     {
         return Gate::Defer { until: now.plus_ms(HALF_OPEN_RECHECK_MS), reason: DeferReason::BreakerHalfOpen };
     }
@@ -453,7 +491,10 @@ pub fn record(spec: &Dependency, state: &mut DependencyState, peers: &Peers, now
             }
         }
         (b @ Breaker::HalfOpen { since, .. }, _) if started_at < since => b, // not a probe
-        (Breaker::HalfOpen { .. }, Outcome::Success) => Breaker::Closed { consecutive_failures: 0 },
+        (Breaker::HalfOpen { .. }, Outcome::Success) => {
+            state.last_closed_at = state.last_closed_at.max(Some(now));
+            Breaker::Closed { consecutive_failures: 0 }
+        }
         (Breaker::HalfOpen { .. }, Outcome::Failure) => Breaker::Open { opened_at: now, until: now.plus_ms(cb.cool_down_ms) },
         (Breaker::HalfOpen { opened_at, since, probes_out }, Outcome::Neutral) => {
             Breaker::HalfOpen { opened_at, since, probes_out: probes_out.saturating_sub(1) }

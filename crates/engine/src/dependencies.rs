@@ -91,11 +91,12 @@ impl Dependencies {
         d
     }
 
-    /// States read back from the store at start (an unreadable one starts afresh).
+    /// States read back from the store at start (an unreadable one starts
+    /// afresh; a half-open one has no probe out, [`DependencyState::restored`]).
     pub fn install(&mut self, records: Vec<DependencyRecord>) {
         for r in records {
             match serde_json::from_str::<DependencyState>(&r.state_json) {
-                Ok(state) => self.tracked.entry(r.name).or_default().state = state,
+                Ok(state) => self.tracked.entry(r.name).or_default().state = state.restored(),
                 Err(e) => tracing::warn!(dependency = r.name, error = %e, "unreadable stored dependency state; starting it afresh"),
             }
         }

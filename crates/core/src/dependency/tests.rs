@@ -340,3 +340,42 @@ fn normalise(s: &mut DependencyState) {
     let folded = Peers::fold([&*s]);
     s.buckets = folded.buckets;
 }
+
+#[test]
+fn a_peers_probe_closes_the_breaker_here_and_probes_count_across_peers() {
+    let d = dep(None, Some(CircuitBreaker::new(5, 30_000, 1).unwrap()));
+    let opened = t(4_000_000);
+    let open =
+        DependencyState { breaker: Breaker::Open { opened_at: opened, until: opened.plus_ms(30_000) }, ..DependencyState::default() };
+    // Cool-down over: the peer has its one probe out, so none goes here.
+    let probing = DependencyState {
+        breaker: Breaker::HalfOpen { opened_at: opened, since: opened.plus_ms(30_000), probes_out: 1 },
+        ..DependencyState::default()
+    };
+    let mut own = open.clone();
+    assert_eq!(
+        gate(&d, &mut own, &Peers::fold([&probing]), opened.plus_ms(30_500), AttemptKind::First),
+        Gate::Defer { until: opened.plus_ms(31_500), reason: DeferReason::BreakerHalfOpen }
+    );
+    // Its probe succeeded: that closes the breaker here too.
+    let closed_at = opened.plus_ms(30_800);
+    let closed = DependencyState { last_opened_at: Some(opened), last_closed_at: Some(closed_at), ..DependencyState::default() };
+    assert_eq!(gate(&d, &mut own, &Peers::fold([&closed]), opened.plus_ms(31_000), AttemptKind::First), Gate::Admit);
+    assert_eq!(own.breaker, Breaker::Closed { consecutive_failures: 0 });
+    // A closing older than this breaker's own opening does not close it.
+    let mut reopened =
+        DependencyState { breaker: Breaker::Open { opened_at: closed_at.plus_ms(1), until: closed_at.plus_ms(30_001) }, ..open };
+    assert!(matches!(
+        gate(&d, &mut reopened, &Peers::fold([&closed]), closed_at.plus_ms(2), AttemptKind::First),
+        Gate::Defer { reason: DeferReason::BreakerOpen, .. }
+    ));
+}
+
+#[test]
+fn a_restored_state_has_no_probe_out() {
+    let stalled =
+        DependencyState { breaker: Breaker::HalfOpen { opened_at: t(1), since: t(2), probes_out: 1 }, ..DependencyState::default() };
+    assert_eq!(stalled.restored().breaker, Breaker::HalfOpen { opened_at: t(1), since: t(2), probes_out: 0 });
+    let open = DependencyState { breaker: Breaker::Open { opened_at: t(1), until: t(2) }, ..DependencyState::default() };
+    assert_eq!(open.clone().restored(), open, "only probes are forgotten");
+}
