@@ -203,6 +203,32 @@ impl Dependencies {
 mod tests {
     use super::*;
 
+    /// A half-open breaker stored with its one probe out (the engine stopped
+    /// while the probe ran): read back, the next due attempt is that probe
+    /// again instead of being held for ever.
+    #[test]
+    fn a_probe_out_when_the_engine_stopped_does_not_hold_attempts_after_a_restart() {
+        let text = "name: p\ndependencies:\n  - name: svc\n    circuitBreaker: {failureThreshold: 1, coolDown: 1s, halfOpenProbes: 1}\nstages:\n  - name: S\n    actions:\n      - name: A\n        noop: {}\n        dependency: svc\n";
+        let p = redrive_core::definition::parse_pipeline_text(text).expect("a valid pipeline");
+        let stored = DependencyState {
+            breaker: dependency::Breaker::HalfOpen {
+                opened_at: Timestamp::from_unix_ms(1_000),
+                since: Timestamp::from_unix_ms(2_000),
+                probes_out: 1,
+            },
+            ..DependencyState::default()
+        };
+        let record = DependencyRecord {
+            name: "svc".into(),
+            state_json: serde_json::to_string(&stored).unwrap(),
+            updated_at: Timestamp::from_unix_ms(2_000),
+        };
+        let mut deps = Dependencies::new(Arc::from(Vec::new()));
+        deps.install(vec![record]);
+        let id = AttemptId { at: ActionAt { stage: 0, action: 0 }, series: 1, attempt: 1 };
+        assert_eq!(deps.gate(&p, "e1", Timestamp::from_unix_ms(60_000), &[id]), vec![], "the probe goes out");
+    }
+
     #[test]
     fn failures_count_when_they_say_the_dependency_is_unhealthy() {
         let f = |t: ExceptionType| Failure::new(t, "x");
