@@ -331,6 +331,8 @@ pub struct Peers {
     last_closed_at: Option<Timestamp>,
     /// The probes their half-open breakers have out, added up.
     probes_out: u32,
+    /// The breaker of theirs that opened last, while it is not closed again.
+    latest_open: Option<Breaker>,
 }
 
 impl Peers {
@@ -353,6 +355,9 @@ impl Peers {
                     peers.last_opened_at = peers.last_opened_at.max(Some(opened_at));
                     peers.probes_out = peers.probes_out.saturating_add(probes_out);
                 }
+            }
+            if s.breaker.opened_at().is_some_and(|at| peers.latest_open.and_then(|b| b.opened_at()).is_none_or(|latest| at > latest)) {
+                peers.latest_open = Some(s.breaker);
             }
             peers.last_closed_at = peers.last_closed_at.max(s.last_closed_at);
         }
@@ -503,6 +508,25 @@ pub fn record(spec: &Dependency, state: &mut DependencyState, peers: &Peers, now
     if let Some(opened_at) = state.breaker.opened_at() {
         state.last_opened_at = state.last_opened_at.max(Some(opened_at));
     }
+}
+
+/// What is shown of a dependency this engine has no settings for (only its
+/// stored state and the peers' are known: e.g. one declared only by a pipeline
+/// of another shard): the breaker that opened last, here or at a peer, unless
+/// a probe closed it since; no budget.
+pub fn view_unset(state: &DependencyState, peers: &Peers, now: Timestamp) -> DependencyView {
+    let own_opened = state.breaker.opened_at();
+    let latest = match peers.latest_open {
+        Some(theirs) if theirs.opened_at() > own_opened => theirs,
+        _ => state.breaker,
+    };
+    let closed_since = latest.opened_at().is_some_and(|opened| peers.last_closed_at.max(state.last_closed_at) > Some(opened));
+    let breaker = match latest {
+        _ if closed_since => Breaker::Closed { consecutive_failures: 0 },
+        Breaker::Open { opened_at, until } if now >= until => Breaker::HalfOpen { opened_at, since: until, probes_out: 0 },
+        b => b,
+    };
+    DependencyView { breaker, budget: None }
 }
 
 /// What `redrive dependency show` reports of one dependency at `now`.

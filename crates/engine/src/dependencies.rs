@@ -190,7 +190,7 @@ impl Dependencies {
                 settings: t.settings.clone(),
                 view: match &t.settings {
                     Some(s) => dependency::view(s, &t.state, &t.peers, now),
-                    None => DependencyView { breaker: t.state.breaker, budget: None },
+                    None => dependency::view_unset(&t.state, &t.peers, now),
                 },
                 held: t.held.len(),
                 deferred_total: t.deferred_total,

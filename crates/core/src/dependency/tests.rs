@@ -379,3 +379,24 @@ fn a_restored_state_has_no_probe_out() {
     let open = DependencyState { breaker: Breaker::Open { opened_at: t(1), until: t(2) }, ..DependencyState::default() };
     assert_eq!(open.clone().restored(), open, "only probes are forgotten");
 }
+
+#[test]
+fn without_settings_the_view_shows_the_breaker_that_opened_last_until_a_probe_closes_it() {
+    let opened = t(5_000_000);
+    let open =
+        DependencyState { breaker: Breaker::Open { opened_at: opened, until: opened.plus_ms(10_000) }, ..DependencyState::default() };
+    let here = DependencyState::default();
+    assert_eq!(view_unset(&here, &Peers::fold([&open]), opened.plus_ms(1)).breaker, open.breaker);
+    assert_eq!(
+        view_unset(&here, &Peers::fold([&open]), opened.plus_ms(10_000)).breaker,
+        Breaker::HalfOpen { opened_at: opened, since: opened.plus_ms(10_000), probes_out: 0 },
+        "after its cool-down"
+    );
+    let closed = DependencyState { last_closed_at: Some(opened.plus_ms(11_000)), ..DependencyState::default() };
+    assert_eq!(
+        view_unset(&here, &Peers::fold([&open, &closed]), opened.plus_ms(12_000)).breaker,
+        Breaker::Closed { consecutive_failures: 0 },
+        "a probe closed it since"
+    );
+    assert_eq!(view_unset(&here, &Peers::default(), opened).breaker, here.breaker, "alone: its own");
+}
