@@ -40,13 +40,16 @@ def database():
 
 
 def start_server(db_url: str, log_path, extra_args: list[str] | None = None, env: dict | None = None) -> tuple[subprocess.Popen, str]:
-    """`redrive server --cluster-mode standby` on a free loopback port (`env`: its whole environment, default ours)."""
+    """`redrive server` on a free loopback port (`env`: its whole environment,
+    default ours); on PostgreSQL with `--cluster-mode standby` (a SQLite file
+    has no cluster mode: other tests start theirs here too)."""
     port = free_port()
+    mode = ["--cluster-mode", "standby"] if db_url.startswith("postgres") else []
     url = f"http://127.0.0.1:{port}"
     log = open(log_path, "wb")
     proc = subprocess.Popen(
         [str(redrive_binary()), "server", "--listen", f"127.0.0.1:{port}", "--db", db_url, "--grace-seconds", "1", "--lease-seconds", "2",
-         "--cluster-mode", "standby", *(extra_args or [])],
+         *mode, *(extra_args or [])],
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=log,
