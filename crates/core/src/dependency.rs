@@ -254,6 +254,15 @@ impl Breaker {
         }
     }
 
+    /// As shown at `now`: an open breaker whose cool-down ended is half-open
+    /// (it moves when the next attempt is gated).
+    pub fn as_of(self, now: Timestamp) -> Breaker {
+        match self {
+            Breaker::Open { opened_at, until } if now >= until => Breaker::HalfOpen { opened_at, since: until, probes_out: 0 },
+            b => b,
+        }
+    }
+
     pub fn opened_at(&self) -> Option<Timestamp> {
         match self {
             Breaker::Closed { .. } => None,
@@ -521,11 +530,7 @@ pub fn view_unset(state: &DependencyState, peers: &Peers, now: Timestamp) -> Dep
         _ => state.breaker,
     };
     let closed_since = latest.opened_at().is_some_and(|opened| peers.last_closed_at.max(state.last_closed_at) > Some(opened));
-    let breaker = match latest {
-        _ if closed_since => Breaker::Closed { consecutive_failures: 0 },
-        Breaker::Open { opened_at, until } if now >= until => Breaker::HalfOpen { opened_at, since: until, probes_out: 0 },
-        b => b,
-    };
+    let breaker = if closed_since { Breaker::Closed { consecutive_failures: 0 } } else { latest.as_of(now) };
     DependencyView { breaker, budget: None }
 }
 
@@ -557,11 +562,7 @@ pub fn view(spec: &Dependency, state: &DependencyState, peers: &Peers, now: Time
         let (first_attempts, retries) = (own_firsts + peer_firsts, own_retries + peer_retries);
         BudgetView { first_attempts, retries, allowed: b.allowed(first_attempts), window_seconds: b.window_seconds }
     });
-    let breaker = match state.breaker {
-        Breaker::Open { opened_at, until } if now >= until => Breaker::HalfOpen { opened_at, since: until, probes_out: 0 },
-        b => b,
-    };
-    DependencyView { breaker, budget }
+    DependencyView { breaker: state.breaker.as_of(now), budget }
 }
 
 #[cfg(test)]
