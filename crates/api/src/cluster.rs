@@ -57,6 +57,10 @@ fn status(record: ClusterRecord, timers: w::TimerLag) -> w::ClusterStatus {
                 pid: m.pid,
                 url: m.url.clone(),
                 role,
+                kind: match m.kind {
+                    redrive_store::MemberKind::Server => w::MemberKind::Server,
+                    redrive_store::MemberKind::Functions => w::MemberKind::Functions,
+                },
                 shards,
                 started_at: m.started_at.to_string(),
                 last_heartbeat_at: m.heartbeat_at.to_string(),

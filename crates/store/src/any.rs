@@ -199,6 +199,55 @@ impl AnyStore {
         }
     }
 
+    /// Asks the holder of `shard` to start a function's execution
+    /// (PostgreSQL; see [`PostgresStore::request_function_start`]).
+    pub async fn request_function_start(
+        &self,
+        shard: redrive_core::shard::ShardId,
+        request: &crate::StartRequest,
+        now: redrive_core::time::Timestamp,
+    ) -> Result<i64, StoreError> {
+        self.postgres("start requests")?.request_function_start(shard, request, now).await
+    }
+
+    /// The start requests waiting for this shard's store (PostgreSQL).
+    pub async fn waiting_function_starts(&self, limit: usize) -> Result<Vec<crate::StartRequestRecord>, StoreError> {
+        self.postgres("start requests")?.waiting_function_starts(limit).await
+    }
+
+    /// Records a start request's outcome; `false` if it had one (PostgreSQL).
+    pub async fn answer_function_start(&self, id: i64, outcome_json: &str, now: redrive_core::time::Timestamp) -> Result<bool, StoreError> {
+        self.postgres("start requests")?.answer_function_start(id, outcome_json, now).await
+    }
+
+    /// A start request's outcome once answered, deleting it (PostgreSQL).
+    pub async fn take_function_start_outcome(&self, id: i64) -> Result<Option<String>, StoreError> {
+        self.postgres("start requests")?.take_function_start_outcome(id).await
+    }
+
+    /// Deletes outcomes nobody took, answered before `before` (PostgreSQL; none on SQLite).
+    pub async fn prune_function_start_outcomes(&self, before: redrive_core::time::Timestamp) -> Result<u64, StoreError> {
+        match self {
+            AnyStore::Sqlite(_) => Ok(0),
+            AnyStore::Postgres(store) => store.prune_function_start_outcomes(before).await,
+        }
+    }
+
+    /// Live members of another kind holding shards (none on SQLite).
+    pub async fn shard_holders_of_other_kinds(&self) -> Result<Vec<String>, StoreError> {
+        match self {
+            AnyStore::Sqlite(_) => Ok(Vec::new()),
+            AnyStore::Postgres(store) => store.shard_holders_of_other_kinds().await,
+        }
+    }
+
+    fn postgres(&self, what: &str) -> Result<&PostgresStore, StoreError> {
+        match self {
+            AnyStore::Sqlite(_) => Err(StoreError::Unavailable(format!("{what} need a PostgreSQL store; SQLite has one engine"))),
+            AnyStore::Postgres(store) => Ok(store),
+        }
+    }
+
     pub fn heartbeat(&self) -> std::time::Duration {
         match self {
             AnyStore::Sqlite(_) => std::time::Duration::from_secs(1),

@@ -816,6 +816,78 @@ pub struct ShardLeaseRecord {
     pub live: bool,
 }
 
+/// What a member of a PostgreSQL cluster is: the two kinds share nothing
+/// but the database and must not hold its shards at the same time (a
+/// server cannot run a function's steps; an SDK process does not serve a
+/// server's API).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MemberKind {
+    /// `redrive server` (and `redrive run`, `bench`).
+    #[default]
+    Server,
+    /// A process of the Rust SDK (`Engine::open`) running durable functions.
+    Functions,
+}
+
+impl MemberKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemberKind::Server => "server",
+            MemberKind::Functions => "functions",
+        }
+    }
+
+    /// The kind stored as `text` (an unknown one reads as a server's).
+    pub fn parse(text: &str) -> MemberKind {
+        match text {
+            "functions" => MemberKind::Functions,
+            _ => MemberKind::Server,
+        }
+    }
+}
+
+/// A request to start an execution of a durable function, for the holder of
+/// its shard (see [`PostgresStore::request_function_start`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StartRequest {
+    pub function: String,
+    /// The execution name: the start's idempotency key.
+    pub name: String,
+    pub input_json: String,
+}
+
+impl StartRequest {
+    /// Its sizes, where it enters: a valid function name, an execution name of
+    /// 1 to [`limits::MAX_EXECUTION_NAME_BYTES`] bytes, an input of at most
+    /// [`limits::MAX_INPUT_BYTES`].
+    pub fn check(&self) -> Result<(), StoreError> {
+        redrive_core::name::Name::parse(&self.function).map_err(|e| StoreError::Limit(format!("function name {:?} {e}", self.function)))?;
+        if self.name.is_empty() || self.name.len() > limits::MAX_EXECUTION_NAME_BYTES {
+            return Err(StoreError::Limit(format!(
+                "execution name of {} bytes; allowed: 1 to {}",
+                self.name.len(),
+                limits::MAX_EXECUTION_NAME_BYTES
+            )));
+        }
+        if self.input_json.len() > limits::MAX_INPUT_BYTES {
+            return Err(StoreError::Limit(format!(
+                "input of {} bytes; allowed: at most {}",
+                self.input_json.len(),
+                limits::MAX_INPUT_BYTES
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A start request waiting for its shard's holder.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StartRequestRecord {
+    pub id: i64,
+    pub request: StartRequest,
+    pub requested_at: Timestamp,
+}
+
 /// Who drives a shard now: a live lease's holder and where it serves HTTP.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ShardOwner {
@@ -848,6 +920,8 @@ pub struct MemberRecord {
     pub pid: u32,
     /// Where it serves HTTP, as other processes reach it (followers forward requests there).
     pub url: Option<String>,
+    /// A server or an SDK process.
+    pub kind: MemberKind,
     pub started_at: Timestamp,
     pub heartbeat_at: Timestamp,
     /// Whether its heartbeat is recent (within the lease length).

@@ -1458,6 +1458,7 @@ impl Store for SqliteStore {
                 host: crate::hostname(),
                 pid,
                 url: None,
+                kind: crate::MemberKind::Server,
                 started_at: now,
                 heartbeat_at: now,
                 alive: true,

@@ -819,6 +819,7 @@ async fn rows_written_before_shards_get_their_shard() {
     // The database as the release before shards left it.
     conn.batch_execute(
         "DELETE FROM schema_migrations WHERE version >= 6; DROP TABLE shard_dependencies; \
+         DROP TABLE function_starts; ALTER TABLE members DROP COLUMN kind; \
          DROP INDEX executions_shard_unfinished; DROP INDEX timers_shard_due; \
          ALTER TABLE executions DROP COLUMN shard; ALTER TABLE timers DROP COLUMN shard; \
          DELETE FROM engine_lock WHERE id > 1; \
@@ -849,5 +850,67 @@ async fn rows_written_before_shards_get_their_shard() {
     let locks: i64 = conn.query_one("SELECT COUNT(*) FROM engine_lock", &[]).await.unwrap().get(0);
     assert_eq!(locks, 1 + i64::from(redrive_core::shard::SHARD_COUNT));
     drop(store);
+    dbs.drop_all().await;
+}
+
+/// A start request reaches its shard's store only, is answered once and its
+/// outcome read once; limits are checked where it enters; outcomes nobody
+/// read are pruned. Members count only their own kind, and see the shards
+/// held by the other kind's.
+#[tokio::test(flavor = "multi_thread")]
+async fn start_requests_reach_their_shards_holder_once() {
+    use redrive_store::{MemberKind, StartRequest, limits};
+    let dbs = Databases::default();
+    let url = dbs.create().await;
+    let (orders, payments) = (ShardId::of("orders"), ShardId::of("payments-api"));
+    let functions = PostgresOptions { kind: MemberKind::Functions, ..opts() };
+    let member = PostgresStore::open_member(&url, functions.clone()).await.unwrap();
+    let a = member.shard_member(orders, &functions).unwrap();
+    let b = member.shard_member(payments, &functions).unwrap();
+    assert!(a.try_lead().await.unwrap() && b.try_lead().await.unwrap());
+    let request = StartRequest { function: "orders".into(), name: "order-1".into(), input_json: "{\"cents\":42}".into() };
+    let at = Timestamp::from_unix_ms(1_000);
+    let id = member.request_function_start(orders, &request, at).await.unwrap();
+    let waiting = a.waiting_function_starts(10).await.unwrap();
+    assert_eq!(waiting.iter().map(|w| (w.id, &w.request, w.requested_at)).collect::<Vec<_>>(), [(id, &request, at)]);
+    assert_eq!(b.waiting_function_starts(10).await.unwrap(), [], "another shard's store does not see it");
+    assert!(matches!(member.waiting_function_starts(10).await, Err(StoreError::Unavailable(_))), "only a shard's store reads them");
+    assert_eq!(member.take_function_start_outcome(id).await.unwrap(), None, "not answered yet");
+    let outcome = "{\"outcome\":\"notRegistered\"}";
+    assert!(a.answer_function_start(id, outcome, at).await.unwrap());
+    assert!(!a.answer_function_start(id, "{}", at).await.unwrap(), "answered once");
+    assert_eq!(a.waiting_function_starts(10).await.unwrap(), []);
+    assert_eq!(member.take_function_start_outcome(id).await.unwrap().as_deref(), Some(outcome));
+    assert_eq!(member.take_function_start_outcome(id).await.unwrap(), None, "read once");
+
+    // Limits where a request enters: refused, nothing written.
+    let too_big = StartRequest { input_json: "x".repeat(limits::MAX_INPUT_BYTES + 1), ..request.clone() };
+    let nul = StartRequest { name: "a\0b".into(), ..request.clone() };
+    let bad_function = StartRequest { function: "no spaces".into(), ..request.clone() };
+    for bad in [too_big, nul, bad_function] {
+        assert!(matches!(member.request_function_start(orders, &bad, at).await, Err(StoreError::Limit(_))), "{:?}", bad.name);
+    }
+    assert_eq!(a.waiting_function_starts(10).await.unwrap(), []);
+
+    // An outcome nobody read is pruned once older than the cut-off.
+    let unread = member.request_function_start(orders, &request, at).await.unwrap();
+    assert!(a.answer_function_start(unread, "{}", Timestamp::from_unix_ms(2_000)).await.unwrap());
+    assert_eq!(member.prune_function_start_outcomes(Timestamp::from_unix_ms(2_000)).await.unwrap(), 0);
+    assert_eq!(member.prune_function_start_outcomes(Timestamp::from_unix_ms(2_001)).await.unwrap(), 1);
+
+    // A server (another kind) holding a shard: seen, and not counted as a peer.
+    let conn = raw(&url).await;
+    let now = "(extract(epoch FROM clock_timestamp()) * 1000)::BIGINT";
+    let sql = format!(
+        "INSERT INTO members (id, host, pid, url, started_at, heartbeat_at, kind) VALUES ('srv-1', 'h', 1, NULL, {now}, {now}, 'server')"
+    );
+    conn.execute(&sql, &[]).await.unwrap();
+    assert_eq!(member.shard_holders_of_other_kinds().await.unwrap(), Vec::<String>::new(), "it holds no shard yet");
+    let free = ShardId::all().find(|s| ![orders, payments].contains(s)).unwrap();
+    let sql = format!("UPDATE engine_lock SET member = 'srv-1', expires_at = {now} + 60000 WHERE id = $1");
+    conn.execute(&sql, &[&lock_row(free)]).await.unwrap();
+    assert_eq!(member.shard_holders_of_other_kinds().await.unwrap(), ["srv-1"]);
+    assert_eq!(member.live_members().await.unwrap(), [redrive_store::member_id()], "members of its own kind only");
+    drop((a, b, member));
     dbs.drop_all().await;
 }

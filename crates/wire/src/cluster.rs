@@ -20,6 +20,23 @@ wire_enum!(
     }
 );
 
+wire_enum!(
+    /// What kind of process a member is: the two do not share a database's shards.
+    MemberKind {
+        /// `redrive server` (or another `redrive` command).
+        Server = "server",
+        /// A program using the Rust SDK, running durable functions.
+        Functions = "functions",
+    }
+);
+
+impl Default for MemberKind {
+    /// Members listed by servers older than the field are servers.
+    fn default() -> Self {
+        MemberKind::Server
+    }
+}
+
 /// One `redrive` process sharing the store.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -31,6 +48,9 @@ pub struct ClusterMember {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
     pub role: MemberRole,
+    /// `server` or `functions` (a process of the Rust SDK).
+    #[serde(default)]
+    pub kind: MemberKind,
     /// The shards whose lease it holds now (`--spread`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shards: Vec<u16>,

@@ -272,6 +272,8 @@ pub(super) struct LeaseTerms {
     pub slot: LockSlot,
     pub lease: Duration,
     pub heartbeat: Duration,
+    /// What the member announces itself as.
+    pub kind: crate::MemberKind,
 }
 
 impl LeaseTerms {

@@ -30,8 +30,8 @@ fn shard_owners_sql() -> String {
 
 fn upsert_member_sql() -> String {
     format!(
-        "INSERT INTO members (id, host, pid, url, started_at, heartbeat_at) VALUES ($1, $2, $3, $4, {DB_NOW_MS}, {DB_NOW_MS}) \
-         ON CONFLICT (id) DO UPDATE SET url = EXCLUDED.url, heartbeat_at = EXCLUDED.heartbeat_at"
+        "INSERT INTO members (id, host, pid, url, started_at, heartbeat_at, kind) VALUES ($1, $2, $3, $4, {DB_NOW_MS}, {DB_NOW_MS}, $5) \
+         ON CONFLICT (id) DO UPDATE SET url = EXCLUDED.url, heartbeat_at = EXCLUDED.heartbeat_at, kind = EXCLUDED.kind"
     )
 }
 
@@ -49,7 +49,8 @@ async fn announce_once(pool: &Pool, terms: &LeaseTerms, url: &Mutex<Option<Strin
     let client = pool.get().await.map_err(|e| e.to_string())?;
     let url = url.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let pid = i64::from(std::process::id());
-    client.execute(&upsert_member_sql(), &[&terms.member, &crate::hostname(), &pid, &url]).await.map_err(|e| e.to_string())?;
+    let kind = terms.kind.as_str();
+    client.execute(&upsert_member_sql(), &[&terms.member, &crate::hostname(), &pid, &url, &kind]).await.map_err(|e| e.to_string())?;
     Ok(())
 }
 
@@ -149,7 +150,7 @@ impl PostgresStore {
             });
         let lease_ms = i64::try_from(self.terms.lease.as_millis()).unwrap_or(i64::MAX);
         let sql = format!(
-            "SELECT id, host, pid, url, started_at, heartbeat_at, heartbeat_at > {DB_NOW_MS} - $1 FROM members \
+            "SELECT id, host, pid, url, started_at, heartbeat_at, heartbeat_at > {DB_NOW_MS} - $1, kind FROM members \
              ORDER BY heartbeat_at DESC, id LIMIT $2"
         );
         let members = client
@@ -165,6 +166,7 @@ impl PostgresStore {
                 started_at: Timestamp::from_unix_ms(row.get(4)),
                 heartbeat_at: Timestamp::from_unix_ms(row.get(5)),
                 alive: row.get(6),
+                kind: crate::MemberKind::parse(row.get(7)),
             })
             .collect();
         let shards = client
@@ -198,15 +200,17 @@ impl PostgresStore {
             .collect())
     }
 
-    /// The live members' ids, in id order (a member's rank among them decides
-    /// its fair share of the shards): those that announced themselves within
+    /// The live members' ids of this store's kind, in id order (a member's
+    /// rank among them decides its fair share of the shards): those that
+    /// announced themselves within
     /// the last [`LIVE_HEARTBEATS`] heartbeats (at most the lease), so that a
     /// dead process stops counting a few heartbeats after it died and the
     /// others take its shards then, not a lease later.
     pub async fn live_members(&self) -> Result<Vec<String>, StoreError> {
         let window = (self.terms.heartbeat * LIVE_HEARTBEATS).min(self.terms.lease);
         let lease_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
-        let sql = format!("SELECT id FROM members WHERE heartbeat_at > {DB_NOW_MS} - $1 ORDER BY id LIMIT $2");
-        Ok(self.query(&sql, &[&lease_ms, &MAX_MEMBERS_LISTED]).await?.iter().map(|row| row.get(0)).collect())
+        let sql = format!("SELECT id FROM members WHERE heartbeat_at > {DB_NOW_MS} - $1 AND kind = $3 ORDER BY id LIMIT $2");
+        let kind = self.terms.kind.as_str();
+        Ok(self.query(&sql, &[&lease_ms, &MAX_MEMBERS_LISTED, &kind]).await?.iter().map(|row| row.get(0)).collect())
     }
 }

@@ -108,9 +108,11 @@ mod rows;
 mod schema;
 mod shards;
 mod sql;
+mod starts;
 mod writer;
 
 pub use schema::SCHEMA_VERSION;
+pub use starts::MAX_START_REQUESTS_READ;
 
 use crate::validate::{
     check_commit, check_definition, check_dlq_queue_name, check_fault, check_max_redrives, check_redrive_run, check_transition,
@@ -177,6 +179,9 @@ pub struct PostgresOptions {
     /// How often the leader renews its lease, members announce themselves and
     /// followers try to take over (default 1 s; at most a third of `lease`).
     pub heartbeat: Duration,
+    /// What this process is to the others (servers and SDK processes do not
+    /// share the shards of a database).
+    pub kind: crate::MemberKind,
 }
 
 /// Default [`PostgresOptions::lease`].
@@ -191,6 +196,7 @@ impl Default for PostgresOptions {
             max_batch_transitions: DEFAULT_MAX_BATCH_TRANSITIONS,
             lease: DEFAULT_LEASE,
             heartbeat: DEFAULT_HEARTBEAT,
+            kind: crate::MemberKind::default(),
         }
     }
 }
@@ -198,7 +204,8 @@ impl Default for PostgresOptions {
 impl PostgresOptions {
     fn terms(&self, slot: LockSlot) -> LeaseTerms {
         let lease = self.lease.max(Duration::from_millis(300));
-        LeaseTerms { member: crate::member_id(), slot, lease, heartbeat: self.heartbeat.min(lease / 3).max(Duration::from_millis(50)) }
+        let heartbeat = self.heartbeat.min(lease / 3).max(Duration::from_millis(50));
+        LeaseTerms { member: crate::member_id(), slot, lease, heartbeat, kind: self.kind }
     }
 }
 

@@ -222,6 +222,7 @@ const MIGRATIONS: &[&str] = &[
     super::bulk::MIGRATION_BULK_RETRIES,
     super::shards::MIGRATION_SHARDS,
     super::dependencies::MIGRATION_SHARD_DEPENDENCIES,
+    super::starts::MIGRATION_FUNCTION_STARTS,
 ];
 
 /// The version [`super::shards::MIGRATION_SHARDS`] brings the schema to; its
