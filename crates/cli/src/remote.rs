@@ -925,48 +925,80 @@ pub enum ClusterCommand {
     Status {
         #[command(flatten)]
         remote: Remote,
+        /// Read the status from this store instead of asking a server (opened
+        /// read-only): e.g. a PostgreSQL database shared by SDK processes, which
+        /// serve no API.
+        #[arg(long, value_name = "PATH|URL", conflicts_with = "server")]
+        db: Option<redrive_store::StoreLocation>,
     },
 }
 
 pub fn cluster(command: ClusterCommand) -> u8 {
-    let ClusterCommand::Status { remote } = command;
+    let ClusterCommand::Status { remote, db } = command;
+    if let Some(db) = db {
+        return cluster_from_store(&db, remote.output);
+    }
     run(&remote, |c, out| async move {
         let v = c.cluster_status().await?;
-        if out == OutputFormat::Json {
-            print_json(&v);
-            return Ok(exit::SUCCEEDED);
-        }
-        println!("store: {} (answered by {})", v.backend, v.answered_by);
-        match &v.lease {
-            Some(l) => {
-                println!("lease: held by {} since {}, fencing token {}, expires {}", l.holder, l.acquired_at, l.fencing_token, l.expires_at)
-            }
-            None if v.backend == "sqlite" => println!("lease: none (a SQLite store is held by one process, with a file lock)"),
-            None if !v.shards.is_empty() => {
-                let live = v.shards.iter().filter(|s| s.live).count();
-                println!("shards: {live} of {} held by a live process (--spread)", redrive_core::shard::SHARD_COUNT)
-            }
-            None => println!("lease: nobody holds it (a follower takes it over within a heartbeat)"),
-        }
-        let next = v.timers.next_due_at.as_deref().unwrap_or("-");
-        println!("timers: {} pending, next due {next}, behind by {} ms\n", v.timers.pending, v.timers.behind_ms);
-        let mut t = Table::new(&["MEMBER", "ROLE", "SHARDS", "HOST", "PID", "URL", "STARTED", "LAST HEARTBEAT"]);
-        for m in &v.members {
-            let shards = m.shards.iter().map(u16::to_string).collect::<Vec<_>>().join(",");
-            t.row(vec![
-                m.id.clone(),
-                m.role.as_str().to_string(),
-                if shards.is_empty() { "-".into() } else { shards },
-                m.host.clone(),
-                m.pid.to_string(),
-                m.url.clone().unwrap_or_else(|| "-".into()),
-                m.started_at.clone(),
-                m.last_heartbeat_at.clone(),
-            ]);
-        }
-        print!("{}", t.render());
+        print_cluster(&v, out);
         Ok(exit::SUCCEEDED)
     })
+}
+
+/// `cluster status --db`: the status read from the store itself.
+fn cluster_from_store(db: &redrive_store::StoreLocation, out: OutputFormat) -> u8 {
+    let read = block(async {
+        let store = redrive_store::AnyStore::open_read_only(db).await?;
+        redrive_api::cluster::read_status(&store, redrive_engine::Clock::now(&redrive_engine::SystemClock)).await
+    });
+    match read {
+        Ok(v) => {
+            print_cluster(&v, out);
+            exit::SUCCEEDED
+        }
+        Err(e) => {
+            let e = anyhow::Error::from(e).context(format!("reading the cluster's status from {db}"));
+            eprintln!("error: {e:#}");
+            exit::for_error(&e)
+        }
+    }
+}
+
+fn print_cluster(v: &redrive_wire::ClusterStatus, out: OutputFormat) {
+    if out == OutputFormat::Json {
+        print_json(v);
+        return;
+    }
+    println!("store: {} (answered by {})", v.backend, v.answered_by);
+    match &v.lease {
+        Some(l) => {
+            println!("lease: held by {} since {}, fencing token {}, expires {}", l.holder, l.acquired_at, l.fencing_token, l.expires_at)
+        }
+        None if v.backend == "sqlite" => println!("lease: none (a SQLite store is held by one process, with a file lock)"),
+        None if !v.shards.is_empty() => {
+            let live = v.shards.iter().filter(|s| s.live).count();
+            println!("shards: {live} of {} held by a live process (--spread)", redrive_core::shard::SHARD_COUNT)
+        }
+        None => println!("lease: nobody holds it (a follower takes it over within a heartbeat)"),
+    }
+    let next = v.timers.next_due_at.as_deref().unwrap_or("-");
+    println!("timers: {} pending, next due {next}, behind by {} ms\n", v.timers.pending, v.timers.behind_ms);
+    let mut t = Table::new(&["MEMBER", "KIND", "ROLE", "SHARDS", "HOST", "PID", "URL", "STARTED", "LAST HEARTBEAT"]);
+    for m in &v.members {
+        let shards = m.shards.iter().map(u16::to_string).collect::<Vec<_>>().join(",");
+        t.row(vec![
+            m.id.clone(),
+            m.kind.as_str().to_string(),
+            m.role.as_str().to_string(),
+            if shards.is_empty() { "-".into() } else { shards },
+            m.host.clone(),
+            m.pid.to_string(),
+            m.url.clone().unwrap_or_else(|| "-".into()),
+            m.started_at.clone(),
+            m.last_heartbeat_at.clone(),
+        ]);
+    }
+    print!("{}", t.render());
 }
 
 pub fn state(args: StateArgs) -> u8 {

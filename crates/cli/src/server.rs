@@ -237,6 +237,16 @@ async fn serve(args: ServerArgs, config: ServerConfig, tls: Option<Tls>, secrets
     let postgres = PostgresOptions { lease, heartbeat: (lease / 5).min(DEFAULT_HEARTBEAT), ..Default::default() };
     let options = StoreOptions { postgres, ..Default::default() };
     let store = Arc::new(AnyStore::open_member(&args.db, options.clone()).await.with_context(|| format!("opening {}", args.db))?);
+    if mode == Some(ClusterMode::Spread) {
+        let sdk = store.shard_holders_of_other_kinds().await.with_context(|| format!("reading the members of {}", args.db))?;
+        anyhow::ensure!(
+            sdk.is_empty(),
+            "the shards of {} are held by SDK process(es) {} running durable functions: servers and SDK processes cannot \
+             share a database's shards (a server cannot run a function's steps); give the servers their own database",
+            args.db,
+            sdk.join(", ")
+        );
+    }
     let listener = bind(args.listen).with_context(|| format!("listening on {}", args.listen))?;
     let local = listener.local_addr()?;
     let url = args.advertise_url.clone().unwrap_or_else(|| format!("{scheme}://{local}"));

@@ -123,7 +123,9 @@ async fn turn(ctx: &SpreadContext, me: &str, held: &mut BTreeMap<ShardId, Held>)
     let rank = members.iter().position(|m| m == me).unwrap_or(members.len());
     let share = fair_share(members.len().max(rank + 1), rank);
     let owners = ctx.store.shard_owners().await.context("reading the shards' leases")?;
-    if held.len() < share {
+    if held.len() < share && !ctx.store.shard_holders_of_other_kinds().await.context("reading the members' kinds")?.is_empty() {
+        tracing::error!("SDK processes running durable functions hold shards of this database: servers take none beside them");
+    } else if held.len() < share {
         let free: Vec<ShardId> = ShardId::all().filter(|s| !held.contains_key(s) && !owners.iter().any(|o| o.shard == *s)).collect();
         for shard in free.into_iter().take(share - held.len()) {
             if let Some(h) = take(ctx, shard).await.with_context(|| format!("taking shard {shard}"))? {

@@ -448,3 +448,35 @@ fn a_breaker_opened_by_one_spread_servers_failures_holds_the_others_attempts() {
     wait_succeeded(&a.addr, &[(names[0].clone(), first), (names[1].clone(), second)], Duration::from_secs(40));
     assert_eq!(service.seen().iter().filter(|s| s.status == 200).count(), 2, "one successful call each");
 }
+
+/// Servers and SDK processes (members of kind `functions`) do not share a
+/// database's shards: a spread server refuses to start while an SDK process
+/// holds one, naming it, and starts once that lease is gone.
+#[test]
+fn a_spread_server_refuses_a_database_whose_shards_sdk_processes_hold() {
+    let db = FreshDatabase::new("sdkheld");
+    // The schema, made by any command that opens the store.
+    finish(bin().args(["token", "create", "--db", &db.url, "--name", "admin", "--scope", "admin"]).output().unwrap()).ok();
+    let now = "(extract(epoch FROM clock_timestamp()) * 1000)::BIGINT";
+    db.query(&format!(
+        "INSERT INTO members (id, host, pid, url, started_at, heartbeat_at, kind) VALUES ('worker-7', 'h', 7, NULL, {now}, {now}, 'functions')"
+    ));
+    db.query(&format!("UPDATE engine_lock SET member = 'worker-7', expires_at = {now} + 60000 WHERE id = 2"));
+    // `cluster status --db` reads the members from the database (SDK processes serve no API).
+    let status = finish(bin().args(["cluster", "status", "--db", &db.url, "--output", "json"]).output().unwrap()).ok();
+    let v: Value = serde_json::from_str(&status.stdout).unwrap();
+    let worker = v["members"].as_array().unwrap().iter().find(|m| m["id"] == "worker-7").cloned().unwrap();
+    assert_eq!((&worker["kind"], &worker["role"], &worker["shards"]), (&json!("functions"), &json!("sharded"), &json!([0])), "{v}");
+    let table = finish(bin().args(["cluster", "status", "--db", &db.url]).output().unwrap()).ok();
+    assert!(table.stdout.lines().any(|l| l.contains("worker-7") && l.contains("functions")), "{}", table.stdout);
+
+    let out = bin().args(["server", "--listen", "127.0.0.1:0", "--db", &db.url]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("SDK process(es) worker-7"), "names the SDK process: {stderr}");
+    assert_eq!(db.query("SELECT count(*) FROM engine_lock WHERE id > 2 AND member IS NOT NULL"), "0", "it took nothing");
+    db.query("UPDATE engine_lock SET expires_at = 0 WHERE id = 2");
+    let server = spread_server_configured(&db, None);
+    // (Its share grows to all 16 once the processes that just exited stop counting.)
+    wait_for_shares(&server.addr, &[server.child.id()], &[usize::from(SHARD_COUNT)], Duration::from_secs(20));
+}

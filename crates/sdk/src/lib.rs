@@ -80,7 +80,7 @@ use redrive_core::function::{FunctionState, FunctionStatus};
 pub use redrive_engine::function::StepContext;
 use redrive_engine::function::{DurableFunction, FnContext, FnFuture, Semantics, StepRetry, function_error};
 use redrive_engine::{Clock, Driver, DriverConfig, EngineError, EngineHandle, SystemClock};
-use redrive_store::{AnyStore, ExecutionFilter, Store, StoreLocation, StoreOptions};
+use redrive_store::{AnyStore, ExecutionFilter, MemberKind, PostgresOptions, Store, StoreLocation, StoreOptions};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::future::Future;
@@ -89,6 +89,7 @@ use std::sync::Arc;
 pub use redrive_core::exception::ExceptionType;
 pub use redrive_core::function::StepKey;
 pub use redrive_core::policy::{RetryPolicy, RetryPolicySpec};
+mod cluster;
 mod serve;
 
 /// Everything that can go wrong, for functions and for their callers.
@@ -368,15 +369,34 @@ impl Context {
     }
 }
 
-/// The embedded engine: a store file plus the loop that drives executions.
+/// Where an [`Engine`]'s executions are driven.
+#[derive(Clone)]
+enum Driving {
+    /// SQLite: one engine over the whole store.
+    One(EngineHandle),
+    /// PostgreSQL: an engine per shard this process holds among the
+    /// database's SDK processes.
+    Spread(Arc<cluster::Shards>),
+}
+
+/// The embedded engine: a store plus the loop (or, on PostgreSQL, the loops
+/// of this process's shards) that drives executions.
 pub struct Engine {
+    /// SQLite: the store; PostgreSQL: the whole database, for reads and
+    /// start requests (the shards' stores write).
     store: Arc<AnyStore>,
-    handle: EngineHandle,
+    driving: Driving,
     /// Time for the engine: the system clock, or a test's (`open_with_clock`).
     clock: Arc<dyn Clock>,
-    join: tokio::sync::Mutex<Option<tokio::task::JoinHandle<Result<(), EngineError>>>>,
+    /// The engine's task (SQLite), or the loop keeping this process's share of the shards.
+    join: tokio::sync::Mutex<Option<Joined>>,
     /// Background work of `register` (resuming executions), ended by `shutdown`.
     background: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+enum Joined {
+    Engine(tokio::task::JoinHandle<Result<(), EngineError>>),
+    Shards(tokio::task::JoinHandle<()>),
 }
 
 /// A store URL of [`Engine::open`]: `sqlite://PATH` or a PostgreSQL URL.
@@ -398,8 +418,19 @@ fn store_location(url: &str) -> Result<StoreLocation, Error> {
 
 impl Engine {
     /// Opens (creating if needed) the store and starts the engine: `sqlite://PATH`
-    /// (a file, embedded) or `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE`
-    /// (schema created on first use). One engine at a time may open a store.
+    /// (a file, embedded; one engine at a time may open it) or
+    /// `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE` (schema created on
+    /// first use).
+    ///
+    /// On PostgreSQL any number of processes may open one database: the
+    /// executions are spread over them by shard (the shard of a function's
+    /// name), each process driving about an even share of the 16 shards, and
+    /// the shards of a process that exits, dies or stalls are taken over by
+    /// the others, which replay its executions from their checkpoints. Every
+    /// process should register the same functions. A start of a function
+    /// whose shard another process holds is handed to it through the database.
+    /// `open` returns once this process took its share (all 16 when alone).
+    /// SDK processes and `redrive server`s cannot share a database.
     pub async fn open(url: &str) -> Result<Engine, Error> {
         Engine::open_with_clock(url, Arc::new(SystemClock)).await
     }
@@ -410,9 +441,29 @@ impl Engine {
     /// wall clock. Step bodies themselves run in real time.
     pub async fn open_with_clock(url: &str, clock: Arc<dyn Clock>) -> Result<Engine, Error> {
         let location = store_location(url)?;
+        if let StoreLocation::Postgres(_) = location {
+            let options =
+                StoreOptions { postgres: PostgresOptions { kind: MemberKind::Functions, ..Default::default() }, ..Default::default() };
+            let member = AnyStore::open_member(&location, options.clone()).await?;
+            let shards = cluster::Shards::join(member, options, clock.clone()).await?;
+            let run = tokio::spawn(shards.clone().run());
+            return Ok(Engine {
+                store: shards.member(),
+                driving: Driving::Spread(shards),
+                clock,
+                join: tokio::sync::Mutex::new(Some(Joined::Shards(run))),
+                background: std::sync::Mutex::new(Vec::new()),
+            });
+        }
         let store = Arc::new(AnyStore::open(&location, StoreOptions::default()).await?);
         let (handle, join) = Driver::spawn(store.clone(), clock.clone(), DriverConfig::default());
-        Ok(Engine { store, handle, clock, join: tokio::sync::Mutex::new(Some(join)), background: std::sync::Mutex::new(Vec::new()) })
+        Ok(Engine {
+            store,
+            driving: Driving::One(handle),
+            clock,
+            join: tokio::sync::Mutex::new(Some(Joined::Engine(join))),
+            background: std::sync::Mutex::new(Vec::new()),
+        })
     }
 
     /// Registers `f` as the durable function `name` and continues its unfinished
@@ -468,11 +519,15 @@ impl Engine {
             })
         };
         let function: Arc<dyn DurableFunction> = Arc::new(function);
-        if self.handle.register_function_now(name, function, queue.clone()).is_err() {
+        let handle = match &self.driving {
+            Driving::One(handle) => handle.clone(),
+            Driving::Spread(shards) => return self.register_spread(shards, name, function, queue),
+        };
+        if handle.register_function_now(name, function, queue.clone()).is_err() {
             tracing::error!(function = name, "the engine has stopped; the function was not registered");
             return;
         }
-        let (store, handle, name, clock) = (self.store.clone(), self.handle.clone(), name.to_string(), self.clock.clone());
+        let (store, name, clock) = (self.store.clone(), name.to_string(), self.clock.clone());
         let task = tokio::spawn(async move {
             if let Some(q) = &queue {
                 // The queue exists (empty) from the moment a function names it.
@@ -511,6 +566,29 @@ impl Engine {
         background.push(task);
     }
 
+    /// [`Engine::register_with`] on PostgreSQL: into every shard's engine,
+    /// now and later; the queue is created through one of them.
+    fn register_spread(
+        &self,
+        shards: &Arc<cluster::Shards>,
+        name: &str,
+        function: Arc<dyn DurableFunction>,
+        queue: Option<redrive_core::name::Name>,
+    ) {
+        let registration = cluster::Registration { name: name.to_string(), function, queue: queue.clone() };
+        let resuming = shards.register(registration);
+        let (shards, clock) = (shards.clone(), self.clock.clone());
+        let queue_task = tokio::spawn(async move {
+            let (Some(q), Some(store)) = (queue, shards.any_store()) else { return };
+            if let Err(e) = store.ensure_dlq_queue(q.as_str(), clock.now()).await {
+                tracing::error!(queue = q.as_str(), error = %e, "cannot create the dead-letter queue");
+            }
+        });
+        let mut background = self.background.lock().expect("background lock");
+        background.retain(|t| !t.is_finished());
+        background.extend(resuming.into_iter().chain([queue_task]));
+    }
+
     /// Starts an execution of `function` named `name` with `input`. The name is the
     /// idempotency key: the same name and input give back the existing execution.
     pub async fn start<I: Serialize>(&self, function: &str, name: &str, input: &I) -> Result<ExecutionHandle, Error> {
@@ -518,8 +596,11 @@ impl Engine {
             return Err(Error::Invalid(format!("execution name {name:?} must be 1 to 200 characters")));
         }
         let input_json = serde_json::to_string(input).map_err(|e| Error::Invalid(format!("the input does not serialize: {e}")))?;
-        let (execution_id, _existing) = self.handle.start_function(function, name, input_json).await?;
-        Ok(ExecutionHandle { execution_id, store: self.store.clone(), handle: self.handle.clone() })
+        let (execution_id, _existing) = match &self.driving {
+            Driving::One(handle) => handle.start_function(function, name, input_json).await?,
+            Driving::Spread(shards) => shards.start_function(function, name, input_json).await?,
+        };
+        Ok(self.execution(&execution_id))
     }
 
     /// Stores a pipeline definition (YAML or JSON text, as for `redrive run`) and
@@ -533,34 +614,56 @@ impl Engine {
         })?;
         let json =
             redrive_core::definition::source::parse_document(definition).map_err(|e| Error::Invalid(e.to_string()))?.to_json().to_string();
+        let (store, handle) = self.driving_of(pipeline.name.as_str(), "pipeline")?;
         let now = self.clock.now();
-        let record = self.store.put_pipeline(pipeline.name.as_str(), &json, None, now).await?;
+        let record = store.put_pipeline(pipeline.name.as_str(), &json, None, now).await?;
         if let Some(q) = &pipeline.dead_letter_queue {
-            self.store.ensure_dlq_queue(q.as_str(), now).await?;
+            store.ensure_dlq_queue(q.as_str(), now).await?;
         }
         let loaded = Arc::new(redrive_engine::LoadedPipeline::from_record(record)?);
         let input_json = serde_json::to_string(input).map_err(|e| Error::Invalid(format!("the input does not serialize: {e}")))?;
-        let execution_id = self.handle.start(loaded, input_json).await?;
-        Ok(PipelineRun { execution_id, handle: self.handle.clone() })
+        let execution_id = handle.start(loaded, input_json).await?;
+        Ok(PipelineRun { execution_id, handle })
     }
 
     /// Redrives one dead-letter entry (mid-level redrive from code): a function's
     /// entry resumes its execution, a pipeline's retries its failed stage. The
     /// entry leaves its queue in the same commit. Returns the execution resubmitted.
     pub async fn redrive_entry(&self, entry_id: &str) -> Result<ExecutionHandle, Error> {
-        let execution_id =
-            self.handle.redrive(entry_id, redrive_engine::redrive::RedriveMode::RetryStage, false, None, None, None).await.map_err(
-                |e| match e {
-                    EngineError::NotRedriven(reason) => Error::Invalid(format!("entry {entry_id} was not redriven: {reason}")),
-                    other => other.into(),
-                },
-            )?;
+        let entry = self.store.get_dlq_entry(entry_id).await?.ok_or_else(|| Error::Invalid(format!("no dead-letter entry {entry_id}")))?;
+        let source = self.store.get_execution(&entry.execution_id).await?;
+        let target = source.map(|e| e.target.name().to_string()).unwrap_or_default();
+        let (_, handle) = self.driving_of(&target, "execution of")?;
+        let execution_id = handle
+            .redrive(entry_id, redrive_engine::redrive::RedriveMode::RetryStage, false, None, None, None)
+            .await
+            .map_err(|e| match e {
+                EngineError::NotRedriven(reason) => Error::Invalid(format!("entry {entry_id} was not redriven: {reason}")),
+                other => other.into(),
+            })?;
         Ok(self.execution(&execution_id))
     }
 
     /// A handle to an execution by id.
     pub fn execution(&self, execution_id: &str) -> ExecutionHandle {
-        ExecutionHandle { execution_id: execution_id.to_string(), store: self.store.clone(), handle: self.handle.clone() }
+        ExecutionHandle { execution_id: execution_id.to_string(), store: self.store.clone(), driving: self.driving.clone() }
+    }
+
+    /// The store and engine that drive the executions of pipeline or function
+    /// `name`: on PostgreSQL, those of its shard if this process holds it.
+    fn driving_of(&self, name: &str, what: &str) -> Result<(Arc<AnyStore>, EngineHandle), Error> {
+        match &self.driving {
+            Driving::One(handle) => Ok((self.store.clone(), handle.clone())),
+            Driving::Spread(shards) => {
+                let shard = redrive_core::shard::ShardId::of(name);
+                shards.driving(shard).ok_or_else(|| {
+                    Error::Engine(format!(
+                        "the {what} {name:?} is in shard {shard}, which another SDK process drives now; call this there \
+                         (`redrive cluster status --db URL` shows who holds which shard)"
+                    ))
+                })
+            }
+        }
     }
 
     /// Stops the engine after the current batch; running steps are abandoned and
@@ -571,9 +674,20 @@ impl Engine {
             task.abort();
             let _ = task.await;
         }
-        self.handle.shutdown().await;
-        if let Some(join) = self.join.lock().await.take() {
-            let _ = join.await;
+        match (&self.driving, self.join.lock().await.take()) {
+            (Driving::One(handle), join) => {
+                handle.shutdown().await;
+                if let Some(Joined::Engine(join)) = join {
+                    let _ = join.await;
+                }
+            }
+            (Driving::Spread(shards), join) => {
+                shards.stop();
+                if let Some(Joined::Shards(run)) = join {
+                    let _ = run.await;
+                }
+                shards.shutdown().await;
+            }
         }
     }
 }
@@ -600,7 +714,7 @@ impl PipelineRun {
 pub struct ExecutionHandle {
     execution_id: String,
     store: Arc<AnyStore>,
-    handle: EngineHandle,
+    driving: Driving,
 }
 
 impl ExecutionHandle {
@@ -610,7 +724,10 @@ impl ExecutionHandle {
 
     /// Waits for the execution to finish and returns its result.
     pub async fn result<T: DeserializeOwned>(&self) -> Result<T, Error> {
-        self.handle.wait(&self.execution_id).await?;
+        match &self.driving {
+            Driving::One(handle) => drop(handle.wait(&self.execution_id).await?),
+            Driving::Spread(shards) => shards.wait(&self.execution_id).await?,
+        }
         let state = self.state().await?;
         match state.status {
             FunctionStatus::Succeeded => serde_json::from_value(state.result.unwrap_or(serde_json::Value::Null))

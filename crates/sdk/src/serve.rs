@@ -27,6 +27,10 @@ impl Engine {
     /// [`redrive_api::server::HttpLimits`]), except that this process's open-file
     /// limit is not raised: the connection cap is at most half of it.
     ///
+    /// On PostgreSQL, where the SDK's processes share the shards, each request
+    /// is served by the holder of its function's (or pipeline's) shard: this
+    /// process, or another that serves the API too (forwarded), else 503.
+    ///
     /// The API has **no authentication** and can create and start pipelines
     /// (including `command:` actions): bind a loopback address. The server stops
     /// shortly after [`Engine::shutdown`].
@@ -44,15 +48,22 @@ impl Engine {
         if !bound.ip().is_loopback() {
             tracing::warn!(%bound, "the redrive API has no authentication and is listening beyond loopback");
         }
-        let service = Arc::new(Service::new(self.store.clone(), self.handle.clone(), self.clock.clone()));
+        let limits = redrive_api::server::HttpLimits::default();
         // The server ends when the engine does, so that it does not hold the store
         // (and its lock file) after a shutdown: `Engine::shutdown` aborts the
         // watcher below, which drops `stop`; an engine stopped otherwise is
         // noticed by polling it.
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let engine = self.handle.clone();
+        let (router, engine) = match &self.driving {
+            crate::Driving::One(handle) => {
+                let service = Arc::new(Service::new(self.store.clone(), handle.clone(), self.clock.clone()));
+                (redrive_api::server::app(service, limits.max_body_bytes), Some(handle.clone()))
+            }
+            crate::Driving::Spread(shards) => (self.serve_spread(shards, bound, limits.max_body_bytes).await?, None),
+        };
         let shutdown = async move {
             let engine_stopped = async move {
+                let Some(engine) = engine else { return std::future::pending().await };
                 loop {
                     tokio::time::sleep(ENGINE_CHECK_EVERY).await;
                     if engine.stats().await.is_err() {
@@ -66,8 +77,7 @@ impl Engine {
             }
         };
         let server = tokio::spawn(async move {
-            let limits = redrive_api::server::HttpLimits::default();
-            if let Err(e) = redrive_api::server::serve_with_limits(service, listener, limits, shutdown).await {
+            if let Err(e) = redrive_api::server::serve_router(router, listener, limits, shutdown).await {
                 tracing::error!(error = %e, "the redrive API server stopped");
             }
         });
@@ -79,6 +89,31 @@ impl Engine {
         background.retain(|t| !t.is_finished());
         background.push(watcher);
         Ok(bound)
+    }
+
+    /// On PostgreSQL: a request for a function or pipeline goes to the holder
+    /// of its shard — this process's engine of it, or the process holding it
+    /// if that one serves the API too (this address is announced to the others
+    /// for that), else 503 with `Retry-After`. Requests naming neither go to
+    /// shard 0's holder; `GET /v1/cluster` is answered here.
+    async fn serve_spread(
+        &self,
+        shards: &Arc<crate::cluster::Shards>,
+        bound: SocketAddr,
+        max_body_bytes: usize,
+    ) -> Result<axum::Router, Error> {
+        let member = self.store.clone();
+        let status: redrive_api::switch::StatusSource = Arc::new(move || {
+            let member = member.clone();
+            Box::pin(async move {
+                let now = redrive_engine::Clock::now(&redrive_engine::SystemClock);
+                redrive_api::cluster::read_status(member.as_ref(), now).await.map_err(|e| e.to_string())
+            })
+        });
+        let switch = redrive_api::switch::Switch::new(redrive_store::member_id(), status);
+        self.store.announce(&format!("http://{bound}")).await?;
+        shards.serve(switch.clone(), max_body_bytes).await?;
+        Ok(switch.router())
     }
 }
 

@@ -55,3 +55,36 @@ async fn a_function_on_postgres_replays_its_checkpoints_after_a_restart() {
     drop(engine);
     psql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
 }
+
+/// An SDK process does not open a database whose shards a `redrive server`
+/// holds (a server cannot run a function's steps): the error names it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sdk_process_refuses_a_database_whose_shards_a_server_holds() {
+    let name = format!("redrive_sdk_roles_{}", std::process::id());
+    psql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+    psql(&format!("CREATE DATABASE {name}"));
+    let url = format!("{}/{name}", admin_url().rsplit_once('/').unwrap().0);
+    let engine = Engine::open(&url).await.unwrap(); // makes the schema
+    engine.shutdown().await;
+    drop(engine);
+    let on_db = |sql: &str| {
+        let out = Command::new("psql").args([url.as_str(), "-v", "ON_ERROR_STOP=1", "-Atqc", sql]).output().unwrap();
+        assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let now = "(extract(epoch FROM clock_timestamp()) * 1000)::BIGINT";
+    on_db(&format!(
+        "INSERT INTO members (id, host, pid, url, started_at, heartbeat_at, kind) VALUES ('srv-9', 'h', 9, 'http://h:1', {now}, {now}, 'server')"
+    ));
+    on_db(&format!("UPDATE engine_lock SET member = 'srv-9', expires_at = {now} + 60000 WHERE id = 5"));
+    match Engine::open(&url).await {
+        Err(Error::Engine(message)) => assert!(message.contains("redrive server(s) srv-9"), "{message}"),
+        Err(other) => panic!("unexpected error: {other}"),
+        Ok(_) => panic!("opened beside a server"),
+    }
+    // Once the server's lease is gone, it opens and holds every shard.
+    on_db("UPDATE engine_lock SET expires_at = 0 WHERE id = 5");
+    let engine = Engine::open(&url).await.unwrap();
+    engine.shutdown().await;
+    drop(engine);
+    psql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+}
