@@ -12,7 +12,7 @@
 //! holder's lease lapsed) while it holds fewer than its fair share, resuming
 //! their unfinished executions, and (3) gives one back (its engine drained
 //! first) while it holds more. Between heartbeats it starts what was
-//! requested of its shards.
+//! requested of its shards, woken by the requests' `NOTIFY`.
 
 use crate::Error;
 use redrive_api::switch::{ShardRoute, Switch};
@@ -23,14 +23,19 @@ use redrive_engine::function::DurableFunction;
 use redrive_engine::health::Health;
 use redrive_engine::service::Service;
 use redrive_engine::{Clock, Driver, DriverConfig, EngineError, EngineHandle};
+use redrive_store::postgres::StartListener;
 use redrive_store::{AnyStore, ExecutionFilter, StartRequest, Store, StoreOptions, TargetName};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// How often a process looks for start requests of its shards.
+/// How often a process looks for start requests of its shards when it
+/// cannot listen for them (each request is announced with `NOTIFY`).
 const INBOX_POLL: Duration = Duration::from_millis(50);
+/// How often it looks anyway while it listens (a request announced while its
+/// listening connection was being replaced is found then).
+const INBOX_FALLBACK_POLL: Duration = Duration::from_secs(1);
 /// Start requests a process reads (and starts together) at once.
 const INBOX_BATCH: usize = 256;
 /// How long a start waits for the holder of its shard to answer.
@@ -139,26 +144,54 @@ impl Shards {
 
     /// Runs the heartbeat and the start requests until [`Shards::shutdown`].
     pub(crate) async fn run(self: Arc<Shards>) {
-        let mut next_turn = tokio::time::Instant::now() + self.member.heartbeat();
-        let mut next_route = tokio::time::Instant::now() + ROUTE_REFRESH;
+        let now = tokio::time::Instant::now;
+        let (mut next_turn, mut next_route, mut next_poll) = (now() + self.member.heartbeat(), now() + ROUTE_REFRESH, now());
+        let mut listener: Option<StartListener> = None;
+        let mut announced: BTreeSet<ShardId> = BTreeSet::new();
         loop {
-            if tokio::time::Instant::now() >= next_turn {
+            if listener.is_none() {
+                listener = self
+                    .member
+                    .listen_for_start_requests()
+                    .await
+                    .inspect_err(|e| tracing::debug!(error = %e, "cannot listen for start requests; polling"))
+                    .ok();
+            }
+            if now() >= next_turn {
                 if let Err(e) = self.turn().await {
                     tracing::warn!(error = %e, "the shards could not be balanced this heartbeat; trying again at the next");
                 }
-                next_turn = tokio::time::Instant::now() + self.member.heartbeat();
-            } else if tokio::time::Instant::now() >= next_route {
+                next_turn = now() + self.member.heartbeat();
+            } else if now() >= next_route {
                 if let Err(e) = self.route().await {
                     tracing::debug!(error = %e, "the API's routes could not be refreshed");
                 }
-                next_route = tokio::time::Instant::now() + ROUTE_REFRESH;
+                next_route = now() + ROUTE_REFRESH;
             }
-            if let Err(e) = self.serve_start_requests().await {
-                tracing::warn!(error = %e, "reading the start requests failed; trying again");
+            announced.extend(listener.as_mut().map(StartListener::announced).unwrap_or_default());
+            let every_shard = now() >= next_poll;
+            if every_shard || !announced.is_empty() {
+                let shards = if every_shard { None } else { Some(std::mem::take(&mut announced)) };
+                match self.serve_start_requests(shards.as_ref()).await {
+                    Ok(()) if every_shard => {
+                        announced.clear();
+                        next_poll = now() + if listener.is_some() { INBOX_FALLBACK_POLL } else { INBOX_POLL };
+                    }
+                    Ok(()) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reading the start requests failed; trying again");
+                        next_poll = now() + INBOX_POLL;
+                    }
+                }
             }
+            let wake = next_turn.min(next_route).min(next_poll);
             tokio::select! {
                 () = self.stop.notified() => return,
-                () = tokio::time::sleep(INBOX_POLL) => {}
+                () = tokio::time::sleep_until(wake) => {}
+                shard = next_announced(&mut listener) => match shard {
+                    Some(shard) => { announced.insert(shard); }
+                    None => listener = None,
+                },
             }
         }
     }
@@ -259,8 +292,10 @@ impl Shards {
             }
             if let Some(engine) = self.engine(ShardId::of(record.target.name())) {
                 // Driven here: told at once (until the shard is given back).
-                if let Ok(Ok(_)) = tokio::time::timeout(self.member.heartbeat(), engine.handle.wait(execution_id)).await {
-                    return Ok(());
+                match tokio::time::timeout(self.member.heartbeat(), engine.handle.wait(execution_id)).await {
+                    Ok(Ok(_)) => return Ok(()),
+                    Ok(Err(_)) => tokio::time::sleep(MAX_POLL).await,
+                    Err(_) => {}
                 }
             } else {
                 tokio::time::sleep(pause).await;
@@ -431,8 +466,9 @@ impl Shards {
 
     /// Starts what other processes asked of the shards this one holds (a
     /// page per shard, started together so that they share commits).
-    async fn serve_start_requests(&self) -> Result<(), redrive_store::StoreError> {
-        let engines: Vec<(ShardId, ShardEngine)> = self.local().engines.iter().map(|(s, e)| (*s, e.clone())).collect();
+    async fn serve_start_requests(&self, only: Option<&BTreeSet<ShardId>>) -> Result<(), redrive_store::StoreError> {
+        let engines: Vec<(ShardId, ShardEngine)> =
+            self.local().engines.iter().filter(|(s, _)| only.is_none_or(|o| o.contains(s))).map(|(s, e)| (*s, e.clone())).collect();
         for (shard, engine) in engines {
             let waiting = engine.store.waiting_function_starts(INBOX_BATCH).await?;
             let mut starting = tokio::task::JoinSet::new();
@@ -452,6 +488,14 @@ impl Shards {
             tracing::trace!(shard = shard.index(), "start requests served");
         }
         Ok(())
+    }
+}
+
+/// The next shard announced to `listener`; never while there is none.
+async fn next_announced(listener: &mut Option<StartListener>) -> Option<ShardId> {
+    match listener {
+        Some(l) => l.next().await,
+        None => std::future::pending().await,
     }
 }
 

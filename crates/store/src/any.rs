@@ -210,6 +210,11 @@ impl AnyStore {
         self.postgres("start requests")?.request_function_start(shard, request, now).await
     }
 
+    /// A connection told of every start request (PostgreSQL).
+    pub async fn listen_for_start_requests(&self) -> Result<crate::postgres::StartListener, StoreError> {
+        self.postgres("start requests")?.listen_for_start_requests().await
+    }
+
     /// The start requests waiting for this shard's store (PostgreSQL).
     pub async fn waiting_function_starts(&self, limit: usize) -> Result<Vec<crate::StartRequestRecord>, StoreError> {
         self.postgres("start requests")?.waiting_function_starts(limit).await

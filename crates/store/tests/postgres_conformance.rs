@@ -868,9 +868,13 @@ async fn start_requests_reach_their_shards_holder_once() {
     let a = member.shard_member(orders, &functions).unwrap();
     let b = member.shard_member(payments, &functions).unwrap();
     assert!(a.try_lead().await.unwrap() && b.try_lead().await.unwrap());
+    let mut listener = member.listen_for_start_requests().await.unwrap();
     let request = StartRequest { function: "orders".into(), name: "order-1".into(), input_json: "{\"cents\":42}".into() };
     let at = Timestamp::from_unix_ms(1_000);
     let id = member.request_function_start(orders, &request, at).await.unwrap();
+    // Announced to the listeners, with its shard.
+    let announced = tokio::time::timeout(Duration::from_secs(10), listener.next()).await;
+    assert_eq!(announced, Ok(Some(orders)));
     let waiting = a.waiting_function_starts(10).await.unwrap();
     assert_eq!(waiting.iter().map(|w| (w.id, &w.request, w.requested_at)).collect::<Vec<_>>(), [(id, &request, at)]);
     assert_eq!(b.waiting_function_starts(10).await.unwrap(), [], "another shard's store does not see it");

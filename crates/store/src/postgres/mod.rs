@@ -112,7 +112,7 @@ mod starts;
 mod writer;
 
 pub use schema::SCHEMA_VERSION;
-pub use starts::MAX_START_REQUESTS_READ;
+pub use starts::{MAX_START_REQUESTS_READ, START_CHANNEL, StartListener};
 
 use crate::validate::{
     check_commit, check_definition, check_dlq_queue_name, check_fault, check_max_redrives, check_redrive_run, check_transition,

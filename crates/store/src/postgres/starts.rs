@@ -6,9 +6,9 @@
 //! their kind (`server` or `functions`) here, since the two kinds of process
 //! must not share a database's shards.
 
-use super::PostgresStore;
 use super::lock::DB_NOW_MS;
 use super::rows::{get, get_ts};
+use super::{PostgresStore, map_error};
 use crate::{StartRequest, StartRequestRecord, StoreError};
 use redrive_core::shard::ShardId;
 use redrive_core::time::Timestamp;
@@ -30,11 +30,19 @@ CREATE INDEX function_starts_answered ON function_starts (answered_at) WHERE out
 ALTER TABLE members ADD COLUMN kind TEXT NOT NULL DEFAULT 'server';
 "#;
 
+/// The channel a start request is announced on (`NOTIFY`, the shard as payload).
+pub const START_CHANNEL: &str = "redrive_function_starts";
+
+/// Notifications a [`StartListener`] keeps until they are read (more are
+/// dropped: one wakes the reader as well as many).
+const NOTIFICATIONS_KEPT: usize = 64;
+
 /// Start requests one shard's holder reads at once, at most.
 pub const MAX_START_REQUESTS_READ: i64 = 1000;
 
-const SQL_REQUEST: &str = "INSERT INTO function_starts (shard, function_name, execution_name, input_json, requested_at) \
-     VALUES ($1, $2, $3, $4, $5) RETURNING id";
+/// Inserts the request and announces it on [`START_CHANNEL`] (delivered at commit).
+const SQL_REQUEST: &str = "WITH r AS (INSERT INTO function_starts (shard, function_name, execution_name, input_json, requested_at) \
+     VALUES ($1, $2, $3, $4, $5) RETURNING id), n AS (SELECT pg_notify('redrive_function_starts', $1::text)) SELECT r.id FROM r, n";
 const SQL_WAITING: &str = "SELECT id, function_name, execution_name, input_json, requested_at FROM function_starts \
      WHERE shard = $1 AND outcome_json IS NULL ORDER BY id LIMIT $2";
 const SQL_ANSWER: &str =
@@ -42,6 +50,28 @@ const SQL_ANSWER: &str =
 const SQL_TAKE_OUTCOME: &str = "DELETE FROM function_starts WHERE id = $1 AND outcome_json IS NOT NULL RETURNING outcome_json";
 const SQL_PRUNE_ANSWERED: &str = "WITH pruned AS (DELETE FROM function_starts WHERE outcome_json IS NOT NULL AND answered_at < $1 \
      RETURNING 1) SELECT COUNT(*)::BIGINT FROM pruned";
+
+/// A connection `LISTEN`ing on [`START_CHANNEL`]: `next` resolves with the
+/// shard of each start request announced; `None` once the connection ended
+/// (open another).
+pub struct StartListener {
+    notifications: tokio::sync::mpsc::Receiver<ShardId>,
+    /// Kept open: dropping it closes the connection.
+    _client: tokio_postgres::Client,
+}
+
+impl StartListener {
+    /// The shard of the next request announced, or `None` once the
+    /// connection ended.
+    pub async fn next(&mut self) -> Option<ShardId> {
+        self.notifications.recv().await
+    }
+
+    /// The shards of the requests announced meanwhile (without waiting).
+    pub fn announced(&mut self) -> Vec<ShardId> {
+        std::iter::from_fn(|| self.notifications.try_recv().ok()).collect()
+    }
+}
 
 fn shard_column(shard: ShardId) -> i16 {
     super::shards::column(shard)
@@ -64,6 +94,29 @@ impl PostgresStore {
         let rows =
             self.query(SQL_REQUEST, &[&shard_column(shard), &request.function, &request.name, &request.input_json, &now.unix_ms()]).await?;
         rows.first().map(|row| get(row, 0)).unwrap_or_else(|| Err(StoreError::Schema("the start request got no id".into())))
+    }
+
+    /// Listens for start requests on a connection of its own.
+    pub async fn listen_for_start_requests(&self) -> Result<StartListener, StoreError> {
+        let (client, mut connection) = self.config.connect(tokio_postgres::NoTls).await.map_err(|e| map_error(&self.display_url, &e))?;
+        let (tx, notifications) = tokio::sync::mpsc::channel(NOTIFICATIONS_KEPT);
+        tokio::spawn(async move {
+            loop {
+                match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                    Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
+                        // A payload naming no shard is not ours: ignored.
+                        let Some(shard) = n.payload().parse::<u16>().ok().and_then(|i| ShardId::new(i).ok()) else { continue };
+                        if tx.try_send(shard).is_err() && tx.is_closed() {
+                            return;
+                        }
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) | None => return,
+                }
+            }
+        });
+        client.batch_execute(&format!("LISTEN {START_CHANNEL}")).await.map_err(|e| map_error(&self.display_url, &e))?;
+        Ok(StartListener { notifications, _client: client })
     }
 
     /// The start requests waiting for this shard's store (oldest first, at
