@@ -307,7 +307,12 @@ impl Shards {
     /// Stops every engine (running steps are abandoned and replayed by the
     /// shards' next holders); the loop must have ended ([`Shards::stop`]).
     pub(crate) async fn shutdown(&self) {
-        let engines = std::mem::take(&mut self.local().engines);
+        let engines = {
+            let mut local = self.local();
+            // The API's routers hold the shards' stores (and so their leases) too.
+            local.serving = None;
+            std::mem::take(&mut local.engines)
+        };
         let mut joins = self.joins.lock().await;
         for (shard, engine) in engines {
             engine.handle.shutdown().await;

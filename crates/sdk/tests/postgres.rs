@@ -88,3 +88,35 @@ async fn an_sdk_process_refuses_a_database_whose_shards_a_server_holds() {
     drop(engine);
     psql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
 }
+
+/// `shutdown` lets every shard go at once (another process may take them),
+/// also while handles of the engine's executions are kept and its API was served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_frees_every_shard_at_once() {
+    let name = format!("redrive_sdk_free_{}", std::process::id());
+    psql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+    psql(&format!("CREATE DATABASE {name}"));
+    let url = format!("{}/{name}", admin_url().rsplit_once('/').unwrap().0);
+    let advisory_locks = || {
+        let sql = format!(
+            "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database WHERE l.locktype = 'advisory' AND d.datname = '{name}'"
+        );
+        let out = Command::new("psql").args([admin_url().as_str(), "-Atqc", sql.as_str()]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().parse::<u32>().unwrap()
+    };
+    let engine = Engine::open(&url).await.unwrap();
+    engine.register("echo", |_ctx: Context, n: u32| async move { Ok::<_, Error>(n) });
+    engine.serve("127.0.0.1:0").await.unwrap();
+    let handle = engine.start("echo", "one", &7u32).await.unwrap();
+    assert_eq!(handle.result::<u32>().await.unwrap(), 7);
+    assert!(advisory_locks() >= 16, "the 16 shards' locks are held");
+    engine.shutdown().await;
+    // Sessions end asynchronously once their connections are dropped.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while advisory_locks() > 0 {
+        assert!(std::time::Instant::now() < deadline, "shard locks still held after shutdown: {}", advisory_locks());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    drop((handle, engine));
+    psql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+}
