@@ -399,6 +399,42 @@ enum Joined {
     Shards(tokio::task::JoinHandle<()>),
 }
 
+/// The shortest lease [`OpenOptions::lease`] may set.
+pub const MIN_LEASE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Options of [`Engine::open_with`].
+#[derive(Clone)]
+pub struct OpenOptions {
+    clock: Arc<dyn Clock>,
+    lease: std::time::Duration,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions { clock: Arc::new(SystemClock), lease: redrive_store::postgres::DEFAULT_LEASE }
+    }
+}
+
+impl OpenOptions {
+    /// Time for the engine (see [`Engine::open_with_clock`]).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// PostgreSQL: how long a shard's lease lasts without a renewal (default
+    /// 10 s; at least 1 s). A process stalled this long has its shards taken
+    /// over (its later writes are refused); one that dies has them taken over
+    /// within about four heartbeats. The heartbeat is a fifth of the lease, at
+    /// most 1 s. A shorter lease takes over sooner from a stalled process, and
+    /// more often from one that is merely slow to reach the database.
+    /// [`Engine::open_with`] refuses a lease shorter than [`MIN_LEASE`].
+    pub fn lease(mut self, lease: std::time::Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+}
+
 /// A store URL of [`Engine::open`]: `sqlite://PATH` or a PostgreSQL URL.
 fn store_location(url: &str) -> Result<StoreLocation, Error> {
     if let Some(path) = url.strip_prefix("sqlite://") {
@@ -440,10 +476,26 @@ impl Engine {
     /// `Context::sleep` wait until the test advances the clock, never on the
     /// wall clock. Step bodies themselves run in real time.
     pub async fn open_with_clock(url: &str, clock: Arc<dyn Clock>) -> Result<Engine, Error> {
+        Engine::open_with(url, OpenOptions { clock, ..OpenOptions::default() }).await
+    }
+
+    /// [`Engine::open`] with options: the clock, and on PostgreSQL the lease
+    /// of each shard this process holds.
+    pub async fn open_with(url: &str, open: OpenOptions) -> Result<Engine, Error> {
+        let OpenOptions { clock, lease } = open;
+        if lease < MIN_LEASE {
+            return Err(Error::Invalid(format!(
+                "a lease of {} ms is too short; allowed: at least {} ms",
+                lease.as_millis(),
+                MIN_LEASE.as_millis()
+            )));
+        }
         let location = store_location(url)?;
         if let StoreLocation::Postgres(_) = location {
-            let options =
-                StoreOptions { postgres: PostgresOptions { kind: MemberKind::Functions, ..Default::default() }, ..Default::default() };
+            // The heartbeat as a server's: a fifth of the lease, at most a second.
+            let heartbeat = (lease / 5).min(redrive_store::postgres::DEFAULT_HEARTBEAT);
+            let postgres = PostgresOptions { kind: MemberKind::Functions, lease, heartbeat, ..Default::default() };
+            let options = StoreOptions { postgres, ..Default::default() };
             let member = AnyStore::open_member(&location, options.clone()).await?;
             let shards = cluster::Shards::join(member, options, clock.clone()).await?;
             let run = tokio::spawn(shards.clone().run());

@@ -120,3 +120,30 @@ async fn shutdown_frees_every_shard_at_once() {
     drop((handle, engine));
     psql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
 }
+
+/// `OpenOptions::lease` sets the shards' lease (renewed every heartbeat, a
+/// fifth of it); a lease under a second is refused as invalid input.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shards_lease_is_the_one_asked_for() {
+    use redrive_sdk::OpenOptions;
+    let name = format!("redrive_sdk_lease_{}", std::process::id());
+    psql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+    psql(&format!("CREATE DATABASE {name}"));
+    let url = format!("{}/{name}", admin_url().rsplit_once('/').unwrap().0);
+    let short = OpenOptions::default().lease(std::time::Duration::from_millis(500));
+    assert!(matches!(Engine::open_with(&url, short).await, Err(Error::Invalid(m)) if m.contains("at least 1000 ms")));
+    let engine = Engine::open_with(&url, OpenOptions::default().lease(std::time::Duration::from_secs(2))).await.unwrap();
+    let left = Command::new("psql")
+        .args([
+            url.as_str(),
+            "-Atqc",
+            "SELECT max(expires_at) - (extract(epoch FROM clock_timestamp()) * 1000)::BIGINT FROM engine_lock WHERE id >= 2",
+        ])
+        .output()
+        .unwrap();
+    let left_ms: i64 = String::from_utf8_lossy(&left.stdout).trim().parse().unwrap();
+    assert!((0..=2_000).contains(&left_ms), "a shard's lease runs {left_ms} ms more (asked for 2 s)");
+    engine.shutdown().await;
+    drop(engine);
+    psql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+}
