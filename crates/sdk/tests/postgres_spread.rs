@@ -9,7 +9,7 @@
 mod support;
 
 use redrive_core::shard::{SHARD_COUNT, ShardId};
-use redrive_sdk::{Context, Engine, Error, StepPolicy};
+use redrive_sdk::{Context, Engine, Error, OpenOptions, StepPolicy};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -59,7 +59,7 @@ async fn work(ctx: Context, sleep_ms: u64, dir: PathBuf) -> Result<u32, Error> {
 }
 
 /// Not a test on its own: a worker process (runs only with CHILD_ENV =
-/// `URL DIR ROLE`). Every worker registers the functions; the `starter`
+/// `URL DIR ROLE LEASE_MS`). Every worker registers the functions; the `starter`
 /// also starts a batch of executions when asked (a file `go-BATCH-SLEEPMS`)
 /// and writes their results (`results-BATCH.json`: execution name → pid).
 #[test]
@@ -67,9 +67,10 @@ fn child_worker() {
     let Ok(spec) = std::env::var(CHILD_ENV) else { return };
     let parts: Vec<&str> = spec.split(' ').collect();
     let (url, dir, starter) = (parts[0].to_string(), PathBuf::from(parts[1]), parts[2] == "starter");
+    let lease = Duration::from_millis(parts[3].parse().unwrap());
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let engine = Engine::open(&url).await.unwrap();
+        let engine = Engine::open_with(&url, OpenOptions::default().lease(lease)).await.unwrap();
         for name in functions().values() {
             let dir = dir.clone();
             engine.register(name, move |ctx, sleep_ms: u64| work(ctx, sleep_ms, dir.clone()));
@@ -114,10 +115,10 @@ impl Drop for Worker {
     }
 }
 
-fn spawn_worker(url: &str, dir: &Path, role: &str) -> Worker {
+fn spawn_worker(url: &str, dir: &Path, role: &str, lease: Duration) -> Worker {
     let child = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "child_worker", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, format!("{url} {} {role}", dir.display()))
+        .env(CHILD_ENV, format!("{url} {} {role} {}", dir.display(), lease.as_millis()))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -174,11 +175,11 @@ fn two_sdk_processes_share_the_shards_forward_starts_and_take_over_after_a_kill(
     psql(&admin_url(), &format!("CREATE DATABASE {db}"));
     let url = format!("{}/{db}", admin_url().rsplit_once('/').unwrap().0);
     let dir = tempfile::tempdir().unwrap();
-    let a = spawn_worker(&url, dir.path(), "starter");
+    let a = spawn_worker(&url, dir.path(), "starter", Duration::from_secs(10));
     let a_pid = a.0.id();
     within(Duration::from_secs(30), "worker A opens", || dir.path().join(format!("ready-{a_pid}")).exists().then_some(()));
     assert_eq!(holders(&url).values().collect::<BTreeSet<_>>(), BTreeSet::from([&a_pid]), "alone, A holds every shard");
-    let b = spawn_worker(&url, dir.path(), "runner");
+    let b = spawn_worker(&url, dir.path(), "runner", Duration::from_secs(10));
     let b_pid = b.0.id();
     let split = within(Duration::from_secs(30), "the shards split 8/8", || {
         let h = holders(&url);
@@ -231,5 +232,60 @@ fn two_sdk_processes_share_the_shards_forward_starts_and_take_over_after_a_kill(
     let status = psql(&url, "SELECT status, count(*) FROM executions GROUP BY status");
     assert_eq!(status, "Succeeded|32");
     drop(a);
+    psql(&admin_url(), &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
+}
+
+fn signal(worker: &Worker, signal: i32) {
+    // SAFETY: kill(2) on our own child process.
+    assert_eq!(unsafe { libc::kill(worker.0.id() as i32, signal) }, 0);
+}
+
+/// `(execution name, result)` of every execution, as stored.
+fn stored_results(url: &str) -> BTreeMap<String, String> {
+    let rows = psql(url, "SELECT state_json::json->>'name', COALESCE(state_json::json->>'result', '-') FROM executions");
+    rows.lines().filter_map(|l| l.split_once('|')).map(|(n, r)| (n.to_string(), r.to_string())).collect()
+}
+
+#[test]
+fn a_stalled_sdk_process_loses_its_shards_and_its_late_results_are_refused() {
+    let db = format!("redrive_sdk_stall_{}", std::process::id());
+    psql(&admin_url(), &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
+    psql(&admin_url(), &format!("CREATE DATABASE {db}"));
+    let url = format!("{}/{db}", admin_url().rsplit_once('/').unwrap().0);
+    let dir = tempfile::tempdir().unwrap();
+    let lease = Duration::from_secs(2);
+    let a = spawn_worker(&url, dir.path(), "starter", lease);
+    let a_pid = a.0.id();
+    within(Duration::from_secs(30), "worker A opens", || dir.path().join(format!("ready-{a_pid}")).exists().then_some(()));
+    let b = spawn_worker(&url, dir.path(), "runner", lease);
+    let b_pid = b.0.id();
+    let split = within(Duration::from_secs(30), "the shards split 8/8", || {
+        let h = holders(&url);
+        (h.len() == 16 && h.values().filter(|p| **p == b_pid).count() == 8).then_some(h)
+    });
+
+    // B stops (SIGSTOP) while running slow steps: A takes its shards after the lease and runs them again.
+    std::fs::write(dir.path().join("go-slow-3000"), "").unwrap();
+    within(Duration::from_secs(30), "B runs a slow step", || runs(dir.path()).iter().any(|(_, p)| *p == b_pid).then_some(()));
+    signal(&b, libc::SIGSTOP);
+    let slow = within(Duration::from_secs(60), "the results after B stalled", || results(dir.path(), "slow"));
+    for (shard, name) in functions() {
+        let expected = if split[&shard.index()] == b_pid { a_pid } else { split[&shard.index()] };
+        assert_eq!(slow[&format!("slow-{name}")], expected, "{name} (shard {shard})");
+    }
+    let before = stored_results(&url);
+    assert_eq!(before.len(), 16);
+
+    // B continues: its steps finish, and their results are refused (its token is stale).
+    signal(&b, libc::SIGCONT);
+    std::thread::sleep(Duration::from_secs(4)); // its 3 s steps end, and a heartbeat or two
+    assert_eq!(stored_results(&url), before, "nothing B did after its lease lapsed was recorded");
+    assert_eq!(psql(&url, "SELECT status, count(*) FROM executions GROUP BY status"), "Succeeded|16");
+    // It is fenced, not gone: it takes its share again.
+    within(Duration::from_secs(30), "B holds shards again", || {
+        let h = holders(&url);
+        (h.len() == 16 && h.values().filter(|p| **p == b_pid).count() == 8).then_some(())
+    });
+    drop((a, b));
     psql(&admin_url(), &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
 }
