@@ -145,18 +145,9 @@ impl Shards {
     /// Runs the heartbeat and the start requests until [`Shards::shutdown`].
     pub(crate) async fn run(self: Arc<Shards>) {
         let now = tokio::time::Instant::now;
-        let (mut next_turn, mut next_route, mut next_poll) = (now() + self.member.heartbeat(), now() + ROUTE_REFRESH, now());
-        let mut listener: Option<StartListener> = None;
-        let mut announced: BTreeSet<ShardId> = BTreeSet::new();
+        let (mut next_turn, mut next_route) = (now() + self.member.heartbeat(), now() + ROUTE_REFRESH);
+        let mut inbox = Inbox::new();
         loop {
-            if listener.is_none() {
-                listener = self
-                    .member
-                    .listen_for_start_requests()
-                    .await
-                    .inspect_err(|e| tracing::debug!(error = %e, "cannot listen for start requests; polling"))
-                    .ok();
-            }
             if now() >= next_turn {
                 if let Err(e) = self.turn().await {
                     tracing::warn!(error = %e, "the shards could not be balanced this heartbeat; trying again at the next");
@@ -168,29 +159,14 @@ impl Shards {
                 }
                 next_route = now() + ROUTE_REFRESH;
             }
-            announced.extend(listener.as_mut().map(StartListener::announced).unwrap_or_default());
-            let every_shard = now() >= next_poll;
-            if every_shard || !announced.is_empty() {
-                let shards = if every_shard { None } else { Some(std::mem::take(&mut announced)) };
-                match self.serve_start_requests(shards.as_ref()).await {
-                    Ok(()) if every_shard => {
-                        announced.clear();
-                        next_poll = now() + if listener.is_some() { INBOX_FALLBACK_POLL } else { INBOX_POLL };
-                    }
-                    Ok(()) => {}
-                    Err(e) => {
-                        tracing::warn!(error = %e, "reading the start requests failed; trying again");
-                        next_poll = now() + INBOX_POLL;
-                    }
-                }
-            }
-            let wake = next_turn.min(next_route).min(next_poll);
+            inbox.serve(&self).await;
+            let wake = next_turn.min(next_route).min(inbox.next_poll);
             tokio::select! {
                 () = self.stop.notified() => return,
                 () = tokio::time::sleep_until(wake) => {}
-                shard = next_announced(&mut listener) => match shard {
-                    Some(shard) => { announced.insert(shard); }
-                    None => listener = None,
+                shard = next_announced(&mut inbox.listener) => match shard {
+                    Some(shard) => { inbox.announced.insert(shard); }
+                    None => inbox.listener = None,
                 },
             }
         }
@@ -493,6 +469,56 @@ impl Shards {
             tracing::trace!(shard = shard.index(), "start requests served");
         }
         Ok(())
+    }
+}
+
+/// Where a process stands with the start requests of its shards.
+struct Inbox {
+    /// Told of every request (`None` while it cannot listen: it polls).
+    listener: Option<StartListener>,
+    next_listen: tokio::time::Instant,
+    /// Shards with requests announced and not read yet.
+    announced: BTreeSet<ShardId>,
+    /// When every shard's requests are read next (whether announced or not).
+    next_poll: tokio::time::Instant,
+}
+
+impl Inbox {
+    fn new() -> Inbox {
+        let now = tokio::time::Instant::now();
+        Inbox { listener: None, next_listen: now, announced: BTreeSet::new(), next_poll: now }
+    }
+
+    /// Listens (again) if it does not, and starts the requests announced, or
+    /// every shard's when a poll is due. A failure is retried a heartbeat later.
+    async fn serve(&mut self, shards: &Shards) {
+        let now = tokio::time::Instant::now();
+        if self.listener.is_none() && now >= self.next_listen {
+            match shards.member.listen_for_start_requests().await {
+                Ok(listener) => self.listener = Some(listener),
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot listen for start requests; polling");
+                    self.next_listen = now + shards.member.heartbeat();
+                }
+            }
+        }
+        self.announced.extend(self.listener.as_mut().map(StartListener::announced).unwrap_or_default());
+        let every_shard = now >= self.next_poll;
+        if !every_shard && self.announced.is_empty() {
+            return;
+        }
+        let only = (!every_shard).then(|| std::mem::take(&mut self.announced));
+        match shards.serve_start_requests(only.as_ref()).await {
+            Ok(()) if every_shard => {
+                self.announced.clear();
+                self.next_poll = now + if self.listener.is_some() { INBOX_FALLBACK_POLL } else { INBOX_POLL };
+            }
+            Ok(()) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the start requests failed; trying again at the next heartbeat");
+                self.next_poll = now + shards.member.heartbeat();
+            }
+        }
     }
 }
 
