@@ -254,15 +254,21 @@ impl Shards {
         self.stop.notify_one();
     }
 
-    /// Resolves when the execution has finished, wherever it is driven.
+    /// Resolves when the execution has finished, wherever it is driven (also
+    /// across a database outage: reads are tried again every heartbeat).
     pub(crate) async fn wait(&self, execution_id: &str) -> Result<(), Error> {
         let mut pause = Duration::from_millis(1);
         loop {
-            let record = self
-                .member
-                .get_execution(execution_id)
-                .await?
-                .ok_or_else(|| Error::Engine(format!("execution {execution_id} not found")))?;
+            let record = match self.member.get_execution(execution_id).await {
+                Ok(found) => found.ok_or_else(|| Error::Engine(format!("execution {execution_id} not found")))?,
+                // The database is unavailable for now: wait on.
+                Err(e) if e.is_transient() => {
+                    tracing::debug!(error = %e, execution_id, "cannot read the execution; trying again");
+                    tokio::time::sleep(self.member.heartbeat()).await;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
             if record.status != "InProgress" {
                 return Ok(());
             }

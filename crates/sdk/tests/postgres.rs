@@ -147,3 +147,50 @@ async fn the_shards_lease_is_the_one_asked_for() {
     drop(engine);
     psql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
 }
+
+/// The database goes away while a step runs (connections refused, every
+/// session ended) and comes back: the SDK process keeps its shards (its locks
+/// re-taken), commits the step's result once it can, and the execution
+/// finishes without the step running again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sdk_process_rides_out_a_database_outage() {
+    let name = format!("redrive_sdk_outage_{}", std::process::id());
+    psql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+    psql(&format!("CREATE DATABASE {name}"));
+    let url = format!("{}/{name}", admin_url().rsplit_once('/').unwrap().0);
+    let engine = Engine::open(&url).await.unwrap();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counted = runs.clone();
+    engine.register("slow", move |ctx: Context, n: u32| {
+        let runs = counted.clone();
+        async move {
+            let v: u32 = ctx
+                .step("wait", StepPolicy::default(), |_| {
+                    let runs = runs.clone();
+                    async move {
+                        runs.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+                        Ok(n + 1)
+                    }
+                })
+                .await?;
+            Ok::<_, Error>(v)
+        }
+    });
+    let handle = engine.start("slow", "one", &41u32).await.unwrap();
+    while runs.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // Waiting for the result from before the outage to after it.
+    let waiting = tokio::spawn(async move { handle.result::<u32>().await });
+    psql(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"));
+    psql(&format!("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '{name}'"));
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    psql(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"));
+    let result = tokio::time::timeout(std::time::Duration::from_secs(60), waiting).await;
+    assert_eq!(result.expect("finished within 60 s after the outage").unwrap().unwrap(), 42);
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "the step ran once");
+    engine.shutdown().await;
+    drop(engine);
+    psql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+}
