@@ -940,7 +940,8 @@ pub fn cluster(command: ClusterCommand) -> u8 {
     }
     run(&remote, |c, out| async move {
         let v = c.cluster_status().await?;
-        print_cluster(&v, out);
+        let source = format!("answered by {}", v.answered_by);
+        print_cluster(&v, &source, out);
         Ok(exit::SUCCEEDED)
     })
 }
@@ -953,7 +954,7 @@ fn cluster_from_store(db: &redrive_store::StoreLocation, out: OutputFormat) -> u
     });
     match read {
         Ok(v) => {
-            print_cluster(&v, out);
+            print_cluster(&v, &format!("read from {db}"), out);
             exit::SUCCEEDED
         }
         Err(e) => {
@@ -964,12 +965,13 @@ fn cluster_from_store(db: &redrive_store::StoreLocation, out: OutputFormat) -> u
     }
 }
 
-fn print_cluster(v: &redrive_wire::ClusterStatus, out: OutputFormat) {
+/// The status as a table (`source`: who answered it) or as its JSON.
+fn print_cluster(v: &redrive_wire::ClusterStatus, source: &str, out: OutputFormat) {
     if out == OutputFormat::Json {
         print_json(v);
         return;
     }
-    println!("store: {} (answered by {})", v.backend, v.answered_by);
+    println!("store: {} ({source})", v.backend);
     match &v.lease {
         Some(l) => {
             println!("lease: held by {} since {}, fencing token {}, expires {}", l.holder, l.acquired_at, l.fencing_token, l.expires_at)
