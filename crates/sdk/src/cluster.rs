@@ -36,8 +36,9 @@ const INBOX_POLL: Duration = Duration::from_millis(50);
 /// How often it looks anyway while it listens (a request announced while its
 /// listening connection was being replaced is found then).
 const INBOX_FALLBACK_POLL: Duration = Duration::from_secs(1);
-/// Start requests a process reads (and starts together) at once.
-const INBOX_BATCH: usize = 256;
+/// Start requests a process reads (and starts together) at once per shard:
+/// with inputs of up to 1 MiB each, at most 32 MiB held for a page.
+const INBOX_BATCH: usize = 32;
 /// How long a start waits for the holder of its shard to answer.
 pub(crate) const FORWARDED_START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long an answered start request whose requester never read it is kept.
