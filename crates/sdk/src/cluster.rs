@@ -161,7 +161,10 @@ impl Shards {
                 next_route = now() + ROUTE_REFRESH;
             }
             inbox.serve(&self).await;
-            let wake = next_turn.min(next_route).min(inbox.next_poll);
+            let wake = match inbox.announced.is_empty() {
+                true => next_turn.min(next_route).min(inbox.next_poll),
+                false => now(),
+            };
             tokio::select! {
                 () = self.stop.notified() => return,
                 () = tokio::time::sleep_until(wake) => {}
@@ -454,11 +457,16 @@ impl Shards {
 
     /// Starts what other processes asked of the shards this one holds (a
     /// page per shard, started together so that they share commits).
-    async fn serve_start_requests(&self, only: Option<&BTreeSet<ShardId>>) -> Result<(), redrive_store::StoreError> {
+    /// Returns the shards that may have more waiting: a full page, every
+    /// request of it answered.
+    async fn serve_start_requests(&self, only: Option<&BTreeSet<ShardId>>) -> Result<BTreeSet<ShardId>, redrive_store::StoreError> {
         let engines: Vec<(ShardId, ShardEngine)> =
             self.local().engines.iter().filter(|(s, _)| only.is_none_or(|o| o.contains(s))).map(|(s, e)| (*s, e.clone())).collect();
+        let mut more = BTreeSet::new();
         for (shard, engine) in engines {
             let waiting = engine.store.waiting_function_starts(INBOX_BATCH).await?;
+            let mut unanswered = waiting.len();
+            let full = unanswered == INBOX_BATCH;
             let mut starting = tokio::task::JoinSet::new();
             for record in waiting {
                 let handle = engine.handle.clone();
@@ -472,10 +480,13 @@ impl Shards {
                 let Some(outcome) = outcome_of(result) else { continue };
                 let json = serde_json::to_string(&outcome).expect("outcomes serialize");
                 engine.store.answer_function_start(id, &json, self.clock.now()).await?;
+                unanswered -= 1;
             }
-            tracing::trace!(shard = shard.index(), "start requests served");
+            if full && unanswered == 0 {
+                more.insert(shard);
+            }
         }
-        Ok(())
+        Ok(more)
     }
 }
 
@@ -516,11 +527,14 @@ impl Inbox {
         }
         let only = (!every_shard).then(|| std::mem::take(&mut self.announced));
         match shards.serve_start_requests(only.as_ref()).await {
-            Ok(()) if every_shard => {
-                self.announced.clear();
-                self.next_poll = now + if self.listener.is_some() { INBOX_FALLBACK_POLL } else { INBOX_POLL };
+            Ok(more) => {
+                if every_shard {
+                    self.announced.clear();
+                    self.next_poll = now + if self.listener.is_some() { INBOX_FALLBACK_POLL } else { INBOX_POLL };
+                }
+                // Full pages: read on at once (their notifications may have been dropped).
+                self.announced.extend(more);
             }
-            Ok(()) => {}
             Err(e) => {
                 tracing::warn!(error = %e, "reading the start requests failed; trying again at the next heartbeat");
                 self.next_poll = now + shards.member.heartbeat();

@@ -60,8 +60,10 @@ async fn work(ctx: Context, sleep_ms: u64, dir: PathBuf) -> Result<u32, Error> {
 
 /// Not a test on its own: a worker process (runs only with CHILD_ENV =
 /// `URL DIR ROLE LEASE_MS`). Every worker registers the functions; the `starter`
-/// also starts a batch of executions when asked (a file `go-BATCH-SLEEPMS`)
-/// and writes their results (`results-BATCH.json`: execution name → pid).
+/// also starts a batch of executions when asked (a file `go-BATCH-SLEEPMS`:
+/// one per function, one after the other; `burst-FUNCTION`: 100 of one
+/// function at once) and writes their results (`results-BATCH.json`:
+/// execution name → pid).
 #[test]
 fn child_worker() {
     let Ok(spec) = std::env::var(CHILD_ENV) else { return };
@@ -78,6 +80,7 @@ fn child_worker() {
         let addr = engine.serve("127.0.0.1:0").await.unwrap();
         std::fs::write(dir.join(format!("addr-{}", std::process::id())), addr.to_string()).unwrap();
         std::fs::write(dir.join(format!("ready-{}", std::process::id())), "").unwrap();
+        let engine = std::sync::Arc::new(engine);
         let mut done = BTreeSet::new();
         loop {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -86,6 +89,12 @@ fn child_worker() {
             }
             for entry in std::fs::read_dir(&dir).unwrap() {
                 let file = entry.unwrap().file_name().to_string_lossy().to_string();
+                if let Some(function) = file.strip_prefix("burst-") {
+                    if done.insert(file.clone()) {
+                        burst(&engine, function, &dir).await;
+                    }
+                    continue;
+                }
                 let Some(rest) = file.strip_prefix("go-") else { continue };
                 if !done.insert(file.clone()) {
                     continue;
@@ -113,6 +122,21 @@ impl Drop for Worker {
     fn drop(&mut self) {
         support::kill9(&mut self.0);
     }
+}
+
+/// 100 executions of `function` started at once (each from a task of its own).
+async fn burst(engine: &std::sync::Arc<Engine>, function: &str, dir: &Path) {
+    let mut starting = tokio::task::JoinSet::new();
+    for i in 0..100 {
+        let (engine, function) = (engine.clone(), function.to_string());
+        starting.spawn(async move {
+            let execution = format!("burst-{i}");
+            let pid = engine.start(&function, &execution, &0u64).await.unwrap().result::<u32>().await.unwrap();
+            (execution, pid)
+        });
+    }
+    let results: BTreeMap<String, u32> = starting.join_all().await.into_iter().collect();
+    std::fs::write(dir.join("results-burst.json"), serde_json::to_string(&results).unwrap()).unwrap();
 }
 
 fn spawn_worker(url: &str, dir: &Path, role: &str, lease: Duration) -> Worker {
@@ -209,6 +233,12 @@ fn two_sdk_processes_share_the_shards_forward_starts_and_take_over_after_a_kill(
         }
     }
 
+    // 100 starts at once of a function of B's: more than a page of requests, all run at B.
+    let b_function = &functions()[&ShardId::new(*split.iter().find(|(_, p)| **p == b_pid).unwrap().0).unwrap()];
+    std::fs::write(dir.path().join(format!("burst-{b_function}")), "").unwrap();
+    let burst = within(Duration::from_secs(30), "the burst's results", || results(dir.path(), "burst"));
+    assert_eq!(burst.len(), 100);
+    assert!(burst.values().all(|p| *p == b_pid), "{burst:?}");
     // Slow steps; B is killed while it runs some: A takes its shards and finishes them.
     std::fs::write(dir.path().join("go-slow-3000"), "").unwrap();
     within(Duration::from_secs(30), "B runs a slow step", || {
@@ -230,7 +260,7 @@ fn two_sdk_processes_share_the_shards_forward_starts_and_take_over_after_a_kill(
         assert_eq!(by_a, 1, "slow-{name} ran once at A: {slow_runs:?}");
     }
     let status = psql(&url, "SELECT status, count(*) FROM executions GROUP BY status");
-    assert_eq!(status, "Succeeded|32");
+    assert_eq!(status, "Succeeded|132");
     drop(a);
     psql(&admin_url(), &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
 }
