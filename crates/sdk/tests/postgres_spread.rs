@@ -49,7 +49,8 @@ async fn work(ctx: Context, sleep_ms: u64, dir: PathBuf) -> Result<u32, Error> {
             let (name, dir) = (name.clone(), dir.clone());
             async move {
                 let mut log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("runs.log")).unwrap();
-                writeln!(log, "{name} {}", std::process::id()).unwrap();
+                // One write(2) per line: O_APPEND keeps the lines of concurrent writers whole.
+                log.write_all(format!("{name} {}\n", std::process::id()).as_bytes()).unwrap();
                 tokio::time::sleep(Duration::from_millis(sleep_ms)).await;
                 Ok(std::process::id())
             }
