@@ -210,7 +210,7 @@ impl Shards {
         let engine = local.engines.get(&shard).cloned()?;
         Some(tokio::spawn(async move {
             let target = Some(TargetName::function(registration.name.clone()));
-            if let Err(e) = resume_unfinished(&engine, target).await {
+            if let Err(e) = resume_unfinished(&engine.store, &engine.handle, target).await {
                 tracing::error!(function = registration.name, error = %e, "cannot resume the function's unfinished executions");
             }
         }))
@@ -362,7 +362,7 @@ impl Shards {
             local.engines.insert(shard, engine.clone());
         }
         self.joins.lock().await.insert(shard, join);
-        let resumed = resume_unfinished(&engine, None).await?;
+        let resumed = resume_unfinished(&engine.store, &engine.handle, None).await?;
         self.route().await?;
         tracing::info!(shard = shard.index(), resumed, "took shard {shard} ({resumed} unfinished executions resumed)");
         Ok(())
@@ -577,25 +577,30 @@ fn answered(function: &str, name: &str, outcome_json: &str) -> Result<(String, b
     }
 }
 
-/// Resumes the unfinished executions of a shard (of one function, or all):
-/// attempts in flight at a dead holder are recovered as `Step.SERVICE_FAULT`.
-async fn resume_unfinished(engine: &ShardEngine, target: Option<TargetName>) -> Result<usize, redrive_store::StoreError> {
+/// Resumes the unfinished executions in `store` (of one function, or all)
+/// with `handle`, a page at a time: attempts in flight at a dead holder are
+/// recovered as `Step.SERVICE_FAULT`; one not resumed (a function not
+/// registered here yet: `register` resumes it) is skipped.
+pub(crate) async fn resume_unfinished(
+    store: &AnyStore,
+    handle: &EngineHandle,
+    target: Option<TargetName>,
+) -> Result<usize, redrive_store::StoreError> {
     let mut resumed = 0;
     let mut before = None;
     loop {
         let filter = ExecutionFilter { target: target.clone(), unfinished_only: true, before: before.clone(), limit: 0 };
-        let page = engine.store.list_executions(filter).await?;
+        let page = store.list_executions(filter).await?;
         let Some(last) = page.last() else { return Ok(resumed) };
         before = Some(last.cursor());
         let mut resuming = tokio::task::JoinSet::new();
         for e in &page {
-            let (handle, id) = (engine.handle.clone(), e.id.clone());
+            let (handle, id) = (handle.clone(), e.id.clone());
             resuming.spawn(async move { handle.resume(&id).await });
         }
         while let Some(done) = resuming.join_next().await {
             match done {
                 Ok(Ok(())) => resumed += 1,
-                // Not registered here (yet): `register` resumes it.
                 Ok(Err(e)) => tracing::debug!(error = %e, "not resumed"),
                 Err(_) => {}
             }

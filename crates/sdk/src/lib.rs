@@ -80,7 +80,7 @@ use redrive_core::function::{FunctionState, FunctionStatus};
 pub use redrive_engine::function::StepContext;
 use redrive_engine::function::{DurableFunction, FnContext, FnFuture, Semantics, StepRetry, function_error};
 use redrive_engine::{Clock, Driver, DriverConfig, EngineError, EngineHandle, SystemClock};
-use redrive_store::{AnyStore, ExecutionFilter, MemberKind, PostgresOptions, Store, StoreLocation, StoreOptions};
+use redrive_store::{AnyStore, MemberKind, PostgresOptions, Store, StoreLocation, StoreOptions};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::future::Future;
@@ -587,30 +587,9 @@ impl Engine {
                     tracing::error!(queue = q.as_str(), error = %e, "cannot create the dead-letter queue");
                 }
             }
-            let mut before = None;
-            loop {
-                let page = match store
-                    .list_executions(ExecutionFilter {
-                        target: Some(redrive_store::TargetName::function(name.clone())),
-                        unfinished_only: true,
-                        before: before.clone(),
-                        limit: 0,
-                    })
-                    .await
-                {
-                    Ok(p) => p,
-                    Err(e) => {
-                        tracing::error!(function = name, error = %e, "cannot list unfinished executions to resume");
-                        return;
-                    }
-                };
-                let Some(last) = page.last() else { return };
-                before = Some(last.cursor());
-                for e in &page {
-                    if let Err(err) = handle.resume(&e.id).await {
-                        tracing::debug!(execution_id = e.id, error = %err, "not resumed");
-                    }
-                }
+            let target = Some(redrive_store::TargetName::function(name.clone()));
+            if let Err(e) = cluster::resume_unfinished(&store, &handle, target).await {
+                tracing::error!(function = name, error = %e, "cannot list unfinished executions to resume");
             }
         });
         let mut background = self.background.lock().expect("background lock");
@@ -682,10 +661,16 @@ impl Engine {
     /// entry resumes its execution, a pipeline's retries its failed stage. The
     /// entry leaves its queue in the same commit. Returns the execution resubmitted.
     pub async fn redrive_entry(&self, entry_id: &str) -> Result<ExecutionHandle, Error> {
-        let entry = self.store.get_dlq_entry(entry_id).await?.ok_or_else(|| Error::Invalid(format!("no dead-letter entry {entry_id}")))?;
-        let source = self.store.get_execution(&entry.execution_id).await?;
-        let target = source.map(|e| e.target.name().to_string()).unwrap_or_default();
-        let (_, handle) = self.driving_of(&target, "execution of")?;
+        let handle = match &self.driving {
+            Driving::One(handle) => handle.clone(),
+            // The engine of the shard of the entry's execution.
+            Driving::Spread(_) => {
+                let no_entry = || Error::Invalid(format!("no dead-letter entry {entry_id}"));
+                let entry = self.store.get_dlq_entry(entry_id).await?.ok_or_else(no_entry)?;
+                let source = self.store.get_execution(&entry.execution_id).await?.ok_or_else(no_entry)?;
+                self.driving_of(source.target.name(), "execution of")?.1
+            }
+        };
         let execution_id = handle
             .redrive(entry_id, redrive_engine::redrive::RedriveMode::RetryStage, false, None, None, None)
             .await

@@ -11,17 +11,29 @@ fn admin_url() -> String {
     std::env::var("REDRIVE_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
-fn psql(sql: &str) {
-    let out = Command::new("psql").args([admin_url().as_str(), "-v", "ON_ERROR_STOP=1", "-Atqc", sql]).output().expect("psql");
+/// Runs `sql` on the database at `url`; its output.
+fn psql_on(url: &str, sql: &str) -> String {
+    let out = Command::new("psql").args([url, "-v", "ON_ERROR_STOP=1", "-Atqc", sql]).output().expect("psql");
     assert!(out.status.success(), "{sql}: {} (is PostgreSQL running? scripts/ensure-postgres.sh)", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn psql(sql: &str) {
+    psql_on(&admin_url(), sql);
+}
+
+/// A new empty database `redrive_sdk_TAG_PID`: its name and URL.
+fn fresh_database(tag: &str) -> (String, String) {
+    let name = format!("redrive_sdk_{tag}_{}", std::process::id());
+    psql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+    psql(&format!("CREATE DATABASE {name}"));
+    let url = format!("{}/{name}", admin_url().rsplit_once('/').unwrap().0);
+    (name, url)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_function_on_postgres_replays_its_checkpoints_after_a_restart() {
-    let name = format!("redrive_sdk_{}", std::process::id());
-    psql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
-    psql(&format!("CREATE DATABASE {name}"));
-    let url = format!("{}/{name}", admin_url().rsplit_once('/').unwrap().0);
+    let (name, url) = fresh_database("replay");
     let runs = Arc::new(AtomicUsize::new(0));
     let register = |engine: &Engine| {
         let runs = runs.clone();
@@ -60,17 +72,11 @@ async fn a_function_on_postgres_replays_its_checkpoints_after_a_restart() {
 /// holds (a server cannot run a function's steps): the error names it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_sdk_process_refuses_a_database_whose_shards_a_server_holds() {
-    let name = format!("redrive_sdk_roles_{}", std::process::id());
-    psql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
-    psql(&format!("CREATE DATABASE {name}"));
-    let url = format!("{}/{name}", admin_url().rsplit_once('/').unwrap().0);
+    let (name, url) = fresh_database("roles");
     let engine = Engine::open(&url).await.unwrap(); // makes the schema
     engine.shutdown().await;
     drop(engine);
-    let on_db = |sql: &str| {
-        let out = Command::new("psql").args([url.as_str(), "-v", "ON_ERROR_STOP=1", "-Atqc", sql]).output().unwrap();
-        assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
-    };
+    let on_db = |sql: &str| drop(psql_on(&url, sql));
     let now = "(extract(epoch FROM clock_timestamp()) * 1000)::BIGINT";
     on_db(&format!(
         "INSERT INTO members (id, host, pid, url, started_at, heartbeat_at, kind) VALUES ('srv-9', 'h', 9, 'http://h:1', {now}, {now}, 'server')"
@@ -93,16 +99,12 @@ async fn an_sdk_process_refuses_a_database_whose_shards_a_server_holds() {
 /// also while handles of the engine's executions are kept and its API was served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_frees_every_shard_at_once() {
-    let name = format!("redrive_sdk_free_{}", std::process::id());
-    psql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
-    psql(&format!("CREATE DATABASE {name}"));
-    let url = format!("{}/{name}", admin_url().rsplit_once('/').unwrap().0);
+    let (name, url) = fresh_database("free");
     let advisory_locks = || {
         let sql = format!(
             "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database WHERE l.locktype = 'advisory' AND d.datname = '{name}'"
         );
-        let out = Command::new("psql").args([admin_url().as_str(), "-Atqc", sql.as_str()]).output().unwrap();
-        String::from_utf8_lossy(&out.stdout).trim().parse::<u32>().unwrap()
+        psql_on(&admin_url(), &sql).parse::<u32>().unwrap()
     };
     let engine = Engine::open(&url).await.unwrap();
     engine.register("echo", |_ctx: Context, n: u32| async move { Ok::<_, Error>(n) });
@@ -126,22 +128,12 @@ async fn shutdown_frees_every_shard_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shards_lease_is_the_one_asked_for() {
     use redrive_sdk::OpenOptions;
-    let name = format!("redrive_sdk_lease_{}", std::process::id());
-    psql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
-    psql(&format!("CREATE DATABASE {name}"));
-    let url = format!("{}/{name}", admin_url().rsplit_once('/').unwrap().0);
+    let (name, url) = fresh_database("lease");
     let short = OpenOptions::default().lease(std::time::Duration::from_millis(500));
     assert!(matches!(Engine::open_with(&url, short).await, Err(Error::Invalid(m)) if m.contains("at least 1000 ms")));
     let engine = Engine::open_with(&url, OpenOptions::default().lease(std::time::Duration::from_secs(2))).await.unwrap();
-    let left = Command::new("psql")
-        .args([
-            url.as_str(),
-            "-Atqc",
-            "SELECT max(expires_at) - (extract(epoch FROM clock_timestamp()) * 1000)::BIGINT FROM engine_lock WHERE id >= 2",
-        ])
-        .output()
-        .unwrap();
-    let left_ms: i64 = String::from_utf8_lossy(&left.stdout).trim().parse().unwrap();
+    let sql = "SELECT max(expires_at) - (extract(epoch FROM clock_timestamp()) * 1000)::BIGINT FROM engine_lock WHERE id >= 2";
+    let left_ms: i64 = psql_on(&url, sql).parse().unwrap();
     assert!((0..=2_000).contains(&left_ms), "a shard's lease runs {left_ms} ms more (asked for 2 s)");
     engine.shutdown().await;
     drop(engine);
@@ -154,10 +146,7 @@ async fn the_shards_lease_is_the_one_asked_for() {
 /// finishes without the step running again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_sdk_process_rides_out_a_database_outage() {
-    let name = format!("redrive_sdk_outage_{}", std::process::id());
-    psql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
-    psql(&format!("CREATE DATABASE {name}"));
-    let url = format!("{}/{name}", admin_url().rsplit_once('/').unwrap().0);
+    let (name, url) = fresh_database("outage");
     let engine = Engine::open(&url).await.unwrap();
     let runs = Arc::new(AtomicUsize::new(0));
     let counted = runs.clone();

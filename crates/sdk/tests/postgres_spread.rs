@@ -193,24 +193,45 @@ fn runs(dir: &Path) -> Vec<(String, u32)> {
     text.lines().filter_map(|l| l.split_once(' ')).map(|(e, p)| (e.to_string(), p.parse().unwrap())).collect()
 }
 
-#[test]
-fn two_sdk_processes_share_the_shards_forward_starts_and_take_over_after_a_kill() {
-    let db = format!("redrive_sdk_spread_{}", std::process::id());
+/// Two workers on a fresh database, the shards split between them.
+struct Pair {
+    db: String,
+    url: String,
+    dir: tempfile::TempDir,
+    /// The starter, then the runner.
+    a: Worker,
+    b: Worker,
+    a_pid: u32,
+    b_pid: u32,
+    /// Shard → holder's pid once they split 8/8.
+    split: BTreeMap<u16, u32>,
+}
+
+/// Starts worker A (the starter) on database `redrive_sdk_TAG_PID`, checks it
+/// holds every shard alone, starts B, and waits for the 8/8 split.
+fn two_workers(tag: &str, lease: Duration) -> Pair {
+    let db = format!("redrive_sdk_{tag}_{}", std::process::id());
     psql(&admin_url(), &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
     psql(&admin_url(), &format!("CREATE DATABASE {db}"));
     let url = format!("{}/{db}", admin_url().rsplit_once('/').unwrap().0);
     let dir = tempfile::tempdir().unwrap();
-    let a = spawn_worker(&url, dir.path(), "starter", Duration::from_secs(10));
+    let a = spawn_worker(&url, dir.path(), "starter", lease);
     let a_pid = a.0.id();
     within(Duration::from_secs(30), "worker A opens", || dir.path().join(format!("ready-{a_pid}")).exists().then_some(()));
     assert_eq!(holders(&url).values().collect::<BTreeSet<_>>(), BTreeSet::from([&a_pid]), "alone, A holds every shard");
-    let b = spawn_worker(&url, dir.path(), "runner", Duration::from_secs(10));
+    let b = spawn_worker(&url, dir.path(), "runner", lease);
     let b_pid = b.0.id();
     let split = within(Duration::from_secs(30), "the shards split 8/8", || {
         let h = holders(&url);
         let count = |pid| h.values().filter(|p| **p == pid).count();
         (h.len() == 16 && count(a_pid) == 8 && count(b_pid) == 8).then_some(h)
     });
+    Pair { db, url, dir, a, b, a_pid, b_pid, split }
+}
+
+#[test]
+fn two_sdk_processes_share_the_shards_forward_starts_and_take_over_after_a_kill() {
+    let Pair { db, url, dir, a, b, a_pid, b_pid, split } = two_workers("spread", Duration::from_secs(10));
 
     // A starts an execution of a function in every shard: each runs at its shard's holder.
     let asked = Instant::now();
@@ -279,21 +300,7 @@ fn stored_results(url: &str) -> BTreeMap<String, String> {
 
 #[test]
 fn a_stalled_sdk_process_loses_its_shards_and_its_late_results_are_refused() {
-    let db = format!("redrive_sdk_stall_{}", std::process::id());
-    psql(&admin_url(), &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
-    psql(&admin_url(), &format!("CREATE DATABASE {db}"));
-    let url = format!("{}/{db}", admin_url().rsplit_once('/').unwrap().0);
-    let dir = tempfile::tempdir().unwrap();
-    let lease = Duration::from_secs(2);
-    let a = spawn_worker(&url, dir.path(), "starter", lease);
-    let a_pid = a.0.id();
-    within(Duration::from_secs(30), "worker A opens", || dir.path().join(format!("ready-{a_pid}")).exists().then_some(()));
-    let b = spawn_worker(&url, dir.path(), "runner", lease);
-    let b_pid = b.0.id();
-    let split = within(Duration::from_secs(30), "the shards split 8/8", || {
-        let h = holders(&url);
-        (h.len() == 16 && h.values().filter(|p| **p == b_pid).count() == 8).then_some(h)
-    });
+    let Pair { db, url, dir, a, b, a_pid, b_pid, split } = two_workers("stall", Duration::from_secs(2));
 
     // B stops (SIGSTOP) while running slow steps: A takes its shards after the lease and runs them again.
     std::fs::write(dir.path().join("go-slow-3000"), "").unwrap();

@@ -73,10 +73,6 @@ impl StartListener {
     }
 }
 
-fn shard_column(shard: ShardId) -> i16 {
-    super::shards::column(shard)
-}
-
 impl PostgresStore {
     /// Asks the holder of `shard` to start an execution; returns the
     /// request's id (to read its outcome with
@@ -91,8 +87,9 @@ impl PostgresStore {
                 ("input", Some(request.input_json.as_str())),
             ],
         )?;
-        let rows =
-            self.query(SQL_REQUEST, &[&shard_column(shard), &request.function, &request.name, &request.input_json, &now.unix_ms()]).await?;
+        let rows = self
+            .query(SQL_REQUEST, &[&super::shards::column(shard), &request.function, &request.name, &request.input_json, &now.unix_ms()])
+            .await?;
         rows.first().map(|row| get(row, 0)).unwrap_or_else(|| Err(StoreError::Schema("the start request got no id".into())))
     }
 
@@ -126,7 +123,7 @@ impl PostgresStore {
             return Err(StoreError::Unavailable("only a shard's store reads its start requests".into()));
         };
         let limit = i64::try_from(limit).unwrap_or(i64::MAX).clamp(1, MAX_START_REQUESTS_READ);
-        self.query_map(SQL_WAITING, &[&shard_column(shard), &limit], |row| {
+        self.query_map(SQL_WAITING, &[&super::shards::column(shard), &limit], |row| {
             Ok(StartRequestRecord {
                 id: get(row, 0)?,
                 request: StartRequest { function: get(row, 1)?, name: get(row, 2)?, input_json: get(row, 3)? },
